@@ -1,0 +1,105 @@
+"""The Python API: `Client().run(...)`, `.list()`, `.get()`, `.logs()`, `.stop()`, `.wait()`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic
+
+from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.store import Store
+from joblet.config import Settings, settings
+from joblet.errors import ValidationError
+
+
+def validation_message(exc: pydantic.ValidationError, what: str = "job") -> str:
+    """One line naming the field and what is wrong with it."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or what
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"invalid {what} field {field!r}: {msg}"
+
+
+def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
+    try:
+        return JobSpec(command=command, args=tuple(args), **fields)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(validation_message(exc)) from None
+
+
+class Client:
+    """Talks to one joblet installation through Redis."""
+
+    def __init__(self, cfg: Settings | None = None) -> None:
+        self.settings = cfg or settings()
+        self.store = Store(self.settings.redis_url, self.settings.key_prefix)
+
+    def run(self, command: str, args: Any = (), **fields: Any) -> JobRecord:
+        """Queue a job and return its PENDING record at once."""
+        return self.submit(make_spec(command, args, **fields))
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        limit = self.settings.upload_max_bytes
+        if spec.upload_bytes > limit:
+            raise ValidationError(
+                f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}"
+            )
+        record = JobRecord(id=uuid.uuid4().hex, status=JobStatus.PENDING, spec=spec,
+                           name=spec.name, created=time.time())
+        self.store.create_job(record)
+        from joblet.api.tasks import send_run
+
+        try:
+            send_run(self.settings, record.id, spec.model_dump(mode="json"), spec.node)
+        except Exception:
+            self.store.transition(record.id, [JobStatus.PENDING], status=JobStatus.FAILED,
+                                  error="could not be queued", finished=time.time())
+            raise
+        return record
+
+    def list(self) -> list[JobRecord]:
+        return self.store.list_jobs()
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job whose id, id prefix or name is `job_id`."""
+        return self.store.get_job(self.store.resolve(job_id))
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[tuple[str, bytes]]:
+        """("stdout" | "stderr", bytes) chunks in order; with follow, until the job ends."""
+        full = self.store.resolve(job_id)
+        names = {STDOUT_FIELD: "stdout", STDERR_FIELD: "stderr"}
+        for field, data in self.store.follow_output(full, follow):
+            if field in names:
+                yield names[field], data
+            elif field == END_FIELD:
+                return
+
+    def stop(self, job_id: str) -> JobRecord:
+        """Stop a job: durable flag, and a job still queued becomes STOPPED at once."""
+        full = self.store.resolve(job_id)
+        self.store.request_stop(full)
+        waiting = [JobStatus.PENDING, JobStatus.SCHEDULED]
+        if self.store.transition(full, waiting, status=JobStatus.STOPPED, finished=time.time(),
+                                 error="stopped before it started"):
+            self.store.end_output(full, {"status": "STOPPED"}, self.settings.log_max_entries)
+        return self.store.get_job(full)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job is in a final state and return its record."""
+        full = self.store.resolve(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.store.get_job(full)
+            if record.status.final:
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {record.short_id} still {record.status.value}")
+            time.sleep(0.05)
+
+    def live_nodes(self) -> dict[str, dict[str, Any]]:
+        return self.store.live_nodes()
+

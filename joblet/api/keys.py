@@ -1,0 +1,51 @@
+"""Every Redis key, stream and channel joblet uses, in one place, under one prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RUN_TASK = "joblet.run_job"
+END_FIELD = b"end"
+STDOUT_FIELD = b"o"
+STDERR_FIELD = b"e"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one installation (one prefix)."""
+
+    prefix: str = "joblet:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set of job ids by creation time."""
+        return f"{self.prefix}jobs"
+
+    def log(self, job_id: str) -> str:
+        return f"{self.prefix}log:{job_id}"
+
+    def claim(self, job_id: str) -> str:
+        return f"{self.prefix}claim:{job_id}"
+
+    def stop(self, job_id: str) -> str:
+        return f"{self.prefix}stop:{job_id}"
+
+    @property
+    def stop_channel(self) -> str:
+        return f"{self.prefix}stops"
+
+    def node(self, node: str) -> str:
+        return f"{self.prefix}node:{node}"
+
+    @property
+    def node_pattern(self) -> str:
+        return f"{self.prefix}node:*"
+
+    def ipam(self, network: str) -> str:
+        return f"{self.prefix}ipam:{network}"
+
+    def ipam_cursor(self, network: str) -> str:
+        return f"{self.prefix}ipam:{network}:cursor"

@@ -1,0 +1,63 @@
+"""The one place a Redis connection is made and its errors are translated."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from joblet.errors import BackendUnavailable
+
+T = TypeVar("T")
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def connect(url: str) -> Any:
+    """A binary-safe redis-py client with short connect timeouts."""
+    import redis
+
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=3, health_check_interval=30, retry_on_timeout=True
+    )
+
+
+def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a method so redis errors become BackendUnavailable naming the URL."""
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def inner(self: Any, *args: Any, **kwargs: Any) -> T:
+            import redis
+
+            try:
+                return fn(self, *args, **kwargs)
+            except redis.exceptions.NoPermissionError as exc:
+                raise BackendUnavailable(f"Redis at {safe_url(url_of(self))} refused: {exc}") from None
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                raise BackendUnavailable(
+                    f"cannot reach Redis at {safe_url(url_of(self))}: {_reason(exc)}"
+                ) from None
+            except redis.exceptions.ResponseError as exc:
+                raise BackendUnavailable(f"Redis at {safe_url(url_of(self))}: {exc}") from None
+
+        return inner
+
+    return wrap
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    # redis-py prefixes "Error 111 connecting to host:port. " before the OS reason
+    return text.rsplit(". ", 1)[-1].rstrip(".") if ". " in text else text

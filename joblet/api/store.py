@@ -1,0 +1,220 @@
+"""Job records, stop flags, node heartbeats and output streams in Redis.
+
+Every Redis call of the client and the worker goes through this module (IP allocation lives
+beside it in `store_ipam`), so key names and error translation stay in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from joblet.api.keys import END_FIELD, Keys
+from joblet.api.models import JobRecord, JobStatus
+from joblet.api.redis_conn import connect, translated
+from joblet.errors import AmbiguousId, NotFound
+
+_CAS_STATUS = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return -1 end
+local allowed = cjson.decode(ARGV[1])
+for _, s in ipairs(allowed) do
+  if cjson.encode(s) == cur then
+    local fields = cjson.decode(ARGV[2])
+    for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+    return 1
+  end
+end
+return 0
+"""
+
+_url = translated(lambda self: self.url)
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v.value if isinstance(v, JobStatus) else v) for k, v in fields.items()}
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+class Store:
+    """Redis-backed state of one installation (one key prefix)."""
+
+    def __init__(self, url: str, prefix: str = "joblet:") -> None:
+        self.url = url
+        self.keys = Keys(prefix)
+        self.redis = connect(url)
+        self._cas = self.redis.register_script(_CAS_STATUS)
+
+    # -- jobs -------------------------------------------------------------------------------
+    @_url
+    def ping(self) -> None:
+        self.redis.ping()
+
+    @_url
+    def create_job(self, record: JobRecord) -> None:
+        fields = record.model_dump(mode="json", exclude_none=True)
+        pipe = self.redis.pipeline()
+        pipe.hset(self.keys.job(record.id), mapping=_encode(fields))
+        pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
+        pipe.execute()
+
+    @_url
+    def create_job_if_absent(self, record: JobRecord) -> bool:
+        key = self.keys.job(record.id)
+        if not self.redis.hsetnx(key, "status", json.dumps(record.status.value)):
+            return False
+        self.create_job(record)
+        return True
+
+    @_url
+    def find_job(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return JobRecord.model_validate(_decode(raw)) if raw else None
+
+    def get_job(self, job_id: str) -> JobRecord:
+        record = self.find_job(job_id)
+        if record is None:
+            raise NotFound(f"no such job: {job_id}")
+        return record
+
+    @_url
+    def resolve(self, prefix: str) -> str:
+        """The full id of the one job whose id (or name) starts with `prefix`."""
+        if not prefix:
+            raise NotFound("no job id given")
+        ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
+        if prefix in ids:
+            return prefix
+        matches = [i for i in ids if i.startswith(prefix)]
+        if not matches:
+            matches = [r.id for r in self.list_jobs() if r.name == prefix][-1:]
+        if not matches:
+            raise NotFound(f"no such job: {prefix}")
+        if len(matches) > 1:
+            raise AmbiguousId(f"job id prefix {prefix!r} matches {len(matches)} jobs; give more")
+        return matches[0]
+
+    @_url
+    def list_jobs(self) -> list[JobRecord]:
+        ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
+        pipe = self.redis.pipeline()
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id))
+        records = []
+        stale = []
+        for job_id, raw in zip(ids, pipe.execute(), strict=True):
+            if raw:
+                records.append(JobRecord.model_validate(_decode(raw)))
+            else:
+                stale.append(job_id)
+        if stale:  # records expired after their TTL: drop them from the index too
+            self.redis.zrem(self.keys.jobs, *stale)
+        return records
+
+    @_url
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        self.redis.hset(self.keys.job(job_id), mapping=_encode(fields))
+
+    @_url
+    def transition(self, job_id: str, allowed: Iterable[JobStatus], **fields: Any) -> bool:
+        """Set fields only if the job's status is one of `allowed` (atomic)."""
+        result = self._cas(
+            keys=[self.keys.job(job_id)],
+            args=[json.dumps([s.value for s in allowed]), json.dumps(_encode(fields))],
+        )
+        return bool(result == 1)
+
+    @_url
+    def expire_job(self, job_id: str, ttl: int) -> None:
+        pipe = self.redis.pipeline()
+        for key in (self.keys.job(job_id), self.keys.log(job_id), self.keys.claim(job_id),
+                    self.keys.stop(job_id)):
+            pipe.expire(key, ttl)
+        pipe.execute()
+
+    # -- claims and stops -------------------------------------------------------------------
+    @_url
+    def claim(self, job_id: str, node: str) -> bool:
+        """True for the first caller only: a job runs at most once."""
+        return bool(self.redis.set(self.keys.claim(job_id), node, nx=True))
+
+    @_url
+    def request_stop(self, job_id: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.set(self.keys.stop(job_id), "1")
+        pipe.publish(self.keys.stop_channel, job_id)
+        pipe.execute()
+
+    @_url
+    def stop_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.keys.stop(job_id)))
+
+    @_url
+    def stops_among(self, job_ids: list[str]) -> list[str]:
+        if not job_ids:
+            return []
+        flags = self.redis.mget([self.keys.stop(j) for j in job_ids])
+        return [j for j, f in zip(job_ids, flags, strict=True) if f]
+
+    @_url
+    def subscribe_stops(self) -> Any:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.keys.stop_channel)
+        return pubsub
+
+    # -- nodes ------------------------------------------------------------------------------
+    @_url
+    def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> None:
+        self.redis.set(self.keys.node(node), json.dumps(info), ex=ttl)
+
+    @_url
+    def live_nodes(self) -> dict[str, dict[str, Any]]:
+        keys = list(self.redis.scan_iter(match=self.keys.node_pattern, count=500))
+        values = self.redis.mget(keys) if keys else []
+        prefix_len = len(self.keys.node(""))
+        return {k.decode()[prefix_len:]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+
+    @_url
+    def drop_node(self, node: str) -> None:
+        self.redis.delete(self.keys.node(node))
+
+    # -- output streams ---------------------------------------------------------------------
+    @_url
+    def append_output(self, job_id: str, field: bytes, data: bytes, cap: int) -> None:
+        self.redis.xadd(self.keys.log(job_id), {field: data}, maxlen=cap, approximate=True)
+
+    @_url
+    def end_output(self, job_id: str, summary: dict[str, Any], cap: int) -> None:
+        self.redis.xadd(self.keys.log(job_id), {END_FIELD: json.dumps(summary)}, maxlen=cap,
+                        approximate=True)
+
+    @_url
+    def read_output(self, job_id: str, after: str, block_ms: int | None) -> list[tuple[str, bytes, bytes]]:
+        """Entries after `after` as (entry id, field, data); waits up to block_ms for new ones."""
+        reply = self.redis.xread({self.keys.log(job_id): after}, count=1000, block=block_ms)
+        out = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                for field, data in fields.items():
+                    out.append((entry_id.decode(), field, data))
+        return out
+
+    def follow_output(self, job_id: str, follow: bool, block_ms: int = 1000) -> Iterator[tuple[bytes, bytes]]:
+        """(field, data) pairs from the start; with follow, until the end marker arrives."""
+        after = "0-0"
+        while True:
+            entries = self.read_output(job_id, after, block_ms if follow else None)
+            for entry_id, field, data in entries:
+                after = entry_id
+                yield field, data
+                if field == END_FIELD:
+                    return
+            if not follow and not entries:
+                return
+            if not entries:
+                yield b"", b""  # heartbeat: lets callers check the job while nothing arrives

@@ -1,0 +1,65 @@
+"""Fleet-wide IP allocations in Redis: atomic, owned by a job id, round-robin.
+
+Addresses are stored as integers in one hash per network (address -> owner job id) with a
+cursor, so a freed address is handed out again only after the rest of the range.
+"""
+
+from __future__ import annotations
+
+from joblet.api.keys import Keys
+from joblet.api.redis_conn import connect, translated
+
+_ALLOCATE = """
+local first, last, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local size = last - first + 1
+local cur = tonumber(redis.call('GET', KEYS[2]) or first)
+if cur < first or cur > last then cur = first end
+for i = 0, size - 1 do
+  local ip = first + ((cur - first + i) % size)
+  local field = string.format('%d', ip)
+  if redis.call('HSETNX', KEYS[1], field, owner) == 1 then
+    local nxt = ip + 1
+    if nxt > last then nxt = first end
+    redis.call('SET', KEYS[2], string.format('%d', nxt))
+    return field
+  end
+end
+return false
+"""
+
+_RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+_url = translated(lambda self: self.url)
+
+
+class IpamStore:
+    """Allocations of every network of one installation."""
+
+    def __init__(self, url: str, prefix: str = "joblet:") -> None:
+        self.url = url
+        self.keys = Keys(prefix)
+        self.redis = connect(url)
+        self._allocate = self.redis.register_script(_ALLOCATE)
+        self._release = self.redis.register_script(_RELEASE)
+
+    @_url
+    def allocate(self, network: str, first: int, last: int, owner: str) -> int | None:
+        """The next free address in [first, last] for `owner`, or None when all are taken."""
+        keys = [self.keys.ipam(network), self.keys.ipam_cursor(network)]
+        got = self._allocate(keys=keys, args=[first, last, owner])
+        return int(got) if got else None
+
+    @_url
+    def release(self, network: str, address: int, owner: str) -> bool:
+        """Free `address` if `owner` holds it; freeing twice is harmless."""
+        return bool(self._release(keys=[self.keys.ipam(network)], args=[address, owner]))
+
+    @_url
+    def allocations(self, network: str) -> dict[int, str]:
+        raw = self.redis.hgetall(self.keys.ipam(network))
+        return {int(k): v.decode() for k, v in raw.items()}

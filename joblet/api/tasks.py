@@ -1,0 +1,66 @@
+"""The client side of Celery: an app that only sends joblet's tasks by name.
+
+Nothing here imports worker or network code, so clients run without root or pyroute2.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from joblet.api.keys import RUN_TASK
+from joblet.config import Settings, settings
+
+
+def celery_config(cfg: Settings) -> dict[str, Any]:
+    """Settings shared by the client and the worker apps."""
+    return {
+        "broker_url": cfg.broker,
+        "result_backend": cfg.result_backend,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_default_queue": cfg.queue,
+        "result_expires": cfg.log_ttl,
+        "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": cfg.visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "enable_utc": True,
+    }
+
+
+@lru_cache(maxsize=4)
+def client_app(cfg: Settings | None = None) -> Any:
+    """A Celery app for sending (no tasks registered)."""
+    from celery import Celery
+
+    cfg = cfg or settings()
+    app = Celery("joblet-client", set_as_current=False)
+    app.conf.update(celery_config(cfg))
+    return app
+
+
+def queue_for(cfg: Settings, node: str | None) -> str:
+    return cfg.node_queue(node) if node else cfg.queue
+
+
+def run_job_signature(cfg: Settings | None = None) -> Any:
+    """`run_job.delay(command="echo", args=["hi"], network="none")` runs a job."""
+    cfg = cfg or settings()
+    return client_app(cfg).signature(RUN_TASK, queue=cfg.queue)
+
+
+def send_run(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:
+    """Queue a job by task name; the task id is the job id."""
+    from kombu.exceptions import OperationalError
+
+    from joblet.errors import BackendUnavailable
+
+    try:
+        client_app(cfg).send_task(
+            RUN_TASK, kwargs={"spec": spec}, task_id=job_id, queue=queue_for(cfg, node),
+            retry=False,
+        )
+    except OperationalError as exc:
+        raise BackendUnavailable(f"cannot reach the broker at {cfg.broker}: {exc}") from None

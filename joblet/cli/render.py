@@ -1,0 +1,62 @@
+"""How `rnx` prints records: tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from joblet.api.models import JobRecord
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=None if isinstance(value, list) else 2) + "\n")
+
+
+def _when(iso_text: str | None) -> str:
+    if not iso_text:
+        return "-"
+    return datetime.fromisoformat(iso_text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    """A plain aligned table (rich), full width even when piped."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:
+        out.add_column(header, no_wrap=True)
+    for row in rows:
+        out.add_row(*row)
+    console = Console(width=None if sys.stdout.isatty() else 250, highlight=False)
+    console.print(out)
+
+
+def jobs_table(records: list[JobRecord]) -> None:
+    rows = []
+    for r in records:
+        p = r.public()
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        rows.append([r.short_id, r.name or "-", r.status.value, r.network, r.ip or "-",
+                     r.node or "-", code, _when(p["created"])])
+    table(["ID", "NAME", "STATUS", "NETWORK", "IP", "NODE", "EXIT", "CREATED"], rows)
+
+
+def job_details(record: JobRecord) -> None:
+    p = record.public()
+    command = " ".join([p["command"], *p["args"]])
+    lines = [
+        ("ID", p["id"]), ("Name", p["name"] or "-"), ("Status", p["status"]),
+        ("Command", command), ("Network", ", ".join(p["networks"])),
+        ("IP", ", ".join(f"{k}={v}" for k, v in p["ips"].items()) or "-"),
+        ("Node", p["node"] or "-"),
+        ("Exit code", "-" if p["exit_code"] is None else str(p["exit_code"])),
+        ("Signal", "-" if p["signal"] is None else str(p["signal"])),
+        ("Error", p["error"] or "-"), ("Created", _when(p["created"])),
+        ("Started", _when(p["started"])), ("Finished", _when(p["finished"])),
+    ]
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        sys.stdout.write(f"{key + ':':<{width + 2}}{value}\n")

@@ -1,0 +1,172 @@
+"""`rnx run`: queue a job, then (unless detached) stream its output and exit with its code."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from joblet.errors import ValidationError
+
+if TYPE_CHECKING:
+    from joblet.api.client import Client
+    from joblet.api.models import JobRecord
+
+NO_WORKER_AFTER = 3.0  # seconds a job may wait before rnx says nobody is taking it
+SETUP_FAILED = 125  # like `docker run`: the job could not be started at all
+
+
+def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            value = os.environ.get(key, "")  # `--env NAME` passes the caller's value on
+        env[key] = value
+    return env
+
+
+def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str, Any]]:
+    """Files (by base name) and a directory tree (relative paths) with their modes."""
+    found: list[tuple[Path, str]] = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise ValidationError(f"invalid job field 'uploads': {name} is not a readable file")
+        found.append((path, path.name))
+    if directory is not None:
+        root = Path(directory)
+        if not root.is_dir():
+            raise ValidationError(f"invalid job field 'uploads': {directory} is not a directory")
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                found.append((path, path.relative_to(root).as_posix()))
+    uploads = []
+    for path, rel in found:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValidationError(f"invalid job field 'uploads': {path}: {exc.strerror}") from None
+        uploads.append({"path": rel, "mode": path.stat().st_mode & 0o7777,
+                        "content": base64.b64encode(data).decode()})
+    return uploads
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--network", "networks", multiple=True, metavar="NAME",
+              help="Network: bridge (default), none, or a created network.")
+@click.option("--env", "-e", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--upload", "uploads", multiple=True, type=click.Path(), metavar="FILE",
+              help="File to place in /work (repeatable).")
+@click.option("--upload-dir", type=click.Path(), metavar="DIR", help="Directory tree to place in /work.")
+@click.option("--name", help="Job name (also its hostname).")
+@click.option("--node", help="Run on this node only.")
+@click.option("--timeout", type=float, help="Stop the job after this many seconds (FAILED).")
+@click.option("-d", "--detach", is_flag=True, help="Print the id and return at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("command")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def run(obj: Any, networks: tuple[str, ...], envs: tuple[str, ...], uploads: tuple[str, ...],
+        upload_dir: str | None, name: str | None, node: str | None, timeout: float | None,
+        detach: bool, as_json: bool, command: str, args: tuple[str, ...]) -> None:
+    """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
+    from joblet.api.client import make_spec
+    from joblet.cli.render import print_json
+
+    fields: dict[str, Any] = {"env": parse_env(envs), "name": name, "node": node,
+                              "timeout": timeout, "uploads": read_uploads(uploads, upload_dir)}
+    if networks:
+        fields["network"] = networks
+    client: Client = obj.client
+    record = client.submit(make_spec(command, args, **fields))
+    if detach:
+        if as_json:
+            print_json({"id": record.id, "status": record.status.value})
+        else:
+            click.echo(record.id)
+        return
+    sys.exit(Attached(client, record, as_json).follow())
+
+
+class Attached:
+    """Follows one job's output to the terminal; Ctrl-C stops the job."""
+
+    def __init__(self, client: Client, record: JobRecord, as_json: bool) -> None:
+        self.client = client
+        self.record = record
+        self.as_json = as_json
+        self.stdout = bytearray()
+        self.warned = False
+        self.stopping = False
+
+    def follow(self) -> int:
+        self._warn_if_no_worker(initial=True)
+        while True:
+            try:
+                self._stream()
+                break
+            except KeyboardInterrupt:
+                if self.stopping:
+                    return 130
+                self.stopping = True
+                sys.stderr.write(f"rnx: stopping job {self.record.short_id} (Ctrl-C again to leave it)\n")
+                self.client.stop(self.record.id)
+        final = self.client.store.get_job(self.record.id)
+        return self._report(final)
+
+    def _stream(self) -> None:
+        from joblet.cli.stream import write_chunk
+
+        started = time.monotonic()
+        for stream, data in self._chunks():
+            if stream == "":
+                if not self.warned and time.monotonic() - started > NO_WORKER_AFTER:
+                    self._warn_if_no_worker(initial=False)
+                continue
+            if self.as_json:
+                if stream == "stdout":
+                    self.stdout += data
+            else:
+                write_chunk(stream, data)
+
+    def _chunks(self) -> Any:
+        from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
+
+        names = {STDOUT_FIELD: "stdout", STDERR_FIELD: "stderr", b"": ""}
+        for field, data in self.client.store.follow_output(self.record.id, follow=True):
+            if field == END_FIELD:
+                return
+            yield names.get(field, ""), data
+
+    def _warn_if_no_worker(self, initial: bool) -> None:
+        record = self.client.store.get_job(self.record.id)
+        if record.status.value != "PENDING":
+            self.warned = not initial or self.warned
+            return
+        nodes = self.client.live_nodes()
+        wanted = self.record.spec.node
+        if nodes and (wanted is None or wanted in nodes):
+            return
+        where = f"worker on node {wanted!r}" if wanted else "worker"
+        sys.stderr.write(f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
+                         "running (start one with `joblet-worker`)\n")
+        self.warned = True
+
+    def _report(self, final: JobRecord) -> int:
+        from joblet.cli.render import print_json
+
+        if self.as_json:
+            out = final.public()
+            out["output"] = self.stdout.decode(errors="replace")
+            print_json(out)
+        elif final.error and final.status.value in ("FAILED", "LOST") and final.exit_code != 127:
+            sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {final.error}\n")
+        if final.exit_code is not None:
+            return final.exit_code
+        return 130 if final.status.value == "STOPPED" else SETUP_FAILED

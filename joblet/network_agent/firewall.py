@@ -1,0 +1,87 @@
+"""joblet's nftables table `inet joblet`: rendered pure, applied in one atomic batch.
+
+The ruleset text starts by creating then deleting the table, so applying it replaces the
+whole table atomically and repeatably; a broken file is rejected with the live rules intact.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from dataclasses import dataclass
+
+from joblet.errors import NetworkError
+
+TABLE = "joblet"
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+@dataclass(frozen=True)
+class FwNetwork:
+    """What the firewall needs to know of one bridged joblet network."""
+
+    name: str
+    bridge: str
+    cidr: str
+    nat: bool = True
+
+    def checked(self) -> FwNetwork:
+        # nft treats a bad address as a host name and looks it up: validate before rendering.
+        ipaddress.IPv4Network(self.cidr, strict=True)
+        if not _IFNAME.match(self.bridge):
+            raise NetworkError(f"invalid bridge name {self.bridge!r}")
+        return self
+
+
+def render(networks: list[FwNetwork]) -> str:
+    """The whole table for these networks."""
+    nets = [n.checked() for n in networks]
+    forward = ["ct state established,related accept comment \"joblet:established\""]
+    nat = []
+    for n in nets:
+        tag = f'comment "joblet:net:{n.name}"'
+        forward.append(f'iifname "{n.bridge}" oifname "{n.bridge}" accept {tag}')
+        if n.nat:
+            forward.append(f'iifname "{n.bridge}" accept {tag}')
+            nat.append(f'ip saddr {n.cidr} oifname != "{n.bridge}" masquerade {tag}')
+        else:
+            forward.append(f'iifname "{n.bridge}" drop {tag}')
+        forward.append(f'oifname "{n.bridge}" drop {tag}')
+    return "\n".join([
+        f"table inet {TABLE} {{}}",
+        f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy accept;",
+        *(f"    {rule}" for rule in forward),
+        "  }",
+        "  chain postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        *(f"    {rule}" for rule in nat),
+        "  }",
+        "}",
+        "",
+    ])
+
+
+def apply(ruleset: str) -> None:
+    """Load a ruleset with `nft -f -` (atomic: all or nothing)."""
+    try:
+        proc = subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
+                              timeout=30)
+    except FileNotFoundError:
+        raise NetworkError("nft not found: install nftables") from None
+    if proc.returncode != 0:
+        raise NetworkError(f"failed to load nftables rules: {proc.stderr.strip()}")
+
+
+def table_exists() -> bool:
+    proc = subprocess.run(["nft", "list", "table", "inet", TABLE], capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+def remove() -> None:
+    """Delete joblet's table; one that is already gone is success."""
+    if table_exists():
+        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True, timeout=30)

@@ -1,0 +1,50 @@
+"""IP address arithmetic (pure): which addresses of a network a job may get."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A job network's CIDR with its gateway (.1) and the range jobs draw from."""
+
+    cidr: str
+
+    @property
+    def net(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.cidr, strict=True)
+
+    @property
+    def prefixlen(self) -> int:
+        return self.net.prefixlen
+
+    @property
+    def gateway(self) -> str:
+        return str(self.net.network_address + 1)
+
+    @property
+    def first(self) -> int:
+        """First address a job may get: after the network address and the gateway."""
+        return int(self.net.network_address) + 2
+
+    @property
+    def last(self) -> int:
+        """Last address a job may get: before the broadcast address."""
+        return int(self.net.broadcast_address) - 1
+
+    @property
+    def capacity(self) -> int:
+        return max(0, self.last - self.first + 1)
+
+    def contains(self, address: int) -> bool:
+        return self.first <= address <= self.last
+
+
+def to_str(address: int) -> str:
+    return str(ipaddress.IPv4Address(address))
+
+
+def to_int(address: str) -> int:
+    return int(ipaddress.IPv4Address(address))

@@ -1,0 +1,125 @@
+"""Netlink work (pyroute2), the only place joblet touches links, addresses and routes.
+
+One IPRoute socket per worker process, guarded by a lock: netlink calls are short, and the
+worker never switches namespaces in its own threads (STYLE.md 7): a job's end of a veth is
+created straight inside the job's namespace (`net_ns_pid`), which is cheaper than moving it.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from joblet.errors import NetworkError
+
+T = TypeVar("T")
+_lock = threading.Lock()
+_ipr: IPRoute | None = None
+
+
+@contextmanager
+def _netlink() -> Iterator[IPRoute]:
+    global _ipr
+    with _lock:
+        if _ipr is None:
+            _ipr = IPRoute()
+        yield _ipr
+
+
+def _call(what: str, fn: Callable[[IPRoute], T]) -> T:
+    try:
+        with _netlink() as ipr:
+            return fn(ipr)
+    except NetlinkError as exc:
+        raise NetworkError(f"failed to {what}: {exc.args[1] if len(exc.args) > 1 else exc}") from None
+
+
+def index_of(ifname: str) -> int | None:
+    found = _call(f"look up {ifname}", lambda ipr: ipr.link_lookup(ifname=ifname))
+    return found[0] if found else None
+
+
+def link_kind(index: int) -> str | None:
+    def kind(ipr: IPRoute) -> str | None:
+        info = ipr.get_links(index)[0].get_attr("IFLA_LINKINFO")
+        return info.get_attr("IFLA_INFO_KIND") if info else None
+
+    return _call("read a link", kind)
+
+
+def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int) -> int:
+    """Create the bridge if absent, give it its gateway address, bring it up."""
+    index = index_of(name)
+    if index is None:
+        try:
+            with _netlink() as ipr:
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise NetworkError(f"failed to create bridge {name}: {exc}") from None
+        index = index_of(name)
+    if index is None or link_kind(index) != "bridge":
+        raise NetworkError(f"{name} already exists but is not a bridge")
+    _ensure_addr(index, name, address, prefixlen)
+    _call(f"bring up {name}", lambda ipr: ipr.link("set", index=index, state="up"))
+    return index
+
+
+def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
+    try:
+        with _netlink() as ipr:
+            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise NetworkError(f"failed to add {address}/{prefixlen} to {name}: {exc}") from None
+
+
+def add_veth_into(host_ifname: str, peer_ifname: str, pid: int, bridge: int, mtu: int) -> None:
+    """A veth whose peer is born inside the namespace of `pid`, host end enslaved and up."""
+
+    def add(ipr: IPRoute) -> None:
+        ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu,
+                 peer={"ifname": peer_ifname, "net_ns_pid": pid, "mtu": mtu})
+        index = ipr.link_lookup(ifname=host_ifname)[0]
+        ipr.link("set", index=index, master=bridge, state="up")
+
+    _call(f"create veth {host_ifname}", add)
+
+
+def delete_link(ifname: str) -> None:
+    """Delete a link; one that is already gone is success."""
+    try:
+        with _netlink() as ipr:
+            ipr.link("del", ifname=ifname)
+    except NetlinkError as exc:
+        if exc.code not in (errno.ENODEV, errno.ENOENT):
+            raise NetworkError(f"failed to delete {ifname}: {exc}") from None
+
+
+def default_route_mtu(fallback: int = 1500) -> int:
+    """MTU of the interface that carries the default route (the uplink)."""
+
+    def mtu(ipr: IPRoute) -> int:
+        for route in ipr.get_default_routes(family=2):
+            oif = route.get_attr("RTA_OIF")
+            if oif:
+                value: Any = ipr.get_links(oif)[0].get_attr("IFLA_MTU")
+                return int(value)
+        return fallback
+
+    return _call("read the default route", mtu)
+
+
+def links_with_prefix(prefix: str) -> list[str]:
+    """Names of host links starting with `prefix` (for reconciling after a crash)."""
+
+    def names(ipr: IPRoute) -> list[str]:
+        return [n for n in (link.get_attr("IFLA_IFNAME") for link in ipr.get_links()) if n.startswith(prefix)]
+
+    return _call("list links", names)

@@ -1,0 +1,40 @@
+"""`joblet-worker`: run a privileged Celery worker for this host."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from joblet import config
+from joblet.errors import JobletError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--node", help="This host's name in the fleet (default: the hostname).")
+@click.option("--concurrency", type=int, help="Jobs run at once (default 256).")
+@click.option("--loglevel", default="INFO", show_default=True, help="Log level.")
+def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
+    """Run jobs from the joblet queues on this host (needs root)."""
+    overrides = {k: v for k, v in (("node", node), ("concurrency", concurrency)) if v is not None}
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.geteuid() != 0:
+        sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
+    try:
+        cfg = config.load(**overrides)
+        from joblet.worker.app import install_supervisor, make_app
+
+        app = make_app(cfg)
+        install_supervisor(cfg)
+    except JobletError as exc:
+        sys.exit(f"joblet-worker: {exc}")
+    queues = f"{cfg.queue},{cfg.node_queue(cfg.node)}"
+    app.worker_main(["worker", "-P", "threads", "-c", str(cfg.concurrency), "-Q", queues,
+                     "-n", f"joblet@{cfg.node}", "-l", loglevel, "--without-gossip",
+                     "--without-mingle", "--without-heartbeat"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""One job's life on this host: prepare, start, watch, record, and always tear down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from joblet.api.keys import STDERR_FIELD
+from joblet.api.models import JobSpec, JobStatus
+from joblet.errors import JobletError, ValidationError
+from joblet.network_agent.plan import NetPlan
+from joblet.worker.cgroups import JobCgroup
+from joblet.worker.execution import Launch, Sandbox
+from joblet.worker.output import Capture
+from joblet.worker.journal import Entry
+
+if TYPE_CHECKING:
+    from joblet.worker.supervisor import Supervisor
+
+WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED)
+
+
+@dataclass
+class Outcome:
+    status: JobStatus
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+
+
+def outcome_of(returncode: int, stopped: bool, timed_out: float | None) -> Outcome:
+    """Map a process's return code (negative: killed by that signal) to a final state."""
+    sig = -returncode if returncode < 0 else None
+    code = 128 + sig if sig is not None else returncode
+    if stopped:
+        return Outcome(JobStatus.STOPPED, code, sig)
+    if timed_out is not None:
+        return Outcome(JobStatus.FAILED, code, sig, f"timed out after {timed_out:g}s")
+    if returncode == 0:
+        return Outcome(JobStatus.COMPLETED, 0)
+    error = f"killed by signal {signal.Signals(sig).name}" if sig else None
+    return Outcome(JobStatus.FAILED, code, sig, error)
+
+
+class JobRun:
+    """Runs one claimed job to its end."""
+
+    def __init__(self, sup: Supervisor, job_id: str, spec: JobSpec) -> None:
+        self.sup = sup
+        self.job_id = job_id
+        self.spec = spec
+        self.hostname = spec.name or job_id[:12]
+        cfg = sup.cfg
+        self.work_dir = cfg.state_dir / "jobs" / job_id / "work"
+        self.run_dir = cfg.run_dir / "jobs" / job_id
+        self.cgroup = JobCgroup(sup.cgroup_root / job_id)
+        self.sandbox: Sandbox | None = None
+        self.plan: NetPlan | None = None
+        self.stopped = threading.Event()
+        self.capture: Capture | None = None
+        self._grace_timer: threading.Timer | None = None
+
+    # -- control from other threads ---------------------------------------------------------
+    def stop(self) -> None:
+        """SIGTERM the job's processes, SIGKILL them after the grace period."""
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        main = self.sandbox.main if self.sandbox else None
+        if main is None:
+            return  # not started yet: the runner sees the flag before exec
+        self.cgroup.signal(signal.SIGTERM, exclude={main.pid})
+        self._grace_timer = threading.Timer(self.sup.cfg.stop_grace, self.cgroup.kill)
+        self._grace_timer.daemon = True
+        self._grace_timer.start()
+
+    # -- the life -------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        outcome, stdout, truncated = Outcome(JobStatus.FAILED), b"", False
+        try:
+            outcome, stdout, truncated = self._run()
+        except JobletError as exc:
+            outcome = Outcome(JobStatus.FAILED, error=str(exc))
+        finally:
+            teardown_error = self.teardown()
+        if teardown_error and outcome.error is None:
+            outcome.error = f"teardown: {teardown_error}"
+        result = self.sup.finish(self.job_id, outcome, stdout, truncated)
+        self._end(outcome)
+        return result
+
+    def _end(self, outcome: Outcome) -> None:
+        """The stream's end marker, after the job's last byte and its final record."""
+        summary = {"status": outcome.status.value, "exit_code": outcome.exit_code}
+        if self.capture is None:
+            self.sup.store.end_output(self.job_id, summary, self.sup.cfg.log_max_entries)
+            return
+        self.sup.pump.finish(self.capture, summary)
+        self.capture.flushed.wait(timeout=30)
+
+    def _run(self) -> tuple[Outcome, bytes, bool]:
+        self._prepare_files()
+        self.plan = self.sup.agent.plan(self.job_id, self.spec, self.hostname)
+        self.sup.journal.record(Entry(job_id=self.job_id, cgroup=str(self.cgroup.path),
+                                      work_dir=str(self.work_dir.parent),
+                                      run_dir=str(self.run_dir), plan=self.plan))
+        self._write_net_files(self.plan)
+        self.cgroup.create()
+        self.sandbox = Sandbox(Launch(self.job_id, self.hostname, self.cgroup, self.work_dir,
+                                      self.run_dir, self._env(), self.spec.command, self.spec.args))
+        pid = self.sandbox.start()
+        self.sup.agent.attach(self.plan, pid)
+        path = self.sandbox.go()
+        if self.stopped.is_set():
+            return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
+        self.sup.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING,
+                                  started=time.time(), node=self.sup.cfg.node, ips=self.plan.ips)
+        if path is None:
+            message = f"joblet: {self.spec.command}: command not found\n".encode()
+            self.sup.store.append_output(self.job_id, STDERR_FIELD, message,
+                                         self.sup.cfg.log_max_entries)
+            return Outcome(JobStatus.FAILED, 127, error="command not found"), b"", False
+        return self._watch(path)
+
+    def _watch(self, path: str) -> tuple[Outcome, bytes, bool]:
+        assert self.sandbox is not None
+        main = self.sandbox.exec(path)
+        assert main.stdout is not None and main.stderr is not None
+        out, err = os.dup(main.stdout.fileno()), os.dup(main.stderr.fileno())
+        main.stdout.close()
+        main.stderr.close()
+        self.capture = capture = self.sup.pump.watch(self.job_id, out, err,
+                                                     self.sup.cfg.result_output_limit)
+        if self.stopped.is_set():  # a stop that raced with exec
+            self.stopped.clear()
+            self.stop()
+        timed_out = None
+        try:
+            main.wait(timeout=self.spec.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = self.spec.timeout
+            self.stop()
+            main.wait()
+        self.cgroup.kill()  # the command is done: so is everything it left behind
+        capture.closed.wait(timeout=10)
+        outcome = outcome_of(main.returncode, self.stopped.is_set() and timed_out is None, timed_out)
+        return outcome, bytes(capture.stdout), capture.truncated
+
+    def _env(self) -> dict[str, str]:
+        cfg = self.sup.cfg
+        return {"PATH": cfg.default_path, "HOME": "/work", "HOSTNAME": self.hostname,
+                "JOBLET_JOB_ID": self.job_id, **self.spec.env}
+
+    def _prepare_files(self) -> None:
+        limit = self.sup.cfg.upload_max_bytes
+        if self.spec.upload_bytes > limit:
+            raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes exceed {limit}")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        root = self.work_dir.resolve()
+        for upload in self.spec.uploads:
+            target = (root / upload.path).resolve()
+            if root not in target.parents:
+                raise ValidationError(f"upload path {upload.path!r} escapes /work")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(upload.data)
+            target.chmod(upload.mode)
+
+    def _write_net_files(self, plan: NetPlan) -> None:
+        (self.run_dir / "net.batch").write_text(plan.batch())
+        (self.run_dir / "hosts").write_text(plan.hosts_file())
+        resolv = plan.resolv_file()
+        if resolv is not None:
+            (self.run_dir / "resolv.conf").write_text(resolv)
+
+    # -- the end --------------------------------------------------------------------------
+    def teardown(self) -> str | None:
+        """Release everything; every step is tried, errors are returned together."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        return self.sup.release(self.job_id, self.cgroup, self.sandbox, self.plan,
+                                [self.work_dir.parent, self.run_dir])
+
+
+def remove_dirs(dirs: list[Path]) -> None:
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,178 @@
+"""Everything one worker process shares between its jobs.
+
+It claims jobs (at most once), keeps the table of running ones, listens for stops, beats a
+heartbeat, and on start reconciles what a crashed predecessor left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.store import Store
+from joblet.api.store_ipam import IpamStore
+from joblet.config import Settings
+from joblet.errors import BackendUnavailable, JobletError
+from joblet.network_agent.agent import NetworkAgent
+from joblet.network_agent.plan import NetPlan
+from joblet.worker import cgroups
+from joblet.worker.cgroups import JobCgroup
+from joblet.worker.execution import Sandbox
+from joblet.worker.journal import Journal
+from joblet.worker.output import OutputPump
+from joblet.worker.runner import WAITING, JobRun, Outcome, remove_dirs
+
+log = logging.getLogger(__name__)
+
+
+class Duplicate(Exception):
+    """This job was claimed before: the message is a redelivery."""
+
+
+class Supervisor:
+    """The worker's shared state and background threads."""
+
+    def __init__(self, cfg: Settings) -> None:
+        self.cfg = cfg
+        self.store = Store(cfg.redis_url, cfg.key_prefix)
+        self.agent = NetworkAgent(cfg, IpamStore(cfg.redis_url, cfg.key_prefix))
+        self.journal = Journal(cfg.state_dir)
+        self.cgroup_root = (cfg.cgroup_root or cgroups.detect_root() / "joblet")
+        self.pump = OutputPump(self.store, cfg.log_max_entries)
+        self.running: dict[str, JobRun] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self.started = time.time()
+
+    def start(self) -> None:
+        self.cgroup_root.mkdir(parents=True, exist_ok=True)
+        self.reconcile()
+        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._stop_loop, "stops")):
+            threading.Thread(target=target, name=f"joblet-{name}", daemon=True).start()
+
+    # -- running a job ----------------------------------------------------------------------
+    def run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
+        """Run a queued job here unless it was claimed, stopped or finished already."""
+        record = JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name,
+                           created=time.time())
+        self.store.create_job_if_absent(record)
+        if not self.store.claim(job_id, self.cfg.node):
+            raise Duplicate(job_id)
+        current = self.store.get_job(job_id)
+        if current.status.final:
+            return self.result(current)
+        if self.store.stop_requested(job_id):
+            out = self.finish(job_id, Outcome(JobStatus.STOPPED, error="stopped before it started"))
+            self.store.end_output(job_id, {"status": "STOPPED"}, self.cfg.log_max_entries)
+            return out
+        run = JobRun(self, job_id, spec)
+        with self._lock:
+            self.running[job_id] = run
+        try:
+            return run.execute()
+        finally:
+            with self._lock:
+                self.running.pop(job_id, None)
+
+    def finish(self, job_id: str, outcome: Outcome, stdout: bytes = b"",
+               truncated: bool = False) -> dict[str, Any]:
+        """Record the final state; returns the task result."""
+        self.store.update_job(job_id, status=outcome.status, exit_code=outcome.exit_code,
+                              signal=outcome.signal, error=outcome.error, finished=time.time(),
+                              node=self.cfg.node)
+        self.store.expire_job(job_id, self.cfg.log_ttl)
+        result = self.result(self.store.get_job(job_id), stdout)
+        result["output_truncated"] = truncated
+        return result
+
+    @staticmethod
+    def result(record: JobRecord, stdout: bytes = b"") -> dict[str, Any]:
+        out = record.public()
+        out["output"] = stdout.decode(errors="replace")
+        if not stdout.isascii():
+            out["output_base64"] = base64.b64encode(stdout).decode()
+        return out
+
+    def release(self, job_id: str, cgroup: JobCgroup, sandbox: Sandbox | None,
+                plan: NetPlan | None, dirs: list[Any]) -> str | None:
+        """Kill, unmount, unwire and free everything of a job; returns collected errors."""
+        errors = []
+        steps: list[tuple[str, Any]] = [("kill processes", cgroup.kill)]
+        if sandbox is not None:
+            steps.append(("reap init", sandbox.close))
+        steps.append(("remove cgroup", cgroup.remove))
+        if plan is not None:
+            steps.append(("release network", lambda: self.agent.release(plan)))
+        steps.append(("remove files", lambda: remove_dirs(dirs)))
+        steps.append(("forget journal", lambda: self.journal.forget(job_id)))
+        for what, step in steps:
+            try:
+                step()
+            except (JobletError, OSError) as exc:
+                errors.append(f"{what}: {exc}")
+        return "; ".join(errors) or None
+
+    # -- stops ------------------------------------------------------------------------------
+    def stop_local(self, job_id: str) -> bool:
+        with self._lock:
+            run = self.running.get(job_id)
+        if run is not None:
+            run.stop()
+        return run is not None
+
+    def stop_all(self) -> None:
+        """Stop every job here (worker shutdown)."""
+        self._closing.set()
+        with self._lock:
+            runs = list(self.running.values())
+        for run in runs:
+            run.stop()
+
+    def _stop_loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                pubsub = self.store.subscribe_stops()
+                for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.stop_local(message["data"].decode())
+            except Exception as exc:  # noqa: BLE001 - Redis gone: retry, sweeps cover the gap
+                log.warning("stop listener: %s; retrying", exc)
+                time.sleep(1)
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.cfg.heartbeat_interval
+        while not self._closing.wait(interval):
+            self.beat()
+
+    def beat(self) -> None:
+        with self._lock:
+            ids = list(self.running)
+        info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started}
+        try:
+            self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
+            for job_id in self.store.stops_among(ids):  # stops missed by the listener
+                self.stop_local(job_id)
+        except BackendUnavailable as exc:
+            log.warning("heartbeat: %s", exc)
+
+    # -- after a crash ----------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Tear down what the journal lists and no live job here owns; mark such jobs LOST."""
+        for entry in self.journal.entries():
+            with self._lock:
+                if entry.job_id in self.running:
+                    continue
+            problems = self.release(entry.job_id, JobCgroup(Path(entry.cgroup)), None, entry.plan,
+                                    [Path(entry.work_dir), Path(entry.run_dir)])
+            with contextlib.suppress(JobletError):
+                if self.store.transition(entry.job_id, (*WAITING, JobStatus.RUNNING),
+                                         status=JobStatus.LOST, finished=time.time(),
+                                         error="the worker running it stopped unexpectedly"):
+                    self.store.end_output(entry.job_id, {"status": "LOST"}, self.cfg.log_max_entries)
+            log.warning("reconciled job %s%s", entry.job_id[:12], f": {problems}" if problems else "")
