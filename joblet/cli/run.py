@@ -118,7 +118,8 @@ class Attached:
                 sys.stderr.write(f"rnx: stopping job {self.record.short_id} (Ctrl-C again to leave it)\n")
                 self.client.stop(self.record.id)
         final = self.client.store.get_job(self.record.id)
-        return self._report(final)
+        code = self._report(final)
+        return 130 if self.stopping and final.status.value == "STOPPED" else code
 
     def _stream(self) -> None:
         from joblet.cli.stream import write_chunk

@@ -1,0 +1,145 @@
+"""Fixtures: a private redis-server, a throwaway host network namespace, a real worker.
+
+Tests that need root or Redis fail (not skip) when CI is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.config import Settings, load
+
+BIN = Path(sys.executable).parent
+
+
+def need(condition: bool, why: str) -> None:
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {why}")
+    pytest.skip(why)
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="module")
+def redis_sock() -> Iterator[str]:
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="joblet-redis-"))
+    sock = tmp / "redis.sock"
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock),
+                             "--unixsocketperm", "700", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.05)
+    yield f"unix://{sock}"
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cgroup_base() -> Path:
+    for path in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (path / "cgroup.subtree_control").exists():
+            return path
+    raise RuntimeError("no cgroup v2 hierarchy")
+
+
+class Host:
+    """A throwaway host: its own network namespace, dirs, key prefix and worker."""
+
+    def __init__(self, redis_url: str, name: str) -> None:
+        self.tag = uuid.uuid4().hex[:8]
+        self.netns = f"joblet-t-{self.tag}"
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"joblet-{self.tag}-"))
+        self.name = name
+        self.env = {
+            "JOBLET_REDIS_URL": redis_url, "JOBLET_KEY_PREFIX": f"t{self.tag}:",
+            "JOBLET_QUEUE": f"joblet-{self.tag}", "JOBLET_STATE_DIR": str(self.tmp / "state"),
+            "JOBLET_RUN_DIR": str(self.tmp / "run"), "JOBLET_STOP_GRACE": "2",
+            "JOBLET_CGROUP_ROOT": str(cgroup_base() / f"joblet-t-{self.tag}"),
+            "JOBLET_HEARTBEAT_INTERVAL": "1",
+        }
+        self.cfg: Settings = load(**{k[7:].lower(): v for k, v in self.env.items()})
+        self.worker: subprocess.Popen[bytes] | None = None
+        sh("ip", "netns", "add", self.netns)
+        sh("ip", "-n", self.netns, "link", "set", "lo", "up")
+
+    def start_worker(self, *extra: str) -> None:
+        log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115
+        self.worker = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.netns}", str(BIN / "joblet-worker"),
+             "--node", self.name, *extra],
+            env={**os.environ, **self.env}, stdout=log, stderr=log)
+        client = Client(self.cfg)
+        for _ in range(200):
+            if self.name in client.live_nodes():
+                return
+            assert self.worker.poll() is None, self.log()
+            time.sleep(0.05)
+        raise AssertionError(f"worker did not start:\n{self.log()}")
+
+    def stop_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        self.worker = None
+
+    def log(self) -> str:
+        path = self.tmp / "worker.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def rnx(self, *args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([str(BIN / "rnx"), *args], env={**os.environ, **self.env},
+                              capture_output=True, timeout=timeout, **kw)  # type: ignore[call-overload]
+
+    def in_ns(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.netns, *argv, check=False)
+
+    def close(self) -> None:
+        self.stop_worker()
+        sh("ip", "netns", "del", self.netns, check=False)
+        cg = Path(self.env["JOBLET_CGROUP_ROOT"])
+        if cg.exists():
+            for child in cg.iterdir():
+                if child.is_dir():
+                    child.rmdir()
+            cg.rmdir()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def host(redis_sock: str) -> Iterator[Host]:
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    need(shutil.which("nft") is not None, "nft is not installed")
+    h = Host(redis_sock, "hosta")
+    try:
+        h.start_worker()
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture(scope="module")
+def client(host: Host) -> Client:
+    return Client(host.cfg)

@@ -1,0 +1,112 @@
+"""Jobs run in fresh namespaces; output and exit status arrive exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+from joblet.api.models import JobStatus
+
+from tests.integration.helpers import run
+
+
+def test_none_network_has_only_loopback_up(client):
+    rec, out, _ = run(client, "ip", "-o", "link", network="none")
+    assert rec.status == JobStatus.COMPLETED
+    lines = out.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].split(":")[1].strip() == "lo"
+    assert "UP" in lines[0]
+
+
+def test_hostname_env_and_workdir(client):
+    rec, out, _ = run(client, "sh", "-c", 'echo "$(hostname) $GREETING $(pwd)"', network="none",
+                      name="named-job", env={"GREETING": "hi"})
+    assert out == b"named-job hi /work\n"
+    assert rec.exit_code == 0
+
+
+def test_job_sees_only_its_own_processes(client):
+    _, out, _ = run(client, "sh", "-c", "ls /proc | grep -c '^[0-9]'", network="none")
+    assert int(out) <= 5  # init, its reaper sleep, sh, ls, grep
+
+
+def test_stdout_and_stderr_in_order(client):
+    script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done"
+    _, out, err = run(client, "sh", "-c", script, network="none")
+    assert out == b"".join(b"out%d\n" % i for i in range(1, 6))
+    assert err == b"".join(b"err%d\n" % i for i in range(1, 6))
+
+
+def test_twenty_megabytes_arrive_byte_exact(client):
+    script = "head -c 20971520 /dev/urandom | tee /work/blob | sha256sum >&2; cat /work/blob"
+    rec, out, err = run(client, "sh", "-c", script, network="none")
+    assert rec.status == JobStatus.COMPLETED
+    assert len(out) == 20 * 1024 * 1024
+    assert hashlib.sha256(out).hexdigest() == err.split()[0].decode()
+
+
+def test_exit_codes(client):
+    for code in (0, 1, 3):
+        rec, _, _ = run(client, "sh", "-c", f"exit {code}", network="none")
+        assert rec.exit_code == code
+        assert rec.status == (JobStatus.COMPLETED if code == 0 else JobStatus.FAILED)
+
+
+def test_command_not_found_is_127_with_message(client):
+    rec, _, err = run(client, "no-such-command-xyz", network="none")
+    assert rec.exit_code == 127 and rec.status == JobStatus.FAILED
+    assert b"no-such-command-xyz: command not found" in err
+
+
+def test_signal_killed_job(client):
+    rec, _, _ = run(client, "sh", "-c", "kill -KILL $$", network="none")
+    assert rec.signal == signal.SIGKILL and rec.exit_code == 137
+    assert rec.status == JobStatus.FAILED and "SIGKILL" in (rec.error or "")
+
+
+def test_uploads_land_in_work_with_modes(client, tmp_path):
+    import base64
+
+    up = [{"path": "a/b.sh", "mode": 0o755, "content": base64.b64encode(b"echo hi").decode()}]
+    _, out, _ = run(client, "sh", "-c", "stat -c %a a/b.sh; ./a/b.sh", network="none", uploads=up)
+    assert out == b"755\nhi\n"
+
+
+def test_stop_ends_whole_tree(client, host):
+    rec = client.run("sh", ("-c", "sleep 300 & sleep 301 & wait"), network="none")
+    deadline = time.monotonic() + 30
+    while client.get(rec.id).status != JobStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    client.stop(rec.id)
+    final = client.wait(rec.id, timeout=30)
+    assert final.status == JobStatus.STOPPED
+    procs = subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True, text=True)
+    assert procs.stdout.strip() == ""
+    assert not (host.cfg.cgroup_root / rec.id).exists()
+
+
+def test_sigint_to_attached_rnx_stops_the_job(host, client):
+    proc = subprocess.Popen([str(host_bin("rnx")), "run", "--network=none", "--name", "ctrlc",
+                             "sleep", "299"], env={**os.environ, **host.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while True:
+        running = [r for r in client.list() if r.name == "ctrlc" and r.status == JobStatus.RUNNING]
+        if running:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert client.get(running[0].id).status == JobStatus.STOPPED
+
+
+def host_bin(name: str):
+    from tests.conftest import BIN
+
+    return BIN / name
