@@ -1,14 +1,14 @@
 """Netlink work (pyroute2), the only place joblet touches links, addresses and routes.
 
-One IPRoute socket per worker process, guarded by a lock: netlink calls are short, and the
-worker never switches namespaces in its own threads (STYLE.md 7): a job's end of a veth is
-created straight inside the job's namespace (`net_ns_pid`), which is cheaper than moving it.
+A fresh IPRoute socket per call: a long-lived one shared by hundreds of jobs hung under load
+(its buffer filled with link events nobody read). The worker never switches namespaces in its
+own threads (STYLE.md 7): a job's end of a veth is created straight inside the job's
+namespace (`net_ns_pid`), which is cheaper than moving it.
 """
 
 from __future__ import annotations
 
 import errno
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,17 +19,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 from joblet.errors import NetworkError
 
 T = TypeVar("T")
-_lock = threading.Lock()
-_ipr: IPRoute | None = None
 
 
 @contextmanager
 def _netlink() -> Iterator[IPRoute]:
-    global _ipr
-    with _lock:
-        if _ipr is None:
-            _ipr = IPRoute()
-        yield _ipr
+    ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
 
 
 def _call(what: str, fn: Callable[[IPRoute], T]) -> T:

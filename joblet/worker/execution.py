@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -91,6 +92,8 @@ class Sandbox:
         except BrokenPipeError:
             pass
         reply = self._expect("ok", "notfound")
+        self.init.stdin.close()  # the launcher is done reading: free our descriptors early
+        self.init.stdout.close()  # type: ignore[union-attr]
         return None if reply == "notfound" else reply[3:]
 
     def exec(self, path: str) -> subprocess.Popen[bytes]:
@@ -142,8 +145,9 @@ class Sandbox:
         """Wait for the init (after the cgroup was killed) and release our ends."""
         if self.init is not None:
             for stream in (self.init.stdin, self.init.stdout):
-                if stream is not None:
-                    stream.close()
+                if stream is not None and not stream.closed:
+                    with contextlib.suppress(BrokenPipeError):
+                        stream.close()
             try:
                 self.init.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -22,6 +22,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.geteuid() != 0:
         sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
+    _raise_fd_limit()
     try:
         cfg = config.load(**overrides)
         from joblet.worker.app import install_supervisor, make_app
@@ -34,6 +35,16 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     app.worker_main(["worker", "-P", "threads", "-c", str(cfg.concurrency), "-Q", queues,
                      "-n", f"joblet@{cfg.node}", "-l", loglevel, "--without-gossip",
                      "--without-mingle", "--without-heartbeat"])
+
+
+def _raise_fd_limit() -> None:
+    """Each running job holds a few pipes; 1024 descriptors would cap a host near 150 jobs."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 if __name__ == "__main__":
