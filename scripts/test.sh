@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything and run the whole test suite (as root; tests start their own Redis).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install.sh
+VENV=${JOBLET_VENV:-/opt/joblet/venv}
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

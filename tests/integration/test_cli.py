@@ -1,0 +1,65 @@
+"""`rnx` error paths: one clear line, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.conftest import BIN
+
+
+def rnx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "rnx"), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+def test_unreachable_redis_names_the_url():
+    out = rnx("list", JOBLET_REDIS_URL="redis://127.0.0.1:1/0")
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("rnx: cannot reach Redis at redis://127.0.0.1:1/0")
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_job_id(host):
+    out = host.rnx("status", "doesnotexist")
+    assert out.returncode == 1 and b"no such job: doesnotexist" in out.stderr
+
+
+def test_bad_env_is_refused_before_queueing(host):
+    before = host.rnx("list", "--json").stdout
+    out = host.rnx("run", "--env", "1X=2", "true")
+    assert out.returncode == 2 and b"'env'" in out.stderr
+    assert host.rnx("list", "--json").stdout == before
+
+
+def test_run_json_and_detach(host):
+    import json
+
+    out = host.rnx("run", "--network=none", "--json", "echo", "hi")
+    obj = json.loads(out.stdout)
+    assert obj["status"] == "COMPLETED" and obj["output"] == "hi\n" and obj["network"] == "none"
+    assert {"id", "exit_code", "ip", "node"} <= obj.keys()
+    det = json.loads(host.rnx("run", "-d", "--json", "--network=none", "true").stdout)
+    assert set(det) == {"id", "status"}
+    listed = json.loads(host.rnx("list", "--json").stdout)
+    assert isinstance(listed, list) and any(j["id"] == obj["id"] for j in listed)
+
+
+def test_run_exits_with_job_code_and_streams(host):
+    out = host.rnx("run", "--network=none", "sh", "-c", "echo o; echo e >&2; exit 4")
+    assert out.returncode == 4 and out.stdout == b"o\n" and out.stderr == b"e\n"
+
+
+def test_no_worker_is_reported(host):
+    host.stop_worker()
+    try:
+        proc = subprocess.Popen([str(BIN / "rnx"), "run", "--network=none", "true"],
+                                env={**os.environ, **host.env}, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=6)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait()
+        assert b"is waiting for a worker" in proc.stderr.read()
+    finally:
+        host.start_worker()

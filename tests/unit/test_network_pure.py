@@ -1,0 +1,75 @@
+"""IPAM arithmetic, plans, rule rendering and resolv.conf parsing, without root."""
+
+from __future__ import annotations
+
+import pytest
+
+from joblet.errors import NetworkError
+from joblet.network_agent import firewall
+from joblet.network_agent.host import parse_nameservers
+from joblet.network_agent.ipam import Subnet, to_int, to_str
+from joblet.network_agent.plan import Attachment, NetPlan, host_veth_name
+from joblet.worker.runner import outcome_of
+
+
+def test_subnet_never_hands_out_network_gateway_or_broadcast():
+    s = Subnet("172.20.0.0/16")
+    assert s.gateway == "172.20.0.1"
+    assert to_str(s.first) == "172.20.0.2"
+    assert to_str(s.last) == "172.20.255.254"
+    assert s.capacity == 65533
+    assert Subnet("10.0.0.0/30").capacity == 1
+
+
+def test_int_round_trip():
+    assert to_int(to_str(2886729730)) == 2886729730
+
+
+def test_veth_names_fit_the_kernel_and_are_stable():
+    name = host_veth_name("a" * 32, "bridge")
+    assert len(name) <= 15 and name == host_veth_name("a" * 32, "bridge")
+    assert name != host_veth_name("b" * 32, "bridge")
+
+
+def test_plan_batch_and_files():
+    att = Attachment(network="bridge", bridge="joblet0", host_ifname="jv1", ifname="eth0",
+                     address="172.20.0.5", address_int=to_int("172.20.0.5"), prefixlen=16,
+                     gateway="172.20.0.1", mtu=1500)
+    plan = NetPlan(job_id="j", hostname="web", mode="bridge", attachments=(att,),
+                   nameservers=("192.0.2.53",))
+    assert plan.batch() == ("link set lo up\nlink set eth0 up\naddr add 172.20.0.5/16 dev eth0\n"
+                            "route add default via 172.20.0.1 dev eth0\n")
+    assert "172.20.0.5\tweb" in plan.hosts_file({"db": "172.20.0.6"})
+    assert "172.20.0.6\tdb" in plan.hosts_file({"db": "172.20.0.6"})
+    assert plan.resolv_file() == "nameserver 192.0.2.53\n"
+    none = NetPlan(job_id="j", hostname="x", mode="none")
+    assert none.batch() == "link set lo up\n" and none.resolv_file() is None
+
+
+def test_firewall_render_masquerades_and_tags_rules():
+    text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")])
+    assert text.startswith("table inet joblet {}\ndelete table inet joblet\n")
+    assert 'ip saddr 172.20.0.0/16 oifname != "joblet0" masquerade comment "joblet:net:bridge"' in text
+    internal = firewall.render([firewall.FwNetwork("db", "jb1", "10.1.0.0/24", nat=False)])
+    assert "masquerade" not in internal
+
+
+def test_firewall_refuses_bad_addresses_before_nft_sees_them():
+    with pytest.raises(ValueError):
+        firewall.render([firewall.FwNetwork("x", "jb", "10.231.999.1/24")])
+    with pytest.raises(NetworkError):
+        firewall.render([firewall.FwNetwork("x", "bad name!", "10.1.0.0/24")])
+
+
+def test_resolv_parsing_drops_loopback_stubs():
+    text = "nameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\nsearch x\n"
+    assert parse_nameservers(text) == ["10.255.255.53"]
+
+
+@pytest.mark.parametrize("rc, stopped, status, code, sig", [
+    (0, False, "COMPLETED", 0, None), (3, False, "FAILED", 3, None),
+    (-9, False, "FAILED", 137, 9), (-15, True, "STOPPED", 143, 15),
+])
+def test_outcome_of(rc, stopped, status, code, sig):
+    out = outcome_of(rc, stopped, None)
+    assert (out.status.value, out.exit_code, out.signal) == (status, code, sig)
