@@ -98,7 +98,8 @@ class Client:
                 return record
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {record.short_id} still {record.status.value}")
-            time.sleep(0.05)
+            # wake as soon as the job's stream grows (its end marker follows the final record)
+            self.store.read_output(full, "$", block_ms=100)
 
     def live_nodes(self) -> dict[str, dict[str, Any]]:
         return self.store.live_nodes()
