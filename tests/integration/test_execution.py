@@ -110,3 +110,21 @@ def host_bin(name: str):
     from tests.conftest import BIN
 
     return BIN / name
+
+
+def test_python_api_run_job_signature(host, client):
+    from joblet.api.tasks import run_job_signature
+
+    result = run_job_signature(host.cfg).delay(command="echo", args=["hi"], network="none")
+    final = result.get(timeout=60)
+    assert final["status"] == "COMPLETED" and final["exit_code"] == 0
+    assert final["output"] == "hi\n" and final["id"] == result.id
+    assert client.get(result.id).status == JobStatus.COMPLETED
+
+
+def test_upload_dir_through_rnx(host, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "run.sh").write_text("echo from-upload\n")
+    (tmp_path / "sub" / "run.sh").chmod(0o750)
+    out = host.rnx("run", "--network=none", f"--upload-dir={tmp_path}", "sub/run.sh")
+    assert out.returncode == 0 and out.stdout == b"from-upload\n"
