@@ -18,8 +18,8 @@ from joblet.errors import JobletError, ValidationError
 from joblet.network_agent.plan import NetPlan
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
-from joblet.worker.output import Capture
 from joblet.worker.journal import Entry
+from joblet.worker.output import Capture
 
 if TYPE_CHECKING:
     from joblet.worker.supervisor import Supervisor

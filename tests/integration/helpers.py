@@ -6,7 +6,9 @@ from joblet.api.client import Client
 from joblet.api.models import JobRecord
 
 
-def run(client: Client, command: str, *args: str, timeout: float = 60, **fields: object) -> tuple[JobRecord, bytes, bytes]:
+def run(
+    client: Client, command: str, *args: str, timeout: float = 60, **fields: object
+) -> tuple[JobRecord, bytes, bytes]:
     """Run a job to its end; returns its record, stdout and stderr."""
     record = client.run(command, args, **fields)
     out, err = bytearray(), bytearray()

@@ -11,7 +11,6 @@ import pytest
 
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
-
 from tests.conftest import sh
 from tests.integration.helpers import run
 

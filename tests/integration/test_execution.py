@@ -9,7 +9,6 @@ import subprocess
 import time
 
 from joblet.api.models import JobStatus
-
 from tests.integration.helpers import run
 
 
