@@ -14,7 +14,8 @@ if [ ! -S "${JOBLET_REDIS_URL#unix://}" ] && [[ $JOBLET_REDIS_URL == unix://* ]]
 fi
 if ! pgrep -f "$VENV/bin/joblet-worker" >/dev/null; then
   nohup "$VENV/bin/joblet-worker" >"$RUN/worker.log" 2>&1 &
-  echo "worker started (pid $!, log $RUN/worker.log)"
+  echo $! >"$RUN/worker.pid"
+  echo "worker started (pid $!, log $RUN/worker.log; ./scripts/stop.sh stops it)"
   sleep 3
 fi
 echo "export JOBLET_REDIS_URL=$JOBLET_REDIS_URL PATH=$VENV/bin:\$PATH   # to use rnx yourself"
