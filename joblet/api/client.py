@@ -37,6 +37,16 @@ class Client:
     def __init__(self, cfg: Settings | None = None) -> None:
         self.settings = cfg or settings()
         self.store = Store(self.settings.redis_url, self.settings.key_prefix)
+        self._networks: Any = None
+
+    @property
+    def networks(self) -> Any:
+        """Create, list, inspect and delete networks (`joblet.api.client_networks.Networks`)."""
+        if self._networks is None:
+            from joblet.api.client_networks import Networks
+
+            self._networks = Networks(self)
+        return self._networks
 
     def run(self, command: str, args: Any = (), **fields: Any) -> JobRecord:
         """Queue a job and return its PENDING record at once."""
@@ -48,6 +58,7 @@ class Client:
             raise ValidationError(
                 f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}"
             )
+        self._check_networks(spec)
         record = JobRecord(id=uuid.uuid4().hex, status=JobStatus.PENDING, spec=spec,
                            name=spec.name, created=time.time())
         self.store.create_job(record)
@@ -60,6 +71,21 @@ class Client:
                                   error="could not be queued", finished=time.time())
             raise
         return record
+
+    def _check_networks(self, spec: JobSpec) -> None:
+        from joblet.errors import NotFound
+
+        for name in spec.network:
+            if name in ("isolated", "host"):
+                raise ValidationError(f"invalid job field 'network': mode {name!r} is not supported yet")
+            if name not in ("bridge", "none"):
+                try:
+                    self.networks.store.get(name)
+                except NotFound:
+                    raise ValidationError(f"invalid job field 'network': no such network {name!r} "
+                                          "(rnx network list)") from None
+        if "none" in spec.network and len(spec.network) > 1:
+            raise ValidationError("invalid job field 'network': 'none' cannot be combined")
 
     def list(self) -> list[JobRecord]:
         return self.store.list_jobs()

@@ -44,6 +44,11 @@ class Keys:
     def node_pattern(self) -> str:
         return f"{self.prefix}node:*"
 
+    @property
+    def networks(self) -> str:
+        """Hash of user network definitions (name -> JSON)."""
+        return f"{self.prefix}networks"
+
     def ipam(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}"
 

@@ -10,13 +10,14 @@ import click
 from joblet.errors import (
     BackendUnavailable,
     ConfigError,
+    Conflict,
     JobletError,
     NotFound,
     ValidationError,
 )
 
 EXIT_CODES: list[tuple[type[JobletError], int]] = [
-    (ValidationError, 2), (ConfigError, 2), (NotFound, 1), (BackendUnavailable, 1),
+    (ValidationError, 2), (ConfigError, 2), (NotFound, 1), (Conflict, 1), (BackendUnavailable, 1),
 ]
 
 
@@ -119,9 +120,11 @@ def main() -> None:
 
 
 def _register() -> None:
+    from joblet.cli.network import network
     from joblet.cli.run import run
 
     cli.add_command(run)
+    cli.add_command(network)
 
 
 _register()

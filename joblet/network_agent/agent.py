@@ -11,9 +11,10 @@ import logging
 import threading
 
 from joblet.api.models import JobSpec
+from joblet.api.networks import NetworkDef, NetworkStore, bridge_name
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
-from joblet.errors import NetworkError, TeardownError
+from joblet.errors import NetworkError, NotFound, TeardownError
 from joblet.network_agent import firewall, host, links
 from joblet.network_agent.ipam import Subnet, to_str
 from joblet.network_agent.plan import Attachment, NetPlan, host_veth_name
@@ -24,9 +25,11 @@ log = logging.getLogger(__name__)
 class NetworkAgent:
     """The network side of one worker."""
 
-    def __init__(self, cfg: Settings, ipam: IpamStore) -> None:
+    def __init__(self, cfg: Settings, ipam: IpamStore, networks: NetworkStore) -> None:
         self.cfg = cfg
         self.ipam = ipam
+        self.networks = networks
+        self._active: dict[str, firewall.FwNetwork] = {}
         self.bridge = Subnet(cfg.bridge_cidr)
         self._lock = threading.Lock()
         self._bridge_index: int | None = None
@@ -45,7 +48,19 @@ class NetworkAgent:
                 firewall.apply(firewall.render(self.firewall_networks()))
 
     def firewall_networks(self) -> list[firewall.FwNetwork]:
-        return [firewall.FwNetwork("bridge", self.cfg.bridge_name, self.cfg.bridge_cidr)]
+        default = firewall.FwNetwork("bridge", self.cfg.bridge_name, self.cfg.bridge_cidr)
+        return [default, *self._active.values()]
+
+    def ensure_network(self, net: NetworkDef) -> Subnet:
+        """The bridge of a user network on this host, and its rules in joblet's table."""
+        subnet = Subnet(net.cidr)
+        bridge = bridge_name(net.name)
+        with self._lock:
+            if links.index_of(bridge) is None or net.name not in self._active:
+                links.ensure_bridge(bridge, subnet.gateway, subnet.prefixlen, net.mtu or self._mtu)
+                self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
+                firewall.apply(firewall.render(self.firewall_networks()))
+        return subnet
 
     def remove_host(self) -> None:
         """Remove the default bridge and joblet's table (for `joblet-worker --cleanup`)."""
@@ -56,24 +71,41 @@ class NetworkAgent:
     # -- per job ----------------------------------------------------------------------------
     def plan(self, job_id: str, spec: JobSpec, hostname: str) -> NetPlan:
         """Check the job's networks and reserve its addresses."""
-        mode = spec.network[0]
-        if len(spec.network) > 1 or mode not in ("bridge", "none"):
-            raise NetworkError(f"unknown network {spec.network[0]!r}" if mode not in ("bridge", "none")
-                               else "several networks per job are not supported yet")
-        if mode == "none":
+        if spec.network == ("none",):
             return NetPlan(job_id=job_id, hostname=hostname, mode="none")
         self.ensure_host()
-        address = self.ipam.allocate("bridge", self.bridge.first, self.bridge.last, job_id)
+        attachments: list[Attachment] = []
+        dns: tuple[str, ...] = ()
+        try:
+            for i, name in enumerate(spec.network):
+                att, net_dns = self._attachment(job_id, name, i)
+                attachments.append(att)
+                dns = dns or net_dns
+        except Exception:
+            for att in attachments:
+                self.ipam.release(att.network, att.address_int, job_id)
+            raise
+        return NetPlan(job_id=job_id, hostname=hostname, mode=spec.network[0],
+                       attachments=tuple(attachments),
+                       nameservers=dns or tuple(host.upstream_nameservers()))
+
+    def _attachment(self, job_id: str, name: str, index: int) -> tuple[Attachment, tuple[str, ...]]:
+        if name == "bridge":
+            subnet, bridge, mtu, dns = self.bridge, self.cfg.bridge_name, self._mtu, ()
+        else:
+            try:
+                net = self.networks.get(name)
+            except NotFound:
+                raise NetworkError(f"unknown network {name!r}") from None
+            subnet, bridge = self.ensure_network(net), bridge_name(net.name)
+            mtu, dns = net.mtu or self._mtu, net.dns
+        address = self.ipam.allocate(name, subnet.first, subnet.last, job_id)
         if address is None:
-            raise NetworkError(f"network \"bridge\" ({self.bridge.cidr}) has no free address")
-        att = Attachment(
-            network="bridge", bridge=self.cfg.bridge_name,
-            host_ifname=host_veth_name(job_id, "bridge"), ifname="eth0",
-            address=to_str(address), address_int=address, prefixlen=self.bridge.prefixlen,
-            gateway=self.bridge.gateway, mtu=self._mtu,
-        )
-        return NetPlan(job_id=job_id, hostname=hostname, mode="bridge", attachments=(att,),
-                       nameservers=tuple(host.upstream_nameservers()))
+            raise NetworkError(f'network "{name}" ({subnet.cidr}) has no free address')
+        att = Attachment(network=name, bridge=bridge, host_ifname=host_veth_name(job_id, name),
+                         ifname=f"eth{index}", address=to_str(address), address_int=address,
+                         prefixlen=subnet.prefixlen, gateway=subnet.gateway, mtu=mtu)
+        return att, dns
 
     def attach(self, plan: NetPlan, pid: int) -> None:
         """Create the job's interfaces inside the namespace of `pid`; undo on failure."""

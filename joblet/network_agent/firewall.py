@@ -42,6 +42,10 @@ def render(networks: list[FwNetwork]) -> str:
     for n in nets:
         tag = f'comment "joblet:net:{n.name}"'
         forward.append(f'iifname "{n.bridge}" oifname "{n.bridge}" accept {tag}')
+        others = [o.bridge for o in nets if o.bridge != n.bridge]
+        if others:  # traffic between two joblet networks is dropped, both ways
+            names = ", ".join(f'"{b}"' for b in others)
+            forward.append(f"iifname \"{n.bridge}\" oifname {{ {names} }} drop {tag}")
         if n.nat:
             forward.append(f'iifname "{n.bridge}" accept {tag}')
             nat.append(f'ip saddr {n.cidr} oifname != "{n.bridge}" masquerade {tag}')

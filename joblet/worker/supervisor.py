@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.networks import NetworkStore
 from joblet.api.store import Store
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
@@ -41,7 +42,8 @@ class Supervisor:
     def __init__(self, cfg: Settings) -> None:
         self.cfg = cfg
         self.store = Store(cfg.redis_url, cfg.key_prefix)
-        self.agent = NetworkAgent(cfg, IpamStore(cfg.redis_url, cfg.key_prefix))
+        self.agent = NetworkAgent(cfg, IpamStore(cfg.redis_url, cfg.key_prefix),
+                                  NetworkStore(cfg.redis_url, cfg.key_prefix))
         self.journal = Journal(cfg.state_dir)
         self.cgroup_root = (cfg.cgroup_root or cgroups.detect_root() / "joblet")
         self.pump = OutputPump(self.store, cfg.log_max_entries)

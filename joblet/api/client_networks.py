@@ -1,0 +1,65 @@
+"""`Client().networks`: create, list, inspect and delete networks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from joblet.api.networks import BUILTINS, NetworkDef, NetworkStore, bridge_name, check, host_prefixes
+from joblet.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from joblet.api.client import Client
+
+
+class Networks:
+    """Network operations of a Client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        cfg = client.settings
+        self.store = NetworkStore(cfg.redis_url, cfg.key_prefix)
+
+    def create(self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (),
+               mtu: int | None = None) -> NetworkDef:
+        cidr = check(name, cidr, dns, mtu)
+        net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
+        reserved = {'built-in network "bridge"': self.client.settings.bridge_cidr, **host_prefixes()}
+        self.store.create(net, {k: v for k, v in reserved.items()})
+        return net
+
+    def list(self) -> list[dict[str, Any]]:
+        """Built-ins first, then user networks, each with its count of live jobs."""
+        counts: dict[str, int] = {}
+        for rec in self.client.list():
+            if not rec.status.final:
+                for net in rec.spec.network:
+                    counts[net] = counts.get(net, 0) + 1
+        cfg = self.client.settings
+        rows = [{"name": "bridge", "cidr": cfg.bridge_cidr, "bridge": cfg.bridge_name,
+                 "internal": False, "builtin": True}]
+        rows += [{"name": n, "cidr": None, "bridge": None, "internal": n == "none", "builtin": True}
+                 for n in BUILTINS if n != "bridge"]
+        rows += [{**net.model_dump(mode="json"), "bridge": bridge_name(net.name), "builtin": False}
+                 for net in self.store.all()]
+        for row in rows:
+            row["jobs"] = counts.get(row["name"], 0)
+        return rows
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        row = next((r for r in self.list() if r["name"] == name), None)
+        if row is None:
+            raise NotFound(f"no such network: {name}")
+        row["job_list"] = [{"id": r.id, "name": r.name, "status": r.status.value,
+                            "ip": r.ips.get(name), "node": r.node}
+                           for r in self.client.list() if name in r.spec.network and not r.status.final]
+        return row
+
+    def delete(self, name: str) -> None:
+        if name in BUILTINS:
+            raise Conflict(f'failed to delete network "{name}": it is built in')
+        self.store.get(name)
+        users = [r.short_id for r in self.client.list() if name in r.spec.network and not r.status.final]
+        if users:
+            raise Conflict(f'failed to delete network "{name}": {len(users)} job(s) use it '
+                           f"({', '.join(users[:5])}); stop them first")
+        self.store.delete(name)

@@ -1,0 +1,74 @@
+"""`rnx network create|list|inspect|delete`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+@click.group()
+def network() -> None:
+    """Manage networks (bridge, isolated, none, host are built in)."""
+
+
+@network.command()
+@click.argument("name")
+@click.option("--cidr", required=True, help="Address range, e.g. 10.10.0.0/24 (/8 to /29).")
+@click.option("--internal", is_flag=True, help="No route out: jobs reach only each other.")
+@click.option("--dns", default="", help="Comma-separated DNS servers for its jobs.")
+@click.option("--mtu", type=int, help="MTU (default: the host's uplink MTU).")
+@click.pass_obj
+def create(obj: Any, name: str, cidr: str, internal: bool, dns: str, mtu: int | None) -> None:
+    """Create network NAME."""
+    servers = tuple(s.strip() for s in dns.split(",") if s.strip())
+    net = obj.client.networks.create(name, cidr, internal=internal, dns=servers, mtu=mtu)
+    click.echo(f"created network {net.name} ({net.cidr})")
+
+
+@network.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_obj
+def list_networks(obj: Any, as_json: bool) -> None:
+    """List networks with their CIDR, bridge and live job count."""
+    from joblet.cli.render import print_json, table
+
+    rows = obj.client.networks.list()
+    if as_json:
+        print_json(rows)
+        return
+    table(["NAME", "CIDR", "BRIDGE", "JOBS"],
+          [[r["name"], r["cidr"] or "-", r["bridge"] or "-", str(r["jobs"])] for r in rows])
+
+
+@network.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_obj
+def inspect(obj: Any, name: str, as_json: bool) -> None:
+    """Show a network's settings and its jobs."""
+    from joblet.cli.render import print_json, table
+
+    info = obj.client.networks.inspect(name)
+    if as_json:
+        print_json(info)
+        return
+    for key in ("name", "cidr", "bridge", "internal", "dns", "mtu", "jobs"):
+        if key in info:
+            click.echo(f"{key + ':':<10}{info[key]}")
+    if info["job_list"]:
+        table(["ID", "NAME", "STATUS", "IP", "NODE"],
+              [[j["id"][:12], j["name"] or "-", j["status"], j["ip"] or "-", j["node"] or "-"]
+               for j in info["job_list"]])
+
+
+@network.command()
+@click.argument("name")
+@click.pass_obj
+def delete(obj: Any, name: str) -> None:
+    """Delete network NAME (refused while jobs use it)."""
+    obj.client.networks.delete(name)
+    click.echo(f"deleted network {name}")
+
+
+network.add_command(delete, "remove")

@@ -1,0 +1,103 @@
+"""Custom networks: validation, isolation between networks, talk within one."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from joblet.errors import Conflict, ValidationError
+from tests.integration.helpers import run
+from tests.integration.test_bridge import CLIENT, SERVER
+
+
+def wait_running(client: Client, job_id: str) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        rec = client.get(job_id)
+        if rec.status == JobStatus.RUNNING and rec.ips:
+            time.sleep(0.4)
+            return rec.ip or ""
+        assert time.monotonic() < deadline and not rec.status.final, rec
+        time.sleep(0.05)
+
+
+def connect_ok(client: Client, ip: str, network: str) -> bool:
+    probe = CLIENT.replace("range(100)", "range(3)").replace("timeout=5", "timeout=1")
+    rec, _, _ = run(client, "python3", "-c", probe.format(ip=ip), network=network)
+    return rec.exit_code == 0
+
+
+@pytest.fixture(scope="module")
+def nets(client):
+    client.networks.create("tenant-a", "10.100.0.0/24")
+    client.networks.create("tenant-b", "10.101.0.0/24")
+    return client
+
+
+def test_job_gets_address_in_its_network(nets):
+    rec, out, _ = run(nets, "ip", "-4", "-o", "addr", "show", "eth0", network="tenant-a")
+    assert b"inet 10.100.0." in out and rec.ip.startswith("10.100.0.")
+
+
+def test_same_network_connects_other_network_and_bridge_do_not(nets):
+    server = nets.run("python3", ("-c", SERVER), network="tenant-a")
+    ip = wait_running(nets, server.id)
+    assert not connect_ok(nets, ip, "tenant-b")
+    assert not connect_ok(nets, ip, "bridge")
+    assert connect_ok(nets, ip, "tenant-a")
+    assert nets.wait(server.id, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_validation_errors(nets):
+    with pytest.raises(Conflict, match='overlaps with existing network "tenant-a"'):
+        nets.networks.create("x1", "10.100.0.0/16")
+    with pytest.raises(Conflict, match="built-in network"):
+        nets.networks.create("x2", "172.20.5.0/24")
+    for cidr in ("10.1.0.1/24", "10.1.0.0/30", "nonsense", "10.0.0.0/7"):
+        with pytest.raises(ValidationError):
+            nets.networks.create("x3", cidr)
+    for name in ("bridge", "none", "bad name", "x" * 65):
+        with pytest.raises(ValidationError):
+            nets.networks.create(name, "10.150.0.0/24")
+    with pytest.raises(Conflict, match="already exists"):
+        nets.networks.create("tenant-a", "10.151.0.0/24")
+
+
+def test_racing_overlapping_creates_only_one_wins(nets):
+    def create(i: int) -> bool:
+        try:
+            Client(nets.settings).networks.create(f"race-{i}", f"10.160.{i}.0/24" if i % 2 else "10.160.0.0/16")
+            return True
+        except Conflict:
+            return False
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(create, range(16)))
+    names = [n["name"] for n in nets.networks.list() if n["name"].startswith("race-")]
+    cidrs = [n["cidr"] for n in nets.networks.list() if n["name"].startswith("race-")]
+    assert sum(results) == len(names) >= 1
+    import ipaddress
+
+    nets_ = [ipaddress.ip_network(c) for c in cidrs]
+    assert not any(a.overlaps(b) for i, a in enumerate(nets_) for b in nets_[i + 1:])
+
+
+def test_delete_refused_while_in_use(nets):
+    nets.networks.create("short-lived", "10.170.0.0/24")
+    job = nets.run("sleep", ("60",), network="short-lived")
+    wait_running(nets, job.id)
+    with pytest.raises(Conflict, match="use it"):
+        nets.networks.delete("short-lived")
+    nets.stop(job.id)
+    nets.wait(job.id, timeout=30)
+    nets.networks.delete("short-lived")
+    assert "short-lived" not in [n["name"] for n in nets.networks.list()]
+
+
+def test_unknown_network_refused_before_queueing(nets):
+    with pytest.raises(ValidationError, match="no such network"):
+        nets.run("true", network="nope")
