@@ -118,6 +118,7 @@ class Client:
         """Block until the job is in a final state and return its record."""
         full = self.store.resolve(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
+        after = self.store.last_output_id(full)
         while True:
             record = self.store.get_job(full)
             if record.status.final:
@@ -125,7 +126,8 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {record.short_id} still {record.status.value}")
             # wake as soon as the job's stream grows (its end marker follows the final record)
-            self.store.read_output(full, "$", block_ms=100)
+            entries = self.store.read_output(full, after, block_ms=100)
+            after = entries[-1][0] if entries else after
 
     def live_nodes(self) -> dict[str, dict[str, Any]]:
         return self.store.live_nodes()

@@ -204,6 +204,12 @@ class Store:
                     out.append((entry_id.decode(), field, data))
         return out
 
+    @_url
+    def last_output_id(self, job_id: str) -> str:
+        """Id of the newest entry of a job's stream ("0-0" when empty)."""
+        last = self.redis.xrevrange(self.keys.log(job_id), count=1)
+        return str(last[0][0].decode()) if last else "0-0"
+
     def follow_output(self, job_id: str, follow: bool, block_ms: int = 1000) -> Iterator[tuple[bytes, bytes]]:
         """(field, data) pairs from the start; with follow, until the end marker arrives."""
         after = "0-0"

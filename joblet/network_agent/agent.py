@@ -47,6 +47,14 @@ class NetworkAgent:
             if not firewall.table_exists():
                 firewall.apply(firewall.render(self.firewall_networks()))
 
+    def ensure_firewall(self) -> bool:
+        """Re-apply joblet's table if someone flushed or deleted it; True when it did."""
+        with self._lock:
+            if self._bridge_index is None or firewall.table_exists():
+                return False
+            firewall.apply(firewall.render(self.firewall_networks()))
+            return True
+
     def firewall_networks(self) -> list[firewall.FwNetwork]:
         default = firewall.FwNetwork("bridge", self.cfg.bridge_name, self.cfg.bridge_cidr)
         return [default, *self._active.values()]

@@ -52,6 +52,10 @@ def render(networks: list[FwNetwork]) -> str:
         else:
             forward.append(f'iifname "{n.bridge}" drop {tag}')
         forward.append(f'oifname "{n.bridge}" drop {tag}')
+    bridges = ", ".join(f'"{n.bridge}"' for n in nets)
+    # jobs never open connections to the host itself (the broker, the worker, other gateways)
+    inbound = ['ct state established,related accept comment "joblet:established"',
+               f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"'] if nets else []
     return "\n".join([
         f"table inet {TABLE} {{}}",
         f"delete table inet {TABLE}",
@@ -59,6 +63,10 @@ def render(networks: list[FwNetwork]) -> str:
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
         *(f"    {rule}" for rule in forward),
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        *(f"    {rule}" for rule in inbound),
         "  }",
         "  chain postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",

@@ -93,6 +93,8 @@ class JobRun:
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
         result = self.sup.finish(self.job_id, outcome, stdout, truncated)
+        if self.plan is not None:
+            self.sup.refresh_hosts(list(self.plan.ips))  # peers forget this job
         self._end(outcome)
         return result
 
@@ -122,6 +124,7 @@ class JobRun:
             return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
         self.sup.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING,
                                   started=time.time(), node=self.sup.cfg.node, ips=self.plan.ips)
+        self.sup.refresh_hosts(list(self.plan.ips))  # peers know this job before it starts
         if path is None:
             message = f"joblet: {self.spec.command}: command not found\n".encode()
             self.sup.store.append_output(self.job_id, STDERR_FIELD, message,
@@ -175,10 +178,21 @@ class JobRun:
 
     def _write_net_files(self, plan: NetPlan) -> None:
         (self.run_dir / "net.batch").write_text(plan.batch())
-        (self.run_dir / "hosts").write_text(plan.hosts_file())
+        self.write_hosts()
         resolv = plan.resolv_file()
         if resolv is not None:
             (self.run_dir / "resolv.conf").write_text(resolv)
+
+    def write_hosts(self) -> None:
+        """(Re)write this job's /etc/hosts with its current peers; truncating keeps the inode."""
+        if self.plan is None:
+            return
+        text = self.plan.hosts_file(self.sup.peers(list(self.plan.ips)))
+        try:
+            with open(self.run_dir / "hosts", "w") as fh:
+                fh.write(text)
+        except FileNotFoundError:
+            pass  # torn down meanwhile
 
     # -- the end --------------------------------------------------------------------------
     def teardown(self) -> str | None:

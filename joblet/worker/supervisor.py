@@ -120,6 +120,33 @@ class Supervisor:
                 errors.append(f"{what}: {exc}")
         return "; ".join(errors) or None
 
+    # -- discovery by name -------------------------------------------------------------------
+    def peers(self, networks: list[str]) -> dict[str, str]:
+        """name -> address of the running jobs in these user networks, fleet-wide."""
+        found: dict[str, str] = {}
+        wanted = [n for n in networks if n not in ("bridge", "none")]
+        if not wanted:
+            return found
+        for rec in self.store.list_jobs():
+            if rec.status != JobStatus.RUNNING:
+                continue
+            for net in wanted:
+                if net in rec.ips:
+                    found[rec.short_id] = rec.ips[net]
+                    if rec.name:
+                        found[rec.name] = rec.ips[net]
+        return found
+
+    def refresh_hosts(self, networks: list[str]) -> None:
+        """Rewrite /etc/hosts of this host's jobs in these user networks (in place: bind mounts)."""
+        wanted = [n for n in networks if n not in ("bridge", "none")]
+        if not wanted:
+            return
+        with self._lock:
+            runs = [r for r in self.running.values() if r.plan and set(wanted) & set(r.plan.ips)]
+        for run in runs:
+            run.write_hosts()
+
     # -- stops ------------------------------------------------------------------------------
     def stop_local(self, job_id: str) -> bool:
         with self._lock:
@@ -162,6 +189,11 @@ class Supervisor:
                 self.stop_local(job_id)
         except BackendUnavailable as exc:
             log.warning("heartbeat: %s", exc)
+        try:
+            if self.agent.ensure_firewall():
+                log.warning("joblet's nftables table was gone: restored it")
+        except JobletError as exc:
+            log.error("cannot restore joblet's nftables table: %s", exc)
 
     # -- after a crash ----------------------------------------------------------------------
     def reconcile(self) -> None:

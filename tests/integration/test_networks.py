@@ -101,3 +101,48 @@ def test_delete_refused_while_in_use(nets):
 def test_unknown_network_refused_before_queueing(nets):
     with pytest.raises(ValidationError, match="no such network"):
         nets.run("true", network="nope")
+
+
+def test_names_resolve_in_own_network_only_and_drop_on_stop(nets):
+    db = nets.run("sleep", ("60",), network="tenant-a", name="db")
+    ip = wait_running(nets, db.id)
+    script = 'for i in $(seq 50); do getent hosts db || exit 1; done | sort -u'
+    rec, out, _ = run(nets, "sh", "-c", script, network="tenant-a")
+    assert rec.exit_code == 0 and out.split()[0].decode() == ip
+    other, _, _ = run(nets, "getent", "hosts", "db", network="tenant-b")
+    assert other.exit_code != 0
+    watcher = nets.run("sh", ("-c", "while grep -q db /etc/hosts; do sleep 0.1; done; echo gone"),
+                       network="tenant-a")
+    wait_running(nets, watcher.id)
+    nets.stop(db.id)
+    assert nets.wait(watcher.id, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_job_cannot_reach_the_host_itself(nets, host):
+    import subprocess
+
+    listener = subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c",
+                                 "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 7000));"
+                                 "s.listen(5); time.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        assert not connect_ok(nets, "10.100.0.1", "tenant-a")  # its own gateway
+        assert not connect_ok(nets, "172.20.0.1", "tenant-a")  # another network's gateway
+        assert not connect_ok(nets, "172.20.0.1", "bridge")
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def test_flushed_ruleset_is_restored(nets, host):
+    run(nets, "true", network="tenant-a")
+    assert host.in_ns("nft", "flush", "ruleset").returncode == 0
+    deadline = time.monotonic() + 15
+    while host.in_ns("nft", "list", "table", "inet", "joblet").returncode != 0:
+        assert time.monotonic() < deadline, "joblet's table was not restored"
+        time.sleep(0.2)
+    server = nets.run("python3", ("-c", SERVER), network="tenant-a")
+    ip = wait_running(nets, server.id)
+    assert not connect_ok(nets, ip, "tenant-b")
+    assert connect_ok(nets, ip, "tenant-a")
+    nets.wait(server.id, timeout=30)
