@@ -45,6 +45,7 @@ class Settings(BaseModel):
     log_ttl: int = Field(7 * 86400, ge=60, description="seconds output and records live after a job")
     result_output_limit: int = Field(1 << 20, ge=0, description="bytes of stdout kept in a result")
     upload_max_bytes: int = Field(16 << 20, ge=0, description="total size of a job's uploads")
+    allow_host_network: bool = Field(True, description="allow --network=host on this worker")
     bridge_cidr: str = "172.20.0.0/16"
     bridge_name: str = "joblet0"
     visibility_timeout: int = Field(30 * 86400, ge=10, description="broker redelivery timeout")

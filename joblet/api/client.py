@@ -76,16 +76,17 @@ class Client:
         from joblet.errors import NotFound
 
         for name in spec.network:
-            if name in ("isolated", "host"):
+            if name == "isolated":
                 raise ValidationError(f"invalid job field 'network': mode {name!r} is not supported yet")
-            if name not in ("bridge", "none"):
+            if name not in ("bridge", "none", "host"):
                 try:
                     self.networks.store.get(name)
                 except NotFound:
                     raise ValidationError(f"invalid job field 'network': no such network {name!r} "
                                           "(rnx network list)") from None
-        if "none" in spec.network and len(spec.network) > 1:
-            raise ValidationError("invalid job field 'network': 'none' cannot be combined")
+        for alone in ("none", "host"):
+            if alone in spec.network and len(spec.network) > 1:
+                raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
 
     def list(self) -> list[JobRecord]:
         return self.store.list_jobs()

@@ -81,6 +81,13 @@ class NetworkAgent:
         """Check the job's networks and reserve its addresses."""
         if spec.network == ("none",):
             return NetPlan(job_id=job_id, hostname=hostname, mode="none")
+        if "host" in spec.network:
+            if spec.network != ("host",):
+                raise NetworkError("network 'host' cannot be combined with other networks")
+            if not self.cfg.allow_host_network:
+                raise NetworkError(f"host networking is disabled on node {self.cfg.node!r} "
+                                   "(allow_host_network = false)")
+            return NetPlan(job_id=job_id, hostname=hostname, mode="host")
         self.ensure_host()
         attachments: list[Attachment] = []
         dns: tuple[str, ...] = ()

@@ -31,7 +31,7 @@ SETUP_FAILURES = {
     90: "could not join the job's cgroup", 91: "could not set the hostname",
     92: "the worker went away during setup", 93: "could not configure the network",
     94: "could not mount /work", 95: "could not mount /etc/hosts",
-    96: "could not mount /etc/resolv.conf", 97: "could not enter /work",
+    96: "could not mount /etc/resolv.conf", 97: "could not enter /work", 98: "could not mount /sys",
 }
 
 
@@ -54,6 +54,7 @@ class Launch:
     env: dict[str, str]
     command: str
     args: tuple[str, ...]
+    own_netns: bool = True
     setup_timeout: float = 30.0
 
 
@@ -74,7 +75,8 @@ class Sandbox:
             "JL_HOSTNAME": la.hostname, "JL_RUN": str(la.run_dir), "JL_WORK": str(la.work_dir),
             "JL_PATH": la.env.get("PATH", "/usr/bin:/bin"),
         }
-        argv = [_tool("unshare"), "--net", "--mount", "--uts", "--ipc", "--pid", "--fork",
+        net = ["--net"] if la.own_netns else []  # host mode shares the host's network
+        argv = [_tool("unshare"), *net, "--mount", "--uts", "--ipc", "--pid", "--fork",
                 "--kill-child", "--mount-proc", "/bin/sh", "-c", LAUNCHER, "joblet-init",
                 la.command]
         self._log = open(la.run_dir / "init.log", "w+b")  # noqa: SIM115 - closed in close()
@@ -101,7 +103,8 @@ class Sandbox:
         assert self.init is not None
         la, pid = self.launch, self.init.pid
         caps = ",".join(f"+{c}" for c in DEFAULT_CAPS)
-        argv = [_tool("nsenter"), "-t", str(pid), "-m", "-u", "-i", "-n",
+        net = ["-n"] if la.own_netns else []
+        argv = [_tool("nsenter"), "-t", str(pid), "-m", "-u", "-i", *net,
                 f"--pid=/proc/{pid}/ns/pid_for_children", "--wdns=/work", "--",
                 _tool("setpriv"), "--no-new-privs", "--inh-caps=-all",
                 f"--bounding-set=-all,{caps}", "--", path, *la.args]

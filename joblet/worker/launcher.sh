@@ -9,9 +9,15 @@ echo 0 > "$JL_CG/cgroup.procs" || exit 90
 printf '%s' "$JL_HOSTNAME" > /proc/sys/kernel/hostname || exit 91
 echo ready
 read -r _go || exit 92
-ip -batch "$JL_RUN/net.batch" >&2 || exit 93
+if [ -f "$JL_RUN/net.batch" ]; then
+  ip -batch "$JL_RUN/net.batch" >&2 || exit 93
+  # a sysfs of the job's own network namespace, so /sys/class/net shows its interfaces
+  mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || exit 98
+fi
 mount --bind "$JL_WORK" /work || exit 94
-mount --bind "$JL_RUN/hosts" /etc/hosts || exit 95
+if [ -f "$JL_RUN/hosts" ]; then
+  mount --bind "$JL_RUN/hosts" /etc/hosts || exit 95
+fi
 if [ -f "$JL_RUN/resolv.conf" ]; then
   mount --bind "$JL_RUN/resolv.conf" /etc/resolv.conf || exit 96
 fi

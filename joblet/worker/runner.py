@@ -116,7 +116,8 @@ class JobRun:
         self._write_net_files(self.plan)
         self.cgroup.create()
         self.sandbox = Sandbox(Launch(self.job_id, self.hostname, self.cgroup, self.work_dir,
-                                      self.run_dir, self._env(), self.spec.command, self.spec.args))
+                                      self.run_dir, self._env(), self.spec.command, self.spec.args,
+                                      own_netns=self.plan.isolated_netns))
         pid = self.sandbox.start()
         self.sup.agent.attach(self.plan, pid)
         path = self.sandbox.go()
@@ -177,6 +178,8 @@ class JobRun:
             target.chmod(upload.mode)
 
     def _write_net_files(self, plan: NetPlan) -> None:
+        if not plan.isolated_netns:
+            return  # host mode: the host's interfaces, hosts and resolv.conf
         (self.run_dir / "net.batch").write_text(plan.batch())
         self.write_hosts()
         resolv = plan.resolv_file()

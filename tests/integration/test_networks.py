@@ -111,7 +111,7 @@ def test_names_resolve_in_own_network_only_and_drop_on_stop(nets):
     assert rec.exit_code == 0 and out.split()[0].decode() == ip
     other, _, _ = run(nets, "getent", "hosts", "db", network="tenant-b")
     assert other.exit_code != 0
-    watcher = nets.run("sh", ("-c", "while grep -q db /etc/hosts; do sleep 0.1; done; echo gone"),
+    watcher = nets.run("sh", ("-c", "while grep -qE '\\sdb$' /etc/hosts; do sleep 0.1; done; echo gone"),
                        network="tenant-a")
     wait_running(nets, watcher.id)
     nets.stop(db.id)
