@@ -44,7 +44,8 @@ class NetworkAgent:
                 self._mtu = links.default_route_mtu()
                 self._bridge_index = links.ensure_bridge(
                     self.cfg.bridge_name, self.bridge.gateway, self.bridge.prefixlen, self._mtu)
-            if not firewall.table_exists():
+                # once per bridge, not per job: an `nft` call costs milliseconds, and the
+                # heartbeat's ensure_firewall() restores a table someone removed
                 firewall.apply(firewall.render(self.firewall_networks()))
 
     def ensure_firewall(self) -> bool:
@@ -69,12 +70,6 @@ class NetworkAgent:
                 self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
                 firewall.apply(firewall.render(self.firewall_networks()))
         return subnet
-
-    def remove_host(self) -> None:
-        """Remove the default bridge and joblet's table (for `joblet-worker --cleanup`)."""
-        firewall.remove()
-        links.delete_link(self.cfg.bridge_name)
-        self._bridge_index = None
 
     # -- per job ----------------------------------------------------------------------------
     def plan(self, job_id: str, spec: JobSpec, hostname: str) -> NetPlan:

@@ -92,8 +92,3 @@ def table_exists() -> bool:
     proc = subprocess.run(["nft", "list", "table", "inet", TABLE], capture_output=True, timeout=30)
     return proc.returncode == 0
 
-
-def remove() -> None:
-    """Delete joblet's table; one that is already gone is success."""
-    if table_exists():
-        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True, timeout=30)

@@ -113,11 +113,3 @@ def default_route_mtu(fallback: int = 1500) -> int:
 
     return _call("read the default route", mtu)
 
-
-def links_with_prefix(prefix: str) -> list[str]:
-    """Names of host links starting with `prefix` (for reconciling after a crash)."""
-
-    def names(ipr: IPRoute) -> list[str]:
-        return [n for n in (link.get_attr("IFLA_IFNAME") for link in ipr.get_links()) if n.startswith(prefix)]
-
-    return _call("list links", names)

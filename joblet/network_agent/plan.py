@@ -10,8 +10,6 @@ import hashlib
 
 from pydantic import BaseModel, ConfigDict
 
-BUILTIN_MODES = ("bridge", "none")
-
 
 def short_hash(*parts: str, length: int = 10) -> str:
     return hashlib.sha1("/".join(parts).encode()).hexdigest()[:length]
