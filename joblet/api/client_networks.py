@@ -17,7 +17,7 @@ class Networks:
     def __init__(self, client: Client) -> None:
         self.client = client
         cfg = client.settings
-        self.store = NetworkStore(cfg.redis_url, cfg.key_prefix)
+        self.store = NetworkStore(cfg.redis_url, cfg.key_prefix, client.store.redis)
 
     def create(self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (),
                mtu: int | None = None) -> NetworkDef:

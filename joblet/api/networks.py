@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -70,10 +71,10 @@ _url = translated(lambda self: self.url)
 class NetworkStore:
     """The fleet-wide network definitions."""
 
-    def __init__(self, url: str, prefix: str = "joblet:") -> None:
+    def __init__(self, url: str, prefix: str = "joblet:", client: Any = None) -> None:
         self.url = url
         self.keys = Keys(prefix)
-        self.redis = connect(url)
+        self.redis = client if client is not None else connect(url)  # share a pool when given
 
     @property
     def key(self) -> str:

@@ -6,6 +6,8 @@ cursor, so a freed address is handed out again only after the rest of the range.
 
 from __future__ import annotations
 
+from typing import Any
+
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 
@@ -40,10 +42,10 @@ _url = translated(lambda self: self.url)
 class IpamStore:
     """Allocations of every network of one installation."""
 
-    def __init__(self, url: str, prefix: str = "joblet:") -> None:
+    def __init__(self, url: str, prefix: str = "joblet:", client: Any = None) -> None:
         self.url = url
         self.keys = Keys(prefix)
-        self.redis = connect(url)
+        self.redis = client if client is not None else connect(url)  # share a pool when given
         self._allocate = self.redis.register_script(_ALLOCATE)
         self._release = self.redis.register_script(_RELEASE)
 

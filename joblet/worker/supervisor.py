@@ -42,8 +42,9 @@ class Supervisor:
     def __init__(self, cfg: Settings) -> None:
         self.cfg = cfg
         self.store = Store(cfg.redis_url, cfg.key_prefix)
-        self.agent = NetworkAgent(cfg, IpamStore(cfg.redis_url, cfg.key_prefix),
-                                  NetworkStore(cfg.redis_url, cfg.key_prefix))
+        shared = self.store.redis  # one connection pool for the worker's state
+        self.agent = NetworkAgent(cfg, IpamStore(cfg.redis_url, cfg.key_prefix, shared),
+                                  NetworkStore(cfg.redis_url, cfg.key_prefix, shared))
         self.journal = Journal(cfg.state_dir)
         self.cgroup_root = (cfg.cgroup_root or cgroups.detect_root() / "joblet")
         self.pump = OutputPump(self.store, cfg.log_max_entries)
