@@ -50,7 +50,8 @@ class Env:
         env = dict(os.environ)
         env.update(JOBLET_REDIS_URL=self.redis_url, JOBLET_STATE_DIR=str(self.tmp / "state"),
                    JOBLET_RUN_DIR=str(self.tmp / "run"), JOBLET_CGROUP_ROOT=str(self.cgroup),
-                   JOBLET_KEY_PREFIX="bench:", JOBLET_STOP_GRACE="2")
+                   JOBLET_KEY_PREFIX="bench:", JOBLET_STOP_GRACE="2",
+                   JOBLET_DNS_SERVERS="192.0.2.53")  # never asked: no route out of the namespace
         env.pop("JOBLET_CONFIG", None)
         return env
 

@@ -6,13 +6,14 @@ Environment variables win over the file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from joblet.errors import ConfigError
 
@@ -48,9 +49,35 @@ class Settings(BaseModel):
     allow_host_network: bool = Field(True, description="allow --network=host on this worker")
     bridge_cidr: str = "172.20.0.0/16"
     bridge_name: str = "joblet0"
+    isolated_pool: str = Field("10.254.0.0/16", description="isolated mode: one /30 per job from here")
+    dns_servers: tuple[str, ...] = Field((), description="jobs' DNS servers when a network sets none; "
+                                         "default: the host's upstream servers")
+    resolv_conf: Path | None = Field(None, description="where the host's upstream DNS servers are "
+                                     "read; default: systemd-resolved's file, else /etc/resolv.conf")
+    foreign_forward: Literal["refuse", "insert", "warn"] = Field(
+        "refuse", description="another tool's forward chain with a drop policy: refuse bridged "
+        "jobs with an explanation, insert joblet's accept rules into it, or only warn")
     visibility_timeout: int = Field(30 * 86400, ge=10, description="broker redelivery timeout")
     heartbeat_interval: float = Field(5.0, gt=0)
     default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    @field_validator("dns_servers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(ipaddress.ip_address(v)) for v in value)
+
+    @field_validator("bridge_cidr", "isolated_pool")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        net = ipaddress.IPv4Network(value, strict=True)
+        if net.prefixlen > 29:
+            raise ValueError("must be /29 or larger")
+        return str(net)
 
     @property
     def broker(self) -> str:

@@ -64,7 +64,9 @@ def cgroup_base() -> Path:
 class Host:
     """A throwaway host: its own network namespace, dirs, key prefix and worker."""
 
-    def __init__(self, redis_url: str, name: str) -> None:
+    def __init__(self, redis_url: str, name: str, fleet: Host | None = None, **settings: str) -> None:
+        """`fleet`: share that host's keys and queue (two hosts of one installation);
+        `settings`: extra JOBLET_* settings, e.g. foreign_forward="insert"."""
         self.tag = uuid.uuid4().hex[:8]
         self.netns = f"joblet-t-{self.tag}"
         self.tmp = Path(tempfile.mkdtemp(prefix=f"joblet-{self.tag}-"))
@@ -75,7 +77,14 @@ class Host:
             "JOBLET_RUN_DIR": str(self.tmp / "run"), "JOBLET_STOP_GRACE": "2",
             "JOBLET_CGROUP_ROOT": str(cgroup_base() / f"joblet-t-{self.tag}"),
             "JOBLET_HEARTBEAT_INTERVAL": "1",
+            # DNS to the test upstream's address fails at once (no listener, or no route)
+            # instead of waiting on timeouts, and never leaves the test's namespaces
+            "JOBLET_DNS_SERVERS": "203.0.113.2",
         }
+        if fleet is not None:
+            for key in ("JOBLET_KEY_PREFIX", "JOBLET_QUEUE"):
+                self.env[key] = fleet.env[key]
+        self.env.update({f"JOBLET_{k.upper()}": v for k, v in settings.items()})
         self.cfg: Settings = load(**{k[7:].lower(): v for k, v in self.env.items()})
         self.worker: subprocess.Popen[bytes] | None = None
         sh("ip", "netns", "add", self.netns)
@@ -143,3 +152,32 @@ def host(redis_sock: str) -> Iterator[Host]:
 @pytest.fixture(scope="module")
 def client(host: Host) -> Client:
     return Client(host.cfg)
+
+
+def add_upstream(host: Host) -> str:
+    """A namespace behind the host's namespace standing for the internet (203.0.113.0/24)."""
+    name = f"joblet-up-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", name)
+    sh("ip", "-n", host.netns, "link", "add", "upl0", "type", "veth", "peer", "name", "eth0",
+       "netns", name)
+    sh("ip", "-n", host.netns, "addr", "add", "203.0.113.1/24", "dev", "upl0")
+    sh("ip", "-n", host.netns, "link", "set", "upl0", "up")
+    sh("ip", "-n", host.netns, "route", "add", "default", "via", "203.0.113.2")
+    sh("ip", "-n", name, "addr", "add", "203.0.113.2/24", "dev", "eth0")
+    sh("ip", "-n", name, "link", "set", "eth0", "up")
+    sh("ip", "-n", name, "link", "set", "lo", "up")
+    return name
+
+
+def remove_upstream(host: Host, name: str) -> None:
+    sh("ip", "netns", "del", name, check=False)
+    sh("ip", "-n", host.netns, "link", "del", "upl0", check=False)
+
+
+@pytest.fixture(scope="module")
+def upstream(host: Host) -> Iterator[str]:
+    name = add_upstream(host)
+    try:
+        yield name
+    finally:
+        remove_upstream(host, name)

@@ -76,15 +76,13 @@ class Client:
         from joblet.errors import NotFound
 
         for name in spec.network:
-            if name == "isolated":
-                raise ValidationError(f"invalid job field 'network': mode {name!r} is not supported yet")
-            if name not in ("bridge", "none", "host"):
+            if name not in ("bridge", "none", "host", "isolated"):
                 try:
                     self.networks.store.get(name)
                 except NotFound:
                     raise ValidationError(f"invalid job field 'network': no such network {name!r} "
                                           "(rnx network list)") from None
-        for alone in ("none", "host"):
+        for alone in ("none", "host", "isolated"):
             if alone in spec.network and len(spec.network) > 1:
                 raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
 

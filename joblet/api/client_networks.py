@@ -23,8 +23,10 @@ class Networks:
                mtu: int | None = None) -> NetworkDef:
         cidr = check(name, cidr, dns, mtu)
         net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
-        reserved = {'built-in network "bridge"': self.client.settings.bridge_cidr, **host_prefixes()}
-        self.store.create(net, {k: v for k, v in reserved.items()})
+        cfg = self.client.settings
+        reserved = {'built-in network "bridge"': cfg.bridge_cidr,
+                    "the isolated-mode pool": cfg.isolated_pool, **host_prefixes()}
+        self.store.create(net, reserved)
         return net
 
     def list(self) -> list[dict[str, Any]]:
@@ -36,9 +38,11 @@ class Networks:
                     counts[net] = counts.get(net, 0) + 1
         cfg = self.client.settings
         rows = [{"name": "bridge", "cidr": cfg.bridge_cidr, "bridge": cfg.bridge_name,
-                 "internal": False, "builtin": True}]
+                 "internal": False, "builtin": True},
+                {"name": "isolated", "cidr": cfg.isolated_pool, "bridge": None, "internal": False,
+                 "builtin": True}]
         rows += [{"name": n, "cidr": None, "bridge": None, "internal": n == "none", "builtin": True}
-                 for n in BUILTINS if n != "bridge"]
+                 for n in BUILTINS if n not in ("bridge", "isolated")]
         rows += [{**net.model_dump(mode="json"), "bridge": bridge_name(net.name), "builtin": False}
                  for net in self.store.all()]
         for row in rows:
@@ -63,3 +67,4 @@ class Networks:
             raise Conflict(f'failed to delete network "{name}": {len(users)} job(s) use it '
                            f"({', '.join(users[:5])}); stop them first")
         self.store.delete(name)
+        self.client.store.publish_event("network-deleted", name=name)  # every host drops its bridge

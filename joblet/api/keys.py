@@ -37,6 +37,11 @@ class Keys:
     def stop_channel(self) -> str:
         return f"{self.prefix}stops"
 
+    @property
+    def events(self) -> str:
+        """Fleet-wide notices to workers: a network's jobs changed, a network was deleted."""
+        return f"{self.prefix}events"
+
     def node(self, node: str) -> str:
         return f"{self.prefix}node:{node}"
 

@@ -146,7 +146,7 @@ def host_prefixes() -> dict[str, str]:
         return found
     for route in routes:
         dst, dev = route.get("dst", ""), route.get("dev", "")
-        if dst in ("default", "") or dev == "joblet0" or dev.startswith("jb"):
+        if dst in ("default", "") or dev == "joblet0" or dev.startswith(("jb", "ji")):
             continue
         try:
             cidr = str(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))

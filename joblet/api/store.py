@@ -162,10 +162,16 @@ class Store:
         return [j for j, f in zip(job_ids, flags, strict=True) if f]
 
     @_url
-    def subscribe_stops(self) -> Any:
+    def subscribe(self) -> Any:
+        """A pubsub on the stop channel and the events channel."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.keys.stop_channel)
+        pubsub.subscribe(self.keys.stop_channel, self.keys.events)
         return pubsub
+
+    @_url
+    def publish_event(self, kind: str, **data: Any) -> None:
+        """Tell every worker: {"kind": "hosts", "networks": [...]} or {"kind": "network-deleted"}."""
+        self.redis.publish(self.keys.events, json.dumps({"kind": kind, **data}))
 
     # -- nodes ------------------------------------------------------------------------------
     @_url

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from joblet.api.models import JobSpec
 from joblet.api.networks import NetworkDef, NetworkStore, bridge_name
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
-from joblet.network_agent import firewall, host, links
-from joblet.network_agent.ipam import Subnet, to_str
-from joblet.network_agent.plan import Attachment, NetPlan, host_veth_name
+from joblet.network_agent import firewall, foreign, host, links
+from joblet.network_agent.ipam import P2pPool, Subnet, to_str
+from joblet.network_agent.plan import ISOLATED_PREFIX, Attachment, NetPlan, host_veth_name
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,16 @@ class NetworkAgent:
         self._active: dict[str, firewall.FwNetwork] = {}
         self.bridge = Subnet(cfg.bridge_cidr)
         self._lock = threading.Lock()
+        self.pool = P2pPool(cfg.isolated_pool)
         self._bridge_index: int | None = None
         self._mtu = 1500
+        self._forward_checked = 0.0
+        self._forward_problem: str | None = None
 
     # -- host level -------------------------------------------------------------------------
     def ensure_host(self) -> None:
-        """Forwarding on, the default bridge up, joblet's table loaded (cheap when done)."""
+        """Forwarding on, the default bridge up, joblet's table loaded (cheap when done), and
+        no foreign forward chain dropping job traffic (unless told to only warn)."""
         host.ensure_ip_forward()
         with self._lock:
             if self._bridge_index is None or links.index_of(self.cfg.bridge_name) is None:
@@ -46,19 +51,45 @@ class NetworkAgent:
                     self.cfg.bridge_name, self.bridge.gateway, self.bridge.prefixlen, self._mtu)
                 # once per bridge, not per job: an `nft` call costs milliseconds, and the
                 # heartbeat's ensure_firewall() restores a table someone removed
-                firewall.apply(firewall.render(self.firewall_networks()))
+                self._apply()
+        problem = self.check_forward(max_age=2.0)
+        if problem and self.cfg.foreign_forward == "refuse":
+            raise NetworkError(problem)
+
+    def check_forward(self, max_age: float = 0.0) -> str | None:
+        """Look for foreign forward chains with a drop policy (at most every `max_age` s);
+        with foreign_forward = "insert", put joblet's accept rules into them. Returns the
+        problem still standing, if any."""
+        with self._lock:
+            if time.monotonic() - self._forward_checked < max_age:
+                return self._forward_problem
+            chains = foreign.drop_chains()
+            problem = foreign.explain(chains) if chains else None
+            if chains and self.cfg.foreign_forward == "insert":
+                patterns = [self.cfg.bridge_name, "jb*", f"{ISOLATED_PREFIX}*"]
+                for chain in foreign.insert_accepts(chains, patterns):
+                    log.warning("inserted joblet's accept rules into forward chain %s", chain)
+                problem = None
+            if problem != self._forward_problem and problem:
+                log.error("%s", problem)
+            self._forward_problem, self._forward_checked = problem, time.monotonic()
+            return problem
 
     def ensure_firewall(self) -> bool:
         """Re-apply joblet's table if someone flushed or deleted it; True when it did."""
         with self._lock:
             if self._bridge_index is None or firewall.table_exists():
                 return False
-            firewall.apply(firewall.render(self.firewall_networks()))
+            self._apply()
             return True
 
     def firewall_networks(self) -> list[firewall.FwNetwork]:
         default = firewall.FwNetwork("bridge", self.cfg.bridge_name, self.cfg.bridge_cidr)
         return [default, *self._active.values()]
+
+    def _apply(self) -> None:
+        firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool,
+                                       ISOLATED_PREFIX))
 
     def ensure_network(self, net: NetworkDef) -> Subnet:
         """The bridge of a user network on this host, and its rules in joblet's table."""
@@ -68,14 +99,40 @@ class NetworkAgent:
             if links.index_of(bridge) is None or net.name not in self._active:
                 links.ensure_bridge(bridge, subnet.gateway, subnet.prefixlen, net.mtu or self._mtu)
                 self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
-                firewall.apply(firewall.render(self.firewall_networks()))
+                self._apply()
         return subnet
+
+    def remove_network(self, name: str) -> None:
+        """Remove a deleted network's bridge and rules here (no local job may use it)."""
+        with self._lock:
+            links.delete_link(bridge_name(name, self.cfg.bridge_name))
+            if self._active.pop(name, None) is not None:
+                self._apply()
+
+    def sweep_networks(self, existing: list[str], in_use: set[str]) -> list[str]:
+        """Remove the bridges of networks that no longer exist and no local job uses."""
+        wanted = {bridge_name(n) for n in existing}
+        stale = [n for n in list(self._active) if n not in existing and n not in in_use]
+        for name in links.bridges_with_prefix("jb"):
+            owner = next((n for n, fw in self._active.items() if fw.bridge == name), None)
+            if name not in wanted and owner is None:
+                links.delete_link(name)  # left by an earlier worker
+        for name in stale:
+            self.remove_network(name)
+        return stale
 
     # -- per job ----------------------------------------------------------------------------
     def plan(self, job_id: str, spec: JobSpec, hostname: str) -> NetPlan:
         """Check the job's networks and reserve its addresses."""
         if spec.network == ("none",):
             return NetPlan(job_id=job_id, hostname=hostname, mode="none")
+        if "isolated" in spec.network:
+            if spec.network != ("isolated",):
+                raise NetworkError("network 'isolated' cannot be combined with other networks")
+            self.ensure_host()
+            nameservers = self._nameservers(())
+            return NetPlan(job_id=job_id, hostname=hostname, mode="isolated",
+                           attachments=(self._p2p_attachment(job_id),), nameservers=nameservers)
         if "host" in spec.network:
             if spec.network != ("host",):
                 raise NetworkError("network 'host' cannot be combined with other networks")
@@ -95,9 +152,37 @@ class NetworkAgent:
             for att in attachments:
                 self.ipam.release(att.network, att.address_int, job_id)
             raise
+        try:
+            nameservers = self._nameservers(dns)
+        except NetworkError:
+            for att in attachments:
+                self.ipam.release(att.network, att.address_int, job_id)
+            raise
         return NetPlan(job_id=job_id, hostname=hostname, mode=spec.network[0],
-                       attachments=tuple(attachments),
-                       nameservers=dns or tuple(host.upstream_nameservers()))
+                       attachments=tuple(attachments), nameservers=nameservers)
+
+    def _nameservers(self, network_dns: tuple[str, ...]) -> tuple[str, ...]:
+        """The network's --dns, else the worker's dns_servers, else the host's upstreams."""
+        found = network_dns or self.cfg.dns_servers
+        if found:
+            return found
+        paths = (self.cfg.resolv_conf,) if self.cfg.resolv_conf else host.RESOLV_CANDIDATES
+        found = tuple(host.upstream_nameservers(paths))
+        if not found:
+            names = ", ".join(str(p) for p in paths)
+            raise NetworkError(f"no usable upstream DNS server for jobs: {names} list none but "
+                               "loopback stubs; set dns_servers in the worker's config or --dns on "
+                               "the network")
+        return found
+
+    def _p2p_attachment(self, job_id: str) -> Attachment:
+        slot = self.ipam.allocate("isolated", 0, self.pool.slots - 1, job_id)
+        if slot is None:
+            raise NetworkError(f"the isolated pool {self.pool.cidr} has no free /30")
+        return Attachment(network="isolated", bridge="", host_ifname=host_veth_name(job_id, "isolated"),
+                          ifname="eth0", address=self.pool.job_end(slot), address_int=slot,
+                          prefixlen=30, gateway=self.pool.host_end(slot), mtu=self._mtu,
+                          host_address=self.pool.host_end(slot))
 
     def _attachment(self, job_id: str, name: str, index: int) -> tuple[Attachment, tuple[str, ...]]:
         if name == "bridge":
@@ -122,11 +207,16 @@ class NetworkAgent:
         done: list[str] = []
         try:
             for att in plan.attachments:
+                if not att.bridge:  # point-to-point (isolated): routed, no bridge
+                    done.append(att.host_ifname)
+                    links.add_veth_into(att.host_ifname, att.ifname, pid, att.mtu,
+                                        host_address=(att.host_address or att.gateway, att.prefixlen))
+                    continue
                 bridge = links.index_of(att.bridge)
                 if bridge is None:
                     raise NetworkError(f"bridge {att.bridge} of network {att.network!r} is gone")
-                links.add_veth_into(att.host_ifname, att.ifname, pid, bridge, att.mtu)
                 done.append(att.host_ifname)
+                links.add_veth_into(att.host_ifname, att.ifname, pid, att.mtu, bridge=bridge)
         except Exception:
             for name in reversed(done):
                 links.delete_link(name)

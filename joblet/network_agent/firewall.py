@@ -34,10 +34,16 @@ class FwNetwork:
         return self
 
 
-def render(networks: list[FwNetwork]) -> str:
-    """The whole table for these networks."""
+def render(networks: list[FwNetwork], isolated_pool: str | None = None,
+           isolated_prefix: str = "ji") -> str:
+    """The whole table for these networks and, if given, isolated mode's pool."""
     nets = [n.checked() for n in networks]
     forward = ["ct state established,related accept comment \"joblet:established\""]
+    iso = f'"{isolated_prefix}*"'
+    if isolated_pool:
+        ipaddress.IPv4Network(isolated_pool, strict=True)
+        # nothing opens a connection to an isolated job: not the world, not other jobs
+        forward.append(f'oifname {iso} drop comment "joblet:isolated"')
     nat = []
     for n in nets:
         tag = f'comment "joblet:net:{n.name}"'
@@ -51,11 +57,15 @@ def render(networks: list[FwNetwork]) -> str:
             nat.append(f'ip saddr {n.cidr} oifname != "{n.bridge}" masquerade {tag}')
         else:
             forward.append(f'iifname "{n.bridge}" drop {tag}')
-        forward.append(f'oifname "{n.bridge}" drop {tag}')
-    bridges = ", ".join(f'"{n.bridge}"' for n in nets)
-    # jobs never open connections to the host itself (the broker, the worker, other gateways)
-    inbound = ['ct state established,related accept comment "joblet:established"',
-               f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"'] if nets else []
+        forward.append(f'oifname "{n.bridge}" drop {tag}')  # isolated jobs included
+    inbound = ['ct state established,related accept comment "joblet:established"'] if nets else []
+    if nets:  # jobs never open connections to the host itself (the broker, other gateways)
+        bridges = ", ".join(f'"{n.bridge}"' for n in nets)
+        inbound.append(f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"')
+    if isolated_pool:
+        forward.append(f'iifname {iso} accept comment "joblet:isolated"')
+        inbound.append(f'iifname {iso} drop comment "joblet:no-host-access"')
+        nat.append(f'ip saddr {isolated_pool} oifname != {iso} masquerade comment "joblet:isolated"')
     return "\n".join([
         f"table inet {TABLE} {{}}",
         f"delete table inet {TABLE}",

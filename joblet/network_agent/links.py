@@ -51,6 +51,21 @@ def link_kind(index: int) -> str | None:
     return _call("read a link", kind)
 
 
+def bridges_with_prefix(prefix: str) -> list[str]:
+    """Names of this host's bridges that start with `prefix`."""
+
+    def names(ipr: IPRoute) -> list[str]:
+        found = []
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            info = link.get_attr("IFLA_LINKINFO")
+            if name.startswith(prefix) and info and info.get_attr("IFLA_INFO_KIND") == "bridge":
+                found.append(name)
+        return found
+
+    return _call("list bridges", names)
+
+
 def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int) -> int:
     """Create the bridge if absent, give it its gateway address, bring it up."""
     index = index_of(name)
@@ -78,14 +93,21 @@ def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
             raise NetworkError(f"failed to add {address}/{prefixlen} to {name}: {exc}") from None
 
 
-def add_veth_into(host_ifname: str, peer_ifname: str, pid: int, bridge: int, mtu: int) -> None:
-    """A veth whose peer is born inside the namespace of `pid`, host end enslaved and up."""
+def add_veth_into(host_ifname: str, peer_ifname: str, pid: int, mtu: int, bridge: int | None = None,
+                  host_address: tuple[str, int] | None = None) -> None:
+    """A veth whose peer is born inside the namespace of `pid`; the host end is enslaved to
+    `bridge`, or (point-to-point) gets `host_address` (address, prefixlen); then it is up."""
 
     def add(ipr: IPRoute) -> None:
         ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu,
                  peer={"ifname": peer_ifname, "net_ns_pid": pid, "mtu": mtu})
         index = ipr.link_lookup(ifname=host_ifname)[0]
-        ipr.link("set", index=index, master=bridge, state="up")
+        if bridge is not None:
+            ipr.link("set", index=index, master=bridge, state="up")
+            return
+        if host_address is not None:
+            ipr.addr("add", index=index, address=host_address[0], prefixlen=host_address[1])
+        ipr.link("set", index=index, state="up")
 
     _call(f"create veth {host_ifname}", add)
 

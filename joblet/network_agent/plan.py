@@ -15,25 +15,30 @@ def short_hash(*parts: str, length: int = 10) -> str:
     return hashlib.sha1("/".join(parts).encode()).hexdigest()[:length]
 
 
+ISOLATED_PREFIX = "ji"
+
+
 def host_veth_name(job_id: str, network: str) -> str:
-    """The host end of a job's veth: 'jv' + 10 hex digits, well under the kernel's 15 bytes."""
-    return "jv" + short_hash(job_id, network)
+    """The host end of a job's veth: 'jv' (bridged) or 'ji' (isolated) + 10 hex digits,
+    well under the kernel's 15 bytes."""
+    return (ISOLATED_PREFIX if network == "isolated" else "jv") + short_hash(job_id, network)
 
 
 class Attachment(BaseModel):
-    """One interface of a job on one bridged network."""
+    """One interface of a job: on a bridge, or point-to-point with the host (isolated)."""
 
     model_config = ConfigDict(frozen=True)
 
     network: str
-    bridge: str
+    bridge: str  # "" for a point-to-point link
     host_ifname: str
     ifname: str
     address: str
-    address_int: int
+    address_int: int  # the IPAM slot: the address (bridged) or the /30's index (isolated)
     prefixlen: int
     gateway: str
     mtu: int
+    host_address: str | None = None  # the host end's address on a point-to-point link
 
 
 class NetPlan(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -56,7 +57,11 @@ class Supervisor:
     def start(self) -> None:
         self.cgroup_root.mkdir(parents=True, exist_ok=True)
         self.reconcile()
-        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._stop_loop, "stops")):
+        try:  # reported at start, and again before every bridged or isolated setup
+            self.agent.check_forward()
+        except JobletError as exc:
+            log.error("cannot inspect the host's forward chains: %s", exc)
+        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._listen_loop, "events")):
             threading.Thread(target=target, name=f"joblet-{name}", daemon=True).start()
 
     # -- running a job ----------------------------------------------------------------------
@@ -138,15 +143,38 @@ class Supervisor:
                         found[rec.name] = rec.ips[net]
         return found
 
-    def refresh_hosts(self, networks: list[str]) -> None:
-        """Rewrite /etc/hosts of this host's jobs in these user networks (in place: bind mounts)."""
-        wanted = [n for n in networks if n not in ("bridge", "none")]
+    def refresh_hosts(self, networks: list[str], tell_fleet: bool = True) -> None:
+        """Rewrite /etc/hosts of this host's jobs in these user networks (in place: bind
+        mounts), then tell the other workers to do the same for theirs."""
+        wanted = [n for n in networks if n not in ("bridge", "none", "isolated", "host")]
         if not wanted:
             return
         with self._lock:
             runs = [r for r in self.running.values() if r.plan and set(wanted) & set(r.plan.ips)]
         for run in runs:
             run.write_hosts()
+        if tell_fleet:
+            try:
+                self.store.publish_event("hosts", networks=wanted, node=self.cfg.node)
+            except BackendUnavailable as exc:
+                log.warning("could not tell other workers about %s: %s", wanted, exc)
+
+    def networks_in_use(self) -> set[str]:
+        with self._lock:
+            return {n for r in self.running.values() if r.plan for n in r.plan.ips}
+
+    def sweep_networks(self) -> None:
+        """Drop the bridges and rules of deleted networks that no local job uses."""
+        existing = [n.name for n in self.agent.networks.all()]
+        for name in self.agent.sweep_networks(existing, self.networks_in_use()):
+            log.info("removed network %s from this host: it was deleted", name)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "hosts" and event.get("node") != self.cfg.node:
+            self.refresh_hosts(list(event.get("networks", [])), tell_fleet=False)
+        elif kind == "network-deleted":
+            self.sweep_networks()
 
     # -- stops ------------------------------------------------------------------------------
     def stop_local(self, job_id: str) -> bool:
@@ -164,15 +192,24 @@ class Supervisor:
         for run in runs:
             run.stop()
 
-    def _stop_loop(self) -> None:
+    def _listen_loop(self) -> None:
+        """Stops and fleet events as they are published; the heartbeat covers missed ones."""
+        stops = self.store.keys.stop_channel.encode()
         while not self._closing.is_set():
             try:
-                pubsub = self.store.subscribe_stops()
+                pubsub = self.store.subscribe()
                 for message in pubsub.listen():
-                    if message.get("type") == "message":
+                    if message.get("type") != "message":
+                        continue
+                    if message["channel"] == stops:
                         self.stop_local(message["data"].decode())
+                        continue
+                    try:
+                        self.on_event(json.loads(message["data"]))
+                    except (ValueError, JobletError) as exc:
+                        log.warning("event %r: %s", message["data"][:200], exc)
             except Exception as exc:  # noqa: BLE001 - Redis gone: retry, sweeps cover the gap
-                log.warning("stop listener: %s; retrying", exc)
+                log.warning("event listener: %s; retrying", exc)
                 time.sleep(1)
 
     def _heartbeat_loop(self) -> None:
@@ -193,8 +230,10 @@ class Supervisor:
         try:
             if self.agent.ensure_firewall():
                 log.warning("joblet's nftables table was gone: restored it")
+            self.agent.check_forward()
+            self.sweep_networks()
         except JobletError as exc:
-            log.error("cannot restore joblet's nftables table: %s", exc)
+            log.error("host network upkeep: %s", exc)
 
     # -- after a crash ----------------------------------------------------------------------
     def reconcile(self) -> None:

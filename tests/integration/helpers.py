@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from joblet.api.client import Client
-from joblet.api.models import JobRecord
+from joblet.api.models import JobRecord, JobStatus
 
 
 def run(
@@ -15,3 +17,63 @@ def run(
     for stream, data in client.logs(record.id, follow=True):
         (out if stream == "stdout" else err).extend(data)
     return client.wait(record.id, timeout=timeout), bytes(out), bytes(err)
+
+
+SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(1); s.settimeout(60)
+c, _ = s.accept(); c.sendall(c.recv(16).replace(b"ping", b"pong")); c.close()
+"""
+CLIENT = """
+import socket
+for _ in range(100):
+    try:
+        s = socket.create_connection(("{ip}", 7000), timeout=5); break
+    except OSError:
+        import time; time.sleep(0.1)
+s.sendall(b"ping"); print(s.recv(16).decode())
+"""
+UPSTREAM = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("203.0.113.2", 7000)); s.listen(1); s.settimeout(60)
+c, addr = s.accept(); c.sendall(c.recv(16).replace(b"ping", b"pong")); print(addr[0]); c.close()
+"""
+
+
+def wait_running(client: Client, job_id: str) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        rec = client.get(job_id)
+        if rec.status == JobStatus.RUNNING and rec.ips:
+            time.sleep(0.4)
+            return rec.ip or ""
+        assert time.monotonic() < deadline and not rec.status.final, rec
+        time.sleep(0.05)
+
+
+def connect_ok(client: Client, ip: str, network: str) -> bool:
+    probe = CLIENT.replace("range(100)", "range(3)").replace("timeout=5", "timeout=1")
+    rec, _, _ = run(client, "python3", "-c", probe.format(ip=ip), network=network)
+    return rec.exit_code == 0
+
+
+def can_ping(client: Client, ip: str, network: str) -> bool:
+    rec, _, _ = run(client, "ping", "-c", "1", "-W", "1", ip, network=network)
+    return rec.exit_code == 0
+
+
+SERVE = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(c.recv(16).replace(b"ping", b"pong")); c.close()
+"""
+
+
+def serve(client: Client, network: str) -> tuple[str, str]:
+    """A job answering on port 7000 until stopped; returns (job id, its address)."""
+    rec = client.run("python3", ("-c", SERVE), network=network)
+    return rec.id, wait_running(client, rec.id)

@@ -5,34 +5,10 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import time
-import uuid
-
-import pytest
 
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
-from tests.conftest import sh
-from tests.integration.helpers import run
-
-
-@pytest.fixture(scope="module")
-def upstream(host):
-    """A namespace behind the host namespace standing for the internet (203.0.113.0/24)."""
-    name = f"joblet-up-{uuid.uuid4().hex[:6]}"
-    sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "-n", host.netns, "link", "add", "upl0", "type", "veth", "peer", "name", "eth0",
-           "netns", name)
-        sh("ip", "-n", host.netns, "addr", "add", "203.0.113.1/24", "dev", "upl0")
-        sh("ip", "-n", host.netns, "link", "set", "upl0", "up")
-        sh("ip", "-n", host.netns, "route", "add", "default", "via", "203.0.113.2")
-        sh("ip", "-n", name, "addr", "add", "203.0.113.2/24", "dev", "eth0")
-        sh("ip", "-n", name, "link", "set", "eth0", "up")
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
-        sh("ip", "-n", host.netns, "link", "del", "upl0", check=False)
+from tests.integration.helpers import CLIENT, SERVER, UPSTREAM, run
 
 
 def test_bridge_job_gets_address_in_default_range(client):
@@ -79,25 +55,3 @@ def test_addresses_are_freed_and_not_reused_at_once(client, host):
     ipam = IpamStore(host.cfg.redis_url, host.cfg.key_prefix)
     live = {r.id for r in client.list() if not r.status.final}
     assert set(ipam.allocations("bridge").values()) <= live
-
-
-SERVER = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000)); s.listen(1); s.settimeout(60)
-c, _ = s.accept(); c.sendall(c.recv(16).replace(b"ping", b"pong")); c.close()
-"""
-CLIENT = """
-import socket
-for _ in range(100):
-    try:
-        s = socket.create_connection(("{ip}", 7000), timeout=5); break
-    except OSError:
-        import time; time.sleep(0.1)
-s.sendall(b"ping"); print(s.recv(16).decode())
-"""
-UPSTREAM = """
-import socket
-s = socket.socket(); s.bind(("203.0.113.2", 7000)); s.listen(1); s.settimeout(60)
-c, addr = s.accept(); c.sendall(c.recv(16).replace(b"ping", b"pong")); print(addr[0]); c.close()
-"""

@@ -10,25 +10,7 @@ import pytest
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.errors import Conflict, ValidationError
-from tests.integration.helpers import run
-from tests.integration.test_bridge import CLIENT, SERVER
-
-
-def wait_running(client: Client, job_id: str) -> str:
-    deadline = time.monotonic() + 30
-    while True:
-        rec = client.get(job_id)
-        if rec.status == JobStatus.RUNNING and rec.ips:
-            time.sleep(0.4)
-            return rec.ip or ""
-        assert time.monotonic() < deadline and not rec.status.final, rec
-        time.sleep(0.05)
-
-
-def connect_ok(client: Client, ip: str, network: str) -> bool:
-    probe = CLIENT.replace("range(100)", "range(3)").replace("timeout=5", "timeout=1")
-    rec, _, _ = run(client, "python3", "-c", probe.format(ip=ip), network=network)
-    return rec.exit_code == 0
+from tests.integration.helpers import SERVER, connect_ok, run, wait_running
 
 
 @pytest.fixture(scope="module")

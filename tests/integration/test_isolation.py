@@ -1,0 +1,154 @@
+"""The guide's isolation scenarios: isolated mode, internal networks, both settings of
+bridge-nf-call-iptables, and another tool's forward chain with a drop policy."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import time
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from joblet.errors import Conflict, ValidationError
+from tests.conftest import Host, add_upstream, remove_upstream, sh
+from tests.integration.helpers import UPSTREAM, can_ping, connect_ok, run, serve
+
+
+@pytest.fixture(scope="module")
+def nets(client, upstream):
+    client.networks.create("iso-a", "10.110.0.0/24")
+    client.networks.create("iso-b", "10.111.0.0/24")
+    client.networks.create("iso-int", "10.112.0.0/24", internal=True)
+    return client
+
+
+def upstream_sees(client: Client, upstream: str, network: str) -> str | None:
+    """The source address the upstream namespace sees for a job's connection, if it gets one."""
+    listener = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c",
+                                 UPSTREAM.replace("settimeout(60)", "settimeout(8)")],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.3)
+        ok = connect_ok(client, "203.0.113.2", network)
+        seen = listener.communicate(timeout=30)[0].strip()
+        return seen if ok else None
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def test_isolated_job_gets_a_point_to_point_link(nets, host):
+    rec, out, _ = run(nets, "sh", "-c", "ip -4 -o addr show eth0; ip route show default",
+                      network="isolated")
+    addr = ipaddress.ip_interface(out.split()[3].decode())
+    assert addr.network.prefixlen == 30
+    assert addr.network.subnet_of(ipaddress.ip_network(host.cfg.isolated_pool))
+    assert rec.ip == str(addr.ip)
+    assert f"default via {addr.ip - 1} dev eth0".encode() in out
+
+
+def test_isolated_reaches_upstream_through_nat(nets, upstream):
+    assert upstream_sees(nets, upstream, "isolated") == "203.0.113.1"
+
+
+def test_isolated_reaches_no_job_and_no_job_reaches_it(nets, host):
+    servers = {net: serve(nets, net) for net in ("bridge", "iso-a", "isolated")}
+    listener = subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c",
+                                 "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 7000));"
+                                 "s.listen(5); time.sleep(60)"])
+    try:
+        for net, (_, ip) in servers.items():
+            assert not connect_ok(nets, ip, "isolated"), f"isolated reached {net}"
+            assert not can_ping(nets, ip, "isolated"), f"isolated pinged {net}"
+        iso_ip = servers["isolated"][1]
+        for net in ("bridge", "iso-a", "isolated"):
+            assert not connect_ok(nets, iso_ip, net), f"{net} reached an isolated job"
+        assert not connect_ok(nets, str(ipaddress.ip_address(iso_ip) - 1), "isolated")  # the host
+        assert not connect_ok(nets, "172.20.0.1", "isolated")
+    finally:
+        listener.kill()
+        listener.wait()
+        for job_id, _ in servers.values():
+            nets.stop(job_id)
+    for job_id, _ in servers.values():
+        assert nets.wait(job_id, timeout=30).status == JobStatus.STOPPED
+    assert "ji" not in host.in_ns("ip", "-o", "link", "show").stdout.replace("jv", "")
+
+
+def test_internal_network_talks_inside_but_not_out(nets, upstream):
+    job_id, ip = serve(nets, "iso-int")
+    try:
+        assert connect_ok(nets, ip, "iso-int")
+        assert upstream_sees(nets, upstream, "iso-int") is None
+        assert upstream_sees(nets, upstream, "iso-a") == "203.0.113.1"
+    finally:
+        nets.stop(job_id)
+
+
+@pytest.mark.parametrize("call_iptables", ["0", "1"])
+def test_networks_isolated_whatever_bridge_nf_call_iptables(nets, host, call_iptables):
+    key = "net.bridge.bridge-nf-call-iptables"
+    assert host.in_ns("sysctl", "-w", f"{key}={call_iptables}").returncode == 0
+    try:
+        a_id, a_ip = serve(nets, "iso-a")
+        b_id, b_ip = serve(nets, "iso-b")
+        try:
+            assert connect_ok(nets, a_ip, "iso-a") and can_ping(nets, a_ip, "iso-a")
+            assert not connect_ok(nets, a_ip, "iso-b") and not can_ping(nets, a_ip, "iso-b")
+            assert not connect_ok(nets, b_ip, "iso-a") and not can_ping(nets, b_ip, "iso-a")
+            assert not connect_ok(nets, a_ip, "bridge") and not can_ping(nets, a_ip, "bridge")
+        finally:
+            nets.stop(a_id)
+            nets.stop(b_id)
+    finally:
+        host.in_ns("sysctl", "-w", f"{key}=1")
+
+
+def test_isolated_cannot_be_combined_and_pool_is_reserved(nets):
+    with pytest.raises(ValidationError, match="'isolated' cannot be combined"):
+        nets.run("true", network=["isolated", "bridge"])
+    with pytest.raises(Conflict, match="the isolated-mode pool"):
+        nets.networks.create("in-pool", "10.254.8.0/24")
+
+
+FOREIGN = "add table ip foreign; add chain ip foreign FORWARD { type filter hook forward priority 0; policy drop; }"
+
+
+def test_foreign_drop_chain_is_refused_with_the_fix(nets, host, upstream):
+    assert host.in_ns("nft", FOREIGN).returncode == 0
+    try:
+        time.sleep(2.5)  # the worker looks again at most every 2 s
+        rec, _, _ = run(nets, "true", network="bridge")
+        assert rec.status == JobStatus.FAILED
+        assert 'forward chain "ip foreign FORWARD"' in (rec.error or "")
+        assert "foreign_forward" in (rec.error or "")
+        none, _, _ = run(nets, "true", network="none")  # no network, nothing to drop
+        assert none.status == JobStatus.COMPLETED
+    finally:
+        host.in_ns("nft", "delete", "table", "ip", "foreign")
+    time.sleep(2.5)
+    assert run(nets, "true")[0].status == JobStatus.COMPLETED
+
+
+def test_foreign_drop_chain_with_insert_setting(redis_sock):
+    h = Host(redis_sock, "hostfwd", foreign_forward="insert")
+    up = add_upstream(h)
+    try:
+        sh("ip", "netns", "exec", h.netns, "nft", FOREIGN)
+        h.start_worker()
+        client = Client(h.cfg)
+        client.networks.create("fwd-a", "10.113.0.0/24")
+        assert upstream_sees(client, up, "fwd-a") == "203.0.113.1"
+        assert upstream_sees(client, up, "bridge") == "203.0.113.1"
+        job_id, ip = serve(client, "fwd-a")
+        assert connect_ok(client, ip, "fwd-a")
+        assert not connect_ok(client, ip, "bridge")  # joblet's own table still decides
+        client.stop(job_id)
+        chain = h.in_ns("nft", "list", "chain", "ip", "foreign", "FORWARD").stdout
+        assert 'iifname "jb*" accept comment "joblet:accept"' in chain
+        assert "inserted joblet's accept rules" in (h.tmp / "worker.log").read_text()
+    finally:
+        remove_upstream(h, up)
+        h.close()
