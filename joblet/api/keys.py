@@ -57,5 +57,9 @@ class Keys:
     def ipam(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}"
 
+    def members(self, network: str) -> str:
+        """Hash of a user network's running jobs: job id -> {"ip", "names"} (discovery)."""
+        return f"{self.prefix}members:{network}"
+
     def ipam_cursor(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}:cursor"

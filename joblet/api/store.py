@@ -173,6 +173,36 @@ class Store:
         """Tell every worker: {"kind": "hosts", "networks": [...]} or {"kind": "network-deleted"}."""
         self.redis.publish(self.keys.events, json.dumps({"kind": kind, **data}))
 
+    # -- discovery ----------------------------------------------------------------------------
+    @_url
+    def join_networks(self, job_id: str, ips: dict[str, str], names: list[str]) -> None:
+        """List a running job under its names in each of its networks' member hashes."""
+        pipe = self.redis.pipeline()
+        for network, ip in ips.items():
+            pipe.hset(self.keys.members(network), job_id, json.dumps({"ip": ip, "names": names}))
+        pipe.execute()
+
+    @_url
+    def leave_networks(self, job_id: str, networks: list[str]) -> None:
+        pipe = self.redis.pipeline()
+        for network in networks:
+            pipe.hdel(self.keys.members(network), job_id)
+        pipe.execute()
+
+    @_url
+    def members(self, networks: list[str]) -> dict[str, str]:
+        """name -> address of the running jobs in these networks."""
+        pipe = self.redis.pipeline()
+        for network in networks:
+            pipe.hvals(self.keys.members(network))
+        found: dict[str, str] = {}
+        for values in pipe.execute():
+            for raw in values:
+                entry = json.loads(raw)
+                for name in entry["names"]:
+                    found[name] = entry["ip"]
+        return found
+
     # -- nodes ------------------------------------------------------------------------------
     @_url
     def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> None:

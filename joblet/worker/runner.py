@@ -125,6 +125,7 @@ class JobRun:
             return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
         self.sup.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING,
                                   started=time.time(), node=self.sup.cfg.node, ips=self.plan.ips)
+        self.sup.join(self.job_id, self.plan, [self.job_id[:12], *([self.spec.name] if self.spec.name else [])])
         self.sup.refresh_hosts(list(self.plan.ips))  # peers know this job before it starts
         if path is None:
             message = f"joblet: {self.spec.command}: command not found\n".encode()

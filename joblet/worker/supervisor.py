@@ -33,6 +33,9 @@ from joblet.worker.runner import WAITING, JobRun, Outcome, remove_dirs
 log = logging.getLogger(__name__)
 
 
+NO_DISCOVERY = ("bridge", "none", "isolated", "host")  # Docker's rule: names in user networks only
+
+
 class Duplicate(Exception):
     """This job was claimed before: the message is a redelivery."""
 
@@ -116,6 +119,7 @@ class Supervisor:
             steps.append(("reap init", sandbox.close))
         steps.append(("remove cgroup", cgroup.remove))
         if plan is not None:
+            steps.append(("leave networks", lambda: self.store.leave_networks(job_id, list(plan.ips))))
             steps.append(("release network", lambda: self.agent.release(plan)))
         steps.append(("remove files", lambda: remove_dirs(dirs)))
         steps.append(("forget journal", lambda: self.journal.forget(job_id)))
@@ -129,24 +133,18 @@ class Supervisor:
     # -- discovery by name -------------------------------------------------------------------
     def peers(self, networks: list[str]) -> dict[str, str]:
         """name -> address of the running jobs in these user networks, fleet-wide."""
-        found: dict[str, str] = {}
-        wanted = [n for n in networks if n not in ("bridge", "none")]
-        if not wanted:
-            return found
-        for rec in self.store.list_jobs():
-            if rec.status != JobStatus.RUNNING:
-                continue
-            for net in wanted:
-                if net in rec.ips:
-                    found[rec.short_id] = rec.ips[net]
-                    if rec.name:
-                        found[rec.name] = rec.ips[net]
-        return found
+        wanted = [n for n in networks if n not in NO_DISCOVERY]
+        return self.store.members(wanted) if wanted else {}
+
+    def join(self, job_id: str, plan: NetPlan, names: list[str]) -> None:
+        ips = {n: ip for n, ip in plan.ips.items() if n not in NO_DISCOVERY}
+        if ips:
+            self.store.join_networks(job_id, ips, names)
 
     def refresh_hosts(self, networks: list[str], tell_fleet: bool = True) -> None:
         """Rewrite /etc/hosts of this host's jobs in these user networks (in place: bind
         mounts), then tell the other workers to do the same for theirs."""
-        wanted = [n for n in networks if n not in ("bridge", "none", "isolated", "host")]
+        wanted = [n for n in networks if n not in NO_DISCOVERY]
         if not wanted:
             return
         with self._lock:
