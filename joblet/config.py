@@ -47,6 +47,8 @@ class Settings(BaseModel):
     result_output_limit: int = Field(1 << 20, ge=0, description="bytes of stdout kept in a result")
     upload_max_bytes: int = Field(16 << 20, ge=0, description="total size of a job's uploads")
     allow_host_network: bool = Field(True, description="allow --network=host on this worker")
+    runtimes_dir: Path = Field(Path("/opt/joblet/runtimes"), description="one directory with a "
+                               "bin/ per runtime, named as in --runtime")
     bridge_cidr: str = "172.20.0.0/16"
     bridge_name: str = "joblet0"
     isolated_pool: str = Field("10.254.0.0/16", description="isolated mode: one /30 per job from here")

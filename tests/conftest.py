@@ -61,6 +61,12 @@ def cgroup_base() -> Path:
     raise RuntimeError("no cgroup v2 hierarchy")
 
 
+def mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as fh:
+        points = [line.split()[4] for line in fh]
+    return sorted((p for p in points if p.startswith(f"{path}/")), reverse=True)
+
+
 class Host:
     """A throwaway host: its own network namespace, dirs, key prefix and worker."""
 
@@ -80,6 +86,7 @@ class Host:
             # DNS to the test upstream's address fails at once (no listener, or no route)
             # instead of waiting on timeouts, and never leaves the test's namespaces
             "JOBLET_DNS_SERVERS": "203.0.113.2",
+            "JOBLET_RUNTIMES_DIR": str(self.tmp / "runtimes"),
         }
         if fleet is not None:
             for key in ("JOBLET_KEY_PREFIX", "JOBLET_QUEUE"):
@@ -118,8 +125,9 @@ class Host:
         path = self.tmp / "worker.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
-    def rnx(self, *args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([str(BIN / "rnx"), *args], env={**os.environ, **self.env},
+    def rnx(self, *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None,
+            **kw: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([str(BIN / "rnx"), *args], env={**os.environ, **self.env, **(env_extra or {})},
                               capture_output=True, timeout=timeout, **kw)  # type: ignore[call-overload]
 
     def in_ns(self, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -129,11 +137,15 @@ class Host:
         self.stop_worker()
         sh("ip", "netns", "del", self.netns, check=False)
         cg = Path(self.env["JOBLET_CGROUP_ROOT"])
-        if cg.exists():
-            for child in cg.iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            cg.rmdir()
+        v1 = [Path("/sys/fs/cgroup") / c / cg.name for c in ("cpu", "memory", "blkio")]
+        for group in (cg, *v1):
+            if group.exists():
+                for child in group.iterdir():
+                    if child.is_dir():
+                        child.rmdir()
+                group.rmdir()
+        for mount in mounts_under(self.tmp):  # sized volumes, if the worker did not unmount
+            sh("umount", "-l", mount, check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -38,6 +38,7 @@ class Client:
         self.settings = cfg or settings()
         self.store = Store(self.settings.redis_url, self.settings.key_prefix)
         self._networks: Any = None
+        self._volumes: Any = None
 
     @property
     def networks(self) -> Any:
@@ -47,6 +48,20 @@ class Client:
 
             self._networks = Networks(self)
         return self._networks
+
+    @property
+    def volumes(self) -> Any:
+        """Create, list and delete volumes (`joblet.api.client_volumes.Volumes`)."""
+        if self._volumes is None:
+            from joblet.api.client_volumes import Volumes
+
+            self._volumes = Volumes(self)
+        return self._volumes
+
+    def runtimes(self) -> list[dict[str, Any]]:
+        from joblet.api.client_volumes import runtimes
+
+        return runtimes(self)
 
     def run(self, command: str, args: Any = (), **fields: Any) -> JobRecord:
         """Queue a job and return its PENDING record at once."""
@@ -59,6 +74,7 @@ class Client:
                 f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}"
             )
         self._check_networks(spec)
+        spec = self._check_resources(spec)
         record = JobRecord(id=uuid.uuid4().hex, status=JobStatus.PENDING, spec=spec,
                            name=spec.name, created=time.time())
         self.store.create_job(record)
@@ -71,6 +87,34 @@ class Client:
                                   error="could not be queued", finished=time.time())
             raise
         return record
+
+    def _check_resources(self, spec: JobSpec) -> JobSpec:
+        """Volumes must exist; a runtime must be offered by a live worker (the job is pinned
+        to one that has it); bandwidth limits need a network of the job's own."""
+        from joblet.errors import NotFound
+
+        for name in spec.volumes:
+            try:
+                self.volumes.store.get(name)
+            except NotFound:
+                raise ValidationError(f"invalid job field 'volumes': no such volume {name!r} "
+                                      "(rnx volume create)") from None
+        lim = spec.limits
+        if spec.network == ("host",) and (lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out):
+            raise ValidationError("invalid job field 'limits': bandwidth limits need a job network, "
+                                  "not 'host'")
+        if spec.runtime is None:
+            return spec
+        offered = next((r["nodes"] for r in self.runtimes() if r["name"] == spec.runtime), [])
+        if not offered:
+            raise ValidationError(f"invalid job field 'runtime': no live worker offers runtime "
+                                  f"{spec.runtime!r} (rnx runtime list)")
+        if spec.node is None:
+            return spec.model_copy(update={"node": offered[0]})
+        if spec.node not in offered:
+            raise ValidationError(f"invalid job field 'runtime': node {spec.node!r} does not offer "
+                                  f"runtime {spec.runtime!r} (it is on {', '.join(offered)})")
+        return spec
 
     def _check_networks(self, spec: JobSpec) -> None:
         from joblet.errors import NotFound

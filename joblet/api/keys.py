@@ -54,6 +54,11 @@ class Keys:
         """Hash of user network definitions (name -> JSON)."""
         return f"{self.prefix}networks"
 
+    @property
+    def volumes(self) -> str:
+        """Hash of volume definitions (name -> JSON)."""
+        return f"{self.prefix}volumes"
+
     def ipam(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}"
 

@@ -12,10 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from joblet.api.limits import Limits
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
+USER_RE = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
 
 
 class JobStatus(StrEnum):
@@ -88,6 +93,10 @@ class JobSpec(BaseModel):
     uploads: tuple[Upload, ...] = ()
     node: str | None = None
     timeout: float | None = Field(None, gt=0)
+    volumes: tuple[str, ...] = ()
+    runtime: str | None = None
+    user: str | None = None
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("command")
     @classmethod
@@ -135,6 +144,32 @@ class JobSpec(BaseModel):
                     raise ValueError(f"invalid network name {net!r}")
             if len(set(value)) != len(value):
                 raise ValueError("a network is named twice")
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for vol in value:
+            if not VOLUME_RE.match(vol):
+                raise ValueError(f"invalid volume name {vol!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("a volume is named twice")
+        return value
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str | None) -> str | None:
+        if value is not None and not RUNTIME_RE.match(value):
+            raise ValueError(f"invalid runtime name {value!r}")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None:
+            m = USER_RE.match(value)
+            if not m or any(int(g) > 2**32 - 2 for g in m.groups() if g):
+                raise ValueError(f"invalid user {value!r}: use UID or UID:GID")
         return value
 
     @field_validator("node")

@@ -122,9 +122,12 @@ def main() -> None:
 def _register() -> None:
     from joblet.cli.network import network
     from joblet.cli.run import run
+    from joblet.cli.volume import runtime, volume
 
     cli.add_command(run)
     cli.add_command(network)
+    cli.add_command(volume)
+    cli.add_command(runtime)
 
 
 _register()

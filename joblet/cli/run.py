@@ -67,6 +67,16 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
 @click.option("--name", help="Job name (also its hostname).")
 @click.option("--node", help="Run on this node only.")
 @click.option("--timeout", type=float, help="Stop the job after this many seconds (FAILED).")
+@click.option("--volume", "volumes", multiple=True, metavar="NAME",
+              help="Mount volume NAME read-write at /volumes/NAME (repeatable).")
+@click.option("--runtime", metavar="NAME", help="Runtime installed on the worker (rnx runtime list).")
+@click.option("--user", metavar="UID[:GID]", help="Run as this user (default: root, Docker's capabilities).")
+@click.option("--max-cpu", type=int, metavar="PERCENT", help="CPU limit, percent of one core (200 = two).")
+@click.option("--max-memory", type=int, metavar="MB", help="Memory limit in MB (then killed: FAILED).")
+@click.option("--max-iobps", type=int, metavar="BYTES", help="Disk bytes/s (also network, without --max-bandwidth).")
+@click.option("--max-bandwidth", metavar="RATE", help="Network rate each way, e.g. 10mbit.")
+@click.option("--max-bandwidth-in", metavar="RATE", help="Network rate into the job.")
+@click.option("--max-bandwidth-out", metavar="RATE", help="Network rate out of the job.")
 @click.option("-d", "--detach", is_flag=True, help="Print the id and return at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.argument("command")
@@ -74,13 +84,16 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
 @click.pass_obj
 def run(obj: Any, networks: tuple[str, ...], envs: tuple[str, ...], uploads: tuple[str, ...],
         upload_dir: str | None, name: str | None, node: str | None, timeout: float | None,
-        detach: bool, as_json: bool, command: str, args: tuple[str, ...]) -> None:
+        volumes: tuple[str, ...], runtime: str | None, user: str | None, detach: bool,
+        as_json: bool, command: str, args: tuple[str, ...], **limits: Any) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
     from joblet.api.client import make_spec
     from joblet.cli.render import print_json
 
     fields: dict[str, Any] = {"env": parse_env(envs), "name": name, "node": node,
-                              "timeout": timeout, "uploads": read_uploads(uploads, upload_dir)}
+                              "timeout": timeout, "uploads": read_uploads(uploads, upload_dir),
+                              "volumes": volumes, "runtime": runtime, "user": user,
+                              "limits": {k: v for k, v in limits.items() if v is not None}}
     if networks:
         fields["network"] = networks
     client: Client = obj.client

@@ -8,9 +8,11 @@ raises the collected errors at the end (STYLE.md 1-2).
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 
+from joblet.api.limits import tbf_args
 from joblet.api.models import JobSpec
 from joblet.api.networks import NetworkDef, NetworkStore, bridge_name
 from joblet.api.store_ipam import IpamStore
@@ -221,6 +223,19 @@ class NetworkAgent:
             for name in reversed(done):
                 links.delete_link(name)
             raise
+
+    def shape(self, plan: NetPlan, rate_bits: int | None) -> None:
+        """Limit traffic into the job: a token bucket on the host end of each of its veths
+        (traffic out of it is shaped inside its namespace, before its command starts)."""
+        if not rate_bits:
+            return
+        for att in plan.attachments:
+            tc = ["tc", "qdisc", "replace", "dev", att.host_ifname, "root", "tbf",
+                  *tbf_args(rate_bits, att.mtu)]
+            proc = subprocess.run(tc, capture_output=True, text=True, timeout=30)
+            if proc.returncode != 0:
+                raise NetworkError(f"failed to limit bandwidth on {att.host_ifname}: "
+                                   f"{proc.stderr.strip()}")
 
     def release(self, plan: NetPlan) -> None:
         """Remove what the plan built and free its addresses; safe to call twice."""

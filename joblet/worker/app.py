@@ -59,6 +59,10 @@ def install_supervisor(cfg: Settings) -> Any:
     def _down(**_: Any) -> None:
         _supervisor.stop_all()
         _supervisor.store.drop_node(cfg.node)
+        try:
+            _supervisor.volumes.release_all()
+        except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
+            print(f"joblet-worker: unmounting volumes: {exc}")
 
     _supervisor.start()
     return _supervisor

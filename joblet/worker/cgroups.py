@@ -1,7 +1,10 @@
-"""A job's own cgroup (v2 hierarchy): holds every process of the job, kills them all at once.
+"""A job's own cgroup (v2 hierarchy): holds every process of the job, kills them all at once,
+and carries its limits.
 
 On hybrid hosts (v1 controllers, v2 at /sys/fs/cgroup/unified) the v2 tree still tracks
-processes and has `cgroup.kill`, so the whole job tree is found and ended there.
+processes and has `cgroup.kill`, so the whole job tree is found and ended there; limits then
+go to v1 directories of the same name under each controller (`/sys/fs/cgroup/memory/<root
+name>/<job>`, `cpu`, `blkio`), derived from the v2 path so a restarted worker finds them.
 """
 
 from __future__ import annotations
@@ -12,9 +15,13 @@ import signal
 import time
 from pathlib import Path
 
+from joblet.api.limits import Limits
 from joblet.errors import ExecutionError
 
 CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+V1_BASE = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("cpu", "memory", "blkio")
+CPU_PERIOD = 100_000
 
 
 def detect_root() -> Path:
@@ -25,11 +32,101 @@ def detect_root() -> Path:
     raise ExecutionError("no cgroup v2 hierarchy found (looked at /sys/fs/cgroup[/unified])")
 
 
-class JobCgroup:
-    """The directory <cgroup root>/<job id>."""
+def enable_controllers(root: Path, job_parent: Path) -> bool:
+    """Turn on cpu, memory and io for the jobs' parent (v2); False when the host keeps them
+    in v1 (hybrid) and limits go there."""
+    wanted = ("cpu", "memory", "io")
+    for directory in (root, job_parent) if root != job_parent else (job_parent,):
+        available = _read(directory / "cgroup.controllers").split()
+        for name in wanted:
+            if name in available:
+                with contextlib.suppress(OSError):
+                    (directory / "cgroup.subtree_control").write_text(f"+{name}")
+    return "memory" in _read(job_parent / "cgroup.controllers").split()
 
-    def __init__(self, path: Path) -> None:
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def block_device(path: Path) -> str:
+    """MAJOR:MINOR of the whole disk holding `path` (throttling applies to disks)."""
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    sys_dev = Path("/sys/dev/block") / dev
+    if (sys_dev / "partition").exists():
+        parent = _read(sys_dev.resolve().parent / "dev").strip()
+        return parent or dev
+    return dev
+
+
+def _counter(text: str, key: str) -> int:
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key:
+            return int(parts[1])
+    return 0
+
+
+class JobCgroup:
+    """The directory <cgroup root>/<job id>, and its v1 twins when limits live in v1."""
+
+    def __init__(self, path: Path, v1_base: Path = V1_BASE) -> None:
         self.path = path
+        self.v1_base = v1_base
+
+    def v1_dir(self, controller: str) -> Path:
+        return self.v1_base / controller / self.path.parent.name / self.path.name
+
+    def v1_dirs(self) -> list[Path]:
+        return [self.v1_dir(c) for c in V1_CONTROLLERS if self.v1_dir(c).is_dir()]
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """Every cgroup.procs a process of the job must join (v2 first)."""
+        return [self.procs_file] + [d / "cgroup.procs" for d in self.v1_dirs()]
+
+    def limit(self, limits: Limits, v2: bool, device: str | None = None) -> None:
+        """Write the job's limits (v2 files in its own directory, else v1 directories)."""
+        writes: list[tuple[str, str, str]] = []  # (v1 controller, file, value)
+        if limits.max_cpu is not None:
+            quota = limits.max_cpu * CPU_PERIOD // 100
+            writes += [("cpu", "cpu.max", f"{quota} {CPU_PERIOD}"),
+                       ("cpu", "cpu.cfs_period_us", str(CPU_PERIOD)),
+                       ("cpu", "cpu.cfs_quota_us", str(quota))]
+        if limits.max_memory is not None:
+            size = str(limits.max_memory * 1024 * 1024)
+            writes += [("memory", "memory.max", size), ("memory", "memory.swap.max", "0"),
+                       ("memory", "memory.limit_in_bytes", size),
+                       ("memory", "memory.memsw.limit_in_bytes", size)]
+        if limits.max_iobps is not None and device:
+            n = limits.max_iobps
+            writes += [("blkio", "io.max", f"{device} rbps={n} wbps={n}"),
+                       ("blkio", "blkio.throttle.read_bps_device", f"{device} {n}"),
+                       ("blkio", "blkio.throttle.write_bps_device", f"{device} {n}")]
+        v2_files = {"cpu.max", "memory.max", "memory.swap.max", "io.max"}
+        for controller, name, value in writes:
+            if (name in v2_files) != v2:
+                continue
+            directory = self.path if v2 else self.v1_dir(controller)
+            if not v2:
+                directory.mkdir(parents=True, exist_ok=True)
+            target = directory / name
+            if name in ("memory.swap.max", "memory.memsw.limit_in_bytes") and not target.exists():
+                continue  # no swap accounting on this host: nothing to close
+            try:
+                target.write_text(value)
+            except OSError as exc:
+                raise ExecutionError(f"failed to set {target} = {value}: {exc.strerror}") from None
+
+    def oom_killed(self) -> bool:
+        """Did the kernel kill a process of this job for exceeding its memory limit?"""
+        if _counter(_read(self.path / "memory.events"), "oom_kill"):
+            return True
+        return bool(_counter(_read(self.v1_dir("memory") / "memory.oom_control"), "oom_kill"))
 
     def create(self) -> None:
         try:
@@ -66,7 +163,17 @@ class JobCgroup:
             self.signal(signal.SIGKILL)
 
     def remove(self, timeout: float = 5.0) -> None:
-        """Kill what is left and remove the directory; a missing one is success."""
+        """Kill what is left and remove the directories; missing ones are success."""
+        self._remove_v2(timeout)
+        for directory in self.v1_dirs():  # empty once the v2 group is (same processes)
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise ExecutionError(f"failed to remove cgroup {directory}: {exc.strerror}") from None
+
+    def _remove_v2(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self.path.exists():
             self.kill()

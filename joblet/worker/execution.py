@@ -32,6 +32,7 @@ SETUP_FAILURES = {
     92: "the worker went away during setup", 93: "could not configure the network",
     94: "could not mount /work", 95: "could not mount /etc/hosts",
     96: "could not mount /etc/resolv.conf", 97: "could not enter /work", 98: "could not mount /sys",
+    99: "could not mount a volume or runtime", 89: "could not limit the job's bandwidth",
 }
 
 
@@ -56,6 +57,7 @@ class Launch:
     args: tuple[str, ...]
     own_netns: bool = True
     setup_timeout: float = 30.0
+    user: tuple[int, int] | None = None  # (uid, gid); None: root with Docker's capabilities
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Sandbox:
         """Create the namespaces; returns a pid inside the new network namespace."""
         la = self.launch
         env = {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "JL_CG": str(la.cgroup.path),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "JL_CGS": " ".join(str(f) for f in la.cgroup.procs_files),
             "JL_HOSTNAME": la.hostname, "JL_RUN": str(la.run_dir), "JL_WORK": str(la.work_dir),
             "JL_PATH": la.env.get("PATH", "/usr/bin:/bin"),
         }
@@ -104,22 +106,30 @@ class Sandbox:
         la, pid = self.launch, self.init.pid
         caps = ",".join(f"+{c}" for c in DEFAULT_CAPS)
         net = ["-n"] if la.own_netns else []
+        ids = [] if la.user is None else [f"--reuid={la.user[0]}", f"--regid={la.user[1]}",
+                                          "--clear-groups"]
         argv = [_tool("nsenter"), "-t", str(pid), "-m", "-u", "-i", *net,
                 f"--pid=/proc/{pid}/ns/pid_for_children", "--wdns=/work", "--",
-                _tool("setpriv"), "--no-new-privs", "--inh-caps=-all",
+                _tool("setpriv"), *ids, "--no-new-privs", "--inh-caps=-all",
                 f"--bounding-set=-all,{caps}", "--", path, *la.args]
-        procs = os.open(la.cgroup.procs_file, os.O_WRONLY)
+        procs = [os.open(f, os.O_WRONLY) for f in la.cgroup.procs_files]
+
+        def join() -> None:
+            for fd in procs:
+                os.write(fd, b"0")
+
         try:
-            # preexec only writes one number: joining the cgroup before exec means the
-            # command and all it forks are in it from the first instruction.
+            # preexec only writes numbers: joining the cgroups before exec means the
+            # command and all it forks are in them from the first instruction.
             self.main = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=la.env, close_fds=True, preexec_fn=lambda: os.write(procs, b"0"),
+                env=la.env, close_fds=True, preexec_fn=join,
             )
         except OSError as exc:
             raise ExecutionError(f"failed to start {la.command}: {exc}") from None
         finally:
-            os.close(procs)
+            for fd in procs:
+                os.close(fd)
         return self.main
 
     def _expect(self, *words: str) -> str:

@@ -5,7 +5,7 @@
 # exact exit status or signal reaches the worker). Afterwards it only reaps orphans.
 # Talks to the worker over stdin (the worker's "go") and stdout (its own reports).
 set -u
-echo 0 > "$JL_CG/cgroup.procs" || exit 90
+for procs in $JL_CGS; do echo 0 > "$procs" || exit 90; done
 printf '%s' "$JL_HOSTNAME" > /proc/sys/kernel/hostname || exit 91
 echo ready
 read -r _go || exit 92
@@ -13,6 +13,20 @@ if [ -f "$JL_RUN/net.batch" ]; then
   ip -batch "$JL_RUN/net.batch" >&2 || exit 93
   # a sysfs of the job's own network namespace, so /sys/class/net shows its interfaces
   mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || exit 98
+fi
+if [ -f "$JL_RUN/tc.batch" ]; then
+  tc -batch "$JL_RUN/tc.batch" >&2 || exit 89
+fi
+if [ -f "$JL_RUN/mounts" ]; then
+  # lines: "tmpfs DIR", "dir DIR", "rw SRC DST", "ro SRC DST" (paths without blanks)
+  while read -r what a b; do
+    case $what in
+      tmpfs) mount -t tmpfs -o size=64k,mode=755 joblet "$a" || exit 99 ;;
+      dir) mkdir -p "$a" || exit 99 ;;
+      rw) mount --bind "$a" "$b" || exit 99 ;;
+      ro) mount --bind "$a" "$b" && mount -o remount,bind,ro "$b" || exit 99 ;;
+    esac
+  done < "$JL_RUN/mounts"
 fi
 mount --bind "$JL_WORK" /work || exit 94
 if [ -f "$JL_RUN/hosts" ]; then

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from joblet.api.keys import STDERR_FIELD
+from joblet.api.limits import tbf_args
 from joblet.api.models import JobSpec, JobStatus
 from joblet.errors import JobletError, ValidationError
 from joblet.network_agent.plan import NetPlan
-from joblet.worker.cgroups import JobCgroup
+from joblet.worker.cgroups import JobCgroup, block_device
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.journal import Entry
 from joblet.worker.output import Capture
@@ -114,12 +115,22 @@ class JobRun:
                                       work_dir=str(self.work_dir.parent),
                                       run_dir=str(self.run_dir), plan=self.plan))
         self._write_net_files(self.plan)
+        mounts, path_prefix = self.sup.mounts_for(self.spec)
+        if mounts:
+            (self.run_dir / "mounts").write_text("".join(f"{line}\n" for line in mounts))
         self.cgroup.create()
+        limits = self.spec.limits
+        if limits.max_cpu or limits.max_memory or limits.max_iobps:
+            self.cgroup.limit(limits, self.sup.cgroup_v2, block_device(self.work_dir))
+        env = self._env()
+        if path_prefix:
+            env["PATH"] = f"{path_prefix}:{env['PATH']}"
         self.sandbox = Sandbox(Launch(self.job_id, self.hostname, self.cgroup, self.work_dir,
-                                      self.run_dir, self._env(), self.spec.command, self.spec.args,
-                                      own_netns=self.plan.isolated_netns))
+                                      self.run_dir, env, self.spec.command, self.spec.args,
+                                      own_netns=self.plan.isolated_netns, user=self._user()))
         pid = self.sandbox.start()
         self.sup.agent.attach(self.plan, pid)
+        self.sup.agent.shape(self.plan, limits.rate_in())
         path = self.sandbox.go()
         if self.stopped.is_set():
             return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
@@ -156,7 +167,19 @@ class JobRun:
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)
         outcome = outcome_of(main.returncode, self.stopped.is_set() and timed_out is None, timed_out)
+        if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
+            outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
         return outcome, bytes(capture.stdout), capture.truncated
+
+    def _user(self) -> tuple[int, int] | None:
+        if self.spec.user is None:
+            return None
+        uid, _, gid = self.spec.user.partition(":")
+        ids = int(uid), int(gid or uid)
+        os.chown(self.work_dir, *ids)  # its own /work, writable
+        for sub in self.work_dir.rglob("*"):
+            os.chown(sub, *ids, follow_symlinks=False)
+        return ids
 
     def _env(self) -> dict[str, str]:
         cfg = self.sup.cfg
@@ -182,6 +205,11 @@ class JobRun:
         if not plan.isolated_netns:
             return  # host mode: the host's interfaces, hosts and resolv.conf
         (self.run_dir / "net.batch").write_text(plan.batch())
+        rate = self.spec.limits.rate_out()
+        if rate and plan.attachments:  # out of the job: shaped on its own interfaces
+            (self.run_dir / "tc.batch").write_text("".join(
+                f"qdisc add dev {a.ifname} root tbf {' '.join(tbf_args(rate, a.mtu))}\n"
+                for a in plan.attachments))
         self.write_hosts()
         resolv = plan.resolv_file()
         if resolv is not None:

@@ -19,8 +19,9 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.networks import NetworkStore
 from joblet.api.store import Store
 from joblet.api.store_ipam import IpamStore
+from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
-from joblet.errors import BackendUnavailable, JobletError
+from joblet.errors import BackendUnavailable, ExecutionError, JobletError, NotFound
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.plan import NetPlan
 from joblet.worker import cgroups
@@ -29,6 +30,7 @@ from joblet.worker.execution import Sandbox
 from joblet.worker.journal import Journal
 from joblet.worker.output import OutputPump
 from joblet.worker.runner import WAITING, JobRun, Outcome, remove_dirs
+from joblet.worker.volumes import MOUNT_POINTS, RUNTIME_POINT, HostVolumes, runtime_root, runtimes
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class Supervisor:
         shared = self.store.redis  # one connection pool for the worker's state
         self.agent = NetworkAgent(cfg, IpamStore(cfg.redis_url, cfg.key_prefix, shared),
                                   NetworkStore(cfg.redis_url, cfg.key_prefix, shared))
+        self.volume_store = VolumeStore(cfg.redis_url, cfg.key_prefix, shared)
+        self.volumes = HostVolumes(cfg.state_dir)
+        self.cgroup_v2 = False  # limits in the job's own v2 group, else in v1 twins
         self.journal = Journal(cfg.state_dir)
         self.cgroup_root = (cfg.cgroup_root or cgroups.detect_root() / "joblet")
         self.pump = OutputPump(self.store, cfg.log_max_entries)
@@ -59,6 +64,9 @@ class Supervisor:
 
     def start(self) -> None:
         self.cgroup_root.mkdir(parents=True, exist_ok=True)
+        self.cgroup_v2 = cgroups.enable_controllers(self.cgroup_root.parent, self.cgroup_root)
+        for point in MOUNT_POINTS:
+            point.mkdir(mode=0o755, exist_ok=True)
         self.reconcile()
         try:  # reported at start, and again before every bridged or isolated setup
             self.agent.check_forward()
@@ -130,6 +138,32 @@ class Supervisor:
                 errors.append(f"{what}: {exc}")
         return "; ".join(errors) or None
 
+    def mounts_for(self, spec: JobSpec) -> tuple[list[str], str | None]:
+        """The launcher's mount lines for the job's volumes and runtime, and its PATH prefix."""
+        lines: list[str] = []
+        if spec.volumes:
+            lines.append("tmpfs /volumes")
+        for name in spec.volumes:
+            try:
+                data = self.volumes.ensure(self.volume_store.get(name))
+            except NotFound:
+                raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
+            lines += [f"dir /volumes/{name}", f"rw {data} /volumes/{name}"]
+        if spec.runtime is None:
+            return lines, None
+        root = runtime_root(self.cfg.runtimes_dir, spec.runtime)
+        return [*lines, f"ro {root} {RUNTIME_POINT}"], f"{RUNTIME_POINT}/bin"
+
+    def sweep_volumes(self) -> None:
+        """Remove the data of deleted volumes that no local job uses."""
+        existing = {v.name for v in self.volume_store.all()}
+        with self._lock:
+            in_use = {v for r in self.running.values() for v in r.spec.volumes}
+        for name in self.volumes.local():
+            if name not in existing and name not in in_use:
+                self.volumes.remove(name)
+                log.info("removed volume %s from this host: it was deleted", name)
+
     # -- discovery by name -------------------------------------------------------------------
     def peers(self, networks: list[str]) -> dict[str, str]:
         """name -> address of the running jobs in these user networks, fleet-wide."""
@@ -173,6 +207,8 @@ class Supervisor:
             self.refresh_hosts(list(event.get("networks", [])), tell_fleet=False)
         elif kind == "network-deleted":
             self.sweep_networks()
+        elif kind == "volume-deleted":
+            self.sweep_volumes()
 
     # -- stops ------------------------------------------------------------------------------
     def stop_local(self, job_id: str) -> bool:
@@ -218,7 +254,8 @@ class Supervisor:
     def beat(self) -> None:
         with self._lock:
             ids = list(self.running)
-        info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started}
+        info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started,
+                "runtimes": runtimes(self.cfg.runtimes_dir)}
         try:
             self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
             for job_id in self.store.stops_among(ids):  # stops missed by the listener
@@ -230,6 +267,7 @@ class Supervisor:
                 log.warning("joblet's nftables table was gone: restored it")
             self.agent.check_forward()
             self.sweep_networks()
+            self.sweep_volumes()
         except JobletError as exc:
             log.error("host network upkeep: %s", exc)
 

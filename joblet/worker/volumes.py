@@ -1,0 +1,96 @@
+"""Volumes and runtimes on this host: where their files are and how a job gets them.
+
+A volume without a size is a directory `<state_dir>/volumes/NAME/data`. With a size it is an
+ext4 image `<state_dir>/volumes/NAME/image` loop-mounted once on the host at `.../data`; jobs
+bind that mount, so concurrent jobs share one filesystem (never two mounts of one image).
+A runtime is a directory `<runtimes_dir>/NAME` with a `bin/`, bound read-only at `/runtime` in
+the job (names like `python:3.11-ml` hold a ':', which PATH cannot).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+from joblet.api.volumes import VolumeDef
+from joblet.errors import ExecutionError
+
+RUNTIME_POINT = Path("/runtime")  # where a job sees its runtime (PATH cannot hold a ':')
+MOUNT_POINTS = (Path("/work"), Path("/volumes"), RUNTIME_POINT)  # made empty on the host if missing
+
+
+def _run(*argv: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise ExecutionError(f"{argv[0]} failed: {proc.stderr.strip() or proc.returncode}")
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == target for line in fh)
+
+
+def _plain(path: Path) -> str:
+    if any(c.isspace() for c in str(path)):
+        raise ExecutionError(f"path {path} contains blanks; joblet cannot mount it")
+    return str(path)
+
+
+class HostVolumes:
+    """The volumes of this host."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "volumes"
+        self._lock = threading.Lock()
+
+    def data(self, name: str) -> Path:
+        return self.root / name / "data"
+
+    def ensure(self, vol: VolumeDef) -> Path:
+        """The volume's data directory on this host, made (and mounted) on first use."""
+        data = self.data(vol.name)
+        with self._lock:
+            data.mkdir(parents=True, exist_ok=True)
+            if vol.size_mb is not None and not is_mounted(data):
+                image = self.root / vol.name / "image"
+                if not image.exists():
+                    with open(image, "wb") as fh:
+                        fh.truncate(vol.size_mb * 1024 * 1024)
+                    _run("mkfs.ext4", "-q", "-F", "-m", "0", str(image))
+                _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
+        return Path(_plain(data))
+
+    def local(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
+
+    def remove(self, name: str) -> None:
+        """Unmount (if sized) and delete a volume's files here; a missing one is success."""
+        with self._lock:
+            data = self.data(name)
+            if data.exists() and is_mounted(data):
+                _run("umount", str(data))
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def release_all(self) -> None:
+        """Unmount every sized volume (worker shutdown); the data stays on disk."""
+        for name in self.local():
+            data = self.data(name)
+            if is_mounted(data):
+                _run("umount", str(data))
+
+
+def runtimes(directory: Path) -> list[str]:
+    """Names of the runtimes installed in `directory` (each a directory with a bin/)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if (p / "bin").is_dir())
+
+
+def runtime_root(directory: Path, name: str) -> Path:
+    root = directory / name
+    if "/" in name or name in (".", "..") or not (root / "bin").is_dir():
+        raise ExecutionError(f"runtime {name!r} is not installed on this host ({directory})")
+    return Path(_plain(root))

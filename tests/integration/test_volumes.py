@@ -1,0 +1,101 @@
+"""Volumes, runtimes and upload limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from joblet.config import load
+from joblet.errors import Conflict, ValidationError
+from tests.conftest import mounts_under
+from tests.integration.helpers import run, wait_running
+
+
+def test_volume_data_persists_across_jobs(client, host):
+    client.volumes.create("notes")
+    rec, _, err = run(client, "sh", "-c", "echo hello > /volumes/notes/a.txt", network="none",
+                      volumes=["notes"])
+    assert rec.status == JobStatus.COMPLETED, err
+    rec, out, _ = run(client, "cat", "/volumes/notes/a.txt", network="none", volumes=["notes"])
+    assert out == b"hello\n"
+    assert (host.tmp / "state" / "volumes" / "notes" / "data" / "a.txt").read_text() == "hello\n"
+    rec, out, _ = run(client, "sh", "-c", "ls /volumes", network="none", volumes=["notes"])
+    assert out.split() == [b"notes"]  # only the job's own volumes
+
+
+def test_delete_refused_while_mounted_then_data_goes(client, host):
+    client.volumes.create("busy")
+    job = client.run("sleep", ("300",), volumes=["busy"])
+    wait_running(client, job.id)
+    with pytest.raises(Conflict, match="1 job"):
+        client.volumes.delete("busy")
+    client.stop(job.id)
+    client.wait(job.id, timeout=30)
+    client.volumes.delete("busy")
+    data = host.tmp / "state" / "volumes" / "busy"
+    deadline = time.monotonic() + 10
+    while data.exists():
+        assert time.monotonic() < deadline, "volume data left on the host"
+        time.sleep(0.2)
+
+
+def test_missing_volume_refused_before_queueing(client):
+    before = len(client.list())
+    with pytest.raises(ValidationError, match="no such volume 'ghost'"):
+        client.run("true", volumes=["ghost"])
+    assert len(client.list()) == before
+
+
+def test_sized_volume_is_its_own_filesystem(client, host):
+    client.volumes.create("small", "32MB")
+    rec, out, err = run(client, "sh", "-c", "df -k /volumes/small | tail -1; "
+                        "dd if=/dev/zero of=/volumes/small/big bs=1M count=64 2>&1; echo rc=$?",
+                        network="none", volumes=["small"])
+    total_kb = int(out.split()[1])
+    assert 20_000 < total_kb < 34_000, out
+    assert b"No space left on device" in out and b"rc=1" in out
+    assert any("volumes/small/data" in m for m in mounts_under(host.tmp))
+    client.volumes.delete("small")
+    deadline = time.monotonic() + 10
+    while any("volumes/small" in m for m in mounts_under(host.tmp)):
+        assert time.monotonic() < deadline, "sized volume still mounted"
+        time.sleep(0.2)
+
+
+def test_runtime_is_read_only_and_first_on_path(client, host):
+    bindir = host.tmp / "runtimes" / "python:3.11-ml" / "bin"
+    bindir.mkdir(parents=True)
+    tool = bindir / "hello-rt"
+    tool.write_text("#!/bin/sh\necho from the runtime\n")
+    tool.chmod(0o755)
+    deadline = time.monotonic() + 10
+    while not any(r["name"] == "python:3.11-ml" for r in client.runtimes()):
+        assert time.monotonic() < deadline, "the worker did not report the runtime"
+        time.sleep(0.2)
+    rec, out, _ = run(client, "sh", "-c", "hello-rt; echo $PATH; touch /runtime/bin/x || echo ro",
+                      network="none", runtime="python:3.11-ml")
+    lines = out.decode().splitlines()
+    assert lines[0] == "from the runtime" and lines[1].startswith("/runtime/bin:")
+    assert lines[-1] == "ro" and rec.node == host.name
+    listed = host.rnx("runtime", "list", "--json")
+    assert {"name": "python:3.11-ml", "nodes": [host.name]} in json.loads(listed.stdout)
+    with pytest.raises(ValidationError, match="no live worker offers runtime 'java:17'"):
+        client.run("java", runtime="java:17")
+
+
+def test_upload_limits_and_escapes(host, tmp_path: Path):
+    small = Client(load(**{k[7:].lower(): v for k, v in host.env.items()}, upload_max_bytes=1000))
+    with pytest.raises(ValidationError, match="exceed the limit of 1000"):
+        small.run("true", uploads=[{"path": "big", "content": "QUFB" * 400}])
+    for path in ("../x", "/etc/passwd", "a/../../x"):
+        with pytest.raises(ValidationError, match="escapes /work"):
+            small.run("true", uploads=[{"path": path, "content": ""}])
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 2000)
+    proc = host.rnx("run", f"--upload={big}", "true", env_extra={"JOBLET_UPLOAD_MAX_BYTES": "1000"})
+    assert proc.returncode == 2 and b"exceed the limit of 1000" in proc.stderr

@@ -1,0 +1,87 @@
+"""Limits: rates, token buckets, cgroup files (v2 and v1 against fake trees), sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from joblet.api.limits import Limits, parse_rate, tbf_args
+from joblet.api.volumes import parse_size
+from joblet.errors import ValidationError
+from joblet.worker.cgroups import JobCgroup, enable_controllers
+
+
+@pytest.mark.parametrize(("text", "bits"), [("10mbit", 10_000_000), ("512kbit", 512_000),
+                                            ("1gbit", 1_000_000_000), ("2mbps", 16_000_000),
+                                            ("800000", 800_000), ("1.5Mbit", 1_500_000)])
+def test_rates(text, bits):
+    assert parse_rate(text) == bits
+
+
+@pytest.mark.parametrize("text", ["fast", "10 parsecs", "-1mbit", "1bit"])
+def test_bad_rates(text):
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+def test_iobps_caps_the_network_unless_bandwidth_is_set():
+    assert Limits(max_iobps=1_250_000).rate_in() == 10_000_000  # the guide's reading
+    both = Limits(max_iobps=1_250_000, max_bandwidth="1mbit", max_bandwidth_out="2mbit")
+    assert both.rate_in() == 1_000_000 and both.rate_out() == 2_000_000
+    assert Limits().rate_in() is None
+
+
+def test_bucket_is_ten_milliseconds_of_rate_but_at_least_two_packets():
+    args = tbf_args(100_000_000, 1500)
+    assert args[:4] == ["rate", "100000000bit", "burst", "125000"]
+    assert tbf_args(1_000_000, 1500)[3] == "3100"
+
+
+def fake_tree(tmp_path: Path, controllers: str) -> tuple[Path, Path]:
+    root = tmp_path / "cg"
+    parent = root / "joblet"
+    parent.mkdir(parents=True)
+    for d in (root, parent):
+        (d / "cgroup.controllers").write_text(controllers)
+        (d / "cgroup.subtree_control").write_text("")
+    return root, parent
+
+
+def test_v2_limits_in_the_jobs_own_group(tmp_path):
+    root, parent = fake_tree(tmp_path, "cpu io memory pids\n")
+    assert enable_controllers(root, parent)
+    assert (parent / "cgroup.subtree_control").read_text() in ("+io", "+memory", "+cpu")  # last write wins
+    job = JobCgroup(parent / "job1", v1_base=tmp_path / "v1")
+    job.create()
+    (job.path / "memory.swap.max").write_text("max")
+    job.limit(Limits(max_cpu=150, max_memory=64, max_iobps=1_000_000), v2=True, device="254:0")
+    assert (job.path / "cpu.max").read_text() == "150000 100000"
+    assert (job.path / "memory.max").read_text() == str(64 << 20)
+    assert (job.path / "memory.swap.max").read_text() == "0"
+    assert (job.path / "io.max").read_text() == "254:0 rbps=1000000 wbps=1000000"
+    assert not (tmp_path / "v1").exists()
+    (job.path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert job.oom_killed()
+
+
+def test_v1_limits_in_twin_directories(tmp_path):
+    root, parent = fake_tree(tmp_path, "")
+    assert not enable_controllers(root, parent)
+    v1 = tmp_path / "v1"
+    for c in ("cpu", "memory", "blkio"):
+        (v1 / c).mkdir(parents=True)
+    job = JobCgroup(parent / "job1", v1_base=v1)
+    job.limit(Limits(max_cpu=50, max_memory=8, max_iobps=4096), v2=False, device="8:0")
+    assert (v1 / "cpu" / "joblet" / "job1" / "cpu.cfs_quota_us").read_text() == "50000"
+    assert (v1 / "memory" / "joblet" / "job1" / "memory.limit_in_bytes").read_text() == str(8 << 20)
+    assert (v1 / "blkio" / "joblet" / "job1" / "blkio.throttle.write_bps_device").read_text() == "8:0 4096"
+    assert len(job.procs_files) == 4  # v2 first, then the three v1 twins
+    assert not job.oom_killed()
+
+
+def test_sizes():
+    assert parse_size("1GB") == 1024 and parse_size("512mb") == 512 and parse_size("100") == 100
+    for bad in ("1KB", "big", "-5MB"):
+        with pytest.raises(ValidationError):
+            parse_size(bad)
