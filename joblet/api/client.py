@@ -58,6 +58,13 @@ class Client:
             self._volumes = Volumes(self)
         return self._volumes
 
+    @property
+    def workflows(self) -> Any:
+        """Check, submit, list and stop workflows (`joblet.api.client_workflows.Workflows`)."""
+        from joblet.api.client_workflows import Workflows
+
+        return Workflows(self)
+
     def runtimes(self) -> list[dict[str, Any]]:
         from joblet.api.client_volumes import runtimes
 

@@ -208,6 +208,7 @@ class JobRecord(BaseModel):
     created: float | None = None
     started: float | None = None
     finished: float | None = None
+    workflow: str | None = None  # the workflow's id, for its jobs
 
     @property
     def short_id(self) -> str:
@@ -240,4 +241,5 @@ class JobRecord(BaseModel):
             "created": iso(self.created),
             "started": iso(self.started),
             "finished": iso(self.finished),
+            "workflow": self.workflow,
         }

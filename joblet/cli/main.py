@@ -123,11 +123,13 @@ def _register() -> None:
     from joblet.cli.network import network
     from joblet.cli.run import run
     from joblet.cli.volume import runtime, volume
+    from joblet.cli.workflow import workflow
 
     cli.add_command(run)
     cli.add_command(network)
     cli.add_command(volume)
     cli.add_command(runtime)
+    cli.add_command(workflow)
 
 
 _register()

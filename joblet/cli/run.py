@@ -77,18 +77,30 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
 @click.option("--max-bandwidth", metavar="RATE", help="Network rate each way, e.g. 10mbit.")
 @click.option("--max-bandwidth-in", metavar="RATE", help="Network rate into the job.")
 @click.option("--max-bandwidth-out", metavar="RATE", help="Network rate out of the job.")
+@click.option("--workflow", "workflow_file", type=click.Path(), metavar="FILE.yaml",
+              help="Run a workflow file instead of one command (see rnx workflow).")
 @click.option("-d", "--detach", is_flag=True, help="Print the id and return at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.argument("command")
+@click.argument("command", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def run(obj: Any, networks: tuple[str, ...], envs: tuple[str, ...], uploads: tuple[str, ...],
         upload_dir: str | None, name: str | None, node: str | None, timeout: float | None,
-        volumes: tuple[str, ...], runtime: str | None, user: str | None, detach: bool,
-        as_json: bool, command: str, args: tuple[str, ...], **limits: Any) -> None:
+        volumes: tuple[str, ...], runtime: str | None, user: str | None,
+        workflow_file: str | None, detach: bool, as_json: bool, command: str | None,
+        args: tuple[str, ...], **limits: Any) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
     from joblet.api.client import make_spec
     from joblet.cli.render import print_json
+
+    if workflow_file is not None:
+        if command is not None:
+            raise click.UsageError("give either --workflow or a command, not both")
+        from joblet.cli.workflow import run_workflow
+
+        sys.exit(run_workflow(obj.client, workflow_file, detach, as_json))
+    if command is None:
+        raise click.UsageError("missing COMMAND (or --workflow=FILE)")
 
     fields: dict[str, Any] = {"env": parse_env(envs), "name": name, "node": node,
                               "timeout": timeout, "uploads": read_uploads(uploads, upload_dir),

@@ -106,9 +106,21 @@ class Supervisor:
                               signal=outcome.signal, error=outcome.error, finished=time.time(),
                               node=self.cfg.node)
         self.store.expire_job(job_id, self.cfg.log_ttl)
-        result = self.result(self.store.get_job(job_id), stdout)
+        record = self.store.get_job(job_id)
+        if record.workflow:
+            self.advance_workflow(record.workflow)
+        result = self.result(record, stdout)
         result["output_truncated"] = truncated
         return result
+
+    def advance_workflow(self, wf_id: str) -> None:
+        """A workflow job ended: queue the jobs that may start now, cancel those that cannot."""
+        from joblet.api.workflow_store import advance
+
+        try:
+            advance(self.store, self.cfg, wf_id)
+        except Exception as exc:  # noqa: BLE001 - the job's own end is recorded regardless
+            log.error("workflow %s: %s", wf_id[:12], exc)
 
     @staticmethod
     def result(record: JobRecord, stdout: bytes = b"") -> dict[str, Any]:
@@ -285,4 +297,7 @@ class Supervisor:
                                          status=JobStatus.LOST, finished=time.time(),
                                          error="the worker running it stopped unexpectedly"):
                     self.store.end_output(entry.job_id, {"status": "LOST"}, self.cfg.log_max_entries)
+                    lost = self.store.find_job(entry.job_id)
+                    if lost is not None and lost.workflow:
+                        self.advance_workflow(lost.workflow)
             log.warning("reconciled job %s%s", entry.job_id[:12], f": {problems}" if problems else "")

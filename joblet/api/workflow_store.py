@@ -1,0 +1,134 @@
+"""Workflows in Redis and the step that drives them, run by whoever saw a job end.
+
+Every job of a workflow is recorded (PENDING) when the workflow is submitted; a job is queued
+once all its requirements hold, at most once (SET NX per job), and becomes CANCELED as soon
+as one can no longer hold. `advance` is idempotent: the client calls it after submitting,
+each worker after a workflow job ends, so the workflow goes on after the CLI exits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.store import Store
+from joblet.config import Settings
+from joblet.errors import NotFound
+
+
+class WorkflowRecord(BaseModel):
+    id: str
+    name: str
+    created: float
+    jobs: dict[str, str]  # job name -> job id
+    requires: dict[str, dict[str, JobStatus]]
+
+
+def wf_key(store: Store, wf_id: str) -> str:
+    return f"{store.keys.prefix}workflow:{wf_id}"
+
+
+def wf_index(store: Store) -> str:
+    return f"{store.keys.prefix}workflows"
+
+
+def queued_key(store: Store, wf_id: str, name: str) -> str:
+    return f"{store.keys.prefix}workflow:{wf_id}:queued:{name}"
+
+
+def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
+    pipe = store.redis.pipeline()
+    pipe.set(wf_key(store, wf.id), wf.model_dump_json(), ex=ttl)
+    pipe.zadd(wf_index(store), {wf.id: wf.created})
+    pipe.execute()
+
+
+def get(store: Store, wf_id: str) -> WorkflowRecord:
+    raw = store.redis.get(wf_key(store, wf_id))
+    if raw is None:
+        matches = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)
+                   if w.decode().startswith(wf_id)]
+        if len(matches) != 1:
+            raise NotFound(f"no such workflow: {wf_id}")
+        raw = store.redis.get(wf_key(store, matches[0]))
+        if raw is None:
+            raise NotFound(f"no such workflow: {wf_id}")
+    return WorkflowRecord.model_validate(json.loads(raw))
+
+
+def all_ids(store: Store) -> list[str]:
+    return [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)]
+
+
+def records(store: Store, wf: WorkflowRecord) -> dict[str, JobRecord]:
+    return {name: store.get_job(job_id) for name, job_id in wf.jobs.items()}
+
+
+def _verdict(recs: dict[str, JobRecord], reqs: dict[str, JobStatus]) -> tuple[str, str | None]:
+    for dep, wanted in reqs.items():
+        status = recs[dep].status
+        if status == wanted:
+            continue
+        if status.final:
+            return "cancel", f"requirement {dep}={wanted.value} cannot be met ({dep} ended {status.value})"
+        return "wait", None
+    return "go", None
+
+
+def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None) -> None:
+    """Queue every job whose requirements hold; cancel, transitively, those that cannot."""
+    from joblet.api.tasks import send_run
+
+    send = send or send_run
+    wf = get(store, wf_id)
+    changed = True
+    while changed:
+        changed = False
+        recs = records(store, wf)
+        for name, reqs in wf.requires.items():
+            rec = recs[name]
+            if rec.status != JobStatus.PENDING:
+                continue
+            verdict, why = _verdict(recs, reqs)
+            if verdict == "go" and store.redis.set(queued_key(store, wf.id, name), "1", nx=True,
+                                                   ex=cfg.log_ttl):
+                send(cfg, rec.id, rec.spec.model_dump(mode="json"), rec.spec.node)
+            elif verdict == "cancel" and store.redis.set(queued_key(store, wf.id, name), "0",
+                                                         nx=True, ex=cfg.log_ttl):
+                if _cancel(store, cfg, rec.id, why or "cannot run"):
+                    changed = True
+
+
+def _cancel(store: Store, cfg: Settings, job_id: str, why: str) -> bool:
+    """A job that will never be queued: CANCELED, its stream ended, its record expiring."""
+    if not store.transition(job_id, [JobStatus.PENDING], status=JobStatus.CANCELED, error=why,
+                            finished=time.time()):
+        return False
+    store.end_output(job_id, {"status": "CANCELED"}, cfg.log_max_entries)
+    store.expire_job(job_id, cfg.log_ttl)
+    return True
+
+
+def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
+    """Stop the running and queued jobs, and cancel those not queued yet."""
+    wf = get(store, wf_id)
+    touched = []
+    for name, rec in records(store, wf).items():
+        if rec.status.final:
+            continue
+        if store.redis.set(queued_key(store, wf.id, name), "0", nx=True, ex=cfg.log_ttl):
+            _cancel(store, cfg, rec.id, "workflow stopped")
+        else:
+            store.request_stop(rec.id)
+        touched.append(name)
+    return touched
+
+
+def new_record(wf_id: str, name: str, jobs: dict[str, tuple[str, JobSpec, dict[str, JobStatus]]]) -> WorkflowRecord:
+    return WorkflowRecord(id=wf_id, name=name, created=time.time(),
+                          jobs={n: j[0] for n, j in jobs.items()},
+                          requires={n: j[2] for n, j in jobs.items()})

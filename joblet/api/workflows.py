@@ -1,0 +1,148 @@
+"""Workflow files (pure): parse the YAML, build each job's spec, check the dependency graph.
+
+    jobs:
+      NAME:
+        command: str            args: [str]        network: str | [str]
+        runtime: str            volumes: [str]     env: {K: V}
+        uploads: {files: [paths relative to the workflow file]}
+        requires: [{OTHER: STATUS}]                resources: {max_cpu, max_memory, ...}
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from joblet.api.models import JobSpec, JobStatus
+from joblet.errors import ValidationError
+
+JOB_KEYS = {"command", "args", "network", "runtime", "volumes", "env", "uploads", "requires",
+            "resources", "node", "timeout", "user"}
+
+
+class WorkflowJob(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    spec: JobSpec
+    requires: dict[str, JobStatus] = {}
+
+
+class Workflow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    jobs: dict[str, WorkflowJob]
+
+    def networks(self) -> set[str]:
+        return {n for j in self.jobs.values() for n in j.spec.network}
+
+    def volumes(self) -> set[str]:
+        return {v for j in self.jobs.values() for v in j.spec.volumes}
+
+    def runtimes(self) -> set[str]:
+        return {j.spec.runtime for j in self.jobs.values() if j.spec.runtime}
+
+
+def load(path: Path) -> Workflow:
+    """Read and check a workflow file; errors name the file, the job and the field."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValidationError(f"cannot read workflow {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"workflow {path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), dict) or not doc["jobs"]:
+        raise ValidationError(f"workflow {path}: needs a 'jobs' mapping with at least one job")
+    jobs = {str(name): _job(path, str(name), body) for name, body in doc["jobs"].items()}
+    return Workflow(name=path.stem, jobs=jobs)
+
+
+def _job(path: Path, name: str, body: Any) -> WorkflowJob:
+    from joblet.api.client import make_spec
+
+    where = f"workflow {path.name}: job {name!r}"
+    if not isinstance(body, dict):
+        raise ValidationError(f"{where}: must be a mapping")
+    unknown = set(body) - JOB_KEYS
+    if unknown:
+        raise ValidationError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    if "command" not in body:
+        raise ValidationError(f"{where}: 'command' is required")
+    fields: dict[str, Any] = {k: body[k] for k in ("network", "runtime", "volumes", "env", "node",
+                                                   "timeout", "user") if k in body}
+    fields["name"] = name
+    fields["limits"] = body.get("resources") or {}
+    fields["uploads"] = _uploads(path, where, body.get("uploads"))
+    try:
+        spec = make_spec(str(body["command"]), tuple(str(a) for a in body.get("args") or ()), **fields)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}: {exc}") from None
+    return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")))
+
+
+def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
+    if uploads is None:
+        return []
+    files = uploads.get("files") if isinstance(uploads, dict) else None
+    if not isinstance(files, list):
+        raise ValidationError(f"{where}: 'uploads' must be {{files: [paths]}}")
+    out = []
+    for rel in files:
+        src = path.parent / str(rel)
+        try:
+            data = src.read_bytes()
+        except OSError as exc:
+            raise ValidationError(f"{where}: upload {rel!r}: {exc.strerror}") from None
+        out.append({"path": Path(str(rel)).name, "mode": src.stat().st_mode & 0o7777,
+                    "content": base64.b64encode(data).decode()})
+    return out
+
+
+def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
+    if requires is None:
+        return {}
+    items = requires if isinstance(requires, list) else [requires]
+    found: dict[str, JobStatus] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValidationError(f"{where}: 'requires' entries are {{JOB: STATUS}}")
+        for dep, status in item.items():
+            try:
+                wanted = JobStatus(str(status).upper())
+            except ValueError:
+                raise ValidationError(f"{where}: unknown status {status!r} for {dep!r}") from None
+            if not wanted.final:
+                raise ValidationError(f"{where}: {dep!r} must be required to end "
+                                      f"(COMPLETED, FAILED, ...), not {wanted.value}")
+            found[str(dep)] = wanted
+    return found
+
+
+def graph_problems(wf: Workflow) -> list[str]:
+    """Unknown dependencies and cycles, as lines for the user."""
+    problems = [f"job {name!r} requires unknown job {dep!r}"
+                for name, job in wf.jobs.items() for dep in job.requires if dep not in wf.jobs]
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for dep in wf.jobs[name].requires:
+            if dep not in wf.jobs:
+                continue
+            if state.get(dep) == 1:
+                cycle = trail[trail.index(dep):] + [dep]
+                problems.append("dependency cycle: " + " -> ".join(cycle))
+            elif state.get(dep) is None:
+                visit(dep, [*trail, dep])
+        state[name] = 2
+
+    for name in wf.jobs:
+        if name not in state:
+            visit(name, [name])
+    return problems

@@ -1,0 +1,113 @@
+"""`rnx workflow run|list|status|stop` (and `rnx run --workflow=FILE`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.group()
+def workflow() -> None:
+    """Run jobs with dependencies from a YAML file."""
+
+
+def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
+    """Validate (printing the guide's lines), submit, then follow unless detached."""
+    from joblet.api.workflows import load
+    from joblet.cli.render import print_json
+
+    wf = load(Path(path))
+    out = sys.stderr if as_json else sys.stdout
+    print("🔍 Validating workflow prerequisites...", file=out)
+    checks = client.workflows.check(wf)
+    for ok, line in checks:
+        print(f"{'✅' if ok else '❌'} {line}", file=out)
+    if not all(ok for ok, _ in checks):
+        print(f"rnx: workflow {wf.name} not started: fix the lines marked ❌", file=sys.stderr)
+        return 2
+    record = client.workflows.submit(wf)
+    if detach:
+        if as_json:
+            print_json({"id": record.id, "name": record.name, "jobs": record.jobs})
+        else:
+            click.echo(record.id)
+        return 0
+    print(f"workflow {record.name} {record.id[:12]}: {len(record.jobs)} jobs", file=out)
+    seen: dict[str, str] = {}
+    try:
+        while True:
+            info = client.workflows.status(record.id)
+            for job in info["jobs"]:
+                if seen.get(job["name"]) != job["status"]:
+                    seen[job["name"]] = job["status"]
+                    why = f" ({job['error']})" if job["error"] else ""
+                    print(f"  {job['name']}: {job['status']}{why}", file=out)
+            if info["status"] in ("COMPLETED", "FAILED"):
+                break
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        print(f"\nrnx: the workflow goes on; `rnx workflow stop {record.id[:12]}` stops it",
+              file=sys.stderr)
+        return 130
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(f"workflow {record.name}: {info['status']}")
+    return 0 if info["status"] == "COMPLETED" else 1
+
+
+@workflow.command("run")
+@click.argument("file", type=click.Path())
+@click.option("-d", "--detach", is_flag=True, help="Print the workflow id and return at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def run_cmd(obj: Any, file: str, detach: bool, as_json: bool) -> None:
+    """Validate and start the workflow in FILE."""
+    sys.exit(run_workflow(obj.client, file, detach, as_json))
+
+
+@workflow.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_obj
+def list_cmd(obj: Any, as_json: bool) -> None:
+    """List workflows with their overall status."""
+    from joblet.cli.render import print_json, table
+
+    rows = obj.client.workflows.list()
+    if as_json:
+        print_json(rows)
+        return
+    table(["ID", "NAME", "STATUS", "JOBS"],
+          [[r["id"][:12], r["name"], r["status"], str(len(r["jobs"]))] for r in rows])
+
+
+@workflow.command("status")
+@click.argument("workflow_id")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.pass_obj
+def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
+    """Show each job of a workflow: status, requirements, node, address."""
+    from joblet.cli.render import print_json, table
+
+    info = obj.client.workflows.status(workflow_id)
+    if as_json:
+        print_json(info)
+        return
+    click.echo(f"workflow {info['name']} {info['id'][:12]}: {info['status']}")
+    table(["JOB", "ID", "STATUS", "REQUIRES", "NODE", "IP"],
+          [[j["name"], j["id"][:12], j["status"],
+            ", ".join(f"{d}={s}" for d, s in j["requires"].items()) or "-", j["node"] or "-",
+            j["ip"] or "-"] for j in info["jobs"]])
+
+
+@workflow.command("stop")
+@click.argument("workflow_id")
+@click.pass_obj
+def stop_cmd(obj: Any, workflow_id: str) -> None:
+    """Stop a workflow's running jobs and cancel those still waiting."""
+    touched = obj.client.workflows.stop(workflow_id)
+    click.echo(f"stopping {len(touched)} job(s): {', '.join(touched) or '-'}")

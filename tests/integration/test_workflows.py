@@ -1,0 +1,164 @@
+"""Workflows: the guide's microservices file, cascading cancels, discovery, validation."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Host
+
+MICROSERVICES = """
+jobs:
+  database:
+    command: "sh"
+    args: ["-c", "echo ready > /volumes/db-data/state"]
+    network: "backend"
+    volumes: ["db-data"]
+
+  api-service:
+    command: "python3"
+    args: ["api.py"]
+    runtime: "python:3.11-ml"
+    network: "backend"
+    uploads:
+      files: ["api.py", "requirements.txt"]
+    requires:
+      - database: "COMPLETED"
+
+  web-service:
+    command: "java"
+    args: ["-jar", "web-service.jar"]
+    runtime: "java:17"
+    network: "frontend"
+    uploads:
+      files: ["web-service.jar", "application.properties"]
+    requires:
+      - api-service: "COMPLETED"
+"""
+
+
+def runtime(host: Host, name: str, tool: str, script: str) -> None:
+    bindir = host.tmp / "runtimes" / name / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    (bindir / tool).write_text(script)
+    (bindir / tool).chmod(0o755)
+
+
+def wait_done(client, wf_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = client.workflows.status(wf_id)
+        if info["status"] in ("COMPLETED", "FAILED"):
+            return info
+        assert time.monotonic() < deadline, info
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def project(client, host, tmp_path_factory):
+    d = tmp_path_factory.mktemp("wf")
+    (d / "microservices-workflow.yaml").write_text(MICROSERVICES)
+    (d / "api.py").write_text("print('api ok', open('requirements.txt').read().strip())\n")
+    (d / "requirements.txt").write_text("flask\n")
+    (d / "web-service.jar").write_bytes(b"PK\x03\x04fake")
+    (d / "application.properties").write_text("port=8080\n")
+    runtime(host, "python:3.11-ml", "python3", '#!/bin/sh\nexec /usr/bin/python3 "$@"\n')
+    runtime(host, "java:17", "java", '#!/bin/sh\necho "java $1 $2"; cat application.properties\n')
+    deadline = time.monotonic() + 10
+    while len(client.runtimes()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return d
+
+
+def test_missing_prerequisites_are_listed_and_nothing_runs(client, host, project):
+    before = len(client.list())
+    proc = host.rnx("run", f"--workflow={project / 'microservices-workflow.yaml'}")
+    out = proc.stdout.decode()
+    assert proc.returncode == 2
+    assert out.startswith("🔍 Validating workflow prerequisites...\n")
+    assert "❌ Missing networks: backend, frontend" in out
+    assert "❌ Missing volumes: db-data" in out
+    assert "✅ All required runtimes are available" in out
+    assert len(client.list()) == before
+
+
+def test_the_guides_workflow_runs_in_dependency_order(client, host, project):
+    client.networks.create("backend", "10.150.0.0/24")
+    client.networks.create("frontend", "10.151.0.0/24")
+    client.volumes.create("db-data")
+    proc = host.rnx("run", f"--workflow={project / 'microservices-workflow.yaml'}")
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert "✅ All required networks exist" in out and "workflow microservices-workflow: COMPLETED" in out
+    records = {r.name: r for r in client.list() if r.workflow}
+    db, api, web = records["database"], records["api-service"], records["web-service"]
+    assert db.finished <= api.started and api.finished <= web.started
+    assert api.ip.startswith("10.150.0.") and web.ip.startswith("10.151.0.")
+    assert b"".join(d for _, d in client.logs(api.id)) == b"api ok flask\n"
+    assert b"".join(d for _, d in client.logs(web.id)) == b"java -jar web-service.jar\nport=8080\n"
+    listed = json.loads(host.rnx("workflow", "list", "--json").stdout)
+    assert [w["status"] for w in listed] == ["COMPLETED"]
+
+
+def test_a_failed_requirement_cancels_transitively(client, project):
+    (project / "cascade.yaml").write_text("""
+jobs:
+  build: {command: "false", network: none}
+  test: {command: "true", network: none, requires: [{build: COMPLETED}]}
+  deploy: {command: "true", network: none, requires: [{test: COMPLETED}]}
+  notify: {command: "true", network: none, requires: [{build: FAILED}]}
+""")
+    from joblet.api.workflows import load
+
+    record = client.workflows.submit(load(project / "cascade.yaml"))
+    info = wait_done(client, record.id)
+    states = {j["name"]: j["status"] for j in info["jobs"]}
+    assert states == {"build": "FAILED", "test": "CANCELED", "deploy": "CANCELED", "notify": "COMPLETED"}
+    errors = {j["name"]: j["error"] for j in info["jobs"]}
+    assert "build ended FAILED" in errors["test"] and "test ended CANCELED" in errors["deploy"]
+
+
+def test_jobs_of_a_workflow_find_each_other_by_name_and_stop(client, host, project):
+    (project / "pair.yaml").write_text("""
+jobs:
+  cache: {command: sleep, args: ["300"], network: backend}
+  app:
+    command: sh
+    args: ["-c", "until getent ahostsv4 cache >/dev/null; do sleep 0.1; done; echo found"]
+    network: backend
+  after: {command: "true", network: backend, requires: [{cache: COMPLETED}]}
+""")
+    proc = host.rnx("workflow", "run", "-d", "--json", str(project / "pair.yaml"))
+    wf = json.loads(proc.stdout)
+    deadline = time.monotonic() + 30
+    while client.get(wf["jobs"]["app"]).status.value != "COMPLETED":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert b"found" in b"".join(d for _, d in client.logs(wf["jobs"]["app"]))
+    stop = host.rnx("workflow", "stop", wf["id"][:12])
+    assert stop.returncode == 0
+    info = wait_done(client, wf["id"])
+    states = {j["name"]: j["status"] for j in info["jobs"]}
+    assert states == {"cache": "STOPPED", "app": "COMPLETED", "after": "CANCELED"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n", "requires unknown job 'b'"),
+    ("jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n  b: {command: x, requires: [{a: COMPLETED}]}\n",
+     "dependency cycle: a -> b -> a"),
+    ("jobs:\n  a: {command: x, colour: red}\n", "unknown field(s) colour"),
+    ("jobs:\n  a: {args: [x]}\n", "'command' is required"),
+    ("jobs: [\n", "is not valid YAML"),
+    ("jobs:\n  a: {command: x, requires: [{b: RUNNING}]}\n  b: {command: x}\n", "must be required to end"),
+    ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload 'nope.txt'"),
+])
+def test_validation_errors(host, tmp_path: Path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    proc = host.rnx("workflow", "run", str(path))
+    assert proc.returncode == 2
+    assert message in (proc.stdout + proc.stderr).decode()
