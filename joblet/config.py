@@ -59,7 +59,8 @@ class Settings(BaseModel):
     foreign_forward: Literal["refuse", "insert", "warn"] = Field(
         "refuse", description="another tool's forward chain with a drop policy: refuse bridged "
         "jobs with an explanation, insert joblet's accept rules into it, or only warn")
-    visibility_timeout: int = Field(30 * 86400, ge=10, description="broker redelivery timeout")
+    visibility_timeout: int = Field(3600, ge=10, description="seconds before an unacknowledged "
+                                    "message is delivered again (a job's claim makes that a no-op)")
     heartbeat_interval: float = Field(5.0, gt=0)
     default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

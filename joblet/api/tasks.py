@@ -23,7 +23,9 @@ def celery_config(cfg: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_default_queue": cfg.queue,
         "result_expires": cfg.log_ttl,
-        "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout},
+        # unacked messages (a dead worker's) are looked for every 10 s, not kombu's ~100 s
+        "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout,
+                                     "unacked_restore_interval": 10, "unacked_restore_throttle": 1},
         "result_backend_transport_options": {"visibility_timeout": cfg.visibility_timeout},
         "broker_connection_retry_on_startup": True,
         "enable_utc": True,

@@ -51,19 +51,24 @@ def link_kind(index: int) -> str | None:
     return _call("read a link", kind)
 
 
-def bridges_with_prefix(prefix: str) -> list[str]:
-    """Names of this host's bridges that start with `prefix`."""
+def names_with_prefix(prefixes: str | tuple[str, ...], kind: str | None = None) -> list[str]:
+    """Names of this host's links that start with one of `prefixes` (and are of `kind`)."""
 
     def names(ipr: IPRoute) -> list[str]:
         found = []
         for link in ipr.get_links():
             name = link.get_attr("IFLA_IFNAME") or ""
             info = link.get_attr("IFLA_LINKINFO")
-            if name.startswith(prefix) and info and info.get_attr("IFLA_INFO_KIND") == "bridge":
+            link_kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            if name.startswith(prefixes) and (kind is None or link_kind == kind):
                 found.append(name)
         return found
 
-    return _call("list bridges", names)
+    return _call("list links", names)
+
+
+def bridges_with_prefix(prefix: str) -> list[str]:
+    return names_with_prefix(prefix, "bridge")
 
 
 def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int) -> int:

@@ -17,6 +17,7 @@ from joblet.api.limits import tbf_args
 from joblet.api.models import JobSpec, JobStatus
 from joblet.errors import JobletError, ValidationError
 from joblet.network_agent.plan import NetPlan
+from joblet.worker import faults
 from joblet.worker.cgroups import JobCgroup, block_device
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.journal import Entry
@@ -108,12 +109,19 @@ class JobRun:
         self.sup.pump.finish(self.capture, summary)
         self.capture.flushed.wait(timeout=30)
 
-    def _run(self) -> tuple[Outcome, bytes, bool]:
-        self._prepare_files()
-        self.plan = self.sup.agent.plan(self.job_id, self.spec, self.hostname)
+    def _journal(self) -> None:
+        """What this job has on the host, before it has it (a restarted worker frees it)."""
         self.sup.journal.record(Entry(job_id=self.job_id, cgroup=str(self.cgroup.path),
                                       work_dir=str(self.work_dir.parent),
                                       run_dir=str(self.run_dir), plan=self.plan))
+
+    def _run(self) -> tuple[Outcome, bytes, bool]:
+        self._journal()
+        faults.point("claimed", self.job_id)
+        self._prepare_files()
+        self.plan = self.sup.agent.plan(self.job_id, self.spec, self.hostname)
+        self._journal()
+        faults.point("planned", self.job_id)
         self._write_net_files(self.plan)
         mounts, path_prefix = self.sup.mounts_for(self.spec)
         if mounts:
@@ -131,6 +139,7 @@ class JobRun:
         pid = self.sandbox.start()
         self.sup.agent.attach(self.plan, pid)
         self.sup.agent.shape(self.plan, limits.rate_in())
+        faults.point("attached", self.job_id)
         path = self.sandbox.go()
         if self.stopped.is_set():
             return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
@@ -138,6 +147,7 @@ class JobRun:
                                   started=time.time(), node=self.sup.cfg.node, ips=self.plan.ips)
         self.sup.join(self.job_id, self.plan, [self.job_id[:12], *([self.spec.name] if self.spec.name else [])])
         self.sup.refresh_hosts(list(self.plan.ips))  # peers know this job before it starts
+        faults.point("running", self.job_id)
         if path is None:
             message = f"joblet: {self.spec.command}: command not found\n".encode()
             self.sup.store.append_output(self.job_id, STDERR_FIELD, message,

@@ -24,7 +24,7 @@ from joblet.config import Settings
 from joblet.errors import BackendUnavailable, ExecutionError, JobletError, NotFound
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.plan import NetPlan
-from joblet.worker import cgroups
+from joblet.worker import cgroups, faults
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Sandbox
 from joblet.worker.journal import Journal
@@ -101,17 +101,37 @@ class Supervisor:
 
     def finish(self, job_id: str, outcome: Outcome, stdout: bytes = b"",
                truncated: bool = False) -> dict[str, Any]:
-        """Record the final state; returns the task result."""
-        self.store.update_job(job_id, status=outcome.status, exit_code=outcome.exit_code,
-                              signal=outcome.signal, error=outcome.error, finished=time.time(),
-                              node=self.cfg.node)
-        self.store.expire_job(job_id, self.cfg.log_ttl)
-        record = self.store.get_job(job_id)
+        """Record the final state (waiting out a Redis outage); returns the task result."""
+        fields = {"status": outcome.status, "exit_code": outcome.exit_code, "signal": outcome.signal,
+                  "error": outcome.error, "finished": time.time(), "node": self.cfg.node}
+        recorded = self._retrying(lambda: self.store.transition(
+            job_id, (*WAITING, JobStatus.RUNNING), **fields))
+        if not recorded:  # already final, or Redis lost its data (no persistence)
+            log.warning("job %s: record missing or already final; %s not recorded over it",
+                        job_id[:12], outcome.status.value)
+        self._retrying(lambda: self.store.expire_job(job_id, self.cfg.log_ttl))
+        record = self._retrying(lambda: self.store.find_job(job_id))
+        if record is None:
+            return {"id": job_id, "status": outcome.status.value, "exit_code": outcome.exit_code,
+                    "error": outcome.error, "output": stdout.decode(errors="replace"),
+                    "output_truncated": truncated}
         if record.workflow:
             self.advance_workflow(record.workflow)
         result = self.result(record, stdout)
         result["output_truncated"] = truncated
         return result
+
+    def _retrying(self, step: Any, patience: float = 600.0) -> Any:
+        """Run a Redis step, retrying while Redis is unreachable (up to `patience` seconds)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return step()
+            except BackendUnavailable as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("redis unreachable (%s); retrying", exc)
+                time.sleep(1)
 
     def advance_workflow(self, wf_id: str) -> None:
         """A workflow job ended: queue the jobs that may start now, cancel those that cannot."""
@@ -134,7 +154,8 @@ class Supervisor:
                 plan: NetPlan | None, dirs: list[Any]) -> str | None:
         """Kill, unmount, unwire and free everything of a job; returns collected errors."""
         errors = []
-        steps: list[tuple[str, Any]] = [("kill processes", cgroup.kill)]
+        steps: list[tuple[str, Any]] = [("kill processes", cgroup.kill),
+                                        ("fault point", lambda: faults.point("teardown", job_id))]
         if sandbox is not None:
             steps.append(("reap init", sandbox.close))
         steps.append(("remove cgroup", cgroup.remove))
@@ -301,3 +322,36 @@ class Supervisor:
                     if lost is not None and lost.workflow:
                         self.advance_workflow(lost.workflow)
             log.warning("reconciled job %s%s", entry.job_id[:12], f": {problems}" if problems else "")
+        self.scan_leftovers()
+
+    def scan_leftovers(self) -> None:
+        """At start nothing of ours runs here: remove what the kernel and disk still hold
+        (job cgroups, job veths, job dirs) and free addresses whose owner has ended."""
+        from joblet.network_agent import links
+
+        if self.cgroup_root.is_dir():
+            for group in [d for d in self.cgroup_root.iterdir() if d.is_dir()]:
+                try:
+                    JobCgroup(group).remove()
+                    log.warning("removed leftover cgroup %s", group.name[:12])
+                except JobletError as exc:
+                    log.error("leftover cgroup %s: %s", group, exc)
+        for name in links.names_with_prefix(("jv", "ji")):
+            links.delete_link(name)
+            log.warning("removed leftover interface %s", name)
+        remove_dirs([d for base in (self.cfg.run_dir / "jobs", self.cfg.state_dir / "jobs")
+                     if base.is_dir() for d in base.iterdir()])
+        try:
+            self.free_orphan_addresses()
+        except JobletError as exc:
+            log.error("freeing addresses of ended jobs: %s", exc)
+
+    def free_orphan_addresses(self) -> None:
+        """Release every address (fleet-wide) whose owner job has ended or is gone."""
+        ipam = self.agent.ipam
+        for network in ["bridge", "isolated", *(n.name for n in self.agent.networks.all())]:
+            for address, owner in ipam.allocations(network).items():
+                rec = self.store.find_job(owner)
+                if rec is None or rec.status.final:
+                    ipam.release(network, address, owner)
+                    log.warning("freed %s address slot %d of ended job %s", network, address, owner[:12])

@@ -1,0 +1,127 @@
+"""Redelivery past the visibility timeout, durable stops, a Redis restart under running jobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from joblet.api.tasks import client_app
+from tests.conftest import Host, need
+
+
+def output(client: Client, job_id: str) -> bytes:
+    return b"".join(d for s, d in client.logs(job_id) if s == "stdout")
+
+
+def test_a_job_longer_than_the_visibility_timeout_runs_once(redis_sock):
+    need(os.geteuid() == 0, "needs root")
+    a = Host(redis_sock, "redeliver-a", visibility_timeout="10")
+    b = Host(redis_sock, "redeliver-b", fleet=a, visibility_timeout="10")
+    try:
+        a.start_worker()
+        b.start_worker()
+        client = Client(a.cfg)
+        job = client.run("sh", ("-c", "echo start; sleep 35; echo end"), network="none")
+        result = client_app(a.cfg).AsyncResult(job.id).get(timeout=120)
+        assert result["status"] == "COMPLETED" and result["exit_code"] == 0
+        assert output(client, job.id) == b"start\nend\n"  # one run, not two
+        logs = (a.tmp / "worker.log").read_text() + (b.tmp / "worker.log").read_text()
+        assert "was delivered again; it runs only once" in logs  # the redelivery did happen
+        assert client.get(job.id).status == JobStatus.COMPLETED
+    finally:
+        b.close()
+        a.close()
+
+
+def test_a_job_stopped_while_queued_never_runs(host, client):
+    host.stop_worker()
+    try:
+        job = client.run("sh", ("-c", "echo ran"), network="none")
+        client.stop(job.id)
+        host.start_worker()
+        host.stop_worker()  # every worker restarts: the stop holds
+        host.start_worker()
+        rec = client.wait(job.id, timeout=30)
+        assert rec.status == JobStatus.STOPPED and rec.started is None
+        assert output(client, job.id) == b""
+    finally:
+        if host.worker is None:
+            host.start_worker()
+
+
+class RedisWithAof:
+    """A private redis-server with append-only persistence that the test can kill and restart."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="joblet-aof-"))
+        self.sock = self.dir / "redis.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm", "700",
+             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.sock.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.sock.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def aof_redis():
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    r = RedisWithAof()
+    r.start()
+    yield r
+    r.close()
+
+
+TICKS = "import time\nfor i in range(40):\n    print(i, flush=True)\n    time.sleep(0.2)\n"
+
+
+def test_redis_restart_under_running_jobs(aof_redis):
+    need(os.geteuid() == 0, "needs root")
+    h = Host(f"unix://{aof_redis.sock}", "outage")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        jobs = [client.run("python3", ("-c", TICKS)) for _ in range(3)]
+        deadline = time.monotonic() + 30
+        while not all(client.get(j.id).status == JobStatus.RUNNING for j in jobs):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+        aof_redis.kill()
+        time.sleep(3)  # the jobs keep printing into the worker's buffer
+        aof_redis.start()
+        expected = "".join(f"{i}\n" for i in range(40)).encode()
+        for job in jobs:
+            rec = Client(h.cfg).wait(job.id, timeout=120)
+            assert rec.status == JobStatus.COMPLETED and rec.exit_code == 0
+            assert output(client, job.id) == expected  # nothing lost, in order
+        after = Client(h.cfg).run("echo", ("still serving",), network="none")
+        assert Client(h.cfg).wait(after.id, timeout=60).status == JobStatus.COMPLETED
+        assert h.worker is not None and h.worker.poll() is None
+    finally:
+        h.close()
