@@ -62,6 +62,11 @@ class Settings(BaseModel):
     visibility_timeout: int = Field(3600, ge=10, description="seconds before an unacknowledged "
                                     "message is delivered again (a job's claim makes that a no-op)")
     heartbeat_interval: float = Field(5.0, gt=0)
+    signing_key: Path | None = Field(None, description="PEM private key: sign task messages "
+                                     "(Celery's auth serializer)")
+    signing_cert: Path | None = Field(None, description="PEM certificate of signing_key")
+    signing_trust: str | None = Field(None, description="worker: glob of trusted PEM certificates; "
+                                      "when set, only messages signed by one of them run")
     default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     @field_validator("dns_servers", mode="before")

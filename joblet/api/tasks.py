@@ -32,14 +32,48 @@ def celery_config(cfg: Settings) -> dict[str, Any]:
     }
 
 
+def signing_config(cfg: Settings, verify: bool) -> dict[str, Any]:
+    """Celery's auth serializer: sign with signing_key; a verifying worker trusts only
+    signing_trust. Empty when signing is not configured."""
+    from joblet.errors import ConfigError
+
+    if not (cfg.signing_key or cfg.signing_trust):
+        return {}
+    if not (cfg.signing_key and cfg.signing_cert):
+        raise ConfigError("signed messages need both signing_key and signing_cert")
+    if verify and not cfg.signing_trust:
+        raise ConfigError("a worker with signing_key needs signing_trust (trusted certificates)")
+    for path in (cfg.signing_key, cfg.signing_cert):
+        if not path.is_file():
+            raise ConfigError(f"signing file {path} does not exist")
+    # Celery wants a store and accept_content == ["auth"] even on the sending side; a client
+    # that verifies nothing gets its own certificate as its store
+    return {"security_key": str(cfg.signing_key), "security_certificate": str(cfg.signing_cert),
+            "security_cert_store": cfg.signing_trust or str(cfg.signing_cert),
+            "security_digest": "sha256", "task_serializer": "auth", "event_serializer": "auth",
+            "accept_content": ["auth"]}  # unsigned or untrusted messages are refused
+
+
+def setup_signing(app: Any, cfg: Settings, verify: bool) -> None:
+    conf = signing_config(cfg, verify)
+    if not conf:
+        return
+    app.conf.update(conf)
+    # json stays enabled: it is the signed payload's inner format and the results' format
+    app.setup_security(allowed_serializers=["json"], key=conf["security_key"],
+                       cert=conf["security_certificate"], store=conf["security_cert_store"],
+                       digest="sha256", serializer="json")
+
+
 @lru_cache(maxsize=4)
 def client_app(cfg: Settings | None = None) -> Any:
-    """A Celery app for sending (no tasks registered)."""
+    """A Celery app for sending (no tasks registered); signs when signing_key is set."""
     from celery import Celery
 
     cfg = cfg or settings()
     app = Celery("joblet-client", set_as_current=False)
     app.conf.update(celery_config(cfg))
+    setup_signing(app, cfg, verify=False)
     return app
 
 

@@ -13,7 +13,8 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 from kombu import Queue
 
-from joblet.api.tasks import celery_config
+from joblet.api.keys import RUN_TASK
+from joblet.api.tasks import celery_config, setup_signing
 from joblet.config import Settings
 
 _supervisor: Any = None
@@ -70,10 +71,16 @@ def make_app(cfg: Settings) -> Celery:
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
         task_queues=[Queue(cfg.queue), Queue(cfg.node_queue(cfg.node))],
+        # Celery's remote control (pidbox) messages are never signed: a worker takes none
+        worker_enable_remote_control=False,
     )
+    setup_signing(app, cfg, verify=True)
     from joblet.worker.tasks import register
 
     register(app)
+    app.finalize()
+    for name in [n for n in app.tasks if n != RUN_TASK]:  # Celery's built-ins: run nothing else
+        app.tasks.pop(name)
     return app
 
 
