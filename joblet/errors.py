@@ -46,6 +46,10 @@ class BackendUnavailable(JobletError):
     """Redis (or the broker) cannot be reached."""
 
 
+class PermissionDenied(JobletError):
+    """Redis refused the command for this user (ACL) or the credentials."""
+
+
 class NetworkError(JobletError):
     """A network could not be built or torn down."""
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from joblet.errors import BackendUnavailable
+from joblet.errors import BackendUnavailable, PermissionDenied
 
 T = TypeVar("T")
 
@@ -44,7 +44,13 @@ def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Cal
             try:
                 return fn(self, *args, **kwargs)
             except redis.exceptions.NoPermissionError as exc:
-                raise BackendUnavailable(f"Redis at {safe_url(url_of(self))} refused: {exc}") from None
+                raise PermissionDenied(f"not allowed for this Redis user at {safe_url(url_of(self))} "
+                                       f"({str(exc).split(' has no permissions')[0]} has no "
+                                       "permission); a viewer may only list, status and read logs"
+                                       ) from None
+            except redis.exceptions.AuthenticationError as exc:
+                raise PermissionDenied(f"Redis at {safe_url(url_of(self))} refused the credentials: "
+                                       f"{exc}") from None
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 raise BackendUnavailable(
                     f"cannot reach Redis at {safe_url(url_of(self))}: {_reason(exc)}"

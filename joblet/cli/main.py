@@ -13,11 +13,13 @@ from joblet.errors import (
     Conflict,
     JobletError,
     NotFound,
+    PermissionDenied,
     ValidationError,
 )
 
 EXIT_CODES: list[tuple[type[JobletError], int]] = [
     (ValidationError, 2), (ConfigError, 2), (NotFound, 1), (Conflict, 1), (BackendUnavailable, 1),
+    (PermissionDenied, 1),
 ]
 
 
