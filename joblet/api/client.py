@@ -26,7 +26,8 @@ def validation_message(exc: pydantic.ValidationError, what: str = "job") -> str:
 
 def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
     try:
-        return JobSpec(command=command, args=tuple(args), **fields)
+        args = tuple(args) if isinstance(args, list | tuple) else args  # else pydantic says why
+        return JobSpec(command=command, args=args, **fields)
     except pydantic.ValidationError as exc:
         raise ValidationError(validation_message(exc)) from None
 

@@ -15,6 +15,8 @@ def parse_rate(text: str | int) -> int:
 
     As in tc: 'bit' is bits, 'bps' is bytes per second; a bare number is bits per second.
     """
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        raise ValueError(f"invalid rate {text!r}: use e.g. 10mbit, 512kbit or 1gbit")
     if isinstance(text, int):
         value = text
     else:

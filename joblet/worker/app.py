@@ -16,50 +16,13 @@ from kombu import Queue
 from joblet.api.keys import RUN_TASK
 from joblet.api.tasks import celery_config, setup_signing
 from joblet.config import Settings
+from joblet.worker import broker_guard
 
 _supervisor: Any = None
 
 
-def survive_broker_restarts() -> None:
-    """Work around kombu 5.x bugs seen when Redis restarts under a threads-pool worker: the
-    old channel, detached from its transport, is still used to put unacknowledged messages
-    back and to acknowledge tasks that were running during the outage; both raise
-    AttributeError (`'NoneType' object has no attribute ...`) and Celery stops consuming for
-    good. Skipping those calls on a detached channel is safe here: the messages stay in
-    Redis's unacked set and come back after the visibility timeout, and a job's claim turns
-    that second delivery into a no-op."""
-    import functools
-    import logging
-
-    from kombu.transport import redis as kombu_redis
-
-    qos = kombu_redis.QoS
-    if getattr(qos, "_joblet_patched", False):
-        return
-    log = logging.getLogger(__name__)
-
-    def guarded(method: Any) -> Any:
-        @functools.wraps(method)
-        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if getattr(self.channel, "connection", None) is None:
-                log.warning("broker channel closed: %s skipped; unacked messages return after "
-                            "the visibility timeout", method.__name__)
-                return None
-            try:
-                return method(self, *args, **kwargs)
-            except AttributeError as exc:
-                log.warning("broker channel detached during %s (%s); unacked messages return "
-                            "after the visibility timeout", method.__name__, exc)
-                return None
-        return call
-
-    for name in ("restore_unacked_once", "ack", "reject"):
-        setattr(qos, name, guarded(getattr(qos, name)))
-    qos._joblet_patched = True
-
-
 def make_app(cfg: Settings) -> Celery:
-    survive_broker_restarts()
+    broker_guard.install()
     app = Celery("joblet-worker", set_as_current=True)
     app.conf.update(celery_config(cfg))
     app.conf.update(

@@ -1,0 +1,99 @@
+"""Bad input at the task entry point and on the queue, and fuzzed `rnx` arguments: clear
+errors, nothing half-built, the worker keeps serving, nothing leaked."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+import uuid
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from joblet.api.models import JobStatus
+from joblet.api.tasks import send_run
+from tests.conftest import BIN
+
+BAD_SPECS = [
+    ({"command": ""}, "command"),
+    ({"command": "x\x00y"}, "command"),
+    ({"command": "true", "network": "../x"}, "network"),
+    ({"command": "true", "env": {"1BAD": "x"}}, "env"),
+    ({"command": "true", "uploads": [{"path": "../../etc/passwd", "content": ""}]}, "uploads"),
+    ({"command": "true", "limits": {"max_bandwidth": "fast"}}, "limits"),
+    ({"command": "true", "user": "root"}, "user"),
+    ({"command": "true", "surprise": 1}, "surprise"),
+    ({"args": ["no command"]}, "command"),
+]
+
+
+def test_bad_specs_at_the_task_entry_fail_naming_the_field(host, client):
+    ids = []
+    for spec, _ in BAD_SPECS:
+        job_id = uuid.uuid4().hex
+        send_run(host.cfg, job_id, spec, None)
+        ids.append(job_id)
+    for job_id, (_, field) in zip(ids, BAD_SPECS, strict=True):
+        deadline = time.monotonic() + 30
+        while client.store.find_job(job_id) is None:  # the worker records what it refuses
+            assert time.monotonic() < deadline, f"no record for {job_id}"
+            time.sleep(0.05)
+        rec = client.wait(job_id, timeout=30)
+        assert rec.status == JobStatus.FAILED and f"invalid job field '{field}" in (rec.error or ""), rec.error
+
+
+def envelope(body: bytes, content_type: str = "application/json", task: str = "joblet.run_job") -> bytes:
+    job_id = uuid.uuid4().hex
+    return json.dumps({
+        "body": base64.b64encode(body).decode(), "content-encoding": "utf-8", "content-type": content_type,
+        "headers": {"lang": "py", "task": task, "id": job_id, "root_id": job_id, "parent_id": None,
+                    "group": None, "argsrepr": "()", "kwargsrepr": "{}", "origin": "fuzz"},
+        "properties": {"correlation_id": job_id, "reply_to": "", "delivery_mode": 2,
+                       "delivery_info": {"exchange": "", "routing_key": "q"}, "priority": 0,
+                       "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
+    }).encode()
+
+
+GARBAGE = [
+    b"not json at all", b"{}", b"[]", b"\x00\xff\xfe", json.dumps({"body": 5}).encode(),
+    envelope(b"{not json"), envelope(b"[1, 2]"), envelope(b'[[], {"spec": 5}, {}]'),
+    envelope(b'[[], {"spec": {"command": "true"}}, {}]', content_type="application/x-python-serialize"),
+    envelope(b'[[], {}, {}]', task="no.such.task"),
+]
+
+
+def test_garbage_on_the_queue_never_stops_the_worker(host, client):
+    queue = host.env["JOBLET_QUEUE"]
+    for raw in GARBAGE:
+        client.store.redis.lpush(queue, raw)
+    deadline = time.monotonic() + 30
+    while client.store.redis.llen(queue):
+        assert time.monotonic() < deadline, "the worker stopped taking messages"
+        time.sleep(0.1)
+    rec = client.wait(client.run("echo", ("alive",), network="none").id, timeout=30)
+    assert rec.status == JobStatus.COMPLETED
+    assert host.worker is not None and host.worker.poll() is None
+    log = (host.tmp / "worker.log").read_text(errors="replace")
+    assert "no.such.task" in log  # refused and logged
+
+
+OPTIONS = ["--network", "--env", "--name", "--node", "--timeout", "--volume", "--runtime", "--user",
+           "--max-cpu", "--max-memory", "--max-iobps", "--max-bandwidth", "--upload"]
+arg_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(opts=st.lists(st.tuples(st.sampled_from(OPTIONS), arg_text), max_size=3), command=arg_text)
+def test_fuzzed_rnx_run_arguments(host, client, opts, command):
+    before = len(client.list())
+    argv = [str(BIN / "rnx"), "run", "-d", *(f"{o}={v}" for o, v in opts), "--", command or "x"]
+    proc = subprocess.run(argv, env={**host.env, "PATH": "/usr/bin:/bin"}, capture_output=True,
+                          text=True, timeout=60)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if proc.returncode == 0:
+        assert len(client.list()) == before + 1
+    else:
+        assert proc.returncode in (1, 2) and proc.stderr.strip(), proc
+        assert len(client.list()) == before  # nothing queued half-built
