@@ -40,7 +40,7 @@ class Settings(BaseModel):
     run_dir: Path = Path("/run/joblet")
     cgroup_root: Path | None = Field(None, description="cgroup v2 directory for jobs; auto-detected")
     node: str = Field(default_factory=socket.gethostname)
-    concurrency: int = Field(256, ge=1, le=4096, description="jobs one worker runs at once")
+    concurrency: int = Field(512, ge=1, le=4096, description="jobs one worker runs at once")
     stop_grace: float = Field(10.0, ge=0, description="seconds between SIGTERM and SIGKILL")
     log_max_entries: int = Field(100_000, ge=100, description="cap of a job's output stream")
     log_ttl: int = Field(7 * 86400, ge=60, description="seconds output and records live after a job")

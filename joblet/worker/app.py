@@ -1,7 +1,7 @@
 """The worker's Celery app: JSON only, late acks, prefetch 1, threads pool.
 
 Jobs block a pool thread for as long as they run (servers never end), so the worker uses
-Celery's threads pool with a large concurrency (256 by default) instead of a few prefork
+Celery's threads pool with a large concurrency (512 by default) instead of a few prefork
 processes.
 """
 

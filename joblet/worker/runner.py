@@ -165,6 +165,7 @@ class JobRun:
         self.capture = capture = self.sup.pump.watch(self.job_id, out, err,
                                                      self.sup.cfg.result_output_limit)
         if self.stopped.is_set():  # a stop that raced with exec
+            self._wait_for_command(main.pid)  # else SIGTERM misses it and only SIGKILL ends it
             self.stopped.clear()
             self.stop()
         timed_out = None
@@ -180,6 +181,21 @@ class JobRun:
         if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
             outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
         return outcome, bytes(capture.stdout), capture.truncated
+
+    def _wait_for_command(self, nsenter_pid: int, timeout: float = 1.0) -> None:
+        """Until nsenter's child (the command) is in the job's cgroup, or it ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pid in self.cgroup.pids():
+                try:
+                    with open(f"/proc/{pid}/stat") as fh:
+                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == nsenter_pid:
+                            return
+                except (OSError, ValueError, IndexError):
+                    continue
+            if self.sandbox is None or self.sandbox.main is None or self.sandbox.main.poll() is not None:
+                return
+            time.sleep(0.005)
 
     def _user(self) -> tuple[int, int] | None:
         if self.spec.user is None:

@@ -1,0 +1,88 @@
+"""Load: 300 concurrent bridge jobs, 1,000 short jobs, 200 run/stop cycles; nothing lost,
+nothing leaked, no growth in the worker (bounds stated in docs/RELIABILITY.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from joblet.api.models import JobStatus
+from joblet.api.store_ipam import IpamStore
+
+COUNT = 300
+
+
+def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
+    ids = [client.run("sleep", ("600",), network="bridge").id for _ in range(COUNT)]
+    deadline = time.monotonic() + 240
+    while True:
+        running = sum(1 for r in client.list() if r.id in ids and r.status == JobStatus.RUNNING)
+        if running == COUNT:
+            break
+        assert time.monotonic() < deadline, f"only {running} of {COUNT} running"
+        time.sleep(0.5)
+    for job_id in ids:
+        client.stop(job_id)
+    for job_id in ids:
+        assert client.wait(job_id, timeout=120).status == JobStatus.STOPPED
+    veths = host.in_ns("ip", "-o", "link", "show", "type", "veth").stdout
+    assert veths.strip() == ""
+    assert list(host.cfg.cgroup_root.iterdir()) == [] or all(
+        not p.is_dir() for p in host.cfg.cgroup_root.iterdir())
+    assert IpamStore(host.cfg.redis_url, host.cfg.key_prefix).allocations("bridge") == {}
+    assert subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).stdout == b""
+    assert not any((host.cfg.run_dir / "jobs").iterdir())
+
+
+def test_a_thousand_short_jobs_none_lost(client):
+    ids = [client.run("true", network="none").id for _ in range(1000)]
+    deadline = time.monotonic() + 600
+    pending = set(ids)
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} of 1000 jobs never ended"
+        done = {r.id for r in client.list() if r.id in pending and r.status.final}
+        pending -= done
+        time.sleep(0.5)
+    states = [client.get(i).status for i in ids]
+    assert states.count(JobStatus.COMPLETED) == 1000
+
+
+def worker_footprint(host) -> dict[str, int]:
+    pid = host.worker.pid
+    rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+    return {
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        "rss_kb": rss,
+        "links": len(host.in_ns("ip", "-o", "link", "show").stdout.splitlines()),
+        "mounts": len(open("/proc/self/mountinfo").read().splitlines()),
+        "threads": len(os.listdir(f"/proc/{pid}/task")),
+        "job_cgroups": sum(1 for d in host.cfg.cgroup_root.iterdir() if d.is_dir()),  # = namespaces held
+    }
+
+
+FOOTPRINT_BOUNDS = {"fds": 8, "rss_kb": 30 * 1024, "links": 0, "mounts": 0, "threads": 8, "job_cgroups": 0}
+
+
+def cycle(client) -> None:
+    job = client.run("sleep", ("300",), network="bridge")
+    deadline = time.monotonic() + 30
+    while client.get(job.id).status != JobStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    client.stop(job.id)
+    assert client.wait(job.id, timeout=30).status == JobStatus.STOPPED
+
+
+def test_two_hundred_run_stop_cycles_do_not_grow_the_worker(client, host):
+    for _ in range(20):  # warm up: pools, caches, lazy imports
+        cycle(client)
+    before = worker_footprint(host)
+    for _ in range(200):
+        cycle(client)
+    time.sleep(1)
+    after = worker_footprint(host)
+    growth = {k: after[k] - before[k] for k in before}
+    print(f"footprint before {before} after {after} growth {growth}")
+    for key, bound in FOOTPRINT_BOUNDS.items():
+        assert growth[key] <= bound, f"{key} grew by {growth[key]} (bound {bound}): {before} -> {after}"
