@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from joblet.worker.volumes import MOUNT_POINTS, RUNTIME_POINT, HostVolumes, runt
 log = logging.getLogger(__name__)
 
 
+JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}$")
 NO_DISCOVERY = ("bridge", "none", "isolated", "host")  # Docker's rule: names in user networks only
 
 
@@ -337,6 +339,8 @@ class Supervisor:
                 except JobletError as exc:
                     log.error("leftover cgroup %s: %s", group, exc)
         for name in links.names_with_prefix(("jv", "ji")):
+            if not JOB_LINK.match(name):
+                continue  # not one of ours: job links are jv/ji + 10 hex digits
             links.delete_link(name)
             log.warning("removed leftover interface %s", name)
         remove_dirs([d for base in (self.cfg.run_dir / "jobs", self.cfg.state_dir / "jobs")
