@@ -30,6 +30,14 @@ end
 return 0
 """
 
+_CREATE_IF_ABSENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = cjson.decode(ARGV[1])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
 _url = translated(lambda self: self.url)
 
 
@@ -49,6 +57,7 @@ class Store:
         self.keys = Keys(prefix)
         self.redis = connect(url)
         self._cas = self.redis.register_script(_CAS_STATUS)
+        self._create = self.redis.register_script(_CREATE_IF_ABSENT)
 
     # -- jobs -------------------------------------------------------------------------------
     @_url
@@ -65,11 +74,11 @@ class Store:
 
     @_url
     def create_job_if_absent(self, record: JobRecord) -> bool:
-        key = self.keys.job(record.id)
-        if not self.redis.hsetnx(key, "status", json.dumps(record.status.value)):
-            return False
-        self.create_job(record)
-        return True
+        """Write the whole record unless one exists (atomic: readers never see half of it)."""
+        fields = _encode(record.model_dump(mode="json", exclude_none=True))
+        created = self._create(keys=[self.keys.job(record.id), self.keys.jobs],
+                               args=[json.dumps(fields), record.created or time.time(), record.id])
+        return bool(created)
 
     @_url
     def find_job(self, job_id: str) -> JobRecord | None:
@@ -120,10 +129,6 @@ class Store:
             except redis.exceptions.NoPermissionError:
                 pass  # a read-only (viewer) user: a writer tidies up later
         return records
-
-    @_url
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        self.redis.hset(self.keys.job(job_id), mapping=_encode(fields))
 
     @_url
     def transition(self, job_id: str, allowed: Iterable[JobStatus], **fields: Any) -> bool:
