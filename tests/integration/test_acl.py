@@ -47,11 +47,13 @@ def acl_redis():
 def users(acl_redis):
     # the ACL file is for the default key prefix and queue: this host uses them
     h = Host(f"unix://joblet-admin:admin-pw@{acl_redis}", "acl", key_prefix="joblet:", queue="joblet")
-    h.start_worker()
-    base = {k[7:].lower(): v for k, v in h.env.items()}
-    viewer_url = f"unix://joblet-viewer:viewer-pw@{acl_redis}"
-    yield h, Client(h.cfg), Client(load(**{**base, "redis_url": viewer_url})), viewer_url
-    h.close()
+    try:
+        h.start_worker()
+        base = {k[7:].lower(): v for k, v in h.env.items()}
+        viewer_url = f"unix://joblet-viewer:viewer-pw@{acl_redis}"
+        yield h, Client(h.cfg), Client(load(**{**base, "redis_url": viewer_url})), viewer_url
+    finally:
+        h.close()
 
 
 def test_admin_submits_and_manages(users):

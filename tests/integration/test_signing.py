@@ -37,14 +37,16 @@ def signed(redis_sock, tmp_path_factory):
     rogue_key, rogue_cert = issue(keys, "rogue")
     h = Host(redis_sock, "signed", signing_key=str(admin_key), signing_cert=str(admin_cert),
              signing_trust=str(trusted / "*.crt"))
-    h.start_worker()
     # signing is process-wide in Celery (one identity per process): other senders are `rnx`
     # processes with their own environment
     base = {k: v for k, v in {**os.environ, **h.env}.items() if not k.startswith("JOBLET_SIGNING")}
     senders = {"unsigned": base,
                "rogue": {**base, "JOBLET_SIGNING_KEY": str(rogue_key), "JOBLET_SIGNING_CERT": str(rogue_cert)}}
-    yield h, {"admin": Client(h.cfg)}, senders
-    h.close()
+    try:
+        h.start_worker()
+        yield h, {"admin": Client(h.cfg)}, senders
+    finally:
+        h.close()
 
 
 def output(client: Client, job_id: str) -> bytes:
