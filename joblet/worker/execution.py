@@ -134,7 +134,10 @@ class Sandbox:
 
     def _expect(self, *words: str) -> str:
         assert self.init is not None and self.init.stdout is not None
-        ready, _, _ = select.select([self.init.stdout], [], [], self.launch.setup_timeout)
+        # poll, not select: a busy worker has far more than 1024 descriptors open
+        poller = select.poll()
+        poller.register(self.init.stdout, select.POLLIN)
+        ready = poller.poll(self.launch.setup_timeout * 1000)
         line = self.init.stdout.readline().decode(errors="replace").strip() if ready else ""
         if line.split(" ", 1)[0] in words:
             return line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -25,6 +26,8 @@ from joblet.worker.output import Capture
 
 if TYPE_CHECKING:
     from joblet.worker.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED)
 
@@ -90,6 +93,9 @@ class JobRun:
             outcome, stdout, truncated = self._run()
         except JobletError as exc:
             outcome = Outcome(JobStatus.FAILED, error=str(exc))
+        except Exception as exc:  # a bug or the host's limits: the job still gets a final state
+            log.exception("job %s: unexpected error", self.job_id[:12])
+            outcome = Outcome(JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
         finally:
             teardown_error = self.teardown()
         if teardown_error and outcome.error is None:

@@ -15,15 +15,20 @@ COUNT = 300
 
 def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
     ids = [client.run("sleep", ("600",), network="bridge").id for _ in range(COUNT)]
-    deadline = time.monotonic() + 240
-    while True:
-        running = sum(1 for r in client.list() if r.id in ids and r.status == JobStatus.RUNNING)
-        if running == COUNT:
-            break
-        assert time.monotonic() < deadline, f"only {running} of {COUNT} running"
-        time.sleep(0.5)
-    for job_id in ids:
-        client.stop(job_id)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            states = [r.status for r in client.list() if r.id in ids]
+            running = states.count(JobStatus.RUNNING)
+            if running == COUNT:
+                break
+            failed = [r.error for r in client.list() if r.id in ids and r.status.final]
+            assert not failed, f"{len(failed)} jobs ended early: {failed[:3]}"
+            assert time.monotonic() < deadline, f"only {running} of {COUNT} running"
+            time.sleep(0.5)
+    finally:
+        for job_id in ids:
+            client.stop(job_id)
     for job_id in ids:
         assert client.wait(job_id, timeout=120).status == JobStatus.STOPPED
     veths = host.in_ns("ip", "-o", "link", "show", "type", "veth").stdout
