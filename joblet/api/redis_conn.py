@@ -24,13 +24,22 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
+POOL_SIZE = 128
+
+
 def connect(url: str) -> Any:
-    """A binary-safe redis-py client with short connect timeouts."""
+    """A binary-safe redis-py client with short connect timeouts.
+
+    A blocking pool: when all its connections are busy a caller waits for one (up to 30 s)
+    instead of failing; redis-py 8's default pool fails past 100 connections, which a worker
+    with hundreds of job threads reaches under load.
+    """
     import redis
 
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=3, health_check_interval=30, retry_on_timeout=True
-    )
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=30, socket_connect_timeout=3,
+        health_check_interval=30, retry_on_timeout=True)
+    return redis.Redis(connection_pool=pool)
 
 
 def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Callable[..., T]]:

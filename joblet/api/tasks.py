@@ -25,7 +25,11 @@ def celery_config(cfg: Settings) -> dict[str, Any]:
         "result_expires": cfg.log_ttl,
         # unacked messages (a dead worker's) are looked for every 10 s, not kombu's ~100 s
         "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout,
-                                     "unacked_restore_interval": 10, "unacked_restore_throttle": 1},
+                                     "unacked_restore_interval": 10, "unacked_restore_throttle": 1,
+                                     "max_connections": 1024},
+        # redis-py 8 caps a pool at 100 connections and then fails: hundreds of job threads
+        # acknowledge and store results at once when many jobs end together
+        "redis_max_connections": 1024,
         "result_backend_transport_options": {"visibility_timeout": cfg.visibility_timeout},
         "broker_connection_retry_on_startup": True,
         "enable_utc": True,
