@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_start import Env, cleanup, measure, start_joblet_worker, start_netns, start_redis, summarize, verify_clean
+from bench_start import Env, cleanup, measure, start_stack, summarize, verify_clean
 
 SECONDS, REPEAT = 5, 3
 RESULTS = Path(__file__).resolve().parent / "results" / "network.json"
@@ -102,15 +102,9 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from joblet.api.client import Client
-    from joblet.config import load
-
     env = Env()
     try:
-        start_redis(env)
-        client = Client(load(redis_url=env.redis_url, key_prefix="bench:"))
-        start_netns(env)
-        start_joblet_worker(env, client)
+        client = start_stack(env)
         client.networks.create("bench-net", "10.98.0.0/24")
         latency = {}
         for mode in ("bridge", "bench-net", "isolated"):

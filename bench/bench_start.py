@@ -255,18 +255,24 @@ def verify_clean(env: Env) -> None:
     print("cleanup: " + ("; ".join(problems) if problems else "nothing left behind"))
 
 
-def main() -> int:
-    if os.geteuid() != 0:
-        sys.exit("bench_start: must run as root (the worker builds namespaces and cgroups)")
+def start_stack(env: Env):  # noqa: ANN201 - a joblet Client
+    """Private Redis, throwaway namespace, a joblet worker in it; a Client talking to them."""
     from joblet.api.client import Client
     from joblet.config import load
 
+    start_redis(env)
+    client = Client(load(redis_url=env.redis_url, key_prefix="bench:"))
+    start_netns(env)
+    start_joblet_worker(env, client)
+    return client
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        sys.exit("bench_start: must run as root (the worker builds namespaces and cgroups)")
     env = Env()
     try:
-        start_redis(env)
-        client = Client(load(redis_url=env.redis_url, key_prefix="bench:"))
-        start_netns(env)
-        start_joblet_worker(env, client)
+        client = start_stack(env)
         noop = start_noop_worker(env)
         results = {}
         for name, fn in benchmarks(env, client, noop).items():

@@ -38,6 +38,7 @@ class NetworkAgent:
         self.pool = P2pPool(cfg.isolated_pool)
         self._bridge_index: int | None = None
         self._mtu = 1500
+        self._forward_lock = threading.Lock()
         self._forward_checked = 0.0
         self._forward_problem: str | None = None
 
@@ -62,7 +63,7 @@ class NetworkAgent:
         """Look for foreign forward chains with a drop policy (at most every `max_age` s);
         with foreign_forward = "insert", put joblet's accept rules into them. Returns the
         problem still standing, if any."""
-        with self._lock:
+        with self._forward_lock:  # not the setup lock: nft runs here, bridge setups go on
             if time.monotonic() - self._forward_checked < max_age:
                 return self._forward_problem
             chains = foreign.drop_chains()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
@@ -77,3 +78,16 @@ def serve(client: Client, network: str) -> tuple[str, str]:
     """A job answering on port 7000 until stopped; returns (job id, its address)."""
     rec = client.run("python3", ("-c", SERVE), network=network)
     return rec.id, wait_running(client, rec.id)
+
+
+def eventually(check: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Poll `check` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def output(client: Client, job_id: str, stream: str | None = "stdout") -> bytes:
+    """A job's output as recorded so far: one stream, or both (None) in order."""
+    return b"".join(d for s, d in client.logs(job_id) if stream is None or s == stream)

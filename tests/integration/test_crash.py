@@ -4,7 +4,6 @@ job is LOST (never run again), everything it had is released, and queued jobs ru
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -13,14 +12,7 @@ from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
 from joblet.worker.faults import POINTS
 from tests.conftest import Host, need
-from tests.integration.helpers import run
-
-
-def wait_for(check, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+from tests.integration.helpers import eventually, run
 
 
 @pytest.mark.parametrize("stage", POINTS)
@@ -35,7 +27,7 @@ def test_worker_killed_at_each_stage(redis_sock, stage):
         client.networks.create("crash-net", "10.170.0.0/24")
         command = ("true",) if stage == "teardown" else ("sleep", "300")
         job = client.run(command[0], command[1:], network=["crash-net", "bridge"])
-        wait_for(lambda: marker.exists() and job.id in marker.read_text(), f"fault point {stage}")
+        eventually(lambda: marker.exists() and job.id in marker.read_text(), f"fault point {stage}")
         if stage in ("attached", "running"):
             assert "jv" in h.in_ns("ip", "-o", "link", "show").stdout
         h.worker.kill()  # type: ignore[union-attr]
@@ -45,7 +37,7 @@ def test_worker_killed_at_each_stage(redis_sock, stage):
 
         del h.env["JOBLET_FAULT_PAUSE"]
         h.start_worker()
-        wait_for(lambda: client.get(job.id).status.final, "the crashed job to be reconciled")
+        eventually(lambda: client.get(job.id).status.final, "the crashed job to be reconciled")
         rec = client.get(job.id)
         assert rec.status == JobStatus.LOST and "stopped unexpectedly" in (rec.error or "")
         done = client.wait(queued.id, timeout=30)

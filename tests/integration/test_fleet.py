@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -12,7 +11,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.networks import bridge_name
 from tests.conftest import BIN, Host, need
-from tests.integration.helpers import wait_running
+from tests.integration.helpers import eventually, wait_running
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +26,6 @@ def fleet(redis_sock):
     finally:
         b.close()
         a.close()
-
-
-def eventually(check, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def test_hosts_files_follow_jobs_on_other_hosts(fleet):
@@ -67,9 +59,9 @@ def test_delete_removes_bridge_and_rules_on_every_host(fleet):
     client.networks.delete("fleet-del")
     for h in fleet:
         eventually(lambda h=h: bridge not in h.in_ns("ip", "-o", "link", "show").stdout,
-                   f"bridge left on {h.name}")
+                   f"bridge left on {h.name}", timeout=15)
         eventually(lambda h=h: "fleet-del" not in h.in_ns("nft", "list", "table", "inet", "joblet").stdout,
-                   f"rules left on {h.name}")
+                   f"rules left on {h.name}", timeout=15)
 
 
 def test_host_route_overlap_is_refused_by_name(fleet):

@@ -15,10 +15,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.tasks import client_app
 from tests.conftest import Host, need
-
-
-def output(client: Client, job_id: str) -> bytes:
-    return b"".join(d for s, d in client.logs(job_id) if s == "stdout")
+from tests.integration.helpers import output
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(redis_sock):

@@ -14,17 +14,11 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from tests.conftest import BIN, Host, need
 from tests.integration.certs import issue
+from tests.integration.helpers import eventually, output
 
 
 def log_text(h: Host) -> str:
     return (h.tmp / "worker.log").read_text(errors="replace")
-
-
-def eventually(check, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +43,6 @@ def signed(redis_sock, tmp_path_factory):
         h.close()
 
 
-def output(client: Client, job_id: str) -> bytes:
-    return b"".join(d for _, d in client.logs(job_id))
-
-
 def test_signed_job_runs(signed):
     _, c, _ = signed
     rec = c["admin"].wait(c["admin"].run("echo", ("signed",), network="none").id, timeout=30)
@@ -72,7 +62,7 @@ def test_unsigned_or_untrusted_messages_run_nothing(signed, who):
     eventually(lambda: refusal in log_text(h)[seen:], log_text(h)[seen:][-3000:])
     time.sleep(1)
     rec = c["admin"].get(job.id)
-    assert rec.status == JobStatus.PENDING and rec.started is None and output(c["admin"], job.id) == b""
+    assert rec.status == JobStatus.PENDING and rec.started is None and output(c["admin"], job.id, None) == b""
     ok = c["admin"].wait(c["admin"].run("true", network="none").id, timeout=30)  # still serving
     assert ok.status == JobStatus.COMPLETED
 
@@ -95,5 +85,5 @@ def test_replayed_and_repointed_messages_run_nothing_more(signed):
     envelope["headers"]["id"] = "0" * 32
     admin.store.redis.lpush(queue, json.dumps(envelope))
     eventually(lambda: "unregistered task" in log_text(h).lower(), "re-pointed message not refused")
-    assert output(admin, job.id) == b"once\n"
+    assert output(admin, job.id, None) == b"once\n"
     assert admin.wait(admin.run("true", network="none").id, timeout=30).status == JobStatus.COMPLETED

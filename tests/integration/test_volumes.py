@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from joblet.api.models import JobStatus
 from joblet.config import load
 from joblet.errors import Conflict, ValidationError
 from tests.conftest import mounts_under
-from tests.integration.helpers import run, wait_running
+from tests.integration.helpers import eventually, run, wait_running
 
 
 def test_volume_data_persists_across_jobs(client, host):
@@ -38,10 +37,7 @@ def test_delete_refused_while_mounted_then_data_goes(client, host):
     client.wait(job.id, timeout=30)
     client.volumes.delete("busy")
     data = host.tmp / "state" / "volumes" / "busy"
-    deadline = time.monotonic() + 10
-    while data.exists():
-        assert time.monotonic() < deadline, "volume data left on the host"
-        time.sleep(0.2)
+    eventually(lambda: not data.exists(), "volume data left on the host", timeout=10)
 
 
 def test_missing_volume_refused_before_queueing(client):
@@ -61,10 +57,8 @@ def test_sized_volume_is_its_own_filesystem(client, host):
     assert b"No space left on device" in out and b"rc=1" in out
     assert any("volumes/small/data" in m for m in mounts_under(host.tmp))
     client.volumes.delete("small")
-    deadline = time.monotonic() + 10
-    while any("volumes/small" in m for m in mounts_under(host.tmp)):
-        assert time.monotonic() < deadline, "sized volume still mounted"
-        time.sleep(0.2)
+    eventually(lambda: not any("volumes/small" in m for m in mounts_under(host.tmp)),
+               "sized volume still mounted", timeout=10)
 
 
 def test_runtime_is_read_only_and_first_on_path(client, host):
@@ -73,10 +67,8 @@ def test_runtime_is_read_only_and_first_on_path(client, host):
     tool = bindir / "hello-rt"
     tool.write_text("#!/bin/sh\necho from the runtime\n")
     tool.chmod(0o755)
-    deadline = time.monotonic() + 10
-    while not any(r["name"] == "python:3.11-ml" for r in client.runtimes()):
-        assert time.monotonic() < deadline, "the worker did not report the runtime"
-        time.sleep(0.2)
+    eventually(lambda: any(r["name"] == "python:3.11-ml" for r in client.runtimes()),
+               "the worker did not report the runtime", timeout=10)
     rec, out, _ = run(client, "sh", "-c", "hello-rt; echo $PATH; touch /runtime/bin/x || echo ro",
                       network="none", runtime="python:3.11-ml")
     lines = out.decode().splitlines()
