@@ -46,7 +46,16 @@ class Settings(BaseModel):
     log_ttl: int = Field(7 * 86400, ge=60, description="seconds output and records live after a job")
     result_output_limit: int = Field(1 << 20, ge=0, description="bytes of stdout kept in a result")
     upload_max_bytes: int = Field(16 << 20, ge=0, description="total size of a job's uploads")
-    allow_host_network: bool = Field(True, description="allow --network=host on this worker")
+    allow_host_network: bool = Field(False, description="allow --network=host on this worker "
+                                     "(the job still gets its sandbox, less the network namespace)")
+    job_max_pids: int = Field(4096, ge=8, description="a job's process limit without --max-pids")
+    job_max_disk: int = Field(1024, ge=1, description="MB of a job's /work and of its /tmp "
+                              "without --max-disk (tmpfs: memory the job uses as it writes)")
+    job_shm: int = Field(64, ge=1, description="MB of a job's /dev/shm")
+    sandbox_ro_paths: tuple[str, ...] = Field((), description="more host paths jobs see read-only "
+                                              "(besides /usr, /bin, /sbin, /lib*, /etc)")
+    sandbox_masked_paths: tuple[str, ...] = Field((), description="more host paths (globs) jobs "
+                                                  "see empty, besides shadow, sudoers, ssh host keys...")
     runtimes_dir: Path = Field(Path("/opt/joblet/runtimes"), description="one directory with a "
                                "bin/ per runtime, named as in --runtime")
     bridge_cidr: str = "172.20.0.0/16"
@@ -69,7 +78,7 @@ class Settings(BaseModel):
                                       "when set, only messages signed by one of them run")
     default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    @field_validator("dns_servers", mode="before")
+    @field_validator("dns_servers", "sandbox_ro_paths", "sandbox_masked_paths", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
@@ -78,6 +87,14 @@ class Settings(BaseModel):
     @classmethod
     def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(str(ipaddress.ip_address(v)) for v in value)
+
+    @field_validator("sandbox_ro_paths", "sandbox_masked_paths")
+    @classmethod
+    def _absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not path.startswith("/") or any(c.isspace() for c in path) or "/../" in f"{path}/":
+                raise ValueError(f"{path!r} is not an absolute path without blanks or '..'")
+        return value
 
     @field_validator("bridge_cidr", "isolated_pool")
     @classmethod

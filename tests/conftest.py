@@ -137,7 +137,7 @@ class Host:
         self.stop_worker()
         sh("ip", "netns", "del", self.netns, check=False)
         cg = Path(self.env["JOBLET_CGROUP_ROOT"])
-        v1 = [Path("/sys/fs/cgroup") / c / cg.name for c in ("cpu", "memory", "blkio")]
+        v1 = [Path("/sys/fs/cgroup") / c / cg.name for c in ("cpu", "memory", "blkio", "pids")]
         for group in (cg, *v1):
             if group.exists():
                 for child in group.iterdir():

@@ -20,7 +20,7 @@ from joblet.errors import ExecutionError
 
 CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 V1_BASE = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("cpu", "memory", "blkio")
+V1_CONTROLLERS = ("cpu", "memory", "blkio", "pids")
 CPU_PERIOD = 100_000
 
 
@@ -33,9 +33,9 @@ def detect_root() -> Path:
 
 
 def enable_controllers(root: Path, job_parent: Path) -> bool:
-    """Turn on cpu, memory and io for the jobs' parent (v2); False when the host keeps them
-    in v1 (hybrid) and limits go there."""
-    wanted = ("cpu", "memory", "io")
+    """Turn on cpu, memory, io and pids for the jobs' parent (v2); False when the host keeps
+    them in v1 (hybrid) and limits go there."""
+    wanted = ("cpu", "memory", "io", "pids")
     for directory in (root, job_parent) if root != job_parent else (job_parent,):
         available = _read(directory / "cgroup.controllers").split()
         for name in wanted:
@@ -88,6 +88,21 @@ class JobCgroup:
     def procs_files(self) -> list[Path]:
         """Every cgroup.procs a process of the job must join (v2 first)."""
         return [self.procs_file] + [d / "cgroup.procs" for d in self.v1_dirs()]
+
+    def limit_pids(self, count: int) -> None:
+        """At most `count` processes and threads: in the v2 group when the pids controller is
+        on there, else in a v1 pids group of the same name (hybrid hosts)."""
+        target = self.path / "pids.max"
+        if not target.exists():
+            v1_root = self.v1_base / "pids"
+            if not (v1_root / "cgroup.procs").exists():
+                raise ExecutionError("no cgroup pids controller on this host: cannot limit a job's processes")
+            target = self.v1_dir("pids") / "pids.max"
+            target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.write_text(str(count))
+        except OSError as exc:
+            raise ExecutionError(f"failed to set {target} = {count}: {exc.strerror}") from None
 
     def limit(self, limits: Limits, v2: bool, device: str | None = None) -> None:
         """Write the job's limits (v2 files in its own directory, else v1 directories)."""

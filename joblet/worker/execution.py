@@ -1,173 +1,186 @@
-"""Start a job's process in fresh namespaces, in two stages.
+"""Start a job's process in its sandbox (bubblewrap), in two stages.
 
-1. `unshare` makes new net, mount, pid, uts and ipc namespaces whose pid 1 is launcher.sh.
-   It reports "ready" once the namespaces exist; the worker then wires the network into them
-   and says "go"; the launcher configures addresses, mounts /work and the per-job files and
-   reports where the command is.
-2. `nsenter` starts the command inside those namespaces (pid 2, in the job's cgroup, with
-   Docker's default capabilities and no_new_privs). nsenter passes the command's exact exit
-   status or signal on, which a shell as pid 1 could not.
+1. `bwrap` makes new pid, ipc, uts, cgroup (and, unless host mode, network) namespaces, builds
+   the job's root (sandbox.py) and pivots into it, then waits on its block pipe. Its info pipe
+   tells the worker the sandbox's pid, so the worker can wire veths into its namespace.
+2. The worker configures the network inside (one `nsenter` running `ip -batch`, `tc -batch`
+   and mounting the namespace's own read-only sysfs on /sys), then unblocks bwrap, which loads
+   the seccomp filter, drops to Docker's capabilities with no_new_privs and execs the command.
+
+bwrap is started inside the job's cgroups, so everything of the job is in them from its first
+instruction. bwrap reports a death by signal N as exit status 128+N (as a shell does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shutil
 import subprocess
-from dataclasses import dataclass, field
-from pathlib import Path
+import time
+from dataclasses import dataclass
 from typing import IO
 
 from joblet.errors import ExecutionError
 from joblet.worker.cgroups import JobCgroup
+from joblet.worker.seccomp_filter import job_filter
 
-LAUNCHER = (Path(__file__).with_name("launcher.sh")).read_text()
-DEFAULT_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
-                "setpcap", "net_bind_service", "net_raw", "sys_chroot", "mknod", "audit_write",
-                "setfcap")
-SETUP_FAILURES = {
-    90: "could not join the job's cgroup", 91: "could not set the hostname",
-    92: "the worker went away during setup", 93: "could not configure the network",
-    94: "could not mount /work", 95: "could not mount /etc/hosts",
-    96: "could not mount /etc/resolv.conf", 97: "could not enter /work", 98: "could not mount /sys",
-    99: "could not mount a volume or runtime", 89: "could not limit the job's bandwidth",
-}
+NET_SETUP = """
+ip -batch - || exit 93
+if [ -n "$1" ]; then printf '%s' "$1" | tc -batch - || exit 89; fi
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || exit 98
+if [ -d /sys/firmware ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,size=4k none /sys/firmware || exit 98; fi
+"""
+SETUP_FAILURES = {93: "could not configure the network", 89: "could not limit the job's bandwidth",
+                  98: "could not mount /sys"}
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     path = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
     if path is None:
-        raise ExecutionError(f"{name} not found: install util-linux")
+        package = "bubblewrap" if name == "bwrap" else "util-linux"
+        raise ExecutionError(f"{name} not found: install {package}")
     return path
 
 
 @dataclass
 class Launch:
-    """Where and as what a job's process starts."""
+    """What a job's sandbox runs, with which options, in which cgroup."""
 
     job_id: str
-    hostname: str
     cgroup: JobCgroup
-    work_dir: Path
-    run_dir: Path
+    bwrap_args: list[str]
+    argv: list[str]
     env: dict[str, str]
-    command: str
-    args: tuple[str, ...]
     own_netns: bool = True
     setup_timeout: float = 30.0
-    user: tuple[int, int] | None = None  # (uid, gid); None: root with Docker's capabilities
 
 
-@dataclass
 class Sandbox:
-    """The namespaces of one job, held by their pid 1."""
+    """One job's bwrap process, from start to reaping."""
 
-    launch: Launch
-    init: subprocess.Popen[bytes] | None = None
-    main: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
+    def __init__(self, launch: Launch) -> None:
+        self.launch = launch
+        self.main: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None  # the sandbox's init, as the host sees it
+        self._block: int | None = None
 
     def start(self) -> int:
-        """Create the namespaces; returns a pid inside the new network namespace."""
+        """Build the sandbox and stop it before the command; returns its init's pid."""
         la = self.launch
-        env = {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "JL_CGS": " ".join(str(f) for f in la.cgroup.procs_files),
-            "JL_HOSTNAME": la.hostname, "JL_RUN": str(la.run_dir), "JL_WORK": str(la.work_dir),
-            "JL_PATH": la.env.get("PATH", "/usr/bin:/bin"),
-        }
-        net = ["--net"] if la.own_netns else []  # host mode shares the host's network
-        argv = [_tool("unshare"), *net, "--mount", "--uts", "--ipc", "--pid", "--fork",
-                "--kill-child", "--mount-proc", "/bin/sh", "-c", LAUNCHER, "joblet-init",
-                la.command]
-        self._log = open(la.run_dir / "init.log", "w+b")  # noqa: SIM115 - closed in close()
-        self.init = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, env=env, close_fds=True)
-        self._expect("ready")
-        return self.init.pid
-
-    def go(self) -> str | None:
-        """Let the launcher finish setup; the command's path, or None if it does not exist."""
-        assert self.init is not None and self.init.stdin is not None
-        try:
-            self.init.stdin.write(b"go\n")
-            self.init.stdin.flush()
-        except BrokenPipeError:
-            pass
-        reply = self._expect("ok", "notfound")
-        self.init.stdin.close()  # the launcher is done reading: free our descriptors early
-        self.init.stdout.close()  # type: ignore[union-attr]
-        return None if reply == "notfound" else reply[3:]
-
-    def exec(self, path: str) -> subprocess.Popen[bytes]:
-        """Start the command as pid 2 of the job, stdout and stderr on pipes."""
-        assert self.init is not None
-        la, pid = self.launch, self.init.pid
-        caps = ",".join(f"+{c}" for c in DEFAULT_CAPS)
-        net = ["-n"] if la.own_netns else []
-        ids = [] if la.user is None else [f"--reuid={la.user[0]}", f"--regid={la.user[1]}",
-                                          "--clear-groups"]
-        argv = [_tool("nsenter"), "-t", str(pid), "-m", "-u", "-i", *net,
-                f"--pid=/proc/{pid}/ns/pid_for_children", "--wdns=/work", "--",
-                _tool("setpriv"), *ids, "--no-new-privs", "--inh-caps=-all",
-                f"--bounding-set=-all,{caps}", "--", path, *la.args]
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        filter_r, filter_w = os.pipe()
+        os.write(filter_w, job_filter())  # < 1 KiB: fits the pipe, so no reader is needed yet
+        os.close(filter_w)
+        argv = [tool("bwrap"), *la.bwrap_args, "--info-fd", str(info_w), "--block-fd", str(block_r),
+                "--seccomp", str(filter_r), "--", *la.argv]
         procs = [os.open(f, os.O_WRONLY) for f in la.cgroup.procs_files]
 
-        def join() -> None:
+        def join() -> None:  # only writes numbers: bwrap and all it forks start in the cgroups
             for fd in procs:
                 os.write(fd, b"0")
 
         try:
-            # preexec only writes numbers: joining the cgroups before exec means the
-            # command and all it forks are in them from the first instruction.
-            self.main = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=la.env, close_fds=True, preexec_fn=join,
-            )
+            self.main = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=la.env, close_fds=True,
+                                         pass_fds=(info_w, block_r, filter_r), preexec_fn=join)
         except OSError as exc:
-            raise ExecutionError(f"failed to start {la.command}: {exc}") from None
+            raise ExecutionError(f"failed to start the sandbox: {exc}") from None
         finally:
-            for fd in procs:
+            for fd in (*procs, info_w, block_r, filter_r):
                 os.close(fd)
-        return self.main
+        self._block = block_w
+        try:
+            self.pid = self._read_info(info_r)
+        finally:
+            os.close(info_r)
+        self._wait_blocked(block_r)
+        return self.pid
 
-    def _expect(self, *words: str) -> str:
-        assert self.init is not None and self.init.stdout is not None
-        # poll, not select: a busy worker has far more than 1024 descriptors open
-        poller = select.poll()
-        poller.register(self.init.stdout, select.POLLIN)
-        ready = poller.poll(self.launch.setup_timeout * 1000)
-        line = self.init.stdout.readline().decode(errors="replace").strip() if ready else ""
-        if line.split(" ", 1)[0] in words:
-            return line
+    def _wait_blocked(self, block_fd: int) -> None:
+        """Until bwrap has built the root and waits on its block pipe: it writes its info as
+        soon as the namespaces exist, while its own mounts are still being made."""
+        assert self.main is not None and self.pid is not None
+        waiting = f"0 {block_fd:#x} "  # read(2) on that descriptor, as /proc shows a blocked call
+        deadline = time.monotonic() + self.launch.setup_timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.pid}/syscall") as fh:
+                    if fh.read().startswith(waiting):
+                        return
+            except OSError:
+                break  # the sandbox ended during setup
+            if self.main.poll() is not None:
+                break
+            time.sleep(0.0002)
         raise ExecutionError(f"job setup failed: {self._failure()}")
 
-    def _failure(self) -> str:
-        assert self.init is not None
+    def _read_info(self, fd: int) -> int:
+        """bwrap's JSON about the sandbox (it may come in several reads)."""
+        poller = select.poll()  # poll, not select: a busy worker has > 1024 descriptors
+        poller.register(fd, select.POLLIN)
+        data = b""
+        while poller.poll(self.launch.setup_timeout * 1000):
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+            with contextlib.suppress(ValueError):
+                return int(json.loads(data)["child-pid"])
+        raise ExecutionError(f"job setup failed: {self._failure()}")
+
+    def go(self, net_batch: str | None, tc_batch: str | None) -> None:
+        """Configure the job's network inside its namespaces, then let the command start."""
+        assert self.pid is not None and self._block is not None
+        if self.launch.own_netns:
+            self._net_setup(net_batch or "link set lo up\n", tc_batch or "")
         try:
-            code = self.init.wait(timeout=2)
+            os.write(self._block, b"1")
+        except BrokenPipeError:
+            raise ExecutionError(f"job setup failed: {self._failure()}") from None
+        finally:
+            os.close(self._block)
+            self._block = None
+
+    def _net_setup(self, net_batch: str, tc_batch: str) -> None:
+        # -r: bwrap chroots into its new root inside the namespace; the tools are the host's
+        # read-only /usr, and the job has not run yet, so nothing in there is the job's
+        argv = [tool("nsenter"), "-t", str(self.pid), "-n", "-m", "-r", "--", "/bin/sh", "-c",
+                NET_SETUP, "joblet-net", tc_batch]
+        proc = subprocess.run(argv, input=net_batch.encode(), capture_output=True, timeout=30,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        if proc.returncode != 0:
+            reason = SETUP_FAILURES.get(proc.returncode, f"network setup exited with {proc.returncode}")
+            detail = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise ExecutionError(f"job setup failed: {reason}" + (f": {detail[-1]}" if detail else ""))
+
+    def _failure(self) -> str:
+        """Why bwrap ended before the command: its last line on stderr."""
+        assert self.main is not None
+        try:
+            code = self.main.wait(timeout=2)
         except subprocess.TimeoutExpired:
-            return "the job's init did not answer in time"
-        log = b""
-        if self._log is not None:
-            self._log.seek(0)
-            log = self._log.read()[-2000:]
-        detail = log.decode(errors="replace").strip().splitlines()
-        reason = SETUP_FAILURES.get(code, f"init exited with {code}")
-        return f"{reason}: {detail[-1]}" if detail else reason
+            return "the sandbox did not answer in time"
+        err: IO[bytes] | None = self.main.stderr
+        text = err.read().decode(errors="replace").strip() if err is not None else ""
+        lines = text.splitlines()
+        return lines[-1] if lines else f"bwrap exited with {code}"
 
     def close(self) -> None:
-        """Wait for the init (after the cgroup was killed) and release our ends."""
-        if self.init is not None:
-            for stream in (self.init.stdin, self.init.stdout):
-                if stream is not None and not stream.closed:
-                    with contextlib.suppress(BrokenPipeError):
-                        stream.close()
-            try:
-                self.init.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.init.kill()
-                self.init.wait()
-        if self._log is not None:
-            self._log.close()
+        """Reap bwrap (after the cgroup was killed) and release our ends."""
+        if self._block is not None:
+            os.close(self._block)
+            self._block = None
+        if self.main is None:
+            return
+        for stream in (self.main.stdout, self.main.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+        try:
+            self.main.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.main.kill()
+            self.main.wait()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from joblet.api.keys import STDERR_FIELD
@@ -22,7 +20,9 @@ from joblet.worker import faults
 from joblet.worker.cgroups import JobCgroup, block_device
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.journal import Entry
+from joblet.worker.mounts import mount_tmpfs
 from joblet.worker.output import Capture
+from joblet.worker.sandbox import Layout, bwrap_args, command_argv, resolve, views_of
 
 if TYPE_CHECKING:
     from joblet.worker.supervisor import Supervisor
@@ -41,17 +41,30 @@ class Outcome:
 
 
 def outcome_of(returncode: int, stopped: bool, timed_out: float | None) -> Outcome:
-    """Map a process's return code (negative: killed by that signal) to a final state."""
+    """Map the sandbox's return code to a final state. bwrap reports a command killed by
+    signal N as 128+N (a shell's convention, and Docker's); negative: bwrap itself was
+    killed by that signal (joblet's SIGKILL after the grace period)."""
     sig = -returncode if returncode < 0 else None
     code = 128 + sig if sig is not None else returncode
+    if sig is None and (stopped or timed_out is not None) and _signal_name(code - 128):
+        sig = code - 128  # joblet sent it: the code is that signal's, not the command's choice
     if stopped:
         return Outcome(JobStatus.STOPPED, code, sig)
     if timed_out is not None:
         return Outcome(JobStatus.FAILED, code, sig, f"timed out after {timed_out:g}s")
     if returncode == 0:
         return Outcome(JobStatus.COMPLETED, 0)
-    error = f"killed by signal {signal.Signals(sig).name}" if sig else None
-    return Outcome(JobStatus.FAILED, code, sig, error)
+    if sig:
+        return Outcome(JobStatus.FAILED, code, sig, f"killed by signal {signal.Signals(sig).name}")
+    name = _signal_name(code - 128)
+    return Outcome(JobStatus.FAILED, code, None, f"exit code {code} (128+{code - 128}: {name})" if name else None)
+
+
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name if number > 0 else None
+    except ValueError:
+        return None
 
 
 class JobRun:
@@ -79,9 +92,10 @@ class JobRun:
             return
         self.stopped.set()
         main = self.sandbox.main if self.sandbox else None
-        if main is None:
-            return  # not started yet: the runner sees the flag before exec
-        self.cgroup.signal(signal.SIGTERM, exclude={main.pid})
+        if main is None or self.sandbox is None or self.sandbox.pid is None:
+            return  # not started yet: the runner sees the flag before the command runs
+        # bwrap outside and its init inside pass the command's end on; they are not the job
+        self.cgroup.signal(signal.SIGTERM, exclude={main.pid, self.sandbox.pid})
         self._grace_timer = threading.Timer(self.sup.cfg.stop_grace, self.cgroup.kill)
         self._grace_timer.daemon = True
         self._grace_timer.start()
@@ -129,49 +143,65 @@ class JobRun:
         self._journal()
         faults.point("planned", self.job_id)
         self._write_net_files(self.plan)
-        mounts, path_prefix = self.sup.mounts_for(self.spec)
-        if mounts:
-            (self.run_dir / "mounts").write_text("".join(f"{line}\n" for line in mounts))
+        binds, path_prefix = self.sup.mounts_for(self.spec)
         self.cgroup.create()
         limits = self.spec.limits
+        self.cgroup.limit_pids(limits.max_pids or self.sup.cfg.job_max_pids)
         if limits.max_cpu or limits.max_memory or limits.max_iobps:
-            self.cgroup.limit(limits, self.sup.cgroup_v2, block_device(self.work_dir))
+            self.cgroup.limit(limits, self.sup.cgroup_v2, block_device(self.sup.cfg.state_dir))
         env = self._env()
         if path_prefix:
             env["PATH"] = f"{path_prefix}:{env['PATH']}"
-        self.sandbox = Sandbox(Launch(self.job_id, self.hostname, self.cgroup, self.work_dir,
-                                      self.run_dir, env, self.spec.command, self.spec.args,
-                                      own_netns=self.plan.isolated_netns, user=self._user()))
+        host = self.sup.sandbox_host()
+        layout = self._layout(binds)
+        path = resolve(self.spec.command, env["PATH"], views_of(host, layout))
+        if path is None:
+            return self._not_found()
+        self.sandbox = Sandbox(Launch(self.job_id, self.cgroup, bwrap_args(host, layout),
+                                      command_argv(path, self.spec.args, layout.user), env,
+                                      own_netns=self.plan.isolated_netns))
         pid = self.sandbox.start()
         self.sup.agent.attach(self.plan, pid)
         self.sup.agent.shape(self.plan, limits.rate_in())
         faults.point("attached", self.job_id)
-        path = self.sandbox.go()
         if self.stopped.is_set():
             return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
+        self.sandbox.go(self.plan.batch() if self.plan.isolated_netns else None, self._tc_batch())
+        self._mark_running()
+        faults.point("running", self.job_id)
+        return self._watch()
+
+    def _mark_running(self) -> None:
+        assert self.plan is not None
         self.sup.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING,
                                   started=time.time(), node=self.sup.cfg.node, ips=self.plan.ips)
         self.sup.join(self.job_id, self.plan, [self.job_id[:12], *([self.spec.name] if self.spec.name else [])])
         self.sup.refresh_hosts(list(self.plan.ips))  # peers know this job before it starts
-        faults.point("running", self.job_id)
-        if path is None:
-            message = f"joblet: {self.spec.command}: command not found\n".encode()
-            self.sup.store.append_output(self.job_id, STDERR_FIELD, message,
-                                         self.sup.cfg.log_max_entries)
-            return Outcome(JobStatus.FAILED, 127, error="command not found"), b"", False
-        return self._watch(path)
 
-    def _watch(self, path: str) -> tuple[Outcome, bytes, bool]:
-        assert self.sandbox is not None
-        main = self.sandbox.exec(path)
+    def _not_found(self) -> tuple[Outcome, bytes, bool]:
+        message = f"joblet: {self.spec.command}: command not found\n".encode()
+        self.sup.store.append_output(self.job_id, STDERR_FIELD, message, self.sup.cfg.log_max_entries)
+        return Outcome(JobStatus.FAILED, 127, error="command not found"), b"", False
+
+    def _layout(self, binds: list[tuple[str, str, bool]]) -> Layout:
+        cfg, limits = self.sup.cfg, self.spec.limits
+        disk = (limits.max_disk or cfg.job_max_disk) << 20
+        net_files = [n for n in ("hosts", "resolv.conf") if (self.run_dir / n).exists()]
+        return Layout(hostname=self.hostname, work_dir=str(self.work_dir), run_dir=str(self.run_dir),
+                      own_netns=bool(self.plan and self.plan.isolated_netns), tmp_bytes=disk,
+                      shm_bytes=cfg.job_shm << 20, binds=tuple(binds), net_files=tuple(net_files),
+                      user=self._user())
+
+    def _watch(self) -> tuple[Outcome, bytes, bool]:
+        assert self.sandbox is not None and self.sandbox.main is not None
+        main = self.sandbox.main
         assert main.stdout is not None and main.stderr is not None
         out, err = os.dup(main.stdout.fileno()), os.dup(main.stderr.fileno())
         main.stdout.close()
         main.stderr.close()
         self.capture = capture = self.sup.pump.watch(self.job_id, out, err,
                                                      self.sup.cfg.result_output_limit)
-        if self.stopped.is_set():  # a stop that raced with exec
-            self._wait_for_command(main.pid)  # else SIGTERM misses it and only SIGKILL ends it
+        if self.stopped.is_set():  # a stop that raced with the start: signal the command now
             self.stopped.clear()
             self.stop()
         timed_out = None
@@ -187,21 +217,6 @@ class JobRun:
         if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
             outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
         return outcome, bytes(capture.stdout), capture.truncated
-
-    def _wait_for_command(self, nsenter_pid: int, timeout: float = 1.0) -> None:
-        """Until nsenter's child (the command) is in the job's cgroup, or it ended."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for pid in self.cgroup.pids():
-                try:
-                    with open(f"/proc/{pid}/stat") as fh:
-                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == nsenter_pid:
-                            return
-                except (OSError, ValueError, IndexError):
-                    continue
-            if self.sandbox is None or self.sandbox.main is None or self.sandbox.main.poll() is not None:
-                return
-            time.sleep(0.005)
 
     def _user(self) -> tuple[int, int] | None:
         if self.spec.user is None:
@@ -222,8 +237,11 @@ class JobRun:
         limit = self.sup.cfg.upload_max_bytes
         if self.spec.upload_bytes > limit:
             raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes exceed {limit}")
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        disk = (self.spec.limits.max_disk or self.sup.cfg.job_max_disk) << 20
+        if self.spec.upload_bytes > disk:
+            raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes do not fit /work ({disk} bytes)")
+        mount_tmpfs(self.work_dir, disk)
         root = self.work_dir.resolve()
         for upload in self.spec.uploads:
             target = (root / upload.path).resolve()
@@ -233,15 +251,18 @@ class JobRun:
             target.write_bytes(upload.data)
             target.chmod(upload.mode)
 
+    def _tc_batch(self) -> str | None:
+        """Traffic out of the job: shaped on its own interfaces, inside its namespace."""
+        rate = self.spec.limits.rate_out()
+        if not rate or self.plan is None or not self.plan.attachments:
+            return None
+        return "".join(f"qdisc add dev {a.ifname} root tbf {' '.join(tbf_args(rate, a.mtu))}\n"
+                       for a in self.plan.attachments)
+
     def _write_net_files(self, plan: NetPlan) -> None:
+        (self.run_dir / "hostname").write_text(f"{self.hostname}\n")
         if not plan.isolated_netns:
             return  # host mode: the host's interfaces, hosts and resolv.conf
-        (self.run_dir / "net.batch").write_text(plan.batch())
-        rate = self.spec.limits.rate_out()
-        if rate and plan.attachments:  # out of the job: shaped on its own interfaces
-            (self.run_dir / "tc.batch").write_text("".join(
-                f"qdisc add dev {a.ifname} root tbf {' '.join(tbf_args(rate, a.mtu))}\n"
-                for a in plan.attachments))
         self.write_hosts()
         resolv = plan.resolv_file()
         if resolv is not None:
@@ -267,6 +288,3 @@ class JobRun:
                                 [self.work_dir.parent, self.run_dir])
 
 
-def remove_dirs(dirs: list[Path]) -> None:
-    for path in dirs:
-        shutil.rmtree(path, ignore_errors=True)

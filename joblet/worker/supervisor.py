@@ -29,9 +29,11 @@ from joblet.worker import cgroups, faults
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Sandbox
 from joblet.worker.journal import Journal
+from joblet.worker.mounts import remove_dirs, unmount_all
 from joblet.worker.output import OutputPump
-from joblet.worker.runner import WAITING, JobRun, Outcome, remove_dirs
-from joblet.worker.volumes import MOUNT_POINTS, RUNTIME_POINT, HostVolumes, runtime_root, runtimes
+from joblet.worker.runner import WAITING, JobRun, Outcome
+from joblet.worker.sandbox import Host, make_cover, survey
+from joblet.worker.volumes import RUNTIME_POINT, HostVolumes, runtime_root, runtimes
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +65,22 @@ class Supervisor:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.started = time.time()
+        self.cover = cfg.run_dir / "cover"
+
+    def sandbox_host(self) -> Host:
+        """What a job's root binds and covers on this host now (secrets include joblet's own
+        key and config file wherever an operator put them)."""
+        import os
+
+        cfg = self.cfg
+        own = [str(p) for p in (cfg.signing_key,) if p is not None]
+        own += [os.environ[v] for v in ("JOBLET_CONFIG",) if os.environ.get(v)]
+        return survey(self.cover, cfg.sandbox_ro_paths, (*cfg.sandbox_masked_paths, *own))
 
     def start(self) -> None:
         self.cgroup_root.mkdir(parents=True, exist_ok=True)
         self.cgroup_v2 = cgroups.enable_controllers(self.cgroup_root.parent, self.cgroup_root)
-        for point in MOUNT_POINTS:
-            point.mkdir(mode=0o755, exist_ok=True)
+        self.cover = make_cover(self.cfg.run_dir)
         self.reconcile()
         try:  # reported at start, and again before every bridged or isolated setup
             self.agent.check_forward()
@@ -173,21 +185,20 @@ class Supervisor:
                 errors.append(f"{what}: {exc}")
         return "; ".join(errors) or None
 
-    def mounts_for(self, spec: JobSpec) -> tuple[list[str], str | None]:
-        """The launcher's mount lines for the job's volumes and runtime, and its PATH prefix."""
-        lines: list[str] = []
-        if spec.volumes:
-            lines.append("tmpfs /volumes")
+    def mounts_for(self, spec: JobSpec) -> tuple[list[tuple[str, str, bool]], str | None]:
+        """The binds (host path, job path, read-only) of the job's volumes and runtime, and
+        its PATH prefix."""
+        binds: list[tuple[str, str, bool]] = []
         for name in spec.volumes:
             try:
                 data = self.volumes.ensure(self.volume_store.get(name))
             except NotFound:
                 raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
-            lines += [f"dir /volumes/{name}", f"rw {data} /volumes/{name}"]
+            binds.append((str(data), f"/volumes/{name}", False))
         if spec.runtime is None:
-            return lines, None
+            return binds, None
         root = runtime_root(self.cfg.runtimes_dir, spec.runtime)
-        return [*lines, f"ro {root} {RUNTIME_POINT}"], f"{RUNTIME_POINT}/bin"
+        return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
 
     def sweep_volumes(self) -> None:
         """Remove the data of deleted volumes that no local job uses."""
@@ -343,8 +354,9 @@ class Supervisor:
                 continue  # not one of ours: job links are jv/ji + 10 hex digits
             links.delete_link(name)
             log.warning("removed leftover interface %s", name)
-        remove_dirs([d for base in (self.cfg.run_dir / "jobs", self.cfg.state_dir / "jobs")
-                     if base.is_dir() for d in base.iterdir()])
+        for base in (self.cfg.run_dir / "jobs", self.cfg.state_dir / "jobs"):
+            unmount_all(base)  # job /work tmpfs mounts of a crashed worker
+            remove_dirs([d for d in base.iterdir()] if base.is_dir() else [])
         try:
             self.free_orphan_addresses()
         except JobletError as exc:

@@ -18,7 +18,6 @@ from joblet.api.volumes import VolumeDef
 from joblet.errors import ExecutionError
 
 RUNTIME_POINT = Path("/runtime")  # where a job sees its runtime (PATH cannot hold a ':')
-MOUNT_POINTS = (Path("/work"), Path("/volumes"), RUNTIME_POINT)  # made empty on the host if missing
 
 
 def _run(*argv: str) -> None:

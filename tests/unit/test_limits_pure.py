@@ -51,7 +51,7 @@ def fake_tree(tmp_path: Path, controllers: str) -> tuple[Path, Path]:
 def test_v2_limits_in_the_jobs_own_group(tmp_path):
     root, parent = fake_tree(tmp_path, "cpu io memory pids\n")
     assert enable_controllers(root, parent)
-    assert (parent / "cgroup.subtree_control").read_text() in ("+io", "+memory", "+cpu")  # last write wins
+    assert (parent / "cgroup.subtree_control").read_text() in ("+io", "+memory", "+cpu", "+pids")  # last write wins
     job = JobCgroup(parent / "job1", v1_base=tmp_path / "v1")
     job.create()
     (job.path / "memory.swap.max").write_text("max")

@@ -69,6 +69,8 @@ def test_resolv_parsing_drops_loopback_stubs():
 @pytest.mark.parametrize("rc, stopped, status, code, sig", [
     (0, False, "COMPLETED", 0, None), (3, False, "FAILED", 3, None),
     (-9, False, "FAILED", 137, 9), (-15, True, "STOPPED", 143, 15),
+    (143, True, "STOPPED", 143, 15),  # bwrap's 128+N after joblet's SIGTERM
+    (137, False, "FAILED", 137, None),  # 128+9 from the command: a code, not a signal we know of
 ])
 def test_outcome_of(rc, stopped, status, code, sig):
     out = outcome_of(rc, stopped, None)

@@ -1,0 +1,192 @@
+"""What a job's root looks like, as bubblewrap arguments (pure: tested without root).
+
+A job gets a new root (bubblewrap's tmpfs, pivot_root, then made read-only) holding:
+the host's executables and libraries read-only (`/usr`, `/bin`, `/sbin`, `/lib*` and the
+configured extra paths), `/etc` read-only with its secrets covered by empty files or
+directories, its own `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`, a fresh `/proc`
+(bubblewrap makes `sys`, `sysrq-trigger`, `irq` and `bus` read-only; Docker's masked paths are
+covered here), a minimal `/dev` (read-only, private `/dev/shm` and `/dev/pts`), private
+size-capped `/tmp`, its `/work` (a size-capped tmpfs the worker mounted), its volumes and
+runtime, and `/sys` (read-only: a sysfs of the job's own network namespace, mounted by the
+worker before the command starts; the host's, read-only, in host mode).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+# Docker's default capability set less CAP_MKNOD (jobs get /dev from joblet) and CAP_SETFCAP
+# and CAP_AUDIT_WRITE (nothing in a job needs them)
+CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+        "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT")
+SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
+           "/etc/sudoers.d", "/etc/security/opasswd", "/etc/ssl/private", "/etc/joblet",
+           "/etc/redis", "/etc/ssh/ssh_host_*")
+PROC_MASKED = ("/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list",
+               "/proc/sched_debug", "/proc/latency_stats", "/proc/timer_stats", "/proc/acpi",
+               "/proc/scsi", "/proc/asound")
+# bubblewrap covers irq and bus itself, but not sys here. These binds come from the worker's
+# procfs: sysctls that are per namespace (hostname, net.*) still resolve to the job's own.
+PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/fs")
+SETPRIV = "/usr/bin/setpriv"
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the worker found on this host once: which system paths exist and are links,
+    which secrets and /proc entries exist to be covered, and the empty things to cover with."""
+
+    empty_file: str
+    empty_dir: str
+    system: tuple[tuple[str, str | None], ...]  # (path, link target or None for a directory)
+    ro_paths: tuple[str, ...]
+    secret_files: tuple[str, ...]
+    secret_dirs: tuple[str, ...]
+    proc_files: tuple[str, ...]
+    proc_dirs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One job's root."""
+
+    hostname: str
+    work_dir: str
+    run_dir: str
+    own_netns: bool = True
+    tmp_bytes: int = 256 << 20
+    shm_bytes: int = 64 << 20
+    binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, job path, read-only)
+    net_files: tuple[str, ...] = ()  # of hosts, resolv.conf: those written in run_dir
+    user: tuple[int, int] | None = None
+
+
+def make_cover(run_dir: Path) -> Path:
+    """An empty read-only file and directory to bind over what jobs must not see."""
+    cover = run_dir / "cover"
+    (cover / "dir").mkdir(parents=True, exist_ok=True)
+    (cover / "file").touch(exist_ok=True)
+    (cover / "file").chmod(0o444)
+    (cover / "dir").chmod(0o555)
+    return cover
+
+
+def survey(cover: Path, ro_paths: tuple[str, ...], extra_secrets: tuple[str, ...]) -> Host:
+    """Look at this host (before each job: a key added later is covered too): what to bind
+    and what to cover."""
+    import glob
+
+    system = tuple((p, os.readlink(p) if os.path.islink(p) else None)
+                   for p in SYSTEM_DIRS if os.path.lexists(p))
+    secrets = [s for pattern in (*SECRETS, *extra_secrets) for s in sorted(glob.glob(pattern))]
+    bound = ("/etc", "/usr", *ro_paths)
+    secrets = [s for s in secrets if any(_under(s, b) for b in bound) and not os.path.islink(s)]
+    procs = [p for p in PROC_MASKED if os.path.exists(p)]
+    return Host(empty_file=str(cover / "file"), empty_dir=str(cover / "dir"), system=system,
+                ro_paths=tuple(p for p in ro_paths if os.path.exists(p)),
+                secret_files=tuple(s for s in secrets if not os.path.isdir(s)),
+                secret_dirs=tuple(s for s in secrets if os.path.isdir(s)),
+                proc_files=tuple(p for p in procs if not os.path.isdir(p)),
+                proc_dirs=tuple(p for p in procs if os.path.isdir(p)))
+
+
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def bwrap_args(host: Host, layout: Layout) -> list[str]:
+    """bubblewrap's options for this job, up to (not including) the command."""
+    args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--hostname", layout.hostname]
+    if layout.own_netns:
+        args.append("--unshare-net")
+    args += ["--ro-bind", "/usr", "/usr"]
+    for path, target in host.system:
+        args += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
+    for path in host.ro_paths:
+        args += ["--ro-bind", path, path]
+    args += _etc(host, layout) + _proc(host) + _dev(layout)
+    args += ["--perms", "1777", "--size", str(layout.tmp_bytes), "--tmpfs", "/tmp", "--dir", "/var",
+             "--symlink", "../tmp", "/var/tmp", "--dir", "/run", "--bind", layout.work_dir, "/work"]
+    for source, target, read_only in layout.binds:
+        args += ["--ro-bind" if read_only else "--bind", source, target]
+    args += ["--dir", "/sys"] if layout.own_netns else ["--ro-bind", "/sys", "/sys",
+                                                        "--ro-bind", host.empty_dir, "/sys/firmware"]
+    args += ["--remount-ro", "/", "--chdir", "/work", "--cap-drop", "ALL"]
+    for cap in CAPS:
+        args += ["--cap-add", cap]
+    return args
+
+
+def _etc(host: Host, layout: Layout) -> list[str]:
+    args = ["--ro-bind", "/etc", "/etc"]
+    for path in host.secret_files:
+        args += ["--ro-bind", host.empty_file, path]
+    for path in host.secret_dirs:
+        args += ["--ro-bind", host.empty_dir, path]
+    for name in (*layout.net_files, "hostname"):
+        args += ["--ro-bind", f"{layout.run_dir}/{name}", f"/etc/{name}"]
+    return args
+
+
+def _proc(host: Host) -> list[str]:
+    args = ["--proc", "/proc"]
+    for path in host.proc_files:
+        args += ["--ro-bind", host.empty_file, path]
+    for path in host.proc_dirs:
+        args += ["--ro-bind", host.empty_dir, path]
+    for path in PROC_READ_ONLY:
+        args += ["--ro-bind-try", path, path]
+    return args
+
+
+def _dev(layout: Layout) -> list[str]:
+    return ["--dev", "/dev", "--perms", "1777", "--size", str(layout.shm_bytes), "--tmpfs", "/dev/shm",
+            "--remount-ro", "/dev"]
+
+
+def command_argv(path: str, args: tuple[str, ...], user: tuple[int, int] | None) -> list[str]:
+    """The command as the sandbox starts it; another user through setpriv (which drops the
+    capabilities along with uid 0)."""
+    if user is None:
+        return [path, *args]
+    return [SETPRIV, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--", path, *args]
+
+
+def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | None:
+    """Where the job will find `command` (a path inside the job), or None.
+
+    `views` maps job paths to host paths ((job prefix, host prefix), longest first); the
+    host's own read-only paths map to themselves. Like a shell: a name with a slash is a path
+    (relative to /work), else the PATH directories are searched, then /work (the guide runs
+    uploaded scripts by bare name)."""
+    if "/" in command:
+        candidates = [str(PurePosixPath("/work") / command)]
+    else:
+        dirs = [d for d in path_env.split(":") if d.startswith("/")] + ["/work"]
+        candidates = [f"{d.rstrip('/')}/{command}" for d in dirs]
+    for candidate in candidates:
+        host_path = host_view(candidate, views)
+        if host_path and os.path.isfile(host_path) and os.access(host_path, os.X_OK):
+            return os.path.normpath(candidate)
+    return None
+
+
+def host_view(job_path: str, views: list[tuple[str, str]]) -> str | None:
+    """The host path behind a job path, or None if the job cannot see such a path."""
+    job_path = os.path.normpath(job_path)
+    for prefix, host_prefix in views:
+        if _under(job_path, prefix):
+            return host_prefix + job_path[len(prefix):]
+    return None
+
+
+def views_of(host: Host, layout: Layout) -> list[tuple[str, str]]:
+    """(job prefix, host prefix) for every path a job can run something from."""
+    views = [("/work", layout.work_dir), *((t, s) for s, t, _ in layout.binds),
+             ("/usr", "/usr"), *((p, p) for p in host.ro_paths)]
+    views += [(p, p) for p, _ in host.system]
+    return sorted(views, key=lambda v: len(v[0]), reverse=True)

@@ -1,0 +1,66 @@
+"""The jobs' syscall filter, built with libseccomp (through `pyseccomp`, a ctypes binding of
+the system's libseccomp2), exported as BPF once per worker and handed to bubblewrap.
+
+Everything is allowed except what Docker's default profile refuses to a container without
+CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
+io_uring (Docker refuses it too) and ptrace (stricter: debuggers do not work in a job).
+Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
+only the native one, and libseccomp treats the rest as a bad architecture.
+"""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+from functools import lru_cache
+
+REFUSED = (
+    # mounts and namespaces: a job must not rebuild its own view of the host
+    "mount", "umount", "umount2", "pivot_root", "unshare", "setns",
+    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
+    # the kernel itself: modules, kexec, reboot, swap, clocks, BPF, perf, keys
+    "init_module", "finit_module", "delete_module", "create_module", "query_module",
+    "get_kernel_syms", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff",
+    "clock_settime", "clock_adjtime", "settimeofday", "stime", "adjtimex", "bpf",
+    "perf_event_open", "add_key", "request_key", "keyctl", "acct", "quotactl", "quotactl_fd",
+    "syslog", "sethostname", "setdomainname", "iopl", "ioperm", "vhangup", "uselib", "ustat",
+    "sysfs", "_sysctl", "nfsservctl", "lookup_dcookie",
+    # other processes and file handles
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "name_to_handle_at", "open_by_handle_at", "userfaultfd", "fanotify_init",
+    # NUMA placement (CAP_SYS_NICE in Docker's profile) and io_uring (refused since Docker 25)
+    "mbind", "set_mempolicy", "move_pages", "migrate_pages",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+)
+# clone(2) flags that make new namespaces (Docker allows them only with CAP_SYS_ADMIN)
+NEW_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000,
+                       0x20000000, 0x40000000)
+
+
+def _known(seccomp: object, name: str) -> bool:
+    """Does this architecture have the syscall? (libseccomp numbers others below zero)"""
+    try:
+        number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)  # type: ignore[attr-defined]
+    except (ValueError, OSError):
+        return False
+    return int(number) >= 0
+
+
+@lru_cache(maxsize=1)
+def job_filter() -> bytes:
+    """The BPF program (bytes) for bubblewrap's --seccomp."""
+    import pyseccomp as seccomp
+
+    refuse = seccomp.ERRNO(errno.EPERM)
+    filt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in REFUSED:
+        if _known(seccomp, name):
+            filt.add_rule(refuse, name)
+    for flag in NEW_NAMESPACE_FLAGS:
+        filt.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone
+    filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
+        filt.export_bpf(out)
+        out.seek(0)
+        return out.read()

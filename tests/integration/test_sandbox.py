@@ -1,0 +1,306 @@
+"""The job sandbox, tried as an attacker would: each forbidden thing beside an allowed one.
+
+Every probe runs as root inside a default job (Docker's capabilities less mknod), so a
+refusal comes from the sandbox, not from missing privileges.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from joblet.api.models import JobStatus, Upload
+from tests.conftest import Host, need
+from tests.integration.helpers import run, wait_running
+
+PROBE = textwrap.dedent("""
+    import ctypes, errno, json, os, socket, sys
+    def attempt(fn):
+        try:
+            r = fn()
+            return "ok" if r is None else r
+        except OSError as e:
+            return errno.errorcode.get(e.errno, str(e.errno))
+    def write(path, data="x"):
+        with open(path, "w") as fh:
+            fh.write(data)
+    def read(path):
+        with open(path, "rb") as fh:
+            return len(fh.read())
+    def unix(path):
+        s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(path); s.close()
+    libc = ctypes.CDLL(None, use_errno=True)
+    def syscall(nr, *args):
+        if libc.syscall(nr, *args) == -1:
+            return errno.errorcode[ctypes.get_errno()]
+        return "ok"
+    checks = {}
+    exec(sys.argv[1])
+    print(json.dumps(checks))
+""")
+
+
+def probe(client, checks: str, **fields) -> dict:
+    """Run the probe with `checks` (Python filling the dict `checks`); returns that dict."""
+    rec, out, err = run(client, "python3", "-c", PROBE, textwrap.dedent(checks), **fields)
+    assert rec.status == JobStatus.COMPLETED, (rec, err)
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def secret():
+    """A joblet secret in /etc/joblet as an operator would keep it (the signing key)."""
+    need(os.geteuid() == 0, "needs root")
+    made = not Path("/etc/joblet").exists()
+    path = Path(f"/etc/joblet/sandbox-test-{os.getpid()}.key")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("-----BEGIN PRIVATE KEY-----\nnot really\n")
+    yield path
+    path.unlink()
+    if made:
+        shutil.rmtree("/etc/joblet", ignore_errors=True)
+
+
+def test_root_is_read_only_and_private(secret, client, host):
+    venv = Path(sys.prefix)  # the worker's virtualenv: a .pth there runs as root on the host
+    site = next(venv.glob("lib/python3*/site-packages"))
+    got = probe(client, f"""
+        checks["work"] = attempt(lambda: write("/work/ok"))
+        checks["tmp"] = attempt(lambda: write("/tmp/ok"))
+        checks["shm"] = attempt(lambda: write("/dev/shm/ok"))
+        for p in ("/etc/marker", "/usr/marker", "/marker", "/var/marker", "/run/marker", "/dev/marker"):
+            checks[p] = attempt(lambda: write(p))
+        checks["pth"] = attempt(lambda: write("{site}/evil.pth", "import os"))
+        checks["venv"] = os.path.exists("{venv}")
+        checks["shadow"] = attempt(lambda: read("/etc/shadow"))
+        checks["passwd"] = attempt(lambda: read("/etc/passwd"))
+        checks["secret"] = attempt(lambda: read("{secret}"))
+        checks["broker"] = attempt(lambda: unix("{host.env['JOBLET_REDIS_URL'][7:]}"))
+        checks["state"] = os.path.exists("{host.cfg.state_dir}") or os.path.exists("{host.cfg.run_dir}")
+        checks["hosts"] = [os.path.exists(p) for p in ("/root/.bashrc", "/home", "/var/lib/joblet")]
+        checks["tmp_files"] = sorted(os.listdir("/tmp"))
+    """)
+    assert (got["work"], got["tmp"], got["shm"]) == ("ok", "ok", "ok")
+    for path in ("/etc/marker", "/usr/marker", "/marker", "/var/marker", "/run/marker", "/dev/marker"):
+        assert got[path] == "EROFS", (path, got[path])
+        assert not Path(path).exists()
+    assert got["pth"] == "ENOENT" and got["venv"] is False and not (site / "evil.pth").exists()
+    assert Path("/etc/shadow").stat().st_size > 0 and got["shadow"] == 0 and got["passwd"] > 0
+    assert secret.stat().st_size > 0 and got["secret"] == "ENOENT"  # /etc/joblet is empty
+    assert Path(host.env["JOBLET_REDIS_URL"][7:]).is_socket() and got["broker"] == "ENOENT"
+    assert got["state"] is False and got["hosts"] == [False, False, False]
+    assert got["tmp_files"] == ["ok"]  # its own /tmp: nothing of the host's
+
+
+def test_tmp_and_work_vanish_with_the_job(client, host):
+    rec, out, _ = run(client, "sh", "-c", "echo kept > /tmp/t-$JOBLET_JOB_ID; echo $JOBLET_JOB_ID",
+                      network="none")
+    job_id = out.decode().strip()
+    assert rec.status == JobStatus.COMPLETED and job_id == rec.id
+    assert not Path(f"/tmp/t-{job_id}").exists()
+    assert not (host.cfg.state_dir / "jobs" / job_id).exists()
+    with open("/proc/self/mountinfo") as fh:
+        assert job_id not in fh.read()
+
+
+def test_proc_sys_and_dev_are_like_a_container(client):
+    got = probe(client, """
+        checks["hostname"] = open("/proc/sys/kernel/hostname").read().strip()
+        checks["sysctl"] = attempt(lambda: write("/proc/sys/kernel/domainname", "evil"))
+        checks["net_sysctl"] = attempt(lambda: write("/proc/sys/net/ipv4/ip_forward", "1"))
+        checks["sysrq"] = attempt(lambda: write("/proc/sysrq-trigger", "h"))
+        checks["masked"] = {p: attempt(lambda: read(p)) for p in ("/proc/keys", "/proc/timer_list")}
+        checks["acpi"] = os.listdir("/proc/acpi") if os.path.isdir("/proc/acpi") else []
+        checks["sys_write"] = attempt(lambda: write("/sys/kernel/mm/transparent_hugepage/enabled", "never"))
+        checks["sys_net"] = sorted(os.listdir("/sys/class/net"))
+        checks["dev"] = sorted(os.listdir("/dev"))
+        checks["null"] = attempt(lambda: write("/dev/null"))
+        checks["mknod"] = attempt(lambda: os.mknod("/tmp/sda", 0o600 | 0o60000, os.makedev(8, 0)))
+        checks["fifo"] = attempt(lambda: os.mkfifo("/tmp/fifo"))
+        checks["pid"] = os.getpid()
+    """, name="boxed")
+    assert got["hostname"] == "boxed"
+    assert got["sysctl"] == got["net_sysctl"] == "EROFS", got
+    assert got["sysrq"] == "EROFS" if Path("/proc/sysrq-trigger").exists() else got["sysrq"] == "ENOENT"
+    assert os.path.getsize("/proc/timer_list") or Path("/proc/timer_list").read_text()  # host: not empty
+    assert got["masked"] == {"/proc/keys": 0, "/proc/timer_list": 0} and got["acpi"] == []
+    assert got["sys_write"] == "EROFS" and got["sys_net"] == ["eth0", "lo"]
+    assert got["dev"] == ["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr",
+                          "stdin", "stdout", "tty", "urandom", "zero"]
+    assert got["null"] == "ok" and got["fifo"] == "ok" and got["mknod"] == "EPERM", got
+    assert got["pid"] == 2  # its own pid namespace: bwrap's init is 1
+
+
+def test_seccomp_and_capabilities(client):
+    got = probe(client, """
+        status = dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\\t" in l)
+        checks["seccomp"], checks["nnp"] = status["Seccomp"].strip(), status["NoNewPrivs"].strip()
+        checks["caps"] = status["CapEff"].strip()
+        checks["getpid"] = syscall(39)
+        checks["mount"] = os.system("mount -t tmpfs none /tmp 2>/dev/null") != 0
+        checks["unshare_user"] = os.system("unshare -U true 2>/dev/null") != 0
+        checks["unshare_net"] = os.system("unshare -n true 2>/dev/null") != 0
+        checks["unshare_help"] = os.system("unshare --help >/dev/null")
+        # x86_64 numbers: keyctl, bpf, perf_event_open, ptrace, kexec_load, init_module, reboot, swapon
+        for name, nr in (("keyctl", 250), ("bpf", 321), ("perf_event_open", 298), ("ptrace", 101),
+                         ("kexec_load", 246), ("init_module", 175), ("reboot", 169), ("swapon", 167),
+                         ("clock_settime", 227), ("setns", 308)):
+            checks[name] = syscall(nr, 0, 0, 0, 0, 0)
+    """)
+    assert (got["seccomp"], got["nnp"]) == ("2", "1")
+    assert int(got["caps"], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
+    assert int(got["caps"], 16) & (1 << 27) == 0  # no CAP_MKNOD
+    assert got["getpid"] == "ok" and got["unshare_help"] == 0
+    assert got["mount"] and got["unshare_user"] and got["unshare_net"]
+    for name in ("keyctl", "bpf", "perf_event_open", "ptrace", "kexec_load", "init_module", "reboot",
+                 "swapon", "clock_settime", "setns"):
+        assert got[name] == "EPERM", (name, got[name])
+
+
+def test_chroot_escape_finds_no_host(client):
+    got = probe(client, """
+        os.makedirs("/tmp/jail", exist_ok=True)
+        fd = os.open("/", os.O_RDONLY)
+        os.chroot("/tmp/jail"); os.fchdir(fd)
+        for _ in range(20):
+            os.chdir("..")
+        os.chroot(".")
+        checks["top"] = sorted(os.listdir("/"))
+    """, network="none")
+    assert "home" not in got["top"] and "root" not in got["top"] and "opt" not in got["top"]
+
+
+def test_disk_limit_on_work_and_tmp(client):
+    for target in ("/work/f", "/tmp/f"):
+        ok, _, err_ok = run(client, "dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=4",
+                            network="none", limits={"max_disk": 8})
+        full, _, err_full = run(client, "dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=20",
+                                network="none", limits={"max_disk": 8})
+        assert ok.status == JobStatus.COMPLETED, err_ok
+        assert full.status == JobStatus.FAILED and b"No space left" in err_full
+
+
+def test_fork_bomb_stays_in_its_job(client, host):
+    bomb = client.run("bash", ("-c", "b() { b | b & }; b; sleep 60"), network="none", timeout=20,
+                      limits={"max_pids": 64})
+    deadline = time.monotonic() + 20
+    while client.get(bomb.id).status != JobStatus.RUNNING:
+        assert time.monotonic() < deadline and not client.get(bomb.id).status.final
+        time.sleep(0.05)
+    pids = [Path(f"/sys/fs/cgroup/pids/{host.cfg.cgroup_root.name}/{bomb.id}/pids.current"),
+            host.cfg.cgroup_root / bomb.id / "pids.current"]
+    deadline = time.monotonic() + 20
+    while not any(p.exists() and int(p.read_text()) >= 60 for p in pids):
+        assert time.monotonic() < deadline, "the bomb never reached its limit"
+        time.sleep(0.1)
+    beat = client.live_nodes()[host.name]["ts"] if "ts" in client.live_nodes()[host.name] else None
+    other, out, _ = run(client, "echo", "still-serving", network="none")
+    assert other.status == JobStatus.COMPLETED and out == b"still-serving\n"
+    client.stop(bomb.id)
+    assert client.wait(bomb.id, timeout=60).status == JobStatus.STOPPED
+    assert host.name in client.live_nodes()
+    if beat is not None:
+        assert client.live_nodes()[host.name]["ts"] >= beat
+
+
+def test_other_jobs_files_are_out_of_reach(client, host):
+    client.networks.create("sbx-net", "10.150.0.0/24")
+    victim = client.run("sh", ("-c", "echo secret > /work/mine; sleep 60"), network="sbx-net", name="victim")
+    wait_running(client, victim.id)
+    try:
+        work = host.cfg.state_dir / "jobs" / victim.id / "work"
+        hosts = host.cfg.run_dir / "jobs" / victim.id / "hosts"
+        deadline = time.monotonic() + 10
+        while not (work / "mine").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        got = probe(client, f"""
+            checks["own"] = attempt(lambda: read("/etc/hosts"))
+            checks["work"] = attempt(lambda: read("{work}/mine"))
+            checks["hosts"] = attempt(lambda: write("{hosts}", "6.6.6.6 victim"))
+            checks["etc_hosts"] = attempt(lambda: write("/etc/hosts", "6.6.6.6 victim"))
+            checks["victim"] = open("/etc/hosts").read()
+        """, network="sbx-net")
+        assert got["own"] > 0 and (work / "mine").read_text() == "secret\n"
+        assert got["work"] == "ENOENT" and got["hosts"] == "ENOENT" and got["etc_hosts"] == "EROFS"
+        assert "6.6.6.6" not in hosts.read_text() and "victim" in got["victim"]
+    finally:
+        client.stop(victim.id)
+        client.wait(victim.id, timeout=30)
+        client.networks.delete("sbx-net")
+
+
+def test_ordinary_workloads_still_work(client):
+    script = base64.b64encode(b"#!/bin/sh\necho hello from $(pwd)\n").decode()
+    up = [Upload(path="bin/hello.sh", content=script, mode=0o755)]
+    rec, out, _ = run(client, "sh", "-c", "./bin/hello.sh && pip --version >/dev/null && echo pip-ok",
+                      uploads=up)
+    assert rec.status == JobStatus.COMPLETED and out == b"hello from /work\npip-ok\n"
+    rec, out, err = run(client, "sh", "-c", "id -u; touch /work/a /tmp/b && echo writable; touch /etc/c",
+                        network="none", user="1234:1234")
+    assert rec.status == JobStatus.FAILED and out == b"1234\nwritable\n" and b"Read-only" in err
+
+
+def test_http_server_reachable_by_a_peer(client):
+    client.networks.create("sbx-web", "10.151.0.0/24")
+    server = client.run("python3", ("-m", "http.server", "8000", "--bind", "0.0.0.0"),
+                        network="sbx-web", name="web")
+    try:
+        wait_running(client, server.id)
+        fetch = ("import urllib.request, time\nfor _ in range(100):\n    try:\n"
+                 "        print(urllib.request.urlopen('http://web:8000/', timeout=2).status); break\n"
+                 "    except OSError:\n        time.sleep(0.1)\n")
+        rec, out, _ = run(client, "python3", "-c", fetch, network="sbx-web")
+        assert rec.status == JobStatus.COMPLETED and out == b"200\n"
+    finally:
+        client.stop(server.id)
+        client.wait(server.id, timeout=30)
+        client.networks.delete("sbx-web")
+
+
+@pytest.fixture(scope="module")
+def open_host(redis_sock):
+    need(os.geteuid() == 0, "needs root")
+    h = Host(redis_sock, "hostopen", allow_host_network="true")
+    try:
+        h.start_worker()
+        yield h
+    finally:
+        h.close()
+
+
+def test_host_mode_keeps_the_sandbox(open_host):
+    from joblet.api.client import Client
+
+    client = Client(open_host.cfg)
+    cgroup = open_host.cfg.cgroup_root
+    got = probe(client, f"""
+        checks["links"] = sorted(os.listdir("/sys/class/net"))
+        checks["escape"] = attempt(lambda: write("{cgroup.parent}/cgroup.procs", str(os.getpid())))
+        checks["sys"] = attempt(lambda: write("/sys/kernel/mm/transparent_hugepage/enabled", "never"))
+        checks["etc"] = attempt(lambda: write("/etc/marker"))
+        checks["work"] = attempt(lambda: write("/work/ok"))
+        checks["cgroup"] = open("/proc/self/cgroup").read()
+    """, network="host")
+    assert "lo" in got["links"] and got["work"] == "ok"
+    assert got["escape"] in ("EROFS", "ENOENT") and got["sys"] == "EROFS" and got["etc"] == "EROFS"
+
+
+def test_host_mode_is_off_by_default(client):
+    from joblet.errors import JobletError
+
+    try:
+        rec = client.run("true", network="host")
+    except JobletError as exc:  # refused before queueing
+        assert "host" in str(exc)
+        return
+    final = client.wait(rec.id, timeout=30)
+    assert final.status == JobStatus.FAILED and "host networking is disabled" in (final.error or "")

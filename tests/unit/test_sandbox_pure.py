@@ -1,0 +1,69 @@
+"""The job's root as bubblewrap arguments, and where a command is found (no root needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
+
+HOST = Host(empty_file="/run/j/cover/file", empty_dir="/run/j/cover/dir",
+            system=(("/bin", "usr/bin"), ("/lib64", None)), ro_paths=("/opt/tools",),
+            secret_files=("/etc/shadow",), secret_dirs=("/etc/joblet",),
+            proc_files=("/proc/keys",), proc_dirs=("/proc/acpi",))
+
+
+def pairs(args: list[str], option: str) -> list[tuple[str, str]]:
+    return [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == option]
+
+
+def test_root_binds_read_only_and_covers_secrets():
+    args = bwrap_args(HOST, Layout(hostname="j1", work_dir="/var/lib/joblet/jobs/x/work",
+                                   run_dir="/run/joblet/jobs/x", net_files=("hosts", "resolv.conf")))
+    ro = pairs(args, "--ro-bind")
+    assert ("/usr", "/usr") in ro and ("/lib64", "/lib64") in ro and ("/opt/tools", "/opt/tools") in ro
+    assert ("usr/bin", "/bin") in pairs(args, "--symlink")
+    assert ("/run/j/cover/file", "/etc/shadow") in ro and ("/run/j/cover/dir", "/etc/joblet") in ro
+    assert ("/run/j/cover/file", "/proc/keys") in ro and ("/run/j/cover/dir", "/proc/acpi") in ro
+    assert ("/run/joblet/jobs/x/hosts", "/etc/hosts") in ro
+    assert ("/run/joblet/jobs/x/hostname", "/etc/hostname") in ro
+    assert ("/var/lib/joblet/jobs/x/work", "/work") in pairs(args, "--bind")
+    # secrets are covered after /etc is bound, masks after /proc is mounted; the root ends read-only
+    assert args.index("/etc/shadow") > args.index("/etc") and args.index("/proc/keys") > args.index("--proc")
+    assert args[args.index("--remount-ro") + 1] == "/dev" and "/" in args[args.index("/dev") + 2:]
+    assert "--unshare-net" in args and "CAP_SYS_ADMIN" not in args and "CAP_MKNOD" not in args
+
+
+def test_host_mode_shares_the_network_but_not_sys():
+    args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r", own_netns=False))
+    assert "--unshare-net" not in args and "--unshare-pid" in args
+    assert ("/sys", "/sys") in pairs(args, "--ro-bind")
+
+
+def test_sizes_of_tmp_and_shm():
+    args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r", tmp_bytes=8 << 20, shm_bytes=1 << 20))
+    assert args[args.index("/tmp") - 3:args.index("/tmp")] == ["--size", str(8 << 20), "--tmpfs"]
+    assert args[args.index("/dev/shm") - 3:args.index("/dev/shm")] == ["--size", str(1 << 20), "--tmpfs"]
+
+
+def test_another_user_goes_through_setpriv():
+    assert command_argv("/usr/bin/id", ("-u",), None) == ["/usr/bin/id", "-u"]
+    assert command_argv("/usr/bin/id", (), (1000, 1001))[:4] == ["/usr/bin/setpriv", "--reuid=1000",
+                                                                  "--regid=1001", "--clear-groups"]
+
+
+def test_resolve_through_the_jobs_views(tmp_path: Path):
+    work = tmp_path / "work"
+    (work / "bin").mkdir(parents=True)
+    script = work / "bin" / "run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    (work / "data.txt").write_text("not executable")
+    layout = Layout(hostname="h", work_dir=str(work), run_dir="/r")
+    views = views_of(HOST, layout)
+    assert resolve("sh", "/usr/bin:/bin", views) == "/usr/bin/sh"
+    assert resolve("bin/run.sh", "/usr/bin", views) == "/work/bin/run.sh"
+    assert resolve("./bin/run.sh", "/usr/bin", views) == "/work/bin/run.sh"
+    assert resolve("run.sh", "/usr/bin:/work/bin", views) == "/work/bin/run.sh"
+    assert resolve("data.txt", "/usr/bin", views) is None  # not executable
+    assert resolve("python-not-here-xyz", "/usr/bin", views) is None
+    assert resolve("/root/.bashrc", "/usr/bin", views) is None  # the job cannot see /root
