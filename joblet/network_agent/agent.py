@@ -20,6 +20,7 @@ from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
 from joblet.network_agent import firewall, foreign, host, links
 from joblet.network_agent.ipam import P2pPool, Subnet, to_str
+from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import ISOLATED_PREFIX, Attachment, NetPlan, host_veth_name
 
 log = logging.getLogger(__name__)
@@ -205,38 +206,37 @@ class NetworkAgent:
                          prefixlen=subnet.prefixlen, gateway=subnet.gateway, mtu=mtu)
         return att, dns
 
-    def attach(self, plan: NetPlan, pid: int) -> None:
-        """Create the job's interfaces inside the namespace of `pid`; undo on failure."""
+    def attach(self, plan: NetPlan, netns: JobNetns) -> None:
+        """Create the job's interfaces inside its namespace and configure them; undo on failure."""
         done: list[str] = []
         try:
             for att in plan.attachments:
                 if not att.bridge:  # point-to-point (isolated): routed, no bridge
                     done.append(att.host_ifname)
-                    links.add_veth_into(att.host_ifname, att.ifname, pid, att.mtu,
+                    links.add_veth_into(att.host_ifname, att.ifname, netns.fd, att.mtu,
                                         host_address=(att.host_address or att.gateway, att.prefixlen))
                     continue
                 bridge = links.index_of(att.bridge)
                 if bridge is None:
                     raise NetworkError(f"bridge {att.bridge} of network {att.network!r} is gone")
                 done.append(att.host_ifname)
-                links.add_veth_into(att.host_ifname, att.ifname, pid, att.mtu, bridge=bridge)
+                links.add_veth_into(att.host_ifname, att.ifname, netns.fd, att.mtu, bridge=bridge)
+            netns.run(lambda ipr: links.configure_inside(ipr, list(plan.attachments)))
         except Exception:
             for name in reversed(done):
                 links.delete_link(name)
             raise
 
-    def shape(self, plan: NetPlan, rate_bits: int | None) -> None:
-        """Limit traffic into the job: a token bucket on the host end of each of its veths
-        (traffic out of it is shaped inside its namespace, before its command starts)."""
-        if not rate_bits:
-            return
-        for att in plan.attachments:
-            tc = ["tc", "qdisc", "replace", "dev", att.host_ifname, "root", "tbf",
-                  *tbf_args(rate_bits, att.mtu)]
-            proc = subprocess.run(tc, capture_output=True, text=True, timeout=30)
-            if proc.returncode != 0:
-                raise NetworkError(f"failed to limit bandwidth on {att.host_ifname}: "
-                                   f"{proc.stderr.strip()}")
+    def shape(self, plan: NetPlan, netns: JobNetns, rate_in: int | None, rate_out: int | None) -> None:
+        """Token buckets: into the job on the host end of each of its veths, out of it on its
+        own end, inside its namespace (before its command starts)."""
+        for att in plan.attachments if rate_in else ():
+            _tc(["tc", "qdisc", "replace", "dev", att.host_ifname, "root", "tbf",
+                 *tbf_args(rate_in or 0, att.mtu)], att.host_ifname)
+        if rate_out and plan.attachments:
+            batch = "".join(f"qdisc add dev {a.ifname} root tbf {' '.join(tbf_args(rate_out, a.mtu))}\n"
+                            for a in plan.attachments)
+            _tc(["nsenter", f"--net={netns.path}", "tc", "-batch", "-"], "the job's interfaces", batch)
 
     def release(self, plan: NetPlan) -> None:
         """Remove what the plan built and free its addresses; safe to call twice."""
@@ -252,3 +252,9 @@ class NetworkAgent:
                 errors.append(f"failed to free {att.address}: {exc}")
         if errors:
             raise TeardownError(errors)
+
+
+def _tc(argv: list[str], what: str, batch: str | None = None) -> None:
+    proc = subprocess.run(argv, input=batch, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise NetworkError(f"failed to limit bandwidth on {what}: {proc.stderr.strip()}")

@@ -2,8 +2,9 @@
 
 A fresh IPRoute socket per call: a long-lived one shared by hundreds of jobs hung under load
 (its buffer filled with link events nobody read). The worker never switches namespaces in its
-own threads (STYLE.md 7): a job's end of a veth is created straight inside the job's
-namespace (`net_ns_pid`), which is cheaper than moving it.
+own long-lived threads (STYLE.md 7): a job's end of a veth is created straight inside the
+job's namespace (`net_ns_fd`), which is cheaper than moving it; it is configured from a
+short-lived thread inside that namespace (netns.py).
 """
 
 from __future__ import annotations
@@ -98,14 +99,14 @@ def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
             raise NetworkError(f"failed to add {address}/{prefixlen} to {name}: {exc}") from None
 
 
-def add_veth_into(host_ifname: str, peer_ifname: str, pid: int, mtu: int, bridge: int | None = None,
+def add_veth_into(host_ifname: str, peer_ifname: str, netns_fd: int, mtu: int, bridge: int | None = None,
                   host_address: tuple[str, int] | None = None) -> None:
-    """A veth whose peer is born inside the namespace of `pid`; the host end is enslaved to
+    """A veth whose peer is born inside the namespace `netns_fd`; the host end is enslaved to
     `bridge`, or (point-to-point) gets `host_address` (address, prefixlen); then it is up."""
 
     def add(ipr: IPRoute) -> None:
         ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu,
-                 peer={"ifname": peer_ifname, "net_ns_pid": pid, "mtu": mtu})
+                 peer={"ifname": peer_ifname, "net_ns_fd": netns_fd, "mtu": mtu})
         index = ipr.link_lookup(ifname=host_ifname)[0]
         if bridge is not None:
             ipr.link("set", index=index, master=bridge, state="up")
@@ -140,3 +141,14 @@ def default_route_mtu(fallback: int = 1500) -> int:
 
     return _call("read the default route", mtu)
 
+
+
+def configure_inside(ipr: IPRoute, attachments: list[Any]) -> None:
+    """Inside a job's namespace: bring its interfaces up with their addresses; the first
+    one carries the default route (to its gateway)."""
+    for i, att in enumerate(attachments):
+        index = ipr.link_lookup(ifname=att.ifname)[0]
+        ipr.link("set", index=index, state="up")
+        ipr.addr("add", index=index, address=att.address, prefixlen=att.prefixlen)
+        if i == 0:
+            ipr.route("add", dst="0.0.0.0/0", gateway=att.gateway, oif=index)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from joblet.api.keys import STDERR_FIELD
-from joblet.api.limits import tbf_args
 from joblet.api.models import JobSpec, JobStatus
 from joblet.errors import JobletError, ValidationError
+from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetPlan
 from joblet.worker import faults
 from joblet.worker.cgroups import JobCgroup, block_device
@@ -80,6 +80,7 @@ class JobRun:
         self.run_dir = cfg.run_dir / "jobs" / job_id
         self.cgroup = JobCgroup(sup.cgroup_root / job_id)
         self.sandbox: Sandbox | None = None
+        self.netns: JobNetns | None = None
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
         self.capture: Capture | None = None
@@ -92,10 +93,10 @@ class JobRun:
             return
         self.stopped.set()
         main = self.sandbox.main if self.sandbox else None
-        if main is None or self.sandbox is None or self.sandbox.pid is None:
+        if main is None:
             return  # not started yet: the runner sees the flag before the command runs
         # bwrap outside and its init inside pass the command's end on; they are not the job
-        self.cgroup.signal(signal.SIGTERM, exclude={main.pid, self.sandbox.pid})
+        self.cgroup.signal(signal.SIGTERM, exclude={main.pid, *children(main.pid)})
         self._grace_timer = threading.Timer(self.sup.cfg.stop_grace, self.cgroup.kill)
         self._grace_timer.daemon = True
         self._grace_timer.start()
@@ -153,22 +154,23 @@ class JobRun:
         if path_prefix:
             env["PATH"] = f"{path_prefix}:{env['PATH']}"
         host = self.sup.sandbox_host()
+        if self.plan.isolated_netns:
+            self.netns = JobNetns.create(self.run_dir / "sys")
+            self.sup.agent.attach(self.plan, self.netns)
+            self.sup.agent.shape(self.plan, self.netns, limits.rate_in(), limits.rate_out())
         layout = self._layout(binds)
         path = resolve(self.spec.command, env["PATH"], views_of(host, layout))
+        faults.point("attached", self.job_id)
+        if self.stopped.is_set():
+            return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
+        self._mark_running()
+        faults.point("running", self.job_id)
         if path is None:
             return self._not_found()
         self.sandbox = Sandbox(Launch(self.job_id, self.cgroup, bwrap_args(host, layout),
                                       command_argv(path, self.spec.args, layout.user), env,
-                                      own_netns=self.plan.isolated_netns))
-        pid = self.sandbox.start()
-        self.sup.agent.attach(self.plan, pid)
-        self.sup.agent.shape(self.plan, limits.rate_in())
-        faults.point("attached", self.job_id)
-        if self.stopped.is_set():
-            return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
-        self.sandbox.go(self.plan.batch() if self.plan.isolated_netns else None, self._tc_batch())
-        self._mark_running()
-        faults.point("running", self.job_id)
+                                      self.netns.fd if self.netns else None))
+        self.sandbox.start()
         return self._watch()
 
     def _mark_running(self) -> None:
@@ -188,7 +190,7 @@ class JobRun:
         disk = (limits.max_disk or cfg.job_max_disk) << 20
         net_files = [n for n in ("hosts", "resolv.conf") if (self.run_dir / n).exists()]
         return Layout(hostname=self.hostname, work_dir=str(self.work_dir), run_dir=str(self.run_dir),
-                      own_netns=bool(self.plan and self.plan.isolated_netns), tmp_bytes=disk,
+                      sys_dir=str(self.netns.sys_dir) if self.netns else None, tmp_bytes=disk,
                       shm_bytes=cfg.job_shm << 20, binds=tuple(binds), net_files=tuple(net_files),
                       user=self._user())
 
@@ -202,6 +204,7 @@ class JobRun:
         self.capture = capture = self.sup.pump.watch(self.job_id, out, err,
                                                      self.sup.cfg.result_output_limit)
         if self.stopped.is_set():  # a stop that raced with the start: signal the command now
+            wait_for_command(main.pid)
             self.stopped.clear()
             self.stop()
         timed_out = None
@@ -251,14 +254,6 @@ class JobRun:
             target.write_bytes(upload.data)
             target.chmod(upload.mode)
 
-    def _tc_batch(self) -> str | None:
-        """Traffic out of the job: shaped on its own interfaces, inside its namespace."""
-        rate = self.spec.limits.rate_out()
-        if not rate or self.plan is None or not self.plan.attachments:
-            return None
-        return "".join(f"qdisc add dev {a.ifname} root tbf {' '.join(tbf_args(rate, a.mtu))}\n"
-                       for a in self.plan.attachments)
-
     def _write_net_files(self, plan: NetPlan) -> None:
         (self.run_dir / "hostname").write_text(f"{self.hostname}\n")
         if not plan.isolated_netns:
@@ -284,7 +279,27 @@ class JobRun:
         """Release everything; every step is tried, errors are returned together."""
         if self._grace_timer is not None:
             self._grace_timer.cancel()
+        if self.netns is not None:
+            self.netns.close()  # its sysfs mount goes with the run directory
         return self.sup.release(self.job_id, self.cgroup, self.sandbox, self.plan,
                                 [self.work_dir.parent, self.run_dir])
 
 
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (bwrap's init, inside the job's pid namespace)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def wait_for_command(bwrap_pid: int, timeout: float = 1.0) -> None:
+    """Until bwrap's init has started the command (its child), so a SIGTERM reaches it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(children(init) for init in children(bwrap_pid)):
+            return
+        time.sleep(0.002)

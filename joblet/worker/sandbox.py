@@ -7,8 +7,8 @@ directories, its own `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`, a fre
 (bubblewrap makes `sys`, `sysrq-trigger`, `irq` and `bus` read-only; Docker's masked paths are
 covered here), a minimal `/dev` (read-only, private `/dev/shm` and `/dev/pts`), private
 size-capped `/tmp`, its `/work` (a size-capped tmpfs the worker mounted), its volumes and
-runtime, and `/sys` (read-only: a sysfs of the job's own network namespace, mounted by the
-worker before the command starts; the host's, read-only, in host mode).
+runtime, and `/sys` (read-only: a sysfs of the job's own network namespace that the worker
+mounted on the host; the host's, read-only, in host mode).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Layout:
     hostname: str
     work_dir: str
     run_dir: str
-    own_netns: bool = True
+    sys_dir: str | None = None  # the job's own sysfs (its network namespace's); None: the host's
     tmp_bytes: int = 256 << 20
     shm_bytes: int = 64 << 20
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, job path, read-only)
@@ -99,11 +99,10 @@ def _under(path: str, base: str) -> bool:
 
 def bwrap_args(host: Host, layout: Layout) -> list[str]:
     """bubblewrap's options for this job, up to (not including) the command."""
+    # no network namespace here: bwrap starts inside the one the worker built for the job
     args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--hostname", layout.hostname]
-    if layout.own_netns:
-        args.append("--unshare-net")
-    args += ["--ro-bind", "/usr", "/usr"]
+            "--die-with-parent", "--new-session", "--hostname", layout.hostname,
+            "--ro-bind", "/usr", "/usr"]
     for path, target in host.system:
         args += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
     for path in host.ro_paths:
@@ -113,8 +112,7 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
              "--symlink", "../tmp", "/var/tmp", "--dir", "/run", "--bind", layout.work_dir, "/work"]
     for source, target, read_only in layout.binds:
         args += ["--ro-bind" if read_only else "--bind", source, target]
-    args += ["--dir", "/sys"] if layout.own_netns else ["--ro-bind", "/sys", "/sys",
-                                                        "--ro-bind", host.empty_dir, "/sys/firmware"]
+    args += ["--ro-bind", layout.sys_dir or "/sys", "/sys", "--ro-bind", host.empty_dir, "/sys/firmware"]
     args += ["--remount-ro", "/", "--chdir", "/work", "--cap-drop", "ALL"]
     for cap in CAPS:
         args += ["--cap-add", cap]

@@ -18,7 +18,8 @@ def pairs(args: list[str], option: str) -> list[tuple[str, str]]:
 
 def test_root_binds_read_only_and_covers_secrets():
     args = bwrap_args(HOST, Layout(hostname="j1", work_dir="/var/lib/joblet/jobs/x/work",
-                                   run_dir="/run/joblet/jobs/x", net_files=("hosts", "resolv.conf")))
+                                   run_dir="/run/joblet/jobs/x", sys_dir="/run/joblet/jobs/x/sys",
+                                   net_files=("hosts", "resolv.conf")))
     ro = pairs(args, "--ro-bind")
     assert ("/usr", "/usr") in ro and ("/lib64", "/lib64") in ro and ("/opt/tools", "/opt/tools") in ro
     assert ("usr/bin", "/bin") in pairs(args, "--symlink")
@@ -30,13 +31,14 @@ def test_root_binds_read_only_and_covers_secrets():
     # secrets are covered after /etc is bound, masks after /proc is mounted; the root ends read-only
     assert args.index("/etc/shadow") > args.index("/etc") and args.index("/proc/keys") > args.index("--proc")
     assert args[args.index("--remount-ro") + 1] == "/dev" and "/" in args[args.index("/dev") + 2:]
-    assert "--unshare-net" in args and "CAP_SYS_ADMIN" not in args and "CAP_MKNOD" not in args
+    assert ("/run/joblet/jobs/x/sys", "/sys") in ro and ("/run/j/cover/dir", "/sys/firmware") in ro
+    assert "--unshare-net" not in args  # bwrap starts inside the namespace the worker built
+    assert "CAP_SYS_ADMIN" not in args and "CAP_MKNOD" not in args
 
 
-def test_host_mode_shares_the_network_but_not_sys():
-    args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r", own_netns=False))
-    assert "--unshare-net" not in args and "--unshare-pid" in args
-    assert ("/sys", "/sys") in pairs(args, "--ro-bind")
+def test_host_mode_gets_the_hosts_sys_read_only():
+    args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r"))
+    assert "--unshare-pid" in args and ("/sys", "/sys") in pairs(args, "--ro-bind")
 
 
 def test_sizes_of_tmp_and_shm():

@@ -1,0 +1,156 @@
+"""What the sandbox costs a job's start, against the start joblet had before it, in one run.
+
+    sudo /path/to/venv/bin/python bench/bench_sandbox.py
+
+Both cases start `true` in fresh pid, ipc, uts, mount and network namespaces inside a cgroup
+and wait for it, without Celery or Redis (those are the same for both and measured by
+bench_start.py):
+
+- `previous`: the two-stage start joblet used before the sandbox: `unshare` with a shell as
+  pid 1 that says "ready", waits for "go", runs `ip -batch` (lo up), mounts the namespace's
+  sysfs, bind-mounts /work and says "ok"; then `nsenter` + `setpriv` start the command as
+  pid 2 with Docker's capabilities.
+- `sandbox`: today's start: pids limit, /work tmpfs, the job's network namespace made by the
+  worker (lo up, its own sysfs), bwrap with the job's root and seccomp inside it, then the
+  command; /work and the sysfs are unmounted afterwards.
+Baselines: `unshare --net true`, and plain `bwrap` with a read-only /usr and nothing else.
+Prints a table (medians, p90, the sandbox's cost over `previous`) and writes
+bench/results/sandbox.json. Cleans up its cgroup and temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from joblet.network_agent.netns import JobNetns
+from joblet.worker.cgroups import JobCgroup, detect_root
+from joblet.worker.execution import Launch, Sandbox, tool
+from joblet.worker.mounts import mount_tmpfs, remove_dirs
+from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
+
+N, WARMUP = 40, 5
+RESULTS = Path(__file__).resolve().parent / "results" / "sandbox.json"
+PREVIOUS_INIT = """
+for procs in $JL_CGS; do echo 0 > "$procs"; done
+echo ready
+read -r _go
+ip -batch "$JL_NET"
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys
+mount --bind "$JL_WORK" /work
+echo ok
+exec </dev/null >/dev/null 2>&1
+while :; do sleep 2147483647 & wait; done
+"""
+CAPS = "+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+net_raw,+sys_chroot"
+
+
+def previous(cg: JobCgroup, work: Path) -> None:
+    """joblet's start before the sandbox (a none job)."""
+    (work.parent / "net.batch").write_text("link set lo up\n")
+    init = subprocess.Popen(
+        [tool("unshare"), "--net", "--mount", "--uts", "--ipc", "--pid", "--fork", "--kill-child",
+         "--mount-proc", "/bin/sh", "-c", PREVIOUS_INIT],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"JL_CGS": str(cg.procs_file), "JL_WORK": str(work),
+                                                            "JL_NET": str(work.parent / "net.batch"),
+                                                            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert init.stdout is not None and init.stdin is not None
+    assert init.stdout.readline() == b"ready\n"
+    init.stdin.write(b"go\n")
+    init.stdin.flush()
+    assert init.stdout.readline() == b"ok\n"
+    pid = init.pid
+    fd = os.open(cg.procs_file, os.O_WRONLY)
+    main = subprocess.Popen(
+        [tool("nsenter"), "-t", str(pid), "-m", "-u", "-i", "-n", f"--pid=/proc/{pid}/ns/pid_for_children",
+         "--wdns=/work", "--", tool("setpriv"), "--no-new-privs", "--inh-caps=-all",
+         f"--bounding-set=-all,{CAPS}", "--", "/usr/bin/true"],
+        preexec_fn=lambda: os.write(fd, b"0"))
+    os.close(fd)
+    assert main.wait() == 0
+    cg.kill()
+    init.wait()
+
+
+def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path) -> None:
+    """Today's start of a none job, from the pids limit to the command's end."""
+    cg.limit_pids(4096)
+    mount_tmpfs(work, 1 << 30)
+    (run_dir / "hostname").write_text("bench\n")
+    (run_dir / "hosts").write_text("127.0.0.1 localhost\n")
+    netns = JobNetns.create(run_dir / "sys")
+    layout = Layout(hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(netns.sys_dir),
+                    net_files=("hosts",))
+    box = Sandbox(Launch("bench", cg, bwrap_args(survey(cover, (), ()), layout), ["/usr/bin/true"],
+                         {"PATH": "/usr/bin:/bin"}, netns.fd))
+    assert box.start().wait() == 0
+    box.close()
+    cg.kill()
+    netns.close()
+    remove_dirs([work, run_dir / "sys"])
+
+
+def command(argv: list[str]) -> Callable[[], None]:
+    return lambda: subprocess.run(argv, check=True)
+
+
+def measure(fn: Callable[[], None]) -> list[float]:
+    for _ in range(WARMUP):
+        fn()
+    times = []
+    for _ in range(N):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {"median_ms": round(statistics.median(ordered), 2),
+            "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1], 2), "n": len(ordered)}
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench_sandbox: run as root", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="joblet-bench-sandbox-"))
+    cg = JobCgroup(detect_root() / f"joblet-bench-sandbox-{os.getpid()}")
+    try:
+        cg.create()
+        cover = make_cover(tmp / "run")
+        (tmp / "work").mkdir()
+        cases: dict[str, Callable[[], None]] = {
+            "unshare_net_true": command([tool("unshare"), "--net", "true"]),
+            "bwrap_minimal_true": command([tool("bwrap"), "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib64",
+                                           "/lib64", "--symlink", "usr/lib", "/lib", "/usr/bin/true"]),
+            "previous": lambda: previous(cg, tmp / "work"),
+            "sandbox": lambda: sandboxed(cg, tmp / "jobwork", tmp / "run", cover),
+        }
+        results = {name: summary(measure(fn)) for name, fn in cases.items()}
+    finally:
+        cg.remove()
+        for d in cg.v1_dirs():
+            d.rmdir()
+        remove_dirs([tmp])
+    results["sandbox_minus_previous_ms"] = {
+        "median_ms": round(results["sandbox"]["median_ms"] - results["previous"]["median_ms"], 2)}
+    print(f"{'case':<28}{'median ms':>11}{'p90 ms':>9}")
+    for name, row in results.items():
+        print(f"{name:<28}{row['median_ms']:>11.2f}{row.get('p90_ms', float('nan')):>9.2f}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS}; cleanup: {'nothing left behind' if not tmp.exists() else tmp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""A job's network namespace, made and configured by the worker before the job's sandbox
+starts, so the command never runs on a half-built network.
+
+A namespace switch applies to one OS thread. Each step here runs in a thread of its own that
+ends right after it (STYLE.md 7 forbids switching in the worker's long-lived threads, whose
+later sockets and children would land in the job's namespace): one thread unshares a new
+network namespace, keeps a descriptor of it, brings `lo` up and mounts a sysfs of that
+namespace on the host (bwrap binds it read-only at the job's /sys, so /sys/class/net shows
+the job's own interfaces); another joins it by that descriptor to configure the job's end of
+its veths. The namespace lives while the job's processes, the descriptor or that sysfs mount
+hold it: teardown unmounts and closes, and the kernel removes the namespace with its veths.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from joblet.errors import NetworkError
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        raise NetworkError(f"failed to {what}: {os.strerror(ctypes.get_errno())}")
+
+
+def _in_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` in a new OS thread that ends with it; its namespace changes end with it."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="joblet-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+class JobNetns:
+    """One job's network namespace, held by a descriptor and a sysfs mount."""
+
+    def __init__(self, fd: int, sys_dir: Path) -> None:
+        self.fd = fd
+        self.sys_dir = sys_dir
+
+    @classmethod
+    def create(cls, sys_dir: Path) -> JobNetns:
+        """A new namespace with `lo` up and its sysfs mounted read-only at `sys_dir`."""
+        sys_dir.mkdir(parents=True, exist_ok=True)
+
+        def make() -> int:
+            _check(_libc.unshare(CLONE_NEWNET), "create a network namespace")
+            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _lo_up()
+                flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+                _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None),
+                       f"mount the job's sysfs at {sys_dir}")
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+        return cls(_in_thread(make), sys_dir)
+
+    @property
+    def path(self) -> str:
+        """A path naming the namespace, for `nsenter --net=`."""
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    def run(self, fn: Callable[[IPRoute], T]) -> T:
+        """`fn` with a netlink socket inside the namespace."""
+
+        def inside() -> T:
+            _check(_libc.setns(self.fd, CLONE_NEWNET), "enter the job's network namespace")
+            ipr = IPRoute()
+            try:
+                return fn(ipr)
+            except NetlinkError as exc:
+                raise NetworkError(f"failed to configure the job's network: {exc}") from None
+            finally:
+                ipr.close()
+
+        return _in_thread(inside)
+
+    def close(self) -> None:
+        """Drop the descriptor (the sysfs mount goes with the job's run directory)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _lo_up() -> None:
+    ipr = IPRoute()
+    try:
+        ipr.link("set", index=1, state="up")  # lo is always index 1 in a new namespace
+    except NetlinkError as exc:
+        raise NetworkError(f"failed to bring up lo: {exc}") from None
+    finally:
+        ipr.close()
