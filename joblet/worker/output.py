@@ -49,16 +49,18 @@ class Budget:
     limit: int
     used: int = 0
     over: bool = False
+    discarded: int = 0
 
     def take(self, data: bytes) -> tuple[bytes, bool]:
         """The part of `data` within the cap, and whether this chunk crossed it."""
         if self.over:
+            self.discarded += len(data)
             return b"", False
         room = self.limit - self.used
         if len(data) <= room:
             self.used += len(data)
             return data, False
-        self.used, self.over = self.limit, True
+        self.used, self.over, self.discarded = self.limit, True, len(data) - room
         return data[:room], True
 
 
@@ -215,6 +217,9 @@ class OutputPump:
         os.close(fd)
         cap.open_pipes -= 1
         if cap.open_pipes == 0:
+            if cap.budget.over:
+                log.info("output of job %s: discarded %d bytes past its cap of %d", cap.job_id[:12],
+                         cap.budget.discarded, cap.limit)
             cap.closed.set()
 
     def _flush(self) -> None:

@@ -49,7 +49,7 @@ def test_budget_cuts_at_the_cap_exactly_once():
     assert budget.take(b"7890") == (b"7890", False)  # exactly at the cap: not truncated
     assert budget.take(b"x") == (b"", True)
     assert budget.take(b"more") == (b"", False)
-    assert budget.used == 10 and budget.over
+    assert budget.used == 10 and budget.over and budget.discarded == 5
     cut = Budget(4)
     assert cut.take(b"abcdef") == (b"abcd", True)
 
