@@ -31,7 +31,7 @@ from joblet.worker import faults
 from joblet.worker.resilient import resilient
 
 log = logging.getLogger(__name__)
-CHUNK = 64 * 1024  # the largest stream entry
+CHUNK = 63 * 1024  # the largest stream entry: with its listpack, within a 64 KiB allocation
 READ_FAILURES = 5  # failed reads in a row before a pipe is given up
 WRITE_TRIES = 5  # failed writes of one entry (Redis reachable) before it is dropped
 FLAG = b"flag"  # outbox kind: mark the job's record output_truncated

@@ -77,6 +77,7 @@ def test_heartbeat_survives_faults_and_still_repairs_the_firewall(faulty, fc):
     arm_faults(faulty, "upkeep", "BlockingIOError", 6)
     wait_fired(faulty, "upkeep", 1)
     assert faulty.in_ns("nft", "flush", "ruleset").returncode == 0  # only a later beat can repair
+    eventually(lambda: "faulty" not in fc.live_nodes(), "the faults stopped the heartbeat", timeout=10)
     wait_fired(faulty, "beat", 6)
     wait_fired(faulty, "upkeep", 6)
     # the faults lasted longer than the node key's TTL (4 s): it came back, and the table too
