@@ -21,6 +21,7 @@ import logging
 import os
 import selectors
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 CHUNK = 63 * 1024  # the largest stream entry: with its listpack, within a 64 KiB allocation
 READ_FAILURES = 5  # failed reads in a row before a pipe is given up
 WRITE_TRIES = 5  # failed writes of one entry (Redis reachable) before it is dropped
+RETRY_FIRST, RETRY_CAP = 0.1, 2.0  # seconds between those tries: doubling, capped
 FLAG = b"flag"  # outbox kind: mark the job's record output_truncated
 
 
@@ -98,6 +100,7 @@ class Item:
     kind: bytes
     data: Any
     tries: int = 0
+    retry_at: float = 0.0  # monotonic time of the next try after a failed write
 
 
 class OutputPump:
@@ -137,7 +140,7 @@ class OutputPump:
     def asked_limit(self, job_id: str) -> int | None:
         try:
             return self.store.job_output_limit(job_id)
-        except JobletError as exc:
+        except (JobletError, ValueError, AttributeError) as exc:  # Redis gone, or an odd record
             log.warning("job %s: output cap unknown (%s); using %d bytes", job_id[:12], exc,
                         self.max_bytes)
             return None
@@ -227,9 +230,11 @@ class OutputPump:
         other jobs' entries go on; Redis unreachable stops the round for everyone."""
         blocked: set[int] = set()
         waiting: list[Item] = []
+        now = time.monotonic()
         while self._outbox:
             item = self._outbox.popleft()
-            if id(item.cap) in blocked:
+            if id(item.cap) in blocked or item.retry_at > now:
+                blocked.add(id(item.cap))
                 waiting.append(item)
                 continue
             try:
@@ -261,7 +266,10 @@ class OutputPump:
         item.tries += 1
         job = item.cap.job_id[:12]
         if item.tries < WRITE_TRIES:
-            log.warning("output of job %s: write failed (%s: %s); retrying", job, type(exc).__name__, exc)
+            pause = min(RETRY_FIRST * 2 ** (item.tries - 1), RETRY_CAP)
+            item.retry_at = time.monotonic() + pause
+            log.warning("output of job %s: write failed (%s: %s); retrying in %.1f s", job,
+                        type(exc).__name__, exc, pause)
             return False
         log.error("output of job %s: dropped an entry after %d failed writes: %s", job, item.tries, exc)
         if item.kind == END_FIELD:
