@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
 
+from joblet.api.client import Client
 from joblet.api.models import JobStatus
+from tests.conftest import Host, need
 from tests.integration.helpers import run, wait_running
 
 
@@ -156,3 +159,20 @@ def test_output_up_to_the_cap_arrives_whole(client):
                         limits={"max_output": "8M"})
     assert rec.status == JobStatus.COMPLETED and not rec.output_truncated
     assert out == random.Random(7).randbytes(8 * MIB) and err == b""
+
+
+def test_worker_setting_is_default_and_ceiling(redis_sock):
+    """output_max_bytes=1M on the worker: a job without --max-output, and one asking for
+    more, both stop at 1 MiB; one asking for less gets its own cap."""
+    need(os.geteuid() == 0, "needs root")
+    h = Host(redis_sock, "capped", output_max_bytes="1M")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        for asked, cap in ((None, MIB), ("2M", MIB), ("512K", MIB // 2)):
+            limits = {"max_output": asked} if asked else {}
+            rec, out, err = run(client, "head", "-c", "3M", "/dev/zero", network="none", limits=limits)
+            assert rec.status == JobStatus.COMPLETED and rec.output_truncated, (asked, rec)
+            assert out == bytes(cap) and f"truncated at {cap} bytes".encode() in err, asked
+    finally:
+        h.close()
