@@ -305,8 +305,10 @@ class Supervisor:
                 part()
             except Exception as exc:  # noqa: BLE001 - raised again below, after every part ran
                 failures.append(exc)
+        for exc in failures[1:]:
+            log.warning("heartbeat: %s: %s", type(exc).__name__, exc)
         if failures:
-            raise failures[0]
+            raise failures[0]  # resilient() logs it and backs off
 
     def _beat_presence(self) -> None:
         faults.fail("beat")
