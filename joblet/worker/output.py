@@ -17,6 +17,7 @@ never the other jobs' output; the loop itself runs under `resilient`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import selectors
@@ -215,9 +216,11 @@ class OutputPump:
             self._outbox.append(Item(cap, FLAG, None))
 
     def _close(self, fd: int, cap: Capture, registered: bool = True) -> None:
-        if registered:
-            self.selector.unregister(fd)
-        os.close(fd)
+        if registered:  # counted as closed whatever goes wrong here
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         cap.open_pipes -= 1
         if cap.open_pipes == 0:
             if cap.budget.over:
