@@ -43,6 +43,9 @@ class Settings(BaseModel):
     concurrency: int = Field(512, ge=1, le=4096, description="jobs one worker runs at once")
     stop_grace: float = Field(10.0, ge=0, description="seconds between SIGTERM and SIGKILL")
     log_max_entries: int = Field(100_000, ge=100, description="cap of a job's output stream")
+    output_max_bytes: int = Field(64 << 20, ge=1024, description="bytes of output (stdout and stderr) "
+                                  "a job's stream keeps, default and ceiling of its max_output; "
+                                  "e.g. 64M")
     log_ttl: int = Field(7 * 86400, ge=60, description="seconds output and records live after a job")
     result_output_limit: int = Field(1 << 20, ge=0, description="bytes of stdout kept in a result")
     upload_max_bytes: int = Field(16 << 20, ge=0, description="total size of a job's uploads")
@@ -95,6 +98,13 @@ class Settings(BaseModel):
             if not path.startswith("/") or any(c.isspace() for c in path) or "/../" in f"{path}/":
                 raise ValueError(f"{path!r} is not an absolute path without blanks or '..'")
         return value
+
+    @field_validator("output_max_bytes", mode="before")
+    @classmethod
+    def _bytes(cls, value: Any) -> Any:
+        from joblet.api.limits import parse_bytes
+
+        return parse_bytes(value)
 
     @field_validator("bridge_cidr", "isolated_pool")
     @classmethod

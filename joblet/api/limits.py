@@ -1,4 +1,4 @@
-"""A job's resource limits (pure): CPU, memory, block I/O and network bandwidth."""
+"""A job's resource limits (pure): CPU, memory, block I/O, network bandwidth and output bytes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+_BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_rate(text: str | int) -> int:
@@ -30,6 +32,22 @@ def parse_rate(text: str | int) -> int:
     return value
 
 
+def parse_bytes(text: str | int) -> int:
+    """A size in bytes: 64M, 512K, 1G (also 64MB, 64MiB; binary units, as Docker), or a number."""
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        raise ValueError(f"invalid size {text!r}: use e.g. 64M, 512K, 1G or a number of bytes")
+    if isinstance(text, int):
+        value = text
+    else:
+        m = _SIZE.match(text)
+        if not m:
+            raise ValueError(f"invalid size {text!r}: use e.g. 64M, 512K, 1G or a number of bytes")
+        value = int(float(m.group(1)) * _BINARY[(m.group(2) or "").lower()])
+    if value < 0:
+        raise ValueError(f"size {text!r} is negative")
+    return value
+
+
 class Limits(BaseModel):
     """Per-job limits; None means unlimited."""
 
@@ -43,11 +61,18 @@ class Limits(BaseModel):
     max_bandwidth_out: int | None = Field(None, description="network bits/s out of the job")
     max_pids: int | None = Field(None, ge=8, le=1_000_000, description="processes and threads")
     max_disk: int | None = Field(None, ge=1, le=1_048_576, description="megabytes of /work, and of /tmp")
+    max_output: int | None = Field(None, ge=1024, le=1 << 50,
+                                   description="bytes of output kept (stdout and stderr), then truncated")
 
     @field_validator("max_bandwidth", "max_bandwidth_in", "max_bandwidth_out", mode="before")
     @classmethod
     def _rate(cls, value: str | int | None) -> int | None:
         return None if value is None else parse_rate(value)
+
+    @field_validator("max_output", mode="before")
+    @classmethod
+    def _size(cls, value: str | int | None) -> int | None:
+        return None if value is None else parse_bytes(value)
 
     @property
     def any(self) -> bool:

@@ -209,6 +209,7 @@ class JobRecord(BaseModel):
     started: float | None = None
     finished: float | None = None
     workflow: str | None = None  # the workflow's id, for its jobs
+    output_truncated: bool = False  # its output passed its byte cap (max_output)
 
     @property
     def short_id(self) -> str:
@@ -242,4 +243,5 @@ class JobRecord(BaseModel):
             "started": iso(self.started),
             "finished": iso(self.finished),
             "workflow": self.workflow,
+            "output_truncated": self.output_truncated,
         }

@@ -231,6 +231,17 @@ class Store:
 
     # -- output streams ---------------------------------------------------------------------
     @_url
+    def job_output_limit(self, job_id: str) -> int | None:
+        """The job's own output cap (its spec's limits.max_output), if it set one."""
+        raw = self.redis.hget(self.keys.job(job_id), "spec")
+        limit = json.loads(raw).get("limits", {}).get("max_output") if raw else None
+        return limit if isinstance(limit, int) else None
+
+    def mark_output_truncated(self, job_id: str) -> bool:
+        """Record that the job's output passed its cap (only on an existing record)."""
+        return self.transition(job_id, list(JobStatus), output_truncated=True)
+
+    @_url
     def append_output(self, job_id: str, field: bytes, data: bytes, cap: int) -> None:
         self.redis.xadd(self.keys.log(job_id), {field: data}, maxlen=cap, approximate=True)
 

@@ -57,6 +57,8 @@ def job_details(record: JobRecord) -> None:
         ("Error", p["error"] or "-"), ("Created", _when(p["created"])),
         ("Started", _when(p["started"])), ("Finished", _when(p["finished"])),
     ]
+    if p["output_truncated"]:
+        lines.append(("Output", "truncated at its max-output cap"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         sys.stdout.write(f"{key + ':':<{width + 2}}{value}\n")

@@ -77,6 +77,8 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
 @click.option("--max-bandwidth", metavar="RATE", help="Network rate each way, e.g. 10mbit.")
 @click.option("--max-bandwidth-in", metavar="RATE", help="Network rate into the job.")
 @click.option("--max-bandwidth-out", metavar="RATE", help="Network rate out of the job.")
+@click.option("--max-output", metavar="SIZE", help="Output kept (stdout+stderr), e.g. 8M, 512K, 1G; "
+              "then truncated, the job keeps running (default and ceiling: the worker's).")
 @click.option("--max-pids", type=int, metavar="N", help="Processes and threads (default 4096).")
 @click.option("--max-disk", type=int, metavar="MB", help="Size of /work and of /tmp (default 1024).")
 @click.option("--workflow", "workflow_file", type=click.Path(), metavar="FILE.yaml",

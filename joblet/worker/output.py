@@ -4,24 +4,67 @@ One thread watches the pipes of all jobs (a selector), so a host with hundreds o
 not need a reader thread per pipe. Chunks go out in one FIFO: order holds within and across
 streams of a job, the end marker is queued after the last byte, and while Redis is
 unreachable chunks wait in memory and go out when it is back.
+
+Each job's output is capped in bytes (stdout and stderr together, `max_output`, at most the
+worker's `output_max_bytes`). Past the cap the stream gets one notice on stderr, the record
+`output_truncated`, and the job keeps running: further output is read and discarded, so the
+job never blocks on a full pipe and Redis holds at most the cap plus the notice.
+
+A fault in one job's read or write costs that job (retried, then given up with a log line),
+never the other jobs' output; the loop itself runs under `resilient`.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import selectors
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from joblet.api.keys import STDERR_FIELD, STDOUT_FIELD
+from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.store import Store
-from joblet.errors import BackendUnavailable
+from joblet.errors import BackendUnavailable, JobletError
+from joblet.worker import faults
+from joblet.worker.resilient import resilient
 
 log = logging.getLogger(__name__)
-CHUNK = 64 * 1024
+CHUNK = 63 * 1024  # the largest stream entry: with its listpack, within a 64 KiB allocation
+READ_FAILURES = 5  # failed reads in a row before a pipe is given up
+WRITE_TRIES = 5  # failed writes of one entry (Redis reachable) before it is dropped
+RETRY_FIRST, RETRY_CAP = 0.1, 2.0  # seconds between those tries: doubling, capped
+FLAG = b"flag"  # outbox kind: mark the job's record output_truncated
+
+
+def truncation_notice(limit: int) -> bytes:
+    return (f"joblet: output truncated at {limit} bytes (max-output); the job keeps running "
+            "and its further output is discarded\n").encode()
+
+
+@dataclass
+class Budget:
+    """How many bytes of a job's output may still go to its stream (pure)."""
+
+    limit: int
+    used: int = 0
+    over: bool = False
+    discarded: int = 0
+
+    def take(self, data: bytes) -> tuple[bytes, bool]:
+        """The part of `data` within the cap, and whether this chunk crossed it."""
+        if self.over:
+            self.discarded += len(data)
+            return b"", False
+        room = self.limit - self.used
+        if len(data) <= room:
+            self.used += len(data)
+            return data, False
+        self.used, self.over, self.discarded = self.limit, True, len(data) - room
+        return data[:room], True
 
 
 @dataclass
@@ -30,11 +73,17 @@ class Capture:
 
     job_id: str
     keep: int
+    limit: int = 64 << 20
     stdout: bytearray = field(default_factory=bytearray)
     truncated: bool = False
     open_pipes: int = 2
+    read_failures: int = 0
     closed: threading.Event = field(default_factory=threading.Event)
     flushed: threading.Event = field(default_factory=threading.Event)
+    budget: Budget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.budget = Budget(self.limit)
 
     def kept(self, data: bytes) -> None:
         room = self.keep - len(self.stdout)
@@ -44,42 +93,72 @@ class Capture:
             self.truncated = True
 
 
+@dataclass(slots=True)
+class Item:
+    """One write waiting in the outbox: a chunk, the end marker, or the truncation flag."""
+
+    cap: Capture
+    kind: bytes
+    data: Any
+    tries: int = 0
+    retry_at: float = 0.0  # monotonic time of the next try after a failed write
+
+
 class OutputPump:
     """The worker's single output thread."""
 
-    def __init__(self, store: Store, cap: int) -> None:
+    def __init__(self, store: Store, cap: int, max_bytes: int | None = None) -> None:
+        if max_bytes is None:
+            from joblet.config import settings
+
+            max_bytes = settings().output_max_bytes
         self.store = store
         self.cap = cap
+        self.max_bytes = max_bytes
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._incoming: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._outbox: collections.deque[tuple[Capture, bytes, Any]] = collections.deque()
-        self._thread = threading.Thread(target=self._loop, name="joblet-output", daemon=True)
+        self._outbox: collections.deque[Item] = collections.deque()
+        self._never = threading.Event()
+        self._thread = threading.Thread(target=resilient, args=("output", self._step, self._never),
+                                        name="joblet-output", daemon=True)
         self._thread.start()
 
-    def watch(self, job_id: str, stdout: int, stderr: int, keep: int) -> Capture:
-        """Start pumping a job's pipes (file descriptors; the pump closes them at EOF)."""
-        cap = Capture(job_id, keep)
+    def watch(self, job_id: str, stdout: int, stderr: int, keep: int,
+              max_output: int | None = None) -> Capture:
+        """Start pumping a job's pipes (file descriptors; the pump closes them at EOF).
+
+        `max_output`: the job's own cap; None reads it from the job's record.
+        """
+        asked = self.asked_limit(job_id) if max_output is None else max_output
+        cap = Capture(job_id, keep, self.max_bytes if asked is None else min(asked, self.max_bytes))
         self._incoming.append(("watch", cap, stdout, stderr))
         os.write(self._wake_w, b"w")
         return cap
+
+    def asked_limit(self, job_id: str) -> int | None:
+        try:
+            return self.store.job_output_limit(job_id)
+        except (JobletError, ValueError, AttributeError) as exc:  # Redis gone, or an odd record
+            log.warning("job %s: output cap unknown (%s); using %d bytes", job_id[:12], exc,
+                        self.max_bytes)
+            return None
 
     def finish(self, cap: Capture, summary: dict[str, Any]) -> None:
         """Queue the end marker after the job's last byte."""
         self._incoming.append(("end", cap, summary))
         os.write(self._wake_w, b"e")
 
-    def _loop(self) -> None:
-        while True:
-            timeout = 0.5 if self._outbox else None
-            for key, _ in self.selector.select(timeout):
-                if key.data is None:
-                    self._take_incoming()
-                else:
-                    self._read(key)
-            self._flush()
+    def _step(self) -> None:
+        timeout = 0.5 if self._outbox else None
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                self._take_incoming()
+            else:
+                self._read(key)
+        self._flush()
 
     def _take_incoming(self) -> None:
         try:
@@ -89,38 +168,113 @@ class OutputPump:
         while self._incoming:
             item = self._incoming.popleft()
             if item[0] == "watch":
-                _, cap, out, err = item
-                self.selector.register(out, selectors.EVENT_READ, (cap, STDOUT_FIELD))
-                self.selector.register(err, selectors.EVENT_READ, (cap, STDERR_FIELD))
+                self._register(*item[1:])
             else:
-                _, cap, summary = item
-                self._outbox.append((cap, b"end", summary))
+                self._outbox.append(Item(item[1], END_FIELD, item[2]))
+
+    def _register(self, cap: Capture, out: int, err: int) -> None:
+        for fd, stream in ((out, STDOUT_FIELD), (err, STDERR_FIELD)):
+            try:
+                self.selector.register(fd, selectors.EVENT_READ, (cap, stream))
+            except (OSError, ValueError) as exc:
+                log.error("output of job %s: cannot watch a pipe: %s", cap.job_id[:12], exc)
+                self._close(fd, cap, registered=False)
 
     def _read(self, key: selectors.SelectorKey) -> None:
         cap, stream = key.data
-        data = os.read(key.fd, CHUNK)
-        if data:
-            if stream == STDOUT_FIELD:
-                cap.kept(data)
-            self._outbox.append((cap, stream, data))
+        try:
+            faults.fail("output-read", cap.job_id)
+            data = os.read(key.fd, CHUNK)
+        except Exception as exc:  # noqa: BLE001 - this job's pipe, not the pump
+            self._read_failed(key.fd, cap, exc)
             return
-        self.selector.unregister(key.fd)
-        os.close(key.fd)
+        cap.read_failures = 0
+        if data:
+            self._admit(cap, stream, data)
+        else:
+            self._close(key.fd, cap)
+
+    def _read_failed(self, fd: int, cap: Capture, exc: Exception) -> None:
+        cap.read_failures += 1
+        log.warning("output of job %s: read failed (%s: %s)", cap.job_id[:12], type(exc).__name__, exc)
+        if cap.read_failures >= READ_FAILURES:
+            message = f"joblet: output lost: reading it failed {READ_FAILURES} times ({exc})\n"
+            self._outbox.append(Item(cap, STDERR_FIELD, message.encode()))
+            self._close(fd, cap)
+
+    def _admit(self, cap: Capture, stream: bytes, data: bytes) -> None:
+        part, crossed = cap.budget.take(data)
+        if part:
+            if stream == STDOUT_FIELD:
+                cap.kept(part)
+            self._outbox.append(Item(cap, stream, part))
+        if crossed:
+            cap.truncated = True
+            log.warning("output of job %s passed its cap of %d bytes: truncated", cap.job_id[:12],
+                        cap.limit)
+            self._outbox.append(Item(cap, STDERR_FIELD, truncation_notice(cap.limit)))
+            self._outbox.append(Item(cap, FLAG, None))
+
+    def _close(self, fd: int, cap: Capture, registered: bool = True) -> None:
+        if registered:  # counted as closed whatever goes wrong here
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.selector.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
         cap.open_pipes -= 1
         if cap.open_pipes == 0:
+            if cap.budget.over:
+                log.info("output of job %s: discarded %d bytes past its cap of %d", cap.job_id[:12],
+                         cap.budget.discarded, cap.limit)
             cap.closed.set()
 
     def _flush(self) -> None:
+        """Write the outbox in order; a job whose write fails waits (its order kept) while the
+        other jobs' entries go on; Redis unreachable stops the round for everyone."""
+        blocked: set[int] = set()
+        waiting: list[Item] = []
+        now = time.monotonic()
         while self._outbox:
-            cap, stream, data = self._outbox[0]
+            item = self._outbox.popleft()
+            if id(item.cap) in blocked or item.retry_at > now:
+                blocked.add(id(item.cap))
+                waiting.append(item)
+                continue
             try:
-                if stream == b"end":
-                    self.store.end_output(cap.job_id, data, self.cap)
-                else:
-                    self.store.append_output(cap.job_id, stream, data, self.cap)
+                self._send(item)
             except BackendUnavailable as exc:
-                log.warning("output of job %s waits for Redis: %s", cap.job_id[:12], exc)
-                return
-            self._outbox.popleft()
-            if stream == b"end":
-                cap.flushed.set()
+                log.warning("output of job %s waits for Redis: %s", item.cap.job_id[:12], exc)
+                self._outbox.appendleft(item)
+                break
+            except Exception as exc:  # noqa: BLE001 - this job's entry, not the pump
+                if not self._write_failed(item, exc):
+                    blocked.add(id(item.cap))
+                    waiting.append(item)
+                continue
+            if item.kind == END_FIELD:
+                item.cap.flushed.set()
+        self._outbox.extendleft(reversed(waiting))
+
+    def _send(self, item: Item) -> None:
+        faults.fail("output-flush", item.cap.job_id)
+        if item.kind == END_FIELD:
+            self.store.end_output(item.cap.job_id, item.data, self.cap)
+        elif item.kind == FLAG:
+            self.store.mark_output_truncated(item.cap.job_id)
+        else:
+            self.store.append_output(item.cap.job_id, item.kind, item.data, self.cap)
+
+    def _write_failed(self, item: Item, exc: Exception) -> bool:
+        """Count a failed write; True when the entry is given up (dropped)."""
+        item.tries += 1
+        job = item.cap.job_id[:12]
+        if item.tries < WRITE_TRIES:
+            pause = min(RETRY_FIRST * 2 ** (item.tries - 1), RETRY_CAP)
+            item.retry_at = time.monotonic() + pause
+            log.warning("output of job %s: write failed (%s: %s); retrying in %.1f s", job,
+                        type(exc).__name__, exc, pause)
+            return False
+        log.error("output of job %s: dropped an entry after %d failed writes: %s", job, item.tries, exc)
+        if item.kind == END_FIELD:
+            item.cap.flushed.set()
+        return True

@@ -201,8 +201,9 @@ class JobRun:
         out, err = os.dup(main.stdout.fileno()), os.dup(main.stderr.fileno())
         main.stdout.close()
         main.stderr.close()
-        self.capture = capture = self.sup.pump.watch(self.job_id, out, err,
-                                                     self.sup.cfg.result_output_limit)
+        self.capture = capture = self.sup.pump.watch(
+            self.job_id, out, err, self.sup.cfg.result_output_limit,
+            max_output=self.spec.limits.max_output or self.sup.pump.max_bytes)
         if self.stopped.is_set():  # a stop that raced with the start: signal the command now
             wait_for_command(main.pid)
             self.stopped.clear()

@@ -31,6 +31,7 @@ from joblet.worker.execution import Sandbox
 from joblet.worker.journal import Journal
 from joblet.worker.mounts import remove_dirs, unmount_all
 from joblet.worker.output import OutputPump
+from joblet.worker.resilient import resilient
 from joblet.worker.runner import WAITING, JobRun, Outcome
 from joblet.worker.sandbox import Host, make_cover, survey
 from joblet.worker.volumes import RUNTIME_POINT, HostVolumes, runtime_root, runtimes
@@ -274,30 +275,54 @@ class Supervisor:
 
     def _listen_loop(self) -> None:
         """Stops and fleet events as they are published; the heartbeat covers missed ones."""
+        resilient("events", self._listen, self._closing)
+
+    def _listen(self) -> None:
+        """One subscription, until it fails; one bad message costs a log line, not the loop."""
         stops = self.store.keys.stop_channel.encode()
-        while not self._closing.is_set():
-            try:
-                pubsub = self.store.subscribe()
-                for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    if message["channel"] == stops:
-                        self.stop_local(message["data"].decode())
-                        continue
-                    try:
-                        self.on_event(json.loads(message["data"]))
-                    except (ValueError, JobletError) as exc:
-                        log.warning("event %r: %s", message["data"][:200], exc)
-            except Exception as exc:  # noqa: BLE001 - Redis gone: retry, sweeps cover the gap
-                log.warning("event listener: %s; retrying", exc)
-                time.sleep(1)
+        pubsub = self.store.subscribe()
+        try:
+            for message in pubsub.listen():
+                if self._closing.is_set():
+                    return
+                if message.get("type") == "message":
+                    self._on_message(stops, message)
+        finally:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+
+    def _on_message(self, stops: bytes, message: dict[str, Any]) -> None:
+        try:
+            faults.fail("listen")
+            if message["channel"] == stops:
+                self.stop_local(message["data"].decode())
+            else:
+                event = json.loads(message["data"])
+                if not isinstance(event, dict):
+                    raise ValueError("not a JSON object")
+                self.on_event(event)
+        except Exception as exc:  # noqa: BLE001 - logged; the listener serves the next one
+            log.warning("event %r: %s: %s", message.get("data", b"")[:200], type(exc).__name__, exc)
 
     def _heartbeat_loop(self) -> None:
-        interval = self.cfg.heartbeat_interval
-        while not self._closing.wait(interval):
-            self.beat()
+        if not self._closing.wait(self.cfg.heartbeat_interval):
+            resilient("heartbeat", self.beat, self._closing, every=self.cfg.heartbeat_interval)
 
     def beat(self) -> None:
+        """Presence, missed stops, then host upkeep: a failure of one does not skip the other."""
+        failures = []
+        for part in (self._beat_presence, self._beat_upkeep):
+            try:
+                part()
+            except Exception as exc:  # noqa: BLE001 - raised again below, after every part ran
+                failures.append(exc)
+        for exc in failures[1:]:
+            log.warning("heartbeat: %s: %s", type(exc).__name__, exc)
+        if failures:
+            raise failures[0]  # resilient() logs it and backs off
+
+    def _beat_presence(self) -> None:
+        faults.fail("beat")
         with self._lock:
             ids = list(self.running)
         info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started,
@@ -308,6 +333,9 @@ class Supervisor:
                 self.stop_local(job_id)
         except BackendUnavailable as exc:
             log.warning("heartbeat: %s", exc)
+
+    def _beat_upkeep(self) -> None:
+        faults.fail("upkeep")
         try:
             if self.agent.ensure_firewall():
                 log.warning("joblet's nftables table was gone: restored it")

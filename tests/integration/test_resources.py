@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
+import time
 
+from joblet.api.client import Client
 from joblet.api.models import JobStatus
+from tests.conftest import Host, need
 from tests.integration.helpers import run, wait_running
 
 
@@ -112,3 +117,64 @@ def test_user_option(client):
     rec, out, _ = run(client, "sh", "-c", "id -u; id -g; touch /work/mine && echo ok",
                       network="none", user="1234:2345")
     assert rec.status == JobStatus.COMPLETED and out.split() == [b"1234", b"2345", b"ok"]
+
+
+MIB = 1 << 20
+EXACT = "import random, sys; sys.stdout.buffer.write(random.Random(7).randbytes({n}))"
+
+
+def redis_memory(client) -> int:
+    return int(client.store.redis.info("memory")["used_memory"])
+
+
+def test_output_flood_is_capped_in_bytes(host, client):
+    """`cat /dev/zero` for 20 s with --max-output 8M: Redis holds the cap and a notice."""
+    base = redis_memory(client)
+    sub = host.rnx("run", "-d", "--network=none", "--max-output", "8M", "sh", "-c",
+                   "timeout 20 cat /dev/zero; exit 0")
+    assert sub.returncode == 0, sub.stderr
+    job_id = sub.stdout.decode().strip()
+    peak = base
+    while not (rec := client.get(job_id)).status.final:
+        peak = max(peak, redis_memory(client))
+        time.sleep(0.2)
+    peak = max(peak, redis_memory(client))
+    assert rec.status == JobStatus.COMPLETED and rec.output_truncated, rec
+    assert rec.finished - rec.started >= 19, "the job kept running past its cap"  # type: ignore[operator]
+    assert peak - base < 8 * MIB + 16 * MIB, f"Redis grew {(peak - base) / MIB:.1f} MiB"
+    stream = client.store.redis.memory_usage(client.store.keys.log(job_id), samples=0)
+    assert stream < 9 * MIB, f"the stream holds {stream / MIB:.1f} MiB"  # the cap + entry overhead
+    out = b"".join(d for s, d in client.logs(job_id) if s == "stdout")
+    err = b"".join(d for s, d in client.logs(job_id) if s == "stderr")
+    assert out == bytes(8 * MIB)  # exactly the cap, byte for byte
+    assert err == f"joblet: output truncated at {8 * MIB} bytes (max-output); the job keeps running " \
+                  "and its further output is discarded\n".encode()
+    dropped = re.search(rf"{job_id[:12]}: discarded (\d+) bytes past its cap", host.log())
+    assert dropped and int(dropped.group(1)) > 100 * MIB, "the job really flooded"  # type: ignore[union-attr]
+    print(f"flood: {int(dropped.group(1)) / MIB:.0f} MiB discarded; Redis +{(peak - base) / MIB:.1f} MiB "
+          f"at peak, stream {stream / MIB:.2f} MiB")
+
+
+def test_output_up_to_the_cap_arrives_whole(client):
+    """Positive control: exactly the cap (8 MiB of random bytes) gets through, not truncated."""
+    rec, out, err = run(client, "python3", "-c", EXACT.format(n=8 * MIB), network="none",
+                        limits={"max_output": "8M"})
+    assert rec.status == JobStatus.COMPLETED and not rec.output_truncated
+    assert out == random.Random(7).randbytes(8 * MIB) and err == b""
+
+
+def test_worker_setting_is_default_and_ceiling(redis_sock):
+    """output_max_bytes=1M on the worker: a job without --max-output, and one asking for
+    more, both stop at 1 MiB; one asking for less gets its own cap."""
+    need(os.geteuid() == 0, "needs root")
+    h = Host(redis_sock, "capped", output_max_bytes="1M")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        for asked, cap in ((None, MIB), ("2M", MIB), ("512K", MIB // 2)):
+            limits = {"max_output": asked} if asked else {}
+            rec, out, err = run(client, "head", "-c", "3M", "/dev/zero", network="none", limits=limits)
+            assert rec.status == JobStatus.COMPLETED and rec.output_truncated, (asked, rec)
+            assert out == bytes(cap) and f"truncated at {cap} bytes".encode() in err, asked
+    finally:
+        h.close()

@@ -1,0 +1,194 @@
+"""Output byte caps, sizes, backoff, resilient loops and fault arming, without root or Redis."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
+from joblet.api.limits import Limits, parse_bytes
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.config import load
+from joblet.errors import ConfigError
+from joblet.worker import faults
+from joblet.worker.output import Budget, OutputPump, truncation_notice
+from joblet.worker.resilient import Backoff, resilient
+
+
+@pytest.mark.parametrize(("text", "size"), [("64M", 64 << 20), ("512K", 512 << 10), ("1G", 1 << 30),
+                                            ("8MiB", 8 << 20), ("2kb", 2048), ("100", 100),
+                                            ("1.5m", 3 << 19), (4096, 4096), (" 7 b ", 7)])
+def test_sizes(text, size):
+    assert parse_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["big", "-1M", "1X", "M", "1e9", "", True, 1.5, None])
+def test_bad_sizes(text):
+    with pytest.raises(ValueError):
+        parse_bytes(text)
+
+
+def test_max_output_in_limits_and_settings():
+    assert Limits(max_output="8M").max_output == 8 << 20
+    assert Limits().max_output is None
+    with pytest.raises(ValueError):
+        Limits(max_output="10")  # under 1 KiB: refused, naming the field
+    assert load().output_max_bytes == 64 << 20
+    assert load(output_max_bytes="8M").output_max_bytes == 8 << 20
+    with pytest.raises(ConfigError, match="output_max_bytes"):
+        load(output_max_bytes="lots")
+
+
+def test_budget_cuts_at_the_cap_exactly_once():
+    budget = Budget(10)
+    assert budget.take(b"123456") == (b"123456", False)
+    assert budget.take(b"7890") == (b"7890", False)  # exactly at the cap: not truncated
+    assert budget.take(b"x") == (b"", True)
+    assert budget.take(b"more") == (b"", False)
+    assert budget.used == 10 and budget.over and budget.discarded == 5
+    cut = Budget(4)
+    assert cut.take(b"abcdef") == (b"abcd", True)
+
+
+def test_notice_names_the_cap():
+    assert b"truncated at 8388608 bytes" in truncation_notice(8 << 20)
+
+
+def test_record_reports_truncation():
+    rec = JobRecord(id="a" * 32, status=JobStatus.RUNNING, spec=JobSpec(command="yes"))
+    assert rec.public()["output_truncated"] is False
+    assert rec.model_copy(update={"output_truncated": True}).public()["output_truncated"] is True
+
+
+def test_cli_passes_max_output(monkeypatch):
+    from joblet.cli import main
+
+    sent = {}
+
+    class FakeClient:
+        def submit(self, spec):
+            sent["spec"] = spec
+            return JobRecord(id="b" * 32, status=JobStatus.PENDING, spec=spec)
+
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: FakeClient()))
+    result = CliRunner().invoke(main.cli, ["run", "--max-output", "8M", "-d", "yes"])
+    assert result.exit_code == 0, result.output
+    assert sent["spec"].limits.max_output == 8 << 20
+    bad = CliRunner().invoke(main.cli, ["run", "--max-output", "lots", "-d", "yes"])
+    assert bad.exit_code != 0 and "max_output" in bad.output
+
+
+def test_backoff_doubles_to_its_cap_and_resets():
+    b = Backoff(0.1, 5.0)
+    assert [b.failed() for _ in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    b.succeeded()
+    assert b.failed() == 0.1
+
+
+def test_resilient_survives_any_exception_and_goes_on():
+    stop, calls = threading.Event(), []
+    errors = [BlockingIOError(11, "no pids"), RuntimeError("x"), KeyError("y"), MemoryError()]
+
+    def step():
+        calls.append(time.monotonic())
+        if errors:
+            raise errors.pop(0)
+        if len(calls) >= 6:
+            stop.set()
+
+    thread = threading.Thread(target=resilient, args=("t", step, stop), kwargs={"first": 0.01, "cap": 0.04})
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and len(calls) == 6
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert gaps[0] >= 0.01 and gaps[2] >= 0.04  # backed off, doubling up to the cap
+
+
+def test_faults_fire_as_armed(tmp_path, monkeypatch):
+    path, marker = tmp_path / "faults", tmp_path / "marker"
+    monkeypatch.setenv("JOBLET_FAULT_FILE", str(path))
+    monkeypatch.setenv("JOBLET_FAULT_MARKER", str(marker))
+    monkeypatch.setattr(faults, "_faults", faults._Faults())
+    faults.fail("beat")  # nothing armed: no fault
+    faults.arm(path, "beat", "BlockingIOError", 2)
+    faults.arm(path, "output-read", "OSError", 1, "job1")
+    for _ in range(2):
+        with pytest.raises(BlockingIOError):
+            faults.fail("beat")
+    faults.fail("beat")
+    faults.fail("output-read", "job2")  # another job: untouched
+    with pytest.raises(OSError):
+        faults.fail("output-read", "job1")
+    assert faults.fired(marker, "beat") == 2 and faults.fired(marker, "output-read") == 1
+    with pytest.raises(ValueError):
+        faults.arm(path, "nowhere", "OSError", 1)
+
+
+class FakeStore:
+    """Records what the pump writes; writes of `failing` jobs raise (unit test only)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, bytes, object]] = []
+        self.failing: set[str] = set()
+        self.flagged: list[str] = []
+
+    def job_output_limit(self, job_id):
+        return None
+
+    def append_output(self, job_id, field, data, cap):
+        if job_id in self.failing:
+            raise RuntimeError("broken")
+        self.entries.append((job_id, field, data))
+
+    def end_output(self, job_id, summary, cap):
+        self.append_output(job_id, END_FIELD, summary, cap)
+
+    def mark_output_truncated(self, job_id):
+        self.flagged.append(job_id)
+
+
+def pump_job(pump: OutputPump, job_id: str, payload: bytes, **kw):
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    cap = pump.watch(job_id, out_r, err_r, 1 << 20, **kw)
+    os.write(out_w, payload)
+    os.close(out_w)
+    os.close(err_w)
+    assert cap.closed.wait(5)
+    pump.finish(cap, {"status": "COMPLETED"})
+    return cap
+
+
+def stdout_of(store: FakeStore, job_id: str) -> bytes:
+    return b"".join(d for j, f, d in store.entries if j == job_id and f == STDOUT_FIELD)
+
+
+def test_pump_caps_bytes_and_marks_once():
+    store = FakeStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    cap = pump_job(pump, "big", b"z" * 50_000, max_output=10_000)
+    assert cap.flushed.wait(5)
+    assert stdout_of(store, "big") == b"z" * 10_000 and cap.truncated
+    notices = [d for j, f, d in store.entries if f == STDERR_FIELD]
+    assert notices == [truncation_notice(10_000)] and store.flagged == ["big"]
+    small = pump_job(pump, "small", b"s" * 10_000, max_output=10_000)  # positive control
+    assert small.flushed.wait(5)
+    assert stdout_of(store, "small") == b"s" * 10_000 and not small.truncated
+    assert store.flagged == ["big"]
+    ceiling = pump_job(pump, "ceil", b"c" * 5000, max_output=1 << 40)
+    assert ceiling.limit == 1 << 20  # a job cannot raise the worker's ceiling
+
+
+def test_one_jobs_failing_writes_do_not_hold_back_others():
+    store = FakeStore()
+    store.failing.add("bad")
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    bad = pump_job(pump, "bad", b"b" * 100)
+    good = pump_job(pump, "good", b"g" * 100)
+    assert good.flushed.wait(5) and stdout_of(store, "good") == b"g" * 100
+    assert bad.flushed.wait(10)  # given up after a few tries; the job thread is not kept waiting
+    assert stdout_of(store, "bad") == b""
