@@ -41,10 +41,14 @@ class Drops:
 
     def drop(self, reason: str, detail: str) -> None:
         log.error("dropped a message (%s): %s", reason, detail[:300])
+        self.count(reason)
+
+    def count(self, reason: str) -> None:
+        """Count a message refused by reason (its log line is written by the caller)."""
         try:
             self.store.count_drop(self.node, reason)
         except Exception as exc:  # noqa: BLE001 - counting must not stop the consumer
-            log.warning("could not count a dropped message: %s", exc)
+            log.warning("could not count a refused message: %s", exc)
 
 
 _state: dict[str, Any] = {}
@@ -112,10 +116,7 @@ def count_celery_refusals() -> None:
         original = getattr(Consumer, name)
 
         def counted(self: Any, *args: Any, _original: Any = original, _reason: str = reason) -> Any:
-            try:
-                _state["drops"].store.count_drop(_state["drops"].node, _reason)
-            except Exception as exc:  # noqa: BLE001 - counting must not stop the consumer
-                log.warning("could not count a refused message: %s", exc)
+            _state["drops"].count(_reason)
             return _original(self, *args)
 
         setattr(Consumer, name, functools.wraps(original)(counted))

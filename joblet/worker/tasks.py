@@ -84,6 +84,7 @@ def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
         error = (f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; "
                  "refused, not run")
     if error is not None:
+        broker_guard.drops().count("wrong-node" if error.startswith("job is for node") else "bad-spec")
         return refuse(sup, msg.job_id, spec, error)
     return sup.run(msg.job_id, spec)  # type: ignore[no-any-return]
 
