@@ -91,17 +91,17 @@ def run_job_signature(cfg: Settings | None = None) -> Any:
     """`run_job.delay(command="echo", args=["hi"], network="none")` runs a job."""
     from celery.canvas import Signature
 
-    cfg = cfg or settings()
+    conf = cfg or settings()
 
     class RunJob(Signature):  # type: ignore[misc]
         """Each call gets a joblet job id and its stamps (workers take no other ids)."""
 
         def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
             job_id = options.pop("task_id", None) or new_job_id()
-            stamped = {**(kwargs or {}), **stamp(job_id, cfg.message_ttl, time.time())}
+            stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time())}
             return super().apply_async(args, stamped, task_id=job_id, **options)
 
-    return RunJob(RUN_TASK, queue=cfg.queue, app=client_app(cfg))
+    return RunJob(RUN_TASK, queue=conf.queue, app=client_app(conf))
 
 
 def send_run(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:

@@ -31,7 +31,7 @@ HEADERS: dict[str, tuple[type, ...]] = {
     "timelimit": (list, NONE), "root_id": (str, NONE), "parent_id": (str, NONE),
     "argsrepr": (str, NONE), "kwargsrepr": (str, NONE), "origin": (str, NONE),
     "ignore_result": (bool, NONE), "replaced_task_nesting": (int, NONE), "stamped_headers": (list, NONE),
-    "stamps": (dict,),
+    "stamps": (dict,), "redelivered": (bool, NONE),  # kombu sets it when it restores a message
 }
 PROPERTIES: dict[str, tuple[type, ...]] = {
     "correlation_id": (str,), "reply_to": (str, NONE), "delivery_mode": (int, NONE),
@@ -64,7 +64,7 @@ def problem(message: Any, policy: Policy) -> str | None:
 
 
 def _top(message: dict[str, Any], policy: Policy) -> str | None:
-    if not isinstance(message.get("body"), str):
+    if not isinstance(message.get("body"), str):  # (a top-level "redelivered" is kombu's too)
         return "body is not a string"
     if not isinstance(message.get("headers"), dict) or not isinstance(message.get("properties"), dict):
         return "headers or properties missing"

@@ -26,7 +26,7 @@ from joblet.worker.runner import Outcome
 from joblet.worker.supervisor import Duplicate
 
 log = logging.getLogger(__name__)
-PLACEHOLDER = JobSpec(command="-")  # recorded instead of a spec that failed its checks
+PLACEHOLDER = JobSpec.model_validate({"command": "-"})  # recorded instead of a spec that failed its checks
 
 
 def register(app: Celery) -> None:
