@@ -112,8 +112,9 @@ def _headers(message: dict[str, Any], policy: Policy) -> str | None:
         return why
     if headers.get("task") != policy.task:
         return f"task {str(headers.get('task'))[:80]!r} is not {policy.task!r}"
-    if not isinstance(headers.get("id"), str) or len(headers["id"]) > 256:
-        return "header id missing or too long"
+    task_id = headers.get("id")
+    if not (isinstance(task_id, str) and 0 < len(task_id) <= 256 and task_id.isascii() and task_id.isprintable()):
+        return "header id missing, too long or not printable ASCII"  # Celery logs it before any check
     limit = headers.get("timelimit")
     if limit is not None and (len(limit) != 2 or not all(isinstance(v, int | float | NONE) for v in limit)):
         return "header timelimit is not [soft, hard]"

@@ -69,8 +69,9 @@ def test_forged_ids_touch_no_path_cgroup_or_key(host, client, victim_cgroup):
     eventually(lambda: dropped(client, host.name, "bad-id") == before + len(forged), "forged ids not dropped")
     assert (victim / "keep").read_text() == "x"  # the target directory is untouched
     assert sleeper.poll() is None and str(sleeper.pid) in (group / "cgroup.procs").read_text()
-    for task_id in forged:  # no record or claim under the forged id
-        assert not client.store.redis.exists(client.store.keys.job(task_id), client.store.keys.claim(task_id))
+    for task_id in forged:  # no record, claim or Celery result under the forged id
+        keys = (client.store.keys.job(task_id), client.store.keys.claim(task_id), f"celery-task-meta-{task_id}")
+        assert not client.store.redis.exists(*keys)
     good_job_completes(client)
 
 

@@ -3,6 +3,7 @@ re-pointed messages run nothing."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -154,6 +155,25 @@ def test_a_changed_header_id_is_refused(signed):
                "forged header ids not dropped")
     assert victim.is_dir() and all(admin.store.find_job(i) is None for i in forged)
     admin.store.redis.lpush(h.env["JOBLET_QUEUE"], raw)  # the untouched message still runs once
+    eventually(lambda: admin.store.find_job(job) is not None, "no record")
+    assert admin.wait(job, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_a_signed_body_relabelled_as_pickle_is_dropped(signed):
+    """Only the signed body's bytes are signed, not the inner content type Celery decodes
+    them with (it decodes with force=True)."""
+    h, c, _ = signed
+    admin = c["admin"]
+    job, raw = capture(h, admin, {"command": "true", "network": "none"})
+    envelope = json.loads(raw)
+    packed = base64.b64decode(base64.b64decode(envelope["body"]))
+    relabelled = packed.replace(b"application/json", b"application/x-python-serialize", 1)
+    envelope["body"] = base64.b64encode(base64.b64encode(relabelled)).decode()
+    before = admin.store.dropped(h.name).get("envelope", 0)
+    admin.store.redis.lpush(h.env["JOBLET_QUEUE"], json.dumps(envelope))
+    eventually(lambda: admin.store.dropped(h.name).get("envelope", 0) == before + 1, "relabelled body not dropped")
+    assert "inner content type" in log_text(h) and admin.store.find_job(job) is None
+    admin.store.redis.lpush(h.env["JOBLET_QUEUE"], raw)  # the untouched message runs
     eventually(lambda: admin.store.find_job(job) is not None, "no record")
     assert admin.wait(job, timeout=30).status == JobStatus.COMPLETED
 

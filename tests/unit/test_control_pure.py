@@ -103,7 +103,8 @@ def test_joblets_envelope_passes():
 
 
 @pytest.mark.parametrize("change", [
-    {"id": ["x"]}, {"task": ["x"]}, {"task": "celery.backend_cleanup"}, {"eta": 5}, {"retries": "x"},
+    {"id": ["x"]}, {"id": "x\nERROR forged log line"}, {"id": ""},
+    {"task": ["x"]}, {"task": "celery.backend_cleanup"}, {"eta": 5}, {"retries": "x"},
     {"timelimit": [1, 2, 3]}, {"stamps": {"a": [1]}}, {"callbacks": [{"task": "x"}]},
 ])
 def test_headers_of_the_wrong_type_or_task_are_refused(change):
