@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any
 
 from joblet.config import Settings
@@ -76,10 +77,13 @@ def drops() -> Drops:
     return _state["drops"]  # type: ignore[no-any-return]
 
 
+_reading = threading.local()  # set while kombu reads a queue entry (not its own unacked hash)
+
+
 def safe_loads(original: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
-    """kombu's loads, refusing oversized and undecodable entries instead of raising."""
+    """kombu's loads, refusing oversized and undecodable queue entries instead of raising."""
     limit = _state["policy"].max_bytes
-    if isinstance(text, str | bytes) and len(text) > limit:
+    if getattr(_reading, "queue", False) and isinstance(text, str | bytes) and len(text) > limit:
         return {MALFORMED: f"message of {len(text)} bytes is over the limit of {limit}"}
     try:
         return original(text, *args, **kwargs)
@@ -89,8 +93,23 @@ def safe_loads(original: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
         return {MALFORMED: "JSON nested too deeply"}
 
 
+def reading_queue(method: Any) -> Any:
+    """Mark a kombu read of a queue entry: its size limit applies (restoring an unacked
+    message also goes through loads, and must not be refused half-way)."""
+    @functools.wraps(method)
+    def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _reading.queue = True
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _reading.queue = False
+    return read
+
+
 def refuse_malformed_messages(kombu_redis: Any) -> None:
     kombu_redis.loads = functools.partial(safe_loads, kombu_redis.loads)
+    for name in ("_brpop_read", "_get"):
+        setattr(kombu_redis.Channel, name, reading_queue(getattr(kombu_redis.Channel, name)))
     original_deliver = kombu_redis.Transport._deliver
 
     @functools.wraps(original_deliver)
