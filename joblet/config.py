@@ -49,6 +49,12 @@ class Settings(BaseModel):
     log_ttl: int = Field(7 * 86400, ge=60, description="seconds output and records live after a job")
     result_output_limit: int = Field(1 << 20, ge=0, description="bytes of stdout kept in a result")
     upload_max_bytes: int = Field(16 << 20, ge=0, description="total size of a job's uploads")
+    spec_max_bytes: int = Field(24 << 20, ge=64 << 10, description="largest job spec (JSON, "
+                                "uploads included) a client sends")
+    message_max_bytes: int = Field(64 << 20, ge=256 << 10, description="worker: larger queue "
+                                   "messages are dropped unread (a signed spec grows ~2.4x on the queue)")
+    message_ttl: int = Field(86400, ge=10, le=30 * 86400, description="seconds a queued job "
+                             "message stays valid; a later one is refused and its job FAILED")
     allow_host_network: bool = Field(False, description="allow --network=host on this worker "
                                      "(the job still gets its sandbox, less the network namespace)")
     job_max_pids: int = Field(4096, ge=8, description="a job's process limit without --max-pids")

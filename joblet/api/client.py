@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pydantic
 
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
+from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings, settings
-from joblet.errors import ValidationError
+from joblet.errors import ConfigError, ValidationError
 
 
 def validation_message(exc: pydantic.ValidationError, what: str = "job") -> str:
@@ -81,9 +81,11 @@ class Client:
             raise ValidationError(
                 f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}"
             )
+        self._check_size(spec)
         self._check_networks(spec)
         spec = self._check_resources(spec)
-        record = JobRecord(id=uuid.uuid4().hex, status=JobStatus.PENDING, spec=spec,
+        self.check_fleet(spec.node)
+        record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
                            name=spec.name, created=time.time())
         self.store.create_job(record)
         from joblet.api.tasks import send_run
@@ -95,6 +97,22 @@ class Client:
                                   error="could not be queued", finished=time.time())
             raise
         return record
+
+    def _check_size(self, spec: JobSpec) -> None:
+        """Refuse a spec too large to queue before anything is stored."""
+        size = len(spec.model_dump_json())
+        limit = self.settings.spec_max_bytes
+        if size > limit:
+            raise ValidationError(f"invalid job: its spec is {size} bytes, over the limit of {limit} "
+                                  "(spec_max_bytes; uploads, arguments and environment count)")
+
+    def check_fleet(self, node: str | None) -> None:
+        """Refuse to queue what the live workers would refuse unread (signed vs unsigned)."""
+        from joblet.api.tasks import signing_config, signing_mismatch
+
+        why = signing_mismatch(bool(signing_config(self.settings, verify=False)), self.live_nodes(), node)
+        if why:
+            raise ConfigError(why)
 
     def _check_resources(self, spec: JobSpec) -> JobSpec:
         """Volumes must exist; a runtime must be offered by a live worker (the job is pinned

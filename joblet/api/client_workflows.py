@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from joblet.api import workflow_store as wfs
+from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.workflows import Workflow, graph_problems
 from joblet.errors import NotFound, ValidationError
@@ -49,9 +50,11 @@ class Workflows:
         wf_id = uuid.uuid4().hex
         jobs = {}
         for name, job in wf.jobs.items():
+            self.client._check_size(job.spec)
             self.client._check_networks(job.spec)
             spec = self.client._check_resources(job.spec)
-            jobs[name] = (uuid.uuid4().hex, spec, job.requires)
+            self.client.check_fleet(spec.node)
+            jobs[name] = (new_job_id(), spec, job.requires)
         record = wfs.new_record(wf_id, wf.name, jobs)
         wfs.save(store, record, cfg.log_ttl)
         for name, (job_id, spec, _) in jobs.items():

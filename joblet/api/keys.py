@@ -30,6 +30,14 @@ class Keys:
     def claim(self, job_id: str) -> str:
         return f"{self.prefix}claim:{job_id}"
 
+    def nonce(self, nonce: str) -> str:
+        """A run-job message's nonce, claimed by its first delivery (replays are refused)."""
+        return f"{self.prefix}nonce:{nonce}"
+
+    def dropped(self, node: str) -> str:
+        """Hash of messages a worker dropped: reason -> count."""
+        return f"{self.prefix}dropped:{node}"
+
     def stop(self, job_id: str) -> str:
         return f"{self.prefix}stop:{job_id}"
 

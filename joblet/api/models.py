@@ -21,6 +21,9 @@ NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
 VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
 USER_RE = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
+ARG_MAX_BYTES = 128 << 10  # the kernel's MAX_ARG_STRLEN: execve refuses a longer string
+ARGV_MAX_BYTES = 1 << 20  # all arguments together (the kernel allows ~2 MiB for argv and env)
+ENV_MAX_BYTES = 512 << 10
 
 
 class JobStatus(StrEnum):
@@ -108,17 +111,28 @@ class JobSpec(BaseModel):
     @field_validator("args")
     @classmethod
     def _args(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        total = 0
         for arg in value:
             _no_nul(arg, "argument")
+            size = len(arg.encode(errors="surrogatepass"))
+            if size > ARG_MAX_BYTES:
+                raise ValueError(f"an argument of {size} bytes is over the limit of {ARG_MAX_BYTES}")
+            total += size + 1
+        if total > ARGV_MAX_BYTES:
+            raise ValueError(f"the arguments total {total} bytes, over the limit of {ARGV_MAX_BYTES}")
         return value
 
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        total = 0
         for key, val in value.items():
             if not ENV_KEY_RE.match(key):
-                raise ValueError(f"invalid environment variable name {key!r}")
+                raise ValueError(f"invalid environment variable name {key[:64]!r}")
             _no_nul(val, f"value of {key}")
+            total += len(key) + len(val.encode(errors="surrogatepass")) + 2
+        if total > ENV_MAX_BYTES:
+            raise ValueError(f"the environment totals {total} bytes, over the limit of {ENV_MAX_BYTES}")
         return value
 
     @field_validator("name")

@@ -58,6 +58,7 @@ class Store:
         self.redis = connect(url)
         self._cas = self.redis.register_script(_CAS_STATUS)
         self._create = self.redis.register_script(_CREATE_IF_ABSENT)
+        self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
 
     # -- jobs -------------------------------------------------------------------------------
     @_url
@@ -154,6 +155,24 @@ class Store:
         return bool(self.redis.set(self.keys.claim(job_id), node, nx=True))
 
     @_url
+    def claimed(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.keys.claim(job_id)))
+
+    @_url
+    def claim_nonce(self, nonce: str, job_id: str, ttl: int) -> bool:
+        """True for the first delivery of a message: its nonce was not seen in `ttl` seconds."""
+        return bool(self.redis.set(self.keys.nonce(nonce), job_id, nx=True, ex=ttl))
+
+    @_url
+    def count_drop(self, node: str, reason: str) -> None:
+        self.redis.hincrby(self.keys.dropped(node), reason, 1)
+
+    @_url
+    def dropped(self, node: str) -> dict[str, int]:
+        """Messages this node's worker dropped, by reason."""
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.dropped(node)).items()}
+
+    @_url
     def request_stop(self, job_id: str) -> None:
         pipe = self.redis.pipeline()
         pipe.set(self.keys.stop(job_id), "1")
@@ -216,7 +235,7 @@ class Store:
     # -- nodes ------------------------------------------------------------------------------
     @_url
     def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> None:
-        self.redis.set(self.keys.node(node), json.dumps(info), ex=ttl)
+        self.redis.set(self.keys.node(node), json.dumps({**info, **self.node_info}), ex=ttl)
 
     @_url
     def live_nodes(self) -> dict[str, dict[str, Any]]:

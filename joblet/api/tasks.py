@@ -5,10 +5,12 @@ Nothing here imports worker or network code, so clients run without root or pyro
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any
 
 from joblet.api.keys import RUN_TASK
+from joblet.api.message import new_job_id, stamp
 from joblet.config import Settings, settings
 
 
@@ -87,20 +89,50 @@ def queue_for(cfg: Settings, node: str | None) -> str:
 
 def run_job_signature(cfg: Settings | None = None) -> Any:
     """`run_job.delay(command="echo", args=["hi"], network="none")` runs a job."""
-    cfg = cfg or settings()
-    return client_app(cfg).signature(RUN_TASK, queue=cfg.queue)
+    from celery.canvas import Signature
+
+    conf = cfg or settings()
+
+    class RunJob(Signature):  # type: ignore[misc]
+        """Each call gets a joblet job id and its stamps (workers take no other ids)."""
+
+        def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            job_id = options.pop("task_id", None) or new_job_id()
+            stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time())}
+            return super().apply_async(args, stamped, task_id=job_id, **options)
+
+    return RunJob(RUN_TASK, queue=conf.queue, app=client_app(conf))
 
 
 def send_run(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:
-    """Queue a job by task name; the task id is the job id."""
+    """Queue a job by task name; the task id is the job id, repeated in the (signed) body
+    with a nonce and an expiry (`joblet.api.message`)."""
     from kombu.exceptions import OperationalError
 
     from joblet.errors import BackendUnavailable
 
+    body = {"spec": spec, **stamp(job_id, cfg.message_ttl, time.time())}
     try:
         client_app(cfg).send_task(
-            RUN_TASK, kwargs={"spec": spec}, task_id=job_id, queue=queue_for(cfg, node),
-            retry=False,
+            RUN_TASK, kwargs=body, task_id=job_id, queue=queue_for(cfg, node), retry=False,
         )
     except OperationalError as exc:
         raise BackendUnavailable(f"cannot reach the broker at {cfg.broker}: {exc}") from None
+
+
+def signing_mismatch(signs: bool, live: dict[str, dict[str, Any]], node: str | None) -> str | None:
+    """Why the live workers that could take a message would refuse it (one line), or None.
+
+    Workers publish `signed` in their heartbeat; a worker that verifies refuses unsigned
+    messages and one that does not refuses signed ones, and either way the job would stay
+    PENDING. Workers that do not say are given the benefit of the doubt."""
+    targets = {n: i for n, i in live.items() if node is None or n == node}
+    wrong = sorted(n for n, i in targets.items() if isinstance(i.get("signed"), bool) and i["signed"] != signs)
+    if not wrong:
+        return None
+    names = ", ".join(repr(n) for n in wrong)
+    if signs:
+        return (f"cannot queue the job: worker(s) {names} accept only unsigned messages; unset "
+                "signing_key/signing_cert or enable signing on the workers")
+    return (f"cannot queue the job unsigned: worker(s) {names} require signed messages; set "
+            "signing_key and signing_cert (JOBLET_SIGNING_KEY, JOBLET_SIGNING_CERT)")

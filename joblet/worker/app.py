@@ -14,7 +14,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from kombu import Queue
 
 from joblet.api.keys import RUN_TASK
-from joblet.api.tasks import celery_config, setup_signing
+from joblet.api.tasks import celery_config, setup_signing, signing_config
 from joblet.config import Settings
 from joblet.worker import broker_guard
 
@@ -22,7 +22,7 @@ _supervisor: Any = None
 
 
 def make_app(cfg: Settings) -> Celery:
-    broker_guard.install()
+    broker_guard.install(cfg, signed=requires_signing(cfg))
     app = Celery("joblet-worker", set_as_current=True)
     app.conf.update(celery_config(cfg))
     app.conf.update(
@@ -47,6 +47,10 @@ def make_app(cfg: Settings) -> Celery:
     return app
 
 
+def requires_signing(cfg: Settings) -> bool:
+    return bool(signing_config(cfg, verify=True))
+
+
 def supervisor() -> Any:
     if _supervisor is None:
         raise RuntimeError("the joblet supervisor is not running in this process")
@@ -59,6 +63,8 @@ def install_supervisor(cfg: Settings) -> Any:
     from joblet.worker.supervisor import Supervisor
 
     _supervisor = Supervisor(cfg)
+    # published with every heartbeat: clients refuse to send what this worker would refuse
+    _supervisor.store.node_info["signed"] = requires_signing(cfg)
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:

@@ -3,82 +3,142 @@
 kombu 5.x has two failure modes that stop a Celery worker for good, and a job runner that is
 trusted with a fleet must survive both:
 
-- a message on the queue that is not a well-formed envelope (not JSON, or JSON of another
-  shape) raises inside the transport's read loop: "Unrecoverable error", the worker exits;
+- a message on the queue that is not joblet's envelope (not JSON, JSON nested deeper than
+  Python's recursion limit, headers of the wrong types, another task) raises inside the
+  transport's read loop or in Celery's consumer: "Unrecoverable error", the worker exits,
+  or the message goes back on the queue and kills every worker that takes it;
 - when Redis restarts, the old channel, detached from its transport, is still used to put
   unacknowledged messages back and to acknowledge tasks that were running during the outage
   (AttributeError: 'NoneType' object has no attribute ...), and Celery stops consuming.
 
-The first is dropped with a log line; the second is skipped with a log line: those messages
-stay in Redis's unacked set and come back after the visibility timeout, and a job's claim
-turns that second delivery into a no-op.
+The first is dropped before kombu or Celery look at it (`joblet.worker.envelope`), with one
+log line, and counted per reason in Redis (`Keys.dropped`); what Celery itself refuses later
+(an unsigned or untrusted signature) is counted too. The second is skipped with a log line:
+those messages stay in Redis's unacked set and come back after the visibility timeout, and a
+job's claim turns that second delivery into a no-op.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import json
 import logging
+import threading
 from typing import Any
 
+from joblet.config import Settings
+from joblet.worker.envelope import MALFORMED, Policy, problem
+
 log = logging.getLogger(__name__)
-MALFORMED = "__joblet_malformed__"
 
 
-def install() -> None:
+class Drops:
+    """One log line and a counter per dropped message; never raises."""
+
+    def __init__(self, cfg: Settings) -> None:
+        from joblet.api.store import Store
+
+        self.node = cfg.node
+        self.store = Store(cfg.redis_url, cfg.key_prefix)
+
+    def drop(self, reason: str, detail: str) -> None:
+        log.error("dropped a message (%s): %s", reason, detail[:300])
+        self.count(reason)
+
+    def count(self, reason: str) -> None:
+        """Count a message refused by reason (its log line is written by the caller)."""
+        try:
+            self.store.count_drop(self.node, reason)
+        except Exception as exc:  # noqa: BLE001 - counting must not stop the consumer
+            log.warning("could not count a refused message: %s", exc)
+
+
+_state: dict[str, Any] = {}
+
+
+def install(cfg: Settings, signed: bool) -> Drops:
+    """Guard this process's kombu transport and Celery consumer for this worker's settings."""
     from kombu.transport import redis as kombu_redis
 
-    if getattr(kombu_redis, "_joblet_guarded", False):
-        return
-    refuse_malformed_messages(kombu_redis)
-    survive_broker_restarts(kombu_redis)
-    kombu_redis._joblet_guarded = True  # type: ignore[attr-defined]
+    from joblet.api.keys import RUN_TASK
+    from joblet.worker.envelope import JSON_TYPE, SIGNED_TYPE
+
+    _state["policy"] = Policy(RUN_TASK, SIGNED_TYPE if signed else JSON_TYPE, cfg.message_max_bytes)
+    _state["drops"] = drops = Drops(cfg)
+    if not getattr(kombu_redis, "_joblet_guarded", False):
+        refuse_malformed_messages(kombu_redis)
+        survive_broker_restarts(kombu_redis)
+        count_celery_refusals()
+        kombu_redis._joblet_guarded = True  # type: ignore[attr-defined]
+    return drops
 
 
-def well_formed(message: Any) -> bool:
-    """The envelope kombu's virtual transport needs before Celery can look at it, and for a
-    JSON body Celery's protocol 2 shape [args, kwargs, embed] (Celery does not check it)."""
-    if not isinstance(message, dict):
-        return False
-    props = message.get("properties")
-    if not (isinstance(message.get("body"), str) and isinstance(message.get("headers"), dict)
-            and isinstance(message.get("content-type"), str) and isinstance(props, dict)
-            and isinstance(props.get("delivery_info"), dict) and "delivery_tag" in props):
-        return False
-    if message["content-type"] != "application/json":
-        return True  # signed ("auth") bodies are checked after verification; others refused
+def drops() -> Drops:
+    """The process's drop counter (after `install`)."""
+    return _state["drops"]  # type: ignore[no-any-return]
+
+
+_reading = threading.local()  # set while kombu reads a queue entry (not its own unacked hash)
+
+
+def safe_loads(original: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
+    """kombu's loads, refusing oversized and undecodable queue entries instead of raising."""
+    limit = _state["policy"].max_bytes
+    if getattr(_reading, "queue", False) and isinstance(text, str | bytes) and len(text) > limit:
+        return {MALFORMED: f"message of {len(text)} bytes is over the limit of {limit}"}
     try:
-        raw = message["body"]
-        body = json.loads(base64.b64decode(raw) if props.get("body_encoding") == "base64" else raw)
-    except (ValueError, binascii.Error):
-        return True  # Celery reports undecodable bodies itself and goes on
-    return (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)
-            and isinstance(body[1], dict) and isinstance(body[2], dict | None))
+        return original(text, *args, **kwargs)
+    except (ValueError, TypeError):
+        return {MALFORMED: f"not JSON: {str(text)[:120]!r}"}
+    except RecursionError:
+        return {MALFORMED: "JSON nested too deeply"}
+
+
+def reading_queue(method: Any) -> Any:
+    """Mark a kombu read of a queue entry: its size limit applies (restoring an unacked
+    message also goes through loads, and must not be refused half-way)."""
+    @functools.wraps(method)
+    def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _reading.queue = True
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _reading.queue = False
+    return read
 
 
 def refuse_malformed_messages(kombu_redis: Any) -> None:
-    original_loads = kombu_redis.loads
-
-    def loads(text: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return original_loads(text, *args, **kwargs)
-        except ValueError:
-            return {MALFORMED: str(text)[:200]}
-
-    kombu_redis.loads = loads
+    kombu_redis.loads = functools.partial(safe_loads, kombu_redis.loads)
+    for name in ("_brpop_read", "_get"):
+        setattr(kombu_redis.Channel, name, reading_queue(getattr(kombu_redis.Channel, name)))
     original_deliver = kombu_redis.Transport._deliver
 
     @functools.wraps(original_deliver)
     def deliver(self: Any, message: Any, queue: Any) -> Any:
-        if not well_formed(message):
-            shown = message.get(MALFORMED, message) if isinstance(message, dict) else message
-            log.error("dropped a malformed message from queue %s: %.200r", queue, shown)
+        try:
+            why = problem(message, _state["policy"])
+        except RecursionError:
+            why = "nested too deeply"
+        if why:
+            _state["drops"].drop("envelope", f"queue {queue}: {why}")
             return None
         return original_deliver(self, message, queue)
 
     kombu_redis.Transport._deliver = deliver
+
+
+def count_celery_refusals() -> None:
+    """Celery logs what it refuses itself (bad signature, unknown task); count it as well."""
+    from celery.worker.consumer.consumer import Consumer
+
+    for name, reason in (("on_decode_error", "undecodable"), ("on_unknown_message", "unknown-message"),
+                         ("on_unknown_task", "unknown-task"), ("on_invalid_task", "invalid-task")):
+        original = getattr(Consumer, name)
+
+        def counted(self: Any, *args: Any, _original: Any = original, _reason: str = reason) -> Any:
+            _state["drops"].count(_reason)
+            return _original(self, *args)
+
+        setattr(Consumer, name, functools.wraps(original)(counted))
 
 
 def survive_broker_restarts(kombu_redis: Any) -> None:

@@ -1,4 +1,11 @@
-"""joblet's only task: run one job. Short on purpose; the work is in Supervisor/JobRun."""
+"""joblet's only task: run one job. Short on purpose; the work is in Supervisor/JobRun.
+
+This is the boundary where a queue message becomes a job. In order: the id and the body's
+stamps are checked (`joblet.api.message`) before any path, cgroup or key is built from the
+id; the nonce is claimed (a replay is dropped); the spec is validated and must be for this
+node. A dropped message leaves one log line, a counter and no record; a refused job (bad
+spec, wrong node) is claimed and recorded FAILED with the reason, so it never runs anywhere.
+"""
 
 from __future__ import annotations
 
@@ -12,32 +19,101 @@ from celery.exceptions import Ignore
 
 from joblet.api.client import validation_message
 from joblet.api.keys import RUN_TASK
-from joblet.api.models import JobSpec
+from joblet.api.message import Refused, TaskMessage, check, nonce_ttl
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.worker import broker_guard
 from joblet.worker.runner import Outcome
 from joblet.worker.supervisor import Duplicate
 
 log = logging.getLogger(__name__)
+PLACEHOLDER = JobSpec.model_validate({"command": "-"})  # recorded instead of a spec that failed its checks
 
 
 def register(app: Celery) -> None:
+    signed = app.conf.task_serializer == "auth"
+
     @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def run_job(self: Task, spec: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-        from joblet.api.models import JobRecord, JobStatus
+    def run_job(task: Task, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
         from joblet.worker.app import supervisor
 
         sup = supervisor()
-        job_id = self.request.id
         try:
-            parsed = JobSpec.model_validate(spec if spec is not None else fields)
-        except pydantic.ValidationError as exc:
-            error = validation_message(exc)
-            log.error("job %s rejected: %s", job_id, error)
-            parsed = JobSpec(command="-")
-            sup.store.create_job_if_absent(JobRecord(id=job_id, status=JobStatus.PENDING,
-                                                     spec=parsed, created=time.time()))
-            return sup.finish(job_id, Outcome(JobStatus.FAILED, error=error))
-        try:
-            return sup.run(job_id, parsed)
-        except Duplicate:
-            log.warning("job %s was delivered again; it runs only once", job_id)
+            msg = accept(sup, task.request.id, args, kwargs, signed)
+        except Refused as exc:
+            dropped(sup, exc)
             raise Ignore() from None
+        try:
+            return run(sup, msg)
+        except Duplicate:
+            log.warning("job %s was delivered again; it runs only once", msg.job_id)
+            raise Ignore() from None
+
+
+def accept(sup: Any, header_id: Any, args: Any, kwargs: Any, signed: bool) -> TaskMessage:
+    """The checked message; its nonce claimed, unless this is its job's first run after all."""
+    msg = check(header_id, args, kwargs, signed, time.time())
+    if msg.nonce is None or msg.expires is None:
+        return msg
+    if sup.store.claim_nonce(msg.nonce, msg.job_id, nonce_ttl(msg.expires, time.time())):
+        return msg
+    if not sup.store.claimed(msg.job_id) and _waiting(sup, msg.job_id):
+        return msg  # the first delivery ended before it claimed the job: this one runs it
+    raise Refused("replay", f"job {msg.job_id} was delivered again; it runs only once (its nonce "
+                  "was claimed before: a redelivery or a replay)")
+
+
+def _waiting(sup: Any, job_id: str) -> bool:
+    record = sup.store.find_job(job_id)
+    return record is not None and record.status in (JobStatus.PENDING, JobStatus.SCHEDULED)
+
+
+def dropped(sup: Any, exc: Refused) -> None:
+    """Log and count; an expired message of a waiting job ends that job FAILED."""
+    broker_guard.drops().drop(exc.reason, str(exc))
+    if exc.reason == "expired" and exc.job_id is not None and _waiting(sup, exc.job_id):
+        try:
+            refuse(sup, exc.job_id, PLACEHOLDER, "its queue message expired before a worker took "
+                   "it (message_ttl)")
+        except Duplicate:
+            pass  # another delivery claimed it first
+
+
+def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
+    spec, error = parse_spec(msg.fields, sup.cfg.upload_max_bytes)
+    if error is None and spec.node is not None and spec.node != sup.cfg.node:
+        error = (f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; "
+                 "refused, not run")
+    if error is not None:
+        broker_guard.drops().count("wrong-node" if error.startswith("job is for node") else "bad-spec")
+        return refuse(sup, msg.job_id, spec, error)
+    return sup.run(msg.job_id, spec)  # type: ignore[no-any-return]
+
+
+def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str | None]:
+    """The job's spec, or the placeholder and a one-line error naming the field."""
+    raw: Any = fields
+    if "spec" in fields:
+        extra = sorted(set(fields) - {"spec"})
+        if extra:
+            return PLACEHOLDER, f"invalid job field {extra[0][:60]!r}: not a message field"
+        raw = fields["spec"]
+    try:
+        spec = JobSpec.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        return PLACEHOLDER, validation_message(exc)
+    if spec.upload_bytes > upload_limit:
+        return PLACEHOLDER, (f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the "
+                             f"limit of {upload_limit}")
+    return spec, None
+
+
+def refuse(sup: Any, job_id: str, spec: JobSpec, error: str) -> dict[str, Any]:
+    """Claim the job so it never runs, and record it FAILED with `error`."""
+    log.error("job %s refused: %s", job_id, error)
+    sup.store.create_job_if_absent(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec,
+                                             name=spec.name, created=time.time()))
+    if not sup.store.claim(job_id, sup.cfg.node):
+        raise Duplicate(job_id)
+    result: dict[str, Any] = sup.finish(job_id, Outcome(JobStatus.FAILED, error=error))
+    sup.store.end_output(job_id, {"status": "FAILED"}, sup.cfg.log_max_entries)
+    return result

@@ -64,19 +64,96 @@ GARBAGE = [
 ]
 
 
-def test_garbage_on_the_queue_never_stops_the_worker(host, client):
+def drops(client, host) -> int:
+    return sum(client.store.dropped(host.name).values())
+
+
+def drained(host, client) -> None:
     queue = host.env["JOBLET_QUEUE"]
-    for raw in GARBAGE:
-        client.store.redis.lpush(queue, raw)
     deadline = time.monotonic() + 30
     while client.store.redis.llen(queue):
         assert time.monotonic() < deadline, "the worker stopped taking messages"
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def still_serving(host, client) -> None:
+    assert host.worker is not None and host.worker.poll() is None, host.log()
     rec = client.wait(client.run("echo", ("alive",), network="none").id, timeout=30)
     assert rec.status == JobStatus.COMPLETED
-    assert host.worker is not None and host.worker.poll() is None
+
+
+def test_garbage_on_the_queue_never_stops_the_worker(host, client):
+    before = drops(client, host)
+    for raw in GARBAGE + POISON:
+        client.store.redis.lpush(host.env["JOBLET_QUEUE"], raw)
+    drained(host, client)
+    time.sleep(0.5)
+    still_serving(host, client)
+    assert drops(client, host) == before + len(GARBAGE) + len(POISON)  # each one counted
     log = (host.tmp / "worker.log").read_text(errors="replace")
     assert "no.such.task" in log  # refused and logged
+
+
+def test_an_oversized_message_is_dropped_unread(host, client):
+    before = drops(client, host)
+    client.store.redis.lpush(host.env["JOBLET_QUEUE"], envelope(b"[[], {}, {}]" + b" " * (65 << 20)))
+    drained(host, client)
+    still_serving(host, client)
+    assert drops(client, host) == before + 1 and "over the limit of" in host.log()
+
+
+def poison_envelope(**headers: object) -> bytes:
+    env = json.loads(envelope(b'[[], {"spec": {"command": "true", "network": "none"}}, {}]'))
+    env["headers"].update(headers)
+    return json.dumps(env).encode()
+
+
+POISON = [  # each stopped a worker before (PITFALLS 24) or was accepted with a wrong shape
+    b"[" * 200000, b'{"a":' * 100000, poison_envelope(id=["x"]), poison_envelope(task=["x"]),
+    poison_envelope(eta=5), poison_envelope(timelimit="x"), envelope(b"[" * 200000),
+    envelope(b'[[], {"spec": {"command": "true"}}, {"callbacks": [{"task": "celery.ping"}]}]'),
+    envelope(b"\xff\xfe not utf-8", content_type="text/plain"),
+]
+
+KEYS = ["id", "task", "eta", "expires", "retries", "timelimit", "root_id", "argsrepr", "stamps", "lang",
+        "correlation_id", "delivery_info", "delivery_tag", "body_encoding", "priority", "body",
+        "content-type", "content-encoding", "headers", "properties", "extra"]
+junk = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12)),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                  max_size=3), max_leaves=10)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A joblet envelope with one field, anywhere, replaced by arbitrary JSON or removed."""
+    env = json.loads(poison_envelope())
+    key, value = draw(st.sampled_from(KEYS)), draw(junk)
+    for part in (env, env["headers"], env["properties"]):
+        if key in part or (key == "extra" and part is env["headers"]):
+            if draw(st.booleans()):
+                part.pop(key, None)
+            else:
+                part[key] = value
+    return json.dumps(env).encode()
+
+
+queue_garbage = st.one_of(
+    st.binary(max_size=300), mutated(),
+    st.builds(lambda b: envelope(json.dumps(b).encode()), junk),  # valid JSON bodies of any shape
+    st.builds(lambda n, c: c * n, st.integers(2000, 300000), st.sampled_from([b"[", b'{"x":', b"[{\"a\":"])),
+    st.builds(lambda t: envelope(b"[[], {}, {}]", task=t), st.text(max_size=20)),
+    st.builds(lambda ct: envelope(b"[[], {}, {}]", content_type=ct), st.text(max_size=30)),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(batch=st.lists(queue_garbage, min_size=1, max_size=4))
+def test_generated_garbage_never_stops_the_worker(host, client, batch):
+    for raw in batch:
+        client.store.redis.lpush(host.env["JOBLET_QUEUE"], raw)
+    drained(host, client)
+    still_serving(host, client)
 
 
 OPTIONS = ["--network", "--env", "--name", "--node", "--timeout", "--volume", "--runtime", "--user",

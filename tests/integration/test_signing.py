@@ -3,15 +3,22 @@ re-pointed messages run nothing."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import sys
 import time
+import uuid
 
 import pytest
 
 from joblet.api.client import Client
+from joblet.api.keys import RUN_TASK
+from joblet.api.message import stamp
 from joblet.api.models import JobStatus
+from joblet.api.tasks import client_app, send_run
+from joblet.api.workflows import load
 from tests.conftest import BIN, Host, need
 from tests.integration.certs import issue
 from tests.integration.helpers import eventually, output
@@ -49,41 +56,166 @@ def test_signed_job_runs(signed):
     assert rec.status == JobStatus.COMPLETED
 
 
+UNSIGNED_SEND = """
+import uuid
+from joblet.api.tasks import send_run
+from joblet.config import settings
+job = uuid.uuid4().hex
+send_run(settings(), job, {"command": "sh", "args": ["-c", "echo ran"], "network": "none"}, None)
+print(job)
+"""
+
+
+def test_an_unsigned_client_refuses_to_send_to_a_signing_fleet(signed):
+    h, c, senders = signed
+    count = len(c["admin"].list())
+    sent = subprocess.run([str(BIN / "rnx"), "run", "-d", "--network=none", "true"], env=senders["unsigned"],
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 2 and sent.stdout == "", sent
+    assert sent.stderr.count("\n") == 1 and "require signed messages" in sent.stderr and "'signed'" in sent.stderr
+    assert len(c["admin"].list()) == count  # nothing recorded that would stay PENDING
+    assert c["admin"].live_nodes()[h.name]["signed"] is True
+    ok = c["admin"].wait(c["admin"].run("true", network="none").id, timeout=30)  # signed: runs
+    assert ok.status == JobStatus.COMPLETED
+
+
 @pytest.mark.parametrize("who", ["unsigned", "rogue"])
 def test_unsigned_or_untrusted_messages_run_nothing(signed, who):
     h, c, senders = signed
     seen = len(log_text(h))
-    sent = subprocess.run([str(BIN / "rnx"), "run", "-d", "--network=none", "sh", "-c", "echo ran"],
-                          env=senders[who], capture_output=True, text=True, timeout=60)
+    if who == "unsigned":  # past the client's check: a raw send, as an attacker would
+        sent = subprocess.run([sys.executable, "-c", UNSIGNED_SEND], env=senders[who], capture_output=True,
+                              text=True, timeout=60)
+    else:
+        sent = subprocess.run([str(BIN / "rnx"), "run", "-d", "--network=none", "sh", "-c", "echo ran"],
+                              env=senders[who], capture_output=True, text=True, timeout=60)
     assert sent.returncode == 0, sent.stderr
-    job = c["admin"].get(sent.stdout.strip())
-    refusal = {"unsigned": "Refusing to deserialize untrusted content of type json",
-               "rogue": "Unknown certificate"}[who]
+    job_id = sent.stdout.strip()
+    refusal = {"unsigned": "is not 'application/data'", "rogue": "Unknown certificate"}[who]
     eventually(lambda: refusal in log_text(h)[seen:], log_text(h)[seen:][-3000:])
     time.sleep(1)
-    rec = c["admin"].get(job.id)
-    assert rec.status == JobStatus.PENDING and rec.started is None and output(c["admin"], job.id, None) == b""
+    rec = c["admin"].store.find_job(job_id)
+    if who == "unsigned":  # dropped before the task: no record under its (unsigned) id
+        assert rec is None
+    else:
+        assert rec is not None and rec.status == JobStatus.PENDING and rec.started is None
+        assert output(c["admin"], job_id, None) == b""
     ok = c["admin"].wait(c["admin"].run("true", network="none").id, timeout=30)  # still serving
     assert ok.status == JobStatus.COMPLETED
+
+
+def capture(h: Host, admin: Client, spec: dict, expires_in: float | None = None) -> tuple[str, bytes]:
+    """A signed message for a new job, taken off a queue no worker serves."""
+    job_id = uuid.uuid4().hex
+    dead = h.cfg.node_queue("nobody")
+    if expires_in is None:
+        send_run(h.cfg, job_id, spec, "nobody")
+    else:
+        client_app(h.cfg).send_task(RUN_TASK, kwargs={"spec": spec, **stamp(job_id, expires_in, time.time())},
+                                    task_id=job_id, queue=dead, retry=False)
+    raw = admin.store.redis.rpop(dead)
+    assert raw is not None
+    return job_id, raw
 
 
 def test_replayed_and_repointed_messages_run_nothing_more(signed):
     h, c, _ = signed
     admin = c["admin"]
-    h.stop_worker()
-    job = admin.run("sh", ("-c", "echo once"), network="none")
     queue = h.env["JOBLET_QUEUE"]
-    raw = admin.store.redis.lrange(queue, 0, -1)
-    assert len(raw) == 1
-    h.start_worker()
-    assert admin.wait(job.id, timeout=30).status == JobStatus.COMPLETED
+    job, raw = capture(h, admin, {"command": "sh", "args": ["-c", "echo once"], "network": "none"})
+    admin.store.redis.lpush(queue, raw)
+    eventually(lambda: admin.store.find_job(job) is not None, "no record")
+    assert admin.wait(job, timeout=30).status == JobStatus.COMPLETED
 
-    admin.store.redis.lpush(queue, raw[0])  # the same signed message again
+    admin.store.redis.lpush(queue, raw)  # the same signed message again
     eventually(lambda: "was delivered again; it runs only once" in log_text(h), "replay not seen")
-    envelope = json.loads(raw[0])
+    envelope = json.loads(raw)
     envelope["headers"]["task"] = "celery.backend_cleanup"  # signature covers the body only
     envelope["headers"]["id"] = "0" * 32
     admin.store.redis.lpush(queue, json.dumps(envelope))
-    eventually(lambda: "unregistered task" in log_text(h).lower(), "re-pointed message not refused")
-    assert output(admin, job.id, None) == b"once\n"
+    eventually(lambda: "task 'celery.backend_cleanup' is not" in log_text(h), "re-pointed message not refused")
+    assert output(admin, job, None) == b"once\n"
     assert admin.wait(admin.run("true", network="none").id, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_a_changed_header_id_is_refused(signed):
+    h, c, _ = signed
+    admin = c["admin"]
+    victim = h.tmp / "victim"
+    victim.mkdir()
+    job, raw = capture(h, admin, {"command": "true", "network": "none"})
+    before = admin.store.dropped(h.name)
+    forged = [uuid.uuid4().hex, "../../victim"]
+    for new_id in forged:
+        envelope = json.loads(raw)
+        envelope["headers"]["id"] = envelope["headers"]["root_id"] = new_id
+        admin.store.redis.lpush(h.env["JOBLET_QUEUE"], json.dumps(envelope))
+    wanted = {"id-mismatch": before.get("id-mismatch", 0) + 1, "bad-id": before.get("bad-id", 0) + 1}
+    eventually(lambda: all(admin.store.dropped(h.name).get(k, 0) == v for k, v in wanted.items()),
+               "forged header ids not dropped")
+    assert victim.is_dir() and all(admin.store.find_job(i) is None for i in forged)
+    admin.store.redis.lpush(h.env["JOBLET_QUEUE"], raw)  # the untouched message still runs once
+    eventually(lambda: admin.store.find_job(job) is not None, "no record")
+    assert admin.wait(job, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_a_signed_body_relabelled_as_pickle_is_dropped(signed):
+    """Only the signed body's bytes are signed, not the inner content type Celery decodes
+    them with (it decodes with force=True)."""
+    h, c, _ = signed
+    admin = c["admin"]
+    job, raw = capture(h, admin, {"command": "true", "network": "none"})
+    envelope = json.loads(raw)
+    packed = base64.b64decode(base64.b64decode(envelope["body"]))
+    relabelled = packed.replace(b"application/json", b"application/x-python-serialize", 1)
+    envelope["body"] = base64.b64encode(base64.b64encode(relabelled)).decode()
+    before = admin.store.dropped(h.name).get("envelope", 0)
+    admin.store.redis.lpush(h.env["JOBLET_QUEUE"], json.dumps(envelope))
+    eventually(lambda: admin.store.dropped(h.name).get("envelope", 0) == before + 1, "relabelled body not dropped")
+    assert "inner content type" in log_text(h) and admin.store.find_job(job) is None
+    admin.store.redis.lpush(h.env["JOBLET_QUEUE"], raw)  # the untouched message runs
+    eventually(lambda: admin.store.find_job(job) is not None, "no record")
+    assert admin.wait(job, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_an_expired_signed_message_is_refused(signed):
+    h, c, _ = signed
+    admin = c["admin"]
+    job, raw = capture(h, admin, {"command": "sh", "args": ["-c", "echo ran"], "network": "none"}, expires_in=-1)
+    before = admin.store.dropped(h.name).get("expired", 0)
+    admin.store.redis.lpush(h.env["JOBLET_QUEUE"], raw)
+    eventually(lambda: admin.store.dropped(h.name).get("expired", 0) == before + 1, "expired message not dropped")
+    assert admin.store.find_job(job) is None  # no record written for a message that was never queued
+    assert admin.wait(admin.run("true", network="none").id, timeout=30).status == JobStatus.COMPLETED
+
+
+WORKFLOW = """
+jobs:
+  first:
+    command: "sh"
+    args: ["-c", "echo one"]
+    network: "none"
+  second:
+    command: "sh"
+    args: ["-c", "echo two"]
+    network: "none"
+    requires:
+      - first: "COMPLETED"
+"""
+
+
+def test_workflows_run_with_signing(signed, tmp_path):
+    h, c, senders = signed
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    admin = c["admin"]
+    record = admin.workflows.submit(load(tmp_path / "wf.yaml"))  # the second job is sent by the worker
+    eventually(lambda: admin.workflows.status(record.id)["status"] in ("COMPLETED", "FAILED"), "workflow stuck")
+    info = admin.workflows.status(record.id)
+    assert info["status"] == "COMPLETED", info
+    assert output(admin, record.jobs["second"]) == b"two\n"
+    proc = subprocess.run([str(BIN / "rnx"), "workflow", "run", str(tmp_path / "wf.yaml")],
+                          env={**os.environ, **h.env}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    unsigned = subprocess.run([str(BIN / "rnx"), "workflow", "run", str(tmp_path / "wf.yaml")],
+                              env=senders["unsigned"], capture_output=True, text=True, timeout=120)
+    assert unsigned.returncode == 2 and "require signed messages" in unsigned.stderr
