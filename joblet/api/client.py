@@ -6,85 +6,48 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pydantic
-
+from joblet.api.client_networks import Networks
+from joblet.api.client_volumes import Volumes
+from joblet.api.client_workflows import Workflows
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.message import new_job_id
-from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec, validation_message
+from joblet.api.networks import NetworkStore
+from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
+from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
-from joblet.errors import ConfigError, ValidationError
 
-
-def validation_message(exc: pydantic.ValidationError, what: str = "job") -> str:
-    """One line naming the field and what is wrong with it."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or what
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"invalid {what} field {field!r}: {msg}"
-
-
-def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
-    try:
-        args = tuple(args) if isinstance(args, list | tuple) else args  # else pydantic says why
-        return JobSpec(command=command, args=args, **fields)
-    except pydantic.ValidationError as exc:
-        raise ValidationError(validation_message(exc)) from None
+__all__ = ["Client", "make_spec", "validation_message"]
 
 
 class Client:
     """Talks to one joblet installation through Redis."""
 
     def __init__(self, cfg: Settings | None = None) -> None:
-        self.settings = cfg or settings()
-        self.store = Store(self.settings.redis_url, self.settings.key_prefix)
-        self._networks: Any = None
-        self._volumes: Any = None
-
-    @property
-    def networks(self) -> Any:
-        """Create, list, inspect and delete networks (`joblet.api.client_networks.Networks`)."""
-        if self._networks is None:
-            from joblet.api.client_networks import Networks
-
-            self._networks = Networks(self)
-        return self._networks
-
-    @property
-    def volumes(self) -> Any:
-        """Create, list and delete volumes (`joblet.api.client_volumes.Volumes`)."""
-        if self._volumes is None:
-            from joblet.api.client_volumes import Volumes
-
-            self._volumes = Volumes(self)
-        return self._volumes
-
-    @property
-    def workflows(self) -> Any:
-        """Check, submit, list and stop workflows (`joblet.api.client_workflows.Workflows`)."""
-        from joblet.api.client_workflows import Workflows
-
-        return Workflows(self)
+        self.settings = cfg = cfg or settings()
+        self.store = Store(cfg.redis_url, cfg.key_prefix)
+        net_store = NetworkStore(cfg.redis_url, cfg.key_prefix, self.store.redis)
+        vol_store = VolumeStore(cfg.redis_url, cfg.key_prefix, self.store.redis)
+        self.preflight = Preflight(cfg, self.store, net_store, vol_store)
+        self.networks = Networks(cfg, self.store, net_store)
+        """Create, list, inspect and delete networks."""
+        self.volumes = Volumes(self.store, vol_store)
+        """Create, list and delete volumes."""
+        self.workflows = Workflows(cfg, self.store, self.preflight, self.networks, vol_store)
+        """Check, submit, list and stop workflows."""
 
     def runtimes(self) -> list[dict[str, Any]]:
-        from joblet.api.client_volumes import runtimes
-
-        return runtimes(self)
+        """Runtimes the live workers offer: [{"name", "nodes"}]."""
+        return runtimes(self.live_nodes())
 
     def run(self, command: str, args: Any = (), **fields: Any) -> JobRecord:
         """Queue a job and return its PENDING record at once."""
         return self.submit(make_spec(command, args, **fields))
 
     def submit(self, spec: JobSpec) -> JobRecord:
-        limit = self.settings.upload_max_bytes
-        if spec.upload_bytes > limit:
-            raise ValidationError(
-                f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}"
-            )
-        self._check_size(spec)
-        self._check_networks(spec)
-        spec = self._check_resources(spec)
-        self.check_fleet(spec.node)
+        """Check the spec (preflight), record the job PENDING and queue it."""
+        spec = self.preflight.check(spec)
         record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
                            name=spec.name, created=time.time())
         self.store.create_job(record)
@@ -97,64 +60,6 @@ class Client:
                                   error="could not be queued", finished=time.time())
             raise
         return record
-
-    def _check_size(self, spec: JobSpec) -> None:
-        """Refuse a spec too large to queue before anything is stored."""
-        size = len(spec.model_dump_json())
-        limit = self.settings.spec_max_bytes
-        if size > limit:
-            raise ValidationError(f"invalid job: its spec is {size} bytes, over the limit of {limit} "
-                                  "(spec_max_bytes; uploads, arguments and environment count)")
-
-    def check_fleet(self, node: str | None) -> None:
-        """Refuse to queue what the live workers would refuse unread (signed vs unsigned)."""
-        from joblet.api.tasks import signing_config, signing_mismatch
-
-        why = signing_mismatch(bool(signing_config(self.settings, verify=False)), self.live_nodes(), node)
-        if why:
-            raise ConfigError(why)
-
-    def _check_resources(self, spec: JobSpec) -> JobSpec:
-        """Volumes must exist; a runtime must be offered by a live worker (the job is pinned
-        to one that has it); bandwidth limits need a network of the job's own."""
-        from joblet.errors import NotFound
-
-        for name in spec.volumes:
-            try:
-                self.volumes.store.get(name)
-            except NotFound:
-                raise ValidationError(f"invalid job field 'volumes': no such volume {name!r} "
-                                      "(rnx volume create)") from None
-        lim = spec.limits
-        if spec.network == ("host",) and (lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out):
-            raise ValidationError("invalid job field 'limits': bandwidth limits need a job network, "
-                                  "not 'host'")
-        if spec.runtime is None:
-            return spec
-        offered = next((r["nodes"] for r in self.runtimes() if r["name"] == spec.runtime), [])
-        if not offered:
-            raise ValidationError(f"invalid job field 'runtime': no live worker offers runtime "
-                                  f"{spec.runtime!r} (rnx runtime list)")
-        if spec.node is None:
-            return spec.model_copy(update={"node": offered[0]})
-        if spec.node not in offered:
-            raise ValidationError(f"invalid job field 'runtime': node {spec.node!r} does not offer "
-                                  f"runtime {spec.runtime!r} (it is on {', '.join(offered)})")
-        return spec
-
-    def _check_networks(self, spec: JobSpec) -> None:
-        from joblet.errors import NotFound
-
-        for name in spec.network:
-            if name not in ("bridge", "none", "host", "isolated"):
-                try:
-                    self.networks.store.get(name)
-                except NotFound:
-                    raise ValidationError(f"invalid job field 'network': no such network {name!r} "
-                                          "(rnx network list)") from None
-        for alone in ("none", "host", "isolated"):
-            if alone in spec.network and len(spec.network) > 1:
-                raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
 
     def list(self) -> list[JobRecord]:
         return self.store.list_jobs()

@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from joblet.api.models import JobRecord
 from joblet.api.networks import BUILTINS, NetworkDef, NetworkStore, bridge_name, check, host_prefixes
+from joblet.api.store import Store
+from joblet.config import Settings
 from joblet.errors import Conflict, NotFound
-
-if TYPE_CHECKING:
-    from joblet.api.client import Client
 
 
 class Networks:
     """Network operations of a Client."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        cfg = client.settings
-        self.store = NetworkStore(cfg.redis_url, cfg.key_prefix, client.store.redis)
+    def __init__(self, settings: Settings, jobs: Store, store: NetworkStore) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.store = store
+
+    def _live_jobs(self) -> list[JobRecord]:
+        return [r for r in self.jobs.list_jobs() if not r.status.final]
 
     def create(self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (),
                mtu: int | None = None) -> NetworkDef:
         cidr = check(name, cidr, dns, mtu)
         net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
-        cfg = self.client.settings
+        cfg = self.settings
         reserved = {'built-in network "bridge"': cfg.bridge_cidr,
                     "the isolated-mode pool": cfg.isolated_pool, **host_prefixes()}
         self.store.create(net, reserved)
@@ -32,12 +35,11 @@ class Networks:
     def list(self) -> list[dict[str, Any]]:
         """Built-ins first, then user networks, each with its count of live jobs."""
         counts: dict[str, int] = {}
-        for rec in self.client.list():
-            if not rec.status.final:
-                for net in rec.spec.network:
-                    counts[net] = counts.get(net, 0) + 1
-        cfg = self.client.settings
-        rows = [{"name": "bridge", "cidr": cfg.bridge_cidr, "bridge": cfg.bridge_name,
+        for rec in self._live_jobs():
+            for net in rec.spec.network:
+                counts[net] = counts.get(net, 0) + 1
+        cfg = self.settings
+        rows: list[dict[str, Any]] = [{"name": "bridge", "cidr": cfg.bridge_cidr, "bridge": cfg.bridge_name,
                  "internal": False, "builtin": True},
                 {"name": "isolated", "cidr": cfg.isolated_pool, "bridge": None, "internal": False,
                  "builtin": True}]
@@ -55,16 +57,16 @@ class Networks:
             raise NotFound(f"no such network: {name}")
         row["job_list"] = [{"id": r.id, "name": r.name, "status": r.status.value,
                             "ip": r.ips.get(name), "node": r.node}
-                           for r in self.client.list() if name in r.spec.network and not r.status.final]
+                           for r in self._live_jobs() if name in r.spec.network]
         return row
 
     def delete(self, name: str) -> None:
         if name in BUILTINS:
             raise Conflict(f'failed to delete network "{name}": it is built in')
         self.store.get(name)
-        users = [r.short_id for r in self.client.list() if name in r.spec.network and not r.status.final]
+        users = [r.short_id for r in self._live_jobs() if name in r.spec.network]
         if users:
             raise Conflict(f'failed to delete network "{name}": {len(users)} job(s) use it '
                            f"({', '.join(users[:5])}); stop them first")
         self.store.delete(name)
-        self.client.store.publish_event("network-deleted", name=name)  # every host drops its bridge
+        self.jobs.publish_event("network-deleted", name=name)  # every host drops its bridge

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from joblet.api import workflow_store as wfs
+from joblet.api.client_networks import Networks
 from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobStatus
+from joblet.api.preflight import Preflight, runtimes
+from joblet.api.store import Store
+from joblet.api.volumes import VolumeStore
 from joblet.api.workflows import Workflow, graph_problems
+from joblet.config import Settings
 from joblet.errors import NotFound, ValidationError
-
-if TYPE_CHECKING:
-    from joblet.api.client import Client
 
 
 class Workflows:
     """Workflow operations of a Client."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, settings: Settings, store: Store, preflight: Preflight, networks: Networks,
+                 volumes: VolumeStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.preflight = preflight
+        self.networks = networks
+        self.volumes = volumes
 
     def check(self, wf: Workflow) -> list[tuple[bool, str]]:
         """The prerequisites, as (ok, line) in the order the CLI prints them."""
-        c = self.client
-        known = {n["name"] for n in c.networks.list()}
+        known = {n["name"] for n in self.networks.list()}
         missing_nets = sorted(wf.networks() - known)
-        have_vols = {v.name for v in c.volumes.store.all()}
+        have_vols = {v.name for v in self.volumes.all()}
         missing_vols = sorted(wf.volumes() - have_vols)
-        offered = {r["name"] for r in c.runtimes()}
+        offered = {r["name"] for r in runtimes(self.store.live_nodes())}
         missing_rts = sorted(wf.runtimes() - offered)
         graph = graph_problems(wf)
         return [
@@ -46,14 +53,11 @@ class Workflows:
         failed = [line for ok, line in self.check(wf) if not ok]
         if failed:
             raise ValidationError(f"workflow {wf.name}: " + "; ".join(failed))
-        store, cfg = self.client.store, self.client.settings
+        store, cfg = self.store, self.settings
         wf_id = uuid.uuid4().hex
         jobs = {}
         for name, job in wf.jobs.items():
-            self.client._check_size(job.spec)
-            self.client._check_networks(job.spec)
-            spec = self.client._check_resources(job.spec)
-            self.client.check_fleet(spec.node)
+            spec = self.preflight.check(job.spec)
             jobs[name] = (new_job_id(), spec, job.requires)
         record = wfs.new_record(wf_id, wf.name, jobs)
         wfs.save(store, record, cfg.log_ttl)
@@ -65,7 +69,7 @@ class Workflows:
 
     def list(self) -> list[dict[str, Any]]:
         out = []
-        for wf_id in wfs.all_ids(self.client.store):
+        for wf_id in wfs.all_ids(self.store):
             try:
                 out.append(self.status(wf_id))
             except NotFound:
@@ -73,7 +77,7 @@ class Workflows:
         return out
 
     def status(self, wf_id: str) -> dict[str, Any]:
-        store = self.client.store
+        store = self.store
         wf = wfs.get(store, wf_id)
         recs = wfs.records(store, wf)
         states = [r.status for r in recs.values()]
@@ -86,8 +90,8 @@ class Workflows:
              "requires": {d: s.value for d, s in wf.requires[n].items()}, "error": r.error}
             for n, r in recs.items()]}
 
-    def stop(self, wf_id: str) -> list[str]:
-        store, cfg = self.client.store, self.client.settings
+    def stop(self, wf_id: str) -> builtins.list[str]:
+        store, cfg = self.store, self.settings
         wf = wfs.get(store, wf_id)
         touched = wfs.stop(store, cfg, wf.id)
         wfs.advance(store, cfg, wf.id)

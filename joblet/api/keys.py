@@ -76,3 +76,16 @@ class Keys:
 
     def ipam_cursor(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}:cursor"
+
+    def workflow(self, wf_id: str) -> str:
+        """A workflow's record (JSON)."""
+        return f"{self.prefix}workflow:{wf_id}"
+
+    @property
+    def workflows(self) -> str:
+        """Sorted set of workflow ids by creation time."""
+        return f"{self.prefix}workflows"
+
+    def workflow_queued(self, wf_id: str, name: str) -> str:
+        """Set once per workflow job: "1" queued, "0" canceled (never both)."""
+        return f"{self.prefix}workflow:{wf_id}:queued:{name}"

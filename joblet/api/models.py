@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from joblet.api.limits import Limits
@@ -259,3 +260,22 @@ class JobRecord(BaseModel):
             "workflow": self.workflow,
             "output_truncated": self.output_truncated,
         }
+
+
+def validation_message(exc: pydantic.ValidationError, what: str = "job") -> str:
+    """One line naming the field and what is wrong with it."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or what
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"invalid {what} field {field!r}: {msg}"
+
+
+def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
+    """A checked JobSpec, or ValidationError with one line naming the field."""
+    from joblet.errors import ValidationError
+
+    try:
+        args = tuple(args) if isinstance(args, list | tuple) else args  # else pydantic says why
+        return JobSpec(command=command, args=args, **fields)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(validation_message(exc)) from None

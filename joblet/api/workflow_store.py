@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import NotFound
@@ -28,18 +29,29 @@ class WorkflowRecord(BaseModel):
     requires: dict[str, dict[str, JobStatus]]
 
 
+# Redis errors become joblet's BackendUnavailable / PermissionDenied, as in Store
+_url = translated(lambda store: store.url)
+
+
 def wf_key(store: Store, wf_id: str) -> str:
-    return f"{store.keys.prefix}workflow:{wf_id}"
+    return store.keys.workflow(wf_id)
 
 
 def wf_index(store: Store) -> str:
-    return f"{store.keys.prefix}workflows"
+    return store.keys.workflows
 
 
 def queued_key(store: Store, wf_id: str, name: str) -> str:
-    return f"{store.keys.prefix}workflow:{wf_id}:queued:{name}"
+    return store.keys.workflow_queued(wf_id, name)
 
 
+@_url
+def _mark(store: Store, key: str, value: str, ttl: int) -> bool:
+    """SET NX: True for the one caller that marked it."""
+    return bool(store.redis.set(key, value, nx=True, ex=ttl))
+
+
+@_url
 def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
     pipe = store.redis.pipeline()
     pipe.set(wf_key(store, wf.id), wf.model_dump_json(), ex=ttl)
@@ -47,6 +59,7 @@ def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
     pipe.execute()
 
 
+@_url
 def get(store: Store, wf_id: str) -> WorkflowRecord:
     raw = store.redis.get(wf_key(store, wf_id))
     if raw is None:
@@ -60,6 +73,7 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
     return WorkflowRecord.model_validate(json.loads(raw))
 
 
+@_url
 def all_ids(store: Store) -> list[str]:
     return [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)]
 
@@ -94,11 +108,9 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None) -> None:
             if rec.status != JobStatus.PENDING:
                 continue
             verdict, why = _verdict(recs, reqs)
-            if verdict == "go" and store.redis.set(queued_key(store, wf.id, name), "1", nx=True,
-                                                   ex=cfg.log_ttl):
+            if verdict == "go" and _mark(store, queued_key(store, wf.id, name), "1", cfg.log_ttl):
                 send(cfg, rec.id, rec.spec.model_dump(mode="json"), rec.spec.node)
-            elif verdict == "cancel" and store.redis.set(queued_key(store, wf.id, name), "0",
-                                                         nx=True, ex=cfg.log_ttl):
+            elif verdict == "cancel" and _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
                 if _cancel(store, cfg, rec.id, why or "cannot run"):
                     changed = True
 
@@ -120,7 +132,7 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
     for name, rec in records(store, wf).items():
         if rec.status.final:
             continue
-        if store.redis.set(queued_key(store, wf.id, name), "0", nx=True, ex=cfg.log_ttl):
+        if _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
             _cancel(store, cfg, rec.id, "workflow stopped")
         else:
             store.request_stop(rec.id)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from joblet.api.models import JobSpec, JobStatus
+from joblet.api.models import JobSpec, JobStatus, make_spec
 from joblet.errors import ValidationError
 
 JOB_KEYS = {"command", "args", "network", "runtime", "volumes", "env", "uploads", "requires",
@@ -64,8 +64,6 @@ def load(path: Path) -> Workflow:
 
 
 def _job(path: Path, name: str, body: Any) -> WorkflowJob:
-    from joblet.api.client import make_spec
-
     where = f"workflow {path.name}: job {name!r}"
     if not isinstance(body, dict):
         raise ValidationError(f"{where}: must be a mapping")

@@ -88,13 +88,13 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
 @click.argument("command", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def run(obj: Any, networks: tuple[str, ...], envs: tuple[str, ...], uploads: tuple[str, ...],
+def run(obj: Any, /, networks: tuple[str, ...], envs: tuple[str, ...], uploads: tuple[str, ...],
         upload_dir: str | None, name: str | None, node: str | None, timeout: float | None,
         volumes: tuple[str, ...], runtime: str | None, user: str | None,
         workflow_file: str | None, detach: bool, as_json: bool, command: str | None,
         args: tuple[str, ...], **limits: Any) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
-    from joblet.api.client import make_spec
+    from joblet.api.models import make_spec
     from joblet.cli.render import print_json
 
     if workflow_file is not None:

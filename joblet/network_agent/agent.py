@@ -189,8 +189,9 @@ class NetworkAgent:
                           host_address=self.pool.host_end(slot))
 
     def _attachment(self, job_id: str, name: str, index: int) -> tuple[Attachment, tuple[str, ...]]:
+        dns: tuple[str, ...] = ()
         if name == "bridge":
-            subnet, bridge, mtu, dns = self.bridge, self.cfg.bridge_name, self._mtu, ()
+            subnet, bridge, mtu = self.bridge, self.cfg.bridge_name, self._mtu
         else:
             try:
                 net = self.networks.get(name)

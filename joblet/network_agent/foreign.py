@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from joblet.errors import NetworkError
 from joblet.network_agent.firewall import TABLE, apply
@@ -31,7 +32,7 @@ class Chain:
         return f"{self.family} {self.table} {self.name}"
 
 
-def _nft_json(*args: str) -> list[dict]:
+def _nft_json(*args: str) -> list[dict[str, Any]]:
     try:
         proc = subprocess.run(["nft", "-j", *args], capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
@@ -41,11 +42,11 @@ def _nft_json(*args: str) -> list[dict]:
     return list(json.loads(proc.stdout or "{}").get("nftables", []))
 
 
-def _chains() -> list[dict]:
+def _chains() -> list[dict[str, Any]]:
     return [item["chain"] for item in _nft_json("list", "chains") if "chain" in item]
 
 
-def drop_chains(chains: list[dict] | None = None) -> list[Chain]:
+def drop_chains(chains: list[dict[str, Any]] | None = None) -> list[Chain]:
     """Forward base chains with policy drop in tables that are not joblet's (IPv4 families)."""
     found = []
     for c in _chains() if chains is None else chains:
@@ -61,7 +62,7 @@ def explain(chains: list[Chain]) -> str:
             f"traffic; {FIX}")
 
 
-def target_of(chain: Chain, chains: list[dict]) -> Chain:
+def target_of(chain: Chain, chains: list[dict[str, Any]]) -> Chain:
     """Where accept rules go: the table's DOCKER-USER chain if it has one, else the chain."""
     for c in chains:
         if c.get("family") == chain.family and c.get("table") == chain.table and c.get("name") == "DOCKER-USER":

@@ -11,17 +11,17 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
-from kombu import Queue
+from kombu.entity import Queue
 
 from joblet.api.keys import RUN_TASK
 from joblet.api.tasks import celery_config, setup_signing, signing_config
 from joblet.config import Settings
 from joblet.worker import broker_guard
+from joblet.worker.supervisor import Supervisor
 
-_supervisor: Any = None
 
-
-def make_app(cfg: Settings) -> Celery:
+def make_app(cfg: Settings, sup: Supervisor) -> Celery:
+    """The worker's Celery app, whose one task runs jobs through `sup`."""
     broker_guard.install(cfg, signed=requires_signing(cfg))
     app = Celery("joblet-worker", set_as_current=True)
     app.conf.update(celery_config(cfg))
@@ -40,7 +40,7 @@ def make_app(cfg: Settings) -> Celery:
     setup_signing(app, cfg, verify=True)
     from joblet.worker.tasks import register
 
-    register(app)
+    register(app, sup)
     app.finalize()
     for name in [n for n in app.tasks if n != RUN_TASK]:  # Celery's built-ins: run nothing else
         app.tasks.pop(name)
@@ -51,33 +51,20 @@ def requires_signing(cfg: Settings) -> bool:
     return bool(signing_config(cfg, verify=True))
 
 
-def supervisor() -> Any:
-    if _supervisor is None:
-        raise RuntimeError("the joblet supervisor is not running in this process")
-    return _supervisor
-
-
-def install_supervisor(cfg: Settings) -> Any:
-    """Create the worker's supervisor once; hooked to Celery's start and shutdown."""
-    global _supervisor
-    from joblet.worker.supervisor import Supervisor
-
-    _supervisor = Supervisor(cfg)
+def connect(sup: Supervisor, cfg: Settings) -> None:
+    """Beat once when Celery is ready; stop every job and leave the fleet when it shuts down."""
     # published with every heartbeat: clients refuse to send what this worker would refuse
-    _supervisor.store.node_info["signed"] = requires_signing(cfg)
+    sup.store.node_info["signed"] = requires_signing(cfg)
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
-        _supervisor.beat()
+        sup.beat()
 
     @worker_shutting_down.connect(weak=False)
     def _down(**_: Any) -> None:
-        _supervisor.stop_all()
-        _supervisor.store.drop_node(cfg.node)
+        sup.stop_all()
+        sup.store.drop_node(cfg.node)
         try:
-            _supervisor.volumes.release_all()
+            sup.svc.mounts.volumes.release_all()
         except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
             print(f"joblet-worker: unmounting volumes: {exc}")
-
-    _supervisor.start()
-    return _supervisor

@@ -25,10 +25,13 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     _raise_fd_limit()
     try:
         cfg = config.load(**overrides)
-        from joblet.worker.app import install_supervisor, make_app
+        from joblet.worker.app import connect, make_app
+        from joblet.worker.supervisor import Supervisor
 
-        app = make_app(cfg)
-        install_supervisor(cfg)
+        sup = Supervisor(cfg)
+        app = make_app(cfg, sup)
+        connect(sup, cfg)
+        sup.start()
     except JobletError as exc:
         sys.exit(f"joblet-worker: {exc}")
     queues = f"{cfg.queue},{cfg.node_queue(cfg.node)}"

@@ -1,4 +1,4 @@
-"""joblet's only task: run one job. Short on purpose; the work is in Supervisor/JobRun.
+"""joblet's only task: run one job. Short on purpose; the work is in Supervisor and JobRun.
 
 This is the boundary where a queue message becomes a job. In order: the id and the body's
 stamps are checked (`joblet.api.message`) before any path, cgroup or key is built from the
@@ -17,26 +17,23 @@ import pydantic
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
-from joblet.api.client import validation_message
 from joblet.api.keys import RUN_TASK
 from joblet.api.message import Refused, TaskMessage, check, nonce_ttl
-from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus, validation_message
 from joblet.worker import broker_guard
-from joblet.worker.runner import Outcome
-from joblet.worker.supervisor import Duplicate
+from joblet.worker.records import Outcome
+from joblet.worker.supervisor import Duplicate, Supervisor
 
 log = logging.getLogger(__name__)
 PLACEHOLDER = JobSpec.model_validate({"command": "-"})  # recorded instead of a spec that failed its checks
 
 
-def register(app: Celery) -> None:
+def register(app: Celery, sup: Supervisor) -> None:
+    """joblet.run_job on `app`, run by `sup`."""
     signed = app.conf.task_serializer == "auth"
 
     @app.task(name=RUN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_job(task: Task, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from joblet.worker.app import supervisor
-
-        sup = supervisor()
         try:
             msg = accept(sup, task.request.id, args, kwargs, signed)
         except Refused as exc:
@@ -114,6 +111,6 @@ def refuse(sup: Any, job_id: str, spec: JobSpec, error: str) -> dict[str, Any]:
                                              name=spec.name, created=time.time()))
     if not sup.store.claim(job_id, sup.cfg.node):
         raise Duplicate(job_id)
-    result: dict[str, Any] = sup.finish(job_id, Outcome(JobStatus.FAILED, error=error))
+    result: dict[str, Any] = sup.svc.records.finish(job_id, Outcome(JobStatus.FAILED, error=error))
     sup.store.end_output(job_id, {"status": "FAILED"}, sup.cfg.log_max_entries)
     return result

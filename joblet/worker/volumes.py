@@ -14,9 +14,10 @@ import subprocess
 import threading
 from pathlib import Path
 
-from joblet.api.volumes import VolumeDef
-from joblet.errors import ExecutionError
+from joblet.api.volumes import VolumeDef, VolumeStore
+from joblet.errors import ExecutionError, NotFound
 
+Bind = tuple[str, str, bool]  # host path, job path, read-only
 RUNTIME_POINT = Path("/runtime")  # where a job sees its runtime (PATH cannot hold a ':')
 
 
@@ -93,3 +94,34 @@ def runtime_root(directory: Path, name: str) -> Path:
     if "/" in name or name in (".", "..") or not (root / "bin").is_dir():
         raise ExecutionError(f"runtime {name!r} is not installed on this host ({directory})")
     return Path(_plain(root))
+
+
+class JobMounts:
+    """What a job binds from this host: its volumes (made on first use) and its runtime."""
+
+    def __init__(self, volumes: HostVolumes, store: VolumeStore, runtimes_dir: Path) -> None:
+        self.volumes = volumes
+        self.store = store
+        self.runtimes_dir = runtimes_dir
+
+    def binds_for(self, volume_names: tuple[str, ...], runtime: str | None) -> tuple[list[Bind], str | None]:
+        """(host path, job path, read-only) for each, and the PATH prefix a runtime adds."""
+        binds: list[Bind] = []
+        for name in volume_names:
+            try:
+                data = self.volumes.ensure(self.store.get(name))
+            except NotFound:
+                raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
+            binds.append((str(data), f"/volumes/{name}", False))
+        if runtime is None:
+            return binds, None
+        root = runtime_root(self.runtimes_dir, runtime)
+        return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
+
+    def sweep(self, in_use: set[str]) -> list[str]:
+        """Remove the data of deleted volumes that no local job uses; their names."""
+        existing = {v.name for v in self.store.all()}
+        gone = [n for n in self.volumes.local() if n not in existing and n not in in_use]
+        for name in gone:
+            self.volumes.remove(name)
+        return gone

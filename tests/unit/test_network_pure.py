@@ -9,7 +9,7 @@ from joblet.network_agent import firewall
 from joblet.network_agent.host import parse_nameservers
 from joblet.network_agent.ipam import Subnet, to_int, to_str
 from joblet.network_agent.plan import Attachment, NetPlan, host_veth_name
-from joblet.worker.runner import outcome_of
+from joblet.worker.job import outcome_of
 
 
 def test_subnet_never_hands_out_network_gateway_or_broadcast():

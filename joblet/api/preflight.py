@@ -1,0 +1,101 @@
+"""Checks a job passes before anything of it is stored or queued: its size, its networks and
+volumes exist, a live worker offers its runtime (the job is pinned to one that does), and the
+live workers would accept what this client sends (signed or not)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from joblet.api.models import JobSpec
+from joblet.api.networks import NetworkStore
+from joblet.api.store import Store
+from joblet.api.volumes import VolumeStore
+from joblet.config import Settings
+from joblet.errors import ConfigError, NotFound, ValidationError
+
+ALONE = ("none", "host", "isolated")
+BUILT_IN = ("bridge", "none", "host", "isolated")
+
+
+def runtimes(live_nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runtimes installed on live workers: [{"name", "nodes"}], sorted by name."""
+    found: dict[str, list[str]] = {}
+    for node, info in live_nodes.items():
+        for name in info.get("runtimes", []):
+            found.setdefault(name, []).append(node)
+    return [{"name": n, "nodes": sorted(nodes)} for n, nodes in sorted(found.items())]
+
+
+class Preflight:
+    """The checks, against one installation's state."""
+
+    def __init__(self, settings: Settings, store: Store, networks: NetworkStore, volumes: VolumeStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.networks = networks
+        self.volumes = volumes
+
+    def check(self, spec: JobSpec) -> JobSpec:
+        """The spec as it will be queued (pinned to a node offering its runtime), or an error."""
+        self.check_size(spec)
+        self.check_networks(spec)
+        spec = self.check_resources(spec)
+        self.check_fleet(spec.node)
+        return spec
+
+    def check_size(self, spec: JobSpec) -> None:
+        """Refuse a spec too large to queue before anything is stored."""
+        limit = self.settings.upload_max_bytes
+        if spec.upload_bytes > limit:
+            raise ValidationError(f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}")
+        size = len(spec.model_dump_json())
+        if size > self.settings.spec_max_bytes:
+            raise ValidationError(f"invalid job: its spec is {size} bytes, over the limit of "
+                                  f"{self.settings.spec_max_bytes} (spec_max_bytes; uploads, arguments and "
+                                  "environment count)")
+
+    def check_networks(self, spec: JobSpec) -> None:
+        for name in spec.network:
+            if name not in BUILT_IN:
+                try:
+                    self.networks.get(name)
+                except NotFound:
+                    raise ValidationError(f"invalid job field 'network': no such network {name!r} "
+                                          "(rnx network list)") from None
+        for alone in ALONE:
+            if alone in spec.network and len(spec.network) > 1:
+                raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
+
+    def check_resources(self, spec: JobSpec) -> JobSpec:
+        """Volumes must exist; a runtime must be offered by a live worker (the job is pinned
+        to one that has it); bandwidth limits need a network of the job's own."""
+        for name in spec.volumes:
+            try:
+                self.volumes.get(name)
+            except NotFound:
+                raise ValidationError(f"invalid job field 'volumes': no such volume {name!r} "
+                                      "(rnx volume create)") from None
+        lim = spec.limits
+        if spec.network == ("host",) and (lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out):
+            raise ValidationError("invalid job field 'limits': bandwidth limits need a job network, not 'host'")
+        if spec.runtime is None:
+            return spec
+        offers = runtimes(self.store.live_nodes())
+        offered: list[str] = next((r["nodes"] for r in offers if r["name"] == spec.runtime), [])
+        if not offered:
+            raise ValidationError(f"invalid job field 'runtime': no live worker offers runtime "
+                                  f"{spec.runtime!r} (rnx runtime list)")
+        if spec.node is None:
+            return spec.model_copy(update={"node": offered[0]})
+        if spec.node not in offered:
+            raise ValidationError(f"invalid job field 'runtime': node {spec.node!r} does not offer "
+                                  f"runtime {spec.runtime!r} (it is on {', '.join(offered)})")
+        return spec
+
+    def check_fleet(self, node: str | None) -> None:
+        """Refuse to queue what the live workers would refuse unread (signed vs unsigned)."""
+        from joblet.api.tasks import signing_config, signing_mismatch
+
+        why = signing_mismatch(bool(signing_config(self.settings, verify=False)), self.store.live_nodes(), node)
+        if why:
+            raise ConfigError(why)

@@ -1,0 +1,63 @@
+"""Discovery by name: each job in a user network gets an /etc/hosts listing that network's
+running jobs, fleet-wide, rewritten in place as jobs come and go (here, and on other hosts
+through a "hosts" event). Docker's rule: names resolve in user networks only."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from joblet.api.store import Store
+from joblet.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+NO_DISCOVERY = ("bridge", "none", "isolated", "host")
+
+
+def user_networks(networks: list[str]) -> list[str]:
+    return [n for n in networks if n not in NO_DISCOVERY]
+
+
+class Discovery:
+    """Who is where, and this host's jobs' /etc/hosts files."""
+
+    def __init__(self, store: Store, node: str) -> None:
+        self.store = store
+        self.node = node
+        self._local: dict[str, tuple[set[str], Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+
+    def peers(self, networks: list[str]) -> dict[str, str]:
+        """name -> address of the running jobs in these user networks, fleet-wide."""
+        wanted = user_networks(networks)
+        return self.store.members(wanted) if wanted else {}
+
+    def join(self, job_id: str, ips: dict[str, str], names: list[str], write_hosts: Callable[[], None]) -> None:
+        """A job of this host is running with these addresses: list it, and keep its hosts file."""
+        mine = {n: ip for n, ip in ips.items() if n not in NO_DISCOVERY}
+        if mine:
+            self.store.join_networks(job_id, mine, names)
+        with self._lock:
+            self._local[job_id] = (set(ips), write_hosts)
+
+    def leave(self, job_id: str, networks: list[str]) -> None:
+        with self._lock:
+            self._local.pop(job_id, None)
+        self.store.leave_networks(job_id, networks)
+
+    def refresh(self, networks: list[str], tell_fleet: bool = True) -> None:
+        """Rewrite /etc/hosts of this host's jobs in these user networks (in place: bind
+        mounts), then tell the other workers to do the same for theirs."""
+        wanted = set(user_networks(networks))
+        if not wanted:
+            return
+        with self._lock:
+            writers = [write for nets, write in self._local.values() if nets & wanted]
+        for write in writers:
+            write()
+        if tell_fleet:
+            try:
+                self.store.publish_event("hosts", networks=sorted(wanted), node=self.node)
+            except BackendUnavailable as exc:
+                log.warning("could not tell other workers about %s: %s", sorted(wanted), exc)

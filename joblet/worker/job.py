@@ -1,0 +1,339 @@
+"""One job's life on this host, top to bottom: set up (each step pushing its undo), run,
+watch, record, and always undo everything that was done, newest first.
+
+Setup, in order (what is undone, and how):
+  journal entry            -> forgotten (last of all: a crash before then is reconciled)
+  run dir, /work tmpfs     -> unmounted and removed
+  network plan + addresses -> veths deleted, addresses freed
+  cgroup + its limits      -> every process killed, the cgroup removed
+  network namespace        -> its descriptor closed (the kernel drops it with its veths)
+  listed in its networks   -> unlisted (peers' /etc/hosts forget it)
+  sandbox (bwrap)          -> killed with the cgroup, reaped
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from joblet.api.keys import STDERR_FIELD
+from joblet.api.models import JobSpec, JobStatus
+from joblet.errors import JobletError, ValidationError
+from joblet.network_agent.netns import JobNetns
+from joblet.network_agent.plan import NetPlan
+from joblet.worker import faults
+from joblet.worker.cgroups import block_device
+from joblet.worker.execution import Launch, Sandbox
+from joblet.worker.journal import Entry
+from joblet.worker.output import Capture
+from joblet.worker.records import WAITING, Outcome
+from joblet.worker.sandbox import Layout, bwrap_args, command_argv, resolve, views_of
+from joblet.worker.services import Services
+from joblet.worker.undo import UndoStack
+
+log = logging.getLogger(__name__)
+
+
+def outcome_of(returncode: int, stopped: bool, timed_out: float | None) -> Outcome:
+    """Map the sandbox's return code to a final state. bwrap reports a command killed by
+    signal N as 128+N (a shell's convention, and Docker's); negative: bwrap itself was
+    killed by that signal (joblet's SIGKILL after the grace period)."""
+    sig = -returncode if returncode < 0 else None
+    code = 128 + sig if sig is not None else returncode
+    if sig is None and (stopped or timed_out is not None) and _signal_name(code - 128):
+        sig = code - 128  # joblet sent it: the code is that signal's, not the command's choice
+    if stopped:
+        return Outcome(JobStatus.STOPPED, code, sig)
+    if timed_out is not None:
+        return Outcome(JobStatus.FAILED, code, sig, f"timed out after {timed_out:g}s")
+    if returncode == 0:
+        return Outcome(JobStatus.COMPLETED, 0)
+    if sig:
+        return Outcome(JobStatus.FAILED, code, sig, f"killed by signal {signal.Signals(sig).name}")
+    name = _signal_name(code - 128)
+    return Outcome(JobStatus.FAILED, code, None, f"exit code {code} (128+{code - 128}: {name})" if name else None)
+
+
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name if number > 0 else None
+    except ValueError:
+        return None
+
+
+class JobRun:
+    """Runs one claimed job to its end."""
+
+    def __init__(self, svc: Services, job_id: str, spec: JobSpec) -> None:
+        self.svc = svc
+        self.job_id = job_id
+        self.spec = spec
+        self.hostname = spec.name or job_id[:12]
+        self.work_dir = svc.cfg.state_dir / "jobs" / job_id / "work"
+        self.run_dir = svc.cfg.run_dir / "jobs" / job_id
+        self.cgroup = svc.kernel.cgroup(svc.cgroup_root / job_id)
+        self.undo = UndoStack()
+        self.sandbox: Sandbox | None = None
+        self.netns: JobNetns | None = None
+        self.plan: NetPlan | None = None
+        self.stopped = threading.Event()
+        self.capture: Capture | None = None
+        self._grace_timer: threading.Timer | None = None
+
+    # -- control from other threads ---------------------------------------------------------
+    def stop(self) -> None:
+        """SIGTERM the job's processes, SIGKILL them after the grace period."""
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        main = self.sandbox.main if self.sandbox else None
+        if main is None:
+            return  # not started yet: the run sees the flag before the command starts
+        # bwrap outside and its init inside pass the command's end on; they are not the job
+        self.cgroup.signal(signal.SIGTERM, exclude={main.pid, *children(main.pid)})
+        self._grace_timer = threading.Timer(self.svc.cfg.stop_grace, self.cgroup.kill)
+        self._grace_timer.daemon = True
+        self._grace_timer.start()
+
+    def write_hosts(self) -> None:
+        """(Re)write this job's /etc/hosts with its current peers; truncating keeps the inode
+        that the job's bind mount shows."""
+        if self.plan is None:
+            return
+        text = self.plan.hosts_file(self.svc.discovery.peers(list(self.plan.ips)))
+        try:
+            with open(self.run_dir / "hosts", "w") as fh:
+                fh.write(text)
+        except FileNotFoundError:
+            pass  # torn down meanwhile
+
+    # -- the life -------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        outcome, stdout, truncated = Outcome(JobStatus.FAILED), b"", False
+        try:
+            outcome, stdout, truncated = self._run()
+        except JobletError as exc:
+            outcome = Outcome(JobStatus.FAILED, error=str(exc))
+        except Exception as exc:  # a bug or the host's limits: the job still gets a final state
+            log.exception("job %s: unexpected error", self.job_id[:12])
+            outcome = Outcome(JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            teardown_error = self.teardown()
+        if teardown_error and outcome.error is None:
+            outcome.error = f"teardown: {teardown_error}"
+        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated)
+        if self.plan is not None:
+            self.svc.discovery.refresh(list(self.plan.ips))  # peers forget this job
+        self._end(outcome)
+        return result
+
+    def _run(self) -> tuple[Outcome, bytes, bool]:
+        self._setup_host()
+        layout, env, path = self._setup_job()
+        faults.point("attached", self.job_id)
+        if self.stopped.is_set():
+            return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
+        self._list_in_networks()
+        faults.point("running", self.job_id)
+        if path is None:
+            return self._not_found()
+        self._start(layout, env, path)
+        return self._watch()
+
+    def _setup_host(self) -> None:
+        """Files, addresses and cgroup; each pushes its undo before anything can fail."""
+        svc, undo = self.svc, self.undo
+        self._journal()
+        undo.push("forget journal", lambda: svc.journal.forget(self.job_id))
+        faults.point("claimed", self.job_id)
+        undo.push("remove files", lambda: svc.kernel.remove_dirs([self.work_dir.parent, self.run_dir]))
+        self._prepare_files()
+        plan = self.plan = svc.agent.plan(self.job_id, self.spec, self.hostname)
+        undo.push("release network", lambda: svc.agent.release(plan))
+        self._journal()
+        faults.point("planned", self.job_id)
+        self._write_net_files(plan)
+        undo.push("remove cgroup", self.cgroup.remove)
+        self.cgroup.create()
+        limits = self.spec.limits
+        self.cgroup.limit_pids(limits.max_pids or svc.cfg.job_max_pids)
+        if limits.max_cpu or limits.max_memory or limits.max_iobps:
+            self.cgroup.limit(limits, svc.cgroup_v2, block_device(svc.cfg.state_dir))
+
+    def _setup_job(self) -> tuple[Layout, dict[str, str], str | None]:
+        """Its network namespace (wired, shaped), its root's layout, its command's path."""
+        assert self.plan is not None
+        svc, limits = self.svc, self.spec.limits
+        binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
+        env = self._env(path_prefix)
+        if self.plan.isolated_netns:
+            netns = self.netns = svc.kernel.netns(self.run_dir / "sys")
+            self.undo.push("close network namespace", netns.close)
+            svc.agent.attach(self.plan, netns)
+            svc.agent.shape(self.plan, netns, limits.rate_in(), limits.rate_out())
+        host = svc.host()
+        layout = self._layout(binds)
+        return layout, env, resolve(self.spec.command, env["PATH"], views_of(host, layout))
+
+    def _list_in_networks(self) -> None:
+        """RUNNING, and known to its peers before its command starts."""
+        assert self.plan is not None
+        plan, svc = self.plan, self.svc
+        svc.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING, started=time.time(),
+                             node=svc.cfg.node, ips=plan.ips)
+        self.undo.push("leave networks", lambda: svc.discovery.leave(self.job_id, list(plan.ips)))
+        names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]
+        svc.discovery.join(self.job_id, plan.ips, names, self.write_hosts)
+        svc.discovery.refresh(list(plan.ips))
+
+    def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
+        sandbox = self.sandbox = self.svc.kernel.sandbox(Launch(
+            self.job_id, self.cgroup, bwrap_args(self.svc.host(), layout),
+            command_argv(path, self.spec.args, layout.user), env, self.netns.fd if self.netns else None))
+        self.undo.push("stop processes", lambda: self._stop_processes(sandbox))
+        sandbox.start()
+
+    def _stop_processes(self, sandbox: Sandbox) -> None:
+        self.cgroup.kill()
+        faults.point("teardown", self.job_id)
+        sandbox.close()
+
+    def _not_found(self) -> tuple[Outcome, bytes, bool]:
+        message = f"joblet: {self.spec.command}: command not found\n".encode()
+        self.svc.store.append_output(self.job_id, STDERR_FIELD, message, self.svc.cfg.log_max_entries)
+        return Outcome(JobStatus.FAILED, 127, error="command not found"), b"", False
+
+    def _watch(self) -> tuple[Outcome, bytes, bool]:
+        assert self.sandbox is not None and self.sandbox.main is not None
+        main = self.sandbox.main
+        assert main.stdout is not None and main.stderr is not None
+        out, err = os.dup(main.stdout.fileno()), os.dup(main.stderr.fileno())
+        main.stdout.close()
+        main.stderr.close()
+        cfg = self.svc.cfg
+        self.capture = capture = self.svc.pump.watch(
+            self.job_id, out, err, cfg.result_output_limit,
+            max_output=self.spec.limits.max_output or self.svc.pump.max_bytes)
+        if self.stopped.is_set():  # a stop that raced with the start: signal the command now
+            wait_for_command(main.pid)
+            self.stopped.clear()
+            self.stop()
+        timed_out = None
+        try:
+            main.wait(timeout=self.spec.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = self.spec.timeout
+            self.stop()
+            main.wait()
+        self.cgroup.kill()  # the command is done: so is everything it left behind
+        capture.closed.wait(timeout=10)
+        outcome = outcome_of(main.returncode, self.stopped.is_set() and timed_out is None, timed_out)
+        if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
+            outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
+        return outcome, bytes(capture.stdout), capture.truncated
+
+    # -- the end --------------------------------------------------------------------------
+    def teardown(self) -> str | None:
+        """Undo everything that was done, newest first; errors are returned together."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        return "; ".join(self.undo.unwind()) or None
+
+    def _end(self, outcome: Outcome) -> None:
+        """The stream's end marker, after the job's last byte and its final record."""
+        summary = {"status": outcome.status.value, "exit_code": outcome.exit_code}
+        if self.capture is None:
+            self.svc.store.end_output(self.job_id, summary, self.svc.cfg.log_max_entries)
+            return
+        self.svc.pump.finish(self.capture, summary)
+        self.capture.flushed.wait(timeout=30)
+
+    # -- its files -------------------------------------------------------------------------
+    def _journal(self) -> None:
+        """What this job has on the host, before it has it (a restarted worker frees it)."""
+        self.svc.journal.record(Entry(job_id=self.job_id, cgroup=str(self.cgroup.path),
+                                      work_dir=str(self.work_dir.parent),
+                                      run_dir=str(self.run_dir), plan=self.plan))
+
+    def _layout(self, binds: list[tuple[str, str, bool]]) -> Layout:
+        cfg, limits = self.svc.cfg, self.spec.limits
+        disk = (limits.max_disk or cfg.job_max_disk) << 20
+        net_files = [n for n in ("hosts", "resolv.conf") if (self.run_dir / n).exists()]
+        return Layout(hostname=self.hostname, work_dir=str(self.work_dir), run_dir=str(self.run_dir),
+                      sys_dir=str(self.netns.sys_dir) if self.netns else None, tmp_bytes=disk,
+                      shm_bytes=cfg.job_shm << 20, binds=tuple(binds), net_files=tuple(net_files),
+                      user=self._user())
+
+    def _user(self) -> tuple[int, int] | None:
+        if self.spec.user is None:
+            return None
+        uid, _, gid = self.spec.user.partition(":")
+        ids = int(uid), int(gid or uid)
+        os.chown(self.work_dir, *ids)  # its own /work, writable
+        for sub in self.work_dir.rglob("*"):
+            os.chown(sub, *ids, follow_symlinks=False)
+        return ids
+
+    def _env(self, path_prefix: str | None) -> dict[str, str]:
+        cfg = self.svc.cfg
+        env = {"PATH": cfg.default_path, "HOME": "/work", "HOSTNAME": self.hostname,
+               "JOBLET_JOB_ID": self.job_id, **self.spec.env}
+        if path_prefix:
+            env["PATH"] = f"{path_prefix}:{env['PATH']}"
+        return env
+
+    def _prepare_files(self) -> None:
+        limit = self.svc.cfg.upload_max_bytes
+        if self.spec.upload_bytes > limit:
+            raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes exceed {limit}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        disk = (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
+        if self.spec.upload_bytes > disk:
+            raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes do not fit /work ({disk} bytes)")
+        self.svc.kernel.mount_work(self.work_dir, disk)
+        write_uploads(self.work_dir, self.spec)
+
+    def _write_net_files(self, plan: NetPlan) -> None:
+        (self.run_dir / "hostname").write_text(f"{self.hostname}\n")
+        if not plan.isolated_netns:
+            return  # host mode: the host's interfaces, hosts and resolv.conf
+        self.write_hosts()
+        resolv = plan.resolv_file()
+        if resolv is not None:
+            (self.run_dir / "resolv.conf").write_text(resolv)
+
+
+def write_uploads(work_dir: Path, spec: JobSpec) -> None:
+    """The job's uploads under its /work, with their modes; none may escape it."""
+    root = work_dir.resolve()
+    for upload in spec.uploads:
+        target = (root / upload.path).resolve()
+        if root not in target.parents:
+            raise ValidationError(f"upload path {upload.path!r} escapes /work")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(upload.data)
+        target.chmod(upload.mode)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (bwrap's init, inside the job's pid namespace)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def wait_for_command(bwrap_pid: int, timeout: float = 1.0) -> None:
+    """Until bwrap's init has started the command (its child), so a SIGTERM reaches it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(children(init) for init in children(bwrap_pid)):
+            return
+        time.sleep(0.002)

@@ -1,0 +1,88 @@
+"""After a crash: what a dead worker left on this host is removed, and its jobs become LOST.
+
+Three sweeps, each safe to repeat: the journal's entries (each job's cgroup, addresses,
+network membership and files, as it recorded them before making them), then whatever the
+kernel and disk still hold with joblet's names (job cgroups, jv/ji veths, job directories
+and their mounts), then addresses anywhere in the fleet whose owner job has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from joblet.errors import JobletError
+from joblet.network_agent import links
+from joblet.worker.cgroups import JobCgroup
+from joblet.worker.journal import Entry
+from joblet.worker.mounts import remove_dirs, unmount_all
+from joblet.worker.services import Services
+from joblet.worker.undo import UndoStack
+
+log = logging.getLogger(__name__)
+JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}$")
+LOST = "the worker running it stopped unexpectedly"
+
+
+def reconcile(svc: Services, running: set[str]) -> None:
+    """Tear down what the journal lists and no live job here owns; mark such jobs LOST."""
+    for entry in svc.journal.entries():
+        if entry.job_id in running:
+            continue
+        problems = teardown_entry(svc, entry)
+        try:
+            svc.records.mark_lost(entry.job_id, LOST)
+        except JobletError as exc:
+            log.error("job %s: could not record it LOST: %s", entry.job_id[:12], exc)
+        log.warning("reconciled job %s%s", entry.job_id[:12], f": {'; '.join(problems)}" if problems else "")
+    scan_leftovers(svc)
+
+
+def teardown_entry(svc: Services, entry: Entry) -> list[str]:
+    """The undo of a journaled job's whole setup, in the order a run would undo it."""
+    undo = UndoStack()
+    job_id, plan, cgroup = entry.job_id, entry.plan, JobCgroup(Path(entry.cgroup))
+    undo.push("forget journal", lambda: svc.journal.forget(job_id))
+    undo.push("remove files", lambda: remove_dirs([Path(entry.work_dir), Path(entry.run_dir)]))
+    if plan is not None:
+        undo.push("release network", lambda: svc.agent.release(plan))
+    undo.push("remove cgroup", cgroup.remove)
+    if plan is not None:
+        undo.push("leave networks", lambda: svc.discovery.leave(job_id, list(plan.ips)))
+    undo.push("stop processes", cgroup.kill)
+    return undo.unwind()
+
+
+def scan_leftovers(svc: Services) -> None:
+    """At start nothing of ours runs here: remove what the kernel and disk still hold
+    (job cgroups, job veths, job dirs) and free addresses whose owner has ended."""
+    root = svc.cgroup_root
+    for group in [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []:
+        try:
+            JobCgroup(group).remove()
+            log.warning("removed leftover cgroup %s", group.name[:12])
+        except JobletError as exc:
+            log.error("leftover cgroup %s: %s", group, exc)
+    for name in links.names_with_prefix(("jv", "ji")):
+        if JOB_LINK.match(name):  # not one of ours otherwise: job links are jv/ji + 10 hex digits
+            links.delete_link(name)
+            log.warning("removed leftover interface %s", name)
+    for base in (svc.cfg.run_dir / "jobs", svc.cfg.state_dir / "jobs"):
+        unmount_all(base)  # job /work tmpfs and sysfs mounts of a crashed worker
+        remove_dirs(list(base.iterdir()) if base.is_dir() else [])
+    try:
+        free_orphan_addresses(svc)
+    except JobletError as exc:
+        log.error("freeing addresses of ended jobs: %s", exc)
+
+
+def free_orphan_addresses(svc: Services) -> None:
+    """Release every address (fleet-wide) whose owner job has ended or is gone."""
+    ipam = svc.agent.ipam
+    for network in ["bridge", "isolated", *(n.name for n in svc.agent.networks.all())]:
+        for address, owner in ipam.allocations(network).items():
+            rec = svc.store.find_job(owner)
+            if rec is None or rec.status.final:
+                ipam.release(network, address, owner)
+                log.warning("freed %s address slot %d of ended job %s", network, address, owner[:12])

@@ -1,0 +1,99 @@
+"""A job's final record, written by whoever ends it (its run, a refusal, reconciliation):
+the state transition, the expiry, the workflow's next step, and the Celery task result."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from joblet.api.models import JobRecord, JobStatus
+from joblet.api.store import Store
+from joblet.config import Settings
+from joblet.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED)
+
+
+@dataclass
+class Outcome:
+    status: JobStatus
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+
+
+class Records:
+    """Final records of this worker's jobs."""
+
+    def __init__(self, store: Store, cfg: Settings) -> None:
+        self.store = store
+        self.cfg = cfg
+
+    def finish(self, job_id: str, outcome: Outcome, stdout: bytes = b"", truncated: bool = False) -> dict[str, Any]:
+        """Record the final state (waiting out a Redis outage); returns the task result."""
+        fields = {"status": outcome.status, "exit_code": outcome.exit_code, "signal": outcome.signal,
+                  "error": outcome.error, "finished": time.time(), "node": self.cfg.node}
+        recorded = retrying(lambda: self.store.transition(job_id, (*WAITING, JobStatus.RUNNING), **fields))
+        if not recorded:  # already final, or Redis lost its data (no persistence)
+            log.warning("job %s: record missing or already final; %s not recorded over it",
+                        job_id[:12], outcome.status.value)
+        retrying(lambda: self.store.expire_job(job_id, self.cfg.log_ttl))
+        record = retrying(lambda: self.store.find_job(job_id))
+        if record is None:
+            return {"id": job_id, "status": outcome.status.value, "exit_code": outcome.exit_code,
+                    "error": outcome.error, "output": stdout.decode(errors="replace"),
+                    "output_truncated": truncated}
+        if record.workflow:
+            self.advance_workflow(record.workflow)
+        out = result(record, stdout)
+        out["output_truncated"] = truncated
+        return out
+
+    def mark_lost(self, job_id: str, reason: str) -> bool:
+        """A job this host ran but can no longer finish: LOST, its stream ended, its workflow
+        advanced. False if it had ended already."""
+        if not self.store.transition(job_id, (*WAITING, JobStatus.RUNNING), status=JobStatus.LOST,
+                                     finished=time.time(), error=reason):
+            return False
+        self.store.end_output(job_id, {"status": "LOST"}, self.cfg.log_max_entries)
+        lost = self.store.find_job(job_id)
+        if lost is not None and lost.workflow:
+            self.advance_workflow(lost.workflow)
+        return True
+
+    def advance_workflow(self, wf_id: str) -> None:
+        """A workflow job ended: queue the jobs that may start now, cancel those that cannot."""
+        from joblet.api.workflow_store import advance
+
+        try:
+            advance(self.store, self.cfg, wf_id)
+        except Exception as exc:  # noqa: BLE001 - the job's own end is recorded regardless
+            log.error("workflow %s: %s", wf_id[:12], exc)
+
+
+def result(record: JobRecord, stdout: bytes = b"") -> dict[str, Any]:
+    """The Celery task result of an ended job."""
+    out = record.public()
+    out["output"] = stdout.decode(errors="replace")
+    if not stdout.isascii():
+        out["output_base64"] = base64.b64encode(stdout).decode()
+    return out
+
+
+def retrying(step: Callable[[], T], patience: float = 600.0) -> T:
+    """Run a Redis step, retrying while Redis is unreachable (up to `patience` seconds)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return step()
+        except BackendUnavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("redis unreachable (%s); retrying", exc)
+            time.sleep(1)

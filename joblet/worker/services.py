@@ -1,0 +1,47 @@
+"""What one job's run needs from its worker, and nothing more: narrow collaborators that the
+supervisor builds once and hands to every JobRun (tests hand in fakes)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from joblet.api.store import Store
+from joblet.config import Settings
+from joblet.network_agent.agent import NetworkAgent
+from joblet.worker.discovery import Discovery
+from joblet.worker.journal import Journal
+from joblet.worker.kernel import Kernel, LinuxKernel
+from joblet.worker.output import OutputPump
+from joblet.worker.records import Records
+from joblet.worker.sandbox import Host, survey
+from joblet.worker.volumes import JobMounts
+
+
+@dataclass
+class Services:
+    """The worker's shared parts a job uses."""
+
+    cfg: Settings
+    store: Store
+    agent: NetworkAgent
+    journal: Journal
+    pump: OutputPump
+    mounts: JobMounts
+    discovery: Discovery
+    records: Records
+    host: Callable[[], Host]  # what a job's root binds and covers, looked at before each job
+    cgroup_root: Path
+    cgroup_v2: bool = False  # limits in the job's own v2 group, else in v1 twins (hybrid hosts)
+    kernel: Kernel = field(default_factory=LinuxKernel)
+
+
+def host_survey(cfg: Settings, cover: Path) -> Callable[[], Host]:
+    """Looks at the host before each job (a key added later is covered too); secrets include
+    joblet's own key and config file wherever an operator put them."""
+    own = [str(p) for p in (cfg.signing_key,) if p is not None]
+    own += [os.environ[v] for v in ("JOBLET_CONFIG",) if os.environ.get(v)]
+    secrets = (*cfg.sandbox_masked_paths, *own)
+    return lambda: survey(cover, cfg.sandbox_ro_paths, secrets)

@@ -1,0 +1,206 @@
+"""A job's life with in-memory fakes: each setup step failing in turn undoes exactly what was
+applied before it, newest first, and the job still ends with a final record."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from joblet.api.models import JobSpec, JobStatus
+from joblet.config import load
+from joblet.errors import ExecutionError, NetworkError
+from joblet.network_agent.plan import Attachment, NetPlan
+from joblet.worker.discovery import Discovery
+from joblet.worker.job import JobRun
+from joblet.worker.journal import Journal
+from joblet.worker.records import Records
+from joblet.worker.sandbox import Host
+from joblet.worker.services import Services
+
+HOST = Host(empty_file="/c/f", empty_dir="/c/d", system=(), ro_paths=(), secret_files=(), secret_dirs=(),
+            proc_files=(), proc_dirs=())
+
+
+class Log:
+    """Every call the fakes saw, in order; `fail` names the one call that raises."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def __call__(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail:
+            raise (NetworkError if "net" in name or "attach" in name else ExecutionError)(f"{name} broke")
+
+
+class FakeStore:
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def transition(self, job_id: str, allowed: Any, **fields: Any) -> bool:
+        self.records.setdefault(job_id, {}).update(fields)
+        return True
+
+    def expire_job(self, job_id: str, ttl: int) -> None: ...
+    def find_job(self, job_id: str) -> None: return None
+    def append_output(self, *args: Any) -> None: self.log("output")
+    def end_output(self, *args: Any) -> None: self.log("end output")
+    def members(self, networks: list[str]) -> dict[str, str]: return {}
+    def join_networks(self, *args: Any) -> None: self.log("join networks")
+    def leave_networks(self, *args: Any) -> None: self.log("leave networks")
+    def publish_event(self, *args: Any, **kw: Any) -> None: ...
+
+
+class FakeCgroup:
+    def __init__(self, log: Log, path: Path) -> None:
+        self.log, self.path = log, path
+
+    def create(self) -> None: self.log("cgroup create")
+    def limit_pids(self, n: int) -> None: self.log("cgroup pids")
+    def limit(self, *args: Any) -> None: self.log("cgroup limits")
+    def kill(self) -> None: self.log("cgroup kill")
+    def remove(self) -> None: self.log("cgroup remove")
+    def signal(self, *args: Any, **kw: Any) -> None: self.log("cgroup signal")
+    def oom_killed(self) -> bool: return False
+
+
+class FakeNetns:
+    def __init__(self, log: Log, sys_dir: Path) -> None:
+        self.log, self.sys_dir, self.fd = log, sys_dir, 99
+        log("netns create")
+
+    def close(self) -> None: self.log("netns close")
+
+
+class FakeMain:
+    pid, returncode = 4242, 0
+
+    def __init__(self) -> None:
+        self.stdout, self.stderr = io.BytesIO(), io.BytesIO()
+        self.stdout.fileno = lambda: 0  # type: ignore[method-assign]
+        self.stderr.fileno = lambda: 0  # type: ignore[method-assign]
+
+    def wait(self, timeout: float | None = None) -> int: return 0
+
+
+class FakeSandbox:
+    def __init__(self, log: Log) -> None:
+        self.log, self.main = log, None
+
+    def start(self) -> FakeMain:
+        self.log("sandbox start")
+        self.main = FakeMain()  # type: ignore[assignment]
+        return self.main  # type: ignore[return-value]
+
+    def close(self) -> None: self.log("sandbox close")
+
+
+class FakeKernel:
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def cgroup(self, path: Path) -> FakeCgroup: return FakeCgroup(self.log, path)
+    def netns(self, sys_dir: Path) -> FakeNetns: return FakeNetns(self.log, sys_dir)
+    def sandbox(self, launch: Any) -> FakeSandbox: return FakeSandbox(self.log)
+    def mount_work(self, path: Path, size: int) -> None: path.mkdir(parents=True); self.log("mount work")  # noqa: E702
+    def remove_dirs(self, dirs: list[Path]) -> None: self.log("remove dirs")
+
+
+class FakeAgent:
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def plan(self, job_id: str, spec: JobSpec, hostname: str) -> NetPlan:
+        self.log("net plan")
+        att = Attachment(network="net1", bridge="jb0123456789", host_ifname="jv0123456789", ifname="eth0",
+                         address="172.20.0.5", address_int=5, prefixlen=16, gateway="172.20.0.1", mtu=1500)
+        return NetPlan(job_id=job_id, hostname=hostname, mode="custom", attachments=(att,))
+
+    def attach(self, plan: NetPlan, netns: Any) -> None: self.log("attach")
+    def shape(self, *args: Any) -> None: self.log("shape")
+    def release(self, plan: NetPlan) -> None: self.log("net release")
+
+
+class FakeMounts:
+    def binds_for(self, volumes: Any, runtime: Any) -> tuple[list[Any], None]: return [], None
+
+
+class FakePump:
+    max_bytes = 1 << 20
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def watch(self, *args: Any, **kw: Any) -> Any:
+        self.log("watch")
+        cap = type("Cap", (), {})()
+        cap.stdout, cap.truncated = bytearray(b"hi"), False
+        cap.closed, cap.flushed = threading.Event(), threading.Event()
+        cap.closed.set()
+        cap.flushed.set()
+        return cap
+
+    def finish(self, cap: Any, summary: Any) -> None: self.log("end output")
+
+
+def services(tmp_path: Path, log: Log) -> Services:
+    cfg = load(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"), node="n1")
+    store = FakeStore(log)
+    return Services(cfg=cfg, store=store, agent=FakeAgent(log), journal=Journal(cfg.state_dir),  # type: ignore[arg-type]
+                    pump=FakePump(log), mounts=FakeMounts(), discovery=Discovery(store, "n1"),  # type: ignore[arg-type]
+                    records=Records(store, cfg), host=lambda: HOST, cgroup_root=tmp_path / "cg",  # type: ignore[arg-type]
+                    kernel=FakeKernel(log))
+
+
+def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
+    log = Log(fail)
+    svc = services(tmp_path, log)
+    run = JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",)))
+    run.execute()
+    record = svc.store.records["a" * 32]  # type: ignore[attr-defined]
+    return log.calls, record["status"], list((tmp_path / "state" / "journal").glob("*.json"))
+
+
+# setup as it happens: a step, or ("undo", what) when that step's undo is pushed
+EVENTS = ["undo:remove dirs", "mount work", "net plan", "undo:net release", "undo:cgroup remove",
+          "cgroup create", "cgroup pids", "netns create", "undo:netns close", "attach", "shape",
+          "undo:leave networks", "join networks", "undo:sandbox close", "sandbox start"]
+STEPS = [e for e in EVENTS if not e.startswith("undo:")]
+UNDOS = {e[5:] for e in EVENTS if e.startswith("undo:")}
+
+
+def test_a_whole_life_undoes_everything_newest_first(tmp_path):
+    calls, status, journal = life(tmp_path, None)
+    assert status == JobStatus.COMPLETED and journal == []
+    after = calls[calls.index("watch") + 1:]
+    assert after == ["cgroup kill", "cgroup kill", "sandbox close", "leave networks", "netns close",
+                     "cgroup remove", "net release", "remove dirs", "end output"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_failing_step_undoes_exactly_what_was_applied(tmp_path, step):
+    calls, status, journal = life(tmp_path, step)
+    assert status == JobStatus.FAILED and journal == []  # the journal entry is forgotten too
+    pushed = [e[5:] for e in EVENTS[:EVENTS.index(step)] if e.startswith("undo:")]
+    undone = [c for c in calls[calls.index(step) + 1:] if c in UNDOS]
+    assert undone == list(reversed(pushed)), calls
+    assert not any(later in calls for later in STEPS[STEPS.index(step) + 1:])  # nothing after it ran
+
+
+def test_undo_keeps_going_and_collects_errors():
+    from joblet.worker.undo import UndoStack
+
+    done: list[str] = []
+    undo = UndoStack()
+    undo.push("first", lambda: done.append("first"))
+    undo.push("broken", lambda: (_ for _ in ()).throw(NetworkError("gone wrong")))
+    undo.push("last", lambda: done.append("last"))
+    assert undo.names() == ["last", "broken", "first"]
+    assert undo.unwind() == ["broken: gone wrong"] and done == ["last", "first"]
+    assert undo.unwind() == [] and done == ["last", "first"]  # each undo runs once
