@@ -87,7 +87,7 @@ class Client:
         self.check_fleet(spec.node)
         record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
                            name=spec.name, created=time.time())
-        self.store.create_job(record)
+        self._create(record)
         from joblet.api.tasks import send_run
 
         try:
@@ -97,6 +97,15 @@ class Client:
                                   error="could not be queued", finished=time.time())
             raise
         return record
+
+    def _create(self, record: JobRecord) -> None:
+        if record.name is None:
+            self.store.create_job(record)
+            return
+        holder = self.store.create_named_job(record)
+        if holder is not None:
+            raise ValidationError(f"invalid job field 'name': {record.name!r} is in use by job {holder[:12]}, "
+                                  "which has not ended (rnx stop it, or pick another --name)")
 
     def _check_size(self, spec: JobSpec) -> None:
         """Refuse a spec too large to queue before anything is stored."""
@@ -156,8 +165,17 @@ class Client:
             if alone in spec.network and len(spec.network) > 1:
                 raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
 
-    def list(self) -> list[JobRecord]:
-        return self.store.list_jobs()
+    def list(self, status: Any = (), node: str | None = None, network: str | None = None,
+             name: str | None = None) -> list[JobRecord]:
+        """Jobs, oldest first; each filter given must match (statuses: any of them)."""
+        return select(self.store.list_jobs(), status, node, network, name)
+
+    def stats(self, job_ids: Any = ()) -> list[dict[str, Any]]:
+        """The latest resource sample of each running job (or of these jobs), with its id,
+        name and node: cpu_percent, memory, pids, disk and network bytes (see `rnx stats`)."""
+        from joblet.api.stats import collect
+
+        return collect(self, [self.store.resolve(j) for j in job_ids])
 
     def get(self, job_id: str) -> JobRecord:
         """The job whose id, id prefix or name is `job_id`."""
@@ -201,3 +219,12 @@ class Client:
     def live_nodes(self) -> dict[str, dict[str, Any]]:
         return self.store.live_nodes()
 
+
+
+def select(records: list[JobRecord], status: Any = (), node: str | None = None,
+           network: str | None = None, name: str | None = None) -> list[JobRecord]:
+    """The records that match every filter given (pure)."""
+    wanted = {str(s).upper() for s in status}
+    return [r for r in records
+            if (not wanted or r.status.value in wanted) and (node is None or r.node == node)
+            and (network is None or network in r.spec.network) and (name is None or r.name == name)]
