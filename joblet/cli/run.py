@@ -159,9 +159,9 @@ class Attached:
         self.stopping: int | None = None  # the signal that stopped the job
 
     def follow(self) -> int:
-        self._warn_if_no_worker(initial=True)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
         try:
+            self._warn_if_no_worker(initial=True)
             self._stream()
         except Leave:
             sig = self.caught or signal.SIGINT
