@@ -165,17 +165,17 @@ class Client:
             if alone in spec.network and len(spec.network) > 1:
                 raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
 
-    def list(self, status: Any = (), node: str | None = None, network: str | None = None,
-             name: str | None = None) -> list[JobRecord]:
-        """Jobs, oldest first; each filter given must match (statuses: any of them)."""
-        return select(self.store.list_jobs(), status, node, network, name)
-
     def stats(self, job_ids: Any = ()) -> list[dict[str, Any]]:
         """The latest resource sample of each running job (or of these jobs), with its id,
         name and node: cpu_percent, memory, pids, disk and network bytes (see `rnx stats`)."""
         from joblet.api.stats import collect
 
         return collect(self, [self.store.resolve(j) for j in job_ids])
+
+    def list(self, status: Any = (), node: str | None = None, network: str | None = None,
+             name: str | None = None) -> list[JobRecord]:
+        """Jobs, oldest first; each filter given must match (statuses: any of them)."""
+        return select(self.store.list_jobs(), status, node, network, name)
 
     def get(self, job_id: str) -> JobRecord:
         """The job whose id, id prefix or name is `job_id`."""
