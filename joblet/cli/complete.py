@@ -84,7 +84,9 @@ def statuses(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> l
 @click.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
-    """Print the completion script for SHELL (see README: eval "$(rnx completion bash)")."""
+    """Print the shell completion script (bash, zsh or fish).
+
+    Enable it with eval "$(rnx completion bash)" (README: zsh and fish)."""
     from click.shell_completion import get_completion_class
 
     from joblet.cli.main import cli

@@ -49,8 +49,10 @@ def stats_row(row: dict[str, Any]) -> list[str]:
               help="Seconds between refreshes (workers sample every heartbeat, 5 s by default).")
 @click.pass_obj
 def stats(obj: Any, job_ids: tuple[str, ...], no_stream: bool, as_json: bool, interval: float) -> None:
-    """CPU (% of one core), memory, pids, /work and network bytes of running jobs (or of
-    ID...), refreshed until Ctrl-C."""
+    """Live CPU, memory, pids, disk and network use of running jobs.
+
+    Every running job, or the jobs ID...: CPU in % of one core, memory, processes and threads,
+    /work used of its size, network bytes in and out of its links. Refreshed until Ctrl-C."""
     from joblet.cli.live import refresh
     from joblet.cli.render import print_json, table
 
