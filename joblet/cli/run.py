@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from joblet.api.keys import STDERR_FIELD, STDOUT_FIELD
+from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.cli import complete
 from joblet.errors import ValidationError
 
@@ -192,15 +192,15 @@ class Attached:
         self.client.stop(self.record.id)
 
     def _stream(self) -> None:
-        from joblet.api.keys import END_FIELD
         from joblet.cli.stream import write_chunk
 
-        started = time.monotonic()
+        check_at = time.monotonic() + NO_WORKER_AFTER
         while True:
             if self.caught is not None and self.stopping is None:
                 self._begin_stop()
             entries = self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
-            if not entries and not self.warned and time.monotonic() - started > NO_WORKER_AFTER:
+            if not entries and not self.warned and time.monotonic() > check_at:
+                check_at = time.monotonic() + 1.0  # at most once a second while nothing arrives
                 self._warn_if_no_worker(initial=False)
             for entry_id, field, data in entries:
                 self.after = entry_id
