@@ -222,3 +222,24 @@ def test_ipv6_cidr_gets_a_clear_error(host):
     ok = host.rnx("network", "create", "six4", "--cidr=10.78.0.0/24")  # positive control
     assert ok.returncode == 0
     host.rnx("network", "delete", "six4")
+
+
+def test_racing_submits_of_one_name_exactly_one_wins(host):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from joblet.api.client import Client
+    from joblet.errors import ValidationError
+
+    name = unique("race")
+
+    def submit(_: int) -> str | None:
+        try:
+            return Client(host.cfg).run("sleep", ("60",), network="none", name=name).id
+        except ValidationError as exc:
+            assert "in use by job" in str(exc)
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        won = [j for j in pool.map(submit, range(8)) if j]
+    assert len(won) == 1
+    host.rnx("stop", won[0])
