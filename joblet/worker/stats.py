@@ -57,8 +57,9 @@ class Sampler:
         since, before = self.last_cpu.get(run.job_id, (first, 0))
         self.last_cpu[run.job_id] = (now, usage)
         elapsed = max(now - since, 1e-3)
-        memory, memory_limit = memory_bytes(cg.path, cg.v1_dir("memory"), cg.pids())
-        pids, pids_limit = pid_count(cg.path, cg.v1_dir("pids"), len(cg.pids()))
+        procs = cg.pids()
+        memory, memory_limit = memory_bytes(cg.path, cg.v1_dir("memory"), procs)
+        pids, pids_limit = pid_count(cg.path, cg.v1_dir("pids"), len(procs))
         used, size = disk_usage(run.work_dir)
         names = [a.host_ifname for a in run.plan.attachments] if run.plan else []
         net = [links[n] for n in names if n in links]
