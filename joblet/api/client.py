@@ -17,6 +17,7 @@ from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
+from joblet.errors import ValidationError
 
 __all__ = ["Client", "make_spec", "validation_message"]
 
@@ -50,7 +51,7 @@ class Client:
         spec = self.preflight.check(spec)
         record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
                            name=spec.name, created=time.time())
-        self.store.create_job(record)
+        self._create(record)
         from joblet.api.tasks import send_run
 
         try:
@@ -61,8 +62,26 @@ class Client:
             raise
         return record
 
-    def list(self) -> list[JobRecord]:
-        return self.store.list_jobs()
+    def _create(self, record: JobRecord) -> None:
+        if record.name is None:
+            self.store.create_job(record)
+            return
+        holder = self.store.create_named_job(record)
+        if holder is not None:
+            raise ValidationError(f"invalid job field 'name': {record.name!r} is in use by job {holder[:12]}, "
+                                  "which has not ended (rnx stop it, or pick another --name)")
+
+    def stats(self, job_ids: Any = ()) -> list[dict[str, Any]]:
+        """The latest resource sample of each running job (or of these jobs), with its id,
+        name and node: cpu_percent, memory, pids, disk and network bytes (see `rnx stats`)."""
+        from joblet.api.stats import collect
+
+        return collect(self, [self.store.resolve(j) for j in job_ids])
+
+    def list(self, status: Any = (), node: str | None = None, network: str | None = None,
+             name: str | None = None) -> list[JobRecord]:
+        """Jobs, oldest first; each filter given must match (statuses: any of them)."""
+        return select(self.store.list_jobs(), status, node, network, name)
 
     def get(self, job_id: str) -> JobRecord:
         """The job whose id, id prefix or name is `job_id`."""
@@ -106,3 +125,12 @@ class Client:
     def live_nodes(self) -> dict[str, dict[str, Any]]:
         return self.store.live_nodes()
 
+
+
+def select(records: list[JobRecord], status: Any = (), node: str | None = None,
+           network: str | None = None, name: str | None = None) -> list[JobRecord]:
+    """The records that match every filter given (pure)."""
+    wanted = {str(s).upper() for s in status}
+    return [r for r in records
+            if (not wanted or r.status.value in wanted) and (node is None or r.node == node)
+            and (network is None or network in r.spec.network) and (name is None or r.name == name)]

@@ -89,3 +89,15 @@ class Keys:
     def workflow_queued(self, wf_id: str, name: str) -> str:
         """Set once per workflow job: "1" queued, "0" canceled (never both)."""
         return f"{self.prefix}workflow:{wf_id}:queued:{name}"
+
+    def name(self, name: str) -> str:
+        """The job id holding a job name; a name is free again once that job has ended."""
+        return f"{self.prefix}name:{name}"
+
+    def stats(self, job_id: str) -> str:
+        """Hash of a running job's latest resource sample (short TTL), written by its worker."""
+        return f"{self.prefix}stats:{job_id}"
+
+    @property
+    def stats_pattern(self) -> str:
+        return f"{self.prefix}stats:*"

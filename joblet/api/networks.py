@@ -40,10 +40,7 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
         raise ValidationError(f"{fail}: names are letters, digits, '-' and '_', at most 64")
     if name in BUILTINS:
         raise ValidationError(f"{fail}: {name!r} is a built-in network")
-    try:
-        net = ipaddress.IPv4Network(cidr, strict=True)
-    except ValueError as exc:
-        raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: {exc}") from None
+    net = _ipv4_network(cidr, fail)
     if not 8 <= net.prefixlen <= 29:
         raise ValidationError(f"{fail}: CIDR {cidr} must be between /8 and /29")
     for server in dns:
@@ -54,6 +51,21 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
     if mtu is not None and not 576 <= mtu <= 65535:
         raise ValidationError(f"{fail}: MTU {mtu} is outside 576..65535")
     return str(net)
+
+
+def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
+    try:
+        parsed = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: give ADDRESS/PREFIX, e.g. 10.10.0.0/24") from None
+    if parsed.version == 6:
+        raise ValidationError(f"{fail}: {cidr} is an IPv6 range; joblet networks are IPv4 only "
+                              "(give one such as 10.10.0.0/24)")
+    try:
+        return ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError:
+        raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: host bits are set (did you mean "
+                              f"{parsed}?)") from None
 
 
 def overlap(cidr: str, others: dict[str, str]) -> str | None:

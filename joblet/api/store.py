@@ -38,6 +38,24 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
+# A job name is unique among jobs that have not ended: the name key names its holder, and
+# the new job's record is written in the same step, so two racing submits cannot both win.
+_CREATE_NAMED = """
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  local status = redis.call('HGET', ARGV[4] .. holder, 'status')
+  if status then
+    local s = cjson.decode(status)
+    if s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING' then return holder end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[3])
+local fields = cjson.decode(ARGV[1])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[2], k, v) end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+return false
+"""
+
 _url = translated(lambda self: self.url)
 
 
@@ -58,6 +76,7 @@ class Store:
         self.redis = connect(url)
         self._cas = self.redis.register_script(_CAS_STATUS)
         self._create = self.redis.register_script(_CREATE_IF_ABSENT)
+        self._create_named = self.redis.register_script(_CREATE_NAMED)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
 
     # -- jobs -------------------------------------------------------------------------------
@@ -72,6 +91,17 @@ class Store:
         pipe.hset(self.keys.job(record.id), mapping=_encode(fields))
         pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
         pipe.execute()
+
+    @_url
+    def create_named_job(self, record: JobRecord) -> str | None:
+        """Write a named job's record unless a job that has not ended holds its name; returns
+        that holder's id, or None when the record was written."""
+        assert record.name is not None
+        fields = _encode(record.model_dump(mode="json", exclude_none=True))
+        holder = self._create_named(keys=[self.keys.name(record.name), self.keys.job(record.id), self.keys.jobs],
+                                    args=[json.dumps(fields), record.created or time.time(), record.id,
+                                          self.keys.job("")])
+        return holder.decode() if holder else None
 
     @_url
     def create_job_if_absent(self, record: JobRecord) -> bool:
@@ -247,6 +277,30 @@ class Store:
     @_url
     def drop_node(self, node: str) -> None:
         self.redis.delete(self.keys.node(node))
+
+    # -- resource samples (rnx stats) -------------------------------------------------------
+    @_url
+    def put_stats(self, samples: dict[str, dict[str, Any]], ttl: float) -> None:
+        """Each running job's latest sample, gone `ttl` seconds after its worker stops writing."""
+        pipe = self.redis.pipeline()
+        for job_id, sample in samples.items():
+            key = self.keys.stats(job_id)
+            pipe.delete(key)
+            pipe.hset(key, mapping={k: json.dumps(v) for k, v in sample.items()})
+            pipe.pexpire(key, int(ttl * 1000))
+        pipe.execute()
+
+    @_url
+    def stats(self, job_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """job id -> latest sample, for these jobs or for every job sampled lately."""
+        if job_ids is None:
+            start = len(self.keys.stats(""))
+            job_ids = sorted(k.decode()[start:] for k in self.redis.scan_iter(match=self.keys.stats_pattern,
+                                                                               count=500))
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.stats(job_id))
+        return {j: _decode(raw) for j, raw in zip(job_ids, pipe.execute(), strict=True) if raw}
 
     # -- output streams ---------------------------------------------------------------------
     @_url

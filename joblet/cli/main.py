@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from joblet.cli import complete
 from joblet.errors import (
     BackendUnavailable,
     ConfigError,
@@ -21,6 +22,9 @@ EXIT_CODES: list[tuple[type[JobletError], int]] = [
     (ValidationError, 2), (ConfigError, 2), (NotFound, 1), (Conflict, 1), (BackendUnavailable, 1),
     (PermissionDenied, 1),
 ]
+
+
+LIST_LIMIT = 20
 
 
 class Ctx:
@@ -44,6 +48,10 @@ class RnxGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # one line, with the help command to read next
+            where = exc.ctx.command_path if exc.ctx else "rnx"
+            click.echo(f"{where}: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
         except JobletError as exc:
             code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
             click.echo(f"rnx: {exc}", err=True)
@@ -59,21 +67,55 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command("list")
+@click.option("--status", "statuses", multiple=True, metavar="STATUS", shell_complete=complete.statuses,
+              help="Only jobs in this state (repeatable, or comma-separated): pending, running, "
+                   "completed, failed, stopped, lost, canceled, scheduled.")
+@click.option("--node", shell_complete=complete.nodes, help="Only jobs placed on this node.")
+@click.option("--network", shell_complete=complete.networks, help="Only jobs on this network.")
+@click.option("--name", help="Only jobs with this name.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N",
+              help=f"Show the N most recent matching jobs (default {LIST_LIMIT}, or all with --json; 0: all).")
+@click.option("--watch", "-w", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="Seconds between redraws with --watch.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
-def list_jobs(obj: Ctx, as_json: bool) -> None:
-    """List jobs, oldest first."""
+def list_jobs(obj: Ctx, statuses: tuple[str, ...], node: str | None, network: str | None, name: str | None,
+              limit: int | None, watch: bool, interval: float, as_json: bool) -> None:
+    """List jobs, oldest first: by default the most recent 20."""
+    from joblet.cli.live import refresh
     from joblet.cli.render import jobs_table, print_json
 
-    records = obj.client.list()
-    if as_json:
-        print_json([r.public() for r in records])
-    else:
-        jobs_table(records)
+    wanted = check_statuses(statuses)
+    if limit is None:
+        limit = 0 if as_json else LIST_LIMIT
+
+    def draw() -> None:
+        records = obj.client.list(status=wanted, node=node, network=network, name=name)
+        shown = records[-limit:] if limit else records
+        if as_json:
+            print_json([r.public() for r in shown])
+            return
+        jobs_table(shown)
+        if len(shown) < len(records):
+            click.echo(f"({len(records) - len(shown)} older jobs not shown; --limit=0 shows all)", err=True)
+
+    refresh(draw, interval if watch else None, clear=not as_json)
+
+
+def check_statuses(given: tuple[str, ...]) -> list[str]:
+    from joblet.api.models import JobStatus
+
+    wanted = [s.strip().upper() for item in given for s in item.split(",") if s.strip()]
+    for value in wanted:
+        if value not in JobStatus.__members__:
+            names = ", ".join(s.value.lower() for s in JobStatus)
+            raise click.BadParameter(f"unknown status {value.lower()!r} (one of {names})", param_hint="--status")
+    return wanted
 
 
 @cli.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete.jobs)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_obj
 def status(obj: Ctx, job_id: str, as_json: bool) -> None:
@@ -88,7 +130,7 @@ def status(obj: Ctx, job_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete.jobs)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.pass_obj
 def log(obj: Ctx, job_id: str, follow: bool) -> None:
@@ -103,18 +145,39 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete.jobs)
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the job to end.")
 @click.pass_obj
 def stop(obj: Ctx, job_id: str, no_wait: bool) -> None:
     """Stop a job: SIGTERM, then SIGKILL after the grace period, to its whole process tree."""
-    record = obj.client.stop(job_id)
-    if not no_wait and not record.status.final:
+    import time
+
+    client = obj.client
+    began = time.monotonic()
+    before = client.get(job_id)
+    if before.status.final:
+        click.echo(f"job {before.short_id} had already ended: {before.status.value.lower()}", err=True)
+        click.echo(f"{before.id} {before.status.value}")
+        return
+    record = client.stop(before.id)
+    if not record.status.final and not no_wait:
+        grace = client.settings.stop_grace
+        click.echo(f"stopping job {record.short_id}… sent SIGTERM, waiting up to {grace:g} s "
+                   "(then SIGKILL)", err=True)
         try:
-            record = obj.client.wait(record.id, timeout=obj.client.settings.stop_grace + 30)
+            record = client.wait(record.id, timeout=grace + 30)
         except TimeoutError:
-            pass
+            click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
+    if record.status.final:
+        click.echo(f"job {record.short_id} {record.status.value.lower()} after "
+                   f"{time.monotonic() - began:.1f} s{exit_text(record)}", err=True)
     click.echo(f"{record.id} {record.status.value}")
+
+
+def exit_text(record: Any) -> str:
+    if record.signal:
+        return f" (exit code {record.exit_code}, signal {record.signal})"
+    return f" (exit code {record.exit_code})" if record.exit_code is not None else ""
 
 
 def main() -> None:
@@ -122,12 +185,16 @@ def main() -> None:
 
 
 def _register() -> None:
+    from joblet.cli.complete import completion
     from joblet.cli.network import network
     from joblet.cli.run import run
+    from joblet.cli.stats import stats
     from joblet.cli.volume import runtime, volume
     from joblet.cli.workflow import workflow
 
     cli.add_command(run)
+    cli.add_command(stats)
+    cli.add_command(completion)
     cli.add_command(network)
     cli.add_command(volume)
     cli.add_command(runtime)

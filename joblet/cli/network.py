@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from joblet.cli import complete
+
 
 @click.group()
 def network() -> None:
@@ -42,20 +44,23 @@ def list_networks(obj: Any, as_json: bool) -> None:
 
 
 @network.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete.networks)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_obj
 def inspect(obj: Any, name: str, as_json: bool) -> None:
     """Show a network's settings and its jobs."""
-    from joblet.cli.render import print_json, table
+    from joblet.cli.render import human, print_json, table
 
     info = obj.client.networks.inspect(name)
     if as_json:
         print_json(info)
         return
-    for key in ("name", "cidr", "bridge", "internal", "dns", "mtu", "jobs"):
+    labels = {"name": "Name", "cidr": "CIDR", "bridge": "Bridge", "internal": "Internal", "dns": "DNS",
+              "mtu": "MTU", "builtin": "Built in", "jobs": "Jobs"}
+    for key, label in labels.items():
         if key in info:
-            click.echo(f"{key + ':':<10}{info[key]}")
+            value = "host's uplink" if key == "mtu" and info[key] is None and not info.get("builtin") else info[key]
+            click.echo(f"{label + ':':<10}{human(value)}")
     if info["job_list"]:
         table(["ID", "NAME", "STATUS", "IP", "NODE"],
               [[j["id"][:12], j["name"] or "-", j["status"], j["ip"] or "-", j["node"] or "-"]
@@ -63,7 +68,7 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
 
 
 @network.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete.user_networks)
 @click.pass_obj
 def delete(obj: Any, name: str) -> None:
     """Delete network NAME (refused while jobs use it)."""

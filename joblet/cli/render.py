@@ -34,27 +34,48 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     console.print(out)
 
 
+def human(value: Any) -> str:
+    """A value as people read it: `-` for nothing, yes/no, lists joined (never a Python literal)."""
+    if value is None or value == [] or value == () or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(human(v) for v in value)
+    return str(value)
+
+
+def command_line(record: JobRecord, width: int = 40) -> str:
+    """The job's command and arguments, shortened to `width` characters."""
+    import shlex
+
+    text = shlex.join([record.spec.command, *record.spec.args])
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def jobs_table(records: list[JobRecord]) -> None:
     rows = []
     for r in records:
         p = r.public()
         code = "-" if r.exit_code is None else str(r.exit_code)
-        rows.append([r.short_id, r.name or "-", r.status.value, r.network, r.ip or "-",
+        rows.append([r.short_id, r.name or "-", r.status.value, command_line(r), r.network, r.ip or "-",
                      r.node or "-", code, _when(p["created"])])
-    table(["ID", "NAME", "STATUS", "NETWORK", "IP", "NODE", "EXIT", "CREATED"], rows)
+    table(["ID", "NAME", "STATUS", "COMMAND", "NETWORK", "IP", "NODE", "EXIT", "CREATED"], rows)
 
 
 def job_details(record: JobRecord) -> None:
     p = record.public()
-    command = " ".join([p["command"], *p["args"]])
+    import shlex
+
+    command = shlex.join([p["command"], *p["args"]])
     lines = [
         ("ID", p["id"]), ("Name", p["name"] or "-"), ("Status", p["status"]),
-        ("Command", command), ("Network", ", ".join(p["networks"])),
+        ("Command", command), ("Network", human(p["networks"])),
         ("IP", ", ".join(f"{k}={v}" for k, v in p["ips"].items()) or "-"),
         ("Node", p["node"] or "-"),
         ("Exit code", "-" if p["exit_code"] is None else str(p["exit_code"])),
         ("Signal", "-" if p["signal"] is None else str(p["signal"])),
-        ("Error", p["error"] or "-"), ("Created", _when(p["created"])),
+        ("Error", human(p["error"])), ("Workflow", human(p["workflow"])), ("Created", _when(p["created"])),
         ("Started", _when(p["started"])), ("Finished", _when(p["finished"])),
     ]
     if p["output_truncated"]:

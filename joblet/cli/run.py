@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
+from joblet.cli import complete
 from joblet.errors import ValidationError
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
     from joblet.api.models import JobRecord
 
+STREAMS = {STDOUT_FIELD: "stdout", STDERR_FIELD: "stderr"}
 NO_WORKER_AFTER = 3.0  # seconds a job may wait before rnx says nobody is taking it
 SETUP_FAILED = 125  # like `docker run`: the job could not be started at all
 
@@ -57,19 +61,24 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
     return uploads
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--network", "networks", multiple=True, metavar="NAME",
-              help="Network: bridge (default), none, or a created network.")
+# Options come before COMMAND; everything from COMMAND on is the job's, untouched
+# (`rnx run ls -la`). A mistyped option before it is an error with a suggestion, not a command.
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.option("--network", "networks", multiple=True, metavar="NAME", shell_complete=complete.networks,
+              help="Network: bridge (default), isolated (its own link, reaches no other job), none, "
+                   "host, or one made with `rnx network create`. Repeat to join several (one "
+                   "interface each; isolated, none and host stand alone).")
 @click.option("--env", "-e", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
 @click.option("--upload", "uploads", multiple=True, type=click.Path(), metavar="FILE",
               help="File to place in /work (repeatable).")
 @click.option("--upload-dir", type=click.Path(), metavar="DIR", help="Directory tree to place in /work.")
-@click.option("--name", help="Job name (also its hostname).")
-@click.option("--node", help="Run on this node only.")
+@click.option("--name", help="Job name (also its hostname); unique among jobs that have not ended.")
+@click.option("--node", shell_complete=complete.nodes, help="Run on this node only.")
 @click.option("--timeout", type=float, help="Stop the job after this many seconds (FAILED).")
-@click.option("--volume", "volumes", multiple=True, metavar="NAME",
+@click.option("--volume", "volumes", multiple=True, metavar="NAME", shell_complete=complete.volumes,
               help="Mount volume NAME read-write at /volumes/NAME (repeatable).")
-@click.option("--runtime", metavar="NAME", help="Runtime installed on the worker (rnx runtime list).")
+@click.option("--runtime", metavar="NAME", shell_complete=complete.runtimes,
+              help="Runtime installed on the worker (rnx runtime list).")
 @click.option("--user", metavar="UID[:GID]", help="Run as this user (default: root, Docker's capabilities).")
 @click.option("--max-cpu", type=int, metavar="PERCENT", help="CPU limit, percent of one core (200 = two).")
 @click.option("--max-memory", type=int, metavar="MB", help="Memory limit in MB (then killed: FAILED).")
@@ -85,13 +94,16 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
               help="Run a workflow file instead of one command (see rnx workflow).")
 @click.option("-d", "--detach", is_flag=True, help="Print the id and return at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--sig-proxy", type=click.BOOL, default=True, metavar="true|false",
+              help="Attached: Ctrl-C, SIGTERM or SIGHUP to rnx stops the job (default true); with "
+                   "false rnx leaves and the job keeps running.")
 @click.argument("command", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def run(obj: Any, /, networks: tuple[str, ...], envs: tuple[str, ...], uploads: tuple[str, ...],
         upload_dir: str | None, name: str | None, node: str | None, timeout: float | None,
         volumes: tuple[str, ...], runtime: str | None, user: str | None,
-        workflow_file: str | None, detach: bool, as_json: bool, command: str | None,
+        workflow_file: str | None, detach: bool, as_json: bool, sig_proxy: bool, command: str | None,
         args: tuple[str, ...], **limits: Any) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
     from joblet.api.models import make_spec
@@ -120,59 +132,87 @@ def run(obj: Any, /, networks: tuple[str, ...], envs: tuple[str, ...], uploads: 
         else:
             click.echo(record.id)
         return
-    sys.exit(Attached(client, record, as_json).follow())
+    sys.exit(Attached(client, record, as_json, sig_proxy).follow())
+
+
+class Leave(Exception):
+    """rnx leaves the job running (a second signal, or --sig-proxy=false)."""
+
+
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+POLL_MS = 250  # a signal is acted on within this long (the handler only records it)
 
 
 class Attached:
-    """Follows one job's output to the terminal; Ctrl-C stops the job."""
+    """Follows one job's output to the terminal. Ctrl-C, SIGTERM and SIGHUP stop the job
+    (like `docker run`'s signal proxy); a second one leaves it running."""
 
-    def __init__(self, client: Client, record: JobRecord, as_json: bool) -> None:
+    def __init__(self, client: Client, record: JobRecord, as_json: bool, sig_proxy: bool = True) -> None:
         self.client = client
         self.record = record
         self.as_json = as_json
+        self.sig_proxy = sig_proxy
         self.stdout = bytearray()
         self.warned = False
-        self.stopping = False
+        self.after = "0-0"  # the last stream entry shown: nothing is ever shown twice
+        self.caught: int | None = None  # the signal being acted on
+        self.stopping: int | None = None  # the signal that stopped the job
 
     def follow(self) -> int:
-        self._warn_if_no_worker(initial=True)
-        while True:
-            try:
-                self._stream()
-                break
-            except KeyboardInterrupt:
-                if self.stopping:
-                    return 130
-                self.stopping = True
-                sys.stderr.write(f"rnx: stopping job {self.record.short_id} (Ctrl-C again to leave it)\n")
-                self.client.stop(self.record.id)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
+        try:
+            self._warn_if_no_worker(initial=True)
+            self._stream()
+        except Leave:
+            sig = self.caught or signal.SIGINT
+            sys.stderr.write(f"rnx: left job {self.record.short_id} running (rnx stop {self.record.short_id})\n")
+            return 128 + sig
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         final = self.client.store.get_job(self.record.id)
         code = self._report(final)
-        return 130 if self.stopping and final.status.value == "STOPPED" else code
+        if self.stopping is not None and final.status.value == "STOPPED":
+            return 128 + self.stopping
+        return code
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if not self.sig_proxy or self.stopping is not None:
+            self.caught = signum
+            raise Leave
+        if self.caught is None:
+            self.caught = signum  # acted on by the loop: no Redis call inside a signal handler
+
+    def _begin_stop(self) -> None:
+        sig = self.caught
+        assert sig is not None
+        self.stopping = sig
+        what = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+        sys.stderr.write(f"rnx: {what}: stopping job {self.record.short_id} ({what} again to leave it running)\n")
+        self.client.stop(self.record.id)
 
     def _stream(self) -> None:
         from joblet.cli.stream import write_chunk
 
-        started = time.monotonic()
-        for stream, data in self._chunks():
-            if stream == "":
-                if not self.warned and time.monotonic() - started > NO_WORKER_AFTER:
-                    self._warn_if_no_worker(initial=False)
-                continue
-            if self.as_json:
-                if stream == "stdout":
+        check_at = time.monotonic() + NO_WORKER_AFTER
+        while True:
+            if self.caught is not None and self.stopping is None:
+                self._begin_stop()
+            entries = self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
+            if not entries and not self.warned and time.monotonic() > check_at:
+                check_at = time.monotonic() + 1.0  # at most once a second while nothing arrives
+                self._warn_if_no_worker(initial=False)
+            for entry_id, field, data in entries:
+                self.after = entry_id
+                if field == END_FIELD:
+                    return
+                stream = STREAMS.get(field)
+                if stream is None:
+                    continue
+                if not self.as_json:
+                    write_chunk(stream, data)
+                elif stream == "stdout":
                     self.stdout += data
-            else:
-                write_chunk(stream, data)
-
-    def _chunks(self) -> Any:
-        from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
-
-        names = {STDOUT_FIELD: "stdout", STDERR_FIELD: "stderr", b"": ""}
-        for field, data in self.client.store.follow_output(self.record.id, follow=True):
-            if field == END_FIELD:
-                return
-            yield names.get(field, ""), data
 
     def _warn_if_no_worker(self, initial: bool) -> None:
         record = self.client.store.get_job(self.record.id)

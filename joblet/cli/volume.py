@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from joblet.cli import complete
+
 
 @click.group()
 def volume() -> None:
@@ -38,7 +40,7 @@ def list_volumes(obj: Any, as_json: bool) -> None:
 
 
 @volume.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete.volumes)
 @click.pass_obj
 def delete(obj: Any, name: str) -> None:
     """Delete volume NAME and its data on every host (refused while jobs use it)."""

@@ -14,12 +14,15 @@ from joblet.errors import JobletError
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--node", help="This host's name in the fleet (default: the hostname).")
-@click.option("--concurrency", type=int, help="Jobs run at once (default 256).")
+@click.option("--concurrency", type=int, metavar="N",
+              help=f"Jobs run at once (default {config.Settings.model_fields['concurrency'].default}, "
+                   "JOBLET_CONCURRENCY).")
 @click.option("--loglevel", default="INFO", show_default=True, help="Log level.")
 def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     """Run jobs from the joblet queues on this host (needs root)."""
     overrides = {k: v for k, v in (("node", node), ("concurrency", concurrency)) if v is not None}
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _require_worker_extra()
     if os.geteuid() != 0:
         sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
     _raise_fd_limit()
@@ -38,6 +41,16 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     app.worker_main(["worker", "-P", "threads", "-c", str(cfg.concurrency), "-Q", queues,
                      "-n", f"joblet@{cfg.node}", "-l", loglevel, "--without-gossip",
                      "--without-mingle", "--without-heartbeat"])
+
+
+def _require_worker_extra() -> None:
+    """The worker's own dependencies come with the `worker` extra; say so instead of a traceback."""
+    import importlib.util
+
+    missing = [m for m in ("pyroute2", "pyseccomp") if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"joblet-worker: {', '.join(missing)} is not installed: the worker needs "
+                 "pip install 'joblet[worker]'")
 
 
 def _raise_fd_limit() -> None:

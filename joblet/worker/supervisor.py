@@ -21,7 +21,7 @@ from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
 from joblet.errors import BackendUnavailable, JobletError
 from joblet.network_agent.agent import NetworkAgent
-from joblet.worker import cgroups, faults
+from joblet.worker import cgroups, faults, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.job import JobRun
 from joblet.worker.journal import Journal
@@ -183,9 +183,9 @@ class Supervisor:
             resilient("heartbeat", self.beat, self._closing, every=self.cfg.heartbeat_interval)
 
     def beat(self) -> None:
-        """Presence, missed stops, then host upkeep: a failure of one does not skip the other."""
+        """Presence, missed stops, host upkeep, job samples: a failure of one does not skip the others."""
         failures = []
-        for part in (self._beat_presence, self._beat_upkeep):
+        for part in (self._beat_presence, self._beat_upkeep, lambda: stats.sample(self)):
             try:
                 part()
             except Exception as exc:  # noqa: BLE001 - raised again below, after every part ran

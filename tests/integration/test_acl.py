@@ -16,7 +16,7 @@ from joblet.api.models import JobStatus
 from joblet.config import load
 from joblet.errors import PermissionDenied
 from tests.conftest import BIN, Host, need
-from tests.integration.helpers import connect_ok
+from tests.integration.helpers import connect_ok, eventually
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "redis-users.acl"
 
@@ -61,7 +61,7 @@ def test_admin_submits_and_manages(users):
     admin.networks.create("acl-net", "10.160.0.0/24")
     rec = admin.wait(admin.run("echo", ("hi",), network="acl-net").id, timeout=30)
     assert rec.status == JobStatus.COMPLETED
-    sleeper = admin.run("sleep", ("300",), network="none")
+    sleeper = admin.run("sleep", ("300",), network="none", name="acl-sleeper")  # names: a Lua script
     admin.stop(sleeper.id)
     assert admin.wait(sleeper.id, timeout=30).status == JobStatus.STOPPED
 
@@ -73,6 +73,9 @@ def test_viewer_reads_but_changes_nothing(users):
     assert viewer.get(done.id[:10]).status == JobStatus.COMPLETED
     assert b"".join(d for _, d in viewer.logs(done.id, follow=True)) == b"visible\n"
     assert any(n["name"] == "acl-net" for n in viewer.networks.list())
+    busy = admin.run("sleep", ("300",), network="none", name="acl-busy")
+    eventually(lambda: (viewer.stats([busy.id]) or [{}])[0].get("sampled"), "viewer sees the worker's samples")
+    admin.stop(busy.id)
     before = len(admin.list())
     for attempt in (lambda: viewer.run("true", network="none"), lambda: viewer.stop(done.id),
                     lambda: viewer.networks.create("nope", "10.161.0.0/24"),

@@ -1,0 +1,96 @@
+"""Shell completion from live data: click `shell_complete` callbacks for job ids and names,
+networks, volumes, runtimes and nodes. A completion never fails loudly: no Redis, no list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+from click.shell_completion import CompletionItem
+
+BUILTIN_NETWORKS = ("bridge", "isolated", "none", "host")
+
+
+def _client() -> Any:
+    from joblet.api.client import Client
+
+    return Client()
+
+
+def _items(incomplete: str, found: Callable[[Any], Iterable[tuple[str, str | None]]]) -> list[CompletionItem]:
+    try:
+        pairs = list(found(_client()))
+    except Exception:  # noqa: BLE001 - no Redis, bad settings: complete nothing
+        return []
+    seen: set[str] = set()
+    out = []
+    for value, help_text in pairs:
+        if value.startswith(incomplete) and value not in seen:
+            seen.add(value)
+            out.append(CompletionItem(value, help=help_text))
+    return out
+
+
+def jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Short ids and names, the jobs that have not ended first."""
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        records = sorted(client.list(), key=lambda r: (r.status.final, -(r.created or 0)))
+        for r in records:
+            what = f"{r.status.value} {' '.join([r.spec.command, *r.spec.args])[:40]}"
+            yield r.short_id, what
+            if r.name:
+                yield r.name, what
+    return _items(incomplete, found)
+
+
+def networks(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        yield from ((n, "built in") for n in BUILTIN_NETWORKS)
+        yield from ((n.name, n.cidr) for n in client.networks.store.all())
+    return _items(incomplete, found)
+
+
+def user_networks(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        return ((n.name, n.cidr) for n in client.networks.store.all())
+    return _items(incomplete, found)
+
+
+def volumes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        return ((v.name, f"{v.size_mb} MB" if v.size_mb else "directory") for v in client.volumes.store.all())
+    return _items(incomplete, found)
+
+
+def runtimes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        return ((r["name"], ", ".join(r["nodes"])) for r in client.runtimes())
+    return _items(incomplete, found)
+
+
+def nodes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        return ((name, f"{info.get('jobs', 0)} jobs") for name, info in sorted(client.live_nodes().items()))
+    return _items(incomplete, found)
+
+
+def statuses(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    from joblet.api.models import JobStatus
+
+    return [CompletionItem(s.value.lower()) for s in JobStatus if s.value.lower().startswith(incomplete.lower())]
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (bash, zsh or fish).
+
+    Enable it with eval "$(rnx completion bash)" (README: zsh and fish)."""
+    from click.shell_completion import get_completion_class
+
+    from joblet.cli.main import cli
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "rnx", "_RNX_COMPLETE").source())

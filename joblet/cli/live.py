@@ -1,0 +1,27 @@
+"""Redrawing a view every few seconds (`rnx list --watch`, `rnx stats`) until Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def refresh(draw: Callable[[], None], interval: float | None, clear: bool = True) -> None:
+    """Draw once (interval None), or redraw every `interval` seconds; Ctrl-C ends it, exit 0.
+    On a terminal the screen is cleared first; piped, the frames follow one another."""
+    if interval is None:
+        draw()
+        return
+    try:
+        while True:
+            if clear and sys.stdout.isatty():
+                sys.stdout.write(CLEAR)
+            draw()
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -1,0 +1,245 @@
+"""`rnx` papercuts through the real thing: a pseudo-terminal for Ctrl-C, signals to the
+process, a real worker and Redis. Each refusal has its positive control beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import BIN
+from tests.integration.helpers import eventually, output
+
+JOB = "echo line1; echo line2; exec sleep 60"
+
+
+def unique(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:6]}"
+
+
+def running(client, name: str, text: bytes = b"line2") -> str:
+    """Wait until the job called `name` runs and its output holds `text`; returns its id."""
+    def ready() -> bool:
+        try:
+            rec = client.get(name)
+        except Exception:  # noqa: BLE001 - not recorded yet
+            return False
+        return rec.status.value == "RUNNING" and text in output(client, rec.id)
+    eventually(ready, f"job {name} running with {text!r}")
+    return client.get(name).id
+
+
+def read_pty(fd: int, until: bytes | None = None, timeout: float = 60) -> bytes:
+    """Read the terminal until `until` shows up, or until the child closes it."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (until is None or until not in data):
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child is gone
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_ctrl_c_on_a_terminal_stops_the_job_and_prints_nothing_twice(host, client):
+    name = unique("ctrlc")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: rnx on a real terminal
+        os.execve(str(BIN / "rnx"), ["rnx", "run", "--network=none", f"--name={name}", "sh", "-c", JOB],
+                  {**os.environ, **host.env})
+    try:
+        before = read_pty(fd, until=b"line2")
+        assert before.count(b"line1") == 1  # positive control: shown once, live
+        running(client, name)
+        os.write(fd, b"\x03")  # the terminal turns it into SIGINT for rnx's process group
+        after = read_pty(fd)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = before + after
+    assert text.count(b"line1") == 1 and text.count(b"line2") == 1, text
+    assert b"stopping job" in text
+    assert os.waitstatus_to_exitcode(status) == 130
+    assert client.get(name).status.value == "STOPPED"
+
+
+def attached(host, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([str(BIN / "rnx"), "run", "--network=none", *args], env={**os.environ, **host.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_ctrl_c_with_json_keeps_the_output_once(host, client):
+    name = unique("ctrlcjson")
+    proc = attached(host, "--json", f"--name={name}", "sh", "-c", JOB)
+    running(client, name)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    obj = json.loads(out)
+    assert obj["output"] == "line1\nline2\n" and obj["status"] == "STOPPED", (obj, err)
+    assert proc.returncode == 130
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_are_forwarded(host, client, sig):
+    name = unique("proxy")
+    proc = attached(host, f"--name={name}", "sh", "-c", JOB)
+    running(client, name)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert out.count(b"line1") == 1 and b"stopping job" in err
+    assert proc.returncode == 128 + sig
+    assert client.get(name).status.value == "STOPPED"
+
+
+def test_sig_proxy_false_leaves_the_job_running(host, client):
+    name = unique("noproxy")
+    proc = attached(host, "--sig-proxy=false", f"--name={name}", "sh", "-c", JOB)
+    job_id = running(client, name)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and b"left job" in err
+    assert client.get(job_id).status.value == "RUNNING"  # not stopped: rnx only left
+    assert host.rnx("stop", job_id).returncode == 0
+    assert client.get(job_id).status.value == "STOPPED"
+
+
+def test_mistyped_option_is_refused_and_nothing_is_queued(host):
+    before = host.rnx("list", "--json", "--limit=0").stdout
+    out = host.rnx("run", "--netwrok=none", "true")
+    assert out.returncode == 2 and out.stdout == b""
+    assert b"No such option '--netwrok'" in out.stderr and b"'--network'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert host.rnx("list", "--json", "--limit=0").stdout == before
+
+
+def test_arguments_after_the_command_pass_through(host):
+    ok = host.rnx("run", "--network=none", "ls", "-la", "/work")
+    assert ok.returncode == 0 and b"total" in ok.stdout
+    argv = host.rnx("run", "--network=none", "python3", "-c", "import sys; print(sys.argv[1:])",
+                    "--netwrok=none", "-d", "--name", "x")
+    assert argv.returncode == 0 and argv.stdout == b"['--netwrok=none', '-d', '--name', 'x']\n"
+
+
+def test_a_name_is_unique_among_jobs_that_have_not_ended(host, client):
+    name = unique("uniq")
+    first = host.rnx("run", "-d", "--network=none", f"--name={name}", "sleep", "60")
+    assert first.returncode == 0
+    before = len(client.list(name=name))
+    dup = host.rnx("run", "-d", "--network=none", f"--name={name}", "true")
+    assert dup.returncode == 2 and b"in use by job" in dup.stderr and first.stdout.strip()[:12] in dup.stderr
+    assert len(dup.stderr.strip().splitlines()) == 1 and len(client.list(name=name)) == before
+    stop = host.rnx("stop", name)
+    assert stop.returncode == 0
+    again = host.rnx("run", "--network=none", f"--name={name}", "true")  # free once the first ended
+    assert again.returncode == 0
+
+
+def test_stop_shows_progress_and_the_final_status(host, client):
+    name = unique("stopme")
+    job_id = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={name}",
+                                 "sh", "-c", JOB).stdout)["id"]
+    running(client, name)
+    out = host.rnx("stop", name)
+    assert out.returncode == 0 and out.stdout == f"{job_id} STOPPED\n".encode()
+    assert b"stopping job" in out.stderr and b"sent SIGTERM, waiting up to 2 s" in out.stderr
+    assert b"stopped after" in out.stderr
+    again = host.rnx("stop", name)
+    assert again.returncode == 0 and b"had already ended" in again.stderr
+
+
+def test_list_filters_limit_and_command_column(host, client):
+    tag = unique("lst")
+    ids = [json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={tag}-{i}",
+                               "echo", f"{tag}-{i}").stdout)["id"] for i in range(3)]
+    for job_id in ids:
+        client.wait(job_id, timeout=60)
+    sleeper = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={tag}-s",
+                                  "sleep", "60").stdout)["id"]
+    running(client, f"{tag}-s", b"")
+    table = host.rnx("list", "--name", f"{tag}-1")
+    assert table.returncode == 0 and b"COMMAND" in table.stdout and f"echo {tag}-1".encode() in table.stdout
+    assert f"{tag}-0".encode() not in table.stdout
+    run_ids = [j["id"] for j in json.loads(host.rnx("list", "--json", "--status=running").stdout)]
+    assert sleeper in run_ids and not set(ids) & set(run_ids)
+    done = [j["id"] for j in json.loads(host.rnx("list", "--json", "--status", "completed,failed").stdout)]
+    assert set(ids) <= set(done) and sleeper not in done
+    by_node = json.loads(host.rnx("list", "--json", "--node", host.name).stdout)
+    assert {j["node"] for j in by_node} == {host.name}
+    assert json.loads(host.rnx("list", "--json", "--node", "elsewhere").stdout) == []
+    assert json.loads(host.rnx("list", "--json", "--network", "bridge", "--name", f"{tag}-s").stdout) == []
+    assert len(json.loads(host.rnx("list", "--json", "--network", "none", "--name", f"{tag}-s").stdout)) == 1
+    total = len(json.loads(host.rnx("list", "--json").stdout))
+    two = host.rnx("list", "--limit=2")
+    assert len(two.stdout.splitlines()) == 3  # header and the two most recent
+    assert sleeper[:12].encode() in two.stdout and f"{total - 2} older jobs not shown".encode() in two.stderr
+    assert host.rnx("list", "--status=bogus").returncode == 2
+    host.rnx("stop", sleeper)
+
+
+def test_list_watch_redraws_until_ctrl_c(host):
+    proc = subprocess.Popen([str(BIN / "rnx"), "list", "--watch", "--interval=0.2"], env={**os.environ, **host.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    frames = 0
+    while frames < 2:  # two frames drawn: it is watching
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else b""
+        frames += line.startswith(b"ID ")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_status_and_network_inspect_print_no_python_literals(host, client):
+    net = unique("insp")[:12]
+    assert host.rnx("network", "create", net, "--cidr=10.77.0.0/24").returncode == 0
+    try:
+        job = json.loads(host.rnx("run", "--json", f"--network={net}", "true").stdout)
+        for out in (host.rnx("network", "inspect", net), host.rnx("network", "inspect", "none"),
+                    host.rnx("status", job["id"])):
+            assert out.returncode == 0 and out.stdout
+            for literal in (b"None", b"False", b"True", b"[]", b"()", b"{}"):
+                assert literal not in out.stdout, out.stdout
+        assert b"Internal: no" in host.rnx("network", "inspect", net).stdout
+    finally:
+        host.rnx("network", "delete", net)
+
+
+def test_ipv6_cidr_gets_a_clear_error(host):
+    out = host.rnx("network", "create", "six", "--cidr=fd00:1::/64")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert b"IPv6" in out.stderr and b"IPv4 only" in out.stderr
+    assert host.rnx("network", "inspect", "six").returncode == 1  # nothing half-built
+    ok = host.rnx("network", "create", "six4", "--cidr=10.78.0.0/24")  # positive control
+    assert ok.returncode == 0
+    host.rnx("network", "delete", "six4")
+
+
+def test_racing_submits_of_one_name_exactly_one_wins(host):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from joblet.api.client import Client
+    from joblet.errors import ValidationError
+
+    name = unique("race")
+
+    def submit(_: int) -> str | None:
+        try:
+            return Client(host.cfg).run("sleep", ("60",), network="none", name=name).id
+        except ValidationError as exc:
+            assert "in use by job" in str(exc)
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        won = [j for j in pool.map(submit, range(8)) if j]
+    assert len(won) == 1
+    host.rnx("stop", won[0])

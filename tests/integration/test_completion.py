@@ -1,0 +1,67 @@
+"""Shell completion from live data, through click's completion protocol (the environment
+variables bash sets) against a real Redis and worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+from tests.conftest import BIN
+from tests.integration.helpers import eventually
+
+
+def complete(host, *words: str, env: dict[str, str] | None = None) -> list[str]:
+    """What bash would offer after `rnx WORDS...` (the last word is being typed)."""
+    line = ["rnx", *words]
+    out = subprocess.run([str(BIN / "rnx")], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **host.env, **(env or {}), "_RNX_COMPLETE": "bash_complete",
+                              "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(line) - 1)})
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    return [item.split(",", 1)[1] for item in out.stdout.splitlines() if "," in item]
+
+
+def test_completion_scripts_for_each_shell(host):
+    for shell, marker in (("bash", "complete -o nosort -F"), ("zsh", "compdef"), ("fish", "complete --no-files")):
+        out = host.rnx("completion", shell)
+        assert out.returncode == 0 and b"_RNX_COMPLETE" in out.stdout and marker.encode() in out.stdout
+    assert host.rnx("completion", "tcsh").returncode == 2
+
+
+def test_job_ids_and_names_complete(host, client):
+    name = f"cmp-{uuid.uuid4().hex[:6]}"
+    job = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={name}", "sleep", "60").stdout)
+    try:
+        assert name in complete(host, "status", "cmp-")
+        assert job["id"][:12] in complete(host, "stop", job["id"][:4])
+        assert complete(host, "log", "zz-no-such") == []  # only what exists
+        assert job["id"][:12] in complete(host, "stats", "")
+    finally:
+        host.rnx("stop", job["id"])
+
+
+def test_networks_volumes_nodes_and_runtimes_complete(host, client):
+    net, vol = f"cn{uuid.uuid4().hex[:6]}", f"cv{uuid.uuid4().hex[:6]}"
+    (host.tmp / "runtimes" / "cr-py" / "bin").mkdir(parents=True)
+    assert host.rnx("network", "create", net, "--cidr=10.81.0.0/24").returncode == 0
+    assert host.rnx("volume", "create", vol).returncode == 0
+    try:
+        assert {"bridge", "isolated", "none", "host", net} <= set(complete(host, "run", "--network", ""))
+        assert complete(host, "network", "inspect", net[:4]) == [net]
+        deletable = complete(host, "network", "delete", "")
+        assert net in deletable and "bridge" not in deletable  # built-ins cannot be deleted
+        assert complete(host, "run", "--volume", vol[:4]) == [vol]
+        assert complete(host, "volume", "delete", vol[:4]) == [vol]
+        assert host.name in complete(host, "run", "--node", "")
+        assert host.name in complete(host, "list", "--node", "")
+        eventually(lambda: "cr-py" in complete(host, "run", "--runtime", "cr"), "runtime offered")
+        assert complete(host, "list", "--status", "ru") == ["running"]
+    finally:
+        host.rnx("network", "delete", net)
+        host.rnx("volume", "delete", vol)
+
+
+def test_completion_without_redis_offers_nothing_quietly(host):
+    assert host.name in complete(host, "run", "--node", "")  # positive control
+    assert complete(host, "run", "--node", "", env={"JOBLET_REDIS_URL": "redis://127.0.0.1:1/0"}) == []

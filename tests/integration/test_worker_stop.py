@@ -1,0 +1,48 @@
+"""What `KillMode=mixed` in deploy/joblet-worker.service relies on: SIGTERM to the worker
+alone stops its jobs (also one that ignores SIGTERM), tears them down, records them STOPPED,
+and the worker exits 0 well within the unit's TimeoutStopSec."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import Host, need
+from tests.integration.helpers import eventually, output
+
+TIMEOUT_STOP_SEC = 90  # deploy/joblet-worker.service
+
+
+def test_sigterm_to_the_worker_stops_and_tears_down_its_jobs(redis_sock):
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    need(shutil.which("nft") is not None, "nft is not installed")
+    h = Host(redis_sock, "stopper")
+    try:
+        h.start_worker()
+        from joblet.api.client import Client
+
+        client = Client(h.cfg)
+        plain = client.run("sh", ("-c", "echo up; exec sleep 300"))
+        stubborn = client.run("sh", ("-c", "trap '' TERM; echo up; while :; do sleep 1; done"), network="none")
+        for rec in (plain, stubborn):
+            eventually(lambda r=rec: b"up" in output(client, r.id), f"job {rec.short_id} running")
+        assert h.in_ns("ip", "-o", "link", "show", "type", "veth").stdout  # positive control: it has a veth
+        began = time.monotonic()
+        assert h.worker is not None
+        h.worker.send_signal(signal.SIGTERM)
+        code = h.worker.wait(timeout=TIMEOUT_STOP_SEC)
+        took = time.monotonic() - began
+        assert code == 0, h.log()
+        assert took < TIMEOUT_STOP_SEC / 2
+        for rec in (plain, stubborn):
+            final = client.get(rec.id)
+            assert final.status.value == "STOPPED", final
+        assert client.get(stubborn.id).exit_code == 128 + signal.SIGKILL  # after the grace period
+        assert h.in_ns("ip", "-o", "link", "show", "type", "veth").stdout == ""
+        groups = Path(h.env["JOBLET_CGROUP_ROOT"])
+        assert not [d for d in groups.iterdir() if d.is_dir()] if groups.exists() else True
+    finally:
+        h.close()

@@ -1,0 +1,128 @@
+"""The CLI's pure parts with click's CliRunner: option parsing, help texts, human output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from joblet.api.client import select
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.networks import check
+from joblet.api.stats import row
+from joblet.cli import main
+from joblet.cli.render import human
+from joblet.cli.stats import size, stats_row
+from joblet.config import Settings
+from joblet.errors import ValidationError
+from joblet.worker.stats import link_counters
+
+
+class FakeClient:
+    """Records what would be queued; nothing else (the real thing is in tests/integration)."""
+
+    def __init__(self) -> None:
+        self.submitted: list[JobSpec] = []
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        self.submitted.append(spec)
+        return JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=spec)
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeClient:
+    client = FakeClient()
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    return client
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main.cli, list(args), prog_name="rnx")
+
+
+def test_unknown_option_before_the_command_is_refused_with_a_suggestion(fake):
+    out = invoke("run", "--netwrok=none", "true")
+    assert out.exit_code == 2 and "No such option '--netwrok'" in out.output and "'--network'" in out.output
+    assert fake.submitted == []
+    ok = invoke("run", "-d", "--network=none", "true")  # positive control
+    assert ok.exit_code == 0 and fake.submitted[0].network == ("none",)
+
+
+@pytest.mark.parametrize("argv", [("ls", "-la"), ("python3", "-c", "print(1)", "--name", "x"),
+                                  ("sh", "-c", "echo $0", "--netwrok=none"), ("--", "-weird")])
+def test_everything_from_the_command_on_passes_through(fake, argv):
+    out = invoke("run", "-d", *argv)
+    assert out.exit_code == 0, out.output
+    spec = fake.submitted[0]
+    words = [w for w in argv if w != "--"] if argv[0] == "--" else list(argv)
+    assert [spec.command, *spec.args] == words and spec.name is None
+
+
+def test_sig_proxy_takes_true_or_false(fake):
+    assert invoke("run", "-d", "--sig-proxy=false", "true").exit_code == 0
+    assert invoke("run", "-d", "--sig-proxy=maybe", "true").exit_code == 2
+
+
+def test_help_texts_tell_the_truth():
+    net_help = " ".join(invoke("run", "--help").output.split())
+    for word in ("isolated", "host", "none", "bridge", "Repeat"):
+        assert word in net_help
+    out = subprocess.run([sys.executable, "-m", "joblet.worker.main", "--help"], capture_output=True, text=True)
+    assert f"default {Settings.model_fields['concurrency'].default}" in out.stdout
+
+
+def test_worker_without_its_extra_says_what_to_install():
+    script = ("import sys; sys.modules['pyroute2'] = None; sys.argv = ['joblet-worker']; "
+              "from joblet.worker.main import main; main()")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("joblet-worker: pyroute2 is not installed: the worker needs "
+                                  "pip install 'joblet[worker]'")
+    from joblet.worker.main import _require_worker_extra
+
+    _require_worker_extra()  # positive control: with the extra installed it passes
+
+
+@pytest.mark.parametrize(("value", "text"), [(None, "-"), (False, "no"), (True, "yes"), ([], "-"),
+                                             (("1.1.1.1", "9.9.9.9"), "1.1.1.1, 9.9.9.9"), (1400, "1400")])
+def test_human_values(value, text):
+    assert human(value) == text
+
+
+def test_ipv6_and_bad_cidrs_get_joblet_errors():
+    assert check("ok", "10.9.0.0/24") == "10.9.0.0/24"
+    for cidr, said in (("fd00::/64", "IPv6"), ("10.9.0.1/24", "did you mean 10.9.0.0/24"), ("nope", "ADDRESS/PREFIX")):
+        with pytest.raises(ValidationError) as err:
+            check("x", cidr)
+        assert said in str(err.value) and "\n" not in str(err.value)
+
+
+def _rec(i: int, status: JobStatus, network: str = "bridge", node: str = "a", name: str | None = None) -> JobRecord:
+    return JobRecord(id=f"{i:032x}", status=status, node=node, name=name,
+                     spec=JobSpec(command="true", network=(network,)))
+
+
+def test_select_matches_every_filter_given():
+    recs = [_rec(1, JobStatus.RUNNING), _rec(2, JobStatus.COMPLETED, "none", "b", "web"), _rec(3, JobStatus.FAILED)]
+    assert select(recs) == recs
+    assert [r.id[-1] for r in select(recs, status=["RUNNING", "FAILED"])] == ["1", "3"]
+    assert select(recs, node="b", network="none", name="web") == [recs[1]]
+    assert select(recs, node="b", network="bridge") == []
+
+
+def test_stats_rows_and_sizes():
+    assert [size(v) for v in (None, 512, 1536, 3 << 20)] == ["-", "512B", "1.5KiB", "3.0MiB"]
+    sample = {"cpu_percent": 49.5, "memory": 12 << 20, "memory_limit": None, "pids": 3, "pids_limit": 10,
+              "disk_used": 0, "disk_size": 1 << 30, "net_in": None, "net_out": None, "sampled": 1e9}
+    live = row("f" * 32, "web", "a", "RUNNING", sample)
+    assert stats_row(live) == ["f" * 12, "web", "49.5%", "12.0MiB / no limit", "3", "0B / 1.0GiB", "-", "a"]
+    ended = row("f" * 32, None, "a", "COMPLETED", sample)  # an ended job's last sample is not shown
+    assert ended["cpu_percent"] is None and stats_row(ended)[1] == "- (completed)"
+
+
+def test_link_counters_read_proc_net_dev():
+    text = ("Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n"
+            "  jv0123456789: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n")
+    assert link_counters(text) == {"jv0123456789": (1000, 2000), "lo": (5, 5)}
