@@ -80,6 +80,10 @@ class Settings(BaseModel):
     visibility_timeout: int = Field(3600, ge=10, description="seconds before an unacknowledged "
                                     "message is delivered again (a job's claim makes that a no-op)")
     heartbeat_interval: float = Field(5.0, gt=0)
+    node_down_after: float = Field(20.0, gt=0, description="seconds without a heartbeat after "
+                                   "which a node is shown down and gets no new jobs")
+    node_lost_grace: float = Field(60.0, ge=0, description="seconds a node may stay down before "
+                                   "its running jobs become LOST and their addresses are freed")
     signing_key: Path | None = Field(None, description="PEM private key: sign task messages "
                                      "(Celery's auth serializer)")
     signing_cert: Path | None = Field(None, description="PEM certificate of signing_key")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -49,13 +50,14 @@ class Client:
     def submit(self, spec: JobSpec) -> JobRecord:
         """Check the spec (preflight), record the job PENDING and queue it."""
         spec = self.preflight.check(spec)
+        node = self.preflight.place(spec)
         record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
-                           name=spec.name, created=time.time())
+                           name=spec.name, node=node, created=time.time())
         self._create(record)
         from joblet.api.tasks import send_run
 
         try:
-            send_run(self.settings, record.id, spec.model_dump(mode="json"), spec.node)
+            send_run(self.settings, record.id, spec.model_dump(mode="json"), node)
         except Exception:
             self.store.transition(record.id, [JobStatus.PENDING], status=JobStatus.FAILED,
                                   error="could not be queued", finished=time.time())
@@ -124,6 +126,24 @@ class Client:
 
     def live_nodes(self) -> dict[str, dict[str, Any]]:
         return self.store.live_nodes()
+
+    def nodes(self) -> builtins.list[dict[str, Any]]:
+        """Every node the fleet has seen: state (up, down, draining), last heartbeat, version,
+        capacity and running jobs, capabilities and addresses (`rnx nodes --json`)."""
+        from joblet.api.preflight import fleet_view
+
+        return fleet_view(self.store, self.settings)
+
+    def drain(self, node: str, on: bool = True) -> dict[str, Any]:
+        """Stop sending new jobs to a node (its running jobs go on); `on=False` undoes it."""
+        from joblet.api.store_nodes import NodeStore
+        from joblet.errors import NotFound
+
+        row = next((n for n in self.nodes() if n["name"] == node), None)
+        if row is None:
+            raise NotFound(f"no node {node!r} in the fleet (rnx nodes)")
+        NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis).set_drain(node, on)
+        return next(n for n in self.nodes() if n["name"] == node)
 
 
 

@@ -58,6 +58,21 @@ class Keys:
         return f"{self.prefix}node:*"
 
     @property
+    def nodes(self) -> str:
+        """Hash of every node ever seen: name -> its last heartbeat (JSON, with "beat" time);
+        outlives the expiring presence key, so a node that stopped beating is shown down."""
+        return f"{self.prefix}nodes"
+
+    @property
+    def drained(self) -> str:
+        """Hash of draining nodes: name -> time the drain began (no new jobs go there)."""
+        return f"{self.prefix}drained"
+
+    def lost_sweep(self, node: str, beat: float) -> str:
+        """Taken (SET NX) by the one worker that marks a down node's jobs LOST."""
+        return f"{self.prefix}lost-sweep:{node}:{beat:.3f}"
+
+    @property
     def networks(self) -> str:
         """Hash of user network definitions (name -> JSON)."""
         return f"{self.prefix}networks"

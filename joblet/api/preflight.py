@@ -1,14 +1,16 @@
 """Checks a job passes before anything of it is stored or queued: its size, its networks and
-volumes exist, a live worker offers its runtime (the job is pinned to one that does), and the
-live workers would accept what this client sends (signed or not)."""
+volumes exist, a live worker offers its runtime, a live node can take it (placement,
+`joblet.api.nodes`), and the live workers would accept what this client sends (signed or not)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from joblet.api import nodes
 from joblet.api.models import JobSpec
 from joblet.api.networks import NetworkStore
 from joblet.api.store import Store
+from joblet.api.store_nodes import NodeStore
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
 from joblet.errors import ConfigError, NotFound, ValidationError
@@ -36,12 +38,20 @@ class Preflight:
         self.volumes = volumes
 
     def check(self, spec: JobSpec) -> JobSpec:
-        """The spec as it will be queued (pinned to a node offering its runtime), or an error."""
+        """The spec as it will be queued, or an error."""
         self.check_size(spec)
         self.check_networks(spec)
         spec = self.check_resources(spec)
         self.check_fleet(spec.node)
         return spec
+
+    def place(self, spec: JobSpec) -> str | None:
+        """The node whose queue gets the job (None: the shared queue), or an error naming why
+        no live node can take it."""
+        target = nodes.place(spec, fleet_view(self.store, self.settings))
+        if target != spec.node:
+            self.check_fleet(target)
+        return target
 
     def check_size(self, spec: JobSpec) -> None:
         """Refuse a spec too large to queue before anything is stored."""
@@ -85,9 +95,7 @@ class Preflight:
         if not offered:
             raise ValidationError(f"invalid job field 'runtime': no live worker offers runtime "
                                   f"{spec.runtime!r} (rnx runtime list)")
-        if spec.node is None:
-            return spec.model_copy(update={"node": offered[0]})
-        if spec.node not in offered:
+        if spec.node is not None and spec.node not in offered:
             raise ValidationError(f"invalid job field 'runtime': node {spec.node!r} does not offer "
                                   f"runtime {spec.runtime!r} (it is on {', '.join(offered)})")
         return spec
@@ -99,3 +107,22 @@ class Preflight:
         why = signing_mismatch(bool(signing_config(self.settings, verify=False)), self.store.live_nodes(), node)
         if why:
             raise ConfigError(why)
+
+
+def fleet_view(store: Store, cfg: Settings) -> list[dict[str, Any]]:
+    """Every node's row (`rnx nodes`), read now."""
+    import time
+
+    node_store = NodeStore(cfg.redis_url, cfg.key_prefix, store.redis)
+    return nodes.view(node_store.records(), node_store.drained(), time.time(), cfg.node_down_after)
+
+
+def best_effort_target(store: Store, cfg: Settings, spec: JobSpec) -> str | None:
+    """Placement for a job queued later (a workflow's next job): a fitting node, else the
+    shared queue (its pin, if it has one)."""
+    from joblet.errors import JobletError
+
+    try:
+        return nodes.place(spec, fleet_view(store, cfg))
+    except JobletError:
+        return spec.node

@@ -171,6 +171,14 @@ class Store:
         return bool(result == 1)
 
     @_url
+    def statuses(self, job_ids: list[str]) -> list[JobStatus | None]:
+        """Each job's status (None where its record is gone), in one round trip."""
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "status")
+        return [None if raw is None else JobStatus(json.loads(raw)) for raw in pipe.execute()]
+
+    @_url
     def expire_job(self, job_id: str, ttl: int) -> None:
         pipe = self.redis.pipeline()
         for key in (self.keys.job(job_id), self.keys.log(job_id), self.keys.claim(job_id),
@@ -187,6 +195,12 @@ class Store:
     @_url
     def claimed(self, job_id: str) -> bool:
         return bool(self.redis.exists(self.keys.claim(job_id)))
+
+    @_url
+    def claim_holder(self, job_id: str) -> str | None:
+        """The node that claimed the job, if one did."""
+        holder = self.redis.get(self.keys.claim(job_id))
+        return holder.decode() if holder is not None else None
 
     @_url
     def claim_nonce(self, nonce: str, job_id: str, ttl: int) -> bool:
@@ -265,7 +279,12 @@ class Store:
     # -- nodes ------------------------------------------------------------------------------
     @_url
     def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> None:
-        self.redis.set(self.keys.node(node), json.dumps({**info, **self.node_info}), ex=ttl)
+        """Presence (expires after `ttl`) and the node's lasting record (`store_nodes`)."""
+        text = json.dumps({**info, **self.node_info, "beat": time.time()})
+        pipe = self.redis.pipeline()
+        pipe.set(self.keys.node(node), text, ex=ttl)
+        pipe.hset(self.keys.nodes, node, text)
+        pipe.execute()
 
     @_url
     def live_nodes(self) -> dict[str, dict[str, Any]]:

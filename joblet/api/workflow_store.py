@@ -95,6 +95,7 @@ def _verdict(recs: dict[str, JobRecord], reqs: dict[str, JobStatus]) -> tuple[st
 
 def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None) -> None:
     """Queue every job whose requirements hold; cancel, transitively, those that cannot."""
+    from joblet.api.preflight import best_effort_target
     from joblet.api.tasks import send_run
 
     send = send or send_run
@@ -109,7 +110,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None) -> None:
                 continue
             verdict, why = _verdict(recs, reqs)
             if verdict == "go" and _mark(store, queued_key(store, wf.id, name), "1", cfg.log_ttl):
-                send(cfg, rec.id, rec.spec.model_dump(mode="json"), rec.spec.node)
+                send(cfg, rec.id, rec.spec.model_dump(mode="json"), best_effort_target(store, cfg, rec.spec))
             elif verdict == "cancel" and _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
                 if _cancel(store, cfg, rec.id, why or "cannot run"):
                     changed = True

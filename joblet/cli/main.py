@@ -187,6 +187,7 @@ def main() -> None:
 def _register() -> None:
     from joblet.cli.complete import completion
     from joblet.cli.network import network
+    from joblet.cli.nodes import node, nodes
     from joblet.cli.run import run
     from joblet.cli.stats import stats
     from joblet.cli.volume import runtime, volume
@@ -196,6 +197,8 @@ def _register() -> None:
     cli.add_command(stats)
     cli.add_command(completion)
     cli.add_command(network)
+    cli.add_command(nodes)
+    cli.add_command(node)
     cli.add_command(volume)
     cli.add_command(runtime)
     cli.add_command(workflow)

@@ -64,6 +64,7 @@ def connect(sup: Supervisor, cfg: Settings) -> None:
     def _down(**_: Any) -> None:
         sup.stop_all()
         sup.store.drop_node(cfg.node)
+        sup.nodes.mark_left(cfg.node)
         try:
             sup.svc.mounts.volumes.release_all()
         except Exception as exc:  # noqa: BLE001 - shutting down: report and go on

@@ -17,11 +17,12 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.networks import NetworkStore
 from joblet.api.store import Store
 from joblet.api.store_ipam import IpamStore
+from joblet.api.store_nodes import NodeStore
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
 from joblet.errors import BackendUnavailable, JobletError
 from joblet.network_agent.agent import NetworkAgent
-from joblet.worker import cgroups, faults, stats
+from joblet.worker import cgroups, faults, fleet, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.job import JobRun
 from joblet.worker.journal import Journal
@@ -62,6 +63,7 @@ class Supervisor:
         self.cfg = cfg
         self.svc = svc or build_services(cfg)
         self.store = self.svc.store
+        self.nodes = NodeStore(cfg.redis_url, cfg.key_prefix, self.store.redis)
         self.running: dict[str, JobRun] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -183,9 +185,11 @@ class Supervisor:
             resilient("heartbeat", self.beat, self._closing, every=self.cfg.heartbeat_interval)
 
     def beat(self) -> None:
-        """Presence, missed stops, host upkeep, job samples: a failure of one does not skip the others."""
+        """Presence, missed stops, host upkeep, job samples, lost nodes: a failure of one does not
+        skip the others."""
         failures = []
-        for part in (self._beat_presence, self._beat_upkeep, lambda: stats.sample(self)):
+        for part in (self._beat_presence, self._beat_upkeep, lambda: stats.sample(self),
+                     lambda: fleet.sweep_lost(self)):
             try:
                 part()
             except Exception as exc:  # noqa: BLE001 - raised again below, after every part ran
@@ -200,11 +204,12 @@ class Supervisor:
         with self._lock:
             ids = list(self.running)
         info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started,
-                "runtimes": runtimes(self.cfg.runtimes_dir)}
+                "runtimes": runtimes(self.cfg.runtimes_dir), **fleet.capabilities(self.svc)}
         try:
             self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
             for job_id in self.store.stops_among(ids):  # stops missed by the listener
                 self.stop_local(job_id)
+            fleet.stop_lost_here(self, ids)
         except BackendUnavailable as exc:
             log.warning("heartbeat: %s", exc)
 

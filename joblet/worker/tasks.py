@@ -21,6 +21,7 @@ from joblet.api.keys import RUN_TASK
 from joblet.api.message import Refused, TaskMessage, check, nonce_ttl
 from joblet.api.models import JobRecord, JobSpec, JobStatus, validation_message
 from joblet.worker import broker_guard
+from joblet.worker.fleet import draining_refusal
 from joblet.worker.records import Outcome
 from joblet.worker.supervisor import Duplicate, Supervisor
 
@@ -80,10 +81,18 @@ def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
     if error is None and spec.node is not None and spec.node != sup.cfg.node:
         error = (f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; "
                  "refused, not run")
+    if error is None:
+        error = draining_refusal(sup)
     if error is not None:
-        broker_guard.drops().count("wrong-node" if error.startswith("job is for node") else "bad-spec")
+        broker_guard.drops().count(_reason(error))
         return refuse(sup, msg.job_id, spec, error)
     return sup.run(msg.job_id, spec)  # type: ignore[no-any-return]
+
+
+def _reason(error: str) -> str:
+    if error.startswith("job is for node"):
+        return "wrong-node"
+    return "draining" if " is draining " in error else "bad-spec"
 
 
 def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str | None]:

@@ -1,0 +1,104 @@
+"""Nodes as users see them, and where a job goes (pure: tests give plain dicts).
+
+A node's state comes from its lasting record (its last heartbeat, `store_nodes`): `down`
+once it has not beaten for `node_down_after` seconds (or it stopped cleanly), else
+`draining` while an operator drains it, else `up`.
+
+Placement: a job goes only to an `up` node that can run it (host networking allowed there,
+its runtime present, a free slot of its concurrency). `--node` pins and is checked the
+same way. Among fitting nodes one is drawn at random weighted by free slots, so a burst of
+submits between two heartbeats spreads instead of piling onto the node that looked
+emptiest. With no node up at all, a job any node could run goes to the shared queue and
+waits for a worker (a fleet restarting loses nothing); anything else is refused, naming
+why for each node.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from joblet.api.models import JobSpec
+from joblet.errors import ValidationError
+
+UP, DOWN, DRAINING = "up", "down", "draining"
+
+
+def state(record: dict[str, Any], drained: bool, now: float, down_after: float) -> str:
+    if record.get("left") or now - float(record.get("beat", 0)) > down_after:
+        return DOWN
+    return DRAINING if drained else UP
+
+
+def when(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def view(records: dict[str, dict[str, Any]], drained: set[str], now: float,
+         down_after: float) -> list[dict[str, Any]]:
+    """One row per node, by name: what `rnx nodes --json` prints."""
+    return [row(name, rec, name in drained, now, down_after) for name, rec in sorted(records.items())]
+
+
+def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: float) -> dict[str, Any]:
+    beat = float(rec.get("beat", 0))
+    return {
+        "name": name, "state": state(rec, drained, now, down_after), "draining": drained,
+        "last_heartbeat": when(beat), "heartbeat_age": round(max(0.0, now - beat), 1),
+        "left": when(rec.get("left")), "version": rec.get("version"),
+        "concurrency": rec.get("concurrency"), "jobs": rec.get("jobs", 0),
+        "capabilities": {"host_network": rec.get("host_network"), "runtimes": rec.get("runtimes", []),
+                         "cgroup": rec.get("cgroup"), "sandbox": rec.get("sandbox", {}),
+                         "signed": rec.get("signed")},
+        "addresses": rec.get("addresses", []),
+    }
+
+
+def unfit(spec: JobSpec, node: dict[str, Any]) -> str | None:
+    """Why this node cannot take the job now (one phrase), or None."""
+    if node["state"] != UP:
+        return "down" if node["state"] == DOWN else "draining"
+    caps = node["capabilities"]
+    if "host" in spec.network and caps["host_network"] is False:
+        return "host networking not allowed"
+    if spec.runtime is not None and spec.runtime not in caps["runtimes"]:
+        return f"no runtime {spec.runtime!r}"
+    if free_slots(node) <= 0:
+        return f"full ({node['jobs']} of {node['concurrency']} jobs)"
+    return None
+
+
+def free_slots(node: dict[str, Any]) -> int:
+    cap = node.get("concurrency")
+    return 1 << 20 if not isinstance(cap, int) else cap - int(node.get("jobs") or 0)
+
+
+def constrained(spec: JobSpec) -> bool:
+    """Not every node can be assumed to run it (host networking, a runtime, a pin)."""
+    return spec.node is not None or spec.runtime is not None or "host" in spec.network
+
+
+def place(spec: JobSpec, nodes: list[dict[str, Any]], rng: random.Random | None = None) -> str | None:
+    """The node to queue the job on; None: the shared queue (no node is up, any may run it)."""
+    if spec.node is not None:
+        return _pinned(spec, nodes)
+    if not any(n["state"] == UP for n in nodes) and not constrained(spec):
+        return None
+    reasons = {n["name"]: unfit(spec, n) for n in nodes}
+    fit = [n for n in nodes if reasons[n["name"]] is None]
+    if not fit:
+        why = "; ".join(f"{name}: {r}" for name, r in reasons.items()) or "no node has joined the fleet"
+        raise ValidationError(f"cannot place the job: no live node can take it ({why}; rnx nodes)")
+    weights = [min(free_slots(n), 4096) for n in fit]
+    return str((rng or random).choices(fit, weights=weights)[0]["name"])
+
+
+def _pinned(spec: JobSpec, nodes: list[dict[str, Any]]) -> str:
+    node = next((n for n in nodes if n["name"] == spec.node), None)
+    if node is None:
+        raise ValidationError(f"invalid job field 'node': no node {spec.node!r} in the fleet (rnx nodes)")
+    why = unfit(spec, node)
+    if why is not None:
+        raise ValidationError(f"cannot place the job on node {spec.node!r}: {why} (rnx nodes)")
+    return str(node["name"])

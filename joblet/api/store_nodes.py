@@ -1,0 +1,61 @@
+"""Node records in Redis: the lasting record of each node's last heartbeat, drains, and the
+guard that lets one worker sweep a lost node.
+
+A node's presence key (`Store.heartbeat`) expires three heartbeats after its last beat; the
+record here does not, so `rnx nodes` shows a node that stopped beating as down, and the
+fleet knows when it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from joblet.api.keys import Keys
+from joblet.api.redis_conn import connect, translated
+
+_url = translated(lambda self: self.url)
+
+
+class NodeStore:
+    """Node records, drains and lost-node sweeps of one installation."""
+
+    def __init__(self, url: str, prefix: str = "joblet:", client: Any = None) -> None:
+        self.url = url
+        self.keys = Keys(prefix)
+        self.redis = client if client is not None else connect(url)
+
+    @_url
+    def records(self) -> dict[str, dict[str, Any]]:
+        """name -> the node's last published heartbeat (with "beat", and "left" after a clean stop)."""
+        raw = self.redis.hgetall(self.keys.nodes)
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    @_url
+    def mark_left(self, node: str) -> None:
+        """A worker stopped cleanly: its record stays, marked with when it left."""
+        raw = self.redis.hget(self.keys.nodes, node)
+        record = json.loads(raw) if raw else {"node": node, "beat": time.time()}
+        record["left"] = time.time()
+        self.redis.hset(self.keys.nodes, node, json.dumps(record))
+
+    @_url
+    def set_drain(self, node: str, on: bool) -> None:
+        if on:
+            self.redis.hsetnx(self.keys.drained, node, json.dumps(time.time()))
+        else:
+            self.redis.hdel(self.keys.drained, node)
+
+    @_url
+    def drained(self) -> set[str]:
+        return {k.decode() for k in self.redis.hkeys(self.keys.drained)}
+
+    @_url
+    def is_drained(self, node: str) -> bool:
+        return bool(self.redis.hexists(self.keys.drained, node))
+
+    @_url
+    def claim_sweep(self, node: str, beat: float, ttl: int) -> bool:
+        """True for the one worker that marks this node's jobs LOST for this silence."""
+        return bool(self.redis.set(self.keys.lost_sweep(node, beat), "1", nx=True, ex=ttl))

@@ -1,0 +1,58 @@
+"""`rnx nodes` and `rnx node drain|undrain`: the fleet's hosts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from joblet.cli import complete
+
+
+@click.command("nodes")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (one object per node).")
+@click.pass_obj
+def nodes(obj: Any, as_json: bool) -> None:
+    """List every node: state (up, down, draining), last heartbeat, version, jobs, capabilities."""
+    from joblet.cli.render import print_json, table
+
+    rows = obj.client.nodes()
+    if as_json:
+        print_json(rows)
+        return
+    table(["NODE", "STATE", "LAST HEARTBEAT", "VERSION", "JOBS", "HOST NET", "RUNTIMES", "CGROUP",
+           "SANDBOX", "ADDRESSES"], [_cells(r) for r in rows])
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    from joblet.cli.render import human
+
+    caps = row["capabilities"]
+    sandbox = [k for k, v in sorted(caps["sandbox"].items()) if v is True]
+    jobs = f"{row['jobs']}/{row['concurrency'] if row['concurrency'] is not None else '?'}"
+    return [row["name"], row["state"], f"{human(row['last_heartbeat'])} ({row['heartbeat_age']:g} s ago)",
+            human(row["version"]), jobs, human(caps["host_network"]), human(caps["runtimes"]),
+            human(caps["cgroup"]), human(sandbox), human([a.split()[0] for a in row["addresses"]])]
+
+
+@click.group("node")
+def node() -> None:
+    """Drain or undrain one node."""
+
+
+@node.command()
+@click.argument("name", shell_complete=complete.nodes)
+@click.pass_obj
+def drain(obj: Any, name: str) -> None:
+    """Send no new jobs to NAME; its running jobs go on (a job it still receives is refused)."""
+    row = obj.client.drain(name, True)
+    click.echo(f"node {name} {row['state']}: no new jobs go there; {row['jobs']} running job(s) go on")
+
+
+@node.command()
+@click.argument("name", shell_complete=complete.nodes)
+@click.pass_obj
+def undrain(obj: Any, name: str) -> None:
+    """Let NAME take new jobs again."""
+    row = obj.client.drain(name, False)
+    click.echo(f"node {name} {row['state']}: takes new jobs")

@@ -1,0 +1,107 @@
+"""This worker's part in the fleet: what its heartbeat publishes, refusing jobs while its node
+drains, and sweeping nodes that stopped beating.
+
+A node silent for `node_down_after` is shown down (clients place nothing there); silent for
+`node_down_after + node_lost_grace`, its unfinished jobs become LOST, their streams end (so
+attached clients return), their network memberships and addresses are freed fleet-wide and
+their workflows advance. Every live worker looks on each heartbeat; a `SET NX` on the node
+and the time of its last beat lets exactly one of them act per silence. A node that comes
+back reconciles as after any crash and cannot write over LOST (a job's record moves only
+from PENDING/SCHEDULED/RUNNING).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from joblet.api.models import JobRecord, JobStatus
+from joblet.api.nodes import when
+from joblet.errors import JobletError
+from joblet.worker.reconcile import free_orphan_addresses
+from joblet.worker.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def capabilities(svc: Services) -> dict[str, Any]:
+    """What a node can run and where it is, published with every heartbeat."""
+    from joblet.network_agent.host_addrs import host_addresses
+
+    cfg = svc.cfg
+    try:
+        addresses = host_addresses()
+    except Exception as exc:  # noqa: BLE001 - the heartbeat goes on without them
+        log.warning("reading this host's addresses: %s", exc)
+        addresses = []
+    return {"version": _version(), "concurrency": cfg.concurrency, "host_network": cfg.allow_host_network,
+            "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
+            "sandbox": {"bwrap": shutil.which("bwrap") is not None, "seccomp": True,
+                        "pid_namespace": True, "user_namespace": False},
+            "addresses": addresses}
+
+
+def _version() -> str:
+    try:
+        return version("joblet")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def draining_refusal(sup: Any) -> str | None:
+    """The error a job gets when it reaches this node while the node drains, or None."""
+    node = sup.cfg.node
+    if not sup.nodes.is_drained(node):
+        return None
+    return (f"node {node!r} is draining and takes no new jobs; refused, not run (submit it again: "
+            f"rnx places it on another node; or rnx node undrain {node})")
+
+
+def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
+    """Mark the jobs of nodes silent past the grace period LOST; returns the nodes swept."""
+    cfg = sup.cfg
+    now = time.time() if now is None else now
+    swept = []
+    for name, record in sup.nodes.records().items():
+        beat = float(record.get("beat", 0))
+        if name == cfg.node or now - beat < cfg.node_down_after + cfg.node_lost_grace:
+            continue
+        if sup.nodes.claim_sweep(name, beat, ttl=cfg.log_ttl):
+            lose_jobs(sup.svc, name, beat)
+            swept.append(name)
+    return swept
+
+
+def lose_jobs(svc: Services, node: str, beat: float) -> list[str]:
+    """Every unfinished job of `node` becomes LOST; its names and addresses are freed."""
+    reason = f"node {node} stopped heartbeating at {when(beat)}"
+    lost = [r for r in svc.store.list_jobs() if not r.status.final and _belongs(svc, r, node)
+            and svc.records.mark_lost(r.id, reason)]
+    networks = sorted({n for r in lost for n in (*r.ips, *r.spec.network)})
+    for rec in lost:
+        svc.discovery.leave(rec.id, list(rec.ips))
+        log.warning("job %s LOST: %s", rec.short_id, reason)
+    if lost:
+        try:
+            free_orphan_addresses(svc)
+            svc.discovery.refresh(networks)
+        except JobletError as exc:
+            log.error("after node %s was lost: %s", node, exc)
+    return [r.id for r in lost]
+
+
+def _belongs(svc: Services, record: JobRecord, node: str) -> bool:
+    """Placed on, claimed by or running on `node`."""
+    return record.node == node or svc.store.claim_holder(record.id) == node
+
+
+def stop_lost_here(sup: Any, job_ids: list[str]) -> None:
+    """Jobs still running here that the fleet has given up on (this node was silent too
+    long): stop them, their records stay LOST."""
+    for job_id, status in zip(job_ids, sup.store.statuses(job_ids), strict=True):
+        if status == JobStatus.LOST:
+            log.warning("job %s was marked LOST while this node was silent: stopping it", job_id[:12])
+            sup.stop_local(job_id)
