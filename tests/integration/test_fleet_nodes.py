@@ -1,0 +1,172 @@
+"""Three hosts of one installation: rnx nodes, placement, pinning, drain and node loss.
+
+Each host is a network namespace with its own worker, state and run directories, all on one
+Redis and one key prefix (tests/conftest.py Host). Heartbeats are short (1 s) and a node is
+down after 3 s of silence and its jobs LOST 2 s later, so node loss is seen in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from joblet.api.store_ipam import IpamStore
+from joblet.api.tasks import send_run
+from joblet.errors import ValidationError
+from tests.conftest import BIN, Host, need
+from tests.integration.helpers import eventually, wait_running
+
+FAST = {"node_down_after": "3", "node_lost_grace": "2"}
+
+
+@pytest.fixture(scope="module")
+def three(redis_sock):
+    need(os.geteuid() == 0, "needs root")
+    a = Host(redis_sock, "nodea", **FAST)
+    b = Host(redis_sock, "nodeb", fleet=a, **FAST)
+    c = Host(redis_sock, "nodec", fleet=a, allow_host_network="true", **FAST)
+    (c.tmp / "runtimes" / "tool:1" / "bin").mkdir(parents=True)
+    try:
+        for h in (a, b, c):
+            h.start_worker()
+        yield a, b, c
+    finally:
+        for h in (c, b, a):
+            h.close()
+
+
+def rows(host: Host) -> dict[str, dict]:
+    out = host.rnx("nodes", "--json")
+    assert out.returncode == 0, out.stderr
+    return {r["name"]: r for r in json.loads(out.stdout)}
+
+
+def test_nodes_lists_every_node_with_state_and_capabilities(three):
+    a, _, c = three
+    listed = rows(a)
+    assert {"nodea", "nodeb", "nodec"} <= set(listed)
+    for name in ("nodea", "nodeb", "nodec"):
+        row = listed[name]
+        assert row["state"] == "up" and row["heartbeat_age"] < 3 and row["version"]
+        assert row["concurrency"] == 512 and row["capabilities"]["sandbox"]["bwrap"] is True
+        assert row["capabilities"]["cgroup"]
+    assert listed["nodec"]["capabilities"]["host_network"] is True
+    assert listed["nodea"]["capabilities"]["host_network"] is False
+    eventually(lambda: "tool:1" in rows(a)["nodec"]["capabilities"]["runtimes"], "runtime not published")
+    table = a.rnx("nodes")
+    assert table.returncode == 0 and b"nodeb" in table.stdout and b"up" in table.stdout
+
+
+def test_jobs_go_only_where_they_can_run(three):
+    a, _, _ = three
+    client = Client(a.cfg)
+    host_job = client.wait(client.run("true", network="host").id, timeout=60)
+    assert host_job.status == JobStatus.COMPLETED and host_job.node == "nodec"
+    tool = client.wait(client.run("true", network="none", runtime="tool:1").id, timeout=60)
+    assert tool.status == JobStatus.COMPLETED and tool.node == "nodec"
+    spread = [client.run("true", network="none") for _ in range(12)]
+    nodes = {client.wait(r.id, timeout=60).node for r in spread}
+    assert len(nodes) >= 2, nodes  # positive control: unpinned jobs do spread
+
+
+def test_pins_and_refusals(three):
+    a, b, _ = three
+    client = Client(a.cfg)
+    assert client.wait(client.run("true", network="none", node="nodeb").id, timeout=60).node == "nodeb"
+    count = len(client.list())
+    with pytest.raises(ValidationError, match="node 'nodea': host networking not allowed"):
+        client.run("true", network="host", node="nodea")
+    out = a.rnx("run", "--node=nowhere", "true")
+    assert out.returncode == 2
+    assert out.stderr == b"rnx: invalid job field 'node': no node 'nowhere' in the fleet (rnx nodes)\n"
+    out = a.rnx("run", "--runtime=tool:1", "--node=nodeb", "true")
+    assert out.returncode == 2 and b"does not offer runtime 'tool:1'" in out.stderr
+    assert len(client.list()) == count  # nothing recorded or queued
+
+
+def test_drain_sends_nothing_new_and_running_jobs_go_on(three):
+    a, b, _ = three
+    client = Client(a.cfg)
+    running = client.run("sh", ("-c", "sleep 5; echo done"), network="none", node="nodeb")
+    eventually(lambda: client.get(running.id).status == JobStatus.RUNNING, "job on nodeb not running")
+    out = a.rnx("node", "drain", "nodeb")
+    assert out.returncode == 0 and b"no new jobs" in out.stdout
+    try:
+        assert rows(a)["nodeb"]["state"] == "draining"
+        placed = [client.run("true", network="none") for _ in range(8)]
+        assert "nodeb" not in {client.wait(r.id, timeout=60).node for r in placed}
+        out = a.rnx("run", "--node=nodeb", "true")
+        assert out.returncode == 2 and out.stderr.count(b"\n") == 1 and b"'nodeb': draining" in out.stderr
+        # a message already on nodeb's queue (placed before the drain) is refused there, not run
+        final = client.wait(sneak(client, a, "nodeb"), timeout=30)
+        assert final.status == JobStatus.FAILED and "'nodeb' is draining" in (final.error or "")
+        assert final.started is None
+        done = client.wait(running.id, timeout=30)
+        assert done.status == JobStatus.COMPLETED and done.node == "nodeb"
+    finally:
+        assert a.rnx("node", "undrain", "nodeb").returncode == 0
+    assert client.wait(client.run("true", network="none", node="nodeb").id, timeout=60).status == JobStatus.COMPLETED
+    out = a.rnx("node", "drain", "nosuch")
+    assert out.returncode == 1 and out.stderr == b"rnx: no node 'nosuch' in the fleet (rnx nodes)\n"
+
+
+def sneak(client: Client, host: Host, node: str) -> str:
+    """A job put straight on a node's queue, as a client that placed it before a drain."""
+    from joblet.api.message import new_job_id
+    from joblet.api.models import JobRecord, make_spec
+
+    spec = make_spec("true", (), network="none")
+    job_id = new_job_id()
+    client.store.create_job(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, created=time.time()))
+    send_run(host.cfg, job_id, spec.model_dump(mode="json"), node)
+    return job_id
+
+
+def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_sock):
+    a, _, _ = three
+    client = Client(a.cfg)
+    client.networks.create("lost-net", "10.122.0.0/24")
+    d = Host(redis_sock, "noded", fleet=a, **FAST)
+    try:
+        d.start_worker()
+        job = client.run("sleep", ("300",), network="lost-net", name="doomed", node="noded")
+        wait_running(client, job.id)
+        assert client.store.members(["lost-net"])["doomed"] == client.get(job.id).ip
+        attached = subprocess.Popen([str(BIN / "rnx"), "log", "-f", job.id], env={**os.environ, **a.env},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        waited: dict[str, object] = {}
+        waiter = threading.Thread(target=lambda: waited.update(rec=Client(a.cfg).wait(job.id, timeout=120)))
+        waiter.start()
+        run = subprocess.Popen([str(BIN / "rnx"), "run", "--node=noded", "--network=none", "--name=doomed2",
+                                "sleep", "300"], env={**os.environ, **a.env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        eventually(lambda: [r.status for r in client.list(name="doomed2")] == [JobStatus.RUNNING],
+                   "attached job not running")
+        d.worker.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        d.worker.wait()  # type: ignore[union-attr]
+        eventually(lambda: rows(a)["noded"]["state"] == "down", "noded never shown down", timeout=30)
+        waiter.join(timeout=60)
+        lost = waited["rec"]
+        assert lost.status == JobStatus.LOST  # type: ignore[attr-defined]
+        assert "node noded stopped heartbeating at" in (lost.error or "")  # type: ignore[attr-defined]
+        assert attached.wait(timeout=30) == 0
+        _, err = run.communicate(timeout=30)
+        assert run.returncode == 125 and b"lost: node noded stopped heartbeating at" in err, err
+        ipam = IpamStore(a.cfg.redis_url, a.cfg.key_prefix)
+        assert job.id not in ipam.allocations("lost-net").values()
+        assert client.store.members(["lost-net"]) == {}
+        d.start_worker()  # it comes back: reconciles, and the job stays LOST
+        eventually(lambda: rows(a)["noded"]["state"] == "up", "noded not up again")
+        assert client.get(job.id).status == JobStatus.LOST
+        assert client.wait(client.run("true", network="none", node="noded").id, timeout=60).status == \
+            JobStatus.COMPLETED
+    finally:
+        d.close()

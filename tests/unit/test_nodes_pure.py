@@ -1,0 +1,74 @@
+"""Node states and placement (joblet.api.nodes), without Redis."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from joblet.api.models import make_spec
+from joblet.api.nodes import DOWN, DRAINING, UP, place, view
+from joblet.errors import ValidationError
+
+NOW = 1_000_000.0
+
+
+def rec(beat_age: float = 1.0, jobs: int = 0, concurrency: int = 4, host: bool = False,
+        runtimes: tuple[str, ...] = (), **extra: object) -> dict[str, object]:
+    return {"beat": NOW - beat_age, "jobs": jobs, "concurrency": concurrency, "host_network": host,
+            "runtimes": list(runtimes), **extra}
+
+
+def fleet(draining: frozenset[str] = frozenset(), **records: dict[str, object]) -> list[dict[str, object]]:
+    return view(records, set(draining), NOW, down_after=10)
+
+
+def test_states_follow_heartbeat_age_drain_and_clean_stop():
+    rows = {r["name"]: r for r in fleet(frozenset({"c"}), a=rec(1), b=rec(11), c=rec(1), d=rec(1, left=NOW - 1))}
+    assert [rows[n]["state"] for n in "abcd"] == [UP, DOWN, DRAINING, DOWN]
+    assert rows["b"]["heartbeat_age"] == 11 and rows["a"]["last_heartbeat"].endswith("+00:00")
+
+
+def test_only_fitting_nodes_are_chosen():
+    nodes = fleet(frozenset({"dr"}), dr=rec(host=True), down=rec(99, host=True),
+                  full=rec(jobs=4, host=True), nohost=rec(), ok=rec(host=True))
+    spec = make_spec("true", (), network="host")
+    assert {place(spec, nodes, random.Random(i)) for i in range(20)} == {"ok"}
+
+
+def test_runtime_must_be_present():
+    nodes = fleet(a=rec(), b=rec(runtimes=("python:3.11",)))
+    assert place(make_spec("x", (), runtime="python:3.11"), nodes) == "b"
+
+
+def test_refusal_names_each_node_and_why():
+    nodes = fleet(frozenset({"a"}), a=rec(host=True), b=rec(), c=rec(50, host=True))
+    with pytest.raises(ValidationError) as caught:
+        place(make_spec("true", (), network="host"), nodes)
+    msg = str(caught.value)
+    assert "a: draining" in msg and "b: host networking not allowed" in msg and "c: down" in msg
+    assert "\n" not in msg
+
+
+def test_pin_is_checked_like_placement():
+    nodes = fleet(frozenset({"b"}), a=rec(), b=rec())
+    assert place(make_spec("true", (), node="a"), nodes) == "a"
+    with pytest.raises(ValidationError, match="node 'b': draining"):
+        place(make_spec("true", (), node="b"), nodes)
+    with pytest.raises(ValidationError, match="no node 'zz' in the fleet"):
+        place(make_spec("true", (), node="zz"), nodes)
+
+
+def test_less_loaded_nodes_get_more_jobs_and_a_burst_spreads():
+    nodes = fleet(busy=rec(jobs=90, concurrency=100), idle=rec(jobs=0, concurrency=100))
+    rng = random.Random(7)
+    picks = [place(make_spec("true", ()), nodes, rng) for _ in range(500)]
+    assert picks.count("idle") > 5 * picks.count("busy") > 0
+
+
+def test_nothing_up_plain_jobs_wait_on_the_shared_queue_constrained_are_refused():
+    nodes = fleet(a=rec(99))
+    assert place(make_spec("true", ()), nodes) is None
+    assert place(make_spec("true", ()), []) is None
+    with pytest.raises(ValidationError, match="a: down"):
+        place(make_spec("true", (), network="host"), nodes)
