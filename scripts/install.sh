@@ -8,7 +8,7 @@ VENV=${JOBLET_VENV:-/opt/joblet/venv}
 need=()
 for cmd in redis-server:redis-server redis-cli:redis-tools nft:nftables ip:iproute2 tc:iproute2 ping:iputils-ping \
     unshare:util-linux setpriv:util-linux nsenter:util-linux bwrap:bubblewrap mkfs.ext4:e2fsprogs iperf3:iperf3 python3:python3 \
-    systemd-analyze:systemd; do
+    systemd-analyze:systemd rabbitmq-server:rabbitmq-server; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
