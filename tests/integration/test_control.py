@@ -13,7 +13,8 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.keys import RUN_TASK
-from joblet.api.models import ARGV_MAX_BYTES, JobStatus
+from joblet.api.message import new_job_id
+from joblet.api.models import ARGV_MAX_BYTES, JobRecord, JobStatus, make_spec
 from joblet.api.tasks import client_app, send_run
 from joblet.errors import ValidationError
 from tests.conftest import cgroup_base
@@ -86,7 +87,9 @@ def test_body_id_must_match_the_header_id(host, client):
 
 
 def test_expired_message_fails_its_waiting_job(host, client):
-    rec = client.run("true", network="none", node="nobody-listens")  # recorded, queued nowhere live
+    rec = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=make_spec("true", (), network="none"),
+                    created=time.time())
+    client.store.create_job(rec)  # recorded, queued nowhere
     send_raw(host, rec.id, {"spec": {"command": "true", "network": "none"}, "job_id": rec.id,
                             "nonce": uuid.uuid4().hex, "expires": time.time() - 5})
     final = client.wait(rec.id, timeout=30)
