@@ -39,6 +39,7 @@ class Attachment(BaseModel):
     gateway: str
     mtu: int
     host_address: str | None = None  # the host end's address on a point-to-point link
+    mac: str | None = None  # the job end's MAC (bridged links; port security checks it)
 
 
 class NetPlan(BaseModel):
@@ -51,6 +52,7 @@ class NetPlan(BaseModel):
     mode: str
     attachments: tuple[Attachment, ...] = ()
     nameservers: tuple[str, ...] = ()
+    ipv6_off: bool = False  # the kernel has IPv6: job links get no IPv6 address of their own
 
     @property
     def isolated_netns(self) -> bool:
@@ -64,6 +66,8 @@ class NetPlan(BaseModel):
         """`ip -batch` lines run inside the job's namespace before its command starts."""
         lines = ["link set lo up"]
         for i, att in enumerate(self.attachments):
+            if self.ipv6_off:  # before `up`: no link-local address, so no ND, RS or MLD
+                lines.append(f"link set {att.ifname} addrgenmode none")
             lines.append(f"link set {att.ifname} up")
             lines.append(f"addr add {att.address}/{att.prefixlen} dev {att.ifname}")
             if i == 0:
