@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import subprocess
 from dataclasses import dataclass
 
 from joblet.errors import NetworkError
-from joblet.network_agent import portsec
+from joblet.network_agent import nftlib, portsec
 
 TABLE = "joblet"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -138,21 +137,12 @@ def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
 
 
 def apply(ruleset: str) -> None:
-    """Load a ruleset with `nft -f -` (atomic: all or nothing)."""
-    try:
-        proc = subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
-                              timeout=30)
-    except FileNotFoundError:
-        raise NetworkError("nft not found: install nftables") from None
-    if proc.returncode != 0:
-        raise NetworkError(f"failed to load nftables rules: {proc.stderr.strip()}")
+    """Load a ruleset in one transaction (atomic: all or nothing)."""
+    rc, error = nftlib.run(ruleset)
+    if rc != 0:
+        raise NetworkError(f"failed to load nftables rules: {error}")
 
 
 def table_exists() -> bool:
     """Both of joblet's tables are loaded (someone may flush the ruleset or delete one)."""
-    for family in ("inet", "bridge"):
-        proc = subprocess.run(["nft", "list", "table", family, TABLE], capture_output=True, timeout=30)
-        if proc.returncode != 0:
-            return False
-    return True
-
+    return all(nftlib.run(f"list table {family} {TABLE}")[0] == 0 for family in ("inet", "bridge"))

@@ -19,7 +19,7 @@ from joblet.api.models import JobRecord, JobStatus
 from joblet.api.networks import NetworkDef, NetworkStore, bridge_name
 from joblet.api.store_ipam import IpamStore
 from joblet.network_agent.portsec import mac_for
-from tests.conftest import Host, need, sh
+from tests.conftest import Host, need
 from tests.integration import l2
 from tests.integration.helpers import connect_ok, eventually, output, run, serve
 
@@ -213,4 +213,12 @@ def test_odd_network_written_past_the_api_builds_nothing(nets, host):
     assert_nothing_left(host, "meta", "169.254.0.1")
     assert "169.254" not in host.in_ns("ip", "route").stdout
     store.delete("meta")
-    sh("true")
+
+
+def test_job_inherits_no_socket_of_the_worker(nets):
+    """The worker's in-process nftables handle (a netlink socket in the host's namespace) is
+    close-on-exec: a job holding it could rewrite the host's firewall."""
+    code = ("import os\nfor f in os.listdir('/proc/self/fd'):\n"
+            " try: print(os.readlink(f'/proc/self/fd/{f}'))\n except OSError: pass")
+    rec, out, err = run(nets, "python3", "-c", code, network=NET)
+    assert rec.exit_code == 0 and b"pipe:" in out and b"socket:" not in out, (out, err)
