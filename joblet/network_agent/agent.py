@@ -49,6 +49,7 @@ class NetworkAgent:
         self._forward_problem: str | None = None
         self._ports: dict[str, portsec.Port] = {}  # host end -> what it may send
         self._blocked: tuple[tuple[str, int], ...] = ()
+        self._resolved = False
         self._host_cgroup: tuple[str, int] | None = None
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
         self._loaded = False  # the tables were loaded once: keep them there
@@ -62,7 +63,8 @@ class NetworkAgent:
             if self._bridge_index is None or links.index_of(self.cfg.bridge_name) is None:
                 self._mtu = links.default_route_mtu()
                 index, created = links.ensure_bridge(
-                    self.cfg.bridge_name, self.bridge.gateway, self.bridge.prefixlen, self._mtu)
+                    self.cfg.bridge_name, self.bridge.gateway, self.bridge.prefixlen, self._mtu,
+                    self._gateway_mac(self.cfg.bridge_name))
                 # once per bridge, not per job: an `nft` call costs milliseconds, and the
                 # heartbeat's ensure_firewall() restores a table someone removed
                 self._apply_or_remove(self.cfg.bridge_name, created)
@@ -103,7 +105,7 @@ class NetworkAgent:
         return [default, *self._active.values()]
 
     def _apply(self) -> None:
-        guards = firewall.Guards(blocked=self._control_plane(), ports=tuple(self._ports.values()),
+        guards = firewall.Guards(blocked=self._control_plane(refresh=True), ports=tuple(self._ports.values()),
                                  host_cgroup=self._host_cgroup)
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool,
                                        ISOLATED_PREFIX, guards))
@@ -119,9 +121,19 @@ class NetworkAgent:
                 links.delete_link(bridge)
             raise
 
-    def _control_plane(self) -> tuple[tuple[str, int], ...]:
-        """(address, TCP port) of the broker and state store, and job_blocked_addresses; the
-        last known addresses stay when a name does not resolve now."""
+    def _gateway_mac(self, bridge: str) -> str:
+        """A bridge's own MAC, set at creation: else the kernel gives it its lowest port's,
+        which changes as jobs come and go and leaves the others' ARP entries pointing nowhere.
+        The node is part of it: a network's bridges on several hosts must differ."""
+        return portsec.mac_for(f"{self.cfg.node}/{bridge}", "gateway")
+
+    def _control_plane(self, refresh: bool = False) -> tuple[tuple[str, int], ...]:
+        """(address, TCP port) of the broker and state store, and job_blocked_addresses,
+        resolved again on each whole re-render; the last known addresses stay when a name
+        does not resolve now."""
+        if self._resolved and not refresh:
+            return self._blocked
+        self._resolved = True
         cfg = self.cfg
         found = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url},
                               cfg.job_blocked_addresses)
@@ -140,7 +152,7 @@ class NetworkAgent:
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
                 _, created = links.ensure_bridge(bridge, subnet.gateway, subnet.prefixlen,
-                                                 net.mtu or self._mtu)
+                                                 net.mtu or self._mtu, self._gateway_mac(bridge))
                 self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
                 try:
                     self._apply_or_remove(bridge, created)

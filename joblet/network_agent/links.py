@@ -74,7 +74,7 @@ def bridges_with_prefix(prefix: str) -> list[str]:
     return names_with_prefix(prefix, "bridge")
 
 
-def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int) -> tuple[int, bool]:
+def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int, mac: str | None = None) -> tuple[int, bool]:
     """Create the bridge if absent, give it its gateway address, bring it up; returns its
     index and whether this call created it. A bridge this call created is removed again
     when a later step fails: a failed setup leaves no bridge and no address behind."""
@@ -82,8 +82,9 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int) -> tuple[in
     created = False
     if index is None:
         try:
+            extra = {"address": mac} if mac else {}
             with _netlink() as ipr:
-                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu, **extra)
             created = True
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:

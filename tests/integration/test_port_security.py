@@ -84,11 +84,37 @@ def test_arp_spoof_of_the_gateway_is_dropped(nets, host):
     assert f"lladdr {gateway_mac}" in seen["neigh"], seen
 
 
+def spoof_to_a_peer(client: Client, host: Host | None = None, flush: tuple[str, ...] = ()) -> None:
+    """A spoofed and a legitimate packet to a victim job; with `flush`, the victim's port was
+    secured before that nft command, and is again when joblet has restored its tables."""
+    victim, vip = watch(client, NET, secs=12 if flush else 5)
+    if host is not None and flush:
+        assert host.in_ns("nft", *flush).returncode == 0
+        eventually(lambda: vip in host.in_ns("nft", "list", "set", "bridge", "joblet", "port_ips").stdout
+                   and host.in_ns("nft", "list", "table", "inet", "joblet").returncode == 0,
+                   "joblet's tables were not restored", timeout=8)
+    attacker = attack(client, NET, f'udp("10.120.0.77", "{vip}", "spoof"); udp("198.51.100.99", "{vip}", "spoof"); '
+                                   f'udp(OWN_IP, "{vip}", "legit")')
+    assert report(client, victim)["udp"] == [f"{attacker.ip} legit"]
+
+
 def test_spoofed_source_to_a_peer_is_dropped(nets):
-    victim, vip = watch(nets, NET)
-    attacker = attack(nets, NET, f'udp("10.120.0.77", "{vip}", "spoof"); udp("198.51.100.99", "{vip}", "spoof"); '
-                                 f'udp(OWN_IP, "{vip}", "legit")')
-    assert report(nets, victim)["udp"] == [f"{attacker.ip} legit"]
+    spoof_to_a_peer(nets)
+
+
+@pytest.mark.parametrize("flush", [("flush", "ruleset"), ("delete", "table", "bridge", "joblet")])
+def test_port_security_comes_back_after_a_flush(nets, host, flush):
+    spoof_to_a_peer(nets, host, flush)
+
+
+def test_gateway_mac_stays_as_jobs_come_and_go(nets, host):
+    bridge = bridge_name(NET)
+    wanted = mac_for(f"{host.name}/{bridge}", "gateway")
+    server_id, _ = serve(nets, NET)
+    assert link_mac(host, bridge) == wanted
+    nets.stop(server_id)
+    nets.wait(server_id, timeout=30)
+    assert link_mac(host, bridge) == wanted
 
 
 @pytest.mark.parametrize("network", [NET, "isolated"])
