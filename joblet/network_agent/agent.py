@@ -324,7 +324,8 @@ class NetworkAgent:
         for att in plan.attachments:
             if att.bridge and att.mac is None:
                 raise NetworkError(f"bridged link {att.host_ifname} has no MAC in its plan")
-            ports.append(portsec.Port(att.host_ifname, att.address, att.mac if att.bridge else None))
+            # checked before it joins the state every later re-render draws from
+            ports.append(portsec.Port(att.host_ifname, att.address, att.mac if att.bridge else None).checked())
         with self._lock:
             self._ports.update((p.ifname, p) for p in ports)
             self._apply_elements("add", ports)
