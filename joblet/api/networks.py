@@ -82,7 +82,7 @@ def holds_control_plane(name: str, cidr: str, endpoints: dict[str, list[str]]) -
     net = ipaddress.IPv4Network(cidr)
     for setting, addresses in sorted(endpoints.items()):
         for address in addresses:
-            if ipaddress.IPv4Address(address) in net:
+            if ipaddress.ip_address(address) in net:  # an IPv6 address is in no IPv4 network
                 raise ValidationError(f'failed to create network "{name}": CIDR {cidr} contains '
                                       f"{address}, an address of the control plane ({setting})")
 
@@ -103,14 +103,16 @@ def url_endpoint(url: str | None) -> tuple[str, int] | None:
 
 
 def resolve(host: str, port: int) -> list[tuple[str, int]]:
-    """IPv4 addresses of `host` (a name or an address), with `port`; [] when it does not resolve."""
+    """IPv4 and IPv6 addresses of `host` (a name or an address), with `port`; [] when it
+    does not resolve."""
     import socket
 
     try:
-        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return []
-    return sorted({(str(info[4][0]), port) for info in infos})
+    found = {(str(info[4][0]).split("%")[0], port) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)}
+    return sorted(found)
 
 
 def control_plane(urls: dict[str, str | None], extra: tuple[str, ...] = ()) -> dict[str, list[tuple[str, int]]]:

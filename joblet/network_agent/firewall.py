@@ -4,11 +4,14 @@ The ruleset text starts by creating then deleting the table, so applying it repl
 whole table atomically and repeatably; a broken file is rejected with the live rules intact.
 
 Besides isolation between networks it holds the guards no job may pass whatever its network:
-- `blocked`: the broker and state store (address . TCP port), dropped from job interfaces in
-  the forward hook, wherever they are (the host's own addresses are covered by `input`);
+- `blocked`/`blocked6`: the broker and state store (address . TCP port), dropped from job
+  interfaces in the forward hook, wherever they are (the host's own addresses are covered by
+  `input`);
 - `iso_src`: the one source address each isolated (routed) link may send from;
-- host-mode jobs share the host's namespace: an `output` rule matches their cgroup
-  (`socket cgroupv2`), which must exist when the rule is loaded.
+- host-mode jobs share the host's namespace: `output` rules match their cgroup
+  (`socket cgroupv2`, which must exist when the rule is loaded) and drop their connections to
+  the control plane's addresses, and to its ports on any local address (a broker on this host
+  answers on all of them: 127.0.0.1, ::1, the LAN address).
 """
 
 from __future__ import annotations
@@ -46,13 +49,13 @@ class FwNetwork:
 class Guards:
     """What every job is held to, whatever its network (see the module docstring)."""
 
-    blocked: tuple[tuple[str, int], ...] = ()  # (IPv4 address, TCP port) no job may reach
+    blocked: tuple[tuple[str, int], ...] = ()  # (IPv4 or IPv6 address, TCP port) no job may reach
     ports: tuple[portsec.Port, ...] = ()  # the host ends of the jobs' links here
     host_cgroup: tuple[str, int] | None = None  # host-mode jobs: (path under /sys/fs/cgroup, level)
 
     def checked(self) -> Guards:
         for address, port in self.blocked:
-            ipaddress.IPv4Address(address)
+            ipaddress.ip_address(address)
             if not 0 < port < 65536:
                 raise NetworkError(f"invalid port {port} for {address}")
         if self.host_cgroup is not None and not _CGROUP.match(self.host_cgroup[0]):
@@ -71,13 +74,16 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
     sources = ([f"{{ {bridges} }}"] if nets else []) + ([iso] if iso else [])
     for src in sources:  # jobs never reach the broker, established or not
         first.append(f'iifname {src} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"')
+        first.append(f'iifname {src} ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"')
     if iso:  # a routed link sends from its job's address only, and no IPv6
         first.append(f'iifname {iso} iifname . ip saddr != @iso_src drop comment "joblet:port-security"')
         first.append(f'iifname {iso} meta nfproto ipv6 drop comment "joblet:port-security"')
     if guards.host_cgroup is not None:
         path, level = guards.host_cgroup
-        output.append(f'socket cgroupv2 level {level} "{path}" ip daddr . tcp dport @blocked drop '
-                      'comment "joblet:no-broker"')
+        job = f'socket cgroupv2 level {level} "{path}"'
+        for match in ("ip daddr . tcp dport @blocked", "ip6 daddr . tcp dport @blocked6",
+                      "fib daddr type local tcp dport @blocked_ports"):
+            output.append(f'{job} {match} drop comment "joblet:no-broker"')
     return first, output
 
 
@@ -120,7 +126,9 @@ def render(networks: list[FwNetwork], isolated_pool: str | None = None,
         f"table inet {TABLE} {{}}",
         f"delete table inet {TABLE}",
         f"table inet {TABLE} {{",
-        _set("blocked", "ipv4_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked]),
+        _set("blocked", "ipv4_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" not in a]),
+        _set("blocked6", "ipv6_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" in a]),
+        _set("blocked_ports", "inet_service", sorted({str(p) for _, p in guards.blocked}, key=int)),
         _set("iso_src", "ifname . ipv4_addr", iso_src),
         *_chain("forward", "filter hook forward priority filter", forward),
         *_chain("input", "filter hook input priority filter", inbound),

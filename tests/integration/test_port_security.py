@@ -170,14 +170,26 @@ def reaches(client: Client, network: str, port: int, address: str = BROKER[0]) -
     return rec.exit_code == 0
 
 
+LISTEN = """
+import socket, sys, time
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+held = []
+for port in sys.argv[2:]:
+    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # 127.0.0.1 and ::1 alike
+    s.bind((sys.argv[1], int(port))); s.listen(64); held.append(s)
+time.sleep(120)
+"""
+
+
 @pytest.fixture()
 def listeners(host: Host, upstream: str) -> Iterator[None]:
-    code = ("import socket,sys,time\nfor p in sys.argv[2:]:\n s=socket.socket();"
-            " s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(p)));"
-            " s.listen(64); globals()[f's{p}']=s\ntime.sleep(120)")
-    procs = [subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", code, BROKER[0],
+    """The "broker" port and another one, in the upstream namespace and on the host itself."""
+    procs = [subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", LISTEN, BROKER[0],
                                str(BROKER[1]), str(ELSEWHERE)]),
-             subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c", code, "0.0.0.0", "6392"])]
+             subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c", LISTEN, "::",
+                               str(BROKER[1]), "6392"])]
     time.sleep(0.5)
     yield
     for proc in procs:
@@ -189,6 +201,14 @@ def listeners(host: Host, upstream: str) -> Iterator[None]:
 def test_no_job_reaches_the_broker(nets, listeners, network):
     assert reaches(nets, network, ELSEWHERE)  # the same upstream address, another port
     assert not reaches(nets, network, BROKER[1])
+
+
+def test_host_mode_job_reaches_no_broker_port_on_the_host(nets, listeners):
+    """A broker on the host answers on every local address: its port is closed to host-mode
+    jobs on all of them, while other local ports stay open."""
+    for address in ("127.0.0.1", "::1", "203.0.113.1"):
+        assert reaches(nets, "host", 6392, address), address
+        assert not reaches(nets, "host", BROKER[1], address), address
 
 
 def test_no_job_reaches_the_host_itself(nets, listeners):

@@ -73,22 +73,31 @@ def test_bad_ports_are_refused_before_nft_sees_them(port):
 
 
 def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
-    guards = firewall.Guards(blocked=(("203.0.113.2", 6390),), ports=(BRIDGED, ROUTED),
-                             host_cgroup=("unified/joblet", 1))
+    guards = firewall.Guards(blocked=(("203.0.113.2", 6390), ("2001:db8::2", 6390), ("10.0.0.9", 6379)),
+                             ports=(BRIDGED, ROUTED), host_cgroup=("unified/joblet", 1))
     text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], "10.254.0.0/16",
                            guards=guards)
-    assert "set blocked { type ipv4_addr . inet_service; elements = { 203.0.113.2 . 6390 }; }" in text
+    assert "set blocked { type ipv4_addr . inet_service; elements = { 203.0.113.2 . 6390, 10.0.0.9 . 6379 }; }" in text
+    assert "set blocked6 { type ipv6_addr . inet_service; elements = { 2001:db8::2 . 6390 }; }" in text
+    assert "set blocked_ports { type inet_service; elements = { 6379, 6390 }; }" in text
     assert 'set iso_src { type ifname . ipv4_addr; elements = { "ji0123456789" . 10.254.0.2 }; }' in text
     forward = [line.strip() for line in text[text.index("chain forward"):text.index("chain input")].splitlines()]
-    assert forward[2:7] == [
+    assert forward[2:9] == [
         'iifname { "joblet0" } ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
+        'iifname { "joblet0" } ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
         'iifname "ji*" ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
+        'iifname "ji*" ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
         'iifname "ji*" iifname . ip saddr != @iso_src drop comment "joblet:port-security"',
         'iifname "ji*" meta nfproto ipv6 drop comment "joblet:port-security"',
         'ct state established,related accept comment "joblet:established"',
     ]
-    assert ('socket cgroupv2 level 1 "unified/joblet" ip daddr . tcp dport @blocked drop '
-            'comment "joblet:no-broker"') in text
+    output = [line.strip() for line in text[text.index("chain output"):text.index("chain postrouting")].splitlines()]
+    assert output[2:5] == [
+        'socket cgroupv2 level 1 "unified/joblet" ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
+        'socket cgroupv2 level 1 "unified/joblet" ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
+        'socket cgroupv2 level 1 "unified/joblet" fib daddr type local tcp dport @blocked_ports drop '
+        'comment "joblet:no-broker"',
+    ]
     assert "table bridge joblet {" in text  # one batch, both tables
 
 
