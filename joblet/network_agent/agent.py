@@ -190,7 +190,7 @@ class NetworkAgent:
                 raise NetworkError("network 'isolated' cannot be combined with other networks")
             self.ensure_host()
             nameservers = self._nameservers(())
-            return NetPlan(job_id=job_id, hostname=hostname, mode="isolated", ipv6_off=links.has_ipv6(),
+            return NetPlan(job_id=job_id, hostname=hostname, mode="isolated",
                            attachments=(self._p2p_attachment(job_id),), nameservers=nameservers)
         if "host" in spec.network:
             if spec.network != ("host",):
@@ -218,7 +218,7 @@ class NetworkAgent:
             for att in attachments:
                 self.ipam.release(att.network, att.address_int, job_id)
             raise
-        return NetPlan(job_id=job_id, hostname=hostname, mode=spec.network[0], ipv6_off=links.has_ipv6(),
+        return NetPlan(job_id=job_id, hostname=hostname, mode=spec.network[0],
                        attachments=tuple(attachments), nameservers=nameservers)
 
     def _nameservers(self, network_dns: tuple[str, ...]) -> tuple[str, ...]:

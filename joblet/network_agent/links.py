@@ -116,10 +116,6 @@ def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:
         raise NetworkError(f"failed to turn IPv6 off on {ifname}: {exc.strerror}") from None
 
 
-def has_ipv6(proc: Path = IPV6_CONF) -> bool:
-    return proc.exists()
-
-
 def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
     try:
         with _netlink() as ipr:
@@ -178,10 +174,12 @@ def default_route_mtu(fallback: int = 1500) -> int:
 
 
 def configure_inside(ipr: IPRoute, attachments: list[Any]) -> None:
-    """Inside a job's namespace: bring its interfaces up with their addresses; the first
-    one carries the default route (to its gateway)."""
+    """Inside a job's namespace: IPv6 off on its interfaces (no link-local address, no router
+    advertisement taken), then up with their addresses; the first one carries the default
+    route (to its gateway)."""
     for i, att in enumerate(attachments):
         index = ipr.link_lookup(ifname=att.ifname)[0]
+        disable_ipv6(att.ifname)  # this thread is in the job's namespace: so is its /proc/sys/net
         ipr.link("set", index=index, state="up")
         ipr.addr("add", index=index, address=att.address, prefixlen=att.prefixlen)
         if i == 0:

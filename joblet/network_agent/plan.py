@@ -52,7 +52,6 @@ class NetPlan(BaseModel):
     mode: str
     attachments: tuple[Attachment, ...] = ()
     nameservers: tuple[str, ...] = ()
-    ipv6_off: bool = False  # the kernel has IPv6: job links get no IPv6 address of their own
 
     @property
     def isolated_netns(self) -> bool:
@@ -66,8 +65,6 @@ class NetPlan(BaseModel):
         """`ip -batch` lines run inside the job's namespace before its command starts."""
         lines = ["link set lo up"]
         for i, att in enumerate(self.attachments):
-            if self.ipv6_off:  # before `up`: no link-local address, so no ND, RS or MLD
-                lines.append(f"link set {att.ifname} addrgenmode none")
             lines.append(f"link set {att.ifname} up")
             lines.append(f"addr add {att.address}/{att.prefixlen} dev {att.ifname}")
             if i == 0:

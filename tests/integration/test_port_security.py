@@ -19,6 +19,7 @@ from joblet.api.models import JobRecord, JobStatus
 from joblet.api.networks import NetworkDef, NetworkStore, bridge_name
 from joblet.api.store_ipam import IpamStore
 from joblet.network_agent.portsec import mac_for
+from joblet.worker import faults
 from tests.conftest import Host, need
 from tests.integration import l2
 from tests.integration.helpers import connect_ok, eventually, output, run, serve
@@ -34,7 +35,7 @@ def host(redis_sock: str) -> Iterator[Host]:
     need(shutil.which("nft") is not None, "nft is not installed")
     h = Host(redis_sock, "hostps", job_blocked_addresses=f"{BROKER[0]}:{BROKER[1]},10.199.0.5:6379",
              allow_host_network="true")
-    h.env["JOBLET_FAULT_FAIL_FILE"] = str(h.tmp / "fail")
+    h.env["JOBLET_FAULT_FILE"] = str(h.tmp / "faults")
     try:
         h.start_worker()
         yield h
@@ -144,9 +145,9 @@ def test_router_advertisement_reaches_no_peer_and_not_the_host(nets, host):
 
 
 def test_job_links_have_no_ipv6(nets, host):
-    rec, out, _ = run(nets, "sh", "-c", "ip -6 addr show dev eth0; cat /sys/class/net/eth0/address",
-                      network=NET)
-    assert b"inet6" not in out and mac_for(rec.id, NET).encode() in out
+    rec, out, _ = run(nets, "sh", "-c", "ip -6 addr show dev eth0; cat /sys/class/net/eth0/address "
+                      "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", network=NET)
+    assert b"inet6" not in out and out.split()[-2:] == [mac_for(rec.id, NET).encode(), b"1"], out
     assert host.in_ns("ip", "-6", "addr", "show", "dev", bridge_name(NET)).stdout.strip() == ""
 
 
@@ -238,13 +239,9 @@ def assert_nothing_left(host: Host, name: str, gateway: str) -> None:
 
 def test_failed_setup_leaves_no_bridge_and_no_address(nets, host):
     nets.networks.create("ps-fail", "10.121.0.0/24")
-    fail = Path(host.env["JOBLET_FAULT_FAIL_FILE"])
-    fail.write_text("bridge-created\n")
-    try:
-        rec, _, _ = run(nets, "true", network="ps-fail")
-    finally:
-        fail.unlink()
-    assert rec.status == JobStatus.FAILED and "injected fault" in (rec.error or ""), rec
+    faults.arm(Path(host.env["JOBLET_FAULT_FILE"]), "bridge-created", "RuntimeError", 1)
+    rec, _, _ = run(nets, "true", network="ps-fail")
+    assert rec.status == JobStatus.FAILED and "injected at bridge-created" in (rec.error or ""), rec
     assert_nothing_left(host, "ps-fail", "10.121.0.1")
     rec, _, _ = run(nets, "true", network="ps-fail")  # positive control: the same network works
     assert rec.status == JobStatus.COMPLETED, rec

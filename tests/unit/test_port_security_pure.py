@@ -11,7 +11,6 @@ from joblet.config import load
 from joblet.errors import ConfigError, NetworkError, ValidationError
 from joblet.network_agent import firewall, portsec
 from joblet.network_agent.host import cgroup2_mount, match_for
-from joblet.network_agent.plan import Attachment, NetPlan
 
 JOB = "a" * 32
 BRIDGED = portsec.Port("jv0123456789", "172.20.0.5", "02:11:22:33:44:55")
@@ -109,14 +108,6 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
 def test_bad_guards_are_refused(guards):
     with pytest.raises((NetworkError, ValueError)):
         firewall.render([], guards=guards)
-
-
-def test_job_links_get_no_ipv6_address_when_asked():
-    att = Attachment(network="bridge", bridge="joblet0", host_ifname="jv1", ifname="eth0", address="172.20.0.5",
-                     address_int=5, prefixlen=16, gateway="172.20.0.1", mtu=1500, mac="02:11:22:33:44:55")
-    plan = NetPlan(job_id=JOB, hostname="w", mode="bridge", attachments=(att,), ipv6_off=True)
-    lines = plan.batch().splitlines()
-    assert lines.index("link set eth0 addrgenmode none") < lines.index("link set eth0 up")
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/8", "127.0.0.0/8", "127.1.0.0/16", "169.254.0.0/16",
