@@ -10,6 +10,7 @@ lives here, under one lock: a whole re-render and a per-job element change never
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import subprocess
 import threading
@@ -61,6 +62,7 @@ class NetworkAgent:
         host.ensure_ip_forward()
         with self._lock:
             if self._bridge_index is None or links.index_of(self.cfg.bridge_name) is None:
+                self.check_ranges()
                 self._mtu = links.default_route_mtu()
                 index, created = links.ensure_bridge(
                     self.cfg.bridge_name, self.bridge.gateway, self.bridge.prefixlen, self._mtu,
@@ -72,6 +74,16 @@ class NetworkAgent:
         problem = self.check_forward(max_age=2.0)
         if problem and self.cfg.foreign_forward == "refuse":
             raise NetworkError(problem)
+
+    def check_ranges(self) -> None:
+        """The default bridge and the isolated pool must not hold the broker's or state store's
+        address: jobs would share its link, and the worker's own route to it would lead there."""
+        for setting, cidr in (("bridge_cidr", self.cfg.bridge_cidr), ("isolated_pool", self.cfg.isolated_pool)):
+            net = ipaddress.ip_network(cidr)
+            for address, _ in self._control_plane():
+                if ipaddress.ip_address(address) in net:
+                    raise NetworkError(f"{setting} {cidr} holds {address}, an address of the broker or "
+                                       "state store: set another range for jobs")
 
     def check_forward(self, max_age: float = 0.0) -> str | None:
         """Look for foreign forward chains with a drop policy (at most every `max_age` s);

@@ -10,6 +10,7 @@ from joblet.api.networks import check, control_plane, holds_control_plane, not_u
 from joblet.config import load
 from joblet.errors import ConfigError, NetworkError, ValidationError
 from joblet.network_agent import firewall, portsec
+from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.host import cgroup2_mount, match_for
 
 JOB = "a" * 32
@@ -157,3 +158,10 @@ def test_host_mode_cgroup_match():
     assert match_for(Path("/sys/fs/cgroup/joblet"), Path("/sys/fs/cgroup")) == ("joblet", 1)
     assert match_for(Path("/sys/fs/cgroup/unified"), mount) is None  # the whole host
     assert match_for(Path("/elsewhere/joblet"), mount) is None
+
+
+def test_default_ranges_must_not_hold_the_control_plane():
+    agent = NetworkAgent(load(job_blocked_addresses="10.50.0.9:6379", bridge_cidr="10.50.0.0/16"), None, None)
+    with pytest.raises(NetworkError, match="bridge_cidr 10.50.0.0/16 holds 10.50.0.9, an address of the broker"):
+        agent.check_ranges()
+    NetworkAgent(load(job_blocked_addresses="10.51.0.9:6379", bridge_cidr="10.50.0.0/16"), None, None).check_ranges()
