@@ -1,7 +1,8 @@
-"""joblet's nftables table `inet joblet`: rendered pure, applied in one atomic batch.
+"""joblet's nftables tables, `inet joblet` (here) and `bridge joblet` (portsec.py): rendered
+pure, applied together in one atomic batch.
 
-The ruleset text starts by creating then deleting the table, so applying it replaces the
-whole table atomically and repeatably; a broken file is rejected with the live rules intact.
+The ruleset text starts by creating then deleting each table, so applying it replaces both
+tables atomically and repeatably; a broken file is rejected with the live rules intact.
 
 Besides isolation between networks it holds the guards no job may pass whatever its network:
 - `blocked`/`blocked6`: the broker and state store (address . TCP port), dropped from job
