@@ -39,6 +39,7 @@ class Attachment(BaseModel):
     gateway: str
     mtu: int
     host_address: str | None = None  # the host end's address on a point-to-point link
+    mac: str | None = None  # the job end's MAC (bridged links; port security checks it)
 
 
 class NetPlan(BaseModel):
