@@ -9,7 +9,6 @@ from joblet.api.networks import (
     BUILTINS,
     NetworkDef,
     NetworkStore,
-    bridge_name,
     check,
     control_plane,
     holds_control_plane,
@@ -18,6 +17,7 @@ from joblet.api.networks import (
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import Conflict, NotFound
+from joblet.names import bridge_name
 
 
 class Networks:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
+from joblet.names import is_joblet_link
 
 BUILTINS = ("bridge", "isolated", "none", "host")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -209,15 +210,6 @@ class NetworkStore:
                       key=lambda n: n.name)
 
 
-def bridge_name(network: str, default_bridge: str = "joblet0") -> str:
-    """Kernel bridge of a network: 'jb' + a short hash (names are at most 15 bytes)."""
-    if network == "bridge":
-        return default_bridge
-    import hashlib
-
-    return "jb" + hashlib.sha1(network.encode()).hexdigest()[:10]
-
-
 def host_prefixes() -> dict[str, str]:
     """This host's addresses and routes (all tables) as {description: cidr}, if `ip` exists."""
     import subprocess
@@ -231,7 +223,7 @@ def host_prefixes() -> dict[str, str]:
         return found
     for route in routes:
         dst, dev = route.get("dst", ""), route.get("dev", "")
-        if dst in ("default", "") or dev == "joblet0" or dev.startswith(("jb", "ji")):
+        if dst in ("default", "") or is_joblet_link(dev):
             continue
         try:
             cidr = str(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))

@@ -17,16 +17,18 @@ import threading
 import time
 from pathlib import Path
 
+from joblet import names
 from joblet.api.limits import tbf_args
 from joblet.api.models import JobSpec
-from joblet.api.networks import NetworkDef, NetworkStore, bridge_name, control_plane, not_unicast
+from joblet.api.networks import NetworkDef, NetworkStore, control_plane, not_unicast
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
+from joblet.names import ISOLATED_VETH_PREFIX, bridge_name, host_veth_name
 from joblet.network_agent import firewall, foreign, host, links, portsec
 from joblet.network_agent.ipam import P2pPool, Subnet, to_str
 from joblet.network_agent.netns import JobNetns
-from joblet.network_agent.plan import ISOLATED_PREFIX, Attachment, NetPlan, host_veth_name
+from joblet.network_agent.plan import Attachment, NetPlan
 from joblet.worker import faults
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class NetworkAgent:
             chains = foreign.drop_chains()
             problem = foreign.explain(chains) if chains else None
             if chains and self.cfg.foreign_forward == "insert":
-                patterns = [self.cfg.bridge_name, "jb*", f"{ISOLATED_PREFIX}*"]
+                patterns = [self.cfg.bridge_name, f"{names.NETWORK_BRIDGE_PREFIX}*", f"{names.ISOLATED_VETH_PREFIX}*"]
                 for chain in foreign.insert_accepts(chains, patterns):
                     log.warning("inserted joblet's accept rules into forward chain %s", chain)
                 problem = None
@@ -120,7 +122,7 @@ class NetworkAgent:
         guards = firewall.Guards(blocked=self._control_plane(refresh=True), ports=tuple(self._ports.values()),
                                  host_cgroup=self._host_cgroup)
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool,
-                                       ISOLATED_PREFIX, guards))
+                                       ISOLATED_VETH_PREFIX, guards))
         self._loaded = True
 
     def _apply_or_remove(self, bridge: str, created: bool) -> None:
@@ -184,7 +186,7 @@ class NetworkAgent:
         """Remove the bridges of networks that no longer exist and no local job uses."""
         wanted = {bridge_name(n) for n in existing}
         stale = [n for n in list(self._active) if n not in existing and n not in in_use]
-        for name in links.bridges_with_prefix("jb"):
+        for name in links.bridges_with_prefix(names.NETWORK_BRIDGE_PREFIX):
             owner = next((n for n, fw in self._active.items() if fw.bridge == name), None)
             if name not in wanted and owner is None:
                 links.delete_link(name)  # left by an earlier worker

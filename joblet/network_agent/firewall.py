@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass
 
 from joblet.errors import NetworkError
+from joblet.names import TABLE  # noqa: E402 - kept with the other names of this module
 from joblet.network_agent import nftlib, portsec
 
-TABLE = "joblet"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _CGROUP = re.compile(r"^[A-Za-z0-9_.@:/-]{1,512}$")
 

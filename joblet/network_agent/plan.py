@@ -6,22 +6,7 @@ guesses (STYLE.md 6). Kernel names derive from the job id: a restarted worker fi
 
 from __future__ import annotations
 
-import hashlib
-
 from pydantic import BaseModel, ConfigDict
-
-
-def short_hash(*parts: str, length: int = 10) -> str:
-    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:length]
-
-
-ISOLATED_PREFIX = "ji"
-
-
-def host_veth_name(job_id: str, network: str) -> str:
-    """The host end of a job's veth: 'jv' (bridged) or 'ji' (isolated) + 10 hex digits,
-    well under the kernel's 15 bytes."""
-    return (ISOLATED_PREFIX if network == "isolated" else "jv") + short_hash(job_id, network)
 
 
 class Attachment(BaseModel):

@@ -25,10 +25,10 @@ import re
 from dataclasses import dataclass
 
 from joblet.errors import NetworkError
+from joblet.names import BRIDGED_VETH_PREFIX as BRIDGED_PREFIX
+from joblet.names import JOB_LINK as _IFNAME
+from joblet.names import TABLE
 
-TABLE = "joblet"
-BRIDGED_PREFIX = "jv"
-_IFNAME = re.compile(r"^j[vi][0-9a-f]{10}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 

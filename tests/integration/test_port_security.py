@@ -16,8 +16,9 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
-from joblet.api.networks import NetworkDef, NetworkStore, bridge_name
+from joblet.api.networks import NetworkDef, NetworkStore
 from joblet.api.store_ipam import IpamStore
+from joblet.names import bridge_name
 from joblet.network_agent.portsec import mac_for
 from joblet.worker import faults
 from tests.conftest import Host, need

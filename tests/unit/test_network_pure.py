@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from joblet.errors import NetworkError
+from joblet.names import host_veth_name
 from joblet.network_agent import firewall
 from joblet.network_agent.host import parse_nameservers
 from joblet.network_agent.ipam import Subnet, to_int, to_str
-from joblet.network_agent.plan import Attachment, NetPlan, host_veth_name
+from joblet.network_agent.plan import Attachment, NetPlan
 from joblet.worker.job import outcome_of
 
 
