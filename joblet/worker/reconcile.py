@@ -45,9 +45,10 @@ def teardown_entry(svc: Services, entry: Entry) -> list[str]:
     undo.push("forget journal", lambda: svc.journal.forget(job_id))
     undo.push("remove files", lambda: remove_dirs([Path(entry.work_dir), Path(entry.run_dir)]))
     if plan is not None:
-        undo.push("release network", lambda: svc.agent.release(plan))
+        undo.push("free addresses", lambda: svc.agent.free(job_id, plan.reserved()))
     undo.push("remove cgroup", cgroup.remove)
     if plan is not None:
+        undo.push("tear down network", lambda: svc.agent.teardown(plan))
         undo.push("leave networks", lambda: svc.discovery.leave(job_id, list(plan.ips)))
     undo.push("stop processes", cgroup.kill)
     return undo.unwind()
