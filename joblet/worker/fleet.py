@@ -33,7 +33,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
 
     cfg = svc.cfg
     try:
-        addresses = host_addresses()
+        addresses = host_addresses(cfg.bridge_name)
     except Exception as exc:  # noqa: BLE001 - the heartbeat goes on without them
         log.warning("reading this host's addresses: %s", exc)
         addresses = []
