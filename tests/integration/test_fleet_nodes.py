@@ -163,6 +163,8 @@ def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_soc
         ipam = IpamStore(a.cfg.redis_url, a.cfg.key_prefix)
         assert job.id not in ipam.allocations("lost-net").values()
         assert client.store.members(["lost-net"]) == {}
+        logs = "".join(h.log() for h in three)
+        assert logs.count(f"job {job.id[:12]} LOST") == 1  # three workers looked, one acted
         d.start_worker()  # it comes back: reconciles, and the job stays LOST
         eventually(lambda: rows(a)["noded"]["state"] == "up", "noded not up again")
         assert client.get(job.id).status == JobStatus.LOST
@@ -170,3 +172,26 @@ def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_soc
             JobStatus.COMPLETED
     finally:
         d.close()
+
+
+def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):
+    a, _, _ = three
+    client = Client(a.cfg)
+    e = Host(redis_sock, "nodee", fleet=a, **FAST)
+    try:
+        e.start_worker()
+        job = client.run("sh", ("-c", "sleep 300"), network="none", node="nodee")
+        eventually(lambda: client.get(job.id).status == JobStatus.RUNNING, "job on nodee not running")
+        group = e.cfg.cgroup_root / job.id  # type: ignore[operator]
+        assert group.exists()  # positive control for the check below
+        e.worker.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]  # silent, not dead
+        try:
+            assert client.wait(job.id, timeout=60).status == JobStatus.LOST
+        finally:
+            e.worker.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        eventually(lambda: "was marked LOST while this node was silent" in e.log(), "nodee kept the job")
+        eventually(lambda: not group.exists(), "the job's processes still run (its cgroup is there)")
+        assert client.get(job.id).status == JobStatus.LOST  # its end did not write over LOST
+        eventually(lambda: rows(a)["nodee"]["state"] == "up", "nodee not up again")
+    finally:
+        e.close()
