@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -72,3 +73,61 @@ def test_nothing_up_plain_jobs_wait_on_the_shared_queue_constrained_are_refused(
     assert place(make_spec("true", ()), []) is None
     with pytest.raises(ValidationError, match="a: down"):
         place(make_spec("true", (), network="host"), nodes)
+
+
+class FakeNodes:
+    def __init__(self) -> None:
+        self.drains: list[tuple[str, bool]] = []
+
+    def nodes(self) -> list[dict[str, object]]:
+        return fleet(frozenset({"b"}), a=rec(jobs=2, host=True, runtimes=("py",), version="1.0", cgroup="v2",
+                                             sandbox={"bwrap": True, "seccomp": True},
+                                             addresses=["10.0.0.5/24 dev eth0"]),
+                     b=rec(30))
+
+    def drain(self, node: str, on: bool = True) -> dict[str, object]:
+        from joblet.errors import NotFound
+
+        if node not in ("a", "b"):
+            raise NotFound(f"no node {node!r} in the fleet (rnx nodes)")
+        self.drains.append((node, on))
+        return {"state": DRAINING if on else UP, "jobs": 1}
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeNodes:
+    from joblet.cli import main
+
+    client = FakeNodes()
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    return client
+
+
+def test_rnx_nodes_table_and_json(fake):
+    from click.testing import CliRunner
+
+    from joblet.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["nodes"])
+    assert out.exit_code == 0
+    line_a = next(line for line in out.output.splitlines() if line.startswith("a "))
+    for cell in ("up", "1.0", "2/4", "yes", "py", "v2", "bwrap, seccomp", "10.0.0.5/24"):
+        assert cell in line_a, (cell, line_a)
+    assert "down" in next(line for line in out.output.splitlines() if line.startswith("b "))
+    listed = json.loads(CliRunner().invoke(cli, ["nodes", "--json"]).output)
+    assert [r["state"] for r in listed] == ["up", "down"]
+
+
+def test_rnx_node_drain_and_undrain(fake):
+    from click.testing import CliRunner
+
+    from joblet.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["node", "drain", "a"])
+    assert out.exit_code == 0 and "no new jobs go there" in out.output
+    assert CliRunner().invoke(cli, ["node", "undrain", "a"]).exit_code == 0
+    assert fake.drains == [("a", True), ("a", False)]
+    out = CliRunner().invoke(cli, ["node", "drain", "zz"])
+    assert out.exit_code == 1 and out.output == "rnx: no node 'zz' in the fleet (rnx nodes)\n"
+    out = CliRunner().invoke(cli, ["node", "drain"])
+    assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1
