@@ -18,6 +18,7 @@ from tests.conftest import BIN, Host, need
 from tests.integration.certs import issue
 from tests.integration.helpers import eventually, output, run
 from tests.integration.rabbit import BIN as RABBIT_BIN
+from tests.integration.rabbit import PORT as RABBIT_PORT
 from tests.integration.rabbit import Rabbit, lan_is_free
 
 
@@ -125,3 +126,23 @@ def test_a_signed_fleet_over_rabbitmq(rabbit, redis_sock, tmp_path):
         assert rec.status == JobStatus.COMPLETED and out == b"still\n"
     finally:
         h.close()
+
+
+PROBE = """
+import socket, sys
+try:
+    socket.create_connection(("{ip}", {port}), timeout=2).close()
+except OSError as exc:
+    print(exc); sys.exit(1)
+"""
+
+
+def test_jobs_cannot_reach_the_rabbitmq_broker(rhost, rabbit):
+    client = Client(rhost.cfg)
+    # positive control: the broker's host answers a job on another port (its epmd)
+    rec = client.wait(client.run("python3", ("-c", PROBE.format(ip=rabbit.address, port=4369))).id, timeout=30)
+    assert rec.exit_code == 0, output(client, rec.id)
+    for network in ("bridge", "isolated"):
+        rec = client.wait(client.run("python3", ("-c", PROBE.format(ip=rabbit.address, port=RABBIT_PORT)),
+                                     network=network).id, timeout=30)
+        assert rec.exit_code == 1, network
