@@ -134,7 +134,8 @@ def status(obj: Ctx, job_id: str, as_json: bool) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.pass_obj
 def log(obj: Ctx, job_id: str, follow: bool) -> None:
-    """Print a job's output (stdout to stdout, stderr to stderr)."""
+    """Print a job's output (stdout to stdout, stderr to stderr); with -f, a job that ended
+    LOST (its node stopped heartbeating) exits 125 with the reason."""
     from joblet.cli.stream import write_chunk
 
     try:
@@ -142,6 +143,11 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
             write_chunk(stream, data)
     except KeyboardInterrupt:
         sys.exit(130)
+    if follow:
+        record = obj.client.get(job_id)
+        if record.status.value == "LOST":
+            click.echo(f"rnx: job {record.short_id} lost: {record.error}", err=True)
+            sys.exit(125)
 
 
 @cli.command()

@@ -157,7 +157,8 @@ def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_soc
         lost = waited["rec"]
         assert lost.status == JobStatus.LOST  # type: ignore[attr-defined]
         assert "node noded stopped heartbeating at" in (lost.error or "")  # type: ignore[attr-defined]
-        assert attached.wait(timeout=30) == 0
+        assert attached.wait(timeout=30) == 125
+        assert b"lost: node noded stopped heartbeating at" in attached.stderr.read()  # type: ignore[union-attr]
         _, err = run.communicate(timeout=30)
         assert run.returncode == 125 and b"lost: node noded stopped heartbeating at" in err, err
         ipam = IpamStore(a.cfg.redis_url, a.cfg.key_prefix)
