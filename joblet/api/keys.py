@@ -69,8 +69,13 @@ class Keys:
         return f"{self.prefix}drained"
 
     def lost_sweep(self, node: str, beat: float) -> str:
-        """Taken (SET NX) by the one worker that marks a down node's jobs LOST."""
+        """Taken (SET NX, short TTL) by the one worker marking a down node's jobs LOST."""
         return f"{self.prefix}lost-sweep:{node}:{beat:.3f}"
+
+    @property
+    def lost_swept(self) -> str:
+        """Hash: node -> the last beat after which its jobs were all marked LOST."""
+        return f"{self.prefix}lost-swept"
 
     @property
     def networks(self) -> str:

@@ -57,5 +57,15 @@ class NodeStore:
 
     @_url
     def claim_sweep(self, node: str, beat: float, ttl: int) -> bool:
-        """True for the one worker that marks this node's jobs LOST for this silence."""
+        """True for the one worker that marks this node's jobs LOST for this silence; the
+        claim expires after `ttl`, so a sweeper that dies half-way is replaced."""
         return bool(self.redis.set(self.keys.lost_sweep(node, beat), "1", nx=True, ex=ttl))
+
+    @_url
+    def mark_swept(self, node: str, beat: float) -> None:
+        self.redis.hset(self.keys.lost_swept, node, json.dumps(beat))
+
+    @_url
+    def swept(self) -> dict[str, float]:
+        """node -> the last beat whose silence was swept to the end."""
+        return {k.decode(): float(json.loads(v)) for k, v in self.redis.hgetall(self.keys.lost_swept).items()}

@@ -5,7 +5,8 @@ A node silent for `node_down_after` is shown down (clients place nothing there);
 `node_down_after + node_lost_grace`, its unfinished jobs become LOST, their streams end (so
 attached clients return), their network memberships and addresses are freed fleet-wide and
 their workflows advance. Every live worker looks on each heartbeat; a `SET NX` on the node
-and the time of its last beat lets exactly one of them act per silence. A node that comes
+and the time of its last beat lets one of them act per silence (the claim expires, so a
+sweeper that dies half-way is replaced; the finished sweep is recorded). A node that comes
 back reconciles as after any crash and cannot write over LOST (a job's record moves only
 from PENDING/SCHEDULED/RUNNING).
 """
@@ -25,6 +26,7 @@ from joblet.worker.reconcile import free_orphan_addresses
 from joblet.worker.services import Services
 
 log = logging.getLogger(__name__)
+SWEEP_CLAIM_TTL = 300  # a sweeper that dies half-way is replaced after this long (the sweep repeats safely)
 
 
 def capabilities(svc: Services) -> dict[str, Any]:
@@ -65,12 +67,14 @@ def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
     cfg = sup.cfg
     now = time.time() if now is None else now
     swept = []
+    done = sup.nodes.swept()
     for name, record in sup.nodes.records().items():
         beat = float(record.get("beat", 0))
-        if name == cfg.node or now - beat < cfg.node_down_after + cfg.node_lost_grace:
+        if name == cfg.node or done.get(name) == beat or now - beat < cfg.node_down_after + cfg.node_lost_grace:
             continue
-        if sup.nodes.claim_sweep(name, beat, ttl=cfg.log_ttl):
+        if sup.nodes.claim_sweep(name, beat, ttl=SWEEP_CLAIM_TTL):
             lose_jobs(sup.svc, name, beat)
+            sup.nodes.mark_swept(name, beat)
             swept.append(name)
     return swept
 
