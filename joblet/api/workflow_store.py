@@ -93,12 +93,17 @@ def _verdict(recs: dict[str, JobRecord], reqs: dict[str, JobStatus]) -> tuple[st
     return "go", None
 
 
-def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None) -> None:
-    """Queue every job whose requirements hold; cancel, transitively, those that cannot."""
-    from joblet.api.preflight import best_effort_target
-    from joblet.api.tasks import send_run
+def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: Any = None) -> None:
+    """Queue every job whose requirements hold; cancel, transitively, those that cannot.
+    `send` and `place` (spec -> node or None) default to the real queue and placement; a
+    given `send` without `place` keeps each job's own pin (tests)."""
+    if send is None:
+        from joblet.api.preflight import best_effort_target
+        from joblet.api.tasks import send_run
 
-    send = send or send_run
+        send = send_run
+        place = place or (lambda spec: best_effort_target(store, cfg, spec))
+    place = place or (lambda spec: spec.node)
     wf = get(store, wf_id)
     changed = True
     while changed:
@@ -110,7 +115,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None) -> None:
                 continue
             verdict, why = _verdict(recs, reqs)
             if verdict == "go" and _mark(store, queued_key(store, wf.id, name), "1", cfg.log_ttl):
-                target = best_effort_target(store, cfg, rec.spec)
+                target = place(rec.spec)
                 if target is not None:  # named from the start, so a loss of that node finds it
                     store.transition(rec.id, [JobStatus.PENDING], node=target)
                 send(cfg, rec.id, rec.spec.model_dump(mode="json"), target)
