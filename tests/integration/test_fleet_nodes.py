@@ -138,8 +138,8 @@ def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_soc
     try:
         d.start_worker()
         job = client.run("sleep", ("300",), network="lost-net", name="doomed", node="noded")
-        wait_running(client, job.id)
-        assert client.store.members(["lost-net"])["doomed"] == client.get(job.id).ip
+        ip = wait_running(client, job.id)
+        eventually(lambda: client.store.members(["lost-net"]).get("doomed") == ip, "doomed not a member")
         attached = subprocess.Popen([str(BIN / "rnx"), "log", "-f", job.id], env={**os.environ, **a.env},
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         waited: dict[str, object] = {}
