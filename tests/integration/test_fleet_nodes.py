@@ -194,5 +194,8 @@ def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):
         eventually(lambda: not group.exists(), "the job's processes still run (its cgroup is there)")
         assert client.get(job.id).status == JobStatus.LOST  # its end did not write over LOST
         eventually(lambda: rows(a)["nodee"]["state"] == "up", "nodee not up again")
+        e.stop_worker()  # a clean stop: down at once, with when it left
+        gone = rows(a)["nodee"]
+        assert gone["state"] == "down" and gone["left"] is not None
     finally:
         e.close()
