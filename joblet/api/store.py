@@ -93,6 +93,15 @@ class Store:
         pipe.execute()
 
     @_url
+    def create_jobs(self, records: list[JobRecord]) -> None:
+        """Write many records in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            pipe.hset(self.keys.job(record.id), mapping=_encode(record.model_dump(mode="json", exclude_none=True)))
+        pipe.zadd(self.keys.jobs, {r.id: r.created or time.time() for r in records})
+        pipe.execute()
+
+    @_url
     def create_named_job(self, record: JobRecord) -> str | None:
         """Write a named job's record unless a job that has not ended holds its name; returns
         that holder's id, or None when the record was written."""

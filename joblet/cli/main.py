@@ -213,6 +213,7 @@ def flushed(code: int) -> int:
 
 
 def _register() -> None:
+    from joblet.cli.batch import batch
     from joblet.cli.complete import completion
     from joblet.cli.network import network
     from joblet.cli.run import run
@@ -221,6 +222,7 @@ def _register() -> None:
     from joblet.cli.workflow import workflow
 
     cli.add_command(run)
+    cli.add_command(batch)
     cli.add_command(stats)
     cli.add_command(completion)
     cli.add_command(network)
