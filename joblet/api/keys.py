@@ -58,6 +58,12 @@ class Keys:
         return f"{self.prefix}node:*"
 
     @property
+    def nodes(self) -> str:
+        """Sorted set of nodes that sent a heartbeat lately (score: the sender's expiry time);
+        each node's own key, with its TTL, says whether it is alive."""
+        return f"{self.prefix}nodes"
+
+    @property
     def networks(self) -> str:
         """Hash of user network definitions (name -> JSON)."""
         return f"{self.prefix}networks"
