@@ -85,9 +85,13 @@ class Settings(BaseModel):
     signing_cert: Path | None = Field(None, description="PEM certificate of signing_key")
     signing_trust: str | None = Field(None, description="worker: glob of trusted PEM certificates; "
                                       "when set, only messages signed by one of them run")
+    job_blocked_addresses: tuple[str, ...] = Field(
+        (), description="host:port pairs no job may connect to, besides the broker and state store "
+        "(their addresses in redis_url and broker_url are always blocked)")
     default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    @field_validator("dns_servers", "sandbox_ro_paths", "sandbox_masked_paths", mode="before")
+    @field_validator("dns_servers", "sandbox_ro_paths", "sandbox_masked_paths", "job_blocked_addresses",
+                     mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
@@ -111,6 +115,15 @@ class Settings(BaseModel):
         from joblet.api.limits import parse_bytes
 
         return parse_bytes(value)
+
+    @field_validator("job_blocked_addresses")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
 
     @field_validator("bridge_cidr", "isolated_pool")
     @classmethod

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from joblet.api.models import JobRecord
-from joblet.api.networks import BUILTINS, NetworkDef, NetworkStore, bridge_name, check, host_prefixes
+from joblet.api.networks import (
+    BUILTINS,
+    NetworkDef,
+    NetworkStore,
+    check,
+    control_plane,
+    holds_control_plane,
+    host_prefixes,
+)
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import Conflict, NotFound
+from joblet.names import bridge_name
 
 
 class Networks:
@@ -27,6 +36,9 @@ class Networks:
         cidr = check(name, cidr, dns, mtu)
         net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
         cfg = self.settings
+        endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url},
+                                  cfg.job_blocked_addresses)
+        holds_control_plane(name, cidr, {k: [a for a, _ in v] for k, v in endpoints.items()})
         reserved = {'built-in network "bridge"': cfg.bridge_cidr,
                     "the isolated-mode pool": cfg.isolated_pool, **host_prefixes()}
         self.store.create(net, reserved)

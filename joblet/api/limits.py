@@ -89,10 +89,3 @@ class Limits(BaseModel):
         if self.max_bandwidth is not None:
             return self.max_bandwidth
         return self.max_iobps * 8 if self.max_iobps is not None else None  # the guide's reading
-
-
-def tbf_args(rate_bits: int, mtu: int = 1500) -> list[str]:
-    """`tc qdisc ... tbf` arguments: a bucket of 10 ms at the rate (at least two packets), so
-    the first second is not a burst at line rate."""
-    burst = max(rate_bits // 8 // 100, 2 * mtu + 100)
-    return ["rate", f"{rate_bits}bit", "burst", str(burst), "latency", "50ms"]

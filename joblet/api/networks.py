@@ -1,7 +1,8 @@
 """User networks: definitions (pure validation) and their store in Redis.
 
 A create checks name and CIDR, then writes under WATCH so two racing creates of overlapping
-CIDRs cannot both succeed.
+CIDRs cannot both succeed. Only real unicast networks are accepted, and none that holds the
+broker's or state store's address (a job there would be on-link with the control plane).
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from pydantic import BaseModel, ConfigDict
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
+from joblet.names import is_joblet_link
 
 BUILTINS = ("bridge", "isolated", "none", "host")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NOT_UNICAST = {  # ranges no job network may touch, and why
+    "0.0.0.0/8": "'this network' (0.0.0.0/8)",
+    "127.0.0.0/8": "loopback (127.0.0.0/8)",
+    "169.254.0.0/16": "link-local (169.254.0.0/16, the cloud metadata service's range)",
+    "224.0.0.0/4": "multicast (224.0.0.0/4)",
+    "240.0.0.0/4": "reserved (240.0.0.0/4, with the broadcast address 255.255.255.255)",
+}
+DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}
 
 
 class NetworkDef(BaseModel):
@@ -43,6 +53,9 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
     net = _ipv4_network(cidr, fail)
     if not 8 <= net.prefixlen <= 29:
         raise ValidationError(f"{fail}: CIDR {cidr} must be between /8 and /29")
+    problem = not_unicast(str(net))
+    if problem:
+        raise ValidationError(f"{fail}: {problem}")
     for server in dns:
         try:
             ipaddress.IPv4Address(server)
@@ -66,6 +79,67 @@ def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
     except ValueError:
         raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: host bits are set (did you mean "
                               f"{parsed}?)") from None
+
+
+def not_unicast(cidr: str) -> str | None:
+    """Why `cidr` is no network for jobs (it touches a non-unicast range), or None."""
+    net = ipaddress.IPv4Network(cidr)
+    for block, why in NOT_UNICAST.items():
+        if net.overlaps(ipaddress.IPv4Network(block)):
+            return f"CIDR {cidr} overlaps {why}; use a private unicast range"
+    return None
+
+
+def holds_control_plane(name: str, cidr: str, endpoints: dict[str, list[str]]) -> None:
+    """Refuse a CIDR holding an address of the broker or state store ({setting: addresses})."""
+    net = ipaddress.IPv4Network(cidr)
+    for setting, addresses in sorted(endpoints.items()):
+        for address in addresses:
+            if ipaddress.ip_address(address) in net:  # an IPv6 address is in no IPv4 network
+                raise ValidationError(f'failed to create network "{name}": CIDR {cidr} contains '
+                                      f"{address}, an address of the control plane ({setting})")
+
+
+def url_endpoint(url: str | None) -> tuple[str, int] | None:
+    """(host, TCP port) a broker or state-store URL connects to; None for a unix socket."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        return parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:  # a port that is no number: the URL is unusable anyway
+        return None
+
+
+def resolve(host: str, port: int) -> list[tuple[str, int]]:
+    """IPv4 and IPv6 addresses of `host` (a name or an address), with `port`; [] when it
+    does not resolve."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    found = {(str(info[4][0]).split("%")[0], port) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)}
+    return sorted(found)
+
+
+def control_plane(urls: dict[str, str | None], extra: tuple[str, ...] = ()) -> dict[str, list[tuple[str, int]]]:
+    """{setting: [(address, port)]} of the broker and state store, resolved, plus `extra`
+    host:port pairs (job_blocked_addresses)."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    for setting, url in urls.items():
+        endpoint = url_endpoint(url)
+        if endpoint is not None:
+            found[setting] = resolve(*endpoint)
+    for item in extra:
+        host, _, port = item.rpartition(":")
+        found.setdefault("job_blocked_addresses", []).extend(resolve(host.strip("[]"), int(port)))
+    return found
 
 
 def overlap(cidr: str, others: dict[str, str]) -> str | None:
@@ -136,15 +210,6 @@ class NetworkStore:
                       key=lambda n: n.name)
 
 
-def bridge_name(network: str, default_bridge: str = "joblet0") -> str:
-    """Kernel bridge of a network: 'jb' + a short hash (names are at most 15 bytes)."""
-    if network == "bridge":
-        return default_bridge
-    import hashlib
-
-    return "jb" + hashlib.sha1(network.encode()).hexdigest()[:10]
-
-
 def host_prefixes() -> dict[str, str]:
     """This host's addresses and routes (all tables) as {description: cidr}, if `ip` exists."""
     import subprocess
@@ -158,7 +223,7 @@ def host_prefixes() -> dict[str, str]:
         return found
     for route in routes:
         dst, dev = route.get("dst", ""), route.get("dev", "")
-        if dst in ("default", "") or dev == "joblet0" or dev.startswith(("jb", "ji")):
+        if dst in ("default", "") or is_joblet_link(dev):
             continue
         try:
             cidr = str(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))

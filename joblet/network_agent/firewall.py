@@ -1,20 +1,32 @@
-"""joblet's nftables table `inet joblet`: rendered pure, applied in one atomic batch.
+"""joblet's nftables tables, `inet joblet` (here) and `bridge joblet` (portsec.py): rendered
+pure, applied together in one atomic batch.
 
-The ruleset text starts by creating then deleting the table, so applying it replaces the
-whole table atomically and repeatably; a broken file is rejected with the live rules intact.
+The ruleset text starts by creating then deleting each table, so applying it replaces both
+tables atomically and repeatably; a broken file is rejected with the live rules intact.
+
+Besides isolation between networks it holds the guards no job may pass whatever its network:
+- `blocked`/`blocked6`: the broker and state store (address . TCP port), dropped from job
+  interfaces in the forward hook, wherever they are (the host's own addresses are covered by
+  `input`);
+- `iso_src`: the one source address each isolated (routed) link may send from;
+- host-mode jobs share the host's namespace: `output` rules match their cgroup
+  (`socket cgroupv2`, which must exist when the rule is loaded) and drop their connections to
+  the control plane's addresses, and to its ports on any local address (a broker on this host
+  answers on all of them: 127.0.0.1, ::1, the LAN address).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import subprocess
 from dataclasses import dataclass
 
 from joblet.errors import NetworkError
+from joblet.names import TABLE  # noqa: E402 - kept with the other names of this module
+from joblet.network_agent import nftlib, portsec
 
-TABLE = "joblet"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_CGROUP = re.compile(r"^[A-Za-z0-9_.@:/-]{1,512}$")
 
 
 @dataclass(frozen=True)
@@ -34,12 +46,56 @@ class FwNetwork:
         return self
 
 
+@dataclass(frozen=True)
+class Guards:
+    """What every job is held to, whatever its network (see the module docstring)."""
+
+    blocked: tuple[tuple[str, int], ...] = ()  # (IPv4 or IPv6 address, TCP port) no job may reach
+    ports: tuple[portsec.Port, ...] = ()  # the host ends of the jobs' links here
+    host_cgroup: tuple[str, int] | None = None  # host-mode jobs: (path under /sys/fs/cgroup, level)
+
+    def checked(self) -> Guards:
+        for address, port in self.blocked:
+            ipaddress.ip_address(address)
+            if not 0 < port < 65536:
+                raise NetworkError(f"invalid port {port} for {address}")
+        if self.host_cgroup is not None and not _CGROUP.match(self.host_cgroup[0]):
+            raise NetworkError(f"invalid cgroup path {self.host_cgroup[0]!r}")
+        return self
+
+
+def _set(name: str, kind: str, items: list[str]) -> str:
+    return f"  set {name} {{ type {kind};{portsec.elements(items)} }}"
+
+
+def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tuple[list[str], list[str]]:
+    """Forward rules that come before anything else, and the output chain's rules."""
+    first, output = [], []
+    bridges = ", ".join(f'"{n.bridge}"' for n in nets)
+    sources = ([f"{{ {bridges} }}"] if nets else []) + ([iso] if iso else [])
+    for src in sources:  # jobs never reach the broker, established or not
+        first.append(f'iifname {src} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"')
+        first.append(f'iifname {src} ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"')
+    if iso:  # a routed link sends from its job's address only, and no IPv6
+        first.append(f'iifname {iso} iifname . ip saddr != @iso_src drop comment "joblet:port-security"')
+        first.append(f'iifname {iso} meta nfproto ipv6 drop comment "joblet:port-security"')
+    if guards.host_cgroup is not None:
+        path, level = guards.host_cgroup
+        job = f'socket cgroupv2 level {level} "{path}"'
+        for match in ("ip daddr . tcp dport @blocked", "ip6 daddr . tcp dport @blocked6",
+                      "fib daddr type local tcp dport @blocked_ports"):
+            output.append(f'{job} {match} drop comment "joblet:no-broker"')
+    return first, output
+
+
 def render(networks: list[FwNetwork], isolated_pool: str | None = None,
-           isolated_prefix: str = "ji") -> str:
-    """The whole table for these networks and, if given, isolated mode's pool."""
+           isolated_prefix: str = "ji", guards: Guards | None = None) -> str:
+    """Both of joblet's tables for these networks, the isolated pool (if given) and guards."""
     nets = [n.checked() for n in networks]
-    forward = ["ct state established,related accept comment \"joblet:established\""]
-    iso = f'"{isolated_prefix}*"'
+    guards = (guards or Guards()).checked()
+    iso = f'"{isolated_prefix}*"' if isolated_pool else None
+    first, output = _guard_rules(nets, iso, guards)
+    forward = [*first, 'ct state established,related accept comment "joblet:established"']
     if isolated_pool:
         ipaddress.IPv4Network(isolated_pool, strict=True)
         # nothing opens a connection to an isolated job: not the world, not other jobs
@@ -62,43 +118,40 @@ def render(networks: list[FwNetwork], isolated_pool: str | None = None,
     if nets:  # jobs never open connections to the host itself (the broker, other gateways)
         bridges = ", ".join(f'"{n.bridge}"' for n in nets)
         inbound.append(f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"')
-    if isolated_pool:
+    if iso:
         forward.append(f'iifname {iso} accept comment "joblet:isolated"')
         inbound.append(f'iifname {iso} drop comment "joblet:no-host-access"')
         nat.append(f'ip saddr {isolated_pool} oifname != {iso} masquerade comment "joblet:isolated"')
+    iso_src = [f'"{p.ifname}" . {p.address}' for p in guards.ports if not p.checked().bridged]
     return "\n".join([
         f"table inet {TABLE} {{}}",
         f"delete table inet {TABLE}",
         f"table inet {TABLE} {{",
-        "  chain forward {",
-        "    type filter hook forward priority filter; policy accept;",
-        *(f"    {rule}" for rule in forward),
-        "  }",
-        "  chain input {",
-        "    type filter hook input priority filter; policy accept;",
-        *(f"    {rule}" for rule in inbound),
-        "  }",
-        "  chain postrouting {",
-        "    type nat hook postrouting priority srcnat; policy accept;",
-        *(f"    {rule}" for rule in nat),
-        "  }",
+        _set("blocked", "ipv4_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" not in a]),
+        _set("blocked6", "ipv6_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" in a]),
+        _set("blocked_ports", "inet_service", sorted({str(p) for _, p in guards.blocked}, key=int)),
+        _set("iso_src", "ifname . ipv4_addr", iso_src),
+        *_chain("forward", "filter hook forward priority filter", forward),
+        *_chain("input", "filter hook input priority filter", inbound),
+        *_chain("output", "filter hook output priority filter", output),
+        *_chain("postrouting", "nat hook postrouting priority srcnat", nat),
         "}",
         "",
-    ])
+    ]) + portsec.render_bridge(list(guards.ports))
+
+
+def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
+    return [f"  chain {name} {{", f"    type {hook}; policy accept;",
+            *(f"    {rule}" for rule in rules), "  }"]
 
 
 def apply(ruleset: str) -> None:
-    """Load a ruleset with `nft -f -` (atomic: all or nothing)."""
-    try:
-        proc = subprocess.run(["nft", "-f", "-"], input=ruleset, capture_output=True, text=True,
-                              timeout=30)
-    except FileNotFoundError:
-        raise NetworkError("nft not found: install nftables") from None
-    if proc.returncode != 0:
-        raise NetworkError(f"failed to load nftables rules: {proc.stderr.strip()}")
+    """Load a ruleset in one transaction (atomic: all or nothing)."""
+    rc, error = nftlib.run(ruleset)
+    if rc != 0:
+        raise NetworkError(f"failed to load nftables rules: {error}")
 
 
 def table_exists() -> bool:
-    proc = subprocess.run(["nft", "list", "table", "inet", TABLE], capture_output=True, timeout=30)
-    return proc.returncode == 0
-
+    """Both of joblet's tables are loaded (someone may flush the ruleset or delete one)."""
+    return all(nftlib.run(f"list table {family} {TABLE}")[0] == 0 for family in ("inet", "bridge"))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from joblet.errors import NetworkError
-from joblet.network_agent.firewall import TABLE, apply
+from joblet.names import TABLE
+from joblet.network_agent.firewall import apply
 
 ACCEPT_TAG = "joblet:accept"
 FIX = ('set foreign_forward = "insert" in the worker\'s config (JOBLET_FOREIGN_FORWARD=insert) '

@@ -51,3 +51,39 @@ def upstream_nameservers(candidates: tuple[Path, ...] = RESOLV_CANDIDATES) -> li
         if servers:
             return servers
     return []
+
+
+CGROUP_BASE = Path("/sys/fs/cgroup")  # where nft looks up `socket cgroupv2` paths
+
+
+def cgroup2_mount(mountinfo: str) -> Path | None:
+    """The cgroup v2 mount point in a /proc/self/mountinfo text."""
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if rest.split()[:1] == ["cgroup2"] and len(parts) > 4:
+            return Path(parts[4])
+    return None
+
+
+def match_for(root: Path, mount: Path) -> tuple[str, int] | None:
+    """(path relative to /sys/fs/cgroup, level) with which nft's `socket cgroupv2` matches
+    every process in `root` and below; None when nft cannot name it."""
+    try:
+        path = root.relative_to(CGROUP_BASE)
+        level = len(root.relative_to(mount).parts)
+    except ValueError:
+        return None
+    return (str(path), level) if level > 0 else None
+
+
+def cgroup_match(root: Path) -> tuple[str, int, int] | None:
+    """match_for() of an existing cgroup root, with its inode (its cgroup id: nft resolves
+    the path when the rule is loaded, so a re-created directory needs the rule again)."""
+    try:
+        mount = cgroup2_mount(Path("/proc/self/mountinfo").read_text())
+        ino = root.stat().st_ino
+    except OSError:
+        return None
+    found = match_for(root, mount) if mount is not None else None
+    return (*found, ino) if found is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
@@ -20,6 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from joblet.errors import NetworkError
 
 T = TypeVar("T")
+IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
 
 
 @contextmanager
@@ -72,22 +74,46 @@ def bridges_with_prefix(prefix: str) -> list[str]:
     return names_with_prefix(prefix, "bridge")
 
 
-def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int) -> int:
-    """Create the bridge if absent, give it its gateway address, bring it up."""
+def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int, mac: str | None = None) -> tuple[int, bool]:
+    """Create the bridge if absent, give it its gateway address, bring it up; returns its
+    index and whether this call created it. A bridge this call created is removed again
+    when a later step fails: a failed setup leaves no bridge and no address behind."""
     index = index_of(name)
+    created = False
     if index is None:
         try:
+            extra = {"address": mac} if mac else {}
             with _netlink() as ipr:
-                ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+                ipr.link("add", ifname=name, kind="bridge", mtu=mtu, **extra)
+            created = True
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise NetworkError(f"failed to create bridge {name}: {exc}") from None
         index = index_of(name)
     if index is None or link_kind(index) != "bridge":
         raise NetworkError(f"{name} already exists but is not a bridge")
-    _ensure_addr(index, name, address, prefixlen)
-    _call(f"bring up {name}", lambda ipr: ipr.link("set", index=index, state="up"))
-    return index
+    try:
+        disable_ipv6(name)  # the gateway speaks IPv4 only: no link-local, no RA accepted
+        _ensure_addr(index, name, address, prefixlen)
+        _call(f"bring up {name}", lambda ipr: ipr.link("set", index=index, state="up"))
+    except Exception:
+        if created:
+            delete_link(name)
+        raise
+    return index, created
+
+
+def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:
+    """IPv6 off on a host-side link (before it is up, so it never gets a link-local
+    address); a kernel without IPv6 has nothing to turn off."""
+    path = proc / ifname / "disable_ipv6"
+    try:
+        path.write_text("1\n")
+    except FileNotFoundError:
+        if proc.exists():
+            raise NetworkError(f"failed to turn IPv6 off on {ifname}: it has no {path}") from None
+    except OSError as exc:
+        raise NetworkError(f"failed to turn IPv6 off on {ifname}: {exc.strerror}") from None
 
 
 def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
@@ -100,14 +126,18 @@ def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
 
 
 def add_veth_into(host_ifname: str, peer_ifname: str, netns_fd: int, mtu: int, bridge: int | None = None,
-                  host_address: tuple[str, int] | None = None) -> None:
-    """A veth whose peer is born inside the namespace `netns_fd`; the host end is enslaved to
-    `bridge`, or (point-to-point) gets `host_address` (address, prefixlen); then it is up."""
+                  host_address: tuple[str, int] | None = None, mac: str | None = None) -> None:
+    """A veth whose peer (MAC `mac`, if given) is born inside the namespace `netns_fd`; the
+    host end, IPv6 off, is enslaved to `bridge`, or (point-to-point) gets `host_address`
+    (address, prefixlen); then it is up."""
 
     def add(ipr: IPRoute) -> None:
-        ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu,
-                 peer={"ifname": peer_ifname, "net_ns_fd": netns_fd, "mtu": mtu})
+        peer: dict[str, Any] = {"ifname": peer_ifname, "net_ns_fd": netns_fd, "mtu": mtu}
+        if mac is not None:
+            peer["address"] = mac
+        ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, peer=peer)
         index = ipr.link_lookup(ifname=host_ifname)[0]
+        disable_ipv6(host_ifname)
         if bridge is not None:
             ipr.link("set", index=index, master=bridge, state="up")
             return
@@ -144,10 +174,12 @@ def default_route_mtu(fallback: int = 1500) -> int:
 
 
 def configure_inside(ipr: IPRoute, attachments: list[Any]) -> None:
-    """Inside a job's namespace: bring its interfaces up with their addresses; the first
-    one carries the default route (to its gateway)."""
+    """Inside a job's namespace: IPv6 off on its interfaces (no link-local address, no router
+    advertisement taken), then up with their addresses; the first one carries the default
+    route (to its gateway)."""
     for i, att in enumerate(attachments):
         index = ipr.link_lookup(ifname=att.ifname)[0]
+        disable_ipv6(att.ifname)  # this thread is in the job's namespace: so is its /proc/sys/net
         ipr.link("set", index=index, state="up")
         ipr.addr("add", index=index, address=att.address, prefixlen=att.prefixlen)
         if i == 0:

@@ -1,4 +1,6 @@
-"""The network plan of one job (pure): names, addresses, routes and the files it gets.
+"""The network plan of one job (pure): names, addresses, routes, MACs, tc rates and the files
+it gets, computed by `make_plan` from the job's networks, what the worker knows of the host
+and the networks (NetFacts), and the addresses IPAM reserved.
 
 The same plan drives setup and teardown and is kept in the host journal, so teardown never
 guesses (STYLE.md 6). Kernel names derive from the job id: a restarted worker finds them.
@@ -6,22 +8,28 @@ guesses (STYLE.md 6). Kernel names derive from the job id: a restarted worker fi
 
 from __future__ import annotations
 
-import hashlib
-
 from pydantic import BaseModel, ConfigDict
 
+from joblet.api.networks import NetworkDef
+from joblet.names import bridge_name, host_veth_name
+from joblet.network_agent.ipam import P2pPool, Subnet, to_str
+from joblet.network_agent.portsec import mac_for
 
-def short_hash(*parts: str, length: int = 10) -> str:
-    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:length]
+ALONE = ("none", "host", "isolated")
 
 
-ISOLATED_PREFIX = "ji"
+class NetFacts(BaseModel):
+    """What planning needs to know, read before it: the uplink, the built-in ranges, the
+    definitions of the user networks a job names, and the DNS servers jobs get by default."""
 
+    model_config = ConfigDict(frozen=True)
 
-def host_veth_name(job_id: str, network: str) -> str:
-    """The host end of a job's veth: 'jv' (bridged) or 'ji' (isolated) + 10 hex digits,
-    well under the kernel's 15 bytes."""
-    return (ISOLATED_PREFIX if network == "isolated" else "jv") + short_hash(job_id, network)
+    mtu: int
+    bridge: str
+    bridge_cidr: str
+    isolated_pool: str
+    networks: dict[str, NetworkDef] = {}
+    nameservers: tuple[str, ...] = ()
 
 
 class Attachment(BaseModel):
@@ -39,6 +47,7 @@ class Attachment(BaseModel):
     gateway: str
     mtu: int
     host_address: str | None = None  # the host end's address on a point-to-point link
+    mac: str | None = None  # the job end's MAC (bridged links; port security checks it)
 
 
 class NetPlan(BaseModel):
@@ -51,6 +60,9 @@ class NetPlan(BaseModel):
     mode: str
     attachments: tuple[Attachment, ...] = ()
     nameservers: tuple[str, ...] = ()
+    rate_in: int | None = None  # bits/s into the job (tc, see shaping.py)
+    rate_out: int | None = None  # bits/s out of the job
+    networks: tuple[NetworkDef, ...] = ()  # the user networks whose bridges it needs
 
     @property
     def isolated_netns(self) -> bool:
@@ -60,15 +72,9 @@ class NetPlan(BaseModel):
     def ips(self) -> dict[str, str]:
         return {a.network: a.address for a in self.attachments}
 
-    def batch(self) -> str:
-        """`ip -batch` lines run inside the job's namespace before its command starts."""
-        lines = ["link set lo up"]
-        for i, att in enumerate(self.attachments):
-            lines.append(f"link set {att.ifname} up")
-            lines.append(f"addr add {att.address}/{att.prefixlen} dev {att.ifname}")
-            if i == 0:
-                lines.append(f"route add default via {att.gateway} dev {att.ifname}")
-        return "\n".join(lines) + "\n"
+    def reserved(self) -> dict[str, int]:
+        """The address slots this plan holds, per network (what IPAM must free)."""
+        return {a.network: a.address_int for a in self.attachments}
 
     def hosts_file(self, peers: dict[str, str] | None = None) -> str:
         """/etc/hosts: localhost, the job itself, then its peers (name -> address)."""
@@ -85,3 +91,41 @@ class NetPlan(BaseModel):
             return None
         return "".join(f"nameserver {ns}\n" for ns in self.nameservers)
 
+
+
+def wants_addresses(networks: tuple[str, ...]) -> list[str]:
+    """The networks a job needs an address (or an isolated /30) in."""
+    return [] if networks in (("none",), ("host",)) else list(networks)
+
+
+def make_plan(job_id: str, hostname: str, networks: tuple[str, ...], facts: NetFacts,
+              reserved: dict[str, int], rate_in: int | None = None, rate_out: int | None = None) -> NetPlan:
+    """The whole plan, from what was read and reserved before (no I/O)."""
+    if networks in (("none",), ("host",)):
+        return NetPlan(job_id=job_id, hostname=hostname, mode=networks[0])
+    rates = {"rate_in": rate_in, "rate_out": rate_out}
+    if networks == ("isolated",):
+        return NetPlan(job_id=job_id, hostname=hostname, mode="isolated", nameservers=facts.nameservers,
+                       attachments=(_p2p(job_id, facts, reserved["isolated"]),), **rates)
+    attachments = tuple(_bridged(job_id, name, i, facts, reserved[name]) for i, name in enumerate(networks))
+    user = tuple(facts.networks[n] for n in networks if n in facts.networks)
+    dns = next((n.dns for n in user if n.dns), ()) or facts.nameservers
+    return NetPlan(job_id=job_id, hostname=hostname, mode=networks[0], attachments=attachments,
+                   nameservers=dns, networks=user, **rates)
+
+
+def _p2p(job_id: str, facts: NetFacts, slot: int) -> Attachment:
+    pool = P2pPool(facts.isolated_pool)
+    return Attachment(network="isolated", bridge="", host_ifname=host_veth_name(job_id, "isolated"),
+                      ifname="eth0", address=pool.job_end(slot), address_int=slot, prefixlen=30,
+                      gateway=pool.host_end(slot), mtu=facts.mtu, host_address=pool.host_end(slot))
+
+
+def _bridged(job_id: str, name: str, index: int, facts: NetFacts, address: int) -> Attachment:
+    net = facts.networks.get(name)
+    subnet = Subnet(net.cidr if net else facts.bridge_cidr)
+    mtu = (net.mtu if net else None) or facts.mtu
+    return Attachment(network=name, bridge=bridge_name(name, facts.bridge),
+                      host_ifname=host_veth_name(job_id, name), ifname=f"eth{index}",
+                      address=to_str(address), address_int=address, prefixlen=subnet.prefixlen,
+                      gateway=subnet.gateway, mtu=mtu, mac=mac_for(job_id, name))

@@ -4,9 +4,10 @@ watch, record, and always undo everything that was done, newest first.
 Setup, in order (what is undone, and how):
   journal entry            -> forgotten (last of all: a crash before then is reconciled)
   run dir, /work tmpfs     -> unmounted and removed
-  network plan + addresses -> veths deleted, addresses freed
+  addresses (IPAM)         -> freed; then the network plan is made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
   network namespace        -> its descriptor closed (the kernel drops it with its veths)
+  network setup            -> torn down (veths, port rules), also after a partial setup
   listed in its networks   -> unlisted (peers' /etc/hosts forget it)
   sandbox (bwrap)          -> killed with the cgroup, reaped
 """
@@ -26,7 +27,7 @@ from joblet.api.keys import STDERR_FIELD
 from joblet.api.models import JobSpec, JobStatus
 from joblet.errors import JobletError, ValidationError
 from joblet.network_agent.netns import JobNetns
-from joblet.network_agent.plan import NetPlan
+from joblet.network_agent.plan import NetPlan, make_plan
 from joblet.worker import faults
 from joblet.worker.cgroups import block_device
 from joblet.worker.execution import Launch, Sandbox
@@ -154,14 +155,17 @@ class JobRun:
         faults.point("claimed", self.job_id)
         undo.push("remove files", lambda: svc.kernel.remove_dirs([self.work_dir.parent, self.run_dir]))
         self._prepare_files()
-        plan = self.plan = svc.agent.plan(self.job_id, self.spec, self.hostname)
-        undo.push("release network", lambda: svc.agent.release(plan))
+        facts = svc.agent.facts(self.spec)  # every network checked before anything is reserved
+        reserved = svc.agent.reserve(self.job_id, self.spec, facts)
+        undo.push("free addresses", lambda: svc.agent.free(self.job_id, reserved))
+        limits = self.spec.limits
+        plan = self.plan = make_plan(self.job_id, self.hostname, self.spec.network, facts, reserved,
+                                     limits.rate_in(), limits.rate_out())
         self._journal()
         faults.point("planned", self.job_id)
         self._write_net_files(plan)
         undo.push("remove cgroup", self.cgroup.remove)
         self.cgroup.create()
-        limits = self.spec.limits
         self.cgroup.limit_pids(limits.max_pids or svc.cfg.job_max_pids)
         if limits.max_cpu or limits.max_memory or limits.max_iobps:
             self.cgroup.limit(limits, svc.cgroup_v2, block_device(svc.cfg.state_dir))
@@ -169,14 +173,15 @@ class JobRun:
     def _setup_job(self) -> tuple[Layout, dict[str, str], str | None]:
         """Its network namespace (wired, shaped), its root's layout, its command's path."""
         assert self.plan is not None
-        svc, limits = self.svc, self.spec.limits
+        svc = self.svc
         binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
         env = self._env(path_prefix)
         if self.plan.isolated_netns:
             netns = self.netns = svc.kernel.netns(self.run_dir / "sys")
             self.undo.push("close network namespace", netns.close)
-            svc.agent.attach(self.plan, netns)
-            svc.agent.shape(self.plan, netns, limits.rate_in(), limits.rate_out())
+        plan = self.plan
+        self.undo.push("tear down network", lambda: svc.agent.teardown(plan))  # a partial setup too
+        svc.agent.setup(plan, self.netns)
         host = svc.host()
         layout = self._layout(binds)
         return layout, env, resolve(self.spec.command, env["PATH"], views_of(host, layout))

@@ -9,10 +9,10 @@ and their mounts), then addresses anywhere in the fleet whose owner job has ende
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from joblet.errors import JobletError
+from joblet.names import JOB_LINK, JOB_VETH_PREFIXES
 from joblet.network_agent import links
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.journal import Entry
@@ -21,7 +21,6 @@ from joblet.worker.services import Services
 from joblet.worker.undo import UndoStack
 
 log = logging.getLogger(__name__)
-JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}$")
 LOST = "the worker running it stopped unexpectedly"
 
 
@@ -46,9 +45,10 @@ def teardown_entry(svc: Services, entry: Entry) -> list[str]:
     undo.push("forget journal", lambda: svc.journal.forget(job_id))
     undo.push("remove files", lambda: remove_dirs([Path(entry.work_dir), Path(entry.run_dir)]))
     if plan is not None:
-        undo.push("release network", lambda: svc.agent.release(plan))
+        undo.push("free addresses", lambda: svc.agent.free(job_id, plan.reserved()))
     undo.push("remove cgroup", cgroup.remove)
     if plan is not None:
+        undo.push("tear down network", lambda: svc.agent.teardown(plan))
         undo.push("leave networks", lambda: svc.discovery.leave(job_id, list(plan.ips)))
     undo.push("stop processes", cgroup.kill)
     return undo.unwind()
@@ -64,7 +64,7 @@ def scan_leftovers(svc: Services) -> None:
             log.warning("removed leftover cgroup %s", group.name[:12])
         except JobletError as exc:
             log.error("leftover cgroup %s: %s", group, exc)
-    for name in links.names_with_prefix(("jv", "ji")):
+    for name in links.names_with_prefix(JOB_VETH_PREFIXES):
         if JOB_LINK.match(name):  # not one of ours otherwise: job links are jv/ji + 10 hex digits
             links.delete_link(name)
             log.warning("removed leftover interface %s", name)

@@ -9,7 +9,7 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
-from joblet.api.networks import bridge_name
+from joblet.names import bridge_name
 from tests.conftest import BIN, Host, need
 from tests.integration.helpers import eventually, wait_running
 

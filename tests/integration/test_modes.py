@@ -58,4 +58,4 @@ def test_host_mode_can_be_turned_off():
     cfg = load(allow_host_network=False, node="n1")
     agent = NetworkAgent(cfg, None, None)  # type: ignore[arg-type]
     with pytest.raises(NetworkError, match="host networking is disabled on node 'n1'"):
-        agent.plan("j", JobSpec(command="true", network="host"), "j")
+        agent.facts(JobSpec(command="true", network="host"))

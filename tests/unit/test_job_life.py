@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from joblet.api.models import JobSpec, JobStatus
+from joblet.api.networks import NetworkDef
 from joblet.config import load
 from joblet.errors import ExecutionError, NetworkError
-from joblet.network_agent.plan import Attachment, NetPlan
+from joblet.network_agent.plan import NetFacts, NetPlan
 from joblet.worker.discovery import Discovery
 from joblet.worker.job import JobRun
 from joblet.worker.journal import Journal
@@ -35,7 +36,7 @@ class Log:
     def __call__(self, name: str) -> None:
         self.calls.append(name)
         if name == self.fail:
-            raise (NetworkError if "net" in name or "attach" in name else ExecutionError)(f"{name} broke")
+            raise (NetworkError if "net" in name else ExecutionError)(f"{name} broke")
 
 
 class FakeStore:
@@ -116,15 +117,19 @@ class FakeAgent:
     def __init__(self, log: Log) -> None:
         self.log = log
 
-    def plan(self, job_id: str, spec: JobSpec, hostname: str) -> NetPlan:
-        self.log("net plan")
-        att = Attachment(network="net1", bridge="jb0123456789", host_ifname="jv0123456789", ifname="eth0",
-                         address="172.20.0.5", address_int=5, prefixlen=16, gateway="172.20.0.1", mtu=1500)
-        return NetPlan(job_id=job_id, hostname=hostname, mode="custom", attachments=(att,))
+    def facts(self, spec: JobSpec) -> NetFacts:
+        self.log("net facts")
+        net1 = NetworkDef(name="net1", cidr="10.9.0.0/24")
+        return NetFacts(mtu=1500, bridge="joblet0", bridge_cidr="172.20.0.0/16", isolated_pool="10.254.0.0/16",
+                        networks={"net1": net1}, nameservers=("192.0.2.53",))
 
-    def attach(self, plan: NetPlan, netns: Any) -> None: self.log("attach")
-    def shape(self, *args: Any) -> None: self.log("shape")
-    def release(self, plan: NetPlan) -> None: self.log("net release")
+    def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]:
+        self.log("net reserve")
+        return {"net1": 167837957}
+
+    def free(self, job_id: str, reserved: dict[str, int]) -> None: self.log("net free")
+    def setup(self, plan: NetPlan, netns: Any) -> None: self.log("net setup")
+    def teardown(self, plan: NetPlan) -> None: self.log("net teardown")
 
 
 class FakeMounts:
@@ -168,8 +173,8 @@ def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
 
 
 # setup as it happens: a step, or ("undo", what) when that step's undo is pushed
-EVENTS = ["undo:remove dirs", "mount work", "net plan", "undo:net release", "undo:cgroup remove",
-          "cgroup create", "cgroup pids", "netns create", "undo:netns close", "attach", "shape",
+EVENTS = ["undo:remove dirs", "mount work", "net facts", "net reserve", "undo:net free", "undo:cgroup remove",
+          "cgroup create", "cgroup pids", "netns create", "undo:netns close", "undo:net teardown", "net setup",
           "undo:leave networks", "join networks", "undo:sandbox close", "sandbox start"]
 STEPS = [e for e in EVENTS if not e.startswith("undo:")]
 UNDOS = {e[5:] for e in EVENTS if e.startswith("undo:")}
@@ -179,8 +184,8 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
     calls, status, journal = life(tmp_path, None)
     assert status == JobStatus.COMPLETED and journal == []
     after = calls[calls.index("watch") + 1:]
-    assert after == ["cgroup kill", "cgroup kill", "sandbox close", "leave networks", "netns close",
-                     "cgroup remove", "net release", "remove dirs", "end output"]
+    assert after == ["cgroup kill", "cgroup kill", "sandbox close", "leave networks", "net teardown",
+                     "netns close", "cgroup remove", "net free", "remove dirs", "end output"]
 
 
 @pytest.mark.parametrize("step", STEPS)

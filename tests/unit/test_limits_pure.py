@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from joblet.api.limits import Limits, parse_rate, tbf_args
+from joblet.api.limits import Limits, parse_rate
 from joblet.api.volumes import parse_size
 from joblet.errors import ValidationError
+from joblet.network_agent.shaping import tbf_args
 from joblet.worker.cgroups import JobCgroup, enable_controllers
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from joblet.errors import NetworkError
+from joblet.names import host_veth_name
 from joblet.network_agent import firewall
 from joblet.network_agent.host import parse_nameservers
 from joblet.network_agent.ipam import Subnet, to_int, to_str
-from joblet.network_agent.plan import Attachment, NetPlan, host_veth_name
+from joblet.network_agent.plan import Attachment, NetPlan
 from joblet.worker.job import outcome_of
 
 
@@ -37,13 +38,12 @@ def test_plan_batch_and_files():
                      gateway="172.20.0.1", mtu=1500)
     plan = NetPlan(job_id="j", hostname="web", mode="bridge", attachments=(att,),
                    nameservers=("192.0.2.53",))
-    assert plan.batch() == ("link set lo up\nlink set eth0 up\naddr add 172.20.0.5/16 dev eth0\n"
-                            "route add default via 172.20.0.1 dev eth0\n")
+    assert plan.reserved() == {"bridge": att.address_int}
     assert "172.20.0.5\tweb" in plan.hosts_file({"db": "172.20.0.6"})
     assert "172.20.0.6\tdb" in plan.hosts_file({"db": "172.20.0.6"})
     assert plan.resolv_file() == "nameserver 192.0.2.53\n"
     none = NetPlan(job_id="j", hostname="x", mode="none")
-    assert none.batch() == "link set lo up\n" and none.resolv_file() is None
+    assert none.reserved() == {} and none.resolv_file() is None
 
 
 def test_firewall_render_masquerades_and_tags_rules():
@@ -75,3 +75,28 @@ def test_resolv_parsing_drops_loopback_stubs():
 def test_outcome_of(rc, stopped, status, code, sig):
     out = outcome_of(rc, stopped, None)
     assert (out.status.value, out.exit_code, out.signal) == (status, code, sig)
+
+
+def test_make_plan_is_pure_and_complete():
+    from joblet.api.networks import NetworkDef
+    from joblet.names import bridge_name
+    from joblet.network_agent.plan import NetFacts, make_plan
+    from joblet.network_agent.shaping import buckets
+
+    web = NetworkDef(name="web", cidr="10.9.0.0/24", dns=("10.9.0.53",), mtu=1400)
+    facts = NetFacts(mtu=1500, bridge="joblet0", bridge_cidr="172.20.0.0/16", isolated_pool="10.254.0.0/16",
+                     networks={"web": web}, nameservers=("192.0.2.53",))
+    plan = make_plan("a" * 32, "h", ("web", "bridge"), facts, {"web": to_int("10.9.0.7"), "bridge": to_int("172.20.0.9")},
+                     rate_in=10_000_000)
+    first, second = plan.attachments
+    assert (first.ifname, first.address, first.gateway, first.mtu, first.bridge) == (
+        "eth0", "10.9.0.7", "10.9.0.1", 1400, bridge_name("web"))
+    assert (second.ifname, second.address, second.bridge, second.mtu) == ("eth1", "172.20.0.9", "joblet0", 1500)
+    assert plan.nameservers == ("10.9.0.53",) and plan.networks == (web,) and first.mac and second.mac
+    assert [(b.device, b.inside) for b in buckets(plan)] == [(first.host_ifname, False), (second.host_ifname, False)]
+    isolated = make_plan("a" * 32, "h", ("isolated",), facts, {"isolated": 3})
+    (p2p,) = isolated.attachments
+    assert (p2p.address, p2p.gateway, p2p.prefixlen, p2p.bridge) == ("10.254.0.14", "10.254.0.13", 30, "")
+    assert isolated.nameservers == ("192.0.2.53",) and isolated.reserved() == {"isolated": 3}
+    assert make_plan("a" * 32, "h", ("none",), facts, {}).attachments == ()
+    assert make_plan("a" * 32, "h", ("host",), facts, {}).mode == "host"

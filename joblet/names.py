@@ -1,0 +1,40 @@
+"""Every kernel object name and prefix joblet uses, in one place (pure; clients and workers).
+
+Names derive from job ids and network names, so a restarted worker finds what a crashed one
+made. Interface names are at most 15 bytes: prefixes are two letters and a short hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+TABLE = "joblet"                   # nftables: table inet joblet and table bridge joblet
+DEFAULT_BRIDGE = "joblet0"         # the built-in "bridge" network (setting bridge_name)
+NETWORK_BRIDGE_PREFIX = "jb"       # a user network's bridge: jb + 10 hex digits
+BRIDGED_VETH_PREFIX = "jv"         # host end of a job's veth on a bridge
+ISOLATED_VETH_PREFIX = "ji"        # host end of an isolated job's routed veth
+JOB_VETH_PREFIXES = (BRIDGED_VETH_PREFIX, ISOLATED_VETH_PREFIX)
+JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}$")  # exactly what joblet names a job's link
+
+
+def short_hash(*parts: str, length: int = 10) -> str:
+    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:length]
+
+
+def host_veth_name(job_id: str, network: str) -> str:
+    """The host end of a job's veth: 'jv' (bridged) or 'ji' (isolated) + 10 hex digits."""
+    prefix = ISOLATED_VETH_PREFIX if network == "isolated" else BRIDGED_VETH_PREFIX
+    return prefix + short_hash(job_id, network)
+
+
+def bridge_name(network: str, default_bridge: str = DEFAULT_BRIDGE) -> str:
+    """Kernel bridge of a network: the default bridge, or 'jb' + a short hash."""
+    if network == "bridge":
+        return default_bridge
+    return NETWORK_BRIDGE_PREFIX + hashlib.sha1(network.encode()).hexdigest()[:10]
+
+
+def is_joblet_link(name: str, default_bridge: str = DEFAULT_BRIDGE) -> bool:
+    """Any link joblet may have made: a bridge or a job's veth."""
+    return name == default_bridge or name.startswith((NETWORK_BRIDGE_PREFIX, *JOB_VETH_PREFIXES))

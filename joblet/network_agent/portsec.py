@@ -1,0 +1,117 @@
+"""Port security (pure): a job sends only from its own MAC and IPv4 address.
+
+Jobs keep Docker's CAP_NET_RAW, so they can craft any frame: ARP replies claiming a peer's
+gateway, packets with a foreign source address, IPv6 router advertisements. Docker and Podman
+let those through on a shared bridge; joblet checks every frame a job port sends, in the
+kernel:
+
+- bridged and custom networks: a `bridge joblet` table. A frame from a job port (`jv*`) must
+  carry the port's MAC as Ethernet source; ARP must name the port's MAC and address as sender;
+  IPv4 must come from the port's address; nothing else (IPv6, VLAN tags, other ether types)
+  passes. Unknown `jv*` ports are dropped too: a port whose elements are not (yet) in the sets
+  sends nothing (fail closed). Nothing but IPv4 and ARP goes *to* a job port either.
+- isolated (routed) links: the `inet joblet` table checks the source address of what enters
+  from `ji*` (see firewall.render), and IPv6 is off on both ends.
+
+Elements are added and deleted per job in small batches; the whole table is rendered from the
+worker's state when it is (re)applied, always in the same `nft -f` batch as `inet joblet`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from joblet.errors import NetworkError
+from joblet.names import BRIDGED_VETH_PREFIX as BRIDGED_PREFIX
+from joblet.names import JOB_LINK as _IFNAME
+from joblet.names import TABLE
+
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+def mac_for(job_id: str, network: str) -> str:
+    """A job interface's MAC: locally administered unicast (02:...), derived from the job."""
+    digest = hashlib.sha1(f"{job_id}/{network}/mac".encode()).hexdigest()
+    return "02:" + ":".join(digest[i:i + 2] for i in range(0, 10, 2))
+
+
+@dataclass(frozen=True)
+class Port:
+    """The host end of one job link and what may be sent through it."""
+
+    ifname: str
+    address: str
+    mac: str | None = None  # None: a routed (isolated) link, checked in the inet table
+
+    def checked(self) -> Port:
+        # nft treats a bad address as a host name and looks it up: validate before rendering
+        if not _IFNAME.match(self.ifname):
+            raise NetworkError(f"invalid job interface name {self.ifname!r}")
+        ipaddress.IPv4Address(self.address)
+        if self.mac is not None and not _MAC.match(self.mac):
+            raise NetworkError(f"invalid MAC address {self.mac!r} for {self.ifname}")
+        return self
+
+    @property
+    def bridged(self) -> bool:
+        return self.mac is not None
+
+
+def elements(items: list[str]) -> str:
+    return f" elements = {{ {', '.join(items)} }};" if items else ""
+
+
+def render_bridge(ports: list[Port]) -> str:
+    """The whole `bridge joblet` table (replaces the live one atomically)."""
+    bridged = [p.checked() for p in ports if p.bridged]
+    macs = [f'"{p.ifname}" . {p.mac}' for p in bridged]
+    ips = [f'"{p.ifname}" . {p.address}' for p in bridged]
+    tag = 'comment "joblet:port-security"'
+    return "\n".join([
+        f"table bridge {TABLE} {{}}",
+        f"delete table bridge {TABLE}",
+        f"table bridge {TABLE} {{",
+        f"  set port_macs {{ type ifname . ether_addr;{elements(macs)} }}",
+        f"  set port_ips {{ type ifname . ipv4_addr;{elements(ips)} }}",
+        "  chain prerouting {",
+        "    type filter hook prerouting priority filter; policy accept;",
+        f'    iifname "{BRIDGED_PREFIX}*" jump job_port {tag}',
+        "  }",
+        "  chain job_port {",
+        f"    iifname . ether saddr != @port_macs drop {tag}",
+        f"    iifname . arp saddr ether != @port_macs drop {tag}",
+        f"    iifname . arp saddr ip != @port_ips drop {tag}",
+        "    ether type arp accept",
+        f"    iifname . ip saddr != @port_ips drop {tag}",
+        "    ether type ip accept",
+        f"    drop {tag}",  # IPv6 (router advertisements, ND), VLAN tags, anything else
+        "  }",
+        "  chain postrouting {",
+        "    type filter hook postrouting priority filter; policy accept;",
+        f'    oifname "{BRIDGED_PREFIX}*" ether type != {{ ip, arp }} drop {tag}',
+        "  }",
+        "}",
+        "",
+    ])
+
+
+def render_elements(verb: str, ports: list[Port]) -> str:
+    """`add` or `delete` the set elements of these ports (bridge and inet tables). A delete
+    adds first in the same batch: deleting an element that is not there fails the batch, and
+    teardown must succeed twice (nft 1.0.6 has no `destroy`)."""
+    if verb not in ("add", "delete"):
+        raise ValueError(verb)
+    lines = []
+    for p in (p.checked() for p in ports):
+        if p.bridged:
+            found = [("bridge", "port_macs", f'"{p.ifname}" . {p.mac}'),
+                     ("bridge", "port_ips", f'"{p.ifname}" . {p.address}')]
+        else:
+            found = [("inet", "iso_src", f'"{p.ifname}" . {p.address}')]
+        for family, name, element in found:
+            for step in ("add", "delete") if verb == "delete" else ("add",):
+                lines.append(f"{step} element {family} {TABLE} {name} {{ {element} }}")
+    return "".join(f"{line}\n" for line in lines)

@@ -1,0 +1,268 @@
+"""Port security and control-plane guards, attacked from inside jobs (issue 10 items 5-6, issue 9
+item 7): forged ARP, spoofed IPv4 sources, IPv6 router advertisements, connections to the broker,
+odd networks, and a setup that fails after its bridge exists. Each beside a positive control."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobRecord, JobStatus
+from joblet.api.networks import NetworkDef, NetworkStore
+from joblet.api.store_ipam import IpamStore
+from joblet.names import bridge_name
+from joblet.network_agent.portsec import mac_for
+from joblet.worker import faults
+from tests.conftest import Host, need
+from tests.integration import l2
+from tests.integration.helpers import connect_ok, eventually, output, run, serve
+
+BROKER = ("203.0.113.2", 6390)  # what this host's worker treats as its broker (job_blocked_addresses)
+ELSEWHERE = 6391  # another port of the same upstream address: reachable
+NET, CIDR, GW = "ps-a", "10.120.0.0/24", "10.120.0.1"
+
+
+@pytest.fixture(scope="module")
+def host(redis_sock: str) -> Iterator[Host]:
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    need(shutil.which("nft") is not None, "nft is not installed")
+    h = Host(redis_sock, "hostps", job_blocked_addresses=f"{BROKER[0]}:{BROKER[1]},10.199.0.5:6379",
+             allow_host_network="true")
+    h.env["JOBLET_FAULT_FILE"] = str(h.tmp / "faults")
+    try:
+        h.start_worker()
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture(scope="module")
+def nets(client: Client, upstream: str) -> Client:
+    client.networks.create(NET, CIDR)
+    return client
+
+
+def link_mac(host: Host, ifname: str) -> str:
+    return json.loads(host.in_ns("ip", "-j", "link", "show", ifname).stdout)[0]["address"]
+
+
+def watch(client: Client, network: str, secs: float = 5.0) -> tuple[JobRecord, str]:
+    """A victim job capturing what reaches it; returns its record and address once it listens."""
+    rec = client.run("python3", ("-c", l2.WATCH, GW, str(secs)), network=network)
+    eventually(lambda: b"ready" in output(client, rec.id), "the victim job listens")
+    return rec, client.get(rec.id).ip or ""
+
+
+def report(client: Client, rec: JobRecord) -> dict:
+    final = client.wait(rec.id, timeout=60)
+    assert final.status == JobStatus.COMPLETED, (final, output(client, rec.id, None))
+    return json.loads(output(client, rec.id).splitlines()[-1])
+
+
+def attack(client: Client, network: str, lines: str) -> JobRecord:
+    rec, out, err = run(client, "python3", "-c", l2.attack(lines), network=network)
+    assert rec.exit_code == 0 and b"sent" in out, err
+    return rec
+
+
+def test_arp_spoof_of_the_gateway_is_dropped(nets, host):
+    victim, vip = watch(nets, NET)
+    vmac, gateway_mac = mac_for(victim.id, NET), link_mac(host, bridge_name(NET))
+    attacker = attack(nets, NET, (
+        f'arp(OWN_MAC, OWN_MAC, "{GW}", mac("{vmac}"), "{vip}"); '  # "the gateway is at my MAC"
+        f'arp(mac("02:66:66:66:66:66"), mac("02:66:66:66:66:66"), "{GW}", mac("{vmac}"), "{vip}"); '
+        f'arp(OWN_MAC, OWN_MAC, OWN_IP, mac("{vmac}"), "{vip}")'))  # its own: the positive control
+    seen = report(nets, victim)
+    assert f"{mac_for(attacker.id, NET)} {attacker.ip}" in seen["arp"], seen
+    assert [a for a in seen["arp"] if a.endswith(f" {GW}")] in ([], [f"{gateway_mac} {GW}"]), seen
+    assert f"lladdr {gateway_mac}" in seen["neigh"], seen
+
+
+def spoof_to_a_peer(client: Client, host: Host | None = None, flush: tuple[str, ...] = ()) -> None:
+    """A spoofed and a legitimate packet to a victim job; with `flush`, the victim's port was
+    secured before that nft command, and is again when joblet has restored its tables."""
+    victim, vip = watch(client, NET, secs=12 if flush else 5)
+    if host is not None and flush:
+        assert host.in_ns("nft", *flush).returncode == 0
+        eventually(lambda: vip in host.in_ns("nft", "list", "set", "bridge", "joblet", "port_ips").stdout
+                   and host.in_ns("nft", "list", "table", "inet", "joblet").returncode == 0,
+                   "joblet's tables were not restored", timeout=8)
+    attacker = attack(client, NET, f'udp("10.120.0.77", "{vip}", "spoof"); udp("198.51.100.99", "{vip}", "spoof"); '
+                                   f'udp(OWN_IP, "{vip}", "legit")')
+    assert report(client, victim)["udp"] == [f"{attacker.ip} legit"]
+
+
+def test_spoofed_source_to_a_peer_is_dropped(nets):
+    spoof_to_a_peer(nets)
+
+
+@pytest.mark.parametrize("flush", [("flush", "ruleset"), ("delete", "table", "bridge", "joblet")])
+def test_port_security_comes_back_after_a_flush(nets, host, flush):
+    spoof_to_a_peer(nets, host, flush)
+
+
+def test_gateway_mac_stays_as_jobs_come_and_go(nets, host):
+    bridge = bridge_name(NET)
+    wanted = mac_for(f"{host.name}/{bridge}", "gateway")
+    server_id, _ = serve(nets, NET)
+    assert link_mac(host, bridge) == wanted
+    nets.stop(server_id)
+    nets.wait(server_id, timeout=30)
+    assert link_mac(host, bridge) == wanted
+
+
+@pytest.mark.parametrize("network", [NET, "isolated"])
+def test_spoofed_source_to_the_upstream_is_dropped(nets, upstream, network):
+    listener = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", l2.LISTEN_UDP,
+                                 "203.0.113.2", "6"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        attack(nets, network, 'udp("198.51.100.99", "203.0.113.2", "spoof"); '
+                              'udp("10.254.0.6", "203.0.113.2", "spoof"); udp("10.120.0.78", "203.0.113.2", "spoof"); '
+                              'udp(OWN_IP, "203.0.113.2", "legit")')
+        seen = json.loads(listener.communicate(timeout=30)[0].splitlines()[-1])
+    finally:
+        listener.kill()
+        listener.wait()
+    assert seen == ["203.0.113.1 legit"]  # NATed, and nothing else
+
+
+def test_router_advertisement_reaches_no_peer_and_not_the_host(nets, host):
+    victim, vip = watch(nets, NET)
+    attacker = attack(nets, NET, f'router_advertisement(OWN_MAC); udp(OWN_IP, "{vip}", "legit")')
+    seen = report(nets, victim)
+    assert seen["udp"] == [f"{attacker.ip} legit"]
+    assert seen["ipv6"] == 0 and "default" not in seen["route6"], seen
+    assert host.in_ns("ip", "-6", "route", "show", "default").stdout.strip() == ""
+    assert "2001:db8:1" not in host.in_ns("ip", "-6", "addr").stdout
+
+
+def test_job_links_have_no_ipv6(nets, host):
+    rec, out, _ = run(nets, "sh", "-c", "ip -6 addr show dev eth0; cat /sys/class/net/eth0/address "
+                      "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", network=NET)
+    assert b"inet6" not in out and out.split()[-2:] == [mac_for(rec.id, NET).encode(), b"1"], out
+    assert host.in_ns("ip", "-6", "addr", "show", "dev", bridge_name(NET)).stdout.strip() == ""
+
+
+def test_normal_traffic_still_flows(nets, listeners):
+    server_id, ip = serve(nets, NET)
+    try:
+        assert connect_ok(nets, ip, NET)
+        rec, _, _ = run(nets, "ping", "-c", "1", "-W", "2", ip, network=NET)
+        assert rec.exit_code == 0
+    finally:
+        nets.stop(server_id)
+    for network in (NET, "bridge", "isolated"):
+        assert reaches(nets, network, ELSEWHERE), network
+
+
+PROBE = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)"
+
+
+def reaches(client: Client, network: str, port: int, address: str = BROKER[0]) -> bool:
+    rec, _, _ = run(client, "python3", "-c", PROBE, address, str(port), network=network)
+    return rec.exit_code == 0
+
+
+LISTEN = """
+import socket, sys, time
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+held = []
+for port in sys.argv[2:]:
+    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # 127.0.0.1 and ::1 alike
+    s.bind((sys.argv[1], int(port))); s.listen(64); held.append(s)
+time.sleep(120)
+"""
+
+
+@pytest.fixture()
+def listeners(host: Host, upstream: str) -> Iterator[None]:
+    """The "broker" port and another one, in the upstream namespace and on the host itself."""
+    procs = [subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", LISTEN, BROKER[0],
+                               str(BROKER[1]), str(ELSEWHERE)]),
+             subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c", LISTEN, "::",
+                               str(BROKER[1]), "6392"])]
+    time.sleep(0.5)
+    yield
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("network", [NET, "bridge", "isolated", "host"])
+def test_no_job_reaches_the_broker(nets, listeners, network):
+    assert reaches(nets, network, ELSEWHERE)  # the same upstream address, another port
+    assert not reaches(nets, network, BROKER[1])
+
+
+def test_host_mode_job_reaches_no_broker_port_on_the_host(nets, listeners):
+    """A broker on the host answers on every local address: its port is closed to host-mode
+    jobs on all of them, while other local ports stay open."""
+    for address in ("127.0.0.1", "::1", "203.0.113.1"):
+        assert reaches(nets, "host", 6392, address), address
+        assert not reaches(nets, "host", BROKER[1], address), address
+
+
+def test_no_job_reaches_the_host_itself(nets, listeners):
+    assert reaches(nets, "host", 6392, "203.0.113.1")  # the listener is there
+    for network in (NET, "isolated"):
+        assert not reaches(nets, network, 6392, "203.0.113.1")
+
+
+@pytest.mark.parametrize("cidr", ["169.254.0.0/16", "0.0.0.0/8", "224.0.0.0/8", "240.0.0.0/8",
+                                  "255.255.255.0/29", "127.0.0.0/8", "10.199.0.0/24"])
+def test_network_create_refuses_odd_networks_in_one_line(host, cidr):
+    proc = host.rnx("network", "create", "odd", f"--cidr={cidr}")
+    assert proc.returncode == 2 and len(proc.stderr.decode().strip().splitlines()) == 1, proc
+    assert b'failed to create network "odd"' in proc.stderr
+
+
+def test_network_create_accepts_a_unicast_network(host):
+    assert host.rnx("network", "create", "even", "--cidr=10.198.0.0/24").returncode == 0
+    assert host.rnx("network", "delete", "even").returncode == 0
+
+
+def assert_nothing_left(host: Host, name: str, gateway: str) -> None:
+    assert host.in_ns("ip", "link", "show", bridge_name(name)).returncode != 0, f"bridge of {name} left"
+    assert gateway not in host.in_ns("ip", "-4", "addr").stdout
+    assert IpamStore(host.cfg.redis_url, host.cfg.key_prefix).allocations(name) == {}
+
+
+def test_failed_setup_leaves_no_bridge_and_no_address(nets, host):
+    nets.networks.create("ps-fail", "10.121.0.0/24")
+    faults.arm(Path(host.env["JOBLET_FAULT_FILE"]), "bridge-created", "RuntimeError", 1)
+    rec, _, _ = run(nets, "true", network="ps-fail")
+    assert rec.status == JobStatus.FAILED and "injected at bridge-created" in (rec.error or ""), rec
+    assert_nothing_left(host, "ps-fail", "10.121.0.1")
+    rec, _, _ = run(nets, "true", network="ps-fail")  # positive control: the same network works
+    assert rec.status == JobStatus.COMPLETED, rec
+    assert host.in_ns("ip", "link", "show", bridge_name("ps-fail")).returncode == 0
+
+
+def test_odd_network_written_past_the_api_builds_nothing(nets, host):
+    store = NetworkStore(host.cfg.redis_url, host.cfg.key_prefix)
+    store.create(NetworkDef(name="meta", cidr="169.254.0.0/16"), {})
+    rec, _, _ = run(nets, "true", network="meta")
+    assert rec.status == JobStatus.FAILED and "link-local" in (rec.error or ""), rec
+    assert_nothing_left(host, "meta", "169.254.0.1")
+    assert "169.254" not in host.in_ns("ip", "route").stdout
+    store.delete("meta")
+
+
+def test_job_inherits_no_socket_of_the_worker(nets):
+    """The worker's in-process nftables handle (a netlink socket in the host's namespace) is
+    close-on-exec: a job holding it could rewrite the host's firewall."""
+    code = ("import os\nfor f in os.listdir('/proc/self/fd'):\n"
+            " try: print(os.readlink(f'/proc/self/fd/{f}'))\n except OSError: pass")
+    rec, out, err = run(nets, "python3", "-c", code, network=NET)
+    assert rec.exit_code == 0 and b"pipe:" in out and b"socket:" not in out, (out, err)
