@@ -128,7 +128,10 @@ def network_rows() -> list[dict[str, Any]]:
         return [row("job↔job TCP", float("nan"), "Gbit/s", note="bench_network.py failed")]
     net = json.loads(path.read_text())
     best = {k: max(v) for k, v in net["throughput_gbit"].items()}
-    return [row("job↔job TCP (iperf3, best of 3)", best["joblet_network"], "Gbit/s", "plain veth/bridge pair",
+    shaped = [row(f"shaped job↔job TCP at {name}", r["measured_mbit"], "Mbit/s", "its --max-bandwidth",
+                  r["target_mbit"], "within ±10 %", abs(r["error"]) <= 0.10)
+              for name, r in net.get("shaping", {}).items()]
+    return shaped + [row("job↔job TCP (iperf3, best of 3)", best["joblet_network"], "Gbit/s", "plain veth/bridge pair",
                 best["plain_bridge"], "≥ 0.9×", best["joblet_network"] >= 0.9 * best["plain_bridge"],
                 f"loopback {best['loopback']:.1f}")]
 
