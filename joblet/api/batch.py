@@ -28,26 +28,40 @@ class Batch:
     def __init__(self, client: Client, flush_every: int = FLUSH_EVERY) -> None:
         self.client = client
         self.flush_every = flush_every
-        self.waiting: list[JobRecord] = []
+        self.waiting: list[JobRecord] = []  # checked, not yet written
+        self.ready: list[JobRecord] = []  # queued, not yet returned to the caller
         self._fleet_ok: set[str | None] = set()
         self._known: set[tuple[str, str]] = set()  # ("network" | "volume", name) seen to exist
 
     def add(self, spec: JobSpec) -> list[JobRecord]:
         """Check one job (a JobletError says why it is refused; nothing of it is stored); returns
-        the records queued by this call (a full batch, or a named job with those before it)."""
+        the records queued since the last call, in order (a full pipeline, or a named job and
+        those before it). Records queued before a refusal are returned by the next call."""
         spec = self._check(spec)
         record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec, name=spec.name,
                            created=time.time())
         if record.name is not None:  # the name's holder is checked atomically, one job at a time
-            queued = self.flush()
-            return [*queued, self.client.enqueue(record)]
-        self.waiting.append(record)
-        return self.flush() if len(self.waiting) >= self.flush_every else []
+            self._write()
+            self.ready.append(self.client.enqueue(record))
+        else:
+            self.waiting.append(record)
+            if len(self.waiting) >= self.flush_every:
+                self._write()
+        return self._take()
 
     def flush(self) -> list[JobRecord]:
+        """Queue every waiting job; returns the records queued since the last call."""
+        self._write()
+        return self._take()
+
+    def _take(self) -> list[JobRecord]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def _write(self) -> None:
         records, self.waiting = self.waiting, []
         if not records:
-            return []
+            return
         store, cfg = self.client.store, self.client.settings
         store.create_jobs(records)
         from joblet.api.tasks import send_runs
@@ -59,7 +73,7 @@ class Batch:
                 store.transition(r.id, [JobStatus.PENDING], status=JobStatus.FAILED,
                                  error="could not be queued", finished=time.time())
             raise
-        return records
+        self.ready.extend(records)
 
     def _check(self, spec: JobSpec) -> JobSpec:
         pre = self.client.preflight
