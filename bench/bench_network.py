@@ -23,6 +23,7 @@ from pathlib import Path
 from bench_start import Env, cleanup, measure, start_stack, summarize, verify_clean
 
 SECONDS, REPEAT = 5, 3
+SHAPED_MBIT = (10, 100)  # --max-bandwidth of the iperf3 client job
 RESULTS = Path(__file__).resolve().parent / "results" / "network.json"
 
 
@@ -30,8 +31,8 @@ def iperf_gbits(report: str) -> float:
     return json.loads(report)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-def joblet_pair(client) -> float:
-    """iperf3 between two jobs of one custom network."""
+def joblet_pair(client, limits: dict | None = None) -> float:
+    """iperf3 between two jobs of one custom network (the client job shaped by `limits`)."""
     server = client.run("iperf3", ("-s", "-1"), network="bench-net")
     deadline = time.monotonic() + 30
     while not (rec := client.get(server.id)).ip:
@@ -39,7 +40,7 @@ def joblet_pair(client) -> float:
             raise RuntimeError(f"iperf3 server job: {rec.status.value} {rec.error}")
         time.sleep(0.05)
     time.sleep(0.5)
-    job = client.run("iperf3", ("-c", rec.ip, "-t", str(SECONDS), "-J"), network="bench-net")
+    job = client.run("iperf3", ("-c", rec.ip, "-t", str(SECONDS), "-J"), network="bench-net", limits=limits or {})
     out = b"".join(data for stream, data in client.logs(job.id, follow=True) if stream == "stdout")
     client.wait(server.id, timeout=30)
     return iperf_gbits(out.decode())
@@ -116,6 +117,11 @@ def main() -> int:
             throughput["joblet_network"].append(joblet_pair(client))
             throughput["plain_bridge"].append(plain_pair(env))
             throughput["loopback"].append(loopback(env))
+        shaping = {}
+        for rate in SHAPED_MBIT:
+            print(f"measuring shaping at {rate} mbit ...", flush=True)
+            got = joblet_pair(client, {"max_bandwidth": f"{rate}mbit"}) * 1000
+            shaping[f"{rate}mbit"] = {"target_mbit": rate, "measured_mbit": got, "error": got / rate - 1}
         best = {k: max(v) for k, v in throughput.items()}
         ratio = best["joblet_network"] / best["plain_bridge"]
 
@@ -131,13 +137,16 @@ def main() -> int:
         for name, runs in throughput.items():
             table.add_row(name, ", ".join(f"{x:.2f}" for x in runs), f"{best[name]:.2f}")
         Console().print(table)
+        for name, r in shaping.items():
+            print(f"shaping {name}: {r['measured_mbit']:.1f} mbit/s ({r['error']:+.1%}; target within ±10 %)")
         print(f"joblet network / plain bridge = {ratio:.2f} (target ≥ 0.90: "
               f"{'met' if ratio >= 0.9 else 'NOT met'})")
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
             "kernel": os.uname().release, "start_latency": latency,
-            "throughput_gbit": throughput, "ratio_vs_plain_bridge": ratio}, indent=2) + "\n")
+            "throughput_gbit": throughput, "ratio_vs_plain_bridge": ratio, "shaping": shaping},
+            indent=2) + "\n")
         print(f"wrote {RESULTS}")
         return 0
     finally:  # the network, its bridge and rules go away with the namespace and Redis

@@ -231,6 +231,11 @@ def remove_cgroup(path: Path) -> None:
         print(f"cleanup: cannot remove {path}: {exc}", file=sys.stderr)
 
 
+def cgroups(env: Env) -> list[Path]:
+    """The bench's v2 cgroup and the v1 twins (cpu, memory, blkio, pids) the worker makes on hybrid hosts."""
+    return [env.cgroup, *(Path("/sys/fs/cgroup") / c / env.cgroup.name for c in ("cpu", "memory", "blkio", "pids"))]
+
+
 def cleanup(env: Env) -> None:
     for proc in reversed(env.procs):  # workers first, redis last
         try:
@@ -239,7 +244,8 @@ def cleanup(env: Env) -> None:
             print(f"cleanup: pid {proc.pid}: {exc}", file=sys.stderr)
     if env.netns_made:
         subprocess.run(["ip", "netns", "del", env.netns], check=False)
-    remove_cgroup(env.cgroup)
+    for group in cgroups(env):
+        remove_cgroup(group)
     if os.environ.get("BENCH_KEEP_LOGS"):
         print(f"logs kept in {env.tmp}")
     else:
@@ -251,7 +257,7 @@ def verify_clean(env: Env) -> None:
     left = [p.pid for p in env.procs if p.poll() is None]
     problems = ([f"netns {env.netns} still exists"] if env.netns in netns else []) + \
                ([f"processes still running: {left}"] if left else []) + \
-               ([f"cgroup {env.cgroup} still exists"] if env.cgroup.exists() else [])
+               [f"cgroup {g} still exists" for g in cgroups(env) if g.exists()]
     print("cleanup: " + ("; ".join(problems) if problems else "nothing left behind"))
 
 

@@ -2,17 +2,23 @@
 
 `from joblet.api import run_job` gives a signature sent by task name, so
 `run_job.delay(command="echo", args=["hi"], network="none").get()` returns the job's final
-record as a dict. Celery is imported only when it is first used.
+record as a dict. Every name is imported when it is first used: `rnx --help` and modules
+such as `joblet.api.keys` must not pay for pydantic, redis-py or Celery.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from joblet.api.client import Client
-from joblet.api.models import JobRecord, JobSpec, JobStatus, Upload
+if TYPE_CHECKING:
+    from joblet.api.client import Client
+    from joblet.api.models import JobRecord, JobSpec, JobStatus, Upload
 
 __all__ = ["Client", "JobRecord", "JobSpec", "JobStatus", "Upload", "run_job"]
+
+_HOMES = {"Client": "joblet.api.client", "JobRecord": "joblet.api.models", "JobSpec": "joblet.api.models",
+          "JobStatus": "joblet.api.models", "Upload": "joblet.api.models"}
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +26,7 @@ def __getattr__(name: str) -> Any:
         from joblet.api.tasks import run_job_signature
 
         return run_job_signature()
-    raise AttributeError(name)
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(name)
+    return getattr(import_module(home), name)

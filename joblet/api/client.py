@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from joblet.api.client_networks import Networks
 from joblet.api.client_volumes import Volumes
@@ -19,6 +19,9 @@ from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
 from joblet.errors import ValidationError
+
+if TYPE_CHECKING:
+    from joblet.api.batch import Batch
 
 __all__ = ["Client", "make_spec", "validation_message"]
 
@@ -51,18 +54,27 @@ class Client:
         """Check the spec (preflight), record the job PENDING and queue it."""
         spec = self.preflight.check(spec)
         node = self.preflight.place(spec)
-        record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
-                           name=spec.name, node=node, created=time.time())
+        return self.enqueue(JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
+                                      name=spec.name, node=node, created=time.time()))
+
+    def enqueue(self, record: JobRecord) -> JobRecord:
+        """Record a checked, placed job PENDING and queue it (FAILED if it could not be queued)."""
         self._create(record)
         from joblet.api.tasks import send_run
 
         try:
-            send_run(self.settings, record.id, spec.model_dump(mode="json"), node)
+            send_run(self.settings, record.id, record.spec.model_dump(mode="json"), record.node)
         except Exception:
             self.store.transition(record.id, [JobStatus.PENDING], status=JobStatus.FAILED,
                                   error="could not be queued", finished=time.time())
             raise
         return record
+
+    def batch(self, flush_every: int = 256) -> Batch:
+        """Submit many jobs with few round trips: `b = c.batch(); b.add(spec)...; b.flush()`."""
+        from joblet.api.batch import Batch
+
+        return Batch(self, flush_every)
 
     def _create(self, record: JobRecord) -> None:
         if record.name is None:

@@ -78,6 +78,13 @@ class Keys:
         return f"{self.prefix}lost-swept"
 
     @property
+    def node_index(self) -> str:
+        """Sorted set of nodes that sent a heartbeat lately (score: the sender's expiry time), so
+        live nodes are found without scanning the keyspace; each node's own key, with its TTL,
+        says whether it is alive."""
+        return f"{self.prefix}node-index"
+
+    @property
     def networks(self) -> str:
         """Hash of user network definitions (name -> JSON)."""
         return f"{self.prefix}networks"

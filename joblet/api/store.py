@@ -57,6 +57,7 @@ return false
 """
 
 _url = translated(lambda self: self.url)
+NODE_INDEX_KEEP = 3600  # seconds a silent node stays in the node index (its key says if it lives)
 
 
 def _encode(fields: dict[str, Any]) -> dict[str, str]:
@@ -86,6 +87,15 @@ class Store:
         pipe = self.redis.pipeline()
         pipe.hset(self.keys.job(record.id), mapping=_encode(fields))
         pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
+        pipe.execute()
+
+    @_url
+    def create_jobs(self, records: list[JobRecord]) -> None:
+        """Write many records in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            pipe.hset(self.keys.job(record.id), mapping=_encode(record.model_dump(mode="json", exclude_none=True)))
+        pipe.zadd(self.keys.jobs, {r.id: r.created or time.time() for r in records})
         pipe.execute()
 
     @_url
@@ -275,23 +285,39 @@ class Store:
     # -- nodes ------------------------------------------------------------------------------
     @_url
     def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> None:
-        """Presence (expires after `ttl`) and the node's lasting record (`store_nodes`)."""
-        text = json.dumps({**info, **self.node_info, "beat": time.time()})
-        pipe = self.redis.pipeline()
+        """Presence (expires after `ttl`), the node's lasting record (`store_nodes`) and the
+        live-node index."""
+        now = time.time()
+        text = json.dumps({**info, **self.node_info, "beat": now})
+        pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.keys.node(node), text, ex=ttl)
         pipe.hset(self.keys.nodes, node, text)
+        pipe.zadd(self.keys.node_index, {node: now + ttl})
+        pipe.zremrangebyscore(self.keys.node_index, "-inf", now - NODE_INDEX_KEEP)
         pipe.execute()
 
     @_url
     def live_nodes(self) -> dict[str, dict[str, Any]]:
-        keys = list(self.redis.scan_iter(match=self.keys.node_pattern, count=500))
+        """node -> its latest heartbeat, for nodes whose heartbeat key has not expired.
+
+        Read through the node index (two commands, whatever the size of the keyspace: a SCAN
+        for `node:*` took 30 ms at 100,000 keys, twice per `rnx run`); a keyspace without an
+        index (workers of an older joblet) is scanned as before."""
+        names = [n.decode() for n in self.redis.zrange(self.keys.node_index, 0, -1)]
+        if names:
+            keys = [self.keys.node(n) for n in names]
+        else:
+            keys = [k.decode() for k in self.redis.scan_iter(match=self.keys.node_pattern, count=500)]
         values = self.redis.mget(keys) if keys else []
         prefix_len = len(self.keys.node(""))
-        return {k.decode()[prefix_len:]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+        return {k[prefix_len:]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
 
     @_url
     def drop_node(self, node: str) -> None:
-        self.redis.delete(self.keys.node(node))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.node(node))
+        pipe.zrem(self.keys.node_index, node)
+        pipe.execute()
 
     # -- resource samples (rnx stats) -------------------------------------------------------
     @_url

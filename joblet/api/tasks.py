@@ -9,6 +9,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from joblet.api import wire
 from joblet.api.keys import RUN_TASK
 from joblet.api.message import new_job_id, stamp
 from joblet.config import Settings, settings
@@ -106,7 +107,62 @@ def run_job_signature(cfg: Settings | None = None) -> Any:
 
 def send_run(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:
     """Queue a job by task name; the task id is the job id, repeated in the (signed) body
-    with a nonce and an expiry (`joblet.api.message`)."""
+    with a nonce and an expiry (`joblet.api.message`). A Redis broker gets the message
+    straight onto its list (`joblet.api.wire`, no Celery import); others go through Celery."""
+    if wire.is_redis(cfg.broker):
+        push(cfg, [run_message(cfg, job_id, spec, node)])
+        return
+    send_run_celery(cfg, job_id, spec, node)
+
+
+def send_runs(cfg: Settings, jobs: list[tuple[str, dict[str, Any], str | None]]) -> None:
+    """send_run for many (job id, spec, node): one round trip on a Redis broker."""
+    if wire.is_redis(cfg.broker):
+        push(cfg, [run_message(cfg, *job) for job in jobs])
+        return
+    for job in jobs:
+        send_run_celery(cfg, *job)
+
+
+def run_message(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> tuple[str, bytes]:
+    """(queue, queue entry) of one run-job message, signed when signing is configured."""
+    from joblet.errors import ConfigError
+
+    queue = queue_for(cfg, node)
+    body = {"spec": spec, **stamp(job_id, cfg.message_ttl, time.time())}
+    conf = signing_config(cfg, verify=False)
+    try:
+        sign = wire.signer(conf["security_key"], conf["security_certificate"]) if conf else None
+    except (ValueError, TypeError, OSError) as exc:
+        raise ConfigError(f"cannot load the signing key or certificate: {exc}") from None
+    return queue, wire.envelope(job_id, body, queue, sign)
+
+
+@lru_cache(maxsize=4)
+def broker_redis(url: str) -> Any:
+    from joblet.api.redis_conn import connect
+
+    return connect(url)
+
+
+def push(cfg: Settings, messages: list[tuple[str, bytes]]) -> None:
+    """LPUSH queue entries in one round trip (kombu's Redis transport pops with BRPOP)."""
+    import redis
+
+    from joblet.api.redis_conn import safe_url
+    from joblet.errors import BackendUnavailable
+
+    try:
+        pipe = broker_redis(wire.redis_url(cfg.broker)).pipeline(transaction=False)
+        for queue, entry in messages:
+            pipe.lpush(queue, entry)
+        pipe.execute()
+    except redis.exceptions.RedisError as exc:
+        raise BackendUnavailable(f"cannot queue on the broker at {safe_url(cfg.broker)}: {exc}") from None
+
+
+def send_run_celery(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:
+    """send_run through Celery's send_task (any broker Celery supports)."""
     from kombu.exceptions import OperationalError
 
     from joblet.errors import BackendUnavailable

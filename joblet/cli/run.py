@@ -61,6 +61,20 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
     return uploads
 
 
+def job_spec(params: dict[str, Any]) -> Any:
+    """The JobSpec of `rnx run`'s parsed options and command (a ValidationError names the field)."""
+    from joblet.api.models import make_spec
+
+    fields: dict[str, Any] = {"env": parse_env(params["envs"]), "name": params["name"], "node": params["node"],
+                              "timeout": params["timeout"],
+                              "uploads": read_uploads(params["uploads"], params["upload_dir"]),
+                              "volumes": params["volumes"], "runtime": params["runtime"], "user": params["user"],
+                              "limits": {k: v for k, v in params.items() if k.startswith("max_") and v is not None}}
+    if params["networks"]:
+        fields["network"] = params["networks"]
+    return make_spec(params["command"], params["args"], **fields)
+
+
 # Options come before COMMAND; everything from COMMAND on is the job's, untouched
 # (`rnx run ls -la`). A mistyped option before it is an error with a suggestion, not a command.
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -106,7 +120,6 @@ def run(obj: Any, /, networks: tuple[str, ...], envs: tuple[str, ...], uploads: 
         workflow_file: str | None, detach: bool, as_json: bool, sig_proxy: bool, command: str | None,
         args: tuple[str, ...], **limits: Any) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
-    from joblet.api.models import make_spec
     from joblet.cli.render import print_json
 
     if workflow_file is not None:
@@ -118,14 +131,8 @@ def run(obj: Any, /, networks: tuple[str, ...], envs: tuple[str, ...], uploads: 
     if command is None:
         raise click.UsageError("missing COMMAND (or --workflow=FILE)")
 
-    fields: dict[str, Any] = {"env": parse_env(envs), "name": name, "node": node,
-                              "timeout": timeout, "uploads": read_uploads(uploads, upload_dir),
-                              "volumes": volumes, "runtime": runtime, "user": user,
-                              "limits": {k: v for k, v in limits.items() if v is not None}}
-    if networks:
-        fields["network"] = networks
     client: Client = obj.client
-    record = client.submit(make_spec(command, args, **fields))
+    record = client.submit(job_spec(click.get_current_context().params))
     if detach:
         if as_json:
             print_json({"id": record.id, "status": record.status.value})

@@ -1,0 +1,109 @@
+"""Many jobs from one process, with few round trips (`rnx batch`, `Client().batch()`).
+
+Each spec gets the checks `Client.submit` gives it (preflight) before anything of it is stored;
+what is checked once per batch is what does not change between jobs: the live fleet's
+signing (per node) and that a network or volume exists. Accepted jobs wait in memory and are
+written `flush_every` at a time: their PENDING records in one pipeline, then their queue
+entries in another (records first, as `submit` does: a worker never sees a message without
+its record). A job that could not be queued is recorded FAILED, as with `submit`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from joblet.api.message import new_job_id
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+
+if TYPE_CHECKING:
+    from joblet.api.client import Client
+
+FLUSH_EVERY = 256
+
+
+class Batch:
+    """Collects checked jobs and queues them in pipelines; `flush()` returns the queued records."""
+
+    def __init__(self, client: Client, flush_every: int = FLUSH_EVERY) -> None:
+        self.client = client
+        self.flush_every = flush_every
+        self.waiting: list[JobRecord] = []  # checked, not yet written
+        self.ready: list[JobRecord] = []  # queued, not yet returned to the caller
+        self._fleet_ok: set[str | None] = set()
+        self._known: set[tuple[str, str]] = set()  # ("network" | "volume", name) seen to exist
+        self._view: Any = None  # the fleet as placement sees it, read once per batch
+
+    def add(self, spec: JobSpec) -> list[JobRecord]:
+        """Check one job (a JobletError says why it is refused; nothing of it is stored); returns
+        the records queued since the last call, in order (a full pipeline, or a named job and
+        those before it). Records queued before a refusal are returned by the next call."""
+        spec = self._check(spec)
+        record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec, name=spec.name,
+                           node=self._place(spec), created=time.time())
+        if record.name is not None:  # the name's holder is checked atomically, one job at a time
+            self._write()
+            self.ready.append(self.client.enqueue(record))
+        else:
+            self.waiting.append(record)
+            if len(self.waiting) >= self.flush_every:
+                self._write()
+        return self._take()
+
+    def flush(self) -> list[JobRecord]:
+        """Queue every waiting job; returns the records queued since the last call."""
+        self._write()
+        return self._take()
+
+    def _take(self) -> list[JobRecord]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def _write(self) -> None:
+        records, self.waiting = self.waiting, []
+        if not records:
+            return
+        store, cfg = self.client.store, self.client.settings
+        store.create_jobs(records)
+        from joblet.api.tasks import send_runs
+
+        try:
+            send_runs(cfg, [(r.id, r.spec.model_dump(mode="json"), r.node) for r in records])
+        except Exception:
+            for r in records:
+                store.transition(r.id, [JobStatus.PENDING], status=JobStatus.FAILED,
+                                 error="could not be queued", finished=time.time())
+            raise
+        self.ready.extend(records)
+
+    def _place(self, spec: JobSpec) -> str | None:
+        """The node whose queue gets the job (as Client.submit places it), from one read of
+        the fleet per batch."""
+        from joblet.api import nodes
+        from joblet.api.preflight import fleet_view
+
+        if self._view is None:
+            self._view = fleet_view(self.client.store, self.client.settings)
+        target = nodes.place(spec, self._view)
+        if target not in self._fleet_ok:
+            self.client.preflight.check_fleet(target)
+            self._fleet_ok.add(target)
+        return target
+
+    def _check(self, spec: JobSpec) -> JobSpec:
+        pre = self.client.preflight
+        pre.check_size(spec)
+        if any(("network", n) not in self._known for n in spec.network):
+            pre.check_networks(spec)
+            self._known.update(("network", n) for n in spec.network)
+        volumes = {("volume", v) for v in spec.volumes}
+        if spec.runtime is not None or not volumes <= self._known:
+            spec = pre.check_resources(spec)
+            self._known |= volumes
+        else:  # known volumes are not looked up again; the rest of the checks still run
+            pre.check_resources(spec.model_copy(update={"volumes": ()}))
+        if spec.node not in self._fleet_ok:
+            pre.check_fleet(spec.node)
+            self._fleet_ok.add(spec.node)
+        return spec
+

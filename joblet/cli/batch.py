@@ -1,0 +1,97 @@
+"""`rnx batch [FILE]`: many detached jobs from one process, one job per line.
+
+Each line is what would follow `rnx run -d` on a command line, split as a shell splits words
+(quotes, backslashes, `#` comments; no variables or globs): options, then the command.
+Blank lines and comment lines are skipped. A bad line gets one line on stderr naming its
+number, and nothing of it is queued; the other lines are. Ids of queued jobs go to stdout,
+one per line, in input order. Jobs are written to Redis in pipelines (`joblet.api.batch`),
+flushed when 256 are waiting, at the end, and whenever stdin has nothing more to read yet.
+"""
+
+from __future__ import annotations
+
+import select
+import shlex
+import sys
+from typing import IO, Any
+
+import click
+
+from joblet.errors import BackendUnavailable, JobletError, PermissionDenied
+
+REFUSED = 2  # exit status when a line was refused (usage and validation errors are 2 in rnx)
+NOT_IN_BATCH = {"workflow_file": "--workflow", "as_json": "--json"}
+
+
+class LineError(Exception):
+    """A line that is not a job; the text says why."""
+
+
+def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
+    """`rnx run`'s parameters for one line, or None for a blank or comment line."""
+    from joblet.cli.run import run
+
+    try:
+        words = shlex.split(text, comments=True)
+    except ValueError as exc:
+        raise LineError(f"cannot split the line: {exc}") from None
+    if not words:
+        return None
+    try:
+        ctx = run.make_context("rnx run", words, parent=parent)
+    except click.ClickException as exc:
+        raise LineError(exc.format_message()) from None
+    except click.exceptions.Exit:  # --help: click printed it
+        raise LineError("--help is not a job") from None
+    for param, flag in NOT_IN_BATCH.items():
+        if ctx.params.get(param):
+            raise LineError(f"{flag} cannot be used in a batch line")
+    if ctx.params.get("command") is None:
+        raise LineError("missing COMMAND")
+    return ctx.params
+
+
+def pending_input(stream: IO[str]) -> bool:
+    """True when more input can be read at once (so a pipeline may wait to fill up)."""
+    try:
+        ready, _, _ = select.select([stream], [], [], 0)
+    except (OSError, ValueError):  # not selectable (e.g. a test's in-memory stream)
+        return True
+    return bool(ready)
+
+
+@click.command()
+@click.argument("file", type=click.File("r"), default="-")
+@click.pass_context
+def batch(ctx: click.Context, file: IO[str]) -> None:
+    """Queue one detached job per line of FILE (default: stdin); print their ids.
+
+    A line holds `rnx run` options and a command, e.g. `--network=none echo hi`
+    (shell-like words). A bad line is reported with its number and skipped; rnx then
+    exits 2 after queueing the others."""
+    from joblet.cli.run import job_spec
+
+    jobs = ctx.obj.client.batch()
+    refused = 0
+    for number, text in enumerate(file, start=1):
+        try:
+            params = parse_line(text, ctx)
+            queued = jobs.add(job_spec(params)) if params is not None else []
+        except (BackendUnavailable, PermissionDenied):
+            raise
+        except (LineError, JobletError) as exc:
+            click.echo(f"rnx batch: line {number}: {exc}", err=True)
+            refused += 1
+            continue
+        if not pending_input(file):
+            queued += jobs.flush()
+        show(queued)
+    show(jobs.flush())
+    if refused:
+        sys.exit(REFUSED)
+
+
+def show(records: list[Any]) -> None:
+    if records:
+        sys.stdout.write("".join(f"{r.id}\n" for r in records))
+        sys.stdout.flush()

@@ -1,0 +1,67 @@
+"""`rnx batch`: hundreds of detached jobs from one process, bad lines named and skipped."""
+
+from __future__ import annotations
+
+import json
+
+from joblet.api.models import JobStatus
+from tests.integration.helpers import output
+
+GOOD = 300
+
+
+def lines(bad: dict[int, str]) -> str:
+    """GOOD job lines, with the bad ones put in at their (1-based) line numbers."""
+    out, good = [], iter(range(GOOD))
+    while len(out) < GOOD + len(bad):
+        n = len(out) + 1
+        out.append(bad[n] if n in bad else f"--network=none sh -c 'echo job {next(good)}'")
+    return "\n".join(out) + "\n"
+
+
+def test_batch_queues_every_good_line_once(host, client):
+    bad = {7: "--network=nosuch echo BAD1", 150: "--netwrok=none echo BAD2", 151: "echo 'BAD3"}
+    before = {r.id for r in client.list()}
+    done = host.rnx("batch", input=lines(bad).encode())
+    err = done.stderr.decode().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert err == [
+        "rnx batch: line 7: invalid job field 'network': no such network 'nosuch' (rnx network list)",
+        "rnx batch: line 150: No such option '--netwrok'. Did you mean '--network'?",
+        "rnx batch: line 151: cannot split the line: No closing quotation",
+    ]
+    ids = done.stdout.decode().splitlines()
+    assert len(ids) == len(set(ids)) == GOOD and all(len(i) == 32 for i in ids)
+    new = [r for r in client.list() if r.id not in before]
+    assert {r.id for r in new} == set(ids)  # nothing recorded for a bad line
+    assert not any("BAD" in " ".join(r.spec.args) for r in new)
+    finals = [client.wait(i, timeout=180) for i in ids]
+    failed = [(r.id[:12], r.status.value, r.exit_code, r.error) for r in finals
+              if r.status != JobStatus.COMPLETED or r.exit_code != 0]
+    assert failed == [], f"{len(failed)} jobs did not complete\n{host.log()[-2000:]}"
+    assert [output(client, i) for i in ids[:3] + ids[-1:]] == [b"job 0\n", b"job 1\n", b"job 2\n", b"job 299\n"]
+    assert client.store.redis.llen(host.cfg.queue) == 0
+
+
+def test_batch_from_a_file_without_errors(host, client, tmp_path):
+    path = tmp_path / "jobs.txt"
+    path.write_text("# two jobs\n\n--network=none --env X=1 sh -c 'echo $X'\n--network=none true\n")
+    done = host.rnx("batch", str(path))
+    assert done.returncode == 0 and done.stderr == b""
+    first, second = done.stdout.decode().split()
+    assert client.wait(first, timeout=60).status == JobStatus.COMPLETED and output(client, first) == b"1\n"
+    assert client.wait(second, timeout=60).exit_code == 0
+    assert json.loads(host.rnx("status", "--json", second).stdout)["status"] == "COMPLETED"
+
+
+def test_a_refused_named_job_keeps_the_ids_before_it(host, client):
+    holder = client.run("sleep", ("30",), network="none", name="batch-dup")
+    try:
+        done = host.rnx("batch", input=b"--network=none true\n--network=none --name=batch-dup true\n"
+                                       b"--network=none --name=batch-free true\n")
+        assert done.returncode == 2
+        assert done.stderr.decode().startswith("rnx batch: line 2: invalid job field 'name': 'batch-dup' is in use")
+        first, free = done.stdout.decode().split()  # line 1's id is printed although line 2 failed
+        assert client.wait(first, timeout=60).exit_code == 0 and client.wait(free, timeout=60).name == "batch-free"
+    finally:
+        client.stop(holder.id)

@@ -1,0 +1,59 @@
+"""What keeps `rnx` fast: lazy imports, no Celery on the send path, a quick and honest exit."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from joblet.cli.main import exit_status, flushed
+
+
+def loaded(code: str) -> list[str]:
+    """Which heavy packages a fresh interpreter has imported after running `code`."""
+    names = "('pydantic', 'redis', 'celery', 'kombu')"
+    probe = f"{code}\nimport sys; print(' '.join(m for m in {names} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_help_needs_no_pydantic_redis_or_celery():
+    assert loaded("import joblet.cli.main, joblet.api.keys") == []
+
+
+def test_the_client_and_its_send_path_import_no_celery():
+    found = loaded("import joblet.api.client, joblet.api.batch, joblet.cli.batch\n"
+                   "from joblet.api import tasks\nfrom joblet.config import load\n"
+                   "tasks.run_message(load(), '0' * 32, {'command': 'true'}, None)\n"
+                   "tasks.broker_redis('redis://127.0.0.1:1/0')")
+    assert "pydantic" in found and "redis" in found  # positive control: the probe sees imports
+    assert "celery" not in found and "kombu" not in found
+
+
+def test_exit_status():
+    assert exit_status(None) == 0 and exit_status(3) == 3 and exit_status(0) == 0
+
+
+def test_exit_status_of_a_message(capsys):
+    assert exit_status("rnx: broken") == 1
+    assert capsys.readouterr().err == "rnx: broken\n"
+
+
+class Closed(io.StringIO):
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize(("code", "want"), [(0, 120), (4, 4)])
+def test_a_failed_flush_is_not_success(monkeypatch, code, want):
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert flushed(code) == want
+
+
+def test_rnx_exits_with_its_status_and_flushes():
+    rnx = [sys.executable, "-c", "from joblet.cli.main import main; main()"]
+    done = subprocess.run([*rnx, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "batch" in done.stdout and done.stdout.endswith("\n")
+    bad = subprocess.run([*rnx, "nosuchcommand"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "No such command" in bad.stderr

@@ -1,0 +1,77 @@
+"""The hand-written run-job message is what Celery would send, and passes the worker's checks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+
+from joblet.api import wire
+from joblet.api.keys import RUN_TASK
+from joblet.api.message import check, stamp
+from joblet.worker.envelope import JSON_TYPE, SIGNED_TYPE, Policy, problem
+from tests.integration.certs import issue
+
+JOB = "0123456789abcdef0123456789abcdef"
+SPEC = {"command": "echo", "args": ["hi", "\x00\x01"], "network": ["none"]}
+
+
+def kwargs() -> dict:
+    return {"spec": SPEC, **stamp(JOB, 60, time.time())}
+
+
+def test_headers_are_celerys_own():
+    from celery import Celery
+
+    app = Celery("t", set_as_current=False)
+    kw = kwargs()
+    theirs = app.amqp.as_task_v2(JOB, RUN_TASK, args=(), kwargs=kw, ignore_result=None).headers  # as send_task
+    ours = wire.headers(JOB, kw)
+    assert ours.keys() == theirs.keys()
+    assert {k: v for k, v in ours.items() if k not in ("origin", "kwargsrepr")} == \
+        {k: v for k, v in theirs.items() if k not in ("origin", "kwargsrepr")}
+
+
+def test_unsigned_envelope_passes_the_worker_checks():
+    kw = kwargs()
+    raw = json.loads(wire.envelope(JOB, kw, "joblet", None))
+    assert problem(raw, Policy(RUN_TASK, JSON_TYPE, 1 << 20)) is None
+    assert raw["properties"]["delivery_info"] == {"exchange": "", "routing_key": "joblet"}
+    args, body_kwargs, _ = json.loads(base64.b64decode(raw["body"]))
+    assert body_kwargs == kw
+    assert check(raw["headers"]["id"], args, body_kwargs, signed=False, now=time.time()).fields == {"spec": SPEC}
+
+
+def test_a_wrong_policy_refuses_it():  # positive control for the test above
+    raw = json.loads(wire.envelope(JOB, kwargs(), "joblet", None))
+    assert "content type" in (problem(raw, Policy(RUN_TASK, SIGNED_TYPE, 1 << 20)) or "")
+    assert "task" in (problem(raw, Policy("other.task", JSON_TYPE, 1 << 20)) or "")
+
+
+def test_signed_envelope_verifies_with_celerys_serializer(tmp_path):
+    from celery.exceptions import SecurityError
+    from celery.security.certificate import FSCertStore
+    from celery.security.serialization import SecureSerializer
+
+    (tmp_path / "trust").mkdir()
+    key, cert = issue(tmp_path / "trust", "admin")
+    rogue_key, rogue_cert = issue(tmp_path, "rogue")
+    kw = kwargs()
+    raw = json.loads(wire.envelope(JOB, kw, "joblet", wire.Signer(key.read_bytes(), cert.read_bytes())))
+    assert problem(raw, Policy(RUN_TASK, SIGNED_TYPE, 1 << 20)) is None
+    verifier = SecureSerializer(cert_store=FSCertStore(str(tmp_path / "trust" / "*.crt")), digest="sha256")
+    assert verifier.deserialize(base64.b64decode(raw["body"])) == [[], kw, wire.EMBED]
+    rogue = json.loads(wire.envelope(JOB, kw, "joblet", wire.Signer(rogue_key.read_bytes(), rogue_cert.read_bytes())))
+    with pytest.raises(SecurityError):
+        verifier.deserialize(base64.b64decode(rogue["body"]))
+    packed = base64.b64decode(base64.b64decode(raw["body"]))
+    tampered = base64.b64encode(packed.replace(b'"hi"', b'"ho"'))
+    with pytest.raises(SecurityError):
+        verifier.deserialize(tampered)
+
+
+def test_redis_urls():
+    assert wire.redis_url("redis+socket:///run/r.sock") == "unix:///run/r.sock"
+    assert wire.is_redis("rediss://h:6380/0") and not wire.is_redis("amqp://guest@h//")
