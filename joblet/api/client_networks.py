@@ -40,9 +40,17 @@ class Networks:
                                   cfg.job_blocked_addresses)
         holds_control_plane(name, cidr, {k: [a for a, _ in v] for k, v in endpoints.items()})
         reserved = {'built-in network "bridge"': cfg.bridge_cidr,
-                    "the isolated-mode pool": cfg.isolated_pool, **host_prefixes()}
-        self.store.create(net, reserved)
-        return net
+                    "the isolated-mode pool": cfg.isolated_pool, **host_prefixes(), **self._fleet_prefixes()}
+        return self.store.create(net, reserved)
+
+    def _fleet_prefixes(self) -> dict[str, str]:
+        """The routes every live node published in its heartbeat, named by node: a network
+        spans hosts, so it must clash with none of theirs (not only this machine's)."""
+        found: dict[str, str] = {}
+        for node, info in sorted(self.jobs.live_nodes().items()):
+            for label, cidr in dict(info.get("prefixes") or {}).items():
+                found[f"{label} on node {node}"] = str(cidr)
+        return found
 
     def list(self) -> list[dict[str, Any]]:
         """Built-ins first, then user networks, each with its count of live jobs."""
