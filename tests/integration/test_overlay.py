@@ -155,3 +155,31 @@ def test_delete_removes_the_overlay_on_every_host(hosts: tuple[Host, Host, Host]
         eventually(lambda h=h: vxlan_name("ov-del") not in links_of(h), f"overlay port left on {h.name}", 15)
         eventually(lambda h=h: bridge_name("ov-del") not in links_of(h), f"bridge left on {h.name}", 15)
     assert vxlan_name("ov-a") in links_of(hosts[0])  # positive control: a live network keeps its port
+
+
+ARP_WHO_HAS_GATEWAY = r"""
+import fcntl, socket, struct, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)); s.bind(("eth0", 0))
+src = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+me = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", b"eth0"))[20:24]  # SIOCGIFADDR
+gw = next(struct.pack("<L", int(f[2], 16)) for f in (l.split() for l in open("/proc/net/route")) if f[1] == "00000000")
+s.send(b"\xff" * 6 + src + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + src + me + b"\0" * 6 + gw)
+s.settimeout(0.1); seen = set(); end = time.time() + 1.5
+while time.time() < end:
+    try:
+        d = s.recv(128)
+    except socket.timeout:
+        continue
+    if d[12:14] == b"\x08\x06" and d[20:22] == b"\0\2" and d[28:32] == gw:
+        seen.add(d[22:28].hex(":"))
+print(" ".join(sorted(seen)))
+"""
+
+
+def test_only_the_own_nodes_gateway_answers(hosts: tuple[Host, Host, Host], client: Client, server: str) -> None:
+    """Every node's bridge holds the network's gateway address: ARP for it must not cross."""
+    c = hosts[2]
+    rec, out, err = run(client, "python3", "-c", ARP_WHO_HAS_GATEWAY, network="ov-a", node="ovc")
+    assert rec.exit_code == 0, err
+    own = c.in_ns("cat", f"/sys/class/net/{bridge_name('ov-a')}/address").stdout.strip()
+    assert out.decode().split() == [own]  # one answer (positive), none from ova's bridge
