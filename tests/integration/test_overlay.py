@@ -13,6 +13,7 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
+from joblet.errors import Conflict
 from joblet.names import VXLAN_OVERHEAD, bridge_name, vxlan_name
 from tests.conftest import Host, add_upstream, need, remove_upstream
 from tests.integration.helpers import CLIENT, SERVE, eventually, run, wait_running
@@ -183,3 +184,36 @@ def test_only_the_own_nodes_gateway_answers(hosts: tuple[Host, Host, Host], clie
     assert rec.exit_code == 0, err
     own = c.in_ns("cat", f"/sys/class/net/{bridge_name('ov-a')}/address").stdout.strip()
     assert out.decode().split() == [own]  # one answer (positive), none from ova's bridge
+
+
+@pytest.mark.parametrize("nf_call", ["0", "1"])
+def test_isolation_holds_whatever_br_netfilter_says(hosts: tuple[Host, Host, Host], client: Client,
+                                                     server: str, nf_call: str) -> None:
+    """Bridged overlay traffic reaches the inet forward hook only at 1 (PITFALLS 21)."""
+    key = "net.bridge.bridge-nf-call-iptables"
+    before = [h.in_ns("sysctl", "-n", key).stdout.strip() for h in hosts]
+    try:
+        for h in hosts:
+            assert h.in_ns("sysctl", "-w", f"{key}={nf_call}").returncode == 0
+        client.networks.create(f"ov-nf{nf_call}", f"10.15{nf_call}.0.0/24")
+        assert reaches(client, server, "ov-a", "ovb")  # positive control
+        assert not reaches(client, server, f"ov-nf{nf_call}", "ovb")
+    finally:
+        for h, value in zip(hosts, before, strict=True):
+            h.in_ns("sysctl", "-w", f"{key}={value}")
+
+
+def test_network_create_checks_the_routes_of_every_node(hosts: tuple[Host, Host, Host], client: Client) -> None:
+    """A route on another node (not where the client runs) refuses an overlapping network."""
+    b = hosts[1]
+    assert b.in_ns("ip", "link", "add", "far0", "type", "veth", "peer", "name", "far0p").returncode == 0
+    try:
+        b.in_ns("ip", "addr", "add", "10.131.5.1/24", "dev", "far0")
+        b.in_ns("ip", "link", "set", "far0", "up")
+        eventually(lambda: "10.131.5.0/24" in client.live_nodes()["ovb"]["prefixes"].values(),
+                   "ovb did not publish its new route", 15)
+        with pytest.raises(Conflict, match="host route 10.131.5.0/24 dev far0 on node ovb"):
+            client.networks.create("far-clash", "10.131.0.0/16")
+        client.networks.create("far-fine", "10.132.0.0/16")  # positive control
+    finally:
+        b.in_ns("ip", "link", "del", "far0")
