@@ -164,10 +164,9 @@ class NetworkAgent:
             raise NetworkError(f'network "{net.name}" cannot be used: {problem}')
         subnet = Subnet(net.cidr)
         bridge = bridge_name(net.name)
-        attach = False
+        mtu = net.mtu or self.network_mtu()
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
-                mtu = net.mtu or self.network_mtu()
                 _, created = links.ensure_bridge(bridge, subnet.gateway, subnet.prefixlen, mtu,
                                                  self._gateway_mac(bridge))
                 self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
@@ -176,8 +175,9 @@ class NetworkAgent:
                 except Exception:
                     self._active.pop(net.name, None)
                     raise
-                attach = self.overlay is not None
-        if attach and self.overlay is not None:  # outside the lock: a sync re-renders the rules
+        # outside the lock (a sync re-renders the rules); a second job of a new network waits
+        # here on the overlay's lock until the first one's port exists
+        if self.overlay is not None and not self.overlay.attached(net.name):
             self.overlay.attach(net, bridge, mtu)
         return subnet
 

@@ -152,6 +152,7 @@ class Overlay:
         self._macs: dict[str, set[tuple[str, str]]] = {}
         self._lock = threading.Lock()  # one sync at a time: fdb diffs must not interleave
         self._underlay = cfg.underlay_address
+        self._local_only: set[str] = set()  # networks seen while this node had no underlay
         self.on_macs: Callable[[], None] = lambda: None  # the firewall re-renders
 
     def underlay(self) -> str | None:
@@ -163,14 +164,22 @@ class Overlay:
     def macs(self) -> tuple[tuple[str, str], ...]:
         return tuple(sorted(m for found in self._macs.values() for m in found))
 
+    def attached(self, network: str) -> bool:
+        return network in self._ports or network in self._local_only
+
     def attach(self, net: NetworkDef, bridge: str, mtu: int) -> None:
         """Give a network's bridge its overlay port (when this node has an underlay)."""
         local = self.underlay()
         if local is None:
-            log.warning("network %s stays on this host: no underlay address (set underlay_address)", net.name)
+            if net.name not in self._local_only:
+                log.warning("network %s stays on this host: no underlay address (set "
+                            "underlay_address)", net.name)
+                self._local_only.add(net.name)
             return
         port = OverlayPort(net.name, vxlan_name(net.name), net.overlay_vni, bridge, mtu)
         with self._lock:
+            if net.name in self._ports:
+                return  # another job's setup made it while this one waited
             ensure_device(port, local, self.cfg.vxlan_port)
             self._ports[net.name] = port
         self.sync([net.name])
@@ -178,6 +187,7 @@ class Overlay:
     def detach(self, network: str) -> None:
         with self._lock:
             self._ports.pop(network, None)
+            self._local_only.discard(network)
             changed = bool(self._macs.pop(network, None))
             links.delete_link(vxlan_name(network))
         if changed:
