@@ -70,6 +70,12 @@ class Settings(BaseModel):
     bridge_cidr: str = "172.20.0.0/16"
     bridge_name: str = "joblet0"
     isolated_pool: str = Field("10.254.0.0/16", description="isolated mode: one /30 per job from here")
+    overlay: bool = Field(True, description="user networks span hosts: a VXLAN port on each "
+                          "network's bridge, peers learned from Redis (their MTU is the uplink's - 50)")
+    underlay_address: str | None = Field(None, description="this node's address other nodes send "
+                                         "overlay (VXLAN) traffic to; default: the address of the "
+                                         "default-route interface")
+    vxlan_port: int = Field(4789, ge=1, le=65535, description="UDP port of the overlay (the same fleet-wide)")
     dns_servers: tuple[str, ...] = Field((), description="jobs' DNS servers when a network sets none; "
                                          "default: the host's upstream servers")
     resolv_conf: Path | None = Field(None, description="where the host's upstream DNS servers are "
@@ -104,6 +110,11 @@ class Settings(BaseModel):
     @classmethod
     def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(str(ipaddress.ip_address(v)) for v in value)
+
+    @field_validator("underlay_address")
+    @classmethod
+    def _underlay(cls, value: str | None) -> str | None:
+        return str(ipaddress.IPv4Address(value)) if value else None
 
     @field_validator("sandbox_ro_paths", "sandbox_masked_paths")
     @classmethod

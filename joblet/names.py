@@ -14,6 +14,9 @@ DEFAULT_BRIDGE = "joblet0"         # the built-in "bridge" network (setting brid
 NETWORK_BRIDGE_PREFIX = "jb"       # a user network's bridge: jb + 10 hex digits
 BRIDGED_VETH_PREFIX = "jv"         # host end of a job's veth on a bridge
 ISOLATED_VETH_PREFIX = "ji"        # host end of an isolated job's routed veth
+VXLAN_PREFIX = "jx"                # a user network's overlay port: jx + 10 hex digits
+VXLAN_OVERHEAD = 50                # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+VNI_MIN, VNI_MAX = 4096, (1 << 24) - 1  # VNIs joblet hands out (below 4096: left to others)
 JOB_VETH_PREFIXES = (BRIDGED_VETH_PREFIX, ISOLATED_VETH_PREFIX)
 JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}$")  # exactly what joblet names a job's link
 
@@ -35,6 +38,17 @@ def bridge_name(network: str, default_bridge: str = DEFAULT_BRIDGE) -> str:
     return NETWORK_BRIDGE_PREFIX + hashlib.sha1(network.encode()).hexdigest()[:10]
 
 
+def vxlan_name(network: str) -> str:
+    """The overlay (vxlan) port of a user network's bridge: 'jx' + a short hash."""
+    return VXLAN_PREFIX + hashlib.sha1(network.encode()).hexdigest()[:10]
+
+
+def default_vni(network: str) -> int:
+    """A network's VNI unless its definition holds one: stable, from its name."""
+    span = VNI_MAX - VNI_MIN + 1
+    return VNI_MIN + int(hashlib.sha1(f"{network}/vni".encode()).hexdigest(), 16) % span
+
+
 def is_joblet_link(name: str, default_bridge: str = DEFAULT_BRIDGE) -> bool:
-    """Any link joblet may have made: a bridge or a job's veth."""
-    return name == default_bridge or name.startswith((NETWORK_BRIDGE_PREFIX, *JOB_VETH_PREFIXES))
+    """Any link joblet may have made: a bridge, a job's veth or an overlay port."""
+    return name == default_bridge or name.startswith((NETWORK_BRIDGE_PREFIX, VXLAN_PREFIX, *JOB_VETH_PREFIXES))

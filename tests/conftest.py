@@ -97,14 +97,15 @@ class Host:
         sh("ip", "netns", "add", self.netns)
         sh("ip", "-n", self.netns, "link", "set", "lo", "up")
 
-    def start_worker(self, *extra: str) -> None:
+    def start_worker(self, *extra: str, timeout: float = 10) -> None:
         log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115
         self.worker = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.netns}", str(BIN / "joblet-worker"),
              "--node", self.name, *extra],
             env={**os.environ, **self.env}, stdout=log, stderr=log)
         client = Client(self.cfg)
-        for _ in range(200):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if self.name in client.live_nodes():
                 return
             assert self.worker.poll() is None, self.log()

@@ -16,8 +16,28 @@ from joblet.api.networks import (
 )
 from joblet.api.store import Store
 from joblet.config import Settings
-from joblet.errors import Conflict, NotFound
-from joblet.names import bridge_name
+from joblet.errors import Conflict, NotFound, ValidationError
+from joblet.names import VXLAN_OVERHEAD, bridge_name
+
+
+def fleet_prefixes(nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The routes every live node published in its heartbeat, named by node: a network spans
+    hosts, so it must clash with none of theirs (not only the routes of the machine of `rnx`)."""
+    found: dict[str, str] = {}
+    for node, info in sorted(nodes.items()):
+        for label, cidr in dict(info.get("prefixes") or {}).items():
+            found[f"{label} on node {node}"] = str(cidr)
+    return found
+
+
+def fleet_mtu_check(name: str, mtu: int, nodes: dict[str, dict[str, Any]]) -> None:
+    """Refuse an MTU some live node's uplink cannot carry through the overlay."""
+    for node, info in sorted(nodes.items()):
+        uplink = info.get("mtu")
+        if info.get("underlay") and isinstance(uplink, int) and mtu > uplink - VXLAN_OVERHEAD:
+            raise ValidationError(f'failed to create network "{name}": MTU {mtu} does not fit the '
+                                  f"overlay on node {node} (uplink MTU {uplink} - {VXLAN_OVERHEAD}); "
+                                  f"use at most {uplink - VXLAN_OVERHEAD}")
 
 
 class Networks:
@@ -39,10 +59,12 @@ class Networks:
         endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url},
                                   cfg.job_blocked_addresses)
         holds_control_plane(name, cidr, {k: [a for a, _ in v] for k, v in endpoints.items()})
+        nodes = self.jobs.live_nodes()
+        if mtu is not None:
+            fleet_mtu_check(name, mtu, nodes)
         reserved = {'built-in network "bridge"': cfg.bridge_cidr,
-                    "the isolated-mode pool": cfg.isolated_pool, **host_prefixes()}
-        self.store.create(net, reserved)
-        return net
+                    "the isolated-mode pool": cfg.isolated_pool, **host_prefixes(), **fleet_prefixes(nodes)}
+        return self.store.create(net, reserved)
 
     def list(self) -> list[dict[str, Any]]:
         """Built-ins first, then user networks, each with its count of live jobs."""

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
-from joblet.names import is_joblet_link
+from joblet.names import VNI_MAX, VNI_MIN, default_vni, is_joblet_link
 
 BUILTINS = ("bridge", "isolated", "none", "host")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -41,6 +41,19 @@ class NetworkDef(BaseModel):
     internal: bool = False
     dns: tuple[str, ...] = ()
     mtu: int | None = None
+    vni: int | None = None  # the overlay's VXLAN id; set at create (older definitions: derived)
+
+    @property
+    def overlay_vni(self) -> int:
+        return self.vni if self.vni is not None else default_vni(self.name)
+
+
+def free_vni(name: str, taken: set[int]) -> int:
+    """The VNI a new network gets: derived from its name, the next free one on a clash."""
+    vni = default_vni(name)
+    while vni in taken:
+        vni = vni + 1 if vni < VNI_MAX else VNI_MIN
+    return vni
 
 
 def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = None) -> str:
@@ -167,8 +180,9 @@ class NetworkStore:
         return self.keys.networks
 
     @_url
-    def create(self, net: NetworkDef, reserved: dict[str, str]) -> None:
-        """Store `net` unless its name exists or its CIDR overlaps (atomic under WATCH)."""
+    def create(self, net: NetworkDef, reserved: dict[str, str]) -> NetworkDef:
+        """Store `net` with a VNI no other network has, unless its name exists or its CIDR
+        overlaps (atomic under WATCH); returns what was stored."""
         import redis
 
         with self.redis.pipeline() as pipe:
@@ -183,10 +197,11 @@ class NetworkStore:
                     if hit:
                         raise Conflict(f'failed to create network "{net.name}": CIDR {net.cidr} '
                                        f"overlaps with {hit}")
+                    net = net.model_copy(update={"vni": free_vni(net.name, {n.overlay_vni for n in defs})})
                     pipe.multi()
                     pipe.hset(self.key, net.name, net.model_dump_json())
                     pipe.execute()
-                    return
+                    return net
                 except redis.WatchError:
                     continue
 

@@ -254,12 +254,23 @@ class Store:
 
     # -- discovery ----------------------------------------------------------------------------
     @_url
-    def join_networks(self, job_id: str, ips: dict[str, str], names: list[str]) -> None:
-        """List a running job under its names in each of its networks' member hashes."""
+    def join_networks(self, job_id: str, ips: dict[str, str], names: list[str], node: str = "") -> None:
+        """List a running job under its names (and its node) in each of its networks' member hashes."""
         pipe = self.redis.pipeline()
         for network, ip in ips.items():
-            pipe.hset(self.keys.members(network), job_id, json.dumps({"ip": ip, "names": names}))
+            pipe.hset(self.keys.members(network), job_id, json.dumps({"ip": ip, "names": names, "node": node}))
         pipe.execute()
+
+    @_url
+    def member_nodes(self, networks: list[str]) -> dict[str, dict[str, str]]:
+        """{network: {job id: node}} of the running jobs in these networks (the overlay's view)."""
+        pipe = self.redis.pipeline()
+        for network in networks:
+            pipe.hgetall(self.keys.members(network))
+        found: dict[str, dict[str, str]] = {}
+        for network, entries in zip(networks, pipe.execute(), strict=True):
+            found[network] = {k.decode(): str(json.loads(v).get("node") or "") for k, v in entries.items()}
+        return found
 
     @_url
     def leave_networks(self, job_id: str, networks: list[str]) -> None:

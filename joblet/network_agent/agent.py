@@ -25,6 +25,7 @@ from joblet.names import ISOLATED_VETH_PREFIX, bridge_name
 from joblet.network_agent import firewall, foreign, host, links, portsec, shaping
 from joblet.network_agent.ipam import P2pPool, Subnet
 from joblet.network_agent.netns import JobNetns
+from joblet.network_agent.overlay import Overlay
 from joblet.network_agent.plan import ALONE, NetFacts, NetPlan, wants_addresses
 from joblet.worker import faults
 
@@ -54,6 +55,7 @@ class NetworkAgent:
         self._host_cgroup: tuple[str, int] | None = None
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
         self._loaded = False  # the tables were loaded once: keep them there
+        self.overlay: Overlay | None = None  # user networks span hosts (set by the worker)
 
     # -- host level -------------------------------------------------------------------------
     def ensure_host(self) -> None:
@@ -116,8 +118,10 @@ class NetworkAgent:
         return [default, *self._active.values()]
 
     def _apply(self) -> None:
+        overlay = self.overlay
         guards = firewall.Guards(blocked=self._control_plane(refresh=True), ports=tuple(self._ports.values()),
-                                 host_cgroup=self._host_cgroup)
+                                 host_cgroup=self._host_cgroup, overlay=overlay.macs() if overlay else (),
+                                 vxlan_port=self.cfg.vxlan_port if overlay else None)
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool,
                                        ISOLATED_VETH_PREFIX, guards))
         self._loaded = True
@@ -160,20 +164,37 @@ class NetworkAgent:
             raise NetworkError(f'network "{net.name}" cannot be used: {problem}')
         subnet = Subnet(net.cidr)
         bridge = bridge_name(net.name)
+        mtu = net.mtu or self.network_mtu()
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
-                _, created = links.ensure_bridge(bridge, subnet.gateway, subnet.prefixlen,
-                                                 net.mtu or self.uplink_mtu(), self._gateway_mac(bridge))
+                _, created = links.ensure_bridge(bridge, subnet.gateway, subnet.prefixlen, mtu,
+                                                 self._gateway_mac(bridge))
                 self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
                 try:
                     self._apply_or_remove(bridge, created)
                 except Exception:
                     self._active.pop(net.name, None)
                     raise
+        # outside the lock (a sync re-renders the rules); a second job of a new network waits
+        # here on the overlay's lock until the first one's port exists
+        if self.overlay is not None and not self.overlay.attached(net.name):
+            self.overlay.attach(net, bridge, mtu)
         return subnet
+
+    def network_mtu(self) -> int:
+        """A user network's MTU when it sets none: the uplink's, less the overlay's overhead."""
+        return self.uplink_mtu() - (names.VXLAN_OVERHEAD if self.overlay is not None else 0)
+
+    def overlay_changed(self) -> None:
+        """The remote jobs the overlay lets in changed: render the tables again."""
+        with self._lock:
+            if self._loaded:
+                self._apply()
 
     def remove_network(self, name: str) -> None:
         """Remove a deleted network's bridge and rules here (no local job may use it)."""
+        if self.overlay is not None:
+            self.overlay.detach(name)
         with self._lock:
             links.delete_link(bridge_name(name, self.cfg.bridge_name))
             if self._active.pop(name, None) is not None:
@@ -189,6 +210,8 @@ class NetworkAgent:
                 links.delete_link(name)  # left by an earlier worker
         for name in stale:
             self.remove_network(name)
+        if self.overlay is not None:
+            self.overlay.sweep(existing)
         return stale
 
     # -- per job: facts -> reserve -> (pure plan) -> setup ... teardown -> free --------------
@@ -211,7 +234,8 @@ class NetworkAgent:
                 raise NetworkError(f'network "{name}" cannot be used: {problem}')
         dns = next((n.dns for n in user.values() if n.dns), ())
         servers = self._nameservers(dns) if wants_addresses(nets) and not dns else ()
-        return NetFacts(mtu=self.uplink_mtu(), bridge=self.cfg.bridge_name, bridge_cidr=self.cfg.bridge_cidr,
+        return NetFacts(mtu=self.uplink_mtu(), network_mtu=self.network_mtu(), bridge=self.cfg.bridge_name,
+                        bridge_cidr=self.cfg.bridge_cidr,
                         isolated_pool=self.cfg.isolated_pool, networks=user, nameservers=servers)
 
     def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]:

@@ -53,6 +53,8 @@ class Guards:
     blocked: tuple[tuple[str, int], ...] = ()  # (IPv4 or IPv6 address, TCP port) no job may reach
     ports: tuple[portsec.Port, ...] = ()  # the host ends of the jobs' links here
     host_cgroup: tuple[str, int] | None = None  # host-mode jobs: (path under /sys/fs/cgroup, level)
+    overlay: tuple[tuple[str, str], ...] = ()  # (overlay port, remote job MAC) let in (overlay.py)
+    vxlan_port: int | None = None  # the overlay's UDP port: no job sends to it (frame injection)
 
     def checked(self) -> Guards:
         for address, port in self.blocked:
@@ -76,6 +78,8 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
     for src in sources:  # jobs never reach the broker, established or not
         first.append(f'iifname {src} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"')
         first.append(f'iifname {src} ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"')
+    for src in sources if guards.vxlan_port else []:  # crafted VXLAN would land on a network's bridge
+        first.append(f'iifname {src} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     if iso:  # a routed link sends from its job's address only, and no IPv6
         first.append(f'iifname {iso} iifname . ip saddr != @iso_src drop comment "joblet:port-security"')
         first.append(f'iifname {iso} meta nfproto ipv6 drop comment "joblet:port-security"')
@@ -137,7 +141,7 @@ def render(networks: list[FwNetwork], isolated_pool: str | None = None,
         *_chain("postrouting", "nat hook postrouting priority srcnat", nat),
         "}",
         "",
-    ]) + portsec.render_bridge(list(guards.ports))
+    ]) + portsec.render_bridge(list(guards.ports), guards.overlay)
 
 
 def _chain(name: str, hook: str, rules: list[str]) -> list[str]:

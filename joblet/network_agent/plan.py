@@ -25,6 +25,7 @@ class NetFacts(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     mtu: int
+    network_mtu: int | None = None  # user networks without their own: less the overlay's 50
     bridge: str
     bridge_cidr: str
     isolated_pool: str
@@ -124,7 +125,7 @@ def _p2p(job_id: str, facts: NetFacts, slot: int) -> Attachment:
 def _bridged(job_id: str, name: str, index: int, facts: NetFacts, address: int) -> Attachment:
     net = facts.networks.get(name)
     subnet = Subnet(net.cidr if net else facts.bridge_cidr)
-    mtu = (net.mtu if net else None) or facts.mtu
+    mtu = ((net.mtu or facts.network_mtu) if net else None) or facts.mtu
     return Attachment(network=name, bridge=bridge_name(name, facts.bridge),
                       host_ifname=host_veth_name(job_id, name), ifname=f"eth{index}",
                       address=to_str(address), address_int=address, prefixlen=subnet.prefixlen,

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from joblet.errors import NetworkError
 from joblet.names import BRIDGED_VETH_PREFIX as BRIDGED_PREFIX
 from joblet.names import JOB_LINK as _IFNAME
-from joblet.names import TABLE
+from joblet.names import TABLE, VXLAN_PREFIX
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_OVERLAY = re.compile(rf"^{VXLAN_PREFIX}[0-9a-f]{{10}}$")
 
 
 def mac_for(job_id: str, network: str) -> str:
@@ -64,10 +65,15 @@ def elements(items: list[str]) -> str:
     return f" elements = {{ {', '.join(items)} }};" if items else ""
 
 
-def render_bridge(ports: list[Port]) -> str:
-    """The whole `bridge joblet` table (replaces the live one atomically)."""
+def render_bridge(ports: list[Port], overlay: tuple[tuple[str, str], ...] = ()) -> str:
+    """The whole `bridge joblet` table (replaces the live one atomically); `overlay`: the
+    (overlay port, MAC) pairs of remote jobs that may come in from other nodes (overlay.py)."""
     bridged = [p.checked() for p in ports if p.bridged]
     macs = [f'"{p.ifname}" . {p.mac}' for p in bridged]
+    for ifname, mac in overlay:
+        if not _OVERLAY.match(ifname) or not _MAC.match(mac):
+            raise NetworkError(f"invalid overlay entry {ifname!r} . {mac!r}")
+    remote = [f'"{ifname}" . {mac}' for ifname, mac in overlay]
     ips = [f'"{p.ifname}" . {p.address}' for p in bridged]
     tag = 'comment "joblet:port-security"'
     return "\n".join([
@@ -76,9 +82,24 @@ def render_bridge(ports: list[Port]) -> str:
         f"table bridge {TABLE} {{",
         f"  set port_macs {{ type ifname . ether_addr;{elements(macs)} }}",
         f"  set port_ips {{ type ifname . ipv4_addr;{elements(ips)} }}",
+        f"  set overlay_macs {{ type ifname . ether_addr;{elements(remote)} }}",
         "  chain prerouting {",
         "    type filter hook prerouting priority filter; policy accept;",
         f'    iifname "{BRIDGED_PREFIX}*" jump job_port {tag}',
+        f'    iifname "{VXLAN_PREFIX}*" jump overlay_port {tag}',
+        "  }",
+        "  chain overlay_port {",  # frames from other nodes: their jobs' MACs, IPv4 and ARP only
+        f"    iifname . ether saddr != @overlay_macs drop {tag}",
+        "    ether type { ip, arp } accept",
+        f"    drop {tag}",
+        "  }",
+        "  chain input {",  # remote jobs talk to their own node's gateway, never to this one
+        "    type filter hook input priority filter; policy accept;",
+        f'    iifname "{VXLAN_PREFIX}*" drop {tag}',
+        "  }",
+        "  chain output {",  # this host's own frames (its gateway's ARP) stay on this node
+        "    type filter hook output priority filter; policy accept;",
+        f'    oifname "{VXLAN_PREFIX}*" drop {tag}',
         "  }",
         "  chain job_port {",
         f"    iifname . ether saddr != @port_macs drop {tag}",

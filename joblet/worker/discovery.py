@@ -27,6 +27,7 @@ class Discovery:
         self.node = node
         self._local: dict[str, tuple[set[str], Callable[[], None]]] = {}
         self._lock = threading.Lock()
+        self.listeners: list[Callable[[list[str]], None]] = []  # told of every change (the overlay)
 
     def peers(self, networks: list[str]) -> dict[str, str]:
         """name -> address of the running jobs in these user networks, fleet-wide."""
@@ -37,7 +38,7 @@ class Discovery:
         """A job of this host is running with these addresses: list it, and keep its hosts file."""
         mine = {n: ip for n, ip in ips.items() if n not in NO_DISCOVERY}
         if mine:
-            self.store.join_networks(job_id, mine, names)
+            self.store.join_networks(job_id, mine, names, self.node)
         with self._lock:
             self._local[job_id] = (set(ips), write_hosts)
 
@@ -52,6 +53,11 @@ class Discovery:
         wanted = set(user_networks(networks))
         if not wanted:
             return
+        for listener in self.listeners:
+            try:
+                listener(sorted(wanted))
+            except Exception as exc:  # noqa: BLE001 - the hosts files still get written
+                log.warning("overlay of %s: %s: %s", sorted(wanted), type(exc).__name__, exc)
         with self._lock:
             writers = [write for nets, write in self._local.values() if nets & wanted]
         for write in writers:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
-from joblet.api.networks import NetworkStore
+from joblet.api.networks import NetworkStore, host_prefixes
 from joblet.api.store import Store
 from joblet.api.store_ipam import IpamStore
 from joblet.api.store_nodes import NodeStore
@@ -22,6 +22,7 @@ from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
 from joblet.errors import BackendUnavailable, JobletError
 from joblet.network_agent.agent import NetworkAgent
+from joblet.network_agent.overlay import Overlay
 from joblet.worker import cgroups, faults, fleet, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.job import JobRun
@@ -49,9 +50,14 @@ def build_services(cfg: Settings) -> Services:
                          NetworkStore(cfg.redis_url, cfg.key_prefix, shared))
     mounts = JobMounts(HostVolumes(cfg.state_dir), VolumeStore(cfg.redis_url, cfg.key_prefix, shared),
                        cfg.runtimes_dir)
+    discovery = Discovery(store, cfg.node)
+    if cfg.overlay:
+        agent.overlay = Overlay(cfg, store)
+        agent.overlay.on_macs = agent.overlay_changed
+        discovery.listeners.append(agent.overlay.sync)
     return Services(cfg=cfg, store=store, agent=agent, journal=Journal(cfg.state_dir),
                     pump=OutputPump(store, cfg.log_max_entries), mounts=mounts,
-                    discovery=Discovery(store, cfg.node), records=Records(store, cfg),
+                    discovery=discovery, records=Records(store, cfg),
                     host=host_survey(cfg, cfg.run_dir / "cover"),
                     cgroup_root=cfg.cgroup_root or cgroups.detect_root() / "joblet")
 
@@ -204,7 +210,8 @@ class Supervisor:
         with self._lock:
             ids = list(self.running)
         info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started,
-                "runtimes": runtimes(self.cfg.runtimes_dir), **fleet.capabilities(self.svc)}
+                "runtimes": runtimes(self.cfg.runtimes_dir), **fleet.capabilities(self.svc),
+                **self._network_facts()}
         try:
             self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
             for job_id in self.store.stops_among(ids):  # stops missed by the listener
@@ -213,6 +220,14 @@ class Supervisor:
         except BackendUnavailable as exc:
             log.warning("heartbeat: %s", exc)
 
+    def _network_facts(self) -> dict[str, Any]:
+        """What clients check new networks against, and what peers send overlay traffic to."""
+        agent = self.svc.agent
+        facts: dict[str, Any] = {"prefixes": host_prefixes(), "mtu": agent.uplink_mtu()}
+        if agent.overlay is not None:
+            facts["underlay"] = agent.overlay.underlay()
+        return facts
+
     def _beat_upkeep(self) -> None:
         faults.fail("upkeep")
         try:
@@ -220,6 +235,8 @@ class Supervisor:
                 log.warning("joblet's nftables table was gone: restored it")
             self.svc.agent.check_forward()
             self.sweep_networks()
+            if self.svc.agent.overlay is not None:
+                self.svc.agent.overlay.sync()  # nodes that came or went
             self.sweep_volumes()
         except JobletError as exc:
             log.error("host network upkeep: %s", exc)

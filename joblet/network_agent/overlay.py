@@ -1,0 +1,222 @@
+"""User networks that span hosts: one VXLAN port (`jx*`, names.py) per network on each node,
+enslaved to the network's bridge, VNI from the network's definition.
+
+No multicast and no learning: what the port sends where comes from Redis. Each worker
+publishes its underlay address in its heartbeat; each running job is listed in its networks'
+member hashes with its node. From that (render pure, `fdb_wanted`):
+- the all-zero MAC -> every other node with jobs in the network (ARP and other broadcast),
+- each remote job's MAC (derived from its id, portsec.mac_for) -> its node's underlay address.
+`sync` diffs that against the port's forwarding database and applies the difference in one
+`bridge -batch` (apply thin). It runs whenever a network's jobs change (discovery events) and
+on every heartbeat, so a node that comes or goes is picked up within one beat.
+
+What crosses the overlay is held by `bridge joblet` (portsec.render_bridge): frames from a
+`jx*` port must carry the MAC of a remote job of that network (`overlay_macs`, from the same
+view) and be IPv4 or ARP; nothing from the overlay reaches this host's own stack (each node's
+bridge has the network's gateway address: remote jobs use their own node's), and nothing the
+host sends goes out on it. The sending node has already held each job to its own MAC and
+address at its `jv*` port.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from joblet.api.networks import NetworkDef
+from joblet.api.store import Store
+from joblet.config import Settings
+from joblet.errors import NetworkError
+from joblet.names import VXLAN_PREFIX, vxlan_name
+from joblet.network_agent import links
+from joblet.network_agent.portsec import mac_for
+
+log = logging.getLogger(__name__)
+ZERO_MAC = "00:00:00:00:00:00"
+Fdb = frozenset[tuple[str, str]]  # (MAC, underlay address)
+
+
+@dataclass(frozen=True)
+class OverlayPort:
+    """One network's VXLAN port on this node."""
+
+    network: str
+    device: str
+    vni: int
+    bridge: str
+    mtu: int
+
+
+def fdb_wanted(network: str, me: str, members: dict[str, str], underlays: dict[str, str]) -> Fdb:
+    """The port's forwarding entries: {job id: node} of the network's running jobs and
+    {node: underlay address} of the live nodes (pure)."""
+    remote = {(job, underlays[node]) for job, node in members.items() if node != me and node in underlays}
+    floods = {(ZERO_MAC, address) for _, address in remote}
+    return frozenset(floods | {(mac_for(job, network), address) for job, address in remote})
+
+
+def fdb_batch(device: str, have: Fdb, want: Fdb) -> list[str]:
+    """`bridge -batch` lines that turn `have` into `want`: removals first (a job that moved)."""
+    lines = [f"fdb del {mac} dev {device} dst {dst}" for mac, dst in sorted(have - want)]
+    return lines + [f"fdb append {mac} dev {device} dst {dst}" for mac, dst in sorted(want - have)]
+
+
+def remote_macs(device: str, fdb: Fdb) -> set[tuple[str, str]]:
+    """(port, MAC) pairs the firewall lets in from this port: the remote jobs."""
+    return {(device, mac) for mac, _ in fdb if mac != ZERO_MAC}
+
+
+# -- I/O ----------------------------------------------------------------------------------
+def default_underlay() -> str | None:
+    """The first IPv4 address of the interface carrying the default route."""
+    ipr = IPRoute()
+    try:
+        for route in ipr.get_default_routes(family=2):
+            oif = route.get_attr("RTA_OIF")
+            for addr in ipr.get_addr(family=2, index=oif) if oif else []:
+                return str(addr.get_attr("IFA_ADDRESS"))
+        return None
+    finally:
+        ipr.close()
+
+
+def ensure_device(port: OverlayPort, local: str, dstport: int) -> None:
+    """The VXLAN port, created if absent (or remade when its VNI or local address differ),
+    IPv6 off, enslaved to its bridge and up."""
+    bridge = links.index_of(port.bridge)
+    if bridge is None:
+        raise NetworkError(f"bridge {port.bridge} of network {port.network!r} is gone")
+    ipr = IPRoute()
+    try:
+        found = ipr.link_lookup(ifname=port.device)
+        if found and _vxlan_of(ipr, found[0]) != (port.vni, local):
+            ipr.link("del", index=found[0])
+            found = []
+        if not found:
+            ipr.link("add", ifname=port.device, kind="vxlan", vxlan_id=port.vni, vxlan_local=local,
+                     vxlan_port=dstport, vxlan_learning=0, mtu=port.mtu)
+        index = ipr.link_lookup(ifname=port.device)[0]
+        links.disable_ipv6(port.device)
+        ipr.link("set", index=index, master=bridge, state="up")
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise NetworkError(f"failed to create overlay port {port.device} of network "
+                               f"{port.network!r}: {exc}") from None
+    finally:
+        ipr.close()
+
+
+def _vxlan_of(ipr: IPRoute, index: int) -> tuple[int, str] | None:
+    info = ipr.get_links(index)[0].get_attr("IFLA_LINKINFO")
+    if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
+        return None
+    data = info.get_attr("IFLA_INFO_DATA")
+    return int(data.get_attr("IFLA_VXLAN_ID")), str(data.get_attr("IFLA_VXLAN_LOCAL"))
+
+
+def read_fdb(device: str) -> Fdb:
+    """The port's own forwarding entries that have a remote (what `sync` manages)."""
+    proc = subprocess.run(["bridge", "-j", "fdb", "show", "dev", device], capture_output=True,
+                          text=True, timeout=10)
+    if proc.returncode != 0:
+        raise NetworkError(f"failed to read the forwarding entries of {device}: {proc.stderr.strip()}")
+    entries: list[dict[str, Any]] = json.loads(proc.stdout or "[]")
+    return frozenset((str(e["mac"]), str(e["dst"])) for e in entries if "dst" in e and "master" not in e)
+
+
+def apply_fdb(lines: list[str]) -> None:
+    if not lines:
+        return
+    proc = subprocess.run(["bridge", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise NetworkError(f"failed to update overlay forwarding entries: {proc.stderr.strip()}")
+
+
+class Overlay:
+    """This node's overlay ports and their forwarding entries, kept in step with Redis."""
+
+    def __init__(self, cfg: Settings, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self._ports: dict[str, OverlayPort] = {}
+        self._macs: dict[str, set[tuple[str, str]]] = {}
+        self._lock = threading.Lock()  # one sync at a time: fdb diffs must not interleave
+        self._underlay = cfg.underlay_address
+        self._local_only: set[str] = set()  # networks seen while this node had no underlay
+        self.on_macs: Callable[[], None] = lambda: None  # the firewall re-renders
+
+    def underlay(self) -> str | None:
+        """The address other nodes reach this one at (the setting, else the uplink's)."""
+        if self._underlay is None:
+            self._underlay = default_underlay()
+        return self._underlay
+
+    def macs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(m for found in self._macs.values() for m in found))
+
+    def attached(self, network: str) -> bool:
+        return network in self._ports or network in self._local_only
+
+    def attach(self, net: NetworkDef, bridge: str, mtu: int) -> None:
+        """Give a network's bridge its overlay port (when this node has an underlay)."""
+        local = self.underlay()
+        if local is None:
+            if net.name not in self._local_only:
+                log.warning("network %s stays on this host: no underlay address (set "
+                            "underlay_address)", net.name)
+                self._local_only.add(net.name)
+            return
+        port = OverlayPort(net.name, vxlan_name(net.name), net.overlay_vni, bridge, mtu)
+        with self._lock:
+            if net.name in self._ports:
+                return  # another job's setup made it while this one waited
+            ensure_device(port, local, self.cfg.vxlan_port)
+            self._ports[net.name] = port
+        self.sync([net.name])
+
+    def detach(self, network: str) -> None:
+        with self._lock:
+            self._ports.pop(network, None)
+            self._local_only.discard(network)
+            changed = bool(self._macs.pop(network, None))
+            links.delete_link(vxlan_name(network))
+        if changed:
+            self.on_macs()
+
+    def sweep(self, existing: list[str]) -> None:
+        """Remove overlay ports of networks that no longer exist (left by any worker)."""
+        wanted = {vxlan_name(n) for n in existing}
+        for name in links.names_with_prefix(VXLAN_PREFIX, "vxlan"):
+            if name not in wanted:
+                links.delete_link(name)
+
+    def sync(self, networks: list[str] | None = None) -> None:
+        """Bring the ports of these networks (default: all here) in step with Redis."""
+        with self._lock:
+            ports = [p for n, p in self._ports.items() if networks is None or n in networks]
+            if not ports:
+                return
+            local = self.underlay()
+            underlays = {n: str(i["underlay"]) for n, i in self.store.live_nodes().items() if i.get("underlay")}
+            members = self.store.member_nodes([p.network for p in ports])
+            changed = False
+            for port in ports:
+                if links.index_of(port.device) is None and local is not None:
+                    ensure_device(port, local, self.cfg.vxlan_port)  # someone removed it
+                want = fdb_wanted(port.network, self.cfg.node, members.get(port.network, {}), underlays)
+                apply_fdb(fdb_batch(port.device, read_fdb(port.device), want))
+                macs = remote_macs(port.device, want)
+                changed |= macs != self._macs.get(port.network, set())
+                self._macs[port.network] = macs
+        if changed:
+            self.on_macs()

@@ -1,0 +1,219 @@
+"""Networks that span hosts: three throwaway hosts on a simulated LAN, one installation, the
+VXLAN overlay between their bridges (joblet/network_agent/overlay.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from joblet.errors import Conflict
+from joblet.names import VXLAN_OVERHEAD, bridge_name, vxlan_name
+from tests.conftest import Host, add_upstream, need, remove_upstream
+from tests.integration.helpers import CLIENT, SERVE, eventually, run, wait_running
+from tests.integration.lan import Lan, used_prefixes
+
+PROBE = CLIENT.replace("range(100)", "range(3)").replace("timeout=5", "timeout=1")
+
+
+@pytest.fixture(scope="module")
+def lan() -> Iterator[Lan]:
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    made = Lan()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="module")
+def hosts(redis_sock: str, lan: Lan) -> Iterator[tuple[Host, Host, Host]]:
+    made: list[Host] = []
+    try:
+        a = Host(redis_sock, "ova", underlay_address=lan.address(0))
+        made.append(a)
+        b = Host(redis_sock, "ovb", fleet=a, underlay_address=lan.address(1))
+        made.append(b)
+        c = Host(redis_sock, "ovc", fleet=a)  # no setting: the default route's interface
+        made.append(c)
+        for i, h in enumerate(made):
+            lan.attach(h.netns, i, default_route=h is c)
+        for h in made:
+            h.start_worker()
+        yield a, b, c
+    finally:
+        for h in reversed(made):
+            h.close()
+
+
+@pytest.fixture(scope="module")
+def client(hosts: tuple[Host, Host, Host]) -> Client:
+    return Client(hosts[0].cfg)
+
+
+@pytest.fixture(scope="module")
+def server(client: Client) -> Iterator[str]:
+    """A job named "srv" on node ova in network ov-a, answering on port 7000; its address."""
+    client.networks.create("ov-a", "10.140.0.0/24")
+    rec = client.run("python3", ("-c", SERVE), network="ov-a", name="srv", node="ova")
+    try:
+        yield wait_running(client, rec.id)
+    finally:
+        client.stop(rec.id)
+        client.wait(rec.id, timeout=30)
+
+
+def reaches(client: Client, target: str, network: str, node: str) -> bool:
+    rec, out, _ = run(client, "python3", "-c", PROBE.format(ip=target), network=network, node=node)
+    return rec.exit_code == 0 and out.strip() == b"pong"
+
+
+def links_of(h: Host) -> str:
+    return h.in_ns("ip", "-o", "-d", "link", "show").stdout
+
+
+def test_the_lan_range_is_unused_on_this_machine(lan: Lan) -> None:
+    assert not any(lan.net.overlaps(u) for u in used_prefixes() if u.prefixlen > 0), lan.net
+
+
+def test_nodes_publish_underlay_and_routes(hosts: tuple[Host, Host, Host], client: Client) -> None:
+    a, b, c = hosts
+    nodes = client.live_nodes()
+    assert nodes["ova"]["underlay"] == a.cfg.underlay_address
+    assert nodes["ovb"]["underlay"] == b.cfg.underlay_address
+    c_addr = c.in_ns("ip", "-4", "-j", "addr", "show", "lan0").stdout
+    assert nodes["ovc"]["underlay"] == json.loads(c_addr)[0]["addr_info"][0]["local"]
+    assert any("dev lan0" in label for label in nodes["ova"]["prefixes"])
+
+
+def test_same_network_across_hosts_by_name_and_address(client: Client, server: str) -> None:
+    assert reaches(client, "srv", "ov-a", "ovb")   # by name, from another host
+    assert reaches(client, server, "ov-a", "ovc")  # by address, from a third
+
+
+def test_other_networks_stay_apart_across_hosts(hosts: tuple[Host, Host, Host], client: Client,
+                                                server: str) -> None:
+    client.networks.create("ov-b", "10.141.0.0/24")
+    assert not reaches(client, server, "ov-b", "ovc")
+    assert reaches(client, server, "ov-a", "ovc")  # positive control, same host, same target
+    c = hosts[2]
+    vnis = {n: c.in_ns("ip", "-d", "-j", "link", "show", vxlan_name(n)).stdout for n in ("ov-a", "ov-b")}
+    ids = {n: json.loads(v)[0]["linkinfo"]["info_data"]["id"] for n, v in vnis.items()}
+    assert ids["ov-a"] != ids["ov-b"]
+
+
+def test_internal_network_spans_hosts_but_not_the_world(hosts: tuple[Host, Host, Host],
+                                                        client: Client, server: str) -> None:
+    b = hosts[1]
+    client.networks.create("ov-int", "10.142.0.0/24", internal=True)
+    rec = client.run("python3", ("-c", SERVE), network="ov-int", name="isrv", node="ova")
+    up = add_upstream(b)
+    listener = subprocess.Popen(["ip", "netns", "exec", up, "python3", "-c", SERVE.replace("0.0.0.0", "203.0.113.2")])
+    try:
+        wait_running(client, rec.id)
+        assert reaches(client, "isrv", "ov-int", "ovb")  # across hosts inside the network
+        assert reaches(client, "203.0.113.2", "ov-a", "ovb")  # positive control: a routed network
+        assert not reaches(client, "203.0.113.2", "ov-int", "ovb")
+    finally:
+        listener.send_signal(signal.SIGKILL)
+        listener.wait()
+        remove_upstream(b, up)
+        client.stop(rec.id)
+        client.wait(rec.id, timeout=30)
+
+
+def test_spanning_network_mtu_is_the_uplinks_less_the_overlay(hosts: tuple[Host, Host, Host],
+                                                               client: Client, server: str) -> None:
+    c = hosts[2]
+    route = json.loads(c.in_ns("ip", "-j", "route", "get", "192.0.2.99").stdout)[0]
+    uplink = json.loads(c.in_ns("ip", "-j", "link", "show", route["dev"]).stdout)[0]["mtu"]
+    probe = "cat /sys/class/net/eth0/mtu"
+    for network, want in (("ov-a", uplink - VXLAN_OVERHEAD), ("bridge", uplink)):
+        rec, out, _ = run(client, "sh", "-c", probe, network=network, node="ovc")
+        assert rec.exit_code == 0 and int(out) == want, (network, out)
+    # a full-size packet, not fragmented, crosses the overlay to the other host
+    size = str(uplink - VXLAN_OVERHEAD - 28)
+    rec, out, err = run(client, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", size, server,
+                        network="ov-a", node="ovc")
+    assert rec.exit_code == 0, (out, err)
+
+
+def test_delete_removes_the_overlay_on_every_host(hosts: tuple[Host, Host, Host], client: Client,
+                                                  server: str) -> None:
+    client.networks.create("ov-del", "10.143.0.0/24")
+    for h in hosts:
+        assert client.wait(client.run("true", network="ov-del", node=h.name).id, timeout=30).status == \
+            JobStatus.COMPLETED
+        assert vxlan_name("ov-del") in links_of(h)
+    client.networks.delete("ov-del")
+    for h in hosts:
+        eventually(lambda h=h: vxlan_name("ov-del") not in links_of(h), f"overlay port left on {h.name}", 15)
+        eventually(lambda h=h: bridge_name("ov-del") not in links_of(h), f"bridge left on {h.name}", 15)
+    assert vxlan_name("ov-a") in links_of(hosts[0])  # positive control: a live network keeps its port
+
+
+ARP_WHO_HAS_GATEWAY = r"""
+import fcntl, socket, struct, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)); s.bind(("eth0", 0))
+src = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+me = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", b"eth0"))[20:24]  # SIOCGIFADDR
+gw = next(struct.pack("<L", int(f[2], 16)) for f in (l.split() for l in open("/proc/net/route")) if f[1] == "00000000")
+s.send(b"\xff" * 6 + src + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + src + me + b"\0" * 6 + gw)
+s.settimeout(0.1); seen = set(); end = time.time() + 1.5
+while time.time() < end:
+    try:
+        d = s.recv(128)
+    except socket.timeout:
+        continue
+    if d[12:14] == b"\x08\x06" and d[20:22] == b"\0\2" and d[28:32] == gw:
+        seen.add(d[22:28].hex(":"))
+print(" ".join(sorted(seen)))
+"""
+
+
+def test_only_the_own_nodes_gateway_answers(hosts: tuple[Host, Host, Host], client: Client, server: str) -> None:
+    """Every node's bridge holds the network's gateway address: ARP for it must not cross."""
+    c = hosts[2]
+    rec, out, err = run(client, "python3", "-c", ARP_WHO_HAS_GATEWAY, network="ov-a", node="ovc")
+    assert rec.exit_code == 0, err
+    own = c.in_ns("cat", f"/sys/class/net/{bridge_name('ov-a')}/address").stdout.strip()
+    assert out.decode().split() == [own]  # one answer (positive), none from ova's bridge
+
+
+@pytest.mark.parametrize("nf_call", ["0", "1"])
+def test_isolation_holds_whatever_br_netfilter_says(hosts: tuple[Host, Host, Host], client: Client,
+                                                     server: str, nf_call: str) -> None:
+    """Bridged overlay traffic reaches the inet forward hook only at 1 (PITFALLS 21)."""
+    key = "net.bridge.bridge-nf-call-iptables"
+    before = [h.in_ns("sysctl", "-n", key).stdout.strip() for h in hosts]
+    try:
+        for h in hosts:
+            assert h.in_ns("sysctl", "-w", f"{key}={nf_call}").returncode == 0
+        client.networks.create(f"ov-nf{nf_call}", f"10.15{nf_call}.0.0/24")
+        assert reaches(client, server, "ov-a", "ovb")  # positive control
+        assert not reaches(client, server, f"ov-nf{nf_call}", "ovb")
+    finally:
+        for h, value in zip(hosts, before, strict=True):
+            h.in_ns("sysctl", "-w", f"{key}={value}")
+
+
+def test_network_create_checks_the_routes_of_every_node(hosts: tuple[Host, Host, Host], client: Client) -> None:
+    """A route on another node (not where the client runs) refuses an overlapping network."""
+    b = hosts[1]
+    assert b.in_ns("ip", "link", "add", "far0", "type", "veth", "peer", "name", "far0p").returncode == 0
+    try:
+        b.in_ns("ip", "addr", "add", "10.131.5.1/24", "dev", "far0")
+        b.in_ns("ip", "link", "set", "far0", "up")
+        eventually(lambda: "10.131.5.0/24" in client.live_nodes()["ovb"]["prefixes"].values(),
+                   "ovb did not publish its new route", 15)
+        with pytest.raises(Conflict, match="host route 10.131.5.0/24 dev far0 on node ovb"):
+            client.networks.create("far-clash", "10.131.0.0/16")
+        client.networks.create("far-fine", "10.132.0.0/16")  # positive control
+    finally:
+        b.in_ns("ip", "link", "del", "far0")

@@ -1,0 +1,96 @@
+"""The overlay's pure parts: names, VNIs, forwarding entries, its firewall rules, MTUs."""
+
+from __future__ import annotations
+
+import pytest
+
+from joblet.api.client_networks import fleet_mtu_check, fleet_prefixes
+from joblet.api.networks import NetworkDef, free_vni
+from joblet.errors import NetworkError, ValidationError
+from joblet.names import VNI_MAX, VNI_MIN, default_vni, is_joblet_link, vxlan_name
+from joblet.network_agent import firewall, portsec
+from joblet.network_agent.overlay import ZERO_MAC, fdb_batch, fdb_wanted, remote_macs
+from joblet.network_agent.plan import NetFacts, make_plan
+from joblet.network_agent.portsec import mac_for
+
+
+def test_overlay_port_names_fit_and_are_joblets():
+    name = vxlan_name("a-network-with-a-rather-long-name")
+    assert name.startswith("jx") and len(name) <= 15 and name == vxlan_name("a-network-with-a-rather-long-name")
+    assert is_joblet_link(name) and vxlan_name("x") != vxlan_name("y")
+
+
+def test_vnis_are_stable_in_range_and_never_shared():
+    assert VNI_MIN <= default_vni("db") <= VNI_MAX and default_vni("db") == default_vni("db")
+    taken = {default_vni("db")}
+    assert free_vni("db", taken) == default_vni("db") + 1
+    assert free_vni("db", set()) == default_vni("db")
+    assert NetworkDef(name="db", cidr="10.0.0.0/24").overlay_vni == default_vni("db")
+    assert NetworkDef(name="db", cidr="10.0.0.0/24", vni=5000).overlay_vni == 5000
+
+
+def test_free_vni_wraps_around():
+    name = next(n for n in (f"n{i}" for i in range(10**5)) if default_vni(n) > VNI_MAX - 20000)
+    taken = set(range(default_vni(name), VNI_MAX + 1))
+    assert free_vni(name, taken) == VNI_MIN
+
+
+def test_fdb_floods_to_peers_and_sends_each_remote_job_to_its_node():
+    members = {"j1": "a", "j2": "b", "j3": "c", "j4": "gone"}
+    want = fdb_wanted("net", "a", members, {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"})
+    assert want == {(ZERO_MAC, "10.0.0.2"), (ZERO_MAC, "10.0.0.3"),
+                    (mac_for("j2", "net"), "10.0.0.2"), (mac_for("j3", "net"), "10.0.0.3")}
+    assert remote_macs("jx0", want) == {("jx0", mac_for("j2", "net")), ("jx0", mac_for("j3", "net"))}
+    assert fdb_wanted("net", "a", {"j1": "a"}, {"a": "10.0.0.1"}) == frozenset()
+
+
+def test_fdb_batch_removes_before_it_adds():
+    have = frozenset({(ZERO_MAC, "10.0.0.2"), ("02:00:00:00:00:01", "10.0.0.2")})
+    want = frozenset({(ZERO_MAC, "10.0.0.2"), ("02:00:00:00:00:01", "10.0.0.3")})
+    assert fdb_batch("jx0", have, want) == ["fdb del 02:00:00:00:00:01 dev jx0 dst 10.0.0.2",
+                                            "fdb append 02:00:00:00:00:01 dev jx0 dst 10.0.0.3"]
+    assert fdb_batch("jx0", want, want) == []
+
+
+def test_bridge_table_holds_overlay_ports_to_remote_jobs():
+    port = vxlan_name("net")
+    text = portsec.render_bridge([], ((port, "02:00:00:00:00:01"),))
+    assert f'set overlay_macs {{ type ifname . ether_addr; elements = {{ "{port}" . 02:00:00:00:00:01 }}; }}' in text
+    assert 'iifname "jx*" jump overlay_port' in text
+    assert "iifname . ether saddr != @overlay_macs drop" in text
+    assert 'type filter hook input priority filter; policy accept;\n    iifname "jx*" drop' in text
+    assert 'type filter hook output priority filter; policy accept;\n    oifname "jx*" drop' in text
+    assert 'iifname "jv*" jump job_port' in text  # job ports keep their own rules
+
+
+@pytest.mark.parametrize("entry", [("jv0123456789", "02:00:00:00:00:01"), ("jx0123456789", "02:00:00:00:00"),
+                                   ('jx01"; drop', "02:00:00:00:00:01")])
+def test_bad_overlay_entries_are_refused(entry):
+    with pytest.raises(NetworkError):
+        portsec.render_bridge([], (entry,))
+
+
+def test_jobs_never_send_to_the_overlay_port():
+    nets = [firewall.FwNetwork("net", "jb0123456789", "10.1.0.0/24")]
+    text = firewall.render(nets, "10.254.0.0/16", guards=firewall.Guards(vxlan_port=4789))
+    assert 'iifname { "jb0123456789" } udp dport 4789 drop comment "joblet:no-overlay"' in text
+    assert 'iifname "ji*" udp dport 4789 drop comment "joblet:no-overlay"' in text
+    assert "4789" not in firewall.render(nets, "10.254.0.0/16")
+
+
+def test_user_networks_leave_room_for_the_overlay():
+    facts = NetFacts(mtu=1500, network_mtu=1450, bridge="joblet0", bridge_cidr="172.20.0.0/16",
+                     isolated_pool="10.254.0.0/16",
+                     networks={"n": NetworkDef(name="n", cidr="10.5.0.0/24"),
+                               "m": NetworkDef(name="m", cidr="10.6.0.0/24", mtu=1300)})
+    plan = make_plan("job", "h", ("n", "m", "bridge"), facts, {"n": 0x0A050002, "m": 0x0A060002, "bridge": 0xAC140002})
+    assert [a.mtu for a in plan.attachments] == [1450, 1300, 1500]
+
+
+def test_network_create_checks_every_nodes_routes_and_mtu():
+    nodes = {"n1": {"prefixes": {"host route 10.9.0.0/16 dev eth1": "10.9.0.0/16"}, "mtu": 1500, "underlay": "x"},
+             "n2": {"mtu": 1400, "underlay": "y"}}
+    assert fleet_prefixes(nodes) == {"host route 10.9.0.0/16 dev eth1 on node n1": "10.9.0.0/16"}
+    fleet_mtu_check("n", 1350, nodes)
+    with pytest.raises(ValidationError, match="MTU 1351 does not fit the overlay on node n2"):
+        fleet_mtu_check("n", 1351, nodes)
