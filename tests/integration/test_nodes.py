@@ -10,11 +10,12 @@ from joblet.api.store import Store
 def test_live_nodes_come_from_the_index(redis_sock):
     store = Store(redis_sock, f"n{uuid.uuid4().hex[:6]}:")
     store.heartbeat("alive", {"jobs": 1}, ttl=30)
-    store.redis.zadd(store.keys.nodes, {"ghost": 0})  # indexed, but its key is gone: not live
+    store.redis.zadd(store.keys.node_index, {"ghost": 0})  # indexed, but its key is gone: not live
     store.redis.set(store.keys.node("unindexed"), b'{"jobs": 0}')  # a key the index does not name
-    assert store.live_nodes() == {"alive": {"jobs": 1}}
+    live = store.live_nodes()
+    assert list(live) == ["alive"] and live["alive"]["jobs"] == 1 and "beat" in live["alive"]
     store.drop_node("alive")
-    assert store.redis.zscore(store.keys.nodes, "alive") is None and store.live_nodes() == {}
+    assert store.redis.zscore(store.keys.node_index, "alive") is None and store.live_nodes() == {}
 
 
 def test_without_an_index_the_keyspace_is_scanned(redis_sock):
@@ -26,6 +27,6 @@ def test_without_an_index_the_keyspace_is_scanned(redis_sock):
 
 def test_long_silent_nodes_leave_the_index(redis_sock):
     store = Store(redis_sock, f"n{uuid.uuid4().hex[:6]}:")
-    store.redis.zadd(store.keys.nodes, {"gone": 1.0})  # expired in 1970
+    store.redis.zadd(store.keys.node_index, {"gone": 1.0})  # expired in 1970
     store.heartbeat("alive", {}, ttl=30)
-    assert [n.decode() for n in store.redis.zrange(store.keys.nodes, 0, -1)] == ["alive"]
+    assert [n.decode() for n in store.redis.zrange(store.keys.node_index, 0, -1)] == ["alive"]

@@ -45,10 +45,18 @@ def table_present(h: Host) -> bool:
     return h.in_ns("nft", "list", "table", "inet", "joblet").returncode == 0
 
 
+def table_handle(h: Host) -> str | None:
+    """The kernel's handle of joblet's table: a restored table is a new one, with a new handle."""
+    out = h.in_ns("nft", "-a", "list", "table", "inet", "joblet")
+    first = out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else ""
+    return first.rpartition("# handle ")[2].strip() or None if "# handle" in first else None
+
+
 def flush_and_wait_restore(h: Host) -> None:
-    assert h.in_ns("nft", "flush", "ruleset").returncode == 0
-    assert not table_present(h)
-    eventually(lambda: table_present(h), f"joblet's table restored\n{h.log()}", timeout=20)
+    before = table_handle(h)
+    assert before is not None  # positive control: the table is there to flush
+    assert h.in_ns("nft", "flush", "ruleset").returncode == 0  # (the worker may restore it at once)
+    eventually(lambda: table_handle(h) not in (None, before), f"joblet's table restored\n{h.log()}", timeout=20)
 
 
 def stays_listed(client: Client, node: str, seconds: float) -> None:
