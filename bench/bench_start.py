@@ -275,7 +275,10 @@ def main() -> int:
         client = start_stack(env)
         noop = start_noop_worker(env)
         results = {}
+        wanted = os.environ.get("BENCH_CASES", "").split(",")  # e.g. api_none,celery_noop
         for name, fn in benchmarks(env, client, noop).items():
+            if wanted != [""] and name not in wanted:
+                continue
             print(f"measuring {name} ...", flush=True)
             results[name] = summarize(measure(fn))
         show(results)
