@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -149,16 +149,26 @@ class Host:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def host(redis_sock: str) -> Iterator[Host]:
+def running_host(redis_sock: str, name: str, env: dict[str, str] | None = None,
+                 prepare: Callable[[Host], None] | None = None, **settings: str) -> Iterator[Host]:
+    """A throwaway host with its worker running, for a module fixture to yield from: `env`
+    extra worker environment, `prepare` run on the host before its worker starts."""
     need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
     need(shutil.which("nft") is not None, "nft is not installed")
-    h = Host(redis_sock, "hosta")
+    h = Host(redis_sock, name, **settings)
+    h.env.update(env or {})
     try:
+        if prepare is not None:
+            prepare(h)
         h.start_worker()
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture(scope="module")
+def host(redis_sock: str) -> Iterator[Host]:
+    yield from running_host(redis_sock, "hosta")
 
 
 @pytest.fixture(scope="module")

@@ -81,10 +81,6 @@ class Store:
 
     # -- jobs -------------------------------------------------------------------------------
     @_url
-    def ping(self) -> None:
-        self.redis.ping()
-
-    @_url
     def create_job(self, record: JobRecord) -> None:
         fields = record.model_dump(mode="json", exclude_none=True)
         pipe = self.redis.pipeline()

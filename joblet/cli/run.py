@@ -172,7 +172,9 @@ class Attached:
                 signal.signal(sig, handler)
         final = self.client.store.get_job(self.record.id)
         code = self._report(final)
-        if self.stopping is not None and final.status.value == "STOPPED":
+        from joblet.api.models import JobStatus
+
+        if self.stopping is not None and final.status == JobStatus.STOPPED:
             return 128 + self.stopping
         return code
 
@@ -239,4 +241,6 @@ class Attached:
             sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {final.error}\n")
         if final.exit_code is not None:
             return final.exit_code
-        return 130 if final.status.value == "STOPPED" else SETUP_FAILED
+        from joblet.api.models import JobStatus
+
+        return 130 if final.status == JobStatus.STOPPED else SETUP_FAILED

@@ -57,7 +57,9 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         print_json(info)
     else:
         click.echo(f"workflow {record.name}: {info['status']}")
-    return 0 if info["status"] == "COMPLETED" else 1
+    from joblet.api.models import JobStatus
+
+    return 0 if info["status"] == JobStatus.COMPLETED.value else 1
 
 
 @workflow.command("run")

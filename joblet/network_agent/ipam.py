@@ -34,13 +34,6 @@ class Subnet:
         """Last address a job may get: before the broadcast address."""
         return int(self.net.broadcast_address) - 1
 
-    @property
-    def capacity(self) -> int:
-        return max(0, self.last - self.first + 1)
-
-    def contains(self, address: int) -> bool:
-        return self.first <= address <= self.last
-
 
 def to_str(address: int) -> str:
     return str(ipaddress.IPv4Address(address))

@@ -35,7 +35,7 @@ from joblet.worker.journal import Entry
 from joblet.worker.output import Capture
 from joblet.worker.records import WAITING, Outcome
 from joblet.worker.sandbox import Layout, bwrap_args, command_argv, resolve, views_of
-from joblet.worker.services import Services
+from joblet.worker.services import JobStore, NetAgent, Services
 from joblet.worker.undo import UndoStack
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class JobRun:
 
     def __init__(self, svc: Services, job_id: str, spec: JobSpec) -> None:
         self.svc = svc
+        self.store: JobStore = svc.store  # all a job's run asks of the store and the agent
+        self.agent: NetAgent = svc.agent
         self.job_id = job_id
         self.spec = spec
         self.hostname = spec.name or job_id[:12]
@@ -155,9 +157,9 @@ class JobRun:
         faults.point("claimed", self.job_id)
         undo.push("remove files", lambda: svc.kernel.remove_dirs([self.work_dir.parent, self.run_dir]))
         self._prepare_files()
-        facts = svc.agent.facts(self.spec)  # every network checked before anything is reserved
-        reserved = svc.agent.reserve(self.job_id, self.spec, facts)
-        undo.push("free addresses", lambda: svc.agent.free(self.job_id, reserved))
+        facts = self.agent.facts(self.spec)  # every network checked before anything is reserved
+        reserved = self.agent.reserve(self.job_id, self.spec, facts)
+        undo.push("free addresses", lambda: self.agent.free(self.job_id, reserved))
         limits = self.spec.limits
         plan = self.plan = make_plan(self.job_id, self.hostname, self.spec.network, facts, reserved,
                                      limits.rate_in(), limits.rate_out())
@@ -180,8 +182,8 @@ class JobRun:
             netns = self.netns = svc.kernel.netns(self.run_dir / "sys")
             self.undo.push("close network namespace", netns.close)
         plan = self.plan
-        self.undo.push("tear down network", lambda: svc.agent.teardown(plan))  # a partial setup too
-        svc.agent.setup(plan, self.netns)
+        self.undo.push("tear down network", lambda: self.agent.teardown(plan))  # a partial setup too
+        self.agent.setup(plan, self.netns)
         host = svc.host()
         layout = self._layout(binds)
         return layout, env, resolve(self.spec.command, env["PATH"], views_of(host, layout))
@@ -190,7 +192,7 @@ class JobRun:
         """RUNNING, and known to its peers before its command starts."""
         assert self.plan is not None
         plan, svc = self.plan, self.svc
-        svc.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING, started=time.time(),
+        self.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING, started=time.time(),
                              node=svc.cfg.node, ips=plan.ips)
         self.undo.push("leave networks", lambda: svc.discovery.leave(self.job_id, list(plan.ips)))
         names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]
@@ -211,7 +213,7 @@ class JobRun:
 
     def _not_found(self) -> tuple[Outcome, bytes, bool]:
         message = f"joblet: {self.spec.command}: command not found\n".encode()
-        self.svc.store.append_output(self.job_id, STDERR_FIELD, message, self.svc.cfg.log_max_entries)
+        self.store.append_output(self.job_id, STDERR_FIELD, message, self.svc.cfg.log_max_entries)
         return Outcome(JobStatus.FAILED, 127, error="command not found"), b"", False
 
     def _watch(self) -> tuple[Outcome, bytes, bool]:
@@ -254,7 +256,7 @@ class JobRun:
         """The stream's end marker, after the job's last byte and its final record."""
         summary = {"status": outcome.status.value, "exit_code": outcome.exit_code}
         if self.capture is None:
-            self.svc.store.end_output(self.job_id, summary, self.svc.cfg.log_max_entries)
+            self.store.end_output(self.job_id, summary, self.svc.cfg.log_max_entries)
             return
         self.svc.pump.finish(self.capture, summary)
         self.capture.flushed.wait(timeout=30)

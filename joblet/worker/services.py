@@ -4,13 +4,17 @@ supervisor builds once and hands to every JobRun (tests hand in fakes)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
+from joblet.api.models import JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.network_agent.agent import NetworkAgent
+from joblet.network_agent.netns import JobNetns
+from joblet.network_agent.plan import NetFacts, NetPlan
 from joblet.worker.discovery import Discovery
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import Kernel, LinuxKernel
@@ -18,6 +22,30 @@ from joblet.worker.output import OutputPump
 from joblet.worker.records import Records
 from joblet.worker.sandbox import Host, survey
 from joblet.worker.volumes import JobMounts
+
+
+class JobStore(Protocol):
+    """What a job's run asks of the state store (joblet.api.store.Store; fakes in tests)."""
+
+    def transition(self, job_id: str, allowed: Iterable[JobStatus], **fields: Any) -> bool: ...
+
+    def append_output(self, job_id: str, field: bytes, data: bytes, cap: int) -> None: ...
+
+    def end_output(self, job_id: str, summary: dict[str, Any], cap: int) -> None: ...
+
+
+class NetAgent(Protocol):
+    """What a job's run asks of the network agent (joblet.network_agent.agent.NetworkAgent)."""
+
+    def facts(self, spec: JobSpec) -> NetFacts: ...
+
+    def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]: ...
+
+    def free(self, job_id: str, reserved: dict[str, int]) -> None: ...
+
+    def setup(self, plan: NetPlan, netns: JobNetns | None) -> None: ...
+
+    def teardown(self, plan: NetPlan) -> None: ...
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -23,7 +24,7 @@ def run(
 SERVER = """
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000)); s.listen(1); s.settimeout(60)
+s.bind(("0.0.0.0", 7000)); s.listen(1); s.settimeout(60); print("listening", flush=True)
 c, _ = s.accept(); c.sendall(c.recv(16).replace(b"ping", b"pong")); c.close()
 """
 CLIENT = """
@@ -48,7 +49,6 @@ def wait_running(client: Client, job_id: str) -> str:
     while True:
         rec = client.get(job_id)
         if rec.status == JobStatus.RUNNING and rec.ips:
-            time.sleep(0.4)
             return rec.ip or ""
         assert time.monotonic() < deadline and not rec.status.final, rec
         time.sleep(0.05)
@@ -68,16 +68,50 @@ def can_ping(client: Client, ip: str, network: str) -> bool:
 SERVE = """
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000)); s.listen(16)
+s.bind(("0.0.0.0", 7000)); s.listen(16); print("listening", flush=True)
 while True:
     c, _ = s.accept(); c.sendall(c.recv(16).replace(b"ping", b"pong")); c.close()
 """
 
 
 def serve(client: Client, network: str) -> tuple[str, str]:
-    """A job answering on port 7000 until stopped; returns (job id, its address)."""
+    """A job answering on port 7000 until stopped, listening already; returns (job id, its address)."""
     rec = client.run("python3", ("-c", SERVE), network=network)
-    return rec.id, wait_running(client, rec.id)
+    ip = wait_running(client, rec.id)
+    wait_listening(client, rec.id)
+    return rec.id, ip
+
+
+def wait_listening(client: Client, job_id: str, timeout: float = 30) -> None:
+    """Until a server job (SERVER, SERVE) has printed that it listens."""
+    eventually(lambda: b"listening" in output(client, job_id), f"job {job_id[:12]} never listened", timeout)
+
+
+def host_listener(netns: str, port: int = 7000, seconds: int = 60) -> subprocess.Popen[bytes]:
+    """A TCP listener on every address of a namespace (e.g. the test host's), ready when returned:
+    the namespace itself connects to it first (the positive control of "a job cannot reach it")."""
+    script = ("import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+              f"s.bind(('0.0.0.0', {port})); s.listen(64); time.sleep({seconds})")
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, "python3", "-c", script])
+    eventually(lambda: ns_connects(netns, "127.0.0.1", port), f"listener in {netns} never came up", 15)
+    return proc
+
+
+def ns_connects(netns: str, ip: str, port: int = 7000) -> bool:
+    """Can a process in `netns` open a TCP connection to ip:port (within 2 s)?"""
+    probe = f"import socket; socket.create_connection(('{ip}', {port}), timeout=2).close()"
+    return subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", probe],
+                          capture_output=True, timeout=30).returncode == 0
+
+
+def wait_port(netns: str, port: int, timeout: float = 15) -> None:
+    """Until something in `netns` listens on TCP `port` (without connecting to it)."""
+    def listening() -> bool:
+        out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}"],
+                             capture_output=True, text=True).stdout
+        return bool(out.strip())
+
+    eventually(listening, f"nothing listened on port {port} in {netns}", timeout)
 
 
 def eventually(check: Callable[[], object], what: str, timeout: float = 30) -> None:

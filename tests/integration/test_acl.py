@@ -103,10 +103,9 @@ def test_jobs_cannot_reach_a_broker_on_host_addresses(host, client):
     redis_proc = subprocess.Popen(["ip", "netns", "exec", host.netns, "redis-server", "--port", port,
                                    "--bind", "0.0.0.0", "--protected-mode", "no", "--save", ""],
                                   stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
-        check = host.in_ns("redis-cli", "-h", "172.20.0.1", "-p", port, "ping")
-        assert check.stdout.strip() == "PONG"  # reachable from the host itself
+    try:  # positive control: reachable from the host itself
+        eventually(lambda: host.in_ns("redis-cli", "-h", "172.20.0.1", "-p", port, "ping").stdout.strip() == "PONG",
+                   "the host's own redis never answered")
         probe = ("import socket,sys\ntry:\n    socket.create_connection(('{ip}', PORT), timeout=2)\n"
                  "except OSError:\n    sys.exit(1)\n").replace("PORT", port)
         for network in ("bridge", "isolated"):

@@ -8,7 +8,7 @@ import time
 
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
-from tests.integration.helpers import CLIENT, SERVER, UPSTREAM, run
+from tests.integration.helpers import CLIENT, SERVER, UPSTREAM, run, wait_listening, wait_running
 
 
 def test_bridge_job_gets_address_in_default_range(client):
@@ -23,11 +23,9 @@ def test_bridge_job_gets_address_in_default_range(client):
 
 def test_two_bridge_jobs_talk_over_tcp(client):
     server = client.run("python3", ("-c", SERVER))
-    deadline = time.monotonic() + 30
-    while not (rec := client.get(server.id)).ip or rec.status != JobStatus.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)
+    wait_running(client, server.id)
+    wait_listening(client, server.id)
+    rec = client.get(server.id)
     done, out, err = run(client, "python3", "-c", CLIENT.format(ip=rec.ip))
     assert done.exit_code == 0, err
     assert out == b"pong\n"

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from joblet.api.models import JobStatus
-from tests.integration.helpers import run
+from tests.integration.helpers import eventually, output, run
 
 
 def test_none_network_has_only_loopback_up(client):
@@ -76,12 +76,8 @@ def test_uploads_land_in_work_with_modes(client, tmp_path):
 
 
 def test_stop_ends_whole_tree(client, host):
-    rec = client.run("sh", ("-c", "sleep 300 & sleep 301 & wait"), network="none")
-    deadline = time.monotonic() + 30
-    while client.get(rec.id).status != JobStatus.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)
+    rec = client.run("sh", ("-c", "sleep 300 & sleep 301 & echo started; wait"), network="none")
+    eventually(lambda: b"started" in output(client, rec.id), "the job never started its tree")
     client.stop(rec.id)
     final = client.wait(rec.id, timeout=30)
     assert final.status == JobStatus.STOPPED

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-import time
 
 import pytest
 
@@ -13,7 +12,17 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.errors import Conflict, ValidationError
 from tests.conftest import Host, add_upstream, remove_upstream, sh
-from tests.integration.helpers import UPSTREAM, can_ping, connect_ok, run, serve
+from tests.integration.helpers import (
+    UPSTREAM,
+    can_ping,
+    connect_ok,
+    eventually,
+    host_listener,
+    ns_connects,
+    run,
+    serve,
+    wait_port,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +39,7 @@ def upstream_sees(client: Client, upstream: str, network: str) -> str | None:
                                  UPSTREAM.replace("settimeout(60)", "settimeout(8)")],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        time.sleep(0.3)
+        wait_port(upstream, 7000)
         ok = connect_ok(client, "203.0.113.2", network)
         seen = listener.communicate(timeout=30)[0].strip()
         return seen if ok else None
@@ -55,10 +64,12 @@ def test_isolated_reaches_upstream_through_nat(nets, upstream):
 
 def test_isolated_reaches_no_job_and_no_job_reaches_it(nets, host):
     servers = {net: serve(nets, net) for net in ("bridge", "iso-a", "isolated")}
-    listener = subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c",
-                                 "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 7000));"
-                                 "s.listen(5); time.sleep(60)"])
+    listener = host_listener(host.netns)
     try:
+        # positive controls: each server answers on its own network, the host reaches the isolated one
+        assert connect_ok(nets, servers["bridge"][1], "bridge") and connect_ok(nets, servers["iso-a"][1], "iso-a")
+        assert ns_connects(host.netns, servers["isolated"][1])
+        assert ns_connects(host.netns, str(ipaddress.ip_address(servers["isolated"][1]) - 1))
         for net, (_, ip) in servers.items():
             assert not connect_ok(nets, ip, "isolated"), f"isolated reached {net}"
             assert not can_ping(nets, ip, "isolated"), f"isolated pinged {net}"
@@ -118,8 +129,9 @@ FOREIGN = "add table ip foreign; add chain ip foreign FORWARD { type filter hook
 
 def test_foreign_drop_chain_is_refused_with_the_fix(nets, host, upstream):
     assert host.in_ns("nft", FOREIGN).returncode == 0
-    try:
-        time.sleep(2.5)  # the worker looks again at most every 2 s
+    try:  # the worker looks again at most every 2 s: the first jobs may still run
+        eventually(lambda: run(nets, "true", network="bridge")[0].status == JobStatus.FAILED,
+                   "bridged jobs were never refused", timeout=20)
         rec, _, _ = run(nets, "true", network="bridge")
         assert rec.status == JobStatus.FAILED
         assert 'forward chain "ip foreign FORWARD"' in (rec.error or "")
@@ -128,8 +140,7 @@ def test_foreign_drop_chain_is_refused_with_the_fix(nets, host, upstream):
         assert none.status == JobStatus.COMPLETED
     finally:
         host.in_ns("nft", "delete", "table", "ip", "foreign")
-    time.sleep(2.5)
-    assert run(nets, "true")[0].status == JobStatus.COMPLETED
+    eventually(lambda: run(nets, "true")[0].status == JobStatus.COMPLETED, "bridged jobs never ran again", 20)
 
 
 def test_foreign_drop_chain_with_insert_setting(redis_sock):

@@ -9,27 +9,21 @@ from joblet.api.models import JobSpec
 from joblet.config import load
 from joblet.errors import NetworkError
 from joblet.network_agent.agent import NetworkAgent
-from tests.conftest import Host, need, sh
+from tests.conftest import Host, running_host, sh
 from tests.integration.helpers import run
 
 
 @pytest.fixture(scope="module")
 def mtu_host(redis_sock):
-    import os
-
-    need(os.geteuid() == 0, "needs root")
-    h = Host(redis_sock, "hostmtu", allow_host_network="true")
-    try:
+    def uplink(h: Host) -> None:
         sh("ip", "-n", h.netns, "link", "add", "uplink0", "mtu", "1400", "type", "veth",
            "peer", "name", "uplink0p", "mtu", "1400")
         sh("ip", "-n", h.netns, "link", "set", "uplink0p", "up")
         sh("ip", "-n", h.netns, "addr", "add", "198.51.100.1/24", "dev", "uplink0")
         sh("ip", "-n", h.netns, "link", "set", "uplink0", "up")
         sh("ip", "-n", h.netns, "route", "add", "default", "via", "198.51.100.254")
-        h.start_worker()
-        yield h
-    finally:
-        h.close()
+
+    yield from running_host(redis_sock, "hostmtu", prepare=uplink, allow_host_network="true")
 
 
 def test_interfaces_follow_the_uplink_mtu(mtu_host):

@@ -10,7 +10,7 @@ import pytest
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.errors import Conflict, ValidationError
-from tests.integration.helpers import SERVER, connect_ok, run, wait_running
+from tests.integration.helpers import SERVER, connect_ok, host_listener, ns_connects, run, wait_listening, wait_running
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def test_job_gets_address_in_its_network(nets):
 def test_same_network_connects_other_network_and_bridge_do_not(nets):
     server = nets.run("python3", ("-c", SERVER), network="tenant-a")
     ip = wait_running(nets, server.id)
+    wait_listening(nets, server.id)
     assert not connect_ok(nets, ip, "tenant-b")
     assert not connect_ok(nets, ip, "bridge")
     assert connect_ok(nets, ip, "tenant-a")
@@ -102,13 +103,10 @@ def test_names_resolve_in_own_network_only_and_drop_on_stop(nets):
 
 
 def test_job_cannot_reach_the_host_itself(nets, host):
-    import subprocess
-
-    listener = subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c",
-                                 "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 7000));"
-                                 "s.listen(5); time.sleep(30)"])
+    listener = host_listener(host.netns, seconds=30)
     try:
-        time.sleep(0.5)
+        for gateway in ("10.100.0.1", "172.20.0.1"):  # positive control: it listens there
+            assert ns_connects(host.netns, gateway)
         assert not connect_ok(nets, "10.100.0.1", "tenant-a")  # its own gateway
         assert not connect_ok(nets, "172.20.0.1", "tenant-a")  # another network's gateway
         assert not connect_ok(nets, "172.20.0.1", "bridge")
@@ -126,6 +124,7 @@ def test_flushed_ruleset_is_restored(nets, host):
         time.sleep(0.2)
     server = nets.run("python3", ("-c", SERVER), network="tenant-a")
     ip = wait_running(nets, server.id)
+    wait_listening(nets, server.id)
     assert not connect_ok(nets, ip, "tenant-b")
     assert connect_ok(nets, ip, "tenant-a")
     nets.wait(server.id, timeout=30)

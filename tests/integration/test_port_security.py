@@ -21,7 +21,7 @@ from joblet.api.store_ipam import IpamStore
 from joblet.names import bridge_name
 from joblet.network_agent.portsec import mac_for
 from joblet.worker import faults
-from tests.conftest import Host, need
+from tests.conftest import Host, need, running_host
 from tests.integration import l2
 from tests.integration.helpers import connect_ok, eventually, output, run, serve
 
@@ -34,14 +34,11 @@ NET, CIDR, GW = "ps-a", "10.120.0.0/24", "10.120.0.1"
 def host(redis_sock: str) -> Iterator[Host]:
     need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
     need(shutil.which("nft") is not None, "nft is not installed")
-    h = Host(redis_sock, "hostps", job_blocked_addresses=f"{BROKER[0]}:{BROKER[1]},10.199.0.5:6379",
-             allow_host_network="true")
-    h.env["JOBLET_FAULT_FILE"] = str(h.tmp / "faults")
-    try:
-        h.start_worker()
-        yield h
-    finally:
-        h.close()
+    def faults(h: Host) -> None:
+        h.env["JOBLET_FAULT_FILE"] = str(h.tmp / "faults")
+
+    yield from running_host(redis_sock, "hostps", prepare=faults, allow_host_network="true",
+                            job_blocked_addresses=f"{BROKER[0]}:{BROKER[1]},10.199.0.5:6379")
 
 
 @pytest.fixture(scope="module")

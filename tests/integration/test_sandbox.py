@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from joblet.api.models import JobStatus, Upload
-from tests.conftest import Host, need
+from tests.conftest import need, running_host
 from tests.integration.helpers import run, wait_running
 
 PROBE = textwrap.dedent("""
@@ -268,13 +268,7 @@ def test_http_server_reachable_by_a_peer(client):
 
 @pytest.fixture(scope="module")
 def open_host(redis_sock):
-    need(os.geteuid() == 0, "needs root")
-    h = Host(redis_sock, "hostopen", allow_host_network="true")
-    try:
-        h.start_worker()
-        yield h
-    finally:
-        h.close()
+    yield from running_host(redis_sock, "hostopen", allow_host_network="true")
 
 
 def test_host_mode_keeps_the_sandbox(open_host):

@@ -7,8 +7,6 @@ checks works without faults (positive control), then that it still works after t
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -17,21 +15,16 @@ import pytest
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.worker.faults import arm, fired
-from tests.conftest import Host, need
+from tests.conftest import Host, running_host
 from tests.integration.helpers import eventually, output, run, wait_running
 
 
 @pytest.fixture(scope="module")
 def faulty(redis_sock: str) -> Iterator[Host]:
-    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
-    need(shutil.which("nft") is not None, "nft is not installed")
-    h = Host(redis_sock, "faulty")
-    h.env.update(JOBLET_FAULT_FILE=str(h.tmp / "faults"), JOBLET_FAULT_MARKER=str(h.tmp / "fired"))
-    try:
-        h.start_worker()
-        yield h
-    finally:
-        h.close()
+    def faults(h: Host) -> None:
+        h.env.update(JOBLET_FAULT_FILE=str(h.tmp / "faults"), JOBLET_FAULT_MARKER=str(h.tmp / "fired"))
+
+    yield from running_host(redis_sock, "faulty", prepare=faults)
 
 
 @pytest.fixture(scope="module")

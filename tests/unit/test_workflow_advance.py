@@ -1,0 +1,99 @@
+"""Workflow advancing against an in-memory store: each job is queued once its requirements
+hold, canceled (transitively) once one cannot, and advancing again changes nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from joblet.api import workflow_store as wfs
+from joblet.api.keys import Keys
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.config import load
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        if nx and key in self.data:
+            return False
+        self.data[key] = value
+        return True
+
+    def get(self, key: str) -> Any:
+        value = self.data.get(key)
+        return value.encode() if isinstance(value, str) else value
+
+    def zrange(self, key: str, start: int, end: int) -> list[bytes]:
+        return [k.encode() for k in self.data.get(key, {})]
+
+    def pipeline(self) -> FakeRedis:
+        return self
+
+    def zadd(self, key: str, mapping: dict[str, float]) -> None:
+        self.data.setdefault(key, {}).update(mapping)
+
+    def execute(self) -> None: ...
+
+
+class FakeStore:
+    """The part of Store that workflows use, in memory."""
+
+    url = "memory://"
+
+    def __init__(self) -> None:
+        self.keys = Keys("t:")
+        self.redis = FakeRedis()
+        self.jobs: dict[str, JobRecord] = {}
+        self.ended: list[str] = []
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return self.jobs[job_id]
+
+    def transition(self, job_id: str, allowed: Any, **fields: Any) -> bool:
+        rec = self.jobs[job_id]
+        if rec.status not in list(allowed):
+            return False
+        self.jobs[job_id] = rec.model_copy(update=fields)
+        return True
+
+    def end_output(self, job_id: str, summary: Any, cap: int) -> None:
+        self.ended.append(job_id)
+
+    def expire_job(self, job_id: str, ttl: int) -> None: ...
+
+
+def workflow(store: FakeStore) -> tuple[str, dict[str, str]]:
+    needs = {"build": {}, "test": {"build": JobStatus.COMPLETED}, "rescue": {"build": JobStatus.FAILED},
+             "report": {"rescue": JobStatus.COMPLETED}}
+    ids = {name: f"{i:032x}" for i, name in enumerate(needs, start=1)}
+    jobs = {n: (ids[n], JobSpec(command="true"), needs[n]) for n in needs}
+    record = wfs.new_record("w" * 32, "demo", jobs)
+    wfs.save(store, record, 60)  # type: ignore[arg-type]
+    for name, job_id in ids.items():
+        store.jobs[job_id] = JobRecord(id=job_id, status=JobStatus.PENDING, spec=JobSpec(command="true"),
+                                       name=name, created=time.time(), workflow=record.id)
+    return record.id, ids
+
+
+def test_jobs_are_queued_once_and_cancelled_transitively():
+    store, sent = FakeStore(), []
+    cfg = load(node="n1")
+    wf_id, ids = workflow(store)
+
+    def send(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        sent.append(job_id)
+
+    wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
+    assert sent == [ids["build"]]  # nothing else has its requirements yet
+    wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
+    assert sent == [ids["build"]]  # queued once, however often it is advanced
+    store.jobs[ids["build"]] = store.jobs[ids["build"]].model_copy(update={"status": JobStatus.COMPLETED})
+    wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
+    assert sent == [ids["build"], ids["test"]]
+    status = {name: store.jobs[job_id].status for name, job_id in ids.items()}
+    assert status["rescue"] == JobStatus.CANCELED and status["report"] == JobStatus.CANCELED  # transitively
+    assert "cannot be met" in (store.jobs[ids["report"]].error or "")
+    assert sorted(store.ended) == sorted([ids["rescue"], ids["report"]])
