@@ -76,12 +76,13 @@ def test_uploads_land_in_work_with_modes(client, tmp_path):
 
 
 def test_stop_ends_whole_tree(client, host):
-    rec = client.run("sh", ("-c", "sleep 300 & sleep 301 & echo started; wait"), network="none")
+    tag = f"{300 + os.getpid() % 1000}.{time.time_ns() % 10**6:06d}"  # unique among concurrent test runs
+    rec = client.run("sh", ("-c", f"sleep {tag} & sleep {tag}1 & echo started; wait"), network="none")
     eventually(lambda: b"started" in output(client, rec.id), "the job never started its tree")
     client.stop(rec.id)
     final = client.wait(rec.id, timeout=30)
     assert final.status == JobStatus.STOPPED
-    procs = subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True, text=True)
+    procs = subprocess.run(["pgrep", "-f", f"sleep {tag}"], capture_output=True, text=True)
     assert procs.stdout.strip() == ""
     assert not (host.cfg.cgroup_root / rec.id).exists()
 
