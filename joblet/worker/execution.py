@@ -2,8 +2,8 @@
 
 By the time the sandbox starts, the worker has built the job's network namespace and
 configured it (network_agent/netns.py), and mounted /work. bwrap is started inside the job's
-cgroups and that network namespace: nsenter joins the namespace and execs a shell that waits
-until the worker has moved it into the cgroups, then execs bwrap. bwrap makes new pid, ipc,
+cgroups and that network namespace: a shell joins the cgroups and execs nsenter, which joins
+the namespace and execs bwrap (spawned with vfork: no preexec_fn). bwrap makes new pid, ipc,
 uts and cgroup namespaces, builds the job's root (sandbox.py), loads the seccomp filter,
 keeps Docker's capabilities (less mknod) with no_new_privs and execs the command as pid 2
 under its own init. bwrap reports a death by signal N as exit status 128+N (as a shell does).
@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from joblet.errors import ExecutionError
 from joblet.worker.cgroups import JobCgroup
@@ -43,34 +41,12 @@ class Launch:
     netns_fd: int | None = None  # None: the host's network (host mode)
 
 
-# Waits on stdin until the worker has moved it into the job's cgroups, then execs the rest
-# (bwrap) with stdin from /dev/null. The worker moves it, not a preexec_fn: that makes Python
-# fork the whole worker (~5 ms, PITFALLS 30) where Popen without one uses vfork (~0.5 ms). It
-# writes to all of the job's cgroup.procs at once: each move waits out an RCU grace period
-# on this kernel (~4-5 ms; PITFALLS 28), and concurrent moves share one. The shell gets a
-# fixed environment and only paths; the job's environment reaches bwrap through --args.
-GO = 'read -r _ || exit 126; exec "$@" </dev/null'
+# Joins the cgroups named by its first N arguments, then execs the rest (bwrap). A shell's
+# builtins do it between exec and bwrap because a preexec_fn makes Python fork the whole worker
+# (~5 ms, PITFALLS 30) where Popen without one uses vfork (~0.5 ms). The shell gets a fixed
+# environment and only paths: the job's environment reaches bwrap through --args (a memfd).
+JOIN = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
 SHELL_ENV = {"PATH": "/usr/bin:/bin"}
-
-
-def join_cgroups(pid: int, procs_files: list[Path]) -> None:
-    """Move `pid` into every cgroup of `procs_files`, the moves running concurrently."""
-    errors: list[OSError] = []
-
-    def move(path: Path) -> None:
-        try:
-            path.write_text(str(pid))
-        except OSError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=move, args=(p,), name="joblet-cgroup") for p in procs_files[1:]]
-    for thread in threads:
-        thread.start()
-    move(procs_files[0])
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 def options_file(env: dict[str, str], bwrap_args: list[str]) -> int:
@@ -106,26 +82,20 @@ class Sandbox:
         os.write(filter_w, job_filter())  # < 1 KiB: fits the pipe, so no reader is needed yet
         os.close(filter_w)
         fds = (filter_r, options_file(la.env, la.bwrap_args))
+        procs = [str(f) for f in la.cgroup.procs_files]
         # nsenter, not a setns in a short-lived thread: bwrap's --die-with-parent follows the
         # thread that spawned it, so a thread that ends kills the job
         netns = [] if la.netns_fd is None else [tool("nsenter"), f"--net=/proc/{os.getpid()}/fd/{la.netns_fd}"]
-        argv = [*netns, tool("sh"), "-c", GO, "sh",
+        argv = [tool("sh"), "-c", JOIN, "sh", str(len(procs)), *procs, *netns,
                 tool("bwrap"), "--args", str(fds[1]), "--seccomp", str(fds[0]), "--", *la.argv]
-        go_r, go_w = os.pipe()
         try:
-            self.main = subprocess.Popen(argv, stdin=go_r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         env=SHELL_ENV, close_fds=True, pass_fds=fds)
-            join_cgroups(self.main.pid, la.cgroup.procs_files)
-            os.write(go_w, b"go\n")
+            self.main = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=SHELL_ENV, close_fds=True, pass_fds=fds)
         except (OSError, subprocess.SubprocessError) as exc:
-            os.close(go_w)
-            go_w = -1
-            self.close()  # the shell reads EOF and exits: bwrap never ran
             raise ExecutionError(f"failed to start the sandbox: {exc}") from None
         finally:
-            for fd in (*fds, go_r, go_w):
-                if fd >= 0:
-                    os.close(fd)
+            for fd in fds:
+                os.close(fd)
         return self.main
 
     def close(self) -> None:
