@@ -13,6 +13,10 @@ bench_start.py):
 - `sandbox`: today's start: pids limit, /work tmpfs, the job's network namespace made by the
   worker (lo up, its own sysfs), bwrap with the job's root and seccomp inside it, then the
   command; /work and the sysfs are unmounted afterwards.
+- `sandbox_preexec`: the same, started the way joblet did before commit e71c017 (a
+  preexec_fn joins the cgroups one after the other and the namespace: a fork of the process,
+  which holds a worker-sized heap here).
+The cases run in turn, round after round, so that other load on the machine hits them alike.
 Baselines: `unshare --net true`, and plain `bwrap` with a read-only /usr and nothing else.
 Prints a table (medians, p90, the sandbox's cost over `previous`) and writes
 bench/results/sandbox.json. Cleans up its cgroup and temp dir.
@@ -20,6 +24,8 @@ bench/results/sandbox.json. Cleans up its cgroup and temp dir.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import statistics
@@ -35,8 +41,12 @@ from joblet.worker.cgroups import JobCgroup, detect_root
 from joblet.worker.execution import Launch, Sandbox, tool
 from joblet.worker.mounts import mount_tmpfs, remove_dirs
 from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
+from joblet.worker.seccomp_filter import job_filter
 
 N, WARMUP = 40, 5
+BALLAST_MIB = 64  # the worker's RSS is ~50-80 MiB: what a fork (preexec_fn) has to copy the page tables of
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 RESULTS = Path(__file__).resolve().parent / "results" / "sandbox.json"
 PREVIOUS_INIT = """
 for procs in $JL_CGS; do echo 0 > "$procs"; done
@@ -79,7 +89,7 @@ def previous(cg: JobCgroup, work: Path) -> None:
     init.wait()
 
 
-def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path) -> None:
+def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox) -> None:
     """Today's start of a none job, from the pids limit to the command's end."""
     cg.limit_pids(4096)
     mount_tmpfs(work, 1 << 30)
@@ -88,7 +98,7 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path) -> None:
     netns = JobNetns.create(run_dir / "sys")
     layout = Layout(hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(netns.sys_dir),
                     net_files=("hosts",))
-    box = Sandbox(Launch("bench", cg, bwrap_args(survey(cover, (), ()), layout), ["/usr/bin/true"],
+    box = kind(Launch("bench", cg, bwrap_args(survey(cover, (), ()), layout), ["/usr/bin/true"],
                          {"PATH": "/usr/bin:/bin"}, netns.fd))
     assert box.start().wait() == 0
     box.close()
@@ -97,18 +107,46 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path) -> None:
     remove_dirs([work, run_dir / "sys"])
 
 
+class PreexecSandbox(Sandbox):
+    """The start before commit e71c017, kept to compare in the same run: a preexec_fn joins
+    the cgroups (one after the other) and the namespace, so Python forks the whole process."""
+
+    def start(self) -> subprocess.Popen[bytes]:
+        la = self.launch
+        filter_r, filter_w = os.pipe()
+        os.write(filter_w, job_filter())
+        os.close(filter_w)
+        argv = [tool("bwrap"), *la.bwrap_args, "--seccomp", str(filter_r), "--", *la.argv]
+        procs = [os.open(f, os.O_WRONLY) for f in la.cgroup.procs_files]
+        netns = la.netns_fd
+
+        def enter() -> None:
+            for fd in procs:
+                os.write(fd, b"0")
+            if netns is not None and _libc.setns(netns, CLONE_NEWNET) != 0:
+                os._exit(126)
+
+        self.main = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=la.env, close_fds=True,
+                                     pass_fds=(filter_r,), preexec_fn=enter)
+        for fd in (*procs, filter_r):
+            os.close(fd)
+        return self.main
+
+
 def command(argv: list[str]) -> Callable[[], None]:
     return lambda: subprocess.run(argv, check=True)
 
 
-def measure(fn: Callable[[], None]) -> list[float]:
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(N):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
+def measure(cases: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+    """The cases in turn, round after round, so that load from others hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(WARMUP + N):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= WARMUP:
+                times[name].append((time.perf_counter() - start) * 1000)
     return times
 
 
@@ -122,6 +160,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_sandbox: run as root", file=sys.stderr)
         return 2
+    ballast = [bytearray(1 << 20) for _ in range(BALLAST_MIB)]  # noqa: F841 - a worker's heap, for fork
     tmp = Path(tempfile.mkdtemp(prefix="joblet-bench-sandbox-"))
     cg = JobCgroup(detect_root() / f"joblet-bench-sandbox-{os.getpid()}")
     try:
@@ -133,9 +172,10 @@ def main() -> int:
             "bwrap_minimal_true": command([tool("bwrap"), "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib64",
                                            "/lib64", "--symlink", "usr/lib", "/lib", "/usr/bin/true"]),
             "previous": lambda: previous(cg, tmp / "work"),
+            "sandbox_preexec": lambda: sandboxed(cg, tmp / "jobwork", tmp / "run", cover, PreexecSandbox),
             "sandbox": lambda: sandboxed(cg, tmp / "jobwork", tmp / "run", cover),
         }
-        results = {name: summary(measure(fn)) for name, fn in cases.items()}
+        results = {name: summary(times) for name, times in measure(cases).items()}
     finally:
         cg.remove()
         for d in cg.v1_dirs():
@@ -143,6 +183,8 @@ def main() -> int:
         remove_dirs([tmp])
     results["sandbox_minus_previous_ms"] = {
         "median_ms": round(results["sandbox"]["median_ms"] - results["previous"]["median_ms"], 2)}
+    results["sandbox_over_preexec"] = {
+        "median_ms": round(results["sandbox"]["median_ms"] / results["sandbox_preexec"]["median_ms"], 2)}
     print(f"{'case':<28}{'median ms':>11}{'p90 ms':>9}")
     for name, row in results.items():
         print(f"{name:<28}{row['median_ms']:>11.2f}{row.get('p90_ms', float('nan')):>9.2f}")

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +32,7 @@ from joblet.errors import NetworkError
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
@@ -110,10 +114,12 @@ class JobNetns:
 
 
 def _lo_up() -> None:
-    ipr = IPRoute()
+    """`lo` up with two ioctls on a socket of the new namespace: a pyroute2 socket's set-up
+    took ~0.5 ms of the namespace's ~1.2 ms."""
     try:
-        ipr.link("set", index=1, state="up")  # lo is always index 1 in a new namespace
-    except NetlinkError as exc:
-        raise NetworkError(f"failed to bring up lo: {exc}") from None
-    finally:
-        ipr.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            request = struct.pack("16sH", b"lo", 0)
+            flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request)[:18])[1]
+            fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+    except OSError as exc:
+        raise NetworkError(f"failed to bring up lo: {exc.strerror}") from None
