@@ -59,16 +59,19 @@ def plain_pair(env: Env) -> float:
         run("ip", "-n", outer, "link", "set", "pbr0", "up")
         for i, name in enumerate((a, b), start=2):
             run("ip", "netns", "add", name)
-            run("ip", "-n", outer, "link", "add", f"pv{i}", "type", "veth", "peer", "name", "eth0",
-                "netns", name)
+            run("ip", "-n", outer, "link", "add", f"pv{i}", "type", "veth", "peer", "name", "eth0", "netns", name)
             run("ip", "-n", outer, "link", "set", f"pv{i}", "master", "pbr0", "up")
             run("ip", "-n", name, "addr", "add", f"10.99.0.{i}/24", "dev", "eth0")
             run("ip", "-n", name, "link", "set", "eth0", "up")
             run("ip", "-n", name, "link", "set", "lo", "up")
         server = subprocess.Popen(ns(env, a, "iperf3", "-s", "-1"), stdout=subprocess.DEVNULL)
         time.sleep(0.5)
-        out = subprocess.run(ns(env, b, "iperf3", "-c", "10.99.0.2", "-t", str(SECONDS), "-J"),
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ns(env, b, "iperf3", "-c", "10.99.0.2", "-t", str(SECONDS), "-J"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         server.wait(timeout=30)
         return iperf_gbits(out)
     finally:
@@ -78,11 +81,14 @@ def plain_pair(env: Env) -> float:
 
 
 def loopback(env: Env) -> float:
-    server = subprocess.Popen(ns(env, env.netns, "iperf3", "-s", "-1", "-B", "127.0.0.1"),
-                              stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(ns(env, env.netns, "iperf3", "-s", "-1", "-B", "127.0.0.1"), stdout=subprocess.DEVNULL)
     time.sleep(0.5)
-    out = subprocess.run(ns(env, env.netns, "iperf3", "-c", "127.0.0.1", "-t", str(SECONDS), "-J"),
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ns(env, env.netns, "iperf3", "-c", "127.0.0.1", "-t", str(SECONDS), "-J"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     server.wait(timeout=30)
     return iperf_gbits(out)
 
@@ -92,6 +98,7 @@ def start_case(client, network: str):
         done = client.wait(client.run("true", network=network).id, timeout=30)
         if done.exit_code != 0:
             raise RuntimeError(f"{network}: {done.status.value} {done.error}")
+
     return once
 
 
@@ -139,14 +146,23 @@ def main() -> int:
         Console().print(table)
         for name, r in shaping.items():
             print(f"shaping {name}: {r['measured_mbit']:.1f} mbit/s ({r['error']:+.1%}; target within ±10 %)")
-        print(f"joblet network / plain bridge = {ratio:.2f} (target ≥ 0.90: "
-              f"{'met' if ratio >= 0.9 else 'NOT met'})")
+        print(f"joblet network / plain bridge = {ratio:.2f} (target ≥ 0.90: {'met' if ratio >= 0.9 else 'NOT met'})")
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
-            "kernel": os.uname().release, "start_latency": latency,
-            "throughput_gbit": throughput, "ratio_vs_plain_bridge": ratio, "shaping": shaping},
-            indent=2) + "\n")
+        RESULTS.write_text(
+            json.dumps(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "cpus": os.cpu_count(),
+                    "kernel": os.uname().release,
+                    "start_latency": latency,
+                    "throughput_gbit": throughput,
+                    "ratio_vs_plain_bridge": ratio,
+                    "shaping": shaping,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {RESULTS}")
         return 0
     finally:  # the network, its bridge and rules go away with the namespace and Redis

@@ -47,8 +47,22 @@ def iperf_gbits(report: str) -> float:
 
 def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock = tmp / "redis.sock"
-    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm",
-                             "700", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while not sock.exists():
         if time.monotonic() > deadline:
@@ -64,8 +78,12 @@ def joblet_pair(client, server_node: str, client_node: str) -> float:  # noqa: A
         if time.monotonic() > deadline or rec.status.final:
             raise RuntimeError(f"iperf3 server job: {rec.status.value} {rec.error}")
         time.sleep(0.05)
-    job = client.run("sh", ("-c", f"until iperf3 -c {rec.ip} -t {SECONDS} -J; do sleep 0.2; done"),
-                     network="bench-ov", node=client_node)
+    job = client.run(
+        "sh",
+        ("-c", f"until iperf3 -c {rec.ip} -t {SECONDS} -J; do sleep 0.2; done"),
+        network="bench-ov",
+        node=client_node,
+    )
     out = b"".join(data for stream, data in client.logs(job.id, follow=True))
     done = client.wait(job.id, timeout=60)
     if done.exit_code != 0:
@@ -86,10 +104,44 @@ def plain_link(hosts: list[Host], lan: Lan, mtu: int) -> list[str]:
         sh("ip", "netns", "add", inner)
         names.append(inner)
         sh("ip", "-n", h.netns, "link", "add", "pbr0", "mtu", str(mtu), "type", "bridge")
-        sh("ip", "-n", h.netns, "link", "add", "pvx0", "mtu", str(mtu), "type", "vxlan", "id", "99",
-           "local", lan.address(i), "remote", other, "dstport", "4790", "nolearning")
-        sh("ip", "-n", h.netns, "link", "add", "pv0", "mtu", str(mtu), "type", "veth", "peer", "name",
-           "eth0", "netns", inner)
+        sh(
+            "ip",
+            "-n",
+            h.netns,
+            "link",
+            "add",
+            "pvx0",
+            "mtu",
+            str(mtu),
+            "type",
+            "vxlan",
+            "id",
+            "99",
+            "local",
+            lan.address(i),
+            "remote",
+            other,
+            "dstport",
+            "4790",
+            "nolearning",
+        )
+        sh(
+            "ip",
+            "-n",
+            h.netns,
+            "link",
+            "add",
+            "pv0",
+            "mtu",
+            str(mtu),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            inner,
+        )
         for port in ("pvx0", "pv0"):
             sh("ip", "-n", h.netns, "link", "set", port, "master", "pbr0", "up")
         sh("ip", "-n", h.netns, "link", "set", "pbr0", "up")
@@ -102,8 +154,12 @@ def plain_pair(inner: list[str]) -> float:
     server = subprocess.Popen(["ip", "netns", "exec", inner[0], "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while ":5201 " not in subprocess.run(["ip", "netns", "exec", inner[0], "ss", "-Hltn"],
-                                             capture_output=True, text=True).stdout:
+        while (
+            ":5201 "
+            not in subprocess.run(
+                ["ip", "netns", "exec", inner[0], "ss", "-Hltn"], capture_output=True, text=True
+            ).stdout
+        ):
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("the plain iperf3 server did not start")
             time.sleep(0.05)
@@ -139,8 +195,9 @@ def main() -> int:
         client.networks.create("bench-ov", "10.96.0.0/24")
         mtu = int(client.live_nodes()["bencha"]["mtu"]) - 50
         inner = plain_link(hosts, lan, mtu)
-        ping = subprocess.run(["ip", "netns", "exec", inner[1], "ping", "-c", "1", "-W", "2", "10.97.0.2"],
-                              capture_output=True, text=True)
+        ping = subprocess.run(
+            ["ip", "netns", "exec", inner[1], "ping", "-c", "1", "-W", "2", "10.97.0.2"], capture_output=True, text=True
+        )
         print(ping.stdout.splitlines()[1] if ping.returncode == 0 else f"plain link ping failed: {ping.stdout}")
         runs: dict[str, list[float]] = {"joblet_overlay": [], "plain_vxlan": []}
         for i in range(REPEAT):
@@ -157,9 +214,20 @@ def main() -> int:
         Console().print(table)
         print(f"joblet overlay / plain VXLAN = {ratio:.2f} (target ≥ 0.90: {'met' if ratio >= 0.9 else 'NOT met'})")
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), "kernel": os.uname().release,
-            "mtu": mtu, "throughput_gbit": runs, "ratio_vs_plain_vxlan": ratio}, indent=2) + "\n")
+        RESULTS.write_text(
+            json.dumps(
+                {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "cpus": os.cpu_count(),
+                    "kernel": os.uname().release,
+                    "mtu": mtu,
+                    "throughput_gbit": runs,
+                    "ratio_vs_plain_vxlan": ratio,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {RESULTS}")
         return 0
     finally:

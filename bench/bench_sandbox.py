@@ -66,11 +66,29 @@ def previous(cg: JobCgroup, work: Path) -> None:
     """joblet's start before the sandbox (a none job)."""
     (work.parent / "net.batch").write_text("link set lo up\n")
     init = subprocess.Popen(
-        [tool("unshare"), "--net", "--mount", "--uts", "--ipc", "--pid", "--fork", "--kill-child",
-         "--mount-proc", "/bin/sh", "-c", PREVIOUS_INIT],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"JL_CGS": str(cg.procs_file), "JL_WORK": str(work),
-                                                            "JL_NET": str(work.parent / "net.batch"),
-                                                            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        [
+            tool("unshare"),
+            "--net",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "/bin/sh",
+            "-c",
+            PREVIOUS_INIT,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={
+            "JL_CGS": str(cg.procs_file),
+            "JL_WORK": str(work),
+            "JL_NET": str(work.parent / "net.batch"),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        },
+    )
     assert init.stdout is not None and init.stdin is not None
     assert init.stdout.readline() == b"ready\n"
     init.stdin.write(b"go\n")
@@ -79,10 +97,26 @@ def previous(cg: JobCgroup, work: Path) -> None:
     pid = init.pid
     fd = os.open(cg.procs_file, os.O_WRONLY)
     main = subprocess.Popen(
-        [tool("nsenter"), "-t", str(pid), "-m", "-u", "-i", "-n", f"--pid=/proc/{pid}/ns/pid_for_children",
-         "--wdns=/work", "--", tool("setpriv"), "--no-new-privs", "--inh-caps=-all",
-         f"--bounding-set=-all,{CAPS}", "--", "/usr/bin/true"],
-        preexec_fn=lambda: os.write(fd, b"0"))
+        [
+            tool("nsenter"),
+            "-t",
+            str(pid),
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            f"--pid=/proc/{pid}/ns/pid_for_children",
+            "--wdns=/work",
+            "--",
+            tool("setpriv"),
+            "--no-new-privs",
+            "--inh-caps=-all",
+            f"--bounding-set=-all,{CAPS}",
+            "--",
+            "/usr/bin/true",
+        ],
+        preexec_fn=lambda: os.write(fd, b"0"),
+    )
     os.close(fd)
     assert main.wait() == 0
     cg.kill()
@@ -96,10 +130,19 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
     (run_dir / "hostname").write_text("bench\n")
     (run_dir / "hosts").write_text("127.0.0.1 localhost\n")
     netns = JobNetns.create(run_dir / "sys")
-    layout = Layout(hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(netns.sys_dir),
-                    net_files=("hosts",))
-    box = kind(Launch("bench", cg, bwrap_args(survey(cover, (), ()), layout), ["/usr/bin/true"],
-                         {"PATH": "/usr/bin:/bin"}, netns.fd))
+    layout = Layout(
+        hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(netns.sys_dir), net_files=("hosts",)
+    )
+    box = kind(
+        Launch(
+            "bench",
+            cg,
+            bwrap_args(survey(cover, (), ()), layout),
+            ["/usr/bin/true"],
+            {"PATH": "/usr/bin:/bin"},
+            netns.fd,
+        )
+    )
     assert box.start().wait() == 0
     box.close()
     cg.kill()
@@ -126,9 +169,16 @@ class PreexecSandbox(Sandbox):
             if netns is not None and _libc.setns(netns, CLONE_NEWNET) != 0:
                 os._exit(126)
 
-        self.main = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=la.env, close_fds=True,
-                                     pass_fds=(filter_r,), preexec_fn=enter)
+        self.main = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=la.env,
+            close_fds=True,
+            pass_fds=(filter_r,),
+            preexec_fn=enter,
+        )
         for fd in (*procs, filter_r):
             os.close(fd)
         return self.main
@@ -152,8 +202,11 @@ def measure(cases: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
 
 def summary(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
-    return {"median_ms": round(statistics.median(ordered), 2),
-            "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1], 2), "n": len(ordered)}
+    return {
+        "median_ms": round(statistics.median(ordered), 2),
+        "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1], 2),
+        "n": len(ordered),
+    }
 
 
 def main() -> int:
@@ -169,8 +222,21 @@ def main() -> int:
         (tmp / "work").mkdir()
         cases: dict[str, Callable[[], None]] = {
             "unshare_net_true": command([tool("unshare"), "--net", "true"]),
-            "bwrap_minimal_true": command([tool("bwrap"), "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib64",
-                                           "/lib64", "--symlink", "usr/lib", "/lib", "/usr/bin/true"]),
+            "bwrap_minimal_true": command(
+                [
+                    tool("bwrap"),
+                    "--ro-bind",
+                    "/usr",
+                    "/usr",
+                    "--symlink",
+                    "usr/lib64",
+                    "/lib64",
+                    "--symlink",
+                    "usr/lib",
+                    "/lib",
+                    "/usr/bin/true",
+                ]
+            ),
             "previous": lambda: previous(cg, tmp / "work"),
             "sandbox_preexec": lambda: sandboxed(cg, tmp / "jobwork", tmp / "run", cover, PreexecSandbox),
             "sandbox": lambda: sandboxed(cg, tmp / "jobwork", tmp / "run", cover),
@@ -182,9 +248,11 @@ def main() -> int:
             d.rmdir()
         remove_dirs([tmp])
     results["sandbox_minus_previous_ms"] = {
-        "median_ms": round(results["sandbox"]["median_ms"] - results["previous"]["median_ms"], 2)}
+        "median_ms": round(results["sandbox"]["median_ms"] - results["previous"]["median_ms"], 2)
+    }
     results["sandbox_over_preexec"] = {
-        "median_ms": round(results["sandbox"]["median_ms"] / results["sandbox_preexec"]["median_ms"], 2)}
+        "median_ms": round(results["sandbox"]["median_ms"] / results["sandbox_preexec"]["median_ms"], 2)
+    }
     print(f"{'case':<28}{'median ms':>11}{'p90 ms':>9}")
     for name, row in results.items():
         print(f"{name:<28}{row['median_ms']:>11.2f}{row.get('p90_ms', float('nan')):>9.2f}")

@@ -48,17 +48,21 @@ class Env:
 
     def joblet_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(JOBLET_REDIS_URL=self.redis_url, JOBLET_STATE_DIR=str(self.tmp / "state"),
-                   JOBLET_RUN_DIR=str(self.tmp / "run"), JOBLET_CGROUP_ROOT=str(self.cgroup),
-                   JOBLET_KEY_PREFIX="bench:", JOBLET_STOP_GRACE="2",
-                   JOBLET_DNS_SERVERS="192.0.2.53")  # never asked: no route out of the namespace
+        env.update(
+            JOBLET_REDIS_URL=self.redis_url,
+            JOBLET_STATE_DIR=str(self.tmp / "state"),
+            JOBLET_RUN_DIR=str(self.tmp / "run"),
+            JOBLET_CGROUP_ROOT=str(self.cgroup),
+            JOBLET_KEY_PREFIX="bench:",
+            JOBLET_STOP_GRACE="2",
+            JOBLET_DNS_SERVERS="192.0.2.53",
+        )  # never asked: no route out of the namespace
         env.pop("JOBLET_CONFIG", None)
         return env
 
     def spawn(self, argv: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         out = open(self.tmp / log, "wb")  # noqa: SIM115 - closed with the temp dir
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -76,8 +80,22 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
 
 
 def start_redis(env: Env) -> None:
-    env.spawn(["redis-server", "--port", "0", "--unixsocket", str(env.sock), "--save", "",
-               "--appendonly", "no", "--daemonize", "no"], "redis.log")
+    env.spawn(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(env.sock),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
+        "redis.log",
+    )
     import redis
 
     wait_for(lambda: redis.Redis(unix_socket_path=str(env.sock)).ping(), "redis")
@@ -90,8 +108,11 @@ def start_netns(env: Env) -> None:
 
 
 def start_joblet_worker(env: Env, client) -> None:
-    env.spawn(["nsenter", f"--net=/run/netns/{env.netns}", str(VENV_BIN / "joblet-worker"),
-               "--node", "bench"], "joblet-worker.log", env.joblet_env())
+    env.spawn(
+        ["nsenter", f"--net=/run/netns/{env.netns}", str(VENV_BIN / "joblet-worker"), "--node", "bench"],
+        "joblet-worker.log",
+        env.joblet_env(),
+    )
     wait_for(lambda: "bench" in client.live_nodes(), "joblet worker heartbeat", 60)
 
 
@@ -117,9 +138,24 @@ def start_noop_worker(env: Env) -> object:
 
 
 def run_noop_worker(sock: str) -> None:
-    noop_app(sock).worker_main(["worker", "-P", "threads", "-c", "4", "-Q", NOOP_QUEUE,
-                                "-l", "WARNING", "-n", "noop@bench", "--without-mingle",
-                                "--without-heartbeat", "--without-gossip"])
+    noop_app(sock).worker_main(
+        [
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "4",
+            "-Q",
+            NOOP_QUEUE,
+            "-l",
+            "WARNING",
+            "-n",
+            "noop@bench",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--without-gossip",
+        ]
+    )
 
 
 def measure(fn: Callable[[], None]) -> list[float]:
@@ -139,23 +175,27 @@ def api_job(client, network: str) -> Callable[[], None]:
         done = client.wait(rec.id, timeout=30)
         if done.exit_code != 0:
             raise RuntimeError(f"api job on {network}: {done.status.value} {done.error}")
+
     return once
 
 
 def api_stream(client, network: str) -> Callable[[], None]:
     """Like api_job, but blocks on the output stream's end marker instead of polling."""
+
     def once() -> None:
         rec = client.run("true", network=network)
         for _ in client.logs(rec.id, follow=True):
             pass
         if client.get(rec.id).exit_code != 0:
             raise RuntimeError(f"api stream job on {network} failed")
+
     return once
 
 
 def command(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], None]:
     def once() -> None:
         subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+
     return once
 
 
@@ -177,9 +217,12 @@ def benchmarks(env: Env, client, noop) -> dict[str, Callable[[], None]]:
 
 def summarize(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
-    return {"median_ms": statistics.median(ordered),
-            "p90_ms": ordered[int(0.9 * (len(ordered) - 1) + 0.5)],
-            "min_ms": ordered[0], "n": len(ordered)}
+    return {
+        "median_ms": statistics.median(ordered),
+        "p90_ms": ordered[int(0.9 * (len(ordered) - 1) + 0.5)],
+        "min_ms": ordered[0],
+        "n": len(ordered),
+    }
 
 
 def show(results: dict[str, dict[str, float]]) -> None:
@@ -192,8 +235,14 @@ def show(results: dict[str, dict[str, float]]) -> None:
     for name, r in results.items():
         target = TARGETS_MS.get(name)
         met = "" if target is None else ("yes" if r["median_ms"] <= target else "NO")
-        table.add_row(name, f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['min_ms']:.1f}",
-                      "" if target is None else f"≤ {target}", met)
+        table.add_row(
+            name,
+            f"{r['median_ms']:.1f}",
+            f"{r['p90_ms']:.1f}",
+            f"{r['min_ms']:.1f}",
+            "" if target is None else f"≤ {target}",
+            met,
+        )
     Console().print(table)
 
 
@@ -210,10 +259,17 @@ def floor_ratio(results: dict[str, dict[str, float]]) -> dict[str, float] | None
 
 def write_json(results: dict[str, dict[str, float]]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
-           "kernel": os.uname().release, "python": sys.version.split()[0],
-           "n": N, "warmup": WARMUP, "targets_median_ms": TARGETS_MS, "results": results,
-           "api_none_over_floor": floor_ratio(results)}
+    doc = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": os.cpu_count(),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "n": N,
+        "warmup": WARMUP,
+        "targets_median_ms": TARGETS_MS,
+        "results": results,
+        "api_none_over_floor": floor_ratio(results),
+    }
     RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
@@ -267,9 +323,11 @@ def cleanup(env: Env) -> None:
 def verify_clean(env: Env) -> None:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     left = [p.pid for p in env.procs if p.poll() is None]
-    problems = ([f"netns {env.netns} still exists"] if env.netns in netns else []) + \
-               ([f"processes still running: {left}"] if left else []) + \
-               [f"cgroup {g} still exists" for g in cgroups(env) if g.exists()]
+    problems = (
+        ([f"netns {env.netns} still exists"] if env.netns in netns else [])
+        + ([f"processes still running: {left}"] if left else [])
+        + [f"cgroup {g} still exists" for g in cgroups(env) if g.exists()]
+    )
     print("cleanup: " + ("; ".join(problems) if problems else "nothing left behind"))
 
 

@@ -47,16 +47,22 @@ def cli_batch(env: Env, client: Any, n: int) -> dict[str, float]:
     """n detached `true` jobs through one `rnx batch` process; then until all have ended."""
     lines = "".join("--network=none true\n" for _ in range(n)).encode()
     t0 = time.perf_counter()
-    out = subprocess.run([str(VENV_BIN / "rnx"), "batch"], input=lines, env=env.joblet_env(),
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        [str(VENV_BIN / "rnx"), "batch"], input=lines, env=env.joblet_env(), capture_output=True, check=True
+    )
     submitted = time.perf_counter() - t0
     ids = out.stdout.decode().split()
     if len(ids) != n:
         raise RuntimeError(f"rnx batch printed {len(ids)} ids for {n} lines: {out.stderr[-500:]!r}")
     check_done(wait_all(client, ids), "rnx batch")
     total = time.perf_counter() - t0
-    return {"jobs": n, "submit_s": submitted, "submissions_per_s": n / submitted, "total_s": total,
-            "jobs_per_s": n / total}
+    return {
+        "jobs": n,
+        "submit_s": submitted,
+        "submissions_per_s": n / submitted,
+        "total_s": total,
+        "jobs_per_s": n / total,
+    }
 
 
 def true_app(sock: str) -> Any:
@@ -82,8 +88,24 @@ def start_true_worker(env: Env, concurrency: int) -> Any:
 
 
 def run_true_worker(sock: str, concurrency: str) -> None:
-    true_app(sock).worker_main(["worker", "-P", "threads", "-c", concurrency, "-Q", TRUE_QUEUE, "-l", "WARNING",
-                                "-n", "true@bench", "--without-mingle", "--without-heartbeat", "--without-gossip"])
+    true_app(sock).worker_main(
+        [
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            concurrency,
+            "-Q",
+            TRUE_QUEUE,
+            "-l",
+            "WARNING",
+            "-n",
+            "true@bench",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--without-gossip",
+        ]
+    )
 
 
 def celery_true(app: Any, n: int) -> dict[str, float]:
@@ -121,8 +143,11 @@ def streaming(env: Env, client: Any) -> dict[str, Any]:
     followed = hash_stream([rnx, "log", "-f", job.id], jenv)
     out: dict[str, Any] = {"bytes": STREAM_BYTES}
     for name, (secs, size, digest) in (("local_pipe", local), ("rnx_run", attached), ("rnx_log_f", followed)):
-        out[name] = {"s": secs, "mb_per_s": size / secs / 1e6, "byte_exact": size == STREAM_BYTES and
-                     digest == local[2]}
+        out[name] = {
+            "s": secs,
+            "mb_per_s": size / secs / 1e6,
+            "byte_exact": size == STREAM_BYTES and digest == local[2],
+        }
     return out
 
 
@@ -147,9 +172,16 @@ def scale(client: Any, worker_pid: int, n: int) -> dict[str, Any]:
     finals = wait_all(client, ids)
     teardown = time.perf_counter() - t1
     stopped = sum(r.status.value == "STOPPED" for r in finals)
-    return {"jobs": n, "submit_s": submitted, "all_running_s": all_running,
-            "setup_ms_per_job": all_running / n * 1000, "teardown_all_s": teardown, "stopped": stopped,
-            "worker_idle": idle, "worker_busy": busy}
+    return {
+        "jobs": n,
+        "submit_s": submitted,
+        "all_running_s": all_running,
+        "setup_ms_per_job": all_running / n * 1000,
+        "teardown_all_s": teardown,
+        "stopped": stopped,
+        "worker_idle": idle,
+        "worker_busy": busy,
+    }
 
 
 def statuses(client: Any, ids: list[str]) -> list[str]:

@@ -29,8 +29,9 @@ def install() -> str | None:
     if not shutil.which("apt-get"):
         return "podman is not installed and there is no apt-get"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], env=env, capture_output=True, text=True
+    )
     return None if done.returncode == 0 else f"apt-get install podman failed: {done.stderr[-300:]}"
 
 
@@ -66,11 +67,31 @@ class Podman:
             shutil.rmtree(path, ignore_errors=True)
 
     def argv(self, network: str) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{self.netns}", "podman", "--root", str(self.tmp / "root"),
-                "--runroot", str(self.tmp / "run"), "--tmpdir", str(self.tmp / "libpod"),
-                "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc",
-                "run", "--rm", "--ulimit", "host", f"--network={network}", "--rootfs", f"{self.rootfs}:O",
-                "/usr/bin/true"]
+        return [
+            "nsenter",
+            f"--net=/run/netns/{self.netns}",
+            "podman",
+            "--root",
+            str(self.tmp / "root"),
+            "--runroot",
+            str(self.tmp / "run"),
+            "--tmpdir",
+            str(self.tmp / "libpod"),
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--ulimit",
+            "host",
+            f"--network={network}",
+            "--rootfs",
+            f"{self.rootfs}:O",
+            "/usr/bin/true",
+        ]
 
     def check(self) -> str | None:
         """None when both modes run here, else podman's own error."""

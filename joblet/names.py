@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 
-TABLE = "joblet"                   # nftables: table inet joblet and table bridge joblet
-DEFAULT_BRIDGE = "joblet0"         # the built-in "bridge" network (setting bridge_name)
-NETWORK_BRIDGE_PREFIX = "jb"       # a user network's bridge: jb + 10 hex digits
-BRIDGED_VETH_PREFIX = "jv"         # host end of a job's veth on a bridge
-ISOLATED_VETH_PREFIX = "ji"        # host end of an isolated job's routed veth
-VXLAN_PREFIX = "jx"                # a user network's overlay port: jx + 10 hex digits
-VXLAN_OVERHEAD = 50                # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+TABLE = "joblet"  # nftables: table inet joblet and table bridge joblet
+DEFAULT_BRIDGE = "joblet0"  # the built-in "bridge" network (setting bridge_name)
+NETWORK_BRIDGE_PREFIX = "jb"  # a user network's bridge: jb + 10 hex digits
+BRIDGED_VETH_PREFIX = "jv"  # host end of a job's veth on a bridge
+ISOLATED_VETH_PREFIX = "ji"  # host end of an isolated job's routed veth
+VXLAN_PREFIX = "jx"  # a user network's overlay port: jx + 10 hex digits
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 VNI_MIN, VNI_MAX = 4096, (1 << 24) - 1  # VNIs joblet hands out (below 4096: left to others)
 JOB_VETH_PREFIXES = (BRIDGED_VETH_PREFIX, ISOLATED_VETH_PREFIX)
 JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}$")  # exactly what joblet names a job's link

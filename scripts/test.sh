@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
 VENV=${JOBLET_VENV:-/opt/joblet/venv}
+"$VENV/bin/ruff" check joblet tests bench
+"$VENV/bin/ruff" format --check joblet tests bench
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -41,9 +41,22 @@ def redis_sock() -> Iterator[str]:
     need(shutil.which("redis-server") is not None, "redis-server is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="joblet-redis-"))
     sock = tmp / "redis.sock"
-    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock),
-                             "--unixsocketperm", "700", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     for _ in range(100):
         if sock.exists():
             break
@@ -78,9 +91,12 @@ class Host:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"joblet-{self.tag}-"))
         self.name = name
         self.env = {
-            "JOBLET_REDIS_URL": redis_url, "JOBLET_KEY_PREFIX": f"t{self.tag}:",
-            "JOBLET_QUEUE": f"joblet-{self.tag}", "JOBLET_STATE_DIR": str(self.tmp / "state"),
-            "JOBLET_RUN_DIR": str(self.tmp / "run"), "JOBLET_STOP_GRACE": "2",
+            "JOBLET_REDIS_URL": redis_url,
+            "JOBLET_KEY_PREFIX": f"t{self.tag}:",
+            "JOBLET_QUEUE": f"joblet-{self.tag}",
+            "JOBLET_STATE_DIR": str(self.tmp / "state"),
+            "JOBLET_RUN_DIR": str(self.tmp / "run"),
+            "JOBLET_STOP_GRACE": "2",
             "JOBLET_CGROUP_ROOT": str(cgroup_base() / f"joblet-t-{self.tag}"),
             "JOBLET_HEARTBEAT_INTERVAL": "1",
             # DNS to the test upstream's address fails at once (no listener, or no route)
@@ -100,9 +116,11 @@ class Host:
     def start_worker(self, *extra: str, timeout: float = 10) -> None:
         log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115
         self.worker = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", str(BIN / "joblet-worker"),
-             "--node", self.name, *extra],
-            env={**os.environ, **self.env}, stdout=log, stderr=log)
+            ["nsenter", f"--net=/run/netns/{self.netns}", str(BIN / "joblet-worker"), "--node", self.name, *extra],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=log,
+        )
         client = Client(self.cfg)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -126,10 +144,16 @@ class Host:
         path = self.tmp / "worker.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
-    def rnx(self, *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None,
-            **kw: object) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([str(BIN / "rnx"), *args], env={**os.environ, **self.env, **(env_extra or {})},
-                              capture_output=True, timeout=timeout, **kw)  # type: ignore[call-overload]
+    def rnx(
+        self, *args: str, timeout: float = 120, env_extra: dict[str, str] | None = None, **kw: object
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [str(BIN / "rnx"), *args],
+            env={**os.environ, **self.env, **(env_extra or {})},
+            capture_output=True,
+            timeout=timeout,
+            **kw,
+        )  # type: ignore[call-overload]
 
     def in_ns(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", self.netns, *argv, check=False)
@@ -150,8 +174,13 @@ class Host:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def running_host(redis_sock: str, name: str, env: dict[str, str] | None = None,
-                 prepare: Callable[[Host], None] | None = None, **settings: str) -> Iterator[Host]:
+def running_host(
+    redis_sock: str,
+    name: str,
+    env: dict[str, str] | None = None,
+    prepare: Callable[[Host], None] | None = None,
+    **settings: str,
+) -> Iterator[Host]:
     """A throwaway host with its worker running, for a module fixture to yield from: `env`
     extra worker environment, `prepare` run on the host before its worker starts."""
     need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
@@ -181,8 +210,7 @@ def add_upstream(host: Host) -> str:
     """A namespace behind the host's namespace standing for the internet (203.0.113.0/24)."""
     name = f"joblet-up-{uuid.uuid4().hex[:6]}"
     sh("ip", "netns", "add", name)
-    sh("ip", "-n", host.netns, "link", "add", "upl0", "type", "veth", "peer", "name", "eth0",
-       "netns", name)
+    sh("ip", "-n", host.netns, "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", name)
     sh("ip", "-n", host.netns, "addr", "add", "203.0.113.1/24", "dev", "upl0")
     sh("ip", "-n", host.netns, "link", "set", "upl0", "up")
     sh("ip", "-n", host.netns, "route", "add", "default", "via", "203.0.113.2")

@@ -17,8 +17,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "JobRecord", "JobSpec", "JobStatus", "Upload", "run_job"]
 
-_HOMES = {"Client": "joblet.api.client", "JobRecord": "joblet.api.models", "JobSpec": "joblet.api.models",
-          "JobStatus": "joblet.api.models", "Upload": "joblet.api.models"}
+_HOMES = {
+    "Client": "joblet.api.client",
+    "JobRecord": "joblet.api.models",
+    "JobSpec": "joblet.api.models",
+    "JobStatus": "joblet.api.models",
+    "Upload": "joblet.api.models",
+}
 
 
 def __getattr__(name: str) -> Any:

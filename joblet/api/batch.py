@@ -39,8 +39,14 @@ class Batch:
         the records queued since the last call, in order (a full pipeline, or a named job and
         those before it). Records queued before a refusal are returned by the next call."""
         spec = self._check(spec)
-        record = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec, name=spec.name,
-                           node=self._place(spec), created=time.time())
+        record = JobRecord(
+            id=new_job_id(),
+            status=JobStatus.PENDING,
+            spec=spec,
+            name=spec.name,
+            node=self._place(spec),
+            created=time.time(),
+        )
         if record.name is not None:  # the name's holder is checked atomically, one job at a time
             self._write()
             self.ready.append(self.client.enqueue(record))
@@ -71,8 +77,13 @@ class Batch:
             send_runs(cfg, [(r.id, r.spec.model_dump(mode="json"), r.node) for r in records])
         except Exception:
             for r in records:
-                store.transition(r.id, [JobStatus.PENDING], status=JobStatus.FAILED,
-                                 error="could not be queued", finished=time.time())
+                store.transition(
+                    r.id,
+                    [JobStatus.PENDING],
+                    status=JobStatus.FAILED,
+                    error="could not be queued",
+                    finished=time.time(),
+                )
             raise
         self.ready.extend(records)
 
@@ -106,4 +117,3 @@ class Batch:
             pre.check_fleet(spec.node)
             self._fleet_ok.add(spec.node)
         return spec
-

@@ -54,8 +54,11 @@ class Client:
         """Check the spec (preflight), record the job PENDING and queue it."""
         spec = self.preflight.check(spec)
         node = self.preflight.place(spec)
-        return self.enqueue(JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=spec,
-                                      name=spec.name, node=node, created=time.time()))
+        return self.enqueue(
+            JobRecord(
+                id=new_job_id(), status=JobStatus.PENDING, spec=spec, name=spec.name, node=node, created=time.time()
+            )
+        )
 
     def enqueue(self, record: JobRecord) -> JobRecord:
         """Record a checked, placed job PENDING and queue it (FAILED if it could not be queued)."""
@@ -65,8 +68,13 @@ class Client:
         try:
             send_run(self.settings, record.id, record.spec.model_dump(mode="json"), record.node)
         except Exception:
-            self.store.transition(record.id, [JobStatus.PENDING], status=JobStatus.FAILED,
-                                  error="could not be queued", finished=time.time())
+            self.store.transition(
+                record.id,
+                [JobStatus.PENDING],
+                status=JobStatus.FAILED,
+                error="could not be queued",
+                finished=time.time(),
+            )
             raise
         return record
 
@@ -82,8 +90,10 @@ class Client:
             return
         holder = self.store.create_named_job(record)
         if holder is not None:
-            raise ValidationError(f"invalid job field 'name': {record.name!r} is in use by job {holder[:12]}, "
-                                  "which has not ended (rnx stop it, or pick another --name)")
+            raise ValidationError(
+                f"invalid job field 'name': {record.name!r} is in use by job {holder[:12]}, "
+                "which has not ended (rnx stop it, or pick another --name)"
+            )
 
     def stats(self, job_ids: Any = ()) -> list[dict[str, Any]]:
         """The latest resource sample of each running job (or of these jobs), with its id,
@@ -92,8 +102,9 @@ class Client:
 
         return collect(self, [self.store.resolve(j) for j in job_ids])
 
-    def list(self, status: Any = (), node: str | None = None, network: str | None = None,
-             name: str | None = None) -> list[JobRecord]:
+    def list(
+        self, status: Any = (), node: str | None = None, network: str | None = None, name: str | None = None
+    ) -> list[JobRecord]:
         """Jobs, oldest first; each filter given must match (statuses: any of them)."""
         return select(self.store.list_jobs(), status, node, network, name)
 
@@ -116,8 +127,9 @@ class Client:
         full = self.store.resolve(job_id)
         self.store.request_stop(full)
         waiting = [JobStatus.PENDING, JobStatus.SCHEDULED]
-        if self.store.transition(full, waiting, status=JobStatus.STOPPED, finished=time.time(),
-                                 error="stopped before it started"):
+        if self.store.transition(
+            full, waiting, status=JobStatus.STOPPED, finished=time.time(), error="stopped before it started"
+        ):
             self.store.end_output(full, {"status": "STOPPED"}, self.settings.log_max_entries)
         return self.store.get_job(full)
 
@@ -158,11 +170,20 @@ class Client:
         return next(n for n in self.nodes() if n["name"] == node)
 
 
-
-def select(records: list[JobRecord], status: Any = (), node: str | None = None,
-           network: str | None = None, name: str | None = None) -> list[JobRecord]:
+def select(
+    records: list[JobRecord],
+    status: Any = (),
+    node: str | None = None,
+    network: str | None = None,
+    name: str | None = None,
+) -> list[JobRecord]:
     """The records that match every filter given (pure)."""
     wanted = {str(s).upper() for s in status}
-    return [r for r in records
-            if (not wanted or r.status.value in wanted) and (node is None or r.node == node)
-            and (network is None or network in r.spec.network) and (name is None or r.name == name)]
+    return [
+        r
+        for r in records
+        if (not wanted or r.status.value in wanted)
+        and (node is None or r.node == node)
+        and (network is None or network in r.spec.network)
+        and (name is None or r.name == name)
+    ]

@@ -35,9 +35,11 @@ def fleet_mtu_check(name: str, mtu: int, nodes: dict[str, dict[str, Any]]) -> No
     for node, info in sorted(nodes.items()):
         uplink = info.get("mtu")
         if info.get("underlay") and isinstance(uplink, int) and mtu > uplink - VXLAN_OVERHEAD:
-            raise ValidationError(f'failed to create network "{name}": MTU {mtu} does not fit the '
-                                  f"overlay on node {node} (uplink MTU {uplink} - {VXLAN_OVERHEAD}); "
-                                  f"use at most {uplink - VXLAN_OVERHEAD}")
+            raise ValidationError(
+                f'failed to create network "{name}": MTU {mtu} does not fit the '
+                f"overlay on node {node} (uplink MTU {uplink} - {VXLAN_OVERHEAD}); "
+                f"use at most {uplink - VXLAN_OVERHEAD}"
+            )
 
 
 class Networks:
@@ -51,19 +53,23 @@ class Networks:
     def _live_jobs(self) -> list[JobRecord]:
         return [r for r in self.jobs.list_jobs() if not r.status.final]
 
-    def create(self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (),
-               mtu: int | None = None) -> NetworkDef:
+    def create(
+        self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (), mtu: int | None = None
+    ) -> NetworkDef:
         cidr = check(name, cidr, dns, mtu)
         net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
         cfg = self.settings
-        endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url},
-                                  cfg.job_blocked_addresses)
+        endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
         holds_control_plane(name, cidr, {k: [a for a, _ in v] for k, v in endpoints.items()})
         nodes = self.jobs.live_nodes()
         if mtu is not None:
             fleet_mtu_check(name, mtu, nodes)
-        reserved = {'built-in network "bridge"': cfg.bridge_cidr,
-                    "the isolated-mode pool": cfg.isolated_pool, **host_prefixes(), **fleet_prefixes(nodes)}
+        reserved = {
+            'built-in network "bridge"': cfg.bridge_cidr,
+            "the isolated-mode pool": cfg.isolated_pool,
+            **host_prefixes(),
+            **fleet_prefixes(nodes),
+        }
         return self.store.create(net, reserved)
 
     def list(self) -> list[dict[str, Any]]:
@@ -73,14 +79,19 @@ class Networks:
             for net in rec.spec.network:
                 counts[net] = counts.get(net, 0) + 1
         cfg = self.settings
-        rows: list[dict[str, Any]] = [{"name": "bridge", "cidr": cfg.bridge_cidr, "bridge": cfg.bridge_name,
-                 "internal": False, "builtin": True},
-                {"name": "isolated", "cidr": cfg.isolated_pool, "bridge": None, "internal": False,
-                 "builtin": True}]
-        rows += [{"name": n, "cidr": None, "bridge": None, "internal": n == "none", "builtin": True}
-                 for n in BUILTINS if n not in ("bridge", "isolated")]
-        rows += [{**net.model_dump(mode="json"), "bridge": bridge_name(net.name), "builtin": False}
-                 for net in self.store.all()]
+        rows: list[dict[str, Any]] = [
+            {"name": "bridge", "cidr": cfg.bridge_cidr, "bridge": cfg.bridge_name, "internal": False, "builtin": True},
+            {"name": "isolated", "cidr": cfg.isolated_pool, "bridge": None, "internal": False, "builtin": True},
+        ]
+        rows += [
+            {"name": n, "cidr": None, "bridge": None, "internal": n == "none", "builtin": True}
+            for n in BUILTINS
+            if n not in ("bridge", "isolated")
+        ]
+        rows += [
+            {**net.model_dump(mode="json"), "bridge": bridge_name(net.name), "builtin": False}
+            for net in self.store.all()
+        ]
         for row in rows:
             row["jobs"] = counts.get(row["name"], 0)
         return rows
@@ -89,9 +100,11 @@ class Networks:
         row = next((r for r in self.list() if r["name"] == name), None)
         if row is None:
             raise NotFound(f"no such network: {name}")
-        row["job_list"] = [{"id": r.id, "name": r.name, "status": r.status.value,
-                            "ip": r.ips.get(name), "node": r.node}
-                           for r in self._live_jobs() if name in r.spec.network]
+        row["job_list"] = [
+            {"id": r.id, "name": r.name, "status": r.status.value, "ip": r.ips.get(name), "node": r.node}
+            for r in self._live_jobs()
+            if name in r.spec.network
+        ]
         return row
 
     def delete(self, name: str) -> None:
@@ -100,7 +113,9 @@ class Networks:
         self.store.get(name)
         users = [r.short_id for r in self._live_jobs() if name in r.spec.network]
         if users:
-            raise Conflict(f'failed to delete network "{name}": {len(users)} job(s) use it '
-                           f"({', '.join(users[:5])}); stop them first")
+            raise Conflict(
+                f'failed to delete network "{name}": {len(users)} job(s) use it '
+                f"({', '.join(users[:5])}); stop them first"
+            )
         self.store.delete(name)
         self.jobs.publish_event("network-deleted", name=name)  # every host drops its bridge

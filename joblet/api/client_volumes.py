@@ -29,7 +29,9 @@ class Volumes:
         self.store.get(name)
         users = self.users(name)
         if users:
-            raise Conflict(f'failed to delete volume "{name}": {len(users)} job(s) use it '
-                           f"({', '.join(users[:5])}); stop them first")
+            raise Conflict(
+                f'failed to delete volume "{name}": {len(users)} job(s) use it '
+                f"({', '.join(users[:5])}); stop them first"
+            )
         self.store.delete(name)
         self.jobs.publish_event("volume-deleted", name=name)  # every host drops its data

@@ -21,8 +21,9 @@ from joblet.errors import NotFound, ValidationError
 class Workflows:
     """Workflow operations of a Client."""
 
-    def __init__(self, settings: Settings, store: Store, preflight: Preflight, networks: Networks,
-                 volumes: VolumeStore) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, preflight: Preflight, networks: Networks, volumes: VolumeStore
+    ) -> None:
         self.settings = settings
         self.store = store
         self.preflight = preflight
@@ -39,12 +40,20 @@ class Workflows:
         missing_rts = sorted(wf.runtimes() - offered)
         graph = graph_problems(wf)
         return [
-            (not missing_nets, "All required networks exist" if not missing_nets
-             else f"Missing networks: {', '.join(missing_nets)}"),
-            (not missing_vols, "All required volumes exist" if not missing_vols
-             else f"Missing volumes: {', '.join(missing_vols)}"),
-            (not missing_rts, "All required runtimes are available" if not missing_rts
-             else f"Missing runtimes: {', '.join(missing_rts)}"),
+            (
+                not missing_nets,
+                "All required networks exist" if not missing_nets else f"Missing networks: {', '.join(missing_nets)}",
+            ),
+            (
+                not missing_vols,
+                "All required volumes exist" if not missing_vols else f"Missing volumes: {', '.join(missing_vols)}",
+            ),
+            (
+                not missing_rts,
+                "All required runtimes are available"
+                if not missing_rts
+                else f"Missing runtimes: {', '.join(missing_rts)}",
+            ),
             (not graph, "Job dependencies are valid" if not graph else "; ".join(graph)),
         ]
 
@@ -62,8 +71,11 @@ class Workflows:
         record = wfs.new_record(wf_id, wf.name, jobs)
         wfs.save(store, record, cfg.log_ttl)
         for name, (job_id, spec, _) in jobs.items():
-            store.create_job(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=name,
-                                       created=record.created, workflow=wf_id))
+            store.create_job(
+                JobRecord(
+                    id=job_id, status=JobStatus.PENDING, spec=spec, name=name, created=record.created, workflow=wf_id
+                )
+            )
         wfs.advance(store, cfg, wf_id)
         return record
 
@@ -85,10 +97,23 @@ class Workflows:
             overall = "COMPLETED" if all(s == JobStatus.COMPLETED for s in states) else "FAILED"
         else:
             overall = "RUNNING" if any(s != JobStatus.PENDING for s in states) else "PENDING"
-        return {"id": wf.id, "name": wf.name, "status": overall, "jobs": [
-            {"name": n, "id": r.id, "status": r.status.value, "node": r.node, "ip": r.ip,
-             "requires": {d: s.value for d, s in wf.requires[n].items()}, "error": r.error}
-            for n, r in recs.items()]}
+        return {
+            "id": wf.id,
+            "name": wf.name,
+            "status": overall,
+            "jobs": [
+                {
+                    "name": n,
+                    "id": r.id,
+                    "status": r.status.value,
+                    "node": r.node,
+                    "ip": r.ip,
+                    "requires": {d: s.value for d, s in wf.requires[n].items()},
+                    "error": r.error,
+                }
+                for n, r in recs.items()
+            ],
+        }
 
     def stop(self, wf_id: str) -> builtins.list[str]:
         store, cfg = self.store, self.settings

@@ -61,8 +61,9 @@ class Limits(BaseModel):
     max_bandwidth_out: int | None = Field(None, description="network bits/s out of the job")
     max_pids: int | None = Field(None, ge=8, le=1_000_000, description="processes and threads")
     max_disk: int | None = Field(None, ge=1, le=1_048_576, description="megabytes of /work, and of /tmp")
-    max_output: int | None = Field(None, ge=1024, le=1 << 50,
-                                   description="bytes of output kept (stdout and stderr), then truncated")
+    max_output: int | None = Field(
+        None, ge=1024, le=1 << 50, description="bytes of output kept (stdout and stderr), then truncated"
+    )
 
     @field_validator("max_bandwidth", "max_bandwidth_in", "max_bandwidth_out", mode="before")
     @classmethod

@@ -69,8 +69,7 @@ def nonce_ttl(expires: float, now: float) -> int:
 def check(header_id: Any, args: Any, kwargs: Any, signed: bool, now: float) -> TaskMessage:
     """The message's job id and stamps, or Refused naming what is wrong."""
     if not is_job_id(header_id):
-        raise Refused("bad-id", f"task id {str(header_id)[:80]!r} is not a joblet job id "
-                      "(32 lowercase hex digits)")
+        raise Refused("bad-id", f"task id {str(header_id)[:80]!r} is not a joblet job id (32 lowercase hex digits)")
     if args or not isinstance(kwargs, dict):
         raise Refused("bad-body", f"message for job {header_id}: joblet sends keyword arguments only")
     fields = {k: v for k, v in kwargs.items() if k not in STAMPS}
@@ -80,8 +79,9 @@ def check(header_id: Any, args: Any, kwargs: Any, signed: bool, now: float) -> T
     if (nonce is None) != (expires is None):
         raise Refused("unstamped", f"message for job {header_id} has only one of nonce and expires")
     if body_id is not None and body_id != header_id:
-        raise Refused("id-mismatch", f"message header id {header_id} differs from its body's job_id "
-                      f"{str(body_id)[:80]!r}")
+        raise Refused(
+            "id-mismatch", f"message header id {header_id} differs from its body's job_id {str(body_id)[:80]!r}"
+        )
     if nonce is not None and not (isinstance(nonce, str) and NONCE_RE.match(nonce)):
         raise Refused("bad-nonce", f"message for job {header_id}: nonce is not 16-64 hex digits")
     if expires is not None:
@@ -93,8 +93,8 @@ def _check_expiry(job_id: str, expires: Any, now: float) -> None:
     if isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires):
         raise Refused("bad-expiry", f"message for job {job_id}: expires is not a number")
     if expires > now + MAX_MESSAGE_TTL + CLOCK_SKEW:
-        raise Refused("bad-expiry", f"message for job {job_id}: expires more than "
-                      f"{MAX_MESSAGE_TTL // 86400} days ahead")
+        raise Refused(
+            "bad-expiry", f"message for job {job_id}: expires more than {MAX_MESSAGE_TTL // 86400} days ahead"
+        )
     if now > expires:
-        raise Refused("expired", f"message for job {job_id} expired {now - expires:.0f} s ago",
-                      job_id=job_id)
+        raise Refused("expired", f"message for job {job_id} expired {now - expires:.0f} s ago", job_id=job_id)

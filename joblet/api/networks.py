@@ -85,13 +85,13 @@ def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
     except ValueError:
         raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: give ADDRESS/PREFIX, e.g. 10.10.0.0/24") from None
     if parsed.version == 6:
-        raise ValidationError(f"{fail}: {cidr} is an IPv6 range; joblet networks are IPv4 only "
-                              "(give one such as 10.10.0.0/24)")
+        raise ValidationError(
+            f"{fail}: {cidr} is an IPv6 range; joblet networks are IPv4 only (give one such as 10.10.0.0/24)"
+        )
     try:
         return ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:
-        raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: host bits are set (did you mean "
-                              f"{parsed}?)") from None
+        raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: host bits are set (did you mean {parsed}?)") from None
 
 
 def not_unicast(cidr: str) -> str | None:
@@ -109,8 +109,10 @@ def holds_control_plane(name: str, cidr: str, endpoints: dict[str, list[str]]) -
     for setting, addresses in sorted(endpoints.items()):
         for address in addresses:
             if ipaddress.ip_address(address) in net:  # an IPv6 address is in no IPv4 network
-                raise ValidationError(f'failed to create network "{name}": CIDR {cidr} contains '
-                                      f"{address}, an address of the control plane ({setting})")
+                raise ValidationError(
+                    f'failed to create network "{name}": CIDR {cidr} contains '
+                    f"{address}, an address of the control plane ({setting})"
+                )
 
 
 def url_endpoint(url: str | None) -> tuple[str, int] | None:
@@ -195,8 +197,7 @@ class NetworkStore:
                     existing = {f'existing network "{n.name}"': n.cidr for n in defs}
                     hit = overlap(net.cidr, {**reserved, **existing})
                     if hit:
-                        raise Conflict(f'failed to create network "{net.name}": CIDR {net.cidr} '
-                                       f"overlaps with {hit}")
+                        raise Conflict(f'failed to create network "{net.name}": CIDR {net.cidr} overlaps with {hit}')
                     net = net.model_copy(update={"vni": free_vni(net.name, {n.overlay_vni for n in defs})})
                     pipe.multi()
                     pipe.hset(self.key, net.name, net.model_dump_json())
@@ -221,8 +222,7 @@ class NetworkStore:
 
     @staticmethod
     def _decode(raw: dict[bytes, bytes]) -> list[NetworkDef]:
-        return sorted((NetworkDef.model_validate(json.loads(v)) for v in raw.values()),
-                      key=lambda n: n.name)
+        return sorted((NetworkDef.model_validate(json.loads(v)) for v in raw.values()), key=lambda n: n.name)
 
 
 def host_prefixes() -> dict[str, str]:
@@ -231,8 +231,9 @@ def host_prefixes() -> dict[str, str]:
 
     found: dict[str, str] = {}
     try:
-        out = subprocess.run(["ip", "-4", "-j", "route", "show", "table", "all"],
-                             capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            ["ip", "-4", "-j", "route", "show", "table", "all"], capture_output=True, text=True, timeout=10
+        ).stdout
         routes = json.loads(out or "[]")
     except (OSError, ValueError, subprocess.SubprocessError):
         return found

@@ -35,8 +35,7 @@ def when(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-def view(records: dict[str, dict[str, Any]], drained: set[str], now: float,
-         down_after: float) -> list[dict[str, Any]]:
+def view(records: dict[str, dict[str, Any]], drained: set[str], now: float, down_after: float) -> list[dict[str, Any]]:
     """One row per node, by name: what `rnx nodes --json` prints."""
     return [row(name, rec, name in drained, now, down_after) for name, rec in sorted(records.items())]
 
@@ -44,13 +43,22 @@ def view(records: dict[str, dict[str, Any]], drained: set[str], now: float,
 def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: float) -> dict[str, Any]:
     beat = float(rec.get("beat", 0))
     return {
-        "name": name, "state": state(rec, drained, now, down_after), "draining": drained,
-        "last_heartbeat": when(beat), "heartbeat_age": round(max(0.0, now - beat), 1),
-        "left": when(rec.get("left")), "version": rec.get("version"),
-        "concurrency": rec.get("concurrency"), "jobs": rec.get("jobs", 0),
-        "capabilities": {"host_network": rec.get("host_network"), "runtimes": rec.get("runtimes", []),
-                         "cgroup": rec.get("cgroup"), "sandbox": rec.get("sandbox", {}),
-                         "signed": rec.get("signed")},
+        "name": name,
+        "state": state(rec, drained, now, down_after),
+        "draining": drained,
+        "last_heartbeat": when(beat),
+        "heartbeat_age": round(max(0.0, now - beat), 1),
+        "left": when(rec.get("left")),
+        "version": rec.get("version"),
+        "concurrency": rec.get("concurrency"),
+        "jobs": rec.get("jobs", 0),
+        "capabilities": {
+            "host_network": rec.get("host_network"),
+            "runtimes": rec.get("runtimes", []),
+            "cgroup": rec.get("cgroup"),
+            "sandbox": rec.get("sandbox", {}),
+            "signed": rec.get("signed"),
+        },
         "addresses": rec.get("addresses", []),
     }
 

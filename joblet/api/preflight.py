@@ -60,9 +60,11 @@ class Preflight:
             raise ValidationError(f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}")
         size = len(spec.model_dump_json())
         if size > self.settings.spec_max_bytes:
-            raise ValidationError(f"invalid job: its spec is {size} bytes, over the limit of "
-                                  f"{self.settings.spec_max_bytes} (spec_max_bytes; uploads, arguments and "
-                                  "environment count)")
+            raise ValidationError(
+                f"invalid job: its spec is {size} bytes, over the limit of "
+                f"{self.settings.spec_max_bytes} (spec_max_bytes; uploads, arguments and "
+                "environment count)"
+            )
 
     def check_networks(self, spec: JobSpec) -> None:
         for name in spec.network:
@@ -70,8 +72,9 @@ class Preflight:
                 try:
                     self.networks.get(name)
                 except NotFound:
-                    raise ValidationError(f"invalid job field 'network': no such network {name!r} "
-                                          "(rnx network list)") from None
+                    raise ValidationError(
+                        f"invalid job field 'network': no such network {name!r} (rnx network list)"
+                    ) from None
         for alone in ALONE:
             if alone in spec.network and len(spec.network) > 1:
                 raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
@@ -83,8 +86,9 @@ class Preflight:
             try:
                 self.volumes.get(name)
             except NotFound:
-                raise ValidationError(f"invalid job field 'volumes': no such volume {name!r} "
-                                      "(rnx volume create)") from None
+                raise ValidationError(
+                    f"invalid job field 'volumes': no such volume {name!r} (rnx volume create)"
+                ) from None
         lim = spec.limits
         if spec.network == ("host",) and (lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out):
             raise ValidationError("invalid job field 'limits': bandwidth limits need a job network, not 'host'")
@@ -93,11 +97,14 @@ class Preflight:
         offers = runtimes(self.store.live_nodes())
         offered: list[str] = next((r["nodes"] for r in offers if r["name"] == spec.runtime), [])
         if not offered:
-            raise ValidationError(f"invalid job field 'runtime': no live worker offers runtime "
-                                  f"{spec.runtime!r} (rnx runtime list)")
+            raise ValidationError(
+                f"invalid job field 'runtime': no live worker offers runtime {spec.runtime!r} (rnx runtime list)"
+            )
         if spec.node is not None and spec.node not in offered:
-            raise ValidationError(f"invalid job field 'runtime': node {spec.node!r} does not offer "
-                                  f"runtime {spec.runtime!r} (it is on {', '.join(offered)})")
+            raise ValidationError(
+                f"invalid job field 'runtime': node {spec.node!r} does not offer "
+                f"runtime {spec.runtime!r} (it is on {', '.join(offered)})"
+            )
         return spec
 
     def check_fleet(self, node: str | None) -> None:

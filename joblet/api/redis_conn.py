@@ -37,8 +37,13 @@ def connect(url: str) -> Any:
     import redis
 
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=30, socket_connect_timeout=3,
-        health_check_interval=30, retry_on_timeout=True)
+        url,
+        max_connections=POOL_SIZE,
+        timeout=30,
+        socket_connect_timeout=3,
+        health_check_interval=30,
+        retry_on_timeout=True,
+    )
     return redis.Redis(connection_pool=pool)
 
 
@@ -53,17 +58,15 @@ def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Cal
             try:
                 return fn(self, *args, **kwargs)
             except redis.exceptions.NoPermissionError as exc:
-                raise PermissionDenied(f"not allowed for this Redis user at {safe_url(url_of(self))} "
-                                       f"({str(exc).split(' has no permissions')[0]} has no "
-                                       "permission); a viewer may only list, status and read logs"
-                                       ) from None
-            except redis.exceptions.AuthenticationError as exc:
-                raise PermissionDenied(f"Redis at {safe_url(url_of(self))} refused the credentials: "
-                                       f"{exc}") from None
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                raise BackendUnavailable(
-                    f"cannot reach Redis at {safe_url(url_of(self))}: {_reason(exc)}"
+                raise PermissionDenied(
+                    f"not allowed for this Redis user at {safe_url(url_of(self))} "
+                    f"({str(exc).split(' has no permissions')[0]} has no "
+                    "permission); a viewer may only list, status and read logs"
                 ) from None
+            except redis.exceptions.AuthenticationError as exc:
+                raise PermissionDenied(f"Redis at {safe_url(url_of(self))} refused the credentials: {exc}") from None
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                raise BackendUnavailable(f"cannot reach Redis at {safe_url(url_of(self))}: {_reason(exc)}") from None
             except redis.exceptions.ResponseError as exc:
                 raise BackendUnavailable(f"Redis at {safe_url(url_of(self))}: {exc}") from None
 

@@ -7,8 +7,7 @@ from typing import Any
 
 from joblet.api.models import JobStatus, iso
 
-FIELDS = ("cpu_percent", "memory", "memory_limit", "pids", "pids_limit", "disk_used", "disk_size",
-          "net_in", "net_out")
+FIELDS = ("cpu_percent", "memory", "memory_limit", "pids", "pids_limit", "disk_used", "disk_size", "net_in", "net_out")
 
 
 def collect(client: Any, job_ids: list[str]) -> list[dict[str, Any]]:
@@ -25,8 +24,7 @@ def collect(client: Any, job_ids: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def row(job_id: str, name: str | None, node: str | None, status: str,
-        sample: dict[str, Any] | None) -> dict[str, Any]:
+def row(job_id: str, name: str | None, node: str | None, status: str, sample: dict[str, Any] | None) -> dict[str, Any]:
     """A job's row (pure); the sample's fields are None when there is none (job not running)."""
     sample = sample if status == JobStatus.RUNNING.value else None
     out: dict[str, Any] = {"id": job_id, "name": name, "node": node, "status": status}

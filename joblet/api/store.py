@@ -104,17 +104,20 @@ class Store:
         that holder's id, or None when the record was written."""
         assert record.name is not None
         fields = _encode(record.model_dump(mode="json", exclude_none=True))
-        holder = self._create_named(keys=[self.keys.name(record.name), self.keys.job(record.id), self.keys.jobs],
-                                    args=[json.dumps(fields), record.created or time.time(), record.id,
-                                          self.keys.job("")])
+        holder = self._create_named(
+            keys=[self.keys.name(record.name), self.keys.job(record.id), self.keys.jobs],
+            args=[json.dumps(fields), record.created or time.time(), record.id, self.keys.job("")],
+        )
         return holder.decode() if holder else None
 
     @_url
     def create_job_if_absent(self, record: JobRecord) -> bool:
         """Write the whole record unless one exists (atomic: readers never see half of it)."""
         fields = _encode(record.model_dump(mode="json", exclude_none=True))
-        created = self._create(keys=[self.keys.job(record.id), self.keys.jobs],
-                               args=[json.dumps(fields), record.created or time.time(), record.id])
+        created = self._create(
+            keys=[self.keys.job(record.id), self.keys.jobs],
+            args=[json.dumps(fields), record.created or time.time(), record.id],
+        )
         return bool(created)
 
     @_url
@@ -187,8 +190,7 @@ class Store:
     @_url
     def expire_job(self, job_id: str, ttl: int) -> None:
         pipe = self.redis.pipeline()
-        for key in (self.keys.job(job_id), self.keys.log(job_id), self.keys.claim(job_id),
-                    self.keys.stop(job_id)):
+        for key in (self.keys.job(job_id), self.keys.log(job_id), self.keys.claim(job_id), self.keys.stop(job_id)):
             pipe.expire(key, ttl)
         pipe.execute()
 
@@ -347,8 +349,7 @@ class Store:
         """job id -> latest sample, for these jobs or for every job sampled lately."""
         if job_ids is None:
             start = len(self.keys.stats(""))
-            job_ids = sorted(k.decode()[start:] for k in self.redis.scan_iter(match=self.keys.stats_pattern,
-                                                                               count=500))
+            job_ids = sorted(k.decode()[start:] for k in self.redis.scan_iter(match=self.keys.stats_pattern, count=500))
         pipe = self.redis.pipeline()
         for job_id in job_ids:
             pipe.hgetall(self.keys.stats(job_id))
@@ -372,8 +373,7 @@ class Store:
 
     @_url
     def end_output(self, job_id: str, summary: dict[str, Any], cap: int) -> None:
-        self.redis.xadd(self.keys.log(job_id), {END_FIELD: json.dumps(summary)}, maxlen=cap,
-                        approximate=True)
+        self.redis.xadd(self.keys.log(job_id), {END_FIELD: json.dumps(summary)}, maxlen=cap, approximate=True)
 
     @_url
     def read_output(self, job_id: str, after: str, block_ms: int | None) -> list[tuple[str, bytes, bytes]]:

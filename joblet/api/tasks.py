@@ -27,9 +27,12 @@ def celery_config(cfg: Settings) -> dict[str, Any]:
         "task_default_queue": cfg.queue,
         "result_expires": cfg.log_ttl,
         # unacked messages (a dead worker's) are looked for every 10 s, not kombu's ~100 s
-        "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout,
-                                     "unacked_restore_interval": 10, "unacked_restore_throttle": 1,
-                                     "max_connections": 1024},
+        "broker_transport_options": {
+            "visibility_timeout": cfg.visibility_timeout,
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+            "max_connections": 1024,
+        },
         # redis-py 8 caps a pool at 100 connections and then fails: hundreds of job threads
         # acknowledge and store results at once when many jobs end together
         "redis_max_connections": 1024,
@@ -55,10 +58,15 @@ def signing_config(cfg: Settings, verify: bool) -> dict[str, Any]:
             raise ConfigError(f"signing file {path} does not exist")
     # Celery wants a store and accept_content == ["auth"] even on the sending side; a client
     # that verifies nothing gets its own certificate as its store
-    return {"security_key": str(cfg.signing_key), "security_certificate": str(cfg.signing_cert),
-            "security_cert_store": cfg.signing_trust or str(cfg.signing_cert),
-            "security_digest": "sha256", "task_serializer": "auth", "event_serializer": "auth",
-            "accept_content": ["auth"]}  # unsigned or untrusted messages are refused
+    return {
+        "security_key": str(cfg.signing_key),
+        "security_certificate": str(cfg.signing_cert),
+        "security_cert_store": cfg.signing_trust or str(cfg.signing_cert),
+        "security_digest": "sha256",
+        "task_serializer": "auth",
+        "event_serializer": "auth",
+        "accept_content": ["auth"],
+    }  # unsigned or untrusted messages are refused
 
 
 def setup_signing(app: Any, cfg: Settings, verify: bool) -> None:
@@ -67,9 +75,14 @@ def setup_signing(app: Any, cfg: Settings, verify: bool) -> None:
         return
     app.conf.update(conf)
     # json stays enabled: it is the signed payload's inner format and the results' format
-    app.setup_security(allowed_serializers=["json"], key=conf["security_key"],
-                       cert=conf["security_certificate"], store=conf["security_cert_store"],
-                       digest="sha256", serializer="json")
+    app.setup_security(
+        allowed_serializers=["json"],
+        key=conf["security_key"],
+        cert=conf["security_certificate"],
+        store=conf["security_cert_store"],
+        digest="sha256",
+        serializer="json",
+    )
 
 
 @lru_cache(maxsize=4)
@@ -170,7 +183,11 @@ def send_run_celery(cfg: Settings, job_id: str, spec: dict[str, Any], node: str 
     body = {"spec": spec, **stamp(job_id, cfg.message_ttl, time.time())}
     try:
         client_app(cfg).send_task(
-            RUN_TASK, kwargs=body, task_id=job_id, queue=queue_for(cfg, node), retry=False,
+            RUN_TASK,
+            kwargs=body,
+            task_id=job_id,
+            queue=queue_for(cfg, node),
+            retry=False,
         )
     except OperationalError as exc:
         raise BackendUnavailable(f"cannot reach the broker at {cfg.broker}: {exc}") from None
@@ -188,7 +205,11 @@ def signing_mismatch(signs: bool, live: dict[str, dict[str, Any]], node: str | N
         return None
     names = ", ".join(repr(n) for n in wrong)
     if signs:
-        return (f"cannot queue the job: worker(s) {names} accept only unsigned messages; unset "
-                "signing_key/signing_cert or enable signing on the workers")
-    return (f"cannot queue the job unsigned: worker(s) {names} require signed messages; set "
-            "signing_key and signing_cert (JOBLET_SIGNING_KEY, JOBLET_SIGNING_CERT)")
+        return (
+            f"cannot queue the job: worker(s) {names} accept only unsigned messages; unset "
+            "signing_key/signing_cert or enable signing on the workers"
+        )
+    return (
+        f"cannot queue the job unsigned: worker(s) {names} require signed messages; set "
+        "signing_key and signing_cert (JOBLET_SIGNING_KEY, JOBLET_SIGNING_CERT)"
+    )

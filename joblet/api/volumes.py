@@ -57,8 +57,9 @@ class VolumeStore:
     @_url
     def create(self, name: str, size: str | None = None) -> VolumeDef:
         if not VOLUME_RE.match(name):
-            raise ValidationError(f'failed to create volume "{name}": names are letters, digits, '
-                                  "'.', '_' and '-', at most 64")
+            raise ValidationError(
+                f"failed to create volume \"{name}\": names are letters, digits, '.', '_' and '-', at most 64"
+            )
         vol = VolumeDef(name=name, size_mb=parse_size(size) if size else None, created=time.time())
         if not self.redis.hsetnx(self.keys.volumes, name, vol.model_dump_json()):
             raise Conflict(f'failed to create volume "{name}": it already exists')
@@ -67,8 +68,7 @@ class VolumeStore:
     @_url
     def all(self) -> list[VolumeDef]:
         raw = self.redis.hgetall(self.keys.volumes)
-        return sorted((VolumeDef.model_validate(json.loads(v)) for v in raw.values()),
-                      key=lambda v: v.name)
+        return sorted((VolumeDef.model_validate(json.loads(v)) for v in raw.values()), key=lambda v: v.name)
 
     @_url
     def get(self, name: str) -> VolumeDef:

@@ -40,7 +40,7 @@ def is_redis(url: str) -> bool:
 
 def redis_url(url: str) -> str:
     """kombu spells a unix socket `redis+socket://`, redis-py `unix://`."""
-    return "unix://" + url[len("redis+socket://"):] if url.startswith("redis+socket://") else url
+    return "unix://" + url[len("redis+socket://") :] if url.startswith("redis+socket://") else url
 
 
 class Signer:
@@ -63,8 +63,9 @@ class Signer:
 
     def pack(self, body: bytes) -> str:
         signature = self._key.sign(body, self._pad, self._hash)
-        fields = SEP.join([base64.b64encode(self.signer_id.encode()), base64.b64encode(signature),
-                           JSON_TYPE.encode(), b"utf-8", body])
+        fields = SEP.join(
+            [base64.b64encode(self.signer_id.encode()), base64.b64encode(signature), JSON_TYPE.encode(), b"utf-8", body]
+        )
         return base64.b64encode(fields).decode()
 
 
@@ -81,11 +82,27 @@ def _short_repr(value: Any) -> str:
 
 def headers(job_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Celery's protocol 2 headers for one task call, as `send_task` writes them."""
-    return {"lang": "py", "task": RUN_TASK, "id": job_id, "shadow": None, "eta": None, "expires": None,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
-            "root_id": job_id, "parent_id": None, "argsrepr": "()", "kwargsrepr": _short_repr(kwargs),
-            "origin": f"gen{os.getpid()}@{socket.gethostname()}", "ignore_result": None,
-            "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}}
+    return {
+        "lang": "py",
+        "task": RUN_TASK,
+        "id": job_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": job_id,
+        "parent_id": None,
+        "argsrepr": "()",
+        "kwargsrepr": _short_repr(kwargs),
+        "origin": f"gen{os.getpid()}@{socket.gethostname()}",
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
 
 
 def envelope(job_id: str, kwargs: dict[str, Any], queue: str, sign: Signer | None) -> bytes:
@@ -97,8 +114,14 @@ def envelope(job_id: str, kwargs: dict[str, Any], queue: str, sign: Signer | Non
         "content-encoding": "utf-8",
         "content-type": SIGNED_TYPE if sign is not None else JSON_TYPE,
         "headers": headers(job_id, kwargs),
-        "properties": {"correlation_id": job_id, "reply_to": str(uuid.uuid4()), "delivery_mode": 2,
-                       "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-                       "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
+        "properties": {
+            "correlation_id": job_id,
+            "reply_to": str(uuid.uuid4()),
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
     }
     return json.dumps(message).encode()

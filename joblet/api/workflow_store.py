@@ -63,8 +63,7 @@ def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
 def get(store: Store, wf_id: str) -> WorkflowRecord:
     raw = store.redis.get(wf_key(store, wf_id))
     if raw is None:
-        matches = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)
-                   if w.decode().startswith(wf_id)]
+        matches = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
         if len(matches) != 1:
             raise NotFound(f"no such workflow: {wf_id}")
         raw = store.redis.get(wf_key(store, matches[0]))
@@ -126,8 +125,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
 
 def _cancel(store: Store, cfg: Settings, job_id: str, why: str) -> bool:
     """A job that will never be queued: CANCELED, its stream ended, its record expiring."""
-    if not store.transition(job_id, [JobStatus.PENDING], status=JobStatus.CANCELED, error=why,
-                            finished=time.time()):
+    if not store.transition(job_id, [JobStatus.PENDING], status=JobStatus.CANCELED, error=why, finished=time.time()):
         return False
     store.end_output(job_id, {"status": "CANCELED"}, cfg.log_max_entries)
     store.expire_job(job_id, cfg.log_ttl)
@@ -150,6 +148,10 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
 
 
 def new_record(wf_id: str, name: str, jobs: dict[str, tuple[str, JobSpec, dict[str, JobStatus]]]) -> WorkflowRecord:
-    return WorkflowRecord(id=wf_id, name=name, created=time.time(),
-                          jobs={n: j[0] for n, j in jobs.items()},
-                          requires={n: j[2] for n, j in jobs.items()})
+    return WorkflowRecord(
+        id=wf_id,
+        name=name,
+        created=time.time(),
+        jobs={n: j[0] for n, j in jobs.items()},
+        requires={n: j[2] for n, j in jobs.items()},
+    )

@@ -1,11 +1,11 @@
 """Workflow files (pure): parse the YAML, build each job's spec, check the dependency graph.
 
-    jobs:
-      NAME:
-        command: str            args: [str]        network: str | [str]
-        runtime: str            volumes: [str]     env: {K: V}
-        uploads: {files: [paths relative to the workflow file]}
-        requires: [{OTHER: STATUS}]                resources: {max_cpu, max_memory, ...}
+jobs:
+  NAME:
+    command: str            args: [str]        network: str | [str]
+    runtime: str            volumes: [str]     env: {K: V}
+    uploads: {files: [paths relative to the workflow file]}
+    requires: [{OTHER: STATUS}]                resources: {max_cpu, max_memory, ...}
 """
 
 from __future__ import annotations
@@ -19,8 +19,20 @@ from pydantic import BaseModel, ConfigDict
 from joblet.api.models import JobSpec, JobStatus, make_spec
 from joblet.errors import ValidationError
 
-JOB_KEYS = {"command", "args", "network", "runtime", "volumes", "env", "uploads", "requires",
-            "resources", "node", "timeout", "user"}
+JOB_KEYS = {
+    "command",
+    "args",
+    "network",
+    "runtime",
+    "volumes",
+    "env",
+    "uploads",
+    "requires",
+    "resources",
+    "node",
+    "timeout",
+    "user",
+}
 
 
 class WorkflowJob(BaseModel):
@@ -72,8 +84,9 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
         raise ValidationError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     if "command" not in body:
         raise ValidationError(f"{where}: 'command' is required")
-    fields: dict[str, Any] = {k: body[k] for k in ("network", "runtime", "volumes", "env", "node",
-                                                   "timeout", "user") if k in body}
+    fields: dict[str, Any] = {
+        k: body[k] for k in ("network", "runtime", "volumes", "env", "node", "timeout", "user") if k in body
+    }
     fields["name"] = name
     fields["limits"] = body.get("resources") or {}
     fields["uploads"] = _uploads(path, where, body.get("uploads"))
@@ -97,8 +110,13 @@ def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
             data = src.read_bytes()
         except OSError as exc:
             raise ValidationError(f"{where}: upload {rel!r}: {exc.strerror}") from None
-        out.append({"path": Path(str(rel)).name, "mode": src.stat().st_mode & 0o7777,
-                    "content": base64.b64encode(data).decode()})
+        out.append(
+            {
+                "path": Path(str(rel)).name,
+                "mode": src.stat().st_mode & 0o7777,
+                "content": base64.b64encode(data).decode(),
+            }
+        )
     return out
 
 
@@ -116,16 +134,21 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
             except ValueError:
                 raise ValidationError(f"{where}: unknown status {status!r} for {dep!r}") from None
             if not wanted.final:
-                raise ValidationError(f"{where}: {dep!r} must be required to end "
-                                      f"(COMPLETED, FAILED, ...), not {wanted.value}")
+                raise ValidationError(
+                    f"{where}: {dep!r} must be required to end (COMPLETED, FAILED, ...), not {wanted.value}"
+                )
             found[str(dep)] = wanted
     return found
 
 
 def graph_problems(wf: Workflow) -> list[str]:
     """Unknown dependencies and cycles, as lines for the user."""
-    problems = [f"job {name!r} requires unknown job {dep!r}"
-                for name, job in wf.jobs.items() for dep in job.requires if dep not in wf.jobs]
+    problems = [
+        f"job {name!r} requires unknown job {dep!r}"
+        for name, job in wf.jobs.items()
+        for dep in job.requires
+        if dep not in wf.jobs
+    ]
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
     def visit(name: str, trail: list[str]) -> None:
@@ -134,7 +157,7 @@ def graph_problems(wf: Workflow) -> list[str]:
             if dep not in wf.jobs:
                 continue
             if state.get(dep) == 1:
-                cycle = trail[trail.index(dep):] + [dep]
+                cycle = trail[trail.index(dep) :] + [dep]
                 problems.append("dependency cycle: " + " -> ".join(cycle))
             elif state.get(dep) is None:
                 visit(dep, [*trail, dep])

@@ -34,6 +34,7 @@ def _items(incomplete: str, found: Callable[[Any], Iterable[tuple[str, str | Non
 
 def jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Short ids and names, the jobs that have not ended first."""
+
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         records = sorted(client.list(), key=lambda r: (r.status.final, -(r.created or 0)))
         for r in records:
@@ -41,6 +42,7 @@ def jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[
             yield r.short_id, what
             if r.name:
                 yield r.name, what
+
     return _items(incomplete, found)
 
 
@@ -48,30 +50,35 @@ def networks(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> l
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         yield from ((n, "built in") for n in BUILTIN_NETWORKS)
         yield from ((n.name, n.cidr) for n in client.networks.store.all())
+
     return _items(incomplete, found)
 
 
 def user_networks(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         return ((n.name, n.cidr) for n in client.networks.store.all())
+
     return _items(incomplete, found)
 
 
 def volumes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         return ((v.name, f"{v.size_mb} MB" if v.size_mb else "directory") for v in client.volumes.store.all())
+
     return _items(incomplete, found)
 
 
 def runtimes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         return ((r["name"], ", ".join(r["nodes"])) for r in client.runtimes())
+
     return _items(incomplete, found)
 
 
 def nodes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         return ((name, f"{info.get('jobs', 0)} jobs") for name, info in sorted(client.live_nodes().items()))
+
     return _items(incomplete, found)
 
 

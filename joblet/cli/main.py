@@ -20,7 +20,11 @@ from joblet.errors import (
 )
 
 EXIT_CODES: list[tuple[type[JobletError], int]] = [
-    (ValidationError, 2), (ConfigError, 2), (NotFound, 1), (Conflict, 1), (BackendUnavailable, 1),
+    (ValidationError, 2),
+    (ConfigError, 2),
+    (NotFound, 1),
+    (Conflict, 1),
+    (BackendUnavailable, 1),
     (PermissionDenied, 1),
 ]
 
@@ -68,21 +72,45 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command("list")
-@click.option("--status", "statuses", multiple=True, metavar="STATUS", shell_complete=complete.statuses,
-              help="Only jobs in this state (repeatable, or comma-separated): pending, running, "
-                   "completed, failed, stopped, lost, canceled, scheduled.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATUS",
+    shell_complete=complete.statuses,
+    help="Only jobs in this state (repeatable, or comma-separated): pending, running, "
+    "completed, failed, stopped, lost, canceled, scheduled.",
+)
 @click.option("--node", shell_complete=complete.nodes, help="Only jobs placed on this node.")
 @click.option("--network", shell_complete=complete.networks, help="Only jobs on this network.")
 @click.option("--name", help="Only jobs with this name.")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N",
-              help=f"Show the N most recent matching jobs (default {LIST_LIMIT}, or all with --json; 0: all).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help=f"Show the N most recent matching jobs (default {LIST_LIMIT}, or all with --json; 0: all).",
+)
 @click.option("--watch", "-w", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
-              help="Seconds between redraws with --watch.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between redraws with --watch.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
-def list_jobs(obj: Ctx, statuses: tuple[str, ...], node: str | None, network: str | None, name: str | None,
-              limit: int | None, watch: bool, interval: float, as_json: bool) -> None:
+def list_jobs(
+    obj: Ctx,
+    statuses: tuple[str, ...],
+    node: str | None,
+    network: str | None,
+    name: str | None,
+    limit: int | None,
+    watch: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
     """List jobs, oldest first: by default the most recent 20."""
     from joblet.cli.live import refresh
     from joblet.cli.render import jobs_table, print_json
@@ -169,15 +197,17 @@ def stop(obj: Ctx, job_id: str, no_wait: bool) -> None:
     record = client.stop(before.id)
     if not record.status.final and not no_wait:
         grace = client.settings.stop_grace
-        click.echo(f"stopping job {record.short_id}… sent SIGTERM, waiting up to {grace:g} s "
-                   "(then SIGKILL)", err=True)
+        click.echo(f"stopping job {record.short_id}… sent SIGTERM, waiting up to {grace:g} s (then SIGKILL)", err=True)
         try:
             record = client.wait(record.id, timeout=grace + 30)
         except TimeoutError:
             click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
     if record.status.final:
-        click.echo(f"job {record.short_id} {record.status.value.lower()} after "
-                   f"{time.monotonic() - began:.1f} s{exit_text(record)}", err=True)
+        click.echo(
+            f"job {record.short_id} {record.status.value.lower()} after "
+            f"{time.monotonic() - began:.1f} s{exit_text(record)}",
+            err=True,
+        )
     click.echo(f"{record.id} {record.status.value}")
 
 

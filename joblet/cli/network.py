@@ -39,8 +39,10 @@ def list_networks(obj: Any, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table(["NAME", "CIDR", "BRIDGE", "JOBS"],
-          [[r["name"], r["cidr"] or "-", r["bridge"] or "-", str(r["jobs"])] for r in rows])
+    table(
+        ["NAME", "CIDR", "BRIDGE", "JOBS"],
+        [[r["name"], r["cidr"] or "-", r["bridge"] or "-", str(r["jobs"])] for r in rows],
+    )
 
 
 @network.command()
@@ -55,16 +57,25 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
     if as_json:
         print_json(info)
         return
-    labels = {"name": "Name", "cidr": "CIDR", "bridge": "Bridge", "internal": "Internal", "dns": "DNS",
-              "mtu": "MTU", "builtin": "Built in", "jobs": "Jobs"}
+    labels = {
+        "name": "Name",
+        "cidr": "CIDR",
+        "bridge": "Bridge",
+        "internal": "Internal",
+        "dns": "DNS",
+        "mtu": "MTU",
+        "builtin": "Built in",
+        "jobs": "Jobs",
+    }
     for key, label in labels.items():
         if key in info:
             value = "host's uplink" if key == "mtu" and info[key] is None and not info.get("builtin") else info[key]
             click.echo(f"{label + ':':<10}{human(value)}")
     if info["job_list"]:
-        table(["ID", "NAME", "STATUS", "IP", "NODE"],
-              [[j["id"][:12], j["name"] or "-", j["status"], j["ip"] or "-", j["node"] or "-"]
-               for j in info["job_list"]])
+        table(
+            ["ID", "NAME", "STATUS", "IP", "NODE"],
+            [[j["id"][:12], j["name"] or "-", j["status"], j["ip"] or "-", j["node"] or "-"] for j in info["job_list"]],
+        )
 
 
 @network.command()

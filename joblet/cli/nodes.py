@@ -20,8 +20,21 @@ def nodes(obj: Any, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table(["NODE", "STATE", "LAST HEARTBEAT", "VERSION", "JOBS", "HOST NET", "RUNTIMES", "CGROUP",
-           "SANDBOX", "ADDRESSES"], [_cells(r) for r in rows])
+    table(
+        [
+            "NODE",
+            "STATE",
+            "LAST HEARTBEAT",
+            "VERSION",
+            "JOBS",
+            "HOST NET",
+            "RUNTIMES",
+            "CGROUP",
+            "SANDBOX",
+            "ADDRESSES",
+        ],
+        [_cells(r) for r in rows],
+    )
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -30,9 +43,18 @@ def _cells(row: dict[str, Any]) -> list[str]:
     caps = row["capabilities"]
     sandbox = [k for k, v in sorted(caps["sandbox"].items()) if v is True]
     jobs = f"{row['jobs']}/{row['concurrency'] if row['concurrency'] is not None else '?'}"
-    return [row["name"], row["state"], f"{human(row['last_heartbeat'])} ({row['heartbeat_age']:g} s ago)",
-            human(row["version"]), jobs, human(caps["host_network"]), human(caps["runtimes"]),
-            human(caps["cgroup"]), human(sandbox), human([a.split()[0] for a in row["addresses"]])]
+    return [
+        row["name"],
+        row["state"],
+        f"{human(row['last_heartbeat'])} ({row['heartbeat_age']:g} s ago)",
+        human(row["version"]),
+        jobs,
+        human(caps["host_network"]),
+        human(caps["runtimes"]),
+        human(caps["cgroup"]),
+        human(sandbox),
+        human([a.split()[0] for a in row["addresses"]]),
+    ]
 
 
 @click.group("node")

@@ -58,8 +58,19 @@ def jobs_table(records: list[JobRecord]) -> None:
     for r in records:
         p = r.public()
         code = "-" if r.exit_code is None else str(r.exit_code)
-        rows.append([r.short_id, r.name or "-", r.status.value, command_line(r), r.network, r.ip or "-",
-                     r.node or "-", code, _when(p["created"])])
+        rows.append(
+            [
+                r.short_id,
+                r.name or "-",
+                r.status.value,
+                command_line(r),
+                r.network,
+                r.ip or "-",
+                r.node or "-",
+                code,
+                _when(p["created"]),
+            ]
+        )
     table(["ID", "NAME", "STATUS", "COMMAND", "NETWORK", "IP", "NODE", "EXIT", "CREATED"], rows)
 
 
@@ -69,14 +80,20 @@ def job_details(record: JobRecord) -> None:
 
     command = shlex.join([p["command"], *p["args"]])
     lines = [
-        ("ID", p["id"]), ("Name", p["name"] or "-"), ("Status", p["status"]),
-        ("Command", command), ("Network", human(p["networks"])),
+        ("ID", p["id"]),
+        ("Name", p["name"] or "-"),
+        ("Status", p["status"]),
+        ("Command", command),
+        ("Network", human(p["networks"])),
         ("IP", ", ".join(f"{k}={v}" for k, v in p["ips"].items()) or "-"),
         ("Node", p["node"] or "-"),
         ("Exit code", "-" if p["exit_code"] is None else str(p["exit_code"])),
         ("Signal", "-" if p["signal"] is None else str(p["signal"])),
-        ("Error", human(p["error"])), ("Workflow", human(p["workflow"])), ("Created", _when(p["created"])),
-        ("Started", _when(p["started"])), ("Finished", _when(p["finished"])),
+        ("Error", human(p["error"])),
+        ("Workflow", human(p["workflow"])),
+        ("Created", _when(p["created"])),
+        ("Started", _when(p["started"])),
+        ("Finished", _when(p["finished"])),
     ]
     if p["output_truncated"]:
         lines.append(("Output", "truncated at its max-output cap"))

@@ -56,8 +56,7 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
             data = path.read_bytes()
         except OSError as exc:
             raise ValidationError(f"invalid job field 'uploads': {path}: {exc.strerror}") from None
-        uploads.append({"path": rel, "mode": path.stat().st_mode & 0o7777,
-                        "content": base64.b64encode(data).decode()})
+        uploads.append({"path": rel, "mode": path.stat().st_mode & 0o7777, "content": base64.b64encode(data).decode()})
     return uploads
 
 
@@ -65,11 +64,17 @@ def job_spec(params: dict[str, Any]) -> Any:
     """The JobSpec of `rnx run`'s parsed options and command (a ValidationError names the field)."""
     from joblet.api.models import make_spec
 
-    fields: dict[str, Any] = {"env": parse_env(params["envs"]), "name": params["name"], "node": params["node"],
-                              "timeout": params["timeout"],
-                              "uploads": read_uploads(params["uploads"], params["upload_dir"]),
-                              "volumes": params["volumes"], "runtime": params["runtime"], "user": params["user"],
-                              "limits": {k: v for k, v in params.items() if k.startswith("max_") and v is not None}}
+    fields: dict[str, Any] = {
+        "env": parse_env(params["envs"]),
+        "name": params["name"],
+        "node": params["node"],
+        "timeout": params["timeout"],
+        "uploads": read_uploads(params["uploads"], params["upload_dir"]),
+        "volumes": params["volumes"],
+        "runtime": params["runtime"],
+        "user": params["user"],
+        "limits": {k: v for k, v in params.items() if k.startswith("max_") and v is not None},
+    }
     if params["networks"]:
         fields["network"] = params["networks"]
     return make_spec(params["command"], params["args"], **fields)
@@ -78,21 +83,38 @@ def job_spec(params: dict[str, Any]) -> Any:
 # Options come before COMMAND; everything from COMMAND on is the job's, untouched
 # (`rnx run ls -la`). A mistyped option before it is an error with a suggestion, not a command.
 @click.command(context_settings={"allow_interspersed_args": False})
-@click.option("--network", "networks", multiple=True, metavar="NAME", shell_complete=complete.networks,
-              help="Network: bridge (default), isolated (its own link, reaches no other job), none, "
-                   "host, or one made with `rnx network create`. Repeat to join several (one "
-                   "interface each; isolated, none and host stand alone).")
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    metavar="NAME",
+    shell_complete=complete.networks,
+    help="Network: bridge (default), isolated (its own link, reaches no other job), none, "
+    "host, or one made with `rnx network create`. Repeat to join several (one "
+    "interface each; isolated, none and host stand alone).",
+)
 @click.option("--env", "-e", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
-@click.option("--upload", "uploads", multiple=True, type=click.Path(), metavar="FILE",
-              help="File to place in /work (repeatable).")
+@click.option(
+    "--upload", "uploads", multiple=True, type=click.Path(), metavar="FILE", help="File to place in /work (repeatable)."
+)
 @click.option("--upload-dir", type=click.Path(), metavar="DIR", help="Directory tree to place in /work.")
 @click.option("--name", help="Job name (also its hostname); unique among jobs that have not ended.")
 @click.option("--node", shell_complete=complete.nodes, help="Run on this node only.")
 @click.option("--timeout", type=float, help="Stop the job after this many seconds (FAILED).")
-@click.option("--volume", "volumes", multiple=True, metavar="NAME", shell_complete=complete.volumes,
-              help="Mount volume NAME read-write at /volumes/NAME (repeatable).")
-@click.option("--runtime", metavar="NAME", shell_complete=complete.runtimes,
-              help="Runtime installed on the worker (rnx runtime list).")
+@click.option(
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="NAME",
+    shell_complete=complete.volumes,
+    help="Mount volume NAME read-write at /volumes/NAME (repeatable).",
+)
+@click.option(
+    "--runtime",
+    metavar="NAME",
+    shell_complete=complete.runtimes,
+    help="Runtime installed on the worker (rnx runtime list).",
+)
 @click.option("--user", metavar="UID[:GID]", help="Run as this user (default: root, Docker's capabilities).")
 @click.option("--max-cpu", type=int, metavar="PERCENT", help="CPU limit, percent of one core (200 = two).")
 @click.option("--max-memory", type=int, metavar="MB", help="Memory limit in MB (then killed: FAILED).")
@@ -100,25 +122,55 @@ def job_spec(params: dict[str, Any]) -> Any:
 @click.option("--max-bandwidth", metavar="RATE", help="Network rate each way, e.g. 10mbit.")
 @click.option("--max-bandwidth-in", metavar="RATE", help="Network rate into the job.")
 @click.option("--max-bandwidth-out", metavar="RATE", help="Network rate out of the job.")
-@click.option("--max-output", metavar="SIZE", help="Output kept (stdout+stderr), e.g. 8M, 512K, 1G; "
-              "then truncated, the job keeps running (default and ceiling: the worker's).")
+@click.option(
+    "--max-output",
+    metavar="SIZE",
+    help="Output kept (stdout+stderr), e.g. 8M, 512K, 1G; "
+    "then truncated, the job keeps running (default and ceiling: the worker's).",
+)
 @click.option("--max-pids", type=int, metavar="N", help="Processes and threads (default 4096).")
 @click.option("--max-disk", type=int, metavar="MB", help="Size of /work and of /tmp (default 1024).")
-@click.option("--workflow", "workflow_file", type=click.Path(), metavar="FILE.yaml",
-              help="Run a workflow file instead of one command (see rnx workflow).")
+@click.option(
+    "--workflow",
+    "workflow_file",
+    type=click.Path(),
+    metavar="FILE.yaml",
+    help="Run a workflow file instead of one command (see rnx workflow).",
+)
 @click.option("-d", "--detach", is_flag=True, help="Print the id and return at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--sig-proxy", type=click.BOOL, default=True, metavar="true|false",
-              help="Attached: Ctrl-C, SIGTERM or SIGHUP to rnx stops the job (default true); with "
-                   "false rnx leaves and the job keeps running.")
+@click.option(
+    "--sig-proxy",
+    type=click.BOOL,
+    default=True,
+    metavar="true|false",
+    help="Attached: Ctrl-C, SIGTERM or SIGHUP to rnx stops the job (default true); with "
+    "false rnx leaves and the job keeps running.",
+)
 @click.argument("command", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def run(obj: Any, /, networks: tuple[str, ...], envs: tuple[str, ...], uploads: tuple[str, ...],
-        upload_dir: str | None, name: str | None, node: str | None, timeout: float | None,
-        volumes: tuple[str, ...], runtime: str | None, user: str | None,
-        workflow_file: str | None, detach: bool, as_json: bool, sig_proxy: bool, command: str | None,
-        args: tuple[str, ...], **limits: Any) -> None:
+def run(
+    obj: Any,
+    /,
+    networks: tuple[str, ...],
+    envs: tuple[str, ...],
+    uploads: tuple[str, ...],
+    upload_dir: str | None,
+    name: str | None,
+    node: str | None,
+    timeout: float | None,
+    volumes: tuple[str, ...],
+    runtime: str | None,
+    user: str | None,
+    workflow_file: str | None,
+    detach: bool,
+    as_json: bool,
+    sig_proxy: bool,
+    command: str | None,
+    args: tuple[str, ...],
+    **limits: Any,
+) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
     from joblet.cli.render import print_json
 
@@ -233,8 +285,10 @@ class Attached:
         if nodes and (wanted is None or wanted in nodes):
             return
         where = f"worker on node {wanted!r}" if wanted else "worker"
-        sys.stderr.write(f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
-                         "running (start one with `joblet-worker`)\n")
+        sys.stderr.write(
+            f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
+            "running (start one with `joblet-worker`)\n"
+        )
         self.warned = True
 
     def _report(self, final: JobRecord) -> int:

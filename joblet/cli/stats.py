@@ -37,16 +37,29 @@ def stats_row(row: dict[str, Any]) -> list[str]:
     name = row["name"] or "-"
     if row["status"] != "RUNNING":
         name += f" ({row['status'].lower()})"
-    return [row["id"][:12], name, cpu, pair(row["memory"], row["memory_limit"]), pids,
-            pair(row["disk_used"], row["disk_size"]), net, row["node"] or "-"]
+    return [
+        row["id"][:12],
+        name,
+        cpu,
+        pair(row["memory"], row["memory_limit"]),
+        pids,
+        pair(row["disk_used"], row["disk_size"]),
+        net,
+        row["node"] or "-",
+    ]
 
 
 @click.command()
 @click.argument("job_ids", nargs=-1, metavar="[ID]...", shell_complete=complete.jobs)
 @click.option("--no-stream", is_flag=True, help="Print the current figures once and exit.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array (one per refresh when streaming).")
-@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
-              help="Seconds between refreshes (workers sample every heartbeat, 5 s by default).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes (workers sample every heartbeat, 5 s by default).",
+)
 @click.pass_obj
 def stats(obj: Any, job_ids: tuple[str, ...], no_stream: bool, as_json: bool, interval: float) -> None:
     """Live CPU, memory, pids, disk and network use of running jobs.

@@ -35,8 +35,10 @@ def list_volumes(obj: Any, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table(["NAME", "SIZE", "JOBS"],
-          [[r["name"], f"{r['size_mb']} MB" if r["size_mb"] else "-", str(r["jobs"])] for r in rows])
+    table(
+        ["NAME", "SIZE", "JOBS"],
+        [[r["name"], f"{r['size_mb']} MB" if r["size_mb"] else "-", str(r["jobs"])] for r in rows],
+    )
 
 
 @volume.command()

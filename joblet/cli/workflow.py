@@ -50,8 +50,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
                 break
             time.sleep(0.3)
     except KeyboardInterrupt:
-        print(f"\nrnx: the workflow goes on; `rnx workflow stop {record.id[:12]}` stops it",
-              file=sys.stderr)
+        print(f"\nrnx: the workflow goes on; `rnx workflow stop {record.id[:12]}` stops it", file=sys.stderr)
         return 130
     if as_json:
         print_json(info)
@@ -83,8 +82,7 @@ def list_cmd(obj: Any, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table(["ID", "NAME", "STATUS", "JOBS"],
-          [[r["id"][:12], r["name"], r["status"], str(len(r["jobs"]))] for r in rows])
+    table(["ID", "NAME", "STATUS", "JOBS"], [[r["id"][:12], r["name"], r["status"], str(len(r["jobs"]))] for r in rows])
 
 
 @workflow.command("status")
@@ -100,10 +98,20 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
         print_json(info)
         return
     click.echo(f"workflow {info['name']} {info['id'][:12]}: {info['status']}")
-    table(["JOB", "ID", "STATUS", "REQUIRES", "NODE", "IP"],
-          [[j["name"], j["id"][:12], j["status"],
-            ", ".join(f"{d}={s}" for d, s in j["requires"].items()) or "-", j["node"] or "-",
-            j["ip"] or "-"] for j in info["jobs"]])
+    table(
+        ["JOB", "ID", "STATUS", "REQUIRES", "NODE", "IP"],
+        [
+            [
+                j["name"],
+                j["id"][:12],
+                j["status"],
+                ", ".join(f"{d}={s}" for d, s in j["requires"].items()) or "-",
+                j["node"] or "-",
+                j["ip"] or "-",
+            ]
+            for j in info["jobs"]
+        ],
+    )
 
 
 @workflow.command("stop")

@@ -66,8 +66,12 @@ class NetworkAgent:
             if self._bridge_index is None or links.index_of(self.cfg.bridge_name) is None:
                 self.check_ranges()
                 index, created = links.ensure_bridge(
-                    self.cfg.bridge_name, self.bridge.gateway, self.bridge.prefixlen, self.uplink_mtu(),
-                    self._gateway_mac(self.cfg.bridge_name))
+                    self.cfg.bridge_name,
+                    self.bridge.gateway,
+                    self.bridge.prefixlen,
+                    self.uplink_mtu(),
+                    self._gateway_mac(self.cfg.bridge_name),
+                )
                 # once per bridge, not per job: an `nft` call costs milliseconds, and the
                 # heartbeat's ensure_firewall() restores a table someone removed
                 self._apply_or_remove(self.cfg.bridge_name, created)
@@ -83,8 +87,10 @@ class NetworkAgent:
             net = ipaddress.ip_network(cidr)
             for address, _ in self._control_plane():
                 if ipaddress.ip_address(address) in net:
-                    raise NetworkError(f"{setting} {cidr} holds {address}, an address of the broker or "
-                                       "state store: set another range for jobs")
+                    raise NetworkError(
+                        f"{setting} {cidr} holds {address}, an address of the broker or "
+                        "state store: set another range for jobs"
+                    )
 
     def check_forward(self, max_age: float = 0.0) -> str | None:
         """Look for foreign forward chains with a drop policy (at most every `max_age` s);
@@ -119,11 +125,14 @@ class NetworkAgent:
 
     def _apply(self) -> None:
         overlay = self.overlay
-        guards = firewall.Guards(blocked=self._control_plane(refresh=True), ports=tuple(self._ports.values()),
-                                 host_cgroup=self._host_cgroup, overlay=overlay.macs() if overlay else (),
-                                 vxlan_port=self.cfg.vxlan_port if overlay else None)
-        firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool,
-                                       ISOLATED_VETH_PREFIX, guards))
+        guards = firewall.Guards(
+            blocked=self._control_plane(refresh=True),
+            ports=tuple(self._ports.values()),
+            host_cgroup=self._host_cgroup,
+            overlay=overlay.macs() if overlay else (),
+            vxlan_port=self.cfg.vxlan_port if overlay else None,
+        )
+        firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool, ISOLATED_VETH_PREFIX, guards))
         self._loaded = True
 
     def _apply_or_remove(self, bridge: str, created: bool) -> None:
@@ -150,8 +159,7 @@ class NetworkAgent:
             return self._blocked
         self._resolved = True
         cfg = self.cfg
-        found = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url},
-                              cfg.job_blocked_addresses)
+        found = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
         endpoints = tuple(sorted({e for found_for in found.values() for e in found_for}))
         if endpoints or not self._blocked:
             self._blocked = endpoints
@@ -167,8 +175,9 @@ class NetworkAgent:
         mtu = net.mtu or self.network_mtu()
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
-                _, created = links.ensure_bridge(bridge, subnet.gateway, subnet.prefixlen, mtu,
-                                                 self._gateway_mac(bridge))
+                _, created = links.ensure_bridge(
+                    bridge, subnet.gateway, subnet.prefixlen, mtu, self._gateway_mac(bridge)
+                )
                 self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
                 try:
                     self._apply_or_remove(bridge, created)
@@ -234,9 +243,15 @@ class NetworkAgent:
                 raise NetworkError(f'network "{name}" cannot be used: {problem}')
         dns = next((n.dns for n in user.values() if n.dns), ())
         servers = self._nameservers(dns) if wants_addresses(nets) and not dns else ()
-        return NetFacts(mtu=self.uplink_mtu(), network_mtu=self.network_mtu(), bridge=self.cfg.bridge_name,
-                        bridge_cidr=self.cfg.bridge_cidr,
-                        isolated_pool=self.cfg.isolated_pool, networks=user, nameservers=servers)
+        return NetFacts(
+            mtu=self.uplink_mtu(),
+            network_mtu=self.network_mtu(),
+            bridge=self.cfg.bridge_name,
+            bridge_cidr=self.cfg.bridge_cidr,
+            isolated_pool=self.cfg.isolated_pool,
+            networks=user,
+            nameservers=servers,
+        )
 
     def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]:
         """An address (or an isolated /30) per network, from the fleet-wide IPAM; all or none."""
@@ -282,8 +297,13 @@ class NetworkAgent:
         self.secure(plan)
         for att in plan.attachments:
             if not att.bridge:  # point-to-point (isolated): routed, no bridge
-                links.add_veth_into(att.host_ifname, att.ifname, netns.fd, att.mtu,
-                                    host_address=(att.host_address or att.gateway, att.prefixlen))
+                links.add_veth_into(
+                    att.host_ifname,
+                    att.ifname,
+                    netns.fd,
+                    att.mtu,
+                    host_address=(att.host_address or att.gateway, att.prefixlen),
+                )
                 continue
             bridge = links.index_of(att.bridge)
             if bridge is None:
@@ -317,9 +337,11 @@ class NetworkAgent:
         found = tuple(host.upstream_nameservers(paths))
         if not found:
             names = ", ".join(str(p) for p in paths)
-            raise NetworkError(f"no usable upstream DNS server for jobs: {names} list none but "
-                               "loopback stubs; set dns_servers in the worker's config or --dns on "
-                               "the network")
+            raise NetworkError(
+                f"no usable upstream DNS server for jobs: {names} list none but "
+                "loopback stubs; set dns_servers in the worker's config or --dns on "
+                "the network"
+            )
         return found
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
@@ -365,9 +387,11 @@ class NetworkAgent:
             if not self._control_plane():
                 return
             if match is None:
-                raise NetworkError("cannot keep host-mode jobs from the broker: their cgroup root "
-                                   f"{self._cgroup_root()} is not a cgroup v2 directory under "
-                                   "/sys/fs/cgroup")
+                raise NetworkError(
+                    "cannot keep host-mode jobs from the broker: their cgroup root "
+                    f"{self._cgroup_root()} is not a cgroup v2 directory under "
+                    "/sys/fs/cgroup"
+                )
             if match != self._host_cgroup_seen or not self._loaded:
                 self._host_cgroup, self._host_cgroup_seen = match[:2], match
                 self._apply()

@@ -86,14 +86,21 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
     if guards.host_cgroup is not None:
         path, level = guards.host_cgroup
         job = f'socket cgroupv2 level {level} "{path}"'
-        for match in ("ip daddr . tcp dport @blocked", "ip6 daddr . tcp dport @blocked6",
-                      "fib daddr type local tcp dport @blocked_ports"):
+        for match in (
+            "ip daddr . tcp dport @blocked",
+            "ip6 daddr . tcp dport @blocked6",
+            "fib daddr type local tcp dport @blocked_ports",
+        ):
             output.append(f'{job} {match} drop comment "joblet:no-broker"')
     return first, output
 
 
-def render(networks: list[FwNetwork], isolated_pool: str | None = None,
-           isolated_prefix: str = "ji", guards: Guards | None = None) -> str:
+def render(
+    networks: list[FwNetwork],
+    isolated_pool: str | None = None,
+    isolated_prefix: str = "ji",
+    guards: Guards | None = None,
+) -> str:
     """Both of joblet's tables for these networks, the isolated pool (if given) and guards."""
     nets = [n.checked() for n in networks]
     guards = (guards or Guards()).checked()
@@ -111,7 +118,7 @@ def render(networks: list[FwNetwork], isolated_pool: str | None = None,
         others = [o.bridge for o in nets if o.bridge != n.bridge]
         if others:  # traffic between two joblet networks is dropped, both ways
             names = ", ".join(f'"{b}"' for b in others)
-            forward.append(f"iifname \"{n.bridge}\" oifname {{ {names} }} drop {tag}")
+            forward.append(f'iifname "{n.bridge}" oifname {{ {names} }} drop {tag}')
         if n.nat:
             forward.append(f'iifname "{n.bridge}" accept {tag}')
             nat.append(f'ip saddr {n.cidr} oifname != "{n.bridge}" masquerade {tag}')
@@ -127,26 +134,27 @@ def render(networks: list[FwNetwork], isolated_pool: str | None = None,
         inbound.append(f'iifname {iso} drop comment "joblet:no-host-access"')
         nat.append(f'ip saddr {isolated_pool} oifname != {iso} masquerade comment "joblet:isolated"')
     iso_src = [f'"{p.ifname}" . {p.address}' for p in guards.ports if not p.checked().bridged]
-    return "\n".join([
-        f"table inet {TABLE} {{}}",
-        f"delete table inet {TABLE}",
-        f"table inet {TABLE} {{",
-        _set("blocked", "ipv4_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" not in a]),
-        _set("blocked6", "ipv6_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" in a]),
-        _set("blocked_ports", "inet_service", sorted({str(p) for _, p in guards.blocked}, key=int)),
-        _set("iso_src", "ifname . ipv4_addr", iso_src),
-        *_chain("forward", "filter hook forward priority filter", forward),
-        *_chain("input", "filter hook input priority filter", inbound),
-        *_chain("output", "filter hook output priority filter", output),
-        *_chain("postrouting", "nat hook postrouting priority srcnat", nat),
-        "}",
-        "",
-    ]) + portsec.render_bridge(list(guards.ports), guards.overlay)
+    return "\n".join(
+        [
+            f"table inet {TABLE} {{}}",
+            f"delete table inet {TABLE}",
+            f"table inet {TABLE} {{",
+            _set("blocked", "ipv4_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" not in a]),
+            _set("blocked6", "ipv6_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" in a]),
+            _set("blocked_ports", "inet_service", sorted({str(p) for _, p in guards.blocked}, key=int)),
+            _set("iso_src", "ifname . ipv4_addr", iso_src),
+            *_chain("forward", "filter hook forward priority filter", forward),
+            *_chain("input", "filter hook input priority filter", inbound),
+            *_chain("output", "filter hook output priority filter", output),
+            *_chain("postrouting", "nat hook postrouting priority srcnat", nat),
+            "}",
+            "",
+        ]
+    ) + portsec.render_bridge(list(guards.ports), guards.overlay)
 
 
 def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
-    return [f"  chain {name} {{", f"    type {hook}; policy accept;",
-            *(f"    {rule}" for rule in rules), "  }"]
+    return [f"  chain {name} {{", f"    type {hook}; policy accept;", *(f"    {rule}" for rule in rules), "  }"]
 
 
 def apply(ruleset: str) -> None:

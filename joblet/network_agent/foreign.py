@@ -19,8 +19,10 @@ from joblet.names import TABLE
 from joblet.network_agent.firewall import apply
 
 ACCEPT_TAG = "joblet:accept"
-FIX = ('set foreign_forward = "insert" in the worker\'s config (JOBLET_FOREIGN_FORWARD=insert) '
-       "to let joblet insert its accept rules there, or accept joblet's interfaces in it yourself")
+FIX = (
+    'set foreign_forward = "insert" in the worker\'s config (JOBLET_FOREIGN_FORWARD=insert) '
+    "to let joblet insert its accept rules there, or accept joblet's interfaces in it yourself"
+)
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,19 @@ def drop_chains(chains: list[dict[str, Any]] | None = None) -> list[Chain]:
     """Forward base chains with policy drop in tables that are not joblet's (IPv4 families)."""
     found = []
     for c in _chains() if chains is None else chains:
-        if (c.get("hook") == "forward" and c.get("policy") == "drop"
-                and c.get("family") in ("ip", "inet") and c.get("table") != TABLE):
+        if (
+            c.get("hook") == "forward"
+            and c.get("policy") == "drop"
+            and c.get("family") in ("ip", "inet")
+            and c.get("table") != TABLE
+        ):
             found.append(Chain(c["family"], c["table"], c["name"]))
     return found
 
 
 def explain(chains: list[Chain]) -> str:
     names = ", ".join(f'"{c}"' for c in chains)
-    return (f"forward chain {names} (another tool's firewall) has policy drop and drops job "
-            f"traffic; {FIX}")
+    return f"forward chain {names} (another tool's firewall) has policy drop and drops job traffic; {FIX}"
 
 
 def target_of(chain: Chain, chains: list[dict[str, Any]]) -> Chain:
@@ -76,8 +81,10 @@ def render_accepts(chain: Chain, ifnames: list[str]) -> str:
     lines = []
     for name in reversed(ifnames):  # each insert goes to the top: reverse keeps the order
         for direction in ("oifname", "iifname"):
-            lines.append(f'insert rule {chain.family} {chain.table} {chain.name} '
-                         f'{direction} "{name}" accept comment "{ACCEPT_TAG}"')
+            lines.append(
+                f"insert rule {chain.family} {chain.table} {chain.name} "
+                f'{direction} "{name}" accept comment "{ACCEPT_TAG}"'
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ from joblet.names import is_joblet_link
 
 
 def host_addresses(default_bridge: str) -> list[str]:
-    """"ADDRESS/LEN dev IFNAME" for each IPv4 address outside loopback and joblet's own links."""
+    """ "ADDRESS/LEN dev IFNAME" for each IPv4 address outside loopback and joblet's own links."""
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         found = []

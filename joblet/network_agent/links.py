@@ -125,8 +125,15 @@ def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
             raise NetworkError(f"failed to add {address}/{prefixlen} to {name}: {exc}") from None
 
 
-def add_veth_into(host_ifname: str, peer_ifname: str, netns_fd: int, mtu: int, bridge: int | None = None,
-                  host_address: tuple[str, int] | None = None, mac: str | None = None) -> None:
+def add_veth_into(
+    host_ifname: str,
+    peer_ifname: str,
+    netns_fd: int,
+    mtu: int,
+    bridge: int | None = None,
+    host_address: tuple[str, int] | None = None,
+    mac: str | None = None,
+) -> None:
     """A veth whose peer (MAC `mac`, if given) is born inside the namespace `netns_fd`; the
     host end, IPv6 off, is enslaved to `bridge`, or (point-to-point) gets `host_address`
     (address, prefixlen); then it is up."""
@@ -170,7 +177,6 @@ def default_route_mtu(fallback: int = 1500) -> int:
         return fallback
 
     return _call("read the default route", mtu)
-
 
 
 def configure_inside(ipr: IPRoute, attachments: list[Any]) -> None:

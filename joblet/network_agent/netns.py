@@ -77,8 +77,10 @@ class JobNetns:
             try:
                 _lo_up()
                 flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-                _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None),
-                       f"mount the job's sysfs at {sys_dir}")
+                _check(
+                    _libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None),
+                    f"mount the job's sysfs at {sys_dir}",
+                )
             except BaseException:
                 os.close(fd)
                 raise

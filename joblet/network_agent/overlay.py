@@ -102,15 +102,24 @@ def ensure_device(port: OverlayPort, local: str, dstport: int) -> None:
             ipr.link("del", index=found[0])
             found = []
         if not found:
-            ipr.link("add", ifname=port.device, kind="vxlan", vxlan_id=port.vni, vxlan_local=local,
-                     vxlan_port=dstport, vxlan_learning=0, mtu=port.mtu)
+            ipr.link(
+                "add",
+                ifname=port.device,
+                kind="vxlan",
+                vxlan_id=port.vni,
+                vxlan_local=local,
+                vxlan_port=dstport,
+                vxlan_learning=0,
+                mtu=port.mtu,
+            )
         index = ipr.link_lookup(ifname=port.device)[0]
         links.disable_ipv6(port.device)
         ipr.link("set", index=index, master=bridge, state="up")
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:
-            raise NetworkError(f"failed to create overlay port {port.device} of network "
-                               f"{port.network!r}: {exc}") from None
+            raise NetworkError(
+                f"failed to create overlay port {port.device} of network {port.network!r}: {exc}"
+            ) from None
     finally:
         ipr.close()
 
@@ -125,8 +134,7 @@ def _vxlan_of(ipr: IPRoute, index: int) -> tuple[int, str] | None:
 
 def read_fdb(device: str) -> Fdb:
     """The port's own forwarding entries that have a remote (what `sync` manages)."""
-    proc = subprocess.run(["bridge", "-j", "fdb", "show", "dev", device], capture_output=True,
-                          text=True, timeout=10)
+    proc = subprocess.run(["bridge", "-j", "fdb", "show", "dev", device], capture_output=True, text=True, timeout=10)
     if proc.returncode != 0:
         raise NetworkError(f"failed to read the forwarding entries of {device}: {proc.stderr.strip()}")
     entries: list[dict[str, Any]] = json.loads(proc.stdout or "[]")
@@ -136,8 +144,9 @@ def read_fdb(device: str) -> Fdb:
 def apply_fdb(lines: list[str]) -> None:
     if not lines:
         return
-    proc = subprocess.run(["bridge", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["bridge", "-force", "-batch", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30
+    )
     if proc.returncode != 0:
         raise NetworkError(f"failed to update overlay forwarding entries: {proc.stderr.strip()}")
 
@@ -172,8 +181,7 @@ class Overlay:
         local = self.underlay()
         if local is None:
             if net.name not in self._local_only:
-                log.warning("network %s stays on this host: no underlay address (set "
-                            "underlay_address)", net.name)
+                log.warning("network %s stays on this host: no underlay address (set underlay_address)", net.name)
                 self._local_only.add(net.name)
             return
         port = OverlayPort(net.name, vxlan_name(net.name), net.overlay_vni, bridge, mtu)

@@ -93,40 +93,76 @@ class NetPlan(BaseModel):
         return "".join(f"nameserver {ns}\n" for ns in self.nameservers)
 
 
-
 def wants_addresses(networks: tuple[str, ...]) -> list[str]:
     """The networks a job needs an address (or an isolated /30) in."""
     return [] if networks in (("none",), ("host",)) else list(networks)
 
 
-def make_plan(job_id: str, hostname: str, networks: tuple[str, ...], facts: NetFacts,
-              reserved: dict[str, int], rate_in: int | None = None, rate_out: int | None = None) -> NetPlan:
+def make_plan(
+    job_id: str,
+    hostname: str,
+    networks: tuple[str, ...],
+    facts: NetFacts,
+    reserved: dict[str, int],
+    rate_in: int | None = None,
+    rate_out: int | None = None,
+) -> NetPlan:
     """The whole plan, from what was read and reserved before (no I/O)."""
     if networks in (("none",), ("host",)):
         return NetPlan(job_id=job_id, hostname=hostname, mode=networks[0])
     rates = {"rate_in": rate_in, "rate_out": rate_out}
     if networks == ("isolated",):
-        return NetPlan(job_id=job_id, hostname=hostname, mode="isolated", nameservers=facts.nameservers,
-                       attachments=(_p2p(job_id, facts, reserved["isolated"]),), **rates)
+        return NetPlan(
+            job_id=job_id,
+            hostname=hostname,
+            mode="isolated",
+            nameservers=facts.nameservers,
+            attachments=(_p2p(job_id, facts, reserved["isolated"]),),
+            **rates,
+        )
     attachments = tuple(_bridged(job_id, name, i, facts, reserved[name]) for i, name in enumerate(networks))
     user = tuple(facts.networks[n] for n in networks if n in facts.networks)
     dns = next((n.dns for n in user if n.dns), ()) or facts.nameservers
-    return NetPlan(job_id=job_id, hostname=hostname, mode=networks[0], attachments=attachments,
-                   nameservers=dns, networks=user, **rates)
+    return NetPlan(
+        job_id=job_id,
+        hostname=hostname,
+        mode=networks[0],
+        attachments=attachments,
+        nameservers=dns,
+        networks=user,
+        **rates,
+    )
 
 
 def _p2p(job_id: str, facts: NetFacts, slot: int) -> Attachment:
     pool = P2pPool(facts.isolated_pool)
-    return Attachment(network="isolated", bridge="", host_ifname=host_veth_name(job_id, "isolated"),
-                      ifname="eth0", address=pool.job_end(slot), address_int=slot, prefixlen=30,
-                      gateway=pool.host_end(slot), mtu=facts.mtu, host_address=pool.host_end(slot))
+    return Attachment(
+        network="isolated",
+        bridge="",
+        host_ifname=host_veth_name(job_id, "isolated"),
+        ifname="eth0",
+        address=pool.job_end(slot),
+        address_int=slot,
+        prefixlen=30,
+        gateway=pool.host_end(slot),
+        mtu=facts.mtu,
+        host_address=pool.host_end(slot),
+    )
 
 
 def _bridged(job_id: str, name: str, index: int, facts: NetFacts, address: int) -> Attachment:
     net = facts.networks.get(name)
     subnet = Subnet(net.cidr if net else facts.bridge_cidr)
     mtu = ((net.mtu or facts.network_mtu) if net else None) or facts.mtu
-    return Attachment(network=name, bridge=bridge_name(name, facts.bridge),
-                      host_ifname=host_veth_name(job_id, name), ifname=f"eth{index}",
-                      address=to_str(address), address_int=address, prefixlen=subnet.prefixlen,
-                      gateway=subnet.gateway, mtu=mtu, mac=mac_for(job_id, name))
+    return Attachment(
+        network=name,
+        bridge=bridge_name(name, facts.bridge),
+        host_ifname=host_veth_name(job_id, name),
+        ifname=f"eth{index}",
+        address=to_str(address),
+        address_int=address,
+        prefixlen=subnet.prefixlen,
+        gateway=subnet.gateway,
+        mtu=mtu,
+        mac=mac_for(job_id, name),
+    )

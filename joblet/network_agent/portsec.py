@@ -36,7 +36,7 @@ _OVERLAY = re.compile(rf"^{VXLAN_PREFIX}[0-9a-f]{{10}}$")
 def mac_for(job_id: str, network: str) -> str:
     """A job interface's MAC: locally administered unicast (02:...), derived from the job."""
     digest = hashlib.sha1(f"{job_id}/{network}/mac".encode()).hexdigest()
-    return "02:" + ":".join(digest[i:i + 2] for i in range(0, 10, 2))
+    return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
 
 
 @dataclass(frozen=True)
@@ -76,47 +76,49 @@ def render_bridge(ports: list[Port], overlay: tuple[tuple[str, str], ...] = ()) 
     remote = [f'"{ifname}" . {mac}' for ifname, mac in overlay]
     ips = [f'"{p.ifname}" . {p.address}' for p in bridged]
     tag = 'comment "joblet:port-security"'
-    return "\n".join([
-        f"table bridge {TABLE} {{}}",
-        f"delete table bridge {TABLE}",
-        f"table bridge {TABLE} {{",
-        f"  set port_macs {{ type ifname . ether_addr;{elements(macs)} }}",
-        f"  set port_ips {{ type ifname . ipv4_addr;{elements(ips)} }}",
-        f"  set overlay_macs {{ type ifname . ether_addr;{elements(remote)} }}",
-        "  chain prerouting {",
-        "    type filter hook prerouting priority filter; policy accept;",
-        f'    iifname "{BRIDGED_PREFIX}*" jump job_port {tag}',
-        f'    iifname "{VXLAN_PREFIX}*" jump overlay_port {tag}',
-        "  }",
-        "  chain overlay_port {",  # frames from other nodes: their jobs' MACs, IPv4 and ARP only
-        f"    iifname . ether saddr != @overlay_macs drop {tag}",
-        "    ether type { ip, arp } accept",
-        f"    drop {tag}",
-        "  }",
-        "  chain input {",  # remote jobs talk to their own node's gateway, never to this one
-        "    type filter hook input priority filter; policy accept;",
-        f'    iifname "{VXLAN_PREFIX}*" drop {tag}',
-        "  }",
-        "  chain output {",  # this host's own frames (its gateway's ARP) stay on this node
-        "    type filter hook output priority filter; policy accept;",
-        f'    oifname "{VXLAN_PREFIX}*" drop {tag}',
-        "  }",
-        "  chain job_port {",
-        f"    iifname . ether saddr != @port_macs drop {tag}",
-        f"    iifname . arp saddr ether != @port_macs drop {tag}",
-        f"    iifname . arp saddr ip != @port_ips drop {tag}",
-        "    ether type arp accept",
-        f"    iifname . ip saddr != @port_ips drop {tag}",
-        "    ether type ip accept",
-        f"    drop {tag}",  # IPv6 (router advertisements, ND), VLAN tags, anything else
-        "  }",
-        "  chain postrouting {",
-        "    type filter hook postrouting priority filter; policy accept;",
-        f'    oifname "{BRIDGED_PREFIX}*" ether type != {{ ip, arp }} drop {tag}',
-        "  }",
-        "}",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"table bridge {TABLE} {{}}",
+            f"delete table bridge {TABLE}",
+            f"table bridge {TABLE} {{",
+            f"  set port_macs {{ type ifname . ether_addr;{elements(macs)} }}",
+            f"  set port_ips {{ type ifname . ipv4_addr;{elements(ips)} }}",
+            f"  set overlay_macs {{ type ifname . ether_addr;{elements(remote)} }}",
+            "  chain prerouting {",
+            "    type filter hook prerouting priority filter; policy accept;",
+            f'    iifname "{BRIDGED_PREFIX}*" jump job_port {tag}',
+            f'    iifname "{VXLAN_PREFIX}*" jump overlay_port {tag}',
+            "  }",
+            "  chain overlay_port {",  # frames from other nodes: their jobs' MACs, IPv4 and ARP only
+            f"    iifname . ether saddr != @overlay_macs drop {tag}",
+            "    ether type { ip, arp } accept",
+            f"    drop {tag}",
+            "  }",
+            "  chain input {",  # remote jobs talk to their own node's gateway, never to this one
+            "    type filter hook input priority filter; policy accept;",
+            f'    iifname "{VXLAN_PREFIX}*" drop {tag}',
+            "  }",
+            "  chain output {",  # this host's own frames (its gateway's ARP) stay on this node
+            "    type filter hook output priority filter; policy accept;",
+            f'    oifname "{VXLAN_PREFIX}*" drop {tag}',
+            "  }",
+            "  chain job_port {",
+            f"    iifname . ether saddr != @port_macs drop {tag}",
+            f"    iifname . arp saddr ether != @port_macs drop {tag}",
+            f"    iifname . arp saddr ip != @port_ips drop {tag}",
+            "    ether type arp accept",
+            f"    iifname . ip saddr != @port_ips drop {tag}",
+            "    ether type ip accept",
+            f"    drop {tag}",  # IPv6 (router advertisements, ND), VLAN tags, anything else
+            "  }",
+            "  chain postrouting {",
+            "    type filter hook postrouting priority filter; policy accept;",
+            f'    oifname "{BRIDGED_PREFIX}*" ether type != {{ ip, arp }} drop {tag}',
+            "  }",
+            "}",
+            "",
+        ]
+    )
 
 
 def render_elements(verb: str, ports: list[Port]) -> str:
@@ -128,8 +130,10 @@ def render_elements(verb: str, ports: list[Port]) -> str:
     lines = []
     for p in (p.checked() for p in ports):
         if p.bridged:
-            found = [("bridge", "port_macs", f'"{p.ifname}" . {p.mac}'),
-                     ("bridge", "port_ips", f'"{p.ifname}" . {p.address}')]
+            found = [
+                ("bridge", "port_macs", f'"{p.ifname}" . {p.mac}'),
+                ("bridge", "port_ips", f'"{p.ifname}" . {p.address}'),
+            ]
         else:
             found = [("inet", "iso_src", f'"{p.ifname}" . {p.address}')]
         for family, name, element in found:

@@ -96,6 +96,7 @@ def safe_loads(original: Any, text: Any, *args: Any, **kwargs: Any) -> Any:
 def reading_queue(method: Any) -> Any:
     """Mark a kombu read of a queue entry: its size limit applies (restoring an unacked
     message also goes through loads, and must not be refused half-way)."""
+
     @functools.wraps(method)
     def read(self: Any, *args: Any, **kwargs: Any) -> Any:
         _reading.queue = True
@@ -103,6 +104,7 @@ def reading_queue(method: Any) -> Any:
             return method(self, *args, **kwargs)
         finally:
             _reading.queue = False
+
     return read
 
 
@@ -130,8 +132,12 @@ def count_celery_refusals() -> None:
     """Celery logs what it refuses itself (bad signature, unknown task); count it as well."""
     from celery.worker.consumer.consumer import Consumer
 
-    for name, reason in (("on_decode_error", "undecodable"), ("on_unknown_message", "unknown-message"),
-                         ("on_unknown_task", "unknown-task"), ("on_invalid_task", "invalid-task")):
+    for name, reason in (
+        ("on_decode_error", "undecodable"),
+        ("on_unknown_message", "unknown-message"),
+        ("on_unknown_task", "unknown-task"),
+        ("on_invalid_task", "invalid-task"),
+    ):
         original = getattr(Consumer, name)
 
         def counted(self: Any, *args: Any, _original: Any = original, _reason: str = reason) -> Any:
@@ -148,15 +154,21 @@ def survive_broker_restarts(kombu_redis: Any) -> None:
         @functools.wraps(method)
         def call(self: Any, *args: Any, **kwargs: Any) -> Any:
             if getattr(self.channel, "connection", None) is None:
-                log.warning("broker channel closed: %s skipped; unacked messages return after "
-                            "the visibility timeout", method.__name__)
+                log.warning(
+                    "broker channel closed: %s skipped; unacked messages return after the visibility timeout",
+                    method.__name__,
+                )
                 return None
             try:
                 return method(self, *args, **kwargs)
             except AttributeError as exc:
-                log.warning("broker channel detached during %s (%s); unacked messages return "
-                            "after the visibility timeout", method.__name__, exc)
+                log.warning(
+                    "broker channel detached during %s (%s); unacked messages return after the visibility timeout",
+                    method.__name__,
+                    exc,
+                )
                 return None
+
         return call
 
     for name in ("restore_unacked_once", "ack", "reject"):

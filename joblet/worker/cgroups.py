@@ -109,19 +109,26 @@ class JobCgroup:
         writes: list[tuple[str, str, str]] = []  # (v1 controller, file, value)
         if limits.max_cpu is not None:
             quota = limits.max_cpu * CPU_PERIOD // 100
-            writes += [("cpu", "cpu.max", f"{quota} {CPU_PERIOD}"),
-                       ("cpu", "cpu.cfs_period_us", str(CPU_PERIOD)),
-                       ("cpu", "cpu.cfs_quota_us", str(quota))]
+            writes += [
+                ("cpu", "cpu.max", f"{quota} {CPU_PERIOD}"),
+                ("cpu", "cpu.cfs_period_us", str(CPU_PERIOD)),
+                ("cpu", "cpu.cfs_quota_us", str(quota)),
+            ]
         if limits.max_memory is not None:
             size = str(limits.max_memory * 1024 * 1024)
-            writes += [("memory", "memory.max", size), ("memory", "memory.swap.max", "0"),
-                       ("memory", "memory.limit_in_bytes", size),
-                       ("memory", "memory.memsw.limit_in_bytes", size)]
+            writes += [
+                ("memory", "memory.max", size),
+                ("memory", "memory.swap.max", "0"),
+                ("memory", "memory.limit_in_bytes", size),
+                ("memory", "memory.memsw.limit_in_bytes", size),
+            ]
         if limits.max_iobps is not None and device:
             n = limits.max_iobps
-            writes += [("blkio", "io.max", f"{device} rbps={n} wbps={n}"),
-                       ("blkio", "blkio.throttle.read_bps_device", f"{device} {n}"),
-                       ("blkio", "blkio.throttle.write_bps_device", f"{device} {n}")]
+            writes += [
+                ("blkio", "io.max", f"{device} rbps={n} wbps={n}"),
+                ("blkio", "blkio.throttle.read_bps_device", f"{device} {n}"),
+                ("blkio", "blkio.throttle.write_bps_device", f"{device} {n}"),
+            ]
         v2_files = {"cpu.max", "memory.max", "memory.swap.max", "io.max"}
         for controller, name, value in writes:
             if (name in v2_files) != v2:

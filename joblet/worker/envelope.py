@@ -26,16 +26,34 @@ MALFORMED = "__joblet_malformed__"
 NONE = type(None)
 SCALAR = (str, int, float, bool, NONE)
 HEADERS: dict[str, tuple[type, ...]] = {
-    "lang": (str,), "task": (str,), "id": (str,), "shadow": (str, NONE), "eta": (NONE,),
-    "expires": (NONE,), "group": (str, NONE), "group_index": (int, NONE), "retries": (int, NONE),
-    "timelimit": (list, NONE), "root_id": (str, NONE), "parent_id": (str, NONE),
-    "argsrepr": (str, NONE), "kwargsrepr": (str, NONE), "origin": (str, NONE),
-    "ignore_result": (bool, NONE), "replaced_task_nesting": (int, NONE), "stamped_headers": (list, NONE),
-    "stamps": (dict,), "redelivered": (bool, NONE),  # kombu sets it when it restores a message
+    "lang": (str,),
+    "task": (str,),
+    "id": (str,),
+    "shadow": (str, NONE),
+    "eta": (NONE,),
+    "expires": (NONE,),
+    "group": (str, NONE),
+    "group_index": (int, NONE),
+    "retries": (int, NONE),
+    "timelimit": (list, NONE),
+    "root_id": (str, NONE),
+    "parent_id": (str, NONE),
+    "argsrepr": (str, NONE),
+    "kwargsrepr": (str, NONE),
+    "origin": (str, NONE),
+    "ignore_result": (bool, NONE),
+    "replaced_task_nesting": (int, NONE),
+    "stamped_headers": (list, NONE),
+    "stamps": (dict,),
+    "redelivered": (bool, NONE),  # kombu sets it when it restores a message
 }
 PROPERTIES: dict[str, tuple[type, ...]] = {
-    "correlation_id": (str,), "reply_to": (str, NONE), "delivery_mode": (int, NONE),
-    "delivery_info": (dict,), "priority": (int, NONE), "body_encoding": (str, NONE),
+    "correlation_id": (str,),
+    "reply_to": (str, NONE),
+    "delivery_mode": (int, NONE),
+    "delivery_info": (dict,),
+    "priority": (int, NONE),
+    "body_encoding": (str, NONE),
     "delivery_tag": (str,),
 }
 EMBED = ("callbacks", "errbacks", "chain", "chord")
@@ -75,8 +93,7 @@ def _top(message: dict[str, Any], policy: Policy) -> str | None:
     return None
 
 
-def _typed(fields: dict[str, Any], known: dict[str, tuple[type, ...]], what: str,
-           unknown_scalars: bool) -> str | None:
+def _typed(fields: dict[str, Any], known: dict[str, tuple[type, ...]], what: str, unknown_scalars: bool) -> str | None:
     for key, value in fields.items():
         types = known.get(key)
         if types is None and unknown_scalars and isinstance(value, SCALAR):
@@ -142,8 +159,7 @@ def _json_body(body: Any) -> str | None:
     args, kwargs, embed = body
     if args != [] or not isinstance(kwargs, dict):
         return "body arguments are not keyword arguments only"
-    if embed is not None and (not isinstance(embed, dict) or set(embed) - set(EMBED)
-                              or any(embed.values())):
+    if embed is not None and (not isinstance(embed, dict) or set(embed) - set(EMBED) or any(embed.values())):
         return "body embeds callbacks, a chain or a chord"
     return None
 

@@ -60,7 +60,7 @@ def options_file(env: dict[str, str], bwrap_args: list[str]) -> int:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.lseek(fd, 0, os.SEEK_SET)
     except OSError:
         os.close(fd)
@@ -86,11 +86,32 @@ class Sandbox:
         # nsenter, not a setns in a short-lived thread: bwrap's --die-with-parent follows the
         # thread that spawned it, so a thread that ends kills the job
         netns = [] if la.netns_fd is None else [tool("nsenter"), f"--net=/proc/{os.getpid()}/fd/{la.netns_fd}"]
-        argv = [tool("sh"), "-c", JOIN, "sh", str(len(procs)), *procs, *netns,
-                tool("bwrap"), "--args", str(fds[1]), "--seccomp", str(fds[0]), "--", *la.argv]
+        argv = [
+            tool("sh"),
+            "-c",
+            JOIN,
+            "sh",
+            str(len(procs)),
+            *procs,
+            *netns,
+            tool("bwrap"),
+            "--args",
+            str(fds[1]),
+            "--seccomp",
+            str(fds[0]),
+            "--",
+            *la.argv,
+        ]
         try:
-            self.main = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, env=SHELL_ENV, close_fds=True, pass_fds=fds)
+            self.main = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=SHELL_ENV,
+                close_fds=True,
+                pass_fds=fds,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             raise ExecutionError(f"failed to start the sandbox: {exc}") from None
         finally:

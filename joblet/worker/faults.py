@@ -80,7 +80,7 @@ class _Faults:
                 data = fh.read()
         except FileNotFoundError:
             return
-        complete = data[:data.rfind(b"\n") + 1]  # a line still being written waits
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
         self.offset += len(complete)
         for line in complete.decode().splitlines():
             parts = line.split()

@@ -39,11 +39,19 @@ def capabilities(svc: Services) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - the heartbeat goes on without them
         log.warning("reading this host's addresses: %s", exc)
         addresses = []
-    return {"version": _version(), "concurrency": cfg.concurrency, "host_network": cfg.allow_host_network,
-            "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
-            "sandbox": {"bwrap": shutil.which("bwrap") is not None, "seccomp": True,
-                        "pid_namespace": True, "user_namespace": False},
-            "addresses": addresses}
+    return {
+        "version": _version(),
+        "concurrency": cfg.concurrency,
+        "host_network": cfg.allow_host_network,
+        "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
+        "sandbox": {
+            "bwrap": shutil.which("bwrap") is not None,
+            "seccomp": True,
+            "pid_namespace": True,
+            "user_namespace": False,
+        },
+        "addresses": addresses,
+    }
 
 
 def _version() -> str:
@@ -58,8 +66,10 @@ def draining_refusal(sup: Any) -> str | None:
     node = sup.cfg.node
     if not sup.nodes.is_drained(node):
         return None
-    return (f"node {node!r} is draining and takes no new jobs; refused, not run (submit it again: "
-            f"rnx places it on another node; or rnx node undrain {node})")
+    return (
+        f"node {node!r} is draining and takes no new jobs; refused, not run (submit it again: "
+        f"rnx places it on another node; or rnx node undrain {node})"
+    )
 
 
 def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
@@ -82,8 +92,11 @@ def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
 def lose_jobs(svc: Services, node: str, beat: float) -> list[str]:
     """Every unfinished job of `node` becomes LOST; its names and addresses are freed."""
     reason = f"node {node} stopped heartbeating at {when(beat)}"
-    lost = [r for r in svc.store.list_jobs() if not r.status.final and _belongs(svc, r, node)
-            and svc.records.mark_lost(r.id, reason)]
+    lost = [
+        r
+        for r in svc.store.list_jobs()
+        if not r.status.final and _belongs(svc, r, node) and svc.records.mark_lost(r.id, reason)
+    ]
     networks = sorted({n for r in lost for n in (*r.ips, *r.spec.network)})
     for rec in lost:
         svc.discovery.leave(rec.id, list(rec.ips))

@@ -161,8 +161,9 @@ class JobRun:
         reserved = self.agent.reserve(self.job_id, self.spec, facts)
         undo.push("free addresses", lambda: self.agent.free(self.job_id, reserved))
         limits = self.spec.limits
-        plan = self.plan = make_plan(self.job_id, self.hostname, self.spec.network, facts, reserved,
-                                     limits.rate_in(), limits.rate_out())
+        plan = self.plan = make_plan(
+            self.job_id, self.hostname, self.spec.network, facts, reserved, limits.rate_in(), limits.rate_out()
+        )
         self._journal()
         faults.point("planned", self.job_id)
         self._write_net_files(plan)
@@ -192,17 +193,25 @@ class JobRun:
         """RUNNING, and known to its peers before its command starts."""
         assert self.plan is not None
         plan, svc = self.plan, self.svc
-        self.store.transition(self.job_id, WAITING, status=JobStatus.RUNNING, started=time.time(),
-                             node=svc.cfg.node, ips=plan.ips)
+        self.store.transition(
+            self.job_id, WAITING, status=JobStatus.RUNNING, started=time.time(), node=svc.cfg.node, ips=plan.ips
+        )
         self.undo.push("leave networks", lambda: svc.discovery.leave(self.job_id, list(plan.ips)))
         names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]
         svc.discovery.join(self.job_id, plan.ips, names, self.write_hosts)
         svc.discovery.refresh(list(plan.ips))
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
-        sandbox = self.sandbox = self.svc.kernel.sandbox(Launch(
-            self.job_id, self.cgroup, bwrap_args(self.svc.host(), layout),
-            command_argv(path, self.spec.args, layout.user), env, self.netns.fd if self.netns else None))
+        sandbox = self.sandbox = self.svc.kernel.sandbox(
+            Launch(
+                self.job_id,
+                self.cgroup,
+                bwrap_args(self.svc.host(), layout),
+                command_argv(path, self.spec.args, layout.user),
+                env,
+                self.netns.fd if self.netns else None,
+            )
+        )
         self.undo.push("stop processes", lambda: self._stop_processes(sandbox))
         sandbox.start()
 
@@ -225,8 +234,12 @@ class JobRun:
         main.stderr.close()
         cfg = self.svc.cfg
         self.capture = capture = self.svc.pump.watch(
-            self.job_id, out, err, cfg.result_output_limit,
-            max_output=self.spec.limits.max_output or self.svc.pump.max_bytes)
+            self.job_id,
+            out,
+            err,
+            cfg.result_output_limit,
+            max_output=self.spec.limits.max_output or self.svc.pump.max_bytes,
+        )
         if self.stopped.is_set():  # a stop that raced with the start: signal the command now
             wait_for_command(main.pid)
             self.stopped.clear()
@@ -264,18 +277,31 @@ class JobRun:
     # -- its files -------------------------------------------------------------------------
     def _journal(self) -> None:
         """What this job has on the host, before it has it (a restarted worker frees it)."""
-        self.svc.journal.record(Entry(job_id=self.job_id, cgroup=str(self.cgroup.path),
-                                      work_dir=str(self.work_dir.parent),
-                                      run_dir=str(self.run_dir), plan=self.plan))
+        self.svc.journal.record(
+            Entry(
+                job_id=self.job_id,
+                cgroup=str(self.cgroup.path),
+                work_dir=str(self.work_dir.parent),
+                run_dir=str(self.run_dir),
+                plan=self.plan,
+            )
+        )
 
     def _layout(self, binds: list[tuple[str, str, bool]]) -> Layout:
         cfg, limits = self.svc.cfg, self.spec.limits
         disk = (limits.max_disk or cfg.job_max_disk) << 20
         net_files = [n for n in ("hosts", "resolv.conf") if (self.run_dir / n).exists()]
-        return Layout(hostname=self.hostname, work_dir=str(self.work_dir), run_dir=str(self.run_dir),
-                      sys_dir=str(self.netns.sys_dir) if self.netns else None, tmp_bytes=disk,
-                      shm_bytes=cfg.job_shm << 20, binds=tuple(binds), net_files=tuple(net_files),
-                      user=self._user())
+        return Layout(
+            hostname=self.hostname,
+            work_dir=str(self.work_dir),
+            run_dir=str(self.run_dir),
+            sys_dir=str(self.netns.sys_dir) if self.netns else None,
+            tmp_bytes=disk,
+            shm_bytes=cfg.job_shm << 20,
+            binds=tuple(binds),
+            net_files=tuple(net_files),
+            user=self._user(),
+        )
 
     def _user(self) -> tuple[int, int] | None:
         if self.spec.user is None:
@@ -289,8 +315,13 @@ class JobRun:
 
     def _env(self, path_prefix: str | None) -> dict[str, str]:
         cfg = self.svc.cfg
-        env = {"PATH": cfg.default_path, "HOME": "/work", "HOSTNAME": self.hostname,
-               "JOBLET_JOB_ID": self.job_id, **self.spec.env}
+        env = {
+            "PATH": cfg.default_path,
+            "HOME": "/work",
+            "HOSTNAME": self.hostname,
+            "JOBLET_JOB_ID": self.job_id,
+            **self.spec.env,
+        }
         if path_prefix:
             env["PATH"] = f"{path_prefix}:{env['PATH']}"
         return env

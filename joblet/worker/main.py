@@ -14,9 +14,12 @@ from joblet.errors import JobletError
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--node", help="This host's name in the fleet (default: the hostname).")
-@click.option("--concurrency", type=int, metavar="N",
-              help=f"Jobs run at once (default {config.Settings.model_fields['concurrency'].default}, "
-                   "JOBLET_CONCURRENCY).")
+@click.option(
+    "--concurrency",
+    type=int,
+    metavar="N",
+    help=f"Jobs run at once (default {config.Settings.model_fields['concurrency'].default}, JOBLET_CONCURRENCY).",
+)
 @click.option("--loglevel", default="INFO", show_default=True, help="Log level.")
 def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     """Run jobs from the joblet queues on this host (needs root)."""
@@ -38,9 +41,24 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     except JobletError as exc:
         sys.exit(f"joblet-worker: {exc}")
     queues = f"{cfg.queue},{cfg.node_queue(cfg.node)}"
-    app.worker_main(["worker", "-P", "threads", "-c", str(cfg.concurrency), "-Q", queues,
-                     "-n", f"joblet@{cfg.node}", "-l", loglevel, "--without-gossip",
-                     "--without-mingle", "--without-heartbeat"])
+    app.worker_main(
+        [
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(cfg.concurrency),
+            "-Q",
+            queues,
+            "-n",
+            f"joblet@{cfg.node}",
+            "-l",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
 
 
 def _require_worker_extra() -> None:
@@ -49,8 +67,7 @@ def _require_worker_extra() -> None:
 
     missing = [m for m in ("pyroute2", "pyseccomp") if importlib.util.find_spec(m) is None]
     if missing:
-        sys.exit(f"joblet-worker: {', '.join(missing)} is not installed: the worker needs "
-                 "pip install 'joblet[worker]'")
+        sys.exit(f"joblet-worker: {', '.join(missing)} is not installed: the worker needs pip install 'joblet[worker]'")
 
 
 def _raise_fd_limit() -> None:

@@ -41,8 +41,10 @@ FLAG = b"flag"  # outbox kind: mark the job's record output_truncated
 
 
 def truncation_notice(limit: int) -> bytes:
-    return (f"joblet: output truncated at {limit} bytes (max-output); the job keeps running "
-            "and its further output is discarded\n").encode()
+    return (
+        f"joblet: output truncated at {limit} bytes (max-output); the job keeps running "
+        "and its further output is discarded\n"
+    ).encode()
 
 
 @dataclass
@@ -122,12 +124,12 @@ class OutputPump:
         self._incoming: collections.deque[tuple[Any, ...]] = collections.deque()
         self._outbox: collections.deque[Item] = collections.deque()
         self._never = threading.Event()
-        self._thread = threading.Thread(target=resilient, args=("output", self._step, self._never),
-                                        name="joblet-output", daemon=True)
+        self._thread = threading.Thread(
+            target=resilient, args=("output", self._step, self._never), name="joblet-output", daemon=True
+        )
         self._thread.start()
 
-    def watch(self, job_id: str, stdout: int, stderr: int, keep: int,
-              max_output: int | None = None) -> Capture:
+    def watch(self, job_id: str, stdout: int, stderr: int, keep: int, max_output: int | None = None) -> Capture:
         """Start pumping a job's pipes (file descriptors; the pump closes them at EOF).
 
         `max_output`: the job's own cap; None reads it from the job's record.
@@ -142,8 +144,7 @@ class OutputPump:
         try:
             return self.store.job_output_limit(job_id)
         except (JobletError, ValueError, AttributeError) as exc:  # Redis gone, or an odd record
-            log.warning("job %s: output cap unknown (%s); using %d bytes", job_id[:12], exc,
-                        self.max_bytes)
+            log.warning("job %s: output cap unknown (%s); using %d bytes", job_id[:12], exc, self.max_bytes)
             return None
 
     def finish(self, cap: Capture, summary: dict[str, Any]) -> None:
@@ -210,8 +211,7 @@ class OutputPump:
             self._outbox.append(Item(cap, stream, part))
         if crossed:
             cap.truncated = True
-            log.warning("output of job %s passed its cap of %d bytes: truncated", cap.job_id[:12],
-                        cap.limit)
+            log.warning("output of job %s passed its cap of %d bytes: truncated", cap.job_id[:12], cap.limit)
             self._outbox.append(Item(cap, STDERR_FIELD, truncation_notice(cap.limit)))
             self._outbox.append(Item(cap, FLAG, None))
 
@@ -224,8 +224,12 @@ class OutputPump:
         cap.open_pipes -= 1
         if cap.open_pipes == 0:
             if cap.budget.over:
-                log.info("output of job %s: discarded %d bytes past its cap of %d", cap.job_id[:12],
-                         cap.budget.discarded, cap.limit)
+                log.info(
+                    "output of job %s: discarded %d bytes past its cap of %d",
+                    cap.job_id[:12],
+                    cap.budget.discarded,
+                    cap.limit,
+                )
             cap.closed.set()
 
     def _flush(self) -> None:
@@ -271,8 +275,9 @@ class OutputPump:
         if item.tries < WRITE_TRIES:
             pause = min(RETRY_FIRST * 2 ** (item.tries - 1), RETRY_CAP)
             item.retry_at = time.monotonic() + pause
-            log.warning("output of job %s: write failed (%s: %s); retrying in %.1f s", job,
-                        type(exc).__name__, exc, pause)
+            log.warning(
+                "output of job %s: write failed (%s: %s); retrying in %.1f s", job, type(exc).__name__, exc, pause
+            )
             return False
         log.error("output of job %s: dropped an entry after %d failed writes: %s", job, item.tries, exc)
         if item.kind == END_FIELD:

@@ -37,18 +37,30 @@ class Records:
 
     def finish(self, job_id: str, outcome: Outcome, stdout: bytes = b"", truncated: bool = False) -> dict[str, Any]:
         """Record the final state (waiting out a Redis outage); returns the task result."""
-        fields = {"status": outcome.status, "exit_code": outcome.exit_code, "signal": outcome.signal,
-                  "error": outcome.error, "finished": time.time(), "node": self.cfg.node}
+        fields = {
+            "status": outcome.status,
+            "exit_code": outcome.exit_code,
+            "signal": outcome.signal,
+            "error": outcome.error,
+            "finished": time.time(),
+            "node": self.cfg.node,
+        }
         recorded = retrying(lambda: self.store.transition(job_id, (*WAITING, JobStatus.RUNNING), **fields))
         if not recorded:  # already final, or Redis lost its data (no persistence)
-            log.warning("job %s: record missing or already final; %s not recorded over it",
-                        job_id[:12], outcome.status.value)
+            log.warning(
+                "job %s: record missing or already final; %s not recorded over it", job_id[:12], outcome.status.value
+            )
         retrying(lambda: self.store.expire_job(job_id, self.cfg.log_ttl))
         record = retrying(lambda: self.store.find_job(job_id))
         if record is None:
-            return {"id": job_id, "status": outcome.status.value, "exit_code": outcome.exit_code,
-                    "error": outcome.error, "output": stdout.decode(errors="replace"),
-                    "output_truncated": truncated}
+            return {
+                "id": job_id,
+                "status": outcome.status.value,
+                "exit_code": outcome.exit_code,
+                "error": outcome.error,
+                "output": stdout.decode(errors="replace"),
+                "output_truncated": truncated,
+            }
         if record.workflow:
             self.advance_workflow(record.workflow)
         out = result(record, stdout)
@@ -58,8 +70,9 @@ class Records:
     def mark_lost(self, job_id: str, reason: str) -> bool:
         """A job this host ran but can no longer finish: LOST, its stream ended, its workflow
         advanced. False if it had ended already."""
-        if not self.store.transition(job_id, (*WAITING, JobStatus.RUNNING), status=JobStatus.LOST,
-                                     finished=time.time(), error=reason):
+        if not self.store.transition(
+            job_id, (*WAITING, JobStatus.RUNNING), status=JobStatus.LOST, finished=time.time(), error=reason
+        ):
             return False
         self.store.end_output(job_id, {"status": "LOST"}, self.cfg.log_max_entries)
         lost = self.store.find_job(job_id)

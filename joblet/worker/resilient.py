@@ -34,8 +34,15 @@ class Backoff:
         self.current = 0.0
 
 
-def resilient(name: str, step: Callable[[], object], stop: threading.Event, *,
-              every: float = 0.0, first: float = 0.1, cap: float = 5.0) -> None:
+def resilient(
+    name: str,
+    step: Callable[[], object],
+    stop: threading.Event,
+    *,
+    every: float = 0.0,
+    first: float = 0.1,
+    cap: float = 5.0,
+) -> None:
     """Call `step` until `stop` is set, waiting `every` seconds after each success.
 
     A step that raises is logged (with its traceback the first time in a row) and retried
@@ -51,8 +58,7 @@ def resilient(name: str, step: Callable[[], object], stop: threading.Event, *,
             if time.monotonic() - began > cap:
                 backoff.succeeded()
             pause = backoff.failed()
-            log.warning("%s: %s: %s; retrying in %.1f s", name, type(exc).__name__, exc, pause,
-                        exc_info=pause == first)
+            log.warning("%s: %s: %s; retrying in %.1f s", name, type(exc).__name__, exc, pause, exc_info=pause == first)
             stop.wait(pause)
             continue
         backoff.succeeded()
@@ -62,7 +68,6 @@ def resilient(name: str, step: Callable[[], object], stop: threading.Event, *,
 
 def start(name: str, step: Callable[[], object], stop: threading.Event, **kw: float) -> threading.Thread:
     """`resilient(name, step, stop, ...)` in a daemon thread named joblet-NAME."""
-    thread = threading.Thread(target=resilient, args=(name, step, stop), kwargs=kw,
-                              name=f"joblet-{name}", daemon=True)
+    thread = threading.Thread(target=resilient, args=(name, step, stop), kwargs=kw, name=f"joblet-{name}", daemon=True)
     thread.start()
     return thread

@@ -19,15 +19,45 @@ from pathlib import Path, PurePosixPath
 
 # Docker's default capability set less CAP_MKNOD (jobs get /dev from joblet) and CAP_SETFCAP
 # and CAP_AUDIT_WRITE (nothing in a job needs them)
-CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
-        "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT")
+CAPS = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+)
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/sudoers",
-           "/etc/sudoers.d", "/etc/security/opasswd", "/etc/ssl/private", "/etc/joblet",
-           "/etc/redis", "/etc/ssh/ssh_host_*")
-PROC_MASKED = ("/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list",
-               "/proc/sched_debug", "/proc/latency_stats", "/proc/timer_stats", "/proc/acpi",
-               "/proc/scsi", "/proc/asound")
+SECRETS = (
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/security/opasswd",
+    "/etc/ssl/private",
+    "/etc/joblet",
+    "/etc/redis",
+    "/etc/ssh/ssh_host_*",
+)
+PROC_MASKED = (
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/timer_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/asound",
+)
 # bubblewrap covers irq and bus itself, but not sys here. These binds come from the worker's
 # procfs: sysctls that are per namespace (hostname, net.*) still resolve to the job's own.
 PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/fs")
@@ -79,18 +109,21 @@ def survey(cover: Path, ro_paths: tuple[str, ...], extra_secrets: tuple[str, ...
     and what to cover."""
     import glob
 
-    system = tuple((p, os.readlink(p) if os.path.islink(p) else None)
-                   for p in SYSTEM_DIRS if os.path.lexists(p))
+    system = tuple((p, os.readlink(p) if os.path.islink(p) else None) for p in SYSTEM_DIRS if os.path.lexists(p))
     secrets = [s for pattern in (*SECRETS, *extra_secrets) for s in sorted(glob.glob(pattern))]
     bound = ("/etc", "/usr", *ro_paths)
     secrets = [s for s in secrets if any(_under(s, b) for b in bound) and not os.path.islink(s)]
     procs = [p for p in PROC_MASKED if os.path.exists(p)]
-    return Host(empty_file=str(cover / "file"), empty_dir=str(cover / "dir"), system=system,
-                ro_paths=tuple(p for p in ro_paths if os.path.exists(p)),
-                secret_files=tuple(s for s in secrets if not os.path.isdir(s)),
-                secret_dirs=tuple(s for s in secrets if os.path.isdir(s)),
-                proc_files=tuple(p for p in procs if not os.path.isdir(p)),
-                proc_dirs=tuple(p for p in procs if os.path.isdir(p)))
+    return Host(
+        empty_file=str(cover / "file"),
+        empty_dir=str(cover / "dir"),
+        system=system,
+        ro_paths=tuple(p for p in ro_paths if os.path.exists(p)),
+        secret_files=tuple(s for s in secrets if not os.path.isdir(s)),
+        secret_dirs=tuple(s for s in secrets if os.path.isdir(s)),
+        proc_files=tuple(p for p in procs if not os.path.isdir(p)),
+        proc_dirs=tuple(p for p in procs if os.path.isdir(p)),
+    )
 
 
 def _under(path: str, base: str) -> bool:
@@ -100,16 +133,42 @@ def _under(path: str, base: str) -> bool:
 def bwrap_args(host: Host, layout: Layout) -> list[str]:
     """bubblewrap's options for this job, up to (not including) the command."""
     # no network namespace here: bwrap starts inside the one the worker built for the job
-    args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--hostname", layout.hostname,
-            "--ro-bind", "/usr", "/usr"]
+    args = [
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        layout.hostname,
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
     for path, target in host.system:
         args += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
     for path in host.ro_paths:
         args += ["--ro-bind", path, path]
     args += _etc(host, layout) + _proc(host) + _dev(layout)
-    args += ["--perms", "1777", "--size", str(layout.tmp_bytes), "--tmpfs", "/tmp", "--dir", "/var",
-             "--symlink", "../tmp", "/var/tmp", "--dir", "/run", "--bind", layout.work_dir, "/work"]
+    args += [
+        "--perms",
+        "1777",
+        "--size",
+        str(layout.tmp_bytes),
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/var",
+        "--symlink",
+        "../tmp",
+        "/var/tmp",
+        "--dir",
+        "/run",
+        "--bind",
+        layout.work_dir,
+        "/work",
+    ]
     for source, target, read_only in layout.binds:
         args += ["--ro-bind" if read_only else "--bind", source, target]
     args += ["--ro-bind", layout.sys_dir or "/sys", "/sys", "--ro-bind", host.empty_dir, "/sys/firmware"]
@@ -142,8 +201,18 @@ def _proc(host: Host) -> list[str]:
 
 
 def _dev(layout: Layout) -> list[str]:
-    return ["--dev", "/dev", "--perms", "1777", "--size", str(layout.shm_bytes), "--tmpfs", "/dev/shm",
-            "--remount-ro", "/dev"]
+    return [
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(layout.shm_bytes),
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+    ]
 
 
 def command_argv(path: str, args: tuple[str, ...], user: tuple[int, int] | None) -> list[str]:
@@ -178,13 +247,17 @@ def host_view(job_path: str, views: list[tuple[str, str]]) -> str | None:
     job_path = os.path.normpath(job_path)
     for prefix, host_prefix in views:
         if _under(job_path, prefix):
-            return host_prefix + job_path[len(prefix):]
+            return host_prefix + job_path[len(prefix) :]
     return None
 
 
 def views_of(host: Host, layout: Layout) -> list[tuple[str, str]]:
     """(job prefix, host prefix) for every path a job can run something from."""
-    views = [("/work", layout.work_dir), *((t, s) for s, t, _ in layout.binds),
-             ("/usr", "/usr"), *((p, p) for p in host.ro_paths)]
+    views = [
+        ("/work", layout.work_dir),
+        *((t, s) for s, t, _ in layout.binds),
+        ("/usr", "/usr"),
+        *((p, p) for p in host.ro_paths),
+    ]
     views += [(p, p) for p, _ in host.system]
     return sorted(views, key=lambda v: len(v[0]), reverse=True)

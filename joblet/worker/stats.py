@@ -63,11 +63,19 @@ class Sampler:
         used, size = disk_usage(run.work_dir)
         names = [a.host_ifname for a in run.plan.attachments] if run.plan else []
         net = [links[n] for n in names if n in links]
-        return {"cpu_percent": round((usage - before) / 1e4 / elapsed, 1), "cpu_usec": usage,
-                "memory": memory, "memory_limit": memory_limit, "pids": pids, "pids_limit": pids_limit,
-                "disk_used": used, "disk_size": size,
-                "net_in": sum(tx for _, tx in net) if names else None,
-                "net_out": sum(rx for rx, _ in net) if names else None, "sampled": time.time()}
+        return {
+            "cpu_percent": round((usage - before) / 1e4 / elapsed, 1),
+            "cpu_usec": usage,
+            "memory": memory,
+            "memory_limit": memory_limit,
+            "pids": pids,
+            "pids_limit": pids_limit,
+            "disk_used": used,
+            "disk_size": size,
+            "net_in": sum(tx for _, tx in net) if names else None,
+            "net_out": sum(rx for rx, _ in net) if names else None,
+            "sampled": time.time(),
+        }
 
 
 def started(pid: int) -> float | None:

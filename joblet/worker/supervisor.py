@@ -46,20 +46,27 @@ def build_services(cfg: Settings) -> Services:
     """The worker's shared parts, on one Redis connection pool."""
     store = Store(cfg.redis_url, cfg.key_prefix)
     shared = store.redis
-    agent = NetworkAgent(cfg, IpamStore(cfg.redis_url, cfg.key_prefix, shared),
-                         NetworkStore(cfg.redis_url, cfg.key_prefix, shared))
-    mounts = JobMounts(HostVolumes(cfg.state_dir), VolumeStore(cfg.redis_url, cfg.key_prefix, shared),
-                       cfg.runtimes_dir)
+    agent = NetworkAgent(
+        cfg, IpamStore(cfg.redis_url, cfg.key_prefix, shared), NetworkStore(cfg.redis_url, cfg.key_prefix, shared)
+    )
+    mounts = JobMounts(HostVolumes(cfg.state_dir), VolumeStore(cfg.redis_url, cfg.key_prefix, shared), cfg.runtimes_dir)
     discovery = Discovery(store, cfg.node)
     if cfg.overlay:
         agent.overlay = Overlay(cfg, store)
         agent.overlay.on_macs = agent.overlay_changed
         discovery.listeners.append(agent.overlay.sync)
-    return Services(cfg=cfg, store=store, agent=agent, journal=Journal(cfg.state_dir),
-                    pump=OutputPump(store, cfg.log_max_entries), mounts=mounts,
-                    discovery=discovery, records=Records(store, cfg),
-                    host=host_survey(cfg, cfg.run_dir / "cover"),
-                    cgroup_root=cfg.cgroup_root or cgroups.detect_root() / "joblet")
+    return Services(
+        cfg=cfg,
+        store=store,
+        agent=agent,
+        journal=Journal(cfg.state_dir),
+        pump=OutputPump(store, cfg.log_max_entries),
+        mounts=mounts,
+        discovery=discovery,
+        records=Records(store, cfg),
+        host=host_survey(cfg, cfg.run_dir / "cover"),
+        cgroup_root=cfg.cgroup_root or cgroups.detect_root() / "joblet",
+    )
 
 
 class Supervisor:
@@ -93,8 +100,7 @@ class Supervisor:
     # -- running a job ----------------------------------------------------------------------
     def run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
         """Run a queued job here unless it was claimed, stopped or finished already."""
-        record = JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name,
-                           created=time.time())
+        record = JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time())
         self.store.create_job_if_absent(record)
         if not self.store.claim(job_id, self.cfg.node):
             raise Duplicate(job_id)
@@ -194,8 +200,12 @@ class Supervisor:
         """Presence, missed stops, host upkeep, job samples, lost nodes: a failure of one does not
         skip the others."""
         failures = []
-        for part in (self._beat_presence, self._beat_upkeep, lambda: stats.sample(self),
-                     lambda: fleet.sweep_lost(self)):
+        for part in (
+            self._beat_presence,
+            self._beat_upkeep,
+            lambda: stats.sample(self),
+            lambda: fleet.sweep_lost(self),
+        ):
             try:
                 part()
             except Exception as exc:  # noqa: BLE001 - raised again below, after every part ran
@@ -209,9 +219,14 @@ class Supervisor:
         faults.fail("beat")
         with self._lock:
             ids = list(self.running)
-        info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started,
-                "runtimes": runtimes(self.cfg.runtimes_dir), **fleet.capabilities(self.svc),
-                **self._network_facts()}
+        info = {
+            "node": self.cfg.node,
+            "jobs": len(ids),
+            "since": self.started,
+            "runtimes": runtimes(self.cfg.runtimes_dir),
+            **fleet.capabilities(self.svc),
+            **self._network_facts(),
+        }
         try:
             self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
             for job_id in self.store.stops_among(ids):  # stops missed by the listener

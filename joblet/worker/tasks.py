@@ -56,8 +56,11 @@ def accept(sup: Any, header_id: Any, args: Any, kwargs: Any, signed: bool) -> Ta
         return msg
     if not sup.store.claimed(msg.job_id) and _waiting(sup, msg.job_id):
         return msg  # the first delivery ended before it claimed the job: this one runs it
-    raise Refused("replay", f"job {msg.job_id} was delivered again; it runs only once (its nonce "
-                  "was claimed before: a redelivery or a replay)")
+    raise Refused(
+        "replay",
+        f"job {msg.job_id} was delivered again; it runs only once (its nonce "
+        "was claimed before: a redelivery or a replay)",
+    )
 
 
 def _waiting(sup: Any, job_id: str) -> bool:
@@ -70,8 +73,7 @@ def dropped(sup: Any, exc: Refused) -> None:
     broker_guard.drops().drop(exc.reason, str(exc))
     if exc.reason == "expired" and exc.job_id is not None and _waiting(sup, exc.job_id):
         try:
-            refuse(sup, exc.job_id, PLACEHOLDER, "its queue message expired before a worker took "
-                   "it (message_ttl)")
+            refuse(sup, exc.job_id, PLACEHOLDER, "its queue message expired before a worker took it (message_ttl)")
         except Duplicate:
             pass  # another delivery claimed it first
 
@@ -79,8 +81,7 @@ def dropped(sup: Any, exc: Refused) -> None:
 def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
     spec, error = parse_spec(msg.fields, sup.cfg.upload_max_bytes)
     if error is None and spec.node is not None and spec.node != sup.cfg.node:
-        error = (f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; "
-                 "refused, not run")
+        error = f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; refused, not run"
     if error is None:
         error = draining_refusal(sup)
     if error is not None:
@@ -108,16 +109,18 @@ def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str 
     except pydantic.ValidationError as exc:
         return PLACEHOLDER, validation_message(exc)
     if spec.upload_bytes > upload_limit:
-        return PLACEHOLDER, (f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the "
-                             f"limit of {upload_limit}")
+        return PLACEHOLDER, (
+            f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {upload_limit}"
+        )
     return spec, None
 
 
 def refuse(sup: Any, job_id: str, spec: JobSpec, error: str) -> dict[str, Any]:
     """Claim the job so it never runs, and record it FAILED with `error`."""
     log.error("job %s refused: %s", job_id, error)
-    sup.store.create_job_if_absent(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec,
-                                             name=spec.name, created=time.time()))
+    sup.store.create_job_if_absent(
+        JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time())
+    )
     if not sup.store.claim(job_id, sup.cfg.node):
         raise Duplicate(job_id)
     result: dict[str, Any] = sup.svc.records.finish(job_id, Outcome(JobStatus.FAILED, error=error))

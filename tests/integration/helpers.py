@@ -90,8 +90,10 @@ def wait_listening(client: Client, job_id: str, timeout: float = 30) -> None:
 def host_listener(netns: str, port: int = 7000, seconds: int = 60) -> subprocess.Popen[bytes]:
     """A TCP listener on every address of a namespace (e.g. the test host's), ready when returned:
     the namespace itself connects to it first (the positive control of "a job cannot reach it")."""
-    script = ("import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-              f"s.bind(('0.0.0.0', {port})); s.listen(64); time.sleep({seconds})")
+    script = (
+        "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('0.0.0.0', {port})); s.listen(64); time.sleep({seconds})"
+    )
     proc = subprocess.Popen(["ip", "netns", "exec", netns, "python3", "-c", script])
     eventually(lambda: ns_connects(netns, "127.0.0.1", port), f"listener in {netns} never came up", 15)
     return proc
@@ -100,15 +102,21 @@ def host_listener(netns: str, port: int = 7000, seconds: int = 60) -> subprocess
 def ns_connects(netns: str, ip: str, port: int = 7000) -> bool:
     """Can a process in `netns` open a TCP connection to ip:port (within 2 s)?"""
     probe = f"import socket; socket.create_connection(('{ip}', {port}), timeout=2).close()"
-    return subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", probe],
-                          capture_output=True, timeout=30).returncode == 0
+    return (
+        subprocess.run(
+            ["ip", "netns", "exec", netns, "python3", "-c", probe], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    )
 
 
 def wait_port(netns: str, port: int, timeout: float = 15) -> None:
     """Until something in `netns` listens on TCP `port` (without connecting to it)."""
+
     def listening() -> bool:
-        out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}"],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True
+        ).stdout
         return bool(out.strip())
 
     eventually(listening, f"nothing listened on port {port} in {netns}", timeout)

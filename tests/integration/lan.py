@@ -15,14 +15,19 @@ CANDIDATES = ("198.18.0.0/24", "198.19.77.0/24", "198.51.100.0/24", "100.127.200
 def used_prefixes() -> list[ipaddress.IPv4Network]:
     """Every IPv4 route destination and address of this machine (all tables)."""
     found = []
-    routes = json.loads(subprocess.run(["ip", "-4", "-j", "route", "show", "table", "all"],
-                                       capture_output=True, text=True, check=True).stdout or "[]")
+    routes = json.loads(
+        subprocess.run(
+            ["ip", "-4", "-j", "route", "show", "table", "all"], capture_output=True, text=True, check=True
+        ).stdout
+        or "[]"
+    )
     for route in routes:
         dst = route.get("dst", "")
         if dst and dst != "default":
             found.append(ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False))
-    addrs = json.loads(subprocess.run(["ip", "-4", "-j", "addr"], capture_output=True, text=True,
-                                      check=True).stdout or "[]")
+    addrs = json.loads(
+        subprocess.run(["ip", "-4", "-j", "addr"], capture_output=True, text=True, check=True).stdout or "[]"
+    )
     for link in addrs:
         for info in link.get("addr_info", []):
             found.append(ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False))
@@ -60,8 +65,7 @@ class Lan:
     def attach(self, host_netns: str, index: int, default_route: bool = False) -> str:
         """A veth `lan0` in the host with the LAN's address number `index`; returns it."""
         port = f"p{index}"
-        sh("ip", "-n", self.netns, "link", "add", port, "type", "veth", "peer", "name", "lan0",
-           "netns", host_netns)
+        sh("ip", "-n", self.netns, "link", "add", port, "type", "veth", "peer", "name", "lan0", "netns", host_netns)
         sh("ip", "-n", self.netns, "link", "set", port, "master", "lan", "up")
         address = self.address(index)
         sh("ip", "-n", host_netns, "addr", "add", f"{address}/{self.net.prefixlen}", "dev", "lan0")

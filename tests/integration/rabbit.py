@@ -25,8 +25,11 @@ BIN = Path("/usr/lib/rabbitmq/bin")  # the scripts themselves: Debian's /usr/sbi
 def lan_is_free() -> bool:
     routes = sh("ip", "-4", "route", "show", "table", "all").stdout.split()
     nets = [ipaddress.IPv4Network(w, strict=False) for w in routes if "/" in w and w[0].isdigit()]
-    addrs = [ipaddress.IPv4Network(w, strict=False) for w in sh("ip", "-4", "-o", "addr").stdout.split()
-             if "/" in w and w[0].isdigit()]
+    addrs = [
+        ipaddress.IPv4Network(w, strict=False)
+        for w in sh("ip", "-4", "-o", "addr").stdout.split()
+        if "/" in w and w[0].isdigit()
+    ]
     return not any(n.overlaps(LAN) for n in nets + addrs)
 
 
@@ -65,21 +68,33 @@ class Rabbit:
 
     def env(self) -> dict[str, str]:
         t = self.tmp
-        (t / "rabbitmq.conf").write_text(f"listeners.tcp.default = {PORT}\nloopback_users = none\n"
-                                         "consumer_timeout = 86400000\n")
+        (t / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {PORT}\nloopback_users = none\nconsumer_timeout = 86400000\n"
+        )
         for name in ("enabled_plugins", "env.conf"):
             (t / name).write_text("")
-        return {"PATH": os.environ["PATH"], "HOME": str(t), "RABBITMQ_CONF_ENV_FILE": str(t / "env.conf"),
-                "RABBITMQ_NODENAME": f"joblet{self.tag}@localhost", "RABBITMQ_NODE_PORT": str(PORT),
-                "RABBITMQ_DIST_PORT": str(PORT + 1), "RABBITMQ_MNESIA_BASE": str(t / "mnesia"),
-                "RABBITMQ_LOG_BASE": str(t / "log"), "RABBITMQ_PID_FILE": str(t / "pid"),
-                "RABBITMQ_CONFIG_FILE": str(t / "rabbitmq.conf"),
-                "RABBITMQ_ENABLED_PLUGINS_FILE": str(t / "enabled_plugins"),
-                "RABBITMQ_ADVANCED_CONFIG_FILE": str(t / "advanced.config")}
+        return {
+            "PATH": os.environ["PATH"],
+            "HOME": str(t),
+            "RABBITMQ_CONF_ENV_FILE": str(t / "env.conf"),
+            "RABBITMQ_NODENAME": f"joblet{self.tag}@localhost",
+            "RABBITMQ_NODE_PORT": str(PORT),
+            "RABBITMQ_DIST_PORT": str(PORT + 1),
+            "RABBITMQ_MNESIA_BASE": str(t / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(t / "log"),
+            "RABBITMQ_PID_FILE": str(t / "pid"),
+            "RABBITMQ_CONFIG_FILE": str(t / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(t / "enabled_plugins"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(t / "advanced.config"),
+        }
 
     def start(self, timeout: float = 90) -> None:
-        subprocess.run(["ip", "netns", "exec", self.netns, str(BIN / "rabbitmq-server"), "-detached"],
-                       env=self.env(), check=True, capture_output=True)
+        subprocess.run(
+            ["ip", "netns", "exec", self.netns, str(BIN / "rabbitmq-server"), "-detached"],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+        )
         deadline = time.monotonic() + timeout
         while not self._listening():
             assert time.monotonic() < deadline, f"RabbitMQ did not start: {self.log()}"

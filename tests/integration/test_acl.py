@@ -29,8 +29,24 @@ def acl_redis():
     acl = tmp / "users.acl"
     acl.write_text(ACL.read_text().replace("CHANGE-ME-ADMIN", "admin-pw").replace("CHANGE-ME-VIEWER", "viewer-pw"))
     sock = tmp / "redis.sock"
-    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-                             "--save", "", "--appendonly", "no", "--aclfile", str(acl)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--aclfile",
+            str(acl),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while not sock.exists():
         assert time.monotonic() < deadline and proc.poll() is None, "redis-server refused the ACL file"
@@ -77,22 +93,36 @@ def test_viewer_reads_but_changes_nothing(users):
     eventually(lambda: (viewer.stats([busy.id]) or [{}])[0].get("sampled"), "viewer sees the worker's samples")
     admin.stop(busy.id)
     before = len(admin.list())
-    for attempt in (lambda: viewer.run("true", network="none"), lambda: viewer.stop(done.id),
-                    lambda: viewer.networks.create("nope", "10.161.0.0/24"),
-                    lambda: viewer.networks.delete("acl-net"), lambda: viewer.volumes.create("v")):
+    for attempt in (
+        lambda: viewer.run("true", network="none"),
+        lambda: viewer.stop(done.id),
+        lambda: viewer.networks.create("nope", "10.161.0.0/24"),
+        lambda: viewer.networks.delete("acl-net"),
+        lambda: viewer.volumes.create("v"),
+    ):
         with pytest.raises(PermissionDenied, match="not allowed for this Redis user"):
             attempt()
     assert len(admin.list()) == before  # nothing half-built
-    proc = subprocess.run([str(BIN / "rnx"), "run", "true"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **h.env, "JOBLET_REDIS_URL": viewer_url})
+    proc = subprocess.run(
+        [str(BIN / "rnx"), "run", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **h.env, "JOBLET_REDIS_URL": viewer_url},
+    )
     assert proc.returncode == 1 and "not allowed for this Redis user" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "viewer-pw" not in proc.stderr
 
 
 def test_wrong_password_is_a_clear_error(users, acl_redis):
     h, _, _, _ = users
-    proc = subprocess.run([str(BIN / "rnx"), "list"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **h.env, "JOBLET_REDIS_URL": f"unix://joblet-admin:bad@{acl_redis}"})
+    proc = subprocess.run(
+        [str(BIN / "rnx"), "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **h.env, "JOBLET_REDIS_URL": f"unix://joblet-admin:bad@{acl_redis}"},
+    )
     assert proc.returncode == 1 and "refused the credentials" in proc.stderr and ":bad@" not in proc.stderr
 
 
@@ -100,17 +130,37 @@ def test_jobs_cannot_reach_a_broker_on_host_addresses(host, client):
     """Redis listening on every address of the host namespace, the job's gateway included."""
     port = "16399"
     client.wait(client.run("true").id, timeout=30)  # the default bridge (and its gateway) exists
-    redis_proc = subprocess.Popen(["ip", "netns", "exec", host.netns, "redis-server", "--port", port,
-                                   "--bind", "0.0.0.0", "--protected-mode", "no", "--save", ""],
-                                  stdout=subprocess.DEVNULL)
+    redis_proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            host.netns,
+            "redis-server",
+            "--port",
+            port,
+            "--bind",
+            "0.0.0.0",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:  # positive control: reachable from the host itself
-        eventually(lambda: host.in_ns("redis-cli", "-h", "172.20.0.1", "-p", port, "ping").stdout.strip() == "PONG",
-                   "the host's own redis never answered")
-        probe = ("import socket,sys\ntry:\n    socket.create_connection(('{ip}', PORT), timeout=2)\n"
-                 "except OSError:\n    sys.exit(1)\n").replace("PORT", port)
+        eventually(
+            lambda: host.in_ns("redis-cli", "-h", "172.20.0.1", "-p", port, "ping").stdout.strip() == "PONG",
+            "the host's own redis never answered",
+        )
+        probe = (
+            "import socket,sys\ntry:\n    socket.create_connection(('{ip}', PORT), timeout=2)\n"
+            "except OSError:\n    sys.exit(1)\n"
+        ).replace("PORT", port)
         for network in ("bridge", "isolated"):
-            rec = client.wait(client.run("python3", ("-c", probe.format(ip="172.20.0.1")),
-                                         network=network).id, timeout=30)
+            rec = client.wait(
+                client.run("python3", ("-c", probe.format(ip="172.20.0.1")), network=network).id, timeout=30
+            )
             assert rec.exit_code == 1, network
         assert not connect_ok(client, "172.20.0.1", "bridge")
     finally:

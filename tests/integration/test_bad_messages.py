@@ -46,21 +46,46 @@ def test_bad_specs_at_the_task_entry_fail_naming_the_field(host, client):
 
 def envelope(body: bytes, content_type: str = "application/json", task: str = "joblet.run_job") -> bytes:
     job_id = uuid.uuid4().hex
-    return json.dumps({
-        "body": base64.b64encode(body).decode(), "content-encoding": "utf-8", "content-type": content_type,
-        "headers": {"lang": "py", "task": task, "id": job_id, "root_id": job_id, "parent_id": None,
-                    "group": None, "argsrepr": "()", "kwargsrepr": "{}", "origin": "fuzz"},
-        "properties": {"correlation_id": job_id, "reply_to": "", "delivery_mode": 2,
-                       "delivery_info": {"exchange": "", "routing_key": "q"}, "priority": 0,
-                       "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
-    }).encode()
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": content_type,
+            "headers": {
+                "lang": "py",
+                "task": task,
+                "id": job_id,
+                "root_id": job_id,
+                "parent_id": None,
+                "group": None,
+                "argsrepr": "()",
+                "kwargsrepr": "{}",
+                "origin": "fuzz",
+            },
+            "properties": {
+                "correlation_id": job_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": "q"},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    ).encode()
 
 
 GARBAGE = [
-    b"not json at all", b"{}", b"[]", b"\x00\xff\xfe", json.dumps({"body": 5}).encode(),
-    envelope(b"{not json"), envelope(b"[1, 2]"), envelope(b'[[], {"spec": 5}, {}]'),
+    b"not json at all",
+    b"{}",
+    b"[]",
+    b"\x00\xff\xfe",
+    json.dumps({"body": 5}).encode(),
+    envelope(b"{not json"),
+    envelope(b"[1, 2]"),
+    envelope(b'[[], {"spec": 5}, {}]'),
     envelope(b'[[], {"spec": {"command": "true"}}, {}]', content_type="application/x-python-serialize"),
-    envelope(b'[[], {}, {}]', task="no.such.task"),
+    envelope(b"[[], {}, {}]", task="no.such.task"),
 ]
 
 
@@ -109,18 +134,45 @@ def poison_envelope(**headers: object) -> bytes:
 
 
 POISON = [  # each stopped a worker before (PITFALLS 24) or was accepted with a wrong shape
-    b"[" * 200000, b'{"a":' * 100000, poison_envelope(id=["x"]), poison_envelope(task=["x"]),
-    poison_envelope(eta=5), poison_envelope(timelimit="x"), envelope(b"[" * 200000),
+    b"[" * 200000,
+    b'{"a":' * 100000,
+    poison_envelope(id=["x"]),
+    poison_envelope(task=["x"]),
+    poison_envelope(eta=5),
+    poison_envelope(timelimit="x"),
+    envelope(b"[" * 200000),
     envelope(b'[[], {"spec": {"command": "true"}}, {"callbacks": [{"task": "celery.ping"}]}]'),
     envelope(b"\xff\xfe not utf-8", content_type="text/plain"),
 ]
 
-KEYS = ["id", "task", "eta", "expires", "retries", "timelimit", "root_id", "argsrepr", "stamps", "lang",
-        "correlation_id", "delivery_info", "delivery_tag", "body_encoding", "priority", "body",
-        "content-type", "content-encoding", "headers", "properties", "extra"]
-junk = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12)),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                  max_size=3), max_leaves=10)
+KEYS = [
+    "id",
+    "task",
+    "eta",
+    "expires",
+    "retries",
+    "timelimit",
+    "root_id",
+    "argsrepr",
+    "stamps",
+    "lang",
+    "correlation_id",
+    "delivery_info",
+    "delivery_tag",
+    "body_encoding",
+    "priority",
+    "body",
+    "content-type",
+    "content-encoding",
+    "headers",
+    "properties",
+    "extra",
+]
+junk = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
 
 
 @st.composite
@@ -138,16 +190,18 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 
 queue_garbage = st.one_of(
-    st.binary(max_size=300), mutated(),
+    st.binary(max_size=300),
+    mutated(),
     st.builds(lambda b: envelope(json.dumps(b).encode()), junk),  # valid JSON bodies of any shape
-    st.builds(lambda n, c: c * n, st.integers(2000, 300000), st.sampled_from([b"[", b'{"x":', b"[{\"a\":"])),
+    st.builds(lambda n, c: c * n, st.integers(2000, 300000), st.sampled_from([b"[", b'{"x":', b'[{"a":'])),
     st.builds(lambda t: envelope(b"[[], {}, {}]", task=t), st.text(max_size=20)),
     st.builds(lambda ct: envelope(b"[[], {}, {}]", content_type=ct), st.text(max_size=30)),
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(batch=st.lists(queue_garbage, min_size=1, max_size=4))
 def test_generated_garbage_never_stops_the_worker(host, client, batch):
     for raw in batch:
@@ -156,8 +210,21 @@ def test_generated_garbage_never_stops_the_worker(host, client, batch):
     still_serving(host, client)
 
 
-OPTIONS = ["--network", "--env", "--name", "--node", "--timeout", "--volume", "--runtime", "--user",
-           "--max-cpu", "--max-memory", "--max-iobps", "--max-bandwidth", "--upload"]
+OPTIONS = [
+    "--network",
+    "--env",
+    "--name",
+    "--node",
+    "--timeout",
+    "--volume",
+    "--runtime",
+    "--user",
+    "--max-cpu",
+    "--max-memory",
+    "--max-iobps",
+    "--max-bandwidth",
+    "--upload",
+]
 arg_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
 
 
@@ -166,8 +233,7 @@ arg_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x0
 def test_fuzzed_rnx_run_arguments(host, client, opts, command):
     before = len(client.list())
     argv = [str(BIN / "rnx"), "run", "-d", *(f"{o}={v}" for o, v in opts), "--", command or "x"]
-    proc = subprocess.run(argv, env={**host.env, "PATH": "/usr/bin:/bin"}, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(argv, env={**host.env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
     if proc.returncode == 0:
         assert len(client.list()) == before + 1

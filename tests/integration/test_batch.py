@@ -36,8 +36,11 @@ def test_batch_queues_every_good_line_once(host, client):
     assert {r.id for r in new} == set(ids)  # nothing recorded for a bad line
     assert not any("BAD" in " ".join(r.spec.args) for r in new)
     finals = [client.wait(i, timeout=180) for i in ids]
-    failed = [(r.id[:12], r.status.value, r.exit_code, r.error) for r in finals
-              if r.status != JobStatus.COMPLETED or r.exit_code != 0]
+    failed = [
+        (r.id[:12], r.status.value, r.exit_code, r.error)
+        for r in finals
+        if r.status != JobStatus.COMPLETED or r.exit_code != 0
+    ]
     assert failed == [], f"{len(failed)} jobs did not complete\n{host.log()[-2000:]}"
     assert [output(client, i) for i in ids[:3] + ids[-1:]] == [b"job 0\n", b"job 1\n", b"job 2\n", b"job 299\n"]
     assert client.store.redis.llen(host.cfg.queue) == 0
@@ -57,8 +60,10 @@ def test_batch_from_a_file_without_errors(host, client, tmp_path):
 def test_a_refused_named_job_keeps_the_ids_before_it(host, client):
     holder = client.run("sleep", ("30",), network="none", name="batch-dup")
     try:
-        done = host.rnx("batch", input=b"--network=none true\n--network=none --name=batch-dup true\n"
-                                       b"--network=none --name=batch-free true\n")
+        done = host.rnx(
+            "batch",
+            input=b"--network=none true\n--network=none --name=batch-dup true\n--network=none --name=batch-free true\n",
+        )
         assert done.returncode == 2
         assert done.stderr.decode().startswith("rnx batch: line 2: invalid job field 'name': 'batch-dup' is in use")
         first, free = done.stdout.decode().split()  # line 1's id is printed although line 2 failed

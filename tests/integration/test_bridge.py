@@ -33,8 +33,9 @@ def test_two_bridge_jobs_talk_over_tcp(client):
 
 
 def test_upstream_sees_host_address_nat(client, host, upstream):
-    listener = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", UPSTREAM],
-                                stdout=subprocess.PIPE, text=True)
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", upstream, "python3", "-c", UPSTREAM], stdout=subprocess.PIPE, text=True
+    )
     try:
         time.sleep(0.5)
         rec, out, err = run(client, "python3", "-c", CLIENT.format(ip="203.0.113.2"))

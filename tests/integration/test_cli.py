@@ -9,8 +9,9 @@ from tests.conftest import BIN
 
 
 def rnx(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "rnx"), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [str(BIN / "rnx"), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
 
 
 def test_unreachable_redis_names_the_url():
@@ -53,8 +54,9 @@ def test_run_exits_with_job_code_and_streams(host):
 def test_no_worker_is_reported(host):
     host.stop_worker()
     try:
-        proc = subprocess.Popen([str(BIN / "rnx"), "run", "--network=none", "true"],
-                                env={**os.environ, **host.env}, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [str(BIN / "rnx"), "run", "--network=none", "true"], env={**os.environ, **host.env}, stderr=subprocess.PIPE
+        )
         try:
             proc.wait(timeout=6)
         except subprocess.TimeoutExpired:

@@ -25,12 +25,14 @@ def unique(stem: str) -> str:
 
 def running(client, name: str, text: bytes = b"line2") -> str:
     """Wait until the job called `name` runs and its output holds `text`; returns its id."""
+
     def ready() -> bool:
         try:
             rec = client.get(name)
         except Exception:  # noqa: BLE001 - not recorded yet
             return False
         return rec.status.value == "RUNNING" and text in output(client, rec.id)
+
     eventually(ready, f"job {name} running with {text!r}")
     return client.get(name).id
 
@@ -54,8 +56,11 @@ def test_ctrl_c_on_a_terminal_stops_the_job_and_prints_nothing_twice(host, clien
     name = unique("ctrlc")
     pid, fd = pty.fork()
     if pid == 0:  # the child: rnx on a real terminal
-        os.execve(str(BIN / "rnx"), ["rnx", "run", "--network=none", f"--name={name}", "sh", "-c", JOB],
-                  {**os.environ, **host.env})
+        os.execve(
+            str(BIN / "rnx"),
+            ["rnx", "run", "--network=none", f"--name={name}", "sh", "-c", JOB],
+            {**os.environ, **host.env},
+        )
     try:
         before = read_pty(fd, until=b"line2")
         assert before.count(b"line1") == 1  # positive control: shown once, live
@@ -73,8 +78,12 @@ def test_ctrl_c_on_a_terminal_stops_the_job_and_prints_nothing_twice(host, clien
 
 
 def attached(host, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([str(BIN / "rnx"), "run", "--network=none", *args], env={**os.environ, **host.env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [str(BIN / "rnx"), "run", "--network=none", *args],
+        env={**os.environ, **host.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_ctrl_c_with_json_keeps_the_output_once(host, client):
@@ -124,8 +133,17 @@ def test_mistyped_option_is_refused_and_nothing_is_queued(host):
 def test_arguments_after_the_command_pass_through(host):
     ok = host.rnx("run", "--network=none", "ls", "-la", "/work")
     assert ok.returncode == 0 and b"total" in ok.stdout
-    argv = host.rnx("run", "--network=none", "python3", "-c", "import sys; print(sys.argv[1:])",
-                    "--netwrok=none", "-d", "--name", "x")
+    argv = host.rnx(
+        "run",
+        "--network=none",
+        "python3",
+        "-c",
+        "import sys; print(sys.argv[1:])",
+        "--netwrok=none",
+        "-d",
+        "--name",
+        "x",
+    )
     assert argv.returncode == 0 and argv.stdout == b"['--netwrok=none', '-d', '--name', 'x']\n"
 
 
@@ -145,8 +163,9 @@ def test_a_name_is_unique_among_jobs_that_have_not_ended(host, client):
 
 def test_stop_shows_progress_and_the_final_status(host, client):
     name = unique("stopme")
-    job_id = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={name}",
-                                 "sh", "-c", JOB).stdout)["id"]
+    job_id = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={name}", "sh", "-c", JOB).stdout)[
+        "id"
+    ]
     running(client, name)
     out = host.rnx("stop", name)
     assert out.returncode == 0 and out.stdout == f"{job_id} STOPPED\n".encode()
@@ -158,12 +177,17 @@ def test_stop_shows_progress_and_the_final_status(host, client):
 
 def test_list_filters_limit_and_command_column(host, client):
     tag = unique("lst")
-    ids = [json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={tag}-{i}",
-                               "echo", f"{tag}-{i}").stdout)["id"] for i in range(3)]
+    ids = [
+        json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={tag}-{i}", "echo", f"{tag}-{i}").stdout)[
+            "id"
+        ]
+        for i in range(3)
+    ]
     for job_id in ids:
         client.wait(job_id, timeout=60)
-    sleeper = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={tag}-s",
-                                  "sleep", "60").stdout)["id"]
+    sleeper = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={tag}-s", "sleep", "60").stdout)[
+        "id"
+    ]
     running(client, f"{tag}-s", b"")
     table = host.rnx("list", "--name", f"{tag}-1")
     assert table.returncode == 0 and b"COMMAND" in table.stdout and f"echo {tag}-1".encode() in table.stdout
@@ -186,8 +210,12 @@ def test_list_filters_limit_and_command_column(host, client):
 
 
 def test_list_watch_redraws_until_ctrl_c(host):
-    proc = subprocess.Popen([str(BIN / "rnx"), "list", "--watch", "--interval=0.2"], env={**os.environ, **host.env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(BIN / "rnx"), "list", "--watch", "--interval=0.2"],
+        env={**os.environ, **host.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     frames = 0
     while frames < 2:  # two frames drawn: it is watching
@@ -204,8 +232,11 @@ def test_status_and_network_inspect_print_no_python_literals(host, client):
     assert host.rnx("network", "create", net, "--cidr=10.77.0.0/24").returncode == 0
     try:
         job = json.loads(host.rnx("run", "--json", f"--network={net}", "true").stdout)
-        for out in (host.rnx("network", "inspect", net), host.rnx("network", "inspect", "none"),
-                    host.rnx("status", job["id"])):
+        for out in (
+            host.rnx("network", "inspect", net),
+            host.rnx("network", "inspect", "none"),
+            host.rnx("status", job["id"]),
+        ):
             assert out.returncode == 0 and out.stdout
             for literal in (b"None", b"False", b"True", b"[]", b"()", b"{}"):
                 assert literal not in out.stdout, out.stdout

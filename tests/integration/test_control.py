@@ -38,8 +38,7 @@ def wait_sent(client: Client, job_id: str):
 
 def send_raw(host, task_id: str, kwargs: dict, queue: str | None = None) -> None:
     """A message as an attacker with broker access writes it: any header id, any body."""
-    client_app(host.cfg).send_task(RUN_TASK, kwargs=kwargs, task_id=task_id,
-                                   queue=queue or host.cfg.queue, retry=False)
+    client_app(host.cfg).send_task(RUN_TASK, kwargs=kwargs, task_id=task_id, queue=queue or host.cfg.queue, retry=False)
 
 
 @pytest.fixture
@@ -87,11 +86,20 @@ def test_body_id_must_match_the_header_id(host, client):
 
 
 def test_expired_message_fails_its_waiting_job(host, client):
-    rec = JobRecord(id=new_job_id(), status=JobStatus.PENDING, spec=make_spec("true", (), network="none"),
-                    created=time.time())
+    rec = JobRecord(
+        id=new_job_id(), status=JobStatus.PENDING, spec=make_spec("true", (), network="none"), created=time.time()
+    )
     client.store.create_job(rec)  # recorded, queued nowhere
-    send_raw(host, rec.id, {"spec": {"command": "true", "network": "none"}, "job_id": rec.id,
-                            "nonce": uuid.uuid4().hex, "expires": time.time() - 5})
+    send_raw(
+        host,
+        rec.id,
+        {
+            "spec": {"command": "true", "network": "none"},
+            "job_id": rec.id,
+            "nonce": uuid.uuid4().hex,
+            "expires": time.time() - 5,
+        },
+    )
     final = client.wait(rec.id, timeout=30)
     assert final.status == JobStatus.FAILED and "expired" in (final.error or "") and final.started is None
     good_job_completes(client)

@@ -21,8 +21,15 @@ def test_none_network_has_only_loopback_up(client):
 
 
 def test_hostname_env_and_workdir(client):
-    rec, out, _ = run(client, "sh", "-c", 'echo "$(hostname) $GREETING $(pwd)"', network="none",
-                      name="named-job", env={"GREETING": "hi"})
+    rec, out, _ = run(
+        client,
+        "sh",
+        "-c",
+        'echo "$(hostname) $GREETING $(pwd)"',
+        network="none",
+        name="named-job",
+        env={"GREETING": "hi"},
+    )
     assert out == b"named-job hi /work\n"
     assert rec.exit_code == 0
 
@@ -88,9 +95,12 @@ def test_stop_ends_whole_tree(client, host):
 
 
 def test_sigint_to_attached_rnx_stops_the_job(host, client):
-    proc = subprocess.Popen([str(host_bin("rnx")), "run", "--network=none", "--name", "ctrlc",
-                             "sleep", "299"], env={**os.environ, **host.env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(host_bin("rnx")), "run", "--network=none", "--name", "ctrlc", "sleep", "299"],
+        env={**os.environ, **host.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while True:
         running = [r for r in client.list() if r.name == "ctrlc" and r.status == JobStatus.RUNNING]

@@ -32,16 +32,21 @@ def test_hosts_files_follow_jobs_on_other_hosts(fleet):
     a, b = fleet
     client = Client(a.cfg)
     client.networks.create("fleet-net", "10.120.0.0/24")
-    seen = client.run("sh", ("-c", "until grep -qE '\\sweb$' /etc/hosts; do sleep 0.1; done; "
-                                   "grep -E '\\sweb$' /etc/hosts"), network="fleet-net", node="fleetb")
+    seen = client.run(
+        "sh",
+        ("-c", "until grep -qE '\\sweb$' /etc/hosts; do sleep 0.1; done; grep -E '\\sweb$' /etc/hosts"),
+        network="fleet-net",
+        node="fleetb",
+    )
     wait_running(client, seen.id)
     web = client.run("sleep", ("300",), network="fleet-net", name="web", node="fleeta")
     ip = wait_running(client, web.id)
     assert client.wait(seen.id, timeout=30).status == JobStatus.COMPLETED
     out = b"".join(data for _, data in client.logs(seen.id))
     assert out.split()[0].decode() == ip
-    gone = client.run("sh", ("-c", "while grep -qE '\\sweb$' /etc/hosts; do sleep 0.1; done"),
-                      network="fleet-net", node="fleetb")
+    gone = client.run(
+        "sh", ("-c", "while grep -qE '\\sweb$' /etc/hosts; do sleep 0.1; done"), network="fleet-net", node="fleetb"
+    )
     wait_running(client, gone.id)
     client.stop(web.id)
     assert client.wait(gone.id, timeout=30).status == JobStatus.COMPLETED
@@ -58,10 +63,14 @@ def test_delete_removes_bridge_and_rules_on_every_host(fleet):
         assert "joblet:net:fleet-del" in h.in_ns("nft", "list", "table", "inet", "joblet").stdout
     client.networks.delete("fleet-del")
     for h in fleet:
-        eventually(lambda h=h: bridge not in h.in_ns("ip", "-o", "link", "show").stdout,
-                   f"bridge left on {h.name}", timeout=15)
-        eventually(lambda h=h: "fleet-del" not in h.in_ns("nft", "list", "table", "inet", "joblet").stdout,
-                   f"rules left on {h.name}", timeout=15)
+        eventually(
+            lambda h=h: bridge not in h.in_ns("ip", "-o", "link", "show").stdout, f"bridge left on {h.name}", timeout=15
+        )
+        eventually(
+            lambda h=h: "fleet-del" not in h.in_ns("nft", "list", "table", "inet", "joblet").stdout,
+            f"rules left on {h.name}",
+            timeout=15,
+        )
 
 
 def test_host_route_overlap_is_refused_by_name(fleet):
@@ -69,9 +78,13 @@ def test_host_route_overlap_is_refused_by_name(fleet):
     assert a.in_ns("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p").returncode == 0
     a.in_ns("ip", "addr", "add", "10.130.5.1/24", "dev", "lan0")
     a.in_ns("ip", "link", "set", "lan0", "up")
-    proc = subprocess.run(["ip", "netns", "exec", a.netns, str(BIN / "rnx"), "network", "create",
-                           "lan-clash", "--cidr=10.130.0.0/16"], env={**os.environ, **a.env},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", a.netns, str(BIN / "rnx"), "network", "create", "lan-clash", "--cidr=10.130.0.0/16"],
+        env={**os.environ, **a.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     a.in_ns("ip", "link", "del", "lan0")
     assert proc.returncode != 0
     assert "overlaps with host route 10.130.5.0/24 dev lan0" in proc.stderr

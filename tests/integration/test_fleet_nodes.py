@@ -140,16 +140,24 @@ def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_soc
         job = client.run("sleep", ("300",), network="lost-net", name="doomed", node="noded")
         ip = wait_running(client, job.id)
         eventually(lambda: client.store.members(["lost-net"]).get("doomed") == ip, "doomed not a member")
-        attached = subprocess.Popen([str(BIN / "rnx"), "log", "-f", job.id], env={**os.environ, **a.env},
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        attached = subprocess.Popen(
+            [str(BIN / "rnx"), "log", "-f", job.id],
+            env={**os.environ, **a.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         waited: dict[str, object] = {}
         waiter = threading.Thread(target=lambda: waited.update(rec=Client(a.cfg).wait(job.id, timeout=120)))
         waiter.start()
-        run = subprocess.Popen([str(BIN / "rnx"), "run", "--node=noded", "--network=none", "--name=doomed2",
-                                "sleep", "300"], env={**os.environ, **a.env},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        eventually(lambda: [r.status for r in client.list(name="doomed2")] == [JobStatus.RUNNING],
-                   "attached job not running")
+        run = subprocess.Popen(
+            [str(BIN / "rnx"), "run", "--node=noded", "--network=none", "--name=doomed2", "sleep", "300"],
+            env={**os.environ, **a.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        eventually(
+            lambda: [r.status for r in client.list(name="doomed2")] == [JobStatus.RUNNING], "attached job not running"
+        )
         d.worker.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
         d.worker.wait()  # type: ignore[union-attr]
         eventually(lambda: rows(a)["noded"]["state"] == "down", "noded never shown down", timeout=30)
@@ -169,8 +177,9 @@ def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_soc
         d.start_worker()  # it comes back: reconciles, and the job stays LOST
         eventually(lambda: rows(a)["noded"]["state"] == "up", "noded not up again")
         assert client.get(job.id).status == JobStatus.LOST
-        assert client.wait(client.run("true", network="none", node="noded").id, timeout=60).status == \
-            JobStatus.COMPLETED
+        assert (
+            client.wait(client.run("true", network="none", node="noded").id, timeout=60).status == JobStatus.COMPLETED
+        )
     finally:
         d.close()
 

@@ -35,9 +35,12 @@ def nets(client, upstream):
 
 def upstream_sees(client: Client, upstream: str, network: str) -> str | None:
     """The source address the upstream namespace sees for a job's connection, if it gets one."""
-    listener = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c",
-                                 UPSTREAM.replace("settimeout(60)", "settimeout(8)")],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", upstream, "python3", "-c", UPSTREAM.replace("settimeout(60)", "settimeout(8)")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         wait_port(upstream, 7000)
         ok = connect_ok(client, "203.0.113.2", network)
@@ -49,8 +52,7 @@ def upstream_sees(client: Client, upstream: str, network: str) -> str | None:
 
 
 def test_isolated_job_gets_a_point_to_point_link(nets, host):
-    rec, out, _ = run(nets, "sh", "-c", "ip -4 -o addr show eth0; ip route show default",
-                      network="isolated")
+    rec, out, _ = run(nets, "sh", "-c", "ip -4 -o addr show eth0; ip route show default", network="isolated")
     addr = ipaddress.ip_interface(out.split()[3].decode())
     assert addr.network.prefixlen == 30
     assert addr.network.subnet_of(ipaddress.ip_network(host.cfg.isolated_pool))
@@ -130,8 +132,11 @@ FOREIGN = "add table ip foreign; add chain ip foreign FORWARD { type filter hook
 def test_foreign_drop_chain_is_refused_with_the_fix(nets, host, upstream):
     assert host.in_ns("nft", FOREIGN).returncode == 0
     try:  # the worker looks again at most every 2 s: the first jobs may still run
-        eventually(lambda: run(nets, "true", network="bridge")[0].status == JobStatus.FAILED,
-                   "bridged jobs were never refused", timeout=20)
+        eventually(
+            lambda: run(nets, "true", network="bridge")[0].status == JobStatus.FAILED,
+            "bridged jobs were never refused",
+            timeout=20,
+        )
         rec, _, _ = run(nets, "true", network="bridge")
         assert rec.status == JobStatus.FAILED
         assert 'forward chain "ip foreign FORWARD"' in (rec.error or "")

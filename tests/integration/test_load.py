@@ -33,8 +33,7 @@ def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
         assert client.wait(job_id, timeout=120).status == JobStatus.STOPPED
     veths = host.in_ns("ip", "-o", "link", "show", "type", "veth").stdout
     assert veths.strip() == ""
-    assert list(host.cfg.cgroup_root.iterdir()) == [] or all(
-        not p.is_dir() for p in host.cfg.cgroup_root.iterdir())
+    assert list(host.cfg.cgroup_root.iterdir()) == [] or all(not p.is_dir() for p in host.cfg.cgroup_root.iterdir())
     assert IpamStore(host.cfg.redis_url, host.cfg.key_prefix).allocations("bridge") == {}
     assert subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).stdout == b""
     assert not any((host.cfg.run_dir / "jobs").iterdir())

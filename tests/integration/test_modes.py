@@ -16,8 +16,23 @@ from tests.integration.helpers import run
 @pytest.fixture(scope="module")
 def mtu_host(redis_sock):
     def uplink(h: Host) -> None:
-        sh("ip", "-n", h.netns, "link", "add", "uplink0", "mtu", "1400", "type", "veth",
-           "peer", "name", "uplink0p", "mtu", "1400")
+        sh(
+            "ip",
+            "-n",
+            h.netns,
+            "link",
+            "add",
+            "uplink0",
+            "mtu",
+            "1400",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "uplink0p",
+            "mtu",
+            "1400",
+        )
         sh("ip", "-n", h.netns, "link", "set", "uplink0p", "up")
         sh("ip", "-n", h.netns, "addr", "add", "198.51.100.1/24", "dev", "uplink0")
         sh("ip", "-n", h.netns, "link", "set", "uplink0", "up")
@@ -31,8 +46,7 @@ def test_interfaces_follow_the_uplink_mtu(mtu_host):
     client.networks.create("mtu-net", "10.180.0.0/24")
     # a user network may span hosts: its MTU leaves room for the overlay's 50 bytes
     for network, mtu in (("bridge", b"1400"), ("mtu-net", b"1350")):
-        rec, out, _ = run(client, "sh", "-c", "cat /sys/class/net/eth0/mtu; ip -o link show eth0",
-                          network=network)
+        rec, out, _ = run(client, "sh", "-c", "cat /sys/class/net/eth0/mtu; ip -o link show eth0", network=network)
         assert out.startswith(mtu + b"\n") and b" mtu " + mtu + b" " in out, network
 
 

@@ -66,7 +66,7 @@ def test_racing_overlapping_creates_only_one_wins(nets):
     import ipaddress
 
     nets_ = [ipaddress.ip_network(c) for c in cidrs]
-    assert not any(a.overlaps(b) for i, a in enumerate(nets_) for b in nets_[i + 1:])
+    assert not any(a.overlaps(b) for i, a in enumerate(nets_) for b in nets_[i + 1 :])
 
 
 def test_delete_refused_while_in_use(nets):
@@ -89,14 +89,16 @@ def test_unknown_network_refused_before_queueing(nets):
 def test_names_resolve_in_own_network_only_and_drop_on_stop(nets):
     db = nets.run("sleep", ("300",), network="tenant-a", name="db")
     ip = wait_running(nets, db.id)
-    script = ('for i in $(seq 50); do getent ahostsv4 db >> /work/seen || exit 1; done; '
-              "cut -d' ' -f1 /work/seen | sort -u")
+    script = (
+        "for i in $(seq 50); do getent ahostsv4 db >> /work/seen || exit 1; done; cut -d' ' -f1 /work/seen | sort -u"
+    )
     rec, out, _ = run(nets, "sh", "-c", script, network="tenant-a")
     assert rec.exit_code == 0 and out.split() == [ip.encode()]
     other, _, _ = run(nets, "getent", "hosts", "db", network="tenant-b")
     assert other.exit_code != 0
-    watcher = nets.run("sh", ("-c", "while grep -qE '\\sdb$' /etc/hosts; do sleep 0.1; done; echo gone"),
-                       network="tenant-a")
+    watcher = nets.run(
+        "sh", ("-c", "while grep -qE '\\sdb$' /etc/hosts; do sleep 0.1; done; echo gone"), network="tenant-a"
+    )
     wait_running(nets, watcher.id)
     nets.stop(db.id)
     assert nets.wait(watcher.id, timeout=30).status == JobStatus.COMPLETED

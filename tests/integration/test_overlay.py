@@ -93,12 +93,11 @@ def test_nodes_publish_underlay_and_routes(hosts: tuple[Host, Host, Host], clien
 
 
 def test_same_network_across_hosts_by_name_and_address(client: Client, server: str) -> None:
-    assert reaches(client, "srv", "ov-a", "ovb")   # by name, from another host
+    assert reaches(client, "srv", "ov-a", "ovb")  # by name, from another host
     assert reaches(client, server, "ov-a", "ovc")  # by address, from a third
 
 
-def test_other_networks_stay_apart_across_hosts(hosts: tuple[Host, Host, Host], client: Client,
-                                                server: str) -> None:
+def test_other_networks_stay_apart_across_hosts(hosts: tuple[Host, Host, Host], client: Client, server: str) -> None:
     client.networks.create("ov-b", "10.141.0.0/24")
     assert not reaches(client, server, "ov-b", "ovc")
     assert reaches(client, server, "ov-a", "ovc")  # positive control, same host, same target
@@ -108,8 +107,9 @@ def test_other_networks_stay_apart_across_hosts(hosts: tuple[Host, Host, Host], 
     assert ids["ov-a"] != ids["ov-b"]
 
 
-def test_internal_network_spans_hosts_but_not_the_world(hosts: tuple[Host, Host, Host],
-                                                        client: Client, server: str) -> None:
+def test_internal_network_spans_hosts_but_not_the_world(
+    hosts: tuple[Host, Host, Host], client: Client, server: str
+) -> None:
     b = hosts[1]
     client.networks.create("ov-int", "10.142.0.0/24", internal=True)
     rec = client.run("python3", ("-c", SERVE), network="ov-int", name="isrv", node="ova")
@@ -128,8 +128,9 @@ def test_internal_network_spans_hosts_but_not_the_world(hosts: tuple[Host, Host,
         client.wait(rec.id, timeout=30)
 
 
-def test_spanning_network_mtu_is_the_uplinks_less_the_overlay(hosts: tuple[Host, Host, Host],
-                                                               client: Client, server: str) -> None:
+def test_spanning_network_mtu_is_the_uplinks_less_the_overlay(
+    hosts: tuple[Host, Host, Host], client: Client, server: str
+) -> None:
     c = hosts[2]
     route = json.loads(c.in_ns("ip", "-j", "route", "get", "192.0.2.99").stdout)[0]
     uplink = json.loads(c.in_ns("ip", "-j", "link", "show", route["dev"]).stdout)[0]["mtu"]
@@ -139,17 +140,18 @@ def test_spanning_network_mtu_is_the_uplinks_less_the_overlay(hosts: tuple[Host,
         assert rec.exit_code == 0 and int(out) == want, (network, out)
     # a full-size packet, not fragmented, crosses the overlay to the other host
     size = str(uplink - VXLAN_OVERHEAD - 28)
-    rec, out, err = run(client, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", size, server,
-                        network="ov-a", node="ovc")
+    rec, out, err = run(
+        client, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", size, server, network="ov-a", node="ovc"
+    )
     assert rec.exit_code == 0, (out, err)
 
 
-def test_delete_removes_the_overlay_on_every_host(hosts: tuple[Host, Host, Host], client: Client,
-                                                  server: str) -> None:
+def test_delete_removes_the_overlay_on_every_host(hosts: tuple[Host, Host, Host], client: Client, server: str) -> None:
     client.networks.create("ov-del", "10.143.0.0/24")
     for h in hosts:
-        assert client.wait(client.run("true", network="ov-del", node=h.name).id, timeout=30).status == \
-            JobStatus.COMPLETED
+        assert (
+            client.wait(client.run("true", network="ov-del", node=h.name).id, timeout=30).status == JobStatus.COMPLETED
+        )
         assert vxlan_name("ov-del") in links_of(h)
     client.networks.delete("ov-del")
     for h in hosts:
@@ -187,8 +189,9 @@ def test_only_the_own_nodes_gateway_answers(hosts: tuple[Host, Host, Host], clie
 
 
 @pytest.mark.parametrize("nf_call", ["0", "1"])
-def test_isolation_holds_whatever_br_netfilter_says(hosts: tuple[Host, Host, Host], client: Client,
-                                                     server: str, nf_call: str) -> None:
+def test_isolation_holds_whatever_br_netfilter_says(
+    hosts: tuple[Host, Host, Host], client: Client, server: str, nf_call: str
+) -> None:
     """Bridged overlay traffic reaches the inet forward hook only at 1 (PITFALLS 21)."""
     key = "net.bridge.bridge-nf-call-iptables"
     before = [h.in_ns("sysctl", "-n", key).stdout.strip() for h in hosts]
@@ -210,8 +213,11 @@ def test_network_create_checks_the_routes_of_every_node(hosts: tuple[Host, Host,
     try:
         b.in_ns("ip", "addr", "add", "10.131.5.1/24", "dev", "far0")
         b.in_ns("ip", "link", "set", "far0", "up")
-        eventually(lambda: "10.131.5.0/24" in client.live_nodes()["ovb"]["prefixes"].values(),
-                   "ovb did not publish its new route", 15)
+        eventually(
+            lambda: "10.131.5.0/24" in client.live_nodes()["ovb"]["prefixes"].values(),
+            "ovb did not publish its new route",
+            15,
+        )
         with pytest.raises(Conflict, match="host route 10.131.5.0/24 dev far0 on node ovb"):
             client.networks.create("far-clash", "10.131.0.0/16")
         client.networks.create("far-fine", "10.132.0.0/16")  # positive control

@@ -34,11 +34,17 @@ NET, CIDR, GW = "ps-a", "10.120.0.0/24", "10.120.0.1"
 def host(redis_sock: str) -> Iterator[Host]:
     need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
     need(shutil.which("nft") is not None, "nft is not installed")
+
     def faults(h: Host) -> None:
         h.env["JOBLET_FAULT_FILE"] = str(h.tmp / "faults")
 
-    yield from running_host(redis_sock, "hostps", prepare=faults, allow_host_network="true",
-                            job_blocked_addresses=f"{BROKER[0]}:{BROKER[1]},10.199.0.5:6379")
+    yield from running_host(
+        redis_sock,
+        "hostps",
+        prepare=faults,
+        allow_host_network="true",
+        job_blocked_addresses=f"{BROKER[0]}:{BROKER[1]},10.199.0.5:6379",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +79,15 @@ def attack(client: Client, network: str, lines: str) -> JobRecord:
 def test_arp_spoof_of_the_gateway_is_dropped(nets, host):
     victim, vip = watch(nets, NET)
     vmac, gateway_mac = mac_for(victim.id, NET), link_mac(host, bridge_name(NET))
-    attacker = attack(nets, NET, (
-        f'arp(OWN_MAC, OWN_MAC, "{GW}", mac("{vmac}"), "{vip}"); '  # "the gateway is at my MAC"
-        f'arp(mac("02:66:66:66:66:66"), mac("02:66:66:66:66:66"), "{GW}", mac("{vmac}"), "{vip}"); '
-        f'arp(OWN_MAC, OWN_MAC, OWN_IP, mac("{vmac}"), "{vip}")'))  # its own: the positive control
+    attacker = attack(
+        nets,
+        NET,
+        (
+            f'arp(OWN_MAC, OWN_MAC, "{GW}", mac("{vmac}"), "{vip}"); '  # "the gateway is at my MAC"
+            f'arp(mac("02:66:66:66:66:66"), mac("02:66:66:66:66:66"), "{GW}", mac("{vmac}"), "{vip}"); '
+            f'arp(OWN_MAC, OWN_MAC, OWN_IP, mac("{vmac}"), "{vip}")'
+        ),
+    )  # its own: the positive control
     seen = report(nets, victim)
     assert f"{mac_for(attacker.id, NET)} {attacker.ip}" in seen["arp"], seen
     assert [a for a in seen["arp"] if a.endswith(f" {GW}")] in ([], [f"{gateway_mac} {GW}"]), seen
@@ -89,11 +100,19 @@ def spoof_to_a_peer(client: Client, host: Host | None = None, flush: tuple[str, 
     victim, vip = watch(client, NET, secs=12 if flush else 5)
     if host is not None and flush:
         assert host.in_ns("nft", *flush).returncode == 0
-        eventually(lambda: vip in host.in_ns("nft", "list", "set", "bridge", "joblet", "port_ips").stdout
-                   and host.in_ns("nft", "list", "table", "inet", "joblet").returncode == 0,
-                   "joblet's tables were not restored", timeout=8)
-    attacker = attack(client, NET, f'udp("10.120.0.77", "{vip}", "spoof"); udp("198.51.100.99", "{vip}", "spoof"); '
-                                   f'udp(OWN_IP, "{vip}", "legit")')
+        eventually(
+            lambda: (
+                vip in host.in_ns("nft", "list", "set", "bridge", "joblet", "port_ips").stdout
+                and host.in_ns("nft", "list", "table", "inet", "joblet").returncode == 0
+            ),
+            "joblet's tables were not restored",
+            timeout=8,
+        )
+    attacker = attack(
+        client,
+        NET,
+        f'udp("10.120.0.77", "{vip}", "spoof"); udp("198.51.100.99", "{vip}", "spoof"); udp(OWN_IP, "{vip}", "legit")',
+    )
     assert report(client, victim)["udp"] == [f"{attacker.ip} legit"]
 
 
@@ -118,13 +137,20 @@ def test_gateway_mac_stays_as_jobs_come_and_go(nets, host):
 
 @pytest.mark.parametrize("network", [NET, "isolated"])
 def test_spoofed_source_to_the_upstream_is_dropped(nets, upstream, network):
-    listener = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", l2.LISTEN_UDP,
-                                 "203.0.113.2", "6"], stdout=subprocess.PIPE, text=True)
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", upstream, "python3", "-c", l2.LISTEN_UDP, "203.0.113.2", "6"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
-        attack(nets, network, 'udp("198.51.100.99", "203.0.113.2", "spoof"); '
-                              'udp("10.254.0.6", "203.0.113.2", "spoof"); udp("10.120.0.78", "203.0.113.2", "spoof"); '
-                              'udp(OWN_IP, "203.0.113.2", "legit")')
+        attack(
+            nets,
+            network,
+            'udp("198.51.100.99", "203.0.113.2", "spoof"); '
+            'udp("10.254.0.6", "203.0.113.2", "spoof"); udp("10.120.0.78", "203.0.113.2", "spoof"); '
+            'udp(OWN_IP, "203.0.113.2", "legit")',
+        )
         seen = json.loads(listener.communicate(timeout=30)[0].splitlines()[-1])
     finally:
         listener.kill()
@@ -143,8 +169,13 @@ def test_router_advertisement_reaches_no_peer_and_not_the_host(nets, host):
 
 
 def test_job_links_have_no_ipv6(nets, host):
-    rec, out, _ = run(nets, "sh", "-c", "ip -6 addr show dev eth0; cat /sys/class/net/eth0/address "
-                      "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", network=NET)
+    rec, out, _ = run(
+        nets,
+        "sh",
+        "-c",
+        "ip -6 addr show dev eth0; cat /sys/class/net/eth0/address /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+        network=NET,
+    )
     assert b"inet6" not in out and out.split()[-2:] == [mac_for(rec.id, NET).encode(), b"1"], out
     assert host.in_ns("ip", "-6", "addr", "show", "dev", bridge_name(NET)).stdout.strip() == ""
 
@@ -185,10 +216,12 @@ time.sleep(120)
 @pytest.fixture()
 def listeners(host: Host, upstream: str) -> Iterator[None]:
     """The "broker" port and another one, in the upstream namespace and on the host itself."""
-    procs = [subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", LISTEN, BROKER[0],
-                               str(BROKER[1]), str(ELSEWHERE)]),
-             subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c", LISTEN, "::",
-                               str(BROKER[1]), "6392"])]
+    procs = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", upstream, "python3", "-c", LISTEN, BROKER[0], str(BROKER[1]), str(ELSEWHERE)]
+        ),
+        subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c", LISTEN, "::", str(BROKER[1]), "6392"]),
+    ]
     time.sleep(0.5)
     yield
     for proc in procs:
@@ -216,8 +249,10 @@ def test_no_job_reaches_the_host_itself(nets, listeners):
         assert not reaches(nets, network, 6392, "203.0.113.1")
 
 
-@pytest.mark.parametrize("cidr", ["169.254.0.0/16", "0.0.0.0/8", "224.0.0.0/8", "240.0.0.0/8",
-                                  "255.255.255.0/29", "127.0.0.0/8", "10.199.0.0/24"])
+@pytest.mark.parametrize(
+    "cidr",
+    ["169.254.0.0/16", "0.0.0.0/8", "224.0.0.0/8", "240.0.0.0/8", "255.255.255.0/29", "127.0.0.0/8", "10.199.0.0/24"],
+)
 def test_network_create_refuses_odd_networks_in_one_line(host, cidr):
     proc = host.rnx("network", "create", "odd", f"--cidr={cidr}")
     assert proc.returncode == 2 and len(proc.stderr.decode().strip().splitlines()) == 1, proc
@@ -259,7 +294,9 @@ def test_odd_network_written_past_the_api_builds_nothing(nets, host):
 def test_job_inherits_no_socket_of_the_worker(nets):
     """The worker's in-process nftables handle (a netlink socket in the host's namespace) is
     close-on-exec: a job holding it could rewrite the host's firewall."""
-    code = ("import os\nfor f in os.listdir('/proc/self/fd'):\n"
-            " try: print(os.readlink(f'/proc/self/fd/{f}'))\n except OSError: pass")
+    code = (
+        "import os\nfor f in os.listdir('/proc/self/fd'):\n"
+        " try: print(os.readlink(f'/proc/self/fd/{f}'))\n except OSError: pass"
+    )
     rec, out, err = run(nets, "python3", "-c", code, network=NET)
     assert rec.exit_code == 0 and b"pipe:" in out and b"socket:" not in out, (out, err)

@@ -25,8 +25,10 @@ from tests.integration.rabbit import Rabbit, lan_is_free
 @pytest.fixture(scope="module")
 def rabbit() -> Iterator[Rabbit]:
     need(os.geteuid() == 0, "needs root")
-    need((RABBIT_BIN / "rabbitmq-server").exists() and shutil.which("erl") is not None,
-         "rabbitmq-server is not installed (scripts/install.sh installs it)")
+    need(
+        (RABBIT_BIN / "rabbitmq-server").exists() and shutil.which("erl") is not None,
+        "rabbitmq-server is not installed (scripts/install.sh installs it)",
+    )
     need(lan_is_free(), "the test LAN range 10.213.7.0/24 is in use on this machine")
     r = Rabbit()
     try:
@@ -107,8 +109,14 @@ def test_a_signed_fleet_over_rabbitmq(rabbit, redis_sock, tmp_path):
     trusted = tmp_path / "trusted"
     trusted.mkdir()
     key, cert = issue(trusted, "admin")
-    h = rabbit_host(rabbit, redis_sock, "rmq-signed", signing_key=str(key), signing_cert=str(cert),
-                    signing_trust=str(trusted / "*.crt"))
+    h = rabbit_host(
+        rabbit,
+        redis_sock,
+        "rmq-signed",
+        signing_key=str(key),
+        signing_cert=str(cert),
+        signing_trust=str(trusted / "*.crt"),
+    )
     try:
         h.start_worker()
         client = Client(h.cfg)
@@ -116,8 +124,14 @@ def test_a_signed_fleet_over_rabbitmq(rabbit, redis_sock, tmp_path):
         assert rec.status == JobStatus.COMPLETED and out == b"signed\n"  # positive control
         unsigned = {k: v for k, v in {**os.environ, **h.env}.items() if not k.startswith("JOBLET_SIGNING")}
         # past the client's check: a raw unsigned send, as an attacker would
-        sent = subprocess.run([sys.executable, "-c", UNSIGNED_SEND], env=unsigned, capture_output=True,
-                              text=True, timeout=60, cwd=str(BIN.parent.parent))
+        sent = subprocess.run(
+            [sys.executable, "-c", UNSIGNED_SEND],
+            env=unsigned,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=str(BIN.parent.parent),
+        )
         assert sent.returncode == 0, sent.stderr
         eventually(lambda: "Refusing to deserialize untrusted content" in h.log(), "unsigned message not refused")
         assert sum(client.store.dropped(h.name).values()) >= 1  # counted, like any refusal
@@ -143,6 +157,8 @@ def test_jobs_cannot_reach_the_rabbitmq_broker(rhost, rabbit):
     rec = client.wait(client.run("python3", ("-c", PROBE.format(ip=rabbit.address, port=4369))).id, timeout=30)
     assert rec.exit_code == 0, output(client, rec.id)
     for network in ("bridge", "isolated"):
-        rec = client.wait(client.run("python3", ("-c", PROBE.format(ip=rabbit.address, port=RABBIT_PORT)),
-                                     network=network).id, timeout=30)
+        rec = client.wait(
+            client.run("python3", ("-c", PROBE.format(ip=rabbit.address, port=RABBIT_PORT)), network=network).id,
+            timeout=30,
+        )
         assert rec.exit_code == 1, network

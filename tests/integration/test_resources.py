@@ -15,15 +15,27 @@ from tests.integration.helpers import run, wait_running
 
 
 def test_memory_limit_kills_with_the_reason(client):
-    rec, _, _ = run(client, "python3", "-c", "b = bytearray(400 * 1024 * 1024); print(len(b))",
-                    network="none", limits={"max_memory": 64})
+    rec, _, _ = run(
+        client,
+        "python3",
+        "-c",
+        "b = bytearray(400 * 1024 * 1024); print(len(b))",
+        network="none",
+        limits={"max_memory": 64},
+    )
     assert rec.status == JobStatus.FAILED
     assert "out of memory" in (rec.error or "") and "64 MB" in (rec.error or "")
 
 
 def test_memory_under_the_limit_is_fine(client):
-    rec, out, _ = run(client, "python3", "-c", "b = bytearray(16 * 1024 * 1024); print(len(b))",
-                      network="none", limits={"max_memory": 64})
+    rec, out, _ = run(
+        client,
+        "python3",
+        "-c",
+        "b = bytearray(16 * 1024 * 1024); print(len(b))",
+        network="none",
+        limits={"max_memory": 64},
+    )
     assert rec.status == JobStatus.COMPLETED and out.strip() == str(16 * 1024 * 1024).encode()
 
 
@@ -48,8 +60,18 @@ def test_iobps_limits_direct_writes(client):
     # /work is memory (tmpfs); a volume is where a job's writes reach a disk
     client.volumes.create("iobps-vol")
     limit = 4 * 1024 * 1024
-    rec, _, err = run(client, "dd", "if=/dev/zero", "of=/volumes/iobps-vol/blob", "bs=1M", "count=16",
-                      "oflag=direct", network="none", volumes=["iobps-vol"], limits={"max_iobps": limit})
+    rec, _, err = run(
+        client,
+        "dd",
+        "if=/dev/zero",
+        "of=/volumes/iobps-vol/blob",
+        "bs=1M",
+        "count=16",
+        "oflag=direct",
+        network="none",
+        volumes=["iobps-vol"],
+        limits={"max_iobps": limit},
+    )
     assert rec.status == JobStatus.COMPLETED, err
     seconds = float(re.search(rb", ([\d.]+) s,", err).group(1))  # type: ignore[union-attr]
     rate = 16 * 1024 * 1024 / seconds
@@ -57,8 +79,9 @@ def test_iobps_limits_direct_writes(client):
 
 
 def iperf(client, server_ip: str, *extra: str, limits: dict) -> dict:
-    rec, out, err = run(client, "iperf3", "-c", server_ip, "-t", "10", "-J", *extra,
-                        network="res-net", limits=limits, timeout=90)
+    rec, out, err = run(
+        client, "iperf3", "-c", server_ip, "-t", "10", "-J", *extra, network="res-net", limits=limits, timeout=90
+    )
     assert rec.status == JobStatus.COMPLETED, err
     return json.loads(out)
 
@@ -114,8 +137,7 @@ def test_other_jobs_processes_are_invisible(client):
 
 
 def test_user_option(client):
-    rec, out, _ = run(client, "sh", "-c", "id -u; id -g; touch /work/mine && echo ok",
-                      network="none", user="1234:2345")
+    rec, out, _ = run(client, "sh", "-c", "id -u; id -g; touch /work/mine && echo ok", network="none", user="1234:2345")
     assert rec.status == JobStatus.COMPLETED and out.split() == [b"1234", b"2345", b"ok"]
 
 
@@ -130,8 +152,7 @@ def redis_memory(client) -> int:
 def test_output_flood_is_capped_in_bytes(host, client):
     """`cat /dev/zero` for 20 s with --max-output 8M: Redis holds the cap and a notice."""
     base = redis_memory(client)
-    sub = host.rnx("run", "-d", "--network=none", "--max-output", "8M", "sh", "-c",
-                   "timeout 20 cat /dev/zero; exit 0")
+    sub = host.rnx("run", "-d", "--network=none", "--max-output", "8M", "sh", "-c", "timeout 20 cat /dev/zero; exit 0")
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.decode().strip()
     peak = base
@@ -147,18 +168,22 @@ def test_output_flood_is_capped_in_bytes(host, client):
     out = b"".join(d for s, d in client.logs(job_id) if s == "stdout")
     err = b"".join(d for s, d in client.logs(job_id) if s == "stderr")
     assert out == bytes(8 * MIB)  # exactly the cap, byte for byte
-    assert err == f"joblet: output truncated at {8 * MIB} bytes (max-output); the job keeps running " \
-                  "and its further output is discarded\n".encode()
+    assert (
+        err
+        == f"joblet: output truncated at {8 * MIB} bytes (max-output); the job keeps running "
+        "and its further output is discarded\n".encode()
+    )
     dropped = re.search(rf"{job_id[:12]}: discarded (\d+) bytes past its cap", host.log())
     assert dropped and int(dropped.group(1)) > 100 * MIB, "the job really flooded"  # type: ignore[union-attr]
-    print(f"flood: {int(dropped.group(1)) / MIB:.0f} MiB discarded; Redis +{(peak - base) / MIB:.1f} MiB "
-          f"at peak, stream {stream / MIB:.2f} MiB")
+    print(
+        f"flood: {int(dropped.group(1)) / MIB:.0f} MiB discarded; Redis +{(peak - base) / MIB:.1f} MiB "
+        f"at peak, stream {stream / MIB:.2f} MiB"
+    )
 
 
 def test_output_up_to_the_cap_arrives_whole(client):
     """Positive control: exactly the cap (8 MiB of random bytes) gets through, not truncated."""
-    rec, out, err = run(client, "python3", "-c", EXACT.format(n=8 * MIB), network="none",
-                        limits={"max_output": "8M"})
+    rec, out, err = run(client, "python3", "-c", EXACT.format(n=8 * MIB), network="none", limits={"max_output": "8M"})
     assert rec.status == JobStatus.COMPLETED and not rec.output_truncated
     assert out == random.Random(7).randbytes(8 * MIB) and err == b""
 

@@ -72,7 +72,9 @@ def secret():
 def test_root_is_read_only_and_private(secret, client, host):
     venv = Path(sys.prefix)  # the worker's virtualenv: a .pth there runs as root on the host
     site = next(venv.glob("lib/python3*/site-packages"))
-    got = probe(client, f"""
+    got = probe(
+        client,
+        f"""
         checks["work"] = attempt(lambda: write("/work/ok"))
         checks["tmp"] = attempt(lambda: write("/tmp/ok"))
         checks["shm"] = attempt(lambda: write("/dev/shm/ok"))
@@ -83,11 +85,12 @@ def test_root_is_read_only_and_private(secret, client, host):
         checks["shadow"] = attempt(lambda: read("/etc/shadow"))
         checks["passwd"] = attempt(lambda: read("/etc/passwd"))
         checks["secret"] = attempt(lambda: read("{secret}"))
-        checks["broker"] = attempt(lambda: unix("{host.env['JOBLET_REDIS_URL'][7:]}"))
+        checks["broker"] = attempt(lambda: unix("{host.env["JOBLET_REDIS_URL"][7:]}"))
         checks["state"] = os.path.exists("{host.cfg.state_dir}") or os.path.exists("{host.cfg.run_dir}")
         checks["hosts"] = [os.path.exists(p) for p in ("/root/.bashrc", "/home", "/var/lib/joblet")]
         checks["tmp_files"] = sorted(os.listdir("/tmp"))
-    """)
+    """,
+    )
     assert (got["work"], got["tmp"], got["shm"]) == ("ok", "ok", "ok")
     for path in ("/etc/marker", "/usr/marker", "/marker", "/var/marker", "/run/marker", "/dev/marker"):
         assert got[path] == "EROFS", (path, got[path])
@@ -101,8 +104,7 @@ def test_root_is_read_only_and_private(secret, client, host):
 
 
 def test_tmp_and_work_vanish_with_the_job(client, host):
-    rec, out, _ = run(client, "sh", "-c", "echo kept > /tmp/t-$JOBLET_JOB_ID; echo $JOBLET_JOB_ID",
-                      network="none")
+    rec, out, _ = run(client, "sh", "-c", "echo kept > /tmp/t-$JOBLET_JOB_ID; echo $JOBLET_JOB_ID", network="none")
     job_id = out.decode().strip()
     assert rec.status == JobStatus.COMPLETED and job_id == rec.id
     assert not Path(f"/tmp/t-{job_id}").exists()
@@ -112,7 +114,9 @@ def test_tmp_and_work_vanish_with_the_job(client, host):
 
 
 def test_proc_sys_and_dev_are_like_a_container(client):
-    got = probe(client, """
+    got = probe(
+        client,
+        """
         checks["hostname"] = open("/proc/sys/kernel/hostname").read().strip()
         checks["sysctl"] = attempt(lambda: write("/proc/sys/kernel/domainname", "evil"))
         checks["net_sysctl"] = attempt(lambda: write("/proc/sys/net/ipv4/ip_forward", "1"))
@@ -126,21 +130,39 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["mknod"] = attempt(lambda: os.mknod("/tmp/sda", 0o600 | 0o60000, os.makedev(8, 0)))
         checks["fifo"] = attempt(lambda: os.mkfifo("/tmp/fifo"))
         checks["pid"] = os.getpid()
-    """, name="boxed")
+    """,
+        name="boxed",
+    )
     assert got["hostname"] == "boxed"
     assert got["sysctl"] == got["net_sysctl"] == "EROFS", got
     assert got["sysrq"] == "EROFS" if Path("/proc/sysrq-trigger").exists() else got["sysrq"] == "ENOENT"
     assert os.path.getsize("/proc/timer_list") or Path("/proc/timer_list").read_text()  # host: not empty
     assert got["masked"] == {"/proc/keys": 0, "/proc/timer_list": 0} and got["acpi"] == []
     assert got["sys_write"] == "EROFS" and got["sys_net"] == ["eth0", "lo"]
-    assert got["dev"] == ["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr",
-                          "stdin", "stdout", "tty", "urandom", "zero"]
+    assert got["dev"] == [
+        "core",
+        "fd",
+        "full",
+        "null",
+        "ptmx",
+        "pts",
+        "random",
+        "shm",
+        "stderr",
+        "stdin",
+        "stdout",
+        "tty",
+        "urandom",
+        "zero",
+    ]
     assert got["null"] == "ok" and got["fifo"] == "ok" and got["mknod"] == "EPERM", got
     assert got["pid"] == 2  # its own pid namespace: bwrap's init is 1
 
 
 def test_seccomp_and_capabilities(client):
-    got = probe(client, """
+    got = probe(
+        client,
+        """
         status = dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\\t" in l)
         checks["seccomp"], checks["nnp"] = status["Seccomp"].strip(), status["NoNewPrivs"].strip()
         checks["caps"] = status["CapEff"].strip()
@@ -154,19 +176,32 @@ def test_seccomp_and_capabilities(client):
                          ("kexec_load", 246), ("init_module", 175), ("reboot", 169), ("swapon", 167),
                          ("clock_settime", 227), ("setns", 308)):
             checks[name] = syscall(nr, 0, 0, 0, 0, 0)
-    """)
+    """,
+    )
     assert (got["seccomp"], got["nnp"]) == ("2", "1")
     assert int(got["caps"], 16) & (1 << 21) == 0  # no CAP_SYS_ADMIN
     assert int(got["caps"], 16) & (1 << 27) == 0  # no CAP_MKNOD
     assert got["getpid"] == "ok" and got["unshare_help"] == 0
     assert got["mount"] and got["unshare_user"] and got["unshare_net"]
-    for name in ("keyctl", "bpf", "perf_event_open", "ptrace", "kexec_load", "init_module", "reboot",
-                 "swapon", "clock_settime", "setns"):
+    for name in (
+        "keyctl",
+        "bpf",
+        "perf_event_open",
+        "ptrace",
+        "kexec_load",
+        "init_module",
+        "reboot",
+        "swapon",
+        "clock_settime",
+        "setns",
+    ):
         assert got[name] == "EPERM", (name, got[name])
 
 
 def test_chroot_escape_finds_no_host(client):
-    got = probe(client, """
+    got = probe(
+        client,
+        """
         os.makedirs("/tmp/jail", exist_ok=True)
         fd = os.open("/", os.O_RDONLY)
         os.chroot("/tmp/jail"); os.fchdir(fd)
@@ -174,29 +209,36 @@ def test_chroot_escape_finds_no_host(client):
             os.chdir("..")
         os.chroot(".")
         checks["top"] = sorted(os.listdir("/"))
-    """, network="none")
+    """,
+        network="none",
+    )
     assert "home" not in got["top"] and "root" not in got["top"] and "opt" not in got["top"]
 
 
 def test_disk_limit_on_work_and_tmp(client):
     for target in ("/work/f", "/tmp/f"):
-        ok, _, err_ok = run(client, "dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=4",
-                            network="none", limits={"max_disk": 8})
-        full, _, err_full = run(client, "dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=20",
-                                network="none", limits={"max_disk": 8})
+        ok, _, err_ok = run(
+            client, "dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=4", network="none", limits={"max_disk": 8}
+        )
+        full, _, err_full = run(
+            client, "dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=20", network="none", limits={"max_disk": 8}
+        )
         assert ok.status == JobStatus.COMPLETED, err_ok
         assert full.status == JobStatus.FAILED and b"No space left" in err_full
 
 
 def test_fork_bomb_stays_in_its_job(client, host):
-    bomb = client.run("bash", ("-c", "b() { b | b & }; b; sleep 60"), network="none", timeout=20,
-                      limits={"max_pids": 64})
+    bomb = client.run(
+        "bash", ("-c", "b() { b | b & }; b; sleep 60"), network="none", timeout=20, limits={"max_pids": 64}
+    )
     deadline = time.monotonic() + 20
     while client.get(bomb.id).status != JobStatus.RUNNING:
         assert time.monotonic() < deadline and not client.get(bomb.id).status.final
         time.sleep(0.05)
-    pids = [Path(f"/sys/fs/cgroup/pids/{host.cfg.cgroup_root.name}/{bomb.id}/pids.current"),
-            host.cfg.cgroup_root / bomb.id / "pids.current"]
+    pids = [
+        Path(f"/sys/fs/cgroup/pids/{host.cfg.cgroup_root.name}/{bomb.id}/pids.current"),
+        host.cfg.cgroup_root / bomb.id / "pids.current",
+    ]
     deadline = time.monotonic() + 20
     while not any(p.exists() and int(p.read_text()) >= 60 for p in pids):
         assert time.monotonic() < deadline, "the bomb never reached its limit"
@@ -222,13 +264,17 @@ def test_other_jobs_files_are_out_of_reach(client, host):
         while not (work / "mine").exists():
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        got = probe(client, f"""
+        got = probe(
+            client,
+            f"""
             checks["own"] = attempt(lambda: read("/etc/hosts"))
             checks["work"] = attempt(lambda: read("{work}/mine"))
             checks["hosts"] = attempt(lambda: write("{hosts}", "6.6.6.6 victim"))
             checks["etc_hosts"] = attempt(lambda: write("/etc/hosts", "6.6.6.6 victim"))
             checks["victim"] = open("/etc/hosts").read()
-        """, network="sbx-net")
+        """,
+            network="sbx-net",
+        )
         assert got["own"] > 0 and (work / "mine").read_text() == "secret\n"
         assert got["work"] == "ENOENT" and got["hosts"] == "ENOENT" and got["etc_hosts"] == "EROFS"
         assert "6.6.6.6" not in hosts.read_text() and "victim" in got["victim"]
@@ -241,23 +287,29 @@ def test_other_jobs_files_are_out_of_reach(client, host):
 def test_ordinary_workloads_still_work(client):
     script = base64.b64encode(b"#!/bin/sh\necho hello from $(pwd)\n").decode()
     up = [Upload(path="bin/hello.sh", content=script, mode=0o755)]
-    rec, out, _ = run(client, "sh", "-c", "./bin/hello.sh && pip --version >/dev/null && echo pip-ok",
-                      uploads=up)
+    rec, out, _ = run(client, "sh", "-c", "./bin/hello.sh && pip --version >/dev/null && echo pip-ok", uploads=up)
     assert rec.status == JobStatus.COMPLETED and out == b"hello from /work\npip-ok\n"
-    rec, out, err = run(client, "sh", "-c", "id -u; touch /work/a /tmp/b && echo writable; touch /etc/c",
-                        network="none", user="1234:1234")
+    rec, out, err = run(
+        client,
+        "sh",
+        "-c",
+        "id -u; touch /work/a /tmp/b && echo writable; touch /etc/c",
+        network="none",
+        user="1234:1234",
+    )
     assert rec.status == JobStatus.FAILED and out == b"1234\nwritable\n" and b"Read-only" in err
 
 
 def test_http_server_reachable_by_a_peer(client):
     client.networks.create("sbx-web", "10.151.0.0/24")
-    server = client.run("python3", ("-m", "http.server", "8000", "--bind", "0.0.0.0"),
-                        network="sbx-web", name="web")
+    server = client.run("python3", ("-m", "http.server", "8000", "--bind", "0.0.0.0"), network="sbx-web", name="web")
     try:
         wait_running(client, server.id)
-        fetch = ("import urllib.request, time\nfor _ in range(100):\n    try:\n"
-                 "        print(urllib.request.urlopen('http://web:8000/', timeout=2).status); break\n"
-                 "    except OSError:\n        time.sleep(0.1)\n")
+        fetch = (
+            "import urllib.request, time\nfor _ in range(100):\n    try:\n"
+            "        print(urllib.request.urlopen('http://web:8000/', timeout=2).status); break\n"
+            "    except OSError:\n        time.sleep(0.1)\n"
+        )
         rec, out, _ = run(client, "python3", "-c", fetch, network="sbx-web")
         assert rec.status == JobStatus.COMPLETED and out == b"200\n"
     finally:
@@ -276,14 +328,18 @@ def test_host_mode_keeps_the_sandbox(open_host):
 
     client = Client(open_host.cfg)
     cgroup = open_host.cfg.cgroup_root
-    got = probe(client, f"""
+    got = probe(
+        client,
+        f"""
         checks["links"] = sorted(os.listdir("/sys/class/net"))
         checks["escape"] = attempt(lambda: write("{cgroup.parent}/cgroup.procs", str(os.getpid())))
         checks["sys"] = attempt(lambda: write("/sys/kernel/mm/transparent_hugepage/enabled", "never"))
         checks["etc"] = attempt(lambda: write("/etc/marker"))
         checks["work"] = attempt(lambda: write("/work/ok"))
         checks["cgroup"] = open("/proc/self/cgroup").read()
-    """, network="host")
+    """,
+        network="host",
+    )
     assert "lo" in got["links"] and got["work"] == "ok"
     assert got["escape"] in ("EROFS", "ENOENT") and got["sys"] == "EROFS" and got["etc"] == "EROFS"
 

@@ -36,13 +36,20 @@ def signed(redis_sock, tmp_path_factory):
     trusted.mkdir()
     admin_key, admin_cert = issue(trusted, "admin")
     rogue_key, rogue_cert = issue(keys, "rogue")
-    h = Host(redis_sock, "signed", signing_key=str(admin_key), signing_cert=str(admin_cert),
-             signing_trust=str(trusted / "*.crt"))
+    h = Host(
+        redis_sock,
+        "signed",
+        signing_key=str(admin_key),
+        signing_cert=str(admin_cert),
+        signing_trust=str(trusted / "*.crt"),
+    )
     # signing is process-wide in Celery (one identity per process): other senders are `rnx`
     # processes with their own environment
     base = {k: v for k, v in {**os.environ, **h.env}.items() if not k.startswith("JOBLET_SIGNING")}
-    senders = {"unsigned": base,
-               "rogue": {**base, "JOBLET_SIGNING_KEY": str(rogue_key), "JOBLET_SIGNING_CERT": str(rogue_cert)}}
+    senders = {
+        "unsigned": base,
+        "rogue": {**base, "JOBLET_SIGNING_KEY": str(rogue_key), "JOBLET_SIGNING_CERT": str(rogue_cert)},
+    }
     try:
         h.start_worker()
         yield h, {"admin": Client(h.cfg)}, senders
@@ -69,8 +76,13 @@ print(job)
 def test_an_unsigned_client_refuses_to_send_to_a_signing_fleet(signed):
     h, c, senders = signed
     count = len(c["admin"].list())
-    sent = subprocess.run([str(BIN / "rnx"), "run", "-d", "--network=none", "true"], env=senders["unsigned"],
-                          capture_output=True, text=True, timeout=60)
+    sent = subprocess.run(
+        [str(BIN / "rnx"), "run", "-d", "--network=none", "true"],
+        env=senders["unsigned"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert sent.returncode == 2 and sent.stdout == "", sent
     assert sent.stderr.count("\n") == 1 and "require signed messages" in sent.stderr and "'signed'" in sent.stderr
     assert len(c["admin"].list()) == count  # nothing recorded that would stay PENDING
@@ -84,11 +96,17 @@ def test_unsigned_or_untrusted_messages_run_nothing(signed, who):
     h, c, senders = signed
     seen = len(log_text(h))
     if who == "unsigned":  # past the client's check: a raw send, as an attacker would
-        sent = subprocess.run([sys.executable, "-c", UNSIGNED_SEND], env=senders[who], capture_output=True,
-                              text=True, timeout=60)
+        sent = subprocess.run(
+            [sys.executable, "-c", UNSIGNED_SEND], env=senders[who], capture_output=True, text=True, timeout=60
+        )
     else:
-        sent = subprocess.run([str(BIN / "rnx"), "run", "-d", "--network=none", "sh", "-c", "echo ran"],
-                              env=senders[who], capture_output=True, text=True, timeout=60)
+        sent = subprocess.run(
+            [str(BIN / "rnx"), "run", "-d", "--network=none", "sh", "-c", "echo ran"],
+            env=senders[who],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert sent.returncode == 0, sent.stderr
     job_id = sent.stdout.strip()
     refusal = {"unsigned": "is not 'application/data'", "rogue": "Unknown certificate"}[who]
@@ -111,8 +129,13 @@ def capture(h: Host, admin: Client, spec: dict, expires_in: float | None = None)
     if expires_in is None:
         send_run(h.cfg, job_id, spec, "nobody")
     else:
-        client_app(h.cfg).send_task(RUN_TASK, kwargs={"spec": spec, **stamp(job_id, expires_in, time.time())},
-                                    task_id=job_id, queue=dead, retry=False)
+        client_app(h.cfg).send_task(
+            RUN_TASK,
+            kwargs={"spec": spec, **stamp(job_id, expires_in, time.time())},
+            task_id=job_id,
+            queue=dead,
+            retry=False,
+        )
     raw = admin.store.redis.rpop(dead)
     assert raw is not None
     return job_id, raw
@@ -151,8 +174,10 @@ def test_a_changed_header_id_is_refused(signed):
         envelope["headers"]["id"] = envelope["headers"]["root_id"] = new_id
         admin.store.redis.lpush(h.env["JOBLET_QUEUE"], json.dumps(envelope))
     wanted = {"id-mismatch": before.get("id-mismatch", 0) + 1, "bad-id": before.get("bad-id", 0) + 1}
-    eventually(lambda: all(admin.store.dropped(h.name).get(k, 0) == v for k, v in wanted.items()),
-               "forged header ids not dropped")
+    eventually(
+        lambda: all(admin.store.dropped(h.name).get(k, 0) == v for k, v in wanted.items()),
+        "forged header ids not dropped",
+    )
     assert victim.is_dir() and all(admin.store.find_job(i) is None for i in forged)
     admin.store.redis.lpush(h.env["JOBLET_QUEUE"], raw)  # the untouched message still runs once
     eventually(lambda: admin.store.find_job(job) is not None, "no record")
@@ -213,9 +238,19 @@ def test_workflows_run_with_signing(signed, tmp_path):
     info = admin.workflows.status(record.id)
     assert info["status"] == "COMPLETED", info
     assert output(admin, record.jobs["second"]) == b"two\n"
-    proc = subprocess.run([str(BIN / "rnx"), "workflow", "run", str(tmp_path / "wf.yaml")],
-                          env={**os.environ, **h.env}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(BIN / "rnx"), "workflow", "run", str(tmp_path / "wf.yaml")],
+        env={**os.environ, **h.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    unsigned = subprocess.run([str(BIN / "rnx"), "workflow", "run", str(tmp_path / "wf.yaml")],
-                              env=senders["unsigned"], capture_output=True, text=True, timeout=120)
+    unsigned = subprocess.run(
+        [str(BIN / "rnx"), "workflow", "run", str(tmp_path / "wf.yaml")],
+        env=senders["unsigned"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert unsigned.returncode == 2 and "require signed messages" in unsigned.stderr

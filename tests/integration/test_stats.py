@@ -57,6 +57,7 @@ def wait_for(host, job_id: str, ok, what: str) -> dict:
     def check() -> bool:
         found.update(sample(host, job_id).get(job_id) or {})
         return found.get("sampled") is not None and ok(found)
+
     eventually(check, f"{what}: last sample {found}", timeout=60)
     return found
 
@@ -82,9 +83,15 @@ def test_cpu_of_a_busy_loop_and_of_a_sleeper(host, client, jobs):
 
 
 def test_memory_and_work_disk(host, client, jobs):
-    hog = start(host, "--network=none", "--max-memory=256", "python3", "-c",
-                "import time; b = bytearray(96 << 20); b[::4096] = b'x' * len(b[::4096]); "
-                "open('/work/f', 'wb').write(b'y' * (6 << 20)); print('ok', flush=True); time.sleep(120)")
+    hog = start(
+        host,
+        "--network=none",
+        "--max-memory=256",
+        "python3",
+        "-c",
+        "import time; b = bytearray(96 << 20); b[::4096] = b'x' * len(b[::4096]); "
+        "open('/work/f', 'wb').write(b'y' * (6 << 20)); print('ok', flush=True); time.sleep(120)",
+    )
     idle = start(host, "--network=none", "sleep", "120")
     jobs += [hog, idle]
     eventually(lambda: b"ok" in output(client, hog), "memory job ready")
@@ -123,8 +130,12 @@ def test_stats_streams_until_ctrl_c_and_names_ended_jobs(host, client, jobs):
     idle = start(host, "--network=none", "sleep", "120")
     jobs.append(idle)
     wait_for(host, idle, lambda r: True, "sampled")
-    proc = subprocess.Popen([str(BIN / "rnx"), "stats", "--json", "--interval=0.2", idle],
-                            env={**os.environ, **host.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(BIN / "rnx"), "stats", "--json", "--interval=0.2", idle],
+        env={**os.environ, **host.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     frames = [json.loads(proc.stdout.readline()) for _ in range(2)]
     proc.send_signal(signal.SIGINT)

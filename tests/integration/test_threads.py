@@ -37,8 +37,7 @@ def arm_faults(h: Host, point: str, exception: str, count: int, job_id: str = ""
 
 
 def wait_fired(h: Host, point: str, count: int, timeout: float = 60) -> None:
-    eventually(lambda: fired(h.tmp / "fired", point) >= count, f"{count} faults at {point}\n{h.log()}",
-               timeout)
+    eventually(lambda: fired(h.tmp / "fired", point) >= count, f"{count} faults at {point}\n{h.log()}", timeout)
 
 
 def table_present(h: Host) -> bool:
@@ -107,7 +106,7 @@ def test_event_listener_survives_faults_and_bad_events(faulty, fc):
         announce(fc, "ghost1", "10.181.0.201")  # positive control
         eventually(lambda: "ghost1" in hosts_file(faulty, watcher.id), "hosts event handled")
 
-        for raw in (b"[1, 2]", b"\xff\xfe", b"{\"kind\": \"hosts\", \"networks\": 7}"):
+        for raw in (b"[1, 2]", b"\xff\xfe", b'{"kind": "hosts", "networks": 7}'):
             fc.store.redis.publish(fc.store.keys.events, raw)  # poison events
         arm_faults(faulty, "listen", "RedisConnectionError", 3)
         for _ in range(3):

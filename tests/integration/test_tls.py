@@ -21,22 +21,52 @@ def test_rnx_and_worker_over_tls(tmp_path):
     url = f"rediss://localhost:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca_cert}"
     h = Host(url, "tls")  # no private Redis of the suite: this one speaks TLS only
     redis = subprocess.Popen(
-        ["ip", "netns", "exec", h.netns, "redis-server", "--port", "0", "--tls-port", str(port),
-         "--bind", "127.0.0.1", "--tls-cert-file", str(srv_cert), "--tls-key-file", str(srv_key),
-         "--tls-ca-cert-file", str(ca_cert), "--tls-auth-clients", "no", "--save", ""],
-        stdout=subprocess.DEVNULL)
+        [
+            "ip",
+            "netns",
+            "exec",
+            h.netns,
+            "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(srv_cert),
+            "--tls-key-file",
+            str(srv_key),
+            "--tls-ca-cert-file",
+            str(ca_cert),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     worker = None
     env = {**os.environ, **h.env}
 
     def rnx(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", h.netns, str(BIN / "rnx"), *args],
-                              env={**env, **(extra or {})}, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            ["ip", "netns", "exec", h.netns, str(BIN / "rnx"), *args],
+            env={**env, **(extra or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     try:
         h.in_ns("ip", "link", "set", "lo", "up")
         log = open(h.tmp / "worker.log", "ab")  # noqa: SIM115
-        worker = subprocess.Popen(["nsenter", f"--net=/run/netns/{h.netns}", str(BIN / "joblet-worker"),
-                                   "--node", "tls"], env=env, stdout=log, stderr=log)
+        worker = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{h.netns}", str(BIN / "joblet-worker"), "--node", "tls"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
         time.sleep(0.5)
         done = rnx("run", "--network=none", "echo", "over tls")  # waits for the worker if need be
         assert done.returncode == 0 and done.stdout == "over tls\n", done.stderr
@@ -51,4 +81,3 @@ def test_rnx_and_worker_over_tls(tmp_path):
         redis.terminate()
         redis.wait(timeout=10)
         h.close()
-

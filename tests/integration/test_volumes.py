@@ -17,8 +17,7 @@ from tests.integration.helpers import eventually, run, wait_running
 
 def test_volume_data_persists_across_jobs(client, host):
     client.volumes.create("notes")
-    rec, _, err = run(client, "sh", "-c", "echo hello > /volumes/notes/a.txt", network="none",
-                      volumes=["notes"])
+    rec, _, err = run(client, "sh", "-c", "echo hello > /volumes/notes/a.txt", network="none", volumes=["notes"])
     assert rec.status == JobStatus.COMPLETED, err
     rec, out, _ = run(client, "cat", "/volumes/notes/a.txt", network="none", volumes=["notes"])
     assert out == b"hello\n"
@@ -49,16 +48,22 @@ def test_missing_volume_refused_before_queueing(client):
 
 def test_sized_volume_is_its_own_filesystem(client, host):
     client.volumes.create("small", "32MB")
-    rec, out, err = run(client, "sh", "-c", "df -k /volumes/small | tail -1; "
-                        "dd if=/dev/zero of=/volumes/small/big bs=1M count=64 2>&1; echo rc=$?",
-                        network="none", volumes=["small"])
+    rec, out, err = run(
+        client,
+        "sh",
+        "-c",
+        "df -k /volumes/small | tail -1; dd if=/dev/zero of=/volumes/small/big bs=1M count=64 2>&1; echo rc=$?",
+        network="none",
+        volumes=["small"],
+    )
     total_kb = int(out.split()[1])
     assert 20_000 < total_kb < 34_000, out
     assert b"No space left on device" in out and b"rc=1" in out
     assert any("volumes/small/data" in m for m in mounts_under(host.tmp))
     client.volumes.delete("small")
-    eventually(lambda: not any("volumes/small" in m for m in mounts_under(host.tmp)),
-               "sized volume still mounted", timeout=10)
+    eventually(
+        lambda: not any("volumes/small" in m for m in mounts_under(host.tmp)), "sized volume still mounted", timeout=10
+    )
 
 
 def test_runtime_is_read_only_and_first_on_path(client, host):
@@ -67,10 +72,19 @@ def test_runtime_is_read_only_and_first_on_path(client, host):
     tool = bindir / "hello-rt"
     tool.write_text("#!/bin/sh\necho from the runtime\n")
     tool.chmod(0o755)
-    eventually(lambda: any(r["name"] == "python:3.11-ml" for r in client.runtimes()),
-               "the worker did not report the runtime", timeout=10)
-    rec, out, _ = run(client, "sh", "-c", "hello-rt; echo $PATH; touch /runtime/bin/x || echo ro",
-                      network="none", runtime="python:3.11-ml")
+    eventually(
+        lambda: any(r["name"] == "python:3.11-ml" for r in client.runtimes()),
+        "the worker did not report the runtime",
+        timeout=10,
+    )
+    rec, out, _ = run(
+        client,
+        "sh",
+        "-c",
+        "hello-rt; echo $PATH; touch /runtime/bin/x || echo ro",
+        network="none",
+        runtime="python:3.11-ml",
+    )
     lines = out.decode().splitlines()
     assert lines[0] == "from the runtime" and lines[1].startswith("/runtime/bin:")
     assert lines[-1] == "ro" and rec.node == host.name

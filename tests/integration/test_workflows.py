@@ -146,16 +146,21 @@ jobs:
     assert states == {"cache": "STOPPED", "app": "COMPLETED", "after": "CANCELED"}
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n", "requires unknown job 'b'"),
-    ("jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n  b: {command: x, requires: [{a: COMPLETED}]}\n",
-     "dependency cycle: a -> b -> a"),
-    ("jobs:\n  a: {command: x, colour: red}\n", "unknown field(s) colour"),
-    ("jobs:\n  a: {args: [x]}\n", "'command' is required"),
-    ("jobs: [\n", "is not valid YAML"),
-    ("jobs:\n  a: {command: x, requires: [{b: RUNNING}]}\n  b: {command: x}\n", "must be required to end"),
-    ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload 'nope.txt'"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n", "requires unknown job 'b'"),
+        (
+            "jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n  b: {command: x, requires: [{a: COMPLETED}]}\n",
+            "dependency cycle: a -> b -> a",
+        ),
+        ("jobs:\n  a: {command: x, colour: red}\n", "unknown field(s) colour"),
+        ("jobs:\n  a: {args: [x]}\n", "'command' is required"),
+        ("jobs: [\n", "is not valid YAML"),
+        ("jobs:\n  a: {command: x, requires: [{b: RUNNING}]}\n  b: {command: x}\n", "must be required to end"),
+        ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload 'nope.txt'"),
+    ],
+)
 def test_validation_errors(host, tmp_path: Path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

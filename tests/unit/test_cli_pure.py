@@ -50,8 +50,15 @@ def test_unknown_option_before_the_command_is_refused_with_a_suggestion(fake):
     assert ok.exit_code == 0 and fake.submitted[0].network == ("none",)
 
 
-@pytest.mark.parametrize("argv", [("ls", "-la"), ("python3", "-c", "print(1)", "--name", "x"),
-                                  ("sh", "-c", "echo $0", "--netwrok=none"), ("--", "-weird")])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("ls", "-la"),
+        ("python3", "-c", "print(1)", "--name", "x"),
+        ("sh", "-c", "echo $0", "--netwrok=none"),
+        ("--", "-weird"),
+    ],
+)
 def test_everything_from_the_command_on_passes_through(fake, argv):
     out = invoke("run", "-d", *argv)
     assert out.exit_code == 0, out.output
@@ -74,19 +81,31 @@ def test_help_texts_tell_the_truth():
 
 
 def test_worker_without_its_extra_says_what_to_install():
-    script = ("import sys; sys.modules['pyroute2'] = None; sys.argv = ['joblet-worker']; "
-              "from joblet.worker.main import main; main()")
+    script = (
+        "import sys; sys.modules['pyroute2'] = None; sys.argv = ['joblet-worker']; "
+        "from joblet.worker.main import main; main()"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip() == ("joblet-worker: pyroute2 is not installed: the worker needs "
-                                  "pip install 'joblet[worker]'")
+    assert out.stderr.strip() == (
+        "joblet-worker: pyroute2 is not installed: the worker needs pip install 'joblet[worker]'"
+    )
     from joblet.worker.main import _require_worker_extra
 
     _require_worker_extra()  # positive control: with the extra installed it passes
 
 
-@pytest.mark.parametrize(("value", "text"), [(None, "-"), (False, "no"), (True, "yes"), ([], "-"),
-                                             (("1.1.1.1", "9.9.9.9"), "1.1.1.1, 9.9.9.9"), (1400, "1400")])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (False, "no"),
+        (True, "yes"),
+        ([], "-"),
+        (("1.1.1.1", "9.9.9.9"), "1.1.1.1, 9.9.9.9"),
+        (1400, "1400"),
+    ],
+)
 def test_human_values(value, text):
     assert human(value) == text
 
@@ -100,8 +119,9 @@ def test_ipv6_and_bad_cidrs_get_joblet_errors():
 
 
 def _rec(i: int, status: JobStatus, network: str = "bridge", node: str = "a", name: str | None = None) -> JobRecord:
-    return JobRecord(id=f"{i:032x}", status=status, node=node, name=name,
-                     spec=JobSpec(command="true", network=(network,)))
+    return JobRecord(
+        id=f"{i:032x}", status=status, node=node, name=name, spec=JobSpec(command="true", network=(network,))
+    )
 
 
 def test_select_matches_every_filter_given():
@@ -114,8 +134,18 @@ def test_select_matches_every_filter_given():
 
 def test_stats_rows_and_sizes():
     assert [size(v) for v in (None, 512, 1536, 3 << 20)] == ["-", "512B", "1.5KiB", "3.0MiB"]
-    sample = {"cpu_percent": 49.5, "memory": 12 << 20, "memory_limit": None, "pids": 3, "pids_limit": 10,
-              "disk_used": 0, "disk_size": 1 << 30, "net_in": None, "net_out": None, "sampled": 1e9}
+    sample = {
+        "cpu_percent": 49.5,
+        "memory": 12 << 20,
+        "memory_limit": None,
+        "pids": 3,
+        "pids_limit": 10,
+        "disk_used": 0,
+        "disk_size": 1 << 30,
+        "net_in": None,
+        "net_out": None,
+        "sampled": 1e9,
+    }
     live = row("f" * 32, "web", "a", "RUNNING", sample)
     assert stats_row(live) == ["f" * 12, "web", "49.5%", "12.0MiB / no limit", "3", "0B / 1.0GiB", "-", "a"]
     ended = row("f" * 32, None, "a", "COMPLETED", sample)  # an ended job's last sample is not shown
@@ -123,6 +153,8 @@ def test_stats_rows_and_sizes():
 
 
 def test_link_counters_read_proc_net_dev():
-    text = ("Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n"
-            "  jv0123456789: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n")
+    text = (
+        "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n"
+        "  jv0123456789: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n"
+    )
     assert link_counters(text) == {"jv0123456789": (1000, 2000), "lo": (5, 5)}

@@ -30,8 +30,9 @@ def refusal(header_id, kwargs, signed=False, args=()):
     return caught.value.reason
 
 
-@pytest.mark.parametrize("bad", ["../../../victim", JOB.upper(), JOB[:31], JOB + "0", ["x"], None, 5,
-                                 str(uuid.UUID(JOB)), "/sys/fs/cgroup"])
+@pytest.mark.parametrize(
+    "bad", ["../../../victim", JOB.upper(), JOB[:31], JOB + "0", ["x"], None, 5, str(uuid.UUID(JOB)), "/sys/fs/cgroup"]
+)
 def test_only_joblet_ids_are_accepted(bad):
     assert not is_job_id(bad)
     assert refusal(bad, {"spec": {}}) == "bad-id"
@@ -68,11 +69,15 @@ def test_positional_arguments_are_refused():
     assert refusal(JOB, {}, args=["x"]) == "bad-body"
 
 
-@given(header=st.one_of(st.text(max_size=40), st.integers(), st.lists(st.text(), max_size=2)),
-       kwargs=st.dictionaries(st.sampled_from(["job_id", "nonce", "expires", "spec", "x"]),
-                              st.one_of(st.none(), st.floats(), st.text(max_size=40), st.integers()),
-                              max_size=5),
-       signed=st.booleans())
+@given(
+    header=st.one_of(st.text(max_size=40), st.integers(), st.lists(st.text(), max_size=2)),
+    kwargs=st.dictionaries(
+        st.sampled_from(["job_id", "nonce", "expires", "spec", "x"]),
+        st.one_of(st.none(), st.floats(), st.text(max_size=40), st.integers()),
+        max_size=5,
+    ),
+    signed=st.booleans(),
+)
 def test_check_only_accepts_or_refuses(header, kwargs, signed):
     try:
         msg = check(header, [], kwargs, signed, NOW)
@@ -82,17 +87,47 @@ def test_check_only_accepts_or_refuses(header, kwargs, signed):
         assert is_job_id(msg.job_id) and msg.job_id == header
 
 
-def envelope(body=b'[[], {"spec": {}}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]',
-             content_type=JSON_TYPE, **headers):
-    return {"body": base64.b64encode(body).decode(), "content-encoding": "utf-8", "content-type": content_type,
-            "headers": {"lang": "py", "task": "joblet.run_job", "id": JOB, "shadow": None, "eta": None,
-                        "expires": None, "group": None, "group_index": None, "retries": 0,
-                        "timelimit": [None, None], "root_id": JOB, "parent_id": None, "argsrepr": "()",
-                        "kwargsrepr": "{}", "origin": "x", "ignore_result": False,
-                        "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}, **headers},
-            "properties": {"correlation_id": JOB, "reply_to": "r", "delivery_mode": 2,
-                           "delivery_info": {"exchange": "", "routing_key": "q"}, "priority": 0,
-                           "body_encoding": "base64", "delivery_tag": "t"}}
+def envelope(
+    body=b'[[], {"spec": {}}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]',
+    content_type=JSON_TYPE,
+    **headers,
+):
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": content_type,
+        "headers": {
+            "lang": "py",
+            "task": "joblet.run_job",
+            "id": JOB,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": JOB,
+            "parent_id": None,
+            "argsrepr": "()",
+            "kwargsrepr": "{}",
+            "origin": "x",
+            "ignore_result": False,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
+            **headers,
+        },
+        "properties": {
+            "correlation_id": JOB,
+            "reply_to": "r",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": "q"},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": "t",
+        },
+    }
 
 
 def test_joblets_envelope_passes():
@@ -102,17 +137,36 @@ def test_joblets_envelope_passes():
     assert problem(restored, POLICY) is None
 
 
-@pytest.mark.parametrize("change", [
-    {"id": ["x"]}, {"id": "x\nERROR forged log line"}, {"id": ""},
-    {"task": ["x"]}, {"task": "celery.backend_cleanup"}, {"eta": 5}, {"retries": "x"},
-    {"timelimit": [1, 2, 3]}, {"stamps": {"a": [1]}}, {"callbacks": [{"task": "x"}]},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": ["x"]},
+        {"id": "x\nERROR forged log line"},
+        {"id": ""},
+        {"task": ["x"]},
+        {"task": "celery.backend_cleanup"},
+        {"eta": 5},
+        {"retries": "x"},
+        {"timelimit": [1, 2, 3]},
+        {"stamps": {"a": [1]}},
+        {"callbacks": [{"task": "x"}]},
+    ],
+)
 def test_headers_of_the_wrong_type_or_task_are_refused(change):
     assert problem(envelope(**change), POLICY)
 
 
-@pytest.mark.parametrize("body", [b"[" * 200000 + b"]" * 200000, b"{not json", b"[1, 2]", b'[["x"], {}, {}]',
-                                  b'[[], {}, {"callbacks": [{"task": "x"}]}]', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200000 + b"]" * 200000,
+        b"{not json",
+        b"[1, 2]",
+        b'[["x"], {}, {}]',
+        b'[[], {}, {"callbacks": [{"task": "x"}]}]',
+        b"\xff\xfe",
+    ],
+)
 def test_bad_bodies_are_refused(body):
     assert problem(envelope(body), POLICY)
 
@@ -127,9 +181,11 @@ def test_content_types_follow_signing():
     assert problem(envelope(base64.b64encode(pickled), content_type=SIGNED_TYPE), signed)
 
 
-junk = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10)),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                  max_size=3), max_leaves=8)
+junk = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @given(where=st.sampled_from(["headers", "properties", "top"]), key=st.text(max_size=12), value=junk)

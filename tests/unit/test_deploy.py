@@ -22,8 +22,7 @@ UNIT = ROOT / "deploy" / "joblet-worker.service"
 def compose_cmd() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
     need(False, "no Compose implementation (apt-get install docker-compose; scripts/install.sh does)")
     raise AssertionError
@@ -33,8 +32,13 @@ def compose(path: Path, *args: str, password: str | None = "s3cret") -> subproce
     env = {k: v for k, v in os.environ.items() if k != "JOBLET_REDIS_PASSWORD"}
     if password is not None:
         env["JOBLET_REDIS_PASSWORD"] = password
-    return subprocess.run([*compose_cmd(), "-f", str(path), "--project-directory", str(ROOT), *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [*compose_cmd(), "-f", str(path), "--project-directory", str(ROOT), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_compose_file_passes_the_config_check():
@@ -78,10 +82,11 @@ def _unit_copy(tmp_path: Path, text: str) -> Path:
 
 
 def verify(path: Path) -> subprocess.CompletedProcess[str]:
-    need(shutil.which("systemd-analyze") is not None,
-         "systemd-analyze is not installed (apt-get install systemd; scripts/install.sh does)")
-    return subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True,
-                          timeout=60)
+    need(
+        shutil.which("systemd-analyze") is not None,
+        "systemd-analyze is not installed (apt-get install systemd; scripts/install.sh does)",
+    )
+    return subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
 
 
 def test_systemd_unit_verifies_cleanly(tmp_path):
@@ -89,10 +94,13 @@ def test_systemd_unit_verifies_cleanly(tmp_path):
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
 
 
-@pytest.mark.parametrize(("good", "bad", "said"), [
-    ("KillMode=mixed", "KillMode=leave-it", "kill mode"),
-    ("Restart=on-failure", "Restart=sometimes", "Restart"),
-])
+@pytest.mark.parametrize(
+    ("good", "bad", "said"),
+    [
+        ("KillMode=mixed", "KillMode=leave-it", "kill mode"),
+        ("Restart=on-failure", "Restart=sometimes", "Restart"),
+    ],
+)
 def test_systemd_verify_catches_a_bad_unit(tmp_path, good, bad, said):
     text = UNIT.read_text()
     assert good in text
@@ -101,7 +109,10 @@ def test_systemd_verify_catches_a_bad_unit(tmp_path, good, bad, said):
 
 
 def test_unit_leaves_jobs_to_the_worker():
-    lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in UNIT.read_text().splitlines()
-             if "=" in line and not line.startswith("#")}
+    lines = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in UNIT.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     assert lines["KillMode"] == "mixed" and lines["Restart"] == "on-failure"
     assert int(lines["TimeoutStopSec"]) > 10 + 30  # default stop grace plus teardown

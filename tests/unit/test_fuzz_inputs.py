@@ -18,10 +18,23 @@ from joblet.errors import ValidationError
 
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=80)  # NUL, odd unicode included
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), text)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(text, inner, max_size=4), max_leaves=12)
-FIELDS = ["args", "env", "name", "network", "uploads", "node", "timeout", "volumes", "runtime",
-          "user", "limits", "bogus"]
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4), max_leaves=12
+)
+FIELDS = [
+    "args",
+    "env",
+    "name",
+    "network",
+    "uploads",
+    "node",
+    "timeout",
+    "volumes",
+    "runtime",
+    "user",
+    "limits",
+    "bogus",
+]
 
 
 def one_line_naming_a_field(exc: ValidationError) -> bool:
@@ -41,9 +54,15 @@ def test_job_specs(command, fields):
 
 
 @settings(max_examples=300, deadline=None)
-@given(limits=st.dictionaries(st.sampled_from(["max_cpu", "max_memory", "max_iobps", "max_bandwidth",
-                                               "max_bandwidth_in", "max_bandwidth_out"]),
-                              st.one_of(st.integers(), text, st.floats()), max_size=4))
+@given(
+    limits=st.dictionaries(
+        st.sampled_from(
+            ["max_cpu", "max_memory", "max_iobps", "max_bandwidth", "max_bandwidth_in", "max_bandwidth_out"]
+        ),
+        st.one_of(st.integers(), text, st.floats()),
+        max_size=4,
+    )
+)
 def test_limits(limits):
     try:
         make_spec("true", limits=limits)
@@ -52,8 +71,12 @@ def test_limits(limits):
 
 
 @settings(max_examples=400, deadline=None)
-@given(name=text, cidr=st.one_of(text, st.from_regex(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", fullmatch=True)),
-       dns=st.lists(text, max_size=3), mtu=st.one_of(st.none(), st.integers()))
+@given(
+    name=text,
+    cidr=st.one_of(text, st.from_regex(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", fullmatch=True)),
+    dns=st.lists(text, max_size=3),
+    mtu=st.one_of(st.none(), st.integers()),
+)
 def test_network_definitions(name, cidr, dns, mtu):
     try:
         normal = check(name, cidr, tuple(dns), mtu)

@@ -25,11 +25,11 @@ def test_pool_slots_are_consecutive_thirty_twos():
 
 def test_isolated_rules_come_first_and_last():
     text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], "10.254.0.0/16")
-    forward = text[text.index("chain forward"):text.index("chain input")].splitlines()
+    forward = text[text.index("chain forward") : text.index("chain input")].splitlines()
     rules = [line.strip() for line in forward if "comment" in line]
     guards = [r for r in rules if "joblet:no-broker" in r or "joblet:port-security" in r]
-    assert rules[:len(guards)] == guards  # the guards hold for established traffic too
-    rules = rules[len(guards):]
+    assert rules[: len(guards)] == guards  # the guards hold for established traffic too
+    rules = rules[len(guards) :]
     assert rules[0].startswith("ct state established,related accept")
     assert rules[1] == 'oifname "ji*" drop comment "joblet:isolated"'  # before any accept
     assert rules[-1] == 'iifname "ji*" accept comment "joblet:isolated"'  # after every drop

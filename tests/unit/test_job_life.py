@@ -22,8 +22,16 @@ from joblet.worker.records import Records
 from joblet.worker.sandbox import Host
 from joblet.worker.services import Services
 
-HOST = Host(empty_file="/c/f", empty_dir="/c/d", system=(), ro_paths=(), secret_files=(), secret_dirs=(),
-            proc_files=(), proc_dirs=())
+HOST = Host(
+    empty_file="/c/f",
+    empty_dir="/c/d",
+    system=(),
+    ro_paths=(),
+    secret_files=(),
+    secret_dirs=(),
+    proc_files=(),
+    proc_dirs=(),
+)
 
 
 class Log:
@@ -49,12 +57,24 @@ class FakeStore:
         return True
 
     def expire_job(self, job_id: str, ttl: int) -> None: ...
-    def find_job(self, job_id: str) -> None: return None
-    def append_output(self, *args: Any) -> None: self.log("output")
-    def end_output(self, *args: Any) -> None: self.log("end output")
-    def members(self, networks: list[str]) -> dict[str, str]: return {}
-    def join_networks(self, *args: Any) -> None: self.log("join networks")
-    def leave_networks(self, *args: Any) -> None: self.log("leave networks")
+    def find_job(self, job_id: str) -> None:
+        return None
+
+    def append_output(self, *args: Any) -> None:
+        self.log("output")
+
+    def end_output(self, *args: Any) -> None:
+        self.log("end output")
+
+    def members(self, networks: list[str]) -> dict[str, str]:
+        return {}
+
+    def join_networks(self, *args: Any) -> None:
+        self.log("join networks")
+
+    def leave_networks(self, *args: Any) -> None:
+        self.log("leave networks")
+
     def publish_event(self, *args: Any, **kw: Any) -> None: ...
 
 
@@ -62,13 +82,26 @@ class FakeCgroup:
     def __init__(self, log: Log, path: Path) -> None:
         self.log, self.path = log, path
 
-    def create(self) -> None: self.log("cgroup create")
-    def limit_pids(self, n: int) -> None: self.log("cgroup pids")
-    def limit(self, *args: Any) -> None: self.log("cgroup limits")
-    def kill(self) -> None: self.log("cgroup kill")
-    def remove(self) -> None: self.log("cgroup remove")
-    def signal(self, *args: Any, **kw: Any) -> None: self.log("cgroup signal")
-    def oom_killed(self) -> bool: return False
+    def create(self) -> None:
+        self.log("cgroup create")
+
+    def limit_pids(self, n: int) -> None:
+        self.log("cgroup pids")
+
+    def limit(self, *args: Any) -> None:
+        self.log("cgroup limits")
+
+    def kill(self) -> None:
+        self.log("cgroup kill")
+
+    def remove(self) -> None:
+        self.log("cgroup remove")
+
+    def signal(self, *args: Any, **kw: Any) -> None:
+        self.log("cgroup signal")
+
+    def oom_killed(self) -> bool:
+        return False
 
 
 class FakeNetns:
@@ -76,7 +109,8 @@ class FakeNetns:
         self.log, self.sys_dir, self.fd = log, sys_dir, 99
         log("netns create")
 
-    def close(self) -> None: self.log("netns close")
+    def close(self) -> None:
+        self.log("netns close")
 
 
 class FakeMain:
@@ -87,7 +121,8 @@ class FakeMain:
         self.stdout.fileno = lambda: 0  # type: ignore[method-assign]
         self.stderr.fileno = lambda: 0  # type: ignore[method-assign]
 
-    def wait(self, timeout: float | None = None) -> int: return 0
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
 
 
 class FakeSandbox:
@@ -99,18 +134,29 @@ class FakeSandbox:
         self.main = FakeMain()  # type: ignore[assignment]
         return self.main  # type: ignore[return-value]
 
-    def close(self) -> None: self.log("sandbox close")
+    def close(self) -> None:
+        self.log("sandbox close")
 
 
 class FakeKernel:
     def __init__(self, log: Log) -> None:
         self.log = log
 
-    def cgroup(self, path: Path) -> FakeCgroup: return FakeCgroup(self.log, path)
-    def netns(self, sys_dir: Path) -> FakeNetns: return FakeNetns(self.log, sys_dir)
-    def sandbox(self, launch: Any) -> FakeSandbox: return FakeSandbox(self.log)
-    def mount_work(self, path: Path, size: int) -> None: path.mkdir(parents=True); self.log("mount work")  # noqa: E702
-    def remove_dirs(self, dirs: list[Path]) -> None: self.log("remove dirs")
+    def cgroup(self, path: Path) -> FakeCgroup:
+        return FakeCgroup(self.log, path)
+
+    def netns(self, sys_dir: Path) -> FakeNetns:
+        return FakeNetns(self.log, sys_dir)
+
+    def sandbox(self, launch: Any) -> FakeSandbox:
+        return FakeSandbox(self.log)
+
+    def mount_work(self, path: Path, size: int) -> None:
+        path.mkdir(parents=True)
+        self.log("mount work")  # noqa: E702
+
+    def remove_dirs(self, dirs: list[Path]) -> None:
+        self.log("remove dirs")
 
 
 class FakeAgent:
@@ -120,20 +166,32 @@ class FakeAgent:
     def facts(self, spec: JobSpec) -> NetFacts:
         self.log("net facts")
         net1 = NetworkDef(name="net1", cidr="10.9.0.0/24")
-        return NetFacts(mtu=1500, bridge="joblet0", bridge_cidr="172.20.0.0/16", isolated_pool="10.254.0.0/16",
-                        networks={"net1": net1}, nameservers=("192.0.2.53",))
+        return NetFacts(
+            mtu=1500,
+            bridge="joblet0",
+            bridge_cidr="172.20.0.0/16",
+            isolated_pool="10.254.0.0/16",
+            networks={"net1": net1},
+            nameservers=("192.0.2.53",),
+        )
 
     def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]:
         self.log("net reserve")
         return {"net1": 167837957}
 
-    def free(self, job_id: str, reserved: dict[str, int]) -> None: self.log("net free")
-    def setup(self, plan: NetPlan, netns: Any) -> None: self.log("net setup")
-    def teardown(self, plan: NetPlan) -> None: self.log("net teardown")
+    def free(self, job_id: str, reserved: dict[str, int]) -> None:
+        self.log("net free")
+
+    def setup(self, plan: NetPlan, netns: Any) -> None:
+        self.log("net setup")
+
+    def teardown(self, plan: NetPlan) -> None:
+        self.log("net teardown")
 
 
 class FakeMounts:
-    def binds_for(self, volumes: Any, runtime: Any) -> tuple[list[Any], None]: return [], None
+    def binds_for(self, volumes: Any, runtime: Any) -> tuple[list[Any], None]:
+        return [], None
 
 
 class FakePump:
@@ -151,16 +209,26 @@ class FakePump:
         cap.flushed.set()
         return cap
 
-    def finish(self, cap: Any, summary: Any) -> None: self.log("end output")
+    def finish(self, cap: Any, summary: Any) -> None:
+        self.log("end output")
 
 
 def services(tmp_path: Path, log: Log) -> Services:
     cfg = load(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"), node="n1")
     store = FakeStore(log)
-    return Services(cfg=cfg, store=store, agent=FakeAgent(log), journal=Journal(cfg.state_dir),  # type: ignore[arg-type]
-                    pump=FakePump(log), mounts=FakeMounts(), discovery=Discovery(store, "n1"),  # type: ignore[arg-type]
-                    records=Records(store, cfg), host=lambda: HOST, cgroup_root=tmp_path / "cg",  # type: ignore[arg-type]
-                    kernel=FakeKernel(log))
+    return Services(
+        cfg=cfg,
+        store=store,
+        agent=FakeAgent(log),
+        journal=Journal(cfg.state_dir),  # type: ignore[arg-type]
+        pump=FakePump(log),
+        mounts=FakeMounts(),
+        discovery=Discovery(store, "n1"),  # type: ignore[arg-type]
+        records=Records(store, cfg),
+        host=lambda: HOST,
+        cgroup_root=tmp_path / "cg",  # type: ignore[arg-type]
+        kernel=FakeKernel(log),
+    )
 
 
 def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
@@ -173,9 +241,24 @@ def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
 
 
 # setup as it happens: a step, or ("undo", what) when that step's undo is pushed
-EVENTS = ["undo:remove dirs", "mount work", "net facts", "net reserve", "undo:net free", "undo:cgroup remove",
-          "cgroup create", "cgroup pids", "netns create", "undo:netns close", "undo:net teardown", "net setup",
-          "undo:leave networks", "join networks", "undo:sandbox close", "sandbox start"]
+EVENTS = [
+    "undo:remove dirs",
+    "mount work",
+    "net facts",
+    "net reserve",
+    "undo:net free",
+    "undo:cgroup remove",
+    "cgroup create",
+    "cgroup pids",
+    "netns create",
+    "undo:netns close",
+    "undo:net teardown",
+    "net setup",
+    "undo:leave networks",
+    "join networks",
+    "undo:sandbox close",
+    "sandbox start",
+]
 STEPS = [e for e in EVENTS if not e.startswith("undo:")]
 UNDOS = {e[5:] for e in EVENTS if e.startswith("undo:")}
 
@@ -183,19 +266,29 @@ UNDOS = {e[5:] for e in EVENTS if e.startswith("undo:")}
 def test_a_whole_life_undoes_everything_newest_first(tmp_path):
     calls, status, journal = life(tmp_path, None)
     assert status == JobStatus.COMPLETED and journal == []
-    after = calls[calls.index("watch") + 1:]
-    assert after == ["cgroup kill", "cgroup kill", "sandbox close", "leave networks", "net teardown",
-                     "netns close", "cgroup remove", "net free", "remove dirs", "end output"]
+    after = calls[calls.index("watch") + 1 :]
+    assert after == [
+        "cgroup kill",
+        "cgroup kill",
+        "sandbox close",
+        "leave networks",
+        "net teardown",
+        "netns close",
+        "cgroup remove",
+        "net free",
+        "remove dirs",
+        "end output",
+    ]
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_a_failing_step_undoes_exactly_what_was_applied(tmp_path, step):
     calls, status, journal = life(tmp_path, step)
     assert status == JobStatus.FAILED and journal == []  # the journal entry is forgotten too
-    pushed = [e[5:] for e in EVENTS[:EVENTS.index(step)] if e.startswith("undo:")]
-    undone = [c for c in calls[calls.index(step) + 1:] if c in UNDOS]
+    pushed = [e[5:] for e in EVENTS[: EVENTS.index(step)] if e.startswith("undo:")]
+    undone = [c for c in calls[calls.index(step) + 1 :] if c in UNDOS]
     assert undone == list(reversed(pushed)), calls
-    assert not any(later in calls for later in STEPS[STEPS.index(step) + 1:])  # nothing after it ran
+    assert not any(later in calls for later in STEPS[STEPS.index(step) + 1 :])  # nothing after it ran
 
 
 def test_undo_keeps_going_and_collects_errors():

@@ -13,9 +13,17 @@ from joblet.network_agent.shaping import tbf_args
 from joblet.worker.cgroups import JobCgroup, enable_controllers
 
 
-@pytest.mark.parametrize(("text", "bits"), [("10mbit", 10_000_000), ("512kbit", 512_000),
-                                            ("1gbit", 1_000_000_000), ("2mbps", 16_000_000),
-                                            ("800000", 800_000), ("1.5Mbit", 1_500_000)])
+@pytest.mark.parametrize(
+    ("text", "bits"),
+    [
+        ("10mbit", 10_000_000),
+        ("512kbit", 512_000),
+        ("1gbit", 1_000_000_000),
+        ("2mbps", 16_000_000),
+        ("800000", 800_000),
+        ("1.5Mbit", 1_500_000),
+    ],
+)
 def test_rates(text, bits):
     assert parse_rate(text) == bits
 

@@ -15,18 +15,21 @@ def test_network_accepts_a_string_or_list():
     assert JobSpec(command="x").network == ("bridge",)
 
 
-@pytest.mark.parametrize("fields, field", [
-    ({"env": {"1X": "y"}}, "env"),
-    ({"env": {"A": "x\x00y"}}, "env"),
-    ({"name": "bad name"}, "name"),
-    ({"network": "no/slash"}, "network"),
-    ({"network": []}, "network"),
-    ({"uploads": [{"path": "../etc/passwd"}]}, "uploads"),
-    ({"uploads": [{"path": "/abs"}]}, "uploads"),
-    ({"uploads": [{"path": "f", "content": "!!"}]}, "uploads"),
-    ({"timeout": -1}, "timeout"),
-    ({"bogus": 1}, "bogus"),
-])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"env": {"1X": "y"}}, "env"),
+        ({"env": {"A": "x\x00y"}}, "env"),
+        ({"name": "bad name"}, "name"),
+        ({"network": "no/slash"}, "network"),
+        ({"network": []}, "network"),
+        ({"uploads": [{"path": "../etc/passwd"}]}, "uploads"),
+        ({"uploads": [{"path": "/abs"}]}, "uploads"),
+        ({"uploads": [{"path": "f", "content": "!!"}]}, "uploads"),
+        ({"timeout": -1}, "timeout"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
 def test_bad_fields_are_named(fields, field):
     with pytest.raises(ValidationError) as err:
         make_spec("echo", (), **fields)

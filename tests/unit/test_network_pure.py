@@ -34,11 +34,18 @@ def test_veth_names_fit_the_kernel_and_are_stable():
 
 
 def test_plan_batch_and_files():
-    att = Attachment(network="bridge", bridge="joblet0", host_ifname="jv1", ifname="eth0",
-                     address="172.20.0.5", address_int=to_int("172.20.0.5"), prefixlen=16,
-                     gateway="172.20.0.1", mtu=1500)
-    plan = NetPlan(job_id="j", hostname="web", mode="bridge", attachments=(att,),
-                   nameservers=("192.0.2.53",))
+    att = Attachment(
+        network="bridge",
+        bridge="joblet0",
+        host_ifname="jv1",
+        ifname="eth0",
+        address="172.20.0.5",
+        address_int=to_int("172.20.0.5"),
+        prefixlen=16,
+        gateway="172.20.0.1",
+        mtu=1500,
+    )
+    plan = NetPlan(job_id="j", hostname="web", mode="bridge", attachments=(att,), nameservers=("192.0.2.53",))
     assert plan.reserved() == {"bridge": att.address_int}
     assert "172.20.0.5\tweb" in plan.hosts_file({"db": "172.20.0.6"})
     assert "172.20.0.6\tdb" in plan.hosts_file({"db": "172.20.0.6"})
@@ -67,12 +74,17 @@ def test_resolv_parsing_drops_loopback_stubs():
     assert parse_nameservers(text) == ["10.255.255.53"]
 
 
-@pytest.mark.parametrize("rc, stopped, status, code, sig", [
-    (0, False, "COMPLETED", 0, None), (3, False, "FAILED", 3, None),
-    (-9, False, "FAILED", 137, 9), (-15, True, "STOPPED", 143, 15),
-    (143, True, "STOPPED", 143, 15),  # bwrap's 128+N after joblet's SIGTERM
-    (137, False, "FAILED", 137, None),  # 128+9 from the command: a code, not a signal we know of
-])
+@pytest.mark.parametrize(
+    "rc, stopped, status, code, sig",
+    [
+        (0, False, "COMPLETED", 0, None),
+        (3, False, "FAILED", 3, None),
+        (-9, False, "FAILED", 137, 9),
+        (-15, True, "STOPPED", 143, 15),
+        (143, True, "STOPPED", 143, 15),  # bwrap's 128+N after joblet's SIGTERM
+        (137, False, "FAILED", 137, None),  # 128+9 from the command: a code, not a signal we know of
+    ],
+)
 def test_outcome_of(rc, stopped, status, code, sig):
     out = outcome_of(rc, stopped, None)
     assert (out.status.value, out.exit_code, out.signal) == (status, code, sig)
@@ -85,13 +97,24 @@ def test_make_plan_is_pure_and_complete():
     from joblet.network_agent.shaping import buckets
 
     web = NetworkDef(name="web", cidr="10.9.0.0/24", dns=("10.9.0.53",), mtu=1400)
-    facts = NetFacts(mtu=1500, bridge="joblet0", bridge_cidr="172.20.0.0/16", isolated_pool="10.254.0.0/16",
-                     networks={"web": web}, nameservers=("192.0.2.53",))
+    facts = NetFacts(
+        mtu=1500,
+        bridge="joblet0",
+        bridge_cidr="172.20.0.0/16",
+        isolated_pool="10.254.0.0/16",
+        networks={"web": web},
+        nameservers=("192.0.2.53",),
+    )
     reserved = {"web": to_int("10.9.0.7"), "bridge": to_int("172.20.0.9")}
     plan = make_plan("a" * 32, "h", ("web", "bridge"), facts, reserved, rate_in=10_000_000)
     first, second = plan.attachments
     assert (first.ifname, first.address, first.gateway, first.mtu, first.bridge) == (
-        "eth0", "10.9.0.7", "10.9.0.1", 1400, bridge_name("web"))
+        "eth0",
+        "10.9.0.7",
+        "10.9.0.1",
+        1400,
+        bridge_name("web"),
+    )
     assert (second.ifname, second.address, second.bridge, second.mtu) == ("eth1", "172.20.0.9", "joblet0", 1500)
     assert plan.nameservers == ("10.9.0.53",) and plan.networks == (web,) and first.mac and second.mac
     assert [(b.device, b.inside) for b in buckets(plan)] == [(first.host_ifname, False), (second.host_ifname, False)]

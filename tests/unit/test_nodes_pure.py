@@ -14,10 +14,22 @@ from joblet.errors import ValidationError
 NOW = 1_000_000.0
 
 
-def rec(beat_age: float = 1.0, jobs: int = 0, concurrency: int = 4, host: bool = False,
-        runtimes: tuple[str, ...] = (), **extra: object) -> dict[str, object]:
-    return {"beat": NOW - beat_age, "jobs": jobs, "concurrency": concurrency, "host_network": host,
-            "runtimes": list(runtimes), **extra}
+def rec(
+    beat_age: float = 1.0,
+    jobs: int = 0,
+    concurrency: int = 4,
+    host: bool = False,
+    runtimes: tuple[str, ...] = (),
+    **extra: object,
+) -> dict[str, object]:
+    return {
+        "beat": NOW - beat_age,
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "host_network": host,
+        "runtimes": list(runtimes),
+        **extra,
+    }
 
 
 def fleet(draining: frozenset[str] = frozenset(), **records: dict[str, object]) -> list[dict[str, object]]:
@@ -31,8 +43,14 @@ def test_states_follow_heartbeat_age_drain_and_clean_stop():
 
 
 def test_only_fitting_nodes_are_chosen():
-    nodes = fleet(frozenset({"dr"}), dr=rec(host=True), down=rec(99, host=True),
-                  full=rec(jobs=4, host=True), nohost=rec(), ok=rec(host=True))
+    nodes = fleet(
+        frozenset({"dr"}),
+        dr=rec(host=True),
+        down=rec(99, host=True),
+        full=rec(jobs=4, host=True),
+        nohost=rec(),
+        ok=rec(host=True),
+    )
     spec = make_spec("true", (), network="host")
     assert {place(spec, nodes, random.Random(i)) for i in range(20)} == {"ok"}
 
@@ -80,10 +98,19 @@ class FakeNodes:
         self.drains: list[tuple[str, bool]] = []
 
     def nodes(self) -> list[dict[str, object]]:
-        return fleet(frozenset({"b"}), a=rec(jobs=2, host=True, runtimes=("py",), version="1.0", cgroup="v2",
-                                             sandbox={"bwrap": True, "seccomp": True},
-                                             addresses=["10.0.0.5/24 dev eth0"]),
-                     b=rec(30))
+        return fleet(
+            frozenset({"b"}),
+            a=rec(
+                jobs=2,
+                host=True,
+                runtimes=("py",),
+                version="1.0",
+                cgroup="v2",
+                sandbox={"bwrap": True, "seccomp": True},
+                addresses=["10.0.0.5/24 dev eth0"],
+            ),
+            b=rec(30),
+        )
 
     def drain(self, node: str, on: bool = True) -> dict[str, object]:
         from joblet.errors import NotFound

@@ -19,9 +19,20 @@ from joblet.worker.output import Budget, OutputPump, truncation_notice
 from joblet.worker.resilient import Backoff, resilient
 
 
-@pytest.mark.parametrize(("text", "size"), [("64M", 64 << 20), ("512K", 512 << 10), ("1G", 1 << 30),
-                                            ("8MiB", 8 << 20), ("2kb", 2048), ("100", 100),
-                                            ("1.5m", 3 << 19), (4096, 4096), (" 7 b ", 7)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("64M", 64 << 20),
+        ("512K", 512 << 10),
+        ("1G", 1 << 30),
+        ("8MiB", 8 << 20),
+        ("2kb", 2048),
+        ("100", 100),
+        ("1.5m", 3 << 19),
+        (4096, 4096),
+        (" 7 b ", 7),
+    ],
+)
 def test_sizes(text, size):
     assert parse_bytes(text) == size
 

@@ -38,8 +38,12 @@ def test_free_vni_wraps_around():
 def test_fdb_floods_to_peers_and_sends_each_remote_job_to_its_node():
     members = {"j1": "a", "j2": "b", "j3": "c", "j4": "gone"}
     want = fdb_wanted("net", "a", members, {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"})
-    assert want == {(ZERO_MAC, "10.0.0.2"), (ZERO_MAC, "10.0.0.3"),
-                    (mac_for("j2", "net"), "10.0.0.2"), (mac_for("j3", "net"), "10.0.0.3")}
+    assert want == {
+        (ZERO_MAC, "10.0.0.2"),
+        (ZERO_MAC, "10.0.0.3"),
+        (mac_for("j2", "net"), "10.0.0.2"),
+        (mac_for("j3", "net"), "10.0.0.3"),
+    }
     assert remote_macs("jx0", want) == {("jx0", mac_for("j2", "net")), ("jx0", mac_for("j3", "net"))}
     assert fdb_wanted("net", "a", {"j1": "a"}, {"a": "10.0.0.1"}) == frozenset()
 
@@ -47,8 +51,10 @@ def test_fdb_floods_to_peers_and_sends_each_remote_job_to_its_node():
 def test_fdb_batch_removes_before_it_adds():
     have = frozenset({(ZERO_MAC, "10.0.0.2"), ("02:00:00:00:00:01", "10.0.0.2")})
     want = frozenset({(ZERO_MAC, "10.0.0.2"), ("02:00:00:00:00:01", "10.0.0.3")})
-    assert fdb_batch("jx0", have, want) == ["fdb del 02:00:00:00:00:01 dev jx0 dst 10.0.0.2",
-                                            "fdb append 02:00:00:00:00:01 dev jx0 dst 10.0.0.3"]
+    assert fdb_batch("jx0", have, want) == [
+        "fdb del 02:00:00:00:00:01 dev jx0 dst 10.0.0.2",
+        "fdb append 02:00:00:00:00:01 dev jx0 dst 10.0.0.3",
+    ]
     assert fdb_batch("jx0", want, want) == []
 
 
@@ -63,8 +69,10 @@ def test_bridge_table_holds_overlay_ports_to_remote_jobs():
     assert 'iifname "jv*" jump job_port' in text  # job ports keep their own rules
 
 
-@pytest.mark.parametrize("entry", [("jv0123456789", "02:00:00:00:00:01"), ("jx0123456789", "02:00:00:00:00"),
-                                   ('jx01"; drop', "02:00:00:00:00:01")])
+@pytest.mark.parametrize(
+    "entry",
+    [("jv0123456789", "02:00:00:00:00:01"), ("jx0123456789", "02:00:00:00:00"), ('jx01"; drop', "02:00:00:00:00:01")],
+)
 def test_bad_overlay_entries_are_refused(entry):
     with pytest.raises(NetworkError):
         portsec.render_bridge([], (entry,))
@@ -79,17 +87,26 @@ def test_jobs_never_send_to_the_overlay_port():
 
 
 def test_user_networks_leave_room_for_the_overlay():
-    facts = NetFacts(mtu=1500, network_mtu=1450, bridge="joblet0", bridge_cidr="172.20.0.0/16",
-                     isolated_pool="10.254.0.0/16",
-                     networks={"n": NetworkDef(name="n", cidr="10.5.0.0/24"),
-                               "m": NetworkDef(name="m", cidr="10.6.0.0/24", mtu=1300)})
+    facts = NetFacts(
+        mtu=1500,
+        network_mtu=1450,
+        bridge="joblet0",
+        bridge_cidr="172.20.0.0/16",
+        isolated_pool="10.254.0.0/16",
+        networks={
+            "n": NetworkDef(name="n", cidr="10.5.0.0/24"),
+            "m": NetworkDef(name="m", cidr="10.6.0.0/24", mtu=1300),
+        },
+    )
     plan = make_plan("job", "h", ("n", "m", "bridge"), facts, {"n": 0x0A050002, "m": 0x0A060002, "bridge": 0xAC140002})
     assert [a.mtu for a in plan.attachments] == [1450, 1300, 1500]
 
 
 def test_network_create_checks_every_nodes_routes_and_mtu():
-    nodes = {"n1": {"prefixes": {"host route 10.9.0.0/16 dev eth1": "10.9.0.0/16"}, "mtu": 1500, "underlay": "x"},
-             "n2": {"mtu": 1400, "underlay": "y"}}
+    nodes = {
+        "n1": {"prefixes": {"host route 10.9.0.0/16 dev eth1": "10.9.0.0/16"}, "mtu": 1500, "underlay": "x"},
+        "n2": {"mtu": 1400, "underlay": "y"},
+    }
     assert fleet_prefixes(nodes) == {"host route 10.9.0.0/16 dev eth1 on node n1": "10.9.0.0/16"}
     fleet_mtu_check("n", 1350, nodes)
     with pytest.raises(ValidationError, match="MTU 1351 does not fit the overlay on node n2"):

@@ -31,7 +31,7 @@ def test_bridge_table_checks_mac_arp_and_source_and_drops_the_rest():
     assert 'elements = { "jv0123456789" . 02:11:22:33:44:55 };' in text
     assert 'elements = { "jv0123456789" . 172.20.0.5 };' in text
     assert "ji0123456789" not in text  # routed links are checked in the inet table
-    chain = text[text.index("chain job_port"):text.index("chain postrouting")]
+    chain = text[text.index("chain job_port") : text.index("chain postrouting")]
     rules = [line.strip().removesuffix(' comment "joblet:port-security"') for line in chain.splitlines()[1:-2]]
     assert rules == [
         "iifname . ether saddr != @port_macs drop",
@@ -55,33 +55,41 @@ def test_element_batches_add_and_delete_idempotently():
     assert portsec.render_elements("add", [BRIDGED, ROUTED]) == (
         'add element bridge joblet port_macs { "jv0123456789" . 02:11:22:33:44:55 }\n'
         'add element bridge joblet port_ips { "jv0123456789" . 172.20.0.5 }\n'
-        'add element inet joblet iso_src { "ji0123456789" . 10.254.0.2 }\n')
+        'add element inet joblet iso_src { "ji0123456789" . 10.254.0.2 }\n'
+    )
     delete = portsec.render_elements("delete", [ROUTED])
-    assert delete == ('add element inet joblet iso_src { "ji0123456789" . 10.254.0.2 }\n'
-                      'delete element inet joblet iso_src { "ji0123456789" . 10.254.0.2 }\n')
+    assert delete == (
+        'add element inet joblet iso_src { "ji0123456789" . 10.254.0.2 }\n'
+        'delete element inet joblet iso_src { "ji0123456789" . 10.254.0.2 }\n'
+    )
 
 
-@pytest.mark.parametrize("port", [
-    portsec.Port("eth0", "172.20.0.5", "02:11:22:33:44:55"),
-    portsec.Port("jv0123456789", "172.20.0.999", "02:11:22:33:44:55"),
-    portsec.Port("jv0123456789", "172.20.0.5", "02:11:22:33:44"),
-    portsec.Port('jv"; flush', "172.20.0.5"),
-])
+@pytest.mark.parametrize(
+    "port",
+    [
+        portsec.Port("eth0", "172.20.0.5", "02:11:22:33:44:55"),
+        portsec.Port("jv0123456789", "172.20.0.999", "02:11:22:33:44:55"),
+        portsec.Port("jv0123456789", "172.20.0.5", "02:11:22:33:44"),
+        portsec.Port('jv"; flush', "172.20.0.5"),
+    ],
+)
 def test_bad_ports_are_refused_before_nft_sees_them(port):
     with pytest.raises((NetworkError, ValueError)):
         portsec.render_elements("add", [port])
 
 
 def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
-    guards = firewall.Guards(blocked=(("203.0.113.2", 6390), ("2001:db8::2", 6390), ("10.0.0.9", 6379)),
-                             ports=(BRIDGED, ROUTED), host_cgroup=("unified/joblet", 1))
-    text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], "10.254.0.0/16",
-                           guards=guards)
+    guards = firewall.Guards(
+        blocked=(("203.0.113.2", 6390), ("2001:db8::2", 6390), ("10.0.0.9", 6379)),
+        ports=(BRIDGED, ROUTED),
+        host_cgroup=("unified/joblet", 1),
+    )
+    text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], "10.254.0.0/16", guards=guards)
     assert "set blocked { type ipv4_addr . inet_service; elements = { 203.0.113.2 . 6390, 10.0.0.9 . 6379 }; }" in text
     assert "set blocked6 { type ipv6_addr . inet_service; elements = { 2001:db8::2 . 6390 }; }" in text
     assert "set blocked_ports { type inet_service; elements = { 6379, 6390 }; }" in text
     assert 'set iso_src { type ifname . ipv4_addr; elements = { "ji0123456789" . 10.254.0.2 }; }' in text
-    forward = [line.strip() for line in text[text.index("chain forward"):text.index("chain input")].splitlines()]
+    forward = [line.strip() for line in text[text.index("chain forward") : text.index("chain input")].splitlines()]
     assert forward[2:9] == [
         'iifname { "joblet0" } ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
         'iifname { "joblet0" } ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
@@ -91,7 +99,7 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'iifname "ji*" meta nfproto ipv6 drop comment "joblet:port-security"',
         'ct state established,related accept comment "joblet:established"',
     ]
-    output = [line.strip() for line in text[text.index("chain output"):text.index("chain postrouting")].splitlines()]
+    output = [line.strip() for line in text[text.index("chain output") : text.index("chain postrouting")].splitlines()]
     assert output[2:5] == [
         'socket cgroupv2 level 1 "unified/joblet" ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
         'socket cgroupv2 level 1 "unified/joblet" ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
@@ -101,19 +109,33 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
     assert "table bridge joblet {" in text  # one batch, both tables
 
 
-@pytest.mark.parametrize("guards", [
-    firewall.Guards(blocked=(("redis.example", 6379),)),
-    firewall.Guards(blocked=(("10.0.0.1", 0),)),
-    firewall.Guards(host_cgroup=('x" drop', 1)),
-])
+@pytest.mark.parametrize(
+    "guards",
+    [
+        firewall.Guards(blocked=(("redis.example", 6379),)),
+        firewall.Guards(blocked=(("10.0.0.1", 0),)),
+        firewall.Guards(host_cgroup=('x" drop', 1)),
+    ],
+)
 def test_bad_guards_are_refused(guards):
     with pytest.raises((NetworkError, ValueError)):
         firewall.render([], guards=guards)
 
 
-@pytest.mark.parametrize("cidr", ["0.0.0.0/8", "127.0.0.0/8", "127.1.0.0/16", "169.254.0.0/16",
-                                  "224.0.0.0/8", "239.1.0.0/16", "240.0.0.0/8", "255.255.255.0/29",
-                                  "255.0.0.0/8"])
+@pytest.mark.parametrize(
+    "cidr",
+    [
+        "0.0.0.0/8",
+        "127.0.0.0/8",
+        "127.1.0.0/16",
+        "169.254.0.0/16",
+        "224.0.0.0/8",
+        "239.1.0.0/16",
+        "240.0.0.0/8",
+        "255.255.255.0/29",
+        "255.0.0.0/8",
+    ],
+)
 def test_only_unicast_networks(cidr):
     assert not_unicast(cidr)
     with pytest.raises(ValidationError, match=f'failed to create network "n": CIDR {cidr} overlaps .*; use a'):
@@ -121,14 +143,13 @@ def test_only_unicast_networks(cidr):
 
 
 def test_unicast_private_and_public_ranges_pass():
-    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.7.0/24", "100.64.0.0/10", "1.0.0.0/8",
-                 "223.255.255.0/24"):
+    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.7.0/24", "100.64.0.0/10", "1.0.0.0/8", "223.255.255.0/24"):
         assert check("n", cidr) == cidr
 
 
 def test_network_holding_the_control_plane_is_refused():
     holds_control_plane("n", "10.1.0.0/24", {"redis_url": ["10.2.0.5"]})
-    with pytest.raises(ValidationError, match=r'CIDR 10.2.0.0/16 contains 10.2.0.5, .*\(redis_url\)'):
+    with pytest.raises(ValidationError, match=r"CIDR 10.2.0.0/16 contains 10.2.0.5, .*\(redis_url\)"):
         holds_control_plane("n", "10.2.0.0/16", {"redis_url": ["10.2.0.5"]})
 
 
@@ -150,8 +171,10 @@ def test_job_blocked_addresses_setting():
 
 
 def test_host_mode_cgroup_match():
-    info = ("35 25 0:30 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw\n"
-            "36 25 0:31 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n")
+    info = (
+        "35 25 0:30 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw\n"
+        "36 25 0:31 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
+    )
     mount = cgroup2_mount(info)
     assert mount == Path("/sys/fs/cgroup/unified")
     assert match_for(Path("/sys/fs/cgroup/unified/joblet-t-1"), mount) == ("unified/joblet-t-1", 1)

@@ -23,10 +23,12 @@ def test_help_needs_no_pydantic_redis_or_celery():
 
 
 def test_the_client_and_its_send_path_import_no_celery():
-    found = loaded("import joblet.api.client, joblet.api.batch, joblet.cli.batch\n"
-                   "from joblet.api import tasks\nfrom joblet.config import load\n"
-                   "tasks.run_message(load(), '0' * 32, {'command': 'true'}, None)\n"
-                   "tasks.broker_redis('redis://127.0.0.1:1/0')")
+    found = loaded(
+        "import joblet.api.client, joblet.api.batch, joblet.cli.batch\n"
+        "from joblet.api import tasks\nfrom joblet.config import load\n"
+        "tasks.run_message(load(), '0' * 32, {'command': 'true'}, None)\n"
+        "tasks.broker_redis('redis://127.0.0.1:1/0')"
+    )
     assert "pydantic" in found and "redis" in found  # positive control: the probe sees imports
     assert "celery" not in found and "kombu" not in found
 

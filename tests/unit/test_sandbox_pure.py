@@ -6,10 +6,16 @@ from pathlib import Path
 
 from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
 
-HOST = Host(empty_file="/run/j/cover/file", empty_dir="/run/j/cover/dir",
-            system=(("/bin", "usr/bin"), ("/lib64", None)), ro_paths=("/opt/tools",),
-            secret_files=("/etc/shadow",), secret_dirs=("/etc/joblet",),
-            proc_files=("/proc/keys",), proc_dirs=("/proc/acpi",))
+HOST = Host(
+    empty_file="/run/j/cover/file",
+    empty_dir="/run/j/cover/dir",
+    system=(("/bin", "usr/bin"), ("/lib64", None)),
+    ro_paths=("/opt/tools",),
+    secret_files=("/etc/shadow",),
+    secret_dirs=("/etc/joblet",),
+    proc_files=("/proc/keys",),
+    proc_dirs=("/proc/acpi",),
+)
 
 
 def pairs(args: list[str], option: str) -> list[tuple[str, str]]:
@@ -17,9 +23,16 @@ def pairs(args: list[str], option: str) -> list[tuple[str, str]]:
 
 
 def test_root_binds_read_only_and_covers_secrets():
-    args = bwrap_args(HOST, Layout(hostname="j1", work_dir="/var/lib/joblet/jobs/x/work",
-                                   run_dir="/run/joblet/jobs/x", sys_dir="/run/joblet/jobs/x/sys",
-                                   net_files=("hosts", "resolv.conf")))
+    args = bwrap_args(
+        HOST,
+        Layout(
+            hostname="j1",
+            work_dir="/var/lib/joblet/jobs/x/work",
+            run_dir="/run/joblet/jobs/x",
+            sys_dir="/run/joblet/jobs/x/sys",
+            net_files=("hosts", "resolv.conf"),
+        ),
+    )
     ro = pairs(args, "--ro-bind")
     assert ("/usr", "/usr") in ro and ("/lib64", "/lib64") in ro and ("/opt/tools", "/opt/tools") in ro
     assert ("usr/bin", "/bin") in pairs(args, "--symlink")
@@ -30,7 +43,7 @@ def test_root_binds_read_only_and_covers_secrets():
     assert ("/var/lib/joblet/jobs/x/work", "/work") in pairs(args, "--bind")
     # secrets are covered after /etc is bound, masks after /proc is mounted; the root ends read-only
     assert args.index("/etc/shadow") > args.index("/etc") and args.index("/proc/keys") > args.index("--proc")
-    assert args[args.index("--remount-ro") + 1] == "/dev" and "/" in args[args.index("/dev") + 2:]
+    assert args[args.index("--remount-ro") + 1] == "/dev" and "/" in args[args.index("/dev") + 2 :]
     assert ("/run/joblet/jobs/x/sys", "/sys") in ro and ("/run/j/cover/dir", "/sys/firmware") in ro
     assert "--unshare-net" not in args  # bwrap starts inside the namespace the worker built
     assert "CAP_SYS_ADMIN" not in args and "CAP_MKNOD" not in args
@@ -43,14 +56,18 @@ def test_host_mode_gets_the_hosts_sys_read_only():
 
 def test_sizes_of_tmp_and_shm():
     args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r", tmp_bytes=8 << 20, shm_bytes=1 << 20))
-    assert args[args.index("/tmp") - 3:args.index("/tmp")] == ["--size", str(8 << 20), "--tmpfs"]
-    assert args[args.index("/dev/shm") - 3:args.index("/dev/shm")] == ["--size", str(1 << 20), "--tmpfs"]
+    assert args[args.index("/tmp") - 3 : args.index("/tmp")] == ["--size", str(8 << 20), "--tmpfs"]
+    assert args[args.index("/dev/shm") - 3 : args.index("/dev/shm")] == ["--size", str(1 << 20), "--tmpfs"]
 
 
 def test_another_user_goes_through_setpriv():
     assert command_argv("/usr/bin/id", ("-u",), None) == ["/usr/bin/id", "-u"]
-    assert command_argv("/usr/bin/id", (), (1000, 1001))[:4] == ["/usr/bin/setpriv", "--reuid=1000",
-                                                                  "--regid=1001", "--clear-groups"]
+    assert command_argv("/usr/bin/id", (), (1000, 1001))[:4] == [
+        "/usr/bin/setpriv",
+        "--reuid=1000",
+        "--regid=1001",
+        "--clear-groups",
+    ]
 
 
 def test_resolve_through_the_jobs_views(tmp_path: Path):

@@ -30,8 +30,9 @@ def test_headers_are_celerys_own():
     theirs = app.amqp.as_task_v2(JOB, RUN_TASK, args=(), kwargs=kw, ignore_result=None).headers  # as send_task
     ours = wire.headers(JOB, kw)
     assert ours.keys() == theirs.keys()
-    assert {k: v for k, v in ours.items() if k not in ("origin", "kwargsrepr")} == \
-        {k: v for k, v in theirs.items() if k not in ("origin", "kwargsrepr")}
+    assert {k: v for k, v in ours.items() if k not in ("origin", "kwargsrepr")} == {
+        k: v for k, v in theirs.items() if k not in ("origin", "kwargsrepr")
+    }
 
 
 def test_unsigned_envelope_passes_the_worker_checks():

@@ -66,15 +66,25 @@ class FakeStore:
 
 
 def workflow(store: FakeStore) -> tuple[str, dict[str, str]]:
-    needs = {"build": {}, "test": {"build": JobStatus.COMPLETED}, "rescue": {"build": JobStatus.FAILED},
-             "report": {"rescue": JobStatus.COMPLETED}}
+    needs = {
+        "build": {},
+        "test": {"build": JobStatus.COMPLETED},
+        "rescue": {"build": JobStatus.FAILED},
+        "report": {"rescue": JobStatus.COMPLETED},
+    }
     ids = {name: f"{i:032x}" for i, name in enumerate(needs, start=1)}
     jobs = {n: (ids[n], JobSpec(command="true"), needs[n]) for n in needs}
     record = wfs.new_record("w" * 32, "demo", jobs)
     wfs.save(store, record, 60)  # type: ignore[arg-type]
     for name, job_id in ids.items():
-        store.jobs[job_id] = JobRecord(id=job_id, status=JobStatus.PENDING, spec=JobSpec(command="true"),
-                                       name=name, created=time.time(), workflow=record.id)
+        store.jobs[job_id] = JobRecord(
+            id=job_id,
+            status=JobStatus.PENDING,
+            spec=JobSpec(command="true"),
+            name=name,
+            created=time.time(),
+            workflow=record.id,
+        )
     return record.id, ids
 
 
