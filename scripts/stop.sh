@@ -13,4 +13,7 @@ done
 ip link del joblet0 2>/dev/null
 nft delete table inet joblet 2>/dev/null
 nft delete table bridge joblet 2>/dev/null
+for group in /sys/fs/cgroup/joblet /sys/fs/cgroup/unified/joblet /sys/fs/cgroup/*/joblet; do
+  rmdir "$group" 2>/dev/null  # the worker's (empty) cgroup roots
+done
 echo "joblet stopped"
