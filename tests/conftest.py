@@ -36,32 +36,41 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check)
 
 
+def private_redis(tmp: Path, *options: str) -> subprocess.Popen[bytes]:
+    """A redis-server on `tmp`/redis.sock only (no TCP, nothing saved), ready when returned."""
+    sock = tmp / "redis.sock"
+    argv = [
+        "redis-server",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        *options,
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while (
+        subprocess.run(["redis-cli", "-s", str(sock), "ping"], capture_output=True).returncode != 0
+        and proc.poll() is None
+    ):
+        assert time.monotonic() < deadline, "redis-server did not answer"
+        time.sleep(0.05)
+    assert proc.poll() is None, f"redis-server {' '.join(options)} exited at start"
+    return proc
+
+
 @pytest.fixture(scope="module")
 def redis_sock() -> Iterator[str]:
     need(shutil.which("redis-server") is not None, "redis-server is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="joblet-redis-"))
-    sock = tmp / "redis.sock"
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        if sock.exists():
-            break
-        time.sleep(0.05)
-    yield f"unix://{sock}"
+    proc = private_redis(tmp)
+    yield f"unix://{tmp / 'redis.sock'}"
     proc.terminate()
     proc.wait(timeout=10)
     shutil.rmtree(tmp, ignore_errors=True)

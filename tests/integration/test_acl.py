@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.config import load
 from joblet.errors import PermissionDenied
-from tests.conftest import BIN, Host, need
+from tests.conftest import BIN, Host, need, private_redis
 from tests.integration.helpers import connect_ok, eventually
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "redis-users.acl"
@@ -29,30 +28,7 @@ def acl_redis():
     acl = tmp / "users.acl"
     acl.write_text(ACL.read_text().replace("CHANGE-ME-ADMIN", "admin-pw").replace("CHANGE-ME-VIEWER", "viewer-pw"))
     sock = tmp / "redis.sock"
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--aclfile",
-            str(acl),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server refused the ACL file"
-        time.sleep(0.05)
-    time.sleep(0.2)
-    assert proc.poll() is None, "redis-server refused the ACL file"
+    proc = private_redis(tmp, "--aclfile", str(acl))  # a refused ACL file: it exits, the fixture fails
     yield sock
     proc.terminate()
     proc.wait(timeout=10)
