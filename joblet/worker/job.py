@@ -34,7 +34,7 @@ from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.journal import Entry
 from joblet.worker.output import Capture
 from joblet.worker.records import WAITING, Outcome
-from joblet.worker.sandbox import Layout, bwrap_args, command_argv, resolve, views_of
+from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
 from joblet.worker.services import JobStore, NetAgent, Services
 from joblet.worker.undo import UndoStack
 
@@ -84,6 +84,7 @@ class JobRun:
         self.undo = UndoStack()
         self.sandbox: Sandbox | None = None
         self.netns: JobNetns | None = None
+        self.host: Host | None = None
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
         self.capture: Capture | None = None
@@ -185,9 +186,9 @@ class JobRun:
         plan = self.plan
         self.undo.push("tear down network", lambda: self.agent.teardown(plan))  # a partial setup too
         self.agent.setup(plan, self.netns)
-        host = svc.host()
+        self.host = svc.host()  # looked at once per job: the lookup and the root agree
         layout = self._layout(binds)
-        return layout, env, resolve(self.spec.command, env["PATH"], views_of(host, layout))
+        return layout, env, resolve(self.spec.command, env["PATH"], views_of(self.host, layout))
 
     def _list_in_networks(self) -> None:
         """RUNNING, and known to its peers before its command starts."""
@@ -202,11 +203,12 @@ class JobRun:
         svc.discovery.refresh(list(plan.ips))
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
+        assert self.host is not None, "_setup_job looked at the host"
         sandbox = self.sandbox = self.svc.kernel.sandbox(
             Launch(
                 self.job_id,
                 self.cgroup,
-                bwrap_args(self.svc.host(), layout),
+                bwrap_args(self.host, layout),
                 command_argv(path, self.spec.args, layout.user),
                 env,
                 self.netns.fd if self.netns else None,
