@@ -2,7 +2,7 @@
 # Install everything and run the whole test suite (as root; tests start their own Redis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install.sh
+./scripts/install.sh --test
 VENV=${JOBLET_VENV:-/opt/joblet/venv}
 "$VENV/bin/ruff" check joblet tests bench
 "$VENV/bin/ruff" format --check joblet tests bench
