@@ -52,8 +52,7 @@ class Client:
 
     def submit(self, spec: JobSpec) -> JobRecord:
         """Check the spec (preflight), record the job PENDING and queue it."""
-        spec = self.preflight.check(spec)
-        node = self.preflight.place(spec)
+        spec, node = self.preflight.check_and_place(spec)
         return self.enqueue(
             JobRecord(
                 id=new_job_id(), status=JobStatus.PENDING, spec=spec, name=spec.name, node=node, created=time.time()

@@ -39,19 +39,24 @@ class Preflight:
 
     def check(self, spec: JobSpec) -> JobSpec:
         """The spec as it will be queued, or an error."""
-        self.check_size(spec)
-        self.check_networks(spec)
-        spec = self.check_resources(spec)
+        spec = self._check_job(spec)
         self.check_fleet(spec.node)
         return spec
 
-    def place(self, spec: JobSpec) -> str | None:
-        """The node whose queue gets the job (None: the shared queue), or an error naming why
-        no live node can take it."""
+    def check_and_place(self, spec: JobSpec) -> tuple[JobSpec, str | None]:
+        """`check`, then `place`, reading the live workers once for both signing checks."""
+        spec = self._check_job(spec)
+        live = self.store.live_nodes()
+        self.check_fleet(spec.node, live)
         target = nodes.place(spec, fleet_view(self.store, self.settings))
         if target != spec.node:
-            self.check_fleet(target)
-        return target
+            self.check_fleet(target, live)
+        return spec, target
+
+    def _check_job(self, spec: JobSpec) -> JobSpec:
+        self.check_size(spec)
+        self.check_networks(spec)
+        return self.check_resources(spec)
 
     def check_size(self, spec: JobSpec) -> None:
         """Refuse a spec too large to queue before anything is stored."""
@@ -107,11 +112,12 @@ class Preflight:
             )
         return spec
 
-    def check_fleet(self, node: str | None) -> None:
+    def check_fleet(self, node: str | None, live: dict[str, dict[str, Any]] | None = None) -> None:
         """Refuse to queue what the live workers would refuse unread (signed vs unsigned)."""
         from joblet.api.tasks import signing_config, signing_mismatch
 
-        why = signing_mismatch(bool(signing_config(self.settings, verify=False)), self.store.live_nodes(), node)
+        live = self.store.live_nodes() if live is None else live
+        why = signing_mismatch(bool(signing_config(self.settings, verify=False)), live, node)
         if why:
             raise ConfigError(why)
 
