@@ -312,17 +312,23 @@ class NetworkAgent:
         netns.run(lambda ipr: links.configure_inside(ipr, list(plan.attachments)))
         shaping.apply(plan, netns.path)
 
-    def teardown(self, plan: NetPlan) -> None:
+    def teardown(self, plan: NetPlan, released: bool = False) -> None:
         """Undo `setup` (safe to call twice, after a partial setup, or for an earlier worker's
-        plan): the host ends of the job's veths and its port rules. Addresses: `free`."""
+        plan): the host ends of the job's veths and its port rules. Addresses: `free`.
+        `released`: the job's namespace was let go, so the kernel is removing its veths in the
+        background; wait for that (deleting what stays) instead of deleting each ourselves."""
         errors = []
-        for att in plan.attachments:
-            try:
-                links.delete_link(att.host_ifname)
-            except NetworkError as exc:
-                errors.append(str(exc))
         try:
             self.unsecure(plan)
+        except NetworkError as exc:
+            errors.append(str(exc))
+        ends = [att.host_ifname for att in plan.attachments]
+        try:
+            if released:
+                links.await_gone(ends)
+            else:
+                for name in ends:
+                    links.delete_link(name)
         except NetworkError as exc:
             errors.append(str(exc))
         if errors:

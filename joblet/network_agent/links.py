@@ -10,6 +10,8 @@ short-lived thread inside that namespace (netns.py).
 from __future__ import annotations
 
 import errno
+import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,6 +165,30 @@ def delete_link(ifname: str) -> None:
     except NetlinkError as exc:
         if exc.code not in (errno.ENODEV, errno.ENOENT):
             raise NetworkError(f"failed to delete {ifname}: {exc}") from None
+
+
+def await_gone(ifnames: list[str], timeout: float = 2.0) -> None:
+    """Until the kernel has removed these links (their namespace's cleanup, which runs in
+    the background within milliseconds); what is still there after `timeout` is deleted.
+    A name lookup is one ioctl: the check costs microseconds, the waits back off."""
+    deadline, pause = time.monotonic() + timeout, 0.0002
+    left = list(ifnames)
+    while left:
+        left = [name for name in left if _exists(name)]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+    for name in left:
+        delete_link(name)
+
+
+def _exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
 
 
 def default_route_mtu(fallback: int = 1500) -> int:

@@ -8,7 +8,10 @@ network namespace, keeps a descriptor of it, brings `lo` up and mounts a sysfs o
 namespace on the host (bwrap binds it read-only at the job's /sys, so /sys/class/net shows
 the job's own interfaces); another joins it by that descriptor to configure the job's end of
 its veths. The namespace lives while the job's processes, the descriptor or that sysfs mount
-hold it: teardown unmounts and closes, and the kernel removes the namespace with its veths.
+hold it: teardown unmounts and closes, and the kernel removes the namespace with its veths,
+both ends, in its own cleanup work, batched with other namespaces that died meanwhile (one
+job's veths go in ~1 ms that way, 300 jobs' in ~0.1 s; deleting a veth ourselves waits out
+RCU grace periods: ~20 ms each, serialized by the kernel).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from joblet.errors import NetworkError
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MNT_DETACH = 0x2
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -109,10 +113,15 @@ class JobNetns:
         return _in_thread(inside)
 
     def close(self) -> None:
-        """Drop the descriptor (the sysfs mount goes with the job's run directory)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Drop what holds the namespace: the sysfs mount and the descriptor. Once the job's
+        processes are gone too, the kernel removes it (and the job's veths). Twice is harmless."""
+        if self.fd < 0:
+            return
+        # EINVAL: not mounted (a failed create, or unmounted already); the run dir's removal
+        # unmounts whatever is left in it anyway
+        _libc.umount2(str(self.sys_dir).encode(), MNT_DETACH)
+        os.close(self.fd)
+        self.fd = -1
 
 
 def _lo_up() -> None:

@@ -6,8 +6,8 @@ Setup, in order (what is undone, and how):
   run dir, /work tmpfs     -> unmounted and removed
   addresses (IPAM)         -> freed; then the network plan is made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
-  network namespace        -> its descriptor closed (the kernel drops it with its veths)
-  network setup            -> torn down (veths, port rules), also after a partial setup
+  network namespace, setup -> torn down, also after a partial setup: the namespace let go
+                              (the kernel drops it with its veths), port rules removed
   listed in its networks   -> unlisted (peers' /etc/hosts forget it)
   sandbox (bwrap)          -> killed with the cgroup, reaped
 """
@@ -181,10 +181,9 @@ class JobRun:
         binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
         env = self._env(path_prefix)
         if self.plan.isolated_netns:
-            netns = self.netns = svc.kernel.netns(self.run_dir / "sys")
-            self.undo.push("close network namespace", netns.close)
+            self.netns = svc.kernel.netns(self.run_dir / "sys")
         plan = self.plan
-        self.undo.push("tear down network", lambda: self.agent.teardown(plan))  # a partial setup too
+        self.undo.push("tear down network", lambda: self._teardown_network(plan))  # a partial setup too
         self.agent.setup(plan, self.netns)
         self.host = svc.host()  # looked at once per job: the lookup and the root agree
         layout = self._layout(binds)
@@ -216,6 +215,14 @@ class JobRun:
         )
         self.undo.push("stop processes", lambda: self._stop_processes(sandbox))
         sandbox.start()
+
+    def _teardown_network(self, plan: NetPlan) -> None:
+        """Let the namespace go first (its processes are gone by now): the kernel then removes
+        it with the job's veths in the background, batched, where deleting a veth ourselves
+        waits ~20 ms (RCU); the agent waits for them and removes the port rules."""
+        if self.netns is not None:
+            self.netns.close()
+        self.agent.teardown(plan, released=self.netns is not None)
 
     def _stop_processes(self, sandbox: Sandbox) -> None:
         self.cgroup.kill()

@@ -185,8 +185,8 @@ class FakeAgent:
     def setup(self, plan: NetPlan, netns: Any) -> None:
         self.log("net setup")
 
-    def teardown(self, plan: NetPlan) -> None:
-        self.log("net teardown")
+    def teardown(self, plan: NetPlan, released: bool = False) -> None:
+        self.log(f"net teardown{' (released)' if released else ''}")
 
 
 class FakeMounts:
@@ -251,8 +251,9 @@ EVENTS = [
     "cgroup create",
     "cgroup pids",
     "netns create",
+    # one undo for both: the namespace let go, then the agent's teardown (waits for its veths)
+    "undo:net teardown (released)",
     "undo:netns close",
-    "undo:net teardown",
     "net setup",
     "undo:leave networks",
     "join networks",
@@ -272,8 +273,8 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
         "cgroup kill",
         "sandbox close",
         "leave networks",
-        "net teardown",
         "netns close",
+        "net teardown (released)",
         "cgroup remove",
         "net free",
         "remove dirs",
