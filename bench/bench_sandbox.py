@@ -143,7 +143,9 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
             netns.fd,
         )
     )
-    assert box.start().wait() == 0
+    main = box.start()
+    box.go()
+    assert main.wait() == 0
     box.close()
     cg.kill()
     netns.close()
@@ -182,6 +184,9 @@ class PreexecSandbox(Sandbox):
         for fd in (*procs, filter_r):
             os.close(fd)
         return self.main
+
+    def go(self) -> None:
+        self.released = True  # it never waited
 
 
 def command(argv: list[str]) -> Callable[[], None]:

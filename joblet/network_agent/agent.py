@@ -316,23 +316,23 @@ class NetworkAgent:
         """Undo `setup` (safe to call twice, after a partial setup, or for an earlier worker's
         plan): the host ends of the job's veths and its port rules. Addresses: `free`.
         `released`: the job's namespace was let go, so the kernel is removing its veths in the
-        background; wait for that (deleting what stays) instead of deleting each ourselves."""
+        background (`await_links` waits for that) instead of our deleting each (~20 ms)."""
         errors = []
         try:
             self.unsecure(plan)
         except NetworkError as exc:
             errors.append(str(exc))
-        ends = [att.host_ifname for att in plan.attachments]
-        try:
-            if released:
-                links.await_gone(ends)
-            else:
-                for name in ends:
-                    links.delete_link(name)
-        except NetworkError as exc:
-            errors.append(str(exc))
+        for name in [] if released else [att.host_ifname for att in plan.attachments]:
+            try:
+                links.delete_link(name)
+            except NetworkError as exc:
+                errors.append(str(exc))
         if errors:
             raise TeardownError(errors)
+
+    def await_links(self, plan: NetPlan) -> None:
+        """Until the host ends of a released plan's veths are gone (deleting what lingers)."""
+        links.await_gone([att.host_ifname for att in plan.attachments])
 
     def _nameservers(self, network_dns: tuple[str, ...]) -> tuple[str, ...]:
         """The network's --dns, else the worker's dns_servers, else the host's upstreams."""

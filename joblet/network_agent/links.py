@@ -178,7 +178,7 @@ def await_gone(ifnames: list[str], timeout: float = 2.0) -> None:
         if not left or time.monotonic() >= deadline:
             break
         time.sleep(pause)
-        pause = min(pause * 2, 0.01)
+        pause = min(pause * 2, 0.005)
     for name in left:
         delete_link(name)
 

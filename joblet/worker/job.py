@@ -2,14 +2,22 @@
 watch, record, and always undo everything that was done, newest first.
 
 Setup, in order (what is undone, and how):
-  journal entry            -> forgotten (last of all: a crash before then is reconciled)
+  journal entry            -> forgotten (a crash before then is reconciled)
   run dir, /work tmpfs     -> unmounted and removed
-  addresses (IPAM)         -> freed; then the network plan is made (pure) and journaled
+  addresses (IPAM)         -> freed after the final record (below); then the network plan is
+                              made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
   network namespace, setup -> torn down, also after a partial setup: the namespace let go
                               (the kernel drops it with its veths), port rules removed
+  its process              -> killed with the cgroup, reaped; spawned before the network is
+                              wired: it joins the cgroups meanwhile, then waits for the go
+  network setup            -> (the undo above)
   listed in its networks   -> unlisted (peers' /etc/hosts forget it)
-  sandbox (bwrap)          -> killed with the cgroup, reaped
+  the go                   -> the process execs nsenter and bwrap, then the command
+
+After the final record and the output's end marker (`release`, newest first): the kernel's
+removal of the job's veths awaited (it runs in the background once the namespace is let go,
+taking 0.5-30 ms here; a client need not wait for it), then the addresses freed.
 """
 
 from __future__ import annotations
@@ -82,6 +90,7 @@ class JobRun:
         self.run_dir = svc.cfg.run_dir / "jobs" / job_id
         self.cgroup = svc.kernel.cgroup(svc.cgroup_root / job_id)
         self.undo = UndoStack()
+        self.release = UndoStack()  # after the final record
         self.sandbox: Sandbox | None = None
         self.netns: JobNetns | None = None
         self.host: Host | None = None
@@ -96,7 +105,7 @@ class JobRun:
         if self.stopped.is_set():
             return
         self.stopped.set()
-        main = self.sandbox.main if self.sandbox else None
+        main = self.sandbox.main if self.sandbox and self.sandbox.released else None
         if main is None:
             return  # not started yet: the run sees the flag before the command starts
         # bwrap outside and its init inside pass the command's end on; they are not the job
@@ -135,19 +144,25 @@ class JobRun:
         if self.plan is not None:
             self.svc.discovery.refresh(list(self.plan.ips))  # peers forget this job
         self._end(outcome)
+        for problem in self.release.unwind():
+            log.warning("job %s: %s", self.job_id[:12], problem)
         return result
 
     def _run(self) -> tuple[Outcome, bytes, bool]:
         self._setup_host()
         layout, env, path = self._setup_job()
+        if path is not None:
+            self._start(layout, env, path)  # joins the job's cgroups while its network is built
+        assert self.plan is not None
+        self.agent.setup(self.plan, self.netns)
         faults.point("attached", self.job_id)
         if self.stopped.is_set():
             return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
         self._list_in_networks()
         faults.point("running", self.job_id)
-        if path is None:
+        if path is None or self.sandbox is None:
             return self._not_found()
-        self._start(layout, env, path)
+        self.sandbox.go()
         return self._watch()
 
     def _setup_host(self) -> None:
@@ -160,7 +175,7 @@ class JobRun:
         self._prepare_files()
         facts = self.agent.facts(self.spec)  # every network checked before anything is reserved
         reserved = self.agent.reserve(self.job_id, self.spec, facts)
-        undo.push("free addresses", lambda: self.agent.free(self.job_id, reserved))
+        self.release.push("free addresses", lambda: self.agent.free(self.job_id, reserved))
         limits = self.spec.limits
         plan = self.plan = make_plan(
             self.job_id, self.hostname, self.spec.network, facts, reserved, limits.rate_in(), limits.rate_out()
@@ -175,7 +190,7 @@ class JobRun:
             self.cgroup.limit(limits, svc.cgroup_v2, block_device(svc.cfg.state_dir))
 
     def _setup_job(self) -> tuple[Layout, dict[str, str], str | None]:
-        """Its network namespace (wired, shaped), its root's layout, its command's path."""
+        """Its network namespace (not wired yet), its root's layout, its command's path."""
         assert self.plan is not None
         svc = self.svc
         binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
@@ -184,7 +199,8 @@ class JobRun:
             self.netns = svc.kernel.netns(self.run_dir / "sys")
         plan = self.plan
         self.undo.push("tear down network", lambda: self._teardown_network(plan))  # a partial setup too
-        self.agent.setup(plan, self.netns)
+        if self.netns is not None:
+            self.release.push("await its veths' removal", lambda: self.agent.await_links(plan))
         self.host = svc.host()  # looked at once per job: the lookup and the root agree
         layout = self._layout(binds)
         return layout, env, resolve(self.spec.command, env["PATH"], views_of(self.host, layout))
@@ -202,6 +218,7 @@ class JobRun:
         svc.discovery.refresh(list(plan.ips))
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
+        """Spawn the job's process, which joins its cgroups and waits for the go."""
         assert self.host is not None, "_setup_job looked at the host"
         sandbox = self.sandbox = self.svc.kernel.sandbox(
             Launch(
@@ -219,7 +236,7 @@ class JobRun:
     def _teardown_network(self, plan: NetPlan) -> None:
         """Let the namespace go first (its processes are gone by now): the kernel then removes
         it with the job's veths in the background, batched, where deleting a veth ourselves
-        waits ~20 ms (RCU); the agent waits for them and removes the port rules."""
+        waits ~20 ms (RCU); the port rules go now, the veths are awaited after the record."""
         if self.netns is not None:
             self.netns.close()
         self.agent.teardown(plan, released=self.netns is not None)

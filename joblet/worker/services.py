@@ -47,6 +47,8 @@ class NetAgent(Protocol):
 
     def teardown(self, plan: NetPlan, released: bool = False) -> None: ...
 
+    def await_links(self, plan: NetPlan) -> None: ...
+
 
 @dataclass
 class Services:

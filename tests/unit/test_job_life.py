@@ -134,6 +134,12 @@ class FakeSandbox:
         self.main = FakeMain()  # type: ignore[assignment]
         return self.main  # type: ignore[return-value]
 
+    released = False
+
+    def go(self) -> None:
+        self.log("sandbox go")
+        self.released = True
+
     def close(self) -> None:
         self.log("sandbox close")
 
@@ -188,6 +194,9 @@ class FakeAgent:
     def teardown(self, plan: NetPlan, released: bool = False) -> None:
         self.log(f"net teardown{' (released)' if released else ''}")
 
+    def await_links(self, plan: NetPlan) -> None:
+        self.log("net links gone")
+
 
 class FakeMounts:
     def binds_for(self, volumes: Any, runtime: Any) -> tuple[list[Any], None]:
@@ -240,28 +249,32 @@ def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
     return log.calls, record["status"], list((tmp_path / "state" / "journal").glob("*.json"))
 
 
-# setup as it happens: a step, or ("undo", what) when that step's undo is pushed
+# setup as it happens: a step, "undo:what" when that step's undo is pushed, "later:what" when
+# its undo is pushed on the stack unwound after the final record
 EVENTS = [
     "undo:remove dirs",
     "mount work",
     "net facts",
     "net reserve",
-    "undo:net free",
+    "later:net free",
     "undo:cgroup remove",
     "cgroup create",
     "cgroup pids",
     "netns create",
+    "later:net links gone",
     # one undo for both: the namespace let go, then the agent's teardown (waits for its veths)
     "undo:net teardown (released)",
     "undo:netns close",
+    "undo:sandbox close",
+    "sandbox start",  # it joins the cgroups while the network is set up, then waits for the go
     "net setup",
     "undo:leave networks",
     "join networks",
-    "undo:sandbox close",
-    "sandbox start",
+    "sandbox go",
 ]
-STEPS = [e for e in EVENTS if not e.startswith("undo:")]
+STEPS = [e for e in EVENTS if not e.startswith(("undo:", "later:"))]
 UNDOS = {e[5:] for e in EVENTS if e.startswith("undo:")}
+LATER = {e[6:] for e in EVENTS if e.startswith("later:")}
 
 
 def test_a_whole_life_undoes_everything_newest_first(tmp_path):
@@ -270,15 +283,16 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
     after = calls[calls.index("watch") + 1 :]
     assert after == [
         "cgroup kill",
+        "leave networks",
         "cgroup kill",
         "sandbox close",
-        "leave networks",
         "netns close",
         "net teardown (released)",
         "cgroup remove",
-        "net free",
         "remove dirs",
-        "end output",
+        "end output",  # the final record came before it
+        "net links gone",
+        "net free",
     ]
 
 
@@ -289,6 +303,8 @@ def test_a_failing_step_undoes_exactly_what_was_applied(tmp_path, step):
     pushed = [e[5:] for e in EVENTS[: EVENTS.index(step)] if e.startswith("undo:")]
     undone = [c for c in calls[calls.index(step) + 1 :] if c in UNDOS]
     assert undone == list(reversed(pushed)), calls
+    later = [e[6:] for e in EVENTS[: EVENTS.index(step)] if e.startswith("later:")]
+    assert [c for c in calls[calls.index("end output") :] if c in LATER] == list(reversed(later))
     assert not any(later in calls for later in STEPS[STEPS.index(step) + 1 :])  # nothing after it ran
 
 
