@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -25,9 +26,31 @@ def safe_url(url: str) -> str:
 
 
 POOL_SIZE = 128
+_lite = False  # rnx: the small client (resp.py) where it can
+_lite_clients: dict[str, Any] = {}
+
+
+def prefer_lite() -> None:
+    """Make `connect` hand out resp.py's client (one connection per URL) for the URLs it reads:
+    `rnx` sends a few commands per process, and redis-py's import alone costs ~45 ms."""
+    global _lite
+    _lite = True
 
 
 def connect(url: str) -> Any:
+    """A Redis client for `url`: redis-py's (`connect_redis_py`), or after `prefer_lite` the
+    small one, which hands what it does not do to redis-py."""
+    if _lite:
+        from joblet.api import resp
+
+        if resp.supports(url):
+            if url not in _lite_clients:
+                _lite_clients[url] = resp.LiteRedis(url, lambda: connect_redis_py(url))
+            return _lite_clients[url]
+    return connect_redis_py(url)
+
+
+def connect_redis_py(url: str) -> Any:
     """A binary-safe redis-py client with short connect timeouts.
 
     A blocking pool: when all its connections are busy a caller waits for one (up to 30 s)
@@ -47,28 +70,54 @@ def connect(url: str) -> Any:
     return redis.Redis(connection_pool=pool)
 
 
+def error_kind(exc: BaseException) -> str | None:
+    """ "noperm", "auth", "unreachable", "response" for an error of either Redis client (redis-py
+    only if it was imported: none of its errors can exist otherwise), else None."""
+    from joblet.api import resp
+
+    kinds: list[tuple[Any, str]] = [
+        (resp.NoPermissionError, "noperm"),
+        (resp.AuthenticationError, "auth"),
+        (resp.ConnectionError, "unreachable"),
+        (resp.ResponseError, "response"),
+    ]
+    rp = sys.modules.get("redis.exceptions")
+    if rp is not None:  # redis-py's AuthenticationError is a ConnectionError: it comes first
+        kinds += [
+            (rp.NoPermissionError, "noperm"),
+            (rp.AuthenticationError, "auth"),
+            (rp.ConnectionError, "unreachable"),
+            (rp.TimeoutError, "unreachable"),
+            (rp.ResponseError, "response"),
+            (rp.RedisError, "response"),
+        ]
+    return next((kind for cls, kind in kinds if isinstance(exc, cls)), None)
+
+
 def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorate a method so redis errors become BackendUnavailable naming the URL."""
 
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def inner(self: Any, *args: Any, **kwargs: Any) -> T:
-            import redis
-
             try:
                 return fn(self, *args, **kwargs)
-            except redis.exceptions.NoPermissionError as exc:
-                raise PermissionDenied(
-                    f"not allowed for this Redis user at {safe_url(url_of(self))} "
-                    f"({str(exc).split(' has no permissions')[0]} has no "
-                    "permission); a viewer may only list, status and read logs"
-                ) from None
-            except redis.exceptions.AuthenticationError as exc:
-                raise PermissionDenied(f"Redis at {safe_url(url_of(self))} refused the credentials: {exc}") from None
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                raise BackendUnavailable(f"cannot reach Redis at {safe_url(url_of(self))}: {_reason(exc)}") from None
-            except redis.exceptions.ResponseError as exc:
-                raise BackendUnavailable(f"Redis at {safe_url(url_of(self))}: {exc}") from None
+            except Exception as exc:
+                kind = error_kind(exc)
+                where = safe_url(url_of(self))
+                if kind == "noperm":
+                    raise PermissionDenied(
+                        f"not allowed for this Redis user at {where} "
+                        f"({str(exc).split(' has no permissions')[0]} has no "
+                        "permission); a viewer may only list, status and read logs"
+                    ) from None
+                if kind == "auth":
+                    raise PermissionDenied(f"Redis at {where} refused the credentials: {exc}") from None
+                if kind == "unreachable":
+                    raise BackendUnavailable(f"cannot reach Redis at {where}: {_reason(exc)}") from None
+                if kind == "response":
+                    raise BackendUnavailable(f"Redis at {where}: {exc}") from None
+                raise
 
         return inner
 

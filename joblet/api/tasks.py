@@ -160,9 +160,7 @@ def broker_redis(url: str) -> Any:
 
 def push(cfg: Settings, messages: list[tuple[str, bytes]]) -> None:
     """LPUSH queue entries in one round trip (kombu's Redis transport pops with BRPOP)."""
-    import redis
-
-    from joblet.api.redis_conn import safe_url
+    from joblet.api.redis_conn import error_kind, safe_url
     from joblet.errors import BackendUnavailable
 
     try:
@@ -170,7 +168,9 @@ def push(cfg: Settings, messages: list[tuple[str, bytes]]) -> None:
         for queue, entry in messages:
             pipe.lpush(queue, entry)
         pipe.execute()
-    except redis.exceptions.RedisError as exc:
+    except Exception as exc:
+        if error_kind(exc) is None:
+            raise
         raise BackendUnavailable(f"cannot queue on the broker at {safe_url(cfg.broker)}: {exc}") from None
 
 

@@ -222,6 +222,9 @@ def main() -> None:
     every imported module took ~85 ms (PITFALLS 29); rnx holds nothing that needs finalizing,
     so it flushes its two streams and calls os._exit."""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # rnx uses none; skips ~14 ms
+    from joblet.api.redis_conn import prefer_lite
+
+    prefer_lite()  # a few commands per process: not worth redis-py's ~45 ms import
     try:
         cli(prog_name="rnx")
         code = 0

@@ -1,0 +1,146 @@
+"""rnx's small Redis client (joblet/api/resp.py) against a real redis-server, each reply
+compared with redis-py's for the same call on the same server."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from joblet.api import resp
+from joblet.api.redis_conn import connect_redis_py, error_kind, translated
+from joblet.errors import BackendUnavailable
+
+
+@pytest.fixture
+def pair(redis_sock: str) -> tuple[Any, Any, str]:
+    """(lite, redis-py, a key prefix of this test)"""
+    lite = resp.LiteRedis(redis_sock, lambda: connect_redis_py(redis_sock))
+    yield lite, connect_redis_py(redis_sock), f"resp-{uuid.uuid4().hex[:8]}:"
+    lite.close()
+
+
+def both(pair: tuple[Any, Any, str], call: Any) -> Any:
+    """The reply of `call` on each client (on keys of its own); they must agree."""
+    lite, real, prefix = pair
+    got = call(lite, prefix + "lite:")
+    want = call(real, prefix + "real:")
+    assert got == want
+    return got
+
+
+CALLS = {
+    "set/get": lambda r, k: (r.set(k + "s", "v"), r.get(k + "s"), r.get(k + "missing")),
+    "set nx ex": lambda r, k: (r.set(k + "n", b"1", nx=True, ex=60), r.set(k + "n", b"2", nx=True, ex=60)),
+    "exists/delete": lambda r, k: (r.set(k + "e", 1), r.exists(k + "e", k + "x"), r.delete(k + "e"), r.exists(k + "e")),
+    "expire": lambda r, k: (r.set(k + "t", 1.5), r.expire(k + "t", 60), r.pexpire(k + "none", 60)),
+    "mget": lambda r, k: (r.set(k + "a", "1"), r.mget([k + "a", k + "b"]), r.mget(k + "a")),
+    "hashes": lambda r, k: (
+        r.hset(k + "h", mapping={"f": "1", "g": b"\x00\xff"}),
+        r.hset(k + "h", "f", "2"),
+        r.hsetnx(k + "h", "f", "3"),
+        r.hsetnx(k + "h", "n", "3"),
+        r.hget(k + "h", "f"),
+        r.hgetall(k + "h"),
+        r.hgetall(k + "nothing"),
+        sorted(r.hkeys(k + "h")),
+        sorted(r.hvals(k + "h")),
+        r.hexists(k + "h", "g"),
+        r.hincrby(k + "h", "c", 5),
+        r.hdel(k + "h", "f", "zz"),
+    ),
+    "sorted sets": lambda r, k: (
+        r.zadd(k + "z", {"a": 2, "b": 1.5, "c": 9}),
+        r.zrange(k + "z", 0, -1),
+        r.zrem(k + "z", "c", "q"),
+        r.zremrangebyscore(k + "z", "-inf", 1.9),
+        r.zrange(k + "z", 0, -1),
+    ),
+    "lists, publish": lambda r, k: (r.lpush(k + "l", "x", "y"), r.publish(k + "chan", "hello")),
+    "streams": lambda r, k: (
+        [len(r.xadd(k + "x", {"out": b"a\nb", "err": "c"}, maxlen=100)) > 0 for _ in range(3)],
+        [[key == (k + "x").encode(), [f for _, f in entries]] for key, entries in r.xread({k + "x": "0-0"}, count=2)],
+        r.xread({k + "x": "$"}, block=5),  # nothing new: empty after the block
+        [fields for _, fields in r.xrevrange(k + "x", count=1)],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CALLS)
+def test_replies_match_redis_py(pair, name):
+    assert both(pair, lambda r, k: (CALLS[name](r, k), r.ping()))[1] is True
+
+
+def test_pipelines_match_redis_py(pair):
+    def piped(r: Any, k: str) -> Any:
+        pipe = r.pipeline()
+        pipe.hset(k + "p", mapping={"a": "1"}).zadd(k + "pz", {"a": 1.0})
+        pipe.hgetall(k + "p")
+        first = pipe.execute()
+        loose = r.pipeline(transaction=False)
+        for i in range(3):
+            loose.lpush(k + "pl", i)
+        return first, loose.execute(), r.pipeline().execute()
+
+    assert both(pair, piped)[0] == [1, 1, {b"a": b"1"}]
+
+
+def test_a_transaction_with_a_failing_command_raises_like_redis_py(pair):
+    lite, real, prefix = pair
+    for client in (lite, real):
+        client.set(prefix + "str", "x")
+        pipe = client.pipeline()
+        pipe.hset(prefix + "str", "f", "v")  # WRONGTYPE at EXEC
+        with pytest.raises(Exception) as caught:
+            pipe.execute()
+        assert error_kind(caught.value) == "response" and "WRONGTYPE" in str(caught.value)
+        assert client.ping() is True  # the connection is still in step
+
+
+def test_scripts_load_themselves(pair):
+    lite, _, prefix = pair
+    lite.real().script_flush()  # the server forgets its scripts
+    script = lite.register_script("return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1}")
+    assert script(keys=[prefix + "k"], args=["v", 41]) == [(prefix + "k").encode(), b"v", 42]  # EVAL
+    assert script(keys=[prefix + "k"], args=["w", 1]) == [(prefix + "k").encode(), b"w", 2]  # EVALSHA
+
+
+def test_what_it_does_not_do_goes_to_redis_py(pair):
+    lite, real, prefix = pair
+    lite.set(prefix + "a", "1")
+    assert sorted(lite.scan_iter(match=prefix + "*")) == [(prefix + "a").encode()]  # not a lite method
+    with lite.pipeline() as pipe:  # WATCH makes it redis-py's
+        pipe.watch(prefix + "a")
+        assert pipe.get(prefix + "a") == b"1"  # immediate after WATCH, as in redis-py
+        pipe.multi()
+        pipe.set(prefix + "a", "3")
+        assert pipe.execute() == [True]
+    assert real.get(prefix + "a") == b"3"
+    pipe = lite.pipeline()
+    pipe.set(prefix + "c", "4")
+    pipe.sadd(prefix + "set", "m")  # not a lite command: what was queued is replayed on redis-py's
+    assert pipe.execute() == [True, 1] and real.smembers(prefix + "set") == {b"m"}
+
+
+def test_urls_it_reads_itself():
+    assert resp.supports("redis://u:p@host:6379/2") and resp.supports("unix:///run/redis.sock?db=1")
+    assert resp.supports("rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem")
+    assert not resp.supports("redis://h/0?socket_timeout=5")  # an option it does not read
+    assert not resp.supports("redis+sentinel://h")
+
+
+def test_an_unreachable_server_reads_like_redis_py(tmp_path: Path):
+    url = f"unix://{tmp_path / 'absent.sock'}"
+
+    class Holder:
+        def __init__(self) -> None:
+            self.url, self.redis = url, resp.LiteRedis(url, lambda: connect_redis_py(url))
+
+        @translated(lambda self: self.url)
+        def ping(self) -> Any:
+            return self.redis.ping()
+
+    with pytest.raises(BackendUnavailable, match=r"cannot reach Redis at unix://.*: No such file or directory$"):
+        Holder().ping()
