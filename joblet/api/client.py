@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from joblet.api.client_networks import Networks
-from joblet.api.client_volumes import Volumes
-from joblet.api.client_workflows import Workflows
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec, validation_message
@@ -22,6 +20,9 @@ from joblet.errors import ValidationError
 
 if TYPE_CHECKING:
     from joblet.api.batch import Batch
+    from joblet.api.client_networks import Networks
+    from joblet.api.client_volumes import Volumes
+    from joblet.api.client_workflows import Workflows
 
 __all__ = ["Client", "make_spec", "validation_message"]
 
@@ -35,12 +36,29 @@ class Client:
         net_store = NetworkStore(cfg.redis_url, cfg.key_prefix, self.store.redis)
         vol_store = VolumeStore(cfg.redis_url, cfg.key_prefix, self.store.redis)
         self.preflight = Preflight(cfg, self.store, net_store, vol_store)
-        self.networks = Networks(cfg, self.store, net_store)
+        self._net_store, self._vol_store = net_store, vol_store
+
+    # the sub-APIs are made (and their modules imported) on first use: `rnx run` needs none
+    @functools.cached_property
+    def networks(self) -> Networks:
         """Create, list, inspect and delete networks."""
-        self.volumes = Volumes(self.store, vol_store)
+        from joblet.api.client_networks import Networks
+
+        return Networks(self.settings, self.store, self._net_store)
+
+    @functools.cached_property
+    def volumes(self) -> Volumes:
         """Create, list and delete volumes."""
-        self.workflows = Workflows(cfg, self.store, self.preflight, self.networks, vol_store)
+        from joblet.api.client_volumes import Volumes
+
+        return Volumes(self.store, self._vol_store)
+
+    @functools.cached_property
+    def workflows(self) -> Workflows:
         """Check, submit, list and stop workflows."""
+        from joblet.api.client_workflows import Workflows
+
+        return Workflows(self.settings, self.store, self.preflight, self.networks, self._vol_store)
 
     def runtimes(self) -> list[dict[str, Any]]:
         """Runtimes the live workers offer: [{"name", "nodes"}]."""

@@ -47,8 +47,36 @@ class Ctx:
         return self._client
 
 
+# Subcommands in modules of their own, imported when named (`rnx run` loads run.py only;
+# `rnx --help` and completion load them all)
+LAZY = {
+    "run": ("joblet.cli.run", "run"),
+    "batch": ("joblet.cli.batch", "batch"),
+    "stats": ("joblet.cli.stats", "stats"),
+    "completion": ("joblet.cli.complete", "completion"),
+    "network": ("joblet.cli.network", "network"),
+    "nodes": ("joblet.cli.nodes", "nodes"),
+    "node": ("joblet.cli.nodes", "node"),
+    "volume": ("joblet.cli.volume", "volume"),
+    "runtime": ("joblet.cli.volume", "runtime"),
+    "workflow": ("joblet.cli.workflow", "workflow"),
+}
+
+
 class RnxGroup(click.Group):
-    """Turns joblet errors into one line on stderr and an exit code (no traceback)."""
+    """Turns joblet errors into one line on stderr and an exit code (no traceback); loads the
+    LAZY subcommands when they are named."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY and name not in self.commands:
+            import importlib
+
+            module, attr = LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -217,11 +245,29 @@ def exit_text(record: Any) -> str:
     return f" (exit code {record.exit_code})" if record.exit_code is not None else ""
 
 
+PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
+def skip_plugin_discovery() -> None:
+    """With PYDANTIC_DISABLE_PLUGINS=__all__ pydantic loads no plugin, yet the module that would
+    look for them imports importlib.metadata at its top: ~14 ms of every `rnx run`. Stand in for
+    it with the one function pydantic calls there, which answers as pydantic's would: no plugins
+    (tests/unit/test_rnx_startup.py checks that pydantic still asks that module for nothing else)."""
+    if os.environ.get("PYDANTIC_DISABLE_PLUGINS") != "__all__" or PLUGIN_LOADER in sys.modules:
+        return
+    import types
+
+    loader = types.ModuleType(PLUGIN_LOADER, "pydantic's plugin loader, plugins disabled (rnx)")
+    loader.get_plugins = lambda: ()  # type: ignore[attr-defined]
+    sys.modules[PLUGIN_LOADER] = loader
+
+
 def main() -> None:
     """Run rnx, then leave without the interpreter's shutdown: its final garbage collection of
     every imported module took ~85 ms (PITFALLS 29); rnx holds nothing that needs finalizing,
     so it flushes its two streams and calls os._exit."""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # rnx uses none; skips ~14 ms
+    skip_plugin_discovery()
     from joblet.api.redis_conn import prefer_lite
 
     prefer_lite()  # a few commands per process: not worth redis-py's ~45 ms import
@@ -249,31 +295,6 @@ def flushed(code: int) -> int:
         except (OSError, ValueError):
             code = code or 120
     return code
-
-
-def _register() -> None:
-    from joblet.cli.batch import batch
-    from joblet.cli.complete import completion
-    from joblet.cli.network import network
-    from joblet.cli.nodes import node, nodes
-    from joblet.cli.run import run
-    from joblet.cli.stats import stats
-    from joblet.cli.volume import runtime, volume
-    from joblet.cli.workflow import workflow
-
-    cli.add_command(run)
-    cli.add_command(batch)
-    cli.add_command(stats)
-    cli.add_command(completion)
-    cli.add_command(network)
-    cli.add_command(nodes)
-    cli.add_command(node)
-    cli.add_command(volume)
-    cli.add_command(runtime)
-    cli.add_command(workflow)
-
-
-_register()
 
 
 if __name__ == "__main__":

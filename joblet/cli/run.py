@@ -220,7 +220,8 @@ class Attached:
     def follow(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
         try:
-            self._warn_if_no_worker(initial=True)
+            if self.record.node is None:  # placed on a live node a moment ago: nothing to say yet
+                self._warn_if_no_worker(initial=True)
             self._stream()
         except Leave:
             sig = self.caught or signal.SIGINT

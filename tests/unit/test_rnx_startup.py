@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,34 @@ def test_the_client_and_its_send_path_import_no_celery():
     )
     assert "pydantic" in found and "redis" in found  # positive control: the probe sees imports
     assert "celery" not in found and "kombu" not in found
+
+
+def test_rnx_builds_its_models_without_importlib_metadata():
+    probe = (
+        "import os, sys\nos.environ['PYDANTIC_DISABLE_PLUGINS'] = '__all__'\n"
+        "from joblet.cli.main import skip_plugin_discovery\nskip_plugin_discovery()\n"
+        "from joblet.api.models import make_spec\nmake_spec('true', (), network='none')\n"
+        "print('importlib.metadata' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
+
+
+def test_pydantic_asks_its_plugin_loader_only_for_get_plugins(monkeypatch):
+    """What the stand-in of skip_plugin_discovery must provide: if a pydantic release asks its
+    plugin loader for more, this fails before rnx does."""
+    import inspect
+    import re
+
+    import pydantic
+    from pydantic.plugin import _loader, _schema_validator
+
+    root = Path(pydantic.__file__).parent
+    users = [p for p in root.rglob("*.py") if "_loader" in p.read_text() and p != Path(_loader.__file__)]
+    assert users == [Path(_schema_validator.__file__)]
+    assert re.findall(r"from \._loader import (.+)", inspect.getsource(_schema_validator)) == ["get_plugins"]
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    assert list(_loader.get_plugins()) == []  # pydantic's own answer, and the stand-in's
 
 
 def test_exit_status():
