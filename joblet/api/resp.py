@@ -86,7 +86,8 @@ class Connection:
     def __init__(self, url: str) -> None:
         self.url = url
         self.sock: socket.socket | None = None
-        self._buf = b""
+        self._buf = bytearray()  # what was received; replies are parsed from _pos on
+        self._pos = 0
 
     def open(self) -> None:
         parts = urlsplit(self.url)
@@ -105,7 +106,7 @@ class Connection:
             sock.settimeout(None)  # replies may block (XREAD BLOCK): the server bounds them
         except OSError as exc:
             raise ConnectionError(f"Error {exc.errno or 0} connecting to {where}. {exc.strerror or exc}.") from None
-        self.sock, self._buf = sock, b""
+        self.sock, self._buf, self._pos = sock, bytearray(), 0
         password = unquote(parts.password) if parts.password else None
         if password is not None:
             user = unquote(parts.username) if parts.username else None
@@ -166,21 +167,30 @@ class Connection:
         return reply
 
     def _line(self) -> bytes:
-        while b"\r\n" not in self._buf:
-            self._fill()
-        line, _, self._buf = self._buf.partition(b"\r\n")
+        end = self._buf.find(b"\r\n", self._pos)
+        while end < 0:
+            searched = len(self._buf) - self._pos
+            self._fill()  # may move the unread tail to the front: offsets from _pos
+            end = self._buf.find(b"\r\n", self._pos + max(searched - 1, 0))
+        line = bytes(self._buf[self._pos : end])
+        self._pos = end + 2
         return line
 
     def _exactly(self, size: int) -> bytes:
-        while len(self._buf) < size:
+        while len(self._buf) - self._pos < size:
             self._fill()
-        data, self._buf = self._buf[:size], self._buf[size:]
+        data = bytes(self._buf[self._pos : self._pos + size])
+        self._pos += size
         return data
 
     def _fill(self) -> None:
+        """More bytes (a big reply, e.g. 1,000 stream entries of output, comes in many)."""
         assert self.sock is not None
+        if self._pos:  # drop what was parsed: the buffer holds one unread tail, never the whole stream
+            del self._buf[: self._pos]
+            self._pos = 0
         try:
-            chunk = self.sock.recv(65536)
+            chunk = self.sock.recv(1 << 18)
         except OSError as exc:
             self.close()
             raise ConnectionError(f"Error while reading from Redis: {exc}") from None
@@ -195,7 +205,8 @@ def _tls(sock: socket.socket, host: str, query: dict[str, str]) -> socket.socket
 
     reqs = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(query.get("ssl_cert_reqs", ""), ssl.CERT_REQUIRED)
     ctx = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
-    ctx.check_hostname = reqs != ssl.CERT_NONE and query.get("ssl_check_hostname", "true").lower() != "false"
+    no = query.get("ssl_check_hostname", "").upper() in ("0", "F", "FALSE", "N", "NO")  # redis-py's words
+    ctx.check_hostname = reqs != ssl.CERT_NONE and not no
     ctx.verify_mode = reqs
     if query.get("ssl_certfile"):
         ctx.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile"))

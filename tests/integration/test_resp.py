@@ -73,6 +73,23 @@ def test_replies_match_redis_py(pair, name):
     assert both(pair, lambda r, k: (CALLS[name](r, k), r.ping()))[1] is True
 
 
+def test_big_replies_arrive_whole(pair):
+    """Replies larger than one read (a 5 MB value; 1,000 stream entries of 4 KiB, as
+    `rnx log -f` reads a chatty job's output) are parsed across many reads."""
+
+    def big(r: Any, k: str) -> Any:
+        r.set(k + "big", b"\xab" * 5_000_000)
+        pipe = r.pipeline(transaction=False)
+        for i in range(1500):
+            pipe.xadd(k + "out", {"out": bytes([i % 256]) * 4096})
+        pipe.execute()
+        entries = r.xread({k + "out": "0-0"}, count=1000)[0][1]
+        return r.get(k + "big") == b"\xab" * 5_000_000, [fields for _, fields in entries]
+
+    fine, entries = both(pair, big)
+    assert fine and len(entries) == 1000 and entries[999] == {b"out": bytes([999 % 256]) * 4096}
+
+
 def test_pipelines_match_redis_py(pair):
     def piped(r: Any, k: str) -> Any:
         pipe = r.pipeline()
