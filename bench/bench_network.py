@@ -33,13 +33,15 @@ def iperf_gbits(report: str) -> float:
 
 def joblet_pair(client, limits: dict | None = None) -> float:
     """iperf3 between two jobs of one custom network (the client job shaped by `limits`)."""
-    server = client.run("iperf3", ("-s", "-1"), network="bench-net")
-    for stream, data in client.logs(server.id, follow=True):  # until it says it listens
-        if stream == "stdout" and b"listening" in data:
-            break
+    # --forceflush: iperf3 buffers its stdout on a pipe, and "Server listening" is the sign
+    server = client.run("iperf3", ("-s", "-1", "--forceflush"), network="bench-net")
+    deadline = time.monotonic() + 30
+    while b"listening" not in b"".join(data for stream, data in client.logs(server.id) if stream == "stdout"):
+        rec = client.get(server.id)
+        if time.monotonic() > deadline or rec.status.final:
+            raise RuntimeError(f"iperf3 server job never listened: {rec.status.value} {rec.error}")
+        time.sleep(0.02)
     rec = client.get(server.id)
-    if rec.status.final or not rec.ip:
-        raise RuntimeError(f"iperf3 server job: {rec.status.value} {rec.error}")
     job = client.run("iperf3", ("-c", rec.ip, "-t", str(SECONDS), "-J"), network="bench-net", limits=limits or {})
     out = b"".join(data for stream, data in client.logs(job.id, follow=True) if stream == "stdout")
     client.wait(server.id, timeout=30)
