@@ -267,7 +267,14 @@ def validation_message(exc: pydantic.ValidationError, what: str = "job") -> str:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or what
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"invalid {what} field {field!r}: {msg}"
+    return f"invalid {what} field {_single_quoted(field)}: {msg}"
+
+
+def _single_quoted(text: str) -> str:
+    """`text` as repr writes it (one line, escapes), always in single quotes: a field named
+    after an env key holding a ' must read like every other field."""
+    shown = repr(text)
+    return shown if shown.startswith("'") else "'" + shown[1:-1].replace("'", "\\'") + "'"
 
 
 def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:

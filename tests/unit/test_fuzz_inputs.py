@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -106,3 +107,10 @@ def test_workflow_files(tmp_path: Path, doc):
         assert str(exc).startswith(("workflow", "cannot read workflow"))
         return
     graph_problems(wf)  # never raises
+
+
+def test_a_field_named_after_a_key_with_a_quote_reads_like_the_others():
+    """Found by test_job_specs: an env key holding ' made the message switch quote style."""
+    with pytest.raises(ValidationError) as caught:
+        make_spec("true", env={"'": 1})
+    assert one_line_naming_a_field(caught.value) and str(caught.value).startswith("invalid job field 'env.\\''")
