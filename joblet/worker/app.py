@@ -31,6 +31,10 @@ def make_app(cfg: Settings, sup: Supervisor) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=cfg.concurrency,
         worker_pool="threads",
+        # one result backend for all threads: otherwise each of hundreds of threads builds
+        # its own on its first job (~10-20 ms of the GIL each: redis-py reads its package
+        # metadata for every new client), which made 500 concurrent jobs' start and end slow
+        result_backend_thread_safe=True,
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
         task_queues=[Queue(cfg.queue), Queue(cfg.node_queue(cfg.node))],
