@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_start import Env, cleanup, measure, start_stack, summarize, verify_clean
+from bench_start import Env, cleanup, measure, start_stack, summarize, verify_clean, write_results
 
 SECONDS, REPEAT = 5, 3
 SHAPED_MBIT = (10, 100)  # --max-bandwidth of the iperf3 client job
@@ -149,23 +149,13 @@ def main() -> int:
         for name, r in shaping.items():
             print(f"shaping {name}: {r['measured_mbit']:.1f} mbit/s ({r['error']:+.1%}; target within ±10 %)")
         print(f"joblet network / plain bridge = {ratio:.2f} (target ≥ 0.90: {'met' if ratio >= 0.9 else 'NOT met'})")
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(
-            json.dumps(
-                {
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "cpus": os.cpu_count(),
-                    "kernel": os.uname().release,
-                    "start_latency": latency,
-                    "throughput_gbit": throughput,
-                    "ratio_vs_plain_bridge": ratio,
-                    "shaping": shaping,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_results(
+            RESULTS,
+            start_latency=latency,
+            throughput_gbit=throughput,
+            ratio_vs_plain_bridge=ratio,
+            shaping=shaping,
         )
-        print(f"wrote {RESULTS}")
         return 0
     finally:  # the network, its bridge and rules go away with the namespace and Redis
         cleanup(env)

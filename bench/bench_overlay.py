@@ -24,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import Host  # noqa: E402
+from bench_start import write_results  # noqa: E402
+
+from tests.conftest import Host, private_redis  # noqa: E402
 from tests.integration.lan import Lan  # noqa: E402
 
 SECONDS, REPEAT = 5, 3
@@ -43,32 +45,6 @@ def iperf_gbits(report: str) -> float:
     if found is None:
         raise RuntimeError(f"no iperf3 result in: {report[-600:]}")
     return float(found["end"]["sum_received"]["bits_per_second"]) / 1e9
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    sock = tmp / "redis.sock"
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.05)
-    return proc, f"unix://{sock}"
 
 
 def joblet_pair(client, server_node: str, client_node: str) -> float:  # noqa: ANN001
@@ -183,7 +159,7 @@ def main() -> int:
     from joblet.api.client import Client
 
     tmp = Path(tempfile.mkdtemp(prefix="joblet-bench-ov-"))
-    redis, url = start_redis(tmp)
+    redis, url = private_redis(tmp), f"unix://{tmp / 'redis.sock'}"
     lan, hosts, inner = Lan(), [], []
     try:
         hosts.append(Host(url, "bencha", underlay_address=lan.address(0)))
@@ -213,22 +189,7 @@ def main() -> int:
             table.add_row(name, ", ".join(f"{x:.2f}" for x in found), f"{best[name]:.2f}")
         Console().print(table)
         print(f"joblet overlay / plain VXLAN = {ratio:.2f} (target ≥ 0.90: {'met' if ratio >= 0.9 else 'NOT met'})")
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(
-            json.dumps(
-                {
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "cpus": os.cpu_count(),
-                    "kernel": os.uname().release,
-                    "mtu": mtu,
-                    "throughput_gbit": runs,
-                    "ratio_vs_plain_vxlan": ratio,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        print(f"wrote {RESULTS}")
+        write_results(RESULTS, mtu=mtu, throughput_gbit=runs, ratio_vs_plain_vxlan=ratio)
         return 0
     finally:
         for name in inner:

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 N, WARMUP = 30, 3
 VENV_BIN = Path(sys.executable).parent
@@ -257,21 +258,29 @@ def floor_ratio(results: dict[str, dict[str, float]]) -> dict[str, float] | None
     return {"floor_ms": floor, "ratio": ratio, "target": 2.0}
 
 
-def write_json(results: dict[str, dict[str, float]]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+def write_results(path: Path, **figures: Any) -> None:
+    """A benchmark's JSON file: the machine it ran on, then its figures (every bench's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
         "kernel": os.uname().release,
         "python": sys.version.split()[0],
-        "n": N,
-        "warmup": WARMUP,
-        "targets_median_ms": TARGETS_MS,
-        "results": results,
-        "api_none_over_floor": floor_ratio(results),
+        **figures,
     }
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def write_json(results: dict[str, dict[str, float]]) -> None:
+    write_results(
+        RESULTS,
+        n=N,
+        warmup=WARMUP,
+        targets_median_ms=TARGETS_MS,
+        results=results,
+        api_none_over_floor=floor_ratio(results),
+    )
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -18,7 +18,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -365,23 +364,7 @@ def main() -> int:
     if not args.skip_network:
         rows += network_rows()
     show(rows)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "cpus": os.cpu_count(),
-                "kernel": os.uname().release,
-                "python": sys.version.split()[0],
-                "args": vars(args),
-                "rows": rows,
-                "raw": raw,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {RESULTS}")
+    bs.write_results(RESULTS, args=vars(args), rows=rows, raw=raw)
     return 0
 
 
