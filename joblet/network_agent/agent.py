@@ -312,27 +312,29 @@ class NetworkAgent:
         netns.run(lambda ipr: links.configure_inside(ipr, list(plan.attachments)))
         shaping.apply(plan, netns.path)
 
-    def teardown(self, plan: NetPlan, released: bool = False) -> None:
+    def teardown(self, plan: NetPlan) -> None:
         """Undo `setup` (safe to call twice, after a partial setup, or for an earlier worker's
-        plan): the host ends of the job's veths and its port rules. Addresses: `free`.
-        `released`: the job's namespace was let go, so the kernel is removing its veths in the
-        background (`await_links` waits for that) instead of our deleting each (~20 ms)."""
+        plan): the host ends of the job's veths and its port rules. Addresses: `free`."""
         errors = []
         try:
             self.unsecure(plan)
         except NetworkError as exc:
             errors.append(str(exc))
-        for name in [] if released else [att.host_ifname for att in plan.attachments]:
+        for att in plan.attachments:
             try:
-                links.delete_link(name)
+                links.delete_link(att.host_ifname)
             except NetworkError as exc:
                 errors.append(str(exc))
         if errors:
             raise TeardownError(errors)
 
-    def await_links(self, plan: NetPlan) -> None:
-        """Until the host ends of a released plan's veths are gone (deleting what lingers)."""
+    def released(self, plan: NetPlan) -> None:
+        """`teardown` for a job whose namespace was let go: the kernel removes its veths in
+        the background (waited for here; what lingers past 2 s is deleted), and only then its
+        port rules go. Until then the namespace may still send what its sockets hold (a
+        shaped queue, a closing TCP connection), under the rules of the address it holds."""
         links.await_gone([att.host_ifname for att in plan.attachments])
+        self.unsecure(plan)
 
     def _nameservers(self, network_dns: tuple[str, ...]) -> tuple[str, ...]:
         """The network's --dns, else the worker's dns_servers, else the host's upstreams."""

@@ -7,8 +7,8 @@ Setup, in order (what is undone, and how):
   addresses (IPAM)         -> freed after the final record (below); then the network plan is
                               made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
-  network namespace, setup -> torn down, also after a partial setup: the namespace let go
-                              (the kernel drops it with its veths), port rules removed
+  network namespace, setup -> the namespace let go (the kernel drops it with its veths),
+                              also after a partial setup; without one (host mode): torn down
   its process              -> killed with the cgroup, reaped; spawned before the network is
                               wired: it joins the cgroups meanwhile, then waits for the go
   network setup            -> (the undo above)
@@ -17,7 +17,8 @@ Setup, in order (what is undone, and how):
 
 After the final record and the output's end marker (`release`, newest first): the kernel's
 removal of the job's veths awaited (it runs in the background once the namespace is let go,
-taking 0.5-30 ms here; a client need not wait for it), then the addresses freed.
+taking 0.5-30 ms here; a client need not wait for it), then its port rules removed (what its
+sockets still send meanwhile, e.g. a shaped queue, leaves under them), then the addresses freed.
 """
 
 from __future__ import annotations
@@ -198,9 +199,11 @@ class JobRun:
         if self.plan.isolated_netns:
             self.netns = svc.kernel.netns(self.run_dir / "sys")
         plan = self.plan
-        self.undo.push("tear down network", lambda: self._teardown_network(plan))  # a partial setup too
-        if self.netns is not None:
-            self.release.push("await its veths' removal", lambda: self.agent.await_links(plan))
+        if self.netns is None:
+            self.undo.push("tear down network", lambda: self.agent.teardown(plan))  # a partial setup too
+        else:  # the veths go with the namespace; the rest follows the final record
+            self.release.push("network released", lambda: self.agent.released(plan))
+            self.undo.push("let the network namespace go", self.netns.close)
         self.host = svc.host()  # looked at once per job: the lookup and the root agree
         layout = self._layout(binds)
         return layout, env, resolve(self.spec.command, env["PATH"], views_of(self.host, layout))
@@ -232,14 +235,6 @@ class JobRun:
         )
         self.undo.push("stop processes", lambda: self._stop_processes(sandbox))
         sandbox.start()
-
-    def _teardown_network(self, plan: NetPlan) -> None:
-        """Let the namespace go first (its processes are gone by now): the kernel then removes
-        it with the job's veths in the background, batched, where deleting a veth ourselves
-        waits ~20 ms (RCU); the port rules go now, the veths are awaited after the record."""
-        if self.netns is not None:
-            self.netns.close()
-        self.agent.teardown(plan, released=self.netns is not None)
 
     def _stop_processes(self, sandbox: Sandbox) -> None:
         self.cgroup.kill()

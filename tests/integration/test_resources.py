@@ -100,6 +100,35 @@ def test_bandwidth_both_directions(client):
         client.wait(server.id, timeout=30)
 
 
+RECEIVE = """
+import socket
+server = socket.create_server(("0.0.0.0", 7070))
+print("listening", flush=True)
+conn, _ = server.accept()
+got = 0
+while data := conn.recv(65536):
+    got += len(data)
+print(got)
+"""
+SEND = "import socket, sys; c = socket.create_connection((sys.argv[1], 7070)); c.sendall(b'x' * 131072); c.close()"
+
+
+def test_a_shaped_job_that_ends_at_once_still_delivers_what_it_sent(client):
+    """128 KiB at 2 mbit take ~0.5 s, but the sender's command ends as soon as its socket has
+    taken them: the job's namespace, its link and its port rules must outlive the command
+    until its sockets have drained (they go after the final record, once the kernel is done)."""
+    client.networks.create("drain-net", "10.141.0.0/24")
+    receiver = client.run("python3", ("-c", RECEIVE), network="drain-net")
+    for stream, data in client.logs(receiver.id, follow=True):  # until it listens
+        if stream == "stdout" and b"listening" in data:
+            break
+    ip = wait_running(client, receiver.id)
+    sender, _, err = run(client, "python3", "-c", SEND, ip, network="drain-net", limits={"max_bandwidth": "2mbit"})
+    assert sender.exit_code == 0, err
+    assert client.wait(receiver.id, timeout=30).exit_code == 0
+    assert b"".join(d for s, d in client.logs(receiver.id) if s == "stdout").split()[-1] == b"131072"
+
+
 def test_job_cannot_change_its_network_or_enter_namespaces(client):
     rec, _, err = run(client, "ip", "addr", "add", "10.9.9.9/24", "dev", "eth0")
     assert rec.exit_code != 0 and b"Operation not permitted" in err

@@ -191,11 +191,11 @@ class FakeAgent:
     def setup(self, plan: NetPlan, netns: Any) -> None:
         self.log("net setup")
 
-    def teardown(self, plan: NetPlan, released: bool = False) -> None:
-        self.log(f"net teardown{' (released)' if released else ''}")
+    def teardown(self, plan: NetPlan) -> None:
+        self.log("net teardown")
 
-    def await_links(self, plan: NetPlan) -> None:
-        self.log("net links gone")
+    def released(self, plan: NetPlan) -> None:
+        self.log("net links gone, port rules removed")
 
 
 class FakeMounts:
@@ -261,9 +261,7 @@ EVENTS = [
     "cgroup create",
     "cgroup pids",
     "netns create",
-    "later:net links gone",
-    # one undo for both: the namespace let go, then the agent's teardown (waits for its veths)
-    "undo:net teardown (released)",
+    "later:net links gone, port rules removed",  # after the record: the kernel drops the veths
     "undo:netns close",
     "undo:sandbox close",
     "sandbox start",  # it joins the cgroups while the network is set up, then waits for the go
@@ -287,11 +285,10 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
         "cgroup kill",
         "sandbox close",
         "netns close",
-        "net teardown (released)",
         "cgroup remove",
         "remove dirs",
         "end output",  # the final record came before it
-        "net links gone",
+        "net links gone, port rules removed",
         "net free",
     ]
 
