@@ -239,15 +239,17 @@ class LiteRedis(Commands):
 
     def run(self, commands: list[tuple[tuple[Any, ...], Callable[[Any], Any] | None]]) -> list[Any]:
         """Send commands in one write, read their replies; raises the first error reply.
-        A broken connection is opened again once, before anything was read."""
+        A connection that worked before and broke (a restarted server) is opened again once,
+        as redis-py does; one that cannot be opened is not tried twice."""
         with self._lock:
             for attempt in (1, 2):
+                reused = self._conn.sock is not None
                 try:
                     self._conn.send([list(args) for args, _ in commands])
                     replies = [self._conn.read() for _ in commands]
                     break
                 except ConnectionError:
-                    if attempt == 2 or self._conn.sock is not None:
+                    if attempt == 2 or not reused:
                         raise
         for reply in replies:
             Connection._raise(reply)

@@ -141,6 +141,14 @@ def test_what_it_does_not_do_goes_to_redis_py(pair):
     assert pipe.execute() == [True, 1] and real.smembers(prefix + "set") == {b"m"}
 
 
+def test_a_connection_that_broke_is_opened_again(pair):
+    lite, real, prefix = pair
+    lite.set(prefix + "k", "1")
+    killed = real.client_kill_filter(skipme=True, _type="normal")  # every other client: lite's too
+    assert killed >= 1
+    assert lite.get(prefix + "k") == b"1"  # opened again, once
+
+
 def test_urls_it_reads_itself():
     assert resp.supports("redis://u:p@host:6379/2") and resp.supports("unix:///run/redis.sock?db=1")
     assert resp.supports("rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem")
