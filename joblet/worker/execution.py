@@ -1,13 +1,20 @@
 """Start a job's process in its sandbox (bubblewrap).
 
 The start has two halves. `start` spawns a shell (with vfork: no preexec_fn) that joins the
-job's cgroups and then waits for the worker's go; the worker builds the job's network
-meanwhile, so the cgroup moves, which wait out RCU grace periods (~4-15 ms here, PITFALLS 28),
-overlap the veth setup. `go` lets the shell exec nsenter, which joins the job's network
-namespace (made before the shell, network_agent/netns.py) and execs bwrap. bwrap makes new pid, ipc,
-uts and cgroup namespaces, builds the job's root (sandbox.py), loads the seccomp filter,
-keeps Docker's capabilities (less mknod) with no_new_privs and execs the command as pid 2
-under its own init. bwrap reports a death by signal N as exit status 128+N (as a shell does).
+job's cgroups and execs nsenter, which joins the job's network namespace (made before the
+shell, network_agent/netns.py) and execs bwrap. bwrap makes new pid, ipc, uts and cgroup
+namespaces, builds the job's root (sandbox.py), pivots into it and drops what it does not keep
+of its privileges, then blocks on its `--block-fd`: all that runs while the worker wires the
+job's network. `go` unblocks it: bwrap loads the seccomp filter, keeps Docker's capabilities
+(less mknod) with no_new_privs and execs the command as pid 2 under its own init. bwrap reports
+a death by signal N as exit status 128+N (as a shell does).
+
+bwrap takes end of file on its block descriptor for a go too. Its descriptor is therefore the
+go pipe opened for reading and writing (through /proc): bwrap itself holds a writer, so no end
+of file ever comes, not when the worker calls the start off and not when the worker dies; only
+the go byte lets it on. A start that is called off is killed (`close`); one whose worker died
+waits, with nothing run, until the restarted worker removes the job's cgroup (reconcile.py).
+bwrap closes the descriptor before the command starts.
 """
 
 from __future__ import annotations
@@ -42,15 +49,11 @@ class Launch:
     netns_fd: int | None = None  # None: the host's network (host mode)
 
 
-# Joins the cgroups named by its first N arguments, waits for a line on stdin (the go; end of
-# file: called off, exit 125), then execs the rest (nsenter, bwrap) with stdin on /dev/null. A
+# Joins the cgroups named by its first N arguments, then execs the rest (nsenter, bwrap). A
 # shell's builtins do it because a preexec_fn makes Python fork the whole worker (~5 ms,
 # PITFALLS 30) where Popen without one uses vfork (~0.5 ms). The shell gets a fixed environment
 # and only paths: the job's environment reaches bwrap through --args (a memfd).
-JOIN = (
-    'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; '
-    'read -r go || exit 125; exec </dev/null; exec "$@"'
-)
+JOIN = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
 SHELL_ENV = {"PATH": "/usr/bin:/bin"}
 
 
@@ -79,18 +82,22 @@ class Sandbox:
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
         self.main: subprocess.Popen[bytes] | None = None
-        self._go: int | None = None  # the write end of the shell's stdin until the go
+        self._go: int | None = None  # the write end of bwrap's block descriptor until the go
         self.released = False  # the go was given: bwrap and the command are on their way
 
     def start(self) -> subprocess.Popen[bytes]:
-        """Spawn the job's process: it joins the cgroups and waits for `go`; stdout and stderr
-        on pipes."""
+        """Spawn the job's process: it joins the cgroups, builds the job's root and waits for
+        `go`; stdin is /dev/null, stdout and stderr are pipes."""
         la = self.launch
         filter_r, filter_w = os.pipe()
         os.write(filter_w, job_filter())  # < 1 KiB: fits the pipe, so no reader is needed yet
         os.close(filter_w)
         go_r, self._go = os.pipe()  # ours is closed by `go` or `close`, whatever happens
-        fds = (filter_r, options_file(la.env, la.bwrap_args))
+        try:
+            block = os.open(f"/proc/self/fd/{go_r}", os.O_RDWR)  # reads, and holds a writer
+        finally:
+            os.close(go_r)
+        fds = (filter_r, options_file(la.env, la.bwrap_args), block)
         procs = [str(f) for f in la.cgroup.procs_files]
         # nsenter, not a setns in a short-lived thread: bwrap's --die-with-parent follows the
         # thread that spawned it, so a thread that ends kills the job
@@ -104,6 +111,8 @@ class Sandbox:
             *procs,
             *netns,
             tool("bwrap"),
+            "--block-fd",
+            str(block),
             "--args",
             str(fds[1]),
             "--seccomp",
@@ -114,7 +123,7 @@ class Sandbox:
         try:
             self.main = subprocess.Popen(
                 argv,
-                stdin=go_r,
+                stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=SHELL_ENV,
@@ -124,35 +133,42 @@ class Sandbox:
         except (OSError, subprocess.SubprocessError) as exc:
             raise ExecutionError(f"failed to start the sandbox: {exc}") from None
         finally:
-            for fd in (*fds, go_r):
+            for fd in fds:
                 os.close(fd)
         return self.main
 
     def go(self) -> None:
-        """Let the waiting shell exec bwrap (it may still be joining the cgroups)."""
+        """Let bwrap go on from its block to the command (it may still be building the root)."""
         assert self._go is not None, "go once, after start"
         try:
-            os.write(self._go, b"go\n")
+            os.write(self._go, b"g")
         except BrokenPipeError:
-            pass  # the shell died (its cgroup killed): the wait reports it
-        self._call_off()
+            pass  # bwrap died (its cgroup killed): the wait reports it
+        os.close(self._go)
+        self._go = None
         self.released = True
 
-    def _call_off(self) -> None:
-        if self._go is not None:
-            os.close(self._go)  # before the go: the shell reads end of file and exits 125
-            self._go = None
-
     def close(self) -> None:
-        """Reap bwrap or the waiting shell (after the cgroup was killed) and release our ends."""
-        self._call_off()
-        if self.main is None:
-            return
-        for stream in (self.main.stdout, self.main.stderr):
+        """Reap bwrap (after the cgroup was killed) and release our ends. A start that never
+        got its go is killed here: bwrap itself first (so it clones nothing more), then what it
+        cloned (the job's pid 1 ignores the death signal of its parent)."""
+        try:
+            if self.main is not None:
+                self._reap(self.main)
+        finally:
+            if self._go is not None:
+                os.close(self._go)
+                self._go = None
+
+    def _reap(self, main: subprocess.Popen[bytes]) -> None:
+        if not self.released:
+            main.kill()  # not reaped yet: the pid is still ours
+            self.launch.cgroup.kill()
+        for stream in (main.stdout, main.stderr):
             if stream is not None and not stream.closed:
                 stream.close()
         try:
-            self.main.wait(timeout=5)
+            main.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.main.kill()
-            self.main.wait()
+            main.kill()
+            main.wait()

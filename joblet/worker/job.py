@@ -10,10 +10,11 @@ Setup, in order (what is undone, and how):
   network namespace, setup -> the namespace let go (the kernel drops it with its veths),
                               also after a partial setup; without one (host mode): torn down
   its process              -> killed with the cgroup, reaped; spawned before the network is
-                              wired: it joins the cgroups meanwhile, then waits for the go
+                              wired: it joins the cgroups and bwrap builds the job's root
+                              meanwhile, then waits for the go
   network setup            -> (the undo above)
   listed in its networks   -> unlisted (peers' /etc/hosts forget it)
-  the go                   -> the process execs nsenter and bwrap, then the command
+  the go                   -> bwrap loads the seccomp filter and starts the command
 
 After the final record and the output's end marker (`release`, newest first): the kernel's
 removal of the job's veths awaited (it runs in the background once the namespace is let go,
@@ -153,7 +154,7 @@ class JobRun:
         self._setup_host()
         layout, env, path = self._setup_job()
         if path is not None:
-            self._start(layout, env, path)  # joins the job's cgroups while its network is built
+            self._start(layout, env, path)  # its root is built while its network is wired
         assert self.plan is not None
         self.agent.setup(self.plan, self.netns)
         faults.point("attached", self.job_id)
@@ -221,7 +222,7 @@ class JobRun:
         svc.discovery.refresh(list(plan.ips))
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
-        """Spawn the job's process, which joins its cgroups and waits for the go."""
+        """Spawn the job's process, which joins its cgroups, builds its root and waits for the go."""
         assert self.host is not None, "_setup_job looked at the host"
         sandbox = self.sandbox = self.svc.kernel.sandbox(
             Launch(

@@ -264,7 +264,7 @@ EVENTS = [
     "later:net links gone, port rules removed",  # after the record: the kernel drops the veths
     "undo:netns close",
     "undo:sandbox close",
-    "sandbox start",  # it joins the cgroups while the network is set up, then waits for the go
+    "sandbox start",  # it joins the cgroups and builds the root while the network is set up, then waits for the go
     "net setup",
     "undo:leave networks",
     "join networks",

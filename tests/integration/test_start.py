@@ -1,0 +1,179 @@
+"""The sandbox's two-step start on the real kernel (execution.Sandbox): bwrap builds the job's
+root before the go and runs the command only after it; a start called off, or whose worker
+died before the go, runs nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from joblet.network_agent.netns import JobNetns
+from joblet.worker.cgroups import JobCgroup
+from joblet.worker.execution import Launch, Sandbox
+from joblet.worker.mounts import mount_tmpfs, remove_dirs
+from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
+from tests.conftest import cgroup_base, need
+
+MARK = "echo ran; touch /work/ran"
+
+
+class Box:
+    """A job's kernel objects without a worker: cgroup, network namespace, /work, run dir."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="joblet-start-"))
+        self.cgroup = JobCgroup(cgroup_base() / f"joblet-start-{os.getpid()}")
+        self.cgroup.create()
+        self.cgroup.limit_pids(64)
+        self.work = self.tmp / "work"
+        mount_tmpfs(self.work, 16 << 20)
+        run = self.tmp / "run"
+        cover = make_cover(run)
+        (run / "hostname").write_text("start\n")
+        self.netns = JobNetns.create(run / "sys")
+        layout = Layout(hostname="start", work_dir=str(self.work), run_dir=str(run), sys_dir=str(self.netns.sys_dir))
+        self.args = bwrap_args(survey(cover, (), ()), layout)
+
+    def sandbox(self, script: str) -> Sandbox:
+        argv = ["/bin/sh", "-c", script]
+        return Sandbox(Launch("start", self.cgroup, self.args, argv, {"PATH": "/usr/bin:/bin"}, self.netns.fd))
+
+    def close(self) -> None:
+        self.cgroup.kill()
+        self.netns.close()
+        self.cgroup.remove()
+        for directory in self.cgroup.v1_dirs():
+            directory.rmdir()
+        remove_dirs([self.tmp])
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    need(os.geteuid() == 0, "needs root (cgroups, namespaces, mounts)")
+    made = Box()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def sandbox_child(bwrap_pid: int, timeout: float = 10.0) -> int:
+    """The pid of bwrap's child once bwrap has cloned it into the job's namespaces."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{bwrap_pid}/task/{bwrap_pid}/children") as fh:
+                children = fh.read().split()
+        except OSError:
+            children = []
+        if children:
+            return int(children[0])
+        time.sleep(0.001)
+    raise AssertionError("bwrap never cloned its sandbox child")
+
+
+def root_built(pid: int, work: Path, timeout: float = 10.0) -> bool:
+    """Is `pid` in a root of its own (not the host's), with the job's /work in it?"""
+    host_root, job_work = os.stat("/"), os.stat(work)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            root, inside = os.stat(f"/proc/{pid}/root"), os.stat(f"/proc/{pid}/root/work")
+            if (root.st_dev, root.st_ino) != (host_root.st_dev, host_root.st_ino) and inside.st_dev == job_work.st_dev:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.001)
+    return False
+
+
+def test_the_root_is_built_before_the_go_and_the_command_runs_after_it(box: Box) -> None:
+    sandbox = box.sandbox(MARK)
+    main = sandbox.start()
+    child = sandbox_child(main.pid)
+    assert root_built(child, box.work), "bwrap's child is not in the job's root before the go"
+    assert not (box.work / "ran").exists()  # blocked: the command has not run
+    sandbox.go()
+    assert main.wait(timeout=10) == 0
+    assert main.stdout is not None and main.stdout.read() == b"ran\n"
+    assert (box.work / "ran").exists()
+    sandbox.close()
+
+
+@pytest.mark.parametrize("when", ["at once", "once the root is built"])
+def test_a_start_called_off_runs_nothing(box: Box, when: str) -> None:
+    control = box.sandbox("echo control")  # positive control: the same start with its go
+    control.start()
+    control.go()
+    assert control.main is not None and control.main.wait(timeout=10) == 0
+    assert control.main.stdout is not None and control.main.stdout.read() == b"control\n"
+    control.close()
+
+    sandbox = box.sandbox(MARK)
+    main = sandbox.start()
+    if when != "at once":
+        assert root_built(sandbox_child(main.pid), box.work)
+    assert main.stdout is not None
+    out = os.dup(main.stdout.fileno())
+    try:
+        sandbox.close()  # what the job's undo does when its setup fails before the go
+        assert main.returncode == -9
+        assert os.read(out, 100) == b""
+    finally:
+        os.close(out)
+    assert not (box.work / "ran").exists()
+
+
+DYING_WORKER = """
+import os, sys
+from pathlib import Path
+from joblet.worker.cgroups import JobCgroup
+from joblet.worker.execution import Launch, Sandbox
+cgroup, netns_fd, go, args = JobCgroup(Path(sys.argv[1])), int(sys.argv[2]), sys.argv[3] == "go", sys.argv[4:]
+sandbox = Sandbox(Launch("start", cgroup, args, ["/bin/sh", "-c", "touch /work/ran"], {"PATH": "/bin"}, netns_fd))
+main = sandbox.start()
+print(main.pid, flush=True)
+sys.stdin.readline()  # the test has seen bwrap's child in the job's root
+if go:
+    sandbox.go()
+os._exit(0)  # dies like a killed worker: no close, no reaping
+"""
+
+
+def blocked_in_read(pid: int) -> bool:
+    """Asleep inside read(2) (syscall 0 on x86-64, 63 on arm64), not woken."""
+    with open(f"/proc/{pid}/stat") as fh:
+        state = fh.read().rsplit(")", 1)[1].split()[0]
+    with open(f"/proc/{pid}/syscall") as fh:
+        number = fh.read().split()[0]
+    return state == "S" and number in ("0", "63")
+
+
+@pytest.mark.parametrize("go", [False, True])
+def test_a_start_whose_worker_dies_before_the_go_runs_nothing(box: Box, go: bool) -> None:
+    # the worker's process is a separate one that dies; the netns descriptor is passed to it
+    argv = [sys.executable, "-c", DYING_WORKER, str(box.cgroup.path), str(box.netns.fd), "go" if go else "-", *box.args]
+    worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(box.netns.fd,))
+    assert worker.stdout is not None and worker.stdin is not None
+    bwrap = int(worker.stdout.readline())
+    child = sandbox_child(bwrap)
+    assert root_built(child, box.work)
+    worker.stdin.close()
+    assert worker.wait(timeout=10) == 0
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{bwrap}") and time.monotonic() < deadline:  # dies with its parent
+        time.sleep(0.001)
+    if go:  # positive control: given the go, the command runs without its worker
+        while not (box.work / "ran").exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert (box.work / "ran").exists()
+    else:  # no writer left but bwrap's own: still asleep in its read, nothing ran
+        assert blocked_in_read(child)
+        assert not (box.work / "ran").exists()
