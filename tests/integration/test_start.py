@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -136,14 +136,11 @@ import os, sys
 from pathlib import Path
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
-cgroup, netns_fd, go, args = JobCgroup(Path(sys.argv[1])), int(sys.argv[2]), sys.argv[3] == "go", sys.argv[4:]
+cgroup, netns_fd, args = JobCgroup(Path(sys.argv[1])), int(sys.argv[2]), sys.argv[3:]
 sandbox = Sandbox(Launch("start", cgroup, args, ["/bin/sh", "-c", "touch /work/ran"], {"PATH": "/bin"}, netns_fd))
-main = sandbox.start()
-print(main.pid, flush=True)
+print(sandbox.start().pid, flush=True)
 sys.stdin.readline()  # the test has seen bwrap's child in the job's root
-if go:
-    sandbox.go()
-os._exit(0)  # dies like a killed worker: no close, no reaping
+os._exit(0)  # dies like a killed worker, before the go: no close, no reaping
 """
 
 
@@ -156,24 +153,38 @@ def blocked_in_read(pid: int) -> bool:
     return state == "S" and number in ("0", "63")
 
 
-@pytest.mark.parametrize("go", [False, True])
-def test_a_start_whose_worker_dies_before_the_go_runs_nothing(box: Box, go: bool) -> None:
-    # the worker's process is a separate one that dies; the netns descriptor is passed to it
-    argv = [sys.executable, "-c", DYING_WORKER, str(box.cgroup.path), str(box.netns.fd), "go" if go else "-", *box.args]
+def block_fd(pid: int) -> int:
+    """The descriptor bwrap blocks on, from its command line."""
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        argv = fh.read().split(b"\0")
+    return int(argv[argv.index(b"--block-fd") + 1])
+
+
+def until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_a_start_whose_worker_dies_before_the_go_runs_nothing(box: Box) -> None:
+    # the worker is a process of its own that dies; the namespace's descriptor is passed to it
+    argv = [sys.executable, "-c", DYING_WORKER, str(box.cgroup.path), str(box.netns.fd), *box.args]
     worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(box.netns.fd,))
     assert worker.stdout is not None and worker.stdin is not None
     bwrap = int(worker.stdout.readline())
     child = sandbox_child(bwrap)
     assert root_built(child, box.work)
+    fd = block_fd(child)
     worker.stdin.close()
     assert worker.wait(timeout=10) == 0
-    deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{bwrap}") and time.monotonic() < deadline:  # dies with its parent
-        time.sleep(0.001)
-    if go:  # positive control: given the go, the command runs without its worker
-        while not (box.work / "ran").exists() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert (box.work / "ran").exists()
-    else:  # no writer left but bwrap's own: still asleep in its read, nothing ran
-        assert blocked_in_read(child)
-        assert not (box.work / "ran").exists()
+    assert until(lambda: not os.path.exists(f"/proc/{bwrap}"))  # bwrap died with its parent
+    # no writer left but bwrap's child's own: it still sleeps in its read, nothing ran
+    assert blocked_in_read(child)
+    assert not (box.work / "ran").exists()
+    # positive control: the go byte, and only it, lets the same child on to the command
+    with open(f"/proc/{child}/fd/{fd}", "wb", buffering=0) as go:
+        go.write(b"g")
+    assert until((box.work / "ran").exists)
