@@ -18,6 +18,8 @@ bench_start.py):
   which holds a worker-sized heap here).
 The cases run in turn, round after round, so that other load on the machine hits them alike.
 Baselines: `unshare --net true`, and plain `bwrap` with a read-only /usr and nothing else.
+`ceiling()` (run by run_all.py) starts the `sandbox` case from several threads at once: the
+start rate the sandbox alone allows on this machine, and the machine's CPU per start.
 Prints a table (medians, p90, the sandbox's cost over `previous`) and writes
 bench/results/sandbox.json. Cleans up its cgroup and temp dir.
 """
@@ -32,9 +34,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from bench_start import machine_busy_s
 
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup, detect_root
@@ -187,6 +192,53 @@ class PreexecSandbox(Sandbox):
 
     def go(self) -> None:
         self.released = True  # it never waited
+
+
+def ceiling(n: int, threads: int) -> dict[str, float]:
+    """n sandboxed `none` starts, `threads` at a time, each thread with its own cgroup and
+    directories: the start rate the kernel work of the sandbox alone allows on this machine
+    (no Celery, no Redis, no worker bookkeeping), the ceiling for a job runner that keeps it."""
+    base = detect_root()
+    work = Path(tempfile.mkdtemp(prefix="joblet-bench-ceiling-"))
+    groups = [JobCgroup(base / f"joblet-bench-ceiling-{os.getpid()}-{i}") for i in range(threads)]
+    errors: list[BaseException] = []
+
+    def loop(i: int, count: int) -> None:
+        mine = work / str(i)
+        cover = make_cover(mine / "run")
+        try:
+            for _ in range(count):
+                sandboxed(groups[i], mine / "jobwork", mine / "run", cover)
+        except BaseException as exc:  # noqa: BLE001 - reported after the join
+            errors.append(exc)
+
+    try:
+        for group in groups:
+            group.create()
+        shares = [n // threads + (i < n % threads) for i in range(threads)]
+        workers = [threading.Thread(target=loop, args=(i, c)) for i, c in enumerate(shares)]
+        t0, busy0 = time.perf_counter(), machine_busy_s()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed, busy = time.perf_counter() - t0, machine_busy_s() - busy0
+    finally:
+        for group in groups:
+            group.remove()
+            for d in group.v1_dirs():
+                d.rmdir()
+        remove_dirs([work])
+    if errors:
+        raise errors[0]
+    return {
+        "starts": n,
+        "threads": threads,
+        "total_s": elapsed,
+        "starts_per_s": n / elapsed,
+        "machine_cpu_ms_per_start": busy / n * 1000,  # kernel threads (namespace cleanup) included
+        "machine_busy": busy / (elapsed * (os.cpu_count() or 1)),
+    }
 
 
 def command(argv: list[str]) -> Callable[[], None]:

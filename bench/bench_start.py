@@ -68,6 +68,13 @@ class Env:
         return proc
 
 
+def machine_busy_s() -> float:
+    """CPU seconds this machine spent busy (all CPUs, all processes and kernel threads)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(v) for v in fh.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import bench_sandbox
 import bench_start as bs
 import cases
 from podman_peer import Podman, install
@@ -157,9 +158,14 @@ def latency_rows(lat: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu_note(case: dict[str, Any], celery: dict[str, Any]) -> str:
+    """The machine's CPU per job (client, Redis, worker, kernel), beside Celery's per task."""
+    return f"{case['machine_cpu_ms_per_job']:.1f} ms CPU per job (celery: {celery['machine_cpu_ms_per_job']:.1f})"
+
+
 def throughput_rows(tp: dict[str, Any]) -> list[dict[str, Any]]:
     base = tp["celery_true"]["jobs_per_s"]
-    none, bridge, cli = tp["api_none"], tp["api_bridge"], tp["cli_batch"]
+    none, bridge, cli, bare = tp["api_none"], tp["api_bridge"], tp["cli_batch"], tp["sandbox_ceiling"]
     return [
         row(
             f"{none['jobs']} none jobs via API",
@@ -169,6 +175,7 @@ def throughput_rows(tp: dict[str, Any]) -> list[dict[str, Any]]:
             base,
             "≥ 0.7×",
             none["jobs_per_s"] >= 0.7 * base,
+            cpu_note(none, tp["celery_true"]),
         ),
         row(
             f"{bridge['jobs']} bridge jobs via API",
@@ -178,6 +185,7 @@ def throughput_rows(tp: dict[str, Any]) -> list[dict[str, Any]]:
             base,
             "≥ 100 jobs/s",
             bridge["jobs_per_s"] >= 100,
+            cpu_note(bridge, tp["celery_true"]),
         ),
         row(
             f"{cli['jobs']} detached submissions (rnx batch)",
@@ -188,6 +196,15 @@ def throughput_rows(tp: dict[str, Any]) -> list[dict[str, Any]]:
             "≥ 500/s",
             cli["submissions_per_s"] >= 500,
             f"all ended after {cli['total_s']:.1f} s ({cli['jobs_per_s']:.0f} jobs/s)",
+        ),
+        row(
+            f"{bare['starts']} bare sandboxed none starts, {bare['threads']} at a time",
+            bare["starts_per_s"],
+            "starts/s",
+            "celery /bin/true tasks",
+            base,
+            note=f"no worker, Celery or Redis: the sandbox alone; machine {bare['machine_busy']:.0%} busy, "
+            f"{bare['machine_cpu_ms_per_start']:.1f} ms CPU per start",
         ),
     ]
 
@@ -328,6 +345,7 @@ def measure_all(
         "api_none": cases.api_throughput(client, "none", args.jobs),
         "api_bridge": cases.api_throughput(client, "bridge", args.jobs),
         "cli_batch": cases.cli_batch(env, client, args.jobs),
+        "sandbox_ceiling": bench_sandbox.ceiling(args.jobs, os.cpu_count() or 1),
     }
     print("output streaming ...", flush=True)
     raw["streaming"] = cases.streaming(env, client)
