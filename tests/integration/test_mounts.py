@@ -1,0 +1,67 @@
+"""A job's directories are removed without ever entering a mount (mounts.remove_dirs), on the
+real kernel: tmpfs, stacked and bind mounts under them are detached, what they showed stays."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from joblet.worker.mounts import mount_tmpfs, remove_dirs
+from tests.conftest import mounts_under, need
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    need(os.geteuid() == 0, "needs root (mounts)")
+    made = Path(tempfile.mkdtemp(prefix="joblet-mounts-"))
+    try:
+        yield made
+    finally:
+        for point in mounts_under(made):
+            subprocess.run(["umount", "-l", point], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(made)], check=False)
+
+
+def test_a_job_tree_goes_and_what_its_mounts_showed_stays(tmp: Path) -> None:
+    keep = tmp / "keep"  # a host directory bound into the job's tree (same filesystem)
+    keep.mkdir()
+    (keep / "precious").write_text("x")
+    outside = tmp / "outside"
+    outside.write_text("y")
+
+    job = tmp / "job"
+    (job / "run" / "sub" / "deeper").mkdir(parents=True)
+    (job / "run" / "sub" / "deeper" / "file").write_text("z")
+    (job / "run" / "link").symlink_to(outside)
+    (job / "run" / "dirlink").symlink_to(keep)
+    mount_tmpfs(job / "work", 1 << 20)
+    (job / "work" / "data").write_text("job data")
+    mount_tmpfs(job / "stack", 1 << 20)
+    mount_tmpfs(job / "stack", 1 << 20)  # one mount over another
+    (job / "bind").mkdir()
+    subprocess.run(["mount", "--bind", str(keep), str(job / "bind")], check=True)
+    # positive controls: the mounts are there and show what they hold
+    assert len(mounts_under(job)) == 4
+    assert (job / "bind" / "precious").read_text() == "x"
+    assert (job / "work" / "data").exists()
+
+    remove_dirs([job, tmp / "missing"])
+
+    assert not job.exists()
+    assert mounts_under(tmp) == []
+    assert (keep / "precious").read_text() == "x"  # not deleted through the bind
+    assert outside.read_text() == "y"  # nor through a symlink
+
+
+def test_a_tree_that_is_a_mount_itself_is_detached(tmp: Path) -> None:
+    work = tmp / "work"
+    mount_tmpfs(work, 1 << 20)
+    (work / "f").write_text("x")
+    assert mounts_under(tmp) == [str(work)]
+    remove_dirs([work])
+    assert not work.exists() and mounts_under(tmp) == []
