@@ -44,13 +44,13 @@ from bench_start import machine_busy_s
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup, detect_root
 from joblet.worker.execution import Launch, Sandbox, tool
-from joblet.worker.mounts import mount_tmpfs, remove_dirs
+from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
 from joblet.worker.seccomp_filter import job_filter
 
 N, WARMUP = 40, 5
 BALLAST_MIB = 64  # the worker's RSS is ~50-80 MiB: what a fork (preexec_fn) has to copy the page tables of
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET, CLONE_NEWNS = 0x40000000, 0x00020000
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 RESULTS = Path(__file__).resolve().parent / "results" / "sandbox.json"
 PREVIOUS_INIT = """
@@ -131,12 +131,12 @@ def previous(cg: JobCgroup, work: Path) -> None:
 def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox) -> None:
     """Today's start of a none job, from the pids limit to the command's end."""
     cg.limit_pids(4096)
-    mount_tmpfs(work, 1 << 30)
     (run_dir / "hostname").write_text("bench\n")
     (run_dir / "hosts").write_text("127.0.0.1 localhost\n")
-    netns = JobNetns.create(run_dir / "sys")
+    netns = JobNetns.create()
+    mounts = JobMounts.create(work, 1 << 30, run_dir / "sys", netns.fd, lambda _: None)
     layout = Layout(
-        hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(netns.sys_dir), net_files=("hosts",)
+        hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(run_dir / "sys"), net_files=("hosts",)
     )
     box = kind(
         Launch(
@@ -146,6 +146,7 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
             ["/usr/bin/true"],
             {"PATH": "/usr/bin:/bin"},
             netns.fd,
+            mounts.fd,
         )
     )
     main = box.start()
@@ -153,6 +154,7 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
     assert main.wait() == 0
     box.close()
     cg.kill()
+    mounts.close()
     netns.close()
     remove_dirs([work, run_dir / "sys"])
 
@@ -168,12 +170,14 @@ class PreexecSandbox(Sandbox):
         os.close(filter_w)
         argv = [tool("bwrap"), *la.bwrap_args, "--seccomp", str(filter_r), "--", *la.argv]
         procs = [os.open(f, os.O_WRONLY) for f in la.cgroup.procs_files]
-        netns = la.netns_fd
+        netns, mountns = la.netns_fd, la.mountns_fd
 
         def enter() -> None:
             for fd in procs:
                 os.write(fd, b"0")
             if netns is not None and _libc.setns(netns, CLONE_NEWNET) != 0:
+                os._exit(126)
+            if mountns is not None and _libc.setns(mountns, CLONE_NEWNS) != 0:
                 os._exit(126)
 
         self.main = subprocess.Popen(

@@ -4,14 +4,15 @@ starts, so the command never runs on a half-built network.
 A namespace switch applies to one OS thread. Each step here runs in a thread of its own that
 ends right after it (STYLE.md 7 forbids switching in the worker's long-lived threads, whose
 later sockets and children would land in the job's namespace): one thread unshares a new
-network namespace, keeps a descriptor of it, brings `lo` up and mounts a sysfs of that
-namespace on the host (bwrap binds it read-only at the job's /sys, so /sys/class/net shows
-the job's own interfaces); another joins it by that descriptor to configure the job's end of
-its veths. The namespace lives while the job's processes, the descriptor or that sysfs mount
-hold it: teardown unmounts and closes, and the kernel removes the namespace with its veths,
-both ends, in its own cleanup work, batched with other namespaces that died meanwhile (one
-job's veths go in ~1 ms that way, 300 jobs' in ~0.1 s; deleting a veth ourselves waits out
-RCU grace periods: ~20 ms each, serialized by the kernel).
+network namespace, keeps a descriptor of it and brings `lo` up; another joins it by that
+descriptor to configure the job's end of its veths (and the job's mount namespace,
+worker/mounts.py, mounts a sysfs of it, so the job's /sys/class/net shows its own
+interfaces). The namespace lives while the job's processes, the descriptor or that sysfs
+hold it: teardown closes the descriptor, and once the job's processes and its mount
+namespace are gone the kernel removes the namespace with its veths, both ends, in its own
+cleanup work, batched with other namespaces that died meanwhile (one job's veths go in ~1 ms
+that way, 300 jobs' in ~0.1 s; deleting a veth ourselves waits out RCU grace periods: ~20 ms
+each, serialized by the kernel).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from pyroute2 import IPRoute
@@ -34,8 +34,6 @@ from joblet.errors import NetworkError
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MNT_DETACH = 0x2
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -45,7 +43,7 @@ def _check(result: int, what: str) -> None:
         raise NetworkError(f"failed to {what}: {os.strerror(ctypes.get_errno())}")
 
 
-def _in_thread(fn: Callable[[], T]) -> T:
+def in_thread(fn: Callable[[], T]) -> T:
     """Run `fn` in a new OS thread that ends with it; its namespace changes end with it."""
     box: dict[str, object] = {}
 
@@ -64,33 +62,26 @@ def _in_thread(fn: Callable[[], T]) -> T:
 
 
 class JobNetns:
-    """One job's network namespace, held by a descriptor and a sysfs mount."""
+    """One job's network namespace, held by a descriptor."""
 
-    def __init__(self, fd: int, sys_dir: Path) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.sys_dir = sys_dir
 
     @classmethod
-    def create(cls, sys_dir: Path) -> JobNetns:
-        """A new namespace with `lo` up and its sysfs mounted read-only at `sys_dir`."""
-        sys_dir.mkdir(parents=True, exist_ok=True)
+    def create(cls) -> JobNetns:
+        """A new namespace with `lo` up."""
 
         def make() -> int:
             _check(_libc.unshare(CLONE_NEWNET), "create a network namespace")
             fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 _lo_up()
-                flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-                _check(
-                    _libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None),
-                    f"mount the job's sysfs at {sys_dir}",
-                )
             except BaseException:
                 os.close(fd)
                 raise
             return fd
 
-        return cls(_in_thread(make), sys_dir)
+        return cls(in_thread(make))
 
     @property
     def path(self) -> str:
@@ -110,16 +101,14 @@ class JobNetns:
             finally:
                 ipr.close()
 
-        return _in_thread(inside)
+        return in_thread(inside)
 
     def close(self) -> None:
-        """Drop what holds the namespace: the sysfs mount and the descriptor. Once the job's
-        processes are gone too, the kernel removes it (and the job's veths). Twice is harmless."""
+        """Drop our descriptor. Once the job's processes and its mount namespace (which holds
+        a sysfs of this namespace) are gone too, the kernel removes it (and the job's veths).
+        Twice is harmless."""
         if self.fd < 0:
             return
-        # EINVAL: not mounted (a failed create, or unmounted already); the run dir's removal
-        # unmounts whatever is left in it anyway
-        _libc.umount2(str(self.sys_dir).encode(), MNT_DETACH)
         os.close(self.fd)
         self.fd = -1
 

@@ -1,8 +1,8 @@
 """Start a job's process in its sandbox (bubblewrap).
 
 The start has two halves. `start` spawns a shell (with vfork: no preexec_fn) that joins the
-job's cgroups and execs nsenter, which joins the job's network namespace (made before the
-shell, network_agent/netns.py) and execs bwrap. bwrap makes new pid, ipc, uts and cgroup
+job's cgroups and execs nsenter, which joins the job's network and mount namespaces (made
+before the shell: network_agent/netns.py, worker/mounts.py) and execs bwrap. bwrap makes new pid, ipc, uts and cgroup
 namespaces, builds the job's root (sandbox.py), pivots into it and drops what it does not keep
 of its privileges, then blocks on its `--block-fd`: all that runs while the worker wires the
 job's network. `go` unblocks it: bwrap loads the seccomp filter, keeps Docker's capabilities
@@ -47,6 +47,7 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     netns_fd: int | None = None  # None: the host's network (host mode)
+    mountns_fd: int | None = None  # the job's mount namespace (worker/mounts.py)
 
 
 # Joins the cgroups named by its first N arguments, then execs the rest (nsenter, bwrap). A
@@ -101,7 +102,10 @@ class Sandbox:
         procs = [str(f) for f in la.cgroup.procs_files]
         # nsenter, not a setns in a short-lived thread: bwrap's --die-with-parent follows the
         # thread that spawned it, so a thread that ends kills the job
-        netns = [] if la.netns_fd is None else [tool("nsenter"), f"--net=/proc/{os.getpid()}/fd/{la.netns_fd}"]
+        me = f"/proc/{os.getpid()}/fd"
+        joins = [f"--net={me}/{la.netns_fd}"] if la.netns_fd is not None else []
+        joins += [f"--mount={me}/{la.mountns_fd}"] if la.mountns_fd is not None else []
+        netns = [tool("nsenter"), *joins] if joins else []
         argv = [
             tool("sh"),
             "-c",

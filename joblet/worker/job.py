@@ -3,12 +3,14 @@ watch, record, and always undo everything that was done, newest first.
 
 Setup, in order (what is undone, and how):
   journal entry            -> forgotten (a crash before then is reconciled)
-  run dir, /work tmpfs     -> unmounted and removed
+  run and work dirs        -> removed
   addresses (IPAM)         -> freed after the final record (below); then the network plan is
                               made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
   network namespace, setup -> the namespace let go (the kernel drops it with its veths),
                               also after a partial setup; without one (host mode): torn down
+  mount namespace          -> let go (the kernel drops it, its /work and its sysfs, with the
+                              job's last process); uploads are written into /work from inside
   its process              -> killed with the cgroup, reaped; spawned before the network is
                               wired: it joins the cgroups and bwrap builds the job's root
                               meanwhile, then waits for the go
@@ -42,6 +44,7 @@ from joblet.worker import faults
 from joblet.worker.cgroups import block_device
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.journal import Entry
+from joblet.worker.mounts import JobMounts
 from joblet.worker.output import Capture
 from joblet.worker.records import WAITING, Outcome
 from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
@@ -95,6 +98,7 @@ class JobRun:
         self.release = UndoStack()  # after the final record
         self.sandbox: Sandbox | None = None
         self.netns: JobNetns | None = None
+        self.mounts: JobMounts | None = None
         self.host: Host | None = None
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
@@ -192,22 +196,46 @@ class JobRun:
             self.cgroup.limit(limits, svc.cgroup_v2, block_device(svc.cfg.state_dir))
 
     def _setup_job(self) -> tuple[Layout, dict[str, str], str | None]:
-        """Its network namespace (not wired yet), its root's layout, its command's path."""
+        """Its network namespace (not wired yet), its mounts, its root's layout, its command's path."""
         assert self.plan is not None
         svc = self.svc
         binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
         env = self._env(path_prefix)
         if self.plan.isolated_netns:
-            self.netns = svc.kernel.netns(self.run_dir / "sys")
+            self.netns = svc.kernel.netns()
         plan = self.plan
         if self.netns is None:
             self.undo.push("tear down network", lambda: self.agent.teardown(plan))  # a partial setup too
         else:  # the veths go with the namespace; the rest follows the final record
             self.release.push("network released", lambda: self.agent.released(plan))
             self.undo.push("let the network namespace go", self.netns.close)
+        self.mounts = self._mount()
+        self.undo.push("let the mount namespace go", self.mounts.close)
         self.host = svc.host()  # looked at once per job: the lookup and the root agree
         layout = self._layout(binds)
-        return layout, env, resolve(self.spec.command, env["PATH"], views_of(self.host, layout))
+        views = views_of(self.host, layout, self.mounts.work)
+        return layout, env, resolve(self.spec.command, env["PATH"], views)
+
+    def _mount(self) -> JobMounts:
+        """The job's mount namespace: /work with its uploads and (with a network namespace)
+        its sysfs."""
+        disk = (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
+        user = self._user()
+
+        def fill(work: Path) -> None:  # runs inside the job's mount namespace
+            write_uploads(work, self.spec)
+            if user is not None:  # its own /work, writable
+                os.chown(work, *user)
+                for sub in work.rglob("*"):
+                    os.chown(sub, *user, follow_symlinks=False)
+
+        netns_fd = self.netns.fd if self.netns else None
+        return self.svc.kernel.mounts(self.work_dir, disk, self.sys_dir, netns_fd, fill)
+
+    @property
+    def sys_dir(self) -> Path | None:
+        """Where the job's mount namespace has the sysfs of its network namespace."""
+        return self.run_dir / "sys" if self.netns else None
 
     def _list_in_networks(self) -> None:
         """RUNNING, and known to its peers before its command starts."""
@@ -232,6 +260,7 @@ class JobRun:
                 command_argv(path, self.spec.args, layout.user),
                 env,
                 self.netns.fd if self.netns else None,
+                self.mounts.fd if self.mounts else None,
             )
         )
         self.undo.push("stop processes", lambda: self._stop_processes(sandbox))
@@ -317,7 +346,7 @@ class JobRun:
             hostname=self.hostname,
             work_dir=str(self.work_dir),
             run_dir=str(self.run_dir),
-            sys_dir=str(self.netns.sys_dir) if self.netns else None,
+            sys_dir=str(self.sys_dir) if self.sys_dir else None,
             tmp_bytes=disk,
             shm_bytes=cfg.job_shm << 20,
             binds=tuple(binds),
@@ -329,11 +358,7 @@ class JobRun:
         if self.spec.user is None:
             return None
         uid, _, gid = self.spec.user.partition(":")
-        ids = int(uid), int(gid or uid)
-        os.chown(self.work_dir, *ids)  # its own /work, writable
-        for sub in self.work_dir.rglob("*"):
-            os.chown(sub, *ids, follow_symlinks=False)
-        return ids
+        return int(uid), int(gid or uid)
 
     def _env(self, path_prefix: str | None) -> dict[str, str]:
         cfg = self.svc.cfg
@@ -356,8 +381,6 @@ class JobRun:
         disk = (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
         if self.spec.upload_bytes > disk:
             raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes do not fit /work ({disk} bytes)")
-        self.svc.kernel.mount_work(self.work_dir, disk)
-        write_uploads(self.work_dir, self.spec)
 
     def _write_net_files(self, plan: NetPlan) -> None:
         (self.run_dir / "hostname").write_text(f"{self.hostname}\n")

@@ -1,25 +1,28 @@
 """The kernel side of a job's setup outside the network agent, behind one seam so a job's
-life can be unit-tested with a fake: its cgroup, network namespace, /work and sandbox."""
+life can be unit-tested with a fake: its cgroup, network and mount namespaces, sandbox."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
-from joblet.worker.mounts import mount_tmpfs, remove_dirs
+from joblet.worker.mounts import JobMounts, remove_dirs
 
 
 class Kernel(Protocol):
     def cgroup(self, path: Path) -> JobCgroup: ...
 
-    def netns(self, sys_dir: Path) -> JobNetns: ...
+    def netns(self) -> JobNetns: ...
 
     def sandbox(self, launch: Launch) -> Sandbox: ...
 
-    def mount_work(self, path: Path, size_bytes: int) -> None: ...
+    def mounts(
+        self, work: Path, size_bytes: int, sys_dir: Path | None, netns_fd: int | None, fill: Callable[[Path], None]
+    ) -> JobMounts: ...
 
     def remove_dirs(self, dirs: list[Path]) -> None: ...
 
@@ -30,14 +33,16 @@ class LinuxKernel:
     def cgroup(self, path: Path) -> JobCgroup:
         return JobCgroup(path)
 
-    def netns(self, sys_dir: Path) -> JobNetns:
-        return JobNetns.create(sys_dir)
+    def netns(self) -> JobNetns:
+        return JobNetns.create()
 
     def sandbox(self, launch: Launch) -> Sandbox:
         return Sandbox(launch)
 
-    def mount_work(self, path: Path, size_bytes: int) -> None:
-        mount_tmpfs(path, size_bytes)
+    def mounts(
+        self, work: Path, size_bytes: int, sys_dir: Path | None, netns_fd: int | None, fill: Callable[[Path], None]
+    ) -> JobMounts:
+        return JobMounts.create(work, size_bytes, sys_dir, netns_fd, fill)
 
     def remove_dirs(self, dirs: list[Path]) -> None:
         remove_dirs(dirs)

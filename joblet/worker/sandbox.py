@@ -251,10 +251,11 @@ def host_view(job_path: str, views: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def views_of(host: Host, layout: Layout) -> list[tuple[str, str]]:
-    """(job prefix, host prefix) for every path a job can run something from."""
+def views_of(host: Host, layout: Layout, work: str | None = None) -> list[tuple[str, str]]:
+    """(job prefix, host prefix) for every path a job can run something from; `work`: where
+    the worker reaches the job's /work, when not at its path (its own mount namespace)."""
     views = [
-        ("/work", layout.work_dir),
+        ("/work", work or layout.work_dir),
         *((t, s) for s, t, _ in layout.binds),
         ("/usr", "/usr"),
         *((p, p) for p in host.ro_paths),

@@ -3,7 +3,8 @@
 Called once per heartbeat (Supervisor.beat). Per job it reads a few small files: CPU time
 from the job's v2 group (`cpu.stat`, present without any controller) or its v1 `cpuacct`
 twin; memory from `memory.current` (v2) or the v1 memory twin, else the processes' resident
-sets; pids from `pids.current` (v2 or the v1 twin); `/work` usage by statvfs; and one read of
+sets; pids from `pids.current` (v2 or the v1 twin); `/work` usage by statvfs (of the worker's
+descriptor of it, worker/mounts.py); and one read of
 `/proc/thread-self/net/dev` (the worker's own network namespace, whatever /sys shows) for the
 host ends of the job's veths. A job's traffic in is what its host-side veth sends.
 """
@@ -60,7 +61,7 @@ class Sampler:
         procs = cg.pids()
         memory, memory_limit = memory_bytes(cg.path, cg.v1_dir("memory"), procs)
         pids, pids_limit = pid_count(cg.path, cg.v1_dir("pids"), len(procs))
-        used, size = disk_usage(run.work_dir)
+        used, size = run.mounts.usage() if run.mounts else (None, None)
         names = [a.host_ifname for a in run.plan.attachments] if run.plan else []
         net = [links[n] for n in names if n in links]
         return {
@@ -132,15 +133,6 @@ def pid_count(v2: Path, v1: Path, procs: int) -> tuple[int, int | None]:
         if current is not None:
             return current, _limit(_read(directory / "pids.max"))
     return procs, None
-
-
-def disk_usage(path: Path) -> tuple[int | None, int | None]:
-    """(bytes used, size) of the job's /work tmpfs."""
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return None, None
-    return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
 
 
 def link_counters(text: str | None = None) -> dict[str, tuple[int, int]]:

@@ -1,11 +1,14 @@
-"""A job's directories are removed without ever entering a mount (mounts.remove_dirs), on the
-real kernel: tmpfs, stacked and bind mounts under them are detached, what they showed stays."""
+"""A job's mounts on the real kernel: they live in the job's own mount namespace, never in
+the host's table; and its directories are removed without ever entering a mount
+(mounts.remove_dirs): tmpfs, stacked and bind mounts under them are detached, what they
+showed stays."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 
 from joblet.worker.mounts import mount_tmpfs, remove_dirs
 from tests.conftest import mounts_under, need
+from tests.integration.helpers import wait_running
 
 
 @pytest.fixture
@@ -65,3 +69,29 @@ def test_a_tree_that_is_a_mount_itself_is_detached(tmp: Path) -> None:
     assert mounts_under(tmp) == [str(work)]
     remove_dirs([work])
     assert not work.exists() and mounts_under(tmp) == []
+
+
+def test_a_running_jobs_mounts_are_its_own_not_the_hosts(client, host) -> None:
+    job = client.run("sh", ("-c", "echo x > /work/f; sleep 60"), network="bridge")
+    wait_running(client, job.id)
+    try:
+        group = Path(host.env["JOBLET_CGROUP_ROOT"]) / job.id / "cgroup.procs"
+        mine = ""
+        deadline = time.monotonic() + 10
+        while "/work" not in mine:  # positive control: the job has its /work tmpfs and sysfs
+            assert time.monotonic() < deadline, mine
+            mine = "".join(read_text(f"/proc/{pid}/mountinfo") for pid in group.read_text().split())
+            time.sleep(0.05)
+        assert " /work " in mine and " /sys " in mine
+        # ... and none of them is in the host's mount table (every start would copy it)
+        assert mounts_under(host.tmp) == []
+    finally:
+        client.stop(job.id)
+        client.wait(job.id, timeout=30)
+
+
+def read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""

@@ -253,16 +253,29 @@ def test_fork_bomb_stays_in_its_job(client, host):
     assert client.wait(bomb.id, timeout=60).status == JobStatus.STOPPED
 
 
+def victims_file(host, job_id: str, path: str) -> Path | None:
+    """`path` as a process of the job sees it (through /proc/<pid>/root), once it exists."""
+    group = Path(host.env["JOBLET_CGROUP_ROOT"]) / job_id / "cgroup.procs"
+    for pid in group.read_text().split():
+        candidate = Path(f"/proc/{pid}/root{path}")
+        try:
+            if candidate.exists():
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
 def test_other_jobs_files_are_out_of_reach(client, host):
     client.networks.create("sbx-net", "10.150.0.0/24")
     victim = client.run("sh", ("-c", "echo secret > /work/mine; sleep 60"), network="sbx-net", name="victim")
     wait_running(client, victim.id)
     try:
-        work = host.cfg.state_dir / "jobs" / victim.id / "work"
+        work = host.cfg.state_dir / "jobs" / victim.id / "work"  # its path on the host
         hosts = host.cfg.run_dir / "jobs" / victim.id / "hosts"
         deadline = time.monotonic() + 10
-        while not (work / "mine").exists():
-            assert time.monotonic() < deadline
+        while (mine := victims_file(host, victim.id, "/work/mine")) is None:
+            assert time.monotonic() < deadline, "the victim's file never appeared"
             time.sleep(0.05)
         got = probe(
             client,
@@ -275,7 +288,8 @@ def test_other_jobs_files_are_out_of_reach(client, host):
         """,
             network="sbx-net",
         )
-        assert got["own"] > 0 and (work / "mine").read_text() == "secret\n"
+        assert got["own"] > 0 and mine.read_text() == "secret\n"  # positive control: it is there
+        assert not (work / "mine").exists()  # the host's path shows nothing: /work is the job's own mount
         assert got["work"] == "ENOENT" and got["hosts"] == "ENOENT" and got["etc_hosts"] == "EROFS"
         assert "6.6.6.6" not in hosts.read_text() and "victim" in got["victim"]
     finally:

@@ -17,7 +17,7 @@ import pytest
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
-from joblet.worker.mounts import mount_tmpfs, remove_dirs
+from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
 from tests.conftest import cgroup_base, need
 
@@ -25,28 +25,30 @@ MARK = "echo ran; touch /work/ran"
 
 
 class Box:
-    """A job's kernel objects without a worker: cgroup, network namespace, /work, run dir."""
+    """A job's kernel objects without a worker: cgroup, network and mount namespaces, run dir."""
 
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="joblet-start-"))
         self.cgroup = JobCgroup(cgroup_base() / f"joblet-start-{os.getpid()}")
         self.cgroup.create()
         self.cgroup.limit_pids(64)
-        self.work = self.tmp / "work"
-        mount_tmpfs(self.work, 16 << 20)
         run = self.tmp / "run"
         cover = make_cover(run)
         (run / "hostname").write_text("start\n")
-        self.netns = JobNetns.create(run / "sys")
-        layout = Layout(hostname="start", work_dir=str(self.work), run_dir=str(run), sys_dir=str(self.netns.sys_dir))
+        self.netns = JobNetns.create()
+        self.mounts = JobMounts.create(self.tmp / "work", 16 << 20, run / "sys", self.netns.fd, lambda work: None)
+        self.work = Path(self.mounts.work)  # the job's /work, as the worker reaches it
+        layout = Layout(hostname="start", work_dir=str(self.tmp / "work"), run_dir=str(run), sys_dir=str(run / "sys"))
         self.args = bwrap_args(survey(cover, (), ()), layout)
 
     def sandbox(self, script: str) -> Sandbox:
         argv = ["/bin/sh", "-c", script]
-        return Sandbox(Launch("start", self.cgroup, self.args, argv, {"PATH": "/usr/bin:/bin"}, self.netns.fd))
+        env = {"PATH": "/usr/bin:/bin"}
+        return Sandbox(Launch("start", self.cgroup, self.args, argv, env, self.netns.fd, self.mounts.fd))
 
     def close(self) -> None:
         self.cgroup.kill()
+        self.mounts.close()
         self.netns.close()
         self.cgroup.remove()
         for directory in self.cgroup.v1_dirs():
@@ -136,8 +138,9 @@ import os, sys
 from pathlib import Path
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
-cgroup, netns_fd, args = JobCgroup(Path(sys.argv[1])), int(sys.argv[2]), sys.argv[3:]
-sandbox = Sandbox(Launch("start", cgroup, args, ["/bin/sh", "-c", "touch /work/ran"], {"PATH": "/bin"}, netns_fd))
+cgroup, netns_fd, mountns_fd, args = JobCgroup(Path(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+argv = ["/bin/sh", "-c", "touch /work/ran"]
+sandbox = Sandbox(Launch("start", cgroup, args, argv, {"PATH": "/bin"}, netns_fd, mountns_fd))
 print(sandbox.start().pid, flush=True)
 sys.stdin.readline()  # the test has seen bwrap's child in the job's root
 os._exit(0)  # dies like a killed worker, before the go: no close, no reaping
@@ -170,9 +173,10 @@ def until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def test_a_start_whose_worker_dies_before_the_go_runs_nothing(box: Box) -> None:
-    # the worker is a process of its own that dies; the namespace's descriptor is passed to it
-    argv = [sys.executable, "-c", DYING_WORKER, str(box.cgroup.path), str(box.netns.fd), *box.args]
-    worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(box.netns.fd,))
+    # the worker is a process of its own that dies; the namespaces' descriptors are passed to it
+    fds = (box.netns.fd, box.mounts.fd)
+    argv = [sys.executable, "-c", DYING_WORKER, str(box.cgroup.path), *map(str, fds), *box.args]
+    worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=fds)
     assert worker.stdout is not None and worker.stdin is not None
     bwrap = int(worker.stdout.readline())
     child = sandbox_child(bwrap)

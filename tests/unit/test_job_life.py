@@ -105,12 +105,23 @@ class FakeCgroup:
 
 
 class FakeNetns:
-    def __init__(self, log: Log, sys_dir: Path) -> None:
-        self.log, self.sys_dir, self.fd = log, sys_dir, 99
+    def __init__(self, log: Log) -> None:
+        self.log, self.fd = log, 99
         log("netns create")
 
     def close(self) -> None:
         self.log("netns close")
+
+
+class FakeJobMounts:
+    def __init__(self, log: Log, work: Path, fill: Any) -> None:
+        self.log, self.fd, self.work = log, 98, str(work)
+        work.mkdir(parents=True)
+        fill(work)
+        log("mounts create")
+
+    def close(self) -> None:
+        self.log("mounts close")
 
 
 class FakeMain:
@@ -151,15 +162,14 @@ class FakeKernel:
     def cgroup(self, path: Path) -> FakeCgroup:
         return FakeCgroup(self.log, path)
 
-    def netns(self, sys_dir: Path) -> FakeNetns:
-        return FakeNetns(self.log, sys_dir)
+    def netns(self) -> FakeNetns:
+        return FakeNetns(self.log)
 
     def sandbox(self, launch: Any) -> FakeSandbox:
         return FakeSandbox(self.log)
 
-    def mount_work(self, path: Path, size: int) -> None:
-        path.mkdir(parents=True)
-        self.log("mount work")  # noqa: E702
+    def mounts(self, work: Path, size: int, sys_dir: Path | None, netns_fd: int | None, fill: Any) -> FakeJobMounts:
+        return FakeJobMounts(self.log, work, fill)
 
     def remove_dirs(self, dirs: list[Path]) -> None:
         self.log("remove dirs")
@@ -253,7 +263,6 @@ def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
 # its undo is pushed on the stack unwound after the final record
 EVENTS = [
     "undo:remove dirs",
-    "mount work",
     "net facts",
     "net reserve",
     "later:net free",
@@ -263,6 +272,8 @@ EVENTS = [
     "netns create",
     "later:net links gone, port rules removed",  # after the record: the kernel drops the veths
     "undo:netns close",
+    "mounts create",
+    "undo:mounts close",
     "undo:sandbox close",
     "sandbox start",  # it joins the cgroups and builds the root while the network is set up, then waits for the go
     "net setup",
@@ -284,6 +295,7 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
         "leave networks",
         "cgroup kill",
         "sandbox close",
+        "mounts close",
         "netns close",
         "cgroup remove",
         "remove dirs",
