@@ -25,7 +25,7 @@ class Discovery:
     def __init__(self, store: Store, node: str) -> None:
         self.store = store
         self.node = node
-        self._local: dict[str, tuple[set[str], Callable[[], None]]] = {}
+        self._local: dict[str, tuple[set[str], Callable[[dict[str, str]], None]]] = {}
         self._lock = threading.Lock()
         self.listeners: list[Callable[[list[str]], None]] = []  # told of every change (the overlay)
 
@@ -34,8 +34,11 @@ class Discovery:
         wanted = user_networks(networks)
         return self.store.members(wanted) if wanted else {}
 
-    def join(self, job_id: str, ips: dict[str, str], names: list[str], write_hosts: Callable[[], None]) -> None:
-        """A job of this host is running with these addresses: list it, and keep its hosts file."""
+    def join(
+        self, job_id: str, ips: dict[str, str], names: list[str], write_hosts: Callable[[dict[str, str]], None]
+    ) -> None:
+        """A job of this host is running with these addresses: list it, and keep its hosts
+        file (`write_hosts` gets the peers of the job's user networks)."""
         mine = {n: ip for n, ip in ips.items() if n not in NO_DISCOVERY}
         if mine:
             self.store.join_networks(job_id, mine, names, self.node)
@@ -49,7 +52,9 @@ class Discovery:
 
     def refresh(self, networks: list[str], tell_fleet: bool = True) -> None:
         """Rewrite /etc/hosts of this host's jobs in these user networks (in place: bind
-        mounts), then tell the other workers to do the same for theirs."""
+        mounts), then tell the other workers to do the same for theirs. The peers are read
+        once per set of networks that jobs share, not once per job: with hundreds of jobs in
+        one network, every job that came or went cost a Redis read per job."""
         wanted = set(user_networks(networks))
         if not wanted:
             return
@@ -59,9 +64,14 @@ class Discovery:
             except Exception as exc:  # noqa: BLE001 - the hosts files still get written
                 log.warning("overlay of %s: %s: %s", sorted(wanted), type(exc).__name__, exc)
         with self._lock:
-            writers = [write for nets, write in self._local.values() if nets & wanted]
-        for write in writers:
-            write()
+            writers = [(nets, write) for nets, write in self._local.values() if nets & wanted]
+        groups: dict[frozenset[str], list[Callable[[dict[str, str]], None]]] = {}
+        for nets, write in writers:
+            groups.setdefault(frozenset(user_networks(sorted(nets))), []).append(write)
+        for nets_of_group, writes in groups.items():
+            peers = self.peers(sorted(nets_of_group))
+            for write in writes:
+                write(peers)
         if tell_fleet:
             try:
                 self.store.publish_event("hosts", networks=sorted(wanted), node=self.node)

@@ -120,12 +120,14 @@ class JobRun:
         self._grace_timer.daemon = True
         self._grace_timer.start()
 
-    def write_hosts(self) -> None:
-        """(Re)write this job's /etc/hosts with its current peers; truncating keeps the inode
-        that the job's bind mount shows."""
+    def write_hosts(self, peers: dict[str, str] | None = None) -> None:
+        """(Re)write this job's /etc/hosts with its peers (looked up when not given);
+        truncating keeps the inode that the job's bind mount shows."""
         if self.plan is None:
             return
-        text = self.plan.hosts_file(self.svc.discovery.peers(list(self.plan.ips)))
+        if peers is None:
+            peers = self.svc.discovery.peers(list(self.plan.ips))
+        text = self.plan.hosts_file(peers)
         try:
             with open(self.run_dir / "hosts", "w") as fh:
                 fh.write(text)
