@@ -67,7 +67,7 @@ class Discovery:
             writers = [(nets, write) for nets, write in self._local.values() if nets & wanted]
         groups: dict[frozenset[str], list[Callable[[dict[str, str]], None]]] = {}
         for nets, write in writers:
-            groups.setdefault(frozenset(user_networks(sorted(nets))), []).append(write)
+            groups.setdefault(frozenset(user_networks(list(nets))), []).append(write)
         for nets_of_group, writes in groups.items():
             peers = self.peers(sorted(nets_of_group))
             for write in writes:

@@ -2,12 +2,12 @@
 
 The start has two halves. `start` spawns a shell (with vfork: no preexec_fn) that joins the
 job's cgroups and execs nsenter, which joins the job's network and mount namespaces (made
-before the shell: network_agent/netns.py, worker/mounts.py) and execs bwrap. bwrap makes new pid, ipc, uts and cgroup
-namespaces, builds the job's root (sandbox.py), pivots into it and drops what it does not keep
-of its privileges, then blocks on its `--block-fd`: all that runs while the worker wires the
-job's network. `go` unblocks it: bwrap loads the seccomp filter, keeps Docker's capabilities
-(less mknod) with no_new_privs and execs the command as pid 2 under its own init. bwrap reports
-a death by signal N as exit status 128+N (as a shell does).
+before the shell: network_agent/netns.py, worker/mounts.py) and execs bwrap. bwrap makes new
+pid, ipc, uts and cgroup namespaces, builds the job's root (sandbox.py), pivots into it and
+drops what it does not keep of its privileges, then blocks on its `--block-fd`: all that runs
+while the worker wires the job's network. `go` unblocks it: bwrap loads the seccomp filter,
+keeps Docker's capabilities (less mknod) with no_new_privs and execs the command as pid 2
+under its own init. bwrap reports a death by signal N as exit status 128+N (as a shell does).
 
 bwrap takes end of file on its block descriptor for a go too. Its descriptor is therefore the
 go pipe opened for reading and writing (through /proc): bwrap itself holds a writer, so no end
@@ -105,7 +105,7 @@ class Sandbox:
         me = f"/proc/{os.getpid()}/fd"
         joins = [f"--net={me}/{la.netns_fd}"] if la.netns_fd is not None else []
         joins += [f"--mount={me}/{la.mountns_fd}"] if la.mountns_fd is not None else []
-        netns = [tool("nsenter"), *joins] if joins else []
+        enter = [tool("nsenter"), *joins] if joins else []
         argv = [
             tool("sh"),
             "-c",
@@ -113,7 +113,7 @@ class Sandbox:
             "sh",
             str(len(procs)),
             *procs,
-            *netns,
+            *enter,
             tool("bwrap"),
             "--block-fd",
             str(block),

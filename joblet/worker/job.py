@@ -221,7 +221,6 @@ class JobRun:
     def _mount(self) -> JobMounts:
         """The job's mount namespace: /work with its uploads and (with a network namespace)
         its sysfs."""
-        disk = (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
         user = self._user()
 
         def fill(work: Path) -> None:  # runs inside the job's mount namespace
@@ -232,7 +231,12 @@ class JobRun:
                     os.chown(sub, *user, follow_symlinks=False)
 
         netns_fd = self.netns.fd if self.netns else None
-        return self.svc.kernel.mounts(self.work_dir, disk, self.sys_dir, netns_fd, fill)
+        return self.svc.kernel.mounts(self.work_dir, self.disk_bytes, self.sys_dir, netns_fd, fill)
+
+    @property
+    def disk_bytes(self) -> int:
+        """The size of the job's /work (and /tmp)."""
+        return (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
 
     @property
     def sys_dir(self) -> Path | None:
@@ -341,15 +345,14 @@ class JobRun:
         )
 
     def _layout(self, binds: list[tuple[str, str, bool]]) -> Layout:
-        cfg, limits = self.svc.cfg, self.spec.limits
-        disk = (limits.max_disk or cfg.job_max_disk) << 20
+        cfg = self.svc.cfg
         net_files = [n for n in ("hosts", "resolv.conf") if (self.run_dir / n).exists()]
         return Layout(
             hostname=self.hostname,
             work_dir=str(self.work_dir),
             run_dir=str(self.run_dir),
             sys_dir=str(self.sys_dir) if self.sys_dir else None,
-            tmp_bytes=disk,
+            tmp_bytes=self.disk_bytes,
             shm_bytes=cfg.job_shm << 20,
             binds=tuple(binds),
             net_files=tuple(net_files),
@@ -380,9 +383,9 @@ class JobRun:
         if self.spec.upload_bytes > limit:
             raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes exceed {limit}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        disk = (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
-        if self.spec.upload_bytes > disk:
-            raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes do not fit /work ({disk} bytes)")
+        size, disk = self.spec.upload_bytes, self.disk_bytes
+        if size > disk:
+            raise ValidationError(f"uploads of {size} bytes do not fit /work ({disk} bytes)")
 
     def _write_net_files(self, plan: NetPlan) -> None:
         (self.run_dir / "hostname").write_text(f"{self.hostname}\n")

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from joblet.errors import ExecutionError
-from joblet.network_agent.netns import in_thread
+from joblet.network_agent.netns import CLONE_NEWNET, in_thread
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REC, MS_SLAVE = 0x4000, 0x80000
 MNT_DETACH = 0x2
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+CLONE_NEWNS = 0x00020000
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
@@ -83,11 +83,6 @@ class JobMounts:
         return cls(*in_thread(make))
 
     @property
-    def path(self) -> str:
-        """A path naming the namespace, for `nsenter --mount=`."""
-        return f"/proc/{os.getpid()}/fd/{self.fd}"
-
-    @property
     def work(self) -> str:
         """The job's /work as the worker's own paths reach it."""
         return f"/proc/self/fd/{self.work_fd}"
@@ -112,29 +107,6 @@ class JobMounts:
 def _check(result: int, what: str) -> None:
     if result != 0:
         raise ExecutionError(f"failed to {what}: {os.strerror(ctypes.get_errno())}")
-
-
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below `path`, deepest first. One search of the mount table first:
-    with hundreds of jobs it has thousands of lines, and splitting each for every job's
-    teardown took a good share of the worker's time."""
-    base = str(path).rstrip("/").encode()
-    with open("/proc/self/mountinfo", "rb") as fh:
-        table = fh.read()
-    if b" " + base not in table:
-        return []
-    points = [line.split()[4] for line in table.splitlines() if b" " + base in line]
-    inside = {p.decode() for p in points if p == base or p.startswith(base + b"/")}
-    return sorted(inside, key=len, reverse=True)
-
-
-def unmount_all(path: Path) -> None:
-    """Detach every mount at or below `path`; none is success."""
-    for point in mounts_under(path):
-        if _libc.umount2(point.encode(), MNT_DETACH) != 0:
-            err = ctypes.get_errno()
-            if err not in (22, 2):  # EINVAL: not a mount point (any more); ENOENT: gone
-                raise ExecutionError(f"failed to unmount {point}: {os.strerror(err)}")
 
 
 def remove_dirs(dirs: list[Path]) -> None:

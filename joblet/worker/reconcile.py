@@ -16,7 +16,7 @@ from joblet.names import JOB_LINK, JOB_VETH_PREFIXES
 from joblet.network_agent import links
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.journal import Entry
-from joblet.worker.mounts import remove_dirs, unmount_all
+from joblet.worker.mounts import remove_dirs
 from joblet.worker.services import Services
 from joblet.worker.undo import UndoStack
 
@@ -69,7 +69,7 @@ def scan_leftovers(svc: Services) -> None:
             links.delete_link(name)
             log.warning("removed leftover interface %s", name)
     for base in (svc.cfg.run_dir / "jobs", svc.cfg.state_dir / "jobs"):
-        unmount_all(base)  # job /work tmpfs and sysfs mounts of a crashed worker
+        # what an older worker mounted there on the host is detached on the way
         remove_dirs(list(base.iterdir()) if base.is_dir() else [])
     try:
         free_orphan_addresses(svc)
