@@ -109,6 +109,18 @@ def test_the_root_is_built_before_the_go_and_the_command_runs_after_it(box: Box)
     sandbox.close()
 
 
+def test_the_command_holds_no_descriptor_but_its_three(box: Box) -> None:
+    # the block descriptor is the go pipe read-write: bwrap must not hand it (or any other
+    # of the start's) on to the command
+    # (the glob's own descriptor of the directory is closed again once it is expanded)
+    sandbox = box.sandbox('cd /proc/$$/fd && for f in *; do [ -e "$f" ] && echo "$f"; done; true')
+    main = sandbox.start()
+    sandbox.go()
+    assert main.wait(timeout=10) == 0
+    assert main.stdout is not None and main.stdout.read() == b"0\n1\n2\n"
+    sandbox.close()
+
+
 @pytest.mark.parametrize("when", ["at once", "once the root is built"])
 def test_a_start_called_off_runs_nothing(box: Box, when: str) -> None:
     control = box.sandbox("echo control")  # positive control: the same start with its go
