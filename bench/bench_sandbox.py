@@ -229,9 +229,7 @@ def ceiling(n: int, threads: int) -> dict[str, float]:
         elapsed, busy = time.perf_counter() - t0, machine_busy_s() - busy0
     finally:
         for group in groups:
-            group.remove()
-            for d in group.v1_dirs():
-                d.rmdir()
+            group.remove()  # and its v1 twins
         remove_dirs([work])
     if errors:
         raise errors[0]
@@ -304,9 +302,7 @@ def main() -> int:
         }
         results = {name: summary(times) for name, times in measure(cases).items()}
     finally:
-        cg.remove()
-        for d in cg.v1_dirs():
-            d.rmdir()
+        cg.remove()  # and its v1 twins
         remove_dirs([tmp])
     results["sandbox_minus_previous_ms"] = {
         "median_ms": round(results["sandbox"]["median_ms"] - results["previous"]["median_ms"], 2)

@@ -50,9 +50,7 @@ class Box:
         self.cgroup.kill()
         self.mounts.close()
         self.netns.close()
-        self.cgroup.remove()
-        for directory in self.cgroup.v1_dirs():
-            directory.rmdir()
+        self.cgroup.remove()  # and its v1 twins
         remove_dirs([self.tmp])
 
 
