@@ -26,8 +26,6 @@ bench/results/sandbox.json. Cleans up its cgroup and temp dir.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import statistics
@@ -45,13 +43,12 @@ from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup, detect_root
 from joblet.worker.execution import Launch, Sandbox, tool
 from joblet.worker.mounts import JobMounts, remove_dirs
+from joblet.worker.nsthread import JobThread
 from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
 from joblet.worker.seccomp_filter import job_filter
 
 N, WARMUP = 40, 5
 BALLAST_MIB = 64  # the worker's RSS is ~50-80 MiB: what a fork (preexec_fn) has to copy the page tables of
-CLONE_NEWNET, CLONE_NEWNS = 0x40000000, 0x00020000
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 RESULTS = Path(__file__).resolve().parent / "results" / "sandbox.json"
 PREVIOUS_INIT = """
 for procs in $JL_CGS; do echo 0 > "$procs"; done
@@ -133,8 +130,9 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
     cg.limit_pids(4096)
     (run_dir / "hostname").write_text("bench\n")
     (run_dir / "hosts").write_text("127.0.0.1 localhost\n")
-    netns = JobNetns.create()
-    mounts = JobMounts.create(work, 1 << 30, run_dir / "sys", netns.fd, lambda _: None)
+    inside = JobThread("bench")
+    netns = JobNetns.create(inside)
+    mounts = JobMounts.create(work, 1 << 30, run_dir / "sys", netns.fd, lambda _: None, inside)
     layout = Layout(
         hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(run_dir / "sys"), net_files=("hosts",)
     )
@@ -145,8 +143,7 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
             bwrap_args(survey(cover, (), ()), layout),
             ["/usr/bin/true"],
             {"PATH": "/usr/bin:/bin"},
-            netns.fd,
-            mounts.fd,
+            inside,
         )
     )
     main = box.start()
@@ -156,12 +153,14 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
     cg.kill()
     mounts.close()
     netns.close()
+    inside.close()
     remove_dirs([work, run_dir / "sys"])
 
 
 class PreexecSandbox(Sandbox):
     """The start before commit e71c017, kept to compare in the same run: a preexec_fn joins
-    the cgroups (one after the other) and the namespace, so Python forks the whole process."""
+    the cgroups (one after the other), so Python forks the whole process (from the job's
+    thread, in the job's namespaces, which the preexec_fn used to join itself)."""
 
     def start(self) -> subprocess.Popen[bytes]:
         la = self.launch
@@ -170,25 +169,22 @@ class PreexecSandbox(Sandbox):
         os.close(filter_w)
         argv = [tool("bwrap"), *la.bwrap_args, "--seccomp", str(filter_r), "--", *la.argv]
         procs = [os.open(f, os.O_WRONLY) for f in la.cgroup.procs_files]
-        netns, mountns = la.netns_fd, la.mountns_fd
 
         def enter() -> None:
             for fd in procs:
                 os.write(fd, b"0")
-            if netns is not None and _libc.setns(netns, CLONE_NEWNET) != 0:
-                os._exit(126)
-            if mountns is not None and _libc.setns(mountns, CLONE_NEWNS) != 0:
-                os._exit(126)
 
-        self.main = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=la.env,
-            close_fds=True,
-            pass_fds=(filter_r,),
-            preexec_fn=enter,
+        self.main = la.spawn_in(
+            lambda: subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=la.env,
+                close_fds=True,
+                pass_fds=(filter_r,),
+                preexec_fn=enter,
+            )
         )
         for fd in (*procs, filter_r):
             os.close(fd)

@@ -25,7 +25,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -41,6 +41,12 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 def _check(result: int, what: str) -> None:
     if result != 0:
         raise NetworkError(f"failed to {what}: {os.strerror(ctypes.get_errno())}")
+
+
+class Runner(Protocol):
+    """Runs a function in some thread and returns what it returns (or raises what it raises)."""
+
+    def __call__(self, fn: Callable[[], T]) -> T: ...
 
 
 def in_thread(fn: Callable[[], T]) -> T:
@@ -64,12 +70,14 @@ def in_thread(fn: Callable[[], T]) -> T:
 class JobNetns:
     """One job's network namespace, held by a descriptor."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, call: Runner = in_thread) -> None:
         self.fd = fd
+        self._call = call
 
     @classmethod
-    def create(cls) -> JobNetns:
-        """A new namespace with `lo` up."""
+    def create(cls, call: Runner = in_thread) -> JobNetns:
+        """A new namespace with `lo` up, made by `call` (a thread that keeps it: the job's
+        thread, worker/nsthread.py; by default one that ends right after)."""
 
         def make() -> int:
             _check(_libc.unshare(CLONE_NEWNET), "create a network namespace")
@@ -81,7 +89,7 @@ class JobNetns:
                 raise
             return fd
 
-        return cls(in_thread(make))
+        return cls(call(make), call)
 
     @property
     def path(self) -> str:
@@ -89,7 +97,8 @@ class JobNetns:
         return f"/proc/{os.getpid()}/fd/{self.fd}"
 
     def run(self, fn: Callable[[IPRoute], T]) -> T:
-        """`fn` with a netlink socket inside the namespace."""
+        """`fn` with a netlink socket inside the namespace (in the thread that made it, if
+        that one lives on)."""
 
         def inside() -> T:
             _check(_libc.setns(self.fd, CLONE_NEWNET), "enter the job's network namespace")
@@ -101,7 +110,7 @@ class JobNetns:
             finally:
                 ipr.close()
 
-        return in_thread(inside)
+        return self._call(inside)
 
     def close(self) -> None:
         """Drop our descriptor. Once the job's processes and its mount namespace (which holds

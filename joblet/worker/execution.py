@@ -1,8 +1,8 @@
 """Start a job's process in its sandbox (bubblewrap).
 
-The start has two halves. `start` spawns a shell (with vfork: no preexec_fn) that joins the
-job's cgroups and execs nsenter, which joins the job's network and mount namespaces (made
-before the shell: network_agent/netns.py, worker/mounts.py) and execs bwrap. bwrap makes new
+The start has two halves. `start` spawns a shell (with vfork: no preexec_fn) from the job's
+thread, which lives in the job's network and mount namespaces (worker/nsthread.py), so the
+shell starts in them; it joins the job's cgroups and execs bwrap. bwrap makes new
 pid, ipc, uts and cgroup namespaces, builds the job's root (sandbox.py), pivots into it and
 drops what it does not keep of its privileges, then blocks on its `--block-fd`: all that runs
 while the worker wires the job's network. `go` unblocks it: bwrap loads the seccomp filter,
@@ -25,6 +25,7 @@ import subprocess
 from dataclasses import dataclass
 
 from joblet.errors import ExecutionError
+from joblet.network_agent.netns import Runner
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.seccomp_filter import job_filter
 
@@ -39,18 +40,18 @@ def tool(name: str) -> str:
 
 @dataclass
 class Launch:
-    """What a job's sandbox runs, with which options, in which cgroup and network namespace."""
+    """What a job's sandbox runs, with which options, in which cgroup, spawned by which thread
+    (the job's: in its namespaces, alive until the sandbox is reaped)."""
 
     job_id: str
     cgroup: JobCgroup
     bwrap_args: list[str]
     argv: list[str]
     env: dict[str, str]
-    netns_fd: int | None = None  # None: the host's network (host mode)
-    mountns_fd: int | None = None  # the job's mount namespace (worker/mounts.py)
+    spawn_in: Runner
 
 
-# Joins the cgroups named by its first N arguments, then execs the rest (nsenter, bwrap). A
+# Joins the cgroups named by its first N arguments, then execs the rest (bwrap). A
 # shell's builtins do it because a preexec_fn makes Python fork the whole worker (~5 ms,
 # PITFALLS 30) where Popen without one uses vfork (~0.5 ms). The shell gets a fixed environment
 # and only paths: the job's environment reaches bwrap through --args (a memfd).
@@ -100,12 +101,6 @@ class Sandbox:
             os.close(go_r)
         fds = (filter_r, options_file(la.env, la.bwrap_args), block)
         procs = [str(f) for f in la.cgroup.procs_files]
-        # nsenter, not a setns in a short-lived thread: bwrap's --die-with-parent follows the
-        # thread that spawned it, so a thread that ends kills the job
-        me = f"/proc/{os.getpid()}/fd"
-        joins = [f"--net={me}/{la.netns_fd}"] if la.netns_fd is not None else []
-        joins += [f"--mount={me}/{la.mountns_fd}"] if la.mountns_fd is not None else []
-        enter = [tool("nsenter"), *joins] if joins else []
         argv = [
             tool("sh"),
             "-c",
@@ -113,7 +108,6 @@ class Sandbox:
             "sh",
             str(len(procs)),
             *procs,
-            *enter,
             tool("bwrap"),
             "--block-fd",
             str(block),
@@ -125,14 +119,16 @@ class Sandbox:
             *la.argv,
         ]
         try:
-            self.main = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=SHELL_ENV,
-                close_fds=True,
-                pass_fds=fds,
+            self.main = la.spawn_in(
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=SHELL_ENV,
+                    close_fds=True,
+                    pass_fds=fds,
+                )
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise ExecutionError(f"failed to start the sandbox: {exc}") from None

@@ -7,6 +7,8 @@ Setup, in order (what is undone, and how):
   addresses (IPAM)         -> freed after the final record (below); then the network plan is
                               made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
+  the job's thread         -> ended, last (worker/nsthread.py: it makes the namespaces below
+                              and spawns the process from inside them, so it outlives it)
   network namespace, setup -> the namespace let go (the kernel drops it with its veths),
                               also after a partial setup; without one (host mode): torn down
   mount namespace          -> let go (the kernel drops it, its /work and its sysfs, with the
@@ -45,6 +47,7 @@ from joblet.worker.cgroups import block_device
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.journal import Entry
 from joblet.worker.mounts import JobMounts
+from joblet.worker.nsthread import JobThread
 from joblet.worker.output import Capture
 from joblet.worker.records import WAITING, Outcome
 from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
@@ -99,6 +102,7 @@ class JobRun:
         self.sandbox: Sandbox | None = None
         self.netns: JobNetns | None = None
         self.mounts: JobMounts | None = None
+        self.inside: JobThread | None = None
         self.host: Host | None = None
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
@@ -203,8 +207,10 @@ class JobRun:
         svc = self.svc
         binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
         env = self._env(path_prefix)
+        inside = self.inside = svc.kernel.thread(self.job_id[:12])
+        self.undo.push("end the job's thread", inside.close)
         if self.plan.isolated_netns:
-            self.netns = svc.kernel.netns()
+            self.netns = svc.kernel.netns(inside)
         plan = self.plan
         if self.netns is None:
             self.undo.push("tear down network", lambda: self.agent.teardown(plan))  # a partial setup too
@@ -231,7 +237,8 @@ class JobRun:
                     os.chown(sub, *user, follow_symlinks=False)
 
         netns_fd = self.netns.fd if self.netns else None
-        return self.svc.kernel.mounts(self.work_dir, self.disk_bytes, self.sys_dir, netns_fd, fill)
+        assert self.inside is not None
+        return self.svc.kernel.mounts(self.work_dir, self.disk_bytes, self.sys_dir, netns_fd, fill, self.inside)
 
     @property
     def disk_bytes(self) -> int:
@@ -257,7 +264,7 @@ class JobRun:
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
         """Spawn the job's process, which joins its cgroups, builds its root and waits for the go."""
-        assert self.host is not None, "_setup_job looked at the host"
+        assert self.host is not None and self.inside is not None, "_setup_job looked at the host"
         sandbox = self.sandbox = self.svc.kernel.sandbox(
             Launch(
                 self.job_id,
@@ -265,8 +272,7 @@ class JobRun:
                 bwrap_args(self.host, layout),
                 command_argv(path, self.spec.args, layout.user),
                 env,
-                self.netns.fd if self.netns else None,
-                self.mounts.fd if self.mounts else None,
+                self.inside,
             )
         )
         self.undo.push("stop processes", lambda: self._stop_processes(sandbox))

@@ -1,5 +1,6 @@
 """The kernel side of a job's setup outside the network agent, behind one seam so a job's
-life can be unit-tested with a fake: its cgroup, network and mount namespaces, sandbox."""
+life can be unit-tested with a fake: its cgroup, its thread, network and mount namespaces,
+sandbox."""
 
 from __future__ import annotations
 
@@ -7,21 +8,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from joblet.network_agent.netns import JobNetns
+from joblet.network_agent.netns import JobNetns, Runner
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.mounts import JobMounts, remove_dirs
+from joblet.worker.nsthread import JobThread
 
 
 class Kernel(Protocol):
     def cgroup(self, path: Path) -> JobCgroup: ...
 
-    def netns(self) -> JobNetns: ...
+    def thread(self, name: str) -> JobThread: ...
+
+    def netns(self, call: Runner) -> JobNetns: ...
 
     def sandbox(self, launch: Launch) -> Sandbox: ...
 
     def mounts(
-        self, work: Path, size_bytes: int, sys_dir: Path | None, netns_fd: int | None, fill: Callable[[Path], None]
+        self,
+        work: Path,
+        size_bytes: int,
+        sys_dir: Path | None,
+        netns_fd: int | None,
+        fill: Callable[[Path], None],
+        call: Runner,
     ) -> JobMounts: ...
 
     def remove_dirs(self, dirs: list[Path]) -> None: ...
@@ -33,16 +43,25 @@ class LinuxKernel:
     def cgroup(self, path: Path) -> JobCgroup:
         return JobCgroup(path)
 
-    def netns(self) -> JobNetns:
-        return JobNetns.create()
+    def thread(self, name: str) -> JobThread:
+        return JobThread(name)
+
+    def netns(self, call: Runner) -> JobNetns:
+        return JobNetns.create(call)
 
     def sandbox(self, launch: Launch) -> Sandbox:
         return Sandbox(launch)
 
     def mounts(
-        self, work: Path, size_bytes: int, sys_dir: Path | None, netns_fd: int | None, fill: Callable[[Path], None]
+        self,
+        work: Path,
+        size_bytes: int,
+        sys_dir: Path | None,
+        netns_fd: int | None,
+        fill: Callable[[Path], None],
+        call: Runner,
     ) -> JobMounts:
-        return JobMounts.create(work, size_bytes, sys_dir, netns_fd, fill)
+        return JobMounts.create(work, size_bytes, sys_dir, netns_fd, fill, call)
 
     def remove_dirs(self, dirs: list[Path]) -> None:
         remove_dirs(dirs)

@@ -5,12 +5,13 @@ a sysfs of that namespace (bwrap binds it read-only at the job's /sys).
 Why a namespace per job and not mounts on the host: every bwrap copies the mount namespace it
 starts in and detaches the old root again, ~43 us per mount here. With each running job's two
 mounts on the host, a start with 300 others running cost +26 ms, and 500 jobs' starts grew
-quadratically. Now the host holds none of them: a short-lived thread (STYLE.md 7) unshares a
-mount namespace, makes it a slave of the host's (volumes mounted later still appear, nothing
-mounted here goes back), joins the job's network namespace to mount its sysfs, mounts /work,
-writes the uploads into it and keeps two descriptors: the namespace (nsenter --mount joins it
-before bwrap) and /work (the worker's lookups, its usage for `rnx stats`). When the job's
-processes and the descriptors are gone, the kernel drops the namespace with its mounts.
+quadratically. Now the host holds none of them: the job's thread (worker/nsthread.py, which
+spawns the sandbox from inside this namespace later) unshares a mount namespace, makes it a
+slave of the host's (volumes mounted later still appear, nothing mounted here goes back),
+mounts the sysfs of the job's network namespace (joined first), mounts /work, writes the
+uploads into it and keeps two descriptors: the namespace and /work (the worker's lookups, its
+usage for `rnx stats`). When the job's processes and the descriptors are gone, the kernel
+drops the namespace with its mounts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from joblet.errors import ExecutionError
-from joblet.network_agent.netns import CLONE_NEWNET, in_thread
+from joblet.network_agent.netns import CLONE_NEWNET, Runner, in_thread
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REC, MS_SLAVE = 0x4000, 0x80000
@@ -56,9 +57,11 @@ class JobMounts:
         sys_dir: Path | None,
         netns_fd: int | None,
         fill: Callable[[Path], None],
+        call: Runner = in_thread,
     ) -> JobMounts:
         """The job's namespace with /work at `work_dir` (`fill` writes its files, from inside)
-        and, given a network namespace, its sysfs at `sys_dir`."""
+        and, given a network namespace, its sysfs at `sys_dir`; made by `call` (the job's
+        thread keeps it, worker/nsthread.py; by default a thread that ends right after)."""
         work_dir.mkdir(parents=True, exist_ok=True)
         if sys_dir is not None:
             sys_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ class JobMounts:
                 os.close(fd)
                 raise
 
-        return cls(*in_thread(make))
+        return cls(*call(make))
 
     @property
     def work(self) -> str:

@@ -18,6 +18,7 @@ from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.mounts import JobMounts, remove_dirs
+from joblet.worker.nsthread import JobThread
 from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
 from tests.conftest import cgroup_base, need
 
@@ -35,8 +36,11 @@ class Box:
         run = self.tmp / "run"
         cover = make_cover(run)
         (run / "hostname").write_text("start\n")
-        self.netns = JobNetns.create()
-        self.mounts = JobMounts.create(self.tmp / "work", 16 << 20, run / "sys", self.netns.fd, lambda work: None)
+        self.inside = JobThread("start")
+        self.netns = JobNetns.create(self.inside)
+        self.mounts = JobMounts.create(
+            self.tmp / "work", 16 << 20, run / "sys", self.netns.fd, lambda work: None, self.inside
+        )
         self.work = Path(self.mounts.work)  # the job's /work, as the worker reaches it
         layout = Layout(hostname="start", work_dir=str(self.tmp / "work"), run_dir=str(run), sys_dir=str(run / "sys"))
         self.args = bwrap_args(survey(cover, (), ()), layout)
@@ -44,12 +48,13 @@ class Box:
     def sandbox(self, script: str) -> Sandbox:
         argv = ["/bin/sh", "-c", script]
         env = {"PATH": "/usr/bin:/bin"}
-        return Sandbox(Launch("start", self.cgroup, self.args, argv, env, self.netns.fd, self.mounts.fd))
+        return Sandbox(Launch("start", self.cgroup, self.args, argv, env, self.inside))
 
     def close(self) -> None:
         self.cgroup.kill()
         self.mounts.close()
         self.netns.close()
+        self.inside.close()
         self.cgroup.remove()  # and its v1 twins
         remove_dirs([self.tmp])
 
@@ -144,13 +149,19 @@ def test_a_start_called_off_runs_nothing(box: Box, when: str) -> None:
 
 
 DYING_WORKER = """
-import os, sys
+import ctypes, os, sys
 from pathlib import Path
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
+from joblet.worker.nsthread import JobThread
 cgroup, netns_fd, mountns_fd, args = JobCgroup(Path(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+libc = ctypes.CDLL(None, use_errno=True)
+def enter():  # the job's thread joins the namespaces the test made (CLONE_FS, NEWNET, NEWNS)
+    assert libc.unshare(0x200) == 0 and libc.setns(netns_fd, 0x40000000) == 0 and libc.setns(mountns_fd, 0x20000) == 0
+inside = JobThread("dying")
+inside(enter)
 argv = ["/bin/sh", "-c", "touch /work/ran"]
-sandbox = Sandbox(Launch("start", cgroup, args, argv, {"PATH": "/bin"}, netns_fd, mountns_fd))
+sandbox = Sandbox(Launch("start", cgroup, args, argv, {"PATH": "/bin"}, inside))
 print(sandbox.start().pid, flush=True)
 sys.stdin.readline()  # the test has seen bwrap's child in the job's root
 os._exit(0)  # dies like a killed worker, before the go: no close, no reaping

@@ -104,6 +104,18 @@ class FakeCgroup:
         return False
 
 
+class FakeThread:
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        log("thread start")
+
+    def __call__(self, fn: Any) -> Any:
+        return fn()
+
+    def close(self) -> None:
+        self.log("thread end")
+
+
 class FakeNetns:
     def __init__(self, log: Log) -> None:
         self.log, self.fd = log, 99
@@ -162,14 +174,19 @@ class FakeKernel:
     def cgroup(self, path: Path) -> FakeCgroup:
         return FakeCgroup(self.log, path)
 
-    def netns(self) -> FakeNetns:
-        return FakeNetns(self.log)
+    def thread(self, name: str) -> FakeThread:
+        return FakeThread(self.log)
+
+    def netns(self, call: Any) -> FakeNetns:
+        return call(lambda: FakeNetns(self.log))
 
     def sandbox(self, launch: Any) -> FakeSandbox:
         return FakeSandbox(self.log)
 
-    def mounts(self, work: Path, size: int, sys_dir: Path | None, netns_fd: int | None, fill: Any) -> FakeJobMounts:
-        return FakeJobMounts(self.log, work, fill)
+    def mounts(
+        self, work: Path, size: int, sys_dir: Path | None, netns_fd: int | None, fill: Any, call: Any
+    ) -> FakeJobMounts:
+        return call(lambda: FakeJobMounts(self.log, work, fill))
 
     def remove_dirs(self, dirs: list[Path]) -> None:
         self.log("remove dirs")
@@ -269,6 +286,8 @@ EVENTS = [
     "undo:cgroup remove",
     "cgroup create",
     "cgroup pids",
+    "thread start",  # the job's thread: it makes the namespaces and spawns the sandbox
+    "undo:thread end",
     "netns create",
     "later:net links gone, port rules removed",  # after the record: the kernel drops the veths
     "undo:netns close",
@@ -297,6 +316,7 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
         "sandbox close",
         "mounts close",
         "netns close",
+        "thread end",  # after the sandbox is reaped: its parent-death signal follows the thread
         "cgroup remove",
         "remove dirs",
         "end output",  # the final record came before it
