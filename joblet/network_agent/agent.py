@@ -309,7 +309,7 @@ class NetworkAgent:
             if bridge is None:
                 raise NetworkError(f"bridge {att.bridge} of network {att.network!r} is gone")
             links.add_veth_into(att.host_ifname, att.ifname, netns.fd, att.mtu, bridge=bridge, mac=att.mac)
-        netns.run(lambda ipr: links.configure_inside(ipr, list(plan.attachments)))
+        netns.run(lambda: links.configure_inside(list(plan.attachments)))
         shaping.apply(plan, netns.path)
 
     def teardown(self, plan: NetPlan) -> None:

@@ -1,7 +1,8 @@
 """Netlink work (pyroute2), the only place joblet touches links, addresses and routes.
 
 A fresh IPRoute socket per call: a long-lived one shared by hundreds of jobs hung under load
-(its buffer filled with link events nobody read). The worker never switches namespaces in its
+(its buffer filled with link events nobody read). A job's own veth requests, on its start's
+critical path, are sent several at once on a plain socket instead (rtnl.py). The worker never switches namespaces in its
 own long-lived threads (STYLE.md 7): a job's end of a veth is created straight inside the
 job's namespace (`net_ns_fd`), which is cheaper than moving it; it is configured from a
 short-lived thread inside that namespace (netns.py).
@@ -21,6 +22,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from joblet.errors import NetworkError
+from joblet.network_agent import rtnl
 
 T = TypeVar("T")
 IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
@@ -144,23 +146,17 @@ def add_veth_into(
 ) -> None:
     """A veth whose peer (MAC `mac`, if given) is born inside the namespace `netns_fd`; the
     host end, IPv6 off, is enslaved to `bridge`, or (point-to-point) gets `host_address`
-    (address, prefixlen); then it is up."""
-
-    def add(ipr: IPRoute) -> None:
-        peer: dict[str, Any] = {"ifname": peer_ifname, "net_ns_fd": netns_fd, "mtu": mtu}
-        if mac is not None:
-            peer["address"] = mac
-        ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, peer=peer)
-        index = socket.if_nametoindex(host_ifname)
-        disable_ipv6(host_ifname)
-        if bridge is not None:
-            ipr.link("set", index=index, master=bridge, state="up")
-            return
-        if host_address is not None:
-            ipr.addr("add", index=index, address=host_address[0], prefixlen=host_address[1])
-        ipr.link("set", index=index, state="up")
-
-    _call(f"create veth {host_ifname}", add)
+    (address, prefixlen); then it is up. Two sends (rtnl.py)."""
+    rtnl.send(f"create veth {host_ifname}", [rtnl.veth(host_ifname, peer_ifname, netns_fd, mtu, mac)])
+    index = socket.if_nametoindex(host_ifname)
+    disable_ipv6(host_ifname)  # before it is up: it never gets a link-local address
+    if bridge is not None:
+        requests = [rtnl.up(index, master=bridge)]
+    elif host_address is not None:
+        requests = [rtnl.address(index, *host_address), rtnl.up(index)]
+    else:
+        requests = [rtnl.up(index)]
+    rtnl.send(f"bring up veth {host_ifname}", requests)
 
 
 def delete_link(ifname: str) -> None:
@@ -203,14 +199,15 @@ def default_route_mtu(fallback: int = 1500) -> int:
     return _call("read the default route", mtu)
 
 
-def configure_inside(ipr: IPRoute, attachments: list[Any]) -> None:
-    """Inside a job's namespace: IPv6 off on its interfaces (no link-local address, no router
-    advertisement taken), then up with their addresses; the first one carries the default
-    route (to its gateway)."""
+def configure_inside(attachments: list[Any]) -> None:
+    """Inside a job's namespace (this thread is in it, and so is its /proc/sys/net): IPv6 off
+    on its interfaces (no link-local address, no router advertisement taken), then up with
+    their addresses, in one send; the first one carries the default route (to its gateway)."""
+    requests = []
     for i, att in enumerate(attachments):
-        index = socket.if_nametoindex(att.ifname)  # this thread is in the job's namespace
-        disable_ipv6(att.ifname)  # this thread is in the job's namespace: so is its /proc/sys/net
-        ipr.link("set", index=index, state="up")
-        ipr.addr("add", index=index, address=att.address, prefixlen=att.prefixlen)
+        index = socket.if_nametoindex(att.ifname)
+        disable_ipv6(att.ifname)
+        requests += [rtnl.up(index), rtnl.address(index, att.address, att.prefixlen)]
         if i == 0:
-            ipr.route("add", dst="0.0.0.0/0", gateway=att.gateway, oif=index)
+            requests.append(rtnl.default_route(att.gateway, index))
+    rtnl.send("configure the job's network", requests)

@@ -1,13 +1,14 @@
 """A job's network namespace, made and configured by the worker before the job's sandbox
 starts, so the command never runs on a half-built network.
 
-A namespace switch applies to one OS thread. Each step here runs in a thread of its own that
-ends right after it (STYLE.md 7 forbids switching in the worker's long-lived threads, whose
-later sockets and children would land in the job's namespace): one thread unshares a new
-network namespace, keeps a descriptor of it and brings `lo` up; another joins it by that
-descriptor to configure the job's end of its veths (and the job's mount namespace,
-worker/mounts.py, mounts a sysfs of it, so the job's /sys/class/net shows its own
-interfaces). The namespace lives while the job's processes, the descriptor or that sysfs
+A namespace switch applies to one OS thread. The steps here run in a thread that does
+nothing else (STYLE.md 7 forbids switching in the worker's long-lived threads, whose later
+sockets and children would land in the job's namespace): the job's own thread
+(worker/nsthread.py), which lives until the job is reaped, or by default one that ends right
+after the step. It unshares a new network namespace, keeps a descriptor of it and brings
+`lo` up; later it configures the job's end of its veths from inside (links.configure_inside),
+and the job's mount namespace (worker/mounts.py) gets a sysfs of it, so the job's
+/sys/class/net shows its own interfaces. The namespace lives while the job's processes, the descriptor or that sysfs
 hold it: teardown closes the descriptor, and once the job's processes and its mount
 namespace are gone the kernel removes the namespace with its veths, both ends, in its own
 cleanup work, batched with other namespaces that died meanwhile (one job's veths go in ~1 ms
@@ -26,9 +27,6 @@ import struct
 import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from joblet.errors import NetworkError
 
@@ -96,19 +94,12 @@ class JobNetns:
         """A path naming the namespace, for `nsenter --net=`."""
         return f"/proc/{os.getpid()}/fd/{self.fd}"
 
-    def run(self, fn: Callable[[IPRoute], T]) -> T:
-        """`fn` with a netlink socket inside the namespace (in the thread that made it, if
-        that one lives on)."""
+    def run(self, fn: Callable[[], T]) -> T:
+        """`fn` inside the namespace (in the thread that made it, if that one lives on)."""
 
         def inside() -> T:
             _check(_libc.setns(self.fd, CLONE_NEWNET), "enter the job's network namespace")
-            ipr = IPRoute()
-            try:
-                return fn(ipr)
-            except NetlinkError as exc:
-                raise NetworkError(f"failed to configure the job's network: {exc}") from None
-            finally:
-                ipr.close()
+            return fn()
 
         return self._call(inside)
 
