@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from joblet.api.keys import END_FIELD, Keys
+from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.redis_conn import connect, error_kind, translated
 from joblet.errors import AmbiguousId, NotFound
@@ -136,6 +137,8 @@ class Store:
         """The full id of the one job whose id (or name) starts with `prefix`."""
         if not prefix:
             raise NotFound("no job id given")
+        if is_job_id(prefix) and self.redis.zscore(self.keys.jobs, prefix) is not None:
+            return prefix  # a whole id: one lookup, not the index of every job kept (days of them)
         ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
         if prefix in ids:
             return prefix

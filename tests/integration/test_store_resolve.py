@@ -1,0 +1,45 @@
+"""Job ids given by a user, resolved on a real Redis: a whole id is one lookup, a prefix or a
+name still finds its one job (or says it is ambiguous or unknown)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.store import Store
+from joblet.errors import AmbiguousId, NotFound
+
+IDS = ("abcd" + "1" * 28, "abcd" + "2" * 28, "ef" + "3" * 30)  # two share a prefix
+
+
+def _zrange_calls(store: Store) -> int:
+    stats = store.redis.info("commandstats")
+    return int(stats.get("cmdstat_zrange", {}).get("calls", 0))
+
+
+@pytest.fixture
+def store(redis_sock: str) -> Store:
+    made = Store(redis_sock, f"resolve{time.time_ns()}:")
+    for job_id, name in zip(IDS, ("web", None, None), strict=True):
+        spec = JobSpec(command="true", name=name)
+        made.create_job_if_absent(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=name))
+    return made
+
+
+def test_a_whole_id_is_one_lookup_and_a_prefix_reads_the_index(store: Store) -> None:
+    before = _zrange_calls(store)
+    assert [store.resolve(i) for i in IDS] == list(IDS)
+    assert _zrange_calls(store) == before  # no read of every job kept
+    assert store.resolve("ef3") == IDS[2]  # positive control: a prefix does read it
+    assert _zrange_calls(store) == before + 1
+
+
+def test_prefixes_names_and_unknown_ids(store: Store) -> None:
+    assert store.resolve("abcd1") == IDS[0]
+    assert store.resolve("web") == IDS[0]
+    with pytest.raises(AmbiguousId, match="matches 2 jobs"):
+        store.resolve("abcd")
+    with pytest.raises(NotFound, match="no such job"):
+        store.resolve("f" * 32)  # well formed, never made
