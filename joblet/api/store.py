@@ -234,10 +234,6 @@ class Store:
         pipe.execute()
 
     @_url
-    def stop_requested(self, job_id: str) -> bool:
-        return bool(self.redis.exists(self.keys.stop(job_id)))
-
-    @_url
     def stops_among(self, job_ids: list[str]) -> list[str]:
         if not job_ids:
             return []

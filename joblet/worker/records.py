@@ -14,6 +14,7 @@ from joblet.api.models import JobRecord, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import BackendUnavailable
+from joblet.worker.claims import Claims
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,9 +32,10 @@ class Outcome:
 class Records:
     """Final records of this worker's jobs."""
 
-    def __init__(self, store: Store, cfg: Settings) -> None:
+    def __init__(self, store: Store, cfg: Settings, claims: Claims | None = None) -> None:
         self.store = store
         self.cfg = cfg
+        self.claims = claims or Claims(store)  # a job's claim and final record, a round trip each
 
     def finish(self, job_id: str, outcome: Outcome, stdout: bytes = b"", truncated: bool = False) -> dict[str, Any]:
         """Record the final state (waiting out a Redis outage); returns the task result."""
@@ -45,13 +47,12 @@ class Records:
             "finished": time.time(),
             "node": self.cfg.node,
         }
-        recorded = retrying(lambda: self.store.transition(job_id, (*WAITING, JobStatus.RUNNING), **fields))
+        allowed = (*WAITING, JobStatus.RUNNING)
+        recorded, record = retrying(lambda: self.claims.finish(job_id, allowed, self.cfg.log_ttl, **fields))
         if not recorded:  # already final, or Redis lost its data (no persistence)
             log.warning(
                 "job %s: record missing or already final; %s not recorded over it", job_id[:12], outcome.status.value
             )
-        retrying(lambda: self.store.expire_job(job_id, self.cfg.log_ttl))
-        record = retrying(lambda: self.store.find_job(job_id))
         if record is None:
             return {
                 "id": job_id,

@@ -101,13 +101,12 @@ class Supervisor:
     def run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
         """Run a queued job here unless it was claimed, stopped or finished already."""
         record = JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time())
-        self.store.create_job_if_absent(record)
-        if not self.store.claim(job_id, self.cfg.node):
+        claimed = self.svc.records.claims.claim(record, self.cfg.node)  # recorded if absent, then claimed
+        if claimed is None:
             raise Duplicate(job_id)
-        current = self.store.get_job(job_id)
-        if current.status.final:
-            return result(current)
-        if self.store.stop_requested(job_id):
+        if claimed.record.status.final:
+            return result(claimed.record)
+        if claimed.stop_requested:
             out = self.svc.records.finish(job_id, Outcome(JobStatus.STOPPED, error="stopped before it started"))
             self.store.end_output(job_id, {"status": "STOPPED"}, self.cfg.log_max_entries)
             return out

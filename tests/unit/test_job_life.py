@@ -78,6 +78,14 @@ class FakeStore:
     def publish_event(self, *args: Any, **kw: Any) -> None: ...
 
 
+class FakeClaims:
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    def finish(self, job_id: str, allowed: Any, ttl: int, **fields: Any) -> tuple[bool, None]:
+        return self.store.transition(job_id, allowed, **fields), None
+
+
 class FakeCgroup:
     def __init__(self, log: Log, path: Path) -> None:
         self.log, self.path = log, path
@@ -260,7 +268,7 @@ def services(tmp_path: Path, log: Log) -> Services:
         pump=FakePump(log),
         mounts=FakeMounts(),
         discovery=Discovery(store, "n1"),  # type: ignore[arg-type]
-        records=Records(store, cfg),
+        records=Records(store, cfg, FakeClaims(store)),  # type: ignore[arg-type]
         host=lambda: HOST,
         cgroup_root=tmp_path / "cg",  # type: ignore[arg-type]
         kernel=FakeKernel(log),

@@ -1,0 +1,55 @@
+"""A job's claim and its final record on a real Redis, each one script: a job is claimed at
+most once, its record is written only if absent, a stop asked before the claim is seen; the
+final fields are set only from an allowed status and every key of the job expires."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.store import Store
+from joblet.worker.claims import Claims
+
+WAITING_OR_RUNNING = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING)
+
+
+@pytest.fixture
+def claims(redis_sock: str) -> Claims:
+    return Claims(Store(redis_sock, f"claims{time.time_ns()}:"))
+
+
+def _record(job_id: str, **fields: object) -> JobRecord:
+    return JobRecord(id=job_id, status=JobStatus.PENDING, spec=JobSpec(command="true"), created=1.0, **fields)
+
+
+def test_a_job_is_recorded_if_absent_and_claimed_once(claims: Claims) -> None:
+    job_id = "a" * 32
+    first = claims.claim(_record(job_id, name="web"), "n1")
+    assert first is not None and first.record.name == "web" and first.record.status == JobStatus.PENDING
+    assert not first.stop_requested
+    assert claims.store.claim_holder(job_id) == "n1"
+    assert claims.claim(_record(job_id), "n2") is None  # a redelivery: not run again
+    assert claims.store.claim_holder(job_id) == "n1"
+
+
+def test_a_record_the_client_wrote_is_kept_and_a_stop_is_seen(claims: Claims) -> None:
+    job_id = "b" * 32
+    claims.store.create_job(_record(job_id, name="from-client"))
+    claims.store.request_stop(job_id)
+    got = claims.claim(_record(job_id, name="from-message"), "n1")
+    assert got is not None and got.record.name == "from-client" and got.stop_requested
+
+
+def test_the_final_record_is_set_from_an_allowed_status_only_and_expires(claims: Claims) -> None:
+    job_id, store = "c" * 32, claims.store
+    claims.claim(_record(job_id), "n1")
+    store.append_output(job_id, b"out", b"hi", 100)
+    done, record = claims.finish(job_id, WAITING_OR_RUNNING, 600, status=JobStatus.COMPLETED, exit_code=0)
+    assert done and record is not None and record.status == JobStatus.COMPLETED and record.exit_code == 0
+    keys = (store.keys.job(job_id), store.keys.log(job_id), store.keys.claim(job_id))
+    assert all(0 < store.redis.ttl(k) <= 600 for k in keys)
+    again, record = claims.finish(job_id, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED, exit_code=1)
+    assert not again and record is not None and record.status == JobStatus.COMPLETED  # not written over
+    assert claims.finish("d" * 32, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED) == (False, None)
