@@ -6,14 +6,14 @@ nothing else (STYLE.md 7 forbids switching in the worker's long-lived threads, w
 sockets and children would land in the job's namespace): the job's own thread
 (worker/nsthread.py), which lives until the job is reaped, or by default one that ends right
 after the step. It unshares a new network namespace, keeps a descriptor of it and brings
-`lo` up; later it configures the job's end of its veths from inside (links.configure_inside),
-and the job's mount namespace (worker/mounts.py) gets a sysfs of it, so the job's
-/sys/class/net shows its own interfaces. The namespace lives while the job's processes, the descriptor or that sysfs
-hold it: teardown closes the descriptor, and once the job's processes and its mount
-namespace are gone the kernel removes the namespace with its veths, both ends, in its own
-cleanup work, batched with other namespaces that died meanwhile (one job's veths go in ~1 ms
-that way, 300 jobs' in ~0.1 s; deleting a veth ourselves waits out RCU grace periods: ~20 ms
-each, serialized by the kernel).
+`lo` up; later it configures the job's end of its veths from inside
+(links.configure_inside), and the job's mount namespace (worker/mounts.py) gets a sysfs of
+it, so the job's /sys/class/net shows its own interfaces. The namespace lives while the
+job's processes, the descriptor or that sysfs hold it: teardown closes the descriptor, and
+once the job's processes and its mount namespace are gone the kernel removes the namespace
+with its veths, both ends, in its own cleanup work, batched with other namespaces that died
+meanwhile (one job's veths go in ~1 ms that way, 300 jobs' in ~0.1 s; deleting a veth
+ourselves waits out RCU grace periods: ~20 ms each, serialized by the kernel).
 """
 
 from __future__ import annotations
