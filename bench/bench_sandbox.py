@@ -132,7 +132,7 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
     (run_dir / "hosts").write_text("127.0.0.1 localhost\n")
     inside = JobThread("bench")
     netns = JobNetns.create(inside)
-    mounts = JobMounts.create(work, 1 << 30, run_dir / "sys", netns.fd, lambda _: None, inside)
+    mounts = JobMounts.create(work, 1 << 30, run_dir / "sys", lambda _: None, inside)
     layout = Layout(
         hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(run_dir / "sys"), net_files=("hosts",)
     )

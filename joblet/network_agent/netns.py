@@ -1,19 +1,19 @@
 """A job's network namespace, made and configured by the worker before the job's sandbox
 starts, so the command never runs on a half-built network.
 
-A namespace switch applies to one OS thread. The steps here run in a thread that does
-nothing else (STYLE.md 7 forbids switching in the worker's long-lived threads, whose later
-sockets and children would land in the job's namespace): the job's own thread
-(worker/nsthread.py), which lives until the job is reaped, or by default one that ends right
-after the step. It unshares a new network namespace, keeps a descriptor of it and brings
-`lo` up; later it configures the job's end of its veths from inside
-(links.configure_inside), and the job's mount namespace (worker/mounts.py) gets a sysfs of
-it, so the job's /sys/class/net shows its own interfaces. The namespace lives while the
-job's processes, the descriptor or that sysfs hold it: teardown closes the descriptor, and
-once the job's processes and its mount namespace are gone the kernel removes the namespace
-with its veths, both ends, in its own cleanup work, batched with other namespaces that died
-meanwhile (one job's veths go in ~1 ms that way, 300 jobs' in ~0.1 s; deleting a veth
-ourselves waits out RCU grace periods: ~20 ms each, serialized by the kernel).
+A namespace switch applies to one OS thread. The steps here run in the job's own thread
+(worker/nsthread.py), which does nothing else and lives until the job is reaped (STYLE.md 7
+forbids switching in the worker's long-lived threads, whose later sockets and children would
+land in the job's namespace). It unshares a new network namespace, keeps a descriptor of it
+and brings `lo` up; later it configures the job's end of its veths from inside
+(links.configure_inside), and mounts a sysfs of it in the job's mount namespace
+(worker/mounts.py), so the job's /sys/class/net shows its own interfaces. The namespace
+lives while the job's processes, the descriptor or that sysfs hold it: teardown closes the
+descriptor, and once the job's processes and its mount namespace are gone the kernel removes
+the namespace with its veths, both ends, in its own cleanup work, batched with other
+namespaces that died meanwhile (one job's veths go in ~1 ms that way, 300 jobs' in ~0.1 s;
+deleting a veth ourselves waits out RCU grace periods: ~20 ms each, serialized by the
+kernel).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import fcntl
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -47,35 +46,17 @@ class Runner(Protocol):
     def __call__(self, fn: Callable[[], T]) -> T: ...
 
 
-def in_thread(fn: Callable[[], T]) -> T:
-    """Run `fn` in a new OS thread that ends with it; its namespace changes end with it."""
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="joblet-netns", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
-
-
 class JobNetns:
     """One job's network namespace, held by a descriptor."""
 
-    def __init__(self, fd: int, call: Runner = in_thread) -> None:
+    def __init__(self, fd: int, call: Runner) -> None:
         self.fd = fd
         self._call = call
 
     @classmethod
-    def create(cls, call: Runner = in_thread) -> JobNetns:
-        """A new namespace with `lo` up, made by `call` (a thread that keeps it: the job's
-        thread, worker/nsthread.py; by default one that ends right after)."""
+    def create(cls, call: Runner) -> JobNetns:
+        """A new namespace with `lo` up, made by `call`: a thread that does nothing else and
+        stays in it (the job's thread, worker/nsthread.py)."""
 
         def make() -> int:
             _check(_libc.unshare(CLONE_NEWNET), "create a network namespace")
@@ -95,13 +76,8 @@ class JobNetns:
         return f"/proc/{os.getpid()}/fd/{self.fd}"
 
     def run(self, fn: Callable[[], T]) -> T:
-        """`fn` inside the namespace (in the thread that made it, if that one lives on)."""
-
-        def inside() -> T:
-            _check(_libc.setns(self.fd, CLONE_NEWNET), "enter the job's network namespace")
-            return fn()
-
-        return self._call(inside)
+        """`fn` inside the namespace: in the thread that made it, which is still in it."""
+        return self._call(fn)
 
     def close(self) -> None:
         """Drop our descriptor. Once the job's processes and its mount namespace (which holds

@@ -236,9 +236,8 @@ class JobRun:
                 for sub in work.rglob("*"):
                     os.chown(sub, *user, follow_symlinks=False)
 
-        netns_fd = self.netns.fd if self.netns else None
         assert self.inside is not None
-        return self.svc.kernel.mounts(self.work_dir, self.disk_bytes, self.sys_dir, netns_fd, fill, self.inside)
+        return self.svc.kernel.mounts(self.work_dir, self.disk_bytes, self.sys_dir, fill, self.inside)
 
     @property
     def disk_bytes(self) -> int:

@@ -25,13 +25,7 @@ class Kernel(Protocol):
     def sandbox(self, launch: Launch) -> Sandbox: ...
 
     def mounts(
-        self,
-        work: Path,
-        size_bytes: int,
-        sys_dir: Path | None,
-        netns_fd: int | None,
-        fill: Callable[[Path], None],
-        call: Runner,
+        self, work: Path, size_bytes: int, sys_dir: Path | None, fill: Callable[[Path], None], call: Runner
     ) -> JobMounts: ...
 
     def remove_dirs(self, dirs: list[Path]) -> None: ...
@@ -53,15 +47,9 @@ class LinuxKernel:
         return Sandbox(launch)
 
     def mounts(
-        self,
-        work: Path,
-        size_bytes: int,
-        sys_dir: Path | None,
-        netns_fd: int | None,
-        fill: Callable[[Path], None],
-        call: Runner,
+        self, work: Path, size_bytes: int, sys_dir: Path | None, fill: Callable[[Path], None], call: Runner
     ) -> JobMounts:
-        return JobMounts.create(work, size_bytes, sys_dir, netns_fd, fill, call)
+        return JobMounts.create(work, size_bytes, sys_dir, fill, call)
 
     def remove_dirs(self, dirs: list[Path]) -> None:
         remove_dirs(dirs)

@@ -8,7 +8,7 @@ mounts on the host, a start with 300 others running cost +26 ms, and 500 jobs' s
 quadratically. Now the host holds none of them: the job's thread (worker/nsthread.py, which
 spawns the sandbox from inside this namespace later) unshares a mount namespace, makes it a
 slave of the host's (volumes mounted later still appear, nothing mounted here goes back),
-mounts the sysfs of the job's network namespace (joined first), mounts /work, writes the
+mounts the sysfs of the job's network namespace (the thread made it and is in it), mounts /work, writes the
 uploads into it and keeps two descriptors: the namespace and /work (the worker's lookups, its
 usage for `rnx stats`). When the job's processes and the descriptors are gone, the kernel
 drops the namespace with its mounts.
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from joblet.errors import ExecutionError
-from joblet.network_agent.netns import CLONE_NEWNET, Runner, in_thread
+from joblet.network_agent.netns import Runner
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REC, MS_SLAVE = 0x4000, 0x80000
@@ -55,13 +55,13 @@ class JobMounts:
         work_dir: Path,
         size_bytes: int,
         sys_dir: Path | None,
-        netns_fd: int | None,
         fill: Callable[[Path], None],
-        call: Runner = in_thread,
+        call: Runner,
     ) -> JobMounts:
         """The job's namespace with /work at `work_dir` (`fill` writes its files, from inside)
-        and, given a network namespace, its sysfs at `sys_dir`; made by `call` (the job's
-        thread keeps it, worker/nsthread.py; by default a thread that ends right after)."""
+        and, given `sys_dir`, a sysfs there; made by `call`, the job's thread
+        (worker/nsthread.py), which keeps it and is in the job's network namespace already:
+        that sysfs shows the job's own interfaces."""
         work_dir.mkdir(parents=True, exist_ok=True)
         if sys_dir is not None:
             sys_dir.mkdir(parents=True, exist_ok=True)
@@ -70,8 +70,7 @@ class JobMounts:
             _check(_libc.unshare(CLONE_NEWNS), "create a mount namespace")
             slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
             _check(slave, "make the job's mounts a slave of the host's")
-            if sys_dir is not None and netns_fd is not None:
-                _check(_libc.setns(netns_fd, CLONE_NEWNET), "enter the job's network namespace")
+            if sys_dir is not None:
                 flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
                 _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None), f"mount sysfs at {sys_dir}")
             mount_tmpfs(work_dir, size_bytes)

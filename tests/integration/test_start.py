@@ -38,9 +38,7 @@ class Box:
         (run / "hostname").write_text("start\n")
         self.inside = JobThread("start")
         self.netns = JobNetns.create(self.inside)
-        self.mounts = JobMounts.create(
-            self.tmp / "work", 16 << 20, run / "sys", self.netns.fd, lambda work: None, self.inside
-        )
+        self.mounts = JobMounts.create(self.tmp / "work", 16 << 20, run / "sys", lambda work: None, self.inside)
         self.work = Path(self.mounts.work)  # the job's /work, as the worker reaches it
         layout = Layout(hostname="start", work_dir=str(self.tmp / "work"), run_dir=str(run), sys_dir=str(run / "sys"))
         self.args = bwrap_args(survey(cover, (), ()), layout)
