@@ -17,27 +17,32 @@ from joblet.api.models import JobRecord, JobStatus
 from joblet.api.redis_conn import connect, error_kind, translated
 from joblet.errors import AmbiguousId, NotFound
 
-_CAS_STATUS = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return -1 end
-local allowed = cjson.decode(ARGV[1])
-for _, s in ipairs(allowed) do
-  if cjson.encode(s) == cur then
-    local fields = cjson.decode(ARGV[2])
-    for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-    return 1
+# Lua functions of the job scripts here and in worker/claims.py (one definition each): the
+# fields set only from an allowed status (-1: no record); a record written whole unless one
+# exists, and indexed.
+LUA_SET_IF_STATUS = """
+local function set_if_status(key, allowed, fields)
+  local cur = redis.call('HGET', key, 'status')
+  if not cur then return -1 end
+  for _, s in ipairs(cjson.decode(allowed)) do
+    if cjson.encode(s) == cur then
+      for k, v in pairs(cjson.decode(fields)) do redis.call('HSET', key, k, v) end
+      return 1
+    end
   end
+  return 0
 end
-return 0
 """
-
-_CREATE_IF_ABSENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = cjson.decode(ARGV[1])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 1
+LUA_CREATE_IF_ABSENT = """
+local function create_if_absent(key, index, fields, score, id)
+  if redis.call('EXISTS', key) == 1 then return 0 end
+  for k, v in pairs(cjson.decode(fields)) do redis.call('HSET', key, k, v) end
+  redis.call('ZADD', index, score, id)
+  return 1
+end
 """
+_CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2])"
+_CREATE_IF_ABSENT = LUA_CREATE_IF_ABSENT + "return create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
 
 # A job name is unique among jobs that have not ended: the name key names its holder, and
 # the new job's record is written in the same step, so two racing submits cannot both win.
@@ -61,11 +66,13 @@ _url = translated(lambda self: self.url)
 NODE_INDEX_KEEP = 3600  # seconds a silent node stays in the node index (its key says if it lives)
 
 
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
+def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """A record's fields as its hash holds them: each value JSON."""
     return {k: json.dumps(v.value if isinstance(v, JobStatus) else v) for k, v in fields.items()}
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
+def decode_fields(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """A record's hash back to its fields."""
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
@@ -86,7 +93,7 @@ class Store:
     def create_job(self, record: JobRecord) -> None:
         fields = record.model_dump(mode="json", exclude_none=True)
         pipe = self.redis.pipeline()
-        pipe.hset(self.keys.job(record.id), mapping=_encode(fields))
+        pipe.hset(self.keys.job(record.id), mapping=encode_fields(fields))
         pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
         pipe.execute()
 
@@ -95,7 +102,9 @@ class Store:
         """Write many records in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
-            pipe.hset(self.keys.job(record.id), mapping=_encode(record.model_dump(mode="json", exclude_none=True)))
+            pipe.hset(
+                self.keys.job(record.id), mapping=encode_fields(record.model_dump(mode="json", exclude_none=True))
+            )
         pipe.zadd(self.keys.jobs, {r.id: r.created or time.time() for r in records})
         pipe.execute()
 
@@ -104,7 +113,7 @@ class Store:
         """Write a named job's record unless a job that has not ended holds its name; returns
         that holder's id, or None when the record was written."""
         assert record.name is not None
-        fields = _encode(record.model_dump(mode="json", exclude_none=True))
+        fields = encode_fields(record.model_dump(mode="json", exclude_none=True))
         holder = self._create_named(
             keys=[self.keys.name(record.name), self.keys.job(record.id), self.keys.jobs],
             args=[json.dumps(fields), record.created or time.time(), record.id, self.keys.job("")],
@@ -114,7 +123,7 @@ class Store:
     @_url
     def create_job_if_absent(self, record: JobRecord) -> bool:
         """Write the whole record unless one exists (atomic: readers never see half of it)."""
-        fields = _encode(record.model_dump(mode="json", exclude_none=True))
+        fields = encode_fields(record.model_dump(mode="json", exclude_none=True))
         created = self._create(
             keys=[self.keys.job(record.id), self.keys.jobs],
             args=[json.dumps(fields), record.created or time.time(), record.id],
@@ -124,7 +133,7 @@ class Store:
     @_url
     def find_job(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
-        return JobRecord.model_validate(_decode(raw)) if raw else None
+        return JobRecord.model_validate(decode_fields(raw)) if raw else None
 
     def get_job(self, job_id: str) -> JobRecord:
         record = self.find_job(job_id)
@@ -161,7 +170,7 @@ class Store:
         stale = []
         for job_id, raw in zip(ids, pipe.execute(), strict=True):
             if raw:
-                records.append(JobRecord.model_validate(_decode(raw)))
+                records.append(JobRecord.model_validate(decode_fields(raw)))
             else:
                 stale.append(job_id)
         if stale:  # records expired after their TTL: drop them from the index too
@@ -177,7 +186,7 @@ class Store:
         """Set fields only if the job's status is one of `allowed` (atomic)."""
         result = self._cas(
             keys=[self.keys.job(job_id)],
-            args=[json.dumps([s.value for s in allowed]), json.dumps(_encode(fields))],
+            args=[json.dumps([s.value for s in allowed]), json.dumps(encode_fields(fields))],
         )
         return bool(result == 1)
 
@@ -351,7 +360,7 @@ class Store:
         pipe = self.redis.pipeline()
         for job_id in job_ids:
             pipe.hgetall(self.keys.stats(job_id))
-        return {j: _decode(raw) for j, raw in zip(job_ids, pipe.execute(), strict=True) if raw}
+        return {j: decode_fields(raw) for j, raw in zip(job_ids, pipe.execute(), strict=True) if raw}
 
     # -- output streams ---------------------------------------------------------------------
     @_url

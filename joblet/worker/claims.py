@@ -17,40 +17,31 @@ from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.redis_conn import translated
-from joblet.api.store import Store
+from joblet.api.store import LUA_CREATE_IF_ABSENT, LUA_SET_IF_STATUS, Store, decode_fields, encode_fields
 
 # KEYS: job, jobs index, claim, stop. ARGV: the record's fields (JSON of JSON values), its
 # created time, its id, this node. Returns false when the job was claimed before, else
 # {the record's fields, 1 if a stop was asked}.
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  local fields = cjson.decode(ARGV[1])
-  for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-end
+_CLAIM = (
+    LUA_CREATE_IF_ABSENT
+    + """
+create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if not redis.call('SET', KEYS[3], ARGV[4], 'NX') then return false end
 return {redis.call('HGETALL', KEYS[1]), redis.call('EXISTS', KEYS[4])}
 """
+)
 
 # KEYS: job, log, claim, stop. ARGV: the allowed statuses (JSON list), the fields to set
-# (JSON of JSON values), the TTL. The fields are set only from an allowed status; every key
-# of the job gets the TTL. Returns {1 set, 0 not allowed, -1 no record; the record's fields}.
-_FINISH = """
-local set = -1
-local cur = redis.call('HGET', KEYS[1], 'status')
-if cur then
-  set = 0
-  for _, s in ipairs(cjson.decode(ARGV[1])) do
-    if cjson.encode(s) == cur then
-      for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[1], k, v) end
-      set = 1
-      break
-    end
-  end
-end
+# (JSON of JSON values), the TTL. Every key of the job gets the TTL. Returns {1 set, 0 not
+# allowed, -1 no record; the record's fields}.
+_FINISH = (
+    LUA_SET_IF_STATUS
+    + """
+local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return {set, redis.call('HGETALL', KEYS[1])}
 """
+)
 
 _url = translated(lambda self: self.store.url)
 
@@ -63,14 +54,11 @@ class Claimed:
 
 def _record(flat: list[bytes]) -> JobRecord | None:
     """A record from HGETALL's flat reply inside a script."""
-    if not flat:
-        return None
-    fields = {flat[i].decode(): json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
-    return JobRecord.model_validate(fields)
+    return JobRecord.model_validate(decode_fields(dict(zip(flat[::2], flat[1::2], strict=True)))) if flat else None
 
 
 def _encoded(fields: dict[str, Any]) -> str:
-    return json.dumps({k: json.dumps(v.value if isinstance(v, JobStatus) else v) for k, v in fields.items()})
+    return json.dumps(encode_fields(fields))
 
 
 class Claims:
