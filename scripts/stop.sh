@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Undo quickstart.sh: stop its worker (running jobs become STOPPED) and Redis, remove the
-# default bridge and joblet's nftables tables.
+# default bridge, the bridges and overlay ports of user networks (the quickstart's Redis keeps
+# nothing on disk, so its networks end with it) and joblet's nftables tables.
 set -u
 RUN=${JOBLET_RUN_DIR:-/run/joblet}
 for name in worker redis; do
@@ -11,6 +12,9 @@ for name in worker redis; do
   fi
 done
 ip link del joblet0 2>/dev/null
+for link in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^j[bx][0-9a-f]{10}$'); do
+  ip link del "$link" 2>/dev/null  # exactly what joblet names a network's bridge (jb) or overlay port (jx)
+done
 nft delete table inet joblet 2>/dev/null
 nft delete table bridge joblet 2>/dev/null
 for group in /sys/fs/cgroup/joblet /sys/fs/cgroup/unified/joblet /sys/fs/cgroup/*/joblet; do
