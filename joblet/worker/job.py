@@ -34,6 +34,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ class JobRun:
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
         self.capture: Capture | None = None
-        self._grace_timer: threading.Timer | None = None
+        self._cancel_kill: Callable[[], None] | None = None
 
     # -- control from other threads ---------------------------------------------------------
     def stop(self) -> None:
@@ -120,9 +121,7 @@ class JobRun:
             return  # not started yet: the run sees the flag before the command starts
         # bwrap outside and its init inside pass the command's end on; they are not the job
         self.cgroup.signal(signal.SIGTERM, exclude={main.pid, *children(main.pid)})
-        self._grace_timer = threading.Timer(self.svc.cfg.stop_grace, self.cgroup.kill)
-        self._grace_timer.daemon = True
-        self._grace_timer.start()
+        self._cancel_kill = self.svc.deadlines.after(self.svc.cfg.stop_grace, self.cgroup.kill)
 
     def write_hosts(self, peers: dict[str, str] | None = None) -> None:
         """(Re)write this job's /etc/hosts with its peers (looked up when not given);
@@ -323,8 +322,8 @@ class JobRun:
     # -- the end --------------------------------------------------------------------------
     def teardown(self) -> str | None:
         """Undo everything that was done, newest first; errors are returned together."""
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
+        if self._cancel_kill is not None:
+            self._cancel_kill()
         return "; ".join(self.undo.unwind()) or None
 
     def _end(self, outcome: Outcome) -> None:
