@@ -148,6 +148,12 @@ class Sandbox:
         self._go = None
         self.released = True
 
+    def exit_fd(self) -> int:
+        """A descriptor that turns readable when bwrap has exited (a pidfd; the caller closes
+        it). Call before reaping: the pid is still bwrap's until then."""
+        assert self.main is not None, "after start"
+        return os.pidfd_open(self.main.pid)
+
     def close(self) -> None:
         """Reap bwrap (after the cgroup was killed) and release our ends. A start that never
         got its go is killed here: bwrap itself first (so it clones nothing more), then what it

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,20 +107,20 @@ class JobRun:
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
         self.capture: Capture | None = None
-        self._cancel_kill: Callable[[], None] | None = None
+        self._stop_lock = threading.Lock()
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # wakes `_await_exit`
 
     # -- control from other threads ---------------------------------------------------------
     def stop(self) -> None:
-        """SIGTERM the job's processes, SIGKILL them after the grace period."""
-        if self.stopped.is_set():
-            return
-        self.stopped.set()
-        main = self.sandbox.main if self.sandbox and self.sandbox.released else None
-        if main is None:
-            return  # not started yet: the run sees the flag before the command starts
-        # bwrap outside and its init inside pass the command's end on; they are not the job
-        self.cgroup.signal(signal.SIGTERM, exclude={main.pid, *children(main.pid)})
-        self._cancel_kill = self.svc.deadlines.after(self.svc.cfg.stop_grace, self.cgroup.kill)
+        """Ask the job to stop, from any thread: one write. The job's own thread sends SIGTERM
+        to its processes and SIGKILL after the grace period (`_await_exit`), so a stop of
+        hundreds of jobs at once is not served one after another by the thread that asks."""
+        with self._stop_lock:
+            if self.stopped.is_set():
+                return
+            self.stopped.set()
+            if self._stop_fd >= 0:
+                os.eventfd_write(self._stop_fd, 1)
 
     def write_hosts(self, peers: dict[str, str] | None = None) -> None:
         """(Re)write this job's /etc/hosts with its peers (looked up when not given);
@@ -301,17 +300,8 @@ class JobRun:
             cfg.result_output_limit,
             max_output=self.spec.limits.max_output or self.svc.pump.max_bytes,
         )
-        if self.stopped.is_set():  # a stop that raced with the start: signal the command now
-            wait_for_command(main.pid)
-            self.stopped.clear()
-            self.stop()
-        timed_out = None
-        try:
-            main.wait(timeout=self.spec.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = self.spec.timeout
-            self.stop()
-            main.wait()
+        timed_out = self._await_exit(main.pid)
+        main.wait()
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)
         outcome = outcome_of(main.returncode, self.stopped.is_set() and timed_out is None, timed_out)
@@ -319,12 +309,49 @@ class JobRun:
             outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
         return outcome, bytes(capture.stdout), capture.truncated
 
+    def _await_exit(self, bwrap_pid: int) -> float | None:
+        """Until bwrap has exited. A stop, or the job's timeout (returned when it struck), sends
+        SIGTERM to the command and what it started; SIGKILL to all after the grace period."""
+        assert self.sandbox is not None
+        exited = self.sandbox.exit_fd()
+        poll = select.poll()
+        poll.register(exited, select.POLLIN)
+        poll.register(self._stop_fd, select.POLLIN)
+        timeout = self.spec.timeout
+        due = None if timeout is None else time.monotonic() + timeout  # the next step's time
+        timed_out, terminated = None, False
+        try:
+            while True:
+                wait_ms = None if due is None else max(0.0, (due - time.monotonic()) * 1000)
+                if any(fd == exited for fd, _ in poll.poll(wait_ms)):
+                    return timed_out
+                now = time.monotonic()
+                if terminated and due is not None and now >= due:
+                    self.cgroup.kill()  # bwrap too: `exited` turns readable
+                    due = None
+                elif not terminated and (self.stopped.is_set() or (due is not None and now >= due)):
+                    timed_out = None if self.stopped.is_set() else timeout
+                    self._terminate(bwrap_pid)
+                    terminated, due = True, now + self.svc.cfg.stop_grace
+                    poll.unregister(self._stop_fd)
+        finally:
+            os.close(exited)
+
+    def _terminate(self, bwrap_pid: int) -> None:
+        """SIGTERM to the command and what it started; bwrap outside and its init inside pass
+        the command's end on, they are not the job."""
+        wait_for_command(bwrap_pid)  # a stop that raced with the start: the command is there
+        self.cgroup.signal(signal.SIGTERM, exclude={bwrap_pid, *children(bwrap_pid)})
+
     # -- the end --------------------------------------------------------------------------
     def teardown(self) -> str | None:
         """Undo everything that was done, newest first; errors are returned together."""
-        if self._cancel_kill is not None:
-            self._cancel_kill()
-        return "; ".join(self.undo.unwind()) or None
+        try:
+            return "; ".join(self.undo.unwind()) or None
+        finally:
+            with self._stop_lock:
+                os.close(self._stop_fd)
+                self._stop_fd = -1
 
     def _end(self, outcome: Outcome) -> None:
         """The stream's end marker, after the job's last byte and its final record."""

@@ -15,7 +15,6 @@ from joblet.config import Settings
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetFacts, NetPlan
-from joblet.worker.deadlines import Deadlines
 from joblet.worker.discovery import Discovery
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import Kernel, LinuxKernel
@@ -67,7 +66,6 @@ class Services:
     cgroup_root: Path
     cgroup_v2: bool = False  # limits in the job's own v2 group, else in v1 twins (hybrid hosts)
     kernel: Kernel = field(default_factory=LinuxKernel)
-    deadlines: Deadlines = field(default_factory=Deadlines)  # stopped jobs' SIGKILLs, one thread
 
 
 def host_survey(cfg: Settings, cover: Path) -> Callable[[], Host]:

@@ -4,6 +4,7 @@ applied before it, newest first, and the job still ends with a final record."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,9 @@ class FakeSandbox:
     def go(self) -> None:
         self.log("sandbox go")
         self.released = True
+
+    def exit_fd(self) -> int:
+        return os.eventfd(1, os.EFD_CLOEXEC)  # readable at once: the fake command has ended
 
     def close(self) -> None:
         self.log("sandbox close")
