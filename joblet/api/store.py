@@ -19,7 +19,7 @@ from joblet.errors import AmbiguousId, NotFound
 
 # Lua functions of the job scripts here and in worker/claims.py (one definition each): the
 # fields set only from an allowed status (-1: no record); a record written whole unless one
-# exists, and indexed.
+# exists, and indexed (the worker's claim).
 LUA_SET_IF_STATUS = """
 local function set_if_status(key, allowed, fields)
   local cur = redis.call('HGET', key, 'status')
@@ -42,7 +42,6 @@ local function create_if_absent(key, index, fields, score, id)
 end
 """
 _CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2])"
-_CREATE_IF_ABSENT = LUA_CREATE_IF_ABSENT + "return create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
 
 # A job name is unique among jobs that have not ended: the name key names its holder, and
 # the new job's record is written in the same step, so two racing submits cannot both win.
@@ -84,7 +83,6 @@ class Store:
         self.keys = Keys(prefix)
         self.redis = connect(url)
         self._cas = self.redis.register_script(_CAS_STATUS)
-        self._create = self.redis.register_script(_CREATE_IF_ABSENT)
         self._create_named = self.redis.register_script(_CREATE_NAMED)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
 
@@ -119,16 +117,6 @@ class Store:
             args=[json.dumps(fields), record.created or time.time(), record.id, self.keys.job("")],
         )
         return holder.decode() if holder else None
-
-    @_url
-    def create_job_if_absent(self, record: JobRecord) -> bool:
-        """Write the whole record unless one exists (atomic: readers never see half of it)."""
-        fields = encode_fields(record.model_dump(mode="json", exclude_none=True))
-        created = self._create(
-            keys=[self.keys.job(record.id), self.keys.jobs],
-            args=[json.dumps(fields), record.created or time.time(), record.id],
-        )
-        return bool(created)
 
     @_url
     def find_job(self, job_id: str) -> JobRecord | None:
@@ -206,11 +194,6 @@ class Store:
         pipe.execute()
 
     # -- claims and stops -------------------------------------------------------------------
-    @_url
-    def claim(self, job_id: str, node: str) -> bool:
-        """True for the first caller only: a job runs at most once."""
-        return bool(self.redis.set(self.keys.claim(job_id), node, nx=True))
-
     @_url
     def claimed(self, job_id: str) -> bool:
         return bool(self.redis.exists(self.keys.claim(job_id)))

@@ -118,10 +118,8 @@ def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str 
 def refuse(sup: Any, job_id: str, spec: JobSpec, error: str) -> dict[str, Any]:
     """Claim the job so it never runs, and record it FAILED with `error`."""
     log.error("job %s refused: %s", job_id, error)
-    sup.store.create_job_if_absent(
-        JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time())
-    )
-    if not sup.store.claim(job_id, sup.cfg.node):
+    record = JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time())
+    if sup.svc.records.claims.claim(record, sup.cfg.node) is None:  # recorded if absent, then claimed
         raise Duplicate(job_id)
     result: dict[str, Any] = sup.svc.records.finish(job_id, Outcome(JobStatus.FAILED, error=error))
     sup.store.end_output(job_id, {"status": "FAILED"}, sup.cfg.log_max_entries)

@@ -24,7 +24,7 @@ def store(redis_sock: str) -> Store:
     made = Store(redis_sock, f"resolve{time.time_ns()}:")
     for job_id, name in zip(IDS, ("web", None, None), strict=True):
         spec = JobSpec(command="true", name=name)
-        made.create_job_if_absent(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=name))
+        made.create_job(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=name))
     return made
 
 
