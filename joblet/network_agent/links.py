@@ -2,10 +2,11 @@
 
 A fresh IPRoute socket per call: a long-lived one shared by hundreds of jobs hung under load
 (its buffer filled with link events nobody read). A job's own veth requests, on its start's
-critical path, are sent several at once on a plain socket instead (rtnl.py). The worker never switches namespaces in its
-own long-lived threads (STYLE.md 7): a job's end of a veth is created straight inside the
-job's namespace (`net_ns_fd`), which is cheaper than moving it; it is configured from a
-short-lived thread inside that namespace (netns.py).
+critical path, are sent several at once on a plain socket instead (rtnl.py). The worker never
+switches namespaces in its own long-lived threads (STYLE.md 7): a job's end of a veth is
+created straight inside the job's namespace (`net_ns_fd`), which is cheaper than moving it;
+it is configured from the job's own thread, which lives in that namespace
+(`configure_inside`, worker/nsthread.py).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ mounts on the host, a start with 300 others running cost +26 ms, and 500 jobs' s
 quadratically. Now the host holds none of them: the job's thread (worker/nsthread.py, which
 spawns the sandbox from inside this namespace later) unshares a mount namespace, makes it a
 slave of the host's (volumes mounted later still appear, nothing mounted here goes back),
-mounts the sysfs of the job's network namespace (the thread made it and is in it), mounts /work, writes the
-uploads into it and keeps two descriptors: the namespace and /work (the worker's lookups, its
-usage for `rnx stats`). When the job's processes and the descriptors are gone, the kernel
-drops the namespace with its mounts.
+mounts the sysfs of the job's network namespace (the thread made it and is in it), mounts
+/work, writes the uploads into it and keeps two descriptors: the namespace and /work (the
+worker's lookups, its usage for `rnx stats`). When the job's processes and the descriptors
+are gone, the kernel drops the namespace with its mounts.
 """
 
 from __future__ import annotations
