@@ -174,18 +174,7 @@ class PreexecSandbox(Sandbox):
             for fd in procs:
                 os.write(fd, b"0")
 
-        self.main = la.spawn_in(
-            lambda: subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=la.env,
-                close_fds=True,
-                pass_fds=(filter_r,),
-                preexec_fn=enter,
-            )
-        )
+        self.main = self.spawn(argv, la.env, (filter_r,), preexec_fn=enter)
         for fd in (*procs, filter_r):
             os.close(fd)
         return self.main

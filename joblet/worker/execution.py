@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from joblet.errors import ExecutionError
 from joblet.network_agent.netns import Runner
@@ -119,23 +120,31 @@ class Sandbox:
             *la.argv,
         ]
         try:
-            self.main = la.spawn_in(
-                lambda: subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=SHELL_ENV,
-                    close_fds=True,
-                    pass_fds=fds,
-                )
-            )
+            self.main = self.spawn(argv, SHELL_ENV, fds)
         except (OSError, subprocess.SubprocessError) as exc:
             raise ExecutionError(f"failed to start the sandbox: {exc}") from None
         finally:
             for fd in fds:
                 os.close(fd)
         return self.main
+
+    def spawn(
+        self, argv: list[str], env: dict[str, str], fds: tuple[int, ...], **popen: Any
+    ) -> subprocess.Popen[bytes]:
+        """`argv` spawned by the job's thread: stdin /dev/null, stdout and stderr pipes, no
+        descriptor but `fds` passed on."""
+        return self.launch.spawn_in(
+            lambda: subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+                pass_fds=fds,
+                **popen,
+            )
+        )
 
     def go(self) -> None:
         """Let bwrap go on from its block to the command (it may still be building the root)."""
