@@ -74,7 +74,7 @@ class Batch:
         from joblet.api.tasks import send_runs
 
         try:
-            send_runs(cfg, [(r.id, r.spec.model_dump(mode="json"), r.node) for r in records])
+            send_runs(cfg, [(r.id, r.spec.to_dict(), r.node) for r in records])
         except Exception:
             for r in records:
                 store.transition(
@@ -112,7 +112,7 @@ class Batch:
             spec = pre.check_resources(spec)
             self._known |= volumes
         else:  # known volumes are not looked up again; the rest of the checks still run
-            pre.check_resources(spec.model_copy(update={"volumes": ()}))
+            pre.check_resources(spec.replace(volumes=()))
         if spec.node not in self._fleet_ok:
             pre.check_fleet(spec.node)
             self._fleet_ok.add(spec.node)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.message import new_job_id
-from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec, validation_message
+from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec
 from joblet.api.networks import NetworkStore
 from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from joblet.api.client_volumes import Volumes
     from joblet.api.client_workflows import Workflows
 
-__all__ = ["Client", "make_spec", "validation_message"]
+__all__ = ["Client", "make_spec"]
 
 
 class Client:
@@ -83,7 +83,7 @@ class Client:
         from joblet.api.tasks import send_run
 
         try:
-            send_run(self.settings, record.id, record.spec.model_dump(mode="json"), record.node)
+            send_run(self.settings, record.id, record.spec.to_dict(), record.node)
         except Exception:
             self.store.transition(
                 record.id,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from joblet.fields import checked, integer, only_known
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
@@ -48,36 +50,37 @@ def parse_bytes(text: str | int) -> int:
     return value
 
 
-class Limits(BaseModel):
-    """Per-job limits; None means unlimited."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-job limits; None means unlimited. Rates may be given as text ('10mbit'), max_output
+    as a size ('8M'); both are kept as numbers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_cpu: int | None = None  # percent of one CPU (200 = two)
+    max_memory: int | None = None  # megabytes
+    max_iobps: int | None = None  # block device bytes/s, read and write
+    max_bandwidth: int | None = None  # network bits/s, each direction
+    max_bandwidth_in: int | None = None  # network bits/s into the job
+    max_bandwidth_out: int | None = None  # network bits/s out of the job
+    max_pids: int | None = None  # processes and threads
+    max_disk: int | None = None  # megabytes of /work, and of /tmp
+    max_output: int | None = None  # bytes of output kept (stdout and stderr), then truncated
 
-    max_cpu: int | None = Field(None, ge=1, le=100_000, description="percent of one CPU (200 = two)")
-    max_memory: int | None = Field(None, ge=4, description="megabytes")
-    max_iobps: int | None = Field(None, ge=4096, description="block device bytes/s, read and write")
-    max_bandwidth: int | None = Field(None, description="network bits/s, each direction")
-    max_bandwidth_in: int | None = Field(None, description="network bits/s into the job")
-    max_bandwidth_out: int | None = Field(None, description="network bits/s out of the job")
-    max_pids: int | None = Field(None, ge=8, le=1_000_000, description="processes and threads")
-    max_disk: int | None = Field(None, ge=1, le=1_048_576, description="megabytes of /work, and of /tmp")
-    max_output: int | None = Field(
-        None, ge=1024, le=1 << 50, description="bytes of output kept (stdout and stderr), then truncated"
-    )
+    def __post_init__(self) -> None:
+        for name, (parse, bounds) in _CHECKS.items():
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, checked(name, parse, value, *bounds))
 
-    @field_validator("max_bandwidth", "max_bandwidth_in", "max_bandwidth_out", mode="before")
     @classmethod
-    def _rate(cls, value: str | int | None) -> int | None:
-        return None if value is None else parse_rate(value)
+    def from_dict(cls, data: Any) -> Limits:
+        return data if isinstance(data, Limits) else cls(**only_known(data, _CHECKS))
 
-    @field_validator("max_output", mode="before")
-    @classmethod
-    def _size(cls, value: str | int | None) -> int | None:
-        return None if value is None else parse_bytes(value)
+    def to_dict(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in _CHECKS}
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in self.model_dump().values())
+        return any(getattr(self, name) is not None for name in _CHECKS)
 
     def rate_in(self) -> int | None:
         """bits/s into the job: its own setting, else --max-bandwidth, else --max-iobps as bits."""
@@ -90,3 +93,20 @@ class Limits(BaseModel):
         if self.max_bandwidth is not None:
             return self.max_bandwidth
         return self.max_iobps * 8 if self.max_iobps is not None else None  # the guide's reading
+
+
+def _size_bytes(value: Any, ge: int, le: int) -> int:
+    return integer(parse_bytes(value), ge, le)
+
+
+_CHECKS: dict[str, tuple[Any, tuple[int | None, ...]]] = {  # field: (check, its bounds)
+    "max_cpu": (integer, (1, 100_000)),
+    "max_memory": (integer, (4, None)),
+    "max_iobps": (integer, (4096, None)),
+    "max_bandwidth": (parse_rate, ()),
+    "max_bandwidth_in": (parse_rate, ()),
+    "max_bandwidth_out": (parse_rate, ()),
+    "max_pids": (integer, (8, 1_000_000)),
+    "max_disk": (integer, (1, 1_048_576)),
+    "max_output": (_size_bytes, (1024, 1 << 50)),
+}

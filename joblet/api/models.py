@@ -1,19 +1,32 @@
-"""Validated, frozen messages: what a job is (JobSpec) and what became of it (JobRecord)."""
+"""Checked, frozen messages: what a job is (JobSpec) and what became of it (JobRecord)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import posixpath
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from joblet.api.limits import Limits
+from joblet.fields import (
+    FieldError,
+    checked,
+    integer,
+    no_nul,
+    number,
+    only_known,
+    optional,
+    string_map,
+    strings,
+    text,
+    type_name,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -42,38 +55,25 @@ class JobStatus(StrEnum):
         return self not in (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING)
 
 
-def _no_nul(value: str, what: str) -> str:
-    if "\x00" in value:
-        raise ValueError(f"{what} contains a NUL byte")
-    return value
-
-
-class Upload(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Upload:
     """One file to place under /work; `content` is base64."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    path: str = Field(min_length=1, max_length=4096)
-    mode: int = Field(0o644, ge=0, le=0o7777)
+    path: str
+    mode: int = 0o644
     content: str = ""
 
-    @field_validator("path")
-    @classmethod
-    def _relative_inside_work(cls, value: str) -> str:
-        _no_nul(value, "upload path")
-        norm = posixpath.normpath(value)
-        if value.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
-            raise ValueError(f"upload path {value!r} escapes /work")
-        return norm
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", checked("path", _upload_path, self.path))
+        object.__setattr__(self, "mode", checked("mode", integer, self.mode, 0, 0o7777))
+        object.__setattr__(self, "content", checked("content", _base64, self.content))
 
-    @field_validator("content")
     @classmethod
-    def _base64(cls, value: str) -> str:
-        try:
-            base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("upload content is not valid base64") from None
-        return value
+    def from_dict(cls, data: Any) -> Upload:
+        return data if isinstance(data, Upload) else cls(**_required(only_known(data, UPLOAD_FIELDS), "path"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "mode": self.mode, "content": self.content}
 
     @property
     def data(self) -> bytes:
@@ -84,119 +84,191 @@ class Upload(BaseModel):
         return len(self.content) * 3 // 4
 
 
-class JobSpec(BaseModel):
-    """What to run and how; every field is checked before anything is queued."""
+def _upload_path(value: Any) -> str:
+    path = no_nul(text(value, 1, 4096), "upload path")
+    norm = posixpath.normpath(path)
+    if path.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
+        raise ValueError(f"upload path {value!r} escapes /work")
+    return norm
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    command: str = Field(min_length=1, max_length=4096)
+def _base64(value: Any) -> str:
+    content = text(value)
+    try:
+        base64.b64decode(content, validate=True)
+    except binascii.Error:
+        raise ValueError("upload content is not valid base64") from None
+    return content
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What to run and how; every field is checked when a spec is made (FieldError names it)."""
+
+    command: str
     args: tuple[str, ...] = ()
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     network: tuple[str, ...] = ("bridge",)
     uploads: tuple[Upload, ...] = ()
     node: str | None = None
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = None
     volumes: tuple[str, ...] = ()
     runtime: str | None = None
     user: str | None = None
-    limits: Limits = Field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits)
 
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("command is empty")
-        return _no_nul(value, "command")
+    def __post_init__(self) -> None:
+        for name, check in _SPEC_CHECKS.items():
+            object.__setattr__(self, name, checked(name, check, getattr(self, name)))
 
-    @field_validator("args")
     @classmethod
-    def _args(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        total = 0
-        for arg in value:
-            _no_nul(arg, "argument")
-            size = len(arg.encode(errors="surrogatepass"))
-            if size > ARG_MAX_BYTES:
-                raise ValueError(f"an argument of {size} bytes is over the limit of {ARG_MAX_BYTES}")
-            total += size + 1
-        if total > ARGV_MAX_BYTES:
-            raise ValueError(f"the arguments total {total} bytes, over the limit of {ARGV_MAX_BYTES}")
-        return value
+    def from_dict(cls, data: Any) -> JobSpec:
+        """A spec from its JSON shape (a queue message, a stored record); unknown fields are refused."""
+        return cls(**_required(only_known(data, _SPEC_CHECKS), "command"))
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        total = 0
-        for key, val in value.items():
-            if not ENV_KEY_RE.match(key):
-                raise ValueError(f"invalid environment variable name {key[:64]!r}")
-            _no_nul(val, f"value of {key}")
-            total += len(key) + len(val.encode(errors="surrogatepass")) + 2
-        if total > ENV_MAX_BYTES:
-            raise ValueError(f"the environment totals {total} bytes, over the limit of {ENV_MAX_BYTES}")
-        return value
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape: what is queued and stored."""
+        return {
+            "command": self.command,
+            "args": list(self.args),
+            "env": dict(self.env),
+            "name": self.name,
+            "network": list(self.network),
+            "uploads": [u.to_dict() for u in self.uploads],
+            "node": self.node,
+            "timeout": self.timeout,
+            "volumes": list(self.volumes),
+            "runtime": self.runtime,
+            "user": self.user,
+            "limits": self.limits.to_dict(),
+        }
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        if value is not None and not NAME_RE.match(value):
-            raise ValueError(
-                f"invalid job name {value!r}: use letters, digits, '.', '_' or '-' "
-                "(at most 63, starting with a letter or digit)"
-            )
-        return value
-
-    @field_validator("network", mode="before")
-    @classmethod
-    def _network(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = (value,)
-        if isinstance(value, list | tuple):
-            if not value:
-                raise ValueError("at least one network is needed")
-            for net in value:
-                if not isinstance(net, str) or not NETWORK_RE.match(net):
-                    raise ValueError(f"invalid network name {net!r}")
-            if len(set(value)) != len(value):
-                raise ValueError("a network is named twice")
-        return value
-
-    @field_validator("volumes")
-    @classmethod
-    def _volumes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for vol in value:
-            if not VOLUME_RE.match(vol):
-                raise ValueError(f"invalid volume name {vol!r}")
-        if len(set(value)) != len(value):
-            raise ValueError("a volume is named twice")
-        return value
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime(cls, value: str | None) -> str | None:
-        if value is not None and not RUNTIME_RE.match(value):
-            raise ValueError(f"invalid runtime name {value!r}")
-        return value
-
-    @field_validator("user")
-    @classmethod
-    def _user(cls, value: str | None) -> str | None:
-        if value is not None:
-            m = USER_RE.match(value)
-            if not m or any(int(g) > 2**32 - 2 for g in m.groups() if g):
-                raise ValueError(f"invalid user {value!r}: use UID or UID:GID")
-        return value
-
-    @field_validator("node")
-    @classmethod
-    def _node(cls, value: str | None) -> str | None:
-        if value is not None and not NODE_RE.match(value):
-            raise ValueError(f"invalid node name {value!r}")
-        return value
+    def replace(self, **changes: Any) -> JobSpec:
+        """A copy with `changes`, checked like a new spec."""
+        return dataclasses.replace(self, **changes)
 
     @property
     def upload_bytes(self) -> int:
         return sum(u.size for u in self.uploads)
+
+
+UPLOAD_FIELDS = ("path", "mode", "content")
+
+
+def _required(data: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in data:
+        raise FieldError(name, "is required")
+    return data
+
+
+def _command(value: Any) -> str:
+    command = text(value, 1, 4096)
+    if not command.strip():
+        raise ValueError("command is empty")
+    return no_nul(command, "command")
+
+
+def _args(value: Any) -> tuple[str, ...]:
+    total = 0
+    for i, arg in enumerate(strings(value)):
+        checked(str(i), no_nul, arg, "argument")
+        size = len(arg.encode(errors="surrogatepass"))
+        if size > ARG_MAX_BYTES:
+            raise ValueError(f"an argument of {size} bytes is over the limit of {ARG_MAX_BYTES}")
+        total += size + 1
+    if total > ARGV_MAX_BYTES:
+        raise ValueError(f"the arguments total {total} bytes, over the limit of {ARGV_MAX_BYTES}")
+    return tuple(value)
+
+
+def _env(value: Any) -> dict[str, str]:
+    total = 0
+    env = string_map(value)
+    for key, val in env.items():
+        if not ENV_KEY_RE.match(key):
+            raise ValueError(f"invalid environment variable name {key[:64]!r}")
+        no_nul(val, f"value of {key}")
+        total += len(key) + len(val.encode(errors="surrogatepass")) + 2
+    if total > ENV_MAX_BYTES:
+        raise ValueError(f"the environment totals {total} bytes, over the limit of {ENV_MAX_BYTES}")
+    return env
+
+
+def _name(value: Any) -> str | None:
+    hint = "use letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)"
+    return optional(matching, value, NAME_RE, "job name", hint)
+
+
+def _network(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("at least one network is needed")
+        for net in value:
+            if not isinstance(net, str) or not NETWORK_RE.match(net):
+                raise ValueError(f"invalid network name {net!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("a network is named twice")
+    return strings(value)
+
+
+def _uploads(value: Any) -> tuple[Upload, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of uploads, not {type_name(value)}")
+    return tuple(checked(str(i), Upload.from_dict, u) for i, u in enumerate(value))
+
+
+def _timeout(value: Any) -> float | None:
+    return optional(number, value, gt=0)
+
+
+def _volumes(value: Any) -> tuple[str, ...]:
+    for vol in strings(value):
+        if not VOLUME_RE.match(vol):
+            raise ValueError(f"invalid volume name {vol!r}")
+    if len(set(value)) != len(value):
+        raise ValueError("a volume is named twice")
+    return tuple(value)
+
+
+def _runtime(value: Any) -> str | None:
+    return optional(matching, value, RUNTIME_RE, "runtime name")
+
+
+def _user(value: Any) -> str | None:
+    user = optional(matching, value, USER_RE, "user", "use UID or UID:GID")
+    if user is not None and any(int(g) > 2**32 - 2 for g in user.split(":")):
+        raise ValueError(f"invalid user {user!r}: use UID or UID:GID")
+    return user
+
+
+def _node(value: Any) -> str | None:
+    return optional(matching, value, NODE_RE, "node name")
+
+
+def matching(value: Any, pattern: re.Pattern[str], what: str, hint: str = "") -> str:
+    """`value`, a string `pattern` matches, else ValueError 'invalid WHAT 'value'[: hint]'."""
+    if not pattern.match(text(value)):
+        raise ValueError(f"invalid {what} {value!r}" + (f": {hint}" if hint else ""))
+    return str(value)
+
+
+_SPEC_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "command": _command,
+    "args": _args,
+    "env": _env,
+    "name": _name,
+    "network": _network,
+    "uploads": _uploads,
+    "node": _node,
+    "timeout": _timeout,
+    "volumes": _volumes,
+    "runtime": _runtime,
+    "user": _user,
+    "limits": Limits.from_dict,
+}
 
 
 def iso(ts: float | None) -> str | None:
@@ -206,17 +278,16 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
-class JobRecord(BaseModel):
+@dataclass(frozen=True, slots=True)
+class JobRecord:
     """The state of one job as kept in Redis and returned to users."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: str
     status: JobStatus
     spec: JobSpec
     name: str | None = None
     node: str | None = None
-    ips: dict[str, str] = Field(default_factory=dict)
+    ips: dict[str, str] = field(default_factory=dict)
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
@@ -225,6 +296,30 @@ class JobRecord(BaseModel):
     finished: float | None = None
     workflow: str | None = None  # the workflow's id, for its jobs
     output_truncated: bool = False  # its output passed its byte cap (max_output)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, JobStatus):
+            object.__setattr__(self, "status", checked("status", JobStatus, self.status))
+        if not isinstance(self.spec, JobSpec):
+            object.__setattr__(self, "spec", checked("spec", JobSpec.from_dict, self.spec))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        """A record from its stored fields; fields this version does not know are ignored."""
+        return cls(**{k: v for k, v in data.items() if k in RECORD_FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored fields (JSON values), those that are None left out."""
+        out = {name: getattr(self, name) for name in RECORD_FIELDS}
+        out["status"] = self.status.value
+        spec = self.spec.to_dict()
+        spec["limits"] = {k: v for k, v in spec["limits"].items() if v is not None}
+        out["spec"] = {k: v for k, v in spec.items() if v is not None}
+        out["ips"] = dict(self.ips)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def replace(self, **changes: Any) -> JobRecord:
+        return dataclasses.replace(self, **changes)
 
     @property
     def short_id(self) -> str:
@@ -262,27 +357,10 @@ class JobRecord(BaseModel):
         }
 
 
-def validation_message(exc: pydantic.ValidationError, what: str = "job") -> str:
-    """One line naming the field and what is wrong with it."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or what
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"invalid {what} field {_single_quoted(field)}: {msg}"
-
-
-def _single_quoted(text: str) -> str:
-    """`text` as repr writes it (one line, escapes), always in single quotes: a field named
-    after an env key holding a ' must read like every other field."""
-    shown = repr(text)
-    return shown if shown.startswith("'") else "'" + shown[1:-1].replace("'", "\\'") + "'"
-
-
 def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
-    """A checked JobSpec, or ValidationError with one line naming the field."""
-    from joblet.errors import ValidationError
+    """A checked JobSpec, or FieldError (a ValidationError) with one line naming the field."""
+    args = tuple(args) if isinstance(args, list | tuple) else args  # else the check says why
+    return JobSpec.from_dict({"command": command, "args": args, **fields})
 
-    try:
-        args = tuple(args) if isinstance(args, list | tuple) else args  # else pydantic says why
-        return JobSpec(command=command, args=args, **fields)
-    except pydantic.ValidationError as exc:
-        raise ValidationError(validation_message(exc)) from None
+
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))

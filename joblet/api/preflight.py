@@ -4,6 +4,7 @@ volumes exist, a live worker offers its runtime, a live node can take it (placem
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from joblet.api import nodes
@@ -63,7 +64,7 @@ class Preflight:
         limit = self.settings.upload_max_bytes
         if spec.upload_bytes > limit:
             raise ValidationError(f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}")
-        size = len(spec.model_dump_json())
+        size = len(json.dumps(spec.to_dict(), separators=(",", ":"), ensure_ascii=False))
         if size > self.settings.spec_max_bytes:
             raise ValidationError(
                 f"invalid job: its spec is {size} bytes, over the limit of "

@@ -89,7 +89,7 @@ class Store:
     # -- jobs -------------------------------------------------------------------------------
     @_url
     def create_job(self, record: JobRecord) -> None:
-        fields = record.model_dump(mode="json", exclude_none=True)
+        fields = record.to_dict()
         pipe = self.redis.pipeline()
         pipe.hset(self.keys.job(record.id), mapping=encode_fields(fields))
         pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
@@ -100,9 +100,7 @@ class Store:
         """Write many records in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
-            pipe.hset(
-                self.keys.job(record.id), mapping=encode_fields(record.model_dump(mode="json", exclude_none=True))
-            )
+            pipe.hset(self.keys.job(record.id), mapping=encode_fields(record.to_dict()))
         pipe.zadd(self.keys.jobs, {r.id: r.created or time.time() for r in records})
         pipe.execute()
 
@@ -111,7 +109,7 @@ class Store:
         """Write a named job's record unless a job that has not ended holds its name; returns
         that holder's id, or None when the record was written."""
         assert record.name is not None
-        fields = encode_fields(record.model_dump(mode="json", exclude_none=True))
+        fields = encode_fields(record.to_dict())
         holder = self._create_named(
             keys=[self.keys.name(record.name), self.keys.job(record.id), self.keys.jobs],
             args=[json.dumps(fields), record.created or time.time(), record.id, self.keys.job("")],
@@ -121,7 +119,7 @@ class Store:
     @_url
     def find_job(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
-        return JobRecord.model_validate(decode_fields(raw)) if raw else None
+        return JobRecord.from_dict(decode_fields(raw)) if raw else None
 
     def get_job(self, job_id: str) -> JobRecord:
         record = self.find_job(job_id)
@@ -158,7 +156,7 @@ class Store:
         stale = []
         for job_id, raw in zip(ids, pipe.execute(), strict=True):
             if raw:
-                records.append(JobRecord.model_validate(decode_fields(raw)))
+                records.append(JobRecord.from_dict(decode_fields(raw)))
             else:
                 stale.append(job_id)
         if stale:  # records expired after their TTL: drop them from the index too

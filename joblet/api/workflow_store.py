@@ -117,7 +117,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
                 target = place(rec.spec)
                 if target is not None:  # named from the start, so a loss of that node finds it
                     store.transition(rec.id, [JobStatus.PENDING], node=target)
-                send(cfg, rec.id, rec.spec.model_dump(mode="json"), target)
+                send(cfg, rec.id, rec.spec.to_dict(), target)
             elif verdict == "cancel" and _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
                 if _cancel(store, cfg, rec.id, why or "cannot run"):
                     changed = True

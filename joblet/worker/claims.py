@@ -54,7 +54,7 @@ class Claimed:
 
 def _record(flat: list[bytes]) -> JobRecord | None:
     """A record from HGETALL's flat reply inside a script."""
-    return JobRecord.model_validate(decode_fields(dict(zip(flat[::2], flat[1::2], strict=True)))) if flat else None
+    return JobRecord.from_dict(decode_fields(dict(zip(flat[::2], flat[1::2], strict=True)))) if flat else None
 
 
 def _encoded(fields: dict[str, Any]) -> str:
@@ -77,7 +77,7 @@ class Claims:
         reply = self._claim(
             keys=[keys.job(record.id), keys.jobs, keys.claim(record.id), keys.stop(record.id)],
             args=[
-                _encoded(record.model_dump(mode="json", exclude_none=True)),
+                _encoded(record.to_dict()),
                 record.created or time.time(),
                 record.id,
                 node,

@@ -13,20 +13,20 @@ import logging
 import time
 from typing import Any
 
-import pydantic
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from joblet.api.keys import RUN_TASK
 from joblet.api.message import Refused, TaskMessage, check, nonce_ttl
-from joblet.api.models import JobRecord, JobSpec, JobStatus, validation_message
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.errors import ValidationError
 from joblet.worker import broker_guard
 from joblet.worker.fleet import draining_refusal
 from joblet.worker.records import Outcome
 from joblet.worker.supervisor import Duplicate, Supervisor
 
 log = logging.getLogger(__name__)
-PLACEHOLDER = JobSpec.model_validate({"command": "-"})  # recorded instead of a spec that failed its checks
+PLACEHOLDER = JobSpec(command="-")  # recorded instead of a spec that failed its checks
 
 
 def register(app: Celery, sup: Supervisor) -> None:
@@ -105,9 +105,9 @@ def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str 
             return PLACEHOLDER, f"invalid job field {extra[0][:60]!r}: not a message field"
         raw = fields["spec"]
     try:
-        spec = JobSpec.model_validate(raw)
-    except pydantic.ValidationError as exc:
-        return PLACEHOLDER, validation_message(exc)
+        spec = JobSpec.from_dict(raw)
+    except ValidationError as exc:
+        return PLACEHOLDER, str(exc)
     if spec.upload_bytes > upload_limit:
         return PLACEHOLDER, (
             f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {upload_limit}"

@@ -126,7 +126,7 @@ def sneak(client: Client, host: Host, node: str) -> str:
     spec = make_spec("true", (), network="none")
     job_id = new_job_id()
     client.store.create_job(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, created=time.time()))
-    send_run(host.cfg, job_id, spec.model_dump(mode="json"), node)
+    send_run(host.cfg, job_id, spec.to_dict(), node)
     return job_id
 
 

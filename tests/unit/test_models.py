@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from joblet.api.client import make_spec
-from joblet.api.models import JobSpec, Upload
+from joblet.api.models import JobRecord, JobSpec, JobStatus, Upload
 from joblet.errors import ValidationError
 
 
@@ -44,3 +46,98 @@ def test_empty_or_nul_command():
 
 def test_upload_path_is_normalised():
     assert Upload(path="a/./b/../c").path == "a/c"
+
+
+# A spec and a record as the pydantic models of earlier releases wrote them: the queue
+# message and the stored record keep this shape, so old and new clients and workers mix.
+SPEC_JSON = {
+    "command": "echo",
+    "args": ["a"],
+    "env": {"A": "b"},
+    "name": "web",
+    "network": ["bridge"],
+    "uploads": [{"path": "d/x.sh", "mode": 493, "content": "aGk="}],
+    "node": None,
+    "timeout": 2.0,
+    "volumes": [],
+    "runtime": None,
+    "user": None,
+    "limits": {
+        "max_cpu": 50,
+        "max_memory": None,
+        "max_iobps": None,
+        "max_bandwidth": 10000000,
+        "max_bandwidth_in": None,
+        "max_bandwidth_out": None,
+        "max_pids": None,
+        "max_disk": None,
+        "max_output": None,
+    },
+}
+RECORD_JSON = {
+    "id": "a" * 32,
+    "status": "RUNNING",
+    "spec": {
+        "command": "echo",
+        "args": ["a"],
+        "env": {"A": "b"},
+        "name": "web",
+        "network": ["bridge"],
+        "uploads": [{"path": "d/x.sh", "mode": 493, "content": "aGk="}],
+        "timeout": 2.0,
+        "volumes": [],
+        "limits": {"max_cpu": 50, "max_bandwidth": 10000000},
+    },
+    "name": "web",
+    "node": "n1",
+    "ips": {"bridge": "172.20.0.2"},
+    "created": 1.5,
+    "output_truncated": False,
+}
+
+
+def test_the_spec_keeps_its_json_shape():
+    spec = make_spec(
+        "echo",
+        ["a"],
+        env={"A": "b"},
+        name="web",
+        timeout=2,
+        limits={"max_bandwidth": "10mbit", "max_cpu": 50},
+        uploads=[{"path": "d/x.sh", "content": "aGk=", "mode": 0o755}],
+    )
+    assert spec.to_dict() == SPEC_JSON
+    assert JobSpec.from_dict(SPEC_JSON) == spec
+
+
+def test_the_record_keeps_its_stored_shape_and_ignores_newer_fields():
+    record = JobRecord.from_dict({**RECORD_JSON, "from_a_newer_worker": 1})
+    assert record.status is JobStatus.RUNNING and record.spec.limits.max_cpu == 50
+    assert record.to_dict() == RECORD_JSON
+
+
+def test_types_are_strict_and_numbers_may_be_text():
+    assert make_spec("x", limits={"max_cpu": "50"}, timeout="1.5").limits.max_cpu == 50
+    for fields, field in [
+        ({"timeout": True}, "'timeout'"),  # a bool is not a number
+        ({"limits": {"max_cpu": True}}, "'limits.max_cpu'"),
+        ({"limits": {"max_cpu": "lots"}}, "'limits.max_cpu'"),
+        ({"name": 5}, "'name'"),  # a number is not a string
+        ({"uploads": [{"path": "a", "mode": "rw"}]}, "'uploads.0.mode'"),
+        ({"uploads": [{"content": ""}]}, "'uploads.0.path'"),
+    ]:
+        with pytest.raises(ValidationError, match=field):
+            make_spec("x", **fields)
+    with pytest.raises(ValidationError, match="invalid job field 'args.1': must be a string, not int"):
+        make_spec("x", ["a", 1])
+    with pytest.raises(ValidationError, match="invalid job field 'job': must be a mapping, not list"):
+        JobSpec.from_dict(["x"])
+
+
+def test_a_changed_spec_is_checked_again_and_specs_are_frozen():
+    spec = make_spec("x")
+    assert spec.replace(name="web").name == "web" and spec.name is None
+    with pytest.raises(ValidationError, match="'name'"):
+        spec.replace(name="bad name")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.command = "y"  # type: ignore[misc]

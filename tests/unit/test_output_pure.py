@@ -72,7 +72,7 @@ def test_notice_names_the_cap():
 def test_record_reports_truncation():
     rec = JobRecord(id="a" * 32, status=JobStatus.RUNNING, spec=JobSpec(command="yes"))
     assert rec.public()["output_truncated"] is False
-    assert rec.model_copy(update={"output_truncated": True}).public()["output_truncated"] is True
+    assert rec.replace(output_truncated=True).public()["output_truncated"] is True
 
 
 def test_cli_passes_max_output(monkeypatch):

@@ -56,7 +56,7 @@ class FakeStore:
         rec = self.jobs[job_id]
         if rec.status not in list(allowed):
             return False
-        self.jobs[job_id] = rec.model_copy(update=fields)
+        self.jobs[job_id] = rec.replace(**fields)
         return True
 
     def end_output(self, job_id: str, summary: Any, cap: int) -> None:
@@ -100,7 +100,7 @@ def test_jobs_are_queued_once_and_cancelled_transitively():
     assert sent == [ids["build"]]  # nothing else has its requirements yet
     wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
     assert sent == [ids["build"]]  # queued once, however often it is advanced
-    store.jobs[ids["build"]] = store.jobs[ids["build"]].model_copy(update={"status": JobStatus.COMPLETED})
+    store.jobs[ids["build"]] = store.jobs[ids["build"]].replace(status=JobStatus.COMPLETED)
     wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
     assert sent == [ids["build"], ids["test"]]
     status = {name: store.jobs[job_id].status for name, job_id in ids.items()}

@@ -1,0 +1,150 @@
+"""Checks of typed fields for the job models and the settings (pure, standard library only).
+
+The job spec, the job record, the limits and the settings are frozen dataclasses whose
+`__post_init__` runs these checks: `rnx` loads them without pydantic (its import and the
+models' schemas were ~60 ms of every `rnx run`, docs/PERFORMANCE.md). A failed check raises
+FieldError, a ValidationError whose one-line message names the field by its path
+(`invalid job field 'limits.max_cpu': ...`). Types are strict where pydantic's lax mode
+was not: a bool is not a number and a number is not a string. As before, a number may be
+written as text ("50", a quoted value in a workflow file); in the settings a boolean may be
+too (environment variables are text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from joblet.errors import ValidationError
+
+T = TypeVar("T")
+Loc = tuple[str, ...]
+
+
+class FieldError(ValidationError, ValueError):
+    """`what` field `loc` is invalid: `msg`. Also a ValueError, as pydantic's errors were."""
+
+    def __init__(self, loc: str | Loc, msg: str, what: str = "job") -> None:
+        self.loc = (loc,) if isinstance(loc, str) else tuple(loc)
+        self.msg = msg
+        self.what = what
+        super().__init__(f"invalid {what} field {single_quoted('.'.join(self.loc) or what)}: {msg}")
+
+    def under(self, *outer: str) -> FieldError:
+        """The same error, its path prefixed (a nested model's field)."""
+        return FieldError((*outer, *self.loc), self.msg, self.what)
+
+
+def single_quoted(text: str) -> str:
+    """`text` as repr writes it (one line, escapes), always in single quotes: a field named
+    after an env key holding a ' must read like every other field."""
+    shown = repr(text)
+    return shown if shown.startswith("'") else "'" + shown[1:-1].replace("'", "\\'") + "'"
+
+
+def no_nul(value: str, what: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL byte")
+    return value
+
+
+def checked(loc: str | Loc, check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`check(*args)`, its ValueError as the FieldError of `loc`."""
+    try:
+        return check(*args, **kwargs)
+    except FieldError as exc:
+        raise exc.under(*((loc,) if isinstance(loc, str) else loc)) from None
+    except ValueError as exc:
+        raise FieldError(loc, str(exc)) from None
+
+
+def text(value: Any, min_len: int = 0, max_len: int | None = None) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {type_name(value)}")
+    if len(value) < min_len:
+        raise ValueError(f"must have at least {min_len} character{'s' * (min_len != 1)}")
+    if max_len is not None and len(value) > max_len:
+        raise ValueError(f"must have at most {max_len} characters")
+    return value
+
+
+def optional(check: Callable[..., T], value: Any, *args: Any, **kwargs: Any) -> T | None:
+    return None if value is None else check(value, *args, **kwargs)
+
+
+def integer(value: Any, ge: int | None = None, le: int | None = None) -> int:
+    if isinstance(value, str):
+        value = _parsed(int, value, "an integer")
+    if isinstance(value, bool) or not isinstance(value, int):
+        if not (isinstance(value, float) and value.is_integer()):
+            raise ValueError(f"must be an integer, not {type_name(value)}")
+        value = int(value)
+    whole: int = bounded(value, ge, le)
+    return whole
+
+
+def number(value: Any, ge: float | None = None, gt: float | None = None, le: float | None = None) -> float:
+    if isinstance(value, str):
+        value = _parsed(float, value, "a number")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"must be a number, not {type_name(value)}")
+    if gt is not None and not value > gt:
+        raise ValueError(f"must be greater than {gt:g}")
+    return float(bounded(value, ge, le))
+
+
+def bounded(value: Any, ge: Any = None, le: Any = None) -> Any:
+    if ge is not None and value < ge:
+        raise ValueError(f"must be at least {ge}")
+    if le is not None and value > le:
+        raise ValueError(f"must be at most {le}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {type_name(value)}")
+    return value
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    """A list or tuple of strings, as a tuple."""
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of strings, not {type_name(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise FieldError(str(i), f"must be a string, not {type_name(item)}")
+    return tuple(value)
+
+
+def string_map(value: Any) -> dict[str, str]:
+    """A mapping of strings to strings, as a new dict."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping of strings, not {type_name(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValueError(f"keys must be strings, not {type_name(key)}")
+        if not isinstance(item, str):
+            raise FieldError(key, f"must be a string, not {type_name(item)}")
+    return dict(value)
+
+
+def only_known(data: Any, known: Any, what: str = "job") -> dict[str, Any]:
+    """`data` as a dict of keyword arguments, refusing a field that is not in `known`."""
+    if not isinstance(data, Mapping):
+        raise FieldError((), f"must be a mapping, not {type_name(data)}", what)
+    for key in data:
+        if not isinstance(key, str) or key not in known:
+            raise FieldError(str(key), "unknown field", what)
+    return dict(data)
+
+
+def _parsed(kind: Callable[[str], Any], value: str, what: str) -> Any:
+    try:
+        return kind(value.strip())
+    except ValueError:
+        raise ValueError(f"must be {what}, not {value[:40]!r}") from None
+
+
+def type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
