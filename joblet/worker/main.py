@@ -18,7 +18,7 @@ from joblet.errors import JobletError
     "--concurrency",
     type=int,
     metavar="N",
-    help=f"Jobs run at once (default {config.Settings.model_fields['concurrency'].default}, JOBLET_CONCURRENCY).",
+    help=f"Jobs run at once (default {config.default('concurrency')}, JOBLET_CONCURRENCY).",
 )
 @click.option("--loglevel", default="INFO", show_default=True, help="Log level.")
 def main(node: str | None, concurrency: int | None, loglevel: str) -> None:

@@ -4,6 +4,7 @@ node is refused, never run. Each attack has its positive control beside it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -110,7 +111,7 @@ def test_oversized_specs_are_refused_before_anything_is_stored(host, client):
     with pytest.raises(ValidationError, match="invalid job field 'args'.*over the limit") as caught:
         client.run("echo", ["x" * 1000] * (ARGV_MAX_BYTES // 1000 + 10), network="none")
     assert "\n" not in str(caught.value)
-    small = Client(host.cfg.model_copy(update={"spec_max_bytes": 64 << 10}))
+    small = Client(dataclasses.replace(host.cfg, spec_max_bytes=64 << 10))
     upload = {"path": "big", "content": "QUFB" * 20000}
     with pytest.raises(ValidationError, match="spec is .* bytes, over the limit"):
         small.run("true", network="none", uploads=[upload])

@@ -1,0 +1,122 @@
+"""The checks of joblet's settings (pure): each parses a value from the TOML file, from code,
+or as the text of an environment variable, and returns it checked or raises ValueError."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from joblet.fields import boolean, bounded, integer, number
+from joblet.fields import text as _text
+
+Check = Callable[[Any], Any]
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+
+
+def text(value: Any) -> str:
+    return _text(value)
+
+
+def optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def path(value: Any) -> Path:
+    return value if isinstance(value, Path) else Path(_text(value, 1))
+
+
+def optional_path(value: Any) -> Path | None:
+    return None if value is None or value == "" else path(value)
+
+
+def whole(ge: int | None = None, le: int | None = None) -> Check:
+    """An integer within bounds; text of one too."""
+
+    def check(value: Any) -> int:
+        return integer(value, ge, le)
+
+    return check
+
+
+def real(ge: float | None = None, gt: float | None = None) -> Check:
+    """A number within bounds; text of one too."""
+
+    def check(value: Any) -> float:
+        return number(value, ge=ge, gt=gt)
+
+    return check
+
+
+def size(ge: int) -> Check:
+    """A size in bytes, also as 64M, 512K, 1G."""
+
+    def check(value: Any) -> int:
+        from joblet.api.limits import parse_bytes
+
+        return int(bounded(parse_bytes(value), ge))
+
+    return check
+
+
+def flag(value: Any) -> bool:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE | FALSE:
+            return word in TRUE
+        raise ValueError(f"must be true or false, not {value!r}")
+    return boolean(value)
+
+
+def choice(*allowed: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, not {value!r}")
+        return str(value)
+
+    return check
+
+
+def listed(item: Check) -> Check:
+    """A list (TOML, code) or comma-separated text (environment) of checked items, as a tuple."""
+
+    def check(value: Any) -> tuple[Any, ...]:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"must be a list, not {type(value).__name__}")
+        return tuple(item(v) for v in value)
+
+    return check
+
+
+def address(value: Any) -> str:
+    return str(ipaddress.ip_address(_text(value)))
+
+
+def underlay(value: Any) -> str | None:
+    return str(ipaddress.IPv4Address(_text(value))) if value else None
+
+
+def absolute_path(value: Any) -> str:
+    found = _text(value)
+    if not found.startswith("/") or any(c.isspace() for c in found) or "/../" in f"{found}/":
+        raise ValueError(f"{found!r} is not an absolute path without blanks or '..'")
+    return found
+
+
+def endpoint(value: Any) -> str:
+    found = _text(value)
+    host, _, port = found.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{found!r} is not host:port")
+    return found
+
+
+def cidr(value: Any) -> str:
+    net = ipaddress.IPv4Network(_text(value), strict=True)
+    if net.prefixlen > 29:
+        raise ValueError("must be /29 or larger")
+    return str(net)

@@ -1,0 +1,81 @@
+"""Settings: from the TOML file, then the environment (text), each checked; a bad one is a
+ConfigError of one line naming the setting and its variable."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from joblet.config import default, load
+from joblet.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def no_outside_settings(monkeypatch, tmp_path):
+    import os
+
+    for key in [k for k in os.environ if k.startswith("JOBLET_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("JOBLET_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
+
+
+def test_defaults():
+    cfg = load()
+    assert cfg.concurrency == default("concurrency") == 512 and cfg.overlay is True
+    assert cfg.node == default("node") == socket.gethostname()
+    assert cfg.foreign_forward == "refuse" and cfg.dns_servers == () and cfg.signing_key is None
+
+
+def test_environment_text_is_parsed(monkeypatch):
+    monkeypatch.setenv("JOBLET_CONCURRENCY", " 64 ")
+    monkeypatch.setenv("JOBLET_OVERLAY", "false")
+    monkeypatch.setenv("JOBLET_ALLOW_HOST_NETWORK", "yes")
+    monkeypatch.setenv("JOBLET_STOP_GRACE", "2.5")
+    monkeypatch.setenv("JOBLET_DNS_SERVERS", "192.0.2.53, 2001:db8::1,")
+    monkeypatch.setenv("JOBLET_STATE_DIR", "/tmp/state")
+    monkeypatch.setenv("JOBLET_OUTPUT_MAX_BYTES", "8M")
+    monkeypatch.setenv("JOBLET_NOT_A_SETTING", "x")  # other JOBLET_ variables are not settings
+    cfg = load()
+    assert (cfg.concurrency, cfg.overlay, cfg.allow_host_network, cfg.stop_grace) == (64, False, True, 2.5)
+    assert cfg.dns_servers == ("192.0.2.53", "2001:db8::1")
+    assert str(cfg.state_dir) == "/tmp/state" and cfg.output_max_bytes == 8 << 20
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("CONCURRENCY", "0", "must be at least 1"),
+        ("CONCURRENCY", "many", "must be an integer, not 'many'"),
+        ("OVERLAY", "maybe", "must be true or false"),
+        ("FOREIGN_FORWARD", "ignore", "must be one of refuse, insert, warn"),
+        ("BRIDGE_CIDR", "10.0.0.0/30", "must be /29 or larger"),
+        ("JOB_BLOCKED_ADDRESSES", "10.0.0.1", "is not host:port"),
+        ("SANDBOX_RO_PATHS", "relative/path", "is not an absolute path"),
+        ("HEARTBEAT_INTERVAL", "0", "must be greater than 0"),
+        ("DNS_SERVERS", "not-an-address", "does not appear to be an IPv4 or IPv6 address"),
+    ],
+)
+def test_a_bad_value_names_the_setting(monkeypatch, name, value, says):
+    monkeypatch.setenv(f"JOBLET_{name}", value)
+    with pytest.raises(ConfigError) as caught:
+        load()
+    message = str(caught.value)
+    assert message.startswith(f"invalid setting {name.lower()} (JOBLET_{name}): ") and "\n" not in message
+    assert says in message
+
+
+def test_the_file_then_the_environment(monkeypatch, tmp_path):
+    conf = tmp_path / "joblet.toml"
+    conf.write_text('concurrency = 32\noverlay = false\ndns_servers = ["192.0.2.1"]\nqueue = "q"\n')
+    monkeypatch.setenv("JOBLET_CONFIG", str(conf))
+    monkeypatch.setenv("JOBLET_QUEUE", "from-env")
+    cfg = load()
+    assert (cfg.concurrency, cfg.overlay, cfg.dns_servers, cfg.queue) == (32, False, ("192.0.2.1",), "from-env")
+    conf.write_text("concurency = 32\n")  # misspelt
+    with pytest.raises(ConfigError, match=r"^invalid setting concurency \(JOBLET_CONCURENCY\): there is no such"):
+        load()
+    conf.write_text("concurrency = true\n")  # a bool is not a number
+    with pytest.raises(ConfigError, match="must be an integer, not bool"):
+        load()
