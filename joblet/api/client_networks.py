@@ -88,10 +88,7 @@ class Networks:
             for n in BUILTINS
             if n not in ("bridge", "isolated")
         ]
-        rows += [
-            {**net.model_dump(mode="json"), "bridge": bridge_name(net.name), "builtin": False}
-            for net in self.store.all()
-        ]
+        rows += [{**net.to_dict(), "bridge": bridge_name(net.name), "builtin": False} for net in self.store.all()]
         for row in rows:
             row["jobs"] = counts.get(row["name"], 0)
         return rows

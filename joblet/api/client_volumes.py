@@ -23,7 +23,7 @@ class Volumes:
         return [r.short_id for r in self.jobs.list_jobs() if name in r.spec.volumes and not r.status.final]
 
     def list(self) -> list[dict[str, Any]]:
-        return [{**v.model_dump(mode="json"), "jobs": len(self.users(v.name))} for v in self.store.all()]
+        return [{**v.to_dict(), "jobs": len(self.users(v.name))} for v in self.store.all()]
 
     def delete(self, name: str) -> None:
         self.store.get(name)

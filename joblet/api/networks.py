@@ -7,12 +7,12 @@ broker's or state store's address (a job there would be on-link with the control
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
@@ -31,10 +31,9 @@ NOT_UNICAST = {  # ranges no job network may touch, and why
 DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}
 
 
-class NetworkDef(BaseModel):
-    """A user network as stored."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class NetworkDef:
+    """A user network as stored (checked by `check` before it is)."""
 
     name: str
     cidr: str
@@ -43,9 +42,23 @@ class NetworkDef(BaseModel):
     mtu: int | None = None
     vni: int | None = None  # the overlay's VXLAN id; set at create (older definitions: derived)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dns", tuple(self.dns))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> NetworkDef:
+        """A stored definition; fields this version does not know are ignored."""
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in NETWORK_FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "dns": list(self.dns)}
+
     @property
     def overlay_vni(self) -> int:
         return self.vni if self.vni is not None else default_vni(self.name)
+
+
+NETWORK_FIELDS = ("name", "cidr", "internal", "dns", "mtu", "vni")
 
 
 def free_vni(name: str, taken: set[int]) -> int:
@@ -198,9 +211,9 @@ class NetworkStore:
                     hit = overlap(net.cidr, {**reserved, **existing})
                     if hit:
                         raise Conflict(f'failed to create network "{net.name}": CIDR {net.cidr} overlaps with {hit}')
-                    net = net.model_copy(update={"vni": free_vni(net.name, {n.overlay_vni for n in defs})})
+                    net = dataclasses.replace(net, vni=free_vni(net.name, {n.overlay_vni for n in defs}))
                     pipe.multi()
-                    pipe.hset(self.key, net.name, net.model_dump_json())
+                    pipe.hset(self.key, net.name, json.dumps(net.to_dict()))
                     pipe.execute()
                     return net
                 except redis.WatchError:
@@ -222,7 +235,7 @@ class NetworkStore:
 
     @staticmethod
     def _decode(raw: dict[bytes, bytes]) -> list[NetworkDef]:
-        return sorted((NetworkDef.model_validate(json.loads(v)) for v in raw.values()), key=lambda n: n.name)
+        return sorted((NetworkDef.from_json(v) for v in raw.values()), key=lambda n: n.name)
 
 
 def host_prefixes() -> dict[str, str]:

@@ -6,12 +6,12 @@ definition (name, optional size) is fleet-wide, so every host creates it the sam
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from joblet.api.keys import Keys
 from joblet.api.models import VOLUME_RE
@@ -33,14 +33,22 @@ def parse_size(text: str) -> int:
     return mib
 
 
-class VolumeDef(BaseModel):
+@dataclass(frozen=True, slots=True)
+class VolumeDef:
     """A volume as stored: size None is a plain directory, else an ext4 image of that size."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     size_mb: int | None = None
     created: float = 0.0
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> VolumeDef:
+        """A stored definition; fields this version does not know are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 _url = translated(lambda self: self.url)
@@ -61,21 +69,21 @@ class VolumeStore:
                 f"failed to create volume \"{name}\": names are letters, digits, '.', '_' and '-', at most 64"
             )
         vol = VolumeDef(name=name, size_mb=parse_size(size) if size else None, created=time.time())
-        if not self.redis.hsetnx(self.keys.volumes, name, vol.model_dump_json()):
+        if not self.redis.hsetnx(self.keys.volumes, name, json.dumps(vol.to_dict())):
             raise Conflict(f'failed to create volume "{name}": it already exists')
         return vol
 
     @_url
     def all(self) -> list[VolumeDef]:
         raw = self.redis.hgetall(self.keys.volumes)
-        return sorted((VolumeDef.model_validate(json.loads(v)) for v in raw.values()), key=lambda v: v.name)
+        return sorted((VolumeDef.from_json(v) for v in raw.values()), key=lambda v: v.name)
 
     @_url
     def get(self, name: str) -> VolumeDef:
         raw = self.redis.hget(self.keys.volumes, name)
         if raw is None:
             raise NotFound(f"no such volume: {name}")
-        return VolumeDef.model_validate(json.loads(raw))
+        return VolumeDef.from_json(raw)
 
     @_url
     def delete(self, name: str) -> bool:

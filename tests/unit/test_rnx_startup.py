@@ -23,15 +23,23 @@ def test_help_needs_no_pydantic_redis_or_celery():
     assert loaded("import joblet.cli.main, joblet.api.keys") == []
 
 
-def test_the_client_and_its_send_path_import_no_celery():
+def test_the_client_and_its_send_path_import_no_celery_or_pydantic():
     found = loaded(
-        "import joblet.api.client, joblet.api.batch, joblet.cli.batch\n"
+        "import joblet.api.client, joblet.api.batch, joblet.cli.batch, joblet.cli.run\n"
         "from joblet.api import tasks\nfrom joblet.config import load\n"
-        "tasks.run_message(load(), '0' * 32, {'command': 'true'}, None)\n"
+        "from joblet.api.models import JobRecord, make_spec\n"
+        "spec = make_spec('true', (), network='none', limits={'max_bandwidth': '1mbit'})\n"
+        "JobRecord.from_dict(JobRecord(id='0' * 32, status='PENDING', spec=spec).to_dict())\n"
+        "tasks.run_message(load(), '0' * 32, spec.to_dict(), None)\n"
         "tasks.broker_redis('redis://127.0.0.1:1/0')"
     )
-    assert "pydantic" in found and "redis" in found  # positive control: the probe sees imports
-    assert "celery" not in found and "kombu" not in found
+    assert "redis" in found  # positive control: the probe sees imports
+    assert "celery" not in found and "kombu" not in found and "pydantic" not in found
+
+
+def test_workflows_still_load_pydantic():
+    """A positive control for the probe above: the workflow models are pydantic's."""
+    assert "pydantic" in loaded("import joblet.api.workflows")
 
 
 def test_rnx_builds_its_models_without_importlib_metadata():
