@@ -77,17 +77,9 @@ SPEC_JSON = {
 RECORD_JSON = {
     "id": "a" * 32,
     "status": "RUNNING",
-    "spec": {
-        "command": "echo",
-        "args": ["a"],
-        "env": {"A": "b"},
-        "name": "web",
-        "network": ["bridge"],
-        "uploads": [{"path": "d/x.sh", "mode": 493, "content": "aGk="}],
-        "timeout": 2.0,
-        "volumes": [],
-        "limits": {"max_cpu": 50, "max_bandwidth": 10000000},
-    },
+    # stored without its None fields, the limits' included
+    "spec": {k: v for k, v in SPEC_JSON.items() if v is not None}
+    | {"limits": {"max_cpu": 50, "max_bandwidth": 10000000}},
     "name": "web",
     "node": "n1",
     "ips": {"bridge": "172.20.0.2"},
