@@ -108,7 +108,8 @@ def test_tmp_and_work_vanish_with_the_job(client, host):
     job_id = out.decode().strip()
     assert rec.status == JobStatus.COMPLETED and job_id == rec.id
     assert not Path(f"/tmp/t-{job_id}").exists()
-    assert not (host.cfg.state_dir / "jobs" / job_id).exists()
+    assert not (host.cfg.run_dir / "jobs" / job_id).exists()  # /work's mount point went with it
+    assert not (host.cfg.state_dir / "jobs" / job_id).exists()  # (where older workers made it)
     with open("/proc/self/mountinfo") as fh:
         assert job_id not in fh.read()
 
@@ -271,7 +272,7 @@ def test_other_jobs_files_are_out_of_reach(client, host):
     victim = client.run("sh", ("-c", "echo secret > /work/mine; sleep 60"), network="sbx-net", name="victim")
     wait_running(client, victim.id)
     try:
-        work = host.cfg.state_dir / "jobs" / victim.id / "work"  # its path on the host
+        work = host.cfg.run_dir / "jobs" / victim.id / "work"  # its path on the host
         hosts = host.cfg.run_dir / "jobs" / victim.id / "hosts"
         deadline = time.monotonic() + 10
         while (mine := victims_file(host, victim.id, "/work/mine")) is None:
