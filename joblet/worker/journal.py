@@ -1,6 +1,14 @@
 """The per-host journal: each job's plan, written before any kernel object is made.
 
 A worker that starts after a crash reads it to remove what no live job owns.
+
+It is one append-only file, `<state_dir>/journal/log`: a job's entry is one JSON line (the
+latest line of a job wins), its end a `{"forget": ID}` line. No file is made or deleted per
+job: on a disk filesystem that was ~2 ms of a job's start (docs/PERFORMANCE.md, item 16).
+Each line is one `write` on an O_APPEND descriptor, so a killed worker leaves whole lines; a
+line torn by a power loss is skipped when read. Once enough jobs have ended, the file is
+rewritten with the live entries only (a new file renamed over it). Per-job files of older
+workers (`<id>.json`) are read too, and deleted when their job is forgotten.
 """
 
 from __future__ import annotations
@@ -8,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from joblet.network_agent.plan import NetPlan
+
+COMPACT_AFTER = 1024  # forgotten entries after which the log is rewritten with the live ones
 
 
 class Entry(BaseModel):
@@ -28,26 +39,85 @@ class Entry(BaseModel):
 
 
 class Journal:
-    """One small JSON file per job under <state_dir>/journal."""
+    """The journal of one worker (one per state_dir); safe to call from any thread."""
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / "journal"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "log"
+        self._lock = threading.Lock()
+        self._live = read_log(self.path)  # job id -> its line
+        self._legacy = {p.stem: p for p in self.dir.glob("*.json")}
+        self._forgotten = 0
+        self._fd = self._open()
 
     def record(self, entry: Entry) -> None:
-        tmp = self.dir / f".{entry.job_id}.tmp"
-        tmp.write_text(entry.model_dump_json())
-        os.replace(tmp, self.dir / f"{entry.job_id}.json")
+        line = entry.model_dump_json() + "\n"
+        with self._lock:
+            self._live[entry.job_id] = line
+            os.write(self._fd, line.encode())
 
     def forget(self, job_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.dir / f"{job_id}.json").unlink()
+        with self._lock:
+            legacy = self._legacy.pop(job_id, None)
+            if legacy is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    legacy.unlink()
+            if self._live.pop(job_id, None) is None:
+                return
+            os.write(self._fd, (json.dumps({"forget": job_id}) + "\n").encode())
+            self._forgotten += 1
+            if self._forgotten >= COMPACT_AFTER:
+                self._compact()
 
     def entries(self) -> list[Entry]:
-        found = []
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                found.append(Entry.model_validate(json.loads(path.read_text())))
-            except (OSError, ValueError):
-                continue
-        return found
+        """Every job not forgotten, by id (an older worker's files included)."""
+        with self._lock:
+            lines = dict(self._live)
+            legacy = {k: v for k, v in self._legacy.items() if k not in lines}
+        found = {}
+        for job_id, line in lines.items():
+            with contextlib.suppress(ValueError):
+                found[job_id] = Entry.model_validate_json(line)
+        for job_id, path in legacy.items():
+            with contextlib.suppress(OSError, ValueError):
+                found[job_id] = Entry.model_validate_json(path.read_text())
+        return [found[k] for k in sorted(found)]
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _compact(self) -> None:
+        """Rewrite the log with the live entries (called with the lock held)."""
+        tmp = self.dir / "log.tmp"
+        tmp.write_text("".join(self._live.values()))
+        os.replace(tmp, self.path)
+        os.close(self._fd)
+        self._fd = self._open()
+        self._forgotten = 0
+
+
+def read_log(path: Path) -> dict[str, str]:
+    """The live lines of a log, by job id: later lines win, a forget drops the job, a line
+    that is not a whole JSON object (torn) is skipped."""
+    live: dict[str, str] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return live
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(item, dict):
+            continue
+        if isinstance(item.get("forget"), str):
+            live.pop(item["forget"], None)
+        elif isinstance(item.get("job_id"), str):
+            live[item["job_id"]] = line + "\n"
+    return live

@@ -11,6 +11,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
 from joblet.worker.faults import POINTS
+from joblet.worker.journal import Journal
 from tests.conftest import Host, need
 from tests.integration.helpers import eventually, run
 
@@ -33,6 +34,7 @@ def test_worker_killed_at_each_stage(redis_sock, stage):
         h.worker.kill()  # type: ignore[union-attr]
         h.worker.wait()  # type: ignore[union-attr]
         assert not client.get(job.id).status.final
+        assert job.id in [e.job_id for e in Journal(h.cfg.state_dir).entries()]  # what the restart reads
         queued = client.run("echo", ("once",), network="none")  # while no worker is alive
 
         del h.env["JOBLET_FAULT_PAUSE"]
@@ -52,7 +54,7 @@ def test_worker_killed_at_each_stage(redis_sock, stage):
         ipam = IpamStore(h.cfg.redis_url, h.cfg.key_prefix)
         for network in ("crash-net", "bridge"):
             assert job.id not in ipam.allocations(network).values()
-        assert not list((h.tmp / "state" / "journal").glob("*.json"))
+        assert Journal(h.cfg.state_dir).entries() == []
         # the host still works
         rec2, out, _ = run(client, "echo", "after", network="crash-net")
         assert rec2.status == JobStatus.COMPLETED and out == b"after\n"

@@ -283,7 +283,7 @@ def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
     run = JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",)))
     run.execute()
     record = svc.store.records["a" * 32]  # type: ignore[attr-defined]
-    return log.calls, record["status"], list((tmp_path / "state" / "journal").glob("*.json"))
+    return log.calls, record["status"], Journal(tmp_path / "state").entries()
 
 
 # setup as it happens: a step, "undo:what" when that step's undo is pushed, "later:what" when
@@ -318,6 +318,9 @@ LATER = {e[6:] for e in EVENTS if e.startswith("later:")}
 def test_a_whole_life_undoes_everything_newest_first(tmp_path):
     calls, status, journal = life(tmp_path, None)
     assert status == JobStatus.COMPLETED and journal == []
+    # appended, not a file per job: its entry, the entry with its plan, and its forget
+    lines = (tmp_path / "state" / "journal" / "log").read_text().splitlines()
+    assert len(lines) == 3 and lines[-1] == '{"forget": "' + "a" * 32 + '"}'
     after = calls[calls.index("watch") + 1 :]
     assert after == [
         "cgroup kill",
