@@ -178,7 +178,7 @@ class Settings:
             value = getattr(self, f.name)
             try:
                 object.__setattr__(self, f.name, f.metadata["check"](value))
-            except (ValueError, ValidationError) as exc:
+            except (ValueError, ArithmeticError, RecursionError, ValidationError) as exc:
                 msg = exc.msg if isinstance(exc, FieldError) else str(exc)
                 raise ConfigError(f"invalid setting {f.name} (JOBLET_{f.name.upper()}): {msg}") from None
 

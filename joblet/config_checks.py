@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from joblet.fields import boolean, bounded, integer, number
+from joblet.fields import boolean, bounded, brief, integer, number
 from joblet.fields import text as _text
 
 Check = Callable[[Any], Any]
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off"}
+TRUE = {"1", "true", "t", "yes", "y", "on"}  # the words pydantic read
+FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
 def text(value: Any) -> str:
@@ -66,14 +66,16 @@ def flag(value: Any) -> bool:
         word = value.strip().lower()
         if word in TRUE | FALSE:
             return word in TRUE
-        raise ValueError(f"must be true or false, not {value!r}")
+        raise ValueError(f"must be true or false, not {value[:40]!r}")
+    if not isinstance(value, bool) and value in (0, 1) and isinstance(value, int):
+        return bool(value)
     return boolean(value)
 
 
 def choice(*allowed: str) -> Check:
     def check(value: Any) -> str:
         if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}, not {value!r}")
+            raise ValueError(f"must be one of {', '.join(allowed)}, not {brief(value)}")
         return str(value)
 
     return check

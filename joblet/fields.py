@@ -49,13 +49,15 @@ def no_nul(value: str, what: str) -> str:
 
 
 def checked(loc: str | Loc, check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`check(*args)`, its ValueError as the FieldError of `loc`."""
+    """`check(*args)`, its ValueError as the FieldError of `loc`; so are an overflow and a
+    recursion too deep (a hostile message's 400-digit number, its list nested 1000 deep)."""
     try:
         return check(*args, **kwargs)
     except FieldError as exc:
         raise exc.under(*((loc,) if isinstance(loc, str) else loc)) from None
-    except ValueError as exc:
-        raise FieldError(loc, str(exc)) from None
+    except (ValueError, ArithmeticError, RecursionError) as exc:
+        msg = str(exc) if isinstance(exc, ValueError) else f"cannot be read ({type(exc).__name__})"
+        raise FieldError(loc, msg) from None
 
 
 def text(value: Any, min_len: int = 0, max_len: int | None = None) -> str:
@@ -73,11 +75,12 @@ def optional(check: Callable[..., T], value: Any, *args: Any, **kwargs: Any) -> 
 
 
 def integer(value: Any, ge: int | None = None, le: int | None = None) -> int:
+    """An int; also a float or text of a whole number ("64", "64.0"), as pydantic's lax mode."""
     if isinstance(value, str):
-        value = _parsed(int, value, "an integer")
+        value = _parsed(float if "." in value or "e" in value.lower() else int, value, "an integer")
     if isinstance(value, bool) or not isinstance(value, int):
-        if not (isinstance(value, float) and value.is_integer()):
-            raise ValueError(f"must be an integer, not {type_name(value)}")
+        if not (isinstance(value, float) and value.is_integer() and abs(value) < 2**63):
+            raise ValueError(f"must be an integer, not {_shown(value)}")
         value = int(value)
     whole: int = bounded(value, ge, le)
     return whole
@@ -88,9 +91,13 @@ def number(value: Any, ge: float | None = None, gt: float | None = None, le: flo
         value = _parsed(float, value, "a number")
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"must be a number, not {type_name(value)}")
-    if gt is not None and not value > gt:
+    try:
+        found = float(value)
+    except OverflowError:
+        raise ValueError("is too large a number") from None
+    if gt is not None and not found > gt:
         raise ValueError(f"must be greater than {gt:g}")
-    return float(bounded(value, ge, le))
+    return float(bounded(found, ge, le))
 
 
 def bounded(value: Any, ge: Any = None, le: Any = None) -> Any:
@@ -140,10 +147,26 @@ def only_known(data: Any, known: Any, what: str = "job") -> dict[str, Any]:
 
 
 def _parsed(kind: Callable[[str], Any], value: str, what: str) -> Any:
+    """Text of a number: ASCII only (Python's int() also reads other scripts' digits)."""
     try:
-        return kind(value.strip())
+        if value.isascii() and len(value) <= 64:
+            return kind(value.strip())
     except ValueError:
-        raise ValueError(f"must be {what}, not {value[:40]!r}") from None
+        pass
+    raise ValueError(f"must be {what}, not {value[:40]!r}")
+
+
+def brief(value: object) -> str:
+    """A value as an error shows it: text cut short, a number unless huge, else its type."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 128:
+        return repr(value)
+    return "a number too large" if isinstance(value, int) else type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    return f"{value!r}" if isinstance(value, float) else type_name(value)
 
 
 def type_name(value: Any) -> str:

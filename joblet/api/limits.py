@@ -6,12 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from joblet.fields import checked, integer, only_known
+from joblet.fields import brief, checked, integer, only_known
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
 _BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+MAX_TEXT = 64  # longer rates and sizes are refused unread
 
 
 def parse_rate(text: str | int) -> int:
@@ -20,33 +21,33 @@ def parse_rate(text: str | int) -> int:
     As in tc: 'bit' is bits, 'bps' is bytes per second; a bare number is bits per second.
     """
     if isinstance(text, bool) or not isinstance(text, int | str):
-        raise ValueError(f"invalid rate {text!r}: use e.g. 10mbit, 512kbit or 1gbit")
+        raise ValueError(f"invalid rate {brief(text)}: use e.g. 10mbit, 512kbit or 1gbit")
     if isinstance(text, int):
         value = text
     else:
-        m = _RATE.match(text)
+        m = _RATE.match(text) if len(text) <= MAX_TEXT else None  # the pattern is quadratic on long text
         if not m:
-            raise ValueError(f"invalid rate {text!r}: use e.g. 10mbit, 512kbit or 1gbit")
+            raise ValueError(f"invalid rate {brief(text)}: use e.g. 10mbit, 512kbit or 1gbit")
         number, scale, unit = float(m.group(1)), _SCALE[m.group(2).lower()], (m.group(3) or "bit").lower()
         value = int(number * scale * (8 if unit == "bps" else 1))
     if value < 8000:
-        raise ValueError(f"rate {text!r} is below 8kbit")
+        raise ValueError(f"rate {brief(text)} is below 8kbit")
     return value
 
 
 def parse_bytes(text: str | int) -> int:
     """A size in bytes: 64M, 512K, 1G (also 64MB, 64MiB; binary units, as Docker), or a number."""
     if isinstance(text, bool) or not isinstance(text, int | str):
-        raise ValueError(f"invalid size {text!r}: use e.g. 64M, 512K, 1G or a number of bytes")
+        raise ValueError(f"invalid size {brief(text)}: use e.g. 64M, 512K, 1G or a number of bytes")
     if isinstance(text, int):
         value = text
     else:
-        m = _SIZE.match(text)
+        m = _SIZE.match(text) if len(text) <= MAX_TEXT else None
         if not m:
-            raise ValueError(f"invalid size {text!r}: use e.g. 64M, 512K, 1G or a number of bytes")
+            raise ValueError(f"invalid size {brief(text)}: use e.g. 64M, 512K, 1G or a number of bytes")
         value = int(float(m.group(1)) * _BINARY[(m.group(2) or "").lower()])
     if value < 0:
-        raise ValueError(f"size {text!r} is negative")
+        raise ValueError(f"size {brief(text)} is negative")
     return value
 
 

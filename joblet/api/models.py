@@ -16,6 +16,7 @@ from typing import Any
 from joblet.api.limits import Limits
 from joblet.fields import (
     FieldError,
+    brief,
     checked,
     integer,
     no_nul,
@@ -88,7 +89,7 @@ def _upload_path(value: Any) -> str:
     path = no_nul(text(value, 1, 4096), "upload path")
     norm = posixpath.normpath(path)
     if path.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
-        raise ValueError(f"upload path {value!r} escapes /work")
+        raise ValueError(f"upload path {brief(path)} escapes /work")
     return norm
 
 
@@ -208,7 +209,7 @@ def _network(value: Any) -> tuple[str, ...]:
             raise ValueError("at least one network is needed")
         for net in value:
             if not isinstance(net, str) or not NETWORK_RE.match(net):
-                raise ValueError(f"invalid network name {net!r}")
+                raise ValueError(f"invalid network name {brief(net)}")
         if len(set(value)) != len(value):
             raise ValueError("a network is named twice")
     return strings(value)
@@ -227,7 +228,7 @@ def _timeout(value: Any) -> float | None:
 def _volumes(value: Any) -> tuple[str, ...]:
     for vol in strings(value):
         if not VOLUME_RE.match(vol):
-            raise ValueError(f"invalid volume name {vol!r}")
+            raise ValueError(f"invalid volume name {brief(vol)}")
     if len(set(value)) != len(value):
         raise ValueError("a volume is named twice")
     return tuple(value)
@@ -240,7 +241,7 @@ def _runtime(value: Any) -> str | None:
 def _user(value: Any) -> str | None:
     user = optional(matching, value, USER_RE, "user", "use UID or UID:GID")
     if user is not None and any(int(g) > 2**32 - 2 for g in user.split(":")):
-        raise ValueError(f"invalid user {user!r}: use UID or UID:GID")
+        raise ValueError(f"invalid user {brief(user)}: use UID or UID:GID")
     return user
 
 
@@ -251,7 +252,7 @@ def _node(value: Any) -> str | None:
 def matching(value: Any, pattern: re.Pattern[str], what: str, hint: str = "") -> str:
     """`value`, a string `pattern` matches, else ValueError 'invalid WHAT 'value'[: hint]'."""
     if not pattern.match(text(value)):
-        raise ValueError(f"invalid {what} {value!r}" + (f": {hint}" if hint else ""))
+        raise ValueError(f"invalid {what} {brief(value)}" + (f": {hint}" if hint else ""))
     return str(value)
 
 

@@ -133,3 +133,37 @@ def test_a_changed_spec_is_checked_again_and_specs_are_frozen():
         spec.replace(name="bad name")
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.command = "y"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"timeout": 10**400}, "'timeout': is too large a number"),
+        ({"limits": {"max_bandwidth": "1" + "0" * 400 + "kbit"}}, "'limits.max_bandwidth': invalid rate"),
+        ({"limits": {"max_output": "1" + "0" * 400 + "M"}}, "'limits.max_output': invalid size"),
+        # the rate's pattern is quadratic on long text: 100 KB took ~25 s before it was cut off
+        ({"limits": {"max_bandwidth": "1" + " " * 100_000 + "x"}}, "'limits.max_bandwidth': invalid rate '1 "),
+        ({"limits": {"max_cpu": "٥٠"}}, "'limits.max_cpu': must be an integer"),  # not ASCII digits
+        ({"limits": {"max_memory": 1e300}}, "'limits.max_memory': must be an integer, not 1e+300"),
+        ({"limits": {"max_cpu": "50.5"}}, "'limits.max_cpu': must be an integer"),
+        ({"name": "x" * 100_000}, "'name': invalid job name 'xxx"),
+    ],
+)
+def test_hostile_values_are_refused_in_one_short_line(fields, field):
+    """Found by review: a queue message's values must never raise anything but ValidationError."""
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.from_dict({"command": "x", **fields})
+    message = str(caught.value)
+    assert f"invalid job field {field}" in message and "\n" not in message and len(message) < 300
+
+
+def test_a_deeply_nested_value_is_refused():
+    deep: list = []
+    for _ in range(100_000):  # its repr in the message recursed too deep
+        deep = [deep]
+    with pytest.raises(ValidationError, match=r"^invalid job field 'network': invalid network name list$"):
+        JobSpec.from_dict({"command": "x", "network": [deep]})
+
+
+def test_whole_numbers_may_be_written_as_decimals():
+    assert make_spec("x", limits={"max_cpu": "50.0", "max_pids": 64.0}).limits.max_pids == 64

@@ -79,3 +79,15 @@ def test_the_file_then_the_environment(monkeypatch, tmp_path):
     conf.write_text("concurrency = true\n")  # a bool is not a number
     with pytest.raises(ConfigError, match="must be an integer, not bool"):
         load()
+    conf.write_text("overlay = 0\nallow_host_network = 1\nconcurrency = 64.0\n")  # as pydantic read them
+    cfg = load()
+    assert (cfg.overlay, cfg.allow_host_network, cfg.concurrency) == (False, True, 64)
+    conf.write_text(f"stop_grace = {10**400}\n")
+    with pytest.raises(ConfigError, match=r"^invalid setting stop_grace \(JOBLET_STOP_GRACE\): is too large"):
+        load()
+
+
+@pytest.mark.parametrize(("word", "value"), [("t", True), ("Y", True), ("on", True), ("n", False), (" F ", False)])
+def test_boolean_words(monkeypatch, word, value):
+    monkeypatch.setenv("JOBLET_OVERLAY", word)
+    assert load().overlay is value
