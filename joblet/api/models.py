@@ -16,6 +16,7 @@ from typing import Any
 from joblet.api.limits import Limits
 from joblet.fields import (
     FieldError,
+    boolean,
     brief,
     checked,
     integer,
@@ -303,11 +304,16 @@ class JobRecord:
             object.__setattr__(self, "status", checked("status", JobStatus, self.status))
         if not isinstance(self.spec, JobSpec):
             object.__setattr__(self, "spec", checked("spec", JobSpec.from_dict, self.spec))
+        for name, check in _RECORD_CHECKS.items():  # a stored record's other fields, as pydantic did
+            object.__setattr__(self, name, checked(name, check, getattr(self, name)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
         """A record from its stored fields; fields this version does not know are ignored."""
-        return cls(**{k: v for k, v in data.items() if k in RECORD_FIELDS})
+        known = {k: v for k, v in data.items() if k in RECORD_FIELDS}
+        for name in ("id", "status", "spec"):
+            _required(known, name)
+        return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored fields (JSON values), those that are None left out."""
@@ -365,3 +371,11 @@ def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
 
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))
+_RECORD_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "id": text,
+    "ips": string_map,
+    "output_truncated": boolean,
+    **dict.fromkeys(("name", "node", "error", "workflow"), lambda v: optional(text, v)),
+    **dict.fromkeys(("exit_code", "signal"), lambda v: optional(integer, v)),
+    **dict.fromkeys(("created", "started", "finished"), lambda v: optional(number, v)),
+}

@@ -167,3 +167,20 @@ def test_a_deeply_nested_value_is_refused():
 
 def test_whole_numbers_may_be_written_as_decimals():
     assert make_spec("x", limits={"max_cpu": "50.0", "max_pids": 64.0}).limits.max_pids == 64
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"created": "x"}, "'created': must be a number"),
+        ({"ips": None}, "'ips': must be a mapping of strings, not null"),
+        ({"exit_code": 1.5}, "'exit_code': must be an integer, not 1.5"),
+        ({"output_truncated": "yes"}, "'output_truncated': must be true or false"),
+        ({"id": None}, "'id': is required"),
+    ],
+)
+def test_a_corrupt_stored_record_is_refused_on_read(fields, field):
+    data = {**RECORD_JSON, **fields}
+    data = {k: v for k, v in data.items() if v is not None or k != "id"}
+    with pytest.raises(ValidationError, match=f"^invalid job field {field}"):
+        JobRecord.from_dict(data)
