@@ -18,7 +18,8 @@ import subprocess
 from pathlib import Path
 
 PACKAGES = ["podman", "runc", "netavark", "iptables"]
-RUN_STATE = [Path("/run/containers"), Path("/run/libpod")]  # netavark's IPAM state, podman's lock dir
+# netavark's IPAM state, podman's lock dir and its shared-memory locks
+RUN_STATE = [Path("/run/containers"), Path("/run/libpod"), Path("/dev/shm/libpod_lock")]
 CONF = '[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = "netavark"\n'
 
 
@@ -62,9 +63,12 @@ class Podman:
         self.made = [p for p in RUN_STATE if not p.exists()]
 
     def close(self) -> None:
-        """Remove the state netavark keeps outside --root/--runroot, if this run created it."""
+        """Remove the state podman and netavark keep outside --root/--runroot, if this run created it."""
         for path in self.made:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def argv(self, network: str) -> list[str]:
         return [
