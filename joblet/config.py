@@ -31,12 +31,11 @@ from joblet.config_checks import (
     path,
     real,
     size,
-    text,
     underlay,
     whole,
 )
-from joblet.errors import ConfigError, ValidationError
-from joblet.fields import FieldError
+from joblet.errors import ConfigError
+from joblet.fields import FieldError, checked, text
 
 DEFAULT_FILE = Path("/etc/joblet/joblet.toml")
 
@@ -175,12 +174,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
             try:
-                object.__setattr__(self, f.name, f.metadata["check"](value))
-            except (ValueError, ArithmeticError, RecursionError, ValidationError) as exc:
-                msg = exc.msg if isinstance(exc, FieldError) else str(exc)
-                raise ConfigError(f"invalid setting {f.name} (JOBLET_{f.name.upper()}): {msg}") from None
+                object.__setattr__(self, f.name, checked(f.name, f.metadata["check"], getattr(self, f.name)))
+            except FieldError as exc:
+                raise ConfigError(f"invalid setting {f.name} (JOBLET_{f.name.upper()}): {exc.msg}") from None
 
     @property
     def broker(self) -> str:
@@ -208,20 +205,22 @@ def _from_file(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
 def default(name: str) -> Any:
     """A setting's default value."""
-    f = next(f for f in dataclasses.fields(Settings) if f.name == name)
+    f = FIELDS[name]
     return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
 
 
 def _from_env() -> dict[str, Any]:
     # pydantic-settings does the same but costs ~120 ms of import time on every `rnx` call.
-    names = {f.name for f in dataclasses.fields(Settings)}
     values = {}
     for key, value in os.environ.items():
         if key.startswith("JOBLET_") and key != "JOBLET_CONFIG":
             name = key[len("JOBLET_") :].lower()
-            if name in names:
+            if name in FIELDS:
                 values[name] = value
     return values
 
@@ -236,9 +235,8 @@ def celery_url(url: str) -> str:
 def load(**overrides: Any) -> Settings:
     """Read the settings (file, then environment, then overrides); errors name the setting."""
     values = {**_from_file(_config_file()), **_from_env(), **overrides}
-    names = {f.name for f in dataclasses.fields(Settings)}
     for name in values:
-        if name not in names:
+        if name not in FIELDS:
             raise ConfigError(f"invalid setting {name} (JOBLET_{name.upper()}): there is no such setting")
     return Settings(**values)
 

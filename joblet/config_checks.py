@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from joblet.fields import boolean, bounded, brief, integer, number
-from joblet.fields import text as _text
+from joblet.api.limits import parse_bytes
+from joblet.fields import boolean, bounded, brief, integer, number, text
 
 Check = Callable[[Any], Any]
 TRUE = {"1", "true", "t", "yes", "y", "on"}  # the words pydantic read
 FALSE = {"0", "false", "f", "no", "n", "off"}
 
 
-def text(value: Any) -> str:
-    return _text(value)
-
-
 def optional_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else text(value)
 
 
 def path(value: Any) -> Path:
-    return value if isinstance(value, Path) else Path(_text(value, 1))
+    return value if isinstance(value, Path) else Path(text(value, 1))
 
 
 def optional_path(value: Any) -> Path | None:
@@ -34,31 +31,17 @@ def optional_path(value: Any) -> Path | None:
 
 def whole(ge: int | None = None, le: int | None = None) -> Check:
     """An integer within bounds; text of one too."""
-
-    def check(value: Any) -> int:
-        return integer(value, ge, le)
-
-    return check
+    return partial(integer, ge=ge, le=le)
 
 
 def real(ge: float | None = None, gt: float | None = None) -> Check:
     """A number within bounds; text of one too."""
-
-    def check(value: Any) -> float:
-        return number(value, ge=ge, gt=gt)
-
-    return check
+    return partial(number, ge=ge, gt=gt)
 
 
 def size(ge: int) -> Check:
     """A size in bytes, also as 64M, 512K, 1G."""
-
-    def check(value: Any) -> int:
-        from joblet.api.limits import parse_bytes
-
-        return int(bounded(parse_bytes(value), ge))
-
-    return check
+    return lambda value: int(bounded(parse_bytes(value), ge))
 
 
 def flag(value: Any) -> bool:
@@ -67,7 +50,7 @@ def flag(value: Any) -> bool:
         if word in TRUE | FALSE:
             return word in TRUE
         raise ValueError(f"must be true or false, not {value[:40]!r}")
-    if not isinstance(value, bool) and value in (0, 1) and isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
         return bool(value)
     return boolean(value)
 
@@ -95,22 +78,22 @@ def listed(item: Check) -> Check:
 
 
 def address(value: Any) -> str:
-    return str(ipaddress.ip_address(_text(value)))
+    return str(ipaddress.ip_address(text(value)))
 
 
 def underlay(value: Any) -> str | None:
-    return str(ipaddress.IPv4Address(_text(value))) if value else None
+    return str(ipaddress.IPv4Address(text(value))) if value else None
 
 
 def absolute_path(value: Any) -> str:
-    found = _text(value)
+    found = text(value)
     if not found.startswith("/") or any(c.isspace() for c in found) or "/../" in f"{found}/":
         raise ValueError(f"{found!r} is not an absolute path without blanks or '..'")
     return found
 
 
 def endpoint(value: Any) -> str:
-    found = _text(value)
+    found = text(value)
     host, _, port = found.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{found!r} is not host:port")
@@ -118,7 +101,7 @@ def endpoint(value: Any) -> str:
 
 
 def cidr(value: Any) -> str:
-    net = ipaddress.IPv4Network(_text(value), strict=True)
+    net = ipaddress.IPv4Network(text(value), strict=True)
     if net.prefixlen > 29:
         raise ValueError("must be /29 or larger")
     return str(net)

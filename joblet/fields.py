@@ -12,6 +12,8 @@ too (environment variables are text).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -80,7 +82,7 @@ def integer(value: Any, ge: int | None = None, le: int | None = None) -> int:
         value = _parsed(float if "." in value or "e" in value.lower() else int, value, "an integer")
     if isinstance(value, bool) or not isinstance(value, int):
         if not (isinstance(value, float) and value.is_integer() and abs(value) < 2**63):
-            raise ValueError(f"must be an integer, not {_shown(value)}")
+            raise ValueError(f"must be an integer, not {brief(value)}")
         value = int(value)
     whole: int = bounded(value, ge, le)
     return whole
@@ -160,13 +162,20 @@ def brief(value: object) -> str:
     """A value as an error shows it: text cut short, a number unless huge, else its type."""
     if isinstance(value, str):
         return repr(value[:40])
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 128:
-        return repr(value)
-    return "a number too large" if isinstance(value, int) else type(value).__name__
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
+        return "a number too large" if isinstance(value, int) and value.bit_length() > 128 else repr(value)
+    return type_name(value)
 
 
-def _shown(value: Any) -> str:
-    return f"{value!r}" if isinstance(value, float) else type_name(value)
+def known_fields(cls: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The items of `data` that are fields of the dataclass `cls`: a stored record keeps what
+    this version knows of it, and drops what a newer one added."""
+    return {k: v for k, v in data.items() if k in _field_names(cls)}
+
+
+@functools.cache
+def _field_names(cls: Any) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def type_name(value: Any) -> str:
