@@ -39,14 +39,7 @@ class Batch:
         the records queued since the last call, in order (a full pipeline, or a named job and
         those before it). Records queued before a refusal are returned by the next call."""
         spec = self._check(spec)
-        record = JobRecord(
-            id=new_job_id(),
-            status=JobStatus.PENDING,
-            spec=spec,
-            name=spec.name,
-            node=self._place(spec),
-            created=time.time(),
-        )
+        record = JobRecord.pending(new_job_id(), spec, node=self._place(spec))
         if record.name is not None:  # the name's holder is checked atomically, one job at a time
             self._write()
             self.ready.append(self.client.enqueue(record))

@@ -71,11 +71,7 @@ class Client:
     def submit(self, spec: JobSpec) -> JobRecord:
         """Check the spec (preflight), record the job PENDING and queue it."""
         spec, node = self.preflight.check_and_place(spec)
-        return self.enqueue(
-            JobRecord(
-                id=new_job_id(), status=JobStatus.PENDING, spec=spec, name=spec.name, node=node, created=time.time()
-            )
-        )
+        return self.enqueue(JobRecord.pending(new_job_id(), spec, node=node))
 
     def enqueue(self, record: JobRecord) -> JobRecord:
         """Record a checked, placed job PENDING and queue it (FAILED if it could not be queued)."""

@@ -7,6 +7,7 @@ import binascii
 import dataclasses
 import posixpath
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from joblet.fields import (
     brief,
     checked,
     integer,
+    known_fields,
     no_nul,
     number,
     only_known,
@@ -127,7 +129,7 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: Any) -> JobSpec:
         """A spec from its JSON shape (a queue message, a stored record); unknown fields are refused."""
-        return cls(**_required(only_known(data, _SPEC_CHECKS), "command"))
+        return data if isinstance(data, JobSpec) else cls(**_required(only_known(data, _SPEC_CHECKS), "command"))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape: what is queued and stored."""
@@ -300,17 +302,18 @@ class JobRecord:
     output_truncated: bool = False  # its output passed its byte cap (max_output)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.status, JobStatus):
-            object.__setattr__(self, "status", checked("status", JobStatus, self.status))
-        if not isinstance(self.spec, JobSpec):
-            object.__setattr__(self, "spec", checked("spec", JobSpec.from_dict, self.spec))
-        for name, check in _RECORD_CHECKS.items():  # a stored record's other fields, as pydantic did
+        for name, check in _RECORD_CHECKS.items():  # every field, as pydantic did on read
             object.__setattr__(self, name, checked(name, check, getattr(self, name)))
+
+    @classmethod
+    def pending(cls, job_id: str, spec: JobSpec, **fields: Any) -> JobRecord:
+        """A new job's record, PENDING from now."""
+        return cls(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time(), **fields)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
         """A record from its stored fields; fields this version does not know are ignored."""
-        known = {k: v for k, v in data.items() if k in RECORD_FIELDS}
+        known = known_fields(cls, data)
         for name in ("id", "status", "spec"):
             _required(known, name)
         return cls(**known)
@@ -373,6 +376,8 @@ def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))
 _RECORD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "id": text,
+    "status": JobStatus,
+    "spec": JobSpec.from_dict,
     "ips": string_map,
     "output_truncated": boolean,
     **dict.fromkeys(("name", "node", "error", "workflow"), lambda v: optional(text, v)),

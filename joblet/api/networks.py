@@ -17,6 +17,7 @@ from typing import Any
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
+from joblet.fields import known_fields
 from joblet.names import VNI_MAX, VNI_MIN, default_vni, is_joblet_link
 
 BUILTINS = ("bridge", "isolated", "none", "host")
@@ -48,7 +49,7 @@ class NetworkDef:
     @classmethod
     def from_json(cls, raw: str | bytes) -> NetworkDef:
         """A stored definition; fields this version does not know are ignored."""
-        return cls(**{k: v for k, v in json.loads(raw).items() if k in NETWORK_FIELDS})
+        return cls(**known_fields(cls, json.loads(raw)))
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "dns": list(self.dns)}
@@ -56,9 +57,6 @@ class NetworkDef:
     @property
     def overlay_vni(self) -> int:
         return self.vni if self.vni is not None else default_vni(self.name)
-
-
-NETWORK_FIELDS = ("name", "cidr", "internal", "dns", "mtu", "vni")
 
 
 def free_vni(name: str, taken: set[int]) -> int:

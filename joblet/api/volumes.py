@@ -17,6 +17,7 @@ from joblet.api.keys import Keys
 from joblet.api.models import VOLUME_RE
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
+from joblet.fields import known_fields
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -44,8 +45,7 @@ class VolumeDef:
     @classmethod
     def from_json(cls, raw: str | bytes) -> VolumeDef:
         """A stored definition; fields this version does not know are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(raw).items() if k in names})
+        return cls(**known_fields(cls, json.loads(raw)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

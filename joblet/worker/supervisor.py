@@ -100,8 +100,8 @@ class Supervisor:
     # -- running a job ----------------------------------------------------------------------
     def run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
         """Run a queued job here unless it was claimed, stopped or finished already."""
-        record = JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time())
-        claimed = self.svc.records.claims.claim(record, self.cfg.node)  # recorded if absent, then claimed
+        # the record is written if absent, then claimed
+        claimed = self.svc.records.claims.claim(JobRecord.pending(job_id, spec), self.cfg.node)
         if claimed is None:
             raise Duplicate(job_id)
         if claimed.record.status.final:

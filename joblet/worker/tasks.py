@@ -118,8 +118,8 @@ def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str 
 def refuse(sup: Any, job_id: str, spec: JobSpec, error: str) -> dict[str, Any]:
     """Claim the job so it never runs, and record it FAILED with `error`."""
     log.error("job %s refused: %s", job_id, error)
-    record = JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=spec.name, created=time.time())
-    if sup.svc.records.claims.claim(record, sup.cfg.node) is None:  # recorded if absent, then claimed
+    # the record is written if absent, then claimed: a refused job never runs
+    if sup.svc.records.claims.claim(JobRecord.pending(job_id, spec), sup.cfg.node) is None:
         raise Duplicate(job_id)
     result: dict[str, Any] = sup.svc.records.finish(job_id, Outcome(JobStatus.FAILED, error=error))
     sup.store.end_output(job_id, {"status": "FAILED"}, sup.cfg.log_max_entries)
