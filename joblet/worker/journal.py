@@ -4,11 +4,12 @@ A worker that starts after a crash reads it to remove what no live job owns.
 
 It is one append-only file, `<state_dir>/journal/log`: a job's entry is one JSON line (the
 latest line of a job wins), its end a `{"forget": ID}` line. No file is made or deleted per
-job: on ext4 that cost up to ~2 ms of CPU per job, with its recent deletions (docs/PERFORMANCE.md, item 16).
-Each line is one `write` on an O_APPEND descriptor, so a killed worker leaves whole lines; a
-line torn by a power loss is skipped when read. Once enough jobs have ended, the file is
-rewritten with the live entries only (a new file renamed over it). Per-job files of older
-workers (`<id>.json`) are read too, and deleted when their job is forgotten.
+job: on ext4 that cost up to ~2 ms of CPU per job, with its recent deletions
+(docs/PERFORMANCE.md, item 16). Each line is one `write` on an O_APPEND descriptor, so a
+killed worker leaves whole lines; a line torn by a power loss is skipped when read, and
+ended before anything more is appended. Once enough jobs have ended, the file is rewritten
+with the live entries only (a new file renamed over it). Per-job files of older workers
+(`<id>.json`) are read too, and deleted when their job is forgotten.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ class Journal:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "log"
         self._lock = threading.Lock()
-        self._live = read_log(self.path)  # job id -> its line
+        self._live, torn = read_log(self.path)  # job id -> its line
         self._legacy = {p.stem: p for p in self.dir.glob("*.json")}
         self._forgotten = 0
-        self._fd = self._open()
+        self._fd = self._open(self.path, os.O_APPEND)
+        if torn:  # end it, or the next line appended would be read as part of it
+            os.write(self._fd, b"\n")
 
     def record(self, entry: Entry) -> None:
         line = entry.model_dump_json() + "\n"
@@ -84,31 +87,32 @@ class Journal:
                 found[job_id] = Entry.model_validate_json(path.read_text())
         return [found[k] for k in sorted(found)]
 
-    def close(self) -> None:
-        with self._lock:
-            os.close(self._fd)
-
-    def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    @staticmethod
+    def _open(path: Path, flags: int) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, 0o600)
 
     def _compact(self) -> None:
         """Rewrite the log with the live entries (called with the lock held)."""
         tmp = self.dir / "log.tmp"
-        tmp.write_text("".join(self._live.values()))
+        fd = self._open(tmp, os.O_TRUNC)
+        try:
+            os.write(fd, "".join(self._live.values()).encode())
+        finally:
+            os.close(fd)
         os.replace(tmp, self.path)
         os.close(self._fd)
-        self._fd = self._open()
+        self._fd = self._open(self.path, os.O_APPEND)
         self._forgotten = 0
 
 
-def read_log(path: Path) -> dict[str, str]:
-    """The live lines of a log, by job id: later lines win, a forget drops the job, a line
-    that is not a whole JSON object (torn) is skipped."""
+def read_log(path: Path) -> tuple[dict[str, str], bool]:
+    """The live lines of a log, by job id (later lines win, a forget drops the job, a line
+    that is not a whole JSON object is skipped), and whether its last line is torn (unended)."""
     live: dict[str, str] = {}
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
-        return live
+        return live, False
     for line in text.splitlines():
         try:
             item = json.loads(line)
@@ -120,4 +124,4 @@ def read_log(path: Path) -> dict[str, str]:
             live.pop(item["forget"], None)
         elif isinstance(item.get("job_id"), str):
             live[item["job_id"]] = line + "\n"
-    return live
+    return live, bool(text) and not text.endswith("\n")

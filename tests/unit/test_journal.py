@@ -32,9 +32,9 @@ def test_a_torn_line_is_skipped(tmp_path: Path):
     with open(tmp_path / "journal" / "log", "a") as fh:
         fh.write('{"job_id": "' + "b" * 32 + '", "cgr')  # a power loss mid-line
     again = Journal(tmp_path)
-    again.record(entry("c" * 32))  # appended after the torn line: its own line is lost with it
+    again.record(entry("c" * 32))  # the torn line was ended first: this one is a line of its own
     again.record(entry("d" * 32))
-    assert [e.job_id for e in Journal(tmp_path).entries()] == ["a" * 32, "d" * 32]
+    assert [e.job_id for e in Journal(tmp_path).entries()] == ["a" * 32, "c" * 32, "d" * 32]
 
 
 def test_an_older_workers_files_are_read_and_removed_when_forgotten(tmp_path: Path):
@@ -57,5 +57,6 @@ def test_the_log_is_rewritten_with_the_live_entries(tmp_path: Path, monkeypatch)
         j.forget(f"{i:032x}")
     lines = (tmp_path / "journal" / "log").read_text().splitlines()
     assert [json.loads(line)["job_id"] for line in lines] == ["a" * 32]  # only the live one
+    assert (tmp_path / "journal" / "log").stat().st_mode & 0o777 == 0o600  # as the log was made
     j.record(entry("b" * 32))  # and appending goes on, into the new file
     assert [e.job_id for e in Journal(tmp_path).entries()] == ["a" * 32, "b" * 32]
