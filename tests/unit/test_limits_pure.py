@@ -94,3 +94,16 @@ def test_sizes():
     for bad in ("1KB", "big", "-5MB"):
         with pytest.raises(ValidationError):
             parse_size(bad)
+
+
+def test_long_rates_and_sizes_are_refused_unread():
+    """Their patterns are quadratic on long text (100 KB took ~25 s): past MAX_TEXT characters
+    a rate or size is refused before the pattern sees it, even one the pattern would accept."""
+    from joblet.api.limits import MAX_TEXT, parse_bytes
+
+    padded = " " * (MAX_TEXT - len("10mbit"))
+    assert parse_rate(padded + "10mbit") == 10_000_000 and parse_bytes(padded[:-4] + "8M") == 8 << 20  # at the cap
+    with pytest.raises(ValueError, match="invalid rate"):
+        parse_rate(" " + padded + "10mbit")
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_bytes(" " * MAX_TEXT + "8M")

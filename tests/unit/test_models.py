@@ -141,7 +141,7 @@ def test_a_changed_spec_is_checked_again_and_specs_are_frozen():
         ({"timeout": 10**400}, "'timeout': is too large a number"),
         ({"limits": {"max_bandwidth": "1" + "0" * 400 + "kbit"}}, "'limits.max_bandwidth': invalid rate"),
         ({"limits": {"max_output": "1" + "0" * 400 + "M"}}, "'limits.max_output': invalid size"),
-        # the rate's pattern is quadratic on long text: 100 KB took ~25 s before it was cut off
+        # too long to read (the cap itself: tests/unit/test_limits_pure.py)
         ({"limits": {"max_bandwidth": "1" + " " * 100_000 + "x"}}, "'limits.max_bandwidth': invalid rate '1 "),
         ({"limits": {"max_cpu": "٥٠"}}, "'limits.max_cpu': must be an integer"),  # not ASCII digits
         ({"limits": {"max_memory": 1e300}}, "'limits.max_memory': must be an integer, not 1e+300"),
