@@ -108,6 +108,9 @@ def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str 
         spec = JobSpec.from_dict(raw)
     except ValidationError as exc:
         return PLACEHOLDER, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a check's own bug must not leave the job PENDING
+        log.exception("a job spec could not be checked")
+        return PLACEHOLDER, f"invalid job: its spec could not be checked ({type(exc).__name__})"
     if spec.upload_bytes > upload_limit:
         return PLACEHOLDER, (
             f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {upload_limit}"
