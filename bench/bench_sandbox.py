@@ -41,10 +41,11 @@ from bench_start import machine_busy_s
 
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup, detect_root
+from joblet.worker.etc_view import Secrets, sync
 from joblet.worker.execution import Launch, Sandbox, tool
 from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.nsthread import JobThread
-from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
+from joblet.worker.sandbox import SECRETS, Layout, bwrap_args, make_cover, survey
 from joblet.worker.seccomp_filter import job_filter
 
 N, WARMUP = 40, 5
@@ -125,6 +126,14 @@ def previous(cg: JobCgroup, work: Path) -> None:
     init.wait()
 
 
+def worker_files(run: Path) -> Path:
+    """What a worker keeps in its run directory for every job: the covers (returned) and its
+    copy of /etc."""
+    cover = make_cover(run)
+    sync("/etc", str(run / "etc"), Secrets(SECRETS))
+    return cover
+
+
 def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox) -> None:
     """Today's start of a none job, from the pids limit to the command's end."""
     cg.limit_pids(4096)
@@ -140,7 +149,7 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
         Launch(
             "bench",
             cg,
-            bwrap_args(survey(cover, (), ()), layout),
+            bwrap_args(survey(cover, (), SECRETS, str(cover.parent / "etc")), layout),
             ["/usr/bin/true"],
             {"PATH": "/usr/bin:/bin"},
             inside,
@@ -194,7 +203,7 @@ def ceiling(n: int, threads: int) -> dict[str, float]:
 
     def loop(i: int, count: int) -> None:
         mine = work / str(i)
-        cover = make_cover(mine / "run")
+        cover = worker_files(mine / "run")
         try:
             for _ in range(count):
                 sandboxed(groups[i], mine / "jobwork", mine / "run", cover)
@@ -262,7 +271,7 @@ def main() -> int:
     cg = JobCgroup(detect_root() / f"joblet-bench-sandbox-{os.getpid()}")
     try:
         cg.create()
-        cover = make_cover(tmp / "run")
+        cover = worker_files(tmp / "run")
         (tmp / "work").mkdir()
         cases: dict[str, Callable[[], None]] = {
             "unshare_net_true": command([tool("unshare"), "--net", "true"]),

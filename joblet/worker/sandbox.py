@@ -2,8 +2,10 @@
 
 A job gets a new root (bubblewrap's tmpfs, pivot_root, then made read-only) holding:
 the host's executables and libraries read-only (`/usr`, `/bin`, `/sbin`, `/lib*` and the
-configured extra paths), `/etc` read-only with its secrets covered by empty files or
-directories, its own `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`, a fresh `/proc`
+configured extra paths), `/etc` read-only (the worker's copy of the host's, without its
+secrets: etc_view.py) with its own `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
+mounted on it, secrets under the other read-only paths covered by empty files or
+directories, a fresh `/proc`
 (bubblewrap makes `sys`, `sysrq-trigger`, `irq` and `bus` read-only; Docker's masked paths are
 covered here), a minimal `/dev` (read-only, private `/dev/shm` and `/dev/pts`), private
 size-capped `/tmp`, its `/work` (a size-capped tmpfs the worker mounted), its volumes and
@@ -66,9 +68,11 @@ SETPRIV = "/usr/bin/setpriv"
 
 @dataclass(frozen=True)
 class Host:
-    """What the worker found on this host once: which system paths exist and are links,
-    which secrets and /proc entries exist to be covered, and the empty things to cover with."""
+    """What the worker found on this host: which system paths exist and are links, which
+    secrets (outside /etc) and /proc entries exist to be covered, the empty things to cover
+    with, and the worker's copy of /etc."""
 
+    etc: str
     empty_file: str
     empty_dir: str
     system: tuple[tuple[str, str | None], ...]  # (path, link target or None for a directory)
@@ -104,23 +108,25 @@ def make_cover(run_dir: Path) -> Path:
     return cover
 
 
-def survey(cover: Path, ro_paths: tuple[str, ...], extra_secrets: tuple[str, ...]) -> Host:
+def survey(cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc: str) -> Host:
     """Look at this host (before each job: a key added later is covered too): what to bind
-    and what to cover."""
+    and what to cover. `secrets`: patterns; those under /etc are the copy's to leave out
+    (`etc`, etc_view.py), those under /usr or the extra read-only paths are covered here."""
     import glob
 
     system = tuple((p, os.readlink(p) if os.path.islink(p) else None) for p in SYSTEM_DIRS if os.path.lexists(p))
-    secrets = [s for pattern in (*SECRETS, *extra_secrets) for s in sorted(glob.glob(pattern))]
-    bound = ("/etc", "/usr", *ro_paths)
-    secrets = [s for s in secrets if any(_under(s, b) for b in bound) and not os.path.islink(s)]
+    found = [s for pattern in secrets for s in sorted(glob.glob(pattern))]
+    bound = ("/usr", *ro_paths)
+    found = [s for s in found if any(_under(s, b) for b in bound) and not os.path.islink(s)]
     procs = [p for p in PROC_MASKED if os.path.exists(p)]
     return Host(
+        etc=etc,
         empty_file=str(cover / "file"),
         empty_dir=str(cover / "dir"),
         system=system,
         ro_paths=tuple(p for p in ro_paths if os.path.exists(p)),
-        secret_files=tuple(s for s in secrets if not os.path.isdir(s)),
-        secret_dirs=tuple(s for s in secrets if os.path.isdir(s)),
+        secret_files=tuple(s for s in found if not os.path.isdir(s)),
+        secret_dirs=tuple(s for s in found if os.path.isdir(s)),
         proc_files=tuple(p for p in procs if not os.path.isdir(p)),
         proc_dirs=tuple(p for p in procs if os.path.isdir(p)),
     )
@@ -148,9 +154,10 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
     ]
     for path, target in host.system:
         args += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
+    args += _etc(host, layout)
     for path in host.ro_paths:
         args += ["--ro-bind", path, path]
-    args += _etc(host, layout) + _proc(host) + _dev(layout)
+    args += _covers(host) + _proc(host) + _dev(layout)
     args += [
         "--perms",
         "1777",
@@ -179,13 +186,20 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
 
 
 def _etc(host: Host, layout: Layout) -> list[str]:
-    args = ["--ro-bind", "/etc", "/etc"]
+    """/etc, the job's own files on it, then the covers of secrets elsewhere (an extra
+    read-only path may lie under /etc too: it is bound after /etc)."""
+    args = ["--ro-bind", host.etc, "/etc"]
+    for name in (*layout.net_files, "hostname"):
+        args += ["--ro-bind", f"{layout.run_dir}/{name}", f"/etc/{name}"]
+    return args
+
+
+def _covers(host: Host) -> list[str]:
+    args = []
     for path in host.secret_files:
         args += ["--ro-bind", host.empty_file, path]
     for path in host.secret_dirs:
         args += ["--ro-bind", host.empty_dir, path]
-    for name in (*layout.net_files, "hostname"):
-        args += ["--ro-bind", f"{layout.run_dir}/{name}", f"/etc/{name}"]
     return args
 
 

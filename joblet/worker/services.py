@@ -16,11 +16,12 @@ from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetFacts, NetPlan
 from joblet.worker.discovery import Discovery
+from joblet.worker.etc_view import EtcView
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import Kernel, LinuxKernel
 from joblet.worker.output import OutputPump
 from joblet.worker.records import Records
-from joblet.worker.sandbox import Host, survey
+from joblet.worker.sandbox import SECRETS, Host, survey
 from joblet.worker.volumes import JobMounts
 
 
@@ -66,12 +67,18 @@ class Services:
     cgroup_root: Path
     cgroup_v2: bool = False  # limits in the job's own v2 group, else in v1 twins (hybrid hosts)
     kernel: Kernel = field(default_factory=LinuxKernel)
+    etc: EtcView | None = None  # the jobs' /etc, kept in step with the host's (started with the worker)
 
 
-def host_survey(cfg: Settings, cover: Path) -> Callable[[], Host]:
-    """Looks at the host before each job (a key added later is covered too); secrets include
-    joblet's own key and config file wherever an operator put them."""
+def secret_patterns(cfg: Settings) -> tuple[str, ...]:
+    """What jobs must not read: the usual secrets, the configured ones, and joblet's own key
+    and config file wherever an operator put them."""
     own = [str(p) for p in (cfg.signing_key,) if p is not None]
     own += [os.environ[v] for v in ("JOBLET_CONFIG",) if os.environ.get(v)]
-    secrets = (*cfg.sandbox_masked_paths, *own)
-    return lambda: survey(cover, cfg.sandbox_ro_paths, secrets)
+    return (*SECRETS, *cfg.sandbox_masked_paths, *own)
+
+
+def host_survey(cfg: Settings, cover: Path, etc: str) -> Callable[[], Host]:
+    """Looks at the host before each job (a key added later is covered too)."""
+    secrets = secret_patterns(cfg)
+    return lambda: survey(cover, cfg.sandbox_ro_paths, secrets, etc)

@@ -20,11 +20,12 @@ from joblet.api.store_ipam import IpamStore
 from joblet.api.store_nodes import NodeStore
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
-from joblet.errors import BackendUnavailable, JobletError
+from joblet.errors import BackendUnavailable, ExecutionError, JobletError
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.overlay import Overlay
 from joblet.worker import cgroups, faults, fleet, stats
 from joblet.worker.discovery import Discovery
+from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.job import JobRun
 from joblet.worker.journal import Journal
 from joblet.worker.output import OutputPump
@@ -32,7 +33,7 @@ from joblet.worker.reconcile import reconcile
 from joblet.worker.records import Outcome, Records, result
 from joblet.worker.resilient import resilient
 from joblet.worker.sandbox import make_cover
-from joblet.worker.services import Services, host_survey
+from joblet.worker.services import Services, host_survey, secret_patterns
 from joblet.worker.volumes import HostVolumes, JobMounts, runtimes
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,9 @@ def build_services(cfg: Settings) -> Services:
         mounts=mounts,
         discovery=discovery,
         records=Records(store, cfg),
-        host=host_survey(cfg, cfg.run_dir / "cover"),
+        host=host_survey(cfg, cfg.run_dir / "cover", str(cfg.run_dir / "etc")),
         cgroup_root=cfg.cgroup_root or cgroups.detect_root() / "joblet",
+        etc=EtcView(str(cfg.run_dir / "etc"), Secrets(secret_patterns(cfg))),
     )
 
 
@@ -87,6 +89,11 @@ class Supervisor:
         svc.cgroup_root.mkdir(parents=True, exist_ok=True)
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
         make_cover(self.cfg.run_dir)
+        if svc.etc is not None:
+            try:
+                svc.etc.start()
+            except OSError as exc:
+                raise ExecutionError(f"failed to copy /etc for jobs into {svc.etc.path}: {exc}") from None
         with self._lock:
             running = set(self.running)
         reconcile(svc, running)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from joblet.api.client import Client
 from joblet.api.models import JobStatus, Upload
 from tests.conftest import need, running_host
-from tests.integration.helpers import eventually, run, wait_running
+from tests.integration.helpers import eventually, output, run, wait_running
 
 PROBE = textwrap.dedent("""
     import ctypes, errno, json, os, socket, sys
@@ -339,8 +340,6 @@ def open_host(redis_sock):
 
 
 def test_host_mode_keeps_the_sandbox(open_host):
-    from joblet.api.client import Client
-
     client = Client(open_host.cfg)
     cgroup = open_host.cfg.cgroup_root
     got = probe(
@@ -369,3 +368,40 @@ def test_host_mode_is_off_by_default(client):
         return
     final = client.wait(rec.id, timeout=30)
     assert final.status == JobStatus.FAILED and "host networking is disabled" in (final.error or "")
+
+
+@pytest.fixture(scope="module")
+def rotated(redis_sock):
+    """A directory under /etc holding a key an operator masked (sandbox_masked_paths) and a
+    plain file beside it; and a worker told so."""
+    need(os.geteuid() == 0, "needs root")
+    folder = Path(f"/etc/joblet-sbx-{os.getpid()}")
+    folder.mkdir()
+    try:
+        (folder / "app.key").write_text("key one\n")
+        (folder / "app.conf").write_text("one\n")
+        for h in running_host(redis_sock, "hostkeys", sandbox_masked_paths=f"{folder}/*.key"):
+            yield folder, Client(h.cfg)
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_secret_replaced_while_a_job_runs_stays_hidden(rotated):
+    """The host replaces a secret by renaming a new file over it, as passwd(1) does with
+    /etc/shadow: a mount covering the old file would be unmounted by the kernel then."""
+    folder, client = rotated
+    script = f"""
+        cat {folder}/app.conf; wc -c < {folder}/app.key; echo ready
+        while [ "$(cat {folder}/app.conf)" != two ]; do sleep 0.05; done
+        wc -c < {folder}/app.key; cat {folder}/app.conf
+    """
+    job = client.run("sh", ("-c", script), timeout=60)
+    wait_running(client, job.id)
+    eventually(lambda: b"ready" in output(client, job.id), "the job read both files")
+    for name, text in (("app.key", "key two, longer\n"), ("app.conf", "two\n")):
+        (folder / f".{name}.new").write_text(text)
+        (folder / f".{name}.new").rename(folder / name)
+    assert client.wait(job.id, timeout=60).status == JobStatus.COMPLETED
+    # the plain file's new content reached the job (positive control); the key never did
+    assert output(client, job.id).split() == [b"one", b"0", b"ready", b"0", b"two"]
+    assert (folder / "app.key").read_text() == "key two, longer\n"

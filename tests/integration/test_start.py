@@ -16,10 +16,11 @@ import pytest
 
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup
+from joblet.worker.etc_view import Secrets, sync
 from joblet.worker.execution import Launch, Sandbox
 from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.nsthread import JobThread
-from joblet.worker.sandbox import Layout, bwrap_args, make_cover, survey
+from joblet.worker.sandbox import SECRETS, Layout, bwrap_args, make_cover, survey
 from tests.conftest import cgroup_base, need
 
 MARK = "echo ran; touch /work/ran"
@@ -41,7 +42,8 @@ class Box:
         self.mounts = JobMounts.create(self.tmp / "work", 16 << 20, run / "sys", lambda work: None, self.inside)
         self.work = Path(self.mounts.work)  # the job's /work, as the worker reaches it
         layout = Layout(hostname="start", work_dir=str(self.tmp / "work"), run_dir=str(run), sys_dir=str(run / "sys"))
-        self.args = bwrap_args(survey(cover, (), ()), layout)
+        sync("/etc", str(run / "etc"), Secrets(SECRETS))  # the worker's copy of /etc
+        self.args = bwrap_args(survey(cover, (), SECRETS, str(run / "etc")), layout)
 
     def sandbox(self, script: str) -> Sandbox:
         argv = ["/bin/sh", "-c", script]

@@ -24,6 +24,7 @@ from joblet.worker.sandbox import Host
 from joblet.worker.services import Services
 
 HOST = Host(
+    etc="/c/etc",
     empty_file="/c/f",
     empty_dir="/c/d",
     system=(),

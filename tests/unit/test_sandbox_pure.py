@@ -7,12 +7,13 @@ from pathlib import Path
 from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
 
 HOST = Host(
+    etc="/run/j/etc",
     empty_file="/run/j/cover/file",
     empty_dir="/run/j/cover/dir",
     system=(("/bin", "usr/bin"), ("/lib64", None)),
     ro_paths=("/opt/tools",),
-    secret_files=("/etc/shadow",),
-    secret_dirs=("/etc/joblet",),
+    secret_files=("/opt/tools/key.pem",),
+    secret_dirs=("/opt/tools/private",),
     proc_files=("/proc/keys",),
     proc_dirs=("/proc/acpi",),
 )
@@ -36,13 +37,18 @@ def test_root_binds_read_only_and_covers_secrets():
     ro = pairs(args, "--ro-bind")
     assert ("/usr", "/usr") in ro and ("/lib64", "/lib64") in ro and ("/opt/tools", "/opt/tools") in ro
     assert ("usr/bin", "/bin") in pairs(args, "--symlink")
-    assert ("/run/j/cover/file", "/etc/shadow") in ro and ("/run/j/cover/dir", "/etc/joblet") in ro
-    assert ("/run/j/cover/file", "/proc/keys") in ro and ("/run/j/cover/dir", "/proc/acpi") in ro
+    # /etc is the worker's copy (no secrets in it), the job's own files mounted on it
+    assert ("/run/j/etc", "/etc") in ro and ("/etc", "/etc") not in ro
     assert ("/run/joblet/jobs/x/hosts", "/etc/hosts") in ro
     assert ("/run/joblet/jobs/x/hostname", "/etc/hostname") in ro
+    assert args.index("/etc/hosts") > args.index("/etc")
+    assert ("/run/j/cover/file", "/opt/tools/key.pem") in ro and ("/run/j/cover/dir", "/opt/tools/private") in ro
+    assert ("/run/j/cover/file", "/proc/keys") in ro and ("/run/j/cover/dir", "/proc/acpi") in ro
     assert ("/var/lib/joblet/jobs/x/work", "/work") in pairs(args, "--bind")
-    # secrets are covered after /etc is bound, masks after /proc is mounted; the root ends read-only
-    assert args.index("/etc/shadow") > args.index("/etc") and args.index("/proc/keys") > args.index("--proc")
+    # secrets are covered after their path is bound, masks after /proc is mounted; the root ends read-only
+    ro_paths = [a for a in args if a == "/opt/tools"]
+    assert ro_paths and args.index("/opt/tools/key.pem") > args.index("/opt/tools")
+    assert args.index("/proc/keys") > args.index("--proc")
     assert args[args.index("--remount-ro") + 1] == "/dev" and "/" in args[args.index("/dev") + 2 :]
     assert ("/run/joblet/jobs/x/sys", "/sys") in ro and ("/run/j/cover/dir", "/sys/firmware") in ro
     assert "--unshare-net" not in args  # bwrap starts inside the namespace the worker built
