@@ -201,13 +201,12 @@ def default_route_mtu(fallback: int = 1500) -> int:
 
 
 def configure_inside(attachments: list[Any]) -> None:
-    """Inside a job's namespace (this thread is in it, and so is its /proc/sys/net): IPv6 off
-    on its interfaces (no link-local address, no router advertisement taken), then up with
-    their addresses, in one send; the first one carries the default route (to its gateway)."""
+    """Inside a job's namespace (this thread is in it): its interfaces (born with IPv6 off,
+    the namespace's default: netns.py) up with their addresses, in one send; the first one
+    carries the default route (to its gateway)."""
     requests = []
     for i, att in enumerate(attachments):
         index = socket.if_nametoindex(att.ifname)
-        disable_ipv6(att.ifname)
         requests += [rtnl.up(index), rtnl.address(index, att.address, att.prefixlen)]
         if i == 0:
             requests.append(rtnl.default_route(att.gateway, index))

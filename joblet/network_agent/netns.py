@@ -62,6 +62,7 @@ class JobNetns:
             _check(_libc.unshare(CLONE_NEWNET), "create a network namespace")
             fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
+                _ipv6_off_by_default()
                 _lo_up()
             except BaseException:
                 os.close(fd)
@@ -87,6 +88,23 @@ class JobNetns:
             return
         os.close(self.fd)
         self.fd = -1
+
+
+def _ipv6_off_by_default() -> None:
+    """IPv6 off on every link made in this namespace from now on (its `default`): the job's
+    veth ends are born with it off, so they never get a link-local address or take a router
+    advertisement. Writing a link's own `disable_ipv6` instead needs the RTNL lock, and the
+    kernel retries that write until it gets it: under load (namespaces being cleaned up hold
+    the lock) the retries cost the job's start. `lo`, made with the namespace, keeps ::1. A
+    kernel without IPv6 has nothing to turn off."""
+    try:
+        with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as fh:
+            fh.write("1\n")
+    except FileNotFoundError:
+        if os.path.exists("/proc/sys/net/ipv6"):
+            raise NetworkError("failed to turn IPv6 off in the job's namespace: no conf/default") from None
+    except OSError as exc:
+        raise NetworkError(f"failed to turn IPv6 off in the job's namespace: {exc.strerror}") from None
 
 
 def _lo_up() -> None:
