@@ -35,13 +35,14 @@ CAPS = (
     "CAP_SYS_CHROOT",
 )
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# with the names the tools write a new copy under before renaming it over the old one
+# (shadow-utils: shadow+, shadow-; pam_unix: nshadow; visudo: sudoers.tmp)
 SECRETS = (
-    "/etc/shadow",
-    "/etc/shadow-",
-    "/etc/gshadow",
-    "/etc/gshadow-",
-    "/etc/sudoers",
-    "/etc/sudoers.d",
+    "/etc/shadow*",
+    "/etc/gshadow*",
+    "/etc/nshadow",
+    "/etc/ngshadow",
+    "/etc/sudoers*",
     "/etc/security/opasswd",
     "/etc/ssl/private",
     "/etc/joblet",

@@ -11,6 +11,7 @@ import pytest
 
 from joblet.worker import etc_view
 from joblet.worker.etc_view import EtcView, Secrets, sync
+from joblet.worker.sandbox import SECRETS
 
 
 @pytest.fixture
@@ -154,3 +155,13 @@ def test_the_copy_cannot_be_inside_what_it_copies(tree):
     src, _, secrets = tree
     with pytest.raises(ValueError, match="cannot be inside"):
         EtcView(str(src / "copy"), secrets, source=str(src))
+
+
+def test_the_secrets_include_the_copies_tools_write_before_renaming():
+    secrets = Secrets(SECRETS)
+    # passwd(1) and friends write the new file beside the old, then rename it over
+    for path in ("/etc/shadow", "/etc/shadow+", "/etc/shadow-", "/etc/nshadow", "/etc/gshadow+", "/etc/sudoers.tmp"):
+        assert path in secrets, path
+    for path in ("/etc/ssh/ssh_host_ed25519_key", "/etc/sudoers.d/admins", "/etc/ssl/private"):
+        assert path in secrets, path
+    assert "/etc/passwd" not in secrets and "/etc/npasswd" not in secrets and "/etc/ssh/sshd_config" not in secrets
