@@ -28,6 +28,7 @@ from joblet.config_checks import (
     listed,
     optional_path,
     optional_text,
+    outside_etc,
     path,
     real,
     size,
@@ -103,7 +104,7 @@ class Settings:
     )
     job_shm: int = setting(64, whole(1), "MB of a job's /dev/shm")
     sandbox_ro_paths: tuple[str, ...] = setting(
-        (), listed(absolute_path), "more host paths jobs see read-only (besides /usr, /bin, /sbin, /lib*, /etc)"
+        (), listed(outside_etc), "more host paths jobs see read-only (besides /usr, /bin, /sbin, /lib*, /etc)"
     )
     sandbox_masked_paths: tuple[str, ...] = setting(
         (), listed(absolute_path), "more host paths (globs) jobs see empty, besides shadow, sudoers, ssh host keys..."

@@ -4,6 +4,7 @@ or as the text of an environment variable, and returns it checked or raises Valu
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -89,6 +90,15 @@ def absolute_path(value: Any) -> str:
     found = text(value)
     if not found.startswith("/") or any(c.isspace() for c in found) or "/../" in f"{found}/":
         raise ValueError(f"{found!r} is not an absolute path without blanks or '..'")
+    return found
+
+
+def outside_etc(value: Any) -> str:
+    """An extra read-only path for jobs: not /etc or under it (jobs see the worker's copy
+    of /etc there, without secrets; worker/etc_view.py)."""
+    found = absolute_path(value)
+    if os.path.normpath(found) == "/etc" or os.path.normpath(found).startswith("/etc/"):
+        raise ValueError(f"{found!r} is under /etc, which jobs already see (without its secrets)")
     return found
 
 

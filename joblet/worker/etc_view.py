@@ -14,7 +14,8 @@ files that changed are written beside their old copy and renamed over it, so a r
 reads either the old or the new file, as it would on the host. Three files are written in
 place instead, never renamed: hosts, resolv.conf and hostname, on which bwrap mounts the job's
 own (a rename would unmount them, as above); a host-mode job reads the host's through them.
-Where inotify is refused (its watch limit), the copy is brought in step every few seconds.
+Where inotify is refused (its watch limit), or an entry could not be copied, the copy is
+brought in step every few seconds.
 """
 
 from __future__ import annotations
@@ -45,59 +46,116 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 class Secrets:
-    """Which host paths are secrets: patterns (shell globs, matched against whole paths)."""
+    """Which host paths are secrets: patterns (shell globs over whole paths; `*` also spans
+    `/`). A path is one too when its name, stripped of what tools put around the file they
+    write before renaming it over the old one (`.#shadowXXXXXX` of systemd-sysusers,
+    `.shadow.swp` of an editor, `shadow.new`, `shadow~`), matches."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self.patterns = tuple(patterns)
+        self.patterns = tuple(_forms(patterns))
         self._match = re.compile("|".join(fnmatch.translate(p) for p in self.patterns) or "(?!)").match
 
     def __contains__(self, path: str) -> bool:
-        return self._match(path) is not None
+        head, _, name = path.rpartition("/")
+        return any(self._match(f"{head}/{n}") is not None for n in _undecorated(name))
+
+
+def _forms(patterns: Iterable[str]) -> Iterable[str]:
+    """Each pattern as written (normalised: `/etc/ssl/private/` is `/etc/ssl/private`) and
+    with the directories before its first wildcard resolved, where they are links."""
+    for pattern in patterns:
+        pattern = os.path.normpath(os.path.abspath(pattern)) if pattern else pattern
+        yield pattern
+        cut = min((i for i, c in enumerate(pattern) if c in "*?["), default=len(pattern))
+        head = pattern[:cut].rpartition("/")[0]
+        if head and os.path.realpath(head) != head:
+            yield os.path.realpath(head) + pattern[len(head) :]
+
+
+def _undecorated(name: str) -> set[str]:
+    names = {name}
+    for prefix in (".#", "."):
+        names |= {n[len(prefix) :] for n in names if n.startswith(prefix) and len(n) > len(prefix)}
+    for suffix in ("~", ".swp", ".swx", ".new", ".tmp", ".bak", ".old", ".lock", ".edit"):
+        names |= {n[: -len(suffix)] for n in names if n.endswith(suffix) and len(n) > len(suffix)}
+    return names
 
 
 def sync(source: str, target: str, secrets: Secrets) -> int:
-    """Bring `target` in step with `source` (a directory tree): returns how many entries
-    changed. Secrets become empty placeholders, never read; sockets, FIFOs and devices are
-    left out; the net files are written in place."""
-    os.makedirs(target, exist_ok=True)
-    _meta(os.stat(source), target)
-    return _sync_dir(source, target, secrets, top=True)
-
-
-def _sync_dir(src: str, dst: str, secrets: Secrets, top: bool = False) -> int:
-    changed = 0
-    wanted: set[str] = set()
-    for entry in os.scandir(src):
-        path, copy = entry.path, f"{dst}/{entry.name}"
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:  # gone meanwhile
-            continue
-        if top and entry.name in NET_FILES:
-            changed += _net_file(path, copy)
-        elif path in secrets:
-            changed += _placeholder(copy, stat.S_ISDIR(st.st_mode))
-        elif stat.S_ISDIR(st.st_mode):
-            changed += _ensure_dir(copy, st)
-            _meta(st, copy)
-            changed += _sync_dir(path, copy, secrets)
-        elif stat.S_ISLNK(st.st_mode):
-            changed += _symlink(path, copy)
-        elif stat.S_ISREG(st.st_mode):
-            changed += _file(path, copy, st)
-        else:
-            continue  # a socket, FIFO or device: not part of a job's /etc
-        wanted.add(entry.name)
-    if top:
-        for name in NET_FILES:
-            if name not in wanted:
-                changed += _net_file(f"{src}/{name}", f"{dst}/{name}")
-                wanted.add(name)
-    for entry in os.scandir(dst):
-        if entry.name not in wanted:
-            _remove(entry.path)
-            changed += 1
+    """Copy `source` to `target` once (bench and tests; EtcView keeps one Copier)."""
+    copier = Copier(secrets)
+    changed = copier.sync(source, target)
+    if copier.errors:
+        raise OSError(copier.errors[0])
     return changed
+
+
+class Copier:
+    """Brings a copy in step with a directory tree, remembering what it copied (a file is
+    copied again when its inode or ctime differs: a rewrite of the same size that keeps its
+    mtime, as `cp -p` or dpkg do, still changes the ctime)."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self.secrets = secrets
+        self.seen: dict[str, tuple[int, int]] = {}  # source file -> (inode, ctime) copied
+        self.errors: list[str] = []  # of the last sync: what it could not copy
+
+    def sync(self, source: str, target: str) -> int:
+        """Bring `target` in step with `source`: returns how many entries changed. Secrets
+        become empty placeholders, never read; sockets, FIFOs and devices are left out; the
+        net files are written in place. What fails is noted in `errors` and skipped."""
+        self.errors = []
+        os.makedirs(target, exist_ok=True)
+        _meta(os.stat(source), target)
+        return self._dir(source, target, top=True)
+
+    def _dir(self, src: str, dst: str, top: bool = False) -> int:
+        changed = 0
+        wanted: set[str] = set()
+        with os.scandir(src) as entries:
+            for entry in entries:
+                try:
+                    changed += self._entry(entry, f"{dst}/{entry.name}", top)
+                except FileNotFoundError:  # gone meanwhile: the next sync removes its copy
+                    continue
+                except OSError as exc:
+                    self.errors.append(f"{entry.path}: {exc.strerror or exc}")
+                wanted.add(entry.name)
+        if top:
+            for name in NET_FILES:
+                if name not in wanted:
+                    changed += _net_file(f"{src}/{name}", f"{dst}/{name}", self.secrets)
+                    wanted.add(name)
+        with os.scandir(dst) as copies:
+            gone = [c.path for c in copies if c.name not in wanted]
+        for path in gone:
+            _remove(path)
+        return changed + len(gone)
+
+    def _entry(self, entry: os.DirEntry[str], copy: str, top: bool) -> int:
+        """Copy one entry; raises FileNotFoundError for one that went meanwhile."""
+        st = entry.stat(follow_symlinks=False)
+        if top and entry.name in NET_FILES:
+            return _net_file(entry.path, copy, self.secrets)
+        if entry.path in self.secrets:
+            return _placeholder(copy, stat.S_ISDIR(st.st_mode))
+        if stat.S_ISDIR(st.st_mode):
+            changed = _ensure_dir(copy)
+            _meta(st, copy)
+            return changed + self._dir(entry.path, copy)
+        if stat.S_ISLNK(st.st_mode):
+            return _symlink(entry.path, copy)
+        if stat.S_ISREG(st.st_mode):
+            return self._file(entry.path, copy, st)
+        raise FileNotFoundError  # a socket, FIFO or device: not part of a job's /etc
+
+    def _file(self, src: str, dst: str, st: os.stat_result) -> int:
+        key = (st.st_ino, st.st_ctime_ns)
+        if self.seen.get(src) == key and _same_type(dst, stat.S_IFREG):
+            return 0
+        _copy_file(src, dst, st)
+        self.seen[src] = key
+        return 1
 
 
 def _same_type(path: str, mode: int) -> bool:
@@ -107,9 +165,9 @@ def _same_type(path: str, mode: int) -> bool:
         return False
 
 
-def _ensure_dir(path: str, st: os.stat_result) -> int:
+def _ensure_dir(path: str) -> int:
     """A directory at `path` (what else was there goes); 1 if it had to be made."""
-    if _same_type(path, st.st_mode):
+    if _same_type(path, stat.S_IFDIR):
         return 0
     _remove(path)
     os.mkdir(path, 0o700)
@@ -125,43 +183,35 @@ def _meta(st: os.stat_result, path: str) -> None:
         os.chmod(path, stat.S_IMODE(st.st_mode))
 
 
-def _file(src: str, dst: str, st: os.stat_result) -> int:
-    try:
-        now = os.lstat(dst)
-        if stat.S_ISREG(now.st_mode) and _same_file(now, st):
-            return 0
-    except FileNotFoundError:
-        pass
+def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
+    """`src` copied beside `dst` and renamed over it. The new file is made 0600, never
+    through a link, and gets its owner and mode before the rename: no job reads a file of
+    root's 0600 while it is being copied."""
     temp = _temp(dst)
+    _remove(temp)  # left by a sync that died
+    out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        shutil.copyfile(src, temp, follow_symlinks=False)
-        _meta(st, temp)
-        os.utime(temp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        try:
+            with open(src, "rb") as fh:
+                _copy_content(fh.fileno(), out)
+            os.fchown(out, st.st_uid, st.st_gid)
+            os.fchmod(out, stat.S_IMODE(st.st_mode))
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(out)
         _replace(temp, dst)
-    except FileNotFoundError:  # the source went meanwhile: the next sync removes the copy
-        _remove(temp)
-        return 0
     except BaseException:
         _remove(temp)
         raise
-    return 1
 
 
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_size, a.st_mtime_ns, a.st_mode, a.st_uid, a.st_gid) == (
-        b.st_size,
-        b.st_mtime_ns,
-        b.st_mode,
-        b.st_uid,
-        b.st_gid,
-    )
+def _copy_content(src: int, dst: int) -> None:
+    while os.sendfile(dst, src, None, 1 << 20):
+        pass
 
 
 def _symlink(src: str, dst: str) -> int:
-    try:
-        target = os.readlink(src)
-    except FileNotFoundError:
-        return 0
+    target = os.readlink(src)
     with contextlib.suppress(OSError):
         if os.readlink(dst) == target:
             return 0
@@ -192,17 +242,16 @@ def _placeholder(dst: str, directory: bool) -> int:
     return 1
 
 
-def _net_file(src: str, dst: str) -> int:
-    """The host's content (a link followed, nothing if it leads nowhere) written into the
-    same regular file, in place: jobs have their own mounted on it."""
-    try:
-        with open(src, "rb") as fh:
+def _net_file(src: str, dst: str, secrets: Secrets) -> int:
+    """The host's content (a link followed, nothing if it leads nowhere or to a secret)
+    written into the same regular file, in place: jobs have their own mounted on it."""
+    data = b""
+    if src not in secrets and os.path.realpath(src) not in secrets:
+        with contextlib.suppress(OSError), open(src, "rb") as fh:
             data = fh.read()
-    except OSError:
-        data = b""
     if not _same_type(dst, stat.S_IFREG):
         _remove(dst)
-    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "r+b", closefd=False) as fh:
             if fh.read() == data:
@@ -230,13 +279,9 @@ def _replace(temp: str, dst: str) -> None:
 
 
 def _remove(path: str) -> None:
+    """A file, link or tree of the copy gone (never anything a link in it points to)."""
     try:
         if stat.S_ISDIR(os.lstat(path).st_mode):
-            for root, dirs, _ in os.walk(path):
-                for d in dirs:  # placeholders are read-only: make them removable
-                    with contextlib.suppress(OSError):
-                        os.chmod(os.path.join(root, d), 0o700)
-            os.chmod(path, 0o700)
             shutil.rmtree(path)
         else:
             os.unlink(path)
@@ -250,7 +295,8 @@ class EtcView:
     def __init__(self, target: str, secrets: Secrets, source: str = "/etc") -> None:
         if os.path.commonpath([os.path.abspath(target), source]) == source:
             raise ValueError(f"the copy of {source} cannot be inside it: {target}")
-        self.source, self.path, self.secrets = source, target, secrets
+        self.source, self.path = source, target
+        self.copier = Copier(secrets)
         self._inotify = -1
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread: threading.Thread | None = None
@@ -258,16 +304,31 @@ class EtcView:
 
     def start(self) -> None:
         """Copy now (a failure here is the worker's to report), then keep in step."""
-        self._watch()
-        self.sync()
+        try:
+            self._inotify = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+            if self._inotify < 0:
+                self._refused(ctypes.get_errno())
+            self.sync()
+        except BaseException:
+            self.close()
+            raise
         self._thread = threading.Thread(target=self._loop, name="joblet-etc", daemon=True)
         self._thread.start()
 
     def sync(self) -> int:
-        changed = sync(self.source, self.path, self.secrets)
-        self.syncs += 1
+        """One pass; directories are watched first, so a change made during the pass, even
+        in a directory new since the last one, is an event that asks for the next."""
         if self._inotify >= 0:
-            self._watch_dirs()  # directories made since
+            self._watch_dirs()
+        changed = self.copier.sync(self.source, self.path)
+        self.syncs += 1
+        if self.copier.errors:
+            log.warning(
+                "jobs' /etc lacks %d of the host's entries (%s); trying again in %.0f s",
+                len(self.copier.errors),
+                self.copier.errors[0],
+                FALLBACK_INTERVAL,
+            )
         return changed
 
     def close(self) -> None:
@@ -280,17 +341,9 @@ class EtcView:
                 os.close(fd)
         self._inotify = self._wake_r = self._wake_w = -1
 
-    def _watch(self) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            self._refused(ctypes.get_errno())
-            return
-        self._inotify = fd
-        self._watch_dirs()
-
     def _watch_dirs(self) -> None:
         for root, dirs, _ in os.walk(self.source):
-            dirs[:] = [d for d in dirs if f"{root}/{d}" not in self.secrets]
+            dirs[:] = [d for d in dirs if f"{root}/{d}" not in self.copier.secrets]
             if _libc.inotify_add_watch(self._inotify, root.encode(), WATCH_MASK) < 0:
                 err = ctypes.get_errno()
                 if err in (errno.ENOENT, errno.ENOTDIR):  # gone meanwhile
@@ -310,8 +363,8 @@ class EtcView:
     def _loop(self) -> None:
         while True:
             fds = [self._wake_r] + ([self._inotify] if self._inotify >= 0 else [])
-            timeout = None if self._inotify >= 0 else FALLBACK_INTERVAL
-            ready, _, _ = select.select(fds, [], [], timeout)
+            polling = self._inotify < 0 or bool(self.copier.errors)
+            ready, _, _ = select.select(fds, [], [], FALLBACK_INTERVAL if polling else None)
             if self._wake_r in ready:
                 return
             if self._inotify in ready:
@@ -320,5 +373,6 @@ class EtcView:
                         pass
             try:
                 self.sync()
-            except Exception:  # noqa: BLE001 - keep the last copy, try again on the next change
+            except Exception as exc:  # noqa: BLE001 - keep the last copy, try again soon
                 log.exception("failed to bring jobs' /etc in step with the host's")
+                self.copier.errors = [str(exc)]

@@ -36,7 +36,8 @@ CAPS = (
 )
 SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # with the names the tools write a new copy under before renaming it over the old one
-# (shadow-utils: shadow+, shadow-; pam_unix: nshadow; visudo: sudoers.tmp)
+# (shadow-utils: shadow+, shadow-; pam_unix: nshadow, nopasswd; visudo: sudoers.tmp; etc_view.py
+# also strips what systemd-sysusers and editors put around a name)
 SECRETS = (
     "/etc/shadow*",
     "/etc/gshadow*",
@@ -44,6 +45,7 @@ SECRETS = (
     "/etc/ngshadow",
     "/etc/sudoers*",
     "/etc/security/opasswd",
+    "/etc/security/nopasswd",
     "/etc/ssl/private",
     "/etc/joblet",
     "/etc/redis",

@@ -3,6 +3,7 @@ supervisor builds once and hands to every JobRun (tests hand in fakes)."""
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def secret_patterns(cfg: Settings) -> tuple[str, ...]:
     and config file wherever an operator put them."""
     own = [str(p) for p in (cfg.signing_key,) if p is not None]
     own += [os.environ[v] for v in ("JOBLET_CONFIG",) if os.environ.get(v)]
-    return (*SECRETS, *cfg.sandbox_masked_paths, *own)
+    return (*SECRETS, *cfg.sandbox_masked_paths, *(glob.escape(os.path.abspath(p)) for p in own))
 
 
 def host_survey(cfg: Settings, cover: Path, etc: str) -> Callable[[], Host]:

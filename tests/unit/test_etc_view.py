@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from joblet.worker import etc_view
-from joblet.worker.etc_view import EtcView, Secrets, sync
+from joblet.worker.etc_view import Copier, EtcView, Secrets
 from joblet.worker.sandbox import SECRETS
 
 
@@ -31,13 +31,14 @@ def tree(tmp_path: Path) -> tuple[Path, Path, Secrets]:
     (src / "mtab").symlink_to("../proc/self/mounts")
     (src / "hosts").write_text("127.0.0.1 localhost\n")
     os.mkfifo(src / "initctl")
-    secrets = Secrets((f"{src}/shadow", f"{src}/ssl/private", f"{src}/ssh/ssh_host_*"))
+    secrets = Secrets((f"{src}/shadow*", f"{src}/nshadow", f"{src}/ssl/private/", f"{src}/ssh/ssh_host_*"))
     return src, dst, secrets
 
 
 def test_a_copy_without_secrets(tree):
     src, dst, secrets = tree
-    assert sync(str(src), str(dst), secrets) > 0
+    copier = Copier(secrets)
+    assert copier.sync(str(src), str(dst)) > 0 and copier.errors == []
     assert (dst / "passwd").read_text() == (src / "passwd").read_text()
     assert stat.S_IMODE((dst / "tool.conf").stat().st_mode) == 0o640
     assert (dst / "tool.conf").stat().st_mtime_ns == (src / "tool.conf").stat().st_mtime_ns
@@ -52,56 +53,109 @@ def test_a_copy_without_secrets(tree):
         assert kind(st.st_mode) and stat.S_IMODE(st.st_mode) == mode and st.st_size == 0
     assert (dst / "ssl" / "private").is_dir() and os.listdir(dst / "ssl" / "private") == []
     assert stat.S_IMODE((dst / "ssl" / "private").stat().st_mode) == 0o555
-    assert sync(str(src), str(dst), secrets) == 0  # in step: nothing written
+    assert copier.sync(str(src), str(dst)) == 0  # in step: nothing written
 
 
 def test_a_replaced_file_is_renamed_over_and_a_replaced_secret_stays_empty(tree):
     src, dst, secrets = tree
-    sync(str(src), str(dst), secrets)
+    copier = Copier(secrets)
+    copier.sync(str(src), str(dst))
     before = (dst / "passwd").stat().st_ino
     for name, text in (("passwd", "root:x:0:0::/root:/bin/bash\n"), ("shadow", "root:$6$new:::\n")):
         (src / f"n{name}").write_text(text)
+        copier.sync(str(src), str(dst))  # a sync between the write and the rename (pam_unix's nshadow)
         (src / f"n{name}").rename(src / name)  # as passwd(1) does
+    (src / ".#shadowAb12Cd").write_text("root:$6$sysusers:::\n")  # systemd-sysusers' new copy
     (src / "ssh" / "ssh_host_ed25519_key").write_text("NEWKEY")  # a key made later
-    assert sync(str(src), str(dst), secrets) == 2
+    copier.sync(str(src), str(dst))
     assert (dst / "passwd").read_text().endswith("/bin/bash\n") and (dst / "passwd").stat().st_ino != before
     assert (dst / "shadow").read_text() == "" and (dst / "ssh" / "ssh_host_ed25519_key").read_text() == ""
+    leaked = [p for p in dst.rglob("*") if p.is_file() and b"$6$" in p.read_bytes()]
+    assert leaked == [] and (dst / ".#shadowAb12Cd").stat().st_size == 0
     assert not [p for p in dst.rglob("*") if p.name.startswith(etc_view.TEMP_PREFIX)]
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_copied(tree):
+    src, dst, secrets = tree
+    copier = Copier(secrets)
+    copier.sync(str(src), str(dst))
+    st = (src / "tool.conf").stat()
+    (src / "tool.conf").write_text("a=2\n")  # same size
+    os.utime(src / "tool.conf", ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p or dpkg keep it
+    assert copier.sync(str(src), str(dst)) == 1 and (dst / "tool.conf").read_text() == "a=2\n"
+
+
+def test_a_copy_is_never_readable_by_others_while_it_is_written(tree, monkeypatch):
+    src, dst, secrets = tree
+    modes = {}
+    real = etc_view._copy_content
+
+    def spy(source: int, target: int) -> None:
+        modes[os.readlink(f"/proc/self/fd/{source}")] = stat.S_IMODE(os.fstat(target).st_mode)
+        real(source, target)
+
+    monkeypatch.setattr(etc_view, "_copy_content", spy)
+    Copier(secrets).sync(str(src), str(dst))
+    assert modes[str(src / "passwd")] == 0o600 and modes[str(src / "tool.conf")] == 0o600
+    assert stat.S_IMODE((dst / "passwd").stat().st_mode) == stat.S_IMODE((src / "passwd").stat().st_mode)
+
+
+def test_an_entry_that_fails_is_skipped_and_noted(tree, monkeypatch):
+    src, dst, secrets = tree
+    real = etc_view._copy_file
+
+    def failing(source: str, target: str, st: os.stat_result) -> None:
+        if source.endswith("/passwd"):
+            raise PermissionError(13, "Permission denied")
+        real(source, target, st)
+
+    monkeypatch.setattr(etc_view, "_copy_file", failing)
+    copier = Copier(secrets)
+    copier.sync(str(src), str(dst))
+    assert copier.errors == [f"{src}/passwd: Permission denied"]
+    assert (dst / "tool.conf").exists() and (dst / "ssh" / "sshd_config").exists()  # the rest is there
 
 
 def test_the_job_files_are_written_in_place_and_always_there(tree, tmp_path):
     src, dst, secrets = tree
     (tmp_path / "stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
     (src / "resolv.conf").symlink_to(tmp_path / "stub-resolv.conf")
-    sync(str(src), str(dst), secrets)
+    (src / "hostname").symlink_to("shadow")  # a net file leading to a secret: nothing of it
+    copier = Copier(secrets)
+    copier.sync(str(src), str(dst))
     inode = (dst / "hosts").stat().st_ino
     (src / "hosts").write_text("127.0.0.1 localhost\n10.0.0.1 db\n")
-    sync(str(src), str(dst), secrets)
+    copier.sync(str(src), str(dst))
     # bwrap mounts each job's own on these: a rename would unmount it, so they change in place
     assert (dst / "hosts").stat().st_ino == inode and (dst / "hosts").read_text().endswith("db\n")
     assert (dst / "resolv.conf").is_file() and not (dst / "resolv.conf").is_symlink()
     assert (dst / "resolv.conf").read_text() == "nameserver 127.0.0.53\n"  # a host-mode job reads it
-    assert (dst / "hostname").read_text() == ""  # the host has none: still there to mount on
+    assert (dst / "hostname").read_text() == "" and (dst / "hostname").is_file()
 
 
-def test_what_goes_or_changes_kind_follows(tree):
+def test_what_goes_or_changes_kind_follows(tree, tmp_path):
     src, dst, secrets = tree
-    sync(str(src), str(dst), secrets)
+    outside = tmp_path / "outside"  # a host directory a link in /etc points to
+    outside.mkdir(mode=0o755)
+    (src / "alternatives" / "jre").symlink_to(outside)
+    copier = Copier(secrets)
+    copier.sync(str(src), str(dst))
     (src / "passwd").unlink()
     (src / "tool.conf").unlink()
     (src / "tool.conf").mkdir()
     (src / "tool.conf" / "inner").write_text("x")
-    for p in (src / "alternatives" / "editor", src / "alternatives"):
+    for p in (src / "alternatives" / "editor", src / "alternatives" / "jre", src / "alternatives"):
         p.unlink() if p.is_symlink() else p.rmdir()
     (src / "alternatives").write_text("now a file\n")
     (dst / f"{etc_view.TEMP_PREFIX}passwd").write_text("left by a sync that died")
-    sync(str(src), str(dst), secrets)
+    copier.sync(str(src), str(dst))
     assert not (dst / "passwd").exists() and (dst / "tool.conf" / "inner").read_text() == "x"
     assert (dst / "alternatives").read_text() == "now a file\n"
     assert not (dst / f"{etc_view.TEMP_PREFIX}passwd").exists()
     assert sorted(p.name for p in dst.iterdir()) == sorted(
         [p.name for p in src.iterdir() if p.name != "initctl"] + ["resolv.conf", "hostname"]
     )
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o755 and outside.exists()  # the link's target untouched
 
 
 def until(check, timeout: float = 10.0) -> bool:
@@ -127,7 +181,8 @@ def test_the_view_follows_the_host_as_it_changes(tree):
             fh.write("b=2\n")
         assert until(lambda: (dst / "tool.conf").read_text() == "a=1\nb=2\n")
         (src / "shadow").write_text("changed\n")
-        assert until(lambda: (dst / "passwd").exists() and view.syncs >= 4)
+        (src / "sentinel").write_text("after the secret\n")
+        assert until(lambda: (dst / "sentinel").exists())  # a sync after the secret's change
         assert (dst / "shadow").read_text() == ""
     finally:
         view.close()
@@ -162,6 +217,15 @@ def test_the_secrets_include_the_copies_tools_write_before_renaming():
     # passwd(1) and friends write the new file beside the old, then rename it over
     for path in ("/etc/shadow", "/etc/shadow+", "/etc/shadow-", "/etc/nshadow", "/etc/gshadow+", "/etc/sudoers.tmp"):
         assert path in secrets, path
+    # systemd-sysusers', editors' and pam_unix's copies
+    for path in ("/etc/.#shadowAb12Cd", "/etc/.#gshadowX1", "/etc/.shadow.swp", "/etc/security/nopasswd"):
+        assert path in secrets, path
     for path in ("/etc/ssh/ssh_host_ed25519_key", "/etc/sudoers.d/admins", "/etc/ssl/private"):
         assert path in secrets, path
     assert "/etc/passwd" not in secrets and "/etc/npasswd" not in secrets and "/etc/ssh/sshd_config" not in secrets
+
+
+def test_patterns_are_normalised():
+    assert "/etc/ssl/private" in Secrets(("/etc/ssl/private/",)) and "/etc/a" in Secrets(("/etc//./a",))
+    assert "/etc/x.key" in Secrets(("/etc/*.key",)) and "/etc/x.keys" not in Secrets(("/etc/*.key",))
+    assert "/etc/x.key.new" in Secrets(("/etc/*.key",))  # the copy a tool writes before renaming

@@ -53,6 +53,7 @@ def test_environment_text_is_parsed(monkeypatch):
         ("BRIDGE_CIDR", "10.0.0.0/30", "must be /29 or larger"),
         ("JOB_BLOCKED_ADDRESSES", "10.0.0.1", "is not host:port"),
         ("SANDBOX_RO_PATHS", "relative/path", "is not an absolute path"),
+        ("SANDBOX_RO_PATHS", "/opt/tools,/etc/ssl/", "is under /etc, which jobs already see"),
         ("HEARTBEAT_INTERVAL", "0", "must be greater than 0"),
         ("DNS_SERVERS", "not-an-address", "does not appear to be an IPv4 or IPv6 address"),
     ],
