@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
+from joblet.worker.sandbox import (
+    Host,
+    Layout,
+    _may_match_under,
+    bwrap_args,
+    command_argv,
+    resolve,
+    survey,
+    views_of,
+)
 
 HOST = Host(
     etc="/run/j/etc",
@@ -92,3 +101,16 @@ def test_resolve_through_the_jobs_views(tmp_path: Path):
     assert resolve("data.txt", "/usr/bin", views) is None  # not executable
     assert resolve("python-not-here-xyz", "/usr/bin", views) is None
     assert resolve("/root/.bashrc", "/usr/bin", views) is None  # the job cannot see /root
+
+
+def test_survey_covers_secrets_under_the_read_only_paths_only(tmp_path):
+    tools = tmp_path / "tools"
+    (tools / "private").mkdir(parents=True)
+    (tools / "app.key").write_text("k")
+    (tools / "run").write_text("#!/bin/sh\n")
+    host = survey(tmp_path / "cover", (str(tools),), (f"{tools}/*.key", f"{tools}/private", "/etc/shadow*"), "/r/etc")
+    assert host.secret_files == (str(tools / "app.key"),) and host.secret_dirs == (str(tools / "private"),)
+    assert host.etc == "/r/etc" and host.ro_paths == (str(tools),)
+    # a pattern is globbed only where it could match under /usr or a read-only path
+    assert _may_match_under("/etc/shadow*", ("/usr",)) is False
+    assert _may_match_under(f"{tools}/*.key", ("/usr", str(tools))) and _may_match_under("/opt/*", ("/opt/tools",))
