@@ -1,6 +1,6 @@
 """What the sandbox costs a job's start, against the start joblet had before it, in one run.
 
-    sudo /path/to/venv/bin/python bench/bench_sandbox.py
+    sudo /path/to/venv/bin/python bench/bench_sandbox.py [--host-mounts N]
 
 Both cases start `true` in fresh pid, ipc, uts, mount and network namespaces inside a cgroup
 and wait for it, without Celery or Redis (those are the same for both and measured by
@@ -17,6 +17,8 @@ bench_start.py):
   preexec_fn joins the cgroups one after the other and the namespace: a fork of the process,
   which holds a worker-sized heap here).
 The cases run in turn, round after round, so that other load on the machine hits them alike.
+`--host-mounts N` runs it all in a mount namespace of its own with N more (tmpfs) mounts, as
+on a host with containers or snaps: the host's table is not touched.
 Baselines: `unshare --net true`, and plain `bwrap` with a read-only /usr and nothing else.
 `ceiling()` (run by run_all.py) starts the `sandbox` case from several threads at once: the
 start rate the sandbox alone allows on this machine, and the machine's CPU per start.
@@ -262,10 +264,28 @@ def summary(times: list[float]) -> dict[str, float]:
     }
 
 
+def busy_host(mounts: int) -> Path | None:
+    """Run the rest of this process in a mount namespace of its own holding `mounts` more
+    mounts, as a host with containers or snaps does (they vanish with it; the host's own
+    table is not touched): re-executes this script under `unshare -m`."""
+    if os.environ.get("JOBLET_BENCH_BUSY_HOST") == str(mounts):
+        base = Path(tempfile.mkdtemp(prefix="joblet-bench-mounts-"))
+        for i in range(mounts):
+            (base / str(i)).mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "bench", str(base / str(i))], check=True)
+        return base
+    env = {**os.environ, "JOBLET_BENCH_BUSY_HOST": str(mounts)}
+    argv = [tool("unshare"), "-m", "--propagation", "slave", sys.executable, *sys.argv]
+    os.execve(argv[0], argv, env)
+    return None  # not reached
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_sandbox: run as root", file=sys.stderr)
         return 2
+    extra = int(sys.argv[sys.argv.index("--host-mounts") + 1]) if "--host-mounts" in sys.argv else 0
+    mounted = busy_host(extra) if extra else None
     ballast = [bytearray(1 << 20) for _ in range(BALLAST_MIB)]  # noqa: F841 - a worker's heap, for fork
     tmp = Path(tempfile.mkdtemp(prefix="joblet-bench-sandbox-"))
     cg = JobCgroup(detect_root() / f"joblet-bench-sandbox-{os.getpid()}")
@@ -297,7 +317,7 @@ def main() -> int:
         results = {name: summary(times) for name, times in measure(cases).items()}
     finally:
         cg.remove()  # and its v1 twins
-        remove_dirs([tmp])
+        remove_dirs([tmp, *([mounted] if mounted else [])])
     results["sandbox_minus_previous_ms"] = {
         "median_ms": round(results["sandbox"]["median_ms"] - results["previous"]["median_ms"], 2)
     }
@@ -307,9 +327,10 @@ def main() -> int:
     print(f"{'case':<28}{'median ms':>11}{'p90 ms':>9}")
     for name, row in results.items():
         print(f"{name:<28}{row['median_ms']:>11.2f}{row.get('p90_ms', float('nan')):>9.2f}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}; cleanup: {'nothing left behind' if not tmp.exists() else tmp}")
+    out = RESULTS.with_name(f"sandbox-{extra}-host-mounts.json") if extra else RESULTS
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({**results, "host_mounts": extra}, indent=2) + "\n")
+    print(f"wrote {out}; cleanup: {'nothing left behind' if not tmp.exists() else tmp}")
     return 0
 
 
