@@ -97,6 +97,12 @@ class Settings:
         "allow --network=host on this worker (the job still gets its sandbox, less the network namespace)",
     )
     job_max_pids: int = setting(4096, whole(8), "a job's process limit without --max-pids")
+    job_oom_score_adj: int = setting(
+        500,
+        whole(-1000, 1000),
+        "the OOM score adjustment of jobs' processes: above the host's services, so that when "
+        "memory runs out the kernel kills a job first (jobs cannot lower it)",
+    )
     job_max_disk: int = setting(
         1024,
         whole(1),

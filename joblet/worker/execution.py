@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from joblet.errors import ExecutionError
@@ -50,14 +51,40 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     spawn_in: Runner
+    oom_score_adj: int = 0  # the job's processes' (they cannot lower it: no CAP_SYS_RESOURCE)
 
 
-# Joins the cgroups named by its first N arguments, then execs the rest (bwrap). A
-# shell's builtins do it because a preexec_fn makes Python fork the whole worker (~5 ms,
-# PITFALLS 30) where Popen without one uses vfork (~0.5 ms). The shell gets a fixed environment
-# and only paths: the job's environment reaches bwrap through --args (a memfd).
-JOIN = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
+# Sets its OOM score adjustment to its first argument (inherited by bwrap and the job), joins
+# the cgroups named by its next N arguments, then execs the rest (bwrap). A shell's builtins
+# do it because a preexec_fn makes Python fork the whole worker (~5 ms, PITFALLS 30) where
+# Popen without one uses vfork (~0.5 ms). The shell gets a fixed environment and only paths:
+# the job's environment reaches bwrap through --args (a memfd).
+JOIN = (
+    'echo "$1" >/proc/self/oom_score_adj || exit 126; n=$2; shift 2; '
+    'while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
+)
 SHELL_ENV = {"PATH": "/usr/bin:/bin"}
+
+
+CAP_SYS_RESOURCE = 24
+
+
+def oom_floor(wanted: int, status: str = "/proc/self/status", adj: str = "/proc/self/oom_score_adj") -> str | None:
+    """Check that jobs can be given `wanted` as their OOM score adjustment; returns a warning
+    when they could lower it again. A process may lower its own only down to the last value
+    set by one holding CAP_SYS_RESOURCE: with it, the worker's write pins jobs at `wanted`;
+    without it (some containers and VMs drop it), a job can go back down to the worker's own
+    value, and a `wanted` below that cannot be set at all."""
+    own = int(Path(adj).read_text())
+    caps = next(line for line in Path(status).read_text().splitlines() if line.startswith("CapEff:"))
+    if int(caps.split()[1], 16) >> CAP_SYS_RESOURCE & 1:
+        return None
+    if wanted < own:
+        raise ExecutionError(
+            f"job_oom_score_adj {wanted} is below the worker's own ({own}) and the worker lacks "
+            "CAP_SYS_RESOURCE to lower it"
+        )
+    return f"the worker lacks CAP_SYS_RESOURCE: jobs can lower their OOM score adjustment from {wanted} to {own}"
 
 
 def options_file(env: dict[str, str], bwrap_args: list[str]) -> int:
@@ -107,6 +134,7 @@ class Sandbox:
             "-c",
             JOIN,
             "sh",
+            str(la.oom_score_adj),
             str(len(procs)),
             *procs,
             tool("bwrap"),

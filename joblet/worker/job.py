@@ -272,6 +272,7 @@ class JobRun:
                 command_argv(path, self.spec.args, layout.user),
                 env,
                 self.inside,
+                self.svc.cfg.job_oom_score_adj,
             )
         )
         self.undo.push("stop processes", lambda: self._stop_processes(sandbox))

@@ -26,6 +26,7 @@ from joblet.network_agent.overlay import Overlay
 from joblet.worker import cgroups, faults, fleet, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView, Secrets
+from joblet.worker.execution import oom_floor
 from joblet.worker.job import JobRun
 from joblet.worker.journal import Journal
 from joblet.worker.output import OutputPump
@@ -89,6 +90,9 @@ class Supervisor:
         svc.cgroup_root.mkdir(parents=True, exist_ok=True)
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
         make_cover(self.cfg.run_dir)
+        warning = oom_floor(self.cfg.job_oom_score_adj)
+        if warning:
+            log.warning("%s", warning)
         if svc.etc is not None:
             try:
                 svc.etc.start()

@@ -405,3 +405,25 @@ def test_a_secret_replaced_while_a_job_runs_stays_hidden(rotated):
     # the plain file's new content reached the job (positive control); the key never did
     assert output(client, job.id).split() == [b"one", b"0", b"ready", b"0", b"two"]
     assert (folder / "app.key").read_text() == "key two, longer\n"
+
+
+def test_jobs_are_the_oom_killers_first_choice(client, host):
+    got = probe(
+        client,
+        """
+        checks["adj"] = open("/proc/self/oom_score_adj").read().strip()
+        checks["lower"] = attempt(lambda: write("/proc/self/oom_score_adj", "0"))
+        checks["raise"] = attempt(lambda: write("/proc/self/oom_score_adj", "600"))
+        checks["after"] = open("/proc/self/oom_score_adj").read().strip()
+    """,
+        network="none",
+    )
+    worker = Path(f"/proc/{host.worker.pid}/oom_score_adj").read_text().strip()
+    assert got["adj"] == "500" and worker != "500"  # the setting's default, not inherited from the worker
+    assert got["raise"] == "ok" and got["after"] == "600"  # its own file: it may raise it
+    status = Path(f"/proc/{host.worker.pid}/status").read_text()
+    caps = int(next(line for line in status.splitlines() if line.startswith("CapEff:")).split()[1], 16)
+    if caps >> 24 & 1:  # CAP_SYS_RESOURCE: the worker's write pinned the floor at 500
+        assert got["lower"] == "EACCES"
+    else:  # this machine's root lacks it: a job can go back to the worker's value (oom_floor warns)
+        assert got["lower"] == "ok" and "lacks CAP_SYS_RESOURCE" in (host.tmp / "worker.log").read_text()

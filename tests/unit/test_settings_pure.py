@@ -55,6 +55,7 @@ def test_environment_text_is_parsed(monkeypatch):
         ("SANDBOX_RO_PATHS", "relative/path", "is not an absolute path"),
         ("SANDBOX_RO_PATHS", "/opt/tools,/etc/ssl/", "is under /etc, which jobs already see"),
         ("HEARTBEAT_INTERVAL", "0", "must be greater than 0"),
+        ("JOB_OOM_SCORE_ADJ", "2000", "must be at most 1000"),
         ("DNS_SERVERS", "not-an-address", "does not appear to be an IPv4 or IPv6 address"),
     ],
 )
