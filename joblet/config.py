@@ -101,7 +101,8 @@ class Settings:
         500,
         whole(-1000, 1000),
         "the OOM score adjustment of jobs' processes: above the host's services, so that when "
-        "memory runs out the kernel kills a job first (jobs cannot lower it)",
+        "memory runs out the kernel kills a job first (jobs cannot lower it when the worker holds "
+        "CAP_SYS_RESOURCE)",
     )
     job_max_disk: int = setting(
         1024,

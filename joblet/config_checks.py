@@ -97,8 +97,9 @@ def outside_etc(value: Any) -> str:
     """An extra read-only path for jobs: not /etc or under it (jobs see the worker's copy
     of /etc there, without secrets; worker/etc_view.py)."""
     found = absolute_path(value)
-    if os.path.normpath(found) == "/etc" or os.path.normpath(found).startswith("/etc/"):
-        raise ValueError(f"{found!r} is under /etc, which jobs already see (without its secrets)")
+    real = os.path.realpath(found)  # a link to /etc, or a parent of it (/), would bind it too
+    if real == "/etc" or real.startswith("/etc/") or "/etc".startswith(real.rstrip("/") + "/"):
+        raise ValueError(f"{found!r} is or holds /etc, which jobs see as a copy without its secrets")
     return found
 
 

@@ -5,7 +5,9 @@ mount sits on one file, and when the host replaces that file by renaming a new o
 passwd, useradd, visudo and ssh-keygen do), the kernel lazily unmounts whatever was mounted on
 the old file in every mount namespace. A running job then read the new /etc/shadow. What was
 never copied cannot be uncovered: here a secret (a file, directory or link matching one of
-the patterns) is an empty read-only file or directory of the same name.
+the patterns) is an empty read-only file or directory of the same name, and so is what the
+host lets only its owner and group read (no read bit for others on a file, no search bit on
+a directory): a job is root with CAP_DAC_OVERRIDE, so modes alone would not keep it out.
 
 One copy per worker, in its run directory; every job's bwrap binds it read-only at /etc (one
 bind where each secret used to cost bwrap another: see docs/PERFORMANCE.md). A thread watches
@@ -92,22 +94,26 @@ def sync(source: str, target: str, secrets: Secrets) -> int:
 
 class Copier:
     """Brings a copy in step with a directory tree, remembering what it copied (a file is
-    copied again when its inode or ctime differs: a rewrite of the same size that keeps its
-    mtime, as `cp -p` or dpkg do, still changes the ctime)."""
+    copied again when its inode, ctime, size or mtime differs: a rewrite of the same size
+    that keeps its mtime, as `cp -p` or dpkg do, still changes the ctime)."""
 
     def __init__(self, secrets: Secrets) -> None:
         self.secrets = secrets
-        self.seen: dict[str, tuple[int, int]] = {}  # source file -> (inode, ctime) copied
+        self.seen: dict[str, tuple[int, int, int, int]] = {}  # source file -> (inode, ctime, size, mtime) copied
+        self._visited: set[str] = set()
         self.errors: list[str] = []  # of the last sync: what it could not copy
 
     def sync(self, source: str, target: str) -> int:
-        """Bring `target` in step with `source`: returns how many entries changed. Secrets
-        become empty placeholders, never read; sockets, FIFOs and devices are left out; the
+        """Bring `target` in step with `source`: returns how many entries changed. Secrets,
+        files others may not read and directories others may not enter become empty
+        placeholders, never read; sockets, FIFOs and devices are left out; the
         net files are written in place. What fails is noted in `errors` and skipped."""
-        self.errors = []
+        self.errors, self._visited = [], set()
         os.makedirs(target, exist_ok=True)
         _meta(os.stat(source), target)
-        return self._dir(source, target, top=True)
+        changed = self._dir(source, target, top=True)
+        self.seen = {path: key for path, key in self.seen.items() if path in self._visited}
+        return changed
 
     def _dir(self, src: str, dst: str, top: bool = False) -> int:
         changed = 0
@@ -137,7 +143,7 @@ class Copier:
         st = entry.stat(follow_symlinks=False)
         if top and entry.name in NET_FILES:
             return _net_file(entry.path, copy, self.secrets)
-        if entry.path in self.secrets:
+        if entry.path in self.secrets or _private(st):
             return _placeholder(copy, stat.S_ISDIR(st.st_mode))
         if stat.S_ISDIR(st.st_mode):
             changed = _ensure_dir(copy)
@@ -150,12 +156,22 @@ class Copier:
         raise FileNotFoundError  # a socket, FIFO or device: not part of a job's /etc
 
     def _file(self, src: str, dst: str, st: os.stat_result) -> int:
-        key = (st.st_ino, st.st_ctime_ns)
+        key = (st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns)
+        self._visited.add(src)
         if self.seen.get(src) == key and _same_type(dst, stat.S_IFREG):
             return 0
         _copy_file(src, dst, st)
         self.seen[src] = key
         return 1
+
+
+def _private(st: os.stat_result) -> bool:
+    """A file others may not read, or a directory others may not enter: on the host only its
+    owner and group see it (shadow's mode, a keytab's, a connection file with a Wi-Fi key,
+    a tool's temporary copy of one), so a job, root with CAP_DAC_OVERRIDE, sees it empty."""
+    if stat.S_ISDIR(st.st_mode):
+        return not st.st_mode & stat.S_IXOTH
+    return stat.S_ISREG(st.st_mode) and not st.st_mode & stat.S_IROTH
 
 
 def _same_type(path: str, mode: int) -> bool:
@@ -192,8 +208,14 @@ def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
     out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
-            with open(src, "rb") as fh:
-                _copy_content(fh.fileno(), out)
+            source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                now = os.fstat(source)
+                if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino:
+                    raise FileNotFoundError(src)  # replaced since it was looked at: the next pass
+                _copy_content(source, out)
+            finally:
+                os.close(source)
             os.fchown(out, st.st_uid, st.st_gid)
             os.fchmod(out, stat.S_IMODE(st.st_mode))
             os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -248,7 +270,8 @@ def _net_file(src: str, dst: str, secrets: Secrets) -> int:
     data = b""
     if src not in secrets and os.path.realpath(src) not in secrets:
         with contextlib.suppress(OSError), open(src, "rb") as fh:
-            data = fh.read()
+            if not _private(os.fstat(fh.fileno())):
+                data = fh.read()
     if not _same_type(dst, stat.S_IFREG):
         _remove(dst)
     fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -300,7 +323,6 @@ class EtcView:
         self._inotify = -1
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread: threading.Thread | None = None
-        self.syncs = 0
 
     def start(self) -> None:
         """Copy now (a failure here is the worker's to report), then keep in step."""
@@ -321,7 +343,6 @@ class EtcView:
         if self._inotify >= 0:
             self._watch_dirs()
         changed = self.copier.sync(self.source, self.path)
-        self.syncs += 1
         if self.copier.errors:
             log.warning(
                 "jobs' /etc lacks %d of the host's entries (%s); trying again in %.0f s",
@@ -342,6 +363,10 @@ class EtcView:
         self._inotify = self._wake_r = self._wake_w = -1
 
     def _watch_dirs(self) -> None:
+        for name in NET_FILES:  # a link out of /etc (systemd-resolved's stub): its directory too
+            target = os.path.dirname(os.path.realpath(f"{self.source}/{name}"))
+            if os.path.commonpath([target, self.source]) != self.source:
+                _libc.inotify_add_watch(self._inotify, target.encode(), WATCH_MASK)
         for root, dirs, _ in os.walk(self.source):
             dirs[:] = [d for d in dirs if f"{root}/{d}" not in self.copier.secrets]
             if _libc.inotify_add_watch(self._inotify, root.encode(), WATCH_MASK) < 0:

@@ -51,7 +51,7 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     spawn_in: Runner
-    oom_score_adj: int = 0  # the job's processes' (they cannot lower it: no CAP_SYS_RESOURCE)
+    oom_score_adj: int = 0  # the job's processes' (pinned if the worker holds CAP_SYS_RESOURCE)
 
 
 # Sets its OOM score adjustment to its first argument (inherited by bwrap and the job), joins
@@ -78,6 +78,8 @@ def oom_floor(wanted: int, status: str = "/proc/self/status", adj: str = "/proc/
     own = int(Path(adj).read_text())
     caps = next(line for line in Path(status).read_text().splitlines() if line.startswith("CapEff:"))
     if int(caps.split()[1], 16) >> CAP_SYS_RESOURCE & 1:
+        if own >= wanted:
+            return f"the worker's own OOM score adjustment ({own}) is not below its jobs' ({wanted}): it may go first"
         return None
     if wanted < own:
         raise ExecutionError(

@@ -197,8 +197,7 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
 
 
 def _etc(host: Host, layout: Layout) -> list[str]:
-    """/etc, the job's own files on it, then the covers of secrets elsewhere (an extra
-    read-only path may lie under /etc too: it is bound after /etc)."""
+    """The worker's copy of /etc, and the job's own hosts, resolv.conf, hostname on it."""
     args = ["--ro-bind", host.etc, "/etc"]
     for name in (*layout.net_files, "hostname"):
         args += ["--ro-bind", f"{layout.run_dir}/{name}", f"/etc/{name}"]

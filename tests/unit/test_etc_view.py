@@ -25,8 +25,13 @@ def tree(tmp_path: Path) -> tuple[Path, Path, Secrets]:
     (src / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
     (src / "shadow").write_text("root:$6$hash:::\n")
     (src / "tool.conf").write_text("a=1\n")
-    (src / "tool.conf").chmod(0o640)
-    (src / "alternatives").mkdir(mode=0o750)
+    (src / "tool.conf").chmod(0o604)
+    (src / "NetworkManager").mkdir()
+    (src / "NetworkManager" / "wifi.nmconnection").write_text("psk=hunter2\n")
+    (src / "NetworkManager" / "wifi.nmconnection").chmod(0o600)  # private, by its mode only
+    (src / "krb5").mkdir(mode=0o750)  # others may not enter it
+    (src / "krb5" / "keytab").write_text("KEYTAB")
+    (src / "alternatives").mkdir(mode=0o751)
     (src / "alternatives" / "editor").symlink_to("/usr/bin/vi")
     (src / "mtab").symlink_to("../proc/self/mounts")
     (src / "hosts").write_text("127.0.0.1 localhost\n")
@@ -40,9 +45,9 @@ def test_a_copy_without_secrets(tree):
     copier = Copier(secrets)
     assert copier.sync(str(src), str(dst)) > 0 and copier.errors == []
     assert (dst / "passwd").read_text() == (src / "passwd").read_text()
-    assert stat.S_IMODE((dst / "tool.conf").stat().st_mode) == 0o640
+    assert stat.S_IMODE((dst / "tool.conf").stat().st_mode) == 0o604
     assert (dst / "tool.conf").stat().st_mtime_ns == (src / "tool.conf").stat().st_mtime_ns
-    assert stat.S_IMODE((dst / "alternatives").stat().st_mode) == 0o750
+    assert stat.S_IMODE((dst / "alternatives").stat().st_mode) == 0o751
     assert os.readlink(dst / "alternatives" / "editor") == "/usr/bin/vi"
     assert os.readlink(dst / "mtab") == "../proc/self/mounts"  # as the job resolves it, in its root
     assert (dst / "ssh" / "sshd_config").read_text() == "Port 22\n"
@@ -53,6 +58,9 @@ def test_a_copy_without_secrets(tree):
         assert kind(st.st_mode) and stat.S_IMODE(st.st_mode) == mode and st.st_size == 0
     assert (dst / "ssl" / "private").is_dir() and os.listdir(dst / "ssl" / "private") == []
     assert stat.S_IMODE((dst / "ssl" / "private").stat().st_mode) == 0o555
+    # what the host lets only owner and group read is empty too: a job is root, modes do not stop it
+    assert (dst / "NetworkManager" / "wifi.nmconnection").read_text() == ""
+    assert (dst / "krb5").is_dir() and os.listdir(dst / "krb5") == []
     assert copier.sync(str(src), str(dst)) == 0  # in step: nothing written
 
 
@@ -229,3 +237,12 @@ def test_patterns_are_normalised():
     assert "/etc/ssl/private" in Secrets(("/etc/ssl/private/",)) and "/etc/a" in Secrets(("/etc//./a",))
     assert "/etc/x.key" in Secrets(("/etc/*.key",)) and "/etc/x.keys" not in Secrets(("/etc/*.key",))
     assert "/etc/x.key.new" in Secrets(("/etc/*.key",))  # the copy a tool writes before renaming
+
+
+def test_a_pattern_through_a_link_is_resolved_too(tmp_path):
+    real = tmp_path / "usr" / "lib" / "ssl"
+    (real / "private").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "ssl").symlink_to(real)  # as Debian's /etc/ssl -> /usr/lib/ssl would be
+    patterns = Secrets((f"{tmp_path}/etc/ssl/private/*.pem",)).patterns
+    assert patterns == (f"{tmp_path}/etc/ssl/private/*.pem", f"{real}/private/*.pem")

@@ -21,7 +21,9 @@ def files(tmp_path: Path, caps: str, own: int) -> dict[str, str]:
 
 def test_with_cap_sys_resource_jobs_are_pinned(tmp_path):
     assert oom_floor(500, **files(tmp_path, WITH_SYS_RESOURCE, -500)) is None
-    assert oom_floor(-800, **files(tmp_path, WITH_SYS_RESOURCE, -500)) is None  # lowering is allowed
+    # it can lower jobs below itself, but then the worker goes first
+    warning = oom_floor(-800, **files(tmp_path, WITH_SYS_RESOURCE, -500))
+    assert warning == "the worker's own OOM score adjustment (-500) is not below its jobs' (-800): it may go first"
 
 
 def test_without_it_jobs_could_go_back_to_the_workers_value(tmp_path):

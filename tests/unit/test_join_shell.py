@@ -1,0 +1,34 @@
+"""The shell that starts a job's sandbox (execution.JOIN), run for real with a file standing
+for the job's cgroup.procs: it sets its OOM score adjustment, joins, then execs the rest."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from joblet.worker.execution import JOIN
+
+
+def test_join_sets_the_oom_score_joins_each_group_then_execs(tmp_path: Path):
+    own = int(Path("/proc/self/oom_score_adj").read_text())
+    wanted = max(own, 0) + 100  # raising needs no capability
+    procs = [tmp_path / "v2.procs", tmp_path / "v1.procs"]
+    for p in procs:
+        p.write_text("")
+    rest = ["sh", "-c", "cat /proc/self/oom_score_adj; echo ran"]
+    out = subprocess.run(
+        ["sh", "-c", JOIN, "sh", str(wanted), str(len(procs)), *map(str, procs), *rest],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.split() == [str(wanted), "ran"]  # inherited through exec
+    assert [p.read_text() for p in procs] == ["0\n", "0\n"]
+
+
+def test_join_stops_before_the_command_when_a_group_cannot_be_joined(tmp_path: Path):
+    own = Path("/proc/self/oom_score_adj").read_text().strip()
+    rest = ["sh", "-c", "echo ran"]
+    missing = tmp_path / "no-such-dir" / "cgroup.procs"
+    done = subprocess.run(["sh", "-c", JOIN, "sh", own, "1", str(missing), *rest], capture_output=True, text=True)
+    assert done.returncode == 126 and "ran" not in done.stdout
