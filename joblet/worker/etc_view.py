@@ -34,7 +34,7 @@ import select
 import shutil
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ class Copier:
     copied again when its inode, ctime, size or mtime differs: a rewrite of the same size
     that keeps its mtime, as `cp -p` or dpkg do, still changes the ctime)."""
 
-    def __init__(self, secrets: Secrets) -> None:
+    def __init__(self, secrets: Secrets, on_dir: Callable[[str], None] | None = None) -> None:
         self.secrets = secrets
+        self.on_dir = on_dir  # called with each source directory before it is read (a watch)
         self.seen: dict[str, tuple[int, int, int, int]] = {}  # source file -> (inode, ctime, size, mtime) copied
         self._visited: set[str] = set()
         self.errors: list[str] = []  # of the last sync: what it could not copy
@@ -116,6 +117,8 @@ class Copier:
         return changed
 
     def _dir(self, src: str, dst: str, top: bool = False) -> int:
+        if self.on_dir is not None:
+            self.on_dir(src)
         changed = 0
         wanted: set[str] = set()
         with os.scandir(src) as entries:
@@ -319,7 +322,7 @@ class EtcView:
         if os.path.commonpath([os.path.abspath(target), source]) == source:
             raise ValueError(f"the copy of {source} cannot be inside it: {target}")
         self.source, self.path = source, target
-        self.copier = Copier(secrets)
+        self.copier = Copier(secrets, on_dir=self._watch)
         self._inotify = -1
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
         self._thread: threading.Thread | None = None
@@ -338,10 +341,12 @@ class EtcView:
         self._thread.start()
 
     def sync(self) -> int:
-        """One pass; directories are watched first, so a change made during the pass, even
-        in a directory new since the last one, is an event that asks for the next."""
-        if self._inotify >= 0:
-            self._watch_dirs()
+        """One pass; each directory is watched before it is read, so a change made during the
+        pass, even in a directory new since the last one, is an event that asks for the next."""
+        for name in NET_FILES:  # a link out of /etc (systemd-resolved's stub): its directory too
+            target = os.path.dirname(os.path.realpath(f"{self.source}/{name}"))
+            if os.path.commonpath([target, self.source]) != self.source:
+                self._watch(target)
         changed = self.copier.sync(self.source, self.path)
         if self.copier.errors:
             log.warning(
@@ -362,21 +367,14 @@ class EtcView:
                 os.close(fd)
         self._inotify = self._wake_r = self._wake_w = -1
 
-    def _watch_dirs(self) -> None:
-        for name in NET_FILES:  # a link out of /etc (systemd-resolved's stub): its directory too
-            target = os.path.dirname(os.path.realpath(f"{self.source}/{name}"))
-            if os.path.commonpath([target, self.source]) != self.source:
-                _libc.inotify_add_watch(self._inotify, target.encode(), WATCH_MASK)
-        for root, dirs, _ in os.walk(self.source):
-            dirs[:] = [d for d in dirs if f"{root}/{d}" not in self.copier.secrets]
-            if _libc.inotify_add_watch(self._inotify, root.encode(), WATCH_MASK) < 0:
-                err = ctypes.get_errno()
-                if err in (errno.ENOENT, errno.ENOTDIR):  # gone meanwhile
-                    continue
-                os.close(self._inotify)
-                self._inotify = -1
-                self._refused(err)
-                return
+    def _watch(self, path: str) -> None:
+        if self._inotify < 0 or _libc.inotify_add_watch(self._inotify, path.encode(), WATCH_MASK) >= 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOENT, errno.ENOTDIR):  # not gone meanwhile: the limit, say
+            os.close(self._inotify)
+            self._inotify = -1
+            self._refused(err)
 
     def _refused(self, err: int) -> None:
         log.warning(

@@ -17,7 +17,7 @@ from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetFacts, NetPlan
 from joblet.worker.discovery import Discovery
-from joblet.worker.etc_view import EtcView, Secrets
+from joblet.worker.etc_view import EtcView
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import Kernel, LinuxKernel
 from joblet.worker.output import OutputPump
@@ -79,7 +79,8 @@ def secret_patterns(cfg: Settings) -> tuple[str, ...]:
     return (*SECRETS, *cfg.sandbox_masked_paths, *(glob.escape(os.path.abspath(p)) for p in own))
 
 
-def host_survey(cfg: Settings, cover: Path, etc: str) -> Callable[[], Host]:
-    """Looks at the host before each job (a key added later is covered too)."""
-    secrets = Secrets(secret_patterns(cfg)).patterns  # with links before a wildcard resolved:
-    return lambda: survey(cover, cfg.sandbox_ro_paths, secrets, etc)  # /etc/ssl -> /usr/lib/ssl
+def host_survey(cfg: Settings, cover: Path, etc: EtcView) -> Callable[[], Host]:
+    """Looks at the host before each job (a key added later is covered too), with the
+    copy's secret patterns (links before a wildcard resolved: /etc/ssl -> /usr/lib/ssl)."""
+    secrets = etc.copier.secrets.patterns
+    return lambda: survey(cover, cfg.sandbox_ro_paths, secrets, etc.path)

@@ -53,6 +53,7 @@ def build_services(cfg: Settings) -> Services:
     )
     mounts = JobMounts(HostVolumes(cfg.state_dir), VolumeStore(cfg.redis_url, cfg.key_prefix, shared), cfg.runtimes_dir)
     discovery = Discovery(store, cfg.node)
+    etc = EtcView(str(cfg.run_dir / "etc"), Secrets(secret_patterns(cfg)))
     if cfg.overlay:
         agent.overlay = Overlay(cfg, store)
         agent.overlay.on_macs = agent.overlay_changed
@@ -66,9 +67,9 @@ def build_services(cfg: Settings) -> Services:
         mounts=mounts,
         discovery=discovery,
         records=Records(store, cfg),
-        host=host_survey(cfg, cfg.run_dir / "cover", str(cfg.run_dir / "etc")),
+        host=host_survey(cfg, cfg.run_dir / "cover", etc),
         cgroup_root=cfg.cgroup_root or cgroups.detect_root() / "joblet",
-        etc=EtcView(str(cfg.run_dir / "etc"), Secrets(secret_patterns(cfg))),
+        etc=etc,
     )
 
 
