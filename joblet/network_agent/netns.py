@@ -93,10 +93,11 @@ class JobNetns:
 def _ipv6_off_by_default() -> None:
     """IPv6 off on every link made in this namespace from now on (its `default`): the job's
     veth ends are born with it off, so they never get a link-local address or take a router
-    advertisement. Writing a link's own `disable_ipv6` instead needs the RTNL lock, and the
-    kernel retries that write until it gets it: under load (namespaces being cleaned up hold
-    the lock) the retries cost the job's start. `lo`, made with the namespace, keeps ::1. A
-    kernel without IPv6 has nothing to turn off."""
+    advertisement. Writing a link's own `disable_ipv6` instead needs the RTNL lock (the
+    kernel restarts the write until a trylock gets it), which namespaces being cleaned up
+    hold; the default is written without it on kernels since 6.9 (older ones take it for
+    this write too, once per job instead of once per link). `lo`, made with the namespace, keeps ::1. A kernel
+    without IPv6 has nothing to turn off."""
     try:
         with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as fh:
             fh.write("1\n")
