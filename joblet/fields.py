@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -97,6 +98,8 @@ def number(value: Any, ge: float | None = None, gt: float | None = None, le: flo
         found = float(value)
     except OverflowError:
         raise ValueError("is too large a number") from None
+    if not math.isfinite(found):
+        raise ValueError("must be a finite number")
     if gt is not None and not found > gt:
         raise ValueError(f"must be greater than {gt:g}")
     return float(bounded(found, ge, le))

@@ -190,7 +190,7 @@ def _env(value: Any) -> dict[str, str]:
     total = 0
     env = string_map(value)
     for key, val in env.items():
-        if not ENV_KEY_RE.match(key):
+        if not ENV_KEY_RE.fullmatch(key):
             raise ValueError(f"invalid environment variable name {key[:64]!r}")
         no_nul(val, f"value of {key}")
         total += len(key) + len(val.encode(errors="surrogatepass")) + 2
@@ -211,7 +211,7 @@ def _network(value: Any) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one network is needed")
         for net in value:
-            if not isinstance(net, str) or not NETWORK_RE.match(net):
+            if not isinstance(net, str) or not NETWORK_RE.fullmatch(net):
                 raise ValueError(f"invalid network name {brief(net)}")
         if len(set(value)) != len(value):
             raise ValueError("a network is named twice")
@@ -230,7 +230,7 @@ def _timeout(value: Any) -> float | None:
 
 def _volumes(value: Any) -> tuple[str, ...]:
     for vol in strings(value):
-        if not VOLUME_RE.match(vol):
+        if not VOLUME_RE.fullmatch(vol):
             raise ValueError(f"invalid volume name {brief(vol)}")
     if len(set(value)) != len(value):
         raise ValueError("a volume is named twice")
@@ -254,7 +254,7 @@ def _node(value: Any) -> str | None:
 
 def matching(value: Any, pattern: re.Pattern[str], what: str, hint: str = "") -> str:
     """`value`, a string `pattern` matches, else ValueError 'invalid WHAT 'value'[: hint]'."""
-    if not pattern.match(text(value)):
+    if not pattern.fullmatch(text(value)):
         raise ValueError(f"invalid {what} {brief(value)}" + (f": {hint}" if hint else ""))
     return str(value)
 

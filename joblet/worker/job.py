@@ -325,7 +325,8 @@ class JobRun:
         timed_out, terminated = None, False
         try:
             while True:
-                wait_ms = None if due is None else max(0.0, (due - time.monotonic()) * 1000)
+                # poll() takes at most 2**31 - 1 ms (24.8 days): a longer timeout waits in turns
+                wait_ms = None if due is None else min(max(0.0, (due - time.monotonic()) * 1000), 2**31 - 1)
                 if any(fd == exited for fd, _ in poll.poll(wait_ms)):
                     return timed_out
                 now = time.monotonic()

@@ -147,6 +147,14 @@ def test_a_changed_spec_is_checked_again_and_specs_are_frozen():
         ({"limits": {"max_memory": 1e300}}, "'limits.max_memory': must be an integer, not 1e+300"),
         ({"limits": {"max_cpu": "50.5"}}, "'limits.max_cpu': must be an integer"),
         ({"name": "x" * 100_000}, "'name': invalid job name 'xxx"),
+        # found by a later review: infinity (JSON's Infinity too) and a name with a newline
+        ({"timeout": float("inf")}, "'timeout': must be a finite number"),
+        ({"timeout": "inf"}, "'timeout': must be a finite number"),
+        ({"name": "web\n"}, "'name': invalid job name"),
+        ({"env": {"A\n": "1"}}, "'env'"),
+        ({"network": "n\n"}, "'network'"),
+        ({"volumes": ["v\n"]}, "'volumes'"),
+        ({"user": "1\n"}, "'user'"),
     ],
 )
 def test_hostile_values_are_refused_in_one_short_line(fields, field):
