@@ -79,10 +79,6 @@ class Limits:
     def to_dict(self) -> dict[str, int | None]:
         return {name: getattr(self, name) for name in _CHECKS}
 
-    @property
-    def any(self) -> bool:
-        return any(getattr(self, name) is not None for name in _CHECKS)
-
     def rate_in(self) -> int | None:
         """bits/s into the job: its own setting, else --max-bandwidth, else --max-iobps as bits."""
         return self.max_bandwidth_in or self._shared()
