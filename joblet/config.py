@@ -26,6 +26,7 @@ from joblet.config_checks import (
     endpoint,
     flag,
     listed,
+    network,
     optional_path,
     optional_text,
     outside_etc,
@@ -177,6 +178,13 @@ class Settings:
         listed(endpoint),
         "host:port pairs no job may connect to, besides the broker and state store "
         "(their addresses in redis_url and broker_url are always blocked)",
+    )
+    job_blocked_networks: tuple[str, ...] = setting(
+        ("169.254.0.0/16", "168.63.129.16/32", "100.100.100.200/32", "fd00:ec2::254/128"),
+        listed(network),
+        "networks no job may reach but for DNS (port 53): by default the cloud metadata "
+        "services (link-local 169.254.0.0/16, Azure's wire server, Alibaba's, AWS's IPv6 one); "
+        "empty to allow them",
     )
     default_path: str = setting("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", text)
 

@@ -111,6 +111,11 @@ def endpoint(value: Any) -> str:
     return found
 
 
+def network(value: Any) -> str:
+    """An IPv4 or IPv6 network written exactly (no host bits set)."""
+    return str(ipaddress.ip_network(text(value), strict=True))
+
+
 def cidr(value: Any) -> str:
     net = ipaddress.IPv4Network(text(value), strict=True)
     if net.prefixlen > 29:

@@ -8,6 +8,9 @@ Besides isolation between networks it holds the guards no job may pass whatever 
 - `blocked`/`blocked6`: the broker and state store (address . TCP port), dropped from job
   interfaces in the forward hook, wherever they are (the host's own addresses are covered by
   `input`);
+- `no_jobs`/`no_jobs6`: networks no job may reach but for DNS (port 53), the cloud metadata
+  services by default (job_blocked_networks): a job reading the host's instance credentials
+  would act as the host;
 - `iso_src`: the one source address each isolated (routed) link may send from;
 - host-mode jobs share the host's namespace: `output` rules match their cgroup
   (`socket cgroupv2`, which must exist when the rule is loaded) and drop their connections to
@@ -55,8 +58,11 @@ class Guards:
     host_cgroup: tuple[str, int] | None = None  # host-mode jobs: (path under /sys/fs/cgroup, level)
     overlay: tuple[tuple[str, str], ...] = ()  # (overlay port, remote job MAC) let in (overlay.py)
     vxlan_port: int | None = None  # the overlay's UDP port: no job sends to it (frame injection)
+    no_jobs: tuple[str, ...] = ()  # networks (IPv4 or IPv6) no job may reach, but for DNS
 
     def checked(self) -> Guards:
+        for network in self.no_jobs:  # nft would take a bad address for a host name
+            ipaddress.ip_network(network, strict=True)
         for address, port in self.blocked:
             ipaddress.ip_address(address)
             if not 0 < port < 65536:
@@ -66,8 +72,22 @@ class Guards:
         return self
 
 
-def _set(name: str, kind: str, items: list[str]) -> str:
-    return f"  set {name} {{ type {kind};{portsec.elements(items)} }}"
+def _set(name: str, kind: str, items: list[str], flags: str = "") -> str:
+    return f"  set {name} {{ type {kind};{flags}{portsec.elements(items)} }}"
+
+
+# A job's packet to a `no_jobs` network: DNS (UDP or TCP port 53) passes, as some clouds'
+# resolvers live there (GCP's at 169.254.169.254, AWS's at 169.254.169.253, Azure's at
+# 168.63.129.16); anything else is dropped.
+_NOT_DNS = ("meta l4proto != { tcp, udp }", "meta l4proto { tcp, udp } th dport != 53")
+
+
+def _no_jobs_rules(job: str) -> list[str]:
+    return [
+        f'{job} {family} daddr @{name} {match} drop comment "joblet:no-metadata"'
+        for family, name in (("ip", "no_jobs"), ("ip6", "no_jobs6"))
+        for match in _NOT_DNS
+    ]
 
 
 def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tuple[list[str], list[str]]:
@@ -78,6 +98,8 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
     for src in sources:  # jobs never reach the broker, established or not
         first.append(f'iifname {src} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"')
         first.append(f'iifname {src} ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"')
+    for src in sources if guards.no_jobs else []:
+        first.extend(_no_jobs_rules(f"iifname {src}"))
     for src in sources if guards.vxlan_port else []:  # crafted VXLAN would land on a network's bridge
         first.append(f'iifname {src} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     if iso:  # a routed link sends from its job's address only, and no IPv6
@@ -92,6 +114,8 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
             "fib daddr type local tcp dport @blocked_ports",
         ):
             output.append(f'{job} {match} drop comment "joblet:no-broker"')
+        if guards.no_jobs:
+            output.extend(_no_jobs_rules(job))
     return first, output
 
 
@@ -143,6 +167,8 @@ def render(
             _set("blocked6", "ipv6_addr . inet_service", [f"{a} . {p}" for a, p in guards.blocked if ":" in a]),
             _set("blocked_ports", "inet_service", sorted({str(p) for _, p in guards.blocked}, key=int)),
             _set("iso_src", "ifname . ipv4_addr", iso_src),
+            _set("no_jobs", "ipv4_addr", _collapsed(guards.no_jobs, 4), " flags interval;"),
+            _set("no_jobs6", "ipv6_addr", _collapsed(guards.no_jobs, 6), " flags interval;"),
             *_chain("forward", "filter hook forward priority filter", forward),
             *_chain("input", "filter hook input priority filter", inbound),
             *_chain("output", "filter hook output priority filter", output),
@@ -151,6 +177,12 @@ def render(
             "",
         ]
     ) + portsec.render_bridge(list(guards.ports), guards.overlay)
+
+
+def _collapsed(networks: tuple[str, ...], version: int) -> list[str]:
+    """One family's networks with overlaps merged (nft refuses overlapping intervals)."""
+    nets = [n for n in map(ipaddress.ip_network, networks) if n.version == version]
+    return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[arg-type]
 
 
 def _chain(name: str, hook: str, rules: list[str]) -> list[str]:

@@ -4,11 +4,11 @@ odd networks, and a setup that fails after its bridge exists. Each beside a posi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,24 +209,64 @@ for port in sys.argv[2:]:
     if family == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # 127.0.0.1 and ::1 alike
     s.bind((sys.argv[1], int(port))); s.listen(64); held.append(s)
+print("ready", flush=True)
 time.sleep(120)
 """
+
+
+def listening(netns: str, address: str, *ports: int) -> subprocess.Popen[str]:
+    """TCP listeners on these ports of an address in a namespace, once they listen."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "python3", "-c", LISTEN, address, *map(str, ports)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", f"no listener on {address}"
+    return proc
+
+
+@contextlib.contextmanager
+def ending(*procs: subprocess.Popen[str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture()
 def listeners(host: Host, upstream: str) -> Iterator[None]:
     """The "broker" port and another one, in the upstream namespace and on the host itself."""
-    procs = [
-        subprocess.Popen(
-            ["ip", "netns", "exec", upstream, "python3", "-c", LISTEN, BROKER[0], str(BROKER[1]), str(ELSEWHERE)]
-        ),
-        subprocess.Popen(["ip", "netns", "exec", host.netns, "python3", "-c", LISTEN, "::", str(BROKER[1]), "6392"]),
-    ]
-    time.sleep(0.5)
-    yield
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    upstream_ports = listening(upstream, BROKER[0], BROKER[1], ELSEWHERE)
+    with ending(upstream_ports):
+        with ending(listening(host.netns, "::", BROKER[1], 6392)):
+            yield
+
+
+METADATA = "169.254.169.254"  # where the clouds' instance metadata services answer
+
+
+@pytest.fixture(scope="module")
+def metadata(upstream: str) -> Iterator[None]:
+    """A "metadata service" upstream: its HTTP port and its DNS port (GCP's resolver is there)."""
+    subprocess.run(["ip", "-n", upstream, "addr", "add", f"{METADATA}/32", "dev", "lo"], check=True)
+    with ending(listening(upstream, METADATA, 80, 53)):
+        yield
+
+
+@pytest.mark.parametrize("network", [NET, "bridge", "isolated", "host"])
+def test_no_job_reaches_the_cloud_metadata_service_but_its_dns(nets, host, metadata, network):
+    assert host.in_ns("python3", "-c", PROBE, METADATA, "80").returncode == 0  # the worker's host does
+    assert reaches(nets, network, 53, METADATA)  # DNS: the same address and route
+    assert not reaches(nets, network, 80, METADATA)
+
+
+def test_no_job_pings_the_cloud_metadata_service(nets, metadata):
+    rec, _, _ = run(nets, "ping", "-c", "1", "-W", "2", BROKER[0], network=NET)
+    assert rec.exit_code == 0  # ICMP goes out
+    rec, _, _ = run(nets, "ping", "-c", "1", "-W", "2", METADATA, network=NET)
+    assert rec.exit_code != 0
 
 
 @pytest.mark.parametrize("network", [NET, "bridge", "isolated", "host"])

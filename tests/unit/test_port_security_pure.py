@@ -109,9 +109,34 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
     assert "table bridge joblet {" in text  # one batch, both tables
 
 
+def test_metadata_networks_are_dropped_for_jobs_but_dns():
+    guards = firewall.Guards(
+        host_cgroup=("unified/joblet", 1),
+        no_jobs=("169.254.169.254/32", "169.254.0.0/16", "100.100.100.200/32", "fd00:ec2::254/128"),
+    )
+    text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], "10.254.0.0/16", guards=guards)
+    assert "set no_jobs { type ipv4_addr; flags interval; elements = { 100.100.100.200/32, 169.254.0.0/16 }; }" in text
+    assert "set no_jobs6 { type ipv6_addr; flags interval; elements = { fd00:ec2::254/128 }; }" in text
+    rules = [line.strip() for line in text.splitlines() if "joblet:no-metadata" in line]
+    for job in ('iifname { "joblet0" }', 'iifname "ji*"', 'socket cgroupv2 level 1 "unified/joblet"'):
+        for family, name in (("ip", "no_jobs"), ("ip6", "no_jobs6")):
+            assert f"{job} {family} daddr @{name} meta l4proto != {{ tcp, udp }} drop" in " ".join(rules)
+            assert f"{job} {family} daddr @{name} meta l4proto {{ tcp, udp }} th dport != 53 drop" in " ".join(rules)
+    assert len(rules) == 12
+    forward = text[text.index("chain forward") : text.index("chain input")]
+    assert forward.index("joblet:no-metadata") < forward.index("joblet:established")
+
+
+def test_no_metadata_rules_when_nothing_is_blocked():
+    text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], guards=firewall.Guards())
+    assert "set no_jobs { type ipv4_addr; flags interval; }" in text and "no-metadata" not in text
+
+
 @pytest.mark.parametrize(
     "guards",
     [
+        firewall.Guards(no_jobs=("metadata.internal",)),
+        firewall.Guards(no_jobs=("169.254.169.254/16",)),
         firewall.Guards(blocked=(("redis.example", 6379),)),
         firewall.Guards(blocked=(("10.0.0.1", 0),)),
         firewall.Guards(host_cgroup=('x" drop', 1)),

@@ -26,6 +26,12 @@ def test_defaults():
     assert cfg.concurrency == default("concurrency") == 512 and cfg.overlay is True
     assert cfg.node == default("node") == socket.gethostname()
     assert cfg.foreign_forward == "refuse" and cfg.dns_servers == () and cfg.signing_key is None
+    assert "169.254.0.0/16" in cfg.job_blocked_networks  # the cloud metadata services
+
+
+def test_blocked_networks_can_be_emptied(monkeypatch):
+    monkeypatch.setenv("JOBLET_JOB_BLOCKED_NETWORKS", "")
+    assert load().job_blocked_networks == ()
 
 
 def test_environment_text_is_parsed(monkeypatch):
@@ -52,6 +58,8 @@ def test_environment_text_is_parsed(monkeypatch):
         ("FOREIGN_FORWARD", "ignore", "must be one of refuse, insert, warn"),
         ("BRIDGE_CIDR", "10.0.0.0/30", "must be /29 or larger"),
         ("JOB_BLOCKED_ADDRESSES", "10.0.0.1", "is not host:port"),
+        ("JOB_BLOCKED_NETWORKS", "169.254.169.254/16", "has host bits set"),
+        ("JOB_BLOCKED_NETWORKS", "metadata.internal", "does not appear to be an IPv4 or IPv6 network"),
         ("SANDBOX_RO_PATHS", "relative/path", "is not an absolute path"),
         ("SANDBOX_RO_PATHS", "/opt/tools,/etc/ssl/", "is or holds /etc, which jobs see as a copy"),
         ("SANDBOX_RO_PATHS", "/", "is or holds /etc"),
