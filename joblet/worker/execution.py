@@ -6,7 +6,7 @@ shell starts in them; it joins the job's cgroups and execs bwrap. bwrap makes ne
 pid, ipc, uts and cgroup namespaces, builds the job's root (sandbox.py), pivots into it and
 drops what it does not keep of its privileges, then blocks on its `--block-fd`: all that runs
 while the worker wires the job's network. `go` unblocks it: bwrap loads the seccomp filter,
-keeps Docker's capabilities (less mknod) with no_new_privs and execs the command as pid 2
+keeps Docker's capabilities (less mknod; less net_raw in host mode) with no_new_privs and execs the command as pid 2
 under its own init. bwrap reports a death by signal N as exit status 128+N (as a shell does).
 
 bwrap takes end of file on its block descriptor for a go too. Its descriptor is therefore the
@@ -28,6 +28,7 @@ from typing import Any
 
 from joblet.errors import ExecutionError
 from joblet.network_agent.netns import Runner
+from joblet.worker import landlock
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.seccomp_filter import job_filter
 
@@ -161,10 +162,14 @@ class Sandbox:
     def spawn(
         self, argv: list[str], env: dict[str, str], fds: tuple[int, ...], **popen: Any
     ) -> subprocess.Popen[bytes]:
-        """`argv` spawned by the job's thread: stdin /dev/null, stdout and stderr pipes, no
-        descriptor but `fds` passed on."""
-        return self.launch.spawn_in(
-            lambda: subprocess.Popen(
+        """`argv` spawned by the job's thread, once it reaches no abstract unix socket made
+        outside the job (landlock.py): stdin /dev/null, stdout and stderr pipes, no descriptor
+        but `fds` passed on."""
+
+        def in_job_thread() -> subprocess.Popen[bytes]:
+            if landlock.can_scope():
+                landlock.scope_abstract_sockets()
+            return subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -174,7 +179,8 @@ class Sandbox:
                 pass_fds=fds,
                 **popen,
             )
-        )
+
+        return self.launch.spawn_in(in_job_thread)
 
     def go(self) -> None:
         """Let bwrap go on from its block to the command (it may still be building the root)."""

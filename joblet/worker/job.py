@@ -392,6 +392,7 @@ class JobRun:
             binds=tuple(binds),
             net_files=tuple(net_files),
             user=self._user(),
+            host_network=self.plan is None or not self.plan.isolated_netns,
         )
 
     def _user(self) -> tuple[int, int] | None:

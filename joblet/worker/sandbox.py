@@ -99,6 +99,7 @@ class Layout:
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, job path, read-only)
     net_files: tuple[str, ...] = ()  # of hosts, resolv.conf: those written in run_dir
     user: tuple[int, int] | None = None
+    host_network: bool = False  # the host's network namespace: no CAP_NET_RAW (it would sniff the host)
 
 
 def make_cover(run_dir: Path) -> Path:
@@ -192,7 +193,8 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
     args += ["--ro-bind", layout.sys_dir or "/sys", "/sys", "--ro-bind", host.empty_dir, "/sys/firmware"]
     args += ["--remount-ro", "/", "--chdir", "/work", "--cap-drop", "ALL"]
     for cap in CAPS:
-        args += ["--cap-add", cap]
+        if not (layout.host_network and cap == "CAP_NET_RAW"):
+            args += ["--cap-add", cap]
     return args
 
 

@@ -23,7 +23,7 @@ from joblet.config import Settings
 from joblet.errors import BackendUnavailable, ExecutionError, JobletError
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.overlay import Overlay
-from joblet.worker import cgroups, faults, fleet, stats
+from joblet.worker import cgroups, faults, fleet, landlock, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.execution import oom_floor
@@ -94,6 +94,11 @@ class Supervisor:
         warning = oom_floor(self.cfg.job_oom_score_adj)
         if warning:
             log.warning("%s", warning)
+        if self.cfg.allow_host_network and not landlock.can_scope():
+            log.warning(
+                "this kernel has no Landlock scopes (Linux 6.12+, landlock in lsm=): host-mode jobs "
+                "can connect to the abstract unix sockets of the host's services"
+            )
         if svc.etc is not None:
             try:
                 svc.etc.start()

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus, Upload
+from joblet.worker import landlock
 from tests.conftest import need, running_host
 from tests.integration.helpers import eventually, output, run, wait_running
 
@@ -356,6 +358,60 @@ def test_host_mode_keeps_the_sandbox(open_host):
     )
     assert "lo" in got["links"] and got["work"] == "ok"
     assert got["escape"] in ("EROFS", "ENOENT") and got["sys"] == "EROFS" and got["etc"] == "EROFS"
+
+
+ABSTRACT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1].encode().replace(b"@", b"\\0", 1)); s.listen(8)
+print("ready", flush=True)
+while True:
+    s.accept()[0].close()
+"""
+
+RAW_AND_ABSTRACT = """
+def connect(name):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(name.replace("@", "\\0", 1)); s.close()
+def own():
+    s = socket.socket(socket.AF_UNIX); s.bind("\\0joblet-own-{tag}"); s.listen(1); connect("@joblet-own-{tag}")
+checks["host_socket"] = attempt(lambda: connect("@{name}"))
+checks["own_socket"] = attempt(own)
+checks["packet"] = attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close())
+checks["udp"] = attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close())
+"""
+
+
+@pytest.fixture()
+def host_service(open_host):
+    """A service of the host listening on an abstract unix socket, as container shims did."""
+    name = f"joblet-test-{os.getpid()}"
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", open_host.netns, sys.executable, "-c", ABSTRACT, f"@{name}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        yield name
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_host_mode_job_reaches_no_abstract_socket_of_the_host_and_cannot_sniff(open_host, host_service):
+    """Host mode shares the host's abstract unix sockets (they belong to the network namespace)
+    and its interfaces: Landlock's scope keeps the job from the host's sockets, and it gets no
+    CAP_NET_RAW. Beside: the host's own processes reach the socket, the job reaches its own,
+    and a job on a bridge keeps CAP_NET_RAW."""
+    need(landlock.can_scope(), "this kernel has no Landlock scopes (Linux 6.12+)")
+    client = Client(open_host.cfg)
+    outside = open_host.in_ns(sys.executable, "-c", PROBE, f'unix("\\0{host_service}"); checks["ok"] = 1')
+    assert outside.returncode == 0 and json.loads(outside.stdout) == {"ok": 1}, outside
+    checks = RAW_AND_ABSTRACT.format(name=host_service, tag=os.getpid())
+    got = probe(client, checks, network="host")
+    assert got == {"host_socket": "EPERM", "own_socket": "ok", "packet": "EPERM", "udp": "ok"}, got
+    got = probe(client, checks, network="bridge")
+    assert got["packet"] == "ok" and got["own_socket"] == "ok", got
+    assert got["host_socket"] == "ECONNREFUSED", got  # another namespace: no such socket at all
 
 
 def test_host_mode_is_off_by_default(client):

@@ -64,6 +64,17 @@ def test_root_binds_read_only_and_covers_secrets():
     assert "CAP_SYS_ADMIN" not in args and "CAP_MKNOD" not in args
 
 
+def test_only_host_mode_loses_cap_net_raw():
+    caps = [
+        a
+        for i, a in enumerate(bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r")))
+        if i and a.startswith("CAP_")
+    ]
+    assert "CAP_NET_RAW" in caps and "CAP_NET_BIND_SERVICE" in caps
+    host = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r", host_network=True))
+    assert "CAP_NET_RAW" not in host and "CAP_NET_BIND_SERVICE" in host
+
+
 def test_host_mode_gets_the_hosts_sys_read_only():
     args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r"))
     assert "--unshare-pid" in args and ("/sys", "/sys") in pairs(args, "--ro-bind")
