@@ -152,7 +152,7 @@ class JobRun:
             teardown_error = self.teardown()
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
-        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated)
+        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
         if self.plan is not None:
             self.svc.discovery.refresh(list(self.plan.ips))  # peers forget this job
         self._end(outcome)

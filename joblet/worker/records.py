@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from joblet.api.models import JobRecord, JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import BackendUnavailable
@@ -37,8 +37,16 @@ class Records:
         self.cfg = cfg
         self.claims = claims or Claims(store)  # a job's claim and final record, a round trip each
 
-    def finish(self, job_id: str, outcome: Outcome, stdout: bytes = b"", truncated: bool = False) -> dict[str, Any]:
-        """Record the final state (waiting out a Redis outage); returns the task result."""
+    def finish(
+        self,
+        job_id: str,
+        outcome: Outcome,
+        stdout: bytes = b"",
+        truncated: bool = False,
+        spec: JobSpec | None = None,
+    ) -> dict[str, Any]:
+        """Record the final state (waiting out a Redis outage); returns the task result,
+        with `spec` if given (the one the worker checked and ran), else the stored one."""
         fields = {
             "status": outcome.status,
             "exit_code": outcome.exit_code,
@@ -48,7 +56,7 @@ class Records:
             "node": self.cfg.node,
         }
         allowed = (*WAITING, JobStatus.RUNNING)
-        recorded, record = retrying(lambda: self.claims.finish(job_id, allowed, self.cfg.log_ttl, **fields))
+        recorded, record = retrying(lambda: self.claims.finish(job_id, spec, allowed, self.cfg.log_ttl, **fields))
         if not recorded:  # already final, or Redis lost its data (no persistence)
             log.warning(
                 "job %s: record missing or already final; %s not recorded over it", job_id[:12], outcome.status.value

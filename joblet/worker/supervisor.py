@@ -124,7 +124,8 @@ class Supervisor:
         if claimed.record.status.final:
             return result(claimed.record)
         if claimed.stop_requested:
-            out = self.svc.records.finish(job_id, Outcome(JobStatus.STOPPED, error="stopped before it started"))
+            stopped = Outcome(JobStatus.STOPPED, error="stopped before it started")
+            out = self.svc.records.finish(job_id, stopped, spec=spec)
             self.store.end_output(job_id, {"status": "STOPPED"}, self.cfg.log_max_entries)
             return out
         run = JobRun(self.svc, job_id, spec)

@@ -46,10 +46,26 @@ def test_the_final_record_is_set_from_an_allowed_status_only_and_expires(claims:
     job_id, store = "c" * 32, claims.store
     claims.claim(_record(job_id), "n1")
     store.append_output(job_id, b"out", b"hi", 100)
-    done, record = claims.finish(job_id, WAITING_OR_RUNNING, 600, status=JobStatus.COMPLETED, exit_code=0)
+    done, record = claims.finish(job_id, None, WAITING_OR_RUNNING, 600, status=JobStatus.COMPLETED, exit_code=0)
     assert done and record is not None and record.status == JobStatus.COMPLETED and record.exit_code == 0
     keys = (store.keys.job(job_id), store.keys.log(job_id), store.keys.claim(job_id))
     assert all(0 < store.redis.ttl(k) <= 600 for k in keys)
-    again, record = claims.finish(job_id, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED, exit_code=1)
+    again, record = claims.finish(job_id, None, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED, exit_code=1)
     assert not again and record is not None and record.status == JobStatus.COMPLETED  # not written over
-    assert claims.finish("d" * 32, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED) == (False, None)
+    assert claims.finish("d" * 32, None, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED) == (False, None)
+
+
+def test_the_read_backs_leave_the_stored_spec_in_redis_when_the_worker_has_it(claims: Claims) -> None:
+    """The spec (with its uploads) does not come back from Redis when the worker passes the
+    one it checked; the record carries that one, every other field is read back."""
+    job_id, store = "e" * 32, claims.store
+    stored = _record(job_id, name="client").replace(spec=JobSpec(command="echo", args=("stored",)))
+    store.create_job(stored)
+    ran = JobSpec(command="echo", args=("checked",))
+    got = claims.claim(_record(job_id).replace(spec=ran), "n1")
+    assert got is not None and got.record.spec is ran and got.record.name == "client"
+    done, record = claims.finish(job_id, ran, WAITING_OR_RUNNING, 600, status=JobStatus.COMPLETED, exit_code=0)
+    assert done and record is not None and record.spec is ran and record.exit_code == 0 and record.name == "client"
+    _, whole = claims.finish(job_id, None, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED)
+    assert whole is not None and whole.spec.args == ("stored",)  # without one: the stored spec
+    assert store.find_job(job_id).spec.args == ("stored",)  # never written over

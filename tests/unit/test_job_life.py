@@ -84,7 +84,7 @@ class FakeClaims:
     def __init__(self, store: FakeStore) -> None:
         self.store = store
 
-    def finish(self, job_id: str, allowed: Any, ttl: int, **fields: Any) -> tuple[bool, None]:
+    def finish(self, job_id: str, spec: Any, allowed: Any, ttl: int, **fields: Any) -> tuple[bool, None]:
         return self.store.transition(job_id, allowed, **fields), None
 
 
