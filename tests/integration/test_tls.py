@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 
 from tests.conftest import BIN, Host, need
 from tests.integration.certs import issue
@@ -67,7 +66,6 @@ def test_rnx_and_worker_over_tls(tmp_path):
             stdout=log,
             stderr=log,
         )
-        time.sleep(0.5)
         done = rnx("run", "--network=none", "echo", "over tls")  # waits for the worker if need be
         assert done.returncode == 0 and done.stdout == "over tls\n", done.stderr
         wrong = rnx("list", extra={"JOBLET_REDIS_URL": url.replace(str(ca_cert), str(other_ca))})
