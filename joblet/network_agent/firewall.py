@@ -181,8 +181,10 @@ def render(
 
 def _collapsed(networks: tuple[str, ...], version: int) -> list[str]:
     """One family's networks with overlaps merged (nft refuses overlapping intervals)."""
-    nets = [n for n in map(ipaddress.ip_network, networks) if n.version == version]
-    return [str(n) for n in ipaddress.collapse_addresses(nets)]  # type: ignore[arg-type]
+    nets = list(map(ipaddress.ip_network, networks))
+    if version == 4:
+        return [str(n) for n in ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network))]
+    return [str(n) for n in ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))]
 
 
 def _chain(name: str, hook: str, rules: list[str]) -> list[str]:
