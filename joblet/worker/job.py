@@ -225,8 +225,7 @@ class JobRun:
         return layout, env, resolve(self.spec.command, env["PATH"], views)
 
     def _mount(self) -> JobMounts:
-        """The job's mount namespace: /work with its uploads and (with a network namespace)
-        its sysfs."""
+        """The job's mount namespace: /work with its uploads, and its sysfs."""
         user = self._user()
 
         def fill(work: Path) -> None:  # runs inside the job's mount namespace
@@ -245,9 +244,11 @@ class JobRun:
         return (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
 
     @property
-    def sys_dir(self) -> Path | None:
-        """Where the job's mount namespace has the sysfs of its network namespace."""
-        return self.run_dir / "sys" if self.netns else None
+    def sys_dir(self) -> Path:
+        """Where the job's mount namespace has a sysfs of its network namespace (the host's
+        in host mode): a new one, without what the host mounted under its /sys (debugfs,
+        tracefs, securityfs, the host's cgroup hierarchies)."""
+        return self.run_dir / "sys"
 
     def _list_in_networks(self) -> None:
         """RUNNING, and known to its peers before its command starts."""
@@ -386,7 +387,7 @@ class JobRun:
             hostname=self.hostname,
             work_dir=str(self.work_dir),
             run_dir=str(self.run_dir),
-            sys_dir=str(self.sys_dir) if self.sys_dir else None,
+            sys_dir=str(self.sys_dir),
             tmp_bytes=self.disk_bytes,
             shm_bytes=cfg.job_shm << 20,
             binds=tuple(binds),

@@ -60,8 +60,8 @@ class JobMounts:
     ) -> JobMounts:
         """The job's namespace with /work at `work_dir` (`fill` writes its files, from inside)
         and, given `sys_dir`, a sysfs there; made by `call`, the job's thread
-        (worker/nsthread.py), which keeps it and is in the job's network namespace already:
-        that sysfs shows the job's own interfaces."""
+        (worker/nsthread.py), which keeps it and is in the job's network namespace already
+        (the host's in host mode): that sysfs shows the job's own interfaces."""
         work_dir.mkdir(parents=True, exist_ok=True)
         if sys_dir is not None:
             sys_dir.mkdir(parents=True, exist_ok=True)

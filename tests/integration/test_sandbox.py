@@ -353,11 +353,16 @@ def test_host_mode_keeps_the_sandbox(open_host):
         checks["etc"] = attempt(lambda: write("/etc/marker"))
         checks["work"] = attempt(lambda: write("/work/ok"))
         checks["cgroup"] = open("/proc/self/cgroup").read()
+        checks["under_sys"] = [l.split()[4] for l in open("/proc/self/mountinfo") if l.split()[4].startswith("/sys/")]
     """,
         network="host",
     )
     assert "lo" in got["links"] and got["work"] == "ok"
     assert got["escape"] in ("EROFS", "ENOENT") and got["sys"] == "EROFS" and got["etc"] == "EROFS"
+    # a sysfs of its own: none of what the host mounted under /sys (cgroup hierarchies here;
+    # debugfs, tracefs, securityfs elsewhere), only the empty /sys/firmware
+    under_host_sys = [line.split()[4] for line in open("/proc/self/mountinfo") if line.split()[4].startswith("/sys/")]
+    assert under_host_sys and got["under_sys"] == ["/sys/firmware"], (under_host_sys, got["under_sys"])
 
 
 ABSTRACT = """
