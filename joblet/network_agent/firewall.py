@@ -83,8 +83,11 @@ _NOT_DNS = ("meta l4proto != { tcp, udp }", "meta l4proto { tcp, udp } th dport 
 
 
 def _no_jobs_rules(job: str) -> list[str]:
+    """Matched on the address the job asked for (`ct original`), before any DNAT: hosts
+    often redirect the metadata address to a local or remote proxy, which would not be in
+    the set."""
     return [
-        f'{job} {family} daddr @{name} {match} drop comment "joblet:no-metadata"'
+        f'{job} ct original {family} daddr @{name} {match} drop comment "joblet:no-metadata"'
         for family, name in (("ip", "no_jobs"), ("ip6", "no_jobs6"))
         for match in _NOT_DNS
     ]

@@ -127,6 +127,6 @@ class Claims:
         keys = self.store.keys
         set_, flat = self._finish(
             keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id)],
-            args=[json.dumps([s.value for s in allowed]), _encoded(fields), ttl, "0" if spec else "1"],
+            args=[json.dumps([s.value for s in allowed]), _encoded(fields), ttl, "1" if spec is None else "0"],
         )
         return set_ == 1, _record(flat, spec)

@@ -25,7 +25,7 @@ class Kernel(Protocol):
     def sandbox(self, launch: Launch) -> Sandbox: ...
 
     def mounts(
-        self, work: Path, size_bytes: int, sys_dir: Path | None, fill: Callable[[Path], None], call: Runner
+        self, work: Path, size_bytes: int, sys_dir: Path, fill: Callable[[Path], None], call: Runner
     ) -> JobMounts: ...
 
     def remove_dirs(self, dirs: list[Path]) -> None: ...
@@ -47,7 +47,7 @@ class LinuxKernel:
         return Sandbox(launch)
 
     def mounts(
-        self, work: Path, size_bytes: int, sys_dir: Path | None, fill: Callable[[Path], None], call: Runner
+        self, work: Path, size_bytes: int, sys_dir: Path, fill: Callable[[Path], None], call: Runner
     ) -> JobMounts:
         return JobMounts.create(work, size_bytes, sys_dir, fill, call)
 

@@ -7,8 +7,13 @@ shims did: CVE-2020-15257), whatever its root. Landlock's scope (ABI 6, Linux 6.
 a process in a Landlock domain connects only to abstract sockets made in its domain or one
 nested in it (EPERM otherwise). The job's thread enters a domain of its own before it spawns
 the sandbox, so bwrap and everything the job runs inherit it; the job's own abstract sockets
-still work among its processes. The domain restricts nothing else (no filesystem or TCP
-rights are handled), and the thread is the job's alone (worker/nsthread.py).
+still work among its processes. No filesystem or TCP rights are handled; like every Landlock
+domain it also keeps its processes from ptracing ones outside it (jobs cannot ptrace anyway).
+The thread is the job's alone and never reused (worker/nsthread.py): a domain is for good.
+
+Not covered: a host-mode job may still bind an abstract name before a host service does
+and be talked to by the host's clients (Landlock scopes connecting, not binding); only a
+network namespace of its own prevents that.
 
 Two system calls through libc's `syscall`; no library wraps Landlock's scopes for Python.
 """
@@ -20,7 +25,9 @@ import functools
 import os
 import struct
 
-CREATE_RULESET, RESTRICT_SELF = 444, 446  # the same on every architecture (asm-generic table)
+from joblet.errors import ExecutionError
+
+CREATE_RULESET, RESTRICT_SELF = 444, 446  # x86_64 and aarch64 (and every asm-generic one)
 CREATE_RULESET_VERSION = 1 << 0
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
 SCOPED_SINCE = 6  # the ABI that brought `scoped`
@@ -61,6 +68,5 @@ def _create_ruleset(attr: ctypes.Array[ctypes.c_char] | None, size: int, flags: 
     return int(_libc.syscall(ctypes.c_long(CREATE_RULESET), attr, ctypes.c_size_t(size), ctypes.c_uint32(flags)))
 
 
-def _error(what: str) -> OSError:
-    code = ctypes.get_errno()
-    return OSError(code, f"failed to {what}: {os.strerror(code)}")
+def _error(what: str) -> ExecutionError:
+    return ExecutionError(f"failed to {what}: {os.strerror(ctypes.get_errno())}")

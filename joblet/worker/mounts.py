@@ -1,6 +1,7 @@
 """A job's mounts, in a mount namespace of its own: its /work (a size-capped tmpfs, so the
-kernel enforces the size and nothing a job leaves survives it) and, with a network namespace,
-a sysfs of that namespace (bwrap binds it read-only at the job's /sys).
+kernel enforces the size and nothing a job leaves survives it) and a new sysfs of its network
+namespace, the host's in host mode (bwrap binds it read-only at the job's /sys: none of what
+the host mounted under its own /sys).
 
 Why a namespace per job and not mounts on the host: every bwrap copies the mount namespace it
 starts in and detaches the old root again, ~43 us per mount here. With each running job's two
@@ -8,7 +9,7 @@ mounts on the host, a start with 300 others running cost +26 ms, and 500 jobs' s
 quadratically. Now the host holds none of them: the job's thread (worker/nsthread.py, which
 spawns the sandbox from inside this namespace later) unshares a mount namespace, makes it a
 slave of the host's (volumes mounted later still appear, nothing mounted here goes back),
-mounts the sysfs of the job's network namespace (the thread made it and is in it), mounts
+mounts a sysfs of the job's network namespace (the thread is in it), mounts
 /work, writes the uploads into it and keeps two descriptors: the namespace and /work (the
 worker's lookups, its usage for `rnx stats`). When the job's processes and the descriptors
 are gone, the kernel drops the namespace with its mounts.
@@ -54,25 +55,23 @@ class JobMounts:
         cls,
         work_dir: Path,
         size_bytes: int,
-        sys_dir: Path | None,
+        sys_dir: Path,
         fill: Callable[[Path], None],
         call: Runner,
     ) -> JobMounts:
         """The job's namespace with /work at `work_dir` (`fill` writes its files, from inside)
-        and, given `sys_dir`, a sysfs there; made by `call`, the job's thread
+        and a sysfs at `sys_dir`; made by `call`, the job's thread
         (worker/nsthread.py), which keeps it and is in the job's network namespace already
         (the host's in host mode): that sysfs shows the job's own interfaces."""
         work_dir.mkdir(parents=True, exist_ok=True)
-        if sys_dir is not None:
-            sys_dir.mkdir(parents=True, exist_ok=True)
+        sys_dir.mkdir(parents=True, exist_ok=True)
 
         def make() -> tuple[int, int]:
             _check(_libc.unshare(CLONE_NEWNS), "create a mount namespace")
             slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
             _check(slave, "make the job's mounts a slave of the host's")
-            if sys_dir is not None:
-                flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-                _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None), f"mount sysfs at {sys_dir}")
+            flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+            _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None), f"mount sysfs at {sys_dir}")
             mount_tmpfs(work_dir, size_bytes)
             fill(work_dir)
             fd = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)

@@ -7,7 +7,9 @@ sandbox needs no `nsenter` to join them (one exec less on every start, ~1 ms her
 bwrap's `--die-with-parent` follows the thread that spawned it (the parent-death signal fires
 when that thread ends, not the process), so the thread must outlive bwrap. Only the job's own
 namespace work ever runs in it (STYLE.md 7: nothing else lands in a thread that switched
-namespaces); it ends once the job's processes are reaped.
+namespaces); it ends once the job's processes are reaped. It is never reused for another
+job: before it spawns the sandbox it enters the job's Landlock domain (worker/landlock.py),
+which no thread can leave.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ class Layout:
     hostname: str
     work_dir: str
     run_dir: str
-    sys_dir: str | None = None  # the job's own sysfs (its network namespace's); None: the host's /sys
+    sys_dir: str | None = None  # the job's own sysfs (joblet always gives one); None: the host's /sys
     tmp_bytes: int = 256 << 20
     shm_bytes: int = 64 << 20
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host path, job path, read-only)

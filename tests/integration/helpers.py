@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
@@ -133,3 +134,42 @@ def eventually(check: Callable[[], object], what: str, timeout: float = 30) -> N
 def output(client: Client, job_id: str, stream: str | None = "stdout") -> bytes:
     """A job's output as recorded so far: one stream, or both (None) in order."""
     return b"".join(d for s, d in client.logs(job_id) if stream is None or s == stream)
+
+
+LISTEN = """
+import socket, sys, time
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+held = []
+for port in sys.argv[2:]:
+    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # 127.0.0.1 and ::1 alike
+    s.bind((sys.argv[1], int(port))); s.listen(64); held.append(s)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def listening(netns: str, address: str, *ports: int) -> subprocess.Popen[str]:
+    """TCP listeners on these ports of an address in a namespace, once they listen."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "python3", "-c", LISTEN, address, *map(str, ports)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"no listener on {address} in {netns}")
+    return proc
+
+
+@contextlib.contextmanager
+def ending(*procs: subprocess.Popen[str]) -> Iterator[None]:
+    """Kill and reap `procs` when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

@@ -4,7 +4,6 @@ odd networks, and a setup that fails after its bridge exists. Each beside a posi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from joblet.network_agent.portsec import mac_for
 from joblet.worker import faults
 from tests.conftest import Host, need, running_host
 from tests.integration import l2
-from tests.integration.helpers import connect_ok, eventually, output, run, serve
+from tests.integration.helpers import connect_ok, ending, eventually, listening, output, run, serve
 
 BROKER = ("203.0.113.2", 6390)  # what this host's worker treats as its broker (job_blocked_addresses)
 ELSEWHERE = 6391  # another port of the same upstream address: reachable
@@ -200,41 +199,6 @@ def reaches(client: Client, network: str, port: int, address: str = BROKER[0]) -
     return rec.exit_code == 0
 
 
-LISTEN = """
-import socket, sys, time
-family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-held = []
-for port in sys.argv[2:]:
-    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # 127.0.0.1 and ::1 alike
-    s.bind((sys.argv[1], int(port))); s.listen(64); held.append(s)
-print("ready", flush=True)
-time.sleep(120)
-"""
-
-
-def listening(netns: str, address: str, *ports: int) -> subprocess.Popen[str]:
-    """TCP listeners on these ports of an address in a namespace, once they listen."""
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", netns, "python3", "-c", LISTEN, address, *map(str, ports)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", f"no listener on {address}"
-    return proc
-
-
-@contextlib.contextmanager
-def ending(*procs: subprocess.Popen[str]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture()
 def listeners(host: Host, upstream: str) -> Iterator[None]:
     """The "broker" port and another one, in the upstream namespace and on the host itself."""
@@ -260,6 +224,31 @@ def test_no_job_reaches_the_cloud_metadata_service_but_its_dns(nets, host, metad
     assert host.in_ns("python3", "-c", PROBE, METADATA, "80").returncode == 0  # the worker's host does
     assert reaches(nets, network, 53, METADATA)  # DNS: the same address and route
     assert not reaches(nets, network, 80, METADATA)
+
+
+_TO_PROXY = f"ip daddr {METADATA} tcp dport 80 dnat to {BROKER[0]}:{ELSEWHERE}"
+REDIRECT = f"""
+table ip joblet_test_redirect {{
+  chain prerouting {{ type nat hook prerouting priority dstnat; {_TO_PROXY}; }}
+  chain output {{ type nat hook output priority -100; {_TO_PROXY}; }}
+}}
+"""
+
+
+@pytest.mark.parametrize("network", [NET, "host"])
+def test_a_metadata_address_redirected_to_a_proxy_stays_closed(nets, host, listeners, network):
+    """Hosts often DNAT the metadata address to a proxy: the drop matches the address the job
+    asked for. Beside: the worker's host reaches the proxy through the redirect, and the job
+    reaches the proxy's own address."""
+    rules = host.tmp / "redirect.nft"
+    rules.write_text(REDIRECT)
+    assert host.in_ns("nft", "-f", str(rules)).returncode == 0
+    try:
+        assert host.in_ns("python3", "-c", PROBE, METADATA, "80").returncode == 0  # redirected
+        assert reaches(nets, network, ELSEWHERE)
+        assert not reaches(nets, network, 80, METADATA)
+    finally:
+        host.in_ns("nft", "delete", "table", "ip", "joblet_test_redirect")
 
 
 def test_no_job_pings_the_cloud_metadata_service(nets, metadata):

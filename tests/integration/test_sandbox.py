@@ -22,7 +22,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus, Upload
 from joblet.worker import landlock
 from tests.conftest import need, running_host
-from tests.integration.helpers import eventually, output, run, wait_running
+from tests.integration.helpers import ending, eventually, listening, output, run, wait_running
 
 PROBE = textwrap.dedent("""
     import ctypes, errno, json, os, socket, sys
@@ -417,6 +417,24 @@ def test_host_mode_job_reaches_no_abstract_socket_of_the_host_and_cannot_sniff(o
     got = probe(client, checks, network="bridge")
     assert got["packet"] == "ok" and got["own_socket"] == "ok", got
     assert got["host_socket"] == "ECONNREFUSED", got  # another namespace: no such socket at all
+
+
+def test_host_mode_job_reaches_no_metadata_service_on_a_worker_with_a_unix_socket_broker(open_host):
+    """With Redis on a unix socket there is no broker address to block, but host-mode jobs
+    are still kept from the metadata service (beside: its DNS port answers them, and the
+    host's own processes reach its HTTP port)."""
+    ns, address = open_host.netns, "169.254.169.254"
+    assert open_host.in_ns("ip", "addr", "add", f"{address}/32", "dev", "lo").returncode == 0
+    try:
+        with ending(listening(ns, address, 80, 53)):
+            connect = f'socket.create_connection(("{address}", {{}}), timeout=2).close()'
+            http, dns = (f"attempt(lambda: {connect.format(port)})" for port in (80, 53))
+            outside = open_host.in_ns(sys.executable, "-c", PROBE, f'checks["http"] = {http}')
+            assert json.loads(outside.stdout) == {"http": "ok"}, outside
+            got = probe(Client(open_host.cfg), f'checks["http"] = {http}; checks["dns"] = {dns}', network="host")
+            assert got["dns"] == "ok" and got["http"] != "ok", got
+    finally:
+        open_host.in_ns("ip", "addr", "del", f"{address}/32", "dev", "lo")
 
 
 def test_host_mode_is_off_by_default(client):

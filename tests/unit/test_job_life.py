@@ -196,7 +196,7 @@ class FakeKernel:
     def sandbox(self, launch: Any) -> FakeSandbox:
         return FakeSandbox(self.log)
 
-    def mounts(self, work: Path, size: int, sys_dir: Path | None, fill: Any, call: Any) -> FakeJobMounts:
+    def mounts(self, work: Path, size: int, sys_dir: Path, fill: Any, call: Any) -> FakeJobMounts:
         return call(lambda: FakeJobMounts(self.log, work, fill))
 
     def remove_dirs(self, dirs: list[Path]) -> None:

@@ -120,8 +120,9 @@ def test_metadata_networks_are_dropped_for_jobs_but_dns():
     rules = [line.strip() for line in text.splitlines() if "joblet:no-metadata" in line]
     for job in ('iifname { "joblet0" }', 'iifname "ji*"', 'socket cgroupv2 level 1 "unified/joblet"'):
         for family, name in (("ip", "no_jobs"), ("ip6", "no_jobs6")):
-            assert f"{job} {family} daddr @{name} meta l4proto != {{ tcp, udp }} drop" in " ".join(rules)
-            assert f"{job} {family} daddr @{name} meta l4proto {{ tcp, udp }} th dport != 53 drop" in " ".join(rules)
+            original = f"{job} ct original {family} daddr @{name}"  # before any DNAT
+            assert f"{original} meta l4proto != {{ tcp, udp }} drop" in " ".join(rules)
+            assert f"{original} meta l4proto {{ tcp, udp }} th dport != 53 drop" in " ".join(rules)
     assert len(rules) == 12
     forward = text[text.index("chain forward") : text.index("chain input")]
     assert forward.index("joblet:no-metadata") < forward.index("joblet:established")

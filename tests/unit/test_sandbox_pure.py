@@ -75,7 +75,7 @@ def test_only_host_mode_loses_cap_net_raw():
     assert "CAP_NET_RAW" not in host and "CAP_NET_BIND_SERVICE" in host
 
 
-def test_host_mode_gets_the_hosts_sys_read_only():
+def test_without_a_sysfs_of_its_own_the_hosts_sys_is_bound_read_only():
     args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r"))
     assert "--unshare-pid" in args and ("/sys", "/sys") in pairs(args, "--ro-bind")
 
