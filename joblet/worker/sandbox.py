@@ -62,7 +62,17 @@ PROC_MASKED = (
     "/proc/acpi",
     "/proc/scsi",
     "/proc/asound",
+    # root-only on the host, readable by a job's root (CAP_DAC_OVERRIDE): physical page
+    # flags and owners, slab and vmalloc layouts (kernel addresses), aids to kernel exploits
+    "/proc/kpageflags",
+    "/proc/kpagecount",
+    "/proc/kpagecgroup",
+    "/proc/slabinfo",
+    "/proc/vmallocinfo",
 )
+# under the job's own sysfs: the kernel's physical load address (KASLR) and the energy
+# counters of Docker's mask (Platypus, CVE-2020-8694)
+SYS_MASKED = ("/sys/kernel/vmcoreinfo", "/sys/devices/virtual/powercap")
 # bubblewrap covers irq and bus itself, but not sys here. These binds come from the worker's
 # procfs: sysctls that are per namespace (hostname, net.*) still resolve to the job's own.
 PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/fs")
@@ -84,6 +94,8 @@ class Host:
     secret_dirs: tuple[str, ...]
     proc_files: tuple[str, ...]
     proc_dirs: tuple[str, ...]
+    sys_files: tuple[str, ...] = ()
+    sys_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,7 @@ def survey(cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc
     found = [s for pattern in patterns for s in sorted(glob.glob(pattern))]
     found = [s for s in found if any(_under(s, b) for b in bound) and not os.path.islink(s)]
     procs = [p for p in PROC_MASKED if os.path.exists(p)]
+    sysfs = [p for p in SYS_MASKED if os.path.exists(p)]
     return Host(
         etc=etc,
         empty_file=str(cover / "file"),
@@ -134,6 +147,8 @@ def survey(cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc
         secret_dirs=tuple(s for s in found if os.path.isdir(s)),
         proc_files=tuple(p for p in procs if not os.path.isdir(p)),
         proc_dirs=tuple(p for p in procs if os.path.isdir(p)),
+        sys_files=tuple(p for p in sysfs if not os.path.isdir(p)),
+        sys_dirs=tuple(p for p in sysfs if os.path.isdir(p)),
     )
 
 
@@ -191,6 +206,8 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
     for source, target, read_only in layout.binds:
         args += ["--ro-bind" if read_only else "--bind", source, target]
     args += ["--ro-bind", layout.sys_dir or "/sys", "/sys", "--ro-bind", host.empty_dir, "/sys/firmware"]
+    args += [a for path in host.sys_files for a in ("--ro-bind", host.empty_file, path)]
+    args += [a for path in host.sys_dirs for a in ("--ro-bind", host.empty_dir, path)]
     args += ["--remount-ro", "/", "--chdir", "/work", "--cap-drop", "ALL"]
     for cap in CAPS:
         if not (layout.host_network and cap == "CAP_NET_RAW"):

@@ -3,7 +3,8 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
-io_uring (Docker refuses it too) and ptrace (stricter: debuggers do not work in a job).
+io_uring and vsock sockets (Docker refuses them too) and ptrace (stricter: debuggers do not
+work in a job).
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 """
@@ -85,6 +86,7 @@ REFUSED = (
     "io_uring_enter",
     "io_uring_register",
 )
+AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Docker refuses them)
 # clone(2) flags that make new namespaces (Docker allows them only with CAP_SYS_ADMIN)
 NEW_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
@@ -110,6 +112,7 @@ def job_filter() -> bytes:
             filt.add_rule(refuse, name)
     for flag in NEW_NAMESPACE_FLAGS:
         filt.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    filt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.EQ, AF_VSOCK))
     # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
