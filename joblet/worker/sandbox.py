@@ -203,6 +203,11 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
         layout.work_dir,
         "/work",
     ]
+    # bwrap would make a bind's missing parents (/volumes) 0700: a job of another user could
+    # not reach its own volumes
+    parents = sorted({str(p) for _, target, _ in layout.binds for p in PurePosixPath(target).parents} - {"/"})
+    for parent in parents:
+        args += ["--perms", "0755", "--dir", parent]
     for source, target, read_only in layout.binds:
         args += ["--ro-bind" if read_only else "--bind", source, target]
     args += ["--ro-bind", layout.sys_dir or "/sys", "/sys", "--ro-bind", host.empty_dir, "/sys/firmware"]

@@ -9,6 +9,7 @@ the job (names like `python:3.11-ml` hold a ':', which PATH cannot).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -54,10 +55,13 @@ class HostVolumes:
         data = self.data(vol.name)
         with self._lock:
             data.mkdir(parents=True, exist_ok=True)
+            # root's alone: jobs are root and may leave setuid files in a volume, which a
+            # local user reaching them would run as root (jobs see only the bind, not this)
+            self.root.chmod(0o700)
             if vol.size_mb is not None and not is_mounted(data):
                 image = self.root / vol.name / "image"
                 if not image.exists():
-                    with open(image, "wb") as fh:
+                    with open(os.open(image, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600), "wb") as fh:
                         fh.truncate(vol.size_mb * 1024 * 1024)
                     _run("mkfs.ext4", "-q", "-F", "-m", "0", str(image))
                 _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))

@@ -26,6 +26,32 @@ def test_volume_data_persists_across_jobs(client, host):
     assert out.split() == [b"notes"]  # only the job's own volumes
 
 
+def test_volumes_on_the_host_are_roots_alone(client, host):
+    """A job (root) may leave a setuid-root file in a volume; on the host only root may reach
+    it (the volumes directory is 0700), while a job of another user still uses the volume."""
+    client.volumes.create("suid")
+    client.volumes.create("suid-sized", "16MB")
+    planted = "cp /bin/true /volumes/suid/t && chmod 4755 /volumes/suid/t && chmod 1777 /volumes/suid"
+    rec, _, err = run(client, "sh", "-c", planted, network="none", volumes=["suid", "suid-sized"])
+    assert rec.status == JobStatus.COMPLETED, err
+    root = host.tmp / "state" / "volumes"
+    assert (root / "suid" / "data" / "t").stat().st_mode & 0o4000  # what the mode below keeps away
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert (root / "suid-sized" / "image").stat().st_mode & 0o777 == 0o600
+    rec, out, err = run(
+        client,
+        "sh",
+        "-c",
+        "echo ok > /volumes/suid/mine && cat /volumes/suid/mine",
+        network="none",
+        volumes=["suid"],
+        user="1000",
+    )
+    assert rec.status == JobStatus.COMPLETED and out == b"ok\n", err
+    client.volumes.delete("suid")
+    client.volumes.delete("suid-sized")
+
+
 def test_delete_refused_while_mounted_then_data_goes(client, host):
     client.volumes.create("busy")
     job = client.run("sleep", ("300",), volumes=["busy"])

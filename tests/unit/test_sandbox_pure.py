@@ -64,6 +64,14 @@ def test_root_binds_read_only_and_covers_secrets():
     assert "CAP_SYS_ADMIN" not in args and "CAP_MKNOD" not in args
 
 
+def test_a_binds_parents_are_made_open_to_every_user():
+    binds = (("/var/lib/joblet/volumes/a/data", "/volumes/a", False), ("/srv/rt", "/runtime", True))
+    args = bwrap_args(HOST, Layout(hostname="h", work_dir="/w", run_dir="/r", binds=binds))
+    made = args.index("/volumes")
+    assert args[made - 3 : made + 1] == ["--perms", "0755", "--dir", "/volumes"]
+    assert made < args.index("/volumes/a") and "/" not in args[made - 3 : made]
+
+
 def test_only_host_mode_loses_cap_net_raw():
     caps = [
         a
