@@ -389,16 +389,14 @@ class NetworkAgent:
             self._apply()
 
     def guard_host_mode(self) -> None:
-        """Host-mode jobs share the host's namespace: keep them from the broker and the
-        blocked networks with output rules on their cgroup root, loaded once it exists (nft
-        resolves the path at load)."""
+        """Host-mode jobs share the host's namespace: keep them from the broker, the blocked
+        networks and the jobs' links with output rules on their cgroup root, loaded once it
+        exists (nft resolves the path at load)."""
         match = host.cgroup_match(self._cgroup_root())
         with self._lock:
-            if not self._control_plane() and not self.cfg.job_blocked_networks:
-                return  # nothing to keep them from (a broker on a unix socket is out of the root)
             if match is None:
                 raise NetworkError(
-                    "cannot keep host-mode jobs from the broker and the blocked networks: their cgroup root "
+                    "cannot keep host-mode jobs from the broker and other jobs: their cgroup root "
                     f"{self._cgroup_root()} is not a cgroup v2 directory under "
                     "/sys/fs/cgroup"
                 )

@@ -15,7 +15,8 @@ Besides isolation between networks it holds the guards no job may pass whatever 
 - host-mode jobs share the host's namespace: `output` rules match their cgroup
   (`socket cgroupv2`, which must exist when the rule is loaded) and drop their connections to
   the control plane's addresses, and to its ports on any local address (a broker on this host
-  answers on all of them: 127.0.0.1, ::1, the LAN address).
+  answers on all of them: 127.0.0.1, ::1, the LAN address), and anything they send into the
+  jobs' bridges and isolated links (the host may reach jobs; a host-mode job is not the host).
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
             output.append(f'{job} {match} drop comment "joblet:no-broker"')
         if guards.no_jobs:
             output.extend(_no_jobs_rules(job))
+        for dest in sources:  # they are the host's network, not a job's: no way into jobs' links
+            output.append(f'{job} oifname {dest} drop comment "joblet:host-mode"')
     return first, output
 
 

@@ -272,6 +272,18 @@ def test_host_mode_job_reaches_no_broker_port_on_the_host(nets, listeners):
         assert not reaches(nets, "host", BROKER[1], address), address
 
 
+@pytest.mark.parametrize("network", [NET, "isolated"])
+def test_a_host_mode_job_reaches_no_job(nets, host, network):
+    """The host may open connections to jobs; a host-mode job shares its network but is a job."""
+    server_id, ip = serve(nets, network)
+    try:
+        assert host.in_ns("python3", "-c", PROBE, ip, "7000").returncode == 0  # the host reaches it
+        assert not reaches(nets, "host", 7000, ip)
+    finally:
+        nets.stop(server_id)
+        nets.wait(server_id, timeout=30)
+
+
 def test_no_job_reaches_the_host_itself(nets, listeners):
     assert reaches(nets, "host", 6392, "203.0.113.1")  # the listener is there
     for network in (NET, "isolated"):

@@ -106,6 +106,10 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'socket cgroupv2 level 1 "unified/joblet" fib daddr type local tcp dport @blocked_ports drop '
         'comment "joblet:no-broker"',
     ]
+    assert output[5:7] == [  # nor into the jobs' links
+        'socket cgroupv2 level 1 "unified/joblet" oifname { "joblet0" } drop comment "joblet:host-mode"',
+        'socket cgroupv2 level 1 "unified/joblet" oifname "ji*" drop comment "joblet:host-mode"',
+    ]
     assert "table bridge joblet {" in text  # one batch, both tables
 
 
