@@ -16,7 +16,9 @@ Besides isolation between networks it holds the guards no job may pass whatever 
   (`socket cgroupv2`, which must exist when the rule is loaded) and drop their connections to
   the control plane's addresses, and to its ports on any local address (a broker on this host
   answers on all of them: 127.0.0.1, ::1, the LAN address), and anything they send into the
-  jobs' bridges and isolated links (the host may reach jobs; a host-mode job is not the host).
+  jobs' bridges and isolated links (the host may reach jobs; a host-mode job is not the host);
+  an `input` rule drops connections to their sockets on the control plane's ports (one that
+  took the broker's port while it restarts would be sent the worker's password).
 """
 
 from __future__ import annotations
@@ -155,7 +157,14 @@ def render(
         else:
             forward.append(f'iifname "{n.bridge}" drop {tag}')
         forward.append(f'oifname "{n.bridge}" drop {tag}')  # isolated jobs included
-    inbound = ['ct state established,related accept comment "joblet:established"'] if nets else []
+    inbound = []
+    if guards.host_cgroup is not None:  # a host-mode job listening on a broker's port (while it
+        # restarts) would be sent the worker's password: nothing reaches such a listener
+        path, level = guards.host_cgroup
+        job = f'socket cgroupv2 level {level} "{path}"'
+        inbound.append(f'tcp dport @blocked_ports {job} drop comment "joblet:no-broker"')
+    if nets:
+        inbound.append('ct state established,related accept comment "joblet:established"')
     if nets:  # jobs never open connections to the host itself (the broker, other gateways)
         bridges = ", ".join(f'"{n.bridge}"' for n in nets)
         inbound.append(f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"')

@@ -22,7 +22,16 @@ from joblet.network_agent.portsec import mac_for
 from joblet.worker import faults
 from tests.conftest import Host, need, running_host
 from tests.integration import l2
-from tests.integration.helpers import connect_ok, ending, eventually, listening, output, run, serve
+from tests.integration.helpers import (
+    connect_ok,
+    ending,
+    eventually,
+    listening,
+    output,
+    run,
+    serve,
+    wait_listening,
+)
 
 BROKER = ("203.0.113.2", 6390)  # what this host's worker treats as its broker (job_blocked_addresses)
 ELSEWHERE = 6391  # another port of the same upstream address: reachable
@@ -282,6 +291,31 @@ def test_a_host_mode_job_reaches_no_job(nets, host, network):
     finally:
         nets.stop(server_id)
         nets.wait(server_id, timeout=30)
+
+
+SQUAT = """
+import socket, sys, time
+held = []
+for port in sys.argv[1:]:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(port))); s.listen(8); held.append(s)
+print("listening", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_host_mode_job_on_a_broker_port_is_sent_nothing(nets, host):
+    """A host-mode job that takes the broker's port while the broker restarts would be sent
+    the worker's password: the host's connections to it there are dropped, not to its other
+    ports."""
+    rec = nets.run("python3", ("-c", SQUAT, str(BROKER[1]), "6393"), network="host")
+    try:
+        wait_listening(nets, rec.id)
+        assert host.in_ns("python3", "-c", PROBE, "127.0.0.1", "6393").returncode == 0
+        assert host.in_ns("python3", "-c", PROBE, "127.0.0.1", str(BROKER[1])).returncode != 0
+    finally:
+        nets.stop(rec.id)
+        nets.wait(rec.id, timeout=30)
 
 
 def test_no_job_reaches_the_host_itself(nets, listeners):

@@ -110,6 +110,10 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'socket cgroupv2 level 1 "unified/joblet" oifname { "joblet0" } drop comment "joblet:host-mode"',
         'socket cgroupv2 level 1 "unified/joblet" oifname "ji*" drop comment "joblet:host-mode"',
     ]
+    inbound = [line.strip() for line in text[text.index("chain input") : text.index("chain output")].splitlines()]
+    assert inbound[2] == (  # first: no host-mode job listening on a broker's port is reached
+        'tcp dport @blocked_ports socket cgroupv2 level 1 "unified/joblet" drop comment "joblet:no-broker"'
+    )
     assert "table bridge joblet {" in text  # one batch, both tables
 
 
