@@ -42,6 +42,16 @@ from joblet.fields import FieldError, checked, text
 DEFAULT_FILE = Path("/etc/joblet/joblet.toml")
 
 
+def quarter_of_memory_mb(meminfo: str = "/proc/meminfo") -> int:
+    """A quarter of this host's memory in MB (the largest --max-disk allowed where /proc is not)."""
+    try:
+        with open(meminfo) as fh:
+            total_kb = int(next(line for line in fh if line.startswith("MemTotal:")).split()[1])
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 1_048_576
+    return max(1, total_kb // 4096)
+
+
 def _config_file() -> Path | None:
     named = os.environ.get("JOBLET_CONFIG")
     if named:
@@ -109,6 +119,16 @@ class Settings:
         1024,
         whole(1),
         "MB of a job's /work and of its /tmp without --max-disk (tmpfs: memory the job uses as it writes)",
+    )
+    job_disk_ceiling: int = setting(
+        None,
+        whole(1),
+        "MB a job may ask for its /work and for its /tmp (--max-disk; tmpfs, so memory): a larger "
+        "ask is refused; default a quarter of this host's memory",
+        factory=quarter_of_memory_mb,
+    )
+    job_pids_ceiling: int = setting(
+        32768, whole(8), "processes a job may ask for (--max-pids): a larger ask is refused"
     )
     job_shm: int = setting(64, whole(1), "MB of a job's /dev/shm")
     sandbox_ro_paths: tuple[str, ...] = setting(

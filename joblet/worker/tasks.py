@@ -80,6 +80,8 @@ def dropped(sup: Any, exc: Refused) -> None:
 
 def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
     spec, error = parse_spec(msg.fields, sup.cfg.upload_max_bytes)
+    if error is None:
+        error = over_ceiling(spec, sup.cfg.job_disk_ceiling, sup.cfg.job_pids_ceiling)
     if error is None and spec.node is not None and spec.node != sup.cfg.node:
         error = f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; refused, not run"
     if error is None:
@@ -94,6 +96,17 @@ def _reason(error: str) -> str:
     if error.startswith("job is for node"):
         return "wrong-node"
     return "draining" if " is draining " in error else "bad-spec"
+
+
+def over_ceiling(spec: JobSpec, disk_mb: int, pids: int) -> str | None:
+    """Why a job's limits ask more of this worker than it grants any job (its /work and /tmp
+    are memory; a million processes would be the host's kernel memory), or None."""
+    asked = spec.limits
+    if asked.max_disk is not None and asked.max_disk > disk_mb:
+        return f"invalid job field 'max_disk': {asked.max_disk} MB exceed this worker's ceiling of {disk_mb} MB"
+    if asked.max_pids is not None and asked.max_pids > pids:
+        return f"invalid job field 'max_pids': {asked.max_pids} exceed this worker's ceiling of {pids}"
+    return None
 
 
 def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str | None]:

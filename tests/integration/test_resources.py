@@ -170,6 +170,17 @@ def test_user_option(client):
     assert rec.status == JobStatus.COMPLETED and out.split() == [b"1234", b"2345", b"ok"]
 
 
+def test_limits_above_the_workers_ceilings_are_refused(host):
+    """A job may not ask for a /work larger than the worker grants (tmpfs: the host's memory)
+    nor a million processes: refused in one line, exit 1; a modest ask runs."""
+    for flag, field in (("--max-disk=1048576", "max_disk"), ("--max-pids=1000000", "max_pids")):
+        proc = host.rnx("run", "--network=none", flag, "true")
+        err = proc.stderr.decode()
+        assert proc.returncode != 0 and f"invalid job field '{field}'" in err and "ceiling" in err, proc
+    ok = host.rnx("run", "--network=none", "--max-disk=64", "--max-pids=64", "true")
+    assert ok.returncode == 0, ok.stderr
+
+
 MIB = 1 << 20
 EXACT = "import random, sys; sys.stdout.buffer.write(random.Random(7).randbytes({n}))"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from joblet.api.models import JobSpec
-from joblet.worker.tasks import PLACEHOLDER, parse_spec
+from joblet.config import quarter_of_memory_mb
+from joblet.worker.tasks import PLACEHOLDER, over_ceiling, parse_spec
 
 
 def test_a_good_spec_is_taken():
@@ -34,3 +35,24 @@ def test_a_bug_in_a_check_is_a_refusal_not_an_exception(monkeypatch):
     monkeypatch.setattr(JobSpec, "from_dict", staticmethod(broken))
     spec, error = parse_spec({"spec": {"command": "true"}}, 1 << 20)
     assert spec is PLACEHOLDER and error == "invalid job: its spec could not be checked (TypeError)"
+
+
+@pytest.mark.parametrize(
+    ("limits", "says"),
+    [
+        ({"max_disk": 2049}, "invalid job field 'max_disk': 2049 MB exceed this worker's ceiling of 2048 MB"),
+        ({"max_pids": 100_001}, "invalid job field 'max_pids': 100001 exceed this worker's ceiling of 100000"),
+        ({"max_disk": 2048, "max_pids": 100_000}, None),  # at the ceilings: taken
+        ({}, None),
+    ],
+)
+def test_limits_above_the_workers_ceilings_are_refused(limits, says):
+    spec = JobSpec.from_dict({"command": "true", "limits": limits})
+    assert over_ceiling(spec, 2048, 100_000) == says
+
+
+def test_the_disk_ceiling_defaults_to_a_quarter_of_memory(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16384000 kB\nMemFree:         1000 kB\n")
+    assert quarter_of_memory_mb(str(meminfo)) == 4000
+    assert quarter_of_memory_mb(str(tmp_path / "missing")) == 1_048_576  # no /proc: the field's own cap
