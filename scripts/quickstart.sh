@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${JOBLET_VENV:-/opt/joblet/venv}
 RUN=${JOBLET_RUN_DIR:-/run/joblet}
 mkdir -p "$RUN"
-umask 077  # its logs hold jobs' arguments: root's alone
+for log in "$RUN/worker.log" "$RUN/redis.log"; do install -m 600 /dev/null "$log"; done  # jobs' arguments: root's alone
 export JOBLET_REDIS_URL=${JOBLET_REDIS_URL:-unix://$RUN/redis.sock}
 if [ ! -S "${JOBLET_REDIS_URL#unix://}" ] && [[ $JOBLET_REDIS_URL == unix://* ]]; then
   redis-server --port 0 --unixsocket "${JOBLET_REDIS_URL#unix://}" --unixsocketperm 700 \
