@@ -6,14 +6,15 @@ cd "$(dirname "$0")/.."
 VENV=${JOBLET_VENV:-/opt/joblet/venv}
 RUN=${JOBLET_RUN_DIR:-/run/joblet}
 mkdir -p "$RUN"
-for log in "$RUN/worker.log" "$RUN/redis.log"; do install -m 600 /dev/null "$log"; done  # jobs' arguments: root's alone
 export JOBLET_REDIS_URL=${JOBLET_REDIS_URL:-unix://$RUN/redis.sock}
 if [ ! -S "${JOBLET_REDIS_URL#unix://}" ] && [[ $JOBLET_REDIS_URL == unix://* ]]; then
+  install -m 600 /dev/null "$RUN/redis.log"  # logs are root's alone
   redis-server --port 0 --unixsocket "${JOBLET_REDIS_URL#unix://}" --unixsocketperm 700 \
     --save "" --appendonly no --daemonize yes --pidfile "$RUN/redis.pid" --logfile "$RUN/redis.log"
   for _ in $(seq 100); do redis-cli -s "${JOBLET_REDIS_URL#unix://}" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 if ! pgrep -f "$VENV/bin/joblet-worker" >/dev/null; then
+  install -m 600 /dev/null "$RUN/worker.log"  # it holds jobs' arguments
   nohup "$VENV/bin/joblet-worker" >"$RUN/worker.log" 2>&1 &
   echo $! >"$RUN/worker.pid"
   echo "worker started (pid $!, log $RUN/worker.log; ./scripts/stop.sh stops it)"
