@@ -16,7 +16,8 @@ Besides isolation between networks it holds the guards no job may pass whatever 
   (`socket cgroupv2`, which must exist when the rule is loaded) and drop their connections to
   the control plane's addresses, and to its ports on any local address (a broker on this host
   answers on all of them: 127.0.0.1, ::1, the LAN address), and anything they send into the
-  jobs' bridges and isolated links (the host may reach jobs; a host-mode job is not the host);
+  jobs' bridges and isolated links or to the overlay's port (the host may reach jobs; a
+  host-mode job is not the host);
   an `input` rule drops connections to their sockets on the control plane's ports (one that
   took the broker's port while it restarts would be sent the worker's password).
 """
@@ -124,6 +125,8 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
             output.extend(_no_jobs_rules(job))
         for dest in sources:  # they are the host's network, not a job's: no way into jobs' links
             output.append(f'{job} oifname {dest} drop comment "joblet:host-mode"')
+        if guards.vxlan_port:  # nor into them through the overlay, here or on another node
+            output.append(f'{job} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     return first, output
 
 
@@ -163,10 +166,9 @@ def render(
         path, level = guards.host_cgroup
         job = f'socket cgroupv2 level {level} "{path}"'
         inbound.append(f'tcp dport @blocked_ports {job} drop comment "joblet:no-broker"')
-    if nets:
-        inbound.append('ct state established,related accept comment "joblet:established"')
     if nets:  # jobs never open connections to the host itself (the broker, other gateways)
         bridges = ", ".join(f'"{n.bridge}"' for n in nets)
+        inbound.append('ct state established,related accept comment "joblet:established"')
         inbound.append(f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"')
     if iso:
         forward.append(f'iifname {iso} accept comment "joblet:isolated"')

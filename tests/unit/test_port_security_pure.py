@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,10 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'socket cgroupv2 level 1 "unified/joblet" fib daddr type local tcp dport @blocked_ports drop '
         'comment "joblet:no-broker"',
     ]
+    overlaid = firewall.render(
+        [firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], guards=dataclasses.replace(guards, vxlan_port=4789)
+    )
+    assert 'socket cgroupv2 level 1 "unified/joblet" udp dport 4789 drop comment "joblet:no-overlay"' in overlaid
     assert output[5:7] == [  # nor into the jobs' links
         'socket cgroupv2 level 1 "unified/joblet" oifname { "joblet0" } drop comment "joblet:host-mode"',
         'socket cgroupv2 level 1 "unified/joblet" oifname "ji*" drop comment "joblet:host-mode"',
