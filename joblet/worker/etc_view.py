@@ -214,13 +214,13 @@ def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
             source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
                 now = os.fstat(source)
-                if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino:
-                    raise FileNotFoundError(src)  # replaced since it was looked at: the next pass
+                if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino or _private(now):
+                    raise FileNotFoundError(src)  # replaced or made private meanwhile: the next pass
                 _copy_content(source, out)
             finally:
                 os.close(source)
-            os.fchown(out, st.st_uid, st.st_gid)
-            os.fchmod(out, stat.S_IMODE(st.st_mode))
+            os.fchown(out, now.st_uid, now.st_gid)  # as it was when opened, not when listed
+            os.fchmod(out, stat.S_IMODE(now.st_mode))
             os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(out)
