@@ -407,12 +407,9 @@ def host_service(open_host):
         stdout=subprocess.PIPE,
         text=True,
     )
-    try:
+    with ending(server):
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         yield name
-    finally:
-        server.kill()
-        server.wait()
 
 
 def test_host_mode_job_reaches_no_abstract_socket_of_the_host_and_cannot_sniff(open_host, host_service):
