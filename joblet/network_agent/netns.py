@@ -28,11 +28,11 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from joblet.errors import NetworkError
+from joblet.libc import libc as _libc
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def _check(result: int, what: str) -> None:

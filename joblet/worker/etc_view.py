@@ -36,6 +36,8 @@ import stat
 import threading
 from collections.abc import Callable, Iterable
 
+from joblet.libc import libc as _libc
+
 log = logging.getLogger(__name__)
 
 NET_FILES = ("hosts", "resolv.conf", "hostname")  # bwrap mounts the job's own on these
@@ -44,7 +46,6 @@ IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 # modify, attrib, close_write, moved_from/to, create, delete, delete_self, move_self; onlydir, dont_follow
 WATCH_MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x01000000 | 0x02000000
 TEMP_PREFIX = ".joblet-sync-"
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 class Secrets:

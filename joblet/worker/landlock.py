@@ -26,15 +26,13 @@ import os
 import struct
 
 from joblet.errors import ExecutionError
+from joblet.libc import libc as _libc
 
 CREATE_RULESET, RESTRICT_SELF = 444, 446  # x86_64 and aarch64 (and every asm-generic one)
 CREATE_RULESET_VERSION = 1 << 0
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
 SCOPED_SINCE = 6  # the ABI that brought `scoped`
 _ATTR = struct.Struct("=QQQ")  # struct landlock_ruleset_attr: handled_access_fs, _net, scoped
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 def abi() -> int:

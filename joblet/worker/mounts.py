@@ -25,13 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from joblet.errors import ExecutionError
+from joblet.libc import libc as _libc
 from joblet.network_agent.netns import Runner
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REC, MS_SLAVE = 0x4000, 0x80000
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x00020000
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def mount_tmpfs(target: Path, size_bytes: int, mode: int = 0o755) -> None:
