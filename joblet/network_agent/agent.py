@@ -131,6 +131,7 @@ class NetworkAgent:
             host_cgroup=self._host_cgroup,
             overlay=overlay.macs() if overlay else (),
             vxlan_port=self.cfg.vxlan_port if overlay else None,
+            overlay_peers=overlay.peers() if overlay else (),
             no_jobs=self.cfg.job_blocked_networks,
         )
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool, ISOLATED_VETH_PREFIX, guards))

@@ -19,7 +19,9 @@ Besides isolation between networks it holds the guards no job may pass whatever 
   jobs' bridges and isolated links or to the overlay's port (the host may reach jobs; a
   host-mode job is not the host);
   an `input` rule drops connections to their sockets on the control plane's ports (one that
-  took the broker's port while it restarts would be sent the worker's password).
+  took the broker's port while it restarts would be sent the worker's password);
+- `overlay_peers`: the overlay's UDP port takes datagrams only from the nodes that hold a
+  network's remote jobs (overlay.py), not from any host that can reach it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Guards:
     host_cgroup: tuple[str, int] | None = None  # host-mode jobs: (path under /sys/fs/cgroup, level)
     overlay: tuple[tuple[str, str], ...] = ()  # (overlay port, remote job MAC) let in (overlay.py)
     vxlan_port: int | None = None  # the overlay's UDP port: no job sends to it (frame injection)
+    overlay_peers: tuple[str, ...] = ()  # IPv4 underlay addresses it takes datagrams from (overlay.py)
     no_jobs: tuple[str, ...] = ()  # networks (IPv4 or IPv6) no job may reach, but for DNS
 
     def checked(self) -> Guards:
@@ -71,6 +74,8 @@ class Guards:
             ipaddress.ip_address(address)
             if not 0 < port < 65536:
                 raise NetworkError(f"invalid port {port} for {address}")
+        for address in self.overlay_peers:
+            ipaddress.IPv4Address(address)
         if self.host_cgroup is not None and not _CGROUP.match(self.host_cgroup[0]):
             raise NetworkError(f"invalid cgroup path {self.host_cgroup[0]!r}")
         return self
@@ -161,6 +166,9 @@ def render(
             forward.append(f'iifname "{n.bridge}" drop {tag}')
         forward.append(f'oifname "{n.bridge}" drop {tag}')  # isolated jobs included
     inbound = []
+    if guards.vxlan_port:  # VXLAN from anyone but the nodes holding remote jobs: injection
+        peers = f"udp dport {guards.vxlan_port} ip saddr != @overlay_peers"
+        inbound.append(f'{peers} drop comment "joblet:overlay-peers"')
     if guards.host_cgroup is not None:  # a host-mode job listening on a broker's port (while it
         # restarts) would be sent the worker's password: nothing reaches such a listener
         path, level = guards.host_cgroup
@@ -186,6 +194,7 @@ def render(
             _set("iso_src", "ifname . ipv4_addr", iso_src),
             _set("no_jobs", "ipv4_addr", _collapsed(guards.no_jobs, 4), " flags interval;"),
             _set("no_jobs6", "ipv6_addr", _collapsed(guards.no_jobs, 6), " flags interval;"),
+            _set("overlay_peers", "ipv4_addr", sorted(set(guards.overlay_peers))),
             *_chain("forward", "filter hook forward priority filter", forward),
             *_chain("input", "filter hook input priority filter", inbound),
             *_chain("output", "filter hook output priority filter", output),

@@ -15,7 +15,10 @@ What crosses the overlay is held by `bridge joblet` (portsec.render_bridge): fra
 view) and be IPv4 or ARP; nothing from the overlay reaches this host's own stack (each node's
 bridge has the network's gateway address: remote jobs use their own node's), and nothing the
 host sends goes out on it. The sending node has already held each job to its own MAC and
-address at its `jv*` port.
+address at its `jv*` port. The overlay's UDP port takes datagrams only from the underlay
+addresses of the nodes in those entries (`overlay_peers` in `inet joblet`): any other host
+that can send to it would otherwise inject frames into a network, a remote job's MAC being
+all it needs.
 """
 
 from __future__ import annotations
@@ -73,6 +76,12 @@ def fdb_batch(device: str, have: Fdb, want: Fdb) -> list[str]:
 def remote_macs(device: str, fdb: Fdb) -> set[tuple[str, str]]:
     """(port, MAC) pairs the firewall lets in from this port: the remote jobs."""
     return {(device, mac) for mac, _ in fdb if mac != ZERO_MAC}
+
+
+def peers(fdb: Fdb) -> set[str]:
+    """The underlay addresses the firewall takes VXLAN from for this port: the nodes that
+    hold the port's remote jobs (no other node sends it anything it would let in)."""
+    return {address for _, address in fdb}
 
 
 # -- I/O ----------------------------------------------------------------------------------
@@ -159,6 +168,7 @@ class Overlay:
         self.store = store
         self._ports: dict[str, OverlayPort] = {}
         self._macs: dict[str, set[tuple[str, str]]] = {}
+        self._peers: dict[str, set[str]] = {}
         self._lock = threading.Lock()  # one sync at a time: fdb diffs must not interleave
         self._underlay = cfg.underlay_address
         self._local_only: set[str] = set()  # networks seen while this node had no underlay
@@ -172,6 +182,9 @@ class Overlay:
 
     def macs(self) -> tuple[tuple[str, str], ...]:
         return tuple(sorted(m for found in self._macs.values() for m in found))
+
+    def peers(self) -> tuple[str, ...]:
+        return tuple(sorted({a for found in self._peers.values() for a in found}))
 
     def attached(self, network: str) -> bool:
         return network in self._ports or network in self._local_only
@@ -196,7 +209,7 @@ class Overlay:
         with self._lock:
             self._ports.pop(network, None)
             self._local_only.discard(network)
-            changed = bool(self._macs.pop(network, None))
+            changed = bool(self._macs.pop(network, None)) | bool(self._peers.pop(network, None))
             links.delete_link(vxlan_name(network))
         if changed:
             self.on_macs()
@@ -223,8 +236,9 @@ class Overlay:
                     ensure_device(port, local, self.cfg.vxlan_port)  # someone removed it
                 want = fdb_wanted(port.network, self.cfg.node, members.get(port.network, {}), underlays)
                 apply_fdb(fdb_batch(port.device, read_fdb(port.device), want))
-                macs = remote_macs(port.device, want)
+                macs, sources = remote_macs(port.device, want), peers(want)
                 changed |= macs != self._macs.get(port.network, set())
-                self._macs[port.network] = macs
+                changed |= sources != self._peers.get(port.network, set())
+                self._macs[port.network], self._peers[port.network] = macs, sources
         if changed:
             self.on_macs()

@@ -15,8 +15,9 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.errors import Conflict
 from joblet.names import VXLAN_OVERHEAD, bridge_name, vxlan_name
+from joblet.network_agent.portsec import mac_for
 from tests.conftest import Host, add_upstream, need, remove_upstream
-from tests.integration.helpers import CLIENT, SERVE, eventually, run, wait_running
+from tests.integration.helpers import CLIENT, SERVE, eventually, output, run, wait_running
 from tests.integration.lan import Lan, used_prefixes
 
 PROBE = CLIENT.replace("range(100)", "range(3)").replace("timeout=5", "timeout=1")
@@ -223,3 +224,78 @@ def test_network_create_checks_the_routes_of_every_node(hosts: tuple[Host, Host,
         client.networks.create("far-fine", "10.132.0.0/16")  # positive control
     finally:
         b.in_ns("ip", "link", "del", "far0")
+
+
+RECEIVE = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 7001)); s.settimeout(30)
+print("ready", flush=True)
+while (data := s.recv(64).decode()) != "end":
+    print(data, flush=True)
+"""
+
+# A VXLAN datagram by hand: one IPv4/UDP packet inside an Ethernet frame, sent to a node's
+# overlay port as any host on the LAN could (argv: node, port, VNI, frame's source and
+# destination MAC and address, then the payloads, one datagram each).
+CRAFT = r"""
+import socket, struct, sys
+node, port, vni, smac, dmac, sip, dip, *payloads = sys.argv[1:]
+def checksum(b):
+    s = sum(struct.unpack("!10H", b)); s = (s & 0xFFFF) + (s >> 16)
+    return struct.pack("!H", ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF)
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for text in payloads:
+    udp = struct.pack("!HHHH", 40000, 7001, 8 + len(text), 0) + text.encode()
+    addrs = socket.inet_aton(sip) + socket.inet_aton(dip)
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0) + addrs
+    ip = ip[:10] + checksum(ip) + ip[12:]
+    eth = bytes.fromhex(dmac.replace(":", "")) + bytes.fromhex(smac.replace(":", "")) + b"\x08\x00"
+    out.sendto(struct.pack("!II", 0x08000000, int(vni) << 8) + eth + ip + udp, (node, int(port)))
+"""
+
+
+def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host], client: Client, lan: Lan) -> None:
+    """Frames crafted by a LAN host that is no node (even carrying a remote job's MAC and
+    address, past `overlay_macs`) never reach a job: the overlay port takes datagrams from
+    the live nodes' underlay addresses only. The same frames from a node do (control)."""
+    a, b, _ = hosts
+    remote = client.run("sleep", ("120",), network="ov-a", node="ovb")  # its MAC may cross to ova
+    receiver = client.run("python3", ("-c", RECEIVE), network="ov-a", node="ova")
+    stranger = f"joblet-t-stranger-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", stranger], check=True)
+    try:
+        remote_ip, receiver_ip = wait_running(client, remote.id), wait_running(client, receiver.id)
+        eventually(lambda: b"ready" in output(client, receiver.id), "the receiver did not get ready")
+        remote_mac = mac_for(remote.id, "ov-a")
+        eventually(
+            lambda: remote_mac in a.in_ns("nft", "list", "set", "bridge", "joblet", "overlay_macs").stdout,
+            "ova does not let the remote job's MAC in yet",
+            15,
+        )
+        lan.attach(stranger, 3)
+        link = json.loads(a.in_ns("ip", "-d", "-j", "link", "show", vxlan_name("ov-a")).stdout)[0]
+        frame = [
+            lan.address(0),
+            str(a.cfg.vxlan_port),
+            str(link["linkinfo"]["info_data"]["id"]),
+            remote_mac,
+            mac_for(receiver.id, "ov-a"),
+            remote_ip,
+            receiver_ip,
+        ]
+
+        def send(netns: str, *payloads: str) -> None:
+            subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", CRAFT, *frame, *payloads], check=True)
+
+        send(stranger, "stranger", "stranger")
+        send(b.netns, "node")  # control: the same frame from ovb's underlay address
+        send(stranger, "stranger", "stranger")
+        send(b.netns, "end")
+        done = client.wait(receiver.id, timeout=40)
+        assert done.exit_code == 0, done
+        assert output(client, receiver.id).split() == [b"ready", b"node"]
+    finally:
+        subprocess.run(["ip", "netns", "del", stranger], check=False)
+        for job in (remote, receiver):
+            client.stop(job.id)
+            client.wait(job.id, timeout=30)

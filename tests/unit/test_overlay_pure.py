@@ -9,7 +9,7 @@ from joblet.api.networks import NetworkDef, free_vni
 from joblet.errors import NetworkError, ValidationError
 from joblet.names import VNI_MAX, VNI_MIN, default_vni, is_joblet_link, vxlan_name
 from joblet.network_agent import firewall, portsec
-from joblet.network_agent.overlay import ZERO_MAC, fdb_batch, fdb_wanted, remote_macs
+from joblet.network_agent.overlay import ZERO_MAC, fdb_batch, fdb_wanted, peers, remote_macs
 from joblet.network_agent.plan import NetFacts, make_plan
 from joblet.network_agent.portsec import mac_for
 
@@ -45,6 +45,7 @@ def test_fdb_floods_to_peers_and_sends_each_remote_job_to_its_node():
         (mac_for("j3", "net"), "10.0.0.3"),
     }
     assert remote_macs("jx0", want) == {("jx0", mac_for("j2", "net")), ("jx0", mac_for("j3", "net"))}
+    assert peers(want) == {"10.0.0.2", "10.0.0.3"}  # the nodes with remote jobs, not "gone"'s
     assert fdb_wanted("net", "a", {"j1": "a"}, {"a": "10.0.0.1"}) == frozenset()
 
 
@@ -84,6 +85,20 @@ def test_jobs_never_send_to_the_overlay_port():
     assert 'iifname { "jb0123456789" } udp dport 4789 drop comment "joblet:no-overlay"' in text
     assert 'iifname "ji*" udp dport 4789 drop comment "joblet:no-overlay"' in text
     assert "4789" not in firewall.render(nets, "10.254.0.0/16")
+
+
+def test_the_overlay_port_takes_datagrams_from_peer_nodes_only():
+    nets = [firewall.FwNetwork("net", "jb0123456789", "10.1.0.0/24")]
+    guards = firewall.Guards(vxlan_port=4789, overlay_peers=("10.0.0.3", "10.0.0.2", "10.0.0.2"))
+    text = firewall.render(nets, guards=guards)
+    assert "set overlay_peers { type ipv4_addr; elements = { 10.0.0.2, 10.0.0.3 }; }" in text
+    rule = 'udp dport 4789 ip saddr != @overlay_peers drop comment "joblet:overlay-peers"'
+    assert f"chain input {{\n    type filter hook input priority filter; policy accept;\n    {rule}" in text
+    alone = firewall.render(nets, guards=firewall.Guards(vxlan_port=4789))  # no peer yet: none taken
+    assert "set overlay_peers { type ipv4_addr; }" in alone and rule in alone
+    assert "overlay_peers" not in firewall.render(nets).split("set overlay_peers")[1]  # no overlay, no rule
+    with pytest.raises(ValueError):
+        firewall.Guards(vxlan_port=4789, overlay_peers=("10.0.0.2; drop",)).checked()
 
 
 def test_user_networks_leave_room_for_the_overlay():
