@@ -107,7 +107,7 @@ class Settings:
         flag,
         "allow --network=host on this worker (the job still gets its sandbox, less the network namespace)",
     )
-    job_max_pids: int = setting(4096, whole(8), "a job's process limit without --max-pids")
+    job_max_pids: int = setting(4096, whole(8), "a job's process limit without --max-pids (at most job_pids_ceiling)")
     job_oom_score_adj: int = setting(
         500,
         whole(-1000, 1000),
@@ -118,7 +118,8 @@ class Settings:
     job_max_disk: int = setting(
         1024,
         whole(1),
-        "MB of a job's /work and of its /tmp without --max-disk (tmpfs: memory the job uses as it writes)",
+        "MB of a job's /work and of its /tmp without --max-disk (tmpfs: memory the job uses as it writes); "
+        "at most job_disk_ceiling",
     )
     job_disk_ceiling: int = setting(
         None,
@@ -214,6 +215,17 @@ class Settings:
                 object.__setattr__(self, f.name, checked(f.name, f.metadata["check"], getattr(self, f.name)))
             except FieldError as exc:
                 raise ConfigError(f"invalid setting {f.name} (JOBLET_{f.name.upper()}): {exc.msg}") from None
+
+    @property
+    def default_disk_mb(self) -> int:
+        """The /work and /tmp of a job without --max-disk: job_max_disk, held to the ceiling
+        (a host with little memory gets a lower ceiling by default, not a refusal to start)."""
+        return min(self.job_max_disk, self.job_disk_ceiling)
+
+    @property
+    def default_pids(self) -> int:
+        """The process limit of a job without --max-pids: job_max_pids, held to the ceiling."""
+        return min(self.job_max_pids, self.job_pids_ceiling)
 
     @property
     def broker(self) -> str:

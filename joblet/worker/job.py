@@ -197,7 +197,7 @@ class JobRun:
         self._write_net_files(plan)
         undo.push("remove cgroup", self.cgroup.remove)
         self.cgroup.create()
-        self.cgroup.limit_pids(limits.max_pids or svc.cfg.job_max_pids)
+        self.cgroup.limit_pids(limits.max_pids or svc.cfg.default_pids)
         if limits.max_cpu or limits.max_memory or limits.max_iobps:
             self.cgroup.limit(limits, svc.cgroup_v2, block_device(svc.cfg.state_dir))
 
@@ -241,7 +241,7 @@ class JobRun:
     @property
     def disk_bytes(self) -> int:
         """The size of the job's /work (and /tmp)."""
-        return (self.spec.limits.max_disk or self.svc.cfg.job_max_disk) << 20
+        return (self.spec.limits.max_disk or self.svc.cfg.default_disk_mb) << 20
 
     @property
     def sys_dir(self) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from joblet.api.models import JobSpec
-from joblet.config import quarter_of_memory_mb
+from joblet.config import Settings, quarter_of_memory_mb
 from joblet.worker.tasks import PLACEHOLDER, over_ceiling, parse_spec
 
 
@@ -56,3 +56,10 @@ def test_the_disk_ceiling_defaults_to_a_quarter_of_memory(tmp_path):
     meminfo.write_text("MemTotal:       16384000 kB\nMemFree:         1000 kB\n")
     assert quarter_of_memory_mb(str(meminfo)) == 4000
     assert quarter_of_memory_mb(str(tmp_path / "missing")) == 1_048_576  # no /proc: the field's own cap
+
+
+def test_a_job_without_limits_gets_the_defaults_held_to_the_ceilings():
+    assert Settings(job_max_disk=1024, job_disk_ceiling=4000).default_disk_mb == 1024
+    assert Settings(job_max_disk=1024, job_disk_ceiling=512).default_disk_mb == 512  # a small host
+    assert Settings(job_max_pids=4096, job_pids_ceiling=1000).default_pids == 1000
+    assert Settings().default_pids == 4096
