@@ -284,10 +284,42 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
         dirs = [d for d in path_env.split(":") if d.startswith("/")] + ["/work"]
         candidates = [f"{d.rstrip('/')}/{command}" for d in dirs]
     for candidate in candidates:
-        host_path = host_view(candidate, views)
+        real = job_realpath(candidate, views)
+        host_path = host_view(real, views) if real else None
         if host_path and os.path.isfile(host_path) and os.access(host_path, os.X_OK):
             return os.path.normpath(candidate)
     return None
+
+
+def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) -> str | None:
+    """`job_path` with its links followed as the job would follow them, or None where it
+    leads to nothing the job sees. A link in a volume is read on the host, but its target
+    is a path inside the job: followed on the host, `/volumes/v/x -> /root/tool` told a job
+    whether the host had /root/tool (started, or "command not found")."""
+    todo = list(PurePosixPath(job_path).parts[1:])
+    done = "/"
+    while todo:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            done = os.path.dirname(done)
+            continue
+        path = os.path.join(done, name)
+        host = host_view(path, views)
+        if host is None:  # a directory bwrap makes to hold mounts (/volumes), or nothing
+            if not any(_under(prefix, path) for prefix, _ in views):
+                return None
+        elif os.path.islink(host):
+            hops -= 1
+            target = PurePosixPath(os.readlink(host))
+            if hops < 0:
+                return None
+            todo[:0] = list(target.parts[1:] if target.is_absolute() else target.parts)
+            done = "/" if target.is_absolute() else done
+            continue
+        done = path
+    return done
 
 
 def host_view(job_path: str, views: list[tuple[str, str]]) -> str | None:

@@ -122,6 +122,31 @@ def test_resolve_through_the_jobs_views(tmp_path: Path):
     assert resolve("/root/.bashrc", "/usr/bin", views) is None  # the job cannot see /root
 
 
+def test_links_in_a_volume_are_followed_inside_the_job_not_on_the_host(tmp_path: Path):
+    hidden = tmp_path / "hidden-tool"  # on the host, where no job sees it
+    hidden.write_text("#!/bin/sh\n")
+    hidden.chmod(0o755)
+    data = tmp_path / "volume"
+    (data / "bin").mkdir(parents=True)
+    (data / "bin" / "tool").write_text("#!/bin/sh\n")
+    (data / "bin" / "tool").chmod(0o755)
+    (data / "probe").symlink_to(hidden)  # the host has it; the job does not
+    (data / "sh").symlink_to("/usr/bin/sh")  # a job path: the host's /usr is the job's
+    (data / "rel").symlink_to("bin/tool")
+    (data / "up").symlink_to("../v/bin/tool")  # through the job's /volumes
+    (data / "loop").symlink_to("loop")
+    layout = Layout(
+        hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r", binds=((str(data), "/volumes/v", False),)
+    )
+    views = views_of(HOST, layout)
+    assert resolve("probe", "/volumes/v", views) is None
+    assert resolve("sh", "/volumes/v", views) == "/volumes/v/sh"
+    assert resolve("rel", "/volumes/v", views) == "/volumes/v/rel"
+    assert resolve("up", "/volumes/v", views) == "/volumes/v/up"
+    assert resolve("loop", "/volumes/v", views) is None
+    assert resolve("sh", "/bin", views) == "/bin/sh"  # /bin a link to usr/bin, as on the host
+
+
 def test_survey_covers_secrets_under_the_read_only_paths_only(tmp_path):
     tools = tmp_path / "tools"
     (tools / "private").mkdir(parents=True)
