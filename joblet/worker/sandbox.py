@@ -310,6 +310,8 @@ def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) ->
         if host is None:  # a directory bwrap makes to hold mounts (/volumes), or nothing
             if not any(_under(prefix, path) for prefix, _ in views):
                 return None
+        elif any(path == prefix for prefix, _ in views if prefix != host):  # a mount point in
+            pass  # the job (its host side may be a link: /proc/self/fd/N for /work)
         elif os.path.islink(host):
             hops -= 1
             target = PurePosixPath(os.readlink(host))

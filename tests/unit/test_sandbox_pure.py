@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from joblet.worker.sandbox import (
@@ -145,6 +146,16 @@ def test_links_in_a_volume_are_followed_inside_the_job_not_on_the_host(tmp_path:
     assert resolve("up", "/volumes/v", views) == "/volumes/v/up"
     assert resolve("loop", "/volumes/v", views) is None
     assert resolve("sh", "/bin", views) == "/bin/sh"  # /bin a link to usr/bin, as on the host
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "sub" / "run.sh").write_text("#!/bin/sh\n")
+    (work / "sub" / "run.sh").chmod(0o755)
+    fd = os.open(work, os.O_RDONLY)
+    try:  # the worker reaches /work through a descriptor (the job's own mount namespace)
+        by_fd = views_of(HOST, layout, f"/proc/self/fd/{fd}")
+        assert resolve("sub/run.sh", "/usr/bin", by_fd) == "/work/sub/run.sh"
+    finally:
+        os.close(fd)
 
 
 def test_survey_covers_secrets_under_the_read_only_paths_only(tmp_path):
