@@ -136,16 +136,17 @@ def worker_files(run: Path) -> Path:
     return cover
 
 
-def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox) -> None:
+def sandboxed(cg: JobCgroup, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox) -> None:
     """Today's start of a none job, from the pids limit to the command's end."""
     cg.limit_pids(4096)
-    (run_dir / "hostname").write_text("bench\n")
-    (run_dir / "hosts").write_text("127.0.0.1 localhost\n")
     inside = JobThread("bench")
     netns = JobNetns.create(inside)
-    mounts = JobMounts.create(work, 1 << 30, run_dir / "sys", lambda _: None, inside)
+    job = run_dir / "job"
+    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside)
+    mounts.write("hostname", "bench\n")
+    mounts.write("hosts", "127.0.0.1 localhost\n")
     layout = Layout(
-        hostname="bench", work_dir=str(work), run_dir=str(run_dir), sys_dir=str(run_dir / "sys"), net_files=("hosts",)
+        hostname="bench", work_dir=str(job / "work"), run_dir=str(job), sys_dir=str(job / "sys"), net_files=("hosts",)
     )
     box = kind(
         Launch(
@@ -165,7 +166,6 @@ def sandboxed(cg: JobCgroup, work: Path, run_dir: Path, cover: Path, kind: type[
     mounts.close()
     netns.close()
     inside.close()
-    remove_dirs([work, run_dir / "sys"])
 
 
 class PreexecSandbox(Sandbox):
@@ -208,7 +208,7 @@ def ceiling(n: int, threads: int) -> dict[str, float]:
         cover = worker_files(mine / "run")
         try:
             for _ in range(count):
-                sandboxed(groups[i], mine / "jobwork", mine / "run", cover)
+                sandboxed(groups[i], mine / "run", cover)
         except BaseException as exc:  # noqa: BLE001 - reported after the join
             errors.append(exc)
 
@@ -311,8 +311,8 @@ def main() -> int:
                 ]
             ),
             "previous": lambda: previous(cg, tmp / "work"),
-            "sandbox_preexec": lambda: sandboxed(cg, tmp / "jobwork", tmp / "run", cover, PreexecSandbox),
-            "sandbox": lambda: sandboxed(cg, tmp / "jobwork", tmp / "run", cover),
+            "sandbox_preexec": lambda: sandboxed(cg, tmp / "run", cover, PreexecSandbox),
+            "sandbox": lambda: sandboxed(cg, tmp / "run", cover),
         }
         results = {name: summary(times) for name, times in measure(cases).items()}
     finally:

@@ -94,10 +94,10 @@ class JobRun:
         self.job_id = job_id
         self.spec = spec
         self.hostname = spec.name or job_id[:12]
-        self.run_dir = svc.cfg.run_dir / "jobs" / job_id
-        # the mount point of its /work tmpfs: under run_dir (a tmpfs on most hosts), since
-        # making and removing directories on a disk filesystem costs each job's start (PERFORMANCE 16)
-        self.work_dir = self.run_dir / "work"
+        # its files' tmpfs, at the same path in every job's mount namespace (worker/mounts.py)
+        self.run_dir = svc.cfg.run_dir / "job"
+        self.work_dir = self.run_dir / "work"  # the mount point of its /work tmpfs
+        self.net_files: list[str] = []  # of hosts, resolv.conf: those it has
         self.cgroup = svc.kernel.cgroup(svc.cgroup_root / job_id)
         self.undo = UndoStack()
         self.release = UndoStack()  # after the final record
@@ -131,12 +131,8 @@ class JobRun:
             return
         if peers is None:
             peers = self.svc.discovery.peers(list(self.plan.ips))
-        text = self.plan.hosts_file(peers)
-        try:
-            with open(self.run_dir / "hosts", "w") as fh:
-                fh.write(text)
-        except FileNotFoundError:
-            pass  # torn down meanwhile
+        if self.mounts is not None:  # else not mounted yet (written then) or torn down
+            self.mounts.write("hosts", self.plan.hosts_file(peers))
 
     # -- the life -------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -183,18 +179,16 @@ class JobRun:
         self._journal()
         undo.push("forget journal", lambda: svc.journal.forget(self.job_id))
         faults.point("claimed", self.job_id)
-        undo.push("remove files", lambda: svc.kernel.remove_dirs([self.run_dir]))
-        self._prepare_files()
+        self._check_uploads()
         facts = self.agent.facts(self.spec)  # every network checked before anything is reserved
         reserved = self.agent.reserve(self.job_id, self.spec, facts)
         self.release.push("free addresses", lambda: self.agent.free(self.job_id, reserved))
         limits = self.spec.limits
-        plan = self.plan = make_plan(
+        self.plan = make_plan(
             self.job_id, self.hostname, self.spec.network, facts, reserved, limits.rate_in(), limits.rate_out()
         )
         self._journal()
         faults.point("planned", self.job_id)
-        self._write_net_files(plan)
         undo.push("remove cgroup", self.cgroup.remove)
         self.cgroup.create()
         self.cgroup.limit_pids(limits.max_pids or svc.cfg.default_pids)
@@ -219,6 +213,7 @@ class JobRun:
             self.undo.push("let the network namespace go", self.netns.close)
         self.mounts = self._mount()
         self.undo.push("let the mount namespace go", self.mounts.close)
+        self._write_net_files(plan)
         self.host = svc.host()  # looked at once per job: the lookup and the root agree
         layout = self._layout(binds)
         views = views_of(self.host, layout, self.mounts.work)
@@ -236,7 +231,7 @@ class JobRun:
                     os.chown(sub, *user, follow_symlinks=False)
 
         assert self.inside is not None
-        return self.svc.kernel.mounts(self.work_dir, self.disk_bytes, self.sys_dir, fill, self.inside)
+        return self.svc.kernel.mounts(self.run_dir, self.disk_bytes, fill, self.inside)
 
     @property
     def disk_bytes(self) -> int:
@@ -374,15 +369,14 @@ class JobRun:
             Entry(
                 job_id=self.job_id,
                 cgroup=str(self.cgroup.path),
-                work_dir=str(self.run_dir),  # holds /work's mount point (older workers: state_dir)
-                run_dir=str(self.run_dir),
+                work_dir="",  # nothing on the host's filesystem (older workers: its directories)
+                run_dir="",
                 plan=self.plan,
             )
         )
 
     def _layout(self, binds: list[tuple[str, str, bool]]) -> Layout:
         cfg = self.svc.cfg
-        net_files = [n for n in ("hosts", "resolv.conf") if (self.run_dir / n).exists()]
         return Layout(
             hostname=self.hostname,
             work_dir=str(self.work_dir),
@@ -391,7 +385,7 @@ class JobRun:
             tmp_bytes=self.disk_bytes,
             shm_bytes=cfg.job_shm << 20,
             binds=tuple(binds),
-            net_files=tuple(net_files),
+            net_files=tuple(self.net_files),
             user=self._user(),
             host_network=self.plan is None or not self.plan.isolated_netns,
         )
@@ -415,23 +409,26 @@ class JobRun:
             env["PATH"] = f"{path_prefix}:{env['PATH']}"
         return env
 
-    def _prepare_files(self) -> None:
+    def _check_uploads(self) -> None:
         limit = self.svc.cfg.upload_max_bytes
         if self.spec.upload_bytes > limit:
             raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes exceed {limit}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         size, disk = self.spec.upload_bytes, self.disk_bytes
         if size > disk:
             raise ValidationError(f"uploads of {size} bytes do not fit /work ({disk} bytes)")
 
     def _write_net_files(self, plan: NetPlan) -> None:
-        (self.run_dir / "hostname").write_text(f"{self.hostname}\n")
+        """Its hostname, hosts and resolv.conf, in its files' tmpfs."""
+        assert self.mounts is not None
+        self.mounts.write("hostname", f"{self.hostname}\n")
         if not plan.isolated_netns:
             return  # host mode: the host's interfaces, hosts and resolv.conf
         self.write_hosts()
+        self.net_files.append("hosts")
         resolv = plan.resolv_file()
         if resolv is not None:
-            (self.run_dir / "resolv.conf").write_text(resolv)
+            self.mounts.write("resolv.conf", resolv)
+            self.net_files.append("resolv.conf")
 
 
 def write_uploads(work_dir: Path, spec: JobSpec) -> None:

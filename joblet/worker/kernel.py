@@ -11,7 +11,7 @@ from typing import Protocol
 from joblet.network_agent.netns import JobNetns, Runner
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
-from joblet.worker.mounts import JobMounts, remove_dirs
+from joblet.worker.mounts import JobMounts
 from joblet.worker.nsthread import JobThread
 
 
@@ -24,11 +24,7 @@ class Kernel(Protocol):
 
     def sandbox(self, launch: Launch) -> Sandbox: ...
 
-    def mounts(
-        self, work: Path, size_bytes: int, sys_dir: Path, fill: Callable[[Path], None], call: Runner
-    ) -> JobMounts: ...
-
-    def remove_dirs(self, dirs: list[Path]) -> None: ...
+    def mounts(self, job_dir: Path, size_bytes: int, fill: Callable[[Path], None], call: Runner) -> JobMounts: ...
 
 
 class LinuxKernel:
@@ -46,10 +42,5 @@ class LinuxKernel:
     def sandbox(self, launch: Launch) -> Sandbox:
         return Sandbox(launch)
 
-    def mounts(
-        self, work: Path, size_bytes: int, sys_dir: Path, fill: Callable[[Path], None], call: Runner
-    ) -> JobMounts:
-        return JobMounts.create(work, size_bytes, sys_dir, fill, call)
-
-    def remove_dirs(self, dirs: list[Path]) -> None:
-        remove_dirs(dirs)
+    def mounts(self, job_dir: Path, size_bytes: int, fill: Callable[[Path], None], call: Runner) -> JobMounts:
+        return JobMounts.create(job_dir, size_bytes, fill, call)

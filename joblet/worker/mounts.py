@@ -1,7 +1,9 @@
-"""A job's mounts, in a mount namespace of its own: its /work (a size-capped tmpfs, so the
-kernel enforces the size and nothing a job leaves survives it) and a new sysfs of its network
-namespace, the host's in host mode (bwrap binds it read-only at the job's /sys: none of what
-the host mounted under its own /sys).
+"""A job's mounts, in a mount namespace of its own: a small tmpfs of its own files at the
+worker's `<run_dir>/job` (the same path in every job's namespace), holding its /work (a
+size-capped tmpfs, so the kernel enforces the size and nothing a job leaves survives it), a
+new sysfs of its network namespace (the host's in host mode: bwrap binds it read-only at the
+job's /sys: none of what the host mounted under its own /sys), and its hostname, hosts and
+resolv.conf, which bwrap binds on the job's /etc.
 
 Why a namespace per job and not mounts on the host: every bwrap copies the mount namespace it
 starts in and detaches the old root again, ~43 us per mount here. With each running job's two
@@ -9,10 +11,16 @@ mounts on the host, a start with 300 others running cost +26 ms, and 500 jobs' s
 quadratically. Now the host holds none of them: the job's thread (worker/nsthread.py, which
 spawns the sandbox from inside this namespace later) unshares a mount namespace, makes it a
 slave of the host's (volumes mounted later still appear, nothing mounted here goes back),
-mounts a sysfs of the job's network namespace (the thread is in it), mounts
-/work, writes the uploads into it and keeps two descriptors: the namespace and /work (the
+mounts the tmpfs, the sysfs (the thread is in the job's network namespace) and /work, writes
+the uploads into it and keeps three descriptors: the namespace, the tmpfs (the worker writes
+the job's /etc files through it, /etc/hosts again as peers come and go) and /work (the
 worker's lookups, its usage for `rnx stats`). When the job's processes and the descriptors
 are gone, the kernel drops the namespace with its mounts.
+
+Why the files are not on the host's filesystem (they were, in `<run_dir>/jobs/<id>`): a
+directory made and removed per job costs each job's start and end on a disk filesystem
+(docs/PERFORMANCE.md, item 23), and what a crashed worker left there needed a sweep; nothing
+of a job is on the host's filesystem now.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,43 +52,48 @@ def mount_tmpfs(target: Path, size_bytes: int, mode: int = 0o755) -> None:
         raise ExecutionError(f"failed to mount /work of {size_bytes} bytes at {target}: {os.strerror(err)}")
 
 
-class JobMounts:
-    """One job's mount namespace and its /work, held by descriptors."""
+JOB_FILES_BYTES = 16 << 20  # the job's /etc files: /etc/hosts of a /16 network's jobs fits
 
-    def __init__(self, fd: int, work_fd: int) -> None:
+
+class JobMounts:
+    """One job's mount namespace, its files and its /work, held by descriptors."""
+
+    def __init__(self, fd: int, dir_fd: int, work_fd: int) -> None:
         self.fd = fd
+        self.dir_fd = dir_fd
         self.work_fd = work_fd
+        self._lock = threading.Lock()  # a write from discovery never meets a closed descriptor
 
     @classmethod
-    def create(
-        cls,
-        work_dir: Path,
-        size_bytes: int,
-        sys_dir: Path,
-        fill: Callable[[Path], None],
-        call: Runner,
-    ) -> JobMounts:
-        """The job's namespace with /work at `work_dir` (`fill` writes its files, from inside)
-        and a sysfs at `sys_dir`; made by `call`, the job's thread
-        (worker/nsthread.py), which keeps it and is in the job's network namespace already
-        (the host's in host mode): that sysfs shows the job's own interfaces."""
-        work_dir.mkdir(parents=True, exist_ok=True)
-        sys_dir.mkdir(parents=True, exist_ok=True)
+    def create(cls, job_dir: Path, size_bytes: int, fill: Callable[[Path], None], call: Runner) -> JobMounts:
+        """The job's namespace with its files' tmpfs at `job_dir` (`work` and `sys` in it): a
+        sysfs at `sys` and /work at `work` (`fill` writes its files, from inside); made by
+        `call`, the job's thread (worker/nsthread.py), which keeps it and is in the job's
+        network namespace already (the host's in host mode): that sysfs shows the job's own
+        interfaces."""
+        job_dir.mkdir(parents=True, exist_ok=True)  # once per worker: every job mounts on it
 
-        def make() -> tuple[int, int]:
+        def make() -> tuple[int, int, int]:
             _check(_libc.unshare(CLONE_NEWNS), "create a mount namespace")
             slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
             _check(slave, "make the job's mounts a slave of the host's")
-            flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-            _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags, None), f"mount sysfs at {sys_dir}")
-            mount_tmpfs(work_dir, size_bytes)
-            fill(work_dir)
-            fd = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            options = f"size={JOB_FILES_BYTES},mode=755".encode()
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+            _check(_libc.mount(b"joblet-job", str(job_dir).encode(), b"tmpfs", flags, options), "mount the job's files")
+            work, sys_dir = job_dir / "work", job_dir / "sys"
+            sys_dir.mkdir()
+            _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags | MS_RDONLY, None), "mount sysfs")
+            mount_tmpfs(work, size_bytes)
+            fill(work)
+            fds: list[int] = []
             try:
-                return fd, os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                for path in ("/proc/thread-self/ns/mnt", job_dir, work):
+                    fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
             except BaseException:
-                os.close(fd)
+                for fd in fds:
+                    os.close(fd)
                 raise
+            return fds[0], fds[1], fds[2]
 
         return cls(*call(make))
 
@@ -87,6 +101,19 @@ class JobMounts:
     def work(self) -> str:
         """The job's /work as the worker's own paths reach it."""
         return f"/proc/self/fd/{self.work_fd}"
+
+    def write(self, name: str, text: str) -> bool:
+        """One of the job's files, written in place (bwrap's bind of it shows the same
+        inode); False when the job's mounts are gone."""
+        with self._lock:
+            if self.dir_fd < 0:
+                return False
+            fd = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd
+            )
+        with open(fd, "w") as fh:
+            fh.write(text)
+        return True
 
     def usage(self) -> tuple[int | None, int | None]:
         """(bytes used, size) of /work."""
@@ -98,11 +125,12 @@ class JobMounts:
 
     def close(self) -> None:
         """Drop the descriptors; the kernel drops the mounts with the job's last process."""
-        for name in ("work_fd", "fd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                setattr(self, name, -1)
-                os.close(fd)
+        with self._lock:
+            for name in ("work_fd", "dir_fd", "fd"):
+                fd = getattr(self, name)
+                if fd >= 0:
+                    setattr(self, name, -1)
+                    os.close(fd)
 
 
 def _check(result: int, what: str) -> None:

@@ -43,7 +43,8 @@ def teardown_entry(svc: Services, entry: Entry) -> list[str]:
     undo = UndoStack()
     job_id, plan, cgroup = entry.job_id, entry.plan, JobCgroup(Path(entry.cgroup))
     undo.push("forget journal", lambda: svc.journal.forget(job_id))
-    undo.push("remove files", lambda: remove_dirs([Path(entry.work_dir), Path(entry.run_dir)]))
+    dirs = [Path(d) for d in (entry.work_dir, entry.run_dir) if d]  # an older worker's; now none
+    undo.push("remove files", lambda: remove_dirs(dirs))
     if plan is not None:
         undo.push("free addresses", lambda: svc.agent.free(job_id, plan.reserved()))
     undo.push("remove cgroup", cgroup.remove)
@@ -69,7 +70,7 @@ def scan_leftovers(svc: Services) -> None:
             links.delete_link(name)
             log.warning("removed leftover interface %s", name)
     for base in (svc.cfg.run_dir / "jobs", svc.cfg.state_dir / "jobs"):
-        # what an older worker mounted there on the host is detached on the way
+        # older workers' job directories; what they mounted there on the host is detached
         remove_dirs(list(base.iterdir()) if base.is_dir() else [])
     try:
         free_orphan_addresses(svc)

@@ -6,6 +6,8 @@ import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
@@ -173,3 +175,19 @@ def ending(*procs: subprocess.Popen[str]) -> Iterator[None]:
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def job_file(host: Any, job_id: str, path: str) -> Path | None:
+    """`path` as a process inside the job's sandbox sees it (through /proc/<pid>/root), once
+    it exists; not bwrap's own process, which is in the cgroup too but sees the host's root."""
+    group = Path(host.env["JOBLET_CGROUP_ROOT"]) / job_id / "cgroup.procs"
+    for pid in group.read_text().split():
+        candidate = Path(f"/proc/{pid}/root{path}")
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                inside = any(len(line.split()) > 2 for line in fh if line.startswith("NSpid:"))
+            if inside and candidate.exists():
+                return candidate
+        except OSError:
+            continue
+    return None

@@ -38,7 +38,7 @@ def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
     eventually(lambda: ipam.allocations("bridge") == {}, "addresses still allocated", 10)
     assert list(host.cfg.cgroup_root.iterdir()) == [] or all(not p.is_dir() for p in host.cfg.cgroup_root.iterdir())
     assert subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).stdout == b""
-    assert not any((host.cfg.run_dir / "jobs").iterdir())
+    assert not any((host.cfg.run_dir / "job").iterdir())  # jobs' files were in their mount namespaces
 
 
 def test_a_thousand_short_jobs_none_lost(client):

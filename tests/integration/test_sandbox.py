@@ -23,7 +23,7 @@ from joblet.api.models import JobStatus, Upload
 from joblet.worker import landlock
 from joblet.worker.sandbox import SYS_MASKED
 from tests.conftest import need, running_host
-from tests.integration.helpers import ending, eventually, listening, output, run, wait_running
+from tests.integration.helpers import ending, eventually, job_file, listening, output, run, wait_running
 
 PROBE = textwrap.dedent("""
     import ctypes, errno, json, os, socket, sys
@@ -112,8 +112,9 @@ def test_tmp_and_work_vanish_with_the_job(client, host):
     job_id = out.decode().strip()
     assert rec.status == JobStatus.COMPLETED and job_id == rec.id
     assert not Path(f"/tmp/t-{job_id}").exists()
-    assert not (host.cfg.run_dir / "jobs" / job_id).exists()  # /work's mount point went with it
-    assert not (host.cfg.state_dir / "jobs" / job_id).exists()  # (where older workers made it)
+    # nothing of a job on the host's filesystem: its files and /work were in its mount namespace
+    assert list((host.cfg.run_dir / "job").iterdir()) == []
+    assert not (host.cfg.run_dir / "jobs").exists() and not (host.cfg.state_dir / "jobs").exists()  # older workers'
     with open("/proc/self/mountinfo") as fh:
         assert job_id not in fh.read()
 
@@ -268,28 +269,15 @@ def test_fork_bomb_stays_in_its_job(client, host):
     assert client.wait(bomb.id, timeout=60).status == JobStatus.STOPPED
 
 
-def victims_file(host, job_id: str, path: str) -> Path | None:
-    """`path` as a process of the job sees it (through /proc/<pid>/root), once it exists."""
-    group = Path(host.env["JOBLET_CGROUP_ROOT"]) / job_id / "cgroup.procs"
-    for pid in group.read_text().split():
-        candidate = Path(f"/proc/{pid}/root{path}")
-        try:
-            if candidate.exists():
-                return candidate
-        except OSError:
-            continue
-    return None
-
-
 def test_other_jobs_files_are_out_of_reach(client, host):
     client.networks.create("sbx-net", "10.150.0.0/24")
     victim = client.run("sh", ("-c", "echo secret > /work/mine; sleep 60"), network="sbx-net", name="victim")
     wait_running(client, victim.id)
     try:
-        work = host.cfg.run_dir / "jobs" / victim.id / "work"  # its path on the host
-        hosts = host.cfg.run_dir / "jobs" / victim.id / "hosts"
+        work = host.cfg.run_dir / "job" / "work"  # its path in its mount namespace (not the host's)
+        hosts = host.cfg.run_dir / "job" / "hosts"
         deadline = time.monotonic() + 10
-        while (mine := victims_file(host, victim.id, "/work/mine")) is None:
+        while (mine := job_file(host, victim.id, "/work/mine")) is None:
             assert time.monotonic() < deadline, "the victim's file never appeared"
             time.sleep(0.05)
         got = probe(
@@ -306,7 +294,8 @@ def test_other_jobs_files_are_out_of_reach(client, host):
         assert got["own"] > 0 and mine.read_text() == "secret\n"  # positive control: it is there
         assert not (work / "mine").exists()  # the host's path shows nothing: /work is the job's own mount
         assert got["work"] == "ENOENT" and got["hosts"] == "ENOENT" and got["etc_hosts"] == "EROFS"
-        assert "6.6.6.6" not in hosts.read_text() and "victim" in got["victim"]
+        victims_hosts = job_file(host, victim.id, "/etc/hosts")
+        assert victims_hosts is not None and "6.6.6.6" not in victims_hosts.read_text() and "victim" in got["victim"]
     finally:
         client.stop(victim.id)
         client.wait(victim.id, timeout=30)

@@ -36,12 +36,13 @@ class Box:
         self.cgroup.limit_pids(64)
         run = self.tmp / "run"
         cover = make_cover(run)
-        (run / "hostname").write_text("start\n")
         self.inside = JobThread("start")
         self.netns = JobNetns.create(self.inside)
-        self.mounts = JobMounts.create(self.tmp / "work", 16 << 20, run / "sys", lambda work: None, self.inside)
+        job = run / "job"
+        self.mounts = JobMounts.create(job, 16 << 20, lambda work: None, self.inside)
+        self.mounts.write("hostname", "start\n")
         self.work = Path(self.mounts.work)  # the job's /work, as the worker reaches it
-        layout = Layout(hostname="start", work_dir=str(self.tmp / "work"), run_dir=str(run), sys_dir=str(run / "sys"))
+        layout = Layout(hostname="start", work_dir=str(job / "work"), run_dir=str(job), sys_dir=str(job / "sys"))
         sync("/etc", str(run / "etc"), Secrets(SECRETS))  # the worker's copy of /etc
         self.args = bwrap_args(survey(cover, (), SECRETS, str(run / "etc")), layout)
 

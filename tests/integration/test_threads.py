@@ -16,7 +16,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.worker.faults import arm, fired
 from tests.conftest import Host, running_host
-from tests.integration.helpers import eventually, output, run, wait_running
+from tests.integration.helpers import eventually, job_file, output, run, wait_running
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,8 @@ def test_heartbeat_survives_faults_and_still_repairs_the_firewall(faulty, fc):
 
 
 def hosts_file(h: Host, job_id: str) -> str:
-    return (h.tmp / "run" / "jobs" / job_id / "hosts").read_text()
+    found = job_file(h, job_id, "/etc/hosts")
+    return found.read_text() if found else ""
 
 
 def announce(client: Client, name: str, ip: str) -> None:

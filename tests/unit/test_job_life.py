@@ -136,11 +136,15 @@ class FakeNetns:
 
 
 class FakeJobMounts:
-    def __init__(self, log: Log, work: Path, fill: Any) -> None:
-        self.log, self.fd, self.work = log, 98, str(work)
-        work.mkdir(parents=True)
-        fill(work)
+    def __init__(self, log: Log, job_dir: Path, fill: Any) -> None:
+        self.log, self.fd, self.dir, self.work = log, 98, job_dir, str(job_dir / "work")
+        (job_dir / "work").mkdir(parents=True)
+        fill(job_dir / "work")
         log("mounts create")
+
+    def write(self, name: str, text: str) -> bool:
+        (self.dir / name).write_text(text)
+        return True
 
     def close(self) -> None:
         self.log("mounts close")
@@ -196,11 +200,8 @@ class FakeKernel:
     def sandbox(self, launch: Any) -> FakeSandbox:
         return FakeSandbox(self.log)
 
-    def mounts(self, work: Path, size: int, sys_dir: Path, fill: Any, call: Any) -> FakeJobMounts:
-        return call(lambda: FakeJobMounts(self.log, work, fill))
-
-    def remove_dirs(self, dirs: list[Path]) -> None:
-        self.log("remove dirs")
+    def mounts(self, job_dir: Path, size: int, fill: Any, call: Any) -> FakeJobMounts:
+        return call(lambda: FakeJobMounts(self.log, job_dir, fill))
 
 
 class FakeAgent:
@@ -290,7 +291,6 @@ def life(tmp_path: Path, fail: str | None) -> tuple[list[str], str, Any]:
 # setup as it happens: a step, "undo:what" when that step's undo is pushed, "later:what" when
 # its undo is pushed on the stack unwound after the final record
 EVENTS = [
-    "undo:remove dirs",
     "net facts",
     "net reserve",
     "later:net free",
@@ -332,7 +332,6 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
         "netns close",
         "thread end",  # after the sandbox is reaped: its parent-death signal follows the thread
         "cgroup remove",
-        "remove dirs",
         "end output",  # the final record came before it
         "net links gone, port rules removed",
         "net free",
