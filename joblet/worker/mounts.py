@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from pathlib import Path
 from joblet.errors import ExecutionError
 from joblet.libc import libc as _libc
 from joblet.network_agent.netns import Runner
+from joblet.worker.sandbox import DEV_NODES
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REC, MS_SLAVE = 0x4000, 0x80000
@@ -78,11 +80,13 @@ class JobMounts:
             slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
             _check(slave, "make the job's mounts a slave of the host's")
             options = f"size={JOB_FILES_BYTES},mode=755".encode()
-            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+            flags = MS_NOSUID | MS_NOEXEC  # devices: the job's own /dev/null and the like
             _check(_libc.mount(b"joblet-job", str(job_dir).encode(), b"tmpfs", flags, options), "mount the job's files")
+            make_devices(job_dir / "dev")
             work, sys_dir = job_dir / "work", job_dir / "sys"
             sys_dir.mkdir()
-            _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags | MS_RDONLY, None), "mount sysfs")
+            sysfs_flags = flags | MS_NODEV | MS_RDONLY
+            _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", sysfs_flags, None), "mount sysfs")
             mount_tmpfs(work, size_bytes)
             fill(work)
             fds: list[int] = []
@@ -131,6 +135,21 @@ class JobMounts:
                 if fd >= 0:
                     setattr(self, name, -1)
                     os.close(fd)
+
+
+def make_devices(directory: Path) -> None:
+    """The job's own device nodes (sandbox.DEV_NODES), as the host's are (type, number,
+    mode, owner): bound over the host's that bwrap's --dev binds, so that what a root job
+    does to its /dev/null (chmod, chown) is done to its own."""
+    directory.mkdir()
+    for name in DEV_NODES:
+        host = os.stat(f"/dev/{name}")
+        if not stat.S_ISCHR(host.st_mode):
+            raise ExecutionError(f"/dev/{name} of this host is not a character device")
+        node = directory / name
+        os.mknod(node, stat.S_IFCHR | 0o600, host.st_rdev)
+        os.chown(node, host.st_uid, host.st_gid)
+        os.chmod(node, stat.S_IMODE(host.st_mode))
 
 
 def _check(result: int, what: str) -> None:

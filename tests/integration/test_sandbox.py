@@ -39,6 +39,9 @@ PROBE = textwrap.dedent("""
     def read(path):
         with open(path, "rb") as fh:
             return len(fh.read())
+    def read_some(path):
+        with open(path, "rb") as fh:
+            return len(fh.read(16))
     def unix(path):
         s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(path); s.close()
     libc = ctypes.CDLL(None, use_errno=True)
@@ -120,9 +123,11 @@ def test_tmp_and_work_vanish_with_the_job(client, host):
 
 
 def test_proc_sys_and_dev_are_like_a_container(client):
-    got = probe(
-        client,
-        """
+    before = os.stat("/dev/full")
+    try:
+        got = probe(
+            client,
+            """
         checks["hostname"] = open("/proc/sys/kernel/hostname").read().strip()
         checks["sysctl"] = attempt(lambda: write("/proc/sys/kernel/domainname", "evil"))
         checks["net_sysctl"] = attempt(lambda: write("/proc/sys/net/ipv4/ip_forward", "1"))
@@ -136,12 +141,23 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["sys_net"] = sorted(os.listdir("/sys/class/net"))
         checks["dev"] = sorted(os.listdir("/dev"))
         checks["null"] = attempt(lambda: write("/dev/null"))
+        checks["urandom"] = read_some("/dev/urandom")
+        checks["chmod"] = attempt(lambda: os.chmod("/dev/full", 0o600))
+        checks["chown"] = attempt(lambda: os.chown("/dev/full", 65534, 65534))
+        checks["full"] = [os.stat("/dev/full").st_mode & 0o777, os.stat("/dev/full").st_uid]
         checks["mknod"] = attempt(lambda: os.mknod("/tmp/sda", 0o600 | 0o60000, os.makedev(8, 0)))
         checks["fifo"] = attempt(lambda: os.mkfifo("/tmp/fifo"))
         checks["pid"] = os.getpid()
     """,
-        name="boxed",
-    )
+            name="boxed",
+        )
+        now = os.stat("/dev/full")
+    finally:  # had the job changed the host's own node (bwrap binds the host's), put it back
+        os.chmod("/dev/full", before.st_mode & 0o7777)
+        os.chown("/dev/full", before.st_uid, before.st_gid)
+    # a root job may chmod and chown its /dev nodes: its own, not the host's
+    assert got["chmod"] == got["chown"] == "ok" and got["full"] == [0o600, 65534], got
+    assert (before.st_mode, before.st_uid, before.st_gid) == (now.st_mode, now.st_uid, now.st_gid)
     assert got["hostname"] == "boxed"
     assert got["sysctl"] == got["net_sysctl"] == "EROFS", got
     assert got["sysrq"] == "EROFS" if Path("/proc/sysrq-trigger").exists() else got["sysrq"] == "ENOENT"
@@ -169,6 +185,7 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         "zero",
     ]
     assert got["null"] == "ok" and got["fifo"] == "ok" and got["mknod"] == "EPERM", got
+    assert got["urandom"] == 16
     assert got["pid"] == 2  # its own pid namespace: bwrap's init is 1
 
 
