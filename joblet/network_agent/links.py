@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -104,6 +105,7 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int, mac: str | 
     if index is None or link_kind(index) != "bridge":
         raise NetworkError(f"{name} already exists but is not a bridge")
     try:
+        no_link_local_learning(name)
         disable_ipv6(name)  # the gateway speaks IPv4 only: no link-local, no RA accepted
         _ensure_addr(index, name, address, prefixlen)
         _call(f"bring up {name}", lambda ipr: ipr.link("set", index=index, state="up"))
@@ -112,6 +114,21 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int, mac: str | 
             delete_link(name)
         raise
     return index, created
+
+
+def no_link_local_learning(bridge: str) -> None:
+    """The bridge learns no MAC from frames to the link-local group addresses
+    (01:80:c2:00:00:0X): those skip the bridge's prerouting hook, where port security holds
+    each job to its own MAC, and a job sending LLDP with another job's MAC as its source
+    took that job's traffic. pyroute2 has no IFLA_BR_MULTI_BOOLOPT; sysfs would show the
+    worker's mount's namespace, not its own: iproute2, once per bridge and worker."""
+    argv = ["ip", "link", "set", "dev", bridge, "type", "bridge", "no_linklocal_learn", "1"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0:
+        raise NetworkError(
+            f"failed to stop bridge {bridge} learning from link-local frames (needs Linux 5.4 and "
+            f"iproute2 5.4): {proc.stderr.strip()}"
+        )
 
 
 def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:

@@ -3,7 +3,8 @@
 WATCH runs in a victim job: it captures every frame reaching its eth0 for a while and reports
 what came in (ARP senders, IPv6 frames, UDP payloads by source) and its own state after (its
 neighbour entry for the gateway, its IPv6 routes). ATTACK runs in an attacker job: `send`
-helpers for forged ARP, IPv4 with any source (IP_HDRINCL), and an IPv6 router advertisement.
+helpers for forged ARP, IPv4 with any source (IP_HDRINCL), an IPv6 router advertisement, and
+frames to the link-local group addresses (any source MAC, any payload).
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def udp(src, dst, payload):
     head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(data), 0, 0, 64, 17, 0,
                        socket.inet_aton(src), socket.inet_aton(dst))
     raw.sendto(head + data, (dst, 0))
+
+def ipv4_udp(src, dst, payload):
+    data = struct.pack("!HHHH", 40000, 9999, 8 + len(payload), 0) + payload.encode()
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(data), 0, 0, 64, 17, 0,
+                       socket.inet_aton(src), socket.inet_aton(dst))
+    return head[:10] + struct.pack("!H", checksum(head)) + head[12:] + data
+
+# a frame to a link-local group address (0x0e LLDP, 0x03 802.1X): the bridge does not
+# forward those, it hands them up on the port they came in on
+def link_local(eth_src, group, kind=b"\x88\xcc", body=b"\0" * 46):
+    l2.send(bytes.fromhex("0180c20000") + bytes([group]) + eth_src + kind + body)
 
 def checksum(data):
     data += b"\0" * (len(data) % 2)

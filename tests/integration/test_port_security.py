@@ -128,6 +128,46 @@ def test_spoofed_source_to_a_peer_is_dropped(nets):
     spoof_to_a_peer(nets)
 
 
+def test_link_local_frames_move_no_jobs_mac(nets):
+    """Frames to 01:80:c2:00:00:0e (LLDP) and :03 skip the bridge's prerouting hook, where a
+    port is held to its MAC: sent with a victim's MAC, the bridge learned it on the
+    attacker's port and sent the victim's traffic there. Each round ends with a datagram to
+    the victim: the last, after twenty rounds, must reach it."""
+    victim, vip = watch(nets, NET)
+    vmac = mac_for(victim.id, NET)
+    attacker = attack(
+        nets,
+        NET,
+        f'link_local(mac("{vmac}"), 0x0e); link_local(mac("{vmac}"), 0x03); '
+        f'globals()["N"] = globals().get("N", 0) + 1; udp(OWN_IP, "{vip}", f"after{{N}}")',
+    )
+    seen = report(nets, victim)
+    assert f"{attacker.ip} after20" in seen["udp"], seen
+
+
+def test_link_local_frames_bring_the_host_nothing(nets, host):
+    """The bridge hands such frames up to the host on the job's port itself, past the
+    bridge's hooks and `no-host-access` (which names the bridges): UDP to any host address
+    came through, from any source. The control: a datagram from the host itself."""
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, "python3", "-c", l2.LISTEN_UDP, GW, "8"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with ending(listener):
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        sends = [
+            f'link_local(OWN_MAC, {group}, b"\\x08\\x00", ipv4_udp({src}, "{GW}", "{what}{group}"))'
+            for group in (0x0E, 0x03)
+            for src, what in (("OWN_IP", "own"), ('"10.120.0.77"', "forged"))
+        ]
+        attack(nets, NET, "; ".join(sends))
+        control = f"import socket; socket.socket(2, 2).sendto(b'control', ('{GW}', 9999))"
+        assert host.in_ns("python3", "-c", control).returncode == 0
+        got, _ = listener.communicate(timeout=30)
+    assert [entry.split()[1] for entry in json.loads(got)] == ["control"], got  # nothing of the job's
+
+
 @pytest.mark.parametrize("flush", [("flush", "ruleset"), ("delete", "table", "bridge", "joblet")])
 def test_port_security_comes_back_after_a_flush(nets, host, flush):
     spoof_to_a_peer(nets, host, flush)
