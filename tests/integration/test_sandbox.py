@@ -136,6 +136,7 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         kernel = ("/proc/kpageflags", "/proc/slabinfo", "/proc/vmallocinfo", "/sys/kernel/vmcoreinfo")
         checks["kernel"] = {p: attempt(lambda: read(p)) for p in kernel if os.path.exists(p)}
         checks["meminfo"] = read("/proc/meminfo") > 0
+        checks["slab"] = os.listdir("/sys/kernel/slab")
         checks["acpi"] = os.listdir("/proc/acpi") if os.path.isdir("/proc/acpi") else []
         checks["sys_write"] = attempt(lambda: write("/sys/kernel/mm/transparent_hugepage/enabled", "never"))
         checks["sys_net"] = sorted(os.listdir("/sys/class/net"))
@@ -167,6 +168,7 @@ def test_proc_sys_and_dev_are_like_a_container(client):
     # while ordinary /proc files are read
     assert Path("/proc/slabinfo").read_text() and got["meminfo"], got
     assert got["kernel"] and set(got["kernel"].values()) == {0}, got["kernel"]
+    assert os.listdir("/sys/kernel/slab") and got["slab"] == []  # the slab caches' counters
     assert got["sys_write"] == "EROFS" and got["sys_net"] == ["eth0", "lo"]
     assert got["dev"] == [
         "core",
