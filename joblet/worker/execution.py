@@ -175,6 +175,7 @@ class Sandbox:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
+                cwd="/",  # the shell exports PWD, which bwrap's init (the job's pid 1) keeps
                 close_fds=True,
                 pass_fds=fds,
                 **popen,

@@ -137,6 +137,7 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["kernel"] = {p: attempt(lambda: read(p)) for p in kernel if os.path.exists(p)}
         checks["meminfo"] = read("/proc/meminfo") > 0
         checks["slab"] = os.listdir("/sys/kernel/slab")
+        checks["init_env"] = open("/proc/1/environ").read()
         checks["acpi"] = os.listdir("/proc/acpi") if os.path.isdir("/proc/acpi") else []
         checks["sys_write"] = attempt(lambda: write("/sys/kernel/mm/transparent_hugepage/enabled", "never"))
         checks["sys_net"] = sorted(os.listdir("/sys/class/net"))
@@ -189,6 +190,7 @@ def test_proc_sys_and_dev_are_like_a_container(client):
     assert got["null"] == "ok" and got["fifo"] == "ok" and got["mknod"] == "EPERM", got
     assert got["urandom"] == 16
     assert got["pid"] == 2  # its own pid namespace: bwrap's init is 1
+    assert got["init_env"] == "PATH=/usr/bin:/bin\0PWD=/\0", got["init_env"]  # not where the worker runs
 
 
 def test_seccomp_and_capabilities(client):
