@@ -273,11 +273,13 @@ def _dev(layout: Layout) -> list[str]:
 
 
 def command_argv(path: str, args: tuple[str, ...], user: tuple[int, int] | None) -> list[str]:
-    """The command as the sandbox starts it; another user through setpriv (which drops the
-    capabilities along with uid 0)."""
+    """The command as the sandbox starts it; another user through setpriv, with no
+    capability left to it even as uid 0 (`--user=0:0`: leaving uid 0 was what dropped them,
+    and a root exec regains its bounding set)."""
     if user is None:
         return [path, *args]
-    return [SETPRIV, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--", path, *args]
+    drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"]
+    return [SETPRIV, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *drop, "--", path, *args]
 
 
 def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | None:

@@ -337,6 +337,12 @@ def test_ordinary_workloads_still_work(client):
         user="1234:1234",
     )
     assert rec.status == JobStatus.FAILED and out == b"1234\nwritable\n" and b"Read-only" in err
+    caps = "grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status | tr -d '\\t'; id -u"
+    rec, out, err = run(client, "sh", "-c", caps, network="none", user="0:0")
+    none = b"CapPrm:0000000000000000\nCapEff:0000000000000000\nCapBnd:0000000000000000\n"
+    assert rec.exit_code == 0 and out == none + b"0\n", (out, err)  # --user: no capability, even as uid 0
+    rec, out, _ = run(client, "sh", "-c", caps, network="none")
+    assert b"CapEff:0000000000000000" not in out and out.endswith(b"\n0\n"), out  # control: root keeps some
 
 
 def test_http_server_reachable_by_a_peer(client):
