@@ -75,6 +75,26 @@ def decode_fields(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
+def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, str]:
+    """name -> address from member entries, for a job of `scope`. A job's first name (its
+    id's first twelve digits) resolves everywhere, and so do the names of jobs outside any
+    workflow (unique among running jobs); a workflow job's name ("db") only for the jobs of
+    its own workflow, and before another job's of the same name: two runs of one workflow,
+    or a workflow beside a job of that name, each find their own, and no workflow takes a
+    name from the rest of the network."""
+    found: dict[str, str] = {}
+    own: dict[str, str] = {}
+    for entry in entries:
+        names, ip, of = list(entry["names"]), str(entry["ip"]), str(entry.get("scope") or "")
+        if not of:
+            found.update(dict.fromkeys(names, ip))
+        else:
+            found.update(dict.fromkeys(names[:1], ip))
+            if of == scope:
+                own.update(dict.fromkeys(names[1:], ip))
+    return {**found, **own}
+
+
 class Store:
     """Redis-backed state of one installation (one key prefix)."""
 
@@ -244,11 +264,15 @@ class Store:
 
     # -- discovery ----------------------------------------------------------------------------
     @_url
-    def join_networks(self, job_id: str, ips: dict[str, str], names: list[str], node: str = "") -> None:
-        """List a running job under its names (and its node) in each of its networks' member hashes."""
+    def join_networks(
+        self, job_id: str, ips: dict[str, str], names: list[str], node: str = "", scope: str = ""
+    ) -> None:
+        """List a running job under its names (and its node) in each of its networks' member
+        hashes; `scope` (its workflow's id) limits its names but the first to its workflow."""
+        entry = {"names": names, "node": node, **({"scope": scope} if scope else {})}
         pipe = self.redis.pipeline()
         for network, ip in ips.items():
-            pipe.hset(self.keys.members(network), job_id, json.dumps({"ip": ip, "names": names, "node": node}))
+            pipe.hset(self.keys.members(network), job_id, json.dumps({"ip": ip, **entry}))
         pipe.execute()
 
     @_url
@@ -270,18 +294,13 @@ class Store:
         pipe.execute()
 
     @_url
-    def members(self, networks: list[str]) -> dict[str, str]:
-        """name -> address of the running jobs in these networks."""
+    def members(self, networks: list[str], scope: str = "") -> dict[str, str]:
+        """name -> address of the running jobs in these networks, as a job of `scope` (its
+        workflow's id; "" for none) resolves them (`resolve_names`)."""
         pipe = self.redis.pipeline()
         for network in networks:
             pipe.hvals(self.keys.members(network))
-        found: dict[str, str] = {}
-        for values in pipe.execute():
-            for raw in values:
-                entry = json.loads(raw)
-                for name in entry["names"]:
-                    found[name] = entry["ip"]
-        return found
+        return resolve_names([json.loads(raw) for values in pipe.execute() for raw in values], scope)
 
     # -- nodes ------------------------------------------------------------------------------
     @_url

@@ -25,25 +25,31 @@ class Discovery:
     def __init__(self, store: Store, node: str) -> None:
         self.store = store
         self.node = node
-        self._local: dict[str, tuple[set[str], Callable[[dict[str, str]], None]]] = {}
+        self._local: dict[str, tuple[set[str], str, Callable[[dict[str, str]], None]]] = {}
         self._lock = threading.Lock()
         self.listeners: list[Callable[[list[str]], None]] = []  # told of every change (the overlay)
 
-    def peers(self, networks: list[str]) -> dict[str, str]:
-        """name -> address of the running jobs in these user networks, fleet-wide."""
+    def peers(self, networks: list[str], scope: str = "") -> dict[str, str]:
+        """name -> address of the running jobs in these user networks, fleet-wide, as a job
+        of `scope` (its workflow's id, "" for none) sees them (store.resolve_names)."""
         wanted = user_networks(networks)
-        return self.store.members(wanted) if wanted else {}
+        return self.store.members(wanted, scope) if wanted else {}
 
     def join(
-        self, job_id: str, ips: dict[str, str], names: list[str], write_hosts: Callable[[dict[str, str]], None]
+        self,
+        job_id: str,
+        ips: dict[str, str],
+        names: list[str],
+        write_hosts: Callable[[dict[str, str]], None],
+        scope: str = "",
     ) -> None:
         """A job of this host is running with these addresses: list it, and keep its hosts
-        file (`write_hosts` gets the peers of the job's user networks)."""
+        file (`write_hosts` gets the peers of the job's user networks, seen from `scope`)."""
         mine = {n: ip for n, ip in ips.items() if n not in NO_DISCOVERY}
         if mine:
-            self.store.join_networks(job_id, mine, names, self.node)
+            self.store.join_networks(job_id, mine, names, self.node, scope)
         with self._lock:
-            self._local[job_id] = (set(ips), write_hosts)
+            self._local[job_id] = (set(ips), scope, write_hosts)
 
     def leave(self, job_id: str, networks: list[str]) -> None:
         with self._lock:
@@ -64,12 +70,12 @@ class Discovery:
             except Exception as exc:  # noqa: BLE001 - the hosts files still get written
                 log.warning("overlay of %s: %s: %s", sorted(wanted), type(exc).__name__, exc)
         with self._lock:
-            writers = [(nets, write) for nets, write in self._local.values() if nets & wanted]
-        groups: dict[frozenset[str], list[Callable[[dict[str, str]], None]]] = {}
-        for nets, write in writers:
-            groups.setdefault(frozenset(user_networks(list(nets))), []).append(write)
-        for nets_of_group, writes in groups.items():
-            peers = self.peers(sorted(nets_of_group))
+            writers = [(nets, scope, write) for nets, scope, write in self._local.values() if nets & wanted]
+        groups: dict[tuple[frozenset[str], str], list[Callable[[dict[str, str]], None]]] = {}
+        for nets, scope, write in writers:
+            groups.setdefault((frozenset(user_networks(list(nets))), scope), []).append(write)
+        for (nets_of_group, scope), writes in groups.items():
+            peers = self.peers(sorted(nets_of_group), scope)
             for write in writes:
                 write(peers)
         if tell_fleet:

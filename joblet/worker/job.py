@@ -87,13 +87,14 @@ def _signal_name(number: int) -> str | None:
 class JobRun:
     """Runs one claimed job to its end."""
 
-    def __init__(self, svc: Services, job_id: str, spec: JobSpec) -> None:
+    def __init__(self, svc: Services, job_id: str, spec: JobSpec, workflow: str | None = None) -> None:
         self.svc = svc
         self.store: JobStore = svc.store  # all a job's run asks of the store and the agent
         self.agent: NetAgent = svc.agent
         self.job_id = job_id
         self.spec = spec
         self.hostname = spec.name or job_id[:12]
+        self.scope = workflow or ""  # its name resolves for its workflow's jobs only
         # its files' tmpfs, at the same path in every job's mount namespace (worker/mounts.py)
         self.run_dir = svc.cfg.run_dir / "job"
         self.work_dir = self.run_dir / "work"  # the mount point of its /work tmpfs
@@ -130,7 +131,7 @@ class JobRun:
         if self.plan is None:
             return
         if peers is None:
-            peers = self.svc.discovery.peers(list(self.plan.ips))
+            peers = self.svc.discovery.peers(list(self.plan.ips), self.scope)
         if self.mounts is not None:  # else not mounted yet (written then) or torn down
             self.mounts.write("hosts", self.plan.hosts_file(peers))
 
@@ -254,7 +255,7 @@ class JobRun:
         )
         self.undo.push("leave networks", lambda: svc.discovery.leave(self.job_id, list(plan.ips)))
         names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]
-        svc.discovery.join(self.job_id, plan.ips, names, self.write_hosts)
+        svc.discovery.join(self.job_id, plan.ips, names, self.write_hosts, self.scope)
         svc.discovery.refresh(list(plan.ips))
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:

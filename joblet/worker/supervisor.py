@@ -128,7 +128,7 @@ class Supervisor:
             out = self.svc.records.finish(job_id, stopped, spec=spec)
             self.store.end_output(job_id, {"status": "STOPPED"}, self.cfg.log_max_entries)
             return out
-        run = JobRun(self.svc, job_id, spec)
+        run = JobRun(self.svc, job_id, spec, claimed.record.workflow)
         with self._lock:
             self.running[job_id] = run
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Host
+from tests.integration.helpers import output, run, wait_running
 
 MICROSERVICES = """
 jobs:
@@ -144,6 +145,34 @@ jobs:
     info = wait_done(client, wf["id"])
     states = {j["name"]: j["status"] for j in info["jobs"]}
     assert states == {"cache": "STOPPED", "app": "COMPLETED", "after": "CANCELED"}
+
+
+def test_a_workflows_names_stay_in_the_workflow(client, host, project):
+    """A workflow job named like a running job outside it, in the same network: the workflow's
+    jobs find theirs, every other job the outside one (a workflow took the name before)."""
+    client.networks.create("wfnames", "10.152.0.0/24")
+    solo = client.run("sleep", ("300",), network="wfnames", name="shared")
+    solo_ip = wait_running(client, solo.id)
+    first = "getent ahostsv4 shared | head -1 | cut -d' ' -f1"
+    look = f"for i in $(seq 300); do ip=$({first}); [ $ip != {solo_ip} ] && break; sleep 0.1; done; echo $ip"
+    (project / "named.yaml").write_text(f"""
+jobs:
+  shared: {{command: sleep, args: ["300"], network: wfnames}}
+  look: {{command: sh, args: ["-c", {json.dumps(look)}], network: wfnames}}
+""")
+    wf = json.loads(host.rnx("workflow", "run", "-d", "--json", str(project / "named.yaml")).stdout)
+    try:
+        look = client.wait(wf["jobs"]["look"], timeout=60)
+        inner_ip = wait_running(client, wf["jobs"]["shared"])
+        assert look.status.value == "COMPLETED" and output(client, look.id).decode().strip() == inner_ip
+        rec, out, _ = run(client, "sh", "-c", first, network="wfnames")
+        assert rec.exit_code == 0 and out.decode().strip() == solo_ip != inner_ip
+    finally:
+        host.rnx("workflow", "stop", wf["id"][:12])
+        client.stop(solo.id)
+        client.wait(solo.id, timeout=30)
+        wait_done(client, wf["id"])
+        client.networks.delete("wfnames")
 
 
 @pytest.mark.parametrize(

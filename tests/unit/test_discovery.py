@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from joblet.api.store import resolve_names
 from joblet.worker.discovery import Discovery
 
 
@@ -14,7 +15,7 @@ class CountingStore:
         self.reads: list[list[str]] = []
         self.events: list[dict[str, Any]] = []
 
-    def members(self, networks: list[str]) -> dict[str, str]:
+    def members(self, networks: list[str], scope: str = "") -> dict[str, str]:
         self.reads.append(list(networks))
         return {name: ip for n in networks for name, ip in self.by_network.get(n, {}).items()}
 
@@ -54,3 +55,22 @@ def test_a_network_without_discovery_writes_nothing() -> None:
     discovery.join("j", {"bridge": "172.20.0.2"}, ["j"], lambda p: written.append("j"))
     discovery.refresh(["bridge"])
     assert written == [] and store.reads == [] and store.events == []
+
+
+def test_a_workflows_names_resolve_for_its_own_jobs_only() -> None:
+    entries = [
+        {"ip": "10.0.0.2", "names": ["aaaaaaaaaaaa", "db"]},  # a job outside workflows
+        {"ip": "10.0.0.3", "names": ["bbbbbbbbbbbb", "db"], "scope": "wf1"},
+        {"ip": "10.0.0.4", "names": ["cccccccccccc", "db"], "scope": "wf2"},  # a second run
+        {"ip": "10.0.0.5", "names": ["dddddddddddd", "cache"], "scope": "wf2"},
+    ]
+    ids = {
+        "aaaaaaaaaaaa": "10.0.0.2",
+        "bbbbbbbbbbbb": "10.0.0.3",
+        "cccccccccccc": "10.0.0.4",
+        "dddddddddddd": "10.0.0.5",
+    }
+    assert resolve_names(entries) == {**ids, "db": "10.0.0.2"}  # no workflow takes the name
+    assert resolve_names(entries, "wf1") == {**ids, "db": "10.0.0.3"}  # each run its own
+    assert resolve_names(entries, "wf2") == {**ids, "db": "10.0.0.4", "cache": "10.0.0.5"}
+    assert resolve_names(entries[1:2], "") == {"bbbbbbbbbbbb": "10.0.0.3"}

@@ -68,7 +68,7 @@ class FakeStore:
     def end_output(self, *args: Any) -> None:
         self.log("end output")
 
-    def members(self, networks: list[str]) -> dict[str, str]:
+    def members(self, networks: list[str], scope: str = "") -> dict[str, str]:
         return {}
 
     def join_networks(self, *args: Any) -> None:
