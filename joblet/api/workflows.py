@@ -104,8 +104,11 @@ def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
     if not isinstance(files, list):
         raise ValidationError(f"{where}: 'uploads' must be {{files: [paths]}}")
     out = []
+    base = path.parent.resolve()
     for rel in files:
         src = path.parent / str(rel)
+        if not src.resolve().is_relative_to(base):  # a workflow file from elsewhere ships no ~/.ssh
+            raise ValidationError(f"{where}: upload {rel!r} is outside the workflow's directory {base}")
         try:
             data = src.read_bytes()
         except OSError as exc:

@@ -47,8 +47,11 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
         root = Path(directory)
         if not root.is_dir():
             raise ValidationError(f"invalid job field 'uploads': {directory} is not a directory")
+        inside = root.resolve()
         for path in sorted(root.rglob("*")):
             if path.is_file():
+                if not path.resolve().is_relative_to(inside):  # a link out of the tree: not sent
+                    raise ValidationError(f"invalid job field 'uploads': {path} is a link out of {directory}")
                 found.append((path, path.relative_to(root).as_posix()))
     uploads = []
     for path, rel in found:
