@@ -16,6 +16,7 @@ mounted on the host; the host's, read-only, in host mode).
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -297,9 +298,17 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
     for candidate in candidates:
         real = job_realpath(candidate, views)
         host_path = host_view(real, views) if real else None
-        if host_path and os.path.isfile(host_path) and os.access(host_path, os.X_OK):
+        if host_path and _regular(host_path) and os.access(host_path, os.X_OK):
             return os.path.normpath(candidate)
     return None
+
+
+def _regular(path: str) -> bool:
+    """A regular file, not followed: a link put there since the walk is not."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) -> str | None:
@@ -322,7 +331,8 @@ def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) ->
             if not any(_under(prefix, path) for prefix, _ in views):
                 return None
         elif any(path == prefix for prefix, _ in views if prefix != host):  # a mount point in
-            pass  # the job (its host side may be a link: /proc/self/fd/N for /work)
+            pass  # the job (its host side may be a link: /proc/self/fd/N for /work); views of
+            # the host's own paths map to themselves, and a link there is one in the job too
         elif os.path.islink(host):
             hops -= 1
             target = PurePosixPath(os.readlink(host))
@@ -351,7 +361,10 @@ def views_of(host: Host, layout: Layout, work: str | None = None) -> list[tuple[
         ("/work", work or layout.work_dir),
         *((t, s) for s, t, _ in layout.binds),
         ("/usr", "/usr"),
-        *((p, p) for p in host.ro_paths),
+        ("/etc", host.etc),  # the worker's copy: /usr/bin/awk -> /etc/alternatives/awk -> ...
+        # bound by bwrap, a read-only path is a directory in the job even where the host's is
+        # a link: mapped to what it leads to, it is a mount point, not followed as a link
+        *((p, os.path.realpath(p)) for p in host.ro_paths),
     ]
-    views += [(p, p) for p, _ in host.system]
+    views += [(p, p) for p, _ in host.system]  # a link here (/bin -> usr/bin) is one in the job
     return sorted(views, key=lambda v: len(v[0]), reverse=True)

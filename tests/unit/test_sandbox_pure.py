@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def test_root_binds_read_only_and_covers_secrets():
         HOST,
         Layout(
             hostname="j1",
-            work_dir="/var/lib/joblet/jobs/x/work",
-            run_dir="/run/joblet/jobs/x",
-            sys_dir="/run/joblet/jobs/x/sys",
+            work_dir="/run/joblet/job/work",
+            run_dir="/run/joblet/job",
+            sys_dir="/run/joblet/job/sys",
             net_files=("hosts", "resolv.conf"),
         ),
     )
@@ -49,20 +50,26 @@ def test_root_binds_read_only_and_covers_secrets():
     assert ("usr/bin", "/bin") in pairs(args, "--symlink")
     # /etc is the worker's copy (no secrets in it), the job's own files mounted on it
     assert ("/run/j/etc", "/etc") in ro and ("/etc", "/etc") not in ro
-    assert ("/run/joblet/jobs/x/hosts", "/etc/hosts") in ro
-    assert ("/run/joblet/jobs/x/hostname", "/etc/hostname") in ro
+    assert ("/run/joblet/job/hosts", "/etc/hosts") in ro
+    assert ("/run/joblet/job/hostname", "/etc/hostname") in ro
     assert args.index("/etc/hosts") > args.index("/etc")
     assert ("/run/j/cover/file", "/opt/tools/key.pem") in ro and ("/run/j/cover/dir", "/opt/tools/private") in ro
     assert ("/run/j/cover/file", "/proc/keys") in ro and ("/run/j/cover/dir", "/proc/acpi") in ro
-    assert ("/var/lib/joblet/jobs/x/work", "/work") in pairs(args, "--bind")
+    assert ("/run/joblet/job/work", "/work") in pairs(args, "--bind")
     # secrets are covered after their path is bound, masks after /proc is mounted; the root ends read-only
     ro_paths = [a for a in args if a == "/opt/tools"]
     assert ro_paths and args.index("/opt/tools/key.pem") > args.index("/opt/tools")
     assert args.index("/proc/keys") > args.index("--proc")
     assert args[args.index("--remount-ro") + 1] == "/dev" and "/" in args[args.index("/dev") + 2 :]
-    assert ("/run/joblet/jobs/x/sys", "/sys") in ro and ("/run/j/cover/dir", "/sys/firmware") in ro
+    assert ("/run/joblet/job/sys", "/sys") in ro and ("/run/j/cover/dir", "/sys/firmware") in ro
     assert "--unshare-net" not in args  # bwrap starts inside the namespace the worker built
     assert "CAP_SYS_ADMIN" not in args and "CAP_MKNOD" not in args
+    # /dev: bwrap's, with the job's own nodes (made in its files' tmpfs) bound over the host's
+    dev = pairs(args, "--dev-bind")
+    assert dev == [
+        (f"/run/joblet/job/dev/{n}", f"/dev/{n}") for n in ("full", "null", "random", "tty", "urandom", "zero")
+    ]
+    assert all(args.index(f"/dev/{n}") > args.index("--dev") for n in ("null", "tty"))
 
 
 def test_a_binds_parents_are_made_open_to_every_user():
@@ -146,6 +153,18 @@ def test_links_in_a_volume_are_followed_inside_the_job_not_on_the_host(tmp_path:
     assert resolve("up", "/volumes/v", views) == "/volumes/v/up"
     assert resolve("loop", "/volumes/v", views) is None
     assert resolve("sh", "/bin", views) == "/bin/sh"  # /bin a link to usr/bin, as on the host
+    etc = tmp_path / "etc-copy"  # the worker's copy of /etc: Debian's alternatives are links
+    (etc / "alternatives").mkdir(parents=True)
+    (etc / "alternatives" / "sh").symlink_to("/usr/bin/sh")
+    tools = tmp_path / "srv-tools"  # an operator's read-only path, a link on the host
+    tools.mkdir()
+    (tools / "tool").write_text("#!/bin/sh\n")
+    (tools / "tool").chmod(0o755)
+    (tmp_path / "opt-tools").symlink_to(tools)
+    host = dataclasses.replace(HOST, etc=str(etc), ro_paths=(str(tmp_path / "opt-tools"),))
+    on_host = views_of(host, layout)
+    assert resolve("sh", "/etc/alternatives", on_host) == "/etc/alternatives/sh"
+    assert resolve("tool", str(tmp_path / "opt-tools"), on_host) == f"{tmp_path}/opt-tools/tool"
     work = tmp_path / "work"
     (work / "sub").mkdir(parents=True)
     (work / "sub" / "run.sh").write_text("#!/bin/sh\n")
