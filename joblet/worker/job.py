@@ -370,8 +370,11 @@ class JobRun:
             Entry(
                 job_id=self.job_id,
                 cgroup=str(self.cgroup.path),
-                work_dir="",  # nothing on the host's filesystem (older workers: its directories)
-                run_dir="",
+                # nothing of it is on the host's filesystem; older workers made this directory
+                # and remove it when they reconcile the entry (after a rollback): it must name
+                # a path of its own, never "" (that would be their working directory)
+                work_dir=str(self.svc.cfg.run_dir / "jobs" / self.job_id),
+                run_dir=str(self.svc.cfg.run_dir / "jobs" / self.job_id),
                 plan=self.plan,
             )
         )

@@ -43,7 +43,7 @@ def teardown_entry(svc: Services, entry: Entry) -> list[str]:
     undo = UndoStack()
     job_id, plan, cgroup = entry.job_id, entry.plan, JobCgroup(Path(entry.cgroup))
     undo.push("forget journal", lambda: svc.journal.forget(job_id))
-    dirs = [Path(d) for d in (entry.work_dir, entry.run_dir) if d]  # an older worker's; now none
+    dirs = [Path(d) for d in (entry.work_dir, entry.run_dir) if d]  # an older worker's (now never made)
     undo.push("remove files", lambda: remove_dirs(dirs))
     if plan is not None:
         undo.push("free addresses", lambda: svc.agent.free(job_id, plan.reserved()))

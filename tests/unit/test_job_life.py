@@ -4,6 +4,7 @@ applied before it, newest first, and the job still ends with a final record."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 from pathlib import Path
@@ -322,6 +323,9 @@ def test_a_whole_life_undoes_everything_newest_first(tmp_path):
     # appended, not a file per job: its entry, the entry with its plan, and its forget
     lines = (tmp_path / "state" / "journal" / "log").read_text().splitlines()
     assert len(lines) == 3 and lines[-1] == '{"forget": "' + "a" * 32 + '"}'
+    # an older worker reconciling the entry removes this path: its own, never "" (its cwd), never made
+    named = json.loads(lines[0])["run_dir"]
+    assert named == str(tmp_path / "run" / "jobs" / ("a" * 32)) and not Path(named).exists()
     after = calls[calls.index("watch") + 1 :]
     assert after == [
         "cgroup kill",
