@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 
 from joblet.errors import NetworkError
-from joblet.names import BRIDGED_VETH_PREFIX, TABLE
+from joblet.names import BRIDGED_VETH_PREFIX, TABLE, VXLAN_PREFIX
 from joblet.network_agent import nftlib, portsec
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -168,8 +168,11 @@ def render(
     # a bridge hands frames to the link-local group addresses (LLDP's 01:80:c2:00:00:0e)
     # up to the host on the port they came in on, past the bridge's own hooks: UDP to any
     # host address, with any source, came through that way (and, forged as a peer node's,
-    # VXLAN into another network). No packet of the host's arrives on a job's bridge port.
-    inbound = [f'iifname "{BRIDGED_VETH_PREFIX}*" drop comment "joblet:no-host-access"']
+    # VXLAN into another network). No packet of the host's arrives on a job's bridge port,
+    # nor on an overlay port (nothing from the overlay reaches the node).
+    inbound = [
+        f'iifname "{prefix}*" drop comment "joblet:no-host-access"' for prefix in (BRIDGED_VETH_PREFIX, VXLAN_PREFIX)
+    ]
     if guards.vxlan_port:  # VXLAN from anyone but the nodes holding remote jobs: injection
         peers = f"udp dport {guards.vxlan_port} ip saddr != @overlay_peers"
         inbound.append(f'{peers} drop comment "joblet:overlay-peers"')

@@ -123,7 +123,10 @@ def no_link_local_learning(bridge: str) -> None:
     took that job's traffic. pyroute2 has no IFLA_BR_MULTI_BOOLOPT; sysfs would show the
     worker's mount's namespace, not its own: iproute2, once per bridge and worker."""
     argv = ["ip", "link", "set", "dev", bridge, "type", "bridge", "no_linklocal_learn", "1"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        raise NetworkError(f"ip did not answer in 10 s setting no_linklocal_learn on bridge {bridge}") from None
     if proc.returncode != 0:
         raise NetworkError(
             f"failed to stop bridge {bridge} learning from link-local frames (needs Linux 5.4 and "

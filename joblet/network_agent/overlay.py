@@ -24,6 +24,7 @@ all it needs.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import subprocess
@@ -82,6 +83,15 @@ def peers(fdb: Fdb) -> set[str]:
     """The underlay addresses the firewall takes VXLAN from for this port: the nodes that
     hold the port's remote jobs (no other node sends it anything it would let in)."""
     return {address for _, address in fdb}
+
+
+def _ipv4(address: str) -> bool:
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        log.warning("a node's underlay address %r is not IPv4: no VXLAN taken from it", address)
+        return False
+    return True
 
 
 # -- I/O ----------------------------------------------------------------------------------
@@ -181,10 +191,15 @@ class Overlay:
         return self._underlay
 
     def macs(self) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted(m for found in self._macs.values() for m in found))
+        with self._lock:
+            return tuple(sorted(m for found in self._macs.values() for m in found))
 
     def peers(self) -> tuple[str, ...]:
-        return tuple(sorted({a for found in self._peers.values() for a in found}))
+        """The underlay addresses of the nodes with remote jobs (IPv4 ones: another node's
+        heartbeat could carry anything, and one bad entry must not stop every render)."""
+        with self._lock:
+            found = {a for addresses in self._peers.values() for a in addresses}
+        return tuple(sorted(a for a in found if _ipv4(a)))
 
     def attached(self, network: str) -> bool:
         return network in self._ports or network in self._local_only

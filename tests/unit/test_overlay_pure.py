@@ -94,7 +94,8 @@ def test_the_overlay_port_takes_datagrams_from_peer_nodes_only():
     assert "set overlay_peers { type ipv4_addr; elements = { 10.0.0.2, 10.0.0.3 }; }" in text
     rule = 'udp dport 4789 ip saddr != @overlay_peers drop comment "joblet:overlay-peers"'
     inbound = [line.strip() for line in text[text.index("chain input") : text.index("chain output")].splitlines()]
-    assert inbound[2:4] == ['iifname "jv*" drop comment "joblet:no-host-access"', rule]  # before anything accepts
+    first = ['iifname "jv*" drop comment "joblet:no-host-access"', 'iifname "jx*" drop comment "joblet:no-host-access"']
+    assert inbound[2:5] == [*first, rule]  # before anything accepts
     alone = firewall.render(nets, guards=firewall.Guards(vxlan_port=4789))  # no peer yet: none taken
     assert "set overlay_peers { type ipv4_addr; }" in alone and rule in alone
     assert "overlay_peers" not in firewall.render(nets).split("set overlay_peers")[1]  # no overlay, no rule

@@ -116,9 +116,10 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'socket cgroupv2 level 1 "unified/joblet" oifname "ji*" drop comment "joblet:host-mode"',
     ]
     inbound = [line.strip() for line in text[text.index("chain input") : text.index("chain output")].splitlines()]
-    assert inbound[2:4] == [  # first: nothing arrives from a job's bridge port (link-local
-        # frames go up on it, past the bridge's hooks), no host-mode job on a broker's port is reached
+    assert inbound[2:5] == [  # first: nothing arrives from a job's bridge port or an overlay port
+        # (link-local frames go up on them, past the bridge's hooks), no host-mode job on a broker's port is reached
         'iifname "jv*" drop comment "joblet:no-host-access"',
+        'iifname "jx*" drop comment "joblet:no-host-access"',
         'tcp dport @blocked_ports socket cgroupv2 level 1 "unified/joblet" drop comment "joblet:no-broker"',
     ]
     assert "table bridge joblet {" in text  # one batch, both tables
