@@ -109,22 +109,23 @@ class JobMounts:
     def write(self, name: str, text: str) -> bool:
         """One of the job's files, written in place (bwrap's bind of it shows the same
         inode); False when the job's mounts are gone."""
-        with self._lock:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with self._lock:  # whole: two rewrites of /etc/hosts (the job's, the fleet's) never mix
             if self.dir_fd < 0:
                 return False
-            fd = os.open(
-                name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd
-            )
-        with open(fd, "w") as fh:
-            fh.write(text)
+            with open(os.open(name, flags, 0o644, dir_fd=self.dir_fd), "w") as fh:
+                fh.write(text)
         return True
 
     def usage(self) -> tuple[int | None, int | None]:
         """(bytes used, size) of /work."""
-        try:
-            st = os.fstatvfs(self.work_fd)
-        except OSError:  # ended meanwhile
-            return None, None
+        with self._lock:  # not a descriptor number closed and taken by another job meanwhile
+            if self.work_fd < 0:
+                return None, None
+            try:
+                st = os.fstatvfs(self.work_fd)
+            except OSError:
+                return None, None
         return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
 
     def close(self) -> None:
