@@ -16,12 +16,15 @@ COUNT = 300
 
 def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
     ids = [client.run("sleep", ("600",), network="bridge").id for _ in range(COUNT)]
+    held: set[str] = set()
     try:
         deadline = time.monotonic() + 240
         while True:
             states = [r.status for r in client.list() if r.id in ids]
             running = states.count(JobStatus.RUNNING)
             if running == COUNT:
+                held = mount_namespaces_held(host.worker.pid)
+                assert len(held) >= COUNT, len(held)  # each running job's, by a descriptor
                 break
             failed = [r.error for r in client.list() if r.id in ids and r.status.final]
             assert not failed, f"{len(failed)} jobs ended early: {failed[:3]}"
@@ -38,7 +41,21 @@ def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
     eventually(lambda: ipam.allocations("bridge") == {}, "addresses still allocated", 10)
     assert list(host.cfg.cgroup_root.iterdir()) == [] or all(not p.is_dir() for p in host.cfg.cgroup_root.iterdir())
     assert subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).stdout == b""
-    assert not any((host.cfg.run_dir / "job").iterdir())  # jobs' files were in their mount namespaces
+    # what jobs mounted (their files, /work, sysfs) went with their mount namespaces
+    eventually(lambda: not mount_namespaces_held(host.worker.pid) & held, "job mount namespaces still held", 10)
+
+
+def mount_namespaces_held(pid: int) -> set[str]:
+    """The mount namespaces a process holds descriptors of (`mnt:[inode]`)."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("mnt:["):
+            found.add(link)
+    return found
 
 
 def test_a_thousand_short_jobs_none_lost(client):

@@ -7,6 +7,7 @@ refusal comes from the sandbox, not from missing privileges.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -120,6 +121,46 @@ def test_tmp_and_work_vanish_with_the_job(client, host):
     assert not (host.cfg.run_dir / "jobs").exists() and not (host.cfg.state_dir / "jobs").exists()  # older workers'
     with open("/proc/self/mountinfo") as fh:
         assert job_id not in fh.read()
+
+
+def mount_namespace_of(host, job_id: str) -> str:
+    """`mnt:[inode]` of the job's own mount namespace (its files' tmpfs, /work, sysfs): the
+    one bwrap starts in, seen through bwrap's outer process (in the host's pid namespace)."""
+    group = Path(host.env["JOBLET_CGROUP_ROOT"]) / job_id / "cgroup.procs"
+    for pid in group.read_text().split():
+        status = Path(f"/proc/{pid}/status").read_text()
+        if next(line for line in status.splitlines() if line.startswith("NSpid:")).count("\t") == 1:
+            return os.readlink(f"/proc/{pid}/ns/mnt")
+    raise AssertionError(f"no process of {job_id} outside its pid namespace")
+
+
+def worker_holds(host, namespace: str) -> bool:
+    """Does the worker hold `namespace` (a descriptor, or a thread in it)?"""
+    base = Path(f"/proc/{host.worker.pid}")
+    links = [base / "fd" / fd for fd in os.listdir(base / "fd")]
+    links += [base / "task" / tid / "ns" / "mnt" for tid in os.listdir(base / "task")]
+    found = []
+    for link in links:
+        with contextlib.suppress(OSError):
+            found.append(os.readlink(link))
+    return namespace in found
+
+
+def test_a_jobs_mount_namespace_goes_with_it(client, host):
+    """What a job had mounted (its files, /work, sysfs) lives in a mount namespace of its own,
+    held by the worker while the job runs and let go after: nothing of it is left."""
+    rec = client.run("sleep", ("60",), network="none")
+    eventually(lambda: client.get(rec.id).status == JobStatus.RUNNING, "the job did not start")
+    namespace = mount_namespace_of(host, rec.id)
+    assert namespace != os.readlink("/proc/self/ns/mnt") and worker_holds(host, namespace)  # control
+    client.stop(rec.id)
+    assert client.wait(rec.id, timeout=30).status == JobStatus.STOPPED
+    eventually(lambda: not worker_holds(host, namespace), f"the worker still holds {namespace}", 10)
+    held = []
+    for ns in Path("/proc").glob("[0-9]*/ns/mnt"):
+        with contextlib.suppress(OSError):
+            held += [ns] if os.readlink(ns) == namespace else []
+    assert held == []
 
 
 def test_proc_sys_and_dev_are_like_a_container(client):
@@ -337,6 +378,9 @@ def test_ordinary_workloads_still_work(client):
         user="1234:1234",
     )
     assert rec.status == JobStatus.FAILED and out == b"1234\nwritable\n" and b"Read-only" in err
+    if os.path.realpath("/usr/bin/awk") != "/usr/bin/awk":  # Debian: through /etc/alternatives
+        rec, out, err = run(client, "awk", "BEGIN { print 6 * 7 }", network="none")
+        assert rec.exit_code == 0 and out == b"42\n", err
     caps = "grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status | tr -d '\\t'; id -u"
     rec, out, err = run(client, "sh", "-c", caps, network="none", user="0:0")
     none = b"CapPrm:0000000000000000\nCapEff:0000000000000000\nCapBnd:0000000000000000\n"
