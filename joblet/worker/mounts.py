@@ -40,7 +40,7 @@ from joblet.network_agent.netns import Runner
 from joblet.worker.sandbox import DEV_NODES
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_REC, MS_SLAVE = 0x4000, 0x80000
+MS_REMOUNT, MS_REC, MS_SLAVE = 0x20, 0x4000, 0x80000
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x00020000
 
@@ -80,13 +80,12 @@ class JobMounts:
             slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
             _check(slave, "make the job's mounts a slave of the host's")
             options = f"size={JOB_FILES_BYTES},mode=755".encode()
-            flags = MS_NOSUID | MS_NOEXEC  # devices: the job's own /dev/null and the like
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
             _check(_libc.mount(b"joblet-job", str(job_dir).encode(), b"tmpfs", flags, options), "mount the job's files")
-            make_devices(job_dir / "dev")
+            make_dev(job_dir / "dev")
             work, sys_dir = job_dir / "work", job_dir / "sys"
             sys_dir.mkdir()
-            sysfs_flags = flags | MS_NODEV | MS_RDONLY
-            _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", sysfs_flags, None), "mount sysfs")
+            _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags | MS_RDONLY, None), "mount sysfs")
             mount_tmpfs(work, size_bytes)
             fill(work)
             fds: list[int] = []
@@ -138,11 +137,26 @@ class JobMounts:
                     os.close(fd)
 
 
-def make_devices(directory: Path) -> None:
-    """The job's own device nodes (sandbox.DEV_NODES), as the host's are (type, number,
-    mode, owner): bound over the host's that bwrap's --dev binds, so that what a root job
-    does to its /dev/null (chmod, chown) is done to its own."""
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "core": "/proc/kcore",
+    "ptmx": "pts/ptmx",
+}
+
+
+def make_dev(directory: Path) -> None:
+    """The job's /dev, read-only, which bwrap binds whole: its own device nodes
+    (sandbox.DEV_NODES) made as the host's are (type, number, mode, owner), a devpts
+    instance of its own, bwrap's links, and `shm` for bwrap's sized tmpfs. bwrap's own
+    `--dev` binds the host's nodes, and a root job chmodded and chowned the host's /dev/null
+    through them; it also cost seven binds per start, each reading the mount table, where
+    this is one (docs/PERFORMANCE.md, item 24)."""
     directory.mkdir()
+    options = b"size=65536,mode=755"
+    _check(_libc.mount(b"joblet-dev", str(directory).encode(), b"tmpfs", MS_NOSUID | MS_NOEXEC, options), "mount /dev")
     for name in DEV_NODES:
         host = os.stat(f"/dev/{name}")
         if not stat.S_ISCHR(host.st_mode):
@@ -151,6 +165,16 @@ def make_devices(directory: Path) -> None:
         os.mknod(node, stat.S_IFCHR | 0o600, host.st_rdev)
         os.chown(node, host.st_uid, host.st_gid)
         os.chmod(node, stat.S_IMODE(host.st_mode))
+    for sub in ("pts", "shm"):
+        (directory / sub).mkdir()
+    pts = b"newinstance,ptmxmode=0666,mode=620"  # as bwrap's --dev mounts it
+    _check(
+        _libc.mount(b"devpts", str(directory / "pts").encode(), b"devpts", MS_NOSUID | MS_NOEXEC, pts), "mount devpts"
+    )
+    for name, target in DEV_LINKS.items():
+        os.symlink(target, directory / name)
+    read_only = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC
+    _check(_libc.mount(None, str(directory).encode(), None, read_only, options), "make /dev read-only")
 
 
 def _check(result: int, what: str) -> None:

@@ -251,25 +251,23 @@ def _proc(host: Host) -> list[str]:
     return args
 
 
-# bwrap's --dev binds these from the host's /dev: the same inodes, so a root job's chmod or
-# chown (CAP_CHOWN, CAP_FOWNER) changed the host's /dev/null. Each job gets its own nodes
-# instead (mounts.py makes them in its files' tmpfs), bound over bwrap's.
+# The job's own device nodes, in the read-only /dev the worker makes for it (mounts.make_dev)
+# and bwrap binds whole. Not bwrap's --dev: it binds the host's nodes, the same inodes, and a
+# root job's chmod or chown (CAP_CHOWN, CAP_FOWNER) changed the host's /dev/null.
 DEV_NODES = ("full", "null", "random", "tty", "urandom", "zero")
 
 
 def _dev(layout: Layout) -> list[str]:
     return [
-        "--dev",
+        "--dev-bind",
+        f"{layout.run_dir}/dev",
         "/dev",
-        *(a for node in DEV_NODES for a in ("--dev-bind", f"{layout.run_dir}/dev/{node}", f"/dev/{node}")),
         "--perms",
         "1777",
         "--size",
         str(layout.shm_bytes),
         "--tmpfs",
         "/dev/shm",
-        "--remount-ro",
-        "/dev",
     ]
 
 

@@ -188,6 +188,7 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["chmod"] = attempt(lambda: os.chmod("/dev/full", 0o600))
         checks["chown"] = attempt(lambda: os.chown("/dev/full", 65534, 65534))
         checks["full"] = [os.stat("/dev/full").st_mode & 0o777, os.stat("/dev/full").st_uid]
+        checks["pty"] = os.ttyname(os.openpty()[1])
         checks["mknod"] = attempt(lambda: os.mknod("/tmp/sda", 0o600 | 0o60000, os.makedev(8, 0)))
         checks["fifo"] = attempt(lambda: os.mkfifo("/tmp/fifo"))
         checks["pid"] = os.getpid()
@@ -198,8 +199,9 @@ def test_proc_sys_and_dev_are_like_a_container(client):
     finally:  # had the job changed the host's own node (bwrap binds the host's), put it back
         os.chmod("/dev/full", before.st_mode & 0o7777)
         os.chown("/dev/full", before.st_uid, before.st_gid)
-    # a root job may chmod and chown its /dev nodes: its own, not the host's
-    assert got["chmod"] == got["chown"] == "ok" and got["full"] == [0o600, 65534], got
+    # a root job's /dev nodes are its own, and read-only: neither they nor the host's change
+    assert got["chmod"] == got["chown"] == "EROFS" and got["full"] == [0o666, 0], got
+    assert got["pty"].startswith("/dev/pts/"), got["pty"]  # its own devpts: a pty works
     assert (before.st_mode, before.st_uid, before.st_gid) == (now.st_mode, now.st_uid, now.st_gid)
     assert got["hostname"] == "boxed"
     assert got["sysctl"] == got["net_sysctl"] == "EROFS", got
