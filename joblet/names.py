@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-TABLE = "joblet"  # nftables: table inet joblet and table bridge joblet
+TABLE = "joblet"  # nftables: tables inet, arp and bridge joblet
 DEFAULT_BRIDGE = "joblet0"  # the built-in "bridge" network (setting bridge_name)
 NETWORK_BRIDGE_PREFIX = "jb"  # a user network's bridge: jb + 10 hex digits
 BRIDGED_VETH_PREFIX = "jv"  # host end of a job's veth on a bridge

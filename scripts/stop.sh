@@ -17,6 +17,7 @@ for link in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -
 done
 nft delete table inet joblet 2>/dev/null
 nft delete table bridge joblet 2>/dev/null
+nft delete table arp joblet 2>/dev/null
 for group in /sys/fs/cgroup/joblet /sys/fs/cgroup/unified/joblet /sys/fs/cgroup/*/joblet; do
   rmdir "$group" 2>/dev/null  # the worker's (empty) cgroup roots
 done

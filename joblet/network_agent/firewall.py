@@ -1,5 +1,5 @@
-"""joblet's nftables tables, `inet joblet` (here) and `bridge joblet` (portsec.py): rendered
-pure, applied together in one atomic batch.
+"""joblet's nftables tables, `inet joblet` and `arp joblet` (here) and `bridge joblet`
+(portsec.py): rendered pure, applied together in one atomic batch.
 
 The ruleset text starts by creating then deleting each table, so applying it replaces both
 tables atomically and repeatably; a broken file is rejected with the live rules intact.
@@ -207,9 +207,27 @@ def render(
             *_chain("output", "filter hook output priority filter", output),
             *_chain("postrouting", "nat hook postrouting priority srcnat", nat),
             "}",
+            *_arp_table(),
             "",
         ]
     ) + portsec.render_bridge(list(guards.ports), guards.overlay)
+
+
+def _arp_table() -> list[str]:
+    """`arp joblet`: the ARP half of the input rule above. What a bridge hands up from a
+    job's or an overlay port (link-local group addresses, past the bridge's hooks) is ARP
+    too, which the inet family does not see: a job's forged requests were answered by the
+    host and filled its neighbour table (shared by every namespace) with any address."""
+    drops = [
+        f'iifname "{prefix}*" drop comment "joblet:no-host-access"' for prefix in (BRIDGED_VETH_PREFIX, VXLAN_PREFIX)
+    ]
+    return [
+        f"table arp {TABLE} {{}}",
+        f"delete table arp {TABLE}",
+        f"table arp {TABLE} {{",
+        *_chain("input", "filter hook input priority filter", drops),
+        "}",
+    ]
 
 
 def _collapsed(networks: tuple[str, ...], version: int) -> list[str]:
@@ -232,5 +250,5 @@ def apply(ruleset: str) -> None:
 
 
 def table_exists() -> bool:
-    """Both of joblet's tables are loaded (someone may flush the ruleset or delete one)."""
-    return all(nftlib.run(f"list table {family} {TABLE}")[0] == 0 for family in ("inet", "bridge"))
+    """All of joblet's tables are loaded (someone may flush the ruleset or delete one)."""
+    return all(nftlib.run(f"list table {family} {TABLE}")[0] == 0 for family in ("inet", "arp", "bridge"))

@@ -78,6 +78,10 @@ def ipv4_udp(src, dst, payload):
                        socket.inet_aton(src), socket.inet_aton(dst))
     return head[:10] + struct.pack("!H", checksum(head)) + head[12:] + data
 
+def arp_request(sender_mac, sender_ip, target_ip):
+    return (struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + sender_mac + socket.inet_aton(sender_ip)
+            + b"\0" * 6 + socket.inet_aton(target_ip))
+
 # a frame to a link-local group address (0x0e LLDP, 0x03 802.1X): the bridge does not
 # forward those, it hands them up on the port they came in on
 def link_local(eth_src, group, kind=b"\x88\xcc", body=b"\0" * 46):

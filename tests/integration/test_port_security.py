@@ -150,7 +150,7 @@ def test_link_local_frames_bring_the_host_nothing(nets, host):
     bridge's hooks and `no-host-access` (which names the bridges): UDP to any host address
     came through, from any source. The control: a datagram from the host itself."""
     listener = subprocess.Popen(
-        ["ip", "netns", "exec", host.netns, "python3", "-c", l2.LISTEN_UDP, GW, "8"],
+        ["ip", "netns", "exec", host.netns, "python3", "-c", l2.LISTEN_UDP, "0.0.0.0", "8"],  # GW's too, once made
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -166,6 +166,29 @@ def test_link_local_frames_bring_the_host_nothing(nets, host):
         assert host.in_ns("python3", "-c", control).returncode == 0
         got, _ = listener.communicate(timeout=30)
     assert [entry.split()[1] for entry in json.loads(got)] == ["control"], got  # nothing of the job's
+
+
+def test_link_local_arp_fills_no_neighbour_table_of_the_host(nets, host):
+    """ARP in such frames reached the host's ARP (not the inet family's rules): requests with
+    any sender were answered and each sender stored, on the job's port, in a neighbour
+    table whose limits the whole machine shares. Looked at while the attacker's port exists
+    (its entries go with it); the control: its own ARP by broadcast is learned."""
+    forged = 'mac("02:de:ad:be:ef:01")'
+    sends = [
+        f'link_local({forged}, {group}, b"\\x08\\x06", arp_request({forged}, "10.120.0.99", "{GW}"))'
+        for group in (0x0E, 0x03)
+    ]
+    sends.append(f'l2.send(b"\\xff" * 6 + OWN_MAC + b"\\x08\\x06" + arp_request(OWN_MAC, OWN_IP, "{GW}"))')
+    lines = l2.attack("; ".join(sends)) + "import sys; sys.stdout.flush(); time.sleep(60)\n"
+    rec = nets.run("python3", ("-c", lines), network=NET)
+    try:
+        eventually(lambda: b"sent" in output(nets, rec.id), "the attacker did not send")
+        own = nets.get(rec.id).ip or ""
+        assert own and host.in_ns("ip", "neigh", "show", own).stdout.strip()  # its own ARP: learned
+        assert host.in_ns("ip", "neigh", "show", "10.120.0.99").stdout.strip() == ""  # the forged: not
+    finally:
+        nets.stop(rec.id)
+        nets.wait(rec.id, timeout=30)
 
 
 @pytest.mark.parametrize("flush", [("flush", "ruleset"), ("delete", "table", "bridge", "joblet")])

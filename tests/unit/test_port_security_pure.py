@@ -122,7 +122,9 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'iifname "jx*" drop comment "joblet:no-host-access"',
         'tcp dport @blocked_ports socket cgroupv2 level 1 "unified/joblet" drop comment "joblet:no-broker"',
     ]
-    assert "table bridge joblet {" in text  # one batch, both tables
+    assert "table bridge joblet {" in text  # one batch, all tables
+    arp = text[text.index("table arp joblet {\n") :]
+    assert 'iifname "jv*" drop' in arp and 'iifname "jx*" drop' in arp  # ARP handed up from a port too
 
 
 def test_metadata_networks_are_dropped_for_jobs_but_dns():
