@@ -199,9 +199,15 @@ def _env(value: Any) -> dict[str, str]:
     return env
 
 
+SHORT_ID_RE = re.compile(r"^[0-9a-f]{12}$")  # a job's name in its peers' /etc/hosts
+
+
 def _name(value: Any) -> str | None:
     hint = "use letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)"
-    return optional(matching, value, NAME_RE, "job name", hint)
+    name = optional(matching, value, NAME_RE, "job name", hint)
+    if name is not None and SHORT_ID_RE.match(name):
+        raise ValueError(f"{name!r} has the shape of a job's short id (12 hex digits), which names jobs by id")
+    return name
 
 
 def _network(value: Any) -> tuple[str, ...]:

@@ -84,15 +84,15 @@ def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, s
     name from the rest of the network."""
     found: dict[str, str] = {}
     own: dict[str, str] = {}
+    ids: dict[str, str] = {}
     for entry in entries:
         names, ip, of = list(entry["names"]), str(entry["ip"]), str(entry.get("scope") or "")
+        ids.update(dict.fromkeys(names[:1], ip))
         if not of:
-            found.update(dict.fromkeys(names, ip))
-        else:
-            found.update(dict.fromkeys(names[:1], ip))
-            if of == scope:
-                own.update(dict.fromkeys(names[1:], ip))
-    return {**found, **own}
+            found.update(dict.fromkeys(names[1:], ip))
+        elif of == scope:
+            own.update(dict.fromkeys(names[1:], ip))
+    return {**found, **own, **ids}  # an id is the job's whatever another calls itself
 
 
 class Store:

@@ -74,3 +74,10 @@ def test_a_workflows_names_resolve_for_its_own_jobs_only() -> None:
     assert resolve_names(entries, "wf1") == {**ids, "db": "10.0.0.3"}  # each run its own
     assert resolve_names(entries, "wf2") == {**ids, "db": "10.0.0.4", "cache": "10.0.0.5"}
     assert resolve_names(entries[1:2], "") == {"bbbbbbbbbbbb": "10.0.0.3"}
+
+
+def test_a_jobs_short_id_is_its_own_whatever_another_is_named() -> None:
+    victim = {"ip": "10.0.0.2", "names": ["3f50626394c6", "victim"]}
+    squatter = {"ip": "10.0.0.3", "names": ["aaaaaaaaaaaa", "3f50626394c6"]}  # an older client's name
+    for entries in ([victim, squatter], [squatter, victim]):
+        assert resolve_names(entries)["3f50626394c6"] == "10.0.0.2"

@@ -192,3 +192,13 @@ def test_a_corrupt_stored_record_is_refused_on_read(fields, field):
     data = {k: v for k, v in data.items() if v is not None or k != "id"}
     with pytest.raises(ValidationError, match=f"^invalid job field {field}"):
         JobRecord.from_dict(data)
+
+
+def test_a_name_cannot_be_shaped_like_a_jobs_short_id():
+    from joblet.api.models import make_spec
+    from joblet.fields import FieldError
+
+    with pytest.raises(FieldError, match="shape of a job's short id"):
+        make_spec("true", (), name="3f50626394c6")
+    assert make_spec("true", (), name="3f50626394c6x").name == "3f50626394c6x"  # 13 characters: a name
+    assert make_spec("true", (), name="db-1").name == "db-1"
