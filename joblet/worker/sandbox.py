@@ -333,7 +333,10 @@ def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) ->
             # the host's own paths map to themselves, and a link there is one in the job too
         elif os.path.islink(host):
             hops -= 1
-            target = PurePosixPath(os.readlink(host))
+            try:
+                target = PurePosixPath(os.readlink(host))
+            except OSError:  # changed since (a job swapping links in a shared volume)
+                return None
             if hops < 0:
                 return None
             todo[:0] = list(target.parts[1:] if target.is_absolute() else target.parts)
