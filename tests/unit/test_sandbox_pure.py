@@ -185,3 +185,22 @@ def test_survey_covers_secrets_under_the_read_only_paths_only(tmp_path):
     # a pattern is globbed only where it could match under /usr or a read-only path
     assert _may_match_under("/etc/shadow*", ("/usr",)) is False
     assert _may_match_under(f"{tools}/*.key", ("/usr", str(tools))) and _may_match_under("/opt/*", ("/opt/tools",))
+
+
+def test_a_link_that_changes_during_the_walk_is_not_found(tmp_path, monkeypatch):
+    """A job swapping a link for a directory in a shared volume: readlink fails in another
+    job's lookup, which says "not found" instead of ending in an internal error."""
+    data = tmp_path / "volume"
+    data.mkdir()
+    (data / "tool").symlink_to("/usr/bin/sh")
+    layout = Layout(
+        hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r", binds=((str(data), "/volumes/v", False),)
+    )
+    views = views_of(HOST, layout)
+    assert resolve("tool", "/volumes/v", views) == "/volumes/v/tool"  # control
+
+    def gone(path):
+        raise OSError(22, "Invalid argument", path)
+
+    monkeypatch.setattr(os, "readlink", gone)
+    assert resolve("tool", "/volumes/v", views) is None
