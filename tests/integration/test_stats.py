@@ -76,7 +76,9 @@ def test_cpu_of_a_busy_loop_and_of_a_sleeper(host, client, jobs):
     jobs += [busy, idle]
     row = wait_for(host, busy, lambda r: r["cpu_percent"] > 20, "busy loop near its 50% quota")
     assert row["cpu_percent"] < 70 and row["pids"] >= 1 and row["net_in"] is None  # none: no link
-    quiet = wait_for(host, idle, lambda r: r["cpu_percent"] is not None, "sleeper sampled")
+    # its first sample counts from its start, bwrap's work in its cgroup included (5.2 % once
+    # on a slow machine); the samples after it, its sleep alone
+    quiet = wait_for(host, idle, lambda r: r["cpu_percent"] is not None and r["cpu_percent"] < 5, "sleeper quiet")
     assert quiet["cpu_percent"] < 5
     every = sample(host)  # no ids: every running job, ended ones left out
     assert {busy, idle} <= every.keys() and all(r["status"] == "RUNNING" for r in every.values())
