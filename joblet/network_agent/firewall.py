@@ -170,9 +170,7 @@ def render(
     # host address, with any source, came through that way (and, forged as a peer node's,
     # VXLAN into another network). No packet of the host's arrives on a job's bridge port,
     # nor on an overlay port (nothing from the overlay reaches the node).
-    inbound = [
-        f'iifname "{prefix}*" drop comment "joblet:no-host-access"' for prefix in (BRIDGED_VETH_PREFIX, VXLAN_PREFIX)
-    ]
+    inbound = list(_FROM_PORTS)
     if guards.vxlan_port:  # VXLAN from anyone but the nodes holding remote jobs: injection
         peers = f"udp dport {guards.vxlan_port} ip saddr != @overlay_peers"
         inbound.append(f'{peers} drop comment "joblet:overlay-peers"')
@@ -213,19 +211,22 @@ def render(
     ) + portsec.render_bridge(list(guards.ports), guards.overlay)
 
 
+# nothing the host takes arrives on a job's bridge port or an overlay port (inet and arp)
+_FROM_PORTS = tuple(
+    f'iifname "{prefix}*" drop comment "joblet:no-host-access"' for prefix in (BRIDGED_VETH_PREFIX, VXLAN_PREFIX)
+)
+
+
 def _arp_table() -> list[str]:
     """`arp joblet`: the ARP half of the input rule above. What a bridge hands up from a
     job's or an overlay port (link-local group addresses, past the bridge's hooks) is ARP
     too, which the inet family does not see: a job's forged requests were answered by the
     host and filled its neighbour table (shared by every namespace) with any address."""
-    drops = [
-        f'iifname "{prefix}*" drop comment "joblet:no-host-access"' for prefix in (BRIDGED_VETH_PREFIX, VXLAN_PREFIX)
-    ]
     return [
         f"table arp {TABLE} {{}}",
         f"delete table arp {TABLE}",
         f"table arp {TABLE} {{",
-        *_chain("input", "filter hook input priority filter", drops),
+        *_chain("input", "filter hook input priority filter", list(_FROM_PORTS)),
         "}",
     ]
 

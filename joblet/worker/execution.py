@@ -7,7 +7,8 @@ pid, ipc, uts and cgroup namespaces, builds the job's root (sandbox.py), pivots 
 drops what it does not keep of its privileges, then blocks on its `--block-fd`: all that runs
 while the worker wires the job's network. `go` unblocks it: bwrap loads the seccomp filter,
 keeps Docker's capabilities (less mknod; less net_raw in host mode) with no_new_privs and
-execs the command as pid 2 under its own init. bwrap reports a death by signal N as exit status 128+N (as a shell does).
+execs the command as pid 2 under its own init. bwrap reports a death by signal N as exit
+status 128+N (as a shell does).
 
 bwrap takes end of file on its block descriptor for a go too. Its descriptor is therefore the
 go pipe opened for reading and writing (through /proc): bwrap itself holds a writer, so no end

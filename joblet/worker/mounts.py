@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import stat
 import threading
@@ -158,13 +158,11 @@ def make_dev(directory: Path) -> None:
     options = b"size=65536,mode=755"
     _check(_libc.mount(b"joblet-dev", str(directory).encode(), b"tmpfs", MS_NOSUID | MS_NOEXEC, options), "mount /dev")
     for name in DEV_NODES:
-        host = os.stat(f"/dev/{name}")
-        if not stat.S_ISCHR(host.st_mode):
-            raise ExecutionError(f"/dev/{name} of this host is not a character device")
+        rdev, uid, gid, mode = _host_device(name)
         node = directory / name
-        os.mknod(node, stat.S_IFCHR | 0o600, host.st_rdev)
-        os.chown(node, host.st_uid, host.st_gid)
-        os.chmod(node, stat.S_IMODE(host.st_mode))
+        os.mknod(node, stat.S_IFCHR | 0o600, rdev)
+        os.chown(node, uid, gid)
+        os.chmod(node, mode)
     for sub in ("pts", "shm"):
         (directory / sub).mkdir()
     pts = b"newinstance,ptmxmode=0666,mode=620"  # as bwrap's --dev mounts it
@@ -175,6 +173,15 @@ def make_dev(directory: Path) -> None:
         os.symlink(target, directory / name)
     read_only = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC
     _check(_libc.mount(None, str(directory).encode(), None, read_only, options), "make /dev read-only")
+
+
+@functools.cache
+def _host_device(name: str) -> tuple[int, int, int, int]:
+    """(number, owner, group, mode) of the host's /dev/NAME, looked at once per worker."""
+    host = os.stat(f"/dev/{name}")
+    if not stat.S_ISCHR(host.st_mode):
+        raise ExecutionError(f"/dev/{name} of this host is not a character device")
+    return host.st_rdev, host.st_uid, host.st_gid, stat.S_IMODE(host.st_mode)
 
 
 def _check(result: int, what: str) -> None:

@@ -71,10 +71,9 @@ PROC_MASKED = (
     "/proc/slabinfo",
     "/proc/vmallocinfo",
 )
-# under the job's own sysfs: the kernel's physical load address (KASLR) and the energy
-# counters of Docker's mask (Platypus, CVE-2020-8694)
-# the physical load address; Docker's powercap mask; the slab caches' counters (root-only
-# on the host, as /proc/slabinfo)
+# under the job's own sysfs: the kernel's physical load address (KASLR), the energy counters
+# of Docker's mask (Platypus, CVE-2020-8694), the slab caches' counters (root-only on the
+# host, as /proc/slabinfo)
 SYS_MASKED = ("/sys/kernel/vmcoreinfo", "/sys/devices/virtual/powercap", "/sys/kernel/slab")
 # bubblewrap covers irq and bus itself, but not sys here. These binds come from the worker's
 # procfs: sysctls that are per namespace (hostname, net.*) still resolve to the job's own.
