@@ -1,6 +1,6 @@
 """What the sandbox costs a job's start, against the start joblet had before it, in one run.
 
-    sudo /path/to/venv/bin/python bench/bench_sandbox.py [--host-mounts N]
+    sudo /path/to/venv/bin/python bench/bench_sandbox.py [--host-mounts N] [--cases A,B]
 
 Both cases start `true` in fresh pid, ipc, uts, mount and network namespaces inside a cgroup
 and wait for it, without Celery or Redis (those are the same for both and measured by
@@ -10,15 +10,20 @@ bench_start.py):
   pid 1 that says "ready", waits for "go", runs `ip -batch` (lo up), mounts the namespace's
   sysfs, bind-mounts /work and says "ok"; then `nsenter` + `setpriv` start the command as
   pid 2 with Docker's capabilities.
-- `sandbox`: today's start: pids limit, /work tmpfs, the job's network namespace made by the
-  worker (lo up, its own sysfs), bwrap with the job's root and seccomp inside it, then the
-  command; /work and the sysfs are unmounted afterwards.
+- `sandbox`: today's start: pids limit, the job's network namespace made by the worker (lo
+  up), its mount namespace copied from the worker's mount template (the host's less the
+  mounts no job uses) with /work and its own sysfs, bwrap with the job's root and seccomp
+  inside it, then the command.
+- `sandbox_untrimmed`: the same, its mount namespace copied from the host's (before the
+  template, docs/PERFORMANCE.md item 26).
 - `sandbox_preexec`: the same, started the way joblet did before commit e71c017 (a
   preexec_fn joins the cgroups one after the other and the namespace: a fork of the process,
   which holds a worker-sized heap here).
 The cases run in turn, round after round, so that other load on the machine hits them alike.
 `--host-mounts N` runs it all in a mount namespace of its own with N more (tmpfs) mounts, as
-on a host with containers or snaps: the host's table is not touched.
+on a host with containers or snaps: the host's table is not touched. There, a case that copies
+the host's namespace leaves the kernel work of tearing down its copy to the case after it;
+`--cases` runs only the named ones (e.g. `sandbox` in one run, `sandbox_untrimmed` in the next).
 Baselines: `unshare --net true`, and plain `bwrap` with a read-only /usr and nothing else.
 `ceiling()` (run by run_all.py) starts the `sandbox` case from several threads at once: the
 start rate the sandbox alone allows on this machine, and the machine's CPU per start.
@@ -41,14 +46,17 @@ from pathlib import Path
 
 from bench_start import machine_busy_s
 
+from joblet.config import load
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.cgroups import JobCgroup, detect_root
 from joblet.worker.etc_view import Secrets, sync
 from joblet.worker.execution import Launch, Sandbox, tool
+from joblet.worker.mount_template import MountTemplate
 from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.nsthread import JobThread
 from joblet.worker.sandbox import SECRETS, Layout, bwrap_args, make_cover, survey
 from joblet.worker.seccomp_filter import job_filter
+from joblet.worker.services import template_keep
 
 N, WARMUP = 40, 5
 BALLAST_MIB = 64  # the worker's RSS is ~50-80 MiB: what a fork (preexec_fn) has to copy the page tables of
@@ -136,13 +144,21 @@ def worker_files(run: Path) -> Path:
     return cover
 
 
-def sandboxed(cg: JobCgroup, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox) -> None:
-    """Today's start of a none job, from the pids limit to the command's end."""
+def template_for(run_dir: Path) -> MountTemplate:
+    """The mount template a worker with this run directory keeps (worker/mount_template.py)."""
+    return MountTemplate(template_keep(load(run_dir=run_dir, state_dir=run_dir.parent / "state"), detect_root()))
+
+
+def sandboxed(
+    cg: JobCgroup, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox, template: MountTemplate | None = None
+) -> None:
+    """Today's start of a none job (copied from `template` when given), from the pids limit
+    to the command's end."""
     cg.limit_pids(4096)
     inside = JobThread("bench")
     netns = JobNetns.create(inside)
     job = run_dir / "job"
-    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside)
+    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside, template)
     mounts.write("hostname", "bench\n")
     mounts.write("hosts", "127.0.0.1 localhost\n")
     layout = Layout(
@@ -202,13 +218,14 @@ def ceiling(n: int, threads: int) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="joblet-bench-ceiling-"))
     groups = [JobCgroup(base / f"joblet-bench-ceiling-{os.getpid()}-{i}") for i in range(threads)]
     errors: list[BaseException] = []
+    template = template_for(work / "run")
 
     def loop(i: int, count: int) -> None:
         mine = work / str(i)
         cover = worker_files(mine / "run")
         try:
             for _ in range(count):
-                sandboxed(groups[i], mine / "run", cover)
+                sandboxed(groups[i], mine / "run", cover, template=template)
         except BaseException as exc:  # noqa: BLE001 - reported after the join
             errors.append(exc)
 
@@ -224,6 +241,7 @@ def ceiling(n: int, threads: int) -> dict[str, float]:
             w.join()
         elapsed, busy = time.perf_counter() - t0, machine_busy_s() - busy0
     finally:
+        template.close()
         for group in groups:
             group.remove()  # and its v1 twins
         remove_dirs([work])
@@ -280,56 +298,63 @@ def busy_host(mounts: int) -> Path | None:
     return None  # not reached
 
 
+def option(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+def all_cases(cg: JobCgroup, tmp: Path, cover: Path, template: MountTemplate) -> dict[str, Callable[[], None]]:
+    minimal = ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/lib", "/lib"]
+    return {
+        "unshare_net_true": command([tool("unshare"), "--net", "true"]),
+        "bwrap_minimal_true": command([tool("bwrap"), *minimal, "/usr/bin/true"]),
+        "previous": lambda: previous(cg, tmp / "work"),
+        "sandbox_preexec": lambda: sandboxed(cg, tmp / "run", cover, PreexecSandbox, template),
+        "sandbox_untrimmed": lambda: sandboxed(cg, tmp / "run", cover),
+        "sandbox": lambda: sandboxed(cg, tmp / "run", cover, template=template),
+    }
+
+
+def ratios(results: dict[str, dict[str, float]]) -> None:
+    """The derived rows, for the cases that ran."""
+    pairs = {"sandbox_over_untrimmed": "sandbox_untrimmed", "sandbox_over_preexec": "sandbox_preexec"}
+    if "sandbox" in results and "previous" in results:
+        diff = results["sandbox"]["median_ms"] - results["previous"]["median_ms"]
+        results["sandbox_minus_previous_ms"] = {"median_ms": round(diff, 2)}
+    for row, other in pairs.items():
+        if "sandbox" in results and other in results:
+            results[row] = {"median_ms": round(results["sandbox"]["median_ms"] / results[other]["median_ms"], 2)}
+
+
 def main() -> int:
     if os.geteuid() != 0:
         print("bench_sandbox: run as root", file=sys.stderr)
         return 2
-    extra = int(sys.argv[sys.argv.index("--host-mounts") + 1]) if "--host-mounts" in sys.argv else 0
+    extra = int(option("--host-mounts", "0"))
     mounted = busy_host(extra) if extra else None
     ballast = [bytearray(1 << 20) for _ in range(BALLAST_MIB)]  # noqa: F841 - a worker's heap, for fork
     tmp = Path(tempfile.mkdtemp(prefix="joblet-bench-sandbox-"))
     cg = JobCgroup(detect_root() / f"joblet-bench-sandbox-{os.getpid()}")
+    template = template_for(tmp / "run")
     try:
         cg.create()
         cover = worker_files(tmp / "run")
         (tmp / "work").mkdir()
-        cases: dict[str, Callable[[], None]] = {
-            "unshare_net_true": command([tool("unshare"), "--net", "true"]),
-            "bwrap_minimal_true": command(
-                [
-                    tool("bwrap"),
-                    "--ro-bind",
-                    "/usr",
-                    "/usr",
-                    "--symlink",
-                    "usr/lib64",
-                    "/lib64",
-                    "--symlink",
-                    "usr/lib",
-                    "/lib",
-                    "/usr/bin/true",
-                ]
-            ),
-            "previous": lambda: previous(cg, tmp / "work"),
-            "sandbox_preexec": lambda: sandboxed(cg, tmp / "run", cover, PreexecSandbox),
-            "sandbox": lambda: sandboxed(cg, tmp / "run", cover),
-        }
+        cases = all_cases(cg, tmp, cover, template)
+        wanted = option("--cases", ",".join(cases)).split(",")
+        cases = {name: fn for name, fn in cases.items() if name in wanted}
         results = {name: summary(times) for name, times in measure(cases).items()}
+        results["template_builds"] = {"median_ms": template.builds}
     finally:
+        template.close()
         cg.remove()  # and its v1 twins
         remove_dirs([tmp, *([mounted] if mounted else [])])
-    results["sandbox_minus_previous_ms"] = {
-        "median_ms": round(results["sandbox"]["median_ms"] - results["previous"]["median_ms"], 2)
-    }
-    results["sandbox_over_preexec"] = {
-        "median_ms": round(results["sandbox"]["median_ms"] / results["sandbox_preexec"]["median_ms"], 2)
-    }
+    ratios(results)
     print(f"{'case':<28}{'median ms':>11}{'p90 ms':>9}")
     for name, row in results.items():
         print(f"{name:<28}{row['median_ms']:>11.2f}{row.get('p90_ms', float('nan')):>9.2f}")
     out = RESULTS.with_name(f"sandbox-{extra}-host-mounts.json") if extra else RESULTS
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({**results, "host_mounts": extra}, indent=2) + "\n")
+    out.write_text(json.dumps({**results, "host_mounts": extra, "cases": list(cases)}, indent=2) + "\n")
     print(f"wrote {out}; cleanup: {'nothing left behind' if not tmp.exists() else tmp}")
     return 0
 

@@ -11,6 +11,7 @@ from typing import Protocol
 from joblet.network_agent.netns import JobNetns, Runner
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.execution import Launch, Sandbox
+from joblet.worker.mount_template import MountTemplate
 from joblet.worker.mounts import JobMounts
 from joblet.worker.nsthread import JobThread
 
@@ -28,7 +29,10 @@ class Kernel(Protocol):
 
 
 class LinuxKernel:
-    """The real thing."""
+    """The real thing; jobs' mount namespaces copied from `template` when given."""
+
+    def __init__(self, template: MountTemplate | None = None) -> None:
+        self.template = template
 
     def cgroup(self, path: Path) -> JobCgroup:
         return JobCgroup(path)
@@ -43,4 +47,4 @@ class LinuxKernel:
         return Sandbox(launch)
 
     def mounts(self, job_dir: Path, size_bytes: int, fill: Callable[[Path], None], call: Runner) -> JobMounts:
-        return JobMounts.create(job_dir, size_bytes, fill, call)
+        return JobMounts.create(job_dir, size_bytes, fill, call, self.template)

@@ -37,6 +37,7 @@ from pathlib import Path
 from joblet.errors import ExecutionError
 from joblet.libc import libc as _libc
 from joblet.network_agent.netns import Runner
+from joblet.worker.mount_template import MountTemplate
 from joblet.worker.sandbox import DEV_NODES
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -67,15 +68,24 @@ class JobMounts:
         self._lock = threading.Lock()  # a write from discovery never meets a closed descriptor
 
     @classmethod
-    def create(cls, job_dir: Path, size_bytes: int, fill: Callable[[Path], None], call: Runner) -> JobMounts:
+    def create(
+        cls,
+        job_dir: Path,
+        size_bytes: int,
+        fill: Callable[[Path], None],
+        call: Runner,
+        template: MountTemplate | None = None,
+    ) -> JobMounts:
         """The job's namespace with its files' tmpfs at `job_dir` (`work` and `sys` in it): a
         sysfs at `sys` and /work at `work` (`fill` writes its files, from inside); made by
         `call`, the job's thread (worker/nsthread.py), which keeps it and is in the job's
         network namespace already (the host's in host mode): that sysfs shows the job's own
-        interfaces."""
+        interfaces. A copy of `template` (worker/mount_template.py), else of the host's."""
         job_dir.mkdir(parents=True, exist_ok=True)  # once per worker: every job mounts on it
 
         def make() -> tuple[int, int, int]:
+            if template is not None:
+                template.enter()
             _check(_libc.unshare(CLONE_NEWNS), "create a mount namespace")
             slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
             _check(slave, "make the job's mounts a slave of the host's")

@@ -3,8 +3,10 @@ supervisor builds once and hands to every JobRun (tests hand in fakes)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +15,18 @@ from typing import Any, Protocol
 from joblet.api.models import JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings
+from joblet.errors import ExecutionError
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetFacts, NetPlan
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView
+from joblet.worker.execution import tool
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import Kernel, LinuxKernel
 from joblet.worker.output import OutputPump
 from joblet.worker.records import Records
-from joblet.worker.sandbox import SECRETS, Host, survey
+from joblet.worker.sandbox import SECRETS, SYSTEM_DIRS, Host, survey
 from joblet.worker.volumes import JobMounts
 
 
@@ -77,6 +81,21 @@ def secret_patterns(cfg: Settings) -> tuple[str, ...]:
     own = [str(p) for p in (cfg.signing_key,) if p is not None]
     own += [os.environ[v] for v in ("JOBLET_CONFIG",) if os.environ.get(v)]
     return (*SECRETS, *cfg.sandbox_masked_paths, *(glob.escape(os.path.abspath(p)) for p in own))
+
+
+def template_keep(cfg: Settings, cgroup_root: Path) -> tuple[str, ...]:
+    """What a job's start reaches in its mount namespace (worker/mount_template.py): what
+    bwrap binds, the cgroup files the sandbox joins, the tools it runs, and this Python (a
+    module imported lazily in a job's thread is read there)."""
+    tools = []
+    for name in ("sh", "bwrap"):
+        with contextlib.suppress(ExecutionError):  # missing: the job's start says so
+            tools.append(os.path.dirname(tool(name)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # editable installs
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, here, *(p for p in sys.path if os.path.isabs(p))}
+    dirs = (cfg.run_dir, cfg.state_dir, cfg.runtimes_dir, cgroup_root)
+    system = ("/usr", *SYSTEM_DIRS, "/etc", "/proc", "/sys", "/dev")
+    return (*system, *map(str, dirs), *cfg.sandbox_ro_paths, *tools, *sorted(python))
 
 
 def host_survey(cfg: Settings, cover: Path, etc: EtcView) -> Callable[[], Host]:

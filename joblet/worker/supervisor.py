@@ -29,12 +29,14 @@ from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.execution import oom_floor
 from joblet.worker.job import JobRun
 from joblet.worker.journal import Journal
+from joblet.worker.kernel import LinuxKernel
+from joblet.worker.mount_template import MountTemplate
 from joblet.worker.output import OutputPump
 from joblet.worker.reconcile import reconcile
 from joblet.worker.records import Outcome, Records, result
 from joblet.worker.resilient import resilient
 from joblet.worker.sandbox import make_cover
-from joblet.worker.services import Services, host_survey, secret_patterns
+from joblet.worker.services import Services, host_survey, secret_patterns, template_keep
 from joblet.worker.volumes import HostVolumes, JobMounts, runtimes
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def build_services(cfg: Settings) -> Services:
     )
     mounts = JobMounts(HostVolumes(cfg.state_dir), VolumeStore(cfg.redis_url, cfg.key_prefix, shared), cfg.runtimes_dir)
     discovery = Discovery(store, cfg.node)
+    cgroup_root = cfg.cgroup_root or cgroups.detect_root() / "joblet"
     etc = EtcView(str(cfg.run_dir / "etc"), Secrets(secret_patterns(cfg)))
     if cfg.overlay:
         agent.overlay = Overlay(cfg, store)
@@ -68,8 +71,9 @@ def build_services(cfg: Settings) -> Services:
         discovery=discovery,
         records=Records(store, cfg),
         host=host_survey(cfg, cfg.run_dir / "cover", etc),
-        cgroup_root=cfg.cgroup_root or cgroups.detect_root() / "joblet",
+        cgroup_root=cgroup_root,
         etc=etc,
+        kernel=LinuxKernel(MountTemplate(template_keep(cfg, cgroup_root))),
     )
 
 

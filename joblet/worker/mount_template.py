@@ -1,0 +1,167 @@
+"""The mount namespace every job's own is copied from: the host's, less the mounts no job uses.
+
+Why: a job's start copies a mount namespace twice (its thread's unshare, then bwrap's), bwrap
+reads the whole mount table at each of its binds and detaches every copied mount when it
+pivots. On a host with containers, pods or snaps that is hundreds of mounts nothing in a job
+reaches, ~55-70 us each per start (docs/PERFORMANCE.md, items 19 and 26). Detaching them per
+job costs as much as it saves (each umount waits out an RCU grace period); detached once into
+a template that jobs copy, they cost nothing per job.
+
+What stays: every mount on the way to or under a path a job's start reaches (`keep`: /usr and
+the system directories, /etc, /proc, /sys with the cgroup files, /dev, the worker's run and
+state directories with the volumes, the runtimes, the extra read-only paths, the directories
+of the tools it runs). The template is a slave of the host's namespace, as each job's was:
+what the host mounts later under a kept mount still appears. Any change to the host's table
+drops the template (a watcher thread polls the worker's mountinfo, which turns readable with
+POLLPRI on every change): the next job's start builds a new one from the host as it is then,
+so a volume mounted on its first use is there, and an unmounted one is not held alive by a
+stale template.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable, Iterable
+
+from joblet.errors import ExecutionError
+from joblet.libc import libc as _libc
+
+log = logging.getLogger(__name__)
+
+CLONE_FS, CLONE_NEWNS = 0x00000200, 0x00020000
+MS_REC, MS_SLAVE = 0x4000, 0x80000
+MNT_DETACH = 0x2
+
+
+def mount_points(mountinfo: str) -> list[str]:
+    """The mount points of a mountinfo text, in its order, octal escapes decoded."""
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4:
+            points.append(_unescape(fields[4]))
+    return points
+
+
+def _unescape(field: str) -> str:
+    raw = field.encode()
+    out, i = bytearray(), 0
+    while i < len(raw):
+        if raw[i] == 0x5C and raw[i + 1 : i + 4].isdigit() and i + 4 <= len(raw):  # \040 is ' '
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode(errors="surrogateescape")
+
+
+def trimmed(points: Iterable[str], keep: Iterable[str]) -> list[str]:
+    """The topmost mount points neither on the way to nor under a kept path (detaching one
+    detaches what is mounted under it), sorted."""
+    kept = [_norm(k) for k in keep]
+    drop = sorted({p for p in (_norm(p) for p in points) if not any(_related(p, k) for k in kept)})
+    top: list[str] = []
+    for point in drop:
+        if not any(_within(point, t) for t in top):
+            top.append(point)
+    return top
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(path) if path.startswith("/") else "/" + path
+
+
+def _within(path: str, base: str) -> bool:
+    return base == "/" or path == base or path.startswith(base + "/")
+
+
+def _related(point: str, kept: str) -> bool:
+    return _within(point, kept) or _within(kept, point)
+
+
+class MountTemplate:
+    """The trimmed copy of the host's mount namespace, held by a descriptor, made on demand."""
+
+    def __init__(self, keep: Iterable[str]) -> None:
+        paths = {os.path.abspath(p) for p in keep}
+        self.keep = tuple(sorted(paths | {os.path.realpath(p) for p in paths}))
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._host = os.open(f"/proc/{os.getpid()}/mountinfo", os.O_RDONLY | os.O_CLOEXEC)  # the host's
+        self._closed = False
+        self.builds = 0
+        self._watcher = threading.Thread(target=self._watch, name="joblet-mount-template", daemon=True)
+        self._watcher.start()
+
+    def enter(self) -> None:
+        """Move the calling thread into the template's namespace (a job's thread, before it
+        unshares its own: its copy is then the template's). The thread must not share its
+        filesystem attributes for that, so it stops sharing them first."""
+        if _libc.unshare(CLONE_FS) != 0:
+            raise ExecutionError(f"failed to unshare the thread's filesystem: {os.strerror(ctypes.get_errno())}")
+        with self._lock:
+            if self._closed:
+                raise ExecutionError("the worker's mount template is closed")
+            if self._fd < 0:
+                self._fd = self._build()
+            if _libc.setns(self._fd, CLONE_NEWNS) != 0:
+                raise ExecutionError(f"failed to enter the jobs' mount template: {os.strerror(ctypes.get_errno())}")
+
+    def _build(self) -> int:
+        """A new template, made by a short-lived thread (STYLE.md 7: a thread that switched
+        namespaces ends), from the host's table as it is now."""
+        result: list[int | BaseException] = []
+        thread = threading.Thread(target=lambda: result.append(_capture(self._make)), name="joblet-template-build")
+        thread.start()
+        thread.join()
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        self.builds += 1
+        return result[0]
+
+    def _make(self) -> int:
+        if _libc.unshare(CLONE_NEWNS) != 0:
+            raise ExecutionError(f"failed to create the jobs' mount template: {os.strerror(ctypes.get_errno())}")
+        if _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None) != 0:
+            raise ExecutionError(f"failed to make the mount template a slave: {os.strerror(ctypes.get_errno())}")
+        with open("/proc/thread-self/mountinfo") as fh:
+            drop = trimmed(mount_points(fh.read()), self.keep)
+        for point in drop:
+            # stacked mounts on one point: each umount detaches the top one; EINVAL at the bottom
+            while _libc.umount2(point.encode(), MNT_DETACH) == 0:
+                pass
+        log.debug("mount template: %d mounts detached", len(drop))
+        return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+
+    def _watch(self) -> None:
+        poller = select.poll()
+        poller.register(self._host, select.POLLPRI)
+        while not self._closed:
+            events = poller.poll(500)
+            if any(ev & select.POLLPRI for _, ev in events):
+                self._drop()
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def close(self) -> None:
+        """Let the template go (worker shutdown); jobs copied from it keep their copies."""
+        self._closed = True
+        self._watcher.join()
+        self._drop()
+        os.close(self._host)
+
+
+def _capture(fn: Callable[[], int]) -> int | BaseException:
+    try:
+        return fn()
+    except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+        return exc

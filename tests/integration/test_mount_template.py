@@ -1,0 +1,71 @@
+"""The jobs' mount template on the real kernel: a job's namespace lacks the host's mounts that
+no job uses and keeps the rest; a mount the host makes later is there for the next job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from joblet.worker.mount_template import MountTemplate
+from joblet.worker.mounts import mount_tmpfs
+from tests.conftest import mounts_under, need
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    need(os.geteuid() == 0, "needs root (mounts)")
+    made = Path(tempfile.mkdtemp(prefix="joblet-template-"))
+    try:
+        yield made
+    finally:
+        for point in mounts_under(made):
+            subprocess.run(["umount", "-l", point], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(made)], check=False)
+
+
+def seen_by_a_job(template: MountTemplate, *paths: Path) -> dict[str, bool]:
+    """Whether each path holds a marker, seen from a fresh thread in the template, where a
+    job's thread copies its namespace from."""
+    seen: dict[str, bool] = {}
+
+    def job() -> None:
+        template.enter()
+        for path in paths:
+            seen[str(path)] = (path / "marker").exists()
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    return seen
+
+
+def test_a_jobs_namespace_lacks_the_mounts_no_job_uses(tmp: Path) -> None:
+    kept, other = tmp / "kept", tmp / "other"
+    for base in (kept, other):
+        mount_tmpfs(base / "m", 1 << 20)
+        (base / "m" / "marker").write_text("x")
+    keep = ("/usr", "/proc", sys.prefix, sys.base_prefix, str(kept))
+    template = MountTemplate(keep)
+    try:
+        seen = seen_by_a_job(template, kept / "m", other / "m")
+        assert seen == {str(kept / "m"): True, str(other / "m"): False}  # the first is the control
+        assert (other / "m" / "marker").exists()  # the host keeps its mount
+        assert template.builds == 1
+
+        # a mount made on the host afterwards, under a kept path: there for the next job
+        mount_tmpfs(kept / "later", 1 << 20)
+        (kept / "later" / "marker").write_text("y")
+        deadline = time.monotonic() + 10  # the watcher drops the template; the next job rebuilds it
+        while not (seen_by_a_job(template, kept / "later")[str(kept / "later")] and template.builds >= 2):
+            assert time.monotonic() < deadline, "the template never saw the host's new mount"
+        assert seen_by_a_job(template, other / "m") == {str(other / "m"): False}
+    finally:
+        template.close()

@@ -1,0 +1,50 @@
+"""Which of the host's mounts the jobs' mount template keeps (no root needed)."""
+
+from __future__ import annotations
+
+from joblet.worker.mount_template import mount_points, trimmed
+
+KEEP = ("/usr", "/proc", "/sys", "/run/joblet", "/var/lib/joblet")
+
+
+def test_mounts_on_the_way_to_or_under_a_kept_path_stay():
+    points = ["/", "/proc", "/sys", "/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/run", "/var/lib/joblet/volumes/v/data"]
+    assert trimmed(points, KEEP) == []
+
+
+def test_the_rest_goes_topmost_only():
+    points = [
+        "/",
+        "/run",
+        "/run/user/1000",
+        "/run/user/1000/doc",  # under a dropped one: goes with it
+        "/var/lib/docker/overlay2/a/merged",
+        "/var/lib/docker/overlay2/b/merged",
+        "/snap/core/1",
+        "/run/joblet-other",  # a sibling whose name starts like a kept path
+        "/usr",
+    ]
+    assert trimmed(points, KEEP) == [
+        "/run/joblet-other",
+        "/run/user/1000",
+        "/snap/core/1",
+        "/var/lib/docker/overlay2/a/merged",
+        "/var/lib/docker/overlay2/b/merged",
+    ]
+
+
+def test_stacked_mounts_are_one_point():
+    assert trimmed(["/mnt/x", "/mnt/x", "/usr"], KEEP) == ["/mnt/x"]
+
+
+def test_a_kept_root_keeps_everything():
+    assert trimmed(["/", "/mnt/x", "/home"], ("/",)) == []
+
+
+def test_mount_points_are_read_with_their_escapes():
+    text = (
+        "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "40 22 0:50 / /mnt/with\\040space rw - tmpfs t rw\n"
+        "41 22 0:51 / /mnt/back\\134slash rw - tmpfs t rw\n"
+    )
+    assert mount_points(text) == ["/", "/mnt/with space", "/mnt/back\\slash"]
