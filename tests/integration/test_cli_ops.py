@@ -163,7 +163,9 @@ def test_a_name_is_unique_among_jobs_that_have_not_ended(host, client):
 
 def test_stop_shows_progress_and_the_final_status(host, client):
     name = unique("stopme")
-    job_id = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={name}", "sh", "-c", JOB).stdout)[
+    # it takes a second to end after SIGTERM: rnx's stop cannot find it ended already
+    slow = "trap 'sleep 1; exit 143' TERM; echo line1; echo line2; sleep 60 & wait"
+    job_id = json.loads(host.rnx("run", "-d", "--json", "--network=none", f"--name={name}", "sh", "-c", slow).stdout)[
         "id"
     ]
     running(client, name)
