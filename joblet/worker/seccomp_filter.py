@@ -112,7 +112,9 @@ def job_filter() -> bytes:
             filt.add_rule(refuse, name)
     for flag in NEW_NAMESPACE_FLAGS:
         filt.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-    filt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.EQ, AF_VSOCK))
+    # socket's family is an int: the kernel reads 32 bits of the register, a filter compares 64
+    # (EQ alone let (1 << 32) | AF_VSOCK through)
+    filt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
     # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
