@@ -131,6 +131,12 @@ class Settings:
     job_pids_ceiling: int = setting(
         32768, whole(8), "processes a job may ask for (--max-pids): a larger ask is refused"
     )
+    jobs_max_pids: int = setting(
+        0,
+        whole(0),
+        "processes and threads all jobs on a host may have together (their parent cgroup); 0: the "
+        "host's limit (kernel.pid_max, threads-max) less a quarter of it, at least 4096 left to the host",
+    )
     job_shm: int = setting(64, whole(1), "MB of a job's /dev/shm")
     sandbox_ro_paths: tuple[str, ...] = setting(
         (), listed(outside_etc), "more host paths jobs see read-only (besides /usr, /bin, /sbin, /lib*, /etc)"

@@ -45,6 +45,41 @@ def enable_controllers(root: Path, job_parent: Path) -> bool:
     return "memory" in _read(job_parent / "cgroup.controllers").split()
 
 
+def host_pid_limit(proc: Path = Path("/proc/sys/kernel")) -> int:
+    """How many processes and threads this host can have at once (pid_max, threads-max)."""
+    values = []
+    for name in ("pid_max", "threads-max"):
+        with contextlib.suppress(OSError, ValueError):
+            values.append(int((proc / name).read_text()))
+    return min(values, default=32768)
+
+
+def jobs_pids_budget(configured: int, host_limit: int) -> int:
+    """What all jobs of a host may have together: `configured`, or when 0 the host's limit
+    less a quarter of it (at least 4096 left for the host's own processes and the worker's
+    threads, two per running job)."""
+    if configured:
+        return configured
+    return max(64, host_limit - max(4096, host_limit // 4))
+
+
+def limit_jobs_pids(job_parent: Path, count: int, v1_base: Path = V1_BASE) -> Path:
+    """Cap the processes of all jobs together at `count` on their parent group (v2, else its
+    v1 pids twin), so that jobs at their own limits cannot take the host's last pids (the
+    worker's threads, its heartbeat, every other service's forks); the file written."""
+    target = job_parent / "pids.max"
+    if not target.exists():
+        if not (v1_base / "pids" / "cgroup.procs").exists():
+            raise ExecutionError("no cgroup pids controller on this host: cannot limit jobs' processes")
+        target = v1_base / "pids" / job_parent.name / "pids.max"
+        target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.write_text(str(count))
+    except OSError as exc:
+        raise ExecutionError(f"failed to set {target} = {count}: {exc.strerror}") from None
+    return target
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()

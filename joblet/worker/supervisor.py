@@ -94,6 +94,9 @@ class Supervisor:
         svc = self.svc
         svc.cgroup_root.mkdir(parents=True, exist_ok=True)
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
+        budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
+        where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
+        log.info("jobs here: at most %d processes and threads together (%s)", budget, where)
         make_cover(self.cfg.run_dir)
         warning = oom_floor(self.cfg.job_oom_score_adj)
         if warning:

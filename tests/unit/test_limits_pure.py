@@ -107,3 +107,17 @@ def test_long_rates_and_sizes_are_refused_unread():
         parse_rate(" " + padded + "10mbit")
     with pytest.raises(ValueError, match="invalid size"):
         parse_bytes(" " * MAX_TEXT + "8M")
+
+
+def test_the_jobs_pids_budget_leaves_the_host_a_quarter(tmp_path):
+    from joblet.worker.cgroups import host_pid_limit, jobs_pids_budget
+
+    assert jobs_pids_budget(0, 32768) == 24576  # a quarter (8192) kept for the host
+    assert jobs_pids_budget(0, 8192) == 4096  # at least 4096 kept
+    assert jobs_pids_budget(0, 4194304) == 3145728
+    assert jobs_pids_budget(0, 1000) == 64  # a tiny host still runs a job
+    assert jobs_pids_budget(500, 32768) == 500  # the operator's number as given
+    (tmp_path / "pid_max").write_text("4194304\n")
+    (tmp_path / "threads-max").write_text("192730\n")
+    assert host_pid_limit(tmp_path) == 192730  # the lower of the two
+    assert host_pid_limit(tmp_path / "missing") == 32768
