@@ -87,6 +87,9 @@ REFUSED = (
     "io_uring_register",
 )
 AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Docker refuses them)
+# personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26 with either,
+# and the query 0xffffffff; anything else (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC...) is refused
+PERSONALITY_BITS = 0x20008  # the bits those values use
 # clone(2) flags that make new namespaces (Docker allows them only with CAP_SYS_ADMIN)
 NEW_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
@@ -98,6 +101,16 @@ def _known(seccomp: object, name: str) -> bool:
     except (ValueError, OSError):
         return False
     return int(number) >= 0
+
+
+def personality_refusals() -> list[tuple[int, int]]:
+    """(mask, value) pairs, one comparison each (libseccomp takes one per argument and rule;
+    rules are OR-ed), that together match a 32-bit persona iff it sets a bit outside
+    PERSONALITY_BITS and is not the query (all ones): with bit 0 set (outside), some other bit
+    clear; with bit 0 clear, some bit outside set. Masks are 32-bit: the kernel reads an int."""
+    pairs = [((1 << 0) | (1 << c), 1 << 0) for c in range(1, 32)]
+    outside = [b for b in range(1, 32) if not PERSONALITY_BITS & (1 << b)]
+    return pairs + [((1 << b) | (1 << 0), 1 << b) for b in outside]
 
 
 @lru_cache(maxsize=1)
@@ -115,6 +128,8 @@ def job_filter() -> bytes:
     # socket's family is an int: the kernel reads 32 bits of the register, a filter compares 64
     # (EQ alone let (1 << 32) | AF_VSOCK through)
     filt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
+    for mask, value in personality_refusals():
+        filt.add_rule(refuse, "personality", seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
     # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor

@@ -251,6 +251,10 @@ def test_seccomp_and_capabilities(client):
         checks["vsock"] = attempt(lambda: socket.socket(40, socket.SOCK_STREAM).close())  # AF_VSOCK
         checks["vsock_high"] = syscall(41, ctypes.c_long((1 << 32) | 40), 1, 0)  # the kernel reads 32 bits
         checks["unix"] = attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close())
+        # personality (135): Docker's values pass (the query, PER_LINUX32, back to PER_LINUX),
+        # ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC do not
+        checks["persona_ok"] = [syscall(135, v) for v in (0xFFFFFFFF, 0x8, 0x0, 0x20008, 0x0)]
+        checks["persona_refused"] = [syscall(135, v) for v in (0x0040000, 0x0400000, 0x0040008)]
         # x86_64 numbers: keyctl, bpf, perf_event_open, ptrace, kexec_load, init_module, reboot, swapon
         for name, nr in (("keyctl", 250), ("bpf", 321), ("perf_event_open", 298), ("ptrace", 101),
                          ("kexec_load", 246), ("init_module", 175), ("reboot", 169), ("swapon", 167),
@@ -264,6 +268,7 @@ def test_seccomp_and_capabilities(client):
     assert got["getpid"] == "ok" and got["unshare_help"] == 0
     assert got["mount"] and got["unshare_user"] and got["unshare_net"]
     assert got["vsock"] == got["vsock_high"] == "EPERM" and got["unix"] == "ok", got
+    assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
     for name in (
         "keyctl",
         "bpf",
