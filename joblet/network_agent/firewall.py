@@ -135,6 +135,20 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
     return first, output
 
 
+def _established(nets: list[FwNetwork], iso: str | None) -> list[str]:
+    """Replies pass; ICMP errors conntrack calls related pass unless they come from a job.
+    Conntrack relates an error to a flow by the packet it quotes, whoever sends it: a job
+    that quoted another network's (or the host's) flow, to the host's masquerade address, had
+    its error turned back to that flow past the rules between networks (red-team run). From a
+    job they meet the rules a new packet meets: within its network, or out to the world."""
+    bridges = ", ".join(f'"{n.bridge}"' for n in nets)
+    from_jobs = ([f"iifname != {{ {bridges} }}"] if nets else []) + ([f"iifname != {iso}"] if iso else [])
+    return [
+        'ct state established accept comment "joblet:established"',
+        " ".join(["ct state related", *from_jobs, 'accept comment "joblet:related"']),
+    ]
+
+
 def render(
     networks: list[FwNetwork],
     isolated_pool: str | None = None,
@@ -146,7 +160,7 @@ def render(
     guards = (guards or Guards()).checked()
     iso = f'"{isolated_prefix}*"' if isolated_pool else None
     first, output = _guard_rules(nets, iso, guards)
-    forward = [*first, 'ct state established,related accept comment "joblet:established"']
+    forward = [*first, *_established(nets, iso)]
     if isolated_pool:
         ipaddress.IPv4Network(isolated_pool, strict=True)
         # nothing opens a connection to an isolated job: not the world, not other jobs
@@ -181,7 +195,7 @@ def render(
         inbound.append(f'tcp dport @blocked_ports {job} drop comment "joblet:no-broker"')
     if nets:  # jobs never open connections to the host itself (the broker, other gateways)
         bridges = ", ".join(f'"{n.bridge}"' for n in nets)
-        inbound.append('ct state established,related accept comment "joblet:established"')
+        inbound.extend(_established(nets, iso))
         inbound.append(f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"')
     if iso:
         forward.append(f'iifname {iso} accept comment "joblet:isolated"')

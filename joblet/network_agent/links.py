@@ -28,6 +28,7 @@ from joblet.network_agent import rtnl
 
 T = TypeVar("T")
 IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
+IPV4_CONF = Path("/proc/sys/net/ipv4/conf")
 
 
 @contextmanager
@@ -107,6 +108,7 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int, mac: str | 
     try:
         no_link_local_learning(name)
         disable_ipv6(name)  # the gateway speaks IPv4 only: no link-local, no RA accepted
+        answer_arp_for_own_address(name)
         _ensure_addr(index, name, address, prefixlen)
         _call(f"bring up {name}", lambda ipr: ipr.link("set", index=index, state="up"))
     except Exception:
@@ -132,6 +134,16 @@ def no_link_local_learning(bridge: str) -> None:
             f"failed to stop bridge {bridge} learning from link-local frames (needs Linux 5.4 and "
             f"iproute2 5.4): {proc.stderr.strip()}"
         )
+
+
+def answer_arp_for_own_address(bridge: str, proc: Path = IPV4_CONF) -> None:
+    """The host answers ARP on a job's bridge only for that bridge's own address (its
+    gateway), not for every address it holds: a job listed the host's addresses, other
+    networks' gateways among them, by asking (arp_ignore 1; red-team run)."""
+    try:
+        (proc / bridge / "arp_ignore").write_text("1\n")
+    except OSError as exc:
+        raise NetworkError(f"failed to set arp_ignore on bridge {bridge}: {exc.strerror}") from None
 
 
 def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:
