@@ -11,6 +11,10 @@ jobs:
 from __future__ import annotations
 
 import base64
+import errno
+import graphlib
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +101,15 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
     return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")))
 
 
+def _regular_file(src: Path) -> bytes:
+    """A regular file's bytes; a FIFO or a device is refused, not waited on or read forever."""
+    fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fh.read()
+
+
 def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
     if uploads is None:
         return []
@@ -110,7 +123,7 @@ def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
         if not src.resolve().is_relative_to(base):  # a workflow file from elsewhere ships no ~/.ssh
             raise ValidationError(f"{where}: upload {rel!r} is outside the workflow's directory {base}")
         try:
-            data = src.read_bytes()
+            data = _regular_file(src)
         except OSError as exc:
             raise ValidationError(f"{where}: upload {rel!r}: {exc.strerror}") from None
         out.append(
@@ -152,21 +165,9 @@ def graph_problems(wf: Workflow) -> list[str]:
         for dep in job.requires
         if dep not in wf.jobs
     ]
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = 1
-        for dep in wf.jobs[name].requires:
-            if dep not in wf.jobs:
-                continue
-            if state.get(dep) == 1:
-                cycle = trail[trail.index(dep) :] + [dep]
-                problems.append("dependency cycle: " + " -> ".join(cycle))
-            elif state.get(dep) is None:
-                visit(dep, [*trail, dep])
-        state[name] = 2
-
-    for name in wf.jobs:
-        if name not in state:
-            visit(name, [name])
+    graph = {name: [d for d in job.requires if d in wf.jobs] for name, job in wf.jobs.items()}
+    try:  # no recursion: a chain of thousands of jobs is a graph like any other
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        problems.append("dependency cycle: " + " -> ".join(exc.args[1]))
     return problems

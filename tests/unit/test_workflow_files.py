@@ -1,0 +1,55 @@
+"""Workflow files from elsewhere: deep graphs and odd uploads get one clear answer (no root)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from joblet.api.workflows import graph_problems, load
+from joblet.errors import ValidationError
+
+
+def chain(path: Path, n: int, closing: bool) -> Path:
+    """n jobs, listed last first, each requiring the one before; the first requires the last
+    when `closing` (a cycle through all of them)."""
+    lines = ["jobs:"]
+    for i in reversed(range(n)):
+        dep = i - 1 if i else (n - 1 if closing else None)
+        requires = "" if dep is None else f", requires: [{{j{dep}: COMPLETED}}]"
+        lines.append(f"  j{i}: {{command: x{requires}}}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_chain_of_thousands_is_checked_without_recursion(tmp_path: Path):
+    assert graph_problems(load(chain(tmp_path / "ok.yaml", 3000, closing=False))) == []
+    problems = graph_problems(load(chain(tmp_path / "loop.yaml", 3000, closing=True)))
+    assert len(problems) == 1 and problems[0].startswith("dependency cycle: ")
+    assert problems[0].count(" -> ") == 3000  # every job of the cycle, the first again at the end
+
+
+def test_a_fifo_upload_is_refused_not_waited_on(tmp_path: Path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "plain.txt").write_text("x")
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("jobs:\n  a: {command: cat, uploads: {files: [plain.txt]}}\n")
+    assert load(wf).jobs["a"].spec.uploads  # the control: a regular file is taken
+    wf.write_text("jobs:\n  a: {command: cat, uploads: {files: [pipe]}}\n")
+    result: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            load(wf)
+        except ValidationError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)  # a hang fails the join, not the suite
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "loading a FIFO upload hung"
+    assert len(result) == 1 and "not a regular file" in str(result[0])
+    with pytest.raises(ValidationError, match="not a regular file"):
+        load(wf)
