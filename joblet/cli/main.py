@@ -203,7 +203,9 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
     if follow:
         record = obj.client.get(job_id)
         if record.status.value == "LOST":
-            click.echo(f"rnx: job {record.short_id} lost: {record.error}", err=True)
+            from joblet.cli.render import printable
+
+            click.echo(f"rnx: job {record.short_id} lost: {printable(record.error or '')}", err=True)
             sys.exit(125)
 
 

@@ -20,16 +20,26 @@ def _when(iso_text: str | None) -> str:
     return datetime.fromisoformat(iso_text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def printable(text: str) -> str:
+    """`text` with what a terminal would act on shown as escapes (ESC, other controls, bidi
+    overrides): a command, a name or an error comes from whoever submitted the job or wrote
+    the workflow file, and must not set the operator's window title or colours."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
+
+
 def table(headers: list[str], rows: list[list[str]]) -> None:
-    """A plain aligned table (rich), full width even when piped."""
+    """A plain aligned table (rich), full width even when piped; cells are text, never markup."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     out = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:
         out.add_column(header, no_wrap=True)
     for row in rows:
-        out.add_row(*row)
+        out.add_row(*(Text(printable(cell)) for cell in row))
     console = Console(width=None if sys.stdout.isatty() else 250, highlight=False)
     console.print(out)
 
@@ -49,7 +59,7 @@ def command_line(record: JobRecord, width: int = 40) -> str:
     """The job's command and arguments, shortened to `width` characters."""
     import shlex
 
-    text = shlex.join([record.spec.command, *record.spec.args])
+    text = printable(shlex.join([record.spec.command, *record.spec.args]))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -99,4 +109,4 @@ def job_details(record: JobRecord) -> None:
         lines.append(("Output", "truncated at its max-output cap"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
-        sys.stdout.write(f"{key + ':':<{width + 2}}{value}\n")
+        sys.stdout.write(f"{key + ':':<{width + 2}}{printable(value)}\n")

@@ -296,14 +296,14 @@ class Attached:
         self.warned = True
 
     def _report(self, final: JobRecord) -> int:
-        from joblet.cli.render import print_json
+        from joblet.cli.render import print_json, printable
 
         if self.as_json:
             out = final.public()
             out["output"] = self.stdout.decode(errors="replace")
             print_json(out)
         elif final.error and final.status.value in ("FAILED", "LOST") and final.exit_code != 127:
-            sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {final.error}\n")
+            sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {printable(final.error)}\n")
         if final.exit_code is not None:
             return final.exit_code
         from joblet.api.models import JobStatus

@@ -36,6 +36,8 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         else:
             click.echo(record.id)
         return 0
+    from joblet.cli.render import printable
+
     print(f"workflow {record.name} {record.id[:12]}: {len(record.jobs)} jobs", file=out)
     seen: dict[str, str] = {}
     try:
@@ -44,7 +46,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
             for job in info["jobs"]:
                 if seen.get(job["name"]) != job["status"]:
                     seen[job["name"]] = job["status"]
-                    why = f" ({job['error']})" if job["error"] else ""
+                    why = f" ({printable(job['error'])})" if job["error"] else ""
                     print(f"  {job['name']}: {job['status']}{why}", file=out)
             if info["status"] in ("COMPLETED", "FAILED"):
                 break

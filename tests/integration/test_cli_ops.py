@@ -276,3 +276,20 @@ def test_racing_submits_of_one_name_exactly_one_wins(host):
         won = [j for j in pool.map(submit, range(8)) if j]
     assert len(won) == 1
     host.rnx("stop", won[0])
+
+
+def test_commands_and_errors_reach_the_terminal_as_text(host, client):
+    """A command's bytes (from whoever submitted it) are shown, not acted on: no escape sequence
+    for the operator's terminal, no rich markup taken as markup."""
+    args = ("\x1b]0;TITLE\x07", "[link=https://example.invalid/]click[/link]", "\x1b[31mred", "\u202eright")
+    rec = client.run("echo", args, network="none", name=unique("esc"))
+    assert client.wait(rec.id, timeout=30).exit_code == 0
+    shown = {argv[0]: host.rnx(*argv) for argv in (("status", rec.id), ("list", f"--name={rec.name}"))}
+    for out in shown.values():
+        assert out.returncode == 0, out.stderr
+        assert b"\x1b" not in out.stdout and "\u202e".encode() not in out.stdout, out.stdout
+        # the control: the command is there, as text (`list` shortens it to 40 characters)
+        assert b"echo '\\x1b]0;TITLE\\x07' '[link=" in out.stdout, out.stdout
+    full = shown["status"].stdout
+    assert b"[link=https://example.invalid/]click[/link]" in full and b"\\x1b[31mred" in full, full
+    assert b"\\u202eright" in full, full
