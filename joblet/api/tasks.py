@@ -137,12 +137,19 @@ def send_runs(cfg: Settings, jobs: list[tuple[str, dict[str, Any], str | None]])
         send_run_celery(cfg, *job)
 
 
+def placed(spec: dict[str, Any], node: str | None) -> dict[str, Any]:
+    """The spec as queued: a job placed on a node names it in the (signed) body, not only in
+    the queue's name, so a message moved to another node's queue is refused there (the
+    worker checks a spec's node) instead of running on a node it was not placed on."""
+    return spec if node is None or spec.get("node") else {**spec, "node": node}
+
+
 def run_message(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> tuple[str, bytes]:
     """(queue, queue entry) of one run-job message, signed when signing is configured."""
     from joblet.errors import ConfigError
 
     queue = queue_for(cfg, node)
-    body = {"spec": spec, **stamp(job_id, cfg.message_ttl, time.time())}
+    body = {"spec": placed(spec, node), **stamp(job_id, cfg.message_ttl, time.time())}
     conf = signing_config(cfg, verify=False)
     try:
         sign = wire.signer(conf["security_key"], conf["security_certificate"]) if conf else None
@@ -180,7 +187,7 @@ def send_run_celery(cfg: Settings, job_id: str, spec: dict[str, Any], node: str 
 
     from joblet.errors import BackendUnavailable
 
-    body = {"spec": spec, **stamp(job_id, cfg.message_ttl, time.time())}
+    body = {"spec": placed(spec, node), **stamp(job_id, cfg.message_ttl, time.time())}
     try:
         client_app(cfg).send_task(
             RUN_TASK,

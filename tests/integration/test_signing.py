@@ -17,7 +17,7 @@ from joblet.api.client import Client
 from joblet.api.keys import RUN_TASK
 from joblet.api.message import stamp
 from joblet.api.models import JobStatus
-from joblet.api.tasks import client_app, send_run
+from joblet.api.tasks import client_app, run_message
 from joblet.api.workflows import load
 from tests.conftest import BIN, Host, need
 from tests.integration.certs import issue
@@ -126,7 +126,7 @@ def capture(h: Host, admin: Client, spec: dict, expires_in: float | None = None)
     job_id = uuid.uuid4().hex
     dead = h.cfg.node_queue("nobody")
     if expires_in is None:
-        send_run(h.cfg, job_id, spec, "nobody")
+        return job_id, run_message(h.cfg, job_id, spec, None)[1]  # for any worker of the shared queue
     else:
         client_app(h.cfg).send_task(
             RUN_TASK,
@@ -158,6 +158,21 @@ def test_replayed_and_repointed_messages_run_nothing_more(signed):
     eventually(lambda: "task 'celery.backend_cleanup' is not" in log_text(h), "re-pointed message not refused")
     assert output(admin, job, None) == b"once\n"
     assert admin.wait(admin.run("true", network="none").id, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_a_message_placed_on_another_node_is_refused_here(signed):
+    h, c, _ = signed
+    admin = c["admin"]
+    ids = {}
+    for node in ("othernode", h.name):  # the second, placed here, is the control
+        job_id = uuid.uuid4().hex
+        ids[node] = job_id
+        _, raw = run_message(h.cfg, job_id, {"command": "true", "network": "none"}, node)
+        admin.store.redis.lpush(h.cfg.node_queue(h.name), raw)  # moved to this node's queue
+    eventually(lambda: all(admin.store.find_job(i) is not None for i in ids.values()), "no records")
+    refused = admin.wait(ids["othernode"], timeout=30)
+    assert refused.status == JobStatus.FAILED and "is for node 'othernode'" in (refused.error or ""), refused
+    assert admin.wait(ids[h.name], timeout=30).status == JobStatus.COMPLETED
 
 
 def test_a_changed_header_id_is_refused(signed):

@@ -76,3 +76,16 @@ def test_signed_envelope_verifies_with_celerys_serializer(tmp_path):
 def test_redis_urls():
     assert wire.redis_url("redis+socket:///run/r.sock") == "unix:///run/r.sock"
     assert wire.is_redis("rediss://h:6380/0") and not wire.is_redis("amqp://guest@h//")
+
+
+def test_a_placed_job_names_its_node_in_the_body():
+    from joblet.api.tasks import run_message
+    from joblet.config import load
+
+    cfg = load(redis_url="unix:///nonexistent.sock", queue="joblet")
+    bodies = {}
+    for node in (None, "nodea"):
+        queue, entry = run_message(cfg, JOB, dict(SPEC), node)
+        bodies[node] = (queue, json.loads(base64.b64decode(json.loads(entry)["body"]))[1]["spec"])
+    assert bodies[None] == ("joblet", SPEC)  # any worker of the shared queue
+    assert bodies["nodea"] == ("joblet.host.nodea", {**SPEC, "node": "nodea"})  # the worker checks it
