@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
@@ -25,6 +26,7 @@ def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
             if running == COUNT:
                 held = mount_namespaces_held(host.worker.pid)
                 assert len(held) >= COUNT, len(held)  # each running job's, by a descriptor
+                assert len(sleepers_of(host)) >= COUNT  # bwrap, its init, sleep: the control of the last check
                 break
             failed = [r.error for r in client.list() if r.id in ids and r.status.final]
             assert not failed, f"{len(failed)} jobs ended early: {failed[:3]}"
@@ -40,10 +42,23 @@ def test_three_hundred_concurrent_bridge_jobs_then_clean(client, host):
     eventually(lambda: host.in_ns("ip", "-o", "link", "show", "type", "veth").stdout.strip() == "", "veths left", 10)
     eventually(lambda: ipam.allocations("bridge") == {}, "addresses still allocated", 10)
     assert list(host.cfg.cgroup_root.iterdir()) == [] or all(not p.is_dir() for p in host.cfg.cgroup_root.iterdir())
-    assert subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True).stdout == b""
+    assert sleepers_of(host) == []  # (other processes on this machine may run `sleep 600` too)
     # what jobs mounted (their files, /work, sysfs) went with their mount namespaces; one may
     # stay: the worker's mount template (worker/mount_template.py), which jobs copy
     eventually(lambda: len(mount_namespaces_held(host.worker.pid) & held) <= 1, "job mount namespaces still held", 10)
+
+
+def sleepers_of(host) -> list[int]:
+    """`sleep 600` processes in this host's jobs' cgroups (v2 or a v1 twin), by /proc."""
+    found = []
+    for pid in subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True).stdout.split():
+        try:
+            groups = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if f"/{host.cfg.cgroup_root.name}/" in groups:
+            found.append(int(pid))
+    return found
 
 
 def mount_namespaces_held(pid: int) -> set[str]:
