@@ -114,9 +114,7 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
         first.extend(_no_jobs_rules(f"iifname {src}"))
     for src in sources if guards.vxlan_port else []:  # crafted VXLAN would land on a network's bridge
         first.append(f'iifname {src} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
-    if iso:  # a routed link sends from its job's address only, and no IPv6
-        first.append(f'iifname {iso} iifname . ip saddr != @iso_src drop comment "joblet:port-security"')
-        first.append(f'iifname {iso} meta nfproto ipv6 drop comment "joblet:port-security"')
+    first.extend(_iso_port_security(iso))
     if guards.host_cgroup is not None:
         path, level = guards.host_cgroup
         job = f'socket cgroupv2 level {level} "{path}"'
@@ -133,6 +131,18 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
         if guards.vxlan_port:  # nor into them through the overlay, here or on another node
             output.append(f'{job} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     return first, output
+
+
+def _iso_port_security(iso: str | None) -> list[str]:
+    """A routed (isolated) link sends from its job's address only, and no IPv6: in forward,
+    and in input too, where a forged source met `ct state established` first and went into
+    the host's own flows (red-team run: a UDP reply forged as the host's upstream's)."""
+    if iso is None:
+        return []
+    return [
+        f'iifname {iso} iifname . ip saddr != @iso_src drop comment "joblet:port-security"',
+        f'iifname {iso} meta nfproto ipv6 drop comment "joblet:port-security"',
+    ]
 
 
 def _established(nets: list[FwNetwork], iso: str | None) -> list[str]:
@@ -184,7 +194,7 @@ def render(
     # host address, with any source, came through that way (and, forged as a peer node's,
     # VXLAN into another network). No packet of the host's arrives on a job's bridge port,
     # nor on an overlay port (nothing from the overlay reaches the node).
-    inbound = list(_FROM_PORTS)
+    inbound = [*_FROM_PORTS, *_iso_port_security(iso)]
     if guards.vxlan_port:  # VXLAN from anyone but the nodes holding remote jobs: injection
         peers = f"udp dport {guards.vxlan_port} ip saddr != @overlay_peers"
         inbound.append(f'{peers} drop comment "joblet:overlay-peers"')

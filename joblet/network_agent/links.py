@@ -136,14 +136,14 @@ def no_link_local_learning(bridge: str) -> None:
         )
 
 
-def answer_arp_for_own_address(bridge: str, proc: Path = IPV4_CONF) -> None:
-    """The host answers ARP on a job's bridge only for that bridge's own address (its
-    gateway), not for every address it holds: a job listed the host's addresses, other
-    networks' gateways among them, by asking (arp_ignore 1; red-team run)."""
+def answer_arp_for_own_address(ifname: str, proc: Path = IPV4_CONF) -> None:
+    """The host answers ARP on a job's bridge or routed link only for that link's own
+    address (its gateway), not for every address it holds: a job listed the host's
+    addresses, other networks' gateways among them, by asking (arp_ignore 1; red-team run)."""
     try:
-        (proc / bridge / "arp_ignore").write_text("1\n")
+        (proc / ifname / "arp_ignore").write_text("1\n")
     except OSError as exc:
-        raise NetworkError(f"failed to set arp_ignore on bridge {bridge}: {exc.strerror}") from None
+        raise NetworkError(f"failed to set arp_ignore on {ifname}: {exc.strerror}") from None
 
 
 def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:
@@ -186,6 +186,7 @@ def add_veth_into(
     if bridge is not None:
         requests = [rtnl.up(index, master=bridge)]
     elif host_address is not None:
+        answer_arp_for_own_address(host_ifname)  # a routed link: as a bridge, its own address only
         requests = [rtnl.address(index, *host_address), rtnl.up(index)]
     else:
         requests = [rtnl.up(index)]

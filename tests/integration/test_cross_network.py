@@ -128,3 +128,68 @@ def test_the_host_answers_a_jobs_arp_for_its_gateway_only(client, upstream):
         assert got["172.20.0.1"] == got["203.0.113.1"] == "silent", got  # another bridge's, the uplink's
     finally:
         client.networks.delete("arp-a")
+
+
+SINK = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("203.0.113.2", 7777))
+seen = set()
+while True:
+    d, a = s.recvfrom(100)
+    if a not in seen:  # the control: one true reply per peer, on the real path
+        seen.add(a); s.sendto(b"legit", a)
+"""
+
+HOST_FLOW = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("203.0.113.2", 7777)); s.settimeout(0.1)
+print(s.getsockname()[1], flush=True)
+got, end = set(), time.time() + float(sys.argv[1])
+while time.time() < end:
+    s.send(b"x")
+    try:
+        got.add(s.recv(100).decode())
+    except OSError:
+        pass
+print(" ".join(sorted(got)), flush=True)
+"""
+
+# a UDP datagram forged as the upstream's reply to the host's flow (source 203.0.113.2:7777)
+FORGE = """
+import socket, struct, sys, time
+port = int(sys.argv[1])
+udp = struct.pack("!HHHH", 7777, port, 8 + 6, 0) + b"forged"
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                 socket.inet_aton("203.0.113.2"), socket.inet_aton("203.0.113.1"))
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(30):
+    r.sendto(ip + udp, ("203.0.113.1", 0)); time.sleep(0.03)
+"""
+
+
+def test_an_isolated_job_cannot_forge_the_hosts_replies(client, host, upstream):
+    sink = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", SINK])
+    flow = subprocess.Popen(
+        ["ip", "netns", "exec", host.netns, "python3", "-c", HOST_FLOW, "6"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert flow.stdout is not None
+        port = flow.stdout.readline().strip()
+        rec, _, err = run(client, "python3", "-c", FORGE, port, network="isolated")
+        assert rec.exit_code == 0, err
+        got = flow.communicate(timeout=30)[0].split()
+        assert got == ["legit"], got  # the upstream's reply came (the control), the forgery did not
+    finally:
+        for proc in (flow, sink):
+            proc.kill()
+            proc.wait()
+
+
+def test_the_host_answers_an_isolated_jobs_arp_for_its_end_only(client, upstream):
+    assert run(client, "true", network="bridge")[0].exit_code == 0  # the default bridge is up
+    ask = 'gw=$(ip -4 route show default | cut -d" " -f3); exec python3 -c "$1" "$gw" 172.20.0.1 203.0.113.1'
+    rec, out, err = run(client, "sh", "-c", ask, "sh", ARP_ASK, network="isolated")
+    assert rec.exit_code == 0, err
+    (own, own_answer), *others = (line.split() for line in out.decode().splitlines())
+    assert own.startswith("10.") and own_answer == "answered"  # the control: the host end of its /30
+    assert others == [["172.20.0.1", "silent"], ["203.0.113.1", "silent"]], others

@@ -117,10 +117,14 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'socket cgroupv2 level 1 "unified/joblet" oifname "ji*" drop comment "joblet:host-mode"',
     ]
     inbound = [line.strip() for line in text[text.index("chain input") : text.index("chain output")].splitlines()]
-    assert inbound[2:5] == [  # first: nothing arrives from a job's bridge port or an overlay port
-        # (link-local frames go up on them, past the bridge's hooks), no host-mode job on a broker's port is reached
+    assert inbound[2:7] == [  # first: nothing arrives from a job's bridge port or an overlay port
+        # (link-local frames go up on them, past the bridge's hooks), an isolated link's source is its
+        # job's (before `established`: a forged one went into the host's flows), no host-mode job on a
+        # broker's port is reached
         'iifname "jv*" drop comment "joblet:no-host-access"',
         'iifname "jx*" drop comment "joblet:no-host-access"',
+        'iifname "ji*" iifname . ip saddr != @iso_src drop comment "joblet:port-security"',
+        'iifname "ji*" meta nfproto ipv6 drop comment "joblet:port-security"',
         'tcp dport @blocked_ports socket cgroupv2 level 1 "unified/joblet" drop comment "joblet:no-broker"',
     ]
     assert "table bridge joblet {" in text  # one batch, all tables
