@@ -11,11 +11,13 @@ What stays: every mount on the way to or under a path a job's start reaches (`ke
 the system directories, /etc, /proc, /sys with the cgroup files, /dev, the worker's run and
 state directories with the volumes, the runtimes, the extra read-only paths, the directories
 of the tools it runs). The template is a slave of the host's namespace, as each job's was:
-what the host mounts later under a kept mount still appears. Any change to the host's table
-drops the template (a watcher thread polls the worker's mountinfo, which turns readable with
-POLLPRI on every change): the next job's start builds a new one from the host as it is then,
-so a volume mounted on its first use is there, and an unmounted one is not held alive by a
-stale template.
+what the host mounts later under a kept mount still appears where mounts propagate. Where
+they do not (a private mount, as Docker's bind of a state directory), a change to the kept
+mounts drops the template: each start polls the worker's mountinfo (POLLPRI on every change)
+before it enters, so a volume mounted on its first use is in its job's copy. Between starts a
+watcher thread renews the template after any change, at most every 2 s, outside the starts'
+lock: an unmounted volume is not held alive by a stale template, and where mounts propagate
+a host's new mounts (a container's) do not pile up in the template.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import select
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from joblet.errors import ExecutionError
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 CLONE_FS, CLONE_NEWNS = 0x00000200, 0x00020000
 MS_REC, MS_SLAVE = 0x4000, 0x80000
 MNT_DETACH = 0x2
+RENEW_EVERY = 2.0  # seconds between two renewals of the template by the watcher
 
 
 def mount_points(mountinfo: str) -> list[str]:
@@ -72,6 +76,20 @@ def trimmed(points: Iterable[str], keep: Iterable[str]) -> list[str]:
     return top
 
 
+def kept_mounts(mountinfo: str, keep: Iterable[str]) -> frozenset[tuple[str, str]]:
+    """(mount id, mount point) of the mounts a template keeps: what it must be rebuilt for
+    when they change."""
+    kept = [_norm(k) for k in keep]
+    found = set()
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4:
+            point = _norm(_unescape(fields[4]))
+            if any(_related(point, k) for k in kept):
+                found.add((fields[0], point))
+    return frozenset(found)
+
+
 def _norm(path: str) -> str:
     return os.path.normpath(path) if path.startswith("/") else "/" + path
 
@@ -92,25 +110,49 @@ class MountTemplate:
         self.keep = tuple(sorted(paths | {os.path.realpath(p) for p in paths}))
         self._lock = threading.Lock()
         self._fd = -1
-        self._host = os.open(f"/proc/{os.getpid()}/mountinfo", os.O_RDONLY | os.O_CLOEXEC)  # the host's
+        self._kept: frozenset[tuple[str, str]] = frozenset()  # the host's kept mounts it was built from
+        self._mountinfo = f"/proc/{os.getpid()}/mountinfo"  # the main thread's: the host's namespace
+        # two descriptors, because a poll that reports a change consumes it for that descriptor
+        self._changes = os.open(self._mountinfo, os.O_RDONLY | os.O_CLOEXEC)  # enter()'s, under the lock
+        self._poller = select.poll()
+        self._poller.register(self._changes, select.POLLPRI)
+        self._watched = os.open(self._mountinfo, os.O_RDONLY | os.O_CLOEXEC)  # the watcher's
         self._closed = False
+        self._closing = threading.Event()
         self.builds = 0
+        self._count_lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="joblet-mount-template", daemon=True)
         self._watcher.start()
 
     def enter(self) -> None:
         """Move the calling thread into the template's namespace (a job's thread, before it
         unshares its own: its copy is then the template's). The thread must not share its
-        filesystem attributes for that, so it stops sharing them first."""
+        filesystem attributes for that, so it stops sharing them first. A change to the host's
+        kept mounts made before this call (a sized volume mounted for this very job) is in it:
+        the check is here, not only in the watcher, whose poll may not have run yet."""
         if _libc.unshare(CLONE_FS) != 0:
             raise ExecutionError(f"failed to unshare the thread's filesystem: {os.strerror(ctypes.get_errno())}")
         with self._lock:
             if self._closed:
                 raise ExecutionError("the worker's mount template is closed")
+            if any(ev & select.POLLPRI for _, ev in self._poller.poll(0)):
+                self._refresh()
             if self._fd < 0:
+                self._kept = self._host_kept()  # before the copy: a change after it is seen next time
                 self._fd = self._build()
             if _libc.setns(self._fd, CLONE_NEWNS) != 0:
                 raise ExecutionError(f"failed to enter the jobs' mount template: {os.strerror(ctypes.get_errno())}")
+
+    def _host_kept(self) -> frozenset[tuple[str, str]]:
+        with open(self._mountinfo) as fh:
+            return kept_mounts(fh.read(), self.keep)
+
+    def _refresh(self) -> None:
+        """Under the lock, after the host's table changed: drop the template if a kept mount
+        came, went or was replaced; a change elsewhere (a container's mounts) keeps it."""
+        if self._fd >= 0 and self._host_kept() != self._kept:
+            os.close(self._fd)
+            self._fd = -1
 
     def _build(self) -> int:
         """A new template, made by a short-lived thread (STYLE.md 7: a thread that switched
@@ -121,7 +163,8 @@ class MountTemplate:
         thread.join()
         if isinstance(result[0], BaseException):
             raise result[0]
-        self.builds += 1
+        with self._count_lock:
+            self.builds += 1
         return result[0]
 
     def _make(self) -> int:
@@ -139,25 +182,44 @@ class MountTemplate:
         return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
 
     def _watch(self) -> None:
+        """After the host's table changes, between starts: a fresh template swapped in, at
+        most every RENEW_EVERY seconds. Where the host's mounts propagate, its new ones (a
+        container's) reach the template too and would pile up in every job's copy; and an
+        unmounted volume is not held alive by a stale template."""
         poller = select.poll()
-        poller.register(self._host, select.POLLPRI)
-        while not self._closed:
-            events = poller.poll(500)
-            if any(ev & select.POLLPRI for _, ev in events):
-                self._drop()
+        poller.register(self._watched, select.POLLPRI)
+        last = 0.0
+        while not self._closing.is_set():
+            if not any(ev & select.POLLPRI for _, ev in poller.poll(500)):
+                continue
+            if self._closing.wait(max(0.0, last + RENEW_EVERY - time.monotonic())):  # changes meanwhile: one renewal
+                return
+            last = time.monotonic()
+            self._renew()
 
-    def _drop(self) -> None:
+    def _renew(self) -> None:
+        kept = self._host_kept()
+        try:
+            fd = self._build()
+        except ExecutionError as exc:
+            log.warning("mount template: %s (the next job's start tries again)", exc)
+            fd = -1
+        with self._lock:
+            old, self._fd, self._kept = self._fd, fd, kept
+        if old >= 0:
+            os.close(old)  # jobs copied from it keep their copies
+
+    def close(self) -> None:
+        """Let the template go (tests, the bench); jobs copied from it keep their copies."""
+        self._closed = True
+        self._closing.set()
+        self._watcher.join()
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-    def close(self) -> None:
-        """Let the template go (worker shutdown); jobs copied from it keep their copies."""
-        self._closed = True
-        self._watcher.join()
-        self._drop()
-        os.close(self._host)
+        for fd in (self._changes, self._watched):
+            os.close(fd)
 
 
 def _capture(fn: Callable[[], int]) -> int | BaseException:

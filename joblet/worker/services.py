@@ -94,8 +94,9 @@ def template_keep(cfg: Settings, cgroup_root: Path) -> tuple[str, ...]:
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # editable installs
     python = {sys.prefix, sys.base_prefix, sys.exec_prefix, here, *(p for p in sys.path if os.path.isabs(p))}
     dirs = (cfg.run_dir, cfg.state_dir, cfg.runtimes_dir, cgroup_root)
+    runtimes = glob.glob(os.path.join(glob.escape(str(cfg.runtimes_dir)), "*"))  # links to elsewhere too
     system = ("/usr", *SYSTEM_DIRS, "/etc", "/proc", "/sys", "/dev")
-    return (*system, *map(str, dirs), *cfg.sandbox_ro_paths, *tools, *sorted(python))
+    return (*system, *map(str, dirs), *runtimes, *cfg.sandbox_ro_paths, *tools, *sorted(python))
 
 
 def host_survey(cfg: Settings, cover: Path, etc: EtcView) -> Callable[[], Host]:

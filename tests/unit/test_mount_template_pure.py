@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from joblet.worker.mount_template import mount_points, trimmed
+from joblet.worker.mount_template import kept_mounts, mount_points, trimmed
 
 KEEP = ("/usr", "/proc", "/sys", "/run/joblet", "/var/lib/joblet")
 
@@ -48,3 +48,16 @@ def test_mount_points_are_read_with_their_escapes():
         "41 22 0:51 / /mnt/back\\134slash rw - tmpfs t rw\n"
     )
     assert mount_points(text) == ["/", "/mnt/with space", "/mnt/back\\slash"]
+
+
+def test_kept_mounts_are_what_a_template_is_rebuilt_for():
+    text = (
+        "22 1 254:0 / / rw shared:1 - ext4 /dev/vda rw\n"
+        "30 22 0:40 / /run rw - tmpfs t rw\n"
+        "31 30 0:41 / /run/joblet/v rw - tmpfs t rw\n"
+        "32 22 0:42 / /var/lib/docker/overlay2/a/merged rw - overlay o rw\n"
+    )
+    assert kept_mounts(text, KEEP) == {("22", "/"), ("30", "/run"), ("31", "/run/joblet/v")}
+    # a container's mount coming or going changes nothing kept; a volume's does
+    assert kept_mounts(text.replace("32 22", "33 22"), KEEP) == kept_mounts(text, KEEP)
+    assert kept_mounts(text.replace("31 30", "34 30"), KEEP) != kept_mounts(text, KEEP)
