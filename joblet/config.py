@@ -135,7 +135,8 @@ class Settings:
         0,
         whole(0),
         "processes and threads all jobs on a host may have together (their parent cgroup); 0: the "
-        "host's limit (kernel.pid_max, threads-max) less a quarter of it, at least 4096 left to the host",
+        "host's limit (kernel.pid_max, threads-max) less a quarter of it, at least 4096 (half on "
+        "small hosts) left to the host",
     )
     job_shm: int = setting(64, whole(1), "MB of a job's /dev/shm")
     sandbox_ro_paths: tuple[str, ...] = setting(

@@ -56,11 +56,11 @@ def host_pid_limit(proc: Path = Path("/proc/sys/kernel")) -> int:
 
 def jobs_pids_budget(configured: int, host_limit: int) -> int:
     """What all jobs of a host may have together: `configured`, or when 0 the host's limit
-    less a quarter of it (at least 4096 left for the host's own processes and the worker's
-    threads, two per running job)."""
+    less a quarter of it, at least 4096 (half on a host whose limit is below 8192) left for
+    the host's own processes and the worker's threads, two per running job."""
     if configured:
         return configured
-    return max(64, host_limit - max(4096, host_limit // 4))
+    return max(64, host_limit - max(min(4096, host_limit // 2), host_limit // 4))
 
 
 def limit_jobs_pids(job_parent: Path, count: int, v1_base: Path = V1_BASE) -> Path:

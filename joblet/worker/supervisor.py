@@ -97,6 +97,13 @@ class Supervisor:
         budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
         where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
         log.info("jobs here: at most %d processes and threads together (%s)", budget, where)
+        if budget < self.cfg.default_pids:
+            log.warning(
+                "all jobs here together may have %d processes, fewer than one job's default (%d): "
+                "raise kernel.threads-max or kernel.pid_max, or set JOBLET_JOBS_MAX_PIDS",
+                budget,
+                self.cfg.default_pids,
+            )
         make_cover(self.cfg.run_dir)
         warning = oom_floor(self.cfg.job_oom_score_adj)
         if warning:

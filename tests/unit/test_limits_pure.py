@@ -115,7 +115,8 @@ def test_the_jobs_pids_budget_leaves_the_host_a_quarter(tmp_path):
     assert jobs_pids_budget(0, 32768) == 24576  # a quarter (8192) kept for the host
     assert jobs_pids_budget(0, 8192) == 4096  # at least 4096 kept
     assert jobs_pids_budget(0, 4194304) == 3145728
-    assert jobs_pids_budget(0, 1000) == 64  # a tiny host still runs a job
+    assert jobs_pids_budget(0, 4000) == 2000  # a small VM's threads-max: half kept
+    assert jobs_pids_budget(0, 100) == 64  # a tiny host still runs a job
     assert jobs_pids_budget(500, 32768) == 500  # the operator's number as given
     (tmp_path / "pid_max").write_text("4194304\n")
     (tmp_path / "threads-max").write_text("192730\n")
