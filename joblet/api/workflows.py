@@ -103,6 +103,8 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
 
 def _regular_file(src: Path) -> bytes:
     """A regular file's bytes; a FIFO or a device is refused, not waited on or read forever."""
+    if not stat.S_ISREG(os.stat(src).st_mode):  # before opening: opening a device can act (a tape rewinds)
+        raise OSError(errno.EINVAL, "not a regular file")
     fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with open(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -169,5 +171,5 @@ def graph_problems(wf: Workflow) -> list[str]:
     try:  # no recursion: a chain of thousands of jobs is a graph like any other
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
-        problems.append("dependency cycle: " + " -> ".join(exc.args[1]))
+        problems.append("dependency cycle: " + " -> ".join(reversed(exc.args[1])))  # "requires", as written
     return problems

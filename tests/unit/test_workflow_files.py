@@ -53,3 +53,18 @@ def test_a_fifo_upload_is_refused_not_waited_on(tmp_path: Path):
     assert len(result) == 1 and "not a regular file" in str(result[0])
     with pytest.raises(ValidationError, match="not a regular file"):
         load(wf)
+
+
+def test_a_cycle_reads_as_requires(tmp_path: Path):
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "jobs:\n"
+        "  a: {command: x, requires: [{b: COMPLETED}]}\n"
+        "  b: {command: x, requires: [{c: COMPLETED}]}\n"
+        "  c: {command: x, requires: [{a: COMPLETED}]}\n"
+    )
+    (problem,) = graph_problems(load(wf))
+    cycle = problem.removeprefix("dependency cycle: ").split(" -> ")
+    assert len(cycle) == 4 and cycle[0] == cycle[-1]
+    requires = {"a": "b", "b": "c", "c": "a"}
+    assert all(requires[x] == y for x, y in zip(cycle, cycle[1:], strict=False)), problem  # each requires the next
