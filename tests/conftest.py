@@ -83,6 +83,19 @@ def cgroup_base() -> Path:
     raise RuntimeError("no cgroup v2 hierarchy")
 
 
+@pytest.fixture
+def mount_dir() -> Iterator[Path]:
+    """A directory to mount under (root): what is mounted there is detached, the tree removed."""
+    need(os.geteuid() == 0, "needs root (mounts)")
+    made = Path(tempfile.mkdtemp(prefix="joblet-mounts-"))
+    try:
+        yield made
+    finally:
+        for point in mounts_under(made):
+            subprocess.run(["umount", "-l", point], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(made)], check=False)
+
+
 def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as fh:
         points = [line.split()[4] for line in fh]
