@@ -67,11 +67,17 @@ def limit_jobs_pids(job_parent: Path, count: int, v1_base: Path = V1_BASE) -> Pa
     """Cap the processes of all jobs together at `count` on their parent group (v2, else its
     v1 pids twin), so that jobs at their own limits cannot take the host's last pids (the
     worker's threads, its heartbeat, every other service's forks); the file written."""
-    target = job_parent / "pids.max"
+    return _write_pids_max(job_parent, v1_base / "pids" / job_parent.name, count, v1_base)
+
+
+def _write_pids_max(v2_dir: Path, v1_dir: Path, count: int, v1_base: Path) -> Path:
+    """pids.max in the v2 group when the pids controller is on there, else in its v1 twin
+    (hybrid hosts), made if missing; the file written."""
+    target = v2_dir / "pids.max"
     if not target.exists():
         if not (v1_base / "pids" / "cgroup.procs").exists():
             raise ExecutionError("no cgroup pids controller on this host: cannot limit jobs' processes")
-        target = v1_base / "pids" / job_parent.name / "pids.max"
+        target = v1_dir / "pids.max"
         target.parent.mkdir(parents=True, exist_ok=True)
     try:
         target.write_text(str(count))
@@ -127,17 +133,7 @@ class JobCgroup:
     def limit_pids(self, count: int) -> None:
         """At most `count` processes and threads: in the v2 group when the pids controller is
         on there, else in a v1 pids group of the same name (hybrid hosts)."""
-        target = self.path / "pids.max"
-        if not target.exists():
-            v1_root = self.v1_base / "pids"
-            if not (v1_root / "cgroup.procs").exists():
-                raise ExecutionError("no cgroup pids controller on this host: cannot limit a job's processes")
-            target = self.v1_dir("pids") / "pids.max"
-            target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            target.write_text(str(count))
-        except OSError as exc:
-            raise ExecutionError(f"failed to set {target} = {count}: {exc.strerror}") from None
+        _write_pids_max(self.path, self.v1_dir("pids"), count, self.v1_base)
 
     def limit(self, limits: Limits, v2: bool, device: str | None = None) -> None:
         """Write the job's limits (v2 files in its own directory, else v1 directories)."""
