@@ -102,11 +102,17 @@ def _no_jobs_rules(job: str) -> list[str]:
     ]
 
 
+def _job_links(nets: list[FwNetwork], iso: str | None) -> list[str]:
+    """What `iifname`/`oifname` match for the jobs' links: the networks' bridges as one set,
+    the isolated links' prefix."""
+    bridges = ", ".join(f'"{n.bridge}"' for n in nets)
+    return ([f"{{ {bridges} }}"] if nets else []) + ([iso] if iso else [])
+
+
 def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tuple[list[str], list[str]]:
     """Forward rules that come before anything else, and the output chain's rules."""
     first, output = [], []
-    bridges = ", ".join(f'"{n.bridge}"' for n in nets)
-    sources = ([f"{{ {bridges} }}"] if nets else []) + ([iso] if iso else [])
+    sources = _job_links(nets, iso)
     for src in sources:  # jobs never reach the broker, established or not
         first.append(f'iifname {src} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"')
         first.append(f'iifname {src} ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"')
@@ -151,8 +157,7 @@ def _established(nets: list[FwNetwork], iso: str | None) -> list[str]:
     that quoted another network's (or the host's) flow, to the host's masquerade address, had
     its error turned back to that flow past the rules between networks (red-team run). From a
     job they meet the rules a new packet meets: within its network, or out to the world."""
-    bridges = ", ".join(f'"{n.bridge}"' for n in nets)
-    from_jobs = ([f"iifname != {{ {bridges} }}"] if nets else []) + ([f"iifname != {iso}"] if iso else [])
+    from_jobs = [f"iifname != {links}" for links in _job_links(nets, iso)]
     return [
         'ct state established accept comment "joblet:established"',
         " ".join(["ct state related", *from_jobs, 'accept comment "joblet:related"']),
@@ -204,9 +209,8 @@ def render(
         job = f'socket cgroupv2 level {level} "{path}"'
         inbound.append(f'tcp dport @blocked_ports {job} drop comment "joblet:no-broker"')
     if nets:  # jobs never open connections to the host itself (the broker, other gateways)
-        bridges = ", ".join(f'"{n.bridge}"' for n in nets)
         inbound.extend(_established(nets, iso))
-        inbound.append(f'iifname {{ {bridges} }} drop comment "joblet:no-host-access"')
+        inbound.append(f'iifname {_job_links(nets, None)[0]} drop comment "joblet:no-host-access"')
     if iso:
         forward.append(f'iifname {iso} accept comment "joblet:isolated"')
         inbound.append(f'iifname {iso} drop comment "joblet:no-host-access"')
