@@ -41,14 +41,16 @@ MNT_DETACH = 0x2
 RENEW_EVERY = 2.0  # seconds between two renewals of the template by the watcher
 
 
+def mounts(mountinfo: str) -> list[tuple[str, str]]:
+    """(mount id, mount point) of each line of a mountinfo text, in its order, the point's
+    octal escapes decoded."""
+    fields = (line.split(" ") for line in mountinfo.splitlines())
+    return [(f[0], _unescape(f[4])) for f in fields if len(f) > 4]
+
+
 def mount_points(mountinfo: str) -> list[str]:
-    """The mount points of a mountinfo text, in its order, octal escapes decoded."""
-    points = []
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4:
-            points.append(_unescape(fields[4]))
-    return points
+    """The mount points of a mountinfo text, in its order."""
+    return [point for _, point in mounts(mountinfo)]
 
 
 def _unescape(field: str) -> str:
@@ -80,14 +82,8 @@ def kept_mounts(mountinfo: str, keep: Iterable[str]) -> frozenset[tuple[str, str
     """(mount id, mount point) of the mounts a template keeps: what it must be rebuilt for
     when they change."""
     kept = [_norm(k) for k in keep]
-    found = set()
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4:
-            point = _norm(_unescape(fields[4]))
-            if any(_related(point, k) for k in kept):
-                found.add((fields[0], point))
-    return frozenset(found)
+    named = ((mount_id, _norm(point)) for mount_id, point in mounts(mountinfo))
+    return frozenset((mount_id, point) for mount_id, point in named if any(_related(point, k) for k in kept))
 
 
 def _norm(path: str) -> str:

@@ -85,10 +85,11 @@ class JobMounts:
 
         def make() -> tuple[int, int, int]:
             if template is not None:
-                template.enter()
+                template.enter()  # its mounts are slaves of the host's already, and so are copies
             _check(_libc.unshare(CLONE_NEWNS), "create a mount namespace")
-            slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
-            _check(slave, "make the job's mounts a slave of the host's")
+            if template is None:
+                slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)
+                _check(slave, "make the job's mounts a slave of the host's")
             options = f"size={JOB_FILES_BYTES},mode=755".encode()
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
             _check(_libc.mount(b"joblet-job", str(job_dir).encode(), b"tmpfs", flags, options), "mount the job's files")
