@@ -194,26 +194,9 @@ def render(
         else:
             forward.append(f'iifname "{n.bridge}" drop {tag}')
         forward.append(f'oifname "{n.bridge}" drop {tag}')  # isolated jobs included
-    # a bridge hands frames to the link-local group addresses (LLDP's 01:80:c2:00:00:0e)
-    # up to the host on the port they came in on, past the bridge's own hooks: UDP to any
-    # host address, with any source, came through that way (and, forged as a peer node's,
-    # VXLAN into another network). No packet of the host's arrives on a job's bridge port,
-    # nor on an overlay port (nothing from the overlay reaches the node).
-    inbound = [*_FROM_PORTS, *_iso_port_security(iso)]
-    if guards.vxlan_port:  # VXLAN from anyone but the nodes holding remote jobs: injection
-        peers = f"udp dport {guards.vxlan_port} ip saddr != @overlay_peers"
-        inbound.append(f'{peers} drop comment "joblet:overlay-peers"')
-    if guards.host_cgroup is not None:  # a host-mode job listening on a broker's port (while it
-        # restarts) would be sent the worker's password: nothing reaches such a listener
-        path, level = guards.host_cgroup
-        job = f'socket cgroupv2 level {level} "{path}"'
-        inbound.append(f'tcp dport @blocked_ports {job} drop comment "joblet:no-broker"')
-    if nets:  # jobs never open connections to the host itself (the broker, other gateways)
-        inbound.extend(_established(nets, iso))
-        inbound.append(f'iifname {_job_links(nets, None)[0]} drop comment "joblet:no-host-access"')
+    inbound = _input_rules(nets, iso, guards)
     if iso:
         forward.append(f'iifname {iso} accept comment "joblet:isolated"')
-        inbound.append(f'iifname {iso} drop comment "joblet:no-host-access"')
         nat.append(f'ip saddr {isolated_pool} oifname != {iso} masquerade comment "joblet:isolated"')
     iso_src = [f'"{p.ifname}" . {p.address}' for p in guards.ports if not p.checked().bridged]
     return "\n".join(
@@ -237,6 +220,30 @@ def render(
             "",
         ]
     ) + portsec.render_bridge(list(guards.ports), guards.overlay)
+
+
+def _input_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> list[str]:
+    """The input chain: what of the jobs' traffic the host itself takes (replies only)."""
+    # a bridge hands frames to the link-local group addresses (LLDP's 01:80:c2:00:00:0e)
+    # up to the host on the port they came in on, past the bridge's own hooks: UDP to any
+    # host address, with any source, came through that way (and, forged as a peer node's,
+    # VXLAN into another network). No packet of the host's arrives on a job's bridge port,
+    # nor on an overlay port (nothing from the overlay reaches the node).
+    inbound = [*_FROM_PORTS, *_iso_port_security(iso)]
+    if guards.vxlan_port:  # VXLAN from anyone but the nodes holding remote jobs: injection
+        peers = f"udp dport {guards.vxlan_port} ip saddr != @overlay_peers"
+        inbound.append(f'{peers} drop comment "joblet:overlay-peers"')
+    if guards.host_cgroup is not None:  # a host-mode job listening on a broker's port (while it
+        # restarts) would be sent the worker's password: nothing reaches such a listener
+        path, level = guards.host_cgroup
+        job = f'socket cgroupv2 level {level} "{path}"'
+        inbound.append(f'tcp dport @blocked_ports {job} drop comment "joblet:no-broker"')
+    if nets:  # jobs never open connections to the host itself (the broker, other gateways)
+        inbound.extend(_established(nets, iso))
+        inbound.append(f'iifname {_job_links(nets, None)[0]} drop comment "joblet:no-host-access"')
+    if iso:
+        inbound.append(f'iifname {iso} drop comment "joblet:no-host-access"')
+    return inbound
 
 
 # nothing the host takes arrives on a job's bridge port or an overlay port (inet and arp)
