@@ -220,12 +220,12 @@ def ceiling(n: int, threads: int) -> dict[str, float]:
     errors: list[BaseException] = []
     template = template_for(work / "run")
 
+    covers = [worker_files(work / str(i) / "run") for i in range(threads)]  # the worker's, made before it starts jobs
+
     def loop(i: int, count: int) -> None:
-        mine = work / str(i)
-        cover = worker_files(mine / "run")
         try:
             for _ in range(count):
-                sandboxed(groups[i], mine / "run", cover, template=template)
+                sandboxed(groups[i], work / str(i) / "run", covers[i], template=template)
         except BaseException as exc:  # noqa: BLE001 - reported after the join
             errors.append(exc)
 
