@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from joblet.config_checks import (
+    BROKER_SCHEMES,
+    REDIS_SCHEMES,
     absolute_path,
     address,
     choice,
@@ -29,11 +31,13 @@ from joblet.config_checks import (
     network,
     optional_path,
     optional_text,
+    optional_url,
     outside_etc,
     path,
     real,
     size,
     underlay,
+    url,
     whole,
 )
 from joblet.errors import ConfigError
@@ -72,8 +76,8 @@ def setting(default: Any, check: Callable[[Any], Any], doc: str = "", factory: C
 class Settings:
     """Every knob of joblet, for the CLI, the Python API and the worker."""
 
-    redis_url: str = setting("redis://127.0.0.1:6379/0", text, "state store and default broker")
-    broker_url: str | None = setting(None, optional_text, "Celery broker; defaults to redis_url")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", url(REDIS_SCHEMES), "state store and default broker")
+    broker_url: str | None = setting(None, optional_url(BROKER_SCHEMES), "Celery broker; defaults to redis_url")
     key_prefix: str = setting("joblet:", text, "prefix of every Redis key joblet writes")
     queue: str = setting("joblet", text, "shared Celery queue; per-node queues add .host.NODE")
     state_dir: Path = setting(Path("/var/lib/joblet"), path)
@@ -256,8 +260,12 @@ def _from_file(path: Path | None) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} (from JOBLET_CONFIG) does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start + 1})") from None
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

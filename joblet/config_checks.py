@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -106,9 +107,41 @@ def outside_etc(value: Any) -> str:
 def endpoint(value: Any) -> str:
     found = text(value)
     host, _, port = found.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{found!r} is not host:port")
     return found
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps")
+
+
+def url(schemes: tuple[str, ...]) -> Check:
+    """A URL with one of `schemes` whose port, when it has one, is a number (Redis and kombu
+    would fail on it later, with a traceback, at the first connection)."""
+
+    def check(value: Any) -> str:
+        from urllib.parse import urlsplit
+
+        found = text(value, 1)
+        parts = urlsplit(found)
+        shown = repr(re.sub(r"//[^@/]*@", "//***@", found)[:60])  # never its password
+        if parts.scheme not in schemes:
+            raise ValueError(f"{shown} must start with {', '.join(s + '://' for s in schemes)}")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise ValueError(f"{shown} has a port that is not a number from 0 to 65535") from None
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError(f"{shown} names no socket path (unix:///run/redis.sock)")
+        return found
+
+    return check
+
+
+def optional_url(schemes: tuple[str, ...]) -> Check:
+    required = url(schemes)
+    return lambda value: None if value is None else required(value)
 
 
 def network(value: Any) -> str:
