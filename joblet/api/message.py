@@ -22,8 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-NONCE_RE = re.compile(r"^[0-9a-f]{16,64}$")
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
+NONCE_RE = re.compile(r"^[0-9a-f]{16,64}\Z")
 STAMPS = ("job_id", "nonce", "expires")
 MAX_MESSAGE_TTL = 30 * 86400  # an expiry further away than this is refused
 CLOCK_SKEW = 300  # seconds of clock difference between hosts the nonce claim allows for
@@ -89,8 +89,16 @@ def check(header_id: Any, args: Any, kwargs: Any, signed: bool, now: float) -> T
     return TaskMessage(header_id, nonce, expires, fields)
 
 
+def _finite(value: int | float) -> bool:
+    """A number a float can hold (JSON's integers have no bound: 10**400 overflows)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _check_expiry(job_id: str, expires: Any, now: float) -> None:
-    if isinstance(expires, bool) or not isinstance(expires, int | float) or not math.isfinite(expires):
+    if isinstance(expires, bool) or not isinstance(expires, int | float) or not _finite(expires):
         raise Refused("bad-expiry", f"message for job {job_id}: expires is not a number")
     if expires > now + MAX_MESSAGE_TTL + CLOCK_SKEW:
         raise Refused(

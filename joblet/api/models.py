@@ -32,13 +32,13 @@ from joblet.fields import (
     type_name,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
-VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
-USER_RE = re.compile(r"^(\d{1,10})(?::(\d{1,10}))?$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}\Z")
+VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}\Z")
+USER_RE = re.compile(r"^([0-9]{1,10})(?::([0-9]{1,10}))?\Z")
 ARG_MAX_BYTES = 128 << 10  # the kernel's MAX_ARG_STRLEN: execve refuses a longer string
 ARGV_MAX_BYTES = 1 << 20  # all arguments together (the kernel allows ~2 MiB for argv and env)
 ENV_MAX_BYTES = 512 << 10
@@ -199,7 +199,7 @@ def _env(value: Any) -> dict[str, str]:
     return env
 
 
-SHORT_ID_RE = re.compile(r"^[0-9a-f]{12}$")  # a job's name in its peers' /etc/hosts
+SHORT_ID_RE = re.compile(r"^[0-9a-f]{12}\Z")  # a job's name in its peers' /etc/hosts
 
 
 def _name(value: Any) -> str | None:
@@ -227,7 +227,23 @@ def _network(value: Any) -> tuple[str, ...]:
 def _uploads(value: Any) -> tuple[Upload, ...]:
     if not isinstance(value, list | tuple):
         raise ValueError(f"must be a list of uploads, not {type_name(value)}")
-    return tuple(checked(str(i), Upload.from_dict, u) for i, u in enumerate(value))
+    uploads = tuple(checked(str(i), Upload.from_dict, u) for i, u in enumerate(value))
+    paths = [u.path for u in uploads]
+    folders = {folder for path in paths for folder in _parents(path)}
+    for path in paths:
+        if paths.count(path) > 1:
+            raise ValueError(f"upload path {brief(path)} is given twice")
+        if path in folders:
+            raise ValueError(f"upload path {brief(path)} is a file and the folder of another upload")
+    return uploads
+
+
+def _parents(path: str) -> list[str]:
+    """'a/b/c' -> ['a/b', 'a']"""
+    found = []
+    while (path := posixpath.dirname(path)) != "":
+        found.append(path)
+    return found
 
 
 def _timeout(value: Any) -> float | None:

@@ -21,7 +21,7 @@ from joblet.fields import known_fields
 from joblet.names import VNI_MAX, VNI_MIN, default_vni, is_joblet_link
 
 BUILTINS = ("bridge", "isolated", "none", "host")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 NOT_UNICAST = {  # ranges no job network may touch, and why
     "0.0.0.0/8": "'this network' (0.0.0.0/8)",
     "127.0.0.0/8": "loopback (127.0.0.0/8)",

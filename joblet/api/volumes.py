@@ -19,7 +19,7 @@ from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import known_fields
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
 _MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
 
 

@@ -34,8 +34,8 @@ from joblet.errors import NetworkError
 from joblet.names import BRIDGED_VETH_PREFIX, TABLE, VXLAN_PREFIX
 from joblet.network_agent import nftlib, portsec
 
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_CGROUP = re.compile(r"^[A-Za-z0-9_.@:/-]{1,512}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+_CGROUP = re.compile(r"^[A-Za-z0-9_.@:/-]{1,512}\Z")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from joblet.names import BRIDGED_VETH_PREFIX as BRIDGED_PREFIX
 from joblet.names import JOB_LINK as _IFNAME
 from joblet.names import TABLE, VXLAN_PREFIX
 
-_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-_OVERLAY = re.compile(rf"^{VXLAN_PREFIX}[0-9a-f]{{10}}$")
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
+_OVERLAY = re.compile(rf"^{VXLAN_PREFIX}[0-9a-f]{{10}}\Z")
 
 
 def mac_for(job_id: str, network: str) -> str:

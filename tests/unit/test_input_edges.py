@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from joblet.api.limits import parse_bytes, parse_rate
+from joblet.api.message import Refused, check, is_job_id
+from joblet.api.models import make_spec
+from joblet.api.networks import check as check_network
+from joblet.api.volumes import parse_size
 from joblet.config import load as load_settings
-from joblet.errors import ConfigError
+from joblet.errors import ConfigError, ValidationError
 
 JOB = "a" * 32
 
@@ -51,3 +56,46 @@ def test_an_unreadable_config_file_is_one_line(monkeypatch, tmp_path, make, says
     monkeypatch.setenv("JOBLET_CONFIG", str(conf))
     with pytest.raises(ConfigError, match=says):
         load_settings()
+
+
+def test_names_with_a_trailing_newline_are_refused():
+    assert is_job_id(JOB) and not is_job_id(JOB + "\n")
+    with pytest.raises(Refused):
+        check(JOB + "\n", [], {}, False, 0)
+    with pytest.raises(Refused, match="bad-nonce|nonce"):
+        check(JOB, [], {"nonce": "b" * 32 + "\n", "expires": 10.0}, False, 0)
+    check_network("web", "10.9.0.0/24")
+    with pytest.raises(ValidationError):
+        check_network("web\n", "10.9.0.0/24")
+    for field in ("name", "node", "runtime"):
+        make_spec("true", **{field: "ok"})
+        with pytest.raises(ValidationError):
+            make_spec("true", **{field: "ok\n"})
+
+
+def test_an_expiry_beyond_a_float_is_refused_not_raised():
+    now = 1_000_000.0
+    assert check(JOB, [], {"nonce": "b" * 32, "expires": now + 60}, False, now).job_id == JOB
+    with pytest.raises(Refused) as caught:
+        check(JOB, [], {"nonce": "b" * 32, "expires": 10**400}, False, now)
+    assert caught.value.reason == "bad-expiry"
+
+
+def test_only_ascii_digits_count():
+    assert make_spec("true", user="123:45").user == "123:45"
+    assert (parse_rate("10mbit"), parse_bytes("10M"), parse_size("10M")) == (10_000_000, 10 << 20, 10)
+    with pytest.raises(ValidationError):
+        make_spec("true", user="١٢٣")
+    for parse, value in ((parse_rate, "١٠mbit"), (parse_bytes, "١٠M"), (parse_size, "١٠M")):
+        with pytest.raises((ValueError, ValidationError)):
+            parse(value)
+
+
+@pytest.mark.parametrize(
+    ("paths", "says"),
+    [(["a", "a"], "'a' is given twice"), (["a", "a/b"], "'a' is a file and the folder"), (["a/b/c", "a"], "'a' is")],
+)
+def test_uploads_that_clash_are_refused(paths, says):
+    assert len(make_spec("true", uploads=[{"path": "a/b"}, {"path": "a/c"}, {"path": "ab"}]).uploads) == 3
+    with pytest.raises(ValidationError, match=says):
+        make_spec("true", uploads=[{"path": p} for p in paths])
