@@ -71,11 +71,16 @@ def load(path: Path) -> Workflow:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ValidationError(f"cannot read workflow {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"workflow {path} is not UTF-8 text (byte {exc.start + 1})") from None
     except yaml.YAMLError as exc:
         raise ValidationError(f"workflow {path} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), dict) or not doc["jobs"]:
         raise ValidationError(f"workflow {path}: needs a 'jobs' mapping with at least one job")
-    jobs = {str(name): _job(path, str(name), body) for name, body in doc["jobs"].items()}
+    for name in doc["jobs"]:
+        if not isinstance(name, str):
+            raise ValidationError(f"workflow {path.name}: job name {name!r} is not text (quote it: '{name}')")
+    jobs = {name: _job(path, name, body) for name, body in doc["jobs"].items()}
     return Workflow(name=path.stem, jobs=jobs)
 
 
@@ -94,11 +99,27 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
     fields["name"] = name
     fields["limits"] = body.get("resources") or {}
     fields["uploads"] = _uploads(path, where, body.get("uploads"))
+    if not isinstance(body["command"], str) or not body["command"]:
+        raise ValidationError(f"{where}: 'command' must be text (one program; its arguments go in 'args')")
+    args = _args(where, body.get("args"))
     try:
-        spec = make_spec(str(body["command"]), tuple(str(a) for a in body.get("args") or ()), **fields)
+        spec = make_spec(body["command"], args, **fields)
     except ValidationError as exc:
         raise ValidationError(f"{where}: {exc}") from None
     return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")))
+
+
+def _args(where: str, value: Any) -> tuple[str, ...]:
+    """A list of arguments; numbers are written as YAML reads them (`[-n, 3]`), anything else
+    but text is refused (a string is not split: `args: -c echo` would be ambiguous)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValidationError(f"{where}: 'args' must be a list, e.g. [-c, 'echo hi']")
+    for arg in value:
+        if isinstance(arg, bool) or not isinstance(arg, str | int | float):
+            raise ValidationError(f"{where}: argument {arg!r} in 'args' is not text or a number (quote it)")
+    return tuple(str(a) for a in value)
 
 
 def _regular_file(src: Path) -> bytes:

@@ -37,12 +37,10 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
         raise LineError(f"cannot split the line: {exc}") from None
     if not words:
         return None
-    try:
-        ctx = run.make_context("rnx run", words, parent=parent)
+    try:  # no help option: click would print `rnx run`'s help to stdout, which holds only ids
+        ctx = run.make_context("rnx run", words, parent=parent, help_option_names=[])
     except click.ClickException as exc:
         raise LineError(exc.format_message()) from None
-    except click.exceptions.Exit:  # --help: click printed it
-        raise LineError("--help is not a job") from None
     for param, flag in NOT_IN_BATCH.items():
         if ctx.params.get(param):
             raise LineError(f"{flag} cannot be used in a batch line")
@@ -51,7 +49,15 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
     return ctx.params
 
 
-def pending_input(stream: IO[str]) -> bool:
+def decoded(raw: bytes) -> str:
+    """A line's text: UTF-8, or a line error (the lines around it are still queued)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise LineError(f"not UTF-8 text (byte {exc.start + 1}: {raw[exc.start]:#04x})") from None
+
+
+def pending_input(stream: IO[bytes]) -> bool:
     """True when more input can be read at once (so a pipeline may wait to fill up)."""
     try:
         ready, _, _ = select.select([stream], [], [], 0)
@@ -61,9 +67,9 @@ def pending_input(stream: IO[str]) -> bool:
 
 
 @click.command()
-@click.argument("file", type=click.File("r"), default="-")
+@click.argument("file", type=click.File("rb"), default="-")
 @click.pass_context
-def batch(ctx: click.Context, file: IO[str]) -> None:
+def batch(ctx: click.Context, file: IO[bytes]) -> None:
     """Queue one detached job per line of FILE (default: stdin); print their ids.
 
     A line holds `rnx run` options and a command, e.g. `--network=none echo hi`
@@ -73,9 +79,9 @@ def batch(ctx: click.Context, file: IO[str]) -> None:
 
     jobs = ctx.obj.client.batch()
     refused = 0
-    for number, text in enumerate(file, start=1):
+    for number, raw in enumerate(file, start=1):
         try:
-            params = parse_line(text, ctx)
+            params = parse_line(decoded(raw), ctx)
             queued = jobs.add(job_spec(params)) if params is not None else []
         except (BackendUnavailable, PermissionDenied):
             raise

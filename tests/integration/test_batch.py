@@ -20,13 +20,21 @@ def lines(bad: dict[int, str]) -> str:
 
 
 def test_batch_queues_every_good_line_once(host, client):
-    bad = {7: "--network=nosuch echo BAD1", 150: "--netwrok=none echo BAD2", 151: "echo 'BAD3"}
+    bad = {
+        7: "--network=nosuch echo BAD1",
+        8: "echo \udcff BAD4",  # the byte 0xff: not UTF-8
+        9: "--help",  # no help text on stdout, which holds only ids
+        150: "--netwrok=none echo BAD2",
+        151: "echo 'BAD3",
+    }
     before = {r.id for r in client.list()}
-    done = host.rnx("batch", input=lines(bad).encode())
+    done = host.rnx("batch", input=lines(bad).encode(errors="surrogateescape"))
     err = done.stderr.decode().splitlines()
     assert done.returncode == 2, done.stderr
     assert err == [
         "rnx batch: line 7: invalid job field 'network': no such network 'nosuch' (rnx network list)",
+        "rnx batch: line 8: not UTF-8 text (byte 6: 0xff)",
+        "rnx batch: line 9: No such option '--help'.",
         "rnx batch: line 150: No such option '--netwrok'. Did you mean '--network'?",
         "rnx batch: line 151: cannot split the line: No closing quotation",
     ]

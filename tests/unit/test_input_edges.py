@@ -12,6 +12,8 @@ from joblet.api.message import Refused, check, is_job_id
 from joblet.api.models import make_spec
 from joblet.api.networks import check as check_network
 from joblet.api.volumes import parse_size
+from joblet.api.workflows import load
+from joblet.cli.batch import LineError, decoded
 from joblet.config import load as load_settings
 from joblet.errors import ConfigError, ValidationError
 
@@ -99,3 +101,37 @@ def test_uploads_that_clash_are_refused(paths, says):
     assert len(make_spec("true", uploads=[{"path": "a/b"}, {"path": "a/c"}, {"path": "ab"}]).uploads) == 3
     with pytest.raises(ValidationError, match=says):
         make_spec("true", uploads=[{"path": p} for p in paths])
+
+
+def test_a_batch_line_must_be_utf8():
+    assert decoded("echo é\n".encode()) == "echo é\n"
+    with pytest.raises(LineError, match=r"^not UTF-8 text \(byte 6: 0xff\)$"):
+        decoded(b"echo \xff\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("jobs:\n  a: {command: echo, args: 5}\n", "'args' must be a list"),
+        ("jobs:\n  a: {command: echo, args: [{x: 1}]}\n", "is not text or a number"),
+        ("jobs:\n  a: {command: echo, args: [true]}\n", "is not text or a number"),
+        ("jobs:\n  a: {command: [echo, hi]}\n", "'command' must be text"),
+        ("jobs:\n  a: {command: }\n", "'command' must be text"),
+        ("jobs:\n  1: {command: echo}\n", "job name 1 is not text"),
+    ],
+)
+def test_workflow_fields_of_the_wrong_kind_are_refused(tmp_path, body, says):
+    good = tmp_path / "good.yaml"
+    good.write_text("jobs:\n  a: {command: sleep, args: [1, '-x']}\n  '1': {command: echo}\n")
+    assert load(good).jobs["a"].spec.args == ("1", "-x") and "1" in load(good).jobs
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(body)
+    with pytest.raises(ValidationError, match=says):
+        load(bad)
+
+
+def test_a_workflow_file_must_be_utf8(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b'jobs:\n  a: {command: "\xff"}\n')
+    with pytest.raises(ValidationError, match="is not UTF-8 text"):
+        load(bad)
