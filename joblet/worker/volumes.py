@@ -10,7 +10,6 @@ the job (names like `python:3.11-ml` hold a ':', which PATH cannot).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -71,12 +70,16 @@ class HostVolumes:
         return sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
 
     def remove(self, name: str) -> None:
-        """Unmount (if sized) and delete a volume's files here; a missing one is success."""
+        """Unmount (if sized) and delete a volume's files here; a missing one is success.
+        coreutils' rm, not shutil.rmtree: a job chooses the tree's depth, and rmtree recurses
+        once per level (a job's 2,000 nested directories raised RecursionError, and the data
+        stayed for the next volume of that name); rm also stays on this filesystem."""
         with self._lock:
             data = self.data(name)
             if data.exists() and is_mounted(data):
                 _run("umount", str(data))
-            shutil.rmtree(self.root / name, ignore_errors=True)
+            if os.path.lexists(self.root / name):
+                _run("rm", "-rf", "--one-file-system", "--", str(self.root / name))
 
     def release_all(self) -> None:
         """Unmount every sized volume (worker shutdown); the data stays on disk."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,24 @@ def test_delete_refused_while_mounted_then_data_goes(client, host):
     client.volumes.delete("busy")
     data = host.tmp / "state" / "volumes" / "busy"
     eventually(lambda: not data.exists(), "volume data left on the host", timeout=10)
+
+
+def test_a_deep_tree_in_a_volume_goes_with_it(client, host):
+    """A job chooses its tree's depth: deeper than Python recurses (1,000) and than a path
+    can name (4,096 bytes), it is still deleted, and a new volume of that name starts empty."""
+    client.volumes.create("deep")
+    plant = "cd /volumes/deep && i=0; while [ $i -lt 2000 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done; echo s > f"
+    rec, _, err = run(client, "sh", "-c", plant, network="none", volumes=["deep"])
+    assert rec.status == JobStatus.COMPLETED, err
+    data = host.tmp / "state" / "volumes" / "deep"
+    found = subprocess.run(["find", str(data / "data"), "-name", "d"], capture_output=True, check=True).stdout
+    assert found.count(b"\n") == 2000  # the control: the tree is there
+    client.volumes.delete("deep")
+    eventually(lambda: not data.exists(), "a deep volume's data left on the host", timeout=15)
+    client.volumes.create("deep")
+    rec, out, err = run(client, "ls", "-A", "/volumes/deep", network="none", volumes=["deep"])
+    assert rec.status == JobStatus.COMPLETED and out == b"", (out, err)
+    client.volumes.delete("deep")
 
 
 def test_missing_volume_refused_before_queueing(client):
