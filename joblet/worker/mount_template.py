@@ -10,14 +10,15 @@ a template that jobs copy, they cost nothing per job.
 What stays: every mount on the way to or under a path a job's start reaches (`keep`: /usr and
 the system directories, /etc, the mounts of /proc, /sys and /dev but of those under them only
 the jobs' cgroups, the worker's run and state directories with the volumes, the runtimes, the
-extra read-only paths, the directories of the tools it runs). The template is a slave of the host's namespace, as each job's was:
-what the host mounts later under a kept mount still appears where mounts propagate. Where
-they do not (a private mount, as Docker's bind of a state directory), a change to the kept
-mounts drops the template: each start polls the worker's mountinfo (POLLPRI on every change)
-before it enters, so a volume mounted on its first use is in its job's copy. Between starts a
-watcher thread renews the template after any change, at most every 2 s, outside the starts'
-lock: an unmounted volume is not held alive by a stale template, and where mounts propagate
-a host's new mounts (a container's) do not pile up in the template.
+extra read-only paths, the directories of the tools it runs). The template is a slave of the
+host's namespace, as each job's was: what the host mounts later under a kept mount still
+appears where mounts propagate. Where they do not (a private mount, as Docker's bind of a
+state directory), a change to the kept mounts drops the template: each start polls the
+worker's mountinfo (POLLPRI on every change) before it enters, so a volume mounted on its
+first use is in its job's copy. Between starts a watcher thread renews the template after
+any change, at most every 2 s, outside the starts' lock: an unmounted volume is not held
+alive by a stale template, and where mounts propagate a host's new mounts (a container's) do
+not pile up in the template.
 """
 
 from __future__ import annotations
