@@ -56,6 +56,7 @@ def mount_tmpfs(target: Path, size_bytes: int, mode: int = 0o755) -> None:
 
 
 JOB_FILES_BYTES = 16 << 20  # the job's /etc files: /etc/hosts of a /16 network's jobs fits
+JOB_MAX_PTYS = 64  # pseudo-terminals a job may hold at once (its devpts's max)
 
 
 class JobMounts:
@@ -176,7 +177,9 @@ def make_dev(directory: Path) -> None:
         os.chmod(node, mode)
     for sub in ("pts", "shm"):
         (directory / sub).mkdir()
-    pts = b"newinstance,ptmxmode=0666,mode=620"  # as bwrap's --dev mounts it
+    # as bwrap's --dev mounts it, with a cap: every devpts instance draws on one pool for the
+    # whole host (kernel.pty.max less pty.reserve), and a job took all 3,072 (red-team run)
+    pts = b"newinstance,ptmxmode=0666,mode=620,max=%d" % JOB_MAX_PTYS
     _check(
         _libc.mount(b"devpts", str(directory / "pts").encode(), b"devpts", MS_NOSUID | MS_NOEXEC, pts), "mount devpts"
     )

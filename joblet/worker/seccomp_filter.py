@@ -3,8 +3,8 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
-io_uring and vsock sockets (Docker refuses them too) and ptrace (stricter: debuggers do not
-work in a job).
+io_uring and vsock sockets (Docker refuses them too), ptrace (stricter: debuggers do not
+work in a job) and io_setup (stricter: Linux AIO's budget is the whole host's).
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 """
@@ -132,6 +132,11 @@ def job_filter() -> bytes:
         filt.add_rule(refuse, "personality", seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
     # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    # Linux AIO contexts draw on one budget for the whole host (fs.aio-max-nr): a job took it
+    # all in 16 calls, and the host's databases got EAGAIN (red-team run). ENOSYS, as on a
+    # kernel built without AIO, to which libaio's users fall back (threads, io_submit never
+    # reached); io_uring is refused above, as Docker does
+    filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "io_setup")
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
         filt.export_bpf(out)
         out.seek(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -189,6 +190,11 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["chown"] = attempt(lambda: os.chown("/dev/full", 65534, 65534))
         checks["full"] = [os.stat("/dev/full").st_mode & 0o777, os.stat("/dev/full").st_uid]
         checks["pty"] = os.ttyname(os.openpty()[1])
+        ptys = []
+        while len(ptys) < 1000 and attempt(lambda: ptys.append(os.openpty())) == "ok":
+            pass
+        checks["ptys"] = len(ptys) + 1  # and the one above
+        checks["pty_full"] = attempt(os.openpty)
         checks["mknod"] = attempt(lambda: os.mknod("/tmp/sda", 0o600 | 0o60000, os.makedev(8, 0)))
         checks["fifo"] = attempt(lambda: os.mkfifo("/tmp/fifo"))
         checks["pid"] = os.getpid()
@@ -202,6 +208,8 @@ def test_proc_sys_and_dev_are_like_a_container(client):
     # a root job's /dev nodes are its own, and read-only: neither they nor the host's change
     assert got["chmod"] == got["chown"] == "EROFS" and got["full"] == [0o666, 0], got
     assert got["pty"].startswith("/dev/pts/"), got["pty"]  # its own devpts: a pty works
+    assert got["ptys"] == 64 and got["pty_full"] == "ENOSPC", got  # of the host's shared pool
+    os.close(os.openpty()[0])  # the host's own: not the job's pool
     assert (before.st_mode, before.st_uid, before.st_gid) == (now.st_mode, now.st_uid, now.st_gid)
     assert got["hostname"] == "boxed"
     assert got["sysctl"] == got["net_sysctl"] == "EROFS", got
@@ -255,6 +263,9 @@ def test_seccomp_and_capabilities(client):
         # ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC do not
         checks["persona_ok"] = [syscall(135, v) for v in (0xFFFFFFFF, 0x8, 0x0, 0x20008, 0x0)]
         checks["persona_refused"] = [syscall(135, v) for v in (0x0040000, 0x0400000, 0x0040008)]
+        aio = ctypes.c_ulong(0)
+        checks["io_setup"] = syscall(206, 1, ctypes.byref(aio))  # ENOSYS: as a kernel without AIO
+        checks["io_uring_setup"] = syscall(425, 1, 0)
         # x86_64 numbers: keyctl, bpf, perf_event_open, ptrace, kexec_load, init_module, reboot, swapon
         for name, nr in (("keyctl", 250), ("bpf", 321), ("perf_event_open", 298), ("ptrace", 101),
                          ("kexec_load", 246), ("init_module", 175), ("reboot", 169), ("swapon", 167),
@@ -269,6 +280,9 @@ def test_seccomp_and_capabilities(client):
     assert got["mount"] and got["unshare_user"] and got["unshare_net"]
     assert got["vsock"] == got["vsock_high"] == "EPERM" and got["unix"] == "ok", got
     assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
+    assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
+    libc, ctx = ctypes.CDLL(None, use_errno=True), ctypes.c_ulong(0)
+    assert libc.syscall(206, 1, ctypes.byref(ctx)) == 0 and libc.syscall(207, ctx) == 0  # the host has AIO
     for name in (
         "keyctl",
         "bpf",
