@@ -151,6 +151,13 @@ def only_known(data: Any, known: Any, what: str = "job") -> dict[str, Any]:
     return dict(data)
 
 
+def required(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """`data`, which must hold `name`."""
+    if name not in data:
+        raise FieldError(name, "is required")
+    return data
+
+
 def _parsed(kind: Callable[[str], Any], value: str, what: str) -> Any:
     """Text of a number: ASCII only (Python's int() also reads other scripts' digits)."""
     try:

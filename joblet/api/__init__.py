@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
-    from joblet.api.models import JobRecord, JobSpec, JobStatus, Upload
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
+    from joblet.api.uploads import Upload
 
 __all__ = ["Client", "JobRecord", "JobSpec", "JobStatus", "Upload", "run_job"]
 
@@ -22,7 +23,7 @@ _HOMES = {
     "JobRecord": "joblet.api.models",
     "JobSpec": "joblet.api.models",
     "JobStatus": "joblet.api.models",
-    "Upload": "joblet.api.models",
+    "Upload": "joblet.api.uploads",
 }
 
 

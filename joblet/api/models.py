@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import posixpath
 import re
 import time
 from collections.abc import Callable
@@ -15,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from joblet.api.limits import Limits
+from joblet.api.uploads import Upload, uploads
 from joblet.fields import (
-    FieldError,
     boolean,
     brief,
     checked,
@@ -26,10 +23,10 @@ from joblet.fields import (
     number,
     only_known,
     optional,
+    required,
     string_map,
     strings,
     text,
-    type_name,
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
@@ -60,52 +57,6 @@ class JobStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Upload:
-    """One file to place under /work; `content` is base64."""
-
-    path: str
-    mode: int = 0o644
-    content: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", checked("path", _upload_path, self.path))
-        object.__setattr__(self, "mode", checked("mode", integer, self.mode, 0, 0o7777))
-        object.__setattr__(self, "content", checked("content", _base64, self.content))
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Upload:
-        return data if isinstance(data, Upload) else cls(**_required(only_known(data, UPLOAD_FIELDS), "path"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "mode": self.mode, "content": self.content}
-
-    @property
-    def data(self) -> bytes:
-        return base64.b64decode(self.content)
-
-    @property
-    def size(self) -> int:
-        return len(self.content) * 3 // 4
-
-
-def _upload_path(value: Any) -> str:
-    path = no_nul(text(value, 1, 4096), "upload path")
-    norm = posixpath.normpath(path)
-    if path.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
-        raise ValueError(f"upload path {brief(path)} escapes /work")
-    return norm
-
-
-def _base64(value: Any) -> str:
-    content = text(value)
-    try:
-        base64.b64decode(content, validate=True)
-    except binascii.Error:
-        raise ValueError("upload content is not valid base64") from None
-    return content
-
-
-@dataclass(frozen=True, slots=True)
 class JobSpec:
     """What to run and how; every field is checked when a spec is made (FieldError names it)."""
 
@@ -129,7 +80,7 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: Any) -> JobSpec:
         """A spec from its JSON shape (a queue message, a stored record); unknown fields are refused."""
-        return data if isinstance(data, JobSpec) else cls(**_required(only_known(data, _SPEC_CHECKS), "command"))
+        return data if isinstance(data, JobSpec) else cls(**required(only_known(data, _SPEC_CHECKS), "command"))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape: what is queued and stored."""
@@ -155,15 +106,6 @@ class JobSpec:
     @property
     def upload_bytes(self) -> int:
         return sum(u.size for u in self.uploads)
-
-
-UPLOAD_FIELDS = ("path", "mode", "content")
-
-
-def _required(data: dict[str, Any], name: str) -> dict[str, Any]:
-    if name not in data:
-        raise FieldError(name, "is required")
-    return data
 
 
 def _command(value: Any) -> str:
@@ -224,28 +166,6 @@ def _network(value: Any) -> tuple[str, ...]:
     return strings(value)
 
 
-def _uploads(value: Any) -> tuple[Upload, ...]:
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"must be a list of uploads, not {type_name(value)}")
-    uploads = tuple(checked(str(i), Upload.from_dict, u) for i, u in enumerate(value))
-    paths = [u.path for u in uploads]
-    folders = {folder for path in paths for folder in _parents(path)}
-    for path in paths:
-        if paths.count(path) > 1:
-            raise ValueError(f"upload path {brief(path)} is given twice")
-        if path in folders:
-            raise ValueError(f"upload path {brief(path)} is a file and the folder of another upload")
-    return uploads
-
-
-def _parents(path: str) -> list[str]:
-    """'a/b/c' -> ['a/b', 'a']"""
-    found = []
-    while (path := posixpath.dirname(path)) != "":
-        found.append(path)
-    return found
-
-
 def _timeout(value: Any) -> float | None:
     return optional(number, value, gt=0)
 
@@ -287,7 +207,7 @@ _SPEC_CHECKS: dict[str, Callable[[Any], Any]] = {
     "env": _env,
     "name": _name,
     "network": _network,
-    "uploads": _uploads,
+    "uploads": uploads,
     "node": _node,
     "timeout": _timeout,
     "volumes": _volumes,
@@ -337,7 +257,7 @@ class JobRecord:
         """A record from its stored fields; fields this version does not know are ignored."""
         known = known_fields(cls, data)
         for name in ("id", "status", "spec"):
-            _required(known, name)
+            required(known, name)
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from joblet.api.client import Client
-from joblet.api.models import JobStatus, Upload
+from joblet.api.models import JobStatus
+from joblet.api.uploads import Upload
 from joblet.worker import landlock
 from joblet.worker.sandbox import SYS_MASKED
 from tests.conftest import need, running_host

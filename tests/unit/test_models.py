@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from joblet.api.client import make_spec
-from joblet.api.models import JobRecord, JobSpec, JobStatus, Upload
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.uploads import Upload
 from joblet.errors import ValidationError
 
 
