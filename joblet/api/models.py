@@ -104,6 +104,14 @@ class JobSpec:
         return dataclasses.replace(self, **changes)
 
     @property
+    def ids(self) -> tuple[int, int] | None:
+        """(uid, gid) of `user` (the gid defaults to the uid), None when it is not set."""
+        if self.user is None:
+            return None
+        uid, _, gid = self.user.partition(":")
+        return int(uid), int(gid or uid)
+
+    @property
     def upload_bytes(self) -> int:
         return sum(u.size for u in self.uploads)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,21 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             main.kill()
             main.wait()
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (bwrap's init, inside the job's pid namespace)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def wait_for_command(bwrap_pid: int, timeout: float = 1.0) -> None:
+    """Until bwrap's init has started the command (its child), so a SIGTERM reaches it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(children(init) for init in children(bwrap_pid)):
+            return
+        time.sleep(0.002)

@@ -44,44 +44,17 @@ from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetPlan, make_plan
 from joblet.worker import faults
 from joblet.worker.cgroups import block_device
-from joblet.worker.execution import Launch, Sandbox
+from joblet.worker.execution import Launch, Sandbox, children, wait_for_command
 from joblet.worker.journal import Entry
-from joblet.worker.mounts import JobMounts
+from joblet.worker.mounts import JobMounts, write_uploads
 from joblet.worker.nsthread import JobThread
 from joblet.worker.output import Capture
-from joblet.worker.records import WAITING, Outcome
+from joblet.worker.records import WAITING, Outcome, outcome_of
 from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
 from joblet.worker.services import JobStore, NetAgent, Services
 from joblet.worker.undo import UndoStack
 
 log = logging.getLogger(__name__)
-
-
-def outcome_of(returncode: int, stopped: bool, timed_out: float | None) -> Outcome:
-    """Map the sandbox's return code to a final state. bwrap reports a command killed by
-    signal N as 128+N (a shell's convention, and Docker's); negative: bwrap itself was
-    killed by that signal (joblet's SIGKILL after the grace period)."""
-    sig = -returncode if returncode < 0 else None
-    code = 128 + sig if sig is not None else returncode
-    if sig is None and (stopped or timed_out is not None) and _signal_name(code - 128):
-        sig = code - 128  # joblet sent it: the code is that signal's, not the command's choice
-    if stopped:
-        return Outcome(JobStatus.STOPPED, code, sig)
-    if timed_out is not None:
-        return Outcome(JobStatus.FAILED, code, sig, f"timed out after {timed_out:g}s")
-    if returncode == 0:
-        return Outcome(JobStatus.COMPLETED, 0)
-    if sig:
-        return Outcome(JobStatus.FAILED, code, sig, f"killed by signal {signal.Signals(sig).name}")
-    name = _signal_name(code - 128)
-    return Outcome(JobStatus.FAILED, code, None, f"exit code {code} (128+{code - 128}: {name})" if name else None)
-
-
-def _signal_name(number: int) -> str | None:
-    try:
-        return signal.Signals(number).name if number > 0 else None
-    except ValueError:
-        return None
 
 
 class JobRun:
@@ -222,10 +195,10 @@ class JobRun:
 
     def _mount(self) -> JobMounts:
         """The job's mount namespace: /work with its uploads, and its sysfs."""
-        user = self._user()
+        user = self.spec.ids
 
         def fill(work: Path) -> None:  # runs inside the job's mount namespace
-            write_uploads(work, self.spec)
+            write_uploads(work, self.spec.uploads)
             if user is not None:  # its own /work, writable
                 os.chown(work, *user)
                 for sub in work.rglob("*"):
@@ -370,9 +343,8 @@ class JobRun:
             Entry(
                 job_id=self.job_id,
                 cgroup=str(self.cgroup.path),
-                # nothing of it is on the host's filesystem; older workers made this directory
-                # and remove it when they reconcile the entry (after a rollback): it must name
-                # a path of its own, never "" (that would be their working directory)
+                # nothing of it is on the host's filesystem, but older workers remove this path
+                # when they reconcile (after a rollback): a path of its own, never "" (their cwd)
                 work_dir=str(self.svc.cfg.run_dir / "jobs" / self.job_id),
                 run_dir=str(self.svc.cfg.run_dir / "jobs" / self.job_id),
                 plan=self.plan,
@@ -390,15 +362,9 @@ class JobRun:
             shm_bytes=cfg.job_shm << 20,
             binds=tuple(binds),
             net_files=tuple(self.net_files),
-            user=self._user(),
+            user=self.spec.ids,
             host_network=self.plan is None or not self.plan.isolated_netns,
         )
-
-    def _user(self) -> tuple[int, int] | None:
-        if self.spec.user is None:
-            return None
-        uid, _, gid = self.spec.user.partition(":")
-        return int(uid), int(gid or uid)
 
     def _env(self, path_prefix: str | None) -> dict[str, str]:
         cfg = self.svc.cfg
@@ -414,9 +380,7 @@ class JobRun:
         return env
 
     def _check_uploads(self) -> None:
-        limit = self.svc.cfg.upload_max_bytes
-        if self.spec.upload_bytes > limit:
-            raise ValidationError(f"uploads of {self.spec.upload_bytes} bytes exceed {limit}")
+        """They fit its /work (their total is checked against the limit with the message)."""
         size, disk = self.spec.upload_bytes, self.disk_bytes
         if size > disk:
             raise ValidationError(f"uploads of {size} bytes do not fit /work ({disk} bytes)")
@@ -433,33 +397,3 @@ class JobRun:
         if resolv is not None:
             self.mounts.write("resolv.conf", resolv)
             self.net_files.append("resolv.conf")
-
-
-def write_uploads(work_dir: Path, spec: JobSpec) -> None:
-    """The job's uploads under its /work, with their modes; none may escape it."""
-    root = work_dir.resolve()
-    for upload in spec.uploads:
-        target = (root / upload.path).resolve()
-        if root not in target.parents:
-            raise ValidationError(f"upload path {upload.path!r} escapes /work")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(upload.data)
-        target.chmod(upload.mode)
-
-
-def children(pid: int) -> list[int]:
-    """The direct children of `pid` (bwrap's init, inside the job's pid namespace)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def wait_for_command(bwrap_pid: int, timeout: float = 1.0) -> None:
-    """Until bwrap's init has started the command (its child), so a SIGTERM reaches it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(children(init) for init in children(bwrap_pid)):
-            return
-        time.sleep(0.002)

@@ -34,7 +34,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from joblet.errors import ExecutionError
+from joblet.api.uploads import Upload
+from joblet.errors import ExecutionError, ValidationError
 from joblet.libc import libc as _libc
 from joblet.network_agent.netns import Runner
 from joblet.worker.mount_template import MountTemplate
@@ -270,3 +271,15 @@ def _mount_id(fd: int) -> int:
             if line.startswith(b"mnt_id:"):
                 return int(line.split()[1])
     raise ExecutionError("this kernel shows no mnt_id in /proc/self/fdinfo")
+
+
+def write_uploads(work_dir: Path, uploads: tuple[Upload, ...]) -> None:
+    """The job's uploads under its /work, with their modes; none may escape it."""
+    root = work_dir.resolve()
+    for upload in uploads:
+        target = (root / upload.path).resolve()
+        if root not in target.parents:
+            raise ValidationError(f"upload path {upload.path!r} escapes /work")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(upload.data)
+        target.chmod(upload.mode)

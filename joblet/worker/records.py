@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,3 +120,30 @@ def retrying(step: Callable[[], T], patience: float = 600.0) -> T:
                 raise
             log.warning("redis unreachable (%s); retrying", exc)
             time.sleep(1)
+
+
+def outcome_of(returncode: int, stopped: bool, timed_out: float | None) -> Outcome:
+    """Map the sandbox's return code to a final state. bwrap reports a command killed by
+    signal N as 128+N (a shell's convention, and Docker's); negative: bwrap itself was
+    killed by that signal (joblet's SIGKILL after the grace period)."""
+    sig = -returncode if returncode < 0 else None
+    code = 128 + sig if sig is not None else returncode
+    if sig is None and (stopped or timed_out is not None) and _signal_name(code - 128):
+        sig = code - 128  # joblet sent it: the code is that signal's, not the command's choice
+    if stopped:
+        return Outcome(JobStatus.STOPPED, code, sig)
+    if timed_out is not None:
+        return Outcome(JobStatus.FAILED, code, sig, f"timed out after {timed_out:g}s")
+    if returncode == 0:
+        return Outcome(JobStatus.COMPLETED, 0)
+    if sig:
+        return Outcome(JobStatus.FAILED, code, sig, f"killed by signal {signal.Signals(sig).name}")
+    name = _signal_name(code - 128)
+    return Outcome(JobStatus.FAILED, code, None, f"exit code {code} (128+{code - 128}: {name})" if name else None)
+
+
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name if number > 0 else None
+    except ValueError:
+        return None

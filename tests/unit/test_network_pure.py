@@ -10,7 +10,7 @@ from joblet.network_agent import firewall
 from joblet.network_agent.host import parse_nameservers
 from joblet.network_agent.ipam import Subnet, to_int, to_str
 from joblet.network_agent.plan import Attachment, NetPlan
-from joblet.worker.job import outcome_of
+from joblet.worker.records import outcome_of
 
 
 def test_subnet_never_hands_out_network_gateway_or_broadcast():
