@@ -3,13 +3,14 @@ name still finds its one job (or says it is ambiguous or unknown)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
-from joblet.errors import AmbiguousId, NotFound
+from joblet.errors import AmbiguousId, NotFound, ValidationError
 
 IDS = ("abcd" + "1" * 28, "abcd" + "2" * 28, "ef" + "3" * 30)  # two share a prefix
 
@@ -43,3 +44,22 @@ def test_prefixes_names_and_unknown_ids(store: Store) -> None:
         store.resolve("abcd")
     with pytest.raises(NotFound, match="no such job"):
         store.resolve("f" * 32)  # well formed, never made
+
+
+def test_a_record_an_older_version_wrote_does_not_hide_the_others(store: Store, caplog) -> None:
+    """Checks grow stricter between versions; a record kept for days that no longer reads is
+    left out of a listing (with a warning), and reading it alone says so in one line."""
+    old = "0" * 32
+    spec = JobSpec(command="true").to_dict()
+    spec["uploads"] = [{"path": "a"}, {"path": "a/b"}]  # accepted before uploads could clash
+    store.redis.hset(
+        store.keys.job(old), mapping={"id": json.dumps(old), "status": '"FAILED"', "spec": json.dumps(spec)}
+    )
+    store.redis.zadd(store.keys.jobs, {old: 0})
+    assert sorted(r.id for r in store.list_jobs()) == sorted(IDS)  # the others still list
+    assert f"job {old} left out" in caplog.text
+    with pytest.raises(
+        ValidationError, match=f"^the record of job {old} does not read with this version: .*is a file and the folder"
+    ):
+        store.get_job(old)
+    assert store.get_job(IDS[0]).name == "web"

@@ -1,0 +1,69 @@
+"""A job's output stream in Redis: entries of stdout and stderr, then the end marker; read
+from the start, or followed until the end (a mixin of api/store.py's Store, whose Redis
+client and keys it uses)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from joblet.api.keys import END_FIELD, Keys
+from joblet.api.redis_conn import translated
+
+_url = translated(lambda self: self.url)
+
+
+class OutputStreams:
+    """The output streams of an installation's jobs."""
+
+    url: str
+    keys: Keys
+    redis: Any
+
+    @_url
+    def job_output_limit(self, job_id: str) -> int | None:
+        """The job's own output cap (its spec's limits.max_output), if it set one."""
+        raw = self.redis.hget(self.keys.job(job_id), "spec")
+        limit = json.loads(raw).get("limits", {}).get("max_output") if raw else None
+        return limit if isinstance(limit, int) else None
+
+    @_url
+    def append_output(self, job_id: str, field: bytes, data: bytes, cap: int) -> None:
+        self.redis.xadd(self.keys.log(job_id), {field: data}, maxlen=cap, approximate=True)
+
+    @_url
+    def end_output(self, job_id: str, summary: dict[str, Any], cap: int) -> None:
+        self.redis.xadd(self.keys.log(job_id), {END_FIELD: json.dumps(summary)}, maxlen=cap, approximate=True)
+
+    @_url
+    def read_output(self, job_id: str, after: str, block_ms: int | None) -> list[tuple[str, bytes, bytes]]:
+        """Entries after `after` as (entry id, field, data); waits up to block_ms for new ones."""
+        reply = self.redis.xread({self.keys.log(job_id): after}, count=1000, block=block_ms)
+        out = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                for field, data in fields.items():
+                    out.append((entry_id.decode(), field, data))
+        return out
+
+    @_url
+    def last_output_id(self, job_id: str) -> str:
+        """Id of the newest entry of a job's stream ("0-0" when empty)."""
+        last = self.redis.xrevrange(self.keys.log(job_id), count=1)
+        return str(last[0][0].decode()) if last else "0-0"
+
+    def follow_output(self, job_id: str, follow: bool, block_ms: int = 1000) -> Iterator[tuple[bytes, bytes]]:
+        """(field, data) pairs from the start; with follow, until the end marker arrives."""
+        after = "0-0"
+        while True:
+            entries = self.read_output(job_id, after, block_ms if follow else None)
+            for entry_id, field, data in entries:
+                after = entry_id
+                yield field, data
+                if field == END_FIELD:
+                    return
+            if not follow and not entries:
+                return
+            if not entries:
+                yield b"", b""  # heartbeat: lets callers check the job while nothing arrives
