@@ -124,42 +124,38 @@ class Sandbox:
         """Spawn the job's process: it joins the cgroups, builds the job's root and waits for
         `go`; stdin is /dev/null, stdout and stderr are pipes."""
         la = self.launch
-        filter_r, filter_w = os.pipe()
-        os.write(filter_w, job_filter())  # < 1 KiB: fits the pipe, so no reader is needed yet
-        os.close(filter_w)
-        go_r, self._go = os.pipe()  # ours is closed by `go` or `close`, whatever happens
+        passed: list[int] = []  # closed here whatever happens: bwrap holds its own copies
         try:
-            block = os.open(f"/proc/self/fd/{go_r}", os.O_RDWR)  # reads, and holds a writer
-        finally:
-            os.close(go_r)
-        fds = (filter_r, options_file(la.env, la.bwrap_args), block)
-        procs = [str(f) for f in la.cgroup.procs_files]
-        argv = [
-            tool("sh"),
-            "-c",
-            JOIN,
-            "sh",
-            str(la.oom_score_adj),
-            str(len(procs)),
-            *procs,
-            tool("bwrap"),
-            "--block-fd",
-            str(block),
-            "--args",
-            str(fds[1]),
-            "--seccomp",
-            str(fds[0]),
-            "--",
-            *la.argv,
-        ]
-        try:
-            self.main = self.spawn(argv, SHELL_ENV, fds)
+            seccomp = self._filter_pipe(passed)
+            go_r, self._go = os.pipe()  # ours is closed by `go` or `close`, whatever happens
+            try:
+                block = os.open(f"/proc/self/fd/{go_r}", os.O_RDWR)  # reads, and holds a writer
+                passed.append(block)
+            finally:
+                os.close(go_r)
+            options = options_file(la.env, la.bwrap_args)
+            passed.append(options)
+            procs = [str(f) for f in la.cgroup.procs_files]
+            argv = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(len(procs)), *procs]
+            argv += [tool("bwrap"), "--block-fd", str(block), "--args", str(options), "--seccomp", str(seccomp)]
+            self.main = self.spawn([*argv, "--", *la.argv], SHELL_ENV, tuple(passed))
         except (OSError, subprocess.SubprocessError) as exc:
             raise ExecutionError(f"failed to start the sandbox: {exc}") from None
         finally:
-            for fd in fds:
+            for fd in passed:
                 os.close(fd)
         return self.main
+
+    @staticmethod
+    def _filter_pipe(passed: list[int]) -> int:
+        """A pipe holding the seccomp filter; its read end (added to `passed`)."""
+        filter_r, filter_w = os.pipe()
+        passed.append(filter_r)
+        try:
+            os.write(filter_w, job_filter())  # < 1 KiB: fits the pipe, so no reader is needed yet
+        finally:
+            os.close(filter_w)
+        return filter_r
 
     def spawn(
         self, argv: list[str], env: dict[str, str], fds: tuple[int, ...], **popen: Any
@@ -195,6 +191,20 @@ class Sandbox:
         os.close(self._go)
         self._go = None
         self.released = True
+
+    def output_fds(self) -> tuple[int, int]:
+        """The command's stdout and stderr as descriptors of the caller's own (the pipes'
+        file objects are closed); neither is left open when the other cannot be made."""
+        assert self.main is not None and self.main.stdout is not None and self.main.stderr is not None
+        out = os.dup(self.main.stdout.fileno())
+        try:
+            err = os.dup(self.main.stderr.fileno())
+        except OSError:
+            os.close(out)
+            raise
+        self.main.stdout.close()
+        self.main.stderr.close()
+        return out, err
 
     def exit_fd(self) -> int:
         """A descriptor that turns readable when bwrap has exited (a pidfd; the caller closes

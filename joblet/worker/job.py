@@ -3,7 +3,6 @@ watch, record, and always undo everything that was done, newest first.
 
 Setup, in order (what is undone, and how):
   journal entry            -> forgotten (a crash before then is reconciled)
-  run and work dirs        -> removed
   addresses (IPAM)         -> freed after the final record (below); then the network plan is
                               made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
@@ -20,10 +19,10 @@ Setup, in order (what is undone, and how):
   listed in its networks   -> unlisted (peers' /etc/hosts forget it)
   the go                   -> bwrap loads the seccomp filter and starts the command
 
-After the final record and the output's end marker (`release`, newest first): the kernel's
-removal of the job's veths awaited (it runs in the background once the namespace is let go,
-taking 0.5-30 ms here; a client need not wait for it), then its port rules removed (what its
-sockets still send meanwhile, e.g. a shaped queue, leaves under them), then the addresses freed.
+After the final record and the output's end marker (`release`, newest first, even when those
+failed): the kernel's removal of the job's veths awaited (in the background once the namespace
+is let go, 0.5-30 ms here; a client need not wait), then its port rules removed (what its
+sockets still send meanwhile leaves under them), then the addresses freed.
 """
 
 from __future__ import annotations
@@ -122,13 +121,22 @@ class JobRun:
             teardown_error = self.teardown()
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
-        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
-        if self.plan is not None:
-            self.svc.discovery.refresh(list(self.plan.ips))  # peers forget this job
-        self._end(outcome)
-        for problem in self.release.unwind():
-            log.warning("job %s: %s", self.job_id[:12], problem)
+        try:
+            result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
+            self._after(outcome)
+        finally:  # its addresses and port rules go, whatever failed after its processes did
+            for problem in self.release.unwind():
+                log.warning("job %s: %s", self.job_id[:12], problem)
         return result
+
+    def _after(self, outcome: Outcome) -> None:
+        """Its peers forget it, and its stream ends; the one does not wait on the other."""
+        try:
+            if self.plan is not None:
+                self.svc.discovery.refresh(list(self.plan.ips))
+        except Exception as exc:  # noqa: BLE001 - Redis or a peer's file: the end marker still goes
+            log.warning("job %s: its peers' hosts files: %s: %s", self.job_id[:12], type(exc).__name__, exc)
+        self._end(outcome)
 
     def _run(self) -> tuple[Outcome, bytes, bool]:
         self._setup_host()
@@ -212,13 +220,6 @@ class JobRun:
         """The size of the job's /work (and /tmp)."""
         return (self.spec.limits.max_disk or self.svc.cfg.default_disk_mb) << 20
 
-    @property
-    def sys_dir(self) -> Path:
-        """Where the job's mount namespace has a sysfs of its network namespace (the host's
-        in host mode): a new one, without what the host mounted under its /sys (debugfs,
-        tracefs, securityfs, the host's cgroup hierarchies)."""
-        return self.run_dir / "sys"
-
     def _list_in_networks(self) -> None:
         """RUNNING, and known to its peers before its command starts."""
         assert self.plan is not None
@@ -261,10 +262,7 @@ class JobRun:
     def _watch(self) -> tuple[Outcome, bytes, bool]:
         assert self.sandbox is not None and self.sandbox.main is not None
         main = self.sandbox.main
-        assert main.stdout is not None and main.stderr is not None
-        out, err = os.dup(main.stdout.fileno()), os.dup(main.stderr.fileno())
-        main.stdout.close()
-        main.stderr.close()
+        out, err = self.sandbox.output_fds()
         cfg = self.svc.cfg
         self.capture = capture = self.svc.pump.watch(
             self.job_id,
@@ -357,7 +355,7 @@ class JobRun:
             hostname=self.hostname,
             work_dir=str(self.work_dir),
             run_dir=str(self.run_dir),
-            sys_dir=str(self.sys_dir),
+            sys_dir=str(self.run_dir / "sys"),  # a new sysfs of its network namespace (mounts.py)
             tmp_bytes=self.disk_bytes,
             shm_bytes=cfg.job_shm << 20,
             binds=tuple(binds),

@@ -57,8 +57,8 @@ class Journal:
     def record(self, entry: Entry) -> None:
         line = entry.model_dump_json() + "\n"
         with self._lock:
+            os.write(self._fd, line.encode())  # first: a failed write (ENOSPC) leaves no live entry
             self._live[entry.job_id] = line
-            os.write(self._fd, line.encode())
 
     def forget(self, job_id: str) -> None:
         with self._lock:

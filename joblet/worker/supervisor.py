@@ -138,11 +138,13 @@ class Supervisor:
         if claimed.record.status.final:
             return result(claimed.record)
         if claimed.stop_requested:
-            stopped = Outcome(JobStatus.STOPPED, error="stopped before it started")
-            out = self.svc.records.finish(job_id, stopped, spec=spec)
-            self.store.end_output(job_id, {"status": "STOPPED"}, self.cfg.log_max_entries)
-            return out
-        run = JobRun(self.svc, job_id, spec, claimed.record.workflow)
+            return self._end_unrun(job_id, spec, Outcome(JobStatus.STOPPED, error="stopped before it started"))
+        try:
+            run = JobRun(self.svc, job_id, spec, claimed.record.workflow)
+        except Exception as exc:  # the host's limits (EMFILE): claimed, so it must still end
+            log.exception("job %s: its run could not be made", job_id[:12])
+            failed = Outcome(JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+            return self._end_unrun(job_id, spec, failed)
         with self._lock:
             self.running[job_id] = run
         try:
@@ -150,6 +152,12 @@ class Supervisor:
         finally:
             with self._lock:
                 self.running.pop(job_id, None)
+
+    def _end_unrun(self, job_id: str, spec: JobSpec, outcome: Outcome) -> dict[str, Any]:
+        """The final record and stream end of a claimed job that never started."""
+        out = self.svc.records.finish(job_id, outcome, spec=spec)
+        self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries)
+        return out
 
     # -- host upkeep --------------------------------------------------------------------------
     def sweep_volumes(self) -> None:

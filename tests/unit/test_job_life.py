@@ -178,6 +178,9 @@ class FakeSandbox:
         self.log("sandbox go")
         self.released = True
 
+    def output_fds(self) -> tuple[int, int]:
+        return os.eventfd(0, os.EFD_CLOEXEC), os.eventfd(0, os.EFD_CLOEXEC)  # the pump's (a fake) to close
+
     def exit_fd(self) -> int:
         return os.eventfd(1, os.EFD_CLOEXEC)  # readable at once: the fake command has ended
 

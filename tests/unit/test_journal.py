@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from joblet.worker import journal as journal_mod
 from joblet.worker.journal import Entry, Journal
@@ -60,3 +63,14 @@ def test_the_log_is_rewritten_with_the_live_entries(tmp_path: Path, monkeypatch)
     assert (tmp_path / "journal" / "log").stat().st_mode & 0o777 == 0o600  # as the log was made
     j.record(entry("b" * 32))  # and appending goes on, into the new file
     assert [e.job_id for e in Journal(tmp_path).entries()] == ["a" * 32, "b" * 32]
+
+
+def test_an_entry_that_could_not_be_written_is_not_live(tmp_path: Path):
+    journal = Journal(tmp_path)
+    journal.record(entry("a" * 32, "/r"))  # the control: written and live
+    full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC, as on a full state disk
+    os.dup2(full, journal._fd)
+    os.close(full)
+    with pytest.raises(OSError, match="No space left"):
+        journal.record(entry("b" * 32, "/r"))
+    assert [e.job_id for e in journal.entries()] == ["a" * 32]

@@ -1,0 +1,92 @@
+"""A claimed job always ends, with in-memory fakes (tests/unit/test_job_life.py): a failure
+after its final record still ends its stream and frees its addresses, and a run that cannot
+even be made (no descriptors left) still gets a final record."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.errors import BackendUnavailable
+from joblet.worker import job as job_module
+from joblet.worker.claims import Claimed
+from joblet.worker.job import JobRun
+from joblet.worker.supervisor import Supervisor
+from tests.unit.test_job_life import Log, services
+
+JOB = "a" * 32
+SPEC = JobSpec(command="sh", args=("-c", "true"), network=("net1",))
+
+
+def test_a_failure_after_the_final_record_still_ends_the_stream_and_frees(tmp_path: Path) -> None:
+    log = Log()
+    svc = services(tmp_path, log)
+    finish = svc.records.finish
+
+    def finish_then_redis_fails(*args: Any, **kw: Any) -> dict[str, Any]:
+        done = finish(*args, **kw)
+
+        def gone(*_: Any, **__: Any) -> None:  # the peers' lookup (another job's): Redis is gone
+            raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
+
+        svc.discovery.refresh = gone  # type: ignore[method-assign]
+        return done
+
+    svc.records.finish = finish_then_redis_fails  # type: ignore[method-assign]
+    result = JobRun(svc, JOB, SPEC).execute()
+    assert result["status"] == "COMPLETED" and svc.store.records[JOB]["status"] == JobStatus.COMPLETED  # type: ignore[attr-defined]
+    after = log.calls[log.calls.index("cgroup remove") :]
+    assert after[1:] == ["end output", "net links gone, port rules removed", "net free"], after
+
+
+def claimed_at_once(record: JobRecord, node: str) -> Claimed:
+    return Claimed(record, False)
+
+
+@pytest.mark.parametrize("descriptors_left", [True, False])
+def test_a_claimed_job_whose_run_cannot_be_made_still_ends(tmp_path, monkeypatch, descriptors_left):
+    log = Log()
+    svc = services(tmp_path, log)
+    svc.records.claims.claim = claimed_at_once  # type: ignore[attr-defined]
+    svc.store.redis = None  # type: ignore[attr-defined]  # the node store's client: never used here
+    if not descriptors_left:
+
+        def no_eventfd(*_: Any) -> int:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+        monkeypatch.setattr(job_module.os, "eventfd", no_eventfd)
+    result = Supervisor(svc.cfg, svc).run(JOB, SPEC)
+    record = svc.store.records[JOB]  # type: ignore[attr-defined]
+    if descriptors_left:  # the control: the same job runs
+        assert result["status"] == "COMPLETED" and record["status"] == JobStatus.COMPLETED
+        return
+    assert result["status"] == "FAILED" and record["status"] == JobStatus.FAILED
+    assert record["error"] == "internal error: OSError: [Errno 24] Too many open files", record
+    assert log.calls == ["end output"]  # its stream ended; nothing was set up
+
+
+@pytest.mark.parametrize("broken", ["options_file", "spawn"])
+def test_a_sandbox_that_fails_to_start_leaves_no_descriptor(monkeypatch, broken):
+    from joblet.errors import ExecutionError
+    from joblet.worker import execution
+    from joblet.worker.execution import Launch, Sandbox
+
+    def emfile(*_: Any, **__: Any) -> Any:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    if broken == "options_file":
+        monkeypatch.setattr(execution, "options_file", emfile)
+    else:
+        monkeypatch.setattr(Sandbox, "spawn", emfile)
+    cgroup = type("Cgroup", (), {"procs_files": []})()
+    box = Sandbox(Launch(JOB, cgroup, [], ["true"], {}, lambda fn: fn()))  # type: ignore[arg-type]
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(ExecutionError, match="failed to start the sandbox: .*Too many open files"):
+        box.start()
+    box.close()  # the go pipe's end, as the job's undo does
+    assert sorted(os.listdir("/proc/self/fd")) == before
