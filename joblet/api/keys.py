@@ -118,8 +118,9 @@ class Keys:
         return f"{self.prefix}workflow:{wf_id}:queued:{name}"
 
     def name(self, name: str) -> str:
-        """The job id holding a job name; a name is free again once that job has ended."""
-        return f"{self.prefix}name:{name}"
+        """The job id holding a job name, whatever its case (lookups in /etc/hosts ignore
+        it: `WEB` would shadow `web`); a name is free again once that job has ended."""
+        return f"{self.prefix}name:{name.lower()}"
 
     def stats(self, job_id: str) -> str:
         """Hash of a running job's latest resource sample (short TTL), written by its worker."""

@@ -149,7 +149,7 @@ def _env(value: Any) -> dict[str, str]:
     return env
 
 
-SHORT_ID_RE = re.compile(r"^[0-9a-f]{12}\Z")  # a job's name in its peers' /etc/hosts
+SHORT_ID_RE = re.compile(r"^[0-9a-f]{12}\Z", re.IGNORECASE)  # a job's name in its peers' /etc/hosts, any case
 
 
 def _name(value: Any) -> str | None:

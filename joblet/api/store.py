@@ -85,12 +85,13 @@ def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, s
     workflow (unique among running jobs); a workflow job's name ("db") only for the jobs of
     its own workflow, and before another job's of the same name: two runs of one workflow,
     or a workflow beside a job of that name, each find their own, and no workflow takes a
-    name from the rest of the network."""
+    name from the rest of the network. Names are lower case: /etc/hosts lookups ignore case,
+    and `WEB` listed before `web` took its lookups (red-team run)."""
     found: dict[str, str] = {}
     own: dict[str, str] = {}
     ids: dict[str, str] = {}
     for entry in entries:
-        names, ip, of = list(entry["names"]), str(entry["ip"]), str(entry.get("scope") or "")
+        names, ip, of = [str(n).lower() for n in entry["names"]], str(entry["ip"]), str(entry.get("scope") or "")
         ids.update(dict.fromkeys(names[:1], ip))
         if not of:
             found.update(dict.fromkeys(names[1:], ip))

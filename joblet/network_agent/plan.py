@@ -83,7 +83,7 @@ class NetPlan(BaseModel):
         own = self.attachments[0].address if self.attachments else "127.0.1.1"
         lines.append(f"{own}\t{self.hostname}")
         for name, address in sorted((peers or {}).items()):
-            if name != self.hostname:
+            if name != self.hostname.lower():  # peers' names are lower case (store.resolve_names)
                 lines.append(f"{address}\t{name}")
         return "\n".join(lines) + "\n"
 

@@ -155,9 +155,14 @@ def test_a_name_is_unique_among_jobs_that_have_not_ended(host, client):
     dup = host.rnx("run", "-d", "--network=none", f"--name={name}", "true")
     assert dup.returncode == 2 and b"in use by job" in dup.stderr and first.stdout.strip()[:12] in dup.stderr
     assert len(dup.stderr.strip().splitlines()) == 1 and len(client.list(name=name)) == before
+    upper = host.rnx("run", "-d", "--network=none", f"--name={name.upper()}", "true")  # lookups ignore case
+    assert upper.returncode == 2 and b"in use by job" in upper.stderr, upper.stderr
+    short = first.stdout.strip()[:12].decode()
+    shaped = host.rnx("run", "-d", "--network=none", f"--name={short.upper()}", "true")
+    assert shaped.returncode == 2 and b"shape of a job's short id" in shaped.stderr, shaped.stderr
     stop = host.rnx("stop", name)
     assert stop.returncode == 0
-    again = host.rnx("run", "--network=none", f"--name={name}", "true")  # free once the first ended
+    again = host.rnx("run", "--network=none", f"--name={name.upper()}", "true")  # free once the first ended
     assert again.returncode == 0
 
 

@@ -104,6 +104,29 @@ def test_names_resolve_in_own_network_only_and_drop_on_stop(nets):
     assert nets.wait(watcher.id, timeout=30).status == JobStatus.COMPLETED
 
 
+def test_a_name_in_other_case_cannot_shadow_a_peer(nets):
+    """/etc/hosts lookups ignore case, and the first line that matches wins: `WEB` or a short
+    id in capitals, listed before the real one, took its lookups (red-team run)."""
+    web = nets.run("sleep", ("300",), network="tenant-a", name="web")
+    ip = wait_running(nets, web.id)
+    with pytest.raises(ValidationError, match="'WEB' is in use by job"):
+        nets.run("sleep", ("300",), network="tenant-a", name="WEB")
+    with pytest.raises(ValidationError, match="shape of a job's short id"):
+        nets.run("sleep", ("300",), network="tenant-a", name=web.id[:12].upper())
+    other = nets.run("sleep", ("300",), network="tenant-a", name="Api")
+    other_ip = wait_running(nets, other.id)
+    try:
+        script = f"getent hosts WEB web {web.id[:12].upper()} api API; grep -ci web /etc/hosts"
+        rec, out, err = run(nets, "sh", "-c", script, network="tenant-a")
+        assert rec.exit_code == 0, err
+        lines = out.decode().splitlines()
+        assert [line.split()[0] for line in lines[:5]] == [ip, ip, ip, other_ip, other_ip], out
+        assert lines[5] == "1", out  # one line names web, in lower case
+    finally:
+        nets.stop(web.id)
+        nets.stop(other.id)
+
+
 def test_job_cannot_reach_the_host_itself(nets, host):
     listener = host_listener(host.netns, seconds=30)
     try:
