@@ -77,9 +77,13 @@ def load(path: Path) -> Workflow:
         raise ValidationError(f"workflow {path} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), dict) or not doc["jobs"]:
         raise ValidationError(f"workflow {path}: needs a 'jobs' mapping with at least one job")
+    seen: dict[str, str] = {}
     for name in doc["jobs"]:
         if not isinstance(name, str):
             raise ValidationError(f"workflow {path.name}: job name {name!r} is not text (quote it: '{name}')")
+        if name.lower() in seen:  # its peers' lookups ignore case: one would shadow the other
+            raise ValidationError(f"workflow {path.name}: jobs {seen[name.lower()]!r} and {name!r} differ only in case")
+        seen[name.lower()] = name
     jobs = {name: _job(path, name, body) for name, body in doc["jobs"].items()}
     return Workflow(name=path.stem, jobs=jobs)
 

@@ -118,6 +118,7 @@ def test_a_batch_line_must_be_utf8():
         ("jobs:\n  a: {command: [echo, hi]}\n", "'command' must be text"),
         ("jobs:\n  a: {command: }\n", "'command' must be text"),
         ("jobs:\n  1: {command: echo}\n", "job name 1 is not text"),
+        ("jobs:\n  web: {command: echo}\n  WEB: {command: echo}\n", "jobs 'web' and 'WEB' differ only in case"),
     ],
 )
 def test_workflow_fields_of_the_wrong_kind_are_refused(tmp_path, body, says):
