@@ -4,7 +4,8 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
 io_uring and vsock sockets (Docker refuses them too), ptrace (stricter: debuggers do not
-work in a job) and io_setup (stricter: Linux AIO's budget is the whole host's).
+work in a job), io_setup (stricter: Linux AIO's budget is the whole host's) and a packet
+socket's PACKET_QDISC_BYPASS (stricter: the job's egress shaping is a qdisc).
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 """
@@ -87,6 +88,7 @@ REFUSED = (
     "io_uring_register",
 )
 AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Docker refuses them)
+SOL_PACKET, PACKET_QDISC_BYPASS = 263, 20  # setsockopt's level and option: frames skip the qdisc
 # personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26 with either,
 # and the query 0xffffffff; anything else (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC...) is refused
 PERSONALITY_BITS = 0x20008  # the bits those values use
@@ -137,6 +139,13 @@ def job_filter() -> bytes:
     # kernel built without AIO, to which libaio's users fall back (threads, io_submit never
     # reached); io_uring is refused above, as Docker does
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "io_setup")
+    # a packet socket's frames past the qdisc of the job's own interface, where its
+    # --max-bandwidth holds what it sends: 495 mbit/s left a job held to 10 (red-team run)
+    level, option = (
+        seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, SOL_PACKET),
+        seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, PACKET_QDISC_BYPASS),
+    )
+    filt.add_rule(refuse, "setsockopt", level, option)
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
         filt.export_bpf(out)
         out.seek(0)

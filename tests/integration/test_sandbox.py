@@ -267,6 +267,9 @@ def test_seccomp_and_capabilities(client):
         aio = ctypes.c_ulong(0)
         checks["io_setup"] = syscall(206, 1, ctypes.byref(aio))  # ENOSYS: as a kernel without AIO
         checks["io_uring_setup"] = syscall(425, 1, 0)
+        packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # CAP_NET_RAW, as in Docker
+        checks["qdisc_bypass"] = attempt(lambda: packet.setsockopt(263, 20, 1))  # past its shaping
+        checks["packet_auxdata"] = attempt(lambda: packet.setsockopt(263, 8, 1))  # another option
         # x86_64 numbers: keyctl, bpf, perf_event_open, ptrace, kexec_load, init_module, reboot, swapon
         for name, nr in (("keyctl", 250), ("bpf", 321), ("perf_event_open", 298), ("ptrace", 101),
                          ("kexec_load", 246), ("init_module", 175), ("reboot", 169), ("swapon", 167),
@@ -282,6 +285,7 @@ def test_seccomp_and_capabilities(client):
     assert got["vsock"] == got["vsock_high"] == "EPERM" and got["unix"] == "ok", got
     assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
     assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
+    assert got["qdisc_bypass"] == "EPERM" and got["packet_auxdata"] == "ok", got
     libc, ctx = ctypes.CDLL(None, use_errno=True), ctypes.c_ulong(0)
     assert libc.syscall(206, 1, ctypes.byref(ctx)) == 0 and libc.syscall(207, ctx) == 0  # the host has AIO
     for name in (
