@@ -198,7 +198,7 @@ def run(
 
 
 class Leave(Exception):
-    """rnx leaves the job running (a second signal, or --sig-proxy=false)."""
+    """rnx stops following the job (a second signal, or any with --sig-proxy=false)."""
 
 
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -207,7 +207,7 @@ POLL_MS = 250  # a signal is acted on within this long (the handler only records
 
 class Attached:
     """Follows one job's output to the terminal. Ctrl-C, SIGTERM and SIGHUP stop the job
-    (like `docker run`'s signal proxy); a second one leaves it running."""
+    (like `docker run`'s signal proxy); at a second one rnx exits and the stop goes on."""
 
     def __init__(self, client: Client, record: JobRecord, as_json: bool, sig_proxy: bool = True) -> None:
         self.client = client
@@ -219,6 +219,8 @@ class Attached:
         self.after = "0-0"  # the last stream entry shown: nothing is ever shown twice
         self.caught: int | None = None  # the signal being acted on
         self.stopping: int | None = None  # the signal that stopped the job
+        self.stop_sent = False  # its stop request reached Redis: a signal now leaves at once
+        self.leave_after_stop = False  # a signal came while the stop request was on its way
 
     def follow(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
@@ -227,8 +229,11 @@ class Attached:
                 self._warn_if_no_worker(initial=True)
             self._stream()
         except Leave:
-            sig = self.caught or signal.SIGINT
-            sys.stderr.write(f"rnx: left job {self.record.short_id} running (rnx stop {self.record.short_id})\n")
+            sig, short = self.caught or signal.SIGINT, self.record.short_id
+            if self.stopping is None:
+                sys.stderr.write(f"rnx: left job {short} running (rnx stop {short})\n")
+            else:  # its stop was asked for and goes on: SIGKILL after the grace period
+                sys.stderr.write(f"rnx: stopped waiting; job {short} is still being stopped (rnx status {short})\n")
             return 128 + sig
         finally:
             for sig, handler in previous.items():
@@ -242,10 +247,12 @@ class Attached:
         return code
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if not self.sig_proxy or self.stopping is not None:
+        if not self.sig_proxy or self.stop_sent:
             self.caught = signum
             raise Leave
-        if self.caught is None:
+        if self.stopping is not None:
+            self.leave_after_stop = True  # not inside the stop request: it must reach Redis
+        elif self.caught is None:
             self.caught = signum  # acted on by the loop: no Redis call inside a signal handler
 
     def _begin_stop(self) -> None:
@@ -253,8 +260,11 @@ class Attached:
         assert sig is not None
         self.stopping = sig
         what = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
-        sys.stderr.write(f"rnx: {what}: stopping job {self.record.short_id} ({what} again to leave it running)\n")
+        sys.stderr.write(f"rnx: {what}: stopping job {self.record.short_id} ({what} again to stop waiting)\n")
         self.client.stop(self.record.id)
+        self.stop_sent = True
+        if self.leave_after_stop:
+            raise Leave
 
     def _stream(self) -> None:
         from joblet.cli.stream import write_chunk

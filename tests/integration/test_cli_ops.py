@@ -109,6 +109,23 @@ def test_sigterm_and_sighup_are_forwarded(host, client, sig):
     assert client.get(name).status.value == "STOPPED"
 
 
+def test_a_second_signal_stops_waiting_and_the_stop_goes_on(host, client):
+    """The first Ctrl-C asks for the stop; the second makes rnx exit, saying so truthfully:
+    a job that ignores SIGTERM is still killed after the grace period."""
+    name = unique("twice")
+    proc = attached(host, f"--name={name}", "sh", "-c", "trap '' TERM; echo line1; echo line2; sleep 60 & wait")
+    job_id = running(client, name)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert b"stopping job" in first and b"Ctrl-C again to stop waiting" in first, first
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"is still being stopped" in err and b"left job" not in err, err
+    final = client.wait(job_id, timeout=60)  # SIGTERM ignored: SIGKILL after the grace period
+    assert final.status.value == "STOPPED" and final.signal == signal.SIGKILL, final
+
+
 def test_sig_proxy_false_leaves_the_job_running(host, client):
     name = unique("noproxy")
     proc = attached(host, "--sig-proxy=false", f"--name={name}", "sh", "-c", JOB)
@@ -157,6 +174,9 @@ def test_a_name_is_unique_among_jobs_that_have_not_ended(host, client):
     assert len(dup.stderr.strip().splitlines()) == 1 and len(client.list(name=name)) == before
     upper = host.rnx("run", "-d", "--network=none", f"--name={name.upper()}", "true")  # lookups ignore case
     assert upper.returncode == 2 and b"in use by job" in upper.stderr, upper.stderr
+    status = host.rnx("status", name.upper())  # and so does finding it by name
+    assert status.returncode == 0 and first.stdout.strip() in status.stdout, status
+    assert [r.name for r in client.list(name=name.upper())] == [name]
     short = first.stdout.strip()[:12].decode()
     shaped = host.rnx("run", "-d", "--network=none", f"--name={short.upper()}", "true")
     assert shaped.returncode == 2 and b"shape of a job's short id" in shaped.stderr, shaped.stderr
