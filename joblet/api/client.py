@@ -198,5 +198,5 @@ def select(
         if (not wanted or r.status.value in wanted)
         and (node is None or r.node == node)
         and (network is None or network in r.spec.network)
-        and (name is None or r.name == name)
+        and (name is None or (r.name or "").lower() == name.lower())  # names are one ignoring case
     ]

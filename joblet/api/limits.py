@@ -15,6 +15,9 @@ _BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MAX_TEXT = 64  # longer rates and sizes are refused unread
 
 
+MAX_RATE = 10**12  # bits per second
+
+
 def parse_rate(text: str | int) -> int:
     """A network rate in bits per second: '10mbit', '512kbit', '1gbit', '2mbps' (bytes), 800000.
 
@@ -32,6 +35,8 @@ def parse_rate(text: str | int) -> int:
         value = int(number * scale * (8 if unit == "bps" else 1))
     if value < 8000:
         raise ValueError(f"rate {brief(text)} is below 8kbit")
+    if value > MAX_RATE:  # tc's bucket (10 ms of the rate) must fit its 32 bits
+        raise ValueError(f"rate {brief(text)} is above 1000gbit")
     return value
 
 
@@ -89,7 +94,7 @@ class Limits:
     def _shared(self) -> int | None:
         if self.max_bandwidth is not None:
             return self.max_bandwidth
-        return self.max_iobps * 8 if self.max_iobps is not None else None  # the guide's reading
+        return min(self.max_iobps * 8, MAX_RATE) if self.max_iobps is not None else None  # the guide's reading
 
 
 def _size_bytes(value: Any, ge: int, le: int) -> int:

@@ -72,7 +72,7 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
     fail = f'failed to create network "{name}"'
     if not NAME_RE.match(name):
         raise ValidationError(f"{fail}: names are letters, digits, '-' and '_', at most 64")
-    if name in BUILTINS:
+    if name.lower() in BUILTINS:  # `BRIDGE` would read as the default bridge's to a user
         raise ValidationError(f"{fail}: {name!r} is a built-in network")
     net = _ipv4_network(cidr, fail)
     if not 8 <= net.prefixlen <= 29:
@@ -82,9 +82,11 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
         raise ValidationError(f"{fail}: {problem}")
     for server in dns:
         try:
-            ipaddress.IPv4Address(server)
+            address = ipaddress.IPv4Address(server)
         except ValueError:
             raise ValidationError(f"{fail}: invalid DNS server {server!r}") from None
+        if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_reserved:
+            raise ValidationError(f"{fail}: DNS server {server} is not one a job can ask (a unicast address)")
     if mtu is not None and not 576 <= mtu <= 65535:
         raise ValidationError(f"{fail}: MTU {mtu} is outside 576..65535")
     return str(net)

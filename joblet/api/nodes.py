@@ -88,10 +88,11 @@ def constrained(spec: JobSpec) -> bool:
 
 
 def place(spec: JobSpec, nodes: list[dict[str, Any]], rng: random.Random | None = None) -> str | None:
-    """The node to queue the job on; None: the shared queue (no node is up, any may run it)."""
+    """The node to queue the job on; None: the shared queue (no node is up or draining: the
+    job waits for any to start). A draining node takes from the shared queue only to refuse."""
     if spec.node is not None:
         return _pinned(spec, nodes)
-    if not any(n["state"] == UP for n in nodes) and not constrained(spec):
+    if not any(n["state"] in (UP, DRAINING) for n in nodes) and not constrained(spec):
         return None
     reasons = {n["name"]: unfit(spec, n) for n in nodes}
     fit = [n for n in nodes if reasons[n["name"]] is None]

@@ -170,7 +170,7 @@ class Store(OutputStreams):
             return prefix
         matches = [i for i in ids if i.startswith(prefix)]
         if not matches:
-            matches = [r.id for r in self.list_jobs() if r.name == prefix][-1:]
+            matches = [r.id for r in self.list_jobs() if (r.name or "").lower() == prefix.lower()][-1:]
         if not matches:
             raise NotFound(f"no such job: {prefix}")
         if len(matches) > 1:

@@ -18,7 +18,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.config import Settings
-from joblet.errors import NotFound
+from joblet.errors import AmbiguousId, NotFound
 
 
 class WorkflowRecord(BaseModel):
@@ -61,10 +61,15 @@ def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
 
 @_url
 def get(store: Store, wf_id: str) -> WorkflowRecord:
+    """A workflow by its id or an unambiguous prefix of it (as jobs are named)."""
+    if not wf_id:
+        raise NotFound("no workflow id given")  # "" is a prefix of every id
     raw = store.redis.get(wf_key(store, wf_id))
     if raw is None:
         matches = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
-        if len(matches) != 1:
+        if len(matches) > 1:
+            raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(matches)} workflows; give more")
+        if not matches:
             raise NotFound(f"no such workflow: {wf_id}")
         raw = store.redis.get(wf_key(store, matches[0]))
         if raw is None:

@@ -19,7 +19,7 @@ def network() -> None:
 @click.option("--cidr", required=True, help="Address range, e.g. 10.10.0.0/24 (/8 to /29).")
 @click.option("--internal", is_flag=True, help="No route out: jobs reach only each other.")
 @click.option("--dns", default="", help="Comma-separated DNS servers for its jobs.")
-@click.option("--mtu", type=int, help="MTU (default: the host's uplink MTU).")
+@click.option("--mtu", type=int, help="MTU (default: the uplink's MTU less 50, the VXLAN header).")
 @click.pass_obj
 def create(obj: Any, name: str, cidr: str, internal: bool, dns: str, mtu: int | None) -> None:
     """Create network NAME."""
@@ -69,7 +69,7 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
     }
     for key, label in labels.items():
         if key in info:
-            value = "host's uplink" if key == "mtu" and info[key] is None and not info.get("builtin") else info[key]
+            value = "uplink's less 50" if key == "mtu" and info[key] is None and not info.get("builtin") else info[key]
             click.echo(f"{label + ':':<10}{human(value)}")
     if info["job_list"]:
         table(

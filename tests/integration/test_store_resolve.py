@@ -63,3 +63,18 @@ def test_a_record_an_older_version_wrote_does_not_hide_the_others(store: Store, 
     ):
         store.get_job(old)
     assert store.get_job(IDS[0]).name == "web"
+
+
+def test_workflow_ids_resolve_as_job_ids_do(store: Store) -> None:
+    from joblet.api import workflow_store
+    from joblet.api.workflow_store import WorkflowRecord
+
+    for wf_id in ("c1" + "0" * 30, "c2" + "0" * 30):
+        workflow_store.save(store, WorkflowRecord(id=wf_id, name="w", created=1.0, jobs={}, requires={}), 60)
+    assert workflow_store.get(store, "c1").id == "c1" + "0" * 30  # a prefix of one: found
+    with pytest.raises(AmbiguousId, match="workflow id prefix 'c' matches 2 workflows"):
+        workflow_store.get(store, "c")
+    with pytest.raises(NotFound, match="no workflow id given"):  # "" is a prefix of every id
+        workflow_store.get(store, "")
+    with pytest.raises(NotFound, match="no such workflow: d"):
+        workflow_store.get(store, "d")

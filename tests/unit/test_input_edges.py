@@ -136,3 +136,22 @@ def test_a_workflow_file_must_be_utf8(tmp_path):
     bad.write_bytes(b'jobs:\n  a: {command: "\xff"}\n')
     with pytest.raises(ValidationError, match="is not UTF-8 text"):
         load(bad)
+
+
+def test_network_names_and_dns_servers_a_job_could_not_use():
+    assert check_network("web", "10.9.0.0/24", dns=("192.0.2.53",)) == "10.9.0.0/24"
+    for name in ("BRIDGE", "None", "Host", "ISOLATED"):
+        with pytest.raises(ValidationError, match="is a built-in network"):
+            check_network(name, "10.9.0.0/24")
+    for server in ("127.0.0.53", "0.0.0.0", "224.0.0.1", "240.0.0.1"):
+        with pytest.raises(ValidationError, match=f"DNS server {server} is not one a job can ask"):
+            check_network("web", "10.9.0.0/24", dns=(server,))
+
+
+def test_a_rate_tc_cannot_hold_is_refused_and_iobps_as_a_rate_is_capped():
+    from joblet.api.limits import MAX_RATE, Limits
+
+    assert parse_rate("1000gbit") == MAX_RATE
+    with pytest.raises(ValueError, match="above 1000gbit"):
+        parse_rate("10000gbit")
+    assert Limits(max_iobps=10**15).rate_out() == MAX_RATE and Limits(max_iobps=4096).rate_out() == 32768

@@ -93,6 +93,13 @@ def test_nothing_up_plain_jobs_wait_on_the_shared_queue_constrained_are_refused(
         place(make_spec("true", (), network="host"), nodes)
 
 
+def test_when_every_live_node_drains_a_job_is_refused_not_queued_to_be_refused():
+    nodes = fleet(frozenset({"a"}), a=rec(1), b=rec(99))  # a drains, b is down
+    with pytest.raises(ValidationError, match=r"no live node can take it \(a: draining; b: down"):
+        place(make_spec("true", ()), nodes)
+    assert place(make_spec("true", ()), fleet(frozenset({"a"}), a=rec(1), c=rec(1))) == "c"  # one up: there
+
+
 class FakeNodes:
     def __init__(self) -> None:
         self.drains: list[tuple[str, bool]] = []
