@@ -273,12 +273,32 @@ def main() -> None:
     from joblet.api.redis_conn import prefer_lite
 
     prefer_lite()  # a few commands per process: not worth redis-py's ~45 ms import
+    if closed_streams():
+        os._exit(2)
     try:
         cli(prog_name="rnx")
         code = 0
     except SystemExit as exc:
         code = exit_status(exc.code)
+    except OSError as exc:
+        if exc.filename is not None:  # a file's: not the output
+            raise
+        sys.stderr.write(f"rnx: cannot write its output: {exc.strerror}\n")  # /dev/full, a dead terminal
+        code = 1
     os._exit(flushed(code))
+
+
+def closed_streams() -> bool:
+    """A closed stdin reads as empty (/dev/null); a closed stdout is refused in one line
+    (Python leaves both None, and the first print raised AttributeError)."""
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - for the process's life
+    if sys.stdout is not None:
+        return False
+    if sys.stderr is not None:
+        sys.stderr.write("rnx: standard output is closed (redirect it to /dev/null to discard it)\n")
+        sys.stderr.flush()
+    return True
 
 
 def exit_status(code: object) -> int:

@@ -96,3 +96,17 @@ def test_rnx_exits_with_its_status_and_flushes():
     assert done.returncode == 0 and "batch" in done.stdout and done.stdout.endswith("\n")
     bad = subprocess.run([*rnx, "nosuchcommand"], capture_output=True, text=True)
     assert bad.returncode == 2 and "No such command" in bad.stderr
+
+
+def test_closed_or_full_standard_streams_are_one_line():
+    rnx = [sys.executable, "-c", "from joblet.cli.main import main; main()"]
+    env = {"JOBLET_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
+    closed_out = subprocess.run(f"{rnx[0]} -c '{rnx[2]}' list >&-", shell=True, capture_output=True, text=True, env=env)
+    assert closed_out.returncode == 2 and closed_out.stderr == (
+        "rnx: standard output is closed (redirect it to /dev/null to discard it)\n"
+    )
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*rnx, "--help"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1 and done.stderr == "rnx: cannot write its output: No space left on device\n"
+    no_input = subprocess.run(f"{rnx[0]} -c '{rnx[2]}' batch <&-", shell=True, capture_output=True, text=True, env=env)
+    assert no_input.returncode == 0 and no_input.stdout == no_input.stderr == ""  # read as empty: nothing queued
