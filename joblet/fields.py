@@ -92,8 +92,10 @@ def integer(value: Any, ge: int | None = None, le: int | None = None) -> int:
 def number(value: Any, ge: float | None = None, gt: float | None = None, le: float | None = None) -> float:
     if isinstance(value, str):
         value = _parsed(float, value, "a number")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"must be a number, not {type_name(value)}")
+    if value != value:
+        raise ValueError("must be a number, not NaN")
     try:
         found = float(value)
     except OverflowError:

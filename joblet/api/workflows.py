@@ -73,8 +73,11 @@ def load(path: Path) -> Workflow:
         raise ValidationError(f"cannot read workflow {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ValidationError(f"workflow {path} is not UTF-8 text (byte {exc.start + 1})") from None
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"workflow {path} is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # its text spans lines, with a caret under the spot
+        where = getattr(exc, "problem_mark", None)
+        why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ValidationError(f"workflow {path} is not valid YAML{at}: {why}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), dict) or not doc["jobs"]:
         raise ValidationError(f"workflow {path}: needs a 'jobs' mapping with at least one job")
     seen: dict[str, str] = {}

@@ -155,3 +155,14 @@ def test_a_rate_tc_cannot_hold_is_refused_and_iobps_as_a_rate_is_capped():
     with pytest.raises(ValueError, match="above 1000gbit"):
         parse_rate("10000gbit")
     assert Limits(max_iobps=10**15).rate_out() == MAX_RATE and Limits(max_iobps=4096).rate_out() == 32768
+
+
+def test_bad_yaml_and_nan_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobs:\n  a: {command: [\n")
+    with pytest.raises(ValidationError) as caught:
+        load(bad)
+    assert "\n" not in str(caught.value) and "is not valid YAML at line 3, column 1: expected" in str(caught.value)
+    assert make_spec("true", timeout=1.5).timeout == 1.5
+    with pytest.raises(ValidationError, match="'timeout': must be a number, not NaN"):
+        make_spec("true", timeout=float("nan"))
