@@ -11,7 +11,8 @@ CLEAR = "\x1b[H\x1b[2J"
 
 def refresh(draw: Callable[[], None], interval: float | None, clear: bool = True) -> None:
     """Draw once (interval None), or redraw every `interval` seconds; Ctrl-C ends it, exit 0.
-    On a terminal the screen is cleared first; piped, the frames follow one another."""
+    On a terminal the screen is cleared first; piped, the frames follow one another. With
+    `clear` off (JSON) nothing is added at the end."""
     if interval is None:
         draw()
         return
@@ -23,5 +24,6 @@ def refresh(draw: Callable[[], None], interval: float | None, clear: bool = True
             sys.stdout.flush()
             time.sleep(interval)
     except KeyboardInterrupt:
-        sys.stdout.write("\n")
+        if clear:  # a terminal's prompt on a line of its own; JSON lines stay JSON lines
+            sys.stdout.write("\n")
     sys.stdout.flush()

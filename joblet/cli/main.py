@@ -83,7 +83,8 @@ class RnxGroup(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:  # one line, with the help command to read next
             where = exc.ctx.command_path if exc.ctx else "rnx"
-            click.echo(f"{where}: {exc.format_message()} (see '{where} --help')", err=True)
+            message = " ".join(exc.format_message().split())  # click lists choices one per line
+            click.echo(f"{where}: {message} (see '{where} --help')", err=True)
             sys.exit(exc.exit_code)
         except JobletError as exc:
             code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)

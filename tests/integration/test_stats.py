@@ -141,8 +141,9 @@ def test_stats_streams_until_ctrl_c_and_names_ended_jobs(host, client, jobs):
     assert proc.stdout is not None
     frames = [json.loads(proc.stdout.readline()) for _ in range(2)]
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and all(f[0]["id"] == idle for f in frames)
+    assert all(json.loads(line) for line in rest.splitlines())  # JSON lines to the end: no blank one
     done = start(host, "--network=none", "true")
     client.wait(done, timeout=60)
     ended = sample(host, done)[done]
