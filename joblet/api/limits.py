@@ -103,8 +103,8 @@ def _size_bytes(value: Any, ge: int, le: int) -> int:
 
 _CHECKS: dict[str, tuple[Any, tuple[int | None, ...]]] = {  # field: (check, its bounds)
     "max_cpu": (integer, (1, 100_000)),
-    "max_memory": (integer, (4, None)),
-    "max_iobps": (integer, (4096, None)),
+    "max_memory": (integer, (4, 1 << 40)),  # MB: beyond, a cgroup reads it as no limit at all
+    "max_iobps": (integer, (4096, 1 << 50)),
     "max_bandwidth": (parse_rate, ()),
     "max_bandwidth_in": (parse_rate, ()),
     "max_bandwidth_out": (parse_rate, ()),

@@ -166,3 +166,10 @@ def test_bad_yaml_and_nan_are_one_line(tmp_path):
     assert make_spec("true", timeout=1.5).timeout == 1.5
     with pytest.raises(ValidationError, match="'timeout': must be a number, not NaN"):
         make_spec("true", timeout=float("nan"))
+
+
+def test_limits_beyond_what_the_kernel_holds_are_refused():
+    assert make_spec("true", limits={"max_memory": 1 << 20, "max_iobps": 1 << 30}).limits.max_memory == 1 << 20
+    for field, value in (("max_memory", 10**20), ("max_iobps", 10**20)):
+        with pytest.raises(ValidationError, match=f"'limits.{field}': must be at most"):
+            make_spec("true", limits={field: value})
