@@ -113,7 +113,7 @@ def endpoint(value: Any) -> str:
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps")
+BROKER_SCHEMES = (*REDIS_SCHEMES, "redis+socket", "amqp", "amqps", "pyamqp")  # kombu's spellings too
 
 
 def url(schemes: tuple[str, ...]) -> Check:
@@ -125,7 +125,7 @@ def url(schemes: tuple[str, ...]) -> Check:
 
         found = text(value, 1)
         parts = urlsplit(found)
-        shown = repr(re.sub(r"//[^@/]*@", "//***@", found)[:60])  # never its password
+        shown = repr(re.sub(r"//[^/]*@", "//***@", found)[:60])  # never its password (which may hold @)
         if parts.scheme not in schemes:
             raise ValueError(f"{shown} must start with {', '.join(s + '://' for s in schemes)}")
         try:

@@ -117,10 +117,11 @@ class Keys:
         """Set once per workflow job: "1" queued, "0" canceled (never both)."""
         return f"{self.prefix}workflow:{wf_id}:queued:{name}"
 
-    def name(self, name: str) -> str:
+    def name(self, name: str, as_given: bool = False) -> str:
         """The job id holding a job name, whatever its case (lookups in /etc/hosts ignore
-        it: `WEB` would shadow `web`); a name is free again once that job has ended."""
-        return f"{self.prefix}name:{name.lower()}"
+        it: `WEB` would shadow `web`); a name is free again once that job has ended. Versions
+        before 2026-11-29 wrote the name as given (`as_given`): checked too, while theirs run."""
+        return f"{self.prefix}name:{name if as_given else name.lower()}"
 
     def stats(self, job_id: str) -> str:
         """Hash of a running job's latest resource sample (short TTL), written by its worker."""

@@ -8,9 +8,9 @@ Placement: a job goes only to an `up` node that can run it (host networking allo
 its runtime present, a free slot of its concurrency). `--node` pins and is checked the
 same way. Among fitting nodes one is drawn at random weighted by free slots, so a burst of
 submits between two heartbeats spreads instead of piling onto the node that looked
-emptiest. With no node up at all, a job any node could run goes to the shared queue and
-waits for a worker (a fleet restarting loses nothing); anything else is refused, naming
-why for each node.
+emptiest. With no node up or draining at all, a job any node could run goes to the shared
+queue and waits for a worker (a fleet restarting loses nothing); anything else is refused,
+naming why for each node (a draining node would only refuse it).
 """
 
 from __future__ import annotations

@@ -50,12 +50,14 @@ _CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2
 # A job name is unique among jobs that have not ended: the name key names its holder, and
 # the new job's record is written in the same step, so two racing submits cannot both win.
 _CREATE_NAMED = """
-local holder = redis.call('GET', KEYS[1])
-if holder then
-  local status = redis.call('HGET', ARGV[4] .. holder, 'status')
-  if status then
-    local s = cjson.decode(status)
-    if s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING' then return holder end
+for _, key in ipairs({KEYS[1], KEYS[4]}) do
+  local holder = redis.call('GET', key)
+  if holder then
+    local status = redis.call('HGET', ARGV[4] .. holder, 'status')
+    if status then
+      local s = cjson.decode(status)
+      if s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING' then return holder end
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[3])
@@ -137,7 +139,12 @@ class Store(OutputStreams):
         assert record.name is not None
         fields = encode_fields(record.to_dict())
         holder = self._create_named(
-            keys=[self.keys.name(record.name), self.keys.job(record.id), self.keys.jobs],
+            keys=[
+                self.keys.name(record.name),
+                self.keys.job(record.id),
+                self.keys.jobs,
+                self.keys.name(record.name, as_given=True),  # an older version's key for it
+            ],
             args=[json.dumps(fields), record.created or time.time(), record.id, self.keys.job("")],
         )
         return holder.decode() if holder else None

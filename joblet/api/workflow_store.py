@@ -66,7 +66,11 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
         raise NotFound("no workflow id given")  # "" is a prefix of every id
     raw = store.redis.get(wf_key(store, wf_id))
     if raw is None:
-        matches = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
+        named = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
+        pipe = store.redis.pipeline()
+        for found in named:
+            pipe.exists(wf_key(store, found))
+        matches = [w for w, kept in zip(named, pipe.execute(), strict=True) if kept]  # not the expired
         if len(matches) > 1:
             raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(matches)} workflows; give more")
         if not matches:

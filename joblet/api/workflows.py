@@ -11,6 +11,7 @@ jobs:
 from __future__ import annotations
 
 import base64
+import datetime
 import errno
 import graphlib
 import os
@@ -123,8 +124,8 @@ def _args(where: str, value: Any) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list):
         raise ValidationError(f"{where}: 'args' must be a list, e.g. [-c, 'echo hi']")
-    for arg in value:
-        if isinstance(arg, bool) or not isinstance(arg, str | int | float):
+    for arg in value:  # a date (2024-01-01) reads as one: its text, as before
+        if isinstance(arg, bool) or not isinstance(arg, str | int | float | datetime.date):
             raise ValidationError(f"{where}: argument {arg!r} in 'args' is not text or a number (quote it)")
     return tuple(str(a) for a in value)
 

@@ -250,8 +250,10 @@ class Attached:
         if not self.sig_proxy or self.stop_sent:
             self.caught = signum
             raise Leave
-        if self.stopping is not None:
+        if self.stopping is not None and not self.leave_after_stop:
             self.leave_after_stop = True  # not inside the stop request: it must reach Redis
+        elif self.leave_after_stop:  # a third: Redis hangs, rnx goes anyway
+            raise Leave
         elif self.caught is None:
             self.caught = signum  # acted on by the loop: no Redis call inside a signal handler
 

@@ -78,3 +78,23 @@ def test_workflow_ids_resolve_as_job_ids_do(store: Store) -> None:
         workflow_store.get(store, "")
     with pytest.raises(NotFound, match="no such workflow: d"):
         workflow_store.get(store, "d")
+
+
+def test_a_name_an_older_version_holds_in_its_own_case_is_still_in_use(store: Store) -> None:
+    old = "9" * 32  # running under a worker that wrote the name key as given
+    store.create_job(JobRecord(id=old, status=JobStatus.RUNNING, spec=JobSpec(command="true", name="Web"), name="Web"))
+    store.redis.set(store.keys.prefix + "name:Web", old)
+    new = JobRecord(id="8" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true", name="Web"), name="Web")
+    assert store.create_named_job(new) == old
+    other = JobRecord(id="7" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true", name="Api"), name="Api")
+    assert store.create_named_job(other) is None  # the control: a free name is taken
+
+
+def test_an_expired_workflow_does_not_make_a_prefix_ambiguous(store: Store) -> None:
+    from joblet.api import workflow_store
+    from joblet.api.workflow_store import WorkflowRecord
+
+    for wf_id in ("e1" + "0" * 30, "e2" + "0" * 30):
+        workflow_store.save(store, WorkflowRecord(id=wf_id, name="w", created=1.0, jobs={}, requires={}), 60)
+    store.redis.delete(store.keys.workflow("e2" + "0" * 30))  # expired; its index entry stays
+    assert workflow_store.get(store, "e").id == "e1" + "0" * 30

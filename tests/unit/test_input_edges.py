@@ -27,6 +27,7 @@ JOB = "a" * 32
         ("", "must have at least 1 character"),
         ("redis://127.0.0.1:abc/0", "has a port that is not a number"),
         ("redis://u:s3cret@h:99999/0", "'redis://***@h:99999/0' has a port"),
+        ("redis://:s3c@ret@h:x/0", "'redis://***@h:x/0' has a port"),
         ("unix://", "names no socket path"),
     ],
 )
@@ -41,10 +42,11 @@ def test_good_urls_pass(monkeypatch):
     for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@h:6380/1", "unix:///run/r.sock"):
         monkeypatch.setenv("JOBLET_REDIS_URL", url)
         assert load_settings().redis_url == url
-    monkeypatch.setenv("JOBLET_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
-    assert load_settings().broker_url.startswith("amqp://")
+    for broker in ("amqp://guest:guest@127.0.0.1:5672//", "pyamqp://h//", "redis+socket:///run/r.sock"):
+        monkeypatch.setenv("JOBLET_BROKER_URL", broker)
+        assert load_settings().broker_url == broker
     monkeypatch.setenv("JOBLET_BROKER_URL", "ftp://x")
-    with pytest.raises(ConfigError, match="^invalid setting broker_url .* amqp://, amqps://$"):
+    with pytest.raises(ConfigError, match="^invalid setting broker_url .* amqp://, amqps://, pyamqp://$"):
         load_settings()
 
 
@@ -123,8 +125,8 @@ def test_a_batch_line_must_be_utf8():
 )
 def test_workflow_fields_of_the_wrong_kind_are_refused(tmp_path, body, says):
     good = tmp_path / "good.yaml"
-    good.write_text("jobs:\n  a: {command: sleep, args: [1, '-x']}\n  '1': {command: echo}\n")
-    assert load(good).jobs["a"].spec.args == ("1", "-x") and "1" in load(good).jobs
+    good.write_text("jobs:\n  a: {command: sleep, args: [1, '-x', 2024-01-01]}\n  '1': {command: echo}\n")
+    assert load(good).jobs["a"].spec.args == ("1", "-x", "2024-01-01") and "1" in load(good).jobs
     bad = tmp_path / "bad.yaml"
     bad.write_text(body)
     with pytest.raises(ValidationError, match=says):
