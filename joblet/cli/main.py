@@ -165,6 +165,8 @@ def check_statuses(given: tuple[str, ...]) -> list[str]:
     from joblet.api.models import JobStatus
 
     wanted = [s.strip().upper() for item in given for s in item.split(",") if s.strip()]
+    if given and not wanted:  # `--status=` with nothing: not the same as no filter
+        raise click.BadParameter("needs a status, e.g. running", param_hint="--status")
     for value in wanted:
         if value not in JobStatus.__members__:
             names = ", ".join(s.value.lower() for s in JobStatus)

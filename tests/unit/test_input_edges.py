@@ -175,3 +175,13 @@ def test_limits_beyond_what_the_kernel_holds_are_refused():
     for field, value in (("max_memory", 10**20), ("max_iobps", 10**20)):
         with pytest.raises(ValidationError, match=f"'limits.{field}': must be at most"):
             make_spec("true", limits={field: value})
+
+
+def test_an_empty_status_filter_is_refused_not_read_as_none():
+    import click
+
+    from joblet.cli.main import check_statuses
+
+    assert check_statuses(("running,failed",)) == ["RUNNING", "FAILED"] and check_statuses(()) == []
+    with pytest.raises(click.BadParameter, match="needs a status"):
+        check_statuses(("",))
