@@ -244,7 +244,8 @@ class NetworkAgent:
             if problem:
                 raise NetworkError(f'network "{name}" cannot be used: {problem}')
         dns = next((n.dns for n in user.values() if n.dns), ())
-        servers = self._nameservers(dns) if wants_addresses(nets) and not dns else ()
+        wanted = wants_addresses(nets) and not dns  # a network's --dns comes first (plan.py)
+        servers = host.job_nameservers(self.cfg.dns_servers, self.cfg.resolv_conf) if wanted else ()
         return NetFacts(
             mtu=self.uplink_mtu(),
             network_mtu=self.network_mtu(),
@@ -337,22 +338,6 @@ class NetworkAgent:
         shaped queue, a closing TCP connection), under the rules of the address it holds."""
         links.await_gone([att.host_ifname for att in plan.attachments])
         self.unsecure(plan)
-
-    def _nameservers(self, network_dns: tuple[str, ...]) -> tuple[str, ...]:
-        """The network's --dns, else the worker's dns_servers, else the host's upstreams."""
-        found = network_dns or self.cfg.dns_servers
-        if found:
-            return found
-        paths = (self.cfg.resolv_conf,) if self.cfg.resolv_conf else host.RESOLV_CANDIDATES
-        found = tuple(host.upstream_nameservers(paths))
-        if not found:
-            names = ", ".join(str(p) for p in paths)
-            raise NetworkError(
-                f"no usable upstream DNS server for jobs: {names} list none but "
-                "loopback stubs; set dns_servers in the worker's config or --dns on "
-                "the network"
-            )
-        return found
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
         """The default-route interface's MTU, read again at most every `max_age` seconds."""

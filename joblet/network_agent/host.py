@@ -53,6 +53,22 @@ def upstream_nameservers(candidates: tuple[Path, ...] = RESOLV_CANDIDATES) -> li
     return []
 
 
+def job_nameservers(configured: tuple[str, ...], resolv_conf: Path | None) -> tuple[str, ...]:
+    """The worker's dns_servers, else the host's upstreams (a network's --dns, when it has
+    one, is taken before this is asked)."""
+    if configured:
+        return configured
+    paths = (resolv_conf,) if resolv_conf else RESOLV_CANDIDATES
+    found = tuple(upstream_nameservers(paths))
+    if not found:
+        names = ", ".join(str(p) for p in paths)
+        raise NetworkError(
+            f"no usable upstream DNS server for jobs: {names} list none but loopback stubs; set "
+            "dns_servers in the worker's config or --dns on the network"
+        )
+    return found
+
+
 CGROUP_BASE = Path("/sys/fs/cgroup")  # where nft looks up `socket cgroupv2` paths
 
 

@@ -127,6 +127,17 @@ def test_a_name_in_other_case_cannot_shadow_a_peer(nets):
         nets.stop(other.id)
 
 
+def test_a_jobs_resolv_conf_is_its_networks_dns_else_the_workers(nets):
+    nets.networks.create("tenant-dns", "10.102.0.0/24", dns=("192.0.2.77",))
+    try:
+        own, out, err = run(nets, "cat", "/etc/resolv.conf", network="tenant-dns")
+        assert own.exit_code == 0 and out == b"nameserver 192.0.2.77\n", (out, err)
+        default, out, err = run(nets, "cat", "/etc/resolv.conf", network="tenant-a")
+        assert default.exit_code == 0 and out == b"nameserver 203.0.113.2\n", (out, err)  # dns_servers
+    finally:
+        nets.networks.delete("tenant-dns")
+
+
 def test_job_cannot_reach_the_host_itself(nets, host):
     listener = host_listener(host.netns, seconds=30)
     try:

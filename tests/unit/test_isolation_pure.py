@@ -9,7 +9,7 @@ import pytest
 from joblet.config import load
 from joblet.errors import ConfigError, NetworkError
 from joblet.network_agent import firewall, foreign
-from joblet.network_agent.agent import NetworkAgent
+from joblet.network_agent.host import job_nameservers
 from joblet.network_agent.ipam import P2pPool
 
 
@@ -75,9 +75,8 @@ def test_dns_servers_setting_accepts_a_list_and_refuses_garbage():
 def test_no_usable_upstream_dns_is_a_clear_error(tmp_path: Path):
     stub = tmp_path / "resolv.conf"
     stub.write_text("nameserver 127.0.0.53\noptions edns0\n")
-    agent = NetworkAgent(load(resolv_conf=str(stub), dns_servers=""), None, None)  # type: ignore[arg-type]
     with pytest.raises(NetworkError, match="no usable upstream DNS server"):
-        agent._nameservers(())
-    assert agent._nameservers(("192.0.2.53",)) == ("192.0.2.53",)  # the network's --dns wins
+        job_nameservers((), stub)
+    assert job_nameservers(("192.0.2.53",), stub) == ("192.0.2.53",)  # the worker's dns_servers win
     stub.write_text("nameserver 127.0.0.53\nnameserver 192.0.2.9\n")
-    assert agent._nameservers(()) == ("192.0.2.9",)
+    assert job_nameservers((), stub) == ("192.0.2.9",)
