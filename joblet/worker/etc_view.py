@@ -16,15 +16,13 @@ files that changed are written beside their old copy and renamed over it, so a r
 reads either the old or the new file, as it would on the host. Three files are written in
 place instead, never renamed: hosts, resolv.conf and hostname, on which bwrap mounts the job's
 own (a rename would unmount them, as above); a host-mode job reads the host's through them.
-Where inotify is refused (its watch limit), or an entry could not be copied, the copy is
-brought in step every few seconds.
+Where inotify is refused (its watch limit) or an entry could not be copied: every few seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fnmatch
 import logging
@@ -42,7 +40,6 @@ log = logging.getLogger(__name__)
 
 NET_FILES = ("hosts", "resolv.conf", "hostname")  # bwrap mounts the job's own on these
 FALLBACK_INTERVAL = 5.0  # seconds between syncs when inotify is refused
-IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 # modify, attrib, close_write, moved_from/to, create, delete, delete_self, move_self; onlydir, dont_follow
 WATCH_MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x01000000 | 0x02000000
 TEMP_PREFIX = ".joblet-sync-"
@@ -331,7 +328,7 @@ class EtcView:
     def start(self) -> None:
         """Copy now (a failure here is the worker's to report), then keep in step."""
         try:
-            self._inotify = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+            self._inotify = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)  # inotify's flags are these
             if self._inotify < 0:
                 self._refused(ctypes.get_errno())
             self.sync()
