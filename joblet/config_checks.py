@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -123,9 +122,11 @@ def url(schemes: tuple[str, ...]) -> Check:
     def check(value: Any) -> str:
         from urllib.parse import urlsplit
 
+        from joblet.api.redis_conn import safe_url
+
         found = text(value, 1)
         parts = urlsplit(found)
-        shown = repr(re.sub(r"//[^/]*@", "//***@", found)[:60])  # never its password (which may hold @)
+        shown = repr(safe_url(found)[:60])
         if parts.scheme not in schemes:
             raise ValueError(f"{shown} must start with {', '.join(s + '://' for s in schemes)}")
         try:

@@ -26,8 +26,8 @@ JOB = "a" * 32
         ("http://x", "must start with redis://, rediss://, unix://"),
         ("", "must have at least 1 character"),
         ("redis://127.0.0.1:abc/0", "has a port that is not a number"),
-        ("redis://u:s3cret@h:99999/0", "'redis://***@h:99999/0' has a port"),
-        ("redis://:s3c@ret@h:x/0", "'redis://***@h:x/0' has a port"),
+        ("redis://u:s3cret@h:99999/0", "'redis://u:***@h:99999/0' has a port"),
+        ("redis://:s3c@ret@h:x/0", "'redis://:***@h:x/0' has a port"),
         ("unix://", "names no socket path"),
     ],
 )
