@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from joblet.fields import number
+
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 NONCE_RE = re.compile(r"^[0-9a-f]{16,64}\Z")
 STAMPS = ("job_id", "nonce", "expires")
@@ -89,17 +91,11 @@ def check(header_id: Any, args: Any, kwargs: Any, signed: bool, now: float) -> T
     return TaskMessage(header_id, nonce, expires, fields)
 
 
-def _finite(value: int | float) -> bool:
-    """A number a float can hold (JSON's integers have no bound: 10**400 overflows)."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def _check_expiry(job_id: str, expires: Any, now: float) -> None:
-    if isinstance(expires, bool) or not isinstance(expires, int | float) or not _finite(expires):
-        raise Refused("bad-expiry", f"message for job {job_id}: expires is not a number")
+    try:  # a number, not its text, a bool, NaN, infinite or beyond a float (JSON's 10**400)
+        number(expires if isinstance(expires, int | float) else None)
+    except ValueError:
+        raise Refused("bad-expiry", f"message for job {job_id}: expires is not a number") from None
     if expires > now + MAX_MESSAGE_TTL + CLOCK_SKEW:
         raise Refused(
             "bad-expiry", f"message for job {job_id}: expires more than {MAX_MESSAGE_TTL // 86400} days ahead"
