@@ -102,6 +102,14 @@ def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, s
     return {**found, **own, **ids}  # an id is the job's whatever another calls itself
 
 
+def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
+    """A stored record; one this version's checks refuse (an older version wrote it) says so."""
+    try:
+        return JobRecord.from_dict(decode_fields(raw))
+    except ValidationError as exc:
+        raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
+
+
 class Store(OutputStreams):
     """Redis-backed state of one installation (one key prefix); its jobs' output streams are
     in store_output.py."""
@@ -152,12 +160,7 @@ class Store(OutputStreams):
     @_url
     def find_job(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
-        if not raw:
-            return None
-        try:
-            return JobRecord.from_dict(decode_fields(raw))
-        except ValidationError as exc:
-            raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
+        return _record(job_id, raw) if raw else None
 
     def get_job(self, job_id: str) -> JobRecord:
         record = self.find_job(job_id)
@@ -197,9 +200,9 @@ class Store(OutputStreams):
                 stale.append(job_id)
                 continue
             try:
-                records.append(JobRecord.from_dict(decode_fields(raw)))
+                records.append(_record(job_id, raw))
             except ValidationError as exc:  # an older version's, checked less: one must not hide all
-                log.warning("job %s left out: its record does not read with this version: %s", job_id, exc)
+                log.warning("job %s left out: %s", job_id, exc)
         if stale:  # records expired after their TTL: drop them from the index too
             try:
                 self.redis.zrem(self.keys.jobs, *stale)
