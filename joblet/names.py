@@ -21,6 +21,12 @@ JOB_VETH_PREFIXES = (BRIDGED_VETH_PREFIX, ISOLATED_VETH_PREFIX)
 JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}\Z")  # exactly what joblet names a job's link
 
 
+def name_key(name: str) -> str:
+    """The form a job's name is unique and found in: lower case, as lookups in /etc/hosts
+    ignore case (`WEB` listed before `web` took its lookups)."""
+    return name.lower()
+
+
 def short_hash(*parts: str, length: int = 10) -> str:
     return hashlib.sha1("/".join(parts).encode()).hexdigest()[:length]
 

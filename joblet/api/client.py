@@ -17,6 +17,7 @@ from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
 from joblet.errors import ValidationError
+from joblet.names import name_key
 
 if TYPE_CHECKING:
     from joblet.api.batch import Batch
@@ -198,5 +199,5 @@ def select(
         if (not wanted or r.status.value in wanted)
         and (node is None or r.node == node)
         and (network is None or network in r.spec.network)
-        and (name is None or (r.name or "").lower() == name.lower())  # names are one ignoring case
+        and (name is None or name_key(r.name or "") == name_key(name))
     ]

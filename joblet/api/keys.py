@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from joblet.names import name_key
+
 RUN_TASK = "joblet.run_job"
 END_FIELD = b"end"
 STDOUT_FIELD = b"o"
@@ -121,7 +123,7 @@ class Keys:
         """The job id holding a job name, whatever its case (lookups in /etc/hosts ignore
         it: `WEB` would shadow `web`); a name is free again once that job has ended. Versions
         before 2026-11-29 wrote the name as given (`as_given`): checked too, while theirs run."""
-        return f"{self.prefix}name:{name if as_given else name.lower()}"
+        return f"{self.prefix}name:{name if as_given else name_key(name)}"
 
     def stats(self, job_id: str) -> str:
         """Hash of a running job's latest resource sample (short TTL), written by its worker."""

@@ -18,6 +18,7 @@ from joblet.api.models import JobRecord, JobStatus
 from joblet.api.redis_conn import connect, error_kind, translated
 from joblet.api.store_output import OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
+from joblet.names import name_key
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, s
     own: dict[str, str] = {}
     ids: dict[str, str] = {}
     for entry in entries:
-        names, ip, of = [str(n).lower() for n in entry["names"]], str(entry["ip"]), str(entry.get("scope") or "")
+        names, ip, of = [name_key(str(n)) for n in entry["names"]], str(entry["ip"]), str(entry.get("scope") or "")
         ids.update(dict.fromkeys(names[:1], ip))
         if not of:
             found.update(dict.fromkeys(names[1:], ip))
@@ -180,7 +181,7 @@ class Store(OutputStreams):
             return prefix
         matches = [i for i in ids if i.startswith(prefix)]
         if not matches:
-            matches = [r.id for r in self.list_jobs() if (r.name or "").lower() == prefix.lower()][-1:]
+            matches = [r.id for r in self.list_jobs() if name_key(r.name or "") == name_key(prefix)][-1:]
         if not matches:
             raise NotFound(f"no such job: {prefix}")
         if len(matches) > 1:

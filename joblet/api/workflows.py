@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from joblet.api.models import JobSpec, JobStatus, make_spec
 from joblet.errors import ValidationError
+from joblet.names import name_key
 
 JOB_KEYS = {
     "command",
@@ -85,9 +86,9 @@ def load(path: Path) -> Workflow:
     for name in doc["jobs"]:
         if not isinstance(name, str):
             raise ValidationError(f"workflow {path.name}: job name {name!r} is not text (quote it: '{name}')")
-        if name.lower() in seen:  # its peers' lookups ignore case: one would shadow the other
-            raise ValidationError(f"workflow {path.name}: jobs {seen[name.lower()]!r} and {name!r} differ only in case")
-        seen[name.lower()] = name
+        other = seen.setdefault(name_key(name), name)
+        if other != name:  # its peers' lookups ignore case: one would shadow the other
+            raise ValidationError(f"workflow {path.name}: jobs {other!r} and {name!r} differ only in case")
     jobs = {name: _job(path, name, body) for name, body in doc["jobs"].items()}
     return Workflow(name=path.stem, jobs=jobs)
 

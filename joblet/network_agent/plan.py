@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from joblet.api.networks import NetworkDef
-from joblet.names import bridge_name, host_veth_name
+from joblet.names import bridge_name, host_veth_name, name_key
 from joblet.network_agent.ipam import P2pPool, Subnet, to_str
 from joblet.network_agent.portsec import mac_for
 
@@ -83,7 +83,7 @@ class NetPlan(BaseModel):
         own = self.attachments[0].address if self.attachments else "127.0.1.1"
         lines.append(f"{own}\t{self.hostname}")
         for name, address in sorted((peers or {}).items()):
-            if name != self.hostname.lower():  # peers' names are lower case (store.resolve_names)
+            if name != name_key(self.hostname):  # peers' names are keys (store.resolve_names)
                 lines.append(f"{address}\t{name}")
         return "\n".join(lines) + "\n"
 
