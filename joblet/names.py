@@ -17,6 +17,7 @@ ISOLATED_VETH_PREFIX = "ji"  # host end of an isolated job's routed veth
 VXLAN_PREFIX = "jx"  # a user network's overlay port: jx + 10 hex digits
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 VNI_MIN, VNI_MAX = 4096, (1 << 24) - 1  # VNIs joblet hands out (below 4096: left to others)
+HOLD_VNI = VNI_MAX  # the worker's own, never a network's (network_agent/port_hold.py)
 JOB_VETH_PREFIXES = (BRIDGED_VETH_PREFIX, ISOLATED_VETH_PREFIX)
 JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}\Z")  # exactly what joblet names a job's link
 

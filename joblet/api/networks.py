@@ -18,7 +18,7 @@ from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import known_fields
-from joblet.names import VNI_MAX, VNI_MIN, default_vni, is_joblet_link
+from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, default_vni, is_joblet_link
 
 BUILTINS = ("bridge", "isolated", "none", "host")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
@@ -60,9 +60,10 @@ class NetworkDef:
 
 
 def free_vni(name: str, taken: set[int]) -> int:
-    """The VNI a new network gets: derived from its name, the next free one on a clash."""
+    """The VNI a new network gets: derived from its name, the next free one on a clash (the
+    workers' port holder's counts as taken)."""
     vni = default_vni(name)
-    while vni in taken:
+    while vni in taken or vni == HOLD_VNI:
         vni = vni + 1 if vni < VNI_MAX else VNI_MIN
     return vni
 

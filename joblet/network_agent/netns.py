@@ -62,7 +62,7 @@ class JobNetns:
             _check(_libc.unshare(CLONE_NEWNET), "create a network namespace")
             fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                _ipv6_off_by_default()
+                ipv6_off_by_default()
                 _lo_up()
             except BaseException:
                 os.close(fd)
@@ -90,7 +90,7 @@ class JobNetns:
         self.fd = -1
 
 
-def _ipv6_off_by_default() -> None:
+def ipv6_off_by_default() -> None:
     """IPv6 off on every link made in this namespace from now on (its `default`): the job's
     veth ends are born with it off, so they never get a link-local address or take a router
     advertisement. Writing a link's own `disable_ipv6` instead needs the RTNL lock (the

@@ -41,7 +41,7 @@ from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import NetworkError
 from joblet.names import VXLAN_PREFIX, vxlan_name
-from joblet.network_agent import links
+from joblet.network_agent import links, port_hold
 from joblet.network_agent.portsec import mac_for
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ class Overlay:
         self._lock = threading.Lock()  # one sync at a time: fdb diffs must not interleave
         self._underlay = cfg.underlay_address
         self._local_only: set[str] = set()  # networks seen while this node had no underlay
+        self._hold: int | None = None  # the holder's namespace (port_hold.py) once it holds the port
         self.on_macs: Callable[[], None] = lambda: None  # the firewall re-renders
 
     def underlay(self) -> str | None:
@@ -201,6 +202,16 @@ class Overlay:
             found = {a for addresses in self._peers.values() for a in addresses}
         return tuple(sorted(a for a in found if _ipv4(a)))
 
+    def hold_port(self) -> None:
+        """Hold the overlay's UDP port from now on (port_hold.py), on a node with an underlay;
+        tried again before each new network's port if it failed."""
+        if self._hold is not None or self.underlay() is None:
+            return
+        try:
+            self._hold = port_hold.hold(self.cfg.vxlan_port)
+        except NetworkError as exc:
+            log.warning("%s: the next network's port here will try again", exc)
+
     def attached(self, network: str) -> bool:
         return network in self._ports or network in self._local_only
 
@@ -216,6 +227,7 @@ class Overlay:
         with self._lock:
             if net.name in self._ports:
                 return  # another job's setup made it while this one waited
+            self.hold_port()
             ensure_device(port, local, self.cfg.vxlan_port)
             self._ports[net.name] = port
         self.sync([net.name])

@@ -121,6 +121,8 @@ class Supervisor:
         with self._lock:
             running = set(self.running)
         reconcile(svc, running)
+        if svc.agent.overlay is not None:
+            svc.agent.overlay.hold_port()
         try:  # reported at start, and again before every bridged or isolated setup
             svc.agent.check_forward()
         except JobletError as exc:

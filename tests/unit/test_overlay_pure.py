@@ -7,7 +7,7 @@ import pytest
 from joblet.api.client_networks import fleet_mtu_check, fleet_prefixes
 from joblet.api.networks import NetworkDef, free_vni
 from joblet.errors import NetworkError, ValidationError
-from joblet.names import VNI_MAX, VNI_MIN, default_vni, is_joblet_link, vxlan_name
+from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, default_vni, is_joblet_link, vxlan_name
 from joblet.network_agent import firewall, portsec
 from joblet.network_agent.overlay import ZERO_MAC, fdb_batch, fdb_wanted, peers, remote_macs
 from joblet.network_agent.plan import NetFacts, make_plan
@@ -33,6 +33,13 @@ def test_free_vni_wraps_around():
     name = next(n for n in (f"n{i}" for i in range(10**5)) if default_vni(n) > VNI_MAX - 20000)
     taken = set(range(default_vni(name), VNI_MAX + 1))
     assert free_vni(name, taken) == VNI_MIN
+
+
+def test_no_network_gets_the_port_holders_vni():
+    name = next(n for n in (f"n{i}" for i in range(10**5)) if default_vni(n) > VNI_MAX - 20000)
+    taken = set(range(default_vni(name), HOLD_VNI))  # every VNI after its own up to the holder's
+    assert free_vni(name, taken) == VNI_MIN  # past the holder's, around to the first
+    assert free_vni(name, set()) == default_vni(name) != HOLD_VNI
 
 
 def test_fdb_floods_to_peers_and_sends_each_remote_job_to_its_node():
