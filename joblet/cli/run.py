@@ -217,10 +217,10 @@ class Attached:
         self.stdout = bytearray()
         self.warned = False
         self.after = "0-0"  # the last stream entry shown: nothing is ever shown twice
-        self.caught: int | None = None  # the signal being acted on
-        self.stopping: int | None = None  # the signal that stopped the job
+        self.caught: int | None = None  # the first signal (or the one rnx left on)
+        self.signals = 0  # how many came
+        self.stopping: int | None = None  # the signal that stopped the job, once asked for
         self.stop_sent = False  # its stop request reached Redis: a signal now leaves at once
-        self.leave_after_stop = False  # a signal came while the stop request was on its way
 
     def follow(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
@@ -247,15 +247,16 @@ class Attached:
         return code
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if not self.sig_proxy or self.stop_sent:
+        """The first signal is acted on by the loop (no Redis call inside a signal handler): it
+        asks for the stop. The second leaves once that request has reached Redis, however far
+        the loop had got (not inside the request: it must arrive); a third leaves at once
+        (Redis hangs). Without the proxy, or once the stop was asked for, any leaves."""
+        self.signals += 1
+        if self.caught is None:
+            self.caught = signum
+        if not self.sig_proxy or self.stop_sent or self.signals > 2:
             self.caught = signum
             raise Leave
-        if self.stopping is not None and not self.leave_after_stop:
-            self.leave_after_stop = True  # not inside the stop request: it must reach Redis
-        elif self.leave_after_stop:  # a third: Redis hangs, rnx goes anyway
-            raise Leave
-        elif self.caught is None:
-            self.caught = signum  # acted on by the loop: no Redis call inside a signal handler
 
     def _begin_stop(self) -> None:
         sig = self.caught
@@ -265,7 +266,7 @@ class Attached:
         sys.stderr.write(f"rnx: {what}: stopping job {self.record.short_id} ({what} again to stop waiting)\n")
         self.client.stop(self.record.id)
         self.stop_sent = True
-        if self.leave_after_stop:
+        if self.signals > 1:
             raise Leave
 
     def _stream(self) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +16,7 @@ from joblet.api.networks import check
 from joblet.api.stats import row
 from joblet.cli import main
 from joblet.cli.render import human
+from joblet.cli.run import Attached, Leave
 from joblet.cli.stats import size, stats_row
 from joblet.config import default
 from joblet.errors import ValidationError
@@ -158,3 +161,65 @@ def test_link_counters_read_proc_net_dev():
         "  jv0123456789: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n"
     )
     assert link_counters(text) == {"jv0123456789": (1000, 2000), "lo": (5, 5)}
+
+
+class StopClient:
+    """Counts stop requests; a signal may arrive while one is on its way (`during`)."""
+
+    def __init__(self) -> None:
+        self.stops: list[str] = []
+        self.during: Callable[[], None] = lambda: None
+
+    def stop(self, job_id: str) -> None:
+        self.during()
+        self.stops.append(job_id)
+
+
+def attached(sig_proxy: bool = True) -> tuple[Attached, StopClient]:
+    client = StopClient()
+    record = JobRecord(id="a" * 32, spec=JobSpec(command="sleep"), status=JobStatus.RUNNING)
+    return Attached(client, record, as_json=False, sig_proxy=sig_proxy), client  # type: ignore[arg-type]
+
+
+def test_a_second_signal_before_the_stop_began_still_leaves_once_it_is_asked_for(capsys):
+    run, client = attached()
+    run._on_signal(signal.SIGINT, None)
+    run._on_signal(signal.SIGINT, None)  # before the loop (every 250 ms) acted on the first
+    with pytest.raises(Leave):
+        run._begin_stop()
+    assert client.stops == ["a" * 32] and run.stopping == signal.SIGINT  # the stop was asked for
+    assert "stopping job aaaaaaaaaaaa" in capsys.readouterr().err
+
+
+def test_one_signal_stops_the_job_and_rnx_waits():
+    run, client = attached()
+    run._on_signal(signal.SIGTERM, None)
+    run._begin_stop()  # no Leave: rnx follows the job to its end
+    assert client.stops == ["a" * 32] and run.stopping == signal.SIGTERM
+
+
+def test_a_signal_during_the_stop_request_leaves_after_it_and_a_third_at_once():
+    run, client = attached()
+    run._on_signal(signal.SIGINT, None)
+    client.during = lambda: run._on_signal(signal.SIGINT, None)  # not raised inside the request
+    with pytest.raises(Leave):
+        run._begin_stop()
+    assert client.stops == ["a" * 32]
+    hung, client = attached()
+    hung._on_signal(signal.SIGINT, None)
+    hung._on_signal(signal.SIGINT, None)
+    with pytest.raises(Leave):  # a third: Redis may hang, rnx goes without the stop
+        hung._on_signal(signal.SIGTERM, None)
+    assert client.stops == [] and hung.caught == signal.SIGTERM
+
+
+def test_after_the_stop_or_without_the_proxy_any_signal_leaves():
+    run, client = attached()
+    run._on_signal(signal.SIGINT, None)
+    run._begin_stop()
+    with pytest.raises(Leave):
+        run._on_signal(signal.SIGHUP, None)
+    bare, client = attached(sig_proxy=False)
+    with pytest.raises(Leave):
+        bare._on_signal(signal.SIGTERM, None)
+    assert client.stops == [] and bare.stopping is None
