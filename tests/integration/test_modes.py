@@ -17,23 +17,7 @@ from tests.integration.helpers import run
 
 def uplink(h: Host) -> None:
     """An uplink of MTU 1400 with the default route: the overlay's underlay address."""
-    sh(
-        "ip",
-        "-n",
-        h.netns,
-        "link",
-        "add",
-        "uplink0",
-        "mtu",
-        "1400",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "uplink0p",
-        "mtu",
-        "1400",
-    )
+    sh(*f"ip -n {h.netns} link add uplink0 mtu 1400 type veth peer name uplink0p mtu 1400".split())
     sh("ip", "-n", h.netns, "link", "set", "uplink0p", "up")
     sh("ip", "-n", h.netns, "addr", "add", "198.51.100.1/24", "dev", "uplink0")
     sh("ip", "-n", h.netns, "link", "set", "uplink0", "up")
