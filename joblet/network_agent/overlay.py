@@ -135,10 +135,8 @@ def ensure_device(port: OverlayPort, local: str, dstport: int) -> None:
         links.disable_ipv6(port.device)
         ipr.link("set", index=index, master=bridge, state="up")
     except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise NetworkError(
-                f"failed to create overlay port {port.device} of network {port.network!r}: {exc}"
-            ) from None
+        why = f"VNI {port.vni} is in use on UDP port {dstport}" if exc.code == errno.EEXIST else str(exc)
+        raise NetworkError(f"failed to create overlay port {port.device} of network {port.network!r}: {why}") from None
     finally:
         ipr.close()
 
@@ -183,6 +181,7 @@ class Overlay:
         self._underlay = cfg.underlay_address
         self._local_only: set[str] = set()  # networks seen while this node had no underlay
         self._hold: int | None = None  # the holder's namespace (port_hold.py) once it holds the port
+        self._hold_error: str | None = None  # why the last try to hold it failed
         self.on_macs: Callable[[], None] = lambda: None  # the firewall re-renders
 
     def underlay(self) -> str | None:
@@ -204,13 +203,21 @@ class Overlay:
 
     def hold_port(self) -> None:
         """Hold the overlay's UDP port from now on (port_hold.py), on a node with an underlay;
-        tried again before each new network's port if it failed."""
+        tried again at each heartbeat and before each new network's port while it fails (a
+        restarted worker's previous holder goes with its namespace, which the kernel may
+        still be removing)."""
         if self._hold is not None or self.underlay() is None:
             return
         try:
             self._hold = port_hold.hold(self.cfg.vxlan_port)
         except NetworkError as exc:
-            log.warning("%s: the next network's port here will try again", exc)
+            if str(exc) != self._hold_error:  # once per cause, not at every heartbeat
+                log.warning("%s: trying again at each heartbeat", exc)
+            self._hold_error = str(exc)
+        else:
+            if self._hold_error is not None:
+                log.info("holding UDP port %d for the overlay now", self.cfg.vxlan_port)
+            self._hold_error = None
 
     def attached(self, network: str) -> bool:
         return network in self._ports or network in self._local_only
@@ -230,7 +237,12 @@ class Overlay:
             self.hold_port()
             ensure_device(port, local, self.cfg.vxlan_port)
             self._ports[net.name] = port
-        self.sync([net.name])
+        try:
+            self.sync([net.name])
+        except Exception:
+            with self._lock:  # the network's next job attaches again, not past a port never synced
+                self._ports.pop(net.name, None)
+            raise
 
     def detach(self, network: str) -> None:
         with self._lock:
@@ -257,15 +269,23 @@ class Overlay:
             local = self.underlay()
             underlays = {n: str(i["underlay"]) for n, i in self.store.live_nodes().items() if i.get("underlay")}
             members = self.store.member_nodes([p.network for p in ports])
-            changed = False
-            for port in ports:
-                if links.index_of(port.device) is None and local is not None:
-                    ensure_device(port, local, self.cfg.vxlan_port)  # someone removed it
-                want = fdb_wanted(port.network, self.cfg.node, members.get(port.network, {}), underlays)
-                apply_fdb(fdb_batch(port.device, read_fdb(port.device), want))
+            changed, failures = False, []
+            for port in ports:  # one port that fails does not hold up the others
+                try:
+                    if links.index_of(port.device) is None and local is not None:
+                        ensure_device(port, local, self.cfg.vxlan_port)  # someone removed it
+                    want = fdb_wanted(port.network, self.cfg.node, members.get(port.network, {}), underlays)
+                    apply_fdb(fdb_batch(port.device, read_fdb(port.device), want))
+                except NetworkError as exc:
+                    failures.append(exc)
+                    continue
                 macs, sources = remote_macs(port.device, want), peers(want)
                 changed |= macs != self._macs.get(port.network, set())
                 changed |= sources != self._peers.get(port.network, set())
                 self._macs[port.network], self._peers[port.network] = macs, sources
         if changed:
             self.on_macs()
+        for failure in failures[1:]:
+            log.warning("overlay: %s", failure)
+        if failures:
+            raise failures[0]

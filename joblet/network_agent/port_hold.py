@@ -19,6 +19,7 @@ namespace with the device and lets the socket go (once no network's port uses it
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 
@@ -54,21 +55,35 @@ def hold(port: int) -> int:
 
 
 def _make(port: int) -> int:
-    with IPRoute() as host:  # opened before the switch: the device's socket is the host's
+    try:
+        host = IPRoute()  # opened before the switch: the device's socket is the host's
+    except OSError as exc:
+        raise NetworkError(f"failed to hold UDP port {port} for the overlay: {exc.strerror}") from None
+    fd = -1
+    try:
         if libc.unshare(CLONE_NEWNET) != 0:
-            raise NetworkError(f"failed to hold the overlay's port: {os.strerror(ctypes.get_errno())}")
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            ipv6_off_by_default()
-            host.link(
-                "add", ifname=DEVICE, kind="vxlan", vxlan_id=HOLD_VNI, vxlan_port=port, vxlan_learning=0, net_ns_fd=fd
-            )
-            with IPRoute() as inside:  # the holder's own namespace: this thread is in it now
-                inside.link("set", index=inside.link_lookup(ifname=DEVICE)[0], state="up")  # the socket opens
-        except NetlinkError as exc:
-            os.close(fd)
-            raise NetworkError(f"failed to hold UDP port {port} for the overlay: {os.strerror(exc.code)}") from None
-        except BaseException:
-            os.close(fd)
-            raise
-    return fd
+        ipv6_off_by_default()
+        host.link(
+            "add", ifname=DEVICE, kind="vxlan", vxlan_id=HOLD_VNI, vxlan_port=port, vxlan_learning=0, net_ns_fd=fd
+        )
+        with IPRoute() as inside:  # the holder's own namespace: this thread is in it now
+            inside.link("set", index=inside.link_lookup(ifname=DEVICE)[0], state="up")  # the socket opens
+        return fd
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)  # the namespace goes, and the device with it
+        if isinstance(exc, NetlinkError | OSError | IndexError):
+            raise NetworkError(f"failed to hold UDP port {port} for the overlay: {_why(exc)}") from None
+        raise
+    finally:
+        host.close()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, NetlinkError) and exc.code == errno.EEXIST:  # a previous worker's holder, going
+        return f"VNI {HOLD_VNI} is in use on it"
+    if isinstance(exc, NetlinkError | OSError) and exc.args and isinstance(exc.args[0], int):
+        return os.strerror(exc.args[0])
+    return str(exc)

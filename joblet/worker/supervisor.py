@@ -292,6 +292,7 @@ class Supervisor:
             self.svc.agent.check_forward()
             self.sweep_networks()
             if self.svc.agent.overlay is not None:
+                self.svc.agent.overlay.hold_port()  # if it could not at the start
                 self.svc.agent.overlay.sync()  # nodes that came or went
             self.sweep_volumes()
         except JobletError as exc:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import errno
+import json
+import subprocess
 
 import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobSpec
+from joblet.api.networks import NetworkDef, NetworkStore
 from joblet.config import load
 from joblet.errors import NetworkError
+from joblet.names import HOLD_VNI, vxlan_name
 from joblet.network_agent.agent import NetworkAgent
 from tests.conftest import Host, running_host, sh
-from tests.integration.helpers import run
+from tests.integration.helpers import eventually, run
 
 
 def uplink(h: Host) -> None:
@@ -89,3 +93,59 @@ def test_the_worker_holds_the_overlay_port(hold_host):
     rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="held")
     assert rec.exit_code == 0 and out == b"1350\n"  # the network's overlay port came up
     assert " jx" in sh("ip", "-n", hold_host.netns, "-o", "link", "show").stdout
+
+
+def test_a_network_with_the_holders_vni_fails_alone(hold_host):
+    """A definition written past the API (or by an older joblet) with the holder's VNI: its
+    job fails in one clear line; another network's job and its overlay port are unaffected."""
+    client = Client(hold_host.cfg)
+    store = NetworkStore(hold_host.cfg.redis_url, hold_host.cfg.key_prefix)
+    clash = NetworkDef(name="clash", cidr="10.183.0.0/24", vni=HOLD_VNI)
+    store.redis.hset(store.key, "clash", json.dumps(clash.to_dict()))  # create() would pick another
+    try:
+        rec, _, _ = run(client, "true", network="clash")
+        assert rec.status.value == "FAILED" and f"VNI {HOLD_VNI} is in use on UDP port 4789" in (rec.error or ""), rec
+        client.networks.create("fine", "10.184.0.0/24")
+        rec, _, _ = run(client, "true", network="fine")
+        assert rec.exit_code == 0 and vxlan_name("fine") in sh("ip", "-n", hold_host.netns, "-o", "link").stdout
+    finally:
+        store.delete("clash")
+
+
+TAKE_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("bound", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_port_taken_before_the_worker_started_is_held_once_free(redis_sock):
+    """Something else held the port when the worker started: the worker says so and holds it
+    at a heartbeat once it is free (not only when a network's next port is made)."""
+    taker: list[subprocess.Popen[bytes]] = []
+
+    def take(h: Host) -> None:
+        uplink(h)
+        argv = ["ip", "netns", "exec", h.netns, "python3", "-c", TAKE_UDP, str(h.cfg.vxlan_port)]
+        taker.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        assert taker[0].stdout is not None and taker[0].stdout.readline() == b"bound\n"
+
+    try:
+        for h in running_host(redis_sock, "portlate", prepare=take, allow_host_network="true"):
+            client = Client(h.cfg)
+            eventually(lambda h=h: "trying again at each heartbeat" in h.log(), "the worker's warning", 10)
+            taker[0].communicate(b"")  # lets the port go
+
+            def held(client: Client = client, h: Host = h) -> bool:
+                _, out, _ = run(client, "python3", "-c", BIND_UDP, str(h.cfg.vxlan_port), network="host")
+                return out == f"{errno.EADDRINUSE}\n".encode()
+
+            eventually(held, "the worker holding the port once free", 15)
+            assert "holding UDP port 4789 for the overlay now" in h.log()
+    finally:
+        for proc in taker:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

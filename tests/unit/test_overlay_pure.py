@@ -135,3 +135,40 @@ def test_network_create_checks_every_nodes_routes_and_mtu():
     fleet_mtu_check("n", 1350, nodes)
     with pytest.raises(ValidationError, match="MTU 1351 does not fit the overlay on node n2"):
         fleet_mtu_check("n", 1351, nodes)
+
+
+class MembersStore:
+    """Redis as the overlay reads it: two live nodes, one remote job in each network."""
+
+    def live_nodes(self) -> dict[str, dict[str, str]]:
+        return {"a": {"underlay": "10.0.0.1"}, "b": {"underlay": "10.0.0.2"}}
+
+    def member_nodes(self, networks: list[str]) -> dict[str, dict[str, str]]:
+        return {n: {f"job-{n}": "b"} for n in networks}
+
+
+def test_one_failing_port_does_not_hold_up_the_others(monkeypatch):
+    """A port whose entries cannot be read (gone, or its VNI taken) fails alone: the others
+    get their entries and the firewall its new MACs; the failure is still raised."""
+    from joblet.config import load
+    from joblet.network_agent import overlay
+
+    applied: list[list[str]] = []
+
+    def read_fdb(device: str) -> frozenset[tuple[str, str]]:
+        if device == vxlan_name("bad"):
+            raise NetworkError(f"failed to read the forwarding entries of {device}: Cannot find device")
+        return frozenset()
+
+    monkeypatch.setattr(overlay.links, "index_of", lambda name: 7)
+    monkeypatch.setattr(overlay, "read_fdb", read_fdb)
+    monkeypatch.setattr(overlay, "apply_fdb", applied.append)
+    ov = overlay.Overlay(load(node="a", underlay_address="10.0.0.1"), MembersStore())  # type: ignore[arg-type]
+    renders: list[int] = []
+    ov.on_macs = lambda: renders.append(1)
+    for name, vni in (("bad", 5000), ("good", 5001)):  # the failing one first
+        ov._ports[name] = overlay.OverlayPort(name, vxlan_name(name), vni, "jb0", 1450)
+    with pytest.raises(NetworkError, match="Cannot find device"):
+        ov.sync()
+    assert any(vxlan_name("good") in line for batch in applied for line in batch)
+    assert ov.macs() == ((vxlan_name("good"), mac_for("job-good", "good")),) and renders == [1]
