@@ -32,8 +32,10 @@ def reconcile(svc: Services, running: set[str]) -> None:
         problems = teardown_entry(svc, entry)
         try:
             svc.records.mark_lost(entry.job_id, LOST)
-        except JobletError as exc:
-            log.error("job %s: could not record it LOST: %s", entry.job_id[:12], exc)
+        except JobletError as exc:  # kept: the next start tries again (else RUNNING for good)
+            log.error("job %s: could not record it LOST (the next start tries again): %s", entry.job_id[:12], exc)
+            continue
+        svc.journal.forget(entry.job_id)
         log.warning("reconciled job %s%s", entry.job_id[:12], f": {'; '.join(problems)}" if problems else "")
     scan_leftovers(svc)
 
@@ -42,7 +44,6 @@ def teardown_entry(svc: Services, entry: Entry) -> list[str]:
     """The undo of a journaled job's whole setup, in the order a run would undo it."""
     undo = UndoStack()
     job_id, plan, cgroup = entry.job_id, entry.plan, JobCgroup(Path(entry.cgroup))
-    undo.push("forget journal", lambda: svc.journal.forget(job_id))
     dirs = [Path(d) for d in (entry.work_dir, entry.run_dir) if d]  # an older worker's (now never made)
     undo.push("remove files", lambda: remove_dirs(dirs))
     if plan is not None:

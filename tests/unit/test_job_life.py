@@ -15,11 +15,11 @@ import pytest
 from joblet.api.models import JobSpec, JobStatus
 from joblet.api.networks import NetworkDef
 from joblet.config import load
-from joblet.errors import ExecutionError, NetworkError
+from joblet.errors import BackendUnavailable, ExecutionError, NetworkError
 from joblet.network_agent.plan import NetFacts, NetPlan
 from joblet.worker.discovery import Discovery
 from joblet.worker.job import JobRun
-from joblet.worker.journal import Journal
+from joblet.worker.journal import Entry, Journal
 from joblet.worker.records import Records
 from joblet.worker.sandbox import Host
 from joblet.worker.services import Services
@@ -368,3 +368,45 @@ def test_undo_keeps_going_and_collects_errors():
     assert undo.names() == ["last", "broken", "first"]
     assert undo.unwind() == ["broken: gone wrong"] and done == ["last", "first"]
     assert undo.unwind() == [] and done == ["last", "first"]  # each undo runs once
+
+
+def test_a_final_record_never_written_keeps_the_journal_entry(tmp_path):
+    """Redis never took the final record: the entry stays for the next start to reconcile
+    (LOST), where forgetting it first left the job RUNNING for good; the addresses and port
+    rules still go."""
+    log = Log(None)
+    svc = services(tmp_path, log)
+
+    def never(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise BackendUnavailable("Redis is unreachable: gave up after 600 s")
+
+    svc.records.finish = never  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailable):
+        JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",))).execute()
+    assert [e.job_id for e in Journal(tmp_path / "state").entries()] == ["a" * 32]
+    assert "net free" in log.calls and "net links gone, port rules removed" in log.calls
+    calls, status, journal = life(tmp_path / "ok", None)  # the control: recorded, then forgotten
+    assert status == JobStatus.COMPLETED and journal == []
+
+
+def test_a_journaled_job_not_recorded_lost_is_reconciled_again(tmp_path, monkeypatch):
+    """The worker starts while Redis is away: the dead worker's job is torn down but cannot be
+    recorded LOST, so its entry stays for the next start (it used to be forgotten first)."""
+    from joblet.worker import reconcile as rec
+
+    monkeypatch.setattr(rec, "scan_leftovers", lambda svc: None)  # the kernel's side: integration tests
+    svc = services(tmp_path, Log(None))
+    for job_id in ("a" * 32, "b" * 32):
+        svc.journal.record(Entry(job_id=job_id, cgroup=str(tmp_path / "cg" / job_id), work_dir="", run_dir=""))
+
+    def lost(job_id: str, reason: str) -> bool:
+        if job_id == "a" * 32:
+            raise BackendUnavailable("Redis is unreachable")
+        return True
+
+    svc.records.mark_lost = lost  # type: ignore[method-assign]
+    rec.reconcile(svc, running=set())
+    assert [e.job_id for e in Journal(tmp_path / "state").entries()] == ["a" * 32]  # b: recorded, forgotten
+    svc.records.mark_lost = lambda job_id, reason: True  # type: ignore[method-assign]
+    rec.reconcile(svc, running=set())  # the next start
+    assert Journal(tmp_path / "state").entries() == []
