@@ -15,7 +15,9 @@ with the live entries only (a new file renamed over it). Per-job files of older 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from joblet.network_agent.plan import NetPlan
 
+log = logging.getLogger(__name__)
 COMPACT_AFTER = 1024  # forgotten entries after which the log is rewritten with the live ones
 
 
@@ -52,12 +55,12 @@ class Journal:
         self._forgotten = 0
         self._fd = self._open(self.path, os.O_APPEND)
         if torn:  # end it, or the next line appended would be read as part of it
-            os.write(self._fd, b"\n")
+            _write_all(self._fd, b"\n")
 
     def record(self, entry: Entry) -> None:
         line = entry.model_dump_json() + "\n"
         with self._lock:
-            os.write(self._fd, line.encode())  # first: a failed write (ENOSPC) leaves no live entry
+            _write_all(self._fd, line.encode())  # first: a failed write (ENOSPC) leaves no live entry
             self._live[entry.job_id] = line
 
     def forget(self, job_id: str) -> None:
@@ -68,10 +71,13 @@ class Journal:
                     legacy.unlink()
             if self._live.pop(job_id, None) is None:
                 return
-            os.write(self._fd, (json.dumps({"forget": job_id}) + "\n").encode())
+            _write_all(self._fd, (json.dumps({"forget": job_id}) + "\n").encode())
             self._forgotten += 1
             if self._forgotten >= COMPACT_AFTER:
-                self._compact()
+                try:
+                    self._compact()
+                except OSError as exc:  # the log stays as it is, longer; tried at the next forget
+                    log.warning("journal: could not rewrite %s: %s", self.path, exc)
 
     def entries(self) -> list[Entry]:
         """Every job not forgotten, by id (an older worker's files included)."""
@@ -96,13 +102,34 @@ class Journal:
         tmp = self.dir / "log.tmp"
         fd = self._open(tmp, os.O_TRUNC)
         try:
-            os.write(fd, "".join(self._live.values()).encode())
-        finally:
+            _write_all(fd, "".join(self._live.values()).encode())
+        except OSError:
             os.close(fd)
+            tmp.unlink(missing_ok=True)  # the log is not replaced by a short copy
+            raise
+        os.close(fd)
         os.replace(tmp, self.path)
-        os.close(self._fd)
-        self._fd = self._open(self.path, os.O_APPEND)
+        old, self._fd = self._fd, self._open(self.path, os.O_APPEND)  # held until the new one is
+        os.close(old)  # open: a failed open leaves no closed number for another file to reuse
         self._forgotten = 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of `data`, or OSError. A short write (the disk full part-way) is retried for the
+    rest; if that fails too, the torn line is ended where possible, so the next line appended
+    is not read as part of it."""
+    view, wrote = memoryview(data), False
+    try:
+        while view:
+            n = os.write(fd, view)
+            if n == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view, wrote = view[n:], True
+    except OSError:
+        if wrote:
+            with contextlib.suppress(OSError):
+                os.write(fd, b"\n")
+        raise
 
 
 def read_log(path: Path) -> tuple[dict[str, str], bool]:

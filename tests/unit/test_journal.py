@@ -74,3 +74,55 @@ def test_an_entry_that_could_not_be_written_is_not_live(tmp_path: Path):
     with pytest.raises(OSError, match="No space left"):
         journal.record(entry("b" * 32, "/r"))
     assert [e.job_id for e in journal.entries()] == ["a" * 32]
+
+
+class ShortDisk:
+    """`os` as the journal sees it, on a disk that fills up: the next `cut` writes take half
+    of what they are given, then raise ENOSPC; every other call is the real one."""
+
+    def __init__(self) -> None:
+        self.cut = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    def write(self, fd: int, data: bytes) -> int:
+        if self.cut == 0:
+            return os.write(fd, data)
+        self.cut -= 1
+        if self.cut % 2 == 1:
+            return os.write(fd, bytes(data)[: max(1, len(data) // 2)])
+        raise OSError(28, "No space left on device")
+
+
+def test_a_line_cut_short_by_a_full_disk_does_not_swallow_the_next(tmp_path: Path, monkeypatch):
+    disk = ShortDisk()
+    monkeypatch.setattr(journal_mod, "os", disk)
+    j = Journal(tmp_path)
+    j.record(entry("a" * 32))  # the control
+    disk.cut = 2  # half the line, then the disk is full
+    with pytest.raises(OSError, match="No space left"):
+        j.record(entry("b" * 32))
+    j.record(entry("c" * 32))  # space again: a line of its own, not the tail of the torn one
+    assert [e.job_id for e in j.entries()] == ["a" * 32, "c" * 32]
+    assert [e.job_id for e in Journal(tmp_path).entries()] == ["a" * 32, "c" * 32]
+
+
+def test_a_rewrite_that_fails_leaves_the_log_as_it_was(tmp_path: Path, monkeypatch):
+    disk = ShortDisk()
+    monkeypatch.setattr(journal_mod, "os", disk)
+    monkeypatch.setattr(journal_mod, "COMPACT_AFTER", 1)
+    j = Journal(tmp_path)
+    j.record(entry("a" * 32))
+    j.record(entry("b" * 32))
+    log_fd, real_write = j._fd, disk.write
+
+    def write(fd: int, data: bytes) -> int:  # the log's own lines go in; the rewrite's copy is cut
+        return os.write(fd, data) if fd == log_fd else real_write(fd, data)
+
+    disk.write = write  # type: ignore[method-assign]
+    disk.cut = 2
+    j.forget("b" * 32)  # its line, then the rewrite: cut short, then no space (logged, not raised)
+    assert not (tmp_path / "journal" / "log.tmp").exists() and j._fd == log_fd
+    j.record(entry("e" * 32))  # the log and its descriptor are still the journal's
+    assert [e.job_id for e in Journal(tmp_path).entries()] == ["a" * 32, "e" * 32]
