@@ -336,8 +336,10 @@ class NetworkAgent:
         the background (waited for here; what lingers past 2 s is deleted), and only then its
         port rules go. Until then the namespace may still send what its sockets hold (a
         shaped queue, a closing TCP connection), under the rules of the address it holds."""
-        links.await_gone([att.host_ifname for att in plan.attachments])
-        self.unsecure(plan)
+        try:
+            links.await_gone([att.host_ifname for att in plan.attachments])
+        finally:  # a veth that could not be deleted is still the job's no more: nor its rules
+            self.unsecure(plan)
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
         """The default-route interface's MTU, read again at most every `max_age` seconds."""

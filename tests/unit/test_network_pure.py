@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from joblet.errors import NetworkError
@@ -124,3 +126,24 @@ def test_make_plan_is_pure_and_complete():
     assert isolated.nameservers == ("192.0.2.53",) and isolated.reserved() == {"isolated": 3}
     assert make_plan("a" * 32, "h", ("none",), facts, {}).attachments == ()
     assert make_plan("a" * 32, "h", ("host",), facts, {}).mode == "host"
+
+
+def test_port_rules_go_even_when_a_veth_could_not_be_deleted(monkeypatch):
+    """`released`: a veth the kernel did not remove and that could not be deleted is
+    reported, and the job's port rules still go (they stayed for the worker's life)."""
+    from joblet.config import load
+    from joblet.network_agent import agent as agent_mod
+
+    def stuck(names: list[str]) -> None:
+        raise NetworkError(f"failed to delete {names[0]}: Device or resource busy")
+
+    agent = agent_mod.NetworkAgent(load(node="n1"), None, None)  # type: ignore[arg-type]
+    removed: list[object] = []
+    monkeypatch.setattr(agent, "unsecure", removed.append)
+    plan = SimpleNamespace(attachments=[SimpleNamespace(host_ifname="jv0123456789")])
+    monkeypatch.setattr(agent_mod.links, "await_gone", lambda names: None)
+    agent.released(plan)  # type: ignore[arg-type]  # the control: gone, rules removed
+    monkeypatch.setattr(agent_mod.links, "await_gone", stuck)
+    with pytest.raises(NetworkError, match="Device or resource busy"):
+        agent.released(plan)  # type: ignore[arg-type]
+    assert removed == [plan, plan]
