@@ -59,10 +59,12 @@ class HostVolumes:
             self.root.chmod(0o700)
             if vol.size_mb is not None and not is_mounted(data):
                 image = self.root / vol.name / "image"
-                if not image.exists():
-                    with open(os.open(image, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600), "wb") as fh:
+                if not image.exists():  # made under another name: a failed mkfs leaves no image
+                    making = image.with_name("image.new")  # that every later job fails to mount
+                    with open(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as fh:
                         fh.truncate(vol.size_mb * 1024 * 1024)
-                    _run("mkfs.ext4", "-q", "-F", "-m", "0", str(image))
+                    _run("mkfs.ext4", "-q", "-F", "-m", "0", str(making))
+                    making.rename(image)
                 _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
         return Path(_plain(data))
 

@@ -1,0 +1,32 @@
+"""A sized volume's image on the host, with mkfs and mount faked (the real ones: test_volumes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from joblet.api.volumes import VolumeDef
+from joblet.errors import ExecutionError
+from joblet.worker import volumes
+
+
+def test_a_failed_mkfs_leaves_no_image_that_later_jobs_cannot_mount(tmp_path: Path, monkeypatch):
+    calls: list[str] = []
+    broken = [True]
+
+    def run(*argv: str) -> None:
+        calls.append(argv[0])
+        if argv[0] == "mkfs.ext4" and broken[0]:
+            raise ExecutionError("mkfs.ext4 failed: No space left on device")
+
+    monkeypatch.setattr(volumes, "_run", run)
+    host = volumes.HostVolumes(tmp_path)
+    vol = VolumeDef(name="data", size_mb=1)
+    with pytest.raises(ExecutionError, match="mkfs.ext4 failed"):
+        host.ensure(vol)
+    assert not (tmp_path / "volumes" / "data" / "image").exists()  # no half-made image taken for made
+    broken[0] = False
+    host.ensure(vol)  # the next job: made again, then mounted
+    assert calls == ["mkfs.ext4", "mkfs.ext4", "mount"]
+    assert (tmp_path / "volumes" / "data" / "image").stat().st_size == 1 << 20
