@@ -175,12 +175,20 @@ class NetworkAgent:
         subnet = Subnet(net.cidr)
         bridge = bridge_name(net.name)
         mtu = net.mtu or self.network_mtu()
+        fw = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
+        with self._lock:
+            stale = self._active.get(net.name) not in (None, fw)
+        if stale or (self.overlay is not None and self.overlay.stale(net)):
+            # deleted and made again under its name while this worker missed it (down, or the
+            # event lost): not the old bridge's address, rules and VNI for the new definition
+            log.warning("network %s was made again with another definition: rebuilding it here", net.name)
+            self.remove_network(net.name)
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
                 _, created = links.ensure_bridge(
                     bridge, subnet.gateway, subnet.prefixlen, mtu, self._gateway_mac(bridge)
                 )
-                self._active[net.name] = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
+                self._active[net.name] = fw
                 try:
                     self._apply_or_remove(bridge, created)
                 except Exception:

@@ -160,8 +160,15 @@ def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:
 
 
 def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
+    """The bridge's gateway address, and no other IPv4 address: a bridge kept from a network
+    of the same name and another CIDR (deleted and made again while the worker was down)
+    would otherwise route the old CIDR here too."""
     try:
         with _netlink() as ipr:
+            for old in ipr.get_addr(family=socket.AF_INET, index=index):
+                here = (old.get_attr("IFA_ADDRESS"), old["prefixlen"])
+                if here != (address, prefixlen):
+                    ipr.addr("del", index=index, address=here[0], prefixlen=here[1])
             ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:

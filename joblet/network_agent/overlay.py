@@ -219,6 +219,12 @@ class Overlay:
                 log.info("holding UDP port %d for the overlay now", self.cfg.vxlan_port)
             self._hold_error = None
 
+    def stale(self, net: NetworkDef) -> bool:
+        """Whether this network's port here carries another VNI than its definition's."""
+        with self._lock:
+            port = self._ports.get(net.name)
+        return port is not None and port.vni != net.overlay_vni
+
     def attached(self, network: str) -> bool:
         return network in self._ports or network in self._local_only
 

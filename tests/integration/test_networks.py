@@ -9,7 +9,9 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
+from joblet.api.networks import NetworkStore
 from joblet.errors import Conflict, ValidationError
+from joblet.names import bridge_name
 from tests.integration.helpers import SERVER, connect_ok, host_listener, ns_connects, run, wait_listening, wait_running
 
 
@@ -164,3 +166,32 @@ def test_flushed_ruleset_is_restored(nets, host):
     assert not connect_ok(nets, ip, "tenant-b")
     assert connect_ok(nets, ip, "tenant-a")
     nets.wait(server.id, timeout=30)
+
+
+def test_a_network_made_again_while_its_delete_was_missed_is_rebuilt(nets, host):
+    """Deleted and made again under its name with another CIDR, and this worker never heard
+    of the delete (down, or the event lost): its next job gets the new network, not the old
+    bridge's address and rules (a gateway no bridge had, and the old CIDR still routed)."""
+    store = NetworkStore(host.cfg.redis_url, host.cfg.key_prefix)
+    bridge = bridge_name("again")
+    made = (("10.102.0.0/24", False), ("10.103.0.0/24", False), ("10.104.0.0/24", True))  # first: the control
+    for cidr, restart in made:
+        gateway = cidr.replace("0/24", "1")
+        if restart:  # the worker is down meanwhile: it finds the old bridge with the old address
+            host.stop_worker()
+        nets.networks.create("again", cidr)
+        if restart:
+            host.start_worker()
+        # the gateway answers ARP (the host takes no packet of a job: the ping itself is dropped)
+        neigh = f"ping -c 1 -W 1 {gateway} >/dev/null; ip neigh show {gateway}"
+        rec, out, _ = run(nets, "sh", "-c", neigh, network="again")
+        assert rec.ip.startswith(gateway[:-1]) and b"lladdr" in out, (rec, out)
+        addrs = host.in_ns("ip", "-4", "-o", "addr", "show", bridge).stdout
+        assert f"{gateway}/24" in addrs and len(addrs.splitlines()) == 1, addrs
+        rules = host.in_ns("nft", "list", "table", "inet", "joblet").stdout
+        assert cidr in rules and not any(f"10.10{i}.0.0/24" in rules.replace(cidr, "") for i in (2, 3, 4)), rules
+        routes = host.in_ns("ip", "route").stdout
+        assert not any(f"10.10{i}.0.0/24" in routes.replace(cidr, "") for i in (2, 3, 4)), routes
+        if not restart:
+            store.delete("again")  # the definition only: no event reaches the worker
+    nets.networks.delete("again")
