@@ -182,6 +182,7 @@ class Overlay:
         self._local_only: set[str] = set()  # networks seen while this node had no underlay
         self._hold: int | None = None  # the holder's namespace (port_hold.py) once it holds the port
         self._hold_error: str | None = None  # why the last try to hold it failed
+        self._hold_lock = threading.Lock()
         self.on_macs: Callable[[], None] = lambda: None  # the firewall re-renders
 
     def underlay(self) -> str | None:
@@ -206,15 +207,18 @@ class Overlay:
         tried again at each heartbeat and before each new network's port while it fails (a
         restarted worker's previous holder goes with its namespace, which the kernel may
         still be removing)."""
-        if self._hold is not None or self.underlay() is None:
+        if self.underlay() is None:
             return
-        try:
-            self._hold = port_hold.hold(self.cfg.vxlan_port)
-        except NetworkError as exc:
-            if str(exc) != self._hold_error:  # once per cause, not at every heartbeat
-                log.warning("%s: trying again at each heartbeat", exc)
-            self._hold_error = str(exc)
-        else:
+        with self._hold_lock:  # the heartbeat's and a job's: one holder
+            if self._hold is not None:
+                return
+            try:
+                self._hold = port_hold.hold(self.cfg.vxlan_port)
+            except NetworkError as exc:
+                if str(exc) != self._hold_error:  # once per cause, not at every heartbeat
+                    log.warning("%s: trying again at each heartbeat", exc)
+                self._hold_error = str(exc)
+                return
             if self._hold_error is not None:
                 log.info("holding UDP port %d for the overlay now", self.cfg.vxlan_port)
             self._hold_error = None
