@@ -152,6 +152,10 @@ class JobCgroup:
                 ("memory", "memory.swap.max", "0"),
                 ("memory", "memory.limit_in_bytes", size),
                 ("memory", "memory.memsw.limit_in_bytes", size),
+                # v1 charges TCP buffers to the group only once this is set (v2 always does,
+                # within memory.max): else a job queued 600 MB past a 64 MB limit, out of the
+                # host-wide tcp_mem
+                ("memory", "memory.kmem.tcp.limit_in_bytes", size),
             ]
         if limits.max_iobps is not None and device:
             n = limits.max_iobps
@@ -170,6 +174,8 @@ class JobCgroup:
             target = directory / name
             if name in ("memory.swap.max", "memory.memsw.limit_in_bytes") and not target.exists():
                 continue  # no swap accounting on this host: nothing to close
+            if name == "memory.kmem.tcp.limit_in_bytes" and not target.exists():
+                continue  # a kernel without it (v1's kmem files are going away)
             try:
                 target.write_text(value)
             except OSError as exc:

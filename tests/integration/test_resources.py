@@ -39,6 +39,35 @@ def test_memory_under_the_limit_is_fine(client):
     assert rec.status == JobStatus.COMPLETED and out.strip() == str(16 * 1024 * 1024).encode()
 
 
+TCP_QUEUE = """
+import socket
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(64)
+held, total = [], 0
+for _ in range(40):  # loopback connections whose far end never reads
+    c = socket.create_connection(srv.getsockname())
+    held.append((c, srv.accept()[0]))
+    c.setblocking(False)
+    while True:
+        try:
+            total += c.send(b"x" * 65536)
+        except OSError:
+            break
+print(total // (1 << 20))
+"""
+
+
+def test_tcp_buffers_count_against_the_memory_limit(client):
+    """What a job queues in TCP buffers is its memory (cgroup v1 charges it only once its
+    kmem.tcp limit is set): not hundreds of MB past --max-memory, out of the host's tcp_mem."""
+    rec, out, err = run(client, "python3", "-c", TCP_QUEUE, network="none", limits={"max_memory": 32})
+    assert rec.status == JobStatus.COMPLETED, (rec, err)
+    assert 2 <= int(out) <= 64, out  # it did queue (the control), no more than its limit allows
+    unlimited, out, _ = run(client, "python3", "-c", TCP_QUEUE, network="none")
+    assert int(out) > 64, out  # the same job without a limit queues more: the limit is what held it
+
+
 BUSY = """
 import os, time
 start = time.time()
