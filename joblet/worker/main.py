@@ -29,6 +29,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     if os.geteuid() != 0:
         sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
     _raise_fd_limit()
+    _halve_uid_budgets()
     try:
         cfg = config.load(**overrides)
         from joblet.worker.app import connect, make_app
@@ -78,6 +79,23 @@ def _raise_fd_limit() -> None:
     want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _halve_uid_budgets() -> None:
+    """Jobs run as the host's uid 0 (no user namespace), and the kernel counts pending
+    signals and POSIX message queue bytes per uid, against the limit of the process that
+    queues or creates: one job queued root's whole budget (96,365 signals), and the host's
+    root processes got EAGAIN from timer_create and sigqueue. The worker's own limits, which
+    its jobs inherit and cannot raise (no CAP_SYS_RESOURCE), are halved: jobs together take
+    at most half, and the host's root keeps the rest."""
+    import resource
+
+    for which in (resource.RLIMIT_SIGPENDING, resource.RLIMIT_MSGQUEUE):
+        soft, hard = resource.getrlimit(which)
+        if hard == resource.RLIM_INFINITY or hard <= 1:
+            continue  # no budget to share, or none left to halve
+        half = hard // 2
+        resource.setrlimit(which, (min(soft, half), half))
 
 
 if __name__ == "__main__":

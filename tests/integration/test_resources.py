@@ -6,12 +6,13 @@ import json
 import os
 import random
 import re
+import subprocess
 import time
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from tests.conftest import Host, need
-from tests.integration.helpers import run, wait_running
+from tests.integration.helpers import eventually, output, run, wait_running
 
 
 def test_memory_limit_kills_with_the_reason(client):
@@ -66,6 +67,30 @@ def test_tcp_buffers_count_against_the_memory_limit(client):
     assert 2 <= int(out) <= 64, out  # it did queue (the control), no more than its limit allows
     unlimited, out, _ = run(client, "python3", "-c", TCP_QUEUE, network="none")
     assert int(out) > 64, out  # the same job without a limit queues more: the limit is what held it
+
+
+SIGQUEUE = (
+    "import ctypes, os, signal\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])  # blocked: each one stays queued\n"
+    "def queue():\n"
+    "    return libc.sigqueue(os.getpid(), signal.SIGRTMIN, ctypes.c_void_p(0)) == 0  # EAGAIN at the limit\n"
+)
+SIGNAL_HOG = SIGQUEUE + "n = 0\nwhile queue():\n    n += 1\nprint(n, flush=True)\nimport time; time.sleep(60)\n"
+HOST_QUEUES = SIGQUEUE + "print('ok' if all(queue() for _ in range(1000)) else 'EAGAIN')\n"
+
+
+def test_a_job_cannot_take_the_hosts_pending_signals(client):
+    """Jobs are the host's uid 0, and pending signals are counted per uid: a job that queues
+    all it can leaves the host's root processes room to queue theirs (timers, sigqueue)."""
+    job = client.run("python3", ("-c", SIGNAL_HOG), network="none")
+    try:
+        eventually(lambda: output(client, job.id) != b"", "the job's count", 30)
+        assert int(output(client, job.id)) > 1000  # it did take many: the control
+        host = subprocess.run(["python3", "-c", HOST_QUEUES], capture_output=True, text=True, timeout=30)
+        assert host.returncode == 0 and host.stdout == "ok\n", (host.stdout, host.stderr[-300:])
+    finally:
+        client.stop(job.id)
 
 
 BUSY = """
