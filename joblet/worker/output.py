@@ -6,9 +6,14 @@ streams of a job, the end marker is queued after the last byte, and while Redis 
 unreachable chunks wait in memory and go out when it is back.
 
 Each job's output is capped in bytes (stdout and stderr together, `max_output`, at most the
-worker's `output_max_bytes`). Past the cap the stream gets one notice on stderr, the record
-`output_truncated`, and the job keeps running: further output is read and discarded, so the
-job never blocks on a full pipe and Redis holds at most the cap plus the notice.
+worker's `output_max_bytes`), and in entries: a stream holds at most `log_max_entries`, and
+Redis would drop its oldest beyond that (a job printing a line at a time lost its first
+30,000 lines that way, unflagged). Past either cap the stream gets one notice on stderr, the
+record `output_truncated`, and the job keeps running: further output is read and discarded,
+so the job never blocks on a full pipe, Redis holds at most the cap plus the notice, and what
+a stream holds is always the output's beginning. A read that follows one of the same stream
+still waiting to be written joins its entry (up to CHUNK), so a job that writes small pieces
+faster than Redis takes them uses fewer entries.
 
 A fault in one job's read or write costs that job (retried, then given up with a log line),
 never the other jobs' output; the loop itself runs under `resilient`.
@@ -40,11 +45,12 @@ RETRY_FIRST, RETRY_CAP = 0.1, 2.0  # seconds between those tries: doubling, capp
 FLAG = b"flag"  # outbox kind: mark the job's record output_truncated
 
 
-def truncation_notice(limit: int) -> bytes:
-    return (
-        f"joblet: output truncated at {limit} bytes (max-output); the job keeps running "
-        "and its further output is discarded\n"
-    ).encode()
+RESERVED_ENTRIES = 8  # of a stream's entries, kept for the worker's own: the notice, the end
+
+
+def truncation_notice(limit: int, entries: int | None = None) -> bytes:
+    what = f"at {limit} bytes (max-output)" if entries is None else f"after {entries} writes (log_max_entries)"
+    return f"joblet: output truncated {what}; the job keeps running and its further output is discarded\n".encode()
 
 
 @dataclass
@@ -52,15 +58,23 @@ class Budget:
     """How many bytes of a job's output may still go to its stream (pure)."""
 
     limit: int
+    entries: int | None = None  # stream entries it may still add (None: not counted)
     used: int = 0
     over: bool = False
     discarded: int = 0
+    by_entries: bool = False  # the entries ran out (not the bytes)
 
-    def take(self, data: bytes) -> tuple[bytes, bool]:
-        """The part of `data` within the cap, and whether this chunk crossed it."""
+    def take(self, data: bytes, entry: bool = True) -> tuple[bytes, bool]:
+        """The part of `data` within the caps, and whether this chunk crossed one; `entry`:
+        it would make a new stream entry (not join the one before)."""
         if self.over:
             self.discarded += len(data)
             return b"", False
+        if entry and self.entries is not None:
+            if self.entries <= 0:
+                self.over, self.by_entries, self.discarded = True, True, len(data)
+                return b"", True
+            self.entries -= 1
         room = self.limit - self.used
         if len(data) <= room:
             self.used += len(data)
@@ -76,6 +90,7 @@ class Capture:
     job_id: str
     keep: int
     limit: int = 64 << 20
+    entries: int | None = None  # its stream's entries for its output (None: not counted)
     stdout: bytearray = field(default_factory=bytearray)
     truncated: bool = False
     open_pipes: int = 2
@@ -85,7 +100,7 @@ class Capture:
     budget: Budget = field(init=False)
 
     def __post_init__(self) -> None:
-        self.budget = Budget(self.limit)
+        self.budget = Budget(self.limit, self.entries)
 
     def kept(self, data: bytes) -> None:
         room = self.keep - len(self.stdout)
@@ -135,7 +150,8 @@ class OutputPump:
         `max_output`: the job's own cap; None reads it from the job's record.
         """
         asked = self.asked_limit(job_id) if max_output is None else max_output
-        cap = Capture(job_id, keep, self.max_bytes if asked is None else min(asked, self.max_bytes))
+        limit = self.max_bytes if asked is None else min(asked, self.max_bytes)
+        cap = Capture(job_id, keep, limit, max(1, self.cap - RESERVED_ENTRIES))
         self._incoming.append(("watch", cap, stdout, stderr))
         os.write(self._wake_w, b"w")
         return cap
@@ -204,15 +220,31 @@ class OutputPump:
             self._close(fd, cap)
 
     def _admit(self, cap: Capture, stream: bytes, data: bytes) -> None:
-        part, crossed = cap.budget.take(data)
+        last = self._outbox[-1] if self._outbox else None
+        join = (
+            last is not None
+            and last.cap is cap
+            and last.kind == stream
+            and last.tries == 0
+            and len(last.data) + len(data) <= CHUNK
+        )
+        part, crossed = cap.budget.take(data, entry=not join)
         if part:
             if stream == STDOUT_FIELD:
                 cap.kept(part)
-            self._outbox.append(Item(cap, stream, part))
+            if join:
+                assert last is not None
+                if not isinstance(last.data, bytearray):  # grown in place, not copied per read
+                    last.data = bytearray(last.data)
+                last.data += part
+            else:
+                self._outbox.append(Item(cap, stream, part))
         if crossed:
             cap.truncated = True
-            log.warning("output of job %s passed its cap of %d bytes: truncated", cap.job_id[:12], cap.limit)
-            self._outbox.append(Item(cap, STDERR_FIELD, truncation_notice(cap.limit)))
+            entries = self.cap - RESERVED_ENTRIES if cap.budget.by_entries else None
+            what = f"{entries} writes" if entries is not None else f"{cap.limit} bytes"
+            log.warning("output of job %s passed its cap of %s: truncated", cap.job_id[:12], what)
+            self._outbox.append(Item(cap, STDERR_FIELD, truncation_notice(cap.limit, entries)))
             self._outbox.append(Item(cap, FLAG, None))
 
     def _close(self, fd: int, cap: Capture, registered: bool = True) -> None:
@@ -266,7 +298,7 @@ class OutputPump:
         elif item.kind == FLAG:
             self.store.mark_output_truncated(item.cap.job_id)
         else:
-            self.store.append_output(item.cap.job_id, item.kind, item.data, self.cap)
+            self.store.append_output(item.cap.job_id, item.kind, bytes(item.data), self.cap)
 
     def _write_failed(self, item: Item, exc: Exception) -> bool:
         """Count a failed write; True when the entry is given up (dropped)."""

@@ -297,3 +297,34 @@ def test_worker_setting_is_default_and_ceiling(redis_sock):
             assert out == bytes(cap) and f"truncated at {cap} bytes".encode() in err, asked
     finally:
         h.close()
+
+
+LINES = """
+import os, sys, time
+for i in range(int(sys.argv[1])):
+    os.write(1, b"%d\\n" % i)
+    time.sleep(0.0005)  # one read, one entry each, as a job printing now and then
+"""
+
+
+def test_output_of_many_small_writes_keeps_its_beginning(redis_sock):
+    """A stream holds at most log_max_entries (300 here): a job's 1,000 separate lines end
+    with the first ones kept in order, a notice and the record truncated; Redis used to drop
+    the oldest unflagged. 100 lines (the control) arrive whole."""
+    need(os.geteuid() == 0, "needs root")
+    h = Host(redis_sock, "entries", log_max_entries="300")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        rec, out, err = run(client, "python3", "-c", LINES, "100", network="none")
+        assert not rec.output_truncated and out == b"".join(b"%d\n" % i for i in range(100)), out[-200:]
+        rec, out, err = run(client, "python3", "-c", LINES, "1000", network="none")
+        assert rec.status == JobStatus.COMPLETED and rec.output_truncated, rec
+        lines = out.splitlines()
+        assert lines == [b"%d" % i for i in range(len(lines))] and 292 <= len(lines) < 1000, lines[-3:]
+        assert (
+            err == b"joblet: output truncated after 292 writes (log_max_entries); the job keeps running "
+            b"and its further output is discarded\n"
+        ), err
+    finally:
+        h.close()

@@ -65,6 +65,16 @@ def test_budget_cuts_at_the_cap_exactly_once():
     assert cut.take(b"abcdef") == (b"abcd", True)
 
 
+def test_budget_counts_entries_and_a_joined_read_takes_none():
+    budget = Budget(100, entries=2)
+    assert budget.take(b"a") == (b"a", False)
+    assert budget.take(b"b", entry=False) == (b"b", False)  # joins the entry before
+    assert budget.take(b"c") == (b"c", False)  # the second and last entry
+    assert budget.take(b"d") == (b"", True) and budget.by_entries
+    assert budget.take(b"e") == (b"", False) and budget.discarded == 2
+    assert b"truncated after 92 writes (log_max_entries)" in truncation_notice(100, 92)
+
+
 def test_notice_names_the_cap():
     assert b"truncated at 8388608 bytes" in truncation_notice(8 << 20)
 
