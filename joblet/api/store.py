@@ -171,11 +171,16 @@ class Store(OutputStreams):
 
     @_url
     def resolve(self, prefix: str) -> str:
-        """The full id of the one job whose id (or name) starts with `prefix`."""
+        """The full id of the job `prefix` names, as Docker looks a container up: a whole id,
+        else a name (the latest job given it), else the one id that starts with `prefix`.
+        A name before a prefix: `rnx stop db` stopped the job whose id began with db."""
         if not prefix:
             raise NotFound("no job id given")
         if is_job_id(prefix) and self.redis.zscore(self.keys.jobs, prefix) is not None:
             return prefix  # a whole id: one lookup, not the index of every job kept (days of them)
+        named = self.redis.get(self.keys.name(prefix))
+        if named is not None and self.redis.zscore(self.keys.jobs, named.decode()) is not None:
+            return str(named.decode())
         ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
         if prefix in ids:
             return prefix

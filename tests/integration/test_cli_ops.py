@@ -318,3 +318,20 @@ def test_commands_and_errors_reach_the_terminal_as_text(host, client):
     full = shown["status"].stdout
     assert b"[link=https://example.invalid/]click[/link]" in full and b"\\x1b[31mred" in full, full
     assert b"\\u202eright" in full, full
+
+
+def test_a_name_comes_before_an_id_prefix(host, client):
+    """As Docker looks containers up: a job named like the start of another job's id is the
+    one `rnx stop NAME` stops (it used to stop the other)."""
+    first = host.rnx("run", "-d", "--network=none", "sleep", "60").stdout.decode().strip()
+    prefix = first[:6]
+    named = host.rnx("run", "-d", "--network=none", f"--name={prefix}", "sleep", "60").stdout.decode().strip()
+    try:
+        for job in (first, named):
+            eventually(lambda job=job: client.get(job).status.value == "RUNNING", f"{job} running", 30)
+        assert host.rnx("stop", prefix).returncode == 0
+        assert client.get(named).status.value == "STOPPED" and client.get(first).status.value == "RUNNING"
+        status = host.rnx("status", first[:7])  # the control: a prefix that is no name finds its job
+        assert status.returncode == 0 and first[:12].encode() in status.stdout and b"RUNNING" in status.stdout
+    finally:
+        host.rnx("stop", first)
