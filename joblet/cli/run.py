@@ -230,10 +230,12 @@ class Attached:
             self._stream()
         except Leave:
             sig, short = self.caught or signal.SIGINT, self.record.short_id
-            if self.stopping is None:
-                sys.stderr.write(f"rnx: left job {short} running (rnx stop {short})\n")
-            else:  # its stop was asked for and goes on: SIGKILL after the grace period
+            if self.stop_sent:  # its stop was asked for and goes on: SIGKILL after the grace period
                 sys.stderr.write(f"rnx: stopped waiting; job {short} is still being stopped (rnx status {short})\n")
+            elif self.stopping is not None:  # left while the request was on its way (Redis hangs)
+                sys.stderr.write(f"rnx: left job {short}; its stop may not have been asked for (rnx stop {short})\n")
+            else:
+                sys.stderr.write(f"rnx: left job {short} running (rnx stop {short})\n")
             return 128 + sig
         finally:
             for sig, handler in previous.items():

@@ -223,3 +223,20 @@ def test_after_the_stop_or_without_the_proxy_any_signal_leaves():
     with pytest.raises(Leave):
         bare._on_signal(signal.SIGTERM, None)
     assert client.stops == [] and bare.stopping is None
+
+
+def test_a_third_signal_inside_a_hanging_stop_request_does_not_claim_the_stop(capsys):
+    """Redis hangs in the stop request: the second and third signals arrive inside it; rnx
+    leaves, and says the stop may not have been asked for (not that it goes on)."""
+    run, client = attached()
+    run.record = run.record.replace(node="n1")  # placed: no worker check before following
+
+    def hang() -> None:
+        run._on_signal(signal.SIGINT, None)
+        run._on_signal(signal.SIGINT, None)  # the third: raises Leave inside the request
+
+    client.during = hang
+    run._stream = lambda: (run._on_signal(signal.SIGINT, None), run._begin_stop())  # type: ignore[method-assign]
+    assert run.follow() == 128 + signal.SIGINT and client.stops == []
+    err = capsys.readouterr().err
+    assert "its stop may not have been asked for" in err and "is still being stopped" not in err
