@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import threading
 import time
-from pathlib import Path
 
 from joblet import names
 from joblet.api.models import JobSpec
@@ -42,13 +41,15 @@ class NetworkAgent:
         self._active: dict[str, firewall.FwNetwork] = {}
         self.bridge = Subnet(cfg.bridge_cidr)
         self._lock = threading.Lock()
+        self._redefined = threading.Lock()  # one rebuild of a redefined network at a time
         self.pool = P2pPool(cfg.isolated_pool)
         self._bridge_index: int | None = None
         self._mtu = 1500
         self._mtu_read = 0.0
-        self._forward_lock = threading.Lock()
-        self._forward_checked = 0.0
-        self._forward_problem: str | None = None
+        self._forward = foreign.ForwardCheck(
+            cfg.foreign_forward == "insert",
+            [cfg.bridge_name, f"{names.NETWORK_BRIDGE_PREFIX}*", f"{names.ISOLATED_VETH_PREFIX}*"],
+        )
         self._ports: dict[str, portsec.Port] = {}  # host end -> what it may send
         self._blocked: tuple[tuple[str, int], ...] = ()
         self._resolved = False
@@ -93,23 +94,9 @@ class NetworkAgent:
                     )
 
     def check_forward(self, max_age: float = 0.0) -> str | None:
-        """Look for foreign forward chains with a drop policy (at most every `max_age` s);
-        with foreign_forward = "insert", put joblet's accept rules into them. Returns the
-        problem still standing, if any."""
-        with self._forward_lock:  # not the setup lock: nft runs here, bridge setups go on
-            if time.monotonic() - self._forward_checked < max_age:
-                return self._forward_problem
-            chains = foreign.drop_chains()
-            problem = foreign.explain(chains) if chains else None
-            if chains and self.cfg.foreign_forward == "insert":
-                patterns = [self.cfg.bridge_name, f"{names.NETWORK_BRIDGE_PREFIX}*", f"{names.ISOLATED_VETH_PREFIX}*"]
-                for chain in foreign.insert_accepts(chains, patterns):
-                    log.warning("inserted joblet's accept rules into forward chain %s", chain)
-                problem = None
-            if problem != self._forward_problem and problem:
-                log.error("%s", problem)
-            self._forward_problem, self._forward_checked = problem, time.monotonic()
-            return problem
+        """Foreign forward chains with a drop policy (foreign.py), looked at most every
+        `max_age` s; the problem still standing, if any."""
+        return self._forward.check(max_age)
 
     def ensure_firewall(self) -> bool:
         """Re-apply joblet's table if someone flushed or deleted it; True when it did."""
@@ -176,17 +163,11 @@ class NetworkAgent:
         bridge = bridge_name(net.name)
         mtu = net.mtu or self.network_mtu()
         fw = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
-        with self._lock:
-            stale = self._active.get(net.name) not in (None, fw)
-        if stale or (self.overlay is not None and self.overlay.stale(net)):
-            # deleted and made again under its name while this worker missed it (down, or the
-            # event lost): not the old bridge's address, rules and VNI for the new definition
-            log.warning("network %s was made again with another definition: rebuilding it here", net.name)
-            self.remove_network(net.name)
+        self._drop_if_redefined(net, fw)
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
                 _, created = links.ensure_bridge(
-                    bridge, subnet.gateway, subnet.prefixlen, mtu, self._gateway_mac(bridge)
+                    bridge, subnet.gateway, subnet.prefixlen, mtu, self._gateway_mac(bridge), only_gateway=True
                 )
                 self._active[net.name] = fw
                 try:
@@ -199,6 +180,22 @@ class NetworkAgent:
         if self.overlay is not None and not self.overlay.attached(net.name):
             self.overlay.attach(net, bridge, mtu)
         return subnet
+
+    def _drop_if_redefined(self, net: NetworkDef, fw: firewall.FwNetwork) -> None:
+        """Remove what this worker built for an earlier network of this name (made again while
+        it missed the delete), checked again inside the lock: two jobs of the new network must
+        not remove what the first one has just rebuilt."""
+
+        def stale() -> bool:
+            built = self._active.get(net.name)
+            return (built is not None and built != fw) or (self.overlay is not None and self.overlay.stale(net))
+
+        if not stale():
+            return
+        with self._redefined:
+            if stale():
+                log.warning("network %s was made again with another definition: rebuilding it here", net.name)
+                self.remove_network(net.name)
 
     def network_mtu(self) -> int:
         """A user network's MTU when it sets none: the uplink's, less the overlay's overhead."""
@@ -388,21 +385,14 @@ class NetworkAgent:
         """Host-mode jobs share the host's namespace: keep them from the broker, the blocked
         networks and the jobs' links with output rules on their cgroup root, loaded once it
         exists (nft resolves the path at load)."""
-        match = host.cgroup_match(self._cgroup_root())
+        match = host.cgroup_match(host.jobs_cgroup_root(self.cfg))
         with self._lock:
             if match is None:
                 raise NetworkError(
                     "cannot keep host-mode jobs from the broker and other jobs: their cgroup root "
-                    f"{self._cgroup_root()} is not a cgroup v2 directory under "
+                    f"{host.jobs_cgroup_root(self.cfg)} is not a cgroup v2 directory under "
                     "/sys/fs/cgroup"
                 )
             if match != self._host_cgroup_seen or not self._loaded:
                 self._host_cgroup, self._host_cgroup_seen = match[:2], match
                 self._apply()
-
-    def _cgroup_root(self) -> Path:
-        if self.cfg.cgroup_root is not None:
-            return self.cfg.cgroup_root
-        from joblet.worker.cgroups import detect_root  # the worker's own default
-
-        return detect_root() / "joblet"

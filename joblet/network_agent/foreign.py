@@ -10,7 +10,10 @@ place Docker keeps for its users. joblet's own table still decides what jobs may
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,7 @@ from joblet.errors import NetworkError
 from joblet.names import TABLE
 from joblet.network_agent.firewall import apply
 
+log = logging.getLogger(__name__)
 ACCEPT_TAG = "joblet:accept"
 FIX = (
     'set foreign_forward = "insert" in the worker\'s config (JOBLET_FOREIGN_FORWARD=insert) '
@@ -105,3 +109,31 @@ def insert_accepts(chains: list[Chain], ifnames: list[str]) -> list[Chain]:
             apply(render_accepts(target, ifnames))
             done.append(target)
     return done
+
+
+class ForwardCheck:
+    """The worker's look at foreign forward chains: with `insert`, joblet's accept rules for
+    `patterns` (its interfaces) go into each; a problem is logged once when it appears."""
+
+    def __init__(self, insert: bool, patterns: list[str]) -> None:
+        self.insert = insert
+        self.patterns = patterns
+        self._lock = threading.Lock()  # not the agent's setup lock: nft runs here, setups go on
+        self._checked = 0.0
+        self._problem: str | None = None
+
+    def check(self, max_age: float = 0.0) -> str | None:
+        """Look again unless the last look is younger than `max_age` s; the problem standing."""
+        with self._lock:
+            if time.monotonic() - self._checked < max_age:
+                return self._problem
+            chains = drop_chains()
+            problem = explain(chains) if chains else None
+            if chains and self.insert:
+                for chain in insert_accepts(chains, self.patterns):
+                    log.warning("inserted joblet's accept rules into forward chain %s", chain)
+                problem = None
+            if problem != self._problem and problem:
+                log.error("%s", problem)
+            self._problem, self._checked = problem, time.monotonic()
+            return problem

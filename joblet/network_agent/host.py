@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from joblet.config import Settings
 from joblet.errors import NetworkError
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -103,3 +104,12 @@ def cgroup_match(root: Path) -> tuple[str, int, int] | None:
         return None
     found = match_for(root, mount) if mount is not None else None
     return (*found, ino) if found is not None else None
+
+
+def jobs_cgroup_root(cfg: Settings) -> Path:
+    """Where the worker keeps its jobs' cgroups: the setting, else its own default."""
+    if cfg.cgroup_root is not None:
+        return cfg.cgroup_root
+    from joblet.worker.cgroups import detect_root
+
+    return detect_root() / "joblet"

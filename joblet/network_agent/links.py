@@ -12,6 +12,7 @@ it is configured from the job's own thread, which lives in that namespace
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import subprocess
 import time
@@ -27,6 +28,7 @@ from joblet.errors import NetworkError
 from joblet.network_agent import rtnl
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
 IPV4_CONF = Path("/proc/sys/net/ipv4/conf")
 
@@ -87,10 +89,13 @@ def bridges_with_prefix(prefix: str) -> list[str]:
     return names_with_prefix(prefix, "bridge")
 
 
-def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int, mac: str | None = None) -> tuple[int, bool]:
+def ensure_bridge(
+    name: str, address: str, prefixlen: int, mtu: int, mac: str | None = None, only_gateway: bool = False
+) -> tuple[int, bool]:
     """Create the bridge if absent, give it its gateway address, bring it up; returns its
     index and whether this call created it. A bridge this call created is removed again
-    when a later step fails: a failed setup leaves no bridge and no address behind."""
+    when a later step fails: a failed setup leaves no bridge and no address behind.
+    `only_gateway` (a user network's bridge): other IPv4 addresses on it go, logged."""
     index = index_of(name)
     created = False
     if index is None:
@@ -109,7 +114,7 @@ def ensure_bridge(name: str, address: str, prefixlen: int, mtu: int, mac: str | 
         no_link_local_learning(name)
         disable_ipv6(name)  # the gateway speaks IPv4 only: no link-local, no RA accepted
         answer_arp_for_own_address(name)
-        _ensure_addr(index, name, address, prefixlen)
+        _ensure_addr(index, name, address, prefixlen, only_gateway)
         _call(f"bring up {name}", lambda ipr: ipr.link("set", index=index, state="up"))
     except Exception:
         if created:
@@ -159,20 +164,31 @@ def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:
         raise NetworkError(f"failed to turn IPv6 off on {ifname}: {exc.strerror}") from None
 
 
-def _ensure_addr(index: int, name: str, address: str, prefixlen: int) -> None:
-    """The bridge's gateway address, and no other IPv4 address: a bridge kept from a network
-    of the same name and another CIDR (deleted and made again while the worker was down)
-    would otherwise route the old CIDR here too."""
-    try:
-        with _netlink() as ipr:
-            for old in ipr.get_addr(family=socket.AF_INET, index=index):
-                here = (old.get_attr("IFA_ADDRESS"), old["prefixlen"])
-                if here != (address, prefixlen):
-                    ipr.addr("del", index=index, address=here[0], prefixlen=here[1])
+def _ensure_addr(index: int, name: str, address: str, prefixlen: int, only_gateway: bool) -> None:
+    """The bridge's gateway address; with `only_gateway`, no other IPv4 address: a user
+    network's bridge kept from a network of the same name and another CIDR (deleted and made
+    again while the worker was down) would otherwise route the old CIDR here too. joblet0's
+    other addresses are left alone (an operator's)."""
+    with _netlink() as ipr:
+        try:
+            found = ipr.get_addr(family=socket.AF_INET, index=index) if only_gateway else []
+        except NetlinkError as exc:
+            raise NetworkError(f"failed to read the addresses of {name}: {exc}") from None
+        for old in found:
+            here = (str(old.get_attr("IFA_ADDRESS")), int(old["prefixlen"]))
+            if here == (address, prefixlen):
+                continue
+            try:
+                ipr.addr("del", index=index, address=here[0], prefixlen=here[1])
+            except NetlinkError as exc:
+                if exc.code != errno.EADDRNOTAVAIL:  # gone with the primary it was secondary to
+                    raise NetworkError(f"failed to remove {here[0]}/{here[1]} from {name}: {exc}") from None
+            log.warning("removed %s/%d from bridge %s: not its network's gateway", *here, name)
+        try:
             ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise NetworkError(f"failed to add {address}/{prefixlen} to {name}: {exc}") from None
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise NetworkError(f"failed to add {address}/{prefixlen} to {name}: {exc}") from None
 
 
 def add_veth_into(

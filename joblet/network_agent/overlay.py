@@ -225,8 +225,7 @@ class Overlay:
 
     def stale(self, net: NetworkDef) -> bool:
         """Whether this network's port here carries another VNI than its definition's."""
-        with self._lock:
-            port = self._ports.get(net.name)
+        port = self._ports.get(net.name)  # no lock: a sync may hold it for seconds
         return port is not None and port.vni != net.overlay_vni
 
     def attached(self, network: str) -> bool:
@@ -286,7 +285,7 @@ class Overlay:
                         ensure_device(port, local, self.cfg.vxlan_port)  # someone removed it
                     want = fdb_wanted(port.network, self.cfg.node, members.get(port.network, {}), underlays)
                     apply_fdb(fdb_batch(port.device, read_fdb(port.device), want))
-                except NetworkError as exc:
+                except Exception as exc:  # noqa: BLE001 - raised below, after the other ports
                     failures.append(exc)
                     continue
                 macs, sources = remote_macs(port.device, want), peers(want)

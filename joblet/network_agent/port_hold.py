@@ -86,4 +86,6 @@ def _why(exc: BaseException) -> str:
         return f"VNI {HOLD_VNI} is in use on it"
     if isinstance(exc, NetlinkError | OSError) and exc.args and isinstance(exc.args[0], int):
         return os.strerror(exc.args[0])
+    if isinstance(exc, IndexError):
+        return f"its device {DEVICE} did not appear in its namespace"
     return str(exc)
