@@ -2,8 +2,7 @@
 watch, record, and always undo everything that was done, newest first.
 
 Setup, in order (what is undone, and how):
-  journal entry            -> forgotten last, once the final record is written (a crash or a
-                              Redis that never takes that record: reconciled at the next start)
+  journal entry            -> forgotten last, once recorded (else the next start reconciles it)
   addresses (IPAM)         -> freed after the final record (below); then the network plan is
                               made (pure) and journaled
   cgroup + its limits      -> every process killed, the cgroup removed
@@ -122,23 +121,16 @@ class JobRun:
             teardown_error = self.teardown()
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
-        recorded = False
+        result = None
         try:
             result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
-            recorded = True
             self._after(outcome)
         finally:  # its addresses and port rules go, whatever failed after its processes did
             for problem in self.release.unwind():
                 log.warning("job %s: %s", self.job_id[:12], problem)
-            if recorded:  # else the next start reconciles it: LOST, not RUNNING for ever
-                self._forget()
+            if result is not None:  # recorded; else the next start reconciles it (LOST)
+                self.svc.journal.forget(self.job_id)
         return result
-
-    def _forget(self) -> None:
-        try:
-            self.svc.journal.forget(self.job_id)
-        except OSError as exc:
-            log.warning("job %s: could not forget its journal entry: %s", self.job_id[:12], exc)
 
     def _after(self, outcome: Outcome) -> None:
         """Its peers forget it, and its stream ends; the one does not wait on the other."""

@@ -5,8 +5,9 @@ A worker that starts after a crash reads it to remove what no live job owns.
 It is one append-only file, `<state_dir>/journal/log`: a job's entry is one JSON line (the
 latest line of a job wins), its end a `{"forget": ID}` line. No file is made or deleted per
 job: on ext4 that cost up to ~2 ms of CPU per job, with its recent deletions
-(docs/PERFORMANCE.md, item 16). Each line is one `write` on an O_APPEND descriptor, so a
-killed worker leaves whole lines; a line torn by a power loss is skipped when read, and
+(docs/PERFORMANCE.md, item 16). Each line is one `write` on an O_APPEND descriptor (the rest
+written again if the disk filled part-way, else the line ended), so a killed worker leaves
+whole lines; a line torn by a power loss is skipped when read, and
 ended before anything more is appended. Once enough jobs have ended, the file is rewritten
 with the live entries only (a new file renamed over it). Per-job files of older workers
 (`<id>.json`) are read too, and deleted when their job is forgotten.
@@ -71,7 +72,11 @@ class Journal:
                     legacy.unlink()
             if self._live.pop(job_id, None) is None:
                 return
-            _write_all(self._fd, (json.dumps({"forget": job_id}) + "\n").encode())
+            try:
+                _write_all(self._fd, (json.dumps({"forget": job_id}) + "\n").encode())
+            except OSError as exc:  # the entry stays in the file: the next start reconciles it again
+                log.warning("journal: could not forget job %s: %s", job_id[:12], exc)
+                return
             self._forgotten += 1
             if self._forgotten >= COMPACT_AFTER:
                 try:
@@ -100,17 +105,16 @@ class Journal:
     def _compact(self) -> None:
         """Rewrite the log with the live entries (called with the lock held)."""
         tmp = self.dir / "log.tmp"
-        fd = self._open(tmp, os.O_TRUNC)
+        fd = self._open(tmp, os.O_TRUNC | os.O_APPEND)  # the log's descriptor once renamed
         try:
             _write_all(fd, "".join(self._live.values()).encode())
+            os.replace(tmp, self.path)
         except OSError:
             os.close(fd)
             tmp.unlink(missing_ok=True)  # the log is not replaced by a short copy
             raise
-        os.close(fd)
-        os.replace(tmp, self.path)
-        old, self._fd = self._fd, self._open(self.path, os.O_APPEND)  # held until the new one is
-        os.close(old)  # open: a failed open leaves no closed number for another file to reuse
+        old, self._fd = self._fd, fd  # no open after the rename: nothing left to fail there
+        os.close(old)
         self._forgotten = 0
 
 
