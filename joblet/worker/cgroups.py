@@ -152,9 +152,9 @@ class JobCgroup:
                 ("memory", "memory.swap.max", "0"),
                 ("memory", "memory.limit_in_bytes", size),
                 ("memory", "memory.memsw.limit_in_bytes", size),
-                # v1 charges TCP buffers to the group only once this is set (v2 always does,
-                # within memory.max): else a job queued 600 MB past a 64 MB limit, out of the
-                # host-wide tcp_mem
+                # v1 charges TCP buffers to the group only once this is set, and apart from
+                # the rest (v2 within memory.max): else a job queued 600 MB past a 64 MB
+                # limit, out of the host-wide tcp_mem
                 ("memory", "memory.kmem.tcp.limit_in_bytes", size),
             ]
         if limits.max_iobps is not None and device:

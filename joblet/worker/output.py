@@ -49,7 +49,7 @@ RESERVED_ENTRIES = 8  # of a stream's entries, kept for the worker's own: the no
 
 
 def truncation_notice(limit: int, entries: int | None = None) -> bytes:
-    what = f"at {limit} bytes (max-output)" if entries is None else f"after {entries} writes (log_max_entries)"
+    what = f"at {limit} bytes (max-output)" if entries is None else f"at {entries} entries (log_max_entries)"
     return f"joblet: output truncated {what}; the job keeps running and its further output is discarded\n".encode()
 
 
@@ -242,7 +242,7 @@ class OutputPump:
         if crossed:
             cap.truncated = True
             entries = self.cap - RESERVED_ENTRIES if cap.budget.by_entries else None
-            what = f"{entries} writes" if entries is not None else f"{cap.limit} bytes"
+            what = f"{entries} entries" if entries is not None else f"{cap.limit} bytes"
             log.warning("output of job %s passed its cap of %s: truncated", cap.job_id[:12], what)
             self._outbox.append(Item(cap, STDERR_FIELD, truncation_notice(cap.limit, entries)))
             self._outbox.append(Item(cap, FLAG, None))
@@ -256,11 +256,12 @@ class OutputPump:
         cap.open_pipes -= 1
         if cap.open_pipes == 0:
             if cap.budget.over:
+                what = "entries" if cap.budget.by_entries else f"{cap.limit} bytes"
                 log.info(
-                    "output of job %s: discarded %d bytes past its cap of %d",
+                    "output of job %s: discarded %d bytes past its cap of %s",
                     cap.job_id[:12],
                     cap.budget.discarded,
-                    cap.limit,
+                    what,
                 )
             cap.closed.set()
 

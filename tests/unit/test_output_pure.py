@@ -72,7 +72,7 @@ def test_budget_counts_entries_and_a_joined_read_takes_none():
     assert budget.take(b"c") == (b"c", False)  # the second and last entry
     assert budget.take(b"d") == (b"", True) and budget.by_entries
     assert budget.take(b"e") == (b"", False) and budget.discarded == 2
-    assert b"truncated after 92 writes (log_max_entries)" in truncation_notice(100, 92)
+    assert b"truncated at 92 entries (log_max_entries)" in truncation_notice(100, 92)
 
 
 def test_notice_names_the_cap():
@@ -213,3 +213,36 @@ def test_one_jobs_failing_writes_do_not_hold_back_others():
     assert good.flushed.wait(5) and stdout_of(store, "good") == b"g" * 100
     assert bad.flushed.wait(10)  # given up after a few tries; the job thread is not kept waiting
     assert stdout_of(store, "bad") == b""
+
+
+def test_a_read_joins_the_waiting_entry_of_its_own_stream_only():
+    """Reads that wait for Redis join one entry: not across streams or jobs, not into an
+    entry being retried, not past CHUNK; joined bytes still count against the byte cap."""
+    import collections
+
+    from joblet.worker.output import CHUNK, Capture
+
+    pump = OutputPump.__new__(OutputPump)  # no thread, no store: _admit alone
+    pump._outbox, pump.cap = collections.deque(), 100
+    a, b = Capture("a" * 32, keep=0, limit=100_000, entries=50), Capture("b" * 32, keep=0, limit=10, entries=50)
+    pump._admit(a, STDOUT_FIELD, b"1")
+    pump._admit(a, STDOUT_FIELD, b"2")  # joins
+    pump._admit(a, STDERR_FIELD, b"e")  # another stream: its own entry
+    pump._admit(b, STDERR_FIELD, b"x")  # another job: its own entry
+    pump._admit(a, STDERR_FIELD, b"f")  # the last entry is b's: its own
+    pump._outbox[-1].tries = 1  # being retried: not joined
+    pump._admit(a, STDERR_FIELD, b"g")
+    pump._admit(a, STDERR_FIELD, bytes(CHUNK))  # would pass CHUNK: its own
+    kinds = [(i.cap.job_id[0], i.kind, bytes(i.data)[:2]) for i in pump._outbox]
+    assert kinds == [
+        ("a", STDOUT_FIELD, b"12"),
+        ("a", STDERR_FIELD, b"e"),
+        ("b", STDERR_FIELD, b"x"),
+        ("a", STDERR_FIELD, b"f"),
+        ("a", STDERR_FIELD, b"g"),
+        ("a", STDERR_FIELD, b"\0\0"),
+    ]
+    assert a.budget.entries == 50 - 5  # five entries of a's: the joined read took none
+    pump._admit(b, STDERR_FIELD, b"1234")
+    pump._admit(b, STDERR_FIELD, b"56789012")  # joins, and crosses b's 10 bytes
+    assert b.truncated and bytes(pump._outbox[-3].data) == b"123456789"  # with the x: the cap
