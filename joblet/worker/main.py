@@ -11,6 +11,8 @@ import click
 from joblet import config
 from joblet.errors import JobletError
 
+log = logging.getLogger(__name__)
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--node", help="This host's name in the fleet (default: the hostname).")
@@ -25,6 +27,9 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     """Run jobs from the joblet queues on this host (needs root)."""
     overrides = {k: v for k, v in (("node", node), ("concurrency", concurrency)) if v is not None}
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:  # a line per job received and done, with its
+        for name in ("celery.app.trace", "celery.worker.strategy"):  # result (its output's first
+            logging.getLogger(name).setLevel(logging.WARNING)  # KiB: a job's secrets): debug only
     _require_worker_extra()
     if os.geteuid() != 0:
         sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
@@ -90,12 +95,17 @@ def _halve_uid_budgets() -> None:
     at most half, and the host's root keeps the rest."""
     import resource
 
-    for which in (resource.RLIMIT_SIGPENDING, resource.RLIMIT_MSGQUEUE):
+    budgets = {
+        resource.RLIMIT_SIGPENDING: "pending signals (RLIMIT_SIGPENDING)",
+        resource.RLIMIT_MSGQUEUE: "bytes of POSIX message queues (RLIMIT_MSGQUEUE)",
+    }
+    for which, what in budgets.items():
         soft, hard = resource.getrlimit(which)
         if hard == resource.RLIM_INFINITY or hard <= 1:
             continue  # no budget to share, or none left to halve
         half = hard // 2
         resource.setrlimit(which, (min(soft, half), half))
+        log.info("jobs here: at most %d of root's %d %s", half, hard, what)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,17 @@ class HostVolumes:
                 image = self.root / vol.name / "image"
                 if not image.exists():  # made under another name: a failed mkfs leaves no image
                     making = image.with_name("image.new")  # that every later job fails to mount
-                    with open(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as fh:
-                        fh.truncate(vol.size_mb * 1024 * 1024)
-                    _run("mkfs.ext4", "-q", "-F", "-m", "0", str(making))
-                    making.rename(image)
+                    try:
+                        with open(
+                            os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb"
+                        ) as fh:
+                            fh.truncate(vol.size_mb * 1024 * 1024)
+                        _run("mkfs.ext4", "-q", "-F", "-m", "0", str(making))
+                        making.rename(image)
+                    except OSError as exc:
+                        raise ExecutionError(f"failed to make volume {vol.name}'s image: {exc.strerror}") from None
+                    finally:
+                        making.unlink(missing_ok=True)  # what a failed mkfs wrote, not kept
                 _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
         return Path(_plain(data))
 

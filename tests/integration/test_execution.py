@@ -135,3 +135,16 @@ def test_upload_dir_through_rnx(host, tmp_path):
     (tmp_path / "sub" / "run.sh").chmod(0o750)
     out = host.rnx("run", "--network=none", f"--upload-dir={tmp_path}", "sub/run.sh")
     assert out.returncode == 0 and out.stdout == b"from-upload\n"
+
+
+def test_a_jobs_output_is_not_in_the_worker_log(client, host):
+    """Celery logged each job's result at INFO, its output's first KiB with it (a job's
+    secrets, in a log kept for days): no longer, unless the worker runs at debug level."""
+    token = f"SECRET_TOKEN={os.urandom(8).hex()}"
+    rec, out, _ = run(client, "echo", token, network="none")
+    assert rec.exit_code == 0 and out == f"{token}\n".encode()  # the control: it was printed
+    host.stop_worker()  # every line of the job's end written (it logged after the client saw it)
+    try:
+        assert token not in host.log() and "succeeded in" not in host.log()
+    finally:
+        host.start_worker()

@@ -26,6 +26,7 @@ def test_a_failed_mkfs_leaves_no_image_that_later_jobs_cannot_mount(tmp_path: Pa
     with pytest.raises(ExecutionError, match="mkfs.ext4 failed"):
         host.ensure(vol)
     assert not (tmp_path / "volumes" / "data" / "image").exists()  # no half-made image taken for made
+    assert not (tmp_path / "volumes" / "data" / "image.new").exists()  # nor its blocks kept
     broken[0] = False
     host.ensure(vol)  # the next job: made again, then mounted
     assert calls == ["mkfs.ext4", "mkfs.ext4", "mount"]
