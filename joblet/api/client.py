@@ -81,13 +81,10 @@ class Client:
 
         try:
             send_run(self.settings, record.id, record.spec.to_dict(), record.node)
-        except Exception:
+        except BaseException as exc:  # Ctrl-C too: a record no message follows stays PENDING for good
+            error = "interrupted before it was queued" if isinstance(exc, KeyboardInterrupt) else "could not be queued"
             self.store.transition(
-                record.id,
-                [JobStatus.PENDING],
-                status=JobStatus.FAILED,
-                error="could not be queued",
-                finished=time.time(),
+                record.id, [JobStatus.PENDING], status=JobStatus.FAILED, error=error, finished=time.time()
             )
             raise
         return record

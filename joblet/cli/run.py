@@ -237,6 +237,13 @@ class Attached:
             else:
                 sys.stderr.write(f"rnx: left job {short} running (rnx stop {short})\n")
             return 128 + sig
+        except OSError as exc:  # its output's: a closed pipe (`| head -1`), a full disk
+            if exc.filename is not None:
+                raise
+            short = self.record.short_id
+            sys.stderr.write(f"rnx: cannot write the job's output ({exc.strerror}): left job {short} running")
+            sys.stderr.write(f" (rnx stop {short})\n")
+            return 1
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -289,10 +296,10 @@ class Attached:
                 stream = STREAMS.get(field)
                 if stream is None:
                     continue
-                if not self.as_json:
+                if self.as_json and stream == "stdout":
+                    self.stdout += data  # in the JSON's output; its stderr goes to rnx's, live
+                else:
                     write_chunk(stream, data)
-                elif stream == "stdout":
-                    self.stdout += data
 
     def _warn_if_no_worker(self, initial: bool) -> None:
         record = self.client.store.get_job(self.record.id)

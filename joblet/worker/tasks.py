@@ -103,9 +103,9 @@ def over_ceiling(spec: JobSpec, disk_mb: int, pids: int) -> str | None:
     are memory; a million processes would be the host's kernel memory), or None."""
     asked = spec.limits
     if asked.max_disk is not None and asked.max_disk > disk_mb:
-        return f"invalid job field 'max_disk': {asked.max_disk} MB exceed this worker's ceiling of {disk_mb} MB"
+        return f"invalid job field 'max_disk': {asked.max_disk} MB is above this worker's ceiling of {disk_mb} MB"
     if asked.max_pids is not None and asked.max_pids > pids:
-        return f"invalid job field 'max_pids': {asked.max_pids} exceed this worker's ceiling of {pids}"
+        return f"invalid job field 'max_pids': {asked.max_pids} is above this worker's ceiling of {pids}"
     return None
 
 

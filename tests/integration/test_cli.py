@@ -36,9 +36,10 @@ def test_bad_env_is_refused_before_queueing(host):
 def test_run_json_and_detach(host):
     import json
 
-    out = host.rnx("run", "--network=none", "--json", "echo", "hi")
+    out = host.rnx("run", "--network=none", "--json", "sh", "-c", "echo hi; echo oops >&2")
     obj = json.loads(out.stdout)
     assert obj["status"] == "COMPLETED" and obj["output"] == "hi\n" and obj["network"] == "none"
+    assert out.stderr == b"oops\n"  # the job's stderr is rnx's, not lost
     assert {"id", "exit_code", "ip", "node"} <= obj.keys()
     det = json.loads(host.rnx("run", "-d", "--json", "--network=none", "true").stdout)
     assert set(det) == {"id", "status"}

@@ -335,3 +335,36 @@ def test_a_name_comes_before_an_id_prefix(host, client):
         assert status.returncode == 0 and first[:12].encode() in status.stdout and b"RUNNING" in status.stdout
     finally:
         host.rnx("stop", first)
+
+
+def test_output_that_cannot_be_written_leaves_the_job_running_and_says_so(host, client):
+    """`rnx run ... | head -1` or `> /dev/full`: rnx exits 1 with one line saying the job is
+    left running, as `docker run` leaves its container (rnx used to exit silently)."""
+    for target in ("pipe", "full"):
+        name = unique(f"out{target}")
+        argv = [
+            str(BIN / "rnx"),
+            "run",
+            "--network=none",
+            f"--name={name}",
+            "sh",
+            "-c",
+            "while :; do echo y; sleep 0.1; done",
+        ]
+        if target == "full":
+            with open("/dev/full", "wb") as full:
+                done = subprocess.run(
+                    argv, env={**os.environ, **host.env}, stdout=full, stderr=subprocess.PIPE, timeout=60
+                )
+            err, code = done.stderr, done.returncode
+        else:
+            proc = subprocess.Popen(
+                argv, env={**os.environ, **host.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            assert proc.stdout is not None and proc.stdout.readline() == b"y\n"  # the control: it was writing
+            proc.stdout.close()  # as `head -1` does
+            err, code = proc.stderr.read() if proc.stderr else b"", proc.wait(timeout=60)
+        job = client.get(name)
+        assert code == 1 and err.count(b"\n") == 1 and b"left job" in err and job.short_id.encode() in err, err
+        assert job.status.value == "RUNNING"
+        assert host.rnx("stop", name).returncode == 0

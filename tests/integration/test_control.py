@@ -149,3 +149,20 @@ def test_garbage_on_the_queue_is_counted(host, client):
     eventually(lambda: sum(client.store.dropped(host.name).values()) == before + 3, "not counted")
     assert host.worker is not None and host.worker.poll() is None
     good_job_completes(client)
+
+
+def test_a_submit_interrupted_before_its_message_went_out_is_failed_not_pending(client, monkeypatch):
+    """Ctrl-C between the record and the queue message: the job no worker will ever receive
+    is FAILED saying so, not PENDING for good."""
+    from joblet.api import tasks
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks, "send_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        client.run("true", network="none")
+    newest = client.list()[-1]
+    assert newest.status.value == "FAILED" and newest.error == "interrupted before it was queued", newest
+    monkeypatch.undo()
+    assert client.wait(client.run("true", network="none").id, timeout=60).status.value == "COMPLETED"  # control

@@ -40,8 +40,8 @@ def test_a_bug_in_a_check_is_a_refusal_not_an_exception(monkeypatch):
 @pytest.mark.parametrize(
     ("limits", "says"),
     [
-        ({"max_disk": 2049}, "invalid job field 'max_disk': 2049 MB exceed this worker's ceiling of 2048 MB"),
-        ({"max_pids": 100_001}, "invalid job field 'max_pids': 100001 exceed this worker's ceiling of 100000"),
+        ({"max_disk": 2049}, "invalid job field 'max_disk': 2049 MB is above this worker's ceiling of 2048 MB"),
+        ({"max_pids": 100_001}, "invalid job field 'max_pids': 100001 is above this worker's ceiling of 100000"),
         ({"max_disk": 2048, "max_pids": 100_000}, None),  # at the ceilings: taken
         ({}, None),
     ],

@@ -110,3 +110,22 @@ def test_closed_or_full_standard_streams_are_one_line():
     assert done.returncode == 1 and done.stderr == "rnx: cannot write its output: No space left on device\n"
     no_input = subprocess.run(f"{rnx[0]} -c '{rnx[2]}' batch <&-", shell=True, capture_output=True, text=True, env=env)
     assert no_input.returncode == 0 and no_input.stdout == no_input.stderr == ""  # read as empty: nothing queued
+
+
+def test_ctrl_c_while_rnx_loads_ends_it_quietly():
+    """Ctrl-C during rnx's imports: exit 130 and no traceback (the import is made to raise
+    KeyboardInterrupt, as the signal would); loaded, the same entry point runs (the control)."""
+    interrupt = (
+        "import sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'joblet.cli.main':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "from joblet.cli.entry import main; main()\n"
+    )
+    stopped = subprocess.run([sys.executable, "-c", interrupt], capture_output=True, text=True)
+    assert stopped.returncode == 130 and stopped.stderr == "" and stopped.stdout == ""
+    plain = "import sys; sys.argv = ['rnx', '--help']\nfrom joblet.cli.entry import main; main()\n"
+    done = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
+    assert done.returncode == 0 and "Usage: rnx" in done.stdout
