@@ -10,7 +10,7 @@ from joblet.api import workflow_store as wfs
 from joblet.api.client_networks import Networks
 from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobStatus
-from joblet.api.preflight import Preflight, runtimes
+from joblet.api.preflight import Preflight, fleet_view, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.api.workflows import Workflow, graph_problems
@@ -38,6 +38,8 @@ class Workflows:
         missing_vols = sorted(wf.volumes() - have_vols)
         offered = {r["name"] for r in runtimes(self.store.live_nodes())}
         missing_rts = sorted(wf.runtimes() - offered)
+        fleet = {n["name"] for n in fleet_view(self.store, self.settings)} if wf.nodes() else set()
+        missing_nodes = sorted(wf.nodes() - fleet)  # a typo: the job would wait PENDING for good
         graph = graph_problems(wf)
         return [
             (
@@ -53,6 +55,12 @@ class Workflows:
                 "All required runtimes are available"
                 if not missing_rts
                 else f"Missing runtimes: {', '.join(missing_rts)}",
+            ),
+            (
+                not missing_nodes,
+                "All pinned nodes are in the fleet"
+                if not missing_nodes
+                else f"No such nodes: {', '.join(missing_nodes)} (rnx nodes)",
             ),
             (not graph, "Job dependencies are valid" if not graph else "; ".join(graph)),
         ]

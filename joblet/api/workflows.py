@@ -64,6 +64,9 @@ class Workflow(BaseModel):
     def runtimes(self) -> set[str]:
         return {j.spec.runtime for j in self.jobs.values() if j.spec.runtime}
 
+    def nodes(self) -> set[str]:
+        return {j.spec.node for j in self.jobs.values() if j.spec.node}
+
 
 def load(path: Path) -> Workflow:
     """Read and check a workflow file; errors name the file, the job and the field."""

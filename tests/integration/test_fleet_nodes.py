@@ -208,3 +208,25 @@ def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):
         assert gone["state"] == "down" and gone["left"] is not None
     finally:
         e.close()
+
+
+def test_a_workflow_stop_ends_a_job_queued_for_a_node_that_is_down(three, redis_sock, tmp_path):
+    """A workflow's job queued for a node that left: `rnx workflow stop` makes it STOPPED at
+    once, as `rnx stop` does (it stayed PENDING, no worker ever to read the stop flag)."""
+    a, _, _ = three
+    f = Host(redis_sock, "nodef", fleet=a, **FAST)
+    try:
+        f.start_worker()
+        f.stop_worker()  # in the fleet's records, down
+        path = tmp_path / "pinned.yaml"
+        path.write_text("jobs:\n  a: {command: echo, node: nodef}\n")
+        started = a.rnx("workflow", "run", "-d", str(path))
+        assert started.returncode == 0, started.stderr
+        wf_id = started.stdout.decode().split()[-1]
+        job = next(r for r in Client(a.cfg).list() if r.workflow and r.workflow.startswith(wf_id) and r.name == "a")
+        assert job.status == JobStatus.PENDING  # the control: queued, and nothing takes it
+        assert a.rnx("workflow", "stop", wf_id).returncode == 0
+        stopped = Client(a.cfg).get(job.id)
+        assert stopped.status == JobStatus.STOPPED and stopped.error == "stopped before it started", stopped
+    finally:
+        f.close()

@@ -188,6 +188,7 @@ jobs:
         ("jobs: [\n", "is not valid YAML"),
         ("jobs:\n  a: {command: x, requires: [{b: RUNNING}]}\n  b: {command: x}\n", "must be required to end"),
         ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload 'nope.txt'"),
+        ("jobs:\n  a: {command: echo, node: nosuch}\n", "No such nodes: nosuch (rnx nodes)"),
     ],
 )
 def test_validation_errors(host, tmp_path: Path, text, message):
@@ -196,3 +197,12 @@ def test_validation_errors(host, tmp_path: Path, text, message):
     proc = host.rnx("workflow", "run", str(path))
     assert proc.returncode == 2
     assert message in (proc.stdout + proc.stderr).decode()
+
+
+def test_a_workflow_pinned_to_a_node_of_the_fleet_runs(host, client, tmp_path: Path):
+    """The control of the unknown-node refusal: the same workflow on this host's node runs."""
+    path = tmp_path / "pinned.yaml"
+    path.write_text(f"jobs:\n  a: {{command: echo, args: [pinned], node: {host.name}}}\n")
+    proc = host.rnx("workflow", "run", str(path))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0 and "✅ All pinned nodes are in the fleet" in out, out + proc.stderr.decode()
