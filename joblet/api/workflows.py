@@ -16,6 +16,7 @@ import errno
 import graphlib
 import os
 import stat
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def load(path: Path) -> Workflow:
     import yaml
 
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_strict_loader())  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise ValidationError(f"cannot read workflow {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -85,6 +86,11 @@ def load(path: Path) -> Workflow:
         raise ValidationError(f"workflow {path} is not valid YAML{at}: {why}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), dict) or not doc["jobs"]:
         raise ValidationError(f"workflow {path}: needs a 'jobs' mapping with at least one job")
+    others = sorted(str(k) for k in doc if k != "jobs" and not str(k).startswith("x-"))
+    if others:  # as a job's unknown fields: a typo must not pass unseen (x-: anchors, as in Compose)
+        raise ValidationError(
+            f"workflow {path.name}: unknown top-level field(s) {', '.join(others)} (only 'jobs', and x-* for anchors)"
+        )
     seen: dict[str, str] = {}
     for name in doc["jobs"]:
         if not isinstance(name, str):
@@ -94,6 +100,29 @@ def load(path: Path) -> Workflow:
             raise ValidationError(f"workflow {path.name}: jobs {other!r} and {name!r} differ only in case")
     jobs = {name: _job(path, name, body) for name, body in doc["jobs"].items()}
     return Workflow(name=path.stem, jobs=jobs)
+
+
+def _strict_loader() -> Any:
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it kept the last:
+    a second job of the same name replaced the first, unseen)."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, Hashable) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                if isinstance(key, Hashable):
+                    seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Strict
 
 
 def _job(path: Path, name: str, body: Any) -> WorkflowJob:
@@ -114,6 +143,11 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
     if not isinstance(body["command"], str) or not body["command"]:
         raise ValidationError(f"{where}: 'command' must be text (one program; its arguments go in 'args')")
     args = _args(where, body.get("args"))
+    if not args and len(body["command"].split()) > 1:  # ran, then 127: a program named "echo hi"
+        first, *rest = body["command"].split()
+        raise ValidationError(
+            f"{where}: 'command' is one program; its arguments go in 'args': command: {first}, args: {rest}"
+        )
     try:
         spec = make_spec(body["command"], args, **fields)
     except ValidationError as exc:

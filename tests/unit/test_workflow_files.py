@@ -68,3 +68,32 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
     assert len(cycle) == 4 and cycle[0] == cycle[-1]
     requires = {"a": "b", "b": "c", "c": "a"}
     assert all(requires[x] == y for x, y in zip(cycle, cycle[1:], strict=False)), problem  # each requires the next
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("jobs:\n  a: {command: echo}\n  a: {command: 'true'}\n", "line 3, column 3: duplicate key 'a'"),
+        ("jobs:\n  a: {command: echo, args: [x], args: [y]}\n", "duplicate key 'args'"),
+        ("version: 1\njobs:\n  a: {command: echo}\n", "unknown top-level field(s) version"),
+        ("jobs:\n  a: {command: echo hi there}\n", "command: echo, args: ['hi', 'there']"),
+    ],
+)
+def test_what_yaml_or_a_typo_would_let_pass_is_refused(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    with pytest.raises(ValidationError) as caught:
+        load(path)
+    assert message in str(caught.value)
+
+
+def test_anchors_in_x_fields_and_a_spaced_command_with_args_load(tmp_path: Path):
+    """The controls: what the refusals above must not catch."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "x-base: &base {command: echo, args: [hi]}\njobs:\n  a: *base\n  b:\n    <<: *base\n    network: none\n"
+        "  c: {command: /opt/my tool/run, args: [x]}\n"
+    )
+    wf = load(path)
+    assert wf.jobs["a"].spec.args == ("hi",) and wf.jobs["b"].spec.network == ("none",)
+    assert wf.jobs["c"].spec.command == "/opt/my tool/run"
