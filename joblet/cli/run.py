@@ -180,6 +180,17 @@ def run(
     if workflow_file is not None:
         if command is not None:
             raise click.UsageError("give either --workflow or a command, not both")
+        ctx = click.get_current_context()
+        own = ("workflow_file", "detach", "as_json", "sig_proxy")
+        given = [
+            p.opts[-1]
+            for p in ctx.command.params
+            if isinstance(p, click.Option)
+            and p.name not in own
+            and ctx.get_parameter_source(p.name or "") == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:  # they were ignored: each job's options are in the file
+            raise click.UsageError(f"--workflow takes each job's options from its file, not {', '.join(given)}")
         from joblet.cli.workflow import run_workflow
 
         sys.exit(run_workflow(obj.client, workflow_file, detach, as_json))

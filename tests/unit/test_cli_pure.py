@@ -240,3 +240,13 @@ def test_a_third_signal_inside_a_hanging_stop_request_does_not_claim_the_stop(ca
     assert run.follow() == 128 + signal.SIGINT and client.stops == []
     err = capsys.readouterr().err
     assert "its stop may not have been asked for" in err and "is still being stopped" not in err
+
+
+def test_run_workflow_refuses_options_it_would_ignore(tmp_path, monkeypatch):
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: FakeClient()))
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("jobs:\n  a: {command: echo}\n")
+    bad = CliRunner().invoke(main.cli, ["run", f"--workflow={wf}", "--network=none", "--name", "x"])
+    assert bad.exit_code == 2 and "not --network, --name" in bad.output
+    fine = CliRunner().invoke(main.cli, ["run", f"--workflow={wf}", "-d", "--json"])  # its own options
+    assert "takes each job's options" not in fine.output
