@@ -141,6 +141,7 @@ def list_jobs(
     as_json: bool,
 ) -> None:
     """List jobs, oldest first: by default the most recent 20."""
+    from joblet.api.redis_conn import safe_url
     from joblet.cli.live import refresh
     from joblet.cli.render import jobs_table, print_json
 
@@ -157,6 +158,9 @@ def list_jobs(
         jobs_table(shown)
         if len(shown) < len(records):
             click.echo(f"({len(records) - len(shown)} older jobs not shown; --limit=0 shows all)", err=True)
+        elif not records and not watch and not obj.client.nodes():  # a new shell without the export
+            where = safe_url(obj.client.settings.redis_url)
+            click.echo(f"(no worker has used this Redis, {where}: is JOBLET_REDIS_URL set?)", err=True)
 
     refresh(draw, interval if watch else None, clear=not as_json)
 

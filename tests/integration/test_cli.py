@@ -66,3 +66,12 @@ def test_no_worker_is_reported(host):
         assert b"is waiting for a worker" in proc.stderr.read()
     finally:
         host.start_worker()
+
+
+def test_an_empty_list_from_a_redis_no_worker_used_says_so(host):
+    """A new shell without the export reads another Redis (or prefix): an empty table alone
+    looked like 'no jobs'. The control: an empty list where a worker is says nothing more."""
+    elsewhere = host.rnx("list", env_extra={"JOBLET_KEY_PREFIX": "nobody-here:"})
+    assert elsewhere.returncode == 0 and b"no worker has used this Redis" in elsewhere.stderr
+    here = host.rnx("list", "--name=no-such-job-name")
+    assert here.returncode == 0 and here.stderr == b"", here.stderr
