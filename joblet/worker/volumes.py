@@ -10,6 +10,7 @@ the job (names like `python:3.11-ml` hold a ':', which PATH cannot).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -60,6 +61,12 @@ class HostVolumes:
             if vol.size_mb is not None and not is_mounted(data):
                 image = self.root / vol.name / "image"
                 if not image.exists():  # made under another name: a failed mkfs leaves no image
+                    free_mb = shutil.disk_usage(self.root).free >> 20
+                    if vol.size_mb > free_mb:  # a sparse image would promise what the disk lacks
+                        raise ExecutionError(
+                            f"volume {vol.name}: its size ({vol.size_mb} MB) is more than this host's "
+                            f"state disk has free ({free_mb} MB at {self.root})"
+                        )
                     making = image.with_name("image.new")  # that every later job fails to mount
                     try:
                         with open(

@@ -31,3 +31,15 @@ def test_a_failed_mkfs_leaves_no_image_that_later_jobs_cannot_mount(tmp_path: Pa
     host.ensure(vol)  # the next job: made again, then mounted
     assert calls == ["mkfs.ext4", "mkfs.ext4", "mount"]
     assert (tmp_path / "volumes" / "data" / "image").stat().st_size == 1 << 20
+
+
+def test_a_size_the_state_disk_cannot_hold_is_refused(tmp_path: Path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(volumes, "_run", lambda *argv: calls.append(argv[0]))
+    host = volumes.HostVolumes(tmp_path)
+    free = volumes.shutil.disk_usage(tmp_path).free >> 20
+    with pytest.raises(ExecutionError, match=r"its size \(\d+ MB\) is more than this host's state disk has free"):
+        host.ensure(VolumeDef(name="huge", size_mb=free + 1024))
+    assert calls == [] and not (tmp_path / "volumes" / "huge" / "image").exists()
+    host.ensure(VolumeDef(name="small", size_mb=1))  # the control: one that fits is made
+    assert calls == ["mkfs.ext4", "mount"]
