@@ -217,35 +217,44 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_id", shell_complete=complete.jobs)
-@click.option("--no-wait", is_flag=True, help="Return without waiting for the job to end.")
+@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True, shell_complete=complete.jobs)
+@click.option("--no-wait", is_flag=True, help="Return without waiting for the jobs to end.")
 @click.pass_obj
-def stop(obj: Ctx, job_id: str, no_wait: bool) -> None:
-    """Stop a job: SIGTERM, then SIGKILL after the grace period, to its whole process tree."""
+def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
+    """Stop jobs: SIGTERM, then SIGKILL after the grace period, to each one's whole process
+    tree. Several are asked to stop at once, then waited for; one that cannot be found is
+    reported, the others still stop (exit 1, as `docker stop`)."""
     import time
 
-    client = obj.client
-    began = time.monotonic()
-    before = client.get(job_id)
-    if before.status.final:
-        click.echo(f"job {before.short_id} had already ended: {before.status.value.lower()}", err=True)
-        click.echo(f"{before.id} {before.status.value}")
-        return
-    record = client.stop(before.id)
-    if not record.status.final and not no_wait:
-        grace = client.settings.stop_grace
-        click.echo(f"stopping job {record.short_id}… sent SIGTERM, waiting up to {grace:g} s (then SIGKILL)", err=True)
+    client, began, failed, asked = obj.client, time.monotonic(), 0, []
+    for job_id in job_ids:
         try:
-            record = client.wait(record.id, timeout=grace + 30)
-        except TimeoutError:
-            click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
-    if record.status.final:
-        click.echo(
-            f"job {record.short_id} {record.status.value.lower()} after "
-            f"{time.monotonic() - began:.1f} s{exit_text(record)}",
-            err=True,
-        )
-    click.echo(f"{record.id} {record.status.value}")
+            before = client.get(job_id)
+            if before.status.final:
+                click.echo(f"job {before.short_id} had already ended: {before.status.value.lower()}", err=True)
+                click.echo(f"{before.id} {before.status.value}")
+                continue
+            asked.append(client.stop(before.id))
+        except JobletError as exc:
+            if len(job_ids) == 1:
+                raise  # one job: its own exit code, as before
+            click.echo(f"rnx: {exc}", err=True)
+            failed += 1
+    for record in asked:
+        if not record.status.final and not no_wait:
+            grace = client.settings.stop_grace
+            sent = f"sent SIGTERM, waiting up to {grace:g} s (then SIGKILL)"
+            click.echo(f"stopping job {record.short_id}… {sent}", err=True)
+            try:
+                record = client.wait(record.id, timeout=max(1.0, grace + 30 - (time.monotonic() - began)))
+            except TimeoutError:
+                click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
+        if record.status.final:
+            took = f"{time.monotonic() - began:.1f} s{exit_text(record)}"
+            click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
+        click.echo(f"{record.id} {record.status.value}")
+    if failed:
+        sys.exit(1)
 
 
 def exit_text(record: Any) -> str:

@@ -368,3 +368,16 @@ def test_output_that_cannot_be_written_leaves_the_job_running_and_says_so(host, 
         assert code == 1 and err.count(b"\n") == 1 and b"left job" in err and job.short_id.encode() in err, err
         assert job.status.value == "RUNNING"
         assert host.rnx("stop", name).returncode == 0
+
+
+def test_stop_takes_several_jobs_and_reports_one_it_cannot_find(host, client):
+    """As `docker stop a b`: both stop; a name that is no job is reported and exits 1, the
+    others stop all the same."""
+    names = [unique("multi"), unique("multi")]
+    ids = [host.rnx("run", "-d", "--network=none", f"--name={n}", "sleep", "60").stdout.decode().strip() for n in names]
+    for name in names:
+        eventually(lambda name=name: client.get(name).status.value == "RUNNING", f"{name} running", 30)
+    out = host.rnx("stop", names[0], "no-such-job-here", names[1])
+    assert out.returncode == 1 and out.stdout.decode().split() == [ids[0], "STOPPED", ids[1], "STOPPED"], out
+    assert out.stderr.count(b"no such job: no-such-job-here") == 1
+    assert all(client.get(i).status.value == "STOPPED" for i in ids)
