@@ -72,7 +72,9 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
     """Validate a new network; returns the normalised CIDR. Errors say what to fix."""
     fail = f'failed to create network "{name}"'
     if not NAME_RE.match(name):
-        raise ValidationError(f"{fail}: names are letters, digits, '-' and '_', at most 64")
+        raise ValidationError(
+            f"{fail}: names are letters, digits, '-' and '_', starting with a letter or digit, at most 64"
+        )
     if name.lower() in BUILTINS:  # `BRIDGE` would read as the default bridge's to a user
         raise ValidationError(f"{fail}: {name!r} is a built-in network")
     net = _ipv4_network(cidr, fail)

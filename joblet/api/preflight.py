@@ -79,7 +79,12 @@ class Preflight:
                     self.networks.get(name)
                 except NotFound:
                     raise ValidationError(
-                        f"invalid job field 'network': no such network {name!r} (rnx network list)"
+                        f"invalid job field 'network': no such network {name!r}"
+                        + (
+                            f" (the built-in one is {name.lower()!r})"
+                            if name.lower() in BUILT_IN
+                            else " (rnx network list)"
+                        )
                     ) from None
         for alone in ALONE:
             if alone in spec.network and len(spec.network) > 1:

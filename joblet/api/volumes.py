@@ -66,7 +66,8 @@ class VolumeStore:
     def create(self, name: str, size: str | None = None) -> VolumeDef:
         if not VOLUME_RE.match(name):
             raise ValidationError(
-                f"failed to create volume \"{name}\": names are letters, digits, '.', '_' and '-', at most 64"
+                f"failed to create volume \"{name}\": names are letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit, at most 64"
             )
         vol = VolumeDef(name=name, size_mb=parse_size(size) if size else None, created=time.time())
         if not self.redis.hsetnx(self.keys.volumes, name, json.dumps(vol.to_dict())):

@@ -41,7 +41,8 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
     for name in files:
         path = Path(name)
         if not path.is_file():
-            raise ValidationError(f"invalid job field 'uploads': {name} is not a readable file")
+            hint = " (a directory: --upload-dir)" if path.is_dir() else ""
+            raise ValidationError(f"invalid job field 'uploads': {name} is not a readable file{hint}")
         found.append((path, path.name))
     if directory is not None:
         root = Path(directory)

@@ -75,3 +75,16 @@ def test_an_empty_list_from_a_redis_no_worker_used_says_so(host):
     assert elsewhere.returncode == 0 and b"no worker has used this Redis" in elsewhere.stderr
     here = host.rnx("list", "--name=no-such-job-name")
     assert here.returncode == 0 and here.stderr == b"", here.stderr
+
+
+def test_near_misses_get_a_hint(host, tmp_path):
+    """A built-in network in capitals, a directory to --upload, a volume name that starts
+    with a dot: each refused in one line that says what was meant."""
+    none = host.rnx("run", "--network=None", "true")
+    assert none.returncode == 2 and b"no such network 'None' (the built-in one is 'none')" in none.stderr
+    other = host.rnx("run", "--network=nosuchnet", "true")  # the control: no built-in is near
+    assert other.returncode == 2 and b"(rnx network list)" in other.stderr
+    upload = host.rnx("run", f"--upload={tmp_path}", "true")
+    assert upload.returncode == 2 and b"is not a readable file (a directory: --upload-dir)" in upload.stderr
+    vol = host.rnx("volume", "create", "..")
+    assert vol.returncode == 2 and b"starting with a letter or digit" in vol.stderr
