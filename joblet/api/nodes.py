@@ -53,6 +53,7 @@ def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: f
         "concurrency": rec.get("concurrency"),
         "jobs": rec.get("jobs", 0),
         "capabilities": {
+            "cpus": rec.get("cpus"),  # None from workers before 2026-11-29
             "host_network": rec.get("host_network"),
             "runtimes": rec.get("runtimes", []),
             "cgroup": rec.get("cgroup"),
@@ -72,6 +73,9 @@ def unfit(spec: JobSpec, node: dict[str, Any]) -> str | None:
         return "host networking not allowed"
     if spec.runtime is not None and spec.runtime not in caps["runtimes"]:
         return f"no runtime {spec.runtime!r}"
+    cpus, asked = caps.get("cpus"), spec.limits.max_cpu
+    if isinstance(cpus, int) and asked is not None and asked > cpus * 100:  # as docker run --cpus
+        return f"{cpus} CPUs, less than --max-cpu {asked}"
     if free_slots(node) <= 0:
         return f"full ({node['jobs']} of {node['concurrency']} jobs)"
     return None

@@ -14,6 +14,7 @@ from PENDING/SCHEDULED/RUNNING).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +43,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
     return {
         "version": _version(),
         "concurrency": cfg.concurrency,
+        "cpus": len(os.sched_getaffinity(0)),  # what --max-cpu can ask of this node
         "host_network": cfg.allow_host_network,
         "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
         "sandbox": {

@@ -165,3 +165,13 @@ def test_rnx_node_drain_and_undrain(fake):
     assert out.exit_code == 1 and out.output == "rnx: no node 'zz' in the fleet (rnx nodes)\n"
     out = CliRunner().invoke(cli, ["node", "drain"])
     assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1
+
+
+def test_max_cpu_above_a_nodes_cpus_does_not_place_there():
+    """As `docker run --cpus` refuses more than the host has: --max-cpu 300 on a 2-CPU node."""
+    nodes = fleet(small=rec(cpus=2), big=rec(cpus=4), old=rec())  # old: a worker that does not say
+    spec = make_spec("true", (), limits={"max_cpu": 300})
+    assert {place(spec, nodes, random.Random(i)) for i in range(30)} == {"big", "old"}
+    with pytest.raises(ValidationError, match="node 'small': 2 CPUs, less than --max-cpu 300"):
+        place(make_spec("true", (), limits={"max_cpu": 300}, node="small"), nodes)
+    assert place(make_spec("true", (), limits={"max_cpu": 200}, node="small"), nodes) == "small"  # the control
