@@ -32,6 +32,10 @@ class Keys:
     def claim(self, job_id: str) -> str:
         return f"{self.prefix}claim:{job_id}"
 
+    def claim_try(self, job_id: str) -> str:
+        """The token of the call that claimed the job (10 minutes: a resent call finds it)."""
+        return f"{self.prefix}claim-try:{job_id}"
+
     def nonce(self, nonce: str) -> str:
         """A run-job message's nonce, claimed by its first delivery (replays are refused)."""
         return f"{self.prefix}nonce:{nonce}"

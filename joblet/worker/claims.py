@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +40,22 @@ local function fields(key, with_spec)
 end
 """
 
-# KEYS: job, jobs index, claim, stop. ARGV: the record's fields (JSON of JSON values), its
-# created time, its id, this node. Returns false when the job was claimed before, else
-# {the record's fields but its spec, 1 if a stop was asked}.
+# KEYS: job, jobs index, claim, stop, this claim's token. ARGV: the record's fields (JSON of
+# JSON values), its created time, its id, this node, a token of this one call. Returns false
+# when the job was claimed before, else {the record's fields but its spec, 1 if a stop was
+# asked}. The same call sent again (redis-py resends a command whose reply was lost, having
+# run it) finds its own token and gets the record: it read as a duplicate, and the job,
+# claimed, stayed PENDING for good. Another delivery, another token: refused as before.
 _CLAIM = (
     LUA_CREATE_IF_ABSENT
     + _FIELDS
     + """
 create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-if not redis.call('SET', KEYS[3], ARGV[4], 'NX') then return false end
+if redis.call('SET', KEYS[3], ARGV[4], 'NX') then
+  redis.call('SET', KEYS[5], ARGV[5], 'EX', 600)
+elseif redis.call('GET', KEYS[5]) ~= ARGV[5] then
+  return false
+end
 return {fields(KEYS[1], '0'), redis.call('EXISTS', KEYS[4])}
 """
 )
@@ -101,21 +109,26 @@ class Claims:
     def claim(self, record: JobRecord, node: str) -> Claimed | None:
         """Record the job unless it exists and claim it for `node`; None when it was claimed
         before (a redelivery: it runs at most once). The record returned has `record`'s spec."""
-        keys = self.store.keys
-        reply = self._claim(
-            keys=[keys.job(record.id), keys.jobs, keys.claim(record.id), keys.stop(record.id)],
-            args=[
-                _encoded(record.to_dict()),
-                record.created or time.time(),
-                record.id,
-                node,
-            ],
-        )
+        reply = self._claim(**self.claim_call(record, node, uuid.uuid4().hex))
         if not reply:
             return None
         current = _record(reply[0], record.spec)
         assert current is not None, "the script wrote the record if it was absent"
         return Claimed(current, bool(reply[1]))
+
+    def claim_call(self, record: JobRecord, node: str, token: str) -> dict[str, list[Any]]:
+        """The claim script's keys and arguments for one call (`token`: that call's own)."""
+        keys = self.store.keys
+        return {
+            "keys": [
+                keys.job(record.id),
+                keys.jobs,
+                keys.claim(record.id),
+                keys.stop(record.id),
+                keys.claim_try(record.id),
+            ],
+            "args": [_encoded(record.to_dict()), record.created or time.time(), record.id, node, token],
+        }
 
     @_url
     def finish(

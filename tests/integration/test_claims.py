@@ -72,3 +72,15 @@ def test_the_read_backs_leave_the_stored_spec_in_redis_when_the_worker_has_it(cl
     _, whole = claims.finish(job_id, None, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED)
     assert whole is not None and whole.spec.args == ("stored",)  # without one: the stored spec
     assert store.find_job(job_id).spec.args == ("stored",)  # never written over
+
+
+def test_a_claim_sent_again_after_a_lost_reply_is_the_same_claim(claims: Claims) -> None:
+    """redis-py resends a command whose reply it lost (retry_on_timeout), though Redis ran it:
+    the resent claim finds its own token and gets the job; it read as a duplicate, and the
+    job, claimed by nobody that ran it, stayed PENDING."""
+    job_id = "e" * 32
+    call = claims.claim_call(_record(job_id), "n1", "token-1")
+    first, resent = claims._claim(**call), claims._claim(**call)
+    assert first and resent and resent[1] == first[1]  # the same claim, twice
+    assert claims.claim(_record(job_id), "n1") is None  # the control: another delivery is refused
+    assert claims.store.claim_holder(job_id) == "n1"
