@@ -136,12 +136,7 @@ class Client:
     def stop(self, job_id: str) -> JobRecord:
         """Stop a job: durable flag, and a job still queued becomes STOPPED at once."""
         full = self.store.resolve(job_id)
-        self.store.request_stop(full)
-        waiting = [JobStatus.PENDING, JobStatus.SCHEDULED]
-        if self.store.transition(
-            full, waiting, status=JobStatus.STOPPED, finished=time.time(), error="stopped before it started"
-        ):
-            self.store.end_output(full, {"status": "STOPPED"}, self.settings.log_max_entries)
+        self.store.stop_job(full, self.settings.log_max_entries)
         return self.store.get_job(full)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:

@@ -146,15 +146,11 @@ class Store(OutputStreams):
         """Write a named job's record unless a job that has not ended holds its name; returns
         that holder's id, or None when the record was written."""
         assert record.name is not None
-        fields = encode_fields(record.to_dict())
+        fields, keys = encode_fields(record.to_dict()), self.keys
+        older = keys.name(record.name, as_given=True)  # an older version's key for the name
         holder = self._create_named(
-            keys=[
-                self.keys.name(record.name),
-                self.keys.job(record.id),
-                self.keys.jobs,
-                self.keys.name(record.name, as_given=True),  # an older version's key for it
-            ],
-            args=[json.dumps(fields), record.created or time.time(), record.id, self.keys.job("")],
+            keys=[keys.name(record.name), keys.job(record.id), keys.jobs, older],
+            args=[json.dumps(fields), record.created or time.time(), record.id, keys.job("")],
         )
         return holder.decode() if holder else None
 
@@ -172,15 +168,14 @@ class Store(OutputStreams):
     @_url
     def resolve(self, prefix: str) -> str:
         """The full id of the job `prefix` names, as Docker looks a container up: a whole id,
-        else a name (the latest job given it), else the one id that starts with `prefix`.
-        A name before a prefix: `rnx stop db` stopped the job whose id began with db."""
+        else a name (the latest job given it; `rnx stop db`), else the one id it begins."""
         if not prefix:
             raise NotFound("no job id given")
         if is_job_id(prefix) and self.redis.zscore(self.keys.jobs, prefix) is not None:
             return prefix  # a whole id: one lookup, not the index of every job kept (days of them)
-        named = self.redis.get(self.keys.name(prefix))
-        if named is not None and self.redis.zscore(self.keys.jobs, named.decode()) is not None:
-            return str(named.decode())
+        named = (self.redis.get(self.keys.name(prefix)) or b"").decode()
+        if named and self.redis.zscore(self.keys.jobs, named) is not None:
+            return named
         ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
         if prefix in ids:
             return prefix
@@ -276,6 +271,13 @@ class Store(OutputStreams):
         pipe.set(self.keys.stop(job_id), "1")
         pipe.publish(self.keys.stop_channel, job_id)
         pipe.execute()
+
+    def stop_job(self, job_id: str, cap: int) -> None:
+        """request_stop; a job no worker has taken yet is STOPPED at once, its stream ended."""
+        self.request_stop(job_id)
+        fields = {"status": JobStatus.STOPPED, "finished": time.time(), "error": "stopped before it started"}
+        if self.transition(job_id, [JobStatus.PENDING, JobStatus.SCHEDULED], **fields):
+            self.end_output(job_id, {"status": "STOPPED"}, cap)  # cap: log_max_entries
 
     @_url
     def stops_among(self, job_ids: list[str]) -> list[str]:

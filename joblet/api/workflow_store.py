@@ -150,13 +150,8 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
             continue
         if _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
             _cancel(store, cfg, rec.id, "workflow stopped")
-        else:  # queued: as `rnx stop`, one no worker has taken yet is STOPPED now (its node may be down)
-            store.request_stop(rec.id)
-            waiting = [JobStatus.PENDING, JobStatus.SCHEDULED]
-            if store.transition(
-                rec.id, waiting, status=JobStatus.STOPPED, finished=time.time(), error="stopped before it started"
-            ):
-                store.end_output(rec.id, {"status": "STOPPED"}, cfg.log_max_entries)
+        else:  # queued: as `rnx stop` (one no worker has taken yet, its node perhaps down, ends now)
+            store.stop_job(rec.id, cfg.log_max_entries)
         touched.append(name)
     return touched
 
