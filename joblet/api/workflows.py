@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import errno
+import functools
 import graphlib
 import os
 import stat
@@ -102,6 +103,7 @@ def load(path: Path) -> Workflow:
     return Workflow(name=path.stem, jobs=jobs)
 
 
+@functools.cache
 def _strict_loader() -> Any:
     """PyYAML's safe loader, refusing a key given twice in one mapping (it kept the last:
     a second job of the same name replaced the first, unseen)."""
@@ -112,14 +114,15 @@ def _strict_loader() -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, Hashable) and key in seen:
+                    continue  # `<<` may repeat
+                key = self.construct_object(key_node, deep=deep)  # cached: not built twice
+                if not isinstance(key, Hashable):
+                    continue  # refused by the constructor below
+                if key in seen:
                     raise yaml.constructor.ConstructorError(
                         "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
                     )
-                if isinstance(key, Hashable):
-                    seen.add(key)
+                seen.add(key)
             return super().construct_mapping(node, deep)
 
     return Strict
@@ -143,8 +146,9 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
     if not isinstance(body["command"], str) or not body["command"]:
         raise ValidationError(f"{where}: 'command' must be text (one program; its arguments go in 'args')")
     args = _args(where, body.get("args"))
-    if not args and len(body["command"].split()) > 1:  # ran, then 127: a program named "echo hi"
-        first, *rest = body["command"].split()
+    words = body["command"].split()
+    if not args and len(words) > 1:  # ran, then 127: a program named "echo hi"
+        first, *rest = words
         raise ValidationError(
             f"{where}: 'command' is one program; its arguments go in 'args': command: {first}, args: {rest}"
         )

@@ -385,12 +385,13 @@ class NetworkAgent:
         """Host-mode jobs share the host's namespace: keep them from the broker, the blocked
         networks and the jobs' links with output rules on their cgroup root, loaded once it
         exists (nft resolves the path at load)."""
-        match = host.cgroup_match(host.jobs_cgroup_root(self.cfg))
+        root = host.jobs_cgroup_root(self.cfg)
+        match = host.cgroup_match(root)
         with self._lock:
             if match is None:
                 raise NetworkError(
                     "cannot keep host-mode jobs from the broker and other jobs: their cgroup root "
-                    f"{host.jobs_cgroup_root(self.cfg)} is not a cgroup v2 directory under "
+                    f"{root} is not a cgroup v2 directory under "
                     "/sys/fs/cgroup"
                 )
             if match != self._host_cgroup_seen or not self._loaded:

@@ -102,6 +102,10 @@ class Capture:
     def __post_init__(self) -> None:
         self.budget = Budget(self.limit, self.entries)
 
+    def cap_text(self) -> str:
+        """The cap its output passed, for the log."""
+        return f"{self.entries} entries" if self.budget.by_entries else f"{self.limit} bytes"
+
     def kept(self, data: bytes) -> None:
         room = self.keep - len(self.stdout)
         if room > 0:
@@ -241,9 +245,8 @@ class OutputPump:
                 self._outbox.append(Item(cap, stream, part))
         if crossed:
             cap.truncated = True
-            entries = self.cap - RESERVED_ENTRIES if cap.budget.by_entries else None
-            what = f"{entries} entries" if entries is not None else f"{cap.limit} bytes"
-            log.warning("output of job %s passed its cap of %s: truncated", cap.job_id[:12], what)
+            log.warning("output of job %s passed its cap of %s: truncated", cap.job_id[:12], cap.cap_text())
+            entries = cap.entries if cap.budget.by_entries else None
             self._outbox.append(Item(cap, STDERR_FIELD, truncation_notice(cap.limit, entries)))
             self._outbox.append(Item(cap, FLAG, None))
 
@@ -256,7 +259,7 @@ class OutputPump:
         cap.open_pipes -= 1
         if cap.open_pipes == 0:
             if cap.budget.over:
-                what = "entries" if cap.budget.by_entries else f"{cap.limit} bytes"
+                what = cap.cap_text()
                 log.info(
                     "output of job %s: discarded %d bytes past its cap of %s",
                     cap.job_id[:12],

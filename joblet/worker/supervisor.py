@@ -21,6 +21,7 @@ from joblet.api.store_nodes import NodeStore
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
 from joblet.errors import BackendUnavailable, ExecutionError, JobletError
+from joblet.network_agent import host
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.overlay import Overlay
 from joblet.worker import cgroups, faults, fleet, landlock, stats
@@ -55,7 +56,7 @@ def build_services(cfg: Settings) -> Services:
     )
     mounts = JobMounts(HostVolumes(cfg.state_dir), VolumeStore(cfg.redis_url, cfg.key_prefix, shared), cfg.runtimes_dir)
     discovery = Discovery(store, cfg.node)
-    cgroup_root = cfg.cgroup_root or cgroups.detect_root() / "joblet"
+    cgroup_root = host.jobs_cgroup_root(cfg)
     etc = EtcView(str(cfg.run_dir / "etc"), Secrets(secret_patterns(cfg)))
     if cfg.overlay:
         agent.overlay = Overlay(cfg, store)
