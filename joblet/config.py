@@ -86,6 +86,12 @@ class Settings:
     node: str = setting(None, text, factory=socket.gethostname)
     concurrency: int = setting(512, whole(1, 4096), "jobs one worker runs at once")
     stop_grace: float = setting(10.0, real(ge=0), "seconds between SIGTERM and SIGKILL")
+    record_patience: float = setting(
+        600.0,
+        real(ge=0),
+        "seconds a job's final record waits out a Redis outage; after that the worker's heartbeat "
+        "writes it once Redis is back",
+    )
     log_max_entries: int = setting(100_000, whole(100), "cap of a job's output stream")
     output_max_bytes: int = setting(
         64 << 20,

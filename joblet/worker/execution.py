@@ -21,8 +21,11 @@ bwrap closes the descriptor before the command starts.
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,3 +257,39 @@ def wait_for_command(bwrap_pid: int, timeout: float = 1.0) -> None:
         if any(children(init) for init in children(bwrap_pid)):
             return
         time.sleep(0.002)
+
+
+def await_exit(
+    sandbox: Sandbox, stop_fd: int, stopped: threading.Event, timeout: float | None, grace: float
+) -> float | None:
+    """Until bwrap has exited. A stop (`stopped` set, then `stop_fd` written) or the job's
+    timeout (returned when it struck) sends SIGTERM to the command and what it started;
+    SIGKILL to all after the grace period."""
+    assert sandbox.main is not None, "after start"
+    bwrap_pid, cgroup = sandbox.main.pid, sandbox.launch.cgroup
+    exited = sandbox.exit_fd()
+    poll = select.poll()
+    poll.register(exited, select.POLLIN)
+    poll.register(stop_fd, select.POLLIN)
+    due = None if timeout is None else time.monotonic() + timeout  # the next step's time
+    timed_out, terminated = None, False
+    try:
+        while True:
+            # poll() takes at most 2**31 - 1 ms (24.8 days): a longer timeout waits in turns
+            wait_ms = None if due is None else min(max(0.0, (due - time.monotonic()) * 1000), 2**31 - 1)
+            if any(fd == exited for fd, _ in poll.poll(wait_ms)):
+                return timed_out
+            now = time.monotonic()
+            if terminated and due is not None and now >= due:
+                cgroup.kill()  # bwrap too: `exited` turns readable
+                due = None
+            elif not terminated and (stopped.is_set() or (due is not None and now >= due)):
+                timed_out = None if stopped.is_set() else timeout
+                # the command and what it started; bwrap outside and its init inside pass the
+                # command's end on, they are not the job
+                wait_for_command(bwrap_pid)  # a stop that raced with the start: the command is there
+                cgroup.signal(signal.SIGTERM, exclude={bwrap_pid, *children(bwrap_pid)})
+                terminated, due = True, now + grace
+                poll.unregister(stop_fd)
+    finally:
+        os.close(exited)

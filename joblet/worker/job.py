@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
-import signal
 import threading
 import time
 from pathlib import Path
@@ -38,12 +36,12 @@ from typing import Any
 
 from joblet.api.keys import STDERR_FIELD
 from joblet.api.models import JobSpec, JobStatus
-from joblet.errors import JobletError, ValidationError
+from joblet.errors import BackendUnavailable, JobletError, ValidationError
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetPlan, make_plan
 from joblet.worker import faults
 from joblet.worker.cgroups import block_device
-from joblet.worker.execution import Launch, Sandbox, children, wait_for_command
+from joblet.worker.execution import Launch, Sandbox, await_exit
 from joblet.worker.journal import Entry
 from joblet.worker.mounts import JobMounts, write_uploads
 from joblet.worker.nsthread import JobThread
@@ -83,12 +81,12 @@ class JobRun:
         self.stopped = threading.Event()
         self.capture: Capture | None = None
         self._stop_lock = threading.Lock()
-        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # wakes `_await_exit`
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # wakes `await_exit`
 
     # -- control from other threads ---------------------------------------------------------
     def stop(self) -> None:
         """Ask the job to stop, from any thread: one write. The job's own thread sends SIGTERM
-        to its processes and SIGKILL after the grace period (`_await_exit`), so a stop of
+        to its processes and SIGKILL after the grace period (`await_exit`), so a stop of
         hundreds of jobs at once is not served one after another by the thread that asks."""
         with self._stop_lock:
             if self.stopped.is_set():
@@ -123,8 +121,7 @@ class JobRun:
             outcome.error = f"teardown: {teardown_error}"
         result = None
         try:
-            result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
-            self._after(outcome)
+            result = self._record(outcome, stdout, truncated)
         finally:  # its addresses and port rules go, whatever failed after its processes did
             for problem in self.release.unwind():
                 log.warning("job %s: %s", self.job_id[:12], problem)
@@ -132,14 +129,35 @@ class JobRun:
                 self.svc.journal.forget(self.job_id)
         return result
 
-    def _after(self, outcome: Outcome) -> None:
+    def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:
+        """The final record and what follows it; past the patience, the heartbeat writes them."""
+        try:
+            result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
+        except BackendUnavailable as exc:
+            log.error(
+                "job %s: final record not written (%s); the heartbeat writes it once Redis is back",
+                self.job_id[:12],
+                exc,
+            )
+            self.svc.finals.add(self.job_id, lambda: self._record_later(outcome, stdout, truncated))
+            raise
+        self._after(outcome)
+        return result
+
+    def _record_later(self, outcome: Outcome, stdout: bytes, truncated: bool) -> None:
+        """One try, from the heartbeat (which must not wait out an outage, nor the output)."""
+        self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, patience=0)
+        self._after(outcome, wait=False)
+        self.svc.journal.forget(self.job_id)
+
+    def _after(self, outcome: Outcome, wait: bool = True) -> None:
         """Its peers forget it, and its stream ends; the one does not wait on the other."""
         try:
             if self.plan is not None:
                 self.svc.discovery.refresh(list(self.plan.ips))
         except Exception as exc:  # noqa: BLE001 - Redis or a peer's file: the end marker still goes
             log.warning("job %s: its peers' hosts files: %s: %s", self.job_id[:12], type(exc).__name__, exc)
-        self._end(outcome)
+        self._end(outcome, wait)
 
     def _run(self) -> tuple[Outcome, bytes, bool]:
         self._setup_host()
@@ -273,7 +291,7 @@ class JobRun:
             cfg.result_output_limit,
             max_output=self.spec.limits.max_output or self.svc.pump.max_bytes,
         )
-        timed_out = self._await_exit(main.pid)
+        timed_out = await_exit(self.sandbox, self._stop_fd, self.stopped, self.spec.timeout, self.svc.cfg.stop_grace)
         main.wait()
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)
@@ -281,41 +299,6 @@ class JobRun:
         if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
             outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
         return outcome, bytes(capture.stdout), capture.truncated
-
-    def _await_exit(self, bwrap_pid: int) -> float | None:
-        """Until bwrap has exited. A stop, or the job's timeout (returned when it struck), sends
-        SIGTERM to the command and what it started; SIGKILL to all after the grace period."""
-        assert self.sandbox is not None
-        exited = self.sandbox.exit_fd()
-        poll = select.poll()
-        poll.register(exited, select.POLLIN)
-        poll.register(self._stop_fd, select.POLLIN)
-        timeout = self.spec.timeout
-        due = None if timeout is None else time.monotonic() + timeout  # the next step's time
-        timed_out, terminated = None, False
-        try:
-            while True:
-                # poll() takes at most 2**31 - 1 ms (24.8 days): a longer timeout waits in turns
-                wait_ms = None if due is None else min(max(0.0, (due - time.monotonic()) * 1000), 2**31 - 1)
-                if any(fd == exited for fd, _ in poll.poll(wait_ms)):
-                    return timed_out
-                now = time.monotonic()
-                if terminated and due is not None and now >= due:
-                    self.cgroup.kill()  # bwrap too: `exited` turns readable
-                    due = None
-                elif not terminated and (self.stopped.is_set() or (due is not None and now >= due)):
-                    timed_out = None if self.stopped.is_set() else timeout
-                    self._terminate(bwrap_pid)
-                    terminated, due = True, now + self.svc.cfg.stop_grace
-                    poll.unregister(self._stop_fd)
-        finally:
-            os.close(exited)
-
-    def _terminate(self, bwrap_pid: int) -> None:
-        """SIGTERM to the command and what it started; bwrap outside and its init inside pass
-        the command's end on, they are not the job."""
-        wait_for_command(bwrap_pid)  # a stop that raced with the start: the command is there
-        self.cgroup.signal(signal.SIGTERM, exclude={bwrap_pid, *children(bwrap_pid)})
 
     # -- the end --------------------------------------------------------------------------
     def teardown(self) -> str | None:
@@ -327,14 +310,15 @@ class JobRun:
                 os.close(self._stop_fd)
                 self._stop_fd = -1
 
-    def _end(self, outcome: Outcome) -> None:
+    def _end(self, outcome: Outcome, wait: bool) -> None:
         """The stream's end marker, after the job's last byte and its final record."""
         summary = {"status": outcome.status.value, "exit_code": outcome.exit_code}
         if self.capture is None:
             self.store.end_output(self.job_id, summary, self.svc.cfg.log_max_entries)
             return
         self.svc.pump.finish(self.capture, summary)
-        self.capture.flushed.wait(timeout=30)
+        if wait:
+            self.capture.flushed.wait(timeout=30)
 
     # -- its files -------------------------------------------------------------------------
     def _journal(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings
-from joblet.errors import BackendUnavailable
+from joblet.errors import BackendUnavailable, JobletError
 from joblet.worker.claims import Claims
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,12 @@ class Records:
         stdout: bytes = b"",
         truncated: bool = False,
         spec: JobSpec | None = None,
+        patience: float | None = None,
     ) -> dict[str, Any]:
-        """Record the final state (waiting out a Redis outage); returns the task result,
-        with `spec` if given (the one the worker checked and ran), else the stored one."""
+        """Record the final state (waiting out a Redis outage of up to `patience` seconds, by
+        default record_patience);
+        returns the task result, with `spec` if given (the one the worker checked and ran),
+        else the stored one."""
         fields = {
             "status": outcome.status,
             "exit_code": outcome.exit_code,
@@ -57,7 +61,10 @@ class Records:
             "node": self.cfg.node,
         }
         allowed = (*WAITING, JobStatus.RUNNING)
-        recorded, record = retrying(lambda: self.claims.finish(job_id, spec, allowed, self.cfg.log_ttl, **fields))
+        recorded, record = retrying(
+            lambda: self.claims.finish(job_id, spec, allowed, self.cfg.log_ttl, **fields),
+            self.cfg.record_patience if patience is None else patience,
+        )
         if not recorded:  # already final, or Redis lost its data (no persistence)
             log.warning(
                 "job %s: record missing or already final; %s not recorded over it", job_id[:12], outcome.status.value
@@ -109,7 +116,43 @@ def result(record: JobRecord, stdout: bytes = b"") -> dict[str, Any]:
     return out
 
 
-def retrying(step: Callable[[], T], patience: float = 600.0) -> T:
+class Finals:
+    """Final records not written when their jobs ended (Redis gone longer than the patience):
+    the heartbeat writes them once Redis is back, with each job's own outcome. (They waited for
+    the worker's restart, RUNNING until then, and were then recorded LOST.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Callable[[], object]] = {}
+
+    def add(self, job_id: str, write: Callable[[], object]) -> None:
+        """`write` records the job's end (once, without waiting out an outage), or raises."""
+        with self._lock:
+            self._pending[job_id] = write
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return list(self._pending)
+
+    def retry(self) -> None:
+        """Write what is pending; while Redis is still gone, the rest waits for the next beat."""
+        with self._lock:
+            todo = list(self._pending.items())
+        for job_id, write in todo:
+            try:
+                write()
+            except BackendUnavailable as exc:
+                log.warning("job %s: its final record still waits for Redis: %s", job_id[:12], exc)
+                return
+            except JobletError as exc:  # this job's: the others are tried
+                log.warning("job %s: its final record still not written: %s", job_id[:12], exc)
+                continue
+            with self._lock:
+                self._pending.pop(job_id, None)
+            log.info("job %s: its final record written now that Redis is back", job_id[:12])
+
+
+def retrying(step: Callable[[], T], patience: float) -> T:
     """Run a Redis step, retrying while Redis is unreachable (up to `patience` seconds)."""
     deadline = time.monotonic() + patience
     while True:

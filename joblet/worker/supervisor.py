@@ -239,11 +239,12 @@ class Supervisor:
             resilient("heartbeat", self.beat, self._closing, every=self.cfg.heartbeat_interval)
 
     def beat(self) -> None:
-        """Presence, missed stops, host upkeep, job samples, lost nodes: a failure of one does not
-        skip the others."""
+        """Presence, final records left unwritten by a Redis outage, missed stops, host upkeep,
+        job samples, lost nodes: a failure of one does not skip the others."""
         failures = []
         for part in (
             self._beat_presence,
+            self.svc.finals.retry,
             self._beat_upkeep,
             lambda: stats.sample(self),
             lambda: fleet.sweep_lost(self),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,7 +16,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.tasks import client_app
 from tests.conftest import Host, need
-from tests.integration.helpers import output
+from tests.integration.helpers import eventually, output
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(redis_sock):
@@ -138,3 +139,35 @@ def test_redis_restart_under_running_jobs(aof_redis):
         assert h.worker is not None and h.worker.poll() is None
     finally:
         h.close()
+
+
+def test_a_final_record_written_after_a_redis_outage_longer_than_its_patience(aof_redis):
+    """The job ends while Redis is down for longer than record_patience (1 s here): the task
+    gives up, and the worker's heartbeat writes the job's own outcome and its stream's end
+    once Redis is back (it stayed RUNNING until the worker's restart, then LOST)."""
+    need(os.geteuid() == 0, "needs root")
+    h = Host(f"unix://{aof_redis.sock}", "patience", record_patience="1")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        job = client.run("sh", ("-c", "echo before; sleep 600; echo after"), network="none")
+        eventually(lambda: output(client, job.id) == b"before\n", "the job's first line")
+        aof_redis.kill()
+        procs = Path(h.env["JOBLET_CGROUP_ROOT"]) / job.id / "cgroup.procs"
+        sleeps = [p for p in procs.read_text().split() if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
+        assert len(sleeps) == 1, sleeps
+        os.kill(int(sleeps[0]), signal.SIGKILL)  # the shell goes on: "after", exit 0
+        eventually(lambda: "final record not written" in worker_log(h), "the worker giving up", timeout=60)
+        aof_redis.start()
+        rec = Client(h.cfg).wait(job.id, timeout=60)
+        assert rec.status == JobStatus.COMPLETED and rec.exit_code == 0, rec
+        assert output(client, job.id) == b"before\nafter\n"
+        assert "its final record written now that Redis is back" in worker_log(h)
+        after = Client(h.cfg).run("echo", ("still serving",), network="none")  # the control: a job ends at once
+        assert Client(h.cfg).wait(after.id, timeout=60).status == JobStatus.COMPLETED
+    finally:
+        h.close()
+
+
+def worker_log(h: Host) -> str:
+    return (h.tmp / "worker.log").read_text(errors="replace")

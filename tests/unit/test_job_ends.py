@@ -90,3 +90,37 @@ def test_a_sandbox_that_fails_to_start_leaves_no_descriptor(monkeypatch, broken)
         box.start()
     box.close()  # the go pipe's end, as the job's undo does
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_final_record_redis_missed_is_written_by_the_heartbeat_once_it_is_back(tmp_path):
+    """Redis gone longer than record_patience when the job ended: the task gives up, the job's
+    outcome waits in svc.finals (its journal entry kept), and a beat writes it, its stream's
+    end and the journal's forget once Redis is back; while Redis is still gone it waits."""
+    import dataclasses
+
+    from joblet.worker.journal import Journal
+
+    log = Log()
+    svc = services(tmp_path, log)
+    svc.cfg = dataclasses.replace(svc.cfg, record_patience=0)
+    finish, down = svc.records.claims.finish, [True]  # type: ignore[attr-defined]
+
+    def finish_unless_down(*args: Any, **kw: Any) -> Any:
+        if down[0]:
+            raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
+        return finish(*args, **kw)
+
+    svc.records.cfg = svc.cfg
+    svc.records.claims.finish = finish_unless_down  # type: ignore[attr-defined]
+    with pytest.raises(BackendUnavailable):
+        JobRun(svc, JOB, SPEC).execute()
+    assert svc.finals.pending() == [JOB] and svc.store.records[JOB]["status"] == JobStatus.RUNNING  # type: ignore[attr-defined]
+    assert [e.job_id for e in Journal(svc.cfg.state_dir).entries()] == [JOB]
+    assert "end output" not in log.calls  # the stream's end follows the record
+    svc.finals.retry()  # Redis still gone: it waits, nothing raised
+    assert svc.finals.pending() == [JOB] and "end output" not in log.calls
+    down[0] = False
+    svc.finals.retry()
+    assert svc.finals.pending() == []
+    assert svc.store.records[JOB]["status"] == JobStatus.COMPLETED  # type: ignore[attr-defined]
+    assert log.calls[-1] == "end output" and Journal(svc.cfg.state_dir).entries() == []

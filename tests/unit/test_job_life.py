@@ -164,8 +164,8 @@ class FakeMain:
 
 
 class FakeSandbox:
-    def __init__(self, log: Log) -> None:
-        self.log, self.main = log, None
+    def __init__(self, log: Log, launch: Any) -> None:
+        self.log, self.main, self.launch = log, None, launch
 
     def start(self) -> FakeMain:
         self.log("sandbox start")
@@ -202,7 +202,7 @@ class FakeKernel:
         return call(lambda: FakeNetns(self.log))
 
     def sandbox(self, launch: Any) -> FakeSandbox:
-        return FakeSandbox(self.log)
+        return FakeSandbox(self.log, launch)
 
     def mounts(self, job_dir: Path, size: int, fill: Any, call: Any) -> FakeJobMounts:
         return call(lambda: FakeJobMounts(self.log, job_dir, fill))
