@@ -110,6 +110,10 @@ class Keys:
     def ipam_cursor(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}:cursor"
 
+    def ipam_try(self, network: str, token: str) -> str:
+        """One allocating call's answer, for 10 minutes (store_ipam.py)."""
+        return f"{self.prefix}ipam:{network}:try:{token}"
+
     def workflow(self, wf_id: str) -> str:
         """A workflow's record (JSON)."""
         return f"{self.prefix}workflow:{wf_id}"

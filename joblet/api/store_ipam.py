@@ -6,13 +6,19 @@ cursor, so a freed address is handed out again only after the rest of the range.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 
+# KEYS[3]: this call's token key. redis-py sends a command again when it lost the reply
+# (retry_on_timeout), though Redis ran it: the second run returns the first one's address
+# instead of taking another (one slot leaked per lost reply until a worker restart).
 _ALLOCATE = """
 local first, last, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local again = redis.call('GET', KEYS[3])
+if again then return again end
 local size = last - first + 1
 local cur = tonumber(redis.call('GET', KEYS[2]) or first)
 if cur < first or cur > last then cur = first end
@@ -23,6 +29,7 @@ for i = 0, size - 1 do
     local nxt = ip + 1
     if nxt > last then nxt = first end
     redis.call('SET', KEYS[2], string.format('%d', nxt))
+    redis.call('SET', KEYS[3], field, 'EX', 600)
     return field
   end
 end
@@ -52,9 +59,13 @@ class IpamStore:
     @_url
     def allocate(self, network: str, first: int, last: int, owner: str) -> int | None:
         """The next free address in [first, last] for `owner`, or None when all are taken."""
-        keys = [self.keys.ipam(network), self.keys.ipam_cursor(network)]
-        got = self._allocate(keys=keys, args=[first, last, owner])
+        got = self._allocate(**self.allocate_call(network, first, last, owner, uuid.uuid4().hex))
         return int(got) if got else None
+
+    def allocate_call(self, network: str, first: int, last: int, owner: str, token: str) -> dict[str, list[Any]]:
+        """The allocation script's keys and arguments for one call (`token`: that call's own)."""
+        keys = [self.keys.ipam(network), self.keys.ipam_cursor(network), self.keys.ipam_try(network, token)]
+        return {"keys": keys, "args": [first, last, owner]}
 
     @_url
     def release(self, network: str, address: int, owner: str) -> bool:

@@ -84,3 +84,16 @@ def test_a_claim_sent_again_after_a_lost_reply_is_the_same_claim(claims: Claims)
     assert first and resent and resent[1] == first[1]  # the same claim, twice
     assert claims.claim(_record(job_id), "n1") is None  # the control: another delivery is refused
     assert claims.store.claim_holder(job_id) == "n1"
+
+
+def test_an_address_allocation_sent_again_after_a_lost_reply_takes_one_address(redis_sock: str) -> None:
+    """The same for IPAM: a resent allocation returns the address its first run took; it
+    took a second one, and the first stayed held by the job until a worker restart."""
+    from joblet.api.store_ipam import IpamStore
+
+    ipam = IpamStore(redis_sock, f"ipam{time.time_ns()}:")
+    call = ipam.allocate_call("net1", 10, 20, "job-a", "token-1")
+    first, resent = ipam._allocate(**call), ipam._allocate(**call)
+    assert first == resent == b"10" and ipam.allocations("net1") == {10: "job-a"}
+    assert ipam.allocate("net1", 10, 20, "job-a") == 11  # the control: a call of its own takes another
+    assert ipam.allocations("net1") == {10: "job-a", 11: "job-a"}
