@@ -100,15 +100,10 @@ class Workflows:
         store = self.store
         wf = wfs.get(store, wf_id)
         recs = wfs.records(store, wf)
-        states = [r.status for r in recs.values()]
-        if all(s.final for s in states):
-            overall = "COMPLETED" if all(s == JobStatus.COMPLETED for s in states) else "FAILED"
-        else:
-            overall = "RUNNING" if any(s != JobStatus.PENDING for s in states) else "PENDING"
         return {
             "id": wf.id,
             "name": wf.name,
-            "status": overall,
+            "status": wfs.overall(list(recs.values())),
             "jobs": [
                 {
                     "name": n,

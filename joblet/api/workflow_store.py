@@ -31,6 +31,23 @@ class WorkflowRecord(BaseModel):
 
 # Redis errors become joblet's BackendUnavailable / PermissionDenied, as in Store
 _url = translated(lambda store: store.url)
+STOPPED_WHY = "workflow stopped"  # the error of the jobs `stop` cancels
+
+
+def overall(recs: list[JobRecord]) -> str:
+    """A workflow's status from its jobs': PENDING, RUNNING, then once all ended FAILED (a job
+    FAILED or LOST), STOPPED (a job stopped, or canceled by a stop), else COMPLETED: every job
+    COMPLETED, or CANCELED because its requirement asked for another end (a branch not taken,
+    as `notify: requires build=FAILED` after a build that passed)."""
+    states = [r.status for r in recs]
+    if not all(s.final for s in states):
+        return "RUNNING" if any(s != JobStatus.PENDING for s in states) else "PENDING"
+    if any(s in (JobStatus.FAILED, JobStatus.LOST) for s in states):
+        return "FAILED"
+    stopped = (
+        r.status == JobStatus.STOPPED or (r.status == JobStatus.CANCELED and r.error == STOPPED_WHY) for r in recs
+    )
+    return "STOPPED" if any(stopped) else "COMPLETED"
 
 
 def wf_key(store: Store, wf_id: str) -> str:
@@ -149,7 +166,7 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
         if rec.status.final:
             continue
         if _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
-            _cancel(store, cfg, rec.id, "workflow stopped")
+            _cancel(store, cfg, rec.id, STOPPED_WHY)
         else:  # queued: as `rnx stop` (one no worker has taken yet, its node perhaps down, ends now)
             store.stop_job(rec.id, cfg.log_max_entries)
         touched.append(name)

@@ -48,7 +48,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
                     seen[job["name"]] = job["status"]
                     why = f" ({printable(job['error'])})" if job["error"] else ""
                     print(f"  {job['name']}: {job['status']}{why}", file=out)
-            if info["status"] in ("COMPLETED", "FAILED"):
+            if info["status"] in ("COMPLETED", "FAILED", "STOPPED"):
                 break
             time.sleep(0.3)
     except KeyboardInterrupt:

@@ -52,7 +52,7 @@ def wait_done(client, wf_id: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         info = client.workflows.status(wf_id)
-        if info["status"] in ("COMPLETED", "FAILED"):
+        if info["status"] in ("COMPLETED", "FAILED", "STOPPED"):
             return info
         assert time.monotonic() < deadline, info
         time.sleep(0.2)
@@ -121,6 +121,23 @@ jobs:
     assert states == {"build": "FAILED", "test": "CANCELED", "deploy": "CANCELED", "notify": "COMPLETED"}
     errors = {j["name"]: j["error"] for j in info["jobs"]}
     assert "build ended FAILED" in errors["test"] and "test ended CANCELED" in errors["deploy"]
+    assert info["status"] == "FAILED"
+
+
+def test_a_branch_not_taken_leaves_the_workflow_completed(host, project):
+    """`notify` runs only if the build fails: after a build that passed it is CANCELED, and the
+    workflow COMPLETED (rnx exits 0); the same file with a failing build is FAILED (exit 1)."""
+    for build, want, code in (("true", "COMPLETED", 0), ("false", "FAILED", 1)):
+        (project / "branch.yaml").write_text(f"""
+jobs:
+  build: {{command: "{build}", network: none}}
+  notify: {{command: "true", network: none, requires: [{{build: FAILED}}]}}
+""")
+        proc = host.rnx("workflow", "run", "--json", str(project / "branch.yaml"))
+        info = json.loads(proc.stdout)
+        assert proc.returncode == code and info["status"] == want, proc.stderr.decode()
+        notify = next(j for j in info["jobs"] if j["name"] == "notify")
+        assert notify["status"] == ("CANCELED" if build == "true" else "COMPLETED")
 
 
 def test_jobs_of_a_workflow_find_each_other_by_name_and_stop(client, host, project):
@@ -145,6 +162,7 @@ jobs:
     info = wait_done(client, wf["id"])
     states = {j["name"]: j["status"] for j in info["jobs"]}
     assert states == {"cache": "STOPPED", "app": "COMPLETED", "after": "CANCELED"}
+    assert info["status"] == "STOPPED"  # not FAILED: nothing failed
 
 
 def test_a_workflows_names_stay_in_the_workflow(client, host, project):

@@ -107,3 +107,25 @@ def test_jobs_are_queued_once_and_cancelled_transitively():
     assert status["rescue"] == JobStatus.CANCELED and status["report"] == JobStatus.CANCELED  # transitively
     assert "cannot be met" in (store.jobs[ids["report"]].error or "")
     assert sorted(store.ended) == sorted([ids["rescue"], ids["report"]])
+
+
+def _ended(status: str, error: str | None = None) -> JobRecord:
+    return JobRecord(id="x" * 32, status=JobStatus(status), spec=JobSpec(command="true"), error=error)
+
+
+def test_a_workflows_status_names_why_it_ended() -> None:
+    S = wfs.STOPPED_WHY
+    cases = [
+        ([("PENDING", None), ("PENDING", None)], "PENDING"),
+        ([("COMPLETED", None), ("PENDING", None)], "RUNNING"),
+        ([("COMPLETED", None), ("COMPLETED", None)], "COMPLETED"),
+        # a branch not taken: `notify: requires build=FAILED` after a build that passed
+        ([("COMPLETED", None), ("CANCELED", "requirement build=FAILED cannot be met")], "COMPLETED"),
+        ([("FAILED", None), ("CANCELED", "requirement build=COMPLETED cannot be met")], "FAILED"),
+        ([("LOST", None), ("COMPLETED", None)], "FAILED"),
+        ([("STOPPED", None), ("COMPLETED", None), ("CANCELED", S)], "STOPPED"),
+        ([("COMPLETED", None), ("CANCELED", S)], "STOPPED"),  # stopped before its next job was queued
+        ([("FAILED", None), ("STOPPED", None)], "FAILED"),
+    ]
+    for jobs, want in cases:
+        assert wfs.overall([_ended(s, e) for s, e in jobs]) == want, jobs
