@@ -78,24 +78,27 @@ def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
 
 @_url
 def get(store: Store, wf_id: str) -> WorkflowRecord:
-    """A workflow by its id or an unambiguous prefix of it (as jobs are named)."""
+    """A workflow by its id, its name (the newest run of that name, as job names pick the job
+    that has it now) or an unambiguous prefix of its id (as jobs are named)."""
     if not wf_id:
         raise NotFound("no workflow id given")  # "" is a prefix of every id
     raw = store.redis.get(wf_key(store, wf_id))
-    if raw is None:
-        named = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
-        pipe = store.redis.pipeline()
-        for found in named:
-            pipe.exists(wf_key(store, found))
-        matches = [w for w, kept in zip(named, pipe.execute(), strict=True) if kept]  # not the expired
-        if len(matches) > 1:
-            raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(matches)} workflows; give more")
-        if not matches:
-            raise NotFound(f"no such workflow: {wf_id}")
-        raw = store.redis.get(wf_key(store, matches[0]))
-        if raw is None:
-            raise NotFound(f"no such workflow: {wf_id}")
-    return WorkflowRecord.model_validate(json.loads(raw))
+    if raw is not None:
+        return WorkflowRecord.model_validate(json.loads(raw))
+    ids = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)]  # oldest first
+    pipe = store.redis.pipeline()
+    for found in ids:
+        pipe.get(wf_key(store, found))
+    kept = [WorkflowRecord.model_validate(json.loads(r)) for r in pipe.execute() if r is not None]  # not the expired
+    named = [w for w in kept if w.name == wf_id]
+    if named:
+        return max(named, key=lambda w: w.created)
+    matches = [w for w in kept if w.id.startswith(wf_id)]
+    if len(matches) > 1:
+        raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(matches)} workflows; give more")
+    if not matches:
+        raise NotFound(f"no such workflow: {wf_id}")
+    return matches[0]
 
 
 @_url

@@ -88,11 +88,12 @@ def list_cmd(obj: Any, as_json: bool) -> None:
 
 
 @workflow.command("status")
-@click.argument("workflow_id")
+@click.argument("workflow_id", metavar="WORKFLOW")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_obj
 def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
-    """Show each job of a workflow: status, requirements, node, address."""
+    """Show each job of a WORKFLOW (id, id prefix, or name: its newest run): status,
+    requirements, node, address."""
     from joblet.cli.render import print_json, table
 
     info = obj.client.workflows.status(workflow_id)
@@ -117,9 +118,10 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
 
 
 @workflow.command("stop")
-@click.argument("workflow_id")
+@click.argument("workflow_id", metavar="WORKFLOW")
 @click.pass_obj
 def stop_cmd(obj: Any, workflow_id: str) -> None:
-    """Stop a workflow's running jobs and cancel those still waiting."""
+    """Stop a WORKFLOW's running jobs (id, id prefix, or name: its newest run) and cancel
+    those still waiting."""
     touched = obj.client.workflows.stop(workflow_id)
     click.echo(f"stopping {len(touched)} job(s): {', '.join(touched) or '-'}")

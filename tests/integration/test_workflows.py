@@ -127,6 +127,7 @@ jobs:
 def test_a_branch_not_taken_leaves_the_workflow_completed(host, project):
     """`notify` runs only if the build fails: after a build that passed it is CANCELED, and the
     workflow COMPLETED (rnx exits 0); the same file with a failing build is FAILED (exit 1)."""
+    runs = []
     for build, want, code in (("true", "COMPLETED", 0), ("false", "FAILED", 1)):
         (project / "branch.yaml").write_text(f"""
 jobs:
@@ -138,6 +139,14 @@ jobs:
         assert proc.returncode == code and info["status"] == want, proc.stderr.decode()
         notify = next(j for j in info["jobs"] if j["name"] == "notify")
         assert notify["status"] == ("CANCELED" if build == "true" else "COMPLETED")
+        runs.append(info["id"])
+    # by name: the newest run of that name (as a job's name is the job that has it now)
+    by_name = json.loads(host.rnx("workflow", "status", "--json", "branch").stdout)
+    assert by_name["id"] == runs[1] and by_name["status"] == "FAILED"
+    by_prefix = json.loads(host.rnx("workflow", "status", "--json", runs[0][:12]).stdout)
+    assert by_prefix["id"] == runs[0] and by_prefix["status"] == "COMPLETED"
+    missing = host.rnx("workflow", "status", "no-such-flow")
+    assert missing.returncode != 0 and b"no such workflow: no-such-flow" in missing.stderr
 
 
 def test_jobs_of_a_workflow_find_each_other_by_name_and_stop(client, host, project):
