@@ -54,6 +54,8 @@ def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: f
         "jobs": rec.get("jobs", 0),
         "capabilities": {
             "cpus": rec.get("cpus"),  # None from workers before 2026-11-29
+            "disk_ceiling": rec.get("disk_ceiling"),  # MB; None from workers before 2026-11-30
+            "pids_ceiling": rec.get("pids_ceiling"),
             "host_network": rec.get("host_network"),
             "runtimes": rec.get("runtimes", []),
             "cgroup": rec.get("cgroup"),
@@ -76,6 +78,13 @@ def unfit(spec: JobSpec, node: dict[str, Any]) -> str | None:
     cpus, asked = caps.get("cpus"), spec.limits.max_cpu
     if isinstance(cpus, int) and asked is not None and asked > cpus * 100:  # as docker run --cpus
         return f"{cpus} CPUs, less than --max-cpu {asked}"
+    limits = spec.limits
+    for flag, want, ceiling, unit in (
+        ("--max-disk", limits.max_disk, caps.get("disk_ceiling"), " MB"),
+        ("--max-pids", limits.max_pids, caps.get("pids_ceiling"), ""),
+    ):
+        if isinstance(ceiling, int) and want is not None and want > ceiling:  # its worker would refuse it
+            return f"{flag} {want}{unit} is above its ceiling of {ceiling}{unit}"
     if free_slots(node) <= 0:
         return f"full ({node['jobs']} of {node['concurrency']} jobs)"
     return None

@@ -44,6 +44,8 @@ def capabilities(svc: Services) -> dict[str, Any]:
         "version": _version(),
         "concurrency": cfg.concurrency,
         "cpus": len(os.sched_getaffinity(0)),  # what --max-cpu can ask of this node
+        "disk_ceiling": cfg.job_disk_ceiling,  # what --max-disk and --max-pids can (placement)
+        "pids_ceiling": cfg.job_pids_ceiling,
         "host_network": cfg.allow_host_network,
         "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
         "sandbox": {

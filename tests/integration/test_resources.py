@@ -227,13 +227,16 @@ def test_user_option(client):
     assert rec.status == JobStatus.COMPLETED and out.split() == [b"1234", b"2345", b"ok"]
 
 
-def test_limits_above_the_workers_ceilings_are_refused(host):
+def test_limits_above_the_workers_ceilings_are_refused(host, client):
     """A job may not ask for a /work larger than the worker grants (tmpfs: the host's memory)
-    nor a million processes: refused in one line, exit 1; a modest ask runs."""
-    for flag, field in (("--max-disk=1048576", "max_disk"), ("--max-pids=1000000", "max_pids")):
+    nor a million processes: refused at submit in one line by the ceilings the worker
+    publishes, nothing recorded (its worker would refuse it too); a modest ask runs."""
+    before = len(client.list())
+    for flag, text in (("--max-disk=1048576", "--max-disk 1048576 MB"), ("--max-pids=1000000", "--max-pids 1000000")):
         proc = host.rnx("run", "--network=none", flag, "true")
         err = proc.stderr.decode()
-        assert proc.returncode != 0 and f"invalid job field '{field}'" in err and "ceiling" in err, proc
+        assert proc.returncode == 2 and f"{text} is above its ceiling of" in err and err.count("\n") == 1, proc
+    assert len(client.list()) == before
     ok = host.rnx("run", "--network=none", "--max-disk=64", "--max-pids=64", "true")
     assert ok.returncode == 0, ok.stderr
 
