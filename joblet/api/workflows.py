@@ -138,8 +138,10 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
     if "command" not in body:
         raise ValidationError(f"{where}: 'command' is required")
     fields: dict[str, Any] = {
-        k: body[k] for k in ("network", "runtime", "volumes", "env", "node", "timeout", "user") if k in body
+        k: body[k] for k in ("network", "runtime", "volumes", "node", "timeout", "user") if k in body
     }
+    if "env" in body:
+        fields["env"] = _env(where, body["env"])
     fields["name"] = name
     fields["limits"] = body.get("resources") or {}
     fields["uploads"] = _uploads(path, where, body.get("uploads"))
@@ -170,6 +172,18 @@ def _args(where: str, value: Any) -> tuple[str, ...]:
         if isinstance(arg, bool) or not isinstance(arg, str | int | float | datetime.date):
             raise ValidationError(f"{where}: argument {arg!r} in 'args' is not text or a number (quote it)")
     return tuple(str(a) for a in value)
+
+
+def _env(where: str, value: Any) -> Any:
+    """Values that are numbers are written as YAML reads them (`PORT: 8080`, as Compose takes
+    them); `true`, `no` and the like are refused (Compose refuses them too: is it "true",
+    "True" or "1"?); the rest is the spec's to check."""
+    if not isinstance(value, dict):
+        return value
+    for key, val in value.items():
+        if isinstance(val, bool):
+            raise ValidationError(f"{where}: env {key}: YAML reads the value as a boolean (true, yes, on...): quote it")
+    return {k: str(v) if isinstance(v, int | float) else v for k, v in value.items()}
 
 
 def _regular_file(src: Path) -> bytes:

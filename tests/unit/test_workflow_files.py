@@ -77,6 +77,8 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
         ("jobs:\n  a: {command: echo, args: [x], args: [y]}\n", "duplicate key 'args'"),
         ("version: 1\njobs:\n  a: {command: echo}\n", "unknown top-level field(s) version"),
         ("jobs:\n  a: {command: echo hi there}\n", "command: echo, args: ['hi', 'there']"),
+        ("jobs:\n  a: {command: echo, env: {DEBUG: yes}}\n", "env DEBUG: YAML reads the value as a boolean"),
+        ("jobs:\n  a: {command: echo, env: {X: [1]}}\n", "invalid job field 'env.X': must be a string"),
     ],
 )
 def test_what_yaml_or_a_typo_would_let_pass_is_refused(tmp_path: Path, text: str, message: str):
@@ -97,3 +99,11 @@ def test_anchors_in_x_fields_and_a_spaced_command_with_args_load(tmp_path: Path)
     wf = load(path)
     assert wf.jobs["a"].spec.args == ("hi",) and wf.jobs["b"].spec.network == ("none",)
     assert wf.jobs["c"].spec.command == "/opt/my tool/run"
+
+
+def test_env_values_that_are_numbers_are_taken_as_yaml_reads_them(tmp_path: Path):
+    """As Compose's `environment:` and as `args` here: `PORT: 8080` was refused ("must be a
+    string, not int")."""
+    path = tmp_path / "wf.yaml"
+    path.write_text("jobs:\n  a: {command: env, env: {PORT: 8080, RATIO: 1.10, NAME: web, QUOTED: '007'}}\n")
+    assert load(path).jobs["a"].spec.env == {"PORT": "8080", "RATIO": "1.1", "NAME": "web", "QUOTED": "007"}
