@@ -90,6 +90,8 @@ class RnxGroup(click.Group):
             code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
             click.echo(f"rnx: {exc}", err=True)
             sys.exit(code)
+        except KeyboardInterrupt:  # Ctrl-C: quiet, 130, as a shell's command (click said "Aborted!", 1)
+            sys.exit(130)
 
 
 @click.group(cls=RnxGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -129,3 +129,29 @@ def test_ctrl_c_while_rnx_loads_ends_it_quietly():
     plain = "import sys; sys.argv = ['rnx', '--help']\nfrom joblet.cli.entry import main; main()\n"
     done = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
     assert done.returncode == 0 and "Usage: rnx" in done.stdout
+
+
+def test_ctrl_c_in_a_command_waiting_on_redis_exits_130_quietly(tmp_path: Path):
+    """Ctrl-C while a command waits on a Redis that never answers (a unix socket that only
+    accepts): 130 and nothing printed (click said "Aborted!" and exited 1); the control: the
+    same rnx reads the socket's silence as a wait, it has not failed on its own before the signal."""
+    import os
+    import signal
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "redis.sock"))
+    sock.listen(8)
+    env = {**os.environ, "JOBLET_REDIS_URL": f"unix://{tmp_path / 'redis.sock'}", "JOBLET_CONFIG": "/dev/null"}
+    rnx = Path(sys.executable).with_name("rnx")
+    try:
+        for argv in (["list"], ["network", "list"], ["run", "--network=none", "true"]):
+            proc = subprocess.Popen([str(rnx), *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            conn, _ = sock.accept()  # it connected and waits for a reply
+            assert proc.poll() is None  # the control: still waiting, not ended by an error
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            conn.close()
+            assert (proc.returncode, out, err) == (130, b"", b""), (argv, err)
+    finally:
+        sock.close()
