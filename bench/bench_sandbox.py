@@ -54,7 +54,7 @@ from joblet.worker.execution import Launch, Sandbox, tool
 from joblet.worker.mount_template import MountTemplate
 from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.nsthread import JobThread
-from joblet.worker.sandbox import SECRETS, Layout, bwrap_args, make_cover, survey
+from joblet.worker.sandbox import SECRETS, Layout, bwrap_args, make_cover, survey, sys_covers
 from joblet.worker.seccomp_filter import job_filter
 from joblet.worker.services import template_keep
 
@@ -158,17 +158,23 @@ def sandboxed(
     inside = JobThread("bench")
     netns = JobNetns.create(inside)
     job = run_dir / "job"
-    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside, template)
+    host = survey(cover, (), SECRETS, str(cover.parent / "etc"))
+    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside, template, sys_covers(host))
     mounts.write("hostname", "bench\n")
     mounts.write("hosts", "127.0.0.1 localhost\n")
     layout = Layout(
-        hostname="bench", work_dir=str(job / "work"), run_dir=str(job), sys_dir=str(job / "sys"), net_files=("hosts",)
+        hostname="bench",
+        work_dir=str(job / "work"),
+        run_dir=str(job),
+        sys_dir=str(job / "sys"),
+        net_files=("hosts",),
+        sys_masked=True,
     )
     box = kind(
         Launch(
             "bench",
             cg,
-            bwrap_args(survey(cover, (), SECRETS, str(cover.parent / "etc")), layout),
+            bwrap_args(host, layout),
             ["/usr/bin/true"],
             {"PATH": "/usr/bin:/bin"},
             inside,

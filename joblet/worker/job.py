@@ -47,7 +47,7 @@ from joblet.worker.mounts import JobMounts, write_uploads
 from joblet.worker.nsthread import JobThread
 from joblet.worker.output import Capture
 from joblet.worker.records import WAITING, Outcome, outcome_of
-from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, views_of
+from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, sys_covers, views_of
 from joblet.worker.services import JobStore, NetAgent, Services
 from joblet.worker.undo import UndoStack
 
@@ -213,16 +213,16 @@ class JobRun:
         else:  # the veths go with the namespace; the rest follows the final record
             self.release.push("network released", lambda: self.agent.released(plan))
             self.undo.push("let the network namespace go", self.netns.close)
-        self.mounts = self._mount()
+        self.host = svc.host()  # looked at once per job: the lookup, the mounts and the root agree
+        self.mounts = self._mount(self.host)
         self.undo.push("let the mount namespace go", self.mounts.close)
         self._write_net_files(plan)
-        self.host = svc.host()  # looked at once per job: the lookup and the root agree
         layout = self._layout(binds)
         views = views_of(self.host, layout, self.mounts.work)
         return layout, env, resolve(self.spec.command, env["PATH"], views)
 
-    def _mount(self) -> JobMounts:
-        """The job's mount namespace: /work with its uploads, and its sysfs."""
+    def _mount(self, host: Host) -> JobMounts:
+        """The job's mount namespace: /work with its uploads, and its sysfs with its covers."""
         user = self.spec.ids
 
         def fill(work: Path) -> None:  # runs inside the job's mount namespace
@@ -233,7 +233,7 @@ class JobRun:
                     os.chown(sub, *user, follow_symlinks=False)
 
         assert self.inside is not None
-        return self.svc.kernel.mounts(self.run_dir, self.disk_bytes, fill, self.inside)
+        return self.svc.kernel.mounts(self.run_dir, self.disk_bytes, fill, self.inside, sys_covers(host))
 
     @property
     def disk_bytes(self) -> int:
@@ -342,6 +342,7 @@ class JobRun:
             work_dir=str(self.work_dir),
             run_dir=str(self.run_dir),
             sys_dir=str(self.run_dir / "sys"),  # a new sysfs of its network namespace (mounts.py)
+            sys_masked=True,  # with its covers
             tmp_bytes=self.disk_bytes,
             shm_bytes=cfg.job_shm << 20,
             binds=tuple(binds),

@@ -25,7 +25,14 @@ class Kernel(Protocol):
 
     def sandbox(self, launch: Launch) -> Sandbox: ...
 
-    def mounts(self, job_dir: Path, size_bytes: int, fill: Callable[[Path], None], call: Runner) -> JobMounts: ...
+    def mounts(
+        self,
+        job_dir: Path,
+        size_bytes: int,
+        fill: Callable[[Path], None],
+        call: Runner,
+        sys_covers: list[tuple[str, str]],
+    ) -> JobMounts: ...
 
 
 class LinuxKernel:
@@ -46,5 +53,12 @@ class LinuxKernel:
     def sandbox(self, launch: Launch) -> Sandbox:
         return Sandbox(launch)
 
-    def mounts(self, job_dir: Path, size_bytes: int, fill: Callable[[Path], None], call: Runner) -> JobMounts:
-        return JobMounts.create(job_dir, size_bytes, fill, call, self.template)
+    def mounts(
+        self,
+        job_dir: Path,
+        size_bytes: int,
+        fill: Callable[[Path], None],
+        call: Runner,
+        sys_covers: list[tuple[str, str]],
+    ) -> JobMounts:
+        return JobMounts.create(job_dir, size_bytes, fill, call, self.template, sys_covers)

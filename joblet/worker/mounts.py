@@ -2,8 +2,10 @@
 worker's `<run_dir>/job` (the same path in every job's namespace), holding its /work (a
 size-capped tmpfs, so the kernel enforces the size and nothing a job leaves survives it), a
 new sysfs of its network namespace (the host's in host mode: bwrap binds it read-only at the
-job's /sys: none of what the host mounted under its own /sys), and its hostname, hosts and
-resolv.conf, which bwrap binds on the job's /etc.
+job's /sys: none of what the host mounted under its own /sys) with the covers of what a job
+must not read under /sys bound on it here (two system calls each, where bwrap's bind of each
+cost ~0.15 ms of the start: it reads the whole mount table at each), and its hostname, hosts
+and resolv.conf, which bwrap binds on the job's /etc.
 
 Why a namespace per job and not mounts on the host: every bwrap copies the mount namespace it
 starts in and detaches the old root again, ~43 us per mount here. With each running job's two
@@ -42,7 +44,7 @@ from joblet.worker.mount_template import MountTemplate
 from joblet.worker.sandbox import DEV_NODES
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_REMOUNT, MS_REC, MS_SLAVE = 0x20, 0x4000, 0x80000
+MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 0x20, 0x1000, 0x4000, 0x80000
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x00020000
 
@@ -54,6 +56,14 @@ def mount_tmpfs(target: Path, size_bytes: int, mode: int = 0o755) -> None:
     if _libc.mount(b"joblet-work", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
         err = ctypes.get_errno()
         raise ExecutionError(f"failed to mount /work of {size_bytes} bytes at {target}: {os.strerror(err)}")
+
+
+def cover(source: str, target: Path) -> None:
+    """Bind `source` (an empty file or directory) read-only over `target`."""
+    where = str(target).encode()
+    _check(_libc.mount(source.encode(), where, None, MS_BIND, None), f"cover {target}")
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _check(_libc.mount(None, where, None, flags, None), f"make the cover of {target} read-only")
 
 
 JOB_FILES_BYTES = 16 << 20  # the job's /etc files: /etc/hosts of a /16 network's jobs fits
@@ -77,12 +87,14 @@ class JobMounts:
         fill: Callable[[Path], None],
         call: Runner,
         template: MountTemplate | None = None,
+        sys_covers: list[tuple[str, str]] | None = None,
     ) -> JobMounts:
         """The job's namespace with its files' tmpfs at `job_dir` (`work` and `sys` in it): a
         sysfs at `sys` and /work at `work` (`fill` writes its files, from inside); made by
         `call`, the job's thread (worker/nsthread.py), which keeps it and is in the job's
         network namespace already (the host's in host mode): that sysfs shows the job's own
-        interfaces. A copy of `template` (worker/mount_template.py), else of the host's."""
+        interfaces, with `sys_covers` (sandbox.sys_covers) bound read-only on it. A copy of
+        `template` (worker/mount_template.py), else of the host's."""
         job_dir.mkdir(parents=True, exist_ok=True)  # once per worker: every job mounts on it
 
         def make() -> tuple[int, int, int]:
@@ -99,6 +111,8 @@ class JobMounts:
             work, sys_dir = job_dir / "work", job_dir / "sys"
             sys_dir.mkdir()
             _check(_libc.mount(b"sysfs", str(sys_dir).encode(), b"sysfs", flags | MS_RDONLY, None), "mount sysfs")
+            for source, hidden in sys_covers or ():
+                cover(source, sys_dir / os.path.relpath(hidden, "/sys"))
             mount_tmpfs(work, size_bytes)
             fill(work)
             fds: list[int] = []

@@ -10,7 +10,7 @@ directories, a fresh `/proc`
 covered here), a minimal `/dev` (read-only, private `/dev/shm` and `/dev/pts`), private
 size-capped `/tmp`, its `/work` (a size-capped tmpfs the worker mounted), its volumes and
 runtime, and `/sys` (read-only: a sysfs of the job's own network namespace that the worker
-mounted on the host; the host's, read-only, in host mode).
+mounted, with its firmware tables and SYS_MASKED covered by the worker: `sys_covers`).
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ class Layout:
     net_files: tuple[str, ...] = ()  # of hosts, resolv.conf: those written in run_dir
     user: tuple[int, int] | None = None
     host_network: bool = False  # the host's network namespace: no CAP_NET_RAW (it would sniff the host)
+    sys_masked: bool = False  # sys_dir carries its covers already (mounts.py): bwrap binds it whole
 
 
 def make_cover(run_dir: Path) -> Path:
@@ -212,14 +213,26 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
         args += ["--perms", "0755", "--dir", parent]
     for source, target, read_only in layout.binds:
         args += ["--ro-bind" if read_only else "--bind", source, target]
-    args += ["--ro-bind", layout.sys_dir or "/sys", "/sys", "--ro-bind", host.empty_dir, "/sys/firmware"]
-    args += [a for path in host.sys_files for a in ("--ro-bind", host.empty_file, path)]
-    args += [a for path in host.sys_dirs for a in ("--ro-bind", host.empty_dir, path)]
+    args += ["--ro-bind", layout.sys_dir or "/sys", "/sys"]
+    if not (layout.sys_masked and layout.sys_dir):
+        args += [a for source, path in sys_covers(host) for a in ("--ro-bind", source, path)]
     args += ["--remount-ro", "/", "--chdir", "/work", "--cap-drop", "ALL"]
     for cap in CAPS:
         if not (layout.host_network and cap == "CAP_NET_RAW"):
             args += ["--cap-add", cap]
     return args
+
+
+def sys_covers(host: Host) -> list[tuple[str, str]]:
+    """(cover, path under /sys) for what a job's /sys hides: its firmware tables and SYS_MASKED.
+    Bound by bwrap one by one, or (cheaper: ~0.15 ms of a start each, bwrap reads the whole
+    mount table at each bind) by the worker on the job's own sysfs, which bwrap then binds
+    whole with its covers (mounts.py)."""
+    return [
+        (host.empty_dir, "/sys/firmware"),
+        *((host.empty_file, path) for path in host.sys_files),
+        *((host.empty_dir, path) for path in host.sys_dirs),
+    ]
 
 
 def _etc(host: Host, layout: Layout) -> list[str]:

@@ -14,6 +14,7 @@ from joblet.worker.sandbox import (
     command_argv,
     resolve,
     survey,
+    sys_covers,
     views_of,
 )
 
@@ -204,3 +205,22 @@ def test_a_link_that_changes_during_the_walk_is_not_found(tmp_path, monkeypatch)
 
     monkeypatch.setattr(os, "readlink", gone)
     assert resolve("tool", "/volumes/v", views) is None
+
+
+def test_a_sysfs_the_worker_covered_is_bound_whole_and_the_covers_are_the_same():
+    """The worker binds the /sys covers on the job's own sysfs (mounts.py): bwrap then binds it
+    alone; without that (sys_masked False, or the host's /sys) bwrap binds each cover."""
+    host = Host(**{**HOST.__dict__, "sys_files": ("/sys/kernel/vmcoreinfo",), "sys_dirs": ("/sys/kernel/slab",)})
+    covers = sys_covers(host)
+    assert covers == [
+        ("/run/j/cover/dir", "/sys/firmware"),
+        ("/run/j/cover/file", "/sys/kernel/vmcoreinfo"),
+        ("/run/j/cover/dir", "/sys/kernel/slab"),
+    ]
+    layout = Layout(hostname="h", work_dir="/w", run_dir="/r", sys_dir="/r/sys")
+    unmasked = pairs(bwrap_args(host, layout), "--ro-bind")
+    masked = pairs(bwrap_args(host, dataclasses.replace(layout, sys_masked=True)), "--ro-bind")
+    assert ("/r/sys", "/sys") in unmasked and set(covers) <= set(unmasked)
+    assert ("/r/sys", "/sys") in masked and not set(covers) & set(masked)
+    host_sys = pairs(bwrap_args(host, dataclasses.replace(layout, sys_dir=None, sys_masked=True)), "--ro-bind")
+    assert ("/sys", "/sys") in host_sys and set(covers) <= set(host_sys)  # the host's /sys: bwrap covers it
