@@ -77,9 +77,15 @@ def draining_refusal(sup: Any) -> str | None:
 
 
 def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
-    """Mark the jobs of nodes silent past the grace period LOST; returns the nodes swept."""
+    """Mark the jobs of nodes silent past the grace period LOST; returns the nodes swept.
+    Not while this node's own heartbeats have reached Redis for less than two intervals: after
+    an outage of Redis itself every node was silent, and the others beat again within one
+    interval (the first node back swept every other node's running jobs LOST)."""
     cfg = sup.cfg
     now = time.time() if now is None else now
+    present = getattr(sup, "present_since", None)
+    if present is None or now - present < 2 * cfg.heartbeat_interval:
+        return []
     swept = []
     done = sup.nodes.swept()
     for name, record in sup.nodes.records().items():

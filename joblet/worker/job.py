@@ -22,11 +22,14 @@ Setup, in order (what is undone, and how):
 After the final record and the output's end marker (`release`, newest first, even when those
 failed): the kernel's removal of the job's veths awaited (in the background once the namespace
 is let go, 0.5-30 ms here; a client need not wait), then its port rules removed (what its
-sockets still send meanwhile leaves under them), then the addresses freed.
+sockets still send meanwhile leaves under them), then the addresses freed. When Redis stays
+away past record_patience, the release runs first and the heartbeat writes the record later
+(`_record_later`: record, the networks' and addresses' undo again, the stream's end).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -119,35 +122,49 @@ class JobRun:
             teardown_error = self.teardown()
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
-        result = None
+        result, late = None, None
         try:
             result = self._record(outcome, stdout, truncated)
+        except BackendUnavailable as exc:
+            log.error("job %s: final record not written (%s); the heartbeat writes it", self.job_id[:12], exc)
+            late = functools.partial(self._record_later, outcome, stdout, truncated, set())
+            raise
         finally:  # its addresses and port rules go, whatever failed after its processes did
             for problem in self.release.unwind():
                 log.warning("job %s: %s", self.job_id[:12], problem)
             if result is not None:  # recorded; else the next start reconciles it (LOST)
                 self.svc.journal.forget(self.job_id)
+            elif late is not None:  # once Redis is back, after this release: its steps follow it
+                self.svc.finals.add(self.job_id, late)
         return result
 
     def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:
-        """The final record and what follows it; past the patience, the heartbeat writes them."""
-        try:
-            result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
-        except BackendUnavailable as exc:
-            log.error(
-                "job %s: final record not written (%s); the heartbeat writes it once Redis is back",
-                self.job_id[:12],
-                exc,
-            )
-            self.svc.finals.add(self.job_id, lambda: self._record_later(outcome, stdout, truncated))
-            raise
+        """The final record (waiting out an outage of up to record_patience) and what follows it."""
+        result = self.svc.records.finish(
+            self.job_id, outcome, stdout, truncated, self.spec, self.svc.cfg.record_patience
+        )
         self._after(outcome)
         return result
 
-    def _record_later(self, outcome: Outcome, stdout: bytes, truncated: bool) -> None:
-        """One try, from the heartbeat (which must not wait out an outage, nor the output)."""
-        self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, patience=0)
-        self._after(outcome, wait=False)
+    def _record_later(self, outcome: Outcome, stdout: bytes, truncated: bool, done: set[str]) -> None:
+        """From the heartbeat, one try per beat, each step once (`done`): the record; what the
+        outage failed with it (leaving its networks, freeing its addresses: the undo the
+        journal's entry was kept for); its stream's end (not waited for); the entry's forget."""
+        if "record" not in done:
+            got = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, patience=0)
+            done.add("record")
+            if got.get("status") != outcome.status.value:  # the fleet recorded it LOST meanwhile, and its end
+                log.warning(
+                    "job %s: recorded %s meanwhile, not %s", self.job_id[:12], got.get("status"), outcome.status
+                )
+                done.add("stream")
+        if self.plan is not None and "released" not in done:
+            self.svc.discovery.leave(self.job_id, list(self.plan.ips))
+            self.agent.free(self.job_id, self.plan.reserved())
+            done.add("released")
+        if "stream" not in done:
+            self._after(outcome, wait=False)
+            done.add("stream")
         self.svc.journal.forget(self.job_id)
 
     def _after(self, outcome: Outcome, wait: bool = True) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings
-from joblet.errors import BackendUnavailable, JobletError
+from joblet.errors import BackendUnavailable
 from joblet.worker.claims import Claims
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,11 @@ class Records:
         stdout: bytes = b"",
         truncated: bool = False,
         spec: JobSpec | None = None,
-        patience: float | None = None,
+        patience: float = 600.0,
     ) -> dict[str, Any]:
-        """Record the final state (waiting out a Redis outage of up to `patience` seconds, by
-        default record_patience);
+        """Record the final state (waiting out a Redis outage of up to `patience` seconds: a
+        job's run passes record_patience, after which the heartbeat writes it; a refusal has
+        no such fallback and waits the 600 s);
         returns the task result, with `spec` if given (the one the worker checked and ran),
         else the stored one."""
         fields = {
@@ -63,7 +64,7 @@ class Records:
         allowed = (*WAITING, JobStatus.RUNNING)
         recorded, record = retrying(
             lambda: self.claims.finish(job_id, spec, allowed, self.cfg.log_ttl, **fields),
-            self.cfg.record_patience if patience is None else patience,
+            patience,
         )
         if not recorded:  # already final, or Redis lost its data (no persistence)
             log.warning(
@@ -144,8 +145,8 @@ class Finals:
             except BackendUnavailable as exc:
                 log.warning("job %s: its final record still waits for Redis: %s", job_id[:12], exc)
                 return
-            except JobletError as exc:  # this job's: the others are tried
-                log.warning("job %s: its final record still not written: %s", job_id[:12], exc)
+            except Exception as exc:  # noqa: BLE001 - this job's: the others are tried
+                log.warning("job %s: its final record still not written: %s: %s", job_id[:12], type(exc).__name__, exc)
                 continue
             with self._lock:
                 self._pending.pop(job_id, None)

@@ -90,6 +90,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.started = time.time()
+        self.present_since: float | None = None  # since its heartbeats reach Redis without a gap
 
     def start(self) -> None:
         svc = self.svc
@@ -272,10 +273,13 @@ class Supervisor:
         }
         try:
             self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
+            if self.present_since is None:
+                self.present_since = time.time()
             for job_id in self.store.stops_among(ids):  # stops missed by the listener
                 self.stop_local(job_id)
             fleet.stop_lost_here(self, ids)
         except BackendUnavailable as exc:
+            self.present_since = None
             log.warning("heartbeat: %s", exc)
 
     def _network_facts(self) -> dict[str, Any]:

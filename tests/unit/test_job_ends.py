@@ -94,8 +94,9 @@ def test_a_sandbox_that_fails_to_start_leaves_no_descriptor(monkeypatch, broken)
 
 def test_a_final_record_redis_missed_is_written_by_the_heartbeat_once_it_is_back(tmp_path):
     """Redis gone longer than record_patience when the job ended: the task gives up, the job's
-    outcome waits in svc.finals (its journal entry kept), and a beat writes it, its stream's
-    end and the journal's forget once Redis is back; while Redis is still gone it waits."""
+    outcome waits in svc.finals (its journal entry kept), added after its release ran; a beat
+    writes the record, then leaves its networks and frees its addresses (which the outage
+    failed), ends its stream and forgets the entry, each step once though Redis flaps."""
     import dataclasses
 
     from joblet.worker.journal import Journal
@@ -103,24 +104,44 @@ def test_a_final_record_redis_missed_is_written_by_the_heartbeat_once_it_is_back
     log = Log()
     svc = services(tmp_path, log)
     svc.cfg = dataclasses.replace(svc.cfg, record_patience=0)
-    finish, down = svc.records.claims.finish, [True]  # type: ignore[attr-defined]
+    down = {"finish": True, "leave": True, "free": True}
 
-    def finish_unless_down(*args: Any, **kw: Any) -> Any:
-        if down[0]:
-            raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
-        return finish(*args, **kw)
+    def unless_down(step: str, fn: Any) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:
+            log(f"try {step}")
+            if down[step]:
+                raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
+            return fn(*args, **kw)
 
-    svc.records.cfg = svc.cfg
-    svc.records.claims.finish = finish_unless_down  # type: ignore[attr-defined]
+        return call
+
+    svc.records.claims.finish = unless_down("finish", svc.records.claims.finish)  # type: ignore[attr-defined]
+    svc.store.leave_networks = unless_down("leave", svc.store.leave_networks)  # type: ignore[attr-defined]
+    svc.agent.free = unless_down("free", svc.agent.free)  # type: ignore[method-assign]
+    added: list[list[str]] = []
+    add = svc.finals.add
+    svc.finals.add = lambda job_id, write: (added.append(list(log.calls)), add(job_id, write))  # type: ignore[method-assign]
     with pytest.raises(BackendUnavailable):
         JobRun(svc, JOB, SPEC).execute()
     assert svc.finals.pending() == [JOB] and svc.store.records[JOB]["status"] == JobStatus.RUNNING  # type: ignore[attr-defined]
+    assert added and added[0][-1] == "try free"  # added after the release (which failed too)
     assert [e.job_id for e in Journal(svc.cfg.state_dir).entries()] == [JOB]
     assert "end output" not in log.calls  # the stream's end follows the record
     svc.finals.retry()  # Redis still gone: it waits, nothing raised
     assert svc.finals.pending() == [JOB] and "end output" not in log.calls
-    down[0] = False
+    down["finish"] = False  # back, but it flaps: the record goes, leaving its networks fails
+    mark = len(log.calls)
     svc.finals.retry()
-    assert svc.finals.pending() == []
     assert svc.store.records[JOB]["status"] == JobStatus.COMPLETED  # type: ignore[attr-defined]
-    assert log.calls[-1] == "end output" and Journal(svc.cfg.state_dir).entries() == []
+    assert svc.finals.pending() == [JOB] and log.calls[mark:] == ["try finish", "try leave"]
+    down["leave"] = down["free"] = False
+    mark = len(log.calls)
+    svc.finals.retry()
+    assert log.calls[mark:] == [
+        "try leave",
+        "leave networks",
+        "try free",
+        "net free",
+        "end output",
+    ]  # not the record again
+    assert svc.finals.pending() == [] and Journal(svc.cfg.state_dir).entries() == []

@@ -195,3 +195,29 @@ def test_limits_above_a_nodes_ceilings_are_refused_at_submit(limits, says):
         place(make_spec("true", (), limits=limits), fleet(small=rec(pids_ceiling=32768, disk_ceiling=8192)))
     at = {k: 32768 if k == "max_pids" else 8192 for k in limits}  # the control: at the ceiling
     assert place(make_spec("true", (), limits=at, node="small"), nodes) == "small"
+
+
+def test_a_node_back_from_a_redis_outage_sweeps_no_one_until_the_others_could_beat(monkeypatch):
+    """After an outage of Redis itself every node's last beat is old: the first node back
+    swept every other node's running jobs LOST. It sweeps only once its own beats have
+    reached Redis for two intervals (the others beat within one); then a node that stays
+    silent is swept as before (the control)."""
+    from types import SimpleNamespace
+
+    from joblet.config import load
+    from joblet.worker import fleet
+
+    swept: list[str] = []
+    monkeypatch.setattr(fleet, "lose_jobs", lambda svc, node, beat: swept.append(node))
+    nodes = SimpleNamespace(
+        swept=lambda: {},
+        records=lambda: {"a": {"beat": NOW}, "b": {"beat": NOW - 300}},
+        claim_sweep=lambda name, beat, ttl: True,
+        mark_swept=lambda name, beat: None,
+    )
+    sup = SimpleNamespace(cfg=load(node="a", heartbeat_interval=5), nodes=nodes, svc=None, present_since=None)
+    assert fleet.sweep_lost(sup, NOW) == [] and swept == []  # its own beat has not gone through
+    sup.present_since = NOW - 9  # back for less than two intervals
+    assert fleet.sweep_lost(sup, NOW) == [] and swept == []
+    sup.present_since = NOW - 10
+    assert fleet.sweep_lost(sup, NOW) == ["b"] and swept == ["b"]
