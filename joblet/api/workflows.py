@@ -16,6 +16,7 @@ import errno
 import functools
 import graphlib
 import os
+import re
 import stat
 from collections.abc import Hashable
 from pathlib import Path
@@ -125,7 +126,25 @@ def _strict_loader() -> Any:
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
+        def construct_yaml_int(self, node: Any) -> Any:
+            text = self.construct_scalar(node)
+            return int(text) if DECIMAL_INT.fullmatch(text) else text
+
+        def construct_yaml_float(self, node: Any) -> Any:
+            text = self.construct_scalar(node)
+            return float(text) if DECIMAL_FLOAT.fullmatch(text) else text
+
+    # YAML 1.1 reads 012 as 10, 0x1F as 31, 1:30 as 90, 1_000 as 1000, .inf as infinity: an
+    # env value, an argument or a zip code changed unseen. Such forms stay the text written;
+    # a field that needs a number then refuses it.
+    Strict.add_constructor("tag:yaml.org,2002:int", Strict.construct_yaml_int)
+    Strict.add_constructor("tag:yaml.org,2002:float", Strict.construct_yaml_float)
     return Strict
+
+
+FIELD_LIMITS, FIELD_RESOURCES = "invalid job field 'limits.", "invalid job field 'resources."
+DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+DECIMAL_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
 def _job(path: Path, name: str, body: Any) -> WorkflowJob:
@@ -154,10 +173,12 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
         raise ValidationError(
             f"{where}: 'command' is one program; its arguments go in 'args': command: {first}, args: {rest}"
         )
+    if isinstance(body.get("user"), int) and not isinstance(body["user"], bool):
+        raise ValidationError(f"{where}: 'user' is text, as --user: quote it ('{body['user']}')")
     try:
         spec = make_spec(body["command"], args, **fields)
-    except ValidationError as exc:
-        raise ValidationError(f"{where}: {exc}") from None
+    except ValidationError as exc:  # the file's name for the limits
+        raise ValidationError(f"{where}: {str(exc).replace(FIELD_LIMITS, FIELD_RESOURCES)}") from None
     return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")))
 
 
@@ -176,8 +197,8 @@ def _args(where: str, value: Any) -> tuple[str, ...]:
 
 def _env(where: str, value: Any) -> Any:
     """Values that are numbers are written as YAML reads them (`PORT: 8080`, as Compose takes
-    them); `true`, `no` and the like are refused (Compose refuses them too: is it "true",
-    "True" or "1"?); the rest is the spec's to check."""
+    them; 012 or 0x1F stay as written: `_strict_loader`); `true`, `no` and the like are refused
+    (Compose refuses them too: is it "true", "True" or "1"?); the rest is the spec's to check."""
     if not isinstance(value, dict):
         return value
     for key, val in value.items():

@@ -79,6 +79,9 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
         ("jobs:\n  a: {command: echo hi there}\n", "command: echo, args: ['hi', 'there']"),
         ("jobs:\n  a: {command: echo, env: {DEBUG: yes}}\n", "env DEBUG: YAML reads the value as a boolean"),
         ("jobs:\n  a: {command: echo, env: {X: [1]}}\n", "invalid job field 'env.X': must be a string"),
+        ("jobs:\n  a: {command: echo, resources: {max_memory: 0x40}}\n", "'resources.max_memory': must be an integer"),
+        ("jobs:\n  a: {command: echo, resources: {max_cpuu: 5}}\n", "invalid job field 'resources.max_cpuu'"),
+        ("jobs:\n  a: {command: echo, user: 1000}\n", "'user' is text, as --user: quote it ('1000')"),
     ],
 )
 def test_what_yaml_or_a_typo_would_let_pass_is_refused(tmp_path: Path, text: str, message: str):
@@ -107,3 +110,16 @@ def test_env_values_that_are_numbers_are_taken_as_yaml_reads_them(tmp_path: Path
     path = tmp_path / "wf.yaml"
     path.write_text("jobs:\n  a: {command: env, env: {PORT: 8080, RATIO: 1.10, NAME: web, QUOTED: '007'}}\n")
     assert load(path).jobs["a"].spec.env == {"PORT": "8080", "RATIO": "1.1", "NAME": "web", "QUOTED": "007"}
+
+
+def test_numbers_in_yaml_1_1s_other_forms_stay_as_written(tmp_path: Path):
+    """YAML 1.1 read 0022 as 18, 0x1F as 31, 1:30 as 90, 1_000 as 1000: a umask, a zip code or
+    a time changed unseen. Decimal numbers are still numbers (the control)."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "jobs:\n  a:\n    command: env\n    args: [012, 0x1F, 1:30, 1_000, 7, -3, 1.10]\n"
+        "    env: {UMASK: 0022, ZIP: 01234, PORT: 8080}\n    resources: {max_memory: 64}\n"
+    )
+    spec = load(path).jobs["a"].spec
+    assert spec.args == ("012", "0x1F", "1:30", "1_000", "7", "-3", "1.1")
+    assert spec.env == {"UMASK": "0022", "ZIP": "01234", "PORT": "8080"} and spec.limits.max_memory == 64
