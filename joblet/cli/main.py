@@ -63,6 +63,10 @@ LAZY = {
 }
 
 
+# click 8.2+ raises it for a group named without a command (8.1 printed the help itself)
+NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class RnxGroup(click.Group):
     """Turns joblet errors into one line on stderr and an exit code (no traceback); loads the
     LAZY subcommands when they are named."""
@@ -81,6 +85,9 @@ class RnxGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except NO_ARGS_IS_HELP as exc:  # `rnx workflow`: its help, as `rnx` alone
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:  # one line, with the help command to read next
             where = exc.ctx.command_path if exc.ctx else "rnx"
             message = " ".join(exc.format_message().split())  # click lists choices one per line

@@ -29,8 +29,10 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            value = os.environ.get(key, "")  # `--env NAME` passes the caller's value on
+        if not sep:  # `--env NAME` passes the caller's value on; unset, the job has none (as Docker)
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
         env[key] = value
     return env
 
@@ -97,7 +99,14 @@ def job_spec(params: dict[str, Any]) -> Any:
     "host, or one made with `rnx network create`. Repeat to join several (one "
     "interface each; isolated, none and host stand alone).",
 )
-@click.option("--env", "-e", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option(
+    "--env",
+    "-e",
+    "envs",
+    multiple=True,
+    metavar="K=V",
+    help="Environment variable; K alone passes yours on (repeatable).",
+)
 @click.option(
     "--upload", "uploads", multiple=True, type=click.Path(), metavar="FILE", help="File to place in /work (repeatable)."
 )

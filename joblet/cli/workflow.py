@@ -21,7 +21,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     from joblet.cli.render import print_json
 
     wf = load(Path(path))
-    out = sys.stderr if as_json else sys.stdout
+    out = sys.stderr if as_json or detach else sys.stdout  # stdout: only what a script reads
     print("🔍 Validating workflow prerequisites...", file=out)
     checks = client.workflows.check(wf)
     for ok, line in checks:

@@ -233,3 +233,13 @@ def test_a_workflow_pinned_to_a_node_of_the_fleet_runs(host, client, tmp_path: P
     proc = host.rnx("workflow", "run", str(path))
     out = proc.stdout.decode()
     assert proc.returncode == 0 and "✅ All pinned nodes are in the fleet" in out, out + proc.stderr.decode()
+
+
+def test_a_detached_workflow_prints_only_its_id_on_stdout(host, client, project):
+    """`ID=$(rnx workflow run -d f.yaml)` took the validation lines too; they go to stderr."""
+    (project / "quiet.yaml").write_text("jobs:\n  only: {command: 'true', network: none}\n")
+    proc = host.rnx("workflow", "run", "-d", str(project / "quiet.yaml"))
+    wf_id = proc.stdout.decode().strip()
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1 and len(wf_id) == 32, proc
+    assert "🔍 Validating workflow prerequisites..." in proc.stderr.decode()
+    assert wait_done(client, wf_id)["status"] == "COMPLETED"

@@ -250,3 +250,21 @@ def test_run_workflow_refuses_options_it_would_ignore(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "not --network, --name" in bad.output
     fine = CliRunner().invoke(main.cli, ["run", f"--workflow={wf}", "-d", "--json"])  # its own options
     assert "takes each job's options" not in fine.output
+
+
+def test_env_name_alone_passes_the_callers_value_or_nothing(monkeypatch):
+    """As `docker run -e K`: your K when you have one, else the job has none (it had K='')."""
+    from joblet.cli.run import parse_env
+
+    monkeypatch.setenv("JL_SET", "mine")
+    monkeypatch.setenv("JL_EMPTY", "")
+    monkeypatch.delenv("JL_UNSET", raising=False)
+    got = parse_env(("A=1", "B=x=y", "C=", "JL_SET", "JL_EMPTY", "JL_UNSET"))
+    assert got == {"A": "1", "B": "x=y", "C": "", "JL_SET": "mine", "JL_EMPTY": ""}
+
+
+def test_a_command_group_alone_shows_its_help():
+    """`rnx workflow` printed its help squeezed onto one error line."""
+    out = CliRunner().invoke(main.cli, ["workflow"], prog_name="rnx")
+    lines = out.output.splitlines()
+    assert out.exit_code in (0, 2) and lines[0].startswith("Usage: rnx workflow") and "  stop " in out.output
