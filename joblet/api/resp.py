@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from joblet.api.resp_commands import Commands
 
 CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 30.0  # seconds a reply may take (a blocking read: its BLOCK on top); then the server is
+# taken for hung or for something else than Redis (it waited forever, silently, at a port that accepts)
 TLS_OPTIONS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
 
 
@@ -135,6 +137,8 @@ class Connection:
                 data = _encode(arg)
                 out += b"$%d\r\n%s\r\n" % (len(data), data)
         try:
+            blocks = [_blocks(args) for args in commands]
+            self.sock.settimeout(None if None in blocks else READ_TIMEOUT + max(b or 0.0 for b in blocks))
             self.sock.sendall(out)
         except OSError as exc:
             self.close()
@@ -191,6 +195,10 @@ class Connection:
             self._pos = 0
         try:
             chunk = self.sock.recv(1 << 18)
+        except TimeoutError:
+            waited = self.sock.gettimeout()
+            self.close()
+            raise ConnectionError(f"no reply within {waited:g} s (is it Redis, and not hung?)") from None
         except OSError as exc:
             self.close()
             raise ConnectionError(f"Error while reading from Redis: {exc}") from None
@@ -198,6 +206,15 @@ class Connection:
             self.close()
             raise ConnectionError("Connection closed by server.")
         self._buf += chunk
+
+
+def _blocks(args: list[Any]) -> float | None:
+    """Seconds a command may block in Redis by its own arguments (XREAD's BLOCK ms; None:
+    BLOCK 0, for ever)."""
+    for i, arg in enumerate(args[:-1]):
+        if isinstance(arg, str) and arg.upper() == "BLOCK":
+            return int(args[i + 1]) / 1000 or None
+    return 0.0
 
 
 def _tls(sock: socket.socket, host: str, query: dict[str, str]) -> socket.socket:

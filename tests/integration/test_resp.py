@@ -169,3 +169,30 @@ def test_an_unreachable_server_reads_like_redis_py(tmp_path: Path):
 
     with pytest.raises(BackendUnavailable, match=r"cannot reach Redis at unix://.*: No such file or directory$"):
         Holder().ping()
+
+
+def test_a_server_that_never_answers_times_out_and_a_blocking_read_gets_its_block(pair, tmp_path, monkeypatch):
+    """A socket that accepts and never answers (a hung server, another service's port): rnx
+    waited for ever, silently. A reply may take READ_TIMEOUT, a blocking XREAD its BLOCK on
+    top: against the real Redis (the control) a read blocking 0.6 s with a 0.2 s timeout
+    returns empty, not an error."""
+    import socket
+    import time
+
+    monkeypatch.setattr(resp, "READ_TIMEOUT", 0.2)
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(tmp_path / "silent.sock"))
+    silent.listen(4)
+    url = f"unix://{tmp_path / 'silent.sock'}"
+    try:
+        lite_silent = resp.LiteRedis(url, lambda: connect_redis_py(url))
+        with pytest.raises(resp.ConnectionError, match=r"no reply within 0.2 s \(is it Redis, and not hung\?\)"):
+            lite_silent.ping()
+        started = time.monotonic()
+        with pytest.raises(resp.ConnectionError, match="no reply within 0.8 s"):
+            lite_silent.xread({"k": "0"}, block=600)
+        assert time.monotonic() - started >= 0.7
+    finally:
+        silent.close()
+    lite, _, prefix = pair
+    assert lite.xread({prefix + "empty": "0"}, block=600) in (None, [], {})
