@@ -123,6 +123,11 @@ class Keys:
         """Sorted set of workflow ids by creation time."""
         return f"{self.prefix}workflows"
 
+    @property
+    def workflow_names(self) -> str:
+        """Hash of workflow name -> the id of its newest run."""
+        return f"{self.prefix}workflow-names"
+
     def workflow_queued(self, wf_id: str, name: str) -> str:
         """Set once per workflow job: "1" queued, "0" canceled (never both)."""
         return f"{self.prefix}workflow:{wf_id}:queued:{name}"

@@ -70,9 +70,13 @@ def _mark(store: Store, key: str, value: str, ttl: int) -> bool:
 
 @_url
 def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
+    """The record (expiring), its place in the index (which forgets the expired ones here) and
+    its name's newest run."""
     pipe = store.redis.pipeline()
     pipe.set(wf_key(store, wf.id), wf.model_dump_json(), ex=ttl)
     pipe.zadd(wf_index(store), {wf.id: wf.created})
+    pipe.zremrangebyscore(wf_index(store), "-inf", wf.created - ttl)
+    pipe.hset(store.keys.workflow_names, wf.name, wf.id)
     pipe.execute()
 
 
@@ -83,22 +87,22 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
     if not wf_id:
         raise NotFound("no workflow id given")  # "" is a prefix of every id
     raw = store.redis.get(wf_key(store, wf_id))
+    if raw is None:
+        named = store.redis.hget(store.keys.workflow_names, wf_id)
+        raw = store.redis.get(wf_key(store, named.decode())) if named is not None else None
     if raw is not None:
         return WorkflowRecord.model_validate(json.loads(raw))
-    ids = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)]  # oldest first
+    ids = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)]
     pipe = store.redis.pipeline()
-    for found in ids:
+    candidates = [w for w in ids if w.startswith(wf_id)]
+    for found in candidates:
         pipe.get(wf_key(store, found))
-    kept = [WorkflowRecord.model_validate(json.loads(r)) for r in pipe.execute() if r is not None]  # not the expired
-    named = [w for w in kept if w.name == wf_id]
-    if named:
-        return max(named, key=lambda w: w.created)
-    matches = [w for w in kept if w.id.startswith(wf_id)]
-    if len(matches) > 1:
-        raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(matches)} workflows; give more")
-    if not matches:
+    kept = [r for r in pipe.execute() if r is not None] if candidates else []  # not the expired
+    if len(kept) > 1:
+        raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(kept)} workflows; give more")
+    if not kept:
         raise NotFound(f"no such workflow: {wf_id}")
-    return matches[0]
+    return WorkflowRecord.model_validate(json.loads(kept[0]))
 
 
 @_url

@@ -243,3 +243,18 @@ def test_a_detached_workflow_prints_only_its_id_on_stdout(host, client, project)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1 and len(wf_id) == 32, proc
     assert "🔍 Validating workflow prerequisites..." in proc.stderr.decode()
     assert wait_done(client, wf_id)["status"] == "COMPLETED"
+
+
+def test_the_workflow_index_forgets_expired_runs_and_names_find_the_newest(client):
+    """The index of workflows was never trimmed (every lookup that missed read it all): a save
+    drops the ids older than the records' TTL; a name is one lookup of its newest run."""
+    from joblet.api import workflow_store as wfs
+
+    store, ttl, now = client.store, 600, time.time()
+    old = wfs.WorkflowRecord(id="e" * 32, name="indexed", created=now - ttl - 5, jobs={}, requires={})
+    new = wfs.WorkflowRecord(id="f" * 32, name="indexed", created=now, jobs={}, requires={})
+    wfs.save(store, old, ttl)
+    assert old.id in wfs.all_ids(store)  # the control: it was indexed
+    wfs.save(store, new, ttl)
+    assert old.id not in wfs.all_ids(store) and new.id in wfs.all_ids(store)
+    assert wfs.get(store, "indexed").id == new.id and wfs.get(store, "f" * 16).id == new.id

@@ -35,6 +35,12 @@ class FakeRedis:
     def zadd(self, key: str, mapping: dict[str, float]) -> None:
         self.data.setdefault(key, {}).update(mapping)
 
+    def zremrangebyscore(self, key: str, low: str, high: float) -> None:
+        self.data[key] = {k: v for k, v in self.data.get(key, {}).items() if v > high}
+
+    def hset(self, key: str, field: str, value: str) -> None:
+        self.data.setdefault(key, {})[field] = value
+
     def execute(self) -> None: ...
 
 
