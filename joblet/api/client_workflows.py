@@ -10,12 +10,26 @@ from joblet.api import workflow_store as wfs
 from joblet.api.client_networks import Networks
 from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobStatus
+from joblet.api.nodes import incapable
 from joblet.api.preflight import Preflight, fleet_view, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.api.workflows import Workflow, graph_problems
 from joblet.config import Settings
 from joblet.errors import NotFound, ValidationError
+
+
+def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.list[str]:
+    """The jobs that no node of the fleet (its pinned one, if any) could ever take, as rnx run
+    refuses them (host networking, --max-cpu, the ceilings), each with every node's reason;
+    checked up front: placed one by one as they become free, they were FAILED or refused late."""
+    out = []
+    for name, job in wf.jobs.items():
+        pool = [n for n in nodes if job.spec.node in (None, n["name"])]
+        reasons = [(n["name"], incapable(job.spec, n)) for n in pool]
+        if pool and all(why is not None for _, why in reasons):
+            out.append(f"{name} ({', '.join(f'{node}: {why}' for node, why in reasons)})")
+    return out
 
 
 class Workflows:
@@ -38,8 +52,9 @@ class Workflows:
         missing_vols = sorted(wf.volumes() - have_vols)
         offered = {r["name"] for r in runtimes(self.store.live_nodes())}
         missing_rts = sorted(wf.runtimes() - offered)
-        fleet = {n["name"] for n in fleet_view(self.store, self.settings)} if wf.nodes() else set()
-        missing_nodes = sorted(wf.nodes() - fleet)  # a typo: the job would wait PENDING for good
+        nodes = fleet_view(self.store, self.settings)
+        missing_nodes = sorted(wf.nodes() - {n["name"] for n in nodes})  # a typo: it would wait PENDING for good
+        misfits = unplaceable(wf, nodes)
         graph = graph_problems(wf)
         return [
             (
@@ -62,6 +77,7 @@ class Workflows:
                 if not missing_nodes
                 else f"No such nodes: {', '.join(missing_nodes)} (rnx nodes)",
             ),
+            (not misfits, "Every job fits a node" if not misfits else f"Jobs no node can run: {'; '.join(misfits)}"),
             (not graph, "Job dependencies are valid" if not graph else "; ".join(graph)),
         ]
 

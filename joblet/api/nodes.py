@@ -70,6 +70,16 @@ def unfit(spec: JobSpec, node: dict[str, Any]) -> str | None:
     """Why this node cannot take the job now (one phrase), or None."""
     if node["state"] != UP:
         return "down" if node["state"] == DOWN else "draining"
+    why = incapable(spec, node)
+    if why is not None:
+        return why
+    if free_slots(node) <= 0:
+        return f"full ({node['jobs']} of {node['concurrency']} jobs)"
+    return None
+
+
+def incapable(spec: JobSpec, node: dict[str, Any]) -> str | None:
+    """Why this node could not take the job whatever its state and load (one phrase), or None."""
     caps = node["capabilities"]
     if "host" in spec.network and caps["host_network"] is False:
         return "host networking not allowed"
@@ -85,8 +95,6 @@ def unfit(spec: JobSpec, node: dict[str, Any]) -> str | None:
     ):
         if isinstance(ceiling, int) and want is not None and want > ceiling:  # its worker would refuse it
             return f"{flag} {want}{unit} is above its ceiling of {ceiling}{unit}"
-    if free_slots(node) <= 0:
-        return f"full ({node['jobs']} of {node['concurrency']} jobs)"
     return None
 
 

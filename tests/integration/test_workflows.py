@@ -258,3 +258,25 @@ def test_the_workflow_index_forgets_expired_runs_and_names_find_the_newest(clien
     wfs.save(store, new, ttl)
     assert old.id not in wfs.all_ids(store) and new.id in wfs.all_ids(store)
     assert wfs.get(store, "indexed").id == new.id and wfs.get(store, "f" * 16).id == new.id
+
+
+def test_a_job_no_node_can_run_is_refused_before_anything_runs(host, client, project):
+    """As rnx run refuses them: a limit above every node's ceiling, host networking where no
+    node allows it. They passed every check and were FAILED by their worker, one by one."""
+    (project / "misfit.yaml").write_text(
+        "jobs:\n"
+        "  fine: {command: 'true', network: none}\n"
+        "  big: {command: 'true', network: none, resources: {max_pids: 1000000}}\n"
+        "  hosty: {command: 'true', network: host}\n"
+    )
+    before = len(client.list())
+    proc = host.rnx("workflow", "run", str(project / "misfit.yaml"))
+    out = proc.stdout.decode()
+    assert proc.returncode == 2, out + proc.stderr.decode()
+    line = next(x for x in out.splitlines() if x.startswith("❌ Jobs no node can run: "))
+    assert "big (" in line and "--max-pids 1000000 is above its ceiling of" in line, line
+    assert "hosty (" in line and "host networking not allowed" in line and "fine" not in line, line
+    assert len(client.list()) == before
+    (project / "fits.yaml").write_text("jobs:\n  fine: {command: 'true', network: none}\n")  # the control
+    ok = host.rnx("workflow", "run", str(project / "fits.yaml"))
+    assert ok.returncode == 0 and "✅ Every job fits a node" in ok.stdout.decode(), ok
