@@ -83,7 +83,32 @@ def job_spec(params: dict[str, Any]) -> Any:
     }
     if params["networks"]:
         fields["network"] = params["networks"]
-    return make_spec(params["command"], params["args"], **fields)
+    try:
+        return make_spec(params["command"], params["args"], **fields)
+    except ValidationError as exc:
+        raise ValidationError(as_flag(str(exc))) from None
+
+
+# a spec field's error as the option that set it says it, with its unit after a bound
+FLAGS = {
+    "limits.max_disk": ("--max-disk", " MB"),
+    "limits.max_memory": ("--max-memory", " MB"),
+    "limits.max_pids": ("--max-pids", ""),
+    "limits.max_cpu": ("--max-cpu", " (percent of one CPU)"),
+    "limits.max_iobps": ("--max-iobps", " bytes/s"),
+    "timeout": ("--timeout", " s"),
+}
+
+
+def as_flag(message: str) -> str:
+    """`invalid job field 'limits.max_disk': must be at most 1048576` as `invalid --max-disk:
+    must be at most 1048576 MB` (rnx run's words for what the Python API calls fields)."""
+    for field, (flag, unit) in FLAGS.items():
+        prefix = f"invalid job field '{field}': "
+        if message.startswith(prefix):
+            why = message[len(prefix) :]
+            return f"invalid {flag}: {why}{unit if why[-1:].isdigit() else ''}"
+    return message
 
 
 # Options come before COMMAND; everything from COMMAND on is the job's, untouched

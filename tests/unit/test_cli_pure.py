@@ -268,3 +268,18 @@ def test_a_command_group_alone_shows_its_help():
     out = CliRunner().invoke(main.cli, ["workflow"], prog_name="rnx")
     lines = out.output.splitlines()
     assert out.exit_code in (0, 2) and lines[0].startswith("Usage: rnx workflow") and "  stop " in out.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--max-disk=99999999", "rnx: invalid --max-disk: must be at most 1048576 MB\n"),
+        ("--max-memory=1", "rnx: invalid --max-memory: must be at least 4 MB\n"),
+        ("--max-pids=1", "rnx: invalid --max-pids: must be at least 8\n"),
+    ],
+)
+def test_rnx_run_names_the_option_and_its_unit(fake, flag, says):
+    """The Python API's field names (limits.max_disk) and a bare number read oddly after
+    `rnx run --max-disk=...`; the unit is the option's."""
+    out = CliRunner().invoke(main.cli, ["run", flag, "true"], prog_name="rnx")
+    assert out.exit_code == 2 and out.output == says, out.output
