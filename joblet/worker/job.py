@@ -135,7 +135,7 @@ class JobRun:
             if result is not None:  # recorded; else the next start reconciles it (LOST)
                 self.svc.journal.forget(self.job_id)
             elif late is not None:  # once Redis is back, after this release: its steps follow it
-                self.svc.finals.add(self.job_id, late)
+                self.svc.records.finals.add(f"job {self.job_id}", f"job {self.job_id[:12]}'s final record", late)
         return result
 
     def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:

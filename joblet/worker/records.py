@@ -38,6 +38,7 @@ class Records:
         self.store = store
         self.cfg = cfg
         self.claims = claims or Claims(store)  # a job's claim and final record, a round trip each
+        self.finals = Finals()  # what Redis missed: the heartbeat writes it (Finals.retry)
 
     def finish(
         self,
@@ -104,6 +105,11 @@ class Records:
 
         try:
             advance(self.store, self.cfg, wf_id)
+        except BackendUnavailable as exc:  # nothing else would take it (its jobs wait for it)
+            log.error("workflow %s: its next step waits for Redis: %s", wf_id[:12], exc)
+            self.finals.add(
+                f"workflow {wf_id}", f"workflow {wf_id[:12]}'s next step", lambda: advance(self.store, self.cfg, wf_id)
+            )
         except Exception as exc:  # noqa: BLE001 - the job's own end is recorded regardless
             log.error("workflow %s: %s", wf_id[:12], exc)
 
@@ -118,18 +124,20 @@ def result(record: JobRecord, stdout: bytes = b"") -> dict[str, Any]:
 
 
 class Finals:
-    """Final records not written when their jobs ended (Redis gone longer than the patience):
-    the heartbeat writes them once Redis is back, with each job's own outcome. (They waited for
-    the worker's restart, RUNNING until then, and were then recorded LOST.)"""
+    """Writes Redis missed (gone longer than the patience): a job's final record, with each
+    job's own outcome, or a workflow's next step; the heartbeat tries them once Redis is back.
+    (A job waited for the worker's restart, RUNNING until then, and was then recorded LOST; a
+    workflow whose step failed waited for good.)"""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[str, Callable[[], object]] = {}
+        self._pending: dict[str, tuple[str, Callable[[], object]]] = {}
 
-    def add(self, job_id: str, write: Callable[[], object]) -> None:
-        """`write` records the job's end (once, without waiting out an outage), or raises."""
+    def add(self, key: str, what: str, write: Callable[[], object]) -> None:
+        """`write` does it (once, without waiting out an outage), or raises; `what` names it
+        in the log ("job 0123456789ab's final record")."""
         with self._lock:
-            self._pending[job_id] = write
+            self._pending[key] = (what, write)
 
     def pending(self) -> list[str]:
         with self._lock:
@@ -139,18 +147,18 @@ class Finals:
         """Write what is pending; while Redis is still gone, the rest waits for the next beat."""
         with self._lock:
             todo = list(self._pending.items())
-        for job_id, write in todo:
+        for key, (what, write) in todo:
             try:
                 write()
             except BackendUnavailable as exc:
-                log.warning("job %s: its final record still waits for Redis: %s", job_id[:12], exc)
+                log.warning("%s still waits for Redis: %s", what, exc)
                 return
-            except Exception as exc:  # noqa: BLE001 - this job's: the others are tried
-                log.warning("job %s: its final record still not written: %s: %s", job_id[:12], type(exc).__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - this one's: the others are tried
+                log.warning("%s still not written: %s: %s", what, type(exc).__name__, exc)
                 continue
             with self._lock:
-                self._pending.pop(job_id, None)
-            log.info("job %s: its final record written now that Redis is back", job_id[:12])
+                self._pending.pop(key, None)
+            log.info("%s written now that Redis is back", what)
 
 
 def retrying(step: Callable[[], T], patience: float) -> T:

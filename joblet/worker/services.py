@@ -26,7 +26,7 @@ from joblet.worker.execution import tool
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import Kernel, LinuxKernel
 from joblet.worker.output import OutputPump
-from joblet.worker.records import Finals, Records
+from joblet.worker.records import Records
 from joblet.worker.sandbox import SECRETS, SYSTEM_DIRS, Host, survey
 from joblet.worker.volumes import JobMounts
 
@@ -74,7 +74,6 @@ class Services:
     cgroup_v2: bool = False  # limits in the job's own v2 group, else in v1 twins (hybrid hosts)
     kernel: Kernel = field(default_factory=LinuxKernel)
     etc: EtcView | None = None  # the jobs' /etc, kept in step with the host's (started with the worker)
-    finals: Finals = field(default_factory=Finals)  # final records the heartbeat writes when Redis is back
 
 
 def secret_patterns(cfg: Settings) -> tuple[str, ...]:

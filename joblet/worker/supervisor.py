@@ -245,7 +245,7 @@ class Supervisor:
         failures = []
         for part in (
             self._beat_presence,
-            self.svc.finals.retry,
+            self.svc.records.finals.retry,
             self._beat_upkeep,
             lambda: stats.sample(self),
             lambda: fleet.sweep_lost(self),

@@ -163,7 +163,7 @@ def test_a_final_record_written_after_a_redis_outage_longer_than_its_patience(ao
         assert rec.status == JobStatus.COMPLETED and rec.exit_code == 0, rec
         # the end marker follows the last byte; the record may come before the pump's flush
         eventually(lambda: output(client, job.id) == b"before\nafter\n", "the line printed during the outage")
-        assert "its final record written now that Redis is back" in worker_log(h)
+        assert f"job {job.id[:12]}'s final record written now that Redis is back" in worker_log(h)
         after = Client(h.cfg).run("echo", ("still serving",), network="none")  # the control: a job ends at once
         assert Client(h.cfg).wait(after.id, timeout=60).status == JobStatus.COMPLETED
     finally:

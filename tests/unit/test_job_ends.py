@@ -94,7 +94,7 @@ def test_a_sandbox_that_fails_to_start_leaves_no_descriptor(monkeypatch, broken)
 
 def test_a_final_record_redis_missed_is_written_by_the_heartbeat_once_it_is_back(tmp_path):
     """Redis gone longer than record_patience when the job ended: the task gives up, the job's
-    outcome waits in svc.finals (its journal entry kept), added after its release ran; a beat
+    outcome waits in svc.records.finals (its journal entry kept), added after its release ran; a beat
     writes the record, then leaves its networks and frees its addresses (which the outage
     failed), ends its stream and forgets the entry, each step once though Redis flaps."""
     import dataclasses
@@ -119,24 +119,24 @@ def test_a_final_record_redis_missed_is_written_by_the_heartbeat_once_it_is_back
     svc.store.leave_networks = unless_down("leave", svc.store.leave_networks)  # type: ignore[attr-defined]
     svc.agent.free = unless_down("free", svc.agent.free)  # type: ignore[method-assign]
     added: list[list[str]] = []
-    add = svc.finals.add
-    svc.finals.add = lambda job_id, write: (added.append(list(log.calls)), add(job_id, write))  # type: ignore[method-assign]
+    add = svc.records.finals.add
+    svc.records.finals.add = lambda key, what, write: (added.append(list(log.calls)), add(key, what, write))  # type: ignore[method-assign]
     with pytest.raises(BackendUnavailable):
         JobRun(svc, JOB, SPEC).execute()
-    assert svc.finals.pending() == [JOB] and svc.store.records[JOB]["status"] == JobStatus.RUNNING  # type: ignore[attr-defined]
+    assert svc.records.finals.pending() == [f"job {JOB}"] and svc.store.records[JOB]["status"] == JobStatus.RUNNING  # type: ignore[attr-defined]
     assert added and added[0][-1] == "try free"  # added after the release (which failed too)
     assert [e.job_id for e in Journal(svc.cfg.state_dir).entries()] == [JOB]
     assert "end output" not in log.calls  # the stream's end follows the record
-    svc.finals.retry()  # Redis still gone: it waits, nothing raised
-    assert svc.finals.pending() == [JOB] and "end output" not in log.calls
+    svc.records.finals.retry()  # Redis still gone: it waits, nothing raised
+    assert svc.records.finals.pending() == [f"job {JOB}"] and "end output" not in log.calls
     down["finish"] = False  # back, but it flaps: the record goes, leaving its networks fails
     mark = len(log.calls)
-    svc.finals.retry()
+    svc.records.finals.retry()
     assert svc.store.records[JOB]["status"] == JobStatus.COMPLETED  # type: ignore[attr-defined]
-    assert svc.finals.pending() == [JOB] and log.calls[mark:] == ["try finish", "try leave"]
+    assert svc.records.finals.pending() == [f"job {JOB}"] and log.calls[mark:] == ["try finish", "try leave"]
     down["leave"] = down["free"] = False
     mark = len(log.calls)
-    svc.finals.retry()
+    svc.records.finals.retry()
     assert log.calls[mark:] == [
         "try leave",
         "leave networks",
@@ -144,4 +144,27 @@ def test_a_final_record_redis_missed_is_written_by_the_heartbeat_once_it_is_back
         "net free",
         "end output",
     ]  # not the record again
-    assert svc.finals.pending() == [] and Journal(svc.cfg.state_dir).entries() == []
+    assert svc.records.finals.pending() == [] and Journal(svc.cfg.state_dir).entries() == []
+
+
+def test_a_workflow_step_redis_missed_is_taken_by_the_heartbeat(tmp_path, monkeypatch):
+    """A workflow's next step that failed on Redis right after its job's record stalled the
+    workflow for good (no other job of it would end to advance it): the heartbeat takes it."""
+    from joblet.api import workflow_store
+
+    svc = services(tmp_path, Log())
+    calls: list[str] = []
+    down = [True]
+
+    def advance(store: Any, cfg: Any, wf_id: str) -> None:
+        calls.append(wf_id)
+        if down[0]:
+            raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
+
+    monkeypatch.setattr(workflow_store, "advance", advance)
+    svc.records.advance_workflow("w" * 32)
+    assert svc.records.finals.pending() == ["workflow " + "w" * 32]
+    svc.records.finals.retry()  # still gone
+    down[0] = False
+    svc.records.finals.retry()
+    assert calls == ["w" * 32] * 3 and svc.records.finals.pending() == []
