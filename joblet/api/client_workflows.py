@@ -10,7 +10,7 @@ from joblet.api import workflow_store as wfs
 from joblet.api.client_networks import Networks
 from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobStatus
-from joblet.api.nodes import incapable
+from joblet.api.nodes import DRAINING, UP, constrained, incapable
 from joblet.api.preflight import Preflight, fleet_view, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
@@ -24,7 +24,10 @@ def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.
     refuses them (host networking, --max-cpu, the ceilings), each with every node's reason;
     checked up front: placed one by one as they become free, they were FAILED or refused late."""
     out = []
+    live = any(n["state"] in (UP, DRAINING) for n in nodes)
     for name, job in wf.jobs.items():
+        if not live and not constrained(job.spec):
+            continue  # as rnx run: it waits on the shared queue for any node (the fleet restarts, grows)
         pool = [n for n in nodes if job.spec.node in (None, n["name"])]
         reasons = [(n["name"], incapable(job.spec, n)) for n in pool]
         if pool and all(why is not None for _, why in reasons):

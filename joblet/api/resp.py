@@ -209,10 +209,16 @@ class Connection:
 
 
 def _blocks(args: list[Any]) -> float | None:
-    """Seconds a command may block in Redis by its own arguments (XREAD's BLOCK ms; None:
-    BLOCK 0, for ever)."""
+    """Seconds a command may block in Redis by its own arguments: XREAD's BLOCK ms, among its
+    options (before STREAMS; a key or a value named "block" elsewhere is data); None: BLOCK 0,
+    for ever."""
+    if not args or not isinstance(args[0], str) or args[0].upper() not in ("XREAD", "XREADGROUP"):
+        return 0.0
     for i, arg in enumerate(args[:-1]):
-        if isinstance(arg, str) and arg.upper() == "BLOCK":
+        word = arg.upper() if isinstance(arg, str) else None
+        if word == "STREAMS":
+            break
+        if word == "BLOCK":
             return int(args[i + 1]) / 1000 or None
     return 0.0
 

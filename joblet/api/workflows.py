@@ -142,7 +142,7 @@ def _strict_loader() -> Any:
     return Strict
 
 
-FIELD_LIMITS, FIELD_RESOURCES = "invalid job field 'limits.", "invalid job field 'resources."
+FIELD_LIMITS, FIELD_RESOURCES = "invalid job field 'limits", "invalid job field 'resources"
 DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 DECIMAL_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 

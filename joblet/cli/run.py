@@ -96,6 +96,10 @@ FLAGS = {
     "limits.max_pids": ("--max-pids", ""),
     "limits.max_cpu": ("--max-cpu", " (percent of one CPU)"),
     "limits.max_iobps": ("--max-iobps", " bytes/s"),
+    "limits.max_output": ("--max-output", " bytes"),
+    "limits.max_bandwidth_in": ("--max-bandwidth-in", ""),
+    "limits.max_bandwidth_out": ("--max-bandwidth-out", ""),
+    "limits.max_bandwidth": ("--max-bandwidth", ""),
     "timeout": ("--timeout", " s"),
 }
 

@@ -78,19 +78,20 @@ def draining_refusal(sup: Any) -> str | None:
 
 def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
     """Mark the jobs of nodes silent past the grace period LOST; returns the nodes swept.
-    Not while this node's own heartbeats have reached Redis for less than two intervals: after
-    an outage of Redis itself every node was silent, and the others beat again within one
-    interval (the first node back swept every other node's running jobs LOST)."""
+    Silence counts from this node's own return at the earliest: after an outage of Redis
+    itself every node's last beat was old, and the first node back swept every other node's
+    running jobs LOST; whether another was silent while this one could not see is unknown."""
     cfg = sup.cfg
     now = time.time() if now is None else now
     present = getattr(sup, "present_since", None)
-    if present is None or now - present < 2 * cfg.heartbeat_interval:
+    if present is None:  # its own heartbeat has not gone through
         return []
     swept = []
     done = sup.nodes.swept()
     for name, record in sup.nodes.records().items():
         beat = float(record.get("beat", 0))
-        if name == cfg.node or done.get(name) == beat or now - beat < cfg.node_down_after + cfg.node_lost_grace:
+        silent = now - max(beat, present)
+        if name == cfg.node or done.get(name) == beat or silent < cfg.node_down_after + cfg.node_lost_grace:
             continue
         if sup.nodes.claim_sweep(name, beat, ttl=SWEEP_CLAIM_TTL):
             lose_jobs(sup.svc, name, beat)

@@ -147,7 +147,8 @@ class Finals:
         """Write what is pending; while Redis is still gone, the rest waits for the next beat."""
         with self._lock:
             todo = list(self._pending.items())
-        for key, (what, write) in todo:
+        for key, entry in todo:
+            what, write = entry
             try:
                 write()
             except BackendUnavailable as exc:
@@ -157,7 +158,8 @@ class Finals:
                 log.warning("%s still not written: %s: %s", what, type(exc).__name__, exc)
                 continue
             with self._lock:
-                self._pending.pop(key, None)
+                if self._pending.get(key) is entry:  # not one added again meanwhile (a later step)
+                    del self._pending[key]
             log.info("%s written now that Redis is back", what)
 
 

@@ -196,3 +196,13 @@ def test_a_server_that_never_answers_times_out_and_a_blocking_read_gets_its_bloc
         silent.close()
     lite, _, prefix = pair
     assert lite.xread({prefix + "empty": "0"}, block=600) in (None, [], {})
+
+
+def test_a_key_or_value_named_block_is_data(pair):
+    """The read timeout looks for XREAD's BLOCK option only: `rnx volume create block` sent
+    HSETNX ... block '{...}' and failed on int('{...}')."""
+    lite, real, prefix = pair
+    assert lite.hset(prefix + "h", "block", "{json}") == 1 and lite.hget(prefix + "h", "block") == b"{json}"
+    assert resp._blocks(["HSET", "h", "BLOCK", "0"]) == 0.0  # not a wait for ever
+    assert resp._blocks(["XREAD", "COUNT", 5, "BLOCK", 250, "STREAMS", "block", "0"]) == 0.25
+    assert resp._blocks(["XREAD", "STREAMS", "BLOCK", "0"]) == 0.0  # a stream named BLOCK

@@ -276,6 +276,7 @@ def test_a_command_group_alone_shows_its_help():
         ("--max-disk=99999999", "rnx: invalid --max-disk: must be at most 1048576 MB\n"),
         ("--max-memory=1", "rnx: invalid --max-memory: must be at least 4 MB\n"),
         ("--max-pids=1", "rnx: invalid --max-pids: must be at least 8\n"),
+        ("--max-output=1", "rnx: invalid --max-output: must be at least 1024 bytes\n"),
     ],
 )
 def test_rnx_run_names_the_option_and_its_unit(fake, flag, says):

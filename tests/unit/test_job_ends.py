@@ -168,3 +168,22 @@ def test_a_workflow_step_redis_missed_is_taken_by_the_heartbeat(tmp_path, monkey
     down[0] = False
     svc.records.finals.retry()
     assert calls == ["w" * 32] * 3 and svc.records.finals.pending() == []
+
+
+def test_a_step_added_again_while_its_retry_ran_is_kept():
+    """The heartbeat's try of a workflow step succeeds while a job's end adds the same step
+    again (a later state to act on): the new one stays for the next beat."""
+    from joblet.worker.records import Finals
+
+    finals = Finals()
+    ran: list[str] = []
+
+    def first() -> None:
+        ran.append("first")
+        finals.add("workflow w", "workflow w's next step", lambda: ran.append("second"))
+
+    finals.add("workflow w", "workflow w's next step", first)
+    finals.retry()
+    assert finals.pending() == ["workflow w"] and ran == ["first"]
+    finals.retry()
+    assert finals.pending() == [] and ran == ["first", "second"]

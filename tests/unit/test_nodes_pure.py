@@ -197,11 +197,11 @@ def test_limits_above_a_nodes_ceilings_are_refused_at_submit(limits, says):
     assert place(make_spec("true", (), limits=at, node="small"), nodes) == "small"
 
 
-def test_a_node_back_from_a_redis_outage_sweeps_no_one_until_the_others_could_beat(monkeypatch):
+def test_a_node_back_from_a_redis_outage_counts_silence_from_its_own_return(monkeypatch):
     """After an outage of Redis itself every node's last beat is old: the first node back
-    swept every other node's running jobs LOST. It sweeps only once its own beats have
-    reached Redis for two intervals (the others beat within one); then a node that stays
-    silent is swept as before (the control)."""
+    swept every other node's running jobs LOST. Silence counts from its own return (its
+    first heartbeat through) at the earliest; a node still silent a grace after that is swept
+    as before (the control)."""
     from types import SimpleNamespace
 
     from joblet.config import load
@@ -215,9 +215,31 @@ def test_a_node_back_from_a_redis_outage_sweeps_no_one_until_the_others_could_be
         claim_sweep=lambda name, beat, ttl: True,
         mark_swept=lambda name, beat: None,
     )
-    sup = SimpleNamespace(cfg=load(node="a", heartbeat_interval=5), nodes=nodes, svc=None, present_since=None)
+    cfg = load(node="a", heartbeat_interval=5, node_down_after=20, node_lost_grace=60)
+    sup = SimpleNamespace(cfg=cfg, nodes=nodes, svc=None, present_since=None)
     assert fleet.sweep_lost(sup, NOW) == [] and swept == []  # its own beat has not gone through
-    sup.present_since = NOW - 9  # back for less than two intervals
+    sup.present_since = NOW - 79  # back for less than node_down_after + node_lost_grace
     assert fleet.sweep_lost(sup, NOW) == [] and swept == []
-    sup.present_since = NOW - 10
+    sup.present_since = NOW - 81
     assert fleet.sweep_lost(sup, NOW) == ["b"] and swept == ["b"]
+
+
+def test_a_workflow_job_no_node_could_run_is_found_as_rnx_run_would_refuse_it():
+    """With a node up, a job above its CPUs is flagged with the node's reason; with none up
+    (the fleet restarts), a job any node could run waits as rnx run's would (not flagged),
+    while one that needs host networking is still judged (rnx run refuses it then too)."""
+    from joblet.api.client_workflows import unplaceable
+    from joblet.api.workflows import Workflow, WorkflowJob
+
+    def wf(**specs: object) -> Workflow:
+        return Workflow(name="w", jobs={n: WorkflowJob(name=n, spec=s) for n, s in specs.items()})
+
+    big = make_spec("true", (), limits={"max_cpu": 800}, network=("none",))
+    hosty = make_spec("true", (), network=("host",))
+    small = make_spec("true", (), network=("none",))
+    up = fleet(a=rec(cpus=2))
+    assert unplaceable(wf(big=big, small=small), up) == ["big (a: 2 CPUs, less than --max-cpu 800)"]
+    down = fleet(a=rec(beat_age=100, cpus=2))
+    assert unplaceable(wf(big=big, small=small), down) == []
+    assert unplaceable(wf(hosty=hosty), down) == ["hosty (a: host networking not allowed)"]
+    assert unplaceable(wf(big=big), []) == []  # no node ever: nothing to judge by

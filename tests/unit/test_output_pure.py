@@ -100,7 +100,7 @@ def test_cli_passes_max_output(monkeypatch):
     assert result.exit_code == 0, result.output
     assert sent["spec"].limits.max_output == 8 << 20
     bad = CliRunner().invoke(main.cli, ["run", "--max-output", "lots", "-d", "yes"])
-    assert bad.exit_code != 0 and "max_output" in bad.output
+    assert bad.exit_code != 0 and "--max-output" in bad.output
 
 
 def test_backoff_doubles_to_its_cap_and_resets():
