@@ -54,7 +54,7 @@ from joblet.worker.execution import Launch, Sandbox, tool
 from joblet.worker.mount_template import MountTemplate
 from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.nsthread import JobThread
-from joblet.worker.sandbox import SECRETS, Layout, bwrap_args, make_cover, survey, sys_covers
+from joblet.worker.sandbox import SECRETS, Host, Layout, bwrap_args, make_cover, survey, sys_covers
 from joblet.worker.seccomp_filter import job_filter
 from joblet.worker.services import template_keep
 
@@ -149,17 +149,15 @@ def template_for(run_dir: Path) -> MountTemplate:
     return MountTemplate(template_keep(load(run_dir=run_dir, state_dir=run_dir.parent / "state"), detect_root()))
 
 
-def sandboxed(
-    cg: JobCgroup, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox, template: MountTemplate | None = None
-) -> None:
-    """Today's start of a none job (copied from `template` when given), from the pids limit
-    to the command's end."""
-    cg.limit_pids(4096)
-    inside = JobThread("bench")
-    netns = JobNetns.create(inside)
+def none_job_root(
+    run_dir: Path, cover: Path, inside: JobThread, template: MountTemplate | None, worker_covers: bool = True
+) -> tuple[JobMounts, Host, Layout]:
+    """A none job's mount namespace (made by `inside`, its thread) and its root's layout, as
+    the worker makes them; `worker_covers` False: bwrap binds the /sys covers (item 29's before)."""
     job = run_dir / "job"
     host = survey(cover, (), SECRETS, str(cover.parent / "etc"))
-    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside, template, sys_covers(host))
+    covers = sys_covers(host) if worker_covers else None
+    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside, template, covers)
     mounts.write("hostname", "bench\n")
     mounts.write("hosts", "127.0.0.1 localhost\n")
     layout = Layout(
@@ -168,8 +166,20 @@ def sandboxed(
         run_dir=str(job),
         sys_dir=str(job / "sys"),
         net_files=("hosts",),
-        sys_masked=True,
+        sys_masked=worker_covers,
     )
+    return mounts, host, layout
+
+
+def sandboxed(
+    cg: JobCgroup, run_dir: Path, cover: Path, kind: type[Sandbox] = Sandbox, template: MountTemplate | None = None
+) -> None:
+    """Today's start of a none job (copied from `template` when given), from the pids limit
+    to the command's end."""
+    cg.limit_pids(4096)
+    inside = JobThread("bench")
+    netns = JobNetns.create(inside)
+    mounts, host, layout = none_job_root(run_dir, cover, inside, template)
     box = kind(
         Launch(
             "bench",

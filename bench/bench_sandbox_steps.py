@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_sandbox import RESULTS, WARMUP, template_for, worker_files
+from bench_sandbox import RESULTS, WARMUP, none_job_root, template_for, worker_files
 
 from joblet.worker.execution import tool
 from joblet.worker.mount_template import MountTemplate
-from joblet.worker.mounts import JobMounts, remove_dirs
+from joblet.worker.mounts import remove_dirs
 from joblet.worker.nsthread import JobThread
-from joblet.worker.sandbox import SECRETS, Layout, bwrap_args, survey, sys_covers
+from joblet.worker.sandbox import bwrap_args
 
 
 def cuts(args: list[str]) -> list[tuple[str, int]]:
@@ -64,21 +64,8 @@ def steps(
     cover: Path, run_dir: Path, template: MountTemplate, rounds: int, worker_covers: bool = True
 ) -> dict[str, dict[str, float]]:
     inside = JobThread("steps")
-    job = run_dir / "job"
-    host = survey(cover, (), SECRETS, str(cover.parent / "etc"))
-    covers = sys_covers(host) if worker_covers else None
-    mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside, template, covers)
+    mounts, host, layout = none_job_root(run_dir, cover, inside, template, worker_covers)
     try:
-        for name, text in (("hostname", "bench\n"), ("hosts", "127.0.0.1 localhost\n")):
-            mounts.write(name, text)
-        layout = Layout(
-            hostname="bench",
-            work_dir=str(job / "work"),
-            run_dir=str(job),
-            sys_dir=str(job / "sys"),
-            net_files=("hosts",),
-            sys_masked=worker_covers,
-        )
         args = bwrap_args(host, layout)
         times: dict[str, list[float]] = {name: [] for name, _ in cuts(args)}
         for round_ in range(WARMUP + rounds):
