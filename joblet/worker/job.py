@@ -140,9 +140,8 @@ class JobRun:
 
     def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:
         """The final record (waiting out an outage of up to record_patience) and what follows it."""
-        result = self.svc.records.finish(
-            self.job_id, outcome, stdout, truncated, self.spec, self.svc.cfg.record_patience
-        )
+        patience = self.svc.cfg.record_patience
+        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, patience)
         self._after(outcome)
         return result
 
@@ -154,9 +153,7 @@ class JobRun:
             got = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, patience=0)
             done.add("record")
             if got.get("status") != outcome.status.value:  # the fleet recorded it LOST meanwhile, and its end
-                log.warning(
-                    "job %s: recorded %s meanwhile, not %s", self.job_id[:12], got.get("status"), outcome.status
-                )
+                log.warning("job %s: recorded %s meanwhile, not %s", self.job_id[:12], got["status"], outcome.status)
                 done.add("stream")
         if self.plan is not None and "released" not in done:
             self.svc.discovery.leave(self.job_id, list(self.plan.ips))
