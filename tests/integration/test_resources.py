@@ -143,6 +143,9 @@ def iperf(client, server_ip: str, *extra: str, limits: dict) -> dict:
     return json.loads(out)
 
 
+HEADERS = 1514 / 1448  # a full frame's bytes on the link per TCP payload byte (MTU 1500, timestamps)
+
+
 def test_bandwidth_both_directions(client):
     client.networks.create("res-net", "10.140.0.0/24")
     rate = 10_000_000
@@ -152,7 +155,10 @@ def test_bandwidth_both_directions(client):
         report = iperf(client, ip, *direction, limits={"max_bandwidth": "10mbit"})
         measured = report["end"]["sum_received"]["bits_per_second"]
         first = report["intervals"][0]["sum"]["bits_per_second"]
-        assert 0.9 * rate <= measured <= 1.1 * rate, (direction, measured)
+        # iperf counts payload, the shaper the link's bytes: TCP/IP and Ethernet headers are
+        # ~4.5 % more at a 1500 or 1450 MTU (8.95 Mbit/s of payload failed a 9.0 bound once)
+        on_the_link = measured * HEADERS
+        assert 0.9 * rate <= on_the_link <= 1.1 * rate, (direction, measured, on_the_link)
         assert first < 2 * rate, (direction, first)
         client.wait(server.id, timeout=30)
 
