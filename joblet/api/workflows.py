@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from joblet.api.models import JobSpec, JobStatus, make_spec
 from joblet.errors import ValidationError
+from joblet.fields import FieldError
 from joblet.names import name_key
 
 JOB_KEYS = {
@@ -142,7 +143,6 @@ def _strict_loader() -> Any:
     return Strict
 
 
-FIELD_LIMITS, FIELD_RESOURCES = "invalid job field 'limits", "invalid job field 'resources"
 DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 DECIMAL_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
@@ -177,8 +177,11 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
         raise ValidationError(f"{where}: 'user' is text, as --user: quote it ('{body['user']}')")
     try:
         spec = make_spec(body["command"], args, **fields)
-    except ValidationError as exc:  # the file's name for the limits
-        raise ValidationError(f"{where}: {str(exc).replace(FIELD_LIMITS, FIELD_RESOURCES)}") from None
+    except FieldError as exc:  # the file's name for the limits
+        loc = ("resources", *exc.loc[1:]) if exc.loc[:1] == ("limits",) else exc.loc
+        raise ValidationError(f"{where}: {FieldError(loc, exc.msg)}") from None
+    except ValidationError as exc:
+        raise ValidationError(f"{where}: {exc}") from None
     return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")))
 
 

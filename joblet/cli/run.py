@@ -67,8 +67,10 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
 
 
 def job_spec(params: dict[str, Any]) -> Any:
-    """The JobSpec of `rnx run`'s parsed options and command (a ValidationError names the field)."""
+    """The JobSpec of `rnx run`'s parsed options and command (a ValidationError names the
+    option, or the field where no option sets it)."""
     from joblet.api.models import make_spec
+    from joblet.fields import FieldError
 
     fields: dict[str, Any] = {
         "env": parse_env(params["envs"]),
@@ -85,11 +87,15 @@ def job_spec(params: dict[str, Any]) -> Any:
         fields["network"] = params["networks"]
     try:
         return make_spec(params["command"], params["args"], **fields)
-    except ValidationError as exc:
-        raise ValidationError(as_flag(str(exc))) from None
+    except FieldError as exc:
+        flag, unit = FLAGS.get(".".join(exc.loc), (None, ""))
+        if flag is None:
+            raise
+        # `invalid --max-disk: must be at most 1048576 MB`, not the Python API's field name
+        raise ValidationError(f"invalid {flag}: {exc.msg}{unit if exc.msg[-1:].isdigit() else ''}") from None
 
 
-# a spec field's error as the option that set it says it, with its unit after a bound
+# a spec field's option in rnx run, and its unit after a bound in the field's error
 FLAGS = {
     "limits.max_disk": ("--max-disk", " MB"),
     "limits.max_memory": ("--max-memory", " MB"),
@@ -102,17 +108,6 @@ FLAGS = {
     "limits.max_bandwidth": ("--max-bandwidth", ""),
     "timeout": ("--timeout", " s"),
 }
-
-
-def as_flag(message: str) -> str:
-    """`invalid job field 'limits.max_disk': must be at most 1048576` as `invalid --max-disk:
-    must be at most 1048576 MB` (rnx run's words for what the Python API calls fields)."""
-    for field, (flag, unit) in FLAGS.items():
-        prefix = f"invalid job field '{field}': "
-        if message.startswith(prefix):
-            why = message[len(prefix) :]
-            return f"invalid {flag}: {why}{unit if why[-1:].isdigit() else ''}"
-    return message
 
 
 # Options come before COMMAND; everything from COMMAND on is the job's, untouched
