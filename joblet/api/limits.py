@@ -97,6 +97,19 @@ class Limits:
         return min(self.max_iobps * 8, MAX_RATE) if self.max_iobps is not None else None  # the guide's reading
 
 
+def above_ceiling(limits: Limits, disk_mb: int | None, pids: int | None) -> tuple[str, int, int, str] | None:
+    """(field, asked, ceiling, unit) of the first limit above a worker's ceiling (`max_disk`
+    in MB, `max_pids`; a ceiling None is not known), or None: what a worker refuses and what
+    placement therefore does not send it."""
+    for field, asked, ceiling, unit in (
+        ("max_disk", limits.max_disk, disk_mb, " MB"),
+        ("max_pids", limits.max_pids, pids, ""),
+    ):
+        if isinstance(ceiling, int) and asked is not None and asked > ceiling:
+            return field, asked, ceiling, unit
+    return None
+
+
 def _size_bytes(value: Any, ge: int, le: int) -> int:
     return integer(parse_bytes(value), ge, le)
 

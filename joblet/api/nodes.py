@@ -19,6 +19,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+from joblet.api.limits import above_ceiling
 from joblet.api.models import JobSpec
 from joblet.errors import ValidationError
 
@@ -88,13 +89,10 @@ def incapable(spec: JobSpec, node: dict[str, Any]) -> str | None:
     cpus, asked = caps.get("cpus"), spec.limits.max_cpu
     if isinstance(cpus, int) and asked is not None and asked > cpus * 100:  # as docker run --cpus
         return f"{cpus} CPUs, less than --max-cpu {asked}"
-    limits = spec.limits
-    for flag, want, ceiling, unit in (
-        ("--max-disk", limits.max_disk, caps.get("disk_ceiling"), " MB"),
-        ("--max-pids", limits.max_pids, caps.get("pids_ceiling"), ""),
-    ):
-        if isinstance(ceiling, int) and want is not None and want > ceiling:  # its worker would refuse it
-            return f"{flag} {want}{unit} is above its ceiling of {ceiling}{unit}"
+    above = above_ceiling(spec.limits, caps.get("disk_ceiling"), caps.get("pids_ceiling"))
+    if above is not None:  # its worker would refuse it
+        field, asked, ceiling, unit = above
+        return f"--{field.replace('_', '-')} {asked}{unit} is above its ceiling of {ceiling}{unit}"
     return None
 
 

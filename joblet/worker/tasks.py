@@ -17,6 +17,7 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from joblet.api.keys import RUN_TASK
+from joblet.api.limits import above_ceiling
 from joblet.api.message import Refused, TaskMessage, check, nonce_ttl
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.errors import ValidationError
@@ -101,12 +102,11 @@ def _reason(error: str) -> str:
 def over_ceiling(spec: JobSpec, disk_mb: int, pids: int) -> str | None:
     """Why a job's limits ask more of this worker than it grants any job (its /work and /tmp
     are memory; a million processes would be the host's kernel memory), or None."""
-    asked = spec.limits
-    if asked.max_disk is not None and asked.max_disk > disk_mb:
-        return f"invalid job field 'max_disk': {asked.max_disk} MB is above this worker's ceiling of {disk_mb} MB"
-    if asked.max_pids is not None and asked.max_pids > pids:
-        return f"invalid job field 'max_pids': {asked.max_pids} is above this worker's ceiling of {pids}"
-    return None
+    above = above_ceiling(spec.limits, disk_mb, pids)
+    if above is None:
+        return None
+    field, asked, ceiling, unit = above
+    return f"invalid job field '{field}': {asked}{unit} is above this worker's ceiling of {ceiling}{unit}"
 
 
 def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str | None]:
