@@ -138,7 +138,9 @@ class Connection:
                 out += b"$%d\r\n%s\r\n" % (len(data), data)
         try:
             blocks = [_blocks(args) for args in commands]
-            self.sock.settimeout(None if None in blocks else READ_TIMEOUT + max(b or 0.0 for b in blocks))
+            wait = None if None in blocks else READ_TIMEOUT + max(b or 0.0 for b in blocks)
+            if self.sock.gettimeout() != wait:  # settimeout is an ioctl each time: once per change
+                self.sock.settimeout(wait)
             self.sock.sendall(out)
         except OSError as exc:
             self.close()
