@@ -92,17 +92,23 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
         raw = store.redis.get(wf_key(store, named.decode())) if named is not None else None
     if raw is not None:
         return WorkflowRecord.model_validate(json.loads(raw))
-    ids = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)]
-    pipe = store.redis.pipeline()
-    candidates = [w for w in ids if w.startswith(wf_id)]
-    for found in candidates:
-        pipe.get(wf_key(store, found))
-    kept = [r for r in pipe.execute() if r is not None] if candidates else []  # not the expired
+    candidates = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
+    kept = [r for r in _get_all(store, candidates) if r is not None]  # not the expired
     if len(kept) > 1:
         raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(kept)} workflows; give more")
     if not kept:
         raise NotFound(f"no such workflow: {wf_id}")
     return WorkflowRecord.model_validate(json.loads(kept[0]))
+
+
+def _get_all(store: Store, wf_ids: list[str]) -> list[Any]:
+    """The records of these ids in one round trip (None for an expired one)."""
+    if not wf_ids:
+        return []
+    pipe = store.redis.pipeline()
+    for wf_id in wf_ids:
+        pipe.get(wf_key(store, wf_id))
+    return list(pipe.execute())
 
 
 @_url

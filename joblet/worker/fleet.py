@@ -83,7 +83,7 @@ def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
     running jobs LOST; whether another was silent while this one could not see is unknown."""
     cfg = sup.cfg
     now = time.time() if now is None else now
-    present = getattr(sup, "present_since", None)
+    present = sup.present_since
     if present is None:  # its own heartbeat has not gone through
         return []
     swept = []

@@ -257,6 +257,7 @@ def test_the_workflow_index_forgets_expired_runs_and_names_find_the_newest(clien
     assert old.id in wfs.all_ids(store)  # the control: it was indexed
     wfs.save(store, new, ttl)
     assert old.id not in wfs.all_ids(store) and new.id in wfs.all_ids(store)
+    assert store.redis.hget(store.keys.workflow_names, "indexed") == new.id.encode()  # one HGET, no scan
     assert wfs.get(store, "indexed").id == new.id and wfs.get(store, "f" * 16).id == new.id
 
 
