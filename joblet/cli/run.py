@@ -285,9 +285,7 @@ class Attached:
         except OSError as exc:  # its output's: a closed pipe (`| head -1`), a full disk
             if exc.filename is not None:
                 raise
-            short = self.record.short_id
-            sys.stderr.write(f"rnx: cannot write the job's output ({exc.strerror}): left job {short} running")
-            sys.stderr.write(f" (rnx stop {short})\n")
+            sys.stderr.write(f"rnx: cannot write the job's output ({exc.strerror}): {self._left()}\n")
             return 1
         finally:
             for sig, handler in previous.items():
@@ -299,6 +297,17 @@ class Attached:
         if self.stopping is not None and final.status == JobStatus.STOPPED:
             return 128 + self.stopping
         return code
+
+    def _left(self) -> str:
+        """What rnx leaves behind when it cannot write: a job that has ended says so."""
+        short = self.record.short_id
+        try:
+            status = self.client.store.get_job(self.record.id).status
+        except Exception:  # noqa: BLE001 - Redis gone too: say what is certain
+            return f"left job {short} (rnx status {short})"
+        if status.final:
+            return f"job {short} ended {status.value} (rnx log {short})"
+        return f"left job {short} {status.value.lower()} (rnx stop {short})"
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         """The first signal is acted on by the loop (no Redis call inside a signal handler): it

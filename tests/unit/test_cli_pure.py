@@ -284,3 +284,26 @@ def test_rnx_run_names_the_option_and_its_unit(fake, flag, says):
     `rnx run --max-disk=...`; the unit is the option's."""
     out = CliRunner().invoke(main.cli, ["run", flag, "true"], prog_name="rnx")
     assert out.exit_code == 2 and out.output == says, out.output
+
+
+class StatusStore:
+    """get_job answers with one status, or fails as a lost Redis does."""
+
+    def __init__(self, status: JobStatus | None) -> None:
+        self.status = status
+
+    def get_job(self, job_id: str) -> JobRecord:
+        if self.status is None:
+            raise ConnectionError("gone")
+        return JobRecord(id=job_id, spec=JobSpec(command="echo"), status=self.status)
+
+
+def test_output_rnx_cannot_write_says_whether_the_job_ended_or_was_left():
+    said = {}
+    for status in (JobStatus.COMPLETED, JobStatus.RUNNING, None):
+        run, client = attached()
+        client.store = StatusStore(status)  # type: ignore[attr-defined]
+        said[status] = run._left()
+    assert said[JobStatus.COMPLETED] == "job aaaaaaaaaaaa ended COMPLETED (rnx log aaaaaaaaaaaa)"
+    assert said[JobStatus.RUNNING] == "left job aaaaaaaaaaaa running (rnx stop aaaaaaaaaaaa)"
+    assert said[None] == "left job aaaaaaaaaaaa (rnx status aaaaaaaaaaaa)"
