@@ -9,6 +9,7 @@ each worker after a workflow job ends, so the workflow goes on after the CLI exi
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any
 
@@ -66,6 +67,14 @@ def queued_key(store: Store, wf_id: str, name: str) -> str:
 def _mark(store: Store, key: str, value: str, ttl: int) -> bool:
     """SET NX: True for the one caller that marked it."""
     return bool(store.redis.set(key, value, nx=True, ex=ttl))
+
+
+def _ours(store: Store, key: str, verdict: str, token: str, ttl: int) -> bool:
+    """Mark a job's verdict ("1" queue, "0" cancel) for one advance: True for the advance that
+    marked it, and again for that advance's retry (`token`), whose send or cancel may not
+    have reached Redis; False for every other."""
+    value = f"{verdict}:{token}"
+    return _mark(store, key, value, ttl) or store.redis.get(key) == value.encode()
 
 
 @_url
@@ -131,10 +140,13 @@ def _verdict(recs: dict[str, JobRecord], reqs: dict[str, JobStatus]) -> tuple[st
     return "go", None
 
 
-def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: Any = None) -> None:
+def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: Any = None, token: str = "") -> None:
     """Queue every job whose requirements hold; cancel, transitively, those that cannot.
     `send` and `place` (spec -> node or None) default to the real queue and placement; a
-    given `send` without `place` keeps each job's own pin (tests)."""
+    given `send` without `place` keeps each job's own pin (tests). An advance that raised
+    (Redis gone) is retried with its `token`: it sends again what it had marked and left
+    PENDING (a second message for a job is dropped at its claim)."""
+    token = token or secrets.token_hex(8)
     if send is None:
         from joblet.api.preflight import best_effort_target
         from joblet.api.tasks import send_run
@@ -143,21 +155,24 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
         place = place or (lambda spec: best_effort_target(store, cfg, spec))
     place = place or (lambda spec: spec.node)
     wf = get(store, wf_id)
+    handled: set[str] = set()  # by this call: its next round sees its own marks
     changed = True
     while changed:
         changed = False
         recs = records(store, wf)
         for name, reqs in wf.requires.items():
             rec = recs[name]
-            if rec.status != JobStatus.PENDING:
+            if rec.status != JobStatus.PENDING or name in handled:
                 continue
             verdict, why = _verdict(recs, reqs)
-            if verdict == "go" and _mark(store, queued_key(store, wf.id, name), "1", cfg.log_ttl):
+            if verdict != "wait":
+                handled.add(name)
+            if verdict == "go" and _ours(store, queued_key(store, wf.id, name), "1", token, cfg.log_ttl):
                 target = place(rec.spec)
                 if target is not None:  # named from the start, so a loss of that node finds it
                     store.transition(rec.id, [JobStatus.PENDING], node=target)
                 send(cfg, rec.id, rec.spec.to_dict(), target)
-            elif verdict == "cancel" and _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
+            elif verdict == "cancel" and _ours(store, queued_key(store, wf.id, name), "0", token, cfg.log_ttl):
                 if _cancel(store, cfg, rec.id, why or "cannot run"):
                     changed = True
 

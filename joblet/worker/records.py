@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import signal
 import threading
 import time
@@ -103,12 +104,15 @@ class Records:
         """A workflow job ended: queue the jobs that may start now, cancel those that cannot."""
         from joblet.api.workflow_store import advance
 
+        token = secrets.token_hex(8)  # its retry sends what this one marked and left PENDING
         try:
-            advance(self.store, self.cfg, wf_id)
+            advance(self.store, self.cfg, wf_id, token=token)
         except BackendUnavailable as exc:  # nothing else would take it (its jobs wait for it)
             log.error("workflow %s: its next step waits for Redis: %s", wf_id[:12], exc)
             self.finals.add(
-                f"workflow {wf_id}", f"workflow {wf_id[:12]}'s next step", lambda: advance(self.store, self.cfg, wf_id)
+                f"workflow {wf_id} {token}",
+                f"workflow {wf_id[:12]}'s next step",
+                lambda: advance(self.store, self.cfg, wf_id, token=token),
             )
         except Exception as exc:  # noqa: BLE001 - the job's own end is recorded regardless
             log.error("workflow %s: %s", wf_id[:12], exc)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from joblet.api import workflow_store as wfs
 from joblet.api.keys import Keys
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.config import load
+from joblet.errors import BackendUnavailable
 
 
 class FakeRedis:
@@ -113,6 +116,30 @@ def test_jobs_are_queued_once_and_cancelled_transitively():
     assert status["rescue"] == JobStatus.CANCELED and status["report"] == JobStatus.CANCELED  # transitively
     assert "cannot be met" in (store.jobs[ids["report"]].error or "")
     assert sorted(store.ended) == sorted([ids["rescue"], ids["report"]])
+
+
+def test_an_advance_whose_send_failed_sends_again_on_its_retry_only():
+    """Redis went between the queued mark and the send: the advance's retry (same token)
+    sends the job it marked; another advance (a later job's end) does not send it twice."""
+    store, sent = FakeStore(), []
+    cfg = load(node="n1")
+    wf_id, ids = workflow(store)
+
+    def down(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        raise BackendUnavailable("redis: gone")
+
+    def send(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        sent.append(job_id)
+
+    with pytest.raises(BackendUnavailable):
+        wfs.advance(store, cfg, wf_id, send=down, token="t1")  # type: ignore[arg-type]
+    wfs.advance(store, cfg, wf_id, send=send, token="t2")  # type: ignore[arg-type]
+    assert sent == []  # marked by t1: no one else queues it
+    wfs.advance(store, cfg, wf_id, send=send, token="t1")  # type: ignore[arg-type]
+    assert sent == [ids["build"]]
+    store.jobs[ids["build"]] = store.jobs[ids["build"]].replace(status=JobStatus.RUNNING)
+    wfs.advance(store, cfg, wf_id, send=send, token="t1")  # type: ignore[arg-type]
+    assert sent == [ids["build"]]  # claimed meanwhile: the retry leaves it
 
 
 def _ended(status: str, error: str | None = None) -> JobRecord:
