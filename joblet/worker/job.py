@@ -128,6 +128,7 @@ class JobRun:
         except BackendUnavailable as exc:
             log.error("job %s: final record not written (%s); the heartbeat writes it", self.job_id[:12], exc)
             late = functools.partial(self._record_later, outcome, stdout, truncated, set())
+            self.svc.journal.keep_outcome(self.job_id, dict(vars(outcome)))  # for a restart
             raise
         finally:  # its addresses and port rules go, whatever failed after its processes did
             for problem in self.release.unwind():

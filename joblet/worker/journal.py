@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,6 +42,7 @@ class Entry(BaseModel):
     work_dir: str
     run_dir: str
     plan: NetPlan | None = None
+    outcome: dict[str, Any] | None = None  # its end, which Redis missed: recorded at the next start
 
 
 class Journal:
@@ -63,6 +65,17 @@ class Journal:
         with self._lock:
             _write_all(self._fd, line.encode())  # first: a failed write (ENOSPC) leaves no live entry
             self._live[entry.job_id] = line
+
+    def keep_outcome(self, job_id: str, outcome: dict[str, Any]) -> None:
+        """A job's end that Redis missed, with its entry: a restarted worker records it (not LOST)."""
+        with self._lock:
+            line = self._live.get(job_id)
+        if line is None:
+            return
+        try:
+            self.record(Entry.model_validate_json(line).model_copy(update={"outcome": outcome}))
+        except OSError as exc:  # the entry stays as it was: a restart records the job LOST
+            log.warning("journal: could not keep job %s's outcome: %s", job_id[:12], exc)
 
     def forget(self, job_id: str) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""After a crash: what a dead worker left on this host is removed, and its jobs become LOST.
+"""After a crash: what a dead worker left on this host is removed, and its jobs become LOST
+(those whose end it kept because Redis missed it get that end).
 
 Three sweeps, each safe to repeat: the journal's entries (each job's cgroup, addresses,
 network membership and files, as it recorded them before making them), then whatever the
@@ -31,9 +32,12 @@ def reconcile(svc: Services, running: set[str]) -> None:
             continue
         problems = teardown_entry(svc, entry)
         try:
-            svc.records.mark_lost(entry.job_id, LOST)
+            if entry.outcome is not None:  # it ended while Redis was gone: its own end, not LOST
+                svc.records.settle(entry.job_id, entry.outcome)
+            else:
+                svc.records.mark_lost(entry.job_id, LOST)
         except JobletError as exc:  # kept: the next start tries again (else RUNNING for good)
-            log.error("job %s: could not record it LOST (the next start tries again): %s", entry.job_id[:12], exc)
+            log.error("job %s: could not record its end (the next start tries again): %s", entry.job_id[:12], exc)
             continue
         svc.journal.forget(entry.job_id)
         log.warning("reconciled job %s%s", entry.job_id[:12], f": {'; '.join(problems)}" if problems else "")

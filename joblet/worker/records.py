@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
@@ -30,6 +30,7 @@ class Outcome:
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
+    finished: float = field(default_factory=time.time)  # when it ended, not when Redis took it
 
 
 class Records:
@@ -60,7 +61,7 @@ class Records:
             "exit_code": outcome.exit_code,
             "signal": outcome.signal,
             "error": outcome.error,
-            "finished": time.time(),
+            "finished": outcome.finished,
             "node": self.cfg.node,
         }
         allowed = (*WAITING, JobStatus.RUNNING)
@@ -86,6 +87,14 @@ class Records:
         out = result(record, stdout)
         out["output_truncated"] = truncated
         return out
+
+    def settle(self, job_id: str, kept: dict[str, Any]) -> None:
+        """The outcome a stopped worker kept for a job Redis missed (the journal's): its final
+        record, and its stream's end unless the fleet recorded it LOST meanwhile."""
+        outcome = Outcome(**{**kept, "status": JobStatus(kept["status"])})
+        got = self.finish(job_id, outcome, patience=0)
+        if got.get("status") == outcome.status.value:
+            self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries)
 
     def mark_lost(self, job_id: str, reason: str) -> bool:
         """A job this host ran but can no longer finish: LOST, its stream ended, its workflow

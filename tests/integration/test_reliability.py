@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from joblet.api.client import Client
-from joblet.api.models import JobStatus
+from joblet.api.models import JobRecord, JobStatus
 from joblet.api.tasks import client_app
 from tests.conftest import Host, need
 from tests.integration.helpers import eventually, output
@@ -148,16 +148,7 @@ def test_a_final_record_written_after_a_redis_outage_longer_than_its_patience(ao
     need(os.geteuid() == 0, "needs root")
     h = Host(f"unix://{aof_redis.sock}", "patience", record_patience="1")
     try:
-        h.start_worker()
-        client = Client(h.cfg)
-        job = client.run("sh", ("-c", "echo before; sleep 600; echo after"), network="none")
-        eventually(lambda: output(client, job.id) == b"before\n", "the job's first line")
-        aof_redis.kill()
-        procs = Path(h.env["JOBLET_CGROUP_ROOT"]) / job.id / "cgroup.procs"
-        sleeps = [p for p in procs.read_text().split() if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
-        assert len(sleeps) == 1, sleeps
-        os.kill(int(sleeps[0]), signal.SIGKILL)  # the shell goes on: "after", exit 0
-        eventually(lambda: "final record not written" in worker_log(h), "the worker giving up", timeout=60)
+        client, job = _end_in_an_outage(h, aof_redis, "sh", "-c", "echo before; sleep 600; echo after; exit 0")
         aof_redis.start()
         rec = Client(h.cfg).wait(job.id, timeout=60)
         assert rec.status == JobStatus.COMPLETED and rec.exit_code == 0, rec
@@ -168,6 +159,41 @@ def test_a_final_record_written_after_a_redis_outage_longer_than_its_patience(ao
         assert Client(h.cfg).wait(after.id, timeout=60).status == JobStatus.COMPLETED
     finally:
         h.close()
+
+
+def test_an_outcome_redis_missed_is_recorded_by_the_restarted_worker(aof_redis):
+    """As above, but the worker stops before Redis is back: the outcome it kept in its journal
+    is recorded when it starts again (exit 3, FAILED), not LOST."""
+    need(os.geteuid() == 0, "needs root")
+    h = Host(f"unix://{aof_redis.sock}", "keptend", record_patience="1")
+    try:
+        client, job = _end_in_an_outage(h, aof_redis, "sh", "-c", "echo before; sleep 600; exit 3")
+        h.stop_worker()
+        aof_redis.start()
+        assert client.get(job.id).status == JobStatus.RUNNING  # the control: Redis did not have it
+        restarted = time.time()
+        h.start_worker()
+        rec = Client(h.cfg).wait(job.id, timeout=60)
+        assert rec.status == JobStatus.FAILED and rec.exit_code == 3 and "worker" not in (rec.error or ""), rec
+        assert rec.finished is not None and rec.finished < restarted  # when it ended, not when recorded
+    finally:
+        h.close()
+
+
+def _end_in_an_outage(h: Host, aof_redis: RedisWithAof, *argv: str) -> tuple[Client, JobRecord]:
+    """A job prints "before", sleeps; Redis goes; its sleep is killed (the job ends); the
+    worker gives up its final record."""
+    h.start_worker()
+    client = Client(h.cfg)
+    job = client.run(argv[0], argv[1:], network="none")
+    eventually(lambda: output(client, job.id) == b"before\n", "the job's first line")
+    aof_redis.kill()
+    procs = Path(h.env["JOBLET_CGROUP_ROOT"]) / job.id / "cgroup.procs"
+    sleeps = [p for p in procs.read_text().split() if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
+    assert len(sleeps) == 1, sleeps
+    os.kill(int(sleeps[0]), signal.SIGKILL)  # the shell goes on to its end
+    eventually(lambda: "final record not written" in worker_log(h), "the worker giving up", timeout=60)
+    return client, job
 
 
 def worker_log(h: Host) -> str:

@@ -156,18 +156,18 @@ def test_a_workflow_step_redis_missed_is_taken_by_the_heartbeat(tmp_path, monkey
     calls: list[str] = []
     down = [True]
 
-    def advance(store: Any, cfg: Any, wf_id: str) -> None:
-        calls.append(wf_id)
+    def advance(store: Any, cfg: Any, wf_id: str, token: str) -> None:
+        calls.append(f"{wf_id} {token}")
         if down[0]:
             raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
 
     monkeypatch.setattr(workflow_store, "advance", advance)
     svc.records.advance_workflow("w" * 32)
-    assert svc.records.finals.pending() == ["workflow " + "w" * 32]
+    assert svc.records.finals.pending() == [f"workflow {calls[0]}"]
     svc.records.finals.retry()  # still gone
     down[0] = False
     svc.records.finals.retry()
-    assert calls == ["w" * 32] * 3 and svc.records.finals.pending() == []
+    assert calls == [calls[0]] * 3 and svc.records.finals.pending() == []  # one token: the retry's
 
 
 def test_a_step_added_again_while_its_retry_ran_is_kept():

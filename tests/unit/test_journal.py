@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from joblet.api.models import JobStatus
 from joblet.worker import journal as journal_mod
 from joblet.worker.journal import Entry, Journal
 
@@ -27,6 +28,17 @@ def test_the_latest_entry_wins_and_a_forgotten_job_is_gone(tmp_path: Path):
     # a worker started after this one was killed reads the same from the file
     assert [(e.job_id, e.run_dir) for e in Journal(tmp_path).entries()] == [("a" * 32, "/run/joblet/jobs/later")]
     assert list((tmp_path / "journal").iterdir()) == [tmp_path / "journal" / "log"]  # no file per job
+
+
+def test_an_outcome_kept_with_its_entry_is_read_by_a_restarted_worker(tmp_path: Path):
+    j = Journal(tmp_path)
+    j.record(entry("a" * 32))
+    j.keep_outcome("a" * 32, {"status": JobStatus.FAILED, "exit_code": 3, "finished": 5.0})
+    j.keep_outcome("c" * 32, {"status": JobStatus.FAILED})  # forgotten or never recorded: nothing
+    again = Journal(tmp_path).entries()
+    assert [(e.job_id, e.outcome, e.run_dir) for e in again] == [
+        ("a" * 32, {"status": "FAILED", "exit_code": 3, "finished": 5.0}, "/run/joblet/jobs/x")
+    ]
 
 
 def test_a_torn_line_is_skipped(tmp_path: Path):
