@@ -141,8 +141,7 @@ class JobRun:
 
     def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:
         """The final record (waiting out an outage of up to record_patience) and what follows it."""
-        patience = self.svc.cfg.record_patience
-        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, patience)
+        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
         self._after(outcome)
         return result
 

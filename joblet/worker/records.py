@@ -49,11 +49,11 @@ class Records:
         stdout: bytes = b"",
         truncated: bool = False,
         spec: JobSpec | None = None,
-        patience: float = 600.0,
+        patience: float | None = None,
     ) -> dict[str, Any]:
-        """Record the final state (waiting out a Redis outage of up to `patience` seconds: a
-        job's run passes record_patience, after which the heartbeat writes it; a refusal has
-        no such fallback and waits the 600 s);
+        """Record the final state, waiting out a Redis outage of up to `patience` seconds
+        (record_patience unless given: past it a job's run leaves the record to the heartbeat;
+        a refusal has no such fallback: its task fails, the record stays as it was);
         returns the task result, with `spec` if given (the one the worker checked and ran),
         else the stored one."""
         fields = {
@@ -67,7 +67,7 @@ class Records:
         allowed = (*WAITING, JobStatus.RUNNING)
         recorded, record = retrying(
             lambda: self.claims.finish(job_id, spec, allowed, self.cfg.log_ttl, **fields),
-            patience,
+            self.cfg.record_patience if patience is None else patience,
         )
         if not recorded:  # already final, or Redis lost its data (no persistence)
             log.warning(

@@ -103,7 +103,7 @@ def test_a_final_record_redis_missed_is_written_by_the_heartbeat_once_it_is_back
 
     log = Log()
     svc = services(tmp_path, log)
-    svc.cfg = dataclasses.replace(svc.cfg, record_patience=0)
+    svc.cfg = svc.records.cfg = dataclasses.replace(svc.cfg, record_patience=0)
     down = {"finish": True, "leave": True, "free": True}
 
     def unless_down(step: str, fn: Any) -> Any:
