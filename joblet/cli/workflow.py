@@ -119,9 +119,25 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
 
 @workflow.command("stop")
 @click.argument("workflow_id", metavar="WORKFLOW")
+@click.option("--no-wait", is_flag=True, help="Return without waiting for the jobs to end.")
 @click.pass_obj
-def stop_cmd(obj: Any, workflow_id: str) -> None:
+def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
     """Stop a WORKFLOW's running jobs (id, id prefix, or name: its newest run) and cancel
-    those still waiting."""
-    touched = obj.client.workflows.stop(workflow_id)
+    those still waiting; then wait for them to end (as `rnx stop`) and print its status."""
+    client = obj.client
+    wf_id = client.workflows.status(workflow_id)["id"]  # one run, though another takes its name
+    touched = client.workflows.stop(wf_id)
     click.echo(f"stopping {len(touched)} job(s): {', '.join(touched) or '-'}")
+    if no_wait:
+        return
+    info = client.workflows.status(wf_id)
+    deadline = time.monotonic() + client.settings.stop_grace + 30
+    for job in info["jobs"]:
+        if job["name"] in touched:
+            try:
+                client.wait(job["id"], timeout=max(1.0, deadline - time.monotonic()))
+            except TimeoutError:
+                click.echo(f"job {job['name']} has not ended yet: is its worker alive? (rnx status)", err=True)
+    info = client.workflows.status(wf_id)
+    ended = ", ".join(f"{j['name']} {j['status'].lower()}" for j in info["jobs"] if j["name"] in touched)
+    click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} ({ended or 'nothing to stop'})")

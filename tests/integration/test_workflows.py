@@ -167,8 +167,9 @@ jobs:
         time.sleep(0.2)
     assert b"found" in b"".join(d for _, d in client.logs(wf["jobs"]["app"]))
     stop = host.rnx("workflow", "stop", wf["id"][:12])
-    assert stop.returncode == 0
-    info = wait_done(client, wf["id"])
+    assert stop.returncode == 0  # it waited for its jobs' ends, as `rnx stop` does:
+    assert stop.stdout.decode().splitlines()[-1].endswith(": STOPPED (cache stopped, after canceled)"), stop.stdout
+    info = client.workflows.status(wf["id"])
     states = {j["name"]: j["status"] for j in info["jobs"]}
     assert states == {"cache": "STOPPED", "app": "COMPLETED", "after": "CANCELED"}
     assert info["status"] == "STOPPED"  # not FAILED: nothing failed
