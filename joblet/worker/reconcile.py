@@ -32,9 +32,8 @@ def reconcile(svc: Services, running: set[str]) -> None:
             continue
         problems = teardown_entry(svc, entry)
         try:
-            if entry.outcome is not None:  # it ended while Redis was gone: its own end, not LOST
-                svc.records.settle(entry.job_id, entry.outcome)
-            else:
+            # it ended while Redis was gone: its own end, not LOST
+            if entry.outcome is None or not svc.records.settle(entry.job_id, entry.outcome):
                 svc.records.mark_lost(entry.job_id, LOST)
         except JobletError as exc:  # kept: the next start tries again (else RUNNING for good)
             log.error("job %s: could not record its end (the next start tries again): %s", entry.job_id[:12], exc)

@@ -88,13 +88,19 @@ class Records:
         out["output_truncated"] = truncated
         return out
 
-    def settle(self, job_id: str, kept: dict[str, Any]) -> None:
+    def settle(self, job_id: str, kept: dict[str, Any]) -> bool:
         """The outcome a stopped worker kept for a job Redis missed (the journal's): its final
-        record, and its stream's end unless the fleet recorded it LOST meanwhile."""
-        outcome = Outcome(**{**kept, "status": JobStatus(kept["status"])})
+        record, and its stream's end unless the fleet recorded it LOST meanwhile. False if
+        the kept outcome cannot be read (another version's): nothing is recorded."""
+        try:
+            status, finished = JobStatus(kept["status"]), float(kept["finished"])
+            outcome = Outcome(status, kept.get("exit_code"), kept.get("signal"), kept.get("error"), finished)
+        except (KeyError, TypeError, ValueError):
+            return False
         got = self.finish(job_id, outcome, patience=0)
         if got.get("status") == outcome.status.value:
             self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries)
+        return True
 
     def mark_lost(self, job_id: str, reason: str) -> bool:
         """A job this host ran but can no longer finish: LOST, its stream ended, its workflow

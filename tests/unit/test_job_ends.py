@@ -187,3 +187,17 @@ def test_a_step_added_again_while_its_retry_ran_is_kept():
     assert finals.pending() == ["workflow w"] and ran == ["first"]
     finals.retry()
     assert finals.pending() == [] and ran == ["first", "second"]
+
+
+def test_a_kept_outcome_is_recorded_at_the_next_start_and_an_unreadable_one_is_not(tmp_path):
+    """reconcile.py: a journal entry's kept outcome becomes the job's final record with the
+    time it ended; one written by another version (no such status) records nothing (LOST)."""
+    svc = services(tmp_path, Log())
+    kept = {"status": "FAILED", "exit_code": 3, "signal": None, "error": None, "finished": 12.5}
+    assert svc.records.settle(JOB, kept)
+    record = svc.store.records[JOB]  # type: ignore[attr-defined]
+    assert (record["status"], record["exit_code"], record["finished"]) == (JobStatus.FAILED, 3, 12.5)
+    other = "b" * 32
+    assert not svc.records.settle(other, {**kept, "status": "VANISHED"})
+    assert not svc.records.settle(other, {"status": "FAILED"})  # no time it ended
+    assert other not in svc.store.records  # type: ignore[attr-defined]
