@@ -89,6 +89,11 @@ def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
     pipe.execute()
 
 
+_FORGET_NAME = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+"""
+
+
 @_url
 def get(store: Store, wf_id: str) -> WorkflowRecord:
     """A workflow by its id, its name (the newest run of that name, as job names pick the job
@@ -99,6 +104,8 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
     if raw is None:
         named = store.redis.hget(store.keys.workflow_names, wf_id)
         raw = store.redis.get(wf_key(store, named.decode())) if named is not None else None
+        if named is not None and raw is None:  # that run expired: the name goes, unless run again
+            store.redis.register_script(_FORGET_NAME)(keys=[store.keys.workflow_names], args=[wf_id, named])
     if raw is not None:
         return WorkflowRecord.model_validate(json.loads(raw))
     candidates = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]

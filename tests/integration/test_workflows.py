@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from joblet.errors import NotFound
 from tests.conftest import Host
 from tests.integration.helpers import output, run, wait_running
 
@@ -260,6 +261,10 @@ def test_the_workflow_index_forgets_expired_runs_and_names_find_the_newest(clien
     assert old.id not in wfs.all_ids(store) and new.id in wfs.all_ids(store)
     assert store.redis.hget(store.keys.workflow_names, "indexed") == new.id.encode()  # one HGET, no scan
     assert wfs.get(store, "indexed").id == new.id and wfs.get(store, "f" * 16).id == new.id
+    store.redis.delete(wfs.wf_key(store, new.id))  # its record expired
+    with pytest.raises(NotFound):
+        wfs.get(store, "indexed")
+    assert store.redis.hget(store.keys.workflow_names, "indexed") is None  # the name went with it
 
 
 def test_a_job_no_node_can_run_is_refused_before_anything_runs(host, client, project):
