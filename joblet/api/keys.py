@@ -100,6 +100,12 @@ class Keys:
         """Hash of volume definitions (name -> JSON)."""
         return f"{self.prefix}volumes"
 
+    @property
+    def volumes_deleted(self) -> str:
+        """Hash of deleted volumes (name -> the last deleted definition's JSON): a host removes
+        a volume's data only when this names the generation it holds."""
+        return f"{self.prefix}volumes-deleted"
+
     def ipam(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}"
 

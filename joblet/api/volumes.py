@@ -87,5 +87,23 @@ class VolumeStore:
         return VolumeDef.from_json(raw)
 
     @_url
+    def deleted(self) -> dict[str, VolumeDef]:
+        """The last deleted definition of each deleted name."""
+        raw = self.redis.hgetall(self.keys.volumes_deleted)
+        return {k.decode(): VolumeDef.from_json(v) for k, v in raw.items()}
+
+    @_url
     def delete(self, name: str) -> bool:
-        return bool(self.redis.hdel(self.keys.volumes, name))
+        """The definition moves to the deleted ones, in one step: only what is named there is
+        ever removed from a host (a Redis that lost its data, or another prefix, names none)."""
+        keys = [self.keys.volumes, self.keys.volumes_deleted]
+        return bool(self.redis.register_script(_DELETE)(keys=keys, args=[name]))
+
+
+_DELETE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], raw)
+return 1
+"""

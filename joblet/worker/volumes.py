@@ -9,6 +9,7 @@ the job (names like `python:3.11-ml` hold a ':', which PATH cannot).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -50,11 +51,22 @@ class HostVolumes:
     def data(self, name: str) -> Path:
         return self.root / name / "data"
 
+    def generation(self, name: str) -> float | None:
+        """The `created` of the definition this host's data of `name` was made for (None:
+        made by an older worker, or none here)."""
+        try:
+            return float(json.loads((self.root / name / "created").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
     def ensure(self, vol: VolumeDef) -> Path:
         """The volume's data directory on this host, made (and mounted) on first use."""
         data = self.data(vol.name)
         with self._lock:
             data.mkdir(parents=True, exist_ok=True)
+            if self.generation(vol.name) != vol.created:  # new, an older worker's, or a name
+                # defined again after Redis forgot it (a deleted generation was removed first)
+                (self.root / vol.name / "created").write_text(json.dumps(vol.created))
             # root's alone: jobs are root and may leave setuid files in a volume, which a
             # local user reaching them would run as root (jobs see only the bind, not this)
             self.root.chmod(0o700)
@@ -132,19 +144,37 @@ class JobMounts:
         binds: list[Bind] = []
         for name in volume_names:
             try:
-                data = self.volumes.ensure(self.store.get(name))
+                vol = self.store.get(name)
             except NotFound:
                 raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
+            held = self.volumes.generation(name)
+            if held not in (None, vol.created) and self._deleted(name, held):  # not swept here yet
+                self.volumes.remove(name)
+            data = self.volumes.ensure(vol)
             binds.append((str(data), f"/volumes/{name}", False))
         if runtime is None:
             return binds, None
         root = runtime_root(self.runtimes_dir, runtime)
         return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
 
+    def _deleted(self, name: str, held: float) -> bool:
+        last = self.store.deleted().get(name)
+        return last is not None and last.created == held
+
     def sweep(self, in_use: set[str]) -> list[str]:
-        """Remove the data of deleted volumes that no local job uses; their names."""
-        existing = {v.name for v in self.store.all()}
-        gone = [n for n in self.volumes.local() if n not in existing and n not in in_use]
+        """Remove the data of deleted volumes that no local job uses; their names. Deleted is
+        what `volume delete` named (the generation held here, or any, for data an older
+        worker made, while no volume has the name): a volume Redis does not know (it lost its
+        data; another key prefix on this state_dir) keeps its data."""
+        existing = {v.name: v.created for v in self.store.all()}
+        deleted = self.store.deleted()
+        gone = []
+        for name in self.volumes.local():
+            held, last = self.volumes.generation(name), deleted.get(name)
+            if name in in_use or last is None:  # never deleted
+                continue
+            if held == last.created or (held is None and name not in existing):
+                gone.append(name)
         for name in gone:
             self.volumes.remove(name)
         return gone

@@ -66,6 +66,27 @@ def test_delete_refused_while_mounted_then_data_goes(client, host):
     eventually(lambda: not data.exists(), "volume data left on the host", timeout=10)
 
 
+def test_a_volume_redis_forgot_keeps_its_data(client, host):
+    """Each worker swept away every volume Redis did not know: a Redis restarted without its
+    data (the quickstart's) or another key prefix on this state_dir took every volume's data.
+    Only what `volume delete` named goes now."""
+    client.volumes.create("precious")
+    client.volumes.create("scratch")
+    rec, _, err = run(client, "sh", "-c", "echo keep > /volumes/precious/db", network="none", volumes=["precious"])
+    assert rec.status == JobStatus.COMPLETED, err
+    run(client, "true", network="none", volumes=["scratch"])
+    root = host.tmp / "state" / "volumes"
+    client.store.redis.hdel(client.store.keys.volumes, "precious")  # as a Redis that lost its data
+    client.volumes.delete("scratch")  # the control: a sweep runs, and takes what was deleted
+    eventually(lambda: not (root / "scratch").exists(), "the deleted volume's data gone", timeout=10)
+    assert (root / "precious" / "data" / "db").read_text() == "keep\n"
+    client.volumes.create("precious")  # defined again: its data is there
+    rec, out, _ = run(client, "cat", "/volumes/precious/db", network="none", volumes=["precious"])
+    assert out == b"keep\n"
+    client.volumes.delete("precious")
+    eventually(lambda: not (root / "precious").exists(), "the deleted volume's data gone", timeout=10)
+
+
 def test_a_deep_tree_in_a_volume_goes_with_it(client, host):
     """A job chooses its tree's depth: deeper than Python recurses (1,000) and than a path
     can name (4,096 bytes), it is still deleted, and a new volume of that name starts empty."""

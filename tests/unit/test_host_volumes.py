@@ -43,3 +43,47 @@ def test_a_size_the_state_disk_cannot_hold_is_refused(tmp_path: Path, monkeypatc
     assert calls == [] and not (tmp_path / "volumes" / "huge" / "image").exists()
     host.ensure(VolumeDef(name="small", size_mb=1))  # the control: one that fits is made
     assert calls == ["mkfs.ext4", "mount"]
+
+
+class Defs:
+    """The fleet's volume definitions and deleted ones, in memory (a VolumeStore's part)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, VolumeDef] = {}
+        self.gone: dict[str, VolumeDef] = {}
+
+    def all(self) -> list[VolumeDef]:
+        return list(self.live.values())
+
+    def get(self, name: str) -> VolumeDef:
+        return self.live[name]
+
+    def deleted(self) -> dict[str, VolumeDef]:
+        return dict(self.gone)
+
+    def delete(self, name: str) -> None:
+        self.gone[name] = self.live.pop(name)
+
+
+def test_only_a_deleted_generation_of_a_volume_loses_its_data(tmp_path: Path):
+    """A volume Redis does not know (it lost its data, or another key prefix shares this
+    state_dir) keeps its data; `volume delete` of that generation removes it, and a volume
+    made again under that name starts empty even where the sweep had not run."""
+    defs, host = Defs(), volumes.HostVolumes(tmp_path)
+    mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
+    for name, created in (("kept", 1.0), ("forgotten", 2.0), ("old", 3.0)):
+        defs.live[name] = VolumeDef(name=name, created=created)
+        (Path(mounts.binds_for((name,), None)[0][0][0]) / "f").write_text(name)
+    (tmp_path / "volumes" / "legacy" / "data").mkdir(parents=True)  # an older worker's: no marker
+    defs.live.pop("forgotten")  # Redis lost it: never deleted
+    defs.delete("old")
+    assert mounts.sweep(in_use=set()) == ["old"]
+    assert sorted(host.local()) == ["forgotten", "kept", "legacy"]
+    defs.gone["legacy"] = VolumeDef(name="legacy", created=9.0)  # deleted, and no volume has the name
+    assert mounts.sweep(in_use={"legacy"}) == []  # a job still uses it
+    assert mounts.sweep(in_use=set()) == ["legacy"]
+    defs.live["kept"] = VolumeDef(name="kept", created=1.0)
+    defs.delete("kept")
+    defs.live["kept"] = VolumeDef(name="kept", created=5.0)  # made again before this host swept
+    data = Path(mounts.binds_for(("kept",), None)[0][0][0])
+    assert list(data.iterdir()) == [] and host.generation("kept") == 5.0
