@@ -1,0 +1,38 @@
+"""A worker owns its network namespace's joblet objects; a second one there is refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from tests.conftest import BIN, Host, need
+
+
+def test_a_second_worker_in_one_network_namespace_is_refused(redis_sock):
+    """Another installation (its own key prefix, state_dir, run_dir) started beside a worker
+    swept that worker's bridges and replaced its nft table under its running jobs."""
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    first, other = Host(redis_sock, "first"), Host(redis_sock, "second")
+    try:
+        first.start_worker()
+        assert first.worker is not None
+        beside = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{first.netns}", str(BIN / "joblet-worker"), "--node", "second"],
+            env={**os.environ, **other.env},
+            capture_output=True,
+            timeout=60,
+        )
+        last = beside.stderr.decode().strip().splitlines()[-1]
+        assert beside.returncode == 1, beside.stderr
+        assert last.startswith("joblet-worker: another joblet worker runs in this network namespace")
+        assert f"(pid {first.worker.pid}, node first, state_dir {first.tmp / 'state'})" in last
+        other.start_worker()  # the control: the same worker starts in a namespace of its own
+        for host in (first, other):  # and both serve
+            client = Client(host.cfg)
+            job = client.run("true", network="none")
+            assert client.wait(job.id, timeout=60).status == JobStatus.COMPLETED
+    finally:
+        other.close()
+        first.close()
