@@ -109,9 +109,23 @@ def _job_links(nets: list[FwNetwork], iso: str | None) -> list[str]:
     return ([f"{{ {bridges} }}"] if nets else []) + ([iso] if iso else [])
 
 
-def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tuple[list[str], list[str]]:
+def _off_route(nets: list[FwNetwork], iso: str | None, pool: str | None) -> list[str]:
+    """A network's addresses are reached through its bridge (the isolated pool's through its
+    links) or not at all: with the bridge gone (deleted by hand, or by another tool) its
+    subnet's traffic followed the default route out of the host, to whoever holds those
+    addresses there (a UX test's job reached an outside server that way)."""
+    rules = [f'ip daddr {n.cidr} oifname != "{n.bridge}" drop comment "joblet:off-route"' for n in nets]
+    if iso and pool:
+        rules.append(f'ip daddr {pool} oifname != {iso} drop comment "joblet:off-route"')
+    return rules
+
+
+def _guard_rules(
+    nets: list[FwNetwork], iso: str | None, guards: Guards, pool: str | None = None
+) -> tuple[list[str], list[str]]:
     """Forward rules that come before anything else, and the output chain's rules."""
-    first, output = [], []
+    first: list[str] = []
+    output: list[str] = []
     sources = _job_links(nets, iso)
     for src in sources:  # jobs never reach the broker, established or not
         first.append(f'iifname {src} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"')
@@ -121,6 +135,8 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
     for src in sources if guards.vxlan_port else []:  # crafted VXLAN would land on a network's bridge
         first.append(f'iifname {src} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     first.extend(_iso_port_security(iso))
+    leaks = _off_route(nets, iso, pool)
+    first.extend(leaks)
     if guards.host_cgroup is not None:
         path, level = guards.host_cgroup
         job = f'socket cgroupv2 level {level} "{path}"'
@@ -136,6 +152,7 @@ def _guard_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> tupl
             output.append(f'{job} oifname {dest} drop comment "joblet:host-mode"')
         if guards.vxlan_port:  # nor into them through the overlay, here or on another node
             output.append(f'{job} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
+    output.extend(f"fib daddr type != local {rule}" for rule in leaks)  # the host's (not its own addresses)
     return first, output
 
 
@@ -174,7 +191,7 @@ def render(
     nets = [n.checked() for n in networks]
     guards = (guards or Guards()).checked()
     iso = f'"{isolated_prefix}*"' if isolated_pool else None
-    first, output = _guard_rules(nets, iso, guards)
+    first, output = _guard_rules(nets, iso, guards, isolated_pool)
     forward = [*first, *_established(nets, iso)]
     if isolated_pool:
         ipaddress.IPv4Network(isolated_pool, strict=True)

@@ -22,6 +22,7 @@ from tests.integration.helpers import (
     run,
     serve,
     wait_port,
+    wait_running,
 )
 
 
@@ -173,3 +174,36 @@ def test_foreign_drop_chain_with_insert_setting(redis_sock):
     finally:
         remove_upstream(h, up)
         h.close()
+
+
+def test_a_network_whose_bridge_is_gone_sends_nothing_out_of_the_host(nets, host, upstream):
+    """With a network's bridge deleted (by hand, or by another tool), its subnet's traffic
+    followed the default route out of the host, to whoever holds those addresses there (a UX
+    test's job and the host itself reached an outside server that way): now dropped."""
+    keeper = nets.run("sleep", ("300",), network="iso-a")  # the network's bridge is up
+    wait_running(nets, keeper.id)
+    listener = host_listener(upstream)  # the upstream answers on 7000, on 10.110.0.77 too
+    sh("ip", "-n", upstream, "addr", "add", "10.110.0.77/32", "dev", "eth0")
+    try:
+        bridges = sh("ip", "-n", host.netns, "-o", "-4", "addr", "show", "to", "10.110.0.1").stdout.split()
+        bridge = bridges[1]
+        assert bridge.startswith("jb"), bridges
+        assert job_connects(nets, "203.0.113.2") and ns_connects(host.netns, "203.0.113.2")  # controls
+        sh("ip", "-n", host.netns, "link", "del", bridge)
+        assert not job_connects(nets, "10.110.0.77"), "a job reached iso-a's subnet out of the host"
+        assert not ns_connects(host.netns, "10.110.0.77"), "the host reached iso-a's subnet out of the host"
+        assert job_connects(nets, "203.0.113.2")  # the rest still goes out
+    finally:
+        sh("ip", "-n", upstream, "addr", "del", "10.110.0.77/32", "dev", "eth0", check=False)
+        listener.kill()
+        listener.wait()
+        nets.stop(keeper.id)
+        nets.wait(keeper.id, timeout=30)
+    rec, out, _ = run(nets, "ip", "-4", "-o", "addr", "show", "eth0", network="iso-a")  # made again
+    assert rec.exit_code == 0 and b"10.110.0." in out
+
+
+def job_connects(client: Client, ip: str) -> bool:
+    """Can a job on the default bridge open a TCP connection to ip:7000 (within 2 s)?"""
+    probe = f"import socket; socket.create_connection(('{ip}', 7000), timeout=2).close()"
+    return run(client, "python3", "-c", probe)[0].exit_code == 0

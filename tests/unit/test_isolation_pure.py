@@ -27,7 +27,7 @@ def test_isolated_rules_come_first_and_last():
     text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], "10.254.0.0/16")
     forward = text[text.index("chain forward") : text.index("chain input")].splitlines()
     rules = [line.strip() for line in forward if "comment" in line]
-    guards = [r for r in rules if "joblet:no-broker" in r or "joblet:port-security" in r]
+    guards = [r for r in rules if "joblet:no-broker" in r or "joblet:port-security" in r or "joblet:off-route" in r]
     assert rules[: len(guards)] == guards  # the guards hold for established traffic too
     rules = rules[len(guards) :]
     assert rules[0].startswith("ct state established accept")
@@ -37,6 +37,10 @@ def test_isolated_rules_come_first_and_last():
     assert rules[-1] == 'iifname "ji*" accept comment "joblet:isolated"'  # after every drop
     assert 'iifname "ji*" drop comment "joblet:no-host-access"' in text
     assert 'ip saddr 10.254.0.0/16 oifname != "ji*" masquerade' in text
+    # a network's subnet leaves through its bridge or not at all (a deleted bridge: the default route)
+    assert 'ip daddr 172.20.0.0/16 oifname != "joblet0" drop comment "joblet:off-route"' in guards
+    output = text[text.index("chain output") : text.index("chain postrouting")]
+    assert 'fib daddr type != local ip daddr 10.254.0.0/16 oifname != "ji*" drop comment "joblet:off-route"' in output
 
 
 def test_foreign_drop_chains_are_found_in_ip_and_inet_only():

@@ -91,13 +91,15 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
     assert "set blocked_ports { type inet_service; elements = { 6379, 6390 }; }" in text
     assert 'set iso_src { type ifname . ipv4_addr; elements = { "ji0123456789" . 10.254.0.2 }; }' in text
     forward = [line.strip() for line in text[text.index("chain forward") : text.index("chain input")].splitlines()]
-    assert forward[2:10] == [
+    assert forward[2:12] == [
         'iifname { "joblet0" } ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
         'iifname { "joblet0" } ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
         'iifname "ji*" ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
         'iifname "ji*" ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
         'iifname "ji*" iifname . ip saddr != @iso_src drop comment "joblet:port-security"',
         'iifname "ji*" meta nfproto ipv6 drop comment "joblet:port-security"',
+        'ip daddr 172.20.0.0/16 oifname != "joblet0" drop comment "joblet:off-route"',
+        'ip daddr 10.254.0.0/16 oifname != "ji*" drop comment "joblet:off-route"',
         'ct state established accept comment "joblet:established"',
         'ct state related iifname != { "joblet0" } iifname != "ji*" accept comment "joblet:related"',
     ]
