@@ -104,13 +104,15 @@ class Commands:
     def publish(self, channel: str, message: Any) -> Any:
         return self._send(("PUBLISH", channel, message))
 
-    def xadd(self, name: str, fields: dict[Any, Any], maxlen: int | None = None, approximate: bool = True) -> Any:
+    def xadd(
+        self, name: str, fields: dict[Any, Any], id: str = "*", maxlen: int | None = None, approximate: bool = True
+    ) -> Any:
         args: tuple[Any, ...] = ("XADD", name)
         args += ("MAXLEN", "~" if approximate else "=", maxlen) if maxlen is not None else ()
         pairs: list[Any] = []
         for field, data in fields.items():
             pairs += [field, data]
-        return self._send((*args, "*", *pairs))
+        return self._send((*args, id, *pairs))
 
     def xread(self, streams: dict[Any, Any], count: int | None = None, block: int | None = None) -> Any:
         args: tuple[Any, ...] = ("XREAD",)

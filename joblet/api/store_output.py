@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from joblet.api.keys import END_FIELD, Keys
-from joblet.api.redis_conn import translated
+from joblet.api.redis_conn import error_kind, translated
 
 _url = translated(lambda self: self.url)
 
@@ -29,12 +29,21 @@ class OutputStreams:
         return limit if isinstance(limit, int) else None
 
     @_url
-    def append_output(self, job_id: str, field: bytes, data: bytes, cap: int) -> None:
-        self.redis.xadd(self.keys.log(job_id), {field: data}, maxlen=cap, approximate=True)
+    def append_output(self, job_id: str, field: bytes, data: bytes, cap: int, entry_id: str = "*") -> None:
+        """One entry; with the writer's own `entry_id` (increasing), a resend of an entry Redis
+        already took (a command timed out, then retried) is refused there and dropped here."""
+        self._xadd(job_id, {field: data}, cap, entry_id)
 
     @_url
-    def end_output(self, job_id: str, summary: dict[str, Any], cap: int) -> None:
-        self.redis.xadd(self.keys.log(job_id), {END_FIELD: json.dumps(summary)}, maxlen=cap, approximate=True)
+    def end_output(self, job_id: str, summary: dict[str, Any], cap: int, entry_id: str = "*") -> None:
+        self._xadd(job_id, {END_FIELD: json.dumps(summary)}, cap, entry_id)
+
+    def _xadd(self, job_id: str, fields: dict[Any, Any], cap: int, entry_id: str) -> None:
+        try:
+            self.redis.xadd(self.keys.log(job_id), fields, id=entry_id, maxlen=cap, approximate=True)
+        except Exception as exc:
+            if entry_id == "*" or error_kind(exc) != "response" or "equal or smaller" not in str(exc):
+                raise
 
     @_url
     def read_output(self, job_id: str, after: str, block_ms: int | None) -> list[tuple[str, bytes, bytes]]:

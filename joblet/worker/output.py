@@ -98,6 +98,14 @@ class Capture:
     closed: threading.Event = field(default_factory=threading.Event)
     flushed: threading.Event = field(default_factory=threading.Event)
     budget: Budget = field(init=False)
+    # its entries' stream ids, ms-seq: one ms (its first) and a count, so a resent entry (a
+    # command timed out during a stall of Redis, then retried) is refused, not stored twice
+    first_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    written: int = 0
+
+    def next_id(self) -> str:
+        self.written += 1
+        return f"{self.first_ms}-{self.written}"
 
     def __post_init__(self) -> None:
         self.budget = Budget(self.limit, self.entries)
@@ -123,6 +131,7 @@ class Item:
     data: Any
     tries: int = 0
     retry_at: float = 0.0  # monotonic time of the next try after a failed write
+    entry_id: str = ""  # its stream id, given at its first try (a job's entries go in order)
 
 
 class OutputPump:
@@ -297,12 +306,14 @@ class OutputPump:
 
     def _send(self, item: Item) -> None:
         faults.fail("output-flush", item.cap.job_id)
-        if item.kind == END_FIELD:
-            self.store.end_output(item.cap.job_id, item.data, self.cap)
-        elif item.kind == FLAG:
+        if item.kind == FLAG:
             self.store.mark_output_truncated(item.cap.job_id)
+            return
+        item.entry_id = item.entry_id or item.cap.next_id()
+        if item.kind == END_FIELD:
+            self.store.end_output(item.cap.job_id, item.data, self.cap, item.entry_id)
         else:
-            self.store.append_output(item.cap.job_id, item.kind, bytes(item.data), self.cap)
+            self.store.append_output(item.cap.job_id, item.kind, bytes(item.data), self.cap, item.entry_id)
 
     def _write_failed(self, item: Item, exc: Exception) -> bool:
         """Count a failed write; True when the entry is given up (dropped)."""

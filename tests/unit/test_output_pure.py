@@ -155,18 +155,22 @@ class FakeStore:
     def __init__(self) -> None:
         self.entries: list[tuple[str, bytes, object]] = []
         self.failing: set[str] = set()
+        self.times_out: set[tuple[str, str]] = set()  # fails once
+        self.tried: list[tuple[str, str]] = []
         self.flagged: list[str] = []
 
     def job_output_limit(self, job_id):
         return None
 
-    def append_output(self, job_id, field, data, cap):
-        if job_id in self.failing:
+    def append_output(self, job_id, field, data, cap, entry_id="*"):
+        self.tried.append((job_id, entry_id))
+        if job_id in self.failing or (job_id, entry_id) in self.times_out:
+            self.times_out.discard((job_id, entry_id))
             raise RuntimeError("broken")
         self.entries.append((job_id, field, data))
 
-    def end_output(self, job_id, summary, cap):
-        self.append_output(job_id, END_FIELD, summary, cap)
+    def end_output(self, job_id, summary, cap, entry_id="*"):
+        self.append_output(job_id, END_FIELD, summary, cap, entry_id)
 
     def mark_output_truncated(self, job_id):
         self.flagged.append(job_id)
@@ -246,3 +250,23 @@ def test_a_read_joins_the_waiting_entry_of_its_own_stream_only():
     pump._admit(b, STDERR_FIELD, b"1234")
     pump._admit(b, STDERR_FIELD, b"56789012")  # joins, and crosses b's 10 bytes
     assert b.truncated and bytes(pump._outbox[-3].data) == b"123456789"  # with the x: the cap
+
+
+def test_a_retried_entry_keeps_its_stream_id():
+    """An entry resent after a failed write goes with the id of its first try (Redis refuses
+    it if the first one landed after all: no output twice), and ids grow in the job's order."""
+    store = FakeStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    cap = pump.watch("late", out_r, err_r, 1 << 20)
+    store.times_out = {("late", f"{cap.first_ms}-1")}
+    os.write(out_w, b"one")
+    os.close(out_w)
+    os.close(err_w)
+    assert cap.closed.wait(5)
+    pump.finish(cap, {"status": "COMPLETED"})
+    assert cap.flushed.wait(10)
+    ids = [entry_id for job, entry_id in store.tried if job == "late"]
+    assert ids == [f"{cap.first_ms}-1", f"{cap.first_ms}-1", f"{cap.first_ms}-2"], ids
+    assert stdout_of(store, "late") == b"one"
