@@ -72,12 +72,19 @@ class Workflow(BaseModel):
         return {j.spec.node for j in self.jobs.values() if j.spec.node}
 
 
+MAX_FILE = 4 << 20  # a workflow's file; its uploads are read from their own files
+
+
 def load(path: Path) -> Workflow:
     """Read and check a workflow file; errors name the file, the job and the field."""
     import yaml
 
     try:
-        doc = yaml.load(path.read_text(), Loader=_strict_loader())  # noqa: S506 - a SafeLoader
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE + 1)  # not all of /dev/zero, or a file made by mistake
+        if len(raw) > MAX_FILE:
+            raise ValidationError(f"workflow {path} is larger than {MAX_FILE >> 20} MiB")
+        doc = yaml.load(raw.decode(), Loader=_strict_loader())  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise ValidationError(f"cannot read workflow {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

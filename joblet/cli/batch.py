@@ -13,6 +13,7 @@ from __future__ import annotations
 import select
 import shlex
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 import click
@@ -57,6 +58,24 @@ def decoded(raw: bytes) -> str:
         raise LineError(f"not UTF-8 text (byte {exc.start + 1}: {raw[exc.start]:#04x})") from None
 
 
+MAX_LINE = 1 << 20
+
+
+def lines(stream: IO[bytes]) -> Iterator[bytes | None]:
+    """Its lines, None for one longer than MAX_LINE (read past, never held whole: a batch
+    from /dev/zero is one endless line)."""
+    while True:
+        raw = stream.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        if len(raw) <= MAX_LINE or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = stream.readline(MAX_LINE)
+        yield None
+
+
 def pending_input(stream: IO[bytes]) -> bool:
     """True when more input can be read at once (so a pipeline may wait to fill up)."""
     try:
@@ -79,8 +98,10 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
 
     jobs = ctx.obj.client.batch()
     refused = 0
-    for number, raw in enumerate(file, start=1):
+    for number, raw in enumerate(lines(file), start=1):
         try:
+            if raw is None:
+                raise LineError(f"longer than {MAX_LINE >> 10} KiB")
             params = parse_line(decoded(raw), ctx)
             queued = jobs.add(job_spec(params)) if params is not None else []
         except (BackendUnavailable, PermissionDenied):

@@ -105,6 +105,26 @@ def test_uploads_that_clash_are_refused(paths, says):
         make_spec("true", uploads=[{"path": p} for p in paths])
 
 
+def test_an_endless_batch_line_or_workflow_file_is_refused_not_read_whole(tmp_path, monkeypatch):
+    """`rnx batch /dev/zero` and `rnx workflow run /dev/zero` read until memory ran out (the
+    kernel's OOM killer took rnx, a MemoryError under a ulimit)."""
+    import io
+
+    from joblet.api import workflows
+    from joblet.cli import batch
+
+    monkeypatch.setattr(batch, "MAX_LINE", 64)
+    got = list(batch.lines(io.BytesIO(b"a" * 500 + b"\nnext line\n" + b"b" * 64 + b"\n")))
+    assert got == [None, b"next line\n", b"b" * 64 + b"\n"]  # the long one skipped, the rest kept
+    monkeypatch.setattr(workflows, "MAX_FILE", 1024)
+    big = tmp_path / "big.yaml"
+    big.write_text("jobs:\n  a: {command: 'true'}\n" + "#" * 2000 + "\n")
+    with pytest.raises(ValidationError, match="larger than"):
+        workflows.load(big)
+    big.write_text("jobs:\n  a: {command: 'true'}\n")  # the control: a small one loads
+    assert list(workflows.load(big).jobs) == ["a"]
+
+
 def test_a_batch_line_must_be_utf8():
     assert decoded("echo é\n".encode()) == "echo é\n"
     with pytest.raises(LineError, match=r"^not UTF-8 text \(byte 6: 0xff\)$"):
