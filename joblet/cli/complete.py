@@ -13,9 +13,15 @@ BUILTIN_NETWORKS = ("bridge", "isolated", "none", "host")
 
 
 def _client() -> Any:
+    from joblet.api import resp
     from joblet.api.client import Client
 
+    # the shell waits for the list: a Redis that hangs gives nothing at once, not in 30 s
+    resp.CONNECT_TIMEOUT = resp.READ_TIMEOUT = COMPLETION_WAIT
     return Client()
+
+
+COMPLETION_WAIT = 1.0
 
 
 def _items(incomplete: str, found: Callable[[Any], Iterable[tuple[str, str | None]]]) -> list[CompletionItem]:

@@ -12,14 +12,14 @@ from tests.conftest import BIN
 from tests.integration.helpers import eventually
 
 
-def complete(host, *words: str, env: dict[str, str] | None = None) -> list[str]:
+def complete(host, *words: str, env: dict[str, str] | None = None, timeout: float = 60) -> list[str]:
     """What bash would offer after `rnx WORDS...` (the last word is being typed)."""
     line = ["rnx", *words]
     out = subprocess.run(
         [str(BIN / "rnx")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env={
             **os.environ,
             **host.env,
@@ -76,3 +76,19 @@ def test_networks_volumes_nodes_and_runtimes_complete(host, client):
 def test_completion_without_redis_offers_nothing_quietly(host):
     assert host.name in complete(host, "run", "--node", "")  # positive control
     assert complete(host, "run", "--node", "", env={"JOBLET_REDIS_URL": "redis://127.0.0.1:1/0"}) == []
+
+
+def test_completion_against_a_hung_redis_gives_up_within_a_second_or_two(host, tmp_path):
+    """A Redis that accepts and never answers (here a socket nobody accepts on) held the
+    shell for 30 s, rnx's read timeout; completion waits about a second."""
+    import socket
+
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hung.bind(str(tmp_path / "hung.sock"))
+    hung.listen(8)
+    try:
+        env = {"JOBLET_REDIS_URL": f"unix://{tmp_path}/hung.sock"}
+        assert complete(host, "stop", "", env=env, timeout=15) == []  # was 30 s: the timeout fired
+        assert host.name in complete(host, "run", "--node", "", timeout=15)  # the control
+    finally:
+        hung.close()
