@@ -416,6 +416,15 @@ def test_ordinary_workloads_still_work(client):
     assert b"CapEff:0000000000000000" not in out and out.endswith(b"\n0\n"), out  # control: root keeps some
 
 
+def test_a_job_of_another_user_can_ping_without_raw_sockets(client):
+    """Its namespace allows ICMP echo sockets to every group, as Docker's do (the kernel's
+    default range is empty: `ping` failed for a --user job, which has no CAP_NET_RAW)."""
+    probe = "cat /proc/sys/net/ipv4/ping_group_range; ping -c 1 -W 2 127.0.0.1 >/dev/null && echo pinged"
+    for user in ("1000", None):  # None: root, the control
+        rec, out, err = run(client, "sh", "-c", probe, network="none", user=user)
+        assert rec.exit_code == 0 and out.split() == [b"0", b"2147483647", b"pinged"], (user, out, err)
+
+
 def test_http_server_reachable_by_a_peer(client):
     client.networks.create("sbx-web", "10.151.0.0/24")
     server = client.run("python3", ("-m", "http.server", "8000", "--bind", "0.0.0.0"), network="sbx-web", name="web")
