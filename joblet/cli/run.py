@@ -378,7 +378,13 @@ class Attached:
             out = final.public()
             out["output"] = self.stdout.decode(errors="replace")
             print_json(out)
-        elif final.error and final.status.value in ("FAILED", "LOST") and final.exit_code != 127:
+        elif (
+            final.error
+            and final.exit_code != 127
+            and (
+                final.status.value in ("FAILED", "LOST") or (final.status.value == "STOPPED" and self.stopping is None)
+            )
+        ):  # a stop this rnx did not ask for says who asked (the worker's shutdown)
             sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {printable(final.error)}\n")
         if final.exit_code is not None:
             return final.exit_code

@@ -24,8 +24,7 @@ failed): the kernel's removal of the job's veths awaited (in the background once
 is let go, 0.5-30 ms here; a client need not wait), then its port rules removed (what its
 sockets still send meanwhile leaves under them), then the addresses freed. When Redis stays
 away past record_patience, the release runs first and the heartbeat writes the record later
-(`_record_later`: record, the networks' and addresses' undo again, the stream's end).
-"""
+(`_record_later`: record, the networks' and addresses' undo again, the stream's end)."""
 
 from __future__ import annotations
 
@@ -82,18 +81,20 @@ class JobRun:
         self.host: Host | None = None
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
+        self.stop_why: str | None = None  # said in its record: who stopped it, if not a user
         self.capture: Capture | None = None
         self._stop_lock = threading.Lock()
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # wakes `await_exit`
 
     # -- control from other threads ---------------------------------------------------------
-    def stop(self) -> None:
+    def stop(self, why: str | None = None) -> None:
         """Ask the job to stop, from any thread: one write. The job's own thread sends SIGTERM
         to its processes and SIGKILL after the grace period (`await_exit`), so a stop of
         hundreds of jobs at once is not served one after another by the thread that asks."""
         with self._stop_lock:
             if self.stopped.is_set():
                 return
+            self.stop_why = why
             self.stopped.set()
             if self._stop_fd >= 0:
                 os.eventfd_write(self._stop_fd, 1)
@@ -309,7 +310,7 @@ class JobRun:
         main.wait()
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)
-        outcome = outcome_of(main.returncode, self.stopped.is_set() and timed_out is None, timed_out)
+        outcome = outcome_of(main.returncode, self.stopped.is_set() and timed_out is None, timed_out, self.stop_why)
         if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
             outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
         return outcome, bytes(capture.stdout), capture.truncated

@@ -195,7 +195,7 @@ def retrying(step: Callable[[], T], patience: float) -> T:
             time.sleep(1)
 
 
-def outcome_of(returncode: int, stopped: bool, timed_out: float | None) -> Outcome:
+def outcome_of(returncode: int, stopped: bool, timed_out: float | None, why: str | None = None) -> Outcome:
     """Map the sandbox's return code to a final state. bwrap reports a command killed by
     signal N as 128+N (a shell's convention, and Docker's); negative: bwrap itself was
     killed by that signal (joblet's SIGKILL after the grace period)."""
@@ -203,8 +203,8 @@ def outcome_of(returncode: int, stopped: bool, timed_out: float | None) -> Outco
     code = 128 + sig if sig is not None else returncode
     if sig is None and (stopped or timed_out is not None) and _signal_name(code - 128):
         sig = code - 128  # joblet sent it: the code is that signal's, not the command's choice
-    if stopped:
-        return Outcome(JobStatus.STOPPED, code, sig)
+    if stopped:  # `why`: who stopped it, when not a user (the worker's shutdown)
+        return Outcome(JobStatus.STOPPED, code, sig, why)
     if timed_out is not None:
         return Outcome(JobStatus.FAILED, code, sig, f"timed out after {timed_out:g}s")
     if returncode == 0:

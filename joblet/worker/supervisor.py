@@ -202,7 +202,7 @@ class Supervisor:
         with self._lock:
             runs = list(self.running.values())
         for run in runs:
-            run.stop()
+            run.stop(f"stopped by the shutdown of its worker (node {self.cfg.node})")
 
     def _listen_loop(self) -> None:
         """Stops and fleet events as they are published; the heartbeat covers missed ones."""

@@ -39,7 +39,8 @@ def test_sigterm_to_the_worker_stops_and_tears_down_its_jobs(redis_sock):
         assert took < TIMEOUT_STOP_SEC / 2
         for rec in (plain, stubborn):
             final = client.get(rec.id)
-            assert final.status.value == "STOPPED", final
+            assert final.status.value == "STOPPED", final  # and it says why: no one ran rnx stop
+            assert final.error == "stopped by the shutdown of its worker (node stopper)", final
         assert client.get(stubborn.id).exit_code == 128 + signal.SIGKILL  # after the grace period
         assert h.in_ns("ip", "-o", "link", "show", "type", "veth").stdout == ""
         groups = Path(h.env["JOBLET_CGROUP_ROOT"])

@@ -307,3 +307,14 @@ def test_output_rnx_cannot_write_says_whether_the_job_ended_or_was_left():
     assert said[JobStatus.COMPLETED] == "job aaaaaaaaaaaa ended COMPLETED (rnx log aaaaaaaaaaaa)"
     assert said[JobStatus.RUNNING] == "left job aaaaaaaaaaaa running (rnx stop aaaaaaaaaaaa)"
     assert said[None] == "left job aaaaaaaaaaaa (rnx status aaaaaaaaaaaa)"
+
+
+def test_a_stop_rnx_did_not_ask_for_says_who_stopped_the_job(capsys):
+    final = JobRecord(
+        id="a" * 32, spec=JobSpec(command="sleep"), status=JobStatus.STOPPED, exit_code=143, error="stopped by the x"
+    )
+    run, _ = attached()
+    assert run._report(final) == 143
+    assert capsys.readouterr().err == "rnx: job aaaaaaaaaaaa stopped: stopped by the x\n"
+    run.stopping = signal.SIGINT  # Ctrl-C here asked for it: nothing more to say
+    assert run._report(final) == 143 and capsys.readouterr().err == ""
