@@ -13,18 +13,17 @@ Setup, in order (what is undone, and how):
   mount namespace          -> let go (the kernel drops it, its /work and its sysfs, with the
                               job's last process); uploads are written into /work from inside
   its process              -> killed with the cgroup, reaped; spawned before the network is
-                              wired: it joins the cgroups and bwrap builds the job's root
-                              meanwhile, then waits for the go
-  network setup            -> (the undo above)
+                              wired (its undo above): it joins the cgroups and bwrap builds
+                              the job's root meanwhile, then waits for the go
   listed in its networks   -> unlisted (peers' /etc/hosts forget it)
   the go                   -> bwrap loads the seccomp filter and starts the command
 
 After the final record and the output's end marker (`release`, newest first, even when those
-failed): the kernel's removal of the job's veths awaited (in the background once the namespace
-is let go, 0.5-30 ms here; a client need not wait), then its port rules removed (what its
-sockets still send meanwhile leaves under them), then the addresses freed. When Redis stays
-away past record_patience, the release runs first and the heartbeat writes the record later
-(`_record_later`: record, the networks' and addresses' undo again, the stream's end)."""
+failed): the kernel's removal of the job's veths awaited (in the background, 0.5-30 ms here),
+then its port rules removed (what its sockets still send meanwhile leaves under them), then
+the addresses freed. When Redis stays away past record_patience, the release runs first and
+the heartbeat writes the record later (`_record_later`: record, the networks' and addresses'
+undo again, the stream's end)."""
 
 from __future__ import annotations
 
@@ -45,11 +44,12 @@ from joblet.worker import faults
 from joblet.worker.cgroups import block_device
 from joblet.worker.execution import Launch, Sandbox, await_exit
 from joblet.worker.journal import Entry
+from joblet.worker.lookup import Unrunnable, resolve
 from joblet.worker.mounts import JobMounts, write_uploads
 from joblet.worker.nsthread import JobThread
 from joblet.worker.output import Capture
 from joblet.worker.records import WAITING, Outcome, outcome_of
-from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, resolve, sys_covers, views_of
+from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, sys_covers, views_of
 from joblet.worker.services import JobStore, NetAgent, Services
 from joblet.worker.undo import UndoStack
 
@@ -67,8 +67,7 @@ class JobRun:
         self.spec = spec
         self.hostname = spec.name or job_id[:12]
         self.scope = workflow or ""  # its name resolves for its workflow's jobs only
-        # its files' tmpfs, at the same path in every job's mount namespace (worker/mounts.py)
-        self.run_dir = svc.cfg.run_dir / "job"
+        self.run_dir = svc.cfg.run_dir / "job"  # its files' tmpfs, the same in every job's (mounts.py)
         self.work_dir = self.run_dir / "work"  # the mount point of its /work tmpfs
         self.net_files: list[str] = []  # of hosts, resolv.conf: those it has
         self.cgroup = svc.kernel.cgroup(svc.cgroup_root / job_id)
@@ -177,7 +176,7 @@ class JobRun:
     def _run(self) -> tuple[Outcome, bytes, bool]:
         self._setup_host()
         layout, env, path = self._setup_job()
-        if path is not None:
+        if isinstance(path, str):
             self._start(layout, env, path)  # its root is built while its network is wired
         assert self.plan is not None
         self.agent.setup(self.plan, self.netns)
@@ -186,8 +185,9 @@ class JobRun:
             return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
         self._list_in_networks()
         faults.point("running", self.job_id)
-        if path is None or self.sandbox is None:
-            return self._not_found()
+        if isinstance(path, Unrunnable):
+            return self._cannot_run(path)
+        assert self.sandbox is not None
         self.sandbox.go()
         return self._watch()
 
@@ -212,7 +212,7 @@ class JobRun:
         if limits.max_cpu or limits.max_memory or limits.max_iobps:
             self.cgroup.limit(limits, svc.cgroup_v2, block_device(svc.cfg.state_dir))
 
-    def _setup_job(self) -> tuple[Layout, dict[str, str], str | None]:
+    def _setup_job(self) -> tuple[Layout, dict[str, str], str | Unrunnable]:
         """Its network namespace (not wired yet), its mounts, its root's layout, its command's path."""
         assert self.plan is not None
         svc = self.svc
@@ -289,10 +289,10 @@ class JobRun:
         faults.point("teardown", self.job_id)
         sandbox.close()
 
-    def _not_found(self) -> tuple[Outcome, bytes, bool]:
-        message = f"joblet: {self.spec.command}: command not found\n".encode()
+    def _cannot_run(self, how: Unrunnable) -> tuple[Outcome, bytes, bool]:
+        message = f"joblet: {self.spec.command}: {how.why}\n".encode()
         self.store.append_output(self.job_id, STDERR_FIELD, message, self.svc.cfg.log_max_entries)
-        return Outcome(JobStatus.FAILED, 127, error="command not found"), b"", False
+        return Outcome(JobStatus.FAILED, how.code, error=how.why), b"", False
 
     def _watch(self) -> tuple[Outcome, bytes, bool]:
         assert self.sandbox is not None and self.sandbox.main is not None

@@ -16,9 +16,10 @@ mounted, with its firmware tables and SYS_MASKED covered by the worker: `sys_cov
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from joblet.worker.lookup import under
 
 # Docker's default capability set less CAP_MKNOD (jobs get /dev from joblet) and CAP_SETFCAP
 # and CAP_AUDIT_WRITE (nothing in a job needs them)
@@ -137,7 +138,7 @@ def survey(cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc
     bound = ("/usr", *ro_paths)
     patterns = [p for p in secrets if _may_match_under(p, bound)]  # not the many under /etc
     found = [s for pattern in patterns for s in sorted(glob.glob(pattern))]
-    found = [s for s in found if any(_under(s, b) for b in bound) and not os.path.islink(s)]
+    found = [s for s in found if any(under(s, b) for b in bound) and not os.path.islink(s)]
     procs = [p for p in PROC_MASKED if os.path.exists(p)]
     sysfs = [p for p in SYS_MASKED if os.path.exists(p)]
     return Host(
@@ -159,11 +160,7 @@ def _may_match_under(pattern: str, bases: tuple[str, ...]) -> bool:
     """Whether a glob could match a path under one of `bases` (by its part before the first
     wildcard): globbing only those saves listing /etc for each of its patterns per job."""
     fixed = pattern[: min((i for i, c in enumerate(pattern) if c in "*?["), default=len(pattern))]
-    return any(_under(fixed, b) or b.startswith(fixed) for b in bases)
-
-
-def _under(path: str, base: str) -> bool:
-    return path == base or path.startswith(base.rstrip("/") + "/")
+    return any(under(fixed, b) or b.startswith(fixed) for b in bases)
 
 
 def bwrap_args(host: Host, layout: Layout) -> list[str]:
@@ -291,80 +288,6 @@ def command_argv(path: str, args: tuple[str, ...], user: tuple[int, int] | None)
         return [path, *args]
     drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"]
     return [SETPRIV, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *drop, "--", path, *args]
-
-
-def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | None:
-    """Where the job will find `command` (a path inside the job), or None.
-
-    `views` maps job paths to host paths ((job prefix, host prefix), longest first); the
-    host's own read-only paths map to themselves. Like a shell: a name with a slash is a path
-    (relative to /work), else the PATH directories are searched, then /work (the guide runs
-    uploaded scripts by bare name)."""
-    if "/" in command:
-        candidates = [str(PurePosixPath("/work") / command)]
-    else:
-        dirs = [d for d in path_env.split(":") if d.startswith("/")] + ["/work"]
-        candidates = [f"{d.rstrip('/')}/{command}" for d in dirs]
-    for candidate in candidates:
-        real = job_realpath(candidate, views)
-        host_path = host_view(real, views) if real else None
-        if host_path and _regular(host_path) and os.access(host_path, os.X_OK):
-            return os.path.normpath(candidate)
-    return None
-
-
-def _regular(path: str) -> bool:
-    """A regular file, not followed: a link put there since the walk is not."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) -> str | None:
-    """`job_path` with its links followed as the job would follow them, or None where it
-    leads to nothing the job sees. A link in a volume is read on the host, but its target
-    is a path inside the job: followed on the host, `/volumes/v/x -> /root/tool` told a job
-    whether the host had /root/tool (started, or "command not found")."""
-    todo = list(PurePosixPath(job_path).parts[1:])
-    done = "/"
-    while todo:
-        name = todo.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            done = os.path.dirname(done)
-            continue
-        path = os.path.join(done, name)
-        host = host_view(path, views)
-        if host is None:  # a directory bwrap makes to hold mounts (/volumes), or nothing
-            if not any(_under(prefix, path) for prefix, _ in views):
-                return None
-        elif any(path == prefix for prefix, _ in views if prefix != host):  # a mount point in
-            pass  # the job (its host side may be a link: /proc/self/fd/N for /work); views of
-            # the host's own paths map to themselves, and a link there is one in the job too
-        elif os.path.islink(host):
-            hops -= 1
-            try:
-                target = PurePosixPath(os.readlink(host))
-            except OSError:  # changed since (a job swapping links in a shared volume)
-                return None
-            if hops < 0:
-                return None
-            todo[:0] = list(target.parts[1:] if target.is_absolute() else target.parts)
-            done = "/" if target.is_absolute() else done
-            continue
-        done = path
-    return done
-
-
-def host_view(job_path: str, views: list[tuple[str, str]]) -> str | None:
-    """The host path behind a job path, or None if the job cannot see such a path."""
-    job_path = os.path.normpath(job_path)
-    for prefix, host_prefix in views:
-        if _under(job_path, prefix):
-            return host_prefix + job_path[len(prefix) :]
-    return None
 
 
 def views_of(host: Host, layout: Layout, work: str | None = None) -> list[tuple[str, str]]:

@@ -67,6 +67,30 @@ def test_command_not_found_is_127_with_message(client):
     assert b"no-such-command-xyz: command not found" in err
 
 
+def test_a_command_that_cannot_run_is_126_with_the_shells_words(client):
+    """An upload with a missing #! interpreter was bwrap's `execvp: No such file or
+    directory`, exit 1 (the command's own exit 1, for all one could tell); a file that is not
+    executable and a directory were "command not found", 127."""
+    import base64
+
+    from joblet.api.models import Upload
+
+    def upload(path: str, text: str, mode: int) -> Upload:
+        return Upload(path=path, content=base64.b64encode(text.encode()).decode(), mode=mode)
+
+    ups = [upload("bad.sh", "#!/nonexistent/interp\necho hi\n", 0o755), upload("noexec.sh", "echo hi\n", 0o644)]
+    ups.append(upload("good.sh", "#!/bin/sh\necho hi\n", 0o755))
+    cases = {
+        "./bad.sh": (126, b"joblet: ./bad.sh: /nonexistent/interp: bad interpreter: No such file or directory\n"),
+        "noexec.sh": (126, b"joblet: noexec.sh: Permission denied\n"),
+        "/etc": (126, b"joblet: /etc: Is a directory\n"),
+        "./good.sh": (0, b""),  # the control: a script whose interpreter the job has
+    }
+    for command, (code, said) in cases.items():
+        rec, out, err = run(client, command, network="none", uploads=ups)
+        assert (rec.exit_code, err) == (code, said), (command, out, err)
+
+
 def test_signal_killed_job(client):
     rec, _, _ = run(client, "sh", "-c", "kill -KILL $$", network="none")
     # bwrap (like a shell and Docker) reports a death by signal N as 128+N

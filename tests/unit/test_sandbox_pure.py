@@ -6,18 +6,19 @@ import dataclasses
 import os
 from pathlib import Path
 
+from joblet.worker.lookup import Unrunnable, resolve
 from joblet.worker.sandbox import (
     Host,
     Layout,
     _may_match_under,
     bwrap_args,
     command_argv,
-    resolve,
     survey,
     sys_covers,
     views_of,
 )
 
+NOT_FOUND = Unrunnable(127, "command not found")
 HOST = Host(
     etc="/run/j/etc",
     empty_file="/run/j/cover/file",
@@ -123,9 +124,9 @@ def test_resolve_through_the_jobs_views(tmp_path: Path):
     assert resolve("bin/run.sh", "/usr/bin", views) == "/work/bin/run.sh"
     assert resolve("./bin/run.sh", "/usr/bin", views) == "/work/bin/run.sh"
     assert resolve("run.sh", "/usr/bin:/work/bin", views) == "/work/bin/run.sh"
-    assert resolve("data.txt", "/usr/bin", views) is None  # not executable
-    assert resolve("python-not-here-xyz", "/usr/bin", views) is None
-    assert resolve("/root/.bashrc", "/usr/bin", views) is None  # the job cannot see /root
+    assert resolve("data.txt", "/usr/bin", views) == Unrunnable(126, "Permission denied")  # not executable
+    assert resolve("python-not-here-xyz", "/usr/bin", views) == NOT_FOUND
+    assert resolve("/root/.bashrc", "/usr/bin", views) == Unrunnable(127, "No such file or directory")  # not in the job
 
 
 def test_links_in_a_volume_are_followed_inside_the_job_not_on_the_host(tmp_path: Path):
@@ -145,11 +146,11 @@ def test_links_in_a_volume_are_followed_inside_the_job_not_on_the_host(tmp_path:
         hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r", binds=((str(data), "/volumes/v", False),)
     )
     views = views_of(HOST, layout)
-    assert resolve("probe", "/volumes/v", views) is None
+    assert resolve("probe", "/volumes/v", views) == NOT_FOUND
     assert resolve("sh", "/volumes/v", views) == "/volumes/v/sh"
     assert resolve("rel", "/volumes/v", views) == "/volumes/v/rel"
     assert resolve("up", "/volumes/v", views) == "/volumes/v/up"
-    assert resolve("loop", "/volumes/v", views) is None
+    assert resolve("loop", "/volumes/v", views) == NOT_FOUND
     assert resolve("sh", "/bin", views) == "/bin/sh"  # /bin a link to usr/bin, as on the host
     etc = tmp_path / "etc-copy"  # the worker's copy of /etc: Debian's alternatives are links
     (etc / "alternatives").mkdir(parents=True)
@@ -204,7 +205,7 @@ def test_a_link_that_changes_during_the_walk_is_not_found(tmp_path, monkeypatch)
         raise OSError(22, "Invalid argument", path)
 
     monkeypatch.setattr(os, "readlink", gone)
-    assert resolve("tool", "/volumes/v", views) is None
+    assert resolve("tool", "/volumes/v", views) == NOT_FOUND
 
 
 def test_a_sysfs_the_worker_covered_is_bound_whole_and_the_covers_are_the_same():
@@ -224,3 +225,20 @@ def test_a_sysfs_the_worker_covered_is_bound_whole_and_the_covers_are_the_same()
     assert ("/r/sys", "/sys") in masked and not set(covers) & set(masked)
     host_sys = pairs(bwrap_args(host, dataclasses.replace(layout, sys_dir=None, sys_masked=True)), "--ro-bind")
     assert ("/sys", "/sys") in host_sys and set(covers) <= set(host_sys)  # the host's /sys: bwrap covers it
+
+
+def test_a_command_that_cannot_run_is_told_as_a_shell_tells_it(tmp_path: Path):
+    """A directory, a script whose #! interpreter the job lacks: 126 with the shell's words
+    (a missing interpreter was bwrap's own failure, exit 1, like the command's own exit 1)."""
+    work = tmp_path / "work"
+    (work / "adir").mkdir(parents=True)
+    for name, first in (("bad.sh", "#!/nonexistent/interp -x"), ("good.sh", "#!/bin/sh"), ("plain", "echo hi")):
+        (work / name).write_text(first + "\n")
+        (work / name).chmod(0o755)
+    views = views_of(HOST, Layout(hostname="h", work_dir=str(work), run_dir="/r"))
+    assert resolve("./adir", "/usr/bin", views) == Unrunnable(126, "Is a directory")
+    assert resolve("adir", "/usr/bin", views) == NOT_FOUND  # a search skips directories, as a shell's
+    bad = Unrunnable(126, "/nonexistent/interp: bad interpreter: No such file or directory")
+    assert resolve("bad.sh", "/usr/bin", views) == bad
+    assert resolve("good.sh", "/usr/bin", views) == "/work/good.sh"  # the control: /bin/sh is the job's
+    assert resolve("plain", "/usr/bin", views) == "/work/plain"  # no #!: the kernel's (or a shell's) affair
