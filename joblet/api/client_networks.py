@@ -70,7 +70,12 @@ class Networks:
             **host_prefixes(),
             **fleet_prefixes(nodes),
         }
-        return self.store.create(net, reserved)
+        try:
+            return self.store.create(net, reserved)
+        except Conflict as exc:  # the guide's 10.0.0.0/8 and 172.16.0.0/12 hold both defaults
+            moved = {"built-in network": "JOBLET_BRIDGE_CIDR", "isolated-mode pool": "JOBLET_ISOLATED_POOL"}
+            hint = next((f"; set {v} on every worker to move it" for k, v in moved.items() if k in str(exc)), "")
+            raise Conflict(f"{exc}{hint}") from None
 
     def list(self) -> list[dict[str, Any]]:
         """Built-ins first, then user networks, each with its count of live jobs."""

@@ -128,8 +128,10 @@ def test_networks_isolated_whatever_bridge_nf_call_iptables(nets, host, call_ipt
 def test_isolated_cannot_be_combined_and_pool_is_reserved(nets):
     with pytest.raises(ValidationError, match="'isolated' cannot be combined"):
         nets.run("true", network=["isolated", "bridge"])
-    with pytest.raises(Conflict, match="the isolated-mode pool"):
+    with pytest.raises(Conflict, match="the isolated-mode pool .*; set JOBLET_ISOLATED_POOL on every worker"):
         nets.networks.create("in-pool", "10.254.8.0/24")
+    with pytest.raises(Conflict, match='built-in network "bridge" .*; set JOBLET_BRIDGE_CIDR on every worker'):
+        nets.networks.create("medium-net", "172.16.0.0/12")  # the guide's: it holds the default bridge
 
 
 FOREIGN = "add table ip foreign; add chain ip foreign FORWARD { type filter hook forward priority 0; policy drop; }"
