@@ -161,12 +161,15 @@ def list_jobs(
     def draw() -> None:
         records = obj.client.list(status=wanted, node=node, network=network, name=name)
         shown = records[-limit:] if limit else records
-        if as_json:
-            print_json([r.public() for r in shown])
+        if as_json:  # listed by a network: `.network` and `.ip` are that one's (the guide's jq)
+            print_json(
+                [{**r.public(), **({"network": network, "ip": r.ips.get(network)} if network else {})} for r in shown]
+            )
             return
-        jobs_table(shown)
+        jobs_table(shown, network)
         if len(shown) < len(records):
-            click.echo(f"({len(records) - len(shown)} older jobs not shown; --limit=0 shows all)", err=True)
+            older = len(records) - len(shown)
+            click.echo(f"({older} older job{'s' if older > 1 else ''} not shown; --limit=0 shows all)", err=True)
         elif not records and not watch and not obj.client.nodes():  # a new shell without the export
             where = safe_url(obj.client.settings.redis_url)
             click.echo(f"(no worker has used this Redis, {where}: is JOBLET_REDIS_URL set?)", err=True)

@@ -63,7 +63,8 @@ def command_line(record: JobRecord, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def jobs_table(records: list[JobRecord]) -> None:
+def jobs_table(records: list[JobRecord], network: str | None = None) -> None:
+    """`network`: the one they were listed by; a job on several shows that one and its IP."""
     rows = []
     for r in records:
         p = r.public()
@@ -74,8 +75,8 @@ def jobs_table(records: list[JobRecord]) -> None:
                 r.name or "-",
                 r.status.value,
                 command_line(r),
-                r.network,
-                r.ip or "-",
+                network or r.network,
+                (r.ips.get(network) if network else r.ip) or "-",
                 r.node or "-",
                 code,
                 _when(p["created"]),

@@ -195,3 +195,24 @@ def test_a_network_made_again_while_its_delete_was_missed_is_rebuilt(nets, host)
         if not restart:
             store.delete("again")  # the definition only: no event reaches the worker
     nets.networks.delete("again")
+
+
+def test_a_job_on_two_networks_is_listed_by_either_with_that_ones_address(nets, host):
+    """`rnx list --network=B` showed a job on A and B under A, with its A address: the guide's
+    cleanup (`select(.network == $net)`) would have called B unused."""
+    import json
+
+    job = nets.run("sleep", ("300",), network=["tenant-a", "tenant-b"])
+    try:
+        wait_running(nets, job.id)
+        ips = nets.get(job.id).ips
+        for net in ("tenant-a", "tenant-b"):
+            listed = json.loads(host.rnx("list", f"--network={net}", "--json").stdout)
+            mine = [j for j in listed if j["id"] == job.id]
+            assert [(j["network"], j["ip"]) for j in mine] == [(net, ips[net])], listed
+            table = host.rnx("list", f"--network={net}").stdout.decode()
+            row = next(line for line in table.splitlines() if line.startswith(job.short_id))
+            assert f" {net} " in row and ips[net] in row, table
+    finally:
+        nets.stop(job.id)
+        nets.wait(job.id, timeout=30)
