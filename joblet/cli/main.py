@@ -238,10 +238,13 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
     reported, the others still stop (exit 1, as `docker stop`)."""
     import time
 
-    client, began, failed, asked = obj.client, time.monotonic(), 0, []
+    client, began, failed = obj.client, time.monotonic(), 0
+    asked: list[Any] = []
     for job_id in job_ids:
         try:
             before = client.get(job_id)
+            if any(r.id == before.id for r in asked):  # named twice (an id and its name)
+                continue
             if before.status.final:
                 click.echo(f"job {before.short_id} had already ended: {before.status.value.lower()}", err=True)
                 click.echo(f"{before.id} {before.status.value}")

@@ -38,7 +38,8 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         return 0
     from joblet.cli.render import printable
 
-    print(f"workflow {record.name} {record.id[:12]}: {len(record.jobs)} jobs", file=out)
+    count = len(record.jobs)
+    print(f"workflow {record.name} {record.id[:12]}: {count} job{'s' if count != 1 else ''}", file=out)
     seen: dict[str, str] = {}
     try:
         while True:

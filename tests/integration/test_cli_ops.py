@@ -377,7 +377,8 @@ def test_stop_takes_several_jobs_and_reports_one_it_cannot_find(host, client):
     ids = [host.rnx("run", "-d", "--network=none", f"--name={n}", "sleep", "60").stdout.decode().strip() for n in names]
     for name in names:
         eventually(lambda name=name: client.get(name).status.value == "RUNNING", f"{name} running", 30)
-    out = host.rnx("stop", names[0], "no-such-job-here", names[1])
+    out = host.rnx("stop", names[0], "no-such-job-here", names[1], ids[1][:12])  # the last named twice
     assert out.returncode == 1 and out.stdout.decode().split() == [ids[0], "STOPPED", ids[1], "STOPPED"], out
+    assert out.stderr.count(f"stopping job {ids[1][:12]}".encode()) == 1, out.stderr
     assert out.stderr.count(b"no such job: no-such-job-here") == 1
     assert all(client.get(i).status.value == "STOPPED" for i in ids)
