@@ -73,6 +73,16 @@ class IpamStore:
         return bool(self._release(keys=[self.keys.ipam(network)], args=[address, owner]))
 
     @_url
+    def hold(self, network: str, address: int, owner: str) -> str | None:
+        """`owner` holds `address` again (after Redis lost its allocations); the job that
+        took it meanwhile, if one did."""
+        key = self.keys.ipam(network)
+        if self.redis.hsetnx(key, str(address), owner):
+            return None
+        holder = self.redis.hget(key, str(address))
+        return None if holder is None or holder.decode() == owner else holder.decode()
+
+    @_url
     def allocations(self, network: str) -> dict[int, str]:
         raw = self.redis.hgetall(self.keys.ipam(network))
         return {int(k): v.decode() for k, v in raw.items()}

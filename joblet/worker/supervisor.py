@@ -36,6 +36,7 @@ from joblet.worker.output import OutputPump
 from joblet.worker.reconcile import reconcile
 from joblet.worker.records import Outcome, Records, result
 from joblet.worker.resilient import resilient
+from joblet.worker.restore import restore_forgotten
 from joblet.worker.sandbox import make_cover
 from joblet.worker.services import Services, host_survey, secret_patterns, template_keep
 from joblet.worker.volumes import HostVolumes, JobMounts, runtimes
@@ -301,5 +302,8 @@ class Supervisor:
                 self.svc.agent.overlay.hold_port()  # if it could not at the start
                 self.svc.agent.overlay.sync()  # nodes that came or went
             self.sweep_volumes()
+            with self._lock:
+                runs = list(self.running.values())
+            restore_forgotten(self.svc, runs)  # Redis restarted without its data
         except JobletError as exc:
             log.error("host network upkeep: %s", exc)

@@ -15,8 +15,8 @@ import pytest
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.tasks import client_app
-from tests.conftest import Host, need
-from tests.integration.helpers import eventually, output
+from tests.conftest import Host, need, private_redis
+from tests.integration.helpers import eventually, output, wait_running
 
 
 def test_a_job_longer_than_the_visibility_timeout_runs_once(redis_sock):
@@ -198,3 +198,32 @@ def _end_in_an_outage(h: Host, aof_redis: RedisWithAof, *argv: str) -> tuple[Cli
 
 def worker_log(h: Host) -> str:
     return (h.tmp / "worker.log").read_text(errors="replace")
+
+
+def test_jobs_a_restarted_redis_forgot_are_restored_by_their_worker(tmp_path):
+    """Redis restarted without its data (the quickstart's keeps none): a running job was
+    invisible and unstoppable, and its address went to the next job. Its worker writes back
+    its record, name, address and place in its network on a heartbeat."""
+    need(os.geteuid() == 0, "needs root")
+    redis = private_redis(tmp_path)
+    h = Host(f"unix://{tmp_path}/redis.sock", "forgot")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        keeper = client.run("sleep", ("300",), name="keeper")
+        ip = wait_running(client, keeper.id)
+        redis.terminate()
+        redis.wait()
+        redis = private_redis(tmp_path)  # empty
+        eventually(lambda: client.store.find_job(keeper.id) is not None, "the job restored", timeout=60)
+        rec = client.get("keeper")
+        assert rec.id == keeper.id and rec.status == JobStatus.RUNNING and rec.ips == {"bridge": ip}, rec
+        after = client.run("sleep", ("300",))  # the address stays the restored job's
+        assert wait_running(client, after.id) != ip
+        assert h.rnx("stop", "keeper").returncode == 0 and client.get(keeper.id).status == JobStatus.STOPPED
+        client.stop(after.id)
+        client.wait(after.id, timeout=30)
+    finally:
+        h.close()
+        redis.terminate()
+        redis.wait()
