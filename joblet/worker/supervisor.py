@@ -24,6 +24,7 @@ from joblet.errors import BackendUnavailable, ExecutionError, JobletError
 from joblet.network_agent import host
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.overlay import Overlay
+from joblet.network_agent.repair import BridgeWatch
 from joblet.worker import cgroups, faults, fleet, landlock, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView, Secrets
@@ -92,6 +93,7 @@ class Supervisor:
         self._closing = threading.Event()
         self.started = time.time()
         self.present_since: float | None = None  # since its heartbeats reach Redis without a gap
+        self._bridges = BridgeWatch()  # its jobs' bridges, made again if deleted under them
 
     def start(self) -> None:
         svc = self.svc
@@ -304,6 +306,7 @@ class Supervisor:
             self.sweep_volumes()
             with self._lock:
                 runs = list(self.running.values())
+            self._bridges.repair(self.svc.agent, [r.plan for r in runs if r.plan is not None and r.netns is not None])
             restore_forgotten(self.svc, runs)  # Redis restarted without its data
         except JobletError as exc:
             log.error("host network upkeep: %s", exc)

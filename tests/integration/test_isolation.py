@@ -22,7 +22,6 @@ from tests.integration.helpers import (
     run,
     serve,
     wait_port,
-    wait_running,
 )
 
 
@@ -182,8 +181,8 @@ def test_a_network_whose_bridge_is_gone_sends_nothing_out_of_the_host(nets, host
     """With a network's bridge deleted (by hand, or by another tool), its subnet's traffic
     followed the default route out of the host, to whoever holds those addresses there (a UX
     test's job and the host itself reached an outside server that way): now dropped."""
-    keeper = nets.run("sleep", ("300",), network="iso-a")  # the network's bridge is up
-    wait_running(nets, keeper.id)
+    keeper = nets.run("true", network="iso-a")  # the network's bridge is up (and stays: no job
+    assert nets.wait(keeper.id, timeout=60).status == JobStatus.COMPLETED  # runs there to repair it)
     listener = host_listener(upstream)  # the upstream answers on 7000, on 10.110.0.77 too
     sh("ip", "-n", upstream, "addr", "add", "10.110.0.77/32", "dev", "eth0")
     try:
@@ -199,10 +198,24 @@ def test_a_network_whose_bridge_is_gone_sends_nothing_out_of_the_host(nets, host
         sh("ip", "-n", upstream, "addr", "del", "10.110.0.77/32", "dev", "eth0", check=False)
         listener.kill()
         listener.wait()
-        nets.stop(keeper.id)
-        nets.wait(keeper.id, timeout=30)
     rec, out, _ = run(nets, "ip", "-4", "-o", "addr", "show", "eth0", network="iso-a")  # made again
     assert rec.exit_code == 0 and b"10.110.0." in out
+
+
+def test_a_bridge_deleted_under_running_jobs_is_made_again_with_them_on_it(nets, host):
+    """The next job of the network made its bridge again, but the running ones stayed cut off
+    (their host ends on no bridge) while their records said RUNNING: the heartbeat puts them
+    back."""
+    server, ip = serve(nets, "iso-b")
+    try:
+        assert connect_ok(nets, ip, "iso-b")  # the control
+        bridge = sh("ip", "-n", host.netns, "-o", "-4", "addr", "show", "to", "10.111.0.1").stdout.split()[1]
+        sh("ip", "-n", host.netns, "link", "del", bridge)
+        eventually(lambda: connect_ok(nets, ip, "iso-b"), "the running server reachable again", timeout=60)
+        assert "were made again under running jobs: their jobs put back" in host.log()
+    finally:
+        nets.stop(server)
+        nets.wait(server, timeout=30)
 
 
 def job_connects(client: Client, ip: str) -> bool:
