@@ -3,7 +3,8 @@ on the heartbeat, with the jobs' host ends put back on them.
 
 A bridge made again has a new interface index: that is how a heartbeat knows it, whether it
 made the bridge itself or the network's next job did (whose setup makes a missing bridge but
-attaches only its own veth). Until then the network's subnet is unreachable (the
+attaches only its own veth); a bridge it sees for the first time gets its jobs put on it too
+(it may have been made again before any heartbeat saw it). Until then the network's subnet is unreachable (the
 `joblet:off-route` rules keep its traffic from leaving by the default route). A network's
 overlay port, detached with the bridge, is not put back: its jobs reach this host's jobs
 again, not other nodes' (docs/RELIABILITY.md).
@@ -37,16 +38,19 @@ class BridgeWatch:
         for net in {n.name: n for p in plans for n in p.networks}.values() if gone else ():
             agent.ensure_network(net)  # made again where gone (its rules too); else nothing
         now = {b: links.index_of(b) for b in bridges}
-        changed = {b for b, index in now.items() if index is not None and self.seen.get(b) not in (None, index)}
+        first = {b for b in bridges if b not in self.seen and b not in gone}
+        # first seen counts too: made again before a heartbeat saw the first one (enslaving a
+        # port to the bridge it is on already changes nothing)
+        changed = {b for b, index in now.items() if index is not None and self.seen.get(b) != index}
         for plan in plans:
             for att in plan.attachments:
                 if att.bridge in changed or att.bridge in gone:
                     self._put_back(att.host_ifname, att.bridge, now.get(att.bridge))
         self.seen = {b: i for b, i in now.items() if i is not None}
-        if gone or changed:
+        if gone or changed - first:
             log.warning(
                 "bridge(s) %s were made again under running jobs: their jobs put back",
-                ", ".join(sorted({*gone, *changed})),
+                ", ".join(sorted({*gone, *(changed - first)})),
             )
         return gone
 

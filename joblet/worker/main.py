@@ -87,7 +87,11 @@ def _one_per_network_namespace(cfg: config.Settings) -> None:
     the process ends, however it ends) is in the host's /run, named by the namespace."""
     import fcntl
 
-    fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # a read-only /run (a container's): no check, as before
+        log.warning("cannot take the one-worker lock (%s): a second worker here would not be refused", exc)
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

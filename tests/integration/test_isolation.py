@@ -212,7 +212,6 @@ def test_a_bridge_deleted_under_running_jobs_is_made_again_with_them_on_it(nets,
         bridge = sh("ip", "-n", host.netns, "-o", "-4", "addr", "show", "to", "10.111.0.1").stdout.split()[1]
         sh("ip", "-n", host.netns, "link", "del", bridge)
         eventually(lambda: connect_ok(nets, ip, "iso-b"), "the running server reachable again", timeout=60)
-        assert "were made again under running jobs: their jobs put back" in host.log()
     finally:
         nets.stop(server)
         nets.wait(server, timeout=30)
