@@ -22,6 +22,7 @@ from joblet.worker.claims import Claims
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED)
+LOST = "its record was lost by Redis (restarted without its data) and written again at its end"
 
 
 @dataclass
@@ -69,10 +70,23 @@ class Records:
             lambda: self.claims.finish(job_id, spec, allowed, self.cfg.log_ttl, **fields),
             self.cfg.record_patience if patience is None else patience,
         )
-        if not recorded:  # already final, or Redis lost its data (no persistence)
-            log.warning(
-                "job %s: record missing or already final; %s not recorded over it", job_id[:12], outcome.status.value
+        if not recorded and record is None and spec is not None:  # Redis lost it (restarted empty)
+            record = JobRecord(
+                id=job_id,
+                status=outcome.status,
+                spec=spec,
+                node=self.cfg.node,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                error=outcome.error or LOST,
+                created=outcome.finished,
+                finished=outcome.finished,
             )
+            self.store.create_job(record)
+            self.store.expire_job(job_id, self.cfg.log_ttl)
+            log.warning("job %s: Redis had lost its record; wrote it with its end", job_id[:12])
+        elif not recorded:  # already final
+            log.warning("job %s: record already final; %s not recorded over it", job_id[:12], outcome.status.value)
         if record is None:
             return {
                 "id": job_id,

@@ -227,3 +227,30 @@ def test_jobs_a_restarted_redis_forgot_are_restored_by_their_worker(tmp_path):
         h.close()
         redis.terminate()
         redis.wait()
+
+
+def test_a_job_ending_after_redis_forgot_it_gets_its_final_record(tmp_path):
+    """As above, but the job ends before a heartbeat restores it (here the heartbeat is a
+    minute apart): its final record found nothing to update and the job was never seen
+    again. Its worker writes the record whole, with its end."""
+    need(os.geteuid() == 0, "needs root")
+    redis = private_redis(tmp_path)
+    h = Host(f"unix://{tmp_path}/redis.sock", "lateend", heartbeat_interval="60")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        client.volumes.create("gate")
+        job = client.run("sh", ("-c", "until [ -e /volumes/gate/go ]; do sleep 0.1; done; exit 4"), volumes=["gate"])
+        wait_running(client, job.id)
+        redis.terminate()
+        redis.wait()
+        redis = private_redis(tmp_path)  # empty
+        assert client.store.find_job(job.id) is None  # the control: Redis forgot it
+        (h.tmp / "state" / "volumes" / "gate" / "data" / "go").touch()
+        eventually(lambda: client.store.find_job(job.id) is not None, "the job's final record", timeout=60)
+        rec = client.get(job.id)
+        assert rec.status == JobStatus.FAILED and rec.exit_code == 4 and "lost by Redis" in (rec.error or ""), rec
+    finally:
+        h.close()
+        redis.terminate()
+        redis.wait()
