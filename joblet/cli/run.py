@@ -170,7 +170,7 @@ FLAGS = {
 @click.option(
     "--workflow",
     "workflow_file",
-    type=click.Path(),
+    type=click.Path(dir_okay=False),
     metavar="FILE.yaml",
     help="Run a workflow file instead of one command (see rnx workflow).",
 )
@@ -214,6 +214,8 @@ def run(
     if workflow_file is not None:
         if command is not None:
             raise click.UsageError("give either --workflow or a command, not both")
+        if not workflow_file:
+            raise click.UsageError("--workflow needs a file: --workflow=FILE.yaml")
         ctx = click.get_current_context()
         own = ("workflow_file", "detach", "as_json", "sig_proxy")
         given = [

@@ -318,3 +318,10 @@ def test_a_stop_rnx_did_not_ask_for_says_who_stopped_the_job(capsys):
     assert capsys.readouterr().err == "rnx: job aaaaaaaaaaaa stopped: stopped by the x\n"
     run.stopping = signal.SIGINT  # Ctrl-C here asked for it: nothing more to say
     assert run._report(final) == 143 and capsys.readouterr().err == ""
+
+
+def test_an_empty_workflow_option_asks_for_a_file(fake):
+    out = invoke("run", "--workflow=")
+    assert out.exit_code == 2 and "--workflow needs a file" in out.output and not fake.submitted
+    out = invoke("run", "--workflow=/")  # a directory: click's own words
+    assert out.exit_code == 2 and "is a directory" in out.output
