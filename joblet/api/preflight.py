@@ -101,8 +101,13 @@ class Preflight:
                     f"invalid job field 'volumes': no such volume {name!r} (rnx volume create)"
                 ) from None
         lim = spec.limits
-        if spec.network == ("host",) and (lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out):
-            raise ValidationError("invalid job field 'limits': bandwidth limits need a job network, not 'host'")
+        if spec.network in (("host",), ("none",)) and (
+            lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out
+        ):
+            # none: no link to shape (it was accepted and did nothing)
+            raise ValidationError(
+                f"invalid job field 'limits': bandwidth limits need a job network, not {spec.network[0]!r}"
+            )
         if spec.runtime is None:
             return spec
         offers = runtimes(self.store.live_nodes())

@@ -192,6 +192,16 @@ def test_a_shaped_job_that_ends_at_once_still_delivers_what_it_sent(client):
     assert b"".join(d for s, d in client.logs(receiver.id) if s == "stdout").split()[-1] == b"131072"
 
 
+def test_a_bandwidth_limit_without_a_job_network_is_refused(host, client):
+    """`--network=none --max-bandwidth=…` was accepted and limited nothing (no link to shape)."""
+    before = len(client.list())
+    out = host.rnx("run", "--network=none", "--max-bandwidth=1mbit", "true")
+    assert out.returncode == 2 and b"need a job network, not 'none'" in out.stderr, out
+    assert out.stderr.count(b"\n") == 1 and len(client.list()) == before  # nothing queued
+    ok = host.rnx("run", "--network=none", "--max-iobps=1000000", "true")  # the control: a disk rate
+    assert ok.returncode == 0, ok
+
+
 def test_job_cannot_change_its_network_or_enter_namespaces(client):
     rec, _, err = run(client, "ip", "addr", "add", "10.9.9.9/24", "dev", "eth0")
     assert rec.exit_code != 0 and b"Operation not permitted" in err
