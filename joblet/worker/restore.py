@@ -4,24 +4,51 @@ not handed out twice and their peers find them by name.
 
 What this worker knows of such a job is written back: its record (RUNNING, this node, its
 addresses; `created` and `started` are the time of the restore, which the record says in
-`error`), its name unless another job took it meanwhile, its addresses unless another job
-took one meanwhile (both logged: the job keeps running, a peer may then reach the other
-one), its place in its networks. Networks and volumes that Redis forgot are not: their
+`error`) unless one exists by then (the job's own end writes its record whole when Redis
+lost it: records.py), its name unless another job took it meanwhile, its addresses unless
+another job took one meanwhile (both logged: the job keeps running, a peer may then reach
+the other one), its place in its networks. Networks and volumes that Redis forgot are not: their
 definitions are the user's (rnx network create, rnx volume create).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import time
 from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
+from joblet.api.store import encode_fields
 from joblet.errors import JobletError
 from joblet.worker.services import Services
 
 log = logging.getLogger(__name__)
+
+# KEYS: the job, the jobs index, its name's key. ARGV: the record's fields (JSON of JSON
+# values), created, the id, the job key prefix, '1' if it has a name. Nothing if the record
+# exists (the job's own end may have written it since the beat looked: not RUNNING over it);
+# the name unless a job that has not ended holds it. Returns 0, 1 written, 2 with its name.
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = cjson.decode(ARGV[1])
+local named = 0
+if ARGV[5] == '1' then
+  local holder = redis.call('GET', KEYS[3])
+  local live = false
+  if holder and holder ~= ARGV[3] then
+    local status = redis.call('HGET', ARGV[4] .. holder, 'status')
+    if status then
+      local s = cjson.decode(status)
+      live = s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING'
+    end
+  end
+  if live then fields['name'] = nil else redis.call('SET', KEYS[3], ARGV[3]); named = 1 end
+end
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1 + named
+"""
 RESTORED = "restored by its worker after Redis lost its record (created and started: then)"
 
 
@@ -60,15 +87,19 @@ def _restore(svc: Services, run: Any) -> None:
         workflow=run.scope or None,
         error=RESTORED,
     )
+    keys = svc.store.keys
+    written = svc.store.redis.register_script(_RESTORE)(
+        keys=[keys.job(run.job_id), keys.jobs, keys.name(spec.name) if spec.name else keys.job("")],
+        args=[json.dumps(encode_fields(record.to_dict())), now, run.job_id, keys.job(""), "1" if spec.name else ""],
+    )
+    if not written:  # its own end (or another beat) wrote it first: not RUNNING over that
+        return
+    if spec.name and written != 2:
+        log.error("job %s: its name %s went to another job meanwhile", run.job_id[:12], spec.name)
     for network, address in plan.reserved().items():
         other = svc.agent.ipam.hold(network, address, run.job_id)
         if other is not None:
             log.error("job %s: its %s address went to job %s meanwhile", run.job_id[:12], network, other[:12])
-    holder = svc.store.create_named_job(record) if spec.name else None
-    if holder is not None:
-        log.error("job %s: its name %s went to job %s meanwhile", run.job_id[:12], spec.name, holder[:12])
-    if holder is not None or not spec.name:
-        svc.store.create_job(dataclasses.replace(record, name=None) if holder else record)
-    names = [run.job_id[:12], *([spec.name] if spec.name and holder is None else [])]
+    names = [run.job_id[:12], *([spec.name] if spec.name and written == 2 else [])]
     svc.discovery.join(run.job_id, plan.ips, names, run.write_hosts, run.scope)
     svc.discovery.refresh(list(plan.ips))
