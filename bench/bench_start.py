@@ -9,7 +9,6 @@ and always cleans up (processes by PID, the namespace, the cgroup directory, tem
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -328,10 +327,6 @@ def cleanup(env: Env) -> None:
         except Exception as exc:  # noqa: BLE001 - keep cleaning
             print(f"cleanup: pid {proc.pid}: {exc}", file=sys.stderr)
     if env.netns_made:
-        from joblet.worker.main import lock_path
-
-        with contextlib.suppress(FileNotFoundError):  # its worker's lock (joblet-worker's main)
-            os.unlink(lock_path(f"/run/netns/{env.netns}"))
         subprocess.run(["ip", "netns", "del", env.netns], check=False)
     for group in cgroups(env):
         remove_cgroup(group)

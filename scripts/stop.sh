@@ -11,9 +11,6 @@ for name in worker redis; do
     rm -f "$RUN/$name.pid"
   fi
 done
-# the worker's lock on this network namespace (joblet/worker/main.py), once no worker holds it
-lock=/run/joblet-worker.$(stat -L -c '%d-%i' /proc/self/ns/net).lock
-if [ -f "$lock" ] && flock -n "$lock" true; then rm -f "$lock"; fi
 ip link del joblet0 2>/dev/null
 for link in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^j[bx][0-9a-f]{10}$'); do
   ip link del "$link" 2>/dev/null  # exactly what joblet names a network's bridge (jb) or overlay port (jx)

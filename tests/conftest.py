@@ -5,7 +5,6 @@ Tests that need root or Redis fail (not skip) when CI is set.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -21,7 +20,6 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.config import Settings, load
-from joblet.worker.main import lock_path
 
 BIN = Path(sys.executable).parent
 
@@ -184,8 +182,6 @@ class Host:
 
     def close(self) -> None:
         self.stop_worker()
-        with contextlib.suppress(FileNotFoundError):  # the namespace's worker lock, then it
-            os.unlink(lock_path(f"/run/netns/{self.netns}"))
         sh("ip", "netns", "del", self.netns, check=False)
         cg = Path(self.env["JOBLET_CGROUP_ROOT"])
         v1 = [Path("/sys/fs/cgroup") / c / cg.name for c in ("cpu", "memory", "blkio", "pids")]

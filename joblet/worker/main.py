@@ -37,7 +37,10 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     _halve_uid_budgets()
     try:
         cfg = config.load(**overrides)
-        _one_per_network_namespace(cfg)
+        from joblet.network_agent.host import jobs_cgroup_root
+        from joblet.worker import ns_lock
+
+        ns_lock.hold(jobs_cgroup_root(cfg))
         from joblet.worker.app import connect, make_app
         from joblet.worker.supervisor import Supervisor
 
@@ -66,44 +69,6 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
             "--without-heartbeat",
         ]
     )
-
-
-_HELD: list[int] = []  # the lock's descriptor, open for the worker's life
-
-
-def lock_path(namespace: str = "/proc/self/ns/net") -> str:
-    """The worker lock of a network namespace (its nsfs file, or a /run/netns/NAME of it).
-    Left when the worker ends (removing it could let two workers lock two files); whoever
-    deletes the namespace may delete it."""
-    ns = os.stat(namespace)
-    return f"/run/joblet-worker.{ns.st_dev}-{ns.st_ino}.lock"
-
-
-def _one_per_network_namespace(cfg: config.Settings) -> None:
-    """A worker owns its network namespace's joblet objects: the `inet joblet` tables, the
-    jb bridges and jv/ji links it sweeps when Redis does not name them. A second worker there
-    (another installation: its own Redis, key prefix or state_dir) took the first one's
-    bridges and rules under its running jobs; it is refused. The lock (flock, released when
-    the process ends, however it ends) is in the host's /run, named by the namespace."""
-    import fcntl
-
-    try:
-        fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:  # a read-only /run (a container's): no check, as before
-        log.warning("cannot take the one-worker lock (%s): a second worker here would not be refused", exc)
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "its pid unknown"
-        os.close(fd)
-        raise JobletError(
-            f"another joblet worker runs in this network namespace ({holder}); one worker per host "
-            "(or per network namespace: its links, bridges and nft tables are the namespace's)"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}, node {cfg.node}, state_dir {cfg.state_dir}".encode(), 0)
-    _HELD.append(fd)
 
 
 def _require_worker_extra() -> None:

@@ -1,0 +1,75 @@
+"""One worker per network namespace: a worker owns its namespace's joblet objects (the
+`inet joblet` tables, the jb bridges and jv/ji links it sweeps when its Redis does not name
+them). A second worker there (another installation: its own Redis, key prefix or state
+directory) swept the first one's bridges and jobs' links and replaced its rules under its
+running jobs; it is refused.
+
+The lock is a `flock` on the namespace itself (its nsfs file, /proc/self/ns/net): every
+process in the namespace shares it, whatever its mount namespace (a worker on the host and
+one in a docker-compose container with `network_mode: host` have different /run), and the
+kernel releases it when the worker ends, however it ends. A host-mode job shares the host's
+namespace and could take the lock while its worker is down: a holder inside the jobs'
+cgroups is not a worker, and the worker then starts without the lock (and says so).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from joblet.errors import JobletError
+
+log = logging.getLogger(__name__)
+NAMESPACE = "/proc/self/ns/net"
+_held: list[int] = []  # the descriptor, open for the worker's life
+
+
+def hold(jobs_cgroup: Path, namespace: str = NAMESPACE) -> None:
+    """Take this network namespace's worker lock, or raise naming the worker that holds it."""
+    fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holders = holders_of(os.fstat(fd))
+        os.close(fd)
+        workers = [pid for pid in holders if not _in_jobs(pid, jobs_cgroup)]
+        if holders and not workers:
+            log.warning("a job (pid %s) holds the worker lock of this network namespace: not taken", holders[0])
+            return
+        who = ", ".join(f"pid {pid}: {_command(pid)}" for pid in workers) or "its pid not visible here"
+        raise JobletError(
+            f"another joblet worker runs in this network namespace ({who}); one worker per host "
+            "(or per network namespace: its links, bridges and nft tables are the namespace's)"
+        ) from None
+    _held.append(fd)
+
+
+def holders_of(st: os.stat_result) -> list[int]:
+    """The pids /proc/locks gives for flocks on this file (pids of this pid namespace)."""
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    with open("/proc/locks") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == where and parts[4].isdigit():
+                pids.append(int(parts[4]))
+    return pids
+
+
+def _in_jobs(pid: int, jobs_cgroup: Path) -> bool:
+    """Whether a process is in a job's cgroup (which a job cannot leave), not a worker."""
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return f"/{jobs_cgroup.name}/" in text
+
+
+def _command(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:120] or "?"
