@@ -41,6 +41,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         from joblet.worker import ns_lock
 
         ns_lock.hold(jobs_cgroup_root(cfg))
+        _own_state_dir(cfg)
         from joblet.worker.app import connect, make_app
         from joblet.worker.supervisor import Supervisor
 
@@ -69,6 +70,24 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
             "--without-heartbeat",
         ]
     )
+
+
+def _own_state_dir(cfg: config.Settings) -> None:
+    """A state_dir holds one installation's volumes and journal: a worker of another key
+    prefix there read them, and a `volume delete` under its prefix removed the first one's
+    data. The first worker writes its prefix in `<state_dir>/owner`; another is refused."""
+    owner = cfg.state_dir / "owner"
+    try:
+        held = owner.read_text().strip()
+    except FileNotFoundError:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        owner.write_text(cfg.key_prefix + "\n")
+        return
+    if held != cfg.key_prefix:
+        raise JobletError(
+            f"state_dir {cfg.state_dir} belongs to the installation with key prefix {held!r}, not "
+            f"{cfg.key_prefix!r}: give this one its own JOBLET_STATE_DIR (or remove {owner})"
+        )
 
 
 def _require_worker_extra() -> None:

@@ -131,6 +131,15 @@ def runtime_root(directory: Path, name: str) -> Path:
     return Path(_plain(root))
 
 
+def deleted_lineage(held: float | None, last: VolumeDef | None) -> bool:
+    """Whether data made for (or taken over by) the definition created at `held` was deleted:
+    a definition of its name created then or later was (`last`: the last one deleted). Not
+    only `held` itself: a host down through delete, create, delete kept the first data, and
+    a Redis restarted empty had a definition made and deleted again before a job took the
+    data over; either way the next volume of that name got the deleted files."""
+    return held is not None and last is not None and last.created >= held
+
+
 class JobMounts:
     """What a job binds from this host: its volumes (made on first use) and its runtime."""
 
@@ -158,14 +167,13 @@ class JobMounts:
         return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
 
     def _deleted(self, name: str, held: float) -> bool:
-        last = self.store.deleted().get(name)
-        return last is not None and last.created == held
+        return deleted_lineage(held, self.store.deleted().get(name))
 
     def sweep(self, in_use: set[str]) -> list[str]:
         """Remove the data of deleted volumes that no local job uses; their names. Deleted is
-        what `volume delete` named (the generation held here, or any, for data an older
-        worker made, while no volume has the name): a volume Redis does not know (it lost its
-        data; another key prefix on this state_dir) keeps its data."""
+        what `volume delete` named (`deleted_lineage`; for data an older worker made, any
+        deleted definition while no volume has the name): a volume Redis does not know (it
+        lost its data; another key prefix on this state_dir) keeps its data."""
         existing = {v.name: v.created for v in self.store.all()}
         deleted = self.store.deleted()
         gone = []
@@ -173,7 +181,7 @@ class JobMounts:
             held, last = self.volumes.generation(name), deleted.get(name)
             if name in in_use or last is None:  # never deleted
                 continue
-            if held == last.created or (held is None and name not in existing):
+            if deleted_lineage(held, last) or (held is None and name not in existing):
                 gone.append(name)
         for name in gone:
             self.volumes.remove(name)

@@ -39,3 +39,26 @@ def test_a_second_worker_in_one_network_namespace_is_refused(redis_sock):
     finally:
         other.close()
         first.close()
+
+
+def test_a_worker_of_another_key_prefix_is_refused_a_state_dir_in_use(redis_sock):
+    """A second installation (another key prefix) on the same state_dir read the first one's
+    volumes, and its `volume delete` removed their data."""
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    first, other = Host(redis_sock, "owner"), Host(redis_sock, "stranger")
+    try:
+        first.start_worker()  # the state_dir is the first one's now
+        first.stop_worker()
+        other.env["JOBLET_STATE_DIR"] = first.env["JOBLET_STATE_DIR"]
+        refused = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{other.netns}", str(BIN / "joblet-worker"), "--node", "stranger"],
+            env={**os.environ, **other.env},
+            capture_output=True,
+            timeout=60,
+        )
+        last = refused.stderr.decode().strip().splitlines()[-1]
+        assert refused.returncode == 1 and "belongs to the installation with key prefix" in last, refused.stderr
+        first.start_worker()  # the control: its own installation starts there again
+    finally:
+        other.close()
+        first.close()

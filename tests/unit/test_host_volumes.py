@@ -87,3 +87,26 @@ def test_only_a_deleted_generation_of_a_volume_loses_its_data(tmp_path: Path):
     defs.live["kept"] = VolumeDef(name="kept", created=5.0)  # made again before this host swept
     data = Path(mounts.binds_for(("kept",), None)[0][0][0])
     assert list(data.iterdir()) == [] and host.generation("kept") == 5.0
+
+
+def test_data_of_an_older_generation_goes_when_a_later_one_is_deleted(tmp_path: Path):
+    """A host down through delete, create, delete of a name kept the first data (only the last
+    deleted definition is recorded), and the next volume of that name got its files; so did
+    a Redis restarted empty where the name was defined and deleted again."""
+    defs, host = Defs(), volumes.HostVolumes(tmp_path)
+    mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
+    defs.live["v1"] = VolumeDef(name="v1", created=1.0)
+    (Path(mounts.binds_for(("v1",), None)[0][0][0]) / "secret").write_text("gen1")
+    defs.delete("v1")  # this host is down from here
+    defs.live["v1"] = VolumeDef(name="v1", created=2.0)
+    defs.delete("v1")
+    defs.live["v1"] = VolumeDef(name="v1", created=3.0)
+    data = Path(mounts.binds_for(("v1",), None)[0][0][0])  # back: a job of the new one
+    assert list(data.iterdir()) == [] and host.generation("v1") == 3.0
+    (data / "kept").write_text("gen3")
+    assert mounts.sweep(in_use=set()) == []  # the control: the current one keeps its data
+    defs.gone.clear()  # Redis restarted empty: the data stays, the name defined again takes it
+    defs.live = {"v1": VolumeDef(name="v1", created=4.0)}
+    assert mounts.sweep(in_use=set()) == [] and (data / "kept").exists()
+    defs.delete("v1")  # defined and deleted before any job took the data over: it goes too
+    assert mounts.sweep(in_use=set()) == ["v1"]
