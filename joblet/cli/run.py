@@ -382,7 +382,7 @@ class Attached:
             print_json(out)
         elif (
             final.error
-            and final.exit_code != 127
+            and final.exit_code not in (126, 127)  # the job's own stderr said why
             and (
                 final.status.value in ("FAILED", "LOST") or (final.status.value == "STOPPED" and self.stopping is None)
             )

@@ -325,3 +325,11 @@ def test_an_empty_workflow_option_asks_for_a_file(fake):
     assert out.exit_code == 2 and "--workflow needs a file" in out.output and not fake.submitted
     out = invoke("run", "--workflow=/")  # a directory: click's own words
     assert out.exit_code == 2 and "is a directory" in out.output
+
+
+def test_a_command_that_could_not_run_is_said_once(capsys):
+    """126 and 127: the job's stderr has the line (`joblet: CMD: ...`); rnx adds none."""
+    for code, why in ((126, "Is a directory"), (127, "command not found")):
+        final = JobRecord(id="a" * 32, spec=JobSpec(command="x"), status=JobStatus.FAILED, exit_code=code, error=why)
+        run, _ = attached()
+        assert run._report(final) == code and capsys.readouterr().err == ""
