@@ -11,6 +11,10 @@ for name in worker redis; do
     rm -f "$RUN/$name.pid"
   fi
 done
+if ! flock -n /proc/self/ns/net true; then  # another installation's worker (joblet/worker/ns_lock.py)
+  echo "joblet stopped; another joblet worker still runs here: its bridges and tables are left"
+  exit 0
+fi
 ip link del joblet0 2>/dev/null
 for link in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^j[bx][0-9a-f]{10}$'); do
   ip link del "$link" 2>/dev/null  # exactly what joblet names a network's bridge (jb) or overlay port (jx)
