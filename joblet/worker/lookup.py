@@ -51,8 +51,19 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
                 return os.path.normpath(candidate)
             problem = problem or Unrunnable(126, f"{bad}: bad interpreter: No such file or directory")
     if problem is None and "/" in command:
+        path = os.path.normpath(candidates[0])
+        if path in SANDBOX_DIRS:  # the sandbox's own, with no view on the host
+            return Unrunnable(126, "Is a directory")
+        if path in SANDBOX_DEVICES:
+            return Unrunnable(126, "Permission denied")
         return Unrunnable(127, "No such file or directory")
     return problem or Unrunnable(127, "command not found")
+
+
+# What the sandbox makes in the job's root that no view maps (sandbox.py): `rnx run /tmp`
+# said "No such file or directory" where the job has the directory.
+SANDBOX_DIRS = frozenset(("/", "/tmp", "/var", "/run", "/dev", "/dev/shm", "/dev/pts", "/proc", "/sys", "/work"))
+SANDBOX_DEVICES = frozenset(f"/dev/{name}" for name in ("full", "null", "random", "tty", "urandom", "zero"))
 
 
 def _mode(path: str) -> int:

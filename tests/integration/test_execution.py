@@ -84,6 +84,9 @@ def test_a_command_that_cannot_run_is_126_with_the_shells_words(client):
         "./bad.sh": (126, b"joblet: ./bad.sh: /nonexistent/interp: bad interpreter: No such file or directory\n"),
         "noexec.sh": (126, b"joblet: noexec.sh: Permission denied\n"),
         "/etc": (126, b"joblet: /etc: Is a directory\n"),
+        "/tmp": (126, b"joblet: /tmp: Is a directory\n"),  # the sandbox's own, no view on the host
+        "/work": (126, b"joblet: /work: Is a directory\n"),
+        "/dev/null": (126, b"joblet: /dev/null: Permission denied\n"),
         "./good.sh": (0, b""),  # the control: a script whose interpreter the job has
     }
     for command, (code, said) in cases.items():

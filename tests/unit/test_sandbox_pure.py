@@ -237,6 +237,9 @@ def test_a_command_that_cannot_run_is_told_as_a_shell_tells_it(tmp_path: Path):
         (work / name).chmod(0o755)
     views = views_of(HOST, Layout(hostname="h", work_dir=str(work), run_dir="/r"))
     assert resolve("./adir", "/usr/bin", views) == Unrunnable(126, "Is a directory")
+    assert resolve("/tmp", "/usr/bin", views) == Unrunnable(126, "Is a directory")  # the sandbox's own
+    assert resolve("/dev/null", "/usr/bin", views) == Unrunnable(126, "Permission denied")
+    assert resolve("/nothere", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
     assert resolve("adir", "/usr/bin", views) == NOT_FOUND  # a search skips directories, as a shell's
     bad = Unrunnable(126, "/nonexistent/interp: bad interpreter: No such file or directory")
     assert resolve("bad.sh", "/usr/bin", views) == bad
