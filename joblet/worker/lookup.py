@@ -46,7 +46,9 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
         elif stat.S_ISREG(mode) and not os.access(str(host_path), os.X_OK):
             problem = problem or Unrunnable(126, "Permission denied")
         elif stat.S_ISREG(mode):
-            bad = _bad_interpreter(str(host_path), views)
+            # not in a volume: another job sharing it could swap a directory on the way for a
+            # link while the worker reads, and learn the first line of a host file
+            bad = None if under(str(real), "/volumes") else _bad_interpreter(str(host_path), views)
             if bad is None:
                 return os.path.normpath(candidate)
             problem = problem or Unrunnable(126, f"{bad}: bad interpreter: No such file or directory")

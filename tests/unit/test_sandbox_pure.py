@@ -245,3 +245,12 @@ def test_a_command_that_cannot_run_is_told_as_a_shell_tells_it(tmp_path: Path):
     assert resolve("bad.sh", "/usr/bin", views) == bad
     assert resolve("good.sh", "/usr/bin", views) == "/work/good.sh"  # the control: /bin/sh is the job's
     assert resolve("plain", "/usr/bin", views) == "/work/plain"  # no #!: the kernel's (or a shell's) affair
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "bad.sh").write_text("#!/nonexistent/interp\n")
+    (vol / "bad.sh").chmod(0o755)
+    in_volume = views_of(
+        HOST, Layout(hostname="h", work_dir=str(work), run_dir="/r", binds=((str(vol), "/volumes/v", False),))
+    )
+    # a volume's file is not read (a job sharing it could race a link in): it starts and fails as the kernel says
+    assert resolve("/volumes/v/bad.sh", "/usr/bin", in_volume) == "/volumes/v/bad.sh"
