@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from joblet import wakeup
 from joblet.api.resp_commands import Commands
 
 CONNECT_TIMEOUT = 3.0
@@ -196,6 +197,9 @@ class Connection:
             del self._buf[: self._pos]
             self._pos = 0
         try:
+            if wakeup.watching() and not _buffered(self.sock):  # rnx: a Ctrl-C ends the wait
+                if not wakeup.readable(self.sock.fileno(), self.sock.gettimeout()):
+                    raise TimeoutError
             chunk = self.sock.recv(1 << 18)
         except TimeoutError:
             waited = self.sock.gettimeout()
@@ -208,6 +212,12 @@ class Connection:
             self.close()
             raise ConnectionError("Connection closed by server.")
         self._buf += chunk
+
+
+def _buffered(sock: socket.socket) -> bool:
+    """Whether TLS holds decrypted bytes the socket itself no longer shows as readable."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending and pending())
 
 
 def _blocks(args: list[Any]) -> float | None:

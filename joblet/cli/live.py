@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
+
+from joblet import wakeup
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -22,7 +23,7 @@ def refresh(draw: Callable[[], None], interval: float | None, clear: bool = True
                 sys.stdout.write(CLEAR)
             draw()
             sys.stdout.flush()
-            time.sleep(interval)
+            wakeup.sleep(interval)
     except KeyboardInterrupt:
         if clear:  # a terminal's prompt on a line of its own; JSON lines stay JSON lines
             sys.stdout.write("\n")

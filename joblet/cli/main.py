@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from joblet import wakeup
 from joblet.cli import complete
 from joblet.errors import (
     BackendUnavailable,
@@ -306,6 +307,7 @@ def main() -> None:
     prefer_lite()  # a few commands per process: not worth redis-py's ~45 ms import
     if closed_streams():
         os._exit(2)
+    wakeup.install()  # a Ctrl-C ends its waits on Redis without fail
     try:
         cli(prog_name="rnx")
         code = 0

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from joblet import wakeup
+
 
 @click.group()
 def workflow() -> None:
@@ -51,7 +53,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
                     print(f"  {job['name']}: {job['status']}{why}", file=out)
             if info["status"] in ("COMPLETED", "FAILED", "STOPPED"):
                 break
-            time.sleep(0.3)
+            wakeup.sleep(0.3)
     except KeyboardInterrupt:
         print(f"\nrnx: the workflow goes on; `rnx workflow stop {record.id[:12]}` stops it", file=sys.stderr)
         return 130
