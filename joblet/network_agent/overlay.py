@@ -253,6 +253,19 @@ class Overlay:
                 self._ports.pop(net.name, None)
             raise
 
+    def reattach(self, bridges: set[str]) -> None:
+        """Put the ports whose bridge was made again back on it (deleting a bridge frees its
+        ports: the port itself, and its forwarding entries, stay)."""
+        local = self.underlay()
+        if local is None:
+            return
+        with self._lock:
+            for port in [p for p in self._ports.values() if p.bridge in bridges]:
+                try:
+                    ensure_device(port, local, self.cfg.vxlan_port)
+                except NetworkError as exc:  # the bridge could not be made: the next beat tries again
+                    log.warning("%s", exc)
+
     def detach(self, network: str) -> None:
         with self._lock:
             self._ports.pop(network, None)

@@ -4,10 +4,10 @@ on the heartbeat, with the jobs' host ends put back on them.
 A bridge made again has a new interface index: that is how a heartbeat knows it, whether it
 made the bridge itself or the network's next job did (whose setup makes a missing bridge but
 attaches only its own veth); a bridge it sees for the first time gets its jobs put on it too
-(it may have been made again before any heartbeat saw it). Until then the network's subnet is unreachable (the
-`joblet:off-route` rules keep its traffic from leaving by the default route). A network's
-overlay port, detached with the bridge, is not put back: its jobs reach this host's jobs
-again, not other nodes' (docs/RELIABILITY.md).
+(it may have been made again before any heartbeat saw it), and so does the network's overlay
+port (VXLAN), which the bridge's deletion freed: its jobs reach other nodes' jobs again. Until
+then the network's subnet is unreachable (the `joblet:off-route` rules keep its traffic from
+leaving by the default route).
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ class BridgeWatch:
             for att in plan.attachments:
                 if att.bridge in changed or att.bridge in gone:
                     self._put_back(att.host_ifname, att.bridge, now.get(att.bridge))
+        overlay = getattr(agent, "overlay", None)
+        if overlay is not None and (changed or gone):
+            overlay.reattach(changed | set(gone))  # the networks' ports to other nodes too
         self.seen = {b: i for b, i in now.items() if i is not None}
         if gone or changed - first:
             log.warning(

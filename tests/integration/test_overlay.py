@@ -299,3 +299,17 @@ def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host],
         for job in (remote, receiver):
             client.stop(job.id)
             client.wait(job.id, timeout=30)
+
+
+def test_a_bridge_deleted_under_a_spanning_network_gets_its_overlay_port_back(
+    hosts: tuple[Host, Host, Host], client: Client, server: str
+) -> None:
+    """The heartbeat made the bridge again and put the jobs back on it, but the network's
+    VXLAN port, freed by the deletion, stayed off it: the server answered its own node's jobs,
+    not other nodes'."""
+    a = hosts[0]
+    assert reaches(client, "srv", "ov-a", "ovb")  # the control, across hosts
+    a.in_ns("ip", "link", "del", bridge_name("ov-a"))
+    port = vxlan_name("ov-a")
+    eventually(lambda: reaches(client, "srv", "ov-a", "ovb"), "srv reachable from node ovb again", timeout=60)
+    assert f"master {bridge_name('ov-a')} " in a.in_ns("ip", "-o", "link", "show", port).stdout
