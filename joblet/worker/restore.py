@@ -7,8 +7,12 @@ addresses; `created` and `started` are the time of the restore, which the record
 `error`) unless one exists by then (the job's own end writes its record whole when Redis
 lost it: records.py), its name unless another job took it meanwhile, its addresses unless
 another job took one meanwhile (both logged: the job keeps running, a peer may then reach
-the other one), its place in its networks. Networks and volumes that Redis forgot are not: their
-definitions are the user's (rnx network create, rnx volume create).
+the other one), its place in its networks, and the definitions of its user networks unless
+their names were taken meanwhile (logged): without them the network was gone from `rnx network
+list` while the job ran on it, and a network made again under its name with another CIDR (or
+another name with its CIDR) rebuilt the bridge under the job and cut it off. Volumes' definitions
+are not restored (a volume's data stays on its hosts and a new definition finds it:
+docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
+from joblet.api.networks import NetworkDef
 from joblet.api.store import encode_fields
 from joblet.errors import JobletError
 from joblet.worker.services import Services
@@ -96,6 +101,7 @@ def _restore(svc: Services, run: Any) -> None:
         return
     if spec.name and written != 2:
         log.error("job %s: its name %s went to another job meanwhile", run.job_id[:12], spec.name)
+    _restore_networks(svc, run)
     for network, address in plan.reserved().items():
         other = svc.agent.ipam.hold(network, address, run.job_id)
         if other is not None:
@@ -103,3 +109,14 @@ def _restore(svc: Services, run: Any) -> None:
     names = [run.job_id[:12], *([spec.name] if spec.name and written == 2 else [])]
     svc.discovery.join(run.job_id, plan.ips, names, run.write_hosts, run.scope)
     svc.discovery.refresh(list(plan.ips))
+
+
+def _restore_networks(svc: Services, run: Any) -> None:
+    """The job's user networks' definitions as its worker knows them, where Redis has none."""
+    for net in run.plan.networks:
+        if svc.store.redis.hsetnx(svc.store.keys.networks, net.name, json.dumps(net.to_dict())):
+            log.warning("network %s: Redis had lost its definition; restored it", net.name)
+            continue
+        now = svc.store.redis.hget(svc.store.keys.networks, net.name)
+        if now is not None and NetworkDef.from_json(now) != net:
+            log.error("network %s: defined again otherwise while job %s ran on it", net.name, run.job_id[:12])

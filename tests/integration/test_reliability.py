@@ -15,6 +15,7 @@ import pytest
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.tasks import client_app
+from joblet.errors import Conflict
 from tests.conftest import Host, need, private_redis
 from tests.integration.helpers import eventually, output, wait_running
 
@@ -212,12 +213,24 @@ def test_jobs_a_restarted_redis_forgot_are_restored_by_their_worker(tmp_path):
         client = Client(h.cfg)
         keeper = client.run("sleep", ("300",), name="keeper")
         ip = wait_running(client, keeper.id)
+        kept = client.networks.create("kept", "10.150.0.0/24")
+        on_kept = client.run("sleep", ("300",), network="kept")
+        wait_running(client, on_kept.id)
         redis.terminate()
         redis.wait()
         redis = private_redis(tmp_path)  # empty
         eventually(lambda: client.store.find_job(keeper.id) is not None, "the job restored", timeout=60)
         rec = client.get("keeper")
         assert rec.id == keeper.id and rec.status == JobStatus.RUNNING and rec.ips == {"bridge": ip}, rec
+        # its network's definition too: not made again under the job with another CIDR
+        eventually(lambda: client.store.find_job(on_kept.id) is not None, "the job restored", timeout=60)
+        assert client.networks.store.get("kept") == kept
+        with pytest.raises(Conflict, match="already exists"):
+            client.networks.create("kept", "10.151.0.0/24")
+        with pytest.raises(Conflict, match="overlaps"):
+            client.networks.create("other", "10.150.0.0/25")
+        client.networks.create("fresh", "10.152.0.0/24")  # the control: creates still work
+        client.stop(on_kept.id)
         after = client.run("sleep", ("300",))  # the address stays the restored job's
         assert wait_running(client, after.id) != ip
         assert h.rnx("stop", "keeper").returncode == 0 and client.get(keeper.id).status == JobStatus.STOPPED
