@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from joblet import wakeup
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.cli import complete
 from joblet.errors import ValidationError
@@ -250,6 +251,7 @@ class Leave(Exception):
 
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_MS = 250  # a signal is acted on within this long (the handler only records it)
+REDIS_PATIENCE = 60.0  # seconds an attached rnx waits for Redis to come back (its job goes on)
 
 
 class Attached:
@@ -341,7 +343,7 @@ class Attached:
         while True:
             if self.caught is not None and self.stopping is None:
                 self._begin_stop()
-            entries = self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
+            entries = self._read()
             if not entries and not self.warned and time.monotonic() > check_at:
                 check_at = time.monotonic() + 1.0  # at most once a second while nothing arrives
                 self._warn_if_no_worker(initial=False)
@@ -356,6 +358,27 @@ class Attached:
                     self.stdout += data  # in the JSON's output; its stderr goes to rnx's, live
                 else:
                     write_chunk(stream, data)
+
+    def _read(self) -> list[tuple[str, bytes, bytes]]:
+        """The next entries of the job's output. Redis gone (restarted, a network blip) is
+        waited for, up to REDIS_PATIENCE, as the worker waits for it: the job goes on and its
+        output is kept meanwhile. A signal while it waits leaves the job running."""
+        from joblet.errors import BackendUnavailable
+
+        due = None
+        while True:
+            try:
+                return self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
+            except BackendUnavailable as exc:
+                short = self.record.short_id
+                if due is None:
+                    due = time.monotonic() + REDIS_PATIENCE
+                    sys.stderr.write(f"rnx: {exc}; waiting up to {REDIS_PATIENCE:g} s (job {short} goes on)\n")
+                if time.monotonic() >= due:
+                    raise BackendUnavailable(f"{exc}; job {short} may still be running (rnx log -f {short})") from None
+            if self.caught is not None:
+                raise Leave
+            wakeup.sleep(0.5)
 
     def _warn_if_no_worker(self, initial: bool) -> None:
         record = self.client.store.get_job(self.record.id)

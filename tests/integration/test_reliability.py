@@ -16,7 +16,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.tasks import client_app
 from joblet.errors import Conflict
-from tests.conftest import Host, need, private_redis
+from tests.conftest import BIN, Host, need, private_redis
 from tests.integration.helpers import eventually, output, wait_running
 
 
@@ -122,15 +122,25 @@ def test_redis_restart_under_running_jobs(aof_redis):
         h.start_worker()
         client = Client(h.cfg)
         jobs = [client.run("python3", ("-c", TICKS)) for _ in range(3)]
+        attached = subprocess.Popen(  # follows its job through the outage (it gave up at once)
+            [str(BIN / "rnx"), "run", "python3", "-c", TICKS],
+            env={**os.environ, **h.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 30
         while not all(client.get(j.id).status == JobStatus.RUNNING for j in jobs):
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        assert attached.stdout is not None and attached.stdout.readline() == b"0\n"
         time.sleep(1)
         aof_redis.kill()
         time.sleep(3)  # the jobs keep printing into the worker's buffer
         aof_redis.start()
         expected = "".join(f"{i}\n" for i in range(40)).encode()
+        out, err = attached.communicate(timeout=120)
+        assert (attached.returncode, b"0\n" + out) == (0, expected), err
+        assert b"waiting up to 60 s" in err
         for job in jobs:
             rec = Client(h.cfg).wait(job.id, timeout=120)
             assert rec.status == JobStatus.COMPLETED and rec.exit_code == 0

@@ -19,7 +19,7 @@ from joblet.cli.render import human
 from joblet.cli.run import Attached, Leave
 from joblet.cli.stats import size, stats_row
 from joblet.config import default
-from joblet.errors import ValidationError
+from joblet.errors import BackendUnavailable, ValidationError
 from joblet.worker.stats import link_counters
 
 
@@ -333,3 +333,37 @@ def test_a_command_that_could_not_run_is_said_once(capsys):
         final = JobRecord(id="a" * 32, spec=JobSpec(command="x"), status=JobStatus.FAILED, exit_code=code, error=why)
         run, _ = attached()
         assert run._report(final) == code and capsys.readouterr().err == ""
+
+
+class GoneStore:
+    """Redis gone for `failures` reads, then the job's output."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def read_output(self, job_id: str, after: str, block_ms: int | None) -> list[tuple[str, bytes, bytes]]:
+        if self.failures:
+            self.failures -= 1
+            raise BackendUnavailable("cannot reach Redis at unix:///r.sock: Connection refused")
+        return [("1-0", b"out", b"hi\n")]
+
+
+def test_an_attached_run_waits_out_redis_then_gives_up_naming_its_job(monkeypatch, capsys):
+    monkeypatch.setattr("joblet.cli.run.wakeup.sleep", lambda seconds: None)
+    run, client = attached()
+    client.store = GoneStore(failures=3)  # type: ignore[attr-defined]
+    assert run._read() == [("1-0", b"out", b"hi\n")]  # back before the patience ran out
+    assert capsys.readouterr().err.count("waiting up to 60 s (job aaaaaaaaaaaa goes on)") == 1
+    monkeypatch.setattr("joblet.cli.run.REDIS_PATIENCE", 0.0)
+    client.store = GoneStore(failures=10**9)  # type: ignore[attr-defined]
+    with pytest.raises(BackendUnavailable, match=r"job aaaaaaaaaaaa may still be running \(rnx log -f aaaaaaaaaaaa\)"):
+        run._read()
+
+
+def test_a_signal_while_redis_is_gone_leaves_the_job_running(monkeypatch):
+    run, client = attached()
+    client.store = GoneStore(failures=10**9)  # type: ignore[attr-defined]
+    monkeypatch.setattr("joblet.cli.run.wakeup.sleep", lambda seconds: run._on_signal(signal.SIGINT, None))
+    with pytest.raises(Leave):
+        run._read()
+    assert client.stops == []
