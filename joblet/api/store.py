@@ -47,19 +47,28 @@ local function create_if_absent(key, index, fields, score, id)
 end
 """
 _CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2])"
-
-# A job name is unique among jobs that have not ended: the name key names its holder, and
-# the new job's record is written in the same step, so two racing submits cannot both win.
-_CREATE_NAMED = """
-for _, key in ipairs({KEYS[1], KEYS[4]}) do
+# A job name is unique among jobs that have not ended: the job its key names, if that one has
+# not ended (else false); `prefix` is the job keys' (here and in worker/restore.py).
+LUA_LIVE_HOLDER = """
+local function live_holder(key, prefix)
   local holder = redis.call('GET', key)
-  if holder then
-    local status = redis.call('HGET', ARGV[4] .. holder, 'status')
-    if status then
-      local s = cjson.decode(status)
-      if s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING' then return holder end
-    end
-  end
+  if not holder then return false end
+  local status = redis.call('HGET', prefix .. holder, 'status')
+  if not status then return false end
+  local s = cjson.decode(status)
+  if s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING' then return holder end
+  return false
+end
+"""
+
+# The name key names its holder, and the new job's record is written in the same step, so two
+# racing submits cannot both win.
+_CREATE_NAMED = (
+    LUA_LIVE_HOLDER
+    + """
+for _, key in ipairs({KEYS[1], KEYS[4]}) do
+  local holder = live_holder(key, ARGV[4])
+  if holder then return holder end
 end
 redis.call('SET', KEYS[1], ARGV[3])
 local fields = cjson.decode(ARGV[1])
@@ -67,6 +76,7 @@ for k, v in pairs(fields) do redis.call('HSET', KEYS[2], k, v) end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 return false
 """
+)
 
 _url = translated(lambda self: self.url)
 NODE_INDEX_KEEP = 3600  # seconds a silent node stays in the node index (its key says if it lives)

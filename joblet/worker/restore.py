@@ -24,7 +24,7 @@ from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.networks import NetworkDef
-from joblet.api.store import encode_fields
+from joblet.api.store import LUA_LIVE_HOLDER, encode_fields
 from joblet.errors import JobletError
 from joblet.worker.services import Services
 
@@ -34,26 +34,21 @@ log = logging.getLogger(__name__)
 # values), created, the id, the job key prefix, '1' if it has a name. Nothing if the record
 # exists (the job's own end may have written it since the beat looked: not RUNNING over it);
 # the name unless a job that has not ended holds it. Returns 0, 1 written, 2 with its name.
-_RESTORE = """
+_RESTORE = (
+    LUA_LIVE_HOLDER
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fields = cjson.decode(ARGV[1])
 local named = 0
 if ARGV[5] == '1' then
-  local holder = redis.call('GET', KEYS[3])
-  local live = false
-  if holder and holder ~= ARGV[3] then
-    local status = redis.call('HGET', ARGV[4] .. holder, 'status')
-    if status then
-      local s = cjson.decode(status)
-      live = s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING'
-    end
-  end
-  if live then fields['name'] = nil else redis.call('SET', KEYS[3], ARGV[3]); named = 1 end
+  local holder = live_holder(KEYS[3], ARGV[4])
+  if holder and holder ~= ARGV[3] then fields['name'] = nil else redis.call('SET', KEYS[3], ARGV[3]); named = 1 end
 end
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1 + named
 """
+)
 RESTORED = "restored by its worker after Redis lost its record (created and started: then)"
 
 
