@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
@@ -16,7 +16,7 @@ from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
-from joblet.errors import ValidationError
+from joblet.errors import BackendUnavailable, ValidationError
 from joblet.names import name_key
 
 if TYPE_CHECKING:
@@ -123,11 +123,14 @@ class Client:
         """The job whose id, id prefix or name is `job_id`."""
         return self.store.get_job(self.store.resolve(job_id))
 
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[tuple[str, bytes]]:
-        """("stdout" | "stderr", bytes) chunks in order; with follow, until the job ends."""
+    def logs(
+        self, job_id: str, follow: bool = False, outage: Callable[[BackendUnavailable], None] | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        """("stdout" | "stderr", bytes) chunks in order; with follow, until the job ends.
+        `outage`: what a failed read while following does (store_output.follow_output)."""
         full = self.store.resolve(job_id)
         names = {STDOUT_FIELD: "stdout", STDERR_FIELD: "stderr"}
-        for field, data in self.store.follow_output(full, follow):
+        for field, data in self.store.follow_output(full, follow, outage=outage):
             if field in names:
                 yield names[field], data
             elif field == END_FIELD:

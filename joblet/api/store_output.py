@@ -5,11 +5,12 @@ client and keys it uses)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from joblet.api.keys import END_FIELD, Keys
 from joblet.api.redis_conn import error_kind, translated
+from joblet.errors import BackendUnavailable
 
 _url = translated(lambda self: self.url)
 
@@ -62,11 +63,24 @@ class OutputStreams:
         last = self.redis.xrevrange(self.keys.log(job_id), count=1)
         return str(last[0][0].decode()) if last else "0-0"
 
-    def follow_output(self, job_id: str, follow: bool, block_ms: int = 1000) -> Iterator[tuple[bytes, bytes]]:
-        """(field, data) pairs from the start; with follow, until the end marker arrives."""
+    def follow_output(
+        self,
+        job_id: str,
+        follow: bool,
+        block_ms: int = 1000,
+        outage: Callable[[BackendUnavailable], None] | None = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(field, data) pairs from the start; with follow, until the end marker arrives.
+        `outage`, given a failed read, returns to read again from where it was, or raises."""
         after = "0-0"
         while True:
-            entries = self.read_output(job_id, after, block_ms if follow else None)
+            try:
+                entries = self.read_output(job_id, after, block_ms if follow else None)
+            except BackendUnavailable as exc:
+                if outage is None:
+                    raise
+                outage(exc)
+                continue
             for entry_id, field, data in entries:
                 after = entry_id
                 yield field, data

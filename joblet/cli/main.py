@@ -213,10 +213,11 @@ def status(obj: Ctx, job_id: str, as_json: bool) -> None:
 def log(obj: Ctx, job_id: str, follow: bool) -> None:
     """Print a job's output (stdout to stdout, stderr to stderr); with -f, a job that ended
     LOST (its node stopped heartbeating) exits 125 with the reason."""
+    from joblet.cli.patience import Patience
     from joblet.cli.stream import write_chunk
 
     try:
-        for stream, data in obj.client.logs(job_id, follow=follow):
+        for stream, data in obj.client.logs(job_id, follow=follow, outage=Patience(job_id) if follow else None):
             write_chunk(stream, data)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from joblet import wakeup
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.cli import complete
+from joblet.cli.patience import Patience
 from joblet.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -251,7 +251,6 @@ class Leave(Exception):
 
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_MS = 250  # a signal is acted on within this long (the handler only records it)
-REDIS_PATIENCE = 60.0  # seconds an attached rnx waits for Redis to come back (its job goes on)
 
 
 class Attached:
@@ -270,6 +269,7 @@ class Attached:
         self.signals = 0  # how many came
         self.stopping: int | None = None  # the signal that stopped the job, once asked for
         self.stop_sent = False  # its stop request reached Redis: a signal now leaves at once
+        self.patience = Patience(record.short_id)  # for Redis gone while it follows
 
     def follow(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
@@ -360,25 +360,17 @@ class Attached:
                     write_chunk(stream, data)
 
     def _read(self) -> list[tuple[str, bytes, bytes]]:
-        """The next entries of the job's output. Redis gone (restarted, a network blip) is
-        waited for, up to REDIS_PATIENCE, as the worker waits for it: the job goes on and its
-        output is kept meanwhile. A signal while it waits leaves the job running."""
+        """The next entries of the job's output; Redis gone is waited out (patience.py). A
+        signal while it waits leaves the job running."""
         from joblet.errors import BackendUnavailable
 
-        due = None
         while True:
             try:
                 return self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
             except BackendUnavailable as exc:
-                short = self.record.short_id
-                if due is None:
-                    due = time.monotonic() + REDIS_PATIENCE
-                    sys.stderr.write(f"rnx: {exc}; waiting up to {REDIS_PATIENCE:g} s (job {short} goes on)\n")
-                if time.monotonic() >= due:
-                    raise BackendUnavailable(f"{exc}; job {short} may still be running (rnx log -f {short})") from None
-            if self.caught is not None:
-                raise Leave
-            wakeup.sleep(0.5)
+                if self.caught is not None:
+                    raise Leave from None
+                self.patience(exc)
 
     def _warn_if_no_worker(self, initial: bool) -> None:
         record = self.client.store.get_job(self.record.id)

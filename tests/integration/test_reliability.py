@@ -127,12 +127,21 @@ def test_redis_restart_under_running_jobs(aof_redis):
             env={**os.environ, **h.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            bufsize=0,  # its first line read alone: nothing of the rest in a buffer communicate skips
         )
         deadline = time.monotonic() + 30
         while not all(client.get(j.id).status == JobStatus.RUNNING for j in jobs):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert attached.stdout is not None and attached.stdout.readline() == b"0\n"
+        following = subprocess.Popen(  # rnx log -f likewise
+            [str(BIN / "rnx"), "log", "-f", jobs[0].id],
+            env={**os.environ, **h.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert following.stdout is not None and following.stdout.readline() == b"0\n"
         time.sleep(1)
         aof_redis.kill()
         time.sleep(3)  # the jobs keep printing into the worker's buffer
@@ -141,6 +150,8 @@ def test_redis_restart_under_running_jobs(aof_redis):
         out, err = attached.communicate(timeout=120)
         assert (attached.returncode, b"0\n" + out) == (0, expected), err
         assert b"waiting up to 60 s" in err
+        out, err = following.communicate(timeout=120)
+        assert (following.returncode, b"0\n" + out) == (0, expected), err
         for job in jobs:
             rec = Client(h.cfg).wait(job.id, timeout=120)
             assert rec.status == JobStatus.COMPLETED and rec.exit_code == 0

@@ -349,12 +349,13 @@ class GoneStore:
 
 
 def test_an_attached_run_waits_out_redis_then_gives_up_naming_its_job(monkeypatch, capsys):
-    monkeypatch.setattr("joblet.cli.run.wakeup.sleep", lambda seconds: None)
+    monkeypatch.setattr("joblet.cli.patience.wakeup.sleep", lambda seconds: None)
     run, client = attached()
     client.store = GoneStore(failures=3)  # type: ignore[attr-defined]
     assert run._read() == [("1-0", b"out", b"hi\n")]  # back before the patience ran out
     assert capsys.readouterr().err.count("waiting up to 60 s (job aaaaaaaaaaaa goes on)") == 1
-    monkeypatch.setattr("joblet.cli.run.REDIS_PATIENCE", 0.0)
+    monkeypatch.setattr("joblet.cli.patience.REDIS_PATIENCE", 0.0)
+    run.patience.due = None
     client.store = GoneStore(failures=10**9)  # type: ignore[attr-defined]
     with pytest.raises(BackendUnavailable, match=r"job aaaaaaaaaaaa may still be running \(rnx log -f aaaaaaaaaaaa\)"):
         run._read()
@@ -363,7 +364,7 @@ def test_an_attached_run_waits_out_redis_then_gives_up_naming_its_job(monkeypatc
 def test_a_signal_while_redis_is_gone_leaves_the_job_running(monkeypatch):
     run, client = attached()
     client.store = GoneStore(failures=10**9)  # type: ignore[attr-defined]
-    monkeypatch.setattr("joblet.cli.run.wakeup.sleep", lambda seconds: run._on_signal(signal.SIGINT, None))
+    monkeypatch.setattr("joblet.cli.patience.wakeup.sleep", lambda seconds: run._on_signal(signal.SIGINT, None))
     with pytest.raises(Leave):
         run._read()
     assert client.stops == []
