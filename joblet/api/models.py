@@ -314,6 +314,12 @@ class JobRecord:
             "finished": iso(self.finished),
             "workflow": self.workflow,
             "output_truncated": self.output_truncated,
+            # what it was given beyond its command: only the limits set (the rest: the worker's defaults)
+            "limits": {k: v for k, v in self.spec.limits.to_dict().items() if v is not None},
+            "timeout": self.spec.timeout,
+            "volumes": list(self.spec.volumes),
+            "runtime": self.spec.runtime,
+            "user": self.spec.user,
         }
 
 

@@ -85,6 +85,14 @@ def jobs_table(records: list[JobRecord], network: str | None = None) -> None:
     table(["ID", "NAME", "STATUS", "COMMAND", "NETWORK", "IP", "NODE", "EXIT", "CREATED"], rows)
 
 
+def limits_text(limits: dict[str, int]) -> str:
+    """The limits a job was given, e.g. `--max-cpu=50% --max-memory=64 MB`; `-`: the worker's defaults."""
+    from joblet.cli.flags import LIMIT_FLAGS
+
+    parts = [f"{LIMIT_FLAGS[k][0]}={v}{LIMIT_FLAGS[k][2]}" for k, v in limits.items() if k in LIMIT_FLAGS]
+    return ", ".join(parts) or "- (the worker's defaults)"
+
+
 def job_details(record: JobRecord) -> None:
     p = record.public()
     import shlex
@@ -102,6 +110,11 @@ def job_details(record: JobRecord) -> None:
         ("Signal", "-" if p["signal"] is None else str(p["signal"])),
         ("Error", human(p["error"])),
         ("Workflow", human(p["workflow"])),
+        ("Limits", limits_text(p["limits"])),
+        ("Timeout", "-" if p["timeout"] is None else f"{p['timeout']:g} s"),
+        ("Volumes", human(p["volumes"])),
+        ("Runtime", human(p["runtime"])),
+        ("User", human(p["user"])),
         ("Created", _when(p["created"])),
         ("Started", _when(p["started"])),
         ("Finished", _when(p["finished"])),

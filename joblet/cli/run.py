@@ -14,6 +14,7 @@ import click
 
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.cli import complete
+from joblet.cli.flags import LIMIT_FLAGS
 from joblet.cli.patience import Patience
 from joblet.errors import ValidationError
 
@@ -98,15 +99,7 @@ def job_spec(params: dict[str, Any]) -> Any:
 
 # a spec field's option in rnx run, and its unit after a bound in the field's error
 FLAGS = {
-    "limits.max_disk": ("--max-disk", " MB"),
-    "limits.max_memory": ("--max-memory", " MB"),
-    "limits.max_pids": ("--max-pids", ""),
-    "limits.max_cpu": ("--max-cpu", " (percent of one CPU)"),
-    "limits.max_iobps": ("--max-iobps", " bytes/s"),
-    "limits.max_output": ("--max-output", " bytes"),
-    "limits.max_bandwidth_in": ("--max-bandwidth-in", ""),
-    "limits.max_bandwidth_out": ("--max-bandwidth-out", ""),
-    "limits.max_bandwidth": ("--max-bandwidth", ""),
+    **{f"limits.{field}": (flag, unit) for field, (flag, unit, _) in LIMIT_FLAGS.items()},
     "timeout": ("--timeout", " s"),
 }
 

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from joblet.api.client import select
-from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec
 from joblet.api.networks import check
 from joblet.api.stats import row
 from joblet.cli import main
-from joblet.cli.render import human
+from joblet.cli.render import human, job_details
 from joblet.cli.run import Attached, Leave
 from joblet.cli.stats import size, stats_row
 from joblet.config import default
@@ -368,3 +368,22 @@ def test_a_signal_while_redis_is_gone_leaves_the_job_running(monkeypatch):
     with pytest.raises(Leave):
         run._read()
     assert client.stops == []
+
+
+def test_status_shows_what_the_job_was_given(capsys):
+    spec = make_spec(
+        "sleep",
+        ["9"],
+        timeout=30,
+        volumes=["data"],
+        limits={"max_cpu": 50, "max_memory": 64, "max_bandwidth": "10mbit"},
+    )
+    record = JobRecord(id="a" * 32, spec=spec, status=JobStatus.RUNNING)
+    assert record.public()["limits"] == {"max_cpu": 50, "max_memory": 64, "max_bandwidth": 10_000_000}
+    job_details(record)
+    out = capsys.readouterr().out
+    assert "Limits:    --max-cpu=50%, --max-memory=64 MB, --max-bandwidth=10000000 bit/s\n" in out
+    assert "Timeout:   30 s\n" in out and "Volumes:   data\n" in out
+    job_details(JobRecord(id="b" * 32, spec=make_spec("true"), status=JobStatus.RUNNING))  # the control
+    out = capsys.readouterr().out
+    assert "Limits:    - (the worker's defaults)\n" in out and "Timeout:   -\n" in out
