@@ -16,12 +16,16 @@ import time
 from pathlib import Path
 
 from joblet.api.limits import Limits
-from joblet.errors import ExecutionError
+from joblet.errors import ConfigError, ExecutionError
 
 CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 V1_BASE = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "memory", "blkio", "pids")
 CPU_PERIOD = 100_000
+NETNS_HINT = (
+    "started by `ip netns exec`? It mounts a /sys of its own, without the host's cgroups: "
+    "use `nsenter --net=/run/netns/NAME` instead"
+)
 
 
 def detect_root() -> Path:
@@ -29,7 +33,24 @@ def detect_root() -> Path:
     for path in CANDIDATES:
         if (path / "cgroup.procs").exists() and (path / "cgroup.subtree_control").exists():
             return path
-    raise ExecutionError("no cgroup v2 hierarchy found (looked at /sys/fs/cgroup[/unified])")
+    raise ExecutionError(f"no cgroup v2 hierarchy found (looked at /sys/fs/cgroup[/unified]); {NETNS_HINT}")
+
+
+def check_root(root: Path) -> None:
+    """Refuse a jobs' cgroup root that cannot be made, before the worker makes anything:
+    its nearest existing directory must be a cgroup (the worker makes the rest). Under `ip
+    netns exec`, /sys/fs/cgroup is an empty directory of a fresh sysfs, and the worker died
+    with a traceback after claiming its state directory."""
+    if root.exists():
+        return
+    missing = root
+    while not missing.parent.exists():
+        missing = missing.parent
+    if not (missing.parent / "cgroup.procs").exists():
+        raise ConfigError(
+            f"cgroup_root {root} (JOBLET_CGROUP_ROOT) cannot be made: {missing} does not exist "
+            f"and {missing.parent} is not a cgroup directory; {NETNS_HINT}"
+        )
 
 
 def enable_controllers(root: Path, job_parent: Path) -> bool:

@@ -38,9 +38,11 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     try:
         cfg = config.load(**overrides)
         from joblet.network_agent.host import jobs_cgroup_root
-        from joblet.worker import ns_lock
+        from joblet.worker import cgroups, ns_lock
 
-        ns_lock.hold(jobs_cgroup_root(cfg))
+        cgroup_root = jobs_cgroup_root(cfg)
+        cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
+        ns_lock.hold(cgroup_root)
         _own_state_dir(cfg)
         from joblet.worker.app import connect, make_app
         from joblet.worker.supervisor import Supervisor

@@ -97,7 +97,10 @@ class Supervisor:
 
     def start(self) -> None:
         svc = self.svc
-        svc.cgroup_root.mkdir(parents=True, exist_ok=True)
+        try:
+            svc.cgroup_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only /sys (a container's): one line, not a traceback
+            raise ExecutionError(f"failed to make the jobs' cgroup root {svc.cgroup_root}: {exc.strerror}") from None
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
         budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
         where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
