@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -283,15 +284,44 @@ def default(name: str) -> Any:
     return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
 
 
+# JOBLET_ variables that are not settings, read by others: not warned about.
+NOT_SETTINGS = frozenset(
+    {
+        "JOBLET_CONFIG",  # the settings file (here)
+        "JOBLET_VENV",  # scripts/install.sh, quickstart.sh, test.sh
+        "JOBLET_REDIS_PASSWORD",  # docker-compose.yml, from .env
+        "JOBLET_REDIS_PORT",  # docker-compose.yml
+        "JOBLET_JOB_ID",  # in every job's environment (a job may run rnx)
+        "JOBLET_FAULT_PAUSE",  # worker/faults.py, tests only
+        "JOBLET_FAULT_FILE",
+        "JOBLET_FAULT_MARKER",
+        "JOBLET_BENCH_BUSY_HOST",  # bench/bench_sandbox.py
+    }
+)
+
+
 def _from_env() -> dict[str, Any]:
     # pydantic-settings does the same but costs ~120 ms of import time on every `rnx` call.
     values = {}
     for key, value in os.environ.items():
-        if key.startswith("JOBLET_") and key != "JOBLET_CONFIG":
+        if key.startswith("JOBLET_") and key not in NOT_SETTINGS:
             name = key[len("JOBLET_") :].lower()
             if name in FIELDS:
                 values[name] = value
+            else:
+                _warn_unknown(key)
     return values
+
+
+def _warn_unknown(key: str) -> None:
+    """A misspelt variable (JOBLET_RUNDIR) was silently ignored, while the same typo in the file
+    is refused. Only a warning: other tools may set JOBLET_ variables of their own."""
+    import difflib  # only now: rnx's start-up is measured
+
+    known = [name.upper() for name in FIELDS] + sorted(k[len("JOBLET_") :] for k in NOT_SETTINGS)
+    close = difflib.get_close_matches(key[len("JOBLET_") :], known, n=1)  # the prefix would match all
+    hint = f" (did you mean JOBLET_{close[0]}?)" if close else ""
+    sys.stderr.write(f"joblet: warning: {key} is not a joblet setting, ignored{hint}\n")
 
 
 def celery_url(url: str) -> str:

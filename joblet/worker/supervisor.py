@@ -69,7 +69,7 @@ def build_services(cfg: Settings) -> Services:
         store=store,
         agent=agent,
         journal=Journal(cfg.state_dir),
-        pump=OutputPump(store, cfg.log_max_entries),
+        pump=OutputPump(store, cfg.log_max_entries, cfg.output_max_bytes),  # not settings() again
         mounts=mounts,
         discovery=discovery,
         records=Records(store, cfg),

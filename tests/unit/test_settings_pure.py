@@ -42,11 +42,48 @@ def test_environment_text_is_parsed(monkeypatch):
     monkeypatch.setenv("JOBLET_DNS_SERVERS", "192.0.2.53, 2001:db8::1,")
     monkeypatch.setenv("JOBLET_STATE_DIR", "/tmp/state")
     monkeypatch.setenv("JOBLET_OUTPUT_MAX_BYTES", "8M")
-    monkeypatch.setenv("JOBLET_NOT_A_SETTING", "x")  # other JOBLET_ variables are not settings
+    monkeypatch.setenv("JOBLET_NOT_A_SETTING", "x")  # other JOBLET_ variables: a warning, not an error
     cfg = load()
     assert (cfg.concurrency, cfg.overlay, cfg.allow_host_network, cfg.stop_grace) == (64, False, True, 2.5)
     assert cfg.dns_servers == ("192.0.2.53", "2001:db8::1")
     assert str(cfg.state_dir) == "/tmp/state" and cfg.output_max_bytes == 8 << 20
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("JOBLET_RUNDIR", " (did you mean JOBLET_RUN_DIR?)"),
+        ("JOBLET_CONCURENCY", " (did you mean JOBLET_CONCURRENCY?)"),
+        ("JOBLET_BOGUS", ""),
+    ],
+)
+def test_an_unknown_variable_is_a_warning_naming_the_likely_one(monkeypatch, capsys, key, hint):
+    monkeypatch.setenv(key, "/tmp/elsewhere")
+    cfg = load()
+    assert cfg.run_dir == default("run_dir") and cfg.concurrency == default("concurrency")  # ignored, not refused
+    assert capsys.readouterr().err == f"joblet: warning: {key} is not a joblet setting, ignored{hint}\n"
+
+
+def test_variables_of_the_scripts_tests_and_jobs_are_not_warned_about(monkeypatch, capsys):
+    others = ["JOBLET_VENV", "JOBLET_REDIS_PASSWORD", "JOBLET_REDIS_PORT", "JOBLET_JOB_ID", "JOBLET_BENCH_BUSY_HOST"]
+    for key in [*others, "JOBLET_FAULT_PAUSE", "JOBLET_FAULT_FILE", "JOBLET_FAULT_MARKER", "JOBLET_RUN_DIR"]:
+        monkeypatch.setenv(key, "/tmp/x")
+    assert str(load().run_dir) == "/tmp/x"
+    assert capsys.readouterr().err == ""
+
+
+def test_difflib_is_imported_only_for_an_unknown_variable(tmp_path):
+    """rnx's start-up is measured: the look-up for a close name costs nothing without a typo."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import sys\nfrom joblet.config import load\nload()\nprint('difflib' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLET_")}
+    env["JOBLET_CONFIG"] = str(tmp_path / "none.toml")
+    for extra, imported in (({}, "False"), ({"JOBLET_BOGUS": "1"}, "True")):
+        out = subprocess.run([sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True)
+        assert out.stdout.split() == [imported], out.stderr
 
 
 @pytest.mark.parametrize(
