@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from joblet.errors import BackendUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -45,9 +47,11 @@ def resilient(
 ) -> None:
     """Call `step` until `stop` is set, waiting `every` seconds after each success.
 
-    A step that raises is logged (with its traceback the first time in a row) and retried
-    after a backoff; a step that ran for longer than `cap` before failing counts as a first
-    failure, so a long-lived step (a subscription) is not punished for an old streak.
+    A step that raises is logged and retried after a backoff: with its traceback the first
+    time in a row, but for BackendUnavailable (Redis out of reach), whose one line says it all
+    (a restart of Redis traced every loop of the worker). A step that ran for longer than `cap`
+    before failing counts as a first failure, so a long-lived step (a subscription) is not
+    punished for an old streak.
     """
     backoff = Backoff(first, cap)
     while not stop.is_set():
@@ -58,7 +62,8 @@ def resilient(
             if time.monotonic() - began > cap:
                 backoff.succeeded()
             pause = backoff.failed()
-            log.warning("%s: %s: %s; retrying in %.1f s", name, type(exc).__name__, exc, pause, exc_info=pause == first)
+            traced = pause == first and not isinstance(exc, BackendUnavailable)
+            log.warning("%s: %s: %s; retrying in %.1f s", name, type(exc).__name__, exc, pause, exc_info=traced)
             stop.wait(pause)
             continue
         backoff.succeeded()

@@ -247,8 +247,10 @@ class Supervisor:
 
     def beat(self) -> None:
         """Presence, final records left unwritten by a Redis outage, missed stops, host upkeep,
-        job samples, lost nodes: a failure of one does not skip the others."""
-        failures = []
+        job samples, lost nodes: a failure of one does not skip the others. Each is one line
+        but the one raised, an unexpected error before Redis out of reach: resilient() gives
+        that its traceback the first time."""
+        failures: list[Exception] = []
         for part in (
             self._beat_presence,
             self.svc.records.finals.retry,
@@ -260,6 +262,7 @@ class Supervisor:
                 part()
             except Exception as exc:  # noqa: BLE001 - raised again below, after every part ran
                 failures.append(exc)
+        failures.sort(key=lambda exc: isinstance(exc, BackendUnavailable))
         for failure in failures[1:]:
             log.warning("heartbeat: %s: %s", type(failure).__name__, failure)
         if failures:
