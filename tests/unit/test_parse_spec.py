@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from joblet.api.models import JobSpec
+from joblet.api.uploads import Upload
 from joblet.config import Settings, quarter_of_memory_mb
 from joblet.worker.tasks import PLACEHOLDER, over_ceiling, parse_spec
 
@@ -63,3 +66,19 @@ def test_a_job_without_limits_gets_the_defaults_held_to_the_ceilings():
     assert Settings(job_max_disk=1024, job_disk_ceiling=512).default_disk_mb == 512  # a small host
     assert Settings(job_max_pids=4096, job_pids_ceiling=1000).default_pids == 1000
     assert Settings().default_pids == 4096
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 1 << 10])
+def test_an_uploads_size_is_its_decoded_bytes(size):
+    upload = Upload(path="f", content=base64.b64encode(b"x" * size).decode())
+    assert upload.size == len(upload.data) == size
+
+
+@pytest.mark.parametrize("size", [1 << 10, (1 << 10) + 1, (1 << 10) + 2])
+def test_uploads_of_exactly_the_limit_are_taken_and_one_byte_more_is_refused(size):
+    content = base64.b64encode(b"x" * size).decode()
+    fields = {"spec": {"command": "true", "uploads": [{"path": "f", "content": content}]}}
+    spec, error = parse_spec(fields, size)
+    assert error is None and spec.upload_bytes == size
+    spec, error = parse_spec(fields, size - 1)
+    assert spec is PLACEHOLDER and error == f"invalid job field 'uploads': {size} bytes exceed the limit of {size - 1}"
