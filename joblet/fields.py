@@ -31,7 +31,8 @@ class FieldError(ValidationError, ValueError):
         self.loc = (loc,) if isinstance(loc, str) else tuple(loc)
         self.msg = msg
         self.what = what
-        super().__init__(f"invalid {what} field {single_quoted('.'.join(self.loc) or what)}: {msg}")
+        shown = ".".join(p if len(p) <= 64 else p[:61] + "..." for p in self.loc)  # a user's key may be long
+        super().__init__(f"invalid {what} field {single_quoted(shown or what)}: {msg}")
 
     def under(self, *outer: str) -> FieldError:
         """The same error, its path prefixed (a nested model's field)."""

@@ -17,6 +17,7 @@ import functools
 import graphlib
 import os
 import re
+import reprlib
 import stat
 from collections.abc import Hashable
 from pathlib import Path
@@ -93,21 +94,23 @@ def load(path: Path) -> Workflow:
         where = getattr(exc, "problem_mark", None)
         why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        raise ValidationError(f"workflow {path} is not valid YAML{at}: {why}") from None
+        raise ValidationError(f"workflow {path} is not valid YAML{at}: {_cut(why)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), dict) or not doc["jobs"]:
         raise ValidationError(f"workflow {path}: needs a 'jobs' mapping with at least one job")
     others = sorted(str(k) for k in doc if k != "jobs" and not str(k).startswith("x-"))
     if others:  # as a job's unknown fields: a typo must not pass unseen (x-: anchors, as in Compose)
         raise ValidationError(
-            f"workflow {path.name}: unknown top-level field(s) {', '.join(others)} (only 'jobs', and x-* for anchors)"
+            f"workflow {path.name}: unknown top-level field(s) {_listed(others)} (only 'jobs', and x-* for anchors)"
         )
     seen: dict[str, str] = {}
     for name in doc["jobs"]:
         if not isinstance(name, str):
-            raise ValidationError(f"workflow {path.name}: job name {name!r} is not text (quote it: '{name}')")
+            raise ValidationError(
+                f"workflow {path.name}: job name {_shown(name)} is not text (quote it: '{_cut(name)}')"
+            )
         other = seen.setdefault(name_key(name), name)
         if other != name:  # its peers' lookups ignore case: one would shadow the other
-            raise ValidationError(f"workflow {path.name}: jobs {other!r} and {name!r} differ only in case")
+            raise ValidationError(f"workflow {path.name}: jobs {_shown(other)} and {_shown(name)} differ only in case")
     jobs = {name: _job(path, name, body) for name, body in doc["jobs"].items()}
     return Workflow(name=path.stem, jobs=jobs)
 
@@ -129,7 +132,7 @@ def _strict_loader() -> Any:
                     continue  # refused by the constructor below
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                        "while reading a mapping", node.start_mark, f"duplicate key {_shown(key)}", key_node.start_mark
                     )
                 seen.add(key)
             return super().construct_mapping(node, deep)
@@ -152,15 +155,44 @@ def _strict_loader() -> Any:
 
 DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 DECIMAL_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+SHOWN_CHARS = 80
+
+
+def _repr() -> reprlib.Repr:
+    """repr that reads only the start of a value: a few items, two levels deep."""
+    short = reprlib.Repr()  # 3.11 takes no keywords
+    short.maxlevel, short.maxlist, short.maxdict, short.maxset = 2, 4, 4, 4
+    short.maxstring = short.maxother = short.maxlong = SHOWN_CHARS
+    return short
+
+
+_SHORT = _repr()
+
+
+def _shown(value: Any) -> str:
+    """A value from the file as an error quotes it: its repr, cut to SHOWN_CHARS. Nine levels of
+    YAML aliases make a list of a billion items that share one list: its whole repr was 300 MB."""
+    return _cut(_SHORT.repr(value))
+
+
+def _cut(value: Any) -> str:
+    """A name or a number as an error shows it, unquoted: at most SHOWN_CHARS characters."""
+    text = str(value) if isinstance(value, str | int | float | datetime.date | None) else _SHORT.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def _listed(names: Any) -> str:
+    """Field names for an error, each cut short, sorted as text (a key may be a number)."""
+    return _cut(", ".join(sorted(_cut(n) for n in names)))
 
 
 def _job(path: Path, name: str, body: Any) -> WorkflowJob:
-    where = f"workflow {path.name}: job {name!r}"
+    where = f"workflow {path.name}: job {_shown(name)}"
     if not isinstance(body, dict):
         raise ValidationError(f"{where}: must be a mapping")
     unknown = set(body) - JOB_KEYS
     if unknown:
-        raise ValidationError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        raise ValidationError(f"{where}: unknown field(s) {_listed(unknown)}")
     if "command" not in body:
         raise ValidationError(f"{where}: 'command' is required")
     fields: dict[str, Any] = {
@@ -178,10 +210,11 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
     if not args and len(words) > 1:  # ran, then 127: a program named "echo hi"
         first, *rest = words
         raise ValidationError(
-            f"{where}: 'command' is one program; its arguments go in 'args': command: {first}, args: {rest}"
+            f"{where}: 'command' is one program; its arguments go in 'args': "
+            f"command: {_cut(first)}, args: {_shown(rest)}"
         )
     if isinstance(body.get("user"), int) and not isinstance(body["user"], bool):
-        raise ValidationError(f"{where}: 'user' is text, as --user: quote it ('{body['user']}')")
+        raise ValidationError(f"{where}: 'user' is text, as --user: quote it ('{_cut(body['user'])}')")
     try:
         spec = make_spec(body["command"], args, **fields)
     except FieldError as exc:  # the file's name for the limits
@@ -200,9 +233,14 @@ def _args(where: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ValidationError(f"{where}: 'args' must be a list, e.g. [-c, 'echo hi']")
     for arg in value:  # a date (2024-01-01) reads as one: its text, as before
-        if isinstance(arg, bool) or not isinstance(arg, str | int | float | datetime.date):
-            raise ValidationError(f"{where}: argument {arg!r} in 'args' is not text or a number (quote it)")
+        if not _scalar(arg):
+            raise ValidationError(f"{where}: argument {_shown(arg)} in 'args' is not text or a number (quote it)")
     return tuple(str(a) for a in value)
+
+
+def _scalar(value: Any) -> bool:
+    """Text, a number or a date: what is written as its text (a bool is refused: which text?)."""
+    return not isinstance(value, bool) and isinstance(value, str | int | float | datetime.date)
 
 
 def _env(where: str, value: Any) -> Any:
@@ -213,7 +251,9 @@ def _env(where: str, value: Any) -> Any:
         return value
     for key, val in value.items():
         if isinstance(val, bool):
-            raise ValidationError(f"{where}: env {key}: YAML reads the value as a boolean (true, yes, on...): quote it")
+            raise ValidationError(
+                f"{where}: env {_cut(key)}: YAML reads the value as a boolean (true, yes, on...): quote it"
+            )
     return {k: str(v) if isinstance(v, int | float) else v for k, v in value.items()}
 
 
@@ -237,13 +277,15 @@ def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
     out = []
     base = path.parent.resolve()
     for rel in files:
+        if not _scalar(rel):  # before str(): a list of a billion items is not a name
+            raise ValidationError(f"{where}: upload {_shown(rel)} is not a file name (text)")
         src = path.parent / str(rel)
         if not src.resolve().is_relative_to(base):  # a workflow file from elsewhere ships no ~/.ssh
-            raise ValidationError(f"{where}: upload {rel!r} is outside the workflow's directory {base}")
+            raise ValidationError(f"{where}: upload {_shown(rel)} is outside the workflow's directory {base}")
         try:
             data = _regular_file(src)
         except OSError as exc:
-            raise ValidationError(f"{where}: upload {rel!r}: {exc.strerror}") from None
+            raise ValidationError(f"{where}: upload {_shown(rel)}: {exc.strerror}") from None
         out.append(
             {
                 "path": Path(str(rel)).name,
@@ -263,13 +305,13 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
         if not isinstance(item, dict):
             raise ValidationError(f"{where}: 'requires' entries are {{JOB: STATUS}}")
         for dep, status in item.items():
-            try:
-                wanted = JobStatus(str(status).upper())
+            try:  # not str() of any value: a list of a billion items is no status
+                wanted = JobStatus(status.upper() if isinstance(status, str) else "")
             except ValueError:
-                raise ValidationError(f"{where}: unknown status {status!r} for {dep!r}") from None
+                raise ValidationError(f"{where}: unknown status {_shown(status)} for {_shown(dep)}") from None
             if not wanted.final:
                 raise ValidationError(
-                    f"{where}: {dep!r} must be required to end (COMPLETED, FAILED, ...), not {wanted.value}"
+                    f"{where}: {_shown(dep)} must be required to end (COMPLETED, FAILED, ...), not {wanted.value}"
                 )
             found[str(dep)] = wanted
     return found
@@ -278,7 +320,7 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
 def graph_problems(wf: Workflow) -> list[str]:
     """Unknown dependencies and cycles, as lines for the user."""
     problems = [
-        f"job {name!r} requires unknown job {dep!r}"
+        f"job {_shown(name)} requires unknown job {_shown(dep)}"
         for name, job in wf.jobs.items()
         for dep in job.requires
         if dep not in wf.jobs
@@ -287,5 +329,6 @@ def graph_problems(wf: Workflow) -> list[str]:
     try:  # no recursion: a chain of thousands of jobs is a graph like any other
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
-        problems.append("dependency cycle: " + " -> ".join(reversed(exc.args[1])))  # "requires", as written
+        cycle = (_cut(n) for n in reversed(exc.args[1]))  # "requires", as written
+        problems.append("dependency cycle: " + " -> ".join(cycle))
     return problems

@@ -124,3 +124,63 @@ def test_numbers_in_yaml_1_1s_other_forms_stay_as_written(tmp_path: Path):
     spec = load(path).jobs["a"].spec
     assert spec.args == ("012", "0x1F", "1:30", "1_000", "7", "-3", "1.1")
     assert spec.env == {"UMASK": "0022", "ZIP": "01234", "PORT": "8080"} and spec.limits.max_memory == 64
+
+
+def laughs(where: str) -> str:
+    """A workflow file of ~700 bytes whose alias *i is a list of 9**9 strings ("billion laughs"),
+    used at `where`: YAML shares the lists, but anything that walks or prints it does not."""
+    lines = ["x-a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"x-{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + f"\njobs:\n  a: {{command: echo, {where}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("args: *i", "argument [[[...], [...], [...], [...], ...], [[...],"),
+        ("args: [x, *i]", "argument [[[...], [...], [...], [...], ...], [[...],"),
+        ("uploads: {files: *i}", "upload [[[...], [...], [...], [...], ...], [[...],"),
+        ("requires: [{b: *i}]", "unknown status [[[...], [...], [...], [...], ...], [[...],"),
+        ("env: {X: *i}", "invalid job field 'env.X': must be a string, not list"),
+        ("network: *i", "invalid job field 'network': invalid network name list"),
+        ("volumes: *i", "invalid job field 'volumes.0': must be a string, not list"),
+        ("resources: {max_memory: *i}", "invalid job field 'resources.max_memory': must be an integer, not list"),
+    ],
+)
+def test_a_billion_laughs_is_refused_in_a_short_message(tmp_path: Path, where: str, message: str):
+    path = tmp_path / "wf.yaml"
+    path.write_text(laughs(where))
+    assert len(path.read_bytes()) < 1000
+    with pytest.raises(ValidationError) as caught:
+        load(path)
+    assert message in str(caught.value) and len(str(caught.value)) < 200, str(caught.value)[:300]
+
+
+LONG = "n" * 100_000  # a plain key is at most 1024 characters: a longer one is written `? KEY`
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"jobs:\n  ? {LONG}\n  : {{command: echo, args: [[x]]}}\n", "job 'nnnnnnnnnn"),
+        (f"jobs:\n  a:\n    command: echo\n    ? {LONG}\n    : 1\n", "unknown field(s) nnnnnnnnnn"),
+        ("jobs:\n  a: {command: echo, 1: x, 2.5: y, zz: z}\n", "unknown field(s) 1, 2.5, zz"),
+        (f"? {LONG}\n: 1\njobs:\n  a: {{command: echo}}\n", "unknown top-level field(s) nnnnnnnnnn"),
+        (f"jobs:\n  a:\n    command: echo\n    resources:\n      ? {LONG}\n      : 1\n", "field 'resources.nnnnnnn"),
+        (f"jobs:\n  a:\n    command: echo\n    env:\n      ? {LONG}\n      : yes\n", "env nnnnnnnnnn"),
+        (f"jobs:\n  a: {{command: echo {LONG}}}\n", "command: echo, args: ['nnnnnnnnnn"),
+        (f"jobs:\n  a: {{command: echo, uploads: {{files: [{LONG}]}}}}\n", "upload 'nnnnnnnnnn"),
+        (f"jobs:\n  a:\n    command: echo\n    requires:\n      ? {LONG}\n      : DONE\n", "'DONE' for 'nnnnnnn"),
+        (f"jobs:\n  a: {{command: echo, requires: [{{b: {LONG}}}]}}\n", "unknown status 'nnnnnnnnnn"),
+        (f"jobs:\n  ? {LONG}\n  : {{command: echo}}\n  ? {LONG}\n  : {{command: echo}}\n", "duplicate key 'nnnnn"),
+    ],
+)
+def test_an_error_cuts_a_long_name_or_value_short(tmp_path: Path, text: str, message: str):
+    """A key or a value of 100,000 characters is shown by its start: an error is one short line
+    (an unknown field that is a number was a TypeError out of sorted())."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    with pytest.raises(ValidationError) as caught:
+        load(path)
+    assert message in str(caught.value) and len(str(caught.value)) < 300, str(caught.value)[:400]
