@@ -4,6 +4,7 @@ view of the host (the worker reads the files behind it), and why a command canno
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -37,12 +38,15 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
         dirs = [d for d in path_env.split(":") if d.startswith("/")] + ["/work"]
         candidates = [f"{d.rstrip('/')}/{command}" for d in dirs]
     problem: Unrunnable | None = None
+    as_dir = command.endswith(("/", "/."))  # the path drops it: /bin/echo/ ran /bin/echo
     for candidate in candidates:
         real = job_realpath(candidate, views)
         host_path = host_view(real, views) if real else None
         mode = _mode(host_path) if host_path else 0
         if stat.S_ISDIR(mode) and "/" in command:
             problem = problem or Unrunnable(126, "Is a directory")
+        elif mode and as_dir:
+            problem = problem or Unrunnable(126, "Not a directory")
         elif stat.S_ISREG(mode) and not os.access(str(host_path), os.X_OK):
             problem = problem or Unrunnable(126, "Permission denied")
         elif stat.S_ISREG(mode):
@@ -53,19 +57,52 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
                 return os.path.normpath(candidate)
             problem = problem or Unrunnable(126, f"{bad}: bad interpreter: No such file or directory")
     if problem is None and "/" in command:
-        path = os.path.normpath(candidates[0])
-        if path in SANDBOX_DIRS:  # the sandbox's own, with no view on the host
-            return Unrunnable(126, "Is a directory")
-        if path in SANDBOX_DEVICES:
-            return Unrunnable(126, "Permission denied")
-        return Unrunnable(127, "No such file or directory")
+        return _no_file(candidates[0], real, host_path, views, as_dir)
     return problem or Unrunnable(127, "command not found")
 
 
-# What the sandbox makes in the job's root that no view maps (sandbox.py): `rnx run /tmp`
-# said "No such file or directory" where the job has the directory.
-SANDBOX_DIRS = frozenset(("/", "/tmp", "/var", "/run", "/dev", "/dev/shm", "/dev/pts", "/proc", "/sys", "/work"))
-SANDBOX_DEVICES = frozenset(f"/dev/{name}" for name in ("full", "null", "random", "tty", "urandom", "zero"))
+def _no_file(
+    candidate: str, real: str | None, host_path: str | None, views: list[tuple[str, str]], as_dir: bool
+) -> Unrunnable:
+    """Why a path that no view shows as a file cannot run: the sandbox's own directories and
+    devices are there in the job (126), a path through a file is ENOTDIR (126), else 127."""
+    path = os.path.normpath(candidate)
+    if path in SANDBOX_DIRS or (real is not None and any(p != real and under(p, real) for p, _ in views)):
+        return Unrunnable(126, "Is a directory")  # the second: bwrap made it to hold a mount (/volumes)
+    if path in SANDBOX_DEVICES:
+        return Unrunnable(126, "Not a directory" if as_dir else "Permission denied")
+    if host_path is not None and _errno(host_path) == errno.ENOTDIR:  # /bin/echo/x
+        return Unrunnable(126, "Not a directory")
+    return Unrunnable(127, "No such file or directory")
+
+
+# What the sandbox makes in the job's root that no view maps (sandbox.py, mounts.make_dev):
+# `rnx run /tmp` said "No such file or directory" where the job has the directory. Under
+# /proc and /sys only what every procfs and sysfs has: what else is there depends on the
+# kernel, the job's namespaces and the covers, which the worker's own view does not tell.
+PROC_DIRS = ("1", "bus", "driver", "fs", "irq", "net", "self", "sys", "sysvipc", "thread-self", "tty")
+SYS_DIRS = ("bus", "class", "dev", "devices", "firmware", "fs", "kernel", "module")
+SANDBOX_DIRS = frozenset(
+    (
+        *("/", "/tmp", "/var", "/var/tmp", "/run", "/dev", "/dev/shm", "/dev/pts", "/dev/fd", "/proc", "/sys", "/work"),
+        *(f"/proc/{name}" for name in PROC_DIRS),
+        *(f"/sys/{name}" for name in SYS_DIRS),
+    )
+)
+# stdin is /dev/null and stdout and stderr pipes (execution.py): none can be run either
+SANDBOX_DEVICES = frozenset(
+    f"/dev/{name}"
+    for name in ("full", "null", "random", "tty", "urandom", "zero", "ptmx", "pts/ptmx", "stdin", "stdout", "stderr")
+)
+
+
+def _errno(path: str) -> int:
+    """The error of lstat(path), 0 if none."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
 
 
 def _mode(path: str) -> int:

@@ -254,3 +254,37 @@ def test_a_command_that_cannot_run_is_told_as_a_shell_tells_it(tmp_path: Path):
     )
     # a volume's file is not read (a job sharing it could race a link in): it starts and fails as the kernel says
     assert resolve("/volumes/v/bad.sh", "/usr/bin", in_volume) == "/volumes/v/bad.sh"
+
+
+def test_a_path_through_a_file_is_not_a_directory_and_the_sandboxs_own_paths_are_there(tmp_path: Path):
+    """As a shell in the job says it: `/bin/echo/` is 126 "Not a directory" (it ran
+    /bin/echo); the sandbox's own directories, links and devices are 126, not 127."""
+    work = tmp_path / "work"
+    (work / "adir").mkdir(parents=True)
+    (work / "run.sh").write_text("#!/bin/sh\n")
+    (work / "run.sh").chmod(0o755)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    views = views_of(HOST, Layout(hostname="h", work_dir=str(work), run_dir="/r"))
+    not_a_dir = Unrunnable(126, "Not a directory")
+    for command in ("/usr/bin/sh/", "/bin/sh/", "/usr/bin/sh/.", "run.sh/", "/work/run.sh/", "/usr/bin/sh/x"):
+        assert resolve(command, "/usr/bin", views) == not_a_dir, command
+    assert resolve("/usr/bin/sh", "/usr/bin", views) == "/usr/bin/sh"  # the control
+    assert resolve("run.sh", "/usr/bin", views) == "/work/run.sh"
+    assert resolve("adir/", "/usr/bin", views) == Unrunnable(126, "Is a directory")
+    assert resolve("/dev/null/", "/usr/bin", views) == not_a_dir
+    assert resolve("/nothere/", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
+    is_a_dir = Unrunnable(126, "Is a directory")
+    for command in ("/var/tmp", "/var/tmp/", "/proc/sys", "/sys/kernel", "/dev/fd", "/tmp/"):
+        assert resolve(command, "/usr/bin", views) == is_a_dir, command
+    for command in ("/dev/stdin", "/dev/ptmx"):
+        assert resolve(command, "/usr/bin", views) == Unrunnable(126, "Permission denied"), command
+    no_file = Unrunnable(127, "No such file or directory")
+    assert resolve("/volumes", "/usr/bin", views) == no_file  # no volumes: bwrap makes no /volumes
+    with_volume = views_of(
+        HOST, Layout(hostname="h", work_dir=str(work), run_dir="/r", binds=((str(vol), "/volumes/v", False),))
+    )
+    assert resolve("/volumes", "/usr/bin", with_volume) == is_a_dir
+    assert resolve("/volumes/", "/usr/bin", with_volume) == is_a_dir
+    assert resolve("/volumes/v", "/usr/bin", with_volume) == is_a_dir
+    assert resolve("/opt", "/usr/bin", with_volume) == is_a_dir  # holds the read-only path /opt/tools
