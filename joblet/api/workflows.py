@@ -153,7 +153,7 @@ def _strict_loader() -> Any:
     return Strict
 
 
-DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]{0,99})")  # longer: the text (int() refuses > 4300 digits)
 DECIMAL_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 SHOWN_CHARS = 80
 

@@ -184,3 +184,14 @@ def test_an_error_cuts_a_long_name_or_value_short(tmp_path: Path, text: str, mes
     with pytest.raises(ValidationError) as caught:
         load(path)
     assert message in str(caught.value) and len(str(caught.value)) < 300, str(caught.value)[:400]
+
+
+def test_a_number_of_thousands_of_digits_is_its_text(tmp_path: Path):
+    """int() refuses more than 4,300 digits: the load died with a ValueError traceback."""
+    path = tmp_path / "wf.yaml"
+    digits = "1" * 5000
+    path.write_text(f"jobs:\n  a:\n    command: echo\n    args: [{digits}, 42]\n")
+    assert load(path).jobs["a"].spec.args == (digits, "42")  # the control: 42 is read as ever
+    path.write_text(f"jobs:\n  a:\n    command: echo\n    timeout: {digits}\n")
+    with pytest.raises(ValidationError, match="timeout"):
+        load(path)
