@@ -97,6 +97,28 @@ def job_spec(params: dict[str, Any]) -> Any:
         raise ValidationError(f"invalid {flag}: {exc.msg}{unit if exc.msg[-1:].isdigit() else ''}") from None
 
 
+if TYPE_CHECKING:  # generic in recent click (8.5), plain in older ones (8.1): subscripted for mypy only
+    _ParamType = click.ParamType[bool]
+else:
+    _ParamType = click.ParamType
+
+
+class TrueFalse(_ParamType):
+    """true or false (also 1/0, yes/no, on/off): click.BOOL's error listed its values with an
+    empty one first (`Recognized values: , 0, 1, f, ...`)."""
+
+    name = "true|false"
+    WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
+        if isinstance(value, bool):
+            return value
+        found = self.WORDS.get(str(value).strip().lower())
+        if found is None:
+            self.fail(f"{value!r} is not true or false", param, ctx)
+        return found
+
+
 # a spec field's option in rnx run, and its unit after a bound in the field's error
 FLAGS = {
     **{f"limits.{field}": (flag, unit) for field, (flag, unit, _) in LIMIT_FLAGS.items()},
@@ -172,7 +194,7 @@ FLAGS = {
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--sig-proxy",
-    type=click.BOOL,
+    type=TrueFalse(),
     default=True,
     metavar="true|false",
     help="Attached: Ctrl-C, SIGTERM or SIGHUP to rnx stops the job (default true); with "
