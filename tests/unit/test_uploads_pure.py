@@ -44,3 +44,17 @@ def test_an_upload_directory_sends_no_link_out_of_its_tree(tmp_path):
     (tree / "config.txt").symlink_to(tmp_path / "secret")
     with pytest.raises(ValidationError, match="is a link out of"):
         read_uploads((), str(tree))
+
+
+def test_an_upload_directory_says_what_it_does_not_send(tmp_path, capsys):
+    import os
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    os.mkfifo(tree / "pipe")
+    (tree / "gone").symlink_to(tree / "nowhere")
+    assert [u["path"] for u in read_uploads((), str(tree))] == ["run.sh"]  # the control: the file is sent
+    err = capsys.readouterr().err
+    assert f"{tree / 'pipe'} is not a file or a directory: not sent" in err
+    assert f"{tree / 'gone'} is not a file or a directory: not sent" in err
