@@ -308,7 +308,7 @@ def _from_env() -> dict[str, Any]:
             name = key[len("JOBLET_") :].lower()
             if name in FIELDS:
                 values[name] = value
-            else:
+            elif "_RNX_COMPLETE" not in os.environ:  # a Tab's completion: nothing on the terminal
                 _warn_unknown(key)
     return values
 

@@ -124,7 +124,7 @@ class Client:
         return self.store.get_job(self.store.resolve(job_id))
 
     def logs(
-        self, job_id: str, follow: bool = False, outage: Callable[[BackendUnavailable], None] | None = None
+        self, job_id: str, follow: bool = False, outage: Callable[[BackendUnavailable | None], None] | None = None
     ) -> Iterator[tuple[str, bytes]]:
         """("stdout" | "stderr", bytes) chunks in order; with follow, until the job ends.
         `outage`: what a failed read while following does (store_output.follow_output)."""

@@ -12,24 +12,26 @@ from joblet.errors import BackendUnavailable
 
 REDIS_PATIENCE = 60.0  # seconds a follower waits for Redis to come back
 RETRY_EVERY = 0.5
-NEW_OUTAGE_AFTER = 5.0  # a failure this long after the last one starts a new wait
 
 
 class Patience:
     """Called with each failed read of one job's output: says once that it waits, waits a
-    moment and returns (read again), or raises after REDIS_PATIENCE naming the job."""
+    moment and returns (read again), or raises once REDIS_PATIENCE has passed since the
+    outage's first failure, naming the job. Called with None after a read that worked: the
+    outage is over (a read that hangs 30 s before it fails must not start a new wait each time)."""
 
     def __init__(self, short_id: str) -> None:
         self.short_id = short_id
         self.due: float | None = None
-        self.last = 0.0
 
-    def __call__(self, exc: BackendUnavailable) -> None:
+    def __call__(self, exc: BackendUnavailable | None) -> None:
+        if exc is None:
+            self.due = None
+            return
         now, short = time.monotonic(), self.short_id
-        if self.due is None or now - self.last > NEW_OUTAGE_AFTER:
+        if self.due is None:
             self.due = now + REDIS_PATIENCE
             sys.stderr.write(f"rnx: {exc}; waiting up to {REDIS_PATIENCE:g} s (job {short} goes on)\n")
-        self.last = now
         if now >= self.due:
             raise BackendUnavailable(f"{exc}; job {short} may still be running (rnx log -f {short})") from None
         wakeup.sleep(RETRY_EVERY)

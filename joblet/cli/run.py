@@ -110,7 +110,10 @@ class TrueFalse(_ParamType):
     empty one first (`Recognized values: , 0, 1, f, ...`)."""
 
     name = "true|false"
-    WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+    WORDS = {
+        **dict.fromkeys(("true", "t", "1", "yes", "y", "on"), True),
+        **dict.fromkeys(("false", "f", "0", "no", "n", "off"), False),
+    }
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
         if isinstance(value, bool):
@@ -383,11 +386,14 @@ class Attached:
 
         while True:
             try:
-                return self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
+                entries = self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
             except BackendUnavailable as exc:
                 if self.caught is not None:
                     raise Leave from None
                 self.patience(exc)
+                continue
+            self.patience(None)
+            return entries
 
     def _warn_if_no_worker(self, initial: bool) -> None:
         record = self.client.store.get_job(self.record.id)

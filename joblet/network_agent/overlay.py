@@ -263,8 +263,8 @@ class Overlay:
             for port in [p for p in self._ports.values() if p.bridge in bridges]:
                 try:
                     ensure_device(port, local, self.cfg.vxlan_port)
-                except NetworkError as exc:  # the bridge could not be made: the next beat tries again
-                    log.warning("%s", exc)
+                except Exception as exc:  # noqa: BLE001 - the bridge could not be made, the port went meanwhile: the next beat
+                    log.warning("overlay port %s: %s", port.device, exc)
 
     def detach(self, network: str) -> None:
         with self._lock:

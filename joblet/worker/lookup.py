@@ -71,7 +71,9 @@ def _no_file(
         return Unrunnable(126, "Is a directory")  # the second: bwrap made it to hold a mount (/volumes)
     if path in SANDBOX_DEVICES:
         return Unrunnable(126, "Not a directory" if as_dir else "Permission denied")
-    if host_path is not None and _errno(host_path) == errno.ENOTDIR:  # /bin/echo/x
+    # /bin/echo/x; not in a volume, where another job could swap a directory for a link on the
+    # way (as for the #! check) and learn whether a host path is a file
+    if host_path is not None and not (real and under(real, "/volumes")) and _errno(host_path) == errno.ENOTDIR:
         return Unrunnable(126, "Not a directory")
     return Unrunnable(127, "No such file or directory")
 

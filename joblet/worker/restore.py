@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
-from joblet.api.networks import NetworkDef
+from joblet.api.networks import NetworkDef, overlap
 from joblet.api.store import LUA_LIVE_HOLDER, encode_fields
 from joblet.errors import JobletError
 from joblet.worker.services import Services
@@ -87,6 +87,7 @@ def _restore(svc: Services, run: Any) -> None:
         workflow=run.scope or None,
         error=RESTORED,
     )
+    _restore_networks(svc, run)  # first: a failure here leaves the record missing, so the next beat tries again
     keys = svc.store.keys
     written = svc.store.redis.register_script(_RESTORE)(
         keys=[keys.job(run.job_id), keys.jobs, keys.name(spec.name) if spec.name else keys.job("")],
@@ -96,7 +97,6 @@ def _restore(svc: Services, run: Any) -> None:
         return
     if spec.name and written != 2:
         log.error("job %s: its name %s went to another job meanwhile", run.job_id[:12], spec.name)
-    _restore_networks(svc, run)
     for network, address in plan.reserved().items():
         other = svc.agent.ipam.hold(network, address, run.job_id)
         if other is not None:
@@ -107,11 +107,22 @@ def _restore(svc: Services, run: Any) -> None:
 
 
 def _restore_networks(svc: Services, run: Any) -> None:
-    """The job's user networks' definitions as its worker knows them, where Redis has none."""
+    """The job's user networks' definitions as its worker knows them, where Redis has none;
+    one made meanwhile under the name, or over the CIDR, is kept and logged."""
+    redis, key = svc.store.redis, svc.store.keys.networks
     for net in run.plan.networks:
-        if svc.store.redis.hsetnx(svc.store.keys.networks, net.name, json.dumps(net.to_dict())):
+        try:
+            if not redis.hsetnx(key, net.name, json.dumps(net.to_dict())):
+                now = redis.hget(key, net.name)
+                if now is not None and NetworkDef.from_json(now) != net:
+                    log.error("network %s: defined again otherwise while job %s ran on it", net.name, run.job_id[:12])
+                continue
             log.warning("network %s: Redis had lost its definition; restored it", net.name)
-            continue
-        now = svc.store.redis.hget(svc.store.keys.networks, net.name)
-        if now is not None and NetworkDef.from_json(now) != net:
-            log.error("network %s: defined again otherwise while job %s ran on it", net.name, run.job_id[:12])
+            others = {
+                n.name: n.cidr for n in map(NetworkDef.from_json, redis.hgetall(key).values()) if n.name != net.name
+            }
+            hit = overlap(net.cidr, {f"network {name!r}": cidr for name, cidr in others.items()})
+            if hit:
+                log.error("network %s (%s) overlaps %s, defined while Redis had lost it", net.name, net.cidr, hit)
+        except Exception as exc:  # noqa: BLE001 - Redis gone again, a bad stored value: the next beat
+            raise JobletError(f"network {net.name}: {type(exc).__name__}: {exc}") from None

@@ -71,7 +71,7 @@ def test_everything_from_the_command_on_passes_through(fake, argv):
 
 
 def test_sig_proxy_takes_true_or_false(fake):
-    for word in ("false", "0", "no", "True"):
+    for word in ("false", "0", "no", "True", "f", "y"):
         assert invoke("run", "-d", f"--sig-proxy={word}", "true").exit_code == 0, word
     out = invoke("run", "-d", "--sig-proxy=maybe", "true")
     assert out.exit_code == 2
@@ -357,8 +357,8 @@ def test_an_attached_run_waits_out_redis_then_gives_up_naming_its_job(monkeypatc
     client.store = GoneStore(failures=3)  # type: ignore[attr-defined]
     assert run._read() == [("1-0", b"out", b"hi\n")]  # back before the patience ran out
     assert capsys.readouterr().err.count("waiting up to 60 s (job aaaaaaaaaaaa goes on)") == 1
+    assert run.patience.due is None  # the read worked: the outage is over
     monkeypatch.setattr("joblet.cli.patience.REDIS_PATIENCE", 0.0)
-    run.patience.due = None
     client.store = GoneStore(failures=10**9)  # type: ignore[attr-defined]
     with pytest.raises(BackendUnavailable, match=r"job aaaaaaaaaaaa may still be running \(rnx log -f aaaaaaaaaaaa\)"):
         run._read()
@@ -390,3 +390,21 @@ def test_status_shows_what_the_job_was_given(capsys):
     job_details(JobRecord(id="b" * 32, spec=make_spec("true"), status=JobStatus.RUNNING))  # the control
     out = capsys.readouterr().out
     assert "Limits:    - (the worker's defaults)\n" in out and "Timeout:   -\n" in out
+
+
+def test_a_redis_whose_reads_hang_before_they_fail_is_given_up_on(monkeypatch, capsys):
+    """Each failed read of a hung Redis takes its 30 s timeout: every failure was taken for a
+    new outage, and rnx waited (and said so) forever."""
+    from joblet.cli import patience
+
+    clock = [0.0]
+    monkeypatch.setattr(patience.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(patience.wakeup, "sleep", lambda seconds: None)
+    wait = patience.Patience("aaaaaaaaaaaa")
+    failures = 0
+    with pytest.raises(BackendUnavailable, match="may still be running"):
+        while True:
+            wait(BackendUnavailable("cannot reach Redis: no reply within 30 s"))
+            failures += 1
+            clock[0] += 30.5  # the next read's timeout
+    assert failures == 2 and capsys.readouterr().err.count("waiting up to 60 s") == 1

@@ -288,3 +288,8 @@ def test_a_path_through_a_file_is_not_a_directory_and_the_sandboxs_own_paths_are
     assert resolve("/volumes/", "/usr/bin", with_volume) == is_a_dir
     assert resolve("/volumes/v", "/usr/bin", with_volume) == is_a_dir
     assert resolve("/opt", "/usr/bin", with_volume) == is_a_dir  # holds the read-only path /opt/tools
+    # a path through a file of a volume is not told apart from a missing one: another job
+    # sharing the volume could swap a directory on the way for a link to a host path
+    (vol / "f").write_text("x")
+    assert resolve("/volumes/v/f/x", "/usr/bin", with_volume) == no_file
+    assert resolve("/work/run.sh/x", "/usr/bin", with_volume) == not_a_dir  # the control: outside volumes

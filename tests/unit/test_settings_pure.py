@@ -64,6 +64,17 @@ def test_an_unknown_variable_is_a_warning_naming_the_likely_one(monkeypatch, cap
     assert capsys.readouterr().err == f"joblet: warning: {key} is not a joblet setting, ignored{hint}\n"
 
 
+def test_a_tab_completion_prints_no_warning(monkeypatch, capsys):
+    """Each Tab loads the settings: a stray variable's warning landed on the command line."""
+    monkeypatch.setenv("JOBLET_RUNDIR", "/tmp/elsewhere")
+    monkeypatch.setenv("_RNX_COMPLETE", "bash_complete")
+    load()
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("_RNX_COMPLETE")
+    load()  # the control
+    assert "JOBLET_RUNDIR is not a joblet setting" in capsys.readouterr().err
+
+
 def test_variables_of_the_scripts_tests_and_jobs_are_not_warned_about(monkeypatch, capsys):
     others = ["JOBLET_VENV", "JOBLET_REDIS_PASSWORD", "JOBLET_REDIS_PORT", "JOBLET_JOB_ID", "JOBLET_BENCH_BUSY_HOST"]
     for key in [*others, "JOBLET_FAULT_PAUSE", "JOBLET_FAULT_FILE", "JOBLET_FAULT_MARKER", "JOBLET_RUN_DIR"]:
