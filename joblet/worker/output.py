@@ -151,6 +151,7 @@ class OutputPump:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._incoming: collections.deque[tuple[Any, ...]] = collections.deque()
         self._outbox: collections.deque[Item] = collections.deque()
+        self._redis_gone = False  # said once per outage, not at each retry (twice a second)
         self._never = threading.Event()
         self._thread = threading.Thread(
             target=resilient, args=("output", self._step, self._never), name="joblet-output", daemon=True
@@ -292,7 +293,9 @@ class OutputPump:
             try:
                 self._send(item)
             except BackendUnavailable as exc:
-                log.warning("output of job %s waits for Redis: %s", item.cap.job_id[:12], exc)
+                if not self._redis_gone:
+                    log.warning("jobs' output waits for Redis (kept meanwhile): %s", exc)
+                    self._redis_gone = True
                 self._outbox.appendleft(item)
                 break
             except Exception as exc:  # noqa: BLE001 - this job's entry, not the pump
@@ -300,6 +303,9 @@ class OutputPump:
                     blocked.add(id(item.cap))
                     waiting.append(item)
                 continue
+            if self._redis_gone:
+                log.warning("Redis is back: jobs' output goes on")
+                self._redis_gone = False
             if item.kind == END_FIELD:
                 item.cap.flushed.set()
         self._outbox.extendleft(reversed(waiting))

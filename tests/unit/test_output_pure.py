@@ -270,3 +270,28 @@ def test_a_retried_entry_keeps_its_stream_id():
     ids = [entry_id for job, entry_id in store.tried if job == "late"]
     assert ids == [f"{cap.first_ms}-1", f"{cap.first_ms}-1", f"{cap.first_ms}-2"], ids
     assert stdout_of(store, "late") == b"one"
+
+
+def test_an_outage_is_said_once_not_at_each_retry(caplog):
+    """The pump tries again twice a second while Redis is away: its log said so each time."""
+    from joblet.errors import BackendUnavailable
+
+    class GoneStore(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gone = 4
+
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            if self.gone:
+                self.gone -= 1
+                raise BackendUnavailable("cannot reach Redis at unix:///r.sock: Connection refused")
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = GoneStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="joblet.worker.output"):
+        cap = pump_job(pump, "away", b"kept")
+        assert cap.flushed.wait(30)
+    assert stdout_of(store, "away") == b"kept" and store.gone == 0  # the control: it failed 4 times
+    said = [r.getMessage() for r in caplog.records if r.name == "joblet.worker.output"]
+    assert [m.split(":")[0] for m in said] == ["jobs' output waits for Redis (kept meanwhile)", "Redis is back"]
