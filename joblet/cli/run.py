@@ -381,16 +381,17 @@ class Attached:
 
     def _read(self) -> list[tuple[str, bytes, bytes]]:
         """The next entries of the job's output; Redis gone is waited out (patience.py). A
-        signal while it waits leaves the job running."""
+        signal while it waits leaves the job running (or, once its stop was asked for, waits
+        on: a second signal leaves)."""
         from joblet.errors import BackendUnavailable
 
         while True:
             try:
                 entries = self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
             except BackendUnavailable as exc:
-                if self.caught is not None:
+                if self.caught is not None and not self.stop_sent:  # its stop cannot be asked for now
                     raise Leave from None
-                self.patience(exc)
+                self.patience(exc)  # its stop was asked for: rnx waits to tell how it ended
                 continue
             self.patience(None)
             return entries

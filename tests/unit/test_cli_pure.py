@@ -373,6 +373,18 @@ def test_a_signal_while_redis_is_gone_leaves_the_job_running(monkeypatch):
     assert client.stops == []
 
 
+def test_once_its_stop_was_asked_for_an_outage_is_waited_out(monkeypatch):
+    """Ctrl-C asked for the stop; Redis then blinked: rnx left at once instead of telling
+    how the job ended."""
+    monkeypatch.setattr("joblet.cli.patience.wakeup.sleep", lambda seconds: None)
+    run, client = attached()
+    run._on_signal(signal.SIGINT, None)
+    run._begin_stop()
+    client.store = GoneStore(failures=2)  # type: ignore[attr-defined]
+    assert run._read() == [("1-0", b"out", b"hi\n")]
+    assert client.stops == ["a" * 32]
+
+
 def test_status_shows_what_the_job_was_given(capsys):
     spec = make_spec(
         "sleep",
