@@ -68,11 +68,12 @@ class OutputStreams:
         job_id: str,
         follow: bool,
         block_ms: int = 1000,
-        outage: Callable[[BackendUnavailable], None] | None = None,
+        outage: Callable[[BackendUnavailable | None], None] | None = None,
     ) -> Iterator[tuple[bytes, bytes]]:
         """(field, data) pairs from the start; with follow, until the end marker arrives.
-        `outage`, given a failed read, returns to read again from where it was, or raises."""
-        after = "0-0"
+        `outage`, given a failed read, returns to read again from where it was, or raises;
+        given None, it hears that a read worked again (the outage is over)."""
+        after, failing = "0-0", False
         while True:
             try:
                 entries = self.read_output(job_id, after, block_ms if follow else None)
@@ -80,7 +81,11 @@ class OutputStreams:
                 if outage is None:
                     raise
                 outage(exc)
+                failing = True
                 continue
+            if failing and outage is not None:
+                outage(None)
+                failing = False
             for entry_id, field, data in entries:
                 after = entry_id
                 yield field, data

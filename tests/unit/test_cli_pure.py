@@ -420,3 +420,29 @@ def test_a_redis_whose_reads_hang_before_they_fail_is_given_up_on(monkeypatch, c
             failures += 1
             clock[0] += 30.5  # the next read's timeout
     assert failures == 2 and capsys.readouterr().err.count("waiting up to 60 s") == 1
+
+
+def test_rnx_log_f_gives_a_second_outage_its_own_wait(monkeypatch):
+    """The follow loop told its patience when Redis was back only in rnx run: a second outage
+    of a long `rnx log -f` found the first one's time up and gave up at once."""
+    from joblet.api.store_output import OutputStreams
+    from joblet.cli import patience
+
+    clock = [0.0]
+    monkeypatch.setattr(patience.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(patience.wakeup, "sleep", lambda seconds: None)
+    reads = iter(["gone", [("1-0", b"out", b"a")], "later", "gone", [("2-0", b"end", b"{}")]])
+
+    def read_output(job_id: str, after: str, block_ms: int | None) -> list[tuple[str, bytes, bytes]]:
+        step = next(reads)
+        if step == "later":  # two minutes of output later, Redis goes again
+            clock[0] += 120
+            step = next(reads)
+        if step == "gone":
+            raise BackendUnavailable("cannot reach Redis: Connection refused")
+        return step  # type: ignore[return-value]
+
+    streams = OutputStreams.__new__(OutputStreams)
+    streams.read_output = read_output  # type: ignore[method-assign]
+    got = list(streams.follow_output("j", True, outage=patience.Patience("j")))
+    assert got == [(b"out", b"a"), (b"end", b"{}")]
