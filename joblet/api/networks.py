@@ -223,6 +223,15 @@ class NetworkStore:
                     continue
 
     @_url
+    def restore(self, net: NetworkDef) -> NetworkDef | None:
+        """Write a definition Redis lost back as it was (a worker's running job still uses
+        it), unless the name was defined meanwhile: then that definition, else None."""
+        if self.redis.hsetnx(self.key, net.name, json.dumps(net.to_dict())):
+            return None
+        raw = self.redis.hget(self.key, net.name)
+        return None if raw is None else NetworkDef.from_json(raw)
+
+    @_url
     def all(self) -> list[NetworkDef]:
         return self._decode(self.redis.hgetall(self.key))
 

@@ -46,9 +46,8 @@ class BridgeWatch:
             for att in plan.attachments:
                 if att.bridge in changed or att.bridge in gone:
                     self._put_back(att.host_ifname, att.bridge, now.get(att.bridge))
-        overlay = getattr(agent, "overlay", None)
-        if overlay is not None and (changed or gone):
-            overlay.reattach(changed | set(gone))  # the networks' ports to other nodes too
+        if agent.overlay is not None and (changed or gone):
+            agent.overlay.reattach(changed | set(gone))  # the networks' ports to other nodes too
         self.seen = {b: i for b, i in now.items() if i is not None}
         if gone or changed - first:
             log.warning(

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
-from joblet.api.networks import NetworkDef, overlap
+from joblet.api.networks import overlap
 from joblet.api.store import LUA_LIVE_HOLDER, encode_fields
 from joblet.errors import JobletError
 from joblet.worker.services import Services
@@ -109,20 +109,14 @@ def _restore(svc: Services, run: Any) -> None:
 def _restore_networks(svc: Services, run: Any) -> None:
     """The job's user networks' definitions as its worker knows them, where Redis has none;
     one made meanwhile under the name, or over the CIDR, is kept and logged."""
-    redis, key = svc.store.redis, svc.store.keys.networks
+    store = svc.agent.networks
     for net in run.plan.networks:
-        try:
-            if not redis.hsetnx(key, net.name, json.dumps(net.to_dict())):
-                now = redis.hget(key, net.name)
-                if now is not None and NetworkDef.from_json(now) != net:
-                    log.error("network %s: defined again otherwise while job %s ran on it", net.name, run.job_id[:12])
-                continue
-            log.warning("network %s: Redis had lost its definition; restored it", net.name)
-            others = {
-                n.name: n.cidr for n in map(NetworkDef.from_json, redis.hgetall(key).values()) if n.name != net.name
-            }
-            hit = overlap(net.cidr, {f"network {name!r}": cidr for name, cidr in others.items()})
-            if hit:
-                log.error("network %s (%s) overlaps %s, defined while Redis had lost it", net.name, net.cidr, hit)
-        except Exception as exc:  # noqa: BLE001 - Redis gone again, a bad stored value: the next beat
-            raise JobletError(f"network {net.name}: {type(exc).__name__}: {exc}") from None
+        stored = store.restore(net)
+        if stored is not None:
+            if stored != net:
+                log.error("network %s: defined again otherwise while job %s ran on it", net.name, run.job_id[:12])
+            continue
+        log.warning("network %s: Redis had lost its definition; restored it", net.name)
+        hit = overlap(net.cidr, {f"network {n.name!r}": n.cidr for n in store.all() if n.name != net.name})
+        if hit:
+            log.error("network %s (%s) overlaps %s, defined while Redis had lost it", net.name, net.cidr, hit)
