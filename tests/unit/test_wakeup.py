@@ -13,6 +13,7 @@ import platform
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,14 +72,17 @@ def signal_once_waiting(
     """A thread that runs `before`, waits until the main thread blocks in a wait, then sends
     the process SIGUSR1, which only this thread takes (the caller blocks it). If the handler
     has not run 10 s later (microseconds, with the pipe), the main thread sat on: `stuck`
-    says so, and `after` ends its wait."""
+    says so, and `after` ends its wait. `stuck` also says when the main thread never waited."""
     main = threading.get_native_id()
 
     def send() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         before()
+        deadline = time.monotonic() + 10  # a main thread that never waits ends the test, not hangs it
         while not _blocked_in_a_wait(main):
-            pass
+            if time.monotonic() > deadline:
+                stuck.append(True)
+                return
         os.kill(os.getpid(), signal.SIGUSR1)
         if not handled.wait(10):
             stuck.append(True)
@@ -91,6 +95,7 @@ def test_a_signal_ends_a_wait_for_a_reply_that_never_comes(installed: None, tmp_
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(tmp_path / "redis.sock"))
     listener.listen(1)
+    listener.settimeout(10)  # accept() ends the test if the client never connects
     conn = resp.Connection(f"unix://{tmp_path / 'redis.sock'}")
     accepted: list[socket.socket] = []
 
