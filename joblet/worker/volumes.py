@@ -64,6 +64,7 @@ class HostVolumes:
         data = self.data(vol.name)
         with self._lock:
             data.mkdir(parents=True, exist_ok=True)
+            self._check_form(vol, data)
             if self.generation(vol.name) != vol.created:  # new, an older worker's, or a name
                 # defined again after Redis forgot it (a deleted generation was removed first)
                 (self.root / vol.name / "created").write_text(json.dumps(vol.created))
@@ -93,6 +94,31 @@ class HostVolumes:
                         making.unlink(missing_ok=True)  # what a failed mkfs wrote, not kept
                 _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
         return Path(_plain(data))
+
+    def _check_form(self, vol: VolumeDef, data: Path) -> None:
+        """Refuse a definition this host's data of its name is not (a volume defined again
+        otherwise after Redis lost its definition): without a size over an image, with a size
+        over a directory holding files, another size than the image's. Mounted anyway, it hid
+        the data or silently kept the image's size. Not grown: growing a mounted ext4 needs
+        CAP_SYS_RESOURCE (not every host's root has it), and unmounting it first races the
+        jobs that hold it."""
+        image = self.root / vol.name / "image"
+        held = image.stat().st_size >> 20 if image.exists() else None
+        if held is not None and vol.size_mb is None:
+            raise ExecutionError(
+                f"volume {vol.name}: this host holds its data as a {held} MB image and its definition has "
+                f"no size: define it again with --size={held}MB, or delete it to drop that data"
+            )
+        if held is None and vol.size_mb is not None and not is_mounted(data) and any(data.iterdir()):
+            raise ExecutionError(
+                f"volume {vol.name}: this host holds its data as a directory and its definition has a size: "
+                "define it again without --size, or delete it to drop that data"
+            )
+        if held is not None and vol.size_mb is not None and vol.size_mb != held:
+            raise ExecutionError(
+                f"volume {vol.name}: this host holds its data as a {held} MB image and its definition asks "
+                f"{vol.size_mb} MB: define it again with --size={held}MB, or delete it to drop that data"
+            )
 
     def local(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []

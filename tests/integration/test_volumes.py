@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from joblet.api.client import Client
-from joblet.api.models import JobStatus
+from joblet.api.models import JobRecord, JobStatus
 from joblet.config import load
 from joblet.errors import Conflict, ValidationError
 from tests.conftest import mounts_under
@@ -85,6 +85,50 @@ def test_a_volume_redis_forgot_keeps_its_data(client, host):
     assert out == b"keep\n"
     client.volumes.delete("precious")
     eventually(lambda: not (root / "precious").exists(), "the deleted volume's data gone", timeout=10)
+
+
+def test_a_volume_defined_again_otherwise_after_redis_forgot_it(client, host):
+    """Defined again after Redis lost its definition, a volume takes over this host's data
+    only as what that data is: another size than its image's (which it silently kept), no
+    size over an image or a size over a directory of files (which hid the data under an empty
+    mount point or image) fail the job saying how to define it; as it was, the data is there."""
+
+    def forget(name: str) -> None:
+        client.store.redis.hdel(client.store.keys.volumes, name)  # as a Redis that lost its data
+
+    def reads(name: str, size: str | None) -> tuple[JobRecord, bytes]:
+        forget(name)
+        client.volumes.create(name, size)
+        rec, out, _ = run(
+            client,
+            "sh",
+            "-c",
+            f"cat /volumes/{name}/f && df -k /volumes/{name} | tail -1",
+            network="none",
+            volumes=[name],
+        )
+        return rec, out
+
+    client.volumes.create("sized", "16MB")
+    client.volumes.create("plain")
+    for name in ("sized", "plain"):
+        rec, _, err = run(client, "sh", "-c", f"echo kept > /volumes/{name}/f", network="none", volumes=[name])
+        assert rec.status == JobStatus.COMPLETED, err
+    for name, size, why in (
+        ("sized", "48MB", "as a 16 MB image and its definition asks 48 MB: define it again with --size=16MB"),
+        ("sized", None, "as a 16 MB image and its definition has no size: define it again with --size=16MB"),
+        ("plain", "16MB", "as a directory and its definition has a size: define it again without --size"),
+    ):
+        rec, out = reads(name, size)
+        assert rec.status == JobStatus.FAILED and why in (rec.error or ""), (name, size, rec.error)
+    rec, out = reads("sized", "16MB")  # the controls: as it was, the data is there
+    assert out.startswith(b"kept\n") and 10_000 < int(out.split()[2]) < 17_000, (rec.error, out)
+    rec, out = reads("plain", None)
+    assert out.startswith(b"kept\n"), (rec.error, out)
+    for name in ("sized", "plain"):
+        client.volumes.delete(name)
+        data = host.tmp / "state" / "volumes" / name
+        eventually(lambda d=data: not d.exists(), f"{name}'s data left", timeout=10)
 
 
 def test_a_deep_tree_in_a_volume_goes_with_it(client, host):
