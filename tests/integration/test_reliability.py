@@ -288,3 +288,44 @@ def test_a_job_ending_after_redis_forgot_it_gets_its_final_record(tmp_path):
         h.close()
         redis.terminate()
         redis.wait()
+
+
+def test_a_network_defined_meanwhile_beside_a_restored_one_is_logged(tmp_path):
+    """While Redis had lost its networks, one of them was defined again with another CIDR and
+    another network over a lost one's CIDR: the worker keeps the definition made meanwhile and
+    logs it, restores the other and logs the overlap (its worker held still meanwhile)."""
+    need(os.geteuid() == 0, "needs root")
+    redis = private_redis(tmp_path)
+    h = Host(f"unix://{tmp_path}/redis.sock", "meanwhile")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        client.networks.create("taken", "10.153.0.0/24")
+        client.networks.create("overlapped", "10.154.0.0/24")
+        jobs = [client.run("sleep", ("300",), network=net) for net in ("taken", "overlapped")]
+        for job in jobs:
+            wait_running(client, job.id)
+        assert h.worker is not None
+        os.kill(h.worker.pid, signal.SIGSTOP)  # nsenter execs the worker: its pid
+        try:
+            redis.terminate()
+            redis.wait()
+            redis = private_redis(tmp_path)  # empty
+            again = client.networks.create("taken", "10.155.0.0/24")
+            client.networks.create("over", "10.154.0.0/25")
+        finally:
+            os.kill(h.worker.pid, signal.SIGCONT)
+        eventually(lambda: all(client.store.find_job(j.id) for j in jobs), "the jobs restored", timeout=60)
+        assert client.networks.store.get("taken") == again  # the one defined meanwhile stays
+        assert client.networks.store.get("overlapped").cidr == "10.154.0.0/24"  # the control: restored
+        eventually(lambda: "network taken: defined again otherwise" in h.log(), "the retaken name logged")
+        eventually(
+            lambda: "network overlapped (10.154.0.0/24) overlaps network 'over'" in h.log(), "the overlap logged"
+        )
+        for job in jobs:
+            client.stop(job.id)
+            client.wait(job.id, timeout=30)
+    finally:
+        h.close()
+        redis.terminate()
+        redis.wait()
