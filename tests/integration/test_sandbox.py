@@ -267,6 +267,10 @@ def test_seccomp_and_capabilities(client):
         aio = ctypes.c_ulong(0)
         checks["io_setup"] = syscall(206, 1, ctypes.byref(aio))  # ENOSYS: as a kernel without AIO
         checks["io_uring_setup"] = syscall(425, 1, 0)
+        # newer than libseccomp's table: open_tree_attr refused as open_tree is (AT_FDCWD, "/",
+        # no clone: an O_PATH descriptor on the host), statmount let through (its NULL: EFAULT)
+        checks["open_tree_attr"] = syscall(467, -100, b"/", 0, 0, 0)
+        checks["statmount"] = syscall(457, 0, 0, 0, 0)
         packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # CAP_NET_RAW, as in Docker
         checks["qdisc_bypass"] = attempt(lambda: packet.setsockopt(263, 20, 1))  # past its shaping
         checks["packet_auxdata"] = attempt(lambda: packet.setsockopt(263, 8, 1))  # another option
@@ -285,9 +289,13 @@ def test_seccomp_and_capabilities(client):
     assert got["vsock"] == got["vsock_high"] == "EPERM" and got["unix"] == "ok", got
     assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
     assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
+    assert got["open_tree_attr"] == "EPERM" and got["statmount"] == "EFAULT", got
     assert got["qdisc_bypass"] == "EPERM" and got["packet_auxdata"] == "ok", got
     libc, ctx = ctypes.CDLL(None, use_errno=True), ctypes.c_ulong(0)
     assert libc.syscall(206, 1, ctypes.byref(ctx)) == 0 and libc.syscall(207, ctx) == 0  # the host has AIO
+    tree = libc.syscall(467, -100, b"/", 0, None, 0)  # and open_tree_attr
+    assert tree >= 0, ctypes.get_errno()
+    os.close(tree)
     for name in (
         "keyctl",
         "bpf",
