@@ -14,7 +14,8 @@ on every architecture since 424, and a filter that refuses by name lets them all
 short BPF prologue ahead of libseccomp's program refuses open_tree_attr (open_tree's twin,
 refused as it is) and gives ENOSYS, as a kernel without them would, to every syscall after
 the last one reviewed here (file_setattr, 469); those between (futex2, statmount, listmount,
-the LSM attributes, mseal, the *xattrat family, file_getattr) are allowed, as Docker's profile does.
+the LSM attributes, mseal, the *xattrat family, file_getattr) are allowed: each does what an
+allowed older call does.
 """
 
 from __future__ import annotations
