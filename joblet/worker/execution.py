@@ -60,16 +60,32 @@ class Launch:
     oom_score_adj: int = 0  # the job's processes' (pinned if the worker holds CAP_SYS_RESOURCE)
 
 
-# Sets its OOM score adjustment to its first argument (inherited by bwrap and the job), joins
-# the cgroups named by its next N arguments, then execs the rest (bwrap). A shell's builtins
-# do it because a preexec_fn makes Python fork the whole worker (~5 ms, PITFALLS 30) where
-# Popen without one uses vfork (~0.5 ms). The shell gets a fixed environment and only paths:
-# the job's environment reaches bwrap through --args (a memfd).
+# Sets its OOM score adjustment to its first argument and its open files' soft and hard limits
+# to the next two (inherited by bwrap and the job), joins the cgroups named by its next N
+# arguments, then execs the rest (bwrap). A shell's builtins do it because a preexec_fn makes
+# Python fork the whole worker (~5 ms, PITFALLS 30) where Popen without one uses vfork (~0.5
+# ms). The shell gets a fixed environment and only paths: the job's environment reaches bwrap
+# through --args (a memfd).
 JOIN = (
-    'echo "$1" >/proc/self/oom_score_adj || exit 126; n=$2; shift 2; '
-    'while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
+    'echo "$1" >/proc/self/oom_score_adj || exit 126; ulimit -S -n "$2" && ulimit -H -n "$3" || exit 126; '
+    'n=$4; shift 4; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
 )
 SHELL_ENV = {"PATH": "/usr/bin:/bin"}
+# A job's open files, soft and hard, as a container's under Docker 25+ (systemd's defaults):
+# not the worker's own (raised to its unit's 1,048,576), where programs that close or select
+# over every possible descriptor crawl, and where 3 processes of one job could hold what
+# the host's whole file table (fs.file-max) counts. A job raises its soft limit with `ulimit -n`.
+JOB_NOFILE = (1024, 524288)
+
+
+def job_nofile() -> tuple[int, int]:
+    """JOB_NOFILE, each at most the worker's own hard limit (which a job could not exceed)."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return JOB_NOFILE
+    return min(JOB_NOFILE[0], hard), min(JOB_NOFILE[1], hard)
 
 
 CAP_SYS_RESOURCE = 24
@@ -139,7 +155,8 @@ class Sandbox:
             options = options_file(la.env, la.bwrap_args)
             passed.append(options)
             procs = [str(f) for f in la.cgroup.procs_files]
-            argv = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(len(procs)), *procs]
+            soft, hard = job_nofile()
+            argv = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(soft), str(hard), str(len(procs)), *procs]
             argv += [tool("bwrap"), "--block-fd", str(block), "--args", str(options), "--seccomp", str(seccomp)]
             self.main = self.spawn([*argv, "--", *la.argv], SHELL_ENV, tuple(passed))
         except (OSError, subprocess.SubprocessError) as exc:

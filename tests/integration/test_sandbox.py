@@ -620,3 +620,30 @@ def test_jobs_are_the_oom_killers_first_choice(client, host):
         assert got["lower"] == "EACCES"
     else:  # this machine's root lacks it: a job can go back to the worker's value (oom_floor warns)
         assert got["lower"] == "ok" and "lacks CAP_SYS_RESOURCE" in (host.tmp / "worker.log").read_text()
+
+
+def test_a_jobs_open_files_are_a_containers_not_the_workers(client, host):
+    """The worker raises its own open files' soft limit to its hard one (1,048,576 under its
+    unit); a job had them too. It gets 1024 soft and at most 524288 hard (Docker 25+), may
+    raise its soft limit up to that, not its hard one (no CAP_SYS_RESOURCE)."""
+    got = probe(
+        client,
+        """
+        import resource
+        FILES = resource.RLIMIT_NOFILE
+        checks["soft"], checks["hard"] = soft, hard = resource.getrlimit(FILES)
+        def limit(pair):  # Python says EPERM as a ValueError
+            try:
+                return attempt(lambda: resource.setrlimit(FILES, pair))
+            except ValueError as e:
+                return str(e)
+        checks["raise_hard"] = limit((soft, hard + 1))
+        checks["raise_soft"] = limit((hard, hard))
+    """,
+        network="none",
+    )
+    limits = Path(f"/proc/{host.worker.pid}/limits").read_text().splitlines()
+    worker_soft, worker_hard = (int(v) for v in next(x for x in limits if x.startswith("Max open files")).split()[3:5])
+    assert worker_soft > 1024  # the control: not what a job inherits
+    assert (got["soft"], got["hard"]) == (1024, min(worker_hard, 524288)), got
+    assert got["raise_soft"] == "ok" and got["raise_hard"] == "not allowed to raise maximum limit", got

@@ -3,10 +3,11 @@ for the job's cgroup.procs: it sets its OOM score adjustment, joins, then execs 
 
 from __future__ import annotations
 
+import resource
 import subprocess
 from pathlib import Path
 
-from joblet.worker.execution import JOIN
+from joblet.worker.execution import JOIN, job_nofile
 
 
 def test_join_sets_the_oom_score_joins_each_group_then_execs(tmp_path: Path):
@@ -15,14 +16,15 @@ def test_join_sets_the_oom_score_joins_each_group_then_execs(tmp_path: Path):
     procs = [tmp_path / "v2.procs", tmp_path / "v1.procs"]
     for p in procs:
         p.write_text("")
-    rest = ["sh", "-c", "cat /proc/self/oom_score_adj; echo ran"]
+    soft, hard = job_nofile()
+    rest = ["sh", "-c", "cat /proc/self/oom_score_adj; ulimit -S -n; ulimit -H -n; echo ran"]
     out = subprocess.run(
-        ["sh", "-c", JOIN, "sh", str(wanted), str(len(procs)), *map(str, procs), *rest],
+        ["sh", "-c", JOIN, "sh", str(wanted), str(soft), str(hard), str(len(procs)), *map(str, procs), *rest],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert out.split() == [str(wanted), "ran"]  # inherited through exec
+    assert out.split() == [str(wanted), str(soft), str(hard), "ran"]  # inherited through exec
     assert [p.read_text() for p in procs] == ["0\n", "0\n"]
 
 
@@ -30,5 +32,24 @@ def test_join_stops_before_the_command_when_a_group_cannot_be_joined(tmp_path: P
     own = Path("/proc/self/oom_score_adj").read_text().strip()
     rest = ["sh", "-c", "echo ran"]
     missing = tmp_path / "no-such-dir" / "cgroup.procs"
-    done = subprocess.run(["sh", "-c", JOIN, "sh", own, "1", str(missing), *rest], capture_output=True, text=True)
+    done = subprocess.run(
+        ["sh", "-c", JOIN, "sh", own, "1024", "1024", "1", str(missing), *rest], capture_output=True, text=True
+    )
     assert done.returncode == 126 and "ran" not in done.stdout
+
+
+def test_join_stops_before_the_command_when_its_open_files_cannot_be_set(tmp_path: Path):
+    """Limits the kernel refuses (a soft one above the hard one): nothing runs."""
+    own = Path("/proc/self/oom_score_adj").read_text().strip()
+    procs = tmp_path / "cgroup.procs"
+    procs.write_text("")
+    rest = ["sh", "-c", "echo ran"]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ok = subprocess.run(  # the control: its own limits are accepted
+        ["sh", "-c", JOIN, "sh", own, str(soft), str(hard), "1", str(procs), *rest], capture_output=True, text=True
+    )
+    assert ok.returncode == 0 and ok.stdout == "ran\n", ok
+    bad = subprocess.run(
+        ["sh", "-c", JOIN, "sh", own, "2048", "1024", "1", str(procs), *rest], capture_output=True, text=True
+    )  # soft above hard
+    assert bad.returncode == 126 and "ran" not in bad.stdout, bad
