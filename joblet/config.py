@@ -90,8 +90,8 @@ class Settings:
     record_patience: float = setting(
         600.0,
         real(ge=0),
-        "seconds a job's final record waits out a Redis outage; after that the worker's heartbeat "
-        "writes it once Redis is back",
+        "seconds a job's claim and its final record wait out a Redis outage; after that the worker's "
+        "heartbeat writes the record once Redis is back",
     )
     log_max_entries: int = setting(100_000, whole(100), "cap of a job's output stream")
     output_max_bytes: int = setting(

@@ -252,10 +252,6 @@ class Store(OutputStreams):
 
     # -- claims and stops -------------------------------------------------------------------
     @_url
-    def claimed(self, job_id: str) -> bool:
-        return bool(self.redis.exists(self.keys.claim(job_id)))
-
-    @_url
     def claim_holder(self, job_id: str) -> str | None:
         """The node that claimed the job, if one did."""
         holder = self.redis.get(self.keys.claim(job_id))

@@ -24,6 +24,7 @@ from typing import Any
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
 from joblet.api.store import LUA_CREATE_IF_ABSENT, LUA_SET_IF_STATUS, Store, decode_fields, encode_fields
+from joblet.worker import faults
 
 # A record's fields as HGETALL gives them, without the spec unless `with_spec` is '1'.
 _FIELDS = """
@@ -41,11 +42,15 @@ end
 """
 
 # KEYS: job, jobs index, claim, stop, this claim's token. ARGV: the record's fields (JSON of
-# JSON values), its created time, its id, this node, a token of this one call. Returns false
-# when the job was claimed before, else {the record's fields but its spec, 1 if a stop was
-# asked}. The same call sent again (redis-py resends a command whose reply was lost, having
-# run it) finds its own token and gets the record: it read as a duplicate, and the job,
-# claimed, stayed PENDING for good. Another delivery, another token: refused as before.
+# JSON values), its created time, its id, this node, a token of this one claim, '1' if a claim
+# by this node may be taken over. Returns false when the job was claimed before, else {the
+# record's fields but its spec, 1 if a stop was asked}. The same claim sent again (redis-py
+# resends a command whose reply was lost, having run it; the worker retries one whose reply
+# never came) finds its own token and gets the record: it read as a duplicate, and the job,
+# claimed, stayed PENDING for good. Another delivery, another token: refused, unless this node
+# holds the claim, the job is still waiting and the worker runs no claim of it (`retake`):
+# this node's earlier delivery claimed it and never started it (its reply lost for longer
+# than the worker waited, or the worker died before the job's journal entry).
 _CLAIM = (
     LUA_CREATE_IF_ABSENT
     + _FIELDS
@@ -54,7 +59,10 @@ create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if redis.call('SET', KEYS[3], ARGV[4], 'NX') then
   redis.call('SET', KEYS[5], ARGV[5], 'EX', 600)
 elseif redis.call('GET', KEYS[5]) ~= ARGV[5] then
-  return false
+  local status = redis.call('HGET', KEYS[1], 'status')
+  local waiting = status == '"PENDING"' or status == '"SCHEDULED"'
+  if not (ARGV[6] == '1' and waiting and redis.call('GET', KEYS[3]) == ARGV[4]) then return false end
+  redis.call('SET', KEYS[5], ARGV[5], 'EX', 600)
 end
 return {fields(KEYS[1], '0'), redis.call('EXISTS', KEYS[4])}
 """
@@ -106,18 +114,21 @@ class Claims:
         self._finish = store.redis.register_script(_FINISH)
 
     @_url
-    def claim(self, record: JobRecord, node: str) -> Claimed | None:
+    def claim(self, record: JobRecord, node: str, token: str | None = None, retake: bool = False) -> Claimed | None:
         """Record the job unless it exists and claim it for `node`; None when it was claimed
-        before (a redelivery: it runs at most once). The record returned has `record`'s spec."""
-        reply = self._claim(**self.claim_call(record, node, uuid.uuid4().hex))
+        before (a redelivery: it runs at most once), unless `retake` and `node` holds a claim
+        of the still waiting job (its caller runs no claim of it). `token`: this claim's own,
+        the same through its retries. The record returned has `record`'s spec."""
+        reply = self._claim(**self.claim_call(record, node, token or uuid.uuid4().hex, retake))
+        faults.fail("claim-reply", record.id)  # tests: as if the reply were lost
         if not reply:
             return None
         current = _record(reply[0], record.spec)
         assert current is not None, "the script wrote the record if it was absent"
         return Claimed(current, bool(reply[1]))
 
-    def claim_call(self, record: JobRecord, node: str, token: str) -> dict[str, list[Any]]:
-        """The claim script's keys and arguments for one call (`token`: that call's own)."""
+    def claim_call(self, record: JobRecord, node: str, token: str, retake: bool = False) -> dict[str, list[Any]]:
+        """The claim script's keys and arguments for one call (`token`: that claim's own)."""
         keys = self.store.keys
         return {
             "keys": [
@@ -127,7 +138,14 @@ class Claims:
                 keys.stop(record.id),
                 keys.claim_try(record.id),
             ],
-            "args": [_encoded(record.to_dict()), record.created or time.time(), record.id, node, token],
+            "args": [
+                _encoded(record.to_dict()),
+                record.created or time.time(),
+                record.id,
+                node,
+                token,
+                "1" if retake else "",
+            ],
         }
 
     @_url

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
@@ -35,7 +36,7 @@ from joblet.worker.kernel import LinuxKernel
 from joblet.worker.mount_template import MountTemplate
 from joblet.worker.output import OutputPump
 from joblet.worker.reconcile import reconcile
-from joblet.worker.records import Outcome, Records, result
+from joblet.worker.records import Outcome, Records, result, retrying
 from joblet.worker.resilient import resilient
 from joblet.worker.restore import restore_forgotten
 from joblet.worker.sandbox import make_cover
@@ -89,6 +90,7 @@ class Supervisor:
         self.store = self.svc.store
         self.nodes = NodeStore(cfg.redis_url, cfg.key_prefix, self.store.redis)
         self.running: dict[str, JobRun] = {}
+        self.claiming: set[str] = set()  # jobs a delivery here claims or runs: one at a time
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.started = time.time()
@@ -141,8 +143,31 @@ class Supervisor:
     # -- running a job ----------------------------------------------------------------------
     def run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
         """Run a queued job here unless it was claimed, stopped or finished already."""
-        # the record is written if absent, then claimed
-        claimed = self.svc.records.claims.claim(JobRecord.pending(job_id, spec), self.cfg.node)
+        with self._lock:
+            if job_id in self.claiming:
+                raise Duplicate(job_id)
+            self.claiming.add(job_id)
+        try:
+            return self._claim_and_run(job_id, spec)
+        finally:
+            with self._lock:
+                self.claiming.discard(job_id)
+
+    def handles(self, job_id: str) -> bool:
+        """Whether a delivery here claims or runs the job now."""
+        with self._lock:
+            return job_id in self.claiming
+
+    def _claim_and_run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
+        # The record is written if absent, then claimed: one claim (one token) through a Redis
+        # outage, retried as long as a final record would be. A claim whose reply was lost
+        # left the job claimed and PENDING for good (its redelivery refused as a replay), and
+        # that delivery's task failed. A claim of this node's that no delivery here runs (its
+        # reply lost for longer, a worker dead before the start) is taken over (`retake`).
+        token = uuid.uuid4().hex
+        pending = JobRecord.pending(job_id, spec)
+        claims = self.svc.records.claims
+        claimed = retrying(lambda: claims.claim(pending, self.cfg.node, token, retake=True), self.cfg.record_patience)
         if claimed is None:
             raise Duplicate(job_id)
         if claimed.record.status.final:

@@ -55,8 +55,11 @@ def accept(sup: Any, header_id: Any, args: Any, kwargs: Any, signed: bool) -> Ta
         return msg
     if sup.store.claim_nonce(msg.nonce, msg.job_id, nonce_ttl(msg.expires, time.time())):
         return msg
-    if not sup.store.claimed(msg.job_id) and _waiting(sup, msg.job_id):
-        return msg  # the first delivery ended before it claimed the job: this one runs it
+    holder = sup.store.claim_holder(msg.job_id)
+    if (holder is None or (holder == sup.cfg.node and not sup.handles(msg.job_id))) and _waiting(sup, msg.job_id):
+        # the first delivery ended before it claimed the job, or (here) before it started it
+        # (the claim's reply lost, this worker's previous process dead): this one runs it
+        return msg
     raise Refused(
         "replay",
         f"job {msg.job_id} was delivered again; it runs only once (its nonce "

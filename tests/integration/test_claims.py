@@ -86,6 +86,22 @@ def test_a_claim_sent_again_after_a_lost_reply_is_the_same_claim(claims: Claims)
     assert claims.store.claim_holder(job_id) == "n1"
 
 
+def test_a_claim_of_this_node_that_nothing_here_runs_is_taken_over(claims: Claims) -> None:
+    """A delivery whose claim ran but whose reply never came (longer than the worker waited)
+    left the job claimed by its node and PENDING; the redelivery was refused as a replay and
+    the job waited for good. The node that holds the claim takes it over while the job waits
+    (the worker asks only for claims it runs nothing of); no other node does, nor once it ran."""
+    job_id = "e" * 32
+    assert claims.claim(_record(job_id), "n1", "token-1") is not None
+    assert claims.claim(_record(job_id), "n1", "token-2") is None  # the control: refused without retake
+    assert claims.claim(_record(job_id), "n2", "token-3", retake=True) is None  # another node's
+    again = claims.claim(_record(job_id), "n1", "token-4", retake=True)
+    assert again is not None and again.record.status == JobStatus.PENDING
+    assert claims.claim(_record(job_id), "n1", "token-4") is not None  # the new token is the claim's now
+    claims.finish(job_id, None, WAITING_OR_RUNNING, 600, status=JobStatus.RUNNING)
+    assert claims.claim(_record(job_id), "n1", "token-5", retake=True) is None  # it runs: not again
+
+
 def test_an_address_allocation_sent_again_after_a_lost_reply_takes_one_address(redis_sock: str) -> None:
     """The same for IPAM: a resent allocation returns the address its first run took; it
     took a second one, and the first stayed held by the job until a worker restart."""

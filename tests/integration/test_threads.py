@@ -148,3 +148,16 @@ def test_one_jobs_output_faults_do_not_stop_others(faulty, fc):
         got = lines(fc, job.id)
         assert got == list(range(len(got))), "output lost or reordered"  # nothing lost, in order
     assert "read failed" in faulty.log() and "write failed" in faulty.log()  # logged, not silent
+
+
+def test_a_claim_whose_reply_is_lost_is_retried_and_the_job_runs(faulty, fc):
+    """The claim ran in Redis and its reply was lost (Redis went away at that moment): the
+    task failed, and the job stayed claimed and PENDING for good (its redelivery was refused
+    as a replay). The worker retries the same claim, which finds its own token."""
+    rec, out, _ = run(fc, "echo", "ran", network="none")  # the control: jobs run here
+    assert rec.status == JobStatus.COMPLETED and out == b"ran\n"
+    arm_faults(faulty, "claim-reply", "RedisConnectionError", 2)
+    job = fc.run("echo", ("ran",), network="none")
+    rec = fc.wait(job.id, timeout=60)  # PENDING for good: TimeoutError
+    assert rec.status == JobStatus.COMPLETED and output(fc, job.id) == b"ran\n", (rec, faulty.log())
+    assert fired(faulty.tmp / "fired", "claim-reply") == 2

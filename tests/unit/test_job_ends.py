@@ -44,7 +44,7 @@ def test_a_failure_after_the_final_record_still_ends_the_stream_and_frees(tmp_pa
     assert after[1:] == ["end output", "net links gone, port rules removed", "net free"], after
 
 
-def claimed_at_once(record: JobRecord, node: str) -> Claimed:
+def claimed_at_once(record: JobRecord, node: str, token: str | None = None, retake: bool = False) -> Claimed:
     return Claimed(record, False)
 
 
