@@ -21,6 +21,7 @@ from joblet.errors import AmbiguousId, NotFound, ValidationError
 from joblet.names import name_key
 
 log = logging.getLogger(__name__)
+SHORT_ID_LEN = 12  # `rnx list` shows ids this long; a name of that shape is refused (models.py)
 
 # Lua functions of the job scripts here and in worker/claims.py (one definition each): the
 # fields set only from an allowed status (-1: no record); a record written whole unless one
@@ -178,7 +179,11 @@ class Store(OutputStreams):
     @_url
     def resolve(self, prefix: str) -> str:
         """The full id of the job `prefix` names, as Docker looks a container up: a whole id,
-        else a name (the latest job given it; `rnx stop db`), else the one id it begins."""
+        else a name (the latest job given it; `rnx stop db`), else the one id it begins. A
+        workflow job's name has no key of its own (two runs of a workflow each have a `db`):
+        shorter than a short id, where a name may look like an id's start ("db", "a", "6c4d"),
+        the records are read for it before the ids; `rnx stop db` stopped whichever job's id
+        began with "db", or said two did (red-team run). A name cannot be a short id's shape."""
         if not prefix:
             raise NotFound("no job id given")
         if is_job_id(prefix) and self.redis.zscore(self.keys.jobs, prefix) is not None:
@@ -190,8 +195,9 @@ class Store(OutputStreams):
         if prefix in ids:
             return prefix
         matches = [i for i in ids if i.startswith(prefix)]
-        if not matches:
-            matches = [r.id for r in self.list_jobs() if name_key(r.name or "") == name_key(prefix)][-1:]
+        if not matches or len(prefix) < SHORT_ID_LEN:
+            named_jobs = [r.id for r in self.list_jobs() if name_key(r.name or "") == name_key(prefix)]
+            matches = named_jobs[-1:] or matches
         if not matches:
             raise NotFound(f"no such job: {prefix}")
         if len(matches) > 1:
