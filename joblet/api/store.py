@@ -114,6 +114,14 @@ def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, s
     return {**found, **own, **ids}  # an id is the job's whatever another calls itself
 
 
+def _beat(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        beat = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return beat if isinstance(beat, dict) else None
+
+
 def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
     """A stored record; one this version's checks refuse (an older version wrote it) says so."""
     try:
@@ -352,17 +360,23 @@ class Store(OutputStreams):
 
     # -- nodes ------------------------------------------------------------------------------
     @_url
-    def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> None:
+    def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> dict[str, Any] | None:
         """Presence (expires after `ttl`), the node's lasting record (`store_nodes`) and the
-        live-node index."""
+        live-node index; the live heartbeat this one replaced, if any."""
         now = time.time()
         text = json.dumps({**info, **self.node_info, "beat": now})
         pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.node(node))
         pipe.set(self.keys.node(node), text, ex=ttl)
         pipe.hset(self.keys.nodes, node, text)
         pipe.zadd(self.keys.node_index, {node: now + ttl})
         pipe.zremrangebyscore(self.keys.node_index, "-inf", now - NODE_INDEX_KEEP)
-        pipe.execute()
+        return _beat(pipe.execute()[0])
+
+    @_url
+    def node_beat(self, node: str) -> dict[str, Any] | None:
+        """The node's live heartbeat, if it has one."""
+        return _beat(self.redis.get(self.keys.node(node)))
 
     @_url
     def live_nodes(self) -> dict[str, dict[str, Any]]:

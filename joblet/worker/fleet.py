@@ -13,21 +13,64 @@ from PENDING/SCHEDULED/RUNNING).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.nodes import when
-from joblet.errors import JobletError
+from joblet.api.store import Store
+from joblet.errors import BackendUnavailable, JobletError
 from joblet.worker.reconcile import free_orphan_addresses
 from joblet.worker.services import Services
 
 log = logging.getLogger(__name__)
 SWEEP_CLAIM_TTL = 300  # a sweeper that dies half-way is replaced after this long (the sweep repeats safely)
+
+
+def place(state_dir: Path, boot_id: str = "/proc/sys/kernel/random/boot_id") -> str:
+    """Where this worker runs: its host's boot and its state_dir, published with every
+    heartbeat. A worker restarted here finds its predecessor's heartbeat (alive for up to
+    three intervals) from its own place; one from another place is another worker."""
+    boot = Path(boot_id).read_text().strip()
+    return hashlib.sha256(f"{boot}\0{state_dir.resolve()}".encode()).hexdigest()[:16]
+
+
+def refuse_taken_node(store: Store, node: str, here: str) -> None:
+    """Refuse to start under a node name another worker beats with: the two took each
+    other's jobs from the node's queue, and the one that died left its jobs RUNNING for good,
+    the name kept alive by the other (red-team run; the name defaults to the hostname, which
+    cloned VMs share). Redis out of reach: the first heartbeats tell."""
+    try:
+        beat = store.node_beat(node)
+    except BackendUnavailable:
+        return
+    other = beat.get("place") if beat else None
+    if beat is not None and other is not None and other != here:
+        age = max(0.0, time.time() - float(beat.get("beat") or 0))
+        raise JobletError(
+            f"node {node!r} is up on another worker (its last heartbeat {age:.0f} s ago): give this one "
+            "another name (--node, JOBLET_NODE), or stop that one and wait for its heartbeat to expire"
+        )
+
+
+def other_worker(node: str, replaced: dict[str, Any] | None, here: str, seen: set[str]) -> None:
+    """Log, once per worker, another worker beating under this node's name (both started at
+    once, or one whose Redis was out of reach at its start)."""
+    other = replaced.get("place") if replaced else None
+    if other is None or other == here or other in seen:
+        return
+    seen.add(other)
+    log.error(
+        "node %s: another worker beats under this name too: each takes the other's jobs, and "
+        "jobs of one that stops stay RUNNING; give one of them another --node",
+        node,
+    )
 
 
 def capabilities(svc: Services) -> dict[str, Any]:

@@ -96,9 +96,14 @@ class Supervisor:
         self.started = time.time()
         self.present_since: float | None = None  # since its heartbeats reach Redis without a gap
         self._bridges = BridgeWatch()  # its jobs' bridges, made again if deleted under them
+        self.place = ""  # where it runs (fleet.place), set by start
+        self._other_places: set[str] = set()  # of other workers seen beating under its name
 
     def start(self) -> None:
         svc = self.svc
+        self.place = fleet.place(self.cfg.state_dir)
+        fleet.refuse_taken_node(self.store, self.cfg.node, self.place)  # before anything is made
+        self.store.node_info["place"] = self.place
         try:
             svc.cgroup_root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a read-only /sys (a container's): one line, not a traceback
@@ -306,7 +311,8 @@ class Supervisor:
             **self._network_facts(),
         }
         try:
-            self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
+            replaced = self.store.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
+            fleet.other_worker(self.cfg.node, replaced, self.place, self._other_places)
             if self.present_since is None:
                 self.present_since = time.time()
             for job_id in self.store.stops_among(ids):  # stops missed by the listener

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,32 @@ def test_a_workflow_stop_ends_a_job_queued_for_a_node_that_is_down(three, redis_
         assert stopped.status == JobStatus.STOPPED and stopped.error == "stopped before it started", stopped
     finally:
         f.close()
+
+
+def test_a_second_worker_under_a_live_nodes_name_is_refused(three, redis_sock):
+    """Two workers under one name took each other's jobs from the node's queue, and the jobs
+    of the one that died stayed RUNNING, the name kept alive by the other (red-team run).
+    Another worker (another state_dir or host) is refused while the name's heartbeat lives;
+    the same worker restarted (its heartbeat still alive after a SIGKILL) is not."""
+    a, _, _ = three
+    twin = Host(redis_sock, "nodea", fleet=a, **FAST)
+    try:
+        started = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{twin.netns}", str(BIN / "joblet-worker"), "--node", "nodea"],
+            env={**os.environ, **twin.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert started.returncode == 1, started
+        assert "node 'nodea' is up on another worker" in started.stderr.splitlines()[-1], started.stderr
+        assert not Path(twin.env["JOBLET_CGROUP_ROOT"]).exists()  # nothing made for jobs
+        assert a.worker is not None
+        a.worker.kill()  # its heartbeat lives on for a while
+        a.worker.wait()
+        assert "nodea" in Client(a.cfg).live_nodes()
+        a.start_worker()  # the control: the same worker, restarted, is not refused
+        rec = Client(a.cfg).run("true", network="none", node="nodea")
+        assert Client(a.cfg).wait(rec.id, timeout=60).status == JobStatus.COMPLETED
+    finally:
+        twin.close()

@@ -76,5 +76,7 @@ def test_a_cgroup_root_mkdir_refuses_is_one_error(tmp_path):
     (tmp_path / "file").write_text("")
     sup = Supervisor.__new__(Supervisor)
     sup.svc = SimpleNamespace(cgroup_root=tmp_path / "file" / "joblet")  # type: ignore[assignment]
+    sup.cfg = SimpleNamespace(state_dir=tmp_path, node="n1")  # type: ignore[assignment]
+    sup.store = SimpleNamespace(node_beat=lambda node: None, node_info={})  # type: ignore[assignment]
     with pytest.raises(ExecutionError, match=r"^failed to make the jobs' cgroup root .*/file/joblet: Not a directory$"):
         sup.start()
