@@ -20,18 +20,20 @@ class Patience:
     outage's first failure, naming the job. Called with None after a read that worked: the
     outage is over (a read that hangs 30 s before it fails must not start a new wait each time)."""
 
-    def __init__(self, short_id: str) -> None:
+    def __init__(self, short_id: str, kind: str = "job", follow: str = "rnx log -f") -> None:
         self.short_id = short_id
+        self.kind = kind  # "job" or "workflow", and the command that follows it again
+        self.follow = follow
         self.due: float | None = None
 
     def __call__(self, exc: BackendUnavailable | None) -> None:
         if exc is None:
             self.due = None
             return
-        now, short = time.monotonic(), self.short_id
+        now, what = time.monotonic(), f"{self.kind} {self.short_id}"
         if self.due is None:
             self.due = now + REDIS_PATIENCE
-            sys.stderr.write(f"rnx: {exc}; waiting up to {REDIS_PATIENCE:g} s (job {short} goes on)\n")
+            sys.stderr.write(f"rnx: {exc}; waiting up to {REDIS_PATIENCE:g} s ({what} goes on)\n")
         if now >= self.due:
-            raise BackendUnavailable(f"{exc}; job {short} may still be running (rnx log -f {short})") from None
+            raise BackendUnavailable(f"{exc}; {what} may still be running ({self.follow} {self.short_id})") from None
         wakeup.sleep(RETRY_EVERY)

@@ -290,6 +290,7 @@ class Attached:
         self.stopping: int | None = None  # the signal that stopped the job, once asked for
         self.stop_sent = False  # its stop request reached Redis: a signal now leaves at once
         self.patience = Patience(record.short_id)  # for Redis gone while it follows
+        self.no_record = Patience(record.short_id)  # for a Redis back without its data, until restored
 
     def follow(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
@@ -397,7 +398,19 @@ class Attached:
             return entries
 
     def _warn_if_no_worker(self, initial: bool) -> None:
-        record = self.client.store.get_job(self.record.id)
+        from joblet.errors import BackendUnavailable, NotFound
+
+        try:
+            record = self.client.store.get_job(self.record.id)
+        except NotFound:
+            # Redis came back without its data: the job's worker writes its record again on
+            # its next heartbeat (or whole at its end); "no such job" left it running unseen
+            gone = BackendUnavailable(
+                f"Redis has no record of job {self.record.short_id} (restarted without its data?)"
+            )
+            self.no_record(gone)
+            return
+        self.no_record(None)
         if record.status.value != "PENDING":
             self.warned = not initial or self.warned
             return

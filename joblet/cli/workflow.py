@@ -43,9 +43,20 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     count = len(record.jobs)
     print(f"workflow {record.name} {record.id[:12]}: {count} job{'s' if count != 1 else ''}", file=out)
     seen: dict[str, str] = {}
+    from joblet.cli.patience import Patience
+    from joblet.errors import BackendUnavailable
+
+    # Redis gone a moment: the workflow goes on (its workers keep their jobs' ends); leaving
+    # at the first failed look said it had not completed (exit 1) while it went on to complete
+    patience = Patience(record.id[:12], "workflow", "rnx workflow status")
     try:
         while True:
-            info = client.workflows.status(record.id)
+            try:
+                info = client.workflows.status(record.id)
+            except BackendUnavailable as exc:
+                patience(exc)
+                continue
+            patience(None)
             for job in info["jobs"]:
                 if seen.get(job["name"]) != job["status"]:
                     seen[job["name"]] = job["status"]

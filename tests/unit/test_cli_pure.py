@@ -19,7 +19,7 @@ from joblet.cli.render import human, job_details
 from joblet.cli.run import Attached, Leave
 from joblet.cli.stats import size, stats_row
 from joblet.config import default
-from joblet.errors import BackendUnavailable, ValidationError
+from joblet.errors import BackendUnavailable, NotFound, ValidationError
 from joblet.worker.stats import link_counters
 
 
@@ -446,3 +446,62 @@ def test_rnx_log_f_gives_a_second_outage_its_own_wait(monkeypatch):
     streams.read_output = read_output  # type: ignore[method-assign]
     got = list(streams.follow_output("j", True, outage=patience.Patience("j")))
     assert got == [(b"out", b"a"), (b"end", b"{}")]
+
+
+class ForgetfulStore:
+    """A Redis back without its data: the job's record missing for `missing` looks, then
+    restored (as its worker's heartbeat does)."""
+
+    def __init__(self, missing: int) -> None:
+        self.missing = missing
+
+    def get_job(self, job_id: str) -> JobRecord:
+        if self.missing:
+            self.missing -= 1
+            raise NotFound(f"no such job: {job_id}")
+        return JobRecord(id=job_id, spec=JobSpec(command="sleep"), status=JobStatus.RUNNING)
+
+
+def test_an_attached_run_waits_for_a_record_redis_lost_then_gives_up_naming_its_job(monkeypatch, capsys):
+    """Redis restarted without its data under an attached `rnx run`: "no such job", exit 1,
+    while the job ran on and its worker wrote its record again a heartbeat later."""
+    monkeypatch.setattr("joblet.cli.patience.wakeup.sleep", lambda seconds: None)
+    run, client = attached()
+    client.store = ForgetfulStore(missing=2)  # type: ignore[attr-defined]
+    run._warn_if_no_worker(initial=False)
+    run._warn_if_no_worker(initial=False)
+    assert "Redis has no record of job aaaaaaaaaaaa (restarted without its data?); waiting up to 60 s" in (
+        capsys.readouterr().err
+    )
+    run._warn_if_no_worker(initial=False)  # restored: RUNNING, nothing more to say
+    assert run.warned and run.no_record.due is None
+    monkeypatch.setattr("joblet.cli.patience.REDIS_PATIENCE", 0.0)
+    run, client = attached()
+    client.store = ForgetfulStore(missing=10**9)  # type: ignore[attr-defined]
+    with pytest.raises(BackendUnavailable, match=r"job aaaaaaaaaaaa may still be running \(rnx log -f aaaaaaaaaaaa\)"):
+        run._warn_if_no_worker(initial=False)
+
+
+def test_an_attached_workflow_run_waits_out_redis(monkeypatch, tmp_path, capsys):
+    """`rnx workflow run` left at the first failed look at its workflow, exit 1 ("not
+    completed"), while the workflow went on to complete."""
+    from types import SimpleNamespace
+
+    from joblet.cli.workflow import run_workflow
+
+    monkeypatch.setattr("joblet.cli.patience.wakeup.sleep", lambda seconds: None)
+    looks = iter([BackendUnavailable("cannot reach Redis at unix:///r.sock: Connection refused")] * 2)
+
+    def status(wf_id: str) -> dict:
+        failure = next(looks, None)
+        if failure is not None:
+            raise failure
+        return {"status": "COMPLETED", "jobs": [{"name": "a", "status": "COMPLETED", "error": None}]}
+
+    record = SimpleNamespace(id="c" * 32, name="wf", jobs={"a": "d" * 32})
+    workflows = SimpleNamespace(check=lambda wf: [(True, "fine")], submit=lambda wf: record, status=status)
+    path = tmp_path / "wf.yaml"
+    path.write_text("jobs:\n  a:\n    command: 'true'\n    network: none\n")
+    assert run_workflow(SimpleNamespace(workflows=workflows), str(path), detach=False, as_json=False) == 0
+    err = capsys.readouterr().err
+    assert err.count("waiting up to 60 s (workflow cccccccccccc goes on)") == 1, err
