@@ -21,15 +21,21 @@ from joblet.errors import NotFound, ValidationError
 
 def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.list[str]:
     """The jobs that no node of the fleet (its pinned one, if any) could ever take, as rnx run
-    refuses them (host networking, --max-cpu, the ceilings), each with every node's reason;
-    checked up front: placed one by one as they become free, they were FAILED or refused late."""
+    refuses them (host networking, --max-cpu, the ceilings), and those queued at submit that no
+    node can take now (each draining or down), each with every node's reason; checked up
+    front: placed one by one as they become free, they were FAILED or refused late."""
     out = []
     live = any(n["state"] in (UP, DRAINING) for n in nodes)
     for name, job in wf.jobs.items():
         if not live and not constrained(job.spec):
             continue  # as rnx run: it waits on the shared queue for any node (the fleet restarts, grows)
         pool = [n for n in nodes if job.spec.node in (None, n["name"])]
-        reasons = [(n["name"], incapable(job.spec, n)) for n in pool]
+        # a job queued at once is judged as rnx run judges it now, less load: every node of
+        # its pool draining or down failed it at once, its hint saying to submit it again
+        now = not job.requires
+        reasons = [
+            (n["name"], incapable(job.spec, n) or (n["state"] if now and n["state"] != UP else None)) for n in pool
+        ]
         if pool and all(why is not None for _, why in reasons):
             out.append(f"{name} ({', '.join(f'{node}: {why}' for node, why in reasons)})")
     return out

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from joblet.api.models import make_spec
+from joblet.api.models import JobStatus, make_spec
 from joblet.api.nodes import DOWN, DRAINING, UP, place, view
 from joblet.errors import ValidationError
 
@@ -243,3 +243,19 @@ def test_a_workflow_job_no_node_could_run_is_found_as_rnx_run_would_refuse_it():
     assert unplaceable(wf(big=big, small=small), down) == []
     assert unplaceable(wf(hosty=hosty), down) == ["hosty (a: host networking not allowed)"]
     assert unplaceable(wf(big=big), []) == []  # no node ever: nothing to judge by
+
+
+def test_a_workflow_whose_first_jobs_no_node_can_take_now_is_refused():
+    """Every node draining: `rnx run` is refused, but a workflow was accepted and its first
+    job FAILED at once ("submit it again"). Judged now for the jobs queued at submit; a job
+    that waits for another is judged by what the nodes could ever run (drains end)."""
+    from joblet.api.client_workflows import unplaceable
+    from joblet.api.workflows import Workflow, WorkflowJob
+
+    small = make_spec("true", (), network=("none",))
+    later = WorkflowJob(name="later", spec=small, requires={"first": JobStatus.COMPLETED})
+    wf = Workflow(name="w", jobs={"first": WorkflowJob(name="first", spec=small), "later": later})
+    drained = fleet(frozenset({"a", "b"}), a=rec(), b=rec())
+    assert unplaceable(wf, drained) == ["first (a: draining, b: draining)"]
+    assert unplaceable(wf, fleet(frozenset({"a"}), a=rec(), b=rec())) == []  # the control: b takes it
+    assert unplaceable(wf, fleet(frozenset({"a"}), a=rec(), b=rec(99))) == ["first (a: draining, b: down)"]
