@@ -62,6 +62,9 @@ def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: f
             "cgroup": rec.get("cgroup"),
             "sandbox": rec.get("sandbox", {}),
             "signed": rec.get("signed"),
+            # where other nodes send its user networks' traffic (VXLAN); None: its user
+            # networks stay on it (overlay off, or no address to be reached at)
+            "underlay": rec.get("underlay"),
         },
         "addresses": rec.get("addresses", []),
     }
@@ -106,14 +109,35 @@ def constrained(spec: JobSpec) -> bool:
     return spec.node is not None or spec.runtime is not None or "host" in spec.network
 
 
-def place(spec: JobSpec, nodes: list[dict[str, Any]], rng: random.Random | None = None) -> str | None:
+def apart(node: str, homes: dict[str, set[str]], nodes: list[dict[str, Any]]) -> str | None:
+    """Why a job on these user networks could not reach their jobs from `node`, or None.
+    `homes`: each network's nodes with running jobs. Two nodes reach each other's jobs when
+    both carry an overlay (an underlay address); a node that does not keeps a network it
+    has jobs of to itself, and its peers elsewhere were unreachable, with no word but a log
+    line on the worker (red-team run). A home that is down is not waited for."""
+    joined = {n["name"] for n in nodes if n["capabilities"].get("underlay")}
+    live = {n["name"] for n in nodes if n["state"] != DOWN}
+    for network, where in sorted(homes.items()):
+        for home in sorted((where & live) - {node}):
+            if not (node in joined and home in joined):
+                return f"network {network!r} has jobs on {home} and no overlay joins the two"
+    return None
+
+
+def place(
+    spec: JobSpec,
+    nodes: list[dict[str, Any]],
+    rng: random.Random | None = None,
+    homes: dict[str, set[str]] | None = None,
+) -> str | None:
     """The node to queue the job on; None: the shared queue (no node is up or draining: the
-    job waits for any to start). A draining node takes from the shared queue only to refuse."""
+    job waits for any to start). A draining node takes from the shared queue only to refuse.
+    `homes`: the nodes its user networks have jobs on (`apart`)."""
     if spec.node is not None:
-        return _pinned(spec, nodes)
+        return _pinned(spec, nodes, homes or {})
     if not any(n["state"] in (UP, DRAINING) for n in nodes) and not constrained(spec):
         return None
-    reasons = {n["name"]: unfit(spec, n) for n in nodes}
+    reasons = {n["name"]: unfit(spec, n) or apart(n["name"], homes or {}, nodes) for n in nodes}
     fit = [n for n in nodes if reasons[n["name"]] is None]
     if not fit:
         why = "; ".join(f"{name}: {r}" for name, r in reasons.items()) or "no node has joined the fleet"
@@ -122,11 +146,11 @@ def place(spec: JobSpec, nodes: list[dict[str, Any]], rng: random.Random | None 
     return str((rng or random).choices(fit, weights=weights)[0]["name"])
 
 
-def _pinned(spec: JobSpec, nodes: list[dict[str, Any]]) -> str:
+def _pinned(spec: JobSpec, nodes: list[dict[str, Any]], homes: dict[str, set[str]]) -> str:
     node = next((n for n in nodes if n["name"] == spec.node), None)
     if node is None:
         raise ValidationError(f"invalid job field 'node': no node {spec.node!r} in the fleet (rnx nodes)")
-    why = unfit(spec, node)
+    why = unfit(spec, node) or apart(node["name"], homes, nodes)
     if why is not None:
         raise ValidationError(f"cannot place the job on node {spec.node!r}: {why} (rnx nodes)")
     return str(node["name"])

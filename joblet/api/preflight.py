@@ -49,7 +49,8 @@ class Preflight:
         spec = self._check_job(spec)
         live = self.store.live_nodes()
         self.check_fleet(spec.node, live)
-        target = nodes.place(spec, fleet_view(self.store, self.settings))
+        view = fleet_view(self.store, self.settings)
+        target = nodes.place(spec, view, homes=network_homes(self.store, spec, view))
         if target != spec.node:
             self.check_fleet(target, live)
         return spec, target
@@ -133,6 +134,15 @@ class Preflight:
             raise ConfigError(why)
 
 
+def network_homes(store: Store, spec: JobSpec, view: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """The nodes each of the job's user networks has running jobs on (one round trip; none
+    for a job on built-in networks only, or a fleet of one node)."""
+    user = [n for n in spec.network if n not in BUILT_IN]
+    if not user or len(view) < 2:
+        return {}
+    return {net: {node for node in jobs.values() if node} for net, jobs in store.member_nodes(user).items()}
+
+
 def fleet_view(store: Store, cfg: Settings) -> list[dict[str, Any]]:
     """Every node's row (`rnx nodes`), read now."""
     import time
@@ -147,6 +157,7 @@ def best_effort_target(store: Store, cfg: Settings, spec: JobSpec) -> str | None
     from joblet.errors import JobletError
 
     try:
-        return nodes.place(spec, fleet_view(store, cfg))
+        view = fleet_view(store, cfg)
+        return nodes.place(spec, view, homes=network_homes(store, spec, view))
     except JobletError:
         return spec.node

@@ -260,3 +260,28 @@ def test_a_second_worker_under_a_live_nodes_name_is_refused(three, redis_sock):
         assert Client(a.cfg).wait(rec.id, timeout=60).status == JobStatus.COMPLETED
     finally:
         twin.close()
+
+
+def test_a_user_networks_jobs_go_where_they_reach_each_other(three):
+    """These nodes have no underlay address (no default route in their namespaces): a user
+    network stays on each node, and its jobs placed on two nodes could not reach each other.
+    Placed now where the network's jobs already run; pinned elsewhere, refused naming why."""
+    a, _, _ = three
+    client = Client(a.cfg)
+    client.networks.create("homed", "10.123.0.0/24")
+    first = client.run("sleep", ("300",), network="homed", node="nodea")
+    jobs = [first]
+    try:
+        wait_running(client, first.id)
+        jobs += [client.run("sleep", ("300",), network="homed") for _ in range(8)]
+        assert {client.get(j.id).node for j in jobs} == {"nodea"}  # 1 in 256 by chance, before
+        assert client.get(client.run("true", network="none").id).node is not None  # the control: placed
+        refused = a.rnx("run", "--network=homed", "--node=nodeb", "true")
+        assert refused.returncode == 2, refused
+        assert b"network 'homed' has jobs on nodea and no overlay joins the two" in refused.stderr
+    finally:
+        for job in jobs:
+            client.stop(job.id)
+        for job in jobs:
+            client.wait(job.id, timeout=60)
+        client.networks.delete("homed")

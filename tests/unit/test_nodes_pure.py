@@ -259,3 +259,23 @@ def test_a_workflow_whose_first_jobs_no_node_can_take_now_is_refused():
     assert unplaceable(wf, drained) == ["first (a: draining, b: draining)"]
     assert unplaceable(wf, fleet(frozenset({"a"}), a=rec(), b=rec())) == []  # the control: b takes it
     assert unplaceable(wf, fleet(frozenset({"a"}), a=rec(), b=rec(99))) == ["first (a: draining, b: down)"]
+
+
+def test_a_user_networks_jobs_stay_where_they_can_reach_each_other():
+    """Nodes without an overlay (no underlay address, or overlay off) keep a user network's
+    jobs to themselves: jobs placed on another node could not reach their peers, and only a
+    worker's log line said so (red-team run). Placement keeps them together; where both
+    nodes carry an overlay, either will do; a home that is down is not waited for."""
+    from joblet.api.nodes import place
+
+    on_net = make_spec("sleep", ("9",), network=("ov",))
+    alone = fleet(a=rec(), b=rec())
+    homes = {"ov": {"a"}}
+    assert {place(on_net, alone, random.Random(seed), homes) for seed in range(40)} == {"a"}
+    assert {place(on_net, alone, random.Random(seed), {}) for seed in range(40)} == {"a", "b"}  # the control
+    joined = fleet(a=rec(underlay="192.0.2.1"), b=rec(underlay="192.0.2.2"))
+    assert {place(on_net, joined, random.Random(seed), homes) for seed in range(40)} == {"a", "b"}
+    with pytest.raises(ValidationError, match="on node 'b': network 'ov' has jobs on a and no overlay joins the two"):
+        place(make_spec("true", (), network=("ov",), node="b"), alone, homes=homes)
+    gone = fleet(a=rec(beat_age=99), b=rec())
+    assert place(on_net, gone, random.Random(1), homes) == "b"
