@@ -58,6 +58,10 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
                 if not path.resolve().is_relative_to(inside):  # a link out of the tree: not sent
                     raise ValidationError(f"invalid job field 'uploads': {path} is a link out of {directory}")
                 found.append((path, path.relative_to(root).as_posix()))
+            elif path.is_symlink() and path.is_dir():  # not walked into: said, and refused leading out
+                if not path.resolve().is_relative_to(inside):
+                    raise ValidationError(f"invalid job field 'uploads': {path} is a link out of {directory}")
+                sys.stderr.write(f"rnx: --upload-dir: {path} is a link to a directory: not sent (its files are)\n")
             elif not path.is_dir():  # a FIFO, a socket, a device, a broken link: said, not sent
                 sys.stderr.write(f"rnx: --upload-dir: {path} is not a file or a directory: not sent\n")
     uploads = []

@@ -58,3 +58,17 @@ def test_an_upload_directory_says_what_it_does_not_send(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tree / 'pipe'} is not a file or a directory: not sent" in err
     assert f"{tree / 'gone'} is not a file or a directory: not sent" in err
+
+
+def test_an_upload_directory_says_a_link_to_a_directory_is_not_walked_and_refuses_one_out(tmp_path, capsys):
+    """Links to directories were skipped without a word, inside the tree or out of it."""
+    tree = tmp_path / "tree"
+    (tree / "lib").mkdir(parents=True)
+    (tree / "lib" / "mod.py").write_text("x = 1\n")
+    (tree / "alias").symlink_to("lib")  # inside: its files go under their own path
+    assert [u["path"] for u in read_uploads((), str(tree))] == ["lib/mod.py"]
+    assert f"{tree / 'alias'} is a link to a directory: not sent (its files are)" in capsys.readouterr().err
+    (tmp_path / "home").mkdir()
+    (tree / "home").symlink_to(tmp_path / "home")
+    with pytest.raises(ValidationError, match=f"{tree / 'home'} is a link out of"):
+        read_uploads((), str(tree))
