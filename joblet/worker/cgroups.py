@@ -47,9 +47,15 @@ def check_root(root: Path) -> None:
     while not missing.parent.exists():
         missing = missing.parent
     if not (missing.parent / "cgroup.procs").exists():
+        # a hybrid host's v1 directory (its hierarchies' tmpfs) is no place for it either: the
+        # v2 hierarchy is beside them, and `ip netns exec` was not what went wrong
+        unified = missing.parent / "unified"
+        hint = NETNS_HINT
+        if (unified / "cgroup.procs").exists():
+            hint = f"on this hybrid host the cgroup v2 hierarchy is {unified}: e.g. {unified / root.name}"
         raise ConfigError(
             f"cgroup_root {root} (JOBLET_CGROUP_ROOT) cannot be made: {missing} does not exist "
-            f"and {missing.parent} is not a cgroup directory; {NETNS_HINT}"
+            f"and {missing.parent} is not a cgroup directory; {hint}"
         )
 
 

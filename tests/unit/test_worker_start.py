@@ -31,6 +31,19 @@ def test_a_root_under_no_cgroup_is_refused_naming_the_missing_path(tmp_path):
     assert "JOBLET_CGROUP_ROOT" in message and "ip netns exec" in message and "nsenter --net=" in message
 
 
+def test_a_root_in_a_hybrid_hosts_v1_directory_is_pointed_to_its_v2_hierarchy(tmp_path):
+    """`JOBLET_CGROUP_ROOT=/sys/fs/cgroup/x` on a hybrid host (v1 hierarchies there, v2 under
+    unified/) was blamed on `ip netns exec`, which the operator had not used."""
+    cgroup = fresh_sysfs(tmp_path)
+    (cgroup / "unified").mkdir()
+    (cgroup / "unified" / "cgroup.procs").write_text("")
+    with pytest.raises(ConfigError) as caught:
+        cgroups.check_root(cgroup / "x")
+    message = str(caught.value)
+    assert f"the cgroup v2 hierarchy is {cgroup / 'unified'}: e.g. {cgroup / 'unified' / 'x'}" in message
+    assert "ip netns exec" not in message and "\n" not in message
+
+
 def test_a_root_the_worker_can_make_passes(tmp_path):
     unified = fresh_sysfs(tmp_path) / "unified"
     unified.mkdir()
