@@ -172,8 +172,13 @@ def list_jobs(
             older = len(records) - len(shown)
             click.echo(f"({older} older job{'s' if older > 1 else ''} not shown; --limit=0 shows all)", err=True)
         elif not records and not watch and not obj.client.nodes():  # a new shell without the export
-            where = safe_url(obj.client.settings.redis_url)
-            click.echo(f"(no worker has used this Redis, {where}: is JOBLET_REDIS_URL set?)", err=True)
+            settings = obj.client.settings
+            where, prefix = safe_url(settings.redis_url), settings.key_prefix
+            click.echo(
+                f"(no worker has used this Redis, {where}, under key prefix {prefix!r}: "
+                "are JOBLET_REDIS_URL and JOBLET_KEY_PREFIX set as the workers' are?)",
+                err=True,
+            )
 
     refresh(draw, interval if watch else None, clear=not as_json)
 

@@ -73,6 +73,7 @@ def test_an_empty_list_from_a_redis_no_worker_used_says_so(host):
     looked like 'no jobs'. The control: an empty list where a worker is says nothing more."""
     elsewhere = host.rnx("list", env_extra={"JOBLET_KEY_PREFIX": "nobody-here:"})
     assert elsewhere.returncode == 0 and b"no worker has used this Redis" in elsewhere.stderr
+    assert b"under key prefix 'nobody-here:'" in elsewhere.stderr, elsewhere.stderr
     here = host.rnx("list", "--name=no-such-job-name")
     assert here.returncode == 0 and here.stderr == b"", here.stderr
 
