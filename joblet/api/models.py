@@ -149,6 +149,7 @@ def _env(value: Any) -> dict[str, str]:
     return env
 
 
+LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")  # network_agent/plan.py's hosts file
 SHORT_ID_RE = re.compile(r"^[0-9a-f]{12}\Z", re.IGNORECASE)  # a job's name in its peers' /etc/hosts, any case
 
 
@@ -157,6 +158,10 @@ def _name(value: Any) -> str | None:
     name = optional(matching, value, NAME_RE, "job name", hint)
     if name is not None and SHORT_ID_RE.match(name):
         raise ValueError(f"{name!r} has the shape of a job's short id (12 hex digits), which names jobs by id")
+    if name is not None and (name.lower() in LOOPBACK_NAMES or name.lower().startswith("localhost.")):
+        # listed in its peers' /etc/hosts beside their own localhost line, where resolvers
+        # that return every match (glibc's `multi on`) gave `localhost` the job's address too
+        raise ValueError(f"{name!r} names the loopback in every job's /etc/hosts")
     return name
 
 

@@ -203,3 +203,15 @@ def test_a_name_cannot_be_shaped_like_a_jobs_short_id():
         make_spec("true", (), name="3f50626394c6")
     assert make_spec("true", (), name="3f50626394c6x").name == "3f50626394c6x"  # 13 characters: a name
     assert make_spec("true", (), name="db-1").name == "db-1"
+
+
+def test_a_name_cannot_be_the_loopbacks():
+    """A job named localhost was listed beside its peers' own localhost line: with glibc's
+    `multi on`, their `localhost` resolved to the job's address too (red-team run)."""
+    from joblet.api.models import make_spec
+    from joblet.fields import FieldError
+
+    for name in ("localhost", "LocalHost", "ip6-localhost", "ip6-loopback", "localhost.localdomain"):
+        with pytest.raises(FieldError, match="names the loopback in every job's /etc/hosts"):
+            make_spec("true", (), name=name)
+    assert make_spec("true", (), name="localhost-api").name == "localhost-api"  # the control
