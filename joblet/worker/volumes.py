@@ -16,6 +16,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from joblet.api.models import RUNTIME_RE
 from joblet.api.volumes import VolumeDef, VolumeStore
 from joblet.errors import ExecutionError, NotFound
 
@@ -144,10 +145,11 @@ class HostVolumes:
 
 
 def runtimes(directory: Path) -> list[str]:
-    """Names of the runtimes installed in `directory` (each a directory with a bin/)."""
+    """Names of the runtimes installed in `directory` (each a directory with a bin/), those
+    `--runtime` can name: one it refuses (`bad name`) was offered by `rnx runtime list`."""
     if not directory.is_dir():
         return []
-    return sorted(p.name for p in directory.iterdir() if (p / "bin").is_dir())
+    return sorted(p.name for p in directory.iterdir() if (p / "bin").is_dir() and RUNTIME_RE.match(p.name))
 
 
 def runtime_root(directory: Path, name: str) -> Path:

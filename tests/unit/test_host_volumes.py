@@ -110,3 +110,14 @@ def test_data_of_an_older_generation_goes_when_a_later_one_is_deleted(tmp_path: 
     assert mounts.sweep(in_use=set()) == [] and (data / "kept").exists()
     defs.delete("v1")  # defined and deleted before any job took the data over: it goes too
     assert mounts.sweep(in_use=set()) == ["v1"]
+
+
+def test_runtimes_offered_are_those_runtime_can_name(tmp_path):
+    """A runtime directory `bad name` was listed (rnx runtime list, completion, heartbeats)
+    while --runtime refused its name."""
+    from joblet.worker.volumes import runtimes
+
+    for name in ("python:3.11-ml", "bad name", ".hidden"):
+        (tmp_path / name / "bin").mkdir(parents=True)
+    (tmp_path / "nobin").mkdir()
+    assert runtimes(tmp_path) == ["python:3.11-ml"]
