@@ -105,9 +105,8 @@ def load(path: Path) -> Workflow:
     seen: dict[str, str] = {}
     for name in doc["jobs"]:
         if not isinstance(name, str):
-            raise ValidationError(
-                f"workflow {path.name}: job name {_shown(name)} is not text (quote it: '{_cut(name)}')"
-            )
+            written = "null" if name is None else _cut(name)  # YAML's None was written null (or ~)
+            raise ValidationError(f"workflow {path.name}: job name {_shown(name)} is not text (quote it: '{written}')")
         other = seen.setdefault(name_key(name), name)
         if other != name:  # its peers' lookups ignore case: one would shadow the other
             raise ValidationError(f"workflow {path.name}: jobs {_shown(other)} and {_shown(name)} differ only in case")
@@ -203,7 +202,9 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
     fields["name"] = name
     fields["limits"] = body.get("resources") or {}
     fields["uploads"] = _uploads(path, where, body.get("uploads"))
-    if not isinstance(body["command"], str) or not body["command"]:
+    if body["command"] == "" or (isinstance(body["command"], str) and not body["command"].strip()):
+        raise ValidationError(f"{where}: 'command' is empty (one program; its arguments go in 'args')")
+    if not isinstance(body["command"], str):
         raise ValidationError(f"{where}: 'command' must be text (one program; its arguments go in 'args')")
     args = _args(where, body.get("args"))
     words = body["command"].split()
@@ -254,7 +255,8 @@ def _env(where: str, value: Any) -> Any:
             raise ValidationError(
                 f"{where}: env {_cut(key)}: YAML reads the value as a boolean (true, yes, on...): quote it"
             )
-    return {k: str(v) if isinstance(v, int | float) else v for k, v in value.items()}
+    # a date (2024-01-01) as its text, as in 'args': "must be a string, not date" gave no hint
+    return {k: str(v) if isinstance(v, int | float | datetime.date) else v for k, v in value.items()}
 
 
 def _regular_file(src: Path) -> bytes:
@@ -302,7 +304,7 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
     items = requires if isinstance(requires, list) else [requires]
     found: dict[str, JobStatus] = {}
     for item in items:
-        if not isinstance(item, dict):
+        if not isinstance(item, dict) or not item:  # {} required nothing, silently
             raise ValidationError(f"{where}: 'requires' entries are {{JOB: STATUS}}")
         for dep, status in item.items():
             try:  # not str() of any value: a list of a billion items is no status

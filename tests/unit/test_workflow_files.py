@@ -83,6 +83,9 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
         ("jobs:\n  a: {command: echo, resources: {max_cpuu: 5}}\n", "invalid job field 'resources.max_cpuu'"),
         ("jobs:\n  a: {command: echo, resources: 5}\n", "invalid job field 'resources'"),
         ("jobs:\n  a: {command: echo, user: 1000}\n", "'user' is text, as --user: quote it ('1000')"),
+        ("jobs:\n  a: {command: echo, requires: [{}]}\n", "'requires' entries are {JOB: STATUS}"),
+        ("jobs:\n  null: {command: echo}\n", "job name None is not text (quote it: 'null')"),
+        ("jobs:\n  a: {command: ''}\n", "job 'a': 'command' is empty"),
     ],
 )
 def test_what_yaml_or_a_typo_would_let_pass_is_refused(tmp_path: Path, text: str, message: str):
@@ -109,8 +112,11 @@ def test_env_values_that_are_numbers_are_taken_as_yaml_reads_them(tmp_path: Path
     """As Compose's `environment:` and as `args` here: `PORT: 8080` was refused ("must be a
     string, not int")."""
     path = tmp_path / "wf.yaml"
-    path.write_text("jobs:\n  a: {command: env, env: {PORT: 8080, RATIO: 1.10, NAME: web, QUOTED: '007'}}\n")
-    assert load(path).jobs["a"].spec.env == {"PORT": "8080", "RATIO": "1.1", "NAME": "web", "QUOTED": "007"}
+    path.write_text(
+        "jobs:\n  a: {command: env, env: {PORT: 8080, RATIO: 1.10, NAME: web, QUOTED: '007', DAY: 2024-01-01}}\n"
+    )
+    env = {"PORT": "8080", "RATIO": "1.1", "NAME": "web", "QUOTED": "007", "DAY": "2024-01-01"}  # a date as args
+    assert load(path).jobs["a"].spec.env == env
 
 
 def test_numbers_in_yaml_1_1s_other_forms_stay_as_written(tmp_path: Path):
