@@ -90,6 +90,8 @@ def load(path: Path) -> Workflow:
         raise ValidationError(f"cannot read workflow {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ValidationError(f"workflow {path} is not UTF-8 text (byte {exc.start + 1})") from None
+    except RecursionError:  # PyYAML nests by recursion: `args: [[[...]]]` 500 deep was a 3,000-line traceback
+        raise ValidationError(f"workflow {path} is nested too deeply (lists or mappings inside each other)") from None
     except yaml.YAMLError as exc:  # its text spans lines, with a caret under the spot
         where = getattr(exc, "problem_mark", None)
         why = getattr(exc, "problem", None) or str(exc).splitlines()[0]

@@ -201,3 +201,30 @@ def test_a_number_of_thousands_of_digits_is_its_text(tmp_path: Path):
     path.write_text(f"jobs:\n  a:\n    command: echo\n    timeout: {digits}\n")
     with pytest.raises(ValidationError, match="timeout"):
         load(path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[" * 5000 + "x" + "]" * 5000, "{a: " * 5000 + "x" + "}" * 5000],
+    ids=["lists", "mappings"],
+)
+def test_yaml_nested_past_the_recursion_limit_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, value: str):
+    """PyYAML composes nested lists by recursion: `args: [[[...]]]` 500 deep raised RecursionError,
+    a 3,000-line traceback and exit 1 (300 deep was the clean "not text" error)."""
+    from click.testing import CliRunner
+
+    from joblet.cli import main
+
+    path = tmp_path / "deep.yaml"
+    path.write_text(f"jobs:\n  a:\n    command: echo\n    args: {value}\n")
+    with pytest.raises(ValidationError, match="is nested too deeply"):
+        load(path)
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: None))  # refused before Redis
+    out = CliRunner().invoke(main.cli, ["workflow", "run", str(path)])
+    assert out.exit_code == 2 and out.output.splitlines() == [
+        f"rnx: workflow {path} is nested too deeply (lists or mappings inside each other)"
+    ]
+    shallow = tmp_path / "shallow.yaml"  # the control: 100 deep loads, and its field refuses it
+    shallow.write_text("jobs:\n  a:\n    command: echo\n    args: " + "[" * 100 + "x" + "]" * 100 + "\n")
+    with pytest.raises(ValidationError, match="is not text or a number"):
+        load(shallow)
