@@ -20,10 +20,21 @@ class Volumes:
         return self.store.create(name, size)
 
     def users(self, name: str) -> list[str]:
-        return [r.short_id for r in self.jobs.list_jobs() if name in r.spec.volumes and not r.status.final]
+        return self._users().get(name, [])
+
+    def _users(self) -> dict[str, list[str]]:
+        """Each volume's jobs that have not ended, from one read of the job records: `list`
+        read them all once per volume (32 volumes and 2,356 jobs: 75,000 HGETALLs, 6 s)."""
+        users: dict[str, list[str]] = {}
+        for r in self.jobs.list_jobs():
+            if not r.status.final:
+                for name in dict.fromkeys(r.spec.volumes):
+                    users.setdefault(name, []).append(r.short_id)
+        return users
 
     def list(self) -> list[dict[str, Any]]:
-        return [{**v.to_dict(), "jobs": len(self.users(v.name))} for v in self.store.all()]
+        users = self._users()
+        return [{**v.to_dict(), "jobs": len(users.get(v.name, []))} for v in self.store.all()]
 
     def delete(self, name: str) -> None:
         self.store.get(name)
