@@ -185,6 +185,14 @@ class Store(OutputStreams):
         return record
 
     @_url
+    def find_jobs(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """Each job's record (None where it is gone), in one round trip."""
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
+
+    @_url
     def resolve(self, prefix: str) -> str:
         """The full id of the job `prefix` names, as Docker looks a container up: a whole id,
         else a name (the latest job given it; `rnx stop db`), else the one id it begins. A

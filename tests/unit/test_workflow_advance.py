@@ -61,6 +61,9 @@ class FakeStore:
     def get_job(self, job_id: str) -> JobRecord:
         return self.jobs[job_id]
 
+    def statuses(self, job_ids: list[str]) -> list[JobStatus | None]:
+        return [self.jobs[job_id].status if job_id in self.jobs else None for job_id in job_ids]
+
     def transition(self, job_id: str, allowed: Any, **fields: Any) -> bool:
         rec = self.jobs[job_id]
         if rec.status not in list(allowed):
