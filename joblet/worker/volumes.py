@@ -61,40 +61,61 @@ class HostVolumes:
             return None
 
     def ensure(self, vol: VolumeDef) -> Path:
-        """The volume's data directory on this host, made (and mounted) on first use."""
+        """The volume's data directory on this host, made (and mounted) on first use. A first
+        use that fails leaves nothing of the volume here: a size the disk lacks left `created`
+        and an empty `data`, as if the volume were made."""
         data = self.data(vol.name)
         with self._lock:
-            data.mkdir(parents=True, exist_ok=True)
-            self._check_form(vol, data)
-            if self.generation(vol.name) != vol.created:  # new, an older worker's, or a name
-                # defined again after Redis forgot it (a deleted generation was removed first)
-                (self.root / vol.name / "created").write_text(json.dumps(vol.created))
             # root's alone: jobs are root and may leave setuid files in a volume, which a
             # local user reaching them would run as root (jobs see only the bind, not this)
+            self.root.mkdir(parents=True, exist_ok=True)
             self.root.chmod(0o700)
-            if vol.size_mb is not None and not is_mounted(data):
-                image = self.root / vol.name / "image"
-                if not image.exists():  # made under another name: a failed mkfs leaves no image
-                    free_mb = shutil.disk_usage(self.root).free >> 20
-                    if vol.size_mb > free_mb:  # a sparse image would promise what the disk lacks
-                        raise ExecutionError(
-                            f"volume {vol.name}: its size ({vol.size_mb} MB) is more than this host's "
-                            f"state disk has free ({free_mb} MB at {self.root})"
-                        )
-                    making = image.with_name("image.new")  # that every later job fails to mount
-                    try:
-                        with open(
-                            os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb"
-                        ) as fh:
-                            fh.truncate(vol.size_mb * 1024 * 1024)
-                        _run("mkfs.ext4", "-q", "-F", "-m", "0", str(making))
-                        making.rename(image)
-                    except OSError as exc:
-                        raise ExecutionError(f"failed to make volume {vol.name}'s image: {exc.strerror}") from None
-                    finally:
-                        making.unlink(missing_ok=True)  # what a failed mkfs wrote, not kept
-                _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
+            made = not os.path.lexists(self.root / vol.name)
+            try:
+                self._make(vol, data)
+            except BaseException:
+                if made and not is_mounted(data):  # new and shallow: no job has used it
+                    shutil.rmtree(self.root / vol.name, ignore_errors=True)
+                raise
         return Path(_plain(data))
+
+    def _make(self, vol: VolumeDef, data: Path) -> None:
+        """Check, then make what is missing: the data directory, its generation, the image
+        and its mount."""
+        self._check_form(vol, data)
+        image = self.root / vol.name / "image"
+        size = vol.size_mb if vol.size_mb is not None and not is_mounted(data) else None
+        if size is not None and not image.exists():
+            self._check_room(vol.name, size)  # before anything of the volume is written
+        data.mkdir(parents=True, exist_ok=True)
+        if self.generation(vol.name) != vol.created:  # new, an older worker's, or a name
+            # defined again after Redis forgot it (a deleted generation was removed first)
+            (self.root / vol.name / "created").write_text(json.dumps(vol.created))
+        if size is not None:
+            if not image.exists():  # made under another name: a failed mkfs leaves no image
+                self._make_image(vol.name, size, image)
+            _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
+
+    def _check_room(self, name: str, size_mb: int) -> None:
+        """A sparse image would promise what the disk lacks: refuse a size past its free space."""
+        free_mb = shutil.disk_usage(self.root).free >> 20
+        if size_mb > free_mb:
+            raise ExecutionError(
+                f"volume {name}: its size ({size_mb} MB) is more than this host's "
+                f"state disk has free ({free_mb} MB at {self.root})"
+            )
+
+    def _make_image(self, name: str, size_mb: int, image: Path) -> None:
+        making = image.with_name("image.new")  # that every later job fails to mount
+        try:
+            with open(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as fh:
+                fh.truncate(size_mb * 1024 * 1024)
+            _run("mkfs.ext4", "-q", "-F", "-m", "0", str(making))
+            making.rename(image)
+        except OSError as exc:
+            raise ExecutionError(f"failed to make volume {name}'s image: {exc.strerror}") from None
+        finally:
+            making.unlink(missing_ok=True)  # what a failed mkfs wrote, not kept
 
     def _check_form(self, vol: VolumeDef, data: Path) -> None:
         """Refuse a definition this host's data of its name is not (a volume defined again
@@ -110,7 +131,7 @@ class HostVolumes:
                 f"volume {vol.name}: this host holds its data as a {held} MB image and its definition has "
                 f"no size: define it again with --size={held}MB, or delete it to drop that data"
             )
-        if held is None and vol.size_mb is not None and not is_mounted(data) and any(data.iterdir()):
+        if held is None and vol.size_mb is not None and data.is_dir() and not is_mounted(data) and any(data.iterdir()):
             raise ExecutionError(
                 f"volume {vol.name}: this host holds its data as a directory and its definition has a size: "
                 "define it again without --size, or delete it to drop that data"

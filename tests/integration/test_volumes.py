@@ -209,6 +209,16 @@ def test_sized_volume_is_its_own_filesystem(client, host):
     )
 
 
+def test_a_sized_volume_the_disk_lacks_fails_its_job_and_leaves_nothing(client, host):
+    """Its first job failed after the volume's `created` and `data` were written on the host,
+    which stayed as if the volume were made there."""
+    client.volumes.create("toobig", "16TB")  # the largest size: more than a test host's disk
+    rec, _, _ = run(client, "true", network="none", volumes=["toobig"])
+    assert rec.status == JobStatus.FAILED and "is more than this host's state disk has free" in (rec.error or "")
+    assert not (host.tmp / "state" / "volumes" / "toobig").exists()
+    client.volumes.delete("toobig")
+
+
 def test_runtime_is_read_only_and_first_on_path(client, host):
     bindir = host.tmp / "runtimes" / "python:3.11-ml" / "bin"
     bindir.mkdir(parents=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,6 +28,7 @@ def test_a_failed_mkfs_leaves_no_image_that_later_jobs_cannot_mount(tmp_path: Pa
         host.ensure(vol)
     assert not (tmp_path / "volumes" / "data" / "image").exists()  # no half-made image taken for made
     assert not (tmp_path / "volumes" / "data" / "image.new").exists()  # nor its blocks kept
+    assert not (tmp_path / "volumes" / "data").exists()  # nor the volume: its first use failed
     broken[0] = False
     host.ensure(vol)  # the next job: made again, then mounted
     assert calls == ["mkfs.ext4", "mkfs.ext4", "mount"]
@@ -43,6 +45,42 @@ def test_a_size_the_state_disk_cannot_hold_is_refused(tmp_path: Path, monkeypatc
     assert calls == [] and not (tmp_path / "volumes" / "huge" / "image").exists()
     host.ensure(VolumeDef(name="small", size_mb=1))  # the control: one that fits is made
     assert calls == ["mkfs.ext4", "mount"]
+
+
+def test_a_size_the_disk_lacks_leaves_nothing_and_is_made_once_there_is_room(tmp_path: Path, monkeypatch):
+    """The refusal came after the volume's `created` and `data` were written: they stayed, as
+    if the volume had been made here. Nothing stays; once there is room the next job makes it."""
+    calls: list[str] = []
+    monkeypatch.setattr(volumes, "_run", lambda *argv: calls.append(argv[0]))
+    free_mb = [100]
+    monkeypatch.setattr(volumes.shutil, "disk_usage", lambda path: SimpleNamespace(free=free_mb[0] << 20))
+    host = volumes.HostVolumes(tmp_path)
+    vol = VolumeDef(name="big", size_mb=500, created=1.0)
+    with pytest.raises(
+        ExecutionError, match=r"its size \(500 MB\) is more than this host's state disk has free \(100 MB"
+    ):
+        host.ensure(vol)
+    assert calls == [] and host.local() == [] and not (tmp_path / "volumes" / "big").exists()
+    free_mb[0] = 1000  # space freed
+    assert host.ensure(vol) == tmp_path / "volumes" / "big" / "data"
+    assert calls == ["mkfs.ext4", "mount"] and host.generation("big") == 1.0
+    assert (tmp_path / "volumes" / "big" / "image").stat().st_size == 500 << 20
+
+
+def test_a_failure_on_a_volume_in_use_keeps_its_data(tmp_path: Path, monkeypatch):
+    """The control: only a first use is undone; a later one that fails (its mount) keeps the data."""
+    monkeypatch.setattr(volumes, "_run", lambda *argv: None)
+    host = volumes.HostVolumes(tmp_path)
+    vol = VolumeDef(name="kept", size_mb=8, created=1.0)
+    host.ensure(vol)
+
+    def mount_fails(*argv: str) -> None:
+        raise ExecutionError("mount failed: no free loop device")
+
+    monkeypatch.setattr(volumes, "_run", mount_fails)
+    with pytest.raises(ExecutionError, match="no free loop device"):
+        host.ensure(vol)
+    assert (tmp_path / "volumes" / "kept" / "image").exists() and host.generation("kept") == 1.0
 
 
 class Defs:
