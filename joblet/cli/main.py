@@ -96,7 +96,7 @@ class RnxGroup(click.Group):
             sys.exit(exc.exit_code)
         except JobletError as exc:
             code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
-            click.echo(f"rnx: {exc}", err=True)
+            click.echo(f"rnx: {error_text(exc)}", err=True)
             sys.exit(code)
         except KeyboardInterrupt:  # Ctrl-C: quiet, 130, as a shell's command (click said "Aborted!", 1)
             sys.exit(130)
@@ -260,7 +260,7 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
         except JobletError as exc:
             if len(job_ids) == 1:
                 raise  # one job: its own exit code, as before
-            click.echo(f"rnx: {exc}", err=True)
+            click.echo(f"rnx: {error_text(exc)}", err=True)
             failed += 1
     for record in asked:
         if not record.status.final and not no_wait:
@@ -277,6 +277,14 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
         click.echo(f"{record.id} {record.status.value}")
     if failed:
         sys.exit(1)
+
+
+def error_text(exc: Exception) -> str:
+    """An error's message as one line of text: it may quote what the user typed (`rnx status
+    $'x\\n\\e]0;T\\a'` split the line and set the terminal's title)."""
+    from joblet.cli.render import printable
+
+    return printable(str(exc))
 
 
 def exit_text(record: Any) -> str:

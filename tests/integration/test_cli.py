@@ -26,6 +26,16 @@ def test_unknown_job_id(host):
     assert out.returncode == 1 and b"no such job: doesnotexist" in out.stderr
 
 
+def test_an_unknown_name_is_echoed_as_one_line_of_text(host):
+    """`no such job: ...` printed the argument raw: a newline split the message over two lines,
+    and an escape sequence (here OSC 0, the window title) reached the terminal."""
+    given = "ab\ncd\x1b]0;pwned\x07"
+    for args in (("status",), ("log",), ("stop",), ("volume", "delete"), ("network", "delete"), ("workflow", "status")):
+        out = host.rnx(*args, given)
+        assert out.returncode == 1 and out.stderr.endswith(b": ab\\x0acd\\x1b]0;pwned\\x07\n"), (args, out.stderr)
+        assert out.stderr.count(b"\n") == 1 and b"\x1b" not in out.stderr, (args, out.stderr)
+
+
 def test_bad_env_is_refused_before_queueing(host):
     before = host.rnx("list", "--json").stdout
     out = host.rnx("run", "--env", "1X=2", "true")

@@ -1,0 +1,67 @@
+"""`rnx stop`, `status` and `log` with click's CliRunner against a fake client: what they print
+and how they exit (the real worker's side: tests/integration/test_cli_ops.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.cli import main
+from joblet.errors import NotFound
+
+TITLE = "ab\ncd\x1b]0;pwned\x07"  # a newline, and an OSC sequence that sets the terminal's title
+
+
+class StopClient:
+    """Jobs by id and by name; `wait` answers with the job's record once it ended, or times out
+    (its worker gone) when it is `stuck`."""
+
+    def __init__(self, *records: JobRecord, stuck: bool = False) -> None:
+        self.jobs = {r.id: r for r in records}
+        self.stuck = stuck
+        self.stops: list[str] = []
+        self.settings = SimpleNamespace(stop_grace=0.0)
+
+    def get(self, job_id: str) -> JobRecord:
+        found = [r for r in self.jobs.values() if job_id in (r.id, r.name)]
+        if not found:
+            raise NotFound(f"no such job: {job_id}")
+        return found[0]
+
+    def stop(self, job_id: str) -> JobRecord:
+        self.stops.append(job_id)
+        return self.jobs[job_id]
+
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        if self.stuck:
+            raise TimeoutError(job_id)
+        self.jobs[job_id] = self.jobs[job_id].replace(status=JobStatus.STOPPED, exit_code=143)
+        return self.jobs[job_id]
+
+    def logs(self, job_id: str, **_: Any) -> Any:
+        self.get(job_id)
+        return iter(())
+
+
+def job(char: str, status: JobStatus, name: str | None = None) -> JobRecord:
+    return JobRecord(id=char * 32, spec=JobSpec(command="sleep", name=name), status=status, name=name)
+
+
+def rnx(monkeypatch, client: StopClient, *args: str) -> Any:
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    return CliRunner().invoke(main.cli, list(args), prog_name="rnx")
+
+
+@pytest.mark.parametrize("args", [("status",), ("log",), ("stop",), ("stop", "r" * 32)], ids=" ".join)
+def test_a_job_argument_in_an_error_is_one_line_of_text(monkeypatch, args):
+    """`no such job: ...` echoed the argument raw: a newline split the line, and an escape
+    sequence reached the terminal (here it would set the window's title)."""
+    client = StopClient(job("r", JobStatus.RUNNING))
+    out = rnx(monkeypatch, client, args[0], TITLE, *args[1:])
+    assert out.exit_code == 1
+    assert "rnx: no such job: ab\\x0acd\\x1b]0;pwned\\x07\n" in out.stderr and "\x1b" not in out.stderr
+    assert len([line for line in out.stderr.splitlines() if "no such job" in line]) == 1
