@@ -247,11 +247,13 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
 
     client, began, failed = obj.client, time.monotonic(), 0
     asked: list[Any] = []
+    seen: set[str] = set()  # named twice (an id and its name): asked and reported once
     for job_id in job_ids:
         try:
             before = client.get(job_id)
-            if any(r.id == before.id for r in asked):  # named twice (an id and its name)
+            if before.id in seen:  # an ended one too (it was reported once per naming)
                 continue
+            seen.add(before.id)
             if before.status.final:
                 click.echo(f"job {before.short_id} had already ended: {before.status.value.lower()}", err=True)
                 click.echo(f"{before.id} {before.status.value}")

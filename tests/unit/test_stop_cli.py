@@ -56,6 +56,16 @@ def rnx(monkeypatch, client: StopClient, *args: str) -> Any:
     return CliRunner().invoke(main.cli, list(args), prog_name="rnx")
 
 
+def test_an_ended_job_named_twice_is_reported_once(monkeypatch):
+    """`rnx stop X X` of a job that had ended printed it twice (a running one was asked and
+    reported once already)."""
+    client = StopClient(job("e", JobStatus.COMPLETED, name="done"), job("r", JobStatus.RUNNING, name="busy"))
+    out = rnx(monkeypatch, client, "stop", "done", "e" * 32, "busy", "r" * 32)
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines() == [f"{'e' * 32} COMPLETED", f"{'r' * 32} STOPPED"]
+    assert out.stderr.count("had already ended") == 1 and client.stops == ["r" * 32]
+
+
 @pytest.mark.parametrize("args", [("status",), ("log",), ("stop",), ("stop", "r" * 32)], ids=" ".join)
 def test_a_job_argument_in_an_error_is_one_line_of_text(monkeypatch, args):
     """`no such job: ...` echoed the argument raw: a newline split the line, and an escape
