@@ -242,7 +242,8 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
 def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
     """Stop jobs: SIGTERM, then SIGKILL after the grace period, to each one's whole process
     tree. Several are asked to stop at once, then waited for; one that cannot be found is
-    reported, the others still stop (exit 1, as `docker stop`)."""
+    reported, the others still stop (exit 1, as `docker stop`), and so is one that has not
+    ended when rnx stops waiting (its worker gone)."""
     import time
 
     client, began, failed = obj.client, time.monotonic(), 0
@@ -265,20 +266,38 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
             click.echo(f"rnx: {error_text(exc)}", err=True)
             failed += 1
     for record in asked:
-        if not record.status.final and not no_wait:
-            grace = client.settings.stop_grace
-            sent = f"sent SIGTERM, waiting up to {grace:g} s (then SIGKILL)"
-            click.echo(f"stopping job {record.short_id}… {sent}", err=True)
-            try:
-                record = client.wait(record.id, timeout=max(1.0, grace + 30 - (time.monotonic() - began)))
-            except TimeoutError:
-                click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
-        if record.status.final:
-            took = f"{time.monotonic() - began:.1f} s{exit_text(record)}"
-            click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
-        click.echo(f"{record.id} {record.status.value}")
+        if not await_stop(client, record, began, no_wait):
+            failed += 1
     if failed:
         sys.exit(1)
+
+
+def await_stop(client: Any, record: Any, began: float, no_wait: bool) -> bool:
+    """Wait for one asked job to end (unless `no_wait`) and report it; False if it had not
+    ended when rnx stopped waiting (its worker dead?), which exits 1: it exited 0, as if the
+    job had stopped, with `ID RUNNING` on stdout."""
+    import time
+
+    if not record.status.final and not no_wait:
+        click.echo(f"stopping job {record.short_id}… sent SIGTERM, {STOP_WAIT}", err=True)
+        try:
+            record = client.wait(
+                record.id, timeout=max(1.0, client.settings.stop_grace + 30 - (time.monotonic() - began))
+            )
+        except TimeoutError:
+            click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
+            click.echo(f"{record.id} {record.status.value}")
+            return False
+    if record.status.final:
+        took = f"{time.monotonic() - began:.1f} s{exit_text(record)}"
+        click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
+    click.echo(f"{record.id} {record.status.value}")
+    return True
+
+
+# No number: the SIGKILL comes after the worker's stop_grace, which neither the job's record
+# nor its node's heartbeat carries; rnx printed its own ("up to 10 s"), whatever the worker's
+STOP_WAIT = "waiting for it to end (SIGKILL after the worker's grace period)"
 
 
 def error_text(exc: Exception) -> str:

@@ -56,6 +56,27 @@ def rnx(monkeypatch, client: StopClient, *args: str) -> Any:
     return CliRunner().invoke(main.cli, list(args), prog_name="rnx")
 
 
+def test_a_job_that_does_not_end_exits_1_and_no_grace_is_guessed(monkeypatch):
+    """Its worker dead, the job never ends: rnx said so and exited 0 all the same, and
+    promised SIGKILL "up to N s" from its own stop_grace, which need not be the worker's."""
+    client = StopClient(job("a", JobStatus.RUNNING), stuck=True)
+    out = rnx(monkeypatch, client, "stop", "a" * 32)
+    assert out.exit_code == 1, out.output
+    assert out.stdout == f"{'a' * 32} RUNNING\n"
+    assert f"stopping job {'a' * 12}… sent SIGTERM, {main.STOP_WAIT}" in out.stderr
+    assert "has not ended yet: is its worker alive?" in out.stderr and " s (then SIGKILL)" not in out.stderr
+    ended = StopClient(job("a", JobStatus.RUNNING))  # the control: one that ends exits 0
+    out = rnx(monkeypatch, ended, "stop", "a" * 32)
+    assert out.exit_code == 0 and out.stdout == f"{'a' * 32} STOPPED\n", out.output
+    assert f"job {'a' * 12} stopped after" in out.stderr
+
+
+def test_no_wait_leaves_a_running_job_with_exit_0(monkeypatch):
+    client = StopClient(job("a", JobStatus.RUNNING), stuck=True)
+    out = rnx(monkeypatch, client, "stop", "--no-wait", "a" * 32)
+    assert out.exit_code == 0 and out.stdout == f"{'a' * 32} RUNNING\n" and out.stderr == ""
+
+
 def test_an_ended_job_named_twice_is_reported_once(monkeypatch):
     """`rnx stop X X` of a job that had ended printed it twice (a running one was asked and
     reported once already)."""
