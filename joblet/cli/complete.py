@@ -88,6 +88,18 @@ def nodes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list
     return _items(incomplete, found)
 
 
+def workflows(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Short ids and names of the workflows kept, the newest first."""
+
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        for row in reversed(client.workflows.list()):
+            what = f"{row['status']} {row['name']}"
+            yield row["id"][:12], what
+            yield row["name"], what
+
+    return _items(incomplete, found)
+
+
 def statuses(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     from joblet.api.models import JobStatus
 

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from joblet import wakeup
+from joblet.cli import complete
 
 
 @click.group()
@@ -102,7 +103,7 @@ def list_cmd(obj: Any, as_json: bool) -> None:
 
 
 @workflow.command("status")
-@click.argument("workflow_id", metavar="WORKFLOW")
+@click.argument("workflow_id", metavar="WORKFLOW", shell_complete=complete.workflows)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_obj
 def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
@@ -132,7 +133,7 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
 
 
 @workflow.command("stop")
-@click.argument("workflow_id", metavar="WORKFLOW")
+@click.argument("workflow_id", metavar="WORKFLOW", shell_complete=complete.workflows)
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the jobs to end.")
 @click.pass_obj
 def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:

@@ -92,3 +92,24 @@ def test_completion_against_a_hung_redis_gives_up_within_a_second_or_two(host, t
         assert host.name in complete(host, "run", "--node", "", timeout=15)  # the control
     finally:
         hung.close()
+
+
+def test_workflows_complete_and_a_request_without_the_shells_words_is_quiet(host, tmp_path):
+    """`rnx workflow status <TAB>` offered nothing; `_RNX_COMPLETE=bash_complete rnx` run
+    by hand (no COMP_WORDS) printed click's KeyError traceback."""
+    path = tmp_path / "cmpwf.yaml"
+    path.write_text("jobs:\n  only: {command: 'true', network: none}\n")
+    started = host.rnx("workflow", "run", "-d", str(path))
+    assert started.returncode == 0, started.stderr
+    wf_id = started.stdout.decode().strip()
+    assert wf_id[:12] in complete(host, "workflow", "status", wf_id[:4])
+    assert "cmpwf" in complete(host, "workflow", "stop", "cmp")
+    assert complete(host, "workflow", "status", "zz-no-such") == []  # only what exists
+    bare = subprocess.run(
+        [str(BIN / "rnx")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **host.env, "_RNX_COMPLETE": "bash_complete"},
+    )
+    assert bare.returncode == 0 and bare.stderr == "" and bare.stdout == "", bare
