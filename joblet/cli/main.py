@@ -265,25 +265,36 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
                 raise  # one job: its own exit code, as before
             click.echo(f"rnx: {error_text(exc)}", err=True)
             failed += 1
+    graces = worker_graces(client) if asked and not no_wait else {}
     for record in asked:
-        if not await_stop(client, record, began, no_wait):
+        if not await_stop(client, record, began, no_wait, graces.get(record.node or "")):
             failed += 1
     if failed:
         sys.exit(1)
 
 
-def await_stop(client: Any, record: Any, began: float, no_wait: bool) -> bool:
+def worker_graces(client: Any) -> dict[str, float]:
+    """Each live node's stop grace, as its heartbeat publishes it (older workers do not)."""
+    try:
+        nodes = client.live_nodes()
+    except JobletError:
+        return {}
+    return {n: float(g) for n, info in nodes.items() if isinstance(g := info.get("stop_grace"), int | float)}
+
+
+def await_stop(client: Any, record: Any, began: float, no_wait: bool, grace: float | None = None) -> bool:
     """Wait for one asked job to end (unless `no_wait`) and report it; False if it had not
     ended when rnx stopped waiting (its worker dead?), which exits 1: it exited 0, as if the
-    job had stopped, with `ID RUNNING` on stdout."""
+    job had stopped, with `ID RUNNING` on stdout. `grace`: its worker's, when its heartbeat
+    says (the client's own setting is no guide to it)."""
     import time
 
     if not record.status.final and not no_wait:
-        click.echo(f"stopping job {record.short_id}… sent SIGTERM, {STOP_WAIT}", err=True)
+        said = STOP_WAIT if grace is None else f"waiting up to {grace:g} s (then SIGKILL)"
+        click.echo(f"stopping job {record.short_id}… sent SIGTERM, {said}", err=True)
+        patience = (client.settings.stop_grace if grace is None else grace) + 30
         try:
-            record = client.wait(
-                record.id, timeout=max(1.0, client.settings.stop_grace + 30 - (time.monotonic() - began))
-            )
+            record = client.wait(record.id, timeout=max(1.0, patience - (time.monotonic() - began)))
         except TimeoutError:
             click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
             click.echo(f"{record.id} {record.status.value}")

@@ -86,6 +86,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
     return {
         "version": _version(),
         "concurrency": cfg.concurrency,
+        "stop_grace": cfg.stop_grace,  # what rnx stop tells and waits for
         "cpus": len(os.sched_getaffinity(0)),  # what --max-cpu can ask of this node
         "disk_ceiling": cfg.job_disk_ceiling,  # what --max-disk and --max-pids can (placement)
         "pids_ceiling": cfg.job_pids_ceiling,

@@ -25,6 +25,10 @@ class StopClient:
         self.stuck = stuck
         self.stops: list[str] = []
         self.settings = SimpleNamespace(stop_grace=0.0)
+        self.nodes: dict[str, dict[str, Any]] = {}  # live nodes' heartbeats
+
+    def live_nodes(self) -> dict[str, dict[str, Any]]:
+        return self.nodes
 
     def get(self, job_id: str) -> JobRecord:
         found = [r for r in self.jobs.values() if job_id in (r.id, r.name)]
@@ -96,3 +100,17 @@ def test_a_job_argument_in_an_error_is_one_line_of_text(monkeypatch, args):
     assert out.exit_code == 1
     assert "rnx: no such job: ab\\x0acd\\x1b]0;pwned\\x07\n" in out.stderr and "\x1b" not in out.stderr
     assert len([line for line in out.stderr.splitlines() if "no such job" in line]) == 1
+
+
+def test_the_grace_told_is_the_jobs_workers(monkeypatch):
+    """Its worker's heartbeat says its stop_grace: rnx tells that (and waits by it), not its
+    own setting's; a worker that does not say leaves the number out."""
+    running = job("a", JobStatus.RUNNING).replace(node="n1")
+    client = StopClient(running)
+    client.nodes = {"n1": {"stop_grace": 2.5}}
+    out = rnx(monkeypatch, client, "stop", "a" * 32)
+    assert out.exit_code == 0 and "sent SIGTERM, waiting up to 2.5 s (then SIGKILL)" in out.stderr, out.output
+    client = StopClient(running)
+    client.nodes = {"n1": {}}  # the control: an older worker's heartbeat
+    out = rnx(monkeypatch, client, "stop", "a" * 32)
+    assert f"sent SIGTERM, {main.STOP_WAIT}" in out.stderr, out.output
