@@ -145,14 +145,21 @@ def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
     click.echo(f"stopping {len(touched)} job(s): {', '.join(touched) or '-'}")
     if no_wait:
         return
+    from joblet.cli.main import worker_graces
+
     info = client.workflows.status(wf_id)
-    deadline = time.monotonic() + client.settings.stop_grace + 30
+    graces = worker_graces(client)
+    grace = max([client.settings.stop_grace, *graces.values()]) if graces else client.settings.stop_grace
+    deadline, unended = time.monotonic() + grace + 30, 0
     for job in info["jobs"]:
         if job["name"] in touched:
             try:
                 client.wait(job["id"], timeout=max(1.0, deadline - time.monotonic()))
             except TimeoutError:
                 click.echo(f"job {job['name']} has not ended yet: is its worker alive? (rnx status)", err=True)
+                unended += 1
     info = client.workflows.status(wf_id)
     ended = ", ".join(f"{j['name']} {j['status'].lower()}" for j in info["jobs"] if j["name"] in touched)
     click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} ({ended or 'nothing to stop'})")
+    if unended:  # as rnx stop: it exited 0, as if the workflow had stopped
+        sys.exit(1)

@@ -114,3 +114,23 @@ def test_the_grace_told_is_the_jobs_workers(monkeypatch):
     client.nodes = {"n1": {}}  # the control: an older worker's heartbeat
     out = rnx(monkeypatch, client, "stop", "a" * 32)
     assert f"sent SIGTERM, {main.STOP_WAIT}" in out.stderr, out.output
+
+
+def test_a_workflow_stop_whose_job_does_not_end_exits_1(monkeypatch):
+    """`rnx workflow stop` said a job had not ended and exited 0 all the same."""
+    row = {
+        "id": "c" * 32,
+        "name": "wf",
+        "status": "RUNNING",
+        "jobs": [{"name": "a", "id": "a" * 32, "status": "RUNNING"}],
+    }
+
+    def client(stuck: bool) -> StopClient:
+        made = StopClient(job("a", JobStatus.RUNNING), stuck=stuck)
+        made.workflows = SimpleNamespace(status=lambda wf_id: row, stop=lambda wf_id: ["a"])  # type: ignore[attr-defined]
+        return made
+
+    out = rnx(monkeypatch, client(stuck=True), "workflow", "stop", "c" * 12)
+    assert out.exit_code == 1 and "job a has not ended yet" in out.stderr, out.output
+    out = rnx(monkeypatch, client(stuck=False), "workflow", "stop", "c" * 12)  # the control
+    assert out.exit_code == 0 and "workflow wf cccccccccccc:" in out.stdout, out.output
