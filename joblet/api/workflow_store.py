@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,6 +20,8 @@ from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import AmbiguousId, NotFound
+
+T = TypeVar("T")
 
 
 class WorkflowRecord(BaseModel):
@@ -134,24 +136,25 @@ def all_ids(store: Store) -> list[str]:
 
 def records(store: Store, wf: WorkflowRecord) -> dict[str, JobRecord]:
     """Each job's record by its name, in one round trip (`rnx workflow status` and `list`)."""
-    recs: dict[str, JobRecord] = {}
-    for (name, job_id), rec in zip(wf.jobs.items(), store.find_jobs(list(wf.jobs.values())), strict=True):
-        if rec is None:
-            raise NotFound(f"no such job: {job_id}")
-        recs[name] = rec
-    return recs
+    return _by_name(wf, store.find_jobs(list(wf.jobs.values())))
 
 
 def statuses(store: Store, wf: WorkflowRecord) -> dict[str, JobStatus]:
     """Each job's status by its name, in one round trip: all an advance decides by. Every
     job's end advances its workflow, and each advance read every job's whole record one
     round trip at a time: a 200-job chain took 52,000 HGETALLs (12.5 s)."""
-    found: dict[str, JobStatus] = {}
-    for (name, job_id), status in zip(wf.jobs.items(), store.statuses(list(wf.jobs.values())), strict=True):
-        if status is None:
+    return _by_name(wf, store.statuses(list(wf.jobs.values())))
+
+
+def _by_name(wf: WorkflowRecord, found: list[T | None]) -> dict[str, T]:
+    """The workflow's jobs' `found` values (in its jobs' order) by job name; one missing (its
+    record expired) is NotFound."""
+    out: dict[str, T] = {}
+    for (name, job_id), value in zip(wf.jobs.items(), found, strict=True):
+        if value is None:
             raise NotFound(f"no such job: {job_id}")
-        found[name] = status
-    return found
+        out[name] = value
+    return out
 
 
 def _verdict(states: dict[str, JobStatus], reqs: dict[str, JobStatus]) -> tuple[str, str | None]:

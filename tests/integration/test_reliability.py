@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -222,24 +224,53 @@ def worker_log(h: Host) -> str:
     return (h.tmp / "worker.log").read_text(errors="replace")
 
 
+class Forgetful:
+    """A worker on a private Redis that can restart empty (the quickstart's keeps nothing)."""
+
+    def __init__(self, tmp_path: Path, name: str, **settings: str) -> None:
+        self.tmp_path = tmp_path
+        self.redis = private_redis(tmp_path)
+        try:
+            self.host = Host(f"unix://{tmp_path}/redis.sock", name, **settings)
+        except BaseException:
+            self.redis.terminate()
+            self.redis.wait()
+            raise
+
+    def restart_empty(self) -> None:
+        self.redis.terminate()
+        self.redis.wait()
+        self.redis = private_redis(self.tmp_path)
+
+    def close(self) -> None:
+        self.host.close()
+        self.redis.terminate()
+        self.redis.wait()
+
+
+@contextlib.contextmanager
+def forgetful(tmp_path: Path, name: str, **settings: str) -> Iterator[tuple[Forgetful, Client]]:
+    need(os.geteuid() == 0, "needs root")
+    box = Forgetful(tmp_path, name, **settings)
+    try:
+        box.host.start_worker()
+        yield box, Client(box.host.cfg)
+    finally:
+        box.close()
+
+
 def test_jobs_a_restarted_redis_forgot_are_restored_by_their_worker(tmp_path):
     """Redis restarted without its data (the quickstart's keeps none): a running job was
     invisible and unstoppable, and its address went to the next job. Its worker writes back
     its record, name, address and place in its network on a heartbeat."""
-    need(os.geteuid() == 0, "needs root")
-    redis = private_redis(tmp_path)
-    h = Host(f"unix://{tmp_path}/redis.sock", "forgot")
-    try:
-        h.start_worker()
-        client = Client(h.cfg)
+    with forgetful(tmp_path, "forgot") as (box, client):
+        h = box.host
         keeper = client.run("sleep", ("300",), name="keeper")
         ip = wait_running(client, keeper.id)
         kept = client.networks.create("kept", "10.150.0.0/24")
         on_kept = client.run("sleep", ("300",), network="kept")
         wait_running(client, on_kept.id)
-        redis.terminate()
-        redis.wait()
-        redis = private_redis(tmp_path)  # empty
+        box.restart_empty()
         eventually(lambda: client.store.find_job(keeper.id) is not None, "the job restored", timeout=60)
         rec = client.get("keeper")
         assert rec.id == keeper.id and rec.status == JobStatus.RUNNING and rec.ips == {"bridge": ip}, rec
@@ -257,49 +288,31 @@ def test_jobs_a_restarted_redis_forgot_are_restored_by_their_worker(tmp_path):
         assert h.rnx("stop", "keeper").returncode == 0 and client.get(keeper.id).status == JobStatus.STOPPED
         client.stop(after.id)
         client.wait(after.id, timeout=30)
-    finally:
-        h.close()
-        redis.terminate()
-        redis.wait()
 
 
 def test_a_job_ending_after_redis_forgot_it_gets_its_final_record(tmp_path):
     """As above, but the job ends before a heartbeat restores it (here the heartbeat is a
     minute apart): its final record found nothing to update and the job was never seen
     again. Its worker writes the record whole, with its end."""
-    need(os.geteuid() == 0, "needs root")
-    redis = private_redis(tmp_path)
-    h = Host(f"unix://{tmp_path}/redis.sock", "lateend", heartbeat_interval="60")
-    try:
-        h.start_worker()
-        client = Client(h.cfg)
+    with forgetful(tmp_path, "lateend", heartbeat_interval="60") as (box, client):
+        h = box.host
         client.volumes.create("gate")
         job = client.run("sh", ("-c", "until [ -e /volumes/gate/go ]; do sleep 0.1; done; exit 4"), volumes=["gate"])
         wait_running(client, job.id)
-        redis.terminate()
-        redis.wait()
-        redis = private_redis(tmp_path)  # empty
+        box.restart_empty()
         assert client.store.find_job(job.id) is None  # the control: Redis forgot it
         (h.tmp / "state" / "volumes" / "gate" / "data" / "go").touch()
         eventually(lambda: client.store.find_job(job.id) is not None, "the job's final record", timeout=60)
         rec = client.get(job.id)
         assert rec.status == JobStatus.FAILED and rec.exit_code == 4 and "lost by Redis" in (rec.error or ""), rec
-    finally:
-        h.close()
-        redis.terminate()
-        redis.wait()
 
 
 def test_a_network_defined_meanwhile_beside_a_restored_one_is_logged(tmp_path):
     """While Redis had lost its networks, one of them was defined again with another CIDR and
     another network over a lost one's CIDR: the worker keeps the definition made meanwhile and
     logs it, restores the other and logs the overlap (its worker held still meanwhile)."""
-    need(os.geteuid() == 0, "needs root")
-    redis = private_redis(tmp_path)
-    h = Host(f"unix://{tmp_path}/redis.sock", "meanwhile")
-    try:
-        h.start_worker()
-        client = Client(h.cfg)
+    with forgetful(tmp_path, "meanwhile") as (box, client):
+        h = box.host
         client.networks.create("taken", "10.153.0.0/24")
         client.networks.create("overlapped", "10.154.0.0/24")
         jobs = [client.run("sleep", ("300",), network=net) for net in ("taken", "overlapped")]
@@ -308,9 +321,7 @@ def test_a_network_defined_meanwhile_beside_a_restored_one_is_logged(tmp_path):
         assert h.worker is not None
         os.kill(h.worker.pid, signal.SIGSTOP)  # nsenter execs the worker: its pid
         try:
-            redis.terminate()
-            redis.wait()
-            redis = private_redis(tmp_path)  # empty
+            box.restart_empty()
             again = client.networks.create("taken", "10.155.0.0/24")
             client.networks.create("over", "10.154.0.0/25")
         finally:
@@ -325,7 +336,3 @@ def test_a_network_defined_meanwhile_beside_a_restored_one_is_logged(tmp_path):
         for job in jobs:
             client.stop(job.id)
             client.wait(job.id, timeout=30)
-    finally:
-        h.close()
-        redis.terminate()
-        redis.wait()
