@@ -97,13 +97,18 @@ class Limits:
         return min(self.max_iobps * 8, MAX_RATE) if self.max_iobps is not None else None  # the guide's reading
 
 
-def above_ceiling(limits: Limits, disk_mb: int | None, pids: int | None) -> tuple[str, int, int, str] | None:
+def above_ceiling(
+    limits: Limits, disk_mb: int | None, pids: int | None, output: int | None = None
+) -> tuple[str, int, int, str] | None:
     """(field, asked, ceiling, unit) of the first limit above a worker's ceiling (`max_disk`
-    in MB, `max_pids`; a ceiling None is not known), or None: what a worker refuses and what
-    placement therefore does not send it."""
+    in MB, `max_pids`, `max_output` in bytes; a ceiling None is not known), or None: what a
+    worker refuses and what placement therefore does not send it. `--max-output` above the
+    worker's was capped to it while `rnx status` showed what was asked (red-team run: 99G
+    shown, 64 MiB kept): refused now, as a --max-disk above its ceiling is."""
     for field, asked, ceiling, unit in (
         ("max_disk", limits.max_disk, disk_mb, " MB"),
         ("max_pids", limits.max_pids, pids, ""),
+        ("max_output", limits.max_output, output, " bytes"),
     ):
         if isinstance(ceiling, int) and asked is not None and asked > ceiling:
             return field, asked, ceiling, unit

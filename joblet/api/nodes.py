@@ -57,6 +57,7 @@ def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: f
             "cpus": rec.get("cpus"),  # None from workers before 2026-11-29
             "disk_ceiling": rec.get("disk_ceiling"),  # MB; None from workers before 2026-11-30
             "pids_ceiling": rec.get("pids_ceiling"),
+            "output_ceiling": rec.get("output_ceiling"),  # bytes; None from workers before 2026-11-29
             "host_network": rec.get("host_network"),
             "runtimes": rec.get("runtimes", []),
             "cgroup": rec.get("cgroup"),
@@ -92,7 +93,7 @@ def incapable(spec: JobSpec, node: dict[str, Any]) -> str | None:
     cpus, asked = caps.get("cpus"), spec.limits.max_cpu
     if isinstance(cpus, int) and asked is not None and asked > cpus * 100:  # as docker run --cpus
         return f"{cpus} CPUs, less than --max-cpu {asked}"
-    above = above_ceiling(spec.limits, caps.get("disk_ceiling"), caps.get("pids_ceiling"))
+    above = above_ceiling(spec.limits, caps.get("disk_ceiling"), caps.get("pids_ceiling"), caps.get("output_ceiling"))
     if above is not None:  # its worker would refuse it
         field, asked, ceiling, unit = above
         return f"--{field.replace('_', '-')} {asked}{unit} is above its ceiling of {ceiling}{unit}"

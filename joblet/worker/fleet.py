@@ -90,6 +90,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
         "cpus": len(os.sched_getaffinity(0)),  # what --max-cpu can ask of this node
         "disk_ceiling": cfg.job_disk_ceiling,  # what --max-disk and --max-pids can (placement)
         "pids_ceiling": cfg.job_pids_ceiling,
+        "output_ceiling": cfg.output_max_bytes,  # what --max-output can
         "host_network": cfg.allow_host_network,
         "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
         "sandbox": {

@@ -85,7 +85,7 @@ def dropped(sup: Any, exc: Refused) -> None:
 def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
     spec, error = parse_spec(msg.fields, sup.cfg.upload_max_bytes)
     if error is None:
-        error = over_ceiling(spec, sup.cfg.job_disk_ceiling, sup.cfg.job_pids_ceiling)
+        error = over_ceiling(spec, sup.cfg.job_disk_ceiling, sup.cfg.job_pids_ceiling, sup.cfg.output_max_bytes)
     if error is None and spec.node is not None and spec.node != sup.cfg.node:
         error = f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; refused, not run"
     if error is None:
@@ -102,10 +102,11 @@ def _reason(error: str) -> str:
     return "draining" if " is draining " in error else "bad-spec"
 
 
-def over_ceiling(spec: JobSpec, disk_mb: int, pids: int) -> str | None:
+def over_ceiling(spec: JobSpec, disk_mb: int, pids: int, output: int | None = None) -> str | None:
     """Why a job's limits ask more of this worker than it grants any job (its /work and /tmp
-    are memory; a million processes would be the host's kernel memory), or None."""
-    above = above_ceiling(spec.limits, disk_mb, pids)
+    are memory; a million processes would be the host's kernel memory; its output is Redis's
+    memory), or None."""
+    above = above_ceiling(spec.limits, disk_mb, pids, output)
     if above is None:
         return None
     field, asked, ceiling, unit = above

@@ -305,18 +305,22 @@ def test_output_up_to_the_cap_arrives_whole(client):
 
 
 def test_worker_setting_is_default_and_ceiling(redis_sock):
-    """output_max_bytes=1M on the worker: a job without --max-output, and one asking for
-    more, both stop at 1 MiB; one asking for less gets its own cap."""
+    """output_max_bytes=1M on the worker: a job without --max-output stops at 1 MiB, one
+    asking for less gets its own cap, and one asking for more is refused (it was capped at
+    1 MiB while `rnx status` showed what it asked), as a --max-disk above its ceiling is."""
     need(os.geteuid() == 0, "needs root")
     h = Host(redis_sock, "capped", output_max_bytes="1M")
     try:
         h.start_worker()
         client = Client(h.cfg)
-        for asked, cap in ((None, MIB), ("2M", MIB), ("512K", MIB // 2)):
+        for asked, cap in ((None, MIB), ("512K", MIB // 2)):
             limits = {"max_output": asked} if asked else {}
             rec, out, err = run(client, "head", "-c", "3M", "/dev/zero", network="none", limits=limits)
             assert rec.status == JobStatus.COMPLETED and rec.output_truncated, (asked, rec)
             assert out == bytes(cap) and f"truncated at {cap} bytes".encode() in err, asked
+        refused = h.rnx("run", "--network=none", "--max-output=2M", "true")
+        assert refused.returncode == 2, refused
+        assert b"--max-output 2097152 bytes is above its ceiling of 1048576 bytes" in refused.stderr
     finally:
         h.close()
 

@@ -182,17 +182,19 @@ def test_max_cpu_above_a_nodes_cpus_does_not_place_there():
     [
         ({"max_pids": 50_000}, "--max-pids 50000 is above its ceiling of 32768"),
         ({"max_disk": 9000}, "--max-disk 9000 MB is above its ceiling of 8192 MB"),
+        ({"max_output": "128M"}, "--max-output 134217728 bytes is above its ceiling of 67108864 bytes"),
     ],
 )
 def test_limits_above_a_nodes_ceilings_are_refused_at_submit(limits, says):
     """Its worker would record the job FAILED after it was queued: refused up front instead,
     by the ceilings each worker publishes; a worker that does not say takes it (and checks)."""
-    nodes = fleet(small=rec(pids_ceiling=32768, disk_ceiling=8192), old=rec())
+    ceilings = {"pids_ceiling": 32768, "disk_ceiling": 8192, "output_ceiling": 64 << 20}
+    nodes = fleet(small=rec(**ceilings), old=rec())
     assert {place(make_spec("true", (), limits=limits), nodes, random.Random(i)) for i in range(30)} == {"old"}
     with pytest.raises(ValidationError, match=f"node 'small': {says}"):
         place(make_spec("true", (), limits=limits, node="small"), nodes)
     with pytest.raises(ValidationError, match=f"small: {says}"):
-        place(make_spec("true", (), limits=limits), fleet(small=rec(pids_ceiling=32768, disk_ceiling=8192)))
+        place(make_spec("true", (), limits=limits), fleet(small=rec(**ceilings)))
     at = {k: 32768 if k == "max_pids" else 8192 for k in limits}  # the control: at the ceiling
     assert place(make_spec("true", (), limits=at, node="small"), nodes) == "small"
 

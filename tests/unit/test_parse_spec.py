@@ -45,13 +45,17 @@ def test_a_bug_in_a_check_is_a_refusal_not_an_exception(monkeypatch):
     [
         ({"max_disk": 2049}, "invalid job field 'max_disk': 2049 MB is above this worker's ceiling of 2048 MB"),
         ({"max_pids": 100_001}, "invalid job field 'max_pids': 100001 is above this worker's ceiling of 100000"),
-        ({"max_disk": 2048, "max_pids": 100_000}, None),  # at the ceilings: taken
+        (
+            {"max_output": "2M"},
+            "invalid job field 'max_output': 2097152 bytes is above this worker's ceiling of 1048576 bytes",
+        ),
+        ({"max_disk": 2048, "max_pids": 100_000, "max_output": "1M"}, None),  # at the ceilings: taken
         ({}, None),
     ],
 )
 def test_limits_above_the_workers_ceilings_are_refused(limits, says):
     spec = JobSpec.from_dict({"command": "true", "limits": limits})
-    assert over_ceiling(spec, 2048, 100_000) == says
+    assert over_ceiling(spec, 2048, 100_000, 1 << 20) == says
 
 
 def test_the_disk_ceiling_defaults_to_a_quarter_of_memory(tmp_path):
