@@ -139,7 +139,7 @@ class Client:
     def stop(self, job_id: str) -> JobRecord:
         """Stop a job: durable flag, and a job still queued becomes STOPPED at once."""
         full = self.store.resolve(job_id)
-        self.store.stop_job(full, self.settings.log_max_entries)
+        self.store.stop_job(full, self.settings.log_max_entries, self.settings.log_ttl)
         return self.store.get_job(full)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:

@@ -16,7 +16,7 @@ from joblet.api.keys import Keys
 from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.redis_conn import connect, error_kind, translated
-from joblet.api.store_output import OutputStreams
+from joblet.api.store_output import END_SCRIPT, OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
 from joblet.names import name_key
 
@@ -140,6 +140,7 @@ class Store(OutputStreams):
         self.redis = connect(url)
         self._cas = self.redis.register_script(_CAS_STATUS)
         self._create_named = self.redis.register_script(_CREATE_NAMED)
+        self._end = self.redis.register_script(END_SCRIPT)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
 
     # -- jobs -------------------------------------------------------------------------------
@@ -300,12 +301,12 @@ class Store(OutputStreams):
         pipe.publish(self.keys.stop_channel, job_id)
         pipe.execute()
 
-    def stop_job(self, job_id: str, cap: int) -> None:
+    def stop_job(self, job_id: str, cap: int, ttl: int) -> None:
         """request_stop; a job no worker has taken yet is STOPPED at once, its stream ended."""
         self.request_stop(job_id)
         fields = {"status": JobStatus.STOPPED, "finished": time.time(), "error": "stopped before it started"}
         if self.transition(job_id, [JobStatus.PENDING, JobStatus.SCHEDULED], **fields):
-            self.end_output(job_id, {"status": "STOPPED"}, cap)  # cap: log_max_entries
+            self.end_output(job_id, {"status": "STOPPED"}, cap, ttl)  # log_max_entries, log_ttl
 
     @_url
     def stops_among(self, job_ids: list[str]) -> list[str]:

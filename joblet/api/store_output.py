@@ -14,6 +14,22 @@ from joblet.errors import BackendUnavailable
 
 _url = translated(lambda self: self.url)
 
+# KEYS: the job's record, its stream. ARGV: the stream's cap, the entry's id, the TTL, the
+# end marker's field and summary. The marker, then the stream expires with the record (whose
+# final write gave it its TTL), or after the TTL if none is left: the final record's expiry
+# had found no stream when the job had printed nothing yet, and the marker made one that
+# never expired. A resent entry's refusal is the reply, after the expiry.
+END_SCRIPT = """
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], ARGV[2], ARGV[4], ARGV[5])
+local left = redis.call('TTL', KEYS[1])
+if left > 0 then
+  redis.call('EXPIRE', KEYS[2], left)
+elseif left == -2 then
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return added
+"""
+
 
 class OutputStreams:
     """The output streams of an installation's jobs."""
@@ -21,6 +37,7 @@ class OutputStreams:
     url: str
     keys: Keys
     redis: Any
+    _end: Any  # END_SCRIPT, registered by the store
 
     @_url
     def job_output_limit(self, job_id: str) -> int | None:
@@ -36,12 +53,22 @@ class OutputStreams:
         self._xadd(job_id, {field: data}, cap, entry_id)
 
     @_url
-    def end_output(self, job_id: str, summary: dict[str, Any], cap: int, entry_id: str = "*") -> None:
-        self._xadd(job_id, {END_FIELD: json.dumps(summary)}, cap, entry_id)
+    def end_output(self, job_id: str, summary: dict[str, Any], cap: int, ttl: int, entry_id: str = "*") -> None:
+        """The end marker; the stream expires with the job's record, or after `ttl` (log_ttl)
+        if the record is gone. One round trip, as the XADD alone was (END_SCRIPT)."""
+        keys = [self.keys.job(job_id), self.keys.log(job_id)]
+        args = [cap, entry_id, ttl, END_FIELD, json.dumps(summary)]
+        self._resent_ok(entry_id, lambda: self._end(keys=keys, args=args))
 
     def _xadd(self, job_id: str, fields: dict[Any, Any], cap: int, entry_id: str) -> None:
+        key = self.keys.log(job_id)
+        self._resent_ok(entry_id, lambda: self.redis.xadd(key, fields, id=entry_id, maxlen=cap, approximate=True))
+
+    @staticmethod
+    def _resent_ok(entry_id: str, write: Callable[[], Any]) -> None:
+        """Run `write`; Redis's refusal of an entry it took before (the writer's own id) is success."""
         try:
-            self.redis.xadd(self.keys.log(job_id), fields, id=entry_id, maxlen=cap, approximate=True)
+            write()
         except Exception as exc:
             if entry_id == "*" or error_kind(exc) != "response" or "equal or smaller" not in str(exc):
                 raise

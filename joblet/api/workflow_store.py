@@ -210,7 +210,7 @@ def _cancel(store: Store, cfg: Settings, job_id: str, why: str) -> bool:
     """A job that will never be queued: CANCELED, its stream ended, its record expiring."""
     if not store.transition(job_id, [JobStatus.PENDING], status=JobStatus.CANCELED, error=why, finished=time.time()):
         return False
-    store.end_output(job_id, {"status": "CANCELED"}, cfg.log_max_entries)
+    store.end_output(job_id, {"status": "CANCELED"}, cfg.log_max_entries, cfg.log_ttl)
     store.expire_job(job_id, cfg.log_ttl)
     return True
 
@@ -225,7 +225,7 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
         if _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
             _cancel(store, cfg, rec.id, STOPPED_WHY)
         else:  # queued: as `rnx stop` (one no worker has taken yet, its node perhaps down, ends now)
-            store.stop_job(rec.id, cfg.log_max_entries)
+            store.stop_job(rec.id, cfg.log_max_entries, cfg.log_ttl)
         touched.append(name)
     return touched
 

@@ -329,7 +329,7 @@ class JobRun:
         """The stream's end marker, after the job's last byte and its final record."""
         summary = {"status": outcome.status.value, "exit_code": outcome.exit_code}
         if self.capture is None:
-            self.store.end_output(self.job_id, summary, self.svc.cfg.log_max_entries)
+            self.store.end_output(self.job_id, summary, self.svc.cfg.log_max_entries, self.svc.cfg.log_ttl)
             return
         self.svc.pump.finish(self.capture, summary)
         if wait:

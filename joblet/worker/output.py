@@ -137,14 +137,16 @@ class Item:
 class OutputPump:
     """The worker's single output thread."""
 
-    def __init__(self, store: Store, cap: int, max_bytes: int | None = None) -> None:
-        if max_bytes is None:
+    def __init__(self, store: Store, cap: int, max_bytes: int | None = None, ttl: int | None = None) -> None:
+        if max_bytes is None or ttl is None:
             from joblet.config import settings
 
-            max_bytes = settings().output_max_bytes
+            max_bytes = settings().output_max_bytes if max_bytes is None else max_bytes
+            ttl = settings().log_ttl if ttl is None else ttl
         self.store = store
         self.cap = cap
         self.max_bytes = max_bytes
+        self.ttl = ttl  # a stream's expiry, set with its end marker (log_ttl)
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -317,7 +319,7 @@ class OutputPump:
             return
         item.entry_id = item.entry_id or item.cap.next_id()
         if item.kind == END_FIELD:
-            self.store.end_output(item.cap.job_id, item.data, self.cap, item.entry_id)
+            self.store.end_output(item.cap.job_id, item.data, self.cap, self.ttl, item.entry_id)
         else:
             self.store.append_output(item.cap.job_id, item.kind, bytes(item.data), self.cap, item.entry_id)
 

@@ -113,7 +113,7 @@ class Records:
             return False
         got = self.finish(job_id, outcome, patience=0)
         if got.get("status") == outcome.status.value:
-            self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries)
+            self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries, self.cfg.log_ttl)
         return True
 
     def mark_lost(self, job_id: str, reason: str) -> bool:
@@ -123,7 +123,7 @@ class Records:
             job_id, (*WAITING, JobStatus.RUNNING), status=JobStatus.LOST, finished=time.time(), error=reason
         ):
             return False
-        self.store.end_output(job_id, {"status": "LOST"}, self.cfg.log_max_entries)
+        self.store.end_output(job_id, {"status": "LOST"}, self.cfg.log_max_entries, self.cfg.log_ttl)
         lost = self.store.find_job(job_id)
         if lost is not None and lost.workflow:
             self.advance_workflow(lost.workflow)

@@ -70,7 +70,7 @@ def build_services(cfg: Settings) -> Services:
         store=store,
         agent=agent,
         journal=Journal(cfg.state_dir),
-        pump=OutputPump(store, cfg.log_max_entries, cfg.output_max_bytes),  # not settings() again
+        pump=OutputPump(store, cfg.log_max_entries, cfg.output_max_bytes, cfg.log_ttl),  # not settings() again
         mounts=mounts,
         discovery=discovery,
         records=Records(store, cfg),
@@ -196,7 +196,7 @@ class Supervisor:
     def _end_unrun(self, job_id: str, spec: JobSpec, outcome: Outcome) -> dict[str, Any]:
         """The final record and stream end of a claimed job that never started."""
         out = self.svc.records.finish(job_id, outcome, spec=spec)
-        self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries)
+        self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries, self.cfg.log_ttl)
         return out
 
     # -- host upkeep --------------------------------------------------------------------------

@@ -142,5 +142,5 @@ def refuse(sup: Any, job_id: str, spec: JobSpec, error: str) -> dict[str, Any]:
     if sup.svc.records.claims.claim(JobRecord.pending(job_id, spec), sup.cfg.node) is None:
         raise Duplicate(job_id)
     result: dict[str, Any] = sup.svc.records.finish(job_id, Outcome(JobStatus.FAILED, error=error))
-    sup.store.end_output(job_id, {"status": "FAILED"}, sup.cfg.log_max_entries)
+    sup.store.end_output(job_id, {"status": "FAILED"}, sup.cfg.log_max_entries, sup.cfg.log_ttl)
     return result

@@ -158,6 +158,7 @@ class FakeStore:
         self.times_out: set[tuple[str, str]] = set()  # fails once
         self.tried: list[tuple[str, str]] = []
         self.flagged: list[str] = []
+        self.ttls: dict[str, int] = {}  # job -> the TTL its end marker gave its stream
 
     def job_output_limit(self, job_id):
         return None
@@ -169,7 +170,8 @@ class FakeStore:
             raise RuntimeError("broken")
         self.entries.append((job_id, field, data))
 
-    def end_output(self, job_id, summary, cap, entry_id="*"):
+    def end_output(self, job_id, summary, cap, ttl, entry_id="*"):
+        self.ttls[job_id] = ttl
         self.append_output(job_id, END_FIELD, summary, cap, entry_id)
 
     def mark_output_truncated(self, job_id):
@@ -194,7 +196,7 @@ def stdout_of(store: FakeStore, job_id: str) -> bytes:
 
 def test_pump_caps_bytes_and_marks_once():
     store = FakeStore()
-    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    pump = OutputPump(store, 1000, max_bytes=1 << 20, ttl=600)  # type: ignore[arg-type]
     cap = pump_job(pump, "big", b"z" * 50_000, max_output=10_000)
     assert cap.flushed.wait(5)
     assert stdout_of(store, "big") == b"z" * 10_000 and cap.truncated
@@ -204,6 +206,7 @@ def test_pump_caps_bytes_and_marks_once():
     assert small.flushed.wait(5)
     assert stdout_of(store, "small") == b"s" * 10_000 and not small.truncated
     assert store.flagged == ["big"]
+    assert store.ttls == {"big": 600, "small": 600}  # the end marker gives its stream log_ttl
     ceiling = pump_job(pump, "ceil", b"c" * 5000, max_output=1 << 40)
     assert ceiling.limit == 1 << 20  # a job cannot raise the worker's ceiling
 

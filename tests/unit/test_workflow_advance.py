@@ -71,7 +71,7 @@ class FakeStore:
         self.jobs[job_id] = rec.replace(**fields)
         return True
 
-    def end_output(self, job_id: str, summary: Any, cap: int) -> None:
+    def end_output(self, job_id: str, summary: Any, cap: int, ttl: int) -> None:
         self.ended.append(job_id)
 
     def expire_job(self, job_id: str, ttl: int) -> None: ...

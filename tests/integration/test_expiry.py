@@ -1,0 +1,80 @@
+"""Every Redis key of a job expires `log_ttl` after its end, whichever way it ended, and none
+before.
+
+The worker and the client run with log_ttl 60 s (the least), so an expiring key reads a TTL
+in (0, 60] and one left without an expiry reads -1, at once: nothing waits for the TTL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from joblet.api.client import Client
+from joblet.api.models import JobStatus
+from joblet.api.tasks import send_run
+from tests.conftest import Host, running_host
+from tests.integration.helpers import eventually, run
+
+TTL = 60
+
+
+@pytest.fixture(scope="module")
+def host(redis_sock: str) -> Iterator[Host]:
+    yield from running_host(redis_sock, "expiry", log_ttl=str(TTL))
+
+
+@pytest.fixture(scope="module")
+def client(host: Host) -> Client:
+    return Client(host.cfg)
+
+
+def ttls(client: Client, job_id: str) -> dict[str, int]:
+    """The TTL of each key of the job that exists, by kind (-1: it never expires)."""
+    keys, redis = client.store.keys, client.store.redis
+    named = {"job": keys.job(job_id), "log": keys.log(job_id), "claim": keys.claim(job_id), "stop": keys.stop(job_id)}
+    return {kind: redis.ttl(key) for kind, key in named.items() if redis.exists(key)}
+
+
+def expiring(client: Client, job_id: str, *kinds: str) -> None:
+    """The job's keys are these kinds, each expiring within the TTL."""
+    found = ttls(client, job_id)
+    assert set(found) == set(kinds) and all(0 < t <= TTL for t in found.values()), found
+
+
+def wait_running(client: Client, job_id: str) -> None:
+    eventually(lambda: client.get(job_id).status == JobStatus.RUNNING, f"job {job_id[:12]} never ran")
+
+
+def ended(client: Client, job_id: str) -> JobStatus:
+    """Its status once its stream's end marker is there (written after the final record)."""
+    for _ in client.logs(job_id, follow=True):
+        pass
+    return client.get(job_id).status
+
+
+def test_a_jobs_keys_expire_after_its_end_with_output_or_none(client: Client) -> None:
+    """The stream of a job that printed nothing never expired: the end marker made it after
+    the final record had given the job's keys their TTL."""
+    silent, _, _ = run(client, "true", network="none")
+    assert ended(client, silent.id) == JobStatus.COMPLETED
+    expiring(client, silent.id, "job", "log", "claim")  # its stream: -1 (the end marker made it)
+    printed, out, _ = run(client, "echo", "hi", network="none")  # the control: its stream was there
+    assert out == b"hi\n"
+    expiring(client, printed.id, "job", "log", "claim")
+    running = client.run("sleep", ("300",), network="none")
+    wait_running(client, running.id)
+    assert ttls(client, running.id) == {"job": -1, "claim": -1}  # nothing expires before its end
+    client.stop(running.id)  # its stop flag is a key of the job too
+    assert ended(client, running.id) == JobStatus.STOPPED
+    expiring(client, running.id, "job", "log", "claim", "stop")
+
+
+def test_a_refused_jobs_keys_expire(client: Client, host: Host) -> None:
+    job_id = uuid.uuid4().hex
+    send_run(host.cfg, job_id, {"command": ""}, None)  # recorded FAILED by the worker, never run
+    eventually(lambda: client.store.find_job(job_id) is not None, "the refused job was not recorded")
+    assert ended(client, job_id) == JobStatus.FAILED
+    expiring(client, job_id, "job", "log", "claim")
