@@ -117,16 +117,16 @@ class Records:
         return True
 
     def mark_lost(self, job_id: str, reason: str) -> bool:
-        """A job this host ran but can no longer finish: LOST, its stream ended, its workflow
-        advanced. False if it had ended already."""
-        if not self.store.transition(
-            job_id, (*WAITING, JobStatus.RUNNING), status=JobStatus.LOST, finished=time.time(), error=reason
-        ):
+        """A job this host ran but can no longer finish: LOST, its keys expiring, its stream
+        ended, its workflow advanced. False if it had ended already. The final record's script,
+        not a bare transition: that one left every key of a LOST job without its TTL."""
+        fields = {"status": JobStatus.LOST, "finished": time.time(), "error": reason}
+        lost, record = self.claims.finish(job_id, None, (*WAITING, JobStatus.RUNNING), self.cfg.log_ttl, **fields)
+        if not lost:
             return False
         self.store.end_output(job_id, {"status": "LOST"}, self.cfg.log_max_entries, self.cfg.log_ttl)
-        lost = self.store.find_job(job_id)
-        if lost is not None and lost.workflow:
-            self.advance_workflow(lost.workflow)
+        if record is not None and record.workflow:
+            self.advance_workflow(record.workflow)
         return True
 
     def advance_workflow(self, wf_id: str) -> None:

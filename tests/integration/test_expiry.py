@@ -7,6 +7,7 @@ in (0, 60] and one left without an expiry reads -1, at once: nothing waits for t
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -78,3 +79,17 @@ def test_a_refused_jobs_keys_expire(client: Client, host: Host) -> None:
     eventually(lambda: client.store.find_job(job_id) is not None, "the refused job was not recorded")
     assert ended(client, job_id) == JobStatus.FAILED
     expiring(client, job_id, "job", "log", "claim")
+
+
+def test_a_lost_jobs_keys_expire(client: Client, host: Host) -> None:
+    """A job became LOST by its status alone: none of its keys expired."""
+    job = client.run("sleep", ("300",), network="none")
+    wait_running(client, job.id)
+    assert host.worker is not None
+    host.worker.send_signal(signal.SIGKILL)
+    host.worker.wait()
+    host.worker = None
+    host.start_worker()  # its journal names the job: LOST
+    assert client.wait(job.id, timeout=30).status == JobStatus.LOST
+    assert ended(client, job.id) == JobStatus.LOST
+    expiring(client, job.id, "job", "log", "claim")
