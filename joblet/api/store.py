@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from joblet.api.keys import Keys
+from joblet.api.keys import END_FIELD, Keys
 from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.redis_conn import connect, error_kind, translated
@@ -79,6 +79,34 @@ return false
 """
 )
 
+# KEYS: job, log, claim, stop. ARGV: the waiting statuses (JSON list), the STOPPED fields
+# (JSON of JSON values), the end marker's field and summary, the stream's cap, the TTL, the
+# stop channel, the job id. The stop flag, its notice, and for a job no worker has taken yet
+# STOPPED with its stream ended and every key expiring: three round trips before, and no key
+# expired (the record had no TTL, and the end marker made the stream without one). The flag
+# of a job that had ended goes with its record, or after the TTL when none is left. Returns
+# 1 when it stopped the job.
+_STOP = (
+    LUA_SET_IF_STATUS
+    + """
+redis.call('SET', KEYS[4], '1')
+redis.call('PUBLISH', ARGV[7], ARGV[8])
+local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
+if set == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', ARGV[3], ARGV[4])
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+else
+  local left = redis.call('TTL', KEYS[1])
+  if left > 0 then
+    redis.call('EXPIRE', KEYS[4], left)
+  elseif set == -1 then
+    redis.call('EXPIRE', KEYS[4], ARGV[6])
+  end
+end
+return set
+"""
+)
+
 _url = translated(lambda self: self.url)
 NODE_INDEX_KEEP = 3600  # seconds a silent node stays in the node index (its key says if it lives)
 
@@ -140,6 +168,7 @@ class Store(OutputStreams):
         self.redis = connect(url)
         self._cas = self.redis.register_script(_CAS_STATUS)
         self._create_named = self.redis.register_script(_CREATE_NAMED)
+        self._stop = self.redis.register_script(_STOP)
         self._end = self.redis.register_script(END_SCRIPT)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
 
@@ -301,12 +330,26 @@ class Store(OutputStreams):
         pipe.publish(self.keys.stop_channel, job_id)
         pipe.execute()
 
-    def stop_job(self, job_id: str, cap: int, ttl: int) -> None:
-        """request_stop; a job no worker has taken yet is STOPPED at once, its stream ended."""
-        self.request_stop(job_id)
+    @_url
+    def stop_job(self, job_id: str, cap: int, ttl: int) -> bool:
+        """request_stop; a job no worker has taken yet is STOPPED at once (True), its stream
+        ended and its keys expiring after `ttl` (log_ttl; `cap`: log_max_entries)."""
+        keys = self.keys
         fields = {"status": JobStatus.STOPPED, "finished": time.time(), "error": "stopped before it started"}
-        if self.transition(job_id, [JobStatus.PENDING, JobStatus.SCHEDULED], **fields):
-            self.end_output(job_id, {"status": "STOPPED"}, cap, ttl)  # log_max_entries, log_ttl
+        ended = self._stop(
+            keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id)],
+            args=[
+                json.dumps([JobStatus.PENDING.value, JobStatus.SCHEDULED.value]),
+                json.dumps(encode_fields(fields)),
+                END_FIELD,
+                json.dumps({"status": "STOPPED"}),
+                cap,
+                ttl,
+                keys.stop_channel,
+                job_id,
+            ],
+        )
+        return bool(ended == 1)
 
     @_url
     def stops_among(self, job_ids: list[str]) -> list[str]:

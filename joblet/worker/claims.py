@@ -51,6 +51,8 @@ end
 # holds the claim, the job is still waiting and the worker runs no claim of it (`retake`):
 # this node's earlier delivery claimed it and never started it (its reply lost for longer
 # than the worker waited, or the worker died before the job's journal entry).
+# A record that expires has ended (stopped while queued): its claim, made after that
+# record's expiry, goes with it (it stayed for good).
 _CLAIM = (
     LUA_CREATE_IF_ABSENT
     + _FIELDS
@@ -58,6 +60,8 @@ _CLAIM = (
 create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if redis.call('SET', KEYS[3], ARGV[4], 'NX') then
   redis.call('SET', KEYS[5], ARGV[5], 'EX', 600)
+  local left = redis.call('TTL', KEYS[1])
+  if left > 0 then redis.call('EXPIRE', KEYS[3], left) end
 elseif redis.call('GET', KEYS[5]) ~= ARGV[5] then
   local status = redis.call('HGET', KEYS[1], 'status')
   local waiting = status == '"PENDING"' or status == '"SCHEDULED"'

@@ -55,6 +55,18 @@ def test_the_final_record_is_set_from_an_allowed_status_only_and_expires(claims:
     assert claims.finish("d" * 32, None, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED) == (False, None)
 
 
+def test_a_claim_of_a_job_that_ended_expires_with_its_record(claims: Claims) -> None:
+    """Stopped while queued, then its message taken: the claim made then never expired."""
+    job_id, live, store = "e" * 32, "f" * 32, claims.store
+    store.create_job(_record(job_id))
+    assert store.stop_job(job_id, 100, 600)  # STOPPED at once, every key expiring
+    got = claims.claim(_record(job_id), "n1")
+    assert got is not None and got.record.status == JobStatus.STOPPED
+    assert 0 < store.redis.ttl(store.keys.claim(job_id)) <= 600
+    claims.claim(_record(live), "n1")  # the control: a live job's claim lasts until its end
+    assert store.redis.ttl(store.keys.claim(live)) == -1
+
+
 def test_the_read_backs_leave_the_stored_spec_in_redis_when_the_worker_has_it(claims: Claims) -> None:
     """The spec (with its uploads) does not come back from Redis when the worker passes the
     one it checked; the record carries that one, every other field is read back."""

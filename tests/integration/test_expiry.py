@@ -71,6 +71,8 @@ def test_a_jobs_keys_expire_after_its_end_with_output_or_none(client: Client) ->
     client.stop(running.id)  # its stop flag is a key of the job too
     assert ended(client, running.id) == JobStatus.STOPPED
     expiring(client, running.id, "job", "log", "claim", "stop")
+    client.stop(silent.id)  # a stop of an ended job: its flag goes with the record
+    expiring(client, silent.id, "job", "log", "claim", "stop")
 
 
 def test_a_refused_jobs_keys_expire(client: Client, host: Host) -> None:
@@ -79,6 +81,24 @@ def test_a_refused_jobs_keys_expire(client: Client, host: Host) -> None:
     eventually(lambda: client.store.find_job(job_id) is not None, "the refused job was not recorded")
     assert ended(client, job_id) == JobStatus.FAILED
     expiring(client, job_id, "job", "log", "claim")
+
+
+def test_a_job_stopped_while_queued_expires_and_so_does_its_later_claim(client: Client, host: Host) -> None:
+    """`rnx stop` of a queued job set its status alone: none of its keys expired, nor the
+    claim its worker made later."""
+    host.stop_worker()
+    try:
+        job = client.run("true", network="none")
+        stopped = host.rnx("stop", job.id)  # rnx's own Redis client (resp.py) runs the stop script
+        assert stopped.returncode == 0 and client.get(job.id).status == JobStatus.STOPPED, stopped.stderr
+        expiring(client, job.id, "job", "log", "stop")
+        host.start_worker()  # takes the queued message: claims the job, which has ended
+        eventually(lambda: client.store.claimed(job.id), "the worker never took the queued job")
+        expiring(client, job.id, "job", "log", "stop", "claim")
+        assert client.get(job.id).started is None
+    finally:
+        if host.worker is None:
+            host.start_worker()
 
 
 def test_a_lost_jobs_keys_expire(client: Client, host: Host) -> None:
