@@ -15,6 +15,7 @@ from joblet.api.networks import (
     host_prefixes,
 )
 from joblet.api.store import Store
+from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.names import VXLAN_OVERHEAD, bridge_name
@@ -120,4 +121,5 @@ class Networks:
                 f"({', '.join(users[:5])}); stop them first"
             )
         self.store.delete(name)
+        IpamStore(self.settings.redis_url, self.settings.key_prefix, self.jobs.redis).forget(name)
         self.jobs.publish_event("network-deleted", name=name)  # every host drops its bridge

@@ -48,19 +48,27 @@ local function create_if_absent(key, index, fields, score, id)
 end
 """
 _CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2])"
-# A job name is unique among jobs that have not ended: the job its key names, if that one has
-# not ended (else false); `prefix` is the job keys' (here and in worker/restore.py).
-LUA_LIVE_HOLDER = """
-local function live_holder(key, prefix)
-  local holder = redis.call('GET', key)
-  if not holder then return false end
-  local status = redis.call('HGET', prefix .. holder, 'status')
+# Whether the job of a record key has not ended (a gone record has).
+LUA_LIVE = """
+local function live(key)
+  local status = redis.call('HGET', key, 'status')
   if not status then return false end
   local s = cjson.decode(status)
-  if s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING' then return holder end
+  return s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING'
+end
+"""
+# A job name is unique among jobs that have not ended: the job its key names, if that one has
+# not ended (else false); `prefix` is the job keys' (here and in worker/restore.py).
+LUA_LIVE_HOLDER = (
+    LUA_LIVE
+    + """
+local function live_holder(key, prefix)
+  local holder = redis.call('GET', key)
+  if holder and live(prefix .. holder) then return holder end
   return false
 end
 """
+)
 
 # The name key names its holder, and the new job's record is written in the same step, so two
 # racing submits cannot both win.

@@ -11,6 +11,7 @@ from typing import Any
 
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
+from joblet.api.store import LUA_LIVE
 
 # KEYS[3]: this call's token key. redis-py sends a command again when it lost the reply
 # (retry_on_timeout), though Redis ran it: the second run returns the first one's address
@@ -43,6 +44,23 @@ end
 return 0
 """
 
+# KEYS: a deleted network's allocations, its cursor. ARGV: the job records' key prefix. The
+# addresses of jobs that ended or are gone go, and the cursor once no address is held;
+# returns how many are still held. Both stayed for good: the cursor always, and the address of
+# a job that ended without freeing it (its node lost), which workers free only in networks
+# still defined.
+_FORGET = (
+    LUA_LIVE
+    + """
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  if not live(ARGV[1] .. flat[i + 1]) then redis.call('HDEL', KEYS[1], flat[i]) end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+return redis.call('HLEN', KEYS[1])
+"""
+)
+
 _url = translated(lambda self: self.url)
 
 
@@ -55,6 +73,7 @@ class IpamStore:
         self.redis = client if client is not None else connect(url)  # share a pool when given
         self._allocate = self.redis.register_script(_ALLOCATE)
         self._release = self.redis.register_script(_RELEASE)
+        self._forget = self.redis.register_script(_FORGET)
 
     @_url
     def allocate(self, network: str, first: int, last: int, owner: str) -> int | None:
@@ -86,3 +105,10 @@ class IpamStore:
     def allocations(self, network: str) -> dict[int, str]:
         raw = self.redis.hgetall(self.keys.ipam(network))
         return {int(k): v.decode() for k, v in raw.items()}
+
+    @_url
+    def forget(self, network: str) -> int:
+        """A deleted network's allocations: those of jobs that ended go, and its cursor once
+        none is left (nothing else uses them); returns how many live jobs still hold one."""
+        keys = [self.keys.ipam(network), self.keys.ipam_cursor(network)]
+        return int(self._forget(keys=keys, args=[self.keys.job("")]))

@@ -1,5 +1,5 @@
 """Every Redis key of a job expires `log_ttl` after its end, whichever way it ended, and none
-before.
+before; a deleted network's address keys go.
 
 The worker and the client run with log_ttl 60 s (the least), so an expiring key reads a TTL
 in (0, 60] and one left without an expiry reads -1, at once: nothing waits for the TTL.
@@ -15,6 +15,7 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
+from joblet.api.store_ipam import IpamStore
 from joblet.api.tasks import send_run
 from tests.conftest import Host, running_host
 from tests.integration.helpers import eventually, run
@@ -113,3 +114,22 @@ def test_a_lost_jobs_keys_expire(client: Client, host: Host) -> None:
     assert client.wait(job.id, timeout=30).status == JobStatus.LOST
     assert ended(client, job.id) == JobStatus.LOST
     expiring(client, job.id, "job", "log", "claim")
+
+
+def test_a_deleted_networks_address_keys_go_unless_a_live_job_holds_one(client: Client, host: Host) -> None:
+    keys, redis = client.store.keys, client.store.redis
+    ipam = IpamStore(host.cfg.redis_url, host.cfg.key_prefix)
+    client.networks.create("expiry-net", "10.123.0.0/24")
+    done, _, _ = run(client, "true", network="expiry-net")
+    assert done.status == JobStatus.COMPLETED
+    ipam.allocate("expiry-net", 10, 20, done.id)  # an ended job's address never freed (its node lost)
+    assert redis.exists(keys.ipam("expiry-net"), keys.ipam_cursor("expiry-net")) == 2  # the control
+    client.networks.delete("expiry-net")
+    assert redis.exists(keys.ipam("expiry-net"), keys.ipam_cursor("expiry-net")) == 0
+    client.networks.create("expiry-held", "10.124.0.0/24")
+    live = client.run("sleep", ("300",), network="none")
+    slot = ipam.allocate("expiry-held", 10, 20, live.id)  # a job that has not ended holds one
+    client.networks.delete("expiry-held")
+    assert ipam.allocations("expiry-held") == {slot: live.id}
+    assert redis.exists(keys.ipam_cursor("expiry-held")) == 1
+    client.stop(live.id)
