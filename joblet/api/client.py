@@ -16,7 +16,7 @@ from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
-from joblet.errors import BackendUnavailable, ValidationError
+from joblet.errors import BackendUnavailable, NotFound, ValidationError
 from joblet.names import name_key
 
 if TYPE_CHECKING:
@@ -138,9 +138,17 @@ class Client:
 
     def stop(self, job_id: str) -> JobRecord:
         """Stop a job: durable flag, and a job still queued becomes STOPPED at once."""
-        full = self.store.resolve(job_id)
-        self.store.stop_job(full, self.settings.log_max_entries, self.settings.log_ttl)
-        return self.store.get_job(full)
+        full, cfg = self.store.resolve(job_id), self.settings
+        ended = self.store.stop_job(full, cfg.log_max_entries, cfg.log_ttl)
+        record = self.store.get_job(full)
+        if ended and record.workflow:  # no worker ends it, so none advances its workflow
+            from joblet.api import workflow_store
+
+            try:
+                workflow_store.advance(self.store, cfg, record.workflow)
+            except NotFound:  # saved by an older version, with a TTL from its submit: expired
+                pass
+        return record
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job is in a final state and return its record."""

@@ -47,6 +47,14 @@ local function create_if_absent(key, index, fields, score, id)
   return 1
 end
 """
+# Whether a job's keys wait for its workflow's end to expire (its record names a workflow):
+# the workflow's later steps read the records of its ended jobs, however long it runs.
+LUA_IN_WORKFLOW = """
+local function in_workflow(key)
+  local wf = redis.call('HGET', key, 'workflow')
+  return wf ~= false and wf ~= 'null'
+end
+"""
 _CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2])"
 # Whether the job of a record key has not ended (a gone record has).
 LUA_LIVE = """
@@ -90,19 +98,22 @@ return false
 # KEYS: job, log, claim, stop. ARGV: the waiting statuses (JSON list), the STOPPED fields
 # (JSON of JSON values), the end marker's field and summary, the stream's cap, the TTL, the
 # stop channel, the job id. The stop flag, its notice, and for a job no worker has taken yet
-# STOPPED with its stream ended and every key expiring: three round trips before, and no key
-# expired (the record had no TTL, and the end marker made the stream without one). The flag
-# of a job that had ended goes with its record, or after the TTL when none is left. Returns
-# 1 when it stopped the job.
+# STOPPED with its stream ended and every key expiring (unless its workflow's end expires
+# them): three round trips before, and no key expired (the record had no TTL, and the end
+# marker made the stream without one). The flag of a job that had ended goes with its
+# record, or after the TTL when none is left. Returns 1 when it stopped the job.
 _STOP = (
     LUA_SET_IF_STATUS
+    + LUA_IN_WORKFLOW
     + """
 redis.call('SET', KEYS[4], '1')
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
 if set == 1 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', ARGV[3], ARGV[4])
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+  if not in_workflow(KEYS[1]) then
+    for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+  end
 else
   local left = redis.call('TTL', KEYS[1])
   if left > 0 then

@@ -16,9 +16,9 @@ _url = translated(lambda self: self.url)
 
 # KEYS: the job's record, its stream. ARGV: the stream's cap, the entry's id, the TTL, the
 # end marker's field and summary. The marker, then the stream expires with the record (whose
-# final write gave it its TTL), or after the TTL if none is left: the final record's expiry
-# had found no stream when the job had printed nothing yet, and the marker made one that
-# never expired. A resent entry's refusal is the reply, after the expiry.
+# final write gave it its TTL, or its workflow's end will), or after the TTL if none is left:
+# the final record's expiry had found no stream when the job had printed nothing yet, and the
+# marker made one that never expired. A resent entry's refusal is the reply, after the expiry.
 END_SCRIPT = """
 local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], ARGV[2], ARGV[4], ARGV[5])
 local left = redis.call('TTL', KEYS[1])

@@ -4,6 +4,13 @@ Every job of a workflow is recorded (PENDING) when the workflow is submitted; a 
 once all its requirements hold, at most once (SET NX per job), and becomes CANCELED as soon
 as one can no longer hold. `advance` is idempotent: the client calls it after submitting,
 each worker after a workflow job ends, so the workflow goes on after the CLI exits.
+
+A workflow's keys (its record, its jobs' marks, and every key of its jobs) live while it runs
+and expire `log_ttl` after its last job ended: the advance that finds every job ended sets
+their TTL. Its record expired `log_ttl` after the submit, and each job's keys after that
+job's end, so a workflow running longer lost its record or an ended job's, which its next
+advance reads, and its later jobs stayed PENDING for good ("no such workflow"). A TTL
+refreshed at each advance would not do: nothing advances while one long job runs.
 """
 
 from __future__ import annotations
@@ -66,28 +73,53 @@ def queued_key(store: Store, wf_id: str, name: str) -> str:
 
 
 @_url
-def _mark(store: Store, key: str, value: str, ttl: int) -> bool:
-    """SET NX: True for the one caller that marked it."""
-    return bool(store.redis.set(key, value, nx=True, ex=ttl))
+def _mark(store: Store, key: str, value: str) -> bool:
+    """SET NX: True for the one caller that marked it (kept while the workflow runs: a mark
+    that expired first let a job still queued be sent again, or canceled under its message)."""
+    return bool(store.redis.set(key, value, nx=True))
 
 
-def _ours(store: Store, key: str, verdict: str, token: str, ttl: int) -> bool:
+def _ours(store: Store, key: str, verdict: str, token: str) -> bool:
     """Mark a job's verdict ("1" queue, "0" cancel) for one advance: True for the advance that
     marked it, and again for that advance's retry (`token`), whose send or cancel may not
     have reached Redis; False for every other."""
     value = f"{verdict}:{token}"
-    return _mark(store, key, value, ttl) or store.redis.get(key) == value.encode()
+    return _mark(store, key, value) or store.redis.get(key) == value.encode()
+
+
+# KEYS: the index. ARGV: the oldest creation time kept without a look, the records' key
+# prefix. Ids older than that whose record expired leave the index; a workflow running
+# longer stays (trimmed by age, it vanished from `rnx workflow list` while it ran).
+_TRIM = """
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  if redis.call('EXISTS', ARGV[2] .. id) == 0 then redis.call('ZREM', KEYS[1], id) end
+end
+"""
 
 
 @_url
 def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
-    """The record (expiring), its place in the index (which forgets the expired ones here) and
-    its name's newest run."""
+    """The record (no TTL until it ends: `expire`), its place in the index (which forgets
+    the expired ones here) and its name's newest run."""
     pipe = store.redis.pipeline()
-    pipe.set(wf_key(store, wf.id), wf.model_dump_json(), ex=ttl)
+    pipe.set(wf_key(store, wf.id), wf.model_dump_json())
     pipe.zadd(wf_index(store), {wf.id: wf.created})
-    pipe.zremrangebyscore(wf_index(store), "-inf", wf.created - ttl)
     pipe.hset(store.keys.workflow_names, wf.name, wf.id)
+    pipe.execute()
+    store.redis.register_script(_TRIM)(keys=[wf_index(store)], args=[wf.created - ttl, wf_key(store, "")])
+
+
+@_url
+def expire(store: Store, wf: WorkflowRecord, ttl: int) -> None:
+    """Every job of the workflow ended: its record, its jobs' marks and every key of its jobs
+    expire after `ttl` (a key made later, as the last job's end marker, takes its record's)."""
+    keys = store.keys
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.expire(wf_key(store, wf.id), ttl)
+    for name, job_id in wf.jobs.items():
+        job_keys = (keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id))
+        for key in (queued_key(store, wf.id, name), *job_keys):
+            pipe.expire(key, ttl)
     pipe.execute()
 
 
@@ -195,23 +227,25 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
             verdict, why = _verdict(states, reqs)
             if verdict != "wait":
                 handled.add(name)
-            if verdict == "go" and _ours(store, queued_key(store, wf.id, name), "1", token, cfg.log_ttl):
+            if verdict == "go" and _ours(store, queued_key(store, wf.id, name), "1", token):
                 spec = store.get_job(job_id).spec  # a whole record only for a job it sends
                 target = place(spec)
                 if target is not None:  # named from the start, so a loss of that node finds it
                     store.transition(job_id, [JobStatus.PENDING], node=target)
                 send(cfg, job_id, spec.to_dict(), target)
-            elif verdict == "cancel" and _ours(store, queued_key(store, wf.id, name), "0", token, cfg.log_ttl):
+            elif verdict == "cancel" and _ours(store, queued_key(store, wf.id, name), "0", token):
                 if _cancel(store, cfg, job_id, why or "cannot run"):
                     changed = True
+    if all(status.final for status in states.values()):  # the last round's, which changed nothing
+        expire(store, wf, cfg.log_ttl)
 
 
 def _cancel(store: Store, cfg: Settings, job_id: str, why: str) -> bool:
-    """A job that will never be queued: CANCELED, its stream ended, its record expiring."""
+    """A job that will never be queued: CANCELED, its stream ended; its keys expire with the
+    workflow's (`expire`): expiring at once, a workflow running longer lost the record."""
     if not store.transition(job_id, [JobStatus.PENDING], status=JobStatus.CANCELED, error=why, finished=time.time()):
         return False
     store.end_output(job_id, {"status": "CANCELED"}, cfg.log_max_entries, cfg.log_ttl)
-    store.expire_job(job_id, cfg.log_ttl)
     return True
 
 
@@ -222,7 +256,7 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
     for name, rec in records(store, wf).items():
         if rec.status.final:
             continue
-        if _mark(store, queued_key(store, wf.id, name), "0", cfg.log_ttl):
+        if _mark(store, queued_key(store, wf.id, name), "0"):
             _cancel(store, cfg, rec.id, STOPPED_WHY)
         else:  # queued: as `rnx stop` (one no worker has taken yet, its node perhaps down, ends now)
             store.stop_job(rec.id, cfg.log_max_entries, cfg.log_ttl)

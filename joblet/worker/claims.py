@@ -23,7 +23,14 @@ from typing import Any
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
-from joblet.api.store import LUA_CREATE_IF_ABSENT, LUA_SET_IF_STATUS, Store, decode_fields, encode_fields
+from joblet.api.store import (
+    LUA_CREATE_IF_ABSENT,
+    LUA_IN_WORKFLOW,
+    LUA_SET_IF_STATUS,
+    Store,
+    decode_fields,
+    encode_fields,
+)
 from joblet.worker import faults
 
 # A record's fields as HGETALL gives them, without the spec unless `with_spec` is '1'.
@@ -74,13 +81,17 @@ return {fields(KEYS[1], '0'), redis.call('EXISTS', KEYS[4])}
 
 # KEYS: job, log, claim, stop. ARGV: the allowed statuses (JSON list), the fields to set
 # (JSON of JSON values), the TTL, '1' to read the spec back. Every key of the job gets the
-# TTL. Returns {1 set, 0 not allowed, -1 no record; the record's fields}.
+# TTL, unless the job is a workflow's: its keys expire with the workflow's (workflow_store).
+# Returns {1 set, 0 not allowed, -1 no record; the record's fields}.
 _FINISH = (
     LUA_SET_IF_STATUS
+    + LUA_IN_WORKFLOW
     + _FIELDS
     + """
 local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+if not in_workflow(KEYS[1]) then
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+end
 return {set, fields(KEYS[1], ARGV[4])}
 """
 )
@@ -157,8 +168,8 @@ class Claims:
         self, job_id: str, spec: JobSpec | None, allowed: tuple[JobStatus, ...], ttl: int, **fields: Any
     ) -> tuple[bool, JobRecord | None]:
         """Set `fields` if the job's status is one of `allowed`, give every key of the job
-        `ttl`, and return (whether the fields were set, the record as it is now, with `spec`
-        when given, else the stored one)."""
+        `ttl` (a workflow's job: its workflow's end does), and return (whether the fields
+        were set, the record as it is now, with `spec` when given, else the stored one)."""
         keys = self.store.keys
         set_, flat = self._finish(
             keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id)],

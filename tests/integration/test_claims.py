@@ -55,6 +55,19 @@ def test_the_final_record_is_set_from_an_allowed_status_only_and_expires(claims:
     assert claims.finish("d" * 32, None, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED) == (False, None)
 
 
+def test_a_workflow_jobs_keys_wait_for_the_workflows_end(claims: Claims) -> None:
+    """Its later steps read the records of its ended jobs: they expire with the workflow."""
+    job_id, store = "9" * 32, claims.store
+    claims.claim(_record(job_id, workflow="w" * 32), "n1")
+    done, _ = claims.finish(job_id, None, WAITING_OR_RUNNING, 600, status=JobStatus.COMPLETED, exit_code=0)
+    store.end_output(job_id, {"status": "COMPLETED"}, 100, 600)
+    assert done and [store.redis.ttl(k) for k in (store.keys.job(job_id), store.keys.log(job_id))] == [-1, -1]
+    store.redis.expire(store.keys.job(job_id), 300)  # the workflow's end
+    store.redis.delete(store.keys.log(job_id))
+    store.end_output(job_id, {"status": "COMPLETED"}, 100, 600)  # a stream made after: its record's TTL
+    assert 0 < store.redis.ttl(store.keys.log(job_id)) <= 300
+
+
 def test_a_claim_of_a_job_that_ended_expires_with_its_record(claims: Claims) -> None:
     """Stopped while queued, then its message taken: the claim made then never expired."""
     job_id, live, store = "e" * 32, "f" * 32, claims.store

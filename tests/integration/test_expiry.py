@@ -1,5 +1,5 @@
 """Every Redis key of a job expires `log_ttl` after its end, whichever way it ended, and none
-before; a deleted network's address keys go.
+before; so do a workflow's keys after its last job, and a deleted network's address keys go.
 
 The worker and the client run with log_ttl 60 s (the least), so an expiring key reads a TTL
 in (0, 60] and one left without an expiry reads -1, at once: nothing waits for the TTL.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -114,6 +115,76 @@ def test_a_lost_jobs_keys_expire(client: Client, host: Host) -> None:
     assert client.wait(job.id, timeout=30).status == JobStatus.LOST
     assert ended(client, job.id) == JobStatus.LOST
     expiring(client, job.id, "job", "log", "claim")
+
+
+RELAY = """
+jobs:
+  early: {command: "true", network: none}
+  first: {command: sleep, args: ["300"], network: none}
+  second: {command: "true", network: none, requires: [{first: STOPPED}]}
+"""
+
+
+def workflow_ttls(client: Client, wf_id: str, *names: str) -> dict[str, int]:
+    """The TTL of the workflow's record and of each named job's mark (-2: no mark yet)."""
+    keys, redis = client.store.keys, client.store.redis
+    found = {"record": redis.ttl(keys.workflow(wf_id))}
+    found.update({name: redis.ttl(keys.workflow_queued(wf_id, name)) for name in names})
+    return found
+
+
+def test_a_workflows_keys_live_while_it_runs_and_expire_after_it(client: Client, host: Host, tmp_path: Path) -> None:
+    """Its record expired log_ttl after the submit, and an ended job's after that job's end:
+    a workflow running longer was lost ("no such workflow", or no such job in its next
+    advance), and its later jobs stayed PENDING for good."""
+    (tmp_path / "relay.yaml").write_text(RELAY)
+    started = host.rnx("workflow", "run", "-d", str(tmp_path / "relay.yaml"))
+    assert started.returncode == 0, started.stderr
+    wf_id = started.stdout.decode().split()[-1]
+    jobs = {j["name"]: j["id"] for j in client.workflows.status(wf_id)["jobs"]}
+    wait_running(client, jobs["first"])
+    assert ended(client, jobs["early"]) == JobStatus.COMPLETED
+    assert workflow_ttls(client, wf_id, "early", "first", "second") == {
+        "record": -1,
+        "early": -1,
+        "first": -1,
+        "second": -2,  # not queued yet
+    }
+    assert ttls(client, jobs["early"]) == {"job": -1, "log": -1, "claim": -1}  # ended, kept for the workflow
+    client.stop(jobs["first"])  # its end lets `second` go (requires first=STOPPED)
+    assert client.wait(jobs["second"], timeout=30).status == JobStatus.COMPLETED
+    assert ended(client, jobs["second"]) == JobStatus.COMPLETED
+    marks = workflow_ttls(client, wf_id, "early", "first", "second")
+    assert all(0 < t <= TTL for t in marks.values()), marks
+    expiring(client, jobs["early"], "job", "log", "claim")
+    expiring(client, jobs["first"], "job", "log", "claim", "stop")
+    expiring(client, jobs["second"], "job", "log", "claim")
+
+
+def test_a_workflow_whose_queued_job_was_stopped_ends_and_expires(client: Client, host: Host, tmp_path: Path) -> None:
+    """`rnx stop` of a workflow's job no worker had taken: nobody advanced the workflow, and
+    the job after it stayed PENDING for good."""
+    (tmp_path / "pair.yaml").write_text(
+        "jobs:\n  first: {command: 'true', network: none}\n"
+        "  second: {command: 'true', network: none, requires: [{first: COMPLETED}]}\n"
+    )
+    host.stop_worker()
+    try:
+        started = host.rnx("workflow", "run", "-d", str(tmp_path / "pair.yaml"))
+        assert started.returncode == 0, started.stderr
+        wf_id = started.stdout.decode().split()[-1]
+        jobs = {j["name"]: j["id"] for j in client.workflows.status(wf_id)["jobs"]}
+        stopped = host.rnx("stop", jobs["first"])  # its advance cancels `second` through resp.py's client
+        assert stopped.returncode == 0 and client.get(jobs["first"]).status == JobStatus.STOPPED, stopped.stderr
+        assert client.get(jobs["second"]).status == JobStatus.CANCELED
+        assert client.workflows.status(wf_id)["status"] == "STOPPED"
+        marks = workflow_ttls(client, wf_id, "first", "second")
+        assert all(0 < t <= TTL for t in marks.values()), marks
+        expiring(client, jobs["first"], "job", "log", "stop")
+        expiring(client, jobs["second"], "job", "log")
+    finally:
+        if host.worker is None:
+            host.start_worker()
 
 
 def test_a_deleted_networks_address_keys_go_unless_a_live_job_holds_one(client: Client, host: Host) -> None:

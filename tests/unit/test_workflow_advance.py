@@ -18,12 +18,20 @@ from joblet.errors import BackendUnavailable
 class FakeRedis:
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
+        self.ttls: dict[str, int] = {}
 
     def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
         if nx and key in self.data:
             return False
         self.data[key] = value
+        self.ttls.pop(key, None)
+        if ex is not None:
+            self.ttls[key] = ex
         return True
+
+    def expire(self, key: str, ttl: int) -> None:
+        if key in self.data:
+            self.ttls[key] = ttl
 
     def get(self, key: str) -> Any:
         value = self.data.get(key)
@@ -32,14 +40,14 @@ class FakeRedis:
     def zrange(self, key: str, start: int, end: int) -> list[bytes]:
         return [k.encode() for k in self.data.get(key, {})]
 
-    def pipeline(self) -> FakeRedis:
+    def pipeline(self, transaction: bool = True) -> FakeRedis:
         return self
+
+    def register_script(self, script: str) -> Any:
+        return lambda keys, args: None  # the index's trim: an integration test's (real Redis)
 
     def zadd(self, key: str, mapping: dict[str, float]) -> None:
         self.data.setdefault(key, {}).update(mapping)
-
-    def zremrangebyscore(self, key: str, low: str, high: float) -> None:
-        self.data[key] = {k: v for k, v in self.data.get(key, {}).items() if v > high}
 
     def hset(self, key: str, field: str, value: str) -> None:
         self.data.setdefault(key, {})[field] = value
@@ -143,6 +151,28 @@ def test_an_advance_whose_send_failed_sends_again_on_its_retry_only():
     store.jobs[ids["build"]] = store.jobs[ids["build"]].replace(status=JobStatus.RUNNING)
     wfs.advance(store, cfg, wf_id, send=send, token="t1")  # type: ignore[arg-type]
     assert sent == [ids["build"]]  # claimed meanwhile: the retry leaves it
+
+
+def test_a_workflows_keys_expire_when_its_last_job_ends_not_before():
+    """Its record expired log_ttl after the submit: a workflow running longer was lost, and
+    its later jobs stayed PENDING for good. Now its keys expire once every job ended."""
+    store, sent = FakeStore(), []
+    cfg = load(node="n1", log_ttl=60)
+    wf_id, ids = workflow(store)
+    keys = [store.keys.workflow(wf_id), *(store.keys.workflow_queued(wf_id, name) for name in ids)]
+
+    def send(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        sent.append(job_id)
+
+    wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
+    store.jobs[ids["build"]] = store.jobs[ids["build"]].replace(status=JobStatus.COMPLETED)
+    wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
+    assert sent == [ids["build"], ids["test"]]  # test runs; rescue and report were canceled
+    assert all(k in store.redis.data for k in keys)  # the record and each job's mark
+    assert not store.redis.ttls.keys() & set(keys)  # test still runs: nothing expires
+    store.jobs[ids["test"]] = store.jobs[ids["test"]].replace(status=JobStatus.COMPLETED)
+    wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
+    assert {k: store.redis.ttls.get(k) for k in keys} == dict.fromkeys(keys, 60)
 
 
 def _ended(status: str, error: str | None = None) -> JobRecord:
