@@ -12,20 +12,30 @@ from joblet.api.models import JobStatus
 from joblet.names import bridge_name
 from tests.conftest import BIN, Host, need
 from tests.integration.helpers import eventually, wait_running
+from tests.integration.lan import Lan
 
 
 @pytest.fixture(scope="module")
 def fleet(redis_sock):
+    """Two hosts on a simulated LAN, each with its underlay address: a network's jobs may be
+    placed on both (without an overlay between them, placement keeps them on one)."""
     need(os.geteuid() == 0, "needs root")
-    a = Host(redis_sock, "fleeta")
-    b = Host(redis_sock, "fleetb", fleet=a)
+    lan = Lan()
+    made: list[Host] = []
     try:
-        a.start_worker()
-        b.start_worker()
+        a = Host(redis_sock, "fleeta", underlay_address=lan.address(0))
+        made.append(a)
+        b = Host(redis_sock, "fleetb", fleet=a, underlay_address=lan.address(1))
+        made.append(b)
+        for i, h in enumerate(made):
+            lan.attach(h.netns, i)
+        for h in made:
+            h.start_worker()
         yield a, b
     finally:
-        b.close()
-        a.close()
+        for h in reversed(made):
+            h.close()
+        lan.close()
 
 
 def test_hosts_files_follow_jobs_on_other_hosts(fleet):
@@ -75,9 +85,9 @@ def test_delete_removes_bridge_and_rules_on_every_host(fleet):
 
 def test_host_route_overlap_is_refused_by_name(fleet):
     a, _ = fleet
-    assert a.in_ns("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p").returncode == 0
-    a.in_ns("ip", "addr", "add", "10.130.5.1/24", "dev", "lan0")
-    a.in_ns("ip", "link", "set", "lan0", "up")
+    assert a.in_ns("ip", "link", "add", "clash0", "type", "veth", "peer", "name", "clash0p").returncode == 0
+    a.in_ns("ip", "addr", "add", "10.130.5.1/24", "dev", "clash0")
+    a.in_ns("ip", "link", "set", "clash0", "up")
     proc = subprocess.run(
         ["ip", "netns", "exec", a.netns, str(BIN / "rnx"), "network", "create", "lan-clash", "--cidr=10.130.0.0/16"],
         env={**os.environ, **a.env},
@@ -85,7 +95,7 @@ def test_host_route_overlap_is_refused_by_name(fleet):
         text=True,
         timeout=60,
     )
-    a.in_ns("ip", "link", "del", "lan0")
+    a.in_ns("ip", "link", "del", "clash0")
     assert proc.returncode != 0
-    assert "overlaps with host route 10.130.5.0/24 dev lan0" in proc.stderr
+    assert "overlaps with host route 10.130.5.0/24 dev clash0" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from joblet.api import workflow_store
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
@@ -213,19 +214,29 @@ def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):
 
 def test_a_workflow_stop_ends_a_job_queued_for_a_node_that_is_down(three, redis_sock, tmp_path):
     """A workflow's job queued for a node that left: `rnx workflow stop` makes it STOPPED at
-    once, as `rnx stop` does (it stayed PENDING, no worker ever to read the stop flag)."""
+    once, as `rnx stop` does (it stayed PENDING, no worker ever to read the stop flag). The
+    job waits for another, so the workflow is taken with its node down (a job queued at once
+    for a node that is down is refused, as rnx run refuses it) and queued there later."""
     a, _, _ = three
     f = Host(redis_sock, "nodef", fleet=a, **FAST)
     try:
         f.start_worker()
         f.stop_worker()  # in the fleet's records, down
         path = tmp_path / "pinned.yaml"
-        path.write_text("jobs:\n  a: {command: echo, node: nodef}\n")
+        path.write_text(
+            "jobs:\n  first: {command: 'true', network: none}\n"
+            "  a: {command: echo, node: nodef, requires: [{first: COMPLETED}]}\n"
+        )
         started = a.rnx("workflow", "run", "-d", str(path))
         assert started.returncode == 0, started.stderr
         wf_id = started.stdout.decode().split()[-1]
-        job = next(r for r in Client(a.cfg).list() if r.workflow and r.workflow.startswith(wf_id) and r.name == "a")
-        assert job.status == JobStatus.PENDING  # the control: queued, and nothing takes it
+        client = Client(a.cfg)
+        ours = [r for r in client.list() if r.workflow and r.workflow.startswith(wf_id)]
+        first, job = (next(r for r in ours if r.name == n) for n in ("first", "a"))
+        assert client.wait(first.id, timeout=60).status == JobStatus.COMPLETED
+        queued = workflow_store.queued_key(client.store, wf_id, "a")
+        eventually(lambda: (client.store.redis.get(queued) or b"").startswith(b"1:"), "the job queued for nodef")
+        assert client.get(job.id).status == JobStatus.PENDING  # the control: queued, and nothing takes it
         assert a.rnx("workflow", "stop", wf_id).returncode == 0
         stopped = Client(a.cfg).get(job.id)
         assert stopped.status == JobStatus.STOPPED and stopped.error == "stopped before it started", stopped
