@@ -57,7 +57,10 @@ end
 # claimed, stayed PENDING for good. Another delivery, another token: refused, unless this node
 # holds the claim, the job is still waiting and the worker runs no claim of it (`retake`):
 # this node's earlier delivery claimed it and never started it (its reply lost for longer
-# than the worker waited, or the worker died before the job's journal entry).
+# than the worker waited, or the worker died before the job's journal entry). A token is
+# 'PLACE:random' (fleet.place): while the last claim's token lives (600 s), only a worker of
+# its place takes it over, not another worker under the same node name that a claim in
+# flight elsewhere would have let run the job twice.
 # A record that expires has ended (stopped while queued): its claim, made after that
 # record's expiry, goes with it (it stayed for good).
 _CLAIM = (
@@ -72,7 +75,9 @@ if redis.call('SET', KEYS[3], ARGV[4], 'NX') then
 elseif redis.call('GET', KEYS[5]) ~= ARGV[5] then
   local status = redis.call('HGET', KEYS[1], 'status')
   local waiting = status == '"PENDING"' or status == '"SCHEDULED"'
-  if not (ARGV[6] == '1' and waiting and redis.call('GET', KEYS[3]) == ARGV[4]) then return false end
+  local try = redis.call('GET', KEYS[5])
+  local here = not try or string.match(try, '^[^:]*:') == string.match(ARGV[5], '^[^:]*:')
+  if not (ARGV[6] == '1' and waiting and here and redis.call('GET', KEYS[3]) == ARGV[4]) then return false end
   redis.call('SET', KEYS[5], ARGV[5], 'EX', 600)
 end
 return {fields(KEYS[1], '0'), redis.call('EXISTS', KEYS[4])}

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,7 +38,10 @@ def place(state_dir: Path, boot_id: str = "/proc/sys/kernel/random/boot_id") -> 
     """Where this worker runs: its host's boot and its state_dir, published with every
     heartbeat. A worker restarted here finds its predecessor's heartbeat (alive for up to
     three intervals) from its own place; one from another place is another worker."""
-    boot = Path(boot_id).read_text().strip()
+    try:
+        boot = Path(boot_id).read_text().strip()
+    except OSError:  # a /proc without it (some sandboxes): the host's name stands in
+        boot = socket.gethostname()
     return hashlib.sha256(f"{boot}\0{state_dir.resolve()}".encode()).hexdigest()[:16]
 
 

@@ -169,7 +169,7 @@ class Supervisor:
         # left the job claimed and PENDING for good (its redelivery refused as a replay), and
         # that delivery's task failed. A claim of this node's that no delivery here runs (its
         # reply lost for longer, a worker dead before the start) is taken over (`retake`).
-        token = uuid.uuid4().hex
+        token = f"{self.place}:{uuid.uuid4().hex}"  # its place first: claims.py's retake
         pending = JobRecord.pending(job_id, spec)
         claims = self.svc.records.claims
         claimed = retrying(lambda: claims.claim(pending, self.cfg.node, token, retake=True), self.cfg.record_patience)

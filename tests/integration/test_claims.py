@@ -127,6 +127,16 @@ def test_a_claim_of_this_node_that_nothing_here_runs_is_taken_over(claims: Claim
     assert claims.claim(_record(job_id), "n1", "token-5", retake=True) is None  # it runs: not again
 
 
+def test_a_claim_in_flight_on_another_place_under_the_same_name_is_not_taken_over(claims: Claims) -> None:
+    """Two workers under one node name (cloned hosts): one claimed the job and sets it up
+    (PENDING still); a redelivery to the other took the claim over and the job ran twice.
+    A token names its worker's place: only that place takes its claim over."""
+    job_id = "f" * 32
+    assert claims.claim(_record(job_id), "n1", "placeA:1") is not None
+    assert claims.claim(_record(job_id), "n1", "placeB:2", retake=True) is None  # the other host
+    assert claims.claim(_record(job_id), "n1", "placeA:3", retake=True) is not None  # the control: its own
+
+
 def test_an_address_allocation_sent_again_after_a_lost_reply_takes_one_address(redis_sock: str) -> None:
     """The same for IPAM: a resent allocation returns the address its first run took; it
     took a second one, and the first stayed held by the job until a worker restart."""
