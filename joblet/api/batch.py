@@ -10,11 +10,10 @@ its record). A job that could not be queued is recorded FAILED, as with `submit`
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from joblet.api.message import new_job_id
-from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.models import JobRecord, JobSpec
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
@@ -33,6 +32,9 @@ class Batch:
         self._fleet_ok: set[str | None] = set()
         self._known: set[tuple[str, str]] = set()  # ("network" | "volume", name) seen to exist
         self._view: Any = None  # the fleet as placement sees it, read once per batch
+        # each user network's nodes with jobs: read once per network, then where this batch
+        # placed its jobs (without an overlay between nodes they must stay together)
+        self._homes: dict[str, set[str]] = {}
 
     def add(self, spec: JobSpec) -> list[JobRecord]:
         """Check one job (a JobletError says why it is refused; nothing of it is stored); returns
@@ -69,14 +71,7 @@ class Batch:
         try:
             send_runs(cfg, [(r.id, r.spec.to_dict(), r.node) for r in records])
         except Exception:
-            for r in records:
-                store.transition(
-                    r.id,
-                    [JobStatus.PENDING],
-                    status=JobStatus.FAILED,
-                    error="could not be queued",
-                    finished=time.time(),
-                )
+            self.client.fail_unqueued([r.id for r in records], "could not be queued")
             raise
         self.ready.extend(records)
 
@@ -84,11 +79,18 @@ class Batch:
         """The node whose queue gets the job (as Client.submit places it), from one read of
         the fleet per batch."""
         from joblet.api import nodes
-        from joblet.api.preflight import fleet_view
+        from joblet.api.preflight import fleet_view, homes_of, user_networks
 
         if self._view is None:
             self._view = fleet_view(self.client.store, self.client.settings)
-        target = nodes.place(spec, self._view)
+        user = user_networks(spec) if len(self._view) > 1 else []
+        unseen = [n for n in user if n not in self._homes]
+        if unseen:
+            self._homes.update(homes_of(self.client.store, unseen))
+        target = nodes.place(spec, self._view, homes={n: self._homes[n] for n in user})
+        if target is not None:
+            for network in user:
+                self._homes[network].add(target)
         if target not in self._fleet_ok:
             self.client.preflight.check_fleet(target)
             self._fleet_ok.add(target)

@@ -137,10 +137,19 @@ class Preflight:
 def network_homes(store: Store, spec: JobSpec, view: list[dict[str, Any]]) -> dict[str, set[str]]:
     """The nodes each of the job's user networks has running jobs on (one round trip; none
     for a job on built-in networks only, or a fleet of one node)."""
-    user = [n for n in spec.network if n not in BUILT_IN]
+    user = user_networks(spec)
     if not user or len(view) < 2:
         return {}
-    return {net: {node for node in jobs.values() if node} for net, jobs in store.member_nodes(user).items()}
+    return homes_of(store, user)
+
+
+def user_networks(spec: JobSpec) -> list[str]:
+    return [n for n in spec.network if n not in BUILT_IN]
+
+
+def homes_of(store: Store, networks: list[str]) -> dict[str, set[str]]:
+    """The nodes each of these networks has running jobs on (one round trip)."""
+    return {net: {node for node in jobs.values() if node} for net, jobs in store.member_nodes(networks).items()}
 
 
 def fleet_view(store: Store, cfg: Settings) -> list[dict[str, Any]]:

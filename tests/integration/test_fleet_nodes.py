@@ -296,3 +296,24 @@ def test_a_user_networks_jobs_go_where_they_reach_each_other(three):
         for job in jobs:
             client.wait(job.id, timeout=60)
         client.networks.delete("homed")
+
+
+def test_a_batchs_jobs_of_a_user_network_stay_together(three, tmp_path):
+    """rnx batch placed each line on its own: a network's jobs spread over nodes without an
+    overlay between them. It keeps them where the batch put the first one."""
+    a, _, _ = three
+    client = Client(a.cfg)
+    client.networks.create("batched", "10.124.0.0/24")
+    lines = tmp_path / "jobs.txt"
+    lines.write_text("--network=batched sleep 300\n" * 8)
+    out = a.rnx("batch", str(lines))
+    ids = out.stdout.decode().split()
+    try:
+        assert out.returncode == 0 and len(ids) == 8, out.stderr
+        assert len({client.get(i).node for i in ids}) == 1  # 1 in 2,187 by chance, before
+    finally:
+        for job_id in ids:
+            client.stop(job_id)
+        for job_id in ids:
+            client.wait(job_id, timeout=60)
+        client.networks.delete("batched")
