@@ -83,11 +83,20 @@ class Client:
             send_run(self.settings, record.id, record.spec.to_dict(), record.node)
         except BaseException as exc:  # Ctrl-C too: a record no message follows stays PENDING for good
             error = "interrupted before it was queued" if isinstance(exc, KeyboardInterrupt) else "could not be queued"
-            self.store.transition(
-                record.id, [JobStatus.PENDING], status=JobStatus.FAILED, error=error, finished=time.time()
-            )
+            self.fail_unqueued([record.id], error)
             raise
         return record
+
+    def fail_unqueued(self, job_ids: list[str], error: str) -> None:
+        """Jobs recorded and never queued: FAILED, their streams ended and every key expiring
+        after log_ttl, as a worker's end does (a bare status change left them for good)."""
+        cfg = self.settings
+        for job_id in job_ids:
+            if self.store.transition(
+                job_id, [JobStatus.PENDING], status=JobStatus.FAILED, error=error, finished=time.time()
+            ):
+                self.store.expire_job(job_id, cfg.log_ttl)
+                self.store.end_output(job_id, {"status": "FAILED"}, cfg.log_max_entries, cfg.log_ttl)
 
     def batch(self, flush_every: int = 256) -> Batch:
         """Submit many jobs with few round trips: `b = c.batch(); b.add(spec)...; b.flush()`."""

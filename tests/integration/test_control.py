@@ -164,5 +164,8 @@ def test_a_submit_interrupted_before_its_message_went_out_is_failed_not_pending(
         client.run("true", network="none")
     newest = client.list()[-1]
     assert newest.status.value == "FAILED" and newest.error == "interrupted before it was queued", newest
+    keys = client.store.keys
+    for key in (keys.job(newest.id), keys.log(newest.id)):  # expiring as any ended job's (review)
+        assert 0 < client.store.redis.ttl(key) <= client.settings.log_ttl, key
     monkeypatch.undo()
     assert client.wait(client.run("true", network="none").id, timeout=60).status.value == "COMPLETED"  # control
