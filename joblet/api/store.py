@@ -233,6 +233,15 @@ class Store(OutputStreams):
             raise NotFound(f"no such job: {job_id}")
         return record
 
+    def _names(self, job_ids: list[str]) -> list[str]:
+        """Each job's name as a key (lower case; "" for none or a record gone), in one round
+        trip of the name field alone: a short prefix reads every kept job's (resolve), and
+        whole records carry their specs and uploads."""
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "name")
+        return [name_key(str(json.loads(raw) or "")) if raw else "" for raw in pipe.execute()]
+
     @_url
     def find_jobs(self, job_ids: list[str]) -> list[JobRecord | None]:
         """Each job's record (None where it is gone), in one round trip."""
@@ -259,9 +268,9 @@ class Store(OutputStreams):
         ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
         if prefix in ids:
             return prefix
-        matches = [i for i in ids if i.startswith(prefix)]
+        matches: list[str] = [i for i in ids if i.startswith(prefix)]
         if not matches or len(prefix) < SHORT_ID_LEN:
-            named_jobs = [r.id for r in self.list_jobs() if name_key(r.name or "") == name_key(prefix)]
+            named_jobs = [i for i, name in zip(ids, self._names(ids), strict=True) if name == name_key(prefix)]
             matches = named_jobs[-1:] or matches
         if not matches:
             raise NotFound(f"no such job: {prefix}")

@@ -107,7 +107,9 @@ def test_a_workflow_jobs_name_comes_before_an_id_it_begins(store: Store) -> None
     wf_job = "9" * 32
     spec = JobSpec(command="true", name="abcd")
     store.create_job(JobRecord(id=wf_job, status=JobStatus.RUNNING, spec=spec, name="abcd", workflow="f" * 32))
+    whole = int(store.redis.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
     assert store.resolve("abcd") == wf_job
+    assert int(store.redis.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)) == whole  # names only
     assert store.resolve("ABCD") == wf_job  # names are matched in lower case
     assert store.resolve("abcd1") == IDS[0]  # the control: an id prefix no name holds
     with pytest.raises(AmbiguousId, match="matches 2 jobs"):
