@@ -16,7 +16,7 @@ from joblet.api.keys import END_FIELD, Keys
 from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.redis_conn import connect, error_kind, translated
-from joblet.api.store_output import END_SCRIPT, OutputStreams
+from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
 from joblet.names import name_key
 
@@ -105,6 +105,7 @@ return false
 _STOP = (
     LUA_SET_IF_STATUS
     + LUA_IN_WORKFLOW
+    + LUA_EXPIRE_WITH
     + """
 redis.call('SET', KEYS[4], '1')
 redis.call('PUBLISH', ARGV[7], ARGV[8])
@@ -115,12 +116,7 @@ if set == 1 then
     for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
   end
 else
-  local left = redis.call('TTL', KEYS[1])
-  if left > 0 then
-    redis.call('EXPIRE', KEYS[4], left)
-  elseif set == -1 then
-    redis.call('EXPIRE', KEYS[4], ARGV[6])
-  end
+  expire_with(KEYS[1], KEYS[4], ARGV[6])
 end
 return set
 """

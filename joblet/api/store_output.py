@@ -19,16 +19,26 @@ _url = translated(lambda self: self.url)
 # final write gave it its TTL, or its workflow's end will), or after the TTL if none is left:
 # the final record's expiry had found no stream when the job had printed nothing yet, and the
 # marker made one that never expired. A resent entry's refusal is the reply, after the expiry.
-END_SCRIPT = """
-local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], ARGV[2], ARGV[4], ARGV[5])
-local left = redis.call('TTL', KEYS[1])
-if left > 0 then
-  redis.call('EXPIRE', KEYS[2], left)
-elseif left == -2 then
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+# A key made after its job's record got its TTL expires with the record: after what the record
+# has left, or after `ttl` when the record is gone (here and in store.py's stop).
+LUA_EXPIRE_WITH = """
+local function expire_with(record, key, ttl)
+  local left = redis.call('TTL', record)
+  if left > 0 then
+    redis.call('EXPIRE', key, left)
+  elseif left == -2 then
+    redis.call('EXPIRE', key, ttl)
+  end
 end
+"""
+END_SCRIPT = (
+    LUA_EXPIRE_WITH
+    + """
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], ARGV[2], ARGV[4], ARGV[5])
+expire_with(KEYS[1], KEYS[2], ARGV[3])
 return added
 """
+)
 
 
 class OutputStreams:
