@@ -55,6 +55,20 @@ local function in_workflow(key)
   return wf ~= false and wf ~= 'null'
 end
 """
+# A job's name key (`names` .. its name in lower case), while it still names this job, expires
+# with the job's other keys: one key per name ever given stayed for good (`--name=build-SHA`).
+# A later job of the name sets it again, and the SET drops the expiry.
+LUA_EXPIRE_NAME = """
+local function expire_name(key, names, ttl)
+  local name, id = redis.call('HGET', key, 'name'), redis.call('HGET', key, 'id')
+  if not names or not name or not id then return end
+  local ok, text = pcall(cjson.decode, name)
+  local ok_id, job = pcall(cjson.decode, id)
+  if not ok or not ok_id or type(text) ~= 'string' or type(job) ~= 'string' then return end
+  local held = names .. string.lower(text)
+  if redis.call('GET', held) == job then redis.call('EXPIRE', held, ttl) end
+end
+"""
 _CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2])"
 # Whether the job of a record key has not ended (a gone record has).
 LUA_LIVE = """
@@ -97,7 +111,8 @@ return false
 
 # KEYS: job, log, claim, stop. ARGV: the waiting statuses (JSON list), the STOPPED fields
 # (JSON of JSON values), the end marker's field and summary, the stream's cap, the TTL, the
-# stop channel, the job id. The stop flag, its notice, and for a job no worker has taken yet
+# stop channel, the job id, the name keys' prefix. The stop flag, its notice, and for a job no
+# worker has taken yet
 # STOPPED with its stream ended and every key expiring (unless its workflow's end expires
 # them): three round trips before, and no key expired (the record had no TTL, and the end
 # marker made the stream without one). The flag of a job that had ended goes with its
@@ -106,6 +121,7 @@ _STOP = (
     LUA_SET_IF_STATUS
     + LUA_IN_WORKFLOW
     + LUA_EXPIRE_WITH
+    + LUA_EXPIRE_NAME
     + """
 redis.call('SET', KEYS[4], '1')
 redis.call('PUBLISH', ARGV[7], ARGV[8])
@@ -114,6 +130,7 @@ if set == 1 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', ARGV[3], ARGV[4])
   if not in_workflow(KEYS[1]) then
     for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+    expire_name(KEYS[1], ARGV[9], ARGV[6])
   end
 else
   expire_with(KEYS[1], KEYS[4], ARGV[6])
@@ -371,6 +388,7 @@ class Store(OutputStreams):
                 ttl,
                 keys.stop_channel,
                 job_id,
+                keys.name(""),
             ],
         )
         return bool(ended == 1)

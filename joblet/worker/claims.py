@@ -25,6 +25,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
 from joblet.api.store import (
     LUA_CREATE_IF_ABSENT,
+    LUA_EXPIRE_NAME,
     LUA_IN_WORKFLOW,
     LUA_SET_IF_STATUS,
     Store,
@@ -85,17 +86,20 @@ return {fields(KEYS[1], '0'), redis.call('EXISTS', KEYS[4])}
 )
 
 # KEYS: job, log, claim, stop. ARGV: the allowed statuses (JSON list), the fields to set
-# (JSON of JSON values), the TTL, '1' to read the spec back. Every key of the job gets the
-# TTL, unless the job is a workflow's: its keys expire with the workflow's (workflow_store).
+# (JSON of JSON values), the TTL, '1' to read the spec back, the name keys' prefix. Every key
+# of the job gets the TTL (its name's too, while it names the job: LUA_EXPIRE_NAME), unless the
+# job is a workflow's: its keys expire with the workflow's (workflow_store).
 # Returns {1 set, 0 not allowed, -1 no record; the record's fields}.
 _FINISH = (
     LUA_SET_IF_STATUS
     + LUA_IN_WORKFLOW
+    + LUA_EXPIRE_NAME
     + _FIELDS
     + """
 local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
 if not in_workflow(KEYS[1]) then
   for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  expire_name(KEYS[1], ARGV[5], ARGV[3])
 end
 return {set, fields(KEYS[1], ARGV[4])}
 """
@@ -178,6 +182,12 @@ class Claims:
         keys = self.store.keys
         set_, flat = self._finish(
             keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id)],
-            args=[json.dumps([s.value for s in allowed]), _encoded(fields), ttl, "1" if spec is None else "0"],
+            args=[
+                json.dumps([s.value for s in allowed]),
+                _encoded(fields),
+                ttl,
+                "1" if spec is None else "0",
+                keys.name(""),
+            ],
         )
         return set_ == 1, _record(flat, spec)

@@ -204,3 +204,29 @@ def test_a_deleted_networks_address_keys_go_unless_a_live_job_holds_one(client: 
     assert ipam.allocations("expiry-held") == {slot: live.id}
     assert redis.exists(keys.ipam_cursor("expiry-held")) == 1
     client.stop(live.id)
+
+
+def test_a_jobs_name_key_expires_with_it_while_it_names_the_job(client: Client, host: Host) -> None:
+    """One key per job name ever given stayed for good (`--name=build-SHA`): it expires with
+    the job's other keys, whether the job ran or was stopped while queued; a running job's
+    name does not expire, nor one a later job of that name holds."""
+    name_key = client.store.keys.name
+    redis = client.store.redis
+    running = client.run("sleep", ("300",), network="none", name="Named-Run")
+    wait_running(client, running.id)
+    assert redis.ttl(name_key("named-run")) == -1  # the control: taken while it runs
+    client.stop(running.id)
+    assert ended(client, running.id) == JobStatus.STOPPED
+    assert 0 < redis.ttl(name_key("named-run")) <= TTL
+    again = client.run("sleep", ("300",), network="none", name="named-run")  # the name's next holder
+    wait_running(client, again.id)
+    assert redis.ttl(name_key("named-run")) == -1
+    client.stop(again.id)
+    assert ended(client, again.id) == JobStatus.STOPPED
+    host.stop_worker()
+    try:
+        queued = client.run("true", network="none", name="named-queued")
+        assert host.rnx("stop", queued.id).returncode == 0
+        assert 0 < redis.ttl(name_key("named-queued")) <= TTL
+    finally:
+        host.start_worker()
