@@ -81,6 +81,14 @@ def build_services(cfg: Settings) -> Services:
     )
 
 
+def started_plans(runs: list[Any]) -> list[Any]:
+    """The network plans of the jobs whose command started (the bridge repair's): a job still
+    in its setup makes its bridges, or removes them when the setup fails; repaired under it, a
+    failed setup's bridge was made again by a heartbeat and left behind (CI run)."""
+    started = (r for r in runs if r.sandbox is not None and r.sandbox.released)
+    return [r.plan for r in started if r.plan is not None and r.netns is not None]
+
+
 class Supervisor:
     """Claims, the running table, stops and the heartbeat of one worker."""
 
@@ -343,7 +351,7 @@ class Supervisor:
             self.sweep_volumes()
             with self._lock:
                 runs = list(self.running.values())
-            self._bridges.repair(self.svc.agent, [r.plan for r in runs if r.plan is not None and r.netns is not None])
+            self._bridges.repair(self.svc.agent, started_plans(runs))
             restore_forgotten(self.svc, runs)  # Redis restarted without its data
         except JobletError as exc:
             log.error("host network upkeep: %s", exc)

@@ -93,3 +93,22 @@ def test_a_cgroup_root_mkdir_refuses_is_one_error(tmp_path):
     sup.store = SimpleNamespace(node_beat=lambda node: None, node_info={})  # type: ignore[assignment]
     with pytest.raises(ExecutionError, match=r"^failed to make the jobs' cgroup root .*/file/joblet: Not a directory$"):
         sup.start()
+
+
+def test_the_bridge_repair_takes_only_jobs_whose_command_started():
+    """A heartbeat's repair made again the bridge a failed setup had just removed (the job was
+    still in the running table, its plan made): the bridge stayed behind (CI run)."""
+    from joblet.worker.supervisor import started_plans
+
+    def run(released: bool | None, plan: str | None = "plan", netns: object = "ns") -> SimpleNamespace:
+        sandbox = None if released is None else SimpleNamespace(released=released)
+        return SimpleNamespace(sandbox=sandbox, plan=plan, netns=netns)
+
+    runs = [
+        run(True, "started"),
+        run(False, "in setup"),
+        run(None, "no sandbox yet"),
+        run(True, None),
+        run(True, "x", None),
+    ]
+    assert started_plans(runs) == ["started"]
