@@ -8,7 +8,7 @@ import os
 
 def main() -> None:
     mode = os.environ.get("_RNX_COMPLETE", "")
-    if mode.startswith(("bash", "zsh")) and not {"COMP_WORDS", "COMP_CWORD"} <= os.environ.keys():
+    if mode.endswith("_complete") and not {"COMP_WORDS", "COMP_CWORD"} <= os.environ.keys():
         # a completion request without the shell's words (run by hand): click's KeyError
         # traceback; there is nothing to complete
         raise SystemExit(0)

@@ -105,11 +105,12 @@ def test_workflows_complete_and_a_request_without_the_shells_words_is_quiet(host
     assert wf_id[:12] in complete(host, "workflow", "status", wf_id[:4])
     assert "cmpwf" in complete(host, "workflow", "stop", "cmp")
     assert complete(host, "workflow", "status", "zz-no-such") == []  # only what exists
-    bare = subprocess.run(
-        [str(BIN / "rnx")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **host.env, "_RNX_COMPLETE": "bash_complete"},
-    )
-    assert bare.returncode == 0 and bare.stderr == "" and bare.stdout == "", bare
+    for shell in ("bash", "zsh", "fish"):  # each reads the shell's words from COMP_WORDS
+        bare = subprocess.run(
+            [str(BIN / "rnx")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **host.env, "_RNX_COMPLETE": f"{shell}_complete"},
+        )
+        assert bare.returncode == 0 and bare.stderr == "" and bare.stdout == "", (shell, bare)
