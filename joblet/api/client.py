@@ -16,7 +16,7 @@ from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
-from joblet.errors import BackendUnavailable, NotFound, ValidationError
+from joblet.errors import BackendUnavailable, JobletError, NotFound, ValidationError
 from joblet.names import name_key
 
 if TYPE_CHECKING:
@@ -176,6 +176,16 @@ class Client:
 
     def live_nodes(self) -> dict[str, dict[str, Any]]:
         return self.store.live_nodes()
+
+    def stop_graces(self) -> dict[str, float]:
+        """Each live node's stop grace, as its heartbeat publishes it (older workers do not);
+        empty when Redis cannot say: a stop's wait then falls back on this client's setting."""
+        from joblet.api.nodes import stop_graces
+
+        try:
+            return stop_graces(self.live_nodes())
+        except JobletError:
+            return {}
 
     def nodes(self) -> builtins.list[dict[str, Any]]:
         """Every node the fleet has seen: state (up, down, draining), last heartbeat, version,

@@ -26,6 +26,12 @@ from joblet.errors import ValidationError
 UP, DOWN, DRAINING = "up", "down", "draining"
 
 
+def stop_graces(live: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Each node's stop grace from its heartbeat (`live_nodes`), where it publishes one."""
+    graces = ((n, info.get("stop_grace")) for n, info in live.items())
+    return {n: float(g) for n, g in graces if isinstance(g, int | float) and not isinstance(g, bool) and g >= 0}
+
+
 def state(record: dict[str, Any], drained: bool, now: float, down_after: float) -> str:
     if record.get("left") or now - float(record.get("beat", 0)) > down_after:
         return DOWN

@@ -265,21 +265,12 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
                 raise  # one job: its own exit code, as before
             click.echo(f"rnx: {error_text(exc)}", err=True)
             failed += 1
-    graces = worker_graces(client) if asked and not no_wait else {}
+    graces = client.stop_graces() if asked and not no_wait else {}
     for record in asked:
         if not await_stop(client, record, began, no_wait, graces.get(record.node or "")):
             failed += 1
     if failed:
         sys.exit(1)
-
-
-def worker_graces(client: Any) -> dict[str, float]:
-    """Each live node's stop grace, as its heartbeat publishes it (older workers do not)."""
-    try:
-        nodes = client.live_nodes()
-    except JobletError:
-        return {}
-    return {n: float(g) for n, info in nodes.items() if isinstance(g := info.get("stop_grace"), int | float)}
 
 
 def await_stop(client: Any, record: Any, began: float, no_wait: bool, grace: float | None = None) -> bool:

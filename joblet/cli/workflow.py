@@ -145,10 +145,8 @@ def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
     click.echo(f"stopping {len(touched)} job(s): {', '.join(touched) or '-'}")
     if no_wait:
         return
-    from joblet.cli.main import worker_graces
-
     info = client.workflows.status(wf_id)
-    graces = worker_graces(client)
+    graces = client.stop_graces()
     grace = max([client.settings.stop_grace, *graces.values()]) if graces else client.settings.stop_grace
     deadline, unended = time.monotonic() + grace + 30, 0
     for job in info["jobs"]:

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.nodes import stop_graces
 from joblet.cli import main
 from joblet.errors import NotFound
 
@@ -27,8 +28,8 @@ class StopClient:
         self.settings = SimpleNamespace(stop_grace=0.0)
         self.nodes: dict[str, dict[str, Any]] = {}  # live nodes' heartbeats
 
-    def live_nodes(self) -> dict[str, dict[str, Any]]:
-        return self.nodes
+    def stop_graces(self) -> dict[str, float]:
+        return stop_graces(self.nodes)
 
     def get(self, job_id: str) -> JobRecord:
         found = [r for r in self.jobs.values() if job_id in (r.id, r.name)]
@@ -134,3 +135,11 @@ def test_a_workflow_stop_whose_job_does_not_end_exits_1(monkeypatch):
     assert out.exit_code == 1 and "job a has not ended yet" in out.stderr, out.output
     out = rnx(monkeypatch, client(stuck=False), "workflow", "stop", "c" * 12)  # the control
     assert out.exit_code == 0 and "workflow wf cccccccccccc:" in out.stdout, out.output
+
+
+def test_stop_graces_are_the_heartbeats_numbers_only():
+    """A node whose heartbeat says no stop_grace (an older worker), or not a number of seconds,
+    is left out: rnx falls back on its own setting for its jobs."""
+    live = {"new": {"stop_grace": 2}, "old": {}, "odd": {"stop_grace": "10"}, "flag": {"stop_grace": True}}
+    live |= {"neg": {"stop_grace": -1}, "half": {"stop_grace": 0.5}}
+    assert stop_graces(live) == {"new": 2.0, "half": 0.5}
