@@ -246,6 +246,25 @@ class Store(OutputStreams):
             raise NotFound(f"no such job: {job_id}")
         return record
 
+    def _newer_workflow_job(self, name: str, since: float) -> str | None:
+        """The job called `name` in the newest workflow submitted after `since`, if one is kept:
+        the latest job of a name, where a workflow's has no name key (`rnx run --name=build`,
+        then a workflow with a `build` job: the workflow's is the latest). Workflows only since
+        the named job: a name key's lookup reads no more than the runs after it."""
+        wf_ids = self.redis.zrangebyscore(self.keys.workflows, f"({since!r}", "+inf")
+        if not wf_ids:
+            return None
+        pipe = self.redis.pipeline()
+        for wf_id in wf_ids:
+            pipe.get(self.keys.workflow(wf_id.decode()))
+        wanted = name_key(name)
+        for raw in reversed(pipe.execute()):  # the newest first
+            jobs = json.loads(raw).get("jobs", {}) if raw else {}
+            job_id = next((i for n, i in jobs.items() if name_key(n) == wanted), None)
+            if job_id and self.redis.zscore(self.keys.jobs, job_id) is not None:
+                return str(job_id)
+        return None
+
     def _names(self, job_ids: list[str]) -> list[str]:
         """Each job's name as a key (lower case; "" for none or a record gone), in one round
         trip of the name field alone: a short prefix reads every kept job's (resolve), and
@@ -266,7 +285,8 @@ class Store(OutputStreams):
     @_url
     def resolve(self, prefix: str) -> str:
         """The full id of the job `prefix` names, as Docker looks a container up: a whole id,
-        else a name (the latest job given it; `rnx stop db`), else the one id it begins. A
+        else a name (the latest job given it, a workflow's job too; `rnx stop db`), else the
+        one id it begins. A
         workflow job's name has no key of its own (two runs of a workflow each have a `db`):
         shorter than a short id, where a name may look like an id's start ("db", "a", "6c4d"),
         the records are read for it before the ids; `rnx stop db` stopped whichever job's id
@@ -276,8 +296,9 @@ class Store(OutputStreams):
         if is_job_id(prefix) and self.redis.zscore(self.keys.jobs, prefix) is not None:
             return prefix  # a whole id: one lookup, not the index of every job kept (days of them)
         named = (self.redis.get(self.keys.name(prefix)) or b"").decode()
-        if named and self.redis.zscore(self.keys.jobs, named) is not None:
-            return named
+        since = self.redis.zscore(self.keys.jobs, named) if named else None
+        if since is not None:
+            return self._newer_workflow_job(prefix, since) or named
         ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
         if prefix in ids:
             return prefix

@@ -114,3 +114,31 @@ def test_a_workflow_jobs_name_comes_before_an_id_it_begins(store: Store) -> None
     assert store.resolve("abcd1") == IDS[0]  # the control: an id prefix no name holds
     with pytest.raises(AmbiguousId, match="matches 2 jobs"):
         store.resolve("abc")  # no job is named so: the ids it begins
+
+
+def test_a_name_keys_job_gives_way_to_a_newer_workflows_job_of_that_name(store: Store) -> None:
+    """`rnx run --name=build`, then a workflow with a `build` job: the name key still named the
+    first (ended) job, so `rnx status build` showed it, not the latest job of that name."""
+    from joblet.api import workflow_store
+    from joblet.api.workflow_store import WorkflowRecord
+
+    standalone, older_wf_job, newer_wf_job = "5" * 32, "6" * 32, "7" * 32
+    spec = JobSpec(command="true", name="build")
+    made = [(older_wf_job, 50.0), (standalone, 100.0), (newer_wf_job, 200.0)]
+    for job_id, created in made:
+        wf = None if job_id == standalone else "a" + job_id[1:]
+        record = JobRecord(id=job_id, status=JobStatus.COMPLETED, spec=spec, name="build", created=created, workflow=wf)
+        store.create_job(record)
+    store.redis.set(store.keys.name("build"), standalone)
+    run = (
+        lambda job_id, created, name: WorkflowRecord(  # noqa: E731
+            id="a" + job_id[1:], name="w", created=created, jobs={name: job_id}, requires={}
+        )
+    )
+    workflow_store.save(store, run(older_wf_job, 50.0, "Build"), 3600)
+    assert store.resolve("build") == standalone  # the control: only an older workflow has one
+    workflow_store.save(store, run(newer_wf_job, 200.0, "build"), 3600)
+    assert store.resolve("build") == newer_wf_job
+    assert store.resolve("BUILD") == newer_wf_job  # names in lower case
+    store.redis.zrem(store.keys.jobs, newer_wf_job)  # its job's keys expired, the record not yet
+    assert store.resolve("build") == standalone
