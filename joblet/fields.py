@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -72,6 +73,13 @@ def text(value: Any, min_len: int = 0, max_len: int | None = None) -> str:
     if max_len is not None and len(value) > max_len:
         raise ValueError(f"must have at most {max_len} characters")
     return value
+
+
+def matching(value: Any, pattern: re.Pattern[str], what: str, hint: str = "") -> str:
+    """`value`, a string `pattern` matches, else ValueError 'invalid WHAT 'value'[: hint]'."""
+    if not pattern.fullmatch(text(value)):
+        raise ValueError(f"invalid {what} {brief(value)}" + (f": {hint}" if hint else ""))
+    return str(value)
 
 
 def optional(check: Callable[..., T], value: Any, *args: Any, **kwargs: Any) -> T | None:
@@ -178,6 +186,27 @@ def brief(value: object) -> str:
     if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
         return "a number too large" if isinstance(value, int) and value.bit_length() > 128 else repr(value)
     return type_name(value)
+
+
+def stored(cls: type[T], raw: str | bytes, what: str) -> T:
+    """A definition read back from Redis (a network's, a volume's), its fields checked by the
+    dataclass itself: anyone who can write to Redis could have put anything there, and one
+    that did not read broke every job and listing that met it (red-team run). Raises a
+    one-line ValidationError naming `what`."""
+    import json
+
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError(f"the stored {what} does not read: not JSON") from None
+    if not isinstance(data, Mapping):
+        raise ValidationError(f"the stored {what} does not read: a {type_name(data)}, not a mapping")
+    try:
+        return cls(**known_fields(cls, data))
+    except FieldError as exc:
+        raise ValidationError(f"the stored {what} does not read: field {'.'.join(exc.loc)!r} {exc.msg}") from None
+    except TypeError:  # a required field missing
+        raise ValidationError(f"the stored {what} does not read: a field is missing") from None
 
 
 def known_fields(cls: Any, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeDef, VolumeStore
-from joblet.errors import Conflict
+from joblet.errors import Conflict, ValidationError
 
 
 class Volumes:
@@ -37,7 +37,10 @@ class Volumes:
         return [{**v.to_dict(), "jobs": len(users.get(v.name, []))} for v in self.store.all()]
 
     def delete(self, name: str) -> None:
-        self.store.get(name)
+        try:
+            self.store.get(name)
+        except ValidationError:
+            pass  # a definition that does not read (written by other means) can still go
         users = self.users(name)
         if users:
             raise Conflict(

@@ -19,6 +19,7 @@ from joblet.fields import (
     checked,
     integer,
     known_fields,
+    matching,
     no_nul,
     number,
     only_known,
@@ -205,13 +206,6 @@ def _user(value: Any) -> str | None:
 
 def _node(value: Any) -> str | None:
     return optional(matching, value, NODE_RE, "node name")
-
-
-def matching(value: Any, pattern: re.Pattern[str], what: str, hint: str = "") -> str:
-    """`value`, a string `pattern` matches, else ValueError 'invalid WHAT 'value'[: hint]'."""
-    if not pattern.fullmatch(text(value)):
-        raise ValueError(f"invalid {what} {brief(value)}" + (f": {hint}" if hint else ""))
-    return str(value)
 
 
 _SPEC_CHECKS: dict[str, Callable[[Any], Any]] = {

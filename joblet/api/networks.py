@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,10 @@ from typing import Any
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
-from joblet.fields import known_fields
+from joblet.fields import boolean, checked, integer, matching, optional, stored, strings, text
 from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, default_vni, is_joblet_link
 
+log = logging.getLogger(__name__)
 BUILTINS = ("bridge", "isolated", "none", "host")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 NOT_UNICAST = {  # ranges no job network may touch, and why
@@ -44,12 +46,23 @@ class NetworkDef:
     vni: int | None = None  # the overlay's VXLAN id; set at create (older definitions: derived)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dns", tuple(self.dns))
+        """Field types and ranges (a definition in Redis may come from anyone who can write
+        there); the CIDR's own rules are `check`'s and, on the worker, `unusable`'s."""
+        fields = {
+            "name": lambda v: matching(v, NAME_RE, "network name", "letters, digits, '-' and '_'"),
+            "cidr": lambda v: str(_ipv4(text(v))),
+            "internal": boolean,
+            "dns": lambda v: tuple(str(ipaddress.IPv4Address(a)) for a in strings(v)),
+            "mtu": lambda v: optional(integer, v, 576, 65535),
+            "vni": lambda v: optional(integer, v, VNI_MIN, VNI_MAX),
+        }
+        for name, check_field in fields.items():
+            object.__setattr__(self, name, checked(name, check_field, getattr(self, name)))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> NetworkDef:
+    def from_json(cls, raw: str | bytes, name: str = "") -> NetworkDef:
         """A stored definition; fields this version does not know are ignored."""
-        return cls(**known_fields(cls, json.loads(raw)))
+        return stored(cls, raw, f'definition of network "{name}"' if name else "network definition")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "dns": list(self.dns)}
@@ -108,6 +121,13 @@ def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:
         raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: host bits are set (did you mean {parsed}?)") from None
+
+
+def _ipv4(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError:
+        raise ValueError(f"is not an IPv4 network: {cidr[:40]!r}") from None
 
 
 def not_unicast(cidr: str) -> str | None:
@@ -235,11 +255,16 @@ class NetworkStore:
     def all(self) -> list[NetworkDef]:
         return self._decode(self.redis.hgetall(self.key))
 
+    @_url
     def get(self, name: str) -> NetworkDef:
-        for net in self.all():
-            if net.name == name:
-                return net
-        raise NotFound(f"no such network: {name}")
+        """One definition; one that does not read says so (ValidationError), naming it."""
+        raw = self.redis.hget(self.key, name)
+        if raw is None:
+            raise NotFound(f"no such network: {name}")
+        net = NetworkDef.from_json(raw, name)
+        if net.name != name:
+            raise ValidationError(f'the stored definition of network "{name}" does not read: it names "{net.name}"')
+        return net
 
     @_url
     def delete(self, name: str) -> bool:
@@ -247,7 +272,21 @@ class NetworkStore:
 
     @staticmethod
     def _decode(raw: dict[bytes, bytes]) -> list[NetworkDef]:
-        return sorted((NetworkDef.from_json(v) for v in raw.values()), key=lambda n: n.name)
+        """The definitions that read, each under its own name; one that does not is left out
+        with a warning (it took every listing, heartbeat and custom-network job down with it)."""
+        found = []
+        for key, value in raw.items():
+            name = key.decode(errors="replace")
+            try:
+                net = NetworkDef.from_json(value, name)
+            except ValidationError as exc:
+                log.warning("%s: left out", exc)
+                continue
+            if net.name == name:
+                found.append(net)
+            else:
+                log.warning('the stored definition of network "%s" names "%s": left out', name, net.name)
+        return sorted(found, key=lambda n: n.name)
 
 
 def host_prefixes() -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -17,10 +18,12 @@ from joblet.api.keys import Keys
 from joblet.api.models import VOLUME_RE
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
-from joblet.fields import known_fields
+from joblet.fields import checked, integer, matching, number, optional, stored
 
+log = logging.getLogger(__name__)
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
 _MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+MIN_MB, MAX_MB = 8, 16 * 1024 * 1024
 
 
 def parse_size(text: str) -> int:
@@ -29,7 +32,7 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValidationError(f"invalid size {text!r}: use e.g. 100MB or 1GB")
     mib = int(int(m.group(1)) * _MB[m.group(2).lower()])
-    if not 8 <= mib <= 16 * 1024 * 1024:
+    if not MIN_MB <= mib <= MAX_MB:
         raise ValidationError(f"invalid size {text!r}: between 8MB and 16TB")
     return mib
 
@@ -42,10 +45,21 @@ class VolumeDef:
     size_mb: int | None = None
     created: float = 0.0
 
+    def __post_init__(self) -> None:
+        """Field types and ranges (a definition in Redis may come from anyone who can write
+        there: a size of "x" failed its jobs with a TypeError)."""
+        fields = {
+            "name": lambda v: matching(v, VOLUME_RE, "volume name", "letters, digits, '.', '_' and '-'"),
+            "size_mb": lambda v: optional(integer, v, 1, MAX_MB),
+            "created": lambda v: number(v, ge=0),
+        }
+        for name, check_field in fields.items():
+            object.__setattr__(self, name, checked(name, check_field, getattr(self, name)))
+
     @classmethod
-    def from_json(cls, raw: str | bytes) -> VolumeDef:
+    def from_json(cls, raw: str | bytes, name: str = "") -> VolumeDef:
         """A stored definition; fields this version does not know are ignored."""
-        return cls(**known_fields(cls, json.loads(raw)))
+        return stored(cls, raw, f'definition of volume "{name}"' if name else "volume definition")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,21 +90,23 @@ class VolumeStore:
 
     @_url
     def all(self) -> list[VolumeDef]:
-        raw = self.redis.hgetall(self.keys.volumes)
-        return sorted((VolumeDef.from_json(v) for v in raw.values()), key=lambda v: v.name)
+        return sorted(_readable(self.redis.hgetall(self.keys.volumes)).values(), key=lambda v: v.name)
 
     @_url
     def get(self, name: str) -> VolumeDef:
+        """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.keys.volumes, name)
         if raw is None:
             raise NotFound(f"no such volume: {name}")
-        return VolumeDef.from_json(raw)
+        vol = VolumeDef.from_json(raw, name)
+        if vol.name != name:
+            raise ValidationError(f'the stored definition of volume "{name}" does not read: it names "{vol.name}"')
+        return vol
 
     @_url
     def deleted(self) -> dict[str, VolumeDef]:
         """The last deleted definition of each deleted name."""
-        raw = self.redis.hgetall(self.keys.volumes_deleted)
-        return {k.decode(): VolumeDef.from_json(v) for k, v in raw.items()}
+        return _readable(self.redis.hgetall(self.keys.volumes_deleted))
 
     @_url
     def delete(self, name: str) -> bool:
@@ -98,6 +114,24 @@ class VolumeStore:
         ever removed from a host (a Redis that lost its data, or another prefix, names none)."""
         keys = [self.keys.volumes, self.keys.volumes_deleted]
         return bool(self.redis.register_script(_DELETE)(keys=keys, args=[name]))
+
+
+def _readable(raw: dict[bytes, bytes]) -> dict[str, VolumeDef]:
+    """{name: definition} of those that read, each under its own name; one that does not is
+    left out with a warning (it failed every listing and sweep that met it)."""
+    found = {}
+    for key, value in raw.items():
+        name = key.decode(errors="replace")
+        try:
+            vol = VolumeDef.from_json(value, name)
+        except ValidationError as exc:
+            log.warning("%s: left out", exc)
+            continue
+        if vol.name == name:
+            found[name] = vol
+        else:
+            log.warning('the stored definition of volume "%s" names "%s": left out', name, vol.name)
+    return found
 
 
 _DELETE = """
