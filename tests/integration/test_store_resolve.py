@@ -130,11 +130,10 @@ def test_a_name_keys_job_gives_way_to_a_newer_workflows_job_of_that_name(store: 
         record = JobRecord(id=job_id, status=JobStatus.COMPLETED, spec=spec, name="build", created=created, workflow=wf)
         store.create_job(record)
     store.redis.set(store.keys.name("build"), standalone)
-    run = (
-        lambda job_id, created, name: WorkflowRecord(  # noqa: E731
-            id="a" + job_id[1:], name="w", created=created, jobs={name: job_id}, requires={}
-        )
-    )
+
+    def run(job_id: str, created: float, name: str) -> WorkflowRecord:
+        return WorkflowRecord(id="a" + job_id[1:], name="w", created=created, jobs={name: job_id}, requires={})
+
     workflow_store.save(store, run(older_wf_job, 50.0, "Build"), 3600)
     assert store.resolve("build") == standalone  # the control: only an older workflow has one
     workflow_store.save(store, run(newer_wf_job, 200.0, "build"), 3600)
