@@ -135,9 +135,24 @@ def url(schemes: tuple[str, ...]) -> Check:
             raise ValueError(f"{shown} has a port that is not a number from 0 to 65535") from None
         if parts.scheme == "unix" and not parts.path:
             raise ValueError(f"{shown} names no socket path (unix:///run/redis.sock)")
+        if parts.scheme in ("redis", "rediss", "unix"):
+            _redis_db(parts, shown)
         return found
 
     return check
+
+
+def _redis_db(parts: Any, shown: str) -> None:
+    """A Redis URL's database (`?db=N`, or the path of a redis:// URL) is a number: `?db=abc`
+    read as database 0 in rnx and failed with a traceback where redis-py read it."""
+    from urllib.parse import parse_qs
+
+    dbs = parse_qs(parts.query).get("db", [])
+    if parts.scheme != "unix" and parts.path.strip("/"):
+        dbs.append(parts.path.strip("/"))
+    for db in dbs:
+        if not (db.isascii() and db.isdigit() and len(db) <= 9):
+            raise ValueError(f"{shown} names database {db[:20]!r}: give a number (redis://host:6379/0, ?db=0)")
 
 
 def optional_url(schemes: tuple[str, ...]) -> Check:

@@ -113,10 +113,18 @@ class Connection:
         password = unquote(parts.password) if parts.password else None
         if password is not None:
             user = unquote(parts.username) if parts.username else None
-            self.call(["AUTH", user, password] if user else ["AUTH", password])
+            self._setup(["AUTH", user, password] if user else ["AUTH", password])
         db = query.get("db") or parts.path.strip("/") if parts.scheme != "unix" else query.get("db")
         if db and db != "0":
-            self.call(["SELECT", db])
+            self._setup(["SELECT", db])
+
+    def _setup(self, args: list[Any]) -> None:
+        """AUTH or SELECT, whose error ends the connection: a wrong password went on as the
+        default user, a database out of range as database 0 (usability review)."""
+        reply = self.call(args)
+        if isinstance(reply, ResponseError):
+            self.close()
+            raise reply
 
     def close(self) -> None:
         if self.sock is not None:

@@ -206,3 +206,27 @@ def test_a_key_or_value_named_block_is_data(pair):
     assert resp._blocks(["HSET", "h", "BLOCK", "0"]) == 0.0  # not a wait for ever
     assert resp._blocks(["XREAD", "COUNT", 5, "BLOCK", 250, "STREAMS", "block", "0"]) == 0.25
     assert resp._blocks(["XREAD", "STREAMS", "BLOCK", "0"]) == 0.0  # a stream named BLOCK
+
+
+def test_a_refused_auth_or_select_is_an_error_not_the_default_user(redis_sock: str):
+    """AUTH's and SELECT's error replies were returned and dropped: a wrong password went on as
+    the default user (open on this server), a database out of range read database 0."""
+    sock = redis_sock.removeprefix("unix://")
+    user, key = f"u{uuid.uuid4().hex[:8]}", f"resp-{uuid.uuid4().hex[:8]}"
+    admin = connect_redis_py(redis_sock)
+    admin.execute_command("ACL", "SETUSER", user, "on", ">right", f"~{key}", "+get", "+set")
+
+    def lite(url: str) -> Any:
+        return resp.LiteRedis(url, lambda: connect_redis_py(url))
+
+    try:
+        good = lite(f"unix://{user}:right@{sock}")
+        assert good.set(key, "v") and good.get(key) == b"v"  # the control: the right password
+        with pytest.raises(resp.AuthenticationError, match="WRONGPASS"):
+            lite(f"unix://{user}:wrong@{sock}").get(key)
+        with pytest.raises(resp.ResponseError, match="DB index is out of range"):
+            lite(f"unix://{sock}?db=99999").get(key)
+        assert lite(f"unix://{sock}?db=1").get(key) is None  # the control: database 1 is there, and empty
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.delete(key)

@@ -29,6 +29,9 @@ JOB = "a" * 32
         ("redis://u:s3cret@h:99999/0", "'redis://u:***@h:99999/0' has a port"),
         ("redis://:s3c@ret@h:x/0", "'redis://:***@h:x/0' has a port"),
         ("unix://", "names no socket path"),
+        ("unix:///run/r.sock?db=abc", "names database 'abc': give a number"),
+        ("redis://h:6379/x1", "names database 'x1'"),
+        ("rediss://h/0?db=-1", "names database '-1'"),
     ],
 )
 def test_a_redis_url_is_checked_when_read(monkeypatch, value, says):
@@ -39,7 +42,7 @@ def test_a_redis_url_is_checked_when_read(monkeypatch, value, says):
 
 
 def test_good_urls_pass(monkeypatch):
-    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@h:6380/1", "unix:///run/r.sock"):
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@h:6380/1", "unix:///run/r.sock", "unix:///r.sock?db=3"):
         monkeypatch.setenv("JOBLET_REDIS_URL", url)
         assert load_settings().redis_url == url
     for broker in ("amqp://guest:guest@127.0.0.1:5672//", "pyamqp://h//", "redis+socket:///run/r.sock"):
