@@ -359,10 +359,14 @@ def main() -> None:
 
 
 def closed_streams() -> bool:
-    """A closed stdin reads as empty (/dev/null); a closed stdout is refused in one line
-    (Python leaves both None, and the first print raised AttributeError)."""
+    """A closed stdin reads as empty (/dev/null) and a closed stderr discards what rnx says
+    there (`rnx run -d ... 2>&-`: every command exited 1, the job's own code lost, on the
+    AttributeError of its last flush); a closed stdout is refused in one line (Python leaves
+    all three None, and the first print raised AttributeError)."""
     if sys.stdin is None:
         sys.stdin = open(os.devnull)  # noqa: SIM115 - for the process's life
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     if sys.stdout is not None:
         return False
     if sys.stderr is not None:

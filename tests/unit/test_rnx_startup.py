@@ -112,6 +112,18 @@ def test_closed_or_full_standard_streams_are_one_line():
     assert no_input.returncode == 0 and no_input.stdout == no_input.stderr == ""  # read as empty: nothing queued
 
 
+@pytest.mark.parametrize(("args", "code", "out"), [("--version", 0, "rnx"), ("list", 1, ""), ("nosuch", 2, "")])
+def test_a_closed_stderr_leaves_the_exit_status_alone(args, code, out):
+    """`rnx ... 2>&-`: every command exited 1 (its last flush of a stderr Python had left None
+    raised), `rnx run` losing its job's own code; what it had to say there is discarded."""
+    rnx = f"{sys.executable} -c 'from joblet.cli.main import main; main()'"
+    env = {"JOBLET_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}  # unreachable: exit 1
+    done = subprocess.run(f"{rnx} {args} 2>&-", shell=True, capture_output=True, text=True, env=env)
+    assert (done.returncode, done.stderr) == (code, "") and out in done.stdout
+    shown = subprocess.run(f"{rnx} {args}", shell=True, capture_output=True, text=True, env=env)
+    assert shown.returncode == code and (shown.stderr != "") == (code != 0)  # the control: said on stderr
+
+
 def test_ctrl_c_while_rnx_loads_ends_it_quietly():
     """Ctrl-C during rnx's imports: exit 130 and no traceback (the import is made to raise
     KeyboardInterrupt, as the signal would); loaded, the same entry point runs (the control)."""
