@@ -63,8 +63,8 @@ def supports(url: str) -> bool:
 def _encode(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
-    if isinstance(value, str):
-        return value.encode()
+    if isinstance(value, str):  # a name from argv that is not UTF-8 (surrogate escapes): its bytes
+        return value.encode(errors="surrogateescape")
     if isinstance(value, bool):
         raise TypeError("a bool is not a Redis value (as in redis-py)")
     if isinstance(value, int | float):

@@ -117,7 +117,9 @@ def options_file(env: dict[str, str], bwrap_args: list[str]) -> int:
     parts = ["--clearenv"]
     for key, value in env.items():
         parts += ["--setenv", key, value]
-    data = "\0".join([*parts, *bwrap_args]).encode() + b"\0"
+    # a value that is not UTF-8 arrives as rnx read it from its argv (surrogate escapes):
+    # the job gets its bytes, as it gets its arguments' (os.fsencode)
+    data = "\0".join([*parts, *bwrap_args]).encode(errors="surrogateescape") + b"\0"
     fd = os.memfd_create("joblet-bwrap-args", 0)  # no CLOEXEC: pass_fds hands it to bwrap
     try:
         view = memoryview(data)

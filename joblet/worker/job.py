@@ -290,7 +290,7 @@ class JobRun:
         sandbox.close()
 
     def _cannot_run(self, how: Unrunnable) -> tuple[Outcome, bytes, bool]:
-        message = f"joblet: {self.spec.command}: {how.why}\n".encode()
+        message = f"joblet: {self.spec.command}: {how.why}\n".encode(errors="surrogateescape")  # its bytes, as given
         self.store.append_output(self.job_id, STDERR_FIELD, message, self.svc.cfg.log_max_entries)
         return Outcome(JobStatus.FAILED, how.code, error=how.why), b"", False
 

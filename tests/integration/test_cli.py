@@ -99,3 +99,17 @@ def test_near_misses_get_a_hint(host, tmp_path):
     assert upload.returncode == 2 and b"is not a readable file (a directory: --upload-dir)" in upload.stderr
     vol = host.rnx("volume", "create", "..")
     assert vol.returncode == 2 and b"starting with a letter or digit" in vol.stderr
+
+
+def test_bytes_that_are_not_utf8_pass_as_bytes(host):
+    """A job id, command or --env value that is not UTF-8 (rnx reads its argv with surrogate
+    escapes): `rnx status` ended in a traceback, the command and the value failed their job
+    with an internal error. They are bytes as given, as a job's arguments already were."""
+    for args in (("status",), ("log",), ("stop",), ("workflow", "status")):
+        out = host.rnx(*args, b"\xff")
+        assert out.returncode == 1 and out.stderr.startswith(b"rnx: no such "), (args, out.stderr)
+        assert out.stderr.count(b"\n") == 1 and b"Traceback" not in out.stderr, (args, out.stderr)
+    out = host.rnx("run", "--network=none", b"no\xffsuch")
+    assert out.returncode == 127 and out.stderr == b"joblet: no\xffsuch: command not found\n", out.stderr
+    out = host.rnx("run", "--network=none", "--env", b"X=a\xffb", "sh", "-c", 'printf %s "$X" "$1"', "sh", b"c\xffd")
+    assert out.returncode == 0 and out.stdout == b"a\xffbc\xffd", out  # the value, and an argument (the control)
