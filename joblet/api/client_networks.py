@@ -9,6 +9,7 @@ from joblet.api.networks import (
     BUILTINS,
     NetworkDef,
     NetworkStore,
+    blocked_ranges,
     check,
     control_plane,
     holds_control_plane,
@@ -68,6 +69,7 @@ class Networks:
         reserved = {
             'built-in network "bridge"': cfg.bridge_cidr,
             "the isolated-mode pool": cfg.isolated_pool,
+            **blocked_ranges(cfg.job_blocked_networks),
             **host_prefixes(),
             **fleet_prefixes(nodes),
         }

@@ -139,6 +139,32 @@ def not_unicast(cidr: str) -> str | None:
     return None
 
 
+def unusable(cidr: str, held: list[str], reserved: dict[str, str]) -> str | None:
+    """Why a worker builds no network of `cidr`, or None: a range that is not unicast, holds
+    an address of `held` (the broker's, the state store's, job_blocked_addresses') or overlaps
+    one of `reserved` ({label: cidr}). The client checks as much at create, but a definition
+    may come from anyone who can write Redis, or from before a setting or route it now clashes
+    with: the more specific route to a network's bridge took the host's own traffic to that
+    range, its Redis connection included (red-team run)."""
+    problem = not_unicast(cidr)
+    if problem:
+        return problem
+    net = ipaddress.IPv4Network(cidr)
+    inside = next((a for a in held if ipaddress.ip_address(a) in net), None)  # IPv6: in no IPv4 network
+    if inside is not None:
+        return f"CIDR {cidr} contains {inside}, an address of the control plane"
+    hit = overlap(cidr, reserved)
+    return None if hit is None else f"CIDR {cidr} overlaps {hit}"
+
+
+def blocked_ranges(networks: tuple[str, ...]) -> dict[str, str]:
+    """The IPv4 ranges of job_blocked_networks as reserved ranges: a job network there would
+    hand a job the cloud metadata service's address (Azure's 168.63.129.16, Alibaba's
+    100.100.100.200) on every host where it has jobs."""
+    ranges = (ipaddress.ip_network(n, strict=False) for n in networks)
+    return {f"job_blocked_networks' {r}": str(r) for r in ranges if r.version == 4}
+
+
 def holds_control_plane(name: str, cidr: str, endpoints: dict[str, list[str]]) -> None:
     """Refuse a CIDR holding an address of the broker or state store ({setting: addresses})."""
     net = ipaddress.IPv4Network(cidr)

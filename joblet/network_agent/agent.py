@@ -16,7 +16,7 @@ import time
 
 from joblet import names
 from joblet.api.models import JobSpec
-from joblet.api.networks import NetworkDef, NetworkStore, control_plane, not_unicast
+from joblet.api.networks import NetworkDef, NetworkStore, blocked_ranges, control_plane, host_prefixes, unusable
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
@@ -154,11 +154,23 @@ class NetworkAgent:
             self._blocked = endpoints
         return self._blocked
 
+    def check_usable(self, net: NetworkDef, routes: bool = False) -> None:
+        """Refuse a network this host must not build (`unusable`); with `routes`, also one over
+        a route of this host (read now: only when its bridge is made here, an `ip` call)."""
+        cfg = self.cfg
+        reserved = {
+            "the default bridge": cfg.bridge_cidr,
+            "the isolated-mode pool": cfg.isolated_pool,
+            **blocked_ranges(cfg.job_blocked_networks),
+            **(host_prefixes() if routes else {}),
+        }
+        problem = unusable(net.cidr, [a for a, _ in self._control_plane()], reserved)
+        if problem:
+            raise NetworkError(f'network "{net.name}" cannot be used on node {cfg.node}: {problem}')
+
     def ensure_network(self, net: NetworkDef) -> Subnet:
         """The bridge of a user network on this host, and its rules in joblet's table."""
-        problem = not_unicast(net.cidr)  # a definition written to Redis by other means
-        if problem:
-            raise NetworkError(f'network "{net.name}" cannot be used: {problem}')
+        self.check_usable(net)
         subnet = Subnet(net.cidr)
         bridge = bridge_name(net.name)
         mtu = net.mtu or self.network_mtu()
@@ -166,6 +178,7 @@ class NetworkAgent:
         self._drop_if_redefined(net, fw)
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
+                self.check_usable(net, routes=True)
                 _, created = links.ensure_bridge(
                     bridge, subnet.gateway, subnet.prefixlen, mtu, self._gateway_mac(bridge), only_gateway=True
                 )
@@ -245,9 +258,7 @@ class NetworkAgent:
                 user[name] = self.networks.get(name)
             except NotFound:
                 raise NetworkError(f"unknown network {name!r}") from None
-            problem = not_unicast(user[name].cidr)  # a definition written to Redis by other means
-            if problem:
-                raise NetworkError(f'network "{name}" cannot be used: {problem}')
+            self.check_usable(user[name])  # a definition written to Redis by other means
         dns = next((n.dns for n in user.values() if n.dns), ())
         wanted = wants_addresses(nets) and not dns  # a network's --dns comes first (plan.py)
         servers = host.job_nameservers(self.cfg.dns_servers, self.cfg.resolv_conf) if wanted else ()

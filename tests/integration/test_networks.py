@@ -12,7 +12,16 @@ from joblet.api.models import JobStatus
 from joblet.api.networks import NetworkStore
 from joblet.errors import Conflict, ValidationError
 from joblet.names import bridge_name
-from tests.integration.helpers import SERVER, connect_ok, host_listener, ns_connects, run, wait_listening, wait_running
+from tests.integration.helpers import (
+    SERVER,
+    connect_ok,
+    eventually,
+    host_listener,
+    ns_connects,
+    run,
+    wait_listening,
+    wait_running,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +51,9 @@ def test_validation_errors(nets):
         nets.networks.create("x1", "10.100.0.0/16")
     with pytest.raises(Conflict, match="built-in network"):
         nets.networks.create("x2", "172.20.5.0/24")
+    for cidr, blocked in (("168.63.129.0/24", "168.63.129.16/32"), ("100.100.96.0/20", "100.100.100.200/32")):
+        with pytest.raises(Conflict, match=rf"overlaps with job_blocked_networks' {blocked} "):
+            nets.networks.create("x4", cidr)  # a job there would answer for the metadata service
     for cidr in ("10.1.0.1/24", "10.1.0.0/30", "nonsense", "10.0.0.0/7"):
         with pytest.raises(ValidationError):
             nets.networks.create("x3", cidr)
@@ -216,3 +228,45 @@ def test_a_job_on_two_networks_is_listed_by_either_with_that_ones_address(nets, 
     finally:
         nets.stop(job.id)
         nets.wait(job.id, timeout=30)
+
+
+def test_a_definition_over_a_route_of_the_host_is_not_built(nets, host):
+    """A definition written to Redis past `rnx network create` (which refuses it), over a route
+    of the worker's host: its bridge's more specific route took the host's own traffic to that
+    range (the worker's Redis connection, where Redis sat there) and handed it to a job
+    (red-team run). The worker refuses to build it; a network beside it still runs."""
+    import json
+
+    from joblet.api.networks import NetworkDef
+
+    sh = __import__("subprocess").run
+    sh(["ip", "-n", host.netns, "link", "add", "lan9", "type", "veth", "peer", "name", "lan9p"], check=True)
+    try:
+        sh(["ip", "-n", host.netns, "addr", "add", "10.188.0.1/24", "dev", "lan9"], check=True)
+        for link in ("lan9", "lan9p"):
+            sh(["ip", "-n", host.netns, "link", "set", link, "up"], check=True)
+
+        def published() -> bool:
+            return any("dev lan9" in k for k in nets.live_nodes()[host.name].get("prefixes", {}))
+
+        eventually(published, "the worker's heartbeat naming the new route")
+        with pytest.raises(Conflict, match=r"overlaps with host route 10.188.0.0/24 dev lan9 on node hosta"):
+            nets.networks.create("lanx", "10.188.0.0/25")  # the client's own check
+        store = NetworkStore(host.cfg.redis_url, host.cfg.key_prefix)
+        forged = NetworkDef(name="lanx", cidr="10.188.0.0/25", vni=5001)
+        store.redis.hset(store.key, "lanx", json.dumps(forged.to_dict()))
+        rec, _, _ = run(nets, "true", network="lanx")
+        assert rec.status == JobStatus.FAILED, rec
+        why = 'network "lanx" cannot be used on node hosta: CIDR 10.188.0.0/25 overlaps host route'
+        assert why in (rec.error or ""), rec
+        route = sh(["ip", "-n", host.netns, "route", "get", "10.188.0.7"], capture_output=True, text=True).stdout
+        assert " dev lan9 " in route, route  # the host's traffic there still goes to its LAN
+        links = sh(["ip", "-n", host.netns, "-o", "link"], capture_output=True, text=True).stdout
+        assert bridge_name("lanx") not in links
+        nets.networks.create("beside", "10.189.0.0/24")
+        rec, _, _ = run(nets, "true", network="beside")
+        assert rec.exit_code == 0, rec  # the control: a network clear of the host's routes is built
+        nets.networks.delete("beside")
+    finally:
+        NetworkStore(host.cfg.redis_url, host.cfg.key_prefix).delete("lanx")
+        sh(["ip", "-n", host.netns, "link", "del", "lan9"], check=False)

@@ -239,3 +239,25 @@ def test_default_ranges_must_not_hold_the_control_plane():
     with pytest.raises(NetworkError, match="bridge_cidr 10.50.0.0/16 holds 10.50.0.9, an address of the broker"):
         agent.check_ranges()
     NetworkAgent(load(job_blocked_addresses="10.51.0.9:6379", bridge_cidr="10.50.0.0/16"), None, None).check_ranges()
+
+
+def test_what_a_worker_will_not_build():
+    """The worker's own check of a definition from Redis (the client's can be gone past)."""
+    from joblet.api.networks import blocked_ranges, unusable
+
+    assert unusable("10.5.0.0/24", ["10.2.0.5", "::1"], {"the default bridge": "172.20.0.0/16"}) is None
+    assert "link-local" in unusable("169.254.0.0/24", [], {})
+    held = unusable("10.2.0.0/24", ["10.2.0.5"], {})
+    assert held == "CIDR 10.2.0.0/24 contains 10.2.0.5, an address of the control plane"
+    reserved = blocked_ranges(("169.254.0.0/16", "168.63.129.16/32", "100.100.100.200", "fd00:ec2::254/128"))
+    assert reserved == {
+        "job_blocked_networks' 169.254.0.0/16": "169.254.0.0/16",
+        "job_blocked_networks' 168.63.129.16/32": "168.63.129.16/32",
+        "job_blocked_networks' 100.100.100.200/32": "100.100.100.200/32",
+    }
+    assert unusable("168.63.129.0/24", [], reserved) == (
+        "CIDR 168.63.129.0/24 overlaps job_blocked_networks' 168.63.129.16/32 (168.63.129.16/32)"
+    )
+    assert unusable("172.20.5.0/24", [], {"the default bridge": "172.20.0.0/16"}) == (
+        "CIDR 172.20.5.0/24 overlaps the default bridge (172.20.0.0/16)"
+    )
