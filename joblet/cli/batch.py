@@ -96,14 +96,14 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
     exits 2 after queueing the others."""
     from joblet.cli.run import job_spec
 
-    jobs = ctx.obj.client.batch()
+    jobs, limit = ctx.obj.client.batch(), ctx.obj.client.settings.upload_max_bytes
     refused = 0
     for number, raw in enumerate(lines(file), start=1):
         try:
             if raw is None:
                 raise LineError(f"longer than {MAX_LINE >> 10} KiB")
             params = parse_line(decoded(raw), ctx)
-            queued = jobs.add(job_spec(params)) if params is not None else []
+            queued = jobs.add(job_spec(params, limit)) if params is not None else []
         except (BackendUnavailable, PermissionDenied):
             raise
         except (LineError, JobletError) as exc:

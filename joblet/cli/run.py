@@ -39,8 +39,10 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str, Any]]:
-    """Files (by base name) and a directory tree (relative paths) with their modes."""
+def read_uploads(files: tuple[str, ...], directory: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Files (by base name) and a directory tree (relative paths) with their modes; refused
+    as soon as their sizes pass `limit` (upload_max_bytes), before more is read: a tree of
+    1.2 GB was read whole, 4.5 GB of memory, before the limit refused it (usability review)."""
     found: list[tuple[Path, str]] = []
     for name in files:
         path = Path(name)
@@ -49,11 +51,41 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
             raise ValidationError(f"invalid job field 'uploads': {name} is not a readable file{hint}")
         found.append((path, path.name))
     if directory is not None:
-        root = Path(directory)
-        if not root.is_dir():
-            raise ValidationError(f"invalid job field 'uploads': {directory} is not a directory")
-        inside = root.resolve()
-        for path in sorted(root.rglob("*")):
+        found += _tree(directory)
+    uploads, total = [], 0
+    for path, rel in found:
+        try:
+            total += path.stat().st_size
+            if limit is not None and total > limit:
+                raise ValidationError(
+                    f"invalid job field 'uploads': the files exceed the limit of {limit} bytes "
+                    f"(upload_max_bytes) at {path}"
+                )
+            data = path.read_bytes()
+            mode = path.stat().st_mode & 0o7777
+        except OSError as exc:
+            raise ValidationError(f"invalid job field 'uploads': {path}: {exc.strerror}") from None
+        uploads.append({"path": rel, "mode": mode, "content": base64.b64encode(data).decode()})
+    return uploads
+
+
+def _tree(directory: str) -> list[tuple[Path, str]]:
+    """The files of an upload directory, by path relative to it. Said on stderr and not sent:
+    FIFOs, sockets, devices, broken links, links to directories (their files are, where the
+    tree holds them), and directories that cannot be read (they were left out without a
+    word); a link out of the tree is refused."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValidationError(f"invalid job field 'uploads': {directory} is not a directory")
+    inside = root.resolve()
+
+    def unreadable(exc: OSError) -> None:
+        sys.stderr.write(f"rnx: --upload-dir: {exc.filename}: {exc.strerror}: not sent\n")
+
+    found: list[tuple[Path, str]] = []
+    for top, dirs, files in os.walk(root, onerror=unreadable):
+        for name in sorted([*dirs, *files]):
+            path = Path(top, name)
             if path.is_file():
                 if not path.resolve().is_relative_to(inside):  # a link out of the tree: not sent
                     raise ValidationError(f"invalid job field 'uploads': {path} is a link out of {directory}")
@@ -64,17 +96,10 @@ def read_uploads(files: tuple[str, ...], directory: str | None) -> list[dict[str
                 sys.stderr.write(f"rnx: --upload-dir: {path} is a link to a directory: not sent (its files are)\n")
             elif not path.is_dir():  # a FIFO, a socket, a device, a broken link: said, not sent
                 sys.stderr.write(f"rnx: --upload-dir: {path} is not a file or a directory: not sent\n")
-    uploads = []
-    for path, rel in found:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ValidationError(f"invalid job field 'uploads': {path}: {exc.strerror}") from None
-        uploads.append({"path": rel, "mode": path.stat().st_mode & 0o7777, "content": base64.b64encode(data).decode()})
-    return uploads
+    return sorted(found, key=lambda item: item[1])
 
 
-def job_spec(params: dict[str, Any]) -> Any:
+def job_spec(params: dict[str, Any], upload_limit: int | None = None) -> Any:
     """The JobSpec of `rnx run`'s parsed options and command (a ValidationError names the
     option, or the field where no option sets it)."""
     from joblet.api.models import make_spec
@@ -85,7 +110,7 @@ def job_spec(params: dict[str, Any]) -> Any:
         "name": params["name"],
         "node": params["node"],
         "timeout": params["timeout"],
-        "uploads": read_uploads(params["uploads"], params["upload_dir"]),
+        "uploads": read_uploads(params["uploads"], params["upload_dir"], upload_limit),
         "volumes": params["volumes"],
         "runtime": params["runtime"],
         "user": params["user"],
@@ -259,7 +284,7 @@ def run(
         raise click.UsageError("missing COMMAND (or --workflow=FILE)")
 
     client: Client = obj.client
-    record = client.submit(job_spec(click.get_current_context().params))
+    record = client.submit(job_spec(click.get_current_context().params, client.settings.upload_max_bytes))
     if detach:
         if as_json:
             print_json({"id": record.id, "status": record.status.value})

@@ -18,7 +18,7 @@ from joblet.cli import main
 from joblet.cli.render import human, job_details
 from joblet.cli.run import Attached, Leave
 from joblet.cli.stats import size, stats_row
-from joblet.config import default
+from joblet.config import Settings, default
 from joblet.errors import BackendUnavailable, NotFound, ValidationError
 from joblet.worker.stats import link_counters
 
@@ -28,6 +28,7 @@ class FakeClient:
 
     def __init__(self) -> None:
         self.submitted: list[JobSpec] = []
+        self.settings = Settings()
 
     def submit(self, spec: JobSpec) -> JobRecord:
         self.submitted.append(spec)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.limits import Limits, parse_bytes
 from joblet.api.models import JobRecord, JobSpec, JobStatus
-from joblet.config import load
+from joblet.config import Settings, load
 from joblet.errors import ConfigError
 from joblet.worker import faults
 from joblet.worker.output import Budget, OutputPump, truncation_notice
@@ -91,6 +91,8 @@ def test_cli_passes_max_output(monkeypatch):
     sent = {}
 
     class FakeClient:
+        settings = Settings()
+
         def submit(self, spec):
             sent["spec"] = spec
             return JobRecord(id="b" * 32, status=JobStatus.PENDING, spec=spec)

@@ -3,6 +3,7 @@ links stay in its tree (an untrusted workflow file or tree shipped no other loca
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,49 @@ def test_an_upload_directory_says_a_link_to_a_directory_is_not_walked_and_refuse
     (tree / "home").symlink_to(tmp_path / "home")
     with pytest.raises(ValidationError, match=f"{tree / 'home'} is a link out of"):
         read_uploads((), str(tree))
+
+
+def test_uploads_past_the_limit_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    """A tree of 1.2 GB was read whole (4.5 GB of memory) before the limit refused it."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.bin").write_bytes(b"a" * 600)
+    with (tree / "b.img").open("wb") as big:
+        big.truncate(1 << 40)  # sparse: a terabyte on paper, nothing on disk
+    reads: list[str] = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real_read(self))
+    with pytest.raises(ValidationError, match=r"exceed the limit of 1000 bytes \(upload_max_bytes\) at .*b.img"):
+        read_uploads((), str(tree), limit=1000)
+    assert reads == ["a.bin"]  # the big one was never read
+    with pytest.raises(ValidationError, match="exceed the limit of 100 bytes"):
+        read_uploads((str(tree / "a.bin"),), None, limit=100)
+    assert [u["path"] for u in read_uploads((str(tree / "a.bin"),), None, limit=600)] == ["a.bin"]  # the control
+
+
+def test_an_upload_directory_says_which_directories_it_cannot_read(tmp_path, capsys):
+    """One it could not list was left out without a word (a FIFO or a broken link is said)."""
+    import os
+    import subprocess
+
+    tree = tmp_path / "tree"
+    (tree / "open").mkdir(parents=True)
+    (tree / "open" / "ok.txt").write_text("ok\n")
+    (tree / "shut").mkdir()
+    (tree / "shut" / "hidden.txt").write_text("no\n")
+    os.chmod(tree / "shut", 0)
+    os.chmod(tree, 0o755)
+    probe = (
+        "import sys; from joblet.cli.run import read_uploads; print([u['path'] for u in read_uploads((), sys.argv[1])])"
+    )
+    # as a user whose permissions count (root reads any directory)
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+    done = subprocess.run(
+        [*(drop if os.geteuid() == 0 else []), sys.executable, "-c", probe, "."],
+        cwd=tree,  # its parents are root's own (0700): the tree is reached from inside
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.stdout == "['open/ok.txt']\n", done  # the control: the readable one is sent
+    assert done.stderr == "rnx: --upload-dir: ./shut: Permission denied: not sent\n"
