@@ -312,7 +312,8 @@ class Attached:
         self.as_json = as_json
         self.sig_proxy = sig_proxy
         self.stdout = bytearray()
-        self.warned = False
+        self.warned = False  # said that no worker takes it (or it started: nothing to say)
+        self.said_down: str | None = None  # the node whose missing heartbeat rnx has told of
         self.after = "0-0"  # the last stream entry shown: nothing is ever shown twice
         self.caught: int | None = None  # the first signal (or the one rnx left on)
         self.signals = 0  # how many came
@@ -394,9 +395,13 @@ class Attached:
             if self.caught is not None and self.stopping is None:
                 self._begin_stop()
             entries = self._read()
-            if not entries and not self.warned and time.monotonic() > check_at:
-                check_at = time.monotonic() + 1.0  # at most once a second while nothing arrives
-                self._warn_if_no_worker(initial=False)
+            if not entries and time.monotonic() > check_at:
+                # at most once a second while nothing arrives, every 5 s once it runs
+                check_at = time.monotonic() + (5.0 if self.warned else 1.0)
+                if not self.warned:
+                    self._warn_if_no_worker(initial=False)
+                else:
+                    self._warn_if_node_down()
             for entry_id, field, data in entries:
                 self.after = entry_id
                 if field == END_FIELD:
@@ -453,6 +458,28 @@ class Attached:
             "running (start one with `joblet-worker`)\n"
         )
         self.warned = True
+
+    def _warn_if_node_down(self) -> None:
+        """Its node's heartbeat is gone while the job runs (its worker killed, its host down):
+        rnx said nothing and waited for good where no other node marks the job LOST. Said once
+        per node, and again if the job moves on (rnx still waits: a worker that comes back
+        ends the job LOST, or a stop, or Ctrl-C)."""
+        from joblet.errors import JobletError
+
+        try:
+            record = self.client.store.get_job(self.record.id)
+            node = record.node
+            if record.status.value != "RUNNING" or node is None or node == self.said_down:
+                return
+            if node in self.client.live_nodes():
+                return
+        except JobletError:  # Redis gone, or back without the record: the reads wait that out
+            return
+        sys.stderr.write(
+            f"rnx: job {record.short_id} runs on node {node!r}, whose heartbeat has stopped (its "
+            f"worker down?); waiting until it is marked lost or its worker returns (Ctrl-C leaves it)\n"
+        )
+        self.said_down = node
 
     def _report(self, final: JobRecord) -> int:
         from joblet.cli.render import print_json, printable

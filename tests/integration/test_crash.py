@@ -4,6 +4,7 @@ job is LOST (never run again), everything it had is released, and queued jobs ru
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -12,7 +13,7 @@ from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
 from joblet.worker.faults import POINTS
 from joblet.worker.journal import Journal
-from tests.conftest import Host, need
+from tests.conftest import BIN, Host, need
 from tests.integration.helpers import eventually, run
 
 
@@ -59,4 +60,47 @@ def test_worker_killed_at_each_stage(redis_sock, stage):
         rec2, out, _ = run(client, "echo", "after", network="crash-net")
         assert rec2.status == JobStatus.COMPLETED and out == b"after\n"
     finally:
+        h.close()
+
+
+def test_an_attached_run_says_when_its_nodes_heartbeat_stops(redis_sock):
+    """`rnx run` attached to a job whose only worker was killed waited for good without a word
+    (no other node marks the job LOST: usability review). It says so once, waits on, and
+    ends 125 ("lost") when a worker comes back and reconciles the job."""
+    import select
+    import subprocess
+    import time
+
+    need(os.geteuid() == 0, "needs root")
+    h = Host(redis_sock, "quiet-node")
+    rnx: subprocess.Popen[bytes] | None = None
+    try:
+        h.start_worker()
+        argv = [str(BIN / "rnx"), "run", "--network=none", "sh", "-c", "echo started; exec sleep 300"]
+        rnx = subprocess.Popen(argv, env={**os.environ, **h.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert rnx.stdout is not None and rnx.stderr is not None
+        assert rnx.stdout.readline() == b"started\n"
+
+        def read_until(end: float, done: Callable[[bytes], bool]) -> bytes:
+            got = b""
+            while not done(got) and time.monotonic() < end:
+                if select.select([rnx.stderr], [], [], 0.5)[0]:
+                    got += os.read(rnx.stderr.fileno(), 4096)  # type: ignore[union-attr]
+            return got
+
+        said = read_until(time.monotonic() + 8, lambda got: got != b"")  # the control: its worker beats
+        assert said == b""
+        h.worker.kill()  # type: ignore[union-attr]
+        h.worker.wait()  # type: ignore[union-attr]
+        # its heartbeat key expires (4 s here), rnx looks every 5 s
+        said = read_until(time.monotonic() + 30, lambda got: b"\n" in got)
+        assert b"runs on node 'quiet-node', whose heartbeat has stopped (its worker down?)" in said, said
+        assert rnx.poll() is None  # it waits on
+        h.start_worker()
+        assert rnx.wait(timeout=60) == 125
+        assert b"lost: the worker running it stopped unexpectedly" in said + rnx.stderr.read()
+    finally:
+        if rnx is not None and rnx.poll() is None:
+            rnx.kill()
+            rnx.wait()
         h.close()

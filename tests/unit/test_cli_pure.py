@@ -506,3 +506,36 @@ def test_an_attached_workflow_run_waits_out_redis(monkeypatch, tmp_path, capsys)
     assert run_workflow(SimpleNamespace(workflows=workflows), str(path), detach=False, as_json=False) == 0
     err = capsys.readouterr().err
     assert err.count("waiting up to 60 s (workflow cccccccccccc goes on)") == 1, err
+
+
+class NodeStore:
+    """A running job's record on `node`; `live` are the nodes whose heartbeat is there."""
+
+    def __init__(self, node: str, status: JobStatus = JobStatus.RUNNING) -> None:
+        self.node, self.status = node, status
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return JobRecord(id=job_id, spec=JobSpec(command="sleep"), status=self.status, node=self.node)
+
+
+def test_an_attached_run_says_once_that_its_nodes_heartbeat_stopped(capsys):
+    """Its only worker killed, `rnx run` waited for good without a word (no other node marks
+    the job LOST); now it says so once per node, and waits on."""
+    run, client = attached()
+    client.store = NodeStore("n1")  # type: ignore[attr-defined]
+    client.live_nodes = lambda: {"n1": {}}  # type: ignore[attr-defined]
+    run._warn_if_node_down()
+    assert capsys.readouterr().err == ""  # the control: its node beats
+    client.live_nodes = lambda: {"n2": {}}  # type: ignore[attr-defined]
+    run._warn_if_node_down()
+    run._warn_if_node_down()
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "job aaaaaaaaaaaa runs on node 'n1', whose heartbeat has stopped" in said
+    client.store = NodeStore("n1", JobStatus.LOST)  # type: ignore[attr-defined]
+    run.said_down = None
+    run._warn_if_node_down()
+    assert capsys.readouterr().err == ""  # ended: nothing to say
+    client.store = StatusStore(None)  # type: ignore[attr-defined]
+    client.store.get_job = lambda job_id: (_ for _ in ()).throw(BackendUnavailable("gone"))  # type: ignore[attr-defined]
+    run._warn_if_node_down()  # Redis gone meanwhile: the reads wait it out, this says nothing
+    assert capsys.readouterr().err == ""
