@@ -91,8 +91,6 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
     if name.lower() in BUILTINS:  # `BRIDGE` would read as the default bridge's to a user
         raise ValidationError(f"{fail}: {name!r} is a built-in network")
     net = _ipv4_network(cidr, fail)
-    if not 8 <= net.prefixlen <= 29:
-        raise ValidationError(f"{fail}: CIDR {cidr} must be between /8 and /29")
     problem = not_unicast(str(net))
     if problem:
         raise ValidationError(f"{fail}: {problem}")
@@ -117,6 +115,8 @@ def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
         raise ValidationError(
             f"{fail}: {cidr} is an IPv6 range; joblet networks are IPv4 only (give one such as 10.10.0.0/24)"
         )
+    if not 8 <= parsed.prefixlen <= 29:  # before the host bits: `did you mean 10.0.0.0/7?` offered a /7
+        raise ValidationError(f"{fail}: CIDR {cidr} must be between /8 and /29")
     try:
         return ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:

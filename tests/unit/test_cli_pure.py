@@ -119,7 +119,9 @@ def test_human_values(value, text):
 
 def test_ipv6_and_bad_cidrs_get_joblet_errors():
     assert check("ok", "10.9.0.0/24") == "10.9.0.0/24"
-    for cidr, said in (("fd00::/64", "IPv6"), ("10.9.0.1/24", "did you mean 10.9.0.0/24"), ("nope", "ADDRESS/PREFIX")):
+    cases = [("fd00::/64", "IPv6"), ("10.9.0.1/24", "did you mean 10.9.0.0/24"), ("nope", "ADDRESS/PREFIX")]
+    cases.append(("10.12.0.0/7", "CIDR 10.12.0.0/7 must be between /8 and /29"))  # not "did you mean 10.0.0.0/7?"
+    for cidr, said in cases:
         with pytest.raises(ValidationError) as err:
             check("x", cidr)
         assert said in str(err.value) and "\n" not in str(err.value)
