@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -83,6 +83,18 @@ class RnxGroup(click.Group):
             self.add_command(getattr(importlib.import_module(module), attr), name)
         return super().get_command(ctx, name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """rnx's own options: a mistyped one is one line too (click printed three)."""
+        words = list(args)  # what follows rnx's own options: the command's path is in it
+        try:
+            rest = super().parse_args(ctx, args)
+        except NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as exc:
+            usage_exit(exc, ctx.command_path)
+        ctx.meta[WORDS] = words
+        return rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -90,16 +102,41 @@ class RnxGroup(click.Group):
             click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # one line, with the help command to read next
-            where = exc.ctx.command_path if exc.ctx else "rnx"
-            message = " ".join(exc.format_message().split())  # click lists choices one per line
-            click.echo(f"{where}: {message} (see '{where} --help')", err=True)
-            sys.exit(exc.exit_code)
+            usage_exit(exc, command_named(ctx))
         except JobletError as exc:
             code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), 1)
             click.echo(f"rnx: {error_text(exc)}", err=True)
             sys.exit(code)
         except KeyboardInterrupt:  # Ctrl-C: quiet, 130, as a shell's command (click said "Aborted!", 1)
             sys.exit(130)
+
+
+WORDS = "rnx.words"  # ctx.meta: the words rnx was given
+
+
+def usage_exit(exc: click.UsageError, where: str) -> NoReturn:
+    """A usage error as one line, with the help command to read next; `where`: the command
+    when the error names none (an option's missing value)."""
+    where = exc.ctx.command_path if exc.ctx else where
+    message = " ".join(exc.format_message().split())  # click lists choices one per line
+    click.echo(f"{where}: {message} (see '{where} --help')", err=True)
+    sys.exit(exc.exit_code)
+
+
+def command_named(ctx: click.Context) -> str:
+    """The path of the deepest command a group's remaining words name (`rnx network create`):
+    click's error for an option without its value (`--cidr` last) carries no context, and the
+    help it pointed to was rnx's own."""
+    words = ctx.meta.get(WORDS, [])
+    command: click.Command | None = ctx.command
+    path = [ctx.command_path]
+    for word in words:
+        found = command.get_command(ctx, word) if isinstance(command, click.Group) else None
+        if found is None:
+            break
+        command = found
+        path.append(word)
+    return " ".join(path)
 
 
 @click.group(cls=RnxGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -541,3 +541,23 @@ def test_an_attached_run_says_once_that_its_nodes_heartbeat_stopped(capsys):
     client.store.get_job = lambda job_id: (_ for _ in ()).throw(BackendUnavailable("gone"))  # type: ignore[attr-defined]
     run._warn_if_node_down()  # Redis gone meanwhile: the reads wait it out, this says nothing
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--bogus"], "rnx: No such option '--bogus'. (see 'rnx --help')\n"),
+        (["-x", "list"], "rnx: No such option '-x'. (see 'rnx --help')\n"),
+        (
+            ["network", "create", "x", "--cidr"],
+            "rnx network create: Option '--cidr' requires an argument. (see 'rnx network create --help')\n",
+        ),
+        (["run", "--max-cpu"], "rnx run: Option '--max-cpu' requires an argument. (see 'rnx run --help')\n"),
+        (["stop"], "rnx stop: Missing argument 'JOB...'. (see 'rnx stop --help')\n"),  # the control: had its context
+    ],
+)
+def test_a_usage_error_is_one_line_pointing_at_its_commands_help(args, said):
+    """rnx's own options were refused in click's three lines; an option's missing value
+    pointed at `rnx --help` whichever command it was for (usability review)."""
+    out = CliRunner().invoke(main.cli, args, prog_name="rnx")
+    assert out.exit_code == 2 and out.output == said, out.output
