@@ -18,12 +18,13 @@ def network() -> None:
 @click.argument("name")
 @click.option("--cidr", required=True, help="Address range, e.g. 10.10.0.0/24 (/8 to /29).")
 @click.option("--internal", is_flag=True, help="No route out: jobs reach only each other.")
-@click.option("--dns", default="", help="Comma-separated DNS servers for its jobs.")
+@click.option("--dns", "dns", multiple=True, help="DNS servers for its jobs, comma-separated or repeated.")
 @click.option("--mtu", type=int, help="MTU (default: the uplink's MTU less 50, the VXLAN header).")
 @click.pass_obj
-def create(obj: Any, name: str, cidr: str, internal: bool, dns: str, mtu: int | None) -> None:
+def create(obj: Any, name: str, cidr: str, internal: bool, dns: tuple[str, ...], mtu: int | None) -> None:
     """Create network NAME."""
-    servers = tuple(s.strip() for s in dns.split(",") if s.strip())
+    # repeated, each counts (the last alone did, as click keeps for a single-valued option)
+    servers = tuple(dict.fromkeys(s.strip() for given in dns for s in given.split(",") if s.strip()))
     net = obj.client.networks.create(name, cidr, internal=internal, dns=servers, mtu=mtu)
     click.echo(f"created network {net.name} ({net.cidr})")
 

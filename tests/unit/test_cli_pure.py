@@ -561,3 +561,23 @@ def test_a_usage_error_is_one_line_pointing_at_its_commands_help(args, said):
     pointed at `rnx --help` whichever command it was for (usability review)."""
     out = CliRunner().invoke(main.cli, args, prog_name="rnx")
     assert out.exit_code == 2 and out.output == said, out.output
+
+
+def test_network_create_takes_every_dns_given(monkeypatch):
+    """`--dns=1.1.1.1 --dns=9.9.9.9` kept the last alone (usability review)."""
+    from types import SimpleNamespace
+
+    made: dict[str, object] = {}
+
+    def create(name: str, cidr: str, **kw: object) -> object:
+        made.update(kw)
+        return SimpleNamespace(name=name, cidr=cidr)
+
+    client = SimpleNamespace(networks=SimpleNamespace(create=create))
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    args = ["network", "create", "n", "--cidr=10.9.0.0/24", "--dns=1.1.1.1,9.9.9.9", "--dns", "8.8.8.8"]
+    args.append("--dns=1.1.1.1")  # given twice: once
+    out = CliRunner().invoke(main.cli, args, prog_name="rnx")
+    assert out.exit_code == 0 and made["dns"] == ("1.1.1.1", "9.9.9.9", "8.8.8.8"), (out.output, made)
+    out = CliRunner().invoke(main.cli, args[:4], prog_name="rnx")
+    assert out.exit_code == 0 and made["dns"] == ()  # none given: the worker's
