@@ -30,6 +30,8 @@ from joblet.errors import ValidationError
 from joblet.fields import FieldError
 from joblet.names import name_key
 
+WORKFLOW_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
 JOB_KEYS = {
     "command",
     "args",
@@ -79,6 +81,12 @@ MAX_FILE = 4 << 20  # a workflow's file; its uploads are read from their own fil
 def load(path: Path) -> Workflow:
     """Read and check a workflow file; errors name the file, the job and the field."""
     import yaml
+
+    if not WORKFLOW_NAME_RE.fullmatch(path.stem):  # `long wf` broke completion, ESC the terminal
+        raise ValidationError(
+            f"workflow {_shown(path.name)}: its name is its file's, {_shown(path.stem)}: letters, digits, '.', "
+            "'_' and '-', starting with a letter or digit, at most 64 (rename the file)"
+        )
 
     try:
         with open(path, "rb") as fh:

@@ -228,3 +228,16 @@ def test_yaml_nested_past_the_recursion_limit_is_one_line_and_exit_2(tmp_path: P
     shallow.write_text("jobs:\n  a:\n    command: echo\n    args: " + "[" * 100 + "x" + "]" * 100 + "\n")
     with pytest.raises(ValidationError, match="is not text or a number"):
         load(shallow)
+
+
+@pytest.mark.parametrize("stem", ["long wf", "-flag", "x" * 65, "esc\x1b]0;t\x07", "line\nbreak", ".hidden"])
+def test_a_workflow_is_named_by_its_file_and_the_name_is_checked(tmp_path, stem):
+    """`long wf.yaml` ran as workflow "long wf" (two words to the shell's completion), and
+    names with control characters or a leading '-' were taken as they came (usability review)."""
+    path = tmp_path / f"{stem}.yaml"
+    path.write_text("jobs:\n  a: {command: echo}\n")
+    with pytest.raises(ValidationError, match=r"its name is its file's, .*\(rename the file\)$"):
+        load(path)
+    fine = tmp_path / "build-2.v1_x.yaml"
+    fine.write_text("jobs:\n  a: {command: echo}\n")
+    assert load(fine).name == "build-2.v1_x"  # the control
