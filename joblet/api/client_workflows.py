@@ -137,6 +137,7 @@ class Workflows:
                     "node": r.node,
                     "ip": r.ip,
                     "requires": {d: s.value for d, s in wf.requires[n].items()},
+                    "exit_code": r.exit_code,
                     "error": r.error,
                 }
                 for n, r in recs.items()

@@ -61,8 +61,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
             for job in info["jobs"]:
                 if seen.get(job["name"]) != job["status"]:
                     seen[job["name"]] = job["status"]
-                    why = f" ({printable(job['error'])})" if job["error"] else ""
-                    print(f"  {job['name']}: {job['status']}{why}", file=out)
+                    print(f"  {job['name']}: {job['status']}{ended_how(job, printable)}", file=out)
             if info["status"] in ("COMPLETED", "FAILED", "STOPPED"):
                 break
             wakeup.sleep(0.3)
@@ -76,6 +75,15 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     from joblet.api.models import JobStatus
 
     return 0 if info["status"] == JobStatus.COMPLETED.value else 1
+
+
+def ended_how(job: dict[str, Any], printable: Any) -> str:
+    """Why a job ended as it did, for its line: its error, else a failed command's exit code
+    (`database: FAILED` said nothing of why: usability review)."""
+    if job.get("error"):
+        return f" ({printable(job['error'])})"
+    code = job.get("exit_code")
+    return f" (exit code {code})" if job["status"] == "FAILED" and code not in (None, 0) else ""
 
 
 @workflow.command("run")
@@ -117,12 +125,13 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
         return
     click.echo(f"workflow {info['name']} {info['id'][:12]}: {info['status']}")
     table(
-        ["JOB", "ID", "STATUS", "REQUIRES", "NODE", "IP"],
+        ["JOB", "ID", "STATUS", "EXIT", "REQUIRES", "NODE", "IP"],
         [
             [
                 j["name"],
                 j["id"][:12],
                 j["status"],
+                "-" if j.get("exit_code") is None else str(j["exit_code"]),
                 ", ".join(f"{d}={s}" for d, s in j["requires"].items()) or "-",
                 j["node"] or "-",
                 j["ip"] or "-",

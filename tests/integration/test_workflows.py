@@ -140,12 +140,18 @@ jobs:
         assert proc.returncode == code and info["status"] == want, proc.stderr.decode()
         notify = next(j for j in info["jobs"] if j["name"] == "notify")
         assert notify["status"] == ("CANCELED" if build == "true" else "COMPLETED")
+        built = next(j for j in info["jobs"] if j["name"] == "build")
+        assert built["exit_code"] == code  # why it failed, beside its status (usability review)
+        assert (b"  build: FAILED (exit code 1)\n" in proc.stderr) == (code == 1), proc.stderr
         runs.append(info["id"])
     # by name: the newest run of that name (as a job's name is the job that has it now)
     by_name = json.loads(host.rnx("workflow", "status", "--json", "branch").stdout)
     assert by_name["id"] == runs[1] and by_name["status"] == "FAILED"
     by_prefix = json.loads(host.rnx("workflow", "status", "--json", runs[0][:12]).stdout)
     assert by_prefix["id"] == runs[0] and by_prefix["status"] == "COMPLETED"
+    table = host.rnx("workflow", "status", "branch").stdout.decode().splitlines()
+    assert table[1].split()[:4] == ["JOB", "ID", "STATUS", "EXIT"]
+    assert [row.split()[3] for row in table[2:]] == ["1", "0"]  # build, then notify
     missing = host.rnx("workflow", "status", "no-such-flow")
     assert missing.returncode != 0 and b"no such workflow: no-such-flow" in missing.stderr
 
