@@ -42,12 +42,12 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
     for candidate in candidates:
         real = job_realpath(candidate, views)
         host_path = host_view(real, views) if real else None
-        mode = _mode(host_path) if host_path else 0
+        mode, runnable = _probe(real, host_path, views)
         if stat.S_ISDIR(mode) and "/" in command:
             problem = problem or Unrunnable(126, "Is a directory")
         elif mode and as_dir:
             problem = problem or Unrunnable(126, "Not a directory")
-        elif stat.S_ISREG(mode) and not os.access(str(host_path), os.X_OK):
+        elif stat.S_ISREG(mode) and not runnable:
             problem = problem or Unrunnable(126, "Permission denied")
         elif stat.S_ISREG(mode):
             # not in a volume: another job sharing it could swap a directory on the way for a
@@ -105,6 +105,47 @@ def _errno(path: str) -> int:
     except OSError as exc:
         return exc.errno or 0
     return 0
+
+
+def _probe(real: str | None, host_path: str | None, views: list[tuple[str, str]]) -> tuple[int, bool]:
+    """The type and mode of what a job path leads to, and whether it may be executed. In a
+    volume, read along a walk that follows no link (`_in_volume`): another job sharing it
+    could swap a directory on the way for a link between the walk of job_realpath and these
+    reads, which followed it on the host and told whether /root/.bashrc existed (red-team run)."""
+    if host_path is None or real is None:
+        return 0, False
+    if under(real, "/volumes"):
+        return _in_volume(real, views)
+    mode = _mode(host_path)
+    return mode, bool(mode) and os.access(host_path, os.X_OK)
+
+
+def _in_volume(real: str, views: list[tuple[str, str]]) -> tuple[int, bool]:
+    """`_probe` of a path in a volume: each part below the volume's own directory opened
+    without following a link (a link there now is one put since the walk: nothing found)."""
+    prefix, root = next((v for v in views if under(real, v[0])), ("", ""))
+    if not prefix:
+        return 0, False
+    parts = [p for p in real[len(prefix) :].split("/") if p]
+    try:
+        fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return 0, False
+    try:
+        for part in parts:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                return 0, False  # a link, or a file on the way
+            step = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = step
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISLNK(mode):
+            return 0, False
+        return mode, os.access(f"/proc/self/fd/{fd}", os.X_OK)  # the inode held, no path walked again
+    except OSError:
+        return 0, False
+    finally:
+        os.close(fd)
 
 
 def _mode(path: str) -> int:

@@ -293,3 +293,38 @@ def test_a_path_through_a_file_is_not_a_directory_and_the_sandboxs_own_paths_are
     (vol / "f").write_text("x")
     assert resolve("/volumes/v/f/x", "/usr/bin", with_volume) == no_file
     assert resolve("/work/run.sh/x", "/usr/bin", with_volume) == not_a_dir  # the control: outside volumes
+
+
+def test_a_directory_swapped_for_a_link_after_the_walk_tells_nothing_of_the_host(tmp_path, monkeypatch):
+    """Another job sharing the volume swaps a directory on the path for a link to a host
+    directory between job_realpath's walk and the reads of what it found: those followed the
+    link on the host and told whether /root/.bashrc existed (red-team run, by RENAME_EXCHANGE
+    in a loop). Read without following links, the swapped path is not found."""
+    from joblet.worker import lookup
+
+    secret = tmp_path / "root"  # the host's, no job's
+    secret.mkdir()
+    (secret / ".bashrc").write_text("x\n")  # not executable: 126 if it were found
+    data = tmp_path / "volume"
+    (data / "d").mkdir(parents=True)
+    (data / "d" / "tool").write_text("#!/bin/sh\n")
+    (data / "d" / "tool").chmod(0o755)
+    (data / "d" / "notes").write_text("x\n")
+    layout = Layout(
+        hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r", binds=((str(data), "/volumes/v", False),)
+    )
+    views = views_of(HOST, layout)
+    assert resolve("/volumes/v/d/tool", "/usr/bin", views) == "/volumes/v/d/tool"  # the controls, unswapped
+    assert resolve("/volumes/v/d/notes", "/usr/bin", views) == Unrunnable(126, "Permission denied")
+    walk = lookup.job_realpath
+
+    def swapped_after_the_walk(path: str, views: list[tuple[str, str]], hops: int = 40) -> str | None:
+        found = walk(path, views, hops)
+        if (data / "d").is_dir() and not (data / "d").is_symlink():
+            (data / "d").rename(tmp_path / "d-away")
+            (data / "d").symlink_to(secret)
+        return found
+
+    (secret / "notes").write_text("x\n")
+    monkeypatch.setattr(lookup, "job_realpath", swapped_after_the_walk)
+    assert resolve("/volumes/v/d/.bashrc", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
