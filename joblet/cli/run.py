@@ -290,6 +290,11 @@ def run(
             print_json({"id": record.id, "status": record.status.value})
         else:
             click.echo(record.id)
+        if record.node is None and not client.live_nodes():  # queued for whichever comes
+            click.echo(
+                f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)",
+                err=True,
+            )
         return
     sys.exit(Attached(client, record, as_json, sig_proxy).follow())
 

@@ -74,8 +74,15 @@ def test_no_worker_is_reported(host):
             proc.terminate()
             proc.wait()
         assert b"is waiting for a worker" in proc.stderr.read()
+        detached = host.rnx("run", "-d", "--network=none", "true")  # it said nothing of the wait
+        short = detached.stdout.strip()[:12]
+        assert detached.returncode == 0 and detached.stderr == (
+            b"rnx: job " + short + b" waits in the queue: no worker is running (start one with `joblet-worker`)\n"
+        )
     finally:
         host.start_worker()
+    detached = host.rnx("run", "-d", "--network=none", "true")
+    assert detached.returncode == 0 and detached.stderr == b""  # the control: a worker is up
 
 
 def test_an_empty_list_from_a_redis_no_worker_used_says_so(host):
