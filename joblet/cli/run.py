@@ -290,7 +290,7 @@ def run(
             print_json({"id": record.id, "status": record.status.value})
         else:
             click.echo(record.id)
-        if record.node is None and not client.live_nodes():  # queued for whichever comes
+        if record.node is None:  # placed on no node: none was up or draining (nodes.place)
             click.echo(
                 f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)",
                 err=True,
