@@ -31,6 +31,7 @@ NOT_UNICAST = {  # ranges no job network may touch, and why
     "224.0.0.0/4": "multicast (224.0.0.0/4)",
     "240.0.0.0/4": "reserved (240.0.0.0/4, with the broadcast address 255.255.255.255)",
 }
+PREFIXES = (8, 29)  # a network's prefix lengths: a /30 holds no job beside its gateway
 DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}
 
 
@@ -115,8 +116,8 @@ def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
         raise ValidationError(
             f"{fail}: {cidr} is an IPv6 range; joblet networks are IPv4 only (give one such as 10.10.0.0/24)"
         )
-    if not 8 <= parsed.prefixlen <= 29:  # before the host bits: `did you mean 10.0.0.0/7?` offered a /7
-        raise ValidationError(f"{fail}: CIDR {cidr} must be between /8 and /29")
+    if not PREFIXES[0] <= parsed.prefixlen <= PREFIXES[1]:  # before the host bits: `did you mean 10.0.0.0/7?`
+        raise ValidationError(f"{fail}: CIDR {cidr} must be between /{PREFIXES[0]} and /{PREFIXES[1]}")
     try:
         return ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:
@@ -150,6 +151,8 @@ def unusable(cidr: str, held: list[str], reserved: dict[str, str]) -> str | None
     if problem:
         return problem
     net = ipaddress.IPv4Network(cidr)
+    if not PREFIXES[0] <= net.prefixlen <= PREFIXES[1]:  # 32.0.0.0/3 would route an eighth of IPv4 to jobs
+        return f"CIDR {cidr} must be between /{PREFIXES[0]} and /{PREFIXES[1]}"
     inside = next((a for a in held if ipaddress.ip_address(a) in net), None)  # IPv6: in no IPv4 network
     if inside is not None:
         return f"CIDR {cidr} contains {inside}, an address of the control plane"

@@ -162,6 +162,9 @@ class NetworkAgent:
             "the default bridge": cfg.bridge_cidr,
             "the isolated-mode pool": cfg.isolated_pool,
             **blocked_ranges(cfg.job_blocked_networks),
+            # the networks with a bridge here (their routes are joblet's, which host_prefixes
+            # leaves out): a /28 written over one's /24 took its jobs' traffic from the host
+            **{f'network "{n}" on this host': fw.cidr for n, fw in list(self._active.items()) if n != net.name},
             **(host_prefixes() if routes else {}),
         }
         problem = unusable(net.cidr, [a for a, _ in self._control_plane()], reserved)
@@ -176,9 +179,10 @@ class NetworkAgent:
         mtu = net.mtu or self.network_mtu()
         fw = firewall.FwNetwork(net.name, bridge, net.cidr, not net.internal)
         self._drop_if_redefined(net, fw)
+        if links.index_of(bridge) is None or net.name not in self._active:
+            self.check_usable(net, routes=True)  # an `ip` call: not inside the lock other jobs wait on
         with self._lock:
             if links.index_of(bridge) is None or net.name not in self._active:
-                self.check_usable(net, routes=True)
                 _, created = links.ensure_bridge(
                     bridge, subnet.gateway, subnet.prefixlen, mtu, self._gateway_mac(bridge), only_gateway=True
                 )

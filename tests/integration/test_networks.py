@@ -266,7 +266,13 @@ def test_a_definition_over_a_route_of_the_host_is_not_built(nets, host):
         nets.networks.create("beside", "10.189.0.0/24")
         rec, _, _ = run(nets, "true", network="beside")
         assert rec.exit_code == 0, rec  # the control: a network clear of the host's routes is built
+        inside = NetworkDef(name="inside", cidr="10.189.0.0/28", vni=5002)  # over "beside", whose bridge is here
+        store.redis.hset(store.key, "inside", json.dumps(inside.to_dict()))
+        rec, _, _ = run(nets, "true", network="inside")
+        why = 'network "inside" cannot be used on node hosta: CIDR 10.189.0.0/28 overlaps network "beside" on this host'
+        assert rec.status == JobStatus.FAILED and why in (rec.error or ""), rec
         nets.networks.delete("beside")
     finally:
+        NetworkStore(host.cfg.redis_url, host.cfg.key_prefix).delete("inside")
         NetworkStore(host.cfg.redis_url, host.cfg.key_prefix).delete("lanx")
         sh(["ip", "-n", host.netns, "link", "del", "lan9"], check=False)

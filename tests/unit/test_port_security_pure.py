@@ -261,3 +261,5 @@ def test_what_a_worker_will_not_build():
     assert unusable("172.20.5.0/24", [], {"the default bridge": "172.20.0.0/16"}) == (
         "CIDR 172.20.5.0/24 overlaps the default bridge (172.20.0.0/16)"
     )
+    assert unusable("32.0.0.0/3", [], {}) == "CIDR 32.0.0.0/3 must be between /8 and /29"  # an eighth of IPv4
+    assert unusable("10.5.0.0/30", [], {}) == "CIDR 10.5.0.0/30 must be between /8 and /29"
