@@ -15,6 +15,7 @@ naming why for each node (a draining node would only refuse it).
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,8 @@ UP, DOWN, DRAINING = "up", "down", "draining"
 def stop_graces(live: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Each node's stop grace from its heartbeat (`live_nodes`), where it publishes one."""
     graces = ((n, info.get("stop_grace")) for n, info in live.items())
-    return {n: float(g) for n, g in graces if isinstance(g, int | float) and not isinstance(g, bool) and g >= 0}
+    numbers = ((n, g) for n, g in graces if isinstance(g, int | float) and not isinstance(g, bool))
+    return {n: float(g) for n, g in numbers if 0 <= g < math.inf}  # JSON's 1e999 is infinite: a wait for good
 
 
 def state(record: dict[str, Any], drained: bool, now: float, down_after: float) -> str:

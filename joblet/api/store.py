@@ -174,6 +174,19 @@ def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, s
     return {**found, **own, **ids}  # an id is the job's whatever another calls itself
 
 
+def _job_named(raw: bytes | None, wanted: str) -> str | None:
+    """The id of the job named `wanted` in a stored workflow record; None where it has none,
+    or the record does not read (one written by other means failed every name's lookup)."""
+    try:
+        jobs = json.loads(raw).get("jobs") if raw else None
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    if not isinstance(jobs, dict):
+        return None
+    found = next((i for n, i in jobs.items() if isinstance(n, str) and name_key(n) == wanted), None)
+    return found if isinstance(found, str) else None
+
+
 def _beat(raw: bytes | None) -> dict[str, Any] | None:
     try:
         beat = json.loads(raw) if raw else None
@@ -259,10 +272,9 @@ class Store(OutputStreams):
             pipe.get(self.keys.workflow(wf_id.decode()))
         wanted = name_key(name)
         for raw in reversed(pipe.execute()):  # the newest first
-            jobs = json.loads(raw).get("jobs", {}) if raw else {}
-            job_id = next((i for n, i in jobs.items() if name_key(n) == wanted), None)
+            job_id = _job_named(raw, wanted)
             if job_id and self.redis.zscore(self.keys.jobs, job_id) is not None:
-                return str(job_id)
+                return job_id
         return None
 
     def _names(self, job_ids: list[str]) -> list[str]:
@@ -356,6 +368,19 @@ class Store(OutputStreams):
         for job_id in job_ids:
             pipe.hget(self.keys.job(job_id), "status")
         return [None if raw is None else JobStatus(json.loads(raw)) for raw in pipe.execute()]
+
+    @_url
+    def where_is(self, job_id: str) -> tuple[JobStatus | None, str | None]:
+        """A job's status and node alone (one round trip of two fields, not its record: a spec
+        with uploads is megabytes); (None, None) where its record is gone."""
+        pipe = self.redis.pipeline()
+        pipe.hget(self.keys.job(job_id), "status")
+        pipe.hget(self.keys.job(job_id), "node")
+        status, node = pipe.execute()
+        if status is None:
+            return None, None
+        where = json.loads(node) if node else None
+        return JobStatus(json.loads(status)), where if isinstance(where, str) else None
 
     @_url
     def expire_job(self, job_id: str, ttl: int) -> None:

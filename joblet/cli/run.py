@@ -472,16 +472,15 @@ class Attached:
         from joblet.errors import JobletError
 
         try:
-            record = self.client.store.get_job(self.record.id)
-            node = record.node
-            if record.status.value != "RUNNING" or node is None or node == self.said_down:
+            status, node = self.client.store.where_is(self.record.id)
+            if status is None or status.value != "RUNNING" or node is None or node == self.said_down:
                 return
             if node in self.client.live_nodes():
                 return
-        except JobletError:  # Redis gone, or back without the record: the reads wait that out
+        except (JobletError, ValueError):  # Redis gone, or a record that does not read: the reads go on
             return
         sys.stderr.write(
-            f"rnx: job {record.short_id} runs on node {node!r}, whose heartbeat has stopped (its "
+            f"rnx: job {self.record.short_id} runs on node {node!r}, whose heartbeat has stopped (its "
             f"worker down?); waiting until it is marked lost or its worker returns (Ctrl-C leaves it)\n"
         )
         self.said_down = node

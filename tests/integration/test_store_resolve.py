@@ -141,3 +141,8 @@ def test_a_name_keys_job_gives_way_to_a_newer_workflows_job_of_that_name(store: 
     assert store.resolve("BUILD") == newer_wf_job  # names in lower case
     store.redis.zrem(store.keys.jobs, newer_wf_job)  # its job's keys expired, the record not yet
     assert store.resolve("build") == standalone
+    for i, bad in enumerate(("[1, 2]", "notjson", '{"jobs": [1]}', '{"jobs": {"build": 7}}')):
+        wf_id = f"b{i}" + "0" * 30  # newer records that do not read: passed over, no traceback
+        store.redis.set(store.keys.workflow(wf_id), bad)
+        store.redis.zadd(store.keys.workflows, {wf_id: 300.0 + i})
+    assert store.resolve("build") == standalone

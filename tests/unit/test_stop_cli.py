@@ -141,5 +141,6 @@ def test_stop_graces_are_the_heartbeats_numbers_only():
     """A node whose heartbeat says no stop_grace (an older worker), or not a number of seconds,
     is left out: rnx falls back on its own setting for its jobs."""
     live = {"new": {"stop_grace": 2}, "old": {}, "odd": {"stop_grace": "10"}, "flag": {"stop_grace": True}}
-    live |= {"neg": {"stop_grace": -1}, "half": {"stop_grace": 0.5}}
+    live |= {"neg": {"stop_grace": -1}, "half": {"stop_grace": 0.5}, "inf": {"stop_grace": float("inf")}}
+    live |= {"nan": {"stop_grace": float("nan")}}
     assert stop_graces(live) == {"new": 2.0, "half": 0.5}
