@@ -48,8 +48,15 @@ def single_quoted(text: str) -> str:
 
 
 def no_nul(value: str, what: str) -> str:
+    """Text a job's argv or environment can carry: no NUL, and bytes: UTF-8, or the surrogate
+    escapes of bytes that were not (rnx's argv); a lone surrogate of another kind (an escaped
+    "\\ud800" in JSON) failed its job on the worker with an internal error."""
     if "\x00" in value:
         raise ValueError(f"{what} contains a NUL byte")
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} holds {value[exc.start]!r}, a lone surrogate: not text, not bytes") from None
     return value
 
 

@@ -65,6 +65,7 @@ def connect_redis_py(url: str) -> Any:
         socket_connect_timeout=3,
         health_check_interval=30,
         retry_on_timeout=True,
+        encoding_errors="surrogateescape",  # a name from argv that is not UTF-8: its bytes, as resp.py
     )
     return redis.Redis(connection_pool=pool)
 

@@ -215,3 +215,15 @@ def test_a_name_cannot_be_the_loopbacks():
         with pytest.raises(FieldError, match="names the loopback in every job's /etc/hosts"):
             make_spec("true", (), name=name)
     assert make_spec("true", (), name="localhost-api").name == "localhost-api"  # the control
+
+
+def test_bytes_that_are_not_utf8_pass_and_lone_surrogates_do_not():
+    """rnx reads its argv with surrogate escapes (\\udc80-\\udcff stand for bytes): those pass to
+    the job as bytes. Another lone surrogate (an escaped "\\ud800" in JSON or YAML) is no text
+    and no bytes: it failed its job on the worker with an internal error."""
+    spec = make_spec("cmd\udcff", ("a\udcfe",), env={"X": "v\udc80"})
+    assert spec.command == "cmd\udcff" and spec.args == ("a\udcfe",) and spec.env["X"] == "v\udc80"
+    for fields in ({"command": "cmd\ud800"}, {"args": ("\udfff",)}, {"env": {"X": "\ud83d"}}):
+        kwargs = {"command": "true", **fields}
+        with pytest.raises(ValidationError, match="a lone surrogate: not text, not bytes"):
+            make_spec(kwargs.pop("command"), kwargs.pop("args", ()), **kwargs)
