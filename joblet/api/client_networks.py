@@ -104,6 +104,7 @@ class Networks:
     def inspect(self, name: str) -> dict[str, Any]:
         row = next((r for r in self.list() if r["name"] == name), None)
         if row is None:
+            self.store.get(name)  # one that does not read says so (listings leave it out)
             raise NotFound(f"no such network: {name}")
         row["job_list"] = [
             {"id": r.id, "name": r.name, "status": r.status.value, "ip": r.ips.get(name), "node": r.node}

@@ -32,6 +32,8 @@ def test_a_network_definition_that_does_not_read_is_left_out_and_can_go(client: 
     assert client.networks.inspect("good")["cidr"] == "10.61.0.0/24"
     with pytest.raises(ValidationError, match='^the stored definition of network "zzbad" does not read: not JSON$'):
         client.networks.store.get("zzbad")
+    with pytest.raises(ValidationError, match='network "zzbad" does not read'):
+        client.networks.inspect("zzbad")  # not "no such network"
     client.networks.delete("zzbad")
     with pytest.raises(NotFound, match="no such network: zzbad"):
         client.networks.store.get("zzbad")
