@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 from joblet.errors import ValidationError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Loc = tuple[str, ...]
 
 
@@ -214,6 +216,29 @@ def stored(cls: type[T], raw: str | bytes, what: str) -> T:
         raise ValidationError(f"the stored {what} does not read: field {'.'.join(exc.loc)!r} {exc.msg}") from None
     except TypeError:  # a required field missing
         raise ValidationError(f"the stored {what} does not read: a field is missing") from None
+
+
+def stored_named(cls: type[T], raw: str | bytes, kind: str, name: str) -> T:
+    """`stored` of the definition a hash holds under `name`, which must be its own name."""
+    item = stored(cls, raw, f'definition of {kind} "{name}"')
+    named = getattr(item, "name", None)
+    if named != name:
+        raise ValidationError(f'the stored definition of {kind} "{name}" does not read: it names "{named}"')
+    return item
+
+
+def stored_by_name(cls: type[T], raw: Mapping[bytes, bytes], kind: str) -> dict[str, T]:
+    """{name: definition} of a hash of stored definitions that read; one that does not is left
+    out with a warning (one entry written by other means failed every listing, heartbeat and
+    job that met it)."""
+    found = {}
+    for key, value in raw.items():
+        name = key.decode(errors="replace")
+        try:
+            found[name] = stored_named(cls, value, kind, name)
+        except ValidationError as exc:
+            log.warning("%s: left out", exc)
+    return found
 
 
 def known_fields(cls: Any, data: Mapping[str, Any]) -> dict[str, Any]:

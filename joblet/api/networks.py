@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +17,20 @@ from typing import Any
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
-from joblet.fields import boolean, checked, integer, matching, optional, stored, strings, text
+from joblet.fields import (
+    boolean,
+    checked,
+    integer,
+    matching,
+    optional,
+    stored,
+    stored_by_name,
+    stored_named,
+    strings,
+    text,
+)
 from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, default_vni, is_joblet_link
 
-log = logging.getLogger(__name__)
 BUILTINS = ("bridge", "isolated", "none", "host")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 NOT_UNICAST = {  # ranges no job network may touch, and why
@@ -290,10 +299,7 @@ class NetworkStore:
         raw = self.redis.hget(self.key, name)
         if raw is None:
             raise NotFound(f"no such network: {name}")
-        net = NetworkDef.from_json(raw, name)
-        if net.name != name:
-            raise ValidationError(f'the stored definition of network "{name}" does not read: it names "{net.name}"')
-        return net
+        return stored_named(NetworkDef, raw, "network", name)
 
     @_url
     def delete(self, name: str) -> bool:
@@ -301,21 +307,8 @@ class NetworkStore:
 
     @staticmethod
     def _decode(raw: dict[bytes, bytes]) -> list[NetworkDef]:
-        """The definitions that read, each under its own name; one that does not is left out
-        with a warning (it took every listing, heartbeat and custom-network job down with it)."""
-        found = []
-        for key, value in raw.items():
-            name = key.decode(errors="replace")
-            try:
-                net = NetworkDef.from_json(value, name)
-            except ValidationError as exc:
-                log.warning("%s: left out", exc)
-                continue
-            if net.name == name:
-                found.append(net)
-            else:
-                log.warning('the stored definition of network "%s" names "%s": left out', name, net.name)
-        return sorted(found, key=lambda n: n.name)
+        """The definitions that read (`stored_by_name`), by name."""
+        return sorted(stored_by_name(NetworkDef, raw, "network").values(), key=lambda n: n.name)
 
 
 def host_prefixes() -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -18,9 +17,8 @@ from joblet.api.keys import Keys
 from joblet.api.models import VOLUME_RE
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
-from joblet.fields import checked, integer, matching, number, optional, stored
+from joblet.fields import checked, integer, matching, number, optional, stored, stored_by_name, stored_named
 
-log = logging.getLogger(__name__)
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
 _MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
 MIN_MB, MAX_MB = 8, 16 * 1024 * 1024
@@ -90,7 +88,9 @@ class VolumeStore:
 
     @_url
     def all(self) -> list[VolumeDef]:
-        return sorted(_readable(self.redis.hgetall(self.keys.volumes)).values(), key=lambda v: v.name)
+        return sorted(
+            stored_by_name(VolumeDef, self.redis.hgetall(self.keys.volumes), "volume").values(), key=lambda v: v.name
+        )
 
     @_url
     def get(self, name: str) -> VolumeDef:
@@ -98,15 +98,12 @@ class VolumeStore:
         raw = self.redis.hget(self.keys.volumes, name)
         if raw is None:
             raise NotFound(f"no such volume: {name}")
-        vol = VolumeDef.from_json(raw, name)
-        if vol.name != name:
-            raise ValidationError(f'the stored definition of volume "{name}" does not read: it names "{vol.name}"')
-        return vol
+        return stored_named(VolumeDef, raw, "volume", name)
 
     @_url
     def deleted(self) -> dict[str, VolumeDef]:
         """The last deleted definition of each deleted name."""
-        return _readable(self.redis.hgetall(self.keys.volumes_deleted))
+        return stored_by_name(VolumeDef, self.redis.hgetall(self.keys.volumes_deleted), "volume")
 
     @_url
     def delete(self, name: str) -> bool:
@@ -114,24 +111,6 @@ class VolumeStore:
         ever removed from a host (a Redis that lost its data, or another prefix, names none)."""
         keys = [self.keys.volumes, self.keys.volumes_deleted]
         return bool(self.redis.register_script(_DELETE)(keys=keys, args=[name]))
-
-
-def _readable(raw: dict[bytes, bytes]) -> dict[str, VolumeDef]:
-    """{name: definition} of those that read, each under its own name; one that does not is
-    left out with a warning (it failed every listing and sweep that met it)."""
-    found = {}
-    for key, value in raw.items():
-        name = key.decode(errors="replace")
-        try:
-            vol = VolumeDef.from_json(value, name)
-        except ValidationError as exc:
-            log.warning("%s: left out", exc)
-            continue
-        if vol.name == name:
-            found[name] = vol
-        else:
-            log.warning('the stored definition of volume "%s" names "%s": left out', name, vol.name)
-    return found
 
 
 _DELETE = """

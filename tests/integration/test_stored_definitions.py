@@ -28,7 +28,7 @@ def test_a_network_definition_that_does_not_read_is_left_out_and_can_go(client: 
         names = [row["name"] for row in client.networks.list() if not row["builtin"]]
     assert names == ["good"]  # listed still, as it was before the bad ones came
     assert 'network "zzbad" does not read: not JSON: left out' in caplog.text
-    assert 'network "alias" names "good": left out' in caplog.text
+    assert 'network "alias" does not read: it names "good": left out' in caplog.text
     assert client.networks.inspect("good")["cidr"] == "10.61.0.0/24"
     with pytest.raises(ValidationError, match='^the stored definition of network "zzbad" does not read: not JSON$'):
         client.networks.store.get("zzbad")
