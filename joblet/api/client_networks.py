@@ -115,7 +115,7 @@ class Networks:
 
     def delete(self, name: str) -> None:
         if name in BUILTINS:
-            raise Conflict(f'failed to delete network "{name}": it is built in')
+            raise ValidationError(f'failed to delete network "{name}": it is built in')
         try:
             self.store.get(name)
         except ValidationError:

@@ -70,3 +70,9 @@ def list_runtimes(obj: Any, as_json: bool) -> None:
         print_json(rows)
         return
     table(["NAME", "NODES"], [[r["name"], ", ".join(r["nodes"])] for r in rows])
+    if not rows:  # a header alone said nothing of where runtimes come from
+        click.echo(
+            "rnx: no live worker offers a runtime: each is a directory <runtimes_dir>/NAME/ on "
+            "a worker (JOBLET_RUNTIMES_DIR, default /opt/joblet/runtimes)",
+            err=True,
+        )

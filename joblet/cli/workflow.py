@@ -151,7 +151,11 @@ def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
     client = obj.client
     wf_id = client.workflows.status(workflow_id)["id"]  # one run, though another takes its name
     touched = client.workflows.stop(wf_id)
-    click.echo(f"stopping {len(touched)} job(s): {', '.join(touched) or '-'}")
+    if not touched:  # it had ended: "stopping 0 job(s): -" before the same status line
+        info = client.workflows.status(wf_id)
+        click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} (nothing to stop)")
+        return
+    click.echo(f"stopping {len(touched)} job(s): {', '.join(touched)}")
     if no_wait:
         return
     info = client.workflows.status(wf_id)

@@ -144,3 +144,30 @@ def test_stop_graces_are_the_heartbeats_numbers_only():
     live |= {"neg": {"stop_grace": -1}, "half": {"stop_grace": 0.5}, "inf": {"stop_grace": float("inf")}}
     live |= {"nan": {"stop_grace": float("nan")}}
     assert stop_graces(live) == {"new": 2.0, "half": 0.5}
+
+
+def test_a_workflow_that_has_ended_has_nothing_to_stop(monkeypatch):
+    """It printed `stopping 0 job(s): -`, then the status line (usability review)."""
+    row = {"id": "c" * 32, "name": "wf", "status": "COMPLETED", "jobs": [{"name": "a", "id": "a" * 32}]}
+    made = StopClient(job("a", JobStatus.COMPLETED))
+    made.workflows = SimpleNamespace(status=lambda wf_id: row, stop=lambda wf_id: [])  # type: ignore[attr-defined]
+    out = rnx(monkeypatch, made, "workflow", "stop", "c" * 12)
+    assert out.exit_code == 0 and out.stdout == "workflow wf cccccccccccc: COMPLETED (nothing to stop)\n", out.output
+
+
+def test_built_in_networks_and_no_runtimes_are_said_as_such(monkeypatch):
+    """Deleting `bridge` exited 1 where creating it exits 2 (a bad input both); `rnx runtime
+    list` with none printed a header alone (usability review)."""
+    from joblet.api.client_networks import Networks
+    from joblet.config import Settings
+    from joblet.errors import ValidationError
+
+    with pytest.raises(ValidationError, match='failed to delete network "bridge": it is built in'):
+        Networks(Settings(), None, None).delete("bridge")  # type: ignore[arg-type]
+    made = StopClient()
+    made.runtimes = lambda: []  # type: ignore[attr-defined]
+    out = rnx(monkeypatch, made, "runtime", "list")
+    assert out.exit_code == 0 and out.stdout == "NAME  NODES\n" and "no live worker offers a runtime" in out.stderr
+    made.runtimes = lambda: [{"name": "py", "nodes": ["n1"]}]  # type: ignore[attr-defined]
+    out = rnx(monkeypatch, made, "runtime", "list")
+    assert out.stderr == "" and "py" in out.stdout  # the control
