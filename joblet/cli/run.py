@@ -122,10 +122,14 @@ def job_spec(params: dict[str, Any], upload_limit: int | None = None) -> Any:
         return make_spec(params["command"], params["args"], **fields)
     except FieldError as exc:
         flag, unit = FLAGS.get(".".join(exc.loc), (None, ""))
-        if flag is None:
+        if flag is not None:
+            # `invalid --max-disk: must be at most 1048576 MB`, not the Python API's field name
+            raise ValidationError(f"invalid {flag}: {exc.msg}{unit if exc.msg[-1:].isdigit() else ''}") from None
+        option = OPTIONS.get(exc.loc[0] if exc.loc else "")
+        if option is None:
             raise
-        # `invalid --max-disk: must be at most 1048576 MB`, not the Python API's field name
-        raise ValidationError(f"invalid {flag}: {exc.msg}{unit if exc.msg[-1:].isdigit() else ''}") from None
+        within = f" ({'.'.join(exc.loc[1:])})" if exc.loc[1:] else ""  # which value of a repeated one
+        raise ValidationError(f"invalid {option}{within}: {exc.msg}") from None
 
 
 if TYPE_CHECKING:  # generic in recent click (8.5), plain in older ones (8.1): subscripted for mypy only
@@ -157,6 +161,17 @@ class TrueFalse(_ParamType):
 FLAGS = {
     **{f"limits.{field}": (flag, unit) for field, (flag, unit, _) in LIMIT_FLAGS.items()},
     "timeout": ("--timeout", " s"),
+}
+# the other options' fields: `invalid --name: ...`, not `invalid job field 'name': ...`
+OPTIONS = {
+    "env": "--env",
+    "name": "--name",
+    "node": "--node",
+    "network": "--network",
+    "volumes": "--volume",
+    "runtime": "--runtime",
+    "user": "--user",
+    "uploads": "--upload",
 }
 
 

@@ -283,6 +283,11 @@ def test_a_command_group_alone_shows_its_help():
         ("--max-memory=1", "rnx: invalid --max-memory: must be at least 4 MB\n"),
         ("--max-pids=1", "rnx: invalid --max-pids: must be at least 8\n"),
         ("--max-output=1", "rnx: invalid --max-output: must be at least 1024 bytes\n"),
+        # the other options too, not the API's `invalid job field 'user'` (usability review)
+        ("--user=x", "rnx: invalid --user: invalid user 'x': use UID or UID:GID\n"),
+        ("--env=1X=2", "rnx: invalid --env: invalid environment variable name '1X'\n"),
+        ("--volume=a/b", "rnx: invalid --volume: invalid volume name 'a/b'\n"),
+        ("--node=-x", "rnx: invalid --node: invalid node name '-x'\n"),
     ],
 )
 def test_rnx_run_names_the_option_and_its_unit(fake, flag, says):
