@@ -26,7 +26,18 @@ def printable(text: str) -> str:
     the workflow file, and must not set the operator's window title or colours."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
+    return "".join(_escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    """A character as printable() shows it; a surrogate escape (a byte that was not UTF-8 in
+    rnx's argv) as that byte: `no such job: \\xff`, not `\\udcff`."""
+    if c.isprintable():
+        return c
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:

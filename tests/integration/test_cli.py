@@ -115,6 +115,7 @@ def test_bytes_that_are_not_utf8_pass_as_bytes(host):
     for args in (("status",), ("log",), ("stop",), ("workflow", "status")):
         out = host.rnx(*args, b"\xff")
         assert out.returncode == 1 and out.stderr.startswith(b"rnx: no such "), (args, out.stderr)
+        assert out.stderr.endswith(b": \\xff\n"), (args, out.stderr)  # the byte, as given
         assert out.stderr.count(b"\n") == 1 and b"Traceback" not in out.stderr, (args, out.stderr)
     out = host.rnx("run", "--network=none", b"no\xffsuch")
     assert out.returncode == 127 and out.stderr == b"joblet: no\xffsuch: command not found\n", out.stderr
