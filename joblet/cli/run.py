@@ -515,8 +515,11 @@ class Attached:
             )
         ):  # a stop this rnx did not ask for says who asked (the worker's shutdown)
             sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {printable(final.error)}\n")
+        from joblet.api.models import JobStatus
+
+        if final.exit_code == 0 and final.status == JobStatus.FAILED:
+            return 1  # its timeout came as it ended, or it exited 0 on the SIGTERM: not a success
         if final.exit_code is not None:
             return final.exit_code
-        from joblet.api.models import JobStatus
 
         return 130 if final.status == JobStatus.STOPPED else SETUP_FAILED

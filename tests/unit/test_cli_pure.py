@@ -586,3 +586,18 @@ def test_network_create_takes_every_dns_given(monkeypatch):
     assert out.exit_code == 0 and made["dns"] == ("1.1.1.1", "9.9.9.9", "8.8.8.8"), (out.output, made)
     out = CliRunner().invoke(main.cli, args[:4], prog_name="rnx")
     assert out.exit_code == 0 and made["dns"] == ()  # none given: the worker's
+
+
+def test_a_failed_job_is_never_rnx_run_success(capsys):
+    """`--timeout=0.001 true`: its timeout came as it ended, the job FAILED with exit code 0,
+    and rnx exited 0 (usability review); so did a job that exits 0 on its timeout's SIGTERM."""
+    timed_out = JobRecord(
+        id="a" * 32, spec=JobSpec(command="true"), status=JobStatus.FAILED, exit_code=0, error="timed out after 0.001s"
+    )
+    run, _ = attached()
+    assert run._report(timed_out) == 1
+    assert capsys.readouterr().err == "rnx: job aaaaaaaaaaaa failed: timed out after 0.001s\n"
+    done = JobRecord(id="a" * 32, spec=JobSpec(command="true"), status=JobStatus.COMPLETED, exit_code=0)
+    assert run._report(done) == 0  # the control
+    killed = timed_out.replace(exit_code=143)
+    assert run._report(killed) == 143  # its own code where it has one
