@@ -227,3 +227,13 @@ def test_bytes_that_are_not_utf8_pass_and_lone_surrogates_do_not():
         kwargs = {"command": "true", **fields}
         with pytest.raises(ValidationError, match="a lone surrogate: not text, not bytes"):
             make_spec(kwargs.pop("command"), kwargs.pop("args", ()), **kwargs)
+
+
+def test_a_value_cut_short_in_an_error_says_so():
+    """A long name was cut to 40 characters with nothing to tell it was (usability review)."""
+    from joblet.fields import brief
+
+    assert brief("n" * 41) == repr("n" * 40) + "…"
+    assert brief("n" * 40) == repr("n" * 40)  # the control: whole
+    with pytest.raises(ValidationError, match="invalid job name 'n{40}'…"):
+        make_spec("true", name="n" * 70 + "/")
