@@ -123,27 +123,25 @@ def _probe(real: str | None, host_path: str | None, views: list[tuple[str, str]]
 def _in_volume(real: str, views: list[tuple[str, str]]) -> tuple[int, bool]:
     """`_probe` of a path in a volume: each part below the volume's own directory opened
     without following a link (a link there now is one put since the walk: nothing found)."""
-    prefix, root = next((v for v in views if under(real, v[0])), ("", ""))
-    if not prefix:
-        return 0, False
-    parts = [p for p in real[len(prefix) :].split("/") if p]
+    root = next((r for prefix, r in views if real == prefix), None)  # a volume itself: the worker's dir
+    found = None if root is not None else _volume_parent(real, views)
     try:
-        fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if root is not None:
+            fd = os.open(root, os.O_PATH | os.O_CLOEXEC)
+        elif found is None:
+            return 0, False
+        else:
+            try:
+                fd = os.open(found[1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=found[0])
+            finally:
+                os.close(found[0])
     except OSError:
         return 0, False
     try:
-        for part in parts:
-            if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                return 0, False  # a link, or a file on the way
-            step = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = step
         mode = os.fstat(fd).st_mode
         if stat.S_ISLNK(mode):
             return 0, False
         return mode, os.access(f"/proc/self/fd/{fd}", os.X_OK)  # the inode held, no path walked again
-    except OSError:
-        return 0, False
     finally:
         os.close(fd)
 
@@ -201,19 +199,67 @@ def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) ->
         elif any(path == prefix for prefix, _ in views if prefix != host):  # a mount point in
             pass  # the job (its host side may be a link: /proc/self/fd/N for /work); views of
             # the host's own paths map to themselves, and a link there is one in the job too
-        elif os.path.islink(host):
-            hops -= 1
-            try:
-                target = PurePosixPath(os.readlink(host))
-            except OSError:  # changed since (a job swapping links in a shared volume)
+        else:
+            link = _link_target(path, host, views)
+            if link is None:  # changed since (a job swapping links in a shared volume)
                 return None
-            if hops < 0:
-                return None
-            todo[:0] = list(target.parts[1:] if target.is_absolute() else target.parts)
-            done = "/" if target.is_absolute() else done
-            continue
+            if link is not False:
+                hops -= 1
+                if hops < 0:
+                    return None
+                target = PurePosixPath(link)
+                todo[:0] = list(target.parts[1:] if target.is_absolute() else target.parts)
+                done = "/" if target.is_absolute() else done
+                continue
         done = path
     return done
+
+
+def _link_target(path: str, host: str, views: list[tuple[str, str]]) -> str | None | bool:
+    """Where the link at a job path leads (its text), False if it is no link, None if it is
+    gone or changed. In a volume, read along a walk that follows no link: another job sharing
+    it could swap a directory on the way for a link to a host directory, and the host's links
+    there were read (red-team review: whether a host path is a link, and where it leads)."""
+    if not under(path, "/volumes"):
+        try:
+            return os.readlink(host) if os.path.islink(host) else False
+        except OSError:
+            return None
+    found = _volume_parent(path, views)
+    if found is None:
+        return None
+    fd, name = found
+    try:
+        if not stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            return False
+        return os.readlink(name, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _volume_parent(path: str, views: list[tuple[str, str]]) -> tuple[int, str] | None:
+    """An O_PATH descriptor of the directory holding a volume path's last part, reached from
+    the volume's own directory without following a link, and that part; None where a part on
+    the way is no directory now (or the path is the volume itself)."""
+    prefix, root = next((v for v in views if under(path, v[0])), ("", ""))
+    parts = [p for p in path[len(prefix) :].split("/") if p]
+    if not prefix or not parts:
+        return None
+    try:
+        fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            step = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = step
+    except OSError:  # a link (ELOOP or ENOTDIR with O_NOFOLLOW), a file, or gone
+        os.close(fd)
+        return None
+    return fd, parts[-1]
 
 
 def host_view(job_path: str, views: list[tuple[str, str]]) -> str | None:

@@ -201,7 +201,7 @@ def test_a_link_that_changes_during_the_walk_is_not_found(tmp_path, monkeypatch)
     views = views_of(HOST, layout)
     assert resolve("tool", "/volumes/v", views) == "/volumes/v/tool"  # control
 
-    def gone(path):
+    def gone(path, **_):
         raise OSError(22, "Invalid argument", path)
 
     monkeypatch.setattr(os, "readlink", gone)
@@ -328,3 +328,35 @@ def test_a_directory_swapped_for_a_link_after_the_walk_tells_nothing_of_the_host
     (secret / "notes").write_text("x\n")
     monkeypatch.setattr(lookup, "job_realpath", swapped_after_the_walk)
     assert resolve("/volumes/v/d/.bashrc", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
+
+
+def test_a_directory_swapped_during_the_walk_reads_no_host_link(tmp_path, monkeypatch):
+    """The walk itself read links on the host through a directory another job had just swapped
+    for a link (review: a double swap told whether a host path was a link, and where it led):
+    what is under a volume is read from the volume's directory without following links."""
+    from joblet.worker import lookup
+
+    secret = tmp_path / "secret"  # the host's, no job's
+    secret.mkdir()
+    (secret / "lnk").symlink_to("/usr/bin/env")
+    data = tmp_path / "volume"
+    (data / "d").mkdir(parents=True)
+    (data / "d" / "tool").symlink_to("../run.sh")  # the control: a link of the volume's own
+    (data / "run.sh").write_text("#!/bin/sh\n")
+    (data / "run.sh").chmod(0o755)
+    layout = Layout(
+        hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r", binds=((str(data), "/volumes/v", False),)
+    )
+    views = views_of(HOST, layout)
+    assert resolve("/volumes/v/d/tool", "/usr/bin", views) == "/volumes/v/d/tool"
+    assert resolve("/volumes/v/d/lnk", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
+    real_view = lookup.host_view
+
+    def swapping(job_path: str, views: list[tuple[str, str]]) -> str | None:
+        if job_path == "/volumes/v/d/lnk" and not (data / "d").is_symlink():  # after `d` was walked
+            (data / "d").rename(tmp_path / "d-away")
+            (data / "d").symlink_to(secret)
+        return real_view(job_path, views)
+
+    monkeypatch.setattr(lookup, "host_view", swapping)
+    assert resolve("/volumes/v/d/lnk", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
