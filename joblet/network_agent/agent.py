@@ -155,9 +155,18 @@ class NetworkAgent:
         return self._blocked
 
     def check_usable(self, net: NetworkDef, routes: bool = False) -> None:
-        """Refuse a network this host must not build (`unusable`); with `routes`, also one over
-        a route of this host (read now: only when its bridge is made here, an `ip` call)."""
+        """Refuse a network this host must not build (`unusable`); with `routes` (when its
+        bridge is made here: an `ip` call and one read of every definition), also one over a
+        route of this host or another network's range, or with another network's VNI (its
+        overlay port would join that network's across the fleet)."""
         cfg = self.cfg
+        others = {n.name: n for n in self.networks.all() if n.name != net.name} if routes else {}
+        twin = next((n for n in others.values() if n.overlay_vni == net.overlay_vni), None)
+        if twin is not None:
+            raise NetworkError(
+                f'network "{net.name}" cannot be used on node {cfg.node}: its VNI {net.overlay_vni} is '
+                f'network "{twin.name}"\'s'
+            )
         reserved = {
             "the default bridge": cfg.bridge_cidr,
             "the isolated-mode pool": cfg.isolated_pool,
@@ -166,6 +175,7 @@ class NetworkAgent:
             # leaves out): a /28 written over one's /24 took its jobs' traffic from the host
             **{f'network "{n}" on this host': fw.cidr for n, fw in list(self._active.items()) if n != net.name},
             **(host_prefixes() if routes else {}),
+            **{f'network "{n}"': other.cidr for n, other in others.items()},
         }
         problem = unusable(net.cidr, [a for a, _ in self._control_plane()], reserved)
         if problem:

@@ -271,7 +271,16 @@ def test_a_definition_over_a_route_of_the_host_is_not_built(nets, host):
         rec, _, _ = run(nets, "true", network="inside")
         why = 'network "inside" cannot be used on node hosta: CIDR 10.189.0.0/28 overlaps network "beside" on this host'
         assert rec.status == JobStatus.FAILED and why in (rec.error or ""), rec
+        far = nets.networks.create("far", "10.187.0.0/24")  # no job here: no bridge on this host
+        for forged, why in (
+            (NetworkDef(name="inside", cidr="10.187.0.0/28", vni=5002), 'overlaps network "far"'),
+            (NetworkDef(name="inside", cidr="10.186.0.0/24", vni=far.vni), f'its VNI {far.vni} is network "far"\'s'),
+        ):
+            store.redis.hset(store.key, "inside", json.dumps(forged.to_dict()))
+            rec, _, _ = run(nets, "true", network="inside")
+            assert rec.status == JobStatus.FAILED and why in (rec.error or ""), rec
         nets.networks.delete("beside")
+        nets.networks.delete("far")
     finally:
         NetworkStore(host.cfg.redis_url, host.cfg.key_prefix).delete("inside")
         NetworkStore(host.cfg.redis_url, host.cfg.key_prefix).delete("lanx")
