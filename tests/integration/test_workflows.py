@@ -351,3 +351,24 @@ def test_an_advance_reads_its_jobs_in_one_round_trip(redis_sock: str, monkeypatc
     second = [advance_trips(small), advance_trips(large)]
     assert sent[2:] == [small.jobs["j1"], large.jobs["j1"]]
     assert first[0] == first[1] and second[0] == second[1] and first[0] > 0, (first, second)
+
+
+def test_a_fan_out_costs_each_advance_a_few_round_trips(client, host, project):
+    """Every job's end advances its workflow; each job queued but not yet claimed cost it a SET
+    NX and a GET: 3,000 jobs behind one made millions of round trips, starved the worker's
+    pool and its heartbeat, and live jobs were taken for LOST (red-team run). Marks are read
+    at once now: SETs grow with the jobs, not with their square."""
+    n = 120
+    body = "".join(f"  j{i}: {{command: 'true', network: none, requires: [{{root: COMPLETED}}]}}\n" for i in range(n))
+    (project / "fan.yaml").write_text("jobs:\n  root: {command: 'true', network: none}\n" + body)
+    from joblet.api.workflows import load
+
+    def sets() -> int:
+        return int(client.store.redis.info("commandstats").get("cmdstat_set", {}).get("calls", 0))
+
+    before = sets()
+    record = client.workflows.submit(load(project / "fan.yaml"))
+    info = wait_done(client, record.id, timeout=300)
+    assert info["status"] == "COMPLETED" and all(j["status"] == "COMPLETED" for j in info["jobs"]), info
+    assert sets() - before < 12 * n, sets() - before  # ~5 a job here (its claim, nonce, mark, the beats); n² before
+    assert host.name in client.live_nodes()  # the node beat on throughout

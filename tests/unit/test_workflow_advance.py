@@ -19,8 +19,10 @@ class FakeRedis:
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self.ttls: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
 
     def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        self.calls["set"] = self.calls.get("set", 0) + 1
         if nx and key in self.data:
             return False
         self.data[key] = value
@@ -37,11 +39,15 @@ class FakeRedis:
         value = self.data.get(key)
         return value.encode() if isinstance(value, str) else value
 
+    def mget(self, keys: list[str]) -> list[Any]:
+        self.calls["mget"] = self.calls.get("mget", 0) + 1
+        return [self.get(key) for key in keys]
+
     def zrange(self, key: str, start: int, end: int) -> list[bytes]:
         return [k.encode() for k in self.data.get(key, {})]
 
-    def pipeline(self, transaction: bool = True) -> FakeRedis:
-        return self
+    def pipeline(self, transaction: bool = True) -> FakePipe:
+        return FakePipe(self)
 
     def register_script(self, script: str) -> Any:
         return lambda keys, args: None  # the index's trim: an integration test's (real Redis)
@@ -52,7 +58,24 @@ class FakeRedis:
     def hset(self, key: str, field: str, value: str) -> None:
         self.data.setdefault(key, {})[field] = value
 
-    def execute(self) -> None: ...
+
+class FakePipe:
+    """Commands queued, run at execute (one round trip, counted)."""
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.queued: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def queue(*args: Any, **kwargs: Any) -> FakePipe:
+            self.queued.append((name, args, kwargs))
+            return self
+
+        return queue
+
+    def execute(self) -> list[Any]:
+        self.redis.calls["execute"] = self.redis.calls.get("execute", 0) + 1
+        return [getattr(self.redis, name)(*args, **kwargs) for name, args, kwargs in self.queued]
 
 
 class FakeStore:
@@ -195,3 +218,28 @@ def test_a_workflows_status_names_why_it_ended() -> None:
     ]
     for jobs, want in cases:
         assert wfs.overall([_ended(s, e) for s, e in jobs]) == want, jobs
+
+
+def test_an_advance_reads_the_others_marks_at_once():
+    """A fan-out: every job's end advanced the workflow, and each job queued but not yet claimed
+    (still PENDING) cost a SET NX and a GET each time: 3,000 jobs made millions of round trips,
+    starved the worker's pool and its heartbeat (red-team run). The marks are read at once;
+    only a job no advance has marked is marked."""
+    store, sent = FakeStore(), []
+    cfg = load(node="n1")
+    root = f"{0:032x}"
+    fan = {f"j{i}": {"root": JobStatus.COMPLETED} for i in range(200)}
+    ids = {"root": root, **{name: f"{i:032x}" for i, name in enumerate(fan, start=1)}}
+    jobs = {n: (ids[n], JobSpec(command="true"), fan.get(n, {})) for n in ids}
+    record = wfs.new_record("f" * 32, "fan", jobs)
+    wfs.save(store, record, 60)  # type: ignore[arg-type]
+    for name, job_id in ids.items():
+        status = JobStatus.COMPLETED if name == "root" else JobStatus.PENDING
+        store.jobs[job_id] = JobRecord(id=job_id, status=status, spec=JobSpec(command="true"), name=name)
+    wfs.advance(store, cfg, record.id, send=lambda _c, job_id, _s, _n: sent.append(job_id))  # type: ignore[arg-type]
+    assert len(sent) == 200 and store.redis.calls["set"] >= 200  # the control: marked, sent once each
+    before = dict(store.redis.calls)
+    for _ in range(50):  # the next 50 jobs' ends, while the other 150 wait to be claimed
+        wfs.advance(store, cfg, record.id, send=lambda _c, job_id, _s, _n: sent.append(job_id))  # type: ignore[arg-type]
+    assert len(sent) == 200  # none sent twice
+    assert store.redis.calls["set"] == before["set"] and store.redis.calls["mget"] == before["mget"] + 50
