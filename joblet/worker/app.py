@@ -62,7 +62,7 @@ def connect(sup: Supervisor, cfg: Settings) -> None:
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
-        sup.beat()
+        sup.ready()
 
     @worker_shutting_down.connect(weak=False)
     def _down(**_: Any) -> None:

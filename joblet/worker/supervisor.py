@@ -151,7 +151,8 @@ class Supervisor:
             svc.agent.check_forward()
         except JobletError as exc:
             log.error("cannot inspect the host's forward chains: %s", exc)
-        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._listen_loop, "events")):
+        loops = ((self._presence_loop, "presence"), (self._heartbeat_loop, "heartbeat"), (self._listen_loop, "events"))
+        for target, name in loops:
             threading.Thread(target=target, name=f"joblet-{name}", daemon=True).start()
 
     # -- running a job ----------------------------------------------------------------------
@@ -280,18 +281,30 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - logged; the listener serves the next one
             log.warning("event %r: %s: %s", message.get("data", b"")[:200], type(exc).__name__, exc)
 
+    def ready(self) -> None:
+        """Celery is ready: the node beats (it is live from now), then the first upkeep."""
+        self._beat_presence()
+        self.beat()
+
+    def _presence_loop(self) -> None:
+        """The presence beat, alone in its thread on its own connection: behind the upkeep's
+        parts on the pool the jobs share, it was late by minutes under a workflow's fan-out,
+        and the fleet took the node for down and its live jobs for LOST (red-team run)."""
+        if not self._closing.wait(self.cfg.heartbeat_interval):
+            resilient("presence", self._beat_presence, self._closing, every=self.cfg.heartbeat_interval)
+
     def _heartbeat_loop(self) -> None:
         if not self._closing.wait(self.cfg.heartbeat_interval):
             resilient("heartbeat", self.beat, self._closing, every=self.cfg.heartbeat_interval)
 
     def beat(self) -> None:
-        """Presence, final records left unwritten by a Redis outage, missed stops, host upkeep,
-        job samples, lost nodes: a failure of one does not skip the others. Each is one line
-        but the one raised, an unexpected error before Redis out of reach: resilient() gives
-        that its traceback the first time."""
+        """Missed stops, final records left unwritten by a Redis outage, host upkeep, job
+        samples, lost nodes (the presence beat has its own thread): a failure of one does not
+        skip the others. Each is one line but the one raised, an unexpected error before
+        Redis out of reach: resilient() gives that its traceback the first time."""
         failures: list[Exception] = []
         for part in (
-            self._beat_presence,
+            self._beat_stops,
             self.svc.records.finals.retry,
             self._beat_upkeep,
             lambda: stats.sample(self),
@@ -325,12 +338,17 @@ class Supervisor:
             fleet.other_worker(self.cfg.node, replaced, self.place, self._other_places)
             if self.present_since is None:
                 self.present_since = time.time()
-            for job_id in self.store.stops_among(ids):  # stops missed by the listener
-                self.stop_local(job_id)
-            fleet.stop_lost_here(self, ids)
         except BackendUnavailable as exc:
             self.present_since = None
             log.warning("heartbeat: %s", exc)
+
+    def _beat_stops(self) -> None:
+        """Stops the listener missed, and jobs the fleet gave up on while this node was silent."""
+        with self._lock:
+            ids = list(self.running)
+        for job_id in self.store.stops_among(ids):
+            self.stop_local(job_id)
+        fleet.stop_lost_here(self, ids)
 
     def _beat_store(self) -> Store:
         """The store the presence beat is written through: its own connection, not the pool the
