@@ -120,7 +120,7 @@ class Client:
         name and node: cpu_percent, memory, pids, disk and network bytes (see `rnx stats`)."""
         from joblet.api.stats import collect
 
-        return collect(self, [self.store.resolve(j) for j in job_ids])
+        return collect(self, list(dict.fromkeys(self.store.resolve(j) for j in job_ids)))  # each job once
 
     def list(
         self, status: Any = (), node: str | None = None, network: str | None = None, name: str | None = None

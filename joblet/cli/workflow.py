@@ -77,6 +77,13 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     return 0 if info["status"] == JobStatus.COMPLETED.value else 1
 
 
+def some(items: list[str], shown: int = 20) -> str:
+    """Items for one line, the first `shown` of them: 2,000 jobs' names made a line of tens of
+    kilobytes (red-team run)."""
+    more = f", … ({len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def ended_how(job: dict[str, Any], printable: Any) -> str:
     """Why a job ended as it did, for its line: its error, else a failed command's exit code
     (`database: FAILED` said nothing of why: usability review)."""
@@ -155,7 +162,7 @@ def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
         info = client.workflows.status(wf_id)
         click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} (nothing to stop)")
         return
-    click.echo(f"stopping {len(touched)} job(s): {', '.join(touched)}")
+    click.echo(f"stopping {len(touched)} job(s): {some(touched)}")
     if no_wait:
         return
     info = client.workflows.status(wf_id)
@@ -170,7 +177,7 @@ def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
                 click.echo(f"job {job['name']} has not ended yet: is its worker alive? (rnx status)", err=True)
                 unended += 1
     info = client.workflows.status(wf_id)
-    ended = ", ".join(f"{j['name']} {j['status'].lower()}" for j in info["jobs"] if j["name"] in touched)
+    ended = some([f"{j['name']} {j['status'].lower()}" for j in info["jobs"] if j["name"] in touched])
     click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} ({ended or 'nothing to stop'})")
     if unended:  # as rnx stop: it exited 0, as if the workflow had stopped
         sys.exit(1)

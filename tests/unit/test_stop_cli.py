@@ -171,3 +171,26 @@ def test_built_in_networks_and_no_runtimes_are_said_as_such(monkeypatch):
     made.runtimes = lambda: [{"name": "py", "nodes": ["n1"]}]  # type: ignore[attr-defined]
     out = rnx(monkeypatch, made, "runtime", "list")
     assert out.stderr == "" and "py" in out.stdout  # the control
+
+
+def test_a_big_workflows_stop_names_some_jobs_not_all(monkeypatch):
+    """2,000 jobs' names made a line of tens of kilobytes (red-team run)."""
+    names = [f"j{i}" for i in range(25)]
+    row = {"id": "c" * 32, "name": "wf", "status": "STOPPED", "jobs": [{"name": n, "id": "a" * 32} for n in names]}
+    made = StopClient(job("a", JobStatus.STOPPED))
+    made.workflows = SimpleNamespace(status=lambda wf_id: row, stop=lambda wf_id: names)  # type: ignore[attr-defined]
+    out = rnx(monkeypatch, made, "workflow", "stop", "--no-wait", "c" * 12)
+    assert out.exit_code == 0 and out.stdout == f"stopping 25 job(s): {', '.join(names[:20])}, … (5 more)\n"
+
+
+def test_stats_of_a_job_named_twice_is_one_row(monkeypatch):
+    """`rnx stats ID ID` printed the row twice (red-team run)."""
+    from joblet.api import stats as api_stats
+    from joblet.api.client import Client
+
+    client = Client.__new__(Client)
+    client.store = SimpleNamespace(resolve=lambda j: {"web": "a" * 32}.get(j, j))  # type: ignore[assignment]
+    seen: list[list[str]] = []
+    monkeypatch.setattr(api_stats, "collect", lambda _client, ids: seen.append(ids) or [])
+    client.stats(["web", "a" * 32, "b" * 32, "web"])
+    assert seen == [["a" * 32, "b" * 32]]
