@@ -74,6 +74,12 @@ def checked(loc: str | Loc, check: Callable[..., T], *args: Any, **kwargs: Any) 
         raise FieldError(loc, msg) from None
 
 
+def checked_all(obj: Any, checks: Mapping[str, Callable[[Any], Any]]) -> None:
+    """A frozen dataclass's `__post_init__`: each field through its check (`checked`)."""
+    for name, check in checks.items():
+        object.__setattr__(obj, name, checked(name, check, getattr(obj, name)))
+
+
 def text(value: Any, min_len: int = 0, max_len: int | None = None) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {type_name(value)}")

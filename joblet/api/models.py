@@ -17,6 +17,7 @@ from joblet.fields import (
     boolean,
     brief,
     checked,
+    checked_all,
     integer,
     known_fields,
     matching,
@@ -75,8 +76,7 @@ class JobSpec:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        for name, check in _SPEC_CHECKS.items():
-            object.__setattr__(self, name, checked(name, check, getattr(self, name)))
+        checked_all(self, _SPEC_CHECKS)
 
     @classmethod
     def from_dict(cls, data: Any) -> JobSpec:
@@ -251,8 +251,7 @@ class JobRecord:
     output_truncated: bool = False  # its output passed its byte cap (max_output)
 
     def __post_init__(self) -> None:
-        for name, check in _RECORD_CHECKS.items():  # every field, as pydantic did on read
-            object.__setattr__(self, name, checked(name, check, getattr(self, name)))
+        checked_all(self, _RECORD_CHECKS)  # every field, as pydantic did on read
 
     @classmethod
     def pending(cls, job_id: str, spec: JobSpec, **fields: Any) -> JobRecord:

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import (
     boolean,
-    checked,
+    checked_all,
     integer,
     matching,
     optional,
@@ -58,16 +59,7 @@ class NetworkDef:
     def __post_init__(self) -> None:
         """Field types and ranges (a definition in Redis may come from anyone who can write
         there); the CIDR's own rules are `check`'s and, on the worker, `unusable`'s."""
-        fields = {
-            "name": lambda v: matching(v, NAME_RE, "network name", "letters, digits, '-' and '_'"),
-            "cidr": lambda v: str(_ipv4(text(v))),
-            "internal": boolean,
-            "dns": lambda v: tuple(str(ipaddress.IPv4Address(a)) for a in strings(v)),
-            "mtu": lambda v: optional(integer, v, 576, 65535),
-            "vni": lambda v: optional(integer, v, VNI_MIN, VNI_MAX),
-        }
-        for name, check_field in fields.items():
-            object.__setattr__(self, name, checked(name, check_field, getattr(self, name)))
+        checked_all(self, _NETWORK_CHECKS)
 
     @classmethod
     def from_json(cls, raw: str | bytes, name: str = "") -> NetworkDef:
@@ -80,6 +72,16 @@ class NetworkDef:
     @property
     def overlay_vni(self) -> int:
         return self.vni if self.vni is not None else default_vni(self.name)
+
+
+_NETWORK_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": lambda v: matching(v, NAME_RE, "network name", "letters, digits, '-' and '_'"),
+    "cidr": lambda v: str(_ipv4(text(v))),
+    "internal": boolean,
+    "dns": lambda v: tuple(str(ipaddress.IPv4Address(a)) for a in strings(v)),
+    "mtu": lambda v: optional(integer, v, 576, 65535),
+    "vni": lambda v: optional(integer, v, VNI_MIN, VNI_MAX),
+}
 
 
 def free_vni(name: str, taken: set[int]) -> int:
@@ -167,6 +169,16 @@ def unusable(cidr: str, held: list[str], reserved: dict[str, str]) -> str | None
         return f"CIDR {cidr} contains {inside}, an address of the control plane"
     hit = overlap(cidr, reserved)
     return None if hit is None else f"CIDR {cidr} overlaps {hit}"
+
+
+def fixed_ranges(bridge_cidr: str, isolated_pool: str, blocked: tuple[str, ...]) -> dict[str, str]:
+    """What no user network may overlap whatever else exists, by a worker's settings (or the
+    client's, at create): the default bridge, the isolated-mode pool, job_blocked_networks."""
+    return {
+        'built-in network "bridge"': bridge_cidr,
+        "the isolated-mode pool": isolated_pool,
+        **blocked_ranges(blocked),
+    }
 
 
 def blocked_ranges(networks: tuple[str, ...]) -> dict[str, str]:

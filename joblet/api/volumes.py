@@ -17,7 +17,7 @@ from joblet.api.keys import Keys
 from joblet.api.models import VOLUME_RE
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
-from joblet.fields import checked, integer, matching, number, optional, stored, stored_by_name, stored_named
+from joblet.fields import checked_all, integer, matching, number, optional, stored, stored_by_name, stored_named
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
 _MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -46,13 +46,14 @@ class VolumeDef:
     def __post_init__(self) -> None:
         """Field types and ranges (a definition in Redis may come from anyone who can write
         there: a size of "x" failed its jobs with a TypeError)."""
-        fields = {
-            "name": lambda v: matching(v, VOLUME_RE, "volume name", "letters, digits, '.', '_' and '-'"),
-            "size_mb": lambda v: optional(integer, v, 1, MAX_MB),
-            "created": lambda v: number(v, ge=0),
-        }
-        for name, check_field in fields.items():
-            object.__setattr__(self, name, checked(name, check_field, getattr(self, name)))
+        checked_all(
+            self,
+            {
+                "name": lambda v: matching(v, VOLUME_RE, "volume name", "letters, digits, '.', '_' and '-'"),
+                "size_mb": lambda v: optional(integer, v, 1, MAX_MB),
+                "created": lambda v: number(v, ge=0),
+            },
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes, name: str = "") -> VolumeDef:
