@@ -9,9 +9,9 @@ from joblet.api.networks import (
     BUILTINS,
     NetworkDef,
     NetworkStore,
-    blocked_ranges,
     check,
     control_plane,
+    fixed_ranges,
     holds_control_plane,
     host_prefixes,
 )
@@ -67,9 +67,7 @@ class Networks:
         if mtu is not None:
             fleet_mtu_check(name, mtu, nodes)
         reserved = {
-            'built-in network "bridge"': cfg.bridge_cidr,
-            "the isolated-mode pool": cfg.isolated_pool,
-            **blocked_ranges(cfg.job_blocked_networks),
+            **fixed_ranges(cfg.bridge_cidr, cfg.isolated_pool, cfg.job_blocked_networks),
             **host_prefixes(),
             **fleet_prefixes(nodes),
         }

@@ -16,7 +16,7 @@ import time
 
 from joblet import names
 from joblet.api.models import JobSpec
-from joblet.api.networks import NetworkDef, NetworkStore, blocked_ranges, control_plane, host_prefixes, unusable
+from joblet.api.networks import NetworkDef, NetworkStore, control_plane, fixed_ranges, host_prefixes, unusable
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
@@ -168,9 +168,7 @@ class NetworkAgent:
                 f'network "{twin.name}"\'s'
             )
         reserved = {
-            "the default bridge": cfg.bridge_cidr,
-            "the isolated-mode pool": cfg.isolated_pool,
-            **blocked_ranges(cfg.job_blocked_networks),
+            **fixed_ranges(cfg.bridge_cidr, cfg.isolated_pool, cfg.job_blocked_networks),
             # the networks with a bridge here (their routes are joblet's, which host_prefixes
             # leaves out): a /28 written over one's /24 took its jobs' traffic from the host
             **{f'network "{n}" on this host': fw.cidr for n, fw in list(self._active.items()) if n != net.name},
@@ -182,8 +180,9 @@ class NetworkAgent:
             raise NetworkError(f'network "{net.name}" cannot be used on node {cfg.node}: {problem}')
 
     def ensure_network(self, net: NetworkDef) -> Subnet:
-        """The bridge of a user network on this host, and its rules in joblet's table."""
-        self.check_usable(net)
+        """The bridge of a user network on this host, and its rules in joblet's table (its
+        definition checked by `facts`, and again with this host's routes when its bridge is
+        made here)."""
         subnet = Subnet(net.cidr)
         bridge = bridge_name(net.name)
         mtu = net.mtu or self.network_mtu()
