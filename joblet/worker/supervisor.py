@@ -106,7 +106,7 @@ class Supervisor:
         self._bridges = BridgeWatch()  # its jobs' bridges, made again if deleted under them
         self.place = ""  # where it runs (fleet.place), set by start
         self._other_places: set[str] = set()  # of other workers seen beating under its name
-        self._beats: Store | None = None  # _beat_store
+        self._beats = self.store  # the presence beat's: a connection of its own from start()
 
     def start(self) -> None:
         svc = self.svc
@@ -151,6 +151,11 @@ class Supervisor:
             svc.agent.check_forward()
         except JobletError as exc:
             log.error("cannot inspect the host's forward chains: %s", exc)
+        # the presence beat writes through its own connection, not the pool the job threads
+        # share, which a workflow's fan-out once kept busy for minutes: the node was taken for
+        # down, and its live jobs for LOST (red-team run)
+        self._beats = Store(self.cfg.redis_url, self.cfg.key_prefix)
+        self._beats.node_info = self.store.node_info  # the same fields (signed, place)
         loops = ((self._presence_loop, "presence"), (self._heartbeat_loop, "heartbeat"), (self._listen_loop, "events"))
         for target, name in loops:
             threading.Thread(target=target, name=f"joblet-{name}", daemon=True).start()
@@ -333,8 +338,7 @@ class Supervisor:
             **self._network_facts(),
         }
         try:
-            beats = self._beat_store()
-            replaced = beats.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
+            replaced = self._beats.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
             fleet.other_worker(self.cfg.node, replaced, self.place, self._other_places)
             if self.present_since is None:
                 self.present_since = time.time()
@@ -349,18 +353,6 @@ class Supervisor:
         for job_id in self.store.stops_among(ids):
             self.stop_local(job_id)
         fleet.stop_lost_here(self, ids)
-
-    def _beat_store(self) -> Store:
-        """The store the presence beat is written through: its own connection, not the pool the
-        job threads share, which a workflow's fan-out once kept busy for minutes: the node was
-        taken for down, and its live jobs for LOST (red-team run). Fakes in tests serve both."""
-        if self._beats is None:
-            if isinstance(self.store, Store):
-                self._beats = Store(self.cfg.redis_url, self.cfg.key_prefix)
-                self._beats.node_info = self.store.node_info  # the same fields (signed, place)
-            else:
-                self._beats = self.store
-        return self._beats
 
     def _network_facts(self) -> dict[str, Any]:
         """What clients check new networks against, and what peers send overlay traffic to."""
