@@ -123,19 +123,8 @@ def _probe(real: str | None, host_path: str | None, views: list[tuple[str, str]]
 def _in_volume(real: str, views: list[tuple[str, str]]) -> tuple[int, bool]:
     """`_probe` of a path in a volume: each part below the volume's own directory opened
     without following a link (a link there now is one put since the walk: nothing found)."""
-    root = next((r for prefix, r in views if real == prefix), None)  # a volume itself: the worker's dir
-    found = None if root is not None else _volume_parent(real, views)
-    try:
-        if root is not None:
-            fd = os.open(root, os.O_PATH | os.O_CLOEXEC)
-        elif found is None:
-            return 0, False
-        else:
-            try:
-                fd = os.open(found[1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=found[0])
-            finally:
-                os.close(found[0])
-    except OSError:
+    fd = _open_in_volume(real, views)
+    if fd is None:
         return 0, False
     try:
         mode = os.fstat(fd).st_mode
@@ -144,6 +133,24 @@ def _in_volume(real: str, views: list[tuple[str, str]]) -> tuple[int, bool]:
         return mode, os.access(f"/proc/self/fd/{fd}", os.X_OK)  # the inode held, no path walked again
     finally:
         os.close(fd)
+
+
+def _open_in_volume(path: str, views: list[tuple[str, str]]) -> int | None:
+    """An O_PATH descriptor of what a volume path names, itself (not followed), reached from
+    the volume's own directory (the worker's) without following a link; None where not."""
+    root = next((r for prefix, r in views if path == prefix), None)
+    found = None if root is not None else _volume_parent(path, views)
+    try:
+        if root is not None:
+            return os.open(root, os.O_PATH | os.O_CLOEXEC)
+        if found is None:
+            return None
+        return os.open(found[1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=found[0])
+    except OSError:
+        return None
+    finally:
+        if found is not None:
+            os.close(found[0])
 
 
 def _mode(path: str) -> int:
