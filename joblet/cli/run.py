@@ -55,14 +55,15 @@ def read_uploads(files: tuple[str, ...], directory: str | None, limit: int | Non
     uploads, total = [], 0
     for path, rel in found:
         try:
-            total += path.stat().st_size
+            info = path.stat()  # one stat: its size before the read, its mode
+            total += info.st_size
             if limit is not None and total > limit:
                 raise ValidationError(
                     f"invalid job field 'uploads': the files exceed the limit of {limit} bytes "
                     f"(upload_max_bytes) at {path}"
                 )
             data = path.read_bytes()
-            mode = path.stat().st_mode & 0o7777
+            mode = info.st_mode & 0o7777
         except OSError as exc:
             raise ValidationError(f"invalid job field 'uploads': {path}: {exc.strerror}") from None
         uploads.append({"path": rel, "mode": mode, "content": base64.b64encode(data).decode()})
