@@ -102,6 +102,9 @@ class Settings:
     log_ttl: int = setting(7 * 86400, whole(60), "seconds output and records live after a job")
     result_output_limit: int = setting(1 << 20, whole(0), "bytes of stdout kept in a result")
     upload_max_bytes: int = setting(16 << 20, whole(0), "total size of a job's uploads")
+    workflow_max_jobs: int = setting(
+        1000, whole(1), "most jobs in one workflow (each job's end reads every job's status)"
+    )
     spec_max_bytes: int = setting(24 << 20, whole(64 << 10), "largest job spec (JSON, uploads included) a client sends")
     message_max_bytes: int = setting(
         64 << 20,

@@ -14,7 +14,7 @@ from joblet.api.nodes import DRAINING, UP, constrained, incapable
 from joblet.api.preflight import Preflight, fleet_view, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
-from joblet.api.workflows import Workflow, graph_problems
+from joblet.api.workflows import Workflow, graph_problems, job_where, too_many
 from joblet.config import Settings
 from joblet.errors import NotFound, ValidationError
 
@@ -65,7 +65,9 @@ class Workflows:
         missing_nodes = sorted(wf.nodes() - {n["name"] for n in nodes})  # a typo: it would wait PENDING for good
         misfits = unplaceable(wf, nodes)
         graph = graph_problems(wf)
-        return [
+        limit = self.settings.workflow_max_jobs
+        size = [(False, too_many(wf.name, len(wf.jobs), limit))] if len(wf.jobs) > limit else []
+        return size + [
             (
                 not missing_nets,
                 "All required networks exist" if not missing_nets else f"Missing networks: {', '.join(missing_nets)}",
@@ -99,7 +101,10 @@ class Workflows:
         wf_id = uuid.uuid4().hex
         jobs = {}
         for name, job in wf.jobs.items():
-            spec = self.preflight.check(job.spec)
+            try:
+                spec = self.preflight.check(job.spec)
+            except ValidationError as exc:  # which of a thousand jobs it was
+                raise ValidationError(f"{job_where(wf.name, name)}: {exc}") from None
             jobs[name] = (new_job_id(), spec, job.requires)
         record = wfs.new_record(wf_id, wf.name, jobs)
         wfs.save(store, record, cfg.log_ttl)

@@ -20,6 +20,7 @@ import re
 import reprlib
 import stat
 from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,22 @@ class Workflow(BaseModel):
 MAX_FILE = 4 << 20  # a workflow's file; its uploads are read from their own files
 
 
-def load(path: Path) -> Workflow:
-    """Read and check a workflow file; errors name the file, the job and the field."""
+@dataclass(frozen=True)
+class Limits:
+    """What a deployment allows a workflow (its settings), checked as the file is read."""
+
+    max_jobs: int | None = None  # workflow_max_jobs
+    upload_bytes: int | None = None  # upload_max_bytes, each job's uploads together
+
+    @classmethod
+    def of(cls, settings: Any) -> Limits:
+        return cls(settings.workflow_max_jobs, settings.upload_max_bytes)
+
+
+def load(path: Path, limits: Limits | None = None) -> Workflow:
+    """Read and check a workflow file; errors name the file, the job and the field. `limits`:
+    the deployment's (Limits.of(settings)); none by default."""
+    limits = limits or Limits()
     import yaml
 
     if not WORKFLOW_NAME_RE.fullmatch(path.stem):  # `long wf` broke completion, ESC the terminal
@@ -120,7 +135,9 @@ def load(path: Path) -> Workflow:
         other = seen.setdefault(name_key(name), name)
         if other != name:  # its peers' lookups ignore case: one would shadow the other
             raise ValidationError(f"workflow {path.name}: jobs {_shown(other)} and {_shown(name)} differ only in case")
-    jobs = {name: _job(path, name, body) for name, body in doc["jobs"].items()}
+    if limits.max_jobs is not None and len(doc["jobs"]) > limits.max_jobs:
+        raise ValidationError(too_many(path.name, len(doc["jobs"]), limits.max_jobs))
+    jobs = {name: _job(path, name, body, limits.upload_bytes) for name, body in doc["jobs"].items()}
     return Workflow(name=path.stem, jobs=jobs)
 
 
@@ -195,8 +212,19 @@ def _listed(names: Any) -> str:
     return _cut(", ".join(sorted(_cut(n) for n in names)))
 
 
-def _job(path: Path, name: str, body: Any) -> WorkflowJob:
-    where = f"workflow {path.name}: job {_shown(name)}"
+def too_many(name: str, count: int, limit: int) -> str:
+    """Each job's end reads every job's status: a workflow's size is capped (3,000 jobs were
+    accepted, and each end read them all: red-team run)."""
+    return f"workflow {name}: {count} jobs, over the limit of {limit} (workflow_max_jobs; split it in two)"
+
+
+def job_where(workflow: str, name: str) -> str:
+    """How an error names a workflow's job."""
+    return f"workflow {workflow}: job {_shown(name)}"
+
+
+def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> WorkflowJob:
+    where = job_where(path.name, name)
     if not isinstance(body, dict):
         raise ValidationError(f"{where}: must be a mapping")
     unknown = set(body) - JOB_KEYS
@@ -211,7 +239,7 @@ def _job(path: Path, name: str, body: Any) -> WorkflowJob:
         fields["env"] = _env(where, body["env"])
     fields["name"] = name
     fields["limits"] = body.get("resources") or {}
-    fields["uploads"] = _uploads(path, where, body.get("uploads"))
+    fields["uploads"] = _uploads(path, where, body.get("uploads"), upload_limit)
     if body["command"] == "" or (isinstance(body["command"], str) and not body["command"].strip()):
         raise ValidationError(f"{where}: 'command' is empty (one program; its arguments go in 'args')")
     if not isinstance(body["command"], str):
@@ -269,24 +297,30 @@ def _env(where: str, value: Any) -> Any:
     return {k: str(v) if isinstance(v, int | float | datetime.date) else v for k, v in value.items()}
 
 
-def _regular_file(src: Path) -> bytes:
-    """A regular file's bytes; a FIFO or a device is refused, not waited on or read forever."""
+def _regular_file(src: Path, room: int | None) -> tuple[bytes, int] | None:
+    """A regular file's bytes and mode; a FIFO or a device is refused, not waited on or read
+    forever. None when it holds more than `room` bytes: not read past them (a workflow's
+    upload of 1 GB was read whole before the job's spec was refused by its size)."""
     if not stat.S_ISREG(os.stat(src).st_mode):  # before opening: opening a device can act (a tape rewinds)
         raise OSError(errno.EINVAL, "not a regular file")
     fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with open(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        return fh.read()
+        if room is not None and info.st_size > room:
+            return None
+        data = fh.read() if room is None else fh.read(room + 1)  # it may grow as it is read
+        return None if room is not None and len(data) > room else (data, info.st_mode & 0o7777)
 
 
-def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
+def _uploads(path: Path, where: str, uploads: Any, limit: int | None) -> list[dict[str, Any]]:
     if uploads is None:
         return []
     files = uploads.get("files") if isinstance(uploads, dict) else None
     if not isinstance(files, list):
         raise ValidationError(f"{where}: 'uploads' must be {{files: [paths]}}")
-    out = []
+    out, total = [], 0
     base = path.parent.resolve()
     for rel in files:
         if not _scalar(rel):  # before str(): a list of a billion items is not a name
@@ -295,16 +329,16 @@ def _uploads(path: Path, where: str, uploads: Any) -> list[dict[str, Any]]:
         if not src.resolve().is_relative_to(base):  # a workflow file from elsewhere ships no ~/.ssh
             raise ValidationError(f"{where}: upload {_shown(rel)} is outside the workflow's directory {base}")
         try:
-            data = _regular_file(src)
+            read = _regular_file(src, None if limit is None else limit - total)
         except OSError as exc:
             raise ValidationError(f"{where}: upload {_shown(rel)}: {exc.strerror}") from None
-        out.append(
-            {
-                "path": Path(str(rel)).name,
-                "mode": src.stat().st_mode & 0o7777,
-                "content": base64.b64encode(data).decode(),
-            }
-        )
+        if read is None:
+            raise ValidationError(
+                f"{where}: upload {_shown(rel)}: the job's uploads exceed the limit of {limit} bytes (upload_max_bytes)"
+            )
+        data, mode = read
+        total += len(data)
+        out.append({"path": Path(str(rel)).name, "mode": mode, "content": base64.b64encode(data).decode()})
     return out
 
 

@@ -20,10 +20,11 @@ def workflow() -> None:
 
 def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     """Validate (printing the guide's lines), submit, then follow unless detached."""
-    from joblet.api.workflows import load
+    from joblet.api.workflows import Limits, load
     from joblet.cli.render import print_json
+    from joblet.config import settings
 
-    wf = load(Path(path))
+    wf = load(Path(path), Limits.of(settings()))  # the client's settings, read before it connects
     out = sys.stderr if as_json or detach else sys.stdout  # stdout: only what a script reads
     print("🔍 Validating workflow prerequisites...", file=out)
     checks = client.workflows.check(wf)

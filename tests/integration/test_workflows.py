@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from joblet.errors import NotFound
+from joblet.errors import NotFound, ValidationError
 from tests.conftest import Host
 from tests.integration.helpers import output, run, wait_running
 
@@ -224,6 +225,10 @@ jobs:
         ("jobs:\n  a: {command: x, requires: [{b: RUNNING}]}\n  b: {command: x}\n", "must be required to end"),
         ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload 'nope.txt'"),
         ("jobs:\n  a: {command: echo, node: nosuch}\n", "No such nodes: nosuch (rnx nodes)"),
+        (  # refused as the jobs are queued: which one of them, it says
+            "jobs:\n  a: {command: 'true'}\n  b: {command: 'true', network: none, resources: {max_bandwidth: 1mbit}}\n",
+            "workflow bad: job 'b': invalid job field 'limits': bandwidth limits need a job network, not 'none'",
+        ),
     ],
 )
 def test_validation_errors(host, tmp_path: Path, text, message):
@@ -232,6 +237,25 @@ def test_validation_errors(host, tmp_path: Path, text, message):
     proc = host.rnx("workflow", "run", str(path))
     assert proc.returncode == 2
     assert message in (proc.stdout + proc.stderr).decode()
+
+
+def test_a_workflow_of_more_jobs_than_the_limit_is_refused(host, tmp_path: Path):
+    path = tmp_path / "three.yaml"
+    path.write_text("jobs:\n" + "".join(f"  j{i}: {{command: 'true', network: none}}\n" for i in range(3)))
+    proc = host.rnx("workflow", "run", str(path), env_extra={"JOBLET_WORKFLOW_MAX_JOBS": "2"})
+    assert proc.returncode == 2, proc
+    assert "three.yaml: 3 jobs, over the limit of 2 (workflow_max_jobs" in proc.stderr.decode()
+    proc = host.rnx("workflow", "run", str(path), env_extra={"JOBLET_WORKFLOW_MAX_JOBS": "3"})  # the control
+    assert proc.returncode == 0 and "workflow three: COMPLETED" in proc.stdout.decode(), proc
+    from joblet.api.client import Client
+    from joblet.api.workflows import load
+
+    small = Client(dataclasses.replace(host.cfg, workflow_max_jobs=2))  # read without limits: the API's check
+    assert (False, "workflow three: 3 jobs, over the limit of 2 (workflow_max_jobs; split it in two)") in (
+        small.workflows.check(load(path))
+    )
+    with pytest.raises(ValidationError, match="3 jobs, over the limit of 2"):
+        small.workflows.submit(load(path))
 
 
 def test_a_workflow_pinned_to_a_node_of_the_fleet_runs(host, client, tmp_path: Path):

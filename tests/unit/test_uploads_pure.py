@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from joblet.api.workflows import load
+from joblet.api.workflows import Limits, load
 from joblet.cli.run import read_uploads
 from joblet.errors import ValidationError
 
@@ -119,3 +119,27 @@ def test_an_upload_directory_says_which_directories_it_cannot_read(tmp_path, cap
     )
     assert done.stdout == "['open/ok.txt']\n", done  # the control: the readable one is sent
     assert done.stderr == "rnx: --upload-dir: ./shut: Permission denied: not sent\n"
+
+
+def test_a_workflows_uploads_past_the_limit_name_their_job_and_file_unread(tmp_path):
+    """A workflow's upload of a terabyte was read whole, then refused by the job's spec size
+    with neither file nor job named."""
+    path = workflow(tmp_path, '["app.py", "big.img"]')
+    with (tmp_path / "wf" / "big.img").open("wb") as big:
+        big.truncate(1 << 40)  # sparse: read whole, this test would not end
+    with pytest.raises(ValidationError, match=r"job 'a': upload 'big.img': the job's uploads exceed the limit of 100 "):
+        load(path, Limits(upload_bytes=100))
+    (tmp_path / "wf" / "big.img").write_bytes(b"b" * 91)  # with app.py's 9 bytes: 100, the limit
+    assert load(path, Limits(upload_bytes=100)).jobs["a"].spec.upload_bytes == 100
+    (tmp_path / "wf" / "big.img").write_bytes(b"b" * 92)  # one byte past it, by the two together
+    with pytest.raises(ValidationError, match="upload 'big.img': the job's uploads exceed the limit of 100 bytes"):
+        load(path, Limits(upload_bytes=100))
+
+
+def test_a_workflow_of_more_jobs_than_the_limit_is_refused_before_its_jobs_are_read(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text("jobs:\n" + "".join(f"  j{i}: {{command: 'true', uploads: {{files: [nope]}}}}\n" for i in range(3)))
+    with pytest.raises(ValidationError, match=r"many.yaml: 3 jobs, over the limit of 2 \(workflow_max_jobs"):
+        load(path, Limits(max_jobs=2))
+    with pytest.raises(ValidationError, match="upload 'nope'"):  # the control: at 3, its jobs are read
+        load(path, Limits(max_jobs=3))
