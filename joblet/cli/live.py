@@ -10,10 +10,11 @@ from joblet import wakeup
 CLEAR = "\x1b[H\x1b[2J"
 
 
-def refresh(draw: Callable[[], None], interval: float | None, clear: bool = True) -> None:
-    """Draw once (interval None), or redraw every `interval` seconds; Ctrl-C ends it, exit 0.
-    On a terminal the screen is cleared first; piped, the frames follow one another. With
-    `clear` off (JSON) nothing is added at the end."""
+def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool = True) -> None:
+    """Draw once (interval None), or redraw every `interval` seconds until Ctrl-C (exit 0) or
+    a frame whose `draw` returned False (nothing left to change: its last frame stays). On a
+    terminal the screen is cleared first; piped, the frames follow one another. With `clear`
+    off (JSON) nothing is added at the end."""
     if interval is None:
         draw()
         return
@@ -21,8 +22,10 @@ def refresh(draw: Callable[[], None], interval: float | None, clear: bool = True
         while True:
             if clear and sys.stdout.isatty():
                 sys.stdout.write(CLEAR)
-            draw()
+            more = draw()
             sys.stdout.flush()
+            if more is False:
+                return
             wakeup.sleep(interval)
     except KeyboardInterrupt:
         if clear:  # a terminal's prompt on a line of its own; JSON lines stay JSON lines

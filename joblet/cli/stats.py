@@ -65,15 +65,19 @@ def stats(obj: Any, job_ids: tuple[str, ...], no_stream: bool, as_json: bool, in
     """Live CPU, memory, pids, disk and network use of running jobs.
 
     Every running job, or the jobs ID...: CPU in % of one core, memory, processes and threads,
-    /work used of its size, network bytes in and out of its links. Refreshed until Ctrl-C."""
+    /work used of its size, network bytes in and out of its links. Refreshed until Ctrl-C, or
+    until every job ID... has ended."""
+    from joblet.api.models import JobStatus
     from joblet.cli.live import refresh
     from joblet.cli.render import print_json, table
 
-    def draw() -> None:
+    def draw() -> bool:
         rows = obj.client.stats(job_ids)
         if as_json:
             print_json(rows)
         else:
             table(HEADERS, [stats_row(r) for r in rows])
+        # the jobs named have all ended: their figures will not change (they were redrawn until Ctrl-C)
+        return not (job_ids and all(JobStatus(r["status"]).final for r in rows))
 
     refresh(draw, None if no_stream else interval, clear=not as_json)

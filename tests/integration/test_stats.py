@@ -128,7 +128,7 @@ def test_network_bytes_between_two_jobs(host, client, jobs):
         host.rnx("network", "delete", net)
 
 
-def test_stats_streams_until_ctrl_c_and_names_ended_jobs(host, client, jobs):
+def test_stats_streams_until_ctrl_c_or_its_jobs_end_and_names_ended_jobs(host, client, jobs):
     idle = start(host, "--network=none", "sleep", "120")
     jobs.append(idle)
     wait_for(host, idle, lambda r: True, "sampled")
@@ -148,6 +148,10 @@ def test_stats_streams_until_ctrl_c_and_names_ended_jobs(host, client, jobs):
     client.wait(done, timeout=60)
     ended = sample(host, done)[done]
     assert ended["status"] == "COMPLETED" and ended["cpu_percent"] is None
+    # every job named has ended: one frame, and it ends (it redrew them until Ctrl-C); the
+    # running job's stream above is the control
+    alone = host.rnx("stats", "--json", "--interval=0.2", done, timeout=30)
+    assert alone.returncode == 0 and [f[0]["id"] for f in map(json.loads, alone.stdout.splitlines())] == [done]
     table = host.rnx("stats", "--no-stream", done, idle)
     assert b"(completed)" in table.stdout and b"CPU %" in table.stdout
     assert host.rnx("stats", "--no-stream", "nosuchjob").returncode == 1
