@@ -82,8 +82,11 @@ def runtimes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> l
 
 
 def nodes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Every node the fleet has seen, with its state: a down node is undrained, listed and
+    pinned to by name too (live nodes only were offered)."""
+
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
-        return ((name, f"{info.get('jobs', 0)} jobs") for name, info in sorted(client.live_nodes().items()))
+        return ((row["name"], f"{row['state']}, {row['jobs']} jobs") for row in client.nodes())
 
     return _items(incomplete, found)
 

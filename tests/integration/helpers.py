@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobStatus
+from tests.conftest import BIN
 
 
 def run(
@@ -191,3 +193,24 @@ def job_file(host: Any, job_id: str, path: str) -> Path | None:
         except OSError:
             continue
     return None
+
+
+def complete(host: Any, *words: str, env: dict[str, str] | None = None, timeout: float = 60) -> list[str]:
+    """What bash would offer after `rnx WORDS...` (the last word is being typed)."""
+    line = ["rnx", *words]
+    out = subprocess.run(
+        [str(BIN / "rnx")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            **os.environ,
+            **host.env,
+            **(env or {}),
+            "_RNX_COMPLETE": "bash_complete",
+            "COMP_WORDS": " ".join(line),
+            "COMP_CWORD": str(len(line) - 1),
+        },
+    )
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    return [item.split(",", 1)[1] for item in out.stdout.splitlines() if "," in item]

@@ -9,28 +9,7 @@ import subprocess
 import uuid
 
 from tests.conftest import BIN
-from tests.integration.helpers import eventually
-
-
-def complete(host, *words: str, env: dict[str, str] | None = None, timeout: float = 60) -> list[str]:
-    """What bash would offer after `rnx WORDS...` (the last word is being typed)."""
-    line = ["rnx", *words]
-    out = subprocess.run(
-        [str(BIN / "rnx")],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={
-            **os.environ,
-            **host.env,
-            **(env or {}),
-            "_RNX_COMPLETE": "bash_complete",
-            "COMP_WORDS": " ".join(line),
-            "COMP_CWORD": str(len(line) - 1),
-        },
-    )
-    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
-    return [item.split(",", 1)[1] for item in out.stdout.splitlines() if "," in item]
+from tests.integration.helpers import complete, eventually
 
 
 def test_completion_scripts_for_each_shell(host):

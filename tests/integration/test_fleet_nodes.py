@@ -24,7 +24,7 @@ from joblet.api.store_ipam import IpamStore
 from joblet.api.tasks import send_run
 from joblet.errors import ValidationError
 from tests.conftest import BIN, Host, need
-from tests.integration.helpers import eventually, wait_running
+from tests.integration.helpers import complete, eventually, wait_running
 
 FAST = {"node_down_after": "3", "node_lost_grace": "2"}
 
@@ -208,6 +208,8 @@ def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):
         e.stop_worker()  # a clean stop: down at once, with when it left
         gone = rows(a)["nodee"]
         assert gone["state"] == "down" and gone["left"] is not None
+        # a node that is down is still completed by name (to undrain it, pin to it), with its state
+        assert "nodee" in complete(a, "node", "undrain", "node") and "nodea" in complete(a, "node", "undrain", "")
     finally:
         e.close()
 
