@@ -397,6 +397,12 @@ class Store(OutputStreams):
         return holder.decode() if holder is not None else None
 
     @_url
+    def claim_holders(self, job_ids: list[str]) -> list[str | None]:
+        """Each job's claim_holder, in one round trip."""
+        found = self.redis.mget([self.keys.claim(j) for j in job_ids]) if job_ids else []
+        return [None if h is None else h.decode() for h in found]
+
+    @_url
     def claim_nonce(self, nonce: str, job_id: str, ttl: int) -> bool:
         """True for the first delivery of a message: its nonce was not seen in `ttl` seconds."""
         return bool(self.redis.set(self.keys.nonce(nonce), job_id, nx=True, ex=ttl))

@@ -32,6 +32,8 @@ def test_a_job_is_recorded_if_absent_and_claimed_once(claims: Claims) -> None:
     assert claims.store.claim_holder(job_id) == "n1"
     assert claims.claim(_record(job_id), "n2") is None  # a redelivery: not run again
     assert claims.store.claim_holder(job_id) == "n1"
+    assert claims.store.claim_holders([job_id, "c" * 32, job_id]) == ["n1", None, "n1"]  # in one round trip
+    assert claims.store.claim_holders([]) == []
 
 
 def test_a_record_the_client_wrote_is_kept_and_a_stop_is_seen(claims: Claims) -> None:
