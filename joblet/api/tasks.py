@@ -195,6 +195,7 @@ def send_run_celery(cfg: Settings, job_id: str, spec: dict[str, Any], node: str 
             task_id=job_id,
             queue=queue_for(cfg, node),
             retry=False,
+            ignore_result=True,  # as wire.headers: nobody reads it
         )
     except OperationalError as exc:
         raise BackendUnavailable(f"cannot reach the broker at {cfg.broker}: {exc}") from None

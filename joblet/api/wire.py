@@ -81,7 +81,8 @@ def _short_repr(value: Any) -> str:
 
 
 def headers(job_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Celery's protocol 2 headers for one task call, as `send_task` writes them."""
+    """Celery's protocol 2 headers for one task call, as `send_task(..., ignore_result=True)`
+    writes them."""
     return {
         "lang": "py",
         "task": RUN_TASK,
@@ -98,7 +99,10 @@ def headers(job_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         "argsrepr": "()",
         "kwargsrepr": _short_repr(kwargs),
         "origin": f"gen{os.getpid()}@{socket.gethostname()}",
-        "ignore_result": None,
+        # no Celery result is stored: joblet's clients read the job's own record and stream (a
+        # result held the record and up to 1 MiB of stdout a job for log_ttl, read by nobody);
+        # `run_job.delay()`, whose AsyncResult is read, goes through Celery and keeps its own
+        "ignore_result": True,
         "replaced_task_nesting": 0,
         "stamped_headers": None,
         "stamps": {},

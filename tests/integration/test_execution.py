@@ -147,6 +147,9 @@ def host_bin(name: str):
 
 
 def test_python_api_run_job_signature(host, client):
+    """run_job.delay()'s AsyncResult holds the final record; joblet's own sends (rnx, Client.run,
+    workflows) store no Celery result, which held the record and up to 1 MiB of stdout a job
+    for log_ttl, read by nobody."""
     from joblet.api.tasks import run_job_signature
 
     result = run_job_signature(host.cfg).delay(command="echo", args=["hi"], network="none")
@@ -154,6 +157,11 @@ def test_python_api_run_job_signature(host, client):
     assert final["status"] == "COMPLETED" and final["exit_code"] == 0
     assert final["output"] == "hi\n" and final["id"] == result.id
     assert client.get(result.id).status == JobStatus.COMPLETED
+    meta = f"celery-task-meta-{result.id}"
+    assert client.store.redis.exists(meta)  # Celery's result: run_job.delay() reads it
+    mine = client.run("echo", ("hi",), network="none")  # joblet's own send: its record, no result
+    assert client.wait(mine.id, timeout=60).status == JobStatus.COMPLETED
+    assert not client.store.redis.exists(f"celery-task-meta-{mine.id}")
 
 
 def test_upload_dir_through_rnx(host, tmp_path):

@@ -27,7 +27,7 @@ def test_headers_are_celerys_own():
 
     app = Celery("t", set_as_current=False)
     kw = kwargs()
-    theirs = app.amqp.as_task_v2(JOB, RUN_TASK, args=(), kwargs=kw, ignore_result=None).headers  # as send_task
+    theirs = app.amqp.as_task_v2(JOB, RUN_TASK, args=(), kwargs=kw, ignore_result=True).headers
     ours = wire.headers(JOB, kw)
     assert ours.keys() == theirs.keys()
     assert {k: v for k, v in ours.items() if k not in ("origin", "kwargsrepr")} == {
