@@ -9,6 +9,7 @@ from joblet.api.networks import (
     BUILTINS,
     NetworkDef,
     NetworkStore,
+    addresses_of,
     check,
     control_plane,
     fixed_ranges,
@@ -62,7 +63,9 @@ class Networks:
         net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
         cfg = self.settings
         endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
-        holds_control_plane(name, cidr, {k: [a for a, _ in v] for k, v in endpoints.items()})
+        problem = holds_control_plane(cidr, addresses_of(endpoints))
+        if problem:
+            raise ValidationError(f'failed to create network "{name}": {problem}')
         nodes = self.jobs.live_nodes()
         if mtu is not None:
             fleet_mtu_check(name, mtu, nodes)

@@ -127,8 +127,9 @@ def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
         raise ValidationError(
             f"{fail}: {cidr} is an IPv6 range; joblet networks are IPv4 only (give one such as 10.10.0.0/24)"
         )
-    if not PREFIXES[0] <= parsed.prefixlen <= PREFIXES[1]:  # before the host bits: `did you mean 10.0.0.0/7?`
-        raise ValidationError(f"{fail}: CIDR {cidr} must be between /{PREFIXES[0]} and /{PREFIXES[1]}")
+    problem = prefix_problem(cidr, parsed)  # before the host bits: `did you mean 10.0.0.0/7?`
+    if problem:
+        raise ValidationError(f"{fail}: {problem}")
     try:
         return ipaddress.IPv4Network(cidr, strict=True)
     except ValueError:
@@ -151,24 +152,26 @@ def not_unicast(cidr: str) -> str | None:
     return None
 
 
-def unusable(cidr: str, held: list[str], reserved: dict[str, str]) -> str | None:
-    """Why a worker builds no network of `cidr`, or None: a range that is not unicast, holds
-    an address of `held` (the broker's, the state store's, job_blocked_addresses') or overlaps
-    one of `reserved` ({label: cidr}). The client checks as much at create, but a definition
-    may come from anyone who can write Redis, or from before a setting or route it now clashes
-    with: the more specific route to a network's bridge took the host's own traffic to that
-    range, its Redis connection included (red-team run)."""
-    problem = not_unicast(cidr)
+def unusable(cidr: str, held: dict[str, list[str]], reserved: dict[str, str]) -> str | None:
+    """Why a worker builds no network of `cidr`, or None: a range that is not unicast, of a
+    prefix out of PREFIXES, holding an address of `held` ({setting: addresses} of the broker,
+    the state store, job_blocked_addresses) or overlapping one of `reserved` ({label: cidr}).
+    The client checks as much at create (`check`, `holds_control_plane`, the store's
+    overlaps), but a definition may come from anyone who can write Redis, or from before a
+    setting or route it now clashes with: the more specific route to a network's bridge took
+    the host's own traffic to that range, its Redis connection included (red-team run)."""
+    problem = not_unicast(cidr) or prefix_problem(cidr, ipaddress.IPv4Network(cidr)) or holds_control_plane(cidr, held)
     if problem:
         return problem
-    net = ipaddress.IPv4Network(cidr)
-    if not PREFIXES[0] <= net.prefixlen <= PREFIXES[1]:  # 32.0.0.0/3 would route an eighth of IPv4 to jobs
-        return f"CIDR {cidr} must be between /{PREFIXES[0]} and /{PREFIXES[1]}"
-    inside = next((a for a in held if ipaddress.ip_address(a) in net), None)  # IPv6: in no IPv4 network
-    if inside is not None:
-        return f"CIDR {cidr} contains {inside}, an address of the control plane"
     hit = overlap(cidr, reserved)
     return None if hit is None else f"CIDR {cidr} overlaps {hit}"
+
+
+def prefix_problem(written: str, net: ipaddress.IPv4Network) -> str | None:
+    """A prefix outside PREFIXES: 32.0.0.0/3 would route an eighth of IPv4 to jobs."""
+    if PREFIXES[0] <= net.prefixlen <= PREFIXES[1]:
+        return None
+    return f"CIDR {written} must be between /{PREFIXES[0]} and /{PREFIXES[1]}"
 
 
 def fixed_ranges(bridge_cidr: str, isolated_pool: str, blocked: tuple[str, ...]) -> dict[str, str]:
@@ -189,16 +192,28 @@ def blocked_ranges(networks: tuple[str, ...]) -> dict[str, str]:
     return {f"job_blocked_networks' {r}": str(r) for r in ranges if r.version == 4}
 
 
-def holds_control_plane(name: str, cidr: str, endpoints: dict[str, list[str]]) -> None:
-    """Refuse a CIDR holding an address of the broker or state store ({setting: addresses})."""
-    net = ipaddress.IPv4Network(cidr)
-    for setting, addresses in sorted(endpoints.items()):
-        for address in addresses:
-            if ipaddress.ip_address(address) in net:  # an IPv6 address is in no IPv4 network
-                raise ValidationError(
-                    f'failed to create network "{name}": CIDR {cidr} contains '
-                    f"{address}, an address of the control plane ({setting})"
-                )
+def holds_control_plane(cidr: str, held: dict[str, list[str]]) -> str | None:
+    """Why a network of `cidr` may not be made, if it holds an address of `held` ({setting:
+    addresses} of the broker, the state store, job_blocked_addresses): jobs would share its
+    link, and the host's route to it would lead to their bridge."""
+    found = held_in(cidr, held)
+    return None if found is None else f"CIDR {cidr} contains {found[1]}, an address of the control plane ({found[0]})"
+
+
+def held_in(cidr: str, held: dict[str, list[str]]) -> tuple[str, str] | None:
+    """(setting, address): the first address of `held` inside `cidr` (an IPv6 address is in
+    no IPv4 network)."""
+    net = ipaddress.ip_network(cidr)
+    for setting, addresses in sorted(held.items()):
+        inside = next((a for a in addresses if ipaddress.ip_address(a) in net), None)
+        if inside is not None:
+            return setting, inside
+    return None
+
+
+def addresses_of(endpoints: dict[str, list[tuple[str, int]]]) -> dict[str, list[str]]:
+    """control_plane's {setting: [(address, port)]} as {setting: [address]}."""
+    return {setting: sorted({address for address, _ in found}) for setting, found in endpoints.items()}
 
 
 def url_endpoint(url: str | None) -> tuple[str, int] | None:

@@ -9,14 +9,22 @@ lives here, under one lock: a whole re-render and a per-job element change never
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
 
 from joblet import names
 from joblet.api.models import JobSpec
-from joblet.api.networks import NetworkDef, NetworkStore, control_plane, fixed_ranges, host_prefixes, unusable
+from joblet.api.networks import (
+    NetworkDef,
+    NetworkStore,
+    addresses_of,
+    control_plane,
+    fixed_ranges,
+    held_in,
+    host_prefixes,
+    unusable,
+)
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
@@ -52,6 +60,7 @@ class NetworkAgent:
         )
         self._ports: dict[str, portsec.Port] = {}  # host end -> what it may send
         self._blocked: tuple[tuple[str, int], ...] = ()
+        self._held_by: dict[str, list[str]] = {}
         self._resolved = False
         self._host_cgroup: tuple[str, int] | None = None
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
@@ -85,13 +94,12 @@ class NetworkAgent:
         """The default bridge and the isolated pool must not hold the broker's or state store's
         address: jobs would share its link, and the worker's own route to it would lead there."""
         for setting, cidr in (("bridge_cidr", self.cfg.bridge_cidr), ("isolated_pool", self.cfg.isolated_pool)):
-            net = ipaddress.ip_network(cidr)
-            for address, _ in self._control_plane():
-                if ipaddress.ip_address(address) in net:
-                    raise NetworkError(
-                        f"{setting} {cidr} holds {address}, an address of the broker or "
-                        "state store: set another range for jobs"
-                    )
+            found = held_in(cidr, self._held())
+            if found is not None:
+                raise NetworkError(
+                    f"{setting} {cidr} holds {found[1]}, an address of the broker or state store ({found[0]}): "
+                    "set another range for jobs"
+                )
 
     def check_forward(self, max_age: float = 0.0) -> str | None:
         """Foreign forward chains with a drop policy (foreign.py), looked at most every
@@ -151,8 +159,13 @@ class NetworkAgent:
         found = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
         endpoints = tuple(sorted({e for found_for in found.values() for e in found_for}))
         if endpoints or not self._blocked:
-            self._blocked = endpoints
+            self._blocked, self._held_by = endpoints, addresses_of(found)
         return self._blocked
+
+    def _held(self) -> dict[str, list[str]]:
+        """The control plane's addresses by setting ({setting: [address]}): `_control_plane`'s."""
+        self._control_plane()
+        return self._held_by
 
     def check_usable(self, net: NetworkDef, routes: bool = False) -> None:
         """Refuse a network this host must not build (`unusable`); with `routes` (when its
@@ -175,7 +188,7 @@ class NetworkAgent:
             **(host_prefixes() if routes else {}),
             **{f'network "{n}"': other.cidr for n, other in others.items()},
         }
-        problem = unusable(net.cidr, [a for a, _ in self._control_plane()], reserved)
+        problem = unusable(net.cidr, self._held(), reserved)
         if problem:
             raise NetworkError(f'network "{net.name}" cannot be used on node {cfg.node}: {problem}')
 

@@ -199,9 +199,10 @@ def test_unicast_private_and_public_ranges_pass():
 
 
 def test_network_holding_the_control_plane_is_refused():
-    holds_control_plane("n", "10.1.0.0/24", {"redis_url": ["10.2.0.5"]})
-    with pytest.raises(ValidationError, match=r"CIDR 10.2.0.0/16 contains 10.2.0.5, .*\(redis_url\)"):
-        holds_control_plane("n", "10.2.0.0/16", {"redis_url": ["10.2.0.5"]})
+    assert holds_control_plane("10.1.0.0/24", {"redis_url": ["10.2.0.5"]}) is None
+    assert holds_control_plane("10.2.0.0/16", {"redis_url": ["10.2.0.5"], "broker_url": ["::1"]}) == (
+        "CIDR 10.2.0.0/16 contains 10.2.0.5, an address of the control plane (redis_url)"
+    )
 
 
 def test_control_plane_endpoints_from_urls():
@@ -245,21 +246,22 @@ def test_what_a_worker_will_not_build():
     """The worker's own check of a definition from Redis (the client's can be gone past)."""
     from joblet.api.networks import blocked_ranges, unusable
 
-    assert unusable("10.5.0.0/24", ["10.2.0.5", "::1"], {"the default bridge": "172.20.0.0/16"}) is None
-    assert "link-local" in unusable("169.254.0.0/24", [], {})
-    held = unusable("10.2.0.0/24", ["10.2.0.5"], {})
-    assert held == "CIDR 10.2.0.0/24 contains 10.2.0.5, an address of the control plane"
+    plane = {"redis_url": ["10.2.0.5", "::1"]}
+    assert unusable("10.5.0.0/24", plane, {"the default bridge": "172.20.0.0/16"}) is None
+    assert "link-local" in unusable("169.254.0.0/24", {}, {})
+    held = unusable("10.2.0.0/24", plane, {})
+    assert held == "CIDR 10.2.0.0/24 contains 10.2.0.5, an address of the control plane (redis_url)"
     reserved = blocked_ranges(("169.254.0.0/16", "168.63.129.16/32", "100.100.100.200", "fd00:ec2::254/128"))
     assert reserved == {
         "job_blocked_networks' 169.254.0.0/16": "169.254.0.0/16",
         "job_blocked_networks' 168.63.129.16/32": "168.63.129.16/32",
         "job_blocked_networks' 100.100.100.200/32": "100.100.100.200/32",
     }
-    assert unusable("168.63.129.0/24", [], reserved) == (
+    assert unusable("168.63.129.0/24", {}, reserved) == (
         "CIDR 168.63.129.0/24 overlaps job_blocked_networks' 168.63.129.16/32 (168.63.129.16/32)"
     )
-    assert unusable("172.20.5.0/24", [], {"the default bridge": "172.20.0.0/16"}) == (
+    assert unusable("172.20.5.0/24", {}, {"the default bridge": "172.20.0.0/16"}) == (
         "CIDR 172.20.5.0/24 overlaps the default bridge (172.20.0.0/16)"
     )
-    assert unusable("32.0.0.0/3", [], {}) == "CIDR 32.0.0.0/3 must be between /8 and /29"  # an eighth of IPv4
-    assert unusable("10.5.0.0/30", [], {}) == "CIDR 10.5.0.0/30 must be between /8 and /29"
+    assert unusable("32.0.0.0/3", {}, {}) == "CIDR 32.0.0.0/3 must be between /8 and /29"  # an eighth of IPv4
+    assert unusable("10.5.0.0/30", {}, {}) == "CIDR 10.5.0.0/30 must be between /8 and /29"
