@@ -95,6 +95,12 @@ class Commands:
     def zrem(self, name: str, *values: Any) -> Any:
         return self._send(("ZREM", name, *values))
 
+    def zrevrangebyscore(self, name: str, max: Any, min: Any) -> Any:  # noqa: A002 - redis-py's names
+        return self._send(("ZREVRANGEBYSCORE", name, max, min))
+
+    def zscore(self, name: str, value: Any) -> Any:
+        return self._send(("ZSCORE", name, value), lambda r: None if r is None else float(r))
+
     def zremrangebyscore(self, name: str, min: Any, max: Any) -> Any:  # noqa: A002 - redis-py's names
         return self._send(("ZREMRANGEBYSCORE", name, min, max))
 

@@ -203,6 +203,9 @@ def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
         raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
 
 
+WORKFLOW_CHUNK = 16  # workflow records a round trip of a name's lookup (the newest first)
+
+
 class Store(OutputStreams):
     """Redis-backed state of one installation (one key prefix); its jobs' output streams are
     in store_output.py."""
@@ -263,18 +266,18 @@ class Store(OutputStreams):
         """The job called `name` in the newest workflow submitted after `since`, if one is kept:
         the latest job of a name, where a workflow's has no name key (`rnx run --name=build`,
         then a workflow with a `build` job: the workflow's is the latest). Workflows only since
-        the named job: a name key's lookup reads no more than the runs after it."""
-        wf_ids = self.redis.zrangebyscore(self.keys.workflows, f"({since!r}", "+inf")
-        if not wf_ids:
-            return None
-        pipe = self.redis.pipeline()
-        for wf_id in wf_ids:
-            pipe.get(self.keys.workflow(wf_id.decode()))
+        the named job, the newest first, WORKFLOW_CHUNK a round trip: a name key's lookup
+        reads no more than the runs after it, and no older ones than the newest with that job."""
+        wf_ids = self.redis.zrevrangebyscore(self.keys.workflows, "+inf", f"({since!r}")
         wanted = name_key(name)
-        for raw in reversed(pipe.execute()):  # the newest first
-            job_id = _job_named(raw, wanted)
-            if job_id and self.redis.zscore(self.keys.jobs, job_id) is not None:
-                return job_id
+        for start in range(0, len(wf_ids), WORKFLOW_CHUNK):
+            pipe = self.redis.pipeline()
+            for wf_id in wf_ids[start : start + WORKFLOW_CHUNK]:
+                pipe.get(self.keys.workflow(wf_id.decode()))
+            for raw in pipe.execute():
+                job_id = _job_named(raw, wanted)
+                if job_id and self.redis.zscore(self.keys.jobs, job_id) is not None:
+                    return job_id
         return None
 
     def _names(self, job_ids: list[str]) -> list[str]:

@@ -55,6 +55,10 @@ CALLS = {
         r.zadd(k + "z", {"a": 2, "b": 1.5, "c": 9}),
         r.zrange(k + "z", 0, -1),
         r.zrem(k + "z", "c", "q"),
+        r.zrevrangebyscore(k + "z", "+inf", "(1.5"),
+        r.zrevrangebyscore(k + "z", "+inf", "(99"),
+        r.zscore(k + "z", "b"),
+        r.zscore(k + "z", "nothing"),
         r.zremrangebyscore(k + "z", "-inf", 1.9),
         r.zrange(k + "z", 0, -1),
     ),
@@ -95,13 +99,14 @@ def test_pipelines_match_redis_py(pair):
         pipe = r.pipeline()
         pipe.hset(k + "p", mapping={"a": "1"}).zadd(k + "pz", {"a": 1.0})
         pipe.hgetall(k + "p")
+        pipe.zscore(k + "pz", "a").zscore(k + "pz", "nothing")  # a conversion, queued
         first = pipe.execute()
         loose = r.pipeline(transaction=False)
         for i in range(3):
             loose.lpush(k + "pl", i)
         return first, loose.execute(), r.pipeline().execute()
 
-    assert both(pair, piped)[0] == [1, 1, {b"a": b"1"}]
+    assert both(pair, piped)[0] == [1, 1, {b"a": b"1"}, 1.0, None]
 
 
 def test_a_transaction_with_a_failing_command_raises_like_redis_py(pair):

@@ -146,3 +146,33 @@ def test_a_name_keys_job_gives_way_to_a_newer_workflows_job_of_that_name(store: 
         store.redis.set(store.keys.workflow(wf_id), bad)
         store.redis.zadd(store.keys.workflows, {wf_id: 300.0 + i})
     assert store.resolve("build") == standalone
+
+
+def test_a_names_lookup_reads_the_newest_workflows_first_in_chunks(store: Store) -> None:
+    """Workflows since the named job are read newest first, WORKFLOW_CHUNK a round trip, up to
+    the newest that has a job of the name: where there is one only in the oldest chunk, and
+    where the newest holds one (reading all of them once read every run after the job)."""
+    from joblet.api import workflow_store
+    from joblet.api.store import WORKFLOW_CHUNK
+    from joblet.api.workflow_store import WorkflowRecord
+
+    spec = JobSpec(command="true", name="deploy")
+    named = "8" * 32
+    store.create_job(JobRecord(id=named, status=JobStatus.COMPLETED, spec=spec, name="deploy", created=10.0))
+    store.redis.set(store.keys.name("deploy"), named)
+    count = 2 * WORKFLOW_CHUNK + 3
+
+    def workflow(i: int, job_name: str) -> str:
+        job_id = f"{i:02d}" + "9" * 30
+        record = JobRecord(id=job_id, status=JobStatus.COMPLETED, spec=spec, name=job_name, created=20.0 + i)
+        store.create_job(record)
+        wf = WorkflowRecord(id=f"{i:02d}" + "e" * 30, name="w", created=20.0 + i, jobs={job_name: job_id}, requires={})
+        workflow_store.save(store, wf, 3600)
+        return job_id
+
+    oldest = workflow(0, "deploy")
+    for i in range(1, count):
+        workflow(i, "other")
+    assert store.resolve("deploy") == oldest  # past two chunks of runs without one
+    newest = workflow(count, "deploy")
+    assert store.resolve("deploy") == newest
