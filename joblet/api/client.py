@@ -16,7 +16,8 @@ from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
-from joblet.errors import BackendUnavailable, JobletError, NotFound, ValidationError
+from joblet.errors import BackendUnavailable, JobletError, NotFound
+from joblet.fields import FieldError
 from joblet.names import name_key
 
 if TYPE_CHECKING:
@@ -110,9 +111,10 @@ class Client:
             return
         holder = self.store.create_named_job(record)
         if holder is not None:
-            raise ValidationError(
-                f"invalid job field 'name': {record.name!r} is in use by job {holder[:12]}, "
-                "which has not ended (rnx stop it, or pick another --name)"
+            raise FieldError(
+                "name",
+                f"{record.name!r} is in use by job {holder[:12]}, which has not ended "
+                "(rnx stop it, or pick another --name)",
             )
 
     def stats(self, job_ids: Any = ()) -> list[dict[str, Any]]:

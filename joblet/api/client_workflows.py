@@ -17,6 +17,7 @@ from joblet.api.volumes import VolumeStore
 from joblet.api.workflows import Workflow, graph_problems, job_where, too_many
 from joblet.config import Settings
 from joblet.errors import NotFound, ValidationError
+from joblet.fields import FieldError
 
 
 def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.list[str]:
@@ -103,7 +104,10 @@ class Workflows:
         for name, job in wf.jobs.items():
             try:
                 spec = self.preflight.check(job.spec)
-            except ValidationError as exc:  # which of a thousand jobs it was
+            except FieldError as exc:  # which of a thousand jobs it was, by the file's own fields
+                loc = ("resources", *exc.loc[1:]) if exc.loc[:1] == ("limits",) else exc.loc
+                raise ValidationError(f"{job_where(wf.name, name)}: {FieldError(loc, exc.msg)}") from None
+            except ValidationError as exc:
                 raise ValidationError(f"{job_where(wf.name, name)}: {exc}") from None
             jobs[name] = (new_job_id(), spec, job.requires)
         record = wfs.new_record(wf_id, wf.name, jobs)

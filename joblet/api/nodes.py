@@ -23,6 +23,7 @@ from typing import Any
 from joblet.api.limits import above_ceiling
 from joblet.api.models import JobSpec
 from joblet.errors import ValidationError
+from joblet.fields import FieldError
 
 UP, DOWN, DRAINING = "up", "down", "draining"
 
@@ -158,7 +159,9 @@ def place(
 def _pinned(spec: JobSpec, nodes: list[dict[str, Any]], homes: dict[str, set[str]]) -> str:
     node = next((n for n in nodes if n["name"] == spec.node), None)
     if node is None:
-        raise ValidationError(f"invalid job field 'node': no node {spec.node!r} in the fleet (rnx nodes)")
+        alike = [n["name"] for n in nodes if str(n["name"]).lower() == str(spec.node).lower()]  # names keep their case
+        hint = f"did you mean {' or '.join(repr(n) for n in alike)}? " if alike else ""
+        raise FieldError("node", f"no node {spec.node!r} in the fleet ({hint}rnx nodes)")
     why = unfit(spec, node) or apart(node["name"], homes, nodes)
     if why is not None:
         raise ValidationError(f"cannot place the job on node {spec.node!r}: {why} (rnx nodes)")

@@ -15,6 +15,7 @@ from joblet.api.store_nodes import NodeStore
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
 from joblet.errors import ConfigError, NotFound, ValidationError
+from joblet.fields import FieldError
 
 ALONE = ("none", "host", "isolated")
 BUILT_IN = ("bridge", "none", "host", "isolated")
@@ -64,7 +65,7 @@ class Preflight:
         """Refuse a spec too large to queue before anything is stored."""
         limit = self.settings.upload_max_bytes
         if spec.upload_bytes > limit:
-            raise ValidationError(f"invalid job field 'uploads': {spec.upload_bytes} bytes exceed the limit of {limit}")
+            raise FieldError("uploads", f"{spec.upload_bytes} bytes exceed the limit of {limit}")
         size = len(json.dumps(spec.to_dict(), separators=(",", ":"), ensure_ascii=False))
         if size > self.settings.spec_max_bytes:
             raise ValidationError(
@@ -79,17 +80,18 @@ class Preflight:
                 try:
                     self.networks.get(name)
                 except NotFound:
-                    raise ValidationError(
-                        f"invalid job field 'network': no such network {name!r}"
+                    raise FieldError(
+                        "network",
+                        f"no such network {name!r}"
                         + (
                             f" (the built-in one is {name.lower()!r})"
                             if name.lower() in BUILT_IN
                             else " (rnx network list)"
-                        )
+                        ),
                     ) from None
         for alone in ALONE:
             if alone in spec.network and len(spec.network) > 1:
-                raise ValidationError(f"invalid job field 'network': {alone!r} cannot be combined")
+                raise FieldError("network", f"{alone!r} cannot be combined")
 
     def check_resources(self, spec: JobSpec) -> JobSpec:
         """Volumes must exist; a runtime must be offered by a live worker (the job is pinned
@@ -98,29 +100,23 @@ class Preflight:
             try:
                 self.volumes.get(name)
             except NotFound:
-                raise ValidationError(
-                    f"invalid job field 'volumes': no such volume {name!r} (rnx volume create)"
-                ) from None
+                raise FieldError("volumes", f"no such volume {name!r} (rnx volume create)") from None
         lim = spec.limits
         if spec.network in (("host",), ("none",)) and (
             lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out
         ):
             # none: no link to shape (it was accepted and did nothing)
-            raise ValidationError(
-                f"invalid job field 'limits': bandwidth limits need a job network, not {spec.network[0]!r}"
-            )
+            given = next(f for f in ("max_bandwidth", "max_bandwidth_in", "max_bandwidth_out") if getattr(lim, f))
+            raise FieldError(("limits", given), f"bandwidth limits need a job network, not {spec.network[0]!r}")
         if spec.runtime is None:
             return spec
         offers = runtimes(self.store.live_nodes())
         offered: list[str] = next((r["nodes"] for r in offers if r["name"] == spec.runtime), [])
         if not offered:
-            raise ValidationError(
-                f"invalid job field 'runtime': no live worker offers runtime {spec.runtime!r} (rnx runtime list)"
-            )
+            raise FieldError("runtime", f"no live worker offers runtime {spec.runtime!r} (rnx runtime list)")
         if spec.node is not None and spec.node not in offered:
-            raise ValidationError(
-                f"invalid job field 'runtime': node {spec.node!r} does not offer "
-                f"runtime {spec.runtime!r} (it is on {', '.join(offered)})"
+            raise FieldError(
+                "runtime", f"node {spec.node!r} does not offer runtime {spec.runtime!r} (it is on {', '.join(offered)})"
             )
         return spec
 

@@ -94,7 +94,8 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
     A line holds `rnx run` options and a command, e.g. `--network=none echo hi`
     (shell-like words). A bad line is reported with its number and skipped; rnx then
     exits 2 after queueing the others."""
-    from joblet.cli.run import job_spec
+    from joblet.cli.run import as_option, job_spec
+    from joblet.fields import FieldError
 
     jobs, limit = ctx.obj.client.batch(), ctx.obj.client.settings.upload_max_bytes
     refused = 0
@@ -106,8 +107,8 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
             queued = jobs.add(job_spec(params, limit)) if params is not None else []
         except (BackendUnavailable, PermissionDenied):
             raise
-        except (LineError, JobletError) as exc:
-            click.echo(f"rnx batch: line {number}: {exc}", err=True)
+        except (LineError, JobletError) as exc:  # a field's error names rnx run's option, as rnx run does
+            click.echo(f"rnx batch: line {number}: {as_option(exc) if isinstance(exc, FieldError) else exc}", err=True)
             refused += 1
             continue
         if not pending_input(file):

@@ -122,15 +122,21 @@ def job_spec(params: dict[str, Any], upload_limit: int | None = None) -> Any:
     try:
         return make_spec(params["command"], params["args"], **fields)
     except FieldError as exc:
-        flag, unit = FLAGS.get(".".join(exc.loc), (None, ""))
-        if flag is not None:
-            # `invalid --max-disk: must be at most 1048576 MB`, not the Python API's field name
-            raise ValidationError(f"invalid {flag}: {exc.msg}{unit if exc.msg[-1:].isdigit() else ''}") from None
-        option = OPTIONS.get(exc.loc[0] if exc.loc else "")
-        if option is None:
-            raise
-        within = f" ({'.'.join(exc.loc[1:])})" if exc.loc[1:] else ""  # which value of a repeated one
-        raise ValidationError(f"invalid {option}{within}: {exc.msg}") from None
+        raise as_option(exc) from None
+
+
+def as_option(exc: Any) -> Exception:
+    """A FieldError as rnx run's option names it: `invalid --max-disk: must be at most 1048576
+    MB`, `invalid --network: no such network 'x'`, not the Python API's field name; the error
+    itself where no option sets the field."""
+    flag, unit = FLAGS.get(".".join(exc.loc), (None, ""))
+    if flag is not None:
+        return ValidationError(f"invalid {flag}: {exc.msg}{unit if exc.msg[-1:].isdigit() else ''}")
+    option = OPTIONS.get(exc.loc[0] if exc.loc else "")
+    if option is None:
+        return exc  # type: ignore[no-any-return]
+    within = f" ({'.'.join(exc.loc[1:])})" if exc.loc[1:] else ""  # which value of a repeated one
+    return ValidationError(f"invalid {option}{within}: {exc.msg}")
 
 
 if TYPE_CHECKING:  # generic in recent click (8.5), plain in older ones (8.1): subscripted for mypy only
@@ -300,7 +306,13 @@ def run(
         raise click.UsageError("missing COMMAND (or --workflow=FILE)")
 
     client: Client = obj.client
-    record = client.submit(job_spec(click.get_current_context().params, client.settings.upload_max_bytes))
+    spec = job_spec(click.get_current_context().params, client.settings.upload_max_bytes)
+    from joblet.fields import FieldError
+
+    try:
+        record = client.submit(spec)
+    except FieldError as exc:  # checked against the fleet: no such network, a name in use, ...
+        raise as_option(exc) from None
     if detach:
         if as_json:
             print_json({"id": record.id, "status": record.status.value})

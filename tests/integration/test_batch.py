@@ -32,7 +32,7 @@ def test_batch_queues_every_good_line_once(host, client):
     err = done.stderr.decode().splitlines()
     assert done.returncode == 2, done.stderr
     assert err == [
-        "rnx batch: line 7: invalid job field 'network': no such network 'nosuch' (rnx network list)",
+        "rnx batch: line 7: invalid --network: no such network 'nosuch' (rnx network list)",
         "rnx batch: line 8: not UTF-8 text (byte 6: 0xff)",
         "rnx batch: line 9: No such option '--help'.",
         "rnx batch: line 150: No such option '--netwrok'. Did you mean '--network'?",
@@ -73,7 +73,7 @@ def test_a_refused_named_job_keeps_the_ids_before_it(host, client):
             input=b"--network=none true\n--network=none --name=batch-dup true\n--network=none --name=batch-free true\n",
         )
         assert done.returncode == 2
-        assert done.stderr.decode().startswith("rnx batch: line 2: invalid job field 'name': 'batch-dup' is in use")
+        assert done.stderr.decode().startswith("rnx batch: line 2: invalid --name: 'batch-dup' is in use")
         first, free = done.stdout.decode().split()  # line 1's id is printed although line 2 failed
         assert client.wait(first, timeout=60).exit_code == 0 and client.wait(free, timeout=60).name == "batch-free"
     finally:

@@ -88,7 +88,12 @@ def test_pins_and_refusals(three):
         client.run("true", network="host", node="nodea")
     out = a.rnx("run", "--node=nowhere", "true")
     assert out.returncode == 2
-    assert out.stderr == b"rnx: invalid job field 'node': no node 'nowhere' in the fleet (rnx nodes)\n"
+    assert out.stderr == b"rnx: invalid --node: no node 'nowhere' in the fleet (rnx nodes)\n"
+    out = a.rnx("run", "--node=NodeB", "true")  # names keep their case: the one meant is named
+    assert out.returncode == 2
+    assert out.stderr == b"rnx: invalid --node: no node 'NodeB' in the fleet (did you mean 'nodeb'? rnx nodes)\n"
+    with pytest.raises(ValidationError, match=r"^invalid job field 'node': no node 'NodeB'"):  # the API's field
+        client.run("true", network="none", node="NodeB")
     out = a.rnx("run", "--runtime=tool:1", "--node=nodeb", "true")
     assert out.returncode == 2 and b"does not offer runtime 'tool:1'" in out.stderr
     assert len(client.list()) == count  # nothing recorded or queued

@@ -227,7 +227,8 @@ jobs:
         ("jobs:\n  a: {command: echo, node: nosuch}\n", "No such nodes: nosuch (rnx nodes)"),
         (  # refused as the jobs are queued: which one of them, it says
             "jobs:\n  a: {command: 'true'}\n  b: {command: 'true', network: none, resources: {max_bandwidth: 1mbit}}\n",
-            "workflow bad: job 'b': invalid job field 'limits': bandwidth limits need a job network, not 'none'",
+            "workflow bad: job 'b': invalid job field 'resources.max_bandwidth': bandwidth limits need a job network, "
+            "not 'none'",
         ),
     ],
 )
