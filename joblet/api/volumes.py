@@ -102,9 +102,13 @@ class VolumeStore:
         return stored_named(VolumeDef, raw, "volume", name)
 
     @_url
-    def deleted(self) -> dict[str, VolumeDef]:
-        """The last deleted definition of each deleted name."""
-        return stored_by_name(VolumeDef, self.redis.hgetall(self.keys.volumes_deleted), "volume")
+    def deleted(self) -> dict[str, VolumeDef | None]:
+        """The last deleted definition of each deleted name; None where it does not read (its
+        name was deleted, when is unknown: a worker takes any data of that name but the live
+        definition's for deleted, where it kept it, and a volume made again got the old files)."""
+        raw = self.redis.hgetall(self.keys.volumes_deleted)
+        found: dict[str, VolumeDef | None] = dict(stored_by_name(VolumeDef, raw, "volume"))
+        return {key.decode(errors="replace"): None for key in raw} | found
 
     @_url
     def delete(self, name: str) -> bool:

@@ -180,13 +180,16 @@ def runtime_root(directory: Path, name: str) -> Path:
     return Path(_plain(root))
 
 
-def deleted_lineage(held: float | None, last: VolumeDef | None) -> bool:
+def deleted_lineage(held: float | None, last: VolumeDef | None, was_deleted: bool = False) -> bool:
     """Whether data made for (or taken over by) the definition created at `held` was deleted:
     a definition of its name created then or later was (`last`: the last one deleted). Not
     only `held` itself: a host down through delete, create, delete kept the first data, and
     a Redis restarted empty had a definition made and deleted again before a job took the
-    data over; either way the next volume of that name got the deleted files."""
-    return held is not None and last is not None and last.created >= held
+    data over; either way the next volume of that name got the deleted files. `was_deleted`
+    without `last`: one was, whose record does not read: taken for one made after `held`."""
+    if held is None or (last is None and not was_deleted):
+        return False
+    return last is None or last.created >= held
 
 
 class JobMounts:
@@ -216,7 +219,8 @@ class JobMounts:
         return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
 
     def _deleted(self, name: str, held: float) -> bool:
-        return deleted_lineage(held, self.store.deleted().get(name))
+        deleted = self.store.deleted()
+        return deleted_lineage(held, deleted.get(name), name in deleted)
 
     def sweep(self, in_use: set[str]) -> list[str]:
         """Remove the data of deleted volumes that no local job uses; their names. Deleted is
@@ -228,9 +232,11 @@ class JobMounts:
         gone = []
         for name in self.volumes.local():
             held, last = self.volumes.generation(name), deleted.get(name)
-            if name in in_use or last is None:  # never deleted
+            if name in in_use or name not in deleted:  # never deleted
                 continue
-            if deleted_lineage(held, last) or (held is None and name not in existing):
+            if held is not None and existing.get(name) == held:  # the live definition's own data
+                continue
+            if deleted_lineage(held, last, True) or (held is None and name not in existing):
                 gone.append(name)
         for name in gone:
             self.volumes.remove(name)

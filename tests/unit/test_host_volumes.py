@@ -88,7 +88,7 @@ class Defs:
 
     def __init__(self) -> None:
         self.live: dict[str, VolumeDef] = {}
-        self.gone: dict[str, VolumeDef] = {}
+        self.gone: dict[str, VolumeDef | None] = {}
 
     def all(self) -> list[VolumeDef]:
         return list(self.live.values())
@@ -96,7 +96,7 @@ class Defs:
     def get(self, name: str) -> VolumeDef:
         return self.live[name]
 
-    def deleted(self) -> dict[str, VolumeDef]:
+    def deleted(self) -> dict[str, VolumeDef | None]:
         return dict(self.gone)
 
     def delete(self, name: str) -> None:
@@ -159,3 +159,22 @@ def test_runtimes_offered_are_those_runtime_can_name(tmp_path):
         (tmp_path / name / "bin").mkdir(parents=True)
     (tmp_path / "nobin").mkdir()
     assert runtimes(tmp_path) == ["python:3.11-ml"]
+
+
+def test_a_deleted_record_that_does_not_read_takes_every_generation_but_the_live_one_for_deleted(tmp_path: Path):
+    """Where a name's deleted record does not read (written by other means), when it was
+    deleted is unknown: its data was never swept, and a volume made again got the old files.
+    Now any data of that name but the live definition's is taken for deleted."""
+    defs, host = Defs(), volumes.HostVolumes(tmp_path)
+    mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
+    for name in ("live", "gone", "again"):
+        defs.live[name] = VolumeDef(name=name, created=1.0)
+        (Path(mounts.binds_for((name,), None)[0][0][0]) / "f").write_text(name)
+        defs.gone[name] = None  # a record that does not read
+    defs.live.pop("gone")
+    defs.live["again"] = VolumeDef(name="again", created=2.0)  # made again before this host swept
+    data = Path(mounts.binds_for(("again",), None)[0][0][0])
+    assert list(data.iterdir()) == [] and host.generation("again") == 2.0
+    assert mounts.sweep(in_use=set()) == ["gone"]
+    live = Path(mounts.binds_for(("live",), None)[0][0][0])
+    assert (live / "f").read_text() == "live"  # the control: the live definition's own data stays
