@@ -5,7 +5,8 @@ Everything is allowed except what Docker's default profile refuses to a containe
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
 io_uring and vsock sockets (Docker refuses them too), ptrace (stricter: debuggers do not
 work in a job), io_setup (stricter: Linux AIO's budget is the whole host's) and a packet
-socket's PACKET_QDISC_BYPASS (stricter: the job's egress shaping is a qdisc).
+socket's PACKET_QDISC_BYPASS (stricter: the job's egress shaping is a qdisc) and file
+leases, fcntl's F_SETLEASE (stricter: the worker writes files a job can open).
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 
@@ -97,6 +98,7 @@ REFUSED = (
     "io_uring_register",
 )
 AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Docker refuses them)
+F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's open wait
 SOL_PACKET, PACKET_QDISC_BYPASS = 263, 20  # setsockopt's level and option: frames skip the qdisc
 # personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26 with either,
 # and the query 0xffffffff; anything else (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC...) is refused
@@ -181,6 +183,10 @@ def job_filter() -> bytes:
         seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, PACKET_QDISC_BYPASS),
     )
     filt.add_rule(refuse, "setsockopt", level, option)
+    # a file lease: the worker's open of a job's /etc/hosts (or of its /etc copy's files) to
+    # write it waited out the lease's 45 s break time, holding locks that stopped other jobs,
+    # the heartbeat and stops (red-team run); fcntl's command is an int
+    filt.add_rule(refuse, "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, F_SETLEASE))
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
         filt.export_bpf(out)
         out.seek(0)

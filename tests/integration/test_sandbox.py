@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -271,6 +273,13 @@ def test_seccomp_and_capabilities(client):
         # no clone: an O_PATH descriptor on the host), statmount let through (its NULL: EFAULT)
         checks["open_tree_attr"] = syscall(467, -100, b"/", 0, 0, 0)
         checks["statmount"] = syscall(457, 0, 0, 0, 0)
+        # a lease on a file the worker writes (its /etc/hosts) held the worker's writes 45 s each
+        # (red-team run); F_GETLEASE and a plain lock stay
+        import fcntl
+        leased = os.open("/etc/hostname", os.O_RDONLY)
+        checks["lease"] = attempt(lambda: fcntl.fcntl(leased, 1024, fcntl.F_RDLCK))  # F_SETLEASE
+        checks["lease_query"] = fcntl.fcntl(leased, 1025)  # F_GETLEASE: F_UNLCK (2)
+        checks["lock"] = attempt(lambda: fcntl.lockf(open("/tmp/lock", "w"), fcntl.LOCK_EX))
         packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # CAP_NET_RAW, as in Docker
         checks["qdisc_bypass"] = attempt(lambda: packet.setsockopt(263, 20, 1))  # past its shaping
         checks["packet_auxdata"] = attempt(lambda: packet.setsockopt(263, 8, 1))  # another option
@@ -291,6 +300,12 @@ def test_seccomp_and_capabilities(client):
     assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
     assert got["open_tree_attr"] == "EPERM" and got["statmount"] == "EFAULT", got
     assert got["qdisc_bypass"] == "EPERM" and got["packet_auxdata"] == "ok", got
+    assert got["lease"] == "EPERM" and got["lease_query"] == 2 and got["lock"] == "ok", got
+    with tempfile.TemporaryDirectory() as mine:  # the host takes leases (root owns the file, closed)
+        Path(mine, "f").write_text("x")
+        leased = os.open(Path(mine, "f"), os.O_RDONLY)
+        assert fcntl.fcntl(leased, 1024, fcntl.F_RDLCK) == 0 and fcntl.fcntl(leased, 1024, fcntl.F_UNLCK) == 0
+        os.close(leased)
     libc, ctx = ctypes.CDLL(None, use_errno=True), ctypes.c_ulong(0)
     assert libc.syscall(206, 1, ctypes.byref(ctx)) == 0 and libc.syscall(207, ctx) == 0  # the host has AIO
     tree = libc.syscall(467, -100, b"/", 0, None, 0)  # and open_tree_attr
