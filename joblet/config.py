@@ -152,6 +152,18 @@ class Settings:
         "host's limit (kernel.pid_max, threads-max) less a quarter of it, at least 4096 (half on "
         "small hosts) left to the host",
     )
+    job_max_connections: int = setting(
+        32768,
+        whole(0),
+        "connections one job address may have in the host's connection tracking table at once "
+        "(new ones past it are dropped); 0: no cap",
+    )
+    jobs_max_connections: int = setting(
+        0,
+        whole(0),
+        "connections all jobs on a host may have tracked together; 0: half of the host's "
+        "nf_conntrack_max (the rest is the host's own)",
+    )
     job_shm: int = setting(64, whole(1), "MB of a job's /dev/shm")
     sandbox_ro_paths: tuple[str, ...] = setting(
         (), listed(outside_etc), "more host paths jobs see read-only (besides /usr, /bin, /sbin, /lib*, /etc)"

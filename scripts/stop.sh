@@ -22,6 +22,7 @@ done
 nft delete table inet joblet 2>/dev/null
 nft delete table bridge joblet 2>/dev/null
 nft delete table arp joblet 2>/dev/null
+nft delete table ip joblet 2>/dev/null  # the connection caps
 for group in /sys/fs/cgroup/joblet /sys/fs/cgroup/unified/joblet /sys/fs/cgroup/*/joblet; do
   rmdir "$group" 2>/dev/null  # the worker's (empty) cgroup roots
 done

@@ -61,6 +61,7 @@ class NetworkAgent:
         self._ports: dict[str, portsec.Port] = {}  # host end -> what it may send
         self._blocked: tuple[tuple[str, int], ...] = ()
         self._held_by: dict[str, list[str]] = {}
+        self._caps_loaded = False  # `ip joblet`, the connection caps
         self._resolved = False
         self._host_cgroup: tuple[str, int] | None = None
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
@@ -111,6 +112,7 @@ class NetworkAgent:
         with self._lock:
             if not self._loaded or firewall.table_exists():
                 return False
+            self._caps_loaded = firewall.has_table("ip")  # kept with its counts where it is there
             self._apply()
             return True
 
@@ -131,6 +133,12 @@ class NetworkAgent:
         )
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool, ISOLATED_VETH_PREFIX, guards))
         self._loaded = True
+        if not self._caps_loaded:  # once: its counts live in its sets (firewall.render_caps)
+            cfg = self.cfg
+            all_jobs = cfg.jobs_max_connections or (firewall.conntrack_max() or 0) // 2  # after render: loaded
+            caps = firewall.render_caps(cfg.bridge_name, ISOLATED_VETH_PREFIX, cfg.job_max_connections, all_jobs)
+            firewall.apply(caps)
+            self._caps_loaded = True
 
     def _apply_or_remove(self, bridge: str, created: bool) -> None:
         """Load the rules for a new bridge; when that fails, a bridge made for it goes again."""

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 
 from joblet.errors import NetworkError
-from joblet.names import BRIDGED_VETH_PREFIX, TABLE, VXLAN_PREFIX
+from joblet.names import BRIDGED_VETH_PREFIX, NETWORK_BRIDGE_PREFIX, TABLE, VXLAN_PREFIX
 from joblet.network_agent import nftlib, portsec
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
@@ -304,4 +304,51 @@ def apply(ruleset: str) -> None:
 
 def table_exists() -> bool:
     """All of joblet's tables are loaded (someone may flush the ruleset or delete one)."""
-    return all(nftlib.run(f"list table {family} {TABLE}")[0] == 0 for family in ("inet", "arp", "bridge"))
+    return all(has_table(family) for family in FAMILIES)
+
+
+def has_table(family: str) -> bool:
+    return nftlib.run(f"list table {family} {TABLE}")[0] == 0
+
+
+FAMILIES = ("inet", "arp", "bridge", "ip")  # `ip joblet`: the connection caps (render_caps)
+
+
+def render_caps(default_bridge: str, isolated_prefix: str, per_job: int, all_jobs: int) -> str:
+    """`ip joblet`: caps on the connections jobs have in the host's connection tracking
+    table, shared by the whole host: a job sending UDP to every port of a host that answers
+    filled its 262,144 entries, and the host's own connections (its Redis, ssh) and other
+    jobs' failed until they expired (red-team run). Each job address may have `per_job`
+    tracked at once, all jobs together `all_jobs` (0: no cap); new ones past a cap are
+    dropped. A table apart from `inet joblet`, made once and not rendered again with it: its
+    counts live in its sets, which a table's renewal would empty. It matches what comes in
+    on any job link by name (the default bridge, jb*, the isolated links), after `inet
+    joblet` has let it through (priority filter + 1): only connections that go somewhere count."""
+    if not _IFNAME.match(default_bridge) or not _IFNAME.match(isolated_prefix):
+        raise NetworkError(f"invalid link name {default_bridge!r} or {isolated_prefix!r}")
+    links = [f'"{default_bridge}"', f'"{NETWORK_BRIDGE_PREFIX}*"', f'"{isolated_prefix}*"']
+    caps = [f"@job_flows {{ ip saddr ct count over {per_job} }}"] if per_job else []
+    # one element for all (every packet here is IPv4): one count across the rules
+    caps += [f"@all_flows {{ ct l3proto ct count over {all_jobs} }}"] if all_jobs else []
+    rules = [f'iifname {link} ct state new add {cap} drop comment "joblet:flow-cap"' for link in links for cap in caps]
+    return "\n".join(
+        [
+            f"table ip {TABLE} {{}}",
+            f"delete table ip {TABLE}",
+            f"table ip {TABLE} {{",
+            "  set job_flows { type ipv4_addr; size 65535; flags dynamic; }",
+            "  set all_flows { type nf_proto; size 4; flags dynamic; }",
+            *_chain("forward", "filter hook forward priority filter + 1", rules),
+            "}",
+            "",
+        ]
+    )
+
+
+def conntrack_max() -> int | None:
+    """The host's nf_conntrack_max (None where conntrack is not loaded)."""
+    try:
+        with open("/proc/sys/net/netfilter/nf_conntrack_max") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return None

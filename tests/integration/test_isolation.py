@@ -221,3 +221,58 @@ def job_connects(client: Client, ip: str) -> bool:
     """Can a job on the default bridge open a TCP connection to ip:7000 (within 2 s)?"""
     probe = f"import socket; socket.create_connection(('{ip}', 7000), timeout=2).close()"
     return run(client, "python3", "-c", probe)[0].exit_code == 0
+
+
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("203.0.113.2", 7001)); print("up", flush=True)
+while True:
+    data, peer = s.recvfrom(64); s.sendto(data, peer)
+"""
+# n flows (one socket, so one source port, each) to the upstream's echo; prints how many answered
+FLOWS = """
+import selectors, socket, sys
+n, sel = int(sys.argv[1]), selectors.DefaultSelector()
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("203.0.113.2", 7001))
+    sel.register(s, selectors.EVENT_READ)
+got = 0
+while got < n and (ready := sel.select(timeout=2)):
+    for key, _ in ready:
+        key.fileobj.recv(8); sel.unregister(key.fileobj); got += 1
+print(got)
+"""
+
+
+def test_jobs_connections_in_the_hosts_conntrack_table_are_capped(redis_sock):
+    """One job sending UDP to every port of a host that answers filled the host's whole
+    connection tracking table (262,144 entries): the host's own connections and other jobs'
+    failed until they expired (red-team run). A job address may hold job_max_connections,
+    all jobs jobs_max_connections; the host's own are not counted."""
+    h = Host(redis_sock, "hostflows", job_max_connections="40", jobs_max_connections="100")
+    up = add_upstream(h)
+    echo = subprocess.Popen(
+        ["ip", "netns", "exec", up, "python3", "-c", UDP_ECHO], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert echo.stdout is not None and echo.stdout.readline() == b"up\n"
+        h.start_worker()
+        client = Client(h.cfg)
+
+        def answered(flows: int) -> int:
+            rec, out, err = run(client, "python3", "-c", FLOWS, str(flows))
+            assert rec.exit_code == 0, (rec.error, err)
+            return int(out)
+
+        assert answered(30) == 30  # the control: under the caps, every flow is answered
+        assert answered(50) == 40  # its own cap; the first job's 30 are alive still (30 s)
+        assert answered(50) == 30  # all jobs' cap: 100, less the others' 70
+        host_flows = sh("ip", "netns", "exec", h.netns, "python3", "-c", FLOWS, "50").stdout
+        assert int(host_flows) == 50  # the host's own are not the jobs'
+        caps = h.in_ns("nft", "list", "table", "ip", "joblet").stdout
+        assert "ct count over 40" in caps and "ct count over 100" in caps, caps
+    finally:
+        echo.kill()
+        echo.wait()
+        remove_upstream(h, up)
+        h.close()

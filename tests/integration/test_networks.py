@@ -169,9 +169,10 @@ def test_flushed_ruleset_is_restored(nets, host):
     run(nets, "true", network="tenant-a")
     assert host.in_ns("nft", "flush", "ruleset").returncode == 0
     deadline = time.monotonic() + 15
-    while host.in_ns("nft", "list", "table", "inet", "joblet").returncode != 0:
-        assert time.monotonic() < deadline, "joblet's table was not restored"
+    while any(host.in_ns("nft", "list", "table", f, "joblet").returncode for f in ("inet", "ip")):  # ip: the caps
+        assert time.monotonic() < deadline, "joblet's tables were not restored"
         time.sleep(0.2)
+    assert "joblet:flow-cap" in host.in_ns("nft", "list", "table", "ip", "joblet").stdout
     server = nets.run("python3", ("-c", SERVER), network="tenant-a")
     ip = wait_running(nets, server.id)
     wait_listening(nets, server.id)

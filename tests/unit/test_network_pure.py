@@ -147,3 +147,18 @@ def test_port_rules_go_even_when_a_veth_could_not_be_deleted(monkeypatch):
     with pytest.raises(NetworkError, match="Device or resource busy"):
         agent.released(plan)  # type: ignore[arg-type]
     assert removed == [plan, plan]
+
+
+def test_connection_caps_are_a_table_of_their_own():
+    """`ip joblet` (firewall.render_caps): a cap per job address and one for all jobs, on
+    every job link by name; a cap of 0 adds no rule."""
+    from joblet.network_agent.firewall import render_caps
+
+    text = render_caps("joblet0", "ji", 100, 500)
+    assert text.startswith("table ip joblet {}\ndelete table ip joblet\n")
+    assert "type filter hook forward priority filter + 1" in text
+    for link in ('"joblet0"', '"jb*"', '"ji*"'):
+        assert f"iifname {link} ct state new add @job_flows {{ ip saddr ct count over 100 }} drop" in text
+        assert f"iifname {link} ct state new add @all_flows {{ ct l3proto ct count over 500 }} drop" in text
+    assert "ct count" not in render_caps("joblet0", "ji", 0, 0)
+    assert "@job_flows {" not in render_caps("joblet0", "ji", 0, 500).split("chain")[1]
