@@ -300,3 +300,35 @@ def test_an_outage_is_said_once_not_at_each_retry(caplog):
     assert stdout_of(store, "away") == b"kept" and store.gone == 0  # the control: it failed 4 times
     said = [r.getMessage() for r in caplog.records if r.name == "joblet.worker.output"]
     assert [m.split(":")[0] for m in said] == ["jobs' output waits for Redis (kept meanwhile)", "Redis is back"]
+
+
+def test_a_trickling_pipe_is_read_in_windows_and_a_fast_one_at_once(monkeypatch):
+    """A job writing a byte at a time cost the worker a wakeup and a read each (three took 68 %
+    of a core: red-team run); such a pipe is left unwatched for the rest of its window, its
+    bytes gathering meanwhile. A writer of large pieces is read as fast as it writes."""
+    from joblet.worker import output
+
+    store = FakeStore()
+    pump = OutputPump(store, 1_000_000, max_bytes=1 << 30)  # type: ignore[arg-type]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(output.os, "read", lambda fd, n: reads.append(fd) or real_read(fd, n))
+    cap = pump.watch("trickle", out_r, err_r, 0)
+    started = time.monotonic()
+    for i in range(4000):
+        os.write(out_w, bytes([i % 256]))
+        time.sleep(0.0001)
+    elapsed = time.monotonic() - started
+    os.close(out_w)
+    os.close(err_w)
+    assert cap.closed.wait(5)
+    pump.finish(cap, {"status": "COMPLETED"})
+    assert cap.flushed.wait(5)
+    assert stdout_of(store, "trickle") == bytes(i % 256 for i in range(4000))  # all of it, in order
+    windows = elapsed / output.WINDOW + 2  # read at once, about 4,000 times (the test's control)
+    assert pump.parks >= 1 and reads.count(out_r) <= windows * output.TRICKLE_READS + 1, (len(reads), elapsed)
+    parks = pump.parks  # the control: large pieces as fast as they come, never held back
+    fast = pump_job(pump, "fast", b"f" * (8 << 20))
+    assert fast.flushed.wait(10) and len(stdout_of(store, "fast")) == 8 << 20 and pump.parks == parks
