@@ -30,6 +30,7 @@ from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
 from joblet.names import ISOLATED_VETH_PREFIX, bridge_name
 from joblet.network_agent import firewall, foreign, host, links, portsec, shaping
+from joblet.network_agent.conntrack import Janitor
 from joblet.network_agent.ipam import P2pPool, Subnet
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.overlay import Overlay
@@ -37,6 +38,7 @@ from joblet.network_agent.plan import ALONE, NetFacts, NetPlan, wants_addresses
 from joblet.worker import faults
 
 log = logging.getLogger(__name__)
+FORGET_WAIT = 5.0  # seconds a job's release waits for its conntrack entries to go (conntrack.py)
 
 
 class NetworkAgent:
@@ -67,6 +69,7 @@ class NetworkAgent:
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
         self._loaded = False  # the tables were loaded once: keep them there
         self.overlay: Overlay | None = None  # user networks span hosts (set by the worker)
+        self.conntrack = Janitor()  # an ended job's flows leave the host's conntrack table
 
     # -- host level -------------------------------------------------------------------------
     def ensure_host(self) -> None:
@@ -390,6 +393,8 @@ class NetworkAgent:
             links.await_gone([att.host_ifname for att in plan.attachments])
         finally:  # a veth that could not be deleted is still the job's no more: nor its rules
             self.unsecure(plan)
+            # its flows leave the host's conntrack table before its addresses are another's
+            self.conntrack.forget(list(plan.ips.values())).wait(FORGET_WAIT)
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
         """The default-route interface's MTU, read again at most every `max_age` seconds."""

@@ -19,6 +19,7 @@ from tests.integration.helpers import (
     eventually,
     host_listener,
     ns_connects,
+    output,
     run,
     serve,
     wait_port,
@@ -229,49 +230,80 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("203.0.113.2", 700
 while True:
     data, peer = s.recvfrom(64); s.sendto(data, peer)
 """
-# n flows (one socket, so one source port, each) to the upstream's echo; prints how many answered
+# n flows (one socket, so one source port, each) to the upstream's echo; prints how many
+# answered, then holds its sockets (its flows stay the job's until it ends)
 FLOWS = """
-import selectors, socket, sys
+import selectors, socket, sys, time
 n, sel = int(sys.argv[1]), selectors.DefaultSelector()
 for _ in range(n):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("203.0.113.2", 7001))
     sel.register(s, selectors.EVENT_READ)
-got = 0
-while got < n and (ready := sel.select(timeout=2)):
+answered = []
+while len(answered) < n and (ready := sel.select(timeout=2)):
     for key, _ in ready:
-        key.fileobj.recv(8); sel.unregister(key.fileobj); got += 1
-print(got)
+        key.fileobj.recv(8); answered.append(key.fileobj); sel.unregister(key.fileobj)
+print(len(answered), flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:  # its flows kept alive (a UDP flow's entry lasts 30 s unused)
+    time.sleep(5)
+    for s in answered:
+        s.sendto(b"k", ("203.0.113.2", 7001))
+"""
+COUNT = """
+import sys
+from pyroute2 import Conntrack
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+print(sum(len(list(Conntrack().dump_entries(tuple_orig=NFCTAttrTuple(saddr=a)))) for a in sys.argv[1:]))
 """
 
 
-def test_jobs_connections_in_the_hosts_conntrack_table_are_capped(redis_sock):
+def test_jobs_connections_in_the_hosts_conntrack_table_are_capped_and_go_with_them(redis_sock):
     """One job sending UDP to every port of a host that answers filled the host's whole
     connection tracking table (262,144 entries): the host's own connections and other jobs'
     failed until they expired (red-team run). A job address may hold job_max_connections,
-    all jobs jobs_max_connections; the host's own are not counted."""
+    all jobs jobs_max_connections; the host's own are not counted. A job's entries go when
+    it ends (an established TCP flow's stayed five days, counted against the caps)."""
+    import sys
+
     h = Host(redis_sock, "hostflows", job_max_connections="40", jobs_max_connections="100")
     up = add_upstream(h)
     echo = subprocess.Popen(
         ["ip", "netns", "exec", up, "python3", "-c", UDP_ECHO], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
+    client: Client | None = None
+    held: list[str] = []
     try:
         assert echo.stdout is not None and echo.stdout.readline() == b"up\n"
         h.start_worker()
         client = Client(h.cfg)
 
-        def answered(flows: int) -> int:
-            rec, out, err = run(client, "python3", "-c", FLOWS, str(flows))
-            assert rec.exit_code == 0, (rec.error, err)
-            return int(out)
+        def answered(flows: int) -> int:  # by a job that holds its flows until stopped
+            job = client.run("python3", ("-c", FLOWS, str(flows), "300"))
+            held.append(job.id)
+            eventually(lambda: output(client, job.id).strip() != b"", "the job never counted its answers", 30)
+            return int(output(client, job.id))
+
+        def tracked(*addresses: str) -> int:
+            return int(sh("ip", "netns", "exec", h.netns, sys.executable, "-c", COUNT, *addresses).stdout)
 
         assert answered(30) == 30  # the control: under the caps, every flow is answered
-        assert answered(50) == 40  # its own cap; the first job's 30 are alive still (30 s)
+        assert answered(50) == 40  # its own cap; the first job's 30 are held still
         assert answered(50) == 30  # all jobs' cap: 100, less the others' 70
-        host_flows = sh("ip", "netns", "exec", h.netns, "python3", "-c", FLOWS, "50").stdout
+        host_flows = sh("ip", "netns", "exec", h.netns, "python3", "-c", FLOWS, "50", "0").stdout
         assert int(host_flows) == 50  # the host's own are not the jobs'
         caps = h.in_ns("nft", "list", "table", "ip", "joblet").stdout
         assert "ct count over 40" in caps and "ct count over 100" in caps, caps
+        addresses = [client.get(job_id).ip for job_id in held]
+        assert tracked(*addresses) == 100  # the answered: a dropped first packet leaves no entry
+        for job_id in held:
+            client.stop(job_id)
+        eventually(lambda: tracked(*addresses) == 0, "an ended job's flows stayed in the host's table", 10)  # < 30 s
+        held.clear()
+        assert answered(50) == 40  # their counts went with them
     finally:
+        for job_id in held:
+            if client is not None:
+                client.stop(job_id)
         echo.kill()
         echo.wait()
         remove_upstream(h, up)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -139,14 +140,19 @@ def test_port_rules_go_even_when_a_veth_could_not_be_deleted(monkeypatch):
 
     agent = agent_mod.NetworkAgent(load(node="n1"), None, None)  # type: ignore[arg-type]
     removed: list[object] = []
+    forgotten: list[list[str]] = []
     monkeypatch.setattr(agent, "unsecure", removed.append)
-    plan = SimpleNamespace(attachments=[SimpleNamespace(host_ifname="jv0123456789")])
+    done = threading.Event()
+    done.set()
+    agent.conntrack = SimpleNamespace(forget=lambda addresses: forgotten.append(addresses) or done)  # type: ignore[assignment]
+    plan = SimpleNamespace(attachments=[SimpleNamespace(host_ifname="jv0123456789")], ips={"bridge": "172.20.0.9"})
     monkeypatch.setattr(agent_mod.links, "await_gone", lambda names: None)
     agent.released(plan)  # type: ignore[arg-type]  # the control: gone, rules removed
     monkeypatch.setattr(agent_mod.links, "await_gone", stuck)
     with pytest.raises(NetworkError, match="Device or resource busy"):
         agent.released(plan)  # type: ignore[arg-type]
     assert removed == [plan, plan]
+    assert forgotten == [["172.20.0.9"], ["172.20.0.9"]]  # its conntrack entries go either way
 
 
 def test_connection_caps_are_a_table_of_their_own():
