@@ -160,9 +160,9 @@ class Settings:
     )
     jobs_max_connections: int = setting(
         0,
-        whole(0),
+        whole(-1),
         "connections all jobs on a host may have tracked together; 0: half of the host's "
-        "nf_conntrack_max (the rest is the host's own)",
+        "nf_conntrack_max (the rest is the host's own); -1: no cap",
     )
     job_shm: int = setting(64, whole(1), "MB of a job's /dev/shm")
     sandbox_ro_paths: tuple[str, ...] = setting(

@@ -14,10 +14,9 @@ from joblet.api.nodes import DRAINING, UP, constrained, incapable
 from joblet.api.preflight import Preflight, fleet_view, runtimes
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
-from joblet.api.workflows import Workflow, graph_problems, job_where, too_many
+from joblet.api.workflows import Workflow, graph_problems, in_file, job_where, too_many
 from joblet.config import Settings
 from joblet.errors import NotFound, ValidationError
-from joblet.fields import FieldError
 
 
 def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.list[str]:
@@ -67,7 +66,7 @@ class Workflows:
         misfits = unplaceable(wf, nodes)
         graph = graph_problems(wf)
         limit = self.settings.workflow_max_jobs
-        size = [(False, too_many(wf.name, len(wf.jobs), limit))] if len(wf.jobs) > limit else []
+        size = [(False, too_many(len(wf.jobs), limit))] if len(wf.jobs) > limit else []
         return size + [
             (
                 not missing_nets,
@@ -104,11 +103,8 @@ class Workflows:
         for name, job in wf.jobs.items():
             try:
                 spec = self.preflight.check(job.spec)
-            except FieldError as exc:  # which of a thousand jobs it was, by the file's own fields
-                loc = ("resources", *exc.loc[1:]) if exc.loc[:1] == ("limits",) else exc.loc
-                raise ValidationError(f"{job_where(wf.name, name)}: {FieldError(loc, exc.msg)}") from None
-            except ValidationError as exc:
-                raise ValidationError(f"{job_where(wf.name, name)}: {exc}") from None
+            except ValidationError as exc:  # which of a thousand jobs it was, by the file's own fields
+                raise in_file(job_where(wf.name, name), exc) from None
             jobs[name] = (new_job_id(), spec, job.requires)
         record = wfs.new_record(wf_id, wf.name, jobs)
         wfs.save(store, record, cfg.log_ttl)

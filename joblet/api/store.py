@@ -203,7 +203,7 @@ def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
         raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
 
 
-WORKFLOW_CHUNK = 16  # workflow records a round trip of a name's lookup (the newest first)
+WORKFLOW_CHUNK = 16  # workflow records the first round trip of a name's lookup reads (the newest)
 
 
 class Store(OutputStreams):
@@ -266,14 +266,17 @@ class Store(OutputStreams):
         """The job called `name` in the newest workflow submitted after `since`, if one is kept:
         the latest job of a name, where a workflow's has no name key (`rnx run --name=build`,
         then a workflow with a `build` job: the workflow's is the latest). Workflows only since
-        the named job, the newest first, WORKFLOW_CHUNK a round trip: a name key's lookup
-        reads no more than the runs after it, and no older ones than the newest with that job."""
+        the named job, the newest first, in round trips of WORKFLOW_CHUNK, then four times as
+        many each: a name key's lookup reads no more than the runs after it, no older ones
+        than the newest with that job, and a few round trips where none has it."""
         wf_ids = self.redis.zrevrangebyscore(self.keys.workflows, "+inf", f"({since!r}")
         wanted = name_key(name)
-        for start in range(0, len(wf_ids), WORKFLOW_CHUNK):
+        start, chunk = 0, WORKFLOW_CHUNK
+        while start < len(wf_ids):
             pipe = self.redis.pipeline()
-            for wf_id in wf_ids[start : start + WORKFLOW_CHUNK]:
+            for wf_id in wf_ids[start : start + chunk]:
                 pipe.get(self.keys.workflow(wf_id.decode()))
+            start, chunk = start + chunk, chunk * 4
             for raw in pipe.execute():
                 job_id = _job_named(raw, wanted)
                 if job_id and self.redis.zscore(self.keys.jobs, job_id) is not None:

@@ -136,7 +136,7 @@ def load(path: Path, limits: Limits | None = None) -> Workflow:
         if other != name:  # its peers' lookups ignore case: one would shadow the other
             raise ValidationError(f"workflow {path.name}: jobs {_shown(other)} and {_shown(name)} differ only in case")
     if limits.max_jobs is not None and len(doc["jobs"]) > limits.max_jobs:
-        raise ValidationError(too_many(path.name, len(doc["jobs"]), limits.max_jobs))
+        raise ValidationError(f"workflow {path.name}: {too_many(len(doc['jobs']), limits.max_jobs)}")
     jobs = {name: _job(path, name, body, limits.upload_bytes) for name, body in doc["jobs"].items()}
     return Workflow(name=path.stem, jobs=jobs)
 
@@ -212,10 +212,19 @@ def _listed(names: Any) -> str:
     return _cut(", ".join(sorted(_cut(n) for n in names)))
 
 
-def too_many(name: str, count: int, limit: int) -> str:
+def too_many(count: int, limit: int) -> str:
     """Each job's end reads every job's status: a workflow's size is capped (3,000 jobs were
     accepted, and each end read them all: red-team run)."""
-    return f"workflow {name}: {count} jobs, over the limit of {limit} (workflow_max_jobs; split it in two)"
+    return f"{count} jobs, over the limit of {limit} (workflow_max_jobs; split it in two)"
+
+
+def in_file(where: str, exc: ValidationError) -> ValidationError:
+    """A job's error as its workflow file names it: where, and the file's field (`resources`
+    for the spec's `limits`)."""
+    if isinstance(exc, FieldError):
+        loc = ("resources", *exc.loc[1:]) if exc.loc[:1] == ("limits",) else exc.loc
+        exc = FieldError(loc, exc.msg, exc.what)
+    return ValidationError(f"{where}: {exc}")
 
 
 def job_where(workflow: str, name: str) -> str:
@@ -256,11 +265,8 @@ def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> W
         raise ValidationError(f"{where}: 'user' is text, as --user: quote it ('{_cut(body['user'])}')")
     try:
         spec = make_spec(body["command"], args, **fields)
-    except FieldError as exc:  # the file's name for the limits
-        loc = ("resources", *exc.loc[1:]) if exc.loc[:1] == ("limits",) else exc.loc
-        raise ValidationError(f"{where}: {FieldError(loc, exc.msg)}") from None
     except ValidationError as exc:
-        raise ValidationError(f"{where}: {exc}") from None
+        raise in_file(where, exc) from None
     return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")))
 
 

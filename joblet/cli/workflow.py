@@ -24,7 +24,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     from joblet.cli.render import print_json
     from joblet.config import settings
 
-    wf = load(Path(path), Limits.of(settings()))  # the client's settings, read before it connects
+    wf = load(Path(path), Limits.of(settings()))  # rnx's settings (its client's), before it is made
     out = sys.stderr if as_json or detach else sys.stdout  # stdout: only what a script reads
     print("🔍 Validating workflow prerequisites...", file=out)
     checks = client.workflows.check(wf)

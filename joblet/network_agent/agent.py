@@ -64,12 +64,14 @@ class NetworkAgent:
         self._blocked: tuple[tuple[str, int], ...] = ()
         self._held_by: dict[str, list[str]] = {}
         self._caps_loaded = False  # `ip joblet`, the connection caps
+        self._caps_failed = False  # could not be loaded here: not looked for again
         self._resolved = False
         self._host_cgroup: tuple[str, int] | None = None
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
         self._loaded = False  # the tables were loaded once: keep them there
         self.overlay: Overlay | None = None  # user networks span hosts (set by the worker)
-        self.conntrack = Janitor()  # an ended job's flows leave the host's conntrack table
+        # an ended job's flows leave the host's conntrack table, once it holds half a job's cap
+        self.conntrack = Janitor(busy=max(1, cfg.job_max_connections // 2))
 
     # -- host level -------------------------------------------------------------------------
     def ensure_host(self) -> None:
@@ -101,7 +103,7 @@ class NetworkAgent:
             found = held_in(cidr, self._held())
             if found is not None:
                 raise NetworkError(
-                    f"{setting} {cidr} holds {found[1]}, an address of the broker or state store ({found[0]}): "
+                    f"{setting} {cidr} holds {found[1]}, an address of the control plane ({found[0]}): "
                     "set another range for jobs"
                 )
 
@@ -113,9 +115,9 @@ class NetworkAgent:
     def ensure_firewall(self) -> bool:
         """Re-apply joblet's table if someone flushed or deleted it; True when it did."""
         with self._lock:
-            if not self._loaded or firewall.table_exists():
+            if not self._loaded or firewall.table_exists(caps=not self._caps_failed):
                 return False
-            self._caps_loaded = firewall.has_table("ip")  # kept with its counts where it is there
+            self._caps_loaded = self._caps_failed or firewall.has_table("ip")  # kept with its counts
             self._apply()
             return True
 
@@ -137,11 +139,22 @@ class NetworkAgent:
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool, ISOLATED_VETH_PREFIX, guards))
         self._loaded = True
         if not self._caps_loaded:  # once: its counts live in its sets (firewall.render_caps)
-            cfg = self.cfg
-            all_jobs = cfg.jobs_max_connections or (firewall.conntrack_max() or 0) // 2  # after render: loaded
-            caps = firewall.render_caps(cfg.bridge_name, ISOLATED_VETH_PREFIX, cfg.job_max_connections, all_jobs)
+            self._apply_caps()
+
+    def _apply_caps(self) -> None:
+        """Load `ip joblet`; where it cannot be (a kernel without nft_connlimit), say so once
+        and go on without it: the jobs' networks stand without their caps."""
+        cfg = self.cfg
+        all_jobs = cfg.jobs_max_connections
+        if all_jobs == 0:  # half of the table, read after `inet joblet` loaded conntrack
+            all_jobs = (firewall.conntrack_max() or 0) // 2
+        caps = firewall.render_caps(cfg.bridge_name, ISOLATED_VETH_PREFIX, cfg.job_max_connections, max(0, all_jobs))
+        self._caps_loaded = True
+        try:
             firewall.apply(caps)
-            self._caps_loaded = True
+        except NetworkError as exc:
+            self._caps_failed = True
+            log.error("jobs' connections are not capped on this host: %s", exc)
 
     def _apply_or_remove(self, bridge: str, created: bool) -> None:
         """Load the rules for a new bridge; when that fails, a bridge made for it goes again."""

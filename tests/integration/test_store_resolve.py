@@ -175,4 +175,10 @@ def test_a_names_lookup_reads_the_newest_workflows_first_in_chunks(store: Store)
         workflow(i, "other")
     assert store.resolve("deploy") == oldest  # past two chunks of runs without one
     newest = workflow(count, "deploy")
+
+    def gets() -> int:
+        return int(store.redis.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+    before = gets()
     assert store.resolve("deploy") == newest
+    assert gets() - before <= WORKFLOW_CHUNK + 1  # the newest chunk (and the name key): not all 36 runs

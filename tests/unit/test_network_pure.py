@@ -168,3 +168,32 @@ def test_connection_caps_are_a_table_of_their_own():
         assert f"iifname {link} ct state new add @all_flows {{ ct l3proto ct count over 500 }} drop" in text
     assert "ct count" not in render_caps("joblet0", "ji", 0, 0)
     assert "@job_flows {" not in render_caps("joblet0", "ji", 0, 500).split("chain")[1]
+
+
+def test_a_host_that_cannot_load_the_caps_keeps_its_networks(monkeypatch, caplog):
+    """`ip joblet` failing to load (a kernel without nft_connlimit) failed every rules load
+    after `inet joblet`'s, and the default bridge with it (review); now said once, and the
+    caps are not looked for again."""
+    import logging
+
+    from joblet.config import load
+    from joblet.network_agent import agent as agent_mod
+
+    agent = agent_mod.NetworkAgent(load(node="n1"), None, None)  # type: ignore[arg-type]
+    monkeypatch.setattr(agent, "_control_plane", lambda refresh=False: ())
+    applied: list[str] = []
+
+    def apply(text: str) -> None:
+        if text.startswith("table ip joblet"):
+            raise NetworkError("failed to load nftables rules: Could not process rule: No such file or directory")
+        applied.append(text)
+
+    monkeypatch.setattr(agent_mod.firewall, "apply", apply)
+    with caplog.at_level(logging.ERROR):
+        agent._apply()
+        agent._apply()
+    assert len(applied) == 2 and all(t.startswith("table inet joblet") for t in applied)
+    assert caplog.text.count("jobs' connections are not capped on this host") == 1
+    looked: list[str] = []
+    monkeypatch.setattr(agent_mod.firewall, "has_table", lambda family: looked.append(family) or True)
+    assert not agent.ensure_firewall() and "ip" not in looked and "inet" in looked
