@@ -59,8 +59,13 @@ log = logging.getLogger(__name__)
 class JobRun:
     """Runs one claimed job to its end."""
 
-    def __init__(self, svc: Services, job_id: str, spec: JobSpec, workflow: str | None = None) -> None:
+    def __init__(
+        self, svc: Services, job_id: str, spec: JobSpec, workflow: str | None = None, keep_stdout: bool = True
+    ) -> None:
         self.svc = svc
+        # stdout's beginning for a result that is stored (run_job.delay()): up to 1 MiB a job
+        # held in the worker's memory for a result nobody stored (joblet's own sends)
+        self.keep = svc.cfg.result_output_limit if keep_stdout else 0
         self.store: JobStore = svc.store  # all a job's run asks of the store and the agent
         self.agent: NetAgent = svc.agent
         self.job_id = job_id
@@ -298,12 +303,11 @@ class JobRun:
         assert self.sandbox is not None and self.sandbox.main is not None
         main = self.sandbox.main
         out, err = self.sandbox.output_fds()
-        cfg = self.svc.cfg
         self.capture = capture = self.svc.pump.watch(
             self.job_id,
             out,
             err,
-            cfg.result_output_limit,
+            self.keep,
             max_output=self.spec.limits.max_output or self.svc.pump.max_bytes,
         )
         timed_out = await_exit(self.sandbox, self._stop_fd, self.stopped, self.spec.timeout, self.svc.cfg.stop_grace)

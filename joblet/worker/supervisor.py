@@ -161,14 +161,15 @@ class Supervisor:
             threading.Thread(target=target, name=f"joblet-{name}", daemon=True).start()
 
     # -- running a job ----------------------------------------------------------------------
-    def run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
-        """Run a queued job here unless it was claimed, stopped or finished already."""
+    def run(self, job_id: str, spec: JobSpec, keep_stdout: bool = True) -> dict[str, Any]:
+        """Run a queued job here unless it was claimed, stopped or finished already;
+        `keep_stdout`: its result carries its stdout's beginning (result_output_limit)."""
         with self._lock:
             if job_id in self.claiming:
                 raise Duplicate(job_id)
             self.claiming.add(job_id)
         try:
-            return self._claim_and_run(job_id, spec)
+            return self._claim_and_run(job_id, spec, keep_stdout)
         finally:
             with self._lock:
                 self.claiming.discard(job_id)
@@ -178,7 +179,7 @@ class Supervisor:
         with self._lock:
             return job_id in self.claiming
 
-    def _claim_and_run(self, job_id: str, spec: JobSpec) -> dict[str, Any]:
+    def _claim_and_run(self, job_id: str, spec: JobSpec, keep_stdout: bool) -> dict[str, Any]:
         # The record is written if absent, then claimed: one claim (one token) through a Redis
         # outage, retried as long as a final record would be. A claim whose reply was lost
         # left the job claimed and PENDING for good (its redelivery refused as a replay), and
@@ -195,7 +196,7 @@ class Supervisor:
         if claimed.stop_requested:
             return self._end_unrun(job_id, spec, Outcome(JobStatus.STOPPED, error="stopped before it started"))
         try:
-            run = JobRun(self.svc, job_id, spec, claimed.record.workflow)
+            run = JobRun(self.svc, job_id, spec, claimed.record.workflow, keep_stdout)
         except Exception as exc:  # the host's limits (EMFILE): claimed, so it must still end
             log.exception("job %s: its run could not be made", job_id[:12])
             failed = Outcome(JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")

@@ -42,7 +42,7 @@ def register(app: Celery, sup: Supervisor) -> None:
             dropped(sup, exc)
             raise Ignore() from None
         try:
-            return run(sup, msg)
+            return run(sup, msg, keep_stdout=not task.request.ignore_result)
         except Duplicate:
             log.warning("job %s was delivered again; it runs only once", msg.job_id)
             raise Ignore() from None
@@ -82,7 +82,9 @@ def dropped(sup: Any, exc: Refused) -> None:
             pass  # another delivery claimed it first
 
 
-def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
+def run(sup: Any, msg: TaskMessage, keep_stdout: bool = True) -> dict[str, Any]:
+    """Run a checked message's job; `keep_stdout`: its result is stored (run_job.delay()),
+    so the result carries its stdout's beginning (joblet's own sends store none)."""
     spec, error = parse_spec(msg.fields, sup.cfg.upload_max_bytes)
     if error is None:
         error = over_ceiling(spec, sup.cfg.job_disk_ceiling, sup.cfg.job_pids_ceiling, sup.cfg.output_max_bytes)
@@ -93,7 +95,7 @@ def run(sup: Any, msg: TaskMessage) -> dict[str, Any]:
     if error is not None:
         broker_guard.drops().count(_reason(error))
         return refuse(sup, msg.job_id, spec, error)
-    return sup.run(msg.job_id, spec)  # type: ignore[no-any-return]
+    return sup.run(msg.job_id, spec, keep_stdout)  # type: ignore[no-any-return]
 
 
 def _reason(error: str) -> str:

@@ -254,6 +254,7 @@ class FakePump:
 
     def watch(self, *args: Any, **kw: Any) -> Any:
         self.log("watch")
+        self.keep = args[3]  # bytes of stdout kept for the job's result
         cap = type("Cap", (), {})()
         cap.stdout, cap.truncated = bytearray(b"hi"), False
         cap.closed, cap.flushed = threading.Event(), threading.Event()
@@ -410,3 +411,13 @@ def test_a_journaled_job_not_recorded_lost_is_reconciled_again(tmp_path, monkeyp
     svc.records.mark_lost = lambda job_id, reason: True  # type: ignore[method-assign]
     rec.reconcile(svc, running=set())  # the next start
     assert Journal(tmp_path / "state").entries() == []
+
+
+def test_stdout_is_kept_for_a_result_only_where_one_is_stored(tmp_path):
+    """joblet's own sends store no Celery result: up to result_output_limit (1 MiB) of each
+    job's stdout was held in the worker's memory for it all the same."""
+    spec = JobSpec(command="sh", args=("-c", "true"), network=("net1",))
+    for keep_stdout, kept in ((False, 0), (True, 1 << 20)):  # True: run_job.delay()'s, read by .get()
+        svc = services(tmp_path / str(keep_stdout), Log(None))
+        JobRun(svc, "a" * 32, spec, keep_stdout=keep_stdout).execute()
+        assert svc.pump.keep == kept == (svc.cfg.result_output_limit if keep_stdout else 0)  # type: ignore[attr-defined]
