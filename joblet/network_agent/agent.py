@@ -406,8 +406,12 @@ class NetworkAgent:
             links.await_gone([att.host_ifname for att in plan.attachments])
         finally:  # a veth that could not be deleted is still the job's no more: nor its rules
             self.unsecure(plan)
-            # its flows leave the host's conntrack table before its addresses are another's
-            self.conntrack.forget(list(plan.ips.values())).wait(FORGET_WAIT)
+            self.forget_flows(plan)
+
+    def forget_flows(self, plan: NetPlan) -> None:
+        """An ended job's flows leave the host's conntrack table before its addresses are
+        another's (conntrack.py; waited for up to FORGET_WAIT)."""
+        self.conntrack.forget(list(plan.ips.values())).wait(FORGET_WAIT)
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
         """The default-route interface's MTU, read again at most every `max_age` seconds."""

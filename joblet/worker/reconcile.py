@@ -51,6 +51,7 @@ def teardown_entry(svc: Services, entry: Entry) -> list[str]:
     undo.push("remove files", lambda: remove_dirs(dirs))
     if plan is not None:
         undo.push("free addresses", lambda: svc.agent.free(job_id, plan.reserved()))
+        undo.push("forget its flows", lambda: svc.agent.forget_flows(plan))  # a crashed worker's job's too
     undo.push("remove cgroup", cgroup.remove)
     if plan is not None:
         undo.push("tear down network", lambda: svc.agent.teardown(plan))

@@ -240,6 +240,9 @@ class FakeAgent:
     def released(self, plan: NetPlan) -> None:
         self.log("net links gone, port rules removed")
 
+    def forget_flows(self, plan: NetPlan) -> None:
+        self.log("net flows forgotten")
+
 
 class FakeMounts:
     def binds_for(self, volumes: Any, runtime: Any) -> tuple[list[Any], None]:
@@ -421,3 +424,17 @@ def test_stdout_is_kept_for_a_result_only_where_one_is_stored(tmp_path):
         svc = services(tmp_path / str(keep_stdout), Log(None))
         JobRun(svc, "a" * 32, spec, keep_stdout=keep_stdout).execute()
         assert svc.pump.keep == kept == (svc.cfg.result_output_limit if keep_stdout else 0)  # type: ignore[attr-defined]
+
+
+def test_a_crashed_workers_job_loses_its_flows_before_its_addresses(tmp_path):
+    """reconcile.teardown_entry: as a run's release does, the dead worker's job's conntrack
+    entries go after its links and before its addresses are freed for others."""
+    from joblet.worker.reconcile import teardown_entry
+
+    log = Log(None)
+    svc = services(tmp_path, log)
+    plan = NetPlan(job_id="a" * 32, hostname="x", mode="bridge")
+    entry = Entry(job_id="a" * 32, cgroup=str(tmp_path / "cg" / ("a" * 32)), work_dir="", run_dir="", plan=plan)
+    assert teardown_entry(svc, entry) == []
+    net = [c for c in log.calls if c.startswith("net ")]
+    assert net == ["net teardown", "net flows forgotten", "net free"], log.calls
