@@ -31,6 +31,7 @@ from joblet.errors import NetworkError, NotFound, TeardownError
 from joblet.names import ISOLATED_VETH_PREFIX, bridge_name
 from joblet.network_agent import firewall, foreign, host, links, portsec, shaping
 from joblet.network_agent.conntrack import Janitor
+from joblet.network_agent.conntrack import setting as conntrack_setting
 from joblet.network_agent.ipam import P2pPool, Subnet
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.overlay import Overlay
@@ -147,7 +148,7 @@ class NetworkAgent:
         cfg = self.cfg
         all_jobs = cfg.jobs_max_connections
         if all_jobs == 0:  # half of the table, read after `inet joblet` loaded conntrack
-            all_jobs = (firewall.conntrack_max() or 0) // 2
+            all_jobs = (conntrack_setting("max") or 0) // 2
         caps = firewall.render_caps(cfg.bridge_name, ISOLATED_VETH_PREFIX, cfg.job_max_connections, max(0, all_jobs))
         self._caps_loaded = True
         try:

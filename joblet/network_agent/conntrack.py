@@ -26,20 +26,20 @@ FORGET_MOST = 4096  # entries of an address, each way, deleted at a job's end (t
 
 
 class Janitor:
-    """Deletes the conntrack entries of ended jobs' addresses, in a thread of its own (a
-    netlink socket made once; a job's end does not wait for it)."""
+    """Deletes the conntrack entries of ended jobs' addresses, in a thread of its own, made
+    on first need (a job's release waits for its own, up to agent.FORGET_WAIT)."""
 
     def __init__(self, busy: int = 0) -> None:
         self.busy = busy  # the table's count below which nothing is deleted
-        self._queue: queue.SimpleQueue[tuple[list[str], threading.Event] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[str], threading.Event]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
-        self.deleted = 0  # entries deleted so far (logs, tests)
+        self.deleted = 0  # entries deleted so far (tests)
 
     def forget(self, addresses: list[str]) -> threading.Event:
         """Delete the entries of `addresses` (IPv4); the event is set when done."""
         done = threading.Event()
-        if not addresses or (self.busy and (tracked() or 0) < self.busy):
+        if not addresses or (self.busy and (setting("count") or 0) < self.busy):
             done.set()
             return done
         with self._start:
@@ -49,13 +49,9 @@ class Janitor:
         self._queue.put((addresses, done))
         return done
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-
     def _loop(self) -> None:
-        while (work := self._queue.get()) is not None:
-            addresses, done = work
+        while True:  # a daemon thread: it ends with the worker
+            addresses, done = self._queue.get()
             try:
                 self.deleted += sum(_forget(address) for address in addresses)
             except Exception as exc:  # noqa: BLE001 - the table is the kernel's: the next job's try again
@@ -93,10 +89,11 @@ def _forget(address: str) -> int:
     return count
 
 
-def tracked(path: str = "/proc/sys/net/netfilter/nf_conntrack_count") -> int | None:
-    """How many entries this namespace's table holds (None: conntrack not loaded)."""
+def setting(name: str) -> int | None:
+    """This namespace's nf_conntrack_NAME (count: the entries it holds, max: the table's
+    size); None where conntrack is not loaded."""
     try:
-        with open(path) as fh:
+        with open(f"/proc/sys/net/netfilter/nf_conntrack_{name}") as fh:
             return int(fh.read())
     except (OSError, ValueError):
         return None

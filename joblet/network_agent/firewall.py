@@ -302,6 +302,9 @@ def apply(ruleset: str) -> None:
         raise NetworkError(f"failed to load nftables rules: {error}")
 
 
+FAMILIES = ("inet", "arp", "bridge", "ip")  # `ip joblet`: the connection caps (render_caps)
+
+
 def table_exists(caps: bool = True) -> bool:
     """All of joblet's tables are loaded (someone may flush the ruleset or delete one); the
     caps' too unless `caps` is off (they could not be loaded on this host)."""
@@ -310,9 +313,6 @@ def table_exists(caps: bool = True) -> bool:
 
 def has_table(family: str) -> bool:
     return nftlib.run(f"list table {family} {TABLE}")[0] == 0
-
-
-FAMILIES = ("inet", "arp", "bridge", "ip")  # `ip joblet`: the connection caps (render_caps)
 
 
 def render_caps(default_bridge: str, isolated_prefix: str, per_job: int, all_jobs: int) -> str:
@@ -344,12 +344,3 @@ def render_caps(default_bridge: str, isolated_prefix: str, per_job: int, all_job
             "",
         ]
     )
-
-
-def conntrack_max() -> int | None:
-    """The host's nf_conntrack_max (None where conntrack is not loaded)."""
-    try:
-        with open("/proc/sys/net/netfilter/nf_conntrack_max") as fh:
-            return int(fh.read())
-    except (OSError, ValueError):
-        return None
