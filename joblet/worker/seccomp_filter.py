@@ -6,7 +6,9 @@ CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and th
 io_uring and vsock sockets (Docker refuses them too), ptrace (stricter: debuggers do not
 work in a job), io_setup (stricter: Linux AIO's budget is the whole host's) and a packet
 socket's PACKET_QDISC_BYPASS (stricter: the job's egress shaping is a qdisc) and file
-leases, fcntl's F_SETLEASE (stricter: the worker writes files a job can open).
+leases and delegations, fcntl's F_SETLEASE and F_SETDELEG (stricter: the worker writes files a
+job can open); fcntl's commands after the last one reviewed here get EINVAL, as from a kernel
+without them.
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 
@@ -99,6 +101,8 @@ REFUSED = (
 )
 AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Docker refuses them)
 F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's open wait
+F_SETDELEG = 1040  # a delegation (Linux 6.19): a lease that metadata changes break too
+F_LAST_REVIEWED = F_SETDELEG  # fcntl's commands after it: EINVAL (F_GETDELEG, 1039, is a query)
 SOL_PACKET, PACKET_QDISC_BYPASS = 263, 20  # setsockopt's level and option: frames skip the qdisc
 # personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26 with either,
 # and the query 0xffffffff; anything else (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC...) is refused
@@ -140,6 +144,19 @@ def _known(seccomp: object, name: str) -> bool:
     except (ValueError, OSError):
         return False
     return int(number) >= 0
+
+
+def at_least(low: int, bits: int = 32) -> list[tuple[int, int]]:
+    """(mask, value) pairs that together match an unsigned `bits`-bit value iff it is >= `low`:
+    `low` itself, and for each bit `low` has clear, the values that agree with it above that bit
+    and set it. Masked comparisons read only the low `bits` of a register, as the kernel does
+    for an int (a 64-bit GE would refuse a register whose upper half a caller left unset)."""
+    pairs = [((1 << bits) - 1, low)]
+    for b in range(bits):
+        if not low >> b & 1:
+            mask = ((1 << bits) - 1) & ~((1 << b) - 1)
+            pairs.append((mask, (low & mask) | 1 << b))
+    return pairs
 
 
 def personality_refusals() -> list[tuple[int, int]]:
@@ -185,8 +202,13 @@ def job_filter() -> bytes:
     filt.add_rule(refuse, "setsockopt", level, option)
     # a file lease: the worker's open of a job's /etc/hosts (or of its /etc copy's files) to
     # write it waited out the lease's 45 s break time, holding locks that stopped other jobs,
-    # the heartbeat and stops (red-team run); fcntl's command is an int
-    filt.add_rule(refuse, "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, F_SETLEASE))
+    # the heartbeat and stops (red-team run). A delegation (F_SETDELEG) is a lease by another
+    # name. fcntl's command is an int; those newer than F_SETDELEG do what no one here has
+    # read: EINVAL, as from a kernel without them
+    for command in (F_SETLEASE, F_SETDELEG):
+        filt.add_rule(refuse, "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, command))
+    for mask, value in at_least(F_LAST_REVIEWED + 1):
+        filt.add_rule(seccomp.ERRNO(errno.EINVAL), "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, mask, value))
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
         filt.export_bpf(out)
         out.seek(0)

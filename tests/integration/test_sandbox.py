@@ -279,6 +279,13 @@ def test_seccomp_and_capabilities(client):
         leased = os.open("/etc/hostname", os.O_RDONLY)
         checks["lease"] = attempt(lambda: fcntl.fcntl(leased, 1024, fcntl.F_RDLCK))  # F_SETLEASE
         checks["lease_query"] = fcntl.fcntl(leased, 1025)  # F_GETLEASE: F_UNLCK (2)
+        # a delegation (F_SETDELEG, Linux 6.19) is a lease too: EPERM where an older kernel says
+        # EINVAL, also with the register's upper half set (the kernel reads an int); commands
+        # after it get a kernel's EINVAL; a Linux-specific one before it (F_GETPIPE_SZ) works
+        checks["deleg"] = [syscall(72, leased, c, 0) for c in (1040, ctypes.c_long((1 << 32) | 1040))]
+        checks["fcntl_newer"] = [syscall(72, leased, c, 0) for c in (1041, 4096)]
+        checks["fcntl_upper_getfd"] = syscall(72, leased, ctypes.c_long((1 << 32) | 1), 0)  # F_GETFD
+        checks["pipe_size"] = fcntl.fcntl(os.pipe()[0], 1032)
         checks["lock"] = attempt(lambda: fcntl.lockf(open("/tmp/lock", "w"), fcntl.LOCK_EX))
         packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # CAP_NET_RAW, as in Docker
         checks["qdisc_bypass"] = attempt(lambda: packet.setsockopt(263, 20, 1))  # past its shaping
@@ -301,6 +308,8 @@ def test_seccomp_and_capabilities(client):
     assert got["open_tree_attr"] == "EPERM" and got["statmount"] == "EFAULT", got
     assert got["qdisc_bypass"] == "EPERM" and got["packet_auxdata"] == "ok", got
     assert got["lease"] == "EPERM" and got["lease_query"] == 2 and got["lock"] == "ok", got
+    assert got["deleg"] == ["EPERM"] * 2 and got["fcntl_newer"] == ["EINVAL"] * 2, got
+    assert got["fcntl_upper_getfd"] == "ok" and got["pipe_size"] > 0, got
     with tempfile.TemporaryDirectory() as mine:  # the host takes leases (root owns the file, closed)
         Path(mine, "f").write_text("x")
         leased = os.open(Path(mine, "f"), os.O_RDONLY)
