@@ -58,17 +58,23 @@ class Launch:
     env: dict[str, str]
     spawn_in: Runner
     oom_score_adj: int = 0  # the job's processes' (pinned if the worker holds CAP_SYS_RESOURCE)
+    login_uid: int = 0  # the audit login uid of the job's processes: the uid it runs as
 
 
-# Sets its OOM score adjustment to its first argument and its open files' soft and hard limits
-# to the next two (inherited by bwrap and the job), joins the cgroups named by its next N
-# arguments, then execs the rest (bwrap). A shell's builtins do it because a preexec_fn makes
-# Python fork the whole worker (~5 ms, PITFALLS 30) where Popen without one uses vfork (~0.5
-# ms). The shell gets a fixed environment and only paths: the job's environment reaches bwrap
-# through --args (a memfd).
+# Sets its OOM score adjustment to its first argument, its open files' soft and hard limits
+# to the next two (inherited by bwrap and the job) and its audit login uid to the fourth,
+# joins the cgroups named by its next N arguments, then execs the rest (bwrap). A shell's
+# builtins do it because a preexec_fn makes Python fork the whole worker (~5 ms, PITFALLS 30)
+# where Popen without one uses vfork (~0.5 ms). The shell gets a fixed environment and only
+# paths: the job's environment reaches bwrap through --args (a memfd).
+# The login uid: a process may set its own once while it is unset (the worker's, under
+# systemd), so a job could have put any user's name on its actions in the host's audit log
+# (red-team run); set here, changing it takes CAP_AUDIT_CONTROL, which jobs lack. Best effort:
+# a kernel without audit has no such file, and one set immutable by auditd keeps the worker's.
 JOIN = (
     'echo "$1" >/proc/self/oom_score_adj || exit 126; ulimit -S -n "$2" && ulimit -H -n "$3" || exit 126; '
-    'n=$4; shift 4; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
+    '{ echo "$4" >/proc/self/loginuid; } 2>/dev/null; '
+    'n=$5; shift 5; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
 )
 SHELL_ENV = {"PATH": "/usr/bin:/bin"}
 # A job's open files, soft and hard, as a container's under Docker 25+ (systemd's defaults):
@@ -158,7 +164,8 @@ class Sandbox:
             passed.append(options)
             procs = [str(f) for f in la.cgroup.procs_files]
             soft, hard = job_nofile()
-            argv = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(soft), str(hard), str(len(procs)), *procs]
+            argv = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(soft), str(hard), str(la.login_uid)]
+            argv += [str(len(procs)), *procs]
             argv += [tool("bwrap"), "--block-fd", str(block), "--args", str(options), "--seccomp", str(seccomp)]
             self.main = self.spawn([*argv, "--", *la.argv], SHELL_ENV, tuple(passed))
         except (OSError, subprocess.SubprocessError) as exc:

@@ -284,6 +284,7 @@ class JobRun:
                 env,
                 self.inside,
                 self.svc.cfg.job_oom_score_adj,
+                layout.user[0] if layout.user else 0,
             )
         )
         self.undo.push("stop processes", lambda: self._stop_processes(sandbox))

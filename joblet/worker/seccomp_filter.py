@@ -3,12 +3,12 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
-io_uring and vsock sockets (Docker refuses them too), ptrace (stricter: debuggers do not
-work in a job), io_setup (stricter: Linux AIO's budget is the whole host's) and a packet
-socket's PACKET_QDISC_BYPASS (stricter: the job's egress shaping is a qdisc) and file
-leases and delegations, fcntl's F_SETLEASE and F_SETDELEG (stricter: the worker writes files a
-job can open); fcntl's commands after the last one reviewed here get EINVAL, as from a kernel
-without them.
+io_uring and vsock sockets (Docker refuses them too). Stricter than Docker: ptrace
+(debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's), uevent
+netlink sockets (the host's device events), a packet socket's PACKET_QDISC_BYPASS (the job's
+egress shaping is a qdisc), and file leases and delegations, fcntl's F_SETLEASE and
+F_SETDELEG (the worker writes files a job can open); fcntl's commands after the last one
+reviewed here get EINVAL, as from a kernel without them.
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 
@@ -100,6 +100,7 @@ REFUSED = (
     "io_uring_register",
 )
 AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Docker refuses them)
+AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15  # the host's device events reach every namespace
 F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's open wait
 F_SETDELEG = 1040  # a delegation (Linux 6.19): a lease that metadata changes break too
 F_LAST_REVIEWED = F_SETDELEG  # fcntl's commands after it: EINVAL (F_GETDELEG, 1039, is a query)
@@ -184,6 +185,14 @@ def job_filter() -> bytes:
     # socket's family is an int: the kernel reads 32 bits of the register, a filter compares 64
     # (EQ alone let (1 << 32) | AF_VSOCK through)
     filt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
+    # a uevent socket hears the host's device events in any network namespace of the initial
+    # user namespace (a job's): disks and USB plugged, the loop devices of other jobs' sized
+    # volumes (red-team run; Docker lets it through)
+    uevents = (
+        seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_NETLINK),
+        seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, NETLINK_KOBJECT_UEVENT),
+    )
+    filt.add_rule(refuse, "socket", *uevents)
     for mask, value in personality_refusals():
         filt.add_rule(refuse, "personality", seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
     # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone

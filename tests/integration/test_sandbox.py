@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -262,6 +263,11 @@ def test_seccomp_and_capabilities(client):
         checks["vsock"] = attempt(lambda: socket.socket(40, socket.SOCK_STREAM).close())  # AF_VSOCK
         checks["vsock_high"] = syscall(41, ctypes.c_long((1 << 32) | 40), 1, 0)  # the kernel reads 32 bits
         checks["unix"] = attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close())
+        # the host's device events (uevents) are refused, also with the register's upper half
+        # set; other netlink protocols (routing: the job's own namespace) are not
+        checks["uevent"] = attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close())
+        checks["uevent_high"] = syscall(41, 16, 2, ctypes.c_long((1 << 32) | 15))
+        checks["rtnetlink"] = attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0).close())
         # personality (135): Docker's values pass (the query, PER_LINUX32, back to PER_LINUX),
         # ADDR_NO_RANDOMIZE and READ_IMPLIES_EXEC do not
         checks["persona_ok"] = [syscall(135, v) for v in (0xFFFFFFFF, 0x8, 0x0, 0x20008, 0x0)]
@@ -303,6 +309,8 @@ def test_seccomp_and_capabilities(client):
     assert got["getpid"] == "ok" and got["unshare_help"] == 0
     assert got["mount"] and got["unshare_user"] and got["unshare_net"]
     assert got["vsock"] == got["vsock_high"] == "EPERM" and got["unix"] == "ok", got
+    assert got["uevent"] == got["uevent_high"] == "EPERM" and got["rtnetlink"] == "ok", got
+    socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close()  # the control: the host opens one
     assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
     assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
     assert got["open_tree_attr"] == "EPERM" and got["statmount"] == "EFAULT", got
@@ -421,6 +429,22 @@ def test_other_jobs_files_are_out_of_reach(client, host):
         client.stop(victim.id)
         client.wait(victim.id, timeout=30)
         client.networks.delete("sbx-net")
+
+
+def test_login_uid_is_the_jobs_own_and_fixed(client):
+    """A job's audit login uid is the uid it runs as, and it cannot change it: a process may
+    set its own once while unset (a worker's under systemd), so a job named any user it liked
+    in the host's audit log (red-team run)."""
+    uid = "cat /proc/self/loginuid"
+    probe = f"{uid}; echo; echo 1000 >/proc/self/loginuid 2>/dev/null || echo refused; {uid}"
+    rec, out, err = run(client, "sh", "-c", probe, network="none")
+    assert rec.exit_code == 0 and out == b"0\nrefused\n0", (out, err)
+    rec, out, err = run(client, "sh", "-c", probe, network="none", user="1234:1234")
+    assert rec.exit_code == 0 and out == b"1234\nrefused\n1234", (out, err)
+    # the control: on the host, the write goes through (root may change its own; a process
+    # whose login uid is unset may set it)
+    done = subprocess.run(["sh", "-c", f"echo 1000 >/proc/self/loginuid && {uid}"], capture_output=True)
+    assert done.stdout == b"1000", done
 
 
 def test_ordinary_workloads_still_work(client):
