@@ -15,7 +15,7 @@ bench_start.py):
   mounts no job uses) with /work and its own sysfs, bwrap with the job's root and seccomp
   inside it, then the command.
 - `sandbox_untrimmed`: the same, its mount namespace copied from the host's (before the
-  template, docs/PERFORMANCE.md item 26).
+  template, docs/PERFORMANCE_LOG.md item 26).
 - `sandbox_preexec`: the same, started the way joblet did before commit e71c017 (a
   preexec_fn joins the cgroups one after the other and the namespace: a fork of the process,
   which holds a worker-sized heap here).

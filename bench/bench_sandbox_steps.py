@@ -10,7 +10,7 @@ system directories, /etc and the job's files on it, /proc, the /proc masks, /dev
 command (`echo`) writes, ROUNDS rounds (100) after 5 warm-ups, the cuts in turn within a
 round. Prints each group's median and what it adds; writes bench/results/sandbox-steps.json.
 Cleans up its temp dir. `--covers-in-bwrap`: the /sys covers bound by bwrap one by one, as
-before the worker put them on the job's sysfs (item 29 in docs/PERFORMANCE.md).
+before the worker put them on the job's sysfs (item 29 in docs/PERFORMANCE_LOG.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The job spec, the job record, the limits and the settings are frozen dataclasses whose
 `__post_init__` runs these checks: `rnx` loads them without pydantic (its import and the
-models' schemas were ~40 ms of every `rnx run`, docs/PERFORMANCE.md item 15). A failed check raises
+models' schemas were ~40 ms of every `rnx run`, docs/PERFORMANCE_LOG.md item 15). A failed check raises
 FieldError, a ValidationError whose one-line message names the field by its path
 (`invalid job field 'limits.max_cpu': ...`). Types are strict where pydantic's lax mode
 was not: a bool is not a number and a number is not a string. As before, a number may be

@@ -10,7 +10,7 @@ host lets only its owner and group read (no read bit for others on a file, no se
 a directory): a job is root with CAP_DAC_OVERRIDE, so modes alone would not keep it out.
 
 One copy per worker, in its run directory; every job's bwrap binds it read-only at /etc (one
-bind where each secret used to cost bwrap another: see docs/PERFORMANCE.md). A thread watches
+bind where each secret used to cost bwrap another: see docs/PERFORMANCE_LOG.md). A thread watches
 every directory of the host's /etc (inotify) and, after any change, brings the copy in step:
 files that changed are written beside their old copy and renamed over it, so a running job
 reads either the old or the new file, as it would on the host. Three files are written in

@@ -5,7 +5,7 @@ A worker that starts after a crash reads it to remove what no live job owns.
 It is one append-only file, `<state_dir>/journal/log`: a job's entry is one JSON line (the
 latest line of a job wins), its end a `{"forget": ID}` line. No file is made or deleted per
 job: on ext4 that cost up to ~2 ms of CPU per job, with its recent deletions
-(docs/PERFORMANCE.md, item 16). Each line is one `write` on an O_APPEND descriptor (the rest
+(docs/PERFORMANCE_LOG.md, item 16). Each line is one `write` on an O_APPEND descriptor (the rest
 written again if the disk filled part-way, else the line ended), so a killed worker leaves
 whole lines; a line torn by a power loss is skipped when read, and
 ended before anything more is appended. Once enough jobs have ended, the file is rewritten

@@ -3,7 +3,7 @@
 Why: a job's start copies a mount namespace twice (its thread's unshare, then bwrap's), bwrap
 reads the whole mount table at each of its binds and detaches every copied mount when it
 pivots. On a host with containers, pods or snaps that is hundreds of mounts nothing in a job
-reaches, ~55-70 us each per start (docs/PERFORMANCE.md, items 19 and 26). Detaching them per
+reaches, ~55-70 us each per start (docs/PERFORMANCE_LOG.md, items 19 and 26). Detaching them per
 job costs as much as it saves (each umount waits out an RCU grace period); detached once into
 a template that jobs copy, they cost nothing per job.
 

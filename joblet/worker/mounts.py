@@ -21,7 +21,7 @@ are gone, the kernel drops the namespace with its mounts.
 
 Why the files are not on the host's filesystem (they were, in `<run_dir>/jobs/<id>`): a
 directory made and removed per job costs each job's start and end on a disk filesystem
-(docs/PERFORMANCE.md, item 23), and what a crashed worker left there needed a sweep; nothing
+(docs/PERFORMANCE_LOG.md, item 23), and what a crashed worker left there needed a sweep; nothing
 of a job is on the host's filesystem now.
 """
 
@@ -180,7 +180,7 @@ def make_dev(directory: Path) -> None:
     instance of its own, bwrap's links, and `shm` for bwrap's sized tmpfs. bwrap's own
     `--dev` binds the host's nodes, and a root job chmodded and chowned the host's /dev/null
     through them; it also cost seven binds per start, each reading the mount table, where
-    this is one (docs/PERFORMANCE.md, item 24)."""
+    this is one (docs/PERFORMANCE_LOG.md, item 24)."""
     directory.mkdir()
     options = b"size=65536,mode=755"
     _check(_libc.mount(b"joblet-dev", str(directory).encode(), b"tmpfs", MS_NOSUID | MS_NOEXEC, options), "mount /dev")
