@@ -396,11 +396,9 @@ class Store(OutputStreams):
         pipe.execute()
 
     # -- claims and stops -------------------------------------------------------------------
-    @_url
     def claim_holder(self, job_id: str) -> str | None:
         """The node that claimed the job, if one did."""
-        holder = self.redis.get(self.keys.claim(job_id))
-        return holder.decode() if holder is not None else None
+        return self.claim_holders([job_id])[0]
 
     @_url
     def claim_holders(self, job_ids: list[str]) -> list[str | None]:
