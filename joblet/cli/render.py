@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from joblet.api.models import JobRecord
+from joblet.text import printable as printable  # re-exported: the CLI's modules import it here
 
 
 def print_json(value: Any) -> None:
@@ -18,26 +19,6 @@ def _when(iso_text: str | None) -> str:
     if not iso_text:
         return "-"
     return datetime.fromisoformat(iso_text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def printable(text: str) -> str:
-    """`text` with what a terminal would act on shown as escapes (ESC, other controls, bidi
-    overrides): a command, a name or an error comes from whoever submitted the job or wrote
-    the workflow file, and must not set the operator's window title or colours."""
-    if text.isprintable():
-        return text
-    return "".join(_escaped(c) for c in text)
-
-
-def _escaped(c: str) -> str:
-    """A character as printable() shows it; a surrogate escape (a byte that was not UTF-8 in
-    rnx's argv) as that byte: `no such job: \\xff`, not `\\udcff`."""
-    if c.isprintable():
-        return c
-    code = ord(c)
-    if 0xDC80 <= code <= 0xDCFF:
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:

@@ -40,6 +40,7 @@ from joblet.api.models import JobSpec, JobStatus
 from joblet.errors import BackendUnavailable, JobletError, ValidationError
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetPlan, make_plan
+from joblet.text import printable
 from joblet.worker import faults
 from joblet.worker.cgroups import block_device
 from joblet.worker.execution import Launch, Sandbox, await_exit
@@ -296,7 +297,8 @@ class JobRun:
         sandbox.close()
 
     def _cannot_run(self, how: Unrunnable) -> tuple[Outcome, bytes, bool]:
-        message = f"joblet: {self.spec.command}: {how.why}\n".encode(errors="surrogateescape")  # its bytes, as given
+        # controls escaped, as a shell quotes them (an ESC in the command coloured the terminal)
+        message = f"joblet: {printable(self.spec.command)}: {how.why}\n".encode()
         self.store.append_output(self.job_id, STDERR_FIELD, message, self.svc.cfg.log_max_entries)
         return Outcome(JobStatus.FAILED, how.code, error=how.why), b"", False
 

@@ -112,13 +112,18 @@ def test_near_misses_get_a_hint(host, tmp_path):
 def test_bytes_that_are_not_utf8_pass_as_bytes(host):
     """A job id, command or --env value that is not UTF-8 (rnx reads its argv with surrogate
     escapes): `rnx status` ended in a traceback, the command and the value failed their job
-    with an internal error. They are bytes as given, as a job's arguments already were."""
+    with an internal error. They are bytes as given, as a job's arguments already were; where
+    rnx or joblet names them in a line of its own, escaped."""
     for args in (("status",), ("log",), ("stop",), ("workflow", "status")):
         out = host.rnx(*args, b"\xff")
         assert out.returncode == 1 and out.stderr.startswith(b"rnx: no such "), (args, out.stderr)
         assert out.stderr.endswith(b": \\xff\n"), (args, out.stderr)  # the byte, as given
         assert out.stderr.count(b"\n") == 1 and b"Traceback" not in out.stderr, (args, out.stderr)
+    # joblet's own line about the command shows it escaped, as rnx's errors do (an ESC in it
+    # coloured the terminal)
     out = host.rnx("run", "--network=none", b"no\xffsuch")
-    assert out.returncode == 127 and out.stderr == b"joblet: no\xffsuch: command not found\n", out.stderr
+    assert out.returncode == 127 and out.stderr == b"joblet: no\\xffsuch: command not found\n", out.stderr
+    out = host.rnx("run", "--network=none", b"\x1b[31mred")
+    assert out.returncode == 127 and out.stderr == b"joblet: \\x1b[31mred: command not found\n", out.stderr
     out = host.rnx("run", "--network=none", "--env", b"X=a\xffb", "sh", "-c", 'printf %s "$X" "$1"', "sh", b"c\xffd")
     assert out.returncode == 0 and out.stdout == b"a\xffbc\xffd", out  # the value, and an argument (the control)
