@@ -259,11 +259,14 @@ def default_route_mtu(fallback: int = 1500) -> int:
 def configure_inside(attachments: list[Any]) -> None:
     """Inside a job's namespace (this thread is in it): its interfaces (born with IPv6 off,
     the namespace's default: netns.py) up with their addresses, in one send; the first one
-    carries the default route (to its gateway)."""
+    not of an internal network carries the default route (to its gateway). A job only on
+    internal networks has none: a connection out fails at once (ENETUNREACH), where through
+    a gateway that drops it, it waited out its timeout."""
     requests = []
-    for i, att in enumerate(attachments):
+    routed = next((att for att in attachments if att.routed), None)
+    for att in attachments:
         index = socket.if_nametoindex(att.ifname)
         requests += [rtnl.up(index), rtnl.address(index, att.address, att.prefixlen)]
-        if i == 0:
+        if att is routed:
             requests.append(rtnl.default_route(att.gateway, index))
     rtnl.send("configure the job's network", requests)

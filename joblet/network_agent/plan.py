@@ -49,6 +49,7 @@ class Attachment(BaseModel):
     mtu: int
     host_address: str | None = None  # the host end's address on a point-to-point link
     mac: str | None = None  # the job end's MAC (bridged links; port security checks it)
+    routed: bool = True  # may carry the job's default route: not an internal network's (no route out)
 
 
 class NetPlan(BaseModel):
@@ -165,4 +166,5 @@ def _bridged(job_id: str, name: str, index: int, facts: NetFacts, address: int) 
         gateway=subnet.gateway,
         mtu=mtu,
         mac=mac_for(job_id, name),
+        routed=not (net and net.internal),
     )

@@ -104,6 +104,21 @@ def test_internal_network_talks_inside_but_not_out(nets, upstream):
         assert upstream_sees(nets, upstream, "iso-a") == "203.0.113.1"
     finally:
         nets.stop(job_id)
+    # no default route on an internal network ("no route out": a connection fails at once);
+    # a job also on a network with NAT has its route there, whichever network comes first
+    routes = "ip -4 route show default; echo end"
+    assert output_of(nets, routes, ("iso-int",)) == b"end\n"
+    assert output_of(nets, routes, ("iso-int", "iso-a")) == b"default via 10.110.0.1 dev eth1 \nend\n"
+    assert output_of(nets, routes, ("iso-a", "iso-int")) == b"default via 10.110.0.1 dev eth0 \nend\n"
+    probe = "import socket; socket.create_connection(('203.0.113.2', 7000), timeout=30)"
+    rec, _, err = run(nets, "python3", "-c", probe, network=("iso-int",))
+    assert rec.exit_code == 1 and b"Network is unreachable" in err, err
+
+
+def output_of(client: Client, script: str, network: tuple[str, ...]) -> bytes:
+    rec, out, err = run(client, "sh", "-c", script, network=network)
+    assert rec.exit_code == 0, err
+    return out
 
 
 @pytest.mark.parametrize("call_iptables", ["0", "1"])
