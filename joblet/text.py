@@ -4,6 +4,8 @@ terminal, where a control character would act (set the window's title, its colou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def printable(text: str) -> str:
     """`text` with what a terminal would act on shown as escapes (ESC, other controls, bidi
@@ -23,3 +25,22 @@ def _escaped(c: str) -> str:
     if 0xDC80 <= code <= 0xDCFF:
         return f"\\x{code - 0xDC00:02x}"
     return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+
+
+def alike(name: str, choices: Iterable[str]) -> list[str]:
+    """The choices a mistyped name may have meant: those equal to it but for case, else at most
+    three close in spelling (case ignored)."""
+    import difflib
+
+    known = [str(c) for c in choices]
+    same = [c for c in known if c.lower() == name.lower()]
+    if same:
+        return same
+    by_lower = {c.lower(): c for c in known}
+    return [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.75)]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`did you mean 'x'?` for what `alike` finds, else ''."""
+    found = alike(name, choices)
+    return f"did you mean {' or '.join(repr(c) for c in found)}?" if found else ""

@@ -321,6 +321,11 @@ class NetworkStore:
         return self._decode(self.redis.hgetall(self.key))
 
     @_url
+    def names(self) -> list[str]:
+        """The user networks' names (their definitions unread)."""
+        return sorted(n.decode(errors="surrogateescape") for n in self.redis.hkeys(self.key))
+
+    @_url
     def get(self, name: str) -> NetworkDef:
         """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.key, name)

@@ -16,6 +16,7 @@ from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
 from joblet.errors import ConfigError, NotFound, ValidationError
 from joblet.fields import FieldError
+from joblet.text import did_you_mean
 
 ALONE = ("none", "host", "isolated")
 BUILT_IN = ("bridge", "none", "host", "isolated")
@@ -80,15 +81,11 @@ class Preflight:
                 try:
                     self.networks.get(name)
                 except NotFound:
-                    raise FieldError(
-                        "network",
-                        f"no such network {name!r}"
-                        + (
-                            f" (the built-in one is {name.lower()!r})"
-                            if name.lower() in BUILT_IN
-                            else " (rnx network list)"
-                        ),
-                    ) from None
+                    if name.lower() in BUILT_IN:
+                        hint = f"the built-in one is {name.lower()!r}"
+                    else:  # `--network=MyApp` for myapp: names keep their case
+                        hint = " ".join(filter(None, (did_you_mean(name, self.networks.names()), "rnx network list")))
+                    raise FieldError("network", f"no such network {name!r} ({hint})") from None
         for alone in ALONE:
             if alone in spec.network and len(spec.network) > 1:
                 raise FieldError("network", f"{alone!r} cannot be combined")

@@ -30,6 +30,7 @@ from joblet.api.models import JobSpec, JobStatus, make_spec
 from joblet.errors import ValidationError
 from joblet.fields import FieldError
 from joblet.names import name_key
+from joblet.text import did_you_mean
 
 WORKFLOW_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -238,7 +239,8 @@ def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> W
         raise ValidationError(f"{where}: must be a mapping")
     unknown = set(body) - JOB_KEYS
     if unknown:
-        raise ValidationError(f"{where}: unknown field(s) {_listed(unknown)}")
+        hints = "; ".join(h for h in (did_you_mean(str(k), JOB_KEYS) for k in sorted(unknown, key=str)) if h)
+        raise ValidationError(f"{where}: unknown field(s) {_listed(unknown)}" + (f" ({hints})" if hints else ""))
     if "command" not in body:
         raise ValidationError(f"{where}: 'command' is required")
     fields: dict[str, Any] = {
@@ -360,7 +362,10 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
             try:  # not str() of any value: a list of a billion items is no status
                 wanted = JobStatus(status.upper() if isinstance(status, str) else "")
             except ValueError:
-                raise ValidationError(f"{where}: unknown status {_shown(status)} for {_shown(dep)}") from None
+                finals = ", ".join(st.value for st in JobStatus if st.final)
+                raise ValidationError(
+                    f"{where}: unknown status {_shown(status)} for {_shown(dep)} (one of {finals})"
+                ) from None
             if not wanted.final:
                 raise ValidationError(
                     f"{where}: {_shown(dep)} must be required to end (COMPLETED, FAILED, ...), not {wanted.value}"

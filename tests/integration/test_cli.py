@@ -96,13 +96,21 @@ def test_an_empty_list_from_a_redis_no_worker_used_says_so(host):
 
 
 def test_near_misses_get_a_hint(host, tmp_path):
-    """A built-in network in capitals, a directory to --upload, a volume name that starts
-    with a dot: each refused in one line that says what was meant."""
+    """A built-in network in capitals, a user network's misspelt, a directory to --upload, a
+    volume name that starts with a dot: each refused in one line that says what was meant."""
     none = host.rnx("run", "--network=None", "true")
     assert none.returncode == 2 and b"no such network 'None' (the built-in one is 'none')" in none.stderr
     other = host.rnx("run", "--network=nosuchnet", "true")  # the control: no built-in is near
     assert other.stderr == b"rnx: invalid --network: no such network 'nosuchnet' (rnx network list)\n"
     assert other.returncode == 2
+    assert host.rnx("network", "create", "nearapp", "--cidr=10.97.0.0/24").returncode == 0
+    try:  # a user network's name in other capitals, or misspelt
+        for typed in ("NearApp", "nearap"):
+            near = host.rnx("run", f"--network={typed}", "true")
+            hint = f"no such network '{typed}' (did you mean 'nearapp'? rnx network list)".encode()
+            assert near.returncode == 2 and hint in near.stderr, near.stderr
+    finally:
+        host.rnx("network", "delete", "nearapp")
     upload = host.rnx("run", f"--upload={tmp_path}", "true")
     assert upload.returncode == 2 and b"is not a readable file (a directory: --upload-dir)" in upload.stderr
     vol = host.rnx("volume", "create", "..")
