@@ -24,6 +24,7 @@ from joblet.api.limits import above_ceiling
 from joblet.api.models import JobSpec
 from joblet.errors import ValidationError
 from joblet.fields import FieldError
+from joblet.text import did_you_mean
 
 UP, DOWN, DRAINING = "up", "down", "draining"
 
@@ -159,9 +160,8 @@ def place(
 def _pinned(spec: JobSpec, nodes: list[dict[str, Any]], homes: dict[str, set[str]]) -> str:
     node = next((n for n in nodes if n["name"] == spec.node), None)
     if node is None:
-        alike = [n["name"] for n in nodes if str(n["name"]).lower() == str(spec.node).lower()]  # names keep their case
-        hint = f"did you mean {' or '.join(repr(n) for n in alike)}? " if alike else ""
-        raise FieldError("node", f"no node {spec.node!r} in the fleet ({hint}rnx nodes)")
+        hint = did_you_mean(str(spec.node), (str(n["name"]) for n in nodes))  # names keep their case
+        raise FieldError("node", f"no node {spec.node!r} in the fleet ({hint + ' ' if hint else ''}rnx nodes)")
     why = unfit(spec, node) or apart(node["name"], homes, nodes)
     if why is not None:
         raise ValidationError(f"cannot place the job on node {spec.node!r}: {why} (rnx nodes)")
