@@ -67,27 +67,36 @@ class Workflows:
         graph = graph_problems(wf)
         limit = self.settings.workflow_max_jobs
         size = [(False, too_many(len(wf.jobs), limit))] if len(wf.jobs) > limit else []
-        return size + [
+        # volumes, runtimes and pinned nodes are checked where some job names one: a ✅ line for
+        # what no job uses said nothing (usability run)
+        used = [
             (
-                not missing_nets,
-                "All required networks exist" if not missing_nets else f"Missing networks: {', '.join(missing_nets)}",
-            ),
-            (
+                wf.volumes(),
                 not missing_vols,
                 "All required volumes exist" if not missing_vols else f"Missing volumes: {', '.join(missing_vols)}",
             ),
             (
+                wf.runtimes(),
                 not missing_rts,
                 "All required runtimes are available"
                 if not missing_rts
                 else f"Missing runtimes: {', '.join(missing_rts)}",
             ),
             (
+                wf.nodes(),
                 not missing_nodes,
                 "All pinned nodes are in the fleet"
                 if not missing_nodes
                 else f"No such nodes: {', '.join(missing_nodes)} (rnx nodes)",
             ),
+        ]
+        return [
+            *size,
+            (
+                not missing_nets,
+                "All required networks exist" if not missing_nets else f"Missing networks: {', '.join(missing_nets)}",
+            ),
+            *((ok, line) for names, ok, line in used if names),
             (not misfits, "Every job fits a node" if not misfits else f"Jobs no node can run: {'; '.join(misfits)}"),
             (not graph, "Job dependencies are valid" if not graph else "; ".join(graph)),
         ]

@@ -266,6 +266,13 @@ def test_a_workflow_pinned_to_a_node_of_the_fleet_runs(host, client, tmp_path: P
     proc = host.rnx("workflow", "run", str(path))
     out = proc.stdout.decode()
     assert proc.returncode == 0 and "✅ All pinned nodes are in the fleet" in out, out + proc.stderr.decode()
+    # what no job of a workflow uses gets no line (a ✅ for it said nothing)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("jobs:\n  a: {command: echo, args: [plain]}\n")
+    proc = host.rnx("workflow", "run", str(plain))
+    out = proc.stdout.decode()
+    assert proc.returncode == 0 and "✅ All required networks exist" in out, out + proc.stderr.decode()
+    assert "nodes" not in out and "volumes" not in out and "runtimes" not in out, out
 
 
 def test_a_detached_workflow_prints_only_its_id_on_stdout(host, client, project):
