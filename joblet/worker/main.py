@@ -34,7 +34,6 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     if os.geteuid() != 0:
         sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
     _raise_fd_limit()
-    _halve_uid_budgets()
     try:
         cfg = config.load(**overrides)
         from joblet.network_agent.host import jobs_cgroup_root
@@ -42,7 +41,8 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
 
         cgroup_root = jobs_cgroup_root(cfg)
         cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
-        ns_lock.hold(cgroup_root)
+        ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
+        _halve_uid_budgets()
         _own_state_dir(cfg)
         from joblet.worker.app import connect, make_app
         from joblet.worker.supervisor import Supervisor

@@ -31,6 +31,7 @@ def test_a_second_worker_in_one_network_namespace_is_refused(redis_sock):
         assert beside.returncode == 1, beside.stderr
         assert last.startswith("joblet-worker: another joblet worker runs in this network namespace")
         assert f"(pid {first.worker.pid}: " in last and "joblet-worker --node first" in last, last
+        assert b"jobs here:" not in beside.stderr, beside.stderr  # refused before its start-up lines
         other.start_worker()  # the control: the same worker starts in a namespace of its own
         for host in (first, other):  # and both serve
             client = Client(host.cfg)
