@@ -19,7 +19,7 @@ from tests.conftest import need
 
 
 class Att:
-    ifname, address, prefixlen, gateway = "eth0", "10.77.0.2", 24, "10.77.0.1"
+    ifname, address, prefixlen, gateway, routed = "eth0", "10.77.0.2", 24, "10.77.0.1", True
 
 
 @pytest.fixture
