@@ -115,7 +115,7 @@ class Workflows:
             except ValidationError as exc:  # which of a thousand jobs it was, by the file's own fields
                 raise in_file(job_where(wf.name, name), exc) from None
             jobs[name] = (new_job_id(), spec, job.requires)
-        record = wfs.new_record(wf_id, wf.name, jobs)
+        record = wfs.new_record(wf_id, wf.name, jobs, (n for n, job in wf.jobs.items() if job.service))
         wfs.save(store, record, cfg.log_ttl)
         for name, (job_id, spec, _) in jobs.items():
             store.create_job(
@@ -142,7 +142,7 @@ class Workflows:
         return {
             "id": wf.id,
             "name": wf.name,
-            "status": wfs.overall(list(recs.values())),
+            "status": wfs.overall(recs, wf.services),
             "jobs": [
                 {
                     "name": n,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -37,25 +38,31 @@ class WorkflowRecord(BaseModel):
     created: float
     jobs: dict[str, str]  # job name -> job id
     requires: dict[str, dict[str, JobStatus]]
+    services: list[str] = []  # jobs stopped once the others have ended (`service: true`)
 
 
 # Redis errors become joblet's BackendUnavailable / PermissionDenied, as in Store
 _url = translated(lambda store: store.url)
 STOPPED_WHY = "workflow stopped"  # the error of the jobs `stop` cancels
+DONE_WHY = "the workflow's other jobs have ended"  # the error of a service canceled before it was queued
 
 
-def overall(recs: list[JobRecord]) -> str:
-    """A workflow's status from its jobs': PENDING, RUNNING, then once all ended FAILED (a job
-    FAILED or LOST), STOPPED (a job stopped, or canceled by a stop), else COMPLETED: every job
-    COMPLETED, or CANCELED because its requirement asked for another end (a branch not taken,
-    as `notify: requires build=FAILED` after a build that passed)."""
-    states = [r.status for r in recs]
+def overall(recs: dict[str, JobRecord], services: Iterable[str] = ()) -> str:
+    """A workflow's status from its jobs' (by name): PENDING, RUNNING, then once all ended
+    FAILED (a job FAILED or LOST), STOPPED (a job stopped, or canceled by a stop), else
+    COMPLETED: every job COMPLETED, or CANCELED because its requirement asked for another end
+    (a branch not taken, as `notify: requires build=FAILED` after a build that passed). A
+    service's STOPPED is its end when the others have ended: not the workflow's."""
+    states = [r.status for r in recs.values()]
     if not all(s.final for s in states):
         return "RUNNING" if any(s != JobStatus.PENDING for s in states) else "PENDING"
     if any(s in (JobStatus.FAILED, JobStatus.LOST) for s in states):
         return "FAILED"
+    kept = set(services)
     stopped = (
-        r.status == JobStatus.STOPPED or (r.status == JobStatus.CANCELED and r.error == STOPPED_WHY) for r in recs
+        (r.status == JobStatus.STOPPED and name not in kept)
+        or (r.status == JobStatus.CANCELED and r.error == STOPPED_WHY)
+        for name, r in recs.items()
     )
     return "STOPPED" if any(stopped) else "COMPLETED"
 
@@ -218,8 +225,8 @@ def _by_name(wf: WorkflowRecord, found: list[T | None]) -> dict[str, T]:
 def _verdict(states: dict[str, JobStatus], reqs: dict[str, JobStatus]) -> tuple[str, str | None]:
     for dep, wanted in reqs.items():
         status = states[dep]
-        if status == wanted:
-            continue
+        if status == wanted or (wanted == JobStatus.RUNNING and status == JobStatus.COMPLETED):
+            continue  # RUNNING: it has started (a quick one may have ended well meanwhile)
         if status.final:
             return "cancel", f"requirement {dep}={wanted.value} cannot be met ({dep} ended {status.value})"
         return "wait", None
@@ -270,8 +277,23 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
                     send(cfg, job_id, spec.to_dict(), target)
                 elif _cancel(store, cfg, job_id, why or "cannot run"):
                     changed = True
+    _end_services(store, cfg, wf, states)
     if all(status.final for status in states.values()):  # the last round's, which changed nothing
         expire(store, wf, cfg.log_ttl)
+
+
+def _end_services(store: Store, cfg: Settings, wf: WorkflowRecord, states: dict[str, JobStatus]) -> None:
+    """Once the workflow's other jobs have ended, its services are stopped (one still waiting
+    for its requirements is canceled); each stop's end advances the workflow again."""
+    if not wf.services or not all(states[n].final for n in wf.jobs if n not in wf.services):
+        return
+    for name in wf.services:
+        if states[name].final:
+            continue
+        if _mark(store, queued_key(store, wf.id, name), "0"):  # never queued: no worker has it
+            _cancel(store, cfg, wf.jobs[name], DONE_WHY)
+        else:
+            store.stop_job(wf.jobs[name], cfg.log_max_entries, cfg.log_ttl)
 
 
 def _cancel(store: Store, cfg: Settings, job_id: str, why: str) -> bool:
@@ -298,11 +320,14 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
     return touched
 
 
-def new_record(wf_id: str, name: str, jobs: dict[str, tuple[str, JobSpec, dict[str, JobStatus]]]) -> WorkflowRecord:
+def new_record(
+    wf_id: str, name: str, jobs: dict[str, tuple[str, JobSpec, dict[str, JobStatus]]], services: Iterable[str] = ()
+) -> WorkflowRecord:
     return WorkflowRecord(
         id=wf_id,
         name=name,
         created=time.time(),
         jobs={n: j[0] for n, j in jobs.items()},
         requires={n: j[2] for n, j in jobs.items()},
+        services=sorted(services),
     )

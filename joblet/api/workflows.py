@@ -47,6 +47,7 @@ JOB_KEYS = {
     "node",
     "timeout",
     "user",
+    "service",
 }
 
 
@@ -56,6 +57,7 @@ class WorkflowJob(BaseModel):
     name: str
     spec: JobSpec
     requires: dict[str, JobStatus] = {}
+    service: bool = False  # runs until the workflow's other jobs have ended, then is stopped
 
 
 class Workflow(BaseModel):
@@ -269,7 +271,10 @@ def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> W
         spec = make_spec(body["command"], args, **fields)
     except ValidationError as exc:
         raise in_file(where, exc) from None
-    return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")))
+    service = body.get("service", False)
+    if not isinstance(service, bool):
+        raise ValidationError(f"{where}: 'service' must be true or false")
+    return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")), service=service)
 
 
 def _args(where: str, value: Any) -> tuple[str, ...]:
@@ -362,13 +367,14 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
             try:  # not str() of any value: a list of a billion items is no status
                 wanted = JobStatus(status.upper() if isinstance(status, str) else "")
             except ValueError:
-                finals = ", ".join(st.value for st in JobStatus if st.final)
+                finals = ", ".join(st.value for st in JobStatus if st.final or st == JobStatus.RUNNING)
                 raise ValidationError(
                     f"{where}: unknown status {_shown(status)} for {_shown(dep)} (one of {finals})"
                 ) from None
-            if not wanted.final:
+            if not wanted.final and wanted != JobStatus.RUNNING:
                 raise ValidationError(
-                    f"{where}: {_shown(dep)} must be required to end (COMPLETED, FAILED, ...), not {wanted.value}"
+                    f"{where}: {_shown(dep)} must be required to end (COMPLETED, FAILED, ...) or to have "
+                    f"started (RUNNING), not {wanted.value}"
                 )
             found[str(dep)] = wanted
     return found
@@ -382,6 +388,16 @@ def graph_problems(wf: Workflow) -> list[str]:
         for dep in job.requires
         if dep not in wf.jobs
     ]
+    # a service ends when the others have (STOPPED): a job waiting for it to end waits for good
+    problems += [
+        f"job {_shown(name)} requires service {_shown(dep)} to end {wanted.value}: a service is stopped "
+        "when the workflow's other jobs have ended (require RUNNING)"
+        for name, job in wf.jobs.items()
+        for dep, wanted in job.requires.items()
+        if dep in wf.jobs and wf.jobs[dep].service and wanted != JobStatus.RUNNING
+    ]
+    if all(job.service for job in wf.jobs.values()):
+        problems.append("every job is a service: a workflow ends when its jobs that are not services have")
     graph = {name: [d for d in job.requires if d in wf.jobs] for name, job in wf.jobs.items()}
     try:  # no recursion: a chain of thousands of jobs is a graph like any other
         graphlib.TopologicalSorter(graph).prepare()

@@ -195,6 +195,8 @@ class JobRun:
             return self._cannot_run(path)
         assert self.sandbox is not None
         self.sandbox.go()
+        if self.scope:  # a workflow's job: those that require it RUNNING may start now
+            self.svc.records.advance_workflow(self.scope)
         return self._watch()
 
     def _setup_host(self) -> None:

@@ -130,7 +130,8 @@ class Records:
         return True
 
     def advance_workflow(self, wf_id: str) -> None:
-        """A workflow job ended: queue the jobs that may start now, cancel those that cannot."""
+        """A workflow job started or ended: queue the jobs that may start now, cancel those that
+        cannot, stop its services once its other jobs have ended."""
         from joblet.api.workflow_store import advance
 
         token = secrets.token_hex(8)  # its retry sends what this one marked and left PENDING

@@ -183,6 +183,41 @@ jobs:
     assert info["status"] == "STOPPED"  # not FAILED: nothing failed
 
 
+def test_a_service_serves_the_jobs_that_require_it_running_then_is_stopped(client, host, project):
+    """A server in a workflow: `app` requires `db: RUNNING` (it never ends COMPLETED), reaches it
+    by name, and once app has ended db is stopped and the workflow ends COMPLETED, not STOPPED
+    (it ended by its timeout, FAILED: usability run)."""
+    client.networks.create("wfsvc", "10.153.0.0/24")
+    serve = (
+        "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('0.0.0.0', 7100)); s.listen()\nwhile True:\n    c, _ = s.accept(); c.sendall(b'pong'); c.close()\n"
+    )
+    ask = (
+        "import socket, time\nfor _ in range(300):\n    try:\n"
+        "        print(socket.create_connection(('db', 7100), timeout=2).recv(4).decode()); break\n"
+        "    except OSError:\n        time.sleep(0.1)\n"
+    )
+    (project / "service.yaml").write_text(f"""
+jobs:
+  db: {{command: python3, args: ["-c", {json.dumps(serve)}], network: wfsvc, service: true}}
+  app:
+    command: python3
+    args: ["-c", {json.dumps(ask)}]
+    network: wfsvc
+    requires: [{{db: RUNNING}}]
+""")
+    try:
+        proc = host.rnx("workflow", "run", "--json", str(project / "service.yaml"), timeout=120)
+        wf = json.loads(proc.stdout)
+        assert proc.returncode == 0 and wf["status"] == "COMPLETED", (proc.stdout, proc.stderr)
+        states = {j["name"]: j["status"] for j in wf["jobs"]}
+        assert states == {"db": "STOPPED", "app": "COMPLETED"}, states
+        app = next(j for j in wf["jobs"] if j["name"] == "app")
+        assert output(client, app["id"]) == b"pong\n"
+    finally:
+        client.networks.delete("wfsvc")
+
+
 def test_a_workflows_names_stay_in_the_workflow(client, host, project):
     """A workflow job named like a running job outside it, in the same network: the workflow's
     jobs find theirs, every other job the outside one (a workflow took the name before)."""
@@ -222,7 +257,13 @@ jobs:
         ("jobs:\n  a: {command: x, colour: red}\n", "unknown field(s) colour"),
         ("jobs:\n  a: {args: [x]}\n", "'command' is required"),
         ("jobs: [\n", "is not valid YAML"),
-        ("jobs:\n  a: {command: x, requires: [{b: RUNNING}]}\n  b: {command: x}\n", "must be required to end"),
+        ("jobs:\n  a: {command: x, requires: [{b: SCHEDULED}]}\n  b: {command: x}\n", "must be required to end"),
+        (
+            "jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n  b: {command: x, service: true}\n",
+            "job 'a' requires service 'b' to end COMPLETED: a service is stopped",
+        ),
+        ("jobs:\n  a: {command: x, service: true}\n", "every job is a service"),
+        ("jobs:\n  a: {command: x, service: 'yes'}\n", "'service' must be true or false"),
         ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload 'nope.txt'"),
         ("jobs:\n  a: {command: echo, node: nosuch}\n", "No such nodes: nosuch (rnx nodes)"),
         (  # refused as the jobs are queued: which one of them, it says

@@ -217,7 +217,53 @@ def test_a_workflows_status_names_why_it_ended() -> None:
         ([("FAILED", None), ("STOPPED", None)], "FAILED"),
     ]
     for jobs, want in cases:
-        assert wfs.overall([_ended(s, e) for s, e in jobs]) == want, jobs
+        assert wfs.overall({f"j{i}": _ended(s, e) for i, (s, e) in enumerate(jobs)}) == want, jobs
+    # a service's STOPPED is its end once the others ended; a service that failed fails it
+    ended = {"db": _ended("STOPPED"), "app": _ended("COMPLETED")}
+    assert wfs.overall(ended, ["db"]) == "COMPLETED" and wfs.overall(ended) == "STOPPED"
+    assert wfs.overall({"db": _ended("FAILED"), "app": _ended("COMPLETED")}, ["db"]) == "FAILED"
+    canceled = {"db": _ended("CANCELED", wfs.DONE_WHY), "app": _ended("COMPLETED")}
+    assert wfs.overall(canceled, ["db"]) == "COMPLETED"
+
+
+def test_a_service_lets_its_dependents_start_when_it_runs_and_is_stopped_when_they_end():
+    """`requires: {db: RUNNING}` queues app once db has started; once every job that is not a
+    service has ended, the services are stopped (the workflow then ends COMPLETED)."""
+    store, sent, stopped = FakeStore(), [], []
+    store.stop_job = lambda job_id, cap, ttl: stopped.append(job_id)  # type: ignore[attr-defined]
+    cfg = load(node="n1")
+    ids = {"db": "d" * 32, "app": "a" * 32}
+    jobs = {
+        "db": (ids["db"], JobSpec(command="true"), {}),
+        "app": (ids["app"], JobSpec(command="true"), {"db": JobStatus.RUNNING}),
+    }
+    record = wfs.new_record("s" * 32, "svc", jobs, ["db"])
+    wfs.save(store, record, 60)  # type: ignore[arg-type]
+    for name, job_id in ids.items():
+        store.jobs[job_id] = JobRecord(id=job_id, status=JobStatus.PENDING, spec=JobSpec(command="true"), name=name)
+
+    def send(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        sent.append(job_id)
+
+    def step(name: str, status: JobStatus) -> None:
+        store.jobs[ids[name]] = store.jobs[ids[name]].replace(status=status)
+        wfs.advance(store, cfg, record.id, send=send)  # type: ignore[arg-type]
+
+    wfs.advance(store, cfg, record.id, send=send)  # type: ignore[arg-type]
+    assert sent == [ids["db"]] and stopped == []  # app waits for db to run
+    step("db", JobStatus.RUNNING)
+    assert sent == [ids["db"], ids["app"]] and stopped == []
+    step("app", JobStatus.RUNNING)
+    assert stopped == []  # the control: app still runs, db goes on
+    step("app", JobStatus.COMPLETED)
+    assert stopped == [ids["db"]]  # the others have ended: the service is stopped
+    step("db", JobStatus.STOPPED)
+    assert stopped == [ids["db"]]  # ended: not stopped again
+    assert wfs.overall({n: store.jobs[i] for n, i in ids.items()}, record.services) == "COMPLETED"
+    # a service that ended COMPLETED before its dependents were queued still counts as started
+    assert wfs._verdict({"db": JobStatus.COMPLETED}, {"db": JobStatus.RUNNING}) == ("go", None)
+    assert wfs._verdict({"db": JobStatus.FAILED}, {"db": JobStatus.RUNNING})[0] == "cancel"
+    assert wfs._verdict({"db": JobStatus.SCHEDULED}, {"db": JobStatus.RUNNING}) == ("wait", None)
 
 
 def test_an_advance_reads_the_others_marks_at_once():

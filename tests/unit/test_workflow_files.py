@@ -173,7 +173,7 @@ LONG = "n" * 100_000  # a plain key is at most 1024 characters: a longer one is 
         (f"jobs:\n  a:\n    command: echo\n    ? {LONG}\n    : 1\n", "unknown field(s) nnnnnnnnnn"),
         ("jobs:\n  a: {command: echo, 1: x, 2.5: y, zz: z}\n", "unknown field(s) 1, 2.5, zz"),
         ("jobs:\n  a: {command: echo, netwrok: x}\n", "unknown field(s) netwrok (did you mean 'network'?)"),
-        ("jobs:\n  a: {command: echo, requires: [{b: DONE}]}\n", "for 'b' (one of COMPLETED, FAILED, STOPPED"),
+        ("jobs:\n  a: {command: echo, requires: [{b: DONE}]}\n", "for 'b' (one of RUNNING, COMPLETED, FAILED, STOPPED"),
         (f"? {LONG}\n: 1\njobs:\n  a: {{command: echo}}\n", "unknown top-level field(s) nnnnnnnnnn"),
         (f"jobs:\n  a:\n    command: echo\n    resources:\n      ? {LONG}\n      : 1\n", "field 'resources.nnnnnnn"),
         (f"jobs:\n  a:\n    command: echo\n    env:\n      ? {LONG}\n      : yes\n", "env nnnnnnnnnn"),
