@@ -234,7 +234,8 @@ def _verdict(states: dict[str, JobStatus], reqs: dict[str, JobStatus]) -> tuple[
 
 
 def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: Any = None, token: str = "") -> None:
-    """Queue every job whose requirements hold; cancel, transitively, those that cannot.
+    """Queue every job whose requirements hold; cancel, transitively, those that cannot; stop
+    the services once the other jobs have ended.
     `send` and `place` (spec -> node or None) default to the real queue and placement; a
     given `send` without `place` keeps each job's own pin (tests). An advance that raised
     (Redis gone) is retried with its `token`: it sends again what it had marked and left
@@ -280,6 +281,13 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
     _end_services(store, cfg, wf, states)
     if all(status.final for status in states.values()):  # the last round's, which changed nothing
         expire(store, wf, cfg.log_ttl)
+
+
+def required_running(store: Store, wf_id: str, name: str) -> bool:
+    """Whether some job of the workflow requires its job `name` RUNNING: only then does that
+    job's start advance it (one read; each start of a fan-out reading every job's status
+    would double the bookkeeping workflow_max_jobs bounds)."""
+    return any(reqs.get(name) == JobStatus.RUNNING for reqs in get(store, wf_id).requires.values())
 
 
 def _end_services(store: Store, cfg: Settings, wf: WorkflowRecord, states: dict[str, JobStatus]) -> None:

@@ -367,9 +367,9 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
             try:  # not str() of any value: a list of a billion items is no status
                 wanted = JobStatus(status.upper() if isinstance(status, str) else "")
             except ValueError:
-                finals = ", ".join(st.value for st in JobStatus if st.final or st == JobStatus.RUNNING)
+                allowed = ", ".join(st.value for st in JobStatus if st.final or st == JobStatus.RUNNING)
                 raise ValidationError(
-                    f"{where}: unknown status {_shown(status)} for {_shown(dep)} (one of {finals})"
+                    f"{where}: unknown status {_shown(status)} for {_shown(dep)} (one of {allowed})"
                 ) from None
             if not wanted.final and wanted != JobStatus.RUNNING:
                 raise ValidationError(

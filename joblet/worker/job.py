@@ -195,8 +195,8 @@ class JobRun:
             return self._cannot_run(path)
         assert self.sandbox is not None
         self.sandbox.go()
-        if self.scope:  # a workflow's job: those that require it RUNNING may start now
-            self.svc.records.advance_workflow(self.scope)
+        if self.scope and self.spec.name:  # a workflow's job: those that require it RUNNING may start now
+            self.svc.records.workflow_job_started(self.scope, self.spec.name)
         return self._watch()
 
     def _setup_host(self) -> None:

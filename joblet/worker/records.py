@@ -129,6 +129,17 @@ class Records:
             self.advance_workflow(record.workflow)
         return True
 
+    def workflow_job_started(self, wf_id: str, name: str) -> None:
+        """A workflow's job started: advance the workflow where a job requires it RUNNING."""
+        from joblet.api.workflow_store import required_running
+
+        try:
+            if not required_running(self.store, wf_id, name):
+                return
+        except Exception:  # noqa: BLE001 - undecided: advance (its retry waits for Redis)
+            pass
+        self.advance_workflow(wf_id)
+
     def advance_workflow(self, wf_id: str) -> None:
         """A workflow job started or ended: queue the jobs that may start now, cancel those that
         cannot, stop its services once its other jobs have ended."""

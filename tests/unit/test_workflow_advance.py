@@ -260,6 +260,8 @@ def test_a_service_lets_its_dependents_start_when_it_runs_and_is_stopped_when_th
     step("db", JobStatus.STOPPED)
     assert stopped == [ids["db"]]  # ended: not stopped again
     assert wfs.overall({n: store.jobs[i] for n, i in ids.items()}, record.services) == "COMPLETED"
+    # only a start another job waits for advances the workflow (a fan-out's starts do not)
+    assert wfs.required_running(store, record.id, "db") and not wfs.required_running(store, record.id, "app")  # type: ignore[arg-type]
     # a service that ended COMPLETED before its dependents were queued still counts as started
     assert wfs._verdict({"db": JobStatus.COMPLETED}, {"db": JobStatus.RUNNING}) == ("go", None)
     assert wfs._verdict({"db": JobStatus.FAILED}, {"db": JobStatus.RUNNING})[0] == "cancel"
