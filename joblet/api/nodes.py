@@ -52,17 +52,19 @@ def view(records: dict[str, dict[str, Any]], drained: set[str], now: float, down
 
 
 def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: float) -> dict[str, Any]:
-    beat = float(rec.get("beat", 0))
+    beat, now_state = float(rec.get("beat", 0)), state(rec, drained, now, down_after)
     return {
         "name": name,
-        "state": state(rec, drained, now, down_after),
+        "state": now_state,
         "draining": drained,
         "last_heartbeat": when(beat),
         "heartbeat_age": round(max(0.0, now - beat), 1),
         "left": when(rec.get("left")),
         "version": rec.get("version"),
         "concurrency": rec.get("concurrency"),
-        "jobs": rec.get("jobs", 0),
+        # a down node's last count is not its jobs now (they ended with it, or are being
+        # failed as lost): None, not a number that looked like jobs still running there
+        "jobs": None if now_state == DOWN else rec.get("jobs", 0),
         "capabilities": {
             "cpus": rec.get("cpus"),  # None from workers before 2026-11-29
             "disk_ceiling": rec.get("disk_ceiling"),  # MB; None from workers before 2026-11-30

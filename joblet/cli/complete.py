@@ -86,7 +86,8 @@ def nodes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list
     pinned to by name too (live nodes only were offered)."""
 
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
-        return ((row["name"], f"{row['state']}, {row['jobs']} jobs") for row in client.nodes())
+        rows = client.nodes()
+        return ((r["name"], r["state"] + (f", {r['jobs']} jobs" if r["jobs"] is not None else "")) for r in rows)
 
     return _items(incomplete, found)
 

@@ -42,7 +42,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
     caps = row["capabilities"]
     sandbox = [k for k, v in sorted(caps["sandbox"].items()) if v is True]
-    jobs = f"{row['jobs']}/{row['concurrency'] if row['concurrency'] is not None else '?'}"
+    count = row["jobs"] if row["jobs"] is not None else "-"  # down: its last count is not its jobs now
+    jobs = f"{count}/{row['concurrency'] if row['concurrency'] is not None else '?'}"
     return [
         row["name"],
         row["state"],
@@ -68,7 +69,8 @@ def node() -> None:
 def drain(obj: Any, name: str) -> None:
     """Send no new jobs to NAME; its running jobs go on (a job it still receives is refused)."""
     row = obj.client.drain(name, True)
-    click.echo(f"node {name} {row['state']}: no new jobs go there; {row['jobs']} running job(s) go on")
+    going_on = f"; {row['jobs']} running job(s) go on" if row["jobs"] is not None else f" (it is {row['state']})"
+    click.echo(f"node {name} draining: no new jobs go there{going_on}")
 
 
 @node.command()

@@ -116,7 +116,7 @@ class FakeNodes:
                 sandbox={"bwrap": True, "seccomp": True},
                 addresses=["10.0.0.5/24 dev eth0"],
             ),
-            b=rec(30),
+            b=rec(30, jobs=3),  # down: its last heartbeat said 3 jobs
         )
 
     def drain(self, node: str, on: bool = True) -> dict[str, object]:
@@ -125,6 +125,8 @@ class FakeNodes:
         if node not in ("a", "b"):
             raise NotFound(f"no node {node!r} in the fleet (rnx nodes)")
         self.drains.append((node, on))
+        if node == "b":
+            return {"state": DOWN, "jobs": None}
         return {"state": DRAINING if on else UP, "jobs": 1}
 
 
@@ -147,9 +149,10 @@ def test_rnx_nodes_table_and_json(fake):
     line_a = next(line for line in out.output.splitlines() if line.startswith("a "))
     for cell in ("up", "1.0", "2/4", "yes", "py", "v2", "bwrap, seccomp", "10.0.0.5/24"):
         assert cell in line_a, (cell, line_a)
-    assert "down" in next(line for line in out.output.splitlines() if line.startswith("b "))
+    line_b = next(line for line in out.output.splitlines() if line.startswith("b "))
+    assert "down" in line_b and " -/4 " in line_b and "3/4" not in line_b  # not its last heartbeat's count
     listed = json.loads(CliRunner().invoke(cli, ["nodes", "--json"]).output)
-    assert [r["state"] for r in listed] == ["up", "down"]
+    assert [r["state"] for r in listed] == ["up", "down"] and [r["jobs"] for r in listed] == [2, None]
 
 
 def test_rnx_node_drain_and_undrain(fake):
@@ -158,9 +161,11 @@ def test_rnx_node_drain_and_undrain(fake):
     from joblet.cli.main import cli
 
     out = CliRunner().invoke(cli, ["node", "drain", "a"])
-    assert out.exit_code == 0 and "no new jobs go there" in out.output
+    assert out.output == "node a draining: no new jobs go there; 1 running job(s) go on\n"
+    out = CliRunner().invoke(cli, ["node", "drain", "b"])  # down: no count of jobs going on
+    assert out.exit_code == 0 and out.output == "node b draining: no new jobs go there (it is down)\n"
     assert CliRunner().invoke(cli, ["node", "undrain", "a"]).exit_code == 0
-    assert fake.drains == [("a", True), ("a", False)]
+    assert fake.drains == [("a", True), ("b", True), ("a", False)]
     out = CliRunner().invoke(cli, ["node", "drain", "zz"])
     assert out.exit_code == 1 and out.output == "rnx: no node 'zz' in the fleet (rnx nodes)\n"
     out = CliRunner().invoke(cli, ["node", "drain"])
