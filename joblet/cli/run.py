@@ -333,6 +333,7 @@ class Leave(Exception):
 
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_MS = 250  # a signal is acted on within this long (the handler only records it)
+LEFT_WAIT = 0.5  # seconds rnx waits for a job's end after its output could not be written
 
 
 class Attached:
@@ -387,10 +388,15 @@ class Attached:
         return code
 
     def _left(self) -> str:
-        """What rnx leaves behind when it cannot write: a job that has ended says so."""
+        """What rnx leaves behind when it cannot write: a job that has ended says so. The
+        write that failed is often the job's last (`rnx run echo hi > /dev/full`): its end,
+        a moment later, is waited for (at most LEFT_WAIT s) before calling it left running."""
         short = self.record.short_id
         try:
-            status = self.client.store.get_job(self.record.id).status
+            try:
+                status = self.client.wait(self.record.id, timeout=LEFT_WAIT).status
+            except TimeoutError:
+                status = self.client.store.get_job(self.record.id).status
         except Exception:  # noqa: BLE001 - Redis gone too: say what is certain
             return f"left job {short} (rnx status {short})"
         if status.final:

@@ -342,7 +342,8 @@ def test_a_name_comes_before_an_id_prefix(host, client):
 
 def test_output_that_cannot_be_written_leaves_the_job_running_and_says_so(host, client):
     """`rnx run ... | head -1` or `> /dev/full`: rnx exits 1 with one line saying the job is
-    left running, as `docker run` leaves its container (rnx used to exit silently)."""
+    left running, as `docker run` leaves its container (rnx used to exit silently); a job that
+    ends within half a second of the failed write is said to have ended (its last write)."""
     for target in ("pipe", "full"):
         name = unique(f"out{target}")
         argv = [
@@ -371,6 +372,15 @@ def test_output_that_cannot_be_written_leaves_the_job_running_and_says_so(host, 
         assert code == 1 and err.count(b"\n") == 1 and b"left job" in err and job.short_id.encode() in err, err
         assert job.status.value == "RUNNING"
         assert host.rnx("stop", name).returncode == 0
+    # its last write failed, and it ended a moment later: rnx waited for that end and says so
+    with open("/dev/full", "wb") as full:
+        name = unique("outlast")
+        argv = [str(BIN / "rnx"), "run", "--network=none", f"--name={name}", "echo", "y"]
+        done = subprocess.run(argv, env={**os.environ, **host.env}, stdout=full, stderr=subprocess.PIPE, timeout=60)
+    short = client.get(name).short_id
+    assert done.returncode == 1 and done.stderr.decode() == (
+        f"rnx: cannot write the job's output (No space left on device): job {short} ended COMPLETED (rnx log {short})\n"
+    )
 
 
 def test_stop_takes_several_jobs_and_reports_one_it_cannot_find(host, client):

@@ -16,7 +16,7 @@ from joblet.api.networks import check
 from joblet.api.stats import row
 from joblet.cli import main
 from joblet.cli.render import human, job_details
-from joblet.cli.run import Attached, Leave
+from joblet.cli.run import LEFT_WAIT, Attached, Leave
 from joblet.cli.stats import size, stats_row
 from joblet.config import Settings, default
 from joblet.errors import BackendUnavailable, NotFound, ValidationError
@@ -309,11 +309,21 @@ class StatusStore:
         return JobRecord(id=job_id, spec=JobSpec(command="echo"), status=self.status)
 
 
+def waited(store: StatusStore, job_id: str, timeout: float) -> JobRecord:
+    """Client.wait's answer: the final record, else TimeoutError once `timeout` has passed."""
+    assert timeout == LEFT_WAIT
+    record = store.get_job(job_id)
+    if not record.status.final:
+        raise TimeoutError(f"job {record.short_id} still {record.status.value}")
+    return record
+
+
 def test_output_rnx_cannot_write_says_whether_the_job_ended_or_was_left():
     said = {}
     for status in (JobStatus.COMPLETED, JobStatus.RUNNING, None):
         run, client = attached()
         client.store = StatusStore(status)  # type: ignore[attr-defined]
+        client.wait = lambda job_id, timeout, store=client.store: waited(store, job_id, timeout)  # type: ignore[attr-defined]
         said[status] = run._left()
     assert said[JobStatus.COMPLETED] == "job aaaaaaaaaaaa ended COMPLETED (rnx log aaaaaaaaaaaa)"
     assert said[JobStatus.RUNNING] == "left job aaaaaaaaaaaa running (rnx stop aaaaaaaaaaaa)"
