@@ -74,8 +74,14 @@ PROC_MASKED = (
 )
 # under the job's own sysfs: the kernel's physical load address (KASLR), the energy counters
 # of Docker's mask (Platypus, CVE-2020-8694), the slab caches' counters (root-only on the
-# host, as /proc/slabinfo)
-SYS_MASKED = ("/sys/kernel/vmcoreinfo", "/sys/devices/virtual/powercap", "/sys/kernel/slab")
+# host, as /proc/slabinfo), and zram's control files: reading hot_add (root-only, read-only
+# sysfs or not) adds a zram block device to the host that outlives the job (red-team run)
+SYS_MASKED = (
+    "/sys/kernel/vmcoreinfo",
+    "/sys/devices/virtual/powercap",
+    "/sys/kernel/slab",
+    "/sys/class/zram-control",
+)
 # bubblewrap covers irq and bus itself, but not sys here. These binds come from the worker's
 # procfs: sysctls that are per namespace (hostname, net.*) still resolve to the job's own.
 PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/fs")

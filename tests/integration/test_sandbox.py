@@ -183,6 +183,8 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["kernel"] = {p: attempt(lambda: read(p)) for p in kernel if os.path.exists(p)}
         checks["meminfo"] = read("/proc/meminfo") > 0
         checks["slab"] = os.listdir("/sys/kernel/slab")
+        zram = "/sys/class/zram-control"  # listed, never read: a read of hot_add adds a device
+        checks["zram"] = os.listdir(zram) if os.path.isdir(zram) else None
         checks["init_env"] = open("/proc/1/environ").read()
         checks["acpi"] = os.listdir("/proc/acpi") if os.path.isdir("/proc/acpi") else []
         checks["sys_write"] = attempt(lambda: write("/sys/kernel/mm/transparent_hugepage/enabled", "never"))
@@ -225,6 +227,8 @@ def test_proc_sys_and_dev_are_like_a_container(client):
     assert Path("/proc/slabinfo").read_text() and got["meminfo"], got
     assert got["kernel"] and set(got["kernel"].values()) == {0}, got["kernel"]
     assert os.listdir("/sys/kernel/slab") and got["slab"] == []  # the slab caches' counters
+    if os.path.isdir("/sys/class/zram-control"):  # zram loaded: its hot_add is the host's, not the job's
+        assert "hot_add" in os.listdir("/sys/class/zram-control") and got["zram"] == [], got["zram"]
     assert got["sys_write"] == "EROFS" and got["sys_net"] == ["eth0", "lo"]
     assert got["dev"] == [
         "core",
