@@ -225,6 +225,7 @@ class JobRun:
         assert self.plan is not None
         svc = self.svc
         binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
+        self._throttle_volumes(binds)
         env = self._env(path_prefix)
         inside = self.inside = svc.kernel.thread(self.job_id[:12])
         self.undo.push("end the job's thread", inside.close)
@@ -243,6 +244,16 @@ class JobRun:
         layout = self._layout(binds)
         views = views_of(self.host, layout, self.mounts.work)
         return layout, env, resolve(self.spec.command, env["PATH"], views)
+
+    def _throttle_volumes(self, binds: list[tuple[str, str, bool]]) -> None:
+        """--max-iobps on the job's sized volumes too: each is a loop device of its own."""
+        bps = self.spec.limits.max_iobps
+        if bps is None or not self.spec.volumes:
+            return
+        state = block_device(self.svc.cfg.state_dir)
+        disks = {block_device(Path(source)) for source, target, _ in binds if target.startswith("/volumes/")}
+        if disks - {state}:
+            self.cgroup.throttle_io(bps, self.svc.cgroup_v2, sorted(disks - {state}))
 
     def _mount(self, host: Host) -> JobMounts:
         """The job's mount namespace: /work with its uploads, and its sysfs with its covers."""

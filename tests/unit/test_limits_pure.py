@@ -89,6 +89,19 @@ def test_v1_limits_in_twin_directories(tmp_path):
     assert not job.oom_killed()
 
 
+def test_io_throttle_on_more_disks_reaches_the_v2_and_v1_files(tmp_path):
+    """A sized volume's loop device gets the job's --max-iobps too (v2 io.max, v1 blkio)."""
+    written: list[tuple[str, str]] = []
+    for v2 in (True, False):
+        root, parent = fake_tree(tmp_path / str(v2), "io\n" if v2 else "")
+        job = JobCgroup(parent / "job1", v1_base=tmp_path / str(v2) / "v1")
+        job.create()
+        job.throttle_io(4096, v2, ["7:3", "7:4"])
+        files = [job.path / "io.max"] if v2 else [job.v1_dir("blkio") / "blkio.throttle.write_bps_device"]
+        written += [(f.name, f.read_text()) for f in files]  # a file here keeps the last write
+    assert written == [("io.max", "7:4 rbps=4096 wbps=4096"), ("blkio.throttle.write_bps_device", "7:4 4096")]
+
+
 def test_sizes():
     assert parse_size("1GB") == 1024 and parse_size("512mb") == 512 and parse_size("100") == 100
     for bad in ("1KB", "big", "-5MB"):
