@@ -97,7 +97,7 @@ class HostVolumes:
             _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
 
     def _check_room(self, name: str, size_mb: int) -> None:
-        """A sparse image would promise what the disk lacks: refuse a size past its free space."""
+        """Refuse a size past the state disk's free space (the image takes it all at once)."""
         free_mb = shutil.disk_usage(self.root).free >> 20
         if size_mb > free_mb:
             raise ExecutionError(
@@ -109,8 +109,11 @@ class HostVolumes:
         making = image.with_name("image.new")  # that every later job fails to mount
         try:
             with open(os.open(making, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as fh:
-                fh.truncate(size_mb * 1024 * 1024)
-            _run("mkfs.ext4", "-q", "-F", "-m", "0", str(making))
+                # its blocks reserved now, not sparse: two 50 GB volumes on 80 GB free were
+                # both made, each promising 49 GB free (red-team run), and a full disk then
+                # fails a volume's writes with I/O errors; mkfs must not punch them out again
+                os.posix_fallocate(fh.fileno(), 0, size_mb * 1024 * 1024)
+            _run("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(making))
             making.rename(image)
         except OSError as exc:
             raise ExecutionError(f"failed to make volume {name}'s image: {exc.strerror}") from None

@@ -203,6 +203,10 @@ def test_sized_volume_is_its_own_filesystem(client, host):
     assert 20_000 < total_kb < 34_000, out
     assert b"No space left on device" in out and b"rc=1" in out
     assert any("volumes/small/data" in m for m in mounts_under(host.tmp))
+    # its blocks were reserved when it was made, all of them (mkfs did not punch them out):
+    # two sized volumes cannot promise the same free space twice
+    image = (host.tmp / "state" / "volumes" / "small" / "image").stat()
+    assert image.st_size == 32 << 20 and image.st_blocks * 512 >= image.st_size, image
     client.volumes.delete("small")
     eventually(
         lambda: not any("volumes/small" in m for m in mounts_under(host.tmp)), "sized volume still mounted", timeout=10
