@@ -153,14 +153,17 @@ def decode_fields(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
-def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, str]:
+def resolve_names(entries: list[dict[str, Any]], scope: str = "", reserved: Iterable[str] = ()) -> dict[str, str]:
     """name -> address from member entries, for a job of `scope`. A job's first name (its
     id's first twelve digits) resolves everywhere, and so do the names of jobs outside any
     workflow (unique among running jobs); a workflow job's name ("db") only for the jobs of
     its own workflow, and before another job's of the same name: two runs of one workflow,
     or a workflow beside a job of that name, each find their own, and no workflow takes a
-    name from the rest of the network. Names are lower case: /etc/hosts lookups ignore case,
-    and `WEB` listed before `web` took its lookups (red-team run)."""
+    name from the rest of the network. `reserved`: the names of the jobs of the workflow
+    `scope` (running or not), which resolve only to its own: while its `db` had not started
+    (or had ended), its jobs' `db` was an outside job of that name (red-team run). Names are
+    lower case: /etc/hosts lookups ignore case, and `WEB` listed before `web` took its
+    lookups (red-team run)."""
     found: dict[str, str] = {}
     own: dict[str, str] = {}
     ids: dict[str, str] = {}
@@ -171,19 +174,29 @@ def resolve_names(entries: list[dict[str, Any]], scope: str = "") -> dict[str, s
             found.update(dict.fromkeys(names[1:], ip))
         elif of == scope:
             own.update(dict.fromkeys(names[1:], ip))
+    for name in map(name_key, reserved):
+        found.pop(name, None)
     return {**found, **own, **ids}  # an id is the job's whatever another calls itself
 
 
-def _job_named(raw: bytes | None, wanted: str) -> str | None:
-    """The id of the job named `wanted` in a stored workflow record; None where it has none,
-    or the record does not read (one written by other means failed every name's lookup)."""
+def _jobs_of(raw: bytes | None) -> dict[Any, Any]:
+    """A stored workflow record's jobs (name -> id); empty where it has none, or the record
+    does not read (one written by other means failed every name's lookup)."""
     try:
         jobs = json.loads(raw).get("jobs") if raw else None
     except (ValueError, RecursionError, AttributeError):
-        return None
-    if not isinstance(jobs, dict):
-        return None
-    found = next((i for n, i in jobs.items() if isinstance(n, str) and name_key(n) == wanted), None)
+        return {}
+    return jobs if isinstance(jobs, dict) else {}
+
+
+def _job_names(raw: bytes | None) -> set[str]:
+    """The names of the jobs in a stored workflow record."""
+    return {n for n in _jobs_of(raw) if isinstance(n, str)}
+
+
+def _job_named(raw: bytes | None, wanted: str) -> str | None:
+    """The id of the job named `wanted` in a stored workflow record; None where it has none."""
+    found = next((i for n, i in _jobs_of(raw).items() if isinstance(n, str) and name_key(n) == wanted), None)
     return found if isinstance(found, str) else None
 
 
@@ -506,7 +519,11 @@ class Store(OutputStreams):
         pipe = self.redis.pipeline()
         for network in networks:
             pipe.hvals(self.keys.members(network))
-        return resolve_names([json.loads(raw) for values in pipe.execute() for raw in values], scope)
+        if scope:
+            pipe.get(self.keys.workflow(scope))
+        answers = pipe.execute()
+        reserved = _job_names(answers.pop()) if scope else set()
+        return resolve_names([json.loads(raw) for values in answers for raw in values], scope, reserved)
 
     # -- nodes ------------------------------------------------------------------------------
     @_url

@@ -220,23 +220,26 @@ jobs:
 
 def test_a_workflows_names_stay_in_the_workflow(client, host, project):
     """A workflow job named like a running job outside it, in the same network: the workflow's
-    jobs find theirs, every other job the outside one (a workflow took the name before)."""
+    jobs find theirs, and nothing while theirs is not running (they found the outside one),
+    every other job the outside one (a workflow took the name before)."""
     client.networks.create("wfnames", "10.152.0.0/24")
     solo = client.run("sleep", ("300",), network="wfnames", name="shared")
     solo_ip = wait_running(client, solo.id)
     first = "getent ahostsv4 shared | head -1 | cut -d' ' -f1"
-    look = f"for i in $(seq 300); do ip=$({first}); [ $ip != {solo_ip} ] && break; sleep 0.1; done; echo $ip"
     (project / "named.yaml").write_text(f"""
 jobs:
-  shared: {{command: sleep, args: ["300"], network: wfnames}}
-  look: {{command: sh, args: ["-c", {json.dumps(look)}], network: wfnames}}
+  before: {{command: sh, args: ["-c", {json.dumps(first)}], network: wfnames}}
+  shared: {{command: sleep, args: ["300"], network: wfnames, service: true, requires: [{{before: COMPLETED}}]}}
+  after: {{command: sh, args: ["-c", {json.dumps(first)}], network: wfnames, requires: [{{shared: RUNNING}}]}}
 """)
     wf = json.loads(host.rnx("workflow", "run", "-d", "--json", str(project / "named.yaml")).stdout)
     try:
-        look = client.wait(wf["jobs"]["look"], timeout=60)
-        inner_ip = wait_running(client, wf["jobs"]["shared"])
-        assert look.status.value == "COMPLETED" and output(client, look.id).decode().strip() == inner_ip
-        rec, out, _ = run(client, "sh", "-c", first, network="wfnames")
+        after = client.wait(wf["jobs"]["after"], timeout=60)
+        inner_ip = client.get(wf["jobs"]["shared"]).ips["wfnames"]
+        assert after.status.value == "COMPLETED" and output(client, after.id).decode().strip() == inner_ip
+        before = client.wait(wf["jobs"]["before"], timeout=10)  # its shared had not started
+        assert before.status.value == "COMPLETED" and output(client, before.id) == b"", output(client, before.id)
+        rec, out, _ = run(client, "sh", "-c", first, network="wfnames")  # the control: outside, the outside one
         assert rec.exit_code == 0 and out.decode().strip() == solo_ip != inner_ip
     finally:
         host.rnx("workflow", "stop", wf["id"][:12])

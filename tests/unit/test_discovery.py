@@ -74,6 +74,13 @@ def test_a_workflows_names_resolve_for_its_own_jobs_only() -> None:
     assert resolve_names(entries, "wf1") == {**ids, "db": "10.0.0.3"}  # each run its own
     assert resolve_names(entries, "wf2") == {**ids, "db": "10.0.0.4", "cache": "10.0.0.5"}
     assert resolve_names(entries[1:2], "") == {"bbbbbbbbbbbb": "10.0.0.3"}
+    # a run whose db has not started (or has ended): its db is no outside job's, and is absent
+    assert resolve_names(entries[:1] + entries[3:], "wf2", {"db", "cache"}) == {
+        "aaaaaaaaaaaa": "10.0.0.2",
+        "dddddddddddd": "10.0.0.5",
+        "cache": "10.0.0.5",
+    }
+    assert resolve_names(entries[:1], "wf2", {"cache"})["db"] == "10.0.0.2"  # the control: not its name
 
 
 def test_a_jobs_short_id_is_its_own_whatever_another_is_named() -> None:
