@@ -44,11 +44,20 @@ class Upload:
         return len(self.content) * 3 // 4 - self.content.count("=", -2)
 
 
+MAX_DEPTH = 128  # folders an upload path may go down; deeper failed the job inside the worker
+NAME_MAX = 255  # bytes of one file or folder name (the kernel's)
+
+
 def _upload_path(value: Any) -> str:
     path = no_nul(text(value, 1, 4096), "upload path")
     norm = posixpath.normpath(path)
     if path.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
         raise ValueError(f"upload path {brief(path)} escapes /work")
+    parts = norm.split("/")
+    if len(parts) > MAX_DEPTH:
+        raise ValueError(f"upload path {brief(path)} is {len(parts)} names deep (at most {MAX_DEPTH})")
+    if any(len(part.encode(errors="surrogatepass")) > NAME_MAX for part in parts):
+        raise ValueError(f"upload path {brief(path)} has a name longer than {NAME_MAX} bytes")
     return norm
 
 

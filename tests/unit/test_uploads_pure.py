@@ -143,3 +143,19 @@ def test_a_workflow_of_more_jobs_than_the_limit_is_refused_before_its_jobs_are_r
         load(path, Limits(max_jobs=2))
     with pytest.raises(ValidationError, match="upload 'nope'"):  # the control: at 3, its jobs are read
         load(path, Limits(max_jobs=3))
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("a/" * 200 + "f", r"is 201 names deep \(at most 128\)"),  # 1,500 deep: RecursionError in the worker
+        ("d/" + "x" * 256, "has a name longer than 255 bytes"),
+        ("é" * 128, "has a name longer than 255 bytes"),  # bytes, not characters
+    ],
+)
+def test_an_upload_path_the_worker_could_not_write_is_refused_as_it_is_made(path, says):
+    from joblet.api.uploads import Upload
+
+    with pytest.raises(ValueError, match=says):
+        Upload(path=path)
+    assert Upload(path="a/" * 127 + "x" * 255).path.endswith("x" * 255)  # the control: at both limits
