@@ -310,8 +310,9 @@ class JobRun:
         sandbox.close()
 
     def _cannot_run(self, how: Unrunnable) -> tuple[Outcome, bytes, bool]:
-        # controls escaped, as a shell quotes them (an ESC in the command coloured the terminal)
-        message = f"joblet: {printable(self.spec.command)}: {how.why}\n".encode()
+        # controls escaped, as a shell quotes them (an ESC in the command coloured the terminal;
+        # a script's #! line, in a bad interpreter's name, is the submitter's text too)
+        message = f"joblet: {printable(self.spec.command)}: {printable(how.why)}\n".encode()
         self.store.append_output(self.job_id, STDERR_FIELD, message, self.svc.cfg.log_max_entries)
         return Outcome(JobStatus.FAILED, how.code, error=how.why), b"", False
 

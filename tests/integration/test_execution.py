@@ -80,8 +80,10 @@ def test_a_command_that_cannot_run_is_126_with_the_shells_words(client):
 
     ups = [upload("bad.sh", "#!/nonexistent/interp\necho hi\n", 0o755), upload("noexec.sh", "echo hi\n", 0o644)]
     ups.append(upload("good.sh", "#!/bin/sh\necho hi\n", 0o755))
+    ups.append(upload("esc.sh", "#!/no/\x1b]0;pwned\x07\necho hi\n", 0o755))  # its #! line escaped too
     cases = {
         "./bad.sh": (126, b"joblet: ./bad.sh: /nonexistent/interp: bad interpreter: No such file or directory\n"),
+        "./esc.sh": (126, b"joblet: ./esc.sh: /no/\\x1b]0;pwned\\x07: bad interpreter: No such file or directory\n"),
         "noexec.sh": (126, b"joblet: noexec.sh: Permission denied\n"),
         "/etc": (126, b"joblet: /etc: Is a directory\n"),
         "/tmp": (126, b"joblet: /tmp: Is a directory\n"),  # the sandbox's own, no view on the host
