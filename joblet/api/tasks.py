@@ -112,7 +112,7 @@ def run_job_signature(cfg: Settings | None = None) -> Any:
 
         def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
             job_id = options.pop("task_id", None) or new_job_id()
-            stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time())}
+            stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time(), conf.key_prefix)}
             return super().apply_async(args, stamped, task_id=job_id, **options)
 
     return RunJob(RUN_TASK, queue=conf.queue, app=client_app(conf))
@@ -144,12 +144,17 @@ def placed(spec: dict[str, Any], node: str | None) -> dict[str, Any]:
     return spec if node is None or spec.get("node") else {**spec, "node": node}
 
 
+def run_body(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> dict[str, Any]:
+    """A run-job message's (signed) body: the spec as placed, and its stamps."""
+    return {"spec": placed(spec, node), **stamp(job_id, cfg.message_ttl, time.time(), cfg.key_prefix)}
+
+
 def run_message(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> tuple[str, bytes]:
     """(queue, queue entry) of one run-job message, signed when signing is configured."""
     from joblet.errors import ConfigError
 
     queue = queue_for(cfg, node)
-    body = {"spec": placed(spec, node), **stamp(job_id, cfg.message_ttl, time.time())}
+    body = run_body(cfg, job_id, spec, node)
     conf = signing_config(cfg, verify=False)
     try:
         sign = wire.signer(conf["security_key"], conf["security_certificate"]) if conf else None
@@ -187,7 +192,7 @@ def send_run_celery(cfg: Settings, job_id: str, spec: dict[str, Any], node: str 
 
     from joblet.errors import BackendUnavailable
 
-    body = {"spec": placed(spec, node), **stamp(job_id, cfg.message_ttl, time.time())}
+    body = run_body(cfg, job_id, spec, node)
     try:
         client_app(cfg).send_task(
             RUN_TASK,

@@ -28,6 +28,7 @@ from joblet.worker.supervisor import Duplicate, Supervisor
 
 log = logging.getLogger(__name__)
 PLACEHOLDER = JobSpec(command="-")  # recorded instead of a spec that failed its checks
+OTHER_INSTALLATION = "other-installation"  # a message naming another key prefix (Refused.reason)
 
 
 def register(app: Celery, sup: Supervisor) -> None:
@@ -51,6 +52,9 @@ def register(app: Celery, sup: Supervisor) -> None:
 def accept(sup: Any, header_id: Any, args: Any, kwargs: Any, signed: bool) -> TaskMessage:
     """The checked message; its nonce claimed, unless this is its job's first run after all."""
     msg = check(header_id, args, kwargs, signed, time.time())
+    if msg.prefix is not None and msg.prefix != sup.cfg.key_prefix:
+        why = _other_installation(sup, msg.prefix)
+        raise Refused(OTHER_INSTALLATION, f"job {msg.job_id}: {why}", job_id=msg.job_id, prefix=msg.prefix)
     if msg.nonce is None or msg.expires is None:
         return msg
     if sup.store.claim_nonce(msg.nonce, msg.job_id, nonce_ttl(msg.expires, time.time())):
@@ -73,13 +77,38 @@ def _waiting(sup: Any, job_id: str) -> bool:
 
 
 def dropped(sup: Any, exc: Refused) -> None:
-    """Log and count; an expired message of a waiting job ends that job FAILED."""
+    """Log and count; an expired message of a waiting job ends that job FAILED, and so does
+    another installation's (under its own keys: its sender learns why)."""
     broker_guard.drops().drop(exc.reason, str(exc))
+    if exc.reason == OTHER_INSTALLATION and exc.job_id is not None and exc.prefix is not None:
+        _fail_elsewhere(sup, exc.job_id, exc.prefix, _other_installation(sup, exc.prefix))
     if exc.reason == "expired" and exc.job_id is not None and _waiting(sup, exc.job_id):
         try:
             refuse(sup, exc.job_id, PLACEHOLDER, "its queue message expired before a worker took it (message_ttl)")
         except Duplicate:
             pass  # another delivery claimed it first
+
+
+def _other_installation(sup: Any, prefix: str) -> str:
+    return (
+        f"not run: its key prefix {prefix!r} is not the one of node {sup.cfg.node!r} ({sup.cfg.key_prefix!r}), "
+        f"and both installations take queue {sup.cfg.queue!r} (give each its own JOBLET_QUEUE)"
+    )
+
+
+def _fail_elsewhere(sup: Any, job_id: str, prefix: str, why: str) -> None:
+    """End another installation's waiting job FAILED with `why`, under its keys: only a
+    record that is there and waiting (nothing is made for a prefix a message names), and not
+    where this worker's Redis user may not write them (ACL users: its log line says why)."""
+    from joblet.api.store import Store
+
+    try:
+        other = Store(sup.cfg.redis_url, prefix)
+        waiting = [JobStatus.PENDING, JobStatus.SCHEDULED]
+        if other.transition(job_id, waiting, status=JobStatus.FAILED, error=why, finished=time.time()):
+            other.end_output(job_id, {"status": "FAILED"}, sup.cfg.log_max_entries, sup.cfg.log_ttl)
+    except Exception as exc:  # noqa: BLE001 - the drop stands; telling its sender is a courtesy
+        log.warning("could not fail job %s of key prefix %r: %s", job_id, prefix, exc)
 
 
 def run(sup: Any, msg: TaskMessage, keep_stdout: bool = True) -> dict[str, Any]:

@@ -43,6 +43,14 @@ def test_a_stamped_message_is_accepted_and_its_stamps_removed():
     assert msg.job_id == JOB and msg.fields == {"spec": {"command": "x"}} and msg.expires == NOW + 60
 
 
+def test_a_message_names_its_senders_key_prefix():
+    """A worker of another installation on a shared queue refuses it (joblet.worker.tasks)."""
+    assert check(JOB, [], {"spec": {}, **stamp(JOB, 60, NOW, "a:")}, True, NOW).prefix == "a:"
+    assert check(JOB, [], {"spec": {}, **stamp(JOB, 60, NOW)}, True, NOW).prefix is None  # older clients
+    for bad in (["a:"], 5, "x" * 201):
+        assert refusal(JOB, {"spec": {}, **stamp(JOB, 60, NOW), "prefix": bad}, signed=True) == "bad-body"
+
+
 def test_header_id_must_match_the_body():
     other = uuid.uuid4().hex
     assert refusal(other, {"spec": {}, **stamp(JOB, 60, NOW)}, signed=True) == "id-mismatch"
