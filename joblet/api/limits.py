@@ -22,6 +22,7 @@ def parse_rate(text: str | int) -> int:
     """A network rate in bits per second: '10mbit', '512kbit', '1gbit', '2mbps' (bytes), 800000.
 
     As in tc: 'bit' is bits, 'bps' is bytes per second; a bare number is bits per second.
+    '10MB' is refused: it read as 10 megabits where joblet's sizes read it as bytes.
     """
     if isinstance(text, bool) or not isinstance(text, int | str):
         raise ValueError(f"invalid rate {brief(text)}: use e.g. 10mbit, 512kbit or 1gbit")
@@ -31,6 +32,11 @@ def parse_rate(text: str | int) -> int:
         m = _RATE.match(text) if len(text) <= MAX_TEXT else None  # the pattern is quadratic on long text
         if not m:
             raise ValueError(f"invalid rate {brief(text)}: use e.g. 10mbit, 512kbit or 1gbit")
+        if (m.group(3) or "").lower() == "b":  # bits in tc's words, bytes in a size's (--max-output=10MB)
+            raise ValueError(
+                f"ambiguous rate {brief(text)}: say {m.group(1)}{m.group(2).lower()}bit for bits "
+                f"or {m.group(1)}{m.group(2).lower()}bps for bytes per second"
+            )
         number, scale, unit = float(m.group(1)), _SCALE[m.group(2).lower()], (m.group(3) or "bit").lower()
         value = int(number * scale * (8 if unit == "bps" else 1))
     if value < 8000:

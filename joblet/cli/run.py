@@ -228,7 +228,7 @@ OPTIONS = {
 @click.option("--max-cpu", type=int, metavar="PERCENT", help="CPU limit, percent of one core (200 = two).")
 @click.option("--max-memory", type=int, metavar="MB", help="Memory limit in MB (then killed: FAILED).")
 @click.option("--max-iobps", type=int, metavar="BYTES", help="Disk bytes/s (also network, without --max-bandwidth).")
-@click.option("--max-bandwidth", metavar="RATE", help="Network rate each way, e.g. 10mbit.")
+@click.option("--max-bandwidth", metavar="RATE", help="Network rate each way: 10mbit (bits), 10mbps (bytes/s).")
 @click.option("--max-bandwidth-in", metavar="RATE", help="Network rate into the job.")
 @click.option("--max-bandwidth-out", metavar="RATE", help="Network rate out of the job.")
 @click.option(

@@ -34,6 +34,15 @@ def test_bad_rates(text):
         parse_rate(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "hint"), [("10MB", "10mbit for bits or 10mbps"), ("512kb/s", "512kbit"), ("9b", "9bit")]
+)
+def test_a_rate_in_b_is_refused_as_ambiguous(text, hint):
+    """`--max-bandwidth=10MB` shaped 10 megabits/s, where --max-output=10MB is bytes."""
+    with pytest.raises(ValueError, match=f"ambiguous rate .*: say {hint}"):
+        parse_rate(text)
+
+
 def test_iobps_caps_the_network_unless_bandwidth_is_set():
     assert Limits(max_iobps=1_250_000).rate_in() == 10_000_000  # the guide's reading
     both = Limits(max_iobps=1_250_000, max_bandwidth="1mbit", max_bandwidth_out="2mbit")
