@@ -187,8 +187,9 @@ class JobRun:
         assert self.plan is not None
         self.agent.setup(self.plan, self.netns)
         faults.point("attached", self.job_id)
-        if self.stopped.is_set():
-            return Outcome(JobStatus.STOPPED, error="stopped before it started"), b"", False
+        if self.stopped.is_set():  # and who stopped it, where not a user: its worker's shutdown
+            why = f"{self.stop_why}, before it started" if self.stop_why else "stopped before it started"
+            return Outcome(JobStatus.STOPPED, error=why), b"", False
         self._list_in_networks()
         faults.point("running", self.job_id)
         if isinstance(path, Unrunnable):

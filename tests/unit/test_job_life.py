@@ -438,3 +438,37 @@ def test_a_crashed_workers_job_loses_its_flows_before_its_addresses(tmp_path):
     assert teardown_entry(svc, entry) == []
     net = [c for c in log.calls if c.startswith("net ")]
     assert net == ["net teardown", "net flows forgotten", "net free"], log.calls
+
+
+class StopAt(Log):
+    """A Log that stops `run` (with `why`) once the job reaches the call `at`."""
+
+    def __init__(self, at: str, why: str | None) -> None:
+        super().__init__()
+        self.at, self.why = at, why
+        self.run: JobRun | None = None
+
+    def __call__(self, name: str) -> None:
+        super().__call__(name)
+        if name == self.at and self.run is not None:
+            self.run.stop(self.why)
+
+
+def test_a_job_stopped_by_its_workers_shutdown_during_setup_says_so(tmp_path):
+    """`stopped before it started` alone read as a user's stop (usability run): the shutdown
+    is named, as a running job's record names it."""
+    said = {}
+    for why in ("stopped by the shutdown of its worker (node n1)", None):
+        log = StopAt("net setup", why)  # claimed and being built when the stop comes
+        svc = services(tmp_path / str(why is None), log)
+        log.run = JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",)))
+        log.run.execute()
+        record = svc.store.records["a" * 32]  # type: ignore[attr-defined]
+        said[why] = (record["status"], record["error"])
+    assert said == {
+        "stopped by the shutdown of its worker (node n1)": (
+            JobStatus.STOPPED,
+            "stopped by the shutdown of its worker (node n1), before it started",
+        ),
+        None: (JobStatus.STOPPED, "stopped before it started"),  # a user's stop: as before
+    }
