@@ -17,6 +17,7 @@ from joblet.cli import complete
 from joblet.cli.flags import LIMIT_FLAGS
 from joblet.cli.patience import Patience
 from joblet.errors import ValidationError
+from joblet.text import printable
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
@@ -39,18 +40,21 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-def read_uploads(files: tuple[str, ...], directory: str | None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Files (by base name) and a directory tree (relative paths) with their modes; refused
-    as soon as their sizes pass `limit` (upload_max_bytes), before more is read: a tree of
-    1.2 GB was read whole, 4.5 GB of memory, before the limit refused it (usability review)."""
+def read_uploads(
+    files: tuple[str, ...], directories: tuple[str, ...] | str | None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Files (by base name) and directory trees (relative paths: several merge, a path two
+    of them hold is refused as given twice) with their modes; refused as soon as their sizes
+    pass `limit` (upload_max_bytes), before more is read: a tree of 1.2 GB was read whole,
+    4.5 GB of memory, before the limit refused it (usability review)."""
     found: list[tuple[Path, str]] = []
     for name in files:
         path = Path(name)
-        if not path.is_file():
-            hint = " (a directory: --upload-dir)" if path.is_dir() else ""
-            raise ValidationError(f"invalid job field 'uploads': {name} is not a readable file{hint}")
+        if not name or not path.is_file():  # "" is the current directory to pathlib
+            hint = " (a directory: --upload-dir)" if name and path.is_dir() else ""
+            raise ValidationError(f"invalid --upload: '{printable(name)}' is not a readable file{hint}")
         found.append((path, path.name))
-    if directory is not None:
+    for directory in (directories,) if isinstance(directories, str) else directories or ():
         found += _tree(directory)
     uploads, total = [], 0
     for path, rel in found:
@@ -59,13 +63,12 @@ def read_uploads(files: tuple[str, ...], directory: str | None, limit: int | Non
             total += info.st_size
             if limit is not None and total > limit:
                 raise ValidationError(
-                    f"invalid job field 'uploads': the files exceed the limit of {limit} bytes "
-                    f"(upload_max_bytes) at {path}"
+                    f"invalid --upload: the files exceed the limit of {limit} bytes (upload_max_bytes) at {path}"
                 )
             data = path.read_bytes()
             mode = info.st_mode & 0o7777
         except OSError as exc:
-            raise ValidationError(f"invalid job field 'uploads': {path}: {exc.strerror}") from None
+            raise ValidationError(f"invalid --upload: {path}: {exc.strerror}") from None
         uploads.append({"path": rel, "mode": mode, "content": base64.b64encode(data).decode()})
     return uploads
 
@@ -76,8 +79,8 @@ def _tree(directory: str) -> list[tuple[Path, str]]:
     tree holds them), and directories that cannot be read (they were left out without a
     word); a link out of the tree is refused."""
     root = Path(directory)
-    if not root.is_dir():
-        raise ValidationError(f"invalid job field 'uploads': {directory} is not a directory")
+    if not directory or not root.is_dir():  # "" is the current directory to pathlib
+        raise ValidationError(f"invalid --upload-dir: '{printable(directory)}' is not a directory")
     inside = root.resolve()
 
     def unreadable(exc: OSError) -> None:
@@ -89,11 +92,11 @@ def _tree(directory: str) -> list[tuple[Path, str]]:
             path = Path(top, name)
             if path.is_file():
                 if not path.resolve().is_relative_to(inside):  # a link out of the tree: not sent
-                    raise ValidationError(f"invalid job field 'uploads': {path} is a link out of {directory}")
+                    raise ValidationError(f"invalid --upload-dir: {path} is a link out of {directory}")
                 found.append((path, path.relative_to(root).as_posix()))
             elif path.is_symlink() and path.is_dir():  # not walked into: said, and refused leading out
                 if not path.resolve().is_relative_to(inside):
-                    raise ValidationError(f"invalid job field 'uploads': {path} is a link out of {directory}")
+                    raise ValidationError(f"invalid --upload-dir: {path} is a link out of {directory}")
                 sys.stderr.write(f"rnx: --upload-dir: {path} is a link to a directory: not sent (its files are)\n")
             elif not path.is_dir():  # a FIFO, a socket, a device, a broken link: said, not sent
                 sys.stderr.write(f"rnx: --upload-dir: {path} is not a file or a directory: not sent\n")
@@ -206,7 +209,13 @@ OPTIONS = {
 @click.option(
     "--upload", "uploads", multiple=True, type=click.Path(), metavar="FILE", help="File to place in /work (repeatable)."
 )
-@click.option("--upload-dir", type=click.Path(), metavar="DIR", help="Directory tree to place in /work.")
+@click.option(
+    "--upload-dir",
+    multiple=True,
+    type=click.Path(),
+    metavar="DIR",
+    help="Directory tree to place in /work (repeatable: the trees merge).",
+)
 @click.option("--name", help="Job name (also its hostname); unique among jobs that have not ended.")
 @click.option("--node", shell_complete=complete.nodes, help="Run on this node only.")
 @click.option("--timeout", type=float, help="Stop the job after this many seconds (FAILED).")
@@ -265,7 +274,7 @@ def run(
     networks: tuple[str, ...],
     envs: tuple[str, ...],
     uploads: tuple[str, ...],
-    upload_dir: str | None,
+    upload_dir: tuple[str, ...],
     name: str | None,
     node: str | None,
     timeout: float | None,

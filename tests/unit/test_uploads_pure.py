@@ -159,3 +159,22 @@ def test_an_upload_path_the_worker_could_not_write_is_refused_as_it_is_made(path
     with pytest.raises(ValueError, match=says):
         Upload(path=path)
     assert Upload(path="a/" * 127 + "x" * 255).path.endswith("x" * 255)  # the control: at both limits
+
+
+def test_upload_options_name_themselves_refuse_empty_paths_and_trees_merge(tmp_path, monkeypatch):
+    """`--upload=` and `--upload-dir=` read as the current directory; errors named the
+    Python API's field; a second --upload-dir silently replaced the first (usability run)."""
+    monkeypatch.chdir(tmp_path)
+    for files, dirs, says in [
+        (("",), (), "invalid --upload: '' is not a readable file"),
+        (("nope",), (), "invalid --upload: 'nope' is not a readable file"),
+        ((), ("",), "invalid --upload-dir: '' is not a directory"),
+        ((), ("nope",), "invalid --upload-dir: 'nope' is not a directory"),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            read_uploads(files, dirs)
+        assert str(caught.value) == says
+    for tree, name in (("a", "x"), ("b", "sub/y")):
+        (tmp_path / tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / tree / name).write_text(name)
+    assert [u["path"] for u in read_uploads((), ("a", "b"))] == ["x", "sub/y"]  # both trees
