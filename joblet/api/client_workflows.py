@@ -34,11 +34,17 @@ def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.
         # its pool draining or down failed it at once, its hint saying to submit it again
         now = not job.requires
         reasons = [
-            (n["name"], incapable(job.spec, n) or (n["state"] if now and n["state"] != UP else None)) for n in pool
+            (n["name"], incapable(job.spec, n, in_resources) or (n["state"] if now and n["state"] != UP else None))
+            for n in pool
         ]
         if pool and all(why is not None for _, why in reasons):
             out.append(f"{name} ({', '.join(f'{node}: {why}' for node, why in reasons)})")
     return out
+
+
+def in_resources(field: str) -> str:
+    """A limit as a workflow file names it: max_cpu -> resources.max_cpu."""
+    return f"resources.{field}"
 
 
 class Workflows:

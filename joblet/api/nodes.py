@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from joblet.api.limits import above_ceiling
 from joblet.api.models import JobSpec
 from joblet.errors import ValidationError
 from joblet.fields import FieldError
+from joblet.limit_names import as_flag
 from joblet.text import did_you_mean
 
 UP, DOWN, DRAINING = "up", "down", "draining"
@@ -95,8 +97,9 @@ def unfit(spec: JobSpec, node: dict[str, Any]) -> str | None:
     return None
 
 
-def incapable(spec: JobSpec, node: dict[str, Any]) -> str | None:
-    """Why this node could not take the job whatever its state and load (one phrase), or None."""
+def incapable(spec: JobSpec, node: dict[str, Any], named: Callable[[str], str] = as_flag) -> str | None:
+    """Why this node could not take the job whatever its state and load (one phrase), or None.
+    `named`: a limit's name as the user gave it (rnx run's option; a workflow file's field)."""
     caps = node["capabilities"]
     if "host" in spec.network and caps["host_network"] is False:
         return "host networking not allowed"
@@ -104,11 +107,11 @@ def incapable(spec: JobSpec, node: dict[str, Any]) -> str | None:
         return f"no runtime {spec.runtime!r}"
     cpus, asked = caps.get("cpus"), spec.limits.max_cpu
     if isinstance(cpus, int) and asked is not None and asked > cpus * 100:  # as docker run --cpus
-        return f"{cpus} CPUs, less than --max-cpu {asked}"
+        return f"{cpus} CPUs, less than {named('max_cpu')} {asked}"
     above = above_ceiling(spec.limits, caps.get("disk_ceiling"), caps.get("pids_ceiling"), caps.get("output_ceiling"))
     if above is not None:  # its worker would refuse it
         field, asked, ceiling, unit = above
-        return f"--{field.replace('_', '-')} {asked}{unit} is above its ceiling of {ceiling}{unit}"
+        return f"{named(field)} {asked}{unit} is above its ceiling of {ceiling}{unit}"
     return None
 
 

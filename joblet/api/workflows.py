@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from joblet.api.models import JobSpec, JobStatus, make_spec
 from joblet.errors import ValidationError
 from joblet.fields import FieldError
+from joblet.limit_names import ERROR_UNITS
 from joblet.names import name_key
 from joblet.text import did_you_mean
 
@@ -225,8 +226,10 @@ def in_file(where: str, exc: ValidationError) -> ValidationError:
     """A job's error as its workflow file names it: where, and the file's field (`resources`
     for the spec's `limits`)."""
     if isinstance(exc, FieldError):
-        loc = ("resources", *exc.loc[1:]) if exc.loc[:1] == ("limits",) else exc.loc
-        exc = FieldError(loc, exc.msg, exc.what)
+        limit = exc.loc[:1] == ("limits",)
+        loc = ("resources", *exc.loc[1:]) if limit else exc.loc
+        unit = ERROR_UNITS.get(str(exc.loc[-1]), "") if limit and exc.msg[-1:].isdigit() else ""
+        exc = FieldError(loc, exc.msg + unit, exc.what)
     return ValidationError(f"{where}: {exc}")
 
 

@@ -3,14 +3,8 @@ in `rnx status` (one table: the errors and the status name what the user types).
 
 from __future__ import annotations
 
+from joblet.limit_names import ERROR_UNITS, SHOWN_UNITS, as_flag
+
 LIMIT_FLAGS = {  # field of Limits: (option, unit in an error, unit shown with a value)
-    "max_cpu": ("--max-cpu", " (percent of one CPU)", "%"),
-    "max_memory": ("--max-memory", " MB", " MB"),
-    "max_iobps": ("--max-iobps", " bytes/s", " bytes/s"),
-    "max_bandwidth": ("--max-bandwidth", "", " bit/s"),
-    "max_bandwidth_in": ("--max-bandwidth-in", "", " bit/s"),
-    "max_bandwidth_out": ("--max-bandwidth-out", "", " bit/s"),
-    "max_pids": ("--max-pids", "", ""),
-    "max_disk": ("--max-disk", " MB", " MB"),
-    "max_output": ("--max-output", " bytes", " bytes"),
+    field: (as_flag(field), ERROR_UNITS.get(field, ""), shown) for field, shown in SHOWN_UNITS.items()
 }

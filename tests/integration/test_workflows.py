@@ -368,7 +368,7 @@ def test_a_job_no_node_can_run_is_refused_before_anything_runs(host, client, pro
     out = proc.stdout.decode()
     assert proc.returncode == 2, out + proc.stderr.decode()
     line = next(x for x in out.splitlines() if x.startswith("❌ Jobs no node can run: "))
-    assert "big (" in line and "--max-pids 1000000 is above its ceiling of" in line, line
+    assert "big (" in line and "resources.max_pids 1000000 is above its ceiling of" in line, line
     assert "hosty (" in line and "host networking not allowed" in line and "fine" not in line, line
     assert len(client.list()) == before
     (project / "fits.yaml").write_text("jobs:\n  fine: {command: 'true', network: none}\n")  # the control

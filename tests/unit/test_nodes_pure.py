@@ -245,7 +245,7 @@ def test_a_workflow_job_no_node_could_run_is_found_as_rnx_run_would_refuse_it():
     hosty = make_spec("true", (), network=("host",))
     small = make_spec("true", (), network=("none",))
     up = fleet(a=rec(cpus=2))
-    assert unplaceable(wf(big=big, small=small), up) == ["big (a: 2 CPUs, less than --max-cpu 800)"]
+    assert unplaceable(wf(big=big, small=small), up) == ["big (a: 2 CPUs, less than resources.max_cpu 800)"]
     down = fleet(a=rec(beat_age=100, cpus=2))
     assert unplaceable(wf(big=big, small=small), down) == []
     assert unplaceable(wf(hosty=hosty), down) == ["hosty (a: host networking not allowed)"]

@@ -80,6 +80,7 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
         ("jobs:\n  a: {command: echo, env: {DEBUG: yes}}\n", "env DEBUG: YAML reads the value as a boolean"),
         ("jobs:\n  a: {command: echo, env: {X: [1]}}\n", "invalid job field 'env.X': must be a string"),
         ("jobs:\n  a: {command: echo, resources: {max_memory: 0x40}}\n", "'resources.max_memory': must be an integer"),
+        ("jobs:\n  a: {command: echo, resources: {max_memory: -1}}\n", "'resources.max_memory': must be at least 4 MB"),
         ("jobs:\n  a: {command: echo, resources: {max_cpuu: 5}}\n", "invalid job field 'resources.max_cpuu'"),
         ("jobs:\n  a: {command: echo, resources: 5}\n", "invalid job field 'resources'"),
         ("jobs:\n  a: {command: echo, user: 1000}\n", "'user' is text, as --user: quote it ('1000')"),
