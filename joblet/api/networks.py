@@ -120,6 +120,8 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
 
 def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:
     try:
+        if "/" not in cidr:  # an address alone reads as /32: say what is missing, not the bounds
+            raise ValueError(cidr)
         parsed = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         raise ValidationError(f"{fail}: invalid CIDR {cidr!r}: give ADDRESS/PREFIX, e.g. 10.10.0.0/24") from None
@@ -330,7 +332,7 @@ class NetworkStore:
         """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.key, name)
         if raw is None:
-            raise NotFound(f"no such network: {name}")
+            raise NotFound(f"no such network {name!r} (rnx network list)")
         return stored_named(NetworkDef, raw, "network", name)
 
     @_url

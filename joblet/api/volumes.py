@@ -98,7 +98,7 @@ class VolumeStore:
         """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.keys.volumes, name)
         if raw is None:
-            raise NotFound(f"no such volume: {name}")
+            raise NotFound(f"no such volume {name!r} (rnx volume list)")
         return stored_named(VolumeDef, raw, "volume", name)
 
     @_url

@@ -24,7 +24,10 @@ def network() -> None:
 def create(obj: Any, name: str, cidr: str, internal: bool, dns: tuple[str, ...], mtu: int | None) -> None:
     """Create network NAME."""
     # repeated, each counts (the last alone did, as click keeps for a single-valued option)
-    servers = tuple(dict.fromkeys(s.strip() for given in dns for s in given.split(",") if s.strip()))
+    entries = [s.strip() for given in dns for s in given.split(",")]
+    if "" in entries:  # `--dns=` or `--dns=1.1.1.1,`: a server left out, not none asked for
+        raise click.BadParameter("an empty entry: give IPv4 addresses, comma-separated or repeated", param_hint="--dns")
+    servers = tuple(dict.fromkeys(entries))
     net = obj.client.networks.create(name, cidr, internal=internal, dns=servers, mtu=mtu)
     click.echo(f"created network {net.name} ({net.cidr})")
 

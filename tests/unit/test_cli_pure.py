@@ -120,6 +120,7 @@ def test_human_values(value, text):
 def test_ipv6_and_bad_cidrs_get_joblet_errors():
     assert check("ok", "10.9.0.0/24") == "10.9.0.0/24"
     cases = [("fd00::/64", "IPv6"), ("10.9.0.1/24", "did you mean 10.9.0.0/24"), ("nope", "ADDRESS/PREFIX")]
+    cases.append(("10.40.0.0", "invalid CIDR '10.40.0.0': give ADDRESS/PREFIX"))  # read as /32: "between /8 and /29"
     cases.append(("10.12.0.0/7", "CIDR 10.12.0.0/7 must be between /8 and /29"))  # not "did you mean 10.0.0.0/7?"
     for cidr, said in cases:
         with pytest.raises(ValidationError) as err:
