@@ -198,12 +198,14 @@ class Client:
 
     def drain(self, node: str, on: bool = True) -> dict[str, Any]:
         """Stop sending new jobs to a node (its running jobs go on); `on=False` undoes it."""
+        from joblet.api.nodes import no_node
         from joblet.api.store_nodes import NodeStore
         from joblet.errors import NotFound
 
-        row = next((n for n in self.nodes() if n["name"] == node), None)
+        rows = self.nodes()
+        row = next((n for n in rows if n["name"] == node), None)
         if row is None:
-            raise NotFound(f"no node {node!r} in the fleet (rnx nodes)")
+            raise NotFound(no_node(node, rows))
         NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis).set_drain(node, on)
         return next(n for n in self.nodes() if n["name"] == node)
 

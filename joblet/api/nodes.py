@@ -162,11 +162,16 @@ def place(
     return str((rng or random).choices(fit, weights=weights)[0]["name"])
 
 
+def no_node(name: str, nodes: list[dict[str, Any]]) -> str:
+    """`no node 'NodeB' in the fleet (did you mean 'nodeb'? rnx nodes)`: names keep their case."""
+    hint = did_you_mean(name, (str(n["name"]) for n in nodes))
+    return f"no node {name!r} in the fleet ({hint + ' ' if hint else ''}rnx nodes)"
+
+
 def _pinned(spec: JobSpec, nodes: list[dict[str, Any]], homes: dict[str, set[str]]) -> str:
     node = next((n for n in nodes if n["name"] == spec.node), None)
     if node is None:
-        hint = did_you_mean(str(spec.node), (str(n["name"]) for n in nodes))  # names keep their case
-        raise FieldError("node", f"no node {spec.node!r} in the fleet ({hint + ' ' if hint else ''}rnx nodes)")
+        raise FieldError("node", no_node(str(spec.node), nodes))
     why = unfit(spec, node) or apart(node["name"], homes, nodes)
     if why is not None:
         raise ValidationError(f"cannot place the job on node {spec.node!r}: {why} (rnx nodes)")

@@ -208,6 +208,9 @@ def list_jobs(
         if len(shown) < len(records):
             older = len(records) - len(shown)
             click.echo(f"({older} older job{'s' if older > 1 else ''} not shown; --limit=0 shows all)", err=True)
+        elif not records and not watch and (node or network):
+            for note in unknown_filters(obj.client, node, network):
+                click.echo(note, err=True)
         elif not records and not watch and not obj.client.nodes():  # a new shell without the export
             settings = obj.client.settings
             where, prefix = safe_url(settings.redis_url), settings.key_prefix
@@ -218,6 +221,22 @@ def list_jobs(
             )
 
     refresh(draw, interval if watch else None, clear=not as_json)
+
+
+def unknown_filters(client: Any, node: str | None, network: str | None) -> list[str]:
+    """Why a filtered list is empty where a filter names no node or network at all (`--node=UX1`
+    listed nothing without a word, where `rnx run --node=UX1` says `did you mean 'ux1'?`)."""
+    from joblet.text import did_you_mean
+
+    notes = []
+    for given, kind, names, hint in (
+        (node, "node", lambda: [n["name"] for n in client.nodes()], "rnx nodes"),
+        (network, "network", lambda: [n["name"] for n in client.networks.list()], "rnx network list"),
+    ):
+        if given is not None and given not in (known := names()):
+            guess = did_you_mean(given, known)
+            notes.append(f"(no {kind} {given!r}: {guess + ' ' if guess else ''}{hint})")
+    return notes
 
 
 def check_statuses(given: tuple[str, ...]) -> list[str]:

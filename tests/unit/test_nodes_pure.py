@@ -286,3 +286,23 @@ def test_a_user_networks_jobs_stay_where_they_can_reach_each_other():
         place(make_spec("true", (), network=("ov",), node="b"), alone, homes=homes)
     gone = fleet(a=rec(beat_age=99), b=rec())
     assert place(on_net, gone, random.Random(1), homes) == "b"
+
+
+def test_a_node_or_network_no_filter_or_drain_knows_is_named_with_a_guess():
+    """`rnx list --node=UX1` listed nothing without a word; `rnx node drain UX1` had no hint."""
+    from types import SimpleNamespace
+
+    from joblet.api.nodes import no_node
+    from joblet.cli.main import unknown_filters
+
+    nodes = [{"name": "ux1"}, {"name": "web"}]
+    assert no_node("UX1", nodes) == "no node 'UX1' in the fleet (did you mean 'ux1'? rnx nodes)"
+    assert no_node("zz", nodes) == "no node 'zz' in the fleet (rnx nodes)"
+    client = SimpleNamespace(
+        nodes=lambda: nodes, networks=SimpleNamespace(list=lambda: [{"name": "bridge"}, {"name": "app"}])
+    )
+    assert unknown_filters(client, "UX1", "BRIDGE") == [
+        "(no node 'UX1': did you mean 'ux1'? rnx nodes)",
+        "(no network 'BRIDGE': did you mean 'bridge'? rnx network list)",
+    ]
+    assert unknown_filters(client, "ux1", "app") == []  # the control: both known, an empty list says nothing
