@@ -112,6 +112,7 @@ class Capture:
     # command timed out during a stall of Redis, then retried) is refused, not stored twice
     first_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     written: int = 0
+    ends_line: bool = True  # its last byte kept (either stream) was a newline, or none was kept
 
     def next_id(self) -> str:
         self.written += 1
@@ -286,6 +287,7 @@ class OutputPump:
         )
         part, crossed = cap.budget.take(data, entry=not join)
         if part:
+            cap.ends_line = part.endswith(b"\n")
             if stream == STDOUT_FIELD:
                 cap.kept(part)
             if join:
@@ -299,7 +301,9 @@ class OutputPump:
             cap.truncated = True
             log.warning("output of job %s passed its cap of %s: truncated", cap.job_id[:12], cap.cap_text())
             entries = cap.entries if cap.budget.by_entries else None
-            self._outbox.append(Item(cap, STDERR_FIELD, truncation_notice(cap.limit, entries)))
+            # on a line of its own: not glued to the end of the job's last, cut one
+            notice = truncation_notice(cap.limit, entries)
+            self._outbox.append(Item(cap, STDERR_FIELD, notice if cap.ends_line else b"\n" + notice))
             self._outbox.append(Item(cap, FLAG, None))
 
     def _close(self, fd: int, cap: Capture, registered: bool = True) -> None:

@@ -290,8 +290,8 @@ def test_output_flood_is_capped_in_bytes(host, client):
     err = b"".join(d for s, d in client.logs(job_id) if s == "stderr")
     assert out == bytes(8 * MIB)  # exactly the cap, byte for byte
     assert (
-        err
-        == f"joblet: output truncated at {8 * MIB} bytes (max-output); the job keeps running "
+        err  # on a line of its own: the cut left the job's last line unended
+        == f"\njoblet: output truncated at {8 * MIB} bytes (max-output); the job keeps running "
         "and its further output is discarded\n".encode()
     )
     dropped = re.search(rf"{job_id[:12]}: discarded (\d+) bytes past its cap", host.log())

@@ -203,12 +203,16 @@ def test_pump_caps_bytes_and_marks_once():
     assert cap.flushed.wait(5)
     assert stdout_of(store, "big") == b"z" * 10_000 and cap.truncated
     notices = [d for j, f, d in store.entries if f == STDERR_FIELD]
-    assert notices == [truncation_notice(10_000)] and store.flagged == ["big"]
+    # its last kept line was cut: the notice starts a line of its own
+    assert notices == [b"\n" + truncation_notice(10_000)] and store.flagged == ["big"]
+    lines = pump_job(pump, "lines", b"z\n" * 25_000, max_output=10_000)  # cut at a line's end
+    assert lines.flushed.wait(5)
+    assert [d for j, f, d in store.entries if f == STDERR_FIELD and j == "lines"] == [truncation_notice(10_000)]
     small = pump_job(pump, "small", b"s" * 10_000, max_output=10_000)  # positive control
     assert small.flushed.wait(5)
     assert stdout_of(store, "small") == b"s" * 10_000 and not small.truncated
-    assert store.flagged == ["big"]
-    assert store.ttls == {"big": 600, "small": 600}  # the end marker gives its stream log_ttl
+    assert store.flagged == ["big", "lines"]
+    assert store.ttls == {"big": 600, "lines": 600, "small": 600}  # the end marker gives its stream log_ttl
     ceiling = pump_job(pump, "ceil", b"c" * 5000, max_output=1 << 40)
     assert ceiling.limit == 1 << 20  # a job cannot raise the worker's ceiling
 
