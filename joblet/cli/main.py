@@ -349,6 +349,9 @@ def await_stop(client: Any, record: Any, began: float, no_wait: bool, grace: flo
     if record.status.final:
         took = f"{time.monotonic() - began:.1f} s{exit_text(record)}"
         click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
+    elif no_wait:  # `ID RUNNING` alone did not say the stop was asked for
+        short = record.short_id
+        click.echo(f"stopping job {short}… sent SIGTERM, not waiting (rnx status {short})", err=True)
     click.echo(f"{record.id} {record.status.value}")
     return True
 

@@ -79,7 +79,9 @@ def test_a_job_that_does_not_end_exits_1_and_no_grace_is_guessed(monkeypatch):
 def test_no_wait_leaves_a_running_job_with_exit_0(monkeypatch):
     client = StopClient(job("a", JobStatus.RUNNING), stuck=True)
     out = rnx(monkeypatch, client, "stop", "--no-wait", "a" * 32)
-    assert out.exit_code == 0 and out.stdout == f"{'a' * 32} RUNNING\n" and out.stderr == ""
+    assert out.exit_code == 0 and out.stdout == f"{'a' * 32} RUNNING\n"
+    # that the stop was asked for (`ID RUNNING` alone did not say)
+    assert out.stderr == f"stopping job {'a' * 12}… sent SIGTERM, not waiting (rnx status {'a' * 12})\n"
 
 
 def test_an_ended_job_named_twice_is_reported_once(monkeypatch):
