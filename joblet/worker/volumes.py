@@ -10,6 +10,7 @@ the job (names like `python:3.11-ml` hold a ':', which PATH cannot).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -19,7 +20,9 @@ from pathlib import Path
 from joblet.api.models import RUNTIME_RE
 from joblet.api.volumes import VolumeDef, VolumeStore
 from joblet.errors import ExecutionError, NotFound
+from joblet.text import printable
 
+log = logging.getLogger(__name__)
 Bind = tuple[str, str, bool]  # host path, job path, read-only
 RUNTIME_POINT = Path("/runtime")  # where a job sees its runtime (PATH cannot hold a ':')
 
@@ -170,10 +173,26 @@ class HostVolumes:
 
 def runtimes(directory: Path) -> list[str]:
     """Names of the runtimes installed in `directory` (each a directory with a bin/), those
-    `--runtime` can name: one it refuses (`bad name`) was offered by `rnx runtime list`."""
+    `--runtime` can name: one it refuses (`bad name`) was offered by `rnx runtime list`. A
+    directory left out is logged once (an operator could not tell why a runtime was missing)."""
     if not directory.is_dir():
         return []
-    return sorted(p.name for p in directory.iterdir() if (p / "bin").is_dir() and RUNTIME_RE.match(p.name))
+    found = []
+    for path in directory.iterdir():
+        why = None
+        if not (path / "bin").is_dir():
+            why = "it has no bin/ directory" if path.is_dir() else None  # a stray file: not meant as one
+        elif not RUNTIME_RE.match(path.name):
+            why = "--runtime cannot name it (letters, digits and . _ : + -, starting with a letter or digit)"
+        else:
+            found.append(path.name)
+        if why is not None and str(path) not in _told:
+            _told.add(str(path))
+            log.warning("runtime directory %s is not offered: %s", printable(str(path)), why)
+    return sorted(found)
+
+
+_told: set[str] = set()  # runtime directories whose leaving out was logged (each beat lists them)
 
 
 def runtime_root(directory: Path, name: str) -> Path:

@@ -151,7 +151,7 @@ def test_data_of_an_older_generation_goes_when_a_later_one_is_deleted(tmp_path: 
     assert mounts.sweep(in_use=set()) == ["v1"]
 
 
-def test_runtimes_offered_are_those_runtime_can_name(tmp_path):
+def test_runtimes_offered_are_those_runtime_can_name(tmp_path, caplog):
     """A runtime directory `bad name` was listed (rnx runtime list, completion, heartbeats)
     while --runtime refused its name."""
     from joblet.worker.volumes import runtimes
@@ -159,7 +159,18 @@ def test_runtimes_offered_are_those_runtime_can_name(tmp_path):
     for name in ("python:3.11-ml", "bad name", ".hidden"):
         (tmp_path / name / "bin").mkdir(parents=True)
     (tmp_path / "nobin").mkdir()
-    assert runtimes(tmp_path) == ["python:3.11-ml"]
+    (tmp_path / "README").write_text("not a runtime")
+    with caplog.at_level("WARNING", logger="joblet.worker.volumes"):
+        assert runtimes(tmp_path) == ["python:3.11-ml"]
+        assert runtimes(tmp_path) == ["python:3.11-ml"]  # each heartbeat lists them: said once
+    said = sorted(r.getMessage() for r in caplog.records)
+    assert said == [
+        f"runtime directory {tmp_path}/.hidden is not offered: --runtime cannot name it "
+        "(letters, digits and . _ : + -, starting with a letter or digit)",
+        f"runtime directory {tmp_path}/bad name is not offered: --runtime cannot name it "
+        "(letters, digits and . _ : + -, starting with a letter or digit)",
+        f"runtime directory {tmp_path}/nobin is not offered: it has no bin/ directory",
+    ]
 
 
 def test_a_deleted_record_that_does_not_read_takes_every_generation_but_the_live_one_for_deleted(tmp_path: Path):
