@@ -40,10 +40,21 @@ def _items(incomplete: str, found: Callable[[Any], Iterable[tuple[str, str | Non
 
 def jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Short ids and names, the jobs that have not ended first."""
+    return _jobs(incomplete, ended=True)
 
+
+def live_jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Those of jobs that have not ended (`rnx stop`, `rnx stats`: an ended one has nothing to
+    stop or sample; every job of the last days was offered)."""
+    return _jobs(incomplete, ended=False)
+
+
+def _jobs(incomplete: str, ended: bool) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         records = sorted(client.list(), key=lambda r: (r.status.final, -(r.created or 0)))
         for r in records:
+            if r.status.final and not ended:
+                continue
             what = f"{r.status.value} {' '.join([r.spec.command, *r.spec.args])[:40]}"
             yield r.short_id, what
             if r.name:
@@ -54,7 +65,9 @@ def jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[
 
 def networks(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
-        yield from ((n, "built in") for n in BUILTIN_NETWORKS)
+        # host only where a live node allows it (no job could run there otherwise)
+        hosting = any(info.get("host_network") for info in client.live_nodes().values())
+        yield from ((n, "built in") for n in BUILTIN_NETWORKS if n != "host" or hosting)
         yield from ((n.name, n.cidr) for n in client.networks.store.all())
 
     return _items(incomplete, found)

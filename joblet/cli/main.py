@@ -292,7 +292,7 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True, shell_complete=complete.jobs)
+@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True, shell_complete=complete.live_jobs)
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the jobs to end.")
 @click.pass_obj
 def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:

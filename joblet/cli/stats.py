@@ -50,7 +50,7 @@ def stats_row(row: dict[str, Any]) -> list[str]:
 
 
 @click.command()
-@click.argument("job_ids", nargs=-1, metavar="[ID]...", shell_complete=complete.jobs)
+@click.argument("job_ids", nargs=-1, metavar="[ID]...", shell_complete=complete.live_jobs)
 @click.option("--no-stream", is_flag=True, help="Print the current figures once and exit.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array (one per refresh when streaming).")
 @click.option(

@@ -29,6 +29,9 @@ def test_job_ids_and_names_complete(host, client):
         assert job["id"][:12] in complete(host, "stats", "")
     finally:
         host.rnx("stop", job["id"])
+    # ended: still there to read, nothing to stop or sample (every job of the week was offered)
+    assert job["id"][:12] in complete(host, "log", job["id"][:4])
+    assert complete(host, "stop", job["id"][:4]) == complete(host, "stats", job["id"][:4]) == []
 
 
 def test_networks_volumes_nodes_and_runtimes_complete(host, client):
@@ -37,7 +40,9 @@ def test_networks_volumes_nodes_and_runtimes_complete(host, client):
     assert host.rnx("network", "create", net, "--cidr=10.81.0.0/24").returncode == 0
     assert host.rnx("volume", "create", vol).returncode == 0
     try:
-        assert {"bridge", "isolated", "none", "host", net} <= set(complete(host, "run", "--network", ""))
+        offered = set(complete(host, "run", "--network", ""))
+        # host only where a live node allows it: this test's worker does not (the default)
+        assert {"bridge", "isolated", "none", net} <= offered and "host" not in offered, offered
         assert complete(host, "network", "inspect", net[:4]) == [net]
         deletable = complete(host, "network", "delete", "")
         assert net in deletable and "bridge" not in deletable  # built-ins cannot be deleted
@@ -93,3 +98,11 @@ def test_workflows_complete_and_a_request_without_the_shells_words_is_quiet(host
             env={**os.environ, **host.env, "_RNX_COMPLETE": f"{shell}_complete"},
         )
         assert bare.returncode == 0 and bare.stderr == "" and bare.stdout == "", (shell, bare)
+
+
+def test_host_networking_is_offered_where_a_live_node_allows_it(redis_sock):
+    """The control of the test above: a worker with allow_host_network offers `host`."""
+    from tests.conftest import running_host
+
+    for open_host in running_host(redis_sock, "cmphost", allow_host_network="true"):
+        assert "host" in complete(open_host, "run", "--network", "h")
