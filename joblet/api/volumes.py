@@ -19,17 +19,18 @@ from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import checked_all, integer, matching, number, optional, stored, stored_by_name, stored_named
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
+_SIZE = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
 _MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
 MIN_MB, MAX_MB = 8, 16 * 1024 * 1024
 
 
 def parse_size(text: str) -> int:
-    """A size in MiB: '512MB', '1GB', '2g', '100' (MiB)."""
+    """A size in MiB: '512MB', '1GB', '1.5G', '2g', '100' (MiB); a fraction of a MiB is left
+    out, as --max-output's sizes leave out a fraction of a byte."""
     m = _SIZE.match(text)
     if not m:
-        raise ValidationError(f"invalid size {text!r}: use e.g. 100MB or 1GB")
-    mib = int(int(m.group(1)) * _MB[m.group(2).lower()])
+        raise ValidationError(f"invalid size {text!r}: use e.g. 100MB, 1GB or 1.5GB")
+    mib = int(float(m.group(1)) * _MB[m.group(2).lower()])
     if not MIN_MB <= mib <= MAX_MB:
         raise ValidationError(f"invalid size {text!r}: between 8MB and 16TB")
     return mib
@@ -82,7 +83,11 @@ class VolumeStore:
                 f"failed to create volume \"{name}\": names are letters, digits, '.', '_' and '-', "
                 "starting with a letter or digit, at most 64"
             )
-        vol = VolumeDef(name=name, size_mb=parse_size(size) if size else None, created=time.time())
+        try:  # `--size=` is a size left out, not none asked for
+            size_mb = parse_size(size) if size is not None else None
+        except ValidationError as exc:
+            raise ValidationError(f'failed to create volume "{name}": {exc}') from None
+        vol = VolumeDef(name=name, size_mb=size_mb, created=time.time())
         if not self.redis.hsetnx(self.keys.volumes, name, json.dumps(vol.to_dict())):
             raise Conflict(f'failed to create volume "{name}": it already exists')
         return vol

@@ -113,7 +113,9 @@ def test_io_throttle_on_more_disks_reaches_the_v2_and_v1_files(tmp_path):
 
 def test_sizes():
     assert parse_size("1GB") == 1024 and parse_size("512mb") == 512 and parse_size("100") == 100
-    for bad in ("1KB", "big", "-5MB"):
+    # as --max-output's sizes: 1.5G was refused there, taken here (usability run)
+    assert parse_size("1.5G") == 1536 and parse_size("8.9") == 8 and parse_size("8192K") == 8
+    for bad in ("1KB", "big", "-5MB", "1.G", ".5G", "1e3M"):
         with pytest.raises(ValidationError):
             parse_size(bad)
 
