@@ -323,7 +323,7 @@ class Store(OutputStreams):
         the records are read for it before the ids; `rnx stop db` stopped whichever job's id
         began with "db", or said two did (red-team run). A name cannot be a short id's shape."""
         if not prefix:
-            raise NotFound("no job id given")
+            raise ValidationError("no job id given: name a job by its id, short id or name")  # a usage error: exit 2
         if is_job_id(prefix) and self.redis.zscore(self.keys.jobs, prefix) is not None:
             return prefix  # a whole id: one lookup, not the index of every job kept (days of them)
         named = (self.redis.get(self.keys.name(prefix)) or b"").decode()

@@ -27,7 +27,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.config import Settings
-from joblet.errors import AmbiguousId, NotFound
+from joblet.errors import AmbiguousId, NotFound, ValidationError
 
 T = TypeVar("T")
 
@@ -166,7 +166,7 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
     """A workflow by its id, its name (the newest run of that name, as job names pick the job
     that has it now) or an unambiguous prefix of its id (as jobs are named)."""
     if not wf_id:
-        raise NotFound("no workflow id given")  # "" is a prefix of every id
+        raise ValidationError("no workflow id given: name one by its id or name")  # "" begins every id; exit 2
     raw = store.redis.get(wf_key(store, wf_id))
     if raw is None:
         named = store.redis.hget(store.keys.workflow_names, wf_id)

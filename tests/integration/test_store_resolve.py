@@ -74,8 +74,10 @@ def test_workflow_ids_resolve_as_job_ids_do(store: Store) -> None:
     assert workflow_store.get(store, "c1").id == "c1" + "0" * 30  # a prefix of one: found
     with pytest.raises(AmbiguousId, match="workflow id prefix 'c' matches 2 workflows"):
         workflow_store.get(store, "c")
-    with pytest.raises(NotFound, match="no workflow id given"):  # "" is a prefix of every id
+    with pytest.raises(ValidationError, match="no workflow id given"):  # "" is a prefix of every id
         workflow_store.get(store, "")
+    with pytest.raises(ValidationError, match="no job id given"):  # a usage error (rnx: exit 2), as for a job
+        store.resolve("")
     with pytest.raises(NotFound, match="no such workflow: d"):
         workflow_store.get(store, "d")
 
