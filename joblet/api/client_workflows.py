@@ -17,6 +17,7 @@ from joblet.api.volumes import VolumeStore
 from joblet.api.workflows import Workflow, graph_problems, in_file, job_where, too_many
 from joblet.config import Settings
 from joblet.errors import NotFound, ValidationError
+from joblet.text import did_you_mean
 
 
 def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.list[str]:
@@ -40,6 +41,12 @@ def unplaceable(wf: Workflow, nodes: builtins.list[dict[str, Any]]) -> builtins.
         if pool and all(why is not None for _, why in reasons):
             out.append(f"{name} ({', '.join(f'{node}: {why}' for node, why in reasons)})")
     return out
+
+
+def missing(kind: str, names: list[str], known: set[str], hint: str) -> str:
+    """`Missing networks: app1 (did you mean 'app'? rnx network create)`: a ❌ line with what to do."""
+    guesses = [g for g in (did_you_mean(n, known) for n in names) if g]
+    return f"Missing {kind}: {', '.join(names)} ({' '.join([*guesses, hint])})"
 
 
 def in_resources(field: str) -> str:
@@ -79,14 +86,16 @@ class Workflows:
             (
                 wf.volumes(),
                 not missing_vols,
-                "All required volumes exist" if not missing_vols else f"Missing volumes: {', '.join(missing_vols)}",
+                "All required volumes exist"
+                if not missing_vols
+                else missing("volumes", missing_vols, have_vols, "rnx volume create"),
             ),
             (
                 wf.runtimes(),
                 not missing_rts,
                 "All required runtimes are available"
                 if not missing_rts
-                else f"Missing runtimes: {', '.join(missing_rts)}",
+                else missing("runtimes", missing_rts, offered, "rnx runtime list"),
             ),
             (
                 wf.nodes(),
@@ -100,7 +109,9 @@ class Workflows:
             *size,
             (
                 not missing_nets,
-                "All required networks exist" if not missing_nets else f"Missing networks: {', '.join(missing_nets)}",
+                "All required networks exist"
+                if not missing_nets
+                else missing("networks", missing_nets, known, "rnx network create"),
             ),
             *((ok, line) for names, ok, line in used if names),
             (not misfits, "Every job fits a node" if not misfits else f"Jobs no node can run: {'; '.join(misfits)}"),

@@ -83,8 +83,8 @@ def test_missing_prerequisites_are_listed_and_nothing_runs(client, host, project
     out = proc.stdout.decode()
     assert proc.returncode == 2
     assert out.startswith("🔍 Validating workflow prerequisites...\n")
-    assert "❌ Missing networks: backend, frontend" in out
-    assert "❌ Missing volumes: db-data" in out
+    assert "❌ Missing networks: backend, frontend (rnx network create)\n" in out
+    assert "❌ Missing volumes: db-data (rnx volume create)\n" in out
     assert "✅ All required runtimes are available" in out
     assert len(client.list()) == before
 

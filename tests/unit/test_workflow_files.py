@@ -244,3 +244,12 @@ def test_a_workflow_is_named_by_its_file_and_the_name_is_checked(tmp_path, stem)
     fine = tmp_path / "build-2.v1_x.yaml"
     fine.write_text("jobs:\n  a: {command: echo}\n")
     assert load(fine).name == "build-2.v1_x"  # the control
+
+
+def test_a_missing_prerequisite_line_says_what_to_do_with_a_guess():
+    from joblet.api.client_workflows import missing
+
+    assert missing("networks", ["app1", "zz"], {"app", "bridge"}, "rnx network create") == (
+        "Missing networks: app1, zz (did you mean 'app'? rnx network create)"
+    )
+    assert missing("volumes", ["db-data"], set(), "rnx volume create") == "Missing volumes: db-data (rnx volume create)"
