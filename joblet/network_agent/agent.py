@@ -271,14 +271,18 @@ class NetworkAgent:
             if self._loaded:
                 self._apply()
 
-    def remove_network(self, name: str) -> None:
-        """Remove a deleted network's bridge and rules here (no local job may use it)."""
+    def remove_network(self, name: str) -> bool:
+        """Remove a deleted network's bridge and rules here (no local job may use it); whether
+        it was set up here (two sweeps at once, a deletion's event and the upkeep's, each
+        said they removed it)."""
         if self.overlay is not None:
             self.overlay.detach(name)
         with self._lock:
             links.delete_link(bridge_name(name, self.cfg.bridge_name))
-            if self._active.pop(name, None) is not None:
-                self._apply()
+            if self._active.pop(name, None) is None:
+                return False
+            self._apply()
+            return True
 
     def sweep_networks(self, existing: list[str], in_use: set[str]) -> list[str]:
         """Remove the bridges of networks that no longer exist and no local job uses."""
@@ -288,11 +292,10 @@ class NetworkAgent:
             owner = next((n for n, fw in self._active.items() if fw.bridge == name), None)
             if name not in wanted and owner is None:
                 links.delete_link(name)  # left by an earlier worker
-        for name in stale:
-            self.remove_network(name)
+        removed = [name for name in stale if self.remove_network(name)]
         if self.overlay is not None:
             self.overlay.sweep(existing)
-        return stale
+        return removed
 
     # -- per job: facts -> reserve -> (pure plan) -> setup ... teardown -> free --------------
     def facts(self, spec: JobSpec) -> NetFacts:

@@ -229,3 +229,21 @@ def test_the_conntrack_janitor_goes_on_past_an_entry_gone_meanwhile_and_stops_at
     assert janitor.forget(["172.20.0.9"]).wait(5)
     assert deleted == ["src0", "src2", "src3", "src4", "dst0", "dst1", "dst2", "dst3", "dst4"]
     assert janitor.deleted == 9
+
+
+def test_a_network_two_sweeps_race_to_remove_is_said_removed_once(monkeypatch):
+    """A deletion's event and the upkeep swept at once: each listed the network, and the
+    worker logged `removed network race1 from this host` twice (usability run)."""
+    from joblet.config import load
+    from joblet.network_agent import agent as agent_mod
+
+    agent = agent_mod.NetworkAgent(load(), None, None)  # type: ignore[arg-type]
+    monkeypatch.setattr(agent_mod.links, "delete_link", lambda name: None)
+    monkeypatch.setattr(agent, "_apply", lambda: None)
+    agent._active = {"race1": object(), "calm": object()}  # type: ignore[dict-item]
+    # the other sweep removes race1 after this one listed it stale, before it removes it
+    monkeypatch.setattr(agent_mod.links, "bridges_with_prefix", lambda prefix: [agent.remove_network("race1")][:0])
+    assert agent.sweep_networks(existing=["calm"], in_use=set()) == []
+    assert agent._active.keys() == {"calm"}
+    agent._active["gone"] = object()  # type: ignore[assignment]
+    assert agent.sweep_networks(existing=["calm"], in_use=set()) == ["gone"]  # the control: one this sweep removed
