@@ -180,8 +180,14 @@ def _network(value: Any) -> tuple[str, ...]:
     return strings(value)
 
 
+MAX_TIMEOUT = 10 * 365 * 86400  # seconds; more reads as "never", which no timeout says
+
+
 def _timeout(value: Any) -> float | None:
-    return optional(number, value, gt=0)
+    found = optional(number, value, gt=0)
+    if found is not None and found > MAX_TIMEOUT:  # 1e20 was taken, and shown as `1e+20 s`
+        raise ValueError(f"must be at most {MAX_TIMEOUT} (ten years; give none for no timeout)")
+    return found
 
 
 def _volumes(value: Any) -> tuple[str, ...]:
