@@ -69,7 +69,7 @@ class Batch:
         from joblet.api.tasks import send_runs
 
         try:
-            send_runs(cfg, [(r.id, r.spec.to_dict(), r.node) for r in records])
+            send_runs(cfg, [(r.id, r.spec.to_dict(), r.node) for r in records], store.prefix_stamp())
         except Exception:
             self.client.fail_unqueued([r.id for r in records], "could not be queued")
             raise

@@ -81,7 +81,7 @@ class Client:
         from joblet.api.tasks import send_run
 
         try:
-            send_run(self.settings, record.id, record.spec.to_dict(), record.node)
+            send_run(self.settings, record.id, record.spec.to_dict(), record.node, self.store.prefix_stamp())
         except BaseException as exc:  # Ctrl-C too: a record no message follows stays PENDING for good
             error = "interrupted before it was queued" if isinstance(exc, KeyboardInterrupt) else "could not be queued"
             self.fail_unqueued([record.id], error)

@@ -216,6 +216,7 @@ def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
         raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
 
 
+PREFIX_SEEN = 5.0  # seconds a read of the live nodes decides whether messages name the prefix
 WORKFLOW_CHUNK = 16  # workflow records the first round trip of a name's lookup reads (the newest)
 
 
@@ -223,15 +224,17 @@ class Store(OutputStreams):
     """Redis-backed state of one installation (one key prefix); its jobs' output streams are
     in store_output.py."""
 
-    def __init__(self, url: str, prefix: str = "joblet:") -> None:
+    def __init__(self, url: str, prefix: str = "joblet:", client: Any = None) -> None:
+        """`client`: a connection to share (another installation's keys on the same Redis)."""
         self.url = url
         self.keys = Keys(prefix)
-        self.redis = connect(url)
+        self.redis = client if client is not None else connect(url)
         self._cas = self.redis.register_script(_CAS_STATUS)
         self._create_named = self.redis.register_script(_CREATE_NAMED)
         self._stop = self.redis.register_script(_STOP)
         self._end = self.redis.register_script(END_SCRIPT)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
+        self._live_seen: tuple[float | None, dict[str, dict[str, Any]]] = (None, {})  # prefix_stamp
 
     # -- jobs -------------------------------------------------------------------------------
     @_url
@@ -559,7 +562,21 @@ class Store(OutputStreams):
             keys = [k.decode() for k in self.redis.scan_iter(match=self.keys.node_pattern, count=500)]
         values = self.redis.mget(keys) if keys else []
         prefix_len = len(self.keys.node(""))
-        return {k[prefix_len:]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+        live = {k[prefix_len:]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+        self._live_seen = (time.monotonic(), live)
+        return live
+
+    def prefix_stamp(self) -> str | None:
+        """The key prefix a run-job message names (a worker of another installation refuses it,
+        joblet.worker.tasks), unless a live worker does not read the field: each that does says
+        `prefixed` in its heartbeat (workers before 2026-11-30 refused the field, failing the
+        job, during a rolling upgrade). With no live worker it is named: the case it is for is
+        a client whose prefix no worker has (its JOBLET_QUEUE another installation's). From the live nodes this Store read in the
+        last PREFIX_SEEN seconds (a submit's placement has just read them), else read now."""
+        seen, live = self._live_seen
+        if seen is None or time.monotonic() - seen > PREFIX_SEEN:
+            live = self.live_nodes()
+        return self.keys.prefix if all(info.get("prefixed") is True for info in live.values()) else None
 
     @_url
     def drop_node(self, node: str) -> None:

@@ -112,29 +112,29 @@ def run_job_signature(cfg: Settings | None = None) -> Any:
 
         def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
             job_id = options.pop("task_id", None) or new_job_id()
-            stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time(), conf.key_prefix)}
+            stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time())}
             return super().apply_async(args, stamped, task_id=job_id, **options)
 
     return RunJob(RUN_TASK, queue=conf.queue, app=client_app(conf))
 
 
-def send_run(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:
+def send_run(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None, prefix: str | None = None) -> None:
     """Queue a job by task name; the task id is the job id, repeated in the (signed) body
     with a nonce and an expiry (`joblet.api.message`). A Redis broker gets the message
     straight onto its list (`joblet.api.wire`, no Celery import); others go through Celery."""
     if wire.is_redis(cfg.broker):
-        push(cfg, [run_message(cfg, job_id, spec, node)])
+        push(cfg, [run_message(cfg, job_id, spec, node, prefix)])
         return
-    send_run_celery(cfg, job_id, spec, node)
+    send_run_celery(cfg, job_id, spec, node, prefix)
 
 
-def send_runs(cfg: Settings, jobs: list[tuple[str, dict[str, Any], str | None]]) -> None:
+def send_runs(cfg: Settings, jobs: list[tuple[str, dict[str, Any], str | None]], prefix: str | None = None) -> None:
     """send_run for many (job id, spec, node): one round trip on a Redis broker."""
     if wire.is_redis(cfg.broker):
-        push(cfg, [run_message(cfg, *job) for job in jobs])
+        push(cfg, [run_message(cfg, *job, prefix) for job in jobs])
         return
     for job in jobs:
-        send_run_celery(cfg, *job)
+        send_run_celery(cfg, *job, prefix)
 
 
 def placed(spec: dict[str, Any], node: str | None) -> dict[str, Any]:
@@ -144,17 +144,20 @@ def placed(spec: dict[str, Any], node: str | None) -> dict[str, Any]:
     return spec if node is None or spec.get("node") else {**spec, "node": node}
 
 
-def run_body(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> dict[str, Any]:
-    """A run-job message's (signed) body: the spec as placed, and its stamps."""
-    return {"spec": placed(spec, node), **stamp(job_id, cfg.message_ttl, time.time(), cfg.key_prefix)}
+def run_body(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None, prefix: str | None) -> dict[str, Any]:
+    """A run-job message's (signed) body: the spec as placed, and its stamps; `prefix`, the
+    sender's key prefix where every live worker reads it (`Store.prefix_stamp`)."""
+    return {"spec": placed(spec, node), **stamp(job_id, cfg.message_ttl, time.time(), prefix)}
 
 
-def run_message(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> tuple[str, bytes]:
+def run_message(
+    cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None, prefix: str | None = None
+) -> tuple[str, bytes]:
     """(queue, queue entry) of one run-job message, signed when signing is configured."""
     from joblet.errors import ConfigError
 
     queue = queue_for(cfg, node)
-    body = run_body(cfg, job_id, spec, node)
+    body = run_body(cfg, job_id, spec, node, prefix)
     conf = signing_config(cfg, verify=False)
     try:
         sign = wire.signer(conf["security_key"], conf["security_certificate"]) if conf else None
@@ -186,13 +189,15 @@ def push(cfg: Settings, messages: list[tuple[str, bytes]]) -> None:
         raise BackendUnavailable(f"cannot queue on the broker at {safe_url(cfg.broker)}: {exc}") from None
 
 
-def send_run_celery(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:
+def send_run_celery(
+    cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None, prefix: str | None = None
+) -> None:
     """send_run through Celery's send_task (any broker Celery supports)."""
     from kombu.exceptions import OperationalError
 
     from joblet.errors import BackendUnavailable
 
-    body = run_body(cfg, job_id, spec, node)
+    body = run_body(cfg, job_id, spec, node, prefix)
     try:
         client_app(cfg).send_task(
             RUN_TASK,

@@ -15,6 +15,7 @@ refreshed at each advance would not do: nothing advances while one long job runs
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -245,7 +246,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
         from joblet.api.preflight import best_effort_target
         from joblet.api.tasks import send_run
 
-        send = send_run
+        send = functools.partial(send_run, prefix=store.prefix_stamp())
         place = place or (lambda spec: best_effort_target(store, cfg, spec))
     place = place or (lambda spec: spec.node)
     wf = get(store, wf_id)

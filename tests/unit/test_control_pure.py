@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -221,3 +222,34 @@ def test_signing_mismatch_names_the_workers():
     assert "'b'" in (signing_mismatch(True, live, None) or "")
     assert signing_mismatch(False, live, "b") is None
     assert signing_mismatch(True, live, "old") is None and signing_mismatch(False, {}, None) is None
+
+
+def test_a_message_names_the_prefix_unless_a_live_worker_would_refuse_the_field(monkeypatch):
+    """Workers before 2026-11-30 refused a body field they did not know ('prefix'), failing
+    the job: while one is live (a rolling upgrade, a workflow's next job sent by a new worker
+    to an old one) messages name no prefix; a worker that reads it says `prefixed`."""
+    from joblet.api import store as store_mod
+
+    monkeypatch.setattr(store_mod, "connect", lambda url: SimpleNamespace(register_script=lambda script: None))
+    fleets = {
+        "all new": {"a": {"prefixed": True}, "b": {"prefixed": True}},
+        "one old": {"a": {"prefixed": True}, "b": {}},
+        "none live": {},  # a client whose prefix no worker has: the case the field is for
+    }
+    named = {}
+    for case, live in fleets.items():
+        store = store_mod.Store("redis://x", "inst:")
+        reads = []
+        monkeypatch.setattr(store, "live_nodes", lambda live=live, reads=reads: reads.append(1) or live)
+        named[case] = (store.prefix_stamp(), len(reads))
+    assert named == {"all new": ("inst:", 1), "one old": (None, 1), "none live": ("inst:", 1)}
+
+
+def test_the_live_nodes_a_placement_just_read_decide_the_prefix_without_a_read(monkeypatch):
+    from joblet.api import store as store_mod
+
+    monkeypatch.setattr(store_mod, "connect", lambda url: SimpleNamespace(register_script=lambda script: None))
+    store = store_mod.Store("redis://x", "inst:")
+    store._live_seen = (store_mod.time.monotonic(), {"a": {}})  # as live_nodes() leaves it
+    monkeypatch.setattr(store, "live_nodes", lambda: pytest.fail("read again"))
+    assert store.prefix_stamp() is None
