@@ -12,8 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 from joblet.api.limits import Limits
-from joblet.api.uploads import Upload, uploads
+from joblet.api.uploads import Upload, path_problem, uploads
 from joblet.fields import (
+    FieldError,
     boolean,
     brief,
     checked,
@@ -180,14 +181,8 @@ def _network(value: Any) -> tuple[str, ...]:
     return strings(value)
 
 
-MAX_TIMEOUT = 10 * 365 * 86400  # seconds; more reads as "never", which no timeout says
-
-
 def _timeout(value: Any) -> float | None:
-    found = optional(number, value, gt=0)
-    if found is not None and found > MAX_TIMEOUT:  # 1e20 was taken, and shown as `1e+20 s`
-        raise ValueError(f"must be at most {MAX_TIMEOUT} (ten years; give none for no timeout)")
-    return found
+    return optional(number, value, gt=0)
 
 
 def _volumes(value: Any) -> tuple[str, ...]:
@@ -327,10 +322,29 @@ class JobRecord:
         }
 
 
+MAX_TIMEOUT = 10 * 365 * 86400  # seconds; more reads as "never", which no timeout says
+
+
+def check_fresh(spec: JobSpec) -> None:
+    """Bounds on a spec submitted now (preflight, and the worker's check of a message), not
+    on one read back: a record stored before a bound was added must still read (a JobSpec's
+    own checks run on every stored record, and one they refuse drops out of every listing).
+    FieldError naming the field."""
+    if spec.timeout is not None and spec.timeout > MAX_TIMEOUT:  # 1e20 was taken, shown as `1e+20 s`
+        raise FieldError("timeout", f"must be at most {MAX_TIMEOUT} (ten years; give none for no timeout)")
+    for i, upload in enumerate(spec.uploads):
+        problem = path_problem(upload.path)
+        if problem:
+            raise FieldError(("uploads", str(i), "path"), problem)
+
+
 def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
-    """A checked JobSpec, or FieldError (a ValidationError) with one line naming the field."""
+    """A checked new JobSpec (check_fresh too), or FieldError (a ValidationError) with one
+    line naming the field."""
     args = tuple(args) if isinstance(args, list | tuple) else args  # else the check says why
-    return JobSpec.from_dict({"command": command, "args": args, **fields})
+    spec = JobSpec.from_dict({"command": command, "args": args, **fields})
+    check_fresh(spec)
+    return spec
 
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(JobRecord))

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from joblet.api import nodes
-from joblet.api.models import JobSpec
+from joblet.api.models import JobSpec, check_fresh
 from joblet.api.networks import NetworkStore
 from joblet.api.store import Store
 from joblet.api.store_nodes import NodeStore
@@ -63,7 +63,9 @@ class Preflight:
         return self.check_resources(spec)
 
     def check_size(self, spec: JobSpec) -> None:
-        """Refuse a spec too large to queue before anything is stored."""
+        """Refuse a spec too large to queue, or past a bound on what is submitted now
+        (models.check_fresh), before anything is stored."""
+        check_fresh(spec)
         limit = self.settings.upload_max_bytes
         if spec.upload_bytes > limit:
             raise FieldError("uploads", f"{spec.upload_bytes} bytes exceed the limit of {limit}")

@@ -216,6 +216,7 @@ def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
         raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
 
 
+WORKFLOW_NAMES_KEPT = 1024  # workflows whose job names members() keeps (then forgets them all)
 PREFIX_SEEN = 5.0  # seconds a read of the live nodes decides whether messages name the prefix
 WORKFLOW_CHUNK = 16  # workflow records the first round trip of a name's lookup reads (the newest)
 
@@ -235,6 +236,7 @@ class Store(OutputStreams):
         self._end = self.redis.register_script(END_SCRIPT)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
         self._live_seen: tuple[float | None, dict[str, dict[str, Any]]] = (None, {})  # prefix_stamp
+        self._workflow_names: dict[str, set[str]] = {}  # members(): each workflow's job names
 
     # -- jobs -------------------------------------------------------------------------------
     @_url
@@ -522,10 +524,14 @@ class Store(OutputStreams):
         pipe = self.redis.pipeline()
         for network in networks:
             pipe.hvals(self.keys.members(network))
-        if scope:
+        reserved = self._workflow_names.get(scope) if scope else set()
+        if reserved is None:  # read once per workflow: its jobs are fixed when it is submitted
             pipe.get(self.keys.workflow(scope))
         answers = pipe.execute()
-        reserved = _job_names(answers.pop()) if scope else set()
+        if reserved is None:
+            if len(self._workflow_names) >= WORKFLOW_NAMES_KEPT:
+                self._workflow_names.clear()
+            reserved = self._workflow_names[scope] = _job_names(answers.pop())
         return resolve_names([json.loads(raw) for values in answers for raw in values], scope, reserved)
 
     # -- nodes ------------------------------------------------------------------------------
@@ -571,8 +577,9 @@ class Store(OutputStreams):
         joblet.worker.tasks), unless a live worker does not read the field: each that does says
         `prefixed` in its heartbeat (workers before 2026-11-30 refused the field, failing the
         job, during a rolling upgrade). With no live worker it is named: the case it is for is
-        a client whose prefix no worker has (its JOBLET_QUEUE another installation's). From the live nodes this Store read in the
-        last PREFIX_SEEN seconds (a submit's placement has just read them), else read now."""
+        a client whose prefix no worker has (its JOBLET_QUEUE another installation's). From
+        the live nodes this Store read in the last PREFIX_SEEN seconds (a submit's placement
+        has just read them), else read now."""
         seen, live = self._live_seen
         if seen is None or time.monotonic() - seen > PREFIX_SEEN:
             live = self.live_nodes()

@@ -53,12 +53,19 @@ def _upload_path(value: Any) -> str:
     norm = posixpath.normpath(path)
     if path.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
         raise ValueError(f"upload path {brief(path)} escapes /work")
-    parts = norm.split("/")
-    if len(parts) > MAX_DEPTH:
-        raise ValueError(f"upload path {brief(path)} is {len(parts)} names deep (at most {MAX_DEPTH})")
-    if any(len(part.encode(errors="surrogatepass")) > NAME_MAX for part in parts):
-        raise ValueError(f"upload path {brief(path)} has a name longer than {NAME_MAX} bytes")
     return norm
+
+
+def path_problem(path: str) -> str | None:
+    """Why the worker could not write an upload's (checked) path, for a spec submitted now
+    (models.check_fresh): a 1,500-deep one failed its job with `internal error:
+    RecursionError`, a name past 255 bytes with ENAMETOOLONG."""
+    parts = path.split("/")
+    if len(parts) > MAX_DEPTH:
+        return f"upload path {brief(path)} is {len(parts)} names deep (at most {MAX_DEPTH})"
+    if any(len(part.encode(errors="surrogatepass")) > NAME_MAX for part in parts):
+        return f"upload path {brief(path)} has a name longer than {NAME_MAX} bytes"
+    return None
 
 
 def _base64(value: Any) -> str:

@@ -86,8 +86,14 @@ def _tree(directory: str) -> list[tuple[Path, str]]:
     def unreadable(exc: OSError) -> None:
         sys.stderr.write(f"rnx: --upload-dir: {exc.filename}: {exc.strerror}: not sent\n")
 
+    from joblet.api.uploads import MAX_DEPTH
+
     found: list[tuple[Path, str]] = []
     for top, dirs, files in os.walk(root, onerror=unreadable):
+        if (dirs or files) and len(Path(top).relative_to(root).parts) >= MAX_DEPTH:
+            # what is under would be refused as too deep; walked further, Python 3.11's
+            # recursive os.walk failed with RecursionError past ~1,000 folders
+            raise ValidationError(f"invalid --upload-dir: {top} holds files more than {MAX_DEPTH} names deep")
         for name in sorted([*dirs, *files]):
             path = Path(top, name)
             if path.is_file():

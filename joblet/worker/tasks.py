@@ -19,7 +19,7 @@ from celery.exceptions import Ignore
 from joblet.api.keys import RUN_TASK
 from joblet.api.limits import above_ceiling
 from joblet.api.message import Refused, TaskMessage, check, nonce_ttl
-from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus, check_fresh
 from joblet.errors import ValidationError
 from joblet.worker import broker_guard
 from joblet.worker.fleet import draining_refusal
@@ -160,6 +160,7 @@ def parse_spec(fields: dict[str, Any], upload_limit: int) -> tuple[JobSpec, str 
         raw = fields["spec"]
     try:
         spec = JobSpec.from_dict(raw)
+        check_fresh(spec)  # a message is submitted now (run_job.delay passes no preflight)
     except ValidationError as exc:
         return PLACEHOLDER, str(exc)
     except Exception as exc:  # noqa: BLE001 - a check's own bug must not leave the job PENDING

@@ -248,16 +248,18 @@ def test_a_job_of_another_installation_on_a_shared_queue_fails_there_and_never_r
     while rnx said no worker was running and waited for good (usability run). Refused now, and
     its sender's record ends FAILED saying why."""
     other = {"JOBLET_KEY_PREFIX": f"o{host.tag}:"}
-    done = host.rnx("run", "--network=none", "sh", "-c", "echo ran; touch /dev/shm/x", env_extra=other, timeout=60)
-    said = done.stderr.decode()
-    assert done.returncode != 0 and b"ran" not in done.stdout, done
-    assert f"its key prefix 'o{host.tag}:' is not the one of node {host.name!r} ('t{host.tag}:')" in said, said
-    assert "give each its own JOBLET_QUEUE" in said, said
-    assert said.count("\n") <= 2, said  # the job's line, and rnx's
-    mine = [r for r in client.list() if r.spec.command == "sh"]
-    assert mine == []  # nothing ran under the worker's own keys
-    ok = host.rnx("run", "--network=none", "echo", "ran")  # the control: this installation's client
-    assert ok.returncode == 0 and ok.stdout == b"ran\n", ok
-    keys = client.store.redis.keys(f"o{host.tag}:*")
-    if keys:
-        client.store.redis.delete(*keys)
+    try:
+        done = host.rnx("run", "--network=none", "sh", "-c", "echo ran", env_extra=other, timeout=60)
+        said = done.stderr.decode()
+        assert done.returncode != 0 and b"ran" not in done.stdout, done
+        assert f"its key prefix 'o{host.tag}:' is not the one of node {host.name!r} ('t{host.tag}:')" in said, said
+        assert "give each its own JOBLET_QUEUE" in said, said
+        assert said.count("\n") <= 2, said  # the job's line, and rnx's
+        mine = [r for r in client.list() if r.spec.command == "sh"]
+        assert mine == []  # nothing ran under the worker's own keys
+        ok = host.rnx("run", "--network=none", "echo", "ran")  # the control: this installation's client
+        assert ok.returncode == 0 and ok.stdout == b"ran\n", ok
+    finally:
+        keys = client.store.redis.keys(f"o{host.tag}:*")
+        if keys:
+            client.store.redis.delete(*keys)

@@ -98,17 +98,26 @@ def test_v1_limits_in_twin_directories(tmp_path):
     assert not job.oom_killed()
 
 
-def test_io_throttle_on_more_disks_reaches_the_v2_and_v1_files(tmp_path):
-    """A sized volume's loop device gets the job's --max-iobps too (v2 io.max, v1 blkio)."""
-    written: list[tuple[str, str]] = []
+def test_io_throttle_on_more_disks_writes_each_disk_to_the_v2_and_v1_files(tmp_path, monkeypatch):
+    """A sized volume's loop device gets the job's --max-iobps too (v2 io.max, v1 blkio):
+    one write per disk and file (a cgroup file takes each write as one more line)."""
+    jobs = {}
     for v2 in (True, False):
-        root, parent = fake_tree(tmp_path / str(v2), "io\n" if v2 else "")
-        job = JobCgroup(parent / "job1", v1_base=tmp_path / str(v2) / "v1")
-        job.create()
+        _, parent = fake_tree(tmp_path / str(v2), "io\n" if v2 else "")
+        jobs[v2] = JobCgroup(parent / "job1", v1_base=tmp_path / str(v2) / "v1")
+        jobs[v2].create()
+    written: list[tuple[str, str]] = []
+    monkeypatch.setattr(Path, "write_text", lambda self, text: written.append((self.name, text)))
+    for v2, job in jobs.items():
         job.throttle_io(4096, v2, ["7:3", "7:4"])
-        files = [job.path / "io.max"] if v2 else [job.v1_dir("blkio") / "blkio.throttle.write_bps_device"]
-        written += [(f.name, f.read_text()) for f in files]  # a file here keeps the last write
-    assert written == [("io.max", "7:4 rbps=4096 wbps=4096"), ("blkio.throttle.write_bps_device", "7:4 4096")]
+    assert written == [
+        ("io.max", "7:3 rbps=4096 wbps=4096"),
+        ("io.max", "7:4 rbps=4096 wbps=4096"),
+        ("blkio.throttle.read_bps_device", "7:3 4096"),
+        ("blkio.throttle.write_bps_device", "7:3 4096"),
+        ("blkio.throttle.read_bps_device", "7:4 4096"),
+        ("blkio.throttle.write_bps_device", "7:4 4096"),
+    ]
 
 
 def test_sizes():

@@ -86,3 +86,20 @@ def test_uploads_of_exactly_the_limit_are_taken_and_one_byte_more_is_refused(siz
     assert error is None and spec.upload_bytes == size
     spec, error = parse_spec(fields, size - 1)
     assert spec is PLACEHOLDER and error == f"invalid job field 'uploads': {size} bytes exceed the limit of {size - 1}"
+
+
+def test_a_message_past_a_bound_on_new_specs_is_refused_while_a_stored_record_still_reads():
+    """Bounds added later (a ten-year timeout, an upload 128 names deep) hold for what is
+    submitted, through the worker's check of a message as through rnx; a record written
+    before them must still read, or it drops out of every listing."""
+    from joblet.api.models import JobRecord, JobStatus
+
+    for spec, says in (
+        ({"command": "true", "timeout": 1e20}, "invalid job field 'timeout': must be at most 315360000"),
+        ({"command": "true", "uploads": [{"path": "a/" * 200 + "f", "content": ""}]}, "201 names deep"),
+    ):
+        parsed, error = parse_spec({"spec": spec}, 1 << 20)
+        assert parsed is PLACEHOLDER and error is not None and says in error, error
+        stored = {"id": "a" * 32, "status": JobStatus.COMPLETED, "spec": spec}
+        assert JobRecord.from_dict(stored).spec.to_dict()["command"] == "true"
+    assert parse_spec({"spec": {"command": "true", "timeout": 315360000}}, 1 << 20)[1] is None  # the control

@@ -154,11 +154,17 @@ def test_a_workflow_of_more_jobs_than_the_limit_is_refused_before_its_jobs_are_r
     ],
 )
 def test_an_upload_path_the_worker_could_not_write_is_refused_as_it_is_made(path, says):
-    from joblet.api.uploads import Upload
+    """Where a spec is made now; a record stored before the bound still reads."""
+    from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec
 
+    upload = {"path": path, "content": ""}
     with pytest.raises(ValueError, match=says):
-        Upload(path=path)
-    assert Upload(path="a/" * 127 + "x" * 255).path.endswith("x" * 255)  # the control: at both limits
+        make_spec("true", uploads=[upload])
+    assert make_spec("true", uploads=[{"path": "a/" * 127 + "x" * 255, "content": ""}])  # the control: at both limits
+    stored = JobRecord(
+        id="a" * 32, status=JobStatus.COMPLETED, spec=JobSpec.from_dict({"command": "true", "uploads": [upload]})
+    )
+    assert JobRecord.from_dict(stored.to_dict()).spec.uploads[0].path == path
 
 
 def test_upload_options_name_themselves_refuse_empty_paths_and_trees_merge(tmp_path, monkeypatch):
@@ -178,3 +184,16 @@ def test_upload_options_name_themselves_refuse_empty_paths_and_trees_merge(tmp_p
         (tmp_path / tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / tree / name).write_text(name)
     assert [u["path"] for u in read_uploads((), ("a", "b"))] == ["x", "sub/y"]  # both trees
+
+
+def test_an_upload_tree_too_deep_is_refused_before_the_walk_goes_down_it(tmp_path):
+    """Python 3.11's os.walk recurses: 1,100 folders raised RecursionError in rnx (review).
+    200 here: as deep as the refusal needs, not so deep that removing it recurses too."""
+    deep = tmp_path / "tree"
+    (deep / "/".join(["d"] * 200)).mkdir(parents=True)
+    with pytest.raises(ValidationError, match=r"invalid --upload-dir: .* holds files more than 128 names deep"):
+        read_uploads((), (str(deep),))
+    shallow = tmp_path / "ok" / "/".join(["d"] * 127)
+    shallow.mkdir(parents=True)
+    (shallow / "f").write_text("x")  # the control: 128 names, the deepest taken
+    assert [u["path"].count("/") for u in read_uploads((), (str(tmp_path / "ok"),))] == [127]
