@@ -106,7 +106,7 @@ class Networks:
         row = next((r for r in self.list() if r["name"] == name), None)
         if row is None:
             self.store.get(name)  # one that does not read says so (listings leave it out)
-            raise NotFound(f"no such network {name!r} (rnx network list)")
+            raise NotFound(f"no such network: {name}" if name else "no network name given")
         row["job_list"] = [
             {"id": r.id, "name": r.name, "status": r.status.value, "ip": r.ips.get(name), "node": r.node}
             for r in self._live_jobs()

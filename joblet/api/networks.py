@@ -332,7 +332,7 @@ class NetworkStore:
         """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.key, name)
         if raw is None:
-            raise NotFound(f"no such network {name!r} (rnx network list)")
+            raise NotFound(f"no such network: {name}" if name else "no network name given")
         return stored_named(NetworkDef, raw, "network", name)
 
     @_url

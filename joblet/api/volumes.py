@@ -103,7 +103,7 @@ class VolumeStore:
         """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.keys.volumes, name)
         if raw is None:
-            raise NotFound(f"no such volume {name!r} (rnx volume list)")
+            raise NotFound(f"no such volume: {name}" if name else "no volume name given")
         return stored_named(VolumeDef, raw, "volume", name)
 
     @_url
