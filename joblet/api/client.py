@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.message import new_job_id
-from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec
+from joblet.api.models import JobRecord, JobSpec, make_spec
 from joblet.api.networks import NetworkStore
 from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import Store
@@ -89,15 +89,10 @@ class Client:
         return record
 
     def fail_unqueued(self, job_ids: list[str], error: str) -> None:
-        """Jobs recorded and never queued: FAILED, their streams ended and every key expiring
-        after log_ttl, as a worker's end does (a bare status change left them for good)."""
+        """Jobs recorded and never queued: FAILED, as Store.fail_waiting ends them."""
         cfg = self.settings
         for job_id in job_ids:
-            if self.store.transition(
-                job_id, [JobStatus.PENDING], status=JobStatus.FAILED, error=error, finished=time.time()
-            ):
-                self.store.expire_job(job_id, cfg.log_ttl)
-                self.store.end_output(job_id, {"status": "FAILED"}, cfg.log_max_entries, cfg.log_ttl)
+            self.store.fail_waiting(job_id, error, cfg.log_ttl, cfg.log_max_entries)
 
     def batch(self, flush_every: int = 256) -> Batch:
         """Submit many jobs with few round trips: `b = c.batch(); b.add(spec)...; b.flush()`."""

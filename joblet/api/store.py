@@ -407,6 +407,18 @@ class Store(OutputStreams):
         return JobStatus(json.loads(status)), where if isinstance(where, str) else None
 
     @_url
+    def fail_waiting(
+        self, job_id: str, error: str, log_ttl: int, cap: int, waiting: Iterable[JobStatus] = (JobStatus.PENDING,)
+    ) -> bool:
+        """A job that never ran and never will: FAILED with `error` if it is still `waiting`,
+        its stream ended and every key expiring after log_ttl, as a worker's end does (a bare
+        status change left them for good). Whether it was."""
+        if not self.transition(job_id, waiting, status=JobStatus.FAILED, error=error, finished=time.time()):
+            return False
+        self.expire_job(job_id, log_ttl)
+        self.end_output(job_id, {"status": "FAILED"}, cap, log_ttl)
+        return True
+
     def expire_job(self, job_id: str, ttl: int) -> None:
         pipe = self.redis.pipeline()
         for key in (self.keys.job(job_id), self.keys.log(job_id), self.keys.claim(job_id), self.keys.stop(job_id)):

@@ -97,22 +97,19 @@ def _other_installation(sup: Any, prefix: str) -> str:
 
 
 def _fail_elsewhere(sup: Any, job_id: str, prefix: str, why: str) -> None:
-    """End another installation's waiting job FAILED with `why`, under its keys, as its
-    client's fail_unqueued would (stream ended, keys expiring after log_ttl): only a record
-    that is there, waiting and unclaimed (nothing is made for a prefix a message names; one
-    of its own workers is setting it up), and not where this worker's Redis user may not
-    write them (ACL users: its log line says why). A workflow's job is not advanced past."""
+    """End another installation's waiting job FAILED with `why`, under its keys
+    (Store.fail_waiting): only a record that is there, waiting and unclaimed (nothing is made
+    for a prefix a message names; one of its own workers is setting it up), and not where this
+    worker's Redis user may not write them (ACL users: its log line says why). A workflow's job
+    is not advanced past."""
     from joblet.api.store import Store
 
     cfg = sup.cfg
     try:
         other = Store(cfg.redis_url, prefix, client=sup.store.redis)
-        waiting = [JobStatus.PENDING, JobStatus.SCHEDULED]
-        if other.claim_holder(job_id) is None and other.transition(
-            job_id, waiting, status=JobStatus.FAILED, error=why, finished=time.time()
-        ):
-            other.expire_job(job_id, cfg.log_ttl)
-            other.end_output(job_id, {"status": "FAILED"}, cfg.log_max_entries, cfg.log_ttl)
+        if other.claim_holder(job_id) is None:
+            waiting = (JobStatus.PENDING, JobStatus.SCHEDULED)
+            other.fail_waiting(job_id, why, cfg.log_ttl, cfg.log_max_entries, waiting)
     except Exception as exc:  # noqa: BLE001 - the drop stands; telling its sender is a courtesy
         log.warning("could not fail job %s of key prefix %r: %s", job_id, prefix, exc)
 
