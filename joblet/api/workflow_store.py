@@ -15,7 +15,6 @@ refreshed at each advance would not do: nothing advances while one long job runs
 
 from __future__ import annotations
 
-import functools
 import json
 import secrets
 import time
@@ -234,6 +233,16 @@ def _verdict(states: dict[str, JobStatus], reqs: dict[str, JobStatus]) -> tuple[
     return "go", None
 
 
+def _sender(store: Store, send_run: Any) -> Any:
+    """send_run with the key prefix decided as a job is sent (Store.prefix_stamp): most
+    advances send nothing, and would each read the live nodes for it."""
+
+    def send(cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None) -> None:
+        send_run(cfg, job_id, spec, node, store.prefix_stamp())
+
+    return send
+
+
 def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: Any = None, token: str = "") -> None:
     """Queue every job whose requirements hold; cancel, transitively, those that cannot; stop
     the services once the other jobs have ended.
@@ -246,7 +255,8 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
         from joblet.api.preflight import best_effort_target
         from joblet.api.tasks import send_run
 
-        send = functools.partial(send_run, prefix=store.prefix_stamp())
+        send = _sender(store, send_run)
+
         place = place or (lambda spec: best_effort_target(store, cfg, spec))
     place = place or (lambda spec: spec.node)
     wf = get(store, wf_id)
