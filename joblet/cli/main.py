@@ -226,12 +226,13 @@ def list_jobs(
 def unknown_filters(client: Any, node: str | None, network: str | None) -> list[str]:
     """Why a filtered list is empty where a filter names no node or network at all (`--node=UX1`
     listed nothing without a word, where `rnx run --node=UX1` says `did you mean 'ux1'?`)."""
+    from joblet.api.networks import BUILTINS
     from joblet.text import did_you_mean
 
     notes = []
     for given, kind, names, hint in (
         (node, "node", lambda: [n["name"] for n in client.nodes()], "rnx nodes"),
-        (network, "network", lambda: [n["name"] for n in client.networks.list()], "rnx network list"),
+        (network, "network", lambda: [*BUILTINS, *client.networks.store.names()], "rnx network list"),
     ):
         if given is not None and given not in (known := names()):
             guess = did_you_mean(given, known)

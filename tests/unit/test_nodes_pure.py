@@ -298,9 +298,8 @@ def test_a_node_or_network_no_filter_or_drain_knows_is_named_with_a_guess():
     nodes = [{"name": "ux1"}, {"name": "web"}]
     assert no_node("UX1", nodes) == "no node 'UX1' in the fleet (did you mean 'ux1'? rnx nodes)"
     assert no_node("zz", nodes) == "no node 'zz' in the fleet (rnx nodes)"
-    client = SimpleNamespace(
-        nodes=lambda: nodes, networks=SimpleNamespace(list=lambda: [{"name": "bridge"}, {"name": "app"}])
-    )
+    networks = SimpleNamespace(store=SimpleNamespace(names=lambda: ["app"]))  # and the built-in ones
+    client = SimpleNamespace(nodes=lambda: nodes, networks=networks)
     assert unknown_filters(client, "UX1", "BRIDGE") == [
         "(no node 'UX1': did you mean 'ux1'? rnx nodes)",
         "(no network 'BRIDGE': did you mean 'bridge'? rnx network list)",
