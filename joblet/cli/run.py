@@ -41,7 +41,7 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 def read_uploads(
-    files: tuple[str, ...], directories: tuple[str, ...] | str | None, limit: int | None = None
+    files: tuple[str, ...], directories: tuple[str, ...], limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Files (by base name) and directory trees (relative paths: several merge, a path two
     of them hold is refused as given twice) with their modes; refused as soon as their sizes
@@ -54,7 +54,7 @@ def read_uploads(
             hint = " (a directory: --upload-dir)" if name and path.is_dir() else ""
             raise ValidationError(f"invalid --upload: '{printable(name)}' is not a readable file{hint}")
         found.append((path, path.name))
-    for directory in (directories,) if isinstance(directories, str) else directories or ():
+    for directory in directories:
         found += _tree(directory)
     uploads, total = [], 0
     for path, rel in found:

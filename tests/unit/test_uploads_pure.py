@@ -40,11 +40,11 @@ def test_an_upload_directory_sends_no_link_out_of_its_tree(tmp_path):
     (tree / "sub").mkdir(parents=True)
     (tree / "sub" / "run.sh").write_text("#!/bin/sh\n")
     (tree / "alias.sh").symlink_to("sub/run.sh")  # inside: sent as the file it names
-    assert sorted(u["path"] for u in read_uploads((), str(tree))) == ["alias.sh", "sub/run.sh"]
+    assert sorted(u["path"] for u in read_uploads((), (str(tree),))) == ["alias.sh", "sub/run.sh"]
     (tmp_path / "secret").write_text("TOP SECRET\n")
     (tree / "config.txt").symlink_to(tmp_path / "secret")
     with pytest.raises(ValidationError, match="is a link out of"):
-        read_uploads((), str(tree))
+        read_uploads((), (str(tree),))
 
 
 def test_an_upload_directory_says_what_it_does_not_send(tmp_path, capsys):
@@ -55,7 +55,7 @@ def test_an_upload_directory_says_what_it_does_not_send(tmp_path, capsys):
     (tree / "run.sh").write_text("#!/bin/sh\n")
     os.mkfifo(tree / "pipe")
     (tree / "gone").symlink_to(tree / "nowhere")
-    assert [u["path"] for u in read_uploads((), str(tree))] == ["run.sh"]  # the control: the file is sent
+    assert [u["path"] for u in read_uploads((), (str(tree),))] == ["run.sh"]  # the control: the file is sent
     err = capsys.readouterr().err
     assert f"{tree / 'pipe'} is not a file or a directory: not sent" in err
     assert f"{tree / 'gone'} is not a file or a directory: not sent" in err
@@ -67,12 +67,12 @@ def test_an_upload_directory_says_a_link_to_a_directory_is_not_walked_and_refuse
     (tree / "lib").mkdir(parents=True)
     (tree / "lib" / "mod.py").write_text("x = 1\n")
     (tree / "alias").symlink_to("lib")  # inside: its files go under their own path
-    assert [u["path"] for u in read_uploads((), str(tree))] == ["lib/mod.py"]
+    assert [u["path"] for u in read_uploads((), (str(tree),))] == ["lib/mod.py"]
     assert f"{tree / 'alias'} is a link to a directory: not sent (its files are)" in capsys.readouterr().err
     (tmp_path / "home").mkdir()
     (tree / "home").symlink_to(tmp_path / "home")
     with pytest.raises(ValidationError, match=f"{tree / 'home'} is a link out of"):
-        read_uploads((), str(tree))
+        read_uploads((), (str(tree),))
 
 
 def test_uploads_past_the_limit_are_refused_before_they_are_read(tmp_path, monkeypatch):
@@ -86,11 +86,11 @@ def test_uploads_past_the_limit_are_refused_before_they_are_read(tmp_path, monke
     real_read = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real_read(self))
     with pytest.raises(ValidationError, match=r"exceed the limit of 1000 bytes \(upload_max_bytes\) at .*b.img"):
-        read_uploads((), str(tree), limit=1000)
+        read_uploads((), (str(tree),), limit=1000)
     assert reads == ["a.bin"]  # the big one was never read
     with pytest.raises(ValidationError, match="exceed the limit of 100 bytes"):
-        read_uploads((str(tree / "a.bin"),), None, limit=100)
-    assert [u["path"] for u in read_uploads((str(tree / "a.bin"),), None, limit=600)] == ["a.bin"]  # the control
+        read_uploads((str(tree / "a.bin"),), (), limit=100)
+    assert [u["path"] for u in read_uploads((str(tree / "a.bin"),), (), limit=600)] == ["a.bin"]  # the control
 
 
 def test_an_upload_directory_says_which_directories_it_cannot_read(tmp_path, capsys):
@@ -106,7 +106,8 @@ def test_an_upload_directory_says_which_directories_it_cannot_read(tmp_path, cap
     os.chmod(tree / "shut", 0)
     os.chmod(tree, 0o755)
     probe = (
-        "import sys; from joblet.cli.run import read_uploads; print([u['path'] for u in read_uploads((), sys.argv[1])])"
+        "import sys; from joblet.cli.run import read_uploads; "
+        "print([u['path'] for u in read_uploads((), (sys.argv[1],))])"
     )
     # as a user whose permissions count (root reads any directory)
     drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
