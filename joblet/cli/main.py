@@ -188,9 +188,8 @@ def list_jobs(
     as_json: bool,
 ) -> None:
     """List jobs, oldest first: by default the most recent 20."""
-    from joblet.api.redis_conn import safe_url
     from joblet.cli.live import refresh
-    from joblet.cli.render import jobs_table, print_json
+    from joblet.cli.render import jobs_table, print_json, unused_redis
 
     wanted = check_statuses(statuses)
     if limit is None:
@@ -211,14 +210,8 @@ def list_jobs(
         elif not records and not watch and (node or network):
             for note in unknown_filters(obj.client, node, network):
                 click.echo(note, err=True)
-        elif not records and not watch and not obj.client.nodes():  # a new shell without the export
-            settings = obj.client.settings
-            where, prefix = safe_url(settings.redis_url), settings.key_prefix
-            click.echo(
-                f"(no worker has used this Redis, {where}, under key prefix {prefix!r}: "
-                "are JOBLET_REDIS_URL and JOBLET_KEY_PREFIX set as the workers' are?)",
-                err=True,
-            )
+        elif not records and not watch and (note := unused_redis(obj.client)):  # a new shell without the export
+            click.echo(note, err=True)
 
     refresh(draw, interval if watch else None, clear=not as_json)
 

@@ -116,3 +116,17 @@ def job_details(record: JobRecord) -> None:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         sys.stdout.write(f"{key + ':':<{width + 2}}{printable(value)}\n")
+
+
+def unused_redis(client: Any) -> str | None:
+    """A note for an empty answer where no worker has ever used this Redis under this key
+    prefix: most often a new shell without the quickstart's `export JOBLET_REDIS_URL=...`."""
+    if client.nodes():
+        return None
+    from joblet.api.redis_conn import safe_url
+
+    where, prefix = safe_url(client.settings.redis_url), client.settings.key_prefix
+    return (
+        f"(no worker has used this Redis, {where}, under key prefix {prefix!r}: "
+        "are JOBLET_REDIS_URL and JOBLET_KEY_PREFIX set as the workers' are?)"
+    )

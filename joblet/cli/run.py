@@ -338,8 +338,19 @@ def run(
                 f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)",
                 err=True,
             )
+            _say_if_unused(client)
         return
     sys.exit(Attached(client, record, as_json, sig_proxy).follow())
+
+
+def _say_if_unused(client: Any) -> None:
+    """After `no worker is running`: where no worker ever used this Redis, the likelier cause
+    (a new shell without the quickstart's export, where rnx had said to start a worker)."""
+    from joblet.cli.render import unused_redis
+
+    note = unused_redis(client)
+    if note:
+        sys.stderr.write(note + "\n")
 
 
 class Leave(Exception):
@@ -511,6 +522,8 @@ class Attached:
             f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
             "running (start one with `joblet-worker`)\n"
         )
+        if not nodes:
+            _say_if_unused(self.client)
         self.warned = True
 
     def _warn_if_node_down(self) -> None:

@@ -34,6 +34,9 @@ class FakeClient:
         self.submitted.append(spec)
         return JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=spec)
 
+    def nodes(self) -> list[dict[str, str]]:
+        return [{"name": "n"}]  # a worker has used this Redis (only down now, as no job is placed)
+
 
 @pytest.fixture
 def fake(monkeypatch) -> FakeClient:
@@ -613,3 +616,14 @@ def test_a_failed_job_is_never_rnx_run_success(capsys):
     assert run._report(done) == 0  # the control
     killed = timed_out.replace(exit_code=143)
     assert run._report(killed) == 143  # its own code where it has one
+
+
+def test_no_worker_on_a_redis_no_worker_ever_used_says_to_check_the_settings(fake, monkeypatch):
+    """A new shell without the quickstart's export: `rnx run -d` said only to start a worker,
+    while one ran on the quickstart's own Redis."""
+    out = invoke("run", "-d", "--network=none", "true")
+    assert out.exit_code == 0 and "no worker has used this Redis" not in out.output  # the control: one has
+    monkeypatch.setattr(fake, "nodes", lambda: [], raising=False)
+    out = invoke("run", "-d", "--network=none", "true")
+    assert out.exit_code == 0 and "waits in the queue: no worker is running" in out.output
+    assert "(no worker has used this Redis, redis://127.0.0.1:6379/0, under key prefix 'joblet:': " in out.output

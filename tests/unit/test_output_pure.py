@@ -97,6 +97,9 @@ def test_cli_passes_max_output(monkeypatch):
             sent["spec"] = spec
             return JobRecord(id="b" * 32, status=JobStatus.PENDING, spec=spec)
 
+        def nodes(self):
+            return [{"name": "n"}]
+
     monkeypatch.setattr(main.Ctx, "client", property(lambda self: FakeClient()))
     result = CliRunner().invoke(main.cli, ["run", "--max-output", "8M", "-d", "yes"])
     assert result.exit_code == 0, result.output
