@@ -335,22 +335,21 @@ def run(
             click.echo(record.id)
         if record.node is None:  # placed on no node: none was up or draining (nodes.place)
             click.echo(
-                f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)",
+                f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)"
+                + _if_unused(client),
                 err=True,
             )
-            _say_if_unused(client)
         return
     sys.exit(Attached(client, record, as_json, sig_proxy).follow())
 
 
-def _say_if_unused(client: Any) -> None:
-    """After `no worker is running`: where no worker ever used this Redis, the likelier cause
-    (a new shell without the quickstart's export, where rnx had said to start a worker)."""
+def _if_unused(client: Any) -> str:
+    """To end the `no worker is running` line (one line, as before): where no worker ever used
+    this Redis, the likelier cause (a new shell without the quickstart's export)."""
     from joblet.cli.render import unused_redis
 
     note = unused_redis(client)
-    if note:
-        sys.stderr.write(note + "\n")
+    return f" {note}" if note else ""
 
 
 class Leave(Exception):
@@ -520,10 +519,8 @@ class Attached:
         where = f"worker on node {wanted!r}" if wanted else "worker"
         sys.stderr.write(
             f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
-            "running (start one with `joblet-worker`)\n"
+            f"running (start one with `joblet-worker`){_if_unused(self.client) if not nodes else ''}\n"
         )
-        if not nodes:
-            _say_if_unused(self.client)
         self.warned = True
 
     def _warn_if_node_down(self) -> None:
