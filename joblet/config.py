@@ -33,6 +33,7 @@ from joblet.config_checks import (
     optional_path,
     optional_text,
     optional_url,
+    optional_whole,
     outside_etc,
     path,
     real,
@@ -165,6 +166,12 @@ class Settings:
         "nf_conntrack_max (the rest is the host's own); -1: no cap",
     )
     job_shm: int = setting(64, whole(1), "MB of a job's /dev/shm")
+    volume_keep_free: int | None = setting(
+        None,
+        optional_whole(0),
+        "MB of the state disk a sized volume's image may not take (its blocks are reserved when "
+        "made): a volume that would leave less free is refused; default a twentieth of the disk",
+    )
     sandbox_ro_paths: tuple[str, ...] = setting(
         (), listed(outside_etc), "more host paths jobs see read-only (besides /usr, /bin, /sbin, /lib*, /etc)"
     )

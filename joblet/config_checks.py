@@ -35,6 +35,12 @@ def whole(ge: int | None = None, le: int | None = None) -> Check:
     return partial(integer, ge=ge, le=le)
 
 
+def optional_whole(ge: int | None = None, le: int | None = None) -> Check:
+    """An integer within bounds, or None (unset: a default worked out where it is used)."""
+    required = whole(ge, le)
+    return lambda value: None if value is None or value == "" else required(value)
+
+
 def real(ge: float | None = None, gt: float | None = None) -> Check:
     """A number within bounds; text of one too."""
     return partial(number, ge=ge, gt=gt)

@@ -57,7 +57,11 @@ def build_services(cfg: Settings) -> Services:
     agent = NetworkAgent(
         cfg, IpamStore(cfg.redis_url, cfg.key_prefix, shared), NetworkStore(cfg.redis_url, cfg.key_prefix, shared)
     )
-    mounts = JobMounts(HostVolumes(cfg.state_dir), VolumeStore(cfg.redis_url, cfg.key_prefix, shared), cfg.runtimes_dir)
+    mounts = JobMounts(
+        HostVolumes(cfg.state_dir, cfg.volume_keep_free),
+        VolumeStore(cfg.redis_url, cfg.key_prefix, shared),
+        cfg.runtimes_dir,
+    )
     discovery = Discovery(store, cfg.node)
     cgroup_root = host.jobs_cgroup_root(cfg)
     etc = EtcView(str(cfg.run_dir / "etc"), Secrets(secret_patterns(cfg)))

@@ -48,8 +48,9 @@ def _plain(path: Path) -> str:
 class HostVolumes:
     """The volumes of this host."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, keep_free_mb: int | None = None) -> None:
         self.root = state_dir / "volumes"
+        self.keep_free_mb = keep_free_mb  # None: a twentieth of the state disk
         self._lock = threading.Lock()
 
     def data(self, name: str) -> Path:
@@ -100,12 +101,17 @@ class HostVolumes:
             _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
 
     def _check_room(self, name: str, size_mb: int) -> None:
-        """Refuse a size past the state disk's free space (the image takes it all at once)."""
-        free_mb = shutil.disk_usage(self.root).free >> 20
-        if size_mb > free_mb:
+        """Refuse a size past the state disk's free space less what stays free (the image
+        takes its blocks at once). Without that margin one volume could take the whole disk,
+        often `/`, and the host's own services fail their writes (review: any rnx user could)."""
+        disk = shutil.disk_usage(self.root)
+        free_mb, keep_mb = disk.free >> 20, self.keep_free_mb
+        if keep_mb is None:
+            keep_mb = (disk.total >> 20) // 20
+        if size_mb > free_mb - keep_mb:
             raise ExecutionError(
-                f"volume {name}: its size ({size_mb} MB) is more than this host's "
-                f"state disk has free ({free_mb} MB at {self.root})"
+                f"volume {name}: its size ({size_mb} MB) is more than this host's state disk can give: "
+                f"{free_mb} MB free at {self.root}, of which {keep_mb} MB stays free (volume_keep_free)"
             )
 
     def _make_image(self, name: str, size_mb: int, image: Path) -> None:

@@ -218,7 +218,7 @@ def test_a_sized_volume_the_disk_lacks_fails_its_job_and_leaves_nothing(client, 
     which stayed as if the volume were made there."""
     client.volumes.create("toobig", "16TB")  # the largest size: more than a test host's disk
     rec, _, _ = run(client, "true", network="none", volumes=["toobig"])
-    assert rec.status == JobStatus.FAILED and "is more than this host's state disk has free" in (rec.error or "")
+    assert rec.status == JobStatus.FAILED and "is more than this host's state disk can give" in (rec.error or "")
     assert not (host.tmp / "state" / "volumes" / "toobig").exists()
     client.volumes.delete("toobig")
 

@@ -40,11 +40,32 @@ def test_a_size_the_state_disk_cannot_hold_is_refused(tmp_path: Path, monkeypatc
     monkeypatch.setattr(volumes, "_run", lambda *argv: calls.append(argv[0]))
     host = volumes.HostVolumes(tmp_path)
     free = volumes.shutil.disk_usage(tmp_path).free >> 20
-    with pytest.raises(ExecutionError, match=r"its size \(\d+ MB\) is more than this host's state disk has free"):
+    with pytest.raises(ExecutionError, match=r"its size \(\d+ MB\) is more than this host's state disk can give"):
         host.ensure(VolumeDef(name="huge", size_mb=free + 1024))
     assert calls == [] and not (tmp_path / "volumes" / "huge" / "image").exists()
     host.ensure(VolumeDef(name="small", size_mb=1))  # the control: one that fits is made
     assert calls == ["mkfs.ext4", "mount"]
+
+
+def test_a_volume_may_not_take_the_last_free_space_of_the_state_disk(tmp_path: Path, monkeypatch):
+    """The image's blocks are reserved at once: a size up to all the free space let any rnx user
+    fill the state disk (often `/`) with one volume and one job. A margin stays free: a
+    twentieth of the disk by default, or volume_keep_free MB."""
+    calls: list[str] = []
+    monkeypatch.setattr(volumes, "_run", lambda *argv: calls.append(argv[0]))
+    disk = SimpleNamespace(free=40 << 20, total=400 << 20)  # 20 MB is a twentieth
+    monkeypatch.setattr(volumes.shutil, "disk_usage", lambda path: disk)
+    host = volumes.HostVolumes(tmp_path)
+    with pytest.raises(ExecutionError, match=r"40 MB free at .*, of which 20 MB stays free \(volume_keep_free\)"):
+        host.ensure(VolumeDef(name="most", size_mb=21))
+    assert calls == [] and host.local() == []
+    host.ensure(VolumeDef(name="fits", size_mb=20))  # the control: up to the margin, made
+    assert calls == ["mkfs.ext4", "mount"]
+    strict = volumes.HostVolumes(tmp_path, keep_free_mb=35)  # an operator's own margin
+    with pytest.raises(ExecutionError, match="of which 35 MB stays free"):
+        strict.ensure(VolumeDef(name="eight", size_mb=8))
+    volumes.HostVolumes(tmp_path, keep_free_mb=0).ensure(VolumeDef(name="all", size_mb=40))  # none kept
+    assert sorted(host.local()) == ["all", "fits"]
 
 
 def test_a_size_the_disk_lacks_leaves_nothing_and_is_made_once_there_is_room(tmp_path: Path, monkeypatch):
@@ -53,11 +74,13 @@ def test_a_size_the_disk_lacks_leaves_nothing_and_is_made_once_there_is_room(tmp
     calls: list[str] = []
     monkeypatch.setattr(volumes, "_run", lambda *argv: calls.append(argv[0]))
     free_mb = [100]
-    monkeypatch.setattr(volumes.shutil, "disk_usage", lambda path: SimpleNamespace(free=free_mb[0] << 20))
-    host = volumes.HostVolumes(tmp_path)
+    monkeypatch.setattr(
+        volumes.shutil, "disk_usage", lambda path: SimpleNamespace(free=free_mb[0] << 20, total=2000 << 20)
+    )
+    host = volumes.HostVolumes(tmp_path, keep_free_mb=0)
     vol = VolumeDef(name="big", size_mb=500, created=1.0)
     with pytest.raises(
-        ExecutionError, match=r"its size \(500 MB\) is more than this host's state disk has free \(100 MB"
+        ExecutionError, match=r"its size \(500 MB\) is more than this host's state disk can give: 100 MB free"
     ):
         host.ensure(vol)
     assert calls == [] and host.local() == [] and not (tmp_path / "volumes" / "big").exists()
