@@ -81,6 +81,7 @@ SYS_MASKED = (
     "/sys/devices/virtual/powercap",
     "/sys/kernel/slab",
     "/sys/class/zram-control",
+    "/sys/devices/virtual/block",  # loop devices' backing files: other volumes' and installations' paths
 )
 # bubblewrap covers irq and bus itself, but not sys here. These binds come from the worker's
 # procfs: sysctls that are per namespace (hostname, net.*) still resolve to the job's own.

@@ -185,6 +185,7 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["slab"] = os.listdir("/sys/kernel/slab")
         zram = "/sys/class/zram-control"  # listed, never read: a read of hot_add adds a device
         checks["zram"] = os.listdir(zram) if os.path.isdir(zram) else None
+        checks["virtual_block"] = os.listdir("/sys/devices/virtual/block")  # loop*/loop/backing_file
         checks["init_env"] = open("/proc/1/environ").read()
         checks["acpi"] = os.listdir("/proc/acpi") if os.path.isdir("/proc/acpi") else []
         checks["sys_write"] = attempt(lambda: write("/sys/kernel/mm/transparent_hugepage/enabled", "never"))
@@ -229,6 +230,9 @@ def test_proc_sys_and_dev_are_like_a_container(client):
     assert os.listdir("/sys/kernel/slab") and got["slab"] == []  # the slab caches' counters
     if os.path.isdir("/sys/class/zram-control"):  # zram loaded: its hot_add is the host's, not the job's
         assert "hot_add" in os.listdir("/sys/class/zram-control") and got["zram"] == [], got["zram"]
+    # the host's loop devices (each naming its backing file: volumes, other installations'
+    # state paths) and zram devices: the job sees neither
+    assert os.listdir("/sys/devices/virtual/block") and got["virtual_block"] == [], got["virtual_block"]
     assert got["sys_write"] == "EROFS" and got["sys_net"] == ["eth0", "lo"]
     assert got["dev"] == [
         "core",
