@@ -71,6 +71,7 @@ PROC_MASKED = (
     "/proc/kpagecgroup",
     "/proc/slabinfo",
     "/proc/vmallocinfo",
+    "/proc/pagetypeinfo",  # free pages per migrate type: a page allocator's state for heap grooming
 )
 # under the job's own sysfs: the kernel's physical load address (KASLR), the energy counters
 # of Docker's mask (Platypus, CVE-2020-8694), the slab caches' counters (root-only on the

@@ -6,9 +6,10 @@ CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and th
 io_uring and vsock sockets (Docker refuses them too). Stricter than Docker: ptrace
 (debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's), uevent
 netlink sockets (the host's device events), a packet socket's PACKET_QDISC_BYPASS (the job's
-egress shaping is a qdisc), and file leases and delegations, fcntl's F_SETLEASE and
-F_SETDELEG (the worker writes files a job can open); fcntl's commands after the last one
-reviewed here get EINVAL, as from a kernel without them.
+egress shaping is a qdisc) and its mmap rings (kernel memory no cgroup is charged), and file
+leases and delegations, fcntl's F_SETLEASE and F_SETDELEG (the worker writes files a job can
+open); fcntl's commands after the last one reviewed here get EINVAL, as from a kernel without
+them.
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 
@@ -105,6 +106,7 @@ F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's o
 F_SETDELEG = 1040  # a delegation (Linux 6.19): a lease that metadata changes break too
 F_LAST_REVIEWED = F_SETDELEG  # fcntl's commands after it: EINVAL (F_GETDELEG, 1039, is a query)
 SOL_PACKET, PACKET_QDISC_BYPASS = 263, 20  # setsockopt's level and option: frames skip the qdisc
+PACKET_RX_RING, PACKET_TX_RING = 5, 13  # a packet socket's mmap ring: kernel pages no cgroup is charged
 # personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26 with either,
 # and the query 0xffffffff; anything else (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC...) is refused
 PERSONALITY_BITS = 0x20008  # the bits those values use
@@ -204,11 +206,11 @@ def job_filter() -> bytes:
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "io_setup")
     # a packet socket's frames past the qdisc of the job's own interface, where its
     # --max-bandwidth holds what it sends: 495 mbit/s left a job held to 10 (red-team run)
-    level, option = (
-        seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, SOL_PACKET),
-        seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, PACKET_QDISC_BYPASS),
-    )
-    filt.add_rule(refuse, "setsockopt", level, option)
+    # and its mmap rings, up to ~4 GB of kernel pages a call that --max-memory never sees
+    # (a job held to 16 MB took 1 GB of the host's memory with one; red-team run)
+    level = seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, SOL_PACKET)
+    for option in (PACKET_QDISC_BYPASS, PACKET_RX_RING, PACKET_TX_RING):
+        filt.add_rule(refuse, "setsockopt", level, seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, option))
     # a file lease: the worker's open of a job's /etc/hosts (or of its /etc copy's files) to
     # write it waited out the lease's 45 s break time, holding locks that stopped other jobs,
     # the heartbeat and stops (red-team run). A delegation (F_SETDELEG) is a lease by another

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -179,7 +180,8 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         checks["net_sysctl"] = attempt(lambda: write("/proc/sys/net/ipv4/ip_forward", "1"))
         checks["sysrq"] = attempt(lambda: write("/proc/sysrq-trigger", "h"))
         checks["masked"] = {p: attempt(lambda: read(p)) for p in ("/proc/keys", "/proc/timer_list")}
-        kernel = ("/proc/kpageflags", "/proc/slabinfo", "/proc/vmallocinfo", "/sys/kernel/vmcoreinfo")
+        kernel = ("/proc/kpageflags", "/proc/slabinfo", "/proc/vmallocinfo", "/proc/pagetypeinfo")
+        kernel += ("/sys/kernel/vmcoreinfo",)
         checks["kernel"] = {p: attempt(lambda: read(p)) for p in kernel if os.path.exists(p)}
         checks["meminfo"] = read("/proc/meminfo") > 0
         checks["slab"] = os.listdir("/sys/kernel/slab")
@@ -304,6 +306,9 @@ def test_seccomp_and_capabilities(client):
         packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # CAP_NET_RAW, as in Docker
         checks["qdisc_bypass"] = attempt(lambda: packet.setsockopt(263, 20, 1))  # past its shaping
         checks["packet_auxdata"] = attempt(lambda: packet.setsockopt(263, 8, 1))  # another option
+        import struct
+        ring = struct.pack("IIII", 1 << 20, 4, 2048, 4 * (1 << 20) // 2048)  # 4 MiB the cgroup never sees
+        checks["packet_rings"] = [attempt(lambda o=o: packet.setsockopt(263, o, ring)) for o in (5, 13)]
         # x86_64 numbers: keyctl, bpf, perf_event_open, ptrace, kexec_load, init_module, reboot, swapon
         for name, nr in (("keyctl", 250), ("bpf", 321), ("perf_event_open", 298), ("ptrace", 101),
                          ("kexec_load", 246), ("init_module", 175), ("reboot", 169), ("swapon", 167),
@@ -323,6 +328,10 @@ def test_seccomp_and_capabilities(client):
     assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
     assert got["open_tree_attr"] == "EPERM" and got["statmount"] == "EFAULT", got
     assert got["qdisc_bypass"] == "EPERM" and got["packet_auxdata"] == "ok", got
+    assert got["packet_rings"] == ["EPERM", "EPERM"], got  # RX and TX rings: memory past --max-memory
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as packet:  # the control: the same ring,
+        for option in (5, 13):  # outside the filter, is made (and freed with the socket; no traffic)
+            packet.setsockopt(263, option, struct.pack("IIII", 1 << 20, 4, 2048, 4 * (1 << 20) // 2048))
     assert got["lease"] == "EPERM" and got["lease_query"] == 2 and got["lock"] == "ok", got
     assert got["deleg"] == ["EPERM"] * 2 and got["fcntl_newer"] == ["EINVAL"] * 2, got
     assert got["fcntl_upper_getfd"] == "ok" and got["pipe_size"] > 0, got
