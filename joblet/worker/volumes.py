@@ -123,6 +123,8 @@ class HostVolumes:
                 # fails a volume's writes with I/O errors; mkfs must not punch them out again
                 os.posix_fallocate(fh.fileno(), 0, size_mb * 1024 * 1024)
             _run("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(making))
+            with open(making, "r+b") as fh:  # what mkfs punched out again (it zeroes by punching
+                os.posix_fallocate(fh.fileno(), 0, size_mb * 1024 * 1024)  # holes on tmpfs)
             making.rename(image)
         except OSError as exc:
             raise ExecutionError(f"failed to make volume {name}'s image: {exc.strerror}") from None

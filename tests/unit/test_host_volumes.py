@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -89,6 +90,21 @@ def test_a_size_the_disk_lacks_leaves_nothing_and_is_made_once_there_is_room(tmp
     assert calls == ["mkfs.ext4", "mount"] and host.generation("big") == 1.0
     image = (tmp_path / "volumes" / "big" / "image").stat()
     assert image.st_size == 500 << 20 and image.st_blocks * 512 >= image.st_size  # reserved, not sparse
+
+
+def test_blocks_mkfs_punches_out_are_reserved_again(tmp_path: Path, monkeypatch):
+    """mkfs.ext4 zeroes by punching holes where the disk is tmpfs: a 300 MB volume held 274 MB
+    there (red-team run), so its jobs' writes took the rest from the state disk later."""
+
+    def run(*argv: str) -> None:
+        if argv[0] == "mkfs.ext4":  # as a hole-punching mkfs leaves it: sparse
+            os.truncate(argv[-1], 0)
+            os.truncate(argv[-1], 8 << 20)
+
+    monkeypatch.setattr(volumes, "_run", run)
+    volumes.HostVolumes(tmp_path, keep_free_mb=0).ensure(VolumeDef(name="tight", size_mb=8))
+    image = (tmp_path / "volumes" / "tight" / "image").stat()
+    assert image.st_size == 8 << 20 and image.st_blocks * 512 >= image.st_size, image
 
 
 def test_a_failure_on_a_volume_in_use_keeps_its_data(tmp_path: Path, monkeypatch):
