@@ -3,7 +3,8 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
-io_uring and vsock sockets (Docker refuses them too). Stricter than Docker: ptrace
+io_uring and vsock sockets (Docker refuses them too). Stricter than Docker: sockets of
+families other than unix, IPv4, IPv6, netlink and packet (EAFNOSUPPORT), ptrace
 (debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's), uevent
 netlink sockets (the host's device events), a packet socket's PACKET_QDISC_BYPASS (the job's
 egress shaping is a qdisc) and its mmap rings (kernel memory no cgroup is charged), and file
@@ -101,6 +102,11 @@ REFUSED = (
     "io_uring_register",
 )
 AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Docker refuses them)
+# the families a job may make sockets of: unix, IPv4, IPv6, netlink, packet. The rest (RDS,
+# TIPC, X.25, CAN, Bluetooth, AF_ALG, AF_XDP...) answer EAFNOSUPPORT, as a kernel without
+# them: rarely used code, where a socket() alone loads a module on hosts that have it
+SOCKET_FAMILIES = (1, 2, 10, 16, 17)
+AF_KNOWN = 46  # AF_MAX of Linux 6.18: families from here on are refused too
 AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15  # the host's device events reach every namespace
 F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's open wait
 F_SETDELEG = 1040  # a delegation (Linux 6.19): a lease that metadata changes break too
@@ -187,6 +193,11 @@ def job_filter() -> bytes:
     # socket's family is an int: the kernel reads 32 bits of the register, a filter compares 64
     # (EQ alone let (1 << 32) | AF_VSOCK through)
     filt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
+    absent = seccomp.ERRNO(errno.EAFNOSUPPORT)
+    others = [(0xFFFFFFFF, f) for f in range(AF_KNOWN) if f not in SOCKET_FAMILIES and f != AF_VSOCK]
+    for mask, value in others + at_least(AF_KNOWN):
+        for call in ("socket", "socketpair"):  # socketpair makes its sockets first: a module too
+            filt.add_rule(absent, call, seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
     # a uevent socket hears the host's device events in any network namespace of the initial
     # user namespace (a job's): disks and USB plugged, the loop devices of other jobs' sized
     # volumes (red-team run; Docker lets it through)

@@ -273,6 +273,13 @@ def test_seccomp_and_capabilities(client):
         checks["vsock"] = attempt(lambda: socket.socket(40, socket.SOCK_STREAM).close())  # AF_VSOCK
         checks["vsock_high"] = syscall(41, ctypes.c_long((1 << 32) | 40), 1, 0)  # the kernel reads 32 bits
         checks["unix"] = attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close())
+        # families past unix, IPv4, IPv6, netlink and packet: as a kernel without them (AF_XDP,
+        # AF_ALG, RDS, one past AF_MAX, AF_XDP with the register's upper half set); the allowed
+        # ones are made, by socket and by socketpair
+        checks["families"] = [syscall(41, f, 3, 0) for f in (44, 38, 21, 46, ctypes.c_long((1 << 32) | 44))]
+        checks["family_pair"] = syscall(53, 44, 3, 0, ctypes.byref((ctypes.c_int * 2)()))
+        made = [socket.socket(f, socket.SOCK_DGRAM) for f in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)]
+        checks["allowed_families"] = len(made) + len(socket.socketpair())
         # the host's device events (uevents) are refused, also with the register's upper half
         # set; other netlink protocols (routing: the job's own namespace) are not
         checks["uevent"] = attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close())
@@ -322,6 +329,9 @@ def test_seccomp_and_capabilities(client):
     assert got["getpid"] == "ok" and got["unshare_help"] == 0
     assert got["mount"] and got["unshare_user"] and got["unshare_net"]
     assert got["vsock"] == got["vsock_high"] == "EPERM" and got["unix"] == "ok", got
+    assert got["families"] == ["EAFNOSUPPORT"] * 5 and got["family_pair"] == "EAFNOSUPPORT", got
+    assert got["allowed_families"] == 5, got
+    socket.socket(44, socket.SOCK_RAW).close()  # the control: this kernel has AF_XDP, the host makes one
     assert got["uevent"] == got["uevent_high"] == "EPERM" and got["rtnetlink"] == "ok", got
     socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close()  # the control: the host opens one
     assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
