@@ -323,6 +323,10 @@ class JobRecord:
 
 
 MAX_TIMEOUT = 10 * 365 * 86400  # seconds; more reads as "never", which no timeout says
+# bubblewrap takes at most 9,000 arguments, its own options included, and each environment
+# variable is three (--setenv K V): 20,000 arguments failed the job as if its command had
+# exited 1 (usability run). These leave ~1,800 for the sandbox's own (~150 on a plain host)
+MAX_ARGS, MAX_ENV = 4096, 1024
 
 
 def check_fresh(spec: JobSpec) -> None:
@@ -332,6 +336,11 @@ def check_fresh(spec: JobSpec) -> None:
     FieldError naming the field."""
     if spec.timeout is not None and spec.timeout > MAX_TIMEOUT:  # 1e20 was taken, shown as `1e+20 s`
         raise FieldError("timeout", f"must be at most {MAX_TIMEOUT} (ten years; give none for no timeout)")
+    if len(spec.args) > MAX_ARGS:
+        long = "pass a long list in an uploaded file"
+        raise FieldError("args", f"{len(spec.args)} arguments, at most {MAX_ARGS} ({long})")
+    if len(spec.env) > MAX_ENV:
+        raise FieldError("env", f"{len(spec.env)} environment variables, at most {MAX_ENV}")
     for i, upload in enumerate(spec.uploads):
         problem = path_problem(upload.path)
         if problem:

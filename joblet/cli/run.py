@@ -180,6 +180,8 @@ FLAGS = {
 }
 # the other options' fields: `invalid --name: ...`, not `invalid job field 'name': ...`
 OPTIONS = {
+    "command": "COMMAND",
+    "args": "ARGS",
     "env": "--env",
     "name": "--name",
     "node": "--node",

@@ -117,6 +117,9 @@ def oom_floor(wanted: int, status: str = "/proc/self/status", adj: str = "/proc/
     return f"the worker lacks CAP_SYS_RESOURCE: jobs can lower their OOM score adjustment from {wanted} to {own}"
 
 
+BWRAP_MAX_ARGS = 9000  # bubblewrap's MAX_ARGS: its argv and what --args holds, together
+
+
 def options_file(env: dict[str, str], bwrap_args: list[str]) -> int:
     """A memfd of NUL-separated bwrap options: the job's environment (not in any argv that
     `ps` shows on the host) and its root."""
@@ -151,6 +154,12 @@ class Sandbox:
         """Spawn the job's process: it joins the cgroups, builds the job's root and waits for
         `go`; stdin is /dev/null, stdout and stderr are pipes."""
         la = self.launch
+        count = 8 + 1 + 3 * len(la.env) + len(la.bwrap_args) + len(la.argv)  # as bwrap counts them
+        if count > BWRAP_MAX_ARGS:  # preflight's bounds leave room, but a host's many covers add more
+            raise ExecutionError(
+                f"the job's arguments, environment and sandbox options are {count} words, more than "
+                f"bubblewrap takes ({BWRAP_MAX_ARGS}): fewer arguments or environment variables"
+            )
         passed: list[int] = []  # closed here whatever happens: bwrap holds its own copies
         try:
             seccomp = self._filter_pipe(passed)

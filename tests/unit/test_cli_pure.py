@@ -302,6 +302,16 @@ def test_rnx_run_names_the_option_and_its_unit(fake, flag, says):
     assert out.exit_code == 2 and out.output == says, out.output
 
 
+def test_rnx_run_names_its_command_and_arguments_in_their_errors(fake):
+    """`invalid job field 'command'` was the Python API's wording (usability run)."""
+    out = CliRunner().invoke(main.cli, ["run", ""], prog_name="rnx")
+    assert out.exit_code == 2 and out.output == "rnx: invalid COMMAND: must have at least 1 character\n", out.output
+    out = CliRunner().invoke(main.cli, ["run", "echo", *["x"] * 5000], prog_name="rnx")
+    says = "rnx: invalid ARGS: 5000 arguments, at most 4096 (pass a long list in an uploaded file)\n"
+    assert out.exit_code == 2 and out.output == says, out.output
+    assert fake.submitted == []  # nothing submitted
+
+
 class StatusStore:
     """get_job answers with one status, or fails as a lost Redis does."""
 

@@ -97,9 +97,14 @@ def test_a_message_past_a_bound_on_new_specs_is_refused_while_a_stored_record_st
     for spec, says in (
         ({"command": "true", "timeout": 1e20}, "invalid job field 'timeout': must be at most 315360000"),
         ({"command": "true", "uploads": [{"path": "a/" * 200 + "f", "content": ""}]}, "201 names deep"),
+        # bubblewrap takes 9,000 words: 20,000 arguments failed the job as if it had exited 1
+        ({"command": "true", "args": ["x"] * 4097}, "invalid job field 'args': 4097 arguments, at most 4096"),
+        ({"command": "true", "env": {f"V{i}": "" for i in range(1025)}}, "1025 environment variables, at most 1024"),
     ):
         parsed, error = parse_spec({"spec": spec}, 1 << 20)
         assert parsed is PLACEHOLDER and error is not None and says in error, error
         stored = {"id": "a" * 32, "status": JobStatus.COMPLETED, "spec": spec}
         assert JobRecord.from_dict(stored).spec.to_dict()["command"] == "true"
     assert parse_spec({"spec": {"command": "true", "timeout": 315360000}}, 1 << 20)[1] is None  # the control
+    most = {"command": "true", "args": ["x"] * 4096, "env": {f"V{i}": "" for i in range(1024)}}
+    assert parse_spec({"spec": most}, 1 << 20)[1] is None  # and at the bounds

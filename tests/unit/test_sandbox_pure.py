@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from joblet.errors import ExecutionError
 from joblet.worker.lookup import Unrunnable, resolve
 from joblet.worker.sandbox import (
     Host,
@@ -360,3 +364,22 @@ def test_a_directory_swapped_during_the_walk_reads_no_host_link(tmp_path, monkey
 
     monkeypatch.setattr(lookup, "host_view", swapping)
     assert resolve("/volumes/v/d/lnk", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
+
+
+def test_a_job_past_bubblewraps_word_count_fails_to_start_saying_why():
+    """bwrap stops at 9,000 words (its argv and its --args together): a job past them failed
+    as if its command had exited 1, with bwrap's own line on its stderr. Preflight's bounds
+    leave room; what a host's many covers add is caught here, before anything is spawned."""
+    from joblet.worker.execution import BWRAP_MAX_ARGS, Launch, Sandbox
+
+    def never(fn):
+        raise AssertionError("spawned")
+
+    def launch(words: int) -> Launch:
+        cgroup = SimpleNamespace(procs_files=[])
+        return Launch("j" * 32, cgroup, ["--ro-bind", "/", "/"] * (words // 3), ["true"], {"A": "1"}, never)
+
+    with pytest.raises(ExecutionError, match=r"are \d+ words, more than bubblewrap takes \(9000\)"):
+        Sandbox(launch(BWRAP_MAX_ARGS)).start()
+    with pytest.raises(AssertionError, match="spawned"):  # the control: one within them is spawned
+        Sandbox(launch(BWRAP_MAX_ARGS - 30)).start()  # (a fake that never spawns: no root needed)
