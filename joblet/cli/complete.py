@@ -123,6 +123,36 @@ def statuses(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> l
     return [CompletionItem(s.value.lower()) for s in JobStatus if s.value.lower().startswith(incomplete.lower())]
 
 
+def rejoin(args: list[str], incomplete: str) -> tuple[list[str], str]:
+    """The words of `rnx run --network=my<TAB>` as typed: bash splits them at '=' (it is in
+    COMP_WORDBREAKS) into `--network`, `=`, `my`, which click read as the option's value `=`
+    and a command `my`, offering nothing in the guide's own form. Returns the words before the
+    one typed and the one typed (`--network=my`; bash's current word is `=` right after the
+    sign). What is offered replaces readline's word, the text after the '='."""
+    joined: list[str] = []
+    for word in args:
+        if len(joined) >= 2 and joined[-1] == "=" and joined[-2].startswith("-"):
+            joined[-2:] = [f"{joined[-2]}={word}"]
+        else:
+            joined.append(word)
+    if incomplete == "=" and joined and joined[-1].startswith("-"):
+        return joined[:-1], f"{joined[-1]}="
+    if len(joined) >= 2 and joined[-1] == "=" and joined[-2].startswith("-"):
+        return joined[:-2], f"{joined[-2]}={incomplete}"
+    return joined, incomplete
+
+
+def use_bash_words() -> None:
+    """Click's bash completion, with the words bash split at '=' joined again (`rejoin`)."""
+    from click.shell_completion import BashComplete, add_completion_class
+
+    class Bash(BashComplete):
+        def get_completion_args(self) -> tuple[list[str], str]:
+            return rejoin(*super().get_completion_args())
+
+    add_completion_class(Bash, "bash")
+
+
 @click.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:

@@ -14,6 +14,11 @@ def main() -> None:
         raise SystemExit(0)
     try:
         from joblet.cli.main import main as run
+
+        if mode == "bash_complete":
+            from joblet.cli.complete import use_bash_words
+
+            use_bash_words()
     except KeyboardInterrupt:
         os._exit(130)
     run()

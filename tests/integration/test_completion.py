@@ -44,6 +44,10 @@ def test_networks_volumes_nodes_and_runtimes_complete(host, client):
         # host only where a live node allows it: this test's worker does not (the default)
         assert {"bridge", "isolated", "none", net} <= offered and "host" not in offered, offered
         assert complete(host, "network", "inspect", net[:4]) == [net]
+        # the guide's `--network=NAME`, which bash hands over split at '=' (usability run)
+        assert complete(host, "run", "--network", "=", net[:4]) == [net]
+        assert net in complete(host, "run", "--network", "=")  # right after the sign
+        assert complete(host, "run", "--volume", "=", vol[:4]) == [vol]
         deletable = complete(host, "network", "delete", "")
         assert net in deletable and "bridge" not in deletable  # built-ins cannot be deleted
         assert complete(host, "run", "--volume", vol[:4]) == [vol]

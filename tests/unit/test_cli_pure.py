@@ -637,3 +637,21 @@ def test_no_worker_on_a_redis_no_worker_ever_used_says_to_check_the_settings(fak
     out = invoke("run", "-d", "--network=none", "true")
     assert out.exit_code == 0 and "waits in the queue: no worker is running" in out.output
     assert "(no worker has used this Redis, redis://127.0.0.1:6379/0, under key prefix 'joblet:': " in out.output
+
+
+@pytest.mark.parametrize(
+    ("args", "incomplete", "want"),
+    [
+        (["run", "--network", "="], "my", (["run"], "--network=my")),  # --network=my<TAB>
+        (["run", "--network"], "=", (["run"], "--network=")),  # --network=<TAB>
+        (["run", "--node", "=", "n1", "--network", "="], "my", (["run", "--node=n1"], "--network=my")),
+        (["run", "--network"], "my", (["run", "--network"], "my")),  # the spaced form: as it was
+        (["run", "echo", "="], "x", (["run", "echo", "="], "x")),  # a job's own '=': left alone
+    ],
+)
+def test_bash_completion_reads_the_option_value_form(args, incomplete, want):
+    """Bash splits `--network=my` at '=': click read `=` as the option's value and offered
+    nothing for the form the README and the guide use throughout (usability run)."""
+    from joblet.cli.complete import rejoin
+
+    assert rejoin(args, incomplete) == want
