@@ -418,9 +418,14 @@ class NetworkAgent:
         self.conntrack.forget(list(plan.ips.values())).wait(FORGET_WAIT)
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
-        """The default-route interface's MTU, read again at most every `max_age` seconds."""
+        """The default-route interface's MTU, or the underlay interface's where that is less
+        (the overlay's datagrams leave there: a 1300-byte private link under a network of
+        1450 dropped its large frames; fleet run), read again at most every `max_age` s."""
         if time.monotonic() - self._mtu_read > max_age:
-            self._mtu, self._mtu_read = links.default_route_mtu(), time.monotonic()
+            mtu = links.default_route_mtu()
+            underlay = self.overlay.underlay() if self.overlay is not None else None
+            held = links.mtu_holding(underlay) if underlay else None
+            self._mtu, self._mtu_read = min(mtu, held or mtu), time.monotonic()
         return self._mtu
 
     # -- guards ---------------------------------------------------------------------------

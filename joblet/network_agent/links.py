@@ -158,10 +158,24 @@ def disable_ipv6(ifname: str, proc: Path = IPV6_CONF) -> None:
     try:
         path.write_text("1\n")
     except FileNotFoundError:
-        if proc.exists():
+        if proc.exists() and not _below_ipv6_mtu(ifname):  # below 1280 the link has no IPv6
             raise NetworkError(f"failed to turn IPv6 off on {ifname}: it has no {path}") from None
     except OSError as exc:
         raise NetworkError(f"failed to turn IPv6 off on {ifname}: {exc.strerror}") from None
+
+
+def _below_ipv6_mtu(ifname: str) -> bool:
+    """Whether the link's MTU is below IPv6's minimum (1280): the kernel gives such a link no
+    IPv6 at all, nor its conf directory (a network over a 1300-byte underlay has 1250)."""
+    index = index_of(ifname)
+    if index is None:
+        return False
+
+    def mtu(ipr: IPRoute) -> int:
+        value: Any = ipr.get_links(index)[0].get_attr("IFLA_MTU")
+        return int(value)
+
+    return _call(f"read {ifname}'s MTU", mtu) < 1280
 
 
 def _ensure_addr(index: int, name: str, address: str, prefixlen: int, only_gateway: bool) -> None:
@@ -254,6 +268,18 @@ def default_route_mtu(fallback: int = 1500) -> int:
         return fallback
 
     return _call("read the default route", mtu)
+
+
+def mtu_holding(address: str) -> int | None:
+    """MTU of the interface that holds `address` in this namespace; None when none does."""
+
+    def mtu(ipr: IPRoute) -> int | None:
+        for addr in ipr.get_addr(family=2, address=address):
+            value: Any = ipr.get_links(addr["index"])[0].get_attr("IFLA_MTU")
+            return int(value)
+        return None
+
+    return _call("read the underlay address's interface", mtu)
 
 
 def configure_inside(attachments: list[Any]) -> None:

@@ -43,6 +43,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
         ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
         _halve_uid_budgets()
+        _check_fleet_settings(cfg)
         _own_state_dir(cfg)
         from joblet.worker.app import connect, make_app
         from joblet.worker.supervisor import Supervisor
@@ -90,6 +91,26 @@ def _own_state_dir(cfg: config.Settings) -> None:
             f"state_dir {cfg.state_dir} belongs to the installation with key prefix {held!r}, not "
             f"{cfg.key_prefix!r}: give this one its own JOBLET_STATE_DIR (or remove {owner})"
         )
+
+
+def _check_fleet_settings(cfg: config.Settings) -> None:
+    """Settings that broke the fleet without a word (fleet run): a heartbeat slower than half
+    of node_down_after showed the node down between its beats, and the sweep made its healthy
+    jobs LOST; an underlay address no interface here holds got the overlay's traffic nowhere."""
+    if cfg.heartbeat_interval * 2 > cfg.node_down_after:
+        raise JobletError(
+            f"heartbeat_interval {cfg.heartbeat_interval:g} s is more than half of node_down_after "
+            f"({cfg.node_down_after:g} s): other nodes would see this one down between its beats, "
+            "and its jobs LOST (JOBLET_HEARTBEAT_INTERVAL, JOBLET_NODE_DOWN_AFTER; the same on every node)"
+        )
+    if cfg.overlay and cfg.underlay_address:
+        from joblet.network_agent import links
+
+        if links.mtu_holding(cfg.underlay_address) is None:
+            raise JobletError(
+                f"underlay_address {cfg.underlay_address} (JOBLET_UNDERLAY_ADDRESS) is on no interface of "
+                "this host: other nodes' overlay traffic to it would never arrive"
+            )
 
 
 def _require_worker_extra() -> None:

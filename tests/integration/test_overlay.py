@@ -3,6 +3,7 @@ VXLAN overlay between their bridges (joblet/network_agent/overlay.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -145,6 +146,40 @@ def test_spanning_network_mtu_is_the_uplinks_less_the_overlay(
         client, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", size, server, network="ov-a", node="ovc"
     )
     assert rec.exit_code == 0, (out, err)
+
+
+def test_a_spanning_network_fits_the_underlay_interface_where_it_is_smaller(
+    hosts: tuple[Host, Host, Host], client: Client
+) -> None:
+    """The MTU followed the default-route interface (or 1500 without one) where the overlay's
+    datagrams leave by the underlay's: over a 1300-byte private link a network got 1450, and
+    its large frames were lost; `network create --mtu=1400` was taken (fleet run)."""
+    from joblet.errors import ValidationError
+
+    b = hosts[1]
+
+    def refused() -> bool:
+        try:
+            client.networks.create("ov-mtu-big", "10.147.0.0/24", mtu=1400)
+        except ValidationError as exc:
+            return "does not fit the overlay on node ovb (uplink MTU 1300 - 50)" in str(exc)
+        client.networks.delete("ov-mtu-big")
+        return False
+
+    control = client.networks.create("ov-mtu-ok", "10.148.0.0/24", mtu=1400)  # fits 1500 - 50
+    client.networks.delete(control.name)
+    b.in_ns("ip", "link", "set", "lan0", "mtu", "1300")
+    try:
+        eventually(refused, "an MTU the underlay cannot carry was taken", timeout=30)
+        client.networks.create("ov-mtu", "10.146.0.0/24")
+        rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="ov-mtu", node="ovb")
+        assert rec.exit_code == 0 and int(out) == 1300 - VXLAN_OVERHEAD, out
+        rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="ov-mtu", node="ova")
+        assert rec.exit_code == 0 and int(out) == 1500 - VXLAN_OVERHEAD, out  # the control: a's is 1500
+    finally:
+        b.in_ns("ip", "link", "set", "lan0", "mtu", "1500")
+        with contextlib.suppress(Exception):
+            client.networks.delete("ov-mtu")
 
 
 def test_delete_removes_the_overlay_on_every_host(hosts: tuple[Host, Host, Host], client: Client, server: str) -> None:

@@ -297,7 +297,7 @@ def test_a_job_ending_after_redis_forgot_it_gets_its_final_record(tmp_path):
     """As above, but the job ends before a heartbeat restores it (here the heartbeat is a
     minute apart): its final record found nothing to update and the job was never seen
     again. Its worker writes the record whole, with its end."""
-    with forgetful(tmp_path, "lateend", heartbeat_interval="60") as (box, client):
+    with forgetful(tmp_path, "lateend", heartbeat_interval="60", node_down_after="130") as (box, client):
         h = box.host
         client.volumes.create("gate")
         job = client.run("sh", ("-c", "until [ -e /volumes/gate/go ]; do sleep 0.1; done; exit 4"), volumes=["gate"])

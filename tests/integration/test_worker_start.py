@@ -63,3 +63,33 @@ def test_a_worker_of_another_key_prefix_is_refused_a_state_dir_in_use(redis_sock
     finally:
         other.close()
         first.close()
+
+
+def test_fleet_settings_that_would_fail_silently_are_refused_at_start(redis_sock):
+    """A heartbeat slower than half of node_down_after showed the node down between beats and
+    its healthy jobs were made LOST; an underlay address no interface holds got the overlay's
+    traffic nowhere. Both started without a word (fleet run)."""
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    host = Host(redis_sock, "fleetset")
+    try:
+        host.in_ns("ip", "addr", "add", "198.18.250.1/32", "dev", "lo")  # its own namespace's
+        for setting, says in (
+            ({"JOBLET_HEARTBEAT_INTERVAL": "15"}, "heartbeat_interval 15 s is more than half of node_down_after"),
+            ({"JOBLET_UNDERLAY_ADDRESS": "198.18.250.2"}, "underlay_address 198.18.250.2 (JOBLET_UNDERLAY_"),
+        ):
+            refused = subprocess.run(
+                ["nsenter", f"--net=/run/netns/{host.netns}", str(BIN / "joblet-worker"), "--node", "fleetset"],
+                env={**os.environ, **host.env, **setting},
+                capture_output=True,
+                timeout=60,
+            )
+            last = refused.stderr.decode().strip().splitlines()[-1]
+            assert refused.returncode == 1 and last.startswith(f"joblet-worker: {says}"), refused.stderr
+        # the control: the same worker with an underlay address its namespace holds, beating at 10 s
+        host.env.update({"JOBLET_UNDERLAY_ADDRESS": "198.18.250.1", "JOBLET_HEARTBEAT_INTERVAL": "10"})
+        host.start_worker()
+        client = Client(host.cfg)
+        job = client.run("true", network="none")
+        assert client.wait(job.id, timeout=60).status == JobStatus.COMPLETED
+    finally:
+        host.close()
