@@ -266,9 +266,10 @@ class NetworkAgent:
         return self.uplink_mtu() - (names.VXLAN_OVERHEAD if self.overlay is not None else 0)
 
     def overlay_changed(self) -> None:
-        """The remote jobs the overlay lets in changed: render the tables again."""
+        """The remote jobs the overlay lets in changed: render the tables again (also those a
+        previous worker left here, whose sets named remote jobs of its time)."""
         with self._lock:
-            if self._loaded:
+            if self._loaded or firewall.has_table("inet"):
                 self._apply()
 
     def remove_network(self, name: str) -> bool:

@@ -253,6 +253,34 @@ class Overlay:
                 self._ports.pop(net.name, None)
             raise
 
+    def adopt(self, networks: list[NetworkDef]) -> list[str]:
+        """Take back the ports a previous worker left here for networks that still exist, as
+        they are (their VNI, bridge, MTU), so that syncs keep their entries in step: after a
+        restart they kept the entries of remote jobs long gone, and the firewall's sets kept
+        those jobs' MACs and nodes, until a job of the network started here (fleet run).
+        Returns the networks taken back."""
+        if self.underlay() is None:
+            return []
+        present = set(links.names_with_prefix(VXLAN_PREFIX, "vxlan"))
+        taken = []
+        with self._lock, IPRoute() as ipr:
+            for net in networks:
+                device = vxlan_name(net.name)
+                if net.name in self._ports or device not in present:
+                    continue
+                found = ipr.link_lookup(ifname=device)
+                if not found:
+                    continue  # removed meanwhile
+                link = ipr.get_links(found[0])[0]
+                vxlan, master = _vxlan_of(ipr, found[0]), link.get_attr("IFLA_MASTER")
+                if vxlan is None or not master:
+                    continue  # not a port of ours on a bridge: the network's next job makes it
+                bridge = str(ipr.get_links(master)[0].get_attr("IFLA_IFNAME"))
+                mtu = int(link.get_attr("IFLA_MTU"))
+                self._ports[net.name] = OverlayPort(net.name, device, vxlan[0], bridge, mtu)
+                taken.append(net.name)
+        return taken
+
     def reattach(self, bridges: set[str]) -> None:
         """Put the ports whose bridge was made again back on it (deleting a bridge frees its
         ports: the port itself, and its forwarding entries, stay)."""

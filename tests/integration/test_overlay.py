@@ -182,6 +182,39 @@ def test_a_spanning_network_fits_the_underlay_interface_where_it_is_smaller(
             client.networks.delete("ov-mtu")
 
 
+def test_a_restarted_worker_drops_the_overlay_entries_of_jobs_gone_meanwhile(
+    hosts: tuple[Host, Host, Host], client: Client
+) -> None:
+    """A worker restarted after a remote job ended kept that job's forwarding entry on its
+    overlay port, and its MAC and node in the firewall's sets, until a job of the network
+    started there again: ten minutes and six restarts in the fleet run."""
+    c = hosts[2]  # not ova: its restart would stop the module's server
+    client.networks.create("ov-rs", "10.149.0.0/24")
+    try:
+        rec, _, _ = run(client, "true", network="ov-rs", node="ovc")  # ovc gets the network's port
+        assert rec.exit_code == 0, rec
+        remote = client.run("sleep", ("300",), network="ov-rs", node="ovb")
+        wait_running(client, remote.id)
+        mac = mac_for(remote.id, "ov-rs")
+
+        def fdb() -> str:
+            return c.in_ns("bridge", "fdb", "show", "dev", vxlan_name("ov-rs")).stdout
+
+        def let_in() -> str:
+            return c.in_ns("nft", "list", "set", "bridge", "joblet", "overlay_macs").stdout
+
+        eventually(lambda: mac in fdb() and mac in let_in(), "ovc does not let the remote job in", 15)
+        c.stop_worker()
+        client.stop(remote.id)
+        client.wait(remote.id, timeout=30)
+        assert mac in fdb() and mac in let_in()  # the control: what the stopped worker left
+        c.start_worker()
+        eventually(lambda: mac not in fdb() and mac not in let_in(), "ovc still lets a job gone meanwhile in", 15)
+    finally:
+        with contextlib.suppress(Exception):
+            client.networks.delete("ov-rs")
+
+
 def test_delete_removes_the_overlay_on_every_host(hosts: tuple[Host, Host, Host], client: Client, server: str) -> None:
     client.networks.create("ov-del", "10.143.0.0/24")
     for h in hosts:
