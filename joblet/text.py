@@ -27,6 +27,12 @@ def _escaped(c: str) -> str:
     return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
 
 
+def shown(name: str, most: int = 64) -> str:
+    """A name from the user as an error repeats it: at most `most` characters, the cut said
+    (`rnx status` of a 100,000-character id printed it whole), and printable."""
+    return printable(name[:most]) + ("…" if len(name) > most else "")
+
+
 def alike(name: str, choices: Iterable[str]) -> list[str]:
     """The choices a mistyped name may have meant: those equal to it but for case, else at most
     three close in spelling (case ignored)."""
@@ -36,11 +42,20 @@ def alike(name: str, choices: Iterable[str]) -> list[str]:
     same = [c for c in known if c.lower() == name.lower()]
     if same:
         return same
-    by_lower = {c.lower(): c for c in known}
-    return [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.75)]
+    by_lower: dict[str, list[str]] = {}  # every spelling: `myapp` and `MYAPP` may both exist
+    for c in known:
+        by_lower.setdefault(c.lower(), []).append(c)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.75)
+    return [c for m in close for c in by_lower[m]]
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`did you mean 'x'?` for what `alike` finds, else ''."""
     found = alike(name, choices)
     return f"did you mean {' or '.join(repr(c) for c in found)}?" if found else ""
+
+
+def hinted(name: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for what `alike` finds, else ''."""
+    found = did_you_mean(name, choices)
+    return f" ({found})" if found else ""

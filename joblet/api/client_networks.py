@@ -21,6 +21,7 @@ from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.names import VXLAN_OVERHEAD, bridge_name
+from joblet.text import shown
 
 
 def fleet_prefixes(nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -106,7 +107,7 @@ class Networks:
         row = next((r for r in self.list() if r["name"] == name), None)
         if row is None:
             self.store.get(name)  # one that does not read says so (listings leave it out)
-            raise NotFound(f"no such network: {name}" if name else "no network name given")
+            raise NotFound(f"no such network: {shown(name)}" if name else "no network name given")
         row["job_list"] = [
             {"id": r.id, "name": r.name, "status": r.status.value, "ip": r.ips.get(name), "node": r.node}
             for r in self._live_jobs()

@@ -31,6 +31,7 @@ from joblet.fields import (
     text,
 )
 from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, default_vni, is_joblet_link
+from joblet.text import hinted, shown
 
 BUILTINS = ("bridge", "isolated", "none", "host")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
@@ -332,7 +333,9 @@ class NetworkStore:
         """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.key, name)
         if raw is None:
-            raise NotFound(f"no such network: {name}" if name else "no network name given")
+            if not name:
+                raise NotFound("no network name given")
+            raise NotFound(f"no such network: {shown(name)}{hinted(name, self.names())}")
         return stored_named(NetworkDef, raw, "network", name)
 
     @_url

@@ -19,6 +19,7 @@ from joblet.api.redis_conn import connect, error_kind, translated
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
 from joblet.names import name_key
+from joblet.text import shown
 
 log = logging.getLogger(__name__)
 SHORT_ID_LEN = 12  # `rnx list` shows ids this long; a name of that shape is refused (models.py)
@@ -277,7 +278,7 @@ class Store(OutputStreams):
     def get_job(self, job_id: str) -> JobRecord:
         record = self.find_job(job_id)
         if record is None:
-            raise NotFound(f"no such job: {job_id}")
+            raise NotFound(f"no such job: {shown(job_id)}")
         return record
 
     def _newer_workflow_job(self, name: str, since: float) -> str | None:
@@ -343,9 +344,9 @@ class Store(OutputStreams):
             named_jobs = [i for i, name in zip(ids, self._names(ids), strict=True) if name == name_key(prefix)]
             matches = named_jobs[-1:] or matches
         if not matches:
-            raise NotFound(f"no such job: {prefix}")
+            raise NotFound(f"no such job: {shown(prefix)}")
         if len(matches) > 1:
-            raise AmbiguousId(f"job id prefix {prefix!r} matches {len(matches)} jobs; give more")
+            raise AmbiguousId(f"job id prefix {shown(prefix)!r} matches {len(matches)} jobs; give more")
         return matches[0]
 
     @_url

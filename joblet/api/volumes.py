@@ -18,6 +18,7 @@ from joblet.api.models import VOLUME_RE
 from joblet.api.redis_conn import connect, translated
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import checked_all, integer, matching, number, optional, stored, stored_by_name, stored_named
+from joblet.text import hinted, shown
 
 _SIZE = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
 _MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -99,11 +100,18 @@ class VolumeStore:
         )
 
     @_url
+    def names(self) -> list[str]:
+        """The volumes' names (their definitions unread)."""
+        return sorted(n.decode(errors="surrogateescape") for n in self.redis.hkeys(self.keys.volumes))
+
+    @_url
     def get(self, name: str) -> VolumeDef:
         """One definition; one that does not read says so (ValidationError), naming it."""
         raw = self.redis.hget(self.keys.volumes, name)
         if raw is None:
-            raise NotFound(f"no such volume: {name}" if name else "no volume name given")
+            if not name:
+                raise NotFound("no volume name given")
+            raise NotFound(f"no such volume: {shown(name)}{hinted(name, self.names())}")
         return stored_named(VolumeDef, raw, "volume", name)
 
     @_url

@@ -28,6 +28,7 @@ from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import AmbiguousId, NotFound, ValidationError
+from joblet.text import shown
 
 T = TypeVar("T")
 
@@ -180,7 +181,7 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
     if len(kept) > 1:
         raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(kept)} workflows; give more")
     if not kept:
-        raise NotFound(f"no such workflow: {wf_id}")
+        raise NotFound(f"no such workflow: {shown(wf_id)}")
     return WorkflowRecord.model_validate(json.loads(kept[0]))
 
 

@@ -79,4 +79,7 @@ def drain(obj: Any, name: str) -> None:
 def undrain(obj: Any, name: str) -> None:
     """Let NAME take new jobs again."""
     row = obj.client.drain(name, False)
-    click.echo(f"node {name} {row['state']}: takes new jobs")
+    if row["state"] == "down":  # `node x down: takes new jobs` (fleet run)
+        click.echo(f"node {name} undrained: takes new jobs once it is up again (it is down)")
+    else:
+        click.echo(f"node {name} {row['state']}: takes new jobs")

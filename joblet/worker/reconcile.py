@@ -9,6 +9,7 @@ and their mounts), then addresses anywhere in the fleet whose owner job has ende
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -91,4 +92,5 @@ def free_orphan_addresses(svc: Services) -> None:
             rec = svc.store.find_job(owner)
             if rec is None or rec.status.final:
                 ipam.release(network, address, owner)
-                log.warning("freed %s address slot %d of ended job %s", network, address, owner[:12])
+                shown = ipaddress.IPv4Address(address) if 0 <= address < 1 << 32 else address
+                log.warning("freed %s address %s of ended job %s", network, shown, owner[:12])
