@@ -354,6 +354,13 @@ def test_a_stop_rnx_did_not_ask_for_says_who_stopped_the_job(capsys):
     assert capsys.readouterr().err == "rnx: job aaaaaaaaaaaa stopped: stopped by the x\n"
     run.stopping = signal.SIGINT  # Ctrl-C here asked for it: nothing more to say
     assert run._report(final) == 143 and capsys.readouterr().err == ""
+    # stopped by `rnx stop` from another shell: exit 143 with no word said (usability run)
+    by_user = JobRecord(id="a" * 32, spec=JobSpec(command="sleep"), status=JobStatus.STOPPED, exit_code=143)
+    run, _ = attached()
+    assert run._report(by_user) == 143
+    assert capsys.readouterr().err == "rnx: job aaaaaaaaaaaa stopped by a stop request (rnx stop, or the Python API)\n"
+    run.stopping = signal.SIGINT
+    assert run._report(by_user) == 143 and capsys.readouterr().err == ""
 
 
 def test_an_empty_workflow_option_asks_for_a_file(fake):
