@@ -152,6 +152,23 @@ def test_a_jobs_resolv_conf_is_its_networks_dns_else_the_workers(nets):
         nets.networks.delete("tenant-dns")
 
 
+def test_a_network_whose_range_holds_the_workers_dns_server_is_refused_its_jobs(nets):
+    """Its jobs' lookups went on-link to whichever job of the network held that address,
+    which answered them all (usability run). Its own --dns is its owner's choice: it runs."""
+    nets.networks.create("dns-clash", "203.0.113.0/24")  # the worker's dns_servers: 203.0.113.2
+    try:
+        rec, _, _ = run(nets, "cat", "/etc/resolv.conf", network="dns-clash")
+        assert rec.exit_code is None and "holds the DNS server jobs here are given (203.0.113.2)" in (rec.error or "")
+    finally:
+        nets.networks.delete("dns-clash")
+    nets.networks.create("dns-own", "203.0.113.0/24", dns=("203.0.113.9",))
+    try:
+        rec, out, err = run(nets, "cat", "/etc/resolv.conf", network="dns-own")
+        assert rec.exit_code == 0 and out == b"nameserver 203.0.113.9\n", (out, err)
+    finally:
+        nets.networks.delete("dns-own")
+
+
 def test_job_cannot_reach_the_host_itself(nets, host):
     listener = host_listener(host.netns, seconds=30)
     try:
