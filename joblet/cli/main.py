@@ -316,24 +316,50 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
             click.echo(f"rnx: {error_text(exc)}", err=True)
             failed += 1
     graces = client.stop_graces() if asked and not no_wait else {}
+    down = down_nodes(client) if asked and not no_wait else {}
     for record in asked:
-        if not await_stop(client, record, began, no_wait, graces.get(record.node or "")):
+        node = record.node or ""
+        if not await_stop(client, record, began, no_wait, graces.get(node), down.get(node)):
             failed += 1
     if failed:
         sys.exit(1)
 
 
-def await_stop(client: Any, record: Any, began: float, no_wait: bool, grace: float | None = None) -> bool:
+def down_nodes(client: Any) -> dict[str, float]:
+    """{name: seconds since its last heartbeat} of the nodes that are down (empty when Redis
+    cannot say)."""
+    try:
+        return {n["name"]: float(n["heartbeat_age"]) for n in client.nodes() if n["state"] == "down"}
+    except (JobletError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def await_stop(
+    client: Any, record: Any, began: float, no_wait: bool, grace: float | None = None, down_for: float | None = None
+) -> bool:
     """Wait for one asked job to end (unless `no_wait`) and report it; False if it had not
     ended when rnx stopped waiting (its worker dead?), which exits 1: it exited 0, as if the
     job had stopped, with `ID RUNNING` on stdout. `grace`: its worker's, when its heartbeat
-    says (the client's own setting is no guide to it)."""
+    says (the client's own setting is no guide to it). `down_for`: how long its node has been
+    silent, when it is down: no SIGTERM is sent there; the job ends LOST when the fleet gives
+    the node up, unless its worker returns and stops it (fleet run: rnx said it sent SIGTERM,
+    waited 40 s and asked whether the worker was alive)."""
     import time
 
-    if not record.status.final and not no_wait:
+    if not record.status.final and not no_wait and down_for is not None:
+        cfg = client.settings
+        left = max(0.0, cfg.node_down_after + cfg.node_lost_grace - down_for)
+        click.echo(
+            f"stopping job {record.short_id}… its node {record.node!r} is down (no heartbeat for {down_for:.0f} s): "
+            f"the stop is recorded; the job ends LOST in about {left:.0f} s, or stops if its worker returns first",
+            err=True,
+        )
+        patience = left + 15 + (time.monotonic() - began)
+    elif not record.status.final and not no_wait:
         said = STOP_WAIT if grace is None else f"waiting up to {grace:g} s (then SIGKILL)"
         click.echo(f"stopping job {record.short_id}… sent SIGTERM, {said}", err=True)
         patience = (client.settings.stop_grace if grace is None else grace) + 30
+    if not record.status.final and not no_wait:
         try:
             record = client.wait(record.id, timeout=max(1.0, patience - (time.monotonic() - began)))
         except TimeoutError:

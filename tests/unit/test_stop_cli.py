@@ -196,3 +196,35 @@ def test_stats_of_a_job_named_twice_is_one_row(monkeypatch):
     monkeypatch.setattr(api_stats, "collect", lambda _client, ids: seen.append(ids) or [])
     client.stats(["web", "a" * 32, "b" * 32, "web"])
     assert seen == [["a" * 32, "b" * 32]]
+
+
+def test_a_job_on_a_down_node_is_said_to_end_lost_and_waited_for_that_long(monkeypatch):
+    """rnx said it sent SIGTERM, waited 40 s and asked whether the worker was alive, while the
+    job's node had been down for a minute and the job would end LOST (fleet run)."""
+
+    class Fleet(StopClient):
+        def stop_graces(self) -> dict[str, float]:
+            return {}
+
+        def nodes(self) -> list[dict[str, Any]]:  # type: ignore[override]
+            return [{"name": "n1", "state": "down", "heartbeat_age": 30.0}, {"name": "n2", "state": "up"}]
+
+        def wait(self, job_id: str, timeout: float) -> JobRecord:
+            waited.append(timeout)
+            self.jobs[job_id] = self.jobs[job_id].replace(status=JobStatus.LOST)
+            return self.jobs[job_id]
+
+    waited: list[float] = []
+    client = Fleet(job("a", JobStatus.RUNNING).replace(node="n1"))
+    del client.nodes  # the heartbeats' dict of the plain fake: the fleet's rows here
+    client.settings = SimpleNamespace(stop_grace=0.0, node_down_after=20.0, node_lost_grace=60.0)
+    out = rnx(monkeypatch, client, "stop", "a" * 32)
+    assert out.exit_code == 0 and out.stdout == f"{'a' * 32} LOST\n", out.output
+    said = "its node 'n1' is down (no heartbeat for 30 s): the stop is recorded; the job ends LOST in about 50 s"
+    assert said in out.stderr and "sent SIGTERM" not in out.stderr, out.stderr
+    assert 50 <= waited[0] <= 66 and f"job {'a' * 12} lost after" in out.stderr
+    up = Fleet(job("b", JobStatus.RUNNING).replace(node="n2"))  # the control: a job on a node that is up
+    del up.nodes
+    up.settings = client.settings
+    out = rnx(monkeypatch, up, "stop", "b" * 32)
+    assert "sent SIGTERM" in out.stderr and "is down" not in out.stderr, out.stderr
