@@ -351,7 +351,7 @@ def await_stop(
         left = max(0.0, cfg.node_down_after + cfg.node_lost_grace - down_for)
         click.echo(
             f"stopping job {record.short_id}… its node {record.node!r} is down (no heartbeat for {down_for:.0f} s): "
-            f"the stop is recorded; the job ends LOST in about {left:.0f} s, or stops if its worker returns first",
+            f"the stop is recorded; the job ends LOST in about {left:.0f} s, or when its worker returns",
             err=True,
         )
         patience = left + 15 + (time.monotonic() - began)
