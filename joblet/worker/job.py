@@ -86,6 +86,7 @@ class JobRun:
         self.host: Host | None = None
         self.plan: NetPlan | None = None
         self.stopped = threading.Event()
+        self.started_at: float | None = None  # when it went RUNNING (a restored record keeps it)
         self.stop_why: str | None = None  # said in its record: who stopped it, if not a user
         self.capture: Capture | None = None
         self._stop_lock = threading.Lock()
@@ -279,8 +280,9 @@ class JobRun:
         """RUNNING, and known to its peers before its command starts."""
         assert self.plan is not None
         plan, svc = self.plan, self.svc
+        self.started_at = time.time()
         self.store.transition(
-            self.job_id, WAITING, status=JobStatus.RUNNING, started=time.time(), node=svc.cfg.node, ips=plan.ips
+            self.job_id, WAITING, status=JobStatus.RUNNING, started=self.started_at, node=svc.cfg.node, ips=plan.ips
         )
         self.undo.push("leave networks", lambda: svc.discovery.leave(self.job_id, list(plan.ips)))
         names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]

@@ -3,16 +3,16 @@ does): written again on the heartbeat, so they can be seen and stopped, their ad
 not handed out twice and their peers find them by name.
 
 What this worker knows of such a job is written back: its record (RUNNING, this node, its
-addresses; `created` and `started` are the time of the restore, which the record says in
-`error`) unless one exists by then (the job's own end writes its record whole when Redis
-lost it: records.py), its name unless another job took it meanwhile, its addresses unless
-another job took one meanwhile (both logged: the job keeps running, a peer may then reach
-the other one), its place in its networks, and the definitions of its user networks unless
-their names were taken meanwhile (logged): without them the network was gone from `rnx network
-list` while the job ran on it, and a network made again under its name with another CIDR (or
-another name with its CIDR) rebuilt the bridge under the job and cut it off. Volumes' definitions
-are not restored (a volume's data stays on its hosts and a new definition finds it:
-docs/RELIABILITY.md).
+addresses; `created` and `started` are when it started here, its submission's time having gone
+with Redis, which the record says in `error`) unless one exists by then (the job's own end
+writes its record whole when Redis lost it: records.py), its name unless another job took it
+meanwhile, its addresses unless another job took one meanwhile (both logged: the job keeps
+running, a peer may then reach the other one), its place in its networks, and the definitions
+of its user networks unless their names were taken meanwhile (logged): without them the network
+was gone from `rnx network list` while the job ran on it, and a network made again under its
+name with another CIDR (or another name with its CIDR) rebuilt the bridge under the job and cut
+it off. Volumes' definitions are not restored (a volume's data stays on its hosts and a new
+definition finds it: docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1 + named
 """
 )
-RESTORED = "restored by its worker after Redis lost its record (created and started: then)"
+RESTORED = "restored by its worker after Redis lost its record (created: when it started)"
 
 
 def restore_forgotten(svc: Services, runs: list[Any]) -> list[str]:
@@ -75,6 +75,7 @@ def restore_forgotten(svc: Services, runs: list[Any]) -> list[str]:
 
 def _restore(svc: Services, run: Any) -> None:
     now, plan, spec = time.time(), run.plan, run.spec
+    started = getattr(run, "started_at", None) or now  # its submission's time went with Redis
     record = JobRecord(
         id=run.job_id,
         status=JobStatus.RUNNING,
@@ -82,8 +83,8 @@ def _restore(svc: Services, run: Any) -> None:
         name=spec.name,
         node=svc.cfg.node,
         ips=dict(plan.ips),
-        created=now,
-        started=now,
+        created=started,
+        started=started,
         workflow=run.scope or None,
         error=RESTORED,
     )

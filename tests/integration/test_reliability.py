@@ -270,6 +270,7 @@ def test_jobs_a_restarted_redis_forgot_are_restored_by_their_worker(tmp_path):
         h = box.host
         keeper = client.run("sleep", ("300",), name="keeper")
         ip = wait_running(client, keeper.id)
+        began = client.get(keeper.id).started
         kept = client.networks.create("kept", "10.150.0.0/24")
         on_kept = client.run("sleep", ("300",), network="kept")
         wait_running(client, on_kept.id)
@@ -277,6 +278,9 @@ def test_jobs_a_restarted_redis_forgot_are_restored_by_their_worker(tmp_path):
         eventually(lambda: client.store.find_job(keeper.id) is not None, "the job restored", timeout=60)
         rec = client.get("keeper")
         assert rec.id == keeper.id and rec.status == JobStatus.RUNNING and rec.ips == {"bridge": ip}, rec
+        # when it started, not when it was restored (rnx list showed it created at the restore)
+        assert began is not None and rec.started is not None and abs(rec.started - began) < 0.01, (began, rec)
+        assert rec.created == rec.started and "created: when it started" in (rec.error or ""), rec
         # its network's definition too: not made again under the job with another CIDR
         eventually(lambda: client.store.find_job(on_kept.id) is not None, "the job restored", timeout=60)
         assert client.networks.store.get("kept") == kept
