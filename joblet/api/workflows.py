@@ -400,7 +400,7 @@ def graph_problems(wf: Workflow) -> list[str]:
         if dep in wf.jobs and wf.jobs[dep].service and wanted != JobStatus.RUNNING
     ]
     if all(job.service for job in wf.jobs.values()):
-        problems.append("every job is a service: a workflow ends when its jobs that are not services have")
+        problems.append("every job is a service: a workflow ends when its jobs that are not services have ended")
     graph = {name: [d for d in job.requires if d in wf.jobs] for name, job in wf.jobs.items()}
     try:  # no recursion: a chain of thousands of jobs is a graph like any other
         graphlib.TopologicalSorter(graph).prepare()

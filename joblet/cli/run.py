@@ -189,7 +189,7 @@ OPTIONS = {
     "volumes": "--volume",
     "runtime": "--runtime",
     "user": "--user",
-    "uploads": "--upload",
+    "uploads": "--upload or --upload-dir",  # either gives the path: `is given twice` came from two --upload-dir
 }
 
 
