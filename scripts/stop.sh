@@ -23,7 +23,10 @@ nft delete table inet joblet 2>/dev/null
 nft delete table bridge joblet 2>/dev/null
 nft delete table arp joblet 2>/dev/null
 nft delete table ip joblet 2>/dev/null  # the connection caps
-for group in /sys/fs/cgroup/joblet /sys/fs/cgroup/unified/joblet /sys/fs/cgroup/*/joblet; do
-  rmdir "$group" 2>/dev/null  # the worker's (empty) cgroup roots
+# the worker's (empty) cgroup roots: JOBLET_CGROUP_ROOT's, with its v1 twins, else the default
+ROOT=${JOBLET_CGROUP_ROOT:-}
+NAME=$(basename "${ROOT:-joblet}")
+for group in ${ROOT:+"$ROOT"} /sys/fs/cgroup/"$NAME" /sys/fs/cgroup/unified/"$NAME" /sys/fs/cgroup/*/"$NAME"; do
+  rmdir "$group" 2>/dev/null
 done
 echo "joblet stopped"
