@@ -266,8 +266,8 @@ def status(obj: Ctx, job_id: str, as_json: bool) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.pass_obj
 def log(obj: Ctx, job_id: str, follow: bool) -> None:
-    """Print a job's output (stdout to stdout, stderr to stderr); with -f, a job that ended
-    LOST (its node stopped heartbeating) exits 125 with the reason."""
+    """Print a job's output (stdout to stdout, stderr to stderr); a job that ended LOST (its
+    node stopped heartbeating) adds the reason on stderr, and with -f exits 125."""
     from joblet.cli.patience import Patience
     from joblet.cli.stream import write_chunk
 
@@ -276,12 +276,12 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
             write_chunk(stream, data)
     except KeyboardInterrupt:
         sys.exit(130)
-    if follow:
-        record = obj.client.get(job_id)
-        if record.status.value == "LOST":
-            from joblet.cli.render import printable
+    record = obj.client.get(job_id)
+    if record.status.value == "LOST":  # its output ends where its node was lost: said (fleet run)
+        from joblet.cli.render import printable
 
-            click.echo(f"rnx: job {record.short_id} lost: {printable(record.error or '')}", err=True)
+        click.echo(f"rnx: job {record.short_id} lost: {printable(record.error or '')}", err=True)
+        if follow:
             sys.exit(125)
 
 

@@ -228,3 +228,15 @@ def test_a_job_on_a_down_node_is_said_to_end_lost_and_waited_for_that_long(monke
     up.settings = client.settings
     out = rnx(monkeypatch, up, "stop", "b" * 32)
     assert "sent SIGTERM" in out.stderr and "is down" not in out.stderr, out.stderr
+
+
+def test_rnx_log_of_a_lost_job_says_its_output_ends_there(monkeypatch):
+    """It printed what the job wrote and exited 0, no word of the loss (fleet run); with -f
+    it exits 125, as before."""
+    lost = job("a", JobStatus.LOST).replace(error="node n1 stopped heartbeating at 12:00:00")
+    for args, code in ((("log", "a" * 32), 0), (("log", "-f", "a" * 32), 125)):
+        out = rnx(monkeypatch, StopClient(lost), *args)
+        assert out.exit_code == code, out.output
+        assert out.stderr == f"rnx: job {'a' * 12} lost: node n1 stopped heartbeating at 12:00:00\n", out.stderr
+    out = rnx(monkeypatch, StopClient(job("b", JobStatus.COMPLETED)), "log", "b" * 32)  # the control
+    assert out.exit_code == 0 and out.stderr == "", out.output
