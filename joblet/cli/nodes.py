@@ -69,7 +69,12 @@ def node() -> None:
 def drain(obj: Any, name: str) -> None:
     """Send no new jobs to NAME; its running jobs go on (a job it still receives is refused)."""
     row = obj.client.drain(name, True)
-    going_on = f"; {row['jobs']} running job(s) go on" if row["jobs"] is not None else f" (it is {row['state']})"
+    # the count is its last heartbeat's (up to heartbeat_interval old): said so (fleet run: 0 while 2 ran)
+    going_on = (
+        f"; {row['jobs']} running job(s) go on (as of its last heartbeat)"
+        if row["jobs"] is not None
+        else f" (it is {row['state']})"
+    )
     click.echo(f"node {name} draining: no new jobs go there{going_on}")
 
 

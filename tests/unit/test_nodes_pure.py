@@ -161,11 +161,13 @@ def test_rnx_node_drain_and_undrain(fake):
     from joblet.cli.main import cli
 
     out = CliRunner().invoke(cli, ["node", "drain", "a"])
-    assert out.output == "node a draining: no new jobs go there; 1 running job(s) go on\n"
+    assert out.output == "node a draining: no new jobs go there; 1 running job(s) go on (as of its last heartbeat)\n"
     out = CliRunner().invoke(cli, ["node", "drain", "b"])  # down: no count of jobs going on
     assert out.exit_code == 0 and out.output == "node b draining: no new jobs go there (it is down)\n"
     assert CliRunner().invoke(cli, ["node", "undrain", "a"]).exit_code == 0
-    assert fake.drains == [("a", True), ("b", True), ("a", False)]
+    out = CliRunner().invoke(cli, ["node", "undrain", "b"])  # down: said, not `node b down: takes new jobs`
+    assert out.exit_code == 0 and out.output == "node b undrained: takes new jobs once it is up again (it is down)\n"
+    assert fake.drains == [("a", True), ("b", True), ("a", False), ("b", False)]
     out = CliRunner().invoke(cli, ["node", "drain", "zz"])
     assert out.exit_code == 1 and out.output == "rnx: no node 'zz' in the fleet (rnx nodes)\n"
     out = CliRunner().invoke(cli, ["node", "drain"])
