@@ -204,6 +204,39 @@ class Client:
         NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis).set_drain(node, on)
         return next(n for n in self.nodes() if n["name"] == node)
 
+    def forget_node(self, node: str) -> None:
+        """Drop a node gone for good from the fleet's listing (`rnx nodes`, placement's
+        refusals): only a down one whose jobs the fleet has made LOST. Its worker, started
+        again, is listed again at its first heartbeat."""
+        from joblet.api.nodes import no_node
+        from joblet.api.store_nodes import NodeStore
+        from joblet.errors import Conflict, NotFound
+
+        rows = self.nodes()
+        row = next((n for n in rows if n["name"] == node), None)
+        if row is None:
+            raise NotFound(no_node(node, rows))
+        store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
+        record = store.records().get(node, {})
+        why = forget_checked(node, row, record, store.swept().get(node))
+        if why is not None:
+            raise Conflict(why)
+        if not store.forget(node, record):
+            raise Conflict(f"node {node!r} sent a heartbeat meanwhile: its worker is back")
+
+
+def forget_checked(name: str, row: dict[str, Any], record: dict[str, Any], swept: float | None) -> str | None:
+    """Why a node may not be forgotten yet, or None (pure): it is up, or its unfinished jobs
+    have not been made LOST by the fleet's sweep of its last silence."""
+    if row["state"] != "down":
+        return f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs)"
+    if swept != float(record.get("beat", 0)):
+        return (
+            f"node {name!r} is down but its unfinished jobs are not LOST yet (a live worker sweeps them "
+            "node_down_after + node_lost_grace after its last heartbeat): forget it after that"
+        )
+    return None
+
 
 def select(
     records: list[JobRecord],

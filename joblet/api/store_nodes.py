@@ -16,6 +16,15 @@ from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 
 _url = translated(lambda self: self.url)
+# A node's record, drain and sweep mark go together, and only while its record is the one
+# read (a beat meanwhile: its worker is back, and stays listed).
+_FORGET = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
 
 
 class NodeStore:
@@ -39,6 +48,17 @@ class NodeStore:
         record = json.loads(raw) if raw else {"node": node, "beat": time.time()}
         record["left"] = time.time()
         self.redis.hset(self.keys.nodes, node, json.dumps(record))
+
+    @_url
+    def forget(self, node: str, seen: dict[str, Any]) -> bool:
+        """Remove a node's record, drain and sweep mark, if its record is still `seen` (its
+        worker did not beat meanwhile); whether it did."""
+        script = self.redis.register_script(_FORGET)
+        keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept]
+        raw = self.redis.hget(self.keys.nodes, node)
+        if raw is None or json.loads(raw) != seen:
+            return False
+        return bool(script(keys=keys, args=[node, raw]))
 
     @_url
     def set_drain(self, node: str, on: bool) -> None:

@@ -60,7 +60,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 @click.group("node")
 def node() -> None:
-    """Drain or undrain one node."""
+    """Drain, undrain or forget one node."""
 
 
 @node.command()
@@ -88,3 +88,12 @@ def undrain(obj: Any, name: str) -> None:
         click.echo(f"node {name} undrained: takes new jobs once it is up again (it is down)")
     else:
         click.echo(f"node {name} {row['state']}: takes new jobs")
+
+
+@node.command()
+@click.argument("name", shell_complete=complete.nodes)
+@click.pass_obj
+def forget(obj: Any, name: str) -> None:
+    """Drop NAME, down for good, from the fleet's listing (only once its jobs are LOST)."""
+    obj.client.forget_node(name)
+    click.echo(f"forgot node {name} (listed again if its worker comes back)")

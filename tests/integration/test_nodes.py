@@ -30,3 +30,36 @@ def test_long_silent_nodes_leave_the_index(redis_sock):
     store.redis.zadd(store.keys.node_index, {"gone": 1.0})  # expired in 1970
     store.heartbeat("alive", {}, ttl=30)
     assert [n.decode() for n in store.redis.zrange(store.keys.node_index, 0, -1)] == ["alive"]
+
+
+def test_a_node_down_for_good_is_forgotten_once_its_jobs_are_lost(redis_sock):
+    """Nodes stopped for good stayed in `rnx nodes` and in every placement refusal, with no
+    way to drop them (fleet run). A node that is up, or down with jobs not yet swept LOST,
+    is not forgotten; a beat between the read and the removal keeps it."""
+    import json
+    import time
+
+    import pytest
+
+    from joblet.api.client import Client
+    from joblet.api.store_nodes import NodeStore
+    from joblet.config import load
+    from joblet.errors import Conflict, NotFound
+
+    client = Client(load(redis_url=redis_sock, key_prefix=f"n{uuid.uuid4().hex[:6]}:"))
+    store, nodes = client.store, NodeStore(redis_sock, client.settings.key_prefix, client.store.redis)
+    gone_beat = time.time() - 3600
+    store.redis.hset(store.keys.nodes, "gone", json.dumps({"node": "gone", "beat": gone_beat}))
+    store.heartbeat("alive", {"jobs": 0}, ttl=30)  # its presence and its record
+    nodes.set_drain("gone", True)
+    with pytest.raises(Conflict, match="'alive' is up: stop its worker first"):
+        client.forget_node("alive")
+    with pytest.raises(Conflict, match="'gone' is down but its unfinished jobs are not LOST yet"):
+        client.forget_node("gone")
+    with pytest.raises(NotFound, match="no node 'gonne' in the fleet"):
+        client.forget_node("gonne")
+    nodes.mark_swept("gone", gone_beat)  # a live worker swept its last silence
+    assert not nodes.forget("gone", {"node": "gone", "beat": gone_beat + 1})  # another beat since: kept
+    client.forget_node("gone")
+    assert [n["name"] for n in client.nodes()] == ["alive"]  # the control: the live one stays
+    assert "gone" not in nodes.drained() and "gone" not in nodes.swept()

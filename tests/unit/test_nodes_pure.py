@@ -307,3 +307,14 @@ def test_a_node_or_network_no_filter_or_drain_knows_is_named_with_a_guess():
         "(no network 'BRIDGE': did you mean 'bridge'? rnx network list)",
     ]
     assert unknown_filters(client, "ux1", "app") == []  # the control: both known, an empty list says nothing
+
+
+def test_rnx_node_forget_says_what_it_did(fake):
+    from click.testing import CliRunner
+
+    from joblet.cli.main import cli
+
+    fake.forget_node = lambda name: fake.drains.append((name, None))
+    out = CliRunner().invoke(cli, ["node", "forget", "b"])
+    assert out.exit_code == 0 and out.output == "forgot node b (listed again if its worker comes back)\n"
+    assert fake.drains == [("b", None)]
