@@ -26,7 +26,8 @@ nft delete table ip joblet 2>/dev/null  # the connection caps
 # the worker's (empty) cgroup roots: JOBLET_CGROUP_ROOT's, with its v1 twins, else the default
 ROOT=${JOBLET_CGROUP_ROOT:-}
 NAME=$(basename "${ROOT:-joblet}")
-for group in ${ROOT:+"$ROOT"} /sys/fs/cgroup/"$NAME" /sys/fs/cgroup/unified/"$NAME" /sys/fs/cgroup/*/"$NAME"; do
+for group in ${ROOT:+"$ROOT"} /sys/fs/cgroup/"$NAME" /sys/fs/cgroup/unified/"$NAME" \
+  /sys/fs/cgroup/{cpu,memory,blkio,pids}/"$NAME"; do  # the v1 controllers the worker uses (cgroups.py)
   rmdir "$group" 2>/dev/null
 done
 echo "joblet stopped"

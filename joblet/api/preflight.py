@@ -99,7 +99,8 @@ class Preflight:
             try:
                 self.volumes.get(name)
             except NotFound:
-                raise FieldError("volumes", f"no such volume {name!r} (rnx volume create)") from None
+                hint = " ".join(filter(None, (did_you_mean(name, self.volumes.names()), "rnx volume create")))
+                raise FieldError("volumes", f"no such volume {name!r} ({hint})") from None
         lim = spec.limits
         if spec.network in (("host",), ("none",)) and (
             lim.max_bandwidth or lim.max_bandwidth_in or lim.max_bandwidth_out

@@ -346,7 +346,7 @@ class Store(OutputStreams):
         if not matches:
             raise NotFound(f"no such job: {shown(prefix)}")
         if len(matches) > 1:
-            raise AmbiguousId(f"job id prefix {shown(prefix)!r} matches {len(matches)} jobs; give more")
+            raise AmbiguousId(f"job id prefix '{shown(prefix)}' matches {len(matches)} jobs; give more")
         return matches[0]
 
     @_url

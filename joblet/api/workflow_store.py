@@ -179,7 +179,7 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
     candidates = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
     kept = [r for r in _get_all(store, candidates) if r is not None]  # not the expired
     if len(kept) > 1:
-        raise AmbiguousId(f"workflow id prefix {wf_id!r} matches {len(kept)} workflows; give more")
+        raise AmbiguousId(f"workflow id prefix '{shown(wf_id)}' matches {len(kept)} workflows; give more")
     if not kept:
         raise NotFound(f"no such workflow: {shown(wf_id)}")
     return WorkflowRecord.model_validate(json.loads(kept[0]))

@@ -130,14 +130,14 @@ def rejoin(args: list[str], incomplete: str) -> tuple[list[str], str]:
     one typed and the one typed (`--network=my`; bash's current word is `=` right after the
     sign). What is offered replaces readline's word, the text after the '='."""
     joined: list[str] = []
-    for word in args:
-        if len(joined) >= 2 and joined[-1] == "=" and joined[-2].startswith("-"):
+    for word in args:  # a lone '=' joins its neighbours: bash split `--env A=B` as it split the option
+        if len(joined) >= 2 and joined[-1] == "=":
             joined[-2:] = [f"{joined[-2]}={word}"]
         else:
             joined.append(word)
-    if incomplete == "=" and joined and joined[-1].startswith("-"):
+    if incomplete == "=" and joined:
         return joined[:-1], f"{joined[-1]}="
-    if len(joined) >= 2 and joined[-1] == "=" and joined[-2].startswith("-"):
+    if len(joined) >= 2 and joined[-1] == "=":
         return joined[:-2], f"{joined[-2]}={incomplete}"
     return joined, incomplete
 

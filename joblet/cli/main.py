@@ -316,7 +316,7 @@ def stop(obj: Ctx, job_ids: tuple[str, ...], no_wait: bool) -> None:
             click.echo(f"rnx: {error_text(exc)}", err=True)
             failed += 1
     graces = client.stop_graces() if asked and not no_wait else {}
-    down = down_nodes(client) if asked and not no_wait else {}
+    down = down_nodes(client) if asked else {}
     for record in asked:
         node = record.node or ""
         if not await_stop(client, record, began, no_wait, graces.get(node), down.get(node)):
@@ -363,7 +363,12 @@ def await_stop(
         try:
             record = client.wait(record.id, timeout=max(1.0, patience - (time.monotonic() - began)))
         except TimeoutError:
-            click.echo(f"job {record.short_id} has not ended yet: is its worker alive? (rnx status)", err=True)
+            why = (
+                f"its node {record.node!r} is still down and no live worker has made it LOST"
+                if down_for is not None
+                else "is its worker alive?"
+            )
+            click.echo(f"job {record.short_id} has not ended yet: {why} (rnx status)", err=True)
             click.echo(f"{record.id} {record.status.value}")
             return False
     if record.status.final:
@@ -371,7 +376,8 @@ def await_stop(
         click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
     elif no_wait:  # `ID RUNNING` alone did not say the stop was asked for
         short = record.short_id
-        click.echo(f"stopping job {short}… sent SIGTERM, not waiting (rnx status {short})", err=True)
+        sent = "sent SIGTERM" if down_for is None else f"the stop is recorded (its node {record.node!r} is down)"
+        click.echo(f"stopping job {short}… {sent}, not waiting (rnx status {short})", err=True)
     click.echo(f"{record.id} {record.status.value}")
     return True
 

@@ -562,7 +562,7 @@ class Attached:
         ):  # a stop this rnx did not ask for says who asked (the worker's shutdown)
             sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {printable(final.error)}\n")
         elif final.status.value == "STOPPED" and self.stopping is None:  # exit 143 and no word (usability)
-            sys.stderr.write(f"rnx: job {final.short_id} stopped by a stop request (rnx stop, or the Python API)\n")
+            sys.stderr.write(f"rnx: job {final.short_id} stopped by a stop request from elsewhere\n")
         from joblet.api.models import JobStatus
 
         if final.exit_code == 0 and final.status == JobStatus.FAILED:

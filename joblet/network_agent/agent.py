@@ -57,6 +57,8 @@ class NetworkAgent:
         self.pool = P2pPool(cfg.isolated_pool)
         self._bridge_index: int | None = None
         self._mtu = 1500
+        self._underlay_mtu: int | None = None  # the underlay address's interface's (overlay_mtu)
+        self._underlay_mtu_read = -1e9
         self._mtu_read = 0.0
         self._forward = foreign.ForwardCheck(
             cfg.foreign_forward == "insert",
@@ -263,8 +265,22 @@ class NetworkAgent:
                 self.remove_network(net.name)
 
     def network_mtu(self) -> int:
-        """A user network's MTU when it sets none: the uplink's, less the overlay's overhead."""
-        return self.uplink_mtu() - (names.VXLAN_OVERHEAD if self.overlay is not None else 0)
+        """A user network's MTU when it sets none: the uplink's, or the underlay interface's
+        where that is less, less the overlay's overhead."""
+        if self.overlay is None:
+            return self.uplink_mtu()
+        return self.overlay_mtu() - names.VXLAN_OVERHEAD
+
+    def overlay_mtu(self, max_age: float = 5.0) -> int:
+        """The MTU the overlay's datagrams leave with: the uplink's, or the underlay address's
+        interface's where that is less (a 1300-byte private link under networks of 1450 lost
+        their large frames; fleet run). The default bridge and isolated jobs go out by the
+        uplink: uplink_mtu."""
+        if time.monotonic() - self._underlay_mtu_read > max_age:  # a netlink call: not per job
+            underlay = self.overlay.underlay() if self.overlay is not None else None
+            self._underlay_mtu = links.mtu_holding(underlay) if underlay else None
+            self._underlay_mtu_read = time.monotonic()
+        return min(self.uplink_mtu(), self._underlay_mtu or self.uplink_mtu())
 
     def overlay_changed(self) -> None:
         """The remote jobs the overlay lets in changed: render the tables again (also those a
@@ -340,9 +356,10 @@ class NetworkAgent:
         for name, cidr in ranges.items():
             inside = [ns for ns in servers if ipaddress.ip_address(ns) in ipaddress.ip_network(cidr)]
             if inside:
+                fix = "give the network --dns, or another CIDR" if name != "bridge" else "set JOBLET_BRIDGE_CIDR"
                 raise NetworkError(
                     f"network {name!r} ({cidr}) holds the DNS server jobs here are given ({inside[0]}): their "
-                    "lookups would go to the job at that address; give the network --dns, or another CIDR"
+                    f"lookups would go to an address inside the network, not to it; {fix} (or JOBLET_DNS_SERVERS)"
                 )
 
     def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]:
@@ -437,14 +454,9 @@ class NetworkAgent:
         self.conntrack.forget(list(plan.ips.values())).wait(FORGET_WAIT)
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
-        """The default-route interface's MTU, or the underlay interface's where that is less
-        (the overlay's datagrams leave there: a 1300-byte private link under a network of
-        1450 dropped its large frames; fleet run), read again at most every `max_age` s."""
+        """The default-route interface's MTU, read again at most every `max_age` seconds."""
         if time.monotonic() - self._mtu_read > max_age:
-            mtu = links.default_route_mtu()
-            underlay = self.overlay.underlay() if self.overlay is not None else None
-            held = links.mtu_holding(underlay) if underlay else None
-            self._mtu, self._mtu_read = min(mtu, held or mtu), time.monotonic()
+            self._mtu, self._mtu_read = links.default_route_mtu(), time.monotonic()
         return self._mtu
 
     # -- guards ---------------------------------------------------------------------------

@@ -255,11 +255,13 @@ class Overlay:
 
     def adopt(self, networks: list[NetworkDef]) -> list[str]:
         """Take back the ports a previous worker left here for networks that still exist, as
-        they are (their VNI, bridge, MTU), so that syncs keep their entries in step: after a
+        they are (bridge, MTU) where their VNI and local address are still right (others the
+        network's next job remakes), so that syncs keep their entries in step: after a
         restart they kept the entries of remote jobs long gone, and the firewall's sets kept
         those jobs' MACs and nodes, until a job of the network started here (fleet run).
         Returns the networks taken back."""
-        if self.underlay() is None:
+        local = self.underlay()
+        if local is None:
             return []
         present = set(links.names_with_prefix(VXLAN_PREFIX, "vxlan"))
         taken = []
@@ -273,8 +275,8 @@ class Overlay:
                     continue  # removed meanwhile
                 link = ipr.get_links(found[0])[0]
                 vxlan, master = _vxlan_of(ipr, found[0]), link.get_attr("IFLA_MASTER")
-                if vxlan is None or not master:
-                    continue  # not a port of ours on a bridge: the network's next job makes it
+                if vxlan != (net.overlay_vni, local) or not master:
+                    continue  # another VNI or local address, or off its bridge: the next job remakes it
                 bridge = str(ipr.get_links(master)[0].get_attr("IFLA_IFNAME"))
                 mtu = int(link.get_attr("IFLA_MTU"))
                 self._ports[net.name] = OverlayPort(net.name, device, vxlan[0], bridge, mtu)
@@ -310,12 +312,13 @@ class Overlay:
             if name not in wanted:
                 links.delete_link(name)
 
-    def sync(self, networks: list[str] | None = None) -> None:
-        """Bring the ports of these networks (default: all here) in step with Redis."""
+    def sync(self, networks: list[str] | None = None) -> bool:
+        """Bring the ports of these networks (default: all here) in step with Redis; whether
+        what the firewall lets in changed (it was told: on_macs)."""
         with self._lock:
             ports = [p for n, p in self._ports.items() if networks is None or n in networks]
             if not ports:
-                return
+                return False
             local = self.underlay()
             underlays = {n: str(i["underlay"]) for n, i in self.store.live_nodes().items() if i.get("underlay")}
             members = self.store.member_nodes([p.network for p in ports])
@@ -339,3 +342,4 @@ class Overlay:
             log.warning("overlay: %s", failure)
         if failures:
             raise failures[0]
+        return changed

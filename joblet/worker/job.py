@@ -148,7 +148,7 @@ class JobRun:
 
     def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:
         """The final record (waiting out an outage of up to record_patience) and what follows it."""
-        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec)
+        result = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, started=self.started_at)
         self._after(outcome)
         return result
 
@@ -157,7 +157,9 @@ class JobRun:
         outage failed with it (leaving its networks, freeing its addresses: the undo the
         journal's entry was kept for); its stream's end (not waited for); the entry's forget."""
         if "record" not in done:
-            got = self.svc.records.finish(self.job_id, outcome, stdout, truncated, self.spec, patience=0)
+            got = self.svc.records.finish(
+                self.job_id, outcome, stdout, truncated, self.spec, patience=0, started=self.started_at
+            )
             done.add("record")
             if got.get("status") != outcome.status.value:  # the fleet recorded it LOST meanwhile, and its end
                 log.warning("job %s: recorded %s meanwhile, not %s", self.job_id[:12], got["status"], outcome.status)

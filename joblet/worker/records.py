@@ -51,12 +51,13 @@ class Records:
         truncated: bool = False,
         spec: JobSpec | None = None,
         patience: float | None = None,
+        started: float | None = None,
     ) -> dict[str, Any]:
         """Record the final state, waiting out a Redis outage of up to `patience` seconds
         (record_patience unless given: past it a job's run leaves the record to the heartbeat;
         a refusal has no such fallback: its task fails, the record stays as it was);
         returns the task result, with `spec` if given (the one the worker checked and ran),
-        else the stored one."""
+        else the stored one. `started`: when it went RUNNING, for a record Redis lost."""
         fields = {
             "status": outcome.status,
             "exit_code": outcome.exit_code,
@@ -79,7 +80,8 @@ class Records:
                 exit_code=outcome.exit_code,
                 signal=outcome.signal,
                 error=outcome.error or LOST,
-                created=outcome.finished,
+                created=started or outcome.finished,  # its submission's time went with Redis
+                started=started,
                 finished=outcome.finished,
             )
             self.store.create_job(record)

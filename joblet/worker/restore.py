@@ -92,7 +92,8 @@ def _restore(svc: Services, run: Any) -> None:
     keys = svc.store.keys
     written = svc.store.redis.register_script(_RESTORE)(
         keys=[keys.job(run.job_id), keys.jobs, keys.name(spec.name) if spec.name else keys.job("")],
-        args=[json.dumps(encode_fields(record.to_dict())), now, run.job_id, keys.job(""), "1" if spec.name else ""],
+        # listed where it started, not at the restore (the index is by created time)
+        args=[json.dumps(encode_fields(record.to_dict())), started, run.job_id, keys.job(""), "1" if spec.name else ""],
     )
     if not written:  # its own end (or another beat) wrote it first: not RUNNING over that
         return

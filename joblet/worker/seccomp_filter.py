@@ -192,7 +192,8 @@ def job_filter() -> bytes:
         filt.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
     # socket's family is an int: the kernel reads 32 bits of the register, a filter compares 64
     # (EQ alone let (1 << 32) | AF_VSOCK through)
-    filt.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
+    for call in ("socket", "socketpair"):  # socketpair makes its sockets first (a module loads)
+        filt.add_rule(refuse, call, seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
     absent = seccomp.ERRNO(errno.EAFNOSUPPORT)
     others = [(0xFFFFFFFF, f) for f in range(AF_KNOWN) if f not in SOCKET_FAMILIES and f != AF_VSOCK]
     for mask, value in others + at_least(AF_KNOWN):

@@ -173,8 +173,8 @@ class Supervisor:
         try:
             taken = overlay.adopt(self.svc.agent.networks.all())
             if taken:
-                overlay.sync(taken)
-                self.svc.agent.overlay_changed()  # the sets it left: rendered from what is now
+                if not overlay.sync(taken):  # the sets it left, rendered from what is now (once)
+                    self.svc.agent.overlay_changed()
                 log.info("overlay ports of %s: taken back and brought in step", ", ".join(sorted(taken)))
         except Exception as exc:  # noqa: BLE001 - the heartbeat's sync and each network's next job try again
             log.warning("taking back this host's overlay ports: %s: %s", type(exc).__name__, exc)
@@ -377,7 +377,8 @@ class Supervisor:
     def _network_facts(self) -> dict[str, Any]:
         """What clients check new networks against, and what peers send overlay traffic to."""
         agent = self.svc.agent
-        facts: dict[str, Any] = {"prefixes": host_prefixes(), "mtu": agent.uplink_mtu()}
+        mtu = agent.overlay_mtu() if agent.overlay is not None else agent.uplink_mtu()  # network create --mtu's
+        facts: dict[str, Any] = {"prefixes": host_prefixes(), "mtu": mtu}
         if agent.overlay is not None:
             facts["underlay"] = agent.overlay.underlay()
         return facts

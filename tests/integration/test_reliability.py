@@ -312,6 +312,7 @@ def test_a_job_ending_after_redis_forgot_it_gets_its_final_record(tmp_path):
         eventually(lambda: client.store.find_job(job.id) is not None, "the job's final record", timeout=60)
         rec = client.get(job.id)
         assert rec.status == JobStatus.FAILED and rec.exit_code == 4 and "lost by Redis" in (rec.error or ""), rec
+        assert rec.started is not None and rec.created == rec.started < rec.finished, rec  # when it started
 
 
 def test_a_network_defined_meanwhile_beside_a_restored_one_is_logged(tmp_path):

@@ -278,6 +278,7 @@ def test_seccomp_and_capabilities(client):
         # ones are made, by socket and by socketpair
         checks["families"] = [syscall(41, f, 3, 0) for f in (44, 38, 21, 46, ctypes.c_long((1 << 32) | 44))]
         checks["family_pair"] = syscall(53, 44, 3, 0, ctypes.byref((ctypes.c_int * 2)()))
+        checks["vsock_pair"] = syscall(53, 40, 1, 0, ctypes.byref((ctypes.c_int * 2)()))  # as socket's
         made = [socket.socket(f, socket.SOCK_DGRAM) for f in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)]
         checks["allowed_families"] = len(made) + len(socket.socketpair())
         # the host's device events (uevents) are refused, also with the register's upper half
@@ -330,6 +331,7 @@ def test_seccomp_and_capabilities(client):
     assert got["mount"] and got["unshare_user"] and got["unshare_net"]
     assert got["vsock"] == got["vsock_high"] == "EPERM" and got["unix"] == "ok", got
     assert got["families"] == ["EAFNOSUPPORT"] * 5 and got["family_pair"] == "EAFNOSUPPORT", got
+    assert got["vsock_pair"] == "EPERM", got
     assert got["allowed_families"] == 5, got
     socket.socket(44, socket.SOCK_RAW).close()  # the control: this kernel has AF_XDP, the host makes one
     assert got["uevent"] == got["uevent_high"] == "EPERM" and got["rtnetlink"] == "ok", got
