@@ -259,7 +259,8 @@ class Overlay:
         network's next job remakes), so that syncs keep their entries in step: after a
         restart they kept the entries of remote jobs long gone, and the firewall's sets kept
         those jobs' MACs and nodes, until a job of the network started here (fleet run).
-        Returns the networks taken back."""
+        Synced at once, and the firewall told (its sets, left by the previous worker, are
+        rendered from what is now); returns the networks taken back."""
         local = self.underlay()
         if local is None:
             return []
@@ -281,6 +282,8 @@ class Overlay:
                 mtu = int(link.get_attr("IFLA_MTU"))
                 self._ports[net.name] = OverlayPort(net.name, device, vxlan[0], bridge, mtu)
                 taken.append(net.name)
+        if taken and not self.sync(taken):  # sync tells the firewall when what it lets in changed
+            self.on_macs()
         return taken
 
     def reattach(self, bridges: set[str]) -> None:

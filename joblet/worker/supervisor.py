@@ -151,7 +151,11 @@ class Supervisor:
         reconcile(svc, running)
         if svc.agent.overlay is not None:
             svc.agent.overlay.hold_port()
-            self._adopt_overlay()
+            try:  # the ports a previous worker left, in step now (the heartbeat's sync tries again)
+                if taken := svc.agent.overlay.adopt(svc.agent.networks.all()):
+                    log.info("overlay ports taken back and brought in step: %s", ", ".join(taken))
+            except Exception as exc:  # noqa: BLE001 - each network's next job remakes its port
+                log.warning("taking back this host's overlay ports: %s: %s", type(exc).__name__, exc)
         try:  # reported at start, and again before every bridged or isolated setup
             svc.agent.check_forward()
         except JobletError as exc:
@@ -164,20 +168,6 @@ class Supervisor:
         loops = ((self._presence_loop, "presence"), (self._heartbeat_loop, "heartbeat"), (self._listen_loop, "events"))
         for target, name in loops:
             threading.Thread(target=target, name=f"joblet-{name}", daemon=True).start()
-
-    def _adopt_overlay(self) -> None:
-        """The overlay ports a previous worker left here, brought in step with the fleet now
-        (their entries, and the firewall's sets, named remote jobs of its time)."""
-        overlay = self.svc.agent.overlay
-        assert overlay is not None
-        try:
-            taken = overlay.adopt(self.svc.agent.networks.all())
-            if taken:
-                if not overlay.sync(taken):  # the sets it left, rendered from what is now (once)
-                    self.svc.agent.overlay_changed()
-                log.info("overlay ports of %s: taken back and brought in step", ", ".join(sorted(taken)))
-        except Exception as exc:  # noqa: BLE001 - the heartbeat's sync and each network's next job try again
-            log.warning("taking back this host's overlay ports: %s: %s", type(exc).__name__, exc)
 
     # -- running a job ----------------------------------------------------------------------
     def run(self, job_id: str, spec: JobSpec, keep_stdout: bool = True) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.nodes import stop_graces
-from joblet.cli import main
+from joblet.cli import main, stop
 from joblet.errors import NotFound
 
 TITLE = "ab\ncd\x1b]0;pwned\x07"  # a newline, and an OSC sequence that sets the terminal's title
@@ -68,7 +68,7 @@ def test_a_job_that_does_not_end_exits_1_and_no_grace_is_guessed(monkeypatch):
     out = rnx(monkeypatch, client, "stop", "a" * 32)
     assert out.exit_code == 1, out.output
     assert out.stdout == f"{'a' * 32} RUNNING\n"
-    assert f"stopping job {'a' * 12}… sent SIGTERM, {main.STOP_WAIT}" in out.stderr
+    assert f"stopping job {'a' * 12}… sent SIGTERM, {stop.STOP_WAIT}" in out.stderr
     assert "has not ended yet: is its worker alive?" in out.stderr and " s (then SIGKILL)" not in out.stderr
     ended = StopClient(job("a", JobStatus.RUNNING))  # the control: one that ends exits 0
     out = rnx(monkeypatch, ended, "stop", "a" * 32)
@@ -116,7 +116,7 @@ def test_the_grace_told_is_the_jobs_workers(monkeypatch):
     client = StopClient(running)
     client.nodes = {"n1": {}}  # the control: an older worker's heartbeat
     out = rnx(monkeypatch, client, "stop", "a" * 32)
-    assert f"sent SIGTERM, {main.STOP_WAIT}" in out.stderr, out.output
+    assert f"sent SIGTERM, {stop.STOP_WAIT}" in out.stderr, out.output
 
 
 def test_a_workflow_stop_whose_job_does_not_end_exits_1(monkeypatch):
