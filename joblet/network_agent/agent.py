@@ -9,7 +9,6 @@ lives here, under one lock: a whole re-render and a per-job element change never
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -334,7 +333,10 @@ class NetworkAgent:
         dns = next((n.dns for n in user.values() if n.dns), ())
         wanted = wants_addresses(nets) and not dns  # a network's --dns comes first (plan.py)
         servers = host.job_nameservers(self.cfg.dns_servers, self.cfg.resolv_conf) if wanted else ()
-        self._check_dns_outside(servers, nets, user)
+        ranges = {name: net.cidr for name, net in user.items()}
+        problem = host.dns_inside(servers, {**ranges, **({"bridge": self.cfg.bridge_cidr} if "bridge" in nets else {})})
+        if problem:
+            raise NetworkError(problem)
         return NetFacts(
             mtu=self.uplink_mtu(),
             network_mtu=self.network_mtu(),
@@ -344,23 +346,6 @@ class NetworkAgent:
             networks=user,
             nameservers=servers,
         )
-
-    def _check_dns_outside(self, servers: tuple[str, ...], nets: tuple[str, ...], user: dict[str, NetworkDef]) -> None:
-        """Refuse a job whose network's range holds the DNS server it would be given: its
-        lookups went on-link, to whichever job of the network held that address, which then
-        answered every peer's (usability run: a network over 203.0.113.0/24, the host's server
-        203.0.113.2). A network's own --dns is its owner's choice, and not checked."""
-        ranges = {name: net.cidr for name, net in user.items()}
-        if "bridge" in nets:
-            ranges["bridge"] = self.cfg.bridge_cidr
-        for name, cidr in ranges.items():
-            inside = [ns for ns in servers if ipaddress.ip_address(ns) in ipaddress.ip_network(cidr)]
-            if inside:
-                fix = "give the network --dns, or another CIDR" if name != "bridge" else "set JOBLET_BRIDGE_CIDR"
-                raise NetworkError(
-                    f"network {name!r} ({cidr}) holds the DNS server jobs here are given ({inside[0]}): their "
-                    f"lookups would go to an address inside the network, not to it; {fix} (or JOBLET_DNS_SERVERS)"
-                )
 
     def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]:
         """An address (or an isolated /30) per network, from the fleet-wide IPAM; all or none."""

@@ -70,6 +70,22 @@ def job_nameservers(configured: tuple[str, ...], resolv_conf: Path | None) -> tu
     return found
 
 
+def dns_inside(servers: tuple[str, ...], ranges: dict[str, str]) -> str | None:
+    """Why a job may not be given these DNS servers on networks of these {name: CIDR}, or
+    None (pure): a server inside a network's range got the lookups of its jobs on-link, and a
+    job at that address answered every peer's (usability run: a network over 203.0.113.0/24,
+    the worker's server 203.0.113.2). A network's own --dns is its owner's choice: not asked."""
+    for name, cidr in ranges.items():
+        inside = [ns for ns in servers if ipaddress.ip_address(ns) in ipaddress.ip_network(cidr)]
+        if inside:
+            fix = "set JOBLET_BRIDGE_CIDR" if name == "bridge" else "give the network --dns, or another CIDR"
+            return (
+                f"network {name!r} ({cidr}) holds the DNS server jobs here are given ({inside[0]}): their "
+                f"lookups would go to an address inside the network, not to it; {fix} (or JOBLET_DNS_SERVERS)"
+            )
+    return None
+
+
 CGROUP_BASE = Path("/sys/fs/cgroup")  # where nft looks up `socket cgroupv2` paths
 
 
