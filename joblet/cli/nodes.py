@@ -44,9 +44,12 @@ def _cells(row: dict[str, Any]) -> list[str]:
     sandbox = [k for k, v in sorted(caps["sandbox"].items()) if v is True]
     count = row["jobs"] if row["jobs"] is not None else "-"  # down: its last count is not its jobs now
     jobs = f"{count}/{row['concurrency'] if row['concurrency'] is not None else '?'}"
+    # a worker that stopped cleanly beside one that went silent (a crash, a partition): both
+    # `down`, told apart only by --json's `left` (fleet run)
+    state = "down (stopped)" if row["state"] == "down" and row.get("left") else row["state"]
     return [
         row["name"],
-        row["state"],
+        state,
         f"{human(row['last_heartbeat'])} ({row['heartbeat_age']:g} s ago)",
         human(row["version"]),
         jobs,

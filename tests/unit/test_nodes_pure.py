@@ -318,3 +318,11 @@ def test_rnx_node_forget_says_what_it_did(fake):
     out = CliRunner().invoke(cli, ["node", "forget", "b"])
     assert out.exit_code == 0 and out.output == "forgot node b (listed again if its worker comes back)\n"
     assert fake.drains == [("b", None)]
+
+
+def test_rnx_nodes_tells_a_cleanly_stopped_node_from_a_silent_one():
+    """Both read `down`; only --json's `left` told them apart (fleet run)."""
+    from joblet.cli.nodes import _cells
+
+    rows = {r["name"]: r for r in fleet(b=rec(30), d=rec(30, left=NOW - 29), a=rec(1))}
+    assert [_cells(rows[n])[1] for n in "abd"] == ["up", "down", "down (stopped)"]
