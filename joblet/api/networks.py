@@ -30,7 +30,7 @@ from joblet.fields import (
     strings,
     text,
 )
-from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, default_vni, is_joblet_link
+from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, bridge_name, default_vni, is_joblet_link
 from joblet.text import hinted, shown
 
 BUILTINS = ("bridge", "isolated", "none", "host")
@@ -298,6 +298,12 @@ class NetworkStore:
                     defs = self._decode(pipe.hgetall(self.key))
                     if net.name in {n.name for n in defs}:
                         raise Conflict(f'failed to create network "{net.name}": it already exists')
+                    clash = next((n.name for n in defs if bridge_name(n.name) == bridge_name(net.name)), None)
+                    if clash is not None:  # one bridge (and overlay port) for two networks (red-team)
+                        raise Conflict(
+                            f'failed to create network "{net.name}": its bridge name {bridge_name(net.name)} is '
+                            f"network \"{clash}\"'s (the names' hashes clash): choose another name"
+                        )
                     existing = {f'existing network "{n.name}"': n.cidr for n in defs}
                     hit = overlap(net.cidr, {**reserved, **existing})
                     if hit:

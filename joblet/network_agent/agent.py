@@ -207,6 +207,12 @@ class NetworkAgent:
                 f'network "{net.name}" cannot be used on node {cfg.node}: its VNI {net.overlay_vni} is '
                 f'network "{twin.name}"\'s'
             )
+        clash = next((n for n in others.values() if names.bridge_name(n.name) == names.bridge_name(net.name)), None)
+        if clash is not None:  # one bridge for two networks: one's jobs on the other's segment (red-team)
+            raise NetworkError(
+                f'network "{net.name}" cannot be used on node {cfg.node}: its bridge name '
+                f'{names.bridge_name(net.name)} is network "{clash.name}"\'s (a hash clash)'
+            )
         reserved = {
             **fixed_ranges(cfg.bridge_cidr, cfg.isolated_pool, cfg.job_blocked_networks),
             # the networks with a bridge here (their routes are joblet's, which host_prefixes

@@ -207,14 +207,14 @@ def render(
             forward.append(f'iifname "{n.bridge}" oifname {{ {names} }} drop {tag}')
         if n.nat:
             forward.append(f'iifname "{n.bridge}" accept {tag}')
-            nat.append(f'ip saddr {n.cidr} oifname != "{n.bridge}" masquerade {tag}')
+            nat.append(f'ip saddr {n.cidr} oifname != "{n.bridge}" masquerade random {tag}')
         else:
             forward.append(f'iifname "{n.bridge}" drop {tag}')
         forward.append(f'oifname "{n.bridge}" drop {tag}')  # isolated jobs included
     inbound = _input_rules(nets, iso, guards)
     if iso:
         forward.append(f'iifname {iso} accept comment "joblet:isolated"')
-        nat.append(f'ip saddr {isolated_pool} oifname != {iso} masquerade comment "joblet:isolated"')
+        nat.append(f'ip saddr {isolated_pool} oifname != {iso} masquerade random comment "joblet:isolated"')
     iso_src = [f'"{p.ifname}" . {p.address}' for p in guards.ports if not p.checked().bridged]
     return "\n".join(
         [

@@ -323,3 +323,57 @@ def test_jobs_connections_in_the_hosts_conntrack_table_are_capped_and_go_with_th
         echo.wait()
         remove_upstream(h, up)
         h.close()
+
+
+UDP_ONCE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(30)
+print("ready", flush=True)
+data, src = s.recvfrom(100)
+print(data.decode(), src[1], flush=True)
+if len(sys.argv) > 3:  # then sends to the host's own port, from the port the job wrote to
+    s.sendto(b"to-host", (sys.argv[3], int(sys.argv[4])))
+"""
+
+SHADOW = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9999))  # the port of the host's own service
+s.sendto(b"open", ("203.0.113.2", 40003))
+s.settimeout(3)
+try:
+    print("job got", s.recvfrom(100)[0].decode(), flush=True)
+except socket.timeout:
+    print("job got nothing", flush=True)
+"""
+
+
+@pytest.mark.parametrize("network", ["bridge", "isolated"])
+def test_a_job_cannot_take_the_hosts_own_udp_port_through_nat(nets, host, upstream, network):
+    """NAT kept a job's source port: a job that sent from port 9999 (or the overlay's 4789) to
+    a peer got the entry whose replies are that peer's datagrams to the host's own port, and
+    took them from the host's service (a peer node's VXLAN frames, red-team). The source port
+    is randomized now: the upstream sees another, and its datagram to the host reaches the host."""
+
+    def listen(netns: str, *argv: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "python3", "-c", UDP_ONCE, *argv], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    own = listen(host.netns, "0.0.0.0", "9999")  # the host's service
+    peer = listen(upstream, "203.0.113.2", "40003", "203.0.113.1", "9999")
+    try:
+        rec, out, _ = run(nets, "python3", "-c", SHADOW, network=network)
+        seen_port = int(peer.communicate(timeout=30)[0].split()[-1])
+        got = own.communicate(timeout=30)[0].split()
+    finally:
+        for proc in (own, peer):
+            proc.kill()
+            proc.wait()
+    assert rec.exit_code == 0 and out.strip() == b"job got nothing", out
+    assert seen_port != 9999  # the job's port was not kept
+    assert got == ["to-host", "40003"], got  # the control and the point: the host's service got it

@@ -303,3 +303,31 @@ def test_a_definition_over_a_route_of_the_host_is_not_built(nets, host):
         NetworkStore(host.cfg.redis_url, host.cfg.key_prefix).delete("inside")
         NetworkStore(host.cfg.redis_url, host.cfg.key_prefix).delete("lanx")
         sh(["ip", "-n", host.netns, "link", "del", "lan9"], check=False)
+
+
+def test_two_names_whose_bridge_hashes_clash_never_share_a_bridge(nets, host):
+    """A bridge is `jb` + 10 hex digits of the name's sha1: v14377e and v200f89 share
+    jbb7cd759e02. The second network was made, and its first job took the first's bridge: its
+    gateway replaced, its jobs cut off, the second network's jobs on their segment (red-team)."""
+    import json
+
+    from joblet.api.networks import NetworkDef
+
+    assert bridge_name("v14377e") == bridge_name("v200f89") == "jbb7cd759e02"
+    nets.networks.create("v14377e", "10.191.0.0/24")
+    store = NetworkStore(host.cfg.redis_url, host.cfg.key_prefix)
+    try:
+        with pytest.raises(Conflict, match='its bridge name jbb7cd759e02 is network "v14377e"\'s'):
+            nets.networks.create("v200f89", "10.192.0.0/24")
+        forged = NetworkDef(name="v200f89", cidr="10.192.0.0/24", vni=5004)  # written by other means
+        store.redis.hset(store.key, "v200f89", json.dumps(forged.to_dict()))
+        rec, _, _ = run(nets, "true", network="v200f89")
+        assert rec.status == JobStatus.FAILED and 'is network "v14377e"\'s (a hash clash)' in (rec.error or ""), rec
+        store.delete("v200f89")  # while both are defined, neither is built here
+        rec, out, _ = run(nets, "ip", "-4", "-o", "addr", "show", "eth0", network="v14377e")  # the control
+        assert rec.exit_code == 0 and b"10.191.0." in out, out
+        gateway = host.in_ns("ip", "-4", "-o", "addr", "show", "jbb7cd759e02").stdout
+        assert "10.191.0.1/24" in gateway and "10.192.0.1" not in gateway, gateway
+    finally:
+        store.delete("v200f89")
+        nets.networks.delete("v14377e")

@@ -60,7 +60,7 @@ def test_plan_batch_and_files():
 def test_firewall_render_masquerades_and_tags_rules():
     text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")])
     assert text.startswith("table inet joblet {}\ndelete table inet joblet\n")
-    assert 'ip saddr 172.20.0.0/16 oifname != "joblet0" masquerade comment "joblet:net:bridge"' in text
+    assert 'ip saddr 172.20.0.0/16 oifname != "joblet0" masquerade random comment "joblet:net:bridge"' in text
     internal = firewall.render([firewall.FwNetwork("db", "jb1", "10.1.0.0/24", nat=False)])
     assert "masquerade" not in internal
 
