@@ -13,10 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
-    from joblet.api.models import JobRecord, JobSpec, JobStatus
+    from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec
     from joblet.api.uploads import Upload
+    from joblet.errors import BackendUnavailable, JobletError, NotFound, ValidationError
 
-__all__ = ["Client", "JobRecord", "JobSpec", "JobStatus", "Upload", "run_job"]
+__all__ = [
+    "BackendUnavailable",
+    "Client",
+    "JobRecord",
+    "JobSpec",
+    "JobStatus",
+    "JobletError",
+    "NotFound",
+    "Upload",
+    "ValidationError",
+    "make_spec",
+    "run_job",
+]
 
 _HOMES = {
     "Client": "joblet.api.client",
@@ -24,6 +37,12 @@ _HOMES = {
     "JobSpec": "joblet.api.models",
     "JobStatus": "joblet.api.models",
     "Upload": "joblet.api.uploads",
+    "make_spec": "joblet.api.models",  # Client.batch's specs
+    # what the API raises, importable beside it
+    "BackendUnavailable": "joblet.errors",
+    "JobletError": "joblet.errors",
+    "NotFound": "joblet.errors",
+    "ValidationError": "joblet.errors",
 }
 
 

@@ -64,14 +64,15 @@ class Batch:
         records, self.waiting = self.waiting, []
         if not records:
             return
-        store, cfg = self.client.store, self.client.settings
-        store.create_jobs(records)
         from joblet.api.tasks import send_runs
 
+        store, cfg = self.client.store, self.client.settings
+        store.create_jobs(records)
         try:
             send_runs(cfg, [(r.id, r.spec.to_dict(), r.node) for r in records], store.prefix_stamp())
-        except Exception:
-            self.client.fail_unqueued([r.id for r in records], "could not be queued")
+        except BaseException as exc:  # Ctrl-C too: 256 records stayed PENDING for good (usability run)
+            error = "interrupted before it was queued" if isinstance(exc, KeyboardInterrupt) else "could not be queued"
+            self.client.fail_unqueued([r.id for r in records], error)
             raise
         self.ready.extend(records)
 

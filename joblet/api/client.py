@@ -122,8 +122,9 @@ class Client:
     def list(
         self, status: Any = (), node: str | None = None, network: str | None = None, name: str | None = None
     ) -> list[JobRecord]:
-        """Jobs, oldest first; each filter given must match (statuses: any of them)."""
-        return select(self.store.list_jobs(), status, node, network, name)
+        """Jobs, oldest first; each filter given must match (`status`: one, or any of several;
+        a name that is no status is refused, ValidationError)."""
+        return select(self.store.list_jobs(), statuses(status), node, network, name)
 
     def get(self, job_id: str) -> JobRecord:
         """The job whose id, id prefix or name is `job_id`."""
@@ -236,6 +237,21 @@ def forget_checked(name: str, row: dict[str, Any], record: dict[str, Any], swept
             "node_down_after + node_lost_grace after its last heartbeat): forget it after that"
         )
     return None
+
+
+def statuses(given: Any) -> tuple[str, ...]:
+    """`status=` as Client.list takes it: one (`"RUNNING"`, `JobStatus.RUNNING`, any case) or
+    several; a string was read letter by letter and matched nothing (usability run)."""
+    from joblet.api.models import JobStatus
+    from joblet.errors import ValidationError
+
+    many = (given,) if isinstance(given, str) else tuple(given)
+    names = tuple(str(getattr(s, "value", s)).upper() for s in many)
+    known = {s.value for s in JobStatus}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValidationError(f"unknown status {unknown[0]!r}: one of {', '.join(sorted(known))}")
+    return names
 
 
 def select(

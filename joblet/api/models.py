@@ -351,6 +351,9 @@ def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
     """A checked new JobSpec (check_fresh too), or FieldError (a ValidationError) with one
     line naming the field."""
     args = tuple(args) if isinstance(args, list | tuple) else args  # else the check says why
+    limit = next((k for k in fields if k in {f.name for f in dataclasses.fields(Limits)}), None)
+    if limit is not None:  # `Client.run("echo", max_cpu=50)`: "unknown field", no more (usability run)
+        raise FieldError(limit, f"a limit: give it in limits={{{limit!r}: ...}}")
     spec = JobSpec.from_dict({"command": command, "args": args, **fields})
     check_fresh(spec)
     return spec

@@ -220,6 +220,7 @@ def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
 WORKFLOW_NAMES_KEPT = 1024  # workflows whose job names members() keeps (then forgets them all)
 PREFIX_SEEN = 5.0  # seconds a read of the live nodes decides whether messages name the prefix
 WORKFLOW_CHUNK = 16  # workflow records the first round trip of a name's lookup reads (the newest)
+LIVE_STATUSES = frozenset(s.value for s in JobStatus if not s.final)  # what a name prefers
 
 
 class Store(OutputStreams):
@@ -302,6 +303,16 @@ class Store(OutputStreams):
                     return job_id
         return None
 
+    def _live_among(self, job_ids: list[str]) -> list[str]:
+        """Those of these jobs that have not ended, in their order (one round trip)."""
+        if len(job_ids) < 2:
+            return []  # one job: nothing to choose between
+        pipe = self.redis.pipeline()
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "status")
+        states = [json.loads(raw) if raw else None for raw in pipe.execute()]
+        return [i for i, st in zip(job_ids, states, strict=True) if st in LIVE_STATUSES]
+
     def _names(self, job_ids: list[str]) -> list[str]:
         """Each job's name as a key (lower case; "" for none or a record gone), in one round
         trip of the name field alone: a short prefix reads every kept job's (resolve), and
@@ -335,14 +346,17 @@ class Store(OutputStreams):
         named = (self.redis.get(self.keys.name(prefix)) or b"").decode()
         since = self.redis.zscore(self.keys.jobs, named) if named else None
         if since is not None:
-            return self._newer_workflow_job(prefix, since) or named
+            newer = self._newer_workflow_job(prefix, since)
+            return (self._live_among([newer, named]) or [newer or named])[0] if newer else named
         ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
         if prefix in ids:
             return prefix
         matches: list[str] = [i for i in ids if i.startswith(prefix)]
         if not matches or len(prefix) < SHORT_ID_LEN:
             named_jobs = [i for i, name in zip(ids, self._names(ids), strict=True) if name == name_key(prefix)]
-            matches = named_jobs[-1:] or matches
+            # the latest that has not ended, else the latest: `rnx stop s1` took a stopped
+            # workflow's s1 while another workflow's ran on (usability run)
+            matches = (self._live_among(named_jobs) or named_jobs)[-1:] or matches
         if not matches:
             raise NotFound(f"no such job: {shown(prefix)}")
         if len(matches) > 1:

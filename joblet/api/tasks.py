@@ -111,6 +111,8 @@ def run_job_signature(cfg: Settings | None = None) -> Any:
         """Each call gets a joblet job id and its stamps (workers take no other ids)."""
 
         def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+            if args:  # the worker drops such a message unread: .get() waited for good (usability run)
+                raise TypeError("run_job takes keyword arguments only: run_job.delay(command='echo', args=['hi'])")
             job_id = options.pop("task_id", None) or new_job_id()
             stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time())}
             return super().apply_async(args, stamped, task_id=job_id, **options)

@@ -379,6 +379,8 @@ def _requires(where: str, requires: Any) -> dict[str, JobStatus]:
                     f"{where}: {_shown(dep)} must be required to end (COMPLETED, FAILED, ...) or to have "
                     f"started (RUNNING), not {wanted.value}"
                 )
+            if str(dep) in found:  # the last one was kept, silently (usability run)
+                raise ValidationError(f"{where}: 'requires' names {_shown(dep)} twice")
             found[str(dep)] = wanted
     return found
 

@@ -32,12 +32,14 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
     """`rnx run`'s parameters for one line, or None for a blank or comment line."""
     from joblet.cli.run import run
 
-    try:
-        words = shlex.split(text, comments=True)
+    try:  # a UTF-8 byte order mark (an editor's) was read as part of the first word
+        words = shlex.split(text.removeprefix("\ufeff"), comments=True)
     except ValueError as exc:
         raise LineError(f"cannot split the line: {exc}") from None
     if not words:
         return None
+    if words[-1].endswith("\n"):  # a backslash before the newline: a shell joins the next line
+        raise LineError("it ends with a backslash: a job is one line (no continuation lines)")
     try:  # no help option: click would print `rnx run`'s help to stdout, which holds only ids
         ctx = run.make_context("rnx run", words, parent=parent, help_option_names=[])
     except click.ClickException as exc:

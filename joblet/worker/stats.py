@@ -46,7 +46,12 @@ class Sampler:
 
     def take(self, runs: list[JobRun]) -> dict[str, dict[str, Any]]:
         links = link_counters()
-        out = {r.job_id: self.one(r, links) for r in runs}
+        out = {}
+        for run in runs:
+            try:
+                out[run.job_id] = self.one(run, links)
+            except OSError:  # it ended meanwhile (its cgroup gone: ENODEV); the others are sampled
+                continue
         self.last_cpu = {j: v for j, v in self.last_cpu.items() if j in out}
         return out
 

@@ -184,3 +184,16 @@ def test_a_names_lookup_reads_the_newest_workflows_first_in_chunks(store: Store)
     before = gets()
     assert store.resolve("deploy") == newest
     assert gets() - before <= WORKFLOW_CHUNK + 1  # the newest chunk (and the name key): not all 36 runs
+
+
+def test_a_name_two_jobs_have_names_the_one_still_running(redis_sock: str) -> None:
+    """Two workflows' `s1` (no name key: each run has its own): `rnx stop s1` took the one a
+    `workflow stop` had ended, the latest, while the other ran on (usability run)."""
+    store = Store(redis_sock, f"resolve{time.time_ns()}:")
+    running, ended = "a" * 32, "b" * 32  # the ended one is the latest
+    for job_id, status, at in ((running, JobStatus.RUNNING, 1.0), (ended, JobStatus.STOPPED, 2.0)):
+        spec = JobSpec(command="sleep", name="s1")
+        store.create_job(JobRecord(id=job_id, status=status, spec=spec, name="s1", created=at, workflow="w"))
+    assert store.resolve("s1") == running
+    store.redis.hset(store.keys.job(running), "status", '"COMPLETED"')  # the control: both ended
+    assert store.resolve("s1") == ended  # the latest, as before

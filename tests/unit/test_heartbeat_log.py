@@ -81,3 +81,19 @@ def test_an_unexpected_error_keeps_its_traceback_after_redis_parts(monkeypatch, 
     traced = [r for r in records if r.exc_info]
     assert [r.getMessage() for r in traced] == ["heartbeat: RuntimeError: a bug; retrying in 0.1 s"]
     assert [r.getMessage() for r in records if not r.exc_info] == [f"heartbeat: BackendUnavailable: {GONE}"] * 2
+
+
+def test_a_job_that_ends_while_sampled_is_left_out_not_every_jobs_sample(monkeypatch):
+    """Its cgroup gone mid-sample (ENODEV) failed the whole beat's stats, with a traceback
+    logged at each (usability run)."""
+    monkeypatch.undo()  # the real Sampler.take
+    monkeypatch.setattr(stats, "link_counters", lambda: {})
+
+    def one(self, run, links):
+        if run.job_id == "gone":
+            raise OSError(19, "No such device")
+        return {"cpu_percent": 1.0}
+
+    monkeypatch.setattr(stats.Sampler, "one", one)
+    runs = [SimpleNamespace(job_id="gone"), SimpleNamespace(job_id="alive")]
+    assert stats.Sampler().take(runs) == {"alive": {"cpu_percent": 1.0}}  # type: ignore[arg-type]

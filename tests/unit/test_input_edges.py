@@ -208,3 +208,20 @@ def test_an_empty_status_filter_is_refused_not_read_as_none():
     assert check_statuses(("running,failed",)) == ["RUNNING", "FAILED"] and check_statuses(()) == []
     with pytest.raises(click.BadParameter, match="needs a status"):
         check_statuses(("",))
+
+
+def test_a_batch_line_with_a_byte_order_mark_or_a_continuation():
+    """A BOM became part of the first word (`'\\ufeff--network=none'` ran as the command), and a
+    trailing backslash made a job of `echo a '\\n'` and another of the next line (usability run)."""
+    import click
+
+    from joblet.cli.batch import parse_line
+    from joblet.cli.main import cli
+
+    parent = click.Context(cli)
+    got = parse_line("\ufeff--network=none echo bom\n", parent)
+    assert got is not None and got["networks"] == ("none",) and got["command"] == "echo"
+    with pytest.raises(LineError, match="ends with a backslash: a job is one line"):
+        parse_line("--network=none echo a \\\n", parent)
+    got = parse_line("--network=none echo 'a\\' b\n", parent)  # the control: a backslash inside quotes
+    assert got is not None and got["args"] == ("a\\", "b")

@@ -85,6 +85,10 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
         ("jobs:\n  a: {command: echo, resources: 5}\n", "invalid job field 'resources'"),
         ("jobs:\n  a: {command: echo, user: 1000}\n", "'user' is text, as --user: quote it ('1000')"),
         ("jobs:\n  a: {command: echo, requires: [{}]}\n", "'requires' entries are {JOB: STATUS}"),
+        (  # the last one was kept, silently (usability run)
+            "jobs:\n  a: {command: echo}\n  b: {command: echo, requires: [{a: COMPLETED}, {a: FAILED}]}\n",
+            "'requires' names 'a' twice",
+        ),
         ("jobs:\n  null: {command: echo}\n", "job name None is not text (quote it: 'null')"),
         ("jobs:\n  a: {command: ''}\n", "job 'a': 'command' is empty"),
     ],

@@ -1,0 +1,65 @@
+"""A batch's records and messages, with the store and the queue faked (the real ones:
+tests/integration/test_batch.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from joblet.api import tasks
+from joblet.api.batch import Batch
+from joblet.api.models import JobRecord, make_spec
+
+
+def test_a_batch_interrupted_while_queueing_fails_its_records_instead_of_leaving_them_pending(monkeypatch):
+    """Ctrl-C between the records and their messages left 256 jobs PENDING for good: no
+    message followed them, and nothing ended them (usability run)."""
+    failed: list[tuple[list[str], str]] = []
+    store = SimpleNamespace(create_jobs=lambda records: None, prefix_stamp=lambda: None)
+    client = SimpleNamespace(store=store, settings=None, fail_unqueued=lambda ids, why: failed.append((ids, why)))
+    batch = Batch(client, 256)  # type: ignore[arg-type]
+    batch.waiting = [JobRecord.pending(f"{i:032x}", make_spec("true")) for i in range(3)]
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks, "send_runs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        batch._write()
+    assert failed == [([f"{i:032x}" for i in range(3)], "interrupted before it was queued")]
+    monkeypatch.setattr(tasks, "send_runs", lambda *_: None)  # the control: sent, nothing failed
+    batch.waiting = [JobRecord.pending("f" * 32, make_spec("true"))]
+    batch._write()
+    assert len(failed) == 1 and [r.id for r in batch.ready] == ["f" * 32]
+
+
+def test_client_list_takes_one_status_or_several_and_refuses_unknown_ones():
+    """`Client().list(status="RUNNING")` read the string letter by letter: [] whatever ran."""
+    from joblet.api.client import statuses
+    from joblet.api.models import JobStatus
+    from joblet.errors import ValidationError
+
+    assert statuses("RUNNING") == statuses(JobStatus.RUNNING) == statuses(["running"]) == ("RUNNING",)
+    assert statuses(()) == () and statuses(("PENDING", JobStatus.LOST)) == ("PENDING", "LOST")
+    with pytest.raises(ValidationError, match="unknown status 'BOGUS': one of CANCELED, COMPLETED"):
+        statuses("bogus")
+
+
+def test_run_job_refuses_positional_arguments_at_the_call():
+    """`run_job.delay("echo", ["hi"])`: the worker dropped the message unread, and .get()
+    waited for good (usability run). Nothing is sent (Redis here is unreachable anyway)."""
+    from joblet.api.tasks import run_job_signature
+    from joblet.config import load
+
+    sig = run_job_signature(load(redis_url="redis://127.0.0.1:1/0"))
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        sig.delay("echo", ["hi"])
+
+
+def test_a_limit_given_as_a_field_says_where_it_goes():
+    from joblet.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"'max_cpu': a limit: give it in limits=\{'max_cpu': \.\.\.\}"):
+        make_spec("echo", max_cpu=50)
+    assert make_spec("echo", limits={"max_cpu": 50}).limits.max_cpu == 50  # the control
