@@ -95,6 +95,14 @@ class Limits:
         return cls(settings.workflow_max_jobs, settings.upload_max_bytes)
 
 
+def _not_text(name: Any) -> str:
+    """Why a job name YAML did not read as text, and what to write."""
+    if isinstance(name, bool):  # `yes:` read as True: quoting 'True' is not what was meant
+        return "a job name YAML reads as a boolean (yes, no, on, off, true...): quote it"
+    written = "null" if name is None else _cut(name)  # YAML's None was written null (or ~)
+    return f"job name {_shown(name)} is not text (quote it: '{written}')"
+
+
 def load(path: Path, limits: Limits | None = None) -> Workflow:
     """Read and check a workflow file; errors name the file, the job and the field. `limits`:
     the deployment's (Limits.of(settings)); none by default."""
@@ -134,8 +142,7 @@ def load(path: Path, limits: Limits | None = None) -> Workflow:
     seen: dict[str, str] = {}
     for name in doc["jobs"]:
         if not isinstance(name, str):
-            written = "null" if name is None else _cut(name)  # YAML's None was written null (or ~)
-            raise ValidationError(f"workflow {path.name}: job name {_shown(name)} is not text (quote it: '{written}')")
+            raise ValidationError(f"workflow {path.name}: {_not_text(name)}")
         other = seen.setdefault(name_key(name), name)
         if other != name:  # its peers' lookups ignore case: one would shadow the other
             raise ValidationError(f"workflow {path.name}: jobs {_shown(other)} and {_shown(name)} differ only in case")

@@ -90,6 +90,7 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
             "'requires' names 'a' twice",
         ),
         ("jobs:\n  null: {command: echo}\n", "job name None is not text (quote it: 'null')"),
+        ("jobs:\n  yes: {command: echo}\n", "a job name YAML reads as a boolean (yes, no, on, off, true...)"),
         ("jobs:\n  a: {command: ''}\n", "job 'a': 'command' is empty"),
     ],
 )
