@@ -115,7 +115,15 @@ def run_job_signature(cfg: Settings | None = None) -> Any:
                 raise TypeError("run_job takes keyword arguments only: run_job.delay(command='echo', args=['hi'])")
             job_id = options.pop("task_id", None) or new_job_id()
             stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time())}
-            return super().apply_async(args, stamped, task_id=job_id, **options)
+            try:
+                return super().apply_async(args, stamped, task_id=job_id, **options)
+            except Exception as exc:  # Celery's own ("Retry limit exceeded ...") escaped (usability run)
+                from joblet.api.redis_conn import safe_url
+                from joblet.errors import BackendUnavailable
+
+                where = safe_url(conf.broker)
+                why = " ".join(str(exc).split())  # one line: Celery's spans three
+                raise BackendUnavailable(f"cannot queue the job on {where}: {type(exc).__name__}: {why}") from None
 
     return RunJob(RUN_TASK, queue=conf.queue, app=client_app(conf))
 

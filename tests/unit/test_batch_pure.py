@@ -63,3 +63,24 @@ def test_a_limit_given_as_a_field_says_where_it_goes():
     with pytest.raises(ValidationError, match=r"'max_cpu': a limit: give it in limits=\{'max_cpu': \.\.\.\}"):
         make_spec("echo", max_cpu=50)
     assert make_spec("echo", limits={"max_cpu": 50}).limits.max_cpu == 50  # the control
+
+
+def test_run_job_says_redis_is_out_of_reach_in_joblets_words(monkeypatch):
+    """Celery's own `RuntimeError: Retry limit exceeded ...` escaped run_job.delay (usability
+    run); the API's errors say BackendUnavailable, on one line, the URL without its password."""
+    from celery.canvas import Signature
+
+    from joblet.api.tasks import run_job_signature
+    from joblet.config import load
+    from joblet.errors import BackendUnavailable
+
+    def celery_gives_up(self, *args, **kwargs):
+        raise RuntimeError("Retry limit exceeded while trying to reconnect\nto the Celery result store backend.")
+
+    monkeypatch.setattr(Signature, "apply_async", celery_gives_up)
+    sig = run_job_signature(load(redis_url="redis://:secret@127.0.0.1:1/0"))
+    with pytest.raises(BackendUnavailable) as caught:
+        sig.delay(command="true")
+    said = str(caught.value)
+    assert "RuntimeError: Retry limit exceeded while trying to reconnect to the Celery" in said
+    assert "\n" not in said and "secret" not in said, said
