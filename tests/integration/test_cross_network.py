@@ -12,10 +12,12 @@ from tests.integration.helpers import eventually, output, run
 ECHO = """
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("203.0.113.2", 5353)); s.settimeout(0.2)
-end = time.time() + 60
+end, told = time.time() + 60, False
 while time.time() < end:
     try:
         d, a = s.recvfrom(100); s.sendto(d, a)
+        if not told:  # the port the flow has after NAT (randomized): what a forgery must quote
+            print(a[1], flush=True); told = True
     except socket.timeout:
         pass
 """
@@ -38,7 +40,7 @@ while time.time() < end:
 """
 
 # port unreachable, to the host's address facing the upstream, quoting the victim's flow as
-# the upstream saw it (masqueraded to that address, source port kept)
+# the upstream saw it (masqueraded to that address, from the port the upstream saw: argv[2])
 ATTACKER = """
 import socket, struct, sys, time
 def csum(b):
@@ -47,7 +49,7 @@ def csum(b):
 def ip(src, dst, proto, length):
     h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 1, 0, 64, proto, 0, socket.inet_aton(src), socket.inet_aton(dst))
     return h[:10] + struct.pack("!H", csum(h)) + h[12:]
-inner = ip("203.0.113.1", "203.0.113.2", 17, 28) + struct.pack("!HHHH", 40000, 5353, 8, 0)
+inner = ip("203.0.113.1", "203.0.113.2", 17, 28) + struct.pack("!HHHH", int(sys.argv[2]), 5353, 8, 0)
 body = struct.pack("!BBHI", 3, 3, 0, 0) + inner
 icmp = body[:2] + struct.pack("!H", csum(body)) + body[4:]
 r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -59,9 +61,9 @@ print(f"end {time.time():.3f}", flush=True)
 """
 
 
-def attack(client, network: str) -> tuple[float, float]:
+def attack(client, network: str, port: int) -> tuple[float, float]:
     """The window in which a job on `network` sent forged errors."""
-    rec, out, err = run(client, "python3", "-c", ATTACKER, "3", network=network)
+    rec, out, err = run(client, "python3", "-c", ATTACKER, "3", str(port), network=network)
     assert rec.exit_code == 0, err
     marks = dict(line.split() for line in out.decode().splitlines())
     return float(marks["start"]), float(marks["end"])
@@ -73,7 +75,7 @@ def seen(lines: list[tuple[float, str]], window: tuple[float, float]) -> set[str
 
 def test_a_jobs_forged_icmp_error_does_not_reach_another_network(client, host, upstream):
     client.networks.create("icmp-a", "10.113.0.0/24")
-    echo = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", ECHO])
+    echo = subprocess.Popen(["ip", "netns", "exec", upstream, "python3", "-c", ECHO], stdout=subprocess.PIPE, text=True)
     try:
         eventually(
             lambda: subprocess.run(
@@ -84,8 +86,10 @@ def test_a_jobs_forged_icmp_error_does_not_reach_another_network(client, host, u
         )
         victim = client.run("python3", ("-c", VICTIM, "14"), network="bridge")
         eventually(lambda: b"reply" in output(client, victim.id), "the victim never got a reply", 15)
-        other = attack(client, "icmp-a")  # another network: must not reach it
-        same = attack(client, "bridge")  # its own network: the control, the forged error works
+        assert echo.stdout is not None
+        port = int(echo.stdout.readline())  # the victim's flow as the upstream sees it
+        other = attack(client, "icmp-a", port)  # another network: must not reach it
+        same = attack(client, "bridge", port)  # its own network: the control, the forged error works
         assert client.wait(victim.id, timeout=60).exit_code == 0
         lines = [(float(t), r) for t, r in (line.split() for line in output(client, victim.id).decode().splitlines())]
         assert seen(lines, other) == {"reply"}, seen(lines, other)
