@@ -327,6 +327,7 @@ MAX_TIMEOUT = 10 * 365 * 86400  # seconds; more reads as "never", which no timeo
 # variable is three (--setenv K V): 20,000 arguments failed the job as if its command had
 # exited 1 (usability run). These leave ~1,800 for the sandbox's own (~150 on a plain host)
 MAX_ARGS, MAX_ENV = 4096, 1024
+LIMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(Limits))  # given beside the spec's: refused
 
 
 def check_fresh(spec: JobSpec) -> None:
@@ -351,7 +352,7 @@ def make_spec(command: str, args: Any = (), **fields: Any) -> JobSpec:
     """A checked new JobSpec (check_fresh too), or FieldError (a ValidationError) with one
     line naming the field."""
     args = tuple(args) if isinstance(args, list | tuple) else args  # else the check says why
-    limit = next((k for k in fields if k in {f.name for f in dataclasses.fields(Limits)}), None)
+    limit = next((k for k in fields if k in LIMIT_FIELDS), None)
     if limit is not None:  # `Client.run("echo", max_cpu=50)`: "unknown field", no more (usability run)
         raise FieldError(limit, f"a limit: give it in limits={{{limit!r}: ...}}")
     spec = JobSpec.from_dict({"command": command, "args": args, **fields})

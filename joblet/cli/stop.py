@@ -73,7 +73,8 @@ def await_stop(
     waited 40 s and asked whether the worker was alive)."""
     import time
 
-    if not record.status.final and not no_wait and down_for is not None:
+    waiting = not record.status.final and not no_wait
+    if waiting and down_for is not None:
         cfg = client.settings
         left = max(0.0, cfg.node_down_after + cfg.node_lost_grace - down_for)
         click.echo(
@@ -82,11 +83,11 @@ def await_stop(
             err=True,
         )
         patience = left + 15 + (time.monotonic() - began)
-    elif not record.status.final and not no_wait:
+    elif waiting:
         said = STOP_WAIT if grace is None else f"waiting up to {grace:g} s (then SIGKILL)"
         click.echo(f"stopping job {record.short_id}… sent SIGTERM, {said}", err=True)
         patience = (client.settings.stop_grace if grace is None else grace) + 30
-    if not record.status.final and not no_wait:
+    if waiting:
         try:
             record = client.wait(record.id, timeout=max(1.0, patience - (time.monotonic() - began)))
         except TimeoutError:

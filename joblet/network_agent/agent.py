@@ -285,7 +285,8 @@ class NetworkAgent:
             underlay = self.overlay.underlay() if self.overlay is not None else None
             self._underlay_mtu = links.mtu_holding(underlay) if underlay else None
             self._underlay_mtu_read = time.monotonic()
-        return min(self.uplink_mtu(), self._underlay_mtu or self.uplink_mtu())
+        uplink = self.uplink_mtu()
+        return min(uplink, self._underlay_mtu or uplink)
 
     def overlay_changed(self) -> None:
         """The remote jobs the overlay lets in changed: render the tables again (also those a
@@ -340,7 +341,9 @@ class NetworkAgent:
         wanted = wants_addresses(nets) and not dns  # a network's --dns comes first (plan.py)
         servers = host.job_nameservers(self.cfg.dns_servers, self.cfg.resolv_conf) if wanted else ()
         ranges = {name: net.cidr for name, net in user.items()}
-        problem = host.dns_inside(servers, {**ranges, **({"bridge": self.cfg.bridge_cidr} if "bridge" in nets else {})})
+        if "bridge" in nets:
+            ranges["bridge"] = self.cfg.bridge_cidr
+        problem = host.dns_inside(servers, ranges)
         if problem:
             raise NetworkError(problem)
         return NetFacts(

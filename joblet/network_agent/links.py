@@ -171,11 +171,12 @@ def _below_ipv6_mtu(ifname: str) -> bool:
     if index is None:
         return False
 
-    def mtu(ipr: IPRoute) -> int:
-        value: Any = ipr.get_links(index)[0].get_attr("IFLA_MTU")
-        return int(value)
+    return _call(f"read {ifname}'s MTU", lambda ipr: _link_mtu(ipr, index)) < 1280
 
-    return _call(f"read {ifname}'s MTU", mtu) < 1280
+
+def _link_mtu(ipr: IPRoute, index: int) -> int:
+    value: Any = ipr.get_links(index)[0].get_attr("IFLA_MTU")
+    return int(value)
 
 
 def _ensure_addr(index: int, name: str, address: str, prefixlen: int, only_gateway: bool) -> None:
@@ -263,8 +264,7 @@ def default_route_mtu(fallback: int = 1500) -> int:
         for route in ipr.get_default_routes(family=2):
             oif = route.get_attr("RTA_OIF")
             if oif:
-                value: Any = ipr.get_links(oif)[0].get_attr("IFLA_MTU")
-                return int(value)
+                return _link_mtu(ipr, oif)
         return fallback
 
     return _call("read the default route", mtu)
@@ -274,10 +274,7 @@ def mtu_holding(address: str) -> int | None:
     """MTU of the interface that holds `address` in this namespace; None when none does."""
 
     def mtu(ipr: IPRoute) -> int | None:
-        for addr in ipr.get_addr(family=2, address=address):
-            value: Any = ipr.get_links(addr["index"])[0].get_attr("IFLA_MTU")
-            return int(value)
-        return None
+        return next((_link_mtu(ipr, a["index"]) for a in ipr.get_addr(family=2, address=address)), None)
 
     return _call("read the underlay address's interface", mtu)
 

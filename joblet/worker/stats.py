@@ -11,6 +11,7 @@ host ends of the job's veths. A job's traffic in is what its host-side veth send
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import weakref
@@ -50,8 +51,9 @@ class Sampler:
         for run in runs:
             try:
                 out[run.job_id] = self.one(run, links)
-            except OSError:  # it ended meanwhile (its cgroup gone: ENODEV); the others are sampled
-                continue
+            except OSError as exc:  # it ended meanwhile (its cgroup gone: ENODEV); the others are sampled
+                if exc.errno not in (errno.ENODEV, errno.ENOENT):
+                    raise
         self.last_cpu = {j: v for j, v in self.last_cpu.items() if j in out}
         return out
 
