@@ -13,7 +13,7 @@ from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobSpec, make_spec
 from joblet.api.networks import NetworkStore
 from joblet.api.preflight import Preflight, runtimes
-from joblet.api.store import Store
+from joblet.api.store import LIVE_STATUSES, Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
 from joblet.errors import BackendUnavailable, JobletError, NotFound
@@ -124,7 +124,9 @@ class Client:
     ) -> list[JobRecord]:
         """Jobs, oldest first; each filter given must match (`status`: one, or any of several;
         a name that is no status is refused, ValidationError)."""
-        return select(self.store.list_jobs(), statuses(status), node, network, name)
+        wanted = statuses(status)
+        live_only = wanted and LIVE_STATUSES.issuperset(wanted)  # `rnx list --status=running`
+        return select(self.store.live_jobs() if live_only else self.store.list_jobs(), wanted, node, network, name)
 
     def get(self, job_id: str) -> JobRecord:
         """The job whose id, id prefix or name is `job_id`."""

@@ -55,7 +55,7 @@ class Networks:
         self.store = store
 
     def _live_jobs(self) -> list[JobRecord]:
-        return [r for r in self.jobs.list_jobs() if not r.status.final]
+        return self.jobs.live_jobs()
 
     def create(
         self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (), mtu: int | None = None

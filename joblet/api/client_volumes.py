@@ -23,13 +23,12 @@ class Volumes:
         return self._users().get(name, [])
 
     def _users(self) -> dict[str, list[str]]:
-        """Each volume's jobs that have not ended, from one read of the job records: `list`
-        read them all once per volume (32 volumes and 2,356 jobs: 75,000 HGETALLs, 6 s)."""
+        """Each volume's jobs that have not ended, from one read of their records: `list`
+        read every kept record once per volume (32 volumes and 2,356 jobs: 75,000 HGETALLs, 6 s)."""
         users: dict[str, list[str]] = {}
-        for r in self.jobs.list_jobs():
-            if not r.status.final:
-                for name in dict.fromkeys(r.spec.volumes):
-                    users.setdefault(name, []).append(r.short_id)
+        for r in self.jobs.live_jobs():
+            for name in dict.fromkeys(r.spec.volumes):
+                users.setdefault(name, []).append(r.short_id)
         return users
 
     def list(self) -> list[dict[str, Any]]:

@@ -26,6 +26,17 @@ class Keys:
         """Sorted set of job ids by creation time."""
         return f"{self.prefix}jobs"
 
+    @property
+    def live(self) -> str:
+        """Sorted set (by creation time) holding at least every job that has not ended
+        (store_live.py)."""
+        return f"{self.prefix}live"
+
+    @property
+    def live_whole(self) -> str:
+        """Set once `live` was made from every kept record (a Redis without it makes it)."""
+        return f"{self.prefix}live-whole"
+
     def log(self, job_id: str) -> str:
         return f"{self.prefix}log:{job_id}"
 

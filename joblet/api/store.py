@@ -15,7 +15,9 @@ from typing import Any
 from joblet.api.keys import END_FIELD, Keys
 from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
-from joblet.api.redis_conn import connect, error_kind, translated
+from joblet.api.record_fields import decode_fields, encode_fields, read_record
+from joblet.api.redis_conn import connect, translated
+from joblet.api.store_live import LUA_LIVE, LiveIndex
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
 from joblet.names import name_key
@@ -70,16 +72,16 @@ local function expire_name(key, names, ttl)
   if redis.call('GET', held) == job then redis.call('EXPIRE', held, ttl) end
 end
 """
-_CAS_STATUS = LUA_SET_IF_STATUS + "return set_if_status(KEYS[1], ARGV[1], ARGV[2])"
-# Whether the job of a record key has not ended (a gone record has).
-LUA_LIVE = """
-local function live(key)
-  local status = redis.call('HGET', key, 'status')
-  if not status then return false end
-  local s = cjson.decode(status)
-  return s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING'
-end
+# KEYS: the job, the index of jobs that have not ended. ARGV: the allowed statuses, the
+# fields, the job's id when the fields end it (it leaves the index), else "".
+_CAS_STATUS = (
+    LUA_SET_IF_STATUS
+    + """
+local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
+if set == 1 and ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+return set
 """
+)
 # A job name is unique among jobs that have not ended: the job its key names, if that one has
 # not ended (else false); `prefix` is the job keys' (here and in worker/restore.py).
 LUA_LIVE_HOLDER = (
@@ -94,7 +96,8 @@ end
 )
 
 # The name key names its holder, and the new job's record is written in the same step, so two
-# racing submits cannot both win.
+# racing submits cannot both win. KEYS: the name's key, the job, the jobs index, an older
+# version's name key, the index of jobs that have not ended.
 _CREATE_NAMED = (
     LUA_LIVE_HOLDER
     + """
@@ -106,15 +109,16 @@ redis.call('SET', KEYS[1], ARGV[3])
 local fields = cjson.decode(ARGV[1])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[2], k, v) end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[3])
 return false
 """
 )
 
-# KEYS: job, log, claim, stop. ARGV: the waiting statuses (JSON list), the STOPPED fields
-# (JSON of JSON values), the end marker's field and summary, the stream's cap, the TTL, the
-# stop channel, the job id, the name keys' prefix. The stop flag, its notice, and for a job no
-# worker has taken yet
-# STOPPED with its stream ended and every key expiring (unless its workflow's end expires
+# KEYS: job, log, claim, stop, the index of jobs that have not ended. ARGV: the waiting
+# statuses (JSON list), the STOPPED fields (JSON of JSON values), the end marker's field and
+# summary, the stream's cap, the TTL, the stop channel, the job id, the name keys' prefix. The
+# stop flag, its notice, and for a job no worker has taken yet STOPPED (out of the index)
+# with its stream ended and every key expiring (unless its workflow's end expires
 # them): three round trips before, and no key expired (the record had no TTL, and the end
 # marker made the stream without one). The flag of a job that had ended goes with its
 # record, or after the TTL when none is left. Returns 1 when it stopped the job.
@@ -129,8 +133,9 @@ redis.call('PUBLISH', ARGV[7], ARGV[8])
 local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
 if set == 1 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', ARGV[3], ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[8])
   if not in_workflow(KEYS[1]) then
-    for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+    for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
     expire_name(KEYS[1], ARGV[9], ARGV[6])
   end
 else
@@ -142,16 +147,6 @@ return set
 
 _url = translated(lambda self: self.url)
 NODE_INDEX_KEEP = 3600  # seconds a silent node stays in the node index (its key says if it lives)
-
-
-def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
-    """A record's fields as its hash holds them: each value JSON."""
-    return {k: json.dumps(v.value if isinstance(v, JobStatus) else v) for k, v in fields.items()}
-
-
-def decode_fields(raw: dict[bytes, bytes]) -> dict[str, Any]:
-    """A record's hash back to its fields."""
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
 def resolve_names(entries: list[dict[str, Any]], scope: str = "", reserved: Iterable[str] = ()) -> dict[str, str]:
@@ -209,23 +204,15 @@ def _beat(raw: bytes | None) -> dict[str, Any] | None:
     return beat if isinstance(beat, dict) else None
 
 
-def _record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
-    """A stored record; one this version's checks refuse (an older version wrote it) says so."""
-    try:
-        return JobRecord.from_dict(decode_fields(raw))
-    except ValidationError as exc:
-        raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
-
-
 WORKFLOW_NAMES_KEPT = 1024  # workflows whose job names members() keeps (then forgets them all)
 PREFIX_SEEN = 5.0  # seconds a read of the live nodes decides whether messages name the prefix
 WORKFLOW_CHUNK = 16  # workflow records the first round trip of a name's lookup reads (the newest)
 LIVE_STATUSES = frozenset(s.value for s in JobStatus if not s.final)  # what a name prefers
 
 
-class Store(OutputStreams):
+class Store(OutputStreams, LiveIndex):
     """Redis-backed state of one installation (one key prefix); its jobs' output streams are
-    in store_output.py."""
+    in store_output.py, the index of its jobs that have not ended in store_live.py."""
 
     def __init__(self, url: str, prefix: str = "joblet:", client: Any = None) -> None:
         """`client`: a connection to share (another installation's keys on the same Redis)."""
@@ -237,7 +224,7 @@ class Store(OutputStreams):
         self._stop = self.redis.register_script(_STOP)
         self._end = self.redis.register_script(END_SCRIPT)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
-        self._live_seen: tuple[float | None, dict[str, dict[str, Any]]] = (None, {})  # prefix_stamp
+        self._live_seen: tuple[float | None, dict[str, dict[str, Any]]] = (None, {})  # every_worker_says
         self._workflow_names: dict[str, set[str]] = {}  # members(): each workflow's job names
 
     # -- jobs -------------------------------------------------------------------------------
@@ -247,6 +234,8 @@ class Store(OutputStreams):
         pipe = self.redis.pipeline()
         pipe.hset(self.keys.job(record.id), mapping=encode_fields(fields))
         pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
+        if not record.status.final:
+            pipe.zadd(self.keys.live, {record.id: record.created or time.time()})
         pipe.execute()
 
     @_url
@@ -256,6 +245,9 @@ class Store(OutputStreams):
         for record in records:
             pipe.hset(self.keys.job(record.id), mapping=encode_fields(record.to_dict()))
         pipe.zadd(self.keys.jobs, {r.id: r.created or time.time() for r in records})
+        live = {r.id: r.created or time.time() for r in records if not r.status.final}
+        if live:
+            pipe.zadd(self.keys.live, live)
         pipe.execute()
 
     @_url
@@ -266,7 +258,7 @@ class Store(OutputStreams):
         fields, keys = encode_fields(record.to_dict()), self.keys
         older = keys.name(record.name, as_given=True)  # an older version's key for the name
         holder = self._create_named(
-            keys=[keys.name(record.name), keys.job(record.id), keys.jobs, older],
+            keys=[keys.name(record.name), keys.job(record.id), keys.jobs, older, keys.live],
             args=[json.dumps(fields), record.created or time.time(), record.id, keys.job("")],
         )
         return holder.decode() if holder else None
@@ -274,7 +266,7 @@ class Store(OutputStreams):
     @_url
     def find_job(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
-        return _record(job_id, raw) if raw else None
+        return read_record(job_id, raw) if raw else None
 
     def get_job(self, job_id: str) -> JobRecord:
         record = self.find_job(job_id)
@@ -328,7 +320,7 @@ class Store(OutputStreams):
         pipe = self.redis.pipeline()
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
-        return [_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
+        return [read_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
 
     @_url
     def resolve(self, prefix: str) -> str:
@@ -365,34 +357,26 @@ class Store(OutputStreams):
 
     @_url
     def list_jobs(self) -> list[JobRecord]:
+        """Every kept job, oldest first."""
         ids = [i.decode() for i in self.redis.zrange(self.keys.jobs, 0, -1)]
-        pipe = self.redis.pipeline()
-        for job_id in ids:
-            pipe.hgetall(self.keys.job(job_id))
-        records = []
-        stale = []
-        for job_id, raw in zip(ids, pipe.execute(), strict=True):
-            if not raw:
-                stale.append(job_id)
-                continue
-            try:
-                records.append(_record(job_id, raw))
-            except ValidationError as exc:  # an older version's, checked less: one must not hide all
-                log.warning("job %s left out: %s", job_id, exc)
-        if stale:  # records expired after their TTL: drop them from the index too
-            try:
+        records, stale = self._records(ids)
+        if stale:  # records expired after their TTL: drop them from the indexes too
+
+            def drop() -> None:
                 self.redis.zrem(self.keys.jobs, *stale)
-            except Exception as exc:
-                if error_kind(exc) != "noperm":
-                    raise  # a read-only (viewer) user: a writer tidies up later
+                self._prune(stale)
+
+            self._writing(drop)  # a read-only (viewer) user: a writer tidies up later
         return records
 
     @_url
     def transition(self, job_id: str, allowed: Iterable[JobStatus], **fields: Any) -> bool:
         """Set fields only if the job's status is one of `allowed` (atomic)."""
+        status = fields.get("status")
+        ends = status is not None and JobStatus(status).final
         result = self._cas(
-            keys=[self.keys.job(job_id)],
-            args=[json.dumps([s.value for s in allowed]), json.dumps(encode_fields(fields))],
+            keys=[self.keys.job(job_id), self.keys.live],
+            args=[json.dumps([s.value for s in allowed]), json.dumps(encode_fields(fields)), job_id if ends else ""],
         )
         return bool(result == 1)
 
@@ -479,7 +463,7 @@ class Store(OutputStreams):
         keys = self.keys
         fields = {"status": JobStatus.STOPPED, "finished": time.time(), "error": "stopped before it started"}
         ended = self._stop(
-            keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id)],
+            keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id), keys.live],
             args=[
                 json.dumps([JobStatus.PENDING.value, JobStatus.SCHEDULED.value]),
                 json.dumps(encode_fields(fields)),
@@ -604,13 +588,18 @@ class Store(OutputStreams):
         joblet.worker.tasks), unless a live worker does not read the field: each that does says
         `prefixed` in its heartbeat (workers before 2026-11-30 refused the field, failing the
         job, during a rolling upgrade). With no live worker it is named: the case it is for is
-        a client whose prefix no worker has (its JOBLET_QUEUE another installation's). From
-        the live nodes this Store read in the last PREFIX_SEEN seconds (a submit's placement
-        has just read them), else read now."""
+        a client whose prefix no worker has (its JOBLET_QUEUE another installation's). A
+        submit's placement has just read the live nodes."""
+        return self.keys.prefix if self.every_worker_says("prefixed") else None
+
+    def every_worker_says(self, field: str) -> bool:
+        """Whether every live worker's heartbeat says `field` is true (what a newer version
+        does: during a rolling upgrade an older one does not), from the live nodes this Store
+        read in the last PREFIX_SEEN seconds, else read now. True with no live worker."""
         seen, live = self._live_seen
         if seen is None or time.monotonic() - seen > PREFIX_SEEN:
             live = self.live_nodes()
-        return self.keys.prefix if all(info.get("prefixed") is True for info in live.values()) else None
+        return all(info.get(field) is True for info in live.values())
 
     @_url
     def drop_node(self, node: str) -> None:

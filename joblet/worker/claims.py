@@ -49,7 +49,8 @@ local function fields(key, with_spec)
 end
 """
 
-# KEYS: job, jobs index, claim, stop, this claim's token. ARGV: the record's fields (JSON of
+# KEYS: job, jobs index, claim, stop, this claim's token, the index of jobs that have not
+# ended (a record another version's client wrote joins it here). ARGV: the record's fields (JSON of
 # JSON values), its created time, its id, this node, a token of this one claim, '1' if a claim
 # by this node may be taken over. Returns false when the job was claimed before, else {the
 # record's fields but its spec, 1 if a stop was asked}. The same claim sent again (redis-py
@@ -69,6 +70,7 @@ _CLAIM = (
     + _FIELDS
     + """
 create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[2], ARGV[3])
 if redis.call('SET', KEYS[3], ARGV[4], 'NX') then
   redis.call('SET', KEYS[5], ARGV[5], 'EX', 600)
   local left = redis.call('TTL', KEYS[1])
@@ -85,9 +87,10 @@ return {fields(KEYS[1], '0'), redis.call('EXISTS', KEYS[4])}
 """
 )
 
-# KEYS: job, log, claim, stop. ARGV: the allowed statuses (JSON list), the fields to set
-# (JSON of JSON values), the TTL, '1' to read the spec back, the name keys' prefix. Every key
-# of the job gets the TTL (its name's too, while it names the job: LUA_EXPIRE_NAME), unless the
+# KEYS: job, log, claim, stop, the index of jobs that have not ended (the job leaves it once
+# the fields are set: they end it). ARGV: the allowed statuses (JSON list), the fields to set
+# (JSON of JSON values), the TTL, '1' to read the spec back, the name keys' prefix, the job's
+# id. Every key of the job gets the TTL (its name's too, while it names the job: LUA_EXPIRE_NAME), unless the
 # job is a workflow's: its keys expire with the workflow's (workflow_store).
 # Returns {1 set, 0 not allowed, -1 no record; the record's fields}.
 _FINISH = (
@@ -97,8 +100,9 @@ _FINISH = (
     + _FIELDS
     + """
 local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
+if set == 1 then redis.call('ZREM', KEYS[5], ARGV[6]) end
 if not in_workflow(KEYS[1]) then
-  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
   expire_name(KEYS[1], ARGV[5], ARGV[3])
 end
 return {set, fields(KEYS[1], ARGV[4])}
@@ -161,6 +165,7 @@ class Claims:
                 keys.claim(record.id),
                 keys.stop(record.id),
                 keys.claim_try(record.id),
+                keys.live,
             ],
             "args": [
                 _encoded(record.to_dict()),
@@ -176,18 +181,20 @@ class Claims:
     def finish(
         self, job_id: str, spec: JobSpec | None, allowed: tuple[JobStatus, ...], ttl: int, **fields: Any
     ) -> tuple[bool, JobRecord | None]:
-        """Set `fields` if the job's status is one of `allowed`, give every key of the job
+        """Set `fields` (they end the job: it leaves the index of jobs that have not ended)
+        if the job's status is one of `allowed`, give every key of the job
         `ttl` (a workflow's job: its workflow's end does), and return (whether the fields
         were set, the record as it is now, with `spec` when given, else the stored one)."""
         keys = self.store.keys
         set_, flat = self._finish(
-            keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id)],
+            keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id), keys.live],
             args=[
                 json.dumps([s.value for s in allowed]),
                 _encoded(fields),
                 ttl,
                 "1" if spec is None else "0",
                 keys.name(""),
+                job_id,
             ],
         )
         return set_ == 1, _record(flat, spec)

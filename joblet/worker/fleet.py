@@ -97,6 +97,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
         "output_ceiling": cfg.output_max_bytes,  # what --max-output can
         "host_network": cfg.allow_host_network,
         "prefixed": True,  # reads the key prefix a message names (Store.prefix_stamp)
+        "indexes_live": True,  # keeps the index of jobs that have not ended (store_live.py)
         "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
         "sandbox": {
             "bwrap": shutil.which("bwrap") is not None,
@@ -144,16 +145,18 @@ def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
         if name == cfg.node or done.get(name) == beat or silent < cfg.node_down_after + cfg.node_lost_grace:
             continue
         if sup.nodes.claim_sweep(name, beat, ttl=SWEEP_CLAIM_TTL):
-            lose_jobs(sup.svc, name, beat)
+            lose_jobs(sup.svc, name, beat, indexed=record.get("indexes_live") is True)
             sup.nodes.mark_swept(name, beat)
             swept.append(name)
     return swept
 
 
-def lose_jobs(svc: Services, node: str, beat: float) -> list[str]:
-    """Every unfinished job of `node` becomes LOST; its names and addresses are freed."""
+def lose_jobs(svc: Services, node: str, beat: float, indexed: bool = True) -> list[str]:
+    """Every unfinished job of `node` becomes LOST; its names and addresses are freed.
+    `indexed`: the node's last heartbeat said it keeps the index of jobs that have not ended
+    (else its jobs are found among every kept record: an older worker's claims are not there)."""
     reason = f"node {node} stopped heartbeating at {when(beat)}"
-    lost = [r for r in _unfinished_of(svc, node) if svc.records.mark_lost(r.id, reason)]
+    lost = [r for r in _unfinished_of(svc, node, indexed) if svc.records.mark_lost(r.id, reason)]
     networks = sorted({n for r in lost for n in (*r.ips, *r.spec.network)})
     for rec in lost:
         svc.discovery.leave(rec.id, list(rec.ips))
@@ -167,10 +170,13 @@ def lose_jobs(svc: Services, node: str, beat: float) -> list[str]:
     return [r.id for r in lost]
 
 
-def _unfinished_of(svc: Services, node: str) -> list[JobRecord]:
+def _unfinished_of(svc: Services, node: str, indexed: bool) -> list[JobRecord]:
     """The unfinished jobs placed on, claimed by or running on `node`; the claims read in one
     round trip (one a job, on the heartbeat's thread, held up its beat in a busy fleet)."""
-    unfinished = [r for r in svc.store.list_jobs() if not r.status.final]
+    if indexed:
+        unfinished = svc.store.live_jobs()
+    else:
+        unfinished = [r for r in svc.store.list_jobs() if not r.status.final]
     others = [r for r in unfinished if r.node != node]
     claimed = {
         r.id

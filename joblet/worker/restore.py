@@ -30,10 +30,11 @@ from joblet.worker.services import Services
 
 log = logging.getLogger(__name__)
 
-# KEYS: the job, the jobs index, its name's key. ARGV: the record's fields (JSON of JSON
-# values), created, the id, the job key prefix, '1' if it has a name. Nothing if the record
-# exists (the job's own end may have written it since the beat looked: not RUNNING over it);
-# the name unless a job that has not ended holds it. Returns 0, 1 written, 2 with its name.
+# KEYS: the job, the jobs index, its name's key, the index of jobs that have not ended.
+# ARGV: the record's fields (JSON of JSON values), created, the id, the job key prefix, '1'
+# if it has a name. Nothing if the record exists (the job's own end may have written it since
+# the beat looked: not RUNNING over it); the name unless a job that has not ended holds it.
+# Returns 0, 1 written, 2 with its name.
 _RESTORE = (
     LUA_LIVE_HOLDER
     + """
@@ -46,6 +47,7 @@ if ARGV[5] == '1' then
 end
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
 return 1 + named
 """
 )
@@ -91,7 +93,7 @@ def _restore(svc: Services, run: Any) -> None:
     _restore_networks(svc, run)  # first: a failure here leaves the record missing, so the next beat tries again
     keys = svc.store.keys
     written = svc.store.redis.register_script(_RESTORE)(
-        keys=[keys.job(run.job_id), keys.jobs, keys.name(spec.name) if spec.name else keys.job("")],
+        keys=[keys.job(run.job_id), keys.jobs, keys.name(spec.name) if spec.name else keys.job(""), keys.live],
         # listed where it started, not at the restore (the index is by created time)
         args=[json.dumps(encode_fields(record.to_dict())), started, run.job_id, keys.job(""), "1" if spec.name else ""],
     )

@@ -67,6 +67,11 @@ def test_viewer_reads_but_changes_nothing(users):
     assert any(n["name"] == "acl-net" for n in viewer.networks.list())
     busy = admin.run("sleep", ("300",), network="none", name="acl-busy")
     eventually(lambda: (viewer.stats([busy.id]) or [{}])[0].get("sampled"), "viewer sees the worker's samples")
+    admin.store.redis.delete(admin.store.keys.live_whole)  # as an older version's Redis
+    assert busy.id in {r.id for r in viewer.list(status="RUNNING")}  # from every record: it cannot index
+    assert not admin.store.redis.exists(admin.store.keys.live_whole)
+    assert busy.id in {r.id for r in admin.list(status="RUNNING")}  # a writer makes the index
+    assert admin.store.redis.exists(admin.store.keys.live_whole)
     admin.stop(busy.id)
     before = len(admin.list())
     for attempt in (

@@ -94,7 +94,8 @@ def test_the_read_backs_leave_the_stored_spec_in_redis_when_the_worker_has_it(cl
     done, record = claims.finish(job_id, ran, WAITING_OR_RUNNING, 600, status=JobStatus.COMPLETED, exit_code=0)
     assert done and record is not None and record.spec is ran and record.exit_code == 0 and record.name == "client"
     keys = [store.keys.job(job_id), store.keys.log(job_id), store.keys.claim(job_id), store.keys.stop(job_id)]
-    _, flat = claims._finish(keys=keys, args=['["COMPLETED"]', "{}", 600, "0"])
+    args = ['["COMPLETED"]', "{}", 600, "0", store.keys.name(""), job_id]
+    _, flat = claims._finish(keys=[*keys, store.keys.live], args=args)
     assert b"spec" not in flat[::2] and b"name" in flat[::2]  # the uploads stay in Redis
     _, whole = claims.finish(job_id, None, WAITING_OR_RUNNING, 600, status=JobStatus.FAILED)
     assert whole is not None and whole.spec.args == ("stored",)  # without one: the stored spec

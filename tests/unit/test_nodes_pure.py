@@ -217,7 +217,7 @@ def test_a_node_back_from_a_redis_outage_counts_silence_from_its_own_return(monk
     from joblet.worker import fleet
 
     swept: list[str] = []
-    monkeypatch.setattr(fleet, "lose_jobs", lambda svc, node, beat: swept.append(node))
+    monkeypatch.setattr(fleet, "lose_jobs", lambda svc, node, beat, indexed=True: swept.append(node))
     nodes = SimpleNamespace(
         swept=lambda: {},
         records=lambda: {"a": {"beat": NOW}, "b": {"beat": NOW - 300}},

@@ -1,0 +1,27 @@
+"""A job record's fields as its Redis hash holds them (each value JSON), and back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from joblet.api.models import JobRecord, JobStatus
+from joblet.errors import ValidationError
+
+
+def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """A record's fields as its hash holds them: each value JSON."""
+    return {k: json.dumps(v.value if isinstance(v, JobStatus) else v) for k, v in fields.items()}
+
+
+def decode_fields(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """A record's hash back to its fields."""
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def read_record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
+    """A stored record; one this version's checks refuse (an older version wrote it) says so."""
+    try:
+        return JobRecord.from_dict(decode_fields(raw))
+    except ValidationError as exc:
+        raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
