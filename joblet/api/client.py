@@ -128,6 +128,11 @@ class Client:
         live_only = wanted and LIVE_STATUSES.issuperset(wanted)  # `rnx list --status=running`
         return select(self.store.live_jobs() if live_only else self.store.list_jobs(), wanted, node, network, name)
 
+    def recent(self, count: int) -> tuple[list[JobRecord], int]:
+        """The newest `count` jobs, oldest first, and how many older ones are kept (`rnx
+        list`: without reading the older ones' records)."""
+        return self.store.recent_jobs(count)
+
     def get(self, job_id: str) -> JobRecord:
         """The job whose id, id prefix or name is `job_id`."""
         return self.store.get_job(self.store.resolve(job_id))

@@ -27,9 +27,14 @@ class Keys:
         return f"{self.prefix}jobs"
 
     @property
+    def jobs_sweep(self) -> str:
+        """The rank in `jobs` where the sweep of expired records' entries goes on."""
+        return f"{self.prefix}jobs-sweep"
+
+    @property
     def live(self) -> str:
         """Sorted set (by creation time) holding at least every job that has not ended
-        (store_live.py)."""
+        (store_index.py)."""
         return f"{self.prefix}live"
 
     @property

@@ -17,7 +17,7 @@ from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.record_fields import decode_fields, encode_fields, read_record
 from joblet.api.redis_conn import connect, translated
-from joblet.api.store_live import LUA_LIVE, LiveIndex
+from joblet.api.store_index import LUA_LIVE, JobIndexes
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
 from joblet.names import name_key
@@ -210,9 +210,9 @@ WORKFLOW_CHUNK = 16  # workflow records the first round trip of a name's lookup 
 LIVE_STATUSES = frozenset(s.value for s in JobStatus if not s.final)  # what a name prefers
 
 
-class Store(OutputStreams, LiveIndex):
+class Store(OutputStreams, JobIndexes):
     """Redis-backed state of one installation (one key prefix); its jobs' output streams are
-    in store_output.py, the index of its jobs that have not ended in store_live.py."""
+    in store_output.py, its job indexes in store_index.py."""
 
     def __init__(self, url: str, prefix: str = "joblet:", client: Any = None) -> None:
         """`client`: a connection to share (another installation's keys on the same Redis)."""

@@ -197,21 +197,24 @@ def list_jobs(
         limit = 0 if as_json else LIST_LIMIT
 
     def draw() -> None:
-        records = obj.client.list(status=wanted, node=node, network=network, name=name)
-        shown = records[-limit:] if limit else records
+        if limit and not (wanted or node or network or name):  # the newest alone: not every record read
+            shown, older = obj.client.recent(limit)
+        else:
+            records = obj.client.list(status=wanted, node=node, network=network, name=name)
+            shown = records[-limit:] if limit else records
+            older = len(records) - len(shown)
         if as_json:  # listed by a network: `.network` and `.ip` are that one's (the guide's jq)
             print_json(
                 [{**r.public(), **({"network": network, "ip": r.ips.get(network)} if network else {})} for r in shown]
             )
             return
         jobs_table(shown, network)
-        if len(shown) < len(records):
-            older = len(records) - len(shown)
+        if older:
             click.echo(f"({older} older job{'s' if older > 1 else ''} not shown; --limit=0 shows all)", err=True)
-        elif not records and not watch and (node or network):
+        elif not shown and not watch and (node or network):
             for note in unknown_filters(obj.client, node, network):
                 click.echo(note, err=True)
-        elif not records and not watch and (note := unused_redis(obj.client)):  # a new shell without the export
+        elif not shown and not watch and (note := unused_redis(obj.client)):  # a new shell without the export
             click.echo(note, err=True)
 
     refresh(draw, interval if watch else None, clear=not as_json)

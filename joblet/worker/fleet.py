@@ -97,7 +97,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
         "output_ceiling": cfg.output_max_bytes,  # what --max-output can
         "host_network": cfg.allow_host_network,
         "prefixed": True,  # reads the key prefix a message names (Store.prefix_stamp)
-        "indexes_live": True,  # keeps the index of jobs that have not ended (store_live.py)
+        "indexes_live": True,  # keeps the index of jobs that have not ended (store_index.py)
         "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
         "sandbox": {
             "bwrap": shutil.which("bwrap") is not None,

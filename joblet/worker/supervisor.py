@@ -324,6 +324,7 @@ class Supervisor:
             self._beat_upkeep,
             lambda: stats.sample(self),
             lambda: fleet.sweep_lost(self),
+            lambda: self.store.sweep_jobs_index(time.time()),  # entries of expired records
         ):
             try:
                 part()

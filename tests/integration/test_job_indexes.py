@@ -1,6 +1,7 @@
-"""The index of jobs that have not ended, on a real Redis: every way a job is written puts it
-there, every way it ends takes it out (or the next read does), and a Redis without the index
-gets it whole from one read of every record."""
+"""The job indexes on a real Redis. The jobs that have not ended: every way a job is written
+puts it there, every way it ends takes it out (or the next read does), and a Redis without
+the index gets it whole from one read of every record. The newest jobs: read from the end of
+every kept job's index, expired records skipped, their entries swept by the heartbeat."""
 
 from __future__ import annotations
 
@@ -110,3 +111,40 @@ def test_the_sweep_of_an_older_node_reads_every_record(store: Store) -> None:
     svc = SimpleNamespace(store=store)
     assert _unfinished_of(svc, "old", indexed=True) == []  # control: not in the index
     assert [r.id for r in _unfinished_of(svc, "old", indexed=False)] == [job.id]
+
+
+def _kept(store: Store) -> list[str]:
+    return [i.decode() for i in store.redis.zrange(store.keys.jobs, 0, -1)]
+
+
+def test_the_newest_jobs_are_read_without_the_older_ones(store: Store) -> None:
+    store.create_jobs([_job(n, JobStatus.COMPLETED) for n in range(1, 31)])
+    for n in (30, 28):  # among the newest, their records expired
+        store.redis.delete(store.keys.job(_job(n).id))
+    shown, older = store.recent_jobs(5)
+    assert [r.id for r in shown] == [_job(n).id for n in (24, 25, 26, 27, 29)]  # oldest first
+    assert older == 23  # 1..23
+    assert _job(30).id not in _kept(store) and _job(28).id not in _kept(store)  # the expired left
+    shown, older = store.recent_jobs(100)  # control: more than there are
+    assert [r.id for r in shown] == [_job(n).id for n in (*range(1, 28), 29)] and older == 0
+    assert store.recent_jobs(5)[0] == store.list_jobs()[-5:]  # the same as from every record
+
+
+def test_the_sweep_drops_entries_of_expired_records_a_slice_at_a_time(store: Store, monkeypatch) -> None:
+    from joblet.api import store_index
+
+    monkeypatch.setattr(store_index, "SWEEP_SLICE", 4)
+    now = 10_000.0
+    store.create_jobs([_job(n, JobStatus.COMPLETED) for n in range(1, 11)])
+    fresh = _job(0, JobStatus.COMPLETED).replace(created=now - 1)
+    store.create_job(fresh)
+    for n in (2, 3, 7, 9):
+        store.redis.delete(store.keys.job(_job(n).id))
+    store.redis.delete(store.keys.job(fresh.id))  # too new to have expired: a record being written
+    assert store.sweep_jobs_index(now) == 2  # 1-4: 2 and 3 gone
+    assert store.sweep_jobs_index(now) == 1  # 5-8: 7 gone
+    assert store.sweep_jobs_index(now) == 1  # 9, 10, then the cutoff: 9 gone; starts over
+    assert _kept(store) == [_job(n).id for n in (1, 4, 5, 6, 8, 10)] + [fresh.id]
+    assert store.sweep_jobs_index(now) == 0  # 1, 4, 5, 6 again
+    assert store.sweep_jobs_index(now + 60) == 1  # control: past MIN_KEPT the new one's entry goes too
+    assert _kept(store) == [_job(n).id for n in (1, 4, 5, 6, 8, 10)]
