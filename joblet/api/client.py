@@ -226,22 +226,28 @@ class Client:
             raise NotFound(no_node(node, rows))
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
         record = store.records().get(node, {})
-        why = forget_checked(node, row, record, store.swept().get(node))
+        unfinished = [r.short_id for r in self.store.unfinished_on(node)] if row["state"] == "down" else []
+        why = forget_checked(node, row, record, store.swept().get(node), unfinished)
         if why is not None:
             raise Conflict(why)
         if not store.forget(node, record):
             raise Conflict(f"node {node!r} sent a heartbeat meanwhile: its worker is back")
 
 
-def forget_checked(name: str, row: dict[str, Any], record: dict[str, Any], swept: float | None) -> str | None:
-    """Why a node may not be forgotten yet, or None (pure): it is up, or its unfinished jobs
-    have not been made LOST by the fleet's sweep of its last silence."""
+def forget_checked(
+    name: str, row: dict[str, Any], record: dict[str, Any], swept: float | None, unfinished: list[str]
+) -> str | None:
+    """Why a node may not be forgotten yet, or None (pure): it is up, or down with unfinished
+    jobs (`unfinished`: their short ids) the fleet's sweep of its last silence has not made
+    LOST. A node down with none (a clean stop ends its jobs) goes at once: it waited for a
+    sweep that, with no other worker alive, never came (usability run)."""
     if row["state"] != "down":
         return f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs)"
-    if swept != float(record.get("beat", 0)):
+    if swept != float(record.get("beat", 0)) and unfinished:
+        shown = ", ".join(unfinished[:5]) + (", ..." if len(unfinished) > 5 else "")
         return (
-            f"node {name!r} is down but its unfinished jobs are not LOST yet (a live worker sweeps them "
-            "node_down_after + node_lost_grace after its last heartbeat): forget it after that"
+            f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({shown}): rnx stop them, "
+            "or a live worker makes them LOST node_down_after + node_lost_grace after its last heartbeat"
         )
     return None
 

@@ -90,6 +90,7 @@ class JobIndexes:
     url: str
     list_jobs: Callable[[], list[JobRecord]]  # Store's: every kept record
     every_worker_says: Callable[[str], bool]  # Store's: what every live worker's heartbeat says
+    claim_holders: Callable[[list[str]], list[str | None]]  # Store's: the node claiming each job
 
     def _records(self, ids: list[str]) -> tuple[list[JobRecord], list[str]]:
         """The records of these ids that read (one round trip), and the ids whose record is
@@ -124,6 +125,17 @@ class JobIndexes:
     def _prune(self, ended: list[str]) -> None:
         """These jobs leave the index, unless one was written again since it read as ended."""
         self.redis.register_script(_PRUNE)(keys=[self.keys.live], args=[self.keys.job(""), *ended])
+
+    def unfinished_on(self, node: str, indexed: bool = True) -> list[JobRecord]:
+        """The unfinished jobs placed on, claimed by or running on `node`; the claims read in
+        one round trip (one a job, on the heartbeat's thread, held up its beat in a busy
+        fleet). `indexed`: the node's last heartbeat said it keeps the index (else every kept
+        record is read: an older worker's claims are not in the index)."""
+        unfinished = self.live_jobs() if indexed else [r for r in self.list_jobs() if not r.status.final]
+        others = [r for r in unfinished if r.node != node]
+        holders = self.claim_holders([r.id for r in others])
+        claimed = {r.id for r, holder in zip(others, holders, strict=True) if holder == node}
+        return [r for r in unfinished if r.node == node or r.id in claimed]
 
     def _index_all(self) -> list[JobRecord]:
         """Every kept record read: the index made from its jobs that have not ended."""

@@ -193,6 +193,9 @@ def list_jobs(
     from joblet.cli.render import jobs_table, print_json, unused_redis
 
     wanted = check_statuses(statuses)
+    for option, given in (("--node", node), ("--network", network), ("--name", name)):
+        if given is not None and not given.strip():  # `--node=$HOST` with HOST unset: no filter, silently
+            raise click.BadParameter("needs a value", param_hint=option)
     if limit is None:
         limit = 0 if as_json else LIST_LIMIT
 

@@ -38,7 +38,7 @@ def nodes(obj: Any, as_json: bool) -> None:
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    from joblet.cli.render import human
+    from joblet.cli.render import human, local_time
 
     caps = row["capabilities"]
     sandbox = [k for k, v in sorted(caps["sandbox"].items()) if v is True]
@@ -50,7 +50,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
     return [
         row["name"],
         state,
-        f"{human(row['last_heartbeat'])} ({row['heartbeat_age']:g} s ago)",
+        f"{local_time(row['last_heartbeat'])} ({row['heartbeat_age']:g} s ago)",
         human(row["version"]),
         jobs,
         human(caps["host_network"]),
@@ -97,6 +97,6 @@ def undrain(obj: Any, name: str) -> None:
 @click.argument("name", shell_complete=complete.nodes)
 @click.pass_obj
 def forget(obj: Any, name: str) -> None:
-    """Drop NAME, down for good, from the fleet's listing (only once its jobs are LOST)."""
+    """Drop NAME, down for good, from the fleet's listing (once none of its jobs is unfinished)."""
     obj.client.forget_node(name)
     click.echo(f"forgot node {name} (listed again if its worker comes back)")

@@ -15,14 +15,20 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=None if isinstance(value, list) else 2) + "\n")
 
 
-def _when(iso_text: str | None) -> str:
+def local_time(iso_text: str | None) -> str:
+    """A time of --json's (ISO, UTC) as the tables show it: local, to the second."""
     if not iso_text:
         return "-"
     return datetime.fromisoformat(iso_text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+TABLE_WIDTH = 1000  # more than any row's cells: rich measures the table, nothing is cut or padded
+
+
 def table(headers: list[str], rows: list[list[str]]) -> None:
-    """A plain aligned table (rich), full width even when piped; cells are text, never markup."""
+    """A plain aligned table (rich), as wide as its cells, in a terminal or piped; cells are
+    text, never markup. Never cut to the terminal's width: at 80 columns every column was
+    (`rnx nodes` showed its node as `…`); a long line wraps, as `docker ps`'s do."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -32,7 +38,7 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
         out.add_column(header, no_wrap=True)
     for row in rows:
         out.add_row(*(Text(printable(cell)) for cell in row))
-    console = Console(width=None if sys.stdout.isatty() else 250, highlight=False)
+    console = Console(width=TABLE_WIDTH, highlight=False)
     console.print(out)
 
 
@@ -71,7 +77,7 @@ def jobs_table(records: list[JobRecord], network: str | None = None) -> None:
                 (r.ips.get(network) if network else r.ip) or "-",
                 r.node or "-",
                 code,
-                _when(p["created"]),
+                local_time(p["created"]),
             ]
         )
     table(["ID", "NAME", "STATUS", "COMMAND", "NETWORK", "IP", "NODE", "EXIT", "CREATED"], rows)
@@ -107,9 +113,9 @@ def job_details(record: JobRecord) -> None:
         ("Volumes", human(p["volumes"])),
         ("Runtime", human(p["runtime"])),
         ("User", human(p["user"])),
-        ("Created", _when(p["created"])),
-        ("Started", _when(p["started"])),
-        ("Finished", _when(p["finished"])),
+        ("Created", local_time(p["created"])),
+        ("Started", local_time(p["started"])),
+        ("Finished", local_time(p["finished"])),
     ]
     if p["output_truncated"]:
         lines.append(("Output", "truncated at its max-output cap"))

@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from joblet.api.models import JobRecord, JobStatus
+from joblet.api.models import JobStatus
 from joblet.api.nodes import when
 from joblet.api.store import Store
 from joblet.errors import BackendUnavailable, JobletError
@@ -156,7 +156,7 @@ def lose_jobs(svc: Services, node: str, beat: float, indexed: bool = True) -> li
     `indexed`: the node's last heartbeat said it keeps the index of jobs that have not ended
     (else its jobs are found among every kept record: an older worker's claims are not there)."""
     reason = f"node {node} stopped heartbeating at {when(beat)}"
-    lost = [r for r in _unfinished_of(svc, node, indexed) if svc.records.mark_lost(r.id, reason)]
+    lost = [r for r in svc.store.unfinished_on(node, indexed) if svc.records.mark_lost(r.id, reason)]
     networks = sorted({n for r in lost for n in (*r.ips, *r.spec.network)})
     for rec in lost:
         svc.discovery.leave(rec.id, list(rec.ips))
@@ -168,22 +168,6 @@ def lose_jobs(svc: Services, node: str, beat: float, indexed: bool = True) -> li
         except JobletError as exc:
             log.error("after node %s was lost: %s", node, exc)
     return [r.id for r in lost]
-
-
-def _unfinished_of(svc: Services, node: str, indexed: bool) -> list[JobRecord]:
-    """The unfinished jobs placed on, claimed by or running on `node`; the claims read in one
-    round trip (one a job, on the heartbeat's thread, held up its beat in a busy fleet)."""
-    if indexed:
-        unfinished = svc.store.live_jobs()
-    else:
-        unfinished = [r for r in svc.store.list_jobs() if not r.status.final]
-    others = [r for r in unfinished if r.node != node]
-    claimed = {
-        r.id
-        for r, holder in zip(others, svc.store.claim_holders([r.id for r in others]), strict=True)
-        if holder == node
-    }
-    return [r for r in unfinished if r.node == node or r.id in claimed]
 
 
 def stop_lost_here(sup: Any, job_ids: list[str]) -> None:

@@ -102,15 +102,10 @@ def test_while_an_older_worker_lives_every_record_is_read(store: Store) -> None:
 
 
 def test_the_sweep_of_an_older_node_reads_every_record(store: Store) -> None:
-    from types import SimpleNamespace
-
-    from joblet.worker.fleet import _unfinished_of
-
     assert store.live_jobs() == []  # the index is whole
     job = _older_workers_job(store, 60, "old")
-    svc = SimpleNamespace(store=store)
-    assert _unfinished_of(svc, "old", indexed=True) == []  # control: not in the index
-    assert [r.id for r in _unfinished_of(svc, "old", indexed=False)] == [job.id]
+    assert store.unfinished_on("old", indexed=True) == []  # control: not in the index
+    assert [r.id for r in store.unfinished_on("old", indexed=False)] == [job.id]
 
 
 def _kept(store: Store) -> list[str]:

@@ -35,13 +35,15 @@ def test_long_silent_nodes_leave_the_index(redis_sock):
 def test_a_node_down_for_good_is_forgotten_once_its_jobs_are_lost(redis_sock):
     """Nodes stopped for good stayed in `rnx nodes` and in every placement refusal, with no
     way to drop them (fleet run). A node that is up, or down with jobs not yet swept LOST,
-    is not forgotten; a beat between the read and the removal keeps it."""
+    is not forgotten; a beat between the read and the removal keeps it. A node down with no
+    unfinished job goes at once (a clean stop with no other worker alive: no sweep came)."""
     import json
     import time
 
     import pytest
 
     from joblet.api.client import Client
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
     from joblet.api.store_nodes import NodeStore
     from joblet.config import load
     from joblet.errors import Conflict, NotFound
@@ -51,14 +53,17 @@ def test_a_node_down_for_good_is_forgotten_once_its_jobs_are_lost(redis_sock):
     gone_beat = time.time() - 3600
     store.redis.hset(store.keys.nodes, "gone", json.dumps({"node": "gone", "beat": gone_beat}))
     store.heartbeat("alive", {"jobs": 0}, ttl=30)  # its presence and its record
+    store.create_job(JobRecord(id="9" * 32, status=JobStatus.RUNNING, spec=JobSpec(command="true"), node="gone"))
+    store.redis.hset(store.keys.nodes, "idle", json.dumps({"node": "idle", "beat": gone_beat, "left": True}))
     nodes.set_drain("gone", True)
     with pytest.raises(Conflict, match="'alive' is up: stop its worker first"):
         client.forget_node("alive")
-    with pytest.raises(Conflict, match="'gone' is down but its unfinished jobs are not LOST yet"):
+    with pytest.raises(Conflict, match=r"'gone' is down with 1 unfinished job\(s\) \(999999999999\): rnx stop"):
         client.forget_node("gone")
+    client.forget_node("idle")  # down, nothing of it unfinished: no sweep to wait for
     with pytest.raises(NotFound, match="no node 'gonne' in the fleet"):
         client.forget_node("gonne")
-    nodes.mark_swept("gone", gone_beat)  # a live worker swept its last silence
+    nodes.mark_swept("gone", gone_beat)  # a live worker swept its last silence (the job: as if LOST)
     assert not nodes.forget("gone", {"node": "gone", "beat": gone_beat + 1})  # another beat since: kept
     client.forget_node("gone")
     assert [n["name"] for n in client.nodes()] == ["alive"]  # the control: the live one stays

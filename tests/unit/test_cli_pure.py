@@ -663,3 +663,49 @@ def test_bash_completion_reads_the_option_value_form(args, incomplete, want):
     from joblet.cli.complete import rejoin
 
     assert rejoin(args, incomplete) == want
+
+
+class ListingClient(FakeClient):
+    """Kept jobs on two nodes; what each way of reading them returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        spec = JobSpec(command="true")
+        self.jobs = [
+            JobRecord(id=f"{n:032x}", status=JobStatus.COMPLETED, spec=spec, node=f"n{n % 2}") for n in range(5)
+        ]
+        self.reads: list[str] = []
+
+    def recent(self, count: int) -> tuple[list[JobRecord], int]:
+        self.reads.append("recent")
+        return self.jobs[-count:], max(0, len(self.jobs) - count)
+
+    def list(self, status=(), node=None, network=None, name=None) -> list[JobRecord]:
+        self.reads.append("list")
+        return [r for r in self.jobs if node is None or r.node == node]
+
+
+def test_rnx_list_reads_the_newest_alone_and_refuses_an_empty_filter(monkeypatch):
+    """`rnx list --node=$HOST` with HOST unset listed every node's jobs (and with --limit=0
+    none): an empty filter is refused, as `--status=` is (usability run)."""
+    client = ListingClient()
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    out = invoke("list", "--limit=2")
+    assert out.exit_code == 0 and client.reads == ["recent"] and "(3 older jobs not shown" in out.output
+    assert invoke("list", "--node=n1").exit_code == 0 and client.reads[-1] == "list"  # a filter reads every job
+    for option in ("--node=", "--network=", "--name= "):
+        out = invoke("list", option)
+        assert out.exit_code == 2 and f"Invalid value for {option.split('=')[0]}: needs a value" in out.output
+    assert client.reads == ["recent", "list"]  # nothing read for the refused ones
+
+
+def test_a_table_is_never_cut_to_the_terminal(monkeypatch, capsys):
+    """At 80 columns every column was cut (`rnx nodes` showed its node as `…`) (usability run)."""
+    from joblet.cli.render import table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    cells = ["worker-node-" + "a" * 40, "up", "2026-11-30 15:03:51 (1.2 s ago)", "1.0.0", "0/512", "v2", "bwrap"]
+    table(["NODE", "STATE", "LAST HEARTBEAT", "VERSION", "JOBS", "CGROUP", "SANDBOX"], [cells])
+    lines = capsys.readouterr().out.splitlines()
+    assert all(cell in lines[1] for cell in cells) and "…" not in lines[1] and len(lines[1]) > 80
+    assert len(lines[0]) == len(lines[1]) < 200  # as wide as its cells: not padded to the width allowed
