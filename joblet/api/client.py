@@ -199,34 +199,43 @@ class Client:
 
         return fleet_view(self.store, self.settings)
 
-    def drain(self, node: str, on: bool = True) -> dict[str, Any]:
-        """Stop sending new jobs to a node (its running jobs go on); `on=False` undoes it."""
+    def _node_row(self, node: str) -> dict[str, Any]:
+        """The node's row of `nodes()`; NotFound (with a guess) where the fleet has none."""
         from joblet.api.nodes import no_node
-        from joblet.api.store_nodes import NodeStore
-        from joblet.errors import NotFound
+        from joblet.errors import NotFound, ValidationError
 
+        if not node.strip():
+            raise ValidationError("no node name given")  # a usage error: exit 2
         rows = self.nodes()
         row = next((n for n in rows if n["name"] == node), None)
         if row is None:
             raise NotFound(no_node(node, rows))
+        return row
+
+    def drain(self, node: str, on: bool = True) -> dict[str, Any]:
+        """Stop sending new jobs to a node (its running jobs go on); `on=False` undoes it."""
+        from joblet.api.store_nodes import NodeStore
+
+        self._node_row(node)  # it exists
         NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis).set_drain(node, on)
         return next(n for n in self.nodes() if n["name"] == node)
 
+    def unfinished_on(self, node: str) -> list[JobRecord]:
+        """The jobs placed on, claimed by or running on `node` that have not ended, from
+        their records (not its heartbeat's count, up to a beat old), oldest first."""
+        return self.store.unfinished_on(node)
+
     def forget_node(self, node: str) -> None:
         """Drop a node gone for good from the fleet's listing (`rnx nodes`, placement's
-        refusals): only a down one whose jobs the fleet has made LOST. Its worker, started
-        again, is listed again at its first heartbeat."""
-        from joblet.api.nodes import no_node
+        refusals): only a down one with no unfinished job, or whose jobs the fleet has made
+        LOST. Its worker, started again, is listed again at its first heartbeat."""
         from joblet.api.store_nodes import NodeStore
-        from joblet.errors import Conflict, NotFound
+        from joblet.errors import Conflict
 
-        rows = self.nodes()
-        row = next((n for n in rows if n["name"] == node), None)
-        if row is None:
-            raise NotFound(no_node(node, rows))
+        row = self._node_row(node)
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
         record = store.records().get(node, {})
-        unfinished = [r.short_id for r in self.store.unfinished_on(node)] if row["state"] == "down" else []
+        unfinished = [r.short_id for r in self.unfinished_on(node)] if row["state"] == "down" else []
         why = forget_checked(node, row, record, store.swept().get(node), unfinished)
         if why is not None:
             raise Conflict(why)

@@ -107,7 +107,7 @@ class Networks:
         row = next((r for r in self.list() if r["name"] == name), None)
         if row is None:
             self.store.get(name)  # one that does not read says so (listings leave it out)
-            raise NotFound(f"no such network: {shown(name)}" if name else "no network name given")
+            raise NotFound(f"no such network: {shown(name)}")  # store.get refused an empty name
         row["job_list"] = [
             {"id": r.id, "name": r.name, "status": r.status.value, "ip": r.ips.get(name), "node": r.node}
             for r in self._live_jobs()
@@ -116,6 +116,8 @@ class Networks:
         return row
 
     def delete(self, name: str) -> None:
+        if not name:
+            raise ValidationError("no network name given")  # a usage error: exit 2
         if name in BUILTINS:
             raise ValidationError(f'failed to delete network "{name}": it is built in')
         try:

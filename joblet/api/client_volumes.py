@@ -36,6 +36,8 @@ class Volumes:
         return [{**v.to_dict(), "jobs": len(users.get(v.name, []))} for v in self.store.all()]
 
     def delete(self, name: str) -> None:
+        if not name:
+            raise ValidationError("no volume name given")  # a usage error: exit 2
         try:
             self.store.get(name)
         except ValidationError:

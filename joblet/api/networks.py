@@ -340,7 +340,7 @@ class NetworkStore:
         raw = self.redis.hget(self.key, name)
         if raw is None:
             if not name:
-                raise NotFound("no network name given")
+                raise ValidationError("no network name given")  # a usage error: exit 2
             raise NotFound(f"no such network: {shown(name)}{hinted(name, self.names())}")
         return stored_named(NetworkDef, raw, "network", name)
 

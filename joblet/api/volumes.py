@@ -110,7 +110,7 @@ class VolumeStore:
         raw = self.redis.hget(self.keys.volumes, name)
         if raw is None:
             if not name:
-                raise NotFound("no volume name given")
+                raise ValidationError("no volume name given")  # a usage error: exit 2
             raise NotFound(f"no such volume: {shown(name)}{hinted(name, self.names())}")
         return stored_named(VolumeDef, raw, "volume", name)
 

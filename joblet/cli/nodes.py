@@ -72,13 +72,11 @@ def node() -> None:
 def drain(obj: Any, name: str) -> None:
     """Send no new jobs to NAME; its running jobs go on (a job it still receives is refused)."""
     row = obj.client.drain(name, True)
-    # the count is its last heartbeat's (up to heartbeat_interval old): said so (fleet run: 0 while 2 ran)
-    going_on = (
-        f"; {row['jobs']} running job(s) go on (as of its last heartbeat)"
-        if row["jobs"] is not None
-        else f" (it is {row['state']})"
-    )
-    click.echo(f"node {name} draining: no new jobs go there{going_on}")
+    # counted from the records: its heartbeat's count was up to a beat old (0 while 2 ran, just started)
+    left = len(obj.client.unfinished_on(name))
+    going_on = f"; {left} unfinished job(s) go on (rnx list --node={name} --status=running,pending)" if left else ""
+    down = f" (it is {row['state']})" if row["state"] == "down" else ""
+    click.echo(f"node {name} draining: no new jobs go there{going_on}{down}")
 
 
 @node.command()

@@ -285,6 +285,18 @@ def test_ipv6_cidr_gets_a_clear_error(host):
     host.rnx("network", "delete", "six4")
 
 
+def test_an_empty_name_is_a_usage_error_everywhere(host):
+    """`rnx status ''` was exit 2 where `network inspect ''` and `node drain ''` were 1
+    (usability run)."""
+    for args in (("network", "inspect", ""), ("network", "delete", ""), ("volume", "delete", ""),
+                 ("node", "drain", " "), ("node", "forget", ""), ("status", "")):  # fmt: skip
+        out = host.rnx(*args)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and b"given" in out.stderr, args
+    assert host.rnx("network", "inspect", "bridge").returncode == 0  # the controls: names that exist
+    assert host.rnx("node", "drain", host.name).returncode == 0
+    assert host.rnx("node", "undrain", host.name).returncode == 0
+
+
 def test_racing_submits_of_one_name_exactly_one_wins(host):
     from concurrent.futures import ThreadPoolExecutor
 
