@@ -40,23 +40,46 @@ def _items(incomplete: str, found: Callable[[Any], Iterable[tuple[str, str | Non
     return out
 
 
+def local_files(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The shell's own file names (`rnx run ./build.sh`, `rnx run python3 app.py`): nothing at
+    all was offered after `rnx run`, not even what bash offers any command."""
+    return [CompletionItem(incomplete, type="file")]
+
+
+def _given(ctx: click.Context, param: click.Parameter) -> set[str]:
+    """The values of a repeatable argument already typed (`rnx stop a b <TAB>` offers neither)."""
+    value = ctx.params.get(param.name or "") or ()
+    return {str(v) for v in value} if isinstance(value, list | tuple) else set()
+
+
 def jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Short ids and names: the jobs that have not ended, then the ended ones among the newest
     ENDED_OFFERED (not every kept record: 4 s at 21,500)."""
-    return _jobs(incomplete, ended=True)
+    return _jobs(incomplete, ended=True, given=_given(_ctx, _param))
 
 
 def live_jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Those of jobs that have not ended (`rnx stop`, `rnx stats`: an ended one has nothing to
     stop or sample; every job of the last days was offered)."""
-    return _jobs(incomplete, ended=False)
+    return _jobs(incomplete, ended=False, given=_given(_ctx, _param))
 
 
-def _jobs(incomplete: str, ended: bool) -> list[CompletionItem]:
+def job_names(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The names of the jobs `jobs` offers (`rnx list --name`)."""
+    return [item for item in _jobs(incomplete, ended=True, given=set()) if not _is_short_id(item.value)]
+
+
+def _is_short_id(text: str) -> bool:
+    return len(text) == 12 and all(c in "0123456789abcdef" for c in text)
+
+
+def _jobs(incomplete: str, ended: bool, given: set[str]) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         live = client.list(status=LIVE)  # from their index
         done = [r for r in client.recent(ENDED_OFFERED)[0] if r.status.final] if ended else []
         for r in sorted(live, key=lambda r: -(r.created or 0)) + done[::-1]:
+            if given & {r.short_id, r.name}:
+                continue
             what = f"{r.status.value} {' '.join([r.spec.command, *r.spec.args])[:40]}"
             yield r.short_id, what
             if r.name:
@@ -107,6 +130,15 @@ def nodes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list
     return _items(incomplete, found)
 
 
+def down_nodes(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The nodes that are down (`rnx node forget` refuses the others)."""
+
+    def found(client: Any) -> Iterable[tuple[str, str | None]]:
+        return ((r["name"], "down") for r in client.nodes() if r["state"] == "down")
+
+    return _items(incomplete, found)
+
+
 def workflows(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Short ids and names of the workflows kept, the newest first."""
 
@@ -122,7 +154,12 @@ def workflows(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> 
 def statuses(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     from joblet.api.models import JobStatus
 
-    return [CompletionItem(s.value.lower()) for s in JobStatus if s.value.lower().startswith(incomplete.lower())]
+    # after a comma, the next of a list (`--status=running,<TAB>`: nothing was offered)
+    before, _, last = incomplete.rpartition(",")
+    listed = {s.strip().lower() for s in before.split(",")}
+    head = f"{before}," if before else ""
+    names = (s.value.lower() for s in JobStatus)
+    return [CompletionItem(head + n) for n in names if n.startswith(last.lower()) and n not in listed]
 
 
 def rejoin(args: list[str], incomplete: str) -> tuple[list[str], str]:

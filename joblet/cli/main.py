@@ -160,7 +160,7 @@ def cli(ctx: click.Context) -> None:
 )
 @click.option("--node", shell_complete=complete.nodes, help="Only jobs placed on this node.")
 @click.option("--network", shell_complete=complete.networks, help="Only jobs on this network.")
-@click.option("--name", help="Only jobs with this name.")
+@click.option("--name", shell_complete=complete.job_names, help="Only jobs with this name.")
 @click.option(
     "--limit",
     type=click.IntRange(min=0),

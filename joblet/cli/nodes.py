@@ -92,7 +92,7 @@ def undrain(obj: Any, name: str) -> None:
 
 
 @node.command()
-@click.argument("name", shell_complete=complete.nodes)
+@click.argument("name", shell_complete=complete.down_nodes)
 @click.pass_obj
 def forget(obj: Any, name: str) -> None:
     """Drop NAME, down for good, from the fleet's listing (once none of its jobs is unfinished)."""

@@ -273,8 +273,8 @@ OPTIONS = {
     help="Attached: Ctrl-C, SIGTERM or SIGHUP to rnx stops the job (default true); with "
     "false rnx leaves and the job keeps running.",
 )
-@click.argument("command", required=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("command", required=False, shell_complete=complete.local_files)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, shell_complete=complete.local_files)
 @click.pass_obj
 def run(
     obj: Any,

@@ -195,8 +195,11 @@ def job_file(host: Any, job_id: str, path: str) -> Path | None:
     return None
 
 
-def complete(host: Any, *words: str, env: dict[str, str] | None = None, timeout: float = 60) -> list[str]:
-    """What bash would offer after `rnx WORDS...` (the last word is being typed)."""
+def complete(
+    host: Any, *words: str, env: dict[str, str] | None = None, timeout: float = 60, typed: bool = False
+) -> list[str]:
+    """What bash would offer after `rnx WORDS...` (the last word is being typed); `typed`: as
+    `TYPE,VALUE` (`file,` where bash is to offer its own file names)."""
     line = ["rnx", *words]
     out = subprocess.run(
         [str(BIN / "rnx")],
@@ -213,4 +216,4 @@ def complete(host: Any, *words: str, env: dict[str, str] | None = None, timeout:
         },
     )
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
-    return [item.split(",", 1)[1] for item in out.stdout.splitlines() if "," in item]
+    return [item if typed else item.split(",", 1)[1] for item in out.stdout.splitlines() if "," in item]

@@ -32,6 +32,29 @@ def test_job_ids_and_names_complete(host, client):
     # ended: still there to read, nothing to stop or sample (every job of the week was offered)
     assert job["id"][:12] in complete(host, "log", job["id"][:4])
     assert complete(host, "stop", job["id"][:4]) == complete(host, "stats", job["id"][:4]) == []
+    assert name in complete(host, "list", "--name", name[:5])  # names alone, no ids
+    assert complete(host, "list", "--name", job["id"][:4]) == []
+
+
+def test_what_was_typed_is_not_offered_again_and_files_are_the_shells(host, client):
+    """`rnx stop a <TAB>` offered `a` again; after `rnx run` nothing at all was offered, not
+    even file names; `--status=running,<TAB>` offered nothing (usability run)."""
+    names = [f"cmq-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for name in names:
+        assert host.rnx("run", "-d", "--network=none", f"--name={name}", "sleep", "60").returncode == 0
+    try:
+        assert set(names) <= set(complete(host, "stop", "cmq-"))  # the control: both offered
+        assert names[1] in complete(host, "stop", names[0], "cmq-") and names[0] not in complete(
+            host, "stop", names[0], "cmq-"
+        )
+    finally:
+        host.rnx("stop", *names)
+    assert complete(host, "run", "", typed=True) == ["file,"]  # bash's own file names
+    assert complete(host, "run", "python3", "ap", typed=True) == ["file,ap"]
+    assert complete(host, "run", "--upload", "x", typed=True) == ["file,x"]  # the control: click's Path
+    offered = complete(host, "list", "--status", "=", "running,")
+    assert "running,failed" in offered and "running,running" not in offered
+    assert complete(host, "list", "--status", "=", "running,co") == ["running,completed"]
 
 
 def test_networks_volumes_nodes_and_runtimes_complete(host, client):
@@ -54,6 +77,8 @@ def test_networks_volumes_nodes_and_runtimes_complete(host, client):
         assert complete(host, "volume", "delete", vol[:4]) == [vol]
         assert host.name in complete(host, "run", "--node", "")
         assert host.name in complete(host, "list", "--node", "")
+        assert host.name in complete(host, "node", "drain", "")  # forget refuses a node that is up:
+        assert host.name not in complete(host, "node", "forget", "")  # not offered there
         eventually(lambda: "cr-py" in complete(host, "run", "--runtime", "cr"), "runtime offered")
         assert complete(host, "list", "--status", "ru") == ["running"]
     finally:
