@@ -122,6 +122,11 @@ class Settings:
         flag,
         "allow --network=host on this worker (the job still gets its sandbox, less the network namespace)",
     )
+    job_net_raw: bool = setting(
+        False,
+        flag,
+        "jobs run as root keep CAP_NET_RAW: raw and packet sockets (Docker's default; podman's is off)",
+    )
     job_max_pids: int = setting(4096, whole(8), "a job's process limit without --max-pids (at most job_pids_ceiling)")
     job_oom_score_adj: int = setting(
         500,

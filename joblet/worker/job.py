@@ -390,6 +390,7 @@ class JobRun:
             net_files=tuple(self.net_files),
             user=self.spec.ids,
             host_network=self.plan is None or not self.plan.isolated_netns,
+            net_raw=cfg.job_net_raw,
         )
 
     def _env(self, path_prefix: str | None) -> dict[str, str]:

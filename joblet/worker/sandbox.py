@@ -21,8 +21,12 @@ from pathlib import Path, PurePosixPath
 
 from joblet.worker.lookup import under
 
-# Docker's default capability set less CAP_MKNOD (jobs get /dev from joblet) and CAP_SETFCAP
-# and CAP_AUDIT_WRITE (nothing in a job needs them)
+# Docker's default capability set less CAP_MKNOD (jobs get /dev from joblet), CAP_SETFCAP and
+# CAP_AUDIT_WRITE (nothing in a job needs them), and CAP_NET_RAW unless the worker's
+# job_net_raw gives it (podman's default): a raw socket sent first fragments that filled the
+# host's IPv4 reassembly budget, dropping every job's and the host's fragmented traffic, and
+# packet sockets queue memory no cgroup is charged (red-team run). `ping` needs none: ICMP
+# echo sockets are open to every group in a job's namespace (netns.py).
 CAPS = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -123,6 +127,7 @@ class Layout:
     net_files: tuple[str, ...] = ()  # of hosts, resolv.conf: those written in run_dir
     user: tuple[int, int] | None = None
     host_network: bool = False  # the host's network namespace: no CAP_NET_RAW (it would sniff the host)
+    net_raw: bool = False  # CAP_NET_RAW for a root job (the worker's job_net_raw), not in host mode
     sys_masked: bool = False  # sys_dir carries its covers already (mounts.py): bwrap binds it whole
 
 
@@ -223,7 +228,7 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
         args += [a for source, path in sys_covers(host) for a in ("--ro-bind", source, path)]
     args += ["--remount-ro", "/", "--chdir", "/work", "--cap-drop", "ALL"]
     for cap in CAPS:
-        if not (layout.host_network and cap == "CAP_NET_RAW"):
+        if cap != "CAP_NET_RAW" or (layout.net_raw and not layout.host_network):
             args += ["--cap-add", cap]
     return args
 

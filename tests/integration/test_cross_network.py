@@ -6,7 +6,11 @@ answers that list the host's addresses."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 
+import pytest
+
+from tests.conftest import Host, running_host
 from tests.integration.helpers import eventually, output, run
 
 ECHO = """
@@ -59,6 +63,12 @@ while time.time() < end:
     r.sendto(icmp, ("203.0.113.1", 0)); time.sleep(0.02)
 print(f"end {time.time():.3f}", flush=True)
 """
+
+
+@pytest.fixture(scope="module")
+def host(redis_sock: str) -> Iterator[Host]:
+    """Jobs craft the packets here: a worker that gives them CAP_NET_RAW (Docker's default)."""
+    yield from running_host(redis_sock, "hostraw", job_net_raw="true")
 
 
 def attack(client, network: str, port: int) -> tuple[float, float]:

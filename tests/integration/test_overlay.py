@@ -38,11 +38,11 @@ def lan() -> Iterator[Lan]:
 def hosts(redis_sock: str, lan: Lan) -> Iterator[tuple[Host, Host, Host]]:
     made: list[Host] = []
     try:
-        a = Host(redis_sock, "ova", underlay_address=lan.address(0))
+        a = Host(redis_sock, "ova", underlay_address=lan.address(0), job_net_raw="true")  # ARP made in jobs
         made.append(a)
-        b = Host(redis_sock, "ovb", fleet=a, underlay_address=lan.address(1))
+        b = Host(redis_sock, "ovb", fleet=a, underlay_address=lan.address(1), job_net_raw="true")
         made.append(b)
-        c = Host(redis_sock, "ovc", fleet=a)  # no setting: the default route's interface
+        c = Host(redis_sock, "ovc", fleet=a, job_net_raw="true")  # no underlay: the default route's interface
         made.append(c)
         for i, h in enumerate(made):
             lan.attach(h.netns, i, default_route=h is c)

@@ -51,6 +51,7 @@ def host(redis_sock: str) -> Iterator[Host]:
         "hostps",
         prepare=faults,
         allow_host_network="true",
+        job_net_raw="true",  # attacks are crafted in jobs: Docker's CAP_NET_RAW
         job_blocked_addresses=f"{BROKER[0]}:{BROKER[1]},10.199.0.5:6379",
     )
 

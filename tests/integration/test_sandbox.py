@@ -20,6 +20,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from joblet.api.models import JobStatus
 from joblet.api.uploads import Upload
 from joblet.worker import landlock
 from joblet.worker.sandbox import SYS_MASKED
-from tests.conftest import need, running_host
+from tests.conftest import Host, need, running_host
 from tests.integration.helpers import ending, eventually, job_file, listening, output, run, wait_running
 
 PROBE = textwrap.dedent("""
@@ -67,6 +68,13 @@ def probe(client, checks: str, **fields) -> dict:
     rec, out, err = run(client, "python3", "-c", PROBE, textwrap.dedent(checks), **fields)
     assert rec.status == JobStatus.COMPLETED, (rec, err)
     return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def host(redis_sock: str) -> Iterator[Host]:
+    """The seccomp filter's packet-socket checks need one: a worker that gives root jobs
+    CAP_NET_RAW (job_net_raw, Docker's default); open_host below keeps joblet's default."""
+    yield from running_host(redis_sock, "hostraw", job_net_raw="true")
 
 
 @pytest.fixture(scope="module")
@@ -530,7 +538,32 @@ def test_http_server_reachable_by_a_peer(client):
 
 @pytest.fixture(scope="module")
 def open_host(redis_sock):
-    yield from running_host(redis_sock, "hostopen", allow_host_network="true")
+    yield from running_host(redis_sock, "hostopen", allow_host_network="true", job_net_raw="true")
+
+
+@pytest.fixture(scope="module")
+def plain_host(redis_sock):
+    """A worker with joblet's defaults: root jobs without CAP_NET_RAW."""
+    yield from running_host(redis_sock, "hostplain")
+
+
+RAW_SOCKETS = """
+checks["packet"] = attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close())
+checks["raw_ip"] = attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW).close())
+checks["ping"] = subprocess.run(["ping", "-c", "1", "-W", "2", "127.0.0.1"], capture_output=True).returncode
+"""
+
+
+def test_root_jobs_get_no_raw_sockets_unless_the_worker_gives_them(plain_host, open_host):
+    """A root job's raw socket sent first fragments that filled the host's IPv4 reassembly
+    budget, dropping every job's and the host's fragmented traffic, and packet sockets queue
+    memory no cgroup is charged (red-team run): no CAP_NET_RAW by default (podman's), `ping`
+    works all the same (ICMP echo sockets). The control: a worker with job_net_raw."""
+    checks = "import subprocess\n" + RAW_SOCKETS
+    got = probe(Client(plain_host.cfg), checks, network="bridge")
+    assert got == {"packet": "EPERM", "raw_ip": "EPERM", "ping": 0}, got
+    got = probe(Client(open_host.cfg), checks, network="bridge")
+    assert got == {"packet": "ok", "raw_ip": "ok", "ping": 0}, got
 
 
 def test_host_mode_keeps_the_sandbox(open_host):
@@ -596,8 +629,9 @@ def host_service(open_host):
 def test_host_mode_job_reaches_no_abstract_socket_of_the_host_and_cannot_sniff(open_host, host_service):
     """Host mode shares the host's abstract unix sockets (they belong to the network namespace)
     and its interfaces: Landlock's scope keeps the job from the host's sockets, and it gets no
-    CAP_NET_RAW. Beside: the host's own processes reach the socket, the job reaches its own,
-    and a job on a bridge keeps CAP_NET_RAW."""
+    CAP_NET_RAW, even from a worker that gives it (job_net_raw). Beside: the host's own
+    processes reach the socket, the job reaches its own, and a job on a bridge of that worker
+    opens a packet socket."""
     need(landlock.can_scope(), "this kernel has no Landlock scopes (Linux 6.12+)")
     client = Client(open_host.cfg)
     outside = open_host.in_ns(sys.executable, "-c", PROBE, f'unix("\\0{host_service}"); checks["ok"] = 1')
