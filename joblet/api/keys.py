@@ -163,7 +163,3 @@ class Keys:
     def stats(self, job_id: str) -> str:
         """Hash of a running job's latest resource sample (short TTL), written by its worker."""
         return f"{self.prefix}stats:{job_id}"
-
-    @property
-    def stats_pattern(self) -> str:
-        return f"{self.prefix}stats:*"

@@ -11,17 +11,22 @@ FIELDS = ("cpu_percent", "memory", "memory_limit", "pids", "pids_limit", "disk_u
 
 
 def collect(client: Any, job_ids: list[str]) -> list[dict[str, Any]]:
-    """One row per job: every running job with a sample, or exactly the jobs asked for."""
+    """One row per job: every running job, oldest first, or exactly the jobs asked for. A
+    running job not sampled yet (up to a heartbeat after its start) has a row without figures:
+    only sampled ones were listed, so a job just started, or one whose node is down, was
+    missing while `rnx list` showed it RUNNING, and rows came in the order of Redis's keys."""
     store = client.store
-    samples = store.stats(job_ids or None)
-    ids = job_ids or list(samples)
-    rows = []
-    for job_id in ids:
-        record = store.find_job(job_id)
-        if record is None or (not job_ids and record.status != JobStatus.RUNNING):
-            continue
-        rows.append(row(job_id, record.name, record.node, record.status.value, samples.get(job_id)))
-    return rows
+    if job_ids:
+        records = store.find_jobs(job_ids)
+    else:
+        records = client.list(status=JobStatus.RUNNING)
+        job_ids = [r.id for r in records]
+    samples = store.stats(job_ids)
+    return [
+        row(job_id, r.name, r.node, r.status.value, samples.get(job_id))
+        for job_id, r in zip(job_ids, records, strict=True)
+        if r is not None
+    ]
 
 
 def row(job_id: str, name: str | None, node: str | None, status: str, sample: dict[str, Any] | None) -> dict[str, Any]:

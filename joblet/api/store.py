@@ -621,11 +621,8 @@ class Store(OutputStreams, JobIndexes):
         pipe.execute()
 
     @_url
-    def stats(self, job_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
-        """job id -> latest sample, for these jobs or for every job sampled lately."""
-        if job_ids is None:
-            start = len(self.keys.stats(""))
-            job_ids = sorted(k.decode()[start:] for k in self.redis.scan_iter(match=self.keys.stats_pattern, count=500))
+    def stats(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """job id -> latest sample, for those of these jobs sampled lately."""
         pipe = self.redis.pipeline()
         for job_id in job_ids:
             pipe.hgetall(self.keys.stats(job_id))

@@ -155,3 +155,20 @@ def test_stats_streams_until_ctrl_c_or_its_jobs_end_and_names_ended_jobs(host, c
     table = host.rnx("stats", "--no-stream", done, idle)
     assert b"(completed)" in table.stdout and b"CPU %" in table.stdout
     assert host.rnx("stats", "--no-stream", "nosuchjob").returncode == 1
+
+
+def test_every_running_job_is_listed_in_start_order_sampled_or_not(host, client, jobs):
+    """Only sampled jobs were listed, in Redis's key order: a job just started was missing
+    (up to a heartbeat) while `rnx list` showed it RUNNING (usability run)."""
+    first = start(host, "--network=none", "sleep", "120")
+    jobs.append(first)
+    wait_for(host, first, lambda r: True, "sampled")
+    second = start(host, "--network=none", "sleep", "120")
+    jobs.append(second)
+    eventually(lambda: client.get(second).status.value == "RUNNING", "second job running")
+    rows = json.loads(host.rnx("stats", "--no-stream", "--json").stdout)
+    ids = [r["id"] for r in rows]
+    assert ids.index(first) < ids.index(second), ids  # oldest first, as rnx list
+    newest = next(r for r in rows if r["id"] == second)
+    assert newest["status"] == "RUNNING" and (newest["sampled"] is None or newest["pids"] is not None), newest
+    assert next(r for r in rows if r["id"] == first)["sampled"] is not None  # the control: a sampled one
