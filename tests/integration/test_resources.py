@@ -302,6 +302,27 @@ def test_output_flood_is_capped_in_bytes(host, client):
     )
 
 
+PIPE_SIZE = """
+import fcntl, os, sys, time
+os.write(1, b"x" * int(sys.argv[1]))
+deadline = time.time() + 30
+while fcntl.fcntl(1, 1032) != 1 << 20 and time.time() < deadline:  # F_GETPIPE_SZ
+    time.sleep(0.05)
+sys.exit(0 if fcntl.fcntl(1, 1032) == 1 << 20 else 3)
+"""
+
+
+def test_output_past_the_cap_is_drained_by_the_kernel_from_a_larger_pipe(client):
+    """Discarding output past a cap took the worker as much CPU as the jobs writing it (read
+    into Python and dropped; red-team run): the pipe is drained by splice into /dev/null, made
+    1 MiB (fewer drains), and rests a while after each. Its stdout pipe, seen from the job,
+    grows once its output passed the cap; the control, under the cap, keeps the default."""
+    rec, _, err = run(client, "python3", "-c", PIPE_SIZE, str(3 * MIB), network="none", limits={"max_output": "1K"})
+    assert rec.exit_code == 0 and rec.output_truncated, (rec, err)
+    rec, out, _ = run(client, "python3", "-c", PIPE_SIZE.replace("30", "1"), "10", network="none")
+    assert rec.exit_code == 3 and not rec.output_truncated and out == b"x" * 10, rec
+
+
 def test_output_up_to_the_cap_arrives_whole(client):
     """Positive control: exactly the cap (8 MiB of random bytes) gets through, not truncated."""
     rec, out, err = run(client, "python3", "-c", EXACT.format(n=8 * MIB), network="none", limits={"max_output": "8M"})
