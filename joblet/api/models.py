@@ -39,7 +39,7 @@ NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}\Z")
 VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}\Z")
 USER_RE = re.compile(r"^([0-9]{1,10})(?::([0-9]{1,10}))?\Z")
-ARG_MAX_BYTES = 128 << 10  # the kernel's MAX_ARG_STRLEN: execve refuses a longer string
+ARG_MAX_BYTES = (128 << 10) - 1  # the kernel's MAX_ARG_STRLEN less the string's NUL: execve refuses more
 ARGV_MAX_BYTES = 1 << 20  # all arguments together (the kernel allows ~2 MiB for argv and env)
 ENV_MAX_BYTES = 512 << 10
 
@@ -145,7 +145,10 @@ def _env(value: Any) -> dict[str, str]:
         if not ENV_KEY_RE.fullmatch(key):
             raise ValueError(f"invalid environment variable name {key[:64]!r}")
         no_nul(val, f"value of {key}")
-        total += len(key) + len(val.encode(errors="surrogatepass")) + 2
+        size = len(key) + len(val.encode(errors="surrogatepass")) + 1  # KEY=VALUE, one execve string
+        if size > ARG_MAX_BYTES:  # the job failed (exit 1, no word why) at its exec (red-team run)
+            raise ValueError(f"{key}=... is {size} bytes, over the limit of {ARG_MAX_BYTES} bytes for one variable")
+        total += size + 1
     if total > ENV_MAX_BYTES:
         raise ValueError(f"the environment totals {total} bytes, over the limit of {ENV_MAX_BYTES}")
     return env
