@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import click
 
@@ -55,6 +56,10 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     except JobletError as exc:
         sys.exit(f"joblet-worker: {exc}")
     queues = f"{cfg.queue},{cfg.node_queue(cfg.node)}"
+    # Celery warns a root worker at every start ("absolutely not recommended"): this one must
+    # be root (namespaces, links, cgroups, nftables), takes JSON only (Celery refuses pickle
+    # as root itself), and drops everything for its jobs: the warning only alarmed operators
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
     app.worker_main(
         [
             "worker",

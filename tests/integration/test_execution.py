@@ -184,5 +184,7 @@ def test_a_jobs_output_is_not_in_the_worker_log(client, host):
     try:
         whole = (host.tmp / "worker.log").read_text(errors="replace")  # host.log() is its last 4 KiB
         assert token not in whole and "succeeded in" not in whole
+        # nor Celery's alarm at every start of a root worker (this one must be root; usability run)
+        assert "superuser privileges" not in whole and "joblet@" in whole  # the control: Celery's banner
     finally:
         host.start_worker()
