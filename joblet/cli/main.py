@@ -274,7 +274,8 @@ def status(obj: Ctx, job_id: str, as_json: bool) -> None:
 @click.pass_obj
 def log(obj: Ctx, job_id: str, follow: bool) -> None:
     """Print a job's output (stdout to stdout, stderr to stderr); a job that ended LOST (its
-    node stopped heartbeating) adds the reason on stderr, and with -f exits 125."""
+    node stopped heartbeating) adds the reason on stderr, and with -f exits 125; one that
+    never started (canceled, stopped or refused before it) says so on stderr."""
     from joblet.cli.patience import Patience
     from joblet.cli.stream import write_chunk
 
@@ -290,6 +291,11 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
         click.echo(f"rnx: job {record.short_id} lost: {printable(record.error or '')}", err=True)
         if follow:
             sys.exit(125)
+    elif record.status.final and record.started is None:  # no output, not a word why (usability run)
+        from joblet.cli.render import printable
+
+        why = f": {printable(record.error)}" if record.error else ""
+        click.echo(f"rnx: job {record.short_id} never started ({record.status.value}{why})", err=True)
 
 
 def error_text(exc: Exception) -> str:

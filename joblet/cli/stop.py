@@ -99,7 +99,9 @@ def await_stop(
             click.echo(f"job {record.short_id} has not ended yet: {why} (rnx status)", err=True)
             click.echo(f"{record.id} {record.status.value}")
             return False
-    if record.status.final:
+    if record.status.final and record.started is None:  # `stopped after 0.2 s` of a job that never ran
+        click.echo(f"job {record.short_id} {record.status.value.lower()} before it started", err=True)
+    elif record.status.final:
         took = f"{time.monotonic() - began:.1f} s{exit_text(record)}"
         click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
     elif no_wait:  # `ID RUNNING` alone did not say the stop was asked for

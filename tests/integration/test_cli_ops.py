@@ -297,6 +297,24 @@ def test_an_empty_name_is_a_usage_error_everywhere(host):
     assert host.rnx("node", "undrain", host.name).returncode == 0
 
 
+def test_a_job_that_never_started_says_so_in_its_log_and_its_stop(host, client):
+    """`rnx log` of a job stopped (or canceled) before it started printed nothing, exit 0, and
+    `rnx stop` said `stopped after 0.2 s` (usability run)."""
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
+
+    queued = JobRecord(id=uuid.uuid4().hex, status=JobStatus.PENDING, spec=JobSpec(command="true"))
+    client.store.create_job(queued)  # recorded, never queued: it waits for good
+    out = host.rnx("stop", queued.id)
+    assert out.returncode == 0 and f"job {queued.id[:12]} stopped before it started".encode() in out.stderr, out
+    out = host.rnx("log", queued.id)
+    assert out.returncode == 0 and out.stdout == b""
+    assert out.stderr == f"rnx: job {queued.id[:12]} never started (STOPPED: stopped before it started)\n".encode()
+    ran = client.run("echo", ("hi",), network="none")  # the control: a job that ran says nothing more
+    client.wait(ran.id, timeout=60)
+    out = host.rnx("log", ran.id)
+    assert out.returncode == 0 and out.stdout == b"hi\n" and out.stderr == b"", out
+
+
 def test_racing_submits_of_one_name_exactly_one_wins(host):
     from concurrent.futures import ThreadPoolExecutor
 

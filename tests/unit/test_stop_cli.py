@@ -53,7 +53,8 @@ class StopClient:
 
 
 def job(char: str, status: JobStatus, name: str | None = None) -> JobRecord:
-    return JobRecord(id=char * 32, spec=JobSpec(command="sleep", name=name), status=status, name=name)
+    started = None if status in (JobStatus.PENDING, JobStatus.SCHEDULED) else 1.0
+    return JobRecord(id=char * 32, spec=JobSpec(command="sleep", name=name), status=status, name=name, started=started)
 
 
 def rnx(monkeypatch, client: StopClient, *args: str) -> Any:
@@ -74,6 +75,9 @@ def test_a_job_that_does_not_end_exits_1_and_no_grace_is_guessed(monkeypatch):
     out = rnx(monkeypatch, ended, "stop", "a" * 32)
     assert out.exit_code == 0 and out.stdout == f"{'a' * 32} STOPPED\n", out.output
     assert f"job {'a' * 12} stopped after" in out.stderr
+    queued = StopClient(job("b", JobStatus.PENDING))  # it never ran: not `stopped after 0.2 s`
+    out = rnx(monkeypatch, queued, "stop", "b" * 32)
+    assert out.exit_code == 0 and f"job {'b' * 12} stopped before it started\n" in out.stderr, out.output
 
 
 def test_no_wait_leaves_a_running_job_with_exit_0(monkeypatch):
