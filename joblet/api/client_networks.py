@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from joblet.api.models import JobRecord
@@ -32,6 +33,21 @@ def fleet_prefixes(nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
         for label, cidr in dict(info.get("prefixes") or {}).items():
             found[f"{label} on node {node}"] = str(cidr)
     return found
+
+
+def fleet_dns_check(name: str, cidr: str, nodes: dict[str, dict[str, Any]]) -> None:
+    """Refuse a range holding a DNS server some live node gives its jobs (its heartbeat's
+    `dns`), for a network without its own --dns: every job on it failed to start there
+    (usability run: a network over 203.0.113.0/24, the workers' server 203.0.113.2)."""
+    net = ipaddress.ip_network(cidr)
+    for node, info in sorted(nodes.items()):
+        inside = [ns for ns in info.get("dns") or () if isinstance(ns, str) and ipaddress.ip_address(ns) in net]
+        if inside:
+            raise ValidationError(
+                f'failed to create network "{name}": CIDR {cidr} holds {inside[0]}, the DNS server jobs on '
+                f"node {node} are given (their lookups would stay inside the network); give it --dns, "
+                "or another CIDR"
+            )
 
 
 def fleet_mtu_check(name: str, mtu: int, nodes: dict[str, dict[str, Any]]) -> None:
@@ -70,6 +86,8 @@ class Networks:
         nodes = self.jobs.live_nodes()
         if mtu is not None:
             fleet_mtu_check(name, mtu, nodes)
+        if not dns:
+            fleet_dns_check(name, cidr, nodes)
         reserved = {
             **fixed_ranges(cfg.bridge_cidr, cfg.isolated_pool, cfg.job_blocked_networks),
             **host_prefixes(),

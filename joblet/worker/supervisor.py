@@ -369,10 +369,18 @@ class Supervisor:
         """What clients check new networks against, and what peers send overlay traffic to."""
         agent = self.svc.agent
         mtu = agent.overlay_mtu() if agent.overlay is not None else agent.uplink_mtu()  # network create --mtu's
-        facts: dict[str, Any] = {"prefixes": host_prefixes(), "mtu": mtu}
+        facts: dict[str, Any] = {"prefixes": host_prefixes(), "mtu": mtu, "dns": self._job_dns()}
         if agent.overlay is not None:
             facts["underlay"] = agent.overlay.underlay()
         return facts
+
+    def _job_dns(self) -> list[str]:
+        """The DNS servers jobs here are given (a network's own --dns aside): what `network
+        create` checks a new range against; none where they cannot be read (a job says why)."""
+        try:
+            return list(host.job_nameservers(self.cfg.dns_servers, self.cfg.resolv_conf))
+        except JobletError:
+            return []
 
     def _beat_upkeep(self) -> None:
         faults.fail("upkeep")
