@@ -1,4 +1,4 @@
-"""`Client().volumes`: create, list and delete volumes."""
+"""`Client().volumes`: create, list, inspect and delete volumes."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ class Volumes:
     def list(self) -> list[dict[str, Any]]:
         users = self._users()
         return [{**v.to_dict(), "jobs": len(users.get(v.name, []))} for v in self.store.all()]
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        """A volume's definition and the jobs that have not ended using it (`job_list`)."""
+        if not name:
+            raise ValidationError("no volume name given")  # a usage error: exit 2
+        vol = self.store.get(name)
+        using = [r for r in self.jobs.live_jobs() if name in r.spec.volumes]
+        jobs = [{"id": r.id, "name": r.name, "status": r.status.value, "node": r.node} for r in using]
+        return {**vol.to_dict(), "jobs": len(jobs), "job_list": jobs}
 
     def delete(self, name: str) -> None:
         if not name:

@@ -1,4 +1,4 @@
-"""`rnx volume create|list|delete` and `rnx runtime list`."""
+"""`rnx volume create|list|inspect|delete` and `rnx runtime list`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,19 @@ def volume() -> None:
 def create(obj: Any, name: str, size: str | None) -> None:
     """Create volume NAME."""
     vol = obj.client.volumes.create(name, size)
-    click.echo(f"created volume {vol.name}" + (f" ({vol.size_mb} MB)" if vol.size_mb else ""))
+    click.echo(f"created volume {vol.name}" + (f" ({size_text(vol.size_mb)})" if vol.size_mb else ""))
+
+
+def size_text(size_mb: int | None) -> str:
+    """A volume's size as --size takes it (1024-based): `16 TB`, `1.5 GB`, `8 MB`; `-` for a
+    directory (`16777216 MB` was printed for 16TB)."""
+    if not size_mb:
+        return "-"
+    for unit, mb in (("TB", 1 << 20), ("GB", 1 << 10)):
+        tenths = size_mb * 10 / mb
+        if size_mb >= mb and tenths == int(tenths):  # exactly in tenths of the unit
+            return f"{size_mb / mb:g} {unit}"
+    return f"{size_mb} MB"
 
 
 @volume.command("list")
@@ -35,10 +47,31 @@ def list_volumes(obj: Any, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table(
-        ["NAME", "SIZE", "JOBS"],
-        [[r["name"], f"{r['size_mb']} MB" if r["size_mb"] else "-", str(r["jobs"])] for r in rows],
-    )
+    table(["NAME", "SIZE", "JOBS"], [[r["name"], size_text(r["size_mb"]), str(r["jobs"])] for r in rows])
+
+
+@volume.command()
+@click.argument("name", shell_complete=complete.volumes)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def inspect(obj: Any, name: str, as_json: bool) -> None:
+    """Show a volume's size and the jobs that use it."""
+    from joblet.api.models import iso
+    from joblet.cli.render import local_time, print_json, table
+
+    info = obj.client.volumes.inspect(name)
+    if as_json:
+        print_json(info)
+        return
+    click.echo(f"{'Name:':<10}{info['name']}")
+    click.echo(f"{'Size:':<10}{size_text(info['size_mb']) if info['size_mb'] else 'a directory (no size)'}")
+    click.echo(f"{'Created:':<10}{local_time(iso(info['created']))}")
+    click.echo(f"{'Jobs:':<10}{info['jobs']}")
+    if info["job_list"]:
+        table(
+            ["ID", "NAME", "STATUS", "NODE"],
+            [[j["id"][:12], j["name"] or "-", j["status"], j["node"] or "-"] for j in info["job_list"]],
+        )
 
 
 @volume.command()

@@ -173,6 +173,9 @@ def test_volume_list_reads_each_job_record_once(redis_sock: str):
     before = _calls(store, "hgetall")
     listed = {v["name"]: v["jobs"] for v in volumes.list()}
     assert _calls(store, "hgetall") - before == len(records) + 1  # each record, and the definitions
+    before = _calls(store, "hgetall")  # once the index of jobs that have not ended is made:
+    assert {v["name"]: v["jobs"] for v in volumes.list()} == listed
+    assert _calls(store, "hgetall") - before == 20 + 1  # the running ones alone
     assert listed == {"v0": 2, "v1": 2, "v2": 2, "v3": 6, **dict.fromkeys(names[4:], 0)}  # running ones only
     assert volumes.users("v1") == [r.short_id for r in records[:12] if r.id.endswith(("1", "7"))]  # delete's check
     assert volumes.users("v4") == []
@@ -180,6 +183,27 @@ def test_volume_list_reads_each_job_record_once(redis_sock: str):
 
 def _calls(store: Store, command: str) -> int:
     return int(store.redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_volume_inspect_names_its_jobs_and_sizes_read_as_given(client, host):
+    """There was no `rnx volume inspect`: which jobs use a volume showed only in delete's
+    refusal; sizes read `16777216 MB` for --size=16TB (usability run)."""
+    assert host.rnx("volume", "create", "insp", "--size=1.5GB").stdout == b"created volume insp (1.5 GB)\n"
+    job = client.run("sleep", ("300",), volumes=["insp"], network="none", name="insp-user")
+    try:
+        eventually(lambda: client.get(job.id).status.value == "RUNNING", "the job running")
+        info = json.loads(host.rnx("volume", "inspect", "insp", "--json").stdout)
+        assert info["size_mb"] == 1536 and [j["id"] for j in info["job_list"]] == [job.id] and info["jobs"] == 1
+        shown = host.rnx("volume", "inspect", "insp").stdout.decode()
+        assert "Size:     1.5 GB" in shown and job.id[:12] in shown and "insp-user" in shown, shown
+        assert "1.5 GB" in host.rnx("volume", "list").stdout.decode()
+    finally:
+        client.stop(job.id)
+        client.wait(job.id, timeout=30)
+    assert json.loads(host.rnx("volume", "inspect", "insp", "--json").stdout)["job_list"] == []  # ended: none
+    missing = host.rnx("volume", "inspect", "inps")
+    assert missing.returncode == 1 and b"no such volume: inps (did you mean 'insp'?)" in missing.stderr, missing
+    client.volumes.delete("insp")
 
 
 def test_missing_volume_refused_before_queueing(client):
