@@ -14,7 +14,7 @@ from joblet.cli import complete
 @click.pass_obj
 def nodes(obj: Any, as_json: bool) -> None:
     """List every node: state (up, down, draining), last heartbeat, version, jobs, capabilities."""
-    from joblet.cli.render import print_json, table
+    from joblet.cli.render import print_json, table, unused_redis
 
     rows = obj.client.nodes()
     if as_json:
@@ -35,6 +35,8 @@ def nodes(obj: Any, as_json: bool) -> None:
         ],
         [_cells(r) for r in rows],
     )
+    if not rows and (note := unused_redis(obj.client)):  # a header alone (a new shell without the export)
+        click.echo(note, err=True)
 
 
 def _cells(row: dict[str, Any]) -> list[str]:

@@ -69,7 +69,9 @@ def stats(obj: Any, job_ids: tuple[str, ...], no_stream: bool, as_json: bool, in
     until every job ID... has ended."""
     from joblet.api.models import JobStatus
     from joblet.cli.live import refresh
-    from joblet.cli.render import print_json, table
+    from joblet.cli.render import print_json, table, unused_redis
+
+    said = []
 
     def draw() -> bool:
         rows = obj.client.stats(job_ids)
@@ -77,6 +79,9 @@ def stats(obj: Any, job_ids: tuple[str, ...], no_stream: bool, as_json: bool, in
             print_json(rows)
         else:
             table(HEADERS, [stats_row(r) for r in rows])
+        if not rows and not said and (note := unused_redis(obj.client)):  # once, not at each refresh
+            said.append(note)
+            click.echo(note, err=True)
         # the jobs named have all ended: their figures will not change (they were redrawn until Ctrl-C)
         return not (job_ids and all(JobStatus(r["status"]).final for r in rows))
 
