@@ -196,6 +196,9 @@ def list_jobs(
     for option, given in (("--node", node), ("--network", network), ("--name", name)):
         if given is not None and not given.strip():  # `--node=$HOST` with HOST unset: no filter, silently
             raise click.BadParameter("needs a value", param_hint=option)
+    source = click.get_current_context().get_parameter_source("interval")
+    if not watch and source is not None and source.name == "COMMANDLINE":  # it was ignored, silently
+        raise click.BadParameter("redraws with --watch only (add -w)", param_hint="--interval")
     if limit is None:
         limit = 0 if as_json else LIST_LIMIT
 

@@ -697,6 +697,8 @@ def test_rnx_list_reads_the_newest_alone_and_refuses_an_empty_filter(monkeypatch
         out = invoke("list", option)
         assert out.exit_code == 2 and f"Invalid value for {option.split('=')[0]}: needs a value" in out.output
     assert client.reads == ["recent", "list"]  # nothing read for the refused ones
+    out = invoke("list", "--interval=1")  # ignored without --watch, silently
+    assert out.exit_code == 2 and "Invalid value for --interval: redraws with --watch only" in out.output
 
 
 def test_a_table_is_never_cut_to_the_terminal(monkeypatch, capsys):
