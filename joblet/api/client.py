@@ -138,10 +138,15 @@ class Client:
         return self.store.get_job(self.store.resolve(job_id))
 
     def logs(
-        self, job_id: str, follow: bool = False, outage: Callable[[BackendUnavailable | None], None] | None = None
+        self,
+        job_id: str,
+        follow: bool = False,
+        outage: Callable[[BackendUnavailable | None], None] | None = None,
+        idle: Callable[[str], None] | None = None,
     ) -> Iterator[tuple[str, bytes]]:
         """("stdout" | "stderr", bytes) chunks in order; with follow, until the job ends.
-        `outage`: what a failed read while following does (store_output.follow_output)."""
+        `outage`: what a failed read while following does (store_output.follow_output);
+        `idle`: called with the job's id after each second without output while following."""
         full = self.store.resolve(job_id)
         names = {STDOUT_FIELD: "stdout", STDERR_FIELD: "stderr"}
         for field, data in self.store.follow_output(full, follow, outage=outage):
@@ -149,6 +154,8 @@ class Client:
                 yield names[field], data
             elif field == END_FIELD:
                 return
+            elif not field and idle is not None:
+                idle(full)
 
     def stop(self, job_id: str) -> JobRecord:
         """Stop a job: durable flag, and a job still queued becomes STOPPED at once."""

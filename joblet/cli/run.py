@@ -363,6 +363,29 @@ POLL_MS = 250  # a signal is acted on within this long (the handler only records
 LEFT_WAIT = 0.5  # seconds rnx waits for a job's end after its output could not be written
 
 
+def warn_if_node_down(client: Any, job_id: str, said: str | None) -> str | None:
+    """Its node's heartbeat is gone while the job runs (its worker killed, its host down):
+    rnx said nothing and waited for good where no other node marks the job LOST. Said once
+    per node (`said`: the node told of; returned, or the new one), and again if the job moves
+    on (rnx still waits: a worker that comes back ends the job LOST, or a stop, or Ctrl-C).
+    `rnx run` and `rnx log -f` (usability run: it waited silently)."""
+    from joblet.errors import JobletError
+
+    try:
+        status, node = client.store.where_is(job_id)
+        if status is None or status.value != "RUNNING" or node is None or node == said:
+            return said
+        if node in client.live_nodes():
+            return said
+    except (JobletError, ValueError):  # Redis gone, or a record that does not read: the reads go on
+        return said
+    sys.stderr.write(
+        f"rnx: job {job_id[:12]} runs on node {node!r}, whose heartbeat has stopped (its "
+        f"worker down?); waiting until it is marked lost or its worker returns (Ctrl-C leaves it)\n"
+    )
+    return node
+
+
 class Attached:
     """Follows one job's output to the terminal. Ctrl-C, SIGTERM and SIGHUP stop the job
     (like `docker run`'s signal proxy); at a second one rnx exits and the stop goes on."""
@@ -526,25 +549,7 @@ class Attached:
         self.warned = True
 
     def _warn_if_node_down(self) -> None:
-        """Its node's heartbeat is gone while the job runs (its worker killed, its host down):
-        rnx said nothing and waited for good where no other node marks the job LOST. Said once
-        per node, and again if the job moves on (rnx still waits: a worker that comes back
-        ends the job LOST, or a stop, or Ctrl-C)."""
-        from joblet.errors import JobletError
-
-        try:
-            status, node = self.client.store.where_is(self.record.id)
-            if status is None or status.value != "RUNNING" or node is None or node == self.said_down:
-                return
-            if node in self.client.live_nodes():
-                return
-        except (JobletError, ValueError):  # Redis gone, or a record that does not read: the reads go on
-            return
-        sys.stderr.write(
-            f"rnx: job {self.record.short_id} runs on node {node!r}, whose heartbeat has stopped (its "
-            f"worker down?); waiting until it is marked lost or its worker returns (Ctrl-C leaves it)\n"
-        )
-        self.said_down = node
+        self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down)
 
     def _report(self, final: JobRecord) -> int:
         from joblet.cli.render import print_json, printable

@@ -74,33 +74,46 @@ def test_an_attached_run_says_when_its_nodes_heartbeat_stops(redis_sock):
     need(os.geteuid() == 0, "needs root")
     h = Host(redis_sock, "quiet-node")
     rnx: subprocess.Popen[bytes] | None = None
+    follow: subprocess.Popen[bytes] | None = None
     try:
         h.start_worker()
-        argv = [str(BIN / "rnx"), "run", "--network=none", "sh", "-c", "echo started; exec sleep 300"]
+        argv = [str(BIN / "rnx"), "run", "--network=none", "--name=quiet", "sh", "-c", "echo started; exec sleep 300"]
         rnx = subprocess.Popen(argv, env={**os.environ, **h.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert rnx.stdout is not None and rnx.stderr is not None
         assert rnx.stdout.readline() == b"started\n"
+        # `rnx log -f` of the same job waited silently (usability run): it says so too
+        follow = subprocess.Popen(
+            [str(BIN / "rnx"), "log", "-f", "quiet"],
+            env={**os.environ, **h.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert follow.stdout is not None and follow.stdout.readline() == b"started\n"
 
-        def read_until(end: float, done: Callable[[bytes], bool]) -> bytes:
+        def read_until(proc: subprocess.Popen[bytes], end: float, done: Callable[[bytes], bool]) -> bytes:
             got = b""
             while not done(got) and time.monotonic() < end:
-                if select.select([rnx.stderr], [], [], 0.5)[0]:
-                    got += os.read(rnx.stderr.fileno(), 4096)  # type: ignore[union-attr]
+                if select.select([proc.stderr], [], [], 0.5)[0]:
+                    got += os.read(proc.stderr.fileno(), 4096)  # type: ignore[union-attr]
             return got
 
-        said = read_until(time.monotonic() + 8, lambda got: got != b"")  # the control: its worker beats
-        assert said == b""
+        said = read_until(rnx, time.monotonic() + 8, lambda got: got != b"")  # the control: its worker beats
+        assert said == b"" and read_until(follow, time.monotonic() + 0.5, lambda got: got != b"") == b""
         h.worker.kill()  # type: ignore[union-attr]
         h.worker.wait()  # type: ignore[union-attr]
         # its heartbeat key expires (4 s here), rnx looks every 5 s
-        said = read_until(time.monotonic() + 30, lambda got: b"\n" in got)
+        said = read_until(rnx, time.monotonic() + 30, lambda got: b"\n" in got)
         assert b"runs on node 'quiet-node', whose heartbeat has stopped (its worker down?)" in said, said
-        assert rnx.poll() is None  # it waits on
+        told = read_until(follow, time.monotonic() + 30, lambda got: b"\n" in got)
+        assert b"runs on node 'quiet-node', whose heartbeat has stopped (its worker down?)" in told, told
+        assert rnx.poll() is None and follow.poll() is None  # they wait on
         h.start_worker()
         assert rnx.wait(timeout=60) == 125
         assert b"lost: the worker running it stopped unexpectedly" in said + rnx.stderr.read()
+        assert follow.wait(timeout=60) == 125
     finally:
-        if rnx is not None and rnx.poll() is None:
-            rnx.kill()
-            rnx.wait()
+        for proc in (rnx, follow):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
         h.close()
