@@ -26,7 +26,7 @@ from joblet.api.models import JobSpec
 from joblet.errors import ValidationError
 from joblet.fields import FieldError
 from joblet.limit_names import as_flag
-from joblet.text import did_you_mean
+from joblet.text import did_you_mean, shown
 
 UP, DOWN, DRAINING = "up", "down", "draining"
 
@@ -165,7 +165,7 @@ def place(
 def no_node(name: str, nodes: list[dict[str, Any]]) -> str:
     """`no node 'NodeB' in the fleet (did you mean 'nodeb'? rnx nodes)`: names keep their case."""
     hint = did_you_mean(name, (str(n["name"]) for n in nodes))
-    return f"no node {name!r} in the fleet ({hint + ' ' if hint else ''}rnx nodes)"
+    return f"no node '{shown(name)}' in the fleet ({hint + ' ' if hint else ''}rnx nodes)"
 
 
 def _pinned(spec: JobSpec, nodes: list[dict[str, Any]], homes: dict[str, set[str]]) -> str:

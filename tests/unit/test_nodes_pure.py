@@ -306,6 +306,7 @@ def test_a_node_or_network_no_filter_or_drain_knows_is_named_with_a_guess():
     nodes = [{"name": "ux1"}, {"name": "web"}]
     assert no_node("UX1", nodes) == "no node 'UX1' in the fleet (did you mean 'ux1'? rnx nodes)"
     assert no_node("zz", nodes) == "no node 'zz' in the fleet (rnx nodes)"
+    assert no_node("a\nb", nodes) == "no node 'a\\x0ab' in the fleet (rnx nodes)"  # as other errors show it
     networks = SimpleNamespace(store=SimpleNamespace(names=lambda: ["app"]))  # and the built-in ones
     client = SimpleNamespace(nodes=lambda: nodes, networks=networks)
     assert unknown_filters(client, "UX1", "BRIDGE") == [
