@@ -227,10 +227,17 @@ class Client:
         NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis).set_drain(node, on)
         return next(n for n in self.nodes() if n["name"] == node)
 
-    def unfinished_on(self, node: str) -> list[JobRecord]:
+    def unfinished_on(self, node: str, record: dict[str, Any] | None = None) -> list[JobRecord]:
         """The jobs placed on, claimed by or running on `node` that have not ended, from
-        their records (not its heartbeat's count, up to a beat old), oldest first."""
-        return self.store.unfinished_on(node)
+        their records (not its heartbeat's count, up to a beat old), oldest first. From the
+        index of such jobs where the node's last heartbeat (`record`, else read) says it
+        keeps it; else from every kept record (an older worker's claims are not there)."""
+        if record is None:
+            from joblet.api.store_nodes import NodeStore
+
+            nodes = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
+            record = nodes.records().get(node, {})
+        return self.store.unfinished_on(node, indexed=record.get("indexes_live") is True)
 
     def forget_node(self, node: str) -> None:
         """Drop a node gone for good from the fleet's listing (`rnx nodes`, placement's
@@ -242,7 +249,7 @@ class Client:
         row = self._node_row(node)
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
         record = store.records().get(node, {})
-        unfinished = [r.short_id for r in self.unfinished_on(node)] if row["state"] == "down" else []
+        unfinished = [r.short_id for r in self.unfinished_on(node, record)] if row["state"] == "down" else []
         why = forget_checked(node, row, record, store.swept().get(node), unfinished)
         if why is not None:
             raise Conflict(why)

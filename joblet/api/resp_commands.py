@@ -92,6 +92,12 @@ class Commands:
     def zrange(self, name: str, start: int, end: int) -> Any:
         return self._send(("ZRANGE", name, start, end))
 
+    def zrevrange(self, name: str, start: int, end: int) -> Any:
+        return self._send(("ZREVRANGE", name, start, end))
+
+    def zcard(self, name: str) -> Any:
+        return self._send(("ZCARD", name))
+
     def zrem(self, name: str, *values: Any) -> Any:
         return self._send(("ZREM", name, *values))
 

@@ -17,7 +17,7 @@ from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.record_fields import decode_fields, encode_fields, read_record
 from joblet.api.redis_conn import connect, translated
-from joblet.api.store_index import LUA_LIVE, JobIndexes
+from joblet.api.store_index import LUA_LIVE, PRUNE_SCRIPT, SWEEP_SCRIPT, JobIndexes
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
 from joblet.names import name_key
@@ -223,6 +223,8 @@ class Store(OutputStreams, JobIndexes):
         self._create_named = self.redis.register_script(_CREATE_NAMED)
         self._stop = self.redis.register_script(_STOP)
         self._end = self.redis.register_script(END_SCRIPT)
+        self._prune_script = self.redis.register_script(PRUNE_SCRIPT)
+        self._sweep_script = self.redis.register_script(SWEEP_SCRIPT)
         self.node_info: dict[str, Any] = {}  # a worker's extra heartbeat fields (e.g. "signed")
         self._live_seen: tuple[float | None, dict[str, dict[str, Any]]] = (None, {})  # every_worker_says
         self._workflow_names: dict[str, set[str]] = {}  # members(): each workflow's job names

@@ -5,19 +5,24 @@ the jobs that have not ended, and the newest kept jobs, each read without the re
 node want only the jobs that have not ended; they read every kept record (a week of `rnx
 batch`, 21,500 records: 5 s a command, and the sweep on the heartbeat's thread). The index
 holds at least every such job: each way a record is written adds it (submit, the worker's
-claim, a restore), the final record's script and a stop before the start take it out, and
-a read drops what has ended since by other ways (a failed or canceled wait, LOST), checked
-in one script so a job written again meanwhile stays. A Redis without the index (an older
-version's, or one restarted empty) gets it from one read of every record, then a marker
-says it is whole. While a live worker is older (its heartbeat does not say `indexes_live`: its
-claims and ends leave the index as it was), every read is of every record.
+claim, a restore), and each way a job ends takes it out in the same script (the final
+record, a stop before the start, a failed or canceled wait); a read drops what ended by
+other means (a record written by hand), checked in one script so a job written again
+meanwhile stays. A Redis without the index (an older version's, or one restarted empty)
+gets it from one read of every record, then a marker says it is whole, once every live
+worker keeps it. While a live worker is older (its heartbeat does not say `indexes_live`:
+its claims and ends leave the index as it was), every read is of every record. And the
+heartbeats' sweep of the jobs index (below) puts back any job that has not ended and is
+missing (one an older client or worker wrote, say across a rollback): the index is whole
+again within one round of the sweep whatever wrote the records.
 
 `rnx list` shows the newest 20 jobs and says how many older ones it left out: it read every
 kept record for that (4.4 s at 21,500, every 2 s with --watch). It reads the newest from the
 end of the index of every kept job (`jobs`, by creation time) and counts the rest by the
 index's size. A record that expired leaves an entry there: each worker's heartbeat checks a
 slice of them (SWEEP_SLICE, the oldest first, round and round), so the count is of records
-that expired less than a round ago at most.
+that expired less than a round ago at most. A job created between two pages of the newest
+shifts the ranks: an id already listed is not listed again.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ end
 """
 # KEYS: the index. ARGV: the job keys' prefix, then ids read as ended: each leaves the index
 # if it still has (not one written again since the read).
-_PRUNE = (
+PRUNE_SCRIPT = (
     LUA_LIVE
     + """
 for i = 2, #ARGV do
@@ -56,18 +61,24 @@ end
 )
 
 
-# KEYS: the index of every kept job, the rank its sweep goes on from. ARGV: the job keys'
-# prefix, the newest creation time a record may have expired by, the slice's size. Entries
-# whose record is gone leave; at a slice's end (or the cutoff) the next one starts over.
-_SWEEP = """
+# KEYS: the index of every kept job, the rank its sweep goes on from, the index of jobs that
+# have not ended. ARGV: the job keys' prefix, the newest creation time a record may have
+# expired by, the slice's size. Entries whose record is gone leave; a job that has not ended
+# joins the index of those (where another version left it out); at the slice's end (or the
+# cutoff) the next one starts over. Returns the entries that left.
+SWEEP_SCRIPT = (
+    LUA_LIVE
+    + """
 local start = tonumber(redis.call('GET', KEYS[2]) or '0')
 local size = tonumber(ARGV[3])
 local entries = redis.call('ZRANGE', KEYS[1], start, start + size - 1, 'WITHSCORES')
 local kept, gone = 0, 0
 for i = 1, #entries, 2 do
   if tonumber(entries[i + 1]) > tonumber(ARGV[2]) then break end
-  if redis.call('EXISTS', ARGV[1] .. entries[i]) == 1 then
+  local key = ARGV[1] .. entries[i]
+  if redis.call('EXISTS', key) == 1 then
     kept = kept + 1
+    if live(key) then redis.call('ZADD', KEYS[3], 'NX', entries[i + 1], entries[i]) end
   else
     redis.call('ZREM', KEYS[1], entries[i])
     gone = gone + 1
@@ -77,6 +88,7 @@ if kept + gone < size then start = 0 else start = start + kept end
 redis.call('SET', KEYS[2], start)
 return gone
 """
+)
 SWEEP_SLICE = 1000  # entries a heartbeat checks (< 1 ms of Redis; 200/s at the default 5 s)
 MIN_KEPT = 60  # seconds: no record expires sooner after its creation (log_ttl's least)
 RECENT_CHUNK = 64  # entries read at once from the newest back (expired ones are skipped)
@@ -89,6 +101,8 @@ class JobIndexes:
     keys: Keys
     url: str
     list_jobs: Callable[[], list[JobRecord]]  # Store's: every kept record
+    _prune_script: Any  # Store's registered scripts: PRUNE_SCRIPT and SWEEP_SCRIPT
+    _sweep_script: Any
     every_worker_says: Callable[[str], bool]  # Store's: what every live worker's heartbeat says
     claim_holders: Callable[[list[str]], list[str | None]]  # Store's: the node claiming each job
 
@@ -124,7 +138,7 @@ class JobIndexes:
 
     def _prune(self, ended: list[str]) -> None:
         """These jobs leave the index, unless one was written again since it read as ended."""
-        self.redis.register_script(_PRUNE)(keys=[self.keys.live], args=[self.keys.job(""), *ended])
+        self._prune_script(keys=[self.keys.live], args=[self.keys.job(""), *ended])
 
     def unfinished_on(self, node: str, indexed: bool = True) -> list[JobRecord]:
         """The unfinished jobs placed on, claimed by or running on `node`; the claims read in
@@ -148,12 +162,13 @@ class JobIndexes:
             ended = sorted(listed - {r.id for r in live})
             if ended:  # indexed before, ended since by a way that left it there
                 self._prune(ended)
-            self.redis.set(self.keys.live_whole, "1")
+            if self.every_worker_says("indexes_live"):  # an older worker's claims would not be there
+                self.redis.set(self.keys.live_whole, "1")
 
         self._writing(write)
         return live
 
-    def _writing(self, write: Any) -> None:
+    def _writing(self, write: Callable[[], object]) -> None:
         """A write of the index; a read-only (viewer) user leaves it to a writer."""
         try:
             write()
@@ -168,15 +183,18 @@ class JobIndexes:
         found: list[JobRecord] = []
         gone: list[str] = []
         read = 0
+        seen: set[str] = set()
         while len(found) < count and read < total:
-            ids = [i.decode() for i in self.redis.zrevrange(self.keys.jobs, read, read + RECENT_CHUNK - 1)]
-            if not ids:
+            page = [i.decode() for i in self.redis.zrevrange(self.keys.jobs, read, read + RECENT_CHUNK - 1)]
+            if not page:
                 break
+            ids = [i for i in page if i not in seen]  # a job created meanwhile moved the ranks on
+            seen.update(ids)
             records, stale = self._records(ids)
             gone += stale
             wanted = records[: count - len(found)]
             found += wanted
-            read += len(ids) if len(wanted) == len(records) else ids.index(wanted[-1].id) + 1
+            read += len(page) if len(wanted) == len(records) else page.index(wanted[-1].id) + 1
         if gone:
             self._writing(lambda: self.redis.zrem(self.keys.jobs, *gone))
         return found[::-1], max(0, total - read)
@@ -184,5 +202,5 @@ class JobIndexes:
     @_url
     def sweep_jobs_index(self, now: float) -> int:
         """One slice of the sweep of entries whose record expired; how many left."""
-        keys = [self.keys.jobs, self.keys.jobs_sweep]
-        return int(self.redis.register_script(_SWEEP)(keys=keys, args=[self.keys.job(""), now - MIN_KEPT, SWEEP_SLICE]))
+        keys = [self.keys.jobs, self.keys.jobs_sweep, self.keys.live]
+        return int(self._sweep_script(keys=keys, args=[self.keys.job(""), now - MIN_KEPT, SWEEP_SLICE]))

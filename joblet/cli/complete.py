@@ -10,7 +10,7 @@ import click
 from click.shell_completion import CompletionItem
 
 BUILTIN_NETWORKS = ("bridge", "isolated", "none", "host")
-LIVE = ("pending", "scheduled", "running")  # jobs that have not ended: offered first
+LIVE = ("PENDING", "SCHEDULED", "RUNNING")  # jobs that have not ended (store.LIVE_STATUSES): offered first
 ENDED_OFFERED = 200  # then the newest ended ones among this many newest jobs (rnx log, status)
 
 
@@ -66,14 +66,10 @@ def live_jobs(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> 
 
 def job_names(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The names of the jobs `jobs` offers (`rnx list --name`)."""
-    return [item for item in _jobs(incomplete, ended=True, given=set()) if not _is_short_id(item.value)]
+    return _jobs(incomplete, ended=True, given=set(), names_only=True)
 
 
-def _is_short_id(text: str) -> bool:
-    return len(text) == 12 and all(c in "0123456789abcdef" for c in text)
-
-
-def _jobs(incomplete: str, ended: bool, given: set[str]) -> list[CompletionItem]:
+def _jobs(incomplete: str, ended: bool, given: set[str], names_only: bool = False) -> list[CompletionItem]:
     def found(client: Any) -> Iterable[tuple[str, str | None]]:
         live = client.list(status=LIVE)  # from their index
         done = [r for r in client.recent(ENDED_OFFERED)[0] if r.status.final] if ended else []
@@ -81,7 +77,8 @@ def _jobs(incomplete: str, ended: bool, given: set[str]) -> list[CompletionItem]
             if given & {r.short_id, r.name}:
                 continue
             what = f"{r.status.value} {' '.join([r.spec.command, *r.spec.args])[:40]}"
-            yield r.short_id, what
+            if not names_only:
+                yield r.short_id, what
             if r.name:
                 yield r.name, what
 

@@ -27,6 +27,7 @@ from joblet.api.store import (
     LUA_CREATE_IF_ABSENT,
     LUA_EXPIRE_NAME,
     LUA_IN_WORKFLOW,
+    LUA_LIVE,
     LUA_SET_IF_STATUS,
     Store,
     decode_fields,
@@ -50,7 +51,8 @@ end
 """
 
 # KEYS: job, jobs index, claim, stop, this claim's token, the index of jobs that have not
-# ended (a record another version's client wrote joins it here). ARGV: the record's fields (JSON of
+# ended (the job joins it unless it has ended: a record another version's client wrote
+# is not there yet). ARGV: the record's fields (JSON of
 # JSON values), its created time, its id, this node, a token of this one claim, '1' if a claim
 # by this node may be taken over. Returns false when the job was claimed before, else {the
 # record's fields but its spec, 1 if a stop was asked}. The same claim sent again (redis-py
@@ -67,10 +69,11 @@ end
 # record's expiry, goes with it (it stayed for good).
 _CLAIM = (
     LUA_CREATE_IF_ABSENT
+    + LUA_LIVE
     + _FIELDS
     + """
 create_if_absent(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[6], ARGV[2], ARGV[3])
+if live(KEYS[1]) then redis.call('ZADD', KEYS[6], ARGV[2], ARGV[3]) end
 if redis.call('SET', KEYS[3], ARGV[4], 'NX') then
   redis.call('SET', KEYS[5], ARGV[5], 'EX', 600)
   local left = redis.call('TTL', KEYS[1])

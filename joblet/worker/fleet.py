@@ -96,7 +96,6 @@ def capabilities(svc: Services) -> dict[str, Any]:
         "pids_ceiling": cfg.job_pids_ceiling,
         "output_ceiling": cfg.output_max_bytes,  # what --max-output can
         "host_network": cfg.allow_host_network,
-        "net_raw": cfg.job_net_raw,  # root jobs' raw and packet sockets
         "prefixed": True,  # reads the key prefix a message names (Store.prefix_stamp)
         "indexes_live": True,  # keeps the index of jobs that have not ended (store_index.py)
         "cgroup": "v2" if svc.cgroup_v2 else "v1+v2 (limits in v1)",
@@ -104,6 +103,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
             "bwrap": shutil.which("bwrap") is not None,
             "seccomp": True,
             "pid_namespace": True,
+            "net_raw": cfg.job_net_raw,  # root jobs keep CAP_NET_RAW (raw and packet sockets)
             "user_namespace": False,
         },
         "addresses": addresses,

@@ -324,7 +324,7 @@ class Supervisor:
             self._beat_upkeep,
             lambda: stats.sample(self),
             lambda: fleet.sweep_lost(self),
-            lambda: self.store.sweep_jobs_index(time.time()),  # entries of expired records
+            self._sweep_jobs_index,
         ):
             try:
                 part()
@@ -335,6 +335,12 @@ class Supervisor:
             log.warning("heartbeat: %s: %s", type(failure).__name__, failure)
         if failures:
             raise failures[0]  # resilient() logs it and backs off
+
+    def _sweep_jobs_index(self) -> None:
+        """One slice of the jobs index's sweep (store_index.py), while this node's heartbeat
+        goes through (a Redis outage is said once a beat, not once more for this)."""
+        if self.present_since is not None:
+            self.store.sweep_jobs_index(time.time())
 
     def _beat_presence(self) -> None:
         faults.fail("beat")

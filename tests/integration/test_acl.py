@@ -72,6 +72,16 @@ def test_viewer_reads_but_changes_nothing(users):
     assert not admin.store.redis.exists(admin.store.keys.live_whole)
     assert busy.id in {r.id for r in admin.list(status="RUNNING")}  # a writer makes the index
     assert admin.store.redis.exists(admin.store.keys.live_whole)
+    from joblet.api.models import JobRecord, JobSpec
+
+    odd = JobRecord(id="7" * 32, status=JobStatus.RUNNING, spec=JobSpec(command="true"), node="elsewhere")
+    admin.store.create_job(odd)
+    admin.store.redis.hset(admin.store.keys.job(odd.id), "status", '"COMPLETED"')  # ended by hand: left indexed
+    seen = {r.id for r in viewer.list(status="RUNNING")}  # the index whole: read, the ended one not pruned
+    assert busy.id in seen and odd.id not in seen
+    assert admin.store.redis.zscore(admin.store.keys.live, odd.id) is not None  # the viewer may not write
+    assert odd.id not in {r.id for r in admin.list(status="RUNNING")}
+    assert admin.store.redis.zscore(admin.store.keys.live, odd.id) is None  # the control: a writer prunes it
     admin.stop(busy.id)
     before = len(admin.list())
     for attempt in (

@@ -143,3 +143,43 @@ def test_the_sweep_drops_entries_of_expired_records_a_slice_at_a_time(store: Sto
     assert store.sweep_jobs_index(now) == 0  # 1, 4, 5, 6 again
     assert store.sweep_jobs_index(now + 60) == 1  # control: past MIN_KEPT the new one's entry goes too
     assert _kept(store) == [_job(n).id for n in (1, 4, 5, 6, 8, 10)]
+
+
+def test_the_sweep_puts_back_a_job_that_has_not_ended_and_was_left_out(store: Store) -> None:
+    """Across a rollback, or from another version's client, a job that has not ended may be
+    missing from the index while its marker says whole: the heartbeats' sweep puts it back."""
+    assert store.live_jobs() == []  # the index is whole
+    job = _older_workers_job(store, 70, "old")
+    ended = _job(71, JobStatus.COMPLETED)
+    store.create_job(ended)
+    assert _indexed(store) == []
+    store.sweep_jobs_index(now=1_000.0)  # both created long before: in the slice
+    assert _indexed(store) == [job.id]  # the control: the ended one stays out
+
+
+def test_a_redelivered_claim_of_an_ended_job_does_not_index_it(store: Store) -> None:
+    claims = Claims(store)
+    store.create_job(_job(80))
+    assert store.stop_job(_job(80).id, cap=100, ttl=600)  # stopped while queued: out of the index
+    assert _indexed(store) == [] and claims.claim(_job(80), "n1") is not None  # its message comes later
+    assert _indexed(store) == []
+    assert claims.claim(_job(81), "n1") is not None and _indexed(store) == [_job(81).id]  # the control
+
+
+def test_a_job_created_between_two_pages_of_the_newest_is_not_listed_twice(store: Store, monkeypatch) -> None:
+    from joblet.api import store_index
+
+    monkeypatch.setattr(store_index, "RECENT_CHUNK", 4)
+    store.create_jobs([_job(n, JobStatus.COMPLETED) for n in range(1, 11)])
+    pages = store._records
+
+    def with_a_submit_after_the_first(ids):  # a job submitted while rnx list reads
+        if not store.redis.exists(store.keys.job(_job(99).id)):
+            store.create_job(_job(99, JobStatus.COMPLETED))
+        return pages(ids)
+
+    monkeypatch.setattr(store, "_records", with_a_submit_after_the_first)
+    shown, _ = store.recent_jobs(8)
+    ids = [r.id for r in shown]
+    assert len(ids) == len(set(ids)) == 8, ids  # the ranks moved by one: nothing listed twice
+    assert ids == [_job(n).id for n in range(3, 11)]

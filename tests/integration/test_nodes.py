@@ -54,6 +54,8 @@ def test_a_node_down_for_good_is_forgotten_once_its_jobs_are_lost(redis_sock):
     store.redis.hset(store.keys.nodes, "gone", json.dumps({"node": "gone", "beat": gone_beat}))
     store.heartbeat("alive", {"jobs": 0}, ttl=30)  # its presence and its record
     store.create_job(JobRecord(id="9" * 32, status=JobStatus.RUNNING, spec=JobSpec(command="true"), node="gone"))
+    store.live_jobs()  # the index of jobs that have not ended is whole, but an older worker's
+    store.redis.zrem(store.keys.live, "9" * 32)  # claim is not in it: "gone" never said indexes_live
     store.redis.hset(store.keys.nodes, "idle", json.dumps({"node": "idle", "beat": gone_beat, "left": True}))
     nodes.set_drain("gone", True)
     with pytest.raises(Conflict, match="'alive' is up: stop its worker first"):

@@ -61,6 +61,10 @@ CALLS = {
         r.zscore(k + "z", "nothing"),
         r.zremrangebyscore(k + "z", "-inf", 1.9),
         r.zrange(k + "z", 0, -1),
+        r.zadd(k + "z", {"d": 3, "e": 4}),
+        r.zrevrange(k + "z", 0, 1),  # `rnx list`: the newest from the end
+        r.zcard(k + "z"),
+        r.zcard(k + "nothing"),
     ),
     "lists, publish": lambda r, k: (r.lpush(k + "l", "x", "y"), r.publish(k + "chan", "hello")),
     "streams": lambda r, k: (

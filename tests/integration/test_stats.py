@@ -158,17 +158,28 @@ def test_stats_streams_until_ctrl_c_or_its_jobs_end_and_names_ended_jobs(host, c
 
 
 def test_every_running_job_is_listed_in_start_order_sampled_or_not(host, client, jobs):
-    """Only sampled jobs were listed, in Redis's key order: a job just started was missing
-    (up to a heartbeat) while `rnx list` showed it RUNNING (usability run)."""
+    """Only sampled jobs were listed, in Redis's key order: a job just started (up to a
+    heartbeat), or one on a node that is down, was missing while `rnx list` showed it
+    RUNNING (usability run). Here one on a node with no worker: never sampled."""
+    import time
+    import uuid
+
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
+
     first = start(host, "--network=none", "sleep", "120")
     jobs.append(first)
     wait_for(host, first, lambda r: True, "sampled")
-    second = start(host, "--network=none", "sleep", "120")
-    jobs.append(second)
-    eventually(lambda: client.get(second).status.value == "RUNNING", "second job running")
-    rows = json.loads(host.rnx("stats", "--no-stream", "--json").stdout)
-    ids = [r["id"] for r in rows]
-    assert ids.index(first) < ids.index(second), ids  # oldest first, as rnx list
-    newest = next(r for r in rows if r["id"] == second)
-    assert newest["status"] == "RUNNING" and (newest["sampled"] is None or newest["pids"] is not None), newest
-    assert next(r for r in rows if r["id"] == first)["sampled"] is not None  # the control: a sampled one
+    spec, now = JobSpec(command="sleep"), time.time()
+    unsampled = JobRecord(id=uuid.uuid4().hex, status=JobStatus.RUNNING, spec=spec, node="gone-node", created=now)
+    client.store.create_job(unsampled)
+    try:
+        rows = json.loads(host.rnx("stats", "--no-stream", "--json").stdout)
+        ids = [r["id"] for r in rows]
+        assert ids.index(first) < ids.index(unsampled.id), ids  # oldest first, as rnx list
+        row = rows[ids.index(unsampled.id)]
+        assert row["status"] == "RUNNING" and row["sampled"] is None and row["pids"] is None, row
+        assert rows[ids.index(first)]["sampled"] is not None  # the control: a sampled one
+        table = host.rnx("stats", "--no-stream").stdout.decode()
+        assert unsampled.id[:12] in table and "gone-node" in table, table
+    finally:
+        client.store.redis.hset(client.store.keys.job(unsampled.id), "status", '"LOST"')

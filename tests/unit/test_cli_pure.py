@@ -711,3 +711,10 @@ def test_a_table_is_never_cut_to_the_terminal(monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert all(cell in lines[1] for cell in cells) and "…" not in lines[1] and len(lines[1]) > 80
     assert len(lines[0]) == len(lines[1]) < 200  # as wide as its cells: not padded to the width allowed
+
+
+def test_completion_offers_first_the_statuses_the_index_holds():
+    from joblet.api.store import LIVE_STATUSES
+    from joblet.cli.complete import LIVE
+
+    assert set(LIVE) == LIVE_STATUSES  # spelled apart: completion imports no store
