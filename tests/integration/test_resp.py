@@ -239,3 +239,25 @@ def test_a_refused_auth_or_select_is_an_error_not_the_default_user(redis_sock: s
     finally:
         admin.execute_command("ACL", "DELUSER", user)
         admin.delete(key)
+
+
+def test_the_listings_of_rnx_load_no_redis_py(redis_sock: str):
+    """`rnx list` read the newest jobs with ZCARD and ZREVRANGE, which rnx's client did not
+    do: it loaded redis-py (45 ms) and opened a second connection (review)."""
+    import subprocess
+    import sys
+
+    from joblet.api.store import Store
+
+    prefix = f"probe-{uuid.uuid4().hex[:6]}:"
+    Store(redis_sock, prefix).heartbeat("n1", {"indexes_live": True}, ttl=60)  # a live worker, as where rnx runs
+    probe = (
+        "import sys\nfrom joblet.api.client import Client\nfrom joblet.config import load\n"
+        "from joblet.api.redis_conn import prefer_lite\nprefer_lite()  # as rnx does\n"
+        f"c = Client(load(redis_url={redis_sock!r}, key_prefix={prefix!r}))\n"
+        "c.recent(20); c.list(status='RUNNING')\nprint('redis' in sys.modules)\n"
+        "list(c.store.redis.scan_iter(match='x'))\nprint('redis' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]  # the control: what it does not do loads redis-py
