@@ -120,9 +120,12 @@ class Workflows:
             (not graph, "Job dependencies are valid" if not graph else "; ".join(graph)),
         ]
 
-    def submit(self, wf: Workflow) -> wfs.WorkflowRecord:
-        """Record every job (PENDING), then queue those with nothing to wait for."""
-        failed = [line for ok, line in self.check(wf) if not ok]
+    def submit(self, wf: Workflow, checked: bool = False) -> wfs.WorkflowRecord:
+        """Record every job (PENDING), then queue those with nothing to wait for. `checked`:
+        the caller has just run check() and found nothing wrong (`rnx workflow run` prints
+        its lines first: it read the networks, volumes and nodes twice); each job's spec is
+        checked again below all the same."""
+        failed = [] if checked else [line for ok, line in self.check(wf) if not ok]
         if failed:
             raise ValidationError(f"workflow {wf.name}: " + "; ".join(failed))
         store, cfg = self.store, self.settings

@@ -33,7 +33,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     if not all(ok for ok, _ in checks):
         print(f"rnx: workflow {wf.name} not started: fix the lines marked ❌", file=sys.stderr)
         return 2
-    record = client.workflows.submit(wf)
+    record = client.workflows.submit(wf, checked=True)
     if detach:
         if as_json:
             print_json({"id": record.id, "name": record.name, "jobs": record.jobs})

@@ -539,12 +539,23 @@ def test_an_attached_workflow_run_waits_out_redis(monkeypatch, tmp_path, capsys)
         return {"status": "COMPLETED", "jobs": [{"name": "a", "status": "COMPLETED", "error": None}]}
 
     record = SimpleNamespace(id="c" * 32, name="wf", jobs={"a": "d" * 32})
-    workflows = SimpleNamespace(check=lambda wf: [(True, "fine")], submit=lambda wf: record, status=status)
+    checks: list[str] = []
+
+    def submit(wf, checked=False):
+        checks.append("at submit" if not checked else "")
+        return record
+
+    def check(wf):
+        checks.append("before")
+        return [(True, "fine")]
+
+    workflows = SimpleNamespace(check=check, submit=submit, status=status)
     path = tmp_path / "wf.yaml"
     path.write_text("jobs:\n  a:\n    command: 'true'\n    network: none\n")
     assert run_workflow(SimpleNamespace(workflows=workflows), str(path), detach=False, as_json=False) == 0
     err = capsys.readouterr().err
     assert err.count("waiting up to 60 s (workflow cccccccccccc goes on)") == 1, err
+    assert checks == ["before", ""]  # checked once, its lines printed: not again at the submit
 
 
 class NodeStore:
