@@ -117,7 +117,10 @@ class Networks:
             if n not in ("bridge", "isolated")
         ]
         rows += [{**net.to_dict(), "bridge": bridge_name(net.name), "builtin": False} for net in self.store.all()]
-        for row in rows:
+        for row in rows:  # every row with every key (a built-in's dns: the worker's; mtu: its uplink's)
+            row.setdefault("dns", [])
+            row.setdefault("mtu", None)
+            row.setdefault("vni", None)
             row["jobs"] = counts.get(row["name"], 0)
         return rows
 

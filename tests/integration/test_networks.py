@@ -339,3 +339,12 @@ def test_two_names_whose_bridge_hashes_clash_never_share_a_bridge(nets, host):
     finally:
         store.delete("v200f89")
         nets.networks.delete("v14377e")
+
+
+def test_every_row_of_the_network_list_has_the_same_fields(nets):
+    """Built-ins had no dns, mtu or vni in `rnx network list --json` (a jq over all rows
+    read null from some and nothing from others; usability run)."""
+    rows = nets.networks.list()
+    user = next(r for r in rows if r["name"] == "tenant-a")
+    assert all(set(r) == set(user) for r in rows), [sorted(set(user) ^ set(r)) for r in rows]
+    assert next(r for r in rows if r["name"] == "bridge")["dns"] == [] and user["vni"] is not None
