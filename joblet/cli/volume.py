@@ -24,6 +24,14 @@ def create(obj: Any, name: str, size: str | None) -> None:
     click.echo(f"created volume {vol.name}" + (f" ({size_text(vol.size_mb)})" if vol.size_mb else ""))
 
 
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A volume as --json prints it: its time as ISO 8601 in UTC, as every other --json's (it
+    printed epoch seconds; usability run)."""
+    from joblet.api.models import iso
+
+    return {**row, "created": iso(row.get("created"))}
+
+
 def size_text(size_mb: int | None) -> str:
     """A volume's size as --size takes it (1024-based): `16 TB`, `1.5 GB`, `8 MB`; `-` for a
     directory (`16777216 MB` was printed for 16TB)."""
@@ -45,7 +53,7 @@ def list_volumes(obj: Any, as_json: bool) -> None:
 
     rows = obj.client.volumes.list()
     if as_json:
-        print_json(rows)
+        print_json([public(r) for r in rows])
         return
     table(["NAME", "SIZE", "JOBS"], [[r["name"], size_text(r["size_mb"]), str(r["jobs"])] for r in rows])
 
@@ -61,7 +69,7 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
 
     info = obj.client.volumes.inspect(name)
     if as_json:
-        print_json(info)
+        print_json(public(info))
         return
     click.echo(f"{'Name:':<10}{info['name']}")
     click.echo(f"{'Size:':<10}{size_text(info['size_mb']) if info['size_mb'] else 'a directory (no size)'}")

@@ -194,6 +194,9 @@ def test_volume_inspect_names_its_jobs_and_sizes_read_as_given(client, host):
         eventually(lambda: client.get(job.id).status.value == "RUNNING", "the job running")
         info = json.loads(host.rnx("volume", "inspect", "insp", "--json").stdout)
         assert info["size_mb"] == 1536 and [j["id"] for j in info["job_list"]] == [job.id] and info["jobs"] == 1
+        assert info["created"].endswith("+00:00")  # ISO in UTC, as every --json (it was epoch seconds)
+        listed = json.loads(host.rnx("volume", "list", "--json").stdout)
+        assert next(v for v in listed if v["name"] == "insp")["created"] == info["created"]
         shown = host.rnx("volume", "inspect", "insp").stdout.decode()
         assert "Size:     1.5 GB" in shown and job.id[:12] in shown and "insp-user" in shown, shown
         assert "1.5 GB" in host.rnx("volume", "list").stdout.decode()
