@@ -50,6 +50,16 @@ def fleet_dns_check(name: str, cidr: str, nodes: dict[str, dict[str, Any]]) -> N
             )
 
 
+def fleet_mtu(nodes: dict[str, dict[str, Any]]) -> int | None:
+    """The MTU a new network takes where the live nodes' overlays would give it different ones
+    (each node's: its uplink's less the VXLAN header): the smallest, so every node agrees
+    (large UDP between nodes of different MTUs fragmented in the underlay). None where they
+    agree (or one node, or none with an overlay): each node's own, as before."""
+    spanning = [info for info in nodes.values() if info.get("underlay") and isinstance(info.get("mtu"), int)]
+    mtus = {info["mtu"] - VXLAN_OVERHEAD for info in spanning}
+    return min(mtus) if len(mtus) > 1 else None
+
+
 def fleet_mtu_check(name: str, mtu: int, nodes: dict[str, dict[str, Any]]) -> None:
     """Refuse an MTU some live node's uplink cannot carry through the overlay."""
     for node, info in sorted(nodes.items()):
@@ -86,6 +96,8 @@ class Networks:
         nodes = self.jobs.live_nodes()
         if mtu is not None:
             fleet_mtu_check(name, mtu, nodes)
+        elif (agreed := fleet_mtu(nodes)) is not None:
+            net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=agreed)
         if not dns:
             fleet_dns_check(name, cidr, nodes)
         reserved = {

@@ -29,7 +29,8 @@ def create(obj: Any, name: str, cidr: str, internal: bool, dns: tuple[str, ...],
         raise click.BadParameter("an empty entry: give IPv4 addresses, comma-separated or repeated", param_hint="--dns")
     servers = tuple(dict.fromkeys(entries))
     net = obj.client.networks.create(name, cidr, internal=internal, dns=servers, mtu=mtu)
-    click.echo(f"created network {net.name} ({net.cidr})")
+    agreed = f", MTU {net.mtu}: its nodes' smallest" if mtu is None and net.mtu is not None else ""
+    click.echo(f"created network {net.name} ({net.cidr}{agreed})")
 
 
 @network.command("list")

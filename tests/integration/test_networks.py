@@ -348,3 +348,21 @@ def test_every_row_of_the_network_list_has_the_same_fields(nets):
     user = next(r for r in rows if r["name"] == "tenant-a")
     assert all(set(r) == set(user) for r in rows), [sorted(set(user) ^ set(r)) for r in rows]
     assert next(r for r in rows if r["name"] == "bridge")["dns"] == [] and user["vni"] is not None
+
+
+def test_a_network_across_nodes_of_different_mtus_takes_the_smallest(redis_sock):
+    """Without --mtu each node gave a network its own MTU (its uplink's less the VXLAN
+    header): between nodes of 1500 and 1400, large UDP fragmented in the underlay. The
+    smallest is the network's; nodes that agree leave it to each (the control)."""
+    import uuid
+
+    from joblet.api.client import Client
+    from joblet.config import load
+
+    client = Client(load(redis_url=redis_sock, key_prefix=f"mtu{uuid.uuid4().hex[:6]}:"))
+    for node, mtu in (("big", 1500), ("small", 1400)):
+        client.store.heartbeat(node, {"underlay": f"192.0.2.{mtu % 7}", "mtu": mtu, "prefixes": {}}, ttl=60)
+    assert client.networks.create("mixed", "10.161.0.0/24").mtu == 1350
+    assert client.networks.create("asked", "10.162.0.0/24", mtu=1300).mtu == 1300  # --mtu is the user's
+    client.store.heartbeat("small", {"underlay": "192.0.2.9", "mtu": 1500, "prefixes": {}}, ttl=60)
+    assert client.networks.create("even", "10.163.0.0/24").mtu is None
