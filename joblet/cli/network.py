@@ -56,7 +56,7 @@ def list_networks(obj: Any, as_json: bool) -> None:
 @click.pass_obj
 def inspect(obj: Any, name: str, as_json: bool) -> None:
     """Show a network's settings and its jobs."""
-    from joblet.cli.render import human, print_json, table
+    from joblet.cli.render import inspected, print_json
 
     info = obj.client.networks.inspect(name)
     if as_json:
@@ -72,15 +72,9 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
         "builtin": "Built in",
         "jobs": "Jobs",
     }
-    for key, label in labels.items():
-        if key in info:
-            value = "uplink's less 50" if key == "mtu" and info[key] is None and not info.get("builtin") else info[key]
-            click.echo(f"{label + ':':<10}{human(value)}")
-    if info["job_list"]:
-        table(
-            ["ID", "NAME", "STATUS", "IP", "NODE"],
-            [[j["id"][:12], j["name"] or "-", j["status"], j["ip"] or "-", j["node"] or "-"] for j in info["job_list"]],
-        )
+    uplinks = "uplink's less 50" if info.get("mtu") is None and not info.get("builtin") else info.get("mtu")
+    fields = [(label, uplinks if key == "mtu" else info[key]) for key, label in labels.items() if key in info]
+    inspected(fields, info["job_list"], ip=True)
 
 
 @network.command()

@@ -42,6 +42,20 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     console.print(out)
 
 
+def inspected(fields: list[tuple[str, Any]], jobs: list[dict[str, Any]], ip: bool = False) -> None:
+    """`rnx network|volume inspect`: its fields, a label a line, then a table of its jobs
+    (with their address on it where `ip`)."""
+    for label, value in fields:
+        sys.stdout.write(f"{label + ':':<10}{printable(human(value))}\n")
+    if jobs:
+        headers = ["ID", "NAME", "STATUS", *(["IP"] if ip else []), "NODE"]
+        rows = [
+            [j["id"][:12], j["name"] or "-", j["status"], *([j["ip"] or "-"] if ip else []), j["node"] or "-"]
+            for j in jobs
+        ]
+        table(headers, rows)
+
+
 def human(value: Any) -> str:
     """A value as people read it: `-` for nothing, yes/no, lists joined (never a Python literal)."""
     if value is None or value == [] or value == () or value == "":

@@ -65,21 +65,16 @@ def list_volumes(obj: Any, as_json: bool) -> None:
 def inspect(obj: Any, name: str, as_json: bool) -> None:
     """Show a volume's size and the jobs that use it."""
     from joblet.api.models import iso
-    from joblet.cli.render import local_time, print_json, table
+    from joblet.cli.render import inspected, local_time, print_json
 
     info = obj.client.volumes.inspect(name)
     if as_json:
         print_json(public(info))
         return
-    click.echo(f"{'Name:':<10}{info['name']}")
-    click.echo(f"{'Size:':<10}{size_text(info['size_mb']) if info['size_mb'] else 'a directory (no size)'}")
-    click.echo(f"{'Created:':<10}{local_time(iso(info['created']))}")
-    click.echo(f"{'Jobs:':<10}{info['jobs']}")
-    if info["job_list"]:
-        table(
-            ["ID", "NAME", "STATUS", "NODE"],
-            [[j["id"][:12], j["name"] or "-", j["status"], j["node"] or "-"] for j in info["job_list"]],
-        )
+    size = size_text(info["size_mb"]) if info["size_mb"] else "a directory (no size)"
+    created = local_time(iso(info["created"]))
+    fields = [("Name", info["name"]), ("Size", size), ("Created", created), ("Jobs", info["jobs"])]
+    inspected(fields, info["job_list"])
 
 
 @volume.command()

@@ -619,7 +619,7 @@ def test_network_create_takes_every_dns_given(monkeypatch):
 
     def create(name: str, cidr: str, **kw: object) -> object:
         made.update(kw)
-        return SimpleNamespace(name=name, cidr=cidr)
+        return SimpleNamespace(name=name, cidr=cidr, mtu=kw.get("mtu"))
 
     client = SimpleNamespace(networks=SimpleNamespace(create=create))
     monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
