@@ -153,7 +153,9 @@ def test_a_spanning_network_fits_the_underlay_interface_where_it_is_smaller(
 ) -> None:
     """The MTU followed the default-route interface (or 1500 without one) where the overlay's
     datagrams leave by the underlay's: over a 1300-byte private link a network got 1450, and
-    its large frames were lost; `network create --mtu=1400` was taken (fleet run)."""
+    its large frames were lost; `network create --mtu=1400` was taken (fleet run). A network
+    made while the nodes' overlays differ takes the smallest on every node; one made before
+    has each node's own."""
     from joblet.errors import ValidationError
 
     b = hosts[1]
@@ -168,18 +170,23 @@ def test_a_spanning_network_fits_the_underlay_interface_where_it_is_smaller(
 
     control = client.networks.create("ov-mtu-ok", "10.148.0.0/24", mtu=1400)  # fits 1500 - 50
     client.networks.delete(control.name)
+    assert client.networks.create("ov-mtu-early", "10.149.0.0/24").mtu is None  # the nodes agree: each its own
     b.in_ns("ip", "link", "set", "lan0", "mtu", "1300")
     try:
         eventually(refused, "an MTU the underlay cannot carry was taken", timeout=30)
-        client.networks.create("ov-mtu", "10.146.0.0/24")
-        rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="ov-mtu", node="ovb")
-        assert rec.exit_code == 0 and int(out) == 1300 - VXLAN_OVERHEAD, out
-        rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="ov-mtu", node="ova")
+        assert client.networks.create("ov-mtu", "10.146.0.0/24").mtu == 1300 - VXLAN_OVERHEAD  # the smallest
+        for node in ("ovb", "ova"):
+            rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="ov-mtu", node=node)
+            assert rec.exit_code == 0 and int(out) == 1300 - VXLAN_OVERHEAD, (node, out)
+        rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="ov-mtu-early", node="ovb")
+        assert rec.exit_code == 0 and int(out) == 1300 - VXLAN_OVERHEAD, out  # its own underlay's
+        rec, out, _ = run(client, "cat", "/sys/class/net/eth0/mtu", network="ov-mtu-early", node="ova")
         assert rec.exit_code == 0 and int(out) == 1500 - VXLAN_OVERHEAD, out  # the control: a's is 1500
     finally:
         b.in_ns("ip", "link", "set", "lan0", "mtu", "1500")
-        with contextlib.suppress(Exception):
-            client.networks.delete("ov-mtu")
+        for name in ("ov-mtu", "ov-mtu-early"):
+            with contextlib.suppress(Exception):
+                client.networks.delete(name)
 
 
 def test_a_restarted_worker_drops_the_overlay_entries_of_jobs_gone_meanwhile(
