@@ -249,7 +249,8 @@ class Client:
         row = self._node_row(node)
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
         record = store.records().get(node, {})
-        unfinished = [r.short_id for r in self.unfinished_on(node, record)] if row["state"] == "down" else []
+        down = row["state"] == "down"  # every kept record read: a job the index lacks must hold it
+        unfinished = [r.short_id for r in self.store.unfinished_on(node, indexed=False)] if down else []
         why = forget_checked(node, row, record, store.swept().get(node), unfinished)
         if why is not None:
             raise Conflict(why)

@@ -157,7 +157,7 @@ class Networks:
             self.store.get(name)
         except ValidationError:
             pass  # a definition that does not read (written by other means) can still go
-        users = [r.short_id for r in self._live_jobs() if name in r.spec.network]
+        users = [r.short_id for r in self.jobs.unfinished_jobs(indexed=False) if name in r.spec.network]
         if users:
             raise Conflict(
                 f'failed to delete network "{name}": {len(users)} job(s) use it '

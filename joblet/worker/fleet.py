@@ -146,18 +146,18 @@ def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
         if name == cfg.node or done.get(name) == beat or silent < cfg.node_down_after + cfg.node_lost_grace:
             continue
         if sup.nodes.claim_sweep(name, beat, ttl=SWEEP_CLAIM_TTL):
-            lose_jobs(sup.svc, name, beat, indexed=record.get("indexes_live") is True)
+            lose_jobs(sup.svc, name, beat)
             sup.nodes.mark_swept(name, beat)
             swept.append(name)
     return swept
 
 
-def lose_jobs(svc: Services, node: str, beat: float, indexed: bool = True) -> list[str]:
-    """Every unfinished job of `node` becomes LOST; its names and addresses are freed.
-    `indexed`: the node's last heartbeat said it keeps the index of jobs that have not ended
-    (else its jobs are found among every kept record: an older worker's claims are not there)."""
+def lose_jobs(svc: Services, node: str, beat: float) -> list[str]:
+    """Every unfinished job of `node` becomes LOST; its names and addresses are freed. Found
+    among every kept record, not the index of jobs that have not ended: one it has not got
+    back yet (an older worker's claim) would run on, RUNNING for good (store_index.py)."""
     reason = f"node {node} stopped heartbeating at {when(beat)}"
-    lost = [r for r in svc.store.unfinished_on(node, indexed) if svc.records.mark_lost(r.id, reason)]
+    lost = [r for r in svc.store.unfinished_on(node, indexed=False) if svc.records.mark_lost(r.id, reason)]
     networks = sorted({n for r in lost for n in (*r.ips, *r.spec.network)})
     for rec in lost:
         svc.discovery.leave(rec.id, list(rec.ips))

@@ -150,11 +150,13 @@ def test_the_sweep_puts_back_a_job_that_has_not_ended_and_was_left_out(store: St
     missing from the index while its marker says whole: the heartbeats' sweep puts it back."""
     assert store.live_jobs() == []  # the index is whole
     job = _older_workers_job(store, 70, "old")
+    new = _older_workers_job(store, 72, "old").replace(created=999.0)  # a second old, not yet MIN_KEPT
+    store.redis.zadd(store.keys.jobs, {new.id: 999.0})
     ended = _job(71, JobStatus.COMPLETED)
     store.create_job(ended)
     assert _indexed(store) == []
-    store.sweep_jobs_index(now=1_000.0)  # both created long before: in the slice
-    assert _indexed(store) == [job.id]  # the control: the ended one stays out
+    store.sweep_jobs_index(now=1_000.0)
+    assert _indexed(store) == [job.id, new.id]  # however new (a network's delete relied on it); the ended one stays out
 
 
 def test_a_redelivered_claim_of_an_ended_job_does_not_index_it(store: Store) -> None:
@@ -183,3 +185,33 @@ def test_a_job_created_between_two_pages_of_the_newest_is_not_listed_twice(store
     ids = [r.id for r in shown]
     assert len(ids) == len(set(ids)) == 8, ids  # the ranks moved by one: nothing listed twice
     assert ids == [_job(n).id for n in range(3, 11)]
+
+
+def test_what_deletes_something_in_use_reads_every_record(redis_sock: str) -> None:
+    """A running job missing from the index (an older client's, until the sweep puts it
+    back) did not hold its network: `rnx network delete` deleted it under the job (stress
+    run). Deletes and `node forget` read every kept record; the listing reads the index."""
+    import uuid
+
+    import pytest
+
+    from joblet.api.client import Client
+    from joblet.config import load
+    from joblet.errors import Conflict
+
+    client = Client(load(redis_url=redis_sock, key_prefix=f"del{uuid.uuid4().hex[:6]}:"))
+    client.networks.create("held", "10.164.0.0/24")
+    client.volumes.create("kept")
+    spec = JobSpec(command="sleep", network=("held",), volumes=("kept",))
+    job = JobRecord(id=uuid.uuid4().hex, status=JobStatus.RUNNING, spec=spec, node="gone", created=1.0)
+    client.store.create_job(job)
+    assert client.store.live_jobs() == [job]  # the index is whole, then loses the job
+    client.store.redis.zrem(client.store.keys.live, job.id)
+    assert next(n for n in client.networks.list() if n["name"] == "held")["jobs"] == 0  # the index's count
+    with pytest.raises(Conflict, match=f"1 job\\(s\\) use it \\({job.id[:12]}\\)"):
+        client.networks.delete("held")
+    with pytest.raises(Conflict, match=f"1 job\\(s\\) use it \\({job.id[:12]}\\)"):
+        client.volumes.delete("kept")
+    client.store.redis.hset(client.store.keys.job(job.id), "status", '"LOST"')
+    client.networks.delete("held")  # the control: once it has ended, both go
+    client.volumes.delete("kept")

@@ -223,16 +223,10 @@ def test_a_node_back_from_a_redis_outage_counts_silence_from_its_own_return(monk
     from joblet.worker import fleet
 
     swept: list[str] = []
-    indexed: list[bool] = []
-
-    def lose(svc, node, beat, indexed_here=True, **kw):
-        swept.append(node)
-        indexed.append(kw.get("indexed", indexed_here))
-
-    monkeypatch.setattr(fleet, "lose_jobs", lose)
+    monkeypatch.setattr(fleet, "lose_jobs", lambda svc, node, beat: swept.append(node))
     nodes = SimpleNamespace(
         swept=lambda: {},
-        records=lambda: {"a": {"beat": NOW}, "b": {"beat": NOW - 300}, "c": {"beat": NOW - 300, "indexes_live": True}},
+        records=lambda: {"a": {"beat": NOW}, "b": {"beat": NOW - 300}},
         claim_sweep=lambda name, beat, ttl: True,
         mark_swept=lambda name, beat: None,
     )
@@ -242,9 +236,7 @@ def test_a_node_back_from_a_redis_outage_counts_silence_from_its_own_return(monk
     sup.present_since = NOW - 79  # back for less than node_down_after + node_lost_grace
     assert fleet.sweep_lost(sup, NOW) == [] and swept == []
     sup.present_since = NOW - 81
-    assert fleet.sweep_lost(sup, NOW) == ["b", "c"] and swept == ["b", "c"]
-    # an older worker's claims are not in the index of jobs that have not ended: its sweep reads every record
-    assert indexed == [False, True]
+    assert fleet.sweep_lost(sup, NOW) == ["b"] and swept == ["b"]
 
 
 def test_a_workflow_job_no_node_could_run_is_found_as_rnx_run_would_refuse_it():
