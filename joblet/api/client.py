@@ -248,10 +248,11 @@ class Client:
 
         row = self._node_row(node)
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
-        record = store.records().get(node, {})
-        down = row["state"] == "down"  # every kept record read: a job the index lacks must hold it
-        unfinished = [r.short_id for r in self.store.unfinished_on(node, indexed=False)] if down else []
-        why = forget_checked(node, row, record, store.swept().get(node), unfinished)
+        record, swept = store.records().get(node, {}), store.swept().get(node)
+        # read only while a sweep is still to come, from every kept record (a job the index lacks must hold it)
+        waiting = row["state"] == "down" and swept != float(record.get("beat", 0))
+        unfinished = [r.short_id for r in self.store.unfinished_on(node, indexed=False)] if waiting else []
+        why = forget_checked(node, row, record, swept, unfinished)
         if why is not None:
             raise Conflict(why)
         if not store.forget(node, record):

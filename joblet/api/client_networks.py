@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from joblet.api.models import JobRecord
 from joblet.api.networks import (
     BUILTINS,
     NetworkDef,
@@ -40,8 +39,15 @@ def fleet_dns_check(name: str, cidr: str, nodes: dict[str, dict[str, Any]]) -> N
     `dns`), for a network without its own --dns: every job on it failed to start there
     (usability run: a network over 203.0.113.0/24, the workers' server 203.0.113.2)."""
     net = ipaddress.ip_network(cidr)
+
+    def held(ns: object) -> bool:  # a heartbeat is anyone's who may write to Redis: one that does not read is none
+        try:
+            return isinstance(ns, str) and ipaddress.ip_address(ns) in net
+        except ValueError:
+            return False
+
     for node, info in sorted(nodes.items()):
-        inside = [ns for ns in info.get("dns") or () if isinstance(ns, str) and ipaddress.ip_address(ns) in net]
+        inside = [ns for ns in info.get("dns") or () if held(ns)]
         if inside:
             raise ValidationError(
                 f'failed to create network "{name}": CIDR {cidr} holds {inside[0]}, the DNS server jobs on '
@@ -80,9 +86,6 @@ class Networks:
         self.jobs = jobs
         self.store = store
 
-    def _live_jobs(self) -> list[JobRecord]:
-        return self.jobs.live_jobs()
-
     def create(
         self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (), mtu: int | None = None
     ) -> NetworkDef:
@@ -115,7 +118,7 @@ class Networks:
     def list(self) -> list[dict[str, Any]]:
         """Built-ins first, then user networks, each with its count of live jobs."""
         counts: dict[str, int] = {}
-        for rec in self._live_jobs():
+        for rec in self.jobs.live_jobs():
             for net in rec.spec.network:
                 counts[net] = counts.get(net, 0) + 1
         cfg = self.settings
@@ -143,7 +146,7 @@ class Networks:
             raise NotFound(f"no such network: {shown(name)}")  # store.get refused an empty name
         row["job_list"] = [
             {"id": r.id, "name": r.name, "status": r.status.value, "ip": r.ips.get(name), "node": r.node}
-            for r in self._live_jobs()
+            for r in self.jobs.live_jobs()
             if name in r.spec.network
         ]
         return row

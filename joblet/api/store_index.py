@@ -161,7 +161,7 @@ class JobIndexes:
 
     def _index_all(self) -> list[JobRecord]:
         """Every kept record read: the index made from its jobs that have not ended."""
-        live = [r for r in self.list_jobs() if not r.status.final]
+        live = self.unfinished_jobs(indexed=False)
 
         def write() -> None:
             if live:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any, NoReturn
 
 import click
@@ -281,17 +280,13 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
     node stopped heartbeating) adds the reason on stderr, and with -f exits 125; one that
     never started (canceled, stopped or refused before it) says so on stderr."""
     from joblet.cli.patience import Patience
-    from joblet.cli.run import warn_if_node_down
     from joblet.cli.stream import write_chunk
 
-    said: list[str | None] = [None]
-    check_at = [time.monotonic() + 5.0]
+    idle = None
+    if follow:  # its node down: said once, as an attached rnx run does
+        from joblet.cli.run import NodeDownNote
 
-    def idle(full_id: str) -> None:  # its node down: said once, as an attached rnx run does
-        if time.monotonic() >= check_at[0]:
-            check_at[0] = time.monotonic() + 5.0
-            said[0] = warn_if_node_down(obj.client, full_id, said[0])
-
+        idle = NodeDownNote(obj.client)
     try:
         chunks = obj.client.logs(job_id, follow=follow, outage=Patience(job_id) if follow else None, idle=idle)
         for stream, data in chunks:

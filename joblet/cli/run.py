@@ -386,6 +386,21 @@ def warn_if_node_down(client: Any, job_id: str, said: str | None) -> str | None:
     return node
 
 
+class NodeDownNote:
+    """`rnx log -f`'s idle call: warn_if_node_down, looking at most every NODE_LOOK seconds."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.said, self.look_at = client, None, time.monotonic() + NODE_LOOK
+
+    def __call__(self, job_id: str) -> None:
+        if time.monotonic() >= self.look_at:
+            self.look_at = time.monotonic() + NODE_LOOK
+            self.said = warn_if_node_down(self.client, job_id, self.said)
+
+
+NODE_LOOK = 5.0  # seconds between looks at a followed job's node (its heartbeat expires in 3 beats)
+
+
 class Attached:
     """Follows one job's output to the terminal. Ctrl-C, SIGTERM and SIGHUP stop the job
     (like `docker run`'s signal proxy); at a second one rnx exits and the stop goes on."""
@@ -486,7 +501,7 @@ class Attached:
             entries = self._read()
             if not entries and time.monotonic() > check_at:
                 # at most once a second while nothing arrives, every 5 s once it runs
-                check_at = time.monotonic() + (5.0 if self.warned else 1.0)
+                check_at = time.monotonic() + (NODE_LOOK if self.warned else 1.0)
                 if not self.warned:
                     self._warn_if_no_worker(initial=False)
                 else:

@@ -71,17 +71,19 @@ def stats(obj: Any, job_ids: tuple[str, ...], no_stream: bool, as_json: bool, in
     from joblet.cli.live import refresh
     from joblet.cli.render import print_json, table, unused_redis
 
-    said = []
+    looked = False  # whether a worker ever used this Redis: asked once, not at each refresh
 
     def draw() -> bool:
+        nonlocal looked
         rows = obj.client.stats(job_ids)
         if as_json:
             print_json(rows)
         else:
             table(HEADERS, [stats_row(r) for r in rows])
-        if not rows and not said and (note := unused_redis(obj.client)):  # once, not at each refresh
-            said.append(note)
-            click.echo(note, err=True)
+        if not rows and not looked:
+            looked = True
+            if note := unused_redis(obj.client):
+                click.echo(note, err=True)
         # the jobs named have all ended: their figures will not change (they were redrawn until Ctrl-C)
         return not (job_ids and all(JobStatus(r["status"]).final for r in rows))
 

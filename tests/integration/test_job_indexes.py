@@ -150,8 +150,8 @@ def test_the_sweep_puts_back_a_job_that_has_not_ended_and_was_left_out(store: St
     missing from the index while its marker says whole: the heartbeats' sweep puts it back."""
     assert store.live_jobs() == []  # the index is whole
     job = _older_workers_job(store, 70, "old")
-    new = _older_workers_job(store, 72, "old").replace(created=999.0)  # a second old, not yet MIN_KEPT
-    store.redis.zadd(store.keys.jobs, {new.id: 999.0})
+    new = _older_workers_job(store, 72, "old")
+    store.redis.zadd(store.keys.jobs, {new.id: 999.0})  # created a second before the sweep: within MIN_KEPT
     ended = _job(71, JobStatus.COMPLETED)
     store.create_job(ended)
     assert _indexed(store) == []
