@@ -170,7 +170,7 @@ def test_a_spanning_network_fits_the_underlay_interface_where_it_is_smaller(
 
     control = client.networks.create("ov-mtu-ok", "10.148.0.0/24", mtu=1400)  # fits 1500 - 50
     client.networks.delete(control.name)
-    assert client.networks.create("ov-mtu-early", "10.149.0.0/24").mtu is None  # the nodes agree: each its own
+    assert client.networks.create("ov-mtu-early", "10.145.0.0/24").mtu is None  # the nodes agree: each its own
     b.in_ns("ip", "link", "set", "lan0", "mtu", "1300")
     try:
         eventually(refused, "an MTU the underlay cannot carry was taken", timeout=30)
