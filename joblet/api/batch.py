@@ -80,14 +80,15 @@ class Batch:
         """The node whose queue gets the job (as Client.submit places it), from one read of
         the fleet per batch."""
         from joblet.api import nodes
-        from joblet.api.preflight import fleet_view, homes_of, user_networks
+        from joblet.api.preflight import fleet_view
+        from joblet.api.store_homes import user_networks
 
         if self._view is None:
             self._view = fleet_view(self.client.store, self.client.settings)
-        user = user_networks(spec) if len(self._view) > 1 else []
+        user = user_networks(spec.network) if len(self._view) > 1 else []
         unseen = [n for n in user if n not in self._homes]
         if unseen:
-            self._homes.update(homes_of(self.client.store, unseen))
+            self._homes.update(self.client.store.network_homes(unseen))
         target = nodes.place(spec, self._view, homes={n: self._homes[n] for n in user})
         if target is not None:
             for network in user:

@@ -167,5 +167,6 @@ class Networks:
                 f"({', '.join(users[:5])}); stop them first"
             )
         self.store.delete(name)
+        self.jobs.forget_placed(name)
         IpamStore(self.settings.redis_url, self.settings.key_prefix, self.jobs.redis).forget(name)
         self.jobs.publish_event("network-deleted", name=name)  # every host drops its bridge

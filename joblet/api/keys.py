@@ -129,6 +129,11 @@ class Keys:
         """Hash of a user network's running jobs: job id -> {"ip", "names"} (discovery)."""
         return f"{self.prefix}members:{network}"
 
+    def placed(self, network: str) -> str:
+        """Hash of a user network's jobs queued for a node and not seen running: job id ->
+        node (store_homes.py)."""
+        return f"{self.prefix}placed:{network}"
+
     def ipam_cursor(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}:cursor"
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from joblet.api import nodes
 from joblet.api.models import JobSpec, check_fresh
-from joblet.api.networks import NetworkStore
+from joblet.api.networks import BUILTINS, NetworkStore
 from joblet.api.store import Store
+from joblet.api.store_homes import user_networks
 from joblet.api.store_nodes import NodeStore
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings
@@ -19,7 +20,6 @@ from joblet.fields import FieldError
 from joblet.text import did_you_mean
 
 ALONE = ("none", "host", "isolated")
-BUILT_IN = ("bridge", "none", "host", "isolated")
 
 
 def runtimes(live_nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -79,11 +79,11 @@ class Preflight:
 
     def check_networks(self, spec: JobSpec) -> None:
         for name in spec.network:
-            if name not in BUILT_IN:
+            if name not in BUILTINS:
                 try:
                     self.networks.get(name)
                 except NotFound:
-                    if name.lower() in BUILT_IN:
+                    if name.lower() in BUILTINS:
                         hint = f"the built-in one is {name.lower()!r}"
                     else:  # `--network=MyApp` for myapp: names keep their case
                         hint = " ".join(filter(None, (did_you_mean(name, self.networks.names()), "rnx network list")))
@@ -131,21 +131,12 @@ class Preflight:
 
 
 def network_homes(store: Store, spec: JobSpec, view: list[dict[str, Any]]) -> dict[str, set[str]]:
-    """The nodes each of the job's user networks has running jobs on (one round trip; none
-    for a job on built-in networks only, or a fleet of one node)."""
-    user = user_networks(spec)
+    """The nodes each of the job's user networks has jobs running on or queued for
+    (store_homes.py; nothing read for a job on built-in networks only, or a fleet of one)."""
+    user = user_networks(spec.network)
     if not user or len(view) < 2:
         return {}
-    return homes_of(store, user)
-
-
-def user_networks(spec: JobSpec) -> list[str]:
-    return [n for n in spec.network if n not in BUILT_IN]
-
-
-def homes_of(store: Store, networks: list[str]) -> dict[str, set[str]]:
-    """The nodes each of these networks has running jobs on (one round trip)."""
-    return {net: {node for node in jobs.values() if node} for net, jobs in store.member_nodes(networks).items()}
+    return store.network_homes(user)
 
 
 def fleet_view(store: Store, cfg: Settings) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.record_fields import decode_fields, encode_fields, read_record
 from joblet.api.redis_conn import connect, translated
+from joblet.api.store_homes import NetworkHomes
 from joblet.api.store_index import LUA_LIVE, PRUNE_SCRIPT, SWEEP_SCRIPT, JobIndexes
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, NotFound, ValidationError
@@ -210,9 +211,10 @@ WORKFLOW_CHUNK = 16  # workflow records the first round trip of a name's lookup 
 LIVE_STATUSES = frozenset(s.value for s in JobStatus if not s.final)  # what a name prefers
 
 
-class Store(OutputStreams, JobIndexes):
+class Store(OutputStreams, JobIndexes, NetworkHomes):
     """Redis-backed state of one installation (one key prefix); its jobs' output streams are
-    in store_output.py, its job indexes in store_index.py."""
+    in store_output.py, its job indexes in store_index.py, where each user network's jobs are
+    in store_homes.py."""
 
     def __init__(self, url: str, prefix: str = "joblet:", client: Any = None) -> None:
         """`client`: a connection to share (another installation's keys on the same Redis)."""
@@ -238,6 +240,7 @@ class Store(OutputStreams, JobIndexes):
         pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
         if not record.status.final:
             pipe.zadd(self.keys.live, {record.id: record.created or time.time()})
+        self._place(pipe, [record])
         pipe.execute()
 
     @_url
@@ -250,6 +253,7 @@ class Store(OutputStreams, JobIndexes):
         live = {r.id: r.created or time.time() for r in records if not r.status.final}
         if live:
             pipe.zadd(self.keys.live, live)
+        self._place(pipe, records)
         pipe.execute()
 
     @_url
@@ -263,7 +267,11 @@ class Store(OutputStreams, JobIndexes):
             keys=[keys.name(record.name), keys.job(record.id), keys.jobs, older, keys.live],
             args=[json.dumps(fields), record.created or time.time(), record.id, keys.job("")],
         )
-        return holder.decode() if holder else None
+        if holder:
+            return holder.decode()
+        if record.node:
+            self.mark_placed(record.id, record.spec.network, record.node)
+        return None
 
     @_url
     def find_job(self, job_id: str) -> JobRecord | None:
@@ -510,6 +518,7 @@ class Store(OutputStreams, JobIndexes):
         pipe = self.redis.pipeline()
         for network, ip in ips.items():
             pipe.hset(self.keys.members(network), job_id, json.dumps({"ip": ip, **entry}))
+            pipe.hdel(self.keys.placed(network), job_id)  # running now: its members entry says where
         pipe.execute()
 
     @_url

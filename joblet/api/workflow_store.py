@@ -287,6 +287,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
                     target = place(spec)
                     if target is not None:  # named from the start, so a loss of that node finds it
                         store.transition(job_id, [JobStatus.PENDING], node=target)
+                        store.mark_placed(job_id, spec.network, target)
                     send(cfg, job_id, spec.to_dict(), target)
                 elif _cancel(store, cfg, job_id, why or "cannot run"):
                     changed = True

@@ -9,14 +9,10 @@ import threading
 from collections.abc import Callable
 
 from joblet.api.store import Store
+from joblet.api.store_homes import user_networks
 from joblet.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
-NO_DISCOVERY = ("bridge", "none", "isolated", "host")
-
-
-def user_networks(networks: list[str]) -> list[str]:
-    return [n for n in networks if n not in NO_DISCOVERY]
 
 
 class Discovery:
@@ -45,7 +41,7 @@ class Discovery:
     ) -> None:
         """A job of this host is running with these addresses: list it, and keep its hosts
         file (`write_hosts` gets the peers of the job's user networks, seen from `scope`)."""
-        mine = {n: ip for n, ip in ips.items() if n not in NO_DISCOVERY}
+        mine = {n: ips[n] for n in user_networks(list(ips))}
         if mine:
             self.store.join_networks(job_id, mine, names, self.node, scope)
         with self._lock:

@@ -305,6 +305,34 @@ def test_a_user_networks_jobs_go_where_they_reach_each_other(three):
         client.networks.delete("homed")
 
 
+def test_a_user_networks_jobs_queued_a_moment_apart_go_together(three):
+    """Placement read only the network's running jobs: a second `rnx run -d` while the first
+    still waited in its node's queue went anywhere (session 24's note). A job queued for a
+    node counts there from its submit. nodea's worker is paused, so its jobs stay queued."""
+    a, _, _ = three
+    client = Client(a.cfg)
+    client.networks.create("queued", "10.125.0.0/24")
+    assert a.worker is not None
+    a.worker.send_signal(signal.SIGSTOP)
+    jobs = []
+    try:
+        jobs.append(client.run("sleep", ("300",), network="queued", node="nodea"))
+        jobs += [client.run("sleep", ("300",), network="queued") for _ in range(8)]
+        placed = [client.get(j.id) for j in jobs]
+        assert {r.status for r in placed} == {JobStatus.PENDING}  # none had run
+        assert {r.node for r in placed} == {"nodea"}  # 1 in 256 by chance, before
+        spread = [client.run("true", network="none").node for _ in range(12)]
+        assert len(set(spread)) >= 2, spread  # the control: other jobs still go anywhere
+    finally:
+        a.worker.send_signal(signal.SIGCONT)
+        for job in jobs:
+            client.stop(job.id)
+        for job in jobs:
+            client.wait(job.id, timeout=60)
+        client.networks.delete("queued")
+    assert client.store.redis.hgetall(client.store.keys.placed("queued")) == {}
+
+
 def test_a_batchs_jobs_of_a_user_network_stay_together(three, tmp_path):
     """rnx batch placed each line on its own: a network's jobs spread over nodes without an
     overlay between them. It keeps them where the batch put the first one."""

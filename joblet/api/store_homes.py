@@ -1,0 +1,90 @@
+"""Where each user network's jobs are (a mixin of api/store.py's Store, whose Redis client
+and keys it uses): the nodes its running jobs are on (the members hash, discovery's) and the
+nodes its jobs not yet running were queued for (the placed hash).
+
+Placement keeps a user network's jobs on nodes that reach each other (nodes.apart). It read
+only the running jobs: two `rnx run --network=app -d` a moment apart put the second on
+another node while the first still waited in its node's queue, and on a fleet without an
+overlay the two never reached each other (session 24's closing note). Each record written
+for a node's queue now names that node under each of its user networks; the worker takes
+the entry out when the job joins the network's members (the same round trip), and a read
+drops the entries of jobs that ended without running (a stop while queued), checked against
+their records. A deleted network's hash goes with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from joblet.api.keys import Keys
+from joblet.api.models import JobRecord, JobStatus
+from joblet.api.networks import BUILTINS
+
+
+def user_networks(networks: Iterable[str]) -> list[str]:
+    return [n for n in networks if n not in BUILTINS]
+
+
+class NetworkHomes:
+    redis: Any
+    keys: Keys
+
+    def _place(self, pipe: Any, records: Iterable[JobRecord]) -> None:
+        """Add to `pipe`: each record queued for a node, under each of its user networks."""
+        for record in records:
+            if record.node and not record.status.final:
+                for network in user_networks(record.spec.network):
+                    pipe.hset(self.keys.placed(network), record.id, record.node)
+
+    def mark_placed(self, job_id: str, networks: Iterable[str], node: str) -> None:
+        """A job queued for `node` after its record was written (a workflow's next job)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for network in user_networks(networks):
+            pipe.hset(self.keys.placed(network), job_id, node)
+        pipe.execute()  # nothing sent for a job on built-in networks only
+
+    def network_homes(self, networks: list[str]) -> dict[str, set[str]]:
+        """{network: the nodes it has jobs running on or queued for}: one round trip, two when
+        jobs are queued (their records read), entries of jobs that ended dropped."""
+        pipe = self.redis.pipeline(transaction=False)
+        for network in networks:
+            pipe.hgetall(self.keys.members(network))
+            pipe.hgetall(self.keys.placed(network))
+        answers = pipe.execute()
+        homes: dict[str, set[str]] = {}
+        queued: dict[tuple[str, str], str] = {}  # (network, job id) -> node
+        for network, members, placed in zip(networks, answers[::2], answers[1::2], strict=True):
+            homes[network] = {str(json.loads(v).get("node") or "") for v in members.values()} - {""}
+            for job_id, node in placed.items():
+                if job_id not in members:
+                    queued[(network, job_id.decode())] = node.decode()
+        if queued:
+            self._queued_homes(homes, queued)
+        return homes
+
+    def _queued_homes(self, homes: dict[str, set[str]], queued: dict[tuple[str, str], str]) -> None:
+        ids = sorted({job_id for _, job_id in queued})
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.keys.job(job_id), "status")
+        ended = {i for i, raw in zip(ids, pipe.execute(), strict=True) if raw is None or _final(raw)}
+        pipe = self.redis.pipeline(transaction=False)
+        for (network, job_id), node in queued.items():
+            if job_id in ended:
+                pipe.hdel(self.keys.placed(network), job_id)
+            else:
+                homes[network].add(node)
+        pipe.execute()
+
+    def forget_placed(self, network: str) -> None:
+        """A deleted network's entries (of jobs that ended without running)."""
+        self.redis.delete(self.keys.placed(network))
+
+
+def _final(raw: bytes) -> bool:
+    try:
+        return JobStatus(json.loads(raw)).final
+    except (ValueError, TypeError):
+        return True  # a record that does not read is no job that will run

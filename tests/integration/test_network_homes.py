@@ -1,0 +1,53 @@
+"""Where a user network's jobs are, on a real Redis (store_homes.py): a job queued for a node
+counts there before it runs, its entry goes when it joins the network's members, and a read
+drops the entries of jobs that ended without running or whose records expired."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.store import Store
+
+
+@pytest.fixture
+def store(redis_sock: str) -> Store:
+    return Store(redis_sock, f"homes{time.time_ns()}:")
+
+
+def _job(n: int, node: str | None, *networks: str, name: str | None = None) -> JobRecord:
+    spec = JobSpec(command="true", network=networks or ("bridge",), name=name)
+    return JobRecord(id=f"{n:032x}", status=JobStatus.PENDING, spec=spec, name=name, node=node, created=n)
+
+
+def _placed(store: Store, network: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in store.redis.hgetall(store.keys.placed(network)).items()}
+
+
+def test_jobs_queued_for_a_node_count_there_until_they_run(store: Store) -> None:
+    store.create_job(_job(1, "a", "app"))
+    store.create_jobs([_job(2, "b", "app", "db"), _job(3, None, "app"), _job(4, "c", "bridge")])
+    assert store.create_named_job(_job(5, "d", "db", name="web")) is None
+    assert store.network_homes(["app", "db", "other"]) == {"app": {"a", "b"}, "db": {"b", "d"}, "other": set()}
+    assert store.redis.keys(f"{store.keys.prefix}placed:bridge") == []  # built-in networks: nothing kept
+
+    store.join_networks(f"{1:032x}", {"app": "10.1.0.2"}, ["one"], node="a")
+    assert f"{1:032x}" not in _placed(store, "app")  # running: its members entry says where
+    assert store.network_homes(["app"]) == {"app": {"a", "b"}}
+    store.leave_networks(f"{1:032x}", ["app"])
+    assert store.network_homes(["app"]) == {"app": {"b"}}  # ended: nowhere
+
+
+def test_a_read_drops_jobs_that_ended_without_running(store: Store) -> None:
+    store.create_jobs([_job(1, "a", "app"), _job(2, "b", "app"), _job(3, "c", "app")])
+    assert store.stop_job(f"{1:032x}", cap=100, ttl=600)  # stopped while queued
+    store.redis.delete(store.keys.job(f"{2:032x}"))  # its record expired
+    assert store.network_homes(["app"]) == {"app": {"c"}}
+    assert _placed(store, "app") == {f"{3:032x}": "c"}  # the control: the queued one stays
+
+    store.mark_placed(f"{9:032x}", ["app", "none"], "e")  # a workflow's job, queued later
+    assert _placed(store, "app")[f"{9:032x}"] == "e"
+    store.forget_placed("app")  # the network deleted
+    assert _placed(store, "app") == {}
