@@ -21,9 +21,7 @@ def stop(obj: Any, job_ids: tuple[str, ...], no_wait: bool) -> None:
     tree. Several are asked to stop at once, then waited for; one that cannot be found is
     reported, the others still stop (exit 1, as `docker stop`), and so is one that has not
     ended when rnx stops waiting (its worker gone)."""
-    import time
-
-    client, began, failed = obj.client, time.monotonic(), 0
+    client, began, failed = obj.client, now(), 0
     asked: list[Any] = []
     seen: set[str] = set()  # named twice (an id and its name): asked and reported once
     for job_id in job_ids:
@@ -71,38 +69,16 @@ def await_stop(
     silent, when it is down: no SIGTERM is sent there; the job ends LOST when the fleet gives
     the node up, unless its worker returns and stops it (fleet run: rnx said it sent SIGTERM,
     waited 40 s and asked whether the worker was alive)."""
-    import time
-
-    waiting = not record.status.final and not no_wait
-    if waiting and down_for is not None:
-        cfg = client.settings
-        left = max(0.0, cfg.node_down_after + cfg.node_lost_grace - down_for)
-        click.echo(
-            f"stopping job {record.short_id}… its node {record.node!r} is down (no heartbeat for {down_for:.0f} s): "
-            f"the stop is recorded; the job ends LOST in about {left:.0f} s, or when its worker returns",
-            err=True,
-        )
-        patience = left + 15 + (time.monotonic() - began)
-    elif waiting:
-        said = STOP_WAIT if grace is None else f"waiting up to {grace:g} s (then SIGKILL)"
-        click.echo(f"stopping job {record.short_id}… sent SIGTERM, {said}", err=True)
-        patience = (client.settings.stop_grace if grace is None else grace) + 30
-    if waiting:
-        try:
-            record = client.wait(record.id, timeout=max(1.0, patience - (time.monotonic() - began)))
-        except TimeoutError:
-            why = (
-                f"its node {record.node!r} is still down and no live worker has made it LOST"
-                if down_for is not None
-                else "is its worker alive?"
-            )
-            click.echo(f"job {record.short_id} has not ended yet: {why} (rnx status)", err=True)
+    if not record.status.final and not no_wait:
+        ended = wait_for_end(client, record, began, grace, down_for)
+        if ended is None:
             click.echo(f"{record.id} {record.status.value}")
             return False
+        record = ended
     if record.status.final and record.started is None:  # `stopped after 0.2 s` of a job that never ran
         click.echo(f"job {record.short_id} {record.status.value.lower()} before it started", err=True)
     elif record.status.final:
-        took = f"{time.monotonic() - began:.1f} s{exit_text(record)}"
+        took = f"{now() - began:.1f} s{exit_text(record)}"
         click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
     elif no_wait:  # `ID RUNNING` alone did not say the stop was asked for
         short = record.short_id
@@ -110,6 +86,77 @@ def await_stop(
         click.echo(f"stopping job {short}… {sent}, not waiting (rnx status {short})", err=True)
     click.echo(f"{record.id} {record.status.value}")
     return True
+
+
+def wait_for_end(client: Any, record: Any, began: float, grace: float | None, down_for: float | None) -> Any:
+    """The job's record once it ended, or None (said why) when rnx stops waiting. Its node's
+    heartbeat is looked at every NODE_LOOK seconds: a worker killed a moment before the stop
+    left rnx waiting the grace period and 30 s more, then asking whether it was alive (fleet
+    run). Once the heartbeat has stopped the wait is for the fleet to make the job LOST; with
+    no other live worker to do that, rnx says so and stops waiting."""
+    from joblet.cli.run import NODE_LOOK
+
+    short = record.short_id
+    if down_for is None:
+        said = STOP_WAIT if grace is None else f"waiting up to {grace:g} s (then SIGKILL)"
+        click.echo(f"stopping job {short}… sent SIGTERM, {said}", err=True)
+        deadline: float | None = began + (client.settings.stop_grace if grace is None else grace) + 30
+    else:
+        deadline = lost_deadline(client, record, f"its node {record.node!r} is down", down_for)
+    while deadline is not None:
+        look = deadline if down_for is not None else min(deadline, now() + NODE_LOOK)
+        try:
+            return client.wait(record.id, timeout=max(0.1, look - now()))
+        except TimeoutError:
+            pass
+        if now() >= deadline:
+            why = "is its worker alive?"
+            if down_for is not None:
+                why = f"its node {record.node!r} is still down and no live worker has made it LOST"
+            click.echo(f"job {short} has not ended yet: {why} (rnx status)", err=True)
+            return None
+        if down_for is None and record.node:
+            down_for = silent_for(client, record.node)
+            if down_for is not None:
+                deadline = lost_deadline(client, record, f"its node {record.node!r} stopped heartbeating", down_for)
+    return None
+
+
+def lost_deadline(client: Any, record: Any, what: str, down_for: float) -> float | None:
+    """When to stop waiting for a job whose node is silent (said on stderr), or None when no
+    other live worker will make it LOST: only its own worker's return ends it."""
+    cfg, short = client.settings, record.short_id
+    try:
+        others = set(client.live_nodes()) - {record.node}
+    except JobletError:
+        others = {"?"}  # Redis cannot say: wait as for a fleet
+    lead = f"stopping job {short}… {what} (no heartbeat for {down_for:.0f} s): the stop is recorded;"
+    if not others:
+        alone = "no other live worker can make the job LOST, so it ends when its worker returns"
+        click.echo(f"{lead} {alone} (rnx status {short})", err=True)
+        return None
+    left = max(0.0, cfg.node_down_after + cfg.node_lost_grace - down_for)
+    click.echo(f"{lead} the job ends LOST in about {left:.0f} s, or when its worker returns", err=True)
+    return now() + left + 15
+
+
+def silent_for(client: Any, node: str) -> float | None:
+    """Seconds since `node`'s last heartbeat once its presence has expired (three beats
+    missed), else None (also when Redis cannot say)."""
+    try:
+        if node in client.live_nodes():
+            return None
+        row = next((n for n in client.nodes() if n["name"] == node), None)
+        return float(row["heartbeat_age"]) if row is not None else None
+    except (JobletError, KeyError, TypeError, ValueError):
+        return None
+
+
+def now() -> float:
+    """The clock of the waits (a test's fake client moves its own)."""
+    import time
+
+    return time.monotonic()
 
 
 # No number: the SIGKILL comes after the worker's stop_grace, which neither the job's record

@@ -66,7 +66,8 @@ def test_worker_killed_at_each_stage(redis_sock, stage):
 def test_an_attached_run_says_when_its_nodes_heartbeat_stops(redis_sock):
     """`rnx run` attached to a job whose only worker was killed waited for good without a word
     (no other node marks the job LOST: usability review). It says so once, waits on, and
-    ends 125 ("lost") when a worker comes back and reconciles the job."""
+    ends 125 ("lost") when a worker comes back and reconciles the job. `rnx stop` meanwhile
+    says no other worker can end it, and exits 1."""
     import select
     import subprocess
     import time
@@ -107,6 +108,14 @@ def test_an_attached_run_says_when_its_nodes_heartbeat_stops(redis_sock):
         told = read_until(follow, time.monotonic() + 30, lambda got: b"\n" in got)
         assert b"runs on node 'quiet-node', whose heartbeat has stopped (its worker down?)" in told, told
         assert rnx.poll() is None and follow.poll() is None  # they wait on
+        # `rnx stop` waited its grace and 30 s more, then asked whether the worker was alive:
+        # it sees the heartbeat gone at its first look, and that no other worker will end it
+        stop = subprocess.run(
+            [str(BIN / "rnx"), "stop", "quiet"], env={**os.environ, **h.env}, capture_output=True, timeout=30
+        )
+        assert stop.returncode == 1 and stop.stdout.endswith(b" RUNNING\n"), stop
+        assert b"node 'quiet-node' stopped heartbeating" in stop.stderr, stop.stderr
+        assert b"no other live worker can make the job LOST, so it ends when its worker returns" in stop.stderr
         h.start_worker()
         assert rnx.wait(timeout=60) == 125
         assert b"lost: the worker running it stopped unexpectedly" in said + rnx.stderr.read()

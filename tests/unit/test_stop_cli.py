@@ -27,9 +27,13 @@ class StopClient:
         self.stops: list[str] = []
         self.settings = SimpleNamespace(stop_grace=0.0)
         self.nodes: dict[str, dict[str, Any]] = {}  # live nodes' heartbeats
+        self.clock = 0.0  # stop.now(): a wait that times out moves it on by its timeout
 
     def stop_graces(self) -> dict[str, float]:
         return stop_graces(self.nodes)
+
+    def live_nodes(self) -> dict[str, dict[str, Any]]:
+        return self.nodes
 
     def get(self, job_id: str) -> JobRecord:
         found = [r for r in self.jobs.values() if job_id in (r.id, r.name)]
@@ -43,6 +47,7 @@ class StopClient:
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         if self.stuck:
+            self.clock += timeout
             raise TimeoutError(job_id)
         self.jobs[job_id] = self.jobs[job_id].replace(status=JobStatus.STOPPED, exit_code=143)
         return self.jobs[job_id]
@@ -59,6 +64,7 @@ def job(char: str, status: JobStatus, name: str | None = None) -> JobRecord:
 
 def rnx(monkeypatch, client: StopClient, *args: str) -> Any:
     monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    monkeypatch.setattr(stop, "now", lambda: client.clock)
     return CliRunner().invoke(main.cli, list(args), prog_name="rnx")
 
 
@@ -213,6 +219,9 @@ def test_a_job_on_a_down_node_is_said_to_end_lost_and_waited_for_that_long(monke
         def nodes(self) -> list[dict[str, Any]]:  # type: ignore[override]
             return [{"name": "n1", "state": "down", "heartbeat_age": 30.0}, {"name": "n2", "state": "up"}]
 
+        def live_nodes(self) -> dict[str, dict[str, Any]]:
+            return {"n2": {}}
+
         def wait(self, job_id: str, timeout: float) -> JobRecord:
             waited.append(timeout)
             self.jobs[job_id] = self.jobs[job_id].replace(status=JobStatus.LOST)
@@ -232,6 +241,59 @@ def test_a_job_on_a_down_node_is_said_to_end_lost_and_waited_for_that_long(monke
     up.settings = client.settings
     out = rnx(monkeypatch, up, "stop", "b" * 32)
     assert "sent SIGTERM" in out.stderr and "is down" not in out.stderr, out.stderr
+
+
+class Crashed(StopClient):
+    """The job's worker was killed a moment before the stop: its heartbeat is still live at
+    first, gone from the presence keys once `silent_at` has passed on the clock; n2 is live
+    unless `alone`; a job's wait ends it LOST at `lost_at`."""
+
+    def __init__(self, record: JobRecord, alone: bool = False, silent_at: float = 12.0) -> None:
+        super().__init__(record, stuck=True)
+        del self.nodes  # the heartbeats' dict of the plain fake: the fleet's rows here
+        self.alone, self.silent_at, self.lost_at = alone, silent_at, float("inf")
+        self.settings = SimpleNamespace(stop_grace=10.0, node_down_after=20.0, node_lost_grace=60.0)
+
+    def stop_graces(self) -> dict[str, float]:
+        return {}
+
+    def live_nodes(self) -> dict[str, dict[str, Any]]:
+        gone = self.clock >= self.silent_at
+        return {n: {} for n in ("n1", "n2") if not (n == "n1" and gone) and not (n == "n2" and self.alone)}
+
+    def nodes(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return [{"name": "n1", "state": "up", "heartbeat_age": self.clock + 1}]
+
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        if self.clock + timeout >= self.lost_at:
+            self.clock = self.lost_at
+            self.jobs[job_id] = self.jobs[job_id].replace(status=JobStatus.LOST)
+            return self.jobs[job_id]
+        return super().wait(job_id, timeout)
+
+
+def test_a_stop_right_after_its_workers_crash_waits_for_the_fleet_or_says_none_will_end_it(monkeypatch):
+    """Its worker killed a moment before: rnx said it sent SIGTERM, waited 40 s, and asked
+    whether the worker was alive (older left item). It sees the heartbeat stop within 5 s of
+    it, then waits for another node to make the job LOST, or says at once that none can."""
+    running = job("a", JobStatus.RUNNING).replace(node="n1")
+    fleet = Crashed(running)
+    fleet.lost_at = 85.0  # its last beat at -1 s: down at 19 s, LOST 60 s later, seen by a sweep
+    out = rnx(monkeypatch, fleet, "stop", "a" * 32)
+    assert out.exit_code == 0 and out.stdout == f"{'a' * 32} LOST\n", out.output
+    said = "node 'n1' stopped heartbeating (no heartbeat for 16 s): the stop is recorded; the job ends LOST in about 64"
+    assert "sent SIGTERM" in out.stderr and said in out.stderr, out.stderr
+
+    alone = Crashed(running, alone=True)
+    out = rnx(monkeypatch, alone, "stop", "a" * 32)
+    assert out.exit_code == 1 and out.stdout == f"{'a' * 32} RUNNING\n", out.output
+    assert "no other live worker can make the job LOST, so it ends when its worker returns" in out.stderr
+    assert alone.clock == 15.0  # seen at the third look, not 40 s on
+
+    live = Crashed(running, silent_at=float("inf"))  # the control: a worker alive and slow
+    out = rnx(monkeypatch, live, "stop", "a" * 32)
+    assert out.exit_code == 1 and "has not ended yet: is its worker alive?" in out.stderr, out.output
+    assert "heartbeat" not in out.stderr and live.clock == 40.0
 
 
 def test_rnx_log_of_a_lost_job_says_its_output_ends_there(monkeypatch):
