@@ -191,14 +191,13 @@ def use_bash_words() -> None:
 
 @click.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-def completion(shell: str) -> None:
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
     """Print the shell completion script (bash, zsh or fish).
 
     Enable it with eval "$(rnx completion bash)" (README: zsh and fish)."""
     from click.shell_completion import get_completion_class
 
-    from joblet.cli.main import cli
-
     cls = get_completion_class(shell)
     assert cls is not None
-    click.echo(cls(cli, {}, "rnx", "_RNX_COMPLETE").source())
+    click.echo(cls(ctx.find_root().command, {}, "rnx", "_RNX_COMPLETE").source())

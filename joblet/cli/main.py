@@ -284,7 +284,7 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
 
     idle = None
     if follow:  # its node down: said once, as an attached rnx run does
-        from joblet.cli.run import NodeDownNote
+        from joblet.cli.node_watch import NodeDownNote
 
         idle = NodeDownNote(obj.client)
     try:

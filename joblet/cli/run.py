@@ -15,6 +15,7 @@ import click
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.cli import complete
 from joblet.cli.flags import LIMIT_FLAGS
+from joblet.cli.node_watch import NODE_LOOK, warn_if_node_down
 from joblet.cli.patience import Patience
 from joblet.errors import ValidationError
 from joblet.text import printable
@@ -361,44 +362,6 @@ class Leave(Exception):
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_MS = 250  # a signal is acted on within this long (the handler only records it)
 LEFT_WAIT = 0.5  # seconds rnx waits for a job's end after its output could not be written
-
-
-def warn_if_node_down(client: Any, job_id: str, said: str | None) -> str | None:
-    """Its node's heartbeat is gone while the job runs (its worker killed, its host down):
-    rnx said nothing and waited for good where no other node marks the job LOST. Said once
-    per node (`said`: the node told of; returned, or the new one), and again if the job moves
-    on (rnx still waits: a worker that comes back ends the job LOST, or a stop, or Ctrl-C).
-    `rnx run` and `rnx log -f` (usability run: it waited silently)."""
-    from joblet.errors import JobletError
-
-    try:
-        status, node = client.store.where_is(job_id)
-        if status is None or status.value != "RUNNING" or node is None or node == said:
-            return said
-        if node in client.live_nodes():
-            return said
-    except (JobletError, ValueError):  # Redis gone, or a record that does not read: the reads go on
-        return said
-    sys.stderr.write(
-        f"rnx: job {job_id[:12]} runs on node {node!r}, whose heartbeat has stopped (its "
-        f"worker down?); waiting until it is marked lost or its worker returns (Ctrl-C leaves it)\n"
-    )
-    return node
-
-
-class NodeDownNote:
-    """`rnx log -f`'s idle call: warn_if_node_down, looking at most every NODE_LOOK seconds."""
-
-    def __init__(self, client: Any) -> None:
-        self.client, self.said, self.look_at = client, None, time.monotonic() + NODE_LOOK
-
-    def __call__(self, job_id: str) -> None:
-        if time.monotonic() >= self.look_at:
-            self.look_at = time.monotonic() + NODE_LOOK
-            self.said = warn_if_node_down(self.client, job_id, self.said)
-
-
-NODE_LOOK = 5.0  # seconds between looks at a followed job's node (its heartbeat expires in 3 beats)
 
 
 class Attached:

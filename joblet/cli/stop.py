@@ -94,7 +94,7 @@ def wait_for_end(client: Any, record: Any, began: float, grace: float | None, do
     left rnx waiting the grace period and 30 s more, then asking whether it was alive (fleet
     run). Once the heartbeat has stopped the wait is for the fleet to make the job LOST; with
     no other live worker to do that, rnx says so and stops waiting."""
-    from joblet.cli.run import NODE_LOOK
+    from joblet.cli.node_watch import NODE_LOOK
 
     short = record.short_id
     if down_for is None:

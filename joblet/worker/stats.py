@@ -14,29 +14,14 @@ from __future__ import annotations
 import errno
 import os
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from joblet.worker.job import JobRun
-    from joblet.worker.supervisor import Supervisor
 
-_samplers: weakref.WeakKeyDictionary[Any, Sampler] = weakref.WeakKeyDictionary()
 PAGE = os.sysconf("SC_PAGE_SIZE")
 UNLIMITED = 2**62  # v1 limits read as a huge number when unset
-
-
-def sample(sup: Supervisor) -> None:
-    """Sample every running job of this supervisor and publish the samples (one pipeline)."""
-    sampler = _samplers.get(sup)
-    if sampler is None:
-        sampler = _samplers[sup] = Sampler()
-    with sup._lock:
-        runs = [r for r in sup.running.values() if r.sandbox is not None]
-    samples = sampler.take(runs)
-    if samples:
-        sup.store.put_stats(samples, ttl=sup.cfg.heartbeat_interval * 3 + 1)
 
 
 class Sampler:

@@ -107,6 +107,7 @@ class Supervisor:
         self._closing = threading.Event()
         self.started = time.time()
         self.present_since: float | None = None  # since its heartbeats reach Redis without a gap
+        self._sampler = stats.Sampler()  # each job's previous CPU reading, for a rate
         self._bridges = BridgeWatch()  # its jobs' bridges, made again if deleted under them
         self.place = ""  # where it runs (fleet.place), set by start
         self._other_places: set[str] = set()  # of other workers seen beating under its name
@@ -312,6 +313,14 @@ class Supervisor:
         if not self._closing.wait(self.cfg.heartbeat_interval):
             resilient("heartbeat", self.beat, self._closing, every=self.cfg.heartbeat_interval)
 
+    def _beat_samples(self) -> None:
+        """Sample every running job and publish the samples (one pipeline: `rnx stats`)."""
+        with self._lock:
+            runs = [r for r in self.running.values() if r.sandbox is not None]
+        samples = self._sampler.take(runs)
+        if samples:
+            self.store.put_stats(samples, ttl=self.cfg.heartbeat_interval * 3 + 1)
+
     def beat(self) -> None:
         """Missed stops, final records left unwritten by a Redis outage, host upkeep, job
         samples, lost nodes (the presence beat has its own thread): a failure of one does not
@@ -322,7 +331,7 @@ class Supervisor:
             self._beat_stops,
             self.svc.records.finals.retry,
             self._beat_upkeep,
-            lambda: stats.sample(self),
+            self._beat_samples,
             lambda: fleet.sweep_lost(self),
             self._sweep_jobs_index,
         ):

@@ -36,6 +36,7 @@ def supervisor(retry: Any) -> Supervisor:
     sup.svc = SimpleNamespace(records=SimpleNamespace(finals=SimpleNamespace(retry=retry)))  # type: ignore[assignment]
     sup._lock = threading.Lock()
     sup.running = {"a" * 32: SimpleNamespace(sandbox=object())}  # type: ignore[dict-item]
+    sup._sampler = stats.Sampler()
     sup._beat_stops = lambda: None  # type: ignore[method-assign]
     sup._beat_upkeep = lambda: None  # type: ignore[method-assign]
     sup._closing = threading.Event()
