@@ -327,10 +327,8 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
     @_url
     def find_jobs(self, job_ids: list[str]) -> list[JobRecord | None]:
         """Each job's record (None where it is gone), in one round trip."""
-        pipe = self.redis.pipeline()
-        for job_id in job_ids:
-            pipe.hgetall(self.keys.job(job_id))
-        return [read_record(i, raw) if raw else None for i, raw in zip(job_ids, pipe.execute(), strict=True)]
+        hashes = self.record_hashes(job_ids)
+        return [read_record(i, raw) if raw else None for i, raw in zip(job_ids, hashes, strict=True)]
 
     @_url
     def resolve(self, prefix: str) -> str:

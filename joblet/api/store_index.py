@@ -108,14 +108,18 @@ class JobIndexes:
     every_worker_says: Callable[[str], bool]  # Store's: what every live worker's heartbeat says
     claim_holders: Callable[[list[str]], list[str | None]]  # Store's: the node claiming each job
 
-    def _records(self, ids: list[str]) -> tuple[list[JobRecord], list[str]]:
-        """The records of these ids that read (one round trip), and the ids whose record is
-        gone."""
+    def record_hashes(self, ids: list[str]) -> list[dict[bytes, bytes]]:
+        """Each job's record as its hash holds it ({} where it is gone), in one round trip."""
         pipe = self.redis.pipeline()
         for job_id in ids:
             pipe.hgetall(self.keys.job(job_id))
+        return list(pipe.execute())
+
+    def _records(self, ids: list[str]) -> tuple[list[JobRecord], list[str]]:
+        """The records of these ids that read (one round trip), and the ids whose record is
+        gone."""
         records, gone = [], []
-        for job_id, raw in zip(ids, pipe.execute(), strict=True):
+        for job_id, raw in zip(ids, self.record_hashes(ids), strict=True):
             if not raw:
                 gone.append(job_id)
                 continue
