@@ -33,9 +33,10 @@ from joblet.network_agent import firewall, foreign, host, links, portsec, shapin
 from joblet.network_agent.conntrack import Janitor
 from joblet.network_agent.conntrack import setting as conntrack_setting
 from joblet.network_agent.ipam import P2pPool, Subnet
+from joblet.network_agent.link_owners import LinkOwners
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.overlay import Overlay
-from joblet.network_agent.plan import ALONE, NetFacts, NetPlan, wants_addresses
+from joblet.network_agent.plan import ALONE, NetFacts, NetPlan, job_links, wants_addresses
 from joblet.worker import faults
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class NetworkAgent:
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
         self._loaded = False  # the tables were loaded once: keep them there
         self.overlay: Overlay | None = None  # user networks span hosts (set by the worker)
+        self.owners = LinkOwners()  # which job holds each link name and MAC here
         # an ended job's flows leave the host's conntrack table, once it holds half a job's cap
         self.conntrack = Janitor(busy=max(1, cfg.job_max_connections // 2))
 
@@ -168,6 +170,14 @@ class NetworkAgent:
             if created:
                 links.delete_link(bridge)
             raise
+
+    def _mac_taken(self, network: str, mac: str) -> str | None:
+        """Who else has this MAC on the network: its gateway here, a job on another node."""
+        if mac == self._gateway_mac(bridge_name(network, self.cfg.bridge_name)):
+            return "the network's gateway"
+        if self.overlay is not None and self.overlay.remote_mac(network, mac):
+            return "a job on another node"
+        return None
 
     def _gateway_mac(self, bridge: str) -> str:
         """A bridge's own MAC, set at creation: else the kernel gives it its lowest port's,
@@ -357,7 +367,9 @@ class NetworkAgent:
         )
 
     def reserve(self, job_id: str, spec: JobSpec, facts: NetFacts) -> dict[str, int]:
-        """An address (or an isolated /30) per network, from the fleet-wide IPAM; all or none."""
+        """An address (or an isolated /30) per network, from the fleet-wide IPAM; all or none.
+        First the job's link names and MACs, which no other job may hold (link_owners.py)."""
+        self.owners.claim(job_id, *job_links(job_id, spec.network), taken=self._mac_taken)
         reserved: dict[str, int] = {}
         try:
             for name in wants_addresses(spec.network):
@@ -376,7 +388,9 @@ class NetworkAgent:
         return reserved
 
     def free(self, job_id: str, reserved: dict[str, int]) -> None:
-        """Give reserved addresses back (owned by `job_id`; freeing twice is harmless)."""
+        """Give reserved addresses back (owned by `job_id`; freeing twice is harmless), and
+        the job's link names and MACs (its links are gone by now)."""
+        self.owners.release(job_id)
         errors = []
         for network, slot in reserved.items():
             try:

@@ -195,6 +195,11 @@ class Overlay:
         with self._lock:
             return tuple(sorted(m for found in self._macs.values() for m in found))
 
+    def remote_mac(self, network: str, mac: str) -> bool:
+        """Whether a job of this network on another node has this MAC (no lock: a sync may
+        hold it for seconds, and replaces a network's set whole)."""
+        return any(m == mac for _, m in self._macs.get(network, ()))
+
     def peers(self) -> tuple[str, ...]:
         """The underlay addresses of the nodes with remote jobs (IPv4 ones: another node's
         heartbeat could carry anything, and one bad entry must not stop every render)."""

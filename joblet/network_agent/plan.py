@@ -99,6 +99,12 @@ def wants_addresses(networks: tuple[str, ...]) -> list[str]:
     return [] if networks in (("none",), ("host",)) else list(networks)
 
 
+def job_links(job_id: str, networks: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The host link names and (network, MAC) pairs a job's plan will hold (make_plan)."""
+    wanted = wants_addresses(networks)
+    return [host_veth_name(job_id, n) for n in wanted], [(n, mac_for(job_id, n)) for n in wanted if n != "isolated"]
+
+
 def make_plan(
     job_id: str,
     hostname: str,
