@@ -196,9 +196,15 @@ class Overlay:
             return tuple(sorted(m for found in self._macs.values() for m in found))
 
     def remote_mac(self, network: str, mac: str) -> bool:
-        """Whether a job of this network on another node has this MAC (no lock: a sync may
-        hold it for seconds, and replaces a network's set whole)."""
-        return any(m == mac for _, m in self._macs.get(network, ()))
+        """Whether a job of this network on another node has this MAC: from the last sync
+        where the network has a port here (no lock: a sync may hold it for seconds, and
+        replaces a network's set whole), else from its members in Redis (its first job here)."""
+        if self.underlay() is None:
+            return False  # the network stays on this host: no remote job shares its frames
+        if network in self._ports:
+            return any(m == mac for _, m in self._macs.get(network, ()))
+        members = self.store.member_nodes([network]).get(network, {})
+        return any(node != self.cfg.node and mac_for(job, network) == mac for job, node in members.items())
 
     def peers(self) -> tuple[str, ...]:
         """The underlay addresses of the nodes with remote jobs (IPv4 ones: another node's

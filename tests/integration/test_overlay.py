@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from joblet.api.client import Client
-from joblet.api.models import JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.errors import Conflict
 from joblet.names import VXLAN_OVERHEAD, bridge_name, vxlan_name
 from joblet.network_agent.portsec import mac_for
@@ -220,6 +220,46 @@ def test_a_restarted_worker_drops_the_overlay_entries_of_jobs_gone_meanwhile(
     finally:
         with contextlib.suppress(Exception):
             client.networks.delete("ov-rs")
+
+
+# pairs of job ids whose MACs on network "ov-mac" are one (a birthday search, seconds of CPU)
+SAME_MAC = (
+    ("c0ffee02000000000000000000039cae", "c0ffee02000000000000000000139627"),
+    ("c0ffee03000000000000000000050558", "c0ffee0300000000000000000005a1ba"),
+)
+
+
+def test_a_job_with_a_remote_jobs_mac_is_refused(hosts: tuple[Host, Host, Host], client: Client) -> None:
+    """A job id is the client's to choose and a job's MAC comes from it: one with the MAC of
+    a job of its network on another node would have drawn that job's frames through the
+    overlay. Refused on ovb, whether the network has no port there yet (its members read)
+    or has one (its last sync)."""
+
+    def submit(job_id: str, node: str) -> JobRecord:
+        spec, target = client.preflight.check_and_place(
+            JobSpec(command="sleep", args=("300",), network=("ov-mac",), node=node)
+        )
+        return client.enqueue(JobRecord.pending(job_id, spec, node=target))
+
+    client.networks.create("ov-mac", "10.126.0.0/24")
+    jobs = [submit(held, "ova") for held, _ in SAME_MAC]
+    try:
+        for job in jobs:
+            wait_running(client, job.id)
+        said = f"its MAC {mac_for(SAME_MAC[0][0], 'ov-mac')} on network 'ov-mac' is taken by a job on another node"
+        first = client.wait(submit(SAME_MAC[0][1], "ovb").id, timeout=60)  # no port on ovb yet
+        assert first.status == JobStatus.FAILED and said in (first.error or ""), first
+        jobs.append(submit("c0ffee04" + "0" * 24, "ovb"))  # the control: a job of any other id runs there
+        wait_running(client, jobs[-1].id)
+        second = client.wait(submit(SAME_MAC[1][1], "ovb").id, timeout=60)  # ovb's port synced
+        assert second.status == JobStatus.FAILED and "is taken by a job on another node" in (second.error or "")
+        assert all(client.get(j.id).status == JobStatus.RUNNING for j in jobs)
+    finally:
+        for job in jobs:
+            client.stop(job.id)
+        for job in jobs:
+            client.wait(job.id, timeout=60)
+        client.networks.delete("ov-mac")
 
 
 def test_delete_removes_the_overlay_on_every_host(hosts: tuple[Host, Host, Host], client: Client, server: str) -> None:
