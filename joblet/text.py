@@ -59,3 +59,9 @@ def hinted(name: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for what `alike` finds, else ''."""
     found = did_you_mean(name, choices)
     return f" ({found})" if found else ""
+
+
+def listed(items: list[str], most: int = 5) -> str:
+    """`a, b, c, d, e, ...`: the first `most`, and whether there are more (a count beside five
+    ids read as if the five were all)."""
+    return ", ".join(items[:most]) + (", ..." if len(items) > most else "")

@@ -19,6 +19,7 @@ from joblet.config import Settings, settings
 from joblet.errors import BackendUnavailable, JobletError, NotFound
 from joblet.fields import FieldError
 from joblet.names import name_key
+from joblet.text import listed
 
 if TYPE_CHECKING:
     from joblet.api.batch import Batch
@@ -269,9 +270,8 @@ def forget_checked(
     if row["state"] != "down":
         return f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs)"
     if swept != float(record.get("beat", 0)) and unfinished:
-        shown = ", ".join(unfinished[:5]) + (", ..." if len(unfinished) > 5 else "")
         return (
-            f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({shown}): rnx stop them, "
+            f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({listed(unfinished)}): rnx stop them, "
             "or a live worker makes them LOST node_down_after + node_lost_grace after its last heartbeat"
         )
     return None

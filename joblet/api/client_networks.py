@@ -21,7 +21,7 @@ from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.names import VXLAN_OVERHEAD, bridge_name
-from joblet.text import shown
+from joblet.text import listed, shown
 
 
 def fleet_prefixes(nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -161,12 +161,12 @@ class Networks:
         except ValidationError:
             pass  # a definition that does not read (written by other means) can still go
         users = [r.short_id for r in self.jobs.unfinished_jobs(indexed=False) if name in r.spec.network]
+        if not users:  # none was seen: gone at once, unless one took an address meanwhile
+            ipam = IpamStore(self.settings.redis_url, self.settings.key_prefix, self.jobs.redis)
+            users = [job_id[:12] for job_id in ipam.delete_network(name)]
         if users:
             raise Conflict(
-                f'failed to delete network "{name}": {len(users)} job(s) use it '
-                f"({', '.join(users[:5])}); stop them first"
+                f'failed to delete network "{name}": {len(users)} job(s) use it ({listed(users)}); stop them first'
             )
-        self.store.delete(name)
         self.jobs.forget_placed(name)
-        IpamStore(self.settings.redis_url, self.settings.key_prefix, self.jobs.redis).forget(name)
         self.jobs.publish_event("network-deleted", name=name)  # every host drops its bridge

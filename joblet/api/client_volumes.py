@@ -7,6 +7,7 @@ from typing import Any
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeDef, VolumeStore
 from joblet.errors import Conflict, ValidationError
+from joblet.text import listed
 
 
 class Volumes:
@@ -56,8 +57,7 @@ class Volumes:
         users = self.users(name, indexed=False)
         if users:
             raise Conflict(
-                f'failed to delete volume "{name}": {len(users)} job(s) use it '
-                f"({', '.join(users[:5])}); stop them first"
+                f'failed to delete volume "{name}": {len(users)} job(s) use it ({listed(users)}); stop them first'
             )
         self.store.delete(name)
         self.jobs.publish_event("volume-deleted", name=name)  # every host drops its data

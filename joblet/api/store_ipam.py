@@ -10,16 +10,24 @@ import uuid
 from typing import Any
 
 from joblet.api.keys import Keys
+from joblet.api.networks import BUILTINS
 from joblet.api.redis_conn import connect, translated
 from joblet.api.store import LUA_LIVE
+from joblet.errors import NotFound
+from joblet.text import shown
 
 # KEYS[3]: this call's token key. redis-py sends a command again when it lost the reply
 # (retry_on_timeout), though Redis ran it: the second run returns the first one's address
 # instead of taking another (one slot leaked per lost reply until a worker restart).
+# KEYS[4], ARGV[4]: the user networks' definitions and this network's name ("" for a built-in
+# one): a network deleted since the job read its definition gives no address (-1), and a
+# delete refuses while a job holds one (_DELETE): one or the other comes first. A job
+# started while `rnx network delete` ran ran on a network no longer defined (fleet run).
 _ALLOCATE = """
 local first, last, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local again = redis.call('GET', KEYS[3])
 if again then return again end
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[4]) == 0 then return -1 end
 local size = last - first + 1
 local cur = tonumber(redis.call('GET', KEYS[2]) or first)
 if cur < first or cur > last then cur = first end
@@ -44,20 +52,25 @@ end
 return 0
 """
 
-# KEYS: a deleted network's allocations, its cursor. ARGV: the job records' key prefix. The
-# addresses of jobs that ended or are gone go, and the cursor once no address is held;
-# returns how many are still held. Both stayed for good: the cursor always, and the address of
-# a job that ended without freeing it (its node lost), which workers free only in networks
-# still defined.
-_FORGET = (
+# KEYS: the user networks' definitions, the network's allocations, its cursor. ARGV: its
+# name, the job records' key prefix. The addresses of jobs that ended or are gone go; if a
+# job that has not ended still holds one, the ids of those that do (nothing deleted), else
+# the definition and the cursor go too (an empty list). The cursor stayed for good, and the
+# address of a job that ended without freeing it (its node lost), which workers free only in
+# networks still defined.
+_DELETE = (
     LUA_LIVE
     + """
-local flat = redis.call('HGETALL', KEYS[1])
+local flat = redis.call('HGETALL', KEYS[2])
+local held = {}
 for i = 1, #flat, 2 do
-  if not live(ARGV[1] .. flat[i + 1]) then redis.call('HDEL', KEYS[1], flat[i]) end
+  if live(ARGV[2] .. flat[i + 1]) then table.insert(held, flat[i + 1])
+  else redis.call('HDEL', KEYS[2], flat[i]) end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
-return redis.call('HLEN', KEYS[1])
+if #held > 0 then return held end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[3])
+return held
 """
 )
 
@@ -73,18 +86,22 @@ class IpamStore:
         self.redis = client if client is not None else connect(url)  # share a pool when given
         self._allocate = self.redis.register_script(_ALLOCATE)
         self._release = self.redis.register_script(_RELEASE)
-        self._forget = self.redis.register_script(_FORGET)
+        self._delete = self.redis.register_script(_DELETE)
 
     @_url
     def allocate(self, network: str, first: int, last: int, owner: str) -> int | None:
-        """The next free address in [first, last] for `owner`, or None when all are taken."""
+        """The next free address in [first, last] for `owner`, or None when all are taken;
+        NotFound when the user network `network` is no longer defined."""
         got = self._allocate(**self.allocate_call(network, first, last, owner, uuid.uuid4().hex))
+        if got == -1:
+            raise NotFound(f'network "{shown(network)}" was deleted')
         return int(got) if got else None
 
     def allocate_call(self, network: str, first: int, last: int, owner: str, token: str) -> dict[str, list[Any]]:
         """The allocation script's keys and arguments for one call (`token`: that call's own)."""
         keys = [self.keys.ipam(network), self.keys.ipam_cursor(network), self.keys.ipam_try(network, token)]
-        return {"keys": keys, "args": [first, last, owner]}
+        user = "" if network in BUILTINS else network
+        return {"keys": [*keys, self.keys.networks], "args": [first, last, owner, user]}
 
     @_url
     def release(self, network: str, address: int, owner: str) -> bool:
@@ -107,8 +124,9 @@ class IpamStore:
         return {int(k): v.decode() for k, v in raw.items()}
 
     @_url
-    def forget(self, network: str) -> int:
-        """A deleted network's allocations: those of jobs that ended go, and its cursor once
-        none is left (nothing else uses them); returns how many live jobs still hold one."""
-        keys = [self.keys.ipam(network), self.keys.ipam_cursor(network)]
-        return int(self._forget(keys=keys, args=[self.keys.job("")]))
+    def delete_network(self, network: str) -> list[str]:
+        """Delete a user network's definition and its allocations at once, unless a job that
+        has not ended holds an address in it: then nothing goes, and those jobs' ids are
+        returned (allocate refuses a network no longer defined: no job gets one after)."""
+        keys = [self.keys.networks, self.keys.ipam(network), self.keys.ipam_cursor(network)]
+        return sorted({h.decode() for h in self._delete(keys=keys, args=[network, self.keys.job("")])})

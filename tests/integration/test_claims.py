@@ -146,6 +146,7 @@ def test_an_address_allocation_sent_again_after_a_lost_reply_takes_one_address(r
     from joblet.api.store_ipam import IpamStore
 
     ipam = IpamStore(redis_sock, f"ipam{time.time_ns()}:")
+    ipam.redis.hset(ipam.keys.networks, "net1", "{}")  # defined: an address is given only then
     call = ipam.allocate_call("net1", 10, 20, "job-a", "token-1")
     first, resent = ipam._allocate(**call), ipam._allocate(**call)
     assert first == resent == b"10" and ipam.allocations("net1") == {10: "job-a"}

@@ -18,6 +18,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
 from joblet.api.tasks import send_run
+from joblet.errors import Conflict
 from tests.conftest import Host, running_host
 from tests.integration.helpers import eventually, run
 
@@ -200,10 +201,13 @@ def test_a_deleted_networks_address_keys_go_unless_a_live_job_holds_one(client: 
     client.networks.create("expiry-held", "10.124.0.0/24")
     live = client.run("sleep", ("300",), network="none")
     slot = ipam.allocate("expiry-held", 10, 20, live.id)  # a job that has not ended holds one
-    client.networks.delete("expiry-held")
-    assert ipam.allocations("expiry-held") == {slot: live.id}
-    assert redis.exists(keys.ipam_cursor("expiry-held")) == 1
+    with pytest.raises(Conflict, match=f"1 job\\(s\\) use it \\({live.id[:12]}\\)"):
+        client.networks.delete("expiry-held")  # its records named no user of it: the address does
+    assert ipam.allocations("expiry-held") == {slot: live.id} and client.networks.store.get("expiry-held")
     client.stop(live.id)
+    client.wait(live.id, timeout=60)
+    client.networks.delete("expiry-held")
+    assert redis.exists(keys.ipam("expiry-held"), keys.ipam_cursor("expiry-held")) == 0
 
 
 def test_a_jobs_name_key_expires_with_it_while_it_names_the_job(client: Client, host: Host) -> None:
