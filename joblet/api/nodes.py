@@ -130,10 +130,15 @@ def apart(node: str, homes: dict[str, set[str]], nodes: list[dict[str, Any]]) ->
     `homes`: each network's nodes with running jobs. Two nodes reach each other's jobs when
     both carry an overlay (an underlay address); a node that does not keeps a network it
     has jobs of to itself, and its peers elsewhere were unreachable, with no word but a log
-    line on the worker (red-team run). A home that is down is not waited for."""
+    line on the worker (red-team run). A home that is down is not waited for. A network
+    already split over such nodes (jobs of it submitted at once, before any was placed, or
+    while its home was down) takes new jobs on any of its homes, each reaching the jobs
+    there: it was refused on every node until the split jobs ended (fleet run)."""
     joined = {n["name"] for n in nodes if n["capabilities"].get("underlay")}
     live = {n["name"] for n in nodes if n["state"] != DOWN}
     for network, where in sorted(homes.items()):
+        if node in where:
+            continue
         for home in sorted((where & live) - {node}):
             if not (node in joined and home in joined):
                 return f"network {network!r} has jobs on {home} and no overlay joins the two"

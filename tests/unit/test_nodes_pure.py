@@ -294,6 +294,9 @@ def test_a_user_networks_jobs_stay_where_they_can_reach_each_other():
         place(make_spec("true", (), network=("ov",), node="b"), alone, homes=homes)
     gone = fleet(a=rec(beat_age=99), b=rec())
     assert place(on_net, gone, random.Random(1), homes) == "b"
+    split = {"ov": {"a", "b"}}  # jobs of it on both already: either of its homes, not none
+    three = fleet(a=rec(), b=rec(), c=rec())
+    assert {place(on_net, three, random.Random(seed), split) for seed in range(40)} == {"a", "b"}
 
 
 def test_a_node_or_network_no_filter_or_drain_knows_is_named_with_a_guess():
