@@ -149,11 +149,18 @@ def fleet_view(store: Store, cfg: Settings) -> list[dict[str, Any]]:
 
 def best_effort_target(store: Store, cfg: Settings, spec: JobSpec) -> str | None:
     """Placement for a job queued later (a workflow's next job): a fitting node, else the
-    shared queue (its pin, if it has one)."""
+    shared queue (its pin, if it has one: a node full or draining now). A job pinned to a node
+    that is down or gone from the fleet raises, as `rnx run --node` is refused: it was queued
+    there, and where the fleet had already made that node's jobs LOST, it waited for good
+    (fleet run)."""
     from joblet.errors import JobletError
 
+    view: list[dict[str, Any]] = []
     try:
         view = fleet_view(store, cfg)
         return nodes.place(spec, view, homes=network_homes(store, spec, view))
     except JobletError:
+        pinned = next((n for n in view if n["name"] == spec.node), None)
+        if spec.node is not None and view and (pinned is None or pinned["state"] == nodes.DOWN):
+            raise
         return spec.node

@@ -27,7 +27,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.config import Settings
-from joblet.errors import AmbiguousId, NotFound, ValidationError
+from joblet.errors import AmbiguousId, JobletError, NotFound, ValidationError
 from joblet.text import shown
 
 T = TypeVar("T")
@@ -283,17 +283,28 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
                 verdict, why = decided[name]
                 job_id = wf.jobs[name]
                 if verdict == "go":
-                    spec = store.get_job(job_id).spec  # a whole record only for a job it sends
-                    target = place(spec)
-                    if target is not None:  # named from the start, so a loss of that node finds it
-                        store.transition(job_id, [JobStatus.PENDING], node=target)
-                        store.mark_placed(job_id, spec.network, target)
-                    send(cfg, job_id, spec.to_dict(), target)
+                    changed |= not _queue(store, cfg, job_id, send, place)
                 elif _cancel(store, cfg, job_id, why or "cannot run"):
                     changed = True
     _end_services(store, cfg, wf, states)
     if all(status.final for status in states.values()):  # the last round's, which changed nothing
         expire(store, wf, cfg.log_ttl)
+
+
+def _queue(store: Store, cfg: Settings, job_id: str, send: Any, place: Any) -> bool:
+    """Place and send one job; False when it could not be placed (pinned to a node down or
+    gone: FAILED saying why, as `rnx run --node` is refused)."""
+    spec = store.get_job(job_id).spec  # a whole record only for a job it sends
+    try:
+        target = place(spec)
+    except JobletError as exc:
+        _end_unsent(store, cfg, job_id, JobStatus.FAILED, str(exc))
+        return False
+    if target is not None:  # named from the start, so a loss of that node finds it
+        store.transition(job_id, [JobStatus.PENDING], node=target)
+        store.mark_placed(job_id, spec.network, target)
+    send(cfg, job_id, spec.to_dict(), target)
+    return True
 
 
 def required_running(store: Store, wf_id: str, name: str) -> bool:
@@ -320,9 +331,15 @@ def _end_services(store: Store, cfg: Settings, wf: WorkflowRecord, states: dict[
 def _cancel(store: Store, cfg: Settings, job_id: str, why: str) -> bool:
     """A job that will never be queued: CANCELED, its stream ended; its keys expire with the
     workflow's (`expire`): expiring at once, a workflow running longer lost the record."""
-    if not store.transition(job_id, [JobStatus.PENDING], status=JobStatus.CANCELED, error=why, finished=time.time()):
+    return _end_unsent(store, cfg, job_id, JobStatus.CANCELED, why)
+
+
+def _end_unsent(store: Store, cfg: Settings, job_id: str, status: JobStatus, why: str) -> bool:
+    """End a PENDING job no worker will get (CANCELED, or FAILED where it could not be
+    placed), its stream ended; False if it was no longer PENDING."""
+    if not store.transition(job_id, [JobStatus.PENDING], status=status, error=why, finished=time.time()):
         return False
-    store.end_output(job_id, {"status": "CANCELED"}, cfg.log_max_entries, cfg.log_ttl)
+    store.end_output(job_id, {"status": status.value}, cfg.log_max_entries, cfg.log_ttl)
     return True
 
 

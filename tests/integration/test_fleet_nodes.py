@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from joblet.api import workflow_store
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.store_ipam import IpamStore
@@ -219,11 +218,11 @@ def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):
         e.close()
 
 
-def test_a_workflow_stop_ends_a_job_queued_for_a_node_that_is_down(three, redis_sock, tmp_path):
-    """A workflow's job queued for a node that left: `rnx workflow stop` makes it STOPPED at
-    once, as `rnx stop` does (it stayed PENDING, no worker ever to read the stop flag). The
-    job waits for another, so the workflow is taken with its node down (a job queued at once
-    for a node that is down is refused, as rnx run refuses it) and queued there later."""
+def test_a_workflow_job_pinned_to_a_node_that_is_down_fails_when_its_turn_comes(three, redis_sock, tmp_path):
+    """It was queued for that node all the same: where the fleet had made the node's jobs LOST
+    already, it stayed PENDING for good, and an attached `rnx workflow run` never ended (fleet
+    run). It fails naming why, as `rnx run --node` is refused, and the workflow ends; a job of
+    it pinned to a node that is up runs (the control)."""
     a, _, _ = three
     f = Host(redis_sock, "nodef", fleet=a, **FAST)
     try:
@@ -232,21 +231,18 @@ def test_a_workflow_stop_ends_a_job_queued_for_a_node_that_is_down(three, redis_
         path = tmp_path / "pinned.yaml"
         path.write_text(
             "jobs:\n  first: {command: 'true', network: none}\n"
-            "  a: {command: echo, node: nodef, requires: [{first: COMPLETED}]}\n"
+            "  up: {command: 'true', network: none, node: nodeb, requires: [{first: COMPLETED}]}\n"
+            "  down: {command: echo, node: nodef, requires: [{first: COMPLETED}]}\n"
+            "  after: {command: 'true', network: none, requires: [{down: COMPLETED}]}\n"
         )
-        started = a.rnx("workflow", "run", "-d", str(path))
-        assert started.returncode == 0, started.stderr
-        wf_id = started.stdout.decode().split()[-1]
+        ran = a.rnx("workflow", "run", str(path))
+        assert ran.returncode == 1, ran
         client = Client(a.cfg)
-        ours = [r for r in client.list() if r.workflow and r.workflow.startswith(wf_id)]
-        first, job = (next(r for r in ours if r.name == n) for n in ("first", "a"))
-        assert client.wait(first.id, timeout=60).status == JobStatus.COMPLETED
-        queued = workflow_store.queued_key(client.store, wf_id, "a")
-        eventually(lambda: (client.store.redis.get(queued) or b"").startswith(b"1:"), "the job queued for nodef")
-        assert client.get(job.id).status == JobStatus.PENDING  # the control: queued, and nothing takes it
-        assert a.rnx("workflow", "stop", wf_id).returncode == 0
-        stopped = Client(a.cfg).get(job.id)
-        assert stopped.status == JobStatus.STOPPED and stopped.error == "stopped before it started", stopped
+        wf_id = next(r.workflow for r in client.list(name="down") if r.workflow)
+        states = {j["name"]: (j["status"], j.get("error")) for j in client.workflows.status(wf_id)["jobs"]}
+        assert states["up"][0] == "COMPLETED" and states["after"][0] == "CANCELED", states
+        assert states["down"] == ("FAILED", "cannot place the job on node 'nodef': down (rnx nodes)"), states
+        assert client.workflows.status(wf_id)["status"] == "FAILED"
     finally:
         f.close()
 
