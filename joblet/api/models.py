@@ -156,6 +156,9 @@ def _env(value: Any) -> dict[str, str]:
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")  # network_agent/plan.py's hosts file
 SHORT_ID_RE = re.compile(r"^[0-9a-f]{12}\Z", re.IGNORECASE)  # a job's name in its peers' /etc/hosts, any case
+# a longer start of an id: `rnx stop 6c4d...` (16 digits) found a job named so before the id's
+# job (names come first) and stopped it (red-team run); bound on new specs only (check_fresh)
+ID_PREFIX_RE = re.compile(r"^[0-9a-f]{12,32}\Z", re.IGNORECASE)
 
 
 def _name(value: Any) -> str | None:
@@ -330,6 +333,10 @@ MAX_TIMEOUT = 10 * 365 * 86400  # seconds; more reads as "never", which no timeo
 # variable is three (--setenv K V): 20,000 arguments failed the job as if its command had
 # exited 1 (usability run). These leave ~1,800 for the sandbox's own (~150 on a plain host)
 MAX_ARGS, MAX_ENV = 4096, 1024
+# a job on 300 networks kept its worker making bridges for 54 s, then failed (ENOBUFS) and
+# left every bridge until its network was deleted (red-team run): Docker's containers seldom
+# join more than a few
+MAX_NETWORKS = 16
 LIMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(Limits))  # given beside the spec's: refused
 
 
@@ -338,8 +345,14 @@ def check_fresh(spec: JobSpec) -> None:
     on one read back: a record stored before a bound was added must still read (a JobSpec's
     own checks run on every stored record, and one they refuse drops out of every listing).
     FieldError naming the field."""
+    if spec.name is not None and ID_PREFIX_RE.match(spec.name):  # 12 digits: _name, on every record
+        raise FieldError(
+            "name", f"{spec.name!r} has the shape of a job id's start (hex digits), which names jobs by id"
+        )
     if spec.timeout is not None and spec.timeout > MAX_TIMEOUT:  # 1e20 was taken, shown as `1e+20 s`
         raise FieldError("timeout", f"must be at most {MAX_TIMEOUT} (ten years; give none for no timeout)")
+    if len(spec.network) > MAX_NETWORKS:
+        raise FieldError("network", f"{len(spec.network)} networks, at most {MAX_NETWORKS}")
     if len(spec.args) > MAX_ARGS:
         long = "pass a long list in an uploaded file"
         raise FieldError("args", f"{len(spec.args)} arguments, at most {MAX_ARGS} ({long})")

@@ -205,6 +205,24 @@ def test_a_name_cannot_be_shaped_like_a_jobs_short_id():
     assert make_spec("true", (), name="db-1").name == "db-1"
 
 
+def test_a_new_jobs_name_cannot_be_a_longer_start_of_an_id_nor_its_networks_many():
+    """`rnx stop <16 digits of an id>` found a job named so first and stopped that one; a job
+    on 300 networks kept its worker making bridges for a minute (red-team run). Bounds on new
+    specs (check_fresh): a record stored before them still reads."""
+    from joblet.api.models import MAX_NETWORKS, check_fresh
+    from joblet.fields import FieldError
+
+    for name in ("3f50626394c6ab", "3F50626394C6AB12" * 2):
+        with pytest.raises(FieldError, match="shape of a job id's start"):
+            check_fresh(make_spec("true", (), name=name))
+    check_fresh(make_spec("true", (), name="3f50626394c6x"))  # the control: not all hex digits
+    assert JobRecord.from_dict({**RECORD_JSON, "spec": {"command": "true", "name": "3f50626394c6ab"}}).spec.name
+    many = tuple(f"n{i}" for i in range(MAX_NETWORKS + 1))
+    with pytest.raises(FieldError, match=f"17 networks, at most {MAX_NETWORKS}"):
+        check_fresh(JobSpec(command="true", network=many))
+    check_fresh(JobSpec(command="true", network=many[:MAX_NETWORKS]))
+
+
 def test_a_name_cannot_be_the_loopbacks():
     """A job named localhost was listed beside its peers' own localhost line: with glibc's
     `multi on`, their `localhost` resolved to the job's address too (red-team run)."""
