@@ -11,6 +11,7 @@ import click
 
 from joblet import config
 from joblet.errors import JobletError
+from joblet.worker import rlimits
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     _require_worker_extra()
     if os.geteuid() != 0:
         sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
-    _raise_fd_limit()
+    rlimits.raise_fd_limit()
     try:
         cfg = config.load(**overrides)
         from joblet.network_agent.host import jobs_cgroup_root
@@ -43,7 +44,8 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         cgroup_root = jobs_cgroup_root(cfg)
         cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
         ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
-        _halve_uid_budgets()
+        rlimits.halve_uid_budgets()
+        rlimits.spare_core_handlers()
         _check_fleet_settings(cfg)
         _own_state_dir(cfg)
         from joblet.worker.app import connect, make_app
@@ -125,38 +127,6 @@ def _require_worker_extra() -> None:
     missing = [m for m in ("pyroute2", "pyseccomp") if importlib.util.find_spec(m) is None]
     if missing:
         sys.exit(f"joblet-worker: {', '.join(missing)} is not installed: the worker needs pip install 'joblet[worker]'")
-
-
-def _raise_fd_limit() -> None:
-    """Each running job holds a few pipes; 1024 descriptors would cap a host near 150 jobs."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def _halve_uid_budgets() -> None:
-    """Jobs run as the host's uid 0 (no user namespace), and the kernel counts pending
-    signals and POSIX message queue bytes per uid, against the limit of the process that
-    queues or creates: one job queued root's whole budget (96,365 signals), and the host's
-    root processes got EAGAIN from timer_create and sigqueue. The worker's own limits, which
-    its jobs inherit and cannot raise (no CAP_SYS_RESOURCE), are halved: jobs together take
-    at most half, and the host's root keeps the rest."""
-    import resource
-
-    budgets = {
-        resource.RLIMIT_SIGPENDING: "pending signals (RLIMIT_SIGPENDING)",
-        resource.RLIMIT_MSGQUEUE: "bytes of POSIX message queues (RLIMIT_MSGQUEUE)",
-    }
-    for which, what in budgets.items():
-        soft, hard = resource.getrlimit(which)
-        if hard == resource.RLIM_INFINITY or hard <= 1:
-            continue  # no budget to share, or none left to halve
-        half = hard // 2
-        resource.setrlimit(which, (min(soft, half), half))
-        log.info("jobs here: at most %d of root's %d %s", half, hard, what)
 
 
 if __name__ == "__main__":

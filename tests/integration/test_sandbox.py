@@ -758,3 +758,21 @@ def test_a_jobs_open_files_are_a_containers_not_the_workers(client, host):
     assert worker_soft > 1024  # the control: not what a job inherits
     assert (got["soft"], got["hard"]) == (1024, min(worker_hard, 524288)), got
     assert got["raise_soft"] == "ok" and got["raise_hard"] == "not allowed to raise maximum limit", got
+
+
+def test_a_jobs_cores_spare_the_hosts_core_handler_unless_it_asks(client, host):
+    """A soft core limit of 1 byte: no core file, and no `core_pattern` program run as the
+    host's root at each crash where cores go to one (worker/rlimits.py); the job may raise
+    it up to its hard limit, as one that wants its cores does."""
+    got = probe(
+        client,
+        """
+        import resource
+        CORE = resource.RLIMIT_CORE
+        checks["soft"], hard = resource.getrlimit(CORE)
+        checks["raise"] = attempt(lambda: resource.setrlimit(CORE, (hard, hard)))
+        checks["raised"] = resource.getrlimit(CORE)[0] == hard
+    """,
+        network="none",
+    )
+    assert got == {"soft": 1, "raise": "ok", "raised": True}, got

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from joblet.errors import ConfigError, ExecutionError, JobletError
-from joblet.worker import cgroups
+from joblet.worker import cgroups, rlimits
 
 
 def fresh_sysfs(tmp_path: Path) -> Path:
@@ -72,8 +72,9 @@ def test_the_worker_says_it_in_one_line_and_makes_nothing(tmp_path, monkeypatch)
     monkeypatch.setenv("JOBLET_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("JOBLET_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(worker_main, "_raise_fd_limit", lambda: None)
-    monkeypatch.setattr(worker_main, "_halve_uid_budgets", lambda: None)
+    monkeypatch.setattr(rlimits, "raise_fd_limit", lambda: None)
+    monkeypatch.setattr(rlimits, "halve_uid_budgets", lambda: None)
+    monkeypatch.setattr(rlimits, "spare_core_handlers", lambda: None)
     monkeypatch.setattr(ns_lock, "hold", locks.append)
     monkeypatch.setattr(supervisor, "Supervisor", Reached)
     result = CliRunner().invoke(worker_main.main, [])
@@ -112,3 +113,27 @@ def test_the_bridge_repair_takes_only_jobs_whose_command_started():
         run(True, "x", None),
     ]
     assert started_plans(runs) == ["started"]
+
+
+def test_jobs_inherit_a_core_limit_that_spares_the_hosts_core_handler(tmp_path):
+    """A soft RLIMIT_CORE of 1 byte: the kernel runs no `core_pattern` program for such a
+    process, and writes no core file; the hard limit stays, for a job that wants cores. A
+    pipe without `core_pipe_limit` is said at the start. In a child: it changes the caller."""
+    import subprocess
+    import sys
+
+    (tmp_path / "core_pattern").write_text("|/usr/lib/systemd/systemd-coredump %P %u\n")
+    (tmp_path / "core_pipe_limit").write_text("0\n")
+    probe = (
+        "import logging, resource, sys; from pathlib import Path; from joblet.worker import rlimits\n"
+        "logging.basicConfig(stream=sys.stdout, format='%(levelname)s %(message)s')\n"
+        "resource.setrlimit(resource.RLIMIT_CORE, (0, resource.RLIM_INFINITY))\n"
+        "rlimits.spare_core_handlers(Path(sys.argv[1]))\n"
+        "print(resource.getrlimit(resource.RLIMIT_CORE) == (1, resource.RLIM_INFINITY))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "True", out
+    assert "WARNING cores go to /usr/lib/systemd/systemd-coredump:" in out.stdout, out.stdout
+    (tmp_path / "core_pipe_limit").write_text("4\n")  # the control: bounded, nothing to say
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", out
