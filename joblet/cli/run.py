@@ -385,7 +385,10 @@ class Attached:
         self.no_record = Patience(record.short_id)  # for a Redis back without its data, until restored
 
     def follow(self) -> int:
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in PROXIED}
+        # one ignored when rnx started stays so: `rnx run ... &` in a script (SIGINT ignored),
+        # `nohup rnx run` (SIGHUP); rnx stopped the job at a signal meant to pass it by
+        caught = [sig for sig in PROXIED if signal.getsignal(sig) is not signal.SIG_IGN]
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in caught}
         try:
             if self.record.node is None:  # placed on a live node a moment ago: nothing to say yet
                 self._warn_if_no_worker(initial=True)

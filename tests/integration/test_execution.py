@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from joblet.api.models import JobStatus
 from tests.integration.helpers import eventually, output, run
 
@@ -139,6 +141,30 @@ def test_sigint_to_attached_rnx_stops_the_job(host, client):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
+    assert client.get(running[0].id).status == JobStatus.STOPPED
+
+
+def test_a_signal_ignored_when_rnx_started_passes_the_job_by(host, client):
+    """`rnx run ... &` in a script starts with SIGINT ignored (and `nohup rnx run` with
+    SIGHUP): rnx took the signal all the same and stopped the job at a Ctrl-C meant for the
+    script (fleet run). It leaves those as they were; the others still stop the job."""
+    proc = subprocess.Popen(
+        [str(host_bin("rnx")), "run", "--network=none", "--name", "ignoring", "sleep", "299"],
+        env={**os.environ, **host.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509 - the test's own child
+    )
+    deadline = time.monotonic() + 30
+    while not (running := [r for r in client.list() if r.name == "ignoring" and r.status == JobStatus.RUNNING]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=2)  # rnx looks for signals every 0.25 s
+    assert client.get(running[0].id).status == JobStatus.RUNNING
+    proc.send_signal(signal.SIGTERM)  # the control: one it was not told to ignore stops the job
+    assert proc.wait(timeout=30) == 143
     assert client.get(running[0].id).status == JobStatus.STOPPED
 
 
