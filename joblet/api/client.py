@@ -253,7 +253,7 @@ class Client:
         # read only while a sweep is still to come, from every kept record (a job the index lacks must hold it)
         waiting = row["state"] == "down" and swept != float(record.get("beat", 0))
         unfinished = [r.short_id for r in self.store.unfinished_on(node, indexed=False)] if waiting else []
-        why = forget_checked(node, row, record, swept, unfinished)
+        why = forget_checked(node, row, record, swept, unfinished, bool(unfinished and self.store.live_nodes()))
         if why is not None:
             raise Conflict(why)
         if not store.forget(node, record):
@@ -261,17 +261,26 @@ class Client:
 
 
 def forget_checked(
-    name: str, row: dict[str, Any], record: dict[str, Any], swept: float | None, unfinished: list[str]
+    name: str,
+    row: dict[str, Any],
+    record: dict[str, Any],
+    swept: float | None,
+    unfinished: list[str],
+    any_live: bool = True,
 ) -> str | None:
     """Why a node may not be forgotten yet, or None (pure): it is up, or down with unfinished
     jobs (`unfinished`: their short ids) the fleet's sweep of its last silence has not made
     LOST. A node down with none (a clean stop ends its jobs) goes at once: it waited for a
-    sweep that, with no other worker alive, never came (usability run)."""
+    sweep that, with no other worker alive, never came (usability run). With no live worker
+    at all (`any_live`), only a worker's start ends them: `rnx stop` alone did not (fleet run)."""
     if row["state"] != "down":
         return f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs)"
     if swept != float(record.get("beat", 0)) and unfinished:
+        jobs = f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({listed(unfinished)})"
+        if not any_live:
+            return f"{jobs}, and no worker is live to make them LOST: start any worker (or this node's)"
         return (
-            f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({listed(unfinished)}): rnx stop them, "
+            f"{jobs}: rnx stop them, "
             "or a live worker makes them LOST node_down_after + node_lost_grace after its last heartbeat"
         )
     return None

@@ -72,11 +72,17 @@ def node() -> None:
 @click.argument("name", shell_complete=complete.nodes)
 @click.pass_obj
 def drain(obj: Any, name: str) -> None:
-    """Send no new jobs to NAME; its running jobs go on (a job it still receives is refused)."""
+    """Send no new jobs to NAME; its running jobs go on (a job queued there and not taken yet
+    is refused when its worker takes it)."""
     row = obj.client.drain(name, True)
     # counted from the records: its heartbeat's count was up to a beat old (0 while 2 ran, just started)
-    left = len(obj.client.unfinished_on(name))
-    going_on = f"; {left} unfinished job(s) go on (rnx list --node={name} --status=running,pending)" if left else ""
+    left = obj.client.unfinished_on(name)
+    # one queued there and not taken yet is refused when its worker takes it: FAILED (fleet run:
+    # "go on" was said of those too)
+    queued = sum(1 for r in left if r.status.value == "PENDING")
+    parts = [f"{len(left) - queued} job(s) go on"] if len(left) > queued else []
+    parts += [f"{queued} queued there will be refused"] if queued else []
+    going_on = f"; {', '.join(parts)} (rnx list --node={name} --status=running,pending)" if left else ""
     down = f" (it is {row['state']})" if row["state"] == "down" else ""
     click.echo(f"node {name} draining: no new jobs go there{going_on}{down}")
 

@@ -129,8 +129,13 @@ class FakeNodes:
             return {"state": DOWN, "jobs": None}
         return {"state": DRAINING if on else UP, "jobs": 0}  # a beat old: two jobs have started since
 
-    def unfinished_on(self, node: str) -> list[str]:
-        return ["j1", "j2"] if node == "a" else []  # what the records say
+    def unfinished_on(self, node: str) -> list[object]:  # what the records say
+        from types import SimpleNamespace
+
+        from joblet.api.models import JobStatus
+
+        statuses = (JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.PENDING) if node == "a" else ()
+        return [SimpleNamespace(status=s) for s in statuses]
 
 
 @pytest.fixture
@@ -165,7 +170,7 @@ def test_rnx_node_drain_and_undrain(fake):
 
     out = CliRunner().invoke(cli, ["node", "drain", "a"])
     assert out.output == (  # counted from the records: the heartbeat's count said 0 while 2 ran (usability run)
-        "node a draining: no new jobs go there; 2 unfinished job(s) go on "
+        "node a draining: no new jobs go there; 2 job(s) go on, 1 queued there will be refused "
         "(rnx list --node=a --status=running,pending)\n"
     )
     out = CliRunner().invoke(cli, ["node", "drain", "b"])  # down: no count of jobs going on
@@ -336,3 +341,17 @@ def test_rnx_nodes_tells_a_cleanly_stopped_node_from_a_silent_one():
 
     rows = {r["name"]: r for r in fleet(b=rec(30), d=rec(30, left=NOW - 29), a=rec(1))}
     assert [_cells(rows[n])[1] for n in "abd"] == ["up", "down", "down (stopped)"]
+
+
+def test_a_node_down_with_jobs_is_kept_saying_what_ends_them():
+    """With no worker live, `rnx stop them` ends nothing: only a worker's start does (fleet run)."""
+    from joblet.api.client import forget_checked
+
+    down, beat = {"state": "down"}, {"beat": 5.0}
+    alone = forget_checked("b", down, beat, None, ["j1"], any_live=False)
+    assert alone == "node 'b' is down with 1 unfinished job(s) (j1), and no worker is live to make them LOST: " + (
+        "start any worker (or this node's)"
+    )
+    fleet = forget_checked("b", down, beat, None, ["j1"], any_live=True)  # the control: another worker sweeps
+    assert fleet is not None and fleet.startswith("node 'b' is down with 1 unfinished job(s) (j1): rnx stop them")
+    assert forget_checked("b", down, beat, 5.0, ["j1"], any_live=False) is None  # swept: gone already
