@@ -126,6 +126,7 @@ class JobRun:
             log.exception("job %s: unexpected error", self.job_id[:12])
             outcome = Outcome(JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            self._keep_outcome(outcome)
             teardown_error = self.teardown()
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
@@ -145,6 +146,15 @@ class JobRun:
             elif late is not None:  # once Redis is back, after this release: its steps follow it
                 self.svc.records.finals.add(f"job {self.job_id}", f"job {self.job_id[:12]}'s final record", late)
         return result
+
+    def _keep_outcome(self, outcome: Outcome) -> None:
+        """Its end, known before its teardown, kept with its journal entry: a worker killed
+        meanwhile left a job that had exited 0 LOST, and what required it COMPLETED canceled
+        (fleet run); the restart records this end instead, saying its output may lack what
+        was not sent yet. One line appended to the journal."""
+        note = "its worker stopped before the job's end was recorded: its output may lack its last lines"
+        kept = {**vars(outcome), "error": outcome.error or note}
+        self.svc.journal.keep_outcome(self.job_id, kept)
 
     def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:
         """The final record (waiting out an outage of up to record_patience) and what follows it."""

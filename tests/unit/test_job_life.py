@@ -327,9 +327,11 @@ LATER = {e[6:] for e in EVENTS if e.startswith("later:")}
 def test_a_whole_life_undoes_everything_newest_first(tmp_path):
     calls, status, journal = life(tmp_path, None)
     assert status == JobStatus.COMPLETED and journal == []
-    # appended, not a file per job: its entry, the entry with its plan, and its forget
+    # appended, not a file per job: its entry, the entry with its plan, with its end (before
+    # its teardown: a restart records that end, not LOST), and its forget
     lines = (tmp_path / "state" / "journal" / "log").read_text().splitlines()
-    assert len(lines) == 3 and lines[-1] == '{"forget": "' + "a" * 32 + '"}'
+    assert len(lines) == 4 and lines[-1] == '{"forget": "' + "a" * 32 + '"}'
+    assert '"outcome":{"status":"COMPLETED","exit_code":0' in lines[2], lines[2]
     # an older worker reconciling the entry removes this path: its own, never "" (its cwd), never made
     named = json.loads(lines[0])["run_dir"]
     assert named == str(tmp_path / "run" / "jobs" / ("a" * 32)) and not Path(named).exists()
