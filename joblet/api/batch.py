@@ -67,7 +67,7 @@ class Batch:
         from joblet.api.tasks import send_runs
 
         store, cfg = self.client.store, self.client.settings
-        store.create_jobs(records)
+        store.create_jobs(records, placed=len(self._view or ()) != 1)
         try:
             send_runs(cfg, [(r.id, r.spec.to_dict(), r.node) for r in records], store.prefix_stamp())
         except BaseException as exc:  # Ctrl-C too: 256 records stayed PENDING for good (usability run)
@@ -85,6 +85,7 @@ class Batch:
 
         if self._view is None:
             self._view = fleet_view(self.client.store, self.client.settings)
+            self.client.preflight.many_nodes = len(self._view) > 1  # for its named jobs (Client.enqueue)
         user = user_networks(spec.network) if len(self._view) > 1 else []
         unseen = [n for n in user if n not in self._homes]
         if unseen:

@@ -102,10 +102,11 @@ class Client:
         return Batch(self, flush_every)
 
     def _create(self, record: JobRecord) -> None:
+        placed = self.preflight.many_nodes
         if record.name is None:
-            self.store.create_job(record)
+            self.store.create_job(record, placed)
             return
-        holder = self.store.create_named_job(record)
+        holder = self.store.create_named_job(record, placed)
         if holder is not None:
             raise FieldError(
                 "name",

@@ -39,6 +39,9 @@ class Preflight:
         self.store = store
         self.networks = networks
         self.volumes = volumes
+        # the last placement's fleet had more than one node: where a job is queued is kept
+        # for its user networks (store_homes.py); with one node nothing reads it
+        self.many_nodes = True
 
     def check(self, spec: JobSpec) -> JobSpec:
         """The spec as it will be queued, or an error."""
@@ -52,6 +55,7 @@ class Preflight:
         live = self.store.live_nodes()
         self.check_fleet(spec.node, live)
         view = fleet_view(self.store, self.settings)
+        self.many_nodes = len(view) > 1
         target = nodes.place(spec, view, homes=network_homes(self.store, spec, view))
         if target != spec.node:
             self.check_fleet(target, live)

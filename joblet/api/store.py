@@ -233,19 +233,22 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
 
     # -- jobs -------------------------------------------------------------------------------
     @_url
-    def create_job(self, record: JobRecord) -> None:
+    def create_job(self, record: JobRecord, placed: bool = True) -> None:
+        """`placed`: name its node under its user networks (store_homes.py: a fleet of more
+        than one node, where placement reads them)."""
         fields = record.to_dict()
         pipe = self.redis.pipeline()
         pipe.hset(self.keys.job(record.id), mapping=encode_fields(fields))
         pipe.zadd(self.keys.jobs, {record.id: record.created or time.time()})
         if not record.status.final:
             pipe.zadd(self.keys.live, {record.id: record.created or time.time()})
-        self._place(pipe, [record])
+        if placed:
+            self._place(pipe, [record])
         pipe.execute()
 
     @_url
-    def create_jobs(self, records: list[JobRecord]) -> None:
-        """Write many records in one round trip."""
+    def create_jobs(self, records: list[JobRecord], placed: bool = True) -> None:
+        """Write many records in one round trip (`placed`: as create_job's)."""
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             pipe.hset(self.keys.job(record.id), mapping=encode_fields(record.to_dict()))
@@ -253,13 +256,14 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         live = {r.id: r.created or time.time() for r in records if not r.status.final}
         if live:
             pipe.zadd(self.keys.live, live)
-        self._place(pipe, records)
+        if placed:
+            self._place(pipe, records)
         pipe.execute()
 
     @_url
-    def create_named_job(self, record: JobRecord) -> str | None:
+    def create_named_job(self, record: JobRecord, placed: bool = True) -> str | None:
         """Write a named job's record unless a job that has not ended holds its name; returns
-        that holder's id, or None when the record was written."""
+        that holder's id, or None when the record was written (`placed`: as create_job's)."""
         assert record.name is not None
         fields, keys = encode_fields(record.to_dict()), self.keys
         older = keys.name(record.name, as_given=True)  # an older version's key for the name
@@ -269,7 +273,7 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         )
         if holder:
             return holder.decode()
-        if record.node:
+        if placed and record.node:
             self.mark_placed(record.id, record.spec.network, record.node)
         return None
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
 from joblet.api.store import Store
+from joblet.api.store_homes import user_networks
 from joblet.config import Settings
 from joblet.errors import AmbiguousId, JobletError, NotFound, ValidationError
 from joblet.text import shown
@@ -302,7 +303,8 @@ def _queue(store: Store, cfg: Settings, job_id: str, send: Any, place: Any) -> b
         return False
     if target is not None:  # named from the start, so a loss of that node finds it
         store.transition(job_id, [JobStatus.PENDING], node=target)
-        store.mark_placed(job_id, spec.network, target)
+        if user_networks(spec.network) and len(store.live_nodes()) > 1:  # else nothing reads it
+            store.mark_placed(job_id, spec.network, target)
     send(cfg, job_id, spec.to_dict(), target)
     return True
 

@@ -29,6 +29,9 @@ def _placed(store: Store, network: str) -> dict[str, str]:
 def test_jobs_queued_for_a_node_count_there_until_they_run(store: Store) -> None:
     store.create_job(_job(1, "a", "app"))
     store.create_jobs([_job(2, "b", "app", "db"), _job(3, None, "app"), _job(4, "c", "bridge")])
+    store.create_job(_job(6, "e", "app"), placed=False)  # a fleet of one node: nothing reads it
+    store.create_jobs([_job(7, "e", "app")], placed=False)
+    assert store.create_named_job(_job(8, "e", "app", name="one"), placed=False) is None
     assert store.create_named_job(_job(5, "d", "db", name="web")) is None
     assert store.network_homes(["app", "db", "other"]) == {"app": {"a", "b"}, "db": {"b", "d"}, "other": set()}
     assert store.redis.keys(f"{store.keys.prefix}placed:bridge") == []  # built-in networks: nothing kept

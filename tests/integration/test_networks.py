@@ -34,6 +34,7 @@ def nets(client):
 def test_job_gets_address_in_its_network(nets):
     rec, out, _ = run(nets, "ip", "-4", "-o", "addr", "show", "eth0", network="tenant-a")
     assert b"inet 10.100.0." in out and rec.ip.startswith("10.100.0.")
+    assert rec.node and not nets.store.redis.exists(nets.store.keys.placed("tenant-a"))  # one node: none kept
 
 
 def test_same_network_connects_other_network_and_bridge_do_not(nets):

@@ -16,7 +16,7 @@ def test_a_batch_interrupted_while_queueing_fails_its_records_instead_of_leaving
     """Ctrl-C between the records and their messages left 256 jobs PENDING for good: no
     message followed them, and nothing ended them (usability run)."""
     failed: list[tuple[list[str], str]] = []
-    store = SimpleNamespace(create_jobs=lambda records: None, prefix_stamp=lambda: None)
+    store = SimpleNamespace(create_jobs=lambda records, placed=True: None, prefix_stamp=lambda: None)
     client = SimpleNamespace(store=store, settings=None, fail_unqueued=lambda ids, why: failed.append((ids, why)))
     batch = Batch(client, 256)  # type: ignore[arg-type]
     batch.waiting = [JobRecord.pending(f"{i:032x}", make_spec("true")) for i in range(3)]
