@@ -153,10 +153,10 @@ def fleet_view(store: Store, cfg: Settings) -> list[dict[str, Any]]:
 
 def best_effort_target(store: Store, cfg: Settings, spec: JobSpec) -> str | None:
     """Placement for a job queued later (a workflow's next job): a fitting node, else the
-    shared queue (its pin, if it has one: a node full or draining now). A job pinned to a node
-    that is down or gone from the fleet raises, as `rnx run --node` is refused: it was queued
-    there, and where the fleet had already made that node's jobs LOST, it waited for good
-    (fleet run)."""
+    shared queue (its pin, if it has one: a node full, draining or down now, restarting say,
+    whose queue the fleet's sweep of its silence still empties). A job pinned to a node
+    forgotten, or down with its silence swept already, raises, as `rnx run --node` is
+    refused: queued there, it waited for good (fleet run)."""
     from joblet.errors import JobletError
 
     view: list[dict[str, Any]] = []
@@ -164,7 +164,19 @@ def best_effort_target(store: Store, cfg: Settings, spec: JobSpec) -> str | None
         view = fleet_view(store, cfg)
         return nodes.place(spec, view, homes=network_homes(store, spec, view))
     except JobletError:
-        pinned = next((n for n in view if n["name"] == spec.node), None)
-        if spec.node is not None and view and (pinned is None or pinned["state"] == nodes.DOWN):
+        if spec.node is not None and view and node_gone(store, cfg, spec.node, view):
             raise
         return spec.node
+
+
+def node_gone(store: Store, cfg: Settings, node: str, view: list[dict[str, Any]]) -> bool:
+    """Not in the fleet (forgotten), or down with its last silence swept (its jobs made LOST):
+    nothing will take or end a job queued there now."""
+    row = next((n for n in view if n["name"] == node), None)
+    if row is None:
+        return True
+    if row["state"] != nodes.DOWN:
+        return False
+    node_store = NodeStore(cfg.redis_url, cfg.key_prefix, store.redis)
+    beat = node_store.records().get(node, {}).get("beat")
+    return beat is not None and node_store.swept().get(node) == float(beat)

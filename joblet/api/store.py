@@ -539,6 +539,7 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         pipe = self.redis.pipeline()
         for network in networks:
             pipe.hdel(self.keys.members(network), job_id)
+            pipe.hdel(self.keys.placed(network), job_id)  # one that failed before it joined
         pipe.execute()
 
     @_url

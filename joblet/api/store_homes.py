@@ -7,9 +7,11 @@ only the running jobs: two `rnx run --network=app -d` a moment apart put the sec
 another node while the first still waited in its node's queue, and on a fleet without an
 overlay the two never reached each other (session 24's closing note). Each record written
 for a node's queue now names that node under each of its user networks; the worker takes
-the entry out when the job joins the network's members (the same round trip), and a read
-drops the entries of jobs that ended without running (a stop while queued), checked against
-their records. A deleted network's hash goes with it.
+the entry out when the job joins the network's members, or leaves them at its end (the same
+round trips), and a read drops the entries of jobs that ended without running (a stop while
+queued), checked against their records; a network's hash expires a week after its last
+entry was written, and goes when the network is deleted. Written only in a fleet of more
+than one node (with one, nothing reads them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from typing import Any
 from joblet.api.keys import Keys
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.networks import BUILTINS
+from joblet.api.redis_conn import translated
+
+_url = translated(lambda self: self.url)
+# a network's placed entries expire a week after the last job queued for it (one that
+# ended without running, on a network no job is submitted to again, is read by nobody)
+PLACED_TTL = 7 * 86400
 
 
 def user_networks(networks: Iterable[str]) -> list[str]:
@@ -30,6 +38,7 @@ def user_networks(networks: Iterable[str]) -> list[str]:
 class NetworkHomes:
     redis: Any
     keys: Keys
+    url: str
 
     def _place(self, pipe: Any, records: Iterable[JobRecord]) -> None:
         """Add to `pipe`: each record queued for a node, under each of its user networks."""
@@ -37,14 +46,18 @@ class NetworkHomes:
             if record.node and not record.status.final:
                 for network in user_networks(record.spec.network):
                     pipe.hset(self.keys.placed(network), record.id, record.node)
+                    pipe.expire(self.keys.placed(network), PLACED_TTL)
 
+    @_url
     def mark_placed(self, job_id: str, networks: Iterable[str], node: str) -> None:
         """A job queued for `node` after its record was written (a workflow's next job)."""
         pipe = self.redis.pipeline(transaction=False)
         for network in user_networks(networks):
             pipe.hset(self.keys.placed(network), job_id, node)
+            pipe.expire(self.keys.placed(network), PLACED_TTL)
         pipe.execute()  # nothing sent for a job on built-in networks only
 
+    @_url
     def network_homes(self, networks: list[str]) -> dict[str, set[str]]:
         """{network: the nodes it has jobs running on or queued for}: one round trip, two when
         jobs are queued (their records read), entries of jobs that ended dropped."""
@@ -78,6 +91,7 @@ class NetworkHomes:
                 homes[network].add(node)
         pipe.execute()
 
+    @_url
     def forget_placed(self, network: str) -> None:
         """A deleted network's entries (of jobs that ended without running)."""
         self.redis.delete(self.keys.placed(network))

@@ -54,8 +54,8 @@ return 0
 
 # KEYS: the user networks' definitions, the network's allocations, its cursor. ARGV: its
 # name, the job records' key prefix. The addresses of jobs that ended or are gone go; if a
-# job that has not ended still holds one, the ids of those that do (nothing deleted), else
-# the definition and the cursor go too (an empty list). The cursor stayed for good, and the
+# job that has not ended still holds one, the ids of those that do (the definition stays),
+# else the definition and the cursor go too (an empty list). The cursor stayed for good, and the
 # address of a job that ended without freeing it (its node lost), which workers free only in
 # networks still defined.
 _DELETE = (
@@ -126,7 +126,8 @@ class IpamStore:
     @_url
     def delete_network(self, network: str) -> list[str]:
         """Delete a user network's definition and its allocations at once, unless a job that
-        has not ended holds an address in it: then nothing goes, and those jobs' ids are
-        returned (allocate refuses a network no longer defined: no job gets one after)."""
+        has not ended holds an address in it: then the definition stays (only ended jobs'
+        addresses go), and those jobs' ids are returned (allocate refuses a network no
+        longer defined: no job gets one after)."""
         keys = [self.keys.networks, self.keys.ipam(network), self.keys.ipam_cursor(network)]
         return sorted({h.decode() for h in self._delete(keys=keys, args=[network, self.keys.job("")])})

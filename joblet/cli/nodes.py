@@ -79,7 +79,7 @@ def drain(obj: Any, name: str) -> None:
     left = obj.client.unfinished_on(name)
     # one queued there and not taken yet is refused when its worker takes it: FAILED (fleet run:
     # "go on" was said of those too)
-    queued = sum(1 for r in left if r.status.value == "PENDING")
+    queued = sum(1 for r in left if r.status.value in ("PENDING", "SCHEDULED"))
     parts = [f"{len(left) - queued} job(s) go on"] if len(left) > queued else []
     parts += [f"{queued} queued there will be refused"] if queued else []
     going_on = f"; {', '.join(parts)} (rnx list --node={name} --status=running,pending)" if left else ""

@@ -16,6 +16,7 @@ import time
 from joblet import names
 from joblet.api.models import JobSpec
 from joblet.api.networks import (
+    BUILTINS,
     NetworkDef,
     NetworkStore,
     addresses_of,
@@ -175,8 +176,8 @@ class NetworkAgent:
         """Who else has this MAC on the network: its gateway here, a job on another node."""
         if mac == self._gateway_mac(bridge_name(network, self.cfg.bridge_name)):
             return "the network's gateway"
-        if self.overlay is not None and self.overlay.remote_mac(network, mac):
-            return "a job on another node"
+        if network not in BUILTINS and self.overlay is not None and self.overlay.remote_mac(network, mac):
+            return "a job on another node"  # user networks only: the default bridge spans no hosts
         return None
 
     def _gateway_mac(self, bridge: str) -> str:

@@ -38,14 +38,16 @@ class LinkOwners:
     ) -> None:
         """All or nothing. `taken(network, mac)`: who else has that MAC there (the network's
         gateway, a job on another node), or None."""
+        macs = list(macs)
+        for key in macs:  # outside the lock: it may read Redis, and every job's start claims
+            if (other := taken(*key)) is not None:
+                raise NetworkError(_clash(key, other))
         wanted: list[str | tuple[str, str]] = [*names, *macs]
         with self._lock:
             for key in wanted:
                 owner = self._owner.get(key)
                 if owner is not None and owner != job_id:
                     raise NetworkError(_clash(key, f"job {owner[:12]}"))
-                if isinstance(key, tuple) and (other := taken(*key)) is not None:
-                    raise NetworkError(_clash(key, other))
             for key in wanted:
                 self._owner[key] = job_id
             self._held.setdefault(job_id, []).extend(wanted)

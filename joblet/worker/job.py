@@ -153,8 +153,10 @@ class JobRun:
         (fleet run); the restart records this end instead, saying its output may lack what
         was not sent yet. One line appended to the journal."""
         note = "its worker stopped before the job's end was recorded: its output may lack its last lines"
-        kept = {**vars(outcome), "error": outcome.error or note}
-        self.svc.journal.keep_outcome(self.job_id, kept)
+        try:
+            self.svc.journal.keep_outcome(self.job_id, {**vars(outcome), "error": outcome.error or note})
+        except Exception as exc:  # noqa: BLE001 - its teardown must follow; a restart records it LOST
+            log.warning("job %s: its end not kept in the journal: %s: %s", self.job_id[:12], type(exc).__name__, exc)
 
     def _record(self, outcome: Outcome, stdout: bytes, truncated: bool) -> dict[str, Any]:
         """The final record (waiting out an outage of up to record_patience) and what follows it."""

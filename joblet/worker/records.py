@@ -113,6 +113,9 @@ class Records:
             outcome = Outcome(status, kept.get("exit_code"), kept.get("signal"), kept.get("error"), finished)
         except (KeyError, TypeError, ValueError):
             return False
+        before = self.store.find_job(job_id)
+        if before is not None and before.status.final:  # its own end went in before the worker died
+            return True  # (kept before its teardown): its stream has its end marker already
         got = self.finish(job_id, outcome, patience=0)
         if got.get("status") == outcome.status.value:
             self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries, self.cfg.log_ttl)
