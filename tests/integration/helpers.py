@@ -217,3 +217,11 @@ def complete(
     )
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     return [item if typed else item.split(",", 1)[1] for item in out.stdout.splitlines() if "," in item]
+
+
+def stop_all(client: Client, job_ids: list[str]) -> None:
+    """Stop these jobs, all asked at once, then wait for each one's end (a test's cleanup)."""
+    for job_id in job_ids:
+        client.stop(job_id)
+    for job_id in job_ids:
+        client.wait(job_id, timeout=60)

@@ -24,7 +24,7 @@ from joblet.api.store_nodes import NodeStore
 from joblet.api.tasks import send_run
 from joblet.errors import ValidationError
 from tests.conftest import BIN, Host, need
-from tests.integration.helpers import complete, eventually, wait_running
+from tests.integration.helpers import complete, eventually, stop_all, wait_running
 
 FAST = {"node_down_after": "3", "node_lost_grace": "2"}
 
@@ -299,10 +299,7 @@ def test_a_user_networks_jobs_go_where_they_reach_each_other(three):
         assert refused.returncode == 2, refused
         assert b"network 'homed' has jobs on nodea and no overlay joins the two" in refused.stderr
     finally:
-        for job in jobs:
-            client.stop(job.id)
-        for job in jobs:
-            client.wait(job.id, timeout=60)
+        stop_all(client, [j.id for j in jobs])
         client.networks.delete("homed")
 
 
@@ -326,10 +323,7 @@ def test_a_user_networks_jobs_queued_a_moment_apart_go_together(three):
         assert len(set(spread)) >= 2, spread  # the control: other jobs still go anywhere
     finally:
         a.worker.send_signal(signal.SIGCONT)
-        for job in jobs:
-            client.stop(job.id)
-        for job in jobs:
-            client.wait(job.id, timeout=60)
+        stop_all(client, [j.id for j in jobs])
         client.networks.delete("queued")
     assert client.store.redis.hgetall(client.store.keys.placed("queued")) == {}
 
@@ -348,8 +342,5 @@ def test_a_batchs_jobs_of_a_user_network_stay_together(three, tmp_path):
         assert out.returncode == 0 and len(ids) == 8, out.stderr
         assert len({client.get(i).node for i in ids}) == 1  # 1 in 2,187 by chance, before
     finally:
-        for job_id in ids:
-            client.stop(job_id)
-        for job_id in ids:
-            client.wait(job_id, timeout=60)
+        stop_all(client, ids)
         client.networks.delete("batched")

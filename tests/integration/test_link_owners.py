@@ -13,7 +13,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.names import host_veth_name
 from joblet.network_agent.portsec import mac_for
 from tests.conftest import Host
-from tests.integration.helpers import can_ping, wait_running
+from tests.integration.helpers import can_ping, stop_all, wait_running
 
 SAME_VETH = ("c0ffee000000000000000000000de4fc", "c0ffee000000000000000000000fb533")  # on network "bridge"
 SAME_MAC = ("c0ffee00000000000000000000078ea4", "c0ffee000000000000000000001116d7")
@@ -48,7 +48,4 @@ def test_a_job_whose_link_name_or_mac_is_held_is_refused_and_the_holder_keeps_it
         assert all(client.get(h.id).status == JobStatus.RUNNING for h in holders)
         assert all(can_ping(client, ip, "bridge") for ip in ips)
     finally:
-        for h in holders:
-            client.stop(h.id)
-        for h in holders:
-            client.wait(h.id, timeout=60)
+        stop_all(client, [h.id for h in holders])

@@ -18,7 +18,7 @@ from joblet.errors import Conflict
 from joblet.names import VXLAN_OVERHEAD, bridge_name, vxlan_name
 from joblet.network_agent.portsec import mac_for
 from tests.conftest import Host, add_upstream, need, remove_upstream
-from tests.integration.helpers import CLIENT, SERVE, eventually, output, run, wait_running
+from tests.integration.helpers import CLIENT, SERVE, eventually, output, run, stop_all, wait_running
 from tests.integration.lan import Lan, used_prefixes
 
 PROBE = CLIENT.replace("range(100)", "range(3)").replace("timeout=5", "timeout=1")
@@ -255,10 +255,7 @@ def test_a_job_with_a_remote_jobs_mac_is_refused(hosts: tuple[Host, Host, Host],
         assert second.status == JobStatus.FAILED and "is taken by a job on another node" in (second.error or "")
         assert all(client.get(j.id).status == JobStatus.RUNNING for j in jobs)
     finally:
-        for job in jobs:
-            client.stop(job.id)
-        for job in jobs:
-            client.wait(job.id, timeout=60)
+        stop_all(client, [j.id for j in jobs])
         client.networks.delete("ov-mac")
 
 
