@@ -72,9 +72,12 @@ class Client:
         return self.submit(make_spec(command, args, **fields))
 
     def submit(self, spec: JobSpec) -> JobRecord:
-        """Check the spec (preflight), record the job PENDING and queue it."""
-        spec, node = self.preflight.check_and_place(spec)
-        return self.enqueue(JobRecord.pending(new_job_id(), spec, node=node))
+        """Check the spec (preflight), record the job PENDING and queue it. A job on user
+        networks holds them meanwhile, where the fleet has more than one node (store_homes.py)."""
+        held = spec.network if self.preflight.many_nodes else ()
+        with self.store.holding_networks(held):
+            spec, node = self.preflight.check_and_place(spec)
+            return self.enqueue(JobRecord.pending(new_job_id(), spec, node=node))
 
     def enqueue(self, record: JobRecord) -> JobRecord:
         """Record a checked, placed job PENDING and queue it (FAILED if it could not be queued)."""

@@ -134,6 +134,11 @@ class Keys:
         node (store_homes.py)."""
         return f"{self.prefix}placed:{network}"
 
+    def placing(self, network: str) -> str:
+        """A submitter's hold on a user network while it places a job and writes where
+        (store_homes.py: two at once each read no home and went to two nodes)."""
+        return f"{self.prefix}placing:{network}"
+
     def ipam_cursor(self, network: str) -> str:
         return f"{self.prefix}ipam:{network}:cursor"
 

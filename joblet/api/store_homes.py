@@ -16,8 +16,11 @@ than one node (with one, nothing reads them).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+import secrets
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from joblet.api.keys import Keys
@@ -29,6 +32,14 @@ _url = translated(lambda self: self.url)
 # a network's placed entries expire a week after the last job queued for it (one that
 # ended without running, on a network no job is submitted to again, is read by nobody)
 PLACED_TTL = 7 * 86400
+# a submitter holds a network while it reads where its jobs are, places, and writes where it
+# put its job: milliseconds; a holder that died lets go after HOLD_MS, and one that waits
+# longer than that goes on without (placement as before: best effort)
+HOLD_MS, HOLD_WAIT = 3000, 5.0
+_LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def user_networks(networks: Iterable[str]) -> list[str]:
@@ -90,6 +101,40 @@ class NetworkHomes:
             else:
                 homes[network].add(node)
         pipe.execute()
+
+    @contextlib.contextmanager
+    def holding_networks(self, networks: Iterable[str]) -> Iterator[None]:
+        """Hold these user networks (in name order: two submitters never wait on each other
+        crosswise) while a job is placed and written: two `rnx run -d --network=app` at the
+        same instant each read no home and went to two nodes with no overlay between them
+        (fleet run). Two round trips per network, plus the wait of one that comes second."""
+        held: list[tuple[str, str]] = []
+        try:
+            for network in sorted(set(user_networks(networks))):
+                key, token = self.keys.placing(network), secrets.token_hex(8)
+                if self._hold(key, token):
+                    held.append((key, token))
+            yield
+        finally:
+            for key, token in held:
+                with contextlib.suppress(Exception):  # it lets go by itself after HOLD_MS
+                    self._let_go()(keys=[key], args=[token])
+
+    def _let_go(self) -> Any:
+        script = self.__dict__.get("_let_go_script")
+        if script is None:
+            script = self.__dict__["_let_go_script"] = self.redis.register_script(_LET_GO)
+        return script
+
+    @_url
+    def _hold(self, key: str, token: str) -> bool:
+        deadline, pause = time.monotonic() + HOLD_WAIT, 0.001
+        while not self.redis.set(key, token, px=HOLD_MS, nx=True):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return True
 
     @_url
     def forget_placed(self, network: str) -> None:

@@ -328,6 +328,31 @@ def test_a_user_networks_jobs_queued_a_moment_apart_go_together(three):
     assert client.store.redis.hgetall(client.store.keys.placed("queued")) == {}
 
 
+def test_a_user_networks_jobs_submitted_at_the_same_instant_go_together(three):
+    """Eight submitters at once each read no home and spread the network's jobs over the nodes
+    (fleet run: 1 on one node, 5 on the other). Each holds the network while it places and
+    writes where (store_homes.holding_networks)."""
+    a, _, _ = three
+    Client(a.cfg).networks.create("instant", "10.127.0.0/24")
+    clients = [Client(a.cfg) for _ in range(8)]
+    start, jobs = threading.Barrier(len(clients)), []
+
+    def submit(client: Client) -> None:
+        start.wait(10)
+        jobs.append(client.run("sleep", ("300",), network="instant"))
+
+    threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert len(jobs) == 8 and len({Client(a.cfg).get(j.id).node for j in jobs}) == 1, jobs
+    finally:
+        stop_all(Client(a.cfg), [j.id for j in jobs])
+        Client(a.cfg).networks.delete("instant")
+
+
 def test_a_batchs_jobs_of_a_user_network_stay_together(three, tmp_path):
     """rnx batch placed each line on its own: a network's jobs spread over nodes without an
     overlay between them. It keeps them where the batch put the first one."""

@@ -54,3 +54,42 @@ def test_a_read_drops_jobs_that_ended_without_running(store: Store) -> None:
     assert _placed(store, "app")[f"{9:032x}"] == "e"
     store.forget_placed("app")  # the network deleted
     assert _placed(store, "app") == {}
+
+
+def test_a_network_is_held_by_one_submitter_at_a_time(store: Store) -> None:
+    """Two submitters at once each read no home and placed on two nodes: each holds the
+    network while it places and writes. The second waits for the first to let go; a built-in
+    network is not held; a holder that died lets go by itself (HOLD_MS)."""
+    import threading
+
+    from joblet.api import store_homes
+
+    order: list[str] = []
+    first_in, first_out = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with store.holding_networks(["app", "bridge"]):
+            order.append("first in")
+            first_in.set()
+            first_out.wait(10)
+            order.append("first out")
+
+    def second() -> None:
+        first_in.wait(10)
+        with store.holding_networks(["app"]):
+            order.append("second in")
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    first_in.wait(10)
+    assert store.redis.exists(store.keys.placing("app")) and not store.redis.exists(store.keys.placing("bridge"))
+    first_out.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["first in", "first out", "second in"]
+    assert not store.redis.exists(store.keys.placing("app"))  # let go
+    store.redis.set(store.keys.placing("gone"), "a dead holder's", px=200)  # the control: held by another
+    with store.holding_networks(["gone"]):  # waits out its expiry, then holds it
+        assert store.redis.get(store.keys.placing("gone")) != b"a dead holder's"
+    assert store_homes.HOLD_MS < store_homes.HOLD_WAIT * 1000  # a dead holder is waited out, not gone around
