@@ -73,7 +73,8 @@ class Client:
 
     def submit(self, spec: JobSpec) -> JobRecord:
         """Check the spec (preflight), record the job PENDING and queue it. A job on user
-        networks holds them meanwhile, where the fleet has more than one node (store_homes.py)."""
+        networks holds them meanwhile (store_homes.py), unless this client's last placement
+        saw a fleet of one node (nothing reads where such a job went)."""
         held = spec.network if self.preflight.many_nodes else ()
         with self.store.holding_networks(held):
             spec, node = self.preflight.check_and_place(spec)
