@@ -169,9 +169,13 @@ def best_effort_target(store: Store, cfg: Settings, spec: JobSpec) -> str | None
         return spec.node
 
 
-def node_gone(store: Store, cfg: Settings, node: str, view: list[dict[str, Any]]) -> bool:
-    """Not in the fleet (forgotten), or down with its last silence swept (its jobs made LOST):
-    nothing will take or end a job queued there now."""
+def node_gone(store: Store, cfg: Settings, node: str, view: list[dict[str, Any]] | None = None) -> bool:
+    """Not in the fleet (forgotten), or down with the sweep of its last silence begun (its
+    jobs made LOST, those the sweep read): nothing may take or end a job queued there now.
+    A job's record names its node before this is asked (workflow_store._queue): a sweep that
+    began after read it; one that began before is seen here (red-team run: a job queued
+    while the sweep ran stayed PENDING for good)."""
+    view = fleet_view(store, cfg) if view is None else view
     row = next((n for n in view if n["name"] == node), None)
     if row is None:
         return True
@@ -179,4 +183,4 @@ def node_gone(store: Store, cfg: Settings, node: str, view: list[dict[str, Any]]
         return False
     node_store = NodeStore(cfg.redis_url, cfg.key_prefix, store.redis)
     beat = node_store.records().get(node, {}).get("beat")
-    return beat is not None and node_store.swept().get(node) == float(beat)
+    return beat is not None and node_store.sweeping(node, float(beat))

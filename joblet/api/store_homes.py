@@ -137,6 +137,14 @@ class NetworkHomes:
         return True
 
     @_url
+    def unplace(self, job_id: str, networks: Iterable[str]) -> None:
+        """A job that ended before joining its networks: where it was queued goes."""
+        pipe = self.redis.pipeline(transaction=False)
+        for network in user_networks(networks):
+            pipe.hdel(self.keys.placed(network), job_id)
+        pipe.execute()
+
+    @_url
     def forget_placed(self, network: str) -> None:
         """A deleted network's entries (of jobs that ended without running)."""
         self.redis.delete(self.keys.placed(network))

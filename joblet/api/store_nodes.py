@@ -82,6 +82,11 @@ class NodeStore:
         return bool(self.redis.set(self.keys.lost_sweep(node, beat), "1", nx=True, ex=ttl))
 
     @_url
+    def sweeping(self, node: str, beat: float) -> bool:
+        """Whether a worker has begun (or ended) the sweep of this node's silence."""
+        return bool(self.redis.exists(self.keys.lost_sweep(node, beat))) or self.swept().get(node) == beat
+
+    @_url
     def mark_swept(self, node: str, beat: float) -> None:
         self.redis.hset(self.keys.lost_swept, node, json.dumps(beat))
 

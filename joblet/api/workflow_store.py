@@ -253,6 +253,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
     (Redis gone) is retried with its `token`: it sends again what it had marked and left
     PENDING (a second message for a job is dropped at its claim)."""
     token = token or secrets.token_hex(8)
+    real = send is None and place is None  # the fleet's own placement and queues
     if send is None:
         from joblet.api.preflight import best_effort_target
         from joblet.api.tasks import send_run
@@ -284,7 +285,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
                 verdict, why = decided[name]
                 job_id = wf.jobs[name]
                 if verdict == "go":
-                    changed |= not _queue(store, cfg, job_id, send, place)
+                    changed |= not _queue(store, cfg, job_id, send, place, real)
                 elif _cancel(store, cfg, job_id, why or "cannot run"):
                     changed = True
     _end_services(store, cfg, wf, states)
@@ -292,9 +293,10 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
         expire(store, wf, cfg.log_ttl)
 
 
-def _queue(store: Store, cfg: Settings, job_id: str, send: Any, place: Any) -> bool:
-    """Place and send one job; False when it could not be placed (pinned to a node down or
-    gone: FAILED saying why, as `rnx run --node` is refused)."""
+def _queue(store: Store, cfg: Settings, job_id: str, send: Any, place: Any, real: bool = False) -> bool:
+    """Place and send one job; False when it could not be placed (pinned to a node gone:
+    FAILED saying why, as `rnx run --node` is refused). `real`: the fleet's own placement,
+    whose pin to a node that is down is looked at again once the record names it."""
     spec = store.get_job(job_id).spec  # a whole record only for a job it sends
     try:
         target = place(spec)
@@ -303,9 +305,23 @@ def _queue(store: Store, cfg: Settings, job_id: str, send: Any, place: Any) -> b
         return False
     if target is not None:  # named from the start, so a loss of that node finds it
         store.transition(job_id, [JobStatus.PENDING], node=target)
+        if real and target == spec.node and _pin_gone(store, cfg, job_id, target):
+            return False
         if user_networks(spec.network) and len(store.live_nodes()) > 1:  # else nothing reads it
             store.mark_placed(job_id, spec.network, target)
     send(cfg, job_id, spec.to_dict(), target)
+    return True
+
+
+def _pin_gone(store: Store, cfg: Settings, job_id: str, node: str) -> bool:
+    """After its record names `node`: a sweep of that node's silence begun meanwhile would
+    not find the job (preflight.node_gone). Ends it FAILED then (unless the sweep made it
+    LOST); False when it may be sent."""
+    from joblet.api.preflight import node_gone
+
+    if not node_gone(store, cfg, node):
+        return False
+    _end_unsent(store, cfg, job_id, JobStatus.FAILED, f"cannot place the job on node {node!r}: down (rnx nodes)")
     return True
 
 

@@ -78,7 +78,7 @@ def await_stop(
     if record.status.final and record.started is None:  # `stopped after 0.2 s` of a job that never ran
         click.echo(f"job {record.short_id} {record.status.value.lower()} before it started", err=True)
     elif record.status.final:
-        took = f"{now() - began:.1f} s{exit_text(record)}"
+        took = f"{ended_after(record, began):.1f} s{exit_text(record)}"
         click.echo(f"job {record.short_id} {record.status.value.lower()} after {took}", err=True)
     elif no_wait:  # `ID RUNNING` alone did not say the stop was asked for
         short = record.short_id
@@ -150,6 +150,18 @@ def silent_for(client: Any, node: str) -> float | None:
         return float(row["heartbeat_age"]) if row is not None else None
     except (JobletError, KeyError, TypeError, ValueError):
         return None
+
+
+def ended_after(record: Any, began: float) -> float:
+    """Seconds from the stop to the job's end: by its record's end where it has one (jobs are
+    waited for one after another: one that ended at once, waited for after a slow one, read
+    `stopped after 5.0 s`; red-team run), else until rnx saw it end."""
+    import time
+
+    seen = now() - began
+    if not isinstance(record.finished, int | float):
+        return seen
+    return min(seen, max(0.0, record.finished - (time.time() - seen)))
 
 
 def now() -> float:

@@ -37,6 +37,7 @@ from typing import Any
 
 from joblet.api.keys import STDERR_FIELD
 from joblet.api.models import JobSpec, JobStatus
+from joblet.api.store_homes import user_networks
 from joblet.errors import BackendUnavailable, JobletError, ValidationError
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetPlan, make_plan
@@ -186,8 +187,13 @@ class JobRun:
         self.svc.journal.forget(self.job_id)
 
     def _after(self, outcome: Outcome, wait: bool = True) -> None:
-        """Its peers forget it, and its stream ends; the one does not wait on the other."""
+        """Its peers forget it, and its stream ends; the one does not wait on the other. A
+        job that ended before its network was planned (an unknown network, a link name or
+        MAC held, no address) leaves where it was queued (store_homes.py): its leave, which
+        does that, comes with a plan (red-team run: a network's entry outlived it)."""
         try:
+            if self.plan is None and user_networks(self.spec.network):
+                self.svc.store.unplace(self.job_id, self.spec.network)
             if self.plan is not None:
                 self.svc.discovery.refresh(list(self.plan.ips))
         except Exception as exc:  # noqa: BLE001 - Redis or a peer's file: the end marker still goes

@@ -78,6 +78,9 @@ class FakeStore:
     def leave_networks(self, *args: Any) -> None:
         self.log("leave networks")
 
+    def unplace(self, *args: Any) -> None:
+        self.log("unplace")
+
     def publish_event(self, *args: Any, **kw: Any) -> None: ...
 
 
@@ -361,6 +364,8 @@ def test_a_failing_step_undoes_exactly_what_was_applied(tmp_path, step):
     later = [e[6:] for e in EVENTS[: EVENTS.index(step)] if e.startswith("later:")]
     assert [c for c in calls[calls.index("end output") :] if c in LATER] == list(reversed(later))
     assert not any(later in calls for later in STEPS[STEPS.index(step) + 1 :])  # nothing after it ran
+    # ended before its network was planned: where it was queued goes (its leave comes with a plan)
+    assert ("unplace" in calls) == (STEPS.index(step) <= STEPS.index("net reserve")), calls
 
 
 def test_undo_keeps_going_and_collects_errors():

@@ -306,3 +306,16 @@ def test_rnx_log_of_a_lost_job_says_its_output_ends_there(monkeypatch):
         assert out.stderr == f"rnx: job {'a' * 12} lost: node n1 stopped heartbeating at 12:00:00\n", out.stderr
     out = rnx(monkeypatch, StopClient(job("b", JobStatus.COMPLETED)), "log", "b" * 32)  # the control
     assert out.exit_code == 0 and out.stderr == "", out.output
+
+
+def test_a_jobs_stop_time_is_to_its_own_end(monkeypatch):
+    """Jobs are waited for one after another: one that ended at once, waited for after a slow
+    one, read `stopped after 5.0 s` (red-team run). Its record's end says when it ended."""
+    import time
+
+    monkeypatch.setattr(stop, "now", lambda: 105.0)  # rnx began at 100: 5 s ago
+    quick = job("a", JobStatus.STOPPED).replace(finished=time.time() - 4.8)
+    assert 0.1 <= stop.ended_after(quick, 100.0) <= 0.3
+    assert stop.ended_after(job("b", JobStatus.STOPPED), 100.0) == 5.0  # the control: no end recorded
+    late = job("c", JobStatus.STOPPED).replace(finished=time.time() + 60)  # a clock ahead: at most what rnx saw
+    assert stop.ended_after(late, 100.0) == 5.0

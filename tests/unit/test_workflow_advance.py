@@ -291,3 +291,35 @@ def test_an_advance_reads_the_others_marks_at_once():
         wfs.advance(store, cfg, record.id, send=lambda _c, job_id, _s, _n: sent.append(job_id))  # type: ignore[arg-type]
     assert len(sent) == 200  # none sent twice
     assert store.redis.calls["set"] == before["set"] and store.redis.calls["mget"] == before["mget"] + 50
+
+
+def test_a_job_pinned_to_a_node_whose_sweep_began_meanwhile_is_not_sent(monkeypatch):
+    """The sweep of a silent node read its jobs before this one named the node, then marked
+    the node swept: queued there, it stayed PENDING for good (red-team run, 2 in 60). Once
+    its record names the node, a sweep begun since is looked for: FAILED, not sent."""
+    from types import SimpleNamespace
+
+    from joblet.api import preflight
+
+    record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true", node="b"))
+    changes: list[dict[str, Any]] = []
+
+    def transition(job_id: str, allowed: Any, **fields: Any) -> bool:
+        changes.append(fields)
+        return True
+
+    store = SimpleNamespace(
+        get_job=lambda job_id: record,
+        transition=transition,
+        live_nodes=lambda: {"a": {}},
+        end_output=lambda *args, **kw: None,
+    )
+    sent: list[str | None] = []
+    cfg = load()
+    for gone in (True, False):  # the control: a pin whose node is not gone is sent there
+        changes.clear()
+        monkeypatch.setattr(preflight, "node_gone", lambda store, cfg, node, view=None, gone=gone: gone)
+        queued = wfs._queue(store, cfg, record.id, lambda c, j, s, n: sent.append(n), lambda spec: "b", real=True)  # type: ignore[arg-type]
+        assert queued is not gone and changes[0] == {"node": "b"}
+        assert [c["status"] for c in changes[1:]] == ([JobStatus.FAILED] if gone else [])
+    assert sent == ["b"]
