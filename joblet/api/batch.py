@@ -10,21 +10,35 @@ its record). A job that could not be queued is recorded FAILED, as with `submit`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from joblet.api.message import new_job_id
 from joblet.api.models import JobRecord, JobSpec
 
 if TYPE_CHECKING:
-    from joblet.api.client import Client
+    from joblet.api.preflight import Preflight
+    from joblet.api.store import Store
+    from joblet.config import Settings
 
 FLUSH_EVERY = 256
+
+
+class Submitter(Protocol):
+    """What a batch uses of its Client (which makes it: `Client().batch()`)."""
+
+    store: Store
+    settings: Settings
+    preflight: Preflight
+
+    def enqueue(self, record: JobRecord) -> JobRecord: ...
+
+    def fail_unqueued(self, job_ids: list[str], error: str) -> None: ...
 
 
 class Batch:
     """Collects checked jobs and queues them in pipelines; `flush()` returns the queued records."""
 
-    def __init__(self, client: Client, flush_every: int = FLUSH_EVERY) -> None:
+    def __init__(self, client: Submitter, flush_every: int = FLUSH_EVERY) -> None:
         self.client = client
         self.flush_every = flush_every
         self.waiting: list[JobRecord] = []  # checked, not yet written
