@@ -30,7 +30,7 @@ class Submitter(Protocol):
     settings: Settings
     preflight: Preflight
 
-    def enqueue(self, record: JobRecord) -> JobRecord: ...
+    def queue_new(self, record: JobRecord) -> JobRecord: ...
 
     def fail_unqueued(self, job_ids: list[str], error: str) -> None: ...
 
@@ -58,7 +58,7 @@ class Batch:
         record = JobRecord.pending(new_job_id(), spec, node=self._place(spec))
         if record.name is not None:  # the name's holder is checked atomically, one job at a time
             self._write()
-            self.ready.append(self.client.enqueue(record))
+            self.ready.append(self.client.queue_new(record))
         else:
             self.waiting.append(record)
             if len(self.waiting) >= self.flush_every:

@@ -16,7 +16,7 @@ from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import LIVE_STATUSES, Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import Settings, settings
-from joblet.errors import BackendUnavailable, JobletError, NotFound
+from joblet.errors import BackendUnavailable, Conflict, JobletError, NotFound
 from joblet.fields import FieldError
 from joblet.names import name_key
 from joblet.text import listed
@@ -78,10 +78,18 @@ class Client:
         held = spec.network if self.preflight.many_nodes else ()
         with self.store.holding_networks(held):
             spec, node = self.preflight.check_and_place(spec)
-            return self.enqueue(JobRecord.pending(new_job_id(), spec, node=node))
+            return self.queue_new(JobRecord.pending(new_job_id(), spec, node=node))
 
     def enqueue(self, record: JobRecord) -> JobRecord:
-        """Record a checked, placed job PENDING and queue it (FAILED if it could not be queued)."""
+        """Record a checked, placed job PENDING and queue it (FAILED if it could not be queued).
+        An id this installation keeps a record of is refused (Conflict): its record was
+        written over, a running job read PENDING with no address until it ended (red-team run)."""
+        if self.store.redis.exists(self.store.keys.job(record.id)):
+            raise Conflict(f"job {record.id[:12]} exists: a new job needs a new id (new_job_id)")
+        return self.queue_new(record)
+
+    def queue_new(self, record: JobRecord) -> JobRecord:
+        """`enqueue` of a record whose id was just made (new_job_id: 128 random bits)."""
         self._create(record)
         from joblet.api.tasks import send_run
 
@@ -250,7 +258,6 @@ class Client:
         refusals): only a down one with no unfinished job, or whose jobs the fleet has made
         LOST. Its worker, started again, is listed again at its first heartbeat."""
         from joblet.api.store_nodes import NodeStore
-        from joblet.errors import Conflict
 
         row = self._node_row(node)
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from joblet.api.client import Client
 from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.errors import Conflict
 from joblet.names import host_veth_name
 from joblet.network_agent.portsec import mac_for
 from tests.conftest import Host
@@ -44,6 +47,9 @@ def test_a_job_whose_link_name_or_mac_is_held_is_refused_and_the_holder_keeps_it
             second = client.wait(submit(client, pair[1]).id, timeout=60)
             assert second.status == JobStatus.FAILED and said in (second.error or ""), second
             assert "submit the job again" in (second.error or "")
+        with pytest.raises(Conflict, match=f"job {SAME_VETH[0][:12]} exists: a new job needs a new id"):
+            submit(client, SAME_VETH[0])  # its record was written over: PENDING, no address, while it ran
+        assert client.get(SAME_VETH[0]).ips  # the holder's record as it was
         assert link_exists(host, veth)  # the holder's link: it was deleted by the second job's cleanup
         assert all(client.get(h.id).status == JobStatus.RUNNING for h in holders)
         assert all(can_ping(client, ip, "bridge") for ip in ips)
