@@ -15,6 +15,7 @@ refreshed at each advance would not do: nothing advances while one long job runs
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -254,6 +255,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
     PENDING (a second message for a job is dropped at its claim)."""
     token = token or secrets.token_hex(8)
     real = send is None and place is None  # the fleet's own placement and queues
+    live_nodes = functools.cache(lambda: store.live_nodes())  # read once per advance, only if a job is sent
     if send is None:
         from joblet.api.preflight import best_effort_target
         from joblet.api.tasks import send_run
@@ -285,7 +287,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
                 verdict, why = decided[name]
                 job_id = wf.jobs[name]
                 if verdict == "go":
-                    changed |= not _queue(store, cfg, job_id, send, place, real)
+                    changed |= not _queue(store, cfg, job_id, send, place, live_nodes, real)
                 elif _cancel(store, cfg, job_id, why or "cannot run"):
                     changed = True
     _end_services(store, cfg, wf, states)
@@ -293,10 +295,13 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
         expire(store, wf, cfg.log_ttl)
 
 
-def _queue(store: Store, cfg: Settings, job_id: str, send: Any, place: Any, real: bool = False) -> bool:
+def _queue(
+    store: Store, cfg: Settings, job_id: str, send: Any, place: Any, live_nodes: Any, real: bool = False
+) -> bool:
     """Place and send one job; False when it could not be placed (pinned to a node gone:
     FAILED saying why, as `rnx run --node` is refused). `real`: the fleet's own placement,
-    whose pin to a node that is down is looked at again once the record names it."""
+    whose pin to a node that is down is looked at again once the record names it.
+    `live_nodes`: the live nodes, read once per advance (each job of a fan-out read them)."""
     spec = store.get_job(job_id).spec  # a whole record only for a job it sends
     try:
         target = place(spec)
@@ -305,9 +310,10 @@ def _queue(store: Store, cfg: Settings, job_id: str, send: Any, place: Any, real
         return False
     if target is not None:  # named from the start, so a loss of that node finds it
         store.transition(job_id, [JobStatus.PENDING], node=target)
-        if real and target == spec.node and _pin_gone(store, cfg, job_id, target):
-            return False
-        if user_networks(spec.network) and len(store.live_nodes()) > 1:  # else nothing reads it
+        live = live_nodes()
+        if real and target == spec.node and target not in live and _pin_gone(store, cfg, job_id, target):
+            return False  # a node whose heartbeat lives is not down: nothing to look at again
+        if user_networks(spec.network) and len(live) > 1:  # else nothing reads it
             store.mark_placed(job_id, spec.network, target)
     send(cfg, job_id, spec.to_dict(), target)
     return True
