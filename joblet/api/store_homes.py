@@ -55,17 +55,18 @@ class NetworkHomes:
         """Add to `pipe`: each record queued for a node, under each of its user networks."""
         for record in records:
             if record.node and not record.status.final:
-                for network in user_networks(record.spec.network):
-                    pipe.hset(self.keys.placed(network), record.id, record.node)
-                    pipe.expire(self.keys.placed(network), PLACED_TTL)
+                self._place_one(pipe, record.id, record.spec.network, record.node)
+
+    def _place_one(self, pipe: Any, job_id: str, networks: Iterable[str], node: str) -> None:
+        for network in user_networks(networks):
+            pipe.hset(self.keys.placed(network), job_id, node)
+            pipe.expire(self.keys.placed(network), PLACED_TTL)
 
     @_url
     def mark_placed(self, job_id: str, networks: Iterable[str], node: str) -> None:
         """A job queued for `node` after its record was written (a workflow's next job)."""
         pipe = self.redis.pipeline(transaction=False)
-        for network in user_networks(networks):
-            pipe.hset(self.keys.placed(network), job_id, node)
-            pipe.expire(self.keys.placed(network), PLACED_TTL)
+        self._place_one(pipe, job_id, networks, node)
         pipe.execute()  # nothing sent for a job on built-in networks only
 
     @_url
