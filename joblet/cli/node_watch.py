@@ -20,7 +20,7 @@ def warn_if_node_down(client: Any, job_id: str, said: str | None) -> str | None:
         status, node = client.store.where_is(job_id)
         if status is None or status.value != "RUNNING" or node is None or node == said:
             return said
-        if node in client.live_nodes():
+        if not heartbeat_stopped(client, node):
             return said
     except (JobletError, ValueError):  # Redis gone, or a record that does not read: the reads go on
         return said
@@ -29,6 +29,25 @@ def warn_if_node_down(client: Any, job_id: str, said: str | None) -> str | None:
         f"worker down?); waiting until it is marked lost or its worker returns (Ctrl-C leaves it)\n"
     )
     return node
+
+
+def silent_for(client: Any, node: str) -> float | None:
+    """Seconds since `node`'s last heartbeat once its presence has expired, else None (also
+    when Redis cannot say). `rnx stop`'s wait for a job on that node."""
+    from joblet.errors import JobletError
+
+    try:
+        if not heartbeat_stopped(client, node):
+            return None
+        row = next((n for n in client.nodes() if n["name"] == node), None)
+        return float(row["heartbeat_age"]) if row is not None else None
+    except (JobletError, KeyError, TypeError, ValueError):
+        return None
+
+
+def heartbeat_stopped(client: Any, node: str) -> bool:
+    """`node`'s presence has expired (three beats missed): its worker killed, or its host down."""
+    return node not in client.live_nodes()
 
 
 class NodeDownNote:

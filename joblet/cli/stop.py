@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from joblet.cli import complete
+from joblet.cli.node_watch import silent_for
 from joblet.cli.render import printable
 from joblet.errors import JobletError
 
@@ -138,18 +139,6 @@ def lost_deadline(client: Any, record: Any, what: str, down_for: float) -> float
     left = max(0.0, cfg.node_down_after + cfg.node_lost_grace - down_for)
     click.echo(f"{lead} the job ends LOST in about {left:.0f} s, or when its worker returns", err=True)
     return now() + left + 15
-
-
-def silent_for(client: Any, node: str) -> float | None:
-    """Seconds since `node`'s last heartbeat once its presence has expired (three beats
-    missed), else None (also when Redis cannot say)."""
-    try:
-        if node in client.live_nodes():
-            return None
-        row = next((n for n in client.nodes() if n["name"] == node), None)
-        return float(row["heartbeat_age"]) if row is not None else None
-    except (JobletError, KeyError, TypeError, ValueError):
-        return None
 
 
 def ended_after(record: Any, began: float) -> float:
