@@ -145,11 +145,6 @@ class NetworkHomes:
             pipe.hdel(self.keys.placed(network), job_id)
         pipe.execute()
 
-    @_url
-    def forget_placed(self, network: str) -> None:
-        """A deleted network's entries (of jobs that ended without running)."""
-        self.redis.delete(self.keys.placed(network))
-
 
 def _final(raw: bytes) -> bool:
     try:

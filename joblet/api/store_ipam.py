@@ -52,10 +52,11 @@ end
 return 0
 """
 
-# KEYS: the user networks' definitions, the network's allocations, its cursor. ARGV: its
-# name, the job records' key prefix. The addresses of jobs that ended or are gone go; if a
-# job that has not ended still holds one, the ids of those that do (the definition stays),
-# else the definition and the cursor go too (an empty list). The cursor stayed for good, and the
+# KEYS: the user networks' definitions, the network's allocations, its cursor, its placed
+# jobs (store_homes.py). ARGV: its name, the job records' key prefix. The addresses of jobs
+# that ended or are gone go; if a job that has not ended still holds one, the ids of those
+# that do (the definition stays), else the definition, the cursor and where its jobs were
+# placed go too (an empty list). The cursor stayed for good, and the
 # address of a job that ended without freeing it (its node lost), which workers free only in
 # networks still defined.
 _DELETE = (
@@ -69,7 +70,7 @@ for i = 1, #flat, 2 do
 end
 if #held > 0 then return held end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 return held
 """
 )
@@ -129,5 +130,5 @@ class IpamStore:
         has not ended holds an address in it: then the definition stays (only ended jobs'
         addresses go), and those jobs' ids are returned (allocate refuses a network no
         longer defined: no job gets one after)."""
-        keys = [self.keys.networks, self.keys.ipam(network), self.keys.ipam_cursor(network)]
+        keys = [self.keys.networks, self.keys.ipam(network), self.keys.ipam_cursor(network), self.keys.placed(network)]
         return sorted({h.decode() for h in self._delete(keys=keys, args=[network, self.keys.job("")])})

@@ -10,6 +10,7 @@ import pytest
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
+from joblet.api.store_ipam import IpamStore
 
 
 @pytest.fixture
@@ -52,8 +53,14 @@ def test_a_read_drops_jobs_that_ended_without_running(store: Store) -> None:
 
     store.mark_placed(f"{9:032x}", ["app", "none"], "e")  # a workflow's job, queued later
     assert _placed(store, "app")[f"{9:032x}"] == "e"
-    store.forget_placed("app")  # the network deleted
-    assert _placed(store, "app") == {}
+    ipam = IpamStore(store.url, store.keys.prefix, store.redis)
+    store.redis.hset(store.keys.networks, "app", "{}")  # defined (its fields are not read here)
+    assert ipam.allocate("app", 2, 9, f"{3:032x}") == 2  # job 3 took an address: it holds the network
+    assert ipam.delete_network("app") == [f"{3:032x}"]
+    assert f"{9:032x}" in _placed(store, "app")  # the control: a refused delete keeps them
+    assert ipam.release("app", 2, f"{3:032x}")
+    assert ipam.delete_network("app") == []  # deleted: where its jobs were placed goes with it
+    assert _placed(store, "app") == {} and not store.redis.hexists(store.keys.networks, "app")
 
 
 def test_a_network_is_held_by_one_submitter_at_a_time(store: Store) -> None:
