@@ -10,6 +10,7 @@ its record). A job that could not be queued is recorded FAILED, as with `submit`
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Protocol
 
 from joblet.api.message import new_job_id
@@ -49,6 +50,9 @@ class Batch:
         # each user network's nodes with jobs: read once per network, then where this batch
         # placed its jobs (without an overlay between nodes they must stay together)
         self._homes: dict[str, set[str]] = {}
+        # the user networks whose homes were read since the last write, held until it (as
+        # Client.submit holds them): another batch at the same instant placed elsewhere
+        self._holds = contextlib.ExitStack()
 
     def add(self, spec: JobSpec) -> list[JobRecord]:
         """Check one job (a JobletError says why it is refused; nothing of it is stored); returns
@@ -56,18 +60,25 @@ class Batch:
         those before it). Records queued before a refusal are returned by the next call."""
         spec = self._check(spec)
         record = JobRecord.pending(new_job_id(), spec, node=self._place(spec))
-        if record.name is not None:  # the name's holder is checked atomically, one job at a time
-            self._write()
-            self.ready.append(self.client.queue_new(record))
-        else:
-            self.waiting.append(record)
-            if len(self.waiting) >= self.flush_every:
+        try:
+            if record.name is not None:  # the name's holder is checked atomically, one job at a time
                 self._write()
+                self.ready.append(self.client.queue_new(record))
+            else:
+                self.waiting.append(record)
+                if len(self.waiting) >= self.flush_every:
+                    self._write()
+        finally:
+            if not self.waiting:  # where each job placed goes is written: another submitter reads it
+                self._holds.close()
         return self._take()
 
     def flush(self) -> list[JobRecord]:
         """Queue every waiting job; returns the records queued since the last call."""
-        self._write()
+        try:
+            self._write()
+        finally:
+            self._holds.close()
         return self._take()
 
     def _take(self) -> list[JobRecord]:
@@ -103,6 +114,7 @@ class Batch:
         user = user_networks(spec.network) if len(self._view) > 1 else []
         unseen = [n for n in user if n not in self._homes]
         if unseen:
+            self._holds.enter_context(self.client.store.holding_networks(unseen))
             self._homes.update(self.client.store.network_homes(unseen))
         target = nodes.place(spec, self._view, homes={n: self._homes[n] for n in user})
         if target is not None:

@@ -15,6 +15,7 @@ refreshed at each advance would not do: nothing advances while one long job runs
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import secrets
@@ -303,18 +304,20 @@ def _queue(
     whose pin to a node that is down is looked at again once the record names it.
     `live_nodes`: the live nodes, read once per advance (each job of a fan-out read them)."""
     spec = store.get_job(job_id).spec  # a whole record only for a job it sends
-    try:
-        target = place(spec)
-    except JobletError as exc:
-        _end_unsent(store, cfg, job_id, JobStatus.FAILED, str(exc))
-        return False
-    if target is not None:  # named from the start, so a loss of that node finds it
-        store.transition(job_id, [JobStatus.PENDING], node=target)
-        live = live_nodes()
-        if real and target == spec.node and target not in live and _pin_gone(store, cfg, job_id, target):
-            return False  # a node whose heartbeat lives is not down: nothing to look at again
-        if user_networks(spec.network) and len(live) > 1:  # else nothing reads it
-            store.mark_placed(job_id, spec.network, target)
+    user = user_networks(spec.network)
+    many = bool(user) and len(live_nodes()) > 1  # else nothing reads where a user network's job went
+    with store.holding_networks(user) if many else contextlib.nullcontext():  # as Client.submit holds them
+        try:
+            target = place(spec)
+        except JobletError as exc:
+            _end_unsent(store, cfg, job_id, JobStatus.FAILED, str(exc))
+            return False
+        if target is not None:  # named from the start, so a loss of that node finds it
+            store.transition(job_id, [JobStatus.PENDING], node=target)
+            if real and target == spec.node and target not in live_nodes() and _pin_gone(store, cfg, job_id, target):
+                return False  # a node whose heartbeat lives is not down: nothing to look at again
+            if many:
+                store.mark_placed(job_id, spec.network, target)
     send(cfg, job_id, spec.to_dict(), target)
     return True
 

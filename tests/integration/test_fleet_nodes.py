@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from joblet.api.client import Client
-from joblet.api.models import JobStatus
+from joblet.api.models import JobSpec, JobStatus
 from joblet.api.store_ipam import IpamStore
 from joblet.api.store_nodes import NodeStore
 from joblet.api.tasks import send_run
@@ -369,3 +369,33 @@ def test_a_batchs_jobs_of_a_user_network_stay_together(three, tmp_path):
     finally:
         stop_all(client, ids)
         client.networks.delete("batched")
+
+
+def test_batches_of_a_user_network_at_the_same_instant_go_together(three):
+    """Two batches at once each read no home for the network and kept their own lines on two
+    nodes (session 25's note). A batch holds each user network from its first read of where
+    the network's jobs are until it has written where its own go."""
+    a, _, _ = three
+    Client(a.cfg).networks.create("batches", "10.128.0.0/24")
+    clients = [Client(a.cfg) for _ in range(6)]
+    start, jobs = threading.Barrier(len(clients)), []
+
+    def submit(client: Client) -> None:
+        batch = client.batch()
+        start.wait(10)
+        for _ in range(2):
+            jobs.extend(batch.add(JobSpec(command="sleep", args=("300",), network=("batches",))))
+        jobs.extend(batch.flush())
+
+    threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert len(jobs) == 12 and len({Client(a.cfg).get(j.id).node for j in jobs}) == 1, jobs
+        spread = [clients[0].run("true", network="none").node for _ in range(12)]
+        assert len(set(spread)) >= 2, spread  # the control: jobs of no user network still go anywhere
+    finally:
+        stop_all(Client(a.cfg), [j.id for j in jobs])
+        Client(a.cfg).networks.delete("batches")

@@ -324,3 +324,36 @@ def test_a_job_pinned_to_a_node_whose_sweep_began_meanwhile_is_not_sent(monkeypa
         assert queued is not gone and changes[0] == {"node": "b"}
         assert [c["status"] for c in changes[1:]] == ([JobStatus.FAILED] if gone else [])
     assert sent == ["b"]
+
+
+def test_a_user_networks_job_is_placed_and_marked_while_its_networks_are_held():
+    """Two advances (or an advance and a submit) at the same instant each read no home for
+    the network and placed its jobs apart: the network is held from the placement until
+    where the job goes is written, as Client.submit holds it; not in a fleet of one node."""
+    import contextlib
+    from types import SimpleNamespace
+
+    record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true", network=("app", "none")))
+    order: list[str] = []
+
+    @contextlib.contextmanager
+    def holding_networks(networks: Any) -> Any:
+        order.append(f"hold {sorted(networks)}")
+        yield
+        order.append("let go")
+
+    for live in ({"a": {}, "b": {}}, {"a": {}}):
+        order.clear()
+        store = SimpleNamespace(
+            get_job=lambda job_id: record,
+            transition=lambda job_id, allowed, **fields: order.append("record") or True,
+            holding_networks=holding_networks,
+            mark_placed=lambda job_id, networks, node: order.append("mark"),
+        )
+        send = lambda c, j, s, n: order.append("send")  # noqa: E731
+        place = lambda spec: order.append("place") or "b"  # noqa: E731
+        assert wfs._queue(store, load(), record.id, send, place, lambda live=live: live)  # type: ignore[arg-type]
+        if len(live) > 1:
+            assert order == ["hold ['app']", "place", "record", "mark", "let go", "send"]
+        else:  # the control: one node, where a job went is read by nothing
+            assert order == ["place", "record", "send"]
