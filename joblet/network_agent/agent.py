@@ -329,7 +329,7 @@ class NetworkAgent:
                 links.delete_link(name)  # left by an earlier worker
         removed = [name for name in stale if self.remove_network(name)]
         if self.overlay is not None:
-            self.overlay.sweep(existing)
+            self.overlay.sweep(existing, in_use)
         return removed
 
     # -- per job: facts -> reserve -> (pure plan) -> setup ... teardown -> free --------------

@@ -319,9 +319,17 @@ class Overlay:
         if changed:
             self.on_macs()
 
-    def sweep(self, existing: list[str]) -> None:
-        """Remove overlay ports of networks that no longer exist (left by any worker)."""
-        wanted = {vxlan_name(n) for n in existing}
+    def sweep(self, existing: list[str], in_use: set[str]) -> None:
+        """Remove overlay ports of networks that no longer exist (left by any worker), unless
+        a job here still uses the network (as its bridge stays). A port this worker holds goes
+        from its list too: one taken back at its start, of a network deleted before a job of
+        it ran here, was made again each beat, on a bridge no longer there (fleet run)."""
+        kept = set(existing) | set(in_use)
+        with self._lock:
+            held = {*self._ports, *self._local_only}
+        for network in held - kept:
+            self.detach(network)
+        wanted = {vxlan_name(n) for n in kept}
         for name in links.names_with_prefix(VXLAN_PREFIX, "vxlan"):
             if name not in wanted:
                 links.delete_link(name)

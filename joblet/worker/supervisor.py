@@ -398,19 +398,44 @@ class Supervisor:
             return []
 
     def _beat_upkeep(self) -> None:
+        """The host's side of the networks, one step after another: one that fails does not
+        skip the rest (an overlay port whose bridge was gone failed every beat, and no bridge
+        was repaired nor record restored after it: fleet run). Redis out of reach ends it."""
         faults.fail("upkeep")
+        unexpected: list[Exception] = []
+        for step in (
+            self._upkeep_firewall,
+            self.sweep_networks,
+            self._upkeep_overlay,
+            self.sweep_volumes,
+            self._upkeep_jobs,
+        ):
+            try:
+                step()
+            except BackendUnavailable:
+                raise  # said once by the beat, not once per step
+            except JobletError as exc:
+                log.error("host network upkeep: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - raised below (the beat logs it), after the other steps
+                unexpected.append(exc)
+        if unexpected:
+            raise unexpected[0]
+
+    def _upkeep_firewall(self) -> None:
+        if self.svc.agent.ensure_firewall():
+            log.warning("joblet's nftables table was gone: restored it")
+        self.svc.agent.check_forward()
+
+    def _upkeep_overlay(self) -> None:
+        if self.svc.agent.overlay is not None:
+            self.svc.agent.overlay.hold_port()  # if it could not at the start
+            self.svc.agent.overlay.sync()  # nodes that came or went
+
+    def _upkeep_jobs(self) -> None:
+        """The running jobs' bridges, and their records if Redis restarted without its data."""
+        with self._lock:
+            runs = list(self.running.values())
         try:
-            if self.svc.agent.ensure_firewall():
-                log.warning("joblet's nftables table was gone: restored it")
-            self.svc.agent.check_forward()
-            self.sweep_networks()
-            if self.svc.agent.overlay is not None:
-                self.svc.agent.overlay.hold_port()  # if it could not at the start
-                self.svc.agent.overlay.sync()  # nodes that came or went
-            self.sweep_volumes()
-            with self._lock:
-                runs = list(self.running.values())
             self._bridges.repair(self.svc.agent, started_plans(runs))
-            restore_forgotten(self.svc, runs)  # Redis restarted without its data
-        except JobletError as exc:
-            log.error("host network upkeep: %s", exc)
+        finally:
+            restore_forgotten(self.svc, runs)

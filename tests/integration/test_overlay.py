@@ -222,6 +222,34 @@ def test_a_restarted_worker_drops_the_overlay_entries_of_jobs_gone_meanwhile(
             client.networks.delete("ov-rs")
 
 
+def test_a_port_taken_back_at_start_of_a_network_deleted_since_is_let_go(
+    hosts: tuple[Host, Host, Host], client: Client
+) -> None:
+    """A restarted worker takes back its overlay ports; a network deleted before any job of
+    it ran there again lost its bridge and port, but the port stayed on the worker's list:
+    each beat failed to make it again (`bridge ... is gone`) and skipped the rest of the
+    host's upkeep, so a job's bridge deleted under it was never made again (fleet run)."""
+    c = hosts[2]
+    client.networks.create("ov-back", "10.129.0.0/24")
+    try:
+        rec, _, _ = run(client, "true", network="ov-back", node="ovc")
+        assert rec.exit_code == 0, rec
+        c.stop_worker()
+        c.start_worker()
+        eventually(lambda: "overlay ports taken back" in c.log(), "ovc took back no port", 15)
+    finally:
+        client.networks.delete("ov-back")
+    eventually(lambda: vxlan_name("ov-back") not in links_of(c), "the deleted network's port stayed on ovc", 15)
+    job = client.run("sleep", ("300",), network="bridge", node="ovc")
+    try:
+        wait_running(client, job.id)
+        c.in_ns("ip", "link", "del", bridge_name("bridge"))
+        eventually(lambda: f" {bridge_name('bridge')}:" in links_of(c), "ovc's upkeep made no bridge again", 15)
+        assert "of network 'ov-back' is gone" not in c.log()
+    finally:
+        stop_all(client, [job.id])
+
+
 # pairs of job ids whose MACs on network "ov-mac" are one (a birthday search, seconds of CPU)
 SAME_MAC = (
     ("c0ffee02000000000000000000039cae", "c0ffee02000000000000000000139627"),
