@@ -27,11 +27,15 @@ LOST = "the worker running it stopped unexpectedly"
 
 
 def reconcile(svc: Services, running: set[str]) -> None:
-    """Tear down what the journal lists and no live job here owns; mark such jobs LOST."""
+    """Tear down what the journal lists and no live job here owns; mark such jobs LOST. Their
+    networks' peers are told (as when the fleet marks a node's jobs LOST): a job's name
+    stayed in the other jobs' /etc/hosts, for the next holder of its address (fleet run)."""
+    left: set[str] = set()
     for entry in svc.journal.entries():
         if entry.job_id in running:
             continue
         problems = teardown_entry(svc, entry)
+        left.update(entry.plan.ips if entry.plan is not None else ())
         try:
             # it ended while Redis was gone: its own end, not LOST
             if entry.outcome is None or not svc.records.settle(entry.job_id, entry.outcome):
@@ -41,6 +45,10 @@ def reconcile(svc: Services, running: set[str]) -> None:
             continue
         svc.journal.forget(entry.job_id)
         log.warning("reconciled job %s%s", entry.job_id[:12], f": {'; '.join(problems)}" if problems else "")
+    try:
+        svc.discovery.refresh(sorted(left))
+    except JobletError as exc:
+        log.error("telling the peers of the reconciled jobs: %s", exc)
     scan_leftovers(svc)
 
 

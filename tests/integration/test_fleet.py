@@ -11,7 +11,7 @@ from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.names import bridge_name
 from tests.conftest import BIN, Host, need
-from tests.integration.helpers import eventually, wait_running
+from tests.integration.helpers import eventually, output, stop_all, wait_running
 from tests.integration.lan import Lan
 
 
@@ -60,6 +60,35 @@ def test_hosts_files_follow_jobs_on_other_hosts(fleet):
     wait_running(client, gone.id)
     client.stop(web.id)
     assert client.wait(gone.id, timeout=30).status == JobStatus.COMPLETED
+
+
+def test_a_job_reconciled_at_its_workers_restart_leaves_its_peers_hosts_files(fleet):
+    """A worker killed and started again before the fleet marked its node's jobs LOST marks
+    them LOST itself, at its start: its jobs' names stayed in their peers' /etc/hosts on
+    other hosts, answering for the next holder of the address (fleet run)."""
+    a, b = fleet
+    client = Client(a.cfg)
+    client.networks.create("fleet-kill", "10.133.0.0/24")
+    jobs = []
+    try:
+        doomed = client.run("sleep", ("300",), network="fleet-kill", name="doomed", node="fleetb")
+        jobs.append(doomed.id)
+        wait_running(client, doomed.id)
+        there = "grep -qE '\\sdoomed$' /etc/hosts"
+        watch = f"until {there}; do sleep 0.1; done; echo seen; while {there}; do sleep 0.1; done"
+        watcher = client.run("sh", ("-c", watch), network="fleet-kill", node="fleeta")
+        jobs.append(watcher.id)
+        eventually(lambda: output(client, watcher.id) == b"seen\n", "the peer's name in the watcher's hosts file")
+        assert b.worker is not None
+        b.worker.kill()
+        b.worker.wait()
+        b.start_worker()
+        lost = client.wait(doomed.id, timeout=30)
+        assert lost.status == JobStatus.LOST and "stopped unexpectedly" in (lost.error or ""), lost
+        assert client.wait(watcher.id, timeout=30).status == JobStatus.COMPLETED  # the name went
+    finally:
+        stop_all(client, jobs)
+        client.networks.delete("fleet-kill")
 
 
 def test_delete_removes_bridge_and_rules_on_every_host(fleet):
