@@ -192,6 +192,9 @@ def test_proc_sys_and_dev_are_like_a_container(client):
         kernel += ("/sys/kernel/vmcoreinfo",)
         checks["kernel"] = {p: attempt(lambda: read(p)) for p in kernel if os.path.exists(p)}
         checks["meminfo"] = read("/proc/meminfo") > 0
+        if os.path.exists("/proc/pressure/cpu"):
+            checks["psi_read"] = read("/proc/pressure/cpu") > 0
+            checks["psi_trigger"] = attempt(lambda: write("/proc/pressure/cpu", "some 500000 2000000\\0"))
         checks["slab"] = os.listdir("/sys/kernel/slab")
         zram = "/sys/class/zram-control"  # listed, never read: a read of hot_add adds a device
         checks["zram"] = os.listdir(zram) if os.path.isdir(zram) else None
@@ -236,6 +239,13 @@ def test_proc_sys_and_dev_are_like_a_container(client):
     # root-only kernel layouts read empty (the host's are not: /proc/slabinfo has a header),
     # while ordinary /proc files are read
     assert Path("/proc/slabinfo").read_text() and got["meminfo"], got
+    if Path("/proc/pressure/cpu").exists():  # PSI: read, but no trigger (each one's close blocks the exit)
+        trigger = os.open("/proc/pressure/cpu", os.O_RDWR | os.O_NONBLOCK)
+        try:
+            os.write(trigger, b"some 500000 2000000\0")  # the control: the host's root makes one
+        finally:
+            os.close(trigger)
+        assert got["psi_read"] is True and got["psi_trigger"] == "EROFS", got
     assert got["kernel"] and set(got["kernel"].values()) == {0}, got["kernel"]
     assert os.listdir("/sys/kernel/slab") and got["slab"] == []  # the slab caches' counters
     if os.path.isdir("/sys/class/zram-control"):  # zram loaded: its hot_add is the host's, not the job's
