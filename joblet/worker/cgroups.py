@@ -72,6 +72,28 @@ def enable_controllers(root: Path, job_parent: Path) -> bool:
     return "memory" in _read(job_parent / "cgroup.controllers").split()
 
 
+def refuse_huge_pages(root: Path, job_parent: Path) -> bool:
+    """No job maps the host's huge pages: `--max-memory` does not count them, and one job took
+    the whole pool (red-team run). hugetlb is turned on for the jobs' parent (v2) and each
+    page size's limit and reservation there set to 0: a MAP_HUGETLB mmap in a job gets
+    ENOMEM. False when this host's hugetlb controller is not in v2 (nothing limited)."""
+    if root != job_parent and "hugetlb" in _read(root / "cgroup.controllers").split():
+        with contextlib.suppress(OSError):
+            (root / "cgroup.subtree_control").write_text("+hugetlb")
+    limits = sorted(job_parent.glob("hugetlb.*.max"))  # hugetlb.2MB.max, hugetlb.2MB.rsvd.max, ...
+    for path in limits:
+        try:
+            path.write_text("0")
+        except OSError as exc:
+            raise ExecutionError(f"failed to set {path} = 0: {exc.strerror}") from None
+    return bool(limits)
+
+
+def host_huge_pages(vm: Path = Path("/proc/sys/vm")) -> int:
+    """The host's pool of default-size huge pages, reserved and allowed beyond (0: none)."""
+    return sum(int(_read(vm / name) or 0) for name in ("nr_hugepages", "nr_overcommit_hugepages"))
+
+
 def host_pid_limit(proc: Path = Path("/proc/sys/kernel")) -> int:
     """How many processes and threads this host can have at once (pid_max, threads-max)."""
     values = []

@@ -123,6 +123,11 @@ class Supervisor:
         except OSError as exc:  # a read-only /sys (a container's): one line, not a traceback
             raise ExecutionError(f"failed to make the jobs' cgroup root {svc.cgroup_root}: {exc.strerror}") from None
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
+        if not cgroups.refuse_huge_pages(svc.cgroup_root.parent, svc.cgroup_root) and cgroups.host_huge_pages():
+            log.warning(
+                "jobs here can map all of this host's huge pages (vm.nr_hugepages), which "
+                "--max-memory does not count: its hugetlb cgroup controller is not in cgroup v2"
+            )
         budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
         where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
         log.info("jobs here: at most %d processes and threads together (%s)", budget, where)

@@ -85,6 +85,33 @@ SIGNAL_HOG = SIGQUEUE + "n = 0\nwhile queue():\n    n += 1\nprint(n, flush=True)
 HOST_QUEUES = SIGQUEUE + "print('ok' if all(queue() for _ in range(1000)) else 'EAGAIN')\n"
 
 
+HUGE = """
+import mmap, sys
+try:
+    m = mmap.mmap(-1, 2 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40000)  # MAP_HUGETLB
+    m[0] = 1
+    print("mapped")
+except OSError as exc:
+    print(exc.strerror)
+"""
+
+
+def test_a_job_maps_none_of_the_hosts_huge_pages(client):
+    """A job took the host's whole huge-page pool, which --max-memory does not count (red-team
+    run): a host's database then got ENOMEM. The jobs' cgroup parent allows none."""
+    pool = Path("/proc/sys/vm/nr_hugepages")
+    before = pool.read_text()
+    pool.write_text("2")
+    try:
+        need(int(pool.read_text()) >= 1, "the kernel gave no huge page (memory too fragmented)")
+        host = subprocess.run(["python3", "-c", HUGE], capture_output=True, text=True, check=True)
+        assert host.stdout == "mapped\n", host  # the control: the pool serves the host
+        rec, out, _ = run(client, "python3", "-c", HUGE, network="none")
+        assert rec.status == JobStatus.COMPLETED and out == b"Cannot allocate memory\n", (rec, out)
+    finally:
+        pool.write_text(before)
+
+
 def test_a_job_cannot_take_the_hosts_pending_signals(client):
     """Jobs are the host's uid 0, and pending signals are counted per uid: a job that queues
     all it can leaves the host's root processes room to queue theirs (timers, sigqueue)."""

@@ -10,7 +10,7 @@ from joblet.api.limits import Limits, parse_rate
 from joblet.api.volumes import parse_size
 from joblet.errors import ValidationError
 from joblet.network_agent.shaping import tbf_args
-from joblet.worker.cgroups import JobCgroup, enable_controllers
+from joblet.worker.cgroups import JobCgroup, enable_controllers, host_huge_pages, refuse_huge_pages
 
 
 @pytest.mark.parametrize(
@@ -155,3 +155,24 @@ def test_the_jobs_pids_budget_leaves_the_host_a_quarter(tmp_path):
     (tmp_path / "threads-max").write_text("192730\n")
     assert host_pid_limit(tmp_path) == 192730  # the lower of the two
     assert host_pid_limit(tmp_path / "missing") == 32768
+
+
+def test_jobs_get_no_huge_pages_where_hugetlb_is_in_v2(tmp_path):
+    """Each page size's limit and reservation under the jobs' parent read 0; a host whose
+    hugetlb is not in v2 says so (False), and the worker warns if the host has a pool."""
+    root, parent = tmp_path / "unified", tmp_path / "unified" / "joblet"
+    parent.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu hugetlb memory\n")
+    (root / "cgroup.subtree_control").write_text("")
+    assert refuse_huge_pages(root, parent) is False  # no hugetlb files under the parent
+    assert (root / "cgroup.subtree_control").read_text() == "+hugetlb"
+    for name in ("hugetlb.2MB.max", "hugetlb.2MB.rsvd.max", "hugetlb.1GB.max", "hugetlb.2MB.current"):
+        (parent / name).write_text("max\n")
+    assert refuse_huge_pages(root, parent) is True
+    got = {p.name: p.read_text() for p in parent.glob("hugetlb.*")}
+    limits = {"hugetlb.2MB.max": "0", "hugetlb.2MB.rsvd.max": "0", "hugetlb.1GB.max": "0"}
+    assert got == {**limits, "hugetlb.2MB.current": "max\n"}
+    vm = tmp_path / "vm"
+    vm.mkdir()
+    (vm / "nr_hugepages").write_text("8\n")
+    assert host_huge_pages(vm) == 8  # nr_overcommit_hugepages missing: 0
