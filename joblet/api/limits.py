@@ -8,8 +8,8 @@ from typing import Any
 
 from joblet.fields import brief, checked, integer, only_known
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?\s*$", re.IGNORECASE | re.ASCII)
-_SCALE = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(bit|bps|b)?(?:/s)?\s*$", re.IGNORECASE | re.ASCII)
+_SCALE = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}  # tc's prefixes (1tbit is the most)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE | re.ASCII)
 _BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MAX_TEXT = 64  # longer rates and sizes are refused unread

@@ -34,6 +34,10 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:  # `--env NAME` passes the caller's value on; unset, the job has none (as Docker)
+            from joblet.api.models import ENV_KEY_RE
+
+            if not ENV_KEY_RE.fullmatch(key):  # `-e ''`, `-e 'A B'` were passed over (usability run)
+                raise ValidationError(f"invalid --env: invalid environment variable name '{printable(key)}'")
             if key not in os.environ:
                 continue
             value = os.environ[key]
@@ -48,28 +52,29 @@ def read_uploads(
     of them hold is refused as given twice) with their modes; refused as soon as their sizes
     pass `limit` (upload_max_bytes), before more is read: a tree of 1.2 GB was read whole,
     4.5 GB of memory, before the limit refused it (usability review)."""
-    found: list[tuple[Path, str]] = []
+    found: list[tuple[Path, str, str]] = []  # (file, its path in the job, the option that named it)
     for name in files:
         path = Path(name)
         if not name or not path.is_file():  # "" is the current directory to pathlib
             hint = " (a directory: --upload-dir)" if name and path.is_dir() else ""
             raise ValidationError(f"invalid --upload: '{printable(name)}' is not a readable file{hint}")
-        found.append((path, path.name))
+        found.append((path, path.name, "--upload"))
     for directory in directories:
-        found += _tree(directory)
+        found += [(path, rel, "--upload-dir") for path, rel in _tree(directory)]
     uploads, total = [], 0
-    for path, rel in found:
+    for path, rel, flag in found:
         try:
             info = path.stat()  # one stat: its size before the read, its mode
             total += info.st_size
-            if limit is not None and total > limit:
+            if limit is not None and total > limit:  # named --upload for a directory's file (usability run)
                 raise ValidationError(
-                    f"invalid --upload: the files exceed the limit of {limit} bytes (upload_max_bytes) at {path}"
+                    f"invalid {flag}: the files exceed the limit of {limit} bytes (upload_max_bytes) "
+                    f"at {printable(str(path))}"
                 )
             data = path.read_bytes()
             mode = info.st_mode & 0o7777
         except OSError as exc:
-            raise ValidationError(f"invalid --upload: {path}: {exc.strerror}") from None
+            raise ValidationError(f"invalid {flag}: {printable(str(path))}: {exc.strerror}") from None
         uploads.append({"path": rel, "mode": mode, "content": base64.b64encode(data).decode()})
     return uploads
 

@@ -271,6 +271,9 @@ def test_env_name_alone_passes_the_callers_value_or_nothing(monkeypatch):
     monkeypatch.delenv("JL_UNSET", raising=False)
     got = parse_env(("A=1", "B=x=y", "C=", "JL_SET", "JL_EMPTY", "JL_UNSET"))
     assert got == {"A": "1", "B": "x=y", "C": "", "JL_SET": "mine", "JL_EMPTY": ""}
+    for bad in ("", "A B", "1X", "a\x1bb"):  # unset bad names were passed over without a word
+        with pytest.raises(ValidationError, match=r"^invalid --env: invalid environment variable name '"):
+            parse_env(("A=1", bad))
 
 
 def test_a_command_group_alone_shows_its_help():

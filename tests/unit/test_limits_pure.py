@@ -22,10 +22,16 @@ from joblet.worker.cgroups import JobCgroup, enable_controllers, host_huge_pages
         ("2mbps", 16_000_000),
         ("800000", 800_000),
         ("1.5Mbit", 1_500_000),
+        ("1tbit", 10**12),  # the most tc's bucket holds; it was refused as no rate (usability run)
     ],
 )
 def test_rates(text, bits):
     assert parse_rate(text) == bits
+
+
+def test_a_rate_past_the_most_says_so():
+    with pytest.raises(ValueError, match="is above 1000gbit"):
+        parse_rate("99999999999tbit")
 
 
 @pytest.mark.parametrize("text", ["fast", "10 parsecs", "-1mbit", "1bit"])

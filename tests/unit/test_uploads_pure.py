@@ -85,10 +85,10 @@ def test_uploads_past_the_limit_are_refused_before_they_are_read(tmp_path, monke
     reads: list[str] = []
     real_read = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real_read(self))
-    with pytest.raises(ValidationError, match=r"exceed the limit of 1000 bytes \(upload_max_bytes\) at .*b.img"):
+    with pytest.raises(ValidationError, match=r"^invalid --upload-dir: .* 1000 bytes \(upload_max_bytes\) at .*b.img"):
         read_uploads((), (str(tree),), limit=1000)
     assert reads == ["a.bin"]  # the big one was never read
-    with pytest.raises(ValidationError, match="exceed the limit of 100 bytes"):
+    with pytest.raises(ValidationError, match="^invalid --upload: the files exceed the limit of 100 bytes"):
         read_uploads((str(tree / "a.bin"),), (), limit=100)
     assert [u["path"] for u in read_uploads((str(tree / "a.bin"),), (), limit=600)] == ["a.bin"]  # the control
 
