@@ -139,14 +139,15 @@ def job_details(record: JobRecord) -> None:
 
 
 def unused_redis(client: Any) -> str | None:
-    """A note for an empty answer where no worker has ever used this Redis under this key
-    prefix: most often a new shell without the quickstart's `export JOBLET_REDIS_URL=...`."""
+    """A note for an empty answer where this Redis knows no worker under this key prefix:
+    most often a new shell without the quickstart's `export JOBLET_REDIS_URL=...`; or every
+    node was forgotten (it said no worker had used a Redis holding 164 jobs: usability run)."""
     if client.nodes():
         return None
     from joblet.api.redis_conn import safe_url
 
     where, prefix = safe_url(client.settings.redis_url), client.settings.key_prefix
     return (
-        f"(no worker has used this Redis, {where}, under key prefix {prefix!r}: "
-        "are JOBLET_REDIS_URL and JOBLET_KEY_PREFIX set as the workers' are?)"
+        f"(this Redis, {where}, knows no worker under key prefix {prefix!r}: none has started "
+        "there, or each was forgotten; are JOBLET_REDIS_URL and JOBLET_KEY_PREFIX set as the workers' are?)"
     )

@@ -653,11 +653,11 @@ def test_no_worker_on_a_redis_no_worker_ever_used_says_to_check_the_settings(fak
     """A new shell without the quickstart's export: `rnx run -d` said only to start a worker,
     while one ran on the quickstart's own Redis."""
     out = invoke("run", "-d", "--network=none", "true")
-    assert out.exit_code == 0 and "no worker has used this Redis" not in out.output  # the control: one has
+    assert out.exit_code == 0 and "knows no worker" not in out.output  # the control: one has
     monkeypatch.setattr(fake, "nodes", lambda: [], raising=False)
     out = invoke("run", "-d", "--network=none", "true")
     assert out.exit_code == 0 and "waits in the queue: no worker is running" in out.output
-    assert "(no worker has used this Redis, redis://127.0.0.1:6379/0, under key prefix 'joblet:': " in out.output
+    assert "(this Redis, redis://127.0.0.1:6379/0, knows no worker under key prefix 'joblet:': " in out.output
 
 
 @pytest.mark.parametrize(
