@@ -527,12 +527,18 @@ class Attached:
         wanted = self.record.spec.node
         if nodes and (wanted is None or wanted in nodes):
             return
+        self.warned = True
+        if wanted and any(row["name"] == wanted for row in self.client.nodes()):  # known: silent, not absent
+            sys.stderr.write(
+                f"rnx: job {self.record.short_id} is queued for node {wanted!r}, whose heartbeat has "
+                f"stopped (its worker down or paused?): it starts when that worker is back, or ends LOST\n"
+            )
+            return
         where = f"worker on node {wanted!r}" if wanted else "worker"
         sys.stderr.write(
             f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
             f"running (start one with `joblet-worker`){_if_unused(self.client) if not nodes else ''}\n"
         )
-        self.warned = True
 
     def _warn_if_node_down(self) -> None:
         self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down)

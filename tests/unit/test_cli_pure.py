@@ -732,3 +732,23 @@ def test_completion_offers_first_the_statuses_the_index_holds():
     from joblet.cli.complete import LIVE
 
     assert set(LIVE) == LIVE_STATUSES  # spelled apart: completion imports no store
+
+
+def test_a_job_queued_for_a_silent_node_says_so_not_that_no_worker_runs(capsys):
+    """A job pinned to a node whose worker was paused read `none is running (start one with
+    joblet-worker)` (fleet run): a node the fleet knows is silent, not absent."""
+    from types import SimpleNamespace
+
+    from joblet.cli.run import Attached
+
+    pending = JobRecord(id="a" * 32, spec=JobSpec(command="true", node="flt2"), status=JobStatus.PENDING)
+    for known, said in (([{"name": "flt2"}], "is queued for node 'flt2', whose heartbeat has stopped"),
+                        ([], "is waiting for a worker on node 'flt2': none is running")):  # fmt: skip
+        client = SimpleNamespace(
+            store=SimpleNamespace(get_job=lambda job_id: pending),
+            live_nodes=lambda: {"flt1": {}},
+            nodes=lambda known=known: known,
+        )
+        run = Attached(client, pending, as_json=False, sig_proxy=True)  # type: ignore[arg-type]
+        run._warn_if_no_worker(initial=True)
+        assert said in capsys.readouterr().err and run.warned
