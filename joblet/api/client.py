@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.message import new_job_id
-from joblet.api.models import JobRecord, JobSpec, make_spec
+from joblet.api.models import JobRecord, JobSpec, JobStatus, make_spec
 from joblet.api.networks import NetworkStore
 from joblet.api.preflight import Preflight, runtimes
 from joblet.api.store import LIVE_STATUSES, Store
@@ -234,12 +234,28 @@ class Client:
         return row
 
     def drain(self, node: str, on: bool = True) -> dict[str, Any]:
-        """Stop sending new jobs to a node (its running jobs go on); `on=False` undoes it."""
+        """Stop sending new jobs to a node (its running jobs go on); `on=False` undoes it and
+        sends the workflow jobs pinned to the node that were kept while it drained (their
+        ids under "sent" in the node's row returned)."""
         from joblet.api.store_nodes import NodeStore
 
         self._node_row(node)  # it exists
-        NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis).set_drain(node, on)
-        return next(n for n in self.nodes() if n["name"] == node)
+        store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
+        store.set_drain(node, on)
+        sent = [] if on else self._send_held(node, store.take_held(node))
+        row = next(n for n in self.nodes() if n["name"] == node)
+        return row if on else {**row, "sent": sent}
+
+    def _send_held(self, node: str, job_ids: list[str]) -> list[str]:
+        """Queue the kept jobs still PENDING for `node` (one the fleet made LOST meanwhile, or
+        stopped, is not)."""
+        from joblet.api.tasks import send_runs
+
+        records = [r for r in self.store.find_jobs(job_ids) if r is not None]
+        ready = [r for r in records if r.status == JobStatus.PENDING and r.node == node]
+        if ready:
+            send_runs(self.settings, [(r.id, r.spec.to_dict(), node) for r in ready], self.store.prefix_stamp())
+        return [r.id for r in ready]
 
     def unfinished_on(self, node: str, record: dict[str, Any] | None = None) -> list[JobRecord]:
         """The jobs placed on, claimed by or running on `node` that have not ended, from

@@ -90,6 +90,11 @@ class Keys:
         """Hash of draining nodes: name -> time the drain began (no new jobs go there)."""
         return f"{self.prefix}drained"
 
+    def held(self, node: str) -> str:
+        """Set of workflow jobs pinned to a draining `node`, not sent: its undrain sends them
+        (store_nodes.py)."""
+        return f"{self.prefix}held:{node}"
+
     def lost_sweep(self, node: str, beat: float) -> str:
         """Taken (SET NX, short TTL) by the one worker marking a down node's jobs LOST."""
         return f"{self.prefix}lost-sweep:{node}:{beat:.3f}"

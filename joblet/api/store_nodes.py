@@ -16,13 +16,14 @@ from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 
 _url = translated(lambda self: self.url)
-# A node's record, drain and sweep mark go together, and only while its record is the one
-# read (a beat meanwhile: its worker is back, and stays listed).
+# A node's record, drain, sweep mark and held jobs go together, and only while its record
+# is the one read (a beat meanwhile: its worker is back, and stays listed).
 _FORGET = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
 return 1
 """
 
@@ -54,7 +55,7 @@ class NodeStore:
         """Remove a node's record, drain and sweep mark, if its record is still `seen` (its
         worker did not beat meanwhile); whether it did."""
         script = self.redis.register_script(_FORGET)
-        keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept]
+        keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept, self.keys.held(node)]
         raw = self.redis.hget(self.keys.nodes, node)
         if raw is None or json.loads(raw) != seen:
             return False
@@ -66,6 +67,27 @@ class NodeStore:
             self.redis.hsetnx(self.keys.drained, node, json.dumps(time.time()))
         else:
             self.redis.hdel(self.keys.drained, node)
+
+    @_url
+    def hold(self, node: str, job_id: str) -> bool:
+        """Keep a workflow's job pinned to `node` for its undrain, if `node` is draining;
+        False when it is not (send it). Looked at again after the job is kept: an undrain
+        that read the kept jobs before would not send it, and this one does."""
+        if not self.is_drained(node):
+            return False
+        self.redis.sadd(self.keys.held(node), job_id)
+        if self.is_drained(node):
+            return True
+        self.redis.srem(self.keys.held(node), job_id)  # undrained meanwhile (two sends: the claim drops one)
+        return False
+
+    @_url
+    def take_held(self, node: str) -> list[str]:
+        """The jobs kept for `node`'s undrain (gone from the set)."""
+        pipe = self.redis.pipeline()
+        pipe.smembers(self.keys.held(node))
+        pipe.delete(self.keys.held(node))
+        return sorted(m.decode() for m in pipe.execute()[0])
 
     @_url
     def drained(self) -> set[str]:

@@ -73,7 +73,7 @@ def node() -> None:
 @click.pass_obj
 def drain(obj: Any, name: str) -> None:
     """Send no new jobs to NAME; its running jobs go on (a job queued there and not taken yet
-    is refused when its worker takes it)."""
+    is refused when its worker takes it; a workflow's job pinned to NAME waits for the undrain)."""
     row = obj.client.drain(name, True)
     # counted from the records: its heartbeat's count was up to a beat old (0 while 2 ran, just started)
     left = obj.client.unfinished_on(name)
@@ -91,12 +91,13 @@ def drain(obj: Any, name: str) -> None:
 @click.argument("name", shell_complete=complete.nodes)
 @click.pass_obj
 def undrain(obj: Any, name: str) -> None:
-    """Let NAME take new jobs again."""
+    """Let NAME take new jobs again (and the workflow jobs pinned to it kept meanwhile)."""
     row = obj.client.drain(name, False)
+    sent = f"; sent the {len(row['sent'])} workflow job(s) pinned to it that waited" if row["sent"] else ""
     if row["state"] == "down":  # `node x down: takes new jobs` (fleet run)
-        click.echo(f"node {name} undrained: takes new jobs once it is up again (it is down)")
+        click.echo(f"node {name} undrained: takes new jobs once it is up again (it is down){sent}")
     else:
-        click.echo(f"node {name} {row['state']}: takes new jobs")
+        click.echo(f"node {name} {row['state']}: takes new jobs{sent}")
 
 
 @node.command()

@@ -252,6 +252,40 @@ def test_a_workflow_job_pinned_to_a_node_gone_fails_when_its_turn_comes(three, r
         f.close()
 
 
+def test_a_workflow_job_pinned_to_a_draining_node_waits_for_its_undrain(three, tmp_path):
+    """Sent when its turn came, the node refused it FAILED and the workflow failed: a drain
+    for an upgrade failed the workflows pinned there (fleet run). It waits, PENDING and
+    naming the node, and the undrain sends it."""
+    a, _, _ = three
+    client = Client(a.cfg)
+    nodes = NodeStore(a.cfg.redis_url, a.cfg.key_prefix)
+    path = tmp_path / "drained.yaml"
+    path.write_text(
+        "jobs:\n  first: {command: 'true', network: none}\n"
+        "  pinned: {command: 'true', network: none, node: nodeb, requires: [{first: COMPLETED}]}\n"
+    )
+    client.drain("nodeb")
+    try:
+        ran = a.rnx("workflow", "run", "-d", str(path))
+        assert ran.returncode == 0, ran.stderr
+        wf_id = next(r.workflow for r in client.list(name="pinned") if r.workflow)
+        jobs = {j["name"]: j for j in client.workflows.status(wf_id)["jobs"]}
+        pinned = client.get(jobs["pinned"]["id"])
+        # its turn came: the advance named its node, and kept it for the undrain
+        eventually(lambda: client.get(pinned.id).node == "nodeb", "the pinned job's turn")
+        assert client.get(jobs["first"]["id"]).status == JobStatus.COMPLETED
+        assert nodes.redis.smembers(nodes.keys.held("nodeb")) == {pinned.id.encode()}
+        assert client.get(pinned.id).status == JobStatus.PENDING  # not refused
+        row = client.drain("nodeb", False)
+        assert row["sent"] == [pinned.id] and row["state"] == "up"
+        done = client.wait(pinned.id, timeout=30)
+        assert (done.status, done.node) == (JobStatus.COMPLETED, "nodeb"), done
+        eventually(lambda: client.workflows.status(wf_id)["status"] == "COMPLETED", "the workflow's end")
+        assert nodes.redis.exists(nodes.keys.held("nodeb")) == 0
+    finally:
+        client.drain("nodeb", False)
+
+
 def test_a_second_worker_under_a_live_nodes_name_is_refused(three, redis_sock):
     """Two workers under one name took each other's jobs from the node's queue, and the jobs
     of the one that died stayed RUNNING, the name kept alive by the other (red-team run).

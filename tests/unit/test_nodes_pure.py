@@ -125,9 +125,10 @@ class FakeNodes:
         if node not in ("a", "b"):
             raise NotFound(f"no node {node!r} in the fleet (rnx nodes)")
         self.drains.append((node, on))
+        sent = {} if on else {"sent": ["c" * 32] if node == "a" else []}  # a's undrain sent a kept workflow job
         if node == "b":
-            return {"state": DOWN, "jobs": None}
-        return {"state": DRAINING if on else UP, "jobs": 0}  # a beat old: two jobs have started since
+            return {"state": DOWN, "jobs": None, **sent}
+        return {"state": DRAINING if on else UP, "jobs": 0, **sent}  # a beat old: two jobs have started since
 
     def unfinished_on(self, node: str) -> list[object]:  # what the records say
         from types import SimpleNamespace
@@ -175,7 +176,8 @@ def test_rnx_node_drain_and_undrain(fake):
     )
     out = CliRunner().invoke(cli, ["node", "drain", "b"])  # down: no count of jobs going on
     assert out.exit_code == 0 and out.output == "node b draining: no new jobs go there (it is down)\n"
-    assert CliRunner().invoke(cli, ["node", "undrain", "a"]).exit_code == 0
+    out = CliRunner().invoke(cli, ["node", "undrain", "a"])
+    assert out.output == "node a up: takes new jobs; sent the 1 workflow job(s) pinned to it that waited\n"
     out = CliRunner().invoke(cli, ["node", "undrain", "b"])  # down: said, not `node b down: takes new jobs`
     assert out.exit_code == 0 and out.output == "node b undrained: takes new jobs once it is up again (it is down)\n"
     assert fake.drains == [("a", True), ("b", True), ("a", False), ("b", False)]
