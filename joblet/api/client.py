@@ -301,8 +301,11 @@ def forget_checked(
     LOST. A node down with none (a clean stop ends its jobs) goes at once: it waited for a
     sweep that, with no other worker alive, never came (usability run). With no live worker
     at all (`any_live`), only a worker's start ends them: `rnx stop` alone did not (fleet run)."""
-    if row["state"] != "down":
-        return f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs)"
+    if row["state"] != "down":  # a worker killed a moment ago is still up (draining): "stop it" read wrong
+        return (
+            f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs); "
+            "a stopped worker's node reads down node_down_after after its last heartbeat"
+        )
     if swept != float(record.get("beat", 0)) and unfinished:
         jobs = f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({listed(unfinished)})"
         if not any_live:
