@@ -48,7 +48,9 @@ def _cells(row: dict[str, Any]) -> list[str]:
     jobs = f"{count}/{row['concurrency'] if row['concurrency'] is not None else '?'}"
     # a worker that stopped cleanly beside one that went silent (a crash, a partition): both
     # `down`, told apart only by --json's `left` (fleet run)
-    state = "down (stopped)" if row["state"] == "down" and row.get("left") else row["state"]
+    # and a drain outlives its worker's stop: it read `down (stopped)` alone (fleet run)
+    notes = [n for n, on in (("stopped", row.get("left")), ("drained", row.get("draining"))) if on]
+    state = f"down ({', '.join(notes)})" if row["state"] == "down" and notes else row["state"]
     return [
         row["name"],
         state,

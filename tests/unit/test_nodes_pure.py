@@ -341,8 +341,10 @@ def test_rnx_nodes_tells_a_cleanly_stopped_node_from_a_silent_one():
     """Both read `down`; only --json's `left` told them apart (fleet run)."""
     from joblet.cli.nodes import _cells
 
-    rows = {r["name"]: r for r in fleet(b=rec(30), d=rec(30, left=NOW - 29), a=rec(1))}
+    rows = {r["name"]: r for r in fleet(frozenset("ef"), b=rec(30), d=rec(30, left=NOW - 29), a=rec(1),
+                                        e=rec(30, left=NOW - 29), f=rec(30))}  # fmt: skip
     assert [_cells(rows[n])[1] for n in "abd"] == ["up", "down", "down (stopped)"]
+    assert [_cells(rows[n])[1] for n in "ef"] == ["down (stopped, drained)", "down (drained)"]  # its drain shown
 
 
 def test_a_node_down_with_jobs_is_kept_saying_what_ends_them():
