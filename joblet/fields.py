@@ -195,9 +195,13 @@ def _parsed(kind: Callable[[str], Any], value: str, what: str) -> Any:
 
 
 def brief(value: object) -> str:
-    """A value as an error shows it: text cut short, a number unless huge, else its type."""
+    """A value as an error shows it: text cut short, a number unless huge, else its type.
+    Text as rnx shows names everywhere (text.printable): a byte that was not UTF-8 as `\xff`
+    and a newline as `\x0a`; repr() showed them `\udcff` and `\n` (usability run)."""
     if isinstance(value, str):
-        return repr(value[:40]) + ("…" if len(value) > 40 else "")  # cut short: says so
+        from joblet.text import printable
+
+        return f"'{printable(value[:40])}'" + ("…" if len(value) > 40 else "")  # cut short: says so
     if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
         return "a number too large" if isinstance(value, int) and value.bit_length() > 128 else repr(value)
     return type_name(value)

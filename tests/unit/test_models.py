@@ -255,3 +255,12 @@ def test_a_value_cut_short_in_an_error_says_so():
     assert brief("n" * 40) == repr("n" * 40)  # the control: whole
     with pytest.raises(ValidationError, match="invalid job name 'n{40}'…"):
         make_spec("true", name="n" * 70 + "/")
+
+
+def test_an_error_shows_bad_text_as_every_rnx_message_does():
+    """`rnx run --name=$'\xff'` said `'\udcff'` and a newline `'a\nb'`, where `rnx status`
+    says `\xff` and `\x0a` (usability run)."""
+    from joblet.fields import brief
+
+    assert brief("\udcff") == "'\\xff'" and brief("a\nb") == "'a\\x0ab'" and brief("x\x1b]0;t") == "'x\\x1b]0;t'"
+    assert brief("web") == "'web'" and brief("é" * 41) == "'" + "é" * 40 + "'…"  # the control: plain text as it is
