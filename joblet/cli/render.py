@@ -39,7 +39,10 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         out.add_row(*(Text(printable(cell)) for cell in row))
     console = Console(width=TABLE_WIDTH, highlight=False)
-    console.print(out)
+    with console.capture() as drawn:
+        console.print(out)
+    # rich pads the last column too: each line ended in spaces (`cat -A`, usability run)
+    sys.stdout.write("".join(line.rstrip(" ") + "\n" for line in drawn.get().splitlines()))
 
 
 def inspected(fields: list[tuple[str, Any]], jobs: list[dict[str, Any]], ip: bool = False) -> None:

@@ -724,7 +724,8 @@ def test_a_table_is_never_cut_to_the_terminal(monkeypatch, capsys):
     table(["NODE", "STATE", "LAST HEARTBEAT", "VERSION", "JOBS", "CGROUP", "SANDBOX"], [cells])
     lines = capsys.readouterr().out.splitlines()
     assert all(cell in lines[1] for cell in cells) and "…" not in lines[1] and len(lines[1]) > 80
-    assert len(lines[0]) == len(lines[1]) < 200  # as wide as its cells: not padded to the width allowed
+    assert len(lines[1]) < 200  # as wide as its cells: not padded to the width allowed
+    assert lines[0].index("SANDBOX") == lines[1].index("bwrap") and lines[0].endswith("SANDBOX")  # no trailing spaces
 
 
 def test_completion_offers_first_the_statuses_the_index_holds():
