@@ -142,7 +142,12 @@ class Networks:
     def inspect(self, name: str) -> dict[str, Any]:
         row = next((r for r in self.list() if r["name"] == name), None)
         if row is None:
-            self.store.get(name)  # one that does not read says so (listings leave it out)
+            other_case = name != name.lower() and name.lower() in BUILTINS  # `inspect BRIDGE`
+            builtin = f" (the built-in one is {name.lower()!r})" if other_case else ""
+            try:
+                self.store.get(name)  # one that does not read says so (listings leave it out)
+            except NotFound as exc:
+                raise NotFound(f"{exc}{builtin}") from None
             raise NotFound(f"no such network: {shown(name)}")  # store.get refused an empty name
         row["job_list"] = [
             {"id": r.id, "name": r.name, "status": r.status.value, "ip": r.ips.get(name), "node": r.node}
@@ -154,8 +159,8 @@ class Networks:
     def delete(self, name: str) -> None:
         if not name:
             raise ValidationError("no network name given")  # a usage error: exit 2
-        if name in BUILTINS:
-            raise ValidationError(f'failed to delete network "{name}": it is built in')
+        if name.lower() in BUILTINS:  # any case: the names are reserved so (`delete NONE` read no such network)
+            raise ValidationError(f'failed to delete network "{shown(name)}": it is built in')
         try:
             self.store.get(name)
         except ValidationError:

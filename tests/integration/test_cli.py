@@ -108,6 +108,11 @@ def test_near_misses_get_a_hint(host, tmp_path):
     other = host.rnx("run", "--network=nosuchnet", "true")  # the control: no built-in is near
     assert other.stderr == b"rnx: invalid --network: no such network 'nosuchnet' (rnx network list)\n"
     assert other.returncode == 2
+    inspected = host.rnx("network", "inspect", "BRIDGE")  # and where a network is read
+    said = b"rnx: no such network: BRIDGE (the built-in one is 'bridge')\n"
+    assert inspected.returncode == 1 and inspected.stderr == said
+    deleted = host.rnx("network", "delete", "NONE")  # reserved in any case: it read no such network, exit 1
+    assert deleted.returncode == 2 and b'failed to delete network "NONE": it is built in' in deleted.stderr
     assert host.rnx("network", "create", "nearapp", "--cidr=10.97.0.0/24").returncode == 0
     try:  # a user network's name in other capitals, or misspelt
         for typed in ("NearApp", "nearap"):

@@ -176,6 +176,8 @@ def test_built_in_networks_and_no_runtimes_are_said_as_such(monkeypatch):
 
     with pytest.raises(ValidationError, match='failed to delete network "bridge": it is built in'):
         Networks(Settings(), None, None).delete("bridge")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match='failed to delete network "NONE": it is built in'):
+        Networks(Settings(), None, None).delete("NONE")  # type: ignore[arg-type]  # any case (no such network, before)
     made = StopClient()
     made.runtimes = lambda: []  # type: ignore[attr-defined]
     out = rnx(monkeypatch, made, "runtime", "list")
