@@ -235,16 +235,22 @@ class Client:
 
     def drain(self, node: str, on: bool = True) -> dict[str, Any]:
         """Stop sending new jobs to a node (its running jobs go on); `on=False` undoes it and
-        sends the workflow jobs pinned to the node that were kept while it drained (their
-        ids under "sent" in the node's row returned)."""
+        sends the workflow jobs pinned to the node that were kept while it drained. The
+        node's row is returned with "held": the ids of the kept jobs that wait (drained),
+        or "sent": those sent (undrained). A kept job is sent as `submit` sends: refused
+        (ConfigError) where this client's signing does not match the node's, and kept then."""
         from joblet.api.store_nodes import NodeStore
 
         self._node_row(node)  # it exists
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
         store.set_drain(node, on)
-        sent = [] if on else self._send_held(node, store.take_held(node))
-        row = next(n for n in self.nodes() if n["name"] == node)
-        return row if on else {**row, "sent": sent}
+        kept = store.held(node)
+        if on:
+            waiting = [r.id for r in self.store.find_jobs(kept) if r is not None and r.status == JobStatus.PENDING]
+            return {**next(n for n in self.nodes() if n["name"] == node), "held": waiting}
+        sent = self._send_held(node, kept)
+        store.release_held(node, kept)  # sent, or ended meanwhile; a failed send keeps them all
+        return {**next(n for n in self.nodes() if n["name"] == node), "sent": sent}
 
     def _send_held(self, node: str, job_ids: list[str]) -> list[str]:
         """Queue the kept jobs still PENDING for `node` (one the fleet made LOST meanwhile, or
@@ -253,7 +259,8 @@ class Client:
 
         records = [r for r in self.store.find_jobs(job_ids) if r is not None]
         ready = [r for r in records if r.status == JobStatus.PENDING and r.node == node]
-        if ready:
+        if ready:  # unsigned to a signing fleet, they were dropped unread: PENDING for good (review)
+            self.preflight.check_fleet(node)
             send_runs(self.settings, [(r.id, r.spec.to_dict(), node) for r in ready], self.store.prefix_stamp())
         return [r.id for r in ready]
 

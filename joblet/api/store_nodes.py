@@ -82,12 +82,16 @@ class NodeStore:
         return False
 
     @_url
-    def take_held(self, node: str) -> list[str]:
-        """The jobs kept for `node`'s undrain (gone from the set)."""
-        pipe = self.redis.pipeline()
-        pipe.smembers(self.keys.held(node))
-        pipe.delete(self.keys.held(node))
-        return sorted(m.decode() for m in pipe.execute()[0])
+    def held(self, node: str) -> list[str]:
+        """The jobs kept for `node`'s undrain."""
+        return sorted(m.decode() for m in self.redis.smembers(self.keys.held(node)))
+
+    @_url
+    def release_held(self, node: str, job_ids: list[str]) -> None:
+        """These kept jobs were sent (or ended meanwhile): only they go, once sent, so an
+        undrain that failed on the way (a broker down) leaves the rest for the next."""
+        if job_ids:
+            self.redis.srem(self.keys.held(node), *job_ids)
 
     @_url
     def drained(self) -> set[str]:

@@ -81,10 +81,13 @@ def drain(obj: Any, name: str) -> None:
     left = obj.client.unfinished_on(name)
     # one queued there and not taken yet is refused when its worker takes it: FAILED (fleet run:
     # "go on" was said of those too)
-    queued = sum(1 for r in left if r.status.value in ("PENDING", "SCHEDULED"))
-    parts = [f"{len(left) - queued} job(s) go on"] if len(left) > queued else []
+    held = set(row["held"])  # a workflow's jobs pinned there wait for the undrain (a drain said again)
+    queued = sum(1 for r in left if r.status.value in ("PENDING", "SCHEDULED") and r.id not in held)
+    going = len(left) - queued - len(held & {r.id for r in left})
+    parts = [f"{going} job(s) go on"] if going else []
     parts += [f"{queued} queued there will be refused"] if queued else []
-    going_on = f"; {', '.join(parts)} (rnx list --node={name} --status=running,pending)" if left else ""
+    parts += [f"{len(held)} workflow job(s) pinned there wait for the undrain"] if held else []
+    going_on = f"; {', '.join(parts)} (rnx list --node={name} --status=running,pending)" if parts else ""
     down = f" (it is {row['state']})" if row["state"] == "down" else ""
     click.echo(f"node {name} draining: no new jobs go there{going_on}{down}")
 

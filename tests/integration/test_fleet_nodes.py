@@ -272,10 +272,12 @@ def test_a_workflow_job_pinned_to_a_draining_node_waits_for_its_undrain(three, t
         jobs = {j["name"]: j for j in client.workflows.status(wf_id)["jobs"]}
         pinned = client.get(jobs["pinned"]["id"])
         # its turn came: the advance named its node, and kept it for the undrain
-        eventually(lambda: client.get(pinned.id).node == "nodeb", "the pinned job's turn")
+        eventually(lambda: nodes.held("nodeb") == [pinned.id], "the pinned job kept for the undrain")
         assert client.get(jobs["first"]["id"]).status == JobStatus.COMPLETED
-        assert nodes.redis.smembers(nodes.keys.held("nodeb")) == {pinned.id.encode()}
-        assert client.get(pinned.id).status == JobStatus.PENDING  # not refused
+        assert client.get(pinned.id).status == JobStatus.PENDING and client.get(pinned.id).node == "nodeb"
+        again = a.rnx("node", "drain", "nodeb")  # said again: the kept job is not one "to be refused"
+        assert b"1 workflow job(s) pinned there wait for the undrain" in again.stdout, again.stdout
+        assert b"refused" not in again.stdout
         row = client.drain("nodeb", False)
         assert row["sent"] == [pinned.id] and row["state"] == "up"
         done = client.wait(pinned.id, timeout=30)

@@ -125,7 +125,8 @@ class FakeNodes:
         if node not in ("a", "b"):
             raise NotFound(f"no node {node!r} in the fleet (rnx nodes)")
         self.drains.append((node, on))
-        sent = {} if on else {"sent": ["c" * 32] if node == "a" else []}  # a's undrain sent a kept workflow job
+        kept = [f"{3:032x}"] if node == "a" else []  # a workflow's job pinned to a, waiting for its undrain
+        sent = {"held": kept} if on else {"sent": kept}
         if node == "b":
             return {"state": DOWN, "jobs": None, **sent}
         return {"state": DRAINING if on else UP, "jobs": 0, **sent}  # a beat old: two jobs have started since
@@ -135,8 +136,8 @@ class FakeNodes:
 
         from joblet.api.models import JobStatus
 
-        statuses = (JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.PENDING) if node == "a" else ()
-        return [SimpleNamespace(status=s) for s in statuses]
+        statuses = (JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.PENDING, JobStatus.PENDING) if node == "a" else ()
+        return [SimpleNamespace(status=s, id=f"{i:032x}") for i, s in enumerate(statuses)]  # the last one kept
 
 
 @pytest.fixture
@@ -171,8 +172,8 @@ def test_rnx_node_drain_and_undrain(fake):
 
     out = CliRunner().invoke(cli, ["node", "drain", "a"])
     assert out.output == (  # counted from the records: the heartbeat's count said 0 while 2 ran (usability run)
-        "node a draining: no new jobs go there; 2 job(s) go on, 1 queued there will be refused "
-        "(rnx list --node=a --status=running,pending)\n"
+        "node a draining: no new jobs go there; 2 job(s) go on, 1 queued there will be refused, "
+        "1 workflow job(s) pinned there wait for the undrain (rnx list --node=a --status=running,pending)\n"
     )
     out = CliRunner().invoke(cli, ["node", "drain", "b"])  # down: no count of jobs going on
     assert out.exit_code == 0 and out.output == "node b draining: no new jobs go there (it is down)\n"
