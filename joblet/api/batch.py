@@ -59,8 +59,8 @@ class Batch:
         the records queued since the last call, in order (a full pipeline, or a named job and
         those before it). Records queued before a refusal are returned by the next call."""
         spec = self._check(spec)
-        record = JobRecord.pending(new_job_id(), spec, node=self._place(spec))
-        try:
+        try:  # a line refused at its placement lets go of what it held (`tail -f | rnx batch` ending on it)
+            record = JobRecord.pending(new_job_id(), spec, node=self._place(spec))
             if record.name is not None:  # the name's holder is checked atomically, one job at a time
                 self._write()
                 self.ready.append(self.client.queue_new(record))

@@ -112,7 +112,7 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
         except (LineError, JobletError) as exc:  # a field's error names rnx run's option, as rnx run does
             click.echo(f"rnx batch: line {number}: {as_option(exc) if isinstance(exc, FieldError) else exc}", err=True)
             refused += 1
-            continue
+            queued = []  # the lines before it still go once the input is idle (they waited for the next good one)
         if not pending_input(file):
             queued += jobs.flush()
         show(queued)

@@ -527,8 +527,9 @@ class Attached:
         wanted = self.record.spec.node
         if nodes and (wanted is None or wanted in nodes):
             return
+        known = wanted is not None and any(row["name"] == wanted for row in self.client.nodes())
         self.warned = True
-        if wanted and any(row["name"] == wanted for row in self.client.nodes()):  # known: silent, not absent
+        if known:  # a node the fleet knows is silent, not absent
             sys.stderr.write(
                 f"rnx: job {self.record.short_id} is queued for node {wanted!r}, whose heartbeat has "
                 f"stopped (its worker down or paused?): it starts when that worker is back, or ends LOST\n"

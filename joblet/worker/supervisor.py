@@ -407,7 +407,7 @@ class Supervisor:
         skip the rest (an overlay port whose bridge was gone failed every beat, and no bridge
         was repaired nor record restored after it: fleet run). Redis out of reach ends it."""
         faults.fail("upkeep")
-        unexpected: list[Exception] = []
+        failures: list[Exception] = []  # raised after every step ran: the beat says the first
         for step in (
             self._upkeep_firewall,
             self.sweep_networks,
@@ -417,14 +417,18 @@ class Supervisor:
         ):
             try:
                 step()
-            except BackendUnavailable:
-                raise  # said once by the beat, not once per step
+            except BackendUnavailable as exc:  # a bridge is repaired during an outage all the same
+                failures.append(exc)
             except JobletError as exc:
                 log.error("host network upkeep: %s", exc)
             except Exception as exc:  # noqa: BLE001 - raised below (the beat logs it), after the other steps
-                unexpected.append(exc)
-        if unexpected:
-            raise unexpected[0]
+                failures.append(exc)
+        failures.sort(key=lambda exc: isinstance(exc, BackendUnavailable))  # the unexpected first
+        for failure in failures[1:]:
+            if not isinstance(failure, BackendUnavailable):  # an outage is said once, by the beat
+                log.warning("host network upkeep: %s: %s", type(failure).__name__, failure)
+        if failures:
+            raise failures[0]
 
     def _upkeep_firewall(self) -> None:
         if self.svc.agent.ensure_firewall():

@@ -78,3 +78,39 @@ def test_a_refused_named_job_keeps_the_ids_before_it(host, client):
         assert client.wait(first, timeout=60).exit_code == 0 and client.wait(free, timeout=60).name == "batch-free"
     finally:
         client.stop(holder.id)
+
+
+def test_a_line_before_a_refused_one_goes_once_the_input_is_idle(host, client):
+    """`tail -f jobs | rnx batch`: a good line followed by a bad one waited, unqueued, for
+    the next good line (the idle flush was skipped after a refusal)."""
+    import os
+    import select
+    import subprocess
+
+    from tests.conftest import BIN
+
+    proc = subprocess.Popen(
+        [str(BIN / "rnx"), "batch"],
+        env={**os.environ, **host.env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        # the good line fills rnx's read buffer (8 KiB) exactly: the bad one is still in the
+        # pipe as the good one is looked at, so rnx waits for it before it flushes
+        good = b"--network=none echo waited "
+        good += b"x" * (8191 - len(good)) + b"\n"
+        proc.stdin.write(good + b"--network=nosuch true\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 30)  # the input stays open: no EOF flush
+        assert ready, "the good line was not queued while the input was idle"
+        job_id = proc.stdout.readline().decode().strip()
+        assert client.wait(job_id, timeout=30).status == JobStatus.COMPLETED
+        assert output(client, job_id) == good[len(b"--network=none echo ") :]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    err = proc.stderr.read() if proc.stderr else b""
+    assert proc.returncode == 2 and b"rnx batch: line 2: invalid --network" in err, err
