@@ -319,8 +319,9 @@ class NetworkAgent:
             self._apply()
             return True
 
-    def sweep_networks(self, existing: list[str], in_use: set[str]) -> list[str]:
-        """Remove the bridges of networks that no longer exist and no local job uses."""
+    def sweep_networks(self, existing: list[str], in_use: set[str], attached: set[str] | None = None) -> list[str]:
+        """Remove the bridges of networks that no longer exist and no local job uses (and the
+        overlay ports of `attached`, read before `existing`: overlay.sweep)."""
         wanted = {bridge_name(n) for n in existing}
         stale = [n for n in list(self._active) if n not in existing and n not in in_use]
         for name in links.bridges_with_prefix(names.NETWORK_BRIDGE_PREFIX):
@@ -329,7 +330,7 @@ class NetworkAgent:
                 links.delete_link(name)  # left by an earlier worker
         removed = [name for name in stale if self.remove_network(name)]
         if self.overlay is not None:
-            self.overlay.sweep(existing, in_use)
+            self.overlay.sweep(existing, in_use, attached or set())
         return removed
 
     # -- per job: facts -> reserve -> (pure plan) -> setup ... teardown -> free --------------

@@ -319,15 +319,20 @@ class Overlay:
         if changed:
             self.on_macs()
 
-    def sweep(self, existing: list[str], in_use: set[str]) -> None:
+    def attached_networks(self) -> set[str]:
+        """The networks this worker holds a port of (or keeps on this host)."""
+        with self._lock:
+            return {*self._ports, *self._local_only}
+
+    def sweep(self, existing: list[str], in_use: set[str], attached: set[str]) -> None:
         """Remove overlay ports of networks that no longer exist (left by any worker), unless
         a job here still uses the network (as its bridge stays). A port this worker holds goes
         from its list too: one taken back at its start, of a network deleted before a job of
-        it ran here, was made again each beat, on a bridge no longer there (fleet run)."""
+        it ran here, was made again each beat, on a bridge no longer there (fleet run).
+        `attached`: those held before `existing` was read (a network made since, its port
+        attached by its first job meanwhile, is not let go: review)."""
         kept = set(existing) | set(in_use)
-        with self._lock:
-            held = {*self._ports, *self._local_only}
-        for network in held - kept:
+        for network in attached - kept:
             self.detach(network)
         wanted = {vxlan_name(n) for n in kept}
         for name in links.names_with_prefix(VXLAN_PREFIX, "vxlan"):

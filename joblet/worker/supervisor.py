@@ -123,11 +123,6 @@ class Supervisor:
         except OSError as exc:  # a read-only /sys (a container's): one line, not a traceback
             raise ExecutionError(f"failed to make the jobs' cgroup root {svc.cgroup_root}: {exc.strerror}") from None
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
-        if not cgroups.refuse_huge_pages(svc.cgroup_root.parent, svc.cgroup_root) and cgroups.host_huge_pages():
-            log.warning(
-                "jobs here can map all of this host's huge pages (vm.nr_hugepages), which "
-                "--max-memory does not count: its hugetlb cgroup controller is not in cgroup v2"
-            )
         budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
         where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
         log.info("jobs here: at most %d processes and threads together (%s)", budget, where)
@@ -154,7 +149,14 @@ class Supervisor:
                 raise ExecutionError(f"failed to copy /etc for jobs into {svc.etc.path}: {exc}") from None
         with self._lock:
             running = set(self.running)
-        reconcile(svc, running)
+        reconcile(svc, running)  # before the huge pages' limit: a job a killed worker left may hold some
+        if not cgroups.refuse_huge_pages(svc.cgroup_root.parent, svc.cgroup_root) and cgroups.host_huge_pages():
+            log.warning(
+                "jobs here can map all of this host's huge pages (vm.nr_hugepages), which "
+                "--max-memory does not count: no hugetlb limit is set on %s (its controller is "
+                "in cgroup v1, or not enabled for it)",
+                svc.cgroup_root,
+            )
         if svc.agent.overlay is not None:
             svc.agent.overlay.hold_port()
             try:  # the ports a previous worker left, in step now (the heartbeat's sync tries again)
@@ -243,7 +245,8 @@ class Supervisor:
         agent = self.svc.agent
         with self._lock:
             in_use = {n for r in self.running.values() if r.plan for n in r.plan.ips}
-        for name in agent.sweep_networks([n.name for n in agent.networks.all()], in_use):
+        attached = agent.overlay.attached_networks() if agent.overlay is not None else set()  # before the definitions
+        for name in agent.sweep_networks([n.name for n in agent.networks.all()], in_use, attached):
             log.info("removed network %s from this host: it was deleted", name)
 
     def on_event(self, event: dict[str, Any]) -> None:

@@ -178,6 +178,8 @@ def test_jobs_get_no_huge_pages_where_hugetlb_is_in_v2(tmp_path):
     got = {p.name: p.read_text() for p in parent.glob("hugetlb.*")}
     limits = {"hugetlb.2MB.max": "0", "hugetlb.2MB.rsvd.max": "0", "hugetlb.1GB.max": "0"}
     assert got == {**limits, "hugetlb.2MB.current": "max\n"}
+    (parent / "hugetlb.1GB.rsvd.max").mkdir()  # a write that fails (EBUSY, EROFS): said, not fatal
+    assert refuse_huge_pages(root, parent) is False
     vm = tmp_path / "vm"
     vm.mkdir()
     (vm / "nr_hugepages").write_text("8\n")
