@@ -288,6 +288,42 @@ def test_a_workflow_job_pinned_to_a_draining_node_waits_for_its_undrain(three, t
         client.drain("nodeb", False)
 
 
+def test_a_workflow_job_queued_on_a_node_before_its_drain_waits_for_the_undrain(three, tmp_path):
+    """A pinned job sent before the drain (its node busy, or an undrain just before the
+    drain) reached the node as it drained: refused FAILED, its workflow with it (red-team
+    run). The node keeps it for its undrain. nodeb's worker is paused while the job is sent."""
+    _, b, _ = three
+    client = Client(b.cfg)
+    nodes = NodeStore(b.cfg.redis_url, b.cfg.key_prefix)
+    path = tmp_path / "queued.yaml"
+    path.write_text(
+        "jobs:\n  qfirst: {command: 'true', network: none, node: nodea}\n"
+        "  qpinned: {command: 'true', network: none, node: nodeb, requires: [{qfirst: COMPLETED}]}\n"
+    )  # names of their own: `list(name=...)` finds the newest job so named, of any workflow
+    assert b.worker is not None
+    b.worker.send_signal(signal.SIGSTOP)
+    try:
+        ran = b.rnx("workflow", "run", "-d", str(path))  # rnx is not paused: only nodeb's worker
+        assert ran.returncode == 0, ran.stderr
+        wf_id = next(r.workflow for r in client.list(name="qpinned") if r.workflow)
+        pinned = next(j["id"] for j in client.workflows.status(wf_id)["jobs"] if j["name"] == "qpinned")
+        eventually(lambda: client.get(pinned).node == "nodeb", "the pinned job sent to nodeb's queue", 5)
+        client.drain("nodeb")
+    finally:
+        b.worker.send_signal(signal.SIGCONT)
+    try:
+        try:
+            eventually(lambda: nodes.held("nodeb") == [pinned], "the job kept for nodeb's undrain")
+        except AssertionError:
+            raise AssertionError(f"not kept: {nodes.held('nodeb')} {client.get(pinned)}\n{b.log()}") from None
+        assert client.get(pinned).status == JobStatus.PENDING  # not refused
+        assert client.drain("nodeb", False)["sent"] == [pinned]
+        assert client.wait(pinned, timeout=30).status == JobStatus.COMPLETED
+        eventually(lambda: client.workflows.status(wf_id)["status"] == "COMPLETED", "the workflow's end")
+    finally:
+        client.drain("nodeb", False)
+
+
 def test_a_second_worker_under_a_live_nodes_name_is_refused(three, redis_sock):
     """Two workers under one name took each other's jobs from the node's queue, and the jobs
     of the one that died stayed RUNNING, the name kept alive by the other (red-team run).

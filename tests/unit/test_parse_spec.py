@@ -108,3 +108,38 @@ def test_a_message_past_a_bound_on_new_specs_is_refused_while_a_stored_record_st
     assert parse_spec({"spec": {"command": "true", "timeout": 315360000}}, 1 << 20)[1] is None  # the control
     most = {"command": "true", "args": ["x"] * 4096, "env": {f"V{i}": "" for i in range(1024)}}
     assert parse_spec({"spec": most}, 1 << 20)[1] is None  # and at the bounds
+
+
+def test_a_workflow_job_reaching_a_draining_node_is_placed_elsewhere_or_kept(monkeypatch):
+    """Refused FAILED, it failed its workflow (red-team run). Not pinned: placed on another
+    node; pinned here (or no other node can take it): kept for the undrain; a job of no
+    workflow, as before, is refused (None)."""
+    from types import SimpleNamespace
+
+    from joblet.api import preflight
+    from joblet.api import tasks as api_tasks
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
+    from joblet.config import load
+    from joblet.worker.tasks import keep_for_drain
+
+    sent, kept, moved = [], [], []
+    monkeypatch.setattr(api_tasks, "send_run", lambda cfg, job_id, spec, node, prefix: sent.append(node))
+    monkeypatch.setattr(preflight, "best_effort_target", lambda store, cfg, spec: "c")
+
+    def sup(workflow: str | None) -> SimpleNamespace:
+        record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true"), workflow=workflow)
+        store = SimpleNamespace(
+            find_job=lambda job_id: record,
+            transition=lambda job_id, allowed, node: moved.append(node) or True,
+            prefix_stamp=lambda: "t:",
+        )
+        nodes = SimpleNamespace(hold=lambda node, job_id: kept.append(node) or True)
+        return SimpleNamespace(cfg=load(node="b"), store=store, nodes=nodes)
+
+    assert keep_for_drain(sup("w" * 32), "a" * 32, JobSpec(command="true")) == {
+        "job_id": "a" * 32, "status": "PENDING", "node": "c"}  # fmt: skip
+    assert (sent, moved, kept) == (["c"], ["c"], [])
+    assert keep_for_drain(sup("w" * 32), "a" * 32, JobSpec(command="true", node="b"))["node"] == "b"  # type: ignore[index]
+    assert (sent, moved, kept) == (["c"], ["c", "b"], ["b"])  # pinned here: kept, its record naming b
+    assert keep_for_drain(sup(None), "a" * 32, JobSpec(command="true")) is None  # the control: refused, as before
+    assert (sent, kept) == (["c"], ["b"])
