@@ -367,7 +367,7 @@ class Supervisor:
             "node": self.cfg.node,
             "jobs": len(ids),
             "since": self.started,
-            "runtimes": runtimes(self.cfg.runtimes_dir),
+            "runtimes": runtimes(self.cfg.runtimes_dir, (self.cfg.state_dir, self.cfg.run_dir)),
             **fleet.capabilities(self.svc),
             **self._network_facts(),
         }

@@ -179,7 +179,23 @@ class HostVolumes:
                 _run("umount", str(data))
 
 
-def runtimes(directory: Path) -> list[str]:
+# A runtime is bound whole into its jobs at /runtime: one that is the host's root, or holds
+# or sits in what jobs must not see, gave them /etc/shadow, the volumes' data and Redis's
+# socket (red-team run: an operator's `ln -s / <runtimes_dir>/hostroot`, offered and used).
+HOST_ONLY = tuple(Path(p) for p in ("/etc", "/root", "/home", "/run", "/proc", "/sys", "/dev", "/boot"))
+
+
+def exposes_host(path: Path, guarded: tuple[Path, ...] = ()) -> str | None:
+    """Why binding `path` into a job would show it the host's own files (`guarded`: the
+    worker's state and run directories too), or None."""
+    real = path.resolve()
+    for private in (*HOST_ONLY, *(g.resolve() for g in guarded)):
+        if private.is_relative_to(real) or real.is_relative_to(private):
+            return f"it is {real}, which {'holds' if private.is_relative_to(real) else 'is in'} {private}"
+    return None
+
+
+def runtimes(directory: Path, guarded: tuple[Path, ...] = ()) -> list[str]:
     """Names of the runtimes installed in `directory` (each a directory with a bin/), those
     `--runtime` can name: one it refuses (`bad name`) was offered by `rnx runtime list`. A
     directory left out is logged once (an operator could not tell why a runtime was missing)."""
@@ -192,6 +208,8 @@ def runtimes(directory: Path) -> list[str]:
             why = "it has no bin/ directory" if path.is_dir() else None  # a stray file: not meant as one
         elif not RUNTIME_RE.match(path.name):
             why = "--runtime cannot name it (letters, digits and . _ : + -, starting with a letter or digit)"
+        elif (shown := exposes_host(path, guarded)) is not None:
+            why = f"{shown}: jobs would see the host's own files"
         else:
             found.append(path.name)
         if why is not None and str(path) not in _told:
@@ -203,10 +221,12 @@ def runtimes(directory: Path) -> list[str]:
 _told: set[str] = set()  # runtime directories whose leaving out was logged (each beat lists them)
 
 
-def runtime_root(directory: Path, name: str) -> Path:
+def runtime_root(directory: Path, name: str, guarded: tuple[Path, ...] = ()) -> Path:
     root = directory / name
     if "/" in name or name in (".", "..") or not (root / "bin").is_dir():
         raise ExecutionError(f"runtime {name!r} is not installed on this host ({directory})")
+    if (why := exposes_host(root, guarded)) is not None:
+        raise ExecutionError(f"runtime {name!r} is not offered on this host: {why}")
     return Path(_plain(root))
 
 
@@ -245,7 +265,7 @@ class JobMounts:
             binds.append((str(data), f"/volumes/{name}", False))
         if runtime is None:
             return binds, None
-        root = runtime_root(self.runtimes_dir, runtime)
+        root = runtime_root(self.runtimes_dir, runtime, (self.volumes.root.parent,))
         return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
 
     def _deleted(self, name: str, held: float) -> bool:

@@ -229,3 +229,22 @@ def test_a_deleted_record_that_does_not_read_takes_every_generation_but_the_live
     assert mounts.sweep(in_use=set()) == ["gone"]
     live = Path(mounts.binds_for(("live",), None)[0][0][0])
     assert (live / "f").read_text() == "live"  # the control: the live definition's own data stays
+
+
+def test_a_runtime_that_shows_jobs_the_hosts_own_files_is_not_offered(tmp_path):
+    """`ln -s / <runtimes_dir>/hostroot` was offered, and a job read /etc/shadow, other
+    volumes' data and Redis's socket through /runtime (red-team run)."""
+    from joblet.errors import ExecutionError
+    from joblet.worker.volumes import exposes_host, runtime_root, runtimes
+
+    rts, state = tmp_path / "runtimes", tmp_path / "state"
+    (rts / "python:3.11" / "bin").mkdir(parents=True)  # the control: a runtime of its own
+    (state / "volumes" / "bin").mkdir(parents=True)
+    (rts / "hostroot").symlink_to("/")
+    (rts / "mystate").symlink_to(state / "volumes")
+    assert runtimes(rts, (state,)) == ["python:3.11"]
+    assert exposes_host(rts / "hostroot") == "it is /, which holds /etc"
+    assert exposes_host(Path("/run/x")) == "it is /run/x, which is in /run" and exposes_host(Path("/usr")) is None
+    with pytest.raises(ExecutionError, match="runtime 'hostroot' is not offered on this host: it is /, which holds"):
+        runtime_root(rts, "hostroot")
+    assert runtime_root(rts, "python:3.11", (state,)) == rts / "python:3.11"
