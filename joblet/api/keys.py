@@ -121,6 +121,11 @@ class Keys:
         """Hash of volume definitions (name -> JSON)."""
         return f"{self.prefix}volumes"
 
+    def volume_users(self, name: str) -> str:
+        """Set of the jobs that started with volume `name` (workers add them at the start and
+        take them out at the end; its delete refuses while one has not ended: volumes.py)."""
+        return f"{self.prefix}volume-users:{name}"
+
     @property
     def volumes_deleted(self) -> str:
         """Hash of deleted volumes (name -> the last deleted definition's JSON): a host removes

@@ -16,6 +16,7 @@ from typing import Any
 from joblet.api.keys import Keys
 from joblet.api.models import VOLUME_RE
 from joblet.api.redis_conn import connect, translated
+from joblet.api.store_index import LUA_LIVE
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import checked_all, integer, matching, number, optional, stored, stored_by_name, stored_named
 from joblet.text import hinted, shown
@@ -124,17 +125,60 @@ class VolumeStore:
         return {key.decode(errors="replace"): None for key in raw} | found
 
     @_url
-    def delete(self, name: str) -> bool:
+    def use(self, name: str, job_id: str) -> VolumeDef:
+        """The definition, for a job starting with the volume, which counts among its users
+        from now (one step: a delete either comes first, and the job is refused, or refuses
+        while it runs); NotFound when the volume is no longer defined."""
+        keys = [self.keys.volumes, self.keys.volume_users(name)]
+        raw = self.redis.register_script(_USE)(keys=keys, args=[name, job_id])
+        if raw is None:
+            raise NotFound(f"no such volume: {shown(name)}")
+        return stored_named(VolumeDef, raw, "volume", name)
+
+    @_url
+    def leave(self, names: tuple[str, ...], job_id: str) -> None:
+        """The job ended: it no longer counts among these volumes' users."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.srem(self.keys.volume_users(name), job_id)
+        pipe.execute()
+
+    @_url
+    def delete(self, name: str) -> bool | list[str]:
         """The definition moves to the deleted ones, in one step: only what is named there is
-        ever removed from a host (a Redis that lost its data, or another prefix, names none)."""
-        keys = [self.keys.volumes, self.keys.volumes_deleted]
-        return bool(self.redis.register_script(_DELETE)(keys=keys, args=[name]))
+        ever removed from a host (a Redis that lost its data, or another prefix, names none).
+        Refused while a job that started with it has not ended: the ids of those jobs. A
+        job started while `rnx volume delete` read the records ran on the deleted volume,
+        its writes then swept (red-team run: 25 of 30)."""
+        keys = [self.keys.volumes, self.keys.volumes_deleted, self.keys.volume_users(name)]
+        got = self.redis.register_script(_DELETE)(keys=keys, args=[name, self.keys.job("")])
+        if isinstance(got, list):
+            return sorted(h.decode() for h in got)
+        return bool(got)
 
 
-_DELETE = """
+_USE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return false end
+redis.call('SADD', KEYS[2], ARGV[2])
+return raw
+"""
+
+# KEYS: the definitions, the deleted ones, the volume's users. ARGV: its name, the job records'
+# key prefix. Users that ended (or whose record is gone) leave the set; any left: their ids.
+_DELETE = (
+    LUA_LIVE
+    + """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
+local held = {}
+for _, job in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if live(ARGV[2] .. job) then table.insert(held, job) else redis.call('SREM', KEYS[3], job) end
+end
+if #held > 0 then return held end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], raw)
+redis.call('DEL', KEYS[3])
 return 1
 """
+)

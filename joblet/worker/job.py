@@ -246,7 +246,9 @@ class JobRun:
         """Its network namespace (not wired yet), its mounts, its root's layout, its command's path."""
         assert self.plan is not None
         svc = self.svc
-        binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime)
+        if self.spec.volumes:  # before: a volume it was counted a user of, the next one refused
+            self.undo.push("leave volumes", lambda: svc.mounts.store.leave(self.spec.volumes, self.job_id))
+        binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime, self.job_id)
         self._throttle_volumes(binds)
         env = self._env(path_prefix)
         inside = self.inside = svc.kernel.thread(self.job_id[:12])

@@ -250,12 +250,14 @@ class JobMounts:
         self.store = store
         self.runtimes_dir = runtimes_dir
 
-    def binds_for(self, volume_names: tuple[str, ...], runtime: str | None) -> tuple[list[Bind], str | None]:
+    def binds_for(
+        self, volume_names: tuple[str, ...], runtime: str | None, job_id: str = ""
+    ) -> tuple[list[Bind], str | None]:
         """(host path, job path, read-only) for each, and the PATH prefix a runtime adds."""
         binds: list[Bind] = []
         for name in volume_names:
             try:
-                vol = self.store.get(name)
+                vol = self.store.use(name, job_id) if job_id else self.store.get(name)  # counted as a user: volumes.py
             except NotFound:
                 raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
             held = self.volumes.generation(name)

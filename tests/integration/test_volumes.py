@@ -70,6 +70,27 @@ def test_delete_refused_while_mounted_then_data_goes(client, host):
     eventually(lambda: not data.exists(), "volume data left on the host", timeout=10)
 
 
+def test_a_delete_that_read_no_user_is_refused_by_a_job_that_started_meanwhile(client, host):
+    """The delete read every kept record (1.2 s), found no user, and deleted: a job started
+    meanwhile ran on the deleted volume, its writes swept after (red-team run: 25 of 30).
+    The delete itself refuses while a job that started with the volume has not ended; a job
+    that starts after the delete is refused (its definition is gone)."""
+    store = VolumeStore(host.cfg.redis_url, host.cfg.key_prefix)
+    client.volumes.create("raced")
+    job = client.run("sleep", ("300",), volumes=["raced"], network="none")
+    eventually(lambda: client.get(job.id).status == JobStatus.RUNNING, "the volume's job running")
+    assert store.delete("raced") == [job.id]  # as if the records had been read before its start
+    assert store.get("raced").name == "raced"  # kept
+    client.stop(job.id)
+    client.wait(job.id, timeout=30)
+    assert store.delete("raced") is True  # the control: once it ended
+    assert store.redis.exists(store.keys.volume_users("raced")) == 0
+    late = JobRecord.pending("e" * 32, JobSpec(command="true", volumes=("raced",), network=("none",)))
+    client.enqueue(late)  # queued past the checks, as one accepted just before the delete
+    ended = client.wait(late.id, timeout=30)
+    assert ended.status == JobStatus.FAILED and "volume 'raced' does not exist (any more)" in (ended.error or "")
+
+
 def test_a_volume_redis_forgot_keeps_its_data(client, host):
     """Each worker swept away every volume Redis did not know: a Redis restarted without its
     data (the quickstart's) or another key prefix on this state_dir took every volume's data.
