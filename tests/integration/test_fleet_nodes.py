@@ -13,12 +13,13 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from joblet.api.client import Client
-from joblet.api.models import JobSpec, JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store_ipam import IpamStore
 from joblet.api.store_nodes import NodeStore
 from joblet.api.tasks import send_run
@@ -252,38 +253,51 @@ def test_a_workflow_job_pinned_to_a_node_gone_fails_when_its_turn_comes(three, r
         f.close()
 
 
+def pinned_workflow(host: Host, path: Path, first: str, pinned: str) -> tuple[str, str]:
+    """Run a workflow whose job `pinned` (on nodeb) requires `first` (on nodea), detached;
+    its id and the pinned job's. Names of their own per test: `list(name=...)` finds the
+    newest job so named, of any workflow."""
+    path.write_text(
+        f"jobs:\n  {first}: {{command: 'true', network: none, node: nodea}}\n"
+        f"  {pinned}: {{command: 'true', network: none, node: nodeb, requires: [{{{first}: COMPLETED}}]}}\n"
+    )
+    ran = host.rnx("workflow", "run", "-d", str(path))
+    assert ran.returncode == 0, ran.stderr
+    client = Client(host.cfg)
+    wf_id = next(r.workflow for r in client.list(name=pinned) if r.workflow)
+    return wf_id, next(j["id"] for j in client.workflows.status(wf_id)["jobs"] if j["name"] == pinned)
+
+
+def undrain_sends(client: Client, job_id: str, wf_id: str) -> None:
+    """The kept job waits PENDING on nodeb; the undrain sends it, it runs there, its
+    workflow completes, and nothing stays kept."""
+    nodes = NodeStore(client.settings.redis_url, client.settings.key_prefix)
+    eventually(lambda: nodes.held("nodeb") == [job_id], "the pinned job kept for nodeb's undrain")
+    kept = client.get(job_id)
+    assert (kept.status, kept.node) == (JobStatus.PENDING, "nodeb"), kept  # not refused
+    row = client.drain("nodeb", False)
+    assert row["sent"] == [job_id] and row["state"] == "up"
+    done = client.wait(job_id, timeout=30)
+    assert (done.status, done.node) == (JobStatus.COMPLETED, "nodeb"), done
+    eventually(lambda: client.workflows.status(wf_id)["status"] == "COMPLETED", "the workflow's end")
+    assert nodes.held("nodeb") == []
+
+
 def test_a_workflow_job_pinned_to_a_draining_node_waits_for_its_undrain(three, tmp_path):
     """Sent when its turn came, the node refused it FAILED and the workflow failed: a drain
     for an upgrade failed the workflows pinned there (fleet run). It waits, PENDING and
     naming the node, and the undrain sends it."""
     a, _, _ = three
     client = Client(a.cfg)
-    nodes = NodeStore(a.cfg.redis_url, a.cfg.key_prefix)
-    path = tmp_path / "drained.yaml"
-    path.write_text(
-        "jobs:\n  first: {command: 'true', network: none}\n"
-        "  pinned: {command: 'true', network: none, node: nodeb, requires: [{first: COMPLETED}]}\n"
-    )
     client.drain("nodeb")
     try:
-        ran = a.rnx("workflow", "run", "-d", str(path))
-        assert ran.returncode == 0, ran.stderr
-        wf_id = next(r.workflow for r in client.list(name="pinned") if r.workflow)
-        jobs = {j["name"]: j for j in client.workflows.status(wf_id)["jobs"]}
-        pinned = client.get(jobs["pinned"]["id"])
-        # its turn came: the advance named its node, and kept it for the undrain
-        eventually(lambda: nodes.held("nodeb") == [pinned.id], "the pinned job kept for the undrain")
-        assert client.get(jobs["first"]["id"]).status == JobStatus.COMPLETED
-        assert client.get(pinned.id).status == JobStatus.PENDING and client.get(pinned.id).node == "nodeb"
+        wf_id, pinned = pinned_workflow(a, tmp_path / "drained.yaml", "first", "pinned")
+        nodes = NodeStore(a.cfg.redis_url, a.cfg.key_prefix)
+        eventually(lambda: nodes.held("nodeb") == [pinned], "the pinned job's turn: kept for the undrain")
         again = a.rnx("node", "drain", "nodeb")  # said again: the kept job is not one "to be refused"
         assert b"1 workflow job(s) pinned there wait for the undrain" in again.stdout, again.stdout
         assert b"refused" not in again.stdout
-        row = client.drain("nodeb", False)
-        assert row["sent"] == [pinned.id] and row["state"] == "up"
-        done = client.wait(pinned.id, timeout=30)
-        assert (done.status, done.node) == (JobStatus.COMPLETED, "nodeb"), done
-        eventually(lambda: client.workflows.status(wf_id)["status"] == "COMPLETED", "the workflow's end")
-        assert nodes.redis.exists(nodes.keys.held("nodeb")) == 0
+        undrain_sends(client, pinned, wf_id)
     finally:
         client.drain("nodeb", False)
 
@@ -294,32 +308,16 @@ def test_a_workflow_job_queued_on_a_node_before_its_drain_waits_for_the_undrain(
     run). The node keeps it for its undrain. nodeb's worker is paused while the job is sent."""
     _, b, _ = three
     client = Client(b.cfg)
-    nodes = NodeStore(b.cfg.redis_url, b.cfg.key_prefix)
-    path = tmp_path / "queued.yaml"
-    path.write_text(
-        "jobs:\n  qfirst: {command: 'true', network: none, node: nodea}\n"
-        "  qpinned: {command: 'true', network: none, node: nodeb, requires: [{qfirst: COMPLETED}]}\n"
-    )  # names of their own: `list(name=...)` finds the newest job so named, of any workflow
     assert b.worker is not None
     b.worker.send_signal(signal.SIGSTOP)
-    try:
-        ran = b.rnx("workflow", "run", "-d", str(path))  # rnx is not paused: only nodeb's worker
-        assert ran.returncode == 0, ran.stderr
-        wf_id = next(r.workflow for r in client.list(name="qpinned") if r.workflow)
-        pinned = next(j["id"] for j in client.workflows.status(wf_id)["jobs"] if j["name"] == "qpinned")
+    try:  # rnx is not paused: only nodeb's worker
+        wf_id, pinned = pinned_workflow(b, tmp_path / "queued.yaml", "qfirst", "qpinned")
         eventually(lambda: client.get(pinned).node == "nodeb", "the pinned job sent to nodeb's queue", 5)
         client.drain("nodeb")
     finally:
         b.worker.send_signal(signal.SIGCONT)
     try:
-        try:
-            eventually(lambda: nodes.held("nodeb") == [pinned], "the job kept for nodeb's undrain")
-        except AssertionError:
-            raise AssertionError(f"not kept: {nodes.held('nodeb')} {client.get(pinned)}\n{b.log()}") from None
-        assert client.get(pinned).status == JobStatus.PENDING  # not refused
-        assert client.drain("nodeb", False)["sent"] == [pinned]
-        assert client.wait(pinned, timeout=30).status == JobStatus.COMPLETED
-        eventually(lambda: client.workflows.status(wf_id)["status"] == "COMPLETED", "the workflow's end")
+        undrain_sends(client, pinned, wf_id)
     finally:
         client.drain("nodeb", False)
 
@@ -400,6 +398,22 @@ def test_a_user_networks_jobs_queued_a_moment_apart_go_together(three):
     assert client.store.redis.hgetall(client.store.keys.placed("queued")) == {}
 
 
+def at_the_same_instant(clients: list[Client], submit: Callable[[Client], list[JobRecord]]) -> list[JobRecord]:
+    """Each client's `submit`, all let go at once; the records they queued."""
+    start, jobs = threading.Barrier(len(clients)), []
+
+    def go(client: Client) -> None:
+        start.wait(10)
+        jobs.extend(submit(client))
+
+    threads = [threading.Thread(target=go, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return jobs
+
+
 def test_a_user_networks_jobs_submitted_at_the_same_instant_go_together(three):
     """Eight submitters at once each read no home and spread the network's jobs over the nodes
     (fleet run: 1 on one node, 5 on the other). Each holds the network while it places and
@@ -407,17 +421,7 @@ def test_a_user_networks_jobs_submitted_at_the_same_instant_go_together(three):
     a, _, _ = three
     Client(a.cfg).networks.create("instant", "10.127.0.0/24")
     clients = [Client(a.cfg) for _ in range(8)]
-    start, jobs = threading.Barrier(len(clients)), []
-
-    def submit(client: Client) -> None:
-        start.wait(10)
-        jobs.append(client.run("sleep", ("300",), network="instant"))
-
-    threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    jobs = at_the_same_instant(clients, lambda client: [client.run("sleep", ("300",), network="instant")])
     try:
         assert len(jobs) == 8 and len({Client(a.cfg).get(j.id).node for j in jobs}) == 1, jobs
     finally:
@@ -450,20 +454,12 @@ def test_batches_of_a_user_network_at_the_same_instant_go_together(three):
     a, _, _ = three
     Client(a.cfg).networks.create("batches", "10.128.0.0/24")
     clients = [Client(a.cfg) for _ in range(6)]
-    start, jobs = threading.Barrier(len(clients)), []
 
-    def submit(client: Client) -> None:
-        batch = client.batch()
-        start.wait(10)
-        for _ in range(2):
-            jobs.extend(batch.add(JobSpec(command="sleep", args=("300",), network=("batches",))))
-        jobs.extend(batch.flush())
+    def submit(client: Client) -> list[JobRecord]:
+        batch, spec = client.batch(), JobSpec(command="sleep", args=("300",), network=("batches",))
+        return [*batch.add(spec), *batch.add(spec), *batch.flush()]
 
-    threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    jobs = at_the_same_instant(clients, submit)
     try:
         assert len(jobs) == 12 and len({Client(a.cfg).get(j.id).node for j in jobs}) == 1, jobs
         spread = [clients[0].run("true", network="none").node for _ in range(12)]
