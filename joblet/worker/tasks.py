@@ -123,7 +123,7 @@ def run(sup: Any, msg: TaskMessage, keep_stdout: bool = True) -> dict[str, Any]:
     if error is None and spec.node is not None and spec.node != sup.cfg.node:
         error = f"job is for node {spec.node!r} but node {sup.cfg.node!r} took it from its queue; refused, not run"
     if error is None and (error := draining_refusal(sup)) is not None:
-        kept = keep_for_drain(sup, msg.job_id, spec)
+        kept = keep_for_drain(sup, msg.job_id)
         if kept is not None:
             return kept
         if not sup.nodes.is_drained(sup.cfg.node):
@@ -134,30 +134,32 @@ def run(sup: Any, msg: TaskMessage, keep_stdout: bool = True) -> dict[str, Any]:
     return sup.run(msg.job_id, spec, keep_stdout)  # type: ignore[no-any-return]
 
 
-def keep_for_drain(sup: Any, job_id: str, spec: JobSpec) -> dict[str, Any] | None:
-    """A workflow's job that reached this node as it drains (queued behind busy slots, or
-    sent by an undrain the instant before the next drain) is not refused: its workflow failed
-    with it (red-team run: 44 of 160 pinned jobs under drain and undrain toggled). Placed on
-    another node where placement finds one (not pinned here), else kept, PENDING, for this
-    node's undrain (store_nodes.hold). None: refuse it (no workflow's job, or undrained)."""
+def keep_for_drain(sup: Any, job_id: str) -> dict[str, Any] | None:
+    """A job that reached this node as it drains (queued behind busy slots before the drain,
+    or sent by an undrain the instant before the next one) and is not pinned here is placed on
+    another node where placement finds one: it was refused FAILED. A workflow's job that is
+    pinned here (or finds no other node) is kept, PENDING, for this node's undrain
+    (store_nodes.hold): refused, it failed its workflow (red-team run: 44 of 160 pinned jobs
+    under drain and undrain toggled). None: refuse it (a plain job pinned here, or nowhere
+    else to go; or undrained meanwhile)."""
     from joblet.api.preflight import best_effort_target
     from joblet.api.tasks import send_run
     from joblet.errors import JobletError
 
     node = sup.cfg.node
     record = sup.store.find_job(job_id)
-    if record is None or record.workflow is None or record.status != JobStatus.PENDING:
+    if record is None or record.status != JobStatus.PENDING:
         return None
-    if spec.node is None:
+    if record.spec.node is None:  # as submitted: the message's spec names the node it was placed on
         try:
-            target = best_effort_target(sup.store, sup.cfg, spec)
+            target = best_effort_target(sup.store, sup.cfg, record.spec)
         except JobletError:
             target = None
         if target not in (None, node) and sup.store.transition(job_id, [JobStatus.PENDING], node=target):
-            send_run(sup.cfg, job_id, spec.to_dict(), target, sup.store.prefix_stamp())
-            log.info("job %s of a workflow reached node %s as it drains: placed on %s", record.short_id, node, target)
+            send_run(sup.cfg, job_id, record.spec.to_dict(), target, sup.store.prefix_stamp())
+            log.info("job %s reached node %s as it drains: placed on %s", record.short_id, node, target)
             return {"job_id": job_id, "status": "PENDING", "node": target}
-    if not sup.nodes.hold(node, job_id):
+    if record.workflow is None or not sup.nodes.hold(node, job_id):
         return None
     sup.store.transition(job_id, [JobStatus.PENDING], node=node)  # the undrain sends those still naming it
     log.info("job %s of a workflow reached node %s as it drains: kept for its undrain", record.short_id, node)

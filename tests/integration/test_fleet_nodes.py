@@ -113,8 +113,11 @@ def test_drain_sends_nothing_new_and_running_jobs_go_on(three):
         assert "nodeb" not in {client.wait(r.id, timeout=60).node for r in placed}
         out = a.rnx("run", "--node=nodeb", "true")
         assert out.returncode == 2 and out.stderr.count(b"\n") == 1 and b"'nodeb': draining" in out.stderr
-        # a message already on nodeb's queue (placed before the drain) is refused there, not run
-        final = client.wait(sneak(client, a, "nodeb"), timeout=30)
+        # a message already on nodeb's queue (placed there before the drain) goes to another
+        # node (it was refused FAILED); one pinned to nodeb is refused there, not run
+        moved = client.wait(sneak(client, a, "nodeb"), timeout=30)
+        assert moved.status == JobStatus.COMPLETED and moved.node in ("nodea", "nodec"), moved
+        final = client.wait(sneak(client, a, "nodeb", pinned=True), timeout=30)
         assert final.status == JobStatus.FAILED and "'nodeb' is draining" in (final.error or "")
         assert final.started is None
         done = client.wait(running.id, timeout=30)
@@ -126,12 +129,12 @@ def test_drain_sends_nothing_new_and_running_jobs_go_on(three):
     assert out.returncode == 1 and out.stderr == b"rnx: no node 'nosuch' in the fleet (rnx nodes)\n"
 
 
-def sneak(client: Client, host: Host, node: str) -> str:
+def sneak(client: Client, host: Host, node: str, pinned: bool = False) -> str:
     """A job put straight on a node's queue, as a client that placed it before a drain."""
     from joblet.api.message import new_job_id
-    from joblet.api.models import JobRecord, make_spec
+    from joblet.api.models import make_spec
 
-    spec = make_spec("true", (), network="none")
+    spec = make_spec("true", (), network="none", node=node if pinned else None)
     job_id = new_job_id()
     client.store.create_job(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, created=time.time()))
     send_run(host.cfg, job_id, spec.to_dict(), node)

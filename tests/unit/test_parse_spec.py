@@ -112,8 +112,8 @@ def test_a_message_past_a_bound_on_new_specs_is_refused_while_a_stored_record_st
 
 def test_a_workflow_job_reaching_a_draining_node_is_placed_elsewhere_or_kept(monkeypatch):
     """Refused FAILED, it failed its workflow (red-team run). Not pinned: placed on another
-    node; pinned here (or no other node can take it): kept for the undrain; a job of no
-    workflow, as before, is refused (None)."""
+    node (a plain job too); a workflow's pinned here (or that no other node can take): kept
+    for the undrain; a plain job pinned here is refused, as before (None)."""
     from types import SimpleNamespace
 
     from joblet.api import preflight
@@ -126,8 +126,9 @@ def test_a_workflow_job_reaching_a_draining_node_is_placed_elsewhere_or_kept(mon
     monkeypatch.setattr(api_tasks, "send_run", lambda cfg, job_id, spec, node, prefix: sent.append(node))
     monkeypatch.setattr(preflight, "best_effort_target", lambda store, cfg, spec: "c")
 
-    def sup(workflow: str | None) -> SimpleNamespace:
-        record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true"), workflow=workflow)
+    def sup(workflow: str | None, pin: str | None = None) -> SimpleNamespace:
+        spec = JobSpec(command="true", node=pin)  # as submitted (the message's names where it was placed)
+        record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=spec, workflow=workflow)
         store = SimpleNamespace(
             find_job=lambda job_id: record,
             transition=lambda job_id, allowed, node: moved.append(node) or True,
@@ -136,10 +137,12 @@ def test_a_workflow_job_reaching_a_draining_node_is_placed_elsewhere_or_kept(mon
         nodes = SimpleNamespace(hold=lambda node, job_id: kept.append(node) or True)
         return SimpleNamespace(cfg=load(node="b"), store=store, nodes=nodes)
 
-    assert keep_for_drain(sup("w" * 32), "a" * 32, JobSpec(command="true")) == {
+    assert keep_for_drain(sup("w" * 32), "a" * 32) == {
         "job_id": "a" * 32, "status": "PENDING", "node": "c"}  # fmt: skip
     assert (sent, moved, kept) == (["c"], ["c"], [])
-    assert keep_for_drain(sup("w" * 32), "a" * 32, JobSpec(command="true", node="b"))["node"] == "b"  # type: ignore[index]
+    assert keep_for_drain(sup("w" * 32, "b"), "a" * 32)["node"] == "b"  # type: ignore[index]
     assert (sent, moved, kept) == (["c"], ["c", "b"], ["b"])  # pinned here: kept, its record naming b
-    assert keep_for_drain(sup(None), "a" * 32, JobSpec(command="true")) is None  # the control: refused, as before
-    assert (sent, kept) == (["c"], ["b"])
+    assert keep_for_drain(sup(None), "a" * 32)["node"] == "c"  # type: ignore[index]
+    assert (sent, kept) == (["c", "c"], ["b"])  # a plain job placed here goes elsewhere too
+    assert keep_for_drain(sup(None, "b"), "a" * 32) is None  # pinned: refused
+    assert (sent, kept) == (["c", "c"], ["b"])
