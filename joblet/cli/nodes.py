@@ -82,10 +82,13 @@ def drain(obj: Any, name: str) -> None:
     # one queued there and not taken yet is refused when its worker takes it: FAILED (fleet run:
     # "go on" was said of those too)
     held = set(row["held"])  # a workflow's jobs pinned there wait for the undrain (a drain said again)
-    queued = sum(1 for r in left if r.status.value in ("PENDING", "SCHEDULED") and r.id not in held)
-    going = len(left) - queued - len(held & {r.id for r in left})
+    queued = [r for r in left if r.status.value in ("PENDING", "SCHEDULED") and r.id not in held]
+    # taken from the queue, one not pinned there goes to another node (worker/tasks.keep_for_drain)
+    refused = sum(1 for r in queued if r.spec.node == name and r.workflow is None)
+    going = len(left) - len(queued) - len(held & {r.id for r in left})
     parts = [f"{going} job(s) go on"] if going else []
-    parts += [f"{queued} queued there will be refused"] if queued else []
+    parts += [f"{len(queued) - refused} queued there go to other nodes"] if len(queued) > refused else []
+    parts += [f"{refused} pinned there will be refused"] if refused else []
     parts += [f"{len(held)} workflow job(s) pinned there wait for the undrain"] if held else []
     going_on = f"; {', '.join(parts)} (rnx list --node={name} --status=running,pending)" if parts else ""
     down = f" (it is {row['state']})" if row["state"] == "down" else ""

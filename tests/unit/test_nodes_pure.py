@@ -136,8 +136,13 @@ class FakeNodes:
 
         from joblet.api.models import JobStatus
 
-        statuses = (JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.PENDING, JobStatus.PENDING) if node == "a" else ()
-        return [SimpleNamespace(status=s, id=f"{i:032x}") for i, s in enumerate(statuses)]  # the last one kept
+        statuses = (JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.PENDING, JobStatus.PENDING, JobStatus.PENDING)
+        statuses = statuses if node == "a" else ()
+        pins = (None, None, "a", None, None)  # the third pinned there (refused when taken), the fourth kept
+        return [
+            SimpleNamespace(status=s, id=f"{i:032x}", spec=SimpleNamespace(node=pin), workflow=None)
+            for i, (s, pin) in enumerate(zip(statuses, pins, strict=False))
+        ]
 
 
 @pytest.fixture
@@ -172,7 +177,8 @@ def test_rnx_node_drain_and_undrain(fake):
 
     out = CliRunner().invoke(cli, ["node", "drain", "a"])
     assert out.output == (  # counted from the records: the heartbeat's count said 0 while 2 ran (usability run)
-        "node a draining: no new jobs go there; 2 job(s) go on, 1 queued there will be refused, "
+        "node a draining: no new jobs go there; 2 job(s) go on, 1 queued there go to other nodes, "
+        "1 pinned there will be refused, "
         "1 workflow job(s) pinned there wait for the undrain (rnx list --node=a --status=running,pending)\n"
     )
     out = CliRunner().invoke(cli, ["node", "drain", "b"])  # down: no count of jobs going on
