@@ -83,13 +83,16 @@ def drain(obj: Any, name: str) -> None:
     # "go on" was said of those too)
     held = set(row["held"])  # a workflow's jobs pinned there wait for the undrain (a drain said again)
     queued = [r for r in left if r.status.value in ("PENDING", "SCHEDULED") and r.id not in held]
-    # taken from the queue, one not pinned there goes to another node (worker/tasks.keep_for_drain)
-    refused = sum(1 for r in queued if r.spec.node == name and r.workflow is None)
+    # taken from the queue, one not pinned there goes to another node, a workflow's pinned
+    # there is kept, a plain one pinned there refused (worker/tasks.keep_for_drain)
+    pinned = [r for r in queued if r.spec.node == name]
+    refused = sum(1 for r in pinned if r.workflow is None)
+    waiting = len(held) + len(pinned) - refused
     going = len(left) - len(queued) - len(held & {r.id for r in left})
     parts = [f"{going} job(s) go on"] if going else []
-    parts += [f"{len(queued) - refused} queued there go to other nodes"] if len(queued) > refused else []
+    parts += [f"{len(queued) - len(pinned)} queued there go to other nodes"] if len(queued) > len(pinned) else []
     parts += [f"{refused} pinned there will be refused"] if refused else []
-    parts += [f"{len(held)} workflow job(s) pinned there wait for the undrain"] if held else []
+    parts += [f"{waiting} workflow job(s) pinned there wait for the undrain"] if waiting else []
     going_on = f"; {', '.join(parts)} (rnx list --node={name} --status=running,pending)" if parts else ""
     down = f" (it is {row['state']})" if row["state"] == "down" else ""
     click.echo(f"node {name} draining: no new jobs go there{going_on}{down}")

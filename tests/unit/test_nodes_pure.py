@@ -137,11 +137,12 @@ class FakeNodes:
         from joblet.api.models import JobStatus
 
         statuses = (JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.PENDING, JobStatus.PENDING, JobStatus.PENDING)
-        statuses = statuses if node == "a" else ()
-        pins = (None, None, "a", None, None)  # the third pinned there (refused when taken), the fourth kept
+        statuses = (*statuses, JobStatus.PENDING) if node == "a" else ()  # the last a workflow's pinned to a
+        pins = (None, None, "a", None, None, "a")  # the third pinned there (refused when taken), the fourth kept
+        flows = (None,) * 5 + ("w" * 32,)
         return [
-            SimpleNamespace(status=s, id=f"{i:032x}", spec=SimpleNamespace(node=pin), workflow=None)
-            for i, (s, pin) in enumerate(zip(statuses, pins, strict=False))
+            SimpleNamespace(status=s, id=f"{i:032x}", spec=SimpleNamespace(node=pin), workflow=flow)
+            for i, (s, pin, flow) in enumerate(zip(statuses, pins, flows, strict=False))
         ]
 
 
@@ -179,7 +180,7 @@ def test_rnx_node_drain_and_undrain(fake):
     assert out.output == (  # counted from the records: the heartbeat's count said 0 while 2 ran (usability run)
         "node a draining: no new jobs go there; 2 job(s) go on, 1 queued there go to other nodes, "
         "1 pinned there will be refused, "
-        "1 workflow job(s) pinned there wait for the undrain (rnx list --node=a --status=running,pending)\n"
+        "2 workflow job(s) pinned there wait for the undrain (rnx list --node=a --status=running,pending)\n"
     )
     out = CliRunner().invoke(cli, ["node", "drain", "b"])  # down: no count of jobs going on
     assert out.exit_code == 0 and out.output == "node b draining: no new jobs go there (it is down)\n"
