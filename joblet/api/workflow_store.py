@@ -318,19 +318,8 @@ def _queue(
                 return False  # a node whose heartbeat lives is not down: nothing to look at again
             if many:
                 store.mark_placed(job_id, spec.network, target)
-    if real and target is not None and target == spec.node and _held(store, cfg, job_id, target):
-        return True  # the node's undrain sends it
     send(cfg, job_id, spec.to_dict(), target)
     return True
-
-
-def _held(store: Store, cfg: Settings, job_id: str, node: str) -> bool:
-    """A job pinned to a draining node waits for its undrain, PENDING, its record naming the
-    node (so a loss of the node ends it LOST): sent, the node refused it FAILED and failed its
-    workflow, a drain for an upgrade failing the workflows pinned there (fleet run)."""
-    from joblet.api.store_nodes import NodeStore
-
-    return NodeStore(cfg.redis_url, cfg.key_prefix, store.redis).hold(node, job_id)
 
 
 def _pin_gone(store: Store, cfg: Settings, job_id: str, node: str) -> bool:

@@ -319,7 +319,6 @@ def test_a_job_pinned_to_a_node_whose_sweep_began_meanwhile_is_not_sent(monkeypa
     for gone in (True, False):  # the control: a pin whose node is not gone is sent there
         changes.clear()
         monkeypatch.setattr(preflight, "node_gone", lambda store, cfg, node, view=None, gone=gone: gone)
-        monkeypatch.setattr(wfs, "_held", lambda store, cfg, job_id, node: False)  # b is not draining
         send, place = (lambda c, j, s, n: sent.append(n)), (lambda spec: "b")
         queued = wfs._queue(store, cfg, record.id, send, place, store.live_nodes, real=True)  # type: ignore[arg-type]
         assert queued is not gone and changes[0] == {"node": "b"}
