@@ -251,13 +251,13 @@ class JobMounts:
         self.runtimes_dir = runtimes_dir
 
     def binds_for(
-        self, volume_names: tuple[str, ...], runtime: str | None, job_id: str = ""
+        self, volume_names: tuple[str, ...], runtime: str | None, job_id: str
     ) -> tuple[list[Bind], str | None]:
         """(host path, job path, read-only) for each, and the PATH prefix a runtime adds."""
         binds: list[Bind] = []
         for name in volume_names:
             try:
-                vol = self.store.use(name, job_id) if job_id else self.store.get(name)  # counted as a user: volumes.py
+                vol = self.store.use(name, job_id)  # counted among its users: VolumeStore.delete
             except NotFound:
                 raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
             held = self.volumes.generation(name)

@@ -136,6 +136,9 @@ class Defs:
     def get(self, name: str) -> VolumeDef:
         return self.live[name]
 
+    def use(self, name: str, job_id: str) -> VolumeDef:
+        return self.live[name]
+
     def deleted(self) -> dict[str, VolumeDef | None]:
         return dict(self.gone)
 
@@ -151,7 +154,7 @@ def test_only_a_deleted_generation_of_a_volume_loses_its_data(tmp_path: Path):
     mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
     for name, created in (("kept", 1.0), ("forgotten", 2.0), ("old", 3.0)):
         defs.live[name] = VolumeDef(name=name, created=created)
-        (Path(mounts.binds_for((name,), None)[0][0][0]) / "f").write_text(name)
+        (Path(mounts.binds_for((name,), None, "j" * 32)[0][0][0]) / "f").write_text(name)
     (tmp_path / "volumes" / "legacy" / "data").mkdir(parents=True)  # an older worker's: no marker
     defs.live.pop("forgotten")  # Redis lost it: never deleted
     defs.delete("old")
@@ -163,7 +166,7 @@ def test_only_a_deleted_generation_of_a_volume_loses_its_data(tmp_path: Path):
     defs.live["kept"] = VolumeDef(name="kept", created=1.0)
     defs.delete("kept")
     defs.live["kept"] = VolumeDef(name="kept", created=5.0)  # made again before this host swept
-    data = Path(mounts.binds_for(("kept",), None)[0][0][0])
+    data = Path(mounts.binds_for(("kept",), None, "j" * 32)[0][0][0])
     assert list(data.iterdir()) == [] and host.generation("kept") == 5.0
 
 
@@ -174,12 +177,12 @@ def test_data_of_an_older_generation_goes_when_a_later_one_is_deleted(tmp_path: 
     defs, host = Defs(), volumes.HostVolumes(tmp_path)
     mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
     defs.live["v1"] = VolumeDef(name="v1", created=1.0)
-    (Path(mounts.binds_for(("v1",), None)[0][0][0]) / "secret").write_text("gen1")
+    (Path(mounts.binds_for(("v1",), None, "j" * 32)[0][0][0]) / "secret").write_text("gen1")
     defs.delete("v1")  # this host is down from here
     defs.live["v1"] = VolumeDef(name="v1", created=2.0)
     defs.delete("v1")
     defs.live["v1"] = VolumeDef(name="v1", created=3.0)
-    data = Path(mounts.binds_for(("v1",), None)[0][0][0])  # back: a job of the new one
+    data = Path(mounts.binds_for(("v1",), None, "j" * 32)[0][0][0])  # back: a job of the new one
     assert list(data.iterdir()) == [] and host.generation("v1") == 3.0
     (data / "kept").write_text("gen3")
     assert mounts.sweep(in_use=set()) == []  # the control: the current one keeps its data
@@ -220,14 +223,14 @@ def test_a_deleted_record_that_does_not_read_takes_every_generation_but_the_live
     mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
     for name in ("live", "gone", "again"):
         defs.live[name] = VolumeDef(name=name, created=1.0)
-        (Path(mounts.binds_for((name,), None)[0][0][0]) / "f").write_text(name)
+        (Path(mounts.binds_for((name,), None, "j" * 32)[0][0][0]) / "f").write_text(name)
         defs.gone[name] = None  # a record that does not read
     defs.live.pop("gone")
     defs.live["again"] = VolumeDef(name="again", created=2.0)  # made again before this host swept
-    data = Path(mounts.binds_for(("again",), None)[0][0][0])
+    data = Path(mounts.binds_for(("again",), None, "j" * 32)[0][0][0])
     assert list(data.iterdir()) == [] and host.generation("again") == 2.0
     assert mounts.sweep(in_use=set()) == ["gone"]
-    live = Path(mounts.binds_for(("live",), None)[0][0][0])
+    live = Path(mounts.binds_for(("live",), None, "j" * 32)[0][0][0])
     assert (live / "f").read_text() == "live"  # the control: the live definition's own data stays
 
 

@@ -248,7 +248,7 @@ class FakeAgent:
 
 
 class FakeMounts:
-    def binds_for(self, volumes: Any, runtime: Any, job_id: str = "") -> tuple[list[Any], None]:
+    def binds_for(self, volumes: Any, runtime: Any, job_id: str) -> tuple[list[Any], None]:
         return [], None
 
 
