@@ -247,10 +247,11 @@ class Client:
         kept = store.held(node)
         if on:
             waiting = [r.id for r in self.store.find_jobs(kept) if r is not None and r.status == JobStatus.PENDING]
-            return {**next(n for n in self.nodes() if n["name"] == node), "held": waiting}
-        sent = self._send_held(node, kept)
-        store.release_held(node, kept)  # sent, or ended meanwhile; a failed send keeps them all
-        return {**next(n for n in self.nodes() if n["name"] == node), "sent": sent}
+            extra = {"held": waiting}
+        else:
+            extra = {"sent": self._send_held(node, kept)}
+            store.release_held(node, kept)  # sent, or ended meanwhile; a failed send keeps them all
+        return {**next(n for n in self.nodes() if n["name"] == node), **extra}
 
     def _send_held(self, node: str, job_ids: list[str]) -> list[str]:
         """Queue the kept jobs still PENDING for `node` (one the fleet made LOST meanwhile, or
