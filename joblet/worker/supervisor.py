@@ -347,11 +347,7 @@ class Supervisor:
                 part()
             except Exception as exc:  # noqa: BLE001 - raised again below, after every part ran
                 failures.append(exc)
-        failures.sort(key=lambda exc: isinstance(exc, BackendUnavailable))
-        for failure in failures[1:]:
-            log.warning("heartbeat: %s: %s", type(failure).__name__, failure)
-        if failures:
-            raise failures[0]  # resilient() logs it and backs off
+        raise_first(failures, "heartbeat")  # resilient() logs it and backs off
 
     def _sweep_jobs_index(self) -> None:
         """One slice of the jobs index's sweep (store_index.py), while this node's heartbeat
@@ -426,12 +422,7 @@ class Supervisor:
                 log.error("host network upkeep: %s", exc)
             except Exception as exc:  # noqa: BLE001 - raised below (the beat logs it), after the other steps
                 failures.append(exc)
-        failures.sort(key=lambda exc: isinstance(exc, BackendUnavailable))  # the unexpected first
-        for failure in failures[1:]:
-            if not isinstance(failure, BackendUnavailable):  # an outage is said once, by the beat
-                log.warning("host network upkeep: %s: %s", type(failure).__name__, failure)
-        if failures:
-            raise failures[0]
+        raise_first(failures, "host network upkeep", outage_said=True)  # the beat says an outage
 
     def _upkeep_firewall(self) -> None:
         if self.svc.agent.ensure_firewall():
@@ -451,3 +442,14 @@ class Supervisor:
             self._bridges.repair(self.svc.agent, started_plans(runs))
         finally:
             restore_forgotten(self.svc, runs)
+
+
+def raise_first(failures: list[Exception], what: str, outage_said: bool = False) -> None:
+    """Raise the first of these failures, an unexpected one before Redis out of reach; each
+    other is one line here (not Redis out of reach where the caller says that once)."""
+    failures.sort(key=lambda exc: isinstance(exc, BackendUnavailable))
+    for failure in failures[1:]:
+        if not (outage_said and isinstance(failure, BackendUnavailable)):
+            log.warning("%s: %s: %s", what, type(failure).__name__, failure)
+    if failures:
+        raise failures[0]
