@@ -61,6 +61,7 @@ def build_services(cfg: Settings) -> Services:
         HostVolumes(cfg.state_dir, cfg.volume_keep_free),
         VolumeStore(cfg.redis_url, cfg.key_prefix, shared),
         cfg.runtimes_dir,
+        (cfg.state_dir, cfg.run_dir),  # as the heartbeat's list of runtimes guards them
     )
     discovery = Discovery(store, cfg.node)
     cgroup_root = host.jobs_cgroup_root(cfg)

@@ -245,10 +245,13 @@ def deleted_lineage(held: float | None, last: VolumeDef | None, was_deleted: boo
 class JobMounts:
     """What a job binds from this host: its volumes (made on first use) and its runtime."""
 
-    def __init__(self, volumes: HostVolumes, store: VolumeStore, runtimes_dir: Path) -> None:
+    def __init__(
+        self, volumes: HostVolumes, store: VolumeStore, runtimes_dir: Path, guarded: tuple[Path, ...] = ()
+    ) -> None:
         self.volumes = volumes
         self.store = store
         self.runtimes_dir = runtimes_dir
+        self.guarded = guarded  # the worker's state and run dirs: no runtime may show them (exposes_host)
 
     def binds_for(
         self, volume_names: tuple[str, ...], runtime: str | None, job_id: str
@@ -267,7 +270,7 @@ class JobMounts:
             binds.append((str(data), f"/volumes/{name}", False))
         if runtime is None:
             return binds, None
-        root = runtime_root(self.runtimes_dir, runtime, (self.volumes.root.parent,))
+        root = runtime_root(self.runtimes_dir, runtime, self.guarded)
         return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
 
     def _deleted(self, name: str, held: float) -> bool:
