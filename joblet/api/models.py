@@ -46,7 +46,6 @@ ENV_MAX_BYTES = 512 << 10
 
 class JobStatus(StrEnum):
     PENDING = "PENDING"
-    SCHEDULED = "SCHEDULED"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -56,7 +55,7 @@ class JobStatus(StrEnum):
 
     @property
     def final(self) -> bool:
-        return self not in (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING)
+        return self not in (JobStatus.PENDING, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)

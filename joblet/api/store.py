@@ -477,7 +477,7 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         ended = self._stop(
             keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id), keys.live],
             args=[
-                json.dumps([JobStatus.PENDING.value, JobStatus.SCHEDULED.value]),
+                json.dumps([JobStatus.PENDING.value]),
                 json.dumps(encode_fields(fields)),
                 END_FIELD,
                 json.dumps({"status": "STOPPED"}),

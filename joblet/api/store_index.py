@@ -49,7 +49,7 @@ local function live(key)
   local status = redis.call('HGET', key, 'status')
   if not status then return false end
   local s = cjson.decode(status)
-  return s == 'PENDING' or s == 'SCHEDULED' or s == 'RUNNING'
+  return s == 'PENDING' or s == 'RUNNING'
 end
 """
 # KEYS: the index. ARGV: the job keys' prefix, then ids read as ended: each leaves the index

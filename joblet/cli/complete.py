@@ -10,7 +10,7 @@ import click
 from click.shell_completion import CompletionItem
 
 BUILTIN_NETWORKS = ("bridge", "isolated", "none", "host")
-LIVE = ("PENDING", "SCHEDULED", "RUNNING")  # jobs that have not ended (store.LIVE_STATUSES): offered first
+LIVE = ("PENDING", "RUNNING")  # jobs that have not ended (store.LIVE_STATUSES): offered first
 ENDED_OFFERED = 200  # then the newest ended ones among this many newest jobs (rnx log, status)
 
 

@@ -156,7 +156,7 @@ def cli(ctx: click.Context) -> None:
     metavar="STATUS",
     shell_complete=complete.statuses,
     help="Only jobs in this state (repeatable, or comma-separated): pending, running, "
-    "completed, failed, stopped, lost, canceled, scheduled.",
+    "completed, failed, stopped, lost, canceled.",
 )
 @click.option("--node", shell_complete=complete.nodes, help="Only jobs placed on this node.")
 @click.option("--network", shell_complete=complete.networks, help="Only jobs on this network.")

@@ -82,7 +82,7 @@ def drain(obj: Any, name: str) -> None:
     # one queued there and not taken yet is refused when its worker takes it: FAILED (fleet run:
     # "go on" was said of those too)
     held = set(row["held"])  # a workflow's jobs pinned there wait for the undrain (a drain said again)
-    queued = [r for r in left if r.status.value in ("PENDING", "SCHEDULED") and r.id not in held]
+    queued = [r for r in left if r.status.value == "PENDING" and r.id not in held]
     # taken from the queue, one not pinned there goes to another node, a workflow's pinned
     # there is kept, a plain one pinned there refused (worker/tasks.keep_for_drain)
     pinned = [r for r in queued if r.spec.node == name]

@@ -80,7 +80,7 @@ if redis.call('SET', KEYS[3], ARGV[4], 'NX') then
   if left > 0 then redis.call('EXPIRE', KEYS[3], left) end
 elseif redis.call('GET', KEYS[5]) ~= ARGV[5] then
   local status = redis.call('HGET', KEYS[1], 'status')
-  local waiting = status == '"PENDING"' or status == '"SCHEDULED"'
+  local waiting = status == '"PENDING"'
   local try = redis.call('GET', KEYS[5])
   local here = not try or string.match(try, '^[^:]*:') == string.match(ARGV[5], '^[^:]*:')
   if not (ARGV[6] == '1' and waiting and here and redis.call('GET', KEYS[3]) == ARGV[4]) then return false end

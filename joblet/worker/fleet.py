@@ -8,7 +8,7 @@ their workflows advance. Every live worker looks on each heartbeat; a `SET NX` o
 and the time of its last beat lets one of them act per silence (the claim expires, so a
 sweeper that dies half-way is replaced; the finished sweep is recorded). A node that comes
 back reconciles as after any crash and cannot write over LOST (a job's record moves only
-from PENDING/SCHEDULED/RUNNING).
+from PENDING/RUNNING).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from joblet.worker.claims import Claims
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED)
+WAITING = (JobStatus.PENDING,)
 LOST = "its record was lost by Redis (restarted without its data) and written again at its end"
 
 

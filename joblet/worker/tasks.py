@@ -73,7 +73,7 @@ def accept(sup: Any, header_id: Any, args: Any, kwargs: Any, signed: bool) -> Ta
 
 def _waiting(sup: Any, job_id: str) -> bool:
     record = sup.store.find_job(job_id)
-    return record is not None and record.status in (JobStatus.PENDING, JobStatus.SCHEDULED)
+    return record is not None and record.status is JobStatus.PENDING
 
 
 def dropped(sup: Any, exc: Refused) -> None:
@@ -108,7 +108,7 @@ def _fail_elsewhere(sup: Any, job_id: str, prefix: str, why: str) -> None:
     try:
         other = Store(cfg.redis_url, prefix, client=sup.store.redis)
         if other.claim_holder(job_id) is None:
-            waiting = (JobStatus.PENDING, JobStatus.SCHEDULED)
+            waiting = (JobStatus.PENDING,)
             other.fail_waiting(job_id, why, cfg.log_ttl, cfg.log_max_entries, waiting)
     except Exception as exc:  # noqa: BLE001 - the drop stands; telling its sender is a courtesy
         log.warning("could not fail job %s of key prefix %r: %s", job_id, prefix, exc)

@@ -12,7 +12,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.worker.claims import Claims
 
-WAITING_OR_RUNNING = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING)
+WAITING_OR_RUNNING = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
 @pytest.fixture

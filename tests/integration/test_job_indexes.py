@@ -13,7 +13,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.worker.claims import Claims
 
-RUNNING_OR_WAITING = (JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.RUNNING)
+RUNNING_OR_WAITING = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
 @pytest.fixture

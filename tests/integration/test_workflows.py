@@ -260,7 +260,7 @@ jobs:
         ("jobs:\n  a: {command: x, colour: red}\n", "unknown field(s) colour"),
         ("jobs:\n  a: {args: [x]}\n", "'command' is required"),
         ("jobs: [\n", "is not valid YAML"),
-        ("jobs:\n  a: {command: x, requires: [{b: SCHEDULED}]}\n  b: {command: x}\n", "must be required to end"),
+        ("jobs:\n  a: {command: x, requires: [{b: PENDING}]}\n  b: {command: x}\n", "must be required to end"),
         (
             "jobs:\n  a: {command: x, requires: [{b: COMPLETED}]}\n  b: {command: x, service: true}\n",
             "job 'a' requires service 'b' to end COMPLETED: a service is stopped",

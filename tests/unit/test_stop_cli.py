@@ -58,7 +58,7 @@ class StopClient:
 
 
 def job(char: str, status: JobStatus, name: str | None = None) -> JobRecord:
-    started = None if status in (JobStatus.PENDING, JobStatus.SCHEDULED) else 1.0
+    started = None if status is JobStatus.PENDING else 1.0
     return JobRecord(id=char * 32, spec=JobSpec(command="sleep", name=name), status=status, name=name, started=started)
 
 

@@ -265,7 +265,7 @@ def test_a_service_lets_its_dependents_start_when_it_runs_and_is_stopped_when_th
     # a service that ended COMPLETED before its dependents were queued still counts as started
     assert wfs._verdict({"db": JobStatus.COMPLETED}, {"db": JobStatus.RUNNING}) == ("go", None)
     assert wfs._verdict({"db": JobStatus.FAILED}, {"db": JobStatus.RUNNING})[0] == "cancel"
-    assert wfs._verdict({"db": JobStatus.SCHEDULED}, {"db": JobStatus.RUNNING}) == ("wait", None)
+    assert wfs._verdict({"db": JobStatus.PENDING}, {"db": JobStatus.RUNNING}) == ("wait", None)
 
 
 def test_an_advance_reads_the_others_marks_at_once():
