@@ -272,10 +272,25 @@ class JobCgroup:
             return []
 
     def signal(self, sig: int, exclude: set[int] = frozenset()) -> None:  # type: ignore[assignment]
-        for pid in self.pids():
-            if pid not in exclude:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
+        """Send `sig` to every process in the cgroup but `exclude`. A pid read from cgroup.procs
+        could end and be reused by a process outside the job before a kill(2) reached it
+        (pid_max is 32768 here; red-team run): each is held by a pidfd first and signalled only
+        when a second read still lists it, so the pidfd is the job's own process (were it not,
+        the pid's new owner must have ended before it could rejoin the list, and the send fails)."""
+        held: dict[int, int] = {}
+        try:
+            for pid in self.pids():
+                if pid not in exclude:
+                    with contextlib.suppress(ProcessLookupError):
+                        held[pid] = os.pidfd_open(pid)
+            still = set(self.pids()) if held else set()
+            for pid, fd in held.items():
+                if pid in still:
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(fd, sig)
+        finally:
+            for fd in held.values():
+                os.close(fd)
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup (and those forked meanwhile)."""

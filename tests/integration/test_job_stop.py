@@ -3,9 +3,13 @@ is one eventfd write; SIGTERM first, SIGKILL after the worker's grace period, 2 
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 
 from joblet.api.client import Client
+from joblet.worker.cgroups import JobCgroup
+from tests.conftest import cgroup_base, need
 from tests.integration.helpers import eventually, output
 
 STUBBORN = "trap '' TERM; echo up; while :; do sleep 0.1; done"
@@ -51,3 +55,26 @@ def test_stopping_twice_is_harmless(client: Client) -> None:
     assert final.status.value == "STOPPED"
     client.stop(rec.id)  # after its end: nothing to do, no error
     assert client.get(rec.id).status.value == "STOPPED"
+
+
+def test_a_stop_signals_the_jobs_processes_and_not_a_pid_that_left_it(monkeypatch) -> None:
+    """A pid read from cgroup.procs that ended and was taken by a host process before the
+    SIGTERM reached it: that process is left alone (red-team run)."""
+    need(os.geteuid() == 0, "needs root (cgroups)")
+    group = JobCgroup(cgroup_base() / f"joblet-signal-{os.getpid()}")
+    group.create()
+    inside = subprocess.Popen(["sleep", "60"])
+    outside = subprocess.Popen(["sleep", "60"])  # the host process holding the reused pid
+    try:
+        group.procs_file.write_text(str(inside.pid))
+        real = group.pids
+        stale = iter([[inside.pid, outside.pid]])  # the first read, as if before the reuse
+        monkeypatch.setattr(group, "pids", lambda: next(stale, None) or real())
+        group.signal(signal.SIGTERM)
+        assert inside.wait(timeout=10) == -signal.SIGTERM  # the job's own process: signalled
+        assert outside.poll() is None
+    finally:
+        for proc in (inside, outside):
+            proc.kill()
+            proc.wait()
+        group.remove()
