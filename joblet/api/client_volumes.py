@@ -56,8 +56,7 @@ class Volumes:
             pass  # a definition that does not read (written by other means) can still go
         users = self.users(name, indexed=False)  # queued ones too (the script knows those that started)
         if not users:
-            got = self.store.delete(name)
-            users = [job_id[:12] for job_id in got] if isinstance(got, list) else []
+            users = [job_id[:12] for job_id in self.store.delete(name)]
         if users:
             raise Conflict(
                 f'failed to delete volume "{name}": {len(users)} job(s) use it ({listed(users)}); stop them first'

@@ -144,17 +144,20 @@ class VolumeStore:
         pipe.execute()
 
     @_url
-    def delete(self, name: str) -> bool | list[str]:
+    def delete(self, name: str) -> list[str]:
         """The definition moves to the deleted ones, in one step: only what is named there is
         ever removed from a host (a Redis that lost its data, or another prefix, names none).
-        Refused while a job that started with it has not ended: the ids of those jobs. A
-        job started while `rnx volume delete` read the records ran on the deleted volume,
-        its writes then swept (red-team run: 25 of 30)."""
+        Refused while a job that started with it has not ended: the ids of those jobs (none
+        once deleted); NotFound when it is not defined. A job started while `rnx volume
+        delete` read the records ran on the deleted volume, its writes then swept (red-team
+        run: 25 of 30)."""
         keys = [self.keys.volumes, self.keys.volumes_deleted, self.keys.volume_users(name)]
         got = self.redis.register_script(_DELETE)(keys=keys, args=[name, self.keys.job("")])
-        if isinstance(got, list):
-            return sorted(h.decode() for h in got)
-        return bool(got)
+        if not isinstance(got, list):
+            if not got:
+                raise NotFound(f"no such volume: {shown(name)}")
+            return []
+        return sorted(h.decode() for h in got)
 
 
 _USE = """

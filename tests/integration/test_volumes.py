@@ -15,7 +15,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import load
-from joblet.errors import Conflict, ValidationError
+from joblet.errors import Conflict, NotFound, ValidationError
 from tests.conftest import mounts_under
 from tests.integration.helpers import eventually, run, wait_running
 
@@ -83,7 +83,9 @@ def test_a_delete_that_read_no_user_is_refused_by_a_job_that_started_meanwhile(c
     assert store.get("raced").name == "raced"  # kept
     client.stop(job.id)
     client.wait(job.id, timeout=30)
-    assert store.delete("raced") is True  # the control: once it ended
+    assert store.delete("raced") == []  # the control: once it ended
+    with pytest.raises(NotFound):
+        store.delete("raced")
     assert store.redis.exists(store.keys.volume_users("raced")) == 0
     late = JobRecord.pending("e" * 32, JobSpec(command="true", volumes=("raced",), network=("none",)))
     client.enqueue(late)  # queued past the checks, as one accepted just before the delete
