@@ -1,4 +1,5 @@
-"""host mode, MTU following the uplink, host mode turned off by config, the overlay port held."""
+"""host mode, MTU following the uplink, jobs' ARP retries, host mode turned off by config, the overlay
+port held."""
 
 from __future__ import annotations
 
@@ -47,6 +48,20 @@ def test_custom_mtu_wins(mtu_host):
     client.networks.create("jumbo", "10.181.0.0/24", mtu=1300)
     _, out, _ = run(client, "ip", "-o", "link", "show", "eth0", network="jumbo")
     assert b" mtu 1300 " in out
+
+
+def test_job_links_resend_arp_after_200_ms_and_host_links_keep_their_own(mtu_host):
+    """A job's first ARP request to a job on another node may reach that node before its
+    worker learnt of the job: the second one goes 200 ms later, not 1 s (links.py)."""
+    client = Client(mtu_host.cfg)
+    client.networks.create("arp-net", "10.182.0.0/24")
+    neigh = "cat /proc/sys/net/ipv4/neigh/{0}/retrans_time_ms /proc/sys/net/ipv4/neigh/{0}/mcast_solicit"
+    for network in ("bridge", "arp-net", "isolated"):
+        _, out, _ = run(client, "sh", "-c", neigh.format("eth0"), network=network)
+        assert out.split() == [b"200", b"15"], network
+    host_own = mtu_host.in_ns("sh", "-c", neigh.format("uplink0")).stdout.split()
+    _, out, _ = run(client, "sh", "-c", neigh.format("uplink0"), network="host")
+    assert out.split() == [v.encode() for v in host_own] and host_own != ["200", "15"], out
 
 
 def test_host_mode_shares_the_host_network(mtu_host):
