@@ -71,6 +71,9 @@ def stats(obj: Any, job_ids: tuple[str, ...], no_stream: bool, as_json: bool, in
     from joblet.cli.live import refresh
     from joblet.cli.render import print_json, table, unused_redis
 
+    source = click.get_current_context().get_parameter_source("interval")
+    if no_stream and source is not None and source.name == "COMMANDLINE":  # it was ignored, silently
+        raise click.BadParameter("refreshes only without --no-stream", param_hint="--interval")
     looked = False  # whether a worker ever used this Redis: asked once, not at each refresh
 
     def draw() -> bool:

@@ -753,3 +753,26 @@ def test_a_job_queued_for_a_silent_node_says_so_not_that_no_worker_runs(capsys):
         run = Attached(client, pending, as_json=False, sig_proxy=True)  # type: ignore[arg-type]
         run._warn_if_no_worker(initial=True)
         assert said in capsys.readouterr().err and run.warned
+
+
+def test_rnx_stats_refuses_an_interval_it_would_ignore(monkeypatch):
+    """`rnx stats --no-stream --interval=5` printed once and ignored the interval, silently,
+    where `rnx list --interval` without --watch is refused."""
+
+    class StatsClient:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def stats(self, job_ids):
+            self.reads += 1
+            return []
+
+        def nodes(self):
+            return [{"name": "n1"}]
+
+    client = StatsClient()
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    assert invoke("stats", "--no-stream", "--json").exit_code == 0 and client.reads == 1  # the control
+    out = invoke("stats", "--no-stream", "--interval=5")
+    assert out.exit_code == 2 and "Invalid value for --interval: refreshes only without --no-stream" in out.output
+    assert client.reads == 1
