@@ -75,6 +75,26 @@ def enable_controllers(root: Path, job_parent: Path) -> bool:
     return "memory" in _read(job_parent / "cgroup.controllers").split()
 
 
+def make_v1_parents(job_parent: Path, v1_base: Path = V1_BASE) -> list[Path]:
+    """The jobs' parent's twin in each v1 hierarchy of V1_CONTROLLERS this host has (hybrid
+    hosts), made if missing; the directories. A job without a limit of that controller joins
+    it: it stayed in the worker's own group, where its CPU, memory and I/O counted against
+    the worker's unit (a 50 % CPUQuota on the worker: 400 busy processes of a job without
+    --max-cpu stopped its heartbeat for 10 s; a 300 MB MemoryMax: a 250 MB job was killed by
+    the worker's limit and read as a plain SIGKILL) (red-team run)."""
+    made = []
+    for controller in V1_CONTROLLERS:
+        if not (v1_base / controller / "cgroup.procs").exists():
+            continue  # not a v1 hierarchy here (v2 holds it, or the host lacks it)
+        directory = v1_base / controller / job_parent.name
+        try:
+            directory.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ExecutionError(f"failed to make the jobs' cgroup {directory}: {exc.strerror}") from None
+        made.append(directory)
+    return made
+
+
 def refuse_huge_pages(root: Path, job_parent: Path) -> bool:
     """No job maps the host's huge pages: `--max-memory` does not count them, and one job took
     the whole pool (red-team run). hugetlb is turned on for the jobs' parent (v2) and each
@@ -191,8 +211,16 @@ class JobCgroup:
 
     @property
     def procs_files(self) -> list[Path]:
-        """Every cgroup.procs a process of the job must join (v2 first)."""
-        return [self.procs_file] + [d / "cgroup.procs" for d in self.v1_dirs()]
+        """Every cgroup.procs a process of the job must join (v2 first): per v1 controller, its
+        own directory where a limit made one, else the jobs' parent twin (hybrid hosts:
+        `make_v1_parents`), so no job stays in the worker's v1 groups."""
+        found = [self.procs_file]
+        for controller in V1_CONTROLLERS:
+            for directory in (self.v1_dir(controller), self.v1_dir(controller).parent):
+                if directory.is_dir():
+                    found.append(directory / "cgroup.procs")
+                    break
+        return found
 
     def limit_pids(self, count: int) -> None:
         """At most `count` processes and threads: in the v2 group when the pids controller is

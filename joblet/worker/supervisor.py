@@ -114,16 +114,17 @@ class Supervisor:
         self._other_places: set[str] = set()  # of other workers seen beating under its name
         self._beats = self.store  # the presence beat's: a connection of its own from start()
 
-    def start(self) -> None:
+    def _jobs_cgroups(self) -> None:
+        """The jobs' parent group (and its v1 twins on hybrid hosts), with the pids budget of
+        all jobs together."""
         svc = self.svc
-        self.place = fleet.place(self.cfg.state_dir)
-        fleet.refuse_taken_node(self.store, self.cfg.node, self.place)  # before anything is made
-        self.store.node_info["place"] = self.place
         try:
             svc.cgroup_root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a read-only /sys (a container's): one line, not a traceback
             raise ExecutionError(f"failed to make the jobs' cgroup root {svc.cgroup_root}: {exc.strerror}") from None
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
+        if not svc.cgroup_v2:
+            cgroups.make_v1_parents(svc.cgroup_root)
         budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
         where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
         log.info("jobs here: at most %d processes and threads together (%s)", budget, where)
@@ -134,6 +135,13 @@ class Supervisor:
                 budget,
                 self.cfg.default_pids,
             )
+
+    def start(self) -> None:
+        svc = self.svc
+        self.place = fleet.place(self.cfg.state_dir)
+        fleet.refuse_taken_node(self.store, self.cfg.node, self.place)  # before anything is made
+        self.store.node_info["place"] = self.place
+        self._jobs_cgroups()
         make_cover(self.cfg.run_dir)
         warning = oom_floor(self.cfg.job_oom_score_adj)
         if warning:

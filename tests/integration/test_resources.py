@@ -142,6 +142,39 @@ def test_cpu_limit_gives_about_its_share(client):
     assert 0.6 <= used <= 1.4, f"25% of 4 s is 1 s of CPU, got {used:.2f}"
 
 
+def test_a_job_without_limits_lives_in_the_jobs_groups_not_the_workers(host, client):
+    """On a hybrid host a job without --max-cpu, --max-memory or --max-iobps stayed in the
+    worker's own v1 groups: its use counted against the worker's unit (red-team run)."""
+    rec = client.run("sleep", ("30",))
+    try:
+        wait_running(client, rec.id)
+        pids = (host.cfg.cgroup_root / rec.id / "cgroup.procs").read_text().split()
+        assert pids  # the job's processes, in its own v2 group
+        v1 = [c for c in ("cpu", "memory", "blkio") if (Path("/sys/fs/cgroup") / c / "cgroup.procs").exists()]
+        if not v1:
+            return  # a cgroup v2 host: the v2 group holds every controller
+        assert host.worker is not None
+        worker = groups_of(host.worker.pid)
+        for pid in pids:
+            job = groups_of(int(pid))
+            for controller in v1:
+                assert job[controller].startswith(f"/{host.cfg.cgroup_root.name}"), (controller, job)
+                assert not worker[controller].startswith(f"/{host.cfg.cgroup_root.name}"), worker  # the control
+    finally:
+        client.stop(rec.id)
+        client.wait(rec.id, timeout=30)
+
+
+def groups_of(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup as {controller: path} (v1 lines name theirs; `cpu,cpuacct` gives both)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        for name in names.split(","):
+            found[name] = path
+    return found
+
+
 @pytest.mark.parametrize("size", [None, "64MB"])
 def test_iobps_limits_direct_writes(client, size):
     """/work is memory (tmpfs); a volume is where a job's writes reach a disk: the state
