@@ -3,7 +3,7 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
-io_uring and vsock sockets (Docker refuses them too). Stricter than Docker: sockets of
+io_uring and vsock sockets (Docker refuses them too), and memfd_secret (ENOSYS). Stricter than Docker: sockets of
 families other than unix, IPv4, IPv6, netlink and packet (EAFNOSUPPORT), ptrace
 (debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's), uevent
 netlink sockets (the host's device events), a packet socket's PACKET_QDISC_BYPASS (the job's
@@ -216,6 +216,12 @@ def job_filter() -> bytes:
     # kernel built without AIO, to which libaio's users fall back (threads, io_submit never
     # reached); io_uring is refused above, as Docker does
     filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "io_setup")
+    # secret memory is taken out of the kernel's direct map, splitting its huge pages for good:
+    # one job (48 processes, 8 MB each) left 2 GB of the host's map in 4k pages after it
+    # ended, every program's TLB misses up until a reboot (red-team run). ENOSYS, as on a
+    # kernel without secretmem (its default before 6.5)
+    if _known(seccomp, "memfd_secret"):
+        filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "memfd_secret")
     # a packet socket's frames past the qdisc of the job's own interface, where its
     # --max-bandwidth holds what it sends: 495 mbit/s left a job held to 10 (red-team run)
     # and its mmap rings, up to ~4 GB of kernel pages a call that --max-memory never sees

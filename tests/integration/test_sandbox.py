@@ -311,6 +311,7 @@ def test_seccomp_and_capabilities(client):
         aio = ctypes.c_ulong(0)
         checks["io_setup"] = syscall(206, 1, ctypes.byref(aio))  # ENOSYS: as a kernel without AIO
         checks["io_uring_setup"] = syscall(425, 1, 0)
+        checks["memfd_secret"] = syscall(447, 0)  # ENOSYS: its pages split the host's direct map
         # newer than libseccomp's table: open_tree_attr refused as open_tree is (AT_FDCWD, "/",
         # no clone: an O_PATH descriptor on the host), statmount let through (its NULL: EFAULT)
         checks["open_tree_attr"] = syscall(467, -100, b"/", 0, 0, 0)
@@ -356,6 +357,7 @@ def test_seccomp_and_capabilities(client):
     socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close()  # the control: the host opens one
     assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
     assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
+    assert got["memfd_secret"] == "ENOSYS", got
     assert got["open_tree_attr"] == "EPERM" and got["statmount"] == "EFAULT", got
     assert got["qdisc_bypass"] == "EPERM" and got["packet_auxdata"] == "ok", got
     assert got["packet_rings"] == ["EPERM", "EPERM"], got  # RX and TX rings: memory past --max-memory
@@ -375,6 +377,9 @@ def test_seccomp_and_capabilities(client):
     tree = libc.syscall(467, -100, b"/", 0, None, 0)  # and open_tree_attr
     assert tree >= 0, ctypes.get_errno()
     os.close(tree)
+    secret = libc.syscall(447, 0)  # and secret memory (a descriptor alone: nothing is mapped)
+    assert secret >= 0, ctypes.get_errno()
+    os.close(secret)
     for name in (
         "keyctl",
         "bpf",
