@@ -168,6 +168,19 @@ def _iso_port_security(iso: str | None) -> list[str]:
     ]
 
 
+# before conntrack's defragmentation (-400, NF_IP_PRI_CONNTRACK_DEFRAG), which would hold them
+BEFORE_DEFRAG = -450
+
+
+def _no_fragments(iso: str | None) -> list[str]:
+    """A chain dropping every IPv4 fragment from a routed (isolated) link (portsec.FRAGMENT:
+    bridged ports drop theirs in `bridge joblet`); none without the isolated pool."""
+    if iso is None:
+        return []
+    rule = f'iifname {iso} {portsec.FRAGMENT} drop comment "joblet:no-fragments"'
+    return _chain("prerouting", f"filter hook prerouting priority {BEFORE_DEFRAG}", [rule])
+
+
 def _established(nets: list[FwNetwork], iso: str | None) -> list[str]:
     """Replies pass; ICMP errors conntrack calls related pass unless they come from a job.
     Conntrack relates an error to a flow by the packet it quotes, whoever sends it: a job
@@ -228,6 +241,7 @@ def render(
             _set("no_jobs", "ipv4_addr", _collapsed(guards.no_jobs, 4), " flags interval;"),
             _set("no_jobs6", "ipv6_addr", _collapsed(guards.no_jobs, 6), " flags interval;"),
             _set("overlay_peers", "ipv4_addr", sorted(set(guards.overlay_peers))),
+            *_no_fragments(iso),
             *_chain("forward", "filter hook forward priority filter", forward),
             *_chain("input", "filter hook input priority filter", inbound),
             *_chain("output", "filter hook output priority filter", output),

@@ -33,6 +33,16 @@ _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
 _OVERLAY = re.compile(rf"^{VXLAN_PREFIX}[0-9a-f]{{10}}\Z")
 
 
+# An IPv4 fragment (more to come, or an offset): none leaves a job. The host's conntrack
+# reassembles what its bridges and routes carry, in one 4 MB budget per namespace
+# (ipfrag_high_thresh) that every job and the host share; a job whose fragments were partly
+# dropped on the way (its own --max-bandwidth queue drops them) filled it in 12 s and held
+# it, each incomplete datagram for 30 s: no fragmented datagram then reached the host or
+# another job (red-team run). Matched before the bridge's netfilter hooks and the routed
+# path's defragmentation (firewall.py), so no fragment of a job is ever held.
+FRAGMENT = "ip frag-off & 0x3fff != 0"
+
+
 def mac_for(job_id: str, network: str) -> str:
     """A job interface's MAC: locally administered unicast (02:...), derived from the job."""
     digest = hashlib.sha1(f"{job_id}/{network}/mac".encode()).hexdigest()
@@ -108,6 +118,7 @@ def render_bridge(ports: list[Port], overlay: tuple[tuple[str, str], ...] = ()) 
             f"    iifname . arp saddr ip != @port_ips drop {tag}",
             "    ether type arp accept",
             f"    iifname . ip saddr != @port_ips drop {tag}",
+            f'    {FRAGMENT} drop comment "joblet:no-fragments"',
             "    ether type ip accept",
             f"    drop {tag}",  # IPv6 (router advertisements, ND), VLAN tags, anything else
             "  }",

@@ -377,3 +377,40 @@ def test_a_job_cannot_take_the_hosts_own_udp_port_through_nat(nets, host, upstre
     assert rec.exit_code == 0 and out.strip() == b"job got nothing", out
     assert seen_port != 9999  # the job's port was not kept
     assert got == ["to-host", "40003"], got  # the control and the point: the host's service got it
+
+
+SIZES = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("203.0.113.2", 9100)); s.settimeout(20); print("ready", flush=True)
+while True:
+    size = len(s.recv(65535)); print(size, flush=True)
+    if size == 1000:
+        break
+"""
+SEND = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for size in (4000, 1000):  # over the link's MTU: sent in fragments; then within it
+    s.sendto(b"x" * size, ("203.0.113.2", 9100))
+"""
+
+
+@pytest.mark.parametrize("network", ["bridge", "iso-a", "isolated"])
+def test_no_ipv4_fragment_leaves_a_job(nets, upstream, network):
+    """The host reassembles what it forwards in one budget that all jobs share: a job whose
+    fragments were partly dropped (its own --max-bandwidth queue) filled it, and no
+    fragmented datagram reached the host or another job for 30 s (red-team run). A datagram
+    within the MTU, sent after the fragmented one on the same path, is the control."""
+    receiver = subprocess.Popen(
+        ["ip", "netns", "exec", upstream, "python3", "-c", SIZES], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+        rec, _, err = run(nets, "python3", "-c", SEND, network=network)
+        assert rec.exit_code == 0, err
+        sizes = receiver.communicate(timeout=30)[0].split()
+    finally:
+        receiver.kill()
+        receiver.wait()
+    assert sizes == ["1000"], sizes

@@ -84,3 +84,12 @@ def test_no_usable_upstream_dns_is_a_clear_error(tmp_path: Path):
     assert job_nameservers(("192.0.2.53",), stub) == ("192.0.2.53",)  # the worker's dns_servers win
     stub.write_text("nameserver 127.0.0.53\nnameserver 192.0.2.9\n")
     assert job_nameservers((), stub) == ("192.0.2.9",)
+
+
+def test_fragments_from_isolated_links_are_dropped_before_defragmentation():
+    text = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], "10.254.0.0/16")
+    chain = text[text.index("chain prerouting") : text.index("chain forward")]
+    assert "type filter hook prerouting priority -450;" in chain  # conntrack defragments at -400
+    assert 'iifname "ji*" ip frag-off & 0x3fff != 0 drop comment "joblet:no-fragments"' in chain
+    without = firewall.render([firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")])
+    assert "chain prerouting" not in without.split("table bridge")[0]  # no isolated links: no hook

@@ -40,6 +40,7 @@ def test_bridge_table_checks_mac_arp_and_source_and_drops_the_rest():
         "iifname . arp saddr ip != @port_ips drop",
         "ether type arp accept",
         "iifname . ip saddr != @port_ips drop",
+        'ip frag-off & 0x3fff != 0 drop comment "joblet:no-fragments"',
         "ether type ip accept",
         "drop",
     ]
