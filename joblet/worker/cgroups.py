@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from joblet.api.limits import Limits
+from joblet.api.message import JOB_ID_RE
 from joblet.errors import ConfigError, ExecutionError
 
 CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
@@ -60,6 +61,26 @@ def check_root(root: Path) -> None:
             f"cgroup_root {root} (JOBLET_CGROUP_ROOT) cannot be made: {missing} does not exist "
             f"and {missing.parent} is not a cgroup directory; {hint}"
         )
+
+
+def check_own_root(root: Path) -> None:
+    """Refuse a jobs' cgroup root that is not joblet's alone: at start the worker kills and
+    removes every group under it (a killed worker's jobs), and limits all of them together.
+    Given a shared one (JOBLET_CGROUP_ROOT=/sys/fs/cgroup/unified) it removed four other
+    workers' roots (operator's run); /sys/fs/cgroup on a v2 host is system.slice and
+    user.slice: the whole host. Its groups must be jobs' (a job id's 32 hex digits), and it
+    holds no process of its own."""
+    if not root.is_dir():
+        return  # the worker makes it (check_root has looked at where)
+    hint = f"give a directory of joblet's own, e.g. {root / 'joblet'} (JOBLET_CGROUP_ROOT)"
+    if (root / "cgroup.procs").exists() and not (root.parent / "cgroup.procs").exists():
+        raise ConfigError(f"cgroup_root {root} is the top of a cgroup hierarchy, the host's own: {hint}")
+    foreign = sorted(d.name for d in root.iterdir() if d.is_dir() and not JOB_ID_RE.match(d.name))
+    if foreign:
+        named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"cgroup_root {root} holds cgroups that are not joblet's jobs ({named}): {hint}")
+    if _read(root / "cgroup.procs").split():
+        raise ConfigError(f"cgroup_root {root} holds processes of its own (a service's cgroup?): {hint}")
 
 
 def enable_controllers(root: Path, job_parent: Path) -> bool:

@@ -43,11 +43,13 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
 
         cgroup_root = jobs_cgroup_root(cfg)
         cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
+        cgroups.check_own_root(cgroup_root)
         ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
         rlimits.halve_uid_budgets()
         rlimits.spare_core_handlers()
         _check_fleet_settings(cfg)
         _own_state_dir(cfg)
+        ns_lock.hold_dir(cfg.state_dir, "state_dir")  # its journal names the jobs its reconcile ends
         from joblet.worker.app import connect, make_app
         from joblet.worker.supervisor import Supervisor
 

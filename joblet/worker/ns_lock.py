@@ -10,6 +10,11 @@ one in a docker-compose container with `network_mode: host` have different /run)
 kernel releases it when the worker ends, however it ends. A host-mode job shares the host's
 namespace and could take the lock while its worker is down: a holder inside the jobs'
 cgroups is not a worker, and the worker then starts without the lock (and says so).
+
+The same holds for a worker's state directory and jobs' cgroup root (`hold_dir`): a second
+worker of the same node name and state directory, in another namespace, passed for the first
+one restarted, and its reconcile made the first one's running jobs LOST and emptied their
+cgroups (operator's run); one sharing the cgroup root removed the other's jobs' groups.
 """
 
 from __future__ import annotations
@@ -42,6 +47,21 @@ def hold(jobs_cgroup: Path, namespace: str = NAMESPACE) -> None:
         raise JobletError(
             f"another joblet worker runs in this network namespace ({who}); one worker per host "
             "(or per network namespace: its links, bridges and nft tables are the namespace's)"
+        ) from None
+    _held.append(fd)
+
+
+def hold_dir(path: Path, setting: str) -> None:
+    """Take the lock of a directory only one worker may use, or raise naming its holder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        who = ", ".join(f"pid {pid}: {_command(pid)}" for pid in holders_of(os.fstat(fd))) or "its pid not visible here"
+        os.close(fd)
+        raise JobletError(
+            f"another joblet worker uses {setting} {path} ({who}); each worker needs its own "
+            f"(JOBLET_{setting.upper()})"
         ) from None
     _held.append(fd)
 

@@ -1,13 +1,16 @@
-"""A worker owns its network namespace's joblet objects; a second one there is refused."""
+"""A worker owns its network namespace's joblet objects, its state_dir and its jobs' cgroup root; a
+second one there is refused."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from tests.conftest import BIN, Host, need
+from tests.integration.helpers import eventually
 
 
 def test_a_second_worker_in_one_network_namespace_is_refused(redis_sock):
@@ -92,4 +95,73 @@ def test_fleet_settings_that_would_fail_silently_are_refused_at_start(redis_sock
         job = client.run("true", network="none")
         assert client.wait(job.id, timeout=60).status == JobStatus.COMPLETED
     finally:
+        host.close()
+
+
+def refused_start(host: Host, **env: str) -> str:
+    """Start a worker for `host` (with `env` over its settings) that must be refused: its
+    last line."""
+    refused = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{host.netns}", str(BIN / "joblet-worker"), "--node", host.name],
+        env={**os.environ, **host.env, **env},
+        capture_output=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1, refused.stderr
+    return refused.stderr.decode().strip().splitlines()[-1]
+
+
+def test_a_second_worker_of_one_state_dir_is_refused_and_the_first_ones_jobs_run_on(redis_sock):
+    """The same node name and state_dir in another namespace passed for the first worker
+    restarted: its reconcile made the first one's running job LOST and emptied its cgroup
+    (operator's run)."""
+    need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
+    first, other = Host(redis_sock, "twin"), Host(redis_sock, "twin", fleet=None)
+    try:
+        first.start_worker()
+        assert first.worker is not None
+        client = Client(first.cfg)
+        job = client.run("sh", ("-c", "echo up; sleep 2"), network="none")
+        eventually(lambda: client.get(job.id).status == JobStatus.RUNNING, "the first worker's job running")
+        same = {k: first.env[k] for k in ("JOBLET_STATE_DIR", "JOBLET_KEY_PREFIX", "JOBLET_QUEUE")}
+        last = refused_start(other, **same)
+        assert last.startswith(f"joblet-worker: another joblet worker uses state_dir {first.env['JOBLET_STATE_DIR']}")
+        assert f"(pid {first.worker.pid}: " in last, last
+        assert client.wait(job.id, timeout=60).status == JobStatus.COMPLETED  # it ran on to its end
+        other.start_worker()  # the control: the same worker with a state_dir of its own starts
+    finally:
+        other.close()
+        first.close()
+
+
+def test_a_cgroup_root_holding_groups_not_joblets_is_refused_and_left_alone(redis_sock):
+    """Given a shared cgroup root, a worker killed and removed every group in it at its start
+    (other workers' roots; on a v2 host /sys/fs/cgroup is system.slice and user.slice)."""
+    need(os.geteuid() == 0, "needs root (namespaces, cgroups)")
+    host = Host(redis_sock, "sharedcg")
+    root = Path(host.env["JOBLET_CGROUP_ROOT"])
+    service, leftover = root / "some.service", root / ("ab" * 16)  # another's group; a killed job's
+    sleepers: list[subprocess.Popen[bytes]] = []
+    try:
+        for group in (service, leftover):
+            group.mkdir(parents=True)
+            sleepers.append(subprocess.Popen(["sleep", "300"]))
+            (group / "cgroup.procs").write_text(str(sleepers[-1].pid))
+        last = refused_start(host)
+        assert last == (
+            f"joblet-worker: cgroup_root {root} holds cgroups that are not joblet's jobs (some.service): "
+            f"give a directory of joblet's own, e.g. {root / 'joblet'} (JOBLET_CGROUP_ROOT)"
+        ), last
+        assert all(s.poll() is None for s in sleepers) and leftover.is_dir()  # nothing was touched
+        sleepers[0].kill()
+        sleepers[0].wait()
+        service.rmdir()
+        host.start_worker()  # the control: a root of jobs' groups alone; the killed job's goes
+        assert sleepers[1].wait(timeout=30) == -9 and not leftover.exists()
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+        if service.exists():
+            service.rmdir()
         host.close()
