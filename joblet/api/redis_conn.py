@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from joblet.errors import BackendUnavailable, PermissionDenied
+from joblet.errors import BackendUnavailable, ConfigError, PermissionDenied
 
 T = TypeVar("T")
 
@@ -117,11 +117,22 @@ def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Cal
                     raise BackendUnavailable(f"cannot reach Redis at {where}: {_reason(exc)}") from None
                 if kind == "response":
                     raise BackendUnavailable(f"Redis at {where}: {exc}") from None
+                if option := unknown_option(exc):  # redis-py hands a URL's query to its connections
+                    raise ConfigError(f"{where}: {option!r} in its query is not an option of a Redis URL") from None
                 raise
 
         return inner
 
     return wrap
+
+
+def unknown_option(exc: Exception) -> str | None:
+    """The name in redis-py's TypeError for a URL query option it does not know
+    (`?ssl_cert_req=required`: a traceback, operator's run), else None."""
+    text = str(exc)
+    if not isinstance(exc, TypeError) or "unexpected keyword argument '" not in text:
+        return None
+    return text.split("unexpected keyword argument '", 1)[1].split("'", 1)[0]
 
 
 def _reason(exc: Exception) -> str:

@@ -203,8 +203,7 @@ def send_run_celery(
     cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None, prefix: str | None = None
 ) -> None:
     """send_run through Celery's send_task (any broker Celery supports)."""
-    from kombu.exceptions import OperationalError
-
+    from joblet.api.redis_conn import safe_url
     from joblet.errors import BackendUnavailable
 
     body = run_body(cfg, job_id, spec, node, prefix)
@@ -217,8 +216,12 @@ def send_run_celery(
             retry=False,
             ignore_result=True,  # as wire.headers: nobody reads it
         )
-    except OperationalError as exc:
-        raise BackendUnavailable(f"cannot reach the broker at {cfg.broker}: {exc}") from None
+    except Exception as exc:
+        # kombu's OperationalError, and amqp's own (a vhost refused: NotAllowed, a password:
+        # AccessRefused), which were tracebacks (operator's run); the password is not shown
+        if not type(exc).__module__.startswith(("kombu", "amqp")):
+            raise
+        raise BackendUnavailable(f"cannot reach the broker at {safe_url(cfg.broker)}: {exc}") from None
 
 
 def signing_mismatch(signs: bool, live: dict[str, dict[str, Any]], node: str | None) -> str | None:

@@ -60,8 +60,7 @@ def hold_dir(path: Path, setting: str) -> None:
         who = ", ".join(f"pid {pid}: {_command(pid)}" for pid in holders_of(os.fstat(fd))) or "its pid not visible here"
         os.close(fd)
         raise JobletError(
-            f"another joblet worker uses {setting} {path} ({who}); each worker needs its own "
-            f"(JOBLET_{setting.upper()})"
+            f"another joblet worker uses {setting} {path} ({who}); each worker needs its own (JOBLET_{setting.upper()})"
         ) from None
     _held.append(fd)
 

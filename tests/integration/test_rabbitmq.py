@@ -63,6 +63,28 @@ def test_a_job_runs_through_rabbitmq(rhost):
     assert attached.returncode == 0 and attached.stdout == b"attached\n"
 
 
+def test_a_refused_login_or_vhost_is_one_line_without_the_password(rhost, rabbit):
+    """A wrong vhost or password was a traceback of amqp's (operator's run); an unreachable
+    broker's message showed the password."""
+    base = rabbit.url.rsplit("/", 1)[0]
+    client = Client(rhost.cfg)
+    before = {r.id for r in client.list()}
+    for url, says in (
+        (f"{base}/nosuchvhost", "NOT_ALLOWED"),
+        (base.replace("guest:guest@", "guest:s3cret-pw@") + "/", "ACCESS_REFUSED"),
+    ):
+        out = rhost.rnx("run", "-d", "--network=none", "true", env_extra={"JOBLET_BROKER_URL": url})
+        err = out.stderr.decode()
+        assert out.returncode != 0 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("rnx: cannot reach the broker at amqp://guest:***@") and says in err, err
+        assert "s3cret-pw" not in err and "Traceback" not in err, err
+    left = [r for r in client.list() if r.id not in before]  # each recorded as never queued
+    assert [r.status for r in left] == [JobStatus.FAILED] * 2 and all(r.started is None for r in left), left
+    # the control: the same rnx with the fleet's broker URL queues it
+    ok = rhost.rnx("run", "-d", "--network=none", "true")
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_a_stop_through_rabbitmq(rhost):
     client = Client(rhost.cfg)
     job = client.run("sleep", ("300",), network="none")

@@ -72,6 +72,11 @@ def test_rnx_and_worker_over_tls(tmp_path):
         assert wrong.returncode == 1 and "certificate verify failed" in wrong.stderr
         plain = rnx("list", extra={"JOBLET_REDIS_URL": f"redis://localhost:{port}/0"})
         assert plain.returncode == 1 and "cannot reach Redis" in plain.stderr
+        typo = rnx("list", extra={"JOBLET_REDIS_URL": url.replace("ssl_cert_reqs", "ssl_cert_req")})  # a traceback
+        assert typo.returncode != 0 and typo.stderr.strip().splitlines() == [
+            f"rnx: rediss://localhost:{port}/0?ssl_cert_req=required&ssl_ca_certs={ca_cert}: 'ssl_cert_req' in its "
+            "query is not an option of a Redis URL"
+        ], typo.stderr
     finally:
         if worker is not None:
             worker.terminate()
