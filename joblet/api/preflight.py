@@ -129,7 +129,16 @@ class Preflight:
         from joblet.api.tasks import signing_config, signing_mismatch
 
         live = self.store.live_nodes() if live is None else live
-        why = signing_mismatch(bool(signing_config(self.settings, verify=False)), live, node)
+        conf = signing_config(self.settings, verify=False)
+        signer = None
+        if conf:
+            from joblet.api import wire
+
+            try:
+                signer = wire.signer(conf["security_key"], conf["security_certificate"]).signer_id
+            except (ValueError, TypeError, OSError) as exc:
+                raise ConfigError(f"cannot load the signing key or certificate: {exc}") from None
+        why = signing_mismatch(bool(conf), live, node, signer)
         if why:
             raise ConfigError(why)
 

@@ -224,14 +224,26 @@ def send_run_celery(
         raise BackendUnavailable(f"cannot reach the broker at {safe_url(cfg.broker)}: {exc}") from None
 
 
-def signing_mismatch(signs: bool, live: dict[str, dict[str, Any]], node: str | None) -> str | None:
+def signing_mismatch(
+    signs: bool, live: dict[str, dict[str, Any]], node: str | None, signer: str | None = None
+) -> str | None:
     """Why the live workers that could take a message would refuse it (one line), or None.
 
     Workers publish `signed` in their heartbeat; a worker that verifies refuses unsigned
     messages and one that does not refuses signed ones, and either way the job would stay
-    PENDING. Workers that do not say are given the benefit of the doubt."""
+    PENDING. A verifying worker publishes the signers it trusts (`trusts`) too: a message
+    signed by another (`signer`, this client's) is refused there. Workers that do not say are
+    given the benefit of the doubt."""
     targets = {n: i for n, i in live.items() if node is None or n == node}
     wrong = sorted(n for n, i in targets.items() if isinstance(i.get("signed"), bool) and i["signed"] != signs)
+    if not wrong and signer is not None:
+        trusts = {n: i.get("trusts") for n, i in targets.items()}
+        distrust = sorted(n for n, ids in trusts.items() if isinstance(ids, list) and signer not in ids)
+        if distrust:
+            return (
+                f"cannot queue the job: worker(s) {', '.join(map(repr, distrust))} do not trust signing_cert "
+                f"(issuer and serial {signer!r}); add it to their signing_trust, or sign with a certificate they trust"
+            )
     if not wrong:
         return None
     names = ", ".join(repr(n) for n in wrong)

@@ -55,11 +55,14 @@ class Signer:
         cert = x509.load_pem_x509_certificate(cert_pem)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("only RSA signing keys are supported (as in Celery)")
+        if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+            # every message would be refused as a bad signature (operator's run: a TypeError
+            # in the worker's log, the job PENDING for good)
+            raise ValueError("signing_key is not the key of signing_cert (its public key is another's)")
         self._key = key
         self._hash = hashes.SHA256()
         self._pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH)
-        issuer = " ".join(str(attr.value) for attr in cert.issuer)
-        self.signer_id = f"{issuer} {cert.serial_number}"
+        self.signer_id = signer_id(cert)
 
     def pack(self, body: bytes) -> str:
         signature = self._key.sign(body, self._pad, self._hash)
@@ -67,6 +70,34 @@ class Signer:
             [base64.b64encode(self.signer_id.encode()), base64.b64encode(signature), JSON_TYPE.encode(), b"utf-8", body]
         )
         return base64.b64encode(fields).decode()
+
+
+def signer_id(cert: Any) -> str:
+    """What names a certificate in a signed message and in Celery's trust store: its
+    issuer's values and its serial number."""
+    issuer = " ".join(str(attr.value) for attr in cert.issuer)
+    return f"{issuer} {cert.serial_number}"
+
+
+def trusted_ids(pattern: str) -> list[str]:
+    """The signer ids of the certificates a worker's signing_trust names (one a file, as
+    Celery's store reads them); ValueError when it names none or a file is no certificate."""
+    import glob
+
+    from cryptography import x509
+
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+        # the worker started and refused every message, each job PENDING for good (operator's run)
+        raise ValueError(f"signing_trust {pattern} names no file")
+    ids = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                ids.append(signer_id(x509.load_pem_x509_certificate(fh.read())))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"signing_trust: {path} is not a PEM certificate ({exc})") from None
+    return ids
 
 
 @lru_cache(maxsize=4)

@@ -55,10 +55,27 @@ def requires_signing(cfg: Settings) -> bool:
     return bool(signing_config(cfg, verify=True))
 
 
+def trusted_signers(cfg: Settings) -> list[str]:
+    """The signer ids this worker's signing_trust holds, published so that a client whose
+    certificate is not among them is refused before it sends (its job stayed PENDING for
+    good, operator's run); its own key and certificate checked to be a pair."""
+    from joblet.api import wire
+    from joblet.errors import ConfigError
+
+    if not requires_signing(cfg):
+        return []
+    try:
+        wire.signer(str(cfg.signing_key), str(cfg.signing_cert))
+        return wire.trusted_ids(str(cfg.signing_trust))
+    except (ValueError, TypeError, OSError) as exc:
+        raise ConfigError(f"signing: {exc}") from None
+
+
 def connect(sup: Supervisor, cfg: Settings) -> None:
     """Beat once when Celery is ready; stop every job and leave the fleet when it shuts down."""
     # published with every heartbeat: clients refuse to send what this worker would refuse
     sup.store.node_info["signed"] = requires_signing(cfg)
+    sup.store.node_info["trusts"] = trusted_signers(cfg)
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:

@@ -129,22 +129,50 @@ def refuse_malformed_messages(kombu_redis: Any) -> None:
 
 
 def count_celery_refusals() -> None:
-    """Celery logs what it refuses itself (bad signature, unknown task); count it as well."""
+    """What Celery refuses itself (a signature it does not trust, an unknown task): one log
+    line naming the message's task, id and why, counted, then acknowledged or rejected as
+    Celery does. Celery's own lines dumped the message's body: a job's environment (its
+    DB_PASSWORD) in the worker's log at CRITICAL, whatever the level (operator's run)."""
     from celery.worker.consumer.consumer import Consumer
 
-    for name, reason in (
-        ("on_decode_error", "undecodable"),
-        ("on_unknown_message", "unknown-message"),
-        ("on_unknown_task", "unknown-task"),
-        ("on_invalid_task", "invalid-task"),
+    def undecodable(self: Any, message: Any, exc: Exception) -> None:
+        refused(message, "undecodable", exc)
+        message.ack()
+
+    def unknown_message(self: Any, body: Any, message: Any) -> None:
+        refused(message, "unknown-message", None)
+        message.reject_log_error(log, self.connection_errors)
+
+    def unknown_task(self: Any, body: Any, message: Any, exc: Exception) -> None:
+        refused(message, "unknown-task", exc)
+        message.reject_log_error(log, self.connection_errors)
+
+    def invalid_task(self: Any, body: Any, message: Any, exc: Exception) -> None:
+        refused(message, "invalid-task", exc)
+        message.reject_log_error(log, self.connection_errors)
+
+    for name, handler in (
+        ("on_decode_error", undecodable),
+        ("on_unknown_message", unknown_message),
+        ("on_unknown_task", unknown_task),
+        ("on_invalid_task", invalid_task),
     ):
-        original = getattr(Consumer, name)
+        setattr(Consumer, name, functools.wraps(getattr(Consumer, name))(handler))
 
-        def counted(self: Any, *args: Any, _original: Any = original, _reason: str = reason) -> Any:
-            _state["drops"].count(_reason)
-            return _original(self, *args)
 
-        setattr(Consumer, name, functools.wraps(original)(counted))
+def refused(message: Any, reason: str, exc: Exception | None) -> None:
+    """Log and count a message Celery refused: its headers' task and id, and the error's
+    first line; never its body."""
+    from joblet.text import printable
+
+    headers = getattr(message, "headers", None)
+    headers = headers if isinstance(headers, dict) else {}
+    why = "not a task message"
+    if exc is not None:
+        why = str(exc).splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    task, job = (printable(str(headers.get(k)))[:100] for k in ("task", "id"))
+    log.error("refused a message (%s) of task %s, id %s: %s", reason, task, job, printable(why))
+    _state["drops"].count(reason)
 
 
 def survive_broker_restarts(kombu_redis: Any) -> None:

@@ -50,8 +50,10 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         _check_fleet_settings(cfg)
         _own_state_dir(cfg)
         ns_lock.hold_dir(cfg.state_dir, "state_dir")  # its journal names the jobs its reconcile ends
-        from joblet.worker.app import connect, make_app
+        from joblet.worker.app import connect, make_app, trusted_signers
         from joblet.worker.supervisor import Supervisor
+
+        trusted_signers(cfg)  # before Celery reads them: its errors are tracebacks
 
         sup = Supervisor(cfg)
         app = make_app(cfg, sup)

@@ -68,7 +68,8 @@ import uuid
 from joblet.api.tasks import send_run
 from joblet.config import settings
 job = uuid.uuid4().hex
-send_run(settings(), job, {"command": "sh", "args": ["-c", "echo ran"], "network": "none"}, None)
+spec = {"command": "sh", "args": ["-c", "echo ran"], "network": "none", "env": {"DB_PASSWORD": "hunter2"}}
+send_run(settings(), job, spec, None)
 print(job)
 """
 
@@ -91,34 +92,50 @@ def test_an_unsigned_client_refuses_to_send_to_a_signing_fleet(signed):
     assert ok.status == JobStatus.COMPLETED
 
 
-@pytest.mark.parametrize("who", ["unsigned", "rogue"])
-def test_unsigned_or_untrusted_messages_run_nothing(signed, who):
+def test_a_client_whose_certificate_the_fleet_does_not_trust_refuses_to_send(signed, tmp_path):
+    """rnx signing with a certificate the workers do not trust sent it, and the job stayed
+    PENDING for good; a key that is not its certificate's, the same (operator's run)."""
     h, c, senders = signed
-    seen = len(log_text(h))
-    if who == "unsigned":  # past the client's check: a raw send, as an attacker would
+    count = len(c["admin"].list())
+    mismatched = {**senders["rogue"], "JOBLET_SIGNING_CERT": h.env["JOBLET_SIGNING_CERT"]}  # rogue's key
+    for env, says in (
+        (senders["rogue"], "cannot queue the job: worker(s) 'signed' do not trust signing_cert (issuer and serial"),
+        (mismatched, "cannot load the signing key or certificate: signing_key is not the key of signing_cert"),
+    ):
         sent = subprocess.run(
-            [sys.executable, "-c", UNSIGNED_SEND], env=senders[who], capture_output=True, text=True, timeout=60
-        )
-    else:
-        sent = subprocess.run(
-            [str(BIN / "rnx"), "run", "-d", "--network=none", "sh", "-c", "echo ran"],
-            env=senders[who],
+            [str(BIN / "rnx"), "run", "-d", "--network=none", "true"],
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
         )
+        assert sent.returncode == 2 and sent.stdout == "", sent
+        assert sent.stderr.count("\n") == 1 and sent.stderr.startswith(f"rnx: {says}"), sent.stderr
+    assert len(c["admin"].list()) == count  # nothing recorded that would stay PENDING
+    ok = c["admin"].wait(c["admin"].run("true", network="none").id, timeout=30)  # the control: trusted
+    assert ok.status == JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize("who", ["unsigned", "rogue"])
+def test_unsigned_or_untrusted_messages_run_nothing(signed, who):
+    """Past the client's checks (a raw send, as an attacker would): refused by the worker,
+    with one log line that shows nothing of the job's spec (Celery's dumped its body, its
+    environment with it, at CRITICAL: operator's run)."""
+    h, c, senders = signed
+    seen = len(log_text(h))
+    sent = subprocess.run(
+        [sys.executable, "-c", UNSIGNED_SEND], env=senders[who], capture_output=True, text=True, timeout=60
+    )
     assert sent.returncode == 0, sent.stderr
     job_id = sent.stdout.strip()
     refusal = {"unsigned": "is not 'application/data'", "rogue": "Unknown certificate"}[who]
     eventually(lambda: refusal in log_text(h)[seen:], log_text(h)[seen:][-3000:])
+    assert "hunter2" not in log_text(h)[seen:], log_text(h)[seen:][-3000:]
+    if who == "rogue":  # the line names the message
+        assert f"refused a message (undecodable) of task {RUN_TASK}, id {job_id}: " in log_text(h)[seen:]
     ok = c["admin"].wait(c["admin"].run("true", network="none").id, timeout=30)  # still serving
     assert ok.status == JobStatus.COMPLETED  # a later job ended: the refused one did not run meanwhile
-    rec = c["admin"].store.find_job(job_id)
-    if who == "unsigned":  # dropped before the task: no record under its (unsigned) id
-        assert rec is None
-    else:
-        assert rec is not None and rec.status == JobStatus.PENDING and rec.started is None
-        assert output(c["admin"], job_id, None) == b""
+    assert c["admin"].store.find_job(job_id) is None  # dropped before the task: nothing recorded
 
 
 def capture(h: Host, admin: Client, spec: dict, expires_in: float | None = None) -> tuple[str, bytes]:
@@ -268,3 +285,29 @@ def test_workflows_run_with_signing(signed, tmp_path):
         timeout=120,
     )
     assert unsigned.returncode == 2 and "require signed messages" in unsigned.stderr
+
+
+def test_a_trust_pattern_naming_no_certificate_is_refused_at_start(redis_sock, tmp_path):
+    """A signing_trust glob that matched nothing started a worker that refused every message."""
+    need(os.geteuid() == 0, "needs root")
+    key, cert = issue(tmp_path, "self")
+    h = Host(redis_sock, "notrust", signing_key=str(key), signing_cert=str(cert))
+    try:
+        for trust, says in (
+            (str(tmp_path / "nomatch*.pem"), f"signing_trust {tmp_path / 'nomatch*.pem'} names no file"),
+            (str(key), f"signing_trust: {key} is not a PEM certificate"),
+        ):
+            started = subprocess.run(
+                ["nsenter", f"--net=/run/netns/{h.netns}", str(BIN / "joblet-worker"), "--node", h.name],
+                env={**os.environ, **h.env, "JOBLET_SIGNING_TRUST": trust},
+                capture_output=True,
+                timeout=60,
+            )
+            last = started.stderr.decode().strip().splitlines()[-1]
+            assert started.returncode == 1 and last.startswith(f"joblet-worker: signing: {says}"), started.stderr
+        h.env["JOBLET_SIGNING_TRUST"] = str(cert)
+        h.start_worker()  # the control: its own certificate trusted
+        client = Client(h.cfg)
+        assert client.wait(client.run("true", network="none").id, timeout=30).status == JobStatus.COMPLETED
+    finally:
+        h.close()
