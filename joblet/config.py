@@ -30,6 +30,7 @@ from joblet.config_checks import (
     flag,
     listed,
     network,
+    nonempty,
     optional_path,
     optional_text,
     optional_url,
@@ -81,11 +82,11 @@ class Settings:
     redis_url: str = setting("redis://127.0.0.1:6379/0", url(REDIS_SCHEMES), "state store and default broker")
     broker_url: str | None = setting(None, optional_url(BROKER_SCHEMES), "Celery broker; defaults to redis_url")
     key_prefix: str = setting("joblet:", text, "prefix of every Redis key joblet writes")
-    queue: str = setting("joblet", text, "shared Celery queue; per-node queues add .host.NODE")
+    queue: str = setting("joblet", nonempty, "shared Celery queue; per-node queues add .host.NODE")
     state_dir: Path = setting(Path("/var/lib/joblet"), path)
     run_dir: Path = setting(Path("/run/joblet"), path)
     cgroup_root: Path | None = setting(None, optional_path, "cgroup v2 directory for jobs; auto-detected")
-    node: str = setting(None, text, factory=socket.gethostname)
+    node: str = setting(None, nonempty, factory=socket.gethostname)
     concurrency: int = setting(512, whole(1, 4096), "jobs one worker runs at once")
     stop_grace: float = setting(10.0, real(ge=0), "seconds between SIGTERM and SIGKILL")
     record_patience: float = setting(

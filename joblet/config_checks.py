@@ -22,6 +22,12 @@ def optional_text(value: Any) -> str | None:
     return None if value is None else text(value)
 
 
+def nonempty(value: Any) -> str:
+    """Text that is not empty: `JOBLET_QUEUE=` queued jobs on `.host.NODE`, which no worker
+    reads, and rnx waited for good (usability run)."""
+    return text(value, 1)
+
+
 def path(value: Any) -> Path:
     return value if isinstance(value, Path) else Path(text(value, 1))
 

@@ -125,10 +125,13 @@ class Preflight:
         return spec
 
     def check_fleet(self, node: str | None, live: dict[str, dict[str, Any]] | None = None) -> None:
-        """Refuse to queue what the live workers would refuse unread (signed vs unsigned)."""
-        from joblet.api.tasks import signing_config, signing_mismatch
+        """Refuse to queue what the live workers would refuse unread (signed vs unsigned, a
+        certificate they do not trust) or never read (another broker or queue)."""
+        from joblet.api.tasks import route_mismatch, signing_config, signing_mismatch
 
         live = self.store.live_nodes() if live is None else live
+        if why := route_mismatch(self.settings, live, node):
+            raise ConfigError(why)
         conf = signing_config(self.settings, verify=False)
         signer = None
         if conf:

@@ -224,6 +224,35 @@ def send_run_celery(
         raise BackendUnavailable(f"cannot reach the broker at {safe_url(cfg.broker)}: {exc}") from None
 
 
+def broker_kind(url: str) -> str:
+    """ "redis" or "amqp": which broker a URL names (its scheme's family)."""
+    return "redis" if wire.is_redis(url) else "amqp"
+
+
+def route_mismatch(cfg: Settings, live: dict[str, dict[str, Any]], node: str | None) -> str | None:
+    """Why no live worker that could take the job reads where this client would queue it
+    (one line), or None. A client of another broker, or another JOBLET_QUEUE, queued jobs
+    that stayed PENDING for good without a word (operator's and usability runs). Workers
+    publish both in their heartbeat; those that do not say are given the benefit of the doubt."""
+    targets = {n: i for n, i in live.items() if node is None or n == node}
+    kind = broker_kind(cfg.broker)
+    kinds = {n: i["broker"] for n, i in targets.items() if isinstance(i.get("broker"), str)}
+    if targets and len(kinds) == len(targets) and kind not in kinds.values():
+        names = ", ".join(repr(n) for n in sorted(kinds))
+        return (
+            f"cannot queue the job: worker(s) {names} take jobs from a {sorted(set(kinds.values()))[0]} broker, and "
+            f"this client would send it to {kind} (JOBLET_BROKER_URL, else JOBLET_REDIS_URL): set it as the workers'"
+        )
+    queues = {n: i["queue"] for n, i in targets.items() if isinstance(i.get("queue"), str)}
+    if targets and len(queues) == len(targets) and cfg.queue not in queues.values():
+        read = ", ".join(repr(q) for q in sorted(set(queues.values())))
+        return (
+            f"cannot queue the job: no live worker reads queue {cfg.queue!r} (they read {read}): "
+            "set JOBLET_QUEUE as the workers'"
+        )
+    return None
+
+
 def signing_mismatch(
     signs: bool, live: dict[str, dict[str, Any]], node: str | None, signer: str | None = None
 ) -> str | None:

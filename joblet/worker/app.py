@@ -14,7 +14,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from kombu.entity import Queue
 
 from joblet.api.keys import RUN_TASK
-from joblet.api.tasks import celery_config, setup_signing, signing_config
+from joblet.api.tasks import broker_kind, celery_config, setup_signing, signing_config
 from joblet.config import Settings
 from joblet.worker import broker_guard
 from joblet.worker.supervisor import Supervisor
@@ -76,6 +76,8 @@ def connect(sup: Supervisor, cfg: Settings) -> None:
     # published with every heartbeat: clients refuse to send what this worker would refuse
     sup.store.node_info["signed"] = requires_signing(cfg)
     sup.store.node_info["trusts"] = trusted_signers(cfg)
+    sup.store.node_info["queue"] = cfg.queue  # and where it reads jobs: rnx refuses to queue elsewhere
+    sup.store.node_info["broker"] = broker_kind(cfg.broker)
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:

@@ -428,3 +428,25 @@ def test_stop_takes_several_jobs_and_reports_one_it_cannot_find(host, client):
     assert out.stderr.count(f"stopping job {ids[1][:12]}".encode()) <= 1, out.stderr
     assert out.stderr.count(b"no such job: no-such-job-here") == 1
     assert all(client.get(i).status.value == "STOPPED" for i in ids)
+
+
+def test_a_queue_or_broker_no_worker_reads_is_refused_and_nothing_is_queued(host, client):
+    """`JOBLET_QUEUE=` or another queue, or another broker, than the workers': the job stayed
+    PENDING for good, and an attached rnx waited without a word (usability and operator's runs)."""
+    before = {r.id for r in client.list()}
+    for env, says in (
+        ({"JOBLET_QUEUE": ""}, "rnx: invalid setting queue (JOBLET_QUEUE): must have at least 1 character"),
+        ({"JOBLET_QUEUE": "other"}, "rnx: cannot queue the job: no live worker reads queue 'other' (they read "),
+        (  # refused before any connection to it
+            {"JOBLET_BROKER_URL": "amqp://guest:guest@127.0.0.1:9//"},
+            "rnx: cannot queue the job: worker(s) 'hosta' take jobs from a redis broker, and this client would send "
+            "it to amqp",
+        ),
+    ):
+        out = host.rnx("run", "--network=none", "true", env_extra=env, timeout=30)
+        assert out.returncode == 2 and out.stderr.decode().startswith(says), (env, out.stderr)
+        assert len(out.stderr.decode().strip().splitlines()) == 1, out.stderr
+    assert {r.id for r in client.list()} == before  # nothing recorded
+    ok = host.rnx("run", "--network=none", "echo", "read")  # the control: the workers' queue and broker
+    assert ok.returncode == 0 and ok.stdout == b"read\n", ok.stderr
+
