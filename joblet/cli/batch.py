@@ -40,6 +40,8 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
         return None
     if words[-1].endswith("\n"):  # a backslash before the newline: a shell joins the next line
         raise LineError("it ends with a backslash: a job is one line (no continuation lines)")
+    if words[:2] == ["rnx", "run"]:  # a script's lines pasted whole: each job ran `rnx`, exit 127
+        raise LineError("a line holds what follows `rnx run` (options and a command): drop the leading `rnx run`")
     try:  # no help option: click would print `rnx run`'s help to stdout, which holds only ids
         ctx = run.make_context("rnx run", words, parent=parent, help_option_names=[])
     except click.ClickException as exc:

@@ -3,7 +3,9 @@ shell's command would (130), instead of a traceback from whichever import it int
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 
 def main() -> None:
@@ -12,6 +14,10 @@ def main() -> None:
         # a completion request without the shell's words (run by hand): click's KeyError
         # traceback; there is nothing to complete
         raise SystemExit(0)
+    # text the terminal's encoding cannot show (PYTHONIOENCODING=ascii, LANG=C on an old
+    # Python: a job's `echo été` in `rnx list`, a workflow's emoji) is escaped, not a traceback
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         from joblet.cli.main import main as run
 

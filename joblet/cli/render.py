@@ -23,6 +23,7 @@ def local_time(iso_text: str | None) -> str:
 
 
 TABLE_WIDTH = 1000  # more than any row's cells: rich measures the table, nothing is cut or padded
+TABLE_HEIGHT = 25  # with the width: rich takes 80x25 for a TERM=dumb terminal unless both are given (usability run)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
@@ -38,7 +39,7 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
         out.add_column(header, no_wrap=True)
     for row in rows:
         out.add_row(*(Text(printable(cell)) for cell in row))
-    console = Console(width=TABLE_WIDTH, highlight=False)
+    console = Console(width=TABLE_WIDTH, height=TABLE_HEIGHT, highlight=False)
     with console.capture() as drawn:
         console.print(out)
     # rich pads the last column too: each line ended in spaces (`cat -A`, usability run)

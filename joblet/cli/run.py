@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import sys
 import time
@@ -179,6 +180,39 @@ class TrueFalse(_ParamType):
         return found
 
 
+class Amount(_ParamType):  # type: ignore[valid-type,misc]
+    """A whole number in the option's own unit, or with a unit of its kind: `--max-memory=1G`
+    and `--max-cpu=50%` were `'1G' is not a valid integer`, which named no unit, while
+    --max-output and volume sizes took units (usability run). `scale` turns a size in bytes
+    into the option's unit (MB: 1 MiB; bytes: 1); None: a percent sign alone."""
+
+    def __init__(self, unit: str, what: str, scale: int | None) -> None:
+        self.name, self.what, self.scale = unit, what, scale
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip()
+        if self.scale is None:
+            text = text.removesuffix("%").strip()
+        if re.fullmatch(r"[+-]?[0-9]{1,20}", text, re.ASCII):
+            return int(text)
+        if self.scale is not None:
+            from joblet.api.limits import parse_bytes
+
+            try:
+                return parse_bytes(text) // self.scale
+            except ValueError:
+                pass
+        example = {None: "50 or 50%", 1: "10485760 or 10M", 1 << 20: "512 or 1G"}[self.scale]
+        self.fail(f"{value!r} is not {self.what} (e.g. {example})", param, ctx)
+
+
+PERCENT = Amount("percent", "a percent", None)
+MEGABYTES = Amount("MB", "a number of MB", 1 << 20)
+BYTES = Amount("bytes", "a number of bytes", 1)
+
+
 # a spec field's option in rnx run, and its unit after a bound in the field's error
 FLAGS = {
     **{f"limits.{field}": (flag, unit) for field, (flag, unit, _) in LIMIT_FLAGS.items()},
@@ -248,9 +282,9 @@ OPTIONS = {
     help="Runtime installed on the worker (rnx runtime list).",
 )
 @click.option("--user", metavar="UID[:GID]", help="Run as this user (default: root, Docker's capabilities).")
-@click.option("--max-cpu", type=int, metavar="PERCENT", help="CPU limit, percent of one core (200 = two).")
-@click.option("--max-memory", type=int, metavar="MB", help="Memory limit in MB (then killed: FAILED).")
-@click.option("--max-iobps", type=int, metavar="BYTES", help="Disk bytes/s (also network, without --max-bandwidth).")
+@click.option("--max-cpu", type=PERCENT, metavar="PERCENT", help="CPU limit, percent of one core (200 = two).")
+@click.option("--max-memory", type=MEGABYTES, metavar="MB", help="Memory limit in MB, or 1G (then killed: FAILED).")
+@click.option("--max-iobps", type=BYTES, metavar="BYTES", help="Disk bytes/s (also network, without --max-bandwidth).")
 @click.option("--max-bandwidth", metavar="RATE", help="Network rate each way: 10mbit (bits), 10mbps (bytes/s).")
 @click.option("--max-bandwidth-in", metavar="RATE", help="Network rate into the job.")
 @click.option("--max-bandwidth-out", metavar="RATE", help="Network rate out of the job.")
@@ -261,7 +295,7 @@ OPTIONS = {
     "then truncated, the job keeps running (default and ceiling: the worker's).",
 )
 @click.option("--max-pids", type=int, metavar="N", help="Processes and threads (default 4096).")
-@click.option("--max-disk", type=int, metavar="MB", help="Size of /work and of /tmp (default 1024).")
+@click.option("--max-disk", type=MEGABYTES, metavar="MB", help="Size of /work and of /tmp, in MB or 2G (default 1024).")
 @click.option(
     "--workflow",
     "workflow_file",

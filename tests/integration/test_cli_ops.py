@@ -450,3 +450,15 @@ def test_a_queue_or_broker_no_worker_reads_is_refused_and_nothing_is_queued(host
     ok = host.rnx("run", "--network=none", "echo", "read")  # the control: the workers' queue and broker
     assert ok.returncode == 0 and ok.stdout == b"read\n", ok.stderr
 
+
+def test_text_the_output_encoding_cannot_show_is_escaped_not_a_traceback(host, client):
+    """PYTHONIOENCODING=ascii: `rnx list` with a job's `echo été` was a UnicodeEncodeError
+    traceback (usability run)."""
+    name = unique("accents")
+    job = client.run("echo", ("été",), network="none", name=name)
+    client.wait(job.id, timeout=30)
+    shown = host.rnx("list", "--name", name, env_extra={"PYTHONIOENCODING": "ascii"})
+    assert shown.returncode == 0 and b"Traceback" not in shown.stderr, shown.stderr
+    assert b"\\xe9t\\xe9" in shown.stdout and job.short_id.encode() in shown.stdout, shown.stdout
+    plain = host.rnx("list", "--name", name)  # the control: a UTF-8 terminal shows it as it is
+    assert "été".encode() in plain.stdout, plain.stdout

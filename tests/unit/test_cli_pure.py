@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -728,6 +729,19 @@ def test_a_table_is_never_cut_to_the_terminal(monkeypatch, capsys):
     assert lines[0].index("SANDBOX") == lines[1].index("bwrap") and lines[0].endswith("SANDBOX")  # no trailing spaces
 
 
+def test_a_table_is_not_cut_on_a_dumb_terminal_either(monkeypatch, capsys):
+    """With TERM=dumb (Emacs' shell, some IDEs) rich took its terminal as 80x25 and cut every
+    table to 80 columns, the job id with it (usability run)."""
+    from joblet.cli.render import table
+
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal, as rich sees it
+    cells = ["b2fcf5f0c0aa", "STOPPED", "sh -c 'echo a; sleep 1000' " + "x" * 30, "bridge", "172.20.0.4", "node-a"]
+    table(["ID", "STATUS", "COMMAND", "NETWORK", "IP", "NODE"], [cells])
+    lines = capsys.readouterr().out.splitlines()
+    assert all(cell in lines[1] for cell in cells) and "…" not in lines[1] and len(lines[1]) > 80, lines
+
+
 def test_completion_offers_first_the_statuses_the_index_holds():
     from joblet.api.store import LIVE_STATUSES
     from joblet.cli.complete import LIVE
@@ -776,3 +790,31 @@ def test_rnx_stats_refuses_an_interval_it_would_ignore(monkeypatch):
     out = invoke("stats", "--no-stream", "--interval=5")
     assert out.exit_code == 2 and "Invalid value for --interval: refreshes only without --no-stream" in out.output
     assert client.reads == 1
+
+
+def test_limit_options_take_their_unit_or_a_size():
+    """`--max-memory=1G`, `--max-cpu=50%`: "'1G' is not a valid integer", no unit named
+    (usability run); sizes are binary, as --max-output's and Docker's."""
+    import click
+
+    from joblet.cli.run import BYTES, MEGABYTES, PERCENT
+
+    assert [MEGABYTES.convert(v, None, None) for v in ("512", "512MB", "1G", "1.5g", "2GiB", 64)] == [
+        512,
+        512,
+        1024,
+        1536,
+        2048,
+        64,
+    ]
+    assert [PERCENT.convert(v, None, None) for v in ("50", "50%", " 200 % ")] == [50, 50, 200]
+    assert BYTES.convert("10M", None, None) == 10 << 20 and BYTES.convert("4096", None, None) == 4096
+    assert MEGABYTES.convert("-5", None, None) == -5  # the spec's bounds say what is wrong with it
+    for kind, value, says in (
+        (MEGABYTES, "1X", "'1X' is not a number of MB (e.g. 512 or 1G)"),
+        (PERCENT, "5x", "'5x' is not a percent (e.g. 50 or 50%)"),
+        (BYTES, "fast", "'fast' is not a number of bytes (e.g. 10485760 or 10M)"),
+        (PERCENT, "1G", "'1G' is not a percent"),
+    ):
+        with pytest.raises(click.BadParameter, match=re.escape(says)):
+            kind.convert(value, None, None)

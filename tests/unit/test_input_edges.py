@@ -225,3 +225,17 @@ def test_a_batch_line_with_a_byte_order_mark_or_a_continuation():
         parse_line("--network=none echo a \\\n", parent)
     got = parse_line("--network=none echo 'a\\' b\n", parent)  # the control: a backslash inside quotes
     assert got is not None and got["args"] == ("a\\", "b")
+
+
+def test_a_batch_line_that_begins_with_rnx_run_is_refused():
+    """`rnx run echo z` as a batch line queued a job whose command was `rnx` (exit 127, usability run)."""
+    import click
+
+    from joblet.cli.batch import parse_line
+    from joblet.cli.main import cli
+
+    parent = click.Context(cli)
+    with pytest.raises(LineError, match="drop the leading `rnx run`"):
+        parse_line("rnx run --network=none echo z\n", parent)
+    got = parse_line("--network=none rnx list\n", parent)  # the control: rnx as a job's command
+    assert got is not None and got["command"] == "rnx" and got["args"] == ("list",)
