@@ -27,6 +27,7 @@ undo again, the stream's end)."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -124,13 +125,19 @@ class JobRun:
         except JobletError as exc:
             outcome = Outcome(JobStatus.FAILED, error=str(exc))
         except Exception as exc:  # a bug or the host's limits: the job still gets a final state
-            log.exception("job %s: unexpected error", self.job_id[:12])
-            outcome = Outcome(JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+            full = full_disks(self.svc.cfg) if isinstance(exc, OSError) and exc.errno == errno.ENOSPC else ""
+            if full:  # the host's, not the job's: "internal error: OSError: [Errno 28]" named no path
+                log.error("job %s: %s", self.job_id[:12], full)
+                outcome = Outcome(JobStatus.FAILED, error=full)
+            else:
+                log.exception("job %s: unexpected error", self.job_id[:12])
+                outcome = Outcome(JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._keep_outcome(outcome)
             teardown_error = self.teardown()
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
+        log.info("job %s ended %s%s", self.job_id[:12], outcome.status.value, ended_how(outcome, self.started_at))
         result, late = None, None
         try:
             result = self._record(outcome, stdout, truncated)
@@ -310,6 +317,10 @@ class JobRun:
         names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]
         svc.discovery.join(self.job_id, plan.ips, names, self.write_hosts, self.scope)
         svc.discovery.refresh(list(plan.ips))
+        # the program alone, not its arguments (a password on a command line): an operator's
+        # log named no job at its default level (operator's run)
+        where = ", ".join(f"{n} {ip}" if ip else n for n, ip in plan.ips.items()) if plan.ips else "none"
+        log.info("job %s running %s (network %s)", self.job_id[:12], printable(self.spec.command)[:200], where)
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
         """Spawn the job's process, which joins its cgroups, builds its root and waits for the go."""
@@ -444,3 +455,33 @@ class JobRun:
         if resolv is not None:
             self.mounts.write("resolv.conf", resolv)
             self.net_files.append("resolv.conf")
+
+
+def ended_how(outcome: Outcome, started: float | None) -> str:
+    """`(exit 3 after 1.2 s: why)` for its log line."""
+    parts = []
+    if outcome.exit_code is not None:
+        parts.append(f"exit {outcome.exit_code}")
+    if started is not None:
+        parts.append(f"after {max(0.0, time.time() - started):.1f} s")
+    said = f" ({', '.join(parts)})" if parts else ""
+    return f"{said}: {printable(outcome.error)[:300]}" if outcome.error else said
+
+
+def full_disks(cfg: Any) -> str:
+    """What says which of the worker's directories is on a full disk (ENOSPC at a job's
+    start), or "" when neither is (the job's own /work, say)."""
+    full = []
+    for setting, path in (("state_dir", cfg.state_dir), ("run_dir", cfg.run_dir)):
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            continue
+        if st.f_bavail * st.f_frsize < FULL_BELOW or (st.f_files and st.f_favail == 0):
+            full.append(f"{setting} {path}")
+    if not full:
+        return ""
+    return f"no space left on this node's disk ({' and '.join(full)}): jobs cannot start here until space is freed"
+
+
+FULL_BELOW = 1 << 20  # bytes free under which a directory's disk counts as full

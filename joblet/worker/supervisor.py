@@ -30,7 +30,7 @@ from joblet.worker import cgroups, faults, fleet, landlock, ns_lock, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.execution import oom_floor
-from joblet.worker.job import JobRun
+from joblet.worker.job import JobRun, full_disks
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import LinuxKernel
 from joblet.worker.mount_template import MountTemplate
@@ -144,6 +144,8 @@ class Supervisor:
         self.store.node_info["place"] = self.place
         self._jobs_cgroups()
         make_cover(self.cfg.run_dir)
+        if full := full_disks(self.cfg):
+            log.warning("%s", full)
         warning = oom_floor(self.cfg.job_oom_score_adj)
         if warning:
             log.warning("%s", warning)

@@ -3,6 +3,7 @@ second one there is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -165,3 +166,35 @@ def test_a_cgroup_root_holding_groups_not_joblets_is_refused_and_left_alone(redi
         if service.exists():
             service.rmdir()
         host.close()
+
+
+def test_a_full_state_dir_fails_jobs_saying_which_disk_and_the_log_names_each_job(redis_sock, mount_dir):
+    """A full state_dir failed every job with `internal error: OSError: [Errno 28] No space
+    left on device`, naming no path, and the worker's log said nothing of any job at its
+    default level (operator's run)."""
+    host = Host(redis_sock, "fulldisk")
+    state = mount_dir / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], check=True)
+    host.env["JOBLET_STATE_DIR"] = str(state)
+    try:
+        host.start_worker()
+        client = Client(host.cfg)
+        ran = client.wait(client.run("sh", ("-c", "exit 3"), network="none").id, timeout=60)
+        assert (ran.status, ran.exit_code) == (JobStatus.FAILED, 3)  # the control, and its lines:
+        eventually(lambda: f"job {ran.short_id} ended FAILED (exit 3, after " in host.log(), host.log())
+        assert f"job {ran.short_id} running sh (network none)" in host.log()
+        subprocess.run(["dd", "if=/dev/zero", f"of={state}/filler", "bs=64k"], capture_output=True)
+        with open(state / "journal" / "log", "ab", buffering=0) as journal:  # its last page too:
+            with contextlib.suppress(OSError):  # empty lines, which its reader skips
+                while True:
+                    journal.write(b"\n" * 256)
+        failed = client.wait(client.run("true", network="none").id, timeout=60)
+        assert failed.status == JobStatus.FAILED and failed.error == (
+            f"no space left on this node's disk (state_dir {state}): jobs cannot start here until space is freed"
+        ), failed.error
+        (state / "filler").unlink()
+        assert client.wait(client.run("true", network="none").id, timeout=60).status == JobStatus.COMPLETED
+    finally:
+        host.close()
+        subprocess.run(["umount", str(state)], check=False)
