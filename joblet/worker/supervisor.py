@@ -458,8 +458,10 @@ class Supervisor:
 
 def raise_first(failures: list[Exception], what: str, outage_said: bool = False) -> None:
     """Raise the first of these failures, an unexpected one before Redis out of reach; each
-    other is one line here (not Redis out of reach where the caller says that once)."""
+    other is one line here, but Redis out of reach where the caller says that once or the one
+    raised says it already (an outage was six lines a beat, operator's run)."""
     failures.sort(key=lambda exc: isinstance(exc, BackendUnavailable))
+    outage_said = outage_said or bool(failures) and isinstance(failures[0], BackendUnavailable)
     for failure in failures[1:]:
         if not (outage_said and isinstance(failure, BackendUnavailable)):
             log.warning("%s: %s: %s", what, type(failure).__name__, failure)

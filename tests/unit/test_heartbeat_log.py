@@ -1,5 +1,5 @@
-"""The heartbeat's log after a Redis restart: Redis out of reach is one line per failing
-part, not a traceback; an unexpected error keeps its traceback (the first time in a row)."""
+"""The heartbeat's log after a Redis restart: Redis out of reach is one line a beat, not a
+traceback; an unexpected error keeps its traceback (the first time in a row)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,20 @@ def test_redis_out_of_reach_is_one_line_not_a_traceback(monkeypatch, caplog):
     [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert record.getMessage() == f"heartbeat: BackendUnavailable: {GONE}; retrying in 0.1 s"
     assert not record.exc_info and "Traceback" not in caplog.text
+
+
+def test_an_outage_that_fails_several_parts_is_one_line_a_beat(monkeypatch, caplog):
+    """Each part that failed for the same outage was a line of its own: six a beat, with the
+    backoff's tries ten lines a second (operator's run)."""
+
+    def gone(*_: Any) -> None:
+        raise BackendUnavailable(GONE)
+
+    monkeypatch.setattr(fleet, "sweep_lost", gone)
+    with caplog.at_level(logging.WARNING):
+        beat_once(supervisor(gone))  # the finals, the samples and the sweep: all the outage
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.getMessage() == f"heartbeat: BackendUnavailable: {GONE}; retrying in 0.1 s"
 
 
 def test_an_unexpected_error_keeps_its_traceback_after_redis_parts(monkeypatch, caplog):
