@@ -31,6 +31,7 @@ from joblet.config_checks import (
     listed,
     network,
     nonempty,
+    optional_absolute_path,
     optional_path,
     optional_text,
     optional_url,
@@ -85,7 +86,7 @@ class Settings:
     queue: str = setting("joblet", nonempty, "shared Celery queue; per-node queues add .host.NODE")
     state_dir: Path = setting(Path("/var/lib/joblet"), path)
     run_dir: Path = setting(Path("/run/joblet"), path)
-    cgroup_root: Path | None = setting(None, optional_path, "cgroup v2 directory for jobs; auto-detected")
+    cgroup_root: Path | None = setting(None, optional_absolute_path, "cgroup v2 directory for jobs; auto-detected")
     node: str = setting(None, nonempty, factory=socket.gethostname)
     concurrency: int = setting(512, whole(1, 4096), "jobs one worker runs at once")
     stop_grace: float = setting(10.0, real(ge=0), "seconds between SIGTERM and SIGKILL")
@@ -361,11 +362,41 @@ def celery_url(url: str) -> str:
 
 def load(**overrides: Any) -> Settings:
     """Read the settings (file, then environment, then overrides); errors name the setting."""
-    values = {**_from_file(_config_file()), **_from_env(), **overrides}
+    path = _config_file()
+    from_file = _from_file(path)
+    if path is not None:
+        _check_file(path, from_file)
+    values = {**from_file, **_from_env(), **overrides}
     for name in values:
         if name not in FIELDS:
             raise ConfigError(f"invalid setting {name} (JOBLET_{name.upper()}): there is no such setting")
     return Settings(**values)
+
+
+def _check_file(path: Path, values: dict[str, Any]) -> None:
+    """Every key and value of the settings file, in its own terms: a typo there was named by
+    its variable (`run_dri (JOBLET_RUN_DRI)`), with no hint, `[worker]` was `invalid setting
+    worker`, and a bad value went unseen while a variable overrode it, to break the worker on
+    the day the variable went (operator's run)."""
+    for name, value in values.items():
+        if name not in FIELDS:
+            raise ConfigError(f"config file {path}: {_unknown_key(name, value)}")
+        try:
+            checked(name, FIELDS[name].metadata["check"], value)
+        except FieldError as exc:
+            raise ConfigError(f"config file {path}: invalid {name}: {exc.msg}") from None
+
+
+def _unknown_key(name: str, value: Any) -> str:
+    import difflib
+
+    if isinstance(value, dict):
+        return f"[{name}] is a table: settings are top-level keys (e.g. concurrency = 64), with no table"
+    bare = name.lower().removeprefix("joblet_")
+    if bare in FIELDS:
+        return f"{name!r} is not a setting: keys are the settings' lowercase names ({bare} = ...)"
+    close = difflib.get_close_matches(bare, list(FIELDS), n=1)
+    return f"{name!r} is not a setting" + (f" (did you mean {close[0]}?)" if close else "")
 
 
 @lru_cache(maxsize=1)

@@ -105,6 +105,14 @@ def absolute_path(value: Any) -> str:
     return found
 
 
+def optional_absolute_path(value: Any) -> Path | None:
+    """None, or an absolute path (a relative JOBLET_CGROUP_ROOT was blamed on `ip netns exec`,
+    operator's run)."""
+    if value is None:
+        return None
+    return value if isinstance(value, Path) and value.is_absolute() else Path(absolute_path(str(value)))
+
+
 def outside_etc(value: Any) -> str:
     """An extra read-only path for jobs: not /etc or under it (jobs see the worker's copy
     of /etc there, without secrets; worker/etc_view.py)."""

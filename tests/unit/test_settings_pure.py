@@ -132,9 +132,22 @@ def test_the_file_then_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("JOBLET_QUEUE", "from-env")
     cfg = load()
     assert (cfg.concurrency, cfg.overlay, cfg.dns_servers, cfg.queue) == (32, False, ("192.0.2.1",), "from-env")
-    conf.write_text("concurency = 32\n")  # misspelt
-    with pytest.raises(ConfigError, match=r"^invalid setting concurency \(JOBLET_CONCURENCY\): there is no such"):
+    conf.write_text("concurency = 32\n")  # misspelt: named as the file spells it, with a hint
+    with pytest.raises(ConfigError, match=r"\.toml: 'concurency' is not a setting \(did you mean concurrency\?\)$"):
         load()
+    for text, says in (
+        ("CONCURRENCY = 32\n", r"'CONCURRENCY' is not a setting: keys are the settings' lowercase names \(concurrency"),
+        ("JOBLET_QUEUE = 'q'\n", r"'JOBLET_QUEUE' is not a setting: keys are the settings' lowercase names \(queue"),
+        ("[worker]\nconcurrency = 32\n", r"\[worker\] is a table: settings are top-level keys"),
+    ):
+        conf.write_text(text)
+        with pytest.raises(ConfigError, match=says):
+            load()
+    conf.write_text("concurrency = -1\n")  # a bad value the environment overrides is still refused
+    monkeypatch.setenv("JOBLET_CONCURRENCY", "8")
+    with pytest.raises(ConfigError, match=r"joblet.toml: invalid concurrency: must be at least 1"):
+        load()
+    monkeypatch.delenv("JOBLET_CONCURRENCY")
     conf.write_text("concurrency = true\n")  # a bool is not a number
     with pytest.raises(ConfigError, match="must be an integer, not bool"):
         load()
@@ -142,7 +155,7 @@ def test_the_file_then_the_environment(monkeypatch, tmp_path):
     cfg = load()
     assert (cfg.overlay, cfg.allow_host_network, cfg.concurrency) == (False, True, 64)
     conf.write_text(f"stop_grace = {10**400}\n")
-    with pytest.raises(ConfigError, match=r"^invalid setting stop_grace \(JOBLET_STOP_GRACE\): is too large"):
+    with pytest.raises(ConfigError, match=r"joblet.toml: invalid stop_grace: is too large"):
         load()
 
 
@@ -150,3 +163,12 @@ def test_the_file_then_the_environment(monkeypatch, tmp_path):
 def test_boolean_words(monkeypatch, word, value):
     monkeypatch.setenv("JOBLET_OVERLAY", word)
     assert load().overlay is value
+
+
+def test_a_relative_cgroup_root_is_refused_as_such(monkeypatch):
+    """`JOBLET_CGROUP_ROOT=joblet` was blamed on `ip netns exec` (operator's run)."""
+    monkeypatch.setenv("JOBLET_CGROUP_ROOT", "joblet")
+    with pytest.raises(ConfigError, match=r"cgroup_root \(JOBLET_CGROUP_ROOT\): 'joblet' is not an absolute path"):
+        load()
+    monkeypatch.setenv("JOBLET_CGROUP_ROOT", "/sys/fs/cgroup/unified/joblet")  # the control
+    assert str(load().cgroup_root) == "/sys/fs/cgroup/unified/joblet"
