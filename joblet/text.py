@@ -27,6 +27,15 @@ def _escaped(c: str) -> str:
     return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
 
 
+def sized(count: int) -> str:
+    """A number of bytes as people read it: `64 MiB` where it is a whole number of a binary
+    unit, else `N bytes` (a ceiling of 67108864 bytes named no unit anyone types)."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift and count % (1 << shift) == 0:
+            return f"{count >> shift} {unit}"
+    return f"{count} bytes"
+
+
 def shown(name: str, most: int = 64) -> str:
     """A name from the user as an error repeats it: at most `most` characters, the cut said
     (`rnx status` of a 100,000-character id printed it whole), and printable."""

@@ -26,7 +26,7 @@ from joblet.api.models import JobSpec
 from joblet.errors import ValidationError
 from joblet.fields import FieldError
 from joblet.limit_names import as_flag
-from joblet.text import did_you_mean, shown
+from joblet.text import did_you_mean, shown, sized
 
 UP, DOWN, DRAINING = "up", "down", "draining"
 
@@ -111,6 +111,8 @@ def incapable(spec: JobSpec, node: dict[str, Any], named: Callable[[str], str] =
     above = above_ceiling(spec.limits, caps.get("disk_ceiling"), caps.get("pids_ceiling"), caps.get("output_ceiling"))
     if above is not None:  # its worker would refuse it
         field, asked, ceiling, unit = above
+        if unit == " bytes":
+            return f"{named(field)} {sized(asked)} is above its ceiling of {sized(ceiling)}"
         return f"{named(field)} {asked}{unit} is above its ceiling of {ceiling}{unit}"
     return None
 

@@ -19,7 +19,7 @@ from joblet.cli.flags import LIMIT_FLAGS
 from joblet.cli.node_watch import NODE_LOOK, warn_if_node_down
 from joblet.cli.patience import Patience
 from joblet.errors import ValidationError
-from joblet.text import printable
+from joblet.text import printable, sized
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
@@ -69,7 +69,7 @@ def read_uploads(
             total += info.st_size
             if limit is not None and total > limit:  # named --upload for a directory's file (usability run)
                 raise ValidationError(
-                    f"invalid {flag}: the files exceed the limit of {limit} bytes (upload_max_bytes) "
+                    f"invalid {flag}: the files exceed the limit of {sized(limit)} (upload_max_bytes) "
                     f"at {printable(str(path))}"
                 )
             data = path.read_bytes()

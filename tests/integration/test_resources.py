@@ -406,7 +406,7 @@ def test_worker_setting_is_default_and_ceiling(redis_sock):
             assert out == bytes(cap) and f"truncated at {cap} bytes".encode() in err, asked
         refused = h.rnx("run", "--network=none", "--max-output=2M", "true")
         assert refused.returncode == 2, refused
-        assert b"--max-output 2097152 bytes is above its ceiling of 1048576 bytes" in refused.stderr
+        assert b"--max-output 2 MiB is above its ceiling of 1 MiB" in refused.stderr
     finally:
         h.close()
 

@@ -210,7 +210,7 @@ def test_max_cpu_above_a_nodes_cpus_does_not_place_there():
     [
         ({"max_pids": 50_000}, "--max-pids 50000 is above its ceiling of 32768"),
         ({"max_disk": 9000}, "--max-disk 9000 MB is above its ceiling of 8192 MB"),
-        ({"max_output": "128M"}, "--max-output 134217728 bytes is above its ceiling of 67108864 bytes"),
+        ({"max_output": "128M"}, "--max-output 128 MiB is above its ceiling of 64 MiB"),
     ],
 )
 def test_limits_above_a_nodes_ceilings_are_refused_at_submit(limits, says):
