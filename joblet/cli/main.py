@@ -110,6 +110,8 @@ class RnxGroup(click.Group):
             sys.exit(code)
         except KeyboardInterrupt:  # Ctrl-C: quiet, 130, as a shell's command (click said "Aborted!", 1)
             sys.exit(130)
+        except BrokenPipeError:  # the reader left (`rnx log ID | head -1`): quiet, as SIGPIPE ends a
+            sys.exit(PIPE_CLOSED)  # program; click said nothing and exited 1, a small output 0 (usability run)
 
 
 WORDS = "rnx.words"  # ctx.meta: the words rnx was given
@@ -382,11 +384,17 @@ def exit_status(code: object) -> int:
     return 1
 
 
+PIPE_CLOSED = 128 + 13  # a program SIGPIPE ended, as a shell reports it
+
+
 def flushed(code: int) -> int:
-    """Flush stdout and stderr; a closed pipe (`rnx list | head`) gives 120, as Python's own exit does."""
+    """Flush stdout and stderr; a closed pipe (`rnx list | head`) gives PIPE_CLOSED, as the
+    same reader leaving during the command does; another failure 120, as Python's own exit."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
+        except BrokenPipeError:
+            code = code or PIPE_CLOSED
         except (OSError, ValueError):
             code = code or 120
     return code

@@ -462,3 +462,16 @@ def test_text_the_output_encoding_cannot_show_is_escaped_not_a_traceback(host, c
     assert b"\\xe9t\\xe9" in shown.stdout and job.short_id.encode() in shown.stdout, shown.stdout
     plain = host.rnx("list", "--name", name)  # the control: a UTF-8 terminal shows it as it is
     assert "été".encode() in plain.stdout, plain.stdout
+
+
+def test_a_reader_that_leaves_ends_rnx_quietly_as_sigpipe_would(host, client):
+    """`rnx log ID | head -1` of a long log exited 1 without a word, the same with a short log
+    0 (usability run): 141 now, as a program SIGPIPE ends, and nothing on stderr."""
+    job = client.run("seq", ("1", "300000"), network="none")
+    client.wait(job.id, timeout=60)
+    rnx = f"{BIN / 'rnx'} log {job.id}"
+    env = {**os.environ, **host.env}
+    cut = subprocess.run(["bash", "-c", f'{rnx} | head -1; echo "rc=${{PIPESTATUS[0]}}"'], capture_output=True, env=env)
+    assert cut.stdout == b"1\nrc=141\n" and cut.stderr == b"", cut
+    whole = subprocess.run(["bash", "-c", f"{rnx} | tail -1"], capture_output=True, env=env)  # the control
+    assert whole.returncode == 0 and whole.stdout == b"300000\n" and whole.stderr == b"", whole

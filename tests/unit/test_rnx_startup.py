@@ -84,7 +84,7 @@ class Closed(io.StringIO):
         raise BrokenPipeError(32, "Broken pipe")
 
 
-@pytest.mark.parametrize(("code", "want"), [(0, 120), (4, 4)])
+@pytest.mark.parametrize(("code", "want"), [(0, 141), (4, 4)])
 def test_a_failed_flush_is_not_success(monkeypatch, code, want):
     monkeypatch.setattr(sys, "stdout", Closed())
     assert flushed(code) == want
