@@ -109,6 +109,8 @@ def load(path: Path, limits: Limits | None = None) -> Workflow:
     limits = limits or Limits()
     import yaml
 
+    if path.is_dir():  # `rnx workflow run .` was refused for its name, '' (usability run)
+        raise ValidationError(f"workflow {_shown(str(path))} is a directory: give the workflow's YAML file")
     if not WORKFLOW_NAME_RE.fullmatch(path.stem):  # `long wf` broke completion, ESC the terminal
         raise ValidationError(
             f"workflow {_shown(path.name)}: its name is its file's, {_shown(path.stem)}: letters, digits, '.', "

@@ -258,3 +258,11 @@ def test_a_missing_prerequisite_line_says_what_to_do_with_a_guess():
         "Missing networks: app1, zz (did you mean 'app'? rnx network create)"
     )
     assert missing("volumes", ["db-data"], set(), "rnx volume create") == "Missing volumes: db-data (rnx volume create)"
+
+
+def test_a_directory_given_as_the_workflow_is_named_as_one(tmp_path):
+    """`rnx workflow run .` was refused for its name, '' (usability run)."""
+    with pytest.raises(ValidationError, match=r"is a directory: give the workflow's YAML file$"):
+        load(tmp_path)
+    (tmp_path / "wf.yaml").write_text("jobs:\n  a: {command: echo}\n")
+    assert load(tmp_path / "wf.yaml").name == "wf"  # the control
