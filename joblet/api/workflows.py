@@ -103,12 +103,8 @@ def _not_text(name: Any) -> str:
     return f"job name {_shown(name)} is not text (quote it: '{written}')"
 
 
-def load(path: Path, limits: Limits | None = None) -> Workflow:
-    """Read and check a workflow file; errors name the file, the job and the field. `limits`:
-    the deployment's (Limits.of(settings)); none by default."""
-    limits = limits or Limits()
-    import yaml
-
+def _check_path(path: Path) -> None:
+    """A file whose name can name the workflow."""
     if path.is_dir():  # `rnx workflow run .` was refused for its name, '' (usability run)
         raise ValidationError(f"workflow {_shown(str(path))} is a directory: give the workflow's YAML file")
     if not WORKFLOW_NAME_RE.fullmatch(path.stem):  # `long wf` broke completion, ESC the terminal
@@ -116,6 +112,15 @@ def load(path: Path, limits: Limits | None = None) -> Workflow:
             f"workflow {_shown(path.name)}: its name is its file's, {_shown(path.stem)}: letters, digits, '.', "
             "'_' and '-', starting with a letter or digit, at most 64 (rename the file)"
         )
+
+
+def load(path: Path, limits: Limits | None = None) -> Workflow:
+    """Read and check a workflow file; errors name the file, the job and the field. `limits`:
+    the deployment's (Limits.of(settings)); none by default."""
+    limits = limits or Limits()
+    import yaml
+
+    _check_path(path)
 
     try:
         with open(path, "rb") as fh:
