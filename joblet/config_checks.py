@@ -108,7 +108,7 @@ def absolute_path(value: Any) -> str:
 def optional_absolute_path(value: Any) -> Path | None:
     """None, or an absolute path (a relative JOBLET_CGROUP_ROOT was blamed on `ip netns exec`,
     operator's run)."""
-    if value is None:
+    if value is None or value == "":  # `JOBLET_CGROUP_ROOT=${X:-}`: not set, as before
         return None
     return value if isinstance(value, Path) and value.is_absolute() else Path(absolute_path(str(value)))
 

@@ -55,7 +55,8 @@ class Signer:
         cert = x509.load_pem_x509_certificate(cert_pem)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("only RSA signing keys are supported (as in Celery)")
-        if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
             # every message would be refused as a bad signature (operator's run: a TypeError
             # in the worker's log, the job PENDING for good)
             raise ValueError("signing_key is not the key of signing_cert (its public key is another's)")

@@ -201,9 +201,13 @@ class Amount(_ParamType):  # type: ignore[valid-type,misc]
             from joblet.api.limits import parse_bytes
 
             try:
-                return parse_bytes(text) // self.scale
+                count = parse_bytes(text)
             except ValueError:
-                pass
+                count = None
+            if count is not None and count % self.scale == 0:
+                return count // self.scale
+            if count is not None:  # `--max-memory=512K` read as 0 MB, then refused as such (review)
+                self.fail(f"{value!r} is not a whole number of {self.name}", param, ctx)
         example = {None: "50 or 50%", 1: "10485760 or 10M", 1 << 20: "512 or 1G"}[self.scale]
         self.fail(f"{value!r} is not {self.what} (e.g. {example})", param, ctx)
 

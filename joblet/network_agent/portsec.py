@@ -41,6 +41,10 @@ _OVERLAY = re.compile(rf"^{VXLAN_PREFIX}[0-9a-f]{{10}}\Z")
 # another job (red-team run). Matched before the bridge's netfilter hooks and the routed
 # path's defragmentation (firewall.py), so no fragment of a job is ever held.
 FRAGMENT = "ip frag-off & 0x3fff != 0"
+# the bridge's prerouting chain runs before bridge conntrack's defragmentation (-200, where
+# nf_conntrack_bridge hooks once any bridge-family rule uses `ct`; at the same priority the
+# order is the hooks', and this table is made again often) and br_netfilter's IP hooks (0)
+BEFORE_BRIDGE_DEFRAG = -350
 
 
 def mac_for(job_id: str, network: str) -> str:
@@ -95,7 +99,7 @@ def render_bridge(ports: list[Port], overlay: tuple[tuple[str, str], ...] = ()) 
             f"  set port_ips {{ type ifname . ipv4_addr;{elements(ips)} }}",
             f"  set overlay_macs {{ type ifname . ether_addr;{elements(remote)} }}",
             "  chain prerouting {",
-            "    type filter hook prerouting priority filter; policy accept;",
+            f"    type filter hook prerouting priority {BEFORE_BRIDGE_DEFRAG}; policy accept;",
             f'    iifname "{BRIDGED_PREFIX}*" jump job_port {tag}',
             f'    iifname "{VXLAN_PREFIX}*" jump overlay_port {tag}',
             "  }",

@@ -24,6 +24,7 @@ CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 V1_BASE = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "memory", "blkio", "pids")
 CPU_PERIOD = 100_000
+SIGNAL_BATCH = 256  # pidfds a stop holds at once (JobCgroup.signal)
 NETNS_HINT = (
     "started by `ip netns exec`? It mounts a /sys of its own, without the host's cgroups: "
     "use `nsenter --net=/run/netns/NAME` instead"
@@ -61,6 +62,15 @@ def check_root(root: Path) -> None:
             f"cgroup_root {root} (JOBLET_CGROUP_ROOT) cannot be made: {missing} does not exist "
             f"and {missing.parent} is not a cgroup directory; {hint}"
         )
+
+
+def make_root(root: Path) -> Path:
+    """The jobs' cgroup root, made if missing; the path."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only /sys (a container's): one line, not a traceback
+        raise ExecutionError(f"failed to make the jobs' cgroup root {root}: {exc.strerror}") from None
+    return root
 
 
 def check_own_root(root: Path) -> None:
@@ -325,21 +335,24 @@ class JobCgroup:
         could end and be reused by a process outside the job before a kill(2) reached it
         (pid_max is 32768 here; red-team run): each is held by a pidfd first and signalled only
         when a second read still lists it, so the pidfd is the job's own process (were it not,
-        the pid's new owner must have ended before it could rejoin the list, and the send fails)."""
-        held: dict[int, int] = {}
-        try:
-            for pid in self.pids():
-                if pid not in exclude:
+        the pid's new owner must have ended before it could rejoin the list, and the send fails).
+        SIGNAL_BATCH pids at a time: a job of thousands of processes must not take the worker's
+        last descriptors (review)."""
+        wanted = [pid for pid in self.pids() if pid not in exclude]
+        for at in range(0, len(wanted), SIGNAL_BATCH):
+            held: dict[int, int] = {}
+            try:
+                for pid in wanted[at : at + SIGNAL_BATCH]:
                     with contextlib.suppress(ProcessLookupError):
                         held[pid] = os.pidfd_open(pid)
-            still = set(self.pids()) if held else set()
-            for pid, fd in held.items():
-                if pid in still:
-                    with contextlib.suppress(ProcessLookupError):
-                        signal.pidfd_send_signal(fd, sig)
-        finally:
-            for fd in held.values():
-                os.close(fd)
+                still = set(self.pids()) if held else set()
+                for pid, fd in held.items():
+                    if pid in still:
+                        with contextlib.suppress(ProcessLookupError):
+                            signal.pidfd_send_signal(fd, sig)
+            finally:
+                for fd in held.values():
+                    os.close(fd)
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup (and those forked meanwhile)."""

@@ -44,7 +44,10 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         cgroup_root = jobs_cgroup_root(cfg)
         cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
         cgroups.check_own_root(cgroup_root)
-        ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
+        # a second worker is refused before it says anything else: in this network namespace,
+        # or on this jobs' cgroup root (its reconcile removes every group there)
+        ns_lock.hold(cgroup_root)
+        ns_lock.hold_dir(cgroups.make_root(cgroup_root), "cgroup_root")
         rlimits.halve_uid_budgets()
         rlimits.spare_core_handlers()
         _check_fleet_settings(cfg)

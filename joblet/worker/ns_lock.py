@@ -33,36 +33,44 @@ _held: list[int] = []  # the descriptor, open for the worker's life
 
 def hold(jobs_cgroup: Path, namespace: str = NAMESPACE) -> None:
     """Take this network namespace's worker lock, or raise naming the worker that holds it."""
-    fd = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holders = holders_of(os.fstat(fd))
-        os.close(fd)
-        workers = [pid for pid in holders if not _in_jobs(pid, jobs_cgroup)]
-        if holders and not workers:
-            log.warning("a job (pid %s) holds the worker lock of this network namespace: not taken", holders[0])
-            return
-        who = ", ".join(f"pid {pid}: {_command(pid)}" for pid in workers) or "its pid not visible here"
-        raise JobletError(
-            f"another joblet worker runs in this network namespace ({who}); one worker per host "
-            "(or per network namespace: its links, bridges and nft tables are the namespace's)"
-        ) from None
-    _held.append(fd)
+    holders = _flock(os.open(namespace, os.O_RDONLY | os.O_CLOEXEC))
+    if holders is None:
+        return
+    workers = [pid for pid in holders if not _in_jobs(pid, jobs_cgroup)]
+    if holders and not workers:
+        log.warning("a job (pid %s) holds the worker lock of this network namespace: not taken", holders[0])
+        return
+    raise JobletError(
+        f"another joblet worker runs in this network namespace ({_named(workers)}); one worker per host "
+        "(or per network namespace: its links, bridges and nft tables are the namespace's)"
+    )
 
 
 def hold_dir(path: Path, setting: str) -> None:
     """Take the lock of a directory only one worker may use, or raise naming its holder."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    holders = _flock(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    if holders is not None:
+        raise JobletError(
+            f"another joblet worker uses {setting} {path} ({_named(holders)}); each worker needs its own "
+            f"(JOBLET_{setting.upper()})"
+        )
+
+
+def _flock(fd: int) -> list[int] | None:
+    """Lock `fd` for the worker's life (None), or close it and return the pids holding it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        who = ", ".join(f"pid {pid}: {_command(pid)}" for pid in holders_of(os.fstat(fd))) or "its pid not visible here"
-        os.close(fd)
-        raise JobletError(
-            f"another joblet worker uses {setting} {path} ({who}); each worker needs its own (JOBLET_{setting.upper()})"
-        ) from None
+        try:
+            return holders_of(os.fstat(fd))
+        finally:
+            os.close(fd)
     _held.append(fd)
+    return None
+
+
+def _named(pids: list[int]) -> str:
+    return ", ".join(f"pid {pid}: {_command(pid)}" for pid in pids) or "its pid not visible here"
 
 
 def holders_of(st: os.stat_result) -> list[int]:

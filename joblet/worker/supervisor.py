@@ -26,7 +26,7 @@ from joblet.network_agent import host
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.overlay import Overlay
 from joblet.network_agent.repair import BridgeWatch
-from joblet.worker import cgroups, faults, fleet, landlock, ns_lock, stats
+from joblet.worker import cgroups, faults, fleet, landlock, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.execution import oom_floor
@@ -118,11 +118,7 @@ class Supervisor:
         """The jobs' parent group (and its v1 twins on hybrid hosts), with the pids budget of
         all jobs together."""
         svc = self.svc
-        try:
-            svc.cgroup_root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a read-only /sys (a container's): one line, not a traceback
-            raise ExecutionError(f"failed to make the jobs' cgroup root {svc.cgroup_root}: {exc.strerror}") from None
-        ns_lock.hold_dir(svc.cgroup_root, "cgroup_root")  # its reconcile removes every group there
+        cgroups.make_root(svc.cgroup_root)  # made by joblet-worker's main already, where it runs
         svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
         if not svc.cgroup_v2:
             cgroups.make_v1_parents(svc.cgroup_root)

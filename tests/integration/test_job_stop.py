@@ -8,6 +8,7 @@ import signal
 import subprocess
 
 from joblet.api.client import Client
+from joblet.worker import cgroups
 from joblet.worker.cgroups import JobCgroup
 from tests.conftest import cgroup_base, need
 from tests.integration.helpers import eventually, output
@@ -63,18 +64,20 @@ def test_a_stop_signals_the_jobs_processes_and_not_a_pid_that_left_it(monkeypatc
     need(os.geteuid() == 0, "needs root (cgroups)")
     group = JobCgroup(cgroup_base() / f"joblet-signal-{os.getpid()}")
     group.create()
-    inside = subprocess.Popen(["sleep", "60"])
+    inside = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
     outside = subprocess.Popen(["sleep", "60"])  # the host process holding the reused pid
     try:
-        group.procs_file.write_text(str(inside.pid))
+        for proc in inside:
+            group.procs_file.write_text(str(proc.pid))
         real = group.pids
-        stale = iter([[inside.pid, outside.pid]])  # the first read, as if before the reuse
+        stale = iter([[inside[0].pid, outside.pid, inside[1].pid]])  # the first read, as if before the reuse
         monkeypatch.setattr(group, "pids", lambda: next(stale, None) or real())
+        monkeypatch.setattr(cgroups, "SIGNAL_BATCH", 2)  # two batches: the second after another read
         group.signal(signal.SIGTERM)
-        assert inside.wait(timeout=10) == -signal.SIGTERM  # the job's own process: signalled
+        assert [proc.wait(timeout=10) for proc in inside] == [-signal.SIGTERM] * 2  # the job's own: signalled
         assert outside.poll() is None
     finally:
-        for proc in (inside, outside):
+        for proc in (*inside, outside):
             proc.kill()
             proc.wait()
         group.remove()

@@ -198,3 +198,21 @@ def test_a_full_state_dir_fails_jobs_saying_which_disk_and_the_log_names_each_jo
     finally:
         host.close()
         subprocess.run(["umount", str(state)], check=False)
+
+
+def test_a_second_worker_of_one_cgroup_root_is_refused(redis_sock):
+    """A worker of its own state_dir and namespace but another's cgroup root would remove that
+    worker's jobs' groups at its start (its reconcile takes them for a killed worker's)."""
+    need(os.geteuid() == 0, "needs root (namespaces, cgroups)")
+    first, other = Host(redis_sock, "cgfirst"), Host(redis_sock, "cgsecond")
+    try:
+        first.start_worker()
+        assert first.worker is not None
+        root = first.env["JOBLET_CGROUP_ROOT"]
+        last = refused_start(other, JOBLET_CGROUP_ROOT=root)
+        holder = f"(pid {first.worker.pid}: "
+        assert last.startswith(f"joblet-worker: another joblet worker uses cgroup_root {root} {holder}"), last
+        other.start_worker()  # the control: its own cgroup root
+    finally:
+        other.close()
+        first.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from joblet.errors import ConfigError
-from joblet.worker.cgroups import check_own_root
+from joblet.worker.cgroups import JobCgroup, check_own_root, make_v1_parents
 
 
 def group(path: Path, procs: str = "") -> Path:
@@ -35,3 +35,20 @@ def test_a_root_with_foreign_groups_or_processes_is_refused(tmp_path: Path):
     busy = group(group(tmp_path / "unified") / "svc", procs="123\n")
     with pytest.raises(ConfigError, match="holds processes of its own"):
         check_own_root(busy)
+
+
+def test_v1_parents_are_made_where_a_v1_hierarchy_is_and_jobs_join_them(tmp_path: Path):
+    """A job without a cpu or memory limit joins the jobs' parent twin, never the worker's own
+    groups (hybrid hosts); with a limit, its own directory."""
+    v1 = tmp_path / "v1"
+    for controller in ("cpu", "memory"):  # no blkio, no pids hierarchy on this fake host
+        group(v1 / controller)
+    root = tmp_path / "unified" / "joblet"
+    assert make_v1_parents(root, v1) == [v1 / "cpu" / "joblet", v1 / "memory" / "joblet"]
+    job = JobCgroup(root / ("0" * 32), v1_base=v1)
+    group(v1 / "memory" / "joblet" / job.path.name)  # a memory limit made its own
+    assert job.procs_files == [
+        job.path / "cgroup.procs",
+        v1 / "cpu" / "joblet" / "cgroup.procs",
+        v1 / "memory" / "joblet" / job.path.name / "cgroup.procs",
+    ]

@@ -815,6 +815,7 @@ def test_limit_options_take_their_unit_or_a_size():
         (PERCENT, "5x", "'5x' is not a percent (e.g. 50 or 50%)"),
         (BYTES, "fast", "'fast' is not a number of bytes (e.g. 10485760 or 10M)"),
         (PERCENT, "1G", "'1G' is not a percent"),
+        (MEGABYTES, "512K", "'512K' is not a whole number of MB"),
     ):
         with pytest.raises(click.BadParameter, match=re.escape(says)):
             kind.convert(value, None, None)

@@ -45,6 +45,7 @@ def test_bridge_table_checks_mac_arp_and_source_and_drops_the_rest():
         "drop",
     ]
     assert 'iifname "jv*" jump job_port' in text  # unknown job ports send nothing
+    assert "type filter hook prerouting priority -350;" in text  # before bridge conntrack's defrag (-200)
     assert 'oifname "jv*" ether type != { ip, arp } drop' in text
 
 

@@ -172,3 +172,5 @@ def test_a_relative_cgroup_root_is_refused_as_such(monkeypatch):
         load()
     monkeypatch.setenv("JOBLET_CGROUP_ROOT", "/sys/fs/cgroup/unified/joblet")  # the control
     assert str(load().cgroup_root) == "/sys/fs/cgroup/unified/joblet"
+    monkeypatch.setenv("JOBLET_CGROUP_ROOT", "")  # `${X:-}` in a unit or compose file: detected
+    assert load().cgroup_root is None

@@ -89,3 +89,36 @@ def test_a_placed_job_names_its_node_in_the_body():
         bodies[node] = (queue, json.loads(base64.b64decode(json.loads(entry)["body"]))[1]["spec"])
     assert bodies[None] == ("joblet", SPEC)  # any worker of the shared queue
     assert bodies["nodea"] == ("joblet.host.nodea", {**SPEC, "node": "nodea"})  # the worker checks it
+
+
+def test_a_key_that_is_not_its_certificates_is_refused_whatever_the_certificates_kind(tmp_path):
+    """Every message of a mismatched pair was refused as a bad signature (the job PENDING for
+    good); an Ed25519 certificate beside an RSA key was an AttributeError traceback (review)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
+
+    key, cert = issue(tmp_path, "mine")
+    other_key, _ = issue(tmp_path, "other")
+    assert wire.Signer(key.read_bytes(), cert.read_bytes()).signer_id  # the control: a pair
+    with pytest.raises(ValueError, match="signing_key is not the key of signing_cert"):
+        wire.Signer(other_key.read_bytes(), cert.read_bytes())
+    edkey = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ed")])
+    now = datetime.datetime.now(datetime.UTC)
+    edcert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(edkey.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(edkey, None)
+    )
+    from cryptography.hazmat.primitives import serialization
+
+    with pytest.raises(ValueError, match="signing_key is not the key of signing_cert"):
+        wire.Signer(key.read_bytes(), edcert.public_bytes(serialization.Encoding.PEM))
