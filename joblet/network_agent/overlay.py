@@ -117,7 +117,7 @@ def ensure_device(port: OverlayPort, local: str, dstport: int) -> None:
     ipr = IPRoute()
     try:
         found = ipr.link_lookup(ifname=port.device)
-        if found and _vxlan_of(ipr, found[0]) != (port.vni, local):
+        if found and _vxlan_of(ipr, found[0]) != (port.vni, local, VXLAN_DF_SET):
             ipr.link("del", index=found[0])
             found = []
         if not found:
@@ -129,6 +129,7 @@ def ensure_device(port: OverlayPort, local: str, dstport: int) -> None:
                 vxlan_local=local,
                 vxlan_port=dstport,
                 vxlan_learning=0,
+                vxlan_df=VXLAN_DF_SET,
                 mtu=port.mtu,
             )
         index = ipr.link_lookup(ifname=port.device)[0]
@@ -141,12 +142,22 @@ def ensure_device(port: OverlayPort, local: str, dstport: int) -> None:
         ipr.close()
 
 
-def _vxlan_of(ipr: IPRoute, index: int) -> tuple[int, str] | None:
+# Outer packets carry DF: an underlay path narrower than a network's MTU allows (a node that
+# joined with a smaller uplink, a tunnel on the way) answers frag-needed, which the port turns
+# into one for the job's own flow, instead of fragmenting them: their fragments were
+# reassembled in the receiving node's namespace, whose 4 MB budget a job's lossy flood
+# filled (red-team run), as jobs' own fragments did before they were dropped (portsec.py).
+VXLAN_DF_SET = 1
+
+
+def _vxlan_of(ipr: IPRoute, index: int) -> tuple[int, str, int] | None:
+    """(VNI, local address, DF mode) of a vxlan device, None for another kind."""
     info = ipr.get_links(index)[0].get_attr("IFLA_LINKINFO")
     if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
         return None
     data = info.get_attr("IFLA_INFO_DATA")
-    return int(data.get_attr("IFLA_VXLAN_ID")), str(data.get_attr("IFLA_VXLAN_LOCAL"))
+    df = data.get_attr("IFLA_VXLAN_DF")
+    return int(data.get_attr("IFLA_VXLAN_ID")), str(data.get_attr("IFLA_VXLAN_LOCAL")), int(df or 0)
 
 
 def read_fdb(device: str) -> Fdb:
@@ -287,8 +298,8 @@ class Overlay:
                     continue  # removed meanwhile
                 link = ipr.get_links(found[0])[0]
                 vxlan, master = _vxlan_of(ipr, found[0]), link.get_attr("IFLA_MASTER")
-                if vxlan != (net.overlay_vni, local) or not master:
-                    continue  # another VNI or local address, or off its bridge: the next job remakes it
+                if vxlan != (net.overlay_vni, local, VXLAN_DF_SET) or not master:
+                    continue  # another VNI, local address or DF mode, or off its bridge: the next job remakes it
                 bridge = str(ipr.get_links(master)[0].get_attr("IFLA_IFNAME"))
                 mtu = int(link.get_attr("IFLA_MTU"))
                 self._ports[net.name] = OverlayPort(net.name, device, vxlan[0], bridge, mtu)

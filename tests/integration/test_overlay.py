@@ -146,6 +146,10 @@ def test_spanning_network_mtu_is_the_uplinks_less_the_overlay(
         client, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", size, server, network="ov-a", node="ovc"
     )
     assert rec.exit_code == 0, (out, err)
+    # its outer packets carry DF: a narrower underlay answers frag-needed, it never fragments
+    # them for the receiving node to reassemble (red-team run)
+    port = json.loads(c.in_ns("ip", "-d", "-j", "link", "show", vxlan_name("ov-a")).stdout)[0]
+    assert port["linkinfo"]["info_data"].get("df") == "set", port["linkinfo"]
 
 
 def test_a_spanning_network_fits_the_underlay_interface_where_it_is_smaller(
