@@ -6,7 +6,8 @@ CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and th
 io_uring and vsock sockets (Docker refuses them too), and memfd_secret (ENOSYS). Stricter than Docker: sockets of
 families other than unix, IPv4, IPv6, netlink and packet (EAFNOSUPPORT), ptrace
 (debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's), uevent
-netlink sockets (the host's device events), a packet socket's PACKET_QDISC_BYPASS (the job's
+netlink sockets (the host's device events), a socket's classic BPF filter (JIT memory of one
+host-wide budget), a packet socket's PACKET_QDISC_BYPASS (the job's
 egress shaping is a qdisc) and its mmap rings (kernel memory no cgroup is charged), and file
 leases and delegations, fcntl's F_SETLEASE and F_SETDELEG (the worker writes files a job can
 open); fcntl's commands after the last one reviewed here get EINVAL, as from a kernel without
@@ -112,6 +113,7 @@ F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's o
 F_SETDELEG = 1040  # a delegation (Linux 6.19): a lease that metadata changes break too
 F_LAST_REVIEWED = F_SETDELEG  # fcntl's commands after it: EINVAL (F_GETDELEG, 1039, is a query)
 SOL_PACKET, PACKET_QDISC_BYPASS = 263, 20  # setsockopt's level and option: frames skip the qdisc
+SOL_SOCKET, SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF = 1, 26, 51  # a socket's classic BPF program
 PACKET_RX_RING, PACKET_TX_RING = 5, 13  # a packet socket's mmap ring: kernel pages no cgroup is charged
 # personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26 with either,
 # and the query 0xffffffff; anything else (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC...) is refused
@@ -222,6 +224,14 @@ def job_filter() -> bytes:
     # kernel without secretmem (its default before 6.5)
     if _known(seccomp, "memfd_secret"):
         filt.add_rule(seccomp.ERRNO(errno.ENOSYS), "memfd_secret")
+    # a socket's classic BPF program is JIT-compiled into kernel memory no cgroup is charged,
+    # counted against net.core.bpf_jit_limit, one budget for every unprivileged program on
+    # the host: spent, no process could load a filter, bwrap's seccomp for every new job
+    # included (red-team run). The programs that attach one (tcpdump, DHCP clients) want raw
+    # or packet sockets, which jobs lack unless job_net_raw; libpcap then filters in user space.
+    on_socket = seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, SOL_SOCKET)
+    for option in (SO_ATTACH_FILTER, SO_ATTACH_REUSEPORT_CBPF):
+        filt.add_rule(refuse, "setsockopt", on_socket, seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, option))
     # a packet socket's frames past the qdisc of the job's own interface, where its
     # --max-bandwidth holds what it sends: 495 mbit/s left a job held to 10 (red-team run)
     # and its mmap rings, up to ~4 GB of kernel pages a call that --max-memory never sees

@@ -312,6 +312,13 @@ def test_seccomp_and_capabilities(client):
         checks["io_setup"] = syscall(206, 1, ctypes.byref(aio))  # ENOSYS: as a kernel without AIO
         checks["io_uring_setup"] = syscall(425, 1, 0)
         checks["memfd_secret"] = syscall(447, 0)  # ENOSYS: its pages split the host's direct map
+        # a socket's classic BPF program (JIT memory of one host-wide budget): `ret #0xffff`
+        import struct
+        insns = ctypes.create_string_buffer(struct.pack("HBBI", 6, 0, 0, 0xFFFF))
+        prog = struct.pack("HL", 1, ctypes.addressof(insns))
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        checks["attach_filter"] = [attempt(lambda o=o: udp.setsockopt(1, o, prog)) for o in (26, 51)]
+        checks["sockopt_other"] = attempt(lambda: udp.setsockopt(1, 2, 1))  # SO_REUSEADDR
         # newer than libseccomp's table: open_tree_attr refused as open_tree is (AT_FDCWD, "/",
         # no clone: an O_PATH descriptor on the host), statmount let through (its NULL: EFAULT)
         checks["open_tree_attr"] = syscall(467, -100, b"/", 0, 0, 0)
@@ -358,6 +365,7 @@ def test_seccomp_and_capabilities(client):
     assert got["persona_ok"] == ["ok"] * 5 and got["persona_refused"] == ["EPERM"] * 3, got
     assert got["io_setup"] == "ENOSYS" and got["io_uring_setup"] == "EPERM", got
     assert got["memfd_secret"] == "ENOSYS", got
+    assert got["attach_filter"] == ["EPERM", "EPERM"] and got["sockopt_other"] == "ok", got
     assert got["open_tree_attr"] == "EPERM" and got["statmount"] == "EFAULT", got
     assert got["qdisc_bypass"] == "EPERM" and got["packet_auxdata"] == "ok", got
     assert got["packet_rings"] == ["EPERM", "EPERM"], got  # RX and TX rings: memory past --max-memory
@@ -380,6 +388,9 @@ def test_seccomp_and_capabilities(client):
     secret = libc.syscall(447, 0)  # and secret memory (a descriptor alone: nothing is mapped)
     assert secret >= 0, ctypes.get_errno()
     os.close(secret)
+    insns = ctypes.create_string_buffer(struct.pack("HBBI", 6, 0, 0, 0xFFFF))  # and a socket filter
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", 1, ctypes.addressof(insns)))
     for name in (
         "keyctl",
         "bpf",
