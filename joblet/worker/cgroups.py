@@ -73,24 +73,48 @@ def make_root(root: Path) -> Path:
     return root
 
 
-def check_own_root(root: Path) -> None:
+def check_own_root(root: Path, v1_base: Path = V1_BASE) -> None:
     """Refuse a jobs' cgroup root that is not joblet's alone: at start the worker kills and
     removes every group under it (a killed worker's jobs), and limits all of them together.
     Given a shared one (JOBLET_CGROUP_ROOT=/sys/fs/cgroup/unified) it removed four other
     workers' roots (operator's run); /sys/fs/cgroup on a v2 host is system.slice and
     user.slice: the whole host. Its groups must be jobs' (a job id's 32 hex digits), and it
     holds no process of its own."""
-    if not root.is_dir():
-        return  # the worker makes it (check_root has looked at where)
     hint = f"give a directory of joblet's own, e.g. {root / 'joblet'} (JOBLET_CGROUP_ROOT)"
-    if (root / "cgroup.procs").exists() and not (root.parent / "cgroup.procs").exists():
-        raise ConfigError(f"cgroup_root {root} is the top of a cgroup hierarchy, the host's own: {hint}")
-    foreign = sorted(d.name for d in root.iterdir() if d.is_dir() and not JOB_ID_RE.match(d.name))
-    if foreign:
-        named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ConfigError(f"cgroup_root {root} holds cgroups that are not joblet's jobs ({named}): {hint}")
-    if _read(root / "cgroup.procs").split():
-        raise ConfigError(f"cgroup_root {root} holds processes of its own (a service's cgroup?): {hint}")
+    if any(JOB_ID_RE.match(part) for part in root.parts):  # another worker's restart would remove it
+        raise ConfigError(f"cgroup_root {root} is named like a job's cgroup (32 hex digits): {hint}")
+    twins = [(twin, f"{twin}, cgroup_root's v1 twin,") for twin in v1_twins(root, v1_base)]
+    for group, what in [(root, f"cgroup_root {root}"), *twins]:
+        if not group.is_dir():
+            continue  # the worker makes it (check_root has looked at where)
+        if (group / "cgroup.procs").exists() and not (group.parent / "cgroup.procs").exists():
+            raise ConfigError(f"{what} is the top of a cgroup hierarchy, the host's own: {hint}")
+        foreign = sorted(d.name for d in group.iterdir() if d.is_dir() and not JOB_ID_RE.match(d.name))
+        if foreign:
+            named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ConfigError(f"{what} holds cgroups that are not joblet's jobs ({named}): {hint}")
+        # a twin holds jobs without a limit of its controller (a killed worker's, not yet gone)
+        procs = _read(group / "cgroup.procs").split()
+        if [pid for pid in procs if group == root or not _in_jobs_of(pid, root)]:
+            raise ConfigError(f"{what} holds processes of its own (a service's cgroup?): {hint}")
+
+
+def _in_jobs_of(pid: str, root: Path) -> bool:
+    """Whether a process is in one of the jobs' v2 groups under `root` (its /proc/PID/cgroup),
+    or gone meanwhile."""
+    text = _read(Path(f"/proc/{pid}/cgroup"))
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            parts = line[3:].strip().strip("/").split("/")
+            return len(parts) >= 2 and parts[-2] == root.name and bool(JOB_ID_RE.match(parts[-1]))
+    return not text
+
+
+def v1_twins(root: Path, v1_base: Path = V1_BASE) -> list[Path]:
+    """The jobs' parent's twin in each v1 hierarchy of V1_CONTROLLERS this host has (hybrid
+    hosts), named by the root's last component alone: two roots of one name share them (their
+    pids budget, their jobs' groups), whatever their paths (red-team run)."""
+    return [v1_base / c / root.name for c in V1_CONTROLLERS if (v1_base / c / "cgroup.procs").exists()]
 
 
 def enable_controllers(root: Path, job_parent: Path) -> bool:
@@ -113,16 +137,12 @@ def make_v1_parents(job_parent: Path, v1_base: Path = V1_BASE) -> list[Path]:
     the worker's unit (a 50 % CPUQuota on the worker: 400 busy processes of a job without
     --max-cpu stopped its heartbeat for 10 s; a 300 MB MemoryMax: a 250 MB job was killed by
     the worker's limit and read as a plain SIGKILL) (red-team run)."""
-    made = []
-    for controller in V1_CONTROLLERS:
-        if not (v1_base / controller / "cgroup.procs").exists():
-            continue  # not a v1 hierarchy here (v2 holds it, or the host lacks it)
-        directory = v1_base / controller / job_parent.name
+    made = v1_twins(job_parent, v1_base)
+    for directory in made:
         try:
             directory.mkdir(exist_ok=True)
         except OSError as exc:
             raise ExecutionError(f"failed to make the jobs' cgroup {directory}: {exc.strerror}") from None
-        made.append(directory)
     return made
 
 

@@ -48,6 +48,9 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         # or on this jobs' cgroup root (its reconcile removes every group there)
         ns_lock.hold(cgroup_root)
         ns_lock.hold_dir(cgroups.make_root(cgroup_root), "cgroup_root")
+        for twin in cgroups.make_v1_parents(cgroup_root):  # hybrid hosts: named by the root's name alone
+            every = f"{twin}, the v1 twin of every cgroup_root named {cgroup_root.name!r},"
+            ns_lock.hold_dir(twin, "cgroup_root", every)
         rlimits.halve_uid_budgets()
         rlimits.spare_core_handlers()
         _check_fleet_settings(cfg)

@@ -46,13 +46,14 @@ def hold(jobs_cgroup: Path, namespace: str = NAMESPACE) -> None:
     )
 
 
-def hold_dir(path: Path, setting: str) -> None:
-    """Take the lock of a directory only one worker may use, or raise naming its holder."""
+def hold_dir(path: Path, setting: str, what: str | None = None) -> None:
+    """Take the lock of a directory only one worker may use, or raise naming its holder;
+    `what`: how the directory is named when not as `setting PATH`."""
     holders = _flock(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     if holders is not None:
         raise JobletError(
-            f"another joblet worker uses {setting} {path} ({_named(holders)}); each worker needs its own "
-            f"(JOBLET_{setting.upper()})"
+            f"another joblet worker uses {what or f'{setting} {path}'} ({_named(holders)}); each worker "
+            f"needs its own (JOBLET_{setting.upper()})"
         )
 
 

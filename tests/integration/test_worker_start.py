@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from tests.conftest import BIN, Host, need
@@ -216,3 +218,25 @@ def test_a_second_worker_of_one_cgroup_root_is_refused(redis_sock):
     finally:
         other.close()
         first.close()
+
+
+def test_two_cgroup_roots_of_one_name_are_refused_on_a_hybrid_host(redis_sock):
+    """v1 twins are named by the root's last component alone: two roots of one name shared
+    the pids budget of all jobs and their jobs' cpu and memory groups (red-team run)."""
+    need(os.geteuid() == 0, "needs root (namespaces, cgroups)")
+    if not (Path("/sys/fs/cgroup/pids") / "cgroup.procs").exists():
+        pytest.skip("a cgroup v2 host: no v1 twins")
+    first, other = Host(redis_sock, "twinfirst"), Host(redis_sock, "twinother")
+    root = Path(first.env["JOBLET_CGROUP_ROOT"])
+    elsewhere = root.parent / f"elsewhere-{other.tag}" / root.name
+    try:
+        first.start_worker()
+        last = refused_start(other, JOBLET_CGROUP_ROOT=str(elsewhere))
+        assert f"the v1 twin of every cgroup_root named {root.name!r}" in last, last
+        other.start_worker()  # the control: a root of its own name
+    finally:
+        other.close()
+        first.close()
+        for group in (elsewhere, elsewhere.parent):
+            if group.is_dir():
+                group.rmdir()
