@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from joblet.api.message import JOB_ID_RE
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.networks import NetworkStore, host_prefixes
 from joblet.api.store import Store
@@ -248,6 +249,23 @@ class Supervisor:
         for name in self.svc.mounts.sweep(in_use):
             log.info("removed volume %s from this host: it was deleted", name)
 
+    def sweep_cgroups(self) -> None:
+        """Remove the cgroups of jobs that ended here but whose teardown could not remove them
+        (a fork bomb's last processes still exiting after 5 s, on a loaded host: they stayed
+        until the worker's restart, red-team run). Listed before the running jobs are read: a
+        job's group is made after its claim here and removed before the claim's end."""
+        root = self.svc.cgroup_root
+        listed = [d for d in root.iterdir() if d.is_dir() and JOB_ID_RE.match(d.name)] if root.is_dir() else []
+        with self._lock:
+            live = set(self.claiming)
+        for group in listed:
+            if group.name not in live:
+                try:
+                    self.svc.kernel.cgroup(group).remove(timeout=0)
+                    log.info("removed the cgroup left by job %s", group.name[:12])
+                except JobletError as exc:  # its last processes still exiting: the next beat
+                    log.debug("cgroup of ended job %s: %s", group.name[:12], exc)
+
     def sweep_networks(self) -> None:
         """Drop the bridges and rules of deleted networks that no local job uses."""
         agent = self.svc.agent
@@ -421,6 +439,7 @@ class Supervisor:
             self._upkeep_overlay,
             self.sweep_volumes,
             self._upkeep_jobs,
+            self.sweep_cgroups,
         ):
             try:
                 step()

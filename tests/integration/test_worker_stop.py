@@ -47,3 +47,27 @@ def test_sigterm_to_the_worker_stops_and_tears_down_its_jobs(redis_sock):
         assert not [d for d in groups.iterdir() if d.is_dir()] if groups.exists() else True
     finally:
         h.close()
+
+
+def test_the_heartbeat_removes_a_cgroup_an_ended_job_left_and_not_a_running_ones(host, client):
+    """A teardown that could not remove its job's cgroup (a fork bomb's last processes still
+    exiting after 5 s on a loaded host) left it until the worker's restart (red-team run)."""
+    import subprocess
+    import uuid
+
+    job = client.run("sleep", ("300",), network="none")  # running: its group stays
+    eventually(lambda: client.get(job.id).status.value == "RUNNING", "the job running")
+    left = Path(host.env["JOBLET_CGROUP_ROOT"]) / uuid.uuid4().hex  # an ended job's, still holding a process
+    left.mkdir()
+    straggler = subprocess.Popen(["sleep", "300"])
+    try:
+        (left / "cgroup.procs").write_text(str(straggler.pid))
+        eventually(lambda: not left.exists(), "the left cgroup removed", timeout=30)
+        assert straggler.wait(timeout=10) == -9  # what was in it ended with it
+        assert client.get(job.id).status.value == "RUNNING"  # the control: the running job's is kept
+        assert (Path(host.env["JOBLET_CGROUP_ROOT"]) / job.id).is_dir()
+    finally:
+        straggler.kill()
+        straggler.wait()
+        client.stop(job.id)
+        client.wait(job.id, timeout=30)
