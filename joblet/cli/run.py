@@ -444,6 +444,10 @@ class Attached:
                 sys.stderr.write(f"rnx: left job {short}; its stop may not have been asked for (rnx stop {short})\n")
             else:
                 sys.stderr.write(f"rnx: left job {short} running (rnx stop {short})\n")
+            if self.as_json:  # a script reads the job's id (nothing was printed: usability run)
+                from joblet.cli.render import print_json
+
+                print_json({"id": self.record.id, "status": "RUNNING"})
             return 128 + sig
         except OSError as exc:  # its output's: a closed pipe (`| head -1`), a full disk
             if exc.filename is not None:

@@ -128,11 +128,12 @@ def test_a_second_signal_stops_waiting_and_the_stop_goes_on(host, client):
 
 def test_sig_proxy_false_leaves_the_job_running(host, client):
     name = unique("noproxy")
-    proc = attached(host, "--sig-proxy=false", f"--name={name}", "sh", "-c", JOB)
+    proc = attached(host, "--sig-proxy=false", "--json", f"--name={name}", "sh", "-c", JOB)
     job_id = running(client, name)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and b"left job" in err
+    assert json.loads(out) == {"id": job_id, "status": "RUNNING"}, out  # --json: a script reads its id
     assert client.get(job_id).status.value == "RUNNING"  # not stopped: rnx only left
     assert host.rnx("stop", job_id).returncode == 0
     assert client.get(job_id).status.value == "STOPPED"
