@@ -71,11 +71,11 @@ def trusted_signers(cfg: Settings) -> list[str]:
         raise ConfigError(f"signing: {exc}") from None
 
 
-def connect(sup: Supervisor, cfg: Settings) -> None:
+def connect(sup: Supervisor, cfg: Settings, trusts: list[str]) -> None:
     """Beat once when Celery is ready; stop every job and leave the fleet when it shuts down."""
     # published with every heartbeat: clients refuse to send what this worker would refuse
     sup.store.node_info["signed"] = requires_signing(cfg)
-    sup.store.node_info["trusts"] = trusted_signers(cfg)
+    sup.store.node_info["trusts"] = trusts  # trusted_signers(cfg), read at the start
     sup.store.node_info["queue"] = cfg.queue  # and where it reads jobs: rnx refuses to queue elsewhere
     sup.store.node_info["broker"] = broker_kind(cfg.broker)
 

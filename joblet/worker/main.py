@@ -59,11 +59,11 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         from joblet.worker.app import connect, make_app, trusted_signers
         from joblet.worker.supervisor import Supervisor
 
-        trusted_signers(cfg)  # before Celery reads them: its errors are tracebacks
+        trusts = trusted_signers(cfg)  # before Celery reads them: its errors are tracebacks
 
         sup = Supervisor(cfg)
         app = make_app(cfg, sup)
-        connect(sup, cfg)
+        connect(sup, cfg, trusts)
         sup.start()
     except JobletError as exc:
         sys.exit(f"joblet-worker: {exc}")
