@@ -77,6 +77,7 @@ def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: f
             "cgroup": rec.get("cgroup"),
             "sandbox": rec.get("sandbox", {}),
             "signed": rec.get("signed"),
+            "disk_full": rec.get("disk_full") or [],  # `state_dir PATH`...: its jobs would fail at their start
             # where other nodes send its user networks' traffic (VXLAN); None: its user
             # networks stay on it (overlay off, or no address to be reached at)
             "underlay": rec.get("underlay"),
@@ -92,6 +93,9 @@ def unfit(spec: JobSpec, node: dict[str, Any]) -> str | None:
     why = incapable(spec, node)
     if why is not None:
         return why
+    full = node["capabilities"].get("disk_full")
+    if full and isinstance(full, list):
+        return f"its disk is full ({' and '.join(map(str, full))})"
     if free_slots(node) <= 0:
         return f"full ({node['jobs']} of {node['concurrency']} jobs)"
     return None

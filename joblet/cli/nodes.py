@@ -51,6 +51,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
     # and a drain outlives its worker's stop: it read `down (stopped)` alone (fleet run)
     notes = [n for n, on in (("stopped", row.get("left")), ("drained", row.get("draining"))) if on]
     state = f"down ({', '.join(notes)})" if row["state"] == "down" and notes else row["state"]
+    if row["state"] == "up" and row["capabilities"].get("disk_full"):
+        state = "up (disk full)"
     return [
         row["name"],
         state,

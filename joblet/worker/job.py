@@ -471,6 +471,15 @@ def ended_how(outcome: Outcome, started: float | None) -> str:
 def full_disks(cfg: Any) -> str:
     """What says which of the worker's directories is on a full disk (ENOSPC at a job's
     start), or "" when neither is (the job's own /work, say)."""
+    full = full_dirs(cfg)
+    if not full:
+        return ""
+    return f"no space left on this node's disk ({' and '.join(full)}): jobs cannot start here until space is freed"
+
+
+def full_dirs(cfg: Any) -> list[str]:
+    """`state_dir PATH`, `run_dir PATH` for each on a disk with less than FULL_BELOW free (or
+    no inode): published with the heartbeat, so that placement passes the node by."""
     full = []
     for setting, path in (("state_dir", cfg.state_dir), ("run_dir", cfg.run_dir)):
         try:
@@ -479,9 +488,7 @@ def full_disks(cfg: Any) -> str:
             continue
         if st.f_bavail * st.f_frsize < FULL_BELOW or (st.f_files and st.f_favail == 0):
             full.append(f"{setting} {path}")
-    if not full:
-        return ""
-    return f"no space left on this node's disk ({' and '.join(full)}): jobs cannot start here until space is freed"
+    return full
 
 
 FULL_BELOW = 1 << 20  # bytes free under which a directory's disk counts as full

@@ -31,7 +31,7 @@ from joblet.worker import cgroups, faults, fleet, landlock, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.execution import oom_floor
-from joblet.worker.job import JobRun, full_disks
+from joblet.worker.job import JobRun, full_dirs, full_disks
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import LinuxKernel
 from joblet.worker.mount_template import MountTemplate
@@ -392,6 +392,7 @@ class Supervisor:
             "runtimes": runtimes(self.cfg.runtimes_dir, (self.cfg.state_dir, self.cfg.run_dir)),
             **fleet.capabilities(self.svc),
             **self._network_facts(),
+            "disk_full": full_dirs(self.cfg),  # placement passes the node by (its jobs would fail)
         }
         try:
             replaced = self._beats.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
+from joblet.api.tasks import send_run
+from joblet.errors import ValidationError
 from tests.conftest import BIN, Host, need
 from tests.integration.helpers import eventually
 
@@ -191,11 +194,20 @@ def test_a_full_state_dir_fails_jobs_saying_which_disk_and_the_log_names_each_jo
             with contextlib.suppress(OSError):  # empty lines, which its reader skips
                 while True:
                     journal.write(b"\n" * 256)
-        failed = client.wait(client.run("true", network="none").id, timeout=60)
+        # its heartbeat says so: `rnx nodes` shows it, placement passes it by
+        eventually(lambda: client.live_nodes()[host.name].get("disk_full") == [f"state_dir {state}"], "disk_full")
+        assert " up (disk full) " in host.rnx("nodes").stdout.decode()
+        with pytest.raises(ValidationError, match=rf"fulldisk: its disk is full \(state_dir {state}\)"):
+            client.run("true", network="none")
+        job_id = uuid.uuid4().hex  # and a job queued there anyway (before a beat said so) fails saying why
+        send_run(host.cfg, job_id, {"command": "true", "network": "none"}, host.name)
+        eventually(lambda: (rec := client.store.find_job(job_id)) is not None and rec.status.final, "its end")
+        failed = client.get(job_id)
         assert failed.status == JobStatus.FAILED and failed.error == (
             f"no space left on this node's disk (state_dir {state}): jobs cannot start here until space is freed"
         ), failed.error
         (state / "filler").unlink()
+        eventually(lambda: not client.live_nodes()[host.name].get("disk_full"), "disk_full cleared")
         assert client.wait(client.run("true", network="none").id, timeout=60).status == JobStatus.COMPLETED
     finally:
         host.close()

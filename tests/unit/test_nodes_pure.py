@@ -367,3 +367,12 @@ def test_a_node_down_with_jobs_is_kept_saying_what_ends_them():
     fleet = forget_checked("b", down, beat, None, ["j1"], any_live=True)  # the control: another worker sweeps
     assert fleet is not None and fleet.startswith("node 'b' is down with 1 unfinished job(s) (j1): rnx stop them")
     assert forget_checked("b", down, beat, 5.0, ["j1"], any_live=False) is None  # swept: gone already
+
+
+def test_a_node_whose_disk_is_full_is_passed_by():
+    """Its jobs failed at their start, the node still read up and took them (operator's run)."""
+    nodes = fleet(full=rec(disk_full=["state_dir /var/lib/joblet"]), fine=rec())
+    spec = make_spec("true", network="none")
+    assert {place(spec, nodes, random.Random(i)) for i in range(20)} == {"fine"}  # the control: one fits
+    with pytest.raises(ValidationError, match=r"on node 'full': its disk is full \(state_dir /var/lib/joblet\)"):
+        place(make_spec("true", network="none", node="full"), nodes)
