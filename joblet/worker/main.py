@@ -44,13 +44,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         cgroup_root = jobs_cgroup_root(cfg)
         cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
         cgroups.check_own_root(cgroup_root)
-        # a second worker is refused before it says anything else: in this network namespace,
-        # or on this jobs' cgroup root (its reconcile removes every group there)
-        ns_lock.hold(cgroup_root)
-        ns_lock.hold_dir(cgroups.make_root(cgroup_root), "cgroup_root")
-        for twin in cgroups.make_v1_parents(cgroup_root):  # hybrid hosts: named by the root's name alone
-            every = f"{twin}, the v1 twin of every cgroup_root named {cgroup_root.name!r},"
-            ns_lock.hold_dir(twin, "cgroup_root", every)
+        ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
         rlimits.halve_uid_budgets()
         rlimits.spare_core_handlers()
         _check_fleet_settings(cfg)

@@ -27,7 +27,7 @@ from joblet.network_agent import host
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.overlay import Overlay
 from joblet.network_agent.repair import BridgeWatch
-from joblet.worker import cgroups, faults, fleet, landlock, stats
+from joblet.worker import cgroups, faults, fleet, landlock, ns_lock, stats
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.execution import oom_floor
@@ -118,11 +118,13 @@ class Supervisor:
     def _jobs_cgroups(self) -> None:
         """The jobs' parent group (and its v1 twins on hybrid hosts), with the pids budget of
         all jobs together."""
-        svc = self.svc
-        cgroups.make_root(svc.cgroup_root)  # made by joblet-worker's main already, where it runs
-        svc.cgroup_v2 = cgroups.enable_controllers(svc.cgroup_root.parent, svc.cgroup_root)
-        if not svc.cgroup_v2:
-            cgroups.make_v1_parents(svc.cgroup_root)
+        svc, root = self.svc, self.svc.cgroup_root
+        # one worker's alone: its reconcile removes every group there (after the node's name
+        # was found free: a worker refused for it makes nothing for jobs)
+        ns_lock.hold_dir(cgroups.make_root(root), "cgroup_root")
+        for twin in cgroups.make_v1_parents(root):  # hybrid hosts: named by the root's name alone
+            ns_lock.hold_dir(twin, "cgroup_root", f"{twin}, the v1 twin of every cgroup_root named {root.name!r},")
+        svc.cgroup_v2 = cgroups.enable_controllers(root.parent, root)
         budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
         where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
         log.info("jobs here: at most %d processes and threads together (%s)", budget, where)
