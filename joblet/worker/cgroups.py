@@ -95,19 +95,21 @@ def check_own_root(root: Path, v1_base: Path = V1_BASE) -> None:
             raise ConfigError(f"{what} holds cgroups that are not joblet's jobs ({named}): {hint}")
         # a twin holds jobs without a limit of its controller (a killed worker's, not yet gone)
         procs = _read(group / "cgroup.procs").split()
-        if [pid for pid in procs if group == root or not _in_jobs_of(pid, root)]:
+        if [pid for pid in procs if group == root or job_of(pid, root) is False]:  # None: gone meanwhile
             raise ConfigError(f"{what} holds processes of its own (a service's cgroup?): {hint}")
 
 
-def _in_jobs_of(pid: str, root: Path) -> bool:
-    """Whether a process is in one of the jobs' v2 groups under `root` (its /proc/PID/cgroup),
-    or gone meanwhile."""
+def job_of(pid: int | str, root: Path) -> bool | None:
+    """Whether a process is in one of the jobs' v2 groups under `root` (its /proc/PID/cgroup,
+    `0::.../ROOT/JOB_ID`), which a job cannot leave; None when it is gone."""
     text = _read(Path(f"/proc/{pid}/cgroup"))
+    if not text:
+        return None
     for line in text.splitlines():
         if line.startswith("0::"):
             parts = line[3:].strip().strip("/").split("/")
             return len(parts) >= 2 and parts[-2] == root.name and bool(JOB_ID_RE.match(parts[-1]))
-    return not text
+    return False
 
 
 def v1_twins(root: Path, v1_base: Path = V1_BASE) -> list[Path]:

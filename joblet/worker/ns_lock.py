@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from joblet.errors import JobletError
+from joblet.worker.cgroups import job_of
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/proc/self/ns/net"
@@ -36,7 +37,7 @@ def hold(jobs_cgroup: Path, namespace: str = NAMESPACE) -> None:
     holders = _flock(os.open(namespace, os.O_RDONLY | os.O_CLOEXEC))
     if holders is None:
         return
-    workers = [pid for pid in holders if not _in_jobs(pid, jobs_cgroup)]
+    workers = [pid for pid in holders if job_of(pid, jobs_cgroup) is not True]  # a job's: not a worker
     if holders and not workers:
         log.warning("a job (pid %s) holds the worker lock of this network namespace: not taken", holders[0])
         return
@@ -84,15 +85,6 @@ def holders_of(st: os.stat_result) -> list[int]:
             if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == where and parts[4].isdigit():
                 pids.append(int(parts[4]))
     return pids
-
-
-def _in_jobs(pid: int, jobs_cgroup: Path) -> bool:
-    """Whether a process is in a job's cgroup (which a job cannot leave), not a worker."""
-    try:
-        text = Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:
-        return False
-    return f"/{jobs_cgroup.name}/" in text
 
 
 def _command(pid: int) -> str:

@@ -22,7 +22,7 @@ def test_a_held_lock_names_its_holder_and_a_second_is_refused(tmp_path: Path, mo
         # a second open file description is refused, naming the holder
         with pytest.raises(JobletError, match=rf"another joblet worker .*\(pid {os.getpid()}: "):
             ns_lock.hold(tmp_path / "joblet", namespace=str(ns))
-        monkeypatch.setattr(ns_lock, "_in_jobs", lambda pid, root: True)  # the holder is a job
+        monkeypatch.setattr(ns_lock, "job_of", lambda pid, root: True)  # the holder is a job
         ns_lock.hold(tmp_path / "joblet", namespace=str(ns))  # starts without the lock
         assert ns_lock._held == []
     finally:
