@@ -127,21 +127,13 @@ class Preflight:
     def check_fleet(self, node: str | None, live: dict[str, dict[str, Any]] | None = None) -> None:
         """Refuse to queue what the live workers would refuse unread (signed vs unsigned, a
         certificate they do not trust) or never read (another broker or queue)."""
-        from joblet.api.tasks import route_mismatch, signing_config, signing_mismatch
+        from joblet.api.tasks import client_signer, route_mismatch, signing_mismatch
 
         live = self.store.live_nodes() if live is None else live
         if why := route_mismatch(self.settings, live, node):
             raise ConfigError(why)
-        conf = signing_config(self.settings, verify=False)
-        signer = None
-        if conf:
-            from joblet.api import wire
-
-            try:
-                signer = wire.signer(conf["security_key"], conf["security_certificate"]).signer_id
-            except (ValueError, TypeError, OSError) as exc:
-                raise ConfigError(f"cannot load the signing key or certificate: {exc}") from None
-        why = signing_mismatch(bool(conf), live, node, signer)
+        signer = client_signer(self.settings)
+        why = signing_mismatch(signer is not None, live, node, signer.signer_id if signer else None)
         if why:
             raise ConfigError(why)
 

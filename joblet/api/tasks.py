@@ -164,16 +164,22 @@ def run_message(
     cfg: Settings, job_id: str, spec: dict[str, Any], node: str | None, prefix: str | None = None
 ) -> tuple[str, bytes]:
     """(queue, queue entry) of one run-job message, signed when signing is configured."""
-    from joblet.errors import ConfigError
 
     queue = queue_for(cfg, node)
     body = run_body(cfg, job_id, spec, node, prefix)
+    return queue, wire.envelope(job_id, body, queue, client_signer(cfg))
+
+
+def client_signer(cfg: Settings) -> wire.Signer | None:
+    """This client's signer (its key and certificate, checked to be a pair), None when it
+    does not sign; ConfigError when they do not load."""
+    from joblet.errors import ConfigError
+
     conf = signing_config(cfg, verify=False)
     try:
-        sign = wire.signer(conf["security_key"], conf["security_certificate"]) if conf else None
+        return wire.signer(conf["security_key"], conf["security_certificate"]) if conf else None
     except (ValueError, TypeError, OSError) as exc:
         raise ConfigError(f"cannot load the signing key or certificate: {exc}") from None
-    return queue, wire.envelope(job_id, body, queue, sign)
 
 
 @lru_cache(maxsize=4)
