@@ -4,7 +4,9 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
 io_uring and vsock sockets (Docker refuses them too), and memfd_secret (ENOSYS). Stricter than Docker: sockets of
-families other than unix, IPv4, IPv6, netlink and packet (EAFNOSUPPORT), ptrace
+families other than unix, IPv4, IPv6, netlink and packet (EAFNOSUPPORT), IPv4 and IPv6
+sockets of protocols other than TCP, MPTCP, UDP, UDP-Lite, ping and raw (EPROTONOSUPPORT, or
+ESOCKTNOSUPPORT for the types only SCTP and DCCP serve), ptrace
 (debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's), uevent
 netlink sockets (the host's device events), a socket's classic BPF filter (JIT memory of one
 host-wide budget), a packet socket's PACKET_QDISC_BYPASS (the job's
@@ -30,6 +32,8 @@ import errno
 import struct
 import tempfile
 from functools import lru_cache
+from itertools import pairwise
+from typing import Any
 
 REFUSED = (
     # mounts and namespaces: a job must not rebuild its own view of the host
@@ -108,6 +112,18 @@ AF_VSOCK = 40  # sockets to the hypervisor: on a VM, its agents listen there (Do
 # them: rarely used code, where a socket() alone loads a module on hosts that have it
 SOCKET_FAMILIES = (1, 2, 10, 16, 17)
 AF_KNOWN = 46  # AF_MAX of Linux 6.18: families from here on are refused too
+# IPv4 and IPv6 sockets: the protocols a job may ask for by type (0 is the type's default).
+# Stream: TCP, MPTCP; datagram: UDP, ICMP and ICMPv6 echo ("ping" sockets), UDP-Lite; raw:
+# any (the kernel's raw sockets take every number, CAP_NET_RAW aside). The rest answer
+# EPROTONOSUPPORT, and the types only SCTP and DCCP serve (RDM, SEQPACKET, DCCP) and type 0
+# ESOCKTNOSUPPORT, as from a kernel without them: on hosts that have them, such a socket()
+# alone loads sctp, dccp, l2tp_ip or smc, much-patched code a job then reaches. The kernel
+# answers EINVAL to numbers from IPPROTO_MAX (263) on, upper halves included
+INET_FAMILIES = (2, 10)
+INET_PROTOCOLS = {1: (0, 6, 262), 2: (0, 1, 17, 58, 136)}
+IPPROTO_MAX = 263
+SOCK_TYPE_MASK = 0xF  # socket's type argument carries SOCK_NONBLOCK and SOCK_CLOEXEC above it
+INET_NO_TYPES = ((0, 0), (4, 10))  # type ranges no inet protocol here serves (11 on: EINVAL)
 AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15  # the host's device events reach every namespace
 F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's open wait
 F_SETDELEG = 1040  # a delegation (Linux 6.19): a lease that metadata changes break too
@@ -157,17 +173,44 @@ def _known(seccomp: object, name: str) -> bool:
     return int(number) >= 0
 
 
-def at_least(low: int, bits: int = 32) -> list[tuple[int, int]]:
-    """(mask, value) pairs that together match an unsigned `bits`-bit value iff it is >= `low`:
-    `low` itself, and for each bit `low` has clear, the values that agree with it above that bit
-    and set it. Masked comparisons read only the low `bits` of a register, as the kernel does
-    for an int (a 64-bit GE would refuse a register whose upper half a caller left unset)."""
-    pairs = [((1 << bits) - 1, low)]
-    for b in range(bits):
-        if not low >> b & 1:
-            mask = ((1 << bits) - 1) & ~((1 << b) - 1)
-            pairs.append((mask, (low & mask) | 1 << b))
+def between(low: int, high: int, bits: int = 32) -> list[tuple[int, int]]:
+    """(mask, value) pairs that together match an unsigned `bits`-bit value iff low <= it <=
+    high: the range cut into aligned blocks of a power of two, as a CIDR range is into
+    prefixes. Masked comparisons read only the low `bits` of a register, as the kernel does for
+    an int (a 64-bit GE would refuse a register whose upper half a caller left unset)."""
+    full, pairs = (1 << bits) - 1, []
+    while low <= high:
+        size = low & -low or 1 << bits  # the largest block aligned at `low`...
+        while low + size - 1 > high:  # ...that ends by `high`
+            size >>= 1
+        pairs.append((full & ~(size - 1), low))
+        low += size
     return pairs
+
+
+def at_least(low: int, bits: int = 32) -> list[tuple[int, int]]:
+    """(mask, value) pairs that match an unsigned `bits`-bit value iff it is >= `low`."""
+    return between(low, (1 << bits) - 1, bits)
+
+
+def gaps(allowed: tuple[int, ...], end: int) -> list[tuple[int, int]]:
+    """The ranges [low, high] of 0..end-1 outside `allowed` (sorted)."""
+    edges = [-1, *allowed, end]
+    return [(a + 1, b - 1) for a, b in pairwise(edges) if b - a > 1]
+
+
+def inet_refusals() -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+    """(errno, (mask, type), (mask, protocol)) comparisons, each one rule for a family: the
+    socket types and protocols an IPv4 or IPv6 socket may not be made of."""
+    rules = []
+    for low, high in INET_NO_TYPES:
+        for pair in between(low, high, bits=4):
+            rules.append((errno.ESOCKTNOSUPPORT, pair, (0, 0)))
+    for kind, allowed in INET_PROTOCOLS.items():
+        for low, high in gaps(allowed, IPPROTO_MAX):
+            for pair in between(low, high):
+                rules.append((errno.EPROTONOSUPPORT, (SOCK_TYPE_MASK, kind), pair))
+    return rules
 
 
 def personality_refusals() -> list[tuple[int, int]]:
@@ -178,6 +221,38 @@ def personality_refusals() -> list[tuple[int, int]]:
     pairs = [((1 << 0) | (1 << c), 1 << 0) for c in range(1, 32)]
     outside = [b for b in range(1, 32) if not PERSONALITY_BITS & (1 << b)]
     return pairs + [((1 << b) | (1 << 0), 1 << b) for b in outside]
+
+
+def _socket_rules(seccomp: Any, filt: Any) -> None:
+    """socket's and socketpair's rules: the families, IPv4's and IPv6's protocols, uevents."""
+    refuse = seccomp.ERRNO(errno.EPERM)
+    # socket's family is an int: the kernel reads 32 bits of the register, a filter compares 64
+    # (EQ alone let (1 << 32) | AF_VSOCK through)
+    for call in ("socket", "socketpair"):  # socketpair makes its sockets first (a module loads)
+        filt.add_rule(refuse, call, seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
+    absent = seccomp.ERRNO(errno.EAFNOSUPPORT)
+    others = [(0xFFFFFFFF, f) for f in range(AF_KNOWN) if f not in SOCKET_FAMILIES and f != AF_VSOCK]
+    for mask, value in others + at_least(AF_KNOWN):
+        for call in ("socket", "socketpair"):  # socketpair makes its sockets first: a module too
+            filt.add_rule(absent, call, seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
+    for code, (type_mask, kind), (mask, protocol) in inet_refusals():
+        for family in INET_FAMILIES:
+            for call in ("socket", "socketpair"):  # socketpair makes its sockets first: a module too
+                filt.add_rule(
+                    seccomp.ERRNO(code),
+                    call,
+                    seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, family),
+                    seccomp.Arg(1, seccomp.MASKED_EQ, type_mask, kind),
+                    seccomp.Arg(2, seccomp.MASKED_EQ, mask, protocol),
+                )
+    # a uevent socket hears the host's device events in any network namespace of the initial
+    # user namespace (a job's): disks and USB plugged, the loop devices of other jobs' sized
+    # volumes (red-team run; Docker lets it through)
+    uevents = (
+        seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_NETLINK),
+        seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, NETLINK_KOBJECT_UEVENT),
+    )
+    filt.add_rule(refuse, "socket", *uevents)
 
 
 @lru_cache(maxsize=1)
@@ -192,23 +267,7 @@ def job_filter() -> bytes:
             filt.add_rule(refuse, name)
     for flag in NEW_NAMESPACE_FLAGS:
         filt.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-    # socket's family is an int: the kernel reads 32 bits of the register, a filter compares 64
-    # (EQ alone let (1 << 32) | AF_VSOCK through)
-    for call in ("socket", "socketpair"):  # socketpair makes its sockets first (a module loads)
-        filt.add_rule(refuse, call, seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_VSOCK))
-    absent = seccomp.ERRNO(errno.EAFNOSUPPORT)
-    others = [(0xFFFFFFFF, f) for f in range(AF_KNOWN) if f not in SOCKET_FAMILIES and f != AF_VSOCK]
-    for mask, value in others + at_least(AF_KNOWN):
-        for call in ("socket", "socketpair"):  # socketpair makes its sockets first: a module too
-            filt.add_rule(absent, call, seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
-    # a uevent socket hears the host's device events in any network namespace of the initial
-    # user namespace (a job's): disks and USB plugged, the loop devices of other jobs' sized
-    # volumes (red-team run; Docker lets it through)
-    uevents = (
-        seccomp.Arg(0, seccomp.MASKED_EQ, 0xFFFFFFFF, AF_NETLINK),
-        seccomp.Arg(2, seccomp.MASKED_EQ, 0xFFFFFFFF, NETLINK_KOBJECT_UEVENT),
-    )
-    filt.add_rule(refuse, "socket", *uevents)
+    _socket_rules(seccomp, filt)
     for mask, value in personality_refusals():
         filt.add_rule(refuse, "personality", seccomp.Arg(0, seccomp.MASKED_EQ, mask, value))
     # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc use clone

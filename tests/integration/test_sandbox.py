@@ -299,6 +299,12 @@ def test_seccomp_and_capabilities(client):
         checks["vsock_pair"] = syscall(53, 40, 1, 0, ctypes.byref((ctypes.c_int * 2)()))  # as socket's
         made = [socket.socket(f, socket.SOCK_DGRAM) for f in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)]
         checks["allowed_families"] = len(made) + len(socket.socketpair())
+        # IPv4's and IPv6's protocols: TCP, MPTCP, UDP, UDP-Lite are made; SCTP (stream and
+        # seqpacket) answers as on a kernel without it (tests/unit/test_seccomp_sockets.py
+        # reads the filter's own answer: this kernel has no SCTP either)
+        checks["inet_made"] = [attempt(lambda f=f, t=t, p=p: socket.socket(f, t, p).close())
+                               for f in (2, 10) for t, p in ((1, 6), (1, 262), (2, 17), (2, 136))]
+        checks["sctp"] = [syscall(41, 2, 1, 132), syscall(41, 10, 5, 132)]
         # the host's device events (uevents) are refused, also with the register's upper half
         # set; other netlink protocols (routing: the job's own namespace) are not
         checks["uevent"] = attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close())
@@ -359,6 +365,7 @@ def test_seccomp_and_capabilities(client):
     assert got["families"] == ["EAFNOSUPPORT"] * 5 and got["family_pair"] == "EAFNOSUPPORT", got
     assert got["vsock_pair"] == "EPERM", got
     assert got["allowed_families"] == 5, got
+    assert got["inet_made"] == ["ok"] * 8 and got["sctp"] == ["EPROTONOSUPPORT", "ESOCKTNOSUPPORT"], got
     socket.socket(44, socket.SOCK_RAW).close()  # the control: this kernel has AF_XDP, the host makes one
     assert got["uevent"] == got["uevent_high"] == "EPERM" and got["rtnetlink"] == "ok", got
     socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close()  # the control: the host opens one
