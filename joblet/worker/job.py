@@ -45,6 +45,7 @@ from joblet.network_agent.plan import NetPlan, make_plan
 from joblet.text import printable
 from joblet.worker import faults
 from joblet.worker.cgroups import block_device
+from joblet.worker.disks import full_disks
 from joblet.worker.execution import Launch, Sandbox, await_exit
 from joblet.worker.journal import Entry
 from joblet.worker.lookup import Unrunnable, resolve
@@ -466,29 +467,3 @@ def ended_how(outcome: Outcome, started: float | None) -> str:
         parts.append(f"after {max(0.0, time.time() - started):.1f} s")
     said = f" ({', '.join(parts)})" if parts else ""
     return f"{said}: {printable(outcome.error)[:300]}" if outcome.error else said
-
-
-def full_disks(cfg: Any) -> str:
-    """What says which of the worker's directories is on a full disk (ENOSPC at a job's
-    start), or "" when neither is (the job's own /work, say)."""
-    full = full_dirs(cfg)
-    if not full:
-        return ""
-    return f"no space left on this node's disk ({' and '.join(full)}): jobs cannot start here until space is freed"
-
-
-def full_dirs(cfg: Any) -> list[str]:
-    """`state_dir PATH`, `run_dir PATH` for each on a disk with less than FULL_BELOW free (or
-    no inode): published with the heartbeat, so that placement passes the node by."""
-    full = []
-    for setting, path in (("state_dir", cfg.state_dir), ("run_dir", cfg.run_dir)):
-        try:
-            st = os.statvfs(path)
-        except OSError:
-            continue
-        if st.f_bavail * st.f_frsize < FULL_BELOW or (st.f_files and st.f_favail == 0):
-            full.append(f"{setting} {path}")
-    return full
-
-
-FULL_BELOW = 1 << 20  # bytes free under which a directory's disk counts as full

@@ -29,9 +29,10 @@ from joblet.network_agent.overlay import Overlay
 from joblet.network_agent.repair import BridgeWatch
 from joblet.worker import cgroups, faults, fleet, landlock, ns_lock, stats
 from joblet.worker.discovery import Discovery
+from joblet.worker.disks import full_dirs, full_disks
 from joblet.worker.etc_view import EtcView, Secrets
 from joblet.worker.execution import oom_floor
-from joblet.worker.job import JobRun, full_dirs, full_disks
+from joblet.worker.job import JobRun
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import LinuxKernel
 from joblet.worker.mount_template import MountTemplate
