@@ -11,7 +11,7 @@ import click
 
 from joblet import config
 from joblet.errors import JobletError
-from joblet.worker import rlimits
+from joblet.worker import check, rlimits
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,13 @@ log = logging.getLogger(__name__)
     help=f"Jobs run at once (default {config.default('concurrency')}, JOBLET_CONCURRENCY).",
 )
 @click.option("--loglevel", default="INFO", show_default=True, help="Log level.")
-def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Check the settings, the host and the broker as a start would, start nothing, and exit (0: all good).",
+)
+def main(node: str | None, concurrency: int | None, loglevel: str, check_only: bool) -> None:
     """Run jobs from the joblet queues on this host (needs root)."""
     overrides = {k: v for k, v in (("node", node), ("concurrency", concurrency)) if v is not None}
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -35,6 +41,9 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     _require_worker_extra()
     if os.geteuid() != 0:
         sys.exit("joblet-worker: must run as root (it builds namespaces, links and firewall rules)")
+    if check_only:
+        _check(overrides)
+        return
     rlimits.raise_fd_limit()
     try:
         cfg = config.load(**overrides)
@@ -47,7 +56,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
         ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
         rlimits.halve_uid_budgets()
         rlimits.spare_core_handlers()
-        _check_fleet_settings(cfg)
+        check.check_fleet_settings(cfg)
         _own_state_dir(cfg)
         ns_lock.hold_dir(cfg.state_dir, "state_dir")  # its journal names the jobs its reconcile ends
         from joblet.worker.app import connect, make_app, trusted_signers
@@ -86,42 +95,23 @@ def main(node: str | None, concurrency: int | None, loglevel: str) -> None:
     )
 
 
-def _own_state_dir(cfg: config.Settings) -> None:
-    """A state_dir holds one installation's volumes and journal: a worker of another key
-    prefix there read them, and a `volume delete` under its prefix removed the first one's
-    data. The first worker writes its prefix in `<state_dir>/owner`; another is refused."""
-    owner = cfg.state_dir / "owner"
+def _check(overrides: dict[str, object]) -> None:
+    """`--check`: what a start would refuse, one line and exit 1; else what was found, exit 0."""
     try:
-        held = owner.read_text().strip()
-    except FileNotFoundError:
+        cfg = config.load(**overrides)
+        found = check.check(cfg)
+    except JobletError as exc:
+        sys.exit(f"joblet-worker: {exc}")
+    click.echo("joblet-worker: the settings hold")
+    for line in found:
+        click.echo(f"  {line}")
+
+
+def _own_state_dir(cfg: config.Settings) -> None:
+    """Refuse a state_dir of another installation; claim it for this one when it has no owner."""
+    if not check.check_state_dir_owner(cfg):
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        owner.write_text(cfg.key_prefix + "\n")
-        return
-    if held != cfg.key_prefix:
-        raise JobletError(
-            f"state_dir {cfg.state_dir} belongs to the installation with key prefix {held!r}, not "
-            f"{cfg.key_prefix!r}: give this one its own JOBLET_STATE_DIR (or remove {owner})"
-        )
-
-
-def _check_fleet_settings(cfg: config.Settings) -> None:
-    """Settings that broke the fleet without a word (fleet run): a heartbeat slower than half
-    of node_down_after showed the node down between its beats, and the sweep made its healthy
-    jobs LOST; an underlay address no interface here holds got the overlay's traffic nowhere."""
-    if cfg.heartbeat_interval * 2 > cfg.node_down_after:
-        raise JobletError(
-            f"heartbeat_interval {cfg.heartbeat_interval:g} s is more than half of node_down_after "
-            f"({cfg.node_down_after:g} s): other nodes would see this one down between its beats, "
-            "and its jobs LOST (JOBLET_HEARTBEAT_INTERVAL, JOBLET_NODE_DOWN_AFTER; the same on every node)"
-        )
-    if cfg.overlay and cfg.underlay_address:
-        from joblet.network_agent import links
-
-        if links.mtu_holding(cfg.underlay_address) is None:
-            raise JobletError(
-                f"underlay_address {cfg.underlay_address} (JOBLET_UNDERLAY_ADDRESS) is on no interface of "
-                "this host: other nodes' overlay traffic to it would never arrive"
-            )
+        (cfg.state_dir / "owner").write_text(cfg.key_prefix + "\n")
 
 
 def _require_worker_extra() -> None:

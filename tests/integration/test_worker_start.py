@@ -252,3 +252,52 @@ def test_two_cgroup_roots_of_one_name_are_refused_on_a_hybrid_host(redis_sock):
         for group in (elsewhere, elsewhere.parent):
             if group.is_dir():
                 group.rmdir()
+
+
+def test_check_says_what_a_start_would_refuse_and_makes_nothing(redis_sock):
+    """`joblet-worker --check` runs a start's checks without starting: for a deployment, also
+    while a worker runs. It makes no state_dir, cgroup root or heartbeat."""
+    need(os.geteuid() == 0, "needs root (the worker's checks)")
+    host = Host(redis_sock, "checked")
+    elsewhere = Host(redis_sock, "checked", fleet=host)  # its node's name, from another place
+
+    def check(h: Host, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{h.netns}", str(BIN / "joblet-worker"), "--node", h.name, "--check"],
+            env={**os.environ, **h.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    try:
+        fine = check(host)
+        assert fine.returncode == 0, fine.stderr
+        assert fine.stdout.startswith("joblet-worker: the settings hold\n"), fine.stdout
+        assert f"Redis {redis_sock} reached (also the broker)" in fine.stdout, fine.stdout
+        assert "no worker runs here now" in fine.stdout, fine.stdout
+        made = [Path(host.env[k]) for k in ("JOBLET_STATE_DIR", "JOBLET_RUN_DIR", "JOBLET_CGROUP_ROOT")]
+        assert not any(p.exists() for p in made), made
+        assert Client(host.cfg).live_nodes() == {}  # no heartbeat
+        refused = {  # each one line, exit 1, as a start would refuse it
+            "JOBLET_HEARTBEAT_INTERVAL": "heartbeat_interval 20 s is more than half of node_down_after",
+            "JOBLET_REDIS_URL": "cannot reach Redis at unix:///nonexistent.sock",
+            "JOBLET_CGROUP_ROOT": "is the top of a cgroup hierarchy",
+        }
+        values = {"JOBLET_HEARTBEAT_INTERVAL": "20", "JOBLET_REDIS_URL": "unix:///nonexistent.sock"}
+        values["JOBLET_CGROUP_ROOT"] = str(Path(host.env["JOBLET_CGROUP_ROOT"]).parent)
+        for key, said in refused.items():
+            bad = check(host, **{key: values[key]})
+            assert bad.returncode == 1 and bad.stdout == "", (key, bad)
+            assert bad.stderr.count("\n") == 1 and said in bad.stderr, (key, bad.stderr)
+        host.start_worker()
+        assert host.worker is not None
+        running = check(host)  # beside its worker: fine, and says so
+        assert running.returncode == 0, running.stderr
+        assert f"a worker uses this state_dir now (pid {host.worker.pid})" in running.stdout, running.stdout
+        taken = check(elsewhere)  # refused, as at a start
+        assert taken.returncode == 1 and "node 'checked' is up on another worker" in taken.stderr, taken
+        assert not Path(elsewhere.env["JOBLET_STATE_DIR"]).exists()
+    finally:
+        elsewhere.close()
+        host.close()
