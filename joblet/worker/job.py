@@ -219,7 +219,8 @@ class JobRun:
         if self.stopped.is_set():  # and who stopped it, where not a user: its worker's shutdown
             why = f"{self.stop_why}, before it started" if self.stop_why else "stopped before it started"
             return Outcome(JobStatus.STOPPED, error=why), b"", False
-        self._list_in_networks()
+        if (moved := self._list_in_networks()) is not None:
+            return Outcome(moved, error=f"its record became {moved.value} during its setup: not started"), b"", False
         faults.point("running", self.job_id)
         if isinstance(path, Unrunnable):
             return self._cannot_run(path)
@@ -306,14 +307,21 @@ class JobRun:
         """The size of the job's /work (and /tmp)."""
         return (self.spec.limits.max_disk or self.svc.cfg.default_disk_mb) << 20
 
-    def _list_in_networks(self) -> None:
-        """RUNNING, and known to its peers before its command starts."""
+    def _list_in_networks(self) -> JobStatus | None:
+        """RUNNING, and known to its peers before its command starts; or, where its record
+        left PENDING meanwhile, its status now, and it does not start: a stop that reached
+        Redis while the worker built the job (before its run was in the worker's table, or
+        while the events' listener reconnected) made it STOPPED, its followers gone, and the
+        command ran to the next heartbeat's stops with its output after its end (review);
+        a job its node was taken for lost may have had its addresses freed for others."""
         assert self.plan is not None
         plan, svc = self.plan, self.svc
         self.started_at = time.time()
-        self.store.transition(
+        if not self.store.transition(
             self.job_id, WAITING, status=JobStatus.RUNNING, started=self.started_at, node=svc.cfg.node, ips=plan.ips
-        )
+        ):
+            now = self.store.statuses([self.job_id])[0]
+            return now if now is not None and now.final else JobStatus.STOPPED
         self.undo.push("leave networks", lambda: svc.discovery.leave(self.job_id, list(plan.ips)))
         names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]
         svc.discovery.join(self.job_id, plan.ips, names, self.write_hosts, self.scope)
@@ -322,6 +330,7 @@ class JobRun:
         # log named no job at its default level (operator's run)
         where = ", ".join(f"{n} {ip}" if ip else n for n, ip in plan.ips.items()) if plan.ips else "none"
         log.info("job %s running %s (network %s)", self.job_id[:12], printable(self.spec.command)[:200], where)
+        return None
 
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
         """Spawn the job's process, which joins its cgroups, builds its root and waits for the go."""

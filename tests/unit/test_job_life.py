@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from joblet.api.models import JobSpec, JobStatus
+from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.networks import NetworkDef
 from joblet.config import load
 from joblet.errors import BackendUnavailable, ExecutionError, NetworkError
@@ -59,6 +59,14 @@ class FakeStore:
         self.records.setdefault(job_id, {}).update(fields)
         return True
 
+    def final_record(self, job_id: str) -> JobRecord | None:
+        fields = self.records.get(job_id, {})
+        spec = JobSpec(command="sh")
+        return JobRecord(id=job_id, spec=spec, **fields) if fields.get("status") is not None else None
+
+    def statuses(self, job_ids: list[str]) -> list[Any]:
+        return [self.records.get(j, {}).get("status") for j in job_ids]
+
     def expire_job(self, job_id: str, ttl: int) -> None: ...
     def find_job(self, job_id: str) -> None:
         return None
@@ -88,8 +96,10 @@ class FakeClaims:
     def __init__(self, store: FakeStore) -> None:
         self.store = store
 
-    def finish(self, job_id: str, spec: Any, allowed: Any, ttl: int, **fields: Any) -> tuple[bool, None]:
-        return self.store.transition(job_id, allowed, **fields), None
+    def finish(self, job_id: str, spec: Any, allowed: Any, ttl: int, **fields: Any) -> tuple[bool, Any]:
+        if self.store.transition(job_id, allowed, **fields):
+            return True, None
+        return False, self.store.final_record(job_id)  # as the script: the record already final
 
 
 class FakeCgroup:
@@ -272,9 +282,9 @@ class FakePump:
         self.log("end output")
 
 
-def services(tmp_path: Path, log: Log) -> Services:
+def services(tmp_path: Path, log: Log, store_type: type[FakeStore] = FakeStore) -> Services:
     cfg = load(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"), node="n1")
-    store = FakeStore(log)
+    store = store_type(log)
     return Services(
         cfg=cfg,
         store=store,
@@ -479,3 +489,33 @@ def test_a_job_stopped_by_its_workers_shutdown_during_setup_says_so(tmp_path):
         ),
         None: (JobStatus.STOPPED, "stopped before it started"),  # a user's stop: as before
     }
+
+
+class StoppedMeanwhile(FakeStore):
+    """A stop that reached Redis while the job was being built, and that its worker never
+    heard: the record is STOPPED (its followers gone), and nothing moves it on."""
+
+    def transition(self, job_id: str, allowed: Any, **fields: Any) -> bool:
+        record = self.records.setdefault(job_id, {})
+        if fields.get("status") == JobStatus.RUNNING:
+            record.update(status=JobStatus.STOPPED, error="stopped before it started")
+        if record.get("status") == JobStatus.STOPPED:
+            return False
+        record.update(fields)
+        return True
+
+
+def test_a_job_whose_record_left_pending_during_its_setup_never_starts(tmp_path):
+    """The RUNNING transition's refusal was ignored: the command ran until the next
+    heartbeat's stops, its output after its end marker (review)."""
+    log = Log(None)
+    svc = services(tmp_path, log, StoppedMeanwhile)
+    store = svc.store
+    JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",))).execute()
+    assert "sandbox go" not in log.calls and "join networks" not in log.calls, log.calls
+    assert store.records["a" * 32] == {"status": JobStatus.STOPPED, "error": "stopped before it started"}
+    for undone in ("sandbox close", "mounts close", "netns close", "cgroup remove", "net free"):
+        assert undone in log.calls, (undone, log.calls)
+    assert Journal(tmp_path / "state").entries() == []
+    calls, status, _ = life(tmp_path / "ok", None)  # the control: the same job, its record PENDING, starts
+    assert "sandbox go" in calls and status == JobStatus.COMPLETED
