@@ -36,20 +36,32 @@ def reconcile(svc: Services, running: set[str]) -> None:
             continue
         problems = teardown_entry(svc, entry)
         left.update(entry.plan.ips if entry.plan is not None else ())
+        said = f": {'; '.join(problems)}" if problems else ""
         try:
-            # it ended while Redis was gone: its own end, not LOST
-            if entry.outcome is None or not svc.records.settle(entry.job_id, entry.outcome):
-                svc.records.mark_lost(entry.job_id, LOST)
-        except JobletError as exc:  # kept: the next start tries again (else RUNNING for good)
-            log.error("job %s: could not record its end (the next start tries again): %s", entry.job_id[:12], exc)
+            record_end(svc, entry)
+        except JobletError as exc:  # kept, and the heartbeat tries again once Redis is back
+            log.error("job %s: could not record its end (the heartbeat tries again): %s", entry.job_id[:12], exc)
+            svc.records.finals.add(
+                f"job {entry.job_id}", f"reconciled job {entry.job_id[:12]}'s end", lambda e=entry: record_end(svc, e)
+            )
             continue
-        svc.journal.forget(entry.job_id)
-        log.warning("reconciled job %s%s", entry.job_id[:12], f": {'; '.join(problems)}" if problems else "")
+        log.warning("reconciled job %s%s", entry.job_id[:12], said)
     try:
         svc.discovery.refresh(sorted(left))
     except JobletError as exc:
         log.error("telling the peers of the reconciled jobs: %s", exc)
     scan_leftovers(svc)
+
+
+def record_end(svc: Services, entry: Entry) -> None:
+    """A reconciled job's end in Redis (the one it kept, else LOST), then its entry forgotten.
+    Redis out of reach when a worker starts (a host's boot before Redis's): the entry waited
+    for the worker's next start, weeks later, the job RUNNING meanwhile, its addresses and
+    name held, its workflow waiting (review); the heartbeat retries it now (records.Finals)."""
+    # it ended while Redis was gone: its own end, not LOST
+    if entry.outcome is None or not svc.records.settle(entry.job_id, entry.outcome):
+        svc.records.mark_lost(entry.job_id, LOST)
+    svc.journal.forget(entry.job_id)
 
 
 def teardown_entry(svc: Services, entry: Entry) -> list[str]:

@@ -412,7 +412,8 @@ def test_a_final_record_never_written_keeps_the_journal_entry(tmp_path):
 
 def test_a_journaled_job_not_recorded_lost_is_reconciled_again(tmp_path, monkeypatch):
     """The worker starts while Redis is away: the dead worker's job is torn down but cannot be
-    recorded LOST, so its entry stays for the next start (it used to be forgotten first)."""
+    recorded LOST, so its entry stays (it used to be forgotten first), and the heartbeat
+    records it once Redis is back (it waited for the worker's next start)."""
     from joblet.worker import reconcile as rec
 
     monkeypatch.setattr(rec, "scan_leftovers", lambda svc: None)  # the kernel's side: integration tests
@@ -428,9 +429,13 @@ def test_a_journaled_job_not_recorded_lost_is_reconciled_again(tmp_path, monkeyp
     svc.records.mark_lost = lost  # type: ignore[method-assign]
     rec.reconcile(svc, running=set())
     assert [e.job_id for e in Journal(tmp_path / "state").entries()] == ["a" * 32]  # b: recorded, forgotten
-    svc.records.mark_lost = lambda job_id, reason: True  # type: ignore[method-assign]
-    rec.reconcile(svc, running=set())  # the next start
-    assert Journal(tmp_path / "state").entries() == []
+    svc.records.finals.retry()  # a heartbeat while Redis is still away: kept
+    assert [e.job_id for e in Journal(tmp_path / "state").entries()] == ["a" * 32]
+    recorded: list[str] = []
+    svc.records.mark_lost = lambda job_id, reason: recorded.append(job_id) or True  # type: ignore[method-assign]
+    svc.records.finals.retry()  # a heartbeat once Redis is back, not the worker's next start (review)
+    assert recorded == ["a" * 32] and Journal(tmp_path / "state").entries() == []
+    assert svc.records.finals.pending() == []
 
 
 def test_stdout_is_kept_for_a_result_only_where_one_is_stored(tmp_path):
