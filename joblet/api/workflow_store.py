@@ -291,7 +291,8 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
                     changed |= not _queue(store, cfg, job_id, send, place, live_nodes, real)
                 elif _cancel(store, cfg, job_id, why or "cannot run"):
                     changed = True
-    _end_services(store, cfg, wf, states)
+    if _end_services(store, cfg, wf, states):  # a service no worker had yet: ended here, at once
+        states = statuses(store, wf)  # (no end of its own advances it again: review)
     if all(status.final for status in states.values()):  # the last round's, which changed nothing
         expire(store, wf, cfg.log_ttl)
 
@@ -341,18 +342,21 @@ def required_running(store: Store, wf_id: str, name: str) -> bool:
     return any(reqs.get(name) == JobStatus.RUNNING for reqs in get(store, wf_id).requires.values())
 
 
-def _end_services(store: Store, cfg: Settings, wf: WorkflowRecord, states: dict[str, JobStatus]) -> None:
+def _end_services(store: Store, cfg: Settings, wf: WorkflowRecord, states: dict[str, JobStatus]) -> bool:
     """Once the workflow's other jobs have ended, its services are stopped (one still waiting
-    for its requirements is canceled); each stop's end advances the workflow again."""
+    for its requirements is canceled); a running one's end advances the workflow again.
+    Whether one ended here (canceled, or stopped while queued, before any worker took it)."""
     if not wf.services or not all(states[n].final for n in wf.jobs if n not in wf.services):
-        return
+        return False
+    ended = False
     for name in wf.services:
         if states[name].final:
             continue
         if _mark(store, queued_key(store, wf.id, name), "0"):  # never queued: no worker has it
-            _cancel(store, cfg, wf.jobs[name], DONE_WHY)
+            ended |= _cancel(store, cfg, wf.jobs[name], DONE_WHY)
         else:
-            store.stop_job(wf.jobs[name], cfg.log_max_entries, cfg.log_ttl)
+            ended |= store.stop_job(wf.jobs[name], cfg.log_max_entries, cfg.log_ttl)
+    return ended
 
 
 def _cancel(store: Store, cfg: Settings, job_id: str, why: str) -> bool:

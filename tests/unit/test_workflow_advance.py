@@ -230,7 +230,7 @@ def test_a_service_lets_its_dependents_start_when_it_runs_and_is_stopped_when_th
     """`requires: {db: RUNNING}` queues app once db has started; once every job that is not a
     service has ended, the services are stopped (the workflow then ends COMPLETED)."""
     store, sent, stopped = FakeStore(), [], []
-    store.stop_job = lambda job_id, cap, ttl: stopped.append(job_id)  # type: ignore[attr-defined]
+    store.stop_job = lambda job_id, cap, ttl: stopped.append(job_id) or False  # type: ignore[attr-defined]
     cfg = load(node="n1")
     ids = {"db": "d" * 32, "app": "a" * 32}
     jobs = {
@@ -266,6 +266,46 @@ def test_a_service_lets_its_dependents_start_when_it_runs_and_is_stopped_when_th
     assert wfs._verdict({"db": JobStatus.COMPLETED}, {"db": JobStatus.RUNNING}) == ("go", None)
     assert wfs._verdict({"db": JobStatus.FAILED}, {"db": JobStatus.RUNNING})[0] == "cancel"
     assert wfs._verdict({"db": JobStatus.PENDING}, {"db": JobStatus.RUNNING}) == ("wait", None)
+
+
+def test_a_service_stopped_before_a_worker_took_it_lets_the_workflow_expire():
+    """The other job ended while the service still waited in its queue: the advance stopped
+    it (STOPPED at once, as Store.stop_job does a job no worker has taken), decided on the
+    statuses it had read before, and never expired the workflow; no end of the service's own
+    advanced it again (review): its records, marks and uploads stayed in Redis for good."""
+    for queued_first in (True, False):  # the control: a service that runs is stopped by its worker
+        store, sent = FakeStore(), []
+        cfg = load(node="n1")
+
+        def stop_job(job_id: str, cap: int, ttl: int, store: FakeStore = store) -> bool:
+            record = store.jobs[job_id]
+            if record.status != JobStatus.PENDING:
+                return False  # running: its worker stops it, and its end advances the workflow
+            store.jobs[job_id] = record.replace(status=JobStatus.STOPPED)
+            return True
+
+        store.stop_job = stop_job  # type: ignore[attr-defined]
+        ids = {"svc": "d" * 32, "quick": "a" * 32}
+        jobs = {name: (job_id, JobSpec(command="true"), {}) for name, job_id in ids.items()}
+        record = wfs.new_record("s" * 32, "svc", jobs, ["svc"])
+        wfs.save(store, record, 60)  # type: ignore[arg-type]
+        for name, job_id in ids.items():
+            store.jobs[job_id] = JobRecord(id=job_id, status=JobStatus.PENDING, spec=JobSpec(command="true"), name=name)
+
+        def send(_c: Any, job_id: str, spec: Any, node: Any, sent: list[str] = sent) -> None:
+            sent.append(job_id)
+
+        wfs.advance(store, cfg, record.id, send=send)  # type: ignore[arg-type]
+        assert sorted(sent) == sorted(ids.values())  # both queued
+        if not queued_first:
+            store.jobs[ids["svc"]] = store.jobs[ids["svc"]].replace(status=JobStatus.RUNNING)
+        store.jobs[ids["quick"]] = store.jobs[ids["quick"]].replace(status=JobStatus.COMPLETED)
+        wfs.advance(store, cfg, record.id, send=send)  # type: ignore[arg-type]  # at quick's end
+        expiring = store.keys.workflow(record.id) in store.redis.ttls
+        if queued_first:
+            assert store.jobs[ids["svc"]].status == JobStatus.STOPPED and expiring
+        else:
+            assert store.jobs[ids["svc"]].status == JobStatus.RUNNING and not expiring
 
 
 def test_an_advance_reads_the_others_marks_at_once():
