@@ -15,12 +15,20 @@ from joblet.errors import JobletError
 def check_fleet_settings(cfg: config.Settings) -> None:
     """Settings that broke the fleet without a word (fleet run): a heartbeat slower than half
     of node_down_after showed the node down between its beats, and the sweep made its healthy
-    jobs LOST; an underlay address no interface here holds got the overlay's traffic nowhere."""
+    jobs LOST; an underlay address no interface here holds got the overlay's traffic nowhere;
+    a job stopped while queued, whose record (and stop) expired after log_ttl, was made again
+    and run by its message's later arrival within message_ttl (review)."""
     if cfg.heartbeat_interval * 2 > cfg.node_down_after:
         raise JobletError(
             f"heartbeat_interval {cfg.heartbeat_interval:g} s is more than half of node_down_after "
             f"({cfg.node_down_after:g} s): other nodes would see this one down between its beats, "
             "and its jobs LOST (JOBLET_HEARTBEAT_INTERVAL, JOBLET_NODE_DOWN_AFTER; the same on every node)"
+        )
+    if cfg.log_ttl < cfg.message_ttl:
+        raise JobletError(
+            f"log_ttl {cfg.log_ttl} s is less than message_ttl ({cfg.message_ttl} s): the record of a job "
+            "stopped while queued would expire before its message, which would then run it "
+            "(JOBLET_LOG_TTL, JOBLET_MESSAGE_TTL; the same on every node and client)"
         )
     if cfg.overlay and cfg.underlay_address:
         from joblet.network_agent import links
