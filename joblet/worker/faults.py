@@ -8,9 +8,9 @@ Raise: with JOBLET_FAULT_FILE=<path>, a test arms faults while the worker runs b
 lines `<point> <exception> <count> [<job id>]` to that file (see `arm`): the next <count>
 calls of that point (for that job only, when one is named) raise <exception>. Each fault that
 fires appends `fired <point> <job id>` to JOBLET_FAULT_MARKER, so the test can wait for them.
-Raise points: beat, upkeep, listen, output-read, output-flush, bridge-created (a network's
-bridge exists on this host, its rules are not loaded yet), claim-reply (the claim ran in Redis,
-its reply is lost).
+Raise points: beat, beat-facts (each part of the heartbeat's host facts), upkeep, listen,
+output-read, output-flush, bridge-created (a network's bridge exists on this host, its rules
+are not loaded yet), claim-reply (the claim ran in Redis, its reply is lost).
 
 Unset (always, outside tests), a point costs one dictionary lookup.
 """
@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POINTS = ("claimed", "planned", "attached", "running", "teardown")
-RAISE_POINTS = ("beat", "upkeep", "listen", "output-read", "output-flush", "bridge-created", "claim-reply")
+RAISE_POINTS = (
+    "beat",
+    "beat-facts",
+    "upkeep",
+    "listen",
+    "output-read",
+    "output-flush",
+    "bridge-created",
+    "claim-reply",
+)
 
 
 def _redis_error(message: str) -> Exception:

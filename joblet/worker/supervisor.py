@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from joblet.api.message import JOB_ID_RE
@@ -115,6 +116,7 @@ class Supervisor:
         self.place = ""  # where it runs (fleet.place), set by start
         self._other_places: set[str] = set()  # of other workers seen beating under its name
         self._beats = self.store  # the presence beat's: a connection of its own from start()
+        self._facts: dict[str, dict[str, Any]] = {}  # the heartbeat's host facts, as last read
 
     def _jobs_cgroups(self) -> None:
         """The jobs' parent group (and its v1 twins on hybrid hosts), with the pids budget of
@@ -388,15 +390,7 @@ class Supervisor:
         faults.fail("beat")
         with self._lock:
             ids = list(self.running)
-        info = {
-            "node": self.cfg.node,
-            "jobs": len(ids),
-            "since": self.started,
-            "runtimes": runtimes(self.cfg.runtimes_dir, (self.cfg.state_dir, self.cfg.run_dir)),
-            **fleet.capabilities(self.svc),
-            **self._network_facts(),
-            "disk_full": full_dirs(self.cfg),  # placement passes the node by (its jobs would fail)
-        }
+        info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started, **self._host_facts()}
         try:
             replaced = self._beats.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
             fleet.other_worker(self.cfg.node, replaced, self.place, self._other_places)
@@ -405,6 +399,29 @@ class Supervisor:
         except BackendUnavailable as exc:
             self.present_since = None
             log.warning("heartbeat: %s", exc)
+
+    def _host_facts(self) -> dict[str, Any]:
+        """What the heartbeat tells of this host, each part read on its own: one that raises
+        (EMFILE under load, a netlink error) keeps its last value. It was read before the
+        beat's try, and its error skipped the beat itself: 80 s of that and another node's
+        sweep made this node's running jobs LOST, freed their addresses and stopped them
+        (review), what the presence beat's own thread is there to prevent."""
+        parts: dict[str, Callable[[], dict[str, Any]]] = {
+            "runtimes": lambda: {"runtimes": runtimes(self.cfg.runtimes_dir, (self.cfg.state_dir, self.cfg.run_dir))},
+            "capabilities": lambda: fleet.capabilities(self.svc),
+            "network facts": self._network_facts,
+            # placement passes a node with a full disk by (its jobs would fail)
+            "disks": lambda: {"disk_full": full_dirs(self.cfg)},
+        }
+        facts: dict[str, Any] = {}
+        for name, read in parts.items():
+            try:
+                faults.fail("beat-facts")
+                self._facts[name] = read()
+            except Exception as exc:  # noqa: BLE001 - the beat goes out with the last value
+                log.warning("heartbeat: %s not read, the last published again: %s: %s", name, type(exc).__name__, exc)
+            facts.update(self._facts.get(name, {}))
+        return facts
 
     def _beat_stops(self) -> None:
         """Stops the listener missed, and jobs the fleet gave up on while this node was silent."""

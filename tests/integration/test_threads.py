@@ -88,6 +88,21 @@ def test_heartbeat_survives_faults_and_still_repairs_the_firewall(faulty, fc):
     assert "BlockingIOError" in faulty.log() and "retrying in" in faulty.log()
 
 
+def test_a_heartbeat_whose_host_facts_fail_still_goes_out(faulty, fc):
+    """Reading the heartbeat's host facts (EMFILE, a netlink error) raised before the beat, and
+    skipped it: the node dropped out, and 80 s of that made its jobs LOST (review). Each part
+    keeps its last value now; the beat goes on."""
+    node = fc.live_nodes()["faulty"]
+    assert "mtu" in node and "sandbox" in node and "runtimes" in node  # the control: facts published
+    arm_faults(faulty, "beat-facts", "OSError", 4 * 8)  # every part of eight beats
+    wait_fired(faulty, "beat-facts", 4)
+    stays_listed(fc, "faulty", 6)  # longer than the node key's TTL (4 s)
+    wait_fired(faulty, "beat-facts", 4 * 8)
+    node = fc.live_nodes()["faulty"]
+    assert "mtu" in node and "sandbox" in node and "runtimes" in node, node  # the last values, still
+    assert "network facts not read, the last published again: OSError" in faulty.log()
+
+
 def hosts_file(h: Host, job_id: str) -> str:
     found = job_file(h, job_id, "/etc/hosts")
     return found.read_text() if found else ""
