@@ -176,6 +176,41 @@ def test_an_advance_whose_send_failed_sends_again_on_its_retry_only():
     assert sent == [ids["build"]]  # claimed meanwhile: the retry leaves it
 
 
+def test_a_retry_after_the_requirement_ended_otherwise_cancels_what_it_had_marked():
+    """The advance at db's start marked app to be queued ("1:T") and failed to send it; db then
+    failed; the retry (T) decided to cancel app, found the mark's verdict was not its own, and
+    neither sent nor canceled it: the workflow waited for good (review)."""
+    store, sent = FakeStore(), []
+    store.stop_job = lambda *_: False  # type: ignore[attr-defined]
+    cfg = load(node="n1")
+    ids = {"db": "d" * 32, "app": "a" * 32}
+    jobs = {
+        "db": (ids["db"], JobSpec(command="true"), {}),
+        "app": (ids["app"], JobSpec(command="true"), {"db": JobStatus.RUNNING}),
+    }
+    record = wfs.new_record("s" * 32, "w", jobs)
+    wfs.save(store, record, 60)  # type: ignore[arg-type]
+    for name, job_id in ids.items():
+        store.jobs[job_id] = JobRecord(id=job_id, status=JobStatus.PENDING, spec=JobSpec(command="true"), name=name)
+
+    def send(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        sent.append(job_id)
+
+    def down(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        raise BackendUnavailable("redis: gone")
+
+    wfs.advance(store, cfg, record.id, send=send)  # type: ignore[arg-type]  # db queued
+    store.jobs[ids["db"]] = store.jobs[ids["db"]].replace(status=JobStatus.RUNNING)
+    with pytest.raises(BackendUnavailable):
+        wfs.advance(store, cfg, record.id, send=down, token="T")  # type: ignore[arg-type]  # app marked
+    store.jobs[ids["db"]] = store.jobs[ids["db"]].replace(status=JobStatus.FAILED)
+    wfs.advance(store, cfg, record.id, send=send, token="T2")  # type: ignore[arg-type]  # db's end: not its mark
+    assert store.jobs[ids["app"]].status == JobStatus.PENDING and sent == [ids["db"]]
+    wfs.advance(store, cfg, record.id, send=send, token="T")  # type: ignore[arg-type]  # the retry
+    assert store.jobs[ids["app"]].status == JobStatus.CANCELED and sent == [ids["db"]]
+    assert store.keys.workflow(record.id) in store.redis.ttls  # ended: it expires
+
+
 def test_a_workflows_keys_expire_when_its_last_job_ends_not_before():
     """Its record expired log_ttl after the submit: a workflow running longer was lost, and
     its later jobs stayed PENDING for good. Now its keys expire once every job ended."""
