@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import uuid
 from typing import Any
 
@@ -53,6 +54,9 @@ def missing(kind: str, names: list[str], known: set[str], hint: str) -> str:
 def in_resources(field: str) -> str:
     """A limit as a workflow file names it: max_cpu -> resources.max_cpu."""
     return f"resources.{field}"
+
+
+CREATE_CHUNK = 64  # job records written per round trip at a submit (each may carry 24 MiB of uploads)
 
 
 class Workflows:
@@ -139,12 +143,12 @@ class Workflows:
             jobs[name] = (new_job_id(), spec, job.requires)
         record = wfs.new_record(wf_id, wf.name, jobs, (n for n, job in wf.jobs.items() if job.service))
         wfs.save(store, record, cfg.log_ttl)
-        for name, (job_id, spec, _) in jobs.items():
-            store.create_job(
-                JobRecord(
-                    id=job_id, status=JobStatus.PENDING, spec=spec, name=name, created=record.created, workflow=wf_id
-                )
-            )
+        made = [
+            JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=name, created=record.created, workflow=wf_id)
+            for name, (job_id, spec, _) in jobs.items()
+        ]
+        for first in range(0, len(made), CREATE_CHUNK):  # a round trip a chunk, not a job
+            store.create_jobs(made[first : first + CREATE_CHUNK])
         wfs.advance(store, cfg, wf_id)
         return record
 
@@ -184,5 +188,6 @@ class Workflows:
         store, cfg = self.store, self.settings
         wf = wfs.get(store, wf_id)
         touched = wfs.stop(store, cfg, wf.id)
-        wfs.advance(store, cfg, wf.id)
+        with contextlib.suppress(NotFound):  # a submit cut short, without some jobs: stop ended it
+            wfs.advance(store, cfg, wf.id)
         return touched

@@ -379,17 +379,25 @@ def _end_unsent(store: Store, cfg: Settings, job_id: str, status: JobStatus, why
 
 
 def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
-    """Stop the running and queued jobs, and cancel those not queued yet."""
+    """Stop the running and queued jobs, and cancel those not queued yet. A submit cut short
+    (Ctrl-C, Redis gone) left the workflow's record and only some of its jobs', none queued:
+    `rnx workflow stop` refused it ("no such job"), and its PENDING jobs held their networks
+    for good (review); the jobs it has are canceled, and it expires once they have ended."""
     wf = get(store, wf_id)
+    found = store.find_jobs(list(wf.jobs.values()))
     touched = []
-    for name, rec in records(store, wf).items():
-        if rec.status.final:
+    for name, rec in zip(wf.jobs, found, strict=True):
+        if rec is None or rec.status.final:
             continue
         if _mark(store, queued_key(store, wf.id, name), "0"):
             _cancel(store, cfg, rec.id, STOPPED_WHY)
         else:  # queued: as `rnx stop` (one no worker has taken yet, its node perhaps down, ends now)
             store.stop_job(rec.id, cfg.log_max_entries, cfg.log_ttl)
         touched.append(name)
+    if None in found:  # no advance reads it again: it expires here once the rest have ended
+        now = store.statuses(list(wf.jobs.values()))
+        if all(status is None or status.final for status in now):
+            expire(store, wf, cfg.log_ttl)
     return touched
 
 

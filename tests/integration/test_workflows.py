@@ -448,3 +448,24 @@ def test_a_fan_out_costs_each_advance_a_few_round_trips(client, host, project):
     assert info["status"] == "COMPLETED" and all(j["status"] == "COMPLETED" for j in info["jobs"]), info
     assert sets() - before < 12 * n, sets() - before  # ~5 a job here (its claim, nonce, mark, the beats); n² before
     assert host.name in client.live_nodes()  # the node beat on throughout
+
+
+def test_a_workflow_whose_submit_was_cut_short_can_be_stopped(client):
+    """Ctrl-C or Redis gone between the workflow's record and its last job's: `rnx workflow
+    stop` said "no such job", and the jobs recorded stayed PENDING for good, holding their
+    networks (review). They are canceled, and the workflow expires."""
+    from joblet.api import workflow_store as wfs
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
+
+    store, ids = client.store, {"first": "1" * 32, "second": "2" * 32}
+    jobs = {name: (job_id, JobSpec(command="true"), {}) for name, job_id in ids.items()}
+    record = wfs.new_record("c" * 32, "cut", jobs)
+    wfs.save(store, record, client.settings.log_ttl)
+    spec = JobSpec(command="true")
+    store.create_job(JobRecord(id=ids["first"], status=JobStatus.PENDING, spec=spec, name="first", workflow=record.id))
+    assert store.find_job(ids["first"]).status == JobStatus.PENDING  # the control: recorded, not queued
+    assert store.redis.ttl(wfs.wf_key(store, record.id)) == -1  # and kept while it runs
+    assert client.workflows.stop(record.id) == ["first"]
+    assert store.find_job(ids["first"]).status == JobStatus.CANCELED
+    assert 0 < store.redis.ttl(wfs.wf_key(store, record.id)) <= client.settings.log_ttl
+    assert 0 < store.redis.ttl(store.keys.job(ids["first"])) <= client.settings.log_ttl
