@@ -109,6 +109,7 @@ class Supervisor:
         self.claiming: set[str] = set()  # jobs a delivery here claims or runs: one at a time
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._leaving = threading.Lock()  # a presence beat's write, or the node's leave
         self.started = time.time()
         self.present_since: float | None = None  # since its heartbeats reach Redis without a gap
         self._sampler = stats.Sampler()  # each job's previous CPU reading, for a rate
@@ -305,6 +306,15 @@ class Supervisor:
         for run in runs:
             run.stop(f"stopped by the shutdown of its worker (node {self.cfg.node})")
 
+    def leave(self) -> None:
+        """The node leaves the fleet (worker shutdown, after stop_all): its heartbeat key goes
+        and its record says it left. A presence beat still under way then wrote the key again
+        without `left`, and clients placed jobs on the node for up to three intervals (review):
+        the beat and this take turns, and a beat after stop_all writes nothing."""
+        with self._leaving:
+            self.store.drop_node(self.cfg.node)
+            self.nodes.mark_left(self.cfg.node)
+
     def _listen_loop(self) -> None:
         """Stops and fleet events as they are published; the heartbeat covers missed ones."""
         resilient("events", self._listen, self._closing)
@@ -392,7 +402,10 @@ class Supervisor:
             ids = list(self.running)
         info = {"node": self.cfg.node, "jobs": len(ids), "since": self.started, **self._host_facts()}
         try:
-            replaced = self._beats.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
+            with self._leaving:
+                if self._closing.is_set():  # after leave(): a beat then made the node live again
+                    return
+                replaced = self._beats.heartbeat(self.cfg.node, info, ttl=int(self.cfg.heartbeat_interval * 3) + 1)
             fleet.other_worker(self.cfg.node, replaced, self.place, self._other_places)
             if self.present_since is None:
                 self.present_since = time.time()

@@ -201,3 +201,27 @@ def test_a_kept_outcome_is_recorded_at_the_next_start_and_an_unreadable_one_is_n
     assert not svc.records.settle(other, {**kept, "status": "VANISHED"})
     assert not svc.records.settle(other, {"status": "FAILED"})  # no time it ended
     assert other not in svc.store.records  # type: ignore[attr-defined]
+
+
+def test_no_presence_beat_is_written_once_the_worker_stops(tmp_path):
+    """A presence beat under way at the shutdown wrote the node's key again after its leave,
+    without `left`: clients placed jobs there for up to three intervals (review)."""
+    svc = services(tmp_path, Log())
+    svc.store.redis = None  # type: ignore[attr-defined]  # the node store's client: never used here
+    sup = Supervisor(svc.cfg, svc)
+    written: list[str] = []
+    left: list[str] = []
+
+    class Beats:
+        def heartbeat(self, node: str, info: dict[str, Any], ttl: int) -> None:
+            written.append(node)
+
+    sup._beats = Beats()  # type: ignore[assignment]
+    sup.store.drop_node = left.append  # type: ignore[attr-defined]
+    sup.nodes.mark_left = left.append  # type: ignore[method-assign]
+    sup._beat_presence()
+    assert written == ["n1"]  # the control: a running worker beats
+    sup.stop_all()
+    sup.leave()
+    sup._beat_presence()
+    assert written == ["n1"] and left == ["n1", "n1"]
