@@ -146,6 +146,28 @@ return set
 """
 )
 
+# A job that never ran and never will, in one step: FAILED if still waiting, its stream's
+# end, out of the index of jobs that have not ended, its keys and name expiring (unless its
+# workflow's expire with the workflow). KEYS: the job, its log, claim, stop, the index.
+# ARGV: allowed statuses, fields, end field, summary, cap, ttl, the job's id, names' prefix.
+_FAIL_WAITING = (
+    LUA_SET_IF_STATUS
+    + LUA_IN_WORKFLOW
+    + LUA_EXPIRE_NAME
+    + """
+local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
+if set == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', ARGV[3], ARGV[4])
+  redis.call('ZREM', KEYS[5], ARGV[7])
+  if not in_workflow(KEYS[1]) then
+    for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+    expire_name(KEYS[1], ARGV[8], ARGV[6])
+  end
+end
+return set
+"""
+)
+
 _url = translated(lambda self: self.url)
 NODE_INDEX_KEEP = 3600  # seconds a silent node stays in the node index (its key says if it lives)
 
@@ -224,6 +246,7 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         self._cas = self.redis.register_script(_CAS_STATUS)
         self._create_named = self.redis.register_script(_CREATE_NAMED)
         self._stop = self.redis.register_script(_STOP)
+        self._fail_waiting = self.redis.register_script(_FAIL_WAITING)
         self._end = self.redis.register_script(END_SCRIPT)
         self._prune_script = self.redis.register_script(PRUNE_SCRIPT)
         self._sweep_script = self.redis.register_script(SWEEP_SCRIPT)
@@ -423,12 +446,25 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
     ) -> bool:
         """A job that never ran and never will: FAILED with `error` if it is still `waiting`,
         its stream ended and every key expiring after log_ttl, as a worker's end does (a bare
-        status change left them for good). Whether it was."""
-        if not self.transition(job_id, waiting, status=JobStatus.FAILED, error=error, finished=time.time()):
-            return False
-        self.expire_job(job_id, log_ttl)
-        self.end_output(job_id, {"status": "FAILED"}, cap, log_ttl)
-        return True
+        status change left them for good). Whether it was. One script: three round trips
+        left a FAILED record without its TTL when cut after the first, and its name's key
+        never expired (review)."""
+        keys = self.keys
+        fields = {"status": JobStatus.FAILED, "error": error, "finished": time.time()}
+        ended = self._fail_waiting(
+            keys=[keys.job(job_id), keys.log(job_id), keys.claim(job_id), keys.stop(job_id), keys.live],
+            args=[
+                json.dumps([s.value for s in waiting]),
+                json.dumps(encode_fields(fields)),
+                END_FIELD,
+                json.dumps({"status": "FAILED"}),
+                cap,
+                log_ttl,
+                job_id,
+                keys.name(""),
+            ],
+        )
+        return bool(ended == 1)
 
     def expire_job(self, job_id: str, ttl: int) -> None:
         pipe = self.redis.pipeline()

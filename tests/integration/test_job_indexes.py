@@ -215,3 +215,24 @@ def test_what_deletes_something_in_use_reads_every_record(redis_sock: str) -> No
     client.store.redis.hset(client.store.keys.job(job.id), "status", '"LOST"')
     client.networks.delete("held")  # the control: once it has ended, both go
     client.volumes.delete("kept")
+
+
+def test_a_job_failed_while_waiting_ends_whole_in_one_step(store: Store) -> None:
+    """fail_waiting: FAILED, its stream's end, out of the index, its keys and its name's
+    expiring; the name's key never expired before (review). Not over a job that started."""
+    from joblet.api.keys import END_FIELD
+
+    assert store.create_named_job(_job(6, name="nightly")) is None
+    name_key = store.keys.name("nightly")
+    assert store.redis.ttl(name_key) == -1  # the control: held, with no expiry, while it waits
+    assert store.fail_waiting(_job(6).id, "no node", 600, 100)
+    record = store.find_job(_job(6).id)
+    assert record is not None and record.status == JobStatus.FAILED and record.error == "no node"
+    assert 0 < store.redis.ttl(store.keys.job(_job(6).id)) <= 600
+    assert 0 < store.redis.ttl(name_key) <= 600
+    (_, last), *_ = store.redis.xrevrange(store.keys.log(_job(6).id), count=1)
+    assert last == {END_FIELD: b'{"status": "FAILED"}'}, last  # followers detach
+    assert _indexed(store) == []
+    store.create_job(_job(7, JobStatus.RUNNING))
+    assert not store.fail_waiting(_job(7).id, "no node", 600, 100)  # it started: left alone
+    assert store.find_job(_job(7).id).status == JobStatus.RUNNING
