@@ -23,7 +23,7 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[4], KEYS[5])
 return 1
 """
 
@@ -52,10 +52,11 @@ class NodeStore:
 
     @_url
     def forget(self, node: str, seen: dict[str, Any]) -> bool:
-        """Remove a node's record, drain and sweep mark, if its record is still `seen` (its
-        worker did not beat meanwhile); whether it did."""
+        """Remove a node's record, drain and sweep mark, held jobs and counts of dropped
+        messages (kept for good before: one hash per node ever named), if its record is still
+        `seen` (its worker did not beat meanwhile); whether it did."""
         script = self.redis.register_script(_FORGET)
-        keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept, self.keys.held(node)]
+        keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept, self.keys.held(node), self.keys.dropped(node)]
         raw = self.redis.hget(self.keys.nodes, node)
         if raw is None or json.loads(raw) != seen:
             return False

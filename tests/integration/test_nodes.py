@@ -65,8 +65,11 @@ def test_a_node_down_for_good_is_forgotten_once_its_jobs_are_lost(redis_sock):
     client.forget_node("idle")  # down, nothing of it unfinished: no sweep to wait for
     with pytest.raises(NotFound, match="no node 'gonne' in the fleet"):
         client.forget_node("gonne")
+    store.count_drop("gone", "unsigned")  # messages its worker refused, counted by reason
+    store.count_drop("alive", "unsigned")
     nodes.mark_swept("gone", gone_beat)  # a live worker swept its last silence (the job: as if LOST)
     assert not nodes.forget("gone", {"node": "gone", "beat": gone_beat + 1})  # another beat since: kept
     client.forget_node("gone")
     assert [n["name"] for n in client.nodes()] == ["alive"]  # the control: the live one stays
     assert "gone" not in nodes.drained() and "gone" not in nodes.swept()
+    assert store.dropped("gone") == {} and store.dropped("alive") == {"unsigned": 1}  # with its counts
