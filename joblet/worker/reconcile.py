@@ -112,5 +112,8 @@ def free_orphan_addresses(svc: Services) -> None:
             rec = svc.store.find_job(owner)
             if rec is None or rec.status.final:
                 ipam.release(network, address, owner)
-                shown = ipaddress.IPv4Address(address) if 0 <= address < 1 << 32 else address
+                if network == "isolated":  # a slot of its pool: the job's end (0.0.0.5 was shown: review)
+                    shown: object = svc.agent.pool.job_end(address)
+                else:
+                    shown = ipaddress.IPv4Address(address) if 0 <= address < 1 << 32 else address
                 log.warning("freed %s address %s of ended job %s", network, shown, owner[:12])

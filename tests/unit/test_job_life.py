@@ -524,3 +524,27 @@ def test_a_job_whose_record_left_pending_during_its_setup_never_starts(tmp_path)
     assert Journal(tmp_path / "state").entries() == []
     calls, status, _ = life(tmp_path / "ok", None)  # the control: the same job, its record PENDING, starts
     assert "sandbox go" in calls and status == JobStatus.COMPLETED
+
+
+def test_a_freed_isolated_link_is_named_by_its_address_not_its_slot(tmp_path, caplog):
+    """The isolated pool's allocations are slots: slot 5 was logged as "address 0.0.0.5"."""
+    from joblet.network_agent.ipam import P2pPool
+    from joblet.worker.reconcile import free_orphan_addresses
+
+    svc = services(tmp_path, Log(None))
+    released: list[tuple[str, int]] = []
+
+    class Ipam:
+        def allocations(self, network: str) -> dict[int, str]:
+            return {5: "e" * 32} if network == "isolated" else {167837957: "f" * 32} if network == "bridge" else {}
+
+        def release(self, network: str, address: int, owner: str) -> None:
+            released.append((network, address))
+
+    svc.agent.ipam, svc.agent.pool = Ipam(), P2pPool("10.254.0.0/16")  # type: ignore[attr-defined]
+    svc.agent.networks = type("Nets", (), {"all": staticmethod(list)})()  # type: ignore[attr-defined]
+    with caplog.at_level("WARNING"):
+        free_orphan_addresses(svc)  # both owners are gone (no record)
+    assert released == [("bridge", 167837957), ("isolated", 5)]
+    assert "freed isolated address 10.254.0.22 of ended job eeeeeeeeeeee" in caplog.text, caplog.text
+    assert "freed bridge address 10.1.1.5 of ended job ffffffffffff" in caplog.text  # the control
