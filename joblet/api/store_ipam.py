@@ -45,6 +45,16 @@ end
 return false
 """
 
+# KEYS: the network's allocations. ARGV: the address, its owner. The owner holds it (nil),
+# else the job that does: HSETNX then HGET in two round trips read nothing when that job
+# released it in between, and said "held" for an address no one held (review).
+_HOLD = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return false end
+local holder = redis.call('HGET', KEYS[1], ARGV[1])
+if holder == ARGV[2] then return false end
+return holder
+"""
+
 _RELEASE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
@@ -87,6 +97,7 @@ class IpamStore:
         self.redis = client if client is not None else connect(url)  # share a pool when given
         self._allocate = self.redis.register_script(_ALLOCATE)
         self._release = self.redis.register_script(_RELEASE)
+        self._hold = self.redis.register_script(_HOLD)
         self._delete = self.redis.register_script(_DELETE)
 
     @_url
@@ -113,11 +124,8 @@ class IpamStore:
     def hold(self, network: str, address: int, owner: str) -> str | None:
         """`owner` holds `address` again (after Redis lost its allocations); the job that
         took it meanwhile, if one did."""
-        key = self.keys.ipam(network)
-        if self.redis.hsetnx(key, str(address), owner):
-            return None
-        holder = self.redis.hget(key, str(address))
-        return None if holder is None or holder.decode() == owner else holder.decode()
+        holder = self._hold(keys=[self.keys.ipam(network)], args=[str(address), owner])
+        return None if holder is None else holder.decode()
 
     @_url
     def allocations(self, network: str) -> dict[int, str]:

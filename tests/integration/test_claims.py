@@ -152,3 +152,18 @@ def test_an_address_allocation_sent_again_after_a_lost_reply_takes_one_address(r
     assert first == resent == b"10" and ipam.allocations("net1") == {10: "job-a"}
     assert ipam.allocate("net1", 10, 20, "job-a") == 11  # the control: a call of its own takes another
     assert ipam.allocations("net1") == {10: "job-a", 11: "job-a"}
+
+
+def test_an_address_held_again_after_redis_forgot_it_is_held_or_names_its_holder(redis_sock: str) -> None:
+    """IpamStore.hold (restore.py): the owner holds the address, else the job that does is
+    named, in one step: HSETNX then HGET read nothing when that job released it in between,
+    and the address was said held by one that did not hold it (review)."""
+    from joblet.api.store_ipam import IpamStore
+
+    ipam = IpamStore(redis_sock, f"ipam{time.time_ns()}:")
+    assert ipam.hold("net1", 10, "job-a") is None and ipam.allocations("net1") == {10: "job-a"}
+    assert ipam.hold("net1", 10, "job-a") is None  # its own already: held
+    assert ipam.hold("net1", 10, "job-b") == "job-a"  # another's: named, not taken
+    assert ipam.allocations("net1") == {10: "job-a"}
+    assert ipam.release("net1", 10, "job-a")
+    assert ipam.hold("net1", 10, "job-b") is None and ipam.allocations("net1") == {10: "job-b"}  # free: taken
