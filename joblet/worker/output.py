@@ -24,10 +24,11 @@ pieces (its reads full) is never held back, a chatty one of small pieces only on
 worth (64 KiB) a window, over 2.5 MB/s; a job's last bytes by one window at most.
 
 Past its cap a job's pipe is drained into /dev/null by splice (no copy through the worker),
-made 1 MiB (F_SETPIPE_SZ, charged to the job as its writer) and left unwatched for a WINDOW
-after each drain: discarding took the worker as much CPU as the jobs writing (five jobs at
-`--max-cpu=10`: 6.5 s of the worker's in 10 s, red-team run); it is now at most 40 drains a
-second a pipe, 40 MiB/s of output past the cap, the job waiting on its full pipe beyond that.
+made 1 MiB (F_SETPIPE_SZ; root's pages: eight pipes at once at most, DISCARD_PIPES) and left
+unwatched for a WINDOW after each drain: discarding took the worker as much CPU as the jobs
+writing (five jobs at `--max-cpu=10`: 6.5 s of the worker's in 10 s, red-team run); it is now
+at most 40 drains a second a pipe, 40 MiB/s of output past the cap (2.5 MiB/s from a pipe
+left at 64 KiB), the job waiting on its full pipe beyond that.
 
 A fault in one job's read or write costs that job (retried, then given up with a log line),
 never the other jobs' output; the loop itself runs under `resilient`.
@@ -64,6 +65,12 @@ RESERVED_ENTRIES = 8  # of a stream's entries, kept for the worker's own: the no
 WINDOW = 0.025  # seconds a pipe's reads are counted in: at most 1,600 reads a second of a trickle
 TRICKLE_READS, TRICKLE_BYTES = 40, 256 * 1024  # more reads in a window, fewer bytes: it trickles
 DISCARD_PIPE = 1 << 20  # a pipe's size once its output is discarded (pipe-max-size's default)
+# pipes made DISCARD_PIPE at once: the worker makes every job's pipes, so their pages count
+# against root's fs.pipe-user-pages-soft (16384 pages), whatever user the job runs as; 32
+# `--user` jobs past their caps took it all, and root's processes without CAP_SYS_RESOURCE
+# (root jobs, capability-less services) got 8 KiB pipes and EPERM from F_SETPIPE_SZ
+# (red-team run). Eight take 2048 pages; the rest drain at their size, more often
+DISCARD_PIPES = 8
 F_SETPIPE_SZ = 1031
 
 
@@ -174,7 +181,7 @@ class OutputPump:
         self._pace: dict[int, list[float]] = {}  # fd -> [window start, reads, bytes]
         self._parked: list[tuple[float, int, Any]] = []  # (until, fd, key data): unwatched meanwhile
         self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # where output past a cap goes
-        self._draining: set[int] = set()  # pipes whose output is discarded (made DISCARD_PIPE)
+        self._enlarged: set[int] = set()  # pipes past their caps made DISCARD_PIPE (DISCARD_PIPES at most)
         self._incoming: collections.deque[tuple[Any, ...]] = collections.deque()
         self._outbox: collections.deque[Item] = collections.deque()
         self._redis_gone = False  # said once per outage, not at each retry (twice a second)
@@ -285,10 +292,10 @@ class OutputPump:
     def _drain(self, key: selectors.SelectorKey, cap: Capture) -> None:
         """Output past the cap: into /dev/null in the kernel, then the pipe rests a WINDOW."""
         fd = key.fd
-        if fd not in self._draining:
-            self._draining.add(fd)
+        if fd not in self._enlarged and len(self._enlarged) < DISCARD_PIPES:  # a place (again)
             with contextlib.suppress(OSError):  # a smaller pipe drains all the same, more often
                 fcntl.fcntl(fd, F_SETPIPE_SZ, DISCARD_PIPE)
+                self._enlarged.add(fd)
         try:
             moved = os.splice(fd, self._devnull, DISCARD_PIPE)
         except BlockingIOError:
@@ -346,7 +353,7 @@ class OutputPump:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self.selector.unregister(fd)
         self._pace.pop(fd, None)  # (a closed pipe is never parked: EOF is read while watched)
-        self._draining.discard(fd)
+        self._enlarged.discard(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
         cap.open_pipes -= 1

@@ -3,17 +3,17 @@ the system's libseccomp2), exported as BPF once per worker and handed to bubblew
 
 Everything is allowed except what Docker's default profile refuses to a container without
 CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_TIME, CAP_SYS_MODULE, CAP_SYS_BOOT and the like, plus
-io_uring and vsock sockets (Docker refuses them too), and memfd_secret (ENOSYS). Stricter than Docker: sockets of
-families other than unix, IPv4, IPv6, netlink and packet (EAFNOSUPPORT), IPv4 and IPv6
-sockets of protocols other than TCP, MPTCP, UDP, UDP-Lite, ping and raw (EPROTONOSUPPORT, or
-ESOCKTNOSUPPORT for the types only SCTP and DCCP serve), ptrace
-(debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's), uevent
-netlink sockets (the host's device events), a socket's classic BPF filter (JIT memory of one
-host-wide budget), a packet socket's PACKET_QDISC_BYPASS (the job's
-egress shaping is a qdisc) and its mmap rings (kernel memory no cgroup is charged), and file
-leases and delegations, fcntl's F_SETLEASE and F_SETDELEG (the worker writes files a job can
-open); fcntl's commands after the last one reviewed here get EINVAL, as from a kernel without
-them.
+io_uring and vsock sockets (Docker refuses them too), and memfd_secret (ENOSYS). Stricter
+than Docker: sockets of families other than unix, IPv4, IPv6, netlink and packet
+(EAFNOSUPPORT), IPv4 and IPv6 sockets of protocols other than TCP, MPTCP, UDP, UDP-Lite,
+ping and raw (EPROTONOSUPPORT, or ESOCKTNOSUPPORT for the types only SCTP and DCCP serve),
+ptrace (debuggers do not work in a job), io_setup (Linux AIO's budget is the whole host's),
+uevent netlink sockets (the host's device events), a socket's classic BPF filter (JIT memory
+of one host-wide budget), a packet socket's PACKET_QDISC_BYPASS (the job's egress shaping is
+a qdisc) and its mmap rings (kernel memory no cgroup is charged), and file leases and
+delegations, fcntl's F_SETLEASE and F_SETDELEG (the worker writes files a job can open), and
+a tty's line discipline (TIOCSETD: its modules load on demand); fcntl's commands after the
+last one reviewed here get EINVAL, as from a kernel without them.
 Other architectures' syscalls (i386 through int 0x80, x32) kill the process: the filter knows
 only the native one, and libseccomp treats the rest as a bad architecture.
 
@@ -125,6 +125,7 @@ IPPROTO_MAX = 263
 SOCK_TYPE_MASK = 0xF  # socket's type argument carries SOCK_NONBLOCK and SOCK_CLOEXEC above it
 INET_NO_TYPES = ((0, 0), (4, 10))  # type ranges no inet protocol here serves (11 on: EINVAL)
 AF_NETLINK, NETLINK_KOBJECT_UEVENT = 16, 15  # the host's device events reach every namespace
+TIOCSETD = 0x5423  # ioctl(2)'s request: set a tty's line discipline (x86, arm; powerpc and mips differ)
 F_SETLEASE = 1024  # fcntl(2)'s command: a lease, whose break makes a writer's open wait
 F_SETDELEG = 1040  # a delegation (Linux 6.19): a lease that metadata changes break too
 F_LAST_REVIEWED = F_SETDELEG  # fcntl's commands after it: EINVAL (F_GETDELEG, 1039, is a query)
@@ -307,6 +308,11 @@ def job_filter() -> bytes:
         filt.add_rule(refuse, "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, command))
     for mask, value in at_least(F_LAST_REVIEWED + 1):
         filt.add_rule(seccomp.ERRNO(errno.EINVAL), "fcntl", seccomp.Arg(1, seccomp.MASKED_EQ, mask, value))
+    # a tty's line discipline: the kernel loads `tty-ldisc-N` for one it has not (n_hdlc,
+    # n_gsm: code with a history of CVEs) where dev.tty.ldisc_autoload=1, the default, for
+    # any process that holds a tty, its own pty included (red-team run). EPERM, as with
+    # autoload off; no job has a serial line to give one (TIOCGETD still reads it)
+    filt.add_rule(refuse, "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, TIOCSETD))
     with tempfile.TemporaryFile() as out:  # libseccomp writes to a real descriptor
         filt.export_bpf(out)
         out.seek(0)

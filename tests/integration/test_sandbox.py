@@ -12,6 +12,7 @@ import ctypes
 import fcntl
 import json
 import os
+import pty
 import shutil
 import socket
 import struct
@@ -305,6 +306,12 @@ def test_seccomp_and_capabilities(client):
         checks["inet_made"] = [attempt(lambda f=f, t=t, p=p: socket.socket(f, t, p).close())
                                for f in (2, 10) for t, p in ((1, 6), (1, 262), (2, 17), (2, 136))]
         checks["sctp"] = [syscall(41, 2, 1, 132), syscall(41, 10, 5, 132)]
+        # a tty's line discipline loads its module on demand: refused, also on the job's own
+        # pty; reading it (TIOCGETD) is not
+        import fcntl, pty, struct
+        _, tty = pty.openpty()
+        checks["tiocsetd"] = attempt(lambda: fcntl.ioctl(tty, 0x5423, struct.pack("i", 0)) and None)
+        checks["tiocgetd"] = struct.unpack("i", fcntl.ioctl(tty, 0x5424, struct.pack("i", -1)))[0]
         # the host's device events (uevents) are refused, also with the register's upper half
         # set; other netlink protocols (routing: the job's own namespace) are not
         checks["uevent"] = attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close())
@@ -366,6 +373,12 @@ def test_seccomp_and_capabilities(client):
     assert got["vsock_pair"] == "EPERM", got
     assert got["allowed_families"] == 5, got
     assert got["inet_made"] == ["ok"] * 8 and got["sctp"] == ["EPROTONOSUPPORT", "ESOCKTNOSUPPORT"], got
+    assert got["tiocsetd"] == "EPERM" and got["tiocgetd"] == 0, got  # N_TTY, read
+    with contextlib.ExitStack() as fds:  # the control: the host sets its pty's discipline (N_TTY again)
+        master, tty = pty.openpty()
+        fds.callback(os.close, master)
+        fds.callback(os.close, tty)
+        fcntl.ioctl(tty, 0x5423, struct.pack("i", 0))
     socket.socket(44, socket.SOCK_RAW).close()  # the control: this kernel has AF_XDP, the host makes one
     assert got["uevent"] == got["uevent_high"] == "EPERM" and got["rtnetlink"] == "ok", got
     socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close()  # the control: the host opens one

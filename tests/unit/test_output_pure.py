@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -339,3 +340,52 @@ def test_a_trickling_pipe_is_read_in_windows_and_a_fast_one_at_once(monkeypatch)
     parks = pump.parks  # the control: large pieces as fast as they come, never held back
     fast = pump_job(pump, "fast", b"f" * (8 << 20))
     assert fast.flushed.wait(10) and len(stdout_of(store, "fast")) == 8 << 20 and pump.parks == parks
+
+
+def test_only_a_few_pipes_past_their_caps_are_made_large_at_once():
+    """A pipe past its cap is drained from 1 MiB, but the worker makes every job's pipes, so
+    their pages are root's budget (fs.pipe-user-pages-soft) whatever user the job runs as:
+    32 `--user` jobs took it all (red-team run). DISCARD_PIPES at most at once; the rest
+    drain at their size, and a closed pipe gives its place back."""
+    import fcntl
+
+    from joblet.worker.output import DISCARD_PIPE, DISCARD_PIPES
+
+    store = FakeStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20, ttl=600)  # type: ignore[arg-type]
+    pipes = [os.pipe() for _ in range(DISCARD_PIPES + 2)]
+    for _, w in pipes:
+        os.set_blocking(w, False)
+    caps = [
+        pump.watch(f"job{i}", r, os.open(os.devnull, os.O_RDONLY), 1 << 20, max_output=10)
+        for i, (r, _) in enumerate(pipes)
+    ]
+
+    def size(w: int) -> int:
+        return fcntl.fcntl(w, 1032)  # F_GETPIPE_SZ, the writer's end: the same pipe
+
+    for _, w in pipes:
+        os.write(w, b"x" * 4096)  # past the cap of 10 bytes: drained from now on
+    deadline = time.monotonic() + 10
+    while sum(size(w) == DISCARD_PIPE for _, w in pipes) < DISCARD_PIPES and time.monotonic() < deadline:
+        for _, w in pipes:
+            with contextlib.suppress(BlockingIOError):
+                os.write(w, b"x" * 4096)
+        time.sleep(0.01)
+    sizes = [size(w) for _, w in pipes]
+    assert sizes.count(DISCARD_PIPE) == DISCARD_PIPES and sizes.count(1 << 16) == 2, sizes  # the rest: 64 KiB
+    large = next(i for i, n in enumerate(sizes) if n == DISCARD_PIPE)
+    os.close(pipes[large][1])  # that job ends: its place goes to another pipe past its cap
+    assert caps[large].closed.wait(5)
+    deadline = time.monotonic() + 10
+    while sum(size(w) == DISCARD_PIPE for i, (_, w) in enumerate(pipes) if i != large) < DISCARD_PIPES:
+        assert time.monotonic() < deadline, [size(w) for i, (_, w) in enumerate(pipes) if i != large]
+        for i, (_, w) in enumerate(pipes):
+            if i != large:
+                with contextlib.suppress(BlockingIOError):
+                    os.write(w, b"x" * 4096)
+        time.sleep(0.01)
+    for i, (_, w) in enumerate(pipes):
+        if i != large:
+            os.close(w)
+    assert all(c.closed.wait(5) for c in caps)
