@@ -115,6 +115,29 @@ return false
 """
 )
 
+# A job no worker has started ends here: `status` if it is still `allowed`, its stream's end
+# marker, out of the index of jobs that have not ended, its keys (job, log, claim, stop) and
+# its name expiring, unless its workflow's end expires them. KEYS: those four, the index.
+LUA_END_UNSTARTED = (
+    LUA_SET_IF_STATUS
+    + LUA_IN_WORKFLOW
+    + LUA_EXPIRE_NAME
+    + """
+local function end_unstarted(allowed, fields, end_field, summary, cap, ttl, id, names)
+  local set = set_if_status(KEYS[1], allowed, fields)
+  if set == 1 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', cap, '*', end_field, summary)
+    redis.call('ZREM', KEYS[5], id)
+    if not in_workflow(KEYS[1]) then
+      for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
+      expire_name(KEYS[1], names, ttl)
+    end
+  end
+  return set
+end
+"""
+)
+
 # KEYS: job, log, claim, stop, the index of jobs that have not ended. ARGV: the waiting
 # statuses (JSON list), the STOPPED fields (JSON of JSON values), the end marker's field and
 # summary, the stream's cap, the TTL, the stop channel, the job id, the name keys' prefix. The
@@ -124,49 +147,22 @@ return false
 # marker made the stream without one). The flag of a job that had ended goes with its
 # record, or after the TTL when none is left. Returns 1 when it stopped the job.
 _STOP = (
-    LUA_SET_IF_STATUS
-    + LUA_IN_WORKFLOW
+    LUA_END_UNSTARTED
     + LUA_EXPIRE_WITH
-    + LUA_EXPIRE_NAME
     + """
 redis.call('SET', KEYS[4], '1')
 redis.call('PUBLISH', ARGV[7], ARGV[8])
-local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
-if set == 1 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', ARGV[3], ARGV[4])
-  redis.call('ZREM', KEYS[5], ARGV[8])
-  if not in_workflow(KEYS[1]) then
-    for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-    expire_name(KEYS[1], ARGV[9], ARGV[6])
-  end
-else
-  expire_with(KEYS[1], KEYS[4], ARGV[6])
-end
+local set = end_unstarted(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[8], ARGV[9])
+if set ~= 1 then expire_with(KEYS[1], KEYS[4], ARGV[6]) end
 return set
 """
 )
 
-# A job that never ran and never will, in one step: FAILED if still waiting, its stream's
-# end, out of the index of jobs that have not ended, its keys and name expiring (unless its
-# workflow's expire with the workflow). KEYS: the job, its log, claim, stop, the index.
-# ARGV: allowed statuses, fields, end field, summary, cap, ttl, the job's id, names' prefix.
-_FAIL_WAITING = (
-    LUA_SET_IF_STATUS
-    + LUA_IN_WORKFLOW
-    + LUA_EXPIRE_NAME
-    + """
-local set = set_if_status(KEYS[1], ARGV[1], ARGV[2])
-if set == 1 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', ARGV[3], ARGV[4])
-  redis.call('ZREM', KEYS[5], ARGV[7])
-  if not in_workflow(KEYS[1]) then
-    for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-    expire_name(KEYS[1], ARGV[8], ARGV[6])
-  end
-end
-return set
-"""
-)
+# A job that never ran and never will, in one step: FAILED if still waiting (the three round
+# trips it took left a FAILED record without its TTL when cut short, and its name's key for
+# good). KEYS: as LUA_END_UNSTARTED's. ARGV: allowed statuses, fields, end field, summary,
+# cap, ttl, the job's id, the name keys' prefix.
+_FAIL_WAITING = LUA_END_UNSTARTED + "return end_unstarted(unpack(ARGV))\n"
 
 _url = translated(lambda self: self.url)
 NODE_INDEX_KEEP = 3600  # seconds a silent node stays in the node index (its key says if it lives)
