@@ -155,8 +155,35 @@ def load(path: Path, limits: Limits | None = None) -> Workflow:
             raise ValidationError(f"workflow {path.name}: jobs {_shown(other)} and {_shown(name)} differ only in case")
     if limits.max_jobs is not None and len(doc["jobs"]) > limits.max_jobs:
         raise ValidationError(f"workflow {path.name}: {too_many(len(doc['jobs']), limits.max_jobs)}")
-    jobs = {name: _job(path, name, body, limits.upload_bytes) for name, body in doc["jobs"].items()}
-    return Workflow(name=path.stem, jobs=jobs)
+    return Workflow(name=path.stem, jobs=_jobs(path, doc["jobs"], limits.upload_bytes))
+
+
+def _jobs(path: Path, bodies: dict[str, Any], upload_limit: int | None) -> dict[str, WorkflowJob]:
+    """Each job, read; the upload files missing from every job said at once (one a run, a
+    workflow of a few services took as many runs to put right)."""
+    jobs, missing = {}, []
+    for name, body in bodies.items():
+        try:
+            jobs[name] = _job(path, name, body, upload_limit)
+        except MissingUploads as exc:
+            missing.append(f"job {_shown(name)}: {', '.join(exc.files)}")
+    if missing:
+        shown = "; ".join(missing[:MISSING_SHOWN]) + (
+            f"; and {len(missing) - MISSING_SHOWN} more job(s)" if len(missing) > MISSING_SHOWN else ""
+        )
+        raise ValidationError(f"workflow {path.name}: upload(s) not found in {path.parent.resolve()}: {shown}")
+    return jobs
+
+
+MISSING_SHOWN = 10  # jobs whose missing uploads an error names
+
+
+class MissingUploads(ValidationError):
+    """A job's upload files that do not exist (all of them, not the first alone)."""
+
+    def __init__(self, where: str, files: list[str]) -> None:
+        super().__init__(f"{where}: upload(s) {', '.join(files)}: No such file or directory")
+        self.files = files
 
 
 @functools.cache
@@ -350,7 +377,7 @@ def _uploads(path: Path, where: str, uploads: Any, limit: int | None) -> list[di
     files = uploads.get("files") if isinstance(uploads, dict) else None
     if not isinstance(files, list):
         raise ValidationError(f"{where}: 'uploads' must be {{files: [paths]}}")
-    out, total = [], 0
+    out, total, missing = [], 0, []
     base = path.parent.resolve()
     for rel in files:
         if not _scalar(rel):  # before str(): a list of a billion items is not a name
@@ -360,6 +387,9 @@ def _uploads(path: Path, where: str, uploads: Any, limit: int | None) -> list[di
             raise ValidationError(f"{where}: upload {_shown(rel)} is outside the workflow's directory {base}")
         try:
             read = _regular_file(src, None if limit is None else limit - total)
+        except FileNotFoundError:
+            missing.append(_shown(rel))
+            continue
         except OSError as exc:
             raise ValidationError(f"{where}: upload {_shown(rel)}: {exc.strerror}") from None
         if read is None:
@@ -369,6 +399,8 @@ def _uploads(path: Path, where: str, uploads: Any, limit: int | None) -> list[di
         data, mode = read
         total += len(data)
         out.append({"path": Path(str(rel)).name, "mode": mode, "content": base64.b64encode(data).decode()})
+    if missing:
+        raise MissingUploads(where, missing)
     return out
 
 

@@ -267,7 +267,7 @@ jobs:
         ),
         ("jobs:\n  a: {command: x, service: true}\n", "every job is a service"),
         ("jobs:\n  a: {command: x, service: 'yes'}\n", "'service' must be true or false"),
-        ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload 'nope.txt'"),
+        ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload(s) not found in"),
         ("jobs:\n  a: {command: echo, node: nosuch}\n", "No such nodes: nosuch (rnx nodes)"),
         (  # refused as the jobs are queued: which one of them, it says
             "jobs:\n  a: {command: 'true'}\n  b: {command: 'true', network: none, resources: {max_bandwidth: 1mbit}}\n",

@@ -266,3 +266,25 @@ def test_a_directory_given_as_the_workflow_is_named_as_one(tmp_path):
         load(tmp_path)
     (tmp_path / "wf.yaml").write_text("jobs:\n  a: {command: echo}\n")
     assert load(tmp_path / "wf.yaml").name == "wf"  # the control
+
+
+def test_every_missing_upload_is_named_at_once(tmp_path: Path):
+    """The guide's workflow without its files: each run named one missing upload, so a few
+    services took as many runs to put right (usability run). All of them, by job, in one line."""
+    (tmp_path / "requirements.txt").write_text("flask\n")  # the control: a file that is there
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "jobs:\n"
+        "  api: {command: python3, uploads: {files: [api.py, requirements.txt]}}\n"
+        "  web: {command: java, uploads: {files: [web.jar, app.properties]}}\n"
+        "  db: {command: 'true'}\n"
+    )
+    with pytest.raises(ValidationError) as caught:
+        load(path)
+    assert str(caught.value) == (
+        f"workflow wf.yaml: upload(s) not found in {tmp_path.resolve()}: "
+        "job 'api': 'api.py'; job 'web': 'web.jar', 'app.properties'"
+    )
+    for name in ("api.py", "web.jar", "app.properties"):
+        (tmp_path / name).write_text("x")
+    assert set(load(path).jobs) == {"api", "web", "db"}
