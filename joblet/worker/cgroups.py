@@ -221,11 +221,15 @@ def _read(path: Path) -> str:
         return ""
 
 
-def block_device(path: Path) -> str:
-    """MAJOR:MINOR of the whole disk holding `path` (throttling applies to disks)."""
+def block_device(path: Path) -> str | None:
+    """MAJOR:MINOR of the whole disk holding `path` (throttling applies to disks); None for a
+    filesystem on no block device of its own (btrfs, ZFS, overlayfs, tmpfs: an anonymous
+    device number), which io.max refuses (ENODEV): every --max-iobps job failed there (review)."""
     st = os.stat(path)
     dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
     sys_dev = Path("/sys/dev/block") / dev
+    if not sys_dev.exists():
+        return None
     if (sys_dev / "partition").exists():
         parent = _read(sys_dev.resolve().parent / "dev").strip()
         return parent or dev

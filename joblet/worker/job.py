@@ -285,8 +285,9 @@ class JobRun:
             return
         state = block_device(self.svc.cfg.state_dir)
         disks = {block_device(Path(source)) for source, target, _ in binds if target.startswith("/volumes/")}
-        if disks - {state}:
-            self.cgroup.throttle_io(bps, self.svc.cgroup_v2, sorted(disks - {state}))
+        others = sorted(d for d in disks - {state} if d is not None)
+        if others:
+            self.cgroup.throttle_io(bps, self.svc.cgroup_v2, others)
 
     def _mount(self, host: Host) -> JobMounts:
         """The job's mount namespace: /work with its uploads, and its sysfs with its covers."""

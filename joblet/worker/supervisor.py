@@ -152,6 +152,12 @@ class Supervisor:
         warning = oom_floor(self.cfg.job_oom_score_adj)
         if warning:
             log.warning("%s", warning)
+        if cgroups.block_device(self.cfg.state_dir) is None:
+            log.warning(
+                "state_dir %s is on a filesystem with no block device of its own (btrfs, ZFS, overlayfs, tmpfs): "
+                "--max-iobps throttles jobs' sized volumes and network here, not that disk",
+                self.cfg.state_dir,
+            )
         if self.cfg.allow_host_network and not landlock.can_scope():
             log.warning(
                 "this kernel has no Landlock scopes (Linux 6.12+, landlock in lsm=): host-mode jobs "

@@ -439,3 +439,37 @@ def test_output_of_many_small_writes_keeps_its_beginning(redis_sock):
         assert err == notice + b"and its further output is discarded\n", err
     finally:
         h.close()
+
+
+def test_max_iobps_runs_where_the_state_dir_has_no_block_device(redis_sock, mount_dir):
+    """A state_dir on btrfs, ZFS, overlayfs or tmpfs has an anonymous device number, which
+    io.max refuses (ENODEV): every job given --max-iobps failed at its setup (review). That
+    disk is not throttled there; the worker says so at start, and the job runs."""
+    need(os.geteuid() == 0, "needs root")
+    state = mount_dir / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(state)], check=True)
+    h = Host(redis_sock, "nodisk", state_dir=str(state))
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        rec, out, err = run(client, "sh", "-c", "echo ran", network="none", limits={"max_iobps": 1 << 20})
+        assert rec.status == JobStatus.COMPLETED and out == b"ran\n", (rec, err)
+        assert "is on a filesystem with no block device of its own" in h.log(), h.log()
+    finally:
+        h.close()
+    disk = Host(redis_sock, "disk")  # the control: a state_dir on a disk is throttled as before
+    try:
+        disk.start_worker()
+        client = Client(disk.cfg)
+        job = client.run("sleep", ("30",), network="none", limits={"max_iobps": 1 << 20})
+        eventually(lambda: client.get(job.id).status == JobStatus.RUNNING, "the job runs")
+        group = Path(disk.env["JOBLET_CGROUP_ROOT"]) / job.id
+        throttled = (group / "io.max").read_text() if (group / "io.max").exists() else ""
+        v1 = Path("/sys/fs/cgroup/blkio") / group.parent.name / job.id / "blkio.throttle.read_bps_device"
+        throttled += v1.read_text() if v1.exists() else ""
+        assert "1048576" in throttled, throttled
+        client.stop(job.id)
+        assert "no block device of its own" not in disk.log()
+    finally:
+        disk.close()
