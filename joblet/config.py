@@ -28,6 +28,7 @@ from joblet.config_checks import (
     cidr,
     endpoint,
     flag,
+    link_name,
     listed,
     network,
     nonempty,
@@ -189,7 +190,7 @@ class Settings:
         Path("/opt/joblet/runtimes"), path, "one directory with a bin/ per runtime, named as in --runtime"
     )
     bridge_cidr: str = setting("172.20.0.0/16", cidr)
-    bridge_name: str = setting("joblet0", text)
+    bridge_name: str = setting("joblet0", link_name)
     isolated_pool: str = setting("10.254.0.0/16", cidr, "isolated mode: one /30 per job from here")
     overlay: bool = setting(
         True,

@@ -28,6 +28,22 @@ def nonempty(value: Any) -> str:
     return text(value, 1)
 
 
+def link_name(value: Any) -> str:
+    """A network interface's name the kernel takes (1-15 bytes; no '/', ':' or blank), not
+    one of joblet's prefixes: a bridge_name of `jbr0` was deleted at every heartbeat as a
+    user network's bridge no network owns, and `jv*`, `ji*` match the rules for jobs' links
+    (review)."""
+    from joblet.names import JOB_VETH_PREFIXES, NETWORK_BRIDGE_PREFIX, VXLAN_PREFIX
+
+    name = text(value, 1)
+    if len(name.encode()) > 15 or name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+        raise ValueError("must be a network interface name: 1 to 15 bytes, no '/', ':' or blank")
+    taken = (NETWORK_BRIDGE_PREFIX, VXLAN_PREFIX, *JOB_VETH_PREFIXES)
+    if name.startswith(taken):
+        raise ValueError(f"must not begin with {', '.join(repr(p) for p in taken)}: joblet names its own links so")
+    return name
+
+
 def path(value: Any) -> Path:
     return value if isinstance(value, Path) else Path(text(value, 1))
 

@@ -114,6 +114,12 @@ def test_difflib_is_imported_only_for_an_unknown_variable(tmp_path):
         ("HEARTBEAT_INTERVAL", "0", "must be greater than 0"),
         ("JOB_OOM_SCORE_ADJ", "2000", "must be at most 1000"),
         ("DNS_SERVERS", "not-an-address", "does not appear to be an IPv4 or IPv6 address"),
+        # a user network's bridge prefix: swept at every heartbeat as a bridge no network owns
+        ("BRIDGE_NAME", "jbr0", "must not begin with 'jb', 'jx', 'jv', 'ji'"),
+        ("BRIDGE_NAME", "jv0", "must not begin with 'jb'"),
+        ("BRIDGE_NAME", "a-bridge-too-long", "must be a network interface name: 1 to 15 bytes"),
+        ("BRIDGE_NAME", "br 0", "no '/', ':' or blank"),
+        ("BRIDGE_NAME", "", "must have at least 1 character"),
     ],
 )
 def test_a_bad_value_names_the_setting(monkeypatch, name, value, says):
@@ -174,3 +180,9 @@ def test_a_relative_cgroup_root_is_refused_as_such(monkeypatch):
     assert str(load().cgroup_root) == "/sys/fs/cgroup/unified/joblet"
     monkeypatch.setenv("JOBLET_CGROUP_ROOT", "")  # `${X:-}` in a unit or compose file: detected
     assert load().cgroup_root is None
+
+
+def test_a_bridge_name_of_the_hosts_own_is_taken(monkeypatch):
+    for name in ("joblet0", "br-jobs", "docker-j0", "a" * 15):  # the control: any other name
+        monkeypatch.setenv("JOBLET_BRIDGE_NAME", name)
+        assert load().bridge_name == name
