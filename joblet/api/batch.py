@@ -71,7 +71,7 @@ class Batch:
         finally:
             if not self.waiting:  # where each job placed goes is written: another submitter reads it
                 self._holds.close()
-        return self._take()
+        return self.take()
 
     def flush(self) -> list[JobRecord]:
         """Queue every waiting job; returns the records queued since the last call."""
@@ -79,9 +79,11 @@ class Batch:
             self._write()
         finally:
             self._holds.close()
-        return self._take()
+        return self.take()
 
-    def _take(self) -> list[JobRecord]:
+    def take(self) -> list[JobRecord]:
+        """The records queued and not returned yet (also those an error cut off from their
+        return: Redis gone at a named job's write, after the jobs before it went)."""
         ready, self.ready = self.ready, []
         return ready
 

@@ -98,10 +98,20 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
     A line holds `rnx run` options and a command, e.g. `--network=none echo hi`
     (shell-like words). A bad line is reported with its number and skipped; rnx then
     exits 2 after queueing the others."""
+    jobs, limit = ctx.obj.client.batch(), ctx.obj.client.settings.upload_max_bytes
+    try:
+        refused = _queue_lines(ctx, jobs, file, limit)
+    finally:  # queued before an error that ends the batch (Redis gone at a named line, Ctrl-C):
+        show(jobs.take())  # they run, and their ids were never printed (review)
+    if refused:
+        sys.exit(REFUSED)
+
+
+def _queue_lines(ctx: click.Context, jobs: Any, file: IO[bytes], limit: int | None) -> int:
+    """Queue each line's job, printing ids as they are queued; the number of lines refused."""
     from joblet.cli.run import as_option, job_spec
     from joblet.fields import FieldError
 
-    jobs, limit = ctx.obj.client.batch(), ctx.obj.client.settings.upload_max_bytes
     refused = 0
     for number, raw in enumerate(lines(file), start=1):
         try:
@@ -119,8 +129,7 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
             queued += jobs.flush()
         show(queued)
     show(jobs.flush())
-    if refused:
-        sys.exit(REFUSED)
+    return refused
 
 
 def show(records: list[Any]) -> None:

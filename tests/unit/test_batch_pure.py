@@ -84,3 +84,49 @@ def test_run_job_says_redis_is_out_of_reach_in_joblets_words(monkeypatch):
     said = str(caught.value)
     assert "RuntimeError: Retry limit exceeded while trying to reconnect to the Celery" in said
     assert "\n" not in said and "secret" not in said, said
+
+
+def test_rnx_batch_prints_the_ids_queued_before_redis_went_at_a_named_line(monkeypatch):
+    """A named line writes the jobs waiting before it, then queues itself: Redis gone there
+    ended rnx batch with the earlier jobs queued (they run) and their ids never printed
+    (review)."""
+    from click.testing import CliRunner
+
+    from joblet.cli import main
+    from joblet.config import load
+    from joblet.errors import BackendUnavailable
+
+    sent: list[str] = []
+    monkeypatch.setattr(tasks, "send_runs", lambda cfg, runs, stamp: sent.extend(r[0] for r in runs))
+    checks = SimpleNamespace(
+        check_size=lambda s: None,
+        check_networks=lambda s: None,
+        check_resources=lambda s: s,
+        check_fleet=lambda node, live=None: None,
+    )
+
+    def gone(record: JobRecord) -> JobRecord:
+        raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
+
+    client = SimpleNamespace(
+        store=SimpleNamespace(create_jobs=lambda records, placed=True: None, prefix_stamp=lambda: None),
+        settings=load(),
+        preflight=checks,
+        queue_new=gone,
+    )
+
+    def batch() -> Batch:
+        made = Batch(client)  # type: ignore[arg-type]
+        made._place = lambda spec: None  # type: ignore[method-assign]
+        return made
+
+    client.batch = batch
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    lines = "--network=none true\n--network=none true\n--network=none --name=web true\n"
+    out = CliRunner().invoke(main.cli, ["batch"], input=lines)
+    assert len(sent) == 2 and out.exit_code != 0, out.output
+    assert out.stdout == "".join(f"{job_id}\n" for job_id in sent), out.output  # the two queued: their ids
+    client.queue_new = lambda record: record  # the control: Redis there, all three are printed
+    sent.clear()
+    out = CliRunner().invoke(main.cli, ["batch"], input=lines)
+    assert out.exit_code == 0 and len(out.stdout.split()) == 3 and out.stdout.split()[:2] == sent, out.output
