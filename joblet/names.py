@@ -10,6 +10,7 @@ import hashlib
 import re
 
 TABLE = "joblet"  # nftables: tables inet, arp and bridge joblet
+ALONE = ("none", "host", "isolated")  # networks a job cannot combine with any other
 DEFAULT_BRIDGE = "joblet0"  # the built-in "bridge" network (setting bridge_name)
 NETWORK_BRIDGE_PREFIX = "jb"  # a user network's bridge: jb + 10 hex digits
 BRIDGED_VETH_PREFIX = "jv"  # host end of a job's veth on a bridge

@@ -31,6 +31,7 @@ from joblet.fields import (
     strings,
     text,
 )
+from joblet.names import ALONE
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
@@ -352,6 +353,9 @@ def check_fresh(spec: JobSpec) -> None:
         raise FieldError("timeout", f"must be at most {MAX_TIMEOUT} (ten years; give none for no timeout)")
     if len(spec.network) > MAX_NETWORKS:
         raise FieldError("network", f"{len(spec.network)} networks, at most {MAX_NETWORKS}")
+    for alone in ALONE:  # here, not with the networks' lookup: rnx batch looks a network up once
+        if alone in spec.network and len(spec.network) > 1:
+            raise FieldError("network", f"{alone!r} cannot be combined")
     if len(spec.args) > MAX_ARGS:
         long = "pass a long list in an uploaded file"
         raise FieldError("args", f"{len(spec.args)} arguments, at most {MAX_ARGS} ({long})")

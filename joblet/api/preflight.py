@@ -19,8 +19,6 @@ from joblet.errors import ConfigError, NotFound, ValidationError
 from joblet.fields import FieldError
 from joblet.text import did_you_mean
 
-ALONE = ("none", "host", "isolated")
-
 
 def runtimes(live_nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Runtimes installed on live workers: [{"name", "nodes"}], sorted by name."""
@@ -92,9 +90,6 @@ class Preflight:
                     else:  # `--network=MyApp` for myapp: names keep their case
                         hint = " ".join(filter(None, (did_you_mean(name, self.networks.names()), "rnx network list")))
                     raise FieldError("network", f"no such network {name!r} ({hint})") from None
-        for alone in ALONE:
-            if alone in spec.network and len(spec.network) > 1:
-                raise FieldError("network", f"{alone!r} cannot be combined")
 
     def check_resources(self, spec: JobSpec) -> JobSpec:
         """Volumes must exist; a runtime must be offered by a live worker (the job is pinned

@@ -29,7 +29,7 @@ from joblet.api.networks import (
 from joblet.api.store_ipam import IpamStore
 from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
-from joblet.names import ISOLATED_VETH_PREFIX, bridge_name
+from joblet.names import ALONE, ISOLATED_VETH_PREFIX, bridge_name
 from joblet.network_agent import firewall, foreign, host, links, portsec, shaping
 from joblet.network_agent.conntrack import Janitor
 from joblet.network_agent.conntrack import setting as conntrack_setting
@@ -37,7 +37,7 @@ from joblet.network_agent.ipam import P2pPool, Subnet
 from joblet.network_agent.link_owners import LinkOwners
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.overlay import Overlay
-from joblet.network_agent.plan import ALONE, NetFacts, NetPlan, job_links, wants_addresses
+from joblet.network_agent.plan import NetFacts, NetPlan, job_links, wants_addresses
 from joblet.worker import faults
 
 log = logging.getLogger(__name__)

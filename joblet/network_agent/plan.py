@@ -15,8 +15,6 @@ from joblet.names import bridge_name, host_veth_name, name_key
 from joblet.network_agent.ipam import P2pPool, Subnet, to_str
 from joblet.network_agent.portsec import mac_for
 
-ALONE = ("none", "host", "isolated")
-
 
 class NetFacts(BaseModel):
     """What planning needs to know, read before it: the uplink, the built-in ranges, the

@@ -114,3 +114,15 @@ def test_a_line_before_a_refused_one_goes_once_the_input_is_idle(host, client):
         proc.wait(timeout=30)
     err = proc.stderr.read() if proc.stderr else b""
     assert proc.returncode == 2 and b"rnx batch: line 2: invalid --network" in err, err
+
+
+def test_networks_seen_before_are_still_refused_together_where_one_stands_alone(host, client):
+    """rnx batch looks a network up once per batch, and the rule that isolated, host and none
+    stand alone lived in that lookup: a third line joining two networks seen before was
+    queued, then FAILED by its worker (review). Refused at its line now."""
+    lines = b"--network=isolated true\n--network=bridge true\n--network=isolated --network=bridge true\n"
+    done = host.rnx("batch", input=lines)
+    assert done.returncode == 2, done
+    assert done.stderr.decode() == "rnx batch: line 3: invalid --network: 'isolated' cannot be combined\n"
+    first, second = done.stdout.decode().split()  # the control: each alone is queued and runs
+    assert client.wait(first, timeout=60).exit_code == 0 and client.wait(second, timeout=60).exit_code == 0
