@@ -424,6 +424,7 @@ class Attached:
         self.signals = 0  # how many came
         self.stopping: int | None = None  # the signal that stopped the job, once asked for
         self.stop_sent = False  # its stop request reached Redis: a signal now leaves at once
+        self.leaving = False  # rnx is on its way out: a signal now changes nothing
         self.patience = Patience(record.short_id)  # for Redis gone while it follows
         self.no_record = Patience(record.short_id)  # for a Redis back without its data, until restored
 
@@ -437,6 +438,7 @@ class Attached:
                 self._warn_if_no_worker(initial=True)
             self._stream()
         except Leave:
+            self.leaving = True  # a third Ctrl-C while this is said escaped as a traceback (review)
             sig, short = self.caught or signal.SIGINT, self.record.short_id
             if self.stop_sent:  # its stop was asked for and goes on: SIGKILL after the grace period
                 sys.stderr.write(f"rnx: stopped waiting; job {short} is still being stopped (rnx status {short})\n")
@@ -450,11 +452,13 @@ class Attached:
                 print_json({"id": self.record.id, "status": "RUNNING"})
             return 128 + sig
         except OSError as exc:  # its output's: a closed pipe (`| head -1`), a full disk
+            self.leaving = True
             if exc.filename is not None:
                 raise
             sys.stderr.write(f"rnx: cannot write the job's output ({exc.strerror}): {self._left()}\n")
             return 1
         finally:
+            self.leaving = True
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         final = self.client.store.get_job(self.record.id)
@@ -485,8 +489,11 @@ class Attached:
         """The first signal is acted on by the loop (no Redis call inside a signal handler): it
         asks for the stop. The second leaves once that request has reached Redis, however far
         the loop had got (not inside the request: it must arrive); a third leaves at once
-        (Redis hangs). Without the proxy, or once the stop was asked for, any leaves."""
+        (Redis hangs). Without the proxy, or once the stop was asked for, any leaves; once
+        rnx is leaving, none does anything more."""
         self.signals += 1
+        if self.leaving:
+            return
         if self.caught is None:
             self.caught = signum
         if not self.sig_proxy or self.stop_sent or self.signals > 2:

@@ -253,6 +253,27 @@ def test_a_third_signal_inside_a_hanging_stop_request_does_not_claim_the_stop(ca
     assert "its stop may not have been asked for" in err and "is still being stopped" not in err
 
 
+def test_a_signal_while_rnx_is_leaving_changes_nothing(capsys, monkeypatch):
+    """A third Ctrl-C while rnx wrote "stopped waiting..." raised Leave outside the handler
+    that catches it: a traceback and exit 1, not 130 (review)."""
+    run, client = attached()
+    run.record = run.record.replace(node="n1")
+    run._stream = lambda: (run._on_signal(signal.SIGINT, None), run._begin_stop(), run._on_signal(signal.SIGINT, None))  # type: ignore[method-assign]
+    written: list[str] = []
+
+    class Err:
+        def write(self, text: str) -> None:
+            written.append(text)
+            if "stopped waiting" in text:
+                run._on_signal(signal.SIGINT, None)  # the third, as rnx says it leaves
+
+        def flush(self) -> None: ...
+
+    monkeypatch.setattr(sys, "stderr", Err())
+    assert run.follow() == 128 + signal.SIGINT and client.stops == ["a" * 32]
+    assert any("is still being stopped" in w for w in written) and run.signals == 3
+
+
 def test_run_workflow_refuses_options_it_would_ignore(tmp_path, monkeypatch):
     monkeypatch.setattr(main.Ctx, "client", property(lambda self: FakeClient()))
     wf = tmp_path / "wf.yaml"
