@@ -31,7 +31,7 @@ from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
 from joblet.names import ALONE, ISOLATED_VETH_PREFIX, bridge_name
 from joblet.network_agent import firewall, foreign, host, links, portsec, shaping
-from joblet.network_agent.conntrack import Janitor
+from joblet.network_agent.conntrack import REUSED_SOON, Janitor
 from joblet.network_agent.conntrack import setting as conntrack_setting
 from joblet.network_agent.ipam import P2pPool, Subnet
 from joblet.network_agent.link_owners import LinkOwners
@@ -77,6 +77,7 @@ class NetworkAgent:
         self.overlay: Overlay | None = None  # user networks span hosts (set by the worker)
         self.owners = LinkOwners()  # which job holds each link name and MAC here
         # an ended job's flows leave the host's conntrack table, once it holds half a job's cap
+        # (always on a network that gives addresses again soon: conntrack.REUSED_SOON)
         self.conntrack = Janitor(busy=max(1, cfg.job_max_connections // 2))
 
     # -- host level -------------------------------------------------------------------------
@@ -461,7 +462,8 @@ class NetworkAgent:
     def forget_flows(self, plan: NetPlan) -> None:
         """An ended job's flows leave the host's conntrack table before its addresses are
         another's (conntrack.py; waited for up to FORGET_WAIT)."""
-        self.conntrack.forget(list(plan.ips.values())).wait(FORGET_WAIT)
+        soon = any(att.bridge and 1 << (32 - att.prefixlen) < REUSED_SOON for att in plan.attachments)
+        self.conntrack.forget(list(plan.ips.values()), always=soon).wait(FORGET_WAIT)
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
         """The default-route interface's MTU, read again at most every `max_age` seconds."""

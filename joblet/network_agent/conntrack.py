@@ -9,9 +9,13 @@ an address given to a later job at its predecessor's count. So each ended job's 
 are handed to one thread that deletes every entry whose original tuple starts or ends at
 them (a dump the kernel filters by address, Linux 5.8+; older ones send all of it, filtered
 here), once the job's veths are gone and before its addresses are freed for others. Only
-while the table holds `busy` entries or more (its count is one read of a file): the two
-dumps and their deletes cost a bridge job ~4 ms of CPU (its throughput 62 -> 52 jobs/s),
-and while the table is that empty no job's leftovers can weigh on another's cap.
+while the table holds `busy` entries or more (its count is one read of a file), or for an
+address the network may soon give again: the two dumps and their deletes cost a bridge job
+~4 ms of CPU (its throughput 62 -> 52 jobs/s), and while the table is that empty no job's
+leftovers can weigh on another's cap. But a network of fewer than REUSED_SOON addresses
+(a /24 user network) hands an ended job's address to another within minutes under load,
+and the flows its predecessor left (a UDP reply stream through NAT) were delivered to the
+new job, another tenant's data (review): those are always deleted.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import threading
 
 log = logging.getLogger(__name__)
 FORGET_MOST = 4096  # entries of an address, each way, deleted at a job's end (the rest expire)
+# a network of fewer addresses gives one again within UDP's conntrack timeouts (30-120 s) at
+# ~34 jobs/s, its round-robin cursor having gone round; the default bridge's /16 takes 30 min
+REUSED_SOON = 4096
 
 
 class Janitor:
@@ -36,10 +43,11 @@ class Janitor:
         self._start = threading.Lock()
         self.deleted = 0  # entries deleted so far (tests)
 
-    def forget(self, addresses: list[str]) -> threading.Event:
-        """Delete the entries of `addresses` (IPv4); the event is set when done."""
+    def forget(self, addresses: list[str], always: bool = False) -> threading.Event:
+        """Delete the entries of `addresses` (IPv4), while the table is busy or `always` (an
+        address soon given again); the event is set when done."""
         done = threading.Event()
-        if not addresses or (self.busy and (setting("count") or 0) < self.busy):
+        if not addresses or (not always and self.busy and (setting("count") or 0) < self.busy):
             done.set()
             return done
         with self._start:

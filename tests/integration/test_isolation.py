@@ -325,6 +325,50 @@ def test_jobs_connections_in_the_hosts_conntrack_table_are_capped_and_go_with_th
         h.close()
 
 
+def test_an_ended_jobs_flows_go_where_its_network_gives_its_address_again_soon(redis_sock):
+    """The table not busy, an ended job's flows stayed until they timed out; on a network of
+    few addresses its address went to another job within minutes, and its predecessor's
+    flows (a UDP reply stream through NAT) reached that job (review). Deleted at its end
+    there; on the default bridge's /16 (the control) they are left to expire."""
+    import sys
+
+    from joblet.api.store_ipam import IpamStore
+
+    h = Host(redis_sock, "reused")
+    up = add_upstream(h)
+    echo = subprocess.Popen(
+        ["ip", "netns", "exec", up, "python3", "-c", UDP_ECHO], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    client: Client | None = None
+    try:
+        assert echo.stdout is not None and echo.stdout.readline() == b"up\n"
+        h.start_worker()
+        client = Client(h.cfg)
+        client.networks.create("few", "10.182.0.0/26")
+
+        def tracked(address: str) -> int:
+            return int(sh("ip", "netns", "exec", h.netns, sys.executable, "-c", COUNT, address).stdout)
+
+        left, ipam = {}, IpamStore(h.cfg.redis_url, h.cfg.key_prefix)
+        for network in ("few", "bridge"):
+            job = client.run("python3", ("-c", FLOWS, "5", "300"), network=network)
+            eventually(lambda j=job: output(client, j.id).strip() != b"", "the job never counted its answers", 30)
+            assert int(output(client, job.id)) == 5
+            address = client.get(job.id).ip
+            assert tracked(address) == 5  # its flows, held
+            client.stop(job.id)
+            assert client.wait(job.id, timeout=60).status == JobStatus.STOPPED
+            freed = lambda j=job, n=network: j.id not in ipam.allocations(n).values()  # noqa: E731
+            eventually(freed, "its address freed (after its flows were dealt with)", 20)
+            left[network] = tracked(address)
+        assert left == {"few": 0, "bridge": 5}, left
+    finally:
+        echo.kill()
+        echo.wait()
+        remove_upstream(h, up)
+        h.close()
+
+
 UDP_ONCE = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
