@@ -144,8 +144,9 @@ def test_port_rules_go_even_when_a_veth_could_not_be_deleted(monkeypatch):
     monkeypatch.setattr(agent, "unsecure", removed.append)
     done = threading.Event()
     done.set()
-    agent.conntrack = SimpleNamespace(forget=lambda addresses: forgotten.append(addresses) or done)  # type: ignore[assignment]
-    plan = SimpleNamespace(attachments=[SimpleNamespace(host_ifname="jv0123456789")], ips={"bridge": "172.20.0.9"})
+    agent.conntrack = SimpleNamespace(forget=lambda addresses, always=False: forgotten.append(addresses) or done)  # type: ignore[assignment]
+    port = SimpleNamespace(host_ifname="jv0123456789", bridge="joblet0", prefixlen=16)
+    plan = SimpleNamespace(attachments=[port], ips={"bridge": "172.20.0.9"})
     monkeypatch.setattr(agent_mod.links, "await_gone", lambda names: None)
     agent.released(plan)  # type: ignore[arg-type]  # the control: gone, rules removed
     monkeypatch.setattr(agent_mod.links, "await_gone", stuck)
