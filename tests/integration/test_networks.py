@@ -367,3 +367,23 @@ def test_a_network_across_nodes_of_different_mtus_takes_the_smallest(redis_sock)
     assert client.networks.create("asked", "10.162.0.0/24", mtu=1300).mtu == 1300  # --mtu is the user's
     client.store.heartbeat("small", {"underlay": "192.0.2.9", "mtu": 1500, "prefixes": {}}, ttl=60)
     assert client.networks.create("even", "10.163.0.0/24").mtu is None
+
+
+def test_the_readmes_backend_address_recipe_reads_the_running_one(nets, host):
+    """README: `rnx list --network=N --name=backend --status=running --json | jq -r
+    '.[-1].ip'`. Its `.[0]` without --status read the first backend ever run, ended (usability
+    run)."""
+    import json
+
+    ended = nets.run("true", network="tenant-a", name="backend")
+    assert nets.wait(ended.id, timeout=60).status == JobStatus.COMPLETED
+    live = nets.run("sleep", ("300",), network="tenant-a", name="backend")
+    try:
+        address = wait_running(nets, live.id)
+        listed = host.rnx("list", "--network=tenant-a", "--name=backend", "--status=running", "--json")
+        assert json.loads(listed.stdout)[-1]["ip"] == address
+        everyone = json.loads(host.rnx("list", "--network=tenant-a", "--name=backend", "--json").stdout)
+        assert everyone[0]["id"] == ended.id  # the control: the old recipe's .[0] is the ended one
+    finally:
+        nets.stop(live.id)
+        nets.wait(live.id, timeout=30)
