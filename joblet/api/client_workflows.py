@@ -169,6 +169,7 @@ class Workflows:
             "id": wf.id,
             "name": wf.name,
             "status": wfs.overall(recs, wf.services),
+            "created": wf.created,
             "jobs": [
                 {
                     "name": n,
@@ -179,6 +180,8 @@ class Workflows:
                     "requires": {d: s.value for d, s in wf.requires[n].items()},
                     "exit_code": r.exit_code,
                     "error": r.error,
+                    "started": r.started,
+                    "finished": r.finished,
                 }
                 for n, r in recs.items()
             ],

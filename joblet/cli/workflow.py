@@ -40,8 +40,6 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         else:
             click.echo(record.id)
         return 0
-    from joblet.cli.render import printable
-
     count = len(record.jobs)
     print(f"workflow {record.name} {record.id[:12]}: {count} job{'s' if count != 1 else ''}", file=out)
     seen: dict[str, str] = {}
@@ -59,10 +57,8 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
                 patience(exc)
                 continue
             patience(None)
-            for job in info["jobs"]:
-                if seen.get(job["name"]) != job["status"]:
-                    seen[job["name"]] = job["status"]
-                    print(f"  {job['name']}: {job['status']}{ended_how(job, printable)}", file=out)
+            for name, line in changes(info["jobs"], seen):
+                print(f"  {name}: {line}", file=out)
             if info["status"] in ("COMPLETED", "FAILED", "STOPPED"):
                 break
             wakeup.sleep(0.3)
@@ -76,6 +72,27 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     from joblet.api.models import JobStatus
 
     return 0 if info["status"] == JobStatus.COMPLETED.value else 1
+
+
+def changes(jobs: list[dict[str, Any]], seen: dict[str, str]) -> list[tuple[str, str]]:
+    """The jobs' status changes since `seen` (updated), in the order they happened: a poll's
+    changes were printed in the file's order, so a job that required another's end showed
+    COMPLETED before it, and one that ran between two polls never showed RUNNING (usability
+    run). (name, "STATUS[ (how it ended)]") pairs, by the time of each change."""
+    from joblet.cli.render import printable
+
+    events: list[tuple[float, int, str, str]] = []
+    for order, job in enumerate(jobs):
+        name, status, before = job["name"], job["status"], seen.get(job["name"])
+        if before == status:
+            continue
+        seen[name] = status
+        started, finished = job.get("started"), job.get("finished")
+        if status not in ("PENDING", "RUNNING") and started is not None and before != "RUNNING":
+            events.append((started, order, name, "RUNNING"))  # it ran between two looks
+        when = finished if status not in ("PENDING", "RUNNING") else started
+        events.append((when or 0.0, order, name, f"{status}{ended_how(job, printable)}"))
+    return [(name, line) for _, _, name, line in sorted(events)]
 
 
 def some(items: list[str], shown: int = 20) -> str:

@@ -840,3 +840,24 @@ def test_limit_options_take_their_unit_or_a_size():
     ):
         with pytest.raises(click.BadParameter, match=re.escape(says)):
             kind.convert(value, None, None)
+
+
+def test_a_workflows_changes_are_printed_in_the_order_they_happened():
+    """a requires b COMPLETED: one look saw both ended and printed them in the file's order,
+    `a: COMPLETED` before `b: COMPLETED`, and never `a: RUNNING` (usability run)."""
+    from joblet.cli.workflow import changes
+
+    seen: dict[str, str] = {}
+    jobs = [
+        {"name": "a", "status": "PENDING", "started": None, "finished": None},
+        {"name": "b", "status": "PENDING", "started": None, "finished": None},
+    ]
+    assert changes(jobs, seen) == [("a", "PENDING"), ("b", "PENDING")]  # the file's order
+    jobs[1] = {"name": "b", "status": "RUNNING", "started": 8.0, "finished": None}
+    assert changes(jobs, seen) == [("b", "RUNNING")]
+    jobs[0] = {"name": "a", "status": "COMPLETED", "started": 10.02, "finished": 10.5, "exit_code": 0}
+    jobs[1] = {"name": "b", "status": "COMPLETED", "started": 8.0, "finished": 10.0, "exit_code": 0}
+    assert changes(jobs, seen) == [("b", "COMPLETED"), ("a", "RUNNING"), ("a", "COMPLETED")]
+    assert changes(jobs, seen) == []  # nothing new
+    failed = [{"name": "c", "status": "FAILED", "started": 1.0, "finished": 2.0, "exit_code": 3}]
+    assert changes(failed, {"c": "RUNNING"}) == [("c", "FAILED (exit code 3)")]  # seen running: once
