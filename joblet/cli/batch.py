@@ -33,7 +33,7 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
     from joblet.cli.run import run
 
     try:  # a UTF-8 byte order mark (an editor's) was read as part of the first word
-        words = shlex.split(text.removeprefix("\ufeff"), comments=True)
+        words = shlex.split(sh_quoting(text.removeprefix("\ufeff")), comments=True)
     except ValueError as exc:
         raise LineError(f"cannot split the line: {exc}") from None
     if not words:
@@ -52,6 +52,25 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
     if ctx.params.get("command") is None:
         raise LineError("missing COMMAND")
     return ctx.params
+
+
+def sh_quoting(text: str) -> str:
+    r"""`text` with what a POSIX shell unescapes inside double quotes and shlex does not, `\$`
+    and `` \` ``, unescaped: `sh -c "echo \$HOME"` as a batch line gave the job a literal
+    backslash (usability run). shlex does the rest (`\"` and `\\` there, any `\x` outside)."""
+    out, quote, i = [], "", 0
+    while i < len(text):
+        c = text[i]
+        if quote != "'" and c == "\\" and i + 1 < len(text):
+            pair = text[i : i + 2]
+            out.append(pair[1] if quote == '"' and pair[1] in "$`" else pair)
+            i += 2
+            continue
+        if c in "'\"" and quote in ("", c):
+            quote = "" if quote else c
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def decoded(raw: bytes) -> str:

@@ -3,6 +3,7 @@ wrong (never a traceback), and the value beside it that is fine still passes."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,25 @@ def test_a_batch_line_that_begins_with_rnx_run_is_refused():
         parse_line("rnx run --network=none echo z\n", parent)
     got = parse_line("--network=none rnx list\n", parent)  # the control: rnx as a job's command
     assert got is not None and got["command"] == "rnx" and got["args"] == ("list",)
+
+
+def test_a_batch_line_unescapes_inside_double_quotes_as_a_shell_does():
+    """`sh -c "echo \\$HOME"` gave the job `echo \\$HOME` (shlex keeps a backslash before `$`
+    and a backquote inside double quotes; sh drops it: usability run)."""
+    import click
+
+    from joblet.cli.batch import parse_line
+    from joblet.cli.main import cli
+
+    parent = click.Context(cli)
+    for line, args in (
+        (r'echo "a\$b" "t\`x"', ("a$b", "t`x")),  # what sh gives
+        (r'echo "q\"x" "b\\s" "n\n"', ('q"x', "b\\s", "n\\n")),  # shlex's own, as sh's
+        (r"echo 'a\$b' a\$b", ("a\\$b", "a$b")),  # single quotes keep it; unquoted, it escapes
+        (r"""echo "it's \$1" 'say "\$x"'""", ("it's $1", 'say "\\$x"')),  # quotes inside quotes
+    ):
+        got = parse_line(f"--network=none {line}\n", parent)
+        assert got is not None and got["args"] == args, (line, got and got["args"])
+        words = line.removeprefix("echo ")
+        sh = subprocess.run(["sh", "-c", f"printf '%s\\n' {words}"], capture_output=True, text=True)
+        assert tuple(sh.stdout.splitlines()) == args, (line, sh.stdout)  # the control: sh itself
