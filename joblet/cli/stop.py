@@ -43,10 +43,18 @@ def stop(obj: Any, job_ids: tuple[str, ...], no_wait: bool) -> None:
             failed += 1
     graces = client.stop_graces() if asked and not no_wait else {}
     down = down_nodes(client) if asked else {}
-    for record in asked:
-        node = record.node or ""
-        if not await_stop(client, record, began, no_wait, graces.get(node), down.get(node)):
-            failed += 1
+    waited: set[str] = set()
+    try:
+        for record in asked:
+            node = record.node or ""
+            if not await_stop(client, record, began, no_wait, graces.get(node), down.get(node)):
+                failed += 1
+            waited.add(record.id)
+    except KeyboardInterrupt:  # its stop goes on: rnx only stops waiting (it left silently: usability run)
+        going = [r.short_id for r in asked if r.id not in waited]
+        see = f"rnx status {going[0]}" if len(going) == 1 else "rnx list --status=running"
+        click.echo(f"rnx: stopped waiting; the stop goes on ({see})", err=True)
+        sys.exit(130)
     if failed:
         sys.exit(1)
 

@@ -321,3 +321,21 @@ def test_a_jobs_stop_time_is_to_its_own_end(monkeypatch):
     assert stop.ended_after(job("b", JobStatus.STOPPED), 100.0) == 5.0  # the control: no end recorded
     late = job("c", JobStatus.STOPPED).replace(finished=time.time() + 60)  # a clock ahead: at most what rnx saw
     assert stop.ended_after(late, 100.0) == 5.0
+
+
+def test_ctrl_c_while_rnx_stop_waits_says_the_stop_goes_on(monkeypatch):
+    """Ctrl-C while rnx stop waited left quietly (130): nothing said that the stop goes on,
+    as rnx run says when it stops waiting (usability run)."""
+    client = StopClient(job("a", JobStatus.RUNNING), job("b", JobStatus.RUNNING))
+
+    def interrupted(job_id: str, timeout: float) -> JobRecord:
+        raise KeyboardInterrupt
+
+    client.wait = interrupted  # type: ignore[method-assign]
+    out = rnx(monkeypatch, client, "stop", "a" * 32, "b" * 32)
+    assert out.exit_code == 130 and client.stops == ["a" * 32, "b" * 32], out.output
+    assert out.stderr.endswith("rnx: stopped waiting; the stop goes on (rnx list --status=running)\n"), out.stderr
+    one = StopClient(job("c", JobStatus.RUNNING))
+    one.wait = interrupted  # type: ignore[method-assign]
+    out = rnx(monkeypatch, one, "stop", "c" * 32)
+    assert out.exit_code == 130 and out.stderr.endswith(f"the stop goes on (rnx status {'c' * 12})\n"), out.stderr
