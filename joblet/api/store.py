@@ -380,8 +380,10 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             # the latest that has not ended, else the latest: `rnx stop s1` took a stopped
             # workflow's s1 while another workflow's ran on (usability run)
             matches = (self._live_among(named_jobs) or named_jobs)[-1:] or matches
-        if not matches:
-            raise NotFound(f"no such job: {shown(prefix)}")
+        if not matches:  # `rnx stop svc` of a workflow said only this (usability run)
+            workflow = self.redis.hexists(self.keys.workflow_names, prefix)
+            hint = f" (a workflow's name: rnx workflow status|stop {shown(prefix)})" if workflow else ""
+            raise NotFound(f"no such job: {shown(prefix)}{hint}")
         if len(matches) > 1:
             raise AmbiguousId(f"job id prefix '{shown(prefix)}' matches {len(matches)} jobs; give more")
         return matches[0]

@@ -327,6 +327,13 @@ def test_a_detached_workflow_prints_only_its_id_on_stdout(host, client, project)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1 and len(wf_id) == 32, proc
     assert "🔍 Validating workflow prerequisites..." in proc.stderr.decode()
     assert wait_done(client, wf_id)["status"] == "COMPLETED"
+    # a workflow's name given where a job's is expected says so (it said "no such job" alone)
+    wrong = host.rnx("status", "quiet")
+    assert wrong.returncode == 1 and wrong.stderr.decode().strip().endswith(
+        "no such job: quiet (a workflow's name: rnx workflow status|stop quiet)"
+    ), wrong
+    assert host.rnx("workflow", "status", "quiet").returncode == 0  # the control: as the hint says
+    assert "a workflow's name" not in host.rnx("status", "nosuchthing").stderr.decode()
 
 
 def test_the_workflow_index_forgets_expired_runs_and_names_find_the_newest(client):
