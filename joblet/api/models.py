@@ -181,7 +181,9 @@ def _network(value: Any) -> tuple[str, ...]:
             raise ValueError("at least one network is needed")
         for net in value:
             if not isinstance(net, str) or not NETWORK_RE.fullmatch(net):
-                raise ValueError(f"invalid network name {brief(net)}")
+                several = isinstance(net, str) and "," in net  # --status and --dns take commas
+                hint = " (one network a --network: give it once for each)" if several else ""
+                raise ValueError(f"invalid network name {brief(net)}{hint}")
         if len(set(value)) != len(value):
             raise ValueError("a network is named twice")
     return strings(value)
@@ -193,8 +195,10 @@ def _timeout(value: Any) -> float | None:
 
 def _volumes(value: Any) -> tuple[str, ...]:
     for vol in strings(value):
-        if not VOLUME_RE.fullmatch(vol):
-            raise ValueError(f"invalid volume name {brief(vol)}")
+        if not VOLUME_RE.fullmatch(vol):  # `v1:/data` as Docker's: where it goes is fixed
+            name = brief(vol.split(":")[0])
+            hint = f" (a volume mounts at /volumes/NAME: give its name, {name})" if ":" in vol else ""
+            raise ValueError(f"invalid volume name {brief(vol)}{hint}")
     if len(set(value)) != len(value):
         raise ValueError("a volume is named twice")
     return tuple(value)

@@ -262,3 +262,15 @@ def test_a_batch_line_unescapes_inside_double_quotes_as_a_shell_does():
         words = line.removeprefix("echo ")
         sh = subprocess.run(["sh", "-c", f"printf '%s\\n' {words}"], capture_output=True, text=True)
         assert tuple(sh.stdout.splitlines()) == args, (line, sh.stdout)  # the control: sh itself
+
+
+def test_docker_habits_in_network_and_volume_names_get_a_hint():
+    """`--network=a,b` and `--volume=v1:/data` were refused as invalid names alone (usability run)."""
+    with pytest.raises(ValidationError, match=r"'a,b' \(one network a --network: give it once for each\)"):
+        make_spec("true", network="a,b")
+    with pytest.raises(ValidationError, match=r"'v1:/data' \(a volume mounts at /volumes/NAME: give its name, 'v1'\)"):
+        make_spec("true", volumes=["v1:/data"])
+    with pytest.raises(ValidationError) as caught:  # the control: another bad name, no such hint
+        make_spec("true", network="a b")
+    assert "give it once" not in str(caught.value)
+    assert make_spec("true", network=["a", "b"], volumes=["v1"]).volumes == ("v1",)
