@@ -34,6 +34,14 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         print(f"rnx: workflow {wf.name} not started: fix the lines marked ❌", file=sys.stderr)
         return 2
     record = client.workflows.submit(wf, checked=True)
+    if not client.live_nodes():  # its jobs PENDING in silence, as `rnx run -d` says (usability run)
+        from joblet.cli.run import _if_unused
+
+        print(
+            f"rnx: workflow {record.name} {record.id[:12]} waits in the queue: no worker is running "
+            f"(start one with `joblet-worker`){_if_unused(client)}",
+            file=sys.stderr,
+        )
     if detach:
         if as_json:
             print_json({"id": record.id, "name": record.name, "jobs": record.jobs})

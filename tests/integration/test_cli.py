@@ -62,9 +62,17 @@ def test_run_exits_with_job_code_and_streams(host):
     assert out.returncode == 4 and out.stdout == b"o\n" and out.stderr == b"e\n"
 
 
-def test_no_worker_is_reported(host):
+def test_no_worker_is_reported(host, tmp_path):
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("jobs:\n  only: {command: 'true', network: none}\n")
     host.stop_worker()
     try:
+        queued = host.rnx("workflow", "run", "-d", str(flow))  # its jobs waited in silence (usability run)
+        assert queued.returncode == 0, queued
+        said = queued.stderr.decode().splitlines()[-1]
+        assert said.startswith("rnx: workflow flow ") and said.endswith(
+            " waits in the queue: no worker is running (start one with `joblet-worker`)"
+        ), said
         proc = subprocess.Popen(
             [str(BIN / "rnx"), "run", "--network=none", "true"], env={**os.environ, **host.env}, stderr=subprocess.PIPE
         )
@@ -83,6 +91,8 @@ def test_no_worker_is_reported(host):
         host.start_worker()
     detached = host.rnx("run", "-d", "--network=none", "true")
     assert detached.returncode == 0 and detached.stderr == b""  # the control: a worker is up
+    queued = host.rnx("workflow", "run", "-d", str(flow))
+    assert queued.returncode == 0 and b"no worker is running" not in queued.stderr, queued
 
 
 def test_an_empty_list_from_a_redis_no_worker_used_says_so(host):
