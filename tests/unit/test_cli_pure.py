@@ -577,7 +577,8 @@ def test_an_attached_workflow_run_waits_out_redis(monkeypatch, tmp_path, capsys)
     workflows = SimpleNamespace(check=check, submit=submit, status=status)
     path = tmp_path / "wf.yaml"
     path.write_text("jobs:\n  a:\n    command: 'true'\n    network: none\n")
-    assert run_workflow(SimpleNamespace(workflows=workflows), str(path), detach=False, as_json=False) == 0
+    client = SimpleNamespace(workflows=workflows, live_nodes=lambda: {"n1": {}})  # a worker is up
+    assert run_workflow(client, str(path), detach=False, as_json=False) == 0
     err = capsys.readouterr().err
     assert err.count("waiting up to 60 s (workflow cccccccccccc goes on)") == 1, err
     assert checks == ["before", ""]  # checked once, its lines printed: not again at the submit
