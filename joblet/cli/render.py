@@ -80,7 +80,9 @@ def command_line(record: JobRecord, width: int = 40) -> str:
 
 
 def jobs_table(records: list[JobRecord], network: str | None = None) -> None:
-    """`network`: the one they were listed by; a job on several shows that one and its IP."""
+    """`network`: the one they were listed by; a job on several shows that one and its IP, and
+    unfiltered its first and how many more (`myapp+1`: it showed `myapp` alone, and its other
+    network read as unused: usability run)."""
     rows = []
     for r in records:
         p = r.public()
@@ -91,7 +93,7 @@ def jobs_table(records: list[JobRecord], network: str | None = None) -> None:
                 r.name or "-",
                 r.status.value,
                 command_line(r),
-                network or r.network,
+                network or (f"{r.network}+{len(r.spec.network) - 1}" if len(r.spec.network) > 1 else r.network),
                 (r.ips.get(network) if network else r.ip) or "-",
                 r.node or "-",
                 code,

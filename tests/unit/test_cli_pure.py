@@ -862,3 +862,25 @@ def test_a_workflows_changes_are_printed_in_the_order_they_happened():
     assert changes(jobs, seen) == []  # nothing new
     failed = [{"name": "c", "status": "FAILED", "started": 1.0, "finished": 2.0, "exit_code": 3}]
     assert changes(failed, {"c": "RUNNING"}) == [("c", "FAILED (exit code 3)")]  # seen running: once
+
+
+def test_a_job_on_several_networks_says_so_in_an_unfiltered_list(monkeypatch, capsys):
+    """`rnx list` showed a job on myapp and d3 under myapp alone (usability run); listed by one
+    network it shows that one, with that one's address."""
+    from joblet.cli.render import jobs_table
+
+    monkeypatch.setenv("COLUMNS", "200")
+    two = JobRecord(
+        id="a" * 32,
+        status=JobStatus.RUNNING,
+        spec=JobSpec(command="sleep", network=("myapp", "d3")),
+        ips={"myapp": "10.10.0.33", "d3": "10.11.0.2"},
+    )
+    one = JobRecord(id="b" * 32, status=JobStatus.RUNNING, spec=JobSpec(command="sleep", network=("myapp",)))
+    jobs_table([two, one])
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert " myapp+1 " in rows[0] and "10.10.0.33" in rows[0], rows
+    assert " myapp " in rows[1] and "+" not in rows[1], rows  # the control: one network, as before
+    jobs_table([two], network="d3")
+    row = capsys.readouterr().out.splitlines()[1]
+    assert " d3 " in row and "10.11.0.2" in row and "myapp" not in row, row
