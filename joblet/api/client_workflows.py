@@ -86,6 +86,7 @@ class Workflows:
         graph = graph_problems(wf)
         limit = self.settings.workflow_max_jobs
         size = [(False, too_many(len(wf.jobs), limit))] if len(wf.jobs) > limit else []
+        fits = (not misfits, "Every job fits a node" if not misfits else f"Jobs no node can run: {'; '.join(misfits)}")
         # volumes, runtimes and pinned nodes are checked where some job names one: a ✅ line for
         # what no job uses said nothing (usability run)
         used = [
@@ -120,7 +121,8 @@ class Workflows:
                 else missing("networks", missing_nets, known, "rnx network create"),
             ),
             *((ok, line) for names, ok, line in used if names),
-            (not misfits, "Every job fits a node" if not misfits else f"Jobs no node can run: {'; '.join(misfits)}"),
+            # not ✅ beside a pinned node that is not there (its jobs were not looked at: usability run)
+            *([] if missing_nodes and not misfits else [fits]),
             (not graph, "Job dependencies are valid" if not graph else "; ".join(graph)),
         ]
 

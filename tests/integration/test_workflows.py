@@ -282,6 +282,8 @@ def test_validation_errors(host, tmp_path: Path, text, message):
     proc = host.rnx("workflow", "run", str(path))
     assert proc.returncode == 2
     assert message in (proc.stdout + proc.stderr).decode()
+    if "No such nodes" in message:  # and no ✅ line says its jobs fit a node (usability run)
+        assert "Every job fits a node" not in proc.stdout.decode(), proc.stdout
 
 
 def test_a_workflow_of_more_jobs_than_the_limit_is_refused(host, tmp_path: Path):
