@@ -62,6 +62,27 @@ def parse_bytes(text: str | int) -> int:
     return value
 
 
+_DURATION = re.compile(r"(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d))+", re.ASCII)
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)", re.ASCII)
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: Any) -> float:
+    """Seconds: a number (90, 1.5), or numbers with units as Go and Docker write them (90s,
+    5m, 1h30m, 2d, 250ms). `--timeout=10s` was refused as "not a valid float" while sizes
+    took units, and `1_000` (Python's float) was 1000 (usability run)."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    shown = brief(text)
+    if isinstance(text, str) and len(text) <= MAX_TEXT:
+        word = text.strip()
+        if re.fullmatch(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+", word, re.ASCII):
+            return float(word)
+        if _DURATION.fullmatch(word):
+            return sum(float(n) * _SECONDS[u] for n, u in _DURATION_PART.findall(word))
+    raise ValueError(f"invalid duration {shown}: use seconds (90) or units (90s, 5m, 1h30m, 2d)")
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-job limits; None means unlimited. Rates may be given as text ('10mbit'), max_output

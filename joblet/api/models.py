@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from joblet.api.limits import Limits
+from joblet.api.limits import Limits, parse_duration
 from joblet.api.uploads import Upload, path_problem, uploads
 from joblet.fields import (
     FieldError,
@@ -190,6 +190,8 @@ def _network(value: Any) -> tuple[str, ...]:
 
 
 def _timeout(value: Any) -> float | None:
+    if isinstance(value, str):  # a workflow file's `timeout: 5m`
+        value = parse_duration(value)
     return optional(number, value, gt=0)
 
 

@@ -212,6 +212,20 @@ class Amount(_ParamType):  # type: ignore[valid-type,misc]
         self.fail(f"{value!r} is not {self.what} (e.g. {example})", param, ctx)
 
 
+class Duration(_ParamType):  # type: ignore[valid-type,misc]
+    """Seconds, or a duration with units (`--timeout=90s`, `5m`, `1h30m`): limits.parse_duration."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from joblet.api.limits import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 PERCENT = Amount("percent", "a percent", None)
 MEGABYTES = Amount("MB", "a number of MB", 1 << 20)
 BYTES = Amount("bytes", "a number of bytes", 1)
@@ -270,7 +284,9 @@ OPTIONS = {
 )
 @click.option("--name", help="Job name (also its hostname); unique among jobs that have not ended.")
 @click.option("--node", shell_complete=complete.nodes, help="Run on this node only.")
-@click.option("--timeout", type=float, help="Stop the job after this many seconds (FAILED).")
+@click.option(
+    "--timeout", type=Duration(), help="Stop the job after this long (FAILED): seconds, or 90s, 5m, 1h30m, 2d."
+)
 @click.option(
     "--volume",
     "volumes",

@@ -311,6 +311,10 @@ def test_a_command_group_alone_shows_its_help():
         ("--max-disk=99999999", "rnx: invalid --max-disk: must be at most 1048576 MB\n"),
         ("--max-memory=1", "rnx: invalid --max-memory: must be at least 4 MB\n"),
         ("--timeout=1e20", "rnx: invalid --timeout: must be at most 315360000 (ten years; give none for no timeout)\n"),
+        (
+            "--timeout=4000d",
+            "rnx: invalid --timeout: must be at most 315360000 (ten years; give none for no timeout)\n",
+        ),
         ("--max-pids=1", "rnx: invalid --max-pids: must be at least 8\n"),
         ("--max-output=1", "rnx: invalid --max-output: must be at least 1024 bytes\n"),
         # the other options too, not the API's `invalid job field 'user'` (usability review)
@@ -884,3 +888,19 @@ def test_a_job_on_several_networks_says_so_in_an_unfiltered_list(monkeypatch, ca
     jobs_table([two], network="d3")
     row = capsys.readouterr().out.splitlines()[1]
     assert " d3 " in row and "10.11.0.2" in row and "myapp" not in row, row
+
+
+@pytest.mark.parametrize(
+    ("flag", "seconds"), [("90", 90.0), ("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25)]
+)
+def test_timeout_takes_units(fake, flag, seconds):
+    """`--timeout=10s` was "not a valid float" while sizes took units (usability run)."""
+    out = invoke("run", "-d", f"--timeout={flag}", "--network=none", "true")
+    assert out.exit_code == 0 and fake.submitted[-1].timeout == seconds, out.output
+
+
+@pytest.mark.parametrize("flag", ["1_000", "10 s", "5x", "inf", "1h30"])
+def test_timeout_refuses_what_is_no_duration(fake, flag):
+    out = invoke("run", "-d", f"--timeout={flag}", "--network=none", "true")
+    assert out.exit_code == 2 and "use seconds (90) or units (90s, 5m, 1h30m, 2d)" in out.output, out.output
+    assert fake.submitted == []

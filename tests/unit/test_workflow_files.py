@@ -288,3 +288,13 @@ def test_every_missing_upload_is_named_at_once(tmp_path: Path):
     for name in ("api.py", "web.jar", "app.properties"):
         (tmp_path / name).write_text("x")
     assert set(load(path).jobs) == {"api", "web", "db"}
+
+
+def test_a_jobs_timeout_takes_units_as_rnx_run_does(tmp_path: Path):
+    path = tmp_path / "wf.yaml"
+    path.write_text("jobs:\n  a: {command: 'true', timeout: 5m}\n  b: {command: 'true', timeout: 90}\n")
+    jobs = load(path).jobs
+    assert (jobs["a"].spec.timeout, jobs["b"].spec.timeout) == (300.0, 90.0)
+    path.write_text("jobs:\n  a: {command: 'true', timeout: soon}\n")
+    with pytest.raises(ValidationError, match="invalid duration 'soon'"):
+        load(path)
