@@ -78,12 +78,13 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
 
 
 @network.command()
-@click.argument("name", shell_complete=complete.user_networks)
+@click.argument("names", nargs=-1, required=True, metavar="NAME...", shell_complete=complete.user_networks)
 @click.pass_obj
-def delete(obj: Any, name: str) -> None:
-    """Delete network NAME (refused while jobs use it)."""
-    obj.client.networks.delete(name)
-    click.echo(f"deleted network {name}")
+def delete(obj: Any, names: tuple[str, ...]) -> None:
+    """Delete networks (refused while jobs use one)."""
+    from joblet.cli.render import delete_each
+
+    delete_each(names, obj.client.networks.delete, "network")
 
 
 network.add_command(delete, "remove")

@@ -157,3 +157,25 @@ def unused_redis(client: Any) -> str | None:
         f"(this Redis, {where}, knows no worker under key prefix {prefix!r}: none has started "
         "there, or each was forgotten; are JOBLET_REDIS_URL and JOBLET_KEY_PREFIX set as the workers' are?)"
     )
+
+
+def delete_each(names: tuple[str, ...], delete: Any, what: str) -> None:
+    """`rnx volume|network delete A B ...`: each in turn; one that cannot be deleted is said and
+    the others still go, exit 1 at the end (as `rnx stop` of several, `docker volume rm`). One
+    name: its own error and exit code, as before. `volume delete s1 s2` was refused as an
+    unexpected extra argument (usability run)."""
+    from joblet.errors import JobletError
+
+    failed = 0
+    for name in names:
+        try:
+            delete(name)
+        except JobletError as exc:
+            if len(names) == 1:
+                raise
+            sys.stderr.write(f"rnx: {printable(str(exc))}\n")
+            failed += 1
+            continue
+        print(f"deleted {what} {printable(name)}")
+    if failed:
+        sys.exit(1)

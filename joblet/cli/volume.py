@@ -78,12 +78,13 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
 
 
 @volume.command()
-@click.argument("name", shell_complete=complete.volumes)
+@click.argument("names", nargs=-1, required=True, metavar="NAME...", shell_complete=complete.volumes)
 @click.pass_obj
-def delete(obj: Any, name: str) -> None:
-    """Delete volume NAME and its data on every host (refused while jobs use it)."""
-    obj.client.volumes.delete(name)
-    click.echo(f"deleted volume {name}")
+def delete(obj: Any, names: tuple[str, ...]) -> None:
+    """Delete volumes and their data on every host (refused while jobs use one)."""
+    from joblet.cli.render import delete_each
+
+    delete_each(names, obj.client.volumes.delete, "volume")
 
 
 volume.add_command(delete, "remove")

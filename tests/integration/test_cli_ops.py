@@ -476,3 +476,19 @@ def test_a_reader_that_leaves_ends_rnx_quietly_as_sigpipe_would(host, client):
     assert cut.stdout == b"1\nrc=141\n" and cut.stderr == b"", cut
     whole = subprocess.run(["bash", "-c", f"{rnx} | tail -1"], capture_output=True, env=env)  # the control
     assert whole.returncode == 0 and whole.stdout == b"300000\n" and whole.stderr == b"", whole
+
+
+def test_several_volumes_or_networks_are_deleted_at_once(host):
+    """`rnx volume delete s1 s2` was an unexpected extra argument (usability run). Each goes;
+    one that cannot is said, and rnx exits 1 after the rest."""
+    for name in ("many1", "many2"):
+        assert host.rnx("volume", "create", name).returncode == 0
+        assert host.rnx("network", "create", name, f"--cidr=10.19{name[-1]}.0.0/24").returncode == 0
+    for kind in ("volume", "network"):
+        out = host.rnx(kind, "delete", "many1", "nosuch", "many2")
+        assert out.returncode == 1, out
+        assert out.stdout.decode() == f"deleted {kind} many1\ndeleted {kind} many2\n", out
+        assert out.stderr.decode().count("\n") == 1 and "nosuch" in out.stderr.decode(), out
+        listed = host.rnx(kind, "list").stdout.decode()
+        assert "many1" not in listed and "many2" not in listed, listed
+    assert host.rnx("volume", "delete", "nosuch").returncode == 1  # the control: one name, its own error
