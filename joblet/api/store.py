@@ -117,18 +117,20 @@ return false
 
 # A job no worker has started ends here: `status` if it is still `allowed`, its stream's end
 # marker, out of the index of jobs that have not ended, its keys (job, log, claim, stop) and
-# its name expiring, unless its workflow's end expires them. KEYS: those four, the index.
+# its name expiring, unless `with_workflow` and its workflow's end expires them (a stop, whose
+# workflow advances; a failed send's job expires itself: nothing advances its workflow).
+# KEYS: those four, the index.
 LUA_END_UNSTARTED = (
     LUA_SET_IF_STATUS
     + LUA_IN_WORKFLOW
     + LUA_EXPIRE_NAME
     + """
-local function end_unstarted(allowed, fields, end_field, summary, cap, ttl, id, names)
+local function end_unstarted(allowed, fields, end_field, summary, cap, ttl, id, names, with_workflow)
   local set = set_if_status(KEYS[1], allowed, fields)
   if set == 1 then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', cap, '*', end_field, summary)
     redis.call('ZREM', KEYS[5], id)
-    if not in_workflow(KEYS[1]) then
+    if not (with_workflow and in_workflow(KEYS[1])) then
       for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
       expire_name(KEYS[1], names, ttl)
     end
@@ -152,7 +154,7 @@ _STOP = (
     + """
 redis.call('SET', KEYS[4], '1')
 redis.call('PUBLISH', ARGV[7], ARGV[8])
-local set = end_unstarted(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[8], ARGV[9])
+local set = end_unstarted(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[8], ARGV[9], true)
 if set ~= 1 then expire_with(KEYS[1], KEYS[4], ARGV[6]) end
 return set
 """
@@ -160,8 +162,8 @@ return set
 
 # A job that never ran and never will, in one step: FAILED if still waiting (the three round
 # trips it took left a FAILED record without its TTL when cut short, and its name's key for
-# good). KEYS: as LUA_END_UNSTARTED's. ARGV: allowed statuses, fields, end field, summary,
-# cap, ttl, the job's id, the name keys' prefix.
+# good), its keys expiring even in a workflow, as before. KEYS: as LUA_END_UNSTARTED's. ARGV:
+# allowed statuses, fields, end field, summary, cap, ttl, the job's id, the name keys' prefix.
 _FAIL_WAITING = LUA_END_UNSTARTED + "return end_unstarted(unpack(ARGV))\n"
 
 _url = translated(lambda self: self.url)

@@ -144,9 +144,9 @@ def _queue_lines(ctx: click.Context, jobs: Any, file: IO[bytes], limit: int | No
             click.echo(f"rnx batch: line {number}: {as_option(exc) if isinstance(exc, FieldError) else exc}", err=True)
             refused += 1
             queued = []  # the lines before it still go once the input is idle (they waited for the next good one)
+        show(queued)  # before a flush that may raise: these are queued already (review)
         if not pending_input(file):
-            queued += jobs.flush()
-        show(queued)
+            show(jobs.flush())
     show(jobs.flush())
     return refused
 

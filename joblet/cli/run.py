@@ -468,10 +468,15 @@ class Attached:
                 print_json({"id": self.record.id, "status": "RUNNING"})
             return 128 + sig
         except OSError as exc:  # its output's: a closed pipe (`| head -1`), a full disk
-            self.leaving = True
             if exc.filename is not None:
                 raise
-            sys.stderr.write(f"rnx: cannot write the job's output ({exc.strerror}): {self._left()}\n")
+            try:  # a signal still leaves while rnx asks Redis how the job is (Redis may hang)
+                left = self._left()
+            except Leave:
+                self.leaving = True
+                return 128 + (self.caught or signal.SIGINT)
+            self.leaving = True
+            sys.stderr.write(f"rnx: cannot write the job's output ({exc.strerror}): {left}\n")
             return 1
         finally:
             self.leaving = True

@@ -34,20 +34,14 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         print(f"rnx: workflow {wf.name} not started: fix the lines marked ❌", file=sys.stderr)
         return 2
     record = client.workflows.submit(wf, checked=True)
-    if not client.live_nodes():  # its jobs PENDING in silence, as `rnx run -d` says (usability run)
-        from joblet.cli.run import _if_unused
-
-        print(
-            f"rnx: workflow {record.name} {record.id[:12]} waits in the queue: no worker is running "
-            f"(start one with `joblet-worker`){_if_unused(client)}",
-            file=sys.stderr,
-        )
     if detach:
         if as_json:
             print_json({"id": record.id, "name": record.name, "jobs": record.jobs})
         else:
             click.echo(record.id)
+        say_if_no_worker(client, record)
         return 0
+    say_if_no_worker(client, record)
     count = len(record.jobs)
     print(f"workflow {record.name} {record.id[:12]}: {count} job{'s' if count != 1 else ''}", file=out)
     seen: dict[str, str] = {}
@@ -80,6 +74,26 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     from joblet.api.models import JobStatus
 
     return 0 if info["status"] == JobStatus.COMPLETED.value else 1
+
+
+def say_if_no_worker(client: Any, record: Any) -> None:
+    """After the submit (and its id): its jobs waited PENDING in silence with no worker up, as
+    `rnx run -d` says (usability run). A Redis that fails this look says nothing more: the
+    workflow was submitted."""
+    from joblet.cli.run import _if_unused
+    from joblet.errors import JobletError
+
+    try:
+        if client.live_nodes():
+            return
+        unused = _if_unused(client)
+    except JobletError:
+        return
+    print(
+        f"rnx: workflow {record.name} {record.id[:12]} waits in the queue: no worker is running "
+        f"(start one with `joblet-worker`){unused}",
+        file=sys.stderr,
+    )
 
 
 def changes(jobs: list[dict[str, Any]], seen: dict[str, str]) -> list[tuple[str, str]]:

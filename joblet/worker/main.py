@@ -47,12 +47,9 @@ def main(node: str | None, concurrency: int | None, loglevel: str, check_only: b
     rlimits.raise_fd_limit()
     try:
         cfg = config.load(**overrides)
-        from joblet.network_agent.host import jobs_cgroup_root
-        from joblet.worker import cgroups, ns_lock
+        from joblet.worker import ns_lock
 
-        cgroup_root = jobs_cgroup_root(cfg)
-        cgroups.check_root(cgroup_root)  # before any state is made: nothing half-built to leave
-        cgroups.check_own_root(cgroup_root)
+        cgroup_root = check.check_cgroup_root(cfg)  # before any state is made: nothing half-built to leave
         ns_lock.hold(cgroup_root)  # first: a second worker is refused before it says anything else
         rlimits.halve_uid_budgets()
         rlimits.spare_core_handlers()

@@ -113,7 +113,10 @@ def free_orphan_addresses(svc: Services) -> None:
             if rec is None or rec.status.final:
                 ipam.release(network, address, owner)
                 if network == "isolated":  # a slot of its pool: the job's end (0.0.0.5 was shown: review)
-                    shown: object = svc.agent.pool.job_end(address)
+                    try:
+                        shown: object = svc.agent.pool.job_end(address)
+                    except ValueError:  # a slot of a larger pool, another node's (pools may differ)
+                        shown = f"slot {address}"
                 else:
                     shown = ipaddress.IPv4Address(address) if 0 <= address < 1 << 32 else address
                 log.warning("freed %s address %s of ended job %s", network, shown, owner[:12])

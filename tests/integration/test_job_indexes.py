@@ -233,6 +233,10 @@ def test_a_job_failed_while_waiting_ends_whole_in_one_step(store: Store) -> None
     (_, last), *_ = store.redis.xrevrange(store.keys.log(_job(6).id), count=1)
     assert last == {END_FIELD: b'{"status": "FAILED"}'}, last  # followers detach
     assert _indexed(store) == []
+    in_workflow = JobRecord(id=_job(8).id, status=JobStatus.PENDING, spec=JobSpec(command="true"), workflow="w" * 32)
+    store.create_job(in_workflow)  # a workflow's too: nothing advances its workflow, so it expires itself
+    assert store.fail_waiting(in_workflow.id, "no node", 600, 100)
+    assert 0 < store.redis.ttl(store.keys.job(in_workflow.id)) <= 600
     store.create_job(_job(7, JobStatus.RUNNING))
     assert not store.fail_waiting(_job(7).id, "no node", 600, 100)  # it started: left alone
     assert store.find_job(_job(7).id).status == JobStatus.RUNNING

@@ -904,3 +904,45 @@ def test_timeout_refuses_what_is_no_duration(fake, flag):
     out = invoke("run", "-d", f"--timeout={flag}", "--network=none", "true")
     assert out.exit_code == 2 and "use seconds (90) or units (90s, 5m, 1h30m, 2d)" in out.output, out.output
     assert fake.submitted == []
+
+
+def test_a_signal_while_rnx_asks_how_the_job_is_after_an_output_error_still_leaves(monkeypatch):
+    """After its output could not be written rnx asks Redis how the job is; a hung Redis there
+    kept rnx against every signal once it was `leaving` (review). A signal still leaves then."""
+    import errno
+
+    run, _ = attached(sig_proxy=False)
+    run.record = run.record.replace(node="n1")
+
+    def broken() -> None:
+        raise OSError(errno.EPIPE, "Broken pipe")
+
+    run._stream = broken  # type: ignore[method-assign]
+    run._left = lambda: run._on_signal(signal.SIGTERM, None) or "?"  # type: ignore[method-assign]
+    assert run.follow() == 128 + signal.SIGTERM
+    quiet, _ = attached(sig_proxy=False)  # the control: no signal, it says why it left
+    quiet.record = quiet.record.replace(node="n1")
+    quiet._stream = broken  # type: ignore[method-assign]
+    quiet._left = lambda: "left job aaaaaaaaaaaa running"  # type: ignore[method-assign]
+    assert quiet.follow() == 1
+
+
+def test_a_workflow_submitted_whose_worker_look_fails_still_prints_its_id(tmp_path, capsys):
+    """The look for a live worker after the submit is a Redis call: failing there, rnx exited
+    with an error and the id of the workflow it had submitted was never printed (review)."""
+    from types import SimpleNamespace
+
+    from joblet.cli.workflow import run_workflow
+    from joblet.errors import BackendUnavailable
+
+    record = SimpleNamespace(id="c" * 32, name="wf", jobs={"a": "d" * 32})
+
+    def gone() -> dict[str, object]:
+        raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
+
+    workflows = SimpleNamespace(check=lambda wf: [(True, "fine")], submit=lambda wf, checked: record)
+    path = tmp_path / "wf.yaml"
+    path.write_text("jobs:\n  a: {command: 'true', network: none}\n")
+    client = SimpleNamespace(workflows=workflows, live_nodes=gone)
+    assert run_workflow(client, str(path), detach=True, as_json=False) == 0
+    assert capsys.readouterr().out == "c" * 32 + "\n"

@@ -548,3 +548,7 @@ def test_a_freed_isolated_link_is_named_by_its_address_not_its_slot(tmp_path, ca
     assert released == [("bridge", 167837957), ("isolated", 5)]
     assert "freed isolated address 10.254.0.22 of ended job eeeeeeeeeeee" in caplog.text, caplog.text
     assert "freed bridge address 10.1.1.5 of ended job ffffffffffff" in caplog.text  # the control
+    svc.agent.pool = P2pPool("10.254.0.0/28")  # type: ignore[attr-defined]  # 4 slots: 5 is another node's
+    released.clear()
+    free_orphan_addresses(svc)  # a ValueError here stopped the worker's start (review)
+    assert ("isolated", 5) in released and "freed isolated address slot 5 of ended job" in caplog.text
