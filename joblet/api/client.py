@@ -174,7 +174,7 @@ class Client:
     def stop(self, job_id: str) -> JobRecord:
         """Stop a job: durable flag, and a job still queued becomes STOPPED at once."""
         full, cfg = self.store.resolve(job_id), self.settings
-        ended = self.store.stop_job(full, cfg.log_max_entries, cfg.log_ttl)
+        ended = self.store.stop_job(full, cfg.log_max_entries, cfg.stop_ttl)
         record = self.store.get_job(full)
         if ended and record.workflow:  # no worker ends it, so none advances its workflow
             from joblet.api import workflow_store

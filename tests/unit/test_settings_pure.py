@@ -186,3 +186,11 @@ def test_a_bridge_name_of_the_hosts_own_is_taken(monkeypatch):
     for name in ("joblet0", "br-jobs", "docker-j0", "a" * 15):  # the control: any other name
         monkeypatch.setenv("JOBLET_BRIDGE_NAME", name)
         assert load().bridge_name == name
+
+
+def test_a_stop_before_the_start_outlives_the_jobs_message():
+    """A client with log_ttl=3600 stopped a queued job whose keys expired in an hour; its
+    message, valid for message_ttl (a day), then reached a worker, which made the job anew
+    and ran it (review). The stop's keys live the longer of the two."""
+    assert load(log_ttl="3600").stop_ttl == 86400
+    assert load(log_ttl=str(7 * 86400)).stop_ttl == 7 * 86400  # the control: the default log_ttl is longer
