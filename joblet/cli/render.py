@@ -144,6 +144,13 @@ def job_details(record: JobRecord) -> None:
         sys.stdout.write(f"{key + ':':<{width + 2}}{printable(value)}\n")
 
 
+def if_unused(client: Any) -> str:
+    """To end the `no worker is running` line (one line, as before): where no worker ever used
+    this Redis, the likelier cause (a new shell without the quickstart's export)."""
+    note = unused_redis(client)
+    return f" {note}" if note else ""
+
+
 def unused_redis(client: Any) -> str | None:
     """A note for an empty answer where this Redis knows no worker under this key prefix:
     most often a new shell without the quickstart's `export JOBLET_REDIS_URL=...`; or every

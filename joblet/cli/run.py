@@ -358,7 +358,7 @@ def run(
     **limits: Any,
 ) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
-    from joblet.cli.render import print_json
+    from joblet.cli.render import if_unused, print_json
 
     if workflow_file is not None:
         if command is not None:
@@ -398,20 +398,11 @@ def run(
         if record.node is None:  # placed on no node: none was up or draining (nodes.place)
             click.echo(
                 f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)"
-                + _if_unused(client),
+                + if_unused(client),
                 err=True,
             )
         return
     sys.exit(Attached(client, record, as_json, sig_proxy).follow())
-
-
-def _if_unused(client: Any) -> str:
-    """To end the `no worker is running` line (one line, as before): where no worker ever used
-    this Redis, the likelier cause (a new shell without the quickstart's export)."""
-    from joblet.cli.render import unused_redis
-
-    note = unused_redis(client)
-    return f" {note}" if note else ""
 
 
 class Leave(Exception):
@@ -605,10 +596,12 @@ class Attached:
                 f"stopped (its worker down or paused?): it starts when that worker is back, or ends LOST\n"
             )
             return
+        from joblet.cli.render import if_unused
+
         where = f"worker on node {wanted!r}" if wanted else "worker"
         sys.stderr.write(
             f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
-            f"running (start one with `joblet-worker`){_if_unused(self.client) if not nodes else ''}\n"
+            f"running (start one with `joblet-worker`){if_unused(self.client) if not nodes else ''}\n"
         )
 
     def _warn_if_node_down(self) -> None:

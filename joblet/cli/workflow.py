@@ -80,13 +80,13 @@ def say_if_no_worker(client: Any, record: Any) -> None:
     """After the submit (and its id): its jobs waited PENDING in silence with no worker up, as
     `rnx run -d` says (usability run). A Redis that fails this look says nothing more: the
     workflow was submitted."""
-    from joblet.cli.run import _if_unused
+    from joblet.cli.render import if_unused
     from joblet.errors import JobletError
 
     try:
         if client.live_nodes():
             return
-        unused = _if_unused(client)
+        unused = if_unused(client)
     except JobletError:
         return
     print(
