@@ -325,10 +325,19 @@ class NetworkAgent:
         overlay ports of `attached`, read before `existing`: overlay.sweep)."""
         wanted = {bridge_name(n) for n in existing}
         stale = [n for n in list(self._active) if n not in existing and n not in in_use]
-        for name in links.bridges_with_prefix(names.NETWORK_BRIDGE_PREFIX):
-            owner = next((n for n, fw in self._active.items() if fw.bridge == name), None)
-            if name not in wanted and owner is None:
-                links.delete_link(name)  # left by an earlier worker
+        orphans = [  # left by an earlier worker
+            name
+            for name in links.bridges_with_prefix(names.NETWORK_BRIDGE_PREFIX)
+            if name not in wanted and not any(fw.bridge == name for fw in list(self._active.values()))
+        ]
+        if stale or orphans:  # a network made since `existing` was read: its first job may have
+            # made its bridge meanwhile, which this deleted under it (review). Its definition came
+            # before its bridge: read after the bridges were listed, it names every such network
+            now = {n.name for n in self.networks.all()}
+            stale = [n for n in stale if n not in now]
+            orphans = [name for name in orphans if name not in {bridge_name(n) for n in now}]
+        for name in orphans:
+            links.delete_link(name)
         removed = [name for name in stale if self.remove_network(name)]
         if self.overlay is not None:
             self.overlay.sweep(existing, in_use, attached or set())

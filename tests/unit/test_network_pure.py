@@ -238,13 +238,34 @@ def test_a_network_two_sweeps_race_to_remove_is_said_removed_once(monkeypatch):
     from joblet.config import load
     from joblet.network_agent import agent as agent_mod
 
-    agent = agent_mod.NetworkAgent(load(), None, None)  # type: ignore[arg-type]
+    calm = SimpleNamespace(all=lambda: [SimpleNamespace(name="calm")])  # the definitions, read again
+    agent = agent_mod.NetworkAgent(load(), None, calm)  # type: ignore[arg-type]
     monkeypatch.setattr(agent_mod.links, "delete_link", lambda name: None)
     monkeypatch.setattr(agent, "_apply", lambda: None)
-    agent._active = {"race1": object(), "calm": object()}  # type: ignore[dict-item]
+    agent._active = {"race1": SimpleNamespace(bridge="jb1"), "calm": SimpleNamespace(bridge="jb2")}  # type: ignore[dict-item]
     # the other sweep removes race1 after this one listed it stale, before it removes it
     monkeypatch.setattr(agent_mod.links, "bridges_with_prefix", lambda prefix: [agent.remove_network("race1")][:0])
     assert agent.sweep_networks(existing=["calm"], in_use=set()) == []
     assert agent._active.keys() == {"calm"}
-    agent._active["gone"] = object()  # type: ignore[assignment]
+    agent._active["gone"] = SimpleNamespace(bridge="jb3")  # type: ignore[assignment]
     assert agent.sweep_networks(existing=["calm"], in_use=set()) == ["gone"]  # the control: one this sweep removed
+
+
+def test_a_network_made_after_the_sweep_read_the_definitions_keeps_its_new_bridge(monkeypatch):
+    """The heartbeat's sweep read the networks, then listed the bridges: a network made in
+    between, whose first job had just made its bridge, had it deleted under the job (review).
+    The definitions are read again before anything is deleted."""
+    from joblet.config import load
+    from joblet.names import bridge_name
+    from joblet.network_agent import agent as agent_mod
+
+    defined = ["old"]
+    networks = SimpleNamespace(all=lambda: [SimpleNamespace(name=n) for n in defined])
+    agent = agent_mod.NetworkAgent(load(), None, networks)  # type: ignore[arg-type]
+    deleted: list[str] = []
+    monkeypatch.setattr(agent_mod.links, "delete_link", deleted.append)
+    bridges = [bridge_name("old"), bridge_name("new"), bridge_name("leftover")]
+    monkeypatch.setattr(agent_mod.links, "bridges_with_prefix", lambda prefix: bridges)
+    defined.append("new")  # made after the sweep's caller read ["old"]; its bridge is there now
+    assert agent.sweep_networks(existing=["old"], in_use=set()) == []
+    assert deleted == [bridge_name("leftover")]  # the control: a bridge no network names still goes
