@@ -441,8 +441,8 @@ class JobRun:
             "PATH": cfg.default_path,
             "HOME": "/work",
             "HOSTNAME": self.hostname,
-            "JOBLET_JOB_ID": self.job_id,
             **self.spec.env,
+            "JOBLET_JOB_ID": self.job_id,  # its own, whatever --env says (`-e JOBLET_JOB_ID=x` took its place)
         }
         if path_prefix:
             env["PATH"] = f"{path_prefix}:{env['PATH']}"

@@ -552,3 +552,13 @@ def test_a_freed_isolated_link_is_named_by_its_address_not_its_slot(tmp_path, ca
     released.clear()
     free_orphan_addresses(svc)  # a ValueError here stopped the worker's start (review)
     assert ("isolated", 5) in released and "freed isolated address slot 5 of ended job" in caplog.text
+
+
+def test_a_jobs_own_id_in_its_environment_is_not_replaced_by_env(tmp_path):
+    """`rnx run -e JOBLET_JOB_ID=fake` replaced the job's own id variable (usability run); the
+    rest of --env still replaces the defaults (PATH, HOME)."""
+    svc = services(tmp_path, Log(None))
+    spec = JobSpec(command="true", env={"JOBLET_JOB_ID": "fake", "HOME": "/tmp", "X": "1"})
+    env = JobRun(svc, "a" * 32, spec)._env(None)
+    assert env["JOBLET_JOB_ID"] == "a" * 32
+    assert env["HOME"] == "/tmp" and env["X"] == "1"  # the control: --env still sets the others
