@@ -105,7 +105,7 @@ class Client:
         """Jobs recorded and never queued: FAILED, as Store.fail_waiting ends them."""
         cfg = self.settings
         for job_id in job_ids:
-            self.store.fail_waiting(job_id, error, cfg.log_ttl, cfg.log_max_entries)
+            self.store.fail_waiting(job_id, error, cfg.unstarted_ttl, cfg.log_max_entries)  # its send may have gone
 
     def batch(self, flush_every: int = 256) -> Batch:
         """Submit many jobs with few round trips: `b = c.batch(); b.add(spec)...; b.flush()`."""
@@ -174,7 +174,7 @@ class Client:
     def stop(self, job_id: str) -> JobRecord:
         """Stop a job: durable flag, and a job still queued becomes STOPPED at once."""
         full, cfg = self.store.resolve(job_id), self.settings
-        ended = self.store.stop_job(full, cfg.log_max_entries, cfg.stop_ttl)
+        ended = self.store.stop_job(full, cfg.log_max_entries, cfg.unstarted_ttl)
         record = self.store.get_job(full)
         if ended and record.workflow:  # no worker ends it, so none advances its workflow
             from joblet.api import workflow_store

@@ -359,7 +359,7 @@ def _end_services(store: Store, cfg: Settings, wf: WorkflowRecord, states: dict[
         if _mark(store, queued_key(store, wf.id, name), "0"):  # never queued: no worker has it
             ended |= _cancel(store, cfg, wf.jobs[name], DONE_WHY)
         else:
-            ended |= store.stop_job(wf.jobs[name], cfg.log_max_entries, cfg.stop_ttl)
+            ended |= store.stop_job(wf.jobs[name], cfg.log_max_entries, cfg.unstarted_ttl)
     return ended
 
 
@@ -392,7 +392,7 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
         if _mark(store, queued_key(store, wf.id, name), "0"):
             _cancel(store, cfg, rec.id, STOPPED_WHY)
         else:  # queued: as `rnx stop` (one no worker has taken yet, its node perhaps down, ends now)
-            store.stop_job(rec.id, cfg.log_max_entries, cfg.stop_ttl)
+            store.stop_job(rec.id, cfg.log_max_entries, cfg.unstarted_ttl)
         touched.append(name)
     if None in found:  # no advance reads it again: it expires here once the rest have ended
         now = store.statuses(list(wf.jobs.values()))

@@ -5,6 +5,7 @@ runs. The settings that a worker's start refuses are refused here by the same co
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -71,8 +72,6 @@ def check_cgroup_root(cfg: config.Settings) -> Path:
 
 def running_here(cfg: config.Settings) -> list[int]:
     """The pids of a worker that uses this state_dir now (its flock), if any."""
-    import os
-
     from joblet.worker import ns_lock
 
     try:

@@ -192,5 +192,5 @@ def test_a_stop_before_the_start_outlives_the_jobs_message():
     """A client with log_ttl=3600 stopped a queued job whose keys expired in an hour; its
     message, valid for message_ttl (a day), then reached a worker, which made the job anew
     and ran it (review). The stop's keys live the longer of the two."""
-    assert load(log_ttl="3600").stop_ttl == 86400
-    assert load(log_ttl=str(7 * 86400)).stop_ttl == 7 * 86400  # the control: the default log_ttl is longer
+    assert load(log_ttl="3600").unstarted_ttl == 86400
+    assert load(log_ttl=str(7 * 86400)).unstarted_ttl == 7 * 86400  # the control: the default log_ttl is longer
