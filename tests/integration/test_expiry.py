@@ -27,7 +27,7 @@ TTL = 60
 
 @pytest.fixture(scope="module")
 def host(redis_sock: str) -> Iterator[Host]:
-    yield from running_host(redis_sock, "expiry", log_ttl=str(TTL), message_ttl=str(TTL))  # log_ttl >= message_ttl
+    yield from running_host(redis_sock, "expiry", log_ttl=str(TTL), message_ttl=str(TTL), visibility_timeout=str(TTL))
 
 
 @pytest.fixture(scope="module")

@@ -194,3 +194,16 @@ def test_a_stop_before_the_start_outlives_the_jobs_message():
     and ran it (review). The stop's keys live the longer of the two."""
     assert load(log_ttl="3600").unstarted_ttl == 86400
     assert load(log_ttl=str(7 * 86400)).unstarted_ttl == 7 * 86400  # the control: the default log_ttl is longer
+
+
+def test_a_worker_keeps_records_as_long_as_a_message_may_come_again():
+    """A worker whose log_ttl is shorter than visibility_timeout is refused: a job cut short by
+    its crash ended LOST, its record and claim expired, and the message delivered again made
+    it anew. Shorter than message_ttl is fine now (a stop keeps unstarted_ttl)."""
+    from joblet.errors import JobletError
+    from joblet.worker.check import check_fleet_settings
+
+    with pytest.raises(JobletError, match=r"^log_ttl 600 s is less than visibility_timeout \(3600 s\)"):
+        check_fleet_settings(load(log_ttl="600", overlay="false"))
+    check_fleet_settings(load(log_ttl="600", visibility_timeout="600", overlay="false"))  # the control
+    check_fleet_settings(load(log_ttl="3600", overlay="false"))  # below message_ttl (a day): fine
