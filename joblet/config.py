@@ -288,7 +288,8 @@ class Settings:
         """How long a job a client ends before any worker took it (stopped, or FAILED when its
         send seemed to fail) keeps its record and stop flag: its message may still reach a
         worker for message_ttl, which made a job whose record had expired anew and ran it
-        (review; the longer of the two here, so log_ttl may be the shorter)."""
+        (review; a worker refuses a log_ttl below message_ttl, a client's own log_ttl is not
+        checked: the longer of the two here)."""
         return max(self.log_ttl, self.message_ttl)
 
     def node_queue(self, node: str) -> str:

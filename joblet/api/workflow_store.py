@@ -153,7 +153,9 @@ def save(store: Store, wf: WorkflowRecord, ttl: int) -> None:
 @_url
 def expire(store: Store, wf: WorkflowRecord, ttl: int) -> None:
     """Every job of the workflow ended: its record, its jobs' marks and every key of its jobs
-    expire after `ttl` (a key made later, as the last job's end marker, takes its record's)."""
+    expire after `ttl` (a key made later, as the last job's end marker, takes its record's).
+    Callers give unstarted_ttl: a job of it stopped while queued keeps its keys as long as its
+    message may still arrive, as a plain job's stop does, whatever this side's log_ttl (review)."""
     keys = store.keys
     pipe = store.redis.pipeline(transaction=False)
     pipe.expire(wf_key(store, wf.id), ttl)
@@ -298,7 +300,7 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
     if _end_services(store, cfg, wf, states):  # a service no worker had yet: ended here, at once
         states = statuses(store, wf)  # (no end of its own advances it again: review)
     if all(status.final for status in states.values()):  # the last round's, which changed nothing
-        expire(store, wf, cfg.log_ttl)
+        expire(store, wf, cfg.unstarted_ttl)
 
 
 def _queue(
@@ -397,7 +399,7 @@ def stop(store: Store, cfg: Settings, wf_id: str) -> list[str]:
     if None in found:  # no advance reads it again: it expires here once the rest have ended
         now = store.statuses(list(wf.jobs.values()))
         if all(status is None or status.final for status in now):
-            expire(store, wf, cfg.log_ttl)
+            expire(store, wf, cfg.unstarted_ttl)
     return touched
 
 

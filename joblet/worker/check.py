@@ -17,15 +17,22 @@ def check_fleet_settings(cfg: config.Settings) -> None:
     """Settings that broke the fleet without a word (fleet run): a heartbeat slower than half
     of node_down_after showed the node down between its beats, and the sweep made its healthy
     jobs LOST; an underlay address no interface here holds got the overlay's traffic nowhere;
-    a job this worker ended (LOST after a crash, or refused), whose record and claim expired
-    after log_ttl, was made again and run by its unacknowledged message's delivery again
-    within visibility_timeout (review). A job a client ends before any worker took it keeps
-    its keys max(log_ttl, message_ttl) (Settings.unstarted_ttl): no bound on log_ttl for it."""
+    a job ended before it ran (stopped while queued, LOST with its node, its workflow ended),
+    or cut short by a crash, whose record and claim expired after log_ttl, was made again and
+    run by its message's arrival within message_ttl, or by its unacknowledged message's
+    delivery again within visibility_timeout (reviews). A client's stop keeps its keys
+    max(log_ttl, message_ttl) (Settings.unstarted_ttl) whatever the client's own log_ttl."""
     if cfg.heartbeat_interval * 2 > cfg.node_down_after:
         raise JobletError(
             f"heartbeat_interval {cfg.heartbeat_interval:g} s is more than half of node_down_after "
             f"({cfg.node_down_after:g} s): other nodes would see this one down between its beats, "
             "and its jobs LOST (JOBLET_HEARTBEAT_INTERVAL, JOBLET_NODE_DOWN_AFTER; the same on every node)"
+        )
+    if cfg.log_ttl < cfg.message_ttl:
+        raise JobletError(
+            f"log_ttl {cfg.log_ttl} s is less than message_ttl ({cfg.message_ttl} s): the record of a job "
+            "ended before it ran (its node lost, its workflow ended) would expire before its message, "
+            "which would then run it (JOBLET_LOG_TTL, JOBLET_MESSAGE_TTL; the same on every node and client)"
         )
     if cfg.log_ttl < cfg.visibility_timeout:
         raise JobletError(

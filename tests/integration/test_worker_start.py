@@ -283,10 +283,10 @@ def test_check_says_what_a_start_would_refuse_and_makes_nothing(redis_sock):
             "JOBLET_HEARTBEAT_INTERVAL": "heartbeat_interval 20 s is more than half of node_down_after",
             "JOBLET_REDIS_URL": "cannot reach Redis at unix:///nonexistent.sock",
             "JOBLET_CGROUP_ROOT": "is the top of a cgroup hierarchy",
-            "JOBLET_LOG_TTL": "log_ttl 600 s is less than visibility_timeout (3600 s)",
+            "JOBLET_LOG_TTL": "log_ttl 3600 s is less than message_ttl (86400 s)",
         }
         values = {"JOBLET_HEARTBEAT_INTERVAL": "20", "JOBLET_REDIS_URL": "unix:///nonexistent.sock"}
-        values["JOBLET_LOG_TTL"] = "600"
+        values["JOBLET_LOG_TTL"] = "3600"
         values["JOBLET_CGROUP_ROOT"] = str(Path(host.env["JOBLET_CGROUP_ROOT"]).parent)
         for key, said in refused.items():
             bad = check(host, **{key: values[key]})

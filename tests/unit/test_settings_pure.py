@@ -196,14 +196,17 @@ def test_a_stop_before_the_start_outlives_the_jobs_message():
     assert load(log_ttl=str(7 * 86400)).unstarted_ttl == 7 * 86400  # the control: the default log_ttl is longer
 
 
-def test_a_worker_keeps_records_as_long_as_a_message_may_come_again():
-    """A worker whose log_ttl is shorter than visibility_timeout is refused: a job cut short by
-    its crash ended LOST, its record and claim expired, and the message delivered again made
-    it anew. Shorter than message_ttl is fine now (a stop keeps unstarted_ttl)."""
+def test_a_worker_keeps_records_as_long_as_a_message_may_come():
+    """A worker whose log_ttl is shorter than message_ttl or visibility_timeout is refused: a
+    job ended before it ran (LOST with its node, its workflow ended) or cut short by its
+    crash had its record and claim expire, and its message, arriving or delivered again,
+    made it anew (reviews)."""
     from joblet.errors import JobletError
     from joblet.worker.check import check_fleet_settings
 
+    with pytest.raises(JobletError, match=r"^log_ttl 3600 s is less than message_ttl \(86400 s\)"):
+        check_fleet_settings(load(log_ttl="3600", overlay="false"))
     with pytest.raises(JobletError, match=r"^log_ttl 600 s is less than visibility_timeout \(3600 s\)"):
-        check_fleet_settings(load(log_ttl="600", overlay="false"))
-    check_fleet_settings(load(log_ttl="600", visibility_timeout="600", overlay="false"))  # the control
-    check_fleet_settings(load(log_ttl="3600", overlay="false"))  # below message_ttl (a day): fine
+        check_fleet_settings(load(log_ttl="600", message_ttl="600", overlay="false"))
+    check_fleet_settings(load(log_ttl="600", message_ttl="600", visibility_timeout="600", overlay="false"))
+    check_fleet_settings(load(overlay="false"))  # the control: the defaults

@@ -215,7 +215,7 @@ def test_a_workflows_keys_expire_when_its_last_job_ends_not_before():
     """Its record expired log_ttl after the submit: a workflow running longer was lost, and
     its later jobs stayed PENDING for good. Now its keys expire once every job ended."""
     store, sent = FakeStore(), []
-    cfg = load(node="n1", log_ttl=60)
+    cfg = load(node="n1", log_ttl=60, message_ttl=60)
     wf_id, ids = workflow(store)
     keys = [store.keys.workflow(wf_id), *(store.keys.workflow_queued(wf_id, name) for name in ids)]
 
@@ -231,6 +231,20 @@ def test_a_workflows_keys_expire_when_its_last_job_ends_not_before():
     store.jobs[ids["test"]] = store.jobs[ids["test"]].replace(status=JobStatus.COMPLETED)
     wfs.advance(store, cfg, wf_id, send=send)  # type: ignore[arg-type]
     assert {k: store.redis.ttls.get(k) for k in keys} == dict.fromkeys(keys, 60)
+
+
+def test_a_workflows_keys_outlive_its_queued_jobs_messages():
+    """A workflow ended with a job of it stopped while queued: its keys expired after this
+    side's log_ttl, and the job's message, valid a day, could make it anew and run it
+    (review). They live the longer of log_ttl and message_ttl, as a plain job's stop."""
+    store = FakeStore()
+    wf_id, ids = workflow(store)
+    for job_id in ids.values():
+        store.jobs[job_id] = store.jobs[job_id].replace(status=JobStatus.STOPPED)
+    wfs.advance(store, load(node="n1", log_ttl=3600), wf_id, send=lambda *_: None)  # type: ignore[arg-type]
+    assert store.redis.ttls[store.keys.workflow(wf_id)] == 86400
+    wfs.advance(store, load(node="n1"), wf_id, send=lambda *_: None)  # type: ignore[arg-type]
+    assert store.redis.ttls[store.keys.workflow(wf_id)] == 7 * 86400  # the control: log_ttl, the longer
 
 
 def _ended(status: str, error: str | None = None) -> JobRecord:
