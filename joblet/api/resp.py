@@ -51,6 +51,11 @@ class NoScriptError(ResponseError):
     """-NOSCRIPT: EVALSHA of a script the server does not hold."""
 
 
+class BusyLoadingError(ConnectionError):
+    """-LOADING: a restarted server reading its data back; unreachable meanwhile, as redis-py
+    has it."""
+
+
 def supports(url: str) -> bool:
     """URLs this client reads whole: redis://, rediss:// (the TLS options above), unix://."""
     parts = urlsplit(url)
@@ -72,13 +77,14 @@ def _encode(value: Any) -> bytes:
     raise TypeError(f"cannot send {type(value).__name__} to Redis")
 
 
-def _error(text: str) -> ResponseError:
+def _error(text: str) -> RespError:
     code = text.split(" ", 1)[0]
-    kind = {
+    kind: type[RespError] = {
         "NOPERM": NoPermissionError,
         "WRONGPASS": AuthenticationError,
         "NOAUTH": AuthenticationError,
         "NOSCRIPT": NoScriptError,
+        "LOADING": BusyLoadingError,
     }.get(code, ResponseError)
     return kind(text)
 
@@ -122,7 +128,7 @@ class Connection:
         """AUTH or SELECT, whose error ends the connection: a wrong password went on as the
         default user, a database out of range as database 0 (usability review)."""
         reply = self.call(args)
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, RespError):
             self.close()
             raise reply
 
@@ -156,7 +162,7 @@ class Connection:
             raise ConnectionError(f"Error while writing to Redis: {exc}") from None
 
     def read(self) -> Any:
-        """One reply; an error reply is returned as a ResponseError, not raised (a pipeline
+        """One reply; an error reply is returned as a RespError, not raised (a pipeline
         reads every reply before raising)."""
         line = self._line()
         kind, rest = line[:1], line[1:]
@@ -177,7 +183,7 @@ class Connection:
 
     @staticmethod
     def _raise(reply: Any) -> Any:
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, RespError):
             raise reply
         return reply
 
@@ -294,6 +300,9 @@ class LiteRedis(Commands):
                 except ConnectionError:
                     if attempt == 2 or not reused:
                         raise
+                except BaseException:  # Ctrl-C mid-reply: its reply would answer the next command
+                    self._conn.close()  # (review: a stale LPUSH reply read as a script's)
+                    raise
         for reply in replies:
             Connection._raise(reply)
         return [convert(r) if convert else r for r, (_, convert) in zip(replies, commands, strict=True)]

@@ -158,6 +158,35 @@ def test_a_connection_that_broke_is_opened_again(pair):
     assert lite.get(prefix + "k") == b"1"  # opened again, once
 
 
+def test_a_reply_left_unread_by_ctrl_c_answers_no_later_command(pair, monkeypatch):
+    """Ctrl-C while rnx waited for LPUSH's reply left it on the socket: the next command read
+    it as its own (a script's EVALSHA took LPUSH's 1 for success), each reply one behind."""
+    lite, real, prefix = pair
+    lite.set(prefix + "warm", "1")  # the connection is open
+    reads = []
+    read = resp.Connection.read
+
+    def interrupted(self: Any) -> Any:
+        if not reads:
+            reads.append(1)
+            raise KeyboardInterrupt
+        return read(self)
+
+    monkeypatch.setattr(resp.Connection, "read", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lite.lpush(prefix + "q", "job")
+    assert real.llen(prefix + "q") == 1  # the LPUSH went: its reply was left unread
+    assert lite.set(prefix + "k", "v") is True and lite.get(prefix + "k") == b"v"
+    assert lite.incr(prefix + "n") == 1  # the control: replies in step
+
+
+def test_a_loading_server_is_unreachable_not_an_error_reply():
+    """-LOADING (a restarted Redis reading its data back) is an outage to wait out, as
+    redis-py has it, not a refusal of the command (which the output pump counts and drops)."""
+    assert error_kind(resp._error("LOADING Redis is loading the dataset in memory")) == "unreachable"
+    assert error_kind(resp._error("WRONGTYPE Operation against a key")) == "response"  # the control
+
+
 def test_urls_it_reads_itself():
     assert resp.supports("redis://u:p@host:6379/2") and resp.supports("unix:///run/redis.sock?db=1")
     assert resp.supports("rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem")
