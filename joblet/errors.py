@@ -46,6 +46,12 @@ class BackendUnavailable(JobletError):
     """Redis (or the broker) cannot be reached."""
 
 
+class BackendRefused(BackendUnavailable):
+    """Redis was reached and answered with an error reply (WRONGTYPE, OOM, a script's error):
+    a BackendUnavailable to every caller, told apart only where an outage waits and a refusal
+    must not (the output pump: review)."""
+
+
 class PermissionDenied(JobletError):
     """Redis refused the command for this user (ACL) or the credentials."""
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from joblet.errors import BackendUnavailable, ConfigError, PermissionDenied
+from joblet.errors import BackendRefused, BackendUnavailable, ConfigError, PermissionDenied
 
 T = TypeVar("T")
 
@@ -116,7 +116,7 @@ def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Cal
                 if kind == "unreachable":
                     raise BackendUnavailable(f"cannot reach Redis at {where}: {_reason(exc)}") from None
                 if kind == "response":
-                    raise BackendUnavailable(f"Redis at {where}: {exc}") from None
+                    raise BackendRefused(f"Redis at {where}: {exc}") from None
                 if option := unknown_option(exc):  # redis-py hands a URL's query to its connections
                     raise ConfigError(f"{where}: {option!r} in its query is not an option of a Redis URL") from None
                 raise

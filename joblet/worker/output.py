@@ -49,7 +49,7 @@ from typing import Any
 
 from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.api.store import Store
-from joblet.errors import BackendUnavailable, JobletError
+from joblet.errors import BackendRefused, BackendUnavailable, JobletError
 from joblet.worker import faults
 from joblet.worker.resilient import resilient
 
@@ -325,6 +325,7 @@ class OutputPump:
             and last.cap is cap
             and last.kind == stream
             and last.tries == 0
+            and not last.entry_id  # never sent: one sent may have landed, its resend refused (review)
             and len(last.data) + len(data) <= CHUNK
         )
         part, crossed = cap.budget.take(data, entry=not join)
@@ -382,6 +383,11 @@ class OutputPump:
                 continue
             try:
                 self._send(item)
+            except BackendRefused as exc:  # an error reply: this entry's, counted (not an outage)
+                if not self._write_failed(item, exc):
+                    blocked.add(id(item.cap))
+                    waiting.append(item)
+                continue
             except BackendUnavailable as exc:
                 if not self._redis_gone:
                     log.warning("jobs' output waits for Redis (kept meanwhile): %s", exc)

@@ -389,3 +389,41 @@ def test_only_a_few_pipes_past_their_caps_are_made_large_at_once():
         if i != large:
             os.close(w)
     assert all(c.closed.wait(5) for c in caps)
+
+
+def test_a_read_never_joins_an_entry_that_was_sent():
+    """An entry Redis stored whose reply was lost (BackendUnavailable) was put back, and reads
+    meanwhile joined it: its resend under the same id was refused as a repeat, and the joined
+    bytes were gone without a word (review)."""
+    import collections
+
+    from joblet.worker.output import Capture, Item
+
+    pump = OutputPump.__new__(OutputPump)  # no thread, no store: _admit alone
+    pump._outbox, pump.cap = collections.deque(), 100
+    a = Capture("a" * 32, keep=0, limit=100_000, entries=50)
+    pump._outbox.append(Item(a, STDOUT_FIELD, b"one", entry_id=a.next_id()))  # sent once, put back
+    pump._admit(a, STDOUT_FIELD, b"two")
+    pump._admit(a, STDOUT_FIELD, b"three")  # the control: joins the unsent one
+    assert [bytes(i.data) for i in pump._outbox] == [b"one", b"twothree"]
+
+
+def test_an_error_reply_is_this_jobs_failure_not_an_outage():
+    """Redis answering one job's writes with an error (WRONGTYPE on its key) was taken for
+    Redis gone: every job's output and end markers waited behind it for good (review)."""
+    from joblet.errors import BackendRefused
+
+    class RefusingStore(FakeStore):
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            if job_id == "bad":
+                self.tried.append((job_id, entry_id))
+                raise BackendRefused("Redis at unix:///r.sock: WRONGTYPE Operation against a key")
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = RefusingStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    bad = pump_job(pump, "bad", b"b" * 100)
+    good = pump_job(pump, "good", b"g" * 100)
+    assert good.flushed.wait(5) and stdout_of(store, "good") == b"g" * 100
+    assert bad.flushed.wait(10)  # its entries given up after WRITE_TRIES each
+    assert stdout_of(store, "bad") == b"" and len([t for t in store.tried if t[0] == "bad"]) >= 5
