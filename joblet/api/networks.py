@@ -43,7 +43,8 @@ NOT_UNICAST = {  # ranges no job network may touch, and why
     "240.0.0.0/4": "reserved (240.0.0.0/4, with the broadcast address 255.255.255.255)",
 }
 PREFIXES = (8, 29)  # a network's prefix lengths: a /30 holds no job beside its gateway
-DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}
+# every TCP scheme config_checks.BROKER_SCHEMES takes: one missing here was blocked from no job
+DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "pyamqp": 5672}
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,16 +221,18 @@ def addresses_of(endpoints: dict[str, list[tuple[str, int]]]) -> dict[str, list[
 
 
 def url_endpoint(url: str | None) -> tuple[str, int] | None:
-    """(host, TCP port) a broker or state-store URL connects to; None for a unix socket."""
+    """(host, TCP port) a broker or state-store URL connects to; None for a unix socket. A URL
+    without a host (`amqp:///`, `redis://:pw@/0`) is localhost's, as kombu and redis-py
+    connect it (review: such a broker was blocked from no job)."""
     from urllib.parse import urlsplit
 
     if not url:
         return None
     parts = urlsplit(url)
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+    if parts.scheme not in DEFAULT_PORTS:
         return None
     try:
-        return parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
+        return parts.hostname or "localhost", parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError:  # a port that is no number: the URL is unusable anyway
         return None
 

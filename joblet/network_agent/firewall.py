@@ -127,9 +127,9 @@ def _guard_rules(
     first: list[str] = []
     output: list[str] = []
     sources = _job_links(nets, iso)
-    for src in sources:  # jobs never reach the broker, established or not
-        first.append(f'iifname {src} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"')
-        first.append(f'iifname {src} ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"')
+    for src in sources:  # jobs never reach the broker, established or not, nor through a DNAT
+        for match in _BROKER:  # to it (a published port of a container: review)
+            first.append(f'iifname {src} {match} drop comment "joblet:no-broker"')
     for src in sources if guards.no_jobs else []:
         first.extend(_no_jobs_rules(f"iifname {src}"))
     for src in sources if guards.vxlan_port else []:  # crafted VXLAN would land on a network's bridge
@@ -140,11 +140,7 @@ def _guard_rules(
     if guards.host_cgroup is not None:
         path, level = guards.host_cgroup
         job = f'socket cgroupv2 level {level} "{path}"'
-        for match in (
-            "ip daddr . tcp dport @blocked",
-            "ip6 daddr . tcp dport @blocked6",
-            "fib daddr type local tcp dport @blocked_ports",
-        ):
+        for match in (*_BROKER, "fib daddr type local tcp dport @blocked_ports"):
             output.append(f'{job} {match} drop comment "joblet:no-broker"')
         if guards.no_jobs:
             output.extend(_no_jobs_rules(job))
@@ -154,6 +150,31 @@ def _guard_rules(
             output.append(f'{job} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     output.extend(f"fib daddr type != local {rule}" for rule in leaks)  # the host's (not its own addresses)
     return first, output
+
+
+# the broker's address and port as the packet has them, and as its sender asked (`ct
+# original`: before a DNAT, which the host's nat hooks do before the filter's forward and
+# output, e.g. Docker's for a broker in a container published on a host address)
+_BROKER = (
+    "ip daddr . tcp dport @blocked",
+    "ip6 daddr . tcp dport @blocked6",
+    "meta l4proto tcp ct original ip daddr . ct original proto-dst @blocked",
+    "meta l4proto tcp ct original ip6 daddr . ct original proto-dst @blocked6",
+)
+
+# after conntrack (-200), before the host's DNAT (dstnat, -100)
+BEFORE_DNAT = -150
+
+
+def _no_host_before_dnat(nets: list[FwNetwork], iso: str | None) -> list[str]:
+    """A chain dropping what a job starts towards the host's own addresses before any DNAT:
+    the input chain's "no host access" never saw a port the host forwards on (a container's
+    published port: the packet goes to forward, past input) (review)."""
+    rules = [
+        f'iifname {src} fib daddr type local ct state new drop comment "joblet:no-host-access"'
+        for src in _job_links(nets, iso)
+    ]
+    return _chain("before_dnat", f"filter hook prerouting priority {BEFORE_DNAT}", rules) if rules else []
 
 
 def _iso_port_security(iso: str | None) -> list[str]:
@@ -242,6 +263,7 @@ def render(
             _set("no_jobs6", "ipv6_addr", _collapsed(guards.no_jobs, 6), " flags interval;"),
             _set("overlay_peers", "ipv4_addr", sorted(set(guards.overlay_peers))),
             *_no_fragments(iso),
+            *_no_host_before_dnat(nets, iso),
             *_chain("forward", "filter hook forward priority filter", forward),
             *_chain("input", "filter hook input priority filter", inbound),
             *_chain("output", "filter hook output priority filter", output),

@@ -324,6 +324,37 @@ def test_a_metadata_address_redirected_to_a_proxy_stays_closed(nets, host, liste
         host.in_ns("nft", "delete", "table", "ip", "joblet_test_redirect")
 
 
+_PUBLISHED = (  # the broker as a container's published port (Docker's DNAT), and a host's own port
+    f"ip daddr 10.199.0.5 tcp dport 6379 dnat to {BROKER[0]}:{ELSEWHERE}",
+    f"ip daddr 203.0.113.1 tcp dport 6394 dnat to {BROKER[0]}:{ELSEWHERE}",
+)
+PUBLISH = f"""
+table ip joblet_test_publish {{
+  chain prerouting {{ type nat hook prerouting priority dstnat; {"; ".join(_PUBLISHED)}; }}
+  chain output {{ type nat hook output priority -100; {"; ".join(_PUBLISHED)}; }}
+}}
+"""
+
+
+@pytest.mark.parametrize("network", [NET, "isolated"])
+def test_a_broker_or_host_port_behind_a_dnat_stays_closed(nets, host, listeners, network):
+    """A broker published by DNAT (10.199.0.5:6379, in job_blocked_addresses) was matched on
+    the address after the DNAT, which no set held; a port the host forwards from its own
+    address went to forward, past input's "no host access" (review). Beside: the worker's
+    host reaches both through the DNAT, and the job the place they lead to."""
+    rules = host.tmp / "publish.nft"
+    rules.write_text(PUBLISH)
+    assert host.in_ns("nft", "-f", str(rules)).returncode == 0
+    try:
+        assert host.in_ns("python3", "-c", PROBE, "10.199.0.5", "6379").returncode == 0  # published
+        assert host.in_ns("python3", "-c", PROBE, "203.0.113.1", "6394").returncode == 0
+        assert reaches(nets, network, ELSEWHERE)
+        assert not reaches(nets, network, 6379, "10.199.0.5")
+        assert not reaches(nets, network, 6394, "203.0.113.1")
+    finally:
+        host.in_ns("nft", "delete", "table", "ip", "joblet_test_publish")
+
+
 def test_no_job_pings_the_cloud_metadata_service(nets, metadata):
     rec, _, _ = run(nets, "ping", "-c", "1", "-W", "2", BROKER[0], network=NET)
     assert rec.exit_code == 0  # ICMP goes out

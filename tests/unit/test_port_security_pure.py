@@ -93,11 +93,17 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
     assert "set blocked_ports { type inet_service; elements = { 6379, 6390 }; }" in text
     assert 'set iso_src { type ifname . ipv4_addr; elements = { "ji0123456789" . 10.254.0.2 }; }' in text
     forward = [line.strip() for line in text[text.index("chain forward") : text.index("chain input")].splitlines()]
-    assert forward[2:12] == [
+    dnat = "meta l4proto tcp ct original ip daddr . ct original proto-dst @blocked"
+    dnat6 = "meta l4proto tcp ct original ip6 daddr . ct original proto-dst @blocked6"
+    assert forward[2:16] == [
         'iifname { "joblet0" } ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
         'iifname { "joblet0" } ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
+        f'iifname {{ "joblet0" }} {dnat} drop comment "joblet:no-broker"',  # as asked, before a DNAT
+        f'iifname {{ "joblet0" }} {dnat6} drop comment "joblet:no-broker"',
         'iifname "ji*" ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
         'iifname "ji*" ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
+        f'iifname "ji*" {dnat} drop comment "joblet:no-broker"',
+        f'iifname "ji*" {dnat6} drop comment "joblet:no-broker"',
         'iifname "ji*" iifname . ip saddr != @iso_src drop comment "joblet:port-security"',
         'iifname "ji*" meta nfproto ipv6 drop comment "joblet:port-security"',
         'ip daddr 172.20.0.0/16 oifname != "joblet0" drop comment "joblet:off-route"',
@@ -106,17 +112,25 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'ct state related iifname != { "joblet0" } iifname != "ji*" accept comment "joblet:related"',
     ]
     output = [line.strip() for line in text[text.index("chain output") : text.index("chain postrouting")].splitlines()]
-    assert output[2:5] == [
-        'socket cgroupv2 level 1 "unified/joblet" ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
-        'socket cgroupv2 level 1 "unified/joblet" ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
-        'socket cgroupv2 level 1 "unified/joblet" fib daddr type local tcp dport @blocked_ports drop '
-        'comment "joblet:no-broker"',
+    job = 'socket cgroupv2 level 1 "unified/joblet"'
+    assert output[2:7] == [
+        f'{job} ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
+        f'{job} ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
+        f'{job} {dnat} drop comment "joblet:no-broker"',
+        f'{job} {dnat6} drop comment "joblet:no-broker"',
+        f'{job} fib daddr type local tcp dport @blocked_ports drop comment "joblet:no-broker"',
+    ]
+    before = [line.strip() for line in text[text.index("chain before_dnat") : text.index("chain forward")].splitlines()]
+    assert before[1:4] == [  # what a job starts towards the host, before the host's DNAT sees it
+        "type filter hook prerouting priority -150; policy accept;",
+        'iifname { "joblet0" } fib daddr type local ct state new drop comment "joblet:no-host-access"',
+        'iifname "ji*" fib daddr type local ct state new drop comment "joblet:no-host-access"',
     ]
     overlaid = firewall.render(
         [firewall.FwNetwork("bridge", "joblet0", "172.20.0.0/16")], guards=dataclasses.replace(guards, vxlan_port=4789)
     )
     assert 'socket cgroupv2 level 1 "unified/joblet" udp dport 4789 drop comment "joblet:no-overlay"' in overlaid
-    assert output[5:7] == [  # nor into the jobs' links
+    assert output[7:9] == [  # nor into the jobs' links
         'socket cgroupv2 level 1 "unified/joblet" oifname { "joblet0" } drop comment "joblet:host-mode"',
         'socket cgroupv2 level 1 "unified/joblet" oifname "ji*" drop comment "joblet:host-mode"',
     ]
@@ -212,8 +226,19 @@ def test_control_plane_endpoints_from_urls():
     assert url_endpoint("rediss://10.2.0.5") == ("10.2.0.5", 6379)
     assert url_endpoint("unix:///run/redis.sock") is None
     assert url_endpoint(None) is None
+    assert url_endpoint("pyamqp://u:p@10.2.0.9//") == ("10.2.0.9", 5672)  # review: blocked from no job
+    assert url_endpoint("amqp:///") == url_endpoint("redis://:pw@/0")[:1] + (5672,) == ("localhost", 5672)
     found = control_plane({"redis_url": "redis://10.2.0.5/0", "broker_url": None}, ("203.0.113.2:6390",))
     assert found == {"redis_url": [("10.2.0.5", 6379)], "job_blocked_addresses": [("203.0.113.2", 6390)]}
+
+
+def test_every_tcp_broker_scheme_has_an_endpoint():
+    """A scheme the settings take that url_endpoint did not know (pyamqp) made no rule."""
+    from joblet.config_checks import BROKER_SCHEMES
+
+    for scheme in BROKER_SCHEMES:
+        endpoint = url_endpoint(f"{scheme}://10.2.0.9/x")
+        assert (endpoint is None) == (scheme in ("unix", "redis+socket")), scheme
 
 
 def test_job_blocked_addresses_setting():
