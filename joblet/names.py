@@ -21,6 +21,9 @@ VNI_MIN, VNI_MAX = 4096, (1 << 24) - 1  # VNIs joblet hands out (below 4096: lef
 HOLD_VNI = VNI_MAX  # the worker's own, never a network's (network_agent/port_hold.py)
 JOB_VETH_PREFIXES = (BRIDGED_VETH_PREFIX, ISOLATED_VETH_PREFIX)
 JOB_LINK = re.compile(r"^j[vi][0-9a-f]{10}\Z")  # exactly what joblet names a job's link
+# exactly what joblet names a network's bridge or overlay port: a sweep deletes no other
+# (an operator's own bridge `jbackup` went at every heartbeat: review)
+NETWORK_LINK = re.compile(r"^j[bx][0-9a-f]{10}\Z")
 
 
 def name_key(name: str) -> str:

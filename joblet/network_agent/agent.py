@@ -328,7 +328,9 @@ class NetworkAgent:
         orphans = [  # left by an earlier worker
             name
             for name in links.bridges_with_prefix(names.NETWORK_BRIDGE_PREFIX)
-            if name not in wanted and not any(fw.bridge == name for fw in list(self._active.values()))
+            if names.NETWORK_LINK.match(name)
+            and name not in wanted
+            and not any(fw.bridge == name for fw in list(self._active.values()))
         ]
         if stale or orphans:  # a network made since `existing` was read: its first job may have
             # made its bridge meanwhile, which this deleted under it (review). Its definition came
@@ -340,7 +342,7 @@ class NetworkAgent:
             links.delete_link(name)
         removed = [name for name in stale if self.remove_network(name)]
         if self.overlay is not None:
-            self.overlay.sweep(existing, in_use, attached or set())
+            self.overlay.sweep(existing, in_use, attached or set(), lambda: [n.name for n in self.networks.all()])
         return removed
 
     # -- per job: facts -> reserve -> (pure plan) -> setup ... teardown -> free --------------

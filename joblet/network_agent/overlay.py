@@ -40,7 +40,7 @@ from joblet.api.networks import NetworkDef
 from joblet.api.store import Store
 from joblet.config import Settings
 from joblet.errors import NetworkError
-from joblet.names import VXLAN_PREFIX, vxlan_name
+from joblet.names import NETWORK_LINK, VXLAN_PREFIX, vxlan_name
 from joblet.network_agent import links, port_hold
 from joblet.network_agent.portsec import mac_for
 
@@ -335,18 +335,29 @@ class Overlay:
         with self._lock:
             return {*self._ports, *self._local_only}
 
-    def sweep(self, existing: list[str], in_use: set[str], attached: set[str]) -> None:
+    def sweep(
+        self, existing: list[str], in_use: set[str], attached: set[str], now: Callable[[], list[str]] | None = None
+    ) -> None:
         """Remove overlay ports of networks that no longer exist (left by any worker), unless
         a job here still uses the network (as its bridge stays). A port this worker holds goes
         from its list too: one taken back at its start, of a network deleted before a job of
         it ran here, was made again each beat, on a bridge no longer there (fleet run).
         `attached`: those held before `existing` was read (a network made since, its port
-        attached by its first job meanwhile, is not let go: review)."""
+        attached by its first job meanwhile, is not let go: review). `now`: the networks as
+        defined now, read before a port is deleted (one made since `existing` was read may
+        have had its port made meanwhile, which this deleted under its first job: review)."""
         kept = set(existing) | set(in_use)
         for network in attached - kept:
             self.detach(network)
         wanted = {vxlan_name(n) for n in kept}
-        for name in links.names_with_prefix(VXLAN_PREFIX, "vxlan"):
+        doomed = [
+            name
+            for name in links.names_with_prefix(VXLAN_PREFIX, "vxlan")
+            if NETWORK_LINK.match(name) and name not in wanted
+        ]
+        if doomed and now is not None:
+            wanted |= {vxlan_name(n) for n in now()}
+        for name in doomed:
             if name not in wanted:
                 links.delete_link(name)
 
@@ -358,7 +369,10 @@ class Overlay:
             if not ports:
                 return False
             local = self.underlay()
-            underlays = {n: str(i["underlay"]) for n, i in self.store.live_nodes().items() if i.get("underlay")}
+            # one node's bad underlay (IPv6, a newline) failed every port's `bridge -batch` here
+            # for good, and went into that batch as text (review): left out, said
+            beats = self.store.live_nodes().items()
+            underlays = {n: str(i["underlay"]) for n, i in beats if i.get("underlay") and _ipv4(str(i["underlay"]))}
             members = self.store.member_nodes([p.network for p in ports])
             changed, failures = False, []
             for port in ports:  # one port that fails does not hold up the others

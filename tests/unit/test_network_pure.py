@@ -264,8 +264,55 @@ def test_a_network_made_after_the_sweep_read_the_definitions_keeps_its_new_bridg
     agent = agent_mod.NetworkAgent(load(), None, networks)  # type: ignore[arg-type]
     deleted: list[str] = []
     monkeypatch.setattr(agent_mod.links, "delete_link", deleted.append)
-    bridges = [bridge_name("old"), bridge_name("new"), bridge_name("leftover")]
+    bridges = [bridge_name("old"), bridge_name("new"), bridge_name("leftover"), "jbackup"]
     monkeypatch.setattr(agent_mod.links, "bridges_with_prefix", lambda prefix: bridges)
     defined.append("new")  # made after the sweep's caller read ["old"]; its bridge is there now
     assert agent.sweep_networks(existing=["old"], in_use=set()) == []
-    assert deleted == [bridge_name("leftover")]  # the control: a bridge no network names still goes
+    # the control: a bridge no network names still goes; an operator's own "jb..." bridge stays
+    assert deleted == [bridge_name("leftover")]
+
+
+def test_a_network_made_after_the_sweep_read_the_definitions_keeps_its_overlay_port(monkeypatch):
+    """The bridges were spared that way, not the overlay ports: the sweep deleted every jx
+    device not in the list it was given, a network made since included (review)."""
+    from joblet.names import vxlan_name
+    from joblet.network_agent import overlay as overlay_mod
+
+    ports = [vxlan_name("old"), vxlan_name("new"), vxlan_name("leftover"), "jxmine"]
+    monkeypatch.setattr(overlay_mod.links, "names_with_prefix", lambda prefix, kind=None: ports)
+    deleted: list[str] = []
+    monkeypatch.setattr(overlay_mod.links, "delete_link", deleted.append)
+    reads: list[int] = []
+    overlay = overlay_mod.Overlay.__new__(overlay_mod.Overlay)
+    overlay.sweep(["old"], set(), set(), lambda: reads.append(1) or ["old", "new"])  # type: ignore[func-returns-value]
+    assert deleted == [vxlan_name("leftover")] and reads == [1]  # the control: one no network names
+    deleted.clear()
+    overlay.sweep(["old", "new", "leftover"], set(), set(), lambda: reads.append(1) or [])  # type: ignore[func-returns-value]
+    assert deleted == [] and reads == [1]  # nothing to delete: no read
+
+
+def test_a_nodes_bad_underlay_leaves_the_others_fdb_whole(monkeypatch):
+    """One live node's underlay that is no IPv4 address (IPv6, or text with a newline) went
+    into every port's `bridge -batch`, which failed for good on each sync; a newline made a
+    second command of it (review). It is left out; the other nodes' entries are made."""
+    import threading
+
+    from joblet.config import load
+    from joblet.names import vxlan_name
+    from joblet.network_agent import overlay as overlay_mod
+
+    port = overlay_mod.OverlayPort("net", vxlan_name("net"), 4096, "jb0000000000", 1450)
+    beats = {"good": {"underlay": "192.0.2.7"}, "v6": {"underlay": "2001:db8::7"}, "nl": {"underlay": "1.2.3.4\nfdb"}}
+    members = {"net": {"j1": "good", "j2": "v6", "j3": "nl"}}
+    store = SimpleNamespace(live_nodes=lambda: beats, member_nodes=lambda nets: members)
+    overlay = overlay_mod.Overlay.__new__(overlay_mod.Overlay)
+    overlay._lock, overlay._ports, overlay._macs, overlay._peers = threading.RLock(), {"net": port}, {}, {}
+    overlay.store, overlay.cfg, overlay.on_macs = store, load(node="me"), lambda: None
+    overlay.underlay = lambda: "192.0.2.1"  # type: ignore[method-assign]
+    monkeypatch.setattr(overlay_mod.links, "index_of", lambda name: 7)
+    monkeypatch.setattr(overlay_mod, "read_fdb", lambda device: frozenset())
+    batches: list[list[str]] = []
+    monkeypatch.setattr(overlay_mod, "apply_fdb", batches.append)
+    assert overlay.sync() is True
+    assert len(batches) == 1 and all(line.endswith(" dst 192.0.2.7") for line in batches[0]), batches
+    assert len(batches[0]) == 2  # the control: the good node's job and its flood entry
