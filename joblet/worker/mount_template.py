@@ -108,6 +108,7 @@ class MountTemplate:
         self._lock = threading.Lock()
         self._fd = -1
         self._kept: frozenset[tuple[str, str]] = frozenset()  # the host's kept mounts it was built from
+        self._version = 0  # counts the templates set or dropped under the lock (_renew's check)
         self._mountinfo = f"/proc/{os.getpid()}/mountinfo"  # the main thread's: the host's namespace
         # two descriptors, because a poll that reports a change consumes it for that descriptor
         self._changes = os.open(self._mountinfo, os.O_RDONLY | os.O_CLOEXEC)  # enter()'s, under the lock
@@ -137,6 +138,7 @@ class MountTemplate:
             if self._fd < 0:
                 self._kept = self._host_kept()  # before the copy: a change after it is seen next time
                 self._fd = self._build()
+                self._version += 1
             if _libc.setns(self._fd, CLONE_NEWNS) != 0:
                 raise ExecutionError(f"failed to enter the jobs' mount template: {os.strerror(ctypes.get_errno())}")
 
@@ -150,6 +152,7 @@ class MountTemplate:
         if self._fd >= 0 and self._host_kept() != self._kept:
             os.close(self._fd)
             self._fd = -1
+            self._version += 1
 
     def _build(self) -> int:
         """A new template, made by a short-lived thread (STYLE.md 7: a thread that switched
@@ -195,14 +198,25 @@ class MountTemplate:
             self._renew()
 
     def _renew(self) -> None:
-        kept = self._host_kept()
-        try:
-            fd = self._build()
-        except ExecutionError as exc:
-            log.warning("mount template: %s (the next job's start tries again)", exc)
-            fd = -1
+        """A fresh template swapped in, unless a start set or dropped one meanwhile: built
+        from the table before that start's, it could lack a volume the start mounted, whose
+        next job then wrote into the empty directory under it, on the state disk (review).
+        Any failure is logged and the watcher goes on: its thread ended on an OSError
+        (EMFILE), and stale templates then kept unmounted volumes alive (review)."""
         with self._lock:
-            old, self._fd, self._kept = self._fd, fd, kept
+            version = self._version
+        try:
+            kept = self._host_kept()
+            fd = self._build()
+        except Exception as exc:  # noqa: BLE001 - the next job's start builds one itself
+            log.warning("mount template: %s (the next job's start tries again)", exc)
+            kept, fd = frozenset(), -1
+        with self._lock:
+            if self._version != version:  # a start's own is newer: this one goes
+                old = fd
+            else:
+                old, self._fd, self._kept = self._fd, fd, kept
+                self._version += 1
         if old >= 0:
             os.close(old)  # jobs copied from it keep their copies
 

@@ -82,3 +82,50 @@ def test_of_proc_sys_and_dev_a_worker_keeps_the_mounts_and_the_jobs_cgroups_only
     ]  # fmt: skip
     kept = set(host) - set(trimmed(host, keep))
     assert {"/proc", "/sys", "/sys/fs/cgroup", "/sys/fs/cgroup/pids", "/dev", str(tmp_path / "run")} <= kept
+
+
+def _bare_template():
+    import threading
+
+    from joblet.worker.mount_template import MountTemplate
+
+    t = MountTemplate.__new__(MountTemplate)  # no watcher, no namespaces: _renew alone
+    t._lock, t._version, t._fd, t._kept = threading.Lock(), 0, -1, frozenset()
+    t._host_kept = lambda: frozenset({("/vol", "1")})  # type: ignore[method-assign]
+    return t
+
+
+def test_a_renewal_built_before_a_starts_own_template_is_not_swapped_in():
+    """The watcher built from the table as it was, a start meanwhile built its own with the
+    volume it had just mounted, and the watcher's older one was swapped in: the next job on
+    that volume wrote into the empty directory under it (review)."""
+    import os
+
+    t = _bare_template()
+    started = os.open("/dev/null", os.O_RDONLY)
+
+    def build_while_a_job_starts() -> int:
+        with t._lock:  # a start's enter(), between the watcher's read and its swap
+            t._fd, t._version = started, t._version + 1
+        return os.open("/dev/null", os.O_RDONLY)
+
+    t._build = build_while_a_job_starts  # type: ignore[method-assign]
+    t._renew()
+    assert t._fd == started and os.fstat(started)  # the start's stays; the renewal's was closed
+    t._build = lambda: os.open("/dev/null", os.O_RDONLY)  # type: ignore[method-assign]
+    t._renew()  # the control: nothing meanwhile, swapped in (the start's closed)
+    assert t._fd != started and t._kept == frozenset({("/vol", "1")})
+    os.close(t._fd)
+
+
+def test_a_renewal_that_fails_leaves_the_watcher_going(caplog):
+    """Only ExecutionError was caught: an OSError (EMFILE) ended the watcher's thread for good."""
+    t = _bare_template()
+
+    def no_descriptors() -> int:
+        raise OSError(24, "Too many open files")
+
+    t._build = no_descriptors  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="joblet.worker.mount_template"):
+        t._renew()
+    assert t._fd == -1 and "Too many open files" in caplog.text
