@@ -104,6 +104,7 @@ _CREATE_NAMED = (
     + """
 for _, key in ipairs({KEYS[1], KEYS[4]}) do
   local holder = live_holder(key, ARGV[4])
+  if holder == ARGV[3] then return false end  -- this very create, sent again (its reply lost)
   if holder then return holder end
 end
 redis.call('SET', KEYS[1], ARGV[3])
@@ -254,9 +255,10 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
 
     # -- jobs -------------------------------------------------------------------------------
     @_url
-    def create_job(self, record: JobRecord, placed: bool = True) -> None:
+    def create_job(self, record: JobRecord, placed: bool = True, ttl: int | None = None) -> None:
         """`placed`: name its node under its user networks (store_homes.py: a fleet of more
-        than one node, where placement reads them)."""
+        than one node, where placement reads them). `ttl`: its keys expire then, in the same
+        step (a final record written again: a worker killed between two steps left it for good)."""
         fields = record.to_dict()
         pipe = self.redis.pipeline()
         pipe.hset(self.keys.job(record.id), mapping=encode_fields(fields))
@@ -265,7 +267,14 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             pipe.zadd(self.keys.live, {record.id: record.created or time.time()})
         if placed:
             self._place(pipe, [record])
+        if ttl is not None:
+            for key in self._job_keys(record.id):
+                pipe.expire(key, ttl)
         pipe.execute()
+
+    def _job_keys(self, job_id: str) -> tuple[str, ...]:
+        """What expire_job expires: a job's record, stream, claim and stop."""
+        return (self.keys.job(job_id), self.keys.log(job_id), self.keys.claim(job_id), self.keys.stop(job_id))
 
     @_url
     def create_jobs(self, records: list[JobRecord], placed: bool = True) -> None:
@@ -468,7 +477,7 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
 
     def expire_job(self, job_id: str, ttl: int) -> None:
         pipe = self.redis.pipeline()
-        for key in (self.keys.job(job_id), self.keys.log(job_id), self.keys.claim(job_id), self.keys.stop(job_id)):
+        for key in self._job_keys(job_id):
             pipe.expire(key, ttl)
         pipe.execute()
 

@@ -43,13 +43,14 @@ from joblet.errors import ValidationError
 log = logging.getLogger(__name__)
 _url = translated(lambda self: self.url)
 
-# Whether the job of a record key has not ended (a gone record has).
+# Whether the job of a record key has not ended (a gone record has; so has one whose status
+# is no JSON, written by hand: it raised, and the index sweep stopped at it at every beat).
 LUA_LIVE = """
 local function live(key)
   local status = redis.call('HGET', key, 'status')
   if not status then return false end
-  local s = cjson.decode(status)
-  return s == 'PENDING' or s == 'RUNNING'
+  local ok, s = pcall(cjson.decode, status)
+  return ok and (s == 'PENDING' or s == 'RUNNING')
 end
 """
 # KEYS: the index. ARGV: the job keys' prefix, then ids read as ended: each leaves the index

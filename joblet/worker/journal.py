@@ -121,7 +121,9 @@ class Journal:
         fd = self._open(tmp, os.O_TRUNC | os.O_APPEND)  # the log's descriptor once renamed
         try:
             _write_all(fd, "".join(self._live.values()).encode())
-            os.replace(tmp, self.path)
+            os.fsync(fd)  # whole on disk before it takes the log's name: a power loss after the
+            os.replace(tmp, self.path)  # rename left an empty log on filesystems that allow it
+            _fsync_dir(self.dir)
         except OSError:
             os.close(fd)
             tmp.unlink(missing_ok=True)  # the log is not replaced by a short copy
@@ -129,6 +131,14 @@ class Journal:
         old, self._fd = self._fd, fd  # no open after the rename: nothing left to fail there
         os.close(old)
         self._forgotten = 0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -157,7 +167,7 @@ def read_log(path: Path) -> tuple[dict[str, str], bool]:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return live, False
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): U+2028 and U+0085 are JSON's text (review)
         try:
             item = json.loads(line)
         except ValueError:

@@ -84,8 +84,7 @@ class Records:
                 started=started,
                 finished=outcome.finished,
             )
-            self.store.create_job(record)
-            self.store.expire_job(job_id, self.cfg.log_ttl)
+            self.store.create_job(record, ttl=self.cfg.log_ttl)  # in one step: never kept for good
             log.warning("job %s: Redis had lost its record; wrote it with its end", job_id[:12])
         elif not recorded:  # already final
             log.warning("job %s: record already final; %s not recorded over it", job_id[:12], outcome.status.value)

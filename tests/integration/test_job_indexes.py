@@ -240,3 +240,16 @@ def test_a_job_failed_while_waiting_ends_whole_in_one_step(store: Store) -> None
     store.create_job(_job(7, JobStatus.RUNNING))
     assert not store.fail_waiting(_job(7).id, "no node", 600, 100)  # it started: left alone
     assert store.find_job(_job(7).id).status == JobStatus.RUNNING
+
+
+def test_a_record_written_by_hand_does_not_stop_the_sweep(store: Store, monkeypatch) -> None:
+    """A status that is no JSON (`HSET job:X status COMPLETED` by hand) made the sweep's
+    script raise at that entry, at every heartbeat, and the index was pruned no more (review)."""
+    from joblet.api import store_index
+
+    monkeypatch.setattr(store_index, "SWEEP_SLICE", 4)
+    store.create_jobs([_job(n, JobStatus.COMPLETED) for n in range(80, 84)])
+    store.redis.hset(store.keys.job(_job(80).id), "status", "COMPLETED")  # no JSON
+    store.redis.delete(store.keys.job(_job(82).id))  # expired: its entry goes
+    assert store.sweep_jobs_index(now=10_000.0) == 1
+    assert _kept(store) == [_job(n).id for n in (80, 81, 83)]  # the control: the hand-written one is kept

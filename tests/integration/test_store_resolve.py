@@ -92,6 +92,17 @@ def test_a_name_an_older_version_holds_in_its_own_case_is_still_in_use(store: St
     assert store.create_named_job(other) is None  # the control: a free name is taken
 
 
+def test_a_named_create_sent_again_is_not_its_own_names_holder(store: Store) -> None:
+    """A connection that broke after the script ran and before its reply: the client sent it
+    again, which found the job itself holding the name, and rnx said "'web' is in use by job
+    <its own id>", leaving the record PENDING with no message, holding the name (review)."""
+    job = JobRecord(id="6" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true", name="Db"), name="Db")
+    assert store.create_named_job(job) is None
+    assert store.create_named_job(job) is None  # sent again: taken, once
+    other = JobRecord(id="5" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true", name="Db"), name="Db")
+    assert store.create_named_job(other) == job.id  # the control: another job is refused
+
+
 def test_an_expired_workflow_does_not_make_a_prefix_ambiguous(store: Store) -> None:
     from joblet.api import workflow_store
     from joblet.api.workflow_store import WorkflowRecord

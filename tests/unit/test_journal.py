@@ -138,3 +138,16 @@ def test_a_rewrite_that_fails_leaves_the_log_as_it_was(tmp_path: Path, monkeypat
     assert not (tmp_path / "journal" / "log.tmp").exists() and j._fd == log_fd
     j.record(entry("e" * 32))  # the log and its descriptor are still the journal's
     assert [e.job_id for e in Journal(tmp_path).entries()] == ["a" * 32, "e" * 32]
+
+
+def test_an_outcome_holding_unicode_line_separators_is_read_back(tmp_path: Path):
+    """Its error text is the job's (a `#!` interpreter's name): U+2028, U+2029 and U+0085 are
+    written as they are in JSON, and splitlines() cut the line there, so a restarted worker
+    read the entry before it and recorded the job LOST instead of its outcome (review)."""
+    j = Journal(tmp_path)
+    j.record(entry("a" * 32))
+    why = "bad interpreter: /bin/sh\u2028x\u2029y\x85z"
+    j.keep_outcome("a" * 32, {"status": JobStatus.FAILED, "error": why})
+    j.record(entry("b" * 32))  # the control: a plain entry after it
+    again = {e.job_id: e for e in Journal(tmp_path).entries()}
+    assert again["a" * 32].outcome == {"status": "FAILED", "error": why} and "b" * 32 in again
