@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 from joblet.api.models import RUNTIME_RE
@@ -34,9 +36,15 @@ def _run(*argv: str) -> None:
 
 
 def is_mounted(path: Path) -> bool:
+    """Whether `path` (canonical: mountinfo holds resolved paths) is a mount point; its
+    field read unescaped (a blank is \\040 there)."""
     target = str(path)
     with open("/proc/self/mountinfo") as fh:
-        return any(line.split()[4] == target for line in fh)
+        return any(_unescaped(line.split()[4]) == target for line in fh)
+
+
+def _unescaped(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field) if "\\" in field else field
 
 
 def _plain(path: Path) -> str:
@@ -45,11 +53,17 @@ def _plain(path: Path) -> str:
     return str(path)
 
 
+ANY = object()  # HostVolumes.remove: whatever generation its data is
+TRASH = ".deleting-"  # a removed volume's directory, set aside until deleted (no volume name starts with '.')
+
+
 class HostVolumes:
     """The volumes of this host."""
 
     def __init__(self, state_dir: Path, keep_free_mb: int | None = None) -> None:
-        self.root = state_dir / "volumes"
+        # resolved: a state_dir through a symlink (/var/lib/joblet -> /data/joblet) never
+        # matched mountinfo, and each start mounted a sized volume again (review)
+        self.root = state_dir.resolve() / "volumes"
         self.keep_free_mb = keep_free_mb  # None: a twentieth of the state disk
         self._lock = threading.Lock()
 
@@ -68,7 +82,7 @@ class HostVolumes:
         """The volume's data directory on this host, made (and mounted) on first use. A first
         use that fails leaves nothing of the volume here: a size the disk lacks left `created`
         and an empty `data`, as if the volume were made."""
-        data = self.data(vol.name)
+        data = Path(_plain(self.data(vol.name)))  # before anything is made or mounted
         with self._lock:
             # root's alone: jobs are root and may leave setuid files in a volume, which a
             # local user reaching them would run as root (jobs see only the bind, not this)
@@ -81,20 +95,27 @@ class HostVolumes:
                 if made and not is_mounted(data):  # new and shallow: no job has used it
                     shutil.rmtree(self.root / vol.name, ignore_errors=True)
                 raise
-        return Path(_plain(data))
+        return data
 
     def _make(self, vol: VolumeDef, data: Path) -> None:
         """Check, then make what is missing: the data directory, its generation, the image
         and its mount."""
         self._check_form(vol, data)
         image = self.root / vol.name / "image"
+        # never valid: what a worker killed while making the image left, whose blocks the
+        # room check counted as used (the volume refused on this host for good: review)
+        image.with_name("image.new").unlink(missing_ok=True)
         size = vol.size_mb if vol.size_mb is not None and not is_mounted(data) else None
         if size is not None and not image.exists():
             self._check_room(vol.name, size)  # before anything of the volume is written
         data.mkdir(parents=True, exist_ok=True)
         if self.generation(vol.name) != vol.created:  # new, an older worker's, or a name
-            # defined again after Redis forgot it (a deleted generation was removed first)
-            (self.root / vol.name / "created").write_text(json.dumps(vol.created))
+            # defined again after Redis forgot it (a deleted generation was removed first);
+            # whole or not at all: an empty file read as no generation (review)
+            created = self.root / vol.name / "created"
+            writing = created.with_name("created.new")
+            writing.write_text(json.dumps(vol.created))
+            writing.replace(created)
         if size is not None:
             if not image.exists():  # made under another name: a failed mkfs leaves no image
                 self._make_image(vol.name, size, image)
@@ -157,26 +178,57 @@ class HostVolumes:
             )
 
     def local(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
+        """The volumes whose data is here (not what a removal set aside: TRASH)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(TRASH))
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, if_generation: object = ANY) -> bool:
         """Unmount (if sized) and delete a volume's files here; a missing one is success.
-        coreutils' rm, not shutil.rmtree: a job chooses the tree's depth, and rmtree recurses
-        once per level (a job's 2,000 nested directories raised RecursionError, and the data
-        stayed for the next volume of that name); rm also stays on this filesystem."""
+        `if_generation`: only if its data is still that generation, read under the lock (a
+        job on the volume defined again made its new data after the caller looked: two
+        starts, or a start and the sweep, deleted it under the job: review); whether it went.
+        Set aside under the lock in one rename, then deleted: a removal cut short (a killed
+        worker, rm's timeout) left the data with no generation, which the volume defined
+        again took over, the deleted files included (review). coreutils' rm, not
+        shutil.rmtree: a job chooses the tree's depth, and rmtree recurses once per level (a
+        job's 2,000 nested directories raised RecursionError); rm also stays on this
+        filesystem."""
         with self._lock:
+            if if_generation is not ANY and self.generation(name) != if_generation:
+                return False
             data = self.data(name)
             if data.exists() and is_mounted(data):
                 _run("umount", str(data))
-            if os.path.lexists(self.root / name):
-                _run("rm", "-rf", "--one-file-system", "--", str(self.root / name))
+            if not os.path.lexists(self.root / name):
+                return True
+            aside = self.root / f"{TRASH}{name}-{uuid.uuid4().hex[:8]}"
+            (self.root / name).rename(aside)
+        self._delete(aside)
+        return True
+
+    def drop_trash(self) -> None:
+        """Delete what removals set aside and could not delete (a killed worker, a timeout)."""
+        for path in self.root.glob(f"{TRASH}*") if self.root.is_dir() else []:
+            self._delete(path)
+
+    @staticmethod
+    def _delete(path: Path) -> None:
+        try:
+            _run("rm", "-rf", "--one-file-system", "--", str(path))
+        except (ExecutionError, subprocess.TimeoutExpired) as exc:  # set aside: the next sweep's
+            log.warning("could not delete %s yet: %s", path, exc)
 
     def release_all(self) -> None:
-        """Unmount every sized volume (worker shutdown); the data stays on disk."""
+        """Unmount every sized volume (worker shutdown); the data stays on disk. One that
+        cannot be unmounted (busy) is logged, and the rest still go (review)."""
         for name in self.local():
             data = self.data(name)
-            if is_mounted(data):
-                _run("umount", str(data))
+            try:
+                if is_mounted(data):
+                    _run("umount", str(data))
+            except (ExecutionError, subprocess.TimeoutExpired) as exc:
+                log.warning("volume %s stays mounted: %s", name, exc)
 
 
 # A runtime is bound whole into its jobs at /runtime: one that is the host's root, or holds
@@ -265,7 +317,7 @@ class JobMounts:
                 raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
             held = self.volumes.generation(name)
             if held not in (None, vol.created) and self._deleted(name, held):  # not swept here yet
-                self.volumes.remove(name)
+                self.volumes.remove(name, if_generation=held)
             data = self.volumes.ensure(vol)
             binds.append((str(data), f"/volumes/{name}", False))
         if runtime is None:
@@ -292,7 +344,13 @@ class JobMounts:
             if held is not None and existing.get(name) == held:  # the live definition's own data
                 continue
             if deleted_lineage(held, last, True) or (held is None and name not in existing):
-                gone.append(name)
-        for name in gone:
-            self.volumes.remove(name)
-        return gone
+                gone.append((name, held))
+        removed = []
+        for name, held in gone:  # one that fails (busy) holds up no other (review)
+            try:
+                if self.volumes.remove(name, if_generation=held):
+                    removed.append(name)
+            except (ExecutionError, subprocess.TimeoutExpired, OSError) as exc:
+                log.warning("could not remove deleted volume %s from this host yet: %s", name, exc)
+        self.volumes.drop_trash()
+        return removed

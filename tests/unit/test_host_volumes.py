@@ -251,3 +251,78 @@ def test_a_runtime_that_shows_jobs_the_hosts_own_files_is_not_offered(tmp_path):
     with pytest.raises(ExecutionError, match="runtime 'hostroot' is not offered on this host: it is /, which holds"):
         runtime_root(rts, "hostroot")
     assert runtime_root(rts, "python:3.11", (state,)) == rts / "python:3.11"
+
+
+def test_data_made_after_a_removal_was_decided_is_not_removed(tmp_path: Path):
+    """A start (or the sweep) read the old generation, then another start on the volume defined
+    again removed it and made the new data, and the first one removed that too, under the
+    job using it (review). Removal happens only if the generation is still the one read."""
+    host = volumes.HostVolumes(tmp_path)
+    old = host.ensure(VolumeDef(name="v", created=1.0))
+    (old / "f").write_text("gen1")
+    seen = host.generation("v")  # read by a start, or the sweep
+    assert host.remove("v", if_generation=seen) is True  # the other start: removed ...
+    new = host.ensure(VolumeDef(name="v", created=2.0))  # ... and made anew
+    (new / "g").write_text("gen2")
+    assert host.remove("v", if_generation=seen) is False  # the late one: kept
+    assert (new / "g").read_text() == "gen2" and host.local() == ["v"]
+    assert host.remove("v", if_generation=2.0) is True and host.local() == []  # the control
+
+
+def test_a_removal_cut_short_leaves_no_data_the_name_defined_again_takes_over(tmp_path: Path, monkeypatch):
+    """rm removed `created` before a large `data/`, then was killed (or timed out): the data
+    had no generation, and the volume defined again wrote its own over it, deleted files
+    included (review). Removal sets the directory aside in one rename, then deletes it; what
+    is left aside is deleted by the next sweep and is no volume meanwhile."""
+    host = volumes.HostVolumes(tmp_path)
+    (host.ensure(VolumeDef(name="v", created=1.0)) / "secret").write_text("gen1")
+
+    def killed(*argv: str) -> None:
+        raise volumes.subprocess.TimeoutExpired(argv, 120)
+
+    real = volumes._run
+    monkeypatch.setattr(volumes, "_run", killed)
+    assert host.remove("v") is True
+    assert host.local() == [] and len(list((tmp_path / "volumes").glob(".deleting-v-*"))) == 1
+    assert list(host.ensure(VolumeDef(name="v", created=2.0)).iterdir()) == []  # defined again: empty
+    monkeypatch.setattr(volumes, "_run", real)
+    host.drop_trash()
+    assert list((tmp_path / "volumes").glob(".deleting-*")) == [] and host.local() == ["v"]
+
+
+def test_an_image_a_killed_worker_was_making_is_not_counted_against_the_room(tmp_path: Path, monkeypatch):
+    """A worker killed during fallocate or mkfs left `created`, `data` and a whole `image.new`;
+    the next start's room check counted its blocks as used, and the volume was refused on
+    this host for good (review)."""
+    calls: list[str] = []
+    monkeypatch.setattr(volumes, "_run", lambda *argv: calls.append(argv[0]))
+    host = volumes.HostVolumes(tmp_path, keep_free_mb=0)
+    vol = VolumeDef(name="v", size_mb=8, created=1.0)
+    home = tmp_path / "volumes" / "v"
+    (home / "data").mkdir(parents=True)
+    (home / "created").write_text("1.0")
+    (home / "image.new").write_bytes(b"\0" * 4096)  # what the killed one was making
+    seen: list[bool] = []
+    real_usage = volumes.shutil.disk_usage
+    monkeypatch.setattr(
+        volumes.shutil, "disk_usage", lambda path: seen.append((home / "image.new").exists()) or real_usage(path)
+    )
+    host.ensure(vol)
+    assert seen == [False] and calls == ["mkfs.ext4", "mount"]  # gone before the room was read
+    assert (home / "image").stat().st_size == 8 << 20 and not (home / "image.new").exists()
+
+
+def test_a_state_dir_through_a_symlink_reads_its_mounts(tmp_path: Path):
+    """mountinfo holds resolved paths, escaped: a state_dir through a symlink (or with a blank)
+    never matched, and every start mounted a sized volume again (review)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    host = volumes.HostVolumes(tmp_path / "link")
+    assert host.root == real / "volumes"
+    assert volumes._unescaped(r"/srv/joblet\040state/volumes/v/data") == "/srv/joblet state/volumes/v/data"
+    assert volumes.is_mounted(Path("/proc")) and not volumes.is_mounted(real)  # the control
+    blank = volumes.HostVolumes(tmp_path / "with blank")
+    with pytest.raises(ExecutionError, match="contains blanks"):
+        blank.ensure(VolumeDef(name="v", created=1.0))
+    assert not (tmp_path / "with blank").exists()  # refused before anything was made
