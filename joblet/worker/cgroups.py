@@ -380,8 +380,25 @@ class JobCgroup:
                 for fd in held.values():
                     os.close(fd)
 
+    def lift_io(self) -> None:
+        """Drop the group's disk rates: a write held by its throttle waits uninterruptibly, and
+        a SIGKILL ended it only when the throttle let it through (red-team run: a dd at the
+        least --max-iobps outlived its timeout by minutes, in D state, and host syncs of that
+        disk waited behind it). A job being killed writes no more than it had started."""
+        for line in _read(self.path / "io.max").splitlines():
+            device = line.split(" ", 1)[0]
+            with contextlib.suppress(OSError):
+                (self.path / "io.max").write_text(f"{device} rbps=max wbps=max riops=max wiops=max")
+        blkio = self.v1_dir("blkio")
+        for name in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
+            for line in _read(blkio / name).splitlines():
+                with contextlib.suppress(OSError):
+                    (blkio / name).write_text(f"{line.split(' ', 1)[0]} 0")
+
     def kill(self) -> None:
-        """SIGKILL every process in the cgroup (and those forked meanwhile)."""
+        """SIGKILL every process in the cgroup (and those forked meanwhile), its disk rates
+        lifted first (lift_io)."""
+        self.lift_io()
         kill_file = self.path / "cgroup.kill"
         if kill_file.exists():
             with contextlib.suppress(FileNotFoundError):

@@ -473,3 +473,23 @@ def test_max_iobps_runs_where_the_state_dir_has_no_block_device(redis_sock, moun
         assert "no block device of its own" not in disk.log()
     finally:
         disk.close()
+
+
+def test_a_write_held_by_its_disk_rate_ends_with_its_stop(client, host):
+    """A write waiting on --max-iobps waits uninterruptibly: a dd at 32 KB/s outlived its
+    timeout for a minute, in D state, and its cgroup could not be removed (red-team run).
+    The rates are lifted before the kill. Beside: the same write is held by the rate."""
+    client.volumes.create("iobps-stop")
+    write = ("sh", "-c", "dd if=/dev/zero of=/volumes/iobps-stop/f bs=1M count=4 conv=fsync && echo written")
+    held = client.run(*write[:1], write[1:], network="none", volumes=["iobps-stop"], limits={"max_iobps": 32768})
+    eventually(lambda: client.get(held.id).status == JobStatus.RUNNING, "the writer runs")
+    group = Path(host.env["JOBLET_CGROUP_ROOT"]) / held.id
+    assert group.is_dir()
+    blob = Path(host.env["JOBLET_STATE_DIR"]) / "volumes" / "iobps-stop" / "data" / "f"
+    full = 4 << 20
+    eventually(lambda: blob.exists() and blob.stat().st_size == full, "dd wrote its 4 MB to the page cache")
+    assert b"written" not in output(client, held.id)  # the control: its fsync is held, 2 min at 32 KB/s
+    client.stop(held.id)
+    final = client.wait(held.id, timeout=60)
+    assert final.status == JobStatus.STOPPED and b"written" not in output(client, held.id)
+    eventually(lambda: not group.exists(), "the stopped job's cgroup is removed", timeout=15)
