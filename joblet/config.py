@@ -125,6 +125,12 @@ class Settings:
         flag,
         "allow --network=host on this worker (the job still gets its sandbox, less the network namespace)",
     )
+    allow_public_networks: bool = setting(
+        False,
+        flag,
+        "allow user networks over public address space (outside 10/8, 172.16/12, 192.168/16, 100.64/10 and "
+        "the documentation and benchmarking ranges): the host routes such a range to the network's jobs",
+    )
     job_net_raw: bool = setting(
         False,
         flag,

@@ -15,6 +15,7 @@ from joblet.api.networks import (
     fixed_ranges,
     holds_control_plane,
     host_prefixes,
+    public_problem,
 )
 from joblet.api.store import Store
 from joblet.api.store_ipam import IpamStore
@@ -31,6 +32,19 @@ def fleet_prefixes(nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
     for node, info in sorted(nodes.items()):
         for label, cidr in dict(info.get("prefixes") or {}).items():
             found[f"{label} on node {node}"] = str(cidr)
+    return found
+
+
+def fleet_resolvers(nodes: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{label: address/32} of the DNS servers each live node itself asks (its heartbeat's
+    `resolvers`): a network over one took that node's lookups to its jobs (red-team run)."""
+    found: dict[str, str] = {}
+    for node, info in sorted(nodes.items()):
+        for ns in info.get("resolvers") or ():
+            try:
+                found[f"the DNS server node {node} uses ({ns})"] = f"{ipaddress.IPv4Address(ns)}/32"
+            except ValueError:  # IPv6, or a heartbeat that does not read: no IPv4 network holds it
+                continue
     return found
 
 
@@ -94,6 +108,8 @@ class Networks:
         cfg = self.settings
         endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
         problem = holds_control_plane(cidr, addresses_of(endpoints))
+        if not problem and not cfg.allow_public_networks:
+            problem = public_problem(cidr)
         if problem:
             raise ValidationError(f'failed to create network "{name}": {problem}')
         nodes = self.jobs.live_nodes()
@@ -107,6 +123,7 @@ class Networks:
             **fixed_ranges(cfg.bridge_cidr, cfg.isolated_pool, cfg.job_blocked_networks),
             **host_prefixes(),
             **fleet_prefixes(nodes),
+            **fleet_resolvers(nodes),
         }
         try:
             return self.store.create(net, reserved)

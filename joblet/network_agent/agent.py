@@ -232,8 +232,9 @@ class NetworkAgent:
             **{f'network "{n}" on this host': fw.cidr for n, fw in list(self._active.items()) if n != net.name},
             **(host_prefixes() if routes else {}),
             **{f'network "{n}"': other.cidr for n, other in others.items()},
+            **(host.resolver_ranges(f"node {cfg.node}") if routes else {}),
         }
-        problem = unusable(net.cidr, self._held(), reserved)
+        problem = unusable(net.cidr, self._held(), reserved, public=cfg.allow_public_networks)
         if problem:
             raise NetworkError(f'network "{net.name}" cannot be used on node {cfg.node}: {problem}')
 

@@ -54,6 +54,13 @@ def upstream_nameservers(candidates: tuple[Path, ...] = RESOLV_CANDIDATES) -> li
     return []
 
 
+def resolver_ranges(where: str, candidates: tuple[Path, ...] = RESOLV_CANDIDATES) -> dict[str, str]:
+    """{label: address/32} of the DNS servers the host itself asks, which no network may hold:
+    the route to its bridge took the host's lookups to the network's jobs, and one answered
+    them (red-team run: a private range over the host's resolver, then its Redis password)."""
+    return {f"the DNS server {where} uses ({ns})": f"{ns}/32" for ns in upstream_nameservers(candidates) if "." in ns}
+
+
 def job_nameservers(configured: tuple[str, ...], resolv_conf: Path | None) -> tuple[str, ...]:
     """The worker's dns_servers, else the host's upstreams (a network's --dns, when it has
     one, is taken before this is asked)."""

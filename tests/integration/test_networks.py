@@ -9,7 +9,7 @@ import pytest
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
-from joblet.api.networks import NetworkStore
+from joblet.api.networks import NetworkDef, NetworkStore
 from joblet.errors import Conflict, ValidationError
 from joblet.names import bridge_name
 from tests.integration.helpers import (
@@ -52,9 +52,10 @@ def test_validation_errors(nets):
         nets.networks.create("x1", "10.100.0.0/16")
     with pytest.raises(Conflict, match="built-in network"):
         nets.networks.create("x2", "172.20.5.0/24")
-    for cidr, blocked in (("168.63.129.0/24", "168.63.129.16/32"), ("100.100.96.0/20", "100.100.100.200/32")):
-        with pytest.raises(Conflict, match=rf"overlaps with job_blocked_networks' {blocked} "):
-            nets.networks.create("x4", cidr)  # a job there would answer for the metadata service
+    with pytest.raises(Conflict, match=r"overlaps with job_blocked_networks' 100.100.100.200/32 "):
+        nets.networks.create("x4", "100.100.96.0/20")  # a job there would answer for the metadata service
+    with pytest.raises(ValidationError, match=r"CIDR 168.63.129.0/24 is public address space"):
+        nets.networks.create("x4", "168.63.129.0/24")  # Azure's, and public
     for cidr in ("10.1.0.1/24", "10.1.0.0/30", "nonsense", "10.0.0.0/7"):
         with pytest.raises(ValidationError):
             nets.networks.create("x3", cidr)
@@ -158,7 +159,6 @@ def test_a_network_whose_range_holds_the_workers_dns_server_is_refused_its_jobs(
     which answered them all (usability run). Its own --dns is its owner's choice: it runs.
     Its create is refused where a live node gives its jobs that server (each job failed);
     one made while none was (here: written by other means) fails its jobs saying why."""
-    from joblet.api.networks import NetworkDef
     from joblet.errors import ValidationError
 
     with pytest.raises(ValidationError, match=r"CIDR 203.0.113.0/24 holds 203.0.113.2, the DNS server jobs on node"):
@@ -176,6 +176,55 @@ def test_a_network_whose_range_holds_the_workers_dns_server_is_refused_its_jobs(
         assert rec.exit_code == 0 and out == b"nameserver 203.0.113.9\n", (out, err)
     finally:
         nets.networks.delete("dns-own")
+
+
+def test_a_public_range_is_built_by_no_worker(nets):
+    """Refused at create (a public range's route took the host's own traffic for it to the
+    network's jobs), and by the worker for a definition written by other means. Beside: a
+    private one is built and runs."""
+    with pytest.raises(ValidationError, match=r'failed to create network "pub": CIDR 8.8.8.0/24 is public'):
+        nets.networks.create("pub", "8.8.8.0/24")
+    assert "pub" not in nets.networks.store.names()  # nothing half-built
+    nets.networks.store.create(NetworkDef(name="pub", cidr="8.8.8.0/24"), {})
+    nets.networks.create("priv", "10.152.0.0/24")
+    try:
+        rec, _, _ = run(nets, "true", network="pub")
+        assert rec.exit_code is None and "CIDR 8.8.8.0/24 is public address space" in (rec.error or ""), rec
+        assert run(nets, "true", network="priv")[0].exit_code == 0
+    finally:
+        nets.networks.delete("pub")
+        nets.networks.delete("priv")
+
+
+def test_no_network_holds_a_dns_server_the_host_itself_asks(nets, host):
+    """A private range over the host's resolver took its lookups to the network's jobs, one
+    of which answered them (red-team run). Each heartbeat names the host's own resolvers
+    (what create checks); a definition written over one by other means is built nowhere."""
+    import ipaddress
+
+    from joblet.network_agent.host import upstream_nameservers
+
+    mine = upstream_nameservers()
+    assert nets.live_nodes()[host.name]["resolvers"] == mine
+    ipv4 = [ns for ns in mine if "." in ns]
+    if not ipv4:  # a host that asks none over IPv4 has none to keep clear: nothing refused
+        assert host_resolver_ranges() == {}
+        return
+    cidr = str(ipaddress.ip_network(f"{ipv4[0]}/29", strict=False))
+    with pytest.raises(Conflict, match=rf"overlaps with the DNS server node hosta uses \({ipv4[0]}\)"):
+        nets.networks.create("resolver", cidr)
+    nets.networks.store.create(NetworkDef(name="resolver", cidr=cidr), {})
+    try:
+        rec, _, _ = run(nets, "true", network="resolver")
+        assert rec.exit_code is None and f"the DNS server node {host.name} uses ({ipv4[0]})" in (rec.error or ""), rec
+    finally:
+        nets.networks.delete("resolver")
+
+
+def host_resolver_ranges() -> dict[str, str]:
+    from joblet.network_agent.host import resolver_ranges
+
+    return resolver_ranges("x")
 
 
 def test_job_cannot_reach_the_host_itself(nets, host):

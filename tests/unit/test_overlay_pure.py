@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from joblet.api.client_networks import fleet_mtu_check, fleet_prefixes
+from joblet.api.client_networks import fleet_mtu_check, fleet_prefixes, fleet_resolvers
 from joblet.api.networks import NetworkDef, free_vni
 from joblet.errors import NetworkError, ValidationError
 from joblet.names import HOLD_VNI, VNI_MAX, VNI_MIN, default_vni, is_joblet_link, vxlan_name
@@ -135,6 +135,31 @@ def test_network_create_checks_every_nodes_routes_and_mtu():
     fleet_mtu_check("n", 1350, nodes)
     with pytest.raises(ValidationError, match="MTU 1351 does not fit the overlay on node n2"):
         fleet_mtu_check("n", 1351, nodes)
+
+
+def test_network_create_keeps_clear_of_every_nodes_own_resolvers():
+    """A private range over the host's own DNS server took its lookups to the network's jobs,
+    one of which answered them (red-team run). Each node publishes its resolvers."""
+    from joblet.api.networks import overlap
+
+    nodes = {"n1": {"resolvers": ["10.255.255.53", "2001:db8::53", "junk"]}, "n2": {}}
+    reserved = fleet_resolvers(nodes)
+    assert reserved == {"the DNS server node n1 uses (10.255.255.53)": "10.255.255.53/32"}
+    assert overlap("10.255.255.48/29", reserved) == "the DNS server node n1 uses (10.255.255.53) (10.255.255.53/32)"
+    assert overlap("10.255.254.0/24", reserved) is None  # the control: beside it
+
+
+def test_public_ranges_are_refused_unless_allowed():
+    """8.8.8.0/24 was taken as a network: the host then sent 8.8.8.8's traffic to the bridge
+    (usability and red-team runs)."""
+    from joblet.api.networks import public_problem, unusable
+
+    assert public_problem("8.8.8.0/24").startswith("CIDR 8.8.8.0/24 is public address space")
+    for private in ("10.0.0.0/8", "172.16.0.0/12", "192.168.1.0/24", "100.64.0.0/10", "203.0.113.0/24"):
+        assert public_problem(private) is None, private
+    assert public_problem("172.15.0.0/16") and public_problem("11.0.0.0/8")  # just outside
+    assert unusable("8.8.8.0/24", {}, {}, public=False) == public_problem("8.8.8.0/24")
+    assert unusable("8.8.8.0/24", {}, {}) is None  # allow_public_networks
 
 
 class MembersStore:
