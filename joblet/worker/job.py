@@ -53,7 +53,7 @@ from joblet.worker.mounts import JobMounts, write_uploads
 from joblet.worker.nsthread import JobThread
 from joblet.worker.output import Capture
 from joblet.worker.records import WAITING, Outcome, outcome_of
-from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, sys_covers, views_of
+from joblet.worker.sandbox import Host, Layout, bwrap_args, command_argv, loader_env, sys_covers, views_of
 from joblet.worker.services import JobStore, NetAgent, Services
 from joblet.worker.undo import UndoStack
 
@@ -336,12 +336,13 @@ class JobRun:
     def _start(self, layout: Layout, env: dict[str, str], path: str) -> None:
         """Spawn the job's process, which joins its cgroups, builds its root and waits for the go."""
         assert self.host is not None and self.inside is not None, "_setup_job looked at the host"
+        env, later = loader_env(env, layout.user)
         sandbox = self.sandbox = self.svc.kernel.sandbox(
             Launch(
                 self.job_id,
                 self.cgroup,
                 bwrap_args(self.host, layout),
-                command_argv(path, self.spec.args, layout.user),
+                command_argv(path, self.spec.args, layout.user, later),
                 env,
                 self.inside,
                 self.svc.cfg.job_oom_score_adj,

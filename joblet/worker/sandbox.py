@@ -296,14 +296,45 @@ def _dev(layout: Layout) -> list[str]:
     ]
 
 
-def command_argv(path: str, args: tuple[str, ...], user: tuple[int, int] | None) -> list[str]:
+# What glibc's loader and libc read that it ignores in a setuid program (unsecvars.h): given
+# to setpriv, which runs as root before it drops to --user, LD_PRELOAD ran the job's own code
+# as root with the sandbox's capabilities (red-team run). They are set after the drop.
+LOADER_ENV = frozenset(
+    {
+        "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LD_AUDIT", "LD_DEBUG",
+        "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK", "LD_LIBRARY_PATH", "LD_ORIGIN_PATH",
+        "LD_PRELOAD", "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS", "LOCALDOMAIN", "LOCPATH",
+        "MALLOC_TRACE", "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR",
+    }
+)  # fmt: skip
+ENV, SH = "/usr/bin/env", "/bin/sh"
+
+
+def loader_env(env: dict[str, str], user: tuple[int, int] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(what the sandbox starts with, what is set after the drop to `user`): the job's
+    LOADER_ENV variables wait for the drop; without `user` nothing is dropped."""
+    if user is None:
+        return env, {}
+    later = {k: v for k, v in env.items() if k in LOADER_ENV}
+    return {k: v for k, v in env.items() if k not in later}, later
+
+
+def command_argv(
+    path: str, args: tuple[str, ...], user: tuple[int, int] | None, later: dict[str, str] | None = None
+) -> list[str]:
     """The command as the sandbox starts it; another user through setpriv, with no
     capability left to it even as uid 0 (`--user=0:0`: leaving uid 0 was what dropped them,
-    and a root exec regains its bounding set)."""
+    and a root exec regains its bounding set). `later`: variables env(1) sets after the drop
+    (loader_env; env takes an operand with a '=' for one, so such a path goes through sh)."""
     if user is None:
         return [path, *args]
     drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"]
-    return [SETPRIV, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *drop, "--", path, *args]
+    tail = [path, *args]
+    if later:
+        if "=" in path:
+            tail = [SH, "-c", 'exec "$0" "$@"', *tail]
+        tail = [ENV, *(f"{k}={v}" for k, v in later.items()), *tail]
+    return [SETPRIV, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *drop, "--", *tail]
 
 
 def views_of(host: Host, layout: Layout, work: str | None = None) -> list[tuple[str, str]]:

@@ -555,6 +555,20 @@ def test_ordinary_workloads_still_work(client):
     assert b"CapEff:0000000000000000" not in out and out.endswith(b"\n0\n"), out  # control: root keeps some
 
 
+def test_the_loader_variables_of_a_user_job_reach_no_root_program(client):
+    """setpriv runs as root before it drops to --user: with the job's environment, its
+    LD_PRELOAD ran the job's code as root with the sandbox's capabilities (red-team run).
+    The loader's variables are set after the drop: LD_DEBUG shows the loader at work in the
+    command (the control), never in setpriv; the others keep theirs."""
+    env = {"LD_DEBUG": "libs", "TMPDIR": "/tmp/mine", "PLAIN": "kept"}
+    probe = "echo $TMPDIR $PLAIN"
+    rec, out, err = run(client, "sh", "-c", probe, network="none", user="1234:1234", env=env)
+    assert rec.exit_code == 0 and out == b"/tmp/mine kept\n", (out, err)
+    assert b"transferring control:" in err and b"setpriv" not in err, err
+    rec, out, err = run(client, "sh", "-c", probe, network="none", env=env)  # root: as it was
+    assert rec.exit_code == 0 and out == b"/tmp/mine kept\n" and b"transferring control:" in err
+
+
 def test_a_job_of_another_user_can_ping_without_raw_sockets(client):
     """Its namespace allows ICMP echo sockets to every group, as Docker's do (the kernel's
     default range is empty: `ping` failed for a --user job, which has no CAP_NET_RAW)."""

@@ -383,3 +383,26 @@ def test_a_job_past_bubblewraps_word_count_fails_to_start_saying_why():
         Sandbox(launch(BWRAP_MAX_ARGS + 1)).start()
     with pytest.raises(AssertionError, match="spawned"):  # the control: exactly 9000 is spawned
         Sandbox(launch(BWRAP_MAX_ARGS)).start()  # (a fake that never spawns: no root needed)
+
+
+def test_loader_variables_of_a_user_job_are_set_after_its_drop():
+    """setpriv, root until its drop, got the job's LD_PRELOAD (red-team run): those wait for
+    env(1) after it; a path with a '=' (an operand env would read as a variable) goes via sh."""
+    from joblet.worker.sandbox import ENV, SETPRIV, SH, command_argv, loader_env
+
+    env = {"PATH": "/usr/bin", "LD_PRELOAD": "/work/p.so", "TMPDIR": "/t"}
+    assert loader_env(env, None) == (env, {})  # root: nothing to drop below
+    first, later = loader_env(env, (1000, 1000))
+    assert first == {"PATH": "/usr/bin"} and later == {"LD_PRELOAD": "/work/p.so", "TMPDIR": "/t"}
+    argv = command_argv("/usr/bin/id", ("-u",), (1000, 1000), later)
+    assert argv[0] == SETPRIV and argv[argv.index("--") + 1 :] == [
+        ENV,
+        "LD_PRELOAD=/work/p.so",
+        "TMPDIR=/t",
+        "/usr/bin/id",
+        "-u",
+    ]
+    odd = command_argv("/work/a=b", (), (1000, 1000), later)
+    assert odd[odd.index("--") + 1 :][3:] == [SH, "-c", 'exec "$0" "$@"', "/work/a=b"]
+    plain = command_argv("/usr/bin/id", (), (1000, 1000))  # the control: nothing later, no env
+    assert plain[plain.index("--") + 1 :] == ["/usr/bin/id"]
