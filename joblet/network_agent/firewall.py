@@ -351,6 +351,38 @@ def has_table(family: str) -> bool:
     return nftlib.run(f"list table {family} {TABLE}")[0] == 0
 
 
+RULED = ("inet", "arp", "bridge")  # the tables render() writes whole (not the caps')
+
+
+def rule_counts() -> dict[str, int]:
+    """The rules in each of joblet's chains as loaded now ({family/chain: count}): a flushed
+    chain (`nft flush chain ...`, a tool's own cleanup) left its table there, with a policy
+    accept, and the check of the tables alone saw nothing amiss (review: isolation, the
+    broker drops and port security off until some other change rendered them again)."""
+    counts: dict[str, int] = {}
+    for family in RULED:
+        rc, text = nftlib.listing(f"list table {family} {TABLE}")
+        if rc == 0:
+            counts.update(count_rules(family, text))
+    return counts
+
+
+def count_rules(family: str, listing: str) -> dict[str, int]:
+    """{family/chain: rules} of one table's listing (pure)."""
+    counts: dict[str, int] = {}
+    chain = None
+    for line in listing.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "chain" and words[2] == "{":
+            chain = f"{family}/{words[1]}"
+            counts[chain] = 0
+        elif chain is not None and words == ["}"]:
+            chain = None
+        elif chain is not None and words and words[0] != "type":
+            counts[chain] += 1
+    return counts
+
+
 def render_caps(default_bridge: str, isolated_prefix: str, per_job: int, all_jobs: int) -> str:
     """`ip joblet`: caps on the connections jobs have in the host's connection tracking
     table, shared by the whole host: a job sending UDP to every port of a host that answers

@@ -74,6 +74,23 @@ def _cloexec(fd: int) -> None:
         pass  # closed meanwhile
 
 
+def listing(command: str) -> tuple[int, str]:
+    """Run one `list` command; returns (0 or an error code, what it printed)."""
+    with _lock:
+        found = _context()
+        if found is not None:
+            lib, ctx = found
+            rc = lib.nft_run_cmd_from_buffer(ctx, command.encode())
+            out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+            lib.nft_ctx_get_error_buffer(ctx)  # drained, so it does not grow
+            return (0 if rc == 0 else 1), out
+    try:
+        proc = subprocess.run(["nft", *command.split()], capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise NetworkError("nft not found: install nftables") from None
+    return proc.returncode, proc.stdout
+
+
 def run(commands: str) -> tuple[int, str]:
     """Run nft commands as one transaction; returns (0 or an error code, error text)."""
     with _lock:

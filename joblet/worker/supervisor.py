@@ -494,7 +494,7 @@ class Supervisor:
 
     def _upkeep_firewall(self) -> None:
         if self.svc.agent.ensure_firewall():
-            log.warning("joblet's nftables table was gone: restored it")
+            log.warning("joblet's nftables tables were gone or changed: loaded them again")
         self.svc.agent.check_forward()
 
     def _upkeep_overlay(self) -> None:

@@ -192,6 +192,23 @@ def test_link_local_arp_fills_no_neighbour_table_of_the_host(nets, host):
         nets.wait(rec.id, timeout=30)
 
 
+@pytest.mark.parametrize("chain", [("inet", "forward"), ("bridge", "prerouting")])
+def test_a_flushed_chain_of_joblets_comes_back(nets, host, chain):
+    """A flushed chain left its table there, with a policy accept, and the heartbeat's check
+    of the tables alone saw nothing amiss: isolation, the broker drops or port security were
+    off until some other change rendered them again (review)."""
+
+    def rules() -> int:
+        listed = host.in_ns("nft", "list", "chain", chain[0], "joblet", chain[1]).stdout
+        return sum(1 for line in listed.splitlines() if "comment" in line or " drop" in line)
+
+    assert run(nets, "true", network=NET)[0].exit_code == 0  # the tables are loaded by then
+    assert rules() > 0  # the control: loaded
+    assert host.in_ns("nft", "flush", "chain", chain[0], "joblet", chain[1]).returncode == 0
+    assert rules() == 0
+    eventually(lambda: rules() > 0, f"{chain[0]} joblet {chain[1]} was not restored", timeout=10)
+
+
 @pytest.mark.parametrize("flush", [("flush", "ruleset"), ("delete", "table", "bridge", "joblet")])
 def test_port_security_comes_back_after_a_flush(nets, host, flush):
     spoof_to_a_peer(nets, host, flush)

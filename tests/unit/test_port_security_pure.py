@@ -293,3 +293,13 @@ def test_what_a_worker_will_not_build():
     )
     assert unusable("32.0.0.0/3", {}, {}) == "CIDR 32.0.0.0/3 must be between /8 and /29"  # an eighth of IPv4
     assert unusable("10.5.0.0/30", {}, {}) == "CIDR 10.5.0.0/30 must be between /8 and /29"
+
+
+def test_the_rules_of_each_chain_are_counted_from_a_listing():
+    listing = (
+        "table inet joblet {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 1.2.3.4 }\n\t}\n\n"
+        "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n"
+        '\t\tiifname { "x" } ip daddr @s drop comment "c"\n\t\tct state established accept\n\t}\n\n'
+        "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n"
+    )
+    assert firewall.count_rules("inet", listing) == {"inet/forward": 2, "inet/input": 0}
