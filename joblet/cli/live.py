@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 from joblet import wakeup
+from joblet.errors import BackendRefused, BackendUnavailable
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -14,15 +16,35 @@ def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool
     """Draw once (interval None), or redraw every `interval` seconds until Ctrl-C (exit 0) or
     a frame whose `draw` returned False (nothing left to change: its last frame stays). On a
     terminal the screen is cleared first; piped, the frames follow one another. With `clear`
-    off (JSON) nothing is added at the end."""
+    off (JSON) nothing is added at the end. Redis going away after the first frame is said
+    once on stderr, the last frame kept, and tried again each interval until it is back: a
+    restart ended the view at once, and a hung server froze it without a word (usability
+    run); the first frame's failure ends it (a wrong URL)."""
     if interval is None:
         draw()
         return
+    drawn, since = False, None
     try:
         while True:
-            if clear and sys.stdout.isatty():
+            if clear and sys.stdout.isatty() and since is None:
                 sys.stdout.write(CLEAR)
-            more = draw()
+            try:
+                more = draw()
+            except BackendRefused:
+                raise
+            except BackendUnavailable as exc:
+                if not drawn:
+                    raise
+                if since is None:
+                    since = time.strftime("%H:%M:%S")
+                    sys.stdout.flush()
+                    print(f"rnx: {exc} (since {since}); trying again every {interval:g} s", file=sys.stderr)
+                wakeup.sleep(interval)
+                continue
+            if since is not None:
+                print(f"rnx: Redis is back (unreachable since {since})", file=sys.stderr)
+                since = None
+            drawn = True
             sys.stdout.flush()
             if more is False:
                 return

@@ -289,6 +289,15 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
         from joblet.cli.node_watch import NodeDownNote
 
         idle = NodeDownNote(obj.client)
+    waiting = obj.client.get(job_id)
+    if waiting.status.value == "PENDING":  # no output yet, and maybe no worker to give it any
+        from joblet.cli.run import no_worker_note
+
+        note = no_worker_note(obj.client, waiting)
+        if note is None and not follow:
+            note = f"rnx: job {waiting.short_id} has not started yet (PENDING): no output so far"
+        if note is not None:
+            click.echo(note, err=True)
     try:
         chunks = obj.client.logs(job_id, follow=follow, outage=Patience(job_id) if follow else None, idle=idle)
         for stream, data in chunks:

@@ -405,6 +405,28 @@ def run(
     sys.exit(Attached(client, record, as_json, sig_proxy).follow())
 
 
+def no_worker_note(client: Any, record: JobRecord) -> str | None:
+    """What a PENDING job waits for when no live worker can take it (its node silent, or no
+    worker at all), as one line; None when one can (`rnx run`, `rnx log -f`: it waited
+    without a word, usability run)."""
+    nodes = client.live_nodes()
+    wanted = record.spec.node
+    if nodes and (wanted is None or wanted in nodes):
+        return None
+    if wanted is not None and any(row["name"] == wanted for row in client.nodes()):  # silent, not absent
+        return (
+            f"rnx: job {record.short_id} is queued for node {wanted!r}, whose heartbeat has "
+            f"stopped (its worker down or paused?): it starts when that worker is back, or ends LOST"
+        )
+    from joblet.cli.render import if_unused
+
+    where = f"worker on node {wanted!r}" if wanted else "worker"
+    return (
+        f"rnx: job {record.short_id} is waiting for a {where}: none is "
+        f"running (start one with `joblet-worker`){if_unused(client) if not nodes else ''}"
+    )
+
+
 class Leave(Exception):
     """rnx stops following the job (a second signal, or any with --sig-proxy=false)."""
 
@@ -584,25 +606,10 @@ class Attached:
         if record.status.value != "PENDING":
             self.warned = not initial or self.warned
             return
-        nodes = self.client.live_nodes()
-        wanted = self.record.spec.node
-        if nodes and (wanted is None or wanted in nodes):
-            return
-        known = wanted is not None and any(row["name"] == wanted for row in self.client.nodes())
-        self.warned = True
-        if known:  # a node the fleet knows is silent, not absent
-            sys.stderr.write(
-                f"rnx: job {self.record.short_id} is queued for node {wanted!r}, whose heartbeat has "
-                f"stopped (its worker down or paused?): it starts when that worker is back, or ends LOST\n"
-            )
-            return
-        from joblet.cli.render import if_unused
-
-        where = f"worker on node {wanted!r}" if wanted else "worker"
-        sys.stderr.write(
-            f"rnx: job {self.record.short_id} is waiting for a {where}: none is "
-            f"running (start one with `joblet-worker`){if_unused(self.client) if not nodes else ''}\n"
-        )
+        note = no_worker_note(self.client, self.record)
+        if note is not None:
+            self.warned = True
+            sys.stderr.write(note + "\n")
 
     def _warn_if_node_down(self) -> None:
         self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down)

@@ -87,8 +87,21 @@ def test_no_worker_is_reported(host, tmp_path):
         assert detached.returncode == 0 and detached.stderr == (
             b"rnx: job " + short + b" waits in the queue: no worker is running (start one with `joblet-worker`)\n"
         )
+        logged = host.rnx("log", short.decode())  # it printed nothing and exited 0 (usability run)
+        waiting = b"rnx: job " + short + b" is waiting for a worker: none is running (start one with `joblet-worker`)"
+        assert logged.returncode == 0 and logged.stdout == b"" and logged.stderr.startswith(waiting), logged
+        follow = subprocess.Popen(
+            [str(BIN / "rnx"), "log", "-f", short.decode()], env={**os.environ, **host.env}, stderr=subprocess.PIPE
+        )
+        try:
+            assert follow.stderr is not None and follow.stderr.readline().startswith(waiting)  # said at once
+        finally:
+            follow.terminate()
+            follow.wait()
     finally:
         host.start_worker()
+    pending = host.rnx("log", short.decode())  # the control: a worker takes it; it ran, and says no more
+    assert pending.returncode == 0 and b"waiting for a worker" not in pending.stderr, pending
     detached = host.rnx("run", "-d", "--network=none", "true")
     assert detached.returncode == 0 and detached.stderr == b""  # the control: a worker is up
     queued = host.rnx("workflow", "run", "-d", str(flow))

@@ -946,3 +946,33 @@ def test_a_workflow_submitted_whose_worker_look_fails_still_prints_its_id(tmp_pa
     client = SimpleNamespace(workflows=workflows, live_nodes=gone)
     assert run_workflow(client, str(path), detach=True, as_json=False) == 0
     assert capsys.readouterr().out == "c" * 32 + "\n"
+
+
+def test_a_live_view_waits_out_redis_and_says_so_once(monkeypatch, capsys):
+    """Redis restarted under `rnx stats`/`rnx list --watch`: the view ended at once; hung, it
+    froze without a word (usability run). Now the last frame stays, one line says since
+    when, another that it is back; the first frame's failure (a wrong URL) still ends it."""
+    from joblet.cli import live
+    from joblet.errors import BackendUnavailable
+
+    monkeypatch.setattr(live.wakeup, "sleep", lambda s: None)
+    frames = iter(["one", None, None, "two", "end"])
+
+    def draw() -> bool:
+        frame = next(frames)
+        if frame is None:
+            raise BackendUnavailable("cannot reach Redis at unix:///r.sock: Connection refused")
+        print(frame)
+        return frame != "end"
+
+    live.refresh(draw, 1.0, clear=False)
+    out, err = capsys.readouterr()
+    assert out == "one\ntwo\nend\n"
+    assert err.count("\n") == 2 and "cannot reach Redis at unix:///r.sock: Connection refused (since" in err
+    assert "rnx: Redis is back" in err.splitlines()[1]
+
+    def first_fails() -> bool:
+        raise BackendUnavailable("cannot reach Redis at unix:///nowhere.sock")
+
+    with pytest.raises(BackendUnavailable):  # the control: nothing drawn yet, nothing to keep
+        live.refresh(first_fails, 1.0, clear=False)
