@@ -117,11 +117,41 @@ class RnxGroup(click.Group):
 WORDS = "rnx.words"  # ctx.meta: the words rnx was given
 
 
+# what podman's, docker's and nomad's users type, and what rnx calls it (click suggests only
+# names that look alike: `rnx ps` had no hint, usability run)
+SPELLED = {  # by the group's path below rnx
+    "": {"ps": "list", "kill": "stop", "rm": "stop", "logs": "log", "inspect": "status", "top": "stats"},
+    "network": {"rm": "delete", "ls": "list"},
+    "volume": {"rm": "delete", "ls": "list"},
+    "node": {"list": "rnx nodes", "ls": "rnx nodes", "status": "rnx nodes"},
+    "workflow": {"ls": "list", "ps": "list", "rm": "stop", "kill": "stop"},
+}
+
+
+# podman's and docker's options rnx run has no twin for, and what does the same here
+# (click guessed '--network' for --workdir: usability run)
+NO_TWIN = {
+    "--workdir": "a job starts in /work: `sh -c 'cd DIR && CMD'`",
+    "-w": "a job starts in /work: `sh -c 'cd DIR && CMD'`",
+    "--rm": "records and output expire by themselves (JOBLET_LOG_TTL)",
+    "-i": "a job reads no stdin: --upload its input",
+    "-t": "a job has no terminal",
+    "--cpus": "--max-cpu=PERCENT (100 is one core)",
+}
+
+
 def usage_exit(exc: click.UsageError, where: str) -> NoReturn:
     """A usage error as one line, with the help command to read next; `where`: the command
     when the error names none (an option's missing value)."""
     where = exc.ctx.command_path if exc.ctx else where
     message = " ".join(exc.format_message().split())  # click lists choices one per line
+    unknown = message.startswith("No such command '") and "Did you mean" not in message
+    option = message.split("'")[1] if message.startswith("No such option '") else ""
+    if where.endswith(" run") and option in NO_TWIN:
+        message = f"No such option '{option}': {NO_TWIN[option]}."
+    group = where.partition(" ")[2]
+    if unknown and (hint := SPELLED.get(group, {}).get(message.split("'")[1])):
+        message += f" Did you mean '{hint}'?"
     click.echo(f"{where}: {message} (see '{where} --help')", err=True)
     sys.exit(exc.exit_code)
 

@@ -976,3 +976,26 @@ def test_a_live_view_waits_out_redis_and_says_so_once(monkeypatch, capsys):
 
     with pytest.raises(BackendUnavailable):  # the control: nothing drawn yet, nothing to keep
         live.refresh(first_fails, 1.0, clear=False)
+
+
+def test_other_tools_command_names_get_rnxs(monkeypatch):
+    """`rnx ps`, `rnx network rm`, `rnx node list` said only "No such command" (usability run)."""
+    runner = CliRunner()
+    for words, hint in (
+        (["ps"], "Did you mean 'list'?"),
+        (["network", "rm", "x"], "Did you mean 'delete'?"),
+        (["node", "list"], "Did you mean 'rnx nodes'?"),
+    ):
+        result = runner.invoke(main.cli, words)
+        assert result.exit_code == 2 and hint in result.output, (words, result.output)
+    result = runner.invoke(main.cli, ["frob"])  # the control: no such name, no guess
+    assert result.exit_code == 2 and "No such command 'frob'." in result.output and "Did you mean" not in result.output
+
+
+def test_podmans_options_without_a_twin_say_what_does_the_same():
+    """`rnx run --workdir=/tmp` was answered "Did you mean '--network', '--workflow'?"."""
+    result = CliRunner().invoke(main.cli, ["run", "--workdir=/tmp", "pwd"])
+    assert result.exit_code == 2 and "No such option '--workdir': a job starts in /work" in result.output
+    assert "--network" not in result.output
+    close = CliRunner().invoke(main.cli, ["run", "--memory=1g", "true"])  # the control: click's own guess
+    assert close.exit_code == 2 and "Did you mean '--max-memory'?" in close.output
