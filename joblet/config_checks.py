@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -36,8 +37,10 @@ def link_name(value: Any) -> str:
     from joblet.names import JOB_VETH_PREFIXES, NETWORK_BRIDGE_PREFIX, VXLAN_PREFIX
 
     name = text(value, 1)
-    if len(name.encode()) > 15 or name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
-        raise ValueError("must be a network interface name: 1 to 15 bytes, no '/', ':' or blank")
+    # what the firewall's rules take (firewall._IFNAME): a bridge_name with '*' or '"' passed
+    # here and failed only at the first job's render (review)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name) or name in (".", ".."):
+        raise ValueError("must be a network interface name: 1 to 15 letters, digits, '_', '.' or '-'")
     taken = (NETWORK_BRIDGE_PREFIX, VXLAN_PREFIX, *JOB_VETH_PREFIXES)
     if name.startswith(taken):
         raise ValueError(f"must not begin with {', '.join(repr(p) for p in taken)}: joblet names its own links so")

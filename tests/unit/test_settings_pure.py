@@ -117,8 +117,9 @@ def test_difflib_is_imported_only_for_an_unknown_variable(tmp_path):
         # a user network's bridge prefix: swept at every heartbeat as a bridge no network owns
         ("BRIDGE_NAME", "jbr0", "must not begin with 'jb', 'jx', 'jv', 'ji'"),
         ("BRIDGE_NAME", "jv0", "must not begin with 'jb'"),
-        ("BRIDGE_NAME", "a-bridge-too-long", "must be a network interface name: 1 to 15 bytes"),
-        ("BRIDGE_NAME", "br 0", "no '/', ':' or blank"),
+        ("BRIDGE_NAME", "a-bridge-too-long", "must be a network interface name: 1 to 15 letters"),
+        ("BRIDGE_NAME", "br 0", "letters, digits, '_', '.' or '-'"),
+        ("BRIDGE_NAME", 'br"*', "letters, digits, '_', '.' or '-'"),  # the firewall's rules took no such name
         ("BRIDGE_NAME", "", "must have at least 1 character"),
     ],
 )
