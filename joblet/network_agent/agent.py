@@ -139,7 +139,7 @@ class NetworkAgent:
     def _apply(self) -> None:
         overlay = self.overlay
         guards = firewall.Guards(
-            blocked=self._control_plane(refresh=True),
+            blocked=self._control_plane(),  # resolved at the first load, then by each heartbeat
             ports=tuple(self._ports.values()),
             host_cgroup=self._host_cgroup,
             overlay=overlay.macs() if overlay else (),
@@ -192,19 +192,41 @@ class NetworkAgent:
         The node is part of it: a network's bridges on several hosts must differ."""
         return portsec.mac_for(f"{self.cfg.node}/{bridge}", "gateway")
 
-    def _control_plane(self, refresh: bool = False) -> tuple[tuple[str, int], ...]:
-        """(address, TCP port) of the broker and state store, and job_blocked_addresses,
-        resolved again on each whole re-render; the last known addresses stay when a name
-        does not resolve now."""
-        if self._resolved and not refresh:
-            return self._blocked
-        self._resolved = True
-        cfg = self.cfg
-        found = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
-        endpoints = tuple(sorted({e for found_for in found.values() for e in found_for}))
-        if endpoints or not self._blocked:
-            self._blocked, self._held_by = endpoints, addresses_of(found)
+    def _control_plane(self) -> tuple[tuple[str, int], ...]:
+        """(address, TCP port) of the broker and state store, and job_blocked_addresses:
+        resolved at the first call, then by refresh_control_plane."""
+        if not self._resolved:
+            self._take_control_plane(self._resolve_control_plane())
         return self._blocked
+
+    def _resolve_control_plane(self) -> dict[str, list[tuple[str, int]]]:
+        cfg = self.cfg
+        return control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
+
+    def _take_control_plane(self, found: dict[str, list[tuple[str, int]]]) -> bool:
+        """Keep what `found` resolved (the last known addresses stay when a name does not
+        resolve now); whether the addresses changed."""
+        self._resolved = True
+        endpoints = tuple(sorted({e for found_for in found.values() for e in found_for}))
+        if not endpoints and self._blocked:
+            return False
+        changed = endpoints != self._blocked
+        self._blocked, self._held_by = endpoints, addresses_of(found)
+        return changed
+
+    def refresh_control_plane(self) -> bool:
+        """Resolve the broker's and state store's names again (each heartbeat), outside the
+        lock, and load the tables again when their addresses changed; whether they did. Each
+        re-render resolved them under the lock, where a slow resolver held every job's start,
+        and a name that moved (a managed Redis's failover) was blocked at its new address only
+        when something else re-rendered (review)."""
+        found = self._resolve_control_plane()
+        with self._lock:
+            if not self._take_control_plane(found):
+                return False
+            if self._loaded:
+                self._apply()
+            return True
 
     def _held(self) -> dict[str, list[str]]:
         """The control plane's addresses by setting ({setting: [address]}): `_control_plane`'s."""

@@ -493,6 +493,8 @@ class Supervisor:
         raise_first(failures, "host network upkeep", outage_said=True)  # the beat says an outage
 
     def _upkeep_firewall(self) -> None:
+        if self.svc.agent.refresh_control_plane():
+            log.info("the broker's or state store's addresses changed: jobs are kept from the new ones")
         if self.svc.agent.ensure_firewall():
             log.warning("joblet's nftables tables were gone or changed: loaded them again")
         self.svc.agent.check_forward()

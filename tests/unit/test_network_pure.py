@@ -316,3 +316,30 @@ def test_a_nodes_bad_underlay_leaves_the_others_fdb_whole(monkeypatch):
     assert overlay.sync() is True
     assert len(batches) == 1 and all(line.endswith(" dst 192.0.2.7") for line in batches[0]), batches
     assert len(batches[0]) == 2  # the control: the good node's job and its flood entry
+
+
+def test_the_control_plane_is_resolved_by_the_heartbeat_not_at_each_render(monkeypatch):
+    """Each re-render resolved the broker's name under the agent's lock (a slow resolver held
+    every job's start), and a name that moved was blocked at its new address only when
+    something else re-rendered (review)."""
+    from joblet.config import load
+    from joblet.network_agent import agent as agent_mod
+
+    answers = [{"redis_url": [("10.2.0.5", 6379)]}]
+    calls: list[int] = []
+
+    def resolve(urls, extra=()):
+        calls.append(1)
+        return answers[-1]
+
+    monkeypatch.setattr(agent_mod, "control_plane", resolve)
+    agent = agent_mod.NetworkAgent(load(redis_url="redis://redis.internal:6379/0"), None, SimpleNamespace(all=list))  # type: ignore[arg-type]
+    applied: list[tuple] = []
+    monkeypatch.setattr(agent, "_apply", lambda: applied.append(agent._control_plane()))
+    assert agent._control_plane() == (("10.2.0.5", 6379),) and agent._control_plane() and len(calls) == 1
+    agent._loaded = True
+    assert agent.refresh_control_plane() is False and applied == []  # the same: nothing loaded
+    answers.append({"redis_url": [("10.2.0.9", 6379)]})  # moved
+    assert agent.refresh_control_plane() is True and applied == [(("10.2.0.9", 6379),)]
+    answers.append({"redis_url": []})  # does not resolve now: the last known stay
+    assert agent.refresh_control_plane() is False and agent._control_plane() == (("10.2.0.9", 6379),)
