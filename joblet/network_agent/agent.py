@@ -52,6 +52,7 @@ class NetworkAgent:
         self.ipam = ipam
         self.networks = networks
         self._active: dict[str, firewall.FwNetwork] = {}
+        self._mtus: dict[str, int | None] = {}  # the --mtu each active network was built for
         self.bridge = Subnet(cfg.bridge_cidr)
         self._lock = threading.Lock()
         self._redefined = threading.Lock()  # one rebuild of a redefined network at a time
@@ -282,6 +283,7 @@ class NetworkAgent:
                     bridge, subnet.gateway, subnet.prefixlen, mtu, self._gateway_mac(bridge), only_gateway=True
                 )
                 self._active[net.name] = fw
+                self._mtus[net.name] = net.mtu
                 try:
                     self._apply_or_remove(bridge, created)
                 except Exception:
@@ -298,9 +300,12 @@ class NetworkAgent:
         it missed the delete), checked again inside the lock: two jobs of the new network must
         not remove what the first one has just rebuilt."""
 
-        def stale() -> bool:
+        def stale() -> bool:  # another range or NAT, another VNI, or another --mtu: a bridge
+            # and port kept at the old MTU dropped the new one's larger frames (review)
             built = self._active.get(net.name)
-            return (built is not None and built != fw) or (self.overlay is not None and self.overlay.stale(net))
+            if built is not None and (built != fw or self._mtus.get(net.name) != net.mtu):
+                return True
+            return self.overlay is not None and self.overlay.stale(net)
 
         if not stale():
             return
@@ -343,6 +348,7 @@ class NetworkAgent:
             self.overlay.detach(name)
         with self._lock:
             links.delete_link(bridge_name(name, self.cfg.bridge_name))
+            self._mtus.pop(name, None)
             if self._active.pop(name, None) is None:
                 return False
             self._apply()

@@ -343,3 +343,22 @@ def test_the_control_plane_is_resolved_by_the_heartbeat_not_at_each_render(monke
     assert agent.refresh_control_plane() is True and applied == [(("10.2.0.9", 6379),)]
     answers.append({"redis_url": []})  # does not resolve now: the last known stay
     assert agent.refresh_control_plane() is False and agent._control_plane() == (("10.2.0.9", 6379),)
+
+
+def test_a_network_made_again_with_another_mtu_is_rebuilt(monkeypatch):
+    """delete, then create with the same range and --mtu 8950: the old bridge and port stayed
+    at 1450 while new veths got 8950, and a bridge drops larger frames without a word (review)."""
+    from joblet.api.networks import NetworkDef
+    from joblet.config import load
+    from joblet.network_agent import agent as agent_mod
+    from joblet.network_agent import firewall
+
+    agent = agent_mod.NetworkAgent(load(), None, SimpleNamespace(all=list))  # type: ignore[arg-type]
+    removed: list[str] = []
+    monkeypatch.setattr(agent, "remove_network", removed.append)
+    fw = firewall.FwNetwork("big", "jb0000000001", "10.70.0.0/24")
+    agent._active["big"], agent._mtus["big"] = fw, None
+    agent._drop_if_redefined(NetworkDef(name="big", cidr="10.70.0.0/24"), fw)
+    assert removed == []  # the control: the same definition
+    agent._drop_if_redefined(NetworkDef(name="big", cidr="10.70.0.0/24", mtu=8950), fw)
+    assert removed == ["big"]
