@@ -22,6 +22,23 @@ def create(obj: Any, name: str, size: str | None) -> None:
     """Create volume NAME."""
     vol = obj.client.volumes.create(name, size)
     click.echo(f"created volume {vol.name}" + (f" ({size_text(vol.size_mb)})" if vol.size_mb else ""))
+    if vol.size_mb and (note := no_room_note(obj.client.live_nodes(), vol.size_mb)):
+        click.echo(note, err=True)
+
+
+def no_room_note(nodes: dict[str, dict[str, Any]], size_mb: int) -> str | None:
+    """A warning when no live node has room for a sized volume now (each heartbeat's
+    `volume_room_mb`: its state disk's free space less what it keeps free); None when one
+    has, or none says. `--size=15TB` was taken, and its first job failed (usability run)."""
+    rooms = {n: int(i["volume_room_mb"]) for n, i in nodes.items() if isinstance(i.get("volume_room_mb"), int)}
+    if not rooms or max(rooms.values()) >= size_mb:
+        return None
+    node = max(rooms, key=lambda n: rooms[n])
+    return (
+        f"rnx: warning: no live node has room for {size_text(size_mb)} now (the most: "
+        f"{size_text(rooms[node]) if rooms[node] else '0 MB'} on node {node}, less what it keeps free): "
+        "a job using the volume fails until one has"
+    )
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:

@@ -430,7 +430,7 @@ class Supervisor:
             "capabilities": lambda: fleet.capabilities(self.svc),
             "network facts": self._network_facts,
             # placement passes a node with a full disk by (its jobs would fail)
-            "disks": lambda: {"disk_full": full_dirs(self.cfg)},
+            "disks": lambda: {"disk_full": full_dirs(self.cfg), "volume_room_mb": self.svc.mounts.volumes.room_mb()},
         }
         facts: dict[str, Any] = {}
         for name, read in parts.items():

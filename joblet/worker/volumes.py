@@ -121,14 +121,25 @@ class HostVolumes:
                 self._make_image(vol.name, size, image)
             _run("mount", "-o", "loop,nodev,nosuid", str(image), str(data))
 
+    def room_mb(self) -> int:
+        """MB a new sized volume may take on this host now (what the heartbeat tells, so
+        `volume create` can warn of a size no node holds; usability run)."""
+        free_mb, keep_mb = self._room()
+        return max(0, free_mb - keep_mb)
+
+    def _room(self) -> tuple[int, int]:
+        """(MB free on the state disk, MB of it that stays free)."""
+        disk = shutil.disk_usage(self.root if self.root.is_dir() else self.root.parent)
+        keep_mb = self.keep_free_mb
+        if keep_mb is None:
+            keep_mb = (disk.total >> 20) // 20
+        return disk.free >> 20, keep_mb
+
     def _check_room(self, name: str, size_mb: int) -> None:
         """Refuse a size past the state disk's free space less what stays free (the image
         takes its blocks at once). Without that margin one volume could take the whole disk,
         often `/`, and the host's own services fail their writes (review: any rnx user could)."""
-        disk = shutil.disk_usage(self.root)
-        free_mb, keep_mb = disk.free >> 20, self.keep_free_mb
-        if keep_mb is None:
-            keep_mb = (disk.total >> 20) // 20
+        free_mb, keep_mb = self._room()
         if size_mb > free_mb - keep_mb:
             raise ExecutionError(
                 f"volume {name}: its size ({size_mb} MB) is more than this host's state disk can give: "

@@ -999,3 +999,15 @@ def test_podmans_options_without_a_twin_say_what_does_the_same():
     assert "--network" not in result.output
     close = CliRunner().invoke(main.cli, ["run", "--memory=1g", "true"])  # the control: click's own guess
     assert close.exit_code == 2 and "Did you mean '--max-memory'?" in close.output
+
+
+def test_a_volume_no_live_node_has_room_for_is_warned_of():
+    """`rnx volume create huge --size=15TB` said it was created, and its first job failed."""
+    from joblet.cli.volume import no_room_note
+
+    nodes = {"a": {"volume_room_mb": 80_000}, "b": {"volume_room_mb": 2048}, "old": {}}
+    note = no_room_note(nodes, 15 << 20)
+    assert note is not None and note.startswith("rnx: warning: no live node has room for 15 TB now")
+    assert "(the most: 80000 MB on node a, less what it keeps free)" in note
+    assert no_room_note(nodes, 80_000) is None  # the control: one node has room
+    assert no_room_note({"old": {}}, 15 << 20) is None  # no node says: no guess
