@@ -289,7 +289,8 @@ class Client:
         # read only while a sweep is still to come, from every kept record (a job the index lacks must hold it)
         waiting = row["state"] == "down" and swept != float(record.get("beat", 0))
         unfinished = [r.short_id for r in self.store.unfinished_on(node, indexed=False)] if waiting else []
-        why = forget_checked(node, row, record, swept, unfinished, bool(unfinished and self.store.live_nodes()))
+        live = bool(unfinished and self.store.live_nodes())
+        why = forget_checked(node, row, record, swept, unfinished, live, self.settings.node_down_after)
         if why is not None:
             raise Conflict(why)
         if not store.forget(node, record):
@@ -303,6 +304,7 @@ def forget_checked(
     swept: float | None,
     unfinished: list[str],
     any_live: bool = True,
+    down_after: float = 20.0,
 ) -> str | None:
     """Why a node may not be forgotten yet, or None (pure): it is up, or down with unfinished
     jobs (`unfinished`: their short ids) the fleet's sweep of its last silence has not made
@@ -312,7 +314,8 @@ def forget_checked(
     if row["state"] != "down":  # a worker killed a moment ago is still up (draining): "stop it" read wrong
         return (
             f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs); "
-            "a stopped worker's node reads down node_down_after after its last heartbeat"
+            f"a stopped worker's node reads down {down_after:g} s after its last heartbeat "
+            "(JOBLET_NODE_DOWN_AFTER)"
         )
     if swept != float(record.get("beat", 0)) and unfinished:
         jobs = f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({listed(unfinished)})"

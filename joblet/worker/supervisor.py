@@ -285,7 +285,7 @@ class Supervisor:
             in_use = {n for r in self.running.values() if r.plan for n in r.plan.ips}
         attached = agent.overlay.attached_networks() if agent.overlay is not None else set()  # before the definitions
         for name in agent.sweep_networks([n.name for n in agent.networks.all()], in_use, attached):
-            log.info("removed network %s from this host: it was deleted", name)
+            log.info("removed network %s from this host: it is defined no more (deleted, or Redis lost it)", name)
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")

@@ -376,3 +376,13 @@ def test_a_node_whose_disk_is_full_is_passed_by():
     assert {place(spec, nodes, random.Random(i)) for i in range(20)} == {"fine"}  # the control: one fits
     with pytest.raises(ValidationError, match=r"on node 'full': its disk is full \(state_dir /var/lib/joblet\)"):
         place(make_spec("true", network="none", node="full"), nodes)
+
+
+def test_forgetting_a_node_that_is_up_names_the_wait_in_seconds():
+    """It said "reads down node_down_after after its last heartbeat": a setting's name where a
+    user wanted how long (usability run)."""
+    from joblet.api.client import forget_checked
+
+    why = forget_checked("b", {"state": "up"}, {}, None, [], down_after=20.0)
+    assert why is not None and "reads down 20 s after its last heartbeat (JOBLET_NODE_DOWN_AFTER)" in why
+    assert forget_checked("b", {"state": "down"}, {}, None, []) is None  # the control: down, nothing left
