@@ -70,9 +70,18 @@ def connect_redis_py(url: str) -> Any:
     return redis.Redis(connection_pool=pool)
 
 
+# error replies that say the server cannot take writes now, whatever the command: waited out
+# as an outage, not counted against one entry (review: OOM or a failover's READONLY for two
+# seconds dropped every job's output and end markers)
+SERVER_STATE = frozenset(
+    {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MISCONF", "OOM", "NOREPLICAS"}
+)
+
+
 def error_kind(exc: BaseException) -> str | None:
     """ "noperm", "auth", "unreachable", "response" for an error of either Redis client (redis-py
-    only if it was imported: none of its errors can exist otherwise), else None."""
+    only if it was imported: none of its errors can exist otherwise), else None. An error
+    reply of SERVER_STATE, and a reply that does not parse, read as "unreachable"."""
     from joblet.api import resp
 
     kinds: list[tuple[Any, str]] = [
@@ -83,15 +92,25 @@ def error_kind(exc: BaseException) -> str | None:
     ]
     rp = sys.modules.get("redis.exceptions")
     if rp is not None:  # redis-py's AuthenticationError is a ConnectionError: it comes first
+        state = tuple(
+            getattr(rp, name)
+            for name in ("ReadOnlyError", "OutOfMemoryError", "TryAgainError", "ClusterDownError", "MasterDownError")
+            if hasattr(rp, name)
+        )
         kinds += [
             (rp.NoPermissionError, "noperm"),
             (rp.AuthenticationError, "auth"),
             (rp.ConnectionError, "unreachable"),
             (rp.TimeoutError, "unreachable"),
+            (rp.InvalidResponse, "unreachable"),
+            *((cls, "unreachable") for cls in state),  # redis-py strips their codes from the text
             (rp.ResponseError, "response"),
             (rp.RedisError, "response"),
         ]
-    return next((kind for cls, kind in kinds if isinstance(exc, cls)), None)
+    kind = next((kind for cls, kind in kinds if isinstance(exc, cls)), None)
+    if kind == "response" and str(exc).split(" ", 1)[0] in SERVER_STATE:
+        return "unreachable"
+    return kind
 
 
 def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -113,6 +132,8 @@ def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Cal
                     ) from None
                 if kind == "auth":
                     raise PermissionDenied(f"Redis at {where} refused the credentials: {exc}") from None
+                if kind == "unreachable" and _refused_now(exc):
+                    raise BackendUnavailable(f"Redis at {where} takes no writes now: {exc}") from None
                 if kind == "unreachable":
                     raise BackendUnavailable(f"cannot reach Redis at {where}: {_reason(exc)}") from None
                 if kind == "response":
@@ -124,6 +145,15 @@ def translated(url_of: Callable[[Any], str]) -> Callable[[Callable[..., T]], Cal
         return inner
 
     return wrap
+
+
+def _refused_now(exc: Exception) -> bool:
+    """An error reply of the server's state (SERVER_STATE), not a connection that failed."""
+    from joblet.api import resp
+
+    rp = sys.modules.get("redis.exceptions")
+    failed = (resp.ConnectionError, *((rp.ConnectionError, rp.TimeoutError) if rp is not None else ()))
+    return not isinstance(exc, failed) or str(exc).split(" ", 1)[0] in SERVER_STATE
 
 
 def unknown_option(exc: Exception) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from joblet import wakeup
 from joblet.errors import BackendRefused, BackendUnavailable
@@ -26,9 +27,10 @@ def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool
     drawn, since = False, None
     try:
         while True:
-            if clear and sys.stdout.isatty() and since is None:
-                sys.stdout.write(CLEAR)
+            out = sys.stdout
             try:
+                if clear and out.isatty():  # cleared by the frame's first write: a draw that
+                    sys.stdout = ClearFirst(out)  # fails first keeps the last frame (review)
                 more = draw()
             except BackendRefused:
                 raise
@@ -41,6 +43,8 @@ def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool
                     print(f"rnx: {exc} (since {since}); trying again every {interval:g} s", file=sys.stderr)
                 wakeup.sleep(interval)
                 continue
+            finally:
+                sys.stdout = out
             if since is not None:
                 print(f"rnx: Redis is back (unreachable since {since})", file=sys.stderr)
                 since = None
@@ -53,3 +57,19 @@ def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool
         if clear:  # a terminal's prompt on a line of its own; JSON lines stay JSON lines
             sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+class ClearFirst:
+    """A terminal's stdout that clears the screen before the first thing written to it."""
+
+    def __init__(self, out: Any) -> None:
+        self._out, self._pending = out, True
+
+    def write(self, text: str) -> int:
+        if self._pending and text:
+            self._pending = False
+            self._out.write(CLEAR)
+        return self._out.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)

@@ -58,7 +58,11 @@ def resolver_ranges(where: str, candidates: tuple[Path, ...] = RESOLV_CANDIDATES
     """{label: address/32} of the DNS servers the host itself asks, which no network may hold:
     the route to its bridge took the host's lookups to the network's jobs, and one answered
     them (red-team run: a private range over the host's resolver, then its Redis password)."""
-    return {f"the DNS server {where} uses ({ns})": f"{ns}/32" for ns in upstream_nameservers(candidates) if "." in ns}
+    return {
+        f"the DNS server {where} uses ({ns})": f"{ns}/32"
+        for ns in upstream_nameservers(candidates)
+        if ipaddress.ip_address(ns).version == 4  # (an IPv4-mapped IPv6 one has dots too)
+    }
 
 
 def job_nameservers(configured: tuple[str, ...], resolv_conf: Path | None) -> tuple[str, ...]:

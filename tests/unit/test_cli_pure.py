@@ -1011,3 +1011,33 @@ def test_a_volume_no_live_node_has_room_for_is_warned_of():
     assert "(the most: 80000 MB on node a, less what it keeps free)" in note
     assert no_room_note(nodes, 80_000) is None  # the control: one node has room
     assert no_room_note({"old": {}}, 15 << 20) is None  # no node says: no guess
+
+
+def test_a_live_view_on_a_terminal_keeps_its_last_frame_through_an_outage(monkeypatch, capsys):
+    """The screen was cleared before each draw: one that failed left it blank (review)."""
+    import io
+
+    from joblet.cli import live
+    from joblet.errors import BackendUnavailable
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Tty()
+    monkeypatch.setattr(sys, "stdout", screen)
+    shown: list[str] = []  # what the terminal shows while rnx waits: after the last clear
+    monkeypatch.setattr(live.wakeup, "sleep", lambda s: shown.append(screen.getvalue().rsplit(live.CLEAR, 1)[-1]))
+    frames = iter(["one", None, "end"])
+
+    def draw() -> bool:
+        frame = next(frames)
+        if frame is None:
+            raise BackendUnavailable("cannot reach Redis at unix:///r.sock")
+        print(frame)
+        return frame != "end"
+
+    live.refresh(draw, 1.0)
+    assert shown == ["one\n", "one\n"]  # during the outage too: the failed draw cleared nothing
+    assert screen.getvalue() == f"{live.CLEAR}one\n{live.CLEAR}end\n"
+    assert sys.stdout is screen

@@ -362,3 +362,13 @@ def test_a_network_made_again_with_another_mtu_is_rebuilt(monkeypatch):
     assert removed == []  # the control: the same definition
     agent._drop_if_redefined(NetworkDef(name="big", cidr="10.70.0.0/24", mtu=8950), fw)
     assert removed == ["big"]
+
+
+def test_the_hosts_own_resolvers_that_no_network_may_hold(tmp_path):
+    from joblet.network_agent.host import resolver_ranges
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(
+        "nameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::ffff:10.0.0.2\nnameserver fd00::53\n"
+    )
+    assert resolver_ranges("node a", (conf,)) == {"the DNS server node a uses (10.255.255.53)": "10.255.255.53/32"}

@@ -427,3 +427,21 @@ def test_an_error_reply_is_this_jobs_failure_not_an_outage():
     assert good.flushed.wait(5) and stdout_of(store, "good") == b"g" * 100
     assert bad.flushed.wait(10)  # its entries given up after WRITE_TRIES each
     assert stdout_of(store, "bad") == b"" and len([t for t in store.tried if t[0] == "bad"]) >= 5
+
+
+def test_a_servers_state_reply_is_an_outage_and_a_commands_own_is_a_refusal():
+    """OOM, MISCONF or a failover's READONLY refuse every write for a while: counted against
+    each entry, they dropped every job's output and end markers after ~1.5 s (review). They
+    are waited out as an outage; a command's own error (WRONGTYPE) is still this entry's."""
+    import redis.exceptions as rp
+
+    from joblet.api import resp
+    from joblet.api.redis_conn import error_kind
+
+    for text in ("OOM command not allowed when used memory > 'maxmemory'", "MISCONF Redis is unable to persist"):
+        assert error_kind(resp._error(text)) == "unreachable", text
+        assert error_kind(rp.ResponseError(text)) == "unreachable", text
+    assert error_kind(rp.ReadOnlyError("You can't write against a read only replica.")) == "unreachable"
+    assert error_kind(rp.InvalidResponse("Protocol Error: x")) == "unreachable"
+    assert error_kind(resp._error("WRONGTYPE Operation against a key")) == "response"  # the controls
+    assert error_kind(rp.ResponseError("WRONGTYPE Operation against a key")) == "response"
