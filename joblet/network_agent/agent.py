@@ -75,7 +75,7 @@ class NetworkAgent:
         self._host_cgroup: tuple[str, int] | None = None
         self._host_cgroup_seen: tuple[str, int, int] | None = None  # with the inode
         self._loaded = False  # the tables were loaded once: keep them there
-        self._rules: dict[str, int] = {}  # rules per chain as last loaded (ensure_firewall)
+        self._rules: dict[str, str] = {}  # the tables as last loaded (ensure_firewall)
         self.overlay: Overlay | None = None  # user networks span hosts (set by the worker)
         self.owners = LinkOwners()  # which job holds each link name and MAC here
         # an ended job's flows leave the host's conntrack table, once it holds half a job's cap
@@ -122,12 +122,12 @@ class NetworkAgent:
         return self._forward.check(max_age)
 
     def ensure_firewall(self) -> bool:
-        """Re-apply joblet's tables if someone deleted one, or flushed or changed a chain of
-        them (firewall.rule_counts); True when it did."""
+        """Re-apply joblet's tables if someone deleted one, or changed a chain, a
+        static set or a table's flags (firewall.loaded_rules); True when it did."""
         with self._lock:
             if not self._loaded:
                 return False
-            if firewall.table_exists(caps=not self._caps_failed) and firewall.rule_counts() == self._rules:
+            if firewall.table_exists(caps=not self._caps_failed) and firewall.loaded_rules() == self._rules:
                 return False
             self._caps_loaded = self._caps_failed or firewall.has_table("ip")  # kept with its counts
             self._apply()
@@ -149,10 +149,10 @@ class NetworkAgent:
             no_jobs=self.cfg.job_blocked_networks,
         )
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool, ISOLATED_VETH_PREFIX, guards))
-        self._rules = firewall.rule_counts()  # as loaded: what ensure_firewall compares with
         self._loaded = True
         if not self._caps_loaded:  # once: its counts live in its sets (firewall.render_caps)
             self._apply_caps()
+        self._rules = firewall.loaded_rules()  # as loaded: what ensure_firewall compares with
 
     def _apply_caps(self) -> None:
         """Load `ip joblet`; where it cannot be (a kernel without nft_connlimit), say so once

@@ -351,36 +351,53 @@ def has_table(family: str) -> bool:
     return nftlib.run(f"list table {family} {TABLE}")[0] == 0
 
 
-RULED = ("inet", "arp", "bridge")  # the tables render() writes whole (not the caps')
+RULED = ("inet", "arp", "bridge", "ip")  # joblet's tables; of `ip joblet` (the caps) its chains only
 
 
-def rule_counts() -> dict[str, int]:
-    """The rules in each of joblet's chains as loaded now ({family/chain: count}): a flushed
-    chain (`nft flush chain ...`, a tool's own cleanup) left its table there, with a policy
-    accept, and the check of the tables alone saw nothing amiss (review: isolation, the
-    broker drops and port security off until some other change rendered them again)."""
-    counts: dict[str, int] = {}
+def loaded_rules() -> dict[str, str]:
+    """Joblet's tables as loaded now, what must not change between loads ({family/part:
+    text}): each table's flags, each chain's type, policy and rules, the elements of the
+    sets only a load changes (STATIC_SETS). A flushed chain (`nft flush chain ...`, a
+    tool's cleanup) left its table there with a policy accept, and the check of the tables
+    alone saw nothing amiss; so did a table set dormant, a rule replaced in place, or a set's
+    element swapped for another (reviews: isolation, the broker drops and port security off
+    until some other change rendered them again)."""
+    found: dict[str, str] = {}
     for family in RULED:
         rc, text = nftlib.listing(f"list table {family} {TABLE}")
         if rc == 0:
-            counts.update(count_rules(family, text))
-    return counts
+            found.update(rules_of(family, text))
+    return found
 
 
-def count_rules(family: str, listing: str) -> dict[str, int]:
-    """{family/chain: rules} of one table's listing (pure)."""
-    counts: dict[str, int] = {}
-    chain = None
+# sets whose elements change only when the tables are loaded whole (not per job): flushed,
+# the broker's or the metadata service's drop matched nothing (review)
+STATIC_SETS = ("blocked", "blocked6", "blocked_ports", "no_jobs", "no_jobs6")
+_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+
+
+def rules_of(family: str, listing: str) -> dict[str, str]:
+    """{family/table: its flags, family/chain NAME: its lines, family/set NAME: its elements
+    (STATIC_SETS; no set of `ip joblet`, whose elements are its live counts)} of one table's
+    listing (pure)."""
+    found: dict[str, str] = {f"{family}/table": ""}
+    part: str | None = None
     for line in listing.splitlines():
         words = line.split()
         if len(words) == 3 and words[0] == "chain" and words[2] == "{":
-            chain = f"{family}/{words[1]}"
-            counts[chain] = 0
-        elif chain is not None and words == ["}"]:
-            chain = None
-        elif chain is not None and words and words[0] != "type":
-            counts[chain] += 1
-    return counts
+            part = f"{family}/chain {words[1]}"
+            found[part] = ""
+        elif len(words) == 3 and words[0] == "set" and words[2] == "{":
+            part = f"{family}/set {words[1]}" if words[1] in STATIC_SETS and family != "ip" else "-"
+            found[part] = ""
+        elif words == ["}"]:
+            part = None
+        elif part is not None:
+            found[part] += " ".join(_COUNTER.sub("counter", line).split()) + "\n"
+        elif words and words[0] == "flags":
+            found[f"{family}/table"] += " ".join(words)
+    found.pop("-", None)
+    return found
 
 
 def render_caps(default_bridge: str, isolated_prefix: str, per_job: int, all_jobs: int) -> str:

@@ -209,6 +209,18 @@ def test_a_flushed_chain_of_joblets_comes_back(nets, host, chain):
     eventually(lambda: rules() > 0, f"{chain[0]} joblet {chain[1]} was not restored", timeout=10)
 
 
+def test_a_flushed_set_of_the_brokers_addresses_comes_back(nets, host):
+    """Flushed, the broker's drop matched nothing, and the rule counts saw nothing amiss."""
+
+    def held() -> bool:
+        return f"{BROKER[0]} . {BROKER[1]}" in host.in_ns("nft", "list", "set", "inet", "joblet", "blocked").stdout
+
+    assert run(nets, "true", network=NET)[0].exit_code == 0 and held()  # the control: loaded
+    assert host.in_ns("nft", "flush", "set", "inet", "joblet", "blocked").returncode == 0
+    assert not held()
+    eventually(held, "the broker's addresses were not restored", timeout=10)
+
+
 @pytest.mark.parametrize("flush", [("flush", "ruleset"), ("delete", "table", "bridge", "joblet")])
 def test_port_security_comes_back_after_a_flush(nets, host, flush):
     spoof_to_a_peer(nets, host, flush)

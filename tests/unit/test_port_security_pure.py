@@ -295,11 +295,30 @@ def test_what_a_worker_will_not_build():
     assert unusable("10.5.0.0/30", {}, {}) == "CIDR 10.5.0.0/30 must be between /8 and /29"
 
 
-def test_the_rules_of_each_chain_are_counted_from_a_listing():
+def test_what_must_not_change_between_loads_is_read_from_a_listing():
+    """A flushed chain, a rule replaced in place, a table set dormant, a static set's element
+    swapped: each changes what rules_of reads (reviews); a per-job set's elements do not."""
     listing = (
-        "table inet joblet {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 1.2.3.4 }\n\t}\n\n"
+        "table inet joblet {\n\tset port_ips {\n\t\ttype ipv4_addr\n\t\telements = { 1.2.3.4 }\n\t}\n\n"
+        "\tset blocked {\n\t\ttype ipv4_addr . inet_service\n"
+        "\t\telements = { 10.0.0.9 . 6379,\n\t\t\t     203.0.113.2 . 6390 }\n\t}\n"
         "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n"
         '\t\tiifname { "x" } ip daddr @s drop comment "c"\n\t\tct state established accept\n\t}\n\n'
         "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n"
     )
-    assert firewall.count_rules("inet", listing) == {"inet/forward": 2, "inet/input": 0}
+    base = firewall.rules_of("inet", listing)
+    assert set(base) == {"inet/table", "inet/chain forward", "inet/chain input", "inet/set blocked"}
+    assert base["inet/chain forward"].count("\n") == 3 and base["inet/table"] == ""
+    per_job = listing.replace("1.2.3.4", "1.2.3.5")
+    assert firewall.rules_of("inet", per_job) == base  # the control: jobs come and go
+    changed = (
+        listing.replace("ct state established accept", "ct state established counter"),  # replaced in place
+        listing.replace("table inet joblet {\n", "table inet joblet {\n\tflags dormant\n"),
+        listing.replace("203.0.113.2 . 6390", "192.0.2.250 . 1"),
+        listing.replace('\t\tiifname { "x" } ip daddr @s drop comment "c"\n', ""),  # flushed, in part
+    )
+    for text in changed:
+        assert firewall.rules_of("inet", text) != base, text
+    counted = listing.replace("accept\n\t}", "counter packets 12 bytes 900 accept\n\t}", 1)
+    again = counted.replace("packets 12 bytes 900", "packets 13 bytes 950")
+    assert firewall.rules_of("inet", counted) == firewall.rules_of("inet", again)  # counters move
