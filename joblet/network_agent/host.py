@@ -60,9 +60,21 @@ def resolver_ranges(where: str, candidates: tuple[Path, ...] = RESOLV_CANDIDATES
     them (red-team run: a private range over the host's resolver, then its Redis password)."""
     return {
         f"the DNS server {where} uses ({ns})": f"{ns}/32"
-        for ns in upstream_nameservers(candidates)
+        for ns in host_resolvers(candidates)
         if ipaddress.ip_address(ns).version == 4  # (an IPv4-mapped IPv6 one has dots too)
     }
+
+
+def host_resolvers(candidates: tuple[Path, ...] = RESOLV_CANDIDATES) -> list[str]:
+    """Every DNS server the host may ask: each candidate file's, not only the first that
+    lists any (a static /etc/resolv.conf beside systemd-resolved's upstreams is glibc's)."""
+    found: list[str] = []
+    for path in candidates:
+        try:
+            found += [ns for ns in parse_nameservers(path.read_text()) if ns not in found]
+        except OSError:
+            continue
+    return found
 
 
 def job_nameservers(configured: tuple[str, ...], resolv_conf: Path | None) -> tuple[str, ...]:

@@ -455,7 +455,7 @@ class Supervisor:
         agent = self.svc.agent
         mtu = agent.overlay_mtu() if agent.overlay is not None else agent.uplink_mtu()  # network create --mtu's
         facts: dict[str, Any] = {"prefixes": host_prefixes(), "mtu": mtu, "dns": self._job_dns()}
-        facts["resolvers"] = host.upstream_nameservers()  # the host's own: no network may hold one
+        facts["resolvers"] = host.host_resolvers()  # the host's own: no network may hold one
         if agent.overlay is not None:
             facts["underlay"] = agent.overlay.underlay()
         return facts

@@ -202,9 +202,9 @@ def test_no_network_holds_a_dns_server_the_host_itself_asks(nets, host):
     (what create checks); a definition written over one by other means is built nowhere."""
     import ipaddress
 
-    from joblet.network_agent.host import upstream_nameservers
+    from joblet.network_agent.host import host_resolvers
 
-    mine = upstream_nameservers()
+    mine = host_resolvers()
     assert nets.live_nodes()[host.name]["resolvers"] == mine
     ipv4 = [ns for ns in mine if "." in ns]
     if not ipv4:  # a host that asks none over IPv4 has none to keep clear: nothing refused

@@ -372,3 +372,6 @@ def test_the_hosts_own_resolvers_that_no_network_may_hold(tmp_path):
         "nameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::ffff:10.0.0.2\nnameserver fd00::53\n"
     )
     assert resolver_ranges("node a", (conf,)) == {"the DNS server node a uses (10.255.255.53)": "10.255.255.53/32"}
+    static = tmp_path / "etc.conf"  # beside systemd-resolved's upstreams: glibc asks this one
+    static.write_text("nameserver 10.9.0.2\n")
+    assert set(resolver_ranges("a", (conf, static)).values()) == {"10.255.255.53/32", "10.9.0.2/32"}
