@@ -392,8 +392,10 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             # workflow's s1 while another workflow's ran on (usability run)
             matches = (self._live_among(named_jobs) or named_jobs)[-1:] or matches
         if not matches:  # `rnx stop svc` of a workflow said only this (usability run)
-            workflow = self.redis.hexists(self.keys.workflow_names, prefix)
-            hint = f" (a workflow's name: rnx workflow status|stop {shown(prefix)})" if workflow else ""
+            what = "name" if self.redis.hexists(self.keys.workflow_names, prefix) else None
+            if what is None and is_job_id(prefix) and self.redis.exists(self.keys.workflow(prefix)):
+                what = "id"  # `rnx log <a workflow's id>` gave no hint (usability run)
+            hint = f" (a workflow's {what}: rnx workflow status|stop {shown(prefix)})" if what else ""
             raise NotFound(f"no such job: {shown(prefix)}{hint}")
         if len(matches) > 1:
             raise AmbiguousId(f"job id prefix '{shown(prefix)}' matches {len(matches)} jobs; give more")
