@@ -314,8 +314,8 @@ def forget_checked(
     if row["state"] != "down":  # a worker killed a moment ago is still up (draining): "stop it" read wrong
         return (
             f"node {name!r} is {row['state']}: stop its worker first (rnx node drain sends it no new jobs); "
-            f"a stopped worker's node reads down {down_after:g} s after its last heartbeat "
-            "(JOBLET_NODE_DOWN_AFTER)"
+            f"a worker stopped cleanly leaves its node down at once ({down_after:g} s after its last "
+            "heartbeat if it was killed: JOBLET_NODE_DOWN_AFTER)"
         )
     if swept != float(record.get("beat", 0)) and unfinished:
         jobs = f"node {name!r} is down with {len(unfinished)} unfinished job(s) ({listed(unfinished)})"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from joblet import wakeup
-from joblet.errors import BackendRefused, BackendUnavailable
+from joblet.errors import BackendRefused, BackendUnavailable, NotFound
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -27,24 +27,25 @@ def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool
     drawn, since = False, None
     try:
         while True:
-            out = sys.stdout
+            began = time.strftime("%H:%M:%S")  # a hung Redis went as the draw began
             try:
-                if clear and out.isatty():  # cleared by the frame's first write: a draw that
-                    sys.stdout = ClearFirst(out)  # fails first keeps the last frame (review)
-                more = draw()
+                more = _draw(draw, clear)
             except BackendRefused:
                 raise
+            except NotFound:
+                if since is None:  # Redis back empty: the jobs' workers write them again at their
+                    raise  # next heartbeat ("no such job" ended `rnx stats ID`: usability run)
+                wakeup.sleep(interval)
+                continue
             except BackendUnavailable as exc:
                 if not drawn:
                     raise
                 if since is None:
-                    since = time.strftime("%H:%M:%S")
+                    since = began
                     sys.stdout.flush()
                     print(f"rnx: {exc} (since {since}); trying again every {interval:g} s", file=sys.stderr)
                 wakeup.sleep(interval)
                 continue
-            finally:
-                sys.stdout = out
             if since is not None:
                 print(f"rnx: Redis is back (unreachable since {since})", file=sys.stderr)
                 since = None
@@ -57,6 +58,18 @@ def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool
         if clear:  # a terminal's prompt on a line of its own; JSON lines stay JSON lines
             sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def _draw(draw: Callable[[], bool | None], clear: bool) -> bool | None:
+    """One frame; on a terminal the screen is cleared by its first write: a draw that fails
+    first keeps the last frame (review)."""
+    out = sys.stdout
+    try:
+        if clear and out.isatty():
+            sys.stdout = ClearFirst(out)
+        return draw()
+    finally:
+        sys.stdout = out
 
 
 class ClearFirst:

@@ -120,11 +120,11 @@ WORDS = "rnx.words"  # ctx.meta: the words rnx was given
 # what podman's, docker's and nomad's users type, and what rnx calls it (click suggests only
 # names that look alike: `rnx ps` had no hint, usability run)
 SPELLED = {  # by the group's path below rnx
-    "": {"ps": "list", "kill": "stop", "rm": "stop", "logs": "log", "inspect": "status", "top": "stats"},
+    "": {"ps": "list", "kill": "stop", "logs": "log", "inspect": "status", "top": "stats"},
     "network": {"rm": "delete", "ls": "list"},
     "volume": {"rm": "delete", "ls": "list"},
     "node": {"list": "rnx nodes", "ls": "rnx nodes", "status": "rnx nodes"},
-    "workflow": {"ls": "list", "ps": "list", "rm": "stop", "kill": "stop"},
+    "workflow": {"ls": "list", "ps": "list", "kill": "stop"},
 }
 
 
@@ -137,6 +137,14 @@ NO_TWIN = {
     "-i": "a job reads no stdin: --upload its input",
     "-t": "a job has no terminal",
     "--cpus": "--max-cpu=PERCENT (100 is one core)",
+    "--interactive": "a job reads no stdin: --upload its input",
+    "--tty": "a job has no terminal",
+    "-v": "--volume=NAME (a joblet volume, at /volumes/NAME; host paths are not bound)",
+    "--mount": "--volume=NAME (a joblet volume, at /volumes/NAME; host paths are not bound)",
+    "-m": "--max-memory=SIZE",
+    "--pids-limit": "--max-pids=N",
+    "-p": "a job is reached at its address on its network (rnx status ID), no port is published",
+    "--publish": "a job is reached at its address on its network (rnx status ID), no port is published",
 }
 
 
@@ -147,7 +155,7 @@ def usage_exit(exc: click.UsageError, where: str) -> NoReturn:
     message = " ".join(exc.format_message().split())  # click lists choices one per line
     unknown = message.startswith("No such command '") and "Did you mean" not in message
     option = message.split("'")[1] if message.startswith("No such option '") else ""
-    if where.endswith(" run") and option in NO_TWIN:
+    if where.split(" ")[1:] == ["run"] and option in NO_TWIN:  # rnx run's, not rnx workflow run's
         message = f"No such option '{option}': {NO_TWIN[option]}."
     group = where.partition(" ")[2]
     if unknown and (hint := SPELLED.get(group, {}).get(message.split("'")[1])):

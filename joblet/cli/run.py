@@ -410,7 +410,7 @@ def no_worker_note(client: Any, record: JobRecord) -> str | None:
     worker at all), as one line; None when one can (`rnx run`, `rnx log -f`: it waited
     without a word, usability run)."""
     nodes = client.live_nodes()
-    wanted = record.spec.node
+    wanted = record.spec.node or record.node  # pinned, or placed on that node's queue
     if nodes and (wanted is None or wanted in nodes):
         return None
     if wanted is not None and any(row["name"] == wanted for row in client.nodes()):  # silent, not absent

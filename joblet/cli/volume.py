@@ -34,10 +34,11 @@ def no_room_note(nodes: dict[str, dict[str, Any]], size_mb: int) -> str | None:
     if not rooms or max(rooms.values()) >= size_mb:
         return None
     node = max(rooms, key=lambda n: rooms[n])
+    room = rooms[node]
+    most = f"{room / 1024:.1f} GB" if room >= 1024 else f"{room} MB"
     return (
-        f"rnx: warning: no live node has room for {size_text(size_mb)} now (the most: "
-        f"{size_text(rooms[node]) if rooms[node] else '0 MB'} on node {node}, less what it keeps free): "
-        "a job using the volume fails until one has"
+        f"rnx: warning: no live node has room for {size_text(size_mb)} now (the most: {most} on node "
+        f"{node}, after what it keeps free): a job using the volume fails until one has"
     )
 
 

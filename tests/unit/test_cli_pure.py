@@ -1008,7 +1008,7 @@ def test_a_volume_no_live_node_has_room_for_is_warned_of():
     nodes = {"a": {"volume_room_mb": 80_000}, "b": {"volume_room_mb": 2048}, "old": {}}
     note = no_room_note(nodes, 15 << 20)
     assert note is not None and note.startswith("rnx: warning: no live node has room for 15 TB now")
-    assert "(the most: 80000 MB on node a, less what it keeps free)" in note
+    assert "(the most: 78.1 GB on node a, after what it keeps free)" in note
     assert no_room_note(nodes, 80_000) is None  # the control: one node has room
     assert no_room_note({"old": {}}, 15 << 20) is None  # no node says: no guess
 
@@ -1041,3 +1041,43 @@ def test_a_live_view_on_a_terminal_keeps_its_last_frame_through_an_outage(monkey
     assert shown == ["one\n", "one\n"]  # during the outage too: the failed draw cleared nothing
     assert screen.getvalue() == f"{live.CLEAR}one\n{live.CLEAR}end\n"
     assert sys.stdout is screen
+
+
+def test_a_live_view_of_named_jobs_waits_for_their_records_after_redis_came_back_empty(monkeypatch, capsys):
+    """`rnx stats long2` after Redis restarted empty said "no such job" and exited 1, a second
+    before the worker's heartbeat wrote the record again (usability run)."""
+    from joblet.cli import live
+    from joblet.errors import BackendUnavailable, NotFound
+
+    monkeypatch.setattr(live.wakeup, "sleep", lambda s: None)
+    frames = iter(["one", "gone", "missing", "end"])
+
+    def draw() -> bool:
+        frame = next(frames)
+        if frame == "gone":
+            raise BackendUnavailable("cannot reach Redis at unix:///r.sock")
+        if frame == "missing":
+            raise NotFound("no such job: long2")
+        print(frame)
+        return frame != "end"
+
+    live.refresh(draw, 1.0, clear=False)
+    assert capsys.readouterr().out == "one\nend\n"
+    frames = iter(["one", "missing"])
+    with pytest.raises(NotFound):  # the control: without an outage it is the job's absence
+        live.refresh(draw, 1.0, clear=False)
+
+
+def test_a_placed_pending_job_waits_for_its_own_node():
+    """A job placed on a node's queue (no --node) whose node went silent was said to wait
+    for any worker, or for nothing when another node was live (usability run)."""
+    from types import SimpleNamespace
+
+    from joblet.cli.run import no_worker_note
+
+    record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true"), node="n1")
+    client = SimpleNamespace(live_nodes=lambda: {"n2": {}}, nodes=lambda: [{"name": "n1"}, {"name": "n2"}])
+    note = no_worker_note(client, record)
+    assert note is not None and "is queued for node 'n1', whose heartbeat has stopped" in note
+    client.live_nodes = lambda: {"n1": {}}
+    assert no_worker_note(client, record) is None  # the control: its node is live
