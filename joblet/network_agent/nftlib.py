@@ -76,33 +76,28 @@ def _cloexec(fd: int) -> None:
 
 def listing(command: str) -> tuple[int, str]:
     """Run one `list` command; returns (0 or an error code, what it printed)."""
-    with _lock:
-        found = _context()
-        if found is not None:
-            lib, ctx = found
-            rc = lib.nft_run_cmd_from_buffer(ctx, command.encode())
-            out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
-            lib.nft_ctx_get_error_buffer(ctx)  # drained, so it does not grow
-            return (0 if rc == 0 else 1), out
-    try:
-        proc = subprocess.run(["nft", *command.split()], capture_output=True, text=True, timeout=30)
-    except FileNotFoundError:
-        raise NetworkError("nft not found: install nftables") from None
-    return proc.returncode, proc.stdout
+    rc, out, _ = _nft(command, ["nft", *command.split()])
+    return rc, out
 
 
 def run(commands: str) -> tuple[int, str]:
     """Run nft commands as one transaction; returns (0 or an error code, error text)."""
+    rc, _, error = _nft(commands, ["nft", "-f", "-"], commands)
+    return rc, error.strip()
+
+
+def _nft(commands: str, argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+    """(0 or an error code, output, error text) of `commands`: through the library, else `argv`."""
     with _lock:
         found = _context()
         if found is not None:
             lib, ctx = found
             rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
-            lib.nft_ctx_get_output_buffer(ctx)  # drained, so it does not grow
-            error = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
-            return (0 if rc == 0 else 1), error.strip()
+            out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")  # drained:
+            error = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")  # they grow
+            return (0 if rc == 0 else 1), out, error
     try:
-        proc = subprocess.run(["nft", "-f", "-"], input=commands, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
         raise NetworkError("nft not found: install nftables") from None
-    return proc.returncode, proc.stderr.strip()
+    return proc.returncode, proc.stdout, proc.stderr
