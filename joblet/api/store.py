@@ -393,8 +393,12 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             matches = (self._live_among(named_jobs) or named_jobs)[-1:] or matches
         if not matches:  # `rnx stop svc` of a workflow said only this (usability run)
             what = "name" if self.redis.hexists(self.keys.workflow_names, prefix) else None
-            if what is None and is_job_id(prefix) and self.redis.exists(self.keys.workflow(prefix)):
-                what = "id"  # `rnx log <a workflow's id>` gave no hint (usability run)
+            if what is None and len(prefix) >= 6:  # `rnx log <a workflow's id>` gave no hint, nor
+                # its 12 characters, which `rnx workflow list` shows (usability runs)
+                wf_ids = [i.decode() for i in self.redis.zrange(self.keys.workflows, 0, -1)]
+                found = [i for i in wf_ids if i.startswith(prefix)]
+                if len(found) == 1 and self.redis.exists(self.keys.workflow(found[0])):
+                    what = "id"
             hint = f" (a workflow's {what}: rnx workflow status|stop {shown(prefix)})" if what else ""
             raise NotFound(f"no such job: {shown(prefix)}{hint}")
         if len(matches) > 1:

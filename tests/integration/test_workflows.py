@@ -335,10 +335,12 @@ def test_a_detached_workflow_prints_only_its_id_on_stdout(host, client, project)
         "no such job: quiet (a workflow's name: rnx workflow status|stop quiet)"
     ), wrong
     assert host.rnx("workflow", "status", "quiet").returncode == 0  # the control: as the hint says
-    by_id = host.rnx("log", wf_id)  # its id, too (usability run)
-    assert by_id.returncode == 1 and by_id.stderr.decode().strip().endswith(
-        f"no such job: {wf_id} (a workflow's id: rnx workflow status|stop {wf_id})"
-    ), by_id
+    for given in (wf_id, wf_id[:12]):  # its id, too, and as `rnx workflow list` shows it (usability runs)
+        by_id = host.rnx("log", given)
+        assert by_id.returncode == 1 and by_id.stderr.decode().strip().endswith(
+            f"no such job: {given} (a workflow's id: rnx workflow status|stop {given})"
+        ), by_id
+        assert host.rnx("workflow", "status", given).returncode == 0  # the control: as the hint says
     assert "a workflow's name" not in host.rnx("status", "nosuchthing").stderr.decode()
 
 
