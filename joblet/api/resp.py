@@ -51,6 +51,11 @@ class NoScriptError(ResponseError):
     """-NOSCRIPT: EVALSHA of a script the server does not hold."""
 
 
+class ReplyTimeout(ConnectionError):
+    """No reply within READ_TIMEOUT: the server is hung (or no Redis), not a connection that
+    broke; sent again it waited as long again (usability run: 60 s before rnx said so)."""
+
+
 class BusyLoadingError(ConnectionError):
     """-LOADING: a restarted server reading its data back; unreachable meanwhile, as redis-py
     has it."""
@@ -218,7 +223,7 @@ class Connection:
         except TimeoutError:
             waited = self.sock.gettimeout()
             self.close()
-            raise ConnectionError(f"no reply within {waited:g} s (is it Redis, and not hung?)") from None
+            raise ReplyTimeout(f"no reply within {waited:g} s (is it Redis, and not hung?)") from None
         except OSError as exc:
             self.close()
             raise ConnectionError(f"Error while reading from Redis: {exc}") from None
@@ -297,6 +302,8 @@ class LiteRedis(Commands):
                     self._conn.send([list(args) for args, _ in commands])
                     replies = [self._conn.read() for _ in commands]
                     break
+                except ReplyTimeout:
+                    raise
                 except ConnectionError:
                     if attempt == 2 or not reused:
                         raise

@@ -236,6 +236,27 @@ def test_a_server_that_never_answers_times_out_and_a_blocking_read_gets_its_bloc
     assert lite.xread({prefix + "empty": "0"}, block=600) in (None, [], {})
 
 
+def test_a_hung_server_is_waited_for_once_not_again_on_a_new_connection(pair, monkeypatch):
+    """A reply that did not come within READ_TIMEOUT on a connection that had worked was sent
+    again on a new one and waited for as long again: rnx said a hung Redis was hung after
+    60 s, not 30 (usability run). A broken connection is still opened again (the control:
+    test_a_connection_that_broke_is_opened_again)."""
+    lite, real, prefix = pair
+    assert lite.set(prefix + "k", "1") is True  # the connection works: a reused one
+    sends: list[int] = []
+    send = resp.Connection.send
+    monkeypatch.setattr(resp.Connection, "send", lambda self, cmds: (sends.append(1), send(self, cmds))[1])
+    monkeypatch.setattr(resp, "READ_TIMEOUT", 0.2)
+    real.execute_command("CLIENT", "PAUSE", "700", "ALL")  # the server holds every reply
+    try:
+        with pytest.raises(resp.ReplyTimeout):
+            lite.get(prefix + "k")
+        assert sends == [1]
+    finally:
+        real.execute_command("CLIENT", "UNPAUSE")  # answered once the server answers again
+    assert lite.get(prefix + "k") == b"1"
+
+
 def test_a_key_or_value_named_block_is_data(pair):
     """The read timeout looks for XREAD's BLOCK option only: `rnx volume create block` sent
     HSETNX ... block '{...}' and failed on int('{...}')."""
