@@ -259,6 +259,9 @@ class JobCgroup:
     def __init__(self, path: Path, v1_base: Path = V1_BASE) -> None:
         self.path = path
         self.v1_base = v1_base
+        # whether a disk rate may be set on it (lift_io): False for a group this object made
+        # and gave none, None for one it found (reconcile's, the sweep's): its files are read
+        self.throttled: bool | None = None
 
     def v1_dir(self, controller: str) -> Path:
         return self.v1_base / controller / self.path.parent.name / self.path.name
@@ -308,12 +311,14 @@ class JobCgroup:
             ]
         if limits.max_iobps is not None and device:
             writes += _io_writes(device, limits.max_iobps)
+            self.throttled = True
         self._write(writes, v2)
 
     def throttle_io(self, bps: int, v2: bool, devices: list[str]) -> None:
         """`bps` on more disks than the state directory's: a job's sized volumes, each its own
         loop device, which the state disk's throttle does not see (red-team run: 444 MB/s of
         direct writes to a sized volume under --max-iobps=1048576)."""
+        self.throttled = self.throttled or bool(devices)
         self._write([w for device in devices for w in _io_writes(device, bps)], v2)
 
     def _write(self, writes: list[tuple[str, str, str]], v2: bool) -> None:
@@ -345,6 +350,7 @@ class JobCgroup:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ExecutionError(f"failed to create cgroup {self.path}: {exc.strerror}") from None
+        self.throttled = False  # made here: a rate only by limit() or throttle_io()
 
     @property
     def procs_file(self) -> Path:
@@ -384,7 +390,12 @@ class JobCgroup:
         """Drop the group's disk rates: a write held by its throttle waits uninterruptibly, and
         a SIGKILL ended it only when the throttle let it through (red-team run: a dd at the
         least --max-iobps outlived its timeout by minutes, in D state, and host syncs of that
-        disk waited behind it). A job being killed writes no more than it had started."""
+        disk waited behind it). A job being killed writes no more than it had started. Read
+        only where a rate may be set (`throttled`): a job's teardown kills its group more than
+        once, and most jobs have none."""
+        if self.throttled is False:
+            return
+        self.throttled = False
         for line in _read(self.path / "io.max").splitlines():
             device = line.split(" ", 1)[0]
             with contextlib.suppress(OSError):

@@ -184,3 +184,18 @@ def test_jobs_get_no_huge_pages_where_hugetlb_is_in_v2(tmp_path):
     vm.mkdir()
     (vm / "nr_hugepages").write_text("8\n")
     assert host_huge_pages(vm) == 8  # nr_overcommit_hugepages missing: 0
+
+
+def test_disk_rates_are_lifted_only_where_one_may_be_set(tmp_path):
+    """A job's teardown kills its group more than once, and most jobs have no rate: their
+    throttle files are not read each time. A group found (not made here) is always looked at."""
+    v1 = tmp_path / "v1"
+    made = JobCgroup(tmp_path / "cg" / "job1", v1_base=v1)
+    made.create()
+    (made.path / "io.max").write_text("8:0 rbps=4096 wbps=4096 riops=max wiops=max\n")  # as if set by another
+    made.lift_io()
+    assert (made.path / "io.max").read_text().startswith("8:0 rbps=4096")  # made, no rate given: not read
+    found = JobCgroup(made.path, v1_base=v1)  # the control: reconcile's, after a restart
+    found.lift_io()
+    assert (made.path / "io.max").read_text() == "8:0 rbps=max wbps=max riops=max wiops=max"
+    assert found.throttled is False  # once lifted, a later kill reads nothing
