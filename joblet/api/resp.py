@@ -56,11 +56,6 @@ class ReplyTimeout(ConnectionError):
     broke; sent again it waited as long again (usability run: 60 s before rnx said so)."""
 
 
-class BusyLoadingError(ConnectionError):
-    """-LOADING: a restarted server reading its data back; unreachable meanwhile, as redis-py
-    has it."""
-
-
 def supports(url: str) -> bool:
     """URLs this client reads whole: redis://, rediss:// (the TLS options above), unix://."""
     parts = urlsplit(url)
@@ -82,15 +77,14 @@ def _encode(value: Any) -> bytes:
     raise TypeError(f"cannot send {type(value).__name__} to Redis")
 
 
-def _error(text: str) -> RespError:
+def _error(text: str) -> ResponseError:
     code = text.split(" ", 1)[0]
-    kind: type[RespError] = {
+    kind = {
         "NOPERM": NoPermissionError,
         "WRONGPASS": AuthenticationError,
         "NOAUTH": AuthenticationError,
         "NOSCRIPT": NoScriptError,
-        "LOADING": BusyLoadingError,
-    }.get(code, ResponseError)
+    }.get(code, ResponseError)  # -LOADING and the server's other states: redis_conn.SERVER_STATE
     return kind(text)
 
 
@@ -133,7 +127,7 @@ class Connection:
         """AUTH or SELECT, whose error ends the connection: a wrong password went on as the
         default user, a database out of range as database 0 (usability review)."""
         reply = self.call(args)
-        if isinstance(reply, RespError):
+        if isinstance(reply, ResponseError):
             self.close()
             raise reply
 
@@ -167,7 +161,7 @@ class Connection:
             raise ConnectionError(f"Error while writing to Redis: {exc}") from None
 
     def read(self) -> Any:
-        """One reply; an error reply is returned as a RespError, not raised (a pipeline
+        """One reply; an error reply is returned as a ResponseError, not raised (a pipeline
         reads every reply before raising)."""
         line = self._line()
         kind, rest = line[:1], line[1:]
@@ -188,7 +182,7 @@ class Connection:
 
     @staticmethod
     def _raise(reply: Any) -> Any:
-        if isinstance(reply, RespError):
+        if isinstance(reply, ResponseError):
             raise reply
         return reply
 

@@ -948,6 +948,21 @@ def test_a_workflow_submitted_whose_worker_look_fails_still_prints_its_id(tmp_pa
     assert capsys.readouterr().out == "c" * 32 + "\n"
 
 
+def scripted(*frames: object) -> Callable[[], bool]:
+    """A draw for live.refresh: each frame printed, or raised when it is an exception; the
+    frame "end" ends the view."""
+    items = iter(frames)
+
+    def draw() -> bool:
+        frame = next(items)
+        if isinstance(frame, Exception):
+            raise frame
+        print(frame)
+        return frame != "end"
+
+    return draw
+
+
 def test_a_live_view_waits_out_redis_and_says_so_once(monkeypatch, capsys):
     """Redis restarted under `rnx stats`/`rnx list --watch`: the view ended at once; hung, it
     froze without a word (usability run). Now the last frame stays, one line says since
@@ -956,16 +971,8 @@ def test_a_live_view_waits_out_redis_and_says_so_once(monkeypatch, capsys):
     from joblet.errors import BackendUnavailable
 
     monkeypatch.setattr(live.wakeup, "sleep", lambda s: None)
-    frames = iter(["one", None, None, "two", "end"])
-
-    def draw() -> bool:
-        frame = next(frames)
-        if frame is None:
-            raise BackendUnavailable("cannot reach Redis at unix:///r.sock: Connection refused")
-        print(frame)
-        return frame != "end"
-
-    live.refresh(draw, 1.0, clear=False)
+    gone = BackendUnavailable("cannot reach Redis at unix:///r.sock: Connection refused")
+    live.refresh(scripted("one", gone, gone, "two", "end"), 1.0, clear=False)
     out, err = capsys.readouterr()
     assert out == "one\ntwo\nend\n"
     assert err.count("\n") == 2 and "cannot reach Redis at unix:///r.sock: Connection refused (since" in err
@@ -1028,16 +1035,7 @@ def test_a_live_view_on_a_terminal_keeps_its_last_frame_through_an_outage(monkey
     monkeypatch.setattr(sys, "stdout", screen)
     shown: list[str] = []  # what the terminal shows while rnx waits: after the last clear
     monkeypatch.setattr(live.wakeup, "sleep", lambda s: shown.append(screen.getvalue().rsplit(live.CLEAR, 1)[-1]))
-    frames = iter(["one", None, "end"])
-
-    def draw() -> bool:
-        frame = next(frames)
-        if frame is None:
-            raise BackendUnavailable("cannot reach Redis at unix:///r.sock")
-        print(frame)
-        return frame != "end"
-
-    live.refresh(draw, 1.0)
+    live.refresh(scripted("one", BackendUnavailable("cannot reach Redis at unix:///r.sock"), "end"), 1.0)
     assert shown == ["one\n", "one\n"]  # during the outage too: the failed draw cleared nothing
     assert screen.getvalue() == f"{live.CLEAR}one\n{live.CLEAR}end\n"
     assert sys.stdout is screen
@@ -1050,22 +1048,11 @@ def test_a_live_view_of_named_jobs_waits_for_their_records_after_redis_came_back
     from joblet.errors import BackendUnavailable, NotFound
 
     monkeypatch.setattr(live.wakeup, "sleep", lambda s: None)
-    frames = iter(["one", "gone", "missing", "end"])
-
-    def draw() -> bool:
-        frame = next(frames)
-        if frame == "gone":
-            raise BackendUnavailable("cannot reach Redis at unix:///r.sock")
-        if frame == "missing":
-            raise NotFound("no such job: long2")
-        print(frame)
-        return frame != "end"
-
-    live.refresh(draw, 1.0, clear=False)
+    gone, missing = BackendUnavailable("cannot reach Redis at unix:///r.sock"), NotFound("no such job: long2")
+    live.refresh(scripted("one", gone, missing, "end"), 1.0, clear=False)
     assert capsys.readouterr().out == "one\nend\n"
-    frames = iter(["one", "missing"])
     with pytest.raises(NotFound):  # the control: without an outage it is the job's absence
-        live.refresh(draw, 1.0, clear=False)
+        live.refresh(scripted("one", missing), 1.0, clear=False)
 
 
 def test_a_placed_pending_job_waits_for_its_own_node():
