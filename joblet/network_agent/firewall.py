@@ -21,7 +21,9 @@ Besides isolation between networks it holds the guards no job may pass whatever 
   an `input` rule drops connections to their sockets on the control plane's ports (one that
   took the broker's port while it restarts would be sent the worker's password);
 - `overlay_peers`: the overlay's UDP port takes datagrams only from the nodes that hold a
-  network's remote jobs (overlay.py), not from any host that can reach it.
+  network's remote jobs (overlay.py), not from any host that can reach it; and on each node
+  only root's sockets and the kernel's send to that port (`joblet:overlay-root`): another
+  user of a node would otherwise inject frames into a network through its peers.
 """
 
 from __future__ import annotations
@@ -148,6 +150,10 @@ def _guard_rules(
             output.append(f'{job} oifname {dest} drop comment "joblet:host-mode"')
         if guards.vxlan_port:  # nor into them through the overlay, here or on another node
             output.append(f'{job} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
+    if guards.vxlan_port:  # a peer node takes VXLAN from this node's address: only the kernel's
+        # own VXLAN sockets and root send to it, not any user of this host (meta skuid matches
+        # no kernel socket: their packets pass)
+        output.append(f'udp dport {guards.vxlan_port} meta skuid != 0 drop comment "joblet:overlay-root"')
     output.extend(f"fib daddr type != local {rule}" for rule in leaks)  # the host's (not its own addresses)
     return first, output
 

@@ -401,7 +401,8 @@ for text in payloads:
 def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host], client: Client, lan: Lan) -> None:
     """Frames crafted by a LAN host that is no node (even carrying a remote job's MAC and
     address, past `overlay_macs`) never reach a job: the overlay port takes datagrams from
-    the live nodes' underlay addresses only. The same frames from a node do (control)."""
+    the live nodes' underlay addresses only, and from a node only as root (not any user of
+    it). The same frames from a node as root do (control)."""
     a, b, _ = hosts
     remote = client.run("sleep", ("120",), network="ov-a", node="ovb")  # its MAC may cross to ova
     receiver = client.run("python3", ("-c", RECEIVE), network="ov-a", node="ova")
@@ -428,11 +429,15 @@ def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host],
             receiver_ip,
         ]
 
-        def send(netns: str, *payloads: str) -> None:
-            subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", CRAFT, *frame, *payloads], check=True)
+        def send(netns: str, *payloads: str, user: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+            python = "/usr/bin/python3" if user else "python3"  # the system's: any user may run it
+            argv = ["ip", "netns", "exec", netns, *user, python, "-c", CRAFT, *frame, *payloads]
+            return subprocess.run(argv, check=not user, capture_output=True, text=True)
 
         send(stranger, "stranger", "stranger")
-        send(b.netns, "node")  # control: the same frame from ovb's underlay address
+        send(b.netns, "node")  # control: the same frame from ovb's underlay address, as root
+        nobody = send(b.netns, "user", user=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+        assert "Operation not permitted" in nobody.stderr, nobody  # another user of ovb: refused there
         send(stranger, "stranger", "stranger")
         send(b.netns, "end")
         done = client.wait(receiver.id, timeout=40)

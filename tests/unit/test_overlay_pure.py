@@ -110,6 +110,15 @@ def test_the_overlay_port_takes_datagrams_from_peer_nodes_only():
         firewall.Guards(vxlan_port=4789, overlay_peers=("10.0.0.2; drop",)).checked()
 
 
+def test_only_root_and_the_kernel_send_to_the_overlay_port_of_peers():
+    nets = [firewall.FwNetwork("net", "jb0123456789", "10.1.0.0/24")]
+    text = firewall.render(nets, guards=firewall.Guards(vxlan_port=4789))
+    rule = 'udp dport 4789 meta skuid != 0 drop comment "joblet:overlay-root"'
+    output = [line.strip() for line in text[text.index("chain output") :].split("}")[0].splitlines()]
+    assert rule in output
+    assert "overlay-root" not in firewall.render(nets)  # no overlay, no rule
+
+
 def test_user_networks_leave_room_for_the_overlay():
     facts = NetFacts(
         mtu=1500,
