@@ -105,15 +105,23 @@ class NetworkAgent:
         if problem and self.cfg.foreign_forward == "refuse":
             raise NetworkError(problem)
 
-    def check_ranges(self) -> None:
+    def check_ranges(self, resolvers: list[str] | None = None) -> None:
         """The default bridge and the isolated pool must not hold the broker's or state store's
-        address: jobs would share its link, and the worker's own route to it would lead there."""
+        address: jobs would share its link, and the worker's own route to it would lead there;
+        nor a DNS server the host asks (`resolvers`, else its resolv.conf files'): a job given
+        its address would answer the host's lookups, as a user network over it would."""
+        found_resolvers = host.host_resolvers() if resolvers is None else resolvers
         for setting, cidr in (("bridge_cidr", self.cfg.bridge_cidr), ("isolated_pool", self.cfg.isolated_pool)):
             found = held_in(cidr, self._held())
             if found is not None:
                 raise NetworkError(
                     f"{setting} {cidr} holds {found[1]}, an address of the control plane ({found[0]}): "
                     "set another range for jobs"
+                )
+            found = held_in(cidr, {"resolv.conf": found_resolvers})
+            if found is not None:
+                raise NetworkError(
+                    f"{setting} {cidr} holds {found[1]}, a DNS server this host uses: set another range for jobs"
                 )
 
     def check_forward(self, max_age: float = 0.0) -> str | None:

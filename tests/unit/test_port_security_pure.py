@@ -270,6 +270,15 @@ def test_default_ranges_must_not_hold_the_control_plane():
     NetworkAgent(load(job_blocked_addresses="10.51.0.9:6379", bridge_cidr="10.50.0.0/16"), None, None).check_ranges()
 
 
+def test_default_ranges_must_not_hold_a_dns_server_of_the_host():
+    """A job given the address of the host's resolver answered the host's lookups."""
+    agent = NetworkAgent(load(bridge_cidr="10.50.0.0/16", isolated_pool="10.60.0.0/16"), None, None)
+    for resolver, setting in (("10.50.0.53", "bridge_cidr 10.50.0.0/16"), ("10.60.3.1", "isolated_pool 10.60.0.0/16")):
+        with pytest.raises(NetworkError, match=rf"^{setting} holds {resolver}, a DNS server this host uses"):
+            agent.check_ranges(["fd00::53", resolver])
+    agent.check_ranges(["10.51.0.53", "fd00::53"])  # outside both: fine
+
+
 def test_what_a_worker_will_not_build():
     """The worker's own check of a definition from Redis (the client's can be gone past)."""
     from joblet.api.networks import blocked_ranges, unusable
