@@ -271,7 +271,7 @@ class JobRun:
             self.release.push("network released", lambda: self.agent.released(plan))
             self.undo.push("let the network namespace go", self.netns.close)
         self.host = svc.host()  # looked at once per job: the lookup, the mounts and the root agree
-        self.mounts = self._mount(self.host)
+        self.mounts = self._mount(self.host, tuple(source for source, _, _ in binds))
         self.undo.push("let the mount namespace go", self.mounts.close)
         self._write_net_files(plan)
         layout = self._layout(binds)
@@ -289,8 +289,9 @@ class JobRun:
         if others:
             self.cgroup.throttle_io(bps, self.svc.cgroup_v2, others)
 
-    def _mount(self, host: Host) -> JobMounts:
-        """The job's mount namespace: /work with its uploads, and its sysfs with its covers."""
+    def _mount(self, host: Host, sources: tuple[str, ...]) -> JobMounts:
+        """The job's mount namespace: /work with its uploads, and its sysfs with its covers;
+        where its binds' `sources` are (a runtime linked elsewhere since the worker started)."""
         user = self.spec.ids
 
         def fill(work: Path) -> None:  # runs inside the job's mount namespace
@@ -301,7 +302,7 @@ class JobRun:
                     os.chown(sub, *user, follow_symlinks=False)
 
         assert self.inside is not None
-        return self.svc.kernel.mounts(self.run_dir, self.disk_bytes, fill, self.inside, sys_covers(host))
+        return self.svc.kernel.mounts(self.run_dir, self.disk_bytes, fill, self.inside, sys_covers(host), sources)
 
     @property
     def disk_bytes(self) -> int:

@@ -32,6 +32,7 @@ class Kernel(Protocol):
         fill: Callable[[Path], None],
         call: Runner,
         sys_covers: list[tuple[str, str]],
+        reach: tuple[str, ...],
     ) -> JobMounts: ...
 
 
@@ -60,5 +61,6 @@ class LinuxKernel:
         fill: Callable[[Path], None],
         call: Runner,
         sys_covers: list[tuple[str, str]],
+        reach: tuple[str, ...],
     ) -> JobMounts:
-        return JobMounts.create(job_dir, size_bytes, fill, call, self.template, sys_covers)
+        return JobMounts.create(job_dir, size_bytes, fill, call, self.template, sys_covers, reach)

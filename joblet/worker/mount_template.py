@@ -10,7 +10,8 @@ a template that jobs copy, they cost nothing per job.
 What stays: every mount on the way to or under a path a job's start reaches (`keep`: /usr and
 the system directories, /etc, the mounts of /proc, /sys and /dev but of those under them only
 the jobs' cgroups, the worker's run and state directories with the volumes, the runtimes, the
-extra read-only paths, the directories of the tools it runs). The template is a slave of the
+extra read-only paths, the directories of the tools it runs; and a job's bind source beyond
+them, from its start on: a runtime linked elsewhere after the worker started). The template is a slave of the
 host's namespace, as each job's was: what the host mounts later under a kept mount still
 appears where mounts propagate. Where they do not (a private mount, as Docker's bind of a
 state directory), a change to the kept mounts drops the template: each start polls the
@@ -122,17 +123,20 @@ class MountTemplate:
         self._watcher = threading.Thread(target=self._watch, name="joblet-mount-template", daemon=True)
         self._watcher.start()
 
-    def enter(self) -> None:
+    def enter(self, reach: Iterable[str] = ()) -> None:
         """Move the calling thread into the template's namespace (a job's thread, before it
         unshares its own: its copy is then the template's). The thread must not share its
         filesystem attributes for that, so it stops sharing them first. A change to the host's
         kept mounts made before this call (a sized volume mounted for this very job) is in it:
-        the check is here, not only in the watcher, whose poll may not have run yet."""
+        the check is here, not only in the watcher, whose poll may not have run yet. `reach`:
+        paths this job binds (its runtime's, which may be a link made since the worker started
+        to a filesystem the template left out): kept from now on, the template made again."""
         if _libc.unshare(CLONE_FS) != 0:
             raise ExecutionError(f"failed to unshare the thread's filesystem: {os.strerror(ctypes.get_errno())}")
         with self._lock:
             if self._closed:
                 raise ExecutionError("the worker's mount template is closed")
+            self._take(reach)
             if any(ev & select.POLLPRI for _, ev in self._poller.poll(0)):
                 self._refresh()
             if self._fd < 0:
@@ -141,6 +145,17 @@ class MountTemplate:
                 self._version += 1
             if _libc.setns(self._fd, CLONE_NEWNS) != 0:
                 raise ExecutionError(f"failed to enter the jobs' mount template: {os.strerror(ctypes.get_errno())}")
+
+    def _take(self, reach: Iterable[str]) -> None:
+        """Under the lock: keep what `reach` holds beyond what is kept (its real path), and let
+        the template go if that added anything."""
+        new = {real for real in map(os.path.realpath, reach) if not any(_within(real, k) for k in self.keep)}
+        if new:
+            self.keep = tuple(sorted({*self.keep, *new}))
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._version += 1
 
     def _host_kept(self) -> frozenset[tuple[str, str]]:
         with open(self._mountinfo) as fh:

@@ -88,18 +88,20 @@ class JobMounts:
         call: Runner,
         template: MountTemplate | None = None,
         sys_covers: list[tuple[str, str]] | None = None,
+        reach: tuple[str, ...] = (),
     ) -> JobMounts:
         """The job's namespace with its files' tmpfs at `job_dir` (`work` and `sys` in it): a
         sysfs at `sys` and /work at `work` (`fill` writes its files, from inside); made by
         `call`, the job's thread (worker/nsthread.py), which keeps it and is in the job's
         network namespace already (the host's in host mode): that sysfs shows the job's own
         interfaces, with `sys_covers` (sandbox.sys_covers) bound read-only on it. A copy of
-        `template` (worker/mount_template.py), else of the host's."""
+        `template` (worker/mount_template.py), which keeps what `reach` holds (the sources of
+        the job's binds), else of the host's."""
         job_dir.mkdir(parents=True, exist_ok=True)  # once per worker: every job mounts on it
 
         def make() -> tuple[int, int, int]:
             if template is not None:
-                template.enter()  # its mounts are slaves of the host's already, and so are copies
+                template.enter(reach)  # its mounts are slaves of the host's already, and so are copies
             _check(_libc.unshare(CLONE_NEWNS), "create a mount namespace")
             if template is None:
                 slave = _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None)

@@ -59,3 +59,29 @@ def test_a_jobs_namespace_lacks_the_mounts_no_job_uses(tmp: Path) -> None:
         assert seen_by_a_job(template, other / "m") == {str(other / "m"): False}
     finally:
         template.close()
+
+
+def test_a_path_a_job_reaches_is_kept_from_then_on(tmp: Path) -> None:
+    """A runtime linked, after the worker started, to a filesystem the template left out: the
+    job's start names its path, and the template is made again with it (bwrap found no
+    source path in the job's copy)."""
+    other = tmp / "other"
+    mount_tmpfs(other / "m", 1 << 20)
+    (other / "m" / "marker").write_text("x")
+    template = MountTemplate(("/usr", "/proc", sys.prefix, sys.base_prefix))
+    try:
+        assert seen_by_a_job(template, other / "m") == {str(other / "m"): False}  # the control: left out
+        seen: dict[str, bool] = {}
+
+        def job() -> None:
+            template.enter(reach=(str(other / "m" / "bin"),))
+            seen["m"] = (other / "m" / "marker").exists()
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join()
+        assert seen == {"m": True} and template.builds == 2
+        assert seen_by_a_job(template, other / "m") == {str(other / "m"): True}  # kept since
+        assert template.builds == 2  # once made again, not at each start
+    finally:
+        template.close()

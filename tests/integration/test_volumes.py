@@ -17,6 +17,7 @@ from joblet.api.store import Store
 from joblet.api.volumes import VolumeStore
 from joblet.config import load
 from joblet.errors import Conflict, NotFound, ValidationError
+from joblet.worker.mounts import mount_tmpfs
 from tests.conftest import mounts_under, private_redis
 from tests.integration.helpers import eventually, run, wait_running
 
@@ -312,6 +313,28 @@ def test_runtime_is_read_only_and_first_on_path(client, host):
     assert {"name": "python:3.11-ml", "nodes": [host.name]} in json.loads(listed.stdout)
     with pytest.raises(ValidationError, match="no live worker offers runtime 'java:17'"):
         client.run("java", runtime="java:17")
+
+
+def test_a_runtime_linked_elsewhere_after_the_worker_started_runs(client, host, mount_dir: Path):
+    """A runtime installed onto another filesystem (a link in the runtimes directory) after
+    the worker started: its jobs failed in bwrap (`Can't find source path`) until a restart."""
+    # a filesystem of its own under a private mount (as a host's /mnt/disk would be at the
+    # worker's start): not in the jobs' mount template, where nothing propagates it to
+    mount_tmpfs(mount_dir / "fs", 1 << 20)
+    subprocess.run(["mount", "--make-private", str(mount_dir / "fs")], check=True)
+    mount_tmpfs(mount_dir / "fs" / "rt", 1 << 20)
+    bindir = mount_dir / "fs" / "rt" / "bin"
+    bindir.mkdir()
+    (bindir / "hello-late").write_text("#!/bin/sh\necho late runtime\n")
+    (bindir / "hello-late").chmod(0o755)
+    (host.tmp / "runtimes").mkdir(exist_ok=True)
+    (host.tmp / "runtimes" / "late:1").symlink_to(mount_dir / "fs" / "rt")
+    try:
+        eventually(lambda: any(r["name"] == "late:1" for r in client.runtimes()), "runtime not reported", timeout=10)
+        rec, out, err = run(client, "hello-late", network="none", runtime="late:1")
+        assert (rec.exit_code, out) == (0, b"late runtime\n"), (rec, err)
+    finally:
+        (host.tmp / "runtimes" / "late:1").unlink()
 
 
 def test_upload_limits_and_escapes(host, tmp_path: Path):

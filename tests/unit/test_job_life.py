@@ -217,7 +217,7 @@ class FakeKernel:
     def sandbox(self, launch: Any) -> FakeSandbox:
         return FakeSandbox(self.log, launch)
 
-    def mounts(self, job_dir: Path, size: int, fill: Any, call: Any, sys_covers: Any) -> FakeJobMounts:
+    def mounts(self, job_dir: Path, size: int, fill: Any, call: Any, sys_covers: Any, reach: Any) -> FakeJobMounts:
         return call(lambda: FakeJobMounts(self.log, job_dir, fill))
 
 
