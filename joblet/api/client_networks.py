@@ -62,8 +62,8 @@ def fleet_dns_check(name: str, cidr: str, nodes: dict[str, dict[str, Any]]) -> N
 
     for node, info in sorted(nodes.items()):
         inside = [ns for ns in info.get("dns") or () if held(ns)]
-        if inside:
-            raise ValidationError(
+        if inside:  # a clash with what exists, as one with a node's own resolvers (rnx exits 1)
+            raise Conflict(
                 f'failed to create network "{name}": CIDR {cidr} holds {inside[0]}, the DNS server jobs on '
                 f"node {node} are given (their lookups would stay inside the network); give it --dns, "
                 "or another CIDR"

@@ -159,9 +159,9 @@ def test_a_network_whose_range_holds_the_workers_dns_server_is_refused_its_jobs(
     which answered them all (usability run). Its own --dns is its owner's choice: it runs.
     Its create is refused where a live node gives its jobs that server (each job failed);
     one made while none was (here: written by other means) fails its jobs saying why."""
-    from joblet.errors import ValidationError
+    from joblet.errors import Conflict
 
-    with pytest.raises(ValidationError, match=r"CIDR 203.0.113.0/24 holds 203.0.113.2, the DNS server jobs on node"):
+    with pytest.raises(Conflict, match=r"CIDR 203.0.113.0/24 holds 203.0.113.2, the DNS server jobs on node"):
         nets.networks.create("dns-clash", "203.0.113.0/24")  # the worker's dns_servers: 203.0.113.2
     assert "dns-clash" not in nets.networks.store.names()  # nothing half-built
     nets.networks.store.create(NetworkDef(name="dns-clash", cidr="203.0.113.0/24"), {})
