@@ -2,7 +2,7 @@
 
 One thread watches the pipes of all jobs (a selector), so a host with hundreds of jobs does
 not need a reader thread per pipe. Chunks go out in one FIFO: order holds within and across
-streams of a job, the end marker is queued after the last byte, and while Redis is
+streams of a job, the end marker is queued after the last byte (after its pipes' EOF), and while Redis is
 unreachable chunks wait in memory and go out when it is back.
 
 Each job's output is capped in bytes (stdout and stderr together, `max_output`, at most the
@@ -61,6 +61,7 @@ RETRY_FIRST, RETRY_CAP = 0.1, 2.0  # seconds between those tries: doubling, capp
 FLAG = b"flag"  # outbox kind: mark the job's record output_truncated
 
 
+END_WAIT = 30.0  # seconds the end marker waits, once the pump takes it, for the job's pipes to close
 RESERVED_ENTRIES = 8  # of a stream's entries, kept for the worker's own: the notice, the end
 WINDOW = 0.025  # seconds a pipe's reads are counted in: at most 1,600 reads a second of a trickle
 TRICKLE_READS, TRICKLE_BYTES = 40, 256 * 1024  # more reads in a window, fewer bytes: it trickles
@@ -129,6 +130,8 @@ class Capture:
     first_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     written: int = 0
     ends_line: bool = True  # its last byte kept (either stream) was a newline, or none was kept
+    ending: dict[str, Any] | None = None  # its end marker's summary, waiting for its pipes to close
+    end_by: float = 0.0  # monotonic time the end marker goes even so (END_WAIT)
 
     def next_id(self) -> str:
         self.written += 1
@@ -183,6 +186,7 @@ class OutputPump:
         self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # where output past a cap goes
         self._enlarged: set[int] = set()  # pipes past their caps made DISCARD_PIPE (DISCARD_PIPES at most)
         self._incoming: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._ending: list[Capture] = []  # jobs whose end marker waits for their pipes' EOF
         self._outbox: collections.deque[Item] = collections.deque()
         self._redis_gone = False  # said once per outage, not at each retry (twice a second)
         self.parks = 0  # times a trickling pipe was unwatched for the rest of its window
@@ -212,14 +216,18 @@ class OutputPump:
             return None
 
     def finish(self, cap: Capture, summary: dict[str, Any]) -> None:
-        """Queue the end marker after the job's last byte."""
+        """Queue the end marker after the job's last byte: once its pipes are read to their
+        end (the job's thread waits for that 10 s; a pump held longer by Redis has not read
+        them yet, and the marker went before the job's last output, which no reader showed),
+        or END_WAIT after the pump took it (a pipe some process outside the job still holds)."""
         self._incoming.append(("end", cap, summary))
         os.write(self._wake_w, b"e")
 
     def _step(self) -> None:
         timeout = 0.5 if self._outbox else None
-        if self._parked:
-            wake = max(0.0, min(until for until, _, _ in self._parked) - time.monotonic())
+        due = [until for until, _, _ in self._parked] + [cap.end_by for cap in self._ending]
+        if due:
+            wake = max(0.0, min(due) - time.monotonic())
             timeout = wake if timeout is None else min(timeout, wake)
         for key, _ in self.selector.select(timeout):
             if key.data is None:
@@ -227,7 +235,20 @@ class OutputPump:
             else:
                 self._read(key)
         self._unpark()
+        self._end_overdue()
         self._flush()
+
+    def _end_overdue(self) -> None:
+        now = time.monotonic()
+        for cap in [c for c in self._ending if c.end_by <= now]:
+            log.warning("output of job %s: its pipes are still open %.0f s after its end", cap.job_id[:12], END_WAIT)
+            self._queue_end(cap)
+
+    def _queue_end(self, cap: Capture) -> None:
+        if cap.ending is not None:
+            self._outbox.append(Item(cap, END_FIELD, cap.ending))
+            cap.ending = None
+            self._ending.remove(cap)
 
     def _paced(self, fd: int, data: Any, size: int) -> None:
         """Count a read; a pipe that trickles is unwatched until its window ends."""
@@ -261,7 +282,11 @@ class OutputPump:
             if item[0] == "watch":
                 self._register(*item[1:])
             else:
-                self._outbox.append(Item(item[1], END_FIELD, item[2]))
+                cap = item[1]
+                cap.ending, cap.end_by = item[2], time.monotonic() + END_WAIT
+                self._ending.append(cap)
+                if cap.open_pipes == 0:
+                    self._queue_end(cap)
 
     def _register(self, cap: Capture, out: int, err: int) -> None:
         for fd, stream in ((out, STDOUT_FIELD), (err, STDERR_FIELD)):
@@ -368,6 +393,7 @@ class OutputPump:
                     what,
                 )
             cap.closed.set()
+            self._queue_end(cap)  # if the job's thread gave up waiting for this and ended it
 
     def _flush(self) -> None:
         """Write the outbox in order; a job whose write fails waits (its order kept) while the

@@ -445,3 +445,69 @@ def test_a_servers_state_reply_is_an_outage_and_a_commands_own_is_a_refusal():
     assert error_kind(rp.InvalidResponse("Protocol Error: x")) == "unreachable"
     assert error_kind(resp._error("WRONGTYPE Operation against a key")) == "response"  # the controls
     assert error_kind(rp.ResponseError("WRONGTYPE Operation against a key")) == "response"
+
+
+def test_the_end_marker_waits_for_the_last_output_a_stalled_pump_had_not_read():
+    """Redis held the pump longer than a job's thread waits for its pipes (10 s): the job
+    ended its stream meanwhile, and the marker went before the output still in its pipes,
+    which no reader showed (review). It now goes after the pipes' EOF."""
+    import threading
+
+    class StallingStore(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stalled, self.release = threading.Event(), threading.Event()
+
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            if job_id == "first":
+                self.stalled.set()
+                assert self.release.wait(10)
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = StallingStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+
+    def job(job_id: str, payload: bytes):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        cap = pump.watch(job_id, out_r, err_r, 1 << 20)
+        os.write(out_w, payload)
+        os.close(out_w)
+        os.close(err_w)
+        return cap
+
+    first = job("first", b"held")
+    assert store.stalled.wait(5)  # the pump waits on Redis from now on
+    late = job("late", b"last line\n")
+    for cap in (first, late):  # their threads gave up waiting for `closed`
+        pump.finish(cap, {"status": "COMPLETED"})
+    store.release.set()
+    assert first.flushed.wait(5) and late.flushed.wait(5)
+    assert [(f, d) for j, f, d in store.entries if j == "late"] == [
+        (STDOUT_FIELD, b"last line\n"),
+        (END_FIELD, {"status": "COMPLETED"}),
+    ]
+
+
+def test_an_end_marker_goes_even_so_when_a_pipe_stays_open(monkeypatch):
+    """A pipe some process outside the job still holds: the marker goes END_WAIT after the
+    pump took it, not never (the control: the pipe holds no EOF, only its first bytes)."""
+    from joblet.worker import output
+
+    monkeypatch.setattr(output, "END_WAIT", 0.2)
+    store = FakeStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    cap = pump.watch("held", out_r, err_r, 1 << 20)
+    os.write(out_w, b"x")
+    os.close(err_w)
+    try:
+        pump.finish(cap, {"status": "COMPLETED"})
+        assert cap.flushed.wait(5) and not cap.closed.is_set()
+        assert [(f, d) for j, f, d in store.entries if j == "held"] == [
+            (STDOUT_FIELD, b"x"),
+            (END_FIELD, {"status": "COMPLETED"}),
+        ]
+    finally:
+        os.close(out_w)
