@@ -241,6 +241,8 @@ class Supervisor:
             return self._end_unrun(job_id, spec, failed)
         with self._lock:
             self.running[job_id] = run
+        if self._closing.is_set():  # claimed while stop_all went through the jobs: it ran unstopped
+            run.stop(self._shutdown_why())
         try:
             return run.execute()
         finally:
@@ -305,12 +307,17 @@ class Supervisor:
         return run is not None
 
     def stop_all(self) -> None:
-        """Stop every job here (worker shutdown)."""
+        """Stop every job here (worker shutdown), and any claimed from now on (a delivery
+        between its claim and its run's start: it ran to its end, unstopped, past the node's
+        leave; review)."""
         self._closing.set()
         with self._lock:
             runs = list(self.running.values())
         for run in runs:
-            run.stop(f"stopped by the shutdown of its worker (node {self.cfg.node})")
+            run.stop(self._shutdown_why())
+
+    def _shutdown_why(self) -> str:
+        return f"stopped by the shutdown of its worker (node {self.cfg.node})"
 
     def leave(self) -> None:
         """The node leaves the fleet (worker shutdown, after stop_all): its heartbeat key goes

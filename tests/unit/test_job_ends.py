@@ -70,6 +70,25 @@ def test_a_claimed_job_whose_run_cannot_be_made_still_ends(tmp_path, monkeypatch
     assert log.calls == ["end output"]  # its stream ended; nothing was set up
 
 
+@pytest.mark.parametrize("closing", [False, True])
+def test_a_job_claimed_during_the_shutdown_is_stopped_before_it_starts(tmp_path, closing):
+    """A delivery between its claim and its run's start when stop_all went through the
+    running jobs: the job ran to its end, unstopped, after its node had left (review)."""
+    svc = services(tmp_path, Log())
+    svc.records.claims.claim = claimed_at_once  # type: ignore[attr-defined]
+    svc.store.redis = None  # type: ignore[attr-defined]  # the node store's client: never used here
+    sup = Supervisor(svc.cfg, svc)
+    if closing:
+        sup.stop_all()
+    result = sup.run(JOB, SPEC)
+    record = svc.store.records[JOB]  # type: ignore[attr-defined]
+    if not closing:  # the control: the same job runs
+        assert result["status"] == "COMPLETED" and record["status"] == JobStatus.COMPLETED
+        return
+    assert result["status"] == "STOPPED" and record["status"] == JobStatus.STOPPED
+    assert record["error"] == "stopped by the shutdown of its worker (node n1), before it started", record
+
+
 @pytest.mark.parametrize("broken", ["options_file", "spawn"])
 def test_a_sandbox_that_fails_to_start_leaves_no_descriptor(monkeypatch, broken):
     from joblet.errors import ExecutionError
