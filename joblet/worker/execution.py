@@ -296,10 +296,11 @@ def wait_for_command(bwrap_pid: int, timeout: float = 1.0) -> None:
 
 def await_exit(
     sandbox: Sandbox, stop_fd: int, stopped: threading.Event, timeout: float | None, grace: float
-) -> float | None:
+) -> tuple[float | None, bool]:
     """Until bwrap has exited. A stop (`stopped` set, then `stop_fd` written) or the job's
-    timeout (returned when it struck) sends SIGTERM to the command and what it started;
-    SIGKILL to all after the grace period."""
+    timeout sends SIGTERM to the command and what it started; SIGKILL to all after the grace
+    period. (the timeout, when it struck; whether a stop did): a stop that came once the
+    command had ended stopped nothing (its job was recorded STOPPED, exit 0: review)."""
     assert sandbox.main is not None, "after start"
     bwrap_pid, cgroup = sandbox.main.pid, sandbox.launch.cgroup
     exited = sandbox.exit_fd()
@@ -313,7 +314,7 @@ def await_exit(
             # poll() takes at most 2**31 - 1 ms (24.8 days): a longer timeout waits in turns
             wait_ms = None if due is None else min(max(0.0, (due - time.monotonic()) * 1000), 2**31 - 1)
             if any(fd == exited for fd, _ in poll.poll(wait_ms)):
-                return timed_out
+                return timed_out, terminated and timed_out is None
             now = time.monotonic()
             if terminated and due is not None and now >= due:
                 cgroup.kill()  # bwrap too: `exited` turns readable

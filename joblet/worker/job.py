@@ -376,11 +376,13 @@ class JobRun:
             self.keep,
             max_output=self.spec.limits.max_output or self.svc.pump.max_bytes,
         )
-        timed_out = await_exit(self.sandbox, self._stop_fd, self.stopped, self.spec.timeout, self.svc.cfg.stop_grace)
+        timed_out, stopped = await_exit(
+            self.sandbox, self._stop_fd, self.stopped, self.spec.timeout, self.svc.cfg.stop_grace
+        )
         main.wait()
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)
-        outcome = outcome_of(main.returncode, self.stopped.is_set() and timed_out is None, timed_out, self.stop_why)
+        outcome = outcome_of(main.returncode, stopped, timed_out, self.stop_why)
         if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
             outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
         return outcome, bytes(capture.stdout), capture.truncated

@@ -496,6 +496,20 @@ def test_a_job_stopped_by_its_workers_shutdown_during_setup_says_so(tmp_path):
     }
 
 
+def test_a_stop_that_comes_once_the_command_ended_stops_nothing(tmp_path):
+    """A stop between the command's exit and its outcome (a repeated `rnx stop`, the
+    shutdown's) recorded a job that exited 0 STOPPED: the workflow jobs requiring it
+    COMPLETED were canceled (review). The fake command has ended by its go."""
+    ended = {}
+    for at in ("sandbox go", "net setup"):  # after its end; and before its start (the control)
+        log = StopAt(at, None)
+        svc = services(tmp_path / at.replace(" ", "-"), log)
+        log.run = JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",)))
+        log.run.execute()
+        ended[at] = svc.store.records["a" * 32]["status"]  # type: ignore[attr-defined]
+    assert ended == {"sandbox go": JobStatus.COMPLETED, "net setup": JobStatus.STOPPED}
+
+
 class StoppedMeanwhile(FakeStore):
     """A stop that reached Redis while the job was being built, and that its worker never
     heard: the record is STOPPED (its followers gone), and nothing moves it on."""
