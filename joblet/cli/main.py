@@ -317,8 +317,10 @@ def status(obj: Ctx, job_id: str, as_json: bool) -> None:
 @click.pass_obj
 def log(obj: Ctx, job_id: str, follow: bool) -> None:
     """Print a job's output (stdout to stdout, stderr to stderr); a job that ended LOST (its
-    node stopped heartbeating) adds the reason on stderr, and with -f exits 125; one that
-    never started (canceled, stopped or refused before it) says so on stderr."""
+    node stopped heartbeating) adds the reason on stderr; one that never started (canceled,
+    stopped or refused before it) says so on stderr. With -f, rnx ends as an attached
+    `rnx run` would: the job's exit code (128+N for signal N, 125 for one never started or
+    lost, 1 for a FAILED exit 0), with why on stderr (timed out, out of memory, stopped)."""
     from joblet.cli.patience import Patience
     from joblet.cli.stream import write_chunk
 
@@ -343,17 +345,21 @@ def log(obj: Ctx, job_id: str, follow: bool) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     record = obj.client.get(job_id)
+    from joblet.cli.render import printable
+    from joblet.cli.run import ending
+
+    said, code = ending(record) if record.status.final else (None, 0)
     if record.status.value == "LOST":  # its output ends where its node was lost: said (fleet run)
-        from joblet.cli.render import printable
-
-        click.echo(f"rnx: job {record.short_id} lost: {printable(record.error or '')}", err=True)
-        if follow:
-            sys.exit(125)
+        said = f"rnx: job {record.short_id} lost: {printable(record.error or '')}"
     elif record.status.final and record.started is None:  # no output, not a word why (usability run)
-        from joblet.cli.render import printable
-
         why = f": {printable(record.error)}" if record.error else ""
-        click.echo(f"rnx: job {record.short_id} never started ({record.status.value}{why})", err=True)
+        said = f"rnx: job {record.short_id} never started ({record.status.value}{why})"
+    elif not follow:  # its output is all it asked for (a finished job's why: rnx status)
+        said = None
+    if said:
+        click.echo(said, err=True)
+    if follow and code:  # a script's `rnx run -d` then `rnx log -f` told a failure from a success
+        sys.exit(code)
 
 
 def error_text(exc: Exception) -> str:

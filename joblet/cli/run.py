@@ -615,27 +615,39 @@ class Attached:
         self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down)
 
     def _report(self, final: JobRecord) -> int:
-        from joblet.cli.render import print_json, printable
+        from joblet.cli.render import print_json
 
+        said, code = ending(final, stopped_here=self.stopping is not None)
         if self.as_json:
             out = final.public()
             out["output"] = self.stdout.decode(errors="replace")
             print_json(out)
-        elif (
-            final.error
-            and final.exit_code not in (126, 127)  # the job's own stderr said why
-            and (
-                final.status.value in ("FAILED", "LOST") or (final.status.value == "STOPPED" and self.stopping is None)
-            )
-        ):  # a stop this rnx did not ask for says who asked (the worker's shutdown)
-            sys.stderr.write(f"rnx: job {final.short_id} {final.status.value.lower()}: {printable(final.error)}\n")
-        elif final.status.value == "STOPPED" and self.stopping is None:  # exit 143 and no word (usability)
-            sys.stderr.write(f"rnx: job {final.short_id} stopped by a stop request from elsewhere\n")
-        from joblet.api.models import JobStatus
+        elif said:
+            sys.stderr.write(said + "\n")
+        return code
 
-        if final.exit_code == 0 and final.status == JobStatus.FAILED:
-            return 1  # its timeout came as it ended, or it exited 0 on the SIGTERM: not a success
-        if final.exit_code is not None:
-            return final.exit_code
 
-        return 130 if final.status == JobStatus.STOPPED else SETUP_FAILED
+def ending(final: JobRecord, stopped_here: bool = False) -> tuple[str | None, int]:
+    """What rnx says on stderr when a job it followed has ended (None: its output said all),
+    and rnx's exit code: an attached `rnx run`'s and `rnx log -f`'s. `stopped_here`: this rnx
+    asked for the stop (Ctrl-C): a stop from elsewhere says who asked (the worker's shutdown)."""
+    from joblet.api.models import JobStatus
+    from joblet.cli.render import printable
+
+    said = None
+    if (
+        final.error
+        and final.exit_code not in (126, 127)  # the job's own stderr said why
+        and (
+            final.status in (JobStatus.FAILED, JobStatus.LOST)
+            or (final.status == JobStatus.STOPPED and not stopped_here)
+        )
+    ):
+        said = f"rnx: job {final.short_id} {final.status.value.lower()}: {printable(final.error)}"
+    elif final.status == JobStatus.STOPPED and not stopped_here:  # exit 143 and no word (usability)
+        said = f"rnx: job {final.short_id} stopped by a stop request from elsewhere"
+    if final.exit_code == 0 and final.status == JobStatus.FAILED:
+        return said, 1  # its timeout came as it ended, or it exited 0 on the SIGTERM: not a success
+    if final.exit_code is not None:
+        return said, final.exit_code
+    return said, 130 if final.status == JobStatus.STOPPED else SETUP_FAILED

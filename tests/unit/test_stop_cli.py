@@ -310,6 +310,29 @@ def test_rnx_log_of_a_lost_job_says_its_output_ends_there(monkeypatch):
     assert out.exit_code == 0 and out.stderr == "", out.output
 
 
+@pytest.mark.parametrize(
+    ("status", "exit_code", "error", "said", "code"),
+    [
+        (JobStatus.COMPLETED, 0, None, "", 0),  # the control: a success exits 0, no word
+        (JobStatus.FAILED, 7, None, "", 7),
+        (JobStatus.FAILED, 143, "timed out after 1s", "failed: timed out after 1s", 143),
+        (JobStatus.FAILED, 137, "out of memory: killed at its limit of 16 MB", "failed: out of memory", 137),
+        (JobStatus.FAILED, 0, "timed out after 1s", "failed: timed out after 1s", 1),
+        (JobStatus.STOPPED, 143, None, "stopped by a stop request from elsewhere", 143),
+    ],
+)
+def test_rnx_log_f_ends_as_an_attached_run_would(monkeypatch, status, exit_code, error, said, code):
+    """`rnx run -d` then `rnx log -f` in a script could not tell a failure from a success: it
+    exited 0 without a word for a job that failed, timed out or was stopped (usability run).
+    Without -f, rnx log prints the output and exits 0, as before."""
+    ended = job("a", status).replace(exit_code=exit_code, error=error)
+    out = rnx(monkeypatch, StopClient(ended), "log", "-f", "a" * 32)
+    assert out.exit_code == code, out.output
+    assert (said in out.stderr) if said else out.stderr == "", out.stderr
+    plain = rnx(monkeypatch, StopClient(ended), "log", "a" * 32)
+    assert plain.exit_code == 0 and plain.stderr == "", plain.output
+
+
 def test_a_jobs_stop_time_is_to_its_own_end(monkeypatch):
     """Jobs are waited for one after another: one that ended at once, waited for after a slow
     one, read `stopped after 5.0 s` (red-team run). Its record's end says when it ended."""
