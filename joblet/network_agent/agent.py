@@ -69,6 +69,7 @@ class NetworkAgent:
         self._ports: dict[str, portsec.Port] = {}  # host end -> what it may send
         self._blocked: tuple[tuple[str, int], ...] = ()
         self._held_by: dict[str, list[str]] = {}
+        self._found_by: dict[str, list[tuple[str, int]]] = {}  # each setting's last resolved endpoints
         self._caps_loaded = False  # `ip joblet`, the connection caps
         self._caps_failed = False  # could not be loaded here: not looked for again
         self._resolved = False
@@ -213,14 +214,16 @@ class NetworkAgent:
         return control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
 
     def _take_control_plane(self, found: dict[str, list[tuple[str, int]]]) -> bool:
-        """Keep what `found` resolved (the last known addresses stay when a name does not
-        resolve now); whether the addresses changed."""
+        """Keep what `found` resolved, setting by setting: a setting whose names do not
+        resolve now keeps its last known addresses (when the broker's alone failed, beside a
+        job_blocked_addresses literal that always resolves, the broker left the blocked set
+        for the outage: review); whether the addresses changed."""
         self._resolved = True
-        endpoints = tuple(sorted({e for found_for in found.values() for e in found_for}))
-        if not endpoints and self._blocked:
-            return False
+        merged = {**self._found_by, **{setting: ends for setting, ends in found.items() if ends}}
+        endpoints = tuple(sorted({e for found_for in merged.values() for e in found_for}))
+        self._found_by = merged
         changed = endpoints != self._blocked
-        self._blocked, self._held_by = endpoints, addresses_of(found)
+        self._blocked, self._held_by = endpoints, addresses_of(merged)
         return changed
 
     def refresh_control_plane(self) -> bool:

@@ -343,6 +343,11 @@ def test_the_control_plane_is_resolved_by_the_heartbeat_not_at_each_render(monke
     assert agent.refresh_control_plane() is True and applied == [(("10.2.0.9", 6379),)]
     answers.append({"redis_url": []})  # does not resolve now: the last known stay
     assert agent.refresh_control_plane() is False and agent._control_plane() == (("10.2.0.9", 6379),)
+    # one setting fails beside another that resolves (a job_blocked_addresses literal): the
+    # broker left the blocked set for the resolver's outage (review)
+    answers.append({"redis_url": [], "job_blocked_addresses": [("10.9.9.9", 443)]})
+    assert agent.refresh_control_plane() is True
+    assert agent._control_plane() == (("10.2.0.9", 6379), ("10.9.9.9", 443))
 
 
 def test_a_network_made_again_with_another_mtu_is_rebuilt(monkeypatch):
