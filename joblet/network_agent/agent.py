@@ -33,6 +33,7 @@ from joblet.names import ALONE, ISOLATED_VETH_PREFIX, bridge_name
 from joblet.network_agent import firewall, foreign, host, links, portsec, shaping
 from joblet.network_agent.conntrack import REUSED_SOON, Janitor
 from joblet.network_agent.conntrack import setting as conntrack_setting
+from joblet.network_agent.host_addrs import guest_networks
 from joblet.network_agent.ipam import P2pPool, Subnet
 from joblet.network_agent.link_owners import LinkOwners
 from joblet.network_agent.netns import JobNetns
@@ -70,6 +71,7 @@ class NetworkAgent:
         self._blocked: tuple[tuple[str, int], ...] = ()
         self._held_by: dict[str, list[str]] = {}
         self._found_by: dict[str, list[tuple[str, int]]] = {}  # each setting's last resolved endpoints
+        self._guest_nets: tuple[str, ...] | None = None  # the host's containers' and VMs' networks
         self._caps_loaded = False  # `ip joblet`, the connection caps
         self._caps_failed = False  # could not be loaded here: not looked for again
         self._resolved = False
@@ -156,6 +158,7 @@ class NetworkAgent:
             vxlan_port=self.cfg.vxlan_port if overlay else None,
             overlay_peers=overlay.peers() if overlay else (),
             no_jobs=self.cfg.job_blocked_networks,
+            guests=self._guests(),
         )
         firewall.apply(firewall.render(self.firewall_networks(), self.cfg.isolated_pool, ISOLATED_VETH_PREFIX, guards))
         self._loaded = True
@@ -238,6 +241,28 @@ class NetworkAgent:
                 return False
             if self._loaded:
                 self._apply()
+            return True
+
+    def _guests(self) -> tuple[str, ...]:
+        """The networks of the host's containers and VMs: found at the first load, then by
+        refresh_guests (each heartbeat)."""
+        if self._guest_nets is None:
+            self._guest_nets = tuple(guest_networks(self.cfg.bridge_name))
+        return self._guest_nets
+
+    def refresh_guests(self) -> bool:
+        """Look for the host's containers' and VMs' networks again (a compose project or a
+        libvirt network made since), outside the lock; load the tables again when they
+        changed; whether they did. Until then, a new one is reachable by jobs: at most one
+        heartbeat interval."""
+        found = tuple(guest_networks(self.cfg.bridge_name))
+        with self._lock:
+            if found == self._guest_nets:
+                return False
+            self._guest_nets = found
+            if not self._loaded:  # the first load takes them
+                return False
+            self._apply()
             return True
 
     def _held(self) -> dict[str, list[str]]:

@@ -68,6 +68,7 @@ class Guards:
     vxlan_port: int | None = None  # the overlay's UDP port: no job sends to it (frame injection)
     overlay_peers: tuple[str, ...] = ()  # IPv4 underlay addresses it takes datagrams from (overlay.py)
     no_jobs: tuple[str, ...] = ()  # networks (IPv4 or IPv6) no job may reach, but for DNS
+    guests: tuple[str, ...] = ()  # IPv4 networks of the host's containers and VMs (host_addrs.py)
 
     def checked(self) -> Guards:
         for network in self.no_jobs:  # nft would take a bad address for a host name
@@ -78,6 +79,8 @@ class Guards:
                 raise NetworkError(f"invalid port {port} for {address}")
         for address in self.overlay_peers:
             ipaddress.IPv4Address(address)
+        for network in self.guests:
+            ipaddress.IPv4Network(network, strict=True)
         if self.host_cgroup is not None and not _CGROUP.match(self.host_cgroup[0]):
             raise NetworkError(f"invalid cgroup path {self.host_cgroup[0]!r}")
         return self
@@ -134,8 +137,12 @@ def _guard_rules(
             first.append(f'iifname {src} {match} drop comment "joblet:no-broker"')
     for src in sources if guards.no_jobs else []:
         first.extend(_no_jobs_rules(f"iifname {src}"))
+    for src in sources:  # nor the host's containers and VMs, by their addresses (the broker's too)
+        first.append(f'iifname {src} ip daddr @guests drop comment "joblet:no-guests"')
     for src in sources if guards.vxlan_port else []:  # crafted VXLAN would land on a network's bridge
         first.append(f'iifname {src} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
+    if guards.vxlan_port:  # nor may the host's containers and VMs send it, NATed to a node's address
+        first.append(f'ip saddr @guests udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     first.extend(_iso_port_security(iso))
     leaks = _off_route(nets, iso, pool)
     first.extend(leaks)
@@ -268,6 +275,7 @@ def render(
             _set("no_jobs", "ipv4_addr", _collapsed(guards.no_jobs, 4), " flags interval;"),
             _set("no_jobs6", "ipv6_addr", _collapsed(guards.no_jobs, 6), " flags interval;"),
             _set("overlay_peers", "ipv4_addr", sorted(set(guards.overlay_peers))),
+            _set("guests", "ipv4_addr", _collapsed(guards.guests, 4), " flags interval;"),
             *_no_fragments(iso),
             *_no_host_before_dnat(nets, iso),
             *_chain("forward", "filter hook forward priority filter", forward),
@@ -378,7 +386,7 @@ def loaded_rules() -> dict[str, str]:
 
 # sets whose elements change only when the tables are loaded whole (not per job): flushed,
 # the broker's or the metadata service's drop matched nothing (review)
-STATIC_SETS = ("blocked", "blocked6", "blocked_ports", "no_jobs", "no_jobs6")
+STATIC_SETS = ("blocked", "blocked6", "blocked_ports", "no_jobs", "no_jobs6", "guests")
 _COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 
 

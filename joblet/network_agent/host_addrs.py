@@ -1,8 +1,12 @@
-"""The host's own IPv4 addresses, as a node publishes them in its heartbeat (`rnx nodes`)."""
+"""The host's own IPv4 addresses, as a node publishes them in its heartbeat (`rnx nodes`), and
+the networks of its containers and VMs, which no job reaches (firewall.py's `guests`)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from joblet.names import is_joblet_link
 
@@ -22,3 +26,36 @@ def host_addresses(default_bridge: str) -> list[str]:
                 continue
             found.append(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']} dev {name}")
     return found
+
+
+def guest_networks(default_bridge: str) -> list[str]:
+    """The IPv4 networks of this host's bridges that are not joblet's and carry no default
+    route: where the host's containers and VMs are (Docker's docker0 and br-*, libvirt's
+    virbr*, LXD's, podman's), the broker's own container among them in docker-compose.yml.
+    A job reached a container by its address, past the blocked set (which holds the
+    published address) and Docker's rules, which joblet's DOCKER-USER accept goes before
+    (review). A bridge holding the default route is the host's way out (a bridged uplink,
+    br0 or vmbr0): its LAN stays reachable, as other routes' do.
+
+    Only addresses are dumped (host_addresses' reason), then the few links holding one."""
+    with IPRoute() as ipr:
+        uplinks = set()
+        for route in ipr.get_default_routes(family=2):
+            uplinks.add(route.get_attr("RTA_OIF"))
+            uplinks.update(hop.get("oif") for hop in route.get_attr("RTA_MULTIPATH") or ())
+        held: dict[int, set[str]] = {}
+        for addr in ipr.get_addr(family=2):
+            name = (addr.get_attr("IFA_LABEL") or "").split(":", 1)[0]
+            if name in ("", "lo") or is_joblet_link(name, default_bridge) or addr["index"] in uplinks:
+                continue
+            network = ipaddress.IPv4Network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
+            held.setdefault(addr["index"], set()).add(str(network))
+        found: set[str] = set()
+        for index, networks in held.items():
+            try:
+                (link,) = ipr.get_links(index)
+            except NetlinkError:  # gone meanwhile
+                continue
+            if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge":
+                found |= networks
+    return sorted(found)

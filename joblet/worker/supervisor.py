@@ -502,6 +502,8 @@ class Supervisor:
     def _upkeep_firewall(self) -> None:
         if self.svc.agent.refresh_control_plane():
             log.info("the broker's or state store's addresses changed: jobs are kept from the new ones")
+        if self.svc.agent.refresh_guests():
+            log.info("the networks of this host's containers and VMs changed: jobs are kept from them")
         if self.svc.agent.ensure_firewall():
             log.warning("joblet's nftables tables were gone or changed: loaded them again")
         self.svc.agent.check_forward()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from joblet.network_agent.host_addrs import host_addresses
+from joblet.network_agent.host_addrs import guest_networks, host_addresses
 from joblet.network_agent.netns import JobNetns
 from joblet.worker.nsthread import JobThread
 from tests.conftest import need
@@ -32,6 +32,41 @@ def test_a_node_publishes_its_own_addresses_only() -> None:
             return host_addresses("joblet0")
 
         assert netns.run(setup) == ["192.0.2.10/24 dev uplink0", "192.0.2.11/24 dev uplink0"]
+    finally:
+        netns.close()
+        thread.close()
+
+
+def test_the_guests_networks_are_the_foreign_bridges_without_the_default_route() -> None:
+    """Docker's and libvirt's bridges hold the host's containers and VMs (no job reaches
+    them); a bridge holding the default route is the host's uplink (br0, vmbr0), joblet's
+    own bridges and other kinds of links are not guests."""
+    need(os.geteuid() == 0, "needs root (network namespaces)")
+    thread = JobThread("guests")
+    netns = JobNetns.create(thread)
+    try:
+
+        def setup() -> list[str]:
+            for argv in (
+                "link add docker0 type bridge",
+                "addr add 172.17.0.1/16 dev docker0",
+                "link add virbr0 type bridge",
+                "addr add 192.168.122.1/24 dev virbr0",
+                "link add br0 type bridge",  # the uplink: its LAN stays reachable
+                "addr add 192.0.2.10/24 dev br0",
+                "link set br0 up",
+                "route add default via 192.0.2.1",
+                "link add joblet0 type bridge",
+                "addr add 172.20.0.1/16 dev joblet0",
+                "link add jb0123456789 type bridge",
+                "addr add 10.1.0.1/24 dev jb0123456789",
+                "link add eth1 type veth peer name eth2",  # another LAN: not a guests' bridge
+                "addr add 198.51.100.1/24 dev eth1",
+            ):
+                subprocess.run(["ip", *argv.split()], check=True)
+            return guest_networks("joblet0")
+
+        assert netns.run(setup) == ["172.17.0.0/16", "192.168.122.0/24"]
     finally:
         netns.close()
         thread.close()

@@ -458,3 +458,56 @@ def test_no_ipv4_fragment_leaves_a_job(nets, upstream, network):
         receiver.kill()
         receiver.wait()
     assert sizes == ["1000"], sizes
+
+
+def test_the_hosts_containers_are_out_of_a_jobs_reach(nets, host, upstream):
+    """A container on a bridge of the host's (Docker's br-*, where docker-compose.yml runs
+    the broker) was reached by its own address: not the host's, not the published one in the
+    blocked set (review). The host reaches it, and jobs still reach the world (controls)."""
+    guest = f"joblet-t-guest-{host.tag}"
+    sh("ip", "-n", host.netns, "link", "add", "dk0", "type", "bridge")
+    sh("ip", "-n", host.netns, "addr", "add", "10.199.0.1/24", "dev", "dk0")
+    sh("ip", "-n", host.netns, "link", "set", "dk0", "up")
+    sh("ip", "netns", "add", guest)
+    try:
+        sh(
+            "ip",
+            "-n",
+            host.netns,
+            "link",
+            "add",
+            "dkv0",
+            "master",
+            "dk0",
+            "type",
+            "veth",
+            "peer",
+            "eth0",
+            "netns",
+            guest,
+        )
+        sh("ip", "-n", host.netns, "link", "set", "dkv0", "up")
+        sh("ip", "-n", guest, "addr", "add", "10.199.0.2/24", "dev", "eth0")
+        for link in ("eth0", "lo"):
+            sh("ip", "-n", guest, "link", "set", link, "up")
+        sh("ip", "-n", guest, "route", "add", "default", "via", "10.199.0.1")
+        listeners = [host_listener(guest), host_listener(upstream)]
+        try:
+            assert ns_connects(host.netns, "10.199.0.2") and job_connects(nets, "203.0.113.2")  # controls
+            eventually(  # at the heartbeat after the bridge came
+                lambda: "10.199.0.0/24" in host.in_ns("nft", "list", "set", "inet", "joblet", "guests").stdout,
+                "the worker never found the guests' bridge",
+                15,
+            )
+            assert not job_connects(nets, "10.199.0.2"), "a job on the default bridge reached the container"
+            probe = "import socket; socket.create_connection(('10.199.0.2', 7000), timeout=2).close()"
+            for network in ("iso-a", "isolated"):
+                rec = run(nets, "python3", "-c", probe, network=network)[0]
+                assert rec.exit_code == 1, (network, rec)  # refused (a traceback), not a setup failure
+        finally:
+            for listener in listeners:
+                listener.kill()
+                listener.wait()
+    finally:
+        sh("ip", "netns", "del", guest, check=False)
+        sh("ip", "-n", host.netns, "link", "del", "dk0", check=False)

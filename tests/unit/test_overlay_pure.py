@@ -110,6 +110,21 @@ def test_the_overlay_port_takes_datagrams_from_peer_nodes_only():
         firewall.Guards(vxlan_port=4789, overlay_peers=("10.0.0.2; drop",)).checked()
 
 
+def test_the_hosts_containers_reach_neither_jobs_nor_the_overlay_port():
+    """A container or VM of a node sent VXLAN to a peer NATed to the node's address, which
+    the peer takes (review): forwarded from the guests' networks, it is dropped."""
+    nets = [firewall.FwNetwork("net", "jb0123456789", "10.1.0.0/24")]
+    guards = firewall.Guards(vxlan_port=4789, guests=("172.18.0.0/16", "172.17.0.0/16", "172.17.5.0/24"))
+    text = firewall.render(nets, guards=guards)
+    assert "set guests { type ipv4_addr; flags interval; elements = { 172.17.0.0/16, 172.18.0.0/16 }; }" in text
+    assert 'ip saddr @guests udp dport 4789 drop comment "joblet:no-overlay"' in text
+    assert 'iifname { "jb0123456789" } ip daddr @guests drop comment "joblet:no-guests"' in text
+    alone = firewall.render(nets)  # no overlay: no VXLAN rule; the guests' rule all the same
+    assert "ip saddr @guests" not in alone and "joblet:no-guests" in alone
+    with pytest.raises(ValueError):
+        firewall.Guards(guests=("172.18.0.1/16",)).checked()
+
+
 def test_only_root_and_the_kernel_send_to_the_overlay_port_of_peers():
     nets = [firewall.FwNetwork("net", "jb0123456789", "10.1.0.0/24")]
     text = firewall.render(nets, guards=firewall.Guards(vxlan_port=4789))
