@@ -68,12 +68,22 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         print(f"\nrnx: the workflow goes on; `rnx workflow stop {record.id[:12]}` stops it", file=sys.stderr)
         return 130
     if as_json:
-        print_json(info)
+        print_json(public(info))
     else:
         click.echo(f"workflow {record.name}: {info['status']}")
     from joblet.api.models import JobStatus
 
     return 0 if info["status"] == JobStatus.COMPLETED.value else 1
+
+
+def public(info: dict[str, Any]) -> dict[str, Any]:
+    """A workflow as --json prints it: its times (`created`, each job's `started` and
+    `finished`) as ISO 8601 in UTC, as every other --json's; it printed epoch seconds
+    (usability run). The API's dict keeps its numbers: `changes` orders by them."""
+    from joblet.api.models import iso
+
+    jobs = [{**job, "started": iso(job.get("started")), "finished": iso(job.get("finished"))} for job in info["jobs"]]
+    return {**info, "created": iso(info.get("created")), "jobs": jobs}
 
 
 def say_if_no_worker(client: Any, record: Any) -> None:
@@ -152,7 +162,7 @@ def list_cmd(obj: Any, as_json: bool) -> None:
 
     rows = obj.client.workflows.list()
     if as_json:
-        print_json(rows)
+        print_json([public(r) for r in rows])
         return
     table(["ID", "NAME", "STATUS", "JOBS"], [[r["id"][:12], r["name"], r["status"], str(len(r["jobs"]))] for r in rows])
 
@@ -168,7 +178,7 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
 
     info = obj.client.workflows.status(workflow_id)
     if as_json:
-        print_json(info)
+        print_json(public(info))
         return
     click.echo(f"workflow {info['name']} {info['id'][:12]}: {info['status']}")
     table(

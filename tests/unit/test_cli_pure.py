@@ -868,6 +868,64 @@ def test_a_workflows_changes_are_printed_in_the_order_they_happened():
     assert changes(failed, {"c": "RUNNING"}) == [("c", "FAILED (exit code 3)")]  # seen running: once
 
 
+def a_workflows_status() -> dict:
+    """A workflow as Client.workflows.status gives it: its times in epoch seconds."""
+    from datetime import UTC, datetime
+
+    created = datetime(2026, 12, 1, 9, 27, 27, 345000, tzinfo=UTC).timestamp()
+    job = {"node": "n1", "ip": None, "exit_code": None, "error": None, "requires": {}}
+    ran = {"started": created + 1, "finished": created + 2}
+    return {
+        "id": "c" * 32,
+        "name": "wf",
+        "status": "RUNNING",
+        "created": created,
+        "jobs": [
+            {**job, **ran, "name": "a", "id": "d" * 32, "status": "COMPLETED"},
+            {**job, "name": "b", "id": "e" * 32, "status": "PENDING", "started": None, "finished": None},
+        ],
+    }
+
+
+WORKFLOW_TIMES = (
+    "2026-12-01T09:27:27.345+00:00",
+    [("2026-12-01T09:27:28.345+00:00", "2026-12-01T09:27:29.345+00:00"), (None, None)],
+)
+
+
+def test_workflow_json_gives_times_as_iso_8601_in_utc_as_every_other_json(monkeypatch, tmp_path, capsys):
+    """`rnx workflow list|status|run --json` printed epoch seconds (1796117247.345) where `rnx
+    status --json` and the README say ISO 8601 in UTC (usability run)."""
+    import json
+    from types import SimpleNamespace
+
+    from joblet.cli.workflow import run_workflow
+
+    info = a_workflows_status()
+    submitted = SimpleNamespace(id=info["id"], name="wf", jobs={"a": "d" * 32, "b": "e" * 32})
+    workflows = SimpleNamespace(
+        list=lambda: [info],
+        status=lambda wf_id: {**info, "status": "COMPLETED"},
+        check=lambda wf: [(True, "fine")],
+        submit=lambda wf, checked=False: submitted,
+    )
+    client = SimpleNamespace(workflows=workflows, live_nodes=lambda: {"n1": {}})
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: client))
+    path = tmp_path / "wf.yaml"
+    path.write_text("jobs:\n  a:\n    command: 'true'\n    network: none\n")
+    assert run_workflow(client, str(path), detach=False, as_json=True) == 0
+    ran = json.loads(capsys.readouterr().out)
+    listed = json.loads(invoke("workflow", "list", "--json").output)[0]
+    status = json.loads(invoke("workflow", "status", "wf", "--json").output)
+    for shown in (ran, listed, status):
+        assert (shown["created"], [(j["started"], j["finished"]) for j in shown["jobs"]]) == WORKFLOW_TIMES
+    # the controls: a job's own --json writes its time so; the API's dict and the table keep theirs
+    job = JobRecord(id="f" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true"), created=info["created"])
+    assert job.public()["created"] == WORKFLOW_TIMES[0] and isinstance(info["created"], float)
+    table = invoke("workflow", "status", "wf")
+    assert table.exit_code == 0 and "workflow wf cccccccccccc: COMPLETED" in table.output, table.output
+
+
 def test_a_job_on_several_networks_says_so_in_an_unfiltered_list(monkeypatch, capsys):
     """`rnx list` showed a job on myapp and d3 under myapp alone (usability run); listed by one
     network it shows that one, with that one's address."""
