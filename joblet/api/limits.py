@@ -62,6 +62,69 @@ def parse_bytes(text: str | int) -> int:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Amount:
+    """How a limit is written where users write it, `rnx run`'s option and a workflow's
+    `resources` alike: a whole number in the limit's own unit, or with a unit of its kind
+    (`1G`, `50%`). A workflow's `max_memory: 1G` was "must be an integer" while
+    `--max-memory=1G` was taken (usability run). `scale` turns a size in bytes into the unit
+    (MB: 1 MiB; bytes: 1); None: a percent, whose sign alone may follow."""
+
+    unit: str
+    what: str
+    scale: int | None
+    example: str
+
+    def parse(self, value: str | int) -> int:
+        """`value` in the unit; a ValueError says which unit it is not. Its bounds are the
+        Limits' to check (`-5` is read, then refused as below 4 MB)."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip()
+        if self.scale is None:
+            text = text.removesuffix("%").strip()
+        if re.fullmatch(r"[+-]?[0-9]{1,20}", text, re.ASCII):
+            return int(text)
+        count = self._bytes(text)
+        if count is not None and self.scale is not None and count % self.scale == 0:
+            return count // self.scale
+        if count is not None:  # `512K` read as 0 MB, then refused as such (review)
+            raise ValueError(f"{brief(value)} is not a whole number of {self.unit}")
+        raise ValueError(f"{brief(value)} is not {self.what} (e.g. {self.example})")
+
+    def _bytes(self, text: str) -> int | None:
+        """A size's bytes, where the unit is a size's; else None."""
+        if self.scale is None:
+            return None
+        try:
+            return parse_bytes(text)
+        except ValueError:
+            return None
+
+
+UNITS = {
+    amount.unit: amount
+    for amount in (
+        Amount("percent", "a percent", None, "50 or 50%"),
+        Amount("MB", "a number of MB", 1 << 20, "512 or 1G"),
+        Amount("bytes", "a number of bytes", 1, "10485760 or 10M"),
+    )
+}
+IN_UNITS = {"max_cpu": "percent", "max_memory": "MB", "max_iobps": "bytes", "max_disk": "MB"}  # field: its unit
+
+
+def with_units(limits: Any) -> Any:
+    """Limits as a workflow's `resources` writes them, its text in a unit read as `rnx run`
+    reads its option (`max_memory: 1G` is 1024, `max_cpu: 50%` is 50); numbers, other
+    fields and what is not a mapping are the Limits' checks' to take or refuse."""
+    if not isinstance(limits, dict):
+        return limits
+    return {
+        k: checked(k, UNITS[IN_UNITS[k]].parse, v) if isinstance(v, str) and k in IN_UNITS else v
+        for k, v in limits.items()
+    }
+
+
 _DURATION = re.compile(r"(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d))+", re.ASCII)
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)", re.ASCII)
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

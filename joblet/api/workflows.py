@@ -26,9 +26,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from joblet.api.limits import with_units
 from joblet.api.models import JobSpec, JobStatus, make_spec
 from joblet.errors import ValidationError
-from joblet.fields import FieldError
+from joblet.fields import FieldError, checked
 from joblet.limit_names import ERROR_UNITS
 from joblet.names import name_key
 from joblet.text import did_you_mean
@@ -312,6 +313,7 @@ def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> W
     if isinstance(body.get("user"), int) and not isinstance(body["user"], bool):
         raise ValidationError(f"{where}: 'user' is text, as --user: quote it ('{_cut(body['user'])}')")
     try:
+        fields["limits"] = checked("limits", with_units, fields["limits"])  # `max_memory: 1G`, as --max-memory
         spec = make_spec(body["command"], args, **fields)
     except ValidationError as exc:
         raise in_file(where, exc) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import signal
 import sys
 import time
@@ -181,35 +180,20 @@ class TrueFalse(_ParamType):
 
 
 class Amount(_ParamType):  # type: ignore[valid-type,misc]
-    """A whole number in the option's own unit, or with a unit of its kind: `--max-memory=1G`
-    and `--max-cpu=50%` were `'1G' is not a valid integer`, which named no unit, while
-    --max-output and volume sizes took units (usability run). `scale` turns a size in bytes
-    into the option's unit (MB: 1 MiB; bytes: 1); None: a percent sign alone."""
+    """A limit's option in its own unit, or with a unit of its kind (`--max-memory=1G`,
+    `--max-cpu=50%`): read by limits.Amount, as a workflow's `resources` are, so both take
+    the same spellings and say the same of a bad one. `unit`: its key in limits.UNITS."""
 
-    def __init__(self, unit: str, what: str, scale: int | None) -> None:
-        self.name, self.what, self.scale = unit, what, scale
+    def __init__(self, unit: str) -> None:
+        self.name = unit
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        text = str(value).strip()
-        if self.scale is None:
-            text = text.removesuffix("%").strip()
-        if re.fullmatch(r"[+-]?[0-9]{1,20}", text, re.ASCII):
-            return int(text)
-        if self.scale is not None:
-            from joblet.api.limits import parse_bytes
+        from joblet.api.limits import UNITS  # when a value is read: `rnx --help` loads this module
 
-            try:
-                count = parse_bytes(text)
-            except ValueError:
-                count = None
-            if count is not None and count % self.scale == 0:
-                return count // self.scale
-            if count is not None:  # `--max-memory=512K` read as 0 MB, then refused as such (review)
-                self.fail(f"{value!r} is not a whole number of {self.name}", param, ctx)
-        example = {None: "50 or 50%", 1: "10485760 or 10M", 1 << 20: "512 or 1G"}[self.scale]
-        self.fail(f"{value!r} is not {self.what} (e.g. {example})", param, ctx)
+        try:
+            return UNITS[self.name].parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class Duration(_ParamType):  # type: ignore[valid-type,misc]
@@ -226,9 +210,7 @@ class Duration(_ParamType):  # type: ignore[valid-type,misc]
             self.fail(str(exc), param, ctx)
 
 
-PERCENT = Amount("percent", "a percent", None)
-MEGABYTES = Amount("MB", "a number of MB", 1 << 20)
-BYTES = Amount("bytes", "a number of bytes", 1)
+PERCENT, MEGABYTES, BYTES = Amount("percent"), Amount("MB"), Amount("bytes")
 
 
 # a spec field's option in rnx run, and its unit after a bound in the field's error

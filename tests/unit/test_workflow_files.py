@@ -79,7 +79,7 @@ def test_a_cycle_reads_as_requires(tmp_path: Path):
         ("jobs:\n  a: {command: echo hi there}\n", "command: echo, args: ['hi', 'there']"),
         ("jobs:\n  a: {command: echo, env: {DEBUG: yes}}\n", "env DEBUG: YAML reads the value as a boolean"),
         ("jobs:\n  a: {command: echo, env: {X: [1]}}\n", "invalid job field 'env.X': must be a string"),
-        ("jobs:\n  a: {command: echo, resources: {max_memory: 0x40}}\n", "'resources.max_memory': must be an integer"),
+        ("jobs:\n  a: {command: echo, resources: {max_memory: 0x40}}\n", "max_memory': '0x40' is not a number of MB"),
         ("jobs:\n  a: {command: echo, resources: {max_memory: -1}}\n", "'resources.max_memory': must be at least 4 MB"),
         ("jobs:\n  a: {command: echo, resources: {max_cpuu: 5}}\n", "invalid job field 'resources.max_cpuu'"),
         ("jobs:\n  a: {command: echo, resources: 5}\n", "invalid job field 'resources'"),
@@ -298,3 +298,54 @@ def test_a_jobs_timeout_takes_units_as_rnx_run_does(tmp_path: Path):
     path.write_text("jobs:\n  a: {command: 'true', timeout: soon}\n")
     with pytest.raises(ValidationError, match="invalid duration 'soon'"):
         load(path)
+
+
+def resources(path: Path, written: str) -> dict[str, int]:
+    """The limits of a job whose `resources:` is `written`, those set."""
+    path.write_text(f"jobs:\n  a:\n    command: 'true'\n    resources: {written}\n")
+    return {k: v for k, v in load(path).jobs["a"].spec.limits.to_dict().items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("written", "limits"),
+    [
+        ("{max_memory: 1G, max_cpu: '50%', max_disk: 2G, max_iobps: 10M}", (1024, 50, 2048, 10 << 20)),
+        ("{max_memory: 1.5g, max_cpu: 200 %, max_disk: 512MB, max_iobps: 1MiB}", (1536, 200, 512, 1 << 20)),
+        ("{max_memory: 512, max_cpu: 50, max_disk: 64, max_iobps: 10485760}", (512, 50, 64, 10485760)),  # as before
+        ("{max_memory: '512', max_cpu: 50.0, max_disk: '64', max_iobps: 4096}", (512, 50, 64, 4096)),  # as before
+    ],
+)
+def test_resources_take_the_units_rnx_run_takes(tmp_path: Path, written: str, limits: tuple[int, ...]):
+    """`max_memory: 1G`, `max_cpu: "50%"`, `max_disk: 2G` and `max_iobps: 10M` were "must be
+    an integer" where `rnx run --max-memory=1G ...` took them (usability run)."""
+    fields = ("max_memory", "max_cpu", "max_disk", "max_iobps")
+    assert resources(tmp_path / "wf.yaml", written) == dict(zip(fields, limits, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [("max_memory", "1X"), ("max_memory", "512K"), ("max_cpu", "1G"), ("max_iobps", "fast"), ("max_disk", "2.5k")],
+)
+def test_a_bad_resource_is_refused_in_rnx_runs_words(tmp_path: Path, field: str, bad: str):
+    """One parser (limits.Amount) for both: a bad value gets the words `rnx run` gives it,
+    naming the file's field; the same field with a unit is taken (the control)."""
+    import click
+
+    from joblet.cli.run import BYTES, MEGABYTES, PERCENT
+
+    option = {"max_cpu": PERCENT, "max_memory": MEGABYTES, "max_iobps": BYTES, "max_disk": MEGABYTES}[field]
+    with pytest.raises(click.BadParameter) as said:
+        option.convert(bad, None, None)
+    with pytest.raises(ValidationError) as refused:
+        resources(tmp_path / "wf.yaml", f"{{{field}: '{bad}'}}")
+    where = f"workflow wf.yaml: job 'a': invalid job field 'resources.{field}'"
+    assert str(refused.value) == f"{where}: {said.value.message}"
+    good = {"max_cpu": "50%", "max_memory": "1G", "max_iobps": "10M", "max_disk": "2G"}[field]
+    assert resources(tmp_path / "wf.yaml", f"{{{field}: '{good}'}}") == {field: option.convert(good, None, None)}
+
+
+def test_a_resource_with_a_unit_keeps_its_bounds(tmp_path: Path):
+    """Read in the limit's unit, then bounded as a number is: `1M` of memory is below 4 MB."""
+    with pytest.raises(ValidationError, match="'resources.max_memory': must be at least 4 MB$"):
+        resources(tmp_path / "wf.yaml", "{max_memory: 1M}")
+    assert resources(tmp_path / "wf.yaml", "{max_memory: 4M}") == {"max_memory": 4}  # the control
