@@ -298,12 +298,9 @@ def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> W
     fields["name"] = name
     fields["limits"] = body.get("resources") or {}
     fields["uploads"] = _uploads(path, where, body.get("uploads"), upload_limit)
-    if body["command"] == "" or (isinstance(body["command"], str) and not body["command"].strip()):
-        raise ValidationError(f"{where}: 'command' is empty (one program; its arguments go in 'args')")
-    if not isinstance(body["command"], str):
-        raise ValidationError(f"{where}: 'command' must be text (one program; its arguments go in 'args')")
+    command = _command(where, body["command"])
     args = _args(where, body.get("args"))
-    words = body["command"].split()
+    words = command.split()
     if not args and len(words) > 1:  # ran, then 127: a program named "echo hi"
         first, *rest = words
         raise ValidationError(
@@ -314,13 +311,28 @@ def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> W
         raise ValidationError(f"{where}: 'user' is text, as --user: quote it ('{_cut(body['user'])}')")
     try:
         fields["limits"] = checked("limits", with_units, fields["limits"])  # `max_memory: 1G`, as --max-memory
-        spec = make_spec(body["command"], args, **fields)
+        spec = make_spec(command, args, **fields)
     except ValidationError as exc:
         raise in_file(where, exc) from None
     service = body.get("service", False)
     if not isinstance(service, bool):
         raise ValidationError(f"{where}: 'service' must be true or false")
     return WorkflowJob(name=name, spec=spec, requires=_requires(where, body.get("requires")), service=service)
+
+
+BOOLEAN = "YAML reads the value as a boolean (yes, no, on, off, true...): quote it"  # command, args, env
+
+
+def _command(where: str, value: Any) -> str:
+    """The job's one program, as text. `command: true` (or `yes`, a program too) was "must be
+    text" with no hint that YAML had read a boolean (usability run), as `env` values say."""
+    if isinstance(value, bool):
+        raise ValidationError(f"{where}: 'command': {BOOLEAN}")
+    if value == "" or (isinstance(value, str) and not value.strip()):
+        raise ValidationError(f"{where}: 'command' is empty (one program; its arguments go in 'args')")
+    if not isinstance(value, str):
+        raise ValidationError(f"{where}: 'command' must be text (one program; its arguments go in 'args')")
+    return value
 
 
 def _args(where: str, value: Any) -> tuple[str, ...]:
@@ -330,7 +342,9 @@ def _args(where: str, value: Any) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list):
         raise ValidationError(f"{where}: 'args' must be a list, e.g. [-c, 'echo hi']")
-    for arg in value:  # a date (2024-01-01) reads as one: its text, as before
+    for n, arg in enumerate(value, 1):  # a date (2024-01-01) reads as one: its text, as before
+        if isinstance(arg, bool):  # `[yes, no]` said "argument True": not what was written
+            raise ValidationError(f"{where}: argument {n} in 'args': {BOOLEAN}")
         if not _scalar(arg):
             raise ValidationError(f"{where}: argument {_shown(arg)} in 'args' is not text or a number (quote it)")
     return tuple(str(a) for a in value)
@@ -349,9 +363,7 @@ def _env(where: str, value: Any) -> Any:
         return value
     for key, val in value.items():
         if isinstance(val, bool):
-            raise ValidationError(
-                f"{where}: env {_cut(key)}: YAML reads the value as a boolean (true, yes, on...): quote it"
-            )
+            raise ValidationError(f"{where}: env {_cut(key)}: {BOOLEAN}")
     # a date (2024-01-01) as its text, as in 'args': "must be a string, not date" gave no hint
     return {k: str(v) if isinstance(v, int | float | datetime.date) else v for k, v in value.items()}
 

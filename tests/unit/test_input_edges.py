@@ -140,7 +140,7 @@ def test_a_batch_line_must_be_utf8():
     [
         ("jobs:\n  a: {command: echo, args: 5}\n", "'args' must be a list"),
         ("jobs:\n  a: {command: echo, args: [{x: 1}]}\n", "is not text or a number"),
-        ("jobs:\n  a: {command: echo, args: [true]}\n", "is not text or a number"),
+        ("jobs:\n  a: {command: echo, args: [true]}\n", "argument 1 in 'args': YAML reads the value as a boolean"),
         ("jobs:\n  a: {command: [echo, hi]}\n", "'command' must be text"),
         ("jobs:\n  a: {command: }\n", "'command' must be text"),
         ("jobs:\n  1: {command: echo}\n", "job name 1 is not text"),

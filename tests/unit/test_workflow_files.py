@@ -349,3 +349,37 @@ def test_a_resource_with_a_unit_keeps_its_bounds(tmp_path: Path):
     with pytest.raises(ValidationError, match="'resources.max_memory': must be at least 4 MB$"):
         resources(tmp_path / "wf.yaml", "{max_memory: 1M}")
     assert resources(tmp_path / "wf.yaml", "{max_memory: 4M}") == {"max_memory": 4}  # the control
+
+
+@pytest.mark.parametrize(
+    ("job", "refused", "control", "taken"),
+    [
+        (
+            "{command: echo, args: [yes, no, on]}",
+            "argument 1 in 'args'",
+            "{command: echo, args: ['yes', 'no', 'on']}",
+            ("echo", ("yes", "no", "on")),
+        ),
+        (
+            "{command: echo, args: [x, off]}",
+            "argument 2 in 'args'",
+            "{command: echo, args: [x, 'off']}",
+            ("echo", ("x", "off")),
+        ),
+        ("{command: true}", "'command'", "{command: 'true'}", ("true", ())),
+        ("{command: yes, args: [y]}", "'command'", "{command: 'yes', args: [y]}", ("yes", ("y",))),
+    ],
+)
+def test_a_boolean_in_command_or_args_says_yaml_read_it_so(tmp_path: Path, job, refused, control, taken):
+    """`args: [yes, no, on]` said "argument True in 'args' is not text" (the user wrote yes)
+    and `command: true` "'command' must be text", with no hint: both say what `env` says.
+    The control: quoted, the word is taken as written."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(f"jobs:\n  a: {job}\n")
+    with pytest.raises(ValidationError) as caught:
+        load(path)
+    hint = "YAML reads the value as a boolean (yes, no, on, off, true...): quote it"
+    assert str(caught.value) == f"workflow wf.yaml: job 'a': {refused}: {hint}"
+    path.write_text(f"jobs:\n  a: {control}\n")
+    spec = load(path).jobs["a"].spec
+    assert (spec.command, spec.args) == taken
