@@ -159,32 +159,59 @@ def statuses(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> l
     return [CompletionItem(head + n) for n in names if n.startswith(last.lower()) and n not in listed]
 
 
+def _split_off(word: str) -> bool:
+    """A word bash made of the break characters alone (`=`, `:`, `=:`): it split the text typed
+    there (COMP_WORDBREAKS; a quoted one it leaves alone)."""
+    return bool(word) and not word.strip("=:")
+
+
 def rejoin(args: list[str], incomplete: str) -> tuple[list[str], str]:
-    """The words of `rnx run --network=my<TAB>` as typed: bash splits them at '=' (it is in
-    COMP_WORDBREAKS) into `--network`, `=`, `my`, which click read as the option's value `=`
-    and a command `my`, offering nothing in the guide's own form. Returns the words before the
-    one typed and the one typed (`--network=my`; bash's current word is `=` right after the
-    sign). What is offered replaces readline's word, the text after the '='."""
+    """The words of `rnx run --network=my<TAB>` as typed: bash splits them at '=' and ':' (both
+    in COMP_WORDBREAKS) into `--network`, `=`, `my`, which click read as the option's value `=`
+    and a command `my`, offering nothing in the guide's own form; `--runtime py:<TAB>` was the
+    runtime `py` and a command `:`, offered the directory's files. Returns the words before the
+    one typed and the one typed (`--network=my`, `py:`; bash's current word is the `=` or `:`
+    right after the sign). COMP_WORDS keeps no spaces: `py : x` reads as `py:x`."""
     joined: list[str] = []
-    for word in args:  # a lone '=' joins its neighbours: bash split `--env A=B` as it split the option
-        if len(joined) >= 2 and joined[-1] == "=":
-            joined[-2:] = [f"{joined[-2]}={word}"]
+    for word in args:  # a lone '=' or ':' joins its neighbours: bash split `--env A=B` as the option
+        if len(joined) >= 2 and _split_off(joined[-1]):
+            joined[-2:] = [joined[-2] + joined[-1] + word]
         else:
             joined.append(word)
-    if incomplete == "=" and joined:
-        return joined[:-1], f"{joined[-1]}="
-    if len(joined) >= 2 and joined[-1] == "=":
-        return joined[:-2], f"{joined[-2]}={incomplete}"
+    if _split_off(incomplete) and joined:
+        return joined[:-1], joined[-1] + incomplete
+    if len(joined) >= 2 and _split_off(joined[-1]):
+        word = joined[-2] + joined[-1] + incomplete
+        # an empty word follows a space (right after a sign bash's word is the sign): `py: <TAB>`
+        return (joined[:-2], word) if incomplete else ([*joined[:-2], word], "")
     return joined, incomplete
 
 
+def replacing(typed: str, replaced: str, item: CompletionItem) -> CompletionItem:
+    """The item as the text that goes in place of `replaced`, the end of the word typed the
+    shell replaces: in bash the text after the last '=' or ':' (`--runtime=py:<TAB>` offered
+    `py:1`, which made `--runtime=py:py:1`; now `1`, as bash-completion's
+    __ltrim_colon_completions). Click offers values of the text it completes (after an
+    option's '='); anything else is left as it is."""
+    value = typed.partition("=")[2] if typed.startswith("-") and "=" in typed else typed
+    if item.type != "plain" or not item.value.startswith(value):
+        return item
+    text = (typed[: len(typed) - len(value)] + item.value)[len(typed) - len(replaced) :]
+    return CompletionItem(text, type=item.type, help=item.help)
+
+
 def use_bash_words() -> None:
-    """Click's bash completion, with the words bash split at '=' joined again (`rejoin`)."""
+    """Click's bash completion, with the words bash split at '=' and ':' joined again (`rejoin`)
+    and each value offered as the rest of the word readline replaces (`replacing`)."""
     from click.shell_completion import BashComplete, add_completion_class
 
     class Bash(BashComplete):
-        def get_completion_args(self) -> tuple[list[str], str]:
-            return rejoin(*super().get_completion_args())
+        def complete(self) -> str:
+            args, bash_word = self.get_completion_args()
+            args, typed = rejoin(args, bash_word)
+            items = self.get_completions(args, typed)
+            replaced = "" if _split_off(bash_word) else bash_word  # readline's word: after the sign
+            return "\n".join(self.format_completion(replacing(typed, replaced, item)) for item in items)
 
     add_completion_class(Bash, "bash")
 
