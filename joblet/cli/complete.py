@@ -200,20 +200,37 @@ def replacing(typed: str, replaced: str, item: CompletionItem) -> CompletionItem
     return CompletionItem(text, type=item.type, help=item.help)
 
 
-def use_bash_words() -> None:
-    """Click's bash completion, with the words bash split at '=' and ':' joined again (`rejoin`)
-    and each value offered as the rest of the word readline replaces (`replacing`)."""
-    from click.shell_completion import BashComplete, add_completion_class
+def use_shell_words() -> None:
+    """Click's completion for each shell, each value offered as the text that goes in place of
+    the shell's word (`replacing`): bash's words joined again (`rejoin`), its word the text after
+    the last '=' or ':'; zsh and fish replace the whole word, so `--runtime=no<TAB>` offers
+    `--runtime=node:20` (zsh made `rnx run node:20` of it, the option lost; fish offered nothing)."""
+    from click.shell_completion import BashComplete, FishComplete, ZshComplete, add_completion_class
 
     class Bash(BashComplete):
         def complete(self) -> str:
             args, bash_word = self.get_completion_args()
             args, typed = rejoin(args, bash_word)
-            items = self.get_completions(args, typed)
-            replaced = "" if _split_off(bash_word) else bash_word  # readline's word: after the sign
-            return "\n".join(self.format_completion(replacing(typed, replaced, item)) for item in items)
+            return _offered(self, args, typed, "" if _split_off(bash_word) else bash_word)
 
-    add_completion_class(Bash, "bash")
+    class Zsh(ZshComplete):
+        def complete(self) -> str:
+            args, typed = self.get_completion_args()
+            return _offered(self, args, typed, typed)
+
+    class Fish(FishComplete):
+        def complete(self) -> str:
+            args, typed = self.get_completion_args()
+            return _offered(self, args, typed, typed)
+
+    for shell in (Bash, Zsh, Fish):
+        add_completion_class(shell)
+
+
+def _offered(shell: Any, args: list[str], typed: str, replaced: str) -> str:
+    """What `shell` prints for the word `typed`, of which it replaces the end `replaced`."""
+    items = shell.get_completions(args, typed)
+    return "\n".join(shell.format_completion(replacing(typed, replaced, item)) for item in items)
 
 
 @click.command()

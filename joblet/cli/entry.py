@@ -21,10 +21,10 @@ def main() -> None:
     try:
         from joblet.cli.main import main as run
 
-        if mode == "bash_complete":
-            from joblet.cli.complete import use_bash_words
+        if mode.endswith("_complete"):
+            from joblet.cli.complete import use_shell_words
 
-            use_bash_words()
+            use_shell_words()
     except KeyboardInterrupt:
         os._exit(130)
     run()

@@ -42,7 +42,8 @@ def tab(monkeypatch, capsys, line: str, breaks: str = "=:") -> list[str]:
     monkeypatch.setattr(complete, "_client", Installation)
     # rnx's command tree as `rnx` runs it, without its start-up tricks (os._exit, a wakeup fd)
     monkeypatch.setattr(main, "main", lambda: main.cli(prog_name="rnx"))
-    monkeypatch.setitem(shell_completion._available_shells, "bash", shell_completion.BashComplete)
+    for name in ("bash", "zsh", "fish"):  # rnx registers its own: click's again after the test
+        monkeypatch.setitem(shell_completion._available_shells, name, shell_completion._available_shells[name])
     words = bash_words(line, breaks)
     monkeypatch.setenv("_RNX_COMPLETE", "bash_complete")
     monkeypatch.setenv("COMP_WORDS", "\n".join(words))  # as the script passes them: IFS=$'\n'
