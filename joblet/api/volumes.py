@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from joblet.api.keys import Keys
@@ -21,18 +23,21 @@ from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import checked_all, integer, matching, number, optional, stored, stored_by_name, stored_named
 from joblet.text import hinted, shown
 
-_SIZE = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
-_MB = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+_SIZE = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(?:([kmgt])i?)?(b?)\s*$", re.IGNORECASE | re.ASCII)
+_BYTES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MIN_MB, MAX_MB = 8, 16 * 1024 * 1024
 
 
 def parse_size(text: str) -> int:
-    """A size in MiB: '512MB', '1GB', '1.5G', '2g', '100' (MiB); a fraction of a MiB is left
-    out, as --max-output's sizes leave out a fraction of a byte."""
+    """A size in MiB: '512MB', '1GB', '1.5G', '2g', '100' (MiB), '8388608B' (bytes). One that
+    is not a whole number of MiB is rounded up, as LVM rounds to its extents: a volume is never
+    smaller than asked (`9000KB` and `8.5` made 8 MB, and a lone B was read as MB)."""
     m = _SIZE.match(text)
     if not m:
         raise ValidationError(f"invalid size {text!r}: use e.g. 100MB, 1GB or 1.5GB")
-    mib = int(float(m.group(1)) * _MB[m.group(2).lower()])
+    number, unit, b = m.groups()
+    per = _BYTES[unit.lower()] if unit else 1 if b else _BYTES["m"]
+    mib = math.ceil(Fraction(number) * per / _BYTES["m"])  # exact: a float reads 8.00000000000000001 as 8
     if not MIN_MB <= mib <= MAX_MB:
         raise ValidationError(f"invalid size {text!r}: between 8MB and 16TB")
     return mib

@@ -129,10 +129,46 @@ def test_io_throttle_on_more_disks_writes_each_disk_to_the_v2_and_v1_files(tmp_p
 def test_sizes():
     assert parse_size("1GB") == 1024 and parse_size("512mb") == 512 and parse_size("100") == 100
     # as --max-output's sizes: 1.5G was refused there, taken here (usability run)
-    assert parse_size("1.5G") == 1536 and parse_size("8.9") == 8 and parse_size("8192K") == 8
+    assert parse_size("1.5G") == 1536 and parse_size("8.9") == 9 and parse_size("8192K") == 8
     for bad in ("1KB", "big", "-5MB", "1.G", ".5G", "1e3M"):
         with pytest.raises(ValidationError):
             parse_size(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "mib"),
+    [
+        ("8388608B", 8),  # bytes: a lone B was read as MB
+        ("8388609b", 9),
+        ("8388607B", 8),  # a byte short of 8 MiB: rounded up to the minimum
+        ("8.5", 9),  # a fraction of a MiB is rounded up: it was cut (`created volume v (8 MB)`)
+        ("9000KB", 9),
+        ("8.00000000000000001", 9),  # exact, not a float's 8.0
+        ("0.1G", 103),
+        ("8", 8),  # whole MiB: as they were
+        ("8192KiB", 8),
+        ("8 MiB", 8),
+        ("2g", 2048),
+        ("16TB", 16 << 20),
+    ],
+)
+def test_a_volume_is_never_smaller_than_its_size(text, mib):
+    assert parse_size(text) == mib
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("8B", "between 8MB and 16TB"),  # 8 bytes, not 8 MB
+        ("1048576B", "between 8MB and 16TB"),  # 1 MiB
+        ("16.0001TB", "between 8MB and 16TB"),  # rounded up past the maximum
+        ("8i", "use e.g. 100MB"),  # an 'i' without its unit means nothing
+        ("8ib", "use e.g. 100MB"),
+    ],
+)
+def test_a_size_in_bytes_or_past_the_bounds_is_refused(text, why):
+    with pytest.raises(ValidationError, match=f"invalid size '{text}': {why}"):
+        parse_size(text)
 
 
 def test_long_rates_and_sizes_are_refused_unread():
