@@ -167,6 +167,13 @@ class Settings:
         "host's limit (kernel.pid_max, threads-max) less a quarter of it, at least 4096 (half on "
         "small hosts) left to the host",
     )
+    jobs_max_memory: int = setting(
+        0,
+        whole(0),
+        "MB of memory all jobs on a host may charge together (their parent cgroup): memory a job "
+        "handed another (a memfd passed over a socket in a shared volume) stays charged there "
+        "after it ends; 0: the host's memory less a tenth of it, at least 512 MB, left to the host",
+    )
     job_max_connections: int = setting(
         32768,
         whole(0),

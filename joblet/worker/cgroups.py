@@ -191,6 +191,42 @@ def jobs_pids_budget(configured: int, host_limit: int) -> int:
     return max(64, host_limit - max(min(4096, host_limit // 2), host_limit // 4))
 
 
+def host_memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """The host's memory in MB (MemTotal)."""
+    for line in _read(meminfo).splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    raise ExecutionError(f"no MemTotal in {meminfo}")
+
+
+def jobs_memory_budget(configured: int, host_mb: int) -> int:
+    """MB all jobs of a host may charge together: `configured`, or when 0 the host's memory
+    less a tenth of it, at least 512 MB (half on a host with less than 1 GB), left to the
+    host's own services (Redis, the worker)."""
+    if configured:
+        return configured
+    return max(64, host_mb - max(min(512, host_mb // 2), host_mb // 10))
+
+
+def limit_jobs_memory(job_parent: Path, mb: int, v1_base: Path = V1_BASE) -> Path:
+    """Cap the memory of all jobs together at `mb` on their parent group (memory.max in v2
+    where the memory controller is on there, else memory.limit_in_bytes of its v1 twin): a
+    job's charge outlives it where another job holds what it charged (a memfd passed over a
+    unix socket in a shared volume: the charge moves to the parent, where nothing limited it,
+    and a chain of such jobs took the host's memory, red-team run); the file written."""
+    size = str(mb * 1024 * 1024)
+    target = job_parent / "memory.max"
+    if not target.exists():
+        target = v1_base / "memory" / job_parent.name / "memory.limit_in_bytes"
+        if not target.parent.exists():
+            raise ExecutionError("no cgroup memory controller on this host: cannot limit jobs' memory")
+    try:
+        target.write_text(size)
+    except OSError as exc:  # EBUSY: the jobs a killed worker left charge more (reconcile ends them)
+        raise ExecutionError(f"failed to set {target} = {size}: {exc.strerror}") from None
+    return target
+
+
 def limit_jobs_pids(job_parent: Path, count: int, v1_base: Path = V1_BASE) -> Path:
     """Cap the processes of all jobs together at `count` on their parent group (v2, else its
     v1 pids twin), so that jobs at their own limits cannot take the host's last pids (the

@@ -383,8 +383,9 @@ class JobRun:
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)
         outcome = outcome_of(main.returncode, stopped, timed_out, self.stop_why)
-        if outcome.status == JobStatus.FAILED and self.cgroup.oom_killed():
-            outcome.error = f"out of memory: killed at its limit of {self.spec.limits.max_memory} MB"
+        if outcome.status == JobStatus.FAILED and timed_out is None and self.cgroup.oom_killed():
+            limit = self.spec.limits.max_memory  # else the kernel's OOM killer, for the jobs' or the host's
+            outcome.error = f"out of memory: killed at its limit of {limit} MB" if limit else "out of memory"
         return outcome, bytes(capture.stdout), capture.truncated
 
     # -- the end --------------------------------------------------------------------------

@@ -120,8 +120,8 @@ class Supervisor:
         self._facts: dict[str, dict[str, Any]] = {}  # the heartbeat's host facts, as last read
 
     def _jobs_cgroups(self) -> None:
-        """The jobs' parent group (and its v1 twins on hybrid hosts), with the pids budget of
-        all jobs together."""
+        """The jobs' parent group (and its v1 twins on hybrid hosts), with the memory and pids
+        budgets of all jobs together."""
         svc, root = self.svc, self.svc.cgroup_root
         # one worker's alone: its reconcile removes every group there (after the node's name
         # was found free: a worker refused for it makes nothing for jobs)
@@ -129,6 +129,12 @@ class Supervisor:
         for twin in cgroups.make_v1_parents(root):  # hybrid hosts: named by the root's name alone
             ns_lock.hold_dir(twin, "cgroup_root", f"{twin}, the v1 twin of every cgroup_root named {root.name!r},")
         svc.cgroup_v2 = cgroups.enable_controllers(root.parent, root)
+        memory = cgroups.jobs_memory_budget(self.cfg.jobs_max_memory, cgroups.host_memory_mb())
+        try:
+            where = cgroups.limit_jobs_memory(svc.cgroup_root, memory)
+            log.info("jobs here: at most %d MB of memory together (%s)", memory, where)
+        except ExecutionError as exc:  # a limit below what they hold now: said, the worker runs
+            log.warning("jobs here: %s (JOBLET_JOBS_MAX_MEMORY)", exc)
         budget = cgroups.jobs_pids_budget(self.cfg.jobs_max_pids, cgroups.host_pid_limit())
         where = cgroups.limit_jobs_pids(svc.cgroup_root, budget)
         log.info("jobs here: at most %d processes and threads together (%s)", budget, where)

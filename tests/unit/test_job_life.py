@@ -576,3 +576,21 @@ def test_a_jobs_own_id_in_its_environment_is_not_replaced_by_env(tmp_path):
     env = JobRun(svc, "a" * 32, spec)._env(None)
     assert env["JOBLET_JOB_ID"] == "a" * 32
     assert env["HOME"] == "/tmp" and env["X"] == "1"  # the control: --env still sets the others
+
+
+def test_an_oom_kill_names_the_jobs_limit_only_where_it_has_one(tmp_path, monkeypatch):
+    """A job without --max-memory killed by the OOM killer (the host's, or the jobs' together)
+    read `killed at its limit of None MB` (review)."""
+    monkeypatch.setattr(FakeCgroup, "oom_killed", lambda self: True)
+    monkeypatch.setattr(FakeMain, "returncode", 137)
+    said = {}
+    for limit in (64, None):
+        svc = services(tmp_path / str(limit), Log())
+        limits = {"max_memory": limit} if limit else {}
+        JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",), limits=limits)).execute()
+        record = svc.store.records["a" * 32]  # type: ignore[attr-defined]
+        said[limit] = (record["status"], record["error"])
+    assert said == {
+        64: (JobStatus.FAILED, "out of memory: killed at its limit of 64 MB"),
+        None: (JobStatus.FAILED, "out of memory"),
+    }

@@ -184,6 +184,27 @@ def test_long_rates_and_sizes_are_refused_unread():
         parse_bytes(" " * MAX_TEXT + "8M")
 
 
+def test_the_jobs_memory_budget_leaves_the_host_a_tenth(tmp_path):
+    from joblet.worker.cgroups import host_memory_mb, jobs_memory_budget, limit_jobs_memory
+
+    assert jobs_memory_budget(0, 24105) == 24105 - 2410  # a tenth kept for the host
+    assert jobs_memory_budget(0, 2048) == 2048 - 512  # at least 512 MB kept
+    assert jobs_memory_budget(0, 768) == 768 - 384  # a small VM: half kept
+    assert jobs_memory_budget(0, 100) == 64  # a tiny host still runs a job
+    assert jobs_memory_budget(300, 24105) == 300  # the operator's number as given
+    (tmp_path / "meminfo").write_text("MemTotal:       24684420 kB\nMemFree:  1 kB\n")
+    assert host_memory_mb(tmp_path / "meminfo") == 24105
+    v2, v1 = tmp_path / "v2" / "joblet", tmp_path / "v1"
+    v2.mkdir(parents=True)
+    (v1 / "memory" / "joblet").mkdir(parents=True)
+    (v1 / "memory" / "joblet" / "memory.limit_in_bytes").write_text("9223372036854771712")
+    assert limit_jobs_memory(v2, 160, v1) == v1 / "memory" / "joblet" / "memory.limit_in_bytes"  # hybrid
+    assert (v1 / "memory" / "joblet" / "memory.limit_in_bytes").read_text() == str(160 << 20)
+    (v2 / "memory.max").write_text("max")
+    assert limit_jobs_memory(v2, 200, v1) == v2 / "memory.max"  # the v2 group's, where it has one
+    assert (v2 / "memory.max").read_text() == str(200 << 20)
+
+
 def test_the_jobs_pids_budget_leaves_the_host_a_quarter(tmp_path):
     from joblet.worker.cgroups import host_pid_limit, jobs_pids_budget
 
