@@ -112,7 +112,7 @@ def ensure_bridge(
     if index is None or link_kind(index) != "bridge":
         raise NetworkError(f"{name} already exists but is not a bridge")
     try:
-        no_link_local_learning(name)
+        bridge_options(name)
         disable_ipv6(name)  # the gateway speaks IPv4 only: no link-local, no RA accepted
         answer_arp_for_own_address(name)
         _ensure_addr(index, name, address, prefixlen, only_gateway)
@@ -124,13 +124,16 @@ def ensure_bridge(
     return index, created
 
 
-def no_link_local_learning(bridge: str) -> None:
+def bridge_options(bridge: str) -> None:
     """The bridge learns no MAC from frames to the link-local group addresses
     (01:80:c2:00:00:0X): those skip the bridge's prerouting hook, where port security holds
     each job to its own MAC, and a job sending LLDP with another job's MAC as its source
-    took that job's traffic. pyroute2 has no IFLA_BR_MULTI_BOOLOPT; sysfs would show the
-    worker's mount's namespace, not its own: iproute2, once per bridge and worker."""
-    argv = ["ip", "link", "set", "dev", bridge, "type", "bridge", "no_linklocal_learn", "1"]
+    took that job's traffic. No multicast snooping: a job joining more groups than the
+    bridge's table holds (4096) turned snooping off on its bridge for good, and until then
+    held that many entries of kernel memory no cgroup counts (red-team run); multicast goes
+    to every port, as broadcast does. pyroute2 has no IFLA_BR_MULTI_BOOLOPT; sysfs would show
+    the worker's mount's namespace, not its own: iproute2, once per bridge and worker."""
+    argv = ["ip", "link", "set", "dev", bridge, "type", "bridge", "no_linklocal_learn", "1", "mcast_snooping", "0"]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
