@@ -151,7 +151,7 @@ class Workflows:
         ]
         for first in range(0, len(made), CREATE_CHUNK):  # a round trip a chunk, not a job
             store.create_jobs(made[first : first + CREATE_CHUNK])
-        wfs.advance(store, cfg, wf_id)
+        wfs.start(store, cfg, wf_id)
         return record
 
     def list(self) -> list[dict[str, Any]]:

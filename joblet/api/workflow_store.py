@@ -30,7 +30,7 @@ from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.api.store_homes import user_networks
 from joblet.config import Settings
-from joblet.errors import AmbiguousId, JobletError, NotFound, ValidationError
+from joblet.errors import AmbiguousId, BackendUnavailable, JobletError, NotFound, ValidationError
 from joblet.text import shown
 
 T = TypeVar("T")
@@ -301,6 +301,31 @@ def advance(store: Store, cfg: Settings, wf_id: str, send: Any = None, place: An
         states = statuses(store, wf)  # (no end of its own advances it again: review)
     if all(status.final for status in states.values()):  # the last round's, which changed nothing
         expire(store, wf, cfg.unstarted_ttl)
+
+
+def start(
+    store: Store, cfg: Settings, wf_id: str, send: Any = None, place: Any = None, tries: int = 3, pause: float = 1.0
+) -> None:
+    """The first advance, at the workflow's submit. Its marks stopped every later advance from
+    queueing those jobs, and no job's end would come to advance it again: a send that failed
+    there left the workflow PENDING for good, its keys never expiring (review). So it is
+    tried again with its token while Redis (or the broker) is away, `tries` times; if it still
+    fails, or is cut short (Ctrl-C), the workflow is stopped (its sent jobs too) as far as
+    Redis lets, and the error raised: nothing of it runs half-started."""
+    token = secrets.token_hex(8)
+    try:
+        for attempt in range(tries):
+            try:
+                advance(store, cfg, wf_id, send, place, token)
+                return
+            except BackendUnavailable:
+                if attempt + 1 == tries:
+                    raise
+                time.sleep(pause)
+    except BaseException:
+        with contextlib.suppress(Exception):  # Redis gone too: the error says so
+            stop(store, cfg, wf_id)
+        raise
 
 
 def _queue(

@@ -446,3 +446,40 @@ def test_a_user_networks_job_is_placed_and_marked_while_its_networks_are_held():
             assert order == ["hold ['app']", "place", "record", "mark", "let go", "send"]
         else:  # the control: one node, where a job went is read by nothing
             assert order == ["place", "record", "send"]
+
+
+@pytest.mark.parametrize("failures", [1, 5])
+def test_a_submits_first_step_is_retried_then_stops_the_workflow(failures):
+    """A send that failed in the submit's advance left its mark: no later advance queued the
+    job, and no job's end came to advance the workflow: PENDING for good (review). Retried
+    with its token, it queues the job; failing still, the workflow is stopped and it raises."""
+    store, sent, tries = FakeStore(), [], []
+    store.find_jobs = lambda job_ids: [store.jobs.get(i) for i in job_ids]  # type: ignore[attr-defined]
+    cfg = load(node="n1")
+    wf_id, ids = workflow(store)
+
+    def stop_job(job_id: str, *_: Any) -> None:  # queued, taken by no worker: STOPPED at once
+        store.jobs[job_id] = store.jobs[job_id].replace(status=JobStatus.STOPPED)
+
+    store.stop_job = stop_job  # type: ignore[attr-defined]
+
+    def flaky(_cfg: Any, job_id: str, spec: Any, node: Any) -> None:
+        tries.append(job_id)
+        if len(tries) <= failures:
+            raise BackendUnavailable("redis: gone")
+        sent.append(job_id)
+
+    if failures == 1:  # the control: Redis back at the second try
+        wfs.start(store, cfg, wf_id, send=flaky, tries=3, pause=0)  # type: ignore[arg-type]
+        assert sent == [ids["build"]] and store.jobs[ids["build"]].status == JobStatus.PENDING
+        return
+    with pytest.raises(BackendUnavailable):
+        wfs.start(store, cfg, wf_id, send=flaky, tries=3, pause=0)  # type: ignore[arg-type]
+    assert sent == [] and len(tries) == 3
+    ended = {name: store.jobs[i].status for name, i in ids.items()}
+    assert ended == {  # nothing waits for good: the job marked (and maybe sent) is stopped
+        "build": JobStatus.STOPPED,
+        "test": JobStatus.CANCELED,
+        "rescue": JobStatus.CANCELED,
+        "report": JobStatus.CANCELED,
+    }
