@@ -148,9 +148,13 @@ def bridge_options(bridge: str) -> None:
 def answer_arp_for_own_address(ifname: str, proc: Path = IPV4_CONF) -> None:
     """The host answers ARP on a job's bridge or routed link only for that link's own
     address (its gateway), not for every address it holds: a job listed the host's
-    addresses, other networks' gateways among them, by asking (arp_ignore 1; red-team run)."""
+    addresses, other networks' gateways among them, by asking (red-team run); and only from
+    a sender in the link's subnet (arp_ignore 2): an isolated job with CAP_NET_RAW asking
+    for its gateway with a new forged sender address each time made a neighbour entry for
+    each, which filled the host's table for every namespace (review). A bridge's jobs are
+    held to their own addresses by port security already."""
     try:
-        (proc / ifname / "arp_ignore").write_text("1\n")
+        (proc / ifname / "arp_ignore").write_text("2\n")
     except OSError as exc:
         raise NetworkError(f"failed to set arp_ignore on {ifname}: {exc.strerror}") from None
 

@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     run,
     serve,
     wait_listening,
+    wait_running,
 )
 
 BROKER = ("203.0.113.2", 6390)  # what this host's worker treats as its broker (job_blocked_addresses)
@@ -526,6 +527,31 @@ def test_a_jobs_multicast_groups_take_no_room_in_its_bridge(nets, host):
         assert details["linkinfo"]["info_data"]["mcast_snooping"] == 0, details["linkinfo"]
         entries = host.in_ns("bridge", "-j", "mdb", "show", "dev", bridge).stdout
         assert "239.1." not in entries, entries
+    finally:
+        nets.stop(job.id)
+        nets.wait(job.id, timeout=60)
+
+
+def test_forged_arp_senders_on_an_isolated_link_make_no_neighbour_entries(nets, host):
+    """An isolated job with CAP_NET_RAW asking for its gateway with a new forged sender
+    address each time made a neighbour entry on the host for each: enough of them fill the
+    host's table for every namespace (review). Its own address still gets one (control)."""
+    forged = 'globals()["N"] = globals().get("N", 0) + 1; ask(f"10.77.0.{N}"); ask(OWN_IP)'
+    script = l2.attack(forged).replace(
+        "def checksum(data):",
+        "GW = subprocess.run(['ip', 'route', 'show', 'default'], capture_output=True, text=True).stdout.split()[2]\n"
+        "def ask(sender):\n"
+        "    l2.send(b'\\xff' * 6 + OWN_MAC + b'\\x08\\x06' + arp_request(OWN_MAC, sender, GW))\n\n"
+        "def checksum(data):",
+    )
+    held = script.replace('print("sent")', 'print("sent", flush=True)') + "time.sleep(60)\n"  # its link stays
+    job = nets.run("python3", ("-c", held), network="isolated")
+    try:
+        ip = wait_running(nets, job.id)
+        eventually(lambda: b"sent" in output(nets, job.id), "the job never sent its requests")
+        neighbours = host.in_ns("ip", "-4", "neigh", "show").stdout
+        assert ip in neighbours, neighbours  # the control: its own address is learned
+        assert "10.77.0." not in neighbours, neighbours
     finally:
         nets.stop(job.id)
         nets.wait(job.id, timeout=60)
