@@ -152,7 +152,10 @@ def _refused_now(exc: Exception) -> bool:
     from joblet.api import resp
 
     rp = sys.modules.get("redis.exceptions")
-    failed = (resp.ConnectionError, *((rp.ConnectionError, rp.TimeoutError) if rp is not None else ()))
+    # a reply that is not Redis's (an HTTP server on that port) is a connection that failed:
+    # it read "takes no writes now: Protocol Error: b'HTTP/1.1 400 Bad Request'" (review)
+    redis_py = (rp.ConnectionError, rp.TimeoutError, rp.InvalidResponse) if rp is not None else ()
+    failed = (resp.ConnectionError, *redis_py)
     return not isinstance(exc, failed) or str(exc).split(" ", 1)[0] in SERVER_STATE
 
 

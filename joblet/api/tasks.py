@@ -11,7 +11,7 @@ from typing import Any
 
 from joblet.api import wire
 from joblet.api.keys import RUN_TASK
-from joblet.api.message import new_job_id, stamp
+from joblet.api.message import is_job_id, new_job_id, stamp
 from joblet.config import Settings, settings
 
 
@@ -114,6 +114,8 @@ def run_job_signature(cfg: Settings | None = None) -> Any:
             if args:  # the worker drops such a message unread: .get() waited for good (usability run)
                 raise TypeError("run_job takes keyword arguments only: run_job.delay(command='echo', args=['hi'])")
             job_id = options.pop("task_id", None) or new_job_id()
+            if not is_job_id(job_id):  # a uuid4() with dashes: dropped unread, .get() waited for good (review)
+                raise ValueError(f"task_id {job_id!r} is not a job id: 32 lowercase hex digits (uuid.uuid4().hex)")
             stamped = {**(kwargs or {}), **stamp(job_id, conf.message_ttl, time.time())}
             try:
                 return super().apply_async(args, stamped, task_id=job_id, **options)

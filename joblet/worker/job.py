@@ -354,9 +354,11 @@ class JobRun:
         sandbox.start()
 
     def _stop_processes(self, sandbox: Sandbox) -> None:
-        self.cgroup.kill()
-        faults.point("teardown", self.job_id)
-        sandbox.close()
+        try:
+            self.cgroup.kill()
+            faults.point("teardown", self.job_id)
+        finally:  # a kill that failed left the go pipe and unread output pipes open (review)
+            sandbox.close()
 
     def _cannot_run(self, how: Unrunnable) -> tuple[Outcome, bytes, bool]:
         # controls escaped, as a shell quotes them (an ESC in the command coloured the terminal;

@@ -57,6 +57,27 @@ def test_run_job_refuses_positional_arguments_at_the_call():
         sig.delay("echo", ["hi"])
 
 
+def test_run_job_refuses_a_task_id_no_worker_takes(monkeypatch):
+    """`apply_async(task_id=str(uuid4()))`: the worker drops an id that is not 32 lowercase hex
+    digits unread, and .get() waited for good (review). Refused before anything is sent; a
+    job id is sent as given (the control)."""
+    import uuid
+
+    from celery.canvas import Signature
+
+    from joblet.api.tasks import run_job_signature
+    from joblet.config import load
+
+    sent: list[str] = []
+    monkeypatch.setattr(Signature, "apply_async", lambda self, args, kwargs, task_id, **_: sent.append(task_id))
+    sig = run_job_signature(load(redis_url="redis://127.0.0.1:1/0"))
+    with pytest.raises(ValueError, match="is not a job id: 32 lowercase hex digits"):
+        sig.apply_async(kwargs={"command": "true"}, task_id=str(uuid.uuid4()))
+    good = uuid.uuid4().hex
+    sig.apply_async(kwargs={"command": "true"}, task_id=good)
+    assert sent == [good]
+
+
 def test_a_limit_given_as_a_field_says_where_it_goes():
     from joblet.errors import ValidationError
 

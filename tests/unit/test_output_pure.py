@@ -511,3 +511,27 @@ def test_an_end_marker_goes_even_so_when_a_pipe_stays_open(monkeypatch):
         ]
     finally:
         os.close(out_w)
+
+
+def test_a_reply_that_is_not_redis_reads_as_not_reaching_it():
+    """redis-py on a port that speaks HTTP said Redis `takes no writes now` (review): a server
+    that is not Redis is not reached; a READONLY reply still says it takes none (control)."""
+    import redis.exceptions as rp
+
+    from joblet.api.redis_conn import translated
+    from joblet.errors import BackendUnavailable
+
+    class Talks:
+        url = "redis://127.0.0.1:8080/0"
+
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        @translated(lambda self: self.url)
+        def call(self) -> None:
+            raise self.exc
+
+    with pytest.raises(BackendUnavailable, match=r"^cannot reach Redis at redis://127.0.0.1:8080/0: "):
+        Talks(rp.InvalidResponse("Protocol Error: b'HTTP/1.1 400 Bad Request'")).call()
+    with pytest.raises(BackendUnavailable, match="takes no writes now"):
+        Talks(rp.ReadOnlyError("READONLY You can't write against a read only replica.")).call()
