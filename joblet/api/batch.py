@@ -11,6 +11,7 @@ its record). A job that could not be queued is recorded FAILED, as with `submit`
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from joblet.api.message import new_job_id
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from joblet.config import Settings
 
 FLUSH_EVERY = 256
+VIEW_EVERY = 5.0  # seconds a batch places jobs by one read of the fleet
 
 
 class Submitter(Protocol):
@@ -46,7 +48,8 @@ class Batch:
         self.ready: list[JobRecord] = []  # queued, not yet returned to the caller
         self._fleet_ok: set[str | None] = set()
         self._known: set[tuple[str, str]] = set()  # ("network" | "volume", name) seen to exist
-        self._view: Any = None  # the fleet as placement sees it, read once per batch
+        self._view: Any = None  # the fleet as placement sees it, read again every VIEW_EVERY s
+        self._view_at = 0.0  # when (monotonic)
         # each user network's nodes with jobs: read once per network, then where this batch
         # placed its jobs (without an overlay between nodes they must stay together)
         self._homes: dict[str, set[str]] = {}
@@ -70,15 +73,21 @@ class Batch:
                     self._write()
         finally:
             if not self.waiting:  # where each job placed goes is written: another submitter reads it
-                self._holds.close()
+                self._let_go()
         return self.take()
+
+    def _let_go(self) -> None:
+        """Release the networks held; what was read under them is read again next time:
+        other submitters may place jobs meanwhile."""
+        self._holds.close()
+        self._homes.clear()
 
     def flush(self) -> list[JobRecord]:
         """Queue every waiting job; returns the records queued since the last call."""
         try:
             self._write()
         finally:
-            self._holds.close()
+            self._let_go()
         return self.take()
 
     def take(self) -> list[JobRecord]:
@@ -110,8 +119,11 @@ class Batch:
         from joblet.api.preflight import fleet_view
         from joblet.api.store_homes import user_networks
 
-        if self._view is None:
-            self._view = fleet_view(self.client.store, self.client.settings)
+        # read again while nothing is held: a long batch (`tail -f | rnx batch`) kept placing
+        # jobs on a node that died, long after its jobs were made LOST (review)
+        if self._view is None or (not self.waiting and time.monotonic() - self._view_at > VIEW_EVERY):
+            self._view, self._view_at = fleet_view(self.client.store, self.client.settings), time.monotonic()
+            self._fleet_ok.clear()  # a node checked before may be gone
             self.client.preflight.many_nodes = len(self._view) > 1  # for its named jobs (Client.enqueue)
         user = user_networks(spec.network) if len(self._view) > 1 else []
         unseen = [n for n in user if n not in self._homes]

@@ -151,3 +151,34 @@ def test_rnx_batch_prints_the_ids_queued_before_redis_went_at_a_named_line(monke
     sent.clear()
     out = CliRunner().invoke(main.cli, ["batch"], input=lines)
     assert out.exit_code == 0 and len(out.stdout.split()) == 3 and out.stdout.split()[:2] == sent, out.output
+
+
+def test_a_long_batch_reads_the_fleet_again(monkeypatch):
+    """`tail -f | rnx batch` read the fleet once: it kept placing jobs on a node that had died
+    and been swept, PENDING for good (review). It reads it again every VIEW_EVERY seconds
+    (not within VIEW_EVERY: the control), and what it read under a hold goes with the hold."""
+    from joblet.api import batch as batch_mod
+    from joblet.api import nodes, preflight
+
+    views = [{"n1": {}}, {"n2": {}}]
+    reads: list[int] = []
+
+    def fleet_view(store: object, cfg: object) -> dict:
+        reads.append(1)
+        return views[len(reads) - 1]
+
+    monkeypatch.setattr(preflight, "fleet_view", fleet_view)
+    monkeypatch.setattr(nodes, "place", lambda spec, view, homes: next(iter(view)))
+    clock = [100.0]
+    monkeypatch.setattr(batch_mod.time, "monotonic", lambda: clock[0])
+    client = SimpleNamespace(store=None, settings=None, preflight=SimpleNamespace(check_fleet=lambda node: None))
+    made = Batch(client)  # type: ignore[arg-type]
+    spec = make_spec("true")
+    assert made._place(spec) == "n1"
+    clock[0] += batch_mod.VIEW_EVERY - 1
+    assert made._place(spec) == "n1" and len(reads) == 1  # the control: one read within the interval
+    clock[0] += 2
+    assert made._place(spec) == "n2" and len(reads) == 2  # n1 died meanwhile: no job goes there
+    made._homes["net"] = {"n1"}
+    made._let_go()
+    assert made._homes == {}
