@@ -103,8 +103,8 @@ class Batch:
         from joblet.api.tasks import send_runs
 
         store, cfg = self.client.store, self.client.settings
-        store.create_jobs(records, placed=len(self._view or ()) != 1)
-        try:
+        try:  # the records' pipeline too: cut short (Ctrl-C with uploads), some were written
+            store.create_jobs(records, placed=len(self._view or ()) != 1)
             send_runs(cfg, [(r.id, r.spec.to_dict(), r.node) for r in records], store.prefix_stamp())
         except BaseException as exc:  # Ctrl-C too: 256 records stayed PENDING for good (usability run)
             error = "interrupted before it was queued" if isinstance(exc, KeyboardInterrupt) else "could not be queued"

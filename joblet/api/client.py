@@ -89,11 +89,13 @@ class Client:
         return self.queue_new(record)
 
     def queue_new(self, record: JobRecord) -> JobRecord:
-        """`enqueue` of a record whose id was just made (new_job_id: 128 random bits)."""
-        self._create(record)
+        """`enqueue` of a record whose id was just made (new_job_id: 128 random bits). A
+        failure once the record may be written (a named job's placement, the second round
+        trip; a reply lost) fails it too: it stayed PENDING for good, holding its name (review)."""
         from joblet.api.tasks import send_run
 
         try:
+            self._create(record)  # a name in use writes nothing: failing it is a no-op
             send_run(self.settings, record.id, record.spec.to_dict(), record.node, self.store.prefix_stamp())
         except BaseException as exc:  # Ctrl-C too: a record no message follows stays PENDING for good
             error = "interrupted before it was queued" if isinstance(exc, KeyboardInterrupt) else "could not be queued"

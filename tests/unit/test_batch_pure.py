@@ -182,3 +182,37 @@ def test_a_long_batch_reads_the_fleet_again(monkeypatch):
     made._homes["net"] = {"n1"}
     made._let_go()
     assert made._homes == {}
+
+
+@pytest.mark.parametrize("cut", ["placement", None])
+def test_a_named_job_cut_short_after_its_record_is_failed_not_left_pending(monkeypatch, cut):
+    """A named job's record and name are written in one script, its placement in a second
+    round trip: Redis going between them left the record PENDING for good, holding its name
+    (review). It is failed as a job whose message never went is."""
+    from joblet.api.client import Client
+    from joblet.config import load
+    from joblet.errors import BackendUnavailable
+
+    failed: list[str] = []
+    sent: list[str] = []
+
+    def create_named_job(record: JobRecord, placed: bool) -> None:
+        if cut:
+            raise BackendUnavailable("cannot reach Redis at redis://x: Connection refused")
+
+    client = Client.__new__(Client)
+    client.settings = load()
+    client.preflight = SimpleNamespace(many_nodes=True)  # type: ignore[assignment]
+    client.store = SimpleNamespace(  # type: ignore[assignment]
+        create_named_job=create_named_job,
+        prefix_stamp=lambda: None,
+        fail_waiting=lambda job_id, *_: failed.append(job_id),
+    )
+    monkeypatch.setattr(tasks, "send_run", lambda cfg, job_id, *_: sent.append(job_id))
+    record = JobRecord.pending("a" * 32, make_spec("true", name="web"), node="n1")
+    if cut is None:  # the control: written and sent, nothing failed
+        assert client.queue_new(record) is record and (sent, failed) == (["a" * 32], [])
+        return
+    with pytest.raises(BackendUnavailable):
+        client.queue_new(record)
+    assert (sent, failed) == ([], ["a" * 32])
