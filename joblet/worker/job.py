@@ -226,8 +226,14 @@ class JobRun:
             return self._cannot_run(path)
         assert self.sandbox is not None
         self.sandbox.go()
-        if self.scope and self.spec.name:  # a workflow's job: those that require it RUNNING may start now
-            self.svc.records.workflow_job_started(self.scope, self.spec.name)
+        if self.scope and self.spec.name:  # a workflow's job: those that require it RUNNING may start now,
+            # beside it: advancing a large fan-out (or waiting on a hung Redis) here left the job
+            # unwatched meanwhile, its timeout not counting, its stops not acted on, its pipes
+            # unread past 64 KiB (review)
+            scope, name = self.scope, self.spec.name
+            threading.Thread(
+                target=self.svc.records.workflow_job_started, args=(scope, name), name="joblet-wf-start", daemon=True
+            ).start()
         return self._watch()
 
     def _setup_host(self) -> None:

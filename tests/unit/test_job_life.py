@@ -594,3 +594,25 @@ def test_an_oom_kill_names_the_jobs_limit_only_where_it_has_one(tmp_path, monkey
         64: (JobStatus.FAILED, "out of memory: killed at its limit of 64 MB"),
         None: (JobStatus.FAILED, "out of memory"),
     }
+
+
+def test_a_workflow_jobs_start_does_not_wait_for_its_workflow_to_advance(tmp_path):
+    """The advance at a workflow job's start ran in the job's thread, before its output and
+    its end were watched: a large fan-out or a hung Redis left it unwatched (review). The job
+    ends while the advance still waits; the advance is made all the same."""
+    import threading
+
+    svc = services(tmp_path, Log())
+    release, advanced = threading.Event(), threading.Event()
+
+    def workflow_job_started(scope: str, name: str) -> None:
+        assert release.wait(10)
+        advanced.set()
+
+    svc.records.workflow_job_started = workflow_job_started  # type: ignore[method-assign]
+    run = JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",), name="db"), "w" * 32)
+    run.execute()
+    assert svc.store.records["a" * 32]["status"] == JobStatus.COMPLETED  # type: ignore[attr-defined]
+    assert not advanced.is_set()  # ended while the advance waited
+    release.set()
+    assert advanced.wait(5)
