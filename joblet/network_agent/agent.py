@@ -543,8 +543,16 @@ class NetworkAgent:
     def forget_flows(self, plan: NetPlan) -> None:
         """An ended job's flows leave the host's conntrack table before its addresses are
         another's (conntrack.py; waited for up to FORGET_WAIT)."""
-        soon = any(att.bridge and 1 << (32 - att.prefixlen) < REUSED_SOON for att in plan.attachments)
-        self.conntrack.forget(list(plan.ips.values()), always=soon).wait(FORGET_WAIT)
+        self.conntrack.forget(list(plan.ips.values()), always=self.reused_soon(plan)).wait(FORGET_WAIT)
+
+    def reused_soon(self, plan: NetPlan) -> bool:
+        """Whether one of the job's addresses may be another job's within conntrack's
+        timeouts: its network's, or for an isolated link the pool's, count of addresses (a
+        /30 each) is below REUSED_SOON. An isolated job's was never: a small pool (a /22, 256
+        links) handed its address on in seconds, with its NATed flows (review)."""
+        return any(
+            (1 << (32 - att.prefixlen) if att.bridge else self.pool.slots) < REUSED_SOON for att in plan.attachments
+        )
 
     def uplink_mtu(self, max_age: float = 5.0) -> int:
         """The default-route interface's MTU, read again at most every `max_age` seconds."""

@@ -380,3 +380,23 @@ def test_the_hosts_own_resolvers_that_no_network_may_hold(tmp_path):
     static = tmp_path / "etc.conf"  # beside systemd-resolved's upstreams: glibc asks this one
     static.write_text("nameserver 10.9.0.2\n")
     assert set(resolver_ranges("a", (conf, static)).values()) == {"10.255.255.53/32", "10.9.0.2/32"}
+
+
+def test_an_isolated_jobs_flows_go_when_its_pool_gives_addresses_again_soon():
+    """An isolated link was never taken for one whose address comes back soon (its /30 read as
+    four addresses, so it was left out): a small pool handed it on within seconds (review)."""
+    from joblet.config import load
+    from joblet.network_agent.agent import NetworkAgent
+    from joblet.network_agent.plan import Attachment, NetPlan
+
+    def plan(bridge: str, prefixlen: int) -> NetPlan:
+        att = Attachment(
+            network="n", bridge=bridge, host_ifname="ji0", ifname="eth0", address="10.254.0.2",
+            address_int=0, prefixlen=prefixlen, gateway="10.254.0.1", mtu=1500,
+        )  # fmt: skip
+        return NetPlan(job_id="a" * 32, hostname="h", mode="isolated", attachments=(att,))
+
+    small = NetworkAgent(load(isolated_pool="10.254.0.0/22"), None, None)  # type: ignore[arg-type]
+    large = NetworkAgent(load(isolated_pool="10.254.0.0/16"), None, None)  # type: ignore[arg-type]
+    assert small.reused_soon(plan("", 30)) and not large.reused_soon(plan("", 30))  # 256 links vs 16,384
+    assert large.reused_soon(plan("jb0123456789", 24)) and not large.reused_soon(plan("joblet0", 16))
