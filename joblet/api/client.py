@@ -178,7 +178,10 @@ class Client:
         full, cfg = self.store.resolve(job_id), self.settings
         ended = self.store.stop_job(full, cfg.log_max_entries, cfg.unstarted_ttl)
         record = self.store.get_job(full)
-        if ended and record.workflow:  # no worker ends it, so none advances its workflow
+        # no worker ends it, so none advances its workflow: this call, or a repeated stop of it
+        # (an advance cut short by Redis was never made again: the workflow waited for good)
+        unrun = ended or (record.status.final and record.started is None)
+        if unrun and record.workflow:
             from joblet.api import workflow_store
 
             try:

@@ -216,3 +216,27 @@ def test_a_named_job_cut_short_after_its_record_is_failed_not_left_pending(monke
     with pytest.raises(BackendUnavailable):
         client.queue_new(record)
     assert (sent, failed) == ([], ["a" * 32])
+
+
+@pytest.mark.parametrize("started", [None, 1.0])
+def test_stopping_again_a_workflow_job_that_never_ran_advances_its_workflow_again(monkeypatch, started):
+    """The advance after a waiting workflow job's stop failed (Redis gone a moment): a second
+    `rnx stop` found the job ended, skipped the advance, and the workflow waited for good
+    (review). A job that ran was advanced by its worker: not again (the control)."""
+    from joblet.api import workflow_store
+    from joblet.api.client import Client
+    from joblet.api.models import JobStatus
+    from joblet.config import load
+
+    advanced: list[str] = []
+    record = JobRecord.pending("a" * 32, make_spec("true")).replace(
+        status=JobStatus.STOPPED, workflow="w" * 32, started=started
+    )
+    client = Client.__new__(Client)
+    client.settings = load()
+    client.store = SimpleNamespace(  # type: ignore[assignment]
+        resolve=lambda job_id: job_id, stop_job=lambda *_: False, get_job=lambda job_id: record
+    )
+    monkeypatch.setattr(workflow_store, "advance", lambda store, cfg, wf_id: advanced.append(wf_id))
+    client.stop("a" * 32)  # ended already: by an earlier stop whose advance failed
+    assert advanced == ([] if started else ["w" * 32])
