@@ -259,10 +259,14 @@ class NetworkAgent:
         with self._lock:
             if found == self._guest_nets:
                 return False
-            self._guest_nets = found
+            before, self._guest_nets = self._guest_nets, found
             if not self._loaded:  # the first load takes them
                 return False
-            self._apply()
+            try:
+                self._apply()
+            except BaseException:  # tried again at the next beat (it compared equal: never again)
+                self._guest_nets = before
+                raise
             return True
 
     def _held(self) -> dict[str, list[str]]:

@@ -137,12 +137,10 @@ def _guard_rules(
             first.append(f'iifname {src} {match} drop comment "joblet:no-broker"')
     for src in sources if guards.no_jobs else []:
         first.extend(_no_jobs_rules(f"iifname {src}"))
-    for src in sources:  # nor the host's containers and VMs, by their addresses (the broker's too)
-        first.append(f'iifname {src} ip daddr @guests drop comment "joblet:no-guests"')
-    for src in sources if guards.vxlan_port else []:  # crafted VXLAN would land on a network's bridge
-        first.append(f'iifname {src} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
-    if guards.vxlan_port:  # nor may the host's containers and VMs send it, NATed to a node's address
-        first.append(f'ip saddr @guests udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
+    for src in sources:  # nor the host's containers and VMs, by their addresses (the broker's too),
+        for match in _NOT_DNS:  # but for DNS, as the metadata ranges (a resolver in a container)
+            first.append(f'iifname {src} ip daddr @guests {match} drop comment "joblet:no-guests"')
+    first.extend(_overlay_forward(sources, guards.vxlan_port))
     first.extend(_iso_port_security(iso))
     leaks = _off_route(nets, iso, pool)
     first.extend(leaks)
@@ -159,10 +157,21 @@ def _guard_rules(
             output.append(f'{job} udp dport {guards.vxlan_port} drop comment "joblet:no-overlay"')
     if guards.vxlan_port:  # a peer node takes VXLAN from this node's address: only the kernel's
         # own VXLAN sockets and root send to it, not any user of this host (meta skuid matches
-        # no kernel socket: their packets pass)
-        output.append(f'udp dport {guards.vxlan_port} meta skuid != 0 drop comment "joblet:overlay-root"')
+        # no kernel socket: their packets pass; their VXLAN elsewhere, not to a peer, passes)
+        peer = f"ip daddr @overlay_peers udp dport {guards.vxlan_port}"
+        output.append(f'{peer} meta skuid != 0 drop comment "joblet:overlay-root"')
     output.extend(f"fib daddr type != local {rule}" for rule in leaks)  # the host's (not its own addresses)
     return first, output
+
+
+def _overlay_forward(sources: list[str], vxlan_port: int | None) -> list[str]:
+    """No job sends to the overlay's port (a crafted VXLAN packet would land on a network's
+    bridge), nor may the host's containers and VMs send it to a peer, NATed to the node's
+    address (their own VXLAN elsewhere, a swarm's or a CNI's, passes)."""
+    if not vxlan_port:
+        return []
+    rules = [f'iifname {src} udp dport {vxlan_port} drop comment "joblet:no-overlay"' for src in sources]
+    return [*rules, f'ip saddr @guests ip daddr @overlay_peers udp dport {vxlan_port} drop comment "joblet:no-overlay"']
 
 
 # the broker's address and port as the packet has them, and as its sender asked (`ct

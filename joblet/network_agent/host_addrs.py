@@ -28,16 +28,21 @@ def host_addresses(default_bridge: str) -> list[str]:
     return found
 
 
-def guest_networks(default_bridge: str) -> list[str]:
-    """The IPv4 networks of this host's bridges that are not joblet's and carry no default
-    route: where the host's containers and VMs are (Docker's docker0 and br-*, libvirt's
-    virbr*, LXD's, podman's), the broker's own container among them in docker-compose.yml.
-    A job reached a container by its address, past the blocked set (which holds the
-    published address) and Docker's rules, which joblet's DOCKER-USER accept goes before
-    (review). A bridge holding the default route is the host's way out (a bridged uplink,
-    br0 or vmbr0): its LAN stays reachable, as other routes' do.
+GUEST_PORTS = {"veth", "tun", "dummy", "vxlan"}  # link kinds of containers' and VMs' ports (tun: taps too)
 
-    Only addresses are dumped (host_addresses' reason), then the few links holding one."""
+
+def guest_networks(default_bridge: str) -> list[str]:
+    """The IPv4 networks of this host's bridges that are not joblet's and hold only its
+    containers and VMs (Docker's docker0 and br-*, libvirt's virbr*, LXD's, podman's): the
+    broker's own container among them in docker-compose.yml. A job reached a container by its
+    address, past the blocked set (which holds the published address) and Docker's rules,
+    which joblet's DOCKER-USER accept goes before (review). A bridge is the host's LAN where
+    it carries a default route (a bridged uplink, br0 or vmbr0) or has a port of another kind
+    than GUEST_PORTS (a NIC, a bond, a VLAN: Proxmox's vmbr1 for storage): it stays reachable,
+    as other routes' networks do.
+
+    Only addresses are dumped (host_addresses' reason), then the few links holding one and
+    the ports of those that are bridges."""
     with IPRoute() as ipr:
         uplinks = set()
         for route in ipr.get_default_routes(family=2):
@@ -45,8 +50,7 @@ def guest_networks(default_bridge: str) -> list[str]:
             uplinks.update(hop.get("oif") for hop in route.get_attr("RTA_MULTIPATH") or ())
         held: dict[int, set[str]] = {}
         for addr in ipr.get_addr(family=2):
-            name = (addr.get_attr("IFA_LABEL") or "").split(":", 1)[0]
-            if name in ("", "lo") or is_joblet_link(name, default_bridge) or addr["index"] in uplinks:
+            if addr["index"] in uplinks:
                 continue
             network = ipaddress.IPv4Network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
             held.setdefault(addr["index"], set()).add(str(network))
@@ -54,8 +58,14 @@ def guest_networks(default_bridge: str) -> list[str]:
         for index, networks in held.items():
             try:
                 (link,) = ipr.get_links(index)
+                name = link.get_attr("IFLA_IFNAME") or ""
+                if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge" or is_joblet_link(
+                    name, default_bridge
+                ):
+                    continue
+                kinds = {port.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") for port in ipr.link("dump", master=index)}
             except NetlinkError:  # gone meanwhile
                 continue
-            if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge":
+            if kinds <= GUEST_PORTS:
                 found |= networks
     return sorted(found)

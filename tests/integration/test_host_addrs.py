@@ -39,8 +39,9 @@ def test_a_node_publishes_its_own_addresses_only() -> None:
 
 def test_the_guests_networks_are_the_foreign_bridges_without_the_default_route() -> None:
     """Docker's and libvirt's bridges hold the host's containers and VMs (no job reaches
-    them); a bridge holding the default route is the host's uplink (br0, vmbr0), joblet's
-    own bridges and other kinds of links are not guests."""
+    them); a bridge holding the default route is the host's uplink (br0, vmbr0), one with a
+    port of another kind (a NIC, a VLAN: vmbr1) a LAN; joblet's own bridges and other kinds
+    of links are not guests."""
     need(os.geteuid() == 0, "needs root (network namespaces)")
     thread = JobThread("guests")
     netns = JobNetns.create(thread)
@@ -62,6 +63,12 @@ def test_the_guests_networks_are_the_foreign_bridges_without_the_default_route()
                 "addr add 10.1.0.1/24 dev jb0123456789",
                 "link add eth1 type veth peer name eth2",  # another LAN: not a guests' bridge
                 "addr add 198.51.100.1/24 dev eth1",
+                "link add dkv0 type veth peer name dkv1",  # a container's port on docker0
+                "link set dkv0 master docker0",
+                "link add vmbr1 type bridge",  # a storage LAN's bridge, on a NIC of its own
+                "addr add 203.0.113.1/24 dev vmbr1",
+                "link add nic1 type ifb",  # the NIC (a kind this test kernel has: it lacks vlan, dummy)
+                "link set nic1 master vmbr1",
             ):
                 subprocess.run(["ip", *argv.split()], check=True)
             return guest_networks("joblet0")

@@ -117,8 +117,10 @@ def test_the_hosts_containers_reach_neither_jobs_nor_the_overlay_port():
     guards = firewall.Guards(vxlan_port=4789, guests=("172.18.0.0/16", "172.17.0.0/16", "172.17.5.0/24"))
     text = firewall.render(nets, guards=guards)
     assert "set guests { type ipv4_addr; flags interval; elements = { 172.17.0.0/16, 172.18.0.0/16 }; }" in text
-    assert 'ip saddr @guests udp dport 4789 drop comment "joblet:no-overlay"' in text
-    assert 'iifname { "jb0123456789" } ip daddr @guests drop comment "joblet:no-guests"' in text
+    assert 'ip saddr @guests ip daddr @overlay_peers udp dport 4789 drop comment "joblet:no-overlay"' in text
+    dns = "meta l4proto { tcp, udp } th dport != 53"  # a resolver in a container stays reachable
+    assert f'iifname {{ "jb0123456789" }} ip daddr @guests {dns} drop comment "joblet:no-guests"' in text
+    assert 'iifname { "jb0123456789" } ip daddr @guests meta l4proto != { tcp, udp } drop' in text
     alone = firewall.render(nets)  # no overlay: no VXLAN rule; the guests' rule all the same
     assert "ip saddr @guests" not in alone and "joblet:no-guests" in alone
     with pytest.raises(ValueError):
@@ -128,7 +130,7 @@ def test_the_hosts_containers_reach_neither_jobs_nor_the_overlay_port():
 def test_only_root_and_the_kernel_send_to_the_overlay_port_of_peers():
     nets = [firewall.FwNetwork("net", "jb0123456789", "10.1.0.0/24")]
     text = firewall.render(nets, guards=firewall.Guards(vxlan_port=4789))
-    rule = 'udp dport 4789 meta skuid != 0 drop comment "joblet:overlay-root"'
+    rule = 'ip daddr @overlay_peers udp dport 4789 meta skuid != 0 drop comment "joblet:overlay-root"'
     output = [line.strip() for line in text[text.index("chain output") :].split("}")[0].splitlines()]
     assert rule in output
     assert "overlay-root" not in firewall.render(nets)  # no overlay, no rule

@@ -95,7 +95,7 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
     forward = [line.strip() for line in text[text.index("chain forward") : text.index("chain input")].splitlines()]
     dnat = "meta l4proto tcp ct original ip daddr . ct original proto-dst @blocked"
     dnat6 = "meta l4proto tcp ct original ip6 daddr . ct original proto-dst @blocked6"
-    assert forward[2:18] == [
+    assert forward[2:20] == [
         'iifname { "joblet0" } ip daddr . tcp dport @blocked drop comment "joblet:no-broker"',
         'iifname { "joblet0" } ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
         f'iifname {{ "joblet0" }} {dnat} drop comment "joblet:no-broker"',  # as asked, before a DNAT
@@ -104,8 +104,12 @@ def test_guards_come_first_in_forward_and_host_mode_gets_an_output_rule():
         'iifname "ji*" ip6 daddr . tcp dport @blocked6 drop comment "joblet:no-broker"',
         f'iifname "ji*" {dnat} drop comment "joblet:no-broker"',
         f'iifname "ji*" {dnat6} drop comment "joblet:no-broker"',
-        'iifname { "joblet0" } ip daddr @guests drop comment "joblet:no-guests"',  # the host's containers
-        'iifname "ji*" ip daddr @guests drop comment "joblet:no-guests"',
+        # the host's containers, but for DNS
+        'iifname { "joblet0" } ip daddr @guests meta l4proto != { tcp, udp } drop comment "joblet:no-guests"',
+        'iifname { "joblet0" } ip daddr @guests meta l4proto { tcp, udp } th dport != 53 '
+        'drop comment "joblet:no-guests"',
+        'iifname "ji*" ip daddr @guests meta l4proto != { tcp, udp } drop comment "joblet:no-guests"',
+        'iifname "ji*" ip daddr @guests meta l4proto { tcp, udp } th dport != 53 drop comment "joblet:no-guests"',
         'iifname "ji*" iifname . ip saddr != @iso_src drop comment "joblet:port-security"',
         'iifname "ji*" meta nfproto ipv6 drop comment "joblet:port-security"',
         'ip daddr 172.20.0.0/16 oifname != "joblet0" drop comment "joblet:off-route"',
