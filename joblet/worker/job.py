@@ -226,14 +226,6 @@ class JobRun:
             return self._cannot_run(path)
         assert self.sandbox is not None
         self.sandbox.go()
-        if self.scope and self.spec.name:  # a workflow's job: those that require it RUNNING may start now,
-            # beside it: advancing a large fan-out (or waiting on a hung Redis) here left the job
-            # unwatched meanwhile, its timeout not counting, its stops not acted on, its pipes
-            # unread past 64 KiB (review)
-            scope, name = self.scope, self.spec.name
-            threading.Thread(
-                target=self.svc.records.workflow_job_started, args=(scope, name), name="joblet-wf-start", daemon=True
-            ).start()
         return self._watch()
 
     def _setup_host(self) -> None:
@@ -384,9 +376,15 @@ class JobRun:
             self.keep,
             max_output=self.spec.limits.max_output or self.svc.pump.max_bytes,
         )
-        timed_out, stopped = await_exit(
-            self.sandbox, self._stop_fd, self.stopped, self.spec.timeout, self.svc.cfg.stop_grace
-        )
+        began = time.monotonic()
+        if self.scope and self.spec.name:  # a workflow's job: those that require it RUNNING may start now,
+            # its output watched meanwhile (before, its pipes went unread past 64 KiB while a
+            # large fan-out advanced, or a hung Redis answered: review); before its end's advance
+            self.svc.records.workflow_job_started(self.scope, self.spec.name)
+        timeout = self.spec.timeout  # counted from its start, the advance's time included
+        left = None if timeout is None else max(0.001, timeout - (time.monotonic() - began))
+        timed_out, stopped = await_exit(self.sandbox, self._stop_fd, self.stopped, left, self.svc.cfg.stop_grace)
+        timed_out = timeout if timed_out is not None else None
         main.wait()
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)

@@ -133,10 +133,11 @@ class MountTemplate:
         to a filesystem the template left out): kept from now on, the template made again."""
         if _libc.unshare(CLONE_FS) != 0:
             raise ExecutionError(f"failed to unshare the thread's filesystem: {os.strerror(ctypes.get_errno())}")
+        reached = [os.path.realpath(path) for path in reach]  # not under the lock: a hung mount stalls one start
         with self._lock:
             if self._closed:
                 raise ExecutionError("the worker's mount template is closed")
-            self._take(reach)
+            self._take(reached)
             if any(ev & select.POLLPRI for _, ev in self._poller.poll(0)):
                 self._refresh()
             if self._fd < 0:
@@ -146,10 +147,10 @@ class MountTemplate:
             if _libc.setns(self._fd, CLONE_NEWNS) != 0:
                 raise ExecutionError(f"failed to enter the jobs' mount template: {os.strerror(ctypes.get_errno())}")
 
-    def _take(self, reach: Iterable[str]) -> None:
-        """Under the lock: keep what `reach` holds beyond what is kept (its real path), and let
-        the template go if that added anything."""
-        new = {real for real in map(os.path.realpath, reach) if not any(_within(real, k) for k in self.keep)}
+    def _take(self, reached: list[str]) -> None:
+        """Under the lock: keep the real paths `reached` beyond what is kept, and let the
+        template go if that added anything."""
+        new = {real for real in reached if not any(_within(real, k) for k in self.keep)}
         if new:
             self.keep = tuple(sorted({*self.keep, *new}))
             if self._fd >= 0:

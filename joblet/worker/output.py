@@ -248,7 +248,7 @@ class OutputPump:
         if cap.ending is not None:
             self._outbox.append(Item(cap, END_FIELD, cap.ending))
             cap.ending = None
-            self._ending.remove(cap)
+            self._ending = [c for c in self._ending if c is not cap]
 
     def _paced(self, fd: int, data: Any, size: int) -> None:
         """Count a read; a pipe that trickles is unwatched until its window ends."""
@@ -283,8 +283,9 @@ class OutputPump:
                 self._register(*item[1:])
             else:
                 cap = item[1]
+                if cap.ending is None:  # listed once, however often it is finished (it spun)
+                    self._ending.append(cap)
                 cap.ending, cap.end_by = item[2], time.monotonic() + END_WAIT
-                self._ending.append(cap)
                 if cap.open_pipes == 0:
                     self._queue_end(cap)
 

@@ -535,3 +535,25 @@ def test_a_reply_that_is_not_redis_reads_as_not_reaching_it():
         Talks(rp.InvalidResponse("Protocol Error: b'HTTP/1.1 400 Bad Request'")).call()
     with pytest.raises(BackendUnavailable, match="takes no writes now"):
         Talks(rp.ReadOnlyError("READONLY You can't write against a read only replica.")).call()
+
+
+def test_a_job_finished_twice_is_listed_once(monkeypatch):
+    """A second finish while its pipes were open listed the job twice among the ends waiting:
+    one stayed for good, and the pump's loop spun at a full core (review)."""
+    from joblet.worker import output
+
+    monkeypatch.setattr(output, "END_WAIT", 0.2)
+    store = FakeStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    cap = pump.watch("twice", out_r, err_r, 1 << 20)
+    os.close(err_w)
+    try:
+        pump.finish(cap, {"status": "COMPLETED"})
+        pump.finish(cap, {"status": "COMPLETED"})
+        assert cap.flushed.wait(5)
+        time.sleep(0.3)
+        assert pump._ending == []
+    finally:
+        os.close(out_w)
