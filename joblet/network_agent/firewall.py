@@ -171,7 +171,16 @@ def _overlay_forward(sources: list[str], vxlan_port: int | None) -> list[str]:
     if not vxlan_port:
         return []
     rules = [f'iifname {src} udp dport {vxlan_port} drop comment "joblet:no-overlay"' for src in sources]
-    return [*rules, f'ip saddr @guests ip daddr @overlay_peers udp dport {vxlan_port} drop comment "joblet:no-overlay"']
+    guests = f'ip saddr @guests ip daddr @overlay_peers udp dport {vxlan_port} drop comment "joblet:no-overlay"'
+    return [*rules, guests, _overlay_rpf(vxlan_port)]
+
+
+def _overlay_rpf(vxlan_port: int) -> str:
+    """VXLAN comes in where the route back to its sender goes out, or not at all (a strict
+    reverse-path check, for this port only): a container of the host forged a peer node's
+    address, which overlay_peers takes, and put frames on a network here and, forwarded, on
+    a peer (red-team run; the host's loose rp_filter let it in)."""
+    return f'udp dport {vxlan_port} fib saddr . iif oif missing drop comment "joblet:overlay-rpf"'
 
 
 # the broker's address and port as the packet has them, and as its sender asked (`ct
@@ -308,6 +317,7 @@ def _input_rules(nets: list[FwNetwork], iso: str | None, guards: Guards) -> list
     inbound = [*_FROM_PORTS, *_iso_port_security(iso)]
     if guards.vxlan_port:  # VXLAN from anyone but the nodes holding remote jobs: injection
         peers = f"udp dport {guards.vxlan_port} ip saddr != @overlay_peers"
+        inbound.append(_overlay_rpf(guards.vxlan_port))
         inbound.append(f'{peers} drop comment "joblet:overlay-peers"')
     if guards.host_cgroup is not None:  # a host-mode job listening on a broker's port (while it
         # restarts) would be sent the worker's password: nothing reaches such a listener

@@ -398,17 +398,63 @@ for text in payloads:
 """
 
 
+# The same datagram from a container of a node, its source forged as a peer node's address
+# (raw socket: Docker gives containers CAP_NET_RAW); argv: the forged source, then CRAFT's.
+FORGED = CRAFT.replace(
+    "out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+    "forged, *sys.argv[1:] = sys.argv[1:]\n"
+    "node, port, vni, smac, dmac, sip, dip, *payloads = sys.argv[1:]\n"
+    "raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n"
+    "class Out:\n"
+    "    def sendto(self, data, to):\n"
+    "        outer = struct.pack('!HHHH', 50000, to[1], 8 + len(data), 0) + data\n"
+    "        head = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(outer), 0, 0, 64, 17, 0,\n"
+    "                           socket.inet_aton(forged), socket.inet_aton(to[0]))\n"
+    "        raw.sendto(head + outer, (to[0], 0))\n"
+    "out = Out()",
+)
+
+
 def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host], client: Client, lan: Lan) -> None:
     """Frames crafted by a LAN host that is no node (even carrying a remote job's MAC and
     address, past `overlay_macs`) never reach a job: the overlay port takes datagrams from
     the live nodes' underlay addresses only, and from a node only as root (not any user of
-    it). The same frames from a node as root do (control)."""
+    it), nor from a node's container forging a peer's address. The same frames from a node as
+    root do (control)."""
     a, b, _ = hosts
     remote = client.run("sleep", ("120",), network="ov-a", node="ovb")  # its MAC may cross to ova
     receiver = client.run("python3", ("-c", RECEIVE), network="ov-a", node="ova")
     stranger = f"joblet-t-stranger-{os.getpid()}"
+    guest = f"joblet-t-guest-{os.getpid()}"  # a container of ova's, on a bridge of its own
     subprocess.run(["ip", "netns", "add", stranger], check=True)
+    subprocess.run(["ip", "netns", "add", guest], check=True)
     try:
+        for argv in (
+            ["ip", "-n", a.netns, "link", "add", "dk0", "type", "bridge"],
+            ["ip", "-n", a.netns, "addr", "add", "10.197.0.1/24", "dev", "dk0"],
+            ["ip", "-n", a.netns, "link", "set", "dk0", "up"],
+            [
+                "ip",
+                "-n",
+                a.netns,
+                "link",
+                "add",
+                "dkv0",
+                "master",
+                "dk0",
+                "type",
+                "veth",
+                "peer",
+                "eth0",
+                "netns",
+                guest,
+            ],
+            ["ip", "-n", a.netns, "link", "set", "dkv0", "up"],
+            ["ip", "-n", guest, "addr", "add", "10.197.0.2/24", "dev", "eth0"],
+            ["ip", "-n", guest, "link", "set", "eth0", "up"],
+            ["ip", "-n", guest, "route", "add", "default", "via", "10.197.0.1"],
+        ):
+            subprocess.run(argv, check=True)
         remote_ip, receiver_ip = wait_running(client, remote.id), wait_running(client, receiver.id)
         eventually(lambda: b"ready" in output(client, receiver.id), "the receiver did not get ready")
         remote_mac = mac_for(remote.id, "ov-a")
@@ -435,6 +481,8 @@ def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host],
             return subprocess.run(argv, check=not user, capture_output=True, text=True)
 
         send(stranger, "stranger", "stranger")
+        forged = ["ip", "netns", "exec", guest, "python3", "-c", FORGED, lan.address(1), *frame, "guest", "guest"]
+        subprocess.run(forged, check=True)  # as ovb, from ova's own container: in where no route goes back
         send(b.netns, "node")  # control: the same frame from ovb's underlay address, as root
         nobody = send(b.netns, "user", user=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
         assert "Operation not permitted" in nobody.stderr, nobody  # another user of ovb: refused there
@@ -445,6 +493,8 @@ def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host],
         assert output(client, receiver.id).split() == [b"ready", b"node"]
     finally:
         subprocess.run(["ip", "netns", "del", stranger], check=False)
+        subprocess.run(["ip", "netns", "del", guest], check=False)
+        subprocess.run(["ip", "-n", a.netns, "link", "del", "dk0"], check=False)
         for job in (remote, receiver):
             client.stop(job.id)
             client.wait(job.id, timeout=30)

@@ -102,7 +102,8 @@ def test_the_overlay_port_takes_datagrams_from_peer_nodes_only():
     rule = 'udp dport 4789 ip saddr != @overlay_peers drop comment "joblet:overlay-peers"'
     inbound = [line.strip() for line in text[text.index("chain input") : text.index("chain output")].splitlines()]
     first = ['iifname "jv*" drop comment "joblet:no-host-access"', 'iifname "jx*" drop comment "joblet:no-host-access"']
-    assert inbound[2:5] == [*first, rule]  # before anything accepts
+    rpf = 'udp dport 4789 fib saddr . iif oif missing drop comment "joblet:overlay-rpf"'  # a forged peer
+    assert inbound[2:6] == [*first, rpf, rule]  # before anything accepts
     alone = firewall.render(nets, guards=firewall.Guards(vxlan_port=4789))  # no peer yet: none taken
     assert "set overlay_peers { type ipv4_addr; }" in alone and rule in alone
     assert "overlay_peers" not in firewall.render(nets).split("set overlay_peers")[1]  # no overlay, no rule
@@ -118,6 +119,8 @@ def test_the_hosts_containers_reach_neither_jobs_nor_the_overlay_port():
     text = firewall.render(nets, guards=guards)
     assert "set guests { type ipv4_addr; flags interval; elements = { 172.17.0.0/16, 172.18.0.0/16 }; }" in text
     assert 'ip saddr @guests ip daddr @overlay_peers udp dport 4789 drop comment "joblet:no-overlay"' in text
+    forward = text[text.index("chain forward") : text.index("chain input")]
+    assert 'udp dport 4789 fib saddr . iif oif missing drop comment "joblet:overlay-rpf"' in forward
     dns = "meta l4proto { tcp, udp } th dport != 53"  # a resolver in a container stays reachable
     assert f'iifname {{ "jb0123456789" }} ip daddr @guests {dns} drop comment "joblet:no-guests"' in text
     assert 'iifname { "jb0123456789" } ip daddr @guests meta l4proto != { tcp, udp } drop' in text
