@@ -73,3 +73,34 @@ def test_memory_handed_between_jobs_stays_within_the_jobs_budget(small: Host) ->
         client.stop(holder.id)
         client.wait(holder.id, timeout=60)
         client.volumes.delete("shared")
+
+
+# queues up to N MB in loopback TCP connections nobody reads; prints how many it queued
+QUEUE_TCP = """
+import socket, sys, time
+want, queued, held = int(sys.argv[1]) << 20, 0, []
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(256)
+chunk = b"x" * 65536
+end = time.monotonic() + 8
+while queued < want and time.monotonic() < end:
+    c = socket.create_connection(server.getsockname()); s, _ = server.accept(); held += [c, s]
+    c.setblocking(False)
+    stuck = 0
+    while queued < want and stuck < 50:
+        try:
+            queued += c.send(chunk); stuck = 0
+        except BlockingIOError:
+            stuck += 1; time.sleep(0.002)
+print(queued >> 20, flush=True)
+"""
+
+
+def test_tcp_buffers_count_against_the_jobs_budget(small: Host) -> None:
+    """Cgroup v1 counts TCP buffers apart from memory, and only where a limit is set: a job
+    queued 600 MB of them past a 400 MB cap (red-team run). v2 counts them in memory."""
+    client = Client(small.cfg)
+    rec, out, _ = run(client, "python3", "-c", QUEUE_TCP, "60", network="none")
+    assert rec.status == JobStatus.COMPLETED and int(out) >= 60, (rec, out)  # the control: room for 60
+    rec, out, _ = run(client, "python3", "-c", QUEUE_TCP, "400", network="none")
+    # within the budget, but for what the kernel lets each socket have past it (tcp_wmem's minimum)
+    assert rec.status == JobStatus.COMPLETED and int(out) <= BUDGET_MB + 32, (rec, out)

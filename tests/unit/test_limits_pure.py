@@ -198,8 +198,10 @@ def test_the_jobs_memory_budget_leaves_the_host_a_tenth(tmp_path):
     v2.mkdir(parents=True)
     (v1 / "memory" / "joblet").mkdir(parents=True)
     (v1 / "memory" / "joblet" / "memory.limit_in_bytes").write_text("9223372036854771712")
+    (v1 / "memory" / "joblet" / "memory.kmem.tcp.limit_in_bytes").write_text("9223372036854771712")
     assert limit_jobs_memory(v2, 160, v1) == v1 / "memory" / "joblet" / "memory.limit_in_bytes"  # hybrid
     assert (v1 / "memory" / "joblet" / "memory.limit_in_bytes").read_text() == str(160 << 20)
+    assert (v1 / "memory" / "joblet" / "memory.kmem.tcp.limit_in_bytes").read_text() == str(160 << 20)  # apart
     (v2 / "memory.max").write_text("max")
     assert limit_jobs_memory(v2, 200, v1) == v2 / "memory.max"  # the v2 group's, where it has one
     assert (v2 / "memory.max").read_text() == str(200 << 20)
