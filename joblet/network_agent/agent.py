@@ -247,7 +247,7 @@ class NetworkAgent:
         """The networks of the host's containers and VMs: found at the first load, then by
         refresh_guests (each heartbeat)."""
         if self._guest_nets is None:
-            self._guest_nets = tuple(guest_networks(self.cfg.bridge_name))
+            self._guest_nets = tuple(guest_networks(self.cfg.bridge_name, (self.cfg.isolated_pool,)))
         return self._guest_nets
 
     def refresh_guests(self) -> bool:
@@ -255,7 +255,7 @@ class NetworkAgent:
         libvirt network made since), outside the lock; load the tables again when they
         changed; whether they did. Until then, a new one is reachable by jobs: at most one
         heartbeat interval."""
-        found = tuple(guest_networks(self.cfg.bridge_name))
+        found = tuple(guest_networks(self.cfg.bridge_name, (self.cfg.isolated_pool,)))
         with self._lock:
             if found == self._guest_nets:
                 return False

@@ -29,43 +29,59 @@ def host_addresses(default_bridge: str) -> list[str]:
 
 
 GUEST_PORTS = {"veth", "tun", "dummy", "vxlan"}  # link kinds of containers' and VMs' ports (tun: taps too)
+GUEST_LINKS = {"veth", "tun"}  # a routed container's or VM's own link (nspawn's ve-*, a tap, cali*)
+MAIN_TABLE = 254
 
 
-def guest_networks(default_bridge: str) -> list[str]:
-    """The IPv4 networks of this host's bridges that are not joblet's and hold only its
-    containers and VMs (Docker's docker0 and br-*, libvirt's virbr*, LXD's, podman's): the
-    broker's own container among them in docker-compose.yml. A job reached a container by its
-    address, past the blocked set (which holds the published address) and Docker's rules,
-    which joblet's DOCKER-USER accept goes before (review). A bridge is the host's LAN where
-    it carries a default route (a bridged uplink, br0 or vmbr0) or has a port of another kind
-    than GUEST_PORTS (a NIC, a bond, a VLAN: Proxmox's vmbr1 for storage): it stays reachable,
-    as other routes' networks do.
+def guest_networks(default_bridge: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """The IPv4 networks the host routes to its containers and VMs: out of a bridge that is
+    not joblet's and has only GUEST_PORTS (Docker's docker0 and br-*, libvirt's virbr*, LXD's,
+    podman's; the broker's own container in docker-compose.yml), or out of a routed veth or tap
+    (systemd-nspawn, a VM's tap, a CNI's). A job reached a container by its address, past the
+    blocked set (which holds the published address) and Docker's rules, which joblet's
+    DOCKER-USER accept goes before (review). The main table's routes: its connected ones and
+    any other (a /32 to one container, a network behind one). Not guests: the interfaces of
+    the main table's default routes (a bridged uplink, br0 or vmbr0; a default route in
+    another table un-guarded its container's bridge: red-team run), a bridge with a port of
+    another kind (a NIC, a bond: Proxmox's vmbr1 for storage), joblet's own links and what
+    lies in `skip` (the isolated pool: a route per job). They stay reachable, as the LAN.
 
-    Only addresses are dumped (host_addresses' reason), then the few links holding one and
-    the ports of those that are bridges."""
+    Only the main table's routes are dumped, then the few links they go out of."""
+    skipped = [ipaddress.IPv4Network(n) for n in skip]
     with IPRoute() as ipr:
+        routes = [r for r in ipr.get_routes(family=2) if r.get_attr("RTA_TABLE") == MAIN_TABLE]
         uplinks = set()
-        for route in ipr.get_default_routes(family=2):
-            uplinks.add(route.get_attr("RTA_OIF"))
-            uplinks.update(hop.get("oif") for hop in route.get_attr("RTA_MULTIPATH") or ())
+        for route in routes:
+            if route["dst_len"] == 0:
+                uplinks.add(route.get_attr("RTA_OIF"))
+                uplinks.update(hop.get("oif") for hop in route.get_attr("RTA_MULTIPATH") or ())
         held: dict[int, set[str]] = {}
-        for addr in ipr.get_addr(family=2):
-            if addr["index"] in uplinks:
+        for route in routes:
+            oif, dst = route.get_attr("RTA_OIF"), route.get_attr("RTA_DST")
+            if route["dst_len"] == 0 or oif is None or oif in uplinks or dst is None:
                 continue
-            network = ipaddress.IPv4Network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
-            held.setdefault(addr["index"], set()).add(str(network))
+            network = ipaddress.IPv4Network(f"{dst}/{route['dst_len']}", strict=False)
+            if not any(network.subnet_of(s) for s in skipped):
+                held.setdefault(oif, set()).add(str(network))
         found: set[str] = set()
         for index, networks in held.items():
             try:
-                (link,) = ipr.get_links(index)
-                name = link.get_attr("IFLA_IFNAME") or ""
-                if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge" or is_joblet_link(
-                    name, default_bridge
-                ):
-                    continue
-                kinds = {port.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") for port in ipr.link("dump", master=index)}
+                if _holds_guests(ipr, index, default_bridge):
+                    found |= networks
             except NetlinkError:  # gone meanwhile
                 continue
-            if kinds <= GUEST_PORTS:
-                found |= networks
-    return sorted(found)
+    return [str(n) for n in ipaddress.collapse_addresses(map(ipaddress.IPv4Network, found))]
+
+
+def _holds_guests(ipr: IPRoute, index: int, default_bridge: str) -> bool:
+    (link,) = ipr.get_links(index)
+    name, kind = link.get_attr("IFLA_IFNAME") or "", link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    if name == "lo" or is_joblet_link(name, default_bridge):
+        return False
+    if kind in GUEST_LINKS:
+        return True
+    if kind != "bridge":
+        return False
+    return {
+        port.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") for port in ipr.link("dump", master=index)
+    } <= GUEST_PORTS

@@ -51,29 +51,38 @@ def test_the_guests_networks_are_the_foreign_bridges_without_the_default_route()
             for argv in (
                 "link add docker0 type bridge",
                 "addr add 172.17.0.1/16 dev docker0",
+                "link add dkv0 type veth peer name dkv1",  # a container's port on docker0
+                "link set dkv0 master docker0",
                 "link add virbr0 type bridge",
                 "addr add 192.168.122.1/24 dev virbr0",
                 "link add br0 type bridge",  # the uplink: its LAN stays reachable
                 "addr add 192.0.2.10/24 dev br0",
-                "link set br0 up",
-                "route add default via 192.0.2.1",
                 "link add joblet0 type bridge",
                 "addr add 172.20.0.1/16 dev joblet0",
                 "link add jb0123456789 type bridge",
                 "addr add 10.1.0.1/24 dev jb0123456789",
-                "link add eth1 type veth peer name eth2",  # another LAN: not a guests' bridge
-                "addr add 198.51.100.1/24 dev eth1",
-                "link add dkv0 type veth peer name dkv1",  # a container's port on docker0
-                "link set dkv0 master docker0",
+                # NICs: ifb, the one link of no container's kind this test kernel has (no dummy, vlan)
+                "link add lan1 type ifb",  # another LAN, on a NIC
+                "addr add 198.51.100.1/24 dev lan1",
                 "link add vmbr1 type bridge",  # a storage LAN's bridge, on a NIC of its own
                 "addr add 203.0.113.1/24 dev vmbr1",
-                "link add nic1 type ifb",  # the NIC (a kind this test kernel has: it lacks vlan, dummy)
+                "link add nic1 type ifb",
                 "link set nic1 master vmbr1",
+                "link add ve-box type veth peer name host0",  # a routed container (systemd-nspawn's)
+                "addr add 10.22.0.1/28 dev ve-box",
+            ):
+                subprocess.run(["ip", *argv.split()], check=True)
+            for link in ("docker0", "virbr0", "br0", "joblet0", "jb0123456789", "lan1", "vmbr1", "ve-box"):
+                subprocess.run(["ip", "link", "set", link, "up"], check=True)
+            for argv in (
+                "route add default via 192.0.2.1",
+                "route add 10.23.0.5/32 dev docker0",  # one container's route, outside its bridge's range
+                "route add default via 172.17.0.9 table 200",  # another table's default: not the uplink
             ):
                 subprocess.run(["ip", *argv.split()], check=True)
             return guest_networks("joblet0")
 
-        assert netns.run(setup) == ["172.17.0.0/16", "192.168.122.0/24"]
+        assert netns.run(setup) == ["10.22.0.0/28", "10.23.0.5/32", "172.17.0.0/16", "192.168.122.0/24"]
     finally:
         netns.close()
         thread.close()
