@@ -29,15 +29,16 @@ def host_addresses(default_bridge: str) -> list[str]:
 
 
 GUEST_PORTS = {"veth", "tun", "dummy", "vxlan"}  # link kinds of containers' and VMs' ports (tun: taps too)
-GUEST_LINKS = {"veth", "tun"}  # a routed container's or VM's own link (nspawn's ve-*, a tap, cali*)
 MAIN_TABLE = 254
 
 
 def guest_networks(default_bridge: str, skip: tuple[str, ...] = ()) -> list[str]:
     """The IPv4 networks the host routes to its containers and VMs: out of a bridge that is
     not joblet's and has only GUEST_PORTS (Docker's docker0 and br-*, libvirt's virbr*, LXD's,
-    podman's; the broker's own container in docker-compose.yml), or out of a routed veth or tap
-    (systemd-nspawn, a VM's tap, a CNI's). A job reached a container by its address, past the
+    podman's; the broker's own container in docker-compose.yml). Not a routed veth or tun: a
+    host that is itself a container (LXD's) has its LANs on veths, a VPN on a tun (so
+    systemd-nspawn's routed ve-* and a VM's routed tap stay reachable). A job reached a
+    container by its address, past the
     blocked set (which holds the published address) and Docker's rules, which joblet's
     DOCKER-USER accept goes before (review). The main table's routes: its connected ones and
     any other (a /32 to one container, a network behind one). Not guests: the interfaces of
@@ -76,11 +77,7 @@ def guest_networks(default_bridge: str, skip: tuple[str, ...] = ()) -> list[str]
 def _holds_guests(ipr: IPRoute, index: int, default_bridge: str) -> bool:
     (link,) = ipr.get_links(index)
     name, kind = link.get_attr("IFLA_IFNAME") or "", link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-    if name == "lo" or is_joblet_link(name, default_bridge):
-        return False
-    if kind in GUEST_LINKS:
-        return True
-    if kind != "bridge":
+    if kind != "bridge" or is_joblet_link(name, default_bridge):
         return False
     return {
         port.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") for port in ipr.link("dump", master=index)
