@@ -10,6 +10,7 @@ import click
 
 from joblet import wakeup
 from joblet.cli import complete
+from joblet.cli.once import OnceGroup
 from joblet.errors import (
     BackendUnavailable,
     ConfigError,
@@ -69,9 +70,9 @@ LAZY = {
 NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-class RnxGroup(click.Group):
+class RnxGroup(OnceGroup):
     """Turns joblet errors into one line on stderr and an exit code (no traceback); loads the
-    LAZY subcommands when they are named."""
+    LAZY subcommands when they are named. An option given twice is refused (once.py)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY})

@@ -7,9 +7,10 @@ from typing import Any
 import click
 
 from joblet.cli import complete
+from joblet.cli.once import OnceGroup
 
 
-@click.group()
+@click.group(cls=OnceGroup)
 def network() -> None:
     """Manage networks (bridge, isolated, none, host are built in)."""
 

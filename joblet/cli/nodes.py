@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from joblet.cli import complete
+from joblet.cli.once import OnceGroup
 
 
 @click.command("nodes")
@@ -67,7 +68,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-@click.group("node")
+@click.group("node", cls=OnceGroup)
 def node() -> None:
     """Drain, undrain or forget one node."""
 

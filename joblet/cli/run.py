@@ -16,6 +16,7 @@ from joblet.api.keys import END_FIELD, STDERR_FIELD, STDOUT_FIELD
 from joblet.cli import complete
 from joblet.cli.flags import LIMIT_FLAGS
 from joblet.cli.node_watch import NODE_LOOK, warn_if_node_down
+from joblet.cli.once import OnceCommand
 from joblet.cli.patience import Patience
 from joblet.errors import ValidationError
 from joblet.text import printable, sized
@@ -235,7 +236,7 @@ OPTIONS = {
 
 # Options come before COMMAND; everything from COMMAND on is the job's, untouched
 # (`rnx run ls -la`). A mistyped option before it is an error with a suggestion, not a command.
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(cls=OnceCommand, context_settings={"allow_interspersed_args": False})
 @click.option(
     "--network",
     "networks",

@@ -7,9 +7,10 @@ from typing import Any
 import click
 
 from joblet.cli import complete
+from joblet.cli.once import OnceGroup
 
 
-@click.group()
+@click.group(cls=OnceGroup)
 def volume() -> None:
     """Manage volumes (mounted at /volumes/NAME with --volume=NAME)."""
 
@@ -110,7 +111,7 @@ def delete(obj: Any, names: tuple[str, ...]) -> None:
 volume.add_command(delete, "remove")
 
 
-@click.group()
+@click.group(cls=OnceGroup)
 def runtime() -> None:
     """Runtimes installed on the workers."""
 

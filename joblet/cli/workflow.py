@@ -11,9 +11,10 @@ import click
 
 from joblet import wakeup
 from joblet.cli import complete
+from joblet.cli.once import OnceGroup
 
 
-@click.group()
+@click.group(cls=OnceGroup)
 def workflow() -> None:
     """Run jobs with dependencies from a YAML file."""
 

@@ -1126,3 +1126,29 @@ def test_a_placed_pending_job_waits_for_its_own_node():
     assert note is not None and "is queued for node 'n1', whose heartbeat has stopped" in note
     client.live_nodes = lambda: {"n1": {}}
     assert no_worker_note(client, record) is None  # the control: its node is live
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("network", "create", "web", "--cidr", "10.66.0.0/24", "--cidr=10.67.0.0/24"),
+        ("volume", "create", "v", "--size=8MB", "--size", "16MB"),
+        ("run", "--timeout", "5", "--network=none", "--timeout=10", "true"),
+    ],
+)
+def test_an_option_given_twice_is_refused_not_the_last_taken(args):
+    """`network create web --cidr A --cidr B` made B without a word (usability run): click
+    keeps the last value of an option that is not repeatable."""
+    out = invoke(*args)
+    name = "--cidr" if "network" in args else "--size" if "volume" in args else "--timeout"
+    assert out.exit_code == 2 and f"{name} is given twice" in out.stderr and out.stderr.count("\n") == 1, out.output
+
+
+def test_what_may_come_twice_still_does():
+    """Repeatable options, flags, and the job's own words after its command (the control)."""
+    from joblet.cli.once import refuse_repeats
+    from joblet.cli.run import run
+
+    refuse_repeats(run, ["-e", "A=1", "-e", "B=2", "--network=a", "--network", "b", "-d", "-d", "true"], False)
+    refuse_repeats(run, ["--network=none", "sh", "-c", "x", "--timeout", "1", "--timeout", "2"], False)
+    refuse_repeats(run, ["--timeout", "1", "--", "--timeout", "2"], False)
