@@ -37,7 +37,8 @@ def refuse_repeats(command: click.Command, args: list[str], interspersed: bool =
 
 class OnceCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        refuse_repeats(self, args, ctx.allow_interspersed_args)
+        if not ctx.resilient_parsing:  # completing a line: offer what fits, refuse nothing
+            refuse_repeats(self, args, ctx.allow_interspersed_args)
         return super().parse_args(ctx, args)
 
 

@@ -1152,3 +1152,16 @@ def test_what_may_come_twice_still_does():
     refuse_repeats(run, ["-e", "A=1", "-e", "B=2", "--network=a", "--network", "b", "-d", "-d", "true"], False)
     refuse_repeats(run, ["--network=none", "sh", "-c", "x", "--timeout", "1", "--timeout", "2"], False)
     refuse_repeats(run, ["--timeout", "1", "--", "--timeout", "2"], False)
+
+
+def test_completing_a_line_with_an_option_given_twice_offers_what_fits(monkeypatch, capsys):
+    """Completion parses the line typed so far: the refusal of a repeated option escaped as a
+    traceback into the shell (review)."""
+    words = "rnx network create web --cidr 10.1.0.0/24 --cidr 10.2.0.0/24 --"
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", "8")
+    monkeypatch.setenv("_RNX_COMPLETE", "bash_complete")
+    with pytest.raises(SystemExit) as done:
+        main.cli(prog_name="rnx")
+    out = capsys.readouterr()
+    assert done.value.code == 0 and "Traceback" not in out.err and "plain,--internal" in out.out, out
