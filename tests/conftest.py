@@ -5,6 +5,7 @@ Tests that need root or Redis fail (not skip) when CI is set.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -240,6 +241,33 @@ def add_upstream(host: Host) -> str:
     sh("ip", "-n", name, "link", "set", "eth0", "up")
     sh("ip", "-n", name, "link", "set", "lo", "up")
     return name
+
+
+def add_guest(netns: str, subnet: str) -> str:
+    """A container of the host in `netns`: a bridge `dk0` of its own there holding the
+    subnet's .1 (Docker's br-* stands so), and a namespace on it at .2, routed by .1; its name."""
+    net = ipaddress.IPv4Network(subnet)
+    bridge_ip, guest_ip = net.network_address + 1, net.network_address + 2
+    name = f"joblet-t-guest-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", name)
+    for argv in (
+        f"-n {netns} link add dk0 type bridge",
+        f"-n {netns} addr add {bridge_ip}/{net.prefixlen} dev dk0",
+        f"-n {netns} link set dk0 up",
+        f"-n {netns} link add dkv0 master dk0 type veth peer eth0 netns {name}",
+        f"-n {netns} link set dkv0 up",
+        f"-n {name} addr add {guest_ip}/{net.prefixlen} dev eth0",
+        f"-n {name} link set eth0 up",
+        f"-n {name} link set lo up",
+        f"-n {name} route add default via {bridge_ip}",
+    ):
+        sh("ip", *argv.split())
+    return name
+
+
+def remove_guest(netns: str, name: str) -> None:
+    sh("ip", "netns", "del", name, check=False)
+    sh("ip", "-n", netns, "link", "del", "dk0", check=False)
 
 
 def remove_upstream(host: Host, name: str) -> None:

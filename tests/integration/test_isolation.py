@@ -11,7 +11,7 @@ import pytest
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.errors import Conflict, ValidationError
-from tests.conftest import Host, add_upstream, remove_upstream, sh
+from tests.conftest import Host, add_guest, add_upstream, remove_guest, remove_upstream, sh
 from tests.integration.helpers import (
     UPSTREAM,
     can_ping,
@@ -464,33 +464,8 @@ def test_the_hosts_containers_are_out_of_a_jobs_reach(nets, host, upstream):
     """A container on a bridge of the host's (Docker's br-*, where docker-compose.yml runs
     the broker) was reached by its own address: not the host's, not the published one in the
     blocked set (review). The host reaches it, and jobs still reach the world (controls)."""
-    guest = f"joblet-t-guest-{host.tag}"
-    sh("ip", "-n", host.netns, "link", "add", "dk0", "type", "bridge")
-    sh("ip", "-n", host.netns, "addr", "add", "10.199.0.1/24", "dev", "dk0")
-    sh("ip", "-n", host.netns, "link", "set", "dk0", "up")
-    sh("ip", "netns", "add", guest)
+    guest = add_guest(host.netns, "10.199.0.0/24")
     try:
-        sh(
-            "ip",
-            "-n",
-            host.netns,
-            "link",
-            "add",
-            "dkv0",
-            "master",
-            "dk0",
-            "type",
-            "veth",
-            "peer",
-            "eth0",
-            "netns",
-            guest,
-        )
-        sh("ip", "-n", host.netns, "link", "set", "dkv0", "up")
-        sh("ip", "-n", guest, "addr", "add", "10.199.0.2/24", "dev", "eth0")
-        for link in ("eth0", "lo"):
-            sh("ip", "-n", guest, "link", "set", link, "up")
-        sh("ip", "-n", guest, "route", "add", "default", "via", "10.199.0.1")
         listeners = [host_listener(guest), host_listener(upstream)]
         try:
             assert ns_connects(host.netns, "10.199.0.2") and job_connects(nets, "203.0.113.2")  # controls
@@ -509,5 +484,4 @@ def test_the_hosts_containers_are_out_of_a_jobs_reach(nets, host, upstream):
                 listener.kill()
                 listener.wait()
     finally:
-        sh("ip", "netns", "del", guest, check=False)
-        sh("ip", "-n", host.netns, "link", "del", "dk0", check=False)
+        remove_guest(host.netns, guest)

@@ -17,7 +17,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.errors import Conflict
 from joblet.names import VXLAN_OVERHEAD, bridge_name, vxlan_name
 from joblet.network_agent.portsec import mac_for
-from tests.conftest import Host, add_upstream, need, remove_upstream
+from tests.conftest import Host, add_guest, add_upstream, need, remove_guest, remove_upstream
 from tests.integration.helpers import CLIENT, SERVE, eventually, output, run, stop_all, wait_running
 from tests.integration.lan import Lan, used_prefixes
 
@@ -425,36 +425,9 @@ def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host],
     remote = client.run("sleep", ("120",), network="ov-a", node="ovb")  # its MAC may cross to ova
     receiver = client.run("python3", ("-c", RECEIVE), network="ov-a", node="ova")
     stranger = f"joblet-t-stranger-{os.getpid()}"
-    guest = f"joblet-t-guest-{os.getpid()}"  # a container of ova's, on a bridge of its own
     subprocess.run(["ip", "netns", "add", stranger], check=True)
-    subprocess.run(["ip", "netns", "add", guest], check=True)
+    guest = add_guest(a.netns, "10.197.0.0/24")  # a container of ova's, on a bridge of its own
     try:
-        for argv in (
-            ["ip", "-n", a.netns, "link", "add", "dk0", "type", "bridge"],
-            ["ip", "-n", a.netns, "addr", "add", "10.197.0.1/24", "dev", "dk0"],
-            ["ip", "-n", a.netns, "link", "set", "dk0", "up"],
-            [
-                "ip",
-                "-n",
-                a.netns,
-                "link",
-                "add",
-                "dkv0",
-                "master",
-                "dk0",
-                "type",
-                "veth",
-                "peer",
-                "eth0",
-                "netns",
-                guest,
-            ],
-            ["ip", "-n", a.netns, "link", "set", "dkv0", "up"],
-            ["ip", "-n", guest, "addr", "add", "10.197.0.2/24", "dev", "eth0"],
-            ["ip", "-n", guest, "link", "set", "eth0", "up"],
-            ["ip", "-n", guest, "route", "add", "default", "via", "10.197.0.1"],
-        ):
-            subprocess.run(argv, check=True)
         remote_ip, receiver_ip = wait_running(client, remote.id), wait_running(client, receiver.id)
         eventually(lambda: b"ready" in output(client, receiver.id), "the receiver did not get ready")
         remote_mac = mac_for(remote.id, "ov-a")
@@ -493,8 +466,7 @@ def test_only_fleet_nodes_reach_the_overlay_port(hosts: tuple[Host, Host, Host],
         assert output(client, receiver.id).split() == [b"ready", b"node"]
     finally:
         subprocess.run(["ip", "netns", "del", stranger], check=False)
-        subprocess.run(["ip", "netns", "del", guest], check=False)
-        subprocess.run(["ip", "-n", a.netns, "link", "del", "dk0"], check=False)
+        remove_guest(a.netns, guest)
         for job in (remote, receiver):
             client.stop(job.id)
             client.wait(job.id, timeout=30)

@@ -16,7 +16,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.config import Settings, load
 from joblet.errors import ConfigError
 from joblet.worker import faults
-from joblet.worker.output import Budget, OutputPump, truncation_notice
+from joblet.worker.output import Budget, Capture, OutputPump, truncation_notice
 from joblet.worker.resilient import Backoff, resilient
 
 
@@ -194,6 +194,19 @@ def pump_job(pump: OutputPump, job_id: str, payload: bytes, **kw):
     assert cap.closed.wait(5)
     pump.finish(cap, {"status": "COMPLETED"})
     return cap
+
+
+def watched(pump: OutputPump, job_id: str, payload: bytes, ended: bool = True) -> tuple[Capture, int]:
+    """A job's pipes given to the pump, `payload` written to its stdout, its stderr closed,
+    and its stdout too when it `ended`; the capture, and stdout's write end (-1: closed)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    cap = pump.watch(job_id, out_r, err_r, 1 << 20)
+    os.write(out_w, payload)
+    os.close(err_w)
+    if ended:
+        os.close(out_w)
+    return cap, -1 if ended else out_w
 
 
 def stdout_of(store: FakeStore, job_id: str) -> bytes:
@@ -467,18 +480,9 @@ def test_the_end_marker_waits_for_the_last_output_a_stalled_pump_had_not_read():
     store = StallingStore()
     pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
 
-    def job(job_id: str, payload: bytes):
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        cap = pump.watch(job_id, out_r, err_r, 1 << 20)
-        os.write(out_w, payload)
-        os.close(out_w)
-        os.close(err_w)
-        return cap
-
-    first = job("first", b"held")
+    first, _ = watched(pump, "first", b"held")
     assert store.stalled.wait(5)  # the pump waits on Redis from now on
-    late = job("late", b"last line\n")
+    late, _ = watched(pump, "late", b"last line\n")
     for cap in (first, late):  # their threads gave up waiting for `closed`
         pump.finish(cap, {"status": "COMPLETED"})
     store.release.set()
@@ -497,11 +501,7 @@ def test_an_end_marker_goes_even_so_when_a_pipe_stays_open(monkeypatch):
     monkeypatch.setattr(output, "END_WAIT", 0.2)
     store = FakeStore()
     pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    cap = pump.watch("held", out_r, err_r, 1 << 20)
-    os.write(out_w, b"x")
-    os.close(err_w)
+    cap, out_w = watched(pump, "held", b"x", ended=False)
     try:
         pump.finish(cap, {"status": "COMPLETED"})
         assert cap.flushed.wait(5) and not cap.closed.is_set()
@@ -545,15 +545,11 @@ def test_a_job_finished_twice_is_listed_once(monkeypatch):
     monkeypatch.setattr(output, "END_WAIT", 0.2)
     store = FakeStore()
     pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    cap = pump.watch("twice", out_r, err_r, 1 << 20)
-    os.close(err_w)
+    cap, out_w = watched(pump, "twice", b"", ended=False)
     try:
         pump.finish(cap, {"status": "COMPLETED"})
         pump.finish(cap, {"status": "COMPLETED"})
         assert cap.flushed.wait(5)
-        time.sleep(0.3)
-        assert pump._ending == []
+        assert pump._ending == []  # its marker went: no second listing left behind
     finally:
         os.close(out_w)
