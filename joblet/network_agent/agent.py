@@ -68,8 +68,6 @@ class NetworkAgent:
             [cfg.bridge_name, f"{names.NETWORK_BRIDGE_PREFIX}*", f"{names.ISOLATED_VETH_PREFIX}*"],
         )
         self._ports: dict[str, portsec.Port] = {}  # host end -> what it may send
-        self._blocked: tuple[tuple[str, int], ...] = ()
-        self._held_by: dict[str, list[str]] = {}
         self._found_by: dict[str, list[tuple[str, int]]] = {}  # each setting's last resolved endpoints
         self._guest_nets: tuple[str, ...] | None = None  # the host's containers' and VMs' networks
         self._caps_loaded = False  # `ip joblet`, the connection caps
@@ -210,7 +208,7 @@ class NetworkAgent:
         resolved at the first call, then by refresh_control_plane."""
         if not self._resolved:
             self._take_control_plane(self._resolve_control_plane())
-        return self._blocked
+        return _endpoints(self._found_by)
 
     def _resolve_control_plane(self) -> dict[str, list[tuple[str, int]]]:
         cfg = self.cfg
@@ -222,12 +220,9 @@ class NetworkAgent:
         job_blocked_addresses literal that always resolves, the broker left the blocked set
         for the outage: review); whether the addresses changed."""
         self._resolved = True
-        merged = {**self._found_by, **{setting: ends for setting, ends in found.items() if ends}}
-        endpoints = tuple(sorted({e for found_for in merged.values() for e in found_for}))
-        self._found_by = merged
-        changed = endpoints != self._blocked
-        self._blocked, self._held_by = endpoints, addresses_of(merged)
-        return changed
+        before = _endpoints(self._found_by)
+        self._found_by = {**self._found_by, **{setting: ends for setting, ends in found.items() if ends}}
+        return _endpoints(self._found_by) != before
 
     def refresh_control_plane(self) -> bool:
         """Resolve the broker's and state store's names again (each heartbeat), outside the
@@ -272,7 +267,7 @@ class NetworkAgent:
     def _held(self) -> dict[str, list[str]]:
         """The control plane's addresses by setting ({setting: [address]}): `_control_plane`'s."""
         self._control_plane()
-        return self._held_by
+        return addresses_of(self._found_by)
 
     def check_usable(self, net: NetworkDef, routes: bool = False) -> None:
         """Refuse a network this host must not build (`unusable`); with `routes` (when its
@@ -609,3 +604,8 @@ class NetworkAgent:
             if match != self._host_cgroup_seen or not self._loaded:
                 self._host_cgroup, self._host_cgroup_seen = match[:2], match
                 self._apply()
+
+
+def _endpoints(found_by: dict[str, list[tuple[str, int]]]) -> tuple[tuple[str, int], ...]:
+    """Every setting's endpoints, once each, sorted: the blocked set's elements."""
+    return tuple(sorted({e for found_for in found_by.values() for e in found_for}))
