@@ -23,6 +23,7 @@ from joblet.errors import ConfigError, ExecutionError
 CANDIDATES = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 V1_BASE = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "memory", "blkio", "pids")
+CHARGE_SLACK = 2 << 20  # the most one charge asks at once (a huge page): a peak this near a limit reached it
 CPU_PERIOD = 100_000
 SIGNAL_BATCH = 256  # pidfds a stop holds at once (JobCgroup.signal)
 NETNS_HINT = (
@@ -287,6 +288,10 @@ def _io_writes(device: str, bps: int) -> list[tuple[str, str, str]]:
     ]
 
 
+def _number(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
+
+
 def _counter(text: str, key: str) -> int:
     for line in text.splitlines():
         parts = line.split()
@@ -381,11 +386,21 @@ class JobCgroup:
             except OSError as exc:
                 raise ExecutionError(f"failed to set {target} = {value}: {exc.strerror}") from None
 
-    def oom_killed(self) -> bool:
-        """Did the kernel kill a process of this job for exceeding its memory limit?"""
-        if _counter(_read(self.path / "memory.events"), "oom_kill"):
-            return True
-        return bool(_counter(_read(self.v1_dir("memory") / "memory.oom_control"), "oom_kill"))
+    def oom_killed(self) -> str | None:
+        """Did the kernel's OOM killer kill a process of this job, and for whose limit: "own"
+        (the job's), "shared" (a parent's: all jobs' together, or the host's memory), None.
+        v2 counts `oom` in the group whose own limit was reached; v1 keeps no such count (its
+        failcnt stayed 0 with a swap limit set, seen here): its own limit struck where its peak
+        usage reached it, within a huge page's charge."""
+        events = _read(self.path / "memory.events")
+        if _counter(events, "oom_kill"):
+            return "own" if _counter(events, "oom") else "shared"
+        v1 = self.v1_dir("memory")
+        if not _counter(_read(v1 / "memory.oom_control"), "oom_kill"):
+            return None
+        limit = _number(_read(v1 / "memory.limit_in_bytes"))
+        peak = max(_number(_read(v1 / f"memory.{name}max_usage_in_bytes")) for name in ("", "memsw."))
+        return "own" if limit and peak + CHARGE_SLACK >= limit else "shared"
 
     def create(self) -> None:
         try:

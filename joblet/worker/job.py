@@ -389,9 +389,9 @@ class JobRun:
         self.cgroup.kill()  # the command is done: so is everything it left behind
         capture.closed.wait(timeout=10)
         outcome = outcome_of(main.returncode, stopped, timed_out, self.stop_why)
-        if outcome.status == JobStatus.FAILED and timed_out is None and self.cgroup.oom_killed():
-            limit = self.spec.limits.max_memory  # else the kernel's OOM killer, for the jobs' or the host's
-            outcome.error = f"out of memory: killed at its limit of {limit} MB" if limit else "out of memory"
+        if outcome.status == JobStatus.FAILED and timed_out is None:
+            said = oom_said(self.cgroup.oom_killed(), self.spec.limits.max_memory, self.svc.jobs_memory_mb)
+            outcome.error = said or outcome.error
         return outcome, bytes(capture.stdout), capture.truncated
 
     # -- the end --------------------------------------------------------------------------
@@ -488,3 +488,18 @@ def ended_how(outcome: Outcome, started: float | None) -> str:
         parts.append(f"after {max(0.0, time.time() - started):.1f} s")
     said = f" ({', '.join(parts)})" if parts else ""
     return f"{said}: {printable(outcome.error)[:300]}" if outcome.error else said
+
+
+def oom_said(whose: str | None, limit: int | None, jobs_mb: int) -> str | None:
+    """Why a job killed by the OOM killer ended, by whose limit struck (cgroups' oom_killed):
+    its own, or a parent's (all jobs' together, or the host's memory: a kill there named the
+    job's own limit, or none, review)."""
+    if whose is None:
+        return None
+    if whose == "own" and limit:
+        return f"out of memory: killed at its limit of {limit} MB"
+    if whose == "own" or not jobs_mb:
+        return "out of memory"
+    shared = f"out of memory: the jobs here together reached their {jobs_mb} MB (JOBLET_JOBS_MAX_MEMORY)"
+    shared += " or the host its memory"
+    return f"{shared}, before its own limit of {limit} MB" if limit else shared

@@ -74,6 +74,7 @@ class Services:
     host: Callable[[], Host]  # what a job's root binds and covers, looked at before each job
     cgroup_root: Path
     cgroup_v2: bool = False  # limits in the job's own v2 group, else in v1 twins (hybrid hosts)
+    jobs_memory_mb: int = 0  # all jobs' memory together, where the worker capped it (JOBLET_JOBS_MAX_MEMORY)
     kernel: Kernel = field(default_factory=LinuxKernel)
     etc: EtcView | None = None  # the jobs' /etc, kept in step with the host's (started with the worker)
 

@@ -132,6 +132,7 @@ class Supervisor:
         memory = cgroups.jobs_memory_budget(self.cfg.jobs_max_memory, cgroups.host_memory_mb())
         try:
             where = cgroups.limit_jobs_memory(svc.cgroup_root, memory)
+            svc.jobs_memory_mb = memory
             log.info("jobs here: at most %d MB of memory together (%s)", memory, where)
         except ExecutionError as exc:  # a limit below what they hold now: said, the worker runs
             log.warning("jobs here: %s (JOBLET_JOBS_MAX_MEMORY)", exc)

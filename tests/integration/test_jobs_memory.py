@@ -69,6 +69,11 @@ def test_memory_handed_between_jobs_stays_within_the_jobs_budget(small: Host) ->
             client, "python3", "-c", GIVER, "100", network="none", volumes=["shared"], limits={"max_memory": 120}
         )
         assert second.status == JobStatus.FAILED and out == b"", second  # past the jobs' 160 MB
+        # the jobs' cap struck, not its own 120 MB (it read "killed at its limit of 120 MB")
+        assert f"together reached their {BUDGET_MB} MB" in (second.error or ""), second.error
+        assert "before its own limit of 120 MB" in (second.error or ""), second.error
+        own, _, _ = run(client, "python3", "-c", GIVER, "40", network="none", limits={"max_memory": 24})
+        assert own.error == "out of memory: killed at its limit of 24 MB", own  # the control: its own
     finally:
         client.stop(holder.id)
         client.wait(holder.id, timeout=60)

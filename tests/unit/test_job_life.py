@@ -124,8 +124,8 @@ class FakeCgroup:
     def signal(self, *args: Any, **kw: Any) -> None:
         self.log("cgroup signal")
 
-    def oom_killed(self) -> bool:
-        return False
+    def oom_killed(self) -> str | None:
+        return None
 
 
 class FakeThread:
@@ -578,21 +578,27 @@ def test_a_jobs_own_id_in_its_environment_is_not_replaced_by_env(tmp_path):
     assert env["HOME"] == "/tmp" and env["X"] == "1"  # the control: --env still sets the others
 
 
-def test_an_oom_kill_names_the_jobs_limit_only_where_it_has_one(tmp_path, monkeypatch):
-    """A job without --max-memory killed by the OOM killer (the host's, or the jobs' together)
-    read `killed at its limit of None MB` (review)."""
-    monkeypatch.setattr(FakeCgroup, "oom_killed", lambda self: True)
+def test_an_oom_kill_names_the_limit_that_struck(tmp_path, monkeypatch):
+    """A job without --max-memory killed by the OOM killer read `killed at its limit of None
+    MB`, and a job killed for all jobs' memory together read its own limit (review)."""
     monkeypatch.setattr(FakeMain, "returncode", 137)
     said = {}
-    for limit in (64, None):
-        svc = services(tmp_path / str(limit), Log())
+    for whose, limit in [("own", 64), ("own", None), ("shared", 64), ("shared", None), (None, 64)]:
+        monkeypatch.setattr(FakeCgroup, "oom_killed", lambda self, whose=whose: whose)
+        svc = services(tmp_path / f"{whose}{limit}", Log())
+        svc.jobs_memory_mb = 900
         limits = {"max_memory": limit} if limit else {}
         JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",), limits=limits)).execute()
         record = svc.store.records["a" * 32]  # type: ignore[attr-defined]
-        said[limit] = (record["status"], record["error"])
+        said[whose, limit] = (record["status"], record["error"])
+    shared = "out of memory: the jobs here together reached their 900 MB (JOBLET_JOBS_MAX_MEMORY) or the host its"
+    shared += " memory"
     assert said == {
-        64: (JobStatus.FAILED, "out of memory: killed at its limit of 64 MB"),
-        None: (JobStatus.FAILED, "out of memory"),
+        ("own", 64): (JobStatus.FAILED, "out of memory: killed at its limit of 64 MB"),
+        ("own", None): (JobStatus.FAILED, "out of memory"),
+        ("shared", 64): (JobStatus.FAILED, f"{shared}, before its own limit of 64 MB"),
+        ("shared", None): (JobStatus.FAILED, shared),
+        (None, 64): (JobStatus.FAILED, "exit code 137 (128+9: SIGKILL)"),  # the control: no OOM kill
     }
 
 

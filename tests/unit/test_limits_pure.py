@@ -85,8 +85,11 @@ def test_v2_limits_in_the_jobs_own_group(tmp_path):
     assert (job.path / "memory.swap.max").read_text() == "0"
     assert (job.path / "io.max").read_text() == "254:0 rbps=1000000 wbps=1000000"
     assert not (tmp_path / "v1").exists()
+    assert job.oom_killed() is None  # no events file yet
     (job.path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-    assert job.oom_killed()
+    assert job.oom_killed() == "own"
+    (job.path / "memory.events").write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 1\n")
+    assert job.oom_killed() == "shared"  # killed, its own limit never reached: a parent's struck
 
 
 def test_v1_limits_in_twin_directories(tmp_path):
@@ -101,7 +104,13 @@ def test_v1_limits_in_twin_directories(tmp_path):
     assert (v1 / "memory" / "joblet" / "job1" / "memory.limit_in_bytes").read_text() == str(8 << 20)
     assert (v1 / "blkio" / "joblet" / "job1" / "blkio.throttle.write_bps_device").read_text() == "8:0 4096"
     assert len(job.procs_files) == 4  # v2 first, then the three v1 twins
-    assert not job.oom_killed()
+    assert job.oom_killed() is None
+    memory = v1 / "memory" / "joblet" / "job1"
+    (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    (memory / "memory.max_usage_in_bytes").write_text(f"{5 << 20}\n")
+    assert job.oom_killed() == "shared"  # it never came near its own 8 MB
+    (memory / "memory.memsw.max_usage_in_bytes").write_text(f"{(8 << 20) - 4096}\n")
+    assert job.oom_killed() == "own"
 
 
 def test_io_throttle_on_more_disks_writes_each_disk_to_the_v2_and_v1_files(tmp_path, monkeypatch):
