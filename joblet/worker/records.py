@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.store import Store
 from joblet.config import Settings
-from joblet.errors import BackendUnavailable
+from joblet.errors import BackendRefused, BackendUnavailable
 from joblet.worker.claims import Claims
 
 log = logging.getLogger(__name__)
@@ -178,46 +178,72 @@ class Finals:
     (A job waited for the worker's restart, RUNNING until then, and was then recorded LOST; a
     workflow whose step failed waited for good.)"""
 
+    REFUSALS = 20  # beats an entry Redis answers with an error reply is tried (an OOM may pass)
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[str, Callable[[], object]]] = {}
+        self._refused: dict[str, int] = {}  # key: the error replies its tries had, in a row
 
     def add(self, key: str, what: str, write: Callable[[], object]) -> None:
         """`write` does it (once, without waiting out an outage), or raises; `what` names it
         in the log ("job 0123456789ab's final record")."""
         with self._lock:
             self._pending[key] = (what, write)
+            self._refused.pop(key, None)
 
     def pending(self) -> list[str]:
         with self._lock:
             return list(self._pending)
 
     def retry(self) -> None:
-        """Write what is pending; while Redis is still gone, the rest waits for the next beat."""
+        """Write what is pending; while Redis is still gone, the rest waits for the next beat.
+        An error reply (a key of another type at a job's record: WRONGTYPE) is the entry's
+        own, not an outage: it held every entry behind it for good (review); it is given up
+        after REFUSALS beats."""
         with self._lock:
             todo = list(self._pending.items())
         for key, entry in todo:
             what, write = entry
             try:
                 write()
+            except BackendRefused as exc:
+                self._was_refused(key, entry, what, exc)
+                continue
             except BackendUnavailable as exc:
                 log.warning("%s still waits for Redis: %s", what, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - this one's: the others are tried
                 log.warning("%s still not written: %s: %s", what, type(exc).__name__, exc)
                 continue
-            with self._lock:
-                if self._pending.get(key) is entry:  # not one added again meanwhile (a later step)
-                    del self._pending[key]
+            self._drop(key, entry)
             log.info("%s written now that Redis is back", what)
+
+    def _was_refused(self, key: str, entry: tuple[str, Callable[[], object]], what: str, exc: Exception) -> None:
+        with self._lock:
+            count = self._refused[key] = self._refused.get(key, 0) + 1
+        if count < self.REFUSALS:
+            log.warning("%s refused by Redis (try %d of %d): %s", what, count, self.REFUSALS, exc)
+            return
+        log.error("%s given up: Redis refused it %d times: %s", what, count, exc)
+        self._drop(key, entry)
+
+    def _drop(self, key: str, entry: tuple[str, Callable[[], object]]) -> None:
+        with self._lock:
+            if self._pending.get(key) is entry:  # not one added again meanwhile (a later step)
+                del self._pending[key]
+                self._refused.pop(key, None)
 
 
 def retrying(step: Callable[[], T], patience: float) -> T:
-    """Run a Redis step, retrying while Redis is unreachable (up to `patience` seconds)."""
+    """Run a Redis step, retrying while Redis is unreachable (up to `patience` seconds); an
+    error reply is raised at once (a WRONGTYPE at a job's key held its thread that long)."""
     deadline = time.monotonic() + patience
     while True:
         try:
             return step()
+        except BackendRefused:
+            raise
         except BackendUnavailable as exc:
             if time.monotonic() > deadline:
                 raise

@@ -208,6 +208,35 @@ def test_a_step_added_again_while_its_retry_ran_is_kept():
     assert finals.pending() == [] and ran == ["first", "second"]
 
 
+def test_an_entry_redis_refuses_holds_back_no_other_and_is_given_up():
+    """A WRONGTYPE at one job's record (an error reply, not an outage) held every entry
+    behind it for good: the others are written; it is tried REFUSALS beats, then dropped."""
+    from joblet.errors import BackendRefused, BackendUnavailable
+    from joblet.worker.records import Finals
+
+    finals = Finals()
+    written: list[str] = []
+
+    def refused() -> None:
+        raise BackendRefused("Redis at x: WRONGTYPE Operation against a key holding the wrong kind of value")
+
+    def gone() -> None:
+        raise BackendUnavailable("cannot reach Redis at x")
+
+    finals.add("job a", "job a's final record", refused)
+    finals.add("job b", "job b's final record", lambda: written.append("b"))
+    finals.retry()
+    assert finals.pending() == ["job a"] and written == ["b"]
+    for _ in range(Finals.REFUSALS - 2):
+        finals.retry()
+    assert finals.pending() == ["job a"]  # an OOM reply may pass: it is tried again meanwhile
+    finals.add("job c", "job c's final record", gone)  # the control: an outage still waits
+    finals.retry()
+    assert finals.pending() == ["job c"]
+    finals.retry()
+    assert finals.pending() == ["job c"]
+
+
 def test_a_kept_outcome_is_recorded_at_the_next_start_and_an_unreadable_one_is_not(tmp_path):
     """reconcile.py: a journal entry's kept outcome becomes the job's final record with the
     time it ended; one written by another version (no such status) records nothing (LOST)."""
@@ -244,3 +273,30 @@ def test_no_presence_beat_is_written_once_the_worker_stops(tmp_path):
     sup.leave()
     sup._beat_presence()
     assert written == ["n1"] and left == ["n1", "n1"]
+
+
+def test_a_refused_step_is_not_retried_for_the_patience_and_an_outage_is(monkeypatch):
+    """retrying(): an error reply raised at once (a WRONGTYPE at a job's key held its thread
+    for the whole record patience); an outage that passes is waited out (the control)."""
+    from joblet.errors import BackendRefused, BackendUnavailable
+    from joblet.worker import records
+    from joblet.worker.records import retrying
+
+    monkeypatch.setattr(records.time, "sleep", lambda _: None)  # its pause between tries
+    tries: list[str] = []
+
+    def refused() -> None:
+        tries.append("refused")
+        raise BackendRefused("Redis at x: WRONGTYPE")
+
+    with pytest.raises(BackendRefused):
+        retrying(refused, patience=30)
+    assert tries == ["refused"]
+
+    def back_at_the_second() -> str:
+        tries.append("gone")
+        if tries.count("gone") < 2:
+            raise BackendUnavailable("cannot reach Redis at x")
+        return "written"
+
+    assert retrying(back_at_the_second, patience=30) == "written"
