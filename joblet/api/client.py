@@ -84,7 +84,7 @@ class Client:
         """Record a checked, placed job PENDING and queue it (FAILED if it could not be queued).
         An id this installation keeps a record of is refused (Conflict): its record was
         written over, a running job read PENDING with no address until it ended (red-team run)."""
-        if self.store.redis.exists(self.store.keys.job(record.id)):
+        if self.store.job_exists(record.id):
             raise Conflict(f"job {record.id[:12]} exists: a new job needs a new id (new_job_id)")
         return self.queue_new(record)
 

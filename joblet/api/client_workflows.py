@@ -56,6 +56,8 @@ def in_resources(field: str) -> str:
     return f"resources.{field}"
 
 
+MISSING = "MISSING"  # the status shown of a workflow's job whose record is gone
+GONE = "its record is gone: the workflow's submit was cut short before writing it"
 CREATE_CHUNK = 64  # job records written per round trip at a submit (each may carry 24 MiB of uploads)
 
 
@@ -144,14 +146,19 @@ class Workflows:
                 raise in_file(job_where(wf.name, name), exc) from None
             jobs[name] = (new_job_id(), spec, job.requires)
         record = wfs.new_record(wf_id, wf.name, jobs, (n for n, job in wf.jobs.items() if job.service))
-        wfs.save(store, record, cfg.log_ttl)
         made = [
             JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, name=name, created=record.created, workflow=wf_id)
             for name, (job_id, spec, _) in jobs.items()
         ]
-        for first in range(0, len(made), CREATE_CHUNK):  # a round trip a chunk, not a job
-            store.create_jobs(made[first : first + CREATE_CHUNK])
-        wfs.start(store, cfg, wf_id)
+        try:
+            wfs.save(store, record, cfg.log_ttl)
+            for first in range(0, len(made), CREATE_CHUNK):  # a round trip a chunk, not a job
+                store.create_jobs(made[first : first + CREATE_CHUNK])
+        except BaseException:  # Ctrl-C, Redis gone: the jobs written so far waited for good (review)
+            with contextlib.suppress(Exception):  # Redis gone for good: `rnx workflow stop` then
+                wfs.stop(store, cfg, wf_id)
+            raise
+        wfs.start(store, cfg, wf_id)  # stops the workflow itself where its first step fails
         return record
 
     def list(self) -> list[dict[str, Any]]:
@@ -175,15 +182,15 @@ class Workflows:
             "jobs": [
                 {
                     "name": n,
-                    "id": r.id,
-                    "status": r.status.value,
-                    "node": r.node,
-                    "ip": r.ip,
+                    "id": wf.jobs[n],
+                    "status": r.status.value if r else MISSING,
+                    "node": r and r.node,
+                    "ip": r and r.ip,
                     "requires": {d: s.value for d, s in wf.requires[n].items()},
-                    "exit_code": r.exit_code,
-                    "error": r.error,
-                    "started": r.started,
-                    "finished": r.finished,
+                    "exit_code": r and r.exit_code,
+                    "error": r.error if r else GONE,
+                    "started": r and r.started,
+                    "finished": r and r.finished,
                 }
                 for n, r in recs.items()
             ],

@@ -443,6 +443,10 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         return [None if raw is None else JobStatus(json.loads(raw)) for raw in pipe.execute()]
 
     @_url
+    def job_exists(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.keys.job(job_id)))
+
+    @_url
     def where_is(self, job_id: str) -> tuple[JobStatus | None, str | None]:
         """A job's status and node alone (one round trip of two fields, not its record: a spec
         with uploads is megabytes); (None, None) where its record is gone."""

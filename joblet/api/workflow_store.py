@@ -20,7 +20,7 @@ import functools
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -51,13 +51,16 @@ STOPPED_WHY = "workflow stopped"  # the error of the jobs `stop` cancels
 DONE_WHY = "the workflow's other jobs have ended"  # the error of a service canceled before it was queued
 
 
-def overall(recs: dict[str, JobRecord], services: Iterable[str] = ()) -> str:
+def overall(recs: Mapping[str, JobRecord | None], services: Iterable[str] = ()) -> str:
     """A workflow's status from its jobs' (by name): PENDING, RUNNING, then once all ended
     FAILED (a job FAILED or LOST), STOPPED (a job stopped, or canceled by a stop), else
     COMPLETED: every job COMPLETED, or CANCELED because its requirement asked for another end
     (a branch not taken, as `notify: requires build=FAILED` after a build that passed). A
-    service's STOPPED is its end when the others have ended: not the workflow's."""
-    states = [r.status for r in recs.values()]
+    service's STOPPED is its end when the others have ended: not the workflow's. A job whose
+    record is gone (None: a submit cut short) fails the workflow once the others have ended."""
+    states = [r.status for r in recs.values() if r is not None]
+    if None in recs.values() and all(s.final for s in states):
+        return "FAILED"
     if not all(s.final for s in states):
         return "RUNNING" if any(s != JobStatus.PENDING for s in states) else "PENDING"
     if any(s in (JobStatus.FAILED, JobStatus.LOST) for s in states):
@@ -67,6 +70,7 @@ def overall(recs: dict[str, JobRecord], services: Iterable[str] = ()) -> str:
         (r.status == JobStatus.STOPPED and name not in kept)
         or (r.status == JobStatus.CANCELED and r.error == STOPPED_WHY)
         for name, r in recs.items()
+        if r is not None
     )
     return "STOPPED" if any(stopped) else "COMPLETED"
 
@@ -90,6 +94,7 @@ def _mark(store: Store, key: str, value: str) -> bool:
     return bool(store.redis.set(key, value, nx=True))
 
 
+@_url
 def _unmarked(store: Store, wf_id: str, names: list[str], token: str) -> list[str]:
     """Those of `names` no other advance (or stop) has marked yet, read in one round trip: the
     jobs queued but not claimed yet are PENDING still, and each later job's end met them all."""
@@ -209,9 +214,11 @@ def all_ids(store: Store) -> list[str]:
     return [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1)]
 
 
-def records(store: Store, wf: WorkflowRecord) -> dict[str, JobRecord]:
-    """Each job's record by its name, in one round trip (`rnx workflow status` and `list`)."""
-    return _by_name(wf, store.find_jobs(list(wf.jobs.values())))
+def records(store: Store, wf: WorkflowRecord) -> dict[str, JobRecord | None]:
+    """Each job's record by its name, in one round trip (`rnx workflow status` and `list`);
+    None where it is gone (a submit cut short before writing it: its status, list and stop
+    said "no such job" and hid the run, review)."""
+    return dict(zip(wf.jobs, store.find_jobs(list(wf.jobs.values())), strict=True))
 
 
 def statuses(store: Store, wf: WorkflowRecord) -> dict[str, JobStatus]:

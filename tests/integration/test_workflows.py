@@ -465,10 +465,10 @@ def test_a_fan_out_costs_each_advance_a_few_round_trips(client, host, project):
     assert host.name in client.live_nodes()  # the node beat on throughout
 
 
-def test_a_workflow_whose_submit_was_cut_short_can_be_stopped(client):
+def test_a_workflow_whose_submit_was_cut_short_can_be_stopped(host, client):
     """Ctrl-C or Redis gone between the workflow's record and its last job's: `rnx workflow
-    stop` said "no such job", and the jobs recorded stayed PENDING for good, holding their
-    networks (review). They are canceled, and the workflow expires."""
+    stop` said "no such job", `list` hid the run, and the jobs recorded stayed PENDING for
+    good, holding their networks (review). They are canceled, and the workflow expires."""
     from joblet.api import workflow_store as wfs
     from joblet.api.models import JobRecord, JobSpec, JobStatus
 
@@ -480,7 +480,37 @@ def test_a_workflow_whose_submit_was_cut_short_can_be_stopped(client):
     store.create_job(JobRecord(id=ids["first"], status=JobStatus.PENDING, spec=spec, name="first", workflow=record.id))
     assert store.find_job(ids["first"]).status == JobStatus.PENDING  # the control: recorded, not queued
     assert store.redis.ttl(wfs.wf_key(store, record.id)) == -1  # and kept while it runs
-    assert client.workflows.stop(record.id) == ["first"]
+    shown = json.loads(host.rnx("workflow", "status", "--json", record.id).stdout)
+    assert [(j["name"], j["status"]) for j in shown["jobs"]] == [("first", "PENDING"), ("second", "MISSING")]
+    assert record.id in [w["id"] for w in json.loads(host.rnx("workflow", "list", "--json").stdout)]
+    proc = host.rnx("workflow", "stop", record.id[:12])
+    assert proc.returncode == 0, proc.stderr
+    assert b"stopping 1 job(s): first" in proc.stdout and b"FAILED" in proc.stdout, proc.stdout
     assert store.find_job(ids["first"]).status == JobStatus.CANCELED
     assert 0 < store.redis.ttl(wfs.wf_key(store, record.id)) <= client.settings.log_ttl
     assert 0 < store.redis.ttl(store.keys.job(ids["first"])) <= client.settings.log_ttl
+
+
+def test_a_submit_cut_short_while_writing_its_jobs_stops_what_it_wrote(client, monkeypatch, tmp_path):
+    """Ctrl-C (or Redis gone) between two chunks of job records: the submit stops the
+    workflow itself, its first chunk's jobs canceled, not left PENDING for good (review)."""
+    from joblet.api import client_workflows
+    from joblet.api.models import JobStatus
+    from joblet.api.workflows import load
+
+    monkeypatch.setattr(client_workflows, "CREATE_CHUNK", 2)
+    real, chunks = client.store.create_jobs, []
+
+    def cut_after_the_first(records):
+        if chunks:
+            raise KeyboardInterrupt
+        chunks.append([r.id for r in records])
+        return real(records)
+
+    monkeypatch.setattr(client.store, "create_jobs", cut_after_the_first)
+    path = tmp_path / "cut.yaml"
+    path.write_text("jobs:\n" + "".join(f"  j{i}:\n    command: 'true'\n    network: none\n" for i in range(4)))
+    with pytest.raises(KeyboardInterrupt):
+        client.workflows.submit(load(path))
+    assert len(chunks) == 1 and len(chunks[0]) == 2  # the control: two jobs were written
+    assert [client.get(job_id).status for job_id in chunks[0]] == [JobStatus.CANCELED] * 2

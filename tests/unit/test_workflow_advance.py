@@ -176,6 +176,26 @@ def test_an_advance_whose_send_failed_sends_again_on_its_retry_only():
     assert sent == [ids["build"]]  # claimed meanwhile: the retry leaves it
 
 
+def test_redis_gone_at_an_advances_read_of_the_marks_is_an_outage_it_retries(monkeypatch):
+    """The marks' read alone of the advance's Redis steps raised redis-py's own error, which the
+    worker took for the advance's and dropped (no retry: the workflow stalled for good, review)."""
+    from redis.exceptions import ConnectionError as RedisGone
+
+    store = FakeStore()
+    wf_id, ids = workflow(store)
+
+    def gone(keys: list[str]) -> list[Any]:
+        raise RedisGone("Error 111 connecting to x. Connection refused.")
+
+    monkeypatch.setattr(store.redis, "mget", gone)
+    with pytest.raises(BackendUnavailable):
+        wfs.advance(store, load(node="n1"), wf_id, send=lambda *a: None, token="t1")  # type: ignore[arg-type]
+    monkeypatch.undo()  # the control: with Redis back, its retry sends the job
+    sent: list[str] = []
+    wfs.advance(store, load(node="n1"), wf_id, send=lambda _c, job_id, *a: sent.append(job_id), token="t1")  # type: ignore[arg-type]
+    assert sent == [ids["build"]]
+
+
 def test_a_retry_after_the_requirement_ended_otherwise_cancels_what_it_had_marked():
     """The advance at db's start marked app to be queued ("1:T") and failed to send it; db then
     failed; the retry (T) decided to cancel app, found the mark's verdict was not its own, and
