@@ -1,7 +1,8 @@
 """`rnx batch [FILE]`: many detached jobs from one process, one job per line.
 
 Each line is what would follow `rnx run -d` on a command line, split as a shell splits words
-(quotes, backslashes, `#` comments; no variables or globs): options, then the command.
+(quotes, backslashes, `#` comments where a word begins; no variables or globs): options, then
+the command. Lines end with \n (or \r\n).
 Blank lines and comment lines are skipped. A bad line gets one line on stderr naming its
 number, and nothing of it is queued; the other lines are. Ids of queued jobs go to stdout,
 one per line, in input order. Jobs are written to Redis in pipelines (`joblet.api.batch`),
@@ -32,8 +33,13 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
     """`rnx run`'s parameters for one line, or None for a blank or comment line."""
     from joblet.cli.run import run
 
-    try:  # a UTF-8 byte order mark (an editor's) was read as part of the first word
-        words = shlex.split(sh_quoting(text.removeprefix("\ufeff")), comments=True)
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark (an editor's) was read as part of the first word
+    if text.endswith("\r\n"):  # a Windows file's: its continuation's backslash escaped the \r (review)
+        text = text[:-2] + "\n"
+    if "\r" in text:  # a file of CR-only line ends was one line, its jobs one job's words (review)
+        raise LineError("a carriage return inside the line: lines end with a newline (\\n)")
+    try:
+        words = shlex.split(sh_quoting(text))
     except ValueError as exc:
         raise LineError(f"cannot split the line: {exc}") from None
     if not words:
@@ -57,19 +63,23 @@ def parse_line(text: str, parent: click.Context) -> dict[str, Any] | None:
 def sh_quoting(text: str) -> str:
     r"""`text` with what a POSIX shell unescapes inside double quotes and shlex does not, `\$`
     and `` \` ``, unescaped: `sh -c "echo \$HOME"` as a batch line gave the job a literal
-    backslash (usability run). shlex does the rest (`\"` and `\\` there, any `\x` outside)."""
-    out, quote, i = [], "", 0
+    backslash (usability run); and cut at a comment as a shell cuts it, at a `#` that begins a
+    word only (shlex's comments begin at any `#`: `echo issue#12` ran `echo issue`, review).
+    shlex does the rest (`\"` and `\\` there, any `\x` outside)."""
+    out, quote, i, word_start = [], "", 0, True
     while i < len(text):
         c = text[i]
         if quote != "'" and c == "\\" and i + 1 < len(text):
             pair = text[i : i + 2]
             out.append(pair[1] if quote == '"' and pair[1] in "$`" else pair)
-            i += 2
+            i, word_start = i + 2, False
             continue
+        if not quote and c == "#" and word_start:
+            break
         if c in "'\"" and quote in ("", c):
             quote = "" if quote else c
         out.append(c)
-        i += 1
+        i, word_start = i + 1, not quote and c in " \t\r\n"
     return "".join(out)
 
 

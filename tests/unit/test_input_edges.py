@@ -264,6 +264,46 @@ def test_a_batch_line_unescapes_inside_double_quotes_as_a_shell_does():
         assert tuple(sh.stdout.splitlines()) == args, (line, sh.stdout)  # the control: sh itself
 
 
+def test_a_batch_lines_comment_begins_a_word_as_in_a_shell():
+    """shlex began a comment at any `#`: `echo issue#12` queued `echo issue`, and a URL lost
+    its fragment (review); a `#` that begins a word still begins a comment."""
+    import click
+
+    from joblet.cli.batch import parse_line
+    from joblet.cli.main import cli
+
+    parent = click.Context(cli)
+    for line, args in (
+        ("echo issue#12 http://h/p#frag", ("issue#12", "http://h/p#frag")),
+        ("echo 'a'#b a\\ #c x", ("a#b", "a #c", "x")),  # after a quote or an escaped blank: a word's
+        ("echo a # b c", ("a",)),  # the control: a comment
+        ("echo 'x # y' \\#z\t#w", ("x # y", "#z")),
+    ):
+        got = parse_line(f"--network=none {line}\n", parent)
+        assert got is not None and got["args"] == args, (line, got and got["args"])
+        words = line.removeprefix("echo ")
+        sh = subprocess.run(["sh", "-c", f"printf '%s\\n' {words}"], capture_output=True, text=True)
+        assert tuple(sh.stdout.splitlines()) == args, (line, sh.stdout)  # the control: sh itself
+    assert parse_line("# a whole line\n", parent) is None
+
+
+def test_a_batch_line_of_a_windows_or_old_mac_file():
+    """A backslash before \\r\\n escaped the \\r (the job got `a\\r`); CR-only line ends made
+    one job of many lines (review)."""
+    import click
+
+    from joblet.cli.batch import parse_line
+    from joblet.cli.main import cli
+
+    parent = click.Context(cli)
+    got = parse_line("--network=none echo a\r\n", parent)  # the control: a Windows line
+    assert got is not None and got["args"] == ("a",)
+    with pytest.raises(LineError, match="ends with a backslash"):
+        parse_line("--network=none echo a \\\r\n", parent)
+    with pytest.raises(LineError, match="carriage return inside the line"):
+        parse_line("--network=none echo a\r--network=none echo b\r", parent)
+
+
 def test_docker_habits_in_network_and_volume_names_get_a_hint():
     """`--network=a,b` and `--volume=v1:/data` were refused as invalid names alone (usability run)."""
     with pytest.raises(ValidationError, match=r"'a,b' \(one network a --network: give it once for each\)"):
