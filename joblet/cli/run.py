@@ -61,7 +61,7 @@ def read_uploads(
             raise ValidationError(f"invalid --upload: '{printable(name)}' is not a readable file{hint}")
         found.append((path, path.name, "--upload"))
     for directory in directories:
-        found += [(path, rel, "--upload-dir") for path, rel in _tree(directory)]
+        found += [(path, rel, "--upload-dir") for path, rel in _tree(directory, limit)]
     uploads, total = [], 0
     for path, rel, flag in found:
         try:
@@ -80,11 +80,13 @@ def read_uploads(
     return uploads
 
 
-def _tree(directory: str) -> list[tuple[Path, str]]:
+def _tree(directory: str, limit: int | None = None) -> list[tuple[Path, str]]:
     """The files of an upload directory, by path relative to it. Said on stderr and not sent:
     FIFOs, sockets, devices, broken links, links to directories (their files are, where the
-    tree holds them), and directories that cannot be read (they were left out without a
-    word); a link out of the tree is refused."""
+    tree holds them), and what cannot be read (directories were left out without a word; a
+    link whose stat was refused raised a traceback, usability run); a link out of the tree is
+    refused. Refused as soon as its files' sizes pass `limit` (`--upload-dir=/` walked all of
+    /proc before the limit was looked at)."""
     root = Path(directory)
     if not directory or not root.is_dir():  # "" is the current directory to pathlib
         raise ValidationError(f"invalid --upload-dir: '{printable(directory)}' is not a directory")
@@ -96,6 +98,7 @@ def _tree(directory: str) -> list[tuple[Path, str]]:
     from joblet.api.uploads import MAX_DEPTH
 
     found: list[tuple[Path, str]] = []
+    total = 0
     for top, dirs, files in os.walk(root, onerror=unreadable):
         if (dirs or files) and len(Path(top).relative_to(root).parts) >= MAX_DEPTH:
             # what is under would be refused as too deep; walked further, Python 3.11's
@@ -103,17 +106,39 @@ def _tree(directory: str) -> list[tuple[Path, str]]:
             raise ValidationError(f"invalid --upload-dir: {top} holds files more than {MAX_DEPTH} names deep")
         for name in sorted([*dirs, *files]):
             path = Path(top, name)
-            if path.is_file():
-                if not path.resolve().is_relative_to(inside):  # a link out of the tree: not sent
-                    raise ValidationError(f"invalid --upload-dir: {path} is a link out of {directory}")
-                found.append((path, path.relative_to(root).as_posix()))
-            elif path.is_symlink() and path.is_dir():  # not walked into: said, and refused leading out
-                if not path.resolve().is_relative_to(inside):
-                    raise ValidationError(f"invalid --upload-dir: {path} is a link out of {directory}")
-                sys.stderr.write(f"rnx: --upload-dir: {path} is a link to a directory: not sent (its files are)\n")
-            elif not path.is_dir():  # a FIFO, a socket, a device, a broken link: said, not sent
-                sys.stderr.write(f"rnx: --upload-dir: {path} is not a file or a directory: not sent\n")
+            try:
+                size = _tree_entry(path, inside, directory)
+            except OSError as exc:
+                unreadable(exc)
+                continue
+            except RuntimeError:  # Python 3.11's resolve() in a loop of links
+                sys.stderr.write(f"rnx: --upload-dir: {printable(str(path))} is a loop of links: not sent\n")
+                continue
+            if size is None:
+                continue
+            total += size
+            if limit is not None and total > limit:
+                raise ValidationError(
+                    f"invalid --upload-dir: the files exceed the limit of {sized(limit)} (upload_max_bytes) "
+                    f"at {printable(str(path))}"
+                )
+            found.append((path, path.relative_to(root).as_posix()))
     return sorted(found, key=lambda item: item[1])
+
+
+def _tree_entry(path: Path, inside: Path, directory: str) -> int | None:
+    """A file's size, to be sent; None for what is said on stderr and not sent."""
+    if path.is_file():
+        if not path.resolve().is_relative_to(inside):  # a link out of the tree: not sent
+            raise ValidationError(f"invalid --upload-dir: {path} is a link out of {directory}")
+        return path.stat().st_size
+    if path.is_symlink() and path.is_dir():  # not walked into: said, and refused leading out
+        if not path.resolve().is_relative_to(inside):
+            raise ValidationError(f"invalid --upload-dir: {path} is a link out of {directory}")
+        sys.stderr.write(f"rnx: --upload-dir: {path} is a link to a directory: not sent (its files are)\n")
+    elif not path.is_dir():  # a FIFO, a socket, a device, a broken link: said, not sent
+        sys.stderr.write(f"rnx: --upload-dir: {path} is not a file or a directory: not sent\n")
+    return None
 
 
 def job_spec(params: dict[str, Any], upload_limit: int | None = None) -> Any:
