@@ -68,6 +68,20 @@ def check_state_dir_owner(cfg: config.Settings) -> bool:
     return True
 
 
+def check_runtimes_dir(cfg: config.Settings) -> None:
+    """A runtimes_dir every runtime of which would be refused (in the state or run directory,
+    in or holding /etc, /root...): the worker ran, offered no runtime, and said why only in
+    its log (`rnx runtime list`: "no live worker offers a runtime", usability run)."""
+    from joblet.worker.volumes import exposes_host
+
+    why = exposes_host(cfg.runtimes_dir, (cfg.state_dir, cfg.run_dir))
+    if why is not None:
+        raise JobletError(
+            f"runtimes_dir {cfg.runtimes_dir}: {why}, and jobs would see the host's own files through a "
+            "runtime: give runtimes a directory of their own (JOBLET_RUNTIMES_DIR, default /opt/joblet/runtimes)"
+        )
+
+
 def check_cgroup_root(cfg: config.Settings) -> Path:
     """The jobs' cgroup root, refused as a start refuses it (nothing is made)."""
     from joblet.network_agent.host import jobs_cgroup_root
@@ -126,6 +140,7 @@ def check(cfg: config.Settings) -> list[str]:
 
     root = check_cgroup_root(cfg)
     check_fleet_settings(cfg)
+    check_runtimes_dir(cfg)
     owned = check_state_dir_owner(cfg)
     trusts = trusted_signers(cfg)
     reached = check_broker(cfg)

@@ -54,6 +54,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str, check_only: b
         rlimits.halve_uid_budgets()
         rlimits.spare_core_handlers()
         check.check_fleet_settings(cfg)
+        check.check_runtimes_dir(cfg)
         _own_state_dir(cfg)
         ns_lock.hold_dir(cfg.state_dir, "state_dir")  # its journal names the jobs its reconcile ends
         from joblet.worker.app import connect, make_app, trusted_signers

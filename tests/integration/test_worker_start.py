@@ -77,14 +77,17 @@ def test_a_worker_of_another_key_prefix_is_refused_a_state_dir_in_use(redis_sock
 def test_fleet_settings_that_would_fail_silently_are_refused_at_start(redis_sock):
     """A heartbeat slower than half of node_down_after showed the node down between beats and
     its healthy jobs were made LOST; an underlay address no interface holds got the overlay's
-    traffic nowhere. Both started without a word (fleet run)."""
+    traffic nowhere. Both started without a word (fleet run); so did a runtimes_dir in the
+    state_dir, whose every runtime was then refused, said in its log alone (usability run)."""
     need(os.geteuid() == 0, "needs root (namespaces, links, nftables)")
     host = Host(redis_sock, "fleetset")
     try:
         host.in_ns("ip", "addr", "add", "198.18.250.1/32", "dev", "lo")  # its own namespace's
+        inside = f"{host.env['JOBLET_STATE_DIR']}/runtimes"  # its every runtime refused, said in the log alone
         for setting, says in (
             ({"JOBLET_HEARTBEAT_INTERVAL": "15"}, "heartbeat_interval 15 s is more than half of node_down_after"),
             ({"JOBLET_UNDERLAY_ADDRESS": "198.18.250.2"}, "underlay_address 198.18.250.2 (JOBLET_UNDERLAY_"),
+            ({"JOBLET_RUNTIMES_DIR": inside}, f"runtimes_dir {inside}: it is {inside}, which is in"),
         ):
             refused = subprocess.run(
                 ["nsenter", f"--net=/run/netns/{host.netns}", str(BIN / "joblet-worker"), "--node", "fleetset"],
