@@ -190,4 +190,4 @@ class Networks:
             raise Conflict(
                 f'failed to delete network "{name}": {len(users)} job(s) use it ({listed(users)}); stop them first'
             )
-        self.jobs.publish_event("network-deleted", name=name)  # every host drops its bridge
+        self.jobs.announce("network-deleted", name=name)  # every host drops its bridge

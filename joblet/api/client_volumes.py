@@ -61,4 +61,4 @@ class Volumes:
             raise Conflict(
                 f'failed to delete volume "{name}": {len(users)} job(s) use it ({listed(users)}); stop them first'
             )
-        self.jobs.publish_event("volume-deleted", name=name)  # every host drops its data
+        self.jobs.announce("volume-deleted", name=name)  # every host drops its data

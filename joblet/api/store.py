@@ -20,7 +20,7 @@ from joblet.api.redis_conn import connect, translated
 from joblet.api.store_homes import NetworkHomes
 from joblet.api.store_index import LUA_LIVE, PRUNE_SCRIPT, SWEEP_SCRIPT, JobIndexes
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
-from joblet.errors import AmbiguousId, NotFound, ValidationError
+from joblet.errors import AmbiguousId, BackendUnavailable, NotFound, ValidationError
 from joblet.names import name_key
 from joblet.text import shown
 
@@ -563,6 +563,15 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
     def publish_event(self, kind: str, **data: Any) -> None:
         """Tell every worker: {"kind": "hosts", "networks": [...]} or {"kind": "network-deleted"}."""
         self.redis.publish(self.keys.events, json.dumps({"kind": kind, **data}))
+
+    def announce(self, kind: str, **data: Any) -> None:
+        """publish_event of what is done already (a network's or volume's delete): Redis gone
+        then read as the delete's failure, which a retry answered "no such volume" (review);
+        every worker's heartbeat sweep drops what the event would have."""
+        try:
+            self.publish_event(kind, **data)
+        except BackendUnavailable as exc:
+            log.warning("%s %s: done; the workers learn it at their next heartbeat (%s)", kind, data, exc)
 
     # -- discovery ----------------------------------------------------------------------------
     @_url

@@ -74,6 +74,8 @@ def _base64(value: Any) -> str:
         base64.b64decode(content, validate=True)
     except binascii.Error:
         raise ValueError("upload content is not valid base64") from None
+    if len(content) % 4:  # b64decode takes more padding than it needs: `size` counted a byte fewer (review)
+        raise ValueError("upload content is not valid base64 (its length is not a multiple of 4)")
     return content
 
 

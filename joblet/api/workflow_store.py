@@ -29,6 +29,7 @@ from joblet.api.models import JobRecord, JobSpec, JobStatus
 from joblet.api.redis_conn import translated
 from joblet.api.store import Store
 from joblet.api.store_homes import user_networks
+from joblet.api.workflows import WORKFLOW_NAME_RE
 from joblet.config import Settings
 from joblet.errors import AmbiguousId, BackendUnavailable, JobletError, NotFound, ValidationError
 from joblet.text import shown
@@ -182,6 +183,8 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
     that has it now) or an unambiguous prefix of its id (as jobs are named)."""
     if not wf_id:
         raise ValidationError("no workflow id given: name one by its id or name")  # "" begins every id; exit 2
+    if not WORKFLOW_NAME_RE.fullmatch(wf_id):  # an id, a prefix or a name: `ID:queued:a` read another key (review)
+        raise NotFound(f"no such workflow: {shown(wf_id)}")
     raw = store.redis.get(wf_key(store, wf_id))
     if raw is None:
         named = store.redis.hget(store.keys.workflow_names, wf_id)
@@ -189,14 +192,21 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
         if named is not None and raw is None:  # that run expired: the name goes, unless run again
             store.redis.register_script(_FORGET_NAME)(keys=[store.keys.workflow_names], args=[wf_id, named])
     if raw is not None:
-        return WorkflowRecord.model_validate(json.loads(raw))
+        return _record(wf_id, raw)
     candidates = [w.decode() for w in store.redis.zrange(wf_index(store), 0, -1) if w.decode().startswith(wf_id)]
     kept = [r for r in _get_all(store, candidates) if r is not None]  # not the expired
     if len(kept) > 1:
         raise AmbiguousId(f"workflow id prefix '{shown(wf_id)}' matches {len(kept)} workflows; give more")
     if not kept:
         raise NotFound(f"no such workflow: {shown(wf_id)}")
-    return WorkflowRecord.model_validate(json.loads(kept[0]))
+    return _record(wf_id, kept[0])
+
+
+def _record(wf_id: str, raw: bytes) -> WorkflowRecord:
+    try:
+        return WorkflowRecord.model_validate(json.loads(raw))
+    except ValueError as exc:  # pydantic's ValidationError is one: another version's, or not a workflow's
+        raise JobletError(f"workflow {shown(wf_id)}: its record does not read ({type(exc).__name__})") from None
 
 
 def _get_all(store: Store, wf_ids: list[str]) -> list[Any]:

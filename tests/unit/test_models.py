@@ -49,6 +49,14 @@ def test_upload_path_is_normalised():
     assert Upload(path="a/./b/../c").path == "a/c"
 
 
+def test_upload_content_with_padding_it_does_not_need_is_refused():
+    """b64decode takes "YWJj=" (3 bytes): `size` counted 2, one byte past the limit unseen (review)."""
+    assert Upload(path="a", content="YWJj").size == len(Upload(path="a", content="YWJj").data) == 3  # the control
+    for content in ("YWJj=", "YWJj==", "YQ="):
+        with pytest.raises(ValidationError, match="not valid base64"):
+            Upload(path="a", content=content)
+
+
 # A spec and a record as the pydantic models of earlier releases wrote them: the queue
 # message and the stored record keep this shape, so old and new clients and workers mix.
 SPEC_JSON = {

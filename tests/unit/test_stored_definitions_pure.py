@@ -68,3 +68,25 @@ def test_what_is_no_definition_at_all(raw, why):
 def test_a_volume_definition_that_does_not_read_says_which_field(change, why):
     with pytest.raises(ValidationError, match=r'^the stored definition of volume "data" does not read: ' + why):
         VolumeDef.from_json(json.dumps({**GOOD_VOL, **change}), "data")
+
+
+def test_a_deletes_announcement_redis_missed_is_not_the_deletes_failure(caplog):
+    """The volume was deleted, then the event's publish met Redis gone: the user read a failure,
+    and the retry "no such volume" (review). It is logged; the workers' sweeps act on it."""
+    from redis.exceptions import ConnectionError as RedisGone
+
+    from joblet.api.store import Store
+    from joblet.errors import BackendUnavailable
+
+    class Gone:
+        def register_script(self, script: str) -> None:
+            return None
+
+        def publish(self, channel: str, message: str) -> None:
+            raise RedisGone("Error 2 connecting to unix socket: /x. No such file or directory.")
+
+    store = Store("unix:///x", client=Gone())
+    with pytest.raises(BackendUnavailable):  # the control: the publish itself fails
+        store.publish_event("volume-deleted", name="data")
+    store.announce("volume-deleted", name="data")
+    assert "the workers learn it at their next heartbeat" in caplog.text

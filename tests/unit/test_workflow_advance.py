@@ -58,6 +58,10 @@ class FakeRedis:
     def hset(self, key: str, field: str, value: str) -> None:
         self.data.setdefault(key, {})[field] = value
 
+    def hget(self, key: str, field: str) -> Any:
+        value = self.data.get(key, {}).get(field)
+        return value.encode() if isinstance(value, str) else value
+
 
 class FakePipe:
     """Commands queued, run at execute (one round trip, counted)."""
@@ -503,3 +507,20 @@ def test_a_submits_first_step_is_retried_then_stops_the_workflow(failures):
         "rescue": JobStatus.CANCELED,
         "report": JobStatus.CANCELED,
     }
+
+
+def test_a_workflow_id_that_names_another_key_or_an_unreadable_record_is_one_line():
+    """`rnx workflow status 'ID:queued:a'` read the queued mark as a workflow record and raised
+    JSONDecodeError (review); a record that does not read says so in one line."""
+    from joblet.errors import JobletError, NotFound
+
+    store = FakeStore()
+    wf_id, _ = workflow(store)
+    assert wfs.get(store, wf_id).id == wf_id  # the control: by its id
+    assert wfs.get(store, "demo").id == wf_id  # and by its name
+    store.redis.set(wfs.queued_key(store, wf_id, "build"), "1:t")
+    with pytest.raises(NotFound, match="no such workflow"):
+        wfs.get(store, f"{wf_id}:queued:build")
+    store.redis.set(wfs.wf_key(store, "f" * 32), "not json")
+    with pytest.raises(JobletError, match="its record does not read"):
+        wfs.get(store, "f" * 32)
