@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from joblet.config import Settings
 
 FLUSH_EVERY = 256
+FLUSH_BYTES = 64 << 20  # uploads waiting: 256 lines of 16 MiB each were 5.5 GiB of specs in memory (review)
+HELD_FOR = 1.0  # seconds a batch writes what it placed under held networks (they let go by themselves at 3 s)
 VIEW_EVERY = 5.0  # seconds a batch places jobs by one read of the fleet
 
 
@@ -56,6 +58,8 @@ class Batch:
         # the user networks whose homes were read since the last write, held until it (as
         # Client.submit holds them): another batch at the same instant placed elsewhere
         self._holds = contextlib.ExitStack()
+        self._held_at: float | None = None  # when the first of them was held (monotonic)
+        self._waiting_bytes = 0  # the waiting jobs' uploads
 
     def add(self, spec: JobSpec) -> list[JobRecord]:
         """Check one job (a JobletError says why it is refused; nothing of it is stored); returns
@@ -69,18 +73,26 @@ class Batch:
                 self.ready.append(self.client.queue_new(record))
             else:
                 self.waiting.append(record)
-                if len(self.waiting) >= self.flush_every:
+                self._waiting_bytes += spec.upload_bytes
+                if len(self.waiting) >= self.flush_every or self._waiting_bytes >= FLUSH_BYTES or self._held_long():
                     self._write()
         finally:
             if not self.waiting:  # where each job placed goes is written: another submitter reads it
                 self._let_go()
         return self.take()
 
+    def _held_long(self) -> bool:
+        """Networks held for HELD_FOR: what was placed under them is written before the hold
+        lets go by itself (slow lines, large uploads read between them): another submitter
+        would then read no home and place elsewhere, the split the hold is for (review)."""
+        return self._held_at is not None and time.monotonic() - self._held_at >= HELD_FOR
+
     def _let_go(self) -> None:
         """Release the networks held; what was read under them is read again next time:
         other submitters may place jobs meanwhile."""
         self._holds.close()
         self._homes.clear()
+        self._held_at = None
 
     def flush(self) -> list[JobRecord]:
         """Queue every waiting job; returns the records queued since the last call."""
@@ -97,7 +109,7 @@ class Batch:
         return ready
 
     def _write(self) -> None:
-        records, self.waiting = self.waiting, []
+        records, self.waiting, self._waiting_bytes = self.waiting, [], 0
         if not records:
             return
         from joblet.api.tasks import send_runs
@@ -129,6 +141,7 @@ class Batch:
         unseen = [n for n in user if n not in self._homes]
         if unseen:
             self._holds.enter_context(self.client.store.holding_networks(unseen))
+            self._held_at = self._held_at or time.monotonic()
             self._homes.update(self.client.store.network_homes(unseen))
         target = nodes.place(spec, self._view, homes={n: self._homes[n] for n in user})
         if target is not None:

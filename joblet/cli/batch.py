@@ -6,7 +6,8 @@ the command. Lines end with \n (or \r\n).
 Blank lines and comment lines are skipped. A bad line gets one line on stderr naming its
 number, and nothing of it is queued; the other lines are. Ids of queued jobs go to stdout,
 one per line, in input order. Jobs are written to Redis in pipelines (`joblet.api.batch`),
-flushed when 256 are waiting, at the end, and whenever stdin has nothing more to read yet.
+flushed when 256 are waiting (or 64 MiB of uploads, or a network held a second), at the end,
+and whenever stdin has nothing more to read yet.
 """
 
 from __future__ import annotations

@@ -184,6 +184,57 @@ def test_a_long_batch_reads_the_fleet_again(monkeypatch):
     assert made._homes == {}
 
 
+def test_a_batch_writes_what_it_placed_before_its_uploads_pile_up_or_its_holds_let_go(monkeypatch):
+    """256 lines of 16 MiB uploads waited in memory (5.5 GiB), and jobs placed under a network
+    hold (3 s) waited past it while the next lines were read (review): a batch writes at
+    FLUSH_BYTES of uploads, and HELD_FOR after its first hold."""
+    from joblet.api import batch as batch_mod
+    from joblet.api import nodes, preflight
+
+    clock = [100.0]
+    monkeypatch.setattr(batch_mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(batch_mod, "FLUSH_BYTES", 3000)
+    monkeypatch.setattr(preflight, "fleet_view", lambda store, cfg: {"n1": {}, "n2": {}})
+    monkeypatch.setattr(nodes, "place", lambda spec, view, homes: "n1")
+    monkeypatch.setattr(tasks, "send_runs", lambda *_: None)
+    writes: list[int] = []
+    holds: list[list[str]] = []
+
+    class Holding:
+        def __init__(self, networks: list[str]) -> None:
+            holds.append(networks)
+
+        def __enter__(self) -> None: ...
+
+        def __exit__(self, *_: object) -> None:
+            holds.append([])  # let go
+
+    store = SimpleNamespace(
+        create_jobs=lambda records, placed=True: writes.append(len(records)),
+        prefix_stamp=lambda: None,
+        holding_networks=Holding,
+        network_homes=lambda names: {n: set() for n in names},
+    )
+    pre = SimpleNamespace(
+        check_fleet=lambda node: None,
+        check_size=lambda spec: None,
+        check_networks=lambda spec: None,
+        check_resources=lambda spec: spec,
+        many_nodes=True,
+    )
+    made = Batch(SimpleNamespace(store=store, settings=None, preflight=pre))  # type: ignore[arg-type]
+    upload = {"path": "f", "content": "YWJj" * 500}  # 1500 bytes
+    made.add(make_spec("true", uploads=[upload]))
+    assert writes == []  # the control: 1500 bytes wait
+    made.add(make_spec("true", uploads=[upload]))
+    assert writes == [2]  # 3000: written
+    made.add(make_spec("true", network=("app",)))
+    assert holds == [["app"]] and writes == [2]  # held, placed, waiting
+    clock[0] += batch_mod.HELD_FOR
+    made.add(make_spec("true"))
+    assert writes == [2, 2] and holds == [["app"], []]  # written, then the hold let go
+
+
 @pytest.mark.parametrize("cut", ["placement", None])
 def test_a_named_job_cut_short_after_its_record_is_failed_not_left_pending(monkeypatch, cut):
     """A named job's record and name are written in one script, its placement in a second
