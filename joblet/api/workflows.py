@@ -396,8 +396,8 @@ def _uploads(path: Path, where: str, uploads: Any, limit: int | None) -> list[di
     for rel in files:
         if not _scalar(rel):  # before str(): a list of a billion items is not a name
             raise ValidationError(f"{where}: upload {_shown(rel)} is not a file name (text)")
-        src = path.parent / str(rel)
-        if not src.resolve().is_relative_to(base):  # a workflow file from elsewhere ships no ~/.ssh
+        src = (path.parent / str(rel)).resolve()  # read where it was checked: a link swapped in between is not followed
+        if not src.is_relative_to(base):  # a workflow file from elsewhere ships no ~/.ssh
             raise ValidationError(f"{where}: upload {_shown(rel)} is outside the workflow's directory {base}")
         try:
             read = _regular_file(src, None if limit is None else limit - total)
