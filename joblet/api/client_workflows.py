@@ -114,8 +114,18 @@ class Workflows:
                 else f"No such nodes: {', '.join(missing_nodes)} (rnx nodes)",
             ),
         ]
+        uploads = any(j.spec.uploads for j in wf.jobs.values()) or wf.missing_uploads
         return [
             *size,
+            *(
+                [
+                    (False, f"Missing uploads in {wf.missing_uploads}")
+                    if wf.missing_uploads
+                    else (True, "All upload files exist")
+                ]
+                if uploads
+                else []
+            ),
             (
                 not missing_nets,
                 "All required networks exist"
@@ -133,7 +143,8 @@ class Workflows:
         the caller has just run check() and found nothing wrong (`rnx workflow run` prints
         its lines first: it read the networks, volumes and nodes twice); each job's spec is
         checked again below all the same."""
-        failed = [] if checked else [line for ok, line in self.check(wf) if not ok]
+        failed = [f"missing uploads in {wf.missing_uploads}"] if wf.missing_uploads else []  # checked or not
+        failed = failed or ([] if checked else [line for ok, line in self.check(wf) if not ok])
         if failed:
             raise ValidationError(f"workflow {wf.name}: " + "; ".join(failed))
         store, cfg = self.store, self.settings

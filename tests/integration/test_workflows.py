@@ -267,7 +267,10 @@ jobs:
         ),
         ("jobs:\n  a: {command: x, service: true}\n", "every job is a service"),
         ("jobs:\n  a: {command: x, service: 'yes'}\n", "'service' must be true or false"),
-        ("jobs:\n  a: {command: x, uploads: {files: [nope.txt]}}\n", "upload(s) not found in"),
+        (  # beside the other checks' lines (it was refused alone, before them: usability run)
+            "jobs:\n  a: {command: x, network: nosuch, uploads: {files: [nope.txt]}}\n",
+            "❌ Missing uploads in TMP: job 'a': 'nope.txt'\n❌ Missing networks: nosuch",
+        ),
         ("jobs:\n  a: {command: echo, node: nosuch}\n", "No such nodes: nosuch (rnx nodes)"),
         (  # refused as the jobs are queued: which one of them, it says
             "jobs:\n  a: {command: 'true'}\n  b: {command: 'true', network: none, resources: {max_bandwidth: 1mbit}}\n",
@@ -281,7 +284,7 @@ def test_validation_errors(host, tmp_path: Path, text, message):
     path.write_text(text)
     proc = host.rnx("workflow", "run", str(path))
     assert proc.returncode == 2
-    assert message in (proc.stdout + proc.stderr).decode()
+    assert message.replace("TMP", str(tmp_path.resolve())) in (proc.stdout + proc.stderr).decode(), proc
     if "No such nodes" in message:  # and no ✅ line says its jobs fit a node (usability run)
         assert "Every job fits a node" not in proc.stdout.decode(), proc.stdout
 

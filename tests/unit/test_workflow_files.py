@@ -279,15 +279,16 @@ def test_every_missing_upload_is_named_at_once(tmp_path: Path):
         "  web: {command: java, uploads: {files: [web.jar, app.properties]}}\n"
         "  db: {command: 'true'}\n"
     )
-    with pytest.raises(ValidationError) as caught:
-        load(path)
-    assert str(caught.value) == (
-        f"workflow wf.yaml: upload(s) not found in {tmp_path.resolve()}: "
-        "job 'api': 'api.py'; job 'web': 'web.jar', 'app.properties'"
-    )
+    wf = load(path)  # read: a ❌ line of the check beside the others (it was refused before them: usability run)
+    assert wf.missing_uploads == f"{tmp_path.resolve()}: job 'api': 'api.py'; job 'web': 'web.jar', 'app.properties'"
+    assert set(wf.jobs) == {"api", "web", "db"} and wf.jobs["api"].spec.command == "python3"
+    from joblet.api.client_workflows import Workflows
+
+    with pytest.raises(ValidationError, match="missing uploads in"):  # submitted, checked or not: refused
+        Workflows(None, None, None, None, None).submit(wf, checked=True)  # type: ignore[arg-type]
     for name in ("api.py", "web.jar", "app.properties"):
         (tmp_path / name).write_text("x")
-    assert set(load(path).jobs) == {"api", "web", "db"}
+    assert load(path).missing_uploads == ""  # the control
 
 
 def test_a_jobs_timeout_takes_units_as_rnx_run_does(tmp_path: Path):
