@@ -115,23 +115,17 @@ class Workflows:
             ),
         ]
         uploads = any(j.spec.uploads for j in wf.jobs.values()) or wf.missing_uploads
+        absent = wf.missing_uploads
+        files = (False, f"Missing uploads in {absent}") if absent else (True, "All upload files exist")
         return [
             *size,
-            *(
-                [
-                    (False, f"Missing uploads in {wf.missing_uploads}")
-                    if wf.missing_uploads
-                    else (True, "All upload files exist")
-                ]
-                if uploads
-                else []
-            ),
             (
                 not missing_nets,
                 "All required networks exist"
                 if not missing_nets
                 else missing("networks", missing_nets, known, "rnx network create"),
             ),
+            *([files] if uploads else []),  # after the networks' line, the guide's first
             *((ok, line) for names, ok, line in used if names),
             # not ✅ beside a pinned node that is not there (its jobs were not looked at: usability run)
             *([] if missing_nodes and not misfits else [fits]),

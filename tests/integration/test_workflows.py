@@ -269,7 +269,7 @@ jobs:
         ("jobs:\n  a: {command: x, service: 'yes'}\n", "'service' must be true or false"),
         (  # beside the other checks' lines (it was refused alone, before them: usability run)
             "jobs:\n  a: {command: x, network: nosuch, uploads: {files: [nope.txt]}}\n",
-            "❌ Missing uploads in TMP: job 'a': 'nope.txt'\n❌ Missing networks: nosuch",
+            "❌ Missing networks: nosuch (rnx network create)\n❌ Missing uploads in TMP: job 'a': 'nope.txt'",
         ),
         ("jobs:\n  a: {command: echo, node: nosuch}\n", "No such nodes: nosuch (rnx nodes)"),
         (  # refused as the jobs are queued: which one of them, it says
