@@ -72,6 +72,9 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         print_json(public(info))
     else:
         click.echo(f"workflow {record.name}: {info['status']}")
+    failed = [j for j in info["jobs"] if j["status"] in ("FAILED", "LOST")]
+    for job in failed[:3]:  # a job's line said FAILED (exit code 3), never where its output is (usability run)
+        print(f"  {job['name']}'s output: rnx log {job['id'][:12]}", file=sys.stderr)
     from joblet.api.models import JobStatus
 
     return 0 if info["status"] == JobStatus.COMPLETED.value else 1

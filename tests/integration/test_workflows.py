@@ -144,6 +144,8 @@ jobs:
         built = next(j for j in info["jobs"] if j["name"] == "build")
         assert built["exit_code"] == code  # why it failed, beside its status (usability review)
         assert (b"  build: FAILED (exit code 1)\n" in proc.stderr) == (code == 1), proc.stderr
+        hint = f"  build's output: rnx log {built['id'][:12]}\n".encode()  # where to look (usability run)
+        assert (hint in proc.stderr) == (code == 1), proc.stderr
         runs.append(info["id"])
     # by name: the newest run of that name (as a job's name is the job that has it now)
     by_name = json.loads(host.rnx("workflow", "status", "--json", "branch").stdout)
