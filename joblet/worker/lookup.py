@@ -24,6 +24,25 @@ class Unrunnable:
     why: str
 
 
+# Parts a command's lookup may walk in all (PATH's directories, links, #! interpreters): a
+# volume's tree of deep links, each walked again from its volume's root, searched through a
+# PATH of thousands of entries, held a worker's core for weeks, past a stop (red-team run).
+# A usual lookup walks tens; a deep one in a volume a few thousand (~1 ms each per 1,000).
+STEPS = 20_000
+
+
+class Steps:
+    """What is left of one lookup's STEPS."""
+
+    def __init__(self, left: int = STEPS) -> None:
+        self.left = left
+
+    def take(self, path: str) -> bool:
+        """Pay for one part of `path` (a volume's: its depth, each walked again from its root)."""
+        self.left -= 1 + (path.count("/") if under(path, "/volumes") else 0)
+        return self.left >= 0
+
+
 def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | Unrunnable:
     """Where the job will find `command` (a path inside the job), or why it cannot run it.
 
@@ -34,13 +53,16 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
     uploaded scripts by bare name)."""
     if "/" in command:
         candidates = [str(PurePosixPath("/work") / command)]
-    else:
-        dirs = [d for d in path_env.split(":") if d.startswith("/")] + ["/work"]
+    else:  # each directory once: a shell finds nothing more the second time
+        dirs = dict.fromkeys([d for d in path_env.split(":") if d.startswith("/")] + ["/work"])
         candidates = [f"{d.rstrip('/')}/{command}" for d in dirs]
     problem: Unrunnable | None = None
     as_dir = command.endswith(("/", "/."))  # the path drops it: /bin/echo/ ran /bin/echo
+    steps = Steps()
     for candidate in candidates:
-        real = job_realpath(candidate, views)
+        real = job_realpath(candidate, views, steps=steps)
+        if steps.left < 0:  # as the kernel's ELOOP (a shell's 126)
+            return problem or Unrunnable(126, "Too many levels of symbolic links")
         host_path = host_view(real, views) if real else None
         mode, runnable = _probe(real, host_path, views)
         if stat.S_ISDIR(mode) and "/" in command:
@@ -52,7 +74,7 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
         elif stat.S_ISREG(mode):
             # not in a volume: another job sharing it could swap a directory on the way for a
             # link while the worker reads, and learn the first line of a host file
-            bad = None if under(str(real), "/volumes") else _bad_interpreter(str(host_path), views)
+            bad = None if under(str(real), "/volumes") else _bad_interpreter(str(host_path), views, steps)
             if bad is None:
                 return os.path.normpath(candidate)
             problem = problem or Unrunnable(126, f"{bad}: bad interpreter: No such file or directory")
@@ -161,7 +183,7 @@ def _mode(path: str) -> int:
         return 0
 
 
-def _bad_interpreter(host_path: str, views: list[tuple[str, str]]) -> str | None:
+def _bad_interpreter(host_path: str, views: list[tuple[str, str]], steps: Steps | None = None) -> str | None:
     """A script's `#!` interpreter when the job has no such program (the kernel's exec fails
     with ENOENT, which bwrap reported as its own failure, exit 1); else None. Read without
     following a link or waiting on a FIFO put there since."""
@@ -179,16 +201,20 @@ def _bad_interpreter(host_path: str, views: list[tuple[str, str]]) -> str | None
     interpreter = words[0].decode(errors="replace") if words else ""
     if not interpreter.startswith("/"):
         return None
-    real = job_realpath(interpreter, views)
+    real = job_realpath(interpreter, views, steps=steps)
     found = host_view(real, views) if real else None
-    return None if found and stat.S_ISREG(_mode(found)) else interpreter
+    # one in a volume is read along a walk that follows no link (as `_probe`): a plain lstat
+    # followed a directory another job swapped for a link, and told whether a host path was a
+    # file, another tenant's volume's included (red-team run)
+    return None if stat.S_ISREG(_probe(real, found, views)[0]) else interpreter
 
 
-def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) -> str | None:
+def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40, steps: Steps | None = None) -> str | None:
     """`job_path` with its links followed as the job would follow them, or None where it
-    leads to nothing the job sees. A link in a volume is read on the host, but its target
-    is a path inside the job: followed on the host, `/volumes/v/x -> /root/tool` told a job
-    whether the host had /root/tool (started, or "command not found")."""
+    leads to nothing the job sees or past `steps`. A link in a volume is read on the host,
+    but its target is a path inside the job: followed on the host, `/volumes/v/x -> /root/tool`
+    told a job whether the host had /root/tool (started, or "command not found")."""
+    steps = steps or Steps()
     todo = list(PurePosixPath(job_path).parts[1:])
     done = "/"
     while todo:
@@ -199,6 +225,8 @@ def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40) ->
             done = os.path.dirname(done)
             continue
         path = os.path.join(done, name)
+        if not steps.take(path):
+            return None
         host = host_view(path, views)
         if host is None:  # a directory bwrap makes to hold mounts (/volumes), or nothing
             if not any(under(prefix, path) for prefix, _ in views):

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -322,8 +323,8 @@ def test_a_directory_swapped_for_a_link_after_the_walk_tells_nothing_of_the_host
     assert resolve("/volumes/v/d/notes", "/usr/bin", views) == Unrunnable(126, "Permission denied")
     walk = lookup.job_realpath
 
-    def swapped_after_the_walk(path: str, views: list[tuple[str, str]], hops: int = 40) -> str | None:
-        found = walk(path, views, hops)
+    def swapped_after_the_walk(path: str, views: list[tuple[str, str]], hops: int = 40, **kw: Any) -> str | None:
+        found = walk(path, views, hops, **kw)
         if (data / "d").is_dir() and not (data / "d").is_symlink():
             (data / "d").rename(tmp_path / "d-away")
             (data / "d").symlink_to(secret)
@@ -406,3 +407,70 @@ def test_loader_variables_of_a_user_job_are_set_after_its_drop():
     assert odd[odd.index("--") + 1 :][3:] == [SH, "-c", 'exec "$0" "$@"', "/work/a=b"]
     plain = command_argv("/usr/bin/id", (), (1000, 1000))  # the control: nothing later, no env
     assert plain[plain.index("--") + 1 :] == ["/usr/bin/id"]
+
+
+def test_a_lookup_through_deep_links_in_a_volume_and_a_long_path_is_bounded(tmp_path, monkeypatch):
+    """A volume's chain of links, each to a path 150 folders deep, walked again from the
+    volume's root at each part, searched through a PATH of the same entry thousands of
+    times: one `rnx run` held a worker's core for hours, past its stop (red-team run). A
+    lookup walks at most STEPS parts (then ELOOP, as the kernel would), each directory once."""
+    from joblet.worker import lookup
+
+    data = tmp_path / "volume"
+    deep = data.joinpath(*["a"] * 150)
+    deep.mkdir(parents=True)
+    job_deep = "/volumes/v/" + "/".join(["a"] * 150)
+    for k in range(30):
+        (deep / f"x{k}").symlink_to(f"{job_deep}/x{k + 1}")
+    (deep / "x30").write_text("#!/bin/sh\n")
+    (deep / "x30").chmod(0o755)
+    (data / "start").symlink_to(f"{job_deep}/x0")
+    (data / "short").symlink_to(f"{job_deep}/x30")  # the control: one hop that deep
+    layout = Layout(hostname="h", work_dir=str(tmp_path / "w"), run_dir="/r", binds=((str(data), "/volumes/v", False),))
+    views = views_of(HOST, layout)
+    assert resolve("/volumes/v/short", "/usr/bin", views) == "/volumes/v/short"
+    assert resolve("/volumes/v/start", "/usr/bin", views) == Unrunnable(126, "Too many levels of symbolic links")
+    walked: list[str] = []
+    walk = lookup.job_realpath
+    monkeypatch.setattr(
+        lookup, "job_realpath", lambda path, views, **kw: walked.append(path) or walk(path, views, **kw)
+    )
+    assert resolve("zzz", ":".join(["/volumes/v/start/.."] * 9000), views) == Unrunnable(
+        126, "Too many levels of symbolic links"
+    )
+    assert walked == ["/volumes/v/start/../zzz"]  # once, not 9,000 times
+
+
+def test_a_scripts_interpreter_in_a_volume_is_looked_at_without_following_a_swapped_link(tmp_path, monkeypatch):
+    """`#!/volumes/v/d/creds.txt` in an uploaded script, while another job swaps `d` for a link
+    to a host directory: the interpreter's plain lstat followed it and told whether the host
+    (another tenant's volume) had such a file: the job started, or "bad interpreter" (red-team run)."""
+    from joblet.worker import lookup
+
+    secret = tmp_path / "other-tenant"
+    secret.mkdir()
+    (secret / "creds.txt").write_text("x\n")
+    data = tmp_path / "volume"
+    (data / "d").mkdir(parents=True)
+    (data / "d" / "tool").write_text("x\n")  # the control: an interpreter in the volume, unswapped
+    (data / "d" / "creds.txt").mkdir()  # the walk finds it (a directory: no interpreter) before the swap
+    work = tmp_path / "w"
+    work.mkdir()
+    for name, interpreter in (("ok.sh", "/volumes/v/d/tool"), ("c.sh", "/volumes/v/d/creds.txt")):
+        (work / name).write_text(f"#!{interpreter}\n")
+        (work / name).chmod(0o755)
+    layout = Layout(hostname="h", work_dir=str(work), run_dir="/r", binds=((str(data), "/volumes/v", False),))
+    views = views_of(HOST, layout, str(work))
+    assert resolve("./ok.sh", "/usr/bin", views) == "/work/ok.sh"
+    walk = lookup.job_realpath
+
+    def swapped_after_the_walk(path: str, views: list[tuple[str, str]], **kw: Any) -> str | None:
+        found = walk(path, views, **kw)
+        if path.startswith("/volumes/") and not (data / "d").is_symlink():
+            (data / "d").rename(tmp_path / "d-away")
+            (data / "d").symlink_to(secret)
+        return found
+
+    monkeypatch.setattr(lookup, "job_realpath", swapped_after_the_walk)
+    bad = Unrunnable(126, "/volumes/v/d/creds.txt: bad interpreter: No such file or directory")
+    assert resolve("./c.sh", "/usr/bin", views) == bad
