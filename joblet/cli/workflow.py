@@ -203,26 +203,51 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
 
 
 @workflow.command("stop")
-@click.argument("workflow_id", metavar="WORKFLOW", shell_complete=complete.workflows)
+@click.argument("workflow_ids", metavar="WORKFLOW...", nargs=-1, required=True, shell_complete=complete.workflows)
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the jobs to end.")
 @click.pass_obj
-def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
-    """Stop a WORKFLOW's running jobs (id, id prefix, or name: its newest run) and cancel
-    those still waiting; then wait for them to end (as `rnx stop`) and print its status."""
-    client = obj.client
-    wf_id = client.workflows.status(workflow_id)["id"]  # one run, though another takes its name
-    touched = client.workflows.stop(wf_id)
-    if not touched:  # it had ended: "stopping 0 job(s): -" before the same status line
-        info = client.workflows.status(wf_id)
-        click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} (nothing to stop)")
-        return
-    click.echo(f"stopping {len(touched)} job(s): {some(touched)}")
-    if no_wait:
-        return
+def stop_cmd(obj: Any, workflow_ids: tuple[str, ...], no_wait: bool) -> None:
+    """Stop WORKFLOWs' running jobs (id, id prefix, or name: its newest run) and cancel those
+    still waiting; then wait for them to end (as `rnx stop`) and print each one's status.
+    Several are asked to stop at once, then waited for; one that cannot be found is
+    reported, the others still stop (exit 1, as `rnx stop`)."""
+    from joblet.cli.render import printable
+    from joblet.errors import JobletError
+
+    client, failed = obj.client, 0
+    asked: list[tuple[str, list[str]]] = []  # (workflow id, the names of the jobs it stopped)
+    for workflow_id in dict.fromkeys(workflow_ids):
+        try:
+            wf_id = client.workflows.status(workflow_id)["id"]  # one run, though another takes its name
+            if wf_id in (a for a, _ in asked):
+                continue
+            touched = client.workflows.stop(wf_id)
+        except JobletError as exc:
+            if len(workflow_ids) == 1:
+                raise  # one workflow: its own exit code, as before
+            click.echo(f"rnx: {printable(str(exc))}", err=True)
+            failed += 1
+            continue
+        if not touched:  # it had ended: "stopping 0 job(s): -" before the same status line
+            info = client.workflows.status(wf_id)
+            click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} (nothing to stop)")
+            continue
+        click.echo(f"stopping {len(touched)} job(s): {some(touched)}")
+        asked.append((wf_id, touched))
+    if asked and not no_wait:
+        graces = client.stop_graces()
+        grace = max([client.settings.stop_grace, *graces.values()]) if graces else client.settings.stop_grace
+        deadline = time.monotonic() + grace + 30
+        failed += sum(_await_stopped(client, wf_id, touched, deadline) for wf_id, touched in asked)
+    if failed:  # as rnx stop: it exited 0, as if the workflow had stopped
+        sys.exit(1)
+
+
+def _await_stopped(client: Any, wf_id: str, touched: list[str], deadline: float) -> int:
+    """Wait for the stopped jobs of one workflow to end, and print its status; how many had
+    not ended by `deadline`."""
     info = client.workflows.status(wf_id)
-    graces = client.stop_graces()
-    grace = max([client.settings.stop_grace, *graces.values()]) if graces else client.settings.stop_grace
-    deadline, unended = time.monotonic() + grace + 30, 0
+    unended = 0
     for job in info["jobs"]:
         if job["name"] in touched:
             try:
@@ -233,5 +258,4 @@ def stop_cmd(obj: Any, workflow_id: str, no_wait: bool) -> None:
     info = client.workflows.status(wf_id)
     ended = some([f"{j['name']} {j['status'].lower()}" for j in info["jobs"] if j["name"] in touched])
     click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} ({ended or 'nothing to stop'})")
-    if unended:  # as rnx stop: it exited 0, as if the workflow had stopped
-        sys.exit(1)
+    return unended

@@ -11,7 +11,7 @@ import pytest
 
 from joblet.errors import NotFound, ValidationError
 from tests.conftest import Host
-from tests.integration.helpers import output, run, wait_running
+from tests.integration.helpers import eventually, output, run, wait_running
 
 MICROSERVICES = """
 jobs:
@@ -170,6 +170,7 @@ jobs:
   after: {command: "true", network: backend, requires: [{cache: COMPLETED}]}
 """)
     proc = host.rnx("workflow", "run", "-d", "--json", str(project / "pair.yaml"))
+    assert proc.returncode == 0, proc.stderr
     wf = json.loads(proc.stdout)
     deadline = time.monotonic() + 30
     while client.get(wf["jobs"]["app"]).status.value != "COMPLETED":
@@ -183,6 +184,23 @@ jobs:
     states = {j["name"]: j["status"] for j in info["jobs"]}
     assert states == {"cache": "STOPPED", "app": "COMPLETED", "after": "CANCELED"}
     assert info["status"] == "STOPPED"  # not FAILED: nothing failed
+
+
+def test_several_workflows_are_stopped_in_one_command_and_one_not_found_is_said(client, host, project):
+    """`rnx workflow stop A B` was refused (`Got unexpected extra argument`), where `rnx stop`
+    takes several (usability run): each is stopped, one not found is said (exit 1)."""
+    (project / "nap.yaml").write_text("jobs:\n  nap: {command: sleep, args: ['300'], network: none}\n")
+    ids = [
+        json.loads(host.rnx("workflow", "run", "-d", "--json", str(project / "nap.yaml")).stdout)["id"] for _ in "ab"
+    ]
+    for wf_id in ids:
+        running = lambda wf_id=wf_id: client.workflows.status(wf_id)["jobs"][0]["status"] == "RUNNING"  # noqa: E731
+        eventually(running, f"workflow {wf_id} never ran")
+    stop = host.rnx("workflow", "stop", ids[0][:12], "no-such-flow", ids[1][:12])
+    assert stop.returncode == 1 and b"rnx: no such workflow: no-such-flow" in stop.stderr, stop
+    for wf_id in ids:  # both stopped, each one's line said
+        assert client.workflows.status(wf_id)["status"] == "STOPPED"
+        assert f"workflow nap {wf_id[:12]}: STOPPED (nap stopped)".encode() in stop.stdout, stop.stdout
 
 
 def test_a_service_serves_the_jobs_that_require_it_running_then_is_stopped(client, host, project):
