@@ -81,15 +81,27 @@ class NetPlan(BaseModel):
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         own = self.attachments[0].address if self.attachments else "127.0.1.1"
         lines.append(f"{own}\t{self.hostname}")
-        for name, address in sorted((peers or {}).items()):
+        names: dict[str, list[str]] = {}  # a peer's address: its names, its short id last
+        for name, address in sorted((peers or {}).items(), key=lambda item: (_is_short_id(item[0]), item[0])):
             if name != name_key(self.hostname):  # peers' names are keys (store.resolve_names)
-                lines.append(f"{address}\t{name}")
+                names.setdefault(address, []).append(name)
+        # one line an address, its name first: a reverse lookup takes a line's first name, and
+        # a peer's short id sorted before its name (`ping db`: "64 bytes from 63534bbe5bd3")
+        lines += [f"{address}\t{' '.join(each)}" for address, each in sorted(names.items(), key=_named_first)]
         return "\n".join(lines) + "\n"
 
     def resolv_file(self) -> str | None:
         if not self.attachments or not self.nameservers:
             return None
         return "".join(f"nameserver {ns}\n" for ns in self.nameservers)
+
+
+def _named_first(line: tuple[str, list[str]]) -> tuple[bool, list[str]]:
+    return _is_short_id(line[1][0]), line[1]
+
+
+def _is_short_id(name: str) -> bool:
+    return len(name) == 12 and all(c in "0123456789abcdef" for c in name)
 
 
 def wants_addresses(networks: tuple[str, ...]) -> list[str]:

@@ -52,6 +52,10 @@ def test_plan_batch_and_files():
     assert plan.reserved() == {"bridge": att.address_int}
     assert "172.20.0.5\tweb" in plan.hosts_file({"db": "172.20.0.6"})
     assert "172.20.0.6\tdb" in plan.hosts_file({"db": "172.20.0.6"})
+    # one line an address, the name before the short id: a reverse lookup takes the first
+    # (`ping db` said "64 bytes from 63534bbe5bd3", usability run)
+    peers = {"63534bbe5bd3": "172.20.0.6", "db": "172.20.0.6", "0123456789ab": "172.20.0.7"}
+    assert plan.hosts_file(peers).splitlines()[3:] == ["172.20.0.6\tdb 63534bbe5bd3", "172.20.0.7\t0123456789ab"]
     assert plan.resolv_file() == "nameserver 192.0.2.53\n"
     none = NetPlan(job_id="j", hostname="x", mode="none")
     assert none.reserved() == {} and none.resolv_file() is None
