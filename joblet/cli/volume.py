@@ -18,7 +18,10 @@ def volume() -> None:
 @volume.command()
 @click.argument("name")
 @click.option(
-    "--size", help="Fixed size, e.g. 100MB or 1GB (an ext4 image, rounded up to whole MB); default: a directory."
+    "--size",
+    metavar="SIZE",
+    help="Fixed size, e.g. 100MB or 1GB (a bare number is MB; an ext4 image, rounded up to whole MB); "
+    "default: a directory.",
 )
 @click.pass_obj
 def create(obj: Any, name: str, size: str | None) -> None:
