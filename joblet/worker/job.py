@@ -254,7 +254,7 @@ class JobRun:
         assert self.plan is not None
         svc = self.svc
         if self.spec.volumes:  # before: a volume it was counted a user of, the next one refused
-            self.undo.push("leave volumes", lambda: svc.mounts.store.leave(self.spec.volumes, self.job_id))
+            self.undo.push("leave volumes", lambda: svc.mounts.leave(self.spec.volumes, self.job_id))
         binds, path_prefix = svc.mounts.binds_for(self.spec.volumes, self.spec.runtime, self.job_id)
         self._throttle_volumes(binds)
         env = self._env(path_prefix)

@@ -315,19 +315,30 @@ class JobMounts:
         self.store = store
         self.runtimes_dir = runtimes_dir
         self.guarded = guarded  # the worker's state and run dirs: no runtime may show them (exposes_host)
+        self._users: dict[str, set[str]] = {}  # volume name: this host's jobs that bind its data now
+        self._users_lock = threading.Lock()
 
     def binds_for(
         self, volume_names: tuple[str, ...], runtime: str | None, job_id: str
     ) -> tuple[list[Bind], str | None]:
-        """(host path, job path, read-only) for each, and the PATH prefix a runtime adds."""
+        """(host path, job path, read-only) for each, and the PATH prefix a runtime adds. Each
+        volume's data is this job's here until `leave` (its undo)."""
         binds: list[Bind] = []
         for name in volume_names:
             try:
                 vol = self.store.use(name, job_id)  # counted among its users: VolumeStore.delete
             except NotFound:
                 raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
+            with self._users_lock:
+                others = sorted(self._users.get(name, set()) - {job_id})
+                self._users.setdefault(name, set()).add(job_id)
             held = self.volumes.generation(name)
             if held not in (None, vol.created) and self._deleted(name, held):  # not swept here yet
+                if others:  # Redis lost who used it: the delete went through; its data stays theirs
+                    raise ExecutionError(
+                        f"volume {name!r}: this host's data of the deleted volume of that name is in use by "
+                        f"job(s) {', '.join(o[:12] for o in others)}: this job can run once they end"
+                    )
                 self.volumes.remove(name, if_generation=held)
             data = self.volumes.ensure(vol)
             binds.append((str(data), f"/volumes/{name}", False))
@@ -335,6 +346,16 @@ class JobMounts:
             return binds, None
         root = runtime_root(self.runtimes_dir, runtime, self.guarded)
         return [*binds, (str(root), str(RUNTIME_POINT), True)], f"{RUNTIME_POINT}/bin"
+
+    def leave(self, volume_names: tuple[str, ...], job_id: str) -> None:
+        """The job no longer binds these volumes' data here, nor uses them in the fleet."""
+        with self._users_lock:
+            for name in volume_names:
+                users = self._users.get(name, set())
+                users.discard(job_id)
+                if not users:
+                    self._users.pop(name, None)
+        self.store.leave(volume_names, job_id)
 
     def _deleted(self, name: str, held: float) -> bool:
         deleted = self.store.deleted()

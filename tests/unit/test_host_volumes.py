@@ -145,6 +145,8 @@ class Defs:
     def delete(self, name: str) -> None:
         self.gone[name] = self.live.pop(name)
 
+    def leave(self, names: tuple[str, ...], job_id: str) -> None: ...
+
 
 def test_only_a_deleted_generation_of_a_volume_loses_its_data(tmp_path: Path):
     """A volume Redis does not know (it lost its data, or another key prefix shares this
@@ -191,6 +193,26 @@ def test_data_of_an_older_generation_goes_when_a_later_one_is_deleted(tmp_path: 
     assert mounts.sweep(in_use=set()) == [] and (data / "kept").exists()
     defs.delete("v1")  # defined and deleted before any job took the data over: it goes too
     assert mounts.sweep(in_use=set()) == ["v1"]
+
+
+def test_a_deleted_volumes_data_a_job_here_still_binds_is_not_removed_under_it(tmp_path: Path):
+    """Redis restarted empty lost who used a volume: its delete went through while a job here
+    still ran on it, and the next job of the volume defined again removed that data under the
+    running job (review). The next job is refused until the first has left."""
+    defs, host = Defs(), volumes.HostVolumes(tmp_path)
+    mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
+    defs.live["v1"] = VolumeDef(name="v1", created=1.0)
+    data = Path(mounts.binds_for(("v1",), None, "a" * 32)[0][0][0])
+    (data / "work").write_text("job a's")
+    defs.delete("v1")
+    defs.live["v1"] = VolumeDef(name="v1", created=2.0)
+    with pytest.raises(ExecutionError, match="in use by job\\(s\\) aaaaaaaaaaaa: this job can run once they end"):
+        mounts.binds_for(("v1",), None, "b" * 32)
+    assert (data / "work").read_text() == "job a's"
+    mounts.leave(("v1",), "b" * 32)  # the refused job's undo
+    mounts.leave(("v1",), "a" * 32)
+    fresh = Path(mounts.binds_for(("v1",), None, "b" * 32)[0][0][0])  # the control: once a has left
+    assert list(fresh.iterdir()) == [] and host.generation("v1") == 2.0
 
 
 def test_runtimes_offered_are_those_runtime_can_name(tmp_path, caplog):
