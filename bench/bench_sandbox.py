@@ -146,16 +146,23 @@ def worker_files(run: Path) -> Path:
 
 def template_for(run_dir: Path) -> MountTemplate:
     """The mount template a worker with this run directory keeps (worker/mount_template.py)."""
-    return MountTemplate(template_keep(load(run_dir=run_dir, state_dir=run_dir.parent / "state"), detect_root()))
+    return MountTemplate(template_keep(load(run_dir=run_dir, state_dir=run_dir.parent / "state")))
 
 
 def none_job_root(
-    run_dir: Path, cover: Path, inside: JobThread, template: MountTemplate | None, worker_covers: bool = True
+    run_dir: Path,
+    cover: Path,
+    inside: JobThread,
+    template: MountTemplate | None,
+    worker_covers: bool = True,
+    host_covers: bool = False,
 ) -> tuple[JobMounts, Host, Layout]:
     """A none job's mount namespace (made by `inside`, its thread) and its root's layout, as
-    the worker makes them; `worker_covers` False: bwrap binds the /sys covers (item 29's before)."""
+    the worker makes them; `worker_covers` False: bwrap binds the /sys covers (item 29's before);
+    `host_covers`: the covers are `cover`, on the host's filesystem (item 42's before), not
+    those in the job's files."""
     job = run_dir / "job"
-    host = survey(cover, (), SECRETS, str(cover.parent / "etc"))
+    host = survey(cover if host_covers else job / "cover", (), SECRETS, str(run_dir / "etc"))
     covers = sys_covers(host) if worker_covers else None
     mounts = JobMounts.create(job, 1 << 30, lambda _: None, inside, template, covers)
     mounts.write("hostname", "bench\n")

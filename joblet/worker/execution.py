@@ -27,6 +27,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,16 @@ class Launch:
 # joins the cgroups named by its next N arguments, then execs the rest (bwrap). A shell's
 # builtins do it because a preexec_fn makes Python fork the whole worker (~5 ms, PITFALLS 30)
 # where Popen without one uses vfork (~0.5 ms). The shell gets a fixed environment and only
-# paths: the job's environment reaches bwrap through --args (a memfd).
+# paths (the cgroups' as the job's thread's descriptors: the job's namespace has none of them);
+# the job's environment reaches bwrap through --args (a memfd). No /dev/null there either: a
+# failed login uid write's message goes to a closed stderr.
 # The login uid: a process may set its own once while it is unset (the worker's, under
 # systemd), so a job could have put any user's name on its actions in the host's audit log
 # (red-team run); set here, changing it takes CAP_AUDIT_CONTROL, which jobs lack. Best effort:
 # a kernel without audit has no such file, and one set immutable by auditd keeps the worker's.
 JOIN = (
     'echo "$1" >/proc/self/oom_score_adj || exit 126; ulimit -S -n "$2" && ulimit -H -n "$3" || exit 126; '
-    '{ echo "$4" >/proc/self/loginuid; } 2>/dev/null; '
+    '{ echo "$4" >/proc/self/loginuid; } 2>&-; '
     'n=$5; shift 5; while [ "$n" -gt 0 ]; do echo 0 >"$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
 )
 SHELL_ENV = {"PATH": "/usr/bin:/bin"}
@@ -149,6 +152,7 @@ class Sandbox:
         self.main: subprocess.Popen[bytes] | None = None
         self._go: int | None = None  # the write end of bwrap's block descriptor until the go
         self.released = False  # the go was given: bwrap and the command are on their way
+        self._procs: list[int] = []  # the cgroups' procs files, open until the reaping (start)
 
     def start(self) -> subprocess.Popen[bytes]:
         """Spawn the job's process: it joins the cgroups, builds the job's root and waits for
@@ -171,18 +175,34 @@ class Sandbox:
                 os.close(go_r)
             options = options_file(la.env, la.bwrap_args)
             passed.append(options)
-            procs = [str(f) for f in la.cgroup.procs_files]
+            # The job's namespace (a copy of the mount template) has no /sys or cgroups, which
+            # bwrap would read at each of its binds: the worker opens the procs files, and the
+            # shell reaches them through the job's thread's descriptors (its Landlock domain
+            # keeps the worker's other threads out of reach). Not passed: bwrap would pass them
+            # on to the job. Closed at the reaping, when the shell is long done with them.
+            self._procs = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in la.cgroup.procs_files]
             soft, hard = job_nofile()
-            argv = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(soft), str(hard), str(la.login_uid)]
-            argv += [str(len(procs)), *procs]
-            argv += [tool("bwrap"), "--block-fd", str(block), "--args", str(options), "--seccomp", str(seccomp)]
-            self.main = self.spawn([*argv, "--", *la.argv], SHELL_ENV, tuple(passed))
+            head = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(soft), str(hard), str(la.login_uid)]
+            tail = [tool("bwrap"), "--block-fd", str(block), "--args", str(options), "--seccomp", str(seccomp)]
+            tail += ["--", *la.argv]
+
+            def argv() -> list[str]:  # in the job's thread
+                fds = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/fd"
+                return [*head, str(len(self._procs)), *(f"{fds}/{fd}" for fd in self._procs), *tail]
+
+            self.main = self.spawn(argv, SHELL_ENV, tuple(passed))
         except (OSError, subprocess.SubprocessError) as exc:
+            self._close_procs()
             raise ExecutionError(f"failed to start the sandbox: {exc}") from None
         finally:
             for fd in passed:
                 os.close(fd)
         return self.main
+
+    def _close_procs(self) -> None:
+        for fd in self._procs:
+            os.close(fd)
+        self._procs = []
 
     @staticmethod
     def _filter_pipe(passed: list[int]) -> int:
@@ -196,18 +216,20 @@ class Sandbox:
         return filter_r
 
     def spawn(
-        self, argv: list[str], env: dict[str, str], fds: tuple[int, ...], **popen: Any
+        self, argv: list[str] | Callable[[], list[str]], env: dict[str, str], fds: tuple[int, ...], **popen: Any
     ) -> subprocess.Popen[bytes]:
-        """`argv` spawned by the job's thread, once it reaches no abstract unix socket made
-        outside the job (landlock.py): stdin /dev/null, stdout and stderr pipes, no descriptor
-        but `fds` passed on."""
+        """`argv` (or what it returns, called there) spawned by the job's thread, once it
+        reaches no abstract unix socket made outside the job (landlock.py): stdin /dev/null,
+        stdout and stderr pipes, no descriptor but `fds` passed on."""
+
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # here: the job's namespace has no /dev
 
         def in_job_thread() -> subprocess.Popen[bytes]:
             if landlock.can_scope():
                 landlock.scope_abstract_sockets()
             return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
+                argv() if callable(argv) else argv,
+                stdin=null,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -217,7 +239,10 @@ class Sandbox:
                 **popen,
             )
 
-        return self.launch.spawn_in(in_job_thread)
+        try:
+            return self.launch.spawn_in(in_job_thread)
+        finally:
+            os.close(null)
 
     def go(self) -> None:
         """Let bwrap go on from its block to the command (it may still be building the root)."""
@@ -258,6 +283,7 @@ class Sandbox:
             if self.main is not None:
                 self._reap(self.main)
         finally:
+            self._close_procs()
             if self._go is not None:
                 os.close(self._go)
                 self._go = None

@@ -135,7 +135,8 @@ class Layout:
 
 
 def make_cover(run_dir: Path) -> Path:
-    """An empty read-only file and directory to bind over what jobs must not see."""
+    """An empty read-only file and directory to bind over what jobs must not see (the worker's
+    are in each job's files: mounts.JobMounts)."""
     cover = run_dir / "cover"
     (cover / "dir").mkdir(parents=True, exist_ok=True)
     (cover / "file").touch(exist_ok=True)

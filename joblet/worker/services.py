@@ -19,7 +19,6 @@ from joblet.errors import ExecutionError
 from joblet.network_agent.agent import NetworkAgent
 from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetFacts, NetPlan
-from joblet.worker.cgroups import V1_BASE, V1_CONTROLLERS
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView
 from joblet.worker.execution import tool
@@ -87,23 +86,24 @@ def secret_patterns(cfg: Settings) -> tuple[str, ...]:
     return (*SECRETS, *cfg.sandbox_masked_paths, *(glob.escape(os.path.abspath(p)) for p in own))
 
 
-def template_keep(cfg: Settings, cgroup_root: Path) -> tuple[str, ...]:
+def template_keep(cfg: Settings) -> tuple[str, ...]:
     """What a job's start reaches in its mount namespace (worker/mount_template.py): what
-    bwrap binds, the cgroup files the sandbox joins, the tools it runs, and this Python (a
-    module imported lazily in a job's thread is read there). Of /proc, /sys and /dev only
-    the mounts themselves and the jobs' cgroups: a job gets its own sysfs and /dev, and
-    bwrap reads the whole table at each of its ~22 binds, so the host's cgroup v1
-    hierarchies, securityfs, debugfs, /dev/pts, /dev/shm, binfmt_misc... cost every start."""
+    bwrap binds, the tools it runs, and this Python (a module imported lazily in a job's
+    thread is read there). Of /proc only its mount; none of /sys and /dev: a job gets its
+    own sysfs and /dev, the worker opens the cgroup files the sandbox joins and /dev/null
+    (execution.Sandbox) and looks at the host's device nodes (mounts.JobMounts) outside
+    it, and bwrap reads the whole table at each of its ~25 binds: the host's sysfs, its
+    cgroup hierarchies (seven mounts on a hybrid host), devtmpfs, securityfs, debugfs,
+    binfmt_misc... cost every start (docs/PERFORMANCE_LOG.md, items 28 and 45)."""
     tools = []
     for name in ("sh", "bwrap"):
         with contextlib.suppress(ExecutionError):  # missing: the job's start says so
             tools.append(os.path.dirname(tool(name)))
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # editable installs
     python = {sys.prefix, sys.base_prefix, sys.exec_prefix, here, *(p for p in sys.path if os.path.isabs(p))}
-    cgroups = (cgroup_root, *(V1_BASE / c / cgroup_root.name for c in V1_CONTROLLERS))  # twins: hybrid hosts
-    dirs = (cfg.run_dir, cfg.state_dir, cfg.runtimes_dir, *cgroups)
+    dirs = (cfg.run_dir, cfg.state_dir, cfg.runtimes_dir)
     runtimes = glob.glob(os.path.join(glob.escape(str(cfg.runtimes_dir)), "*"))  # links to elsewhere too
-    system = ("/usr", *SYSTEM_DIRS, "/etc", "/proc/self", "/dev/null")  # each keeps its mount, not those below
+    system = ("/usr", *SYSTEM_DIRS, "/etc", "/proc/self")  # each keeps its mount, not those below
     return (*system, *map(str, dirs), *runtimes, *cfg.sandbox_ro_paths, *tools, *sorted(python))
 
 

@@ -42,7 +42,6 @@ from joblet.worker.reconcile import reconcile
 from joblet.worker.records import Outcome, Records, result, retrying
 from joblet.worker.resilient import resilient
 from joblet.worker.restore import restore_forgotten
-from joblet.worker.sandbox import make_cover
 from joblet.worker.services import Services, host_survey, secret_patterns, template_keep
 from joblet.worker.volumes import HostVolumes, JobMounts, runtimes
 
@@ -82,10 +81,10 @@ def build_services(cfg: Settings) -> Services:
         mounts=mounts,
         discovery=discovery,
         records=Records(store, cfg),
-        host=host_survey(cfg, cfg.run_dir / "cover", etc),
+        host=host_survey(cfg, cfg.run_dir / "job" / "cover", etc),  # in each job's files (mounts.py)
         cgroup_root=cgroup_root,
         etc=etc,
-        kernel=LinuxKernel(MountTemplate(template_keep(cfg, cgroup_root))),
+        kernel=LinuxKernel(MountTemplate(template_keep(cfg))),
     )
 
 
@@ -153,7 +152,6 @@ class Supervisor:
         fleet.refuse_taken_node(self.store, self.cfg.node, self.place)  # before anything is made
         self.store.node_info["place"] = self.place
         self._jobs_cgroups()
-        make_cover(self.cfg.run_dir)
         if full := full_disks(self.cfg):
             log.warning("%s", full)
         warning = oom_floor(self.cfg.job_oom_score_adj)
