@@ -5,6 +5,7 @@ client and keys it uses)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,6 +42,39 @@ return added
 )
 
 
+# A final record seen this long with no end marker after it: none is coming (a worker killed
+# between a job's final record and its marker, Redis gone between those two writes, a marker
+# given up), and a follower waited for good (review). The pump's END_WAIT (30 s, for pipes a
+# job's leftovers hold) and a margin.
+END_GRACE = 45.0
+END_LOOK = 5.0  # seconds between a follower's looks at the record while nothing arrives
+
+
+class EndWatch:
+    """A follower's look at its job's record while its stream is quiet: over() once the record
+    has been final for END_GRACE (the stream is read to its end meanwhile by the follower)."""
+
+    def __init__(self, streams: OutputStreams, job_id: str) -> None:
+        self.streams, self.job_id, self.grace, self.every = streams, job_id, END_GRACE, END_LOOK
+        self._next = time.monotonic() + self.every
+        self._final_since: float | None = None
+
+    def over(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.every
+        try:
+            status, _ = self.streams.where_is(self.job_id)
+        except BackendUnavailable:  # the follower's own reads wait that out
+            return False
+        if status is None or not status.final:  # gone: Redis restarted empty, its worker writes it again
+            self._final_since = None
+            return False
+        self._final_since = self._final_since or now
+        return now - self._final_since >= self.grace
+
+
 class OutputStreams:
     """The output streams of an installation's jobs."""
 
@@ -48,6 +82,7 @@ class OutputStreams:
     keys: Keys
     redis: Any
     _end: Any  # END_SCRIPT, registered by the store
+    where_is: Callable[[str], tuple[Any, str | None]]  # Store's: a job's status and node
 
     @_url
     def job_output_limit(self, job_id: str) -> int | None:
@@ -111,6 +146,7 @@ class OutputStreams:
         `outage`, given a failed read, returns to read again from where it was, or raises;
         given None, it hears that a read worked again (the outage is over)."""
         after, failing = "0-0", False
+        ended = EndWatch(self, job_id)
         while True:
             try:
                 entries = self.read_output(job_id, after, block_ms if follow else None)
@@ -131,4 +167,6 @@ class OutputStreams:
             if not follow and not entries:
                 return
             if not entries:
+                if ended.over():  # final long since, no marker: none is coming
+                    return
                 yield b"", b""  # heartbeat: lets callers check the job while nothing arrives

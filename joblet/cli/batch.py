@@ -128,9 +128,12 @@ def batch(ctx: click.Context, file: IO[bytes]) -> None:
     A line holds `rnx run` options and a command, e.g. `--network=none echo hi`
     (shell-like words). A bad line is reported with its number and skipped; rnx then
     exits 2 after queueing the others."""
+    from joblet.cli.run import submitting
+
     jobs, limit = ctx.obj.client.batch(), ctx.obj.client.settings.upload_max_bytes
     try:
-        refused = _queue_lines(ctx, jobs, file, limit)
+        with submitting():  # SIGTERM, SIGHUP: as Ctrl-C, the waiting jobs failed, not left PENDING
+            refused = _queue_lines(ctx, jobs, file, limit)
     finally:  # queued before an error that ends the batch (Redis gone at a named line, Ctrl-C):
         show(jobs.take())  # they run, and their ids were never printed (review)
     if refused:

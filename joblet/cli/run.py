@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +20,7 @@ from joblet.cli.flags import LIMIT_FLAGS
 from joblet.cli.node_watch import NODE_LOOK, warn_if_node_down
 from joblet.cli.once import OnceCommand
 from joblet.cli.patience import Patience
-from joblet.errors import ValidationError
+from joblet.errors import JobletError, ValidationError
 from joblet.text import printable, sized
 
 if TYPE_CHECKING:
@@ -395,7 +397,8 @@ def run(
     from joblet.fields import FieldError
 
     try:
-        record = client.submit(spec)
+        with submitting():
+            record = client.submit(spec)
     except FieldError as exc:  # checked against the fleet: no such network, a name in use, ...
         raise as_option(exc) from None
     if detach:
@@ -440,6 +443,37 @@ class Leave(Exception):
 
 
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a job was submitted: a Ctrl-C to the submit (its record is
+    failed, not left PENDING), then rnx ends as that signal would have ended it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def submitting() -> Iterator[None]:
+    """SIGTERM and SIGHUP (`timeout`, a closed terminal) during a submit killed rnx between
+    the job's record and its queue message: PENDING for good, holding its name (review).
+    They interrupt it as Ctrl-C does; one ignored when rnx started stays ignored."""
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise Signalled(signum)
+
+    caught = [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is signal.SIG_DFL]
+    previous = {sig: signal.signal(sig, interrupt) for sig in caught}
+    try:
+        yield
+    except Signalled as exc:
+        sys.exit(128 + exc.signum)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 POLL_MS = 250  # a signal is acted on within this long (the handler only records it)
 LEFT_WAIT = 0.5  # seconds rnx waits for a job's end after its output could not be written
 
@@ -503,13 +537,27 @@ class Attached:
             self.leaving = True
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        final = self.client.store.get_job(self.record.id)
+        final = self._final()
         code = self._report(final)
         from joblet.api.models import JobStatus
 
         if self.stopping is not None and final.status == JobStatus.STOPPED:
             return 128 + self.stopping
         return code
+
+    def _final(self) -> JobRecord:
+        """The job's record once its stream has ended; Redis gone a moment is waited out (a
+        blip there exited 1 whatever the job's end, review)."""
+        from joblet.errors import BackendUnavailable
+
+        while True:
+            try:
+                final = self.client.store.get_job(self.record.id)
+            except BackendUnavailable as exc:
+                self.patience(exc)
+                continue
+            self.patience(None)
+            return final
 
     def _left(self) -> str:
         """What rnx leaves behind when it cannot write: a job that has ended says so. The
@@ -548,19 +596,27 @@ class Attached:
         self.stopping = sig
         what = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
         sys.stderr.write(f"rnx: {what}: stopping job {self.record.short_id} ({what} again to stop waiting)\n")
-        self.client.stop(self.record.id)
+        try:
+            self.client.stop(self.record.id)
+        except JobletError as exc:  # Redis gone: it raised out of the loop, exit 1, no word of the job (review)
+            sys.stderr.write(f"rnx: {printable(str(exc))}\n")
+            raise Leave from None  # "its stop may not have been asked for (rnx stop ID)"
         self.stop_sent = True
         if self.signals > 1:
             raise Leave
 
     def _stream(self) -> None:
+        from joblet.api.store_output import EndWatch
         from joblet.cli.stream import write_chunk
 
         check_at = time.monotonic() + NO_WORKER_AFTER
+        ended = EndWatch(self.client.store, self.record.id)
         while True:
             if self.caught is not None and self.stopping is None:
                 self._begin_stop()
             entries = self._read()
+            if not entries and ended.over():  # final long since, no marker: none is coming
+                return
             if not entries and time.monotonic() > check_at:
                 # at most once a second while nothing arrives, every 5 s once it runs
                 check_at = time.monotonic() + (NODE_LOOK if self.warned else 1.0)
@@ -602,6 +658,8 @@ class Attached:
 
         try:
             record = self.client.store.get_job(self.record.id)
+        except BackendUnavailable:  # the output's reads wait it out and say so (it raised here: review)
+            return
         except NotFound:
             # Redis came back without its data: the job's worker writes its record again on
             # its next heartbeat (or whole at its end); "no such job" left it running unseen

@@ -114,7 +114,11 @@ class Records:
             return False
         before = self.store.find_job(job_id)
         if before is not None and before.status.final:  # its own end went in before the worker died
-            return True  # (kept before its teardown): its stream has its end marker already
+            # (kept before its teardown), its marker perhaps not: the pump writes it after the
+            # record, and a worker killed between the two left readers waiting (review); one
+            # more marker is harmless (readers end at the first)
+            self.store.end_output(job_id, {"status": before.status.value}, self.cfg.log_max_entries, self.cfg.log_ttl)
+            return True
         got = self.finish(job_id, outcome, patience=0)
         if got.get("status") == outcome.status.value:
             self.store.end_output(job_id, {"status": outcome.status.value}, self.cfg.log_max_entries, self.cfg.log_ttl)

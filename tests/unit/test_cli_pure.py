@@ -253,6 +253,25 @@ def test_a_third_signal_inside_a_hanging_stop_request_does_not_claim_the_stop(ca
     assert "its stop may not have been asked for" in err and "is still being stopped" not in err
 
 
+def test_a_stop_request_redis_refuses_leaves_saying_so_not_with_a_traceback(capsys):
+    """Ctrl-C with Redis gone: the stop request raised out of the loop, exit 1, and nothing
+    said of the job left running (review). rnx leaves, saying the stop may not have been
+    asked for."""
+    from joblet.errors import BackendUnavailable
+
+    run, client = attached()
+    run.record = run.record.replace(node="n1")  # placed: no worker check before following
+
+    def gone() -> None:
+        raise BackendUnavailable("cannot reach Redis at unix:///x: Connection refused")
+
+    client.during = gone
+    run._stream = lambda: (run._on_signal(signal.SIGINT, None), run._begin_stop())  # type: ignore[method-assign]
+    assert run.follow() == 128 + signal.SIGINT and client.stops == []
+    err = capsys.readouterr().err
+    assert "rnx: cannot reach Redis at unix:///x" in err and "its stop may not have been asked for" in err
+
+
 def test_a_signal_while_rnx_is_leaving_changes_nothing(capsys, monkeypatch):
     """A third Ctrl-C while rnx wrote "stopped waiting..." raised Leave outside the handler
     that catches it: a traceback and exit 1, not 130 (review)."""
@@ -1165,3 +1184,32 @@ def test_completing_a_line_with_an_option_given_twice_offers_what_fits(monkeypat
         main.cli(prog_name="rnx")
     out = capsys.readouterr()
     assert done.value.code == 0 and "Traceback" not in out.err and "plain,--internal" in out.out, out
+
+
+def test_sigterm_during_a_submit_interrupts_it_as_ctrl_c_and_exits_as_the_signal():
+    """`timeout 5 rnx run --upload big ...` or a closed terminal killed rnx between the job's
+    record and its queue message: PENDING for good, holding its name (review). The submit
+    is interrupted (its `except BaseException` fails the record) and rnx exits 143."""
+    import os
+    import time
+
+    from joblet.cli.run import submitting
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    seen: list[str] = []
+
+    def submit() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        except BaseException as exc:
+            seen.append(type(exc).__name__)  # what queue_new's guard sees: it fails the record
+            raise
+
+    try:
+        with pytest.raises(SystemExit) as exited, submitting():
+            submit()
+        assert exited.value.code == 128 + signal.SIGTERM and seen == ["Signalled"]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the control: restored after
+    finally:
+        signal.signal(signal.SIGTERM, before)
