@@ -1,9 +1,11 @@
 """Stream every job's stdout and stderr to Redis as they are produced.
 
 One thread watches the pipes of all jobs (a selector), so a host with hundreds of jobs does
-not need a reader thread per pipe. Chunks go out in one FIFO: order holds within and across
-streams of a job, the end marker is queued after the last byte (after its pipes' EOF), and while Redis is
-unreachable chunks wait in memory and go out when it is back.
+not need a reader thread per pipe; another writes what it read to Redis. Chunks go out in one
+FIFO: order holds within and across streams of a job, the end marker is queued after the last
+byte (after its pipes' EOF), and while Redis is unreachable, or slow to answer, chunks wait in
+memory and go out when it is back: the reader never waits on Redis (one thread did both, and a
+Redis that stalled instead of refusing held every job's pipes ~10 s a write, review).
 
 Each job's output is capped in bytes (stdout and stderr together, `max_output`, at most the
 worker's `output_max_bytes`), and in entries: a stream holds at most `log_max_entries`, and
@@ -187,14 +189,20 @@ class OutputPump:
         self._enlarged: set[int] = set()  # pipes past their caps made DISCARD_PIPE (DISCARD_PIPES at most)
         self._incoming: collections.deque[tuple[Any, ...]] = collections.deque()
         self._ending: list[Capture] = []  # jobs whose end marker waits for their pipes' EOF
-        self._outbox: collections.deque[Item] = collections.deque()
+        self._outbox: collections.deque[Item] = collections.deque()  # the reader adds, the writer takes
+        self._out_lock = threading.Lock()  # the outbox's ends, and an entry grown in place (_admit)
+        self._queued = threading.Event()  # the writer's wake-up: something was queued
         self._redis_gone = False  # said once per outage, not at each retry (twice a second)
         self.parks = 0  # times a trickling pipe was unwatched for the rest of its window
         self._never = threading.Event()
         self._thread = threading.Thread(
             target=resilient, args=("output", self._step, self._never), name="joblet-output", daemon=True
         )
+        self._writer = threading.Thread(
+            target=resilient, args=("output writes", self._write_step, self._never), name="joblet-output-w", daemon=True
+        )
         self._thread.start()
+        self._writer.start()
 
     def watch(self, job_id: str, stdout: int, stderr: int, keep: int, max_output: int | None = None) -> Capture:
         """Start pumping a job's pipes (file descriptors; the pump closes them at EOF).
@@ -224,11 +232,10 @@ class OutputPump:
         os.write(self._wake_w, b"e")
 
     def _step(self) -> None:
-        timeout = 0.5 if self._outbox else None
+        timeout = None
         due = [until for until, _, _ in self._parked] + [cap.end_by for cap in self._ending]
         if due:
-            wake = max(0.0, min(due) - time.monotonic())
-            timeout = wake if timeout is None else min(timeout, wake)
+            timeout = max(0.0, min(due) - time.monotonic())
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 self._take_incoming()
@@ -236,7 +243,20 @@ class OutputPump:
                 self._read(key)
         self._unpark()
         self._end_overdue()
+
+    def _write_step(self) -> None:
+        """The writer: what was queued, then again at each queueing, or every 0.5 s while some
+        entry waits (a retry, Redis away)."""
+        with self._out_lock:
+            pending = bool(self._outbox)
+        self._queued.wait(0.5 if pending else None)
+        self._queued.clear()
         self._flush()
+
+    def _queue(self, item: Item) -> None:
+        with self._out_lock:
+            self._outbox.append(item)
+        self._queued.set()
 
     def _end_overdue(self) -> None:
         now = time.monotonic()
@@ -246,7 +266,7 @@ class OutputPump:
 
     def _queue_end(self, cap: Capture) -> None:
         if cap.ending is not None:
-            self._outbox.append(Item(cap, END_FIELD, cap.ending))
+            self._queue(Item(cap, END_FIELD, cap.ending))
             cap.ending = None
             self._ending = [c for c in self._ending if c is not cap]
 
@@ -341,10 +361,15 @@ class OutputPump:
         log.warning("output of job %s: read failed (%s: %s)", cap.job_id[:12], type(exc).__name__, exc)
         if cap.read_failures >= READ_FAILURES:
             message = f"joblet: output lost: reading it failed {READ_FAILURES} times ({exc})\n"
-            self._outbox.append(Item(cap, STDERR_FIELD, message.encode()))
+            self._queue(Item(cap, STDERR_FIELD, message.encode()))
             self._close(fd, cap)
 
     def _admit(self, cap: Capture, stream: bytes, data: bytes) -> None:
+        with self._out_lock:  # the writer takes entries from the left: the last one stays until joined
+            self._admit_locked(cap, stream, data)
+        self._queued.set()
+
+    def _admit_locked(self, cap: Capture, stream: bytes, data: bytes) -> None:
         last = self._outbox[-1] if self._outbox else None
         join = (
             last is not None
@@ -398,40 +423,53 @@ class OutputPump:
 
     def _flush(self) -> None:
         """Write the outbox in order; a job whose write fails waits (its order kept) while the
-        other jobs' entries go on; Redis unreachable stops the round for everyone."""
+        other jobs' entries go on; Redis unreachable stops the round for everyone. Entries are
+        taken one at a time: the reader queues (and grows the last entry) meanwhile."""
         blocked: set[int] = set()
         waiting: list[Item] = []
         now = time.monotonic()
-        while self._outbox:
-            item = self._outbox.popleft()
-            if id(item.cap) in blocked or item.retry_at > now:
+        try:
+            while item := self._take():
+                if not self._flush_one(item, blocked, waiting, now):
+                    break
+        finally:
+            with self._out_lock:
+                self._outbox.extendleft(reversed(waiting))
+
+    def _take(self) -> Item | None:
+        with self._out_lock:
+            return self._outbox.popleft() if self._outbox else None
+
+    def _flush_one(self, item: Item, blocked: set[int], waiting: list[Item], now: float) -> bool:
+        """Write one entry, or set it aside; False when Redis is out of reach (the round ends)."""
+        if id(item.cap) in blocked or item.retry_at > now:
+            blocked.add(id(item.cap))
+            waiting.append(item)
+            return True
+        try:
+            self._send(item)
+        except BackendRefused as exc:  # an error reply: this entry's, counted (not an outage)
+            if not self._write_failed(item, exc):
                 blocked.add(id(item.cap))
                 waiting.append(item)
-                continue
-            try:
-                self._send(item)
-            except BackendRefused as exc:  # an error reply: this entry's, counted (not an outage)
-                if not self._write_failed(item, exc):
-                    blocked.add(id(item.cap))
-                    waiting.append(item)
-                continue
-            except BackendUnavailable as exc:
-                if not self._redis_gone:
-                    log.warning("jobs' output waits for Redis (kept meanwhile): %s", exc)
-                    self._redis_gone = True
-                self._outbox.appendleft(item)
-                break
-            except Exception as exc:  # noqa: BLE001 - this job's entry, not the pump
-                if not self._write_failed(item, exc):
-                    blocked.add(id(item.cap))
-                    waiting.append(item)
-                continue
-            if self._redis_gone:
-                log.warning("Redis is back: jobs' output goes on")
-                self._redis_gone = False
-            if item.kind == END_FIELD:
-                item.cap.flushed.set()
-        self._outbox.extendleft(reversed(waiting))
+            return True
+        except BackendUnavailable as exc:
+            if not self._redis_gone:
+                log.warning("jobs' output waits for Redis (kept meanwhile): %s", exc)
+                self._redis_gone = True
+            waiting.append(item)  # first of what goes back: before anything taken after it
+            return False
+        except Exception as exc:  # noqa: BLE001 - this job's entry, not the pump
+            if not self._write_failed(item, exc):
+                blocked.add(id(item.cap))
+                waiting.append(item)
+            return True
+        if self._redis_gone:
+            log.warning("Redis is back: jobs' output goes on")
+            self._redis_gone = False
+        if item.kind == END_FIELD:
+            item.cap.flushed.set()
+        return True
 
     def _send(self, item: Item) -> None:
         faults.fail("output-flush", item.cap.job_id)

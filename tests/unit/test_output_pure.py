@@ -245,15 +245,23 @@ def test_one_jobs_failing_writes_do_not_hold_back_others():
     assert stdout_of(store, "bad") == b""
 
 
+def bare_pump() -> OutputPump:
+    """A pump with no threads and no store: _admit alone."""
+    import collections
+    import threading
+
+    pump = OutputPump.__new__(OutputPump)
+    pump._outbox, pump.cap = collections.deque(), 100
+    pump._out_lock, pump._queued = threading.Lock(), threading.Event()
+    return pump
+
+
 def test_a_read_joins_the_waiting_entry_of_its_own_stream_only():
     """Reads that wait for Redis join one entry: not across streams or jobs, not into an
     entry being retried, not past CHUNK; joined bytes still count against the byte cap."""
-    import collections
-
     from joblet.worker.output import CHUNK, Capture
 
-    pump = OutputPump.__new__(OutputPump)  # no thread, no store: _admit alone
-    pump._outbox, pump.cap = collections.deque(), 100
+    pump = bare_pump()
     a, b = Capture("a" * 32, keep=0, limit=100_000, entries=50), Capture("b" * 32, keep=0, limit=10, entries=50)
     pump._admit(a, STDOUT_FIELD, b"1")
     pump._admit(a, STDOUT_FIELD, b"2")  # joins
@@ -408,12 +416,9 @@ def test_a_read_never_joins_an_entry_that_was_sent():
     """An entry Redis stored whose reply was lost (BackendUnavailable) was put back, and reads
     meanwhile joined it: its resend under the same id was refused as a repeat, and the joined
     bytes were gone without a word (review)."""
-    import collections
-
     from joblet.worker.output import Capture, Item
 
-    pump = OutputPump.__new__(OutputPump)  # no thread, no store: _admit alone
-    pump._outbox, pump.cap = collections.deque(), 100
+    pump = bare_pump()
     a = Capture("a" * 32, keep=0, limit=100_000, entries=50)
     pump._outbox.append(Item(a, STDOUT_FIELD, b"one", entry_id=a.next_id()))  # sent once, put back
     pump._admit(a, STDOUT_FIELD, b"two")
@@ -553,3 +558,35 @@ def test_a_job_finished_twice_is_listed_once(monkeypatch):
         assert pump._ending == []  # its marker went: no second listing left behind
     finally:
         os.close(out_w)
+
+
+def test_a_redis_that_stalls_holds_no_jobs_pipe():
+    """One thread read the pipes and wrote to Redis: a Redis that hung instead of refusing
+    (~10 s a write with redis-py's timeout and retry) held every job's pipes, jobs blocked on
+    full pipes (review). The reader goes on while a write hangs; all arrives, in order."""
+
+    class Stalling(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            self.release.wait(30)  # hangs until the test lets Redis answer
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = Stalling()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    payload = bytes(range(256)) * 2048  # 512 KiB: eight pipes' worth
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    cap = pump.watch("s" * 32, out_r, err_r, 0)
+    os.close(err_w)
+    wrote = threading.Thread(target=lambda: (os.write(out_w, payload), os.close(out_w)))
+    wrote.start()
+    wrote.join(timeout=20)
+    assert not wrote.is_alive()  # the job's writes went through while Redis hung
+    assert store.entries == []  # the control: nothing was written yet
+    store.release.set()
+    pump.finish(cap, {"status": "COMPLETED"})
+    assert cap.flushed.wait(20)
+    assert stdout_of(store, "s" * 32) == payload
