@@ -32,6 +32,7 @@ from joblet.fields import (
     text,
 )
 from joblet.names import ALONE
+from joblet.text import shown
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
@@ -143,7 +144,7 @@ def _env(value: Any) -> dict[str, str]:
     env = string_map(value)
     for key, val in env.items():
         if not ENV_KEY_RE.fullmatch(key):
-            raise ValueError(f"invalid environment variable name {key[:64]!r}")
+            raise ValueError(f"invalid environment variable name '{shown(key)}'")  # escapes as elsewhere (\x0a)
         no_nul(val, f"value of {key}")
         size = len(key) + len(val.encode(errors="surrogatepass")) + 1  # KEY=VALUE, one execve string
         if size > ARG_MAX_BYTES:  # the job failed (exit 1, no word why) at its exec (red-team run)

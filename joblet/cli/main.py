@@ -20,6 +20,7 @@ from joblet.errors import (
     PermissionDenied,
     ValidationError,
 )
+from joblet.text import shown as quoted
 
 EXIT_CODES: list[tuple[type[JobletError], int]] = [
     (ValidationError, 2),
@@ -280,7 +281,7 @@ def unknown_filters(client: Any, node: str | None, network: str | None) -> list[
     ):
         if given is not None and given not in (known := names()):
             guess = did_you_mean(given, known)
-            notes.append(f"(no {kind} {given!r}: {guess + ' ' if guess else ''}{hint})")
+            notes.append(f"(no {kind} '{quoted(given)}': {guess + ' ' if guess else ''}{hint})")
     return notes
 
 

@@ -339,6 +339,7 @@ def test_a_command_group_alone_shows_its_help():
         # the other options too, not the API's `invalid job field 'user'` (usability review)
         ("--user=x", "rnx: invalid --user: invalid user 'x': use UID or UID:GID\n"),
         ("--env=1X=2", "rnx: invalid --env: invalid environment variable name '1X'\n"),
+        ("--env=A\nB=2", "rnx: invalid --env: invalid environment variable name 'A\\x0aB'\n"),  # as elsewhere
         ("--volume=a/b", "rnx: invalid --volume: invalid volume name 'a/b'\n"),
         ("--node=-x", "rnx: invalid --node: invalid node name '-x'\n"),
     ],

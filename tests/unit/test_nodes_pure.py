@@ -332,6 +332,7 @@ def test_a_node_or_network_no_filter_or_drain_knows_is_named_with_a_guess():
         "(no network 'BRIDGE': did you mean 'bridge'? rnx network list)",
     ]
     assert unknown_filters(client, "ux1", "app") == []  # the control: both known, an empty list says nothing
+    assert unknown_filters(client, "a\nb", None) == ["(no node 'a\\x0ab': rnx nodes)"]  # escaped as elsewhere
 
 
 def test_rnx_node_forget_says_what_it_did(fake):
