@@ -31,7 +31,7 @@ from joblet.config import Settings
 from joblet.errors import NetworkError, NotFound, TeardownError
 from joblet.names import ALONE, ISOLATED_VETH_PREFIX, bridge_name
 from joblet.network_agent import firewall, foreign, host, links, portsec, shaping
-from joblet.network_agent.conntrack import REUSED_SOON, Janitor
+from joblet.network_agent.conntrack import FORGET_ALL_FOR, REUSED_SOON, Janitor
 from joblet.network_agent.conntrack import setting as conntrack_setting
 from joblet.network_agent.host_addrs import guest_networks
 from joblet.network_agent.ipam import P2pPool, Subnet
@@ -542,7 +542,8 @@ class NetworkAgent:
     def forget_flows(self, plan: NetPlan) -> None:
         """An ended job's flows leave the host's conntrack table before its addresses are
         another's (conntrack.py; waited for up to FORGET_WAIT)."""
-        self.conntrack.forget(list(plan.ips.values()), always=self.reused_soon(plan)).wait(FORGET_WAIT)
+        soon = self.reused_soon(plan)  # all of them then, the address freed only once they are gone
+        self.conntrack.forget(list(plan.ips.values()), always=soon).wait(FORGET_ALL_FOR + 5 if soon else FORGET_WAIT)
 
     def reused_soon(self, plan: NetPlan) -> bool:
         """Whether one of the job's addresses may be another job's within conntrack's

@@ -236,6 +236,37 @@ def test_the_conntrack_janitor_goes_on_past_an_entry_gone_meanwhile_and_stops_at
     assert janitor.deleted == 9
 
 
+def test_an_address_soon_given_again_loses_all_its_flows_not_the_first_most(monkeypatch):
+    """A job left 28,000 NATed UDP flows on a /29; FORGET_MOST of each way were deleted, and
+    an outside sender kept the rest alive into the next job at its address: 36,000
+    unsolicited datagrams (red-team run). Such an address is cleared in rounds until its
+    entries are gone; another (the control) still stops at FORGET_MOST."""
+    import pyroute2
+
+    from joblet.network_agent import conntrack
+
+    table = {f"{way}{i}" for way in ("src", "dst") for i in range(23)}
+
+    class FakeConntrack:
+        def dump_entries(self, tuple_orig):  # type: ignore[no-untyped-def]
+            way = "src" if tuple_orig.saddr else "dst"
+            return (e for e in sorted(table) if e.startswith(way))
+
+        def delete(self, entry: str) -> None:
+            table.discard(entry)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(pyroute2, "Conntrack", FakeConntrack)
+    monkeypatch.setattr(conntrack, "FORGET_MOST", 5)
+    janitor = conntrack.Janitor()
+    assert janitor.forget(["10.64.0.4"]).wait(5)
+    assert len(table) == 36 and janitor.deleted == 10  # the control: at most 5 each way
+    assert janitor.forget(["10.64.0.4"], always=True).wait(5)
+    assert table == set() and janitor.deleted == 46
+
+
 def test_a_network_two_sweeps_race_to_remove_is_said_removed_once(monkeypatch):
     """A deletion's event and the upkeep swept at once: each listed the network, and the
     worker logged `removed network race1 from this host` twice (usability run)."""
