@@ -21,6 +21,7 @@ from typing import Any
 
 from joblet.config_checks import (
     BROKER_SCHEMES,
+    PRIVATE_RANGES,
     REDIS_SCHEMES,
     absolute_path,
     address,
@@ -130,6 +131,14 @@ class Settings:
         flag,
         "allow user networks over public address space (outside 10/8, 172.16/12, 192.168/16, 100.64/10 and "
         "the documentation and benchmarking ranges): the host routes such a range to the network's jobs",
+    )
+    network_ranges: tuple[str, ...] = setting(
+        PRIVATE_RANGES,
+        listed(cidr),
+        "the ranges user networks may take (unless allow_public_networks): a network's route takes "
+        "its range from the host's default route, so give ranges no host reaches elsewhere (your LAN's "
+        "and VPC's other subnets: a network over one took the host's and the jobs' traffic to them); "
+        "set it on the workers and the clients",
     )
     job_net_raw: bool = setting(
         False,

@@ -204,6 +204,22 @@ def network(value: Any) -> str:
     return str(ipaddress.ip_network(text(value), strict=True))
 
 
+# what a user network's range may be by default (network_ranges) and without
+# allow_public_networks: a public range's route to its bridge took the host's own traffic there
+# (to 8.8.8.8, to its package mirrors and APIs) and gave it to the network's jobs (usability
+# and red-team runs)
+PRIVATE_RANGES = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+    "198.18.0.0/15",  # benchmarking
+    "192.0.2.0/24",  # the three documentation ranges
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+)
+
+
 def cidr(value: Any) -> str:
     net = ipaddress.IPv4Network(text(value), strict=True)
     if net.prefixlen > 29:

@@ -109,7 +109,7 @@ class Networks:
         endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
         problem = holds_control_plane(cidr, addresses_of(endpoints))
         if not problem and not cfg.allow_public_networks:
-            problem = public_problem(cidr)
+            problem = public_problem(cidr, cfg.network_ranges)
         if problem:
             raise ValidationError(f'failed to create network "{name}": {problem}')
         nodes = self.jobs.live_nodes()

@@ -17,6 +17,7 @@ from typing import Any
 
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
+from joblet.config_checks import PRIVATE_RANGES
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import (
     boolean,
@@ -42,19 +43,6 @@ NOT_UNICAST = {  # ranges no job network may touch, and why
     "224.0.0.0/4": "multicast (224.0.0.0/4)",
     "240.0.0.0/4": "reserved (240.0.0.0/4, with the broadcast address 255.255.255.255)",
 }
-# what a network's range may be without allow_public_networks: a public range's route to its
-# bridge took the host's own traffic there (to 8.8.8.8, to its package mirrors and APIs) and
-# gave it to the network's jobs (usability and red-team runs)
-PRIVATE_RANGES = (
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",  # shared address space (carrier-grade NAT)
-    "198.18.0.0/15",  # benchmarking
-    "192.0.2.0/24",  # the three documentation ranges
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-)
 PREFIXES = (8, 29)  # a network's prefix lengths: a /30 holds no job beside its gateway
 # every TCP scheme config_checks.BROKER_SCHEMES takes: one missing here was blocked from no job
 DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "pyamqp": 5672}
@@ -169,20 +157,31 @@ def not_unicast(cidr: str) -> str | None:
     return None
 
 
-def public_problem(cidr: str) -> str | None:
-    """Why `cidr` is refused without allow_public_networks (it is not within PRIVATE_RANGES),
-    or None."""
+def public_problem(cidr: str, ranges: tuple[str, ...] = PRIVATE_RANGES) -> str | None:
+    """Why `cidr` is refused without allow_public_networks (it is not within `ranges`, the
+    network_ranges setting), or None."""
     net = ipaddress.IPv4Network(cidr)
-    if any(net.subnet_of(ipaddress.IPv4Network(p)) for p in PRIVATE_RANGES):
+    if any(net.subnet_of(ipaddress.IPv4Network(p)) for p in ranges):
         return None
+    if not any(net.overlaps(ipaddress.IPv4Network(p)) for p in PRIVATE_RANGES):
+        return (
+            f"CIDR {cidr} is public address space: the hosts would send their own traffic for it to the "
+            "network's jobs, not to the internet; use a private range (10.0.0.0/8, 172.16.0.0/12, "
+            "192.168.0.0/16, 100.64.0.0/10), or set JOBLET_ALLOW_PUBLIC_NETWORKS=true on the workers and here"
+        )
     return (
-        f"CIDR {cidr} is public address space: the hosts would send their own traffic for it to the "
-        "network's jobs, not to the internet; use a private range (10.0.0.0/8, 172.16.0.0/12, "
-        "192.168.0.0/16, 100.64.0.0/10), or set JOBLET_ALLOW_PUBLIC_NETWORKS=true on the workers and here"
+        f"CIDR {cidr} is outside the ranges user networks may take ({', '.join(ranges)}: JOBLET_NETWORK_RANGES, "
+        "set to what the hosts reach nowhere else)"
     )
 
 
-def unusable(cidr: str, held: dict[str, list[str]], reserved: dict[str, str], public: bool = True) -> str | None:
+def unusable(
+    cidr: str,
+    held: dict[str, list[str]],
+    reserved: dict[str, str],
+    public: bool = True,
+    ranges: tuple[str, ...] = PRIVATE_RANGES,
+) -> str | None:
     """Why a worker builds no network of `cidr`, or None: a range that is not unicast, of a
     prefix out of PREFIXES, holding an address of `held` ({setting: addresses} of the broker,
     the state store, job_blocked_addresses) or overlapping one of `reserved` ({label: cidr}).
@@ -193,7 +192,7 @@ def unusable(cidr: str, held: dict[str, list[str]], reserved: dict[str, str], pu
     problem = not_unicast(cidr) or prefix_problem(cidr, ipaddress.IPv4Network(cidr)) or holds_control_plane(cidr, held)
     if problem:
         return problem
-    if not public and (problem := public_problem(cidr)):  # `public`: allow_public_networks
+    if not public and (problem := public_problem(cidr, ranges)):  # `public`: allow_public_networks
         return problem
     hit = overlap(cidr, reserved)
     return None if hit is None else f"CIDR {cidr} overlaps {hit}"

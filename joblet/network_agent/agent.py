@@ -297,7 +297,8 @@ class NetworkAgent:
             **{f'network "{n}"': other.cidr for n, other in others.items()},
             **(host.resolver_ranges(f"node {cfg.node}") if routes else {}),
         }
-        problem = unusable(net.cidr, self._held(), reserved, public=cfg.allow_public_networks)
+        public, ranges = cfg.allow_public_networks, cfg.network_ranges
+        problem = unusable(net.cidr, self._held(), reserved, public=public, ranges=ranges)
         if problem:
             raise NetworkError(f'network "{net.name}" cannot be used on node {cfg.node}: {problem}')
 

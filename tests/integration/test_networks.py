@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
 from joblet.api.networks import NetworkDef, NetworkStore
-from joblet.errors import Conflict, ValidationError
+from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.names import bridge_name
 from tests.integration.helpers import (
     SERVER,
@@ -437,3 +438,34 @@ def test_the_readmes_backend_address_recipe_reads_the_running_one(nets, host):
     finally:
         nets.stop(live.id)
         nets.wait(live.id, timeout=30)
+
+
+def test_a_network_outside_the_fleets_ranges_is_refused_at_create_and_built_by_no_worker(redis_sock):
+    """Any private range was taken: a network over a subnet the host reaches through its
+    default route (a VPC's database) took the host's connections there to a job, and cut
+    every other job off from it (red-team run). With JOBLET_NETWORK_RANGES set, a range
+    outside is refused at create, and by a worker for a definition a client without the
+    setting wrote; one inside (the control) is built and runs."""
+    import dataclasses
+
+    from joblet.config_checks import PRIVATE_RANGES
+    from tests.conftest import running_host
+
+    hosts = running_host(redis_sock, "ranges", network_ranges="10.200.0.0/16")
+    host = next(hosts)
+    narrow = Client(host.cfg)
+    wide = Client(dataclasses.replace(host.cfg, network_ranges=PRIVATE_RANGES))  # a client without it
+    try:
+        assert host.cfg.network_ranges == ("10.200.0.0/16",)
+        with pytest.raises(ValidationError, match=r"CIDR 10.0.5.0/24 is outside the ranges user networks may take"):
+            narrow.networks.create("vpc", "10.0.5.0/24")
+        wide.networks.create("vpc", "10.0.5.0/24")
+        narrow.networks.create("own", "10.200.1.0/24")
+        rec, _, _ = run(narrow, "true", network="vpc")
+        assert rec.exit_code is None and "10.0.5.0/24 is outside the ranges" in (rec.error or ""), rec
+        assert run(narrow, "true", network="own")[0].exit_code == 0
+    finally:
+        for name in ("vpc", "own"):
+            with contextlib.suppress(NotFound):
+                narrow.networks.delete(name)
+        hosts.close()

@@ -189,6 +189,11 @@ def test_public_ranges_are_refused_unless_allowed():
     assert public_problem("172.15.0.0/16") and public_problem("11.0.0.0/8")  # just outside
     assert unusable("8.8.8.0/24", {}, {}, public=False) == public_problem("8.8.8.0/24")
     assert unusable("8.8.8.0/24", {}, {}) is None  # allow_public_networks
+    narrow = ("10.200.0.0/16",)  # JOBLET_NETWORK_RANGES: private ranges elsewhere are the VPC's
+    assert public_problem("10.0.5.0/24", narrow).startswith("CIDR 10.0.5.0/24 is outside the ranges")
+    assert public_problem("10.200.7.0/24", narrow) is None  # the control: inside
+    assert public_problem("8.8.8.0/24", narrow).startswith("CIDR 8.8.8.0/24 is public address space")
+    assert unusable("10.0.5.0/24", {}, {}, public=False, ranges=narrow) == public_problem("10.0.5.0/24", narrow)
 
 
 class MembersStore:
