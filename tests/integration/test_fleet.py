@@ -44,7 +44,7 @@ def test_hosts_files_follow_jobs_on_other_hosts(fleet):
     client.networks.create("fleet-net", "10.120.0.0/24")
     seen = client.run(
         "sh",
-        ("-c", "until grep -qE '\\sweb$' /etc/hosts; do sleep 0.1; done; grep -E '\\sweb$' /etc/hosts"),
+        ("-c", "until grep -qE '\\sweb(\\s|$)' /etc/hosts; do sleep 0.1; done; grep -E '\\sweb(\\s|$)' /etc/hosts"),
         network="fleet-net",
         node="fleetb",
     )
@@ -54,9 +54,8 @@ def test_hosts_files_follow_jobs_on_other_hosts(fleet):
     assert client.wait(seen.id, timeout=30).status == JobStatus.COMPLETED
     out = b"".join(data for _, data in client.logs(seen.id))
     assert out.split()[0].decode() == ip
-    gone = client.run(
-        "sh", ("-c", "while grep -qE '\\sweb$' /etc/hosts; do sleep 0.1; done"), network="fleet-net", node="fleetb"
-    )
+    listed = "while grep -qE '\\sweb(\\s|$)' /etc/hosts; do sleep 0.1; done"  # web: a word of a line
+    gone = client.run("sh", ("-c", listed), network="fleet-net", node="fleetb")
     wait_running(client, gone.id)
     client.stop(web.id)
     assert client.wait(gone.id, timeout=30).status == JobStatus.COMPLETED
@@ -74,7 +73,7 @@ def test_a_job_reconciled_at_its_workers_restart_leaves_its_peers_hosts_files(fl
         doomed = client.run("sleep", ("300",), network="fleet-kill", name="doomed", node="fleetb")
         jobs.append(doomed.id)
         wait_running(client, doomed.id)
-        there = "grep -qE '\\sdoomed$' /etc/hosts"
+        there = "grep -qE '\\sdoomed(\\s|$)' /etc/hosts"
         watch = f"until {there}; do sleep 0.1; done; echo seen; while {there}; do sleep 0.1; done"
         watcher = client.run("sh", ("-c", watch), network="fleet-kill", node="fleeta")
         jobs.append(watcher.id)
