@@ -204,10 +204,10 @@ def test_a_host_that_cannot_load_the_caps_keeps_its_networks(monkeypatch, caplog
     assert not agent.ensure_firewall() and "ip" not in looked and "inet" in looked
 
 
-def test_the_conntrack_janitor_goes_on_past_an_entry_gone_meanwhile_and_stops_at_its_most(monkeypatch):
-    """An entry that ended between the dump and its delete raised pyroute2's NetlinkError
-    (not an OSError) and the rest of the job's entries stayed, established ones for five
-    days (red-team run); a dump is cut at FORGET_MOST (32,000 entries held the thread 24 s)."""
+def fake_conntrack(monkeypatch, table: list[str], gone: tuple[str, ...] = ()) -> list[str]:
+    """pyroute2's Conntrack over `table` (entries named src* and dst*, by the way a dump
+    filters them), FORGET_MOST 5; the entries deleted, in order. `gone`: entries that ended
+    between the dump and their delete (pyroute2 raises NetlinkError)."""
     import pyroute2
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -218,11 +218,12 @@ def test_the_conntrack_janitor_goes_on_past_an_entry_gone_meanwhile_and_stops_at
     class FakeConntrack:
         def dump_entries(self, tuple_orig):  # type: ignore[no-untyped-def]
             way = "src" if tuple_orig.saddr else "dst"
-            return (f"{way}{i}" for i in range(1000))
+            return (e for e in list(table) if e.startswith(way))
 
         def delete(self, entry: str) -> None:
-            if entry == "src1":
+            if entry in gone:
                 raise NetlinkError(2, "No such file or directory")
+            table.remove(entry)
             deleted.append(entry)
 
         def close(self) -> None:
@@ -230,6 +231,17 @@ def test_the_conntrack_janitor_goes_on_past_an_entry_gone_meanwhile_and_stops_at
 
     monkeypatch.setattr(pyroute2, "Conntrack", FakeConntrack)
     monkeypatch.setattr(conntrack, "FORGET_MOST", 5)
+    return deleted
+
+
+def test_the_conntrack_janitor_goes_on_past_an_entry_gone_meanwhile_and_stops_at_its_most(monkeypatch):
+    """An entry that ended between the dump and its delete raised pyroute2's NetlinkError
+    (not an OSError) and the rest of the job's entries stayed, established ones for five
+    days (red-team run); a dump is cut at FORGET_MOST (32,000 entries held the thread 24 s)."""
+    from joblet.network_agent import conntrack
+
+    table = [f"{way}{i}" for way in ("src", "dst") for i in range(1000)]
+    deleted = fake_conntrack(monkeypatch, table, gone=("src1",))
     janitor = conntrack.Janitor()
     assert janitor.forget(["172.20.0.9"]).wait(5)
     assert deleted == ["src0", "src2", "src3", "src4", "dst0", "dst1", "dst2", "dst3", "dst4"]
@@ -241,30 +253,15 @@ def test_an_address_soon_given_again_loses_all_its_flows_not_the_first_most(monk
     an outside sender kept the rest alive into the next job at its address: 36,000
     unsolicited datagrams (red-team run). Such an address is cleared in rounds until its
     entries are gone; another (the control) still stops at FORGET_MOST."""
-    import pyroute2
-
     from joblet.network_agent import conntrack
 
-    table = {f"{way}{i}" for way in ("src", "dst") for i in range(23)}
-
-    class FakeConntrack:
-        def dump_entries(self, tuple_orig):  # type: ignore[no-untyped-def]
-            way = "src" if tuple_orig.saddr else "dst"
-            return (e for e in sorted(table) if e.startswith(way))
-
-        def delete(self, entry: str) -> None:
-            table.discard(entry)
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(pyroute2, "Conntrack", FakeConntrack)
-    monkeypatch.setattr(conntrack, "FORGET_MOST", 5)
+    table = [f"{way}{i}" for way in ("src", "dst") for i in range(23)]
+    fake_conntrack(monkeypatch, table)
     janitor = conntrack.Janitor()
     assert janitor.forget(["10.64.0.4"]).wait(5)
     assert len(table) == 36 and janitor.deleted == 10  # the control: at most 5 each way
     assert janitor.forget(["10.64.0.4"], always=True).wait(5)
-    assert table == set() and janitor.deleted == 46
+    assert table == [] and janitor.deleted == 46
 
 
 def test_a_network_two_sweeps_race_to_remove_is_said_removed_once(monkeypatch):
