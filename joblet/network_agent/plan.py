@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from joblet.api.models import SHORT_ID_RE
 from joblet.api.networks import NetworkDef
 from joblet.names import bridge_name, host_veth_name, name_key
 from joblet.network_agent.ipam import P2pPool, Subnet, to_str
@@ -101,7 +102,7 @@ def _named_first(line: tuple[str, list[str]]) -> tuple[bool, list[str]]:
 
 
 def _is_short_id(name: str) -> bool:
-    return len(name) == 12 and all(c in "0123456789abcdef" for c in name)
+    return SHORT_ID_RE.match(name) is not None
 
 
 def wants_addresses(networks: tuple[str, ...]) -> list[str]:
