@@ -542,7 +542,8 @@ class NetworkAgent:
 
     def forget_flows(self, plan: NetPlan) -> None:
         """An ended job's flows leave the host's conntrack table before its addresses are
-        another's (conntrack.py; waited for up to FORGET_WAIT)."""
+        another's (conntrack.py; waited for up to FORGET_WAIT, or while an address soon given
+        again is cleared, FORGET_ALL_FOR and a margin)."""
         soon = self.reused_soon(plan)  # all of them then, the address freed only once they are gone
         self.conntrack.forget(list(plan.ips.values()), always=soon).wait(FORGET_ALL_FOR + 5 if soon else FORGET_WAIT)
 

@@ -204,10 +204,13 @@ def test_a_host_that_cannot_load_the_caps_keeps_its_networks(monkeypatch, caplog
     assert not agent.ensure_firewall() and "ip" not in looked and "inet" in looked
 
 
-def fake_conntrack(monkeypatch, table: list[str], gone: tuple[str, ...] = ()) -> list[str]:
+def fake_conntrack(
+    monkeypatch, table: list[str], gone: tuple[str, ...] = (), gate: threading.Event | None = None
+) -> list[str]:
     """pyroute2's Conntrack over `table` (entries named src* and dst*, by the way a dump
-    filters them), FORGET_MOST 5; the entries deleted, in order. `gone`: entries that ended
-    between the dump and their delete (pyroute2 raises NetlinkError)."""
+    filters them, and `@ADDRESS` where given), FORGET_MOST 5; the entries deleted, in order.
+    `gone`: entries that ended between the dump and their delete (pyroute2 raises
+    NetlinkError); `gate`: every dump waits for it."""
     import pyroute2
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -217,8 +220,10 @@ def fake_conntrack(monkeypatch, table: list[str], gone: tuple[str, ...] = ()) ->
 
     class FakeConntrack:
         def dump_entries(self, tuple_orig):  # type: ignore[no-untyped-def]
-            way = "src" if tuple_orig.saddr else "dst"
-            return (e for e in list(table) if e.startswith(way))
+            if gate is not None:
+                gate.wait(5)
+            way, address = ("src", tuple_orig.saddr) if tuple_orig.saddr else ("dst", tuple_orig.daddr)
+            return (e for e in list(table) if e.startswith(way) and e.partition("@")[2] in ("", address))
 
         def delete(self, entry: str) -> None:
             if entry in gone:
@@ -262,6 +267,25 @@ def test_an_address_soon_given_again_loses_all_its_flows_not_the_first_most(monk
     assert len(table) == 36 and janitor.deleted == 10  # the control: at most 5 each way
     assert janitor.forget(["10.64.0.4"], always=True).wait(5)
     assert table == [] and janitor.deleted == 46
+
+
+def test_an_address_cleared_in_rounds_lets_the_jobs_that_end_meanwhile_go_between_them(monkeypatch):
+    """One job's thousands of flows held the janitor, and every other job's release behind it,
+    for their whole clearing (up to 2 min): another job's address is dealt with after one
+    round, not after all of them."""
+    from joblet.network_agent import conntrack
+
+    big = [f"{way}{i}@10.64.0.4" for way in ("src", "dst") for i in range(40)]
+    table = [*big, "src0@10.64.0.5", "dst0@10.64.0.5"]
+    gate = threading.Event()
+    deleted = fake_conntrack(monkeypatch, table, gate=gate)
+    janitor = conntrack.Janitor()
+    first = janitor.forget(["10.64.0.4"], always=True)
+    second = janitor.forget(["10.64.0.5"], always=True)  # queued while the first's dump waits
+    gate.set()
+    assert first.wait(5) and second.wait(5) and table == []  # the control: both cleared whole
+    small = deleted.index("dst0@10.64.0.5")
+    assert small < deleted.index("src39@10.64.0.4"), deleted  # between the big one's rounds
 
 
 def test_a_network_two_sweeps_race_to_remove_is_said_removed_once(monkeypatch):
