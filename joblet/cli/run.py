@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +22,8 @@ from joblet.cli.once import OnceCommand
 from joblet.cli.patience import Patience
 from joblet.errors import JobletError, ValidationError
 from joblet.text import printable, sized
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
@@ -548,16 +550,7 @@ class Attached:
     def _final(self) -> JobRecord:
         """The job's record once its stream has ended; Redis gone a moment is waited out (a
         blip there exited 1 whatever the job's end, review)."""
-        from joblet.errors import BackendUnavailable
-
-        while True:
-            try:
-                final = self.client.store.get_job(self.record.id)
-            except BackendUnavailable as exc:
-                self.patience(exc)
-                continue
-            self.patience(None)
-            return final
+        return self._patiently(lambda: self.client.store.get_job(self.record.id), leave=False)
 
     def _left(self) -> str:
         """What rnx leaves behind when it cannot write: a job that has ended says so. The
@@ -637,21 +630,25 @@ class Attached:
                     write_chunk(stream, data)
 
     def _read(self) -> list[tuple[str, bytes, bytes]]:
-        """The next entries of the job's output; Redis gone is waited out (patience.py). A
-        signal while it waits leaves the job running (or, once its stop was asked for, waits
-        on: a second signal leaves)."""
+        """The next entries of the job's output."""
+        return self._patiently(lambda: self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS))
+
+    def _patiently(self, read: Callable[[], T], leave: bool = True) -> T:
+        """`read` (of Redis), Redis gone waited out (patience.py). With `leave`, a signal while
+        it waits leaves the job running (or, once its stop was asked for, waits on: a second
+        signal leaves); without, the job has ended and rnx waits to tell how."""
         from joblet.errors import BackendUnavailable
 
         while True:
             try:
-                entries = self.client.store.read_output(self.record.id, self.after, block_ms=POLL_MS)
+                value = read()
             except BackendUnavailable as exc:
-                if self.caught is not None and not self.stop_sent:  # its stop cannot be asked for now
+                if leave and self.caught is not None and not self.stop_sent:  # its stop cannot be asked for now
                     raise Leave from None
-                self.patience(exc)  # its stop was asked for: rnx waits to tell how it ended
+                self.patience(exc)
                 continue
             self.patience(None)
-            return entries
+            return value
 
     def _warn_if_no_worker(self, initial: bool) -> None:
         from joblet.errors import BackendUnavailable, NotFound
