@@ -543,9 +543,13 @@ class NetworkAgent:
     def forget_flows(self, plan: NetPlan) -> None:
         """An ended job's flows leave the host's conntrack table before its addresses are
         another's (conntrack.py; waited for up to FORGET_WAIT, or while an address soon given
-        again is cleared, FORGET_ALL_FOR and a margin)."""
+        again is cleared: the janitor's FORGET_ALL_FOR, and as long again for the rounds of
+        others ahead of its last). Past that the janitor leaves them: they are freed."""
         soon = self.reused_soon(plan)  # all of them then, the address freed only once they are gone
-        self.conntrack.forget(list(plan.ips.values()), always=soon).wait(FORGET_ALL_FOR + 5 if soon else FORGET_WAIT)
+        addresses = list(plan.ips.values())
+        done = self.conntrack.forget(addresses, always=soon).wait(2 * FORGET_ALL_FOR if soon else FORGET_WAIT)
+        if soon and not done:
+            log.warning("gave up waiting for the conntrack entries of %s to go", ", ".join(addresses))
 
     def reused_soon(self, plan: NetPlan) -> bool:
         """Whether one of the job's addresses may be another job's within conntrack's

@@ -35,65 +35,105 @@ FORGET_ALL_FOR = 120.0  # seconds an address soon given again is cleared for (~2
 # a network of fewer addresses gives one again within UDP's conntrack timeouts (30-120 s) at
 # ~34 jobs/s, its round-robin cursor having gone round; the default bridge's /16 takes 30 min
 REUSED_SOON = 4096
+ERRORS = 3  # failed dumps of one job's addresses before its clearing is given up
+
+
+class Request:
+    """One ended job's addresses to clear: `wait` returns whether they were (or the janitor
+    gave up at its deadline); a waiter that stops waiting abandons it, and the janitor leaves
+    an abandoned request alone: its addresses may be another job's by then (review: late
+    rounds deleted the flows of the address's next job)."""
+
+    def __init__(self, addresses: list[str], always: bool) -> None:
+        self.addresses, self.always = addresses, always
+        self.until = time.monotonic() + FORGET_ALL_FOR  # the janitor's one clock: no round begins after it
+        self.errors = 0
+        self.abandoned = False
+        self._done = threading.Event()
+
+    def finish(self) -> None:
+        self._done.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        if not self._done.wait(timeout):
+            self.abandoned = True
+        return self._done.is_set()
 
 
 class Janitor:
     """Deletes the conntrack entries of ended jobs' addresses, in a thread of its own, made
-    on first need (a job's release waits for its own, up to agent.FORGET_WAIT)."""
+    on first need (a job's release waits for its own: agent.forget_flows)."""
 
     def __init__(self, busy: int = 0) -> None:
         self.busy = busy  # the table's count below which nothing is deleted
-        # (addresses, all of them, done, until when): an address cleared in rounds goes back to
-        # the end of the queue after each, so the jobs that end meanwhile wait one round, not
-        # its whole clearing (a job's 28,000 flows held every other job's release ~2 min)
-        self._queue: queue.SimpleQueue[tuple[list[str], bool, threading.Event, float]] = queue.SimpleQueue()
+        # an address cleared in rounds goes back to the end of the queue after each, so the
+        # jobs that end meanwhile wait one round, not its whole clearing (a job's 28,000 flows
+        # held every other job's release ~2 min)
+        self._queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
         self.deleted = 0  # entries deleted so far (tests)
 
-    def forget(self, addresses: list[str], always: bool = False) -> threading.Event:
+    def forget(self, addresses: list[str], always: bool = False) -> Request:
         """Delete the entries of `addresses` (IPv4), while the table is busy or `always` (an
-        address soon given again); the event is set when done."""
-        done = threading.Event()
+        address soon given again: all of them, in rounds, until FORGET_ALL_FOR has passed)."""
+        request = Request(addresses, always)
         if not addresses or (not always and self.busy and (setting("count") or 0) < self.busy):
-            done.set()
-            return done
+            request.finish()
+            return request
         with self._start:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="joblet-conntrack", daemon=True)
                 self._thread.start()
-        self._queue.put((addresses, always, done, time.monotonic() + FORGET_ALL_FOR))
-        return done
+        self._queue.put(request)
+        return request
 
     def _loop(self) -> None:
         while True:  # a daemon thread: it ends with the worker
-            addresses, always, done, until = self._queue.get()
-            left: list[str] = []
+            request = self._queue.get()
+            if not request.abandoned:
+                self._round(request)
+
+    def _round(self, request: Request) -> None:
+        """At most FORGET_MOST entries of each address each way; an address whose dump was
+        cut (some may be left), or whose dump failed, goes again after the others' rounds."""
+        left: list[str] = []
+        for address in request.addresses:
             try:
-                for address in addresses:
-                    count = _forget(address)
-                    self.deleted += count
-                    if always and count >= FORGET_MOST and time.monotonic() < until:  # some may be left
-                        left.append(address)
-            except Exception as exc:  # noqa: BLE001 - the table is the kernel's: the next job's try again
-                log.warning("could not delete the conntrack entries of %s: %s", ", ".join(addresses), exc)
-                left = []
-            if left:
-                self._queue.put((left, always, done, until))
-            else:
-                done.set()
+                count, cut = _forget(address)
+            except Exception as exc:  # noqa: BLE001 - the table is the kernel's: tried again, or left
+                request.errors += 1
+                log.warning("could not delete the conntrack entries of %s: %s", address, exc)
+                cut = request.errors < ERRORS  # a netlink buffer overrun passes; a table never read does not
+                count = 0
+            self.deleted += count
+            if request.always and cut:
+                left.append(address)
+        if left and time.monotonic() < request.until:
+            request.addresses = left
+            self._queue.put(request)
+            return
+        if left:
+            log.warning(
+                "conntrack entries of %s still there after %.0f s of deleting: the rest expire",
+                ", ".join(left),
+                FORGET_ALL_FOR,
+            )
+        request.finish()
 
 
-def _forget(address: str) -> int:
+def _forget(address: str) -> tuple[int, bool]:
     """Delete the entries whose original tuple has `address` as source or destination, at
-    most FORGET_MOST of each (the rest expire): pyroute2 parses and deletes ~2,500 a second,
-    and a job that left 32,000 held this thread, and a core, for 24 s (red-team run). Each
-    dump on a socket of its own, closed when it is cut short; the deletes on another."""
+    most FORGET_MOST of each (the rest expire); how many, and whether a dump was cut there
+    (the count does not tell: an entry that ended before its delete is not counted (review)).
+    pyroute2 parses and deletes ~2,500 a second, and a job that left 32,000 held this thread,
+    and a core, for 24 s (red-team run). Each dump on a socket of its own, closed when it is
+    cut short; the deletes on another."""
     from pyroute2 import Conntrack
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
-    count = 0
+    count, cut = 0, False
     deleter = Conntrack()
     try:
         for match in (NFCTAttrTuple(saddr=address), NFCTAttrTuple(daddr=address)):
@@ -102,6 +142,7 @@ def _forget(address: str) -> int:
                 entries = list(itertools.islice(dumper.dump_entries(tuple_orig=match), FORGET_MOST))
             finally:
                 dumper.close()
+            cut = cut or len(entries) == FORGET_MOST
             for entry in entries:
                 try:
                     deleter.delete(entry)
@@ -110,7 +151,7 @@ def _forget(address: str) -> int:
                     continue
     finally:
         deleter.close()
-    return count
+    return count, cut
 
 
 def setting(name: str) -> int | None:
