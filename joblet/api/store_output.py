@@ -52,7 +52,8 @@ END_LOOK = 5.0  # seconds between a follower's looks at the record while nothing
 
 class EndWatch:
     """A follower's look at its job's record while its stream is quiet: over() once the record
-    has been final for END_GRACE (the stream is read to its end meanwhile by the follower)."""
+    has been final, and the stream quiet, for END_GRACE (the follower tells it what it
+    `heard`: output after the final record, a pump behind on Redis, starts the grace again)."""
 
     def __init__(self, streams: OutputStreams, job_id: str) -> None:
         self.streams, self.job_id, self.grace, self.every = streams, job_id, END_GRACE, END_LOOK
@@ -73,6 +74,12 @@ class EndWatch:
             return False
         self._final_since = self._final_since or now
         return now - self._final_since >= self.grace
+
+    def heard(self) -> None:
+        """Entries arrived: a final record's grace counts from the next quiet look (one gap
+        of the writer's 45 s after the record was first seen final ended `rnx run` with the
+        rest of its output unread (review))."""
+        self._final_since = None
 
 
 class OutputStreams:
@@ -159,6 +166,8 @@ class OutputStreams:
             if failing and outage is not None:
                 outage(None)
                 failing = False
+            if entries:
+                ended.heard()
             for entry_id, field, data in entries:
                 after = entry_id
                 yield field, data

@@ -608,7 +608,9 @@ class Attached:
             if self.caught is not None and self.stopping is None:
                 self._begin_stop()
             entries = self._read()
-            if not entries and ended.over():  # final long since, no marker: none is coming
+            if entries:
+                ended.heard()
+            elif ended.over():  # final long since, no marker: none is coming
                 return
             if not entries and time.monotonic() > check_at:
                 # at most once a second while nothing arrives, every 5 s once it runs

@@ -590,3 +590,28 @@ def test_a_redis_that_stalls_holds_no_jobs_pipe():
     pump.finish(cap, {"status": "COMPLETED"})
     assert cap.flushed.wait(20)
     assert stdout_of(store, "s" * 32) == payload
+
+
+def test_a_followers_end_grace_starts_again_when_output_arrives(monkeypatch):
+    """EndWatch's grace counted from the first quiet look at a final record, whatever came
+    after: a job's backlog still streaming 45 s later ended `rnx run` at its first gap, the
+    rest unread (review). Output heard starts the grace again; quiet for it (the control)
+    ends the follow."""
+    from types import SimpleNamespace
+
+    from joblet.api import store_output
+
+    clock = [0.0]
+    monkeypatch.setattr(store_output.time, "monotonic", lambda: clock[0])
+    streams = SimpleNamespace(where_is=lambda job_id: (JobStatus.COMPLETED, "n1"))
+    ended = store_output.EndWatch(streams, "j1")  # type: ignore[arg-type]
+    clock[0] = 5.0
+    assert not ended.over()  # the first quiet look at the final record
+    for second in range(6, 60):  # output streams on, a gap now and then
+        clock[0] = float(second)
+        ended.heard()
+        assert not ended.over(), second
+    clock[0] = 60.0
+    assert not ended.over()  # quiet again: the grace begins
+    clock[0] = 60.0 + store_output.END_GRACE
+    assert ended.over()
