@@ -424,13 +424,19 @@ class OutputPump:
     def _flush(self) -> None:
         """Write the outbox in order; a job whose write fails waits (its order kept) while the
         other jobs' entries go on; Redis unreachable stops the round for everyone. Entries are
-        taken one at a time: the reader queues (and grows the last entry) meanwhile."""
+        taken one at a time: the reader queues (and grows the last entry) meanwhile. A round
+        takes what was there at its start: with others' output arriving faster than Redis
+        took it, a round never ended and a job's entry set aside for a retry waited, its end
+        marker with it, until they all stopped (review)."""
         blocked: set[int] = set()
         waiting: list[Item] = []
         now = time.monotonic()
+        with self._out_lock:
+            count = len(self._outbox)
         try:
-            while item := self._take():
-                if not self._flush_one(item, blocked, waiting, now):
+            for _ in range(count):
+                item = self._take()
+                if item is None or not self._flush_one(item, blocked, waiting, now):
                     break
         finally:
             with self._out_lock:

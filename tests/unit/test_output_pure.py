@@ -615,3 +615,46 @@ def test_a_followers_end_grace_starts_again_when_output_arrives(monkeypatch):
     assert not ended.over()  # quiet again: the grace begins
     clock[0] = 60.0 + store_output.END_GRACE
     assert ended.over()
+
+
+def test_an_entry_set_aside_for_a_retry_is_written_while_others_stream_on():
+    """A round of the writer ran until the outbox was empty: two jobs streaming faster than
+    Redis took it kept it from ever ending, and a job whose write had failed once waited,
+    its end marker with it, until they stopped (review). A round takes what was there at its
+    start; the retried job's entries land while the others still stream."""
+
+    class Slow(FakeStore):
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            time.sleep(0.002)  # a Redis 2 ms away
+            if job_id == "a" and not any(job == "a" for job, _ in self.tried):
+                self.times_out.add((job_id, entry_id))  # its first write fails: a retry 0.1 s later
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = Slow()
+    pump = OutputPump(store, 1_000_000, max_bytes=1 << 30)  # type: ignore[arg-type]
+    streaming = threading.Event()
+    streaming.set()
+    writers = []
+    for job in ("b", "c"):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        os.close(err_w)
+        pump.watch(job, out_r, err_r, 0)
+
+        def chatter(fd: int = out_w, job: str = job) -> None:
+            while streaming.is_set():
+                os.write(fd, job.encode() * 8 + b"\\n")
+                time.sleep(0.0005)
+            os.close(fd)
+
+        writers.append(threading.Thread(target=chatter))
+        writers[-1].start()
+    try:
+        cap = pump_job(pump, "a", b"one line\\n")
+        assert cap.flushed.wait(10)  # within the others' streaming
+        assert streaming.is_set() and stdout_of(store, "a") == b"one line\\n"
+        assert [job for job, _ in store.tried].count("a") == 3  # the control: its first write failed
+    finally:
+        streaming.clear()
+        for writer in writers:
+            writer.join()
