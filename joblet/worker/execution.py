@@ -180,7 +180,8 @@ class Sandbox:
             # shell reaches them through the job's thread's descriptors (its Landlock domain
             # keeps the worker's other threads out of reach). Not passed: bwrap would pass them
             # on to the job. Closed at the reaping, when the shell is long done with them.
-            self._procs = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in la.cgroup.procs_files]
+            for path in la.cgroup.procs_files:  # one by one: those opened before a failure are closed
+                self._procs.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
             soft, hard = job_nofile()
             head = [tool("sh"), "-c", JOIN, "sh", str(la.oom_score_adj), str(soft), str(hard), str(la.login_uid)]
             tail = [tool("bwrap"), "--block-fd", str(block), "--args", str(options), "--seccomp", str(seccomp)]
