@@ -222,15 +222,15 @@ def stop_cmd(obj: Any, workflow_ids: tuple[str, ...], no_wait: bool) -> None:
             if wf_id in (a for a, _ in asked):
                 continue
             touched = client.workflows.stop(wf_id)
+            if not touched:  # it had ended: "stopping 0 job(s): -" before the same status line
+                info = client.workflows.status(wf_id)
+                click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} (nothing to stop)")
+                continue
         except JobletError as exc:
             if len(workflow_ids) == 1:
                 raise  # one workflow: its own exit code, as before
             click.echo(f"rnx: {printable(str(exc))}", err=True)
             failed += 1
-            continue
-        if not touched:  # it had ended: "stopping 0 job(s): -" before the same status line
-            info = client.workflows.status(wf_id)
-            click.echo(f"workflow {info['name']} {wf_id[:12]}: {info['status']} (nothing to stop)")
             continue
         click.echo(f"stopping {len(touched)} job(s): {some(touched)}")
         asked.append((wf_id, touched))
@@ -238,7 +238,14 @@ def stop_cmd(obj: Any, workflow_ids: tuple[str, ...], no_wait: bool) -> None:
         graces = client.stop_graces()
         grace = max([client.settings.stop_grace, *graces.values()]) if graces else client.settings.stop_grace
         deadline = time.monotonic() + grace + 30
-        failed += sum(_await_stopped(client, wf_id, touched, deadline) for wf_id, touched in asked)
+        for wf_id, touched in asked:  # one's error (Redis gone a moment) leaves the others' said
+            try:
+                failed += _await_stopped(client, wf_id, touched, deadline)
+            except JobletError as exc:
+                if len(workflow_ids) == 1:
+                    raise
+                click.echo(f"rnx: {printable(str(exc))}", err=True)
+                failed += 1
     if failed:  # as rnx stop: it exited 0, as if the workflow had stopped
         sys.exit(1)
 

@@ -149,6 +149,35 @@ def test_a_workflow_stop_whose_job_does_not_end_exits_1(monkeypatch):
     assert out.exit_code == 0 and "workflow wf cccccccccccc:" in out.stdout, out.output
 
 
+def test_one_workflows_error_leaves_the_others_stopped_and_said(monkeypatch):
+    """`rnx workflow stop A B C`: an error reading A's status after its stop (it had ended),
+    or waiting for B's jobs, ended the command: C was never asked to stop (review)."""
+    from joblet.errors import BackendUnavailable
+
+    jobs = {w: [{"name": w, "id": w * 32, "status": "RUNNING"}] for w in "abc"}
+    rows = {w: {"id": w * 32, "name": f"wf{w}", "status": "RUNNING", "jobs": jobs[w]} for w in "abc"}
+    made = StopClient(*(job(w, JobStatus.RUNNING) for w in "abc"))
+    stopped: list[str] = []
+    reads = {"a": 0, "b": 0, "c": 0}
+
+    def status(wf_id: str) -> dict[str, Any]:
+        w = wf_id[0]
+        reads[w] += 1
+        if (w == "a" and reads[w] == 2) or (w == "b" and reads[w] == 2):
+            raise BackendUnavailable("cannot reach Redis at unix:///r.sock: Connection refused")
+        return rows[w]
+
+    def stop_wf(wf_id: str) -> list[str]:
+        stopped.append(wf_id[0])
+        return [] if wf_id[0] == "a" else [wf_id[0]]  # a had ended
+
+    made.workflows = SimpleNamespace(status=status, stop=stop_wf)  # type: ignore[attr-defined]
+    out = rnx(monkeypatch, made, "workflow", "stop", "a" * 12, "b" * 12, "c" * 12)
+    assert out.exit_code == 1 and stopped == ["a", "b", "c"], out.output
+    assert out.stderr.count("cannot reach Redis") == 2
+    assert "workflow wfc cccccccccccc: RUNNING" in out.stdout  # the control: c's status is said
+
+
 def test_stop_graces_are_the_heartbeats_numbers_only():
     """A node whose heartbeat says no stop_grace (an older worker), or not a number of seconds,
     is left out: rnx falls back on its own setting for its jobs."""
