@@ -81,6 +81,12 @@ class Batch:
                 self._let_go()
         return self.take()
 
+    def due(self) -> list[JobRecord]:
+        """Before the next line is read (its uploads may take longer than a hold lasts): what
+        was placed under networks held HELD_FOR is written and they are let go; the records
+        queued since the last call (review: only a line's add looked, after its reading)."""
+        return self.flush() if self._held_long() else self.take()
+
     def _held_long(self) -> bool:
         """Networks held for HELD_FOR: what was placed under them is written before the hold
         lets go by itself (slow lines, large uploads read between them): another submitter

@@ -147,6 +147,7 @@ def _queue_lines(ctx: click.Context, jobs: Any, file: IO[bytes], limit: int | No
 
     refused = 0
     for number, raw in enumerate(lines(file), start=1):
+        show(jobs.due())  # what a hold placed goes before this line's uploads are read
         try:
             if raw is None:
                 raise LineError(f"longer than {MAX_LINE >> 10} KiB")

@@ -233,6 +233,10 @@ def test_a_batch_writes_what_it_placed_before_its_uploads_pile_up_or_its_holds_l
     clock[0] += batch_mod.HELD_FOR
     made.add(make_spec("true"))
     assert writes == [2, 2] and holds == [["app"], []]  # written, then the hold let go
+    made.add(make_spec("true", network=("app",)))
+    assert made.due() == [] and writes == [2, 2]  # the control: held, not for long yet
+    clock[0] += batch_mod.HELD_FOR
+    assert len(made.due()) == 1 and writes == [2, 2, 1] and holds[-1] == []  # before the next line's reading
 
 
 @pytest.mark.parametrize("cut", ["placement", None])
