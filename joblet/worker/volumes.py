@@ -315,8 +315,10 @@ class JobMounts:
         self.store = store
         self.runtimes_dir = runtimes_dir
         self.guarded = guarded  # the worker's state and run dirs: no runtime may show them (exposes_host)
-        self._users: dict[str, set[str]] = {}  # volume name: this host's jobs that bind its data now
+        # volume name: this host's jobs that bind its data now, and the generation each binds
+        self._users: dict[str, dict[str, float | None]] = {}
         self._users_lock = threading.Lock()
+        self._making: dict[str, threading.Lock] = {}  # volume name: its data's check, removal and making
 
     def binds_for(
         self, volume_names: tuple[str, ...], runtime: str | None, job_id: str
@@ -330,17 +332,24 @@ class JobMounts:
             except NotFound:
                 raise ExecutionError(f"volume {name!r} does not exist (any more)") from None
             with self._users_lock:
-                others = sorted(self._users.get(name, set()) - {job_id})
-                self._users.setdefault(name, set()).add(job_id)
-            held = self.volumes.generation(name)
-            if held not in (None, vol.created) and self._deleted(name, held):  # not swept here yet
-                if others:  # Redis lost who used it: the delete went through; its data stays theirs
-                    raise ExecutionError(
-                        f"volume {name!r}: this host's data of the deleted volume of that name is in use by "
-                        f"job(s) {', '.join(o[:12] for o in others)}: this job can run once they end"
-                    )
-                self.volumes.remove(name, if_generation=held)
-            data = self.volumes.ensure(vol)
+                making = self._making.setdefault(name, threading.Lock())
+            # one job at a time per name: two jobs of a volume made again, starting together,
+            # had the second refused for the first, which bound the new data (review)
+            with making:
+                held = self.volumes.generation(name)
+                if held not in (None, vol.created) and self._deleted(name, held):  # not swept here yet
+                    with self._users_lock:
+                        users = self._users.get(name, {})
+                        others = sorted(j for j, bound in users.items() if bound == held and j != job_id)
+                    if others:  # Redis lost who used it: the delete went through; its data stays theirs
+                        raise ExecutionError(
+                            f"volume {name!r}: this host's data of the deleted volume of that name is in use by "
+                            f"job(s) {', '.join(o[:12] for o in others)}: this job can run once they end"
+                        )
+                    self.volumes.remove(name, if_generation=held)
+                data = self.volumes.ensure(vol)
+                with self._users_lock:
+                    self._users.setdefault(name, {})[job_id] = self.volumes.generation(name)
             binds.append((str(data), f"/volumes/{name}", False))
         if runtime is None:
             return binds, None
@@ -351,8 +360,8 @@ class JobMounts:
         """The job no longer binds these volumes' data here, nor uses them in the fleet."""
         with self._users_lock:
             for name in volume_names:
-                users = self._users.get(name, set())
-                users.discard(job_id)
+                users = self._users.get(name, {})
+                users.pop(job_id, None)
                 if not users:
                     self._users.pop(name, None)
         self.store.leave(volume_names, job_id)

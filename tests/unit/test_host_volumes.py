@@ -215,6 +215,46 @@ def test_a_deleted_volumes_data_a_job_here_still_binds_is_not_removed_under_it(t
     assert list(fresh.iterdir()) == [] and host.generation("v1") == 2.0
 
 
+def test_two_jobs_of_a_volume_made_again_starting_together_both_start(tmp_path: Path, monkeypatch):
+    """The first job of a volume made again removes the deleted one's data; a second starting
+    meanwhile was counted among its users and refused "in use by" the first, which bound the
+    new data, not the deleted (review). The data's check, removal and making are one job's
+    at a time; only jobs bound to the deleted generation hold it (the test above)."""
+    import threading
+    import time
+
+    defs, host = Defs(), volumes.HostVolumes(tmp_path)
+    mounts = volumes.JobMounts(host, defs, tmp_path / "runtimes")  # type: ignore[arg-type]
+    defs.live["v1"] = VolumeDef(name="v1", created=1.0)
+    mounts.binds_for(("v1",), None, "a" * 32)
+    mounts.leave(("v1",), "a" * 32)
+    defs.delete("v1")
+    defs.live["v1"] = VolumeDef(name="v1", created=2.0)
+    slow_remove, inside = host.remove, threading.Event()
+
+    def remove(name: str, **kw: object) -> bool:
+        inside.set()
+        time.sleep(0.3)  # the second job arrives meanwhile
+        return slow_remove(name, **kw)
+
+    monkeypatch.setattr(host, "remove", remove)
+    errors: list[Exception] = []
+
+    def start(job_id: str) -> None:
+        try:
+            mounts.binds_for(("v1",), None, job_id)
+        except ExecutionError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=start, args=("b" * 32,))
+    first.start()
+    assert inside.wait(5)  # b removes the deleted volume's data
+    start("c" * 32)
+    first.join()
+    assert errors == [] and host.generation("v1") == 2.0
+    assert mounts._users["v1"] == {"b" * 32: 2.0, "c" * 32: 2.0}
+
+
 def test_runtimes_offered_are_those_runtime_can_name(tmp_path, caplog):
     """A runtime directory `bad name` was listed (rnx runtime list, completion, heartbeats)
     while --runtime refused its name."""
