@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import click
+
 from joblet import wakeup
 from joblet.errors import BackendRefused, BackendUnavailable, NotFound
 
 CLEAR = "\x1b[H\x1b[2J"
+
+
+class Interval(click.FloatRange):
+    """--interval's seconds: 0.2 to a day. click's range let `nan` through (every comparison
+    false: a redraw loop reading Redis hundreds of times a second) and `inf` or `1e10` (a
+    traceback at the first wait: no such timeout) (usability run)."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0.2, max=86400.0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
 
 
 def refresh(draw: Callable[[], bool | None], interval: float | None, clear: bool = True) -> None:

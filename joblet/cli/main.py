@@ -10,6 +10,7 @@ import click
 
 from joblet import wakeup
 from joblet.cli import complete
+from joblet.cli.live import Interval
 from joblet.cli.once import OnceGroup
 from joblet.errors import (
     BackendUnavailable,
@@ -212,7 +213,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--watch", "-w", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.2),
+    type=Interval(),
     default=2.0,
     show_default=True,
     help="Seconds between redraws with --watch.",

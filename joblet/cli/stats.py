@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from joblet.cli import complete
+from joblet.cli.live import Interval
 
 HEADERS = ["ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS", "DISK (/work)", "NET IN / OUT", "NODE"]
 
@@ -55,7 +56,7 @@ def stats_row(row: dict[str, Any]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="A JSON array (one per refresh when streaming).")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.2),
+    type=Interval(),
     default=2.0,
     show_default=True,
     help="Seconds between refreshes (workers sample every heartbeat, 5 s by default).",

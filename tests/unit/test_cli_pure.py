@@ -838,6 +838,24 @@ def test_rnx_stats_refuses_an_interval_it_would_ignore(monkeypatch):
     assert client.reads == 1
 
 
+@pytest.mark.parametrize("command", [("stats",), ("list", "--watch")], ids=" ".join)
+@pytest.mark.parametrize("value", ["nan", "inf", "1e10", "0.1"])
+def test_an_interval_is_a_finite_number_of_seconds(monkeypatch, command, value):
+    """`--interval=nan` passed click's range (every comparison false) and redrew hundreds of
+    times a second; `inf` or `1e10` raised a traceback at the first wait (usability run)."""
+
+    def unreached() -> None:
+        raise AssertionError("read Redis")
+
+    monkeypatch.setattr(main.Ctx, "client", property(lambda self: unreached()))
+    out = invoke(*command, f"--interval={value}")
+    assert out.exit_code == 2 and "Invalid value for '--interval'" in out.output, out.output
+    assert "Traceback" not in out.output
+    from joblet.cli.live import Interval
+
+    assert Interval().convert("86400", None, None) == 86400.0  # the control: a day is taken
+
+
 def test_limit_options_take_their_unit_or_a_size():
     """`--max-memory=1G`, `--max-cpu=50%`: "'1G' is not a valid integer", no unit named
     (usability run); sizes are binary, as --max-output's and Docker's."""
