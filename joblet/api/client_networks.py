@@ -103,9 +103,10 @@ class Networks:
     def create(
         self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (), mtu: int | None = None
     ) -> NetworkDef:
-        cidr = check(name, cidr, dns, mtu)
+        cidr = check(name, cidr, dns, mtu, internal)
         net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
         cfg = self.settings
+        self._dns_elsewhere(name, dns)
         endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
         problem = holds_control_plane(cidr, addresses_of(endpoints))
         if not problem and not cfg.allow_public_networks:
@@ -131,6 +132,22 @@ class Networks:
             moved = {"built-in network": "JOBLET_BRIDGE_CIDR", "isolated-mode pool": "JOBLET_ISOLATED_POOL"}
             hint = next((f"; set {v} on every worker to move it" for k, v in moved.items() if k in str(exc)), "")
             raise Conflict(f"{exc}{hint}") from None
+
+    def _dns_elsewhere(self, name: str, dns: tuple[str, ...]) -> None:
+        """A --dns server in the default bridge, the isolated pool or another user network is
+        out of its jobs' reach (networks do not reach each other): it was taken, and every
+        lookup hung 20 s (usability run). The cloud's DNS in job_blocked_networks is reached."""
+        cfg = self.settings
+        ranges = fixed_ranges(cfg.bridge_cidr, cfg.isolated_pool, ())
+        ranges |= {f'network "{other.name}"': other.cidr for other in self.store.all() if other.name != name}
+        for server in dns:
+            address = ipaddress.ip_address(server)
+            held = next((label for label, cidr in ranges.items() if address in ipaddress.ip_network(cidr)), None)
+            if held is not None:
+                raise ValidationError(
+                    f'failed to create network "{name}": DNS server {server} is in {held} ({ranges[held]}), '
+                    "which its jobs cannot reach: give a server outside joblet's networks, or one of its own jobs"
+                )
 
     def list(self) -> list[dict[str, Any]]:
         """Built-ins first, then user networks, each with its count of live jobs."""

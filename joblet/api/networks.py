@@ -96,7 +96,7 @@ def free_vni(name: str, taken: set[int]) -> int:
     return vni
 
 
-def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = None) -> str:
+def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = None, internal: bool = False) -> str:
     """Validate a new network; returns the normalised CIDR. Errors say what to fix."""
     fail = f'failed to create network "{name}"'
     if not NAME_RE.match(name):
@@ -116,9 +116,30 @@ def check(name: str, cidr: str, dns: tuple[str, ...] = (), mtu: int | None = Non
             raise ValidationError(f"{fail}: invalid DNS server {server!r}") from None
         if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_reserved:
             raise ValidationError(f"{fail}: DNS server {server} is not one a job can ask (a unicast address)")
+        _dns_reachable(fail, address, net, internal)
     if mtu is not None and not 576 <= mtu <= 65535:
         raise ValidationError(f"{fail}: MTU {mtu} is outside 576..65535")
     return str(net)
+
+
+def _dns_reachable(fail: str, address: ipaddress.IPv4Address, net: ipaddress.IPv4Network, internal: bool) -> None:
+    """A network's own DNS server inside its range is one of its jobs: not the network's
+    address, its gateway (the host, which jobs cannot reach) or its broadcast address; an
+    --internal network's is inside its range (it reaches nothing else). Each was taken, and
+    every lookup of its jobs hung 20 s (usability run)."""
+    first, last = net.network_address + 2, net.broadcast_address - 1
+    roles = {net.network_address: "network address", net.broadcast_address: "broadcast address"}
+    roles[net.network_address + 1] = "gateway (the host: jobs cannot reach it)"
+    if address in roles:
+        raise ValidationError(
+            f"{fail}: DNS server {address} is the network's {roles[address]}: a server inside {net} is one "
+            f"of its jobs, {first} to {last}"
+        )
+    if internal and address not in net:
+        raise ValidationError(
+            f"{fail}: DNS server {address} is outside {net}, and an --internal network reaches nothing outside "
+            "it: give one of its jobs' addresses, or no --dns"
+        )
 
 
 def _ipv4_network(cidr: str, fail: str) -> ipaddress.IPv4Network:

@@ -3,6 +3,8 @@ wrong (never a traceback), and the value beside it that is fine still passes."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import subprocess
 from pathlib import Path
 
@@ -172,6 +174,54 @@ def test_network_names_and_dns_servers_a_job_could_not_use():
     for server in ("127.0.0.53", "0.0.0.0", "224.0.0.1", "240.0.0.1"):
         with pytest.raises(ValidationError, match=f"DNS server {server} is not one a job can ask"):
             check_network("web", "10.9.0.0/24", dns=(server,))
+
+
+@pytest.mark.parametrize(
+    ("server", "internal", "said"),
+    [
+        ("10.9.0.0", False, "is the network's network address: a server inside 10.9.0.0/24 is one of its jobs"),
+        ("10.9.0.1", False, "is the network's gateway (the host: jobs cannot reach it)"),
+        ("10.9.0.255", False, "is the network's broadcast address"),
+        ("192.0.2.53", True, "is outside 10.9.0.0/24, and an --internal network reaches nothing outside it"),
+    ],
+)
+def test_a_networks_dns_server_its_jobs_cannot_reach_is_refused(server, internal, said):
+    """`--dns` at the network's gateway, network or broadcast address, or outside an
+    --internal network, was taken, and every lookup of its jobs hung 20 s (usability run).
+    A server that is one of its jobs (the control) is taken, --internal or not."""
+    with pytest.raises(ValidationError, match=re.escape(f"DNS server {server} {said}")):
+        check_network("web", "10.9.0.0/24", dns=(server,), internal=internal)
+    assert check_network("web", "10.9.0.0/24", dns=("10.9.0.2", "10.9.0.254"), internal=True) == "10.9.0.0/24"
+
+
+def test_a_dns_server_in_another_joblet_network_is_refused():
+    """In the default bridge (its gateway, 172.20.0.1), the isolated pool or another user
+    network, a server is out of the new network's jobs' reach (usability run); the cloud's
+    DNS in job_blocked_networks is not (it is reached on port 53)."""
+    from types import SimpleNamespace
+
+    from joblet.api.client_networks import Networks
+    from joblet.api.networks import NetworkDef
+    from joblet.config import Settings
+
+    created: list[str] = []
+    store = SimpleNamespace(
+        all=lambda: [NetworkDef(name="other", cidr="10.100.0.0/24")],
+        create=lambda net, reserved: created.append(net.name) or net,
+    )
+    jobs = SimpleNamespace(live_nodes=lambda: {})
+    networks = Networks(Settings(allow_public_networks=True), jobs, store)  # type: ignore[arg-type]
+    cfg = networks.settings
+    for server, held in (
+        ("172.20.0.1", 'built-in network "bridge"'),
+        (str(ipaddress.ip_network(cfg.isolated_pool)[1]), "the isolated-mode pool"),
+        ("10.100.0.2", 'network "other"'),
+    ):
+        with pytest.raises(ValidationError, match=re.escape(f"DNS server {server} is in {held}")):
+            networks.create("gw", "10.24.0.0/24", dns=(server,))
+    assert created == []
+    networks.create("gw", "10.24.0.0/24", dns=("168.63.129.16",))  # the control: Azure's DNS
+    assert created == ["gw"]
 
 
 def test_a_rate_tc_cannot_hold_is_refused_and_iobps_as_a_rate_is_capped():
