@@ -88,7 +88,8 @@ class Preflight:
                     if name.lower() in BUILTINS:
                         hint = f"the built-in one is {name.lower()!r}"
                     else:  # `--network=MyApp` for myapp: names keep their case
-                        hint = " ".join(filter(None, (did_you_mean(name, self.networks.names()), "rnx network list")))
+                        known = [*self.networks.names(), *sorted(BUILTINS)]  # `--network=nonee`: none
+                        hint = " ".join(filter(None, (did_you_mean(name, known), "rnx network list")))
                     raise FieldError("network", f"no such network {name!r} ({hint})") from None
 
     def check_resources(self, spec: JobSpec) -> JobSpec:

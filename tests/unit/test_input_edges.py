@@ -364,3 +364,23 @@ def test_docker_habits_in_network_and_volume_names_get_a_hint():
         make_spec("true", network="a b")
     assert "give it once" not in str(caught.value)
     assert make_spec("true", network=["a", "b"], volumes=["v1"]).volumes == ("v1",)
+
+
+def test_a_misspelt_network_is_guessed_among_built_ins_too():
+    """`--network=nonee` said only "no such network" where `--network=myap` guessed myapp:
+    the guess left the built-in networks out (usability run)."""
+    from types import SimpleNamespace
+
+    from joblet.api.preflight import Preflight
+    from joblet.config import Settings
+    from joblet.errors import NotFound
+    from joblet.fields import FieldError
+
+    def get(name: str) -> None:
+        raise NotFound(name)
+
+    networks = SimpleNamespace(get=get, names=lambda: ["myapp"])
+    pre = Preflight(Settings(), None, networks, None)  # type: ignore[arg-type]
+    for wrong, guess in (("nonee", "none"), ("isolate", "isolated"), ("myap", "myapp")):
+        with pytest.raises(FieldError, match=f"no such network '{wrong}' \\(did you mean '{guess}'"):
+            pre.check_networks(make_spec("true", network=(wrong,)))
