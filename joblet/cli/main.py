@@ -131,6 +131,36 @@ SPELLED = {  # by the group's path below rnx
 }
 
 
+# podman's and docker's commands rnx has no twin for, and what does the same here (click
+# guessed 'status' for restart and start, nothing for the rest: usability run)
+ELSEWHERE = {  # by the group's path below rnx
+    "": {
+        "rm": "job records and their output expire by themselves (JOBLET_LOG_TTL)",
+        "wait": "`rnx log -f ID` ends when the job does, with its exit code",
+        "attach": "`rnx log -f ID` follows a job's output",
+        "exec": "a job takes no second command: run another on its network (rnx run --network=NAME)",
+        "restart": "an ended job does not start again: rnx run it again",
+        "start": "an ended job does not start again: rnx run it again",
+        "version": "rnx --version",
+        "help": "rnx --help, or rnx COMMAND --help",
+    },
+    "network": {
+        "connect": "a job's networks are fixed at its start: rnx run --network=A --network=B",
+        "disconnect": "a job's networks are fixed at its start: rnx run --network=A --network=B",
+        "prune": "rnx network delete NAME (one that jobs hold is refused)",
+    },
+    "volume": {"prune": "rnx volume delete NAME (one that jobs use is refused)"},
+}
+
+# `rnx log`'s: docker's and podman's options it has no twin for
+NO_TWIN_LOG = {
+    "--tail": "`rnx log ID | tail -n N`",
+    "-n": "`rnx log ID | tail -n N`",
+    "--since": "a job's output has no timestamps: rnx log ID",
+    "-t": "a job's output has no timestamps: rnx log ID",
+    "--timestamps": "a job's output has no timestamps: rnx log ID",
+}
+
 # podman's and docker's options rnx run has no twin for, and what does the same here
 # (click guessed '--network' for --workdir: usability run)
 NO_TWIN = {
@@ -156,13 +186,16 @@ def usage_exit(exc: click.UsageError, where: str) -> NoReturn:
     when the error names none (an option's missing value)."""
     where = exc.ctx.command_path if exc.ctx else where
     message = " ".join(exc.format_message().split())  # click lists choices one per line
-    unknown = message.startswith("No such command '") and "Did you mean" not in message
+    command = message.split("'")[1] if message.startswith("No such command '") else ""
     option = message.split("'")[1] if message.startswith("No such option '") else ""
-    if where.split(" ")[1:] == ["run"] and option in NO_TWIN:  # rnx run's, not rnx workflow run's
-        message = f"No such option '{option}': {NO_TWIN[option]}."
+    twins = {"run": NO_TWIN, "log": NO_TWIN_LOG}.get(" ".join(where.split(" ")[1:]), {})  # not workflow run's
+    if option in twins:
+        message = f"No such option '{option}': {twins[option]}."
     group = where.partition(" ")[2]
-    if unknown and (hint := SPELLED.get(group, {}).get(message.split("'")[1])):
-        message += f" Did you mean '{hint}'?"
+    if command and (hint := SPELLED.get(group, {}).get(command)):  # before click's own guess
+        message = f"No such command '{command}'. Did you mean '{hint}'?"
+    elif command and (elsewhere := ELSEWHERE.get(group, {}).get(command)):
+        message = f"No such command '{command}': {elsewhere}."
     click.echo(f"{where}: {message} (see '{where} --help')", err=True)
     sys.exit(exc.exit_code)
 

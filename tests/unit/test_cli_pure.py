@@ -1088,11 +1088,19 @@ def test_other_tools_command_names_get_rnxs(monkeypatch):
         (["ps"], "Did you mean 'list'?"),
         (["network", "rm", "x"], "Did you mean 'delete'?"),
         (["node", "list"], "Did you mean 'rnx nodes'?"),
+        # click's own guess came first: 'status' for restart (usability run)
+        (["restart", "web"], "No such command 'restart': an ended job does not start again: rnx run it again."),
+        (["rm", "web"], "No such command 'rm': job records and their output expire by themselves"),
+        (["network", "connect", "a", "b"], "No such command 'connect': a job's networks are fixed at its start"),
+        (["log", "--tail", "10", "x"], "No such option '--tail': `rnx log ID | tail -n N`."),
     ):
         result = runner.invoke(main.cli, words)
         assert result.exit_code == 2 and hint in result.output, (words, result.output)
+        assert "status" not in result.output
     result = runner.invoke(main.cli, ["frob"])  # the control: no such name, no guess
     assert result.exit_code == 2 and "No such command 'frob'." in result.output and "Did you mean" not in result.output
+    result = runner.invoke(main.cli, ["statsu"])  # and click's guess where rnx has none
+    assert result.exit_code == 2 and "Did you mean 'status'?" in result.output
 
 
 def test_podmans_options_without_a_twin_say_what_does_the_same():
