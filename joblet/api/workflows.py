@@ -286,13 +286,25 @@ def job_where(workflow: str, name: str) -> str:
     return f"workflow {workflow}: job {_shown(name)}"
 
 
+def _hint(key: str) -> str | None:
+    """A guess for a job's unknown field: `limits` (as --json and the Python API name them)
+    and a limit's own name are under `resources` here; they had none (usability run)."""
+    from joblet.limit_names import SHOWN_UNITS  # each of Limits' fields
+
+    if key == "limits":
+        return "did you mean 'resources'? a job's limits go under it"
+    if key in SHOWN_UNITS:
+        return f"did you mean 'resources: {{{key}: ...}}'?"
+    return did_you_mean(key, JOB_KEYS)
+
+
 def _job(path: Path, name: str, body: Any, upload_limit: int | None = None) -> WorkflowJob:
     where = job_where(path.name, name)
     if not isinstance(body, dict):
         raise ValidationError(f"{where}: must be a mapping")
     unknown = set(body) - JOB_KEYS
     if unknown:
-        hints = "; ".join(h for h in (did_you_mean(str(k), JOB_KEYS) for k in sorted(unknown, key=str)) if h)
+        hints = "; ".join(h for h in (_hint(str(k)) for k in sorted(unknown, key=str)) if h)
         raise ValidationError(f"{where}: unknown field(s) {_listed(unknown)}" + (f" ({hints})" if hints else ""))
     if "command" not in body:
         raise ValidationError(f"{where}: 'command' is required")

@@ -179,6 +179,9 @@ LONG = "n" * 100_000  # a plain key is at most 1024 characters: a longer one is 
         (f"jobs:\n  a:\n    command: echo\n    ? {LONG}\n    : 1\n", "unknown field(s) nnnnnnnnnn"),
         ("jobs:\n  a: {command: echo, 1: x, 2.5: y, zz: z}\n", "unknown field(s) 1, 2.5, zz"),
         ("jobs:\n  a: {command: echo, netwrok: x}\n", "unknown field(s) netwrok (did you mean 'network'?)"),
+        # limits as --json and the Python API name them: they go under resources (usability run)
+        ("jobs:\n  a: {command: echo, limits: {max_memory: 1}}\n", "limits (did you mean 'resources'? a job's"),
+        ("jobs:\n  a: {command: echo, max_pids: 5}\n", "max_pids (did you mean 'resources: {max_pids: ...}'?)"),
         ("jobs:\n  a: {command: echo, requires: [{b: DONE}]}\n", "for 'b' (one of RUNNING, COMPLETED, FAILED, STOPPED"),
         (f"? {LONG}\n: 1\njobs:\n  a: {{command: echo}}\n", "unknown top-level field(s) nnnnnnnnnn"),
         (f"jobs:\n  a:\n    command: echo\n    resources:\n      ? {LONG}\n      : 1\n", "field 'resources.nnnnnnn"),
