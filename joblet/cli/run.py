@@ -498,6 +498,8 @@ class Attached:
         self.stopping: int | None = None  # the signal that stopped the job, once asked for
         self.stop_sent = False  # its stop request reached Redis: a signal now leaves at once
         self.leaving = False  # rnx is on its way out: a signal now changes nothing
+        self.grace: float | None = None  # the job's worker's stop grace (_grace), once read
+        self.grace_read = False
         self.patience = Patience(record.short_id)  # for Redis gone while it follows
         self.no_record = Patience(record.short_id)  # for a Redis back without its data, until restored
 
@@ -588,7 +590,12 @@ class Attached:
         assert sig is not None
         self.stopping = sig
         what = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
-        sys.stderr.write(f"rnx: {what}: stopping job {self.record.short_id} ({what} again to stop waiting)\n")
+        # when SIGKILL comes, as rnx stop says: a job that ignores SIGTERM was waited for in
+        # silence, ~11 s (usability run)
+        grace = self._grace()
+        kill = "SIGKILL after its grace" if grace is None else f"SIGKILL after {grace:g} s"
+        short = self.record.short_id
+        sys.stderr.write(f"rnx: {what}: stopping job {short}: SIGTERM, {kill} ({what} again to stop waiting)\n")
         try:
             self.client.stop(self.record.id)
         except JobletError as exc:  # Redis gone: it raised out of the loop, exit 1, no word of the job (review)
@@ -597,6 +604,17 @@ class Attached:
         self.stop_sent = True
         if self.signals > 1:
             raise Leave
+
+    def _grace(self) -> float | None:
+        """The job's worker's stop grace, by its heartbeat (read once; None where it does not
+        say, or Redis does not answer: the stop is asked for all the same)."""
+        if not self.grace_read:
+            self.grace_read = True
+            try:
+                self.grace = self.client.stop_graces().get(self.record.node or "")
+            except JobletError:
+                pass
+        return self.grace
 
     def _stream(self) -> None:
         from joblet.api.store_output import EndWatch
