@@ -308,6 +308,7 @@ def test_jobs_connections_in_the_hosts_conntrack_table_are_capped_and_go_with_th
         assert int(host_flows) == 50  # the host's own are not the jobs'
         caps = h.in_ns("nft", "list", "table", "ip", "joblet").stdout
         assert "ct count over 40" in caps and "ct count over 100" in caps, caps
+        assert caps.count("ct state new ct status ! confirmed add @") == 6, caps  # a connection's first packet
         addresses = [client.get(job_id).ip for job_id in held]
         assert tracked(*addresses) == 100  # the answered: a dropped first packet leaves no entry
         for job_id in held:

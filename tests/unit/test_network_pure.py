@@ -168,9 +168,10 @@ def test_connection_caps_are_a_table_of_their_own():
     text = render_caps("joblet0", "ji", 100, 500)
     assert text.startswith("table ip joblet {}\ndelete table ip joblet\n")
     assert "type filter hook forward priority filter + 1" in text
+    first = "ct state new ct status & confirmed == 0"  # a connection's first packet only (red-team run)
     for link in ('"joblet0"', '"jb*"', '"ji*"'):
-        assert f"iifname {link} ct state new add @job_flows {{ ip saddr ct count over 100 }} drop" in text
-        assert f"iifname {link} ct state new add @all_flows {{ ct l3proto ct count over 500 }} drop" in text
+        assert f"iifname {link} {first} add @job_flows {{ ip saddr ct count over 100 }} drop" in text
+        assert f"iifname {link} {first} add @all_flows {{ ct l3proto ct count over 500 }} drop" in text
     assert "ct count" not in render_caps("joblet0", "ji", 0, 0)
     assert "@job_flows {" not in render_caps("joblet0", "ji", 0, 500).split("chain")[1]
 
