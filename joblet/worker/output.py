@@ -75,6 +75,14 @@ DISCARD_PIPE = 1 << 20  # a pipe's size once its output is discarded (pipe-max-s
 # (red-team run). Eight take 2048 pages; the rest drain at their size, more often
 DISCARD_PIPES = 8
 F_SETPIPE_SZ = 1031
+# Output read and not written yet, in the worker's memory (outside every job's cgroup): past
+# JOB_BACKLOG of one job's, or TOTAL_BACKLOG of all, the pipe just read is left unwatched
+# until the writer has brought them to half (the job waits on its full pipe meanwhile, as a
+# job whose output goes to a slow disk would). 32 jobs writing 64 MB each at once took the
+# worker from 80 MB to 1.5 GB (kept after), and another job's line waited 7 s behind them
+# in the one queue (red-team run).
+JOB_BACKLOG = 4 << 20
+TOTAL_BACKLOG = 64 << 20
 
 
 def truncation_notice(limit: int, entries: int | None = None) -> bytes:
@@ -134,6 +142,8 @@ class Capture:
     ends_line: bool = True  # its last byte kept (either stream) was a newline, or none was kept
     ending: dict[str, Any] | None = None  # its end marker's summary, waiting for its pipes to close
     end_by: float = 0.0  # monotonic time the end marker goes even so (END_WAIT)
+    queued: int = 0  # bytes of its output read and not written yet (JOB_BACKLOG)
+    held: int = 0  # its pipes unwatched until the writer catches up
 
     def next_id(self) -> str:
         self.written += 1
@@ -164,6 +174,7 @@ class Item:
     tries: int = 0
     retry_at: float = 0.0  # monotonic time of the next try after a failed write
     entry_id: str = ""  # its stream id, given at its first try (a job's entries go in order)
+    counted: int = 0  # its bytes in the backlog (JOB_BACKLOG), given back once written or dropped
 
 
 class OutputPump:
@@ -185,6 +196,8 @@ class OutputPump:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._pace: dict[int, list[float]] = {}  # fd -> [window start, reads, bytes]
         self._parked: list[tuple[float, int, Any]] = []  # (until, fd, key data): unwatched meanwhile
+        self._held: list[tuple[int, Any]] = []  # (fd, key data): unwatched until the writer catches up
+        self._backlog = 0  # bytes read and not written yet, all jobs (TOTAL_BACKLOG)
         self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)  # where output past a cap goes
         self._enlarged: set[int] = set()  # pipes past their caps made DISCARD_PIPE (DISCARD_PIPES at most)
         self._incoming: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -242,6 +255,7 @@ class OutputPump:
             else:
                 self._read(key)
         self._unpark()
+        self._resume()
         self._end_overdue()
 
     def _write_step(self) -> None:
@@ -261,6 +275,9 @@ class OutputPump:
     def _end_overdue(self) -> None:
         now = time.monotonic()
         for cap in [c for c in self._ending if c.end_by <= now]:
+            if cap.held:  # its pipes wait on the writer, not on a process outside the job
+                cap.end_by = now + END_WAIT
+                continue
             log.warning("output of job %s: its pipes are still open %.0f s after its end", cap.job_id[:12], END_WAIT)
             self._queue_end(cap)
 
@@ -331,9 +348,36 @@ class OutputPump:
         cap.read_failures = 0
         if data:
             self._admit(cap, stream, data)
-            self._paced(key.fd, key.data, len(data))
+            if not self._held_back(key):
+                self._paced(key.fd, key.data, len(data))
         else:
             self._close(key.fd, cap)
+
+    def _held_back(self, key: selectors.SelectorKey) -> bool:
+        """Leave the pipe unwatched while its job's, or all jobs', backlog is past its bound."""
+        cap = key.data[0]
+        with self._out_lock:  # held under it: the writer's wake-up sees it (_given_back)
+            behind = cap.queued > JOB_BACKLOG or self._backlog > TOTAL_BACKLOG
+            if behind:
+                self._held.append((key.fd, key.data))
+                cap.held += 1
+        if behind:
+            self.selector.unregister(key.fd)
+        return behind
+
+    def _resume(self) -> None:
+        """Watch again the pipes held back whose job's backlog, and all jobs', are down to half."""
+        if not self._held:
+            return
+        with self._out_lock:
+            ready = [h for h in self._held if h[1][0].queued <= JOB_BACKLOG // 2]
+            if self._backlog > TOTAL_BACKLOG // 2:
+                ready = []
+            for fd, data in ready:
+                self._held.remove((fd, data))
+                data[0].held -= 1
+        for fd, data in ready:
+            self.selector.register(fd, selectors.EVENT_READ, data)
 
     def _drain(self, key: selectors.SelectorKey, cap: Capture) -> None:
         """Output past the cap: into /dev/null in the kernel, then the pipe rests a WINDOW."""
@@ -389,8 +433,11 @@ class OutputPump:
                 if not isinstance(last.data, bytearray):  # grown in place, not copied per read
                     last.data = bytearray(last.data)
                 last.data += part
+                last.counted += len(part)
             else:
-                self._outbox.append(Item(cap, stream, part))
+                self._outbox.append(Item(cap, stream, part, counted=len(part)))
+            cap.queued += len(part)
+            self._backlog += len(part)
         if crossed:
             cap.truncated = True
             log.warning("output of job %s passed its cap of %s: truncated", cap.job_id[:12], cap.cap_text())
@@ -458,6 +505,8 @@ class OutputPump:
             if not self._write_failed(item, exc):
                 blocked.add(id(item.cap))
                 waiting.append(item)
+            else:
+                self._given_back(item)
             return True
         except BackendUnavailable as exc:
             if not self._redis_gone:
@@ -469,13 +518,33 @@ class OutputPump:
             if not self._write_failed(item, exc):
                 blocked.add(id(item.cap))
                 waiting.append(item)
+            else:
+                self._given_back(item)
             return True
         if self._redis_gone:
             log.warning("Redis is back: jobs' output goes on")
             self._redis_gone = False
         if item.kind == END_FIELD:
             item.cap.flushed.set()
+        self._given_back(item)
         return True
+
+    def _given_back(self, item: Item) -> None:
+        """An entry written (or dropped) leaves the backlog; the reader hears of it where
+        some pipe waits for that (JOB_BACKLOG)."""
+        if not item.counted:
+            return
+        with self._out_lock:
+            cap, was, all_was = item.cap, item.cap.queued, self._backlog
+            cap.queued -= item.counted
+            self._backlog -= item.counted
+            item.counted = 0
+            # once, as a bound is crossed: a wake-up a write filled the pipe the reader drains
+            wake = (cap.held and was > JOB_BACKLOG // 2 >= cap.queued) or (
+                self._held and all_was > TOTAL_BACKLOG // 2 >= self._backlog
+            )
+        if wake:
+            os.write(self._wake_w, b"r")
 
     def _send(self, item: Item) -> None:
         faults.fail("output-flush", item.cap.job_id)

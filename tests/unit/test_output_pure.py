@@ -253,6 +253,7 @@ def bare_pump() -> OutputPump:
     pump = OutputPump.__new__(OutputPump)
     pump._outbox, pump.cap = collections.deque(), 100
     pump._out_lock, pump._queued = threading.Lock(), threading.Event()
+    pump._backlog = 0
     return pump
 
 
@@ -658,3 +659,45 @@ def test_an_entry_set_aside_for_a_retry_is_written_while_others_stream_on():
         streaming.clear()
         for writer in writers:
             writer.join()
+
+
+def test_a_jobs_output_waiting_for_redis_is_bounded_in_the_workers_memory(monkeypatch):
+    """Each job's output was read at once into one queue in the worker's memory: 32 jobs
+    writing 64 MB each took the worker from 80 MB to 1.5 GB, and another job's line waited
+    7 s behind them (red-team run). Past JOB_BACKLOG of a job's (TOTAL_BACKLOG of all) its
+    pipe is left unwatched, the job waiting on it, until the writer has caught up to half;
+    all of it arrives, in order (the control: the same output with Redis answering)."""
+    from joblet.worker import output
+
+    monkeypatch.setattr(output, "JOB_BACKLOG", 256 << 10)
+    monkeypatch.setattr(output, "TOTAL_BACKLOG", 1 << 20)
+
+    class Held(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            self.release.wait(30)  # Redis slow to answer until the test lets it
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = Held()
+    pump = OutputPump(store, 100_000, max_bytes=1 << 30)  # type: ignore[arg-type]
+    payload = bytes(range(256)) * 8192  # 2 MiB, eight times the job's bound
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.close(err_w)
+    cap = pump.watch("b" * 32, out_r, err_r, 0)
+    wrote = threading.Thread(target=lambda: (os.write(out_w, payload), os.close(out_w)))
+    wrote.start()
+    deadline = time.monotonic() + 10
+    while cap.held == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cap.held == 1 and pump._backlog <= output.JOB_BACKLOG + output.CHUNK
+    assert wrote.is_alive()  # the job waits on its full pipe: the worker reads no more
+    store.release.set()  # Redis answers: the rest is read as the writer catches up
+    wrote.join(timeout=20)
+    assert not wrote.is_alive()
+    pump.finish(cap, {"status": "COMPLETED"})
+    assert cap.flushed.wait(20)
+    assert stdout_of(store, "b" * 32) == payload and pump._backlog == 0 and cap.queued == 0
