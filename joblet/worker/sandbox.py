@@ -145,17 +145,23 @@ def make_cover(run_dir: Path) -> Path:
     return cover
 
 
-def survey(cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc: str) -> Host:
+def survey(
+    cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc: str, etc_targets: tuple[str, ...] = ()
+) -> Host:
     """Look at this host (before each job: a key added later is covered too): what to bind
     and what to cover. `secrets`: patterns; those under /etc are the copy's to leave out
-    (`etc`, etc_view.py), those under /usr or the extra read-only paths are covered here."""
+    (`etc`, etc_view.py), those under /usr or the extra read-only paths are covered here. A
+    secret that is a link is covered where it leads (`etc_targets`: where /etc's lead): it
+    was left out, and a masked `linked.txt -> target.txt` read the target (red-team run)."""
     import glob
 
     system = tuple((p, os.readlink(p) if os.path.islink(p) else None) for p in SYSTEM_DIRS if os.path.lexists(p))
     bound = ("/usr", *ro_paths)
     patterns = [p for p in secrets if _may_match_under(p, bound)]  # not the many under /etc
     found = [s for pattern in patterns for s in sorted(glob.glob(pattern))]
-    found = [s for s in found if any(under(s, b) for b in bound) and not os.path.islink(s)]
+    found = [os.path.realpath(s) if os.path.islink(s) else s for s in found] + list(etc_targets)
+    seen = ("/etc", *bound)  # a target elsewhere is not in a job's view
+    found = sorted({s for s in found if any(under(s, b) for b in seen) and os.path.exists(s)})
     procs = [p for p in PROC_MASKED if os.path.exists(p)]
     sysfs = [p for p in SYS_MASKED if os.path.exists(p)]
     return Host(

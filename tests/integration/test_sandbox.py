@@ -744,6 +744,8 @@ def rotated(redis_sock):
     try:
         (folder / "app.key").write_text("key one\n")
         (folder / "app.conf").write_text("one\n")
+        (folder / "real.txt").write_text("LINKTARGETSECRET\n")
+        (folder / "link.key").symlink_to("real.txt")  # masked by *.key: where it leads too
         for h in running_host(redis_sock, "hostkeys", sandbox_masked_paths=f"{folder}/*.key"):
             yield folder, Client(h.cfg)
     finally:
@@ -769,6 +771,18 @@ def test_a_secret_replaced_while_a_job_runs_stays_hidden(rotated):
     # the plain file's new content reached the job (positive control); the key never did
     assert output(client, job.id).split() == [b"one", b"0", b"ready", b"0", b"two"]
     assert (folder / "app.key").read_text() == "key two, longer\n"
+
+
+def test_a_masked_link_hides_where_it_leads(rotated):
+    """A masked secret that is a link: its placeholder hid the link, and a job read the target
+    at its own path (red-team run). Both read empty; the plain file beside them (the control)
+    is read."""
+    folder, client = rotated
+    script = f"cat {folder}/app.conf; wc -c < {folder}/link.key; wc -c < {folder}/real.txt"
+    job = client.run("sh", ("-c", script), timeout=60)
+    assert client.wait(job.id, timeout=60).status == JobStatus.COMPLETED
+    assert output(client, job.id).split()[1:] == [b"0", b"0"], output(client, job.id)
+    assert output(client, job.id).split()[0] in (b"one", b"two")  # the control (the test above rotates it)
 
 
 def test_jobs_are_the_oom_killers_first_choice(client, host):

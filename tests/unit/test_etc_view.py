@@ -246,3 +246,20 @@ def test_a_pattern_through_a_link_is_resolved_too(tmp_path):
     (tmp_path / "etc" / "ssl").symlink_to(real)  # as Debian's /etc/ssl -> /usr/lib/ssl would be
     patterns = Secrets((f"{tmp_path}/etc/ssl/private/*.pem",)).patterns
     assert patterns == (f"{tmp_path}/etc/ssl/private/*.pem", f"{real}/private/*.pem")
+
+
+def test_a_secret_that_is_a_link_names_where_it_leads(tmp_path: Path):
+    """`/etc/app.conf -> /srv/ro/real.conf` masked: the copy's placeholder hid the link, and a
+    job read the target at its own path (red-team run). The copy says where secret links
+    lead (the sandbox covers those); a link that is not a secret (the control) is not named."""
+    src, dst, ro = tmp_path / "etc", tmp_path / "copy", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    (ro / "real.conf").write_text("redis_url = 'redis://:TOPSECRET@h/0'\n")
+    (ro / "open.conf").write_text("a=1\n")
+    (src / "app.conf").symlink_to(ro / "real.conf")
+    (src / "other.conf").symlink_to(ro / "open.conf")
+    copier = Copier(Secrets((f"{src}/app.conf",)))
+    copier.sync(str(src), str(dst))
+    assert (dst / "app.conf").read_text() == "" and os.readlink(dst / "other.conf") == str(ro / "open.conf")
+    assert copier.secret_targets == (str(ro / "real.conf"),)

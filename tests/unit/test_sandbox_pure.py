@@ -194,6 +194,24 @@ def test_survey_covers_secrets_under_the_read_only_paths_only(tmp_path):
     assert _may_match_under(f"{tools}/*.key", ("/usr", str(tools))) and _may_match_under("/opt/*", ("/opt/tools",))
 
 
+def test_survey_covers_where_a_secret_link_leads(tmp_path):
+    """A masked `linked.txt -> target.txt` (and a linked directory) under a read-only path was
+    left out of the covers, and a job read the target; so was an /etc secret's target (red-team
+    run). Their targets are covered; a target nothing binds (the control) is not listed."""
+    ro = tmp_path / "ro"
+    (ro / "sub").mkdir(parents=True)
+    (ro / "target.txt").write_text("LINKTARGETSECRET")
+    (ro / "linked.txt").symlink_to("target.txt")
+    (ro / "linkdir").symlink_to("sub")
+    (ro / "etc-real.conf").write_text("x")
+    outside = tmp_path / "elsewhere.conf"
+    outside.write_text("y")
+    masked = (f"{ro}/linked.txt", f"{ro}/linkdir")
+    host = survey(tmp_path / "cover", (str(ro),), masked, "/r/etc", (str(ro / "etc-real.conf"), str(outside)))
+    assert host.secret_files == (str(ro / "etc-real.conf"), str(ro / "target.txt"))
+    assert host.secret_dirs == (str(ro / "sub"),)
+
+
 def test_a_link_that_changes_during_the_walk_is_not_found(tmp_path, monkeypatch):
     """A job swapping a link for a directory in a shared volume: readlink fails in another
     job's lookup, which says "not found" instead of ending in an internal error."""
