@@ -61,8 +61,13 @@ def read_uploads(
     for name in files:
         path = Path(name)
         if not name or not path.is_file():  # "" is the current directory to pathlib
-            hint = " (a directory: --upload-dir)" if name and path.is_dir() else ""
-            raise ValidationError(f"invalid --upload: '{printable(name)}' is not a readable file{hint}")
+            if name and path.is_dir():
+                why = "is a directory (--upload-dir uploads one)"
+            elif name and path.exists():  # /dev/zero, a FIFO: readable, not a file (usability run)
+                why = "is not a regular file (a device, FIFO or socket: copy what it gives to a file)"
+            else:
+                why = "does not exist" if name and not path.is_symlink() else "is not a readable file"
+            raise ValidationError(f"invalid --upload: '{printable(name)}' {why}")
         found.append((path, path.name, "--upload"))
     for directory in directories:
         found += [(path, rel, "--upload-dir") for path, rel in _tree(directory, limit)]

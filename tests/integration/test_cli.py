@@ -145,7 +145,7 @@ def test_near_misses_get_a_hint(host, tmp_path):
     finally:
         host.rnx("network", "delete", "nearapp")
     upload = host.rnx("run", f"--upload={tmp_path}", "true")
-    assert upload.returncode == 2 and b"is not a readable file (a directory: --upload-dir)" in upload.stderr
+    assert upload.returncode == 2 and b"is a directory (--upload-dir uploads one)" in upload.stderr
     vol = host.rnx("volume", "create", "..")
     assert vol.returncode == 2 and b"starting with a letter or digit" in vol.stderr
 
