@@ -92,9 +92,23 @@ class NetPlan(BaseModel):
         return "\n".join(lines) + "\n"
 
     def resolv_file(self) -> str | None:
-        if not self.attachments or not self.nameservers:
+        """The job's resolv.conf: its network's --dns, else the worker's servers; for a job on
+        --internal networks only, none without one of theirs: it reaches no server, and every
+        lookup of a name not in /etc/hosts hung 20 s on the worker's (usability run). With
+        no server named the resolver asks the job's own loopback, and fails at once."""
+        if not self.attachments:
+            return None
+        if not any(a.routed for a in self.attachments) and not any(n.dns for n in self.networks):
+            return NO_DNS
+        if not self.nameservers:
             return None
         return "".join(f"nameserver {ns}\n" for ns in self.nameservers)
+
+
+NO_DNS = (
+    "# joblet: this job's networks are --internal and name no DNS server: its peers' names are\n"
+    "# in /etc/hosts (rnx network create NAME --internal --dns=ADDRESS of one of its jobs)\n"
+)
 
 
 def _named_first(line: tuple[str, list[str]]) -> tuple[bool, list[str]]:

@@ -113,6 +113,10 @@ def test_internal_network_talks_inside_but_not_out(nets, upstream):
     probe = "import socket; socket.create_connection(('203.0.113.2', 7000), timeout=30)"
     rec, _, err = run(nets, "python3", "-c", probe, network=("iso-int",))
     assert rec.exit_code == 1 and b"Network is unreachable" in err, err
+    # no DNS server it cannot reach (each lookup hung 20 s): none named; the control, with NAT, has one
+    servers = "grep -c ^nameserver /etc/resolv.conf; getent hosts example.invalid; echo $?"
+    assert output_of(nets, servers, ("iso-int",)).split() == [b"0", b"2"]
+    assert output_of(nets, "grep -c ^nameserver /etc/resolv.conf", ("iso-int", "iso-a")) != b"0\n"
 
 
 def output_of(client: Client, script: str, network: tuple[str, ...]) -> bytes:

@@ -97,6 +97,32 @@ def test_outcome_of(rc, stopped, status, code, sig):
     assert (out.status.value, out.exit_code, out.signal) == (status, code, sig)
 
 
+def test_a_job_on_internal_networks_only_is_given_no_dns_server_it_cannot_reach():
+    """An --internal network without --dns gave its jobs the worker's upstream server, which
+    they have no route to: every lookup of a name not in /etc/hosts hung 20 s (usability
+    run). Such a job's resolv.conf names none (the resolver fails at once); a job that also
+    has a routed network, or an internal network with --dns (the controls), keeps its server."""
+    from joblet.api.networks import NetworkDef
+    from joblet.network_agent.plan import NO_DNS, NetFacts, make_plan
+
+    inner = NetworkDef(name="inner", cidr="10.9.0.0/24", internal=True)
+    own = NetworkDef(name="own", cidr="10.8.0.0/24", internal=True, dns=("10.8.0.53",))
+    facts = NetFacts(
+        mtu=1500,
+        bridge="joblet0",
+        bridge_cidr="172.20.0.0/16",
+        isolated_pool="10.254.0.0/16",
+        networks={"inner": inner, "own": own},
+        nameservers=("192.0.2.53",),
+    )
+    slots = {"inner": to_int("10.9.0.7"), "own": to_int("10.8.0.7"), "bridge": to_int("172.20.0.9")}
+    assert make_plan("a" * 32, "h", ("inner",), facts, slots).resolv_file() == NO_DNS
+    assert "nameserver" not in NO_DNS
+    both = make_plan("a" * 32, "h", ("inner", "bridge"), facts, slots)
+    assert both.resolv_file() == "nameserver 192.0.2.53\n"
+    assert make_plan("a" * 32, "h", ("own",), facts, slots).resolv_file() == "nameserver 10.8.0.53\n"
+
+
 def test_make_plan_is_pure_and_complete():
     from joblet.api.networks import NetworkDef
     from joblet.names import bridge_name
