@@ -104,19 +104,25 @@ def cpu_usec(v2: Path, v1_cpuacct: Path) -> int:
     return nanos // 1000 if nanos is not None else 0
 
 
+STATM_MOST = 256  # processes' resident sets read per job and heartbeat (past it, a sample)
+
+
 def memory_bytes(v2: Path, v1: Path, pids: list[int]) -> tuple[int, int | None]:
-    """(bytes in use, limit or None): the cgroup's count, else the processes' resident sets."""
+    """(bytes in use, limit or None): the cgroup's count, else the processes' resident sets:
+    of a job of more than STATM_MOST processes, an evenly spread sample's, scaled (one of
+    4,000 processes took 80 ms of the heartbeat's thread a beat, red-team run)."""
     current = _int(_read(v2 / "memory.current"))
     if current is not None:
         return current, _limit(_read(v2 / "memory.max"))
     current = _int(_read(v1 / "memory.usage_in_bytes"))
     if current is not None:
         return current, _limit(_read(v1 / "memory.limit_in_bytes"))
+    sample = pids[:: -(-len(pids) // STATM_MOST)] if pids else []
     rss = 0
-    for pid in pids:
+    for pid in sample:
         fields = _read(Path(f"/proc/{pid}/statm")).split()
         rss += int(fields[1]) * PAGE if len(fields) > 1 else 0
-    return rss, None
+    return (rss * len(pids) // len(sample) if sample else 0), None
 
 
 def pid_count(v2: Path, v1: Path, procs: int) -> tuple[int, int | None]:
