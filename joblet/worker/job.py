@@ -387,12 +387,15 @@ class JobRun:
         timed_out = timeout if timed_out is not None else None
         main.wait()
         self.cgroup.kill()  # the command is done: so is everything it left behind
+        self.svc.pump.ended(capture)
         capture.closed.wait(timeout=10)
         outcome = outcome_of(main.returncode, stopped, timed_out, self.stop_why)
         if outcome.status == JobStatus.FAILED and timed_out is None:
             said = oom_said(self.cgroup.oom_killed(), self.spec.limits.max_memory, self.svc.jobs_memory_mb)
             outcome.error = said or outcome.error
-        return outcome, bytes(capture.stdout), capture.truncated
+        # pipes not read to their end (held behind a Redis that stalls): the result's stdout
+        # may lack its end, and says so
+        return outcome, bytes(capture.stdout), capture.truncated or not capture.closed.is_set()
 
     # -- the end --------------------------------------------------------------------------
     def teardown(self) -> str | None:

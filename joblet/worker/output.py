@@ -83,6 +83,11 @@ F_SETPIPE_SZ = 1031
 # in the one queue (red-team run).
 JOB_BACKLOG = 4 << 20
 TOTAL_BACKLOG = 64 << 20
+# An entry weighs at least this in those bounds: each is a round trip of the writer's (~9,000
+# a second here, against ~130 MB/s), and jobs writing a byte at a time to stdout and stderr
+# in turn (never joined) queued 150,000 entries of 90 bytes, far below the bytes' bound: a
+# victim's lines and end waited 6-17 s behind them (red-team run). 4 MiB: 256 entries a job.
+ENTRY_COST = 16 << 10
 
 
 def truncation_notice(limit: int, entries: int | None = None) -> bytes:
@@ -142,8 +147,9 @@ class Capture:
     ends_line: bool = True  # its last byte kept (either stream) was a newline, or none was kept
     ending: dict[str, Any] | None = None  # its end marker's summary, waiting for its pipes to close
     end_by: float = 0.0  # monotonic time the end marker goes even so (END_WAIT)
-    queued: int = 0  # bytes of its output read and not written yet (JOB_BACKLOG)
+    queued: int = 0  # bytes of its output read and not written yet, ENTRY_COST an entry at least (JOB_BACKLOG)
     held: int = 0  # its pipes unwatched until the writer catches up
+    ended: bool = False  # its processes are gone: what its pipes hold is read past the bounds
 
     def next_id(self) -> str:
         self.written += 1
@@ -235,6 +241,14 @@ class OutputPump:
         except (JobletError, ValueError, AttributeError) as exc:  # Redis gone, or an odd record
             log.warning("job %s: output cap unknown (%s); using %d bytes", job_id[:12], exc, self.max_bytes)
             return None
+
+    def ended(self, cap: Capture) -> None:
+        """The job's processes are gone (its cgroup killed): its pipes hold at most what is in
+        them (or what a process outside it that holds one writes, within the job's output
+        cap), read to their end now, past both bounds (a job ending while others' output
+        waited for a slow Redis kept 64 KiB of its 300 KB, unsaid, review)."""
+        cap.ended = True
+        os.write(self._wake_w, b"x")
 
     def finish(self, cap: Capture, summary: dict[str, Any]) -> None:
         """Queue the end marker after the job's last byte: once its pipes are read to their
@@ -356,6 +370,8 @@ class OutputPump:
     def _held_back(self, key: selectors.SelectorKey) -> bool:
         """Leave the pipe unwatched while its job's, or all jobs', backlog is past its bound."""
         cap = key.data[0]
+        if cap.budget.over or cap.ended:  # past its cap: nothing more is queued (review)
+            return False
         with self._out_lock:  # held under it: the writer's wake-up sees it (_given_back)
             behind = cap.queued > JOB_BACKLOG or self._backlog > TOTAL_BACKLOG
             if behind:
@@ -370,9 +386,8 @@ class OutputPump:
         if not self._held:
             return
         with self._out_lock:
-            ready = [h for h in self._held if h[1][0].queued <= JOB_BACKLOG // 2]
-            if self._backlog > TOTAL_BACKLOG // 2:
-                ready = []
+            all_ok = self._backlog <= TOTAL_BACKLOG // 2
+            ready = [h for h in self._held if (h[1][0].queued <= JOB_BACKLOG // 2 and all_ok) or h[1][0].ended]
             for fd, data in ready:
                 self._held.remove((fd, data))
                 data[0].held -= 1
@@ -433,11 +448,13 @@ class OutputPump:
                 if not isinstance(last.data, bytearray):  # grown in place, not copied per read
                     last.data = bytearray(last.data)
                 last.data += part
-                last.counted += len(part)
+                weight = len(part)
+                last.counted += weight
             else:
-                self._outbox.append(Item(cap, stream, part, counted=len(part)))
-            cap.queued += len(part)
-            self._backlog += len(part)
+                weight = max(len(part), ENTRY_COST)
+                self._outbox.append(Item(cap, stream, part, counted=weight))
+            cap.queued += weight
+            self._backlog += weight
         if crossed:
             cap.truncated = True
             log.warning("output of job %s passed its cap of %s: truncated", cap.job_id[:12], cap.cap_text())

@@ -278,6 +278,9 @@ class FakePump:
         cap.flushed.set()
         return cap
 
+    def ended(self, cap: Any) -> None:
+        pass
+
     def finish(self, cap: Any, summary: Any) -> None:
         self.log("end output")
 

@@ -701,3 +701,101 @@ def test_a_jobs_output_waiting_for_redis_is_bounded_in_the_workers_memory(monkey
     pump.finish(cap, {"status": "COMPLETED"})
     assert cap.flushed.wait(20)
     assert stdout_of(store, "b" * 32) == payload and pump._backlog == 0 and cap.queued == 0
+
+
+def test_an_ended_job_is_read_to_its_end_past_all_jobs_backlog_and_a_capped_one_never_held(monkeypatch):
+    """With all jobs' backlog past its bound (a Redis that stalls), a job that ended was held
+    at its next read: its thread gave up after 10 s and recorded 64 KB of its 300 KB as its
+    whole result; a pipe past its cap was held too, its job blocked though nothing more of it
+    would be queued (review). An ended job's pipes are read whatever all jobs' backlog; a
+    capped pipe drains; the other job (the control) stays held until Redis answers."""
+    from joblet.worker import output
+
+    monkeypatch.setattr(output, "JOB_BACKLOG", 256 << 10)
+    monkeypatch.setattr(output, "TOTAL_BACKLOG", 300 << 10)
+
+    class Stalled(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            self.release.wait(30)
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = Stalled()
+    pump = OutputPump(store, 100_000, max_bytes=1 << 30)  # type: ignore[arg-type]
+
+    def job(job_id: str, size: int, limit: int | None = None) -> tuple[Capture, threading.Thread]:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        os.close(err_w)
+        cap = pump.watch(job_id, out_r, err_r, 1 << 20, max_output=limit)
+        wrote = threading.Thread(target=lambda: (os.write(out_w, b"x" * size), os.close(out_w)), daemon=True)
+        wrote.start()
+        return cap, wrote
+
+    def until(check) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert check()
+
+    big, big_writer = job("c" * 32, 2 << 20)
+    until(lambda: big.held == 1)
+    small, _ = job("a" * 32, 300_000)
+    until(lambda: small.held == 1)  # all jobs' backlog past its bound: held at its first read
+    capped, capped_writer = job("d" * 32, 4 << 20, limit=50_000)  # crossed at its first read
+    capped_writer.join(timeout=20)
+    assert not capped_writer.is_alive() and capped.budget.over and capped.held == 0
+    pump.ended(small)
+    assert small.closed.wait(10) and bytes(small.stdout) == b"x" * 300_000
+    assert big.held == 1 and big_writer.is_alive()  # the control: still held while Redis stalls
+    store.release.set()
+    big_writer.join(timeout=20)
+    assert not big_writer.is_alive()
+
+
+def test_a_job_writing_a_byte_at_a_time_to_both_streams_is_held_by_its_entries(monkeypatch):
+    """The backlog's bounds counted bytes: jobs writing a byte at a time to stdout and stderr
+    in turn (never joined) queued 150,000 entries of 90 bytes and another job's lines waited
+    6-17 s behind them (red-team run). An entry weighs ENTRY_COST at least: such a job is
+    held after JOB_BACKLOG / ENTRY_COST entries; all of it arrives once Redis answers."""
+    from joblet.worker import output
+
+    class Stalled(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def append_output(self, job_id, field, data, cap, entry_id="*"):
+            self.release.wait(30)
+            super().append_output(job_id, field, data, cap, entry_id)
+
+    store = Stalled()
+    pump = OutputPump(store, 1_000_000, max_bytes=1 << 30)  # type: ignore[arg-type]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    cap = pump.watch("e" * 32, out_r, err_r, 0)
+    pieces = 2 * output.JOB_BACKLOG // output.ENTRY_COST  # twice as many entries as it may queue
+
+    def chatter() -> None:
+        for _ in range(pieces):
+            os.write(out_w, b"a")
+            time.sleep(0.0005)  # each read alone: no join
+            os.write(err_w, b"b")
+            time.sleep(0.0005)
+        os.close(out_w)
+        os.close(err_w)
+
+    wrote = threading.Thread(target=chatter, daemon=True)
+    wrote.start()
+    deadline = time.monotonic() + 20
+    while cap.held == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cap.held >= 1 and len(pump._outbox) <= output.JOB_BACKLOG // output.ENTRY_COST + 2
+    store.release.set()
+    wrote.join(timeout=30)
+    assert not wrote.is_alive()
+    pump.finish(cap, {"status": "COMPLETED"})
+    assert cap.flushed.wait(30) and stdout_of(store, "e" * 32) == b"a" * pieces
