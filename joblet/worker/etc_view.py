@@ -101,22 +101,23 @@ class Copier:
         self.seen: dict[str, tuple[int, int, int, int]] = {}  # source file -> (inode, ctime, size, mtime) copied
         self._visited: set[str] = set()
         self.errors: list[str] = []  # of the last sync: what it could not copy
-        # where the secrets that are links lead (the last sync's): the link's placeholder
-        # hid the link, not its target, read at its own path in /usr or /etc (red-team run)
-        self.secret_targets: tuple[str, ...] = ()
-        self._targets: set[str] = set()
+        # the secrets that are links (the last sync's): the link's placeholder hid the link,
+        # not its target, read at its own path in /usr or /etc (red-team run); where each
+        # leads is read before each job (sandbox.survey: a link outside /etc changes unseen)
+        self.secret_links: tuple[str, ...] = ()
+        self._links: set[str] = set()
 
     def sync(self, source: str, target: str) -> int:
         """Bring `target` in step with `source`: returns how many entries changed. Secrets,
         files others may not read and directories others may not enter become empty
         placeholders, never read; sockets, FIFOs and devices are left out; the
         net files are written in place. What fails is noted in `errors` and skipped."""
-        self.errors, self._visited, self._targets = [], set(), set()
+        self.errors, self._visited, self._links = [], set(), set()
         os.makedirs(target, exist_ok=True)
         _meta(os.stat(source), target)
         changed = self._dir(source, target, top=True)
         self.seen = {path: key for path, key in self.seen.items() if path in self._visited}
-        self.secret_targets = tuple(sorted(self._targets))
+        self.secret_links = tuple(sorted(self._links))
         return changed
 
     def _dir(self, src: str, dst: str, top: bool = False) -> int:
@@ -151,7 +152,7 @@ class Copier:
             return _net_file(entry.path, copy, self.secrets)
         if entry.path in self.secrets or _private(st):
             if stat.S_ISLNK(st.st_mode):  # a placeholder for the link; its target is covered (sandbox.survey)
-                self._targets.add(os.path.realpath(entry.path))
+                self._links.add(entry.path)
             return _placeholder(copy, stat.S_ISDIR(st.st_mode))
         if stat.S_ISDIR(st.st_mode):
             changed = _ensure_dir(copy)

@@ -146,12 +146,12 @@ def make_cover(run_dir: Path) -> Path:
 
 
 def survey(
-    cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc: str, etc_targets: tuple[str, ...] = ()
+    cover: Path, ro_paths: tuple[str, ...], secrets: tuple[str, ...], etc: str, etc_links: tuple[str, ...] = ()
 ) -> Host:
     """Look at this host (before each job: a key added later is covered too): what to bind
     and what to cover. `secrets`: patterns; those under /etc are the copy's to leave out
     (`etc`, etc_view.py), those under /usr or the extra read-only paths are covered here. A
-    secret that is a link is covered where it leads (`etc_targets`: where /etc's lead): it
+    secret that is a link is covered where it leads now (`etc_links`: /etc's secret links): it
     was left out, and a masked `linked.txt -> target.txt` read the target (red-team run)."""
     import glob
 
@@ -159,9 +159,9 @@ def survey(
     bound = ("/usr", *ro_paths)
     patterns = [p for p in secrets if _may_match_under(p, bound)]  # not the many under /etc
     found = [s for pattern in patterns for s in sorted(glob.glob(pattern))]
-    found = [os.path.realpath(s) if os.path.islink(s) else s for s in found] + list(etc_targets)
-    seen = ("/etc", *bound)  # a target elsewhere is not in a job's view
-    found = sorted({s for s in found if any(under(s, b) for b in seen) and os.path.exists(s)})
+    found = [os.path.realpath(s) if os.path.islink(s) else s for s in found]
+    found = {s for s in found if any(under(s, b) for b in bound) and os.path.exists(s)}
+    found = sorted(found | _seen_targets(tuple(map(os.path.realpath, etc_links)), etc, bound))
     procs = [p for p in PROC_MASKED if os.path.exists(p)]
     sysfs = [p for p in SYS_MASKED if os.path.exists(p)]
     return Host(
@@ -177,6 +177,22 @@ def survey(
         sys_files=tuple(p for p in sysfs if not os.path.isdir(p)),
         sys_dirs=tuple(p for p in sysfs if os.path.isdir(p)),
     )
+
+
+def _seen_targets(targets: tuple[str, ...], etc: str, bound: tuple[str, ...]) -> set[str]:
+    """Where /etc's secret links lead, as a job sees them: under /etc only where the copy
+    has that path, and not as a placeholder's (a target in a directory others may not enter
+    is hidden with it: a cover there failed every job's start, bwrap unable to make its
+    mount point in the read-only copy, review); under /usr or a read-only path as it is."""
+    kept = set()
+    for target in targets:
+        if under(target, "/etc"):
+            copy = os.path.join(etc, os.path.relpath(target, "/etc"))
+            if os.path.lexists(copy) and not os.path.islink(copy):
+                kept.add(target)
+        elif any(under(target, b) for b in bound) and os.path.exists(target):
+            kept.add(target)
+    return kept
 
 
 def _may_match_under(pattern: str, bases: tuple[str, ...]) -> bool:

@@ -111,4 +111,4 @@ def host_survey(cfg: Settings, cover: Path, etc: EtcView) -> Callable[[], Host]:
     """Looks at the host before each job (a key added later is covered too), with the
     copy's secret patterns (links before a wildcard resolved: /etc/ssl -> /usr/lib/ssl)."""
     secrets = etc.copier.secrets.patterns
-    return lambda: survey(cover, cfg.sandbox_ro_paths, secrets, etc.path, etc.copier.secret_targets)
+    return lambda: survey(cover, cfg.sandbox_ro_paths, secrets, etc.path, etc.copier.secret_links)

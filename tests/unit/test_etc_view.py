@@ -250,8 +250,8 @@ def test_a_pattern_through_a_link_is_resolved_too(tmp_path):
 
 def test_a_secret_that_is_a_link_names_where_it_leads(tmp_path: Path):
     """`/etc/app.conf -> /srv/ro/real.conf` masked: the copy's placeholder hid the link, and a
-    job read the target at its own path (red-team run). The copy says where secret links
-    lead (the sandbox covers those); a link that is not a secret (the control) is not named."""
+    job read the target at its own path (red-team run). The copy names its secret links (the
+    sandbox covers where they lead); a link that is not a secret (the control) is not named."""
     src, dst, ro = tmp_path / "etc", tmp_path / "copy", tmp_path / "ro"
     src.mkdir()
     ro.mkdir()
@@ -262,4 +262,4 @@ def test_a_secret_that_is_a_link_names_where_it_leads(tmp_path: Path):
     copier = Copier(Secrets((f"{src}/app.conf",)))
     copier.sync(str(src), str(dst))
     assert (dst / "app.conf").read_text() == "" and os.readlink(dst / "other.conf") == str(ro / "open.conf")
-    assert copier.secret_targets == (str(ro / "real.conf"),)
+    assert copier.secret_links == (str(src / "app.conf"),)

@@ -210,6 +210,20 @@ def test_survey_covers_where_a_secret_link_leads(tmp_path):
     host = survey(tmp_path / "cover", (str(ro),), masked, "/r/etc", (str(ro / "etc-real.conf"), str(outside)))
     assert host.secret_files == (str(ro / "etc-real.conf"), str(ro / "target.txt"))
     assert host.secret_dirs == (str(ro / "sub"),)
+    # an /etc link through a link a deploy turns (`cur -> v1`, then `-> v2`): where it leads now
+    for version in ("v1", "v2"):
+        (ro / version).mkdir()
+        (ro / version / "key.txt").write_text(version)
+    (ro / "cur").symlink_to("v1")
+    (tmp_path / "rot.key").symlink_to(ro / "cur" / "key.txt")  # standing for /etc/rot.key
+
+    def covered() -> tuple[str, ...]:
+        return survey(tmp_path / "c", (str(ro),), (), "/r/etc", (str(tmp_path / "rot.key"),)).secret_files
+
+    assert str(ro / "v1" / "key.txt") in covered()
+    (ro / "cur").unlink()
+    (ro / "cur").symlink_to("v2")  # rotated: red-team run read v2 while v1 was covered
+    assert str(ro / "v2" / "key.txt") in covered()
 
 
 def test_a_link_that_changes_during_the_walk_is_not_found(tmp_path, monkeypatch):
@@ -537,3 +551,18 @@ def test_a_scripts_interpreter_in_a_volume_is_looked_at_without_following_a_swap
     monkeypatch.setattr(lookup, "job_realpath", swapped_after_the_walk)
     bad = Unrunnable(126, "/volumes/v/d/creds.txt: bad interpreter: No such file or directory")
     assert resolve("./c.sh", "/usr/bin", views) == bad
+
+
+def test_an_etc_secret_links_target_is_covered_only_where_the_copy_has_it(tmp_path):
+    """certbot's layout masked (`live/*/privkey.pem` links into `archive/`, mode 0700): the
+    copy holds an empty placeholder for `archive`, the cover's mount point did not exist in
+    the read-only copy, and bwrap failed every job's start (review). A target the copy hides
+    with its directory gets no cover; one the copy has (the control) does."""
+    from joblet.worker.sandbox import _seen_targets
+
+    etc = tmp_path / "copy"
+    (etc / "letsencrypt" / "archive").mkdir(parents=True)  # the placeholder: empty
+    (etc / "app").mkdir()
+    (etc / "app" / "real.conf").write_text("")
+    targets = ("/etc/letsencrypt/archive/x/privkey1.pem", "/etc/app/real.conf", "/root/elsewhere")
+    assert _seen_targets(targets, str(etc), ("/usr",)) == {"/etc/app/real.conf"}
