@@ -50,9 +50,11 @@ ERRORS = 3  # failed dumps of one job's addresses before its clearing is given u
 
 class Request:
     """One ended job's addresses to clear: `wait` returns whether they were (or the janitor
-    gave up at its deadline); a waiter that stops waiting abandons it, and the janitor leaves
-    an abandoned request alone: its addresses may be another job's by then (review: late
-    rounds deleted the flows of the address's next job)."""
+    gave up at its deadline). A waiter that stops waiting on an address soon given again
+    abandons it, after the round under way, and the janitor leaves it alone: its addresses
+    may be another job's by then (review: late rounds deleted the flows of the address's
+    next job). Another's is cleared late all the same (review: skipped, its flows counted
+    against the shared cap for days)."""
 
     def __init__(self, addresses: list[str], always: bool) -> None:
         self.addresses, self.always = addresses, always
@@ -60,13 +62,15 @@ class Request:
         self.errors = 0
         self.abandoned = False
         self._done = threading.Event()
+        self.lock = threading.Lock()  # held through each of its rounds
 
     def finish(self) -> None:
         self._done.set()
 
     def wait(self, timeout: float | None) -> bool:
-        if not self._done.wait(timeout):
-            self.abandoned = True
+        if not self._done.wait(timeout) and self.always:
+            with self.lock:
+                self.abandoned = not self._done.is_set()
         return self._done.is_set()
 
 
@@ -101,8 +105,9 @@ class Janitor:
     def _loop(self) -> None:
         while True:  # a daemon thread: it ends with the worker
             request = self._queue.get()
-            if not request.abandoned:
-                self._round(request)
+            with request.lock:
+                if not request.abandoned:
+                    self._round(request)
 
     def _round(self, request: Request) -> None:
         """At most FORGET_MOST entries of each address each way; an address whose dump was

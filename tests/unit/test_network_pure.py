@@ -377,6 +377,29 @@ def test_an_abandoned_clearing_is_left_alone(monkeypatch):
     assert table == ["src0@10.64.0.5", "dst0@10.64.0.5"]
 
 
+def test_a_clearing_not_soon_reused_is_done_late_and_an_abandoning_waits_for_the_round(monkeypatch):
+    """A waiter that gave up (FORGET_WAIT, 5 s) abandoned any request: a /16 job's clearing
+    queued behind a small network's rounds never ran, its established flows counted against
+    the shared cap for days (review). Only a soon-reused address's is abandoned, and not in
+    the middle of its round (the address is freed after)."""
+    from joblet.network_agent import conntrack
+
+    table = ["src0@10.64.0.4", "src0@10.1.0.5", "src0@10.64.0.6"]
+    gate = threading.Event()
+    fake_conntrack(monkeypatch, table, gate=gate)
+    janitor = conntrack.Janitor()
+    first = janitor.forget(["10.64.0.4"], always=True)  # its dump waits for the gate
+    late = janitor.forget(["10.1.0.5"])  # a /16's: not soon given again
+    assert not late.wait(0.05) and not late.abandoned
+    gate.set()
+    assert first.wait(5) and late.wait(5) and table == ["src0@10.64.0.6"]
+    gate.clear()
+    held = janitor.forget(["10.64.0.6"], always=True)
+    threading.Timer(0.3, gate.set).start()
+    assert held.wait(0.05) is True and not held.abandoned  # it waited for the round under way
+    assert table == []
+
+
 def test_a_failed_dump_is_tried_again_then_given_up(monkeypatch, caplog):
     """Any error ended the clearing at once, the address freed with its flows and the job's
     other addresses never tried (review): a failed dump goes again after the others' rounds,
