@@ -81,11 +81,12 @@ class Batch:
                 self._let_go()
         return self.take()
 
-    def due(self) -> list[JobRecord]:
-        """Before the next line is read (its uploads may take longer than a hold lasts): what
-        was placed under networks held HELD_FOR is written and they are let go; the records
-        queued since the last call (review: only a line's add looked, after its reading)."""
-        return self.flush() if self._held_long() else self.take()
+    def due(self, uploads: bool = False) -> list[JobRecord]:
+        """Before the next line is read: what was placed under networks held HELD_FOR is
+        written and they are let go, and under any hold at all before a line's `uploads` are
+        read (they may take longer than the hold lasts: review, twice); the records queued
+        since the last call."""
+        return self.flush() if self._held_long() or (uploads and self._held_at is not None) else self.take()
 
     def _held_long(self) -> bool:
         """Networks held for HELD_FOR: what was placed under them is written before the hold

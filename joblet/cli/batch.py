@@ -152,6 +152,8 @@ def _queue_lines(ctx: click.Context, jobs: Any, file: IO[bytes], limit: int | No
             if raw is None:
                 raise LineError(f"longer than {MAX_LINE >> 10} KiB")
             params = parse_line(decoded(raw), ctx)
+            if params is not None and (params["uploads"] or params["upload_dir"]):
+                show(jobs.due(uploads=True))  # its files' reading may outlast a network's hold
             queued = jobs.add(job_spec(params, limit)) if params is not None else []
         except (BackendUnavailable, PermissionDenied):
             raise

@@ -237,6 +237,8 @@ def test_a_batch_writes_what_it_placed_before_its_uploads_pile_up_or_its_holds_l
     assert made.due() == [] and writes == [2, 2]  # the control: held, not for long yet
     clock[0] += batch_mod.HELD_FOR
     assert len(made.due()) == 1 and writes == [2, 2, 1] and holds[-1] == []  # before the next line's reading
+    made.add(make_spec("true", network=("app",)))
+    assert len(made.due(uploads=True)) == 1 and writes == [2, 2, 1, 1]  # held a moment: its uploads may outlast it
 
 
 @pytest.mark.parametrize("cut", ["placement", None])
