@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import errno
 import fnmatch
+import glob
 import logging
 import os
 import re
@@ -106,6 +107,7 @@ class Copier:
         # leads is read before each job (sandbox.survey: a link outside /etc changes unseen)
         self.secret_links: tuple[str, ...] = ()
         self._links: set[str] = set()
+        self._reached: set[str] = set()  # the real paths the patterns reach through links (sync)
 
     def sync(self, source: str, target: str) -> int:
         """Bring `target` in step with `source`: returns how many entries changed. Secrets,
@@ -113,6 +115,11 @@ class Copier:
         placeholders, never read; sockets, FIFOs and devices are left out; the
         net files are written in place. What fails is noted in `errors` and skipped."""
         self.errors, self._visited, self._links = [], set(), set()
+        # a pattern read through a link on its way (`/etc/app*/conf/key` where conf is a link,
+        # a directory swapped for a link since the worker started) matched no path the walk
+        # meets, and the file was copied in the clear (red-team run): globbed at each sync,
+        # following links, what each match really is is a secret too
+        self._reached = {os.path.realpath(m) for pattern in self.secrets.patterns for m in glob.glob(pattern)}
         os.makedirs(target, exist_ok=True)
         _meta(os.stat(source), target)
         changed = self._dir(source, target, top=True)
@@ -150,7 +157,7 @@ class Copier:
         st = entry.stat(follow_symlinks=False)
         if top and entry.name in NET_FILES:
             return _net_file(entry.path, copy, self.secrets)
-        if entry.path in self.secrets or _private(st):
+        if entry.path in self.secrets or entry.path in self._reached or _private(st):
             if stat.S_ISLNK(st.st_mode):  # a placeholder for the link; its target is covered (sandbox.survey)
                 self._links.add(entry.path)
             return _placeholder(copy, stat.S_ISDIR(st.st_mode))

@@ -263,3 +263,25 @@ def test_a_secret_that_is_a_link_names_where_it_leads(tmp_path: Path):
     copier.sync(str(src), str(dst))
     assert (dst / "app.conf").read_text() == "" and os.readlink(dst / "other.conf") == str(ro / "open.conf")
     assert copier.secret_links == (str(src / "app.conf"),)
+
+
+def test_a_secret_reached_through_a_link_in_its_pattern_is_hidden(tmp_path: Path):
+    """`/etc/app*/conf/secret.key` where `app1/conf` is a link to `../shared/conf`, and a
+    directory swapped for a link after the worker started: the walk met the file only at
+    its real path, which no pattern named, and copied it in the clear (red-team run). What
+    a pattern reaches through links is hidden at its real path; a file beside it (the
+    control) is copied."""
+    src, dst = tmp_path / "etc", tmp_path / "copy"
+    (src / "shared" / "conf").mkdir(parents=True)
+    (src / "shared" / "conf" / "secret.key").write_text("S1")
+    (src / "shared" / "conf" / "plain.txt").write_text("p")
+    (src / "app1").mkdir()
+    (src / "app1" / "conf").symlink_to("../shared/conf")
+    (src / "swap.real").mkdir()
+    (src / "swap.real" / "a.key").write_text("S2")
+    copier = Copier(Secrets((f"{src}/app*/conf/secret.key", f"{src}/swap/*.key")))
+    (src / "swap").symlink_to("swap.real")  # after the patterns were read (the worker's start)
+    copier.sync(str(src), str(dst))
+    assert (dst / "shared" / "conf" / "secret.key").read_text() == ""
+    assert (dst / "swap.real" / "a.key").read_text() == ""
+    assert (dst / "shared" / "conf" / "plain.txt").read_text() == "p"
