@@ -36,6 +36,7 @@ import errno
 import itertools
 import logging
 import queue
+import socket
 import threading
 import time
 
@@ -171,7 +172,7 @@ def _flush(address: str) -> bool:
         terminate_error_msg,
     )
 
-    sock = NFCTSocket()
+    sock = NFCTSocket(nfgen_family=socket.AF_INET)  # the family the filter's addresses are read in
     try:
         for first, match in enumerate((NFCTAttrTuple(saddr=address), NFCTAttrTuple(daddr=address))):
             match.attrs()  # its filter flags: the fields given

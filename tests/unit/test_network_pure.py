@@ -280,7 +280,10 @@ class FakeNFCT:
         self.errors = errors
         self.sent: list[tuple[object, int, int]] = []
 
-    def __call__(self) -> FakeNFCT:
+    def __call__(self, **kw: object) -> FakeNFCT:
+        import socket
+
+        assert kw == {"nfgen_family": socket.AF_INET}  # the filter's addresses read as IPv4 (review)
         return self
 
     def request(self, msg, msg_type, msg_flags=0, terminate=None):  # type: ignore[no-untyped-def]
