@@ -196,6 +196,26 @@ def pump_job(pump: OutputPump, job_id: str, payload: bytes, **kw):
     return cap
 
 
+class StalledStore(FakeStore):
+    """A Redis that does not answer a write until `release` is set (or 30 s pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def append_output(self, job_id, field, data, cap, entry_id="*"):
+        self.release.wait(30)
+        super().append_output(job_id, field, data, cap, entry_id)
+
+
+def until(check, seconds: float = 10) -> None:  # type: ignore[no-untyped-def]
+    """Wait for `check()` to hold (polled), and assert it does."""
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert check()
+
+
 def watched(pump: OutputPump, job_id: str, payload: bytes, ended: bool = True) -> tuple[Capture, int]:
     """A job's pipes given to the pump, `payload` written to its stdout, its stderr closed,
     and its stdout too when it `ended`; the capture, and stdout's write end (-1: closed)."""
@@ -566,16 +586,7 @@ def test_a_redis_that_stalls_holds_no_jobs_pipe():
     (~10 s a write with redis-py's timeout and retry) held every job's pipes, jobs blocked on
     full pipes (review). The reader goes on while a write hangs; all arrives, in order."""
 
-    class Stalling(FakeStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.release = threading.Event()
-
-        def append_output(self, job_id, field, data, cap, entry_id="*"):
-            self.release.wait(30)  # hangs until the test lets Redis answer
-            super().append_output(job_id, field, data, cap, entry_id)
-
-    store = Stalling()
+    store = StalledStore()  # hangs until the test lets Redis answer
     pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
     payload = bytes(range(256)) * 2048  # 512 KiB: eight pipes' worth
     out_r, out_w = os.pipe()
@@ -672,16 +683,7 @@ def test_a_jobs_output_waiting_for_redis_is_bounded_in_the_workers_memory(monkey
     monkeypatch.setattr(output, "JOB_BACKLOG", 256 << 10)
     monkeypatch.setattr(output, "TOTAL_BACKLOG", 1 << 20)
 
-    class Held(FakeStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.release = threading.Event()
-
-        def append_output(self, job_id, field, data, cap, entry_id="*"):
-            self.release.wait(30)  # Redis slow to answer until the test lets it
-            super().append_output(job_id, field, data, cap, entry_id)
-
-    store = Held()
+    store = StalledStore()  # Redis slow to answer until the test lets it
     pump = OutputPump(store, 100_000, max_bytes=1 << 30)  # type: ignore[arg-type]
     payload = bytes(range(256)) * 8192  # 2 MiB, eight times the job's bound
     out_r, out_w = os.pipe()
@@ -690,9 +692,7 @@ def test_a_jobs_output_waiting_for_redis_is_bounded_in_the_workers_memory(monkey
     cap = pump.watch("b" * 32, out_r, err_r, 0)
     wrote = threading.Thread(target=lambda: (os.write(out_w, payload), os.close(out_w)))
     wrote.start()
-    deadline = time.monotonic() + 10
-    while cap.held == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: cap.held != 0)
     assert cap.held == 1 and pump._backlog <= output.JOB_BACKLOG + output.CHUNK
     assert wrote.is_alive()  # the job waits on its full pipe: the worker reads no more
     store.release.set()  # Redis answers: the rest is read as the writer catches up
@@ -714,16 +714,7 @@ def test_an_ended_job_is_read_to_its_end_past_all_jobs_backlog_and_a_capped_one_
     monkeypatch.setattr(output, "JOB_BACKLOG", 256 << 10)
     monkeypatch.setattr(output, "TOTAL_BACKLOG", 300 << 10)
 
-    class Stalled(FakeStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.release = threading.Event()
-
-        def append_output(self, job_id, field, data, cap, entry_id="*"):
-            self.release.wait(30)
-            super().append_output(job_id, field, data, cap, entry_id)
-
-    store = Stalled()
+    store = StalledStore()
     pump = OutputPump(store, 100_000, max_bytes=1 << 30)  # type: ignore[arg-type]
 
     def job(job_id: str, size: int, limit: int | None = None) -> tuple[Capture, threading.Thread]:
@@ -734,12 +725,6 @@ def test_an_ended_job_is_read_to_its_end_past_all_jobs_backlog_and_a_capped_one_
         wrote = threading.Thread(target=lambda: (os.write(out_w, b"x" * size), os.close(out_w)), daemon=True)
         wrote.start()
         return cap, wrote
-
-    def until(check) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 10
-        while not check() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert check()
 
     big, big_writer = job("c" * 32, 2 << 20)
     until(lambda: big.held == 1)
@@ -763,16 +748,7 @@ def test_a_job_writing_a_byte_at_a_time_to_both_streams_is_held_by_its_entries(m
     held after JOB_BACKLOG / ENTRY_COST entries; all of it arrives once Redis answers."""
     from joblet.worker import output
 
-    class Stalled(FakeStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.release = threading.Event()
-
-        def append_output(self, job_id, field, data, cap, entry_id="*"):
-            self.release.wait(30)
-            super().append_output(job_id, field, data, cap, entry_id)
-
-    store = Stalled()
+    store = StalledStore()
     pump = OutputPump(store, 1_000_000, max_bytes=1 << 30)  # type: ignore[arg-type]
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -790,9 +766,7 @@ def test_a_job_writing_a_byte_at_a_time_to_both_streams_is_held_by_its_entries(m
 
     wrote = threading.Thread(target=chatter, daemon=True)
     wrote.start()
-    deadline = time.monotonic() + 20
-    while cap.held == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: cap.held != 0, 20)
     assert cap.held >= 1 and len(pump._outbox) <= output.JOB_BACKLOG // output.ENTRY_COST + 2
     store.release.set()
     wrote.join(timeout=30)
