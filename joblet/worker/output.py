@@ -149,7 +149,7 @@ class Capture:
     end_by: float = 0.0  # monotonic time the end marker goes even so (END_WAIT)
     queued: int = 0  # bytes of its output read and not written yet, ENTRY_COST an entry at least (JOB_BACKLOG)
     held: int = 0  # its pipes unwatched until the writer catches up
-    ended: bool = False  # its processes are gone: what its pipes hold is read past the bounds
+    ended: bool = False  # its processes are gone: what its pipes hold is read past TOTAL_BACKLOG
 
     def next_id(self) -> str:
         self.written += 1
@@ -244,9 +244,10 @@ class OutputPump:
 
     def ended(self, cap: Capture) -> None:
         """The job's processes are gone (its cgroup killed): its pipes hold at most what is in
-        them (or what a process outside it that holds one writes, within the job's output
-        cap), read to their end now, past both bounds (a job ending while others' output
-        waited for a slow Redis kept 64 KiB of its 300 KB, unsaid, review)."""
+        them, read now past all jobs' bound (a job ending while others' output waited for a
+        slow Redis kept 64 KiB of its 300 KB, unsaid, review). Its own bound stays: a
+        process outside it that holds one of its pipes (handed over a shared volume's
+        socket) would otherwise fill the worker's memory up to the job's output cap."""
         cap.ended = True
         os.write(self._wake_w, b"x")
 
@@ -370,10 +371,10 @@ class OutputPump:
     def _held_back(self, key: selectors.SelectorKey) -> bool:
         """Leave the pipe unwatched while its job's, or all jobs', backlog is past its bound."""
         cap = key.data[0]
-        if cap.budget.over or cap.ended:  # past its cap: nothing more is queued (review)
+        if cap.budget.over:  # past its cap: nothing more is queued (review)
             return False
         with self._out_lock:  # held under it: the writer's wake-up sees it (_given_back)
-            behind = cap.queued > JOB_BACKLOG or self._backlog > TOTAL_BACKLOG
+            behind = cap.queued > JOB_BACKLOG or (self._backlog > TOTAL_BACKLOG and not cap.ended)
             if behind:
                 self._held.append((key.fd, key.data))
                 cap.held += 1
@@ -387,7 +388,7 @@ class OutputPump:
             return
         with self._out_lock:
             all_ok = self._backlog <= TOTAL_BACKLOG // 2
-            ready = [h for h in self._held if (h[1][0].queued <= JOB_BACKLOG // 2 and all_ok) or h[1][0].ended]
+            ready = [h for h in self._held if h[1][0].queued <= JOB_BACKLOG // 2 and (all_ok or h[1][0].ended)]
             for fd, data in ready:
                 self._held.remove((fd, data))
                 data[0].held -= 1
