@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import time
 from typing import Any
 
+from joblet.api.models import iso
 from joblet.api.networks import (
     BUILTINS,
     NetworkDef,
@@ -104,7 +107,7 @@ class Networks:
         self, name: str, cidr: str, internal: bool = False, dns: tuple[str, ...] = (), mtu: int | None = None
     ) -> NetworkDef:
         cidr = check(name, cidr, dns, mtu, internal)
-        net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu)
+        net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=mtu, created=time.time())
         cfg = self.settings
         self._dns_elsewhere(name, dns)
         endpoints = control_plane({"redis_url": cfg.redis_url, "broker_url": cfg.broker_url}, cfg.job_blocked_addresses)
@@ -117,7 +120,7 @@ class Networks:
         if mtu is not None:
             fleet_mtu_check(name, mtu, nodes)
         elif (agreed := fleet_mtu(nodes)) is not None:
-            net = NetworkDef(name=name, cidr=cidr, internal=internal, dns=tuple(dns), mtu=agreed)
+            net = dataclasses.replace(net, mtu=agreed)
         if not dns:
             fleet_dns_check(name, cidr, nodes)
         reserved = {
@@ -170,6 +173,7 @@ class Networks:
             row.setdefault("dns", [])
             row.setdefault("mtu", None)
             row.setdefault("vni", None)
+            row["created"] = iso(row.get("created"))  # as every --json's times: ISO 8601, UTC
             row["jobs"] = counts.get(row["name"], 0)
         return rows
 

@@ -24,6 +24,7 @@ from joblet.fields import (
     checked_all,
     integer,
     matching,
+    number,
     optional,
     stored,
     stored_by_name,
@@ -58,6 +59,7 @@ class NetworkDef:
     dns: tuple[str, ...] = ()
     mtu: int | None = None
     vni: int | None = None  # the overlay's VXLAN id; set at create (older definitions: derived)
+    created: float | None = None  # epoch seconds of its create (older definitions: unknown)
 
     def __post_init__(self) -> None:
         """Field types and ranges (a definition in Redis may come from anyone who can write
@@ -84,6 +86,7 @@ _NETWORK_CHECKS: dict[str, Callable[[Any], Any]] = {
     "dns": lambda v: tuple(str(ipaddress.IPv4Address(a)) for a in strings(v)),
     "mtu": lambda v: optional(integer, v, 576, 65535),
     "vni": lambda v: optional(integer, v, VNI_MIN, VNI_MAX),
+    "created": lambda v: optional(number, v, ge=0),
 }
 
 

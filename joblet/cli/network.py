@@ -57,7 +57,7 @@ def list_networks(obj: Any, as_json: bool) -> None:
 @click.pass_obj
 def inspect(obj: Any, name: str, as_json: bool) -> None:
     """Show a network's settings and its jobs."""
-    from joblet.cli.render import inspected, print_json
+    from joblet.cli.render import inspected, local_time, print_json
 
     info = obj.client.networks.inspect(name)
     if as_json:
@@ -71,10 +71,13 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
         "dns": "DNS",
         "mtu": "MTU",
         "builtin": "Built in",
+        "created": "Created",
         "jobs": "Jobs",
     }
     uplinks = "uplink's less 50" if info.get("mtu") is None and not info.get("builtin") else info.get("mtu")
-    fields = [(label, uplinks if key == "mtu" else info[key]) for key, label in labels.items() if key in info]
+    shown = {**info, "mtu": uplinks, "created": local_time(info.get("created"))}
+    fields = [(label, shown[key]) for key, label in labels.items() if key in info]
+    fields = [f for f in fields if f[0] != "Created" or not info.get("builtin")]  # the worker's, none made
     inspected(fields, info["job_list"], ip=True)
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -271,7 +273,16 @@ def test_status_and_network_inspect_print_no_python_literals(host, client):
             assert out.returncode == 0 and out.stdout
             for literal in (b"None", b"False", b"True", b"[]", b"()", b"{}"):
                 assert literal not in out.stdout, out.stdout
-        assert b"Internal: no" in host.rnx("network", "inspect", net).stdout
+        shown = host.rnx("network", "inspect", net).stdout
+        assert b"Internal: no" in shown
+        created = re.search(rb"^Created:  (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)$", shown, re.M)
+        assert created, shown  # when it was made, local time, as a volume's (and none for a built-in)
+        assert b"Created" not in host.rnx("network", "inspect", "bridge").stdout
+        listed = {r["name"]: r for r in json.loads(host.rnx("network", "list", "--json").stdout)}
+        made = datetime.fromisoformat(listed[net]["created"])
+        assert made.tzinfo is not None and abs(time.time() - made.timestamp()) < 600
+        assert made.astimezone().strftime("%Y-%m-%d %H:%M:%S").encode() == created[1]
+        assert listed["bridge"]["created"] is None
     finally:
         host.rnx("network", "delete", net)
 

@@ -19,6 +19,8 @@ GOOD_VOL = {"name": "data", "size_mb": 64, "created": 1.5}
 def test_good_definitions_read_and_unknown_fields_are_ignored():
     net = NetworkDef.from_json(json.dumps({**GOOD_NET, "added_later": 1}), "web")
     assert (net.cidr, net.dns, net.mtu, net.vni) == ("10.30.0.0/24", ("10.30.0.53",), 1400, 5000)
+    assert net.created is None  # written before networks kept their create time
+    assert NetworkDef.from_json(json.dumps({**GOOD_NET, "created": 1.5e9}), "web").created == 1.5e9
     assert VolumeDef.from_json(json.dumps(GOOD_VOL), "data") == VolumeDef("data", 64, 1.5)
     assert VolumeDef.from_json(json.dumps({"name": "plain"})).size_mb is None
 
@@ -34,6 +36,8 @@ def test_good_definitions_read_and_unknown_fields_are_ignored():
         ({"dns": ["resolver"]}, "field 'dns'"),
         ({"mtu": 10}, "field 'mtu' must be at least 576"),
         ({"vni": -1}, "field 'vni' must be at least"),
+        ({"created": "yesterday"}, "field 'created' must be a number"),
+        ({"created": -1}, "field 'created' must be at least 0"),
         ({"name": "../x"}, "field 'name' invalid network name"),
     ],
 )
