@@ -56,7 +56,7 @@ from joblet.worker.mounts import JobMounts, remove_dirs
 from joblet.worker.nsthread import JobThread
 from joblet.worker.sandbox import SECRETS, Host, Layout, bwrap_args, make_cover, survey, sys_covers
 from joblet.worker.seccomp_filter import job_filter
-from joblet.worker.services import template_keep
+from joblet.worker.services import template_keep, template_sealed
 
 N, WARMUP = 40, 5
 BALLAST_MIB = 64  # the worker's RSS is ~50-80 MiB: what a fork (preexec_fn) has to copy the page tables of
@@ -146,7 +146,7 @@ def worker_files(run: Path) -> Path:
 
 def template_for(run_dir: Path) -> MountTemplate:
     """The mount template a worker with this run directory keeps (worker/mount_template.py)."""
-    return MountTemplate(template_keep(load(run_dir=run_dir, state_dir=run_dir.parent / "state")))
+    return MountTemplate(template_keep(load(run_dir=run_dir, state_dir=run_dir.parent / "state")), template_sealed())
 
 
 def none_job_root(

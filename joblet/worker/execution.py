@@ -156,7 +156,7 @@ class Sandbox:
 
     def start(self) -> subprocess.Popen[bytes]:
         """Spawn the job's process: it joins the cgroups, builds the job's root and waits for
-        `go`; stdin is /dev/null, stdout and stderr are pipes."""
+        `go`; stdin reads end-of-file at once, stdout and stderr are pipes."""
         la = self.launch
         count = 8 + 1 + 3 * len(la.env) + len(la.bwrap_args) + len(la.argv)  # as bwrap counts them
         if count > BWRAP_MAX_ARGS:  # preflight's bounds leave room, but a host's many covers add more
@@ -220,10 +220,14 @@ class Sandbox:
         self, argv: list[str] | Callable[[], list[str]], env: dict[str, str], fds: tuple[int, ...], **popen: Any
     ) -> subprocess.Popen[bytes]:
         """`argv` (or what it returns, called there) spawned by the job's thread, once it
-        reaches no abstract unix socket made outside the job (landlock.py): stdin /dev/null,
-        stdout and stderr pipes, no descriptor but `fds` passed on."""
+        reaches no abstract unix socket made outside the job (landlock.py): stdin a pipe no one
+        writes (it reads end-of-file at once, as /dev/null), stdout and stderr pipes, no
+        descriptor but `fds` passed on. Not the host's /dev/null: the command holds its stdin,
+        and a root job's fchmod(0) and fchown(0) (CAP_FOWNER, CAP_CHOWN) changed the host's node
+        (red-team run; its own /dev is read-only, mounts.make_dev)."""
 
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # here: the job's namespace has no /dev
+        null, writer = os.pipe2(os.O_CLOEXEC)
+        os.close(writer)
 
         def in_job_thread() -> subprocess.Popen[bytes]:
             if landlock.can_scope():

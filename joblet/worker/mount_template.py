@@ -20,6 +20,14 @@ first use is in its job's copy. Between starts a watcher thread renews the templ
 any change, at most every 2 s, outside the starts' lock: an unmounted volume is not held
 alive by a stale template, and where mounts propagate a host's new mounts (a container's) do
 not pile up in the template.
+
+Sealed: the programs a job's start runs from the host (bwrap, whose init is the job's pid 1)
+are bound read-only onto themselves in the template. A root job opened /proc/1/exe, the host's
+/usr/bin/bwrap on its writable root, and its CAP_CHOWN and CAP_FOWNER made it set-id and
+world-writable (red-team run: every later job failed, and any local user could have replaced
+what the worker runs as root). Such a bind holds the file it was made on: a start whose
+program was replaced since (a package upgrade renames a new one over it) makes the template
+again, one stat of each per start.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from joblet.libc import libc as _libc
 log = logging.getLogger(__name__)
 
 CLONE_FS, CLONE_NEWNS = 0x00000200, 0x00020000
-MS_REC, MS_SLAVE = 0x4000, 0x80000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 0x1, 0x20, 0x1000, 0x4000, 0x80000
 MNT_DETACH = 0x2
 RENEW_EVERY = 2.0  # seconds between two renewals of the template by the watcher
 
@@ -103,9 +111,11 @@ def _related(point: str, kept: str) -> bool:
 class MountTemplate:
     """The trimmed copy of the host's mount namespace, held by a descriptor, made on demand."""
 
-    def __init__(self, keep: Iterable[str]) -> None:
+    def __init__(self, keep: Iterable[str], sealed: Iterable[str] = ()) -> None:
         paths = {os.path.abspath(p) for p in keep}
         self.keep = tuple(sorted(paths | {os.path.realpath(p) for p in paths}))
+        self.sealed = tuple(sorted({os.path.realpath(p) for p in sealed}))
+        self._sealed: Files = ()  # the files the template's read-only binds hold
         self._lock = threading.Lock()
         self._fd = -1
         self._kept: frozenset[tuple[str, str]] = frozenset()  # the host's kept mounts it was built from
@@ -140,9 +150,11 @@ class MountTemplate:
             self._take(reached)
             if any(ev & select.POLLPRI for _, ev in self._poller.poll(0)):
                 self._refresh()
+            if self._fd >= 0 and files(self.sealed) != self._sealed:  # a program replaced
+                self._drop()
             if self._fd < 0:
                 self._kept = self._host_kept()  # before the copy: a change after it is seen next time
-                self._fd = self._build()
+                self._fd, self._sealed = self._build()
                 self._version += 1
             if _libc.setns(self._fd, CLONE_NEWNS) != 0:
                 raise ExecutionError(f"failed to enter the jobs' mount template: {os.strerror(ctypes.get_errno())}")
@@ -153,10 +165,7 @@ class MountTemplate:
         new = {real for real in reached if not any(_within(real, k) for k in self.keep)}
         if new:
             self.keep = tuple(sorted({*self.keep, *new}))
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            self._version += 1
+            self._drop()
 
     def _host_kept(self) -> frozenset[tuple[str, str]]:
         with open(self._mountinfo) as fh:
@@ -166,14 +175,19 @@ class MountTemplate:
         """Under the lock, after the host's table changed: drop the template if a kept mount
         came, went or was replaced; a change elsewhere (a container's mounts) keeps it."""
         if self._fd >= 0 and self._host_kept() != self._kept:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Under the lock: let the template go; the next start makes another."""
+        if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-            self._version += 1
+        self._version += 1
 
-    def _build(self) -> int:
+    def _build(self) -> tuple[int, Files]:
         """A new template, made by a short-lived thread (STYLE.md 7: a thread that switched
-        namespaces ends), from the host's table as it is now."""
-        result: list[int | BaseException] = []
+        namespaces ends), from the host's table as it is now; with the sealed files it holds."""
+        result: list[tuple[int, Files] | BaseException] = []
         thread = threading.Thread(target=lambda: result.append(_capture(self._make)), name="joblet-template-build")
         thread.start()
         thread.join()
@@ -183,7 +197,7 @@ class MountTemplate:
             self.builds += 1
         return result[0]
 
-    def _make(self) -> int:
+    def _make(self) -> tuple[int, Files]:
         if _libc.unshare(CLONE_NEWNS) != 0:
             raise ExecutionError(f"failed to create the jobs' mount template: {os.strerror(ctypes.get_errno())}")
         if _libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None) != 0:
@@ -195,7 +209,14 @@ class MountTemplate:
             while _libc.umount2(point.encode(), MNT_DETACH) == 0:
                 pass
         log.debug("mount template: %d mounts detached", len(drop))
-        return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        held = files(self.sealed)  # before the binds: what they hold
+        for path in (p.encode() for p in self.sealed if os.path.exists(p)):  # missing: the start says so
+            if _libc.mount(path, path, None, MS_BIND, None) != 0 or (
+                _libc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None) != 0
+            ):
+                why = os.strerror(ctypes.get_errno())
+                raise ExecutionError(f"failed to bind {path.decode()} read-only in the jobs' mount template: {why}")
+        return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC), held
 
     def _watch(self) -> None:
         """After the host's table changes, between starts: a fresh template swapped in, at
@@ -223,15 +244,15 @@ class MountTemplate:
             version = self._version
         try:
             kept = self._host_kept()
-            fd = self._build()
+            fd, held = self._build()
         except Exception as exc:  # noqa: BLE001 - the next job's start builds one itself
             log.warning("mount template: %s (the next job's start tries again)", exc)
-            kept, fd = frozenset(), -1
+            kept, fd, held = frozenset(), -1, ()
         with self._lock:
             if self._version != version:  # a start's own is newer: this one goes
                 old = fd
             else:
-                old, self._fd, self._kept = self._fd, fd, kept
+                old, self._fd, self._kept, self._sealed = self._fd, fd, kept, held
                 self._version += 1
         if old >= 0:
             os.close(old)  # jobs copied from it keep their copies
@@ -249,7 +270,23 @@ class MountTemplate:
             os.close(fd)
 
 
-def _capture(fn: Callable[[], int]) -> int | BaseException:
+Files = tuple[tuple[int, int] | None, ...]  # (device, inode) of each path, None where missing
+
+
+def files(paths: Iterable[str]) -> Files:
+    """Which file each path names now (in the calling thread's namespace: the host's)."""
+    found: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            found.append(None)
+        else:
+            found.append((st.st_dev, st.st_ino))
+    return tuple(found)
+
+
+def _capture(fn: Callable[[], tuple[int, Files]]) -> tuple[int, Files] | BaseException:
     try:
         return fn()
     except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread

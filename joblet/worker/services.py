@@ -90,7 +90,7 @@ def template_keep(cfg: Settings) -> tuple[str, ...]:
     """What a job's start reaches in its mount namespace (worker/mount_template.py): what
     bwrap binds, the tools it runs, and this Python (a module imported lazily in a job's
     thread is read there). Of /proc only its mount; none of /sys and /dev: a job gets its
-    own sysfs and /dev, the worker opens the cgroup files the sandbox joins and /dev/null
+    own sysfs and /dev, the worker opens the cgroup files the sandbox joins
     (execution.Sandbox) and looks at the host's device nodes (mounts.JobMounts) outside
     it, and bwrap reads the whole table at each of its ~25 binds: the host's sysfs, its
     cgroup hierarchies (seven mounts on a hybrid host), devtmpfs, securityfs, debugfs,
@@ -105,6 +105,15 @@ def template_keep(cfg: Settings) -> tuple[str, ...]:
     runtimes = glob.glob(os.path.join(glob.escape(str(cfg.runtimes_dir)), "*"))  # links to elsewhere too
     system = ("/usr", *SYSTEM_DIRS, "/etc", "/proc/self")  # each keeps its mount, not those below
     return (*system, *map(str, dirs), *runtimes, *cfg.sandbox_ro_paths, *tools, *sorted(python))
+
+
+def template_sealed() -> tuple[str, ...]:
+    """The programs the mount template binds read-only (worker/mount_template.py): bwrap, whose
+    init is each job's pid 1, its /proc/1/exe a job's root could fchmod and fchown. The shell
+    before it execs it: no job sees that process."""
+    with contextlib.suppress(ExecutionError):  # missing: the job's start says so
+        return (tool("bwrap"),)
+    return ()
 
 
 def host_survey(cfg: Settings, cover: Path, etc: EtcView) -> Callable[[], Host]:

@@ -42,7 +42,7 @@ from joblet.worker.reconcile import reconcile
 from joblet.worker.records import Outcome, Records, result, retrying
 from joblet.worker.resilient import resilient
 from joblet.worker.restore import restore_forgotten
-from joblet.worker.services import Services, host_survey, secret_patterns, template_keep
+from joblet.worker.services import Services, host_survey, secret_patterns, template_keep, template_sealed
 from joblet.worker.volumes import HostVolumes, JobMounts, runtimes
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def build_services(cfg: Settings) -> Services:
         host=host_survey(cfg, cfg.run_dir / "job" / "cover", etc),  # in each job's files (mounts.py)
         cgroup_root=cgroup_root,
         etc=etc,
-        kernel=LinuxKernel(MountTemplate(template_keep(cfg))),
+        kernel=LinuxKernel(MountTemplate(template_keep(cfg), template_sealed())),
     )
 
 

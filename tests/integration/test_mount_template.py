@@ -3,6 +3,8 @@ no job uses and keeps the rest; a mount the host makes later is there for the ne
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import threading
@@ -83,5 +85,47 @@ def test_a_path_a_job_reaches_is_kept_from_then_on(tmp: Path) -> None:
         assert seen == {"m": True} and template.builds == 2
         assert seen_by_a_job(template, other / "m") == {str(other / "m"): True}  # kept since
         assert template.builds == 2  # once made again, not at each start
+    finally:
+        template.close()
+
+
+def test_a_sealed_program_is_read_only_and_its_upgrade_is_seen(tmp: Path) -> None:
+    """bwrap is bound read-only onto itself in the template (a root job changed the host's
+    through /proc/1/exe); a new file renamed over it, as a package upgrade does, is what
+    the next start binds, not the old one the bind held."""
+    kept = tmp / "kept"
+    kept.mkdir()
+    program, neighbour = kept / "program", kept / "neighbour"
+    program.write_text("old")
+    neighbour.write_text("n")
+    template = MountTemplate(("/usr", "/proc", sys.prefix, sys.base_prefix, str(kept)), sealed=(str(program),))
+
+    def job() -> dict[str, str]:
+        seen: dict[str, str] = {}
+
+        def inside() -> None:
+            template.enter()
+            seen["text"] = program.read_text()
+            for path in (program, neighbour):
+                try:
+                    os.chmod(path, 0o600)
+                    seen[path.name] = "ok"
+                except OSError as exc:
+                    seen[path.name] = errno.errorcode[exc.errno]
+
+        thread = threading.Thread(target=inside)
+        thread.start()
+        thread.join()
+        return seen
+
+    try:
+        assert job() == {"text": "old", "program": "EROFS", "neighbour": "ok"}  # the neighbour: the control
+        assert os.stat(program).st_mode & 0o777 == 0o644  # the host's is unchanged
+        upgrade = kept / "program.new"
+        upgrade.write_text("new")
+        os.rename(upgrade, program)
+        assert job() == {"text": "new", "program": "EROFS", "neighbour": "ok"}
+        assert template.builds == 2
+        assert job()["text"] == "new" and template.builds == 2  # made again once, not at each start
     finally:
         template.close()

@@ -178,6 +178,39 @@ def test_a_jobs_mount_namespace_goes_with_it(client, host):
     assert held == []
 
 
+def test_a_root_job_changes_no_host_file(client):
+    """A root job holds CAP_CHOWN and CAP_FOWNER: its stdin was the host's /dev/null, and
+    /proc/1/exe (bubblewrap's init) the host's bwrap on its writable root; fchmod and
+    fchown through them changed the host's files (red-team run). Each is opened here (the
+    controls: the open works, and the same calls on a file of its own do too); no call
+    changes anything were it let through (the mode it has, no owner)."""
+    bwrap, null = shutil.which("bwrap"), os.stat("/dev/null")
+    before = os.stat(os.path.realpath(bwrap))
+    got = probe(
+        client,
+        """
+        import stat
+        st = os.fstat(0)
+        checks["stdin"] = [stat.S_ISFIFO(st.st_mode), stat.S_ISCHR(st.st_mode), os.read(0, 16).decode()]
+        exe = os.open("/proc/1/exe", os.O_RDONLY)
+        checks["exe"] = os.readlink("/proc/1/exe")
+        mode = stat.S_IMODE(os.fstat(exe).st_mode)
+        checks["exe_chmod"] = attempt(lambda: os.fchmod(exe, mode))
+        checks["exe_chown"] = attempt(lambda: os.fchown(exe, -1, -1))
+        own = os.open("/work/own", os.O_CREAT | os.O_RDONLY, 0o644)
+        checks["own"] = [attempt(lambda: os.fchmod(own, 0o600)), attempt(lambda: os.fchown(own, 1, 1))]
+        """,
+    )
+    assert got["stdin"] == [True, False, ""], got  # reads end-of-file, as /dev/null did
+    assert got["exe"] == os.path.realpath(bwrap), got  # the open reached the host's file
+    assert got["exe_chmod"] == got["exe_chown"] == "EROFS", got
+    assert got["own"] == ["ok", "ok"], got  # the controls: a root job may do so to its own files
+    after = os.stat(os.path.realpath(bwrap))
+    assert (after.st_mode, after.st_uid, after.st_ctime_ns) == (before.st_mode, before.st_uid, before.st_ctime_ns)
+    now = os.stat("/dev/null")
+    assert (now.st_mode, now.st_uid, now.st_ctime_ns) == (null.st_mode, null.st_uid, null.st_ctime_ns)
+
+
 def test_proc_sys_and_dev_are_like_a_container(client):
     before = os.stat("/dev/full")
     try:

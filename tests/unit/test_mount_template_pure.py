@@ -87,7 +87,7 @@ def _bare_template():
     from joblet.worker.mount_template import MountTemplate
 
     t = MountTemplate.__new__(MountTemplate)  # no watcher, no namespaces: _renew alone
-    t._lock, t._version, t._fd, t._kept = threading.Lock(), 0, -1, frozenset()
+    t._lock, t._version, t._fd, t._kept, t._sealed = threading.Lock(), 0, -1, frozenset(), ()
     t._host_kept = lambda: frozenset({("/vol", "1")})  # type: ignore[method-assign]
     return t
 
@@ -101,17 +101,17 @@ def test_a_renewal_built_before_a_starts_own_template_is_not_swapped_in():
     t = _bare_template()
     started = os.open("/dev/null", os.O_RDONLY)
 
-    def build_while_a_job_starts() -> int:
+    def build_while_a_job_starts() -> tuple[int, tuple]:
         with t._lock:  # a start's enter(), between the watcher's read and its swap
             t._fd, t._version = started, t._version + 1
-        return os.open("/dev/null", os.O_RDONLY)
+        return os.open("/dev/null", os.O_RDONLY), ()
 
     t._build = build_while_a_job_starts  # type: ignore[method-assign]
     t._renew()
     assert t._fd == started and os.fstat(started)  # the start's stays; the renewal's was closed
-    t._build = lambda: os.open("/dev/null", os.O_RDONLY)  # type: ignore[method-assign]
+    t._build = lambda: (os.open("/dev/null", os.O_RDONLY), ((1, 2),))  # type: ignore[method-assign]
     t._renew()  # the control: nothing meanwhile, swapped in (the start's closed)
-    assert t._fd != started and t._kept == frozenset({("/vol", "1")})
+    assert t._fd != started and t._kept == frozenset({("/vol", "1")}) and t._sealed == ((1, 2),)
     os.close(t._fd)
 
 
@@ -119,7 +119,7 @@ def test_a_renewal_that_fails_leaves_the_watcher_going(caplog):
     """Only ExecutionError was caught: an OSError (EMFILE) ended the watcher's thread for good."""
     t = _bare_template()
 
-    def no_descriptors() -> int:
+    def no_descriptors() -> tuple[int, tuple]:
         raise OSError(24, "Too many open files")
 
     t._build = no_descriptors  # type: ignore[method-assign]
