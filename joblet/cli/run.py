@@ -642,6 +642,7 @@ class Attached:
                     self._warn_if_no_worker(initial=False)
                 else:
                     self._warn_if_node_down()
+                    self._check_record()
             for entry_id, field, data in entries:
                 self.after = entry_id
                 if field == END_FIELD:
@@ -698,6 +699,23 @@ class Attached:
         if note is not None:
             self.warned = True
             sys.stderr.write(note + "\n")
+
+    def _check_record(self) -> None:
+        """Once warned, only the node was looked at: a record Redis lost (restarted without
+        its data) that nothing writes again (its message went with Redis, or its worker died
+        too) left rnx waiting for good. The no-record patience ends that wait."""
+        from joblet.errors import BackendUnavailable, NotFound
+
+        try:
+            self.client.store.get_job(self.record.id)
+        except BackendUnavailable:
+            return
+        except NotFound:
+            self.no_record(
+                BackendUnavailable(f"Redis has no record of job {self.record.short_id} (restarted without its data?)")
+            )
+            return
+        self.no_record(None)
 
     def _warn_if_node_down(self) -> None:
         self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down)

@@ -82,6 +82,7 @@ class JobRun:
         self.cgroup = svc.kernel.cgroup(svc.cgroup_root / job_id)
         self.undo = UndoStack()
         self.release = UndoStack()  # after the final record
+        self.left_later = False  # its networks' leave waits for Redis (_leave_networks)
         self.sandbox: Sandbox | None = None
         self.netns: JobNetns | None = None
         self.mounts: JobMounts | None = None
@@ -187,6 +188,7 @@ class JobRun:
                 done.add("stream")
         if self.plan is not None and "released" not in done:
             self.svc.discovery.leave(self.job_id, list(self.plan.ips))
+            self.left_later = False
             self.agent.free(self.job_id, self.plan.reserved())
             done.add("released")
         if "stream" not in done:
@@ -203,10 +205,24 @@ class JobRun:
             if self.plan is None and user_networks(self.spec.network):
                 self.svc.store.unplace(self.job_id, self.spec.network)
             if self.plan is not None:
+                if self.left_later:  # its teardown met Redis away; the final record waited it out
+                    self.svc.discovery.leave(self.job_id, list(self.plan.ips))
+                    self.left_later = False
                 self.svc.discovery.refresh(list(self.plan.ips))
         except Exception as exc:  # noqa: BLE001 - Redis or a peer's file: the end marker still goes
             log.warning("job %s: its peers' hosts files: %s: %s", self.job_id[:12], type(exc).__name__, exc)
         self._end(outcome, wait)
+
+    def _leave_networks(self, plan: NetPlan) -> None:
+        """Its entries in its networks' members go. Redis away at its end: left once its final
+        record is written (which waits the outage out), not kept for good (its name stayed in
+        its peers' /etc/hosts at an address freed for the next job, with the error
+        `teardown: leave networks: cannot reach Redis` on a job that had COMPLETED)."""
+        try:
+            self.svc.discovery.leave(self.job_id, list(plan.ips))
+        except BackendUnavailable as exc:
+            log.warning("job %s: leaves its networks once Redis is back (%s)", self.job_id[:12], exc)
+            self.left_later = True
 
     def _run(self) -> tuple[Outcome, bytes, bool]:
         self._setup_host()
@@ -322,7 +338,7 @@ class JobRun:
         ):
             now = self.store.statuses([self.job_id])[0]
             return now if now is not None and now.final else JobStatus.STOPPED
-        self.undo.push("leave networks", lambda: svc.discovery.leave(self.job_id, list(plan.ips)))
+        self.undo.push("leave networks", functools.partial(self._leave_networks, plan))
         names = [self.job_id[:12], *([self.spec.name] if self.spec.name else [])]
         svc.discovery.join(self.job_id, plan.ips, names, self.write_hosts, self.scope)
         svc.discovery.refresh(list(plan.ips))
