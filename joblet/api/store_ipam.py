@@ -80,7 +80,7 @@ for i = 1, #flat, 2 do
 end
 if #held > 0 then return held end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 return held
 """
 )
@@ -139,4 +139,7 @@ class IpamStore:
         addresses go), and those jobs' ids are returned (allocate refuses a network no
         longer defined: no job gets one after)."""
         keys = [self.keys.networks, self.keys.ipam(network), self.keys.ipam_cursor(network), self.keys.placed(network)]
+        # its members too: an entry a job's leave missed (Redis away at its end) outlived the
+        # network, and listed that job in the /etc/hosts of a network made again under its name
+        keys.append(self.keys.members(network))
         return sorted({h.decode() for h in self._delete(keys=keys, args=[network, self.keys.job("")])})
