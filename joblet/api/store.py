@@ -308,6 +308,12 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         return None
 
     @_url
+    def name_unless_held(self, name: str, job_id: str, ttl: int) -> None:
+        """Give `name` to this job unless another job holds it: a final record written again
+        whole (Redis lost it) is found by its name too, not over a job that took it since."""
+        self.redis.set(self.keys.name(name), job_id, nx=True, ex=ttl)
+
+    @_url
     def find_job(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
         return read_record(job_id, raw) if raw else None

@@ -642,7 +642,7 @@ class Attached:
                     self._warn_if_no_worker(initial=False)
                 else:
                     self._warn_if_node_down()
-                    self._check_record()
+                    self._look()
             for entry_id, field, data in entries:
                 self.after = entry_id
                 if field == END_FIELD:
@@ -676,22 +676,31 @@ class Attached:
             self.patience(None)
             return value
 
-    def _warn_if_no_worker(self, initial: bool) -> None:
+    def _look(self) -> JobRecord | None:
+        """The job's record, or None. Redis came back without its data: the job's worker
+        writes its record again on its next heartbeat (or whole at its end); "no such job"
+        left it running unseen. That wait is no_record's: it gives up after its patience
+        (looked at also once rnx has said its note, or a record that nothing wrote again, its
+        message gone with Redis and its worker down, held rnx for good: fleet run)."""
         from joblet.errors import BackendUnavailable, NotFound
 
         try:
             record = self.client.store.get_job(self.record.id)
         except BackendUnavailable:  # the output's reads wait it out and say so (it raised here: review)
-            return
+            return None
         except NotFound:
-            # Redis came back without its data: the job's worker writes its record again on
-            # its next heartbeat (or whole at its end); "no such job" left it running unseen
             gone = BackendUnavailable(
                 f"Redis has no record of job {self.record.short_id} (restarted without its data?)"
             )
             self.no_record(gone)
-            return
+            return None
         self.no_record(None)
+        return record
+
+    def _warn_if_no_worker(self, initial: bool) -> None:
+        record = self._look()
+        if record is None:
+            return
         if record.status.value != "PENDING":
             self.warned = not initial or self.warned
             return
@@ -699,23 +708,6 @@ class Attached:
         if note is not None:
             self.warned = True
             sys.stderr.write(note + "\n")
-
-    def _check_record(self) -> None:
-        """Once warned, only the node was looked at: a record Redis lost (restarted without
-        its data) that nothing writes again (its message went with Redis, or its worker died
-        too) left rnx waiting for good. The no-record patience ends that wait."""
-        from joblet.errors import BackendUnavailable, NotFound
-
-        try:
-            self.client.store.get_job(self.record.id)
-        except BackendUnavailable:
-            return
-        except NotFound:
-            self.no_record(
-                BackendUnavailable(f"Redis has no record of job {self.record.short_id} (restarted without its data?)")
-            )
-            return
-        self.no_record(None)
 
     def _warn_if_node_down(self) -> None:
         self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down)

@@ -86,8 +86,8 @@ class Records:
                 finished=outcome.finished,
             )
             self.store.create_job(record, ttl=self.cfg.log_ttl)  # in one step: never kept for good
-            if spec.name:  # `rnx status NAME` finds it again, unless a job started since holds the name
-                self.store.redis.set(self.store.keys.name(spec.name), job_id, nx=True, ex=self.cfg.log_ttl)
+            if spec.name:  # `rnx status NAME` finds it again (it said no such job)
+                self.store.name_unless_held(spec.name, job_id, self.cfg.log_ttl)
             log.warning("job %s: Redis had lost its record; wrote it with its end", job_id[:12])
         elif not recorded:  # already final
             log.warning("job %s: record already final; %s not recorded over it", job_id[:12], outcome.status.value)

@@ -207,6 +207,37 @@ def test_an_outcome_redis_missed_is_recorded_by_the_restarted_worker(aof_redis):
         h.close()
 
 
+def test_a_job_ending_in_a_short_outage_leaves_its_networks_once_redis_is_back(aof_redis):
+    """Its leave met Redis away, and its final record waited the outage out: the record
+    read `teardown: leave networks: cannot reach Redis` on a job that COMPLETED, and its
+    entry in its network's members stayed for good (its name in its peers' /etc/hosts at an
+    address the next job got; in a network made again under the name: fleet run)."""
+    need(os.geteuid() == 0, "needs root")
+    h = Host(f"unix://{aof_redis.sock}", "leaveback")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        client.networks.create("lvb", "10.154.0.0/24")
+        members = client.store.keys.members("lvb")
+        job = client.run("sh", ("-c", "echo before; sleep 600; exit 0"), network="lvb", name="leaver")
+        eventually(lambda: output(client, job.id) == b"before\n", "the job's first line")
+        assert job.id.encode() in client.store.redis.hkeys(members)  # the control: listed while it runs
+        aof_redis.kill()
+        procs = Path(h.env["JOBLET_CGROUP_ROOT"]) / job.id / "cgroup.procs"
+        sleeps = [p for p in procs.read_text().split() if Path(f"/proc/{p}/comm").read_text().strip() == "sleep"]
+        os.kill(int(sleeps[0]), signal.SIGKILL)  # the shell goes on to its end, exit 0
+        # its cgroup goes after its leave (the undo's order): the leave has met the outage
+        eventually(lambda: not procs.parent.exists(), "the job's teardown", timeout=60)
+        aof_redis.start()
+        rec = Client(h.cfg).wait(job.id, timeout=60)
+        assert rec.status == JobStatus.COMPLETED and rec.error is None, rec
+        eventually(lambda: client.store.redis.hkeys(members) == [], "its entry gone")
+        client.networks.delete("lvb")
+        assert not client.store.redis.exists(members)
+    finally:
+        h.close()
+
+
 def _end_in_an_outage(h: Host, aof_redis: RedisWithAof, *argv: str) -> tuple[Client, JobRecord]:
     """A job prints "before", sleeps; Redis goes; its sleep is killed (the job ends); the
     worker gives up its final record."""
@@ -304,13 +335,15 @@ def test_a_job_ending_after_redis_forgot_it_gets_its_final_record(tmp_path):
     with forgetful(tmp_path, "lateend", heartbeat_interval="60", node_down_after="130") as (box, client):
         h = box.host
         client.volumes.create("gate")
-        job = client.run("sh", ("-c", "until [ -e /volumes/gate/go ]; do sleep 0.1; done; exit 4"), volumes=["gate"])
+        gate = "until [ -e /volumes/gate/go ]; do sleep 0.1; done; exit 4"
+        job = client.run("sh", ("-c", gate), volumes=["gate"], name="gated")
         wait_running(client, job.id)
         box.restart_empty()
         assert client.store.find_job(job.id) is None  # the control: Redis forgot it
         (h.tmp / "state" / "volumes" / "gate" / "data" / "go").touch()
         eventually(lambda: client.store.find_job(job.id) is not None, "the job's final record", timeout=60)
-        rec = client.get(job.id)
+        rec = client.get("gated")  # by its name too (it said no such job, its record nameless)
+        assert rec.id == job.id and rec.name == "gated", rec
         assert rec.status == JobStatus.FAILED and rec.exit_code == 4 and "lost by Redis" in (rec.error or ""), rec
         assert rec.started is not None and rec.created == rec.started < rec.finished, rec  # when it started
 

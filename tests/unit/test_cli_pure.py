@@ -584,6 +584,43 @@ def test_an_attached_run_waits_for_a_record_redis_lost_then_gives_up_naming_its_
         run._warn_if_no_worker(initial=False)
 
 
+def test_an_attached_run_that_said_its_note_still_gives_up_on_a_record_redis_lost(monkeypatch):
+    """Its note said ("queued for node 'n', whose heartbeat has stopped"), rnx looked only at
+    the node: Redis back without the record, its message gone and its worker down too,
+    nothing wrote it again and rnx waited for good (fleet run). It gives up after its
+    patience, as before the note."""
+    import joblet.cli.run as run_module
+
+    monkeypatch.setattr("joblet.cli.patience.wakeup.sleep", lambda seconds: None)
+    monkeypatch.setattr(run_module, "NO_WORKER_AFTER", 0.0)
+    monkeypatch.setattr(run_module, "NODE_LOOK", 0.0)
+
+    class Quiet(ForgetfulStore):  # no output, no node, no record (or, for the control, one)
+        reads = 0
+
+        def read_output(self, job_id: str, after: str, block_ms: int) -> list:
+            self.reads += 1
+            assert self.reads < 1000, "rnx waits for good"
+            return []
+
+        def where_is(self, job_id: str) -> tuple[None, None]:
+            return None, None
+
+    run, client = attached()
+    client.store = Quiet(missing=10**9)  # type: ignore[attr-defined]
+    run.warned = True
+    monkeypatch.setattr("joblet.cli.patience.REDIS_PATIENCE", 0.0)
+    with pytest.raises(BackendUnavailable, match=r"job aaaaaaaaaaaa may still be running"):
+        run._stream()
+    run, client = attached()  # the control: a record that is there keeps rnx waiting
+    client.store = Quiet(missing=0)  # type: ignore[attr-defined]
+    run.warned, looks = True, iter(range(50))
+    monkeypatch.setattr(run, "_warn_if_node_down", lambda: next(looks))  # the 51st look leaves
+    with pytest.raises(StopIteration):
+        run._stream()
+    assert run.no_record.due is None
+
+
 def test_an_attached_workflow_run_waits_out_redis(monkeypatch, tmp_path, capsys):
     """`rnx workflow run` left at the first failed look at its workflow, exit 1 ("not
     completed"), while the workflow went on to complete."""
