@@ -170,5 +170,6 @@ def _queue_lines(ctx: click.Context, jobs: Any, file: IO[bytes], limit: int | No
 
 def show(records: list[Any]) -> None:
     if records:
-        sys.stdout.write("".join(f"{r.id}\n" for r in records))
-        sys.stdout.flush()
+        from joblet.cli.render import say_done
+
+        say_done("".join(f"{r.id}\n" for r in records), f"queued {len(records)} job(s) ({records[0].id}...)")

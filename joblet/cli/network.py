@@ -8,6 +8,7 @@ import click
 
 from joblet.cli import complete
 from joblet.cli.once import OnceGroup
+from joblet.cli.render import say_done
 
 
 @click.group(cls=OnceGroup)
@@ -31,7 +32,8 @@ def create(obj: Any, name: str, cidr: str, internal: bool, dns: tuple[str, ...],
     servers = tuple(dict.fromkeys(entries))
     net = obj.client.networks.create(name, cidr, internal=internal, dns=servers, mtu=mtu)
     agreed = f", MTU {net.mtu}: its nodes' smallest" if mtu is None and net.mtu is not None else ""
-    click.echo(f"created network {net.name} ({net.cidr}{agreed})")
+    line = f"created network {net.name} ({net.cidr}{agreed})"
+    say_done(line + "\n", line)
 
 
 @network.command("list")

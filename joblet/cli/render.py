@@ -15,6 +15,24 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=None if isinstance(value, list) else 2) + "\n")
 
 
+def say_done(text: str, done: str) -> None:
+    """Print `text` (what a command that changed something reports on stdout); where stdout
+    cannot take it (`> /dev/full`), say on stderr what was done all the same, rather than the
+    bare "cannot write its output" that read as a failure (the job ran, the network existed;
+    usability run), and exit 1."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        sys.stderr.write(f"rnx: {printable(done)}, but cannot write its output: {exc.strerror}\n")
+        sys.stderr.flush()
+        import os
+
+        os._exit(1)  # the unwritten text stays in stdout's buffer: no flush at exit
+
+
 def local_time(iso_text: str | None) -> str:
     """A time of --json's (ISO, UTC) as the tables show it: local, to the second."""
     if not iso_text:
@@ -30,11 +48,15 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     """A plain aligned table (rich), as wide as its cells, in a terminal or piped; cells are
     text, never markup. Never cut to the terminal's width: at 80 columns every column was
     (`rnx nodes` showed its node as `…`); a long line wraps, as `docker ps`'s do."""
+    import os
+
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    out = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    # NO_COLOR (no-color.org): no styling at all, bold headers included (usability run)
+    plain = bool(os.environ.get("NO_COLOR"))
+    out = Table(box=None, pad_edge=False, show_edge=False, header_style="" if plain else "bold")
     for header in headers:
         out.add_column(header, no_wrap=True)
     for row in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -375,7 +376,7 @@ def run(
     **limits: Any,
 ) -> None:
     """Run COMMAND [ARGS]... as a job; attached, exit with the job's exit code."""
-    from joblet.cli.render import if_unused, print_json
+    from joblet.cli.render import if_unused
 
     if workflow_file is not None:
         if command is not None:
@@ -409,10 +410,13 @@ def run(
     except FieldError as exc:  # checked against the fleet: no such network, a name in use, ...
         raise as_option(exc) from None
     if detach:
+        from joblet.cli.render import say_done
+
+        done = f"queued job {record.id}"
         if as_json:
-            print_json({"id": record.id, "status": record.status.value})
+            say_done(json.dumps({"id": record.id, "status": record.status.value}, indent=2) + "\n", done)
         else:
-            click.echo(record.id)
+            say_done(record.id + "\n", done)
         if record.node is None:  # placed on no node: none was up or draining (nodes.place)
             click.echo(
                 f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)"

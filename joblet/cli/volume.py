@@ -8,6 +8,7 @@ import click
 
 from joblet.cli import complete
 from joblet.cli.once import OnceGroup
+from joblet.cli.render import say_done
 
 
 @click.group(cls=OnceGroup)
@@ -27,7 +28,8 @@ def volume() -> None:
 def create(obj: Any, name: str, size: str | None) -> None:
     """Create volume NAME."""
     vol = obj.client.volumes.create(name, size)
-    click.echo(f"created volume {vol.name}" + (f" ({size_text(vol.size_mb)})" if vol.size_mb else ""))
+    line = f"created volume {vol.name}" + (f" ({size_text(vol.size_mb)})" if vol.size_mb else "")
+    say_done(line + "\n", line)
     if vol.size_mb and (note := no_room_note(obj.client.live_nodes(), vol.size_mb)):
         click.echo(note, err=True)
 
