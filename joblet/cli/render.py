@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any
@@ -28,8 +29,6 @@ def say_done(text: str, done: str) -> None:
             raise
         sys.stderr.write(f"rnx: {printable(done)}, but cannot write its output: {exc.strerror}\n")
         sys.stderr.flush()
-        import os
-
         os._exit(1)  # the unwritten text stays in stdout's buffer: no flush at exit
 
 
@@ -48,8 +47,6 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     """A plain aligned table (rich), as wide as its cells, in a terminal or piped; cells are
     text, never markup. Never cut to the terminal's width: at 80 columns every column was
     (`rnx nodes` showed its node as `…`); a long line wraps, as `docker ps`'s do."""
-    import os
-
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text

@@ -425,6 +425,39 @@ def test_output_that_cannot_be_written_leaves_the_job_running_and_says_so(host, 
     )
 
 
+def test_a_change_whose_report_cannot_be_written_says_what_was_done(host, client):
+    """`rnx run -d`, `rnx batch`, `network create`, `volume create` > /dev/full did their
+    work and then said only "cannot write its output", exit 1: read as a failure, the job's
+    id lost (usability run). Each says what it did on stderr, exit 1 (stdout took nothing)."""
+    net, vol, name = unique("fulln")[:12], unique("fullv")[:12], unique("fullj")
+
+    def full(*args: str, stdin: bytes | None = None) -> tuple[int, str]:
+        with open("/dev/full", "wb") as out:
+            done = subprocess.run(
+                [str(BIN / "rnx"), *args], env={**os.environ, **host.env}, input=stdin, stdout=out,
+                stderr=subprocess.PIPE, timeout=60,
+            )  # fmt: skip
+        return done.returncode, done.stderr.decode()
+
+    try:
+        code, err = full("run", "-d", "--network=none", f"--name={name}", "true")
+        job = client.get(name)  # it was queued
+        assert (code, err) == (1, f"rnx: queued job {job.id}, but cannot write its output: No space left on device\n")
+        code, err = full("network", "create", net, "--cidr=10.79.0.0/24")
+        assert client.networks.store.get(net).cidr == "10.79.0.0/24"
+        assert code == 1 and err.startswith(f"rnx: created network {net} (10.79.0.0/24"), err
+        code, err = full("volume", "create", vol)
+        assert code == 1 and err == f"rnx: created volume {vol}, but cannot write its output: No space left on device\n"
+        code, err = full("batch", stdin=b"--network=none true\n--network=none true\n")
+        assert code == 1 and err.startswith("rnx: queued 2 job(s) ("), err
+        ok = host.rnx("volume", "create", unique("okv")[:12])  # the control: a stdout that takes it
+        assert ok.returncode == 0 and ok.stdout.startswith(b"created volume ")
+        host.rnx("volume", "delete", ok.stdout.split()[2].decode())
+    finally:
+        host.rnx("network", "delete", net)
+        host.rnx("volume", "delete", vol)
+
+
 def test_stop_takes_several_jobs_and_reports_one_it_cannot_find(host, client):
     """As `docker stop a b`: both stop; a name that is no job is reported and exits 1, the
     others stop all the same."""

@@ -1290,3 +1290,23 @@ def test_sigterm_during_a_submit_interrupts_it_as_ctrl_c_and_exits_as_the_signal
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the control: restored after
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_no_color_drops_the_headers_bold_on_a_terminal(monkeypatch):
+    """NO_COLOR (no-color.org) printed SGR bold around every header cell on a terminal."""
+    import io
+
+    from joblet.cli.render import table
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for no_color, bold in (("", True), ("1", False)):  # the first: the control, bold without it
+        monkeypatch.setenv("NO_COLOR", no_color)
+        out = Terminal()
+        monkeypatch.setattr("sys.stdout", out)
+        table(["ID", "NAME"], [["a", "b"]])
+        assert ("\x1b[1m" in out.getvalue()) is bold, repr(out.getvalue())
+        assert "a" in out.getvalue() and "NAME" in out.getvalue()
