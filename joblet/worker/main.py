@@ -66,6 +66,7 @@ def main(node: str | None, concurrency: int | None, loglevel: str, check_only: b
         app = make_app(cfg, sup)
         connect(sup, cfg, trusts)
         sup.start()
+        _restore_own(app, cfg)
     except JobletError as exc:
         sys.exit(f"joblet-worker: {exc}")
     queues = f"{cfg.queue},{cfg.node_queue(cfg.node)}"
@@ -91,6 +92,17 @@ def main(node: str | None, concurrency: int | None, loglevel: str, check_only: b
             "--without-heartbeat",
         ]
     )
+
+
+def _restore_own(app: object, cfg: config.Settings) -> None:
+    """Its node queue's messages a killed run of this worker had taken (worker/unacked.py);
+    a failure is logged: they come back after visibility_timeout all the same."""
+    from joblet.worker.unacked import restore_own
+
+    try:
+        restore_own(app, cfg.node_queue(cfg.node))
+    except Exception as exc:  # noqa: BLE001 - the start goes on
+        log.warning("could not put back the messages a previous run had taken: %s: %s", type(exc).__name__, exc)
 
 
 def _check(overrides: dict[str, object]) -> None:

@@ -3,10 +3,14 @@ job is LOST (never run again), everything it had is released, and queued jobs ru
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
+from redis import Redis
 
 from joblet.api.client import Client
 from joblet.api.models import JobStatus
@@ -129,4 +133,46 @@ def test_an_attached_run_says_when_its_nodes_heartbeat_stops(redis_sock):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        h.close()
+
+
+THIEF = """
+import os, sys
+from kombu import Connection
+message = Connection(sys.argv[1]).default_channel.basic_get(queue=sys.argv[2], no_ack=False)
+print("taken" if message is not None else "none", flush=True)
+os._exit(0)  # as a killed worker: never acknowledged, not given back at a channel's close
+"""
+
+
+def test_messages_a_killed_worker_had_taken_run_at_its_restart(redis_sock):
+    """A worker killed with a job it had taken from its queue but not claimed yet left the
+    job PENDING for visibility_timeout (an hour), the worker back and idle (usability run).
+    Its restart puts back what was taken from its own node's queue. The taker here is a
+    kombu consumer that exits without acknowledging, as a killed worker's does."""
+    need(os.geteuid() == 0, "needs root")
+    h = Host(redis_sock, "requeue")
+    try:
+        h.start_worker()
+        client = Client(h.cfg)
+        h.worker.kill()  # type: ignore[union-attr]
+        h.worker.wait()  # type: ignore[union-attr]
+        queue = h.cfg.node_queue(h.name)
+        job = client.run("echo", ("once",), network="none", node=h.name)  # on its node's queue
+        took = subprocess.run(
+            [sys.executable, "-c", THIEF, h.cfg.broker, queue], capture_output=True, text=True, timeout=60
+        )
+        assert took.stdout == "taken\n", took
+        redis = Redis.from_url(h.cfg.redis_url)  # the broker
+        held = [json.loads(raw)[2] for raw in redis.hvals("unacked")]
+        assert queue in held and redis.llen(queue) == 0  # the control: taken, not on the queue
+        assert client.get(job.id).status == JobStatus.PENDING
+        h.start_worker()
+        done = client.wait(job.id, timeout=60)  # visibility_timeout is 3600 s here
+        assert done.status == JobStatus.COMPLETED
+        assert b"".join(d for _, d in client.logs(job.id)) == b"once\n"
+        # acknowledged once its task returns, a moment after its final record
+        eventually(lambda: queue not in [json.loads(raw)[2] for raw in redis.hvals("unacked")], "its ack")
+        assert "put back on its queue" in h.log()
+    finally:
         h.close()

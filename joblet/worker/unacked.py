@@ -1,0 +1,48 @@
+"""A killed worker's messages come back at its restart, not an hour later.
+
+On Redis, kombu keeps each message a worker has taken and not yet acknowledged (late acks:
+every job, until its end) in one `unacked` hash for the whole broker, and puts it back on its
+queue only once it is older than visibility_timeout (an hour). A worker killed with jobs it
+had taken but not yet started (claimed) left them PENDING that long, with the worker back
+and idle (usability run: 2 of 40, one still waiting 8 minutes on). At its start, before it
+consumes, a worker puts back what was taken from its own node's queue: only it reads that
+queue (one worker per host, ns_lock), so all of it is a dead predecessor's. Those the
+predecessor had started arrive again and are refused as deliveries of a job already claimed
+(tasks.accept). Messages of the shared queue may be another live worker's: they wait for
+visibility_timeout as before. RabbitMQ gives a dead connection's messages back at once itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def restore_own(app: Any, queue: str) -> int:
+    """Put back on `queue` the unacknowledged messages taken from it; how many."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        qos = getattr(channel, "qos", None)
+        if not hasattr(qos, "restore_by_tag"):  # not Redis: the broker gives them back itself
+            return 0
+        tags = [tag for tag, raw in channel.client.hscan_iter(channel.unacked_key) if _routed_to(raw) == queue]
+        for tag in tags:
+            qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag)  # kombu's own: one transaction
+    if tags:
+        log.warning("%d message(s) a previous run of this worker had taken put back on its queue", len(tags))
+    return len(tags)
+
+
+def _routed_to(raw: bytes | str) -> str | None:
+    """The routing key (the queue, on the default exchange) of an unacked entry: kombu's
+    [message, exchange, routing key]; None for what does not read so."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str):
+        return entry[2]
+    return None
