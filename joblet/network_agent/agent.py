@@ -408,6 +408,11 @@ class NetworkAgent:
             now = {n.name for n in self.networks.all()}
             stale = [n for n in stale if n not in now]
             orphans = [name for name in orphans if name not in {bridge_name(n) for n in now}]
+        if orphans:  # their rules are in an earlier worker's tables: loaded again without them,
+            # before the bridges go (a network deleted while the worker was down kept its NAT and
+            # a drop of traffic to its range, which the host's own met, until the next job's load)
+            with self._lock:
+                self._apply()
         for name in orphans:
             links.delete_link(name)
         removed = [name for name in stale if self.remove_network(name)]

@@ -287,6 +287,28 @@ def test_a_network_made_again_while_its_delete_was_missed_is_rebuilt(nets, host)
     nets.networks.delete("again")
 
 
+def test_a_network_deleted_while_its_worker_is_down_leaves_no_rule(nets, host):
+    """Its bridge went at the worker's restart, but its rules stayed in the tables the
+    earlier worker had loaded (its NAT, and a drop of traffic to its range that is not its
+    bridge's, which the host's own met) until the next job (usability run)."""
+    bridge = bridge_name("downdel")
+    nets.networks.create("downdel", "10.105.0.0/24")
+    rec, _, _ = run(nets, "true", network="downdel")
+    assert rec.status == JobStatus.COMPLETED
+    rules = host.in_ns("nft", "list", "table", "inet", "joblet").stdout
+    assert bridge in rules and "10.105.0.0/24" in rules  # the control: there while it exists
+    host.stop_worker()
+    try:
+        nets.networks.delete("downdel")
+    finally:
+        host.start_worker()
+    eventually(lambda: bridge not in host.in_ns("ip", "-o", "link", "show").stdout, "its bridge removed")
+    rules = host.in_ns("nft", "list", "table", "inet", "joblet").stdout
+    assert bridge not in rules and "10.105.0.0/24" not in rules, rules
+    rec, _, _ = run(nets, "true", network="tenant-a")  # the host still builds networks
+    assert rec.status == JobStatus.COMPLETED
+
+
 def test_a_job_on_two_networks_is_listed_by_either_with_that_ones_address(nets, host):
     """`rnx list --network=B` showed a job on A and B under A, with its A address: the guide's
     cleanup (`select(.network == $net)`) would have called B unused."""
