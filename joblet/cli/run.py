@@ -486,6 +486,7 @@ def submitting() -> Iterator[None]:
 
 
 POLL_MS = 250  # a signal is acted on within this long (the handler only records it)
+MASHED_WAIT = 2.0  # seconds a third signal waits for the stop the first had not asked for yet
 LEFT_WAIT = 0.5  # seconds rnx waits for a job's end after its output could not be written
 
 
@@ -528,6 +529,8 @@ class Attached:
                 sys.stderr.write(f"rnx: stopped waiting; job {short} is still being stopped (rnx status {short})\n")
             elif self.stopping is not None:  # left while the request was on its way (Redis hangs)
                 sys.stderr.write(f"rnx: left job {short}; its stop may not have been asked for (rnx stop {short})\n")
+            elif self.sig_proxy and self._stop_briefly():  # three signals before the loop acted on one
+                sys.stderr.write(f"rnx: stopped waiting; job {short} is being stopped: SIGTERM (rnx status {short})\n")
             else:
                 sys.stderr.write(f"rnx: left job {short} running (rnx stop {short})\n")
             if self.as_json:  # a script reads the job's id (nothing was printed: usability run)
@@ -578,6 +581,22 @@ class Attached:
         if status.final:
             return f"job {short} ended {status.value} (rnx log {short})"
         return f"left job {short} {status.value.lower()} (rnx stop {short})"
+
+    def _stop_briefly(self) -> bool:
+        """Ask for the job's stop, waiting at most MASHED_WAIT for Redis; whether it was asked.
+        Ctrl-C pressed three times within the loop's 250 ms left the job running, its stop
+        never asked for (usability run); a third signal still leaves soon where Redis hangs."""
+        import threading
+
+        asked = threading.Event()
+
+        def ask() -> None:
+            with contextlib.suppress(Exception):  # Redis gone: the line says to stop it by hand
+                self.client.stop(self.record.id)
+                asked.set()
+
+        threading.Thread(target=ask, name="rnx-stop", daemon=True).start()
+        return asked.wait(MASHED_WAIT)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         """The first signal is acted on by the loop (no Redis call inside a signal handler): it

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -203,6 +204,40 @@ def test_a_second_signal_before_the_stop_began_still_leaves_once_it_is_asked_for
         run._begin_stop()
     assert client.stops == ["a" * 32] and run.stopping == signal.SIGINT  # the stop was asked for
     assert "stopping job aaaaaaaaaaaa: SIGTERM, SIGKILL after its grace" in capsys.readouterr().err
+
+
+def mashed(run: Attached) -> Callable[[], None]:
+    """A follow loop that gets three Ctrl-C before it acts on one."""
+
+    def stream() -> None:
+        for _ in range(3):
+            run._on_signal(signal.SIGINT, None)
+
+    return stream
+
+
+def test_three_signals_before_the_loop_acted_on_one_still_ask_for_the_stop(monkeypatch, capsys):
+    """Ctrl-C pressed three times within the loop's 250 ms: rnx left with the job running,
+    its stop never asked for (usability run). The leave asks for it, waiting briefly."""
+    for proxy in (True, False):  # the control: without the proxy a signal leaves, no stop
+        run, client = attached(sig_proxy=proxy)
+        run.record = run.record.replace(node="n1")  # placed: nothing to say of workers first
+        monkeypatch.setattr(run, "_stream", mashed(run))
+        assert run.follow() == 128 + signal.SIGINT
+        err = capsys.readouterr().err
+        if proxy:
+            assert client.stops == ["a" * 32], client.stops
+            assert err == "rnx: stopped waiting; job aaaaaaaaaaaa is being stopped: SIGTERM (rnx status aaaaaaaaaaaa)\n"
+        else:
+            assert client.stops == [] and err == "rnx: left job aaaaaaaaaaaa running (rnx stop aaaaaaaaaaaa)\n"
+    run, client = attached()  # Redis hangs: the leave waits no longer than MASHED_WAIT
+    run.record = run.record.replace(node="n1")
+    monkeypatch.setattr("joblet.cli.run.MASHED_WAIT", 0.05)
+    client.during = lambda: time.sleep(5)
+    monkeypatch.setattr(run, "_stream", mashed(run))
+    begun = time.monotonic()
+    assert run.follow() == 128 + signal.SIGINT and time.monotonic() - begun < 2
+    assert "left job aaaaaaaaaaaa running (rnx stop aaaaaaaaaaaa)" in capsys.readouterr().err
 
 
 def test_an_attached_stop_says_when_sigkill_comes(capsys):
