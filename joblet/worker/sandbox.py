@@ -289,6 +289,14 @@ def _covers(host: Host) -> list[str]:
 
 
 def _proc(host: Host) -> list[str]:
+    """The job's procfs, read-only (its masks and PROC_READ_ONLY on it). procfs's own entries
+    (meminfo, stat, tty/, kallsyms...) are one object each for every procfs of the host: a
+    root job's chmod and chown there changed them host-wide until reboot (`chmod 0440
+    /proc/execdomains` denied it to every later --user job and to the host's new procfs;
+    red-team run), and a uid 0 job without capabilities owns them. Read-only binds of each
+    (Docker's AppArmor profile denies those writes) cost ~8 ms of a start here; a read-only
+    /proc costs a remount, and a job's writes to its own /proc/PID files (oom_score_adj, a
+    thread's comm) fail with EROFS."""
     args = ["--proc", "/proc"]
     for path in host.proc_files:
         args += ["--ro-bind", host.empty_file, path]
@@ -296,7 +304,7 @@ def _proc(host: Host) -> list[str]:
         args += ["--ro-bind", host.empty_dir, path]
     for path in PROC_READ_ONLY:
         args += ["--ro-bind-try", path, path]
-    return args
+    return [*args, "--remount-ro", "/proc"]
 
 
 # The job's own device nodes, in the read-only /dev the worker makes for it (mounts.make_dev)

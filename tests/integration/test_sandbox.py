@@ -181,7 +181,8 @@ def test_a_jobs_mount_namespace_goes_with_it(client, host):
 def test_a_root_job_changes_no_host_file(client):
     """A root job holds CAP_CHOWN and CAP_FOWNER: its stdin was the host's /dev/null, and
     /proc/1/exe (bubblewrap's init) the host's bwrap on its writable root; fchmod and
-    fchown through them changed the host's files (red-team run). Each is opened here (the
+    fchown through them changed the host's files, and chmod of procfs's own entries
+    (/proc/meminfo: one object for every procfs) changed them host-wide (red-team runs). Each is opened here (the
     controls: the open works, and the same calls on a file of its own do too); no call
     changes anything were it let through (the mode it has, no owner)."""
     bwrap, null = shutil.which("bwrap"), os.stat("/dev/null")
@@ -197,6 +198,10 @@ def test_a_root_job_changes_no_host_file(client):
         mode = stat.S_IMODE(os.fstat(exe).st_mode)
         checks["exe_chmod"] = attempt(lambda: os.fchmod(exe, mode))
         checks["exe_chown"] = attempt(lambda: os.fchown(exe, -1, -1))
+        proc = stat.S_IMODE(os.stat("/proc/execdomains").st_mode)  # one procfs entry for all the host's
+        checks["proc_chmod"] = attempt(lambda: os.chmod("/proc/execdomains", proc))
+        checks["proc_chown"] = attempt(lambda: os.chown("/proc/meminfo", -1, -1))
+        checks["proc_own"] = attempt(lambda: os.chmod(f"/proc/{os.getpid()}/status", 0o444))
         own = os.open("/work/own", os.O_CREAT | os.O_RDONLY, 0o644)
         checks["own"] = [attempt(lambda: os.fchmod(own, 0o600)), attempt(lambda: os.fchown(own, 1, 1))]
         """,
@@ -204,6 +209,8 @@ def test_a_root_job_changes_no_host_file(client):
     assert got["stdin"] == [True, False, ""], got  # reads end-of-file, as /dev/null did
     assert got["exe"] == os.path.realpath(bwrap), got  # the open reached the host's file
     assert got["exe_chmod"] == got["exe_chown"] == "EROFS", got
+    # procfs's own entries: a chmod there changed them for every procfs of the host
+    assert got["proc_chmod"] == got["proc_chown"] == got["proc_own"] == "EROFS", got
     assert got["own"] == ["ok", "ok"], got  # the controls: a root job may do so to its own files
     after = os.stat(os.path.realpath(bwrap))
     assert (after.st_mode, after.st_uid, after.st_ctime_ns) == (before.st_mode, before.st_uid, before.st_ctime_ns)
@@ -831,13 +838,8 @@ def test_jobs_are_the_oom_killers_first_choice(client, host):
     )
     worker = Path(f"/proc/{host.worker.pid}/oom_score_adj").read_text().strip()
     assert got["adj"] == "500" and worker != "500"  # the setting's default, not inherited from the worker
-    assert got["raise"] == "ok" and got["after"] == "600"  # its own file: it may raise it
-    status = Path(f"/proc/{host.worker.pid}/status").read_text()
-    caps = int(next(line for line in status.splitlines() if line.startswith("CapEff:")).split()[1], 16)
-    if caps >> 24 & 1:  # CAP_SYS_RESOURCE: the worker's write pinned the floor at 500
-        assert got["lower"] == "EACCES"
-    else:  # this machine's root lacks it: a job can go back to the worker's value (oom_floor warns)
-        assert got["lower"] == "ok" and "lacks CAP_SYS_RESOURCE" in (host.tmp / "worker.log").read_text()
+    # its /proc is read-only (sandbox._proc): it can neither lower nor raise it
+    assert got["lower"] == got["raise"] == "EROFS" and got["after"] == "500", got
 
 
 def test_a_jobs_open_files_are_a_containers_not_the_workers(client, host):
