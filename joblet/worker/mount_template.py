@@ -48,6 +48,15 @@ log = logging.getLogger(__name__)
 CLONE_FS, CLONE_NEWNS = 0x00000200, 0x00020000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 0x1, 0x20, 0x1000, 0x4000, 0x80000
 MNT_DETACH = 0x2
+# statvfs's flag -> mount's, of the per-mount flags a read-only remount of a bind must give again
+KEPT_FLAGS = {
+    os.ST_NOSUID: 0x2,
+    os.ST_NODEV: 0x4,
+    os.ST_NOEXEC: 0x8,
+    os.ST_NOATIME: 0x400,
+    os.ST_NODIRATIME: 0x800,
+    os.ST_RELATIME: 0x200000,  # not ST_RELATIME's value (0x1000 is MS_BIND)
+}
 RENEW_EVERY = 2.0  # seconds between two renewals of the template by the watcher
 
 
@@ -210,12 +219,8 @@ class MountTemplate:
                 pass
         log.debug("mount template: %d mounts detached", len(drop))
         held = files(self.sealed)  # before the binds: what they hold
-        for path in (p.encode() for p in self.sealed if os.path.exists(p)):  # missing: the start says so
-            if _libc.mount(path, path, None, MS_BIND, None) != 0 or (
-                _libc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY, None) != 0
-            ):
-                why = os.strerror(ctypes.get_errno())
-                raise ExecutionError(f"failed to bind {path.decode()} read-only in the jobs' mount template: {why}")
+        for path in (p for p in self.sealed if os.path.exists(p)):  # missing: the start says so
+            _seal(path)
         return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC), held
 
     def _watch(self) -> None:
@@ -268,6 +273,20 @@ class MountTemplate:
                 self._fd = -1
         for fd in (self._changes, self._watched):
             os.close(fd)
+
+
+def _seal(path: str) -> None:
+    """Bind `path` read-only onto itself. The remount replaces the bind's per-mount flags:
+    those it had (nosuid, nodev, noexec, the atime ones) are given again, or the bind lost
+    them, and in a user namespace, where they are locked, the remount failed (EPERM)."""
+    found = os.statvfs(path).f_flag
+    kept = sum(ms for st, ms in KEPT_FLAGS.items() if found & st)
+    raw = path.encode()
+    if _libc.mount(raw, raw, None, MS_BIND, None) != 0 or (
+        _libc.mount(None, raw, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept, None) != 0
+    ):
+        why = os.strerror(ctypes.get_errno())
+        raise ExecutionError(f"failed to bind {path} read-only in the jobs' mount template: {why}")
 
 
 Files = tuple[tuple[int, int] | None, ...]  # (device, inode) of each path, None where missing

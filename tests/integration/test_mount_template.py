@@ -129,3 +129,53 @@ def test_a_sealed_program_is_read_only_and_its_upgrade_is_seen(tmp: Path) -> Non
         assert job()["text"] == "new" and template.builds == 2  # made again once, not at each start
     finally:
         template.close()
+
+
+SEAL_IN_A_USER_NAMESPACE = """
+import sys, threading
+from joblet.worker.mount_template import MountTemplate
+keep = ("/usr", "/proc", sys.prefix, sys.base_prefix, *sys.path[1:], sys.argv[1])
+template = MountTemplate(keep, sealed=(sys.argv[2],))
+seen = []
+def job():
+    template.enter()
+    with open("/proc/thread-self/mountinfo") as fh:
+        seen.extend(line.split()[5] for line in fh if line.split()[4] == sys.argv[2])
+thread = threading.Thread(target=job)
+thread.start()
+thread.join()
+print(seen[-1])
+"""
+
+
+def test_a_sealed_program_keeps_its_mounts_flags(tmp: Path) -> None:
+    """The read-only remount replaces a bind's per-mount flags: a program on a nosuid,
+    nodev, noexec mount lost them in the template, and in a user namespace (a worker in
+    a container), where they are locked, the remount failed (EPERM) and no job started."""
+    kept = tmp / "kept"
+    kept.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,nodev,noexec,noatime", "sealtest", str(kept)], check=True)
+    program = kept / "program"
+    program.write_text("p")
+    template = MountTemplate(("/usr", "/proc", sys.prefix, sys.base_prefix, str(kept)), sealed=(str(program),))
+    seen: list[str] = []
+
+    def job() -> None:
+        template.enter()
+        with open("/proc/thread-self/mountinfo") as fh:
+            seen.extend(line.split()[5] for line in fh if line.split()[4] == str(program))
+
+    try:
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join()
+    finally:
+        template.close()
+    assert set(seen[-1].split(",")) >= {"ro", "nosuid", "nodev", "noexec", "noatime"}, seen
+    done = subprocess.run(
+        ["unshare", "-U", "-m", "-r", "--propagation", "slave", sys.executable, "-c", SEAL_IN_A_USER_NAMESPACE,
+         str(kept), str(program)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.strip().split(",")) >= {"ro", "nosuid", "nodev", "noexec", "noatime"}, done
