@@ -38,9 +38,11 @@ from joblet.worker import landlock
 from joblet.worker.cgroups import JobCgroup
 from joblet.worker.seccomp_filter import job_filter
 
+TOOL_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")  # where tool() looks, in order
+
 
 def tool(name: str) -> str:
-    path = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
+    path = shutil.which(name, path=":".join(TOOL_DIRS))
     if path is None:
         package = {"bwrap": "bubblewrap", "sh": "dash"}.get(name, "util-linux")
         raise ExecutionError(f"{name} not found: install {package}")

@@ -123,7 +123,7 @@ class MountTemplate:
     def __init__(self, keep: Iterable[str], sealed: Iterable[str] = ()) -> None:
         paths = {os.path.abspath(p) for p in keep}
         self.keep = tuple(sorted(paths | {os.path.realpath(p) for p in paths}))
-        self.sealed = tuple(sorted({os.path.realpath(p) for p in sealed}))
+        self.sealed = tuple(sorted(set(sealed)))  # as a start names them: a link's target is looked at each time
         self._sealed: Files = ()  # the files the template's read-only binds hold
         self._lock = threading.Lock()
         self._fd = -1
@@ -219,7 +219,7 @@ class MountTemplate:
                 pass
         log.debug("mount template: %d mounts detached", len(drop))
         held = files(self.sealed)  # before the binds: what they hold
-        for path in (p for p in self.sealed if os.path.exists(p)):  # missing: the start says so
+        for path in sorted({os.path.realpath(p) for p in self.sealed if os.path.exists(p)}):  # missing: none to seal
             _seal(path)
         return os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC), held
 

@@ -21,7 +21,7 @@ from joblet.network_agent.netns import JobNetns
 from joblet.network_agent.plan import NetFacts, NetPlan
 from joblet.worker.discovery import Discovery
 from joblet.worker.etc_view import EtcView
-from joblet.worker.execution import tool
+from joblet.worker.execution import TOOL_DIRS, tool
 from joblet.worker.journal import Journal
 from joblet.worker.kernel import Kernel, LinuxKernel
 from joblet.worker.output import OutputPump
@@ -110,10 +110,10 @@ def template_keep(cfg: Settings) -> tuple[str, ...]:
 def template_sealed() -> tuple[str, ...]:
     """The programs the mount template binds read-only (worker/mount_template.py): bwrap, whose
     init is each job's pid 1, its /proc/1/exe a job's root could fchmod and fchown. The shell
-    before it execs it: no job sees that process."""
-    with contextlib.suppress(ExecutionError):  # missing: the job's start says so
-        return (tool("bwrap"),)
-    return ()
+    before it execs it: no job sees that process. Every path a start may run it from, there
+    or not yet: one installed or relinked after the worker started is sealed too (it ran
+    unsealed for the worker's life when it was missing at its start)."""
+    return tuple(os.path.join(d, "bwrap") for d in TOOL_DIRS)
 
 
 def host_survey(cfg: Settings, cover: Path, etc: EtcView) -> Callable[[], Host]:

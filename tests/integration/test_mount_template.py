@@ -179,3 +179,49 @@ def test_a_sealed_program_keeps_its_mounts_flags(tmp: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert set(done.stdout.strip().split(",")) >= {"ro", "nosuid", "nodev", "noexec", "noatime"}, done
+
+
+def test_a_program_relinked_later_is_sealed(tmp: Path) -> None:
+    """A link the start runs bwrap through (alternatives), pointed elsewhere since the
+    worker started: its old target's identity was looked at, and the new one ran unsealed."""
+    kept = tmp / "kept"
+    kept.mkdir()
+    link, first, second = kept / "program", kept / "first", kept / "second"
+    first.write_text("1")
+    second.write_text("2")
+    link.symlink_to(first)
+    template = MountTemplate(("/usr", "/proc", sys.prefix, sys.base_prefix, str(kept)), sealed=(str(link),))
+
+    def chmod_in_a_job() -> str:
+        got: list[str] = []
+
+        def inside() -> None:
+            template.enter()
+            try:
+                os.chmod(link, 0o600)
+                got.append("ok")
+            except OSError as exc:
+                got.append(errno.errorcode[exc.errno])
+
+        thread = threading.Thread(target=inside)
+        thread.start()
+        thread.join()
+        return got[0]
+
+    try:
+        assert chmod_in_a_job() == "EROFS"
+        link.unlink()
+        link.symlink_to(second)
+        assert chmod_in_a_job() == "EROFS"
+        assert os.stat(first).st_mode & 0o777 == os.stat(second).st_mode & 0o777 == 0o644
+    finally:
+        template.close()
+
+
+def test_bwrap_is_sealed_wherever_a_start_may_find_it() -> None:
+    """Missing when the worker started, nothing was sealed for its life: bwrap installed
+    later ran from the host's writable file."""
+    from joblet.worker.execution import TOOL_DIRS
+    from joblet.worker.services import template_sealed
+
+    assert template_sealed() == tuple(f"{d}/bwrap" for d in TOOL_DIRS)
