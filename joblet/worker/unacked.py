@@ -28,21 +28,34 @@ def restore_own(app: Any, queue: str) -> int:
         qos = getattr(channel, "qos", None)
         if not hasattr(qos, "restore_by_tag"):  # not Redis: the broker gives them back itself
             return 0
-        tags = [tag for tag, raw in channel.client.hscan_iter(channel.unacked_key) if _routed_to(raw) == queue]
-        for tag in tags:
-            qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag)  # kombu's own: one transaction
-    if tags:
-        log.warning("%d message(s) a previous run of this worker had taken put back on its queue", len(tags))
-    return len(tags)
+        tags = [tag for tag, raw in channel.client.hscan_iter(channel.unacked_key) if _routed_to(raw, queue)]
+        put = sum(_restore(qos, tag.decode() if isinstance(tag, bytes) else tag) for tag in tags)
+    if put:
+        log.warning("%d message(s) a previous run of this worker had taken put back on its queue", put)
+    return put
 
 
-def _routed_to(raw: bytes | str) -> str | None:
-    """The routing key (the queue, on the default exchange) of an unacked entry: kombu's
-    [message, exchange, routing key]; None for what does not read so."""
+def _restore(qos: Any, tag: str) -> bool:
+    """kombu's own restore (one transaction); one that fails (an entry rewritten since it was
+    read) leaves the others to go back all the same."""
     try:
-        entry = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[2], str):
-        return entry[2]
-    return None
+        qos.restore_by_tag(tag)
+    except Exception as exc:  # noqa: BLE001 - it comes back after visibility_timeout
+        log.warning("unacked message %r not put back: %s: %s", tag, type(exc).__name__, exc)
+        return False
+    return True
+
+
+def _routed_to(raw: bytes | str, queue: str) -> bool:
+    """Whether an unacked entry, kombu's [message, exchange, routing key], was routed to
+    `queue` (its routing key, on the default exchange). Only an entry that ends so is
+    decoded: the hash holds every running job's message of the whole fleet, specs with
+    their uploads. One nested too deeply (RecursionError) stopped every restore."""
+    data = raw if isinstance(raw, bytes) else raw.encode(errors="surrogateescape")
+    if not data.rstrip().endswith(json.dumps(queue).encode() + b"]"):  # no copy of what is not ours
+        return False
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(entry, list) and len(entry) == 3 and entry[2] == queue
