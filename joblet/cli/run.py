@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from joblet.api.client import Client
-    from joblet.api.models import JobRecord
+    from joblet.api.models import JobRecord, JobStatus
 
 STREAMS = {STDOUT_FIELD: "stdout", STDERR_FIELD: "stderr"}
 NO_WORKER_AFTER = 3.0  # seconds a job may wait before rnx says nobody is taking it
@@ -699,32 +699,34 @@ class Attached:
             self.patience(None)
             return value
 
-    def _look(self) -> JobRecord | None:
-        """The job's record, or None. Redis came back without its data: the job's worker
+    def _look(self) -> JobStatus | None:
+        """The job's status, or None. Redis came back without its data: the job's worker
         writes its record again on its next heartbeat (or whole at its end); "no such job"
         left it running unseen. That wait is no_record's: it gives up after its patience
         (looked at also once rnx has said its note, or a record that nothing wrote again, its
-        message gone with Redis and its worker down, held rnx for good: fleet run)."""
-        from joblet.errors import BackendUnavailable, NotFound
+        message gone with Redis and its worker down, held rnx for good: fleet run). Its status
+        alone (where_is): the whole record, a spec with its uploads, is megabytes, read
+        every 5 s while a quiet job runs."""
+        from joblet.errors import BackendUnavailable
 
         try:
-            record = self.client.store.get_job(self.record.id)
-        except BackendUnavailable:  # the output's reads wait it out and say so (it raised here: review)
+            status, _ = self.client.store.where_is(self.record.id)
+        except (BackendUnavailable, ValueError):  # the output's reads wait it out and say so (it raised here: review)
             return None
-        except NotFound:
+        if status is None:
             gone = BackendUnavailable(
                 f"Redis has no record of job {self.record.short_id} (restarted without its data?)"
             )
             self.no_record(gone)
             return None
         self.no_record(None)
-        return record
+        return status
 
     def _warn_if_no_worker(self, initial: bool) -> None:
-        record = self._look()
-        if record is None:
+        status = self._look()
+        if status is None:
             return
-        if record.status.value != "PENDING":
+        if status.value != "PENDING":
             self.warned = not initial or self.warned
             return
         note = no_worker_note(self.client, self.record)

@@ -598,6 +598,12 @@ class ForgetfulStore:
             raise NotFound(f"no such job: {job_id}")
         return JobRecord(id=job_id, spec=JobSpec(command="sleep"), status=JobStatus.RUNNING)
 
+    def where_is(self, job_id: str) -> tuple[JobStatus | None, str | None]:
+        try:
+            return self.get_job(job_id).status, None
+        except NotFound:
+            return None, None
+
 
 def test_an_attached_run_waits_for_a_record_redis_lost_then_gives_up_naming_its_job(monkeypatch, capsys):
     """Redis restarted without its data under an attached `rnx run`: "no such job", exit 1,
@@ -638,9 +644,6 @@ def test_an_attached_run_that_said_its_note_still_gives_up_on_a_record_redis_los
             assert self.reads < 1000, "rnx waits for good"
             return []
 
-        def where_is(self, job_id: str) -> tuple[None, None]:
-            return None, None
-
     run, client = attached()
     client.store = Quiet(missing=10**9)  # type: ignore[attr-defined]
     run.warned = True
@@ -654,6 +657,20 @@ def test_an_attached_run_that_said_its_note_still_gives_up_on_a_record_redis_los
     with pytest.raises(StopIteration):
         run._stream()
     assert run.no_record.due is None
+
+
+def test_an_attached_runs_look_reads_the_status_not_the_record():
+    """Once its note was said, rnx looked at the job every 5 s while it printed nothing, and
+    read its whole record each time: a spec with its uploads is megabytes (where_is exists
+    for that)."""
+    from types import SimpleNamespace
+
+    def whole(job_id: str) -> JobRecord:
+        raise AssertionError("the whole record was read")
+
+    run, client = attached()
+    client.store = SimpleNamespace(where_is=lambda job_id: (JobStatus.RUNNING, "n"), get_job=whole)  # type: ignore[attr-defined]
+    assert run._look() == JobStatus.RUNNING and run.no_record.due is None
 
 
 def test_an_attached_workflow_run_waits_out_redis(monkeypatch, tmp_path, capsys):
@@ -891,7 +908,7 @@ def test_a_job_queued_for_a_silent_node_says_so_not_that_no_worker_runs(capsys):
     for known, said in (([{"name": "flt2"}], "is queued for node 'flt2', whose heartbeat has stopped"),
                         ([], "is waiting for a worker on node 'flt2': none is running")):  # fmt: skip
         client = SimpleNamespace(
-            store=SimpleNamespace(get_job=lambda job_id: pending),
+            store=SimpleNamespace(where_is=lambda job_id: (pending.status, None)),
             live_nodes=lambda: {"flt1": {}},
             nodes=lambda known=known: known,
         )
