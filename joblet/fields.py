@@ -97,6 +97,9 @@ def matching(value: Any, pattern: re.Pattern[str], what: str, hint: str = "") ->
     return str(value)
 
 
+LAST_TIME = 253402300799  # 9999-12-31 23:59:59 UTC: the last second an ISO time holds (models.iso)
+
+
 def optional(check: Callable[..., T], value: Any, *args: Any, **kwargs: Any) -> T | None:
     return None if value is None else check(value, *args, **kwargs)
 

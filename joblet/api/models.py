@@ -239,10 +239,14 @@ _SPEC_CHECKS: dict[str, Callable[[Any], Any]] = {
 
 
 def iso(ts: float | None) -> str | None:
-    """Epoch seconds as an ISO 8601 UTC string."""
+    """Epoch seconds as an ISO 8601 UTC string; None also for one no date holds (a record
+    written past rnx with 1e18 failed `rnx network list` for everyone: review)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,17 @@ from joblet.api.models import VOLUME_RE
 from joblet.api.redis_conn import connect, translated
 from joblet.api.store_index import LUA_LIVE
 from joblet.errors import Conflict, NotFound, ValidationError
-from joblet.fields import checked_all, integer, matching, number, optional, stored, stored_by_name, stored_named
+from joblet.fields import (
+    LAST_TIME,
+    checked_all,
+    integer,
+    matching,
+    number,
+    optional,
+    stored,
+    stored_by_name,
+    stored_named,
+)
 from joblet.text import hinted, shown
 
 _SIZE = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,20})?)\s*(?:([kmgt])i?)?(b?)\s*$", re.IGNORECASE | re.ASCII)
@@ -59,7 +69,7 @@ class VolumeDef:
             {
                 "name": lambda v: matching(v, VOLUME_RE, "volume name", "letters, digits, '.', '_' and '-'"),
                 "size_mb": lambda v: optional(integer, v, 1, MAX_MB),
-                "created": lambda v: number(v, ge=0),
+                "created": lambda v: number(v, ge=0, le=LAST_TIME),
             },
         )
 

@@ -172,4 +172,6 @@ def show(records: list[Any]) -> None:
     if records:
         from joblet.cli.render import say_done
 
-        say_done("".join(f"{r.id}\n" for r in records), f"queued {len(records)} job(s) ({records[0].id}...)")
+        # where stdout cannot take them, rnx stops: the lines after these are not read (review)
+        done = f"queued {len(records)} job(s) ({records[0].id}...) and read no line after them"
+        say_done("".join(f"{r.id}\n" for r in records), done)

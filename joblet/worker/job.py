@@ -206,8 +206,7 @@ class JobRun:
                 self.svc.store.unplace(self.job_id, self.spec.network)
             if self.plan is not None:
                 if self.left_later:  # its teardown met Redis away; the final record waited it out
-                    self.svc.discovery.leave(self.job_id, list(self.plan.ips))
-                    self.left_later = False
+                    self._leave_again(self.plan)
                 self.svc.discovery.refresh(list(self.plan.ips))
         except Exception as exc:  # noqa: BLE001 - Redis or a peer's file: the end marker still goes
             log.warning("job %s: its peers' hosts files: %s: %s", self.job_id[:12], type(exc).__name__, exc)
@@ -223,6 +222,19 @@ class JobRun:
         except BackendUnavailable as exc:
             log.warning("job %s: leaves its networks once Redis is back (%s)", self.job_id[:12], exc)
             self.left_later = True
+
+    def _leave_again(self, plan: NetPlan) -> None:
+        """The leave its teardown put off; failing again (Redis gone once more), the heartbeat
+        tries it each beat (records.Finals): nothing else takes its entry out of its networks'
+        members, and its peers' hosts files are refreshed all the same (review)."""
+        self.left_later = False
+        leave = functools.partial(self.svc.discovery.leave, self.job_id, list(plan.ips))
+        try:
+            leave()
+        except Exception as exc:  # noqa: BLE001 - Redis again: the heartbeat's to do
+            short = self.job_id[:12]
+            log.warning("job %s: leaves its networks at a later beat: %s: %s", short, type(exc).__name__, exc)
+            self.svc.records.finals.add(f"leave {self.job_id}", f"job {short}'s leave of its networks", leave)
 
     def _run(self) -> tuple[Outcome, bytes, bool]:
         self._setup_host()

@@ -450,6 +450,7 @@ def test_a_change_whose_report_cannot_be_written_says_what_was_done(host, client
         assert code == 1 and err == f"rnx: created volume {vol}, but cannot write its output: No space left on device\n"
         code, err = full("batch", stdin=b"--network=none true\n--network=none true\n")
         assert code == 1 and err.startswith("rnx: queued 2 job(s) ("), err
+        assert "and read no line after them, but cannot write its output" in err
         ok = host.rnx("volume", "create", unique("okv")[:12])  # the control: a stdout that takes it
         assert ok.returncode == 0 and ok.stdout.startswith(b"created volume ")
         host.rnx("volume", "delete", ok.stdout.split()[2].decode())

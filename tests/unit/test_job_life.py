@@ -618,3 +618,29 @@ def test_a_workflow_jobs_start_advances_its_workflow_once_its_output_is_watched(
     assert svc.store.records["a" * 32]["status"] == JobStatus.COMPLETED  # type: ignore[attr-defined]
     calls = log.calls
     assert calls.index("sandbox go") < calls.index("watch") < calls.index("workflow started"), calls
+
+
+def test_a_leave_that_meets_redis_gone_twice_is_left_to_the_heartbeat(tmp_path):
+    """Its teardown's leave met Redis gone, and so did the retry after its final record:
+    nothing else takes a job's entry out of its networks' members (its name stayed in its
+    peers' /etc/hosts). The heartbeat's Finals tries it; its peers are refreshed meanwhile."""
+    for failures, retried in ((1, False), (2, True)):  # the first: the control, the retry enough
+
+        class Flaky(FakeStore):
+            left, fails = 0, failures
+
+            def leave_networks(self, *args: Any) -> None:
+                self.left += 1
+                if self.left <= self.fails:
+                    raise BackendUnavailable("cannot reach Redis")
+                self.log("leave networks")
+
+        log = Log()
+        svc = services(tmp_path / str(failures), log, Flaky)
+        run = JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",)))
+        run.execute()
+        assert svc.store.records["a" * 32]["error"] is None  # type: ignore[attr-defined]
+        assert svc.records.finals.pending() == (["leave " + "a" * 32] if retried else [])
+        assert log.calls.count("leave networks") == (0 if retried else 1)
+        svc.records.finals.retry()
+        assert log.calls.count("leave networks") == 1 and svc.records.finals.pending() == []

@@ -38,6 +38,7 @@ def test_good_definitions_read_and_unknown_fields_are_ignored():
         ({"vni": -1}, "field 'vni' must be at least"),
         ({"created": "yesterday"}, "field 'created' must be a number"),
         ({"created": -1}, "field 'created' must be at least 0"),
+        ({"created": 1e18}, "field 'created' must be at most"),  # no date holds it: iso() failed every listing
         ({"name": "../x"}, "field 'name' invalid network name"),
     ],
 )
@@ -94,3 +95,13 @@ def test_a_deletes_announcement_redis_missed_is_not_the_deletes_failure(caplog):
         store.publish_event("volume-deleted", name="data")
     store.announce("volume-deleted", name="data")
     assert "the workers learn it at their next heartbeat" in caplog.text
+
+
+def test_a_time_no_date_holds_reads_as_unknown():
+    """A record's time written past rnx (1e18, -1e18, inf) failed iso(), and with it every
+    listing that showed it; the last second of year 9999 still reads (the control)."""
+    from joblet.api.models import iso
+    from joblet.fields import LAST_TIME
+
+    assert iso(LAST_TIME) == "9999-12-31T23:59:59.000+00:00"
+    assert iso(1e18) is iso(-1e18) is iso(float("inf")) is None
