@@ -421,6 +421,8 @@ class JobRun:
         if outcome.status == JobStatus.FAILED and timed_out is None:
             said = oom_said(self.cgroup.oom_killed(), self.spec.limits.max_memory, self.svc.jobs_memory_mb)
             outcome.error = said or outcome.error
+            if said and outcome.exit_code == 128 + 9 and outcome.signal is None:  # the OOM killer's SIGKILL,
+                outcome.signal = 9  # recorded as a stop's and a timeout's signal are (usability run: Signal: -)
         # pipes not read to their end (held behind a Redis that stalls): the result's stdout
         # may lack its end, and says so
         return outcome, bytes(capture.stdout), capture.truncated or not capture.closed.is_set()

@@ -29,6 +29,7 @@ def test_memory_limit_kills_with_the_reason(client):
     )
     assert rec.status == JobStatus.FAILED
     assert "out of memory" in (rec.error or "") and "64 MB" in (rec.error or "")
+    assert (rec.exit_code, rec.signal) == (137, 9), rec  # the OOM killer's SIGKILL, as a stop's is recorded
 
 
 def test_memory_under_the_limit_is_fine(client):

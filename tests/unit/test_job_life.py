@@ -594,6 +594,7 @@ def test_an_oom_kill_names_the_limit_that_struck(tmp_path, monkeypatch):
         JobRun(svc, "a" * 32, JobSpec(command="sh", args=("-c", "true"), network=("net1",), limits=limits)).execute()
         record = svc.store.records["a" * 32]  # type: ignore[attr-defined]
         said[whose, limit] = (record["status"], record["error"])
+        assert record["signal"] == (9 if whose else None), record  # SIGKILL, the OOM killer's; none in the control
     shared = "out of memory: the jobs here together reached their 900 MB (JOBLET_JOBS_MAX_MEMORY) or the host its"
     shared += " memory"
     assert said == {
