@@ -58,6 +58,7 @@ from joblet.worker.services import JobStore, NetAgent, Services
 from joblet.worker.undo import UndoStack
 
 log = logging.getLogger(__name__)
+SETTLE_WAIT = 5.0  # seconds a final record waits for its job's output to be written (OutputPump.settle)
 
 
 class JobRun:
@@ -140,6 +141,8 @@ class JobRun:
         if teardown_error and outcome.error is None:
             outcome.error = f"teardown: {teardown_error}"
         log.info("job %s ended %s%s", self.job_id[:12], outcome.status.value, ended_how(outcome, self.started_at))
+        if self.capture is not None and not self.svc.pump.settle(self.capture, SETTLE_WAIT):
+            log.warning("job %s: its final record goes before its last output (Redis slow)", self.job_id[:12])
         result, late = None, None
         try:
             result = self._record(outcome, stdout, truncated)

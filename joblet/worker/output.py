@@ -210,6 +210,7 @@ class OutputPump:
         self._ending: list[Capture] = []  # jobs whose end marker waits for their pipes' EOF
         self._outbox: collections.deque[Item] = collections.deque()  # the reader adds, the writer takes
         self._out_lock = threading.Lock()  # the outbox's ends, and an entry grown in place (_admit)
+        self._written = threading.Condition(self._out_lock)  # a job's backlog emptied (settle)
         self._queued = threading.Event()  # the writer's wake-up: something was queued
         self._redis_gone = False  # said once per outage, not at each retry (twice a second)
         self.parks = 0  # times a trickling pipe was unwatched for the rest of its window
@@ -250,6 +251,20 @@ class OutputPump:
         socket) would otherwise fill the worker's memory up to the job's output cap."""
         cap.ended = True
         os.write(self._wake_w, b"x")
+
+    def settle(self, cap: Capture, timeout: float) -> bool:
+        """Wait, at most `timeout`, until what was read of the job's pipes is written (or
+        dropped); whether it was. Its final record then comes after its output: a client's
+        wait() returned COMPLETED, and its logs read at once lacked the last line (a test's
+        flake on a slow machine; an API user's `wait` then `logs` alike)."""
+        deadline = time.monotonic() + timeout
+        with self._written:
+            while cap.queued > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._written.wait(left)
+        return True
 
     def finish(self, cap: Capture, summary: dict[str, Any]) -> None:
         """Queue the end marker after the job's last byte: once its pipes are read to their
@@ -561,6 +576,8 @@ class OutputPump:
             wake = (cap.held and was > JOB_BACKLOG // 2 >= cap.queued) or (
                 self._held and all_was > TOTAL_BACKLOG // 2 >= self._backlog
             )
+            if cap.queued <= 0:
+                self._written.notify_all()  # settle()
         if wake:
             os.write(self._wake_w, b"r")
 

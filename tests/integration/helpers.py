@@ -135,9 +135,12 @@ def eventually(check: Callable[[], object], what: str, timeout: float = 30) -> N
         time.sleep(0.1)
 
 
-def output(client: Client, job_id: str, stream: str | None = "stdout") -> bytes:
-    """A job's output as recorded so far: one stream, or both (None) in order."""
-    return b"".join(d for s, d in client.logs(job_id) if stream is None or s == stream)
+def output(client: Client, job_id: str, stream: str | None = "stdout", whole: bool = False) -> bytes:
+    """A job's output as recorded so far: one stream, or both (None) in order. `whole`: up to
+    its end marker, which follows its last byte (its final record may come before the
+    output pump's last write: a COMPLETED job's output read at once lacked its line, once,
+    on a slow machine)."""
+    return b"".join(d for s, d in client.logs(job_id, follow=whole) if stream is None or s == stream)
 
 
 LISTEN = """

@@ -50,7 +50,8 @@ def test_batch_queues_every_good_line_once(host, client):
         if r.status != JobStatus.COMPLETED or r.exit_code != 0
     ]
     assert failed == [], f"{len(failed)} jobs did not complete\n{host.log()[-2000:]}"
-    assert [output(client, i) for i in ids[:3] + ids[-1:]] == [b"job 0\n", b"job 1\n", b"job 2\n", b"job 299\n"]
+    got = [output(client, i, whole=True) for i in ids[:3] + ids[-1:]]
+    assert got == [b"job 0\n", b"job 1\n", b"job 2\n", b"job 299\n"]
     assert client.store.redis.llen(host.cfg.queue) == 0
 
 
@@ -60,7 +61,7 @@ def test_batch_from_a_file_without_errors(host, client, tmp_path):
     done = host.rnx("batch", str(path))
     assert done.returncode == 0 and done.stderr == b""
     first, second = done.stdout.decode().split()
-    assert client.wait(first, timeout=60).status == JobStatus.COMPLETED and output(client, first) == b"1\n"
+    assert client.wait(first, timeout=60).status == JobStatus.COMPLETED and output(client, first, whole=True) == b"1\n"
     assert client.wait(second, timeout=60).exit_code == 0
     assert json.loads(host.rnx("status", "--json", second).stdout)["status"] == "COMPLETED"
 

@@ -281,6 +281,9 @@ class FakePump:
     def ended(self, cap: Any) -> None:
         pass
 
+    def settle(self, cap: Any, timeout: float) -> bool:
+        return True
+
     def finish(self, cap: Any, summary: Any) -> None:
         self.log("end output")
 

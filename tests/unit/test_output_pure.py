@@ -773,3 +773,18 @@ def test_a_job_writing_a_byte_at_a_time_to_both_streams_is_held_by_its_entries(m
     assert not wrote.is_alive()
     pump.finish(cap, {"status": "COMPLETED"})
     assert cap.flushed.wait(30) and stdout_of(store, "e" * 32) == b"a" * pieces
+
+
+def test_settle_waits_until_a_jobs_output_is_written():
+    """A job's final record went before its last output reached Redis: a client's wait()
+    said COMPLETED and its logs, read at once, lacked the last line. The job's thread now
+    settles first: it waits (bounded) until what was read of its pipes is written."""
+    store = StalledStore()
+    pump = OutputPump(store, 1000, max_bytes=1 << 20)  # type: ignore[arg-type]
+    cap, _ = watched(pump, "w" * 32, b"last line\n")
+    assert cap.closed.wait(10)  # read to its end, not written: Redis hangs
+    assert pump.settle(cap, 0.2) is False and store.entries == []  # the bound: it waits no longer
+    threading.Timer(0.2, store.release.set).start()
+    assert pump.settle(cap, 20) is True
+    assert stdout_of(store, "w" * 32) == b"last line\n"  # written before settle returned
+    assert pump.settle(cap, 0) is True  # nothing left: at once
