@@ -100,6 +100,11 @@ def matching(value: Any, pattern: re.Pattern[str], what: str, hint: str = "") ->
 LAST_TIME = 253402300799  # 9999-12-31 23:59:59 UTC: the last second an ISO time holds (models.iso)
 
 
+def epoch(value: Any) -> float:
+    """A stored time: epoch seconds that an ISO date holds (models.iso)."""
+    return number(value, ge=0, le=LAST_TIME)
+
+
 def optional(check: Callable[..., T], value: Any, *args: Any, **kwargs: Any) -> T | None:
     return None if value is None else check(value, *args, **kwargs)
 

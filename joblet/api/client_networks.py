@@ -7,7 +7,6 @@ import ipaddress
 import time
 from typing import Any
 
-from joblet.api.models import iso
 from joblet.api.networks import (
     BUILTINS,
     NetworkDef,
@@ -173,7 +172,7 @@ class Networks:
             row.setdefault("dns", [])
             row.setdefault("mtu", None)
             row.setdefault("vni", None)
-            row["created"] = iso(row.get("created"))  # as every --json's times: ISO 8601, UTC
+            row.setdefault("created", None)  # epoch seconds, as a volume's; --json prints ISO
             row["jobs"] = counts.get(row["name"], 0)
         return rows
 

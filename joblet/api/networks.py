@@ -20,12 +20,11 @@ from joblet.api.redis_conn import connect, translated
 from joblet.config_checks import PRIVATE_RANGES
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import (
-    LAST_TIME,
     boolean,
     checked_all,
+    epoch,
     integer,
     matching,
-    number,
     optional,
     stored,
     stored_by_name,
@@ -87,7 +86,7 @@ _NETWORK_CHECKS: dict[str, Callable[[Any], Any]] = {
     "dns": lambda v: tuple(str(ipaddress.IPv4Address(a)) for a in strings(v)),
     "mtu": lambda v: optional(integer, v, 576, 65535),
     "vni": lambda v: optional(integer, v, VNI_MIN, VNI_MAX),
-    "created": lambda v: optional(number, v, ge=0, le=LAST_TIME),
+    "created": lambda v: optional(epoch, v),
 }
 
 

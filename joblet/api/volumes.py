@@ -21,11 +21,10 @@ from joblet.api.redis_conn import connect, translated
 from joblet.api.store_index import LUA_LIVE
 from joblet.errors import Conflict, NotFound, ValidationError
 from joblet.fields import (
-    LAST_TIME,
     checked_all,
+    epoch,
     integer,
     matching,
-    number,
     optional,
     stored,
     stored_by_name,
@@ -69,7 +68,7 @@ class VolumeDef:
             {
                 "name": lambda v: matching(v, VOLUME_RE, "volume name", "letters, digits, '.', '_' and '-'"),
                 "size_mb": lambda v: optional(integer, v, 1, MAX_MB),
-                "created": lambda v: number(v, ge=0, le=LAST_TIME),
+                "created": epoch,
             },
         )
 

@@ -8,7 +8,7 @@ import click
 
 from joblet.cli import complete
 from joblet.cli.once import OnceGroup
-from joblet.cli.render import say_done
+from joblet.cli.render import public, say_done
 
 
 @click.group(cls=OnceGroup)
@@ -45,7 +45,7 @@ def list_networks(obj: Any, as_json: bool) -> None:
 
     rows = obj.client.networks.list()
     if as_json:
-        print_json(rows)
+        print_json([public(r) for r in rows])
         return
     table(
         ["NAME", "CIDR", "BRIDGE", "JOBS"],
@@ -59,11 +59,12 @@ def list_networks(obj: Any, as_json: bool) -> None:
 @click.pass_obj
 def inspect(obj: Any, name: str, as_json: bool) -> None:
     """Show a network's settings and its jobs."""
+    from joblet.api.models import iso
     from joblet.cli.render import inspected, local_time, print_json
 
     info = obj.client.networks.inspect(name)
     if as_json:
-        print_json(info)
+        print_json(public(info))
         return
     labels = {
         "name": "Name",
@@ -77,7 +78,7 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
         "jobs": "Jobs",
     }
     uplinks = "uplink's less 50" if info.get("mtu") is None and not info.get("builtin") else info.get("mtu")
-    shown = {**info, "mtu": uplinks, "created": local_time(info.get("created"))}
+    shown = {**info, "mtu": uplinks, "created": local_time(iso(info.get("created")))}
     fields = [(label, shown[key]) for key, label in labels.items() if key in info]
     fields = [f for f in fields if f[0] != "Created" or not info.get("builtin")]  # the worker's, none made
     inspected(fields, info["job_list"], ip=True)

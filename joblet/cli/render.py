@@ -32,6 +32,14 @@ def say_done(text: str, done: str) -> None:
         os._exit(1)  # the unwritten text stays in stdout's buffer: no flush at exit
 
 
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A network or volume as --json prints it: its `created` as ISO 8601 in UTC, as every
+    other --json's time (a volume's printed epoch seconds; usability run)."""
+    from joblet.api.models import iso
+
+    return {**row, "created": iso(row.get("created"))}
+
+
 def local_time(iso_text: str | None) -> str:
     """A time of --json's (ISO, UTC) as the tables show it: local, to the second."""
     if not iso_text:

@@ -8,7 +8,7 @@ import click
 
 from joblet.cli import complete
 from joblet.cli.once import OnceGroup
-from joblet.cli.render import say_done
+from joblet.cli.render import public, say_done
 
 
 @click.group(cls=OnceGroup)
@@ -48,14 +48,6 @@ def no_room_note(nodes: dict[str, dict[str, Any]], size_mb: int) -> str | None:
         f"rnx: warning: no live node has room for {size_text(size_mb)} now (the most: {most} on node "
         f"{node}, after what it keeps free): a job using the volume fails until one has"
     )
-
-
-def public(row: dict[str, Any]) -> dict[str, Any]:
-    """A volume as --json prints it: its time as ISO 8601 in UTC, as every other --json's (it
-    printed epoch seconds; usability run)."""
-    from joblet.api.models import iso
-
-    return {**row, "created": iso(row.get("created"))}
 
 
 def size_text(size_mb: int | None) -> str:
