@@ -23,9 +23,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from joblet.api.models import JobStatus
+from joblet.api.models import JobRecord, JobStatus
 from joblet.api.nodes import when
 from joblet.api.store import Store
+from joblet.config import Settings
 from joblet.errors import BackendUnavailable, JobletError
 from joblet.worker.reconcile import free_orphan_addresses
 from joblet.worker.services import Services
@@ -153,11 +154,15 @@ def sweep_lost(sup: Any, now: float | None = None) -> list[str]:
 
 
 def lose_jobs(svc: Services, node: str, beat: float) -> list[str]:
-    """Every unfinished job of `node` becomes LOST; its names and addresses are freed. Found
-    among every kept record, not the index of jobs that have not ended: one it has not got
-    back yet (an older worker's claim) would run on, RUNNING for good (store_index.py)."""
+    """Every unfinished job of `node` becomes LOST, but one that never reached its worker
+    and could go elsewhere (`place_unstarted`); the names and addresses of the lost are
+    freed. Found among every kept record, not the index of jobs that have not ended: one it
+    has not got back yet (an older worker's claim) would run on, RUNNING for good
+    (store_index.py)."""
     reason = f"node {node} stopped heartbeating at {when(beat)}"
-    lost = [r for r in svc.store.unfinished_on(node, indexed=False) if svc.records.mark_lost(r.id, reason)]
+    unfinished = svc.store.unfinished_on(node, indexed=False)
+    moved = place_unstarted(svc.store, svc.cfg, node, unfinished)
+    lost = [r for r in unfinished if r.id not in moved and svc.records.mark_lost(r.id, reason)]
     networks = sorted({n for r in lost for n in (*r.ips, *r.spec.network)})
     for rec in lost:
         svc.discovery.leave(rec.id, list(rec.ips))
@@ -169,6 +174,38 @@ def lose_jobs(svc: Services, node: str, beat: float) -> list[str]:
         except JobletError as exc:
             log.error("after node %s was lost: %s", node, exc)
     return [r.id for r in lost]
+
+
+def place_unstarted(store: Store, cfg: Settings, node: str, records: list[JobRecord]) -> set[str]:
+    """The ids of `records` sent to another node: those queued on `node`, still PENDING, not
+    claimed (no worker has taken them) and not pinned there. They waited in a dead node's
+    queue and ended LOST, never having run, where a live node could take them (fleet run).
+    The message left in that queue is refused if its worker comes back (the job's claim is
+    one: whichever delivery claims first runs it)."""
+    waiting = [r for r in records if r.status == JobStatus.PENDING and r.spec.node is None]
+    holders = store.claim_holders([r.id for r in waiting])
+    return {
+        r.id
+        for r, holder in zip(waiting, holders, strict=True)
+        if holder is None and place_elsewhere(store, cfg, r, node)
+    }
+
+
+def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str) -> str | None:
+    """Send a PENDING job not pinned to a node to the node placement picks now, if it is
+    not `node` (where it is queued and cannot run); the node, or None (nowhere else)."""
+    from joblet.api.preflight import best_effort_target
+    from joblet.api.tasks import send_run
+
+    try:
+        target = best_effort_target(store, cfg, record.spec)
+    except JobletError:
+        return None
+    if target in (None, node) or not store.transition(record.id, [JobStatus.PENDING], node=target):
+        return None
+    send_run(cfg, record.id, record.spec.to_dict(), target, store.prefix_stamp())
+    log.info("job %s queued on node %s, which cannot run it: placed on %s", record.short_id, node, target)
+    return target
 
 
 def stop_lost_here(sup: Any, job_ids: list[str]) -> None:

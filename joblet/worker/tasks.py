@@ -22,7 +22,7 @@ from joblet.api.message import Refused, TaskMessage, check, nonce_ttl
 from joblet.api.models import JobRecord, JobSpec, JobStatus, check_fresh
 from joblet.errors import ValidationError
 from joblet.worker import broker_guard
-from joblet.worker.fleet import draining_refusal
+from joblet.worker.fleet import draining_refusal, place_elsewhere
 from joblet.worker.records import Outcome
 from joblet.worker.supervisor import Duplicate, Supervisor
 
@@ -142,23 +142,13 @@ def keep_for_drain(sup: Any, job_id: str) -> dict[str, Any] | None:
     (store_nodes.hold): refused, it failed its workflow (red-team run: 44 of 160 pinned jobs
     under drain and undrain toggled). None: refuse it (a plain job pinned here, or nowhere
     else to go; or undrained meanwhile)."""
-    from joblet.api.preflight import best_effort_target
-    from joblet.api.tasks import send_run
-    from joblet.errors import JobletError
-
     node = sup.cfg.node
     record = sup.store.find_job(job_id)
     if record is None or record.status != JobStatus.PENDING:
         return None
-    if record.spec.node is None:  # as submitted: the message's spec names the node it was placed on
-        try:
-            target = best_effort_target(sup.store, sup.cfg, record.spec)
-        except JobletError:
-            target = None
-        if target not in (None, node) and sup.store.transition(job_id, [JobStatus.PENDING], node=target):
-            send_run(sup.cfg, job_id, record.spec.to_dict(), target, sup.store.prefix_stamp())
-            log.info("job %s reached node %s as it drains: placed on %s", record.short_id, node, target)
-            return {"job_id": job_id, "status": "PENDING", "node": target}
+    # as submitted: the message's spec names the node it was placed on
+    if record.spec.node is None and (target := place_elsewhere(sup.store, sup.cfg, record, node)) is not None:
+        return {"job_id": job_id, "status": "PENDING", "node": target}
     if record.workflow is None or not sup.nodes.hold(node, job_id):
         return None
     sup.store.transition(job_id, [JobStatus.PENDING], node=node)  # the undrain sends those still naming it

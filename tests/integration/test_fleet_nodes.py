@@ -129,14 +129,16 @@ def test_drain_sends_nothing_new_and_running_jobs_go_on(three):
     assert out.returncode == 1 and out.stderr == b"rnx: no node 'nosuch' in the fleet (rnx nodes)\n"
 
 
-def sneak(client: Client, host: Host, node: str, pinned: bool = False) -> str:
-    """A job put straight on a node's queue, as a client that placed it before a drain."""
+def sneak(client: Client, host: Host, node: str, pinned: bool = False, named: bool = False) -> str:
+    """A job put straight on a node's queue, as a client that placed it before a drain
+    (`named`: its record names the node, as a placement's does)."""
     from joblet.api.message import new_job_id
     from joblet.api.models import make_spec
 
-    spec = make_spec("true", (), network="none", node=node if pinned else None)
+    spec = make_spec("echo", ("ran",), network="none", node=node if pinned else None)
     job_id = new_job_id()
-    client.store.create_job(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, created=time.time()))
+    where = node if named else None
+    client.store.create_job(JobRecord(id=job_id, status=JobStatus.PENDING, spec=spec, created=time.time(), node=where))
     send_run(host.cfg, job_id, spec.to_dict(), node)
     return job_id
 
@@ -193,6 +195,33 @@ def test_a_lost_node_loses_its_jobs_and_attached_clients_return(three, redis_soc
         )
     finally:
         d.close()
+
+
+def test_a_lost_nodes_queued_jobs_run_on_another_node(three, redis_sock):
+    """A job placed on a node the moment before its worker died waited in its queue and
+    ended LOST, never having run: the sweep of the node places it again (the pinned one
+    beside it stays LOST), and the message left in the queue, read when the worker comes
+    back, does not run it twice."""
+    a, _, _ = three
+    client = Client(a.cfg)
+    f = Host(redis_sock, "nodef", fleet=a, **FAST)
+    try:
+        f.start_worker()
+        f.worker.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        f.worker.wait()  # type: ignore[union-attr]
+        moved = sneak(client, a, "nodef", named=True)
+        pinned = sneak(client, a, "nodef", pinned=True, named=True)
+        ran = client.wait(moved, timeout=60)
+        assert ran.status == JobStatus.COMPLETED and ran.node in ("nodea", "nodeb", "nodec"), ran
+        assert b"".join(data for _, data in client.logs(moved)) == b"ran\n"
+        lost = client.wait(pinned, timeout=60)
+        assert lost.status == JobStatus.LOST and "node nodef stopped heartbeating" in (lost.error or ""), lost
+        f.start_worker()
+        eventually(lambda: f"job {moved} was delivered again; it runs only once" in f.log(), "old message not read")
+        again = client.get(moved)
+        assert (again.status, again.node, again.started) == (JobStatus.COMPLETED, ran.node, ran.started)
+    finally:
+        f.close()
 
 
 def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):

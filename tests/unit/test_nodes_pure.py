@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from joblet.api.models import JobStatus, make_spec
+from joblet.api.models import JobRecord, JobStatus, make_spec
 from joblet.api.nodes import DOWN, DRAINING, UP, place, view
 from joblet.errors import ValidationError
 
@@ -387,3 +387,34 @@ def test_forgetting_a_node_that_is_up_names_the_wait_in_seconds():
     why = forget_checked("b", {"state": "up"}, {}, None, [], down_after=20.0)
     assert why is not None and "leaves its node down at once (20 s after its last heartbeat if it was killed" in why
     assert forget_checked("b", {"state": "down"}, {}, None, []) is None  # the control: down, nothing left
+
+
+def test_a_dead_nodes_unstarted_jobs_go_elsewhere_and_the_rest_are_lost(monkeypatch):
+    """Of a lost node's jobs, only one still PENDING, unclaimed and not pinned there is placed
+    again (it never reached a worker); a running, claimed or pinned one stays for LOST."""
+    from types import SimpleNamespace
+
+    from joblet.config import load
+    from joblet.worker import fleet
+
+    def job(job_id: str, status: JobStatus, node: str | None = None) -> JobRecord:
+        return JobRecord(id=job_id, status=status, spec=make_spec("true", (), node=node), node="d")
+
+    records = [
+        job("queued", JobStatus.PENDING),
+        job("claimed", JobStatus.PENDING),
+        job("pinned", JobStatus.PENDING, node="d"),
+        job("running", JobStatus.RUNNING),
+        job("nowhere", JobStatus.PENDING),
+    ]
+    claims = {"claimed": "d"}
+    store = SimpleNamespace(claim_holders=lambda ids: [claims.get(i) for i in ids])
+    asked: list[str] = []
+
+    def elsewhere(store_, cfg, record, node):
+        asked.append(record.id)
+        return None if record.id == "nowhere" else "b"
+
+    monkeypatch.setattr(fleet, "place_elsewhere", elsewhere)
+    assert fleet.place_unstarted(store, load(node="a"), "d", records) == {"queued"}
+    assert asked == ["queued", "nowhere"]
