@@ -69,6 +69,13 @@ class EndWatch:
             status, _ = self.streams.where_is(self.job_id)
         except BackendUnavailable:  # the follower's own reads wait that out
             return False
+        return self.saw(status, now)
+
+    def saw(self, status: Any, now: float | None = None) -> bool:
+        """over(), judged on a status the follower read itself (`rnx run` reads it every 5 s
+        for its notes): the next look of its own is a full interval away."""
+        now = time.monotonic() if now is None else now
+        self._next = now + self.every
         if status is None or not status.final:  # gone: Redis restarted empty, its worker writes it again
             self._final_since = None
             return False

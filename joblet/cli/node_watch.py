@@ -8,16 +8,19 @@ import time
 from typing import Any
 
 
-def warn_if_node_down(client: Any, job_id: str, said: str | None) -> str | None:
+def warn_if_node_down(
+    client: Any, job_id: str, said: str | None, where: tuple[Any, str | None] | None = None
+) -> str | None:
     """Its node's heartbeat is gone while the job runs (its worker killed, its host down):
     rnx said nothing and waited for good where no other node marks the job LOST. Said once
     per node (`said`: the node told of; returned, or the new one), and again if the job moves
     on (rnx still waits: a worker that comes back ends the job LOST, or a stop, or Ctrl-C).
-    `rnx run` and `rnx log -f` (usability run: it waited silently)."""
+    `rnx run` and `rnx log -f` (usability run: it waited silently). `where`: the job's
+    status and node, read by the caller already (else read here)."""
     from joblet.errors import JobletError
 
     try:
-        status, node = client.store.where_is(job_id)
+        status, node = client.store.where_is(job_id) if where is None else where
         if status is None or status.value != "RUNNING" or node is None or node == said:
             return said
         if not heartbeat_stopped(client, node):

@@ -656,16 +656,19 @@ class Attached:
             entries = self._read()
             if entries:
                 ended.heard()
-            elif ended.over():  # final long since, no marker: none is coming
-                return
-            if not entries and time.monotonic() > check_at:
-                # at most once a second while nothing arrives, every 5 s once it runs
+            elif time.monotonic() > check_at:
+                # at most once a second while nothing arrives, every 5 s once it runs: one
+                # read of its status for the note, the node's heartbeat and the end's watch
                 check_at = time.monotonic() + (NODE_LOOK if self.warned else 1.0)
-                if not self.warned:
-                    self._warn_if_no_worker(initial=False)
-                else:
-                    self._warn_if_node_down()
-                    self._look()
+                where = self._look()
+                if where is not None and not self.warned:
+                    self._warn_if_no_worker(initial=False, where=where)
+                elif where is not None:
+                    self._warn_if_node_down(where)
+                if where is not None and ended.saw(where[0]):  # final long since, no marker: none is coming
+                    return
+            elif ended.over():
+                return
             for entry_id, field, data in entries:
                 self.after = entry_id
                 if field == END_FIELD:
@@ -699,8 +702,8 @@ class Attached:
             self.patience(None)
             return value
 
-    def _look(self) -> JobStatus | None:
-        """The job's status, or None. Redis came back without its data: the job's worker
+    def _look(self) -> tuple[JobStatus, str | None] | None:
+        """The job's status and node, or None. Redis came back without its data: the job's worker
         writes its record again on its next heartbeat (or whole at its end); "no such job"
         left it running unseen. That wait is no_record's: it gives up after its patience
         (looked at also once rnx has said its note, or a record that nothing wrote again, its
@@ -710,7 +713,7 @@ class Attached:
         from joblet.errors import BackendUnavailable
 
         try:
-            status, _ = self.client.store.where_is(self.record.id)
+            status, node = self.client.store.where_is(self.record.id)
         except (BackendUnavailable, ValueError):  # the output's reads wait it out and say so (it raised here: review)
             return None
         if status is None:
@@ -720,12 +723,15 @@ class Attached:
             self.no_record(gone)
             return None
         self.no_record(None)
-        return status
+        return status, node
 
-    def _warn_if_no_worker(self, initial: bool) -> None:
-        status = self._look()
-        if status is None:
+    def _warn_if_no_worker(self, initial: bool, where: tuple[JobStatus, str | None] | None = None) -> None:
+        """Say once that no live worker takes the job (no_worker_note); `where`: its status
+        and node, read by the caller already (else read here)."""
+        where = self._look() if where is None else where
+        if where is None:
             return
+        status = where[0]
         if status.value != "PENDING":
             self.warned = not initial or self.warned
             return
@@ -734,8 +740,8 @@ class Attached:
             self.warned = True
             sys.stderr.write(note + "\n")
 
-    def _warn_if_node_down(self) -> None:
-        self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down)
+    def _warn_if_node_down(self, where: tuple[JobStatus, str | None] | None = None) -> None:
+        self.said_down = warn_if_node_down(self.client, self.record.id, self.said_down, where)
 
     def _report(self, final: JobRecord) -> int:
         from joblet.cli.render import print_json

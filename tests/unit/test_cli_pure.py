@@ -653,7 +653,7 @@ def test_an_attached_run_that_said_its_note_still_gives_up_on_a_record_redis_los
     run, client = attached()  # the control: a record that is there keeps rnx waiting
     client.store = Quiet(missing=0)  # type: ignore[attr-defined]
     run.warned, looks = True, iter(range(50))
-    monkeypatch.setattr(run, "_warn_if_node_down", lambda: next(looks))  # the 51st look leaves
+    monkeypatch.setattr(run, "_warn_if_node_down", lambda where: next(looks))  # the 51st look leaves
     with pytest.raises(StopIteration):
         run._stream()
     assert run.no_record.due is None
@@ -670,7 +670,41 @@ def test_an_attached_runs_look_reads_the_status_not_the_record():
 
     run, client = attached()
     client.store = SimpleNamespace(where_is=lambda job_id: (JobStatus.RUNNING, "n"), get_job=whole)  # type: ignore[attr-defined]
-    assert run._look() == JobStatus.RUNNING and run.no_record.due is None
+    assert run._look() == (JobStatus.RUNNING, "n") and run.no_record.due is None
+
+
+def test_a_quiet_attached_run_reads_its_jobs_status_once_a_look(monkeypatch):
+    """Once its note was said, each look of a quiet `rnx run` read the job's status three
+    times (its node's heartbeat, the record's look, the end's watch): one read now serves
+    the three, and the end is still seen (a final record, quiet past its grace)."""
+    import joblet.api.store_output as store_output
+    import joblet.cli.run as run_module
+
+    monkeypatch.setattr(run_module, "NODE_LOOK", 0.0)
+    monkeypatch.setattr(run_module, "NO_WORKER_AFTER", 0.0)
+    monkeypatch.setattr(store_output, "END_GRACE", 0.0)
+    monkeypatch.setattr(store_output, "END_LOOK", 0.0)
+
+    class Quiet(NodeStore):
+        reads = looks = 0
+
+        def read_output(self, job_id: str, after: str, block_ms: int) -> list:
+            self.reads += 1
+            if self.reads == 20:
+                self.status = JobStatus.COMPLETED  # ended, its end marker lost
+            assert self.reads < 100, "the end was not seen"
+            return []
+
+        def where_is(self, job_id: str) -> tuple[JobStatus, str]:
+            self.looks += 1
+            return super().where_is(job_id)
+
+    run, client = attached()
+    client.store = store = Quiet("n1")  # type: ignore[attr-defined]
+    client.live_nodes = lambda: {"n1": {}}  # type: ignore[attr-defined]
+    run.warned = True
+    run._stream()
+    assert store.reads >= 20 and store.looks <= store.reads, (store.reads, store.looks)
 
 
 def test_an_attached_workflow_run_waits_out_redis(monkeypatch, tmp_path, capsys):
