@@ -12,6 +12,7 @@ and whenever stdin has nothing more to read yet.
 
 from __future__ import annotations
 
+import os
 import select
 import shlex
 import sys
@@ -174,4 +175,5 @@ def show(records: list[Any]) -> None:
 
         # where stdout cannot take them, rnx stops: the lines after these are not read (review)
         done = f"queued {len(records)} job(s) ({records[0].id}...) and read no line after them"
-        say_done("".join(f"{r.id}\n" for r in records), done)
+        if not say_done("".join(f"{r.id}\n" for r in records), done):
+            os._exit(1)  # at once: what follows would read the next lines

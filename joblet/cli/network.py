@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -33,7 +34,8 @@ def create(obj: Any, name: str, cidr: str, internal: bool, dns: tuple[str, ...],
     net = obj.client.networks.create(name, cidr, internal=internal, dns=servers, mtu=mtu)
     agreed = f", MTU {net.mtu}: its nodes' smallest" if mtu is None and net.mtu is not None else ""
     line = f"created network {net.name} ({net.cidr}{agreed})"
-    say_done(line + "\n", line)
+    if not say_done(line + "\n", line):
+        sys.exit(1)
 
 
 @network.command("list")

@@ -16,11 +16,12 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=None if isinstance(value, list) else 2) + "\n")
 
 
-def say_done(text: str, done: str) -> None:
+def say_done(text: str, done: str) -> bool:
     """Print `text` (what a command that changed something reports on stdout); where stdout
     cannot take it (`> /dev/full`), say on stderr what was done all the same, rather than the
     bare "cannot write its output" that read as a failure (the job ran, the network existed;
-    usability run), and exit 1."""
+    usability run), and return False: the caller says its notes, then exits 1. stdout then
+    goes to /dev/null, so the text left in its buffer is dropped at exit, not said twice."""
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -29,7 +30,11 @@ def say_done(text: str, done: str) -> None:
             raise
         sys.stderr.write(f"rnx: {printable(done)}, but cannot write its output: {exc.strerror}\n")
         sys.stderr.flush()
-        os._exit(1)  # the unwritten text stays in stdout's buffer: no flush at exit
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, sys.stdout.fileno())
+        os.close(nowhere)
+        return False
+    return True
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:

@@ -413,16 +413,16 @@ def run(
         from joblet.cli.render import say_done
 
         done = f"queued job {record.id}"
-        if as_json:
-            say_done(json.dumps({"id": record.id, "status": record.status.value}, indent=2) + "\n", done)
-        else:
-            say_done(record.id + "\n", done)
+        text = json.dumps({"id": record.id, "status": record.status.value}, indent=2) if as_json else record.id
+        said = say_done(text + "\n", done)
         if record.node is None:  # placed on no node: none was up or draining (nodes.place)
             click.echo(
                 f"rnx: job {record.short_id} waits in the queue: no worker is running (start one with `joblet-worker`)"
                 + if_unused(client),
                 err=True,
             )
+        if not said:
+            sys.exit(1)
         return
     sys.exit(Attached(client, record, as_json, sig_proxy).follow())
 

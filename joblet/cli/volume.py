@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -29,9 +30,11 @@ def create(obj: Any, name: str, size: str | None) -> None:
     """Create volume NAME."""
     vol = obj.client.volumes.create(name, size)
     line = f"created volume {vol.name}" + (f" ({size_text(vol.size_mb)})" if vol.size_mb else "")
-    say_done(line + "\n", line)
+    said = say_done(line + "\n", line)
     if vol.size_mb and (note := no_room_note(obj.client.live_nodes(), vol.size_mb)):
         click.echo(note, err=True)
+    if not said:
+        sys.exit(1)
 
 
 def no_room_note(nodes: dict[str, dict[str, Any]], size_mb: int) -> str | None:

@@ -431,10 +431,10 @@ def test_a_change_whose_report_cannot_be_written_says_what_was_done(host, client
     id lost (usability run). Each says what it did on stderr, exit 1 (stdout took nothing)."""
     net, vol, name = unique("fulln")[:12], unique("fullv")[:12], unique("fullj")
 
-    def full(*args: str, stdin: bytes | None = None) -> tuple[int, str]:
+    def full(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> tuple[int, str]:
         with open("/dev/full", "wb") as out:
             done = subprocess.run(
-                [str(BIN / "rnx"), *args], env={**os.environ, **host.env}, input=stdin, stdout=out,
+                [str(BIN / "rnx"), *args], env={**os.environ, **host.env, **(env or {})}, input=stdin, stdout=out,
                 stderr=subprocess.PIPE, timeout=60,
             )  # fmt: skip
         return done.returncode, done.stderr.decode()
@@ -443,6 +443,13 @@ def test_a_change_whose_report_cannot_be_written_says_what_was_done(host, client
         code, err = full("run", "-d", "--network=none", f"--name={name}", "true")
         job = client.get(name)  # it was queued
         assert (code, err) == (1, f"rnx: queued job {job.id}, but cannot write its output: No space left on device\n")
+        # where no worker runs (an installation of its own: no node there), its note follows
+        code, err = full(
+            "run", "-d", "--network=none", "true", env={"JOBLET_KEY_PREFIX": "fullq:", "JOBLET_QUEUE": "fullq"}
+        )
+        said = err.splitlines()
+        assert code == 1 and len(said) == 2 and said[0].endswith("but cannot write its output: No space left on device")
+        assert "waits in the queue: no worker is running" in said[1], err
         code, err = full("network", "create", net, "--cidr=10.79.0.0/24")
         assert client.networks.store.get(net).cidr == "10.79.0.0/24"
         assert code == 1 and err.startswith(f"rnx: created network {net} (10.79.0.0/24"), err
