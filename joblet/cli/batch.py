@@ -120,7 +120,7 @@ def pending_input(stream: IO[bytes]) -> bool:
     return bool(ready)
 
 
-@click.command()
+@click.command(short_help="Queue one detached job per line of a file or stdin.")
 @click.argument("file", type=click.File("rb"), default="-")
 @click.pass_context
 def batch(ctx: click.Context, file: IO[bytes]) -> None:

@@ -10,7 +10,7 @@ from joblet.cli import complete
 from joblet.cli.once import OnceGroup
 
 
-@click.command("nodes")
+@click.command("nodes", short_help="List every node: state, heartbeat, capacity, jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (one object per node).")
 @click.pass_obj
 def nodes(obj: Any, as_json: bool) -> None:
@@ -73,7 +73,7 @@ def node() -> None:
     """Drain, undrain or forget one node."""
 
 
-@node.command()
+@node.command(short_help="Send no new jobs to NAME; its running jobs go on.")
 @click.argument("name", shell_complete=complete.nodes)
 @click.pass_obj
 def drain(obj: Any, name: str) -> None:
@@ -101,7 +101,7 @@ def drain(obj: Any, name: str) -> None:
     click.echo(f"node {name} draining: no new jobs go there{going_on}{down}")
 
 
-@node.command()
+@node.command(short_help="Let NAME take new jobs again.")
 @click.argument("name", shell_complete=complete.nodes)
 @click.pass_obj
 def undrain(obj: Any, name: str) -> None:
@@ -114,7 +114,7 @@ def undrain(obj: Any, name: str) -> None:
         click.echo(f"node {name} {row['state']}: takes new jobs{sent}")
 
 
-@node.command()
+@node.command(short_help="Drop NAME, down for good, from the listing.")
 @click.argument("name", shell_complete=complete.down_nodes)
 @click.pass_obj
 def forget(obj: Any, name: str) -> None:

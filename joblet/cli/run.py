@@ -271,7 +271,11 @@ OPTIONS = {
 
 # Options come before COMMAND; everything from COMMAND on is the job's, untouched
 # (`rnx run ls -la`). A mistyped option before it is an error with a suggestion, not a command.
-@click.command(cls=OnceCommand, context_settings={"allow_interspersed_args": False})
+@click.command(
+    cls=OnceCommand,
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a command as a job (attached; -d: detached).",
+)
 @click.option(
     "--network",
     "networks",

@@ -13,7 +13,7 @@ from joblet.cli.render import printable
 from joblet.errors import JobletError
 
 
-@click.command()
+@click.command(short_help="Stop jobs: SIGTERM, then SIGKILL after the grace.")
 @click.argument("job_ids", metavar="JOB...", nargs=-1, required=True, shell_complete=complete.live_jobs)
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the jobs to end.")
 @click.pass_obj

@@ -98,7 +98,7 @@ def inspect(obj: Any, name: str, as_json: bool) -> None:
     inspected(fields, info["job_list"])
 
 
-@volume.command()
+@volume.command(short_help="Delete volumes and their data on every host.")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...", shell_complete=complete.volumes)
 @click.pass_obj
 def delete(obj: Any, names: tuple[str, ...]) -> None:

@@ -171,7 +171,7 @@ def list_cmd(obj: Any, as_json: bool) -> None:
     table(["ID", "NAME", "STATUS", "JOBS"], [[r["id"][:12], r["name"], r["status"], str(len(r["jobs"]))] for r in rows])
 
 
-@workflow.command("status")
+@workflow.command("status", short_help="Show each job of a workflow: status, node, address.")
 @click.argument("workflow_id", metavar="WORKFLOW", shell_complete=complete.workflows)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_obj
@@ -202,7 +202,7 @@ def status_cmd(obj: Any, workflow_id: str, as_json: bool) -> None:
     )
 
 
-@workflow.command("stop")
+@workflow.command("stop", short_help="Stop workflows' running jobs.")
 @click.argument("workflow_ids", metavar="WORKFLOW...", nargs=-1, required=True, shell_complete=complete.workflows)
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the jobs to end.")
 @click.pass_obj

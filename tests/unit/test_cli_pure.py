@@ -1396,3 +1396,34 @@ def test_no_color_drops_the_headers_bold_on_a_terminal(monkeypatch):
         table(["ID", "NAME"], [["a", "b"]])
         assert ("\x1b[1m" in out.getvalue()) is bold, repr(out.getvalue())
         assert "a" in out.getvalue() and "NAME" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["run", "-network=none", "true"], "rnx run: No such option '-n' (in '-network'). Did you mean '--network'?"),
+        (["list", "-json"], "rnx list: No such option '-j' (in '-json'). Did you mean '--json'?"),
+        (["run", "-x", "true"], "rnx run: No such option '-x'. (see"),  # the control: no long option meant
+    ],
+)
+def test_a_long_option_given_one_dash_is_named(monkeypatch, argv, said):
+    """`-network=none` is read as `-n etwork=none`, and rnx named only '-n'."""
+    from click.testing import CliRunner
+
+    from joblet.cli.main import cli
+
+    monkeypatch.setattr(sys, "argv", ["rnx", *argv])
+    out = CliRunner().invoke(cli, argv, prog_name="rnx")
+    assert out.exit_code == 2 and out.output.startswith(said), out.output
+
+
+@pytest.mark.parametrize("group", [[], ["node"], ["network"], ["volume"], ["workflow"], ["runtime"]])
+def test_no_commands_summary_is_cut_in_the_help(group):
+    """`rnx --help` at 80 columns ended five summaries with "..." mid-sentence."""
+    from click.testing import CliRunner
+
+    from joblet.cli.main import cli
+
+    out = CliRunner().invoke(cli, [*group, "--help"], terminal_width=80)
+    listed = out.output.partition("Commands:")[2]
+    assert out.exit_code == 0 and listed.strip() and "..." not in listed, out.output
