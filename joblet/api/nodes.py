@@ -69,6 +69,7 @@ def row(name: str, rec: dict[str, Any], drained: bool, now: float, down_after: f
         "jobs": None if now_state == DOWN else rec.get("jobs", 0),
         "capabilities": {
             "cpus": rec.get("cpus"),  # None from workers before 2026-11-29
+            "memory_ceiling": rec.get("memory_ceiling"),  # MB; None from workers before 2026-12-01, or uncapped
             "disk_ceiling": rec.get("disk_ceiling"),  # MB; None from workers before 2026-11-30
             "pids_ceiling": rec.get("pids_ceiling"),
             "output_ceiling": rec.get("output_ceiling"),  # bytes; None from workers before 2026-11-29
@@ -112,6 +113,9 @@ def incapable(spec: JobSpec, node: dict[str, Any], named: Callable[[str], str] =
     cpus, asked = caps.get("cpus"), spec.limits.max_cpu
     if isinstance(cpus, int) and asked is not None and asked > cpus * 100:  # as docker run --cpus
         return f"{cpus} CPUs, less than {named('max_cpu')} {asked}"
+    memory, asked = caps.get("memory_ceiling"), spec.limits.max_memory
+    if isinstance(memory, int) and asked is not None and asked > memory:  # its cgroup could never give it
+        return f"{memory} MB for all its jobs, less than {named('max_memory')} {asked} MB"
     above = above_ceiling(spec.limits, caps.get("disk_ceiling"), caps.get("pids_ceiling"), caps.get("output_ceiling"))
     if above is not None:  # its worker would refuse it
         field, asked, ceiling, unit = above

@@ -93,6 +93,7 @@ def capabilities(svc: Services) -> dict[str, Any]:
         "concurrency": cfg.concurrency,
         "stop_grace": cfg.stop_grace,  # what rnx stop tells and waits for
         "cpus": len(os.sched_getaffinity(0)),  # what --max-cpu can ask of this node
+        "memory_ceiling": svc.jobs_memory_mb or None,  # MB, all its jobs together: what --max-memory can
         "disk_ceiling": cfg.job_disk_ceiling,  # what --max-disk and --max-pids can (placement)
         "pids_ceiling": cfg.job_pids_ceiling,
         "output_ceiling": cfg.output_max_bytes,  # what --max-output can

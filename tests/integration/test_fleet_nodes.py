@@ -97,7 +97,12 @@ def test_pins_and_refusals(three):
         client.run("true", network="none", node="NodeB")
     out = a.rnx("run", "--runtime=tool:1", "--node=nodeb", "true")
     assert out.returncode == 2 and b"does not offer runtime 'tool:1'" in out.stderr
+    ceiling = rows(a)["nodea"]["capabilities"]["memory_ceiling"]  # all its jobs' memory together, MB
+    out = a.rnx("run", f"--max-memory={ceiling + 1}", "--node=nodea", "true")
+    assert out.returncode == 2 and f"{ceiling} MB for all its jobs, less than --max-memory".encode() in out.stderr
     assert len(client.list()) == count  # nothing recorded or queued
+    fits = client.run("true", network="none", node="nodea", limits={"max_memory": ceiling})  # the control
+    assert client.wait(fits.id, timeout=60).status == JobStatus.COMPLETED
 
 
 def test_drain_sends_nothing_new_and_running_jobs_go_on(three):

@@ -205,6 +205,17 @@ def test_max_cpu_above_a_nodes_cpus_does_not_place_there():
     assert place(make_spec("true", (), limits={"max_cpu": 200}, node="small"), nodes) == "small"  # the control
 
 
+def test_max_memory_above_what_a_nodes_jobs_may_use_together_does_not_place_there():
+    """--max-memory=100G on a node whose jobs together are capped at 20 GB was queued there
+    and ran under the smaller cap, the ask silently unmet (closing note)."""
+    nodes = fleet(small=rec(memory_ceiling=2048), big=rec(memory_ceiling=65536), old=rec())  # old: does not say
+    spec = make_spec("true", (), limits={"max_memory": 4096})
+    assert {place(spec, nodes, random.Random(i)) for i in range(30)} == {"big", "old"}
+    with pytest.raises(ValidationError, match="node 'small': 2048 MB for all its jobs, less than --max-memory 4096 MB"):
+        place(make_spec("true", (), limits={"max_memory": 4096}, node="small"), nodes)
+    assert place(make_spec("true", (), limits={"max_memory": 2048}, node="small"), nodes) == "small"  # the control
+
+
 @pytest.mark.parametrize(
     ("limits", "says"),
     [
