@@ -304,7 +304,7 @@ class JobRun:
         self.undo.push("let the mount namespace go", self.mounts.close)
         self._write_net_files(plan)
         layout = self._layout(binds)
-        views = views_of(self.host, layout, self.mounts.work)
+        views = views_of(self.host, layout, self.mounts.work, self.mounts.covers)
         return layout, env, resolve(self.spec.command, env["PATH"], views)
 
     def _throttle_volumes(self, binds: list[tuple[str, str, bool]]) -> None:

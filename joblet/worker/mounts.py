@@ -140,6 +140,12 @@ class JobMounts:
         """The job's /work as the worker's own paths reach it."""
         return f"/proc/self/fd/{self.work_fd}"
 
+    @property
+    def covers(self) -> str:
+        """The directory of the empty file and directory bound over what a job must not see
+        (make_cover), as the worker's own paths reach it."""
+        return f"/proc/self/fd/{self.dir_fd}/cover"
+
     def write(self, name: str, text: str) -> bool:
         """One of the job's files, written in place (bwrap's bind of it shows the same
         inode); False when the job's mounts are gone."""

@@ -368,10 +368,17 @@ def command_argv(
     return [SETPRIV, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *drop, "--", *tail]
 
 
-def views_of(host: Host, layout: Layout, work: str | None = None) -> list[tuple[str, str]]:
+def views_of(host: Host, layout: Layout, work: str | None = None, covers: str | None = None) -> list[tuple[str, str]]:
     """(job prefix, host prefix) for every path a job can run something from; `work`: where
-    the worker reaches the job's /work, when not at its path (its own mount namespace)."""
+    the worker reaches the job's /work, when not at its path (its own mount namespace), and
+    `covers` the directory of the empty file and directory bound over the secrets (in the
+    job's files: mounts.py). A secret is its cover here as in the job: looked up on the host,
+    a masked directory's names (`Permission denied` or `No such file`) and a masked script's
+    `#!` word reached a job's author in its error (red-team run)."""
+    empty_file, empty_dir = (f"{covers}/file", f"{covers}/dir") if covers else (host.empty_file, host.empty_dir)
     views = [
+        *((path, empty_file) for path in host.secret_files),
+        *((path, empty_dir) for path in host.secret_dirs),
         ("/work", work or layout.work_dir),
         *((t, s) for s, t, _ in layout.binds),
         ("/usr", "/usr"),

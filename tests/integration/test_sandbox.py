@@ -825,6 +825,49 @@ def test_a_masked_link_hides_where_it_leads(rotated):
     assert output(client, job.id).split()[0] in (b"one", b"two")  # the control (the test above rotates it)
 
 
+@pytest.fixture(scope="module")
+def masked_tools(redis_sock):
+    """An operator's read-only path holding a masked directory and a masked file (each an
+    executable script), an unmasked script beside them; and a worker told so."""
+    need(os.geteuid() == 0, "needs root")
+    tools = Path(tempfile.mkdtemp(prefix="joblet-ro-"))
+    try:
+        (tools / "private").mkdir()
+        scripts = {
+            "private/deploy.sh": "#!/DIR-TOKEN-7f3a\n",
+            "app.key": "#!/KEY-TOKEN-91c2\n",
+            "tool.sh": "#!/PUBLIC-INTERPRETER\n",
+        }
+        for name, text in scripts.items():
+            (tools / name).write_text(text)
+            (tools / name).chmod(0o755)
+        (tools / "private" / "id_rsa").write_text("k\n")
+        masks = f"{tools}/private,{tools}/*.key"
+        for h in running_host(redis_sock, "maskedtools", sandbox_ro_paths=str(tools), sandbox_masked_paths=masks):
+            yield tools, Client(h.cfg)
+    finally:
+        shutil.rmtree(tools)
+
+
+def test_the_command_lookup_tells_nothing_of_what_is_masked(masked_tools):
+    """The worker looked a command up on the host's files, not the job's view: a masked
+    directory's names were told apart (`Permission denied` for one that is there, `No such
+    file` for one that is not) and a masked script's `#!` word was the job's error (red-team
+    run). The unmasked script beside them is still looked into (the control)."""
+    tools, client = masked_tools
+
+    def failure(command: str) -> tuple[int | None, str]:
+        rec = client.run(command)
+        final = client.wait(rec.id, timeout=60)
+        assert final.status == JobStatus.FAILED, final
+        return final.exit_code, final.error or ""
+
+    assert failure(f"{tools}/tool.sh") == (126, "/PUBLIC-INTERPRETER: bad interpreter: No such file or directory")
+    for name in ("deploy.sh", "id_rsa", "nothing-here"):  # the job sees an empty directory
+        assert failure(f"{tools}/private/{name}") == (127, "No such file or directory"), name
+    assert failure(f"{tools}/app.key") == (126, "Permission denied")  # an empty file, 0444, in the job
+
+
 def test_jobs_are_the_oom_killers_first_choice(client, host):
     got = probe(
         client,

@@ -152,6 +152,7 @@ class FakeNetns:
 class FakeJobMounts:
     def __init__(self, log: Log, job_dir: Path, fill: Any) -> None:
         self.log, self.fd, self.dir, self.work = log, 98, job_dir, str(job_dir / "work")
+        self.covers = str(job_dir / "cover")  # the job's files' empty file and directory (mounts.py)
         (job_dir / "work").mkdir(parents=True)
         fill(job_dir / "work")
         log("mounts create")

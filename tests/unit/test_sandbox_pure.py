@@ -18,6 +18,7 @@ from joblet.worker.sandbox import (
     _may_match_under,
     bwrap_args,
     command_argv,
+    make_cover,
     survey,
     sys_covers,
     views_of,
@@ -569,3 +570,41 @@ def test_an_etc_secret_links_target_is_covered_only_where_the_copy_has_it(tmp_pa
     (etc / "app" / "real.conf").write_text("")
     targets = ("/etc/letsencrypt/archive/x/privkey1.pem", "/etc/app/real.conf", "/root/elsewhere")
     assert _seen_targets(targets, str(etc), ("/usr",)) == {"/etc/app/real.conf"}
+
+
+def test_the_lookup_sees_the_covers_where_the_job_does(tmp_path):
+    """A masked directory is empty in the job and a masked file an empty one: the worker's
+    command lookup read the host's real files under them, and its error told a job's author
+    which names a masked directory held ("Permission denied" or "No such file") and the first
+    word of a masked script's `#!` line (red-team run). An unmasked script beside them is
+    still read (the control)."""
+    tools = tmp_path / "tools"
+    (tools / "private").mkdir(parents=True)
+    for path, line in ((tools / "private" / "deploy.sh", "#!/DIR-TOKEN\n"), (tools / "app.key", "#!/KEY-TOKEN\n")):
+        path.write_text(line)
+        path.chmod(0o755)
+    (tools / "private" / "id_rsa").write_text("k")
+    (tools / "tool.sh").write_text("#!/PUBLIC-INTERPRETER\n")
+    (tools / "tool.sh").chmod(0o755)
+    cover = tmp_path / "cover"
+    make_cover(tmp_path)
+    host = dataclasses.replace(
+        HOST,
+        ro_paths=(str(tools),),
+        secret_files=(str(tools / "app.key"),),
+        secret_dirs=(str(tools / "private"),),
+        empty_file=str(cover / "file"),
+        empty_dir=str(cover / "dir"),
+    )
+    views = views_of(host, Layout(hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r"))
+    public = resolve(f"{tools}/tool.sh", "/usr/bin", views)
+    assert public == Unrunnable(126, "/PUBLIC-INTERPRETER: bad interpreter: No such file or directory")
+    for name in ("deploy.sh", "id_rsa", "nothing"):  # as the job sees them: not there
+        assert resolve(f"{tools}/private/{name}", "/usr/bin", views) == Unrunnable(127, "No such file or directory")
+    assert resolve(f"{tools}/app.key", "/usr/bin", views) == Unrunnable(126, "Permission denied")  # empty, 0444
+    # the worker reaches the covers through the job's files (`covers`), not at their paths
+    moved = tmp_path / "moved"
+    cover.rename(moved)
+    by_fd = views_of(host, Layout(hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r"), covers=str(moved))
+    assert resolve(f"{tools}/app.key", "/usr/bin", by_fd) == Unrunnable(126, "Permission denied")
+    assert resolve(f"{tools}/private/deploy.sh", "/usr/bin", by_fd) == Unrunnable(127, "No such file or directory")
