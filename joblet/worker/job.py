@@ -305,7 +305,7 @@ class JobRun:
         self._write_net_files(plan)
         layout = self._layout(binds)
         views = views_of(self.host, layout, self.mounts.work, self.mounts.covers)
-        return layout, env, resolve(self.spec.command, env["PATH"], views)
+        return layout, env, resolve(self.spec.command, env["PATH"], views, self.spec.ids)
 
     def _throttle_volumes(self, binds: list[tuple[str, str, bool]]) -> None:
         """--max-iobps on the job's sized volumes too: each is a loop device of its own."""

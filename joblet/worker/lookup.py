@@ -44,7 +44,9 @@ class Steps:
         return self.left >= 0
 
 
-def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | Unrunnable:
+def resolve(
+    command: str, path_env: str, views: list[tuple[str, str]], user: tuple[int, int] | None = None
+) -> str | Unrunnable:
     """Where the job will find `command` (a path inside the job), or why it cannot run it.
 
     `views` maps job paths to host paths ((job prefix, host prefix), longest first); the
@@ -61,11 +63,13 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
     as_dir = command.endswith(("/", "/."))  # the path drops it: /bin/echo/ ran /bin/echo
     steps = Steps()
     for candidate in candidates:
-        real = job_realpath(candidate, views, steps=steps)
+        real = job_realpath(candidate, views, steps=steps, user=user)
         if steps.left < 0:  # as the kernel's ELOOP (a shell's 126)
             return problem or Unrunnable(126, "Too many levels of symbolic links")
         host_path = host_view(real, views) if real else None
         mode, runnable = _probe(real, host_path, views)
+        if user is not None and real:  # as the job's user, who has no capability: its modes
+            runnable = runnable and _permits(real, views, user, 1)
         if stat.S_ISDIR(mode) and "/" in command:
             problem = problem or Unrunnable(126, "Is a directory")
         elif mode and as_dir:
@@ -75,7 +79,11 @@ def resolve(command: str, path_env: str, views: list[tuple[str, str]]) -> str | 
         elif stat.S_ISREG(mode):
             # not in a volume: another job sharing it could swap a directory on the way for a
             # link while the worker reads, and learn the first line of a host file
-            bad = None if under(str(real), "/volumes") else _bad_interpreter(str(host_path), views, steps)
+            # a --user job's script read only where its user may read it: the worker's root
+            # read one of 0711, or in a directory of 0700, and told its `#!` word (red-team run)
+            readable = user is None or _permits(str(real), views, user, 4)
+            local = under(str(real), "/volumes") or not readable
+            bad = None if local else _bad_interpreter(str(host_path), views, steps, user)
             if bad is None:
                 return os.path.normpath(candidate)
             problem = problem or Unrunnable(126, f"{bad}: bad interpreter: No such file or directory")
@@ -176,6 +184,31 @@ def _open_in_volume(path: str, views: list[tuple[str, str]]) -> int | None:
             os.close(found[0])
 
 
+def _permits(job_path: str, views: list[tuple[str, str]], user: tuple[int, int], bit: int) -> bool:
+    """Whether `user` (uid, gid; a --user job's, without capabilities or other groups) has
+    `bit` (4 read, 1 execute or search) on what a resolved job path names, by its modes as
+    the job sees them; a directory bwrap makes to hold mounts (no host side) is searchable."""
+    if under(job_path, "/volumes"):
+        fd = _open_in_volume(job_path, views)
+        if fd is None:
+            return False
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    else:
+        host = host_view(job_path, views)
+        if host is None:
+            return True
+        try:
+            st = os.stat(host)
+        except OSError:
+            return False
+    uid, gid = user
+    shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
+    return bool((st.st_mode >> shift) & bit)
+
+
 def _mode(path: str) -> int:
     """Its type and mode, not followed (a link put there since the walk is not); 0 if none."""
     try:
@@ -184,7 +217,9 @@ def _mode(path: str) -> int:
         return 0
 
 
-def _bad_interpreter(host_path: str, views: list[tuple[str, str]], steps: Steps | None = None) -> str | None:
+def _bad_interpreter(
+    host_path: str, views: list[tuple[str, str]], steps: Steps | None = None, user: tuple[int, int] | None = None
+) -> str | None:
     """A script's `#!` interpreter when the job has no such program (the kernel's exec fails
     with ENOENT, which bwrap reported as its own failure, exit 1); else None. Read without
     following a link or waiting on a FIFO put there since."""
@@ -202,7 +237,7 @@ def _bad_interpreter(host_path: str, views: list[tuple[str, str]], steps: Steps 
     interpreter = words[0].decode(errors="replace") if words else ""
     if not interpreter.startswith("/"):
         return None
-    real = job_realpath(interpreter, views, steps=steps)
+    real = job_realpath(interpreter, views, steps=steps, user=user)
     found = host_view(real, views) if real else None
     # one in a volume is read along a walk that follows no link (as `_probe`): a plain lstat
     # followed a directory another job swapped for a link, and told whether a host path was a
@@ -210,9 +245,16 @@ def _bad_interpreter(host_path: str, views: list[tuple[str, str]], steps: Steps 
     return None if stat.S_ISREG(_probe(real, found, views)[0]) else interpreter
 
 
-def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40, steps: Steps | None = None) -> str | None:
+def job_realpath(
+    job_path: str,
+    views: list[tuple[str, str]],
+    hops: int = 40,
+    steps: Steps | None = None,
+    user: tuple[int, int] | None = None,
+) -> str | None:
     """`job_path` with its links followed as the job would follow them, or None where it
-    leads to nothing the job sees or past `steps`. A link in a volume is read on the host,
+    leads to nothing the job sees or past `steps`; with `user` (a --user job's), None too
+    through a directory that user may not search, whatever is in it. A link in a volume is read on the host,
     but its target is a path inside the job: followed on the host, `/volumes/v/x -> /root/tool`
     told a job whether the host had /root/tool (started, or "command not found")."""
     steps = steps or Steps()
@@ -230,6 +272,8 @@ def job_realpath(job_path: str, views: list[tuple[str, str]], hops: int = 40, st
             continue
         path = os.path.join(done, name)
         if not steps.take(path):
+            return None
+        if user is not None and not _permits(done, views, user, 1):
             return None
         host = host_view(path, views)
         if host is None:  # a directory bwrap makes to hold mounts (/volumes), or nothing

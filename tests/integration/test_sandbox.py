@@ -868,6 +868,50 @@ def test_the_command_lookup_tells_nothing_of_what_is_masked(masked_tools):
     assert failure(f"{tools}/app.key") == (126, "Permission denied")  # an empty file, 0444, in the job
 
 
+@pytest.fixture(scope="module")
+def closed_tools(redis_sock):
+    """An operator's read-only path (at the root: bwrap keeps its modes) holding a directory
+    only root may enter, a script no one but root may read, one all may run; and a worker."""
+    need(os.geteuid() == 0, "needs root")
+    tools = Path(f"/joblet-ro-{os.getpid()}")
+    tools.mkdir()
+    try:
+        (tools / "closed").mkdir(mode=0o700)
+        for name, text, mode in (
+            ("closed/s.sh", "#!/CLOSED-TOKEN-4e1b\n", 0o755),
+            ("xonly.sh", "#!/XONLY-TOKEN-77d0\n", 0o711),
+            ("tool.sh", "#!/PUBLIC-INTERPRETER\n", 0o755),
+        ):
+            (tools / name).write_text(text)
+            (tools / name).chmod(mode)
+        for h in running_host(redis_sock, "closedtools", sandbox_ro_paths=str(tools)):
+            yield tools, Client(h.cfg)
+    finally:
+        shutil.rmtree(tools)
+
+
+def test_a_user_jobs_command_lookup_tells_nothing_its_user_may_not_read(closed_tools):
+    """The worker looked a --user job's command up as root: it told the `#!` word of a script
+    the job's user may not read and a name in a directory that user may not enter from one
+    not there (red-team run). Now the closed directory is as empty to the lookup as to the
+    job, and the unreadable script is left to the job's own exec; a root job still reaches
+    both, and the user's script beside them still names its missing interpreter (controls)."""
+    tools, client = closed_tools
+
+    def ended(command: str, **fields) -> tuple[int | None, str]:
+        final = client.wait(client.run(command, **fields).id, timeout=60)
+        assert final.status == JobStatus.FAILED, final
+        return final.exit_code, final.error or ""
+
+    user = {"user": "4242"}
+    assert ended(f"{tools}/tool.sh", **user) == (126, "/PUBLIC-INTERPRETER: bad interpreter: No such file or directory")
+    assert "CLOSED-TOKEN" in ended(f"{tools}/closed/s.sh")[1]  # root's job sees it
+    for name in ("s.sh", "nothing"):
+        assert ended(f"{tools}/closed/{name}", **user) == (127, "No such file or directory"), name
+    code, error = ended(f"{tools}/xonly.sh", **user)
+    assert "XONLY-TOKEN" not in error and code != 0, (code, error)
+
+
 def test_jobs_are_the_oom_killers_first_choice(client, host):
     got = probe(
         client,

@@ -25,6 +25,7 @@ from joblet.worker.sandbox import (
 )
 
 NOT_FOUND = Unrunnable(127, "command not found")
+NO_FILE = "No such file or directory"
 HOST = Host(
     etc="/run/j/etc",
     empty_file="/run/j/cover/file",
@@ -608,3 +609,38 @@ def test_the_lookup_sees_the_covers_where_the_job_does(tmp_path):
     by_fd = views_of(host, Layout(hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r"), covers=str(moved))
     assert resolve(f"{tools}/app.key", "/usr/bin", by_fd) == Unrunnable(126, "Permission denied")
     assert resolve(f"{tools}/private/deploy.sh", "/usr/bin", by_fd) == Unrunnable(127, "No such file or directory")
+
+
+def test_a_user_jobs_lookup_reads_only_what_its_user_may(tmp_path):
+    """The worker looks a command up as root: for a --user job it read a script its user may
+    not read (0711, or in a directory of 0700) and told its `#!` word, and told a name in a
+    directory its user may not search from one not there (red-team run). As the user: the
+    unreadable script is left to the kernel in the job, the closed directory is as empty; a
+    root job still reads both, and the user's own readable script is still looked into (the
+    controls)."""
+    tools = tmp_path / "tools"
+    (tools / "closed").mkdir(parents=True)
+    (tools / "closed").chmod(0o700)
+    for name, line, mode in (
+        ("closed/s.sh", "#!/CLOSED-TOKEN\n", 0o755),
+        ("xonly.sh", "#!/XONLY-TOKEN\n", 0o711),
+        ("tool.sh", "#!/PUBLIC-INTERPRETER\n", 0o755),
+        ("noexec.sh", "#!/bin/sh\n", 0o744),
+    ):
+        (tools / name).write_text(line)
+        (tools / name).chmod(mode)
+    host = dataclasses.replace(HOST, ro_paths=(str(tools),), secret_files=(), secret_dirs=())
+    views = views_of(host, Layout(hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r"))
+    user = (4242, 4242)
+
+    def bad(word: str) -> Unrunnable:
+        return Unrunnable(126, f"/{word}: bad interpreter: No such file or directory")
+
+    assert resolve(f"{tools}/tool.sh", "/usr/bin", views, user) == bad("PUBLIC-INTERPRETER")
+    assert resolve(f"{tools}/closed/s.sh", "/usr/bin", views) == bad("CLOSED-TOKEN")  # root's view
+    assert resolve(f"{tools}/xonly.sh", "/usr/bin", views) == bad("XONLY-TOKEN")
+    for name in ("s.sh", "nothing"):
+        assert resolve(f"{tools}/closed/{name}", "/usr/bin", views, user) == Unrunnable(127, NO_FILE)
+    assert resolve(f"{tools}/xonly.sh", "/usr/bin", views, user) == f"{tools}/xonly.sh"  # the kernel's to say
+    assert resolve(f"{tools}/noexec.sh", "/usr/bin", views, user) == Unrunnable(126, "Permission denied")
+    assert resolve(f"{tools}/noexec.sh", "/usr/bin", views) == f"{tools}/noexec.sh"
