@@ -16,6 +16,7 @@ mounted, with its firmware tables and SYS_MASKED covered by the worker: `sys_cov
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -202,6 +203,16 @@ def _may_match_under(pattern: str, bases: tuple[str, ...]) -> bool:
     return any(under(fixed, b) or b.startswith(fixed) for b in bases)
 
 
+def open_parents(paths: Iterable[str], bound: tuple[str, ...] = ()) -> list[str]:
+    """`--perms 0755 --dir` for each parent of `paths` that bwrap would make, not under one of
+    `bound` (there already): it makes them 0700, and a job of another user could not reach
+    its own volumes, nor an operator's read-only path whose parent the job's root lacks
+    (`/opt/tools` under an `/opt` of 0700; red-team run)."""
+    parents = sorted({str(p) for path in paths for p in PurePosixPath(path).parents} - {"/"})
+    made = [p for p in parents if not any(under(p, b) for b in bound)]
+    return [arg for parent in made for arg in ("--perms", "0755", "--dir", parent)]
+
+
 def bwrap_args(host: Host, layout: Layout) -> list[str]:
     """bubblewrap's options for this job, up to (not including) the command."""
     # no network namespace here: bwrap starts inside the one the worker built for the job
@@ -221,6 +232,7 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
     for path, target in host.system:
         args += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
     args += _etc(host, layout)
+    args += open_parents(host.ro_paths, ("/usr", "/etc", *(path for path, _ in host.system)))
     for path in host.ro_paths:
         args += ["--ro-bind", path, path]
     args += _covers(host) + _proc(host) + _dev(layout)
@@ -242,11 +254,7 @@ def bwrap_args(host: Host, layout: Layout) -> list[str]:
         layout.work_dir,
         "/work",
     ]
-    # bwrap would make a bind's missing parents (/volumes) 0700: a job of another user could
-    # not reach its own volumes
-    parents = sorted({str(p) for _, target, _ in layout.binds for p in PurePosixPath(target).parents} - {"/"})
-    for parent in parents:
-        args += ["--perms", "0755", "--dir", parent]
+    args += open_parents([target for _, target, _ in layout.binds])
     for source, target, read_only in layout.binds:
         args += ["--ro-bind" if read_only else "--bind", source, target]
     args += ["--ro-bind", layout.sys_dir or "/sys", "/sys"]

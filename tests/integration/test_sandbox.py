@@ -875,6 +875,9 @@ def closed_tools(redis_sock):
     need(os.geteuid() == 0, "needs root")
     tools = Path(f"/joblet-ro-{os.getpid()}")
     tools.mkdir()
+    nested = Path(f"/joblet-rop-{os.getpid()}/pub")  # its parent is nothing else of the job's root
+    nested.mkdir(parents=True)
+    (nested / "readme").write_text("for everyone\n")
     try:
         (tools / "closed").mkdir(mode=0o700)
         for name, text, mode in (
@@ -884,10 +887,23 @@ def closed_tools(redis_sock):
         ):
             (tools / name).write_text(text)
             (tools / name).chmod(mode)
-        for h in running_host(redis_sock, "closedtools", sandbox_ro_paths=str(tools)):
+        for h in running_host(redis_sock, "closedtools", sandbox_ro_paths=f"{tools},{nested}"):
             yield tools, Client(h.cfg)
     finally:
         shutil.rmtree(tools)
+        shutil.rmtree(nested.parent)
+
+
+def test_a_read_only_paths_parents_let_every_user_through(closed_tools):
+    """bwrap made the parent of `JOBLET_SANDBOX_RO_PATHS=/opt/tools` 0700 where the job's root
+    had no /opt: a --user job could not read the tools it was given (red-team run). A root job
+    reads them too (the control)."""
+    _, client = closed_tools
+    readme = f"/joblet-rop-{os.getpid()}/pub/readme"
+    for fields in ({"user": "4242"}, {}):
+        job = client.wait(client.run("cat", (readme,), **fields).id, timeout=60)
+        assert job.status == JobStatus.COMPLETED, (fields, job)
+        assert b"".join(data for _, data in client.logs(job.id)) == b"for everyone\n"
 
 
 def test_a_user_jobs_command_lookup_tells_nothing_its_user_may_not_read(closed_tools):
