@@ -5,10 +5,9 @@ the host's executables and libraries read-only (`/usr`, `/bin`, `/sbin`, `/lib*`
 configured extra paths), `/etc` read-only (the worker's copy of the host's, without its
 secrets: etc_view.py) with its own `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
 mounted on it, secrets under the other read-only paths covered by empty files or
-directories, a fresh `/proc`
-(bubblewrap makes `sys`, `sysrq-trigger`, `irq` and `bus` read-only; Docker's masked paths are
-covered here), a minimal `/dev` (read-only, private `/dev/shm` and `/dev/pts`), private
-size-capped `/tmp`, its `/work` (a size-capped tmpfs the worker mounted), its volumes and
+directories, a fresh `/proc` (read-only, Docker's masked paths covered), a minimal `/dev`
+(read-only, private `/dev/shm` and `/dev/pts`), private size-capped `/tmp`, its `/work`
+(a size-capped tmpfs the worker mounted), its volumes and
 runtime, and `/sys` (read-only: a sysfs of the job's own network namespace that the worker
 mounted, with its firmware tables and SYS_MASKED covered by the worker: `sys_covers`).
 """
@@ -89,12 +88,6 @@ SYS_MASKED = (
     "/sys/class/zram-control",
     "/sys/devices/virtual/block",  # loop devices' backing files: other volumes' and installations' paths
 )
-# bubblewrap covers irq and bus itself, but not sys here. These binds come from the worker's
-# procfs: sysctls that are per namespace (hostname, net.*) still resolve to the job's own.
-# /proc/pressure stays readable; a write there makes a PSI trigger, and each one's close at
-# the process's exit waits out an RCU grace period in D state: 3,000 of them kept a job with
-# `--timeout 3` for 19 s, 20,000 for 4 minutes past SIGKILL, its cgroup left (red-team run).
-PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/fs", "/proc/pressure")
 SETPRIV = "/usr/bin/setpriv"
 
 
@@ -297,21 +290,23 @@ def _covers(host: Host) -> list[str]:
 
 
 def _proc(host: Host) -> list[str]:
-    """The job's procfs, read-only (its masks and PROC_READ_ONLY on it). procfs's own entries
-    (meminfo, stat, tty/, kallsyms...) are one object each for every procfs of the host: a
-    root job's chmod and chown there changed them host-wide until reboot (`chmod 0440
-    /proc/execdomains` denied it to every later --user job and to the host's new procfs;
-    red-team run), and a uid 0 job without capabilities owns them. Read-only binds of each
-    (Docker's AppArmor profile denies those writes) cost ~8 ms of a start here; a read-only
-    /proc costs a remount, and a job's writes to its own /proc/PID files (oom_score_adj, a
-    thread's comm) fail with EROFS."""
+    """The job's procfs with its masks, read-only. procfs's own entries (meminfo, stat, tty/,
+    kallsyms...) are one object each for every procfs of the host: a root job's chmod and
+    chown there changed them host-wide until reboot (`chmod 0440 /proc/execdomains` denied it
+    to every later --user job and to the host's new procfs; red-team run), and a uid 0 job
+    without capabilities owns them. Read-only binds of each (Docker's AppArmor profile denies
+    those writes) cost ~8 ms of a start here; a read-only /proc costs a remount, and a job's
+    writes to its own /proc/PID files (oom_score_adj, a thread's comm) fail with EROFS. So do
+    those to `/proc/sys` (sysctls), `/proc/sysrq-trigger`, `/proc/fs` and `/proc/pressure`
+    (a write there makes a PSI trigger, and each one's close at the process's exit waits out
+    an RCU grace period in D state: 3,000 of them kept a job with `--timeout 3` for 19 s,
+    red-team run), which were read-only binds of their own before, ~0.5 ms of bwrap's start
+    (docs/PERFORMANCE_LOG.md, item 52)."""
     args = ["--proc", "/proc"]
     for path in host.proc_files:
         args += ["--ro-bind", host.empty_file, path]
     for path in host.proc_dirs:
         args += ["--ro-bind", host.empty_dir, path]
-    for path in PROC_READ_ONLY:
-        args += ["--ro-bind-try", path, path]
     return [*args, "--remount-ro", "/proc"]
 
 
