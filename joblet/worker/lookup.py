@@ -187,8 +187,10 @@ def _open_in_volume(path: str, views: list[tuple[str, str]]) -> int | None:
 def _permits(job_path: str, views: list[tuple[str, str]], user: tuple[int, int], bit: int) -> bool:
     """Whether `user` (uid, gid; a --user job's, without capabilities or other groups) has
     `bit` (4 read, 1 execute or search) on what a resolved job path names, by its modes as
-    the job sees them; a directory bwrap makes to hold mounts (no host side) is searchable."""
-    if under(job_path, "/volumes"):
+    the job sees them; a directory bwrap makes to hold mounts (no host side) is searchable:
+    /volumes itself, read as a volume's path, was no one's to search, and a --user job's own
+    script in its volume was `No such file or directory` (review)."""
+    if any(under(job_path, prefix) for prefix, _ in views if under(prefix, "/volumes")):
         fd = _open_in_volume(job_path, views)
         if fd is None:
             return False

@@ -644,3 +644,27 @@ def test_a_user_jobs_lookup_reads_only_what_its_user_may(tmp_path):
     assert resolve(f"{tools}/xonly.sh", "/usr/bin", views, user) == f"{tools}/xonly.sh"  # the kernel's to say
     assert resolve(f"{tools}/noexec.sh", "/usr/bin", views, user) == Unrunnable(126, "Permission denied")
     assert resolve(f"{tools}/noexec.sh", "/usr/bin", views) == f"{tools}/noexec.sh"
+
+
+def test_a_user_jobs_command_in_its_volume_is_found(tmp_path):
+    """The lookup as a --user job's user read /volumes (a directory bwrap makes, 0755, with no
+    host side) as a volume path, found nothing and said no user may search it: the job's own
+    script in its volume was `No such file or directory` (127) before it ran, a root job's
+    ran (the control), and `sh /volumes/v/s.sh` as that user ran too."""
+    volume = tmp_path / "v"
+    volume.mkdir()
+    (volume / "s.sh").write_text("#!/bin/sh\n")
+    (volume / "s.sh").chmod(0o755)
+    (volume / "closed").mkdir(mode=0o700)
+    (volume / "closed" / "t.sh").write_text("#!/bin/sh\n")
+    (volume / "closed" / "t.sh").chmod(0o755)
+    host = dataclasses.replace(HOST, secret_files=(), secret_dirs=())
+    layout = Layout(
+        hostname="h", work_dir=str(tmp_path / "work"), run_dir="/r", binds=[(str(volume), "/volumes/v", False)]
+    )
+    views = views_of(host, layout)
+    user = (4242, 4242)
+    assert resolve("/volumes/v/s.sh", "/usr/bin", views) == "/volumes/v/s.sh"  # the control: root
+    assert resolve("/volumes/v/s.sh", "/usr/bin", views, user) == "/volumes/v/s.sh"
+    assert resolve("s.sh", "/volumes/v:/usr/bin", views, user) == "/volumes/v/s.sh"
+    assert resolve("/volumes/v/closed/t.sh", "/usr/bin", views, user) == Unrunnable(127, NO_FILE)  # still its modes
