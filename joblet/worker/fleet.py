@@ -204,7 +204,15 @@ def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str) -
         return None
     if target in (None, node) or not store.transition(record.id, [JobStatus.PENDING], node=target):
         return None
-    send_run(cfg, record.id, record.spec.to_dict(), target, store.prefix_stamp())
+    try:
+        send_run(cfg, record.id, record.spec.to_dict(), target, store.prefix_stamp())
+    except JobletError as exc:
+        # its record named a node no message went to, and no later sweep of `node` found it
+        # (they read a node's jobs by the node their records name): PENDING for good
+        log.warning("job %s could not be sent to node %s: %s", record.short_id, target, exc)
+        if store.transition(record.id, [JobStatus.PENDING], node=node):
+            return None
+        return target  # no longer waiting: the message went after all, and it runs there
     log.info("job %s queued on node %s, which cannot run it: placed on %s", record.short_id, node, target)
     return target
 

@@ -429,3 +429,34 @@ def test_a_dead_nodes_unstarted_jobs_go_elsewhere_and_the_rest_are_lost(monkeypa
     monkeypatch.setattr(fleet, "place_elsewhere", elsewhere)
     assert fleet.place_unstarted(store, load(node="a"), "d", records) == {"queued"}
     assert asked == ["queued", "nowhere"]
+
+
+def test_a_job_whose_new_message_cannot_be_sent_is_not_left_naming_its_new_node(monkeypatch):
+    """place_elsewhere moved the record to its new node, then the send raised (the broker out
+    of reach): the record named a node with no message for it, found by no later sweep of
+    the dead node (they read its jobs by the node they name), PENDING for good. It names the
+    dead node again (LOST with the others), and the sweep goes on; the control: a send that
+    goes through leaves it on the new node."""
+    from types import SimpleNamespace
+
+    from joblet.api import preflight
+    from joblet.api import tasks as api_tasks
+    from joblet.config import load
+    from joblet.errors import BackendUnavailable
+    from joblet.worker import fleet
+
+    record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=make_spec("true", ()), node="d")
+    names = {"node": "d"}
+    store = SimpleNamespace(
+        transition=lambda job_id, allowed, node: names.update(node=node) or True, prefix_stamp=lambda: "t:"
+    )
+    monkeypatch.setattr(preflight, "best_effort_target", lambda store_, cfg, spec: "b")
+
+    def unreachable(*args: object) -> None:
+        raise BackendUnavailable("cannot queue on the broker at redis://x: refused")
+
+    monkeypatch.setattr(api_tasks, "send_run", unreachable)
+    assert fleet.place_elsewhere(store, load(node="a"), record, "d") is None
+    assert names["node"] == "d"
+    monkeypatch.setattr(api_tasks, "send_run", lambda *args: None)  # the control
+    assert fleet.place_elsewhere(store, load(node="a"), record, "d") == "b" and names["node"] == "b"
