@@ -71,18 +71,22 @@ def accept(sup: Any, header_id: Any, args: Any, kwargs: Any, signed: bool) -> Ta
     )
 
 
-def _waiting(sup: Any, job_id: str) -> bool:
+def _waiting(sup: Any, job_id: str, here: bool = False) -> bool:
+    """Its record is PENDING; `here`: and names this node or none (the shared queue), not one
+    it was placed on since (a lost node's queued job: fleet.place_unstarted)."""
     record = sup.store.find_job(job_id)
-    return record is not None and record.status is JobStatus.PENDING
+    if record is None or record.status is not JobStatus.PENDING:
+        return False
+    return not here or record.node in (None, sup.cfg.node)
 
 
 def dropped(sup: Any, exc: Refused) -> None:
-    """Log and count; an expired message of a waiting job ends that job FAILED, and so does
+    """Log and count; an expired message of a job waiting here ends that job FAILED, and so does
     another installation's (under its own keys: its sender learns why)."""
     broker_guard.drops().drop(exc.reason, str(exc))
     if exc.reason == OTHER_INSTALLATION and exc.job_id is not None and exc.prefix is not None:
         _fail_elsewhere(sup, exc.job_id, exc.prefix, _other_installation(sup, exc.prefix))
-    if exc.reason == "expired" and exc.job_id is not None and _waiting(sup, exc.job_id):
+    if exc.reason == "expired" and exc.job_id is not None and _waiting(sup, exc.job_id, here=True):
         try:
             refuse(sup, exc.job_id, PLACEHOLDER, "its queue message expired before a worker took it (message_ttl)")
         except Duplicate:

@@ -146,3 +146,32 @@ def test_a_workflow_job_reaching_a_draining_node_is_placed_elsewhere_or_kept(mon
     assert (sent, kept) == (["c", "c"], ["b"])  # a plain job placed here goes elsewhere too
     assert keep_for_drain(sup(None, "b"), "a" * 32) is None  # pinned: refused
     assert (sent, kept) == (["c", "c"], ["b"])
+
+
+def test_an_expired_message_left_in_a_lost_nodes_queue_fails_no_job_placed_elsewhere(monkeypatch):
+    """The sweep of a lost node sends a job that waited in its queue to another node
+    (fleet.place_unstarted); the message left there, read expired by the node's worker come
+    back, recorded FAILED the job still waiting on the other node (busy slots there), which
+    never ran. Only a job whose record names this node, or none (the shared queue), is failed;
+    the control: one that names this node is."""
+    from types import SimpleNamespace
+
+    from joblet.api.message import Refused
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
+    from joblet.config import load
+    from joblet.worker import broker_guard, tasks
+
+    failed: list[str] = []
+    monkeypatch.setattr(broker_guard, "drops", lambda: SimpleNamespace(drop=lambda reason, text: None))
+    monkeypatch.setattr(tasks, "refuse", lambda sup, job_id, spec, error: failed.append(job_id))
+
+    def sup(node: str | None) -> SimpleNamespace:
+        record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true"), node=node)
+        return SimpleNamespace(cfg=load(node="d"), store=SimpleNamespace(find_job=lambda job_id: record))
+
+    expired = Refused("expired", "its message expired", job_id="a" * 32)
+    tasks.dropped(sup("b"), expired)  # placed on b since: it waits there
+    assert failed == []
+    tasks.dropped(sup("d"), expired)  # the control: still this node's
+    tasks.dropped(sup(None), expired)  # and one of the shared queue
+    assert failed == ["a" * 32, "a" * 32]
