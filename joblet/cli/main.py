@@ -191,8 +191,6 @@ def usage_exit(exc: click.UsageError, where: str) -> NoReturn:
     twins = {"run": NO_TWIN, "log": NO_TWIN_LOG}.get(" ".join(where.split(" ")[1:]), {})  # not workflow run's
     if option in twins:
         message = f"No such option '{option}': {twins[option]}."
-    elif meant := single_dash(option, exc.ctx):
-        message = f"No such option '{option}' (in '{meant[1:]}'). Did you mean '{meant}'?"
     group = where.partition(" ")[2]
     if command and (hint := SPELLED.get(group, {}).get(command)):  # before click's own guess
         message = f"No such command '{command}'. Did you mean '{hint}'?"
@@ -200,19 +198,6 @@ def usage_exit(exc: click.UsageError, where: str) -> NoReturn:
         message = f"No such command '{command}': {elsewhere}."
     click.echo(f"{where}: {message} (see '{where} --help')", err=True)
     sys.exit(exc.exit_code)
-
-
-def single_dash(option: str, ctx: click.Context | None) -> str | None:
-    """The long option a word of one dash was meant as: `-network=none` is read as `-n`
-    with `etwork=none`, and click named only `-n` (usability run)."""
-    if ctx is None or len(option) != 2:
-        return None
-    longs = {o for p in ctx.command.params for o in getattr(p, "opts", ()) if o.startswith("--")}
-    for word in sys.argv[1:]:
-        name = word.split("=", 1)[0]
-        if name.startswith(option) and not name.startswith("--") and "-" + name in longs:
-            return "-" + name
-    return None
 
 
 def command_named(ctx: click.Context) -> str:

@@ -9,9 +9,11 @@ import click
 
 
 def refuse_repeats(command: click.Command, args: list[str], interspersed: bool = True) -> None:
-    """A UsageError naming the first option of `command` that `args` give twice. Values are
-    skipped as click reads them (`--cidr X`, `--cidr=X`); the scan ends at `--`, and unless
-    `interspersed` at the first argument (`rnx run CMD ARGS...`: the job's own)."""
+    """A UsageError naming the first option of `command` that `args` give twice, or a long
+    option given with one dash (`-network=none` read as `-n etwork=none`, refused as no
+    option '-n'; `-detach` ran as `-d -e ach`, a variable `ach` passed on: usability runs).
+    Values are skipped as click reads them (`--cidr X`, `--cidr=X`); the scan ends at `--`,
+    and unless `interspersed` at the first argument (`rnx run CMD ARGS...`: the job's own)."""
     options = {name: p for p in command.params if isinstance(p, click.Option) for name in (*p.opts, *p.secondary_opts)}
     seen: dict[str, str] = {}
     i = 0
@@ -25,6 +27,8 @@ def refuse_repeats(command: click.Command, args: list[str], interspersed: bool =
             i += 1
             continue
         name, eq, _ = arg.partition("=")
+        if not name.startswith("--") and len(name) > 2 and "-" + name in options:
+            raise click.UsageError(f"'{arg}' reads as short options ({name[:2]} ...). Did you mean '-{arg}'?")
         param = options.get(name)
         takes_value = param is not None and not param.is_flag and not param.count
         if param is not None and takes_value and not param.multiple:

@@ -1401,20 +1401,31 @@ def test_no_color_drops_the_headers_bold_on_a_terminal(monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
-        (["run", "-network=none", "true"], "rnx run: No such option '-n' (in '-network'). Did you mean '--network'?"),
-        (["list", "-json"], "rnx list: No such option '-j' (in '-json'). Did you mean '--json'?"),
+        (
+            ["run", "-network=none", "true"],
+            "rnx run: '-network=none' reads as short options (-n ...). Did you mean '--network=none'?",
+        ),
+        (["run", "-detach", "true"], "rnx run: '-detach' reads as short options (-d ...). Did you mean '--detach'?"),
+        (["run", "--network", "none", "-detach", "true"], "rnx run: '-detach' reads as short options"),
+        (["log", "-follow", "x"], "rnx log: '-follow' reads as short options (-f ...). Did you mean '--follow'?"),
+        (["list", "-json"], "rnx list: '-json' reads as short options (-j ...). Did you mean '--json'?"),
         (["run", "-x", "true"], "rnx run: No such option '-x'. (see"),  # the control: no long option meant
     ],
 )
-def test_a_long_option_given_one_dash_is_named(monkeypatch, argv, said):
-    """`-network=none` is read as `-n etwork=none`, and rnx named only '-n'."""
-    from click.testing import CliRunner
-
-    from joblet.cli.main import cli
-
-    monkeypatch.setattr(sys, "argv", ["rnx", *argv])
-    out = CliRunner().invoke(cli, argv, prog_name="rnx")
+def test_a_long_option_given_one_dash_is_named(fake, argv, said):
+    """`-network=none` was read as `-n etwork=none` (rnx named only '-n'), `-detach` ran as
+    `-d -e ach` (a variable `ach` passed on), `log -follow` failed at its 'o'."""
+    out = invoke(*argv)
     assert out.exit_code == 2 and out.output.startswith(said), out.output
+    assert fake.submitted == []
+
+
+def test_a_jobs_own_one_dash_words_are_its_own(fake):
+    """The job's arguments are not rnx's options (the control of the test above)."""
+    out = invoke("run", "-d", "--network=none", "ls", "-network", "-detach")
+    assert out.exit_code == 0 and fake.submitted[0].args == ("-network", "-detach"), out.output
+    out = invoke("run", "-d", "-eNV=1", "true")  # a short option's value attached: as given
+    assert out.exit_code == 0 and fake.submitted[1].env == {"NV": "1"}, out.output
 
 
 @pytest.mark.parametrize("group", [[], ["node"], ["network"], ["volume"], ["workflow"], ["runtime"]])
