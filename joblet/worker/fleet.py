@@ -188,13 +188,17 @@ def place_unstarted(store: Store, cfg: Settings, node: str, records: list[JobRec
     return {
         r.id
         for r, holder in zip(waiting, holders, strict=True)
-        if holder is None and place_elsewhere(store, cfg, r, node)
+        if holder is None and place_elsewhere(store, cfg, r, node, shared=True)
     }
 
 
-def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str) -> str | None:
+def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str, shared: bool = False) -> str | None:
     """Send a PENDING job not pinned to a node to the node placement picks now, if it is
-    not `node` (where it is queued and cannot run); the node, or None (nowhere else)."""
+    not `node` (where it is queued and cannot run); the node, or None (nowhere else). With
+    `shared`, a job no node can take now (every live one full, say) that any node could run
+    goes to the shared queue, as a workflow's next job does, and waits there for a free slot
+    (review: it ended LOST, never having run); that queue's name is returned."""
+    from joblet.api.nodes import constrained
     from joblet.api.preflight import best_effort_target
     from joblet.api.tasks import send_run
 
@@ -202,19 +206,21 @@ def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str) -
         target = best_effort_target(store, cfg, record.spec)
     except JobletError:
         return None
-    if target in (None, node) or not store.transition(record.id, [JobStatus.PENDING], node=target):
+    if target is None and not (shared and not constrained(record.spec)):
+        return None
+    if target == node or not store.transition(record.id, [JobStatus.PENDING], node=target):
         return None
     try:
         send_run(cfg, record.id, record.spec.to_dict(), target, store.prefix_stamp())
     except JobletError as exc:
         # its record named a node no message went to, and no later sweep of `node` found it
         # (they read a node's jobs by the node their records name): PENDING for good
-        log.warning("job %s could not be sent to node %s: %s", record.short_id, target, exc)
+        log.warning("job %s could not be sent to %s: %s", record.short_id, target or "the shared queue", exc)
         if store.transition(record.id, [JobStatus.PENDING], node=node):
             return None
-        return target  # no longer waiting: the message went after all, and it runs there
-    log.info("job %s queued on node %s, which cannot run it: placed on %s", record.short_id, node, target)
-    return target
+        return target or cfg.queue  # no longer waiting: the message went after all, and it runs there
+    log.info("job %s queued on node %s, which cannot run it: sent to %s", record.short_id, node, target or cfg.queue)
+    return target or cfg.queue
 
 
 def stop_lost_here(sup: Any, job_ids: list[str]) -> None:

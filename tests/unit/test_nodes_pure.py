@@ -422,7 +422,7 @@ def test_a_dead_nodes_unstarted_jobs_go_elsewhere_and_the_rest_are_lost(monkeypa
     store = SimpleNamespace(claim_holders=lambda ids: [claims.get(i) for i in ids])
     asked: list[str] = []
 
-    def elsewhere(store_, cfg, record, node):
+    def elsewhere(store_, cfg, record, node, shared=False):
         asked.append(record.id)
         return None if record.id == "nowhere" else "b"
 
@@ -460,3 +460,34 @@ def test_a_job_whose_new_message_cannot_be_sent_is_not_left_naming_its_new_node(
     assert names["node"] == "d"
     monkeypatch.setattr(api_tasks, "send_run", lambda *args: None)  # the control
     assert fleet.place_elsewhere(store, load(node="a"), record, "d") == "b" and names["node"] == "b"
+
+
+def test_a_lost_nodes_job_no_node_can_take_now_waits_in_the_shared_queue(monkeypatch):
+    """Every live node full at the sweep: placement found none and the job ended LOST, never
+    having run (review). It goes to the shared queue (its record names no node), as a
+    workflow's next job does; one that needs a particular node (a runtime) does not, and a
+    drain's placement (not `shared`) moves nothing there (controls)."""
+    from types import SimpleNamespace
+
+    from joblet.api import preflight
+    from joblet.api import tasks as api_tasks
+    from joblet.config import load
+    from joblet.worker import fleet
+
+    names: dict[str, object] = {}
+    sent: list[object] = []
+    store = SimpleNamespace(
+        transition=lambda job_id, allowed, node: names.update({job_id: node}) or True, prefix_stamp=lambda: None
+    )
+    monkeypatch.setattr(preflight, "best_effort_target", lambda store_, cfg, spec: None)  # no node fits now
+    monkeypatch.setattr(api_tasks, "send_run", lambda cfg, job_id, spec, node, prefix: sent.append(node))
+    cfg = load(node="a", queue="q")
+
+    def job(job_id: str, **fields: object) -> JobRecord:
+        return JobRecord(id=job_id, status=JobStatus.PENDING, spec=make_spec("true", (), **fields), node="d")
+
+    assert fleet.place_elsewhere(store, cfg, job("plain"), "d", shared=True) == "q"
+    assert names == {"plain": None} and sent == [None]  # the shared queue's message
+    assert fleet.place_elsewhere(store, cfg, job("tooled", runtime="tool:1"), "d", shared=True) is None
+    assert fleet.place_elsewhere(store, cfg, job("drained"), "d") is None
+    assert names == {"plain": None} and sent == [None]
