@@ -19,6 +19,7 @@ from joblet.api.record_fields import decode_fields, encode_fields, read_record
 from joblet.api.redis_conn import connect, translated
 from joblet.api.store_homes import NetworkHomes
 from joblet.api.store_index import LUA_LIVE, PRUNE_SCRIPT, SWEEP_SCRIPT, JobIndexes
+from joblet.api.store_nodes import node_record
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, BackendUnavailable, NotFound, ValidationError
 from joblet.names import name_key
@@ -221,7 +222,7 @@ def _job_named(raw: bytes | None, wanted: str) -> str | None:
 def _beat(raw: bytes | None) -> dict[str, Any] | None:
     try:
         beat = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return beat if isinstance(beat, dict) else None
 
@@ -663,7 +664,8 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             keys = [k.decode() for k in self.redis.scan_iter(match=self.keys.node_pattern, count=500)]
         values = self.redis.mget(keys) if keys else []
         prefix_len = len(self.keys.node(""))
-        live = {k[prefix_len:]: json.loads(v) for k, v in zip(keys, values, strict=True) if v}
+        beats = ((k[prefix_len:], node_record(v)[0]) for k, v in zip(keys, values, strict=True) if v)
+        live = {name: beat for name, beat in beats if beat is not None}  # one that does not read failed every submit
         self._live_seen = (time.monotonic(), live)
         return live
 

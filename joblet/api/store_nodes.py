@@ -9,6 +9,7 @@ fleet knows when it stopped.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
 
 _url = translated(lambda self: self.url)
+log = logging.getLogger(__name__)
 # A node's record, drain, sweep mark and held jobs go together, and only while its record
 # is the one read (a beat meanwhile: its worker is back, and stays listed).
 _FORGET = """
@@ -39,14 +41,21 @@ class NodeStore:
     @_url
     def records(self) -> dict[str, dict[str, Any]]:
         """name -> the node's last published heartbeat (with "beat", and "left" after a clean stop)."""
-        raw = self.redis.hgetall(self.keys.nodes)
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        found = {}
+        for key, raw in self.redis.hgetall(self.keys.nodes).items():
+            name = key.decode(errors="replace")
+            record, why = node_record(raw)
+            if record is None:  # one such entry failed every rnx run, rnx nodes and lost-node sweep (red-team run)
+                log.warning("node record %r does not read: %s: left out", name[:64], why)
+            else:
+                found[name] = record
+        return found
 
     @_url
     def mark_left(self, node: str) -> None:
         """A worker stopped cleanly: its record stays, marked with when it left."""
         raw = self.redis.hget(self.keys.nodes, node)
-        record = json.loads(raw) if raw else {"node": node, "beat": time.time()}
+        record = node_record(raw)[0] or {"node": node, "beat": time.time()}
         record["left"] = time.time()
         self.redis.hset(self.keys.nodes, node, json.dumps(record))
 
@@ -58,7 +67,7 @@ class NodeStore:
         script = self.redis.register_script(_FORGET)
         keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept, self.keys.held(node), self.keys.dropped(node)]
         raw = self.redis.hget(self.keys.nodes, node)
-        if raw is None or json.loads(raw) != seen:
+        if raw is None or node_record(raw)[0] != seen:
             return False
         return bool(script(keys=keys, args=[node, raw]))
 
@@ -120,4 +129,37 @@ class NodeStore:
     @_url
     def swept(self) -> dict[str, float]:
         """node -> the last beat whose silence was swept to the end."""
-        return {k.decode(): float(json.loads(v)) for k, v in self.redis.hgetall(self.keys.lost_swept).items()}
+        found = {}
+        for key, raw in self.redis.hgetall(self.keys.lost_swept).items():
+            beat = _loaded(raw)
+            if _is_time(beat):  # one that does not read: as if never swept (the sweep repeats safely)
+                found[key.decode(errors="replace")] = float(beat)
+        return found
+
+
+def _loaded(raw: bytes | str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _is_time(value: Any) -> bool:
+    """A time a worker could have written (seconds since 1970, before the year 5000: a date
+    is made of it when it is shown)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 95_000_000_000
+
+
+def node_record(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str]:
+    """A node's stored heartbeat as readers use it, or None and why it does not read: a JSON
+    object whose `beat` (and `left`, where there is one) is a time. Written by a worker, but
+    Redis holds whatever anyone wrote there."""
+    record = _loaded(raw)
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    if not _is_time(record.get("beat", 0)):
+        return None, "its 'beat' is no time"
+    left = record.get("left")
+    if left is not None and not isinstance(left, bool) and not _is_time(left):
+        return None, "its 'left' is no time"
+    return record, ""
