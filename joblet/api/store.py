@@ -17,7 +17,7 @@ from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
 from joblet.api.record_fields import decode_fields, encode_fields, read_record
 from joblet.api.redis_conn import connect, translated
-from joblet.api.store_homes import NetworkHomes
+from joblet.api.store_homes import NetworkHomes, member_entry
 from joblet.api.store_index import LUA_LIVE, PRUNE_SCRIPT, SWEEP_SCRIPT, JobIndexes
 from joblet.api.store_nodes import node_record
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
@@ -602,7 +602,8 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             pipe.hgetall(self.keys.members(network))
         found: dict[str, dict[str, str]] = {}
         for network, entries in zip(networks, pipe.execute(), strict=True):
-            found[network] = {k.decode(): str(json.loads(v).get("node") or "") for k, v in entries.items()}
+            read = ((k.decode(errors="replace"), member_entry(v)) for k, v in entries.items())
+            found[network] = {k: str(e.get("node") or "") for k, e in read if e is not None}
         return found
 
     @_url
@@ -628,7 +629,8 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             if len(self._workflow_names) >= WORKFLOW_NAMES_KEPT:
                 self._workflow_names.clear()
             reserved = self._workflow_names[scope] = _job_names(answers.pop())
-        return resolve_names([json.loads(raw) for values in answers for raw in values], scope, reserved)
+        entries = (member_entry(raw) for values in answers for raw in values)
+        return resolve_names([e for e in entries if e is not None], scope, reserved)
 
     # -- nodes ------------------------------------------------------------------------------
     @_url

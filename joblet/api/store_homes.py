@@ -81,7 +81,8 @@ class NetworkHomes:
         homes: dict[str, set[str]] = {}
         queued: dict[tuple[str, str], str] = {}  # (network, job id) -> node
         for network, members, placed in zip(networks, answers[::2], answers[1::2], strict=True):
-            homes[network] = {str(json.loads(v).get("node") or "") for v in members.values()} - {""}
+            entries = (member_entry(v) for v in members.values())
+            homes[network] = {str(e.get("node") or "") for e in entries if e is not None} - {""}
             for job_id, node in placed.items():
                 if job_id not in members:
                     queued[(network, job_id.decode())] = node.decode()
@@ -151,3 +152,21 @@ def _final(raw: bytes) -> bool:
         return JobStatus(json.loads(raw)).final
     except (ValueError, TypeError):
         return True  # a record that does not read is no job that will run
+
+
+def member_entry(raw: bytes | str) -> dict[str, Any] | None:
+    """A members hash's entry as a worker writes it (`{"ip", "names", "node"}`, maybe
+    `"scope"`), or None where it does not read: one such entry, written to Redis by other
+    means, failed every job's start in its network and its peers' /etc/hosts (red-team run)."""
+    try:
+        entry = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("ip"), str):
+        return None
+    names = entry.get("names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return None
+    if not all(isinstance(entry.get(k), str | None) for k in ("node", "scope")):
+        return None
+    return entry
