@@ -22,6 +22,19 @@ def decode_fields(raw: dict[bytes, bytes]) -> dict[str, Any]:
 def read_record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
     """A stored record; one this version's checks refuse (an older version wrote it) says so."""
     try:
-        return JobRecord.from_dict(decode_fields(raw))
+        fields = decode_fields(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError):  # written by other means: one hid every listing
+        bad = next((k for k, v in raw.items() if not _reads(v)), b"?").decode(errors="replace")
+        raise ValidationError(f"the record of job {job_id} does not read: its field {bad[:64]!r} is not JSON") from None
+    try:
+        return JobRecord.from_dict(fields)
     except ValidationError as exc:
         raise ValidationError(f"the record of job {job_id} does not read with this version: {exc}") from None
+
+
+def _reads(value: bytes) -> bool:
+    try:
+        json.loads(value)
+    except (ValueError, RecursionError):
+        return False
+    return True

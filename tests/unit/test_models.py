@@ -272,3 +272,15 @@ def test_an_error_shows_bad_text_as_every_rnx_message_does():
 
     assert brief("\udcff") == "'\\xff'" and brief("a\nb") == "'a\\x0ab'" and brief("x\x1b]0;t") == "'x\\x1b]0;t'"
     assert brief("web") == "'web'" and brief("é" * 41) == "'" + "é" * 40 + "'…"  # the control: plain text as it is
+
+
+@pytest.mark.parametrize("raw", [b"notjson", b"[" * 100_000, b"\xff"])
+def test_a_stored_record_whose_field_is_not_json_says_so_in_one_line(raw):
+    from joblet.api.record_fields import read_record
+    from joblet.errors import ValidationError
+
+    fields = {b"id": b'"' + b"a" * 32 + b'"', b"status": raw, b"spec": b'{"command": "true"}'}
+    with pytest.raises(
+        ValidationError, match=r"^the record of job a{32} does not read: its field 'status' is not JSON$"
+    ):
+        read_record("a" * 32, fields)  # a ValidationError: listings leave it out, rnx status says this
