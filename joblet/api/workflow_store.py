@@ -205,8 +205,8 @@ def get(store: Store, wf_id: str) -> WorkflowRecord:
 def _record(wf_id: str, raw: bytes) -> WorkflowRecord:
     try:
         return WorkflowRecord.model_validate(json.loads(raw))
-    except ValueError as exc:  # pydantic's ValidationError is one: another version's, or not a workflow's
-        raise JobletError(f"workflow {shown(wf_id)}: its record does not read ({type(exc).__name__})") from None
+    except (ValueError, RecursionError) as exc:  # pydantic's ValidationError is one; another version's record
+        raise ValidationError(f"workflow {shown(wf_id)}: its record does not read ({type(exc).__name__})") from None
 
 
 def _get_all(store: Store, wf_ids: list[str]) -> list[Any]:
