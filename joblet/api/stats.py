@@ -3,6 +3,7 @@ it (joblet/worker/stats.py), joined with the job's name, node and status."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from joblet.api.models import JobStatus, iso
@@ -34,6 +35,13 @@ def row(job_id: str, name: str | None, node: str | None, status: str, sample: di
     sample = sample if status == JobStatus.RUNNING.value else None
     out: dict[str, Any] = {"id": job_id, "name": name, "node": node, "status": status}
     for field in FIELDS:
-        out[field] = (sample or {}).get(field)
-    out["sampled"] = iso((sample or {}).get("sampled"))
+        out[field] = _number((sample or {}).get(field))
+    out["sampled"] = iso(_number((sample or {}).get("sampled")))
     return out
+
+
+def _number(value: Any) -> int | float | None:
+    """A sample's figure, or None for one that is no number (a sample written by other
+    means than a worker: "abc" failed every rnx stats with a traceback)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return value if number and math.isfinite(value) else None

@@ -714,4 +714,10 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         pipe = self.redis.pipeline()
         for job_id in job_ids:
             pipe.hgetall(self.keys.stats(job_id))
-        return {j: decode_fields(raw) for j, raw in zip(job_ids, pipe.execute(), strict=True) if raw}
+        found = {}
+        for job_id, raw in zip(job_ids, pipe.execute(), strict=True):
+            try:
+                found[job_id] = decode_fields(raw) if raw else None
+            except (ValueError, RecursionError):  # written by other means: one failed every rnx stats
+                found[job_id] = None
+        return {job_id: sample for job_id, sample in found.items() if sample is not None}
