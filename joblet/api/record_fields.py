@@ -19,13 +19,19 @@ def decode_fields(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
-def read_record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
-    """A stored record; one this version's checks refuse (an older version wrote it) says so."""
+def decoded(job_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """A stored record's fields, or ValidationError naming one that is not JSON (written by
+    other means: one hid every listing, and stopped a worker's start, red-team run)."""
     try:
-        fields = decode_fields(raw)
-    except (ValueError, RecursionError, UnicodeDecodeError):  # written by other means: one hid every listing
+        return decode_fields(raw)
+    except (ValueError, RecursionError):
         bad = next((k for k, v in raw.items() if not _reads(v)), b"?").decode(errors="replace")
         raise ValidationError(f"the record of job {job_id} does not read: its field {bad[:64]!r} is not JSON") from None
+
+
+def read_record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
+    """A stored record; one this version's checks refuse (an older version wrote it) says so."""
+    fields = decoded(job_id, raw)
     try:
         return JobRecord.from_dict(fields)
     except ValidationError as exc:

@@ -29,7 +29,7 @@ local again = redis.call('GET', KEYS[3])
 if again then return again end
 if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[4]) == 0 then return -1 end
 local size = last - first + 1
-local cur = tonumber(redis.call('GET', KEYS[2]) or first)
+local cur = tonumber(redis.call('GET', KEYS[2]) or first) or first
 if cur < first or cur > last then cur = first end
 for i = 0, size - 1 do
   local ip = first + ((cur - first + i) % size)
@@ -129,8 +129,10 @@ class IpamStore:
 
     @_url
     def allocations(self, network: str) -> dict[int, str]:
+        """address -> owner; a field that is no address (written by other means: one stopped
+        every start of a worker, red-team run) is left out."""
         raw = self.redis.hgetall(self.keys.ipam(network))
-        return {int(k): v.decode() for k, v in raw.items()}
+        return {int(k): v.decode(errors="replace") for k, v in raw.items() if k.isdigit() and k.isascii()}
 
     @_url
     def delete_network(self, network: str) -> list[str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from joblet.api.models import JobRecord, JobSpec, JobStatus
+from joblet.api.record_fields import decoded
 from joblet.api.redis_conn import translated
 from joblet.api.store import (
     LUA_CREATE_IF_ABSENT,
@@ -30,7 +31,6 @@ from joblet.api.store import (
     LUA_LIVE,
     LUA_SET_IF_STATUS,
     Store,
-    decode_fields,
     encode_fields,
 )
 from joblet.worker import faults
@@ -121,12 +121,13 @@ class Claimed:
     stop_requested: bool
 
 
-def _record(flat: list[bytes], spec: JobSpec | None) -> JobRecord | None:
+def _record(job_id: str, flat: list[bytes], spec: JobSpec | None) -> JobRecord | None:
     """A record from a script's flat reply of its fields; `spec` stands for the stored one,
-    which the reply then leaves out."""
+    which the reply then leaves out. One that does not read: ValidationError (the script's
+    write is done)."""
     if not flat:
         return None
-    data = decode_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
+    data = decoded(job_id, dict(zip(flat[::2], flat[1::2], strict=True)))
     if spec is not None:
         data["spec"] = spec
     return JobRecord.from_dict(data)
@@ -154,7 +155,7 @@ class Claims:
         faults.fail("claim-reply", record.id)  # tests: as if the reply were lost
         if not reply:
             return None
-        current = _record(reply[0], record.spec)
+        current = _record(record.id, reply[0], record.spec)
         assert current is not None, "the script wrote the record if it was absent"
         return Claimed(current, bool(reply[1]))
 
@@ -200,4 +201,4 @@ class Claims:
                 job_id,
             ],
         )
-        return set_ == 1, _record(flat, spec)
+        return set_ == 1, _record(job_id, flat, spec)

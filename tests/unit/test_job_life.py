@@ -649,3 +649,27 @@ def test_a_leave_that_meets_redis_gone_twice_is_left_to_the_heartbeat(tmp_path):
         assert log.calls.count("leave networks") == (0 if retried else 1)
         svc.records.finals.retry()
         assert log.calls.count("leave networks") == 1 and svc.records.finals.pending() == []
+
+
+def test_a_journaled_job_whose_record_does_not_read_does_not_stop_the_start(tmp_path, monkeypatch):
+    """A record written by other means (a field that is not JSON) raised out of reconcile, and
+    the worker could not start again, at any restart (red-team run): it is said, its entry
+    forgotten (reading it again reads the same), and the other entries are reconciled."""
+    from joblet.errors import ValidationError
+    from joblet.worker import reconcile as rec
+
+    monkeypatch.setattr(rec, "scan_leftovers", lambda svc: None)
+    svc = services(tmp_path, Log(None))
+    for job_id in ("a" * 32, "b" * 32):
+        svc.journal.record(Entry(job_id=job_id, cgroup=str(tmp_path / "cg" / job_id), work_dir="", run_dir=""))
+    recorded: list[str] = []
+
+    def lost(job_id: str, reason: str) -> bool:
+        if job_id == "a" * 32:
+            raise ValidationError(f"the record of job {job_id} does not read: its field 'spec' is not JSON")
+        return recorded.append(job_id) or True
+
+    svc.records.mark_lost = lost  # type: ignore[method-assign]
+    rec.reconcile(svc, running=set())
+    assert recorded == ["b" * 32] and Journal(tmp_path / "state").entries() == []
+    assert svc.records.finals.pending() == []
