@@ -219,6 +219,13 @@ def _job_named(raw: bytes | None, wanted: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def _status(raw: bytes | None) -> JobStatus | None:
+    try:
+        return None if raw is None else JobStatus(json.loads(raw))
+    except (ValueError, TypeError, RecursionError):  # not JSON, nested past the parser, no status
+        return None
+
+
 def _beat(raw: bytes | None) -> dict[str, Any] | None:
     try:
         beat = json.loads(raw) if raw else None
@@ -443,11 +450,13 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
 
     @_url
     def statuses(self, job_ids: list[str]) -> list[JobStatus | None]:
-        """Each job's status (None where its record is gone), in one round trip."""
+        """Each job's status (None where its record is gone, or its status does not read: one
+        such record, written by other means than joblet, failed every heartbeat's look for the
+        jobs the fleet made LOST; red-team run), in one round trip."""
         pipe = self.redis.pipeline()
         for job_id in job_ids:
             pipe.hget(self.keys.job(job_id), "status")
-        return [None if raw is None else JobStatus(json.loads(raw)) for raw in pipe.execute()]
+        return [_status(raw) for raw in pipe.execute()]
 
     @_url
     def job_exists(self, job_id: str) -> bool:

@@ -37,3 +37,14 @@ def test_ipam_fields_that_are_no_address_are_left_out(store: Store, redis_sock: 
     got = ipam.allocate("bridge", 10, 20, "b" * 32)
     assert got == 10  # a cursor that is no number starts from the first
     assert ipam.allocations("bridge") == {10: "b" * 32}
+
+
+@pytest.mark.parametrize("raw", ['"BOGUS"', "notjson", "[1]", "[" * 100_000])
+def test_a_status_that_does_not_read_is_none_beside_the_others(store: Store, raw: str) -> None:
+    """Each heartbeat reads its running jobs' statuses to stop those the fleet made LOST: one
+    status that did not read failed that look on every beat (red-team run)."""
+    good, bad = "c" * 32, "d" * 32
+    for job in (good, bad):
+        store.create_job(JobRecord.pending(job, JobSpec(command="true")))
+    store.redis.hset(store.keys.job(bad), "status", raw)
+    assert store.statuses([good, bad, "e" * 32]) == [JobStatus.PENDING, None, None]
