@@ -287,9 +287,15 @@ class Client:
         refusals): only a down one with no unfinished job, or whose jobs the fleet has made
         LOST. Its worker, started again, is listed again at its first heartbeat."""
         from joblet.api.store_nodes import NodeStore
+        from joblet.errors import NotFound
 
-        row = self._node_row(node)
         store = NodeStore(self.settings.redis_url, self.settings.key_prefix, self.store.redis)
+        try:
+            row = self._node_row(node)
+        except NotFound:
+            if store.forget_unreadable(node):  # listed nowhere: this was the only way to it
+                return
+            raise
         record, swept = store.records().get(node, {}), store.swept().get(node)
         # read only while a sweep is still to come, from every kept record (a job the index lacks must hold it)
         waiting = row["state"] == "down" and swept != float(record.get("beat", 0))

@@ -72,6 +72,19 @@ class NodeStore:
         return bool(script(keys=keys, args=[node, raw]))
 
     @_url
+    def forget_unreadable(self, node: str) -> bool:
+        """Remove a node's record that does not read (written by other means than a worker:
+        left out of every listing, so `rnx node forget` named no such node and only
+        `redis-cli HDEL` took it away; red-team run), with its drain and marks; whether
+        there was one. A worker of that name writes its record again at its next beat."""
+        raw = self.redis.hget(self.keys.nodes, node)
+        if raw is None or node_record(raw)[0] is not None:
+            return False
+        script = self.redis.register_script(_FORGET)
+        keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept, self.keys.held(node), self.keys.dropped(node)]
+        return bool(script(keys=keys, args=[node, raw]))
+
+    @_url
     def set_drain(self, node: str, on: bool) -> None:
         if on:
             self.redis.hsetnx(self.keys.drained, node, json.dumps(time.time()))

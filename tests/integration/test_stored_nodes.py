@@ -15,6 +15,7 @@ from joblet.api.client import Client
 from joblet.api.models import make_spec
 from joblet.api.store_nodes import NodeStore
 from joblet.config import load
+from joblet.errors import NotFound
 
 BAD = ["notjson", "[1, 2]", '{"beat": "abc"}', '{"beat": 1, "left": "x"}', '{"beat": 1e300}', "[" * 100_000]
 
@@ -43,3 +44,7 @@ def test_a_node_record_that_does_not_read_is_left_out(client: Client, caplog, ra
     assert node == "good"
     good = json.loads(store.redis.hget(keys.nodes, "good"))
     assert not nodes.forget("evil", good)  # the bad one is not taken for another's record
+    client.forget_node("evil")  # listed nowhere, it is forgotten by name (only redis-cli HDEL did)
+    assert store.redis.hget(keys.nodes, "evil") is None and list(nodes.records()) == ["good"]
+    with pytest.raises(NotFound, match="no node 'evil' in the fleet"):  # gone: named no more
+        client.forget_node("evil")
