@@ -440,9 +440,11 @@ def no_worker_note(client: Any, record: JobRecord) -> str | None:
     if nodes and (wanted is None or wanted in nodes):
         return None
     if wanted is not None and any(row["name"] == wanted for row in client.nodes()):  # silent, not absent
+        # not pinned there: the fleet's sweep of the silence places it on another node (fleet.py)
+        then = "ends LOST" if record.spec.node else "goes to another node once the fleet gives that node up"
         return (
             f"rnx: job {record.short_id} is queued for node {wanted!r}, whose heartbeat has "
-            f"stopped (its worker down or paused?): it starts when that worker is back, or ends LOST"
+            f"stopped (its worker down or paused?): it starts when that worker is back, or {then}"
         )
     from joblet.cli.render import if_unused
 

@@ -13,6 +13,7 @@ from PENDING/RUNNING).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -181,44 +182,62 @@ def place_unstarted(store: Store, cfg: Settings, node: str, records: list[JobRec
     """The ids of `records` sent to another node: those queued on `node`, still PENDING, not
     claimed (no worker has taken them) and not pinned there. They waited in a dead node's
     queue and ended LOST, never having run, where a live node could take them (fleet run).
-    The message left in that queue is refused if its worker comes back (the job's claim is
-    one: whichever delivery claims first runs it)."""
+    The message left in that queue is refused if its worker comes back and the other node
+    claimed the job first (the job's claim is one: whichever delivery claims first runs it).
+    One for which placement picks `node` itself is left in its queue, PENDING: the node beat
+    again while it was swept (cut off, then back), and its worker reads it (fleet-failure run:
+    6 of a returning node's 26 queued jobs ended LOST, never having run)."""
     waiting = [r for r in records if r.status == JobStatus.PENDING and r.spec.node is None]
     holders = store.claim_holders([r.id for r in waiting])
     return {
         r.id
         for r, holder in zip(waiting, holders, strict=True)
-        if holder is None and place_elsewhere(store, cfg, r, node, shared=True)
+        if holder is None and place_elsewhere(store, cfg, r, node, swept=True)
     }
 
 
-def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str, shared: bool = False) -> str | None:
+def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str, swept: bool = False) -> str | None:
     """Send a PENDING job not pinned to a node to the node placement picks now, if it is
-    not `node` (where it is queued and cannot run); the node, or None (nowhere else). With
-    `shared`, a job no node can take now (every live one full, say) that any node could run
-    goes to the shared queue, as a workflow's next job does, and waits there for a free slot
-    (review: it ended LOST, never having run); that queue's name is returned."""
+    not `node` (where it is queued and cannot run); the node, or None (nowhere else).
+
+    Its user networks are held while it is placed, and where it goes is written under them:
+    a lost node's queued jobs of one network, placed one by one, each read the network's home
+    as the dead node (down: ignored) and went to nodes at random, where, with no overlay
+    between them, they did not reach each other (fleet-failure run). With `swept` (a lost
+    node's sweep): `node` itself when placement picks it (up again), the job left in its
+    queue; and a job no node can take now (every live one full, say) that any node could run
+    goes to the shared queue, as a workflow's next job does, to wait for a free slot (review:
+    it ended LOST, never having run); that queue's name is returned.
+
+    Sent, then named: named first, a sweeper that died (or a Redis that failed) before the
+    send left the job PENDING for good, its record naming a node no message went to, where no
+    sweep looks (review, fleet-failure run). Sent first, it still names `node`, whose sweep
+    finds it again (the claim lets one delivery run it); a job that started or ended
+    meanwhile is not renamed (its worker named it)."""
     from joblet.api.nodes import constrained
     from joblet.api.preflight import best_effort_target
+    from joblet.api.store_homes import user_networks
     from joblet.api.tasks import send_run
 
-    try:
-        target = best_effort_target(store, cfg, record.spec)
-    except JobletError:
-        return None
-    if target is None and not (shared and not constrained(record.spec)):
-        return None
-    if target == node or not store.transition(record.id, [JobStatus.PENDING], node=target):
-        return None
-    try:
-        send_run(cfg, record.id, record.spec.to_dict(), target, store.prefix_stamp())
-    except JobletError as exc:
-        # its record named a node no message went to, and no later sweep of `node` found it
-        # (they read a node's jobs by the node their records name): PENDING for good
-        log.warning("job %s could not be sent to %s: %s", record.short_id, target or "the shared queue", exc)
-        if store.transition(record.id, [JobStatus.PENDING], node=node):
+    user = user_networks(record.spec.network)
+    with store.holding_networks(user) if user else contextlib.nullcontext():  # as Client.submit holds them
+        try:
+            target = best_effort_target(store, cfg, record.spec)
+        except JobletError:
             return None
-        return target or cfg.queue  # no longer waiting: the message went after all, and it runs there
+        if swept and target == node:
+            log.info("job %s queued on node %s, which is up again: left in its queue", record.short_id, node)
+            return node
+        if target == node or (target is None and not (swept and not constrained(record.spec))):
+            return None
+        if user and target is not None:  # where it goes now: its network's next job goes there too
+            store.mark_placed(record.id, record.spec.network, target)
+        try:
+            send_run(cfg, record.id, record.spec.to_dict(), target, store.prefix_stamp())
+        except JobletError as exc:  # it still names `node`: LOST with the others, or swept again
+            log.warning("job %s could not be sent to %s: %s", record.short_id, target or "the shared queue", exc)
+            return None
+    store.transition(record.id, [JobStatus.PENDING], node=target)
     log.info("job %s queued on node %s, which cannot run it: sent to %s", record.short_id, node, target or cfg.queue)
     return target or cfg.queue
 

@@ -229,6 +229,35 @@ def test_a_lost_nodes_queued_jobs_run_on_another_node(three, redis_sock):
         f.close()
 
 
+def test_a_lost_nodes_queued_jobs_of_a_user_network_go_on_together(three, redis_sock):
+    """A lost node's queued jobs of one user network, placed again one by one, each read the
+    network's home as the dead node (down: not waited for) and went to nodes at random, where,
+    with no overlay between them, they did not reach each other (fleet-failure run: 4 on one
+    node, 2 on the other). Each placement is written where the next one reads it."""
+    a, _, _ = three
+    client = Client(a.cfg)
+    client.networks.create("moved", "10.129.0.0/24")
+    g = Host(redis_sock, "nodeg", fleet=a, **FAST)
+    jobs: list[str] = []
+    try:
+        g.start_worker()
+        jobs.append(client.run("sleep", ("300",), network="moved", node="nodeg").id)
+        wait_running(client, jobs[0])
+        g.worker.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]  # its queue fills, unread
+        jobs += [client.run("sleep", ("300",), network="moved").id for _ in range(6)]
+        assert {client.get(j).node for j in jobs[1:]} == {"nodeg"}  # the network's home
+        g.worker.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        g.worker.wait()  # type: ignore[union-attr]
+        eventually(lambda: {client.get(j).status for j in jobs[1:]} == {JobStatus.RUNNING}, "moved jobs running", 60)
+        where = {client.get(j).node for j in jobs[1:]}
+        assert len(where) == 1 and "nodeg" not in where, where  # 1 in 243 by chance, before
+        assert client.get(jobs[0]).status == JobStatus.LOST
+    finally:
+        stop_all(client, jobs)
+        g.close()
+        client.networks.delete("moved")
+
+
 def test_a_cut_off_node_stops_what_the_fleet_marked_lost(three, redis_sock):
     a, _, _ = three
     client = Client(a.cfg)

@@ -949,6 +949,14 @@ def test_a_job_queued_for_a_silent_node_says_so_not_that_no_worker_runs(capsys):
         run = Attached(client, pending, as_json=False, sig_proxy=True)  # type: ignore[arg-type]
         run._warn_if_no_worker(initial=True)
         assert said in capsys.readouterr().err and run.warned
+    # pinned, it ends LOST with the node; placed there, the fleet's sweep sends it elsewhere
+    # (it said "or ends LOST" of a job that then ran on another node: fleet-failure run)
+    client.nodes = lambda: [{"name": "flt2"}]  # type: ignore[attr-defined]
+    Attached(client, pending, as_json=False, sig_proxy=True)._warn_if_no_worker(initial=True)  # type: ignore[arg-type]
+    assert "back, or ends LOST\n" in capsys.readouterr().err
+    placed = JobRecord(id="b" * 32, spec=JobSpec(command="true"), status=JobStatus.PENDING, node="flt2")
+    Attached(client, placed, as_json=False, sig_proxy=True)._warn_if_no_worker(initial=True)  # type: ignore[arg-type]
+    assert "back, or goes to another node once the fleet gives that node up\n" in capsys.readouterr().err
 
 
 def test_rnx_stats_refuses_an_interval_it_would_ignore(monkeypatch):

@@ -422,7 +422,8 @@ def test_a_dead_nodes_unstarted_jobs_go_elsewhere_and_the_rest_are_lost(monkeypa
     store = SimpleNamespace(claim_holders=lambda ids: [claims.get(i) for i in ids])
     asked: list[str] = []
 
-    def elsewhere(store_, cfg, record, node, shared=False):
+    def elsewhere(store_, cfg, record, node, swept=False):
+        assert swept  # a sweep: its node picked again (up again) leaves the job in its queue
         asked.append(record.id)
         return None if record.id == "nowhere" else "b"
 
@@ -486,8 +487,69 @@ def test_a_lost_nodes_job_no_node_can_take_now_waits_in_the_shared_queue(monkeyp
     def job(job_id: str, **fields: object) -> JobRecord:
         return JobRecord(id=job_id, status=JobStatus.PENDING, spec=make_spec("true", (), **fields), node="d")
 
-    assert fleet.place_elsewhere(store, cfg, job("plain"), "d", shared=True) == "q"
+    assert fleet.place_elsewhere(store, cfg, job("plain"), "d", swept=True) == "q"
     assert names == {"plain": None} and sent == [None]  # the shared queue's message
-    assert fleet.place_elsewhere(store, cfg, job("tooled", runtime="tool:1"), "d", shared=True) is None
+    assert fleet.place_elsewhere(store, cfg, job("tooled", runtime="tool:1"), "d", swept=True) is None
     assert fleet.place_elsewhere(store, cfg, job("drained"), "d") is None
     assert names == {"plain": None} and sent == [None]
+
+
+def test_a_swept_nodes_queued_job_stays_in_its_queue_when_the_node_is_up_again(monkeypatch):
+    """A node cut off that beat again while its silence was swept: placement picks it again
+    for its queued jobs, and they were LOST, never having run, while its worker would read
+    them (fleet-failure run). The sweep leaves them PENDING there (nothing sent, the record
+    unchanged); the drain's path (not `swept`) still finds nowhere else to send it."""
+    from types import SimpleNamespace
+
+    from joblet.api import preflight
+    from joblet.api import tasks as api_tasks
+    from joblet.config import load
+    from joblet.worker import fleet
+
+    sent: list[str | None] = []
+    moved: list[str] = []
+    monkeypatch.setattr(api_tasks, "send_run", lambda cfg, job_id, spec, node, prefix: sent.append(node))
+    monkeypatch.setattr(preflight, "best_effort_target", lambda store, cfg, spec: "d")
+    store = SimpleNamespace(
+        claim_holders=lambda ids: [None for _ in ids],
+        transition=lambda job_id, allowed, node: moved.append(node) or True,
+        prefix_stamp=lambda: "t:",
+    )
+    queued = JobRecord(id="q" * 32, status=JobStatus.PENDING, spec=make_spec("true", ()), node="d")
+    assert fleet.place_unstarted(store, load(node="a"), "d", [queued]) == {queued.id}  # not for LOST
+    assert (sent, moved) == ([], [])
+    assert fleet.place_elsewhere(store, load(node="a"), queued, "d") is None  # the drain's: nowhere else
+    assert (sent, moved) == ([], [])
+
+
+def test_a_lost_nodes_job_is_sent_before_its_record_names_the_new_node(monkeypatch):
+    """Named first, a sweeper killed (or a Redis failing) between the two left the job
+    PENDING for good, naming a live node no message had gone to: no sweep looked there.
+    Sent first, a send that fails leaves it naming the lost node, for the sweep done again
+    (fleet-failure run)."""
+    from types import SimpleNamespace
+
+    from joblet.api import preflight
+    from joblet.api import tasks as api_tasks
+    from joblet.config import load
+    from joblet.errors import BackendUnavailable
+    from joblet.worker import fleet
+
+    steps: list[str] = []
+
+    def fail(cfg, job_id, spec, node, prefix):
+        steps.append(f"send {node}")
+        raise BackendUnavailable("cannot queue on the broker")
+
+    monkeypatch.setattr(api_tasks, "send_run", fail)
+    monkeypatch.setattr(preflight, "best_effort_target", lambda store, cfg, spec: "b")
+    store = SimpleNamespace(
+        transition=lambda job_id, allowed, node: steps.append(f"name {node}") or True,
+        prefix_stamp=lambda: "t:",
+    )
+    queued = JobRecord(id="q" * 32, status=JobStatus.PENDING, spec=make_spec("true", ()), node="d")
+    assert fleet.place_elsewhere(store, load(node="a"), queued, "d") is None
+    assert steps == ["send b"]  # its record still names d
+    monkeypatch.setattr(api_tasks, "send_run", lambda cfg, job_id, spec, node, prefix: steps.append(f"send {node}"))
+    assert fleet.place_elsewhere(store, load(node="a"), queued, "d") == "b"
+    assert steps == ["send b", "send b", "name b"]
