@@ -321,6 +321,11 @@ class Supervisor:
         for run in runs:
             run.stop(self._shutdown_why())
 
+    @property
+    def closing(self) -> bool:
+        """The worker shuts down (stop_all): what reaches it now is not started here."""
+        return self._closing.is_set()
+
     def _shutdown_why(self) -> str:
         return f"stopped by the shutdown of its worker (node {self.cfg.node})"
 

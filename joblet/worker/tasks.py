@@ -135,7 +135,21 @@ def run(sup: Any, msg: TaskMessage, keep_stdout: bool = True) -> dict[str, Any]:
     if error is not None:
         broker_guard.drops().count(_reason(error))
         return refuse(sup, msg.job_id, spec, error)
+    if sup.closing and (moved := hand_on(sup, sup.store.find_job(msg.job_id))) is not None:
+        return moved
     return sup.run(msg.job_id, spec, keep_stdout)  # type: ignore[no-any-return]
+
+
+def hand_on(sup: Any, record: JobRecord | None) -> dict[str, Any] | None:
+    """A waiting job that reached this node as its worker shuts down (taken in the moment
+    before its consumer stopped) or drains, not pinned here (its record's spec, as submitted:
+    the message's names the node it was placed on), is placed on another node where placement
+    finds one: at a shutdown it ended STOPPED, never having run, where a crash would have had
+    it placed elsewhere (fleet-failure run: 6 of 60 jobs at a SIGTERM). None: nowhere else."""
+    if record is None or record.status != JobStatus.PENDING or record.spec.node is not None:
+        return None
+    target = place_elsewhere(sup.store, sup.cfg, record, sup.cfg.node)
+    return None if target is None else {"job_id": record.id, "status": "PENDING", "node": target}
 
 
 def keep_for_drain(sup: Any, job_id: str) -> dict[str, Any] | None:
@@ -148,11 +162,10 @@ def keep_for_drain(sup: Any, job_id: str) -> dict[str, Any] | None:
     else to go; or undrained meanwhile)."""
     node = sup.cfg.node
     record = sup.store.find_job(job_id)
+    if (moved := hand_on(sup, record)) is not None:
+        return moved
     if record is None or record.status != JobStatus.PENDING:
         return None
-    # as submitted: the message's spec names the node it was placed on
-    if record.spec.node is None and (target := place_elsewhere(sup.store, sup.cfg, record, node)) is not None:
-        return {"job_id": job_id, "status": "PENDING", "node": target}
     if record.workflow is None or not sup.nodes.hold(node, job_id):
         return None
     sup.store.transition(job_id, [JobStatus.PENDING], node=node)  # the undrain sends those still naming it

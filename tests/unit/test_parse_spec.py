@@ -175,3 +175,43 @@ def test_an_expired_message_left_in_a_lost_nodes_queue_fails_no_job_placed_elsew
     tasks.dropped(sup("d"), expired)  # the control: still this node's
     tasks.dropped(sup(None), expired)  # and one of the shared queue
     assert failed == ["a" * 32, "a" * 32]
+
+
+def test_a_job_reaching_a_worker_that_shuts_down_goes_to_another_node(monkeypatch):
+    """Taken in the moment before its consumer stopped, a job ended STOPPED "before it
+    started" where a crash would have had it placed elsewhere (fleet-failure run: 6 of 60 at
+    a SIGTERM). Not pinned: placed on another node; pinned here, or with nowhere else to go,
+    or reaching a worker that is not shutting down: run here, as before (the controls)."""
+    from types import SimpleNamespace
+
+    from joblet.api import preflight
+    from joblet.api import tasks as api_tasks
+    from joblet.api.models import JobRecord, JobSpec, JobStatus
+    from joblet.config import load
+    from joblet.worker import tasks
+
+    sent: list[str | None] = []
+    monkeypatch.setattr(api_tasks, "send_run", lambda cfg, job_id, spec, node, prefix: sent.append(node))
+    target = {"node": "c"}
+    monkeypatch.setattr(preflight, "best_effort_target", lambda store, cfg, spec: target["node"])
+
+    def outcome(closing: bool, pin: str | None = None) -> object:
+        record = JobRecord(id="a" * 32, status=JobStatus.PENDING, spec=JobSpec(command="true", node=pin))
+        store = SimpleNamespace(
+            find_job=lambda job_id: record, transition=lambda job_id, allowed, node: True, prefix_stamp=lambda: None
+        )
+        sup = SimpleNamespace(
+            cfg=load(node="b"),
+            store=store,
+            closing=closing,
+            nodes=SimpleNamespace(is_drained=lambda node: False),
+            run=lambda job_id, spec, keep: "ran here",
+        )
+        msg = SimpleNamespace(job_id="a" * 32, fields={"spec": {"command": "true", "node": "b"}})  # placed on b
+        return tasks.run(sup, msg)  # type: ignore[arg-type]
+
+    assert outcome(closing=True) == {"job_id": "a" * 32, "status": "PENDING", "node": "c"} and sent == ["c"]
+    assert outcome(closing=True, pin="b") == "ran here"  # pinned here: it ends with the worker
+    assert outcome(closing=False) == "ran here" and sent == ["c"]
+    target["node"] = "b"  # placement finds only this node (the others full or down)
+    assert outcome(closing=True) == "ran here" and sent == ["c"]
