@@ -33,7 +33,10 @@ from joblet.worker.reconcile import free_orphan_addresses
 from joblet.worker.services import Services
 
 log = logging.getLogger(__name__)
-SWEEP_CLAIM_TTL = 300  # a sweeper that dies half-way is replaced after this long (the sweep repeats safely)
+# a sweeper that dies half-way is replaced after this long (the sweep repeats safely); 300 s
+# held the rest of a lost node's jobs that long (fleet-failure run), where a sweep of a
+# thousand jobs takes seconds
+SWEEP_CLAIM_TTL = 60
 
 
 def place(state_dir: Path, boot_id: str = "/proc/sys/kernel/random/boot_id") -> str:
