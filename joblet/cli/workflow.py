@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,6 @@ def workflow() -> None:
 def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
     """Validate (printing the guide's lines), submit, then follow unless detached."""
     from joblet.api.workflows import Limits, load
-    from joblet.cli.render import print_json
     from joblet.config import settings
 
     wf = load(Path(path), Limits.of(settings()))  # rnx's settings (its client's), before it is made
@@ -36,13 +37,45 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         return 2
     record = client.workflows.submit(wf, checked=True)
     if detach:
-        if as_json:
-            print_json({"id": record.id, "name": record.name, "jobs": record.jobs})
-        else:
-            click.echo(record.id)
+        import json
+
+        from joblet.cli.render import say_done
+
+        # `> /dev/full` said only "cannot write its output", the workflow started and its id
+        # lost (usability run): said as `rnx run -d` says it
+        text = (
+            json.dumps({"id": record.id, "name": record.name, "jobs": record.jobs}, indent=2) if as_json else record.id
+        )
+        said = say_done(text + "\n", f"started workflow {record.name} {record.id}")
         say_if_no_worker(client, record)
-        return 0
+        return 0 if said else 1
     say_if_no_worker(client, record)
+    try:
+        return follow(client, record, out, as_json)
+    except OSError as exc:  # `| head`: rnx ended 141 without a word, the workflow going on (usability run)
+        if exc.filename is not None:
+            raise
+        short = record.id[:12]
+        how = "goes on"
+        with contextlib.suppress(Exception):  # its last line failed: it may have ended
+            status = client.workflows.status(record.id)["status"]
+            if status in ("COMPLETED", "FAILED", "STOPPED"):
+                how = f"ended {status}"
+        sys.stderr.write(
+            f"rnx: cannot write its output ({exc.strerror}): workflow {record.name} {short} {how} "
+            f"(rnx workflow status {short})\n"
+        )
+        nowhere = os.open(os.devnull, os.O_WRONLY)  # what its buffer holds is dropped at exit
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(nowhere, sys.stdout.fileno())
+        os.close(nowhere)
+        return 1
+
+
+def follow(client: Any, record: Any, out: Any, as_json: bool) -> int:
+    """Print the submitted workflow's jobs' changes to `out` until it ends; its exit status."""
+    from joblet.cli.render import print_json
+
     count = len(record.jobs)
     print(f"workflow {record.name} {record.id[:12]}: {count} job{'s' if count != 1 else ''}", file=out)
     seen: dict[str, str] = {}

@@ -1446,3 +1446,69 @@ def test_no_commands_summary_is_cut_in_the_help(group):
     out = CliRunner().invoke(cli, [*group, "--help"], terminal_width=80)
     listed = out.output.partition("Commands:")[2]
     assert out.exit_code == 0 and listed.strip() and "..." not in listed, out.output
+
+
+def _started_workflow(tmp_path, on_submit=None):
+    """A fake client whose workflow `wf` (id c...) is submitted and completes at once."""
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(id="c" * 32, name="wf", jobs={"a": "d" * 32})
+
+    def submit(wf, checked=False):
+        if on_submit is not None:
+            on_submit()
+        return record
+
+    def status(wf_id: str) -> dict:
+        return {"status": "RUNNING", "jobs": [{"name": "a", "status": "RUNNING", "error": None}]}
+
+    workflows = SimpleNamespace(check=lambda wf: [(True, "fine")], submit=submit, status=status)
+    path = tmp_path / "wf.yaml"
+    path.write_text("jobs:\n  a: {command: 'true', network: none}\n")
+    return SimpleNamespace(workflows=workflows, live_nodes=lambda: {"n1": {}}), str(path)
+
+
+def test_a_detached_workflow_whose_id_cannot_be_written_says_it_started(tmp_path, monkeypatch, capsys):
+    """`rnx workflow run -d FILE > /dev/full` started the workflow and said only "cannot write
+    its output", exit 1: read as nothing done, its id lost (usability run), where `rnx run -d`
+    says `queued job ID, but ...`."""
+    from joblet.cli.workflow import run_workflow
+
+    client, path = _started_workflow(tmp_path)
+    full = open("/dev/full", "w")  # noqa: SIM115 - say_done points its fd at /dev/null
+    monkeypatch.setattr(sys, "stdout", full)
+    try:
+        assert run_workflow(client, path, detach=True, as_json=False) == 1
+    finally:
+        full.close()
+    err = capsys.readouterr().err
+    assert err.endswith(f"rnx: started workflow wf {'c' * 32}, but cannot write its output: No space left on device\n")
+
+
+def test_an_attached_workflow_whose_output_is_closed_says_it_goes_on(tmp_path, monkeypatch, capsys):
+    """`rnx workflow run FILE | head -6`: the reader left once the workflow was started and
+    rnx ended 141 without a word, the workflow going on (usability run); `rnx run | head -1`
+    says it left the job running. It says so too, with how to follow it, exit 1."""
+    import io
+
+    from joblet.cli.workflow import run_workflow
+
+    class Reader(io.StringIO):
+        left = False
+
+        def write(self, text: str) -> int:
+            if self.left:
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    out = Reader()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr("joblet.cli.workflow.wakeup.sleep", lambda seconds: None)
+    client, path = _started_workflow(tmp_path, on_submit=lambda: setattr(out, "left", True))
+    assert run_workflow(client, path, detach=False, as_json=False) == 1
+    assert out.getvalue().startswith("🔍 Validating")  # the control: it wrote until the reader left
+    err = capsys.readouterr().err
+    short = "c" * 12
+    assert err.endswith(
+        f"rnx: cannot write its output (Broken pipe): workflow wf {short} goes on (rnx workflow status {short})\n"
+    ), err
