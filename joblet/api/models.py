@@ -361,7 +361,7 @@ def check_fresh(spec: JobSpec) -> None:
             "name", f"{spec.name!r} has the shape of a job id's start (hex digits), which names jobs by id"
         )
     if spec.timeout is not None and spec.timeout > MAX_TIMEOUT:  # 1e20 was taken, shown as `1e+20 s`
-        raise FieldError("timeout", f"must be at most {MAX_TIMEOUT} (ten years; give none for no timeout)")
+        raise FieldError("timeout", f"must be at most {MAX_TIMEOUT} s (ten years; give none for no timeout)")
     if len(spec.network) > MAX_NETWORKS:
         raise FieldError("network", f"{len(spec.network)} networks, at most {MAX_NETWORKS}")
     for alone in ALONE:  # here, not with the networks' lookup: rnx batch looks a network up once

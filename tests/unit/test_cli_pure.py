@@ -377,10 +377,13 @@ def test_a_command_group_alone_shows_its_help():
     [
         ("--max-disk=99999999", "rnx: invalid --max-disk: must be at most 1048576 MB\n"),
         ("--max-memory=1", "rnx: invalid --max-memory: must be at least 4 MB\n"),
-        ("--timeout=1e20", "rnx: invalid --timeout: must be at most 315360000 (ten years; give none for no timeout)\n"),
+        (
+            "--timeout=1e20",
+            "rnx: invalid --timeout: must be at most 315360000 s (ten years; give none for no timeout)\n",
+        ),
         (
             "--timeout=4000d",
-            "rnx: invalid --timeout: must be at most 315360000 (ten years; give none for no timeout)\n",
+            "rnx: invalid --timeout: must be at most 315360000 s (ten years; give none for no timeout)\n",
         ),
         ("--max-pids=1", "rnx: invalid --max-pids: must be at least 8\n"),
         ("--max-output=1", "rnx: invalid --max-output: must be at least 1024 bytes\n"),
