@@ -366,7 +366,7 @@ def check_fresh(spec: JobSpec) -> None:
         raise FieldError("network", f"{len(spec.network)} networks, at most {MAX_NETWORKS}")
     for alone in ALONE:  # here, not with the networks' lookup: rnx batch looks a network up once
         if alone in spec.network and len(spec.network) > 1:
-            raise FieldError("network", f"{alone!r} cannot be combined")
+            raise FieldError("network", f"{alone!r} cannot be combined with other networks")
     if len(spec.args) > MAX_ARGS:
         long = "pass a long list in an uploaded file"
         raise FieldError("args", f"{len(spec.args)} arguments, at most {MAX_ARGS} ({long})")

@@ -124,6 +124,7 @@ def test_networks_seen_before_are_still_refused_together_where_one_stands_alone(
     lines = b"--network=isolated true\n--network=bridge true\n--network=isolated --network=bridge true\n"
     done = host.rnx("batch", input=lines)
     assert done.returncode == 2, done
-    assert done.stderr.decode() == "rnx batch: line 3: invalid --network: 'isolated' cannot be combined\n"
+    said = "rnx batch: line 3: invalid --network: 'isolated' cannot be combined with other networks\n"
+    assert done.stderr.decode() == said
     first, second = done.stdout.decode().split()  # the control: each alone is queued and runs
     assert client.wait(first, timeout=60).exit_code == 0 and client.wait(second, timeout=60).exit_code == 0

@@ -393,12 +393,17 @@ def test_a_command_group_alone_shows_its_help():
         ("--env=A\nB=2", "rnx: invalid --env: invalid environment variable name 'A\\x0aB'\n"),  # as elsewhere
         ("--volume=a/b", "rnx: invalid --volume: invalid volume name 'a/b'\n"),
         ("--node=-x", "rnx: invalid --node: invalid node name '-x'\n"),
+        # with what: it said only "'isolated' cannot be combined" (usability run)
+        (
+            "--network=isolated --network=bridge",
+            "rnx: invalid --network: 'isolated' cannot be combined with other networks\n",
+        ),
     ],
 )
 def test_rnx_run_names_the_option_and_its_unit(fake, flag, says):
     """The Python API's field names (limits.max_disk) and a bare number read oddly after
     `rnx run --max-disk=...`; the unit is the option's."""
-    out = CliRunner().invoke(main.cli, ["run", flag, "true"], prog_name="rnx")
+    out = CliRunner().invoke(main.cli, ["run", *flag.split(" "), "true"], prog_name="rnx")
     assert out.exit_code == 2 and out.output == says, out.output
 
 
