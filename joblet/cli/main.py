@@ -247,6 +247,7 @@ def cli(ctx: click.Context) -> None:
 @click.option(
     "--interval",
     type=Interval(),
+    metavar="SECONDS",
     default=2.0,
     show_default=True,
     help="Seconds between redraws with --watch.",

@@ -57,6 +57,7 @@ def stats_row(row: dict[str, Any]) -> list[str]:
 @click.option(
     "--interval",
     type=Interval(),
+    metavar="SECONDS",
     default=2.0,
     show_default=True,
     help="Seconds between refreshes (workers sample every heartbeat, 5 s by default).",

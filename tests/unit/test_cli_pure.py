@@ -1520,3 +1520,10 @@ def test_an_attached_workflow_whose_output_is_closed_says_it_goes_on(tmp_path, m
     assert err.endswith(
         f"rnx: cannot write its output (Broken pipe): workflow wf {short} goes on (rnx workflow status {short})\n"
     ), err
+
+
+@pytest.mark.parametrize("command", ["list", "stats"])
+def test_interval_says_its_unit_in_help(command):
+    """`rnx list --help` showed `--interval FLOAT RANGE`, click's type name (usability run)."""
+    out = CliRunner().invoke(main.cli, [command, "--help"], prog_name="rnx")
+    assert out.exit_code == 0 and "--interval SECONDS" in out.output and "FLOAT RANGE" not in out.output, out.output
