@@ -88,13 +88,16 @@ class RnxGroup(OnceGroup):
         return super().get_command(ctx, name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """rnx's own options: a mistyped one is one line too (click printed three)."""
+        """rnx's own options: a mistyped one is one line too (click printed three), and one of
+        a command given before it (`rnx --json list`) says where it goes."""
         words = list(args)  # what follows rnx's own options: the command's path is in it
         try:
             rest = super().parse_args(ctx, args)
         except NO_ARGS_IS_HELP:
             raise
         except click.UsageError as exc:
+            if (moved := misplaced(self, ctx, exc, words)) is not None:
+                exc = click.UsageError(moved, ctx)
             usage_exit(exc, ctx.command_path)
         ctx.meta[WORDS] = words
         return rest
@@ -179,6 +182,20 @@ NO_TWIN = {
     "-p": "a job is reached at its address on its network (rnx status ID), no port is published",
     "--publish": "a job is reached at its address on its network (rnx status ID), no port is published",
 }
+
+
+def misplaced(group: click.Group, ctx: click.Context, exc: click.UsageError, words: list[str]) -> str | None:
+    """`rnx --json list`: "No such option '--json'. Did you mean '--version'?" where the
+    option is the command's, given before it (usability run): where it goes, or None."""
+    message = exc.format_message()
+    if not message.startswith("No such option '"):
+        return None
+    option = message.split("'")[1]
+    named = next((w for w in words if not w.startswith("-")), None)
+    command = group.get_command(ctx, named) if named else None
+    if command is None or not any(option in getattr(p, "opts", ()) for p in command.params):
+        return None
+    return f"No such option '{option}' for rnx itself: give it after the command (rnx {named} {option} ...)"
 
 
 def usage_exit(exc: click.UsageError, where: str) -> NoReturn:

@@ -1527,3 +1527,23 @@ def test_interval_says_its_unit_in_help(command):
     """`rnx list --help` showed `--interval FLOAT RANGE`, click's type name (usability run)."""
     out = CliRunner().invoke(main.cli, [command, "--help"], prog_name="rnx")
     assert out.exit_code == 0 and "--interval SECONDS" in out.output and "FLOAT RANGE" not in out.output, out.output
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--json", "list"],
+            "rnx: No such option '--json' for rnx itself: give it after the command (rnx list --json ...)",
+        ),
+        (
+            ["--node=x", "run", "true"],
+            "rnx: No such option '--node' for rnx itself: give it after the command (rnx run --node",
+        ),
+        (["--bogus", "list"], "rnx: No such option '--bogus'. (see"),  # the control: no command's option either
+    ],
+)
+def test_a_commands_option_given_before_it_says_where_it_goes(fake, argv, said):
+    """`rnx --json list` said "No such option '--json'. Did you mean '--version'?" (usability run)."""
+    out = invoke(*argv)
+    assert out.exit_code == 2 and out.output.startswith(said) and out.output.count("\n") == 1, out.output
