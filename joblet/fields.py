@@ -105,6 +105,23 @@ def epoch(value: Any) -> float:
     return number(value, ge=0, le=LAST_TIME)
 
 
+def is_epoch(value: Any) -> bool:
+    """Whether `value` passes `epoch`, as a test rather than an error."""
+    real = isinstance(value, int | float) and not isinstance(value, bool)
+    return real and 0 <= value <= LAST_TIME
+
+
+def loaded(raw: str | bytes | None) -> Any:
+    """A value read back from Redis as JSON, or None where it is none or does not read
+    (written by other means: anyone who can write to Redis could have put anything there)."""
+    import json
+
+    try:
+        return None if raw is None else json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser
+        return None
+
+
 def optional(check: Callable[..., T], value: Any, *args: Any, **kwargs: Any) -> T | None:
     return None if value is None else check(value, *args, **kwargs)
 

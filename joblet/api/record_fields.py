@@ -7,6 +7,7 @@ from typing import Any
 
 from joblet.api.models import JobRecord, JobStatus
 from joblet.errors import ValidationError
+from joblet.fields import loaded
 
 
 def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
@@ -39,8 +40,13 @@ def read_record(job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
 
 
 def _reads(value: bytes) -> bool:
+    return value == b"null" or loaded(value) is not None
+
+
+def stored_status(raw: bytes | None) -> JobStatus | None:
+    """A record's stored status, or None where it is gone or does not read (written by other
+    means: one failed every heartbeat's look for the jobs the fleet made LOST; red-team run)."""
     try:
-        json.loads(value)
-    except (ValueError, RecursionError):
-        return False
-    return True
+        return JobStatus(loaded(raw))
+    except ValueError:  # none, not JSON, or no status's name
+        return None

@@ -15,13 +15,14 @@ from typing import Any
 from joblet.api.keys import END_FIELD, Keys
 from joblet.api.message import is_job_id
 from joblet.api.models import JobRecord, JobStatus
-from joblet.api.record_fields import decode_fields, encode_fields, read_record
+from joblet.api.record_fields import encode_fields, read_record, stored_status
 from joblet.api.redis_conn import connect, translated
 from joblet.api.store_homes import NetworkHomes, member_entry
 from joblet.api.store_index import LUA_LIVE, PRUNE_SCRIPT, SWEEP_SCRIPT, JobIndexes
 from joblet.api.store_nodes import node_record
 from joblet.api.store_output import END_SCRIPT, LUA_EXPIRE_WITH, OutputStreams
 from joblet.errors import AmbiguousId, BackendUnavailable, NotFound, ValidationError
+from joblet.fields import loaded
 from joblet.names import name_key
 from joblet.text import shown
 
@@ -219,19 +220,8 @@ def _job_named(raw: bytes | None, wanted: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _status(raw: bytes | None) -> JobStatus | None:
-    try:
-        return None if raw is None else JobStatus(json.loads(raw))
-    except (ValueError, TypeError, RecursionError):  # not JSON, nested past the parser, no status
-        return None
-
-
 def _beat(raw: bytes | None) -> dict[str, Any] | None:
-    try:
-        beat = json.loads(raw) if raw else None
-    except (ValueError, RecursionError):
-        return None
-    return beat if isinstance(beat, dict) else None
+    return node_record(raw)[0]
 
 
 WORKFLOW_NAMES_KEPT = 1024  # workflows whose job names members() keeps (then forgets them all)
@@ -456,7 +446,7 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
         pipe = self.redis.pipeline()
         for job_id in job_ids:
             pipe.hget(self.keys.job(job_id), "status")
-        return [_status(raw) for raw in pipe.execute()]
+        return [stored_status(raw) for raw in pipe.execute()]
 
     @_url
     def job_exists(self, job_id: str) -> bool:
@@ -725,8 +715,7 @@ class Store(OutputStreams, JobIndexes, NetworkHomes):
             pipe.hgetall(self.keys.stats(job_id))
         found = {}
         for job_id, raw in zip(job_ids, pipe.execute(), strict=True):
-            try:
-                found[job_id] = decode_fields(raw) if raw else None
-            except (ValueError, RecursionError):  # written by other means: one failed every rnx stats
-                found[job_id] = None
-        return {job_id: sample for job_id, sample in found.items() if sample is not None}
+            sample = {k.decode(errors="replace"): loaded(v) for k, v in raw.items()}
+            if sample:  # a figure that does not read shows none (api/stats.py): one failed every rnx stats
+                found[job_id] = sample
+        return found

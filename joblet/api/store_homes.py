@@ -17,16 +17,17 @@ than one node (with one, nothing reads them).
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from joblet.api.keys import Keys
-from joblet.api.models import JobRecord, JobStatus
+from joblet.api.models import JobRecord
 from joblet.api.networks import BUILTINS
+from joblet.api.record_fields import stored_status
 from joblet.api.redis_conn import translated
+from joblet.fields import loaded
 
 _url = translated(lambda self: self.url)
 # a network's placed entries expire a week after the last job queued for it (one that
@@ -148,20 +149,15 @@ class NetworkHomes:
 
 
 def _final(raw: bytes) -> bool:
-    try:
-        return JobStatus(json.loads(raw)).final
-    except (ValueError, TypeError):
-        return True  # a record that does not read is no job that will run
+    status = stored_status(raw)
+    return status is None or status.final  # a record that does not read is no job that will run
 
 
 def member_entry(raw: bytes | str) -> dict[str, Any] | None:
     """A members hash's entry as a worker writes it (`{"ip", "names", "node"}`, maybe
     `"scope"`), or None where it does not read: one such entry, written to Redis by other
     means, failed every job's start in its network and its peers' /etc/hosts (red-team run)."""
-    try:
-        entry = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
+    entry = loaded(raw)
     if not isinstance(entry, dict) or not isinstance(entry.get("ip"), str):
         return None
     names = entry.get("names")

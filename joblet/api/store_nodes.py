@@ -15,6 +15,7 @@ from typing import Any
 
 from joblet.api.keys import Keys
 from joblet.api.redis_conn import connect, translated
+from joblet.fields import is_epoch, loaded
 
 _url = translated(lambda self: self.url)
 log = logging.getLogger(__name__)
@@ -64,12 +65,10 @@ class NodeStore:
         """Remove a node's record, drain and sweep mark, held jobs and counts of dropped
         messages (kept for good before: one hash per node ever named), if its record is still
         `seen` (its worker did not beat meanwhile); whether it did."""
-        script = self.redis.register_script(_FORGET)
-        keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept, self.keys.held(node), self.keys.dropped(node)]
         raw = self.redis.hget(self.keys.nodes, node)
         if raw is None or node_record(raw)[0] != seen:
             return False
-        return bool(script(keys=keys, args=[node, raw]))
+        return self._forget(node, raw)
 
     @_url
     def forget_unreadable(self, node: str) -> bool:
@@ -80,6 +79,10 @@ class NodeStore:
         raw = self.redis.hget(self.keys.nodes, node)
         if raw is None or node_record(raw)[0] is not None:
             return False
+        return self._forget(node, raw)
+
+    def _forget(self, node: str, raw: bytes) -> bool:
+        """Its record, drain, marks, held jobs and drop counts go, if its record is still `raw`."""
         script = self.redis.register_script(_FORGET)
         keys = [self.keys.nodes, self.keys.drained, self.keys.lost_swept, self.keys.held(node), self.keys.dropped(node)]
         return bool(script(keys=keys, args=[node, raw]))
@@ -144,35 +147,22 @@ class NodeStore:
         """node -> the last beat whose silence was swept to the end."""
         found = {}
         for key, raw in self.redis.hgetall(self.keys.lost_swept).items():
-            beat = _loaded(raw)
-            if _is_time(beat):  # one that does not read: as if never swept (the sweep repeats safely)
+            beat = loaded(raw)
+            if is_epoch(beat):  # one that does not read: as if never swept (the sweep repeats safely)
                 found[key.decode(errors="replace")] = float(beat)
         return found
-
-
-def _loaded(raw: bytes | str | None) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except (ValueError, RecursionError):
-        return None
-
-
-def _is_time(value: Any) -> bool:
-    """A time a worker could have written (seconds since 1970, before the year 5000: a date
-    is made of it when it is shown)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 95_000_000_000
 
 
 def node_record(raw: bytes | str | None) -> tuple[dict[str, Any] | None, str]:
     """A node's stored heartbeat as readers use it, or None and why it does not read: a JSON
     object whose `beat` (and `left`, where there is one) is a time. Written by a worker, but
     Redis holds whatever anyone wrote there."""
-    record = _loaded(raw)
+    record = loaded(raw)
     if not isinstance(record, dict):
         return None, "not a JSON object"
-    if not _is_time(record.get("beat", 0)):
+    if not is_epoch(record.get("beat", 0)):
         return None, "its 'beat' is no time"
     left = record.get("left")
-    if left is not None and not isinstance(left, bool) and not _is_time(left):
+    if left is not None and not isinstance(left, bool) and not is_epoch(left):
         return None, "its 'left' is no time"
     return record, ""
