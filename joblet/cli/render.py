@@ -30,11 +30,21 @@ def say_done(text: str, done: str) -> bool:
             raise
         sys.stderr.write(f"rnx: {printable(done)}, but cannot write its output: {exc.strerror}\n")
         sys.stderr.flush()
-        nowhere = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(nowhere, sys.stdout.fileno())
-        os.close(nowhere)
+        drop_stdout()
         return False
     return True
+
+
+def drop_stdout() -> None:
+    """stdout to /dev/null, once it could not be written: the text left in its buffer is
+    dropped at exit, not a second error (or a write at exit to what took none)."""
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(nowhere, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout closed or detached: nothing to drop
+        pass
+    finally:
+        os.close(nowhere)
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:

@@ -666,13 +666,13 @@ class Attached:
                 # at most once a second while nothing arrives, every 5 s once it runs: one
                 # read of its status for the note, the node's heartbeat and the end's watch
                 check_at = time.monotonic() + (NODE_LOOK if self.warned else 1.0)
-                where = self._look()
-                if where is not None and not self.warned:
-                    self._warn_if_no_worker(initial=False, where=where)
-                elif where is not None:
-                    self._warn_if_node_down(where)
-                if where is not None and ended.saw(where[0]):  # final long since, no marker: none is coming
-                    return
+                if (where := self._look()) is not None:
+                    if self.warned:
+                        self._warn_if_node_down(where)
+                    else:
+                        self._warn_if_no_worker(initial=False, where=where)
+                    if ended.saw(where[0]):  # final long since, no marker: none is coming
+                        return
             elif ended.over():
                 return
             for entry_id, field, data in entries:

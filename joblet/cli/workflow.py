@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -65,10 +64,9 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
             f"rnx: cannot write its output ({exc.strerror}): workflow {record.name} {short} {how} "
             f"(rnx workflow status {short})\n"
         )
-        nowhere = os.open(os.devnull, os.O_WRONLY)  # what its buffer holds is dropped at exit
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(nowhere, sys.stdout.fileno())
-        os.close(nowhere)
+        from joblet.cli.render import drop_stdout
+
+        drop_stdout()
         return 1
 
 

@@ -231,7 +231,7 @@ def place_elsewhere(store: Store, cfg: Settings, record: JobRecord, node: str, s
         if swept and target == node:
             log.info("job %s queued on node %s, which is up again: left in its queue", record.short_id, node)
             return node
-        if target == node or (target is None and not (swept and not constrained(record.spec))):
+        if target == node or (target is None and (not swept or constrained(record.spec))):
             return None
         if user and target is not None:  # where it goes now: its network's next job goes there too
             store.mark_placed(record.id, record.spec.network, target)
