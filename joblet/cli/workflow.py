@@ -14,6 +14,8 @@ from joblet import wakeup
 from joblet.cli import complete
 from joblet.cli.once import OnceGroup
 
+ENDED = ("COMPLETED", "FAILED", "STOPPED")  # a workflow's overall status once it ended (workflow_store.overall)
+
 
 @click.group(cls=OnceGroup)
 def workflow() -> None:
@@ -58,7 +60,7 @@ def run_workflow(client: Any, path: str, detach: bool, as_json: bool) -> int:
         how = "goes on"
         with contextlib.suppress(Exception):  # its last line failed: it may have ended
             status = client.workflows.status(record.id)["status"]
-            if status in ("COMPLETED", "FAILED", "STOPPED"):
+            if status in ENDED:
                 how = f"ended {status}"
         sys.stderr.write(
             f"rnx: cannot write its output ({exc.strerror}): workflow {record.name} {short} {how} "
@@ -93,7 +95,7 @@ def follow(client: Any, record: Any, out: Any, as_json: bool) -> int:
             patience(None)
             for name, line in changes(info["jobs"], seen):
                 print(f"  {name}: {line}", file=out)
-            if info["status"] in ("COMPLETED", "FAILED", "STOPPED"):
+            if info["status"] in ENDED:
                 break
             wakeup.sleep(0.3)
     except KeyboardInterrupt:
